@@ -1,1 +1,17 @@
-fn main() {}
+//! The `chatbench` binary: command-line wiring only. Flags are parsed and validated into the
+//! libraries' typed configurations (`chatbench-servers`, `chatbench-loadgen`) in one step;
+//! everything else lives in the libraries.
+//!
+//! Exit codes (also in the README): 0 ok; 1 regression (reserved for `gate`); 2 usage or input
+//! error (bad flags, bad scenario, bad URL); 3 the run could not be made or measured nothing
+//! (unreachable target, plan does not fit, server failed to start); 4 the run finished but is
+//! invalid (the generator, not the target, was the bottleneck); 130 interrupted by Ctrl-C
+//! (results written, flagged `interrupted`).
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

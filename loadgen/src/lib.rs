@@ -1,1 +1,31 @@
-//! placeholder
+//! chatbench load generator: the scenario model, the client engine that opens many WebSocket
+//! connections and sends on an open-loop schedule, the pacer, the target sampler, and the
+//! results writer.
+//!
+//! - [`scenario`]: scenario files (TOML) and their validation.
+//! - [`plan`]: who each connection is (room, role); pure.
+//! - [`schedule`], [`pacer`]: intended send times and the thread that keeps them.
+//! - [`target`]: the target URL and one client connection.
+//! - [`engine`]: the connection tasks and the phases.
+//! - [`stats`]: histograms and counters the tasks record into.
+//! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
+//! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes.
+//! - [`launcher`]: starting a reference server as a child process; [`progress`]: the display.
+//!
+//! Architecture invariant: this crate never depends on `chatbench-servers`; it reaches a server
+//! only over the network (and, for `--serve`, by starting the `chatbench` executable).
+
+pub mod engine;
+pub mod launcher;
+pub mod pacer;
+pub mod plan;
+pub mod progress;
+pub mod provenance;
+pub mod results;
+pub mod run;
+pub mod sampler;
+pub mod scenario;
+pub mod schedule;
+pub mod stats;
+pub mod sys;
+pub mod target;

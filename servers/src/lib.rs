@@ -1,1 +1,115 @@
-//! placeholder
+//! chatbench reference chat servers: the same chat behaviour (wire protocol v1) in several
+//! architectures, sharing everything that is not the architecture itself.
+//!
+//! - [`config`]: limits and tunables ([`ServerConfig`]) and the architecture names ([`Arch`]).
+//! - [`listener`]: binding with a large backlog.
+//! - [`shutdown`]: the shutdown signal passed into every server.
+//! - [`http`]: I/O-free HTTP routing (`/ws`, `/metrics`, `/healthz`) and upgrade validation.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`rooms`]: the sharded room registry.
+//! - [`task_per_conn`]: a tokio task per connection.
+//!
+//! Every architecture exposes `run(listener, config, shutdown)`; [`run_arch`] dispatches on
+//! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
+//! tests.
+
+pub mod config;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod rooms;
+pub mod shutdown;
+pub mod task_per_conn;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+
+pub use config::{Arch, ServerConfig, SlowConsumerPolicy};
+pub use shutdown::Shutdown;
+
+/// Why a server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is inconsistent; the message names the setting.
+    #[error("invalid server configuration: {0}")]
+    Config(String),
+    /// The async runtime could not start (out of threads or memory).
+    #[error("could not start the runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// The listener could not be prepared (made non-blocking or registered).
+    #[error("could not use the listener: {0}")]
+    Listener(#[source] io::Error),
+    /// The server thread panicked (a bug: connection panics are contained per connection).
+    #[error("the server thread panicked")]
+    Panicked,
+}
+
+/// Runs the server of architecture `arch` on `listener` until `shutdown` fires and its
+/// connections have closed (or `config.shutdown_grace` has passed). Blocks the calling thread.
+pub fn run_arch(
+    arch: Arch,
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    match arch {
+        Arch::TaskPerConn => task_per_conn::run(listener, config, shutdown),
+    }
+}
+
+/// A server running on a background OS thread (see [`spawn`]).
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    /// Triggers the server's shutdown.
+    pub shutdown: Shutdown,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// `ws://ADDR/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Waits for the server to return (after someone triggered [`RunningServer::shutdown`]).
+    pub fn join(mut self) -> Result<(), ServerError> {
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Err(ServerError::Panicked)),
+            None => Ok(()),
+        }
+    }
+
+    /// Triggers shutdown and waits for the server to return.
+    pub fn stop(self) -> Result<(), ServerError> {
+        self.shutdown.trigger();
+        self.join()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `addr` (with `config.backlog`) and runs the `arch` server on a new OS thread.
+pub fn spawn(arch: Arch, config: ServerConfig, addr: SocketAddr) -> io::Result<RunningServer> {
+    let listener = listener::bind(addr, config.backlog)?;
+    let addr = listener.local_addr()?;
+    let shutdown = Shutdown::new();
+    let s = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("chatbench-{}", arch.as_str()))
+        .spawn(move || run_arch(arch, listener, config, s))?;
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,492 @@
+//! The client engine of one load-generator process: opens the planned connections at the ramp
+//! rate, joins rooms, runs the phases (connect, settle, warmup, measure, cooldown), sends on the
+//! open-loop schedule, checks every delivery, and hands the coordinator loop what it needs for
+//! the time series and the summary.
+//!
+//! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread; every
+//! reading connection parses what it receives, records latency from the message's intended
+//! send time (only for messages from this agent: one clock), and tracks the last sequence number
+//! per sender to count duplicates. Loss is computed per room at the end:
+//! expected = sent × (readers − 1).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use chatbench_protocol::{encode_join, parse_server, MsgWriter, ServerFrame};
+
+use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
+use crate::scenario::Scenario;
+use crate::schedule::Schedule;
+use crate::stats::{Hist, Stats};
+use crate::target::{connect, ws_config, Target};
+
+/// The phase a run is in, broadcast to every connection task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Opening connections and joining rooms.
+    Connect,
+    /// All open; waiting for memory readings to settle. No sends.
+    Settle,
+    /// Sending, before the measurement window.
+    Warmup,
+    /// Sending; this is the window that counts.
+    Measure,
+    /// Senders stopped; receivers still read stragglers.
+    Cooldown,
+    /// Close everything.
+    Stop,
+}
+
+impl Phase {
+    /// Lower-case name, as in the time series.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connect => "connect",
+            Phase::Settle => "settle",
+            Phase::Warmup => "warmup",
+            Phase::Measure => "measure",
+            Phase::Cooldown => "cooldown",
+            Phase::Stop => "stop",
+        }
+    }
+}
+
+/// The measurement window in µs since the engine's epoch; `u64::MAX` until known.
+#[derive(Debug)]
+pub struct Window {
+    start_us: AtomicU64,
+    end_us: AtomicU64,
+}
+
+impl Window {
+    fn contains(&self, ts: u64) -> bool {
+        ts >= self.start_us.load(Ordering::Relaxed) && ts < self.end_us.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by every connection task of one engine.
+pub struct Shared {
+    /// The plan.
+    pub plan: Plan,
+    /// The scenario.
+    pub scenario: Arc<Scenario>,
+    /// The target.
+    pub target: Target,
+    /// Measurements.
+    pub stats: Stats,
+    /// Time zero of every `ts` this agent writes.
+    pub epoch: Instant,
+    /// The measurement window.
+    pub window: Window,
+    /// When sending starts (start of warmup); set once.
+    pub send_start: OnceLock<Instant>,
+    /// Per room: members that joined and read (senders and receivers), at the end of connect.
+    pub room_readers: Vec<AtomicU64>,
+    ws_config: WebSocketConfig,
+    source_addrs: Vec<IpAddr>,
+    phase: watch::Receiver<Phase>,
+    wakes: Vec<Arc<Notify>>,
+    sender_ordinal: Vec<u32>,
+}
+
+impl Shared {
+    /// Builds the shared state and the phase sender that drives it.
+    pub fn new(
+        scenario: Arc<Scenario>,
+        plan: Plan,
+        target: Target,
+        source_addrs: Vec<IpAddr>,
+    ) -> (Arc<Shared>, watch::Sender<Phase>) {
+        let (tx, rx) = watch::channel(Phase::Connect);
+        let mut sender_ordinal = vec![u32::MAX; plan.conns.len()];
+        let mut wakes = Vec::new();
+        for c in plan.conns.iter().filter(|c| c.role == Role::Sender) {
+            sender_ordinal[c.index as usize] = wakes.len() as u32;
+            wakes.push(Arc::new(Notify::new()));
+        }
+        let rooms = plan.rooms;
+        let shared = Shared {
+            stats: Stats::new(rooms),
+            room_readers: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            ws_config: ws_config(&scenario.client),
+            plan,
+            scenario,
+            target,
+            epoch: Instant::now(),
+            window: Window {
+                start_us: AtomicU64::new(u64::MAX),
+                end_us: AtomicU64::new(u64::MAX),
+            },
+            send_start: OnceLock::new(),
+            source_addrs,
+            phase: rx,
+            wakes,
+            sender_ordinal,
+        };
+        (Arc::new(shared), tx)
+    }
+
+    /// Fixes the timeline: sending starts at `start`; the window follows the warmup.
+    pub fn set_timeline(&self, start: Instant) {
+        let _ = self.send_start.set(start);
+        let s = &self.scenario;
+        let ws = (start + s.warmup)
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
+        let we = (start + s.warmup + s.measure)
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
+        self.window.start_us.store(ws, Ordering::Relaxed);
+        self.window.end_us.store(we, Ordering::Relaxed);
+    }
+
+    /// The schedule of the sender with plan index `index` (its own and the pacer's copy).
+    pub fn schedule_of(&self, index: u32) -> Schedule {
+        let s = &self.scenario;
+        let seed = s.seed
+            ^ (u64::from(self.plan.agent) << 32)
+            ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Schedule::new(s.arrival, s.rate_per_sender, s.warmup + s.measure, seed)
+    }
+
+    /// The pacer's view of every sender.
+    pub fn paced_senders(&self) -> Vec<crate::pacer::PacedSender> {
+        self.plan
+            .conns
+            .iter()
+            .filter(|c| c.role == Role::Sender)
+            .map(|c| crate::pacer::PacedSender {
+                schedule: self.schedule_of(c.index),
+                wake: self.wakes[self.sender_ordinal[c.index as usize] as usize].clone(),
+            })
+            .collect()
+    }
+
+    fn source_for(&self, index: u32) -> Option<IpAddr> {
+        if self.source_addrs.is_empty() {
+            None
+        } else {
+            Some(self.source_addrs[index as usize % self.source_addrs.len()])
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+/// Spawns connection tasks at the scenario's ramp rate; returns when all are spawned or the
+/// phase moves past `Connect`.
+pub async fn ramp(
+    shared: Arc<Shared>,
+    handles: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+) {
+    let rate = shared.scenario.ramp_rate;
+    let start = Instant::now();
+    let n = shared.plan.conns.len();
+    let mut i = 0usize;
+    while i < n {
+        if *shared.phase.borrow() != Phase::Connect {
+            return;
+        }
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        // Spawn everything due by now (the timer has 1 ms resolution; a burst per tick keeps
+        // the average rate exact).
+        let elapsed = start.elapsed().as_secs_f64();
+        let upto = ((elapsed * rate).floor() as usize + 1).min(n);
+        let mut batch = Vec::with_capacity(upto.saturating_sub(i));
+        while i < upto {
+            let plan = shared.plan.conns[i];
+            batch.push(tokio::spawn(conn_task(shared.clone(), plan)));
+            i += 1;
+        }
+        if let Ok(mut h) = handles.lock() {
+            h.extend(batch);
+        }
+    }
+}
+
+enum Exit {
+    /// The run told us to stop: close politely.
+    Stop,
+    /// The server closed or the connection broke.
+    Gone,
+}
+
+async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
+    let stats = &shared.stats;
+    Stats::inc(&stats.counters.connect_attempts);
+    let t0 = Instant::now();
+    let timeout = shared.scenario.connect_timeout;
+    let setup = tokio::time::timeout(timeout, open_and_join(&shared, plan)).await;
+    let mut ws = match setup {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(label)) => {
+            stats.connect_errors.add(&label);
+            return;
+        }
+        Err(_) => {
+            stats.connect_errors.add("timeout");
+            return;
+        }
+    };
+    stats.record(plan.index, Hist::Connect, t0.elapsed().as_micros() as u64);
+    if *shared.phase.borrow() != Phase::Connect {
+        // Too late to be counted as a member of this run: leave rather than skew the counts.
+        stats.connect_errors.add("too_late");
+        let _ = ws.close(None).await;
+        return;
+    }
+    stats.counters.open.fetch_add(1, Ordering::Relaxed);
+    Stats::inc(&stats.counters.ready);
+    if let (Some(room), Role::Sender | Role::Receiver) = (plan.room, plan.role) {
+        shared.room_readers[room as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    let exit = drive(&shared, plan, &mut ws).await;
+    stats.counters.open.fetch_sub(1, Ordering::Relaxed);
+    if let Exit::Stop = exit {
+        close_politely(&mut ws).await;
+    }
+}
+
+async fn open_and_join(
+    shared: &Shared,
+    plan: ConnPlan,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let mut ws = connect(
+        &shared.target,
+        shared.source_for(plan.index),
+        shared.ws_config,
+    )
+    .await
+    .map_err(|e| e.label())?;
+    Stats::inc(&shared.stats.counters.connected);
+    let Some(room) = plan.room else { return Ok(ws) };
+    let name = room_name(room);
+    ws.send(Message::text(encode_join(&name)))
+        .await
+        .map_err(|_| "join_send".to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => match parse_server(&t) {
+                Ok(ServerFrame::Joined { room: r }) if r == name => return Ok(ws),
+                Ok(ServerFrame::Error { code, .. }) => {
+                    shared.stats.server_errors.add(&code);
+                    return Err(format!("join_error_{code}"));
+                }
+                _ => Stats::inc(&shared.stats.counters.bad_frames),
+            },
+            Some(Ok(Message::Close(f))) => {
+                shared.stats.closed_by_server.add(&close_label(f.as_ref()));
+                return Err("closed_during_join".into());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err("reset_during_join".into()),
+        }
+    }
+}
+
+fn close_label(f: Option<&CloseFrame>) -> String {
+    f.map(|f| u16::from(f.code).to_string())
+        .unwrap_or_else(|| "none".into())
+}
+
+struct Receiver {
+    last_seq: Vec<u64>,
+}
+
+async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStream>) -> Exit {
+    let mut phase_rx = shared.phase.clone();
+    let reading = |p: Phase| plan.role != Role::Slow || p >= Phase::Stop;
+    let mut phase = *phase_rx.borrow_and_update();
+    let mut receiver = Receiver {
+        last_seq: vec![0; shared.plan.senders_per_room as usize],
+    };
+    let wake = (plan.role == Role::Sender)
+        .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
+    let mut sender: Option<SenderState> = None;
+    let room = plan.room.unwrap_or(0);
+    loop {
+        tokio::select! {
+            changed = phase_rx.changed() => {
+                if changed.is_err() { return Exit::Stop; }
+                phase = *phase_rx.borrow_and_update();
+                if phase == Phase::Stop { return Exit::Stop; }
+                if phase >= Phase::Warmup && sender.is_none() && wake.is_some() {
+                    if let Some(&start) = shared.send_start.get() {
+                        let name = room_name(room);
+                        let id = shared.plan.conn_id(plan.index);
+                        let body = "x".repeat(shared.scenario.payload_bytes as usize);
+                        sender = Some(SenderState {
+                            schedule: shared.schedule_of(plan.index).peekable(),
+                            writer: MsgWriter::new(&name, &id, &body),
+                            start,
+                            seq: 0,
+                        });
+                    }
+                }
+            }
+            _ = async { if let Some(w) = &wake { w.notified().await } else { std::future::pending().await } }, if sender.is_some() => {
+                if let Some(s) = sender.as_mut() {
+                    if send_due(shared, plan, room, s, ws).await.is_err() {
+                        Stats::inc(&shared.stats.counters.send_failures);
+                        return Exit::Gone;
+                    }
+                }
+            }
+            msg = ws.next(), if reading(phase) => {
+                match msg {
+                    Some(Ok(Message::Text(t))) => on_text(shared, plan, &mut receiver, &t),
+                    Some(Ok(Message::Close(f))) => {
+                        shared.stats.closed_by_server.add(&close_label(f.as_ref()));
+                        return Exit::Gone;
+                    }
+                    Some(Ok(Message::Binary(_))) => Stats::inc(&shared.stats.counters.bad_frames),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        shared.stats.closed_by_server.add("reset");
+                        return Exit::Gone;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct SenderState {
+    schedule: std::iter::Peekable<Schedule>,
+    writer: MsgWriter,
+    start: Instant,
+    seq: u64,
+}
+
+async fn send_due(
+    shared: &Shared,
+    plan: ConnPlan,
+    room: u32,
+    s: &mut SenderState,
+    ws: &mut WebSocketStream<TcpStream>,
+) -> Result<(), tungstenite::Error> {
+    let now = Instant::now();
+    let mut first = true;
+    let mut any = false;
+    let stats = &shared.stats;
+    while let Some(&off) = s.schedule.peek() {
+        let intended = s.start + off;
+        if intended > now {
+            break;
+        }
+        s.schedule.next();
+        if first {
+            stats.record(
+                plan.index,
+                Hist::SendLag,
+                (now - intended).as_micros() as u64,
+            );
+            first = false;
+        }
+        s.seq += 1;
+        let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
+        let mut text = String::new();
+        s.writer.write(&mut text, s.seq, ts);
+        ws.feed(Message::text(text)).await?;
+        any = true;
+        Stats::inc(&stats.counters.sent);
+        if shared.window.contains(ts) {
+            Stats::inc(&stats.counters.sent_window);
+            Stats::inc(&stats.room_sent_window[room as usize]);
+        }
+    }
+    if any {
+        ws.flush().await?;
+    }
+    Ok(())
+}
+
+fn on_text(shared: &Shared, plan: ConnPlan, r: &mut Receiver, text: &str) {
+    let stats = &shared.stats;
+    match parse_server(text) {
+        Ok(ServerFrame::Msg(m)) => {
+            Stats::inc(&stats.counters.delivered);
+            let Some((agent, index)) = parse_conn_id(&m.from) else {
+                Stats::inc(&stats.counters.bad_frames);
+                return;
+            };
+            if agent != shared.plan.agent {
+                return; // another agent's clock: counted by that agent's receivers' peers
+            }
+            let Some(slot) = shared
+                .plan
+                .conns
+                .get(index as usize)
+                .and_then(|c| c.sender_slot)
+            else {
+                Stats::inc(&stats.counters.bad_frames);
+                return;
+            };
+            let Some(last) = r.last_seq.get_mut(slot as usize) else {
+                Stats::inc(&stats.counters.bad_frames);
+                return;
+            };
+            if m.seq <= *last {
+                Stats::inc(&stats.counters.duplicated);
+                return;
+            }
+            *last = m.seq;
+            let latency = shared.now_us().saturating_sub(m.ts);
+            let in_window = shared.window.contains(m.ts);
+            stats.record_latency(plan.index, latency, in_window);
+            if in_window {
+                Stats::inc(&stats.counters.delivered_window);
+                if let Some(room) = m
+                    .room
+                    .strip_prefix('r')
+                    .and_then(|r| r.parse::<usize>().ok())
+                {
+                    if let Some(c) = stats.room_delivered_window.get(room) {
+                        Stats::inc(c);
+                    }
+                }
+                if latency > shared.scenario.late_after.as_micros() as u64 {
+                    Stats::inc(&stats.counters.late);
+                }
+            }
+        }
+        Ok(ServerFrame::Error { code, .. }) => stats.server_errors.add(&code),
+        Ok(ServerFrame::Joined { .. }) => {}
+        Err(_) => Stats::inc(&stats.counters.bad_frames),
+    }
+}
+
+async fn close_politely(ws: &mut WebSocketStream<TcpStream>) {
+    // Send a close frame and wait (bounded) for the server to answer and close the TCP
+    // connection first, so TIME_WAIT lands on the server side and back-to-back runs don't run
+    // out of client ports. If it does not answer, drop with zero linger (RST, no TIME_WAIT).
+    let done = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "run finished".into(),
+            }))
+            .await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    if done.is_err() {
+        let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Stop flag for the pacer, shared with the coordinator.
+pub type PacerStop = Arc<AtomicBool>;

@@ -1,0 +1,170 @@
+//! Starting a reference server as a child process (`chatbench run --serve ARCH`): the server
+//! must be its own process so that its memory and CPU can be sampled apart from the generator.
+//!
+//! The child is `chatbench serve --listen 127.0.0.1:0 …` of the same executable; its first
+//! stdout line starts with the bound address. It runs in its own process group so that a
+//! Ctrl-C at the terminal reaches the generator only, which then finishes the run and stops
+//! the server itself (SIGTERM, then SIGKILL after a grace period).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// Errors starting or stopping the server child.
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    /// The executable could not be started.
+    #[error("cannot start the server ({cmd}): {source}")]
+    Spawn {
+        /// The command line.
+        cmd: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It exited or printed something else before announcing its address.
+    #[error("the server did not announce its address within {waited:?} ({cmd}); its last output:\n{stderr}")]
+    NoAddress {
+        /// The command line.
+        cmd: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The tail of its stderr.
+        stderr: String,
+    },
+}
+
+/// A running server child.
+pub struct ServerChild {
+    child: Child,
+    /// Its bound address.
+    pub addr: SocketAddr,
+    /// Its pid.
+    pub pid: u32,
+    /// The arguments it was started with.
+    pub args: Vec<String>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+const STDERR_TAIL_LINES: usize = 40;
+
+impl ServerChild {
+    /// Starts `exe serve --arch ARCH --listen 127.0.0.1:0 [extra…]` and waits for its address.
+    pub fn start(exe: &Path, arch: &str, extra: &[String]) -> Result<ServerChild, LaunchError> {
+        let mut args = vec![
+            "serve".to_string(),
+            "--arch".into(),
+            arch.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let cmd = format!("{} {}", exe.display(), args.join(" "));
+        let mut child = Command::new(exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|source| LaunchError::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(err) = child.stderr.take() {
+            let tail = tail.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut t) = tail.lock() {
+                        if t.len() == STDERR_TAIL_LINES {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
+                    }
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(out).lines();
+                if let Some(Ok(first)) = lines.next() {
+                    let _ = tx.send(first);
+                }
+                // Keep draining so the child never blocks on a full pipe.
+                for _ in lines {}
+            });
+        }
+        let waited = Duration::from_secs(15);
+        let addr = rx.recv_timeout(waited).ok().and_then(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        });
+        match addr {
+            Some(addr) => Ok(ServerChild {
+                child,
+                addr,
+                pid,
+                args,
+                stderr_tail: tail,
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                let stderr = tail
+                    .lock()
+                    .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default();
+                Err(LaunchError::NoAddress {
+                    cmd,
+                    waited,
+                    stderr,
+                })
+            }
+        }
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines it wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
+    pub fn stop(mut self, grace: Duration) -> String {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return format!("had already exited: {status}");
+        }
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return format!("stopped by SIGTERM: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        format!("did not stop within {grace:?} of SIGTERM; killed")
+    }
+}

@@ -1,0 +1,458 @@
+//! Results files of a run: `summary.json` (versioned schema, `docs/summary.schema.json`),
+//! `timeseries.csv` (one row per second per metric) and `latency.hgrm` (HdrHistogram
+//! percentile distribution), written into `results/runs/<UTC timestamp>-<scenario>/`.
+//!
+//! The whole folder is written under a temporary name and renamed into place, and each file is
+//! written to a temporary file and renamed, so a reader never sees a half-written run, even if
+//! the process dies while writing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::provenance::Provenance;
+use crate::sampler::MemoryPerConn;
+
+/// Version of the summary schema; bump on any incompatible change.
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+/// The schema's identifier, written into every summary.
+pub const SUMMARY_SCHEMA_ID: &str = "chatbench.summary/v1";
+
+/// Errors writing results.
+#[derive(Debug, Error)]
+pub enum ResultsError {
+    /// A file or folder could not be written.
+    #[error("cannot write results in {path}: {source} (check that the folder is writable and the disk is not full)")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serialisation failed (a bug).
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// Which file.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Whether the run ran to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// All phases ran.
+    Complete,
+    /// Stopped early (Ctrl-C): the figures cover what was measured.
+    Interrupted,
+    /// No connection could be made, or the target died: little or nothing was measured.
+    Failed,
+}
+
+/// Percentiles of a histogram, in µs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// Number of samples.
+    pub count: u64,
+    /// Minimum.
+    pub min: u64,
+    /// Mean.
+    pub mean: f64,
+    /// 50th percentile.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// 99.9th.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Percentiles of `h`, or `None` when it is empty.
+    pub fn of(h: &Histogram<u64>) -> Option<Percentiles> {
+        if h.is_empty() {
+            return None;
+        }
+        Some(Percentiles {
+            count: h.len(),
+            min: h.min(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        })
+    }
+}
+
+/// The target side of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// The URL the clients connected to.
+    pub url: String,
+    /// The reference architecture, when chatbench started the server (`run --serve`).
+    pub arch: Option<String>,
+    /// The server process sampled, if any.
+    pub pid: Option<u32>,
+    /// The server's settings (flags) when chatbench started it.
+    pub settings: BTreeMap<String, String>,
+    /// CPUs the server was pinned to, if it was.
+    pub cpu_affinity: Option<Vec<usize>>,
+}
+
+/// The generator side of a run, with its self-check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GeneratorInfo {
+    /// Agent processes (1 for a single-process run).
+    pub agents: u32,
+    /// Source addresses the clients were spread over.
+    pub source_addrs: Vec<String>,
+    /// WebSocket client buffer settings.
+    pub client: BTreeMap<String, u64>,
+    /// CPUs the generator could run on.
+    pub cpu_affinity: Vec<usize>,
+    /// Generator CPU over the measurement window, in cores (1.0 = one core busy).
+    pub cpu_cores_measure: Option<f64>,
+    /// Pacer wake-up lateness, µs (the generator's own schedule lag).
+    pub pacer_lag_us: Option<Percentiles>,
+    /// Sender lag: actual write start minus intended send time, µs.
+    pub send_lag_us: Option<Percentiles>,
+    /// Generator RSS per open connection, bytes (RSS after the connect phase minus before,
+    /// divided by connections).
+    pub rss_per_conn_bytes: Option<f64>,
+}
+
+/// Connection figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Planned connections.
+    pub planned: u64,
+    /// Attempts started.
+    pub attempted: u64,
+    /// Completed the WebSocket handshake.
+    pub connected: u64,
+    /// Connected and joined (members) or connected (idle): counted as part of the run.
+    pub ready: u64,
+    /// Failed attempts by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Connections the server closed (or reset) during the run, by close code.
+    pub closed_by_server: BTreeMap<String, u64>,
+    /// Seconds from the first attempt to the last connection ready.
+    pub connect_phase_s: f64,
+    /// Connections ready per second over the connect phase.
+    pub open_rate_per_s: f64,
+    /// Connect + handshake (+ join) time per connection, µs.
+    pub connect_time_us: Option<Percentiles>,
+}
+
+/// Message accounting over the measurement window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageStats {
+    /// Messages sent in the window.
+    pub sent: u64,
+    /// Σ sent × (readers in the room − 1).
+    pub expected: u64,
+    /// Unique deliveries of window messages.
+    pub delivered: u64,
+    /// expected − delivered (never negative; see `extra`).
+    pub lost: u64,
+    /// Deliveries beyond the expected count (should be 0; a server bug if not).
+    pub extra: u64,
+    /// Repeated (sender, seq) deliveries, all phases.
+    pub duplicated: u64,
+    /// Window deliveries slower than `late_after`.
+    pub late: u64,
+    /// lost / expected.
+    pub loss_ratio: f64,
+    /// Slow consumers (excluded from expected).
+    pub slow_consumers: u64,
+    /// `error` frames received from the server, by code.
+    pub server_errors: BTreeMap<String, u64>,
+    /// Frames from the server that did not parse.
+    pub bad_frames: u64,
+    /// Messages per second sent in the window.
+    pub sent_per_s: f64,
+    /// Deliveries per second in the window.
+    pub delivered_per_s: f64,
+}
+
+/// What the sampler saw of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetResources {
+    /// RSS before the first connection, bytes.
+    pub rss_before_bytes: Option<u64>,
+    /// RSS after the connect phase settled, bytes.
+    pub rss_connected_bytes: Option<u64>,
+    /// Peak RSS sampled, bytes.
+    pub rss_peak_bytes: Option<u64>,
+    /// Memory per connection (user space and kernel apart), per the design's method.
+    pub memory_per_conn: Option<MemoryPerConn>,
+    /// Server CPU over the measurement window, in cores.
+    pub cpu_cores_measure: Option<f64>,
+    /// Server CPU-µs per delivered message over the window.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Threads at the end of connect.
+    pub threads: Option<u64>,
+    /// Open descriptors at the end of connect.
+    pub open_fds: Option<u64>,
+    /// TcpExt ListenOverflows during the run (dropped connection attempts at accept).
+    pub listen_overflows: Option<u64>,
+}
+
+/// Durations of each phase as run, seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Connect.
+    pub connect: f64,
+    /// Settle.
+    pub settle: f64,
+    /// Warmup.
+    pub warmup: f64,
+    /// Measure.
+    pub measure: f64,
+    /// Cooldown.
+    pub cooldown: f64,
+}
+
+/// The scenario as run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioRecord {
+    /// Its name.
+    pub name: String,
+    /// The file it came from.
+    pub path: Option<String>,
+    /// Its full text.
+    pub text: String,
+    /// Overrides applied on the command line (`--set key=value`).
+    pub overrides: Vec<String>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Always [`SUMMARY_SCHEMA_ID`].
+    pub schema: String,
+    /// Always [`SUMMARY_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Folder name of the run.
+    pub run_id: String,
+    /// Whether all phases ran.
+    pub status: RunStatus,
+    /// False when the generator, not the target, limited the run (or nothing was measured).
+    pub valid: bool,
+    /// Why the run is invalid (empty when valid).
+    pub invalid_reasons: Vec<String>,
+    /// Caveats a reader must know (e.g. low message rate measures vCPU wake-up).
+    pub notes: Vec<String>,
+    /// The scenario.
+    pub scenario: ScenarioRecord,
+    /// The target.
+    pub target: TargetInfo,
+    /// The generator.
+    pub generator: GeneratorInfo,
+    /// Where and with what this ran.
+    pub provenance: Provenance,
+    /// Phase durations.
+    pub phases: PhaseTimes,
+    /// Connections.
+    pub connections: ConnectionStats,
+    /// Messages.
+    pub messages: MessageStats,
+    /// Delivery latency over the window, µs from the intended send time.
+    pub latency_us: Option<Percentiles>,
+    /// The target's resources.
+    pub target_resources: TargetResources,
+}
+
+/// One row of `timeseries.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesRow {
+    /// Seconds since the start of the run.
+    pub t_s: f64,
+    /// Phase name.
+    pub phase: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// The folder name for a run of `scenario` started at `started` (UTC).
+pub fn run_id(started: chrono::DateTime<chrono::Utc>, scenario: &str) -> String {
+    format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), scenario)
+}
+
+/// Writes the run folder atomically under `root`, returning its path. If a folder of that
+/// name exists, a numeric suffix is added.
+pub fn write_run(
+    root: &Path,
+    summary: &mut Summary,
+    series: &[SeriesRow],
+    latency: &Histogram<u64>,
+) -> Result<PathBuf, ResultsError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ResultsError::Io { path, source }
+    };
+    fs::create_dir_all(root).map_err(io(root))?;
+    let mut id = summary.run_id.clone();
+    let mut n = 1;
+    while root.join(&id).exists() {
+        n += 1;
+        id = format!("{}-{n}", summary.run_id);
+    }
+    summary.run_id = id.clone();
+    let tmp = root.join(format!(".{id}.partial"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let json = serde_json::to_vec_pretty(summary).map_err(|e| ResultsError::Encode {
+        what: "summary.json",
+        reason: e.to_string(),
+    })?;
+    write_file_atomic(&tmp.join("summary.json"), &json)?;
+    write_file_atomic(&tmp.join("timeseries.csv"), &series_csv(series)?)?;
+    write_file_atomic(&tmp.join("latency.hgrm"), hgrm(latency, 1000.0).as_bytes())?;
+    let dest = root.join(&id);
+    fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    Ok(dest)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, fsync, rename.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let io = |source| ResultsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+fn series_csv(series: &[SeriesRow]) -> Result<Vec<u8>, ResultsError> {
+    let enc = |e: csv::Error| ResultsError::Encode {
+        what: "timeseries.csv",
+        reason: e.to_string(),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in series {
+        w.serialize(row).map_err(enc)?;
+    }
+    if series.is_empty() {
+        w.write_record(["t_s", "phase", "metric", "value"])
+            .map_err(enc)?;
+    }
+    w.into_inner().map_err(|e| ResultsError::Encode {
+        what: "timeseries.csv",
+        reason: e.to_string(),
+    })
+}
+
+/// The HdrHistogram percentile-distribution text (the format of HdrHistogram's
+/// `outputPercentileDistribution`, readable by its plotter), values divided by `scale` (1000
+/// turns µs into ms).
+pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            let q = v.quantile_iterated_to();
+            let value = v.value_iterated_to() as f64 / scale;
+            let total = v.count_since_last_iteration();
+            let _ = total;
+            let count = (q * h.len() as f64).round() as u64;
+            if q < 1.0 {
+                let _ = writeln!(
+                    out,
+                    "{value:12.3} {q:2.12} {count:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                );
+            } else {
+                let _ = writeln!(out, "{value:12.3} {q:2.12} {count:10}");
+            }
+        }
+    }
+    let (mean, sd, max) = if h.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        (h.mean() / scale, h.stdev() / scale, h.max() as f64 / scale)
+    };
+    let _ = writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {sd:12.3}]");
+    let _ = writeln!(
+        out,
+        "#[Max     = {max:12.3}, Total count    = {:12}]",
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        h.distinct_values()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{new_hist, record};
+
+    #[test]
+    fn hgrm_has_the_hdrhistogram_layout() {
+        let mut h = new_hist();
+        for v in 1..=1000u64 {
+            record(&mut h, v * 10);
+        }
+        let text = hgrm(&h, 1000.0);
+        let first = text.lines().next().expect("header");
+        assert!(first.contains("Value") && first.contains("1/(1-Percentile)"));
+        assert!(
+            text.contains("#[Max     =       10.000, Total count    =         1000]"),
+            "{text}"
+        );
+        let last_row = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .last()
+            .expect("rows");
+        assert!(last_row.contains("1.000000000000"), "{last_row}");
+    }
+
+    #[test]
+    fn empty_histogram_still_writes_a_valid_file() {
+        let text = hgrm(&new_hist(), 1000.0);
+        assert!(text.contains("Total count    =            0"));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.json");
+        write_file_atomic(&p, b"{}").expect("write");
+        assert_eq!(fs::read(&p).expect("read"), b"{}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+}

@@ -1,0 +1,642 @@
+//! The coordinator of a single-process run: checks the plan fits, preflights the target, drives
+//! the engine through its phases, samples the target and the generator once a second, applies
+//! the generator self-check, and writes the results.
+//!
+//! Data flows one way: scenario → engine (+ sampler) → [`Summary`] and files. Ctrl-C (the
+//! `interrupt` channel) ends the current phase early; what was measured is still written, with
+//! the status `interrupted`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::engine::{ramp, Phase, Shared};
+use crate::plan::Plan;
+use crate::progress::{Progress, ProgressMode};
+use crate::provenance::Provenance;
+use crate::results::{
+    run_id, write_run, ConnectionStats, GeneratorInfo, MessageStats, Percentiles, PhaseTimes,
+    ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary, TargetInfo, TargetResources,
+    SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+};
+use crate::sampler::{self, HostSample, ProcSample};
+use crate::scenario::Scenario;
+use crate::stats::Stats;
+use crate::sys;
+use crate::target::{Target, TargetError};
+
+/// Generator CPU share (of the cores it may use) above which a run is generator-bound.
+pub const GEN_CPU_LIMIT: f64 = 0.90;
+/// Pacer p99 lateness above which the generator did not keep its schedule, µs.
+pub const PACER_LAG_LIMIT_US: u64 = 2_000;
+
+/// Errors that stop a run before it measures anything.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The target URL is wrong or unreachable.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The plan does not fit this process.
+    #[error(transparent)]
+    Plan(#[from] sys::PlanError),
+    /// Raising the descriptor limit failed.
+    #[error("cannot read or raise the open-files limit: {0}")]
+    Limit(std::io::Error),
+    /// Results could not be written.
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+}
+
+/// Everything a run needs.
+pub struct RunOptions {
+    /// The scenario (after overrides).
+    pub scenario: Scenario,
+    /// The `--set` overrides applied, for the record.
+    pub overrides: Vec<String>,
+    /// The target URL.
+    pub target_url: String,
+    /// What is known about the target (arch, pid, settings).
+    pub target_info: TargetInfo,
+    /// Folder that receives `<run id>/`.
+    pub out_root: PathBuf,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Becomes `true` on Ctrl-C.
+    pub interrupt: watch::Receiver<bool>,
+}
+
+/// What a run produced.
+pub struct RunReport {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The summary written there.
+    pub summary: Summary,
+}
+
+struct Samples {
+    server: Option<ProcSample>,
+    host: Option<HostSample>,
+    me: Option<ProcSample>,
+    me_cpu: f64,
+}
+
+fn take_samples(pid: Option<u32>) -> Samples {
+    Samples {
+        server: pid.and_then(|p| sampler::sample_process(p).ok()),
+        host: sampler::sample_host().ok(),
+        me: sampler::sample_process(std::process::id()).ok(),
+        me_cpu: sampler::self_cpu_seconds(),
+    }
+}
+
+struct Ticker {
+    shared: Arc<Shared>,
+    started: Instant,
+    series: Vec<SeriesRow>,
+    last: Samples,
+    last_at: Instant,
+    last_sent: u64,
+    last_delivered: u64,
+    peak_rss: Option<u64>,
+    progress: Progress,
+    pid: Option<u32>,
+    target_gone: bool,
+    interrupt: watch::Receiver<bool>,
+    interrupted: bool,
+}
+
+impl Ticker {
+    /// Ticks once a second until `until` (or interrupt). Returns false when interrupted.
+    async fn run_until(
+        &mut self,
+        phase: Phase,
+        until: Instant,
+        label_total: Duration,
+        done: impl Fn(&Shared) -> bool,
+    ) -> bool {
+        let phase_start = Instant::now();
+        loop {
+            if self.interrupted {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until || done(&self.shared) {
+                return true;
+            }
+            let next = (self.last_at + Duration::from_secs(1)).min(until);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                r = self.interrupt.changed() => {
+                    if r.is_err() || *self.interrupt.borrow() {
+                        self.interrupted = true;
+                        return false;
+                    }
+                }
+            }
+            if Instant::now() >= self.last_at + Duration::from_secs(1) {
+                self.tick(phase, phase_start.elapsed(), label_total);
+            }
+        }
+    }
+
+    fn tick(&mut self, phase: Phase, in_phase: Duration, phase_len: Duration) {
+        let now = Instant::now();
+        let s = take_samples(self.pid);
+        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        let t = now.duration_since(self.started).as_secs_f64();
+        let st = &self.shared.stats;
+        let c = &st.counters;
+        let sent = Stats::get(&c.sent);
+        let delivered = Stats::get(&c.delivered);
+        let interval = st.take_interval();
+        let open = c.open.load(Ordering::Relaxed).max(0) as f64;
+        let mut rows: Vec<(&str, f64)> = vec![
+            ("connections_open", open),
+            ("connect_attempts", Stats::get(&c.connect_attempts) as f64),
+            ("connect_errors", st.connect_errors.total() as f64),
+            ("closed_by_server", st.closed_by_server.total() as f64),
+            ("sent_per_s", (sent - self.last_sent) as f64 / dt),
+            (
+                "delivered_per_s",
+                (delivered - self.last_delivered) as f64 / dt,
+            ),
+            ("latency_count", interval.len() as f64),
+        ];
+        if !interval.is_empty() {
+            rows.push(("latency_p50_us", interval.value_at_quantile(0.5) as f64));
+            rows.push(("latency_p99_us", interval.value_at_quantile(0.99) as f64));
+            rows.push(("latency_max_us", interval.max() as f64));
+        }
+        if let (Some(a), Some(b)) = (&self.last.server, &s.server) {
+            rows.push(("target_rss_bytes", b.rss_bytes as f64));
+            rows.push(("target_cpu_cores", (b.cpu_seconds - a.cpu_seconds) / dt));
+            rows.push(("target_threads", b.threads as f64));
+            rows.push(("target_open_fds", b.open_fds as f64));
+            self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
+        }
+        if self.pid.is_some() && s.server.is_none() && !self.target_gone {
+            self.target_gone = true;
+            self.progress.println(
+                "the target process has exited; the run continues to record what the clients see",
+            );
+        }
+        if let Some(h) = &s.host {
+            rows.push(("host_slab_bytes", h.slab_bytes as f64));
+            rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+        }
+        if let Some(me) = &s.me {
+            rows.push(("generator_rss_bytes", me.rss_bytes as f64));
+        }
+        rows.push(("generator_cpu_cores", (s.me_cpu - self.last.me_cpu) / dt));
+        for (metric, value) in rows {
+            self.series.push(SeriesRow {
+                t_s: (t * 1000.0).round() / 1000.0,
+                phase: phase.as_str().into(),
+                metric: metric.into(),
+                value,
+            });
+        }
+        let p99 = if interval.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}ms", interval.value_at_quantile(0.99) as f64 / 1000.0)
+        };
+        self.progress.update(&format!(
+            "[{:<8} {:>4.0}s/{:.0}s] conns {}/{}  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}  closed {}",
+            phase.as_str(),
+            in_phase.as_secs_f64(),
+            phase_len.as_secs_f64(),
+            open,
+            self.shared.plan.conns.len(),
+            (sent - self.last_sent) as f64 / dt,
+            (delivered - self.last_delivered) as f64 / dt,
+            p99,
+            st.connect_errors.total(),
+            st.closed_by_server.total(),
+        ));
+        self.last_sent = sent;
+        self.last_delivered = delivered;
+        self.last = s;
+        self.last_at = now;
+    }
+}
+
+/// Runs a scenario against a target and writes the results.
+pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
+    let scenario = Arc::new(opts.scenario);
+    let limit = sys::raise_nofile().map_err(RunError::Limit)?;
+    sys::fits_in_one_process(u64::from(scenario.connections), &limit)?;
+    let target = Target::parse(&opts.target_url)?;
+    target.preflight(scenario.connect_timeout).await?;
+    let source_addrs = if target.is_loopback() && target.addr.is_ipv4() {
+        sys::loopback_source_addrs(u64::from(scenario.connections), 20_000)
+    } else {
+        Vec::new()
+    };
+    let mut provenance = Provenance::collect();
+    let started_utc = chrono::Utc::now();
+    let plan = Plan::new(&scenario, 0);
+    let slow = plan.slow_count() as u64;
+    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, target, source_addrs.clone());
+    let pid = opts.target_info.pid;
+    let before = take_samples(pid);
+    let started = Instant::now();
+    let mut ticker = Ticker {
+        shared: shared.clone(),
+        started,
+        series: Vec::new(),
+        last: take_samples(pid),
+        last_at: started,
+        last_sent: 0,
+        last_delivered: 0,
+        peak_rss: None,
+        progress: Progress::new(opts.progress),
+        pid,
+        target_gone: false,
+        interrupt: opts.interrupt.clone(),
+        interrupted: *opts.interrupt.borrow(),
+    };
+    let n = scenario.connections as u64;
+    let handles = Arc::new(Mutex::new(Vec::new()));
+    let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
+
+    // Connect: until every attempt has an outcome, or the deadline.
+    let ramp_time = Duration::from_secs_f64(n as f64 / scenario.ramp_rate);
+    let connect_deadline = started + ramp_time + scenario.connect_timeout + Duration::from_secs(1);
+    let all_done = move |s: &Shared| {
+        let c = &s.stats.counters;
+        Stats::get(&c.ready) + s.stats.connect_errors.total() >= n
+    };
+    let mut phases = PhaseTimes::default();
+    ticker
+        .run_until(
+            Phase::Connect,
+            connect_deadline,
+            connect_deadline - started,
+            all_done,
+        )
+        .await;
+    let connect_phase = started.elapsed();
+    phases.connect = connect_phase.as_secs_f64();
+    let _ = phase_tx.send(Phase::Settle);
+    ramp_task.abort();
+    let ready = Stats::get(&shared.stats.counters.ready);
+
+    // Settle, then the memory reading.
+    let t = Instant::now();
+    ticker
+        .run_until(Phase::Settle, t + scenario.settle, scenario.settle, |_| {
+            false
+        })
+        .await;
+    phases.settle = t.elapsed().as_secs_f64();
+    let connected = take_samples(pid);
+    let threads = connected.server.as_ref().map(|s| s.threads);
+    let fds = connected.server.as_ref().map(|s| s.open_fds);
+
+    // Warmup and measure: the pacer wakes senders.
+    let pacer_stop = Arc::new(AtomicBool::new(false));
+    let mut pacer = None;
+    let mut window_cpu: Option<(Samples, Samples, Duration)> = None;
+    if !ticker.interrupted && ready > 0 {
+        let send_start = Instant::now();
+        shared.set_timeline(send_start);
+        let paced = shared.paced_senders();
+        let stop = pacer_stop.clone();
+        pacer = Some(
+            std::thread::Builder::new()
+                .name("pacer".into())
+                .spawn(move || crate::pacer::run(send_start, paced, stop)),
+        );
+        let _ = phase_tx.send(Phase::Warmup);
+        ticker
+            .run_until(
+                Phase::Warmup,
+                send_start + scenario.warmup,
+                scenario.warmup,
+                |_| false,
+            )
+            .await;
+        phases.warmup = send_start.elapsed().as_secs_f64();
+        if !ticker.interrupted {
+            let _ = phase_tx.send(Phase::Measure);
+            let m0 = take_samples(pid);
+            let t0 = Instant::now();
+            ticker
+                .run_until(
+                    Phase::Measure,
+                    send_start + scenario.warmup + scenario.measure,
+                    scenario.measure,
+                    |_| false,
+                )
+                .await;
+            phases.measure = t0.elapsed().as_secs_f64();
+            window_cpu = Some((m0, take_samples(pid), t0.elapsed()));
+        }
+        pacer_stop.store(true, Ordering::Relaxed);
+        // Cooldown: senders are done; receivers read stragglers. After an interrupt, a short
+        // drain instead, so that in-flight messages are not counted as lost.
+        let _ = phase_tx.send(Phase::Cooldown);
+        let cooldown = if ticker.interrupted {
+            scenario.cooldown.min(Duration::from_secs(1))
+        } else {
+            scenario.cooldown
+        };
+        let t = Instant::now();
+        let was = ticker.interrupted;
+        ticker.interrupted = false;
+        ticker
+            .run_until(Phase::Cooldown, t + cooldown, cooldown, |_| false)
+            .await;
+        ticker.interrupted |= was;
+        phases.cooldown = t.elapsed().as_secs_f64();
+    }
+    let _ = phase_tx.send(Phase::Stop);
+    let pacer_lag = pacer.and_then(|p| p.ok()).and_then(|h| h.join().ok());
+    let tasks: Vec<_> = handles
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
+    ticker.progress.finish();
+    let after = take_samples(pid);
+    provenance.finish();
+
+    // The summary.
+    let st = &shared.stats;
+    let c = &st.counters;
+    let mut expected = 0u64;
+    let mut delivered_rooms = 0u64;
+    for (room, readers) in shared.room_readers.iter().enumerate() {
+        let readers = readers.load(Ordering::Relaxed);
+        expected += Stats::get(&st.room_sent_window[room]) * readers.saturating_sub(1);
+        delivered_rooms += Stats::get(&st.room_delivered_window[room]);
+    }
+    let delivered = delivered_rooms;
+    let lost = expected.saturating_sub(delivered);
+    let measure_s = phases.measure.max(1e-9);
+    let latency = st.window_latency();
+    let connect_hist = st.connect_time();
+    let status = if ready == 0 {
+        RunStatus::Failed
+    } else if ticker.interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    let mut invalid = Vec::new();
+    let mut notes = Vec::new();
+    let affinity = sys::cpu_affinity();
+    let mut gen_cores = None;
+    let mut server_cores = None;
+    let mut cpu_per_delivery = None;
+    if let Some((a, b, wall)) = &window_cpu {
+        let w = wall.as_secs_f64().max(1e-9);
+        let g = (b.me_cpu - a.me_cpu) / w;
+        gen_cores = Some(g);
+        if g >= GEN_CPU_LIMIT * affinity.len().max(1) as f64 {
+            invalid.push(format!(
+                "generator CPU-bound: it used {g:.2} of its {} core(s) during the measurement window (limit {:.0} %); \
+                 give it more cores or agents, or lower the load",
+                affinity.len(),
+                GEN_CPU_LIMIT * 100.0
+            ));
+        }
+        if let (Some(sa), Some(sb)) = (&a.server, &b.server) {
+            let cpu = sb.cpu_seconds - sa.cpu_seconds;
+            server_cores = Some(cpu / w);
+            if delivered > 0 {
+                cpu_per_delivery = Some(cpu * 1e6 / delivered as f64);
+            }
+        }
+    }
+    let pacer_lag_p = pacer_lag.as_ref().and_then(Percentiles::of);
+    if let Some(p) = &pacer_lag_p {
+        if p.p99 > PACER_LAG_LIMIT_US {
+            invalid.push(format!(
+                "generator missed its schedule: pacer wake-up lateness p99 {} µs (limit {} µs); the generator, not the target, delayed sends",
+                p.p99, PACER_LAG_LIMIT_US
+            ));
+        }
+    }
+    if status == RunStatus::Failed {
+        invalid.push(
+            "no connection could be made: nothing was measured (see connections.errors)".into(),
+        );
+    }
+    let msgs_per_s = scenario.expected_msgs_per_sec();
+    if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
+        notes.push(format!(
+            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
+             here includes CPU wake-up time, not only the server"
+        ));
+    }
+    if ticker.target_gone {
+        notes.push("the target process exited during the run".into());
+    }
+    let memory_per_conn = match (
+        &before.server,
+        &before.host,
+        &connected.server,
+        &connected.host,
+    ) {
+        (Some(bs), Some(bh), Some(cs), Some(ch)) if ready > 0 => {
+            let m = sampler::memory_per_connection((bs, bh), (cs, ch), ready, 2 * ready as i64);
+            if let Some(n) = &m.note {
+                notes.push(format!("memory per connection: {n}"));
+            }
+            Some(m)
+        }
+        _ => None,
+    };
+    let gen_rss_per_conn = match (&before.me, &connected.me) {
+        (Some(a), Some(b)) if ready > 0 => {
+            Some((b.rss_bytes as f64 - a.rss_bytes as f64) / ready as f64)
+        }
+        _ => None,
+    };
+    let listen_overflows = match (&before.host, &after.host) {
+        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
+        _ => None,
+    };
+    if listen_overflows.unwrap_or(0) > 0 {
+        notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
+    }
+    let client = &scenario.client;
+    let mut client_settings = BTreeMap::new();
+    client_settings.insert("read_buffer_size".into(), client.read_buffer_size as u64);
+    client_settings.insert("write_buffer_size".into(), client.write_buffer_size as u64);
+    client_settings.insert(
+        "max_write_buffer_size".into(),
+        client.max_write_buffer_size as u64,
+    );
+    client_settings.insert("max_message_size".into(), client.max_message_size as u64);
+    let connect_secs = connect_phase.as_secs_f64().max(1e-9);
+    let mut summary = Summary {
+        schema: SUMMARY_SCHEMA_ID.into(),
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        run_id: run_id(started_utc, &scenario.name),
+        status,
+        valid: invalid.is_empty(),
+        invalid_reasons: invalid,
+        notes,
+        scenario: ScenarioRecord {
+            name: scenario.name.clone(),
+            path: scenario
+                .source
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            text: scenario.source.text.clone(),
+            overrides: opts.overrides.clone(),
+        },
+        target: opts.target_info.clone(),
+        generator: GeneratorInfo {
+            agents: 1,
+            source_addrs: source_addrs.iter().map(|a| a.to_string()).collect(),
+            client: client_settings,
+            cpu_affinity: affinity,
+            cpu_cores_measure: gen_cores,
+            pacer_lag_us: pacer_lag_p,
+            send_lag_us: Percentiles::of(&st.send_lag()),
+            rss_per_conn_bytes: gen_rss_per_conn,
+        },
+        provenance,
+        phases,
+        connections: ConnectionStats {
+            planned: n,
+            attempted: Stats::get(&c.connect_attempts),
+            connected: Stats::get(&c.connected),
+            ready,
+            errors: st.connect_errors.snapshot(),
+            closed_by_server: st.closed_by_server.snapshot(),
+            connect_phase_s: connect_secs,
+            open_rate_per_s: ready as f64 / connect_secs,
+            connect_time_us: Percentiles::of(&connect_hist),
+        },
+        messages: MessageStats {
+            sent: Stats::get(&c.sent_window),
+            expected,
+            delivered,
+            lost,
+            extra: delivered.saturating_sub(expected),
+            duplicated: Stats::get(&c.duplicated),
+            late: Stats::get(&c.late),
+            loss_ratio: if expected == 0 {
+                0.0
+            } else {
+                lost as f64 / expected as f64
+            },
+            slow_consumers: slow,
+            server_errors: st.server_errors.snapshot(),
+            bad_frames: Stats::get(&c.bad_frames),
+            sent_per_s: Stats::get(&c.sent_window) as f64 / measure_s,
+            delivered_per_s: delivered as f64 / measure_s,
+        },
+        latency_us: Percentiles::of(&latency),
+        target_resources: TargetResources {
+            rss_before_bytes: before.server.as_ref().map(|s| s.rss_bytes),
+            rss_connected_bytes: connected.server.as_ref().map(|s| s.rss_bytes),
+            rss_peak_bytes: ticker.peak_rss,
+            memory_per_conn,
+            cpu_cores_measure: server_cores,
+            cpu_us_per_delivery: cpu_per_delivery,
+            threads,
+            open_fds: fds,
+            listen_overflows,
+        },
+    };
+    let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
+    Ok(RunReport { dir, summary })
+}
+
+/// The short human summary printed after a run.
+pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let verdict = match (s.status, s.valid) {
+        (RunStatus::Failed, _) => "FAILED",
+        (_, false) => "INVALID (generator-limited: do not use these figures as the target's)",
+        (RunStatus::Interrupted, true) => "interrupted (figures cover what was measured)",
+        (RunStatus::Complete, true) => "complete",
+    };
+    let _ = writeln!(out, "run {}: {verdict}", s.run_id);
+    let _ = writeln!(
+        out,
+        "  target      {} {}",
+        s.target.url,
+        s.target
+            .arch
+            .as_deref()
+            .map(|a| format!("(arch {a})"))
+            .unwrap_or_default()
+    );
+    let c = &s.connections;
+    let _ = writeln!(
+        out,
+        "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}",
+        c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server
+    );
+    let m = &s.messages;
+    let _ = writeln!(
+        out,
+        "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
+        m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
+    );
+    if let Some(l) = &s.latency_us {
+        let ms = |v: u64| v as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "  latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={}, from intended send time)",
+            ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max), l.count
+        );
+    }
+    let r = &s.target_resources;
+    if let Some(mem) = &r.memory_per_conn {
+        let _ = writeln!(
+            out,
+            "  server mem  {:.2} KiB/conn user space, {:.2} KiB/conn kernel slab",
+            mem.user_bytes_per_conn / 1024.0,
+            mem.kernel_slab_bytes_per_conn / 1024.0
+        );
+    }
+    if let Some(cores) = r.cpu_cores_measure {
+        let per = r
+            .cpu_us_per_delivery
+            .map(|v| format!(", {v:.2} CPU-µs/delivery"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  server cpu  {cores:.2} cores{per}");
+    }
+    let g = &s.generator;
+    let _ = writeln!(
+        out,
+        "  generator   {} cores, {} KiB/conn{}",
+        g.cpu_cores_measure
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "-".into()),
+        g.rss_per_conn_bytes
+            .map(|v| format!("{:.2}", v / 1024.0))
+            .unwrap_or_else(|| "-".into()),
+        g.pacer_lag_us
+            .as_ref()
+            .map(|p| format!(", pacer lag p99 {} µs", p.p99))
+            .unwrap_or_default()
+    );
+    for r in &s.invalid_reasons {
+        let _ = writeln!(out, "  INVALID: {r}");
+    }
+    for n in &s.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    let _ = writeln!(out, "  results     {}", dir.display());
+    out
+}

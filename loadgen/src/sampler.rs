@@ -1,0 +1,729 @@
+//! Target and host sampling from Linux `/proc`: memory, CPU, threads and descriptors of the
+//! target process, and the kernel's socket and slab figures for the host.
+//!
+//! This is where "memory per connection" and "CPU per message" come from, so the rules of the
+//! design's measurement method live here: user-space memory is the target's RSS delta, kernel
+//! memory is the host's `Slab`/`SUnreclaim` delta (idle sockets cost slab, which
+//! `/proc/net/sockstat`'s `mem` does not show), and the sockstat TCP count is checked so a
+//! figure polluted by other load on the host is flagged rather than reported as fact.
+//!
+//! Parsing is pure (text in, numbers out) so it is tested on sample text; reading is a thin layer
+//! on top. A background [`Sampler`] thread takes one sample a second into a bounded series.
+
+use std::borrow::Borrow;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Most samples a [`Sampler`] keeps: 24 h at one a second. Older samples are dropped first.
+pub const MAX_SAMPLES: usize = 24 * 60 * 60;
+
+/// Why a sample could not be taken.
+#[derive(Debug, Error)]
+pub enum SamplerError {
+    /// The target process does not exist (any more).
+    #[error("process {pid} is gone (no /proc/{pid}); did the target exit or crash?")]
+    ProcessGone {
+        /// The pid that was sampled.
+        pid: u32,
+    },
+    /// A /proc file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A /proc file did not have the expected content.
+    #[error("{}: {what} not found or not a number (unexpected /proc format)", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The field that was missing.
+        what: &'static str,
+    },
+}
+
+/// The monotonic epoch all sample times count from: fixed at the first use in this process.
+pub fn clock_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch() -> Duration {
+    clock_epoch().elapsed()
+}
+
+/// One reading of a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcSample {
+    /// When it was taken: time since [`clock_epoch`] (monotonic).
+    pub at: Duration,
+    /// Resident set size (`VmRSS`), bytes.
+    pub rss_bytes: u64,
+    /// Anonymous resident memory (`RssAnon`): heap and stacks, without mapped files; bytes.
+    pub rss_anon_bytes: u64,
+    /// User + system CPU time consumed so far, seconds.
+    pub cpu_seconds: f64,
+    /// Threads in the process.
+    pub threads: u64,
+    /// Open file descriptors. 0 means unknown: `/proc/PID/fd` of another user's process cannot be
+    /// read (a live server always holds at least its listener, so 0 never is a real count).
+    pub open_fds: u64,
+}
+
+/// One reading of host-wide kernel figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    /// When it was taken: time since [`clock_epoch`] (monotonic).
+    pub at: Duration,
+    /// `Slab` from /proc/meminfo, bytes (socket structures live here).
+    pub slab_bytes: u64,
+    /// `SUnreclaim` from /proc/meminfo, bytes.
+    pub sunreclaim_bytes: u64,
+    /// TCP sockets in use (`/proc/net/sockstat` `TCP: inuse`).
+    pub tcp_inuse: u64,
+    /// Orphaned TCP sockets.
+    pub tcp_orphan: u64,
+    /// TCP sockets in TIME_WAIT.
+    pub tcp_tw: u64,
+    /// TCP sockets allocated.
+    pub tcp_alloc: u64,
+    /// Pages used by TCP socket buffers (sockstat `mem`; not the socket structures).
+    pub tcp_mem_pages: u64,
+    /// `TcpExt: ListenOverflows` (accept queue full) since boot.
+    pub listen_overflows: u64,
+    /// `TcpExt: ListenDrops` since boot.
+    pub listen_drops: u64,
+}
+
+/// Fields of `/proc/PID/status` the sampler uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusFields {
+    /// `VmRSS`, bytes.
+    pub rss_bytes: u64,
+    /// `RssAnon`, bytes (0 on kernels without it).
+    pub rss_anon_bytes: u64,
+    /// `Threads`.
+    pub threads: u64,
+}
+
+/// Value of a `Key:   123 kB` line, in bytes (or as-is when there is no unit).
+fn kv_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, rest) = line.split_once(':')?;
+        if k.trim() != key {
+            return None;
+        }
+        let mut parts = rest.split_whitespace();
+        let n: u64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some(unit) if unit.eq_ignore_ascii_case("kb") => n.checked_mul(1024),
+            _ => Some(n),
+        }
+    })
+}
+
+/// Parse `/proc/PID/status`. `VmRSS` is required (kernel threads and zombies have none).
+pub fn parse_status(text: &str) -> Option<StatusFields> {
+    Some(StatusFields {
+        rss_bytes: kv_value(text, "VmRSS")?,
+        rss_anon_bytes: kv_value(text, "RssAnon").unwrap_or(0),
+        threads: kv_value(text, "Threads").unwrap_or(0),
+    })
+}
+
+/// Parse `utime + stime` (clock ticks) from `/proc/PID/stat`. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+/// Parse `(Slab, SUnreclaim)` in bytes from `/proc/meminfo`.
+pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
+    Some((kv_value(text, "Slab")?, kv_value(text, "SUnreclaim")?))
+}
+
+/// TCP line of `/proc/net/sockstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SockstatTcp {
+    /// `inuse`.
+    pub inuse: u64,
+    /// `orphan`.
+    pub orphan: u64,
+    /// `tw`.
+    pub tw: u64,
+    /// `alloc`.
+    pub alloc: u64,
+    /// `mem` (pages).
+    pub mem_pages: u64,
+}
+
+/// Parse the `TCP:` line of `/proc/net/sockstat` (`TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`).
+pub fn parse_sockstat(text: &str) -> Option<SockstatTcp> {
+    let line = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == name)?;
+        words.get(i + 1)?.parse().ok()
+    };
+    Some(SockstatTcp {
+        inuse: get("inuse")?,
+        orphan: get("orphan").unwrap_or(0),
+        tw: get("tw").unwrap_or(0),
+        alloc: get("alloc").unwrap_or(0),
+        mem_pages: get("mem").unwrap_or(0),
+    })
+}
+
+/// Parse `(ListenOverflows, ListenDrops)` from `/proc/net/netstat`, where each section is a header
+/// line of names followed by a line of values, both prefixed `TcpExt:`.
+pub fn parse_netstat_listen(text: &str) -> Option<(u64, u64)> {
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix("TcpExt:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let get = |name: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == name)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("ListenOverflows")?, get("ListenDrops")?))
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+fn read_proc(path: &Path, pid: Option<u32>) -> Result<String, SamplerError> {
+    std::fs::read_to_string(path).map_err(|source| match pid {
+        Some(pid) if is_gone(&source) => SamplerError::ProcessGone { pid },
+        _ => SamplerError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// Read memory, CPU, threads and descriptors of process `pid`.
+pub fn sample_process(pid: u32) -> Result<ProcSample, SamplerError> {
+    let at = since_epoch();
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let stat_path = dir.join("stat");
+    let stat = read_proc(&stat_path, Some(pid))?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or(SamplerError::Parse {
+        path: stat_path,
+        what: "utime/stime",
+    })?;
+    let status_path = dir.join("status");
+    let status = read_proc(&status_path, Some(pid))?;
+    let fields = parse_status(&status).ok_or(if status.contains("State:\tZ") {
+        SamplerError::ProcessGone { pid }
+    } else {
+        SamplerError::Parse {
+            path: status_path,
+            what: "VmRSS",
+        }
+    })?;
+    let open_fds = std::fs::read_dir(dir.join("fd"))
+        .map(|d| d.filter(|e| e.is_ok()).count() as u64)
+        .unwrap_or(0);
+    Ok(ProcSample {
+        at,
+        rss_bytes: fields.rss_bytes,
+        rss_anon_bytes: fields.rss_anon_bytes,
+        cpu_seconds: ticks as f64 / clock_ticks_per_sec(),
+        threads: fields.threads,
+        open_fds,
+    })
+}
+
+/// Read host-wide slab and TCP socket figures.
+pub fn sample_host() -> Result<HostSample, SamplerError> {
+    let at = since_epoch();
+    let p = Path::new("/proc/meminfo");
+    let (slab_bytes, sunreclaim_bytes) =
+        parse_meminfo(&read_proc(p, None)?).ok_or(SamplerError::Parse {
+            path: p.to_path_buf(),
+            what: "Slab/SUnreclaim",
+        })?;
+    let p = Path::new("/proc/net/sockstat");
+    let tcp = parse_sockstat(&read_proc(p, None)?).ok_or(SamplerError::Parse {
+        path: p.to_path_buf(),
+        what: "TCP inuse",
+    })?;
+    let p = Path::new("/proc/net/netstat");
+    let (listen_overflows, listen_drops) =
+        parse_netstat_listen(&read_proc(p, None)?).ok_or(SamplerError::Parse {
+            path: p.to_path_buf(),
+            what: "TcpExt ListenOverflows/ListenDrops",
+        })?;
+    Ok(HostSample {
+        at,
+        slab_bytes,
+        sunreclaim_bytes,
+        tcp_inuse: tcp.inuse,
+        tcp_orphan: tcp.orphan,
+        tcp_tw: tcp.tw,
+        tcp_alloc: tcp.alloc,
+        tcp_mem_pages: tcp.mem_pages,
+        listen_overflows,
+        listen_drops,
+    })
+}
+
+/// CPU time (user + system) this process has used, seconds (`getrusage(RUSAGE_SELF)`); 0 if it
+/// cannot be read.
+pub fn self_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is writable.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// One point of a [`Sampler`] series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplePoint {
+    /// Time since [`clock_epoch`].
+    pub at: Duration,
+    /// The target process; `None` when no pid is sampled or the read failed.
+    pub process: Option<ProcSample>,
+    /// The host; `None` when the read failed.
+    pub host: Option<HostSample>,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    points: VecDeque<SamplePoint>,
+    dropped: u64,
+    last_error: Option<String>,
+    process_gone: bool,
+}
+
+/// A background thread that samples a process (optional) and the host at a fixed interval into a
+/// bounded in-memory series ([`MAX_SAMPLES`], oldest dropped first). Stops within one wake-up
+/// when [`Sampler::stop`] is called or the sampler is dropped.
+#[derive(Debug)]
+pub struct Sampler {
+    series: Arc<Mutex<Series>>,
+    stop_tx: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Start sampling `pid` (or only the host, with `None`) every `interval`; the first sample is
+    /// taken immediately.
+    pub fn start(pid: Option<u32>, interval: Duration) -> io::Result<Sampler> {
+        Self::start_with_cap(pid, interval, MAX_SAMPLES)
+    }
+
+    fn start_with_cap(pid: Option<u32>, interval: Duration, cap: usize) -> io::Result<Sampler> {
+        let series = Arc::new(Mutex::new(Series::default()));
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let shared = Arc::clone(&series);
+        let thread = std::thread::Builder::new()
+            .name("chatbench-sampler".into())
+            .spawn(move || loop {
+                let point = take_point(pid, &shared);
+                if let Ok(mut s) = shared.lock() {
+                    if s.points.len() >= cap.max(1) {
+                        s.points.pop_front();
+                        s.dropped += 1;
+                    }
+                    s.points.push_back(point);
+                }
+                match stop_rx.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            })?;
+        Ok(Sampler {
+            series,
+            stop_tx: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// A copy of the series so far.
+    pub fn snapshot(&self) -> Vec<SamplePoint> {
+        self.series
+            .lock()
+            .map(|s| s.points.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The most recent point.
+    pub fn latest(&self) -> Option<SamplePoint> {
+        self.series
+            .lock()
+            .ok()
+            .and_then(|s| s.points.back().cloned())
+    }
+
+    /// The last sampling error, if any (e.g. the target went away).
+    pub fn last_error(&self) -> Option<String> {
+        self.series.lock().ok().and_then(|s| s.last_error.clone())
+    }
+
+    /// Whether the sampled process has gone away.
+    pub fn process_gone(&self) -> bool {
+        self.series.lock().map(|s| s.process_gone).unwrap_or(false)
+    }
+
+    /// Points dropped because the series reached its cap.
+    pub fn dropped(&self) -> u64 {
+        self.series.lock().map(|s| s.dropped).unwrap_or(0)
+    }
+
+    /// Stop the thread and return the whole series.
+    pub fn stop(mut self) -> Vec<SamplePoint> {
+        self.shutdown();
+        self.snapshot()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn take_point(pid: Option<u32>, shared: &Mutex<Series>) -> SamplePoint {
+    let at = since_epoch();
+    let mut errors = Vec::new();
+    let mut gone = false;
+    let process = pid.and_then(|pid| match sample_process(pid) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            gone = matches!(e, SamplerError::ProcessGone { .. });
+            errors.push(e.to_string());
+            None
+        }
+    });
+    let host = sample_host().map_err(|e| errors.push(e.to_string())).ok();
+    if let Ok(mut s) = shared.lock() {
+        if !errors.is_empty() {
+            s.last_error = Some(errors.join("; "));
+        }
+        s.process_gone |= gone;
+    }
+    SamplePoint { at, process, host }
+}
+
+/// Memory per connection between two readings (design: "Memory per connection").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryPerConn {
+    /// Connections opened between the readings.
+    pub connections: u64,
+    /// (RSS after − RSS before) / N, bytes: the target's user-space cost.
+    pub user_bytes_per_conn: f64,
+    /// (RssAnon after − RssAnon before) / N, bytes.
+    pub user_anon_bytes_per_conn: f64,
+    /// ΔSlab / N, bytes: the kernel's cost (socket structures), host-wide.
+    pub kernel_slab_bytes_per_conn: f64,
+    /// ΔSUnreclaim / N, bytes.
+    pub kernel_sunreclaim_bytes_per_conn: f64,
+    /// Change of sockstat `TCP: inuse` between the readings.
+    pub tcp_sockets_delta: i64,
+    /// The socket count the caller expected to appear (2 per loopback connection, 1 otherwise).
+    pub expected_tcp_sockets_delta: i64,
+    /// Whether the socket count grew as expected (within 2 % or 16 sockets); when false the
+    /// kernel figure includes other activity on the host and is unreliable.
+    pub sockets_as_expected: bool,
+    /// Why the figures should be read with care, if they should.
+    pub note: Option<String>,
+}
+
+fn delta(after: u64, before: u64) -> i64 {
+    (i128::from(after) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+        as i64
+}
+
+/// Compute memory per connection from readings before the first connection and after the count
+/// settled. `expected_tcp_sockets_delta` is how many TCP sockets the connections should have
+/// added on this host (2 × N when client and server share the host, N when only one side does).
+/// The readings may be passed owned or by reference.
+pub fn memory_per_connection<P, H>(
+    before: (P, H),
+    after: (P, H),
+    connections: u64,
+    expected_tcp_sockets_delta: i64,
+) -> MemoryPerConn
+where
+    P: Borrow<ProcSample>,
+    H: Borrow<HostSample>,
+{
+    let (pb, hb) = (before.0.borrow(), before.1.borrow());
+    let (pa, ha) = (after.0.borrow(), after.1.borrow());
+    let per = |d: i64| {
+        if connections == 0 {
+            0.0
+        } else {
+            d as f64 / connections as f64
+        }
+    };
+    let tcp_sockets_delta = delta(ha.tcp_inuse, hb.tcp_inuse);
+    let tolerance = (expected_tcp_sockets_delta.unsigned_abs() / 50).max(16);
+    let sockets_as_expected = tcp_sockets_delta.abs_diff(expected_tcp_sockets_delta) <= tolerance;
+    let slab_delta = delta(ha.slab_bytes, hb.slab_bytes);
+
+    let mut notes = Vec::new();
+    if connections == 0 {
+        notes.push("no connections between the readings: per-connection figures are 0".to_owned());
+    }
+    if !sockets_as_expected {
+        notes.push(format!(
+            "TCP sockets in use changed by {tcp_sockets_delta}, expected {expected_tcp_sockets_delta}: \
+             other socket activity on the host makes the kernel figure unreliable"
+        ));
+    }
+    if slab_delta < 0 && connections > 0 {
+        notes.push(
+            "slab shrank while connections were opened: the kernel reclaimed caches meanwhile, \
+             so the kernel figure is unreliable"
+                .to_owned(),
+        );
+    }
+    MemoryPerConn {
+        connections,
+        user_bytes_per_conn: per(delta(pa.rss_bytes, pb.rss_bytes)),
+        user_anon_bytes_per_conn: per(delta(pa.rss_anon_bytes, pb.rss_anon_bytes)),
+        kernel_slab_bytes_per_conn: per(slab_delta),
+        kernel_sunreclaim_bytes_per_conn: per(delta(ha.sunreclaim_bytes, hb.sunreclaim_bytes)),
+        tcp_sockets_delta,
+        expected_tcp_sockets_delta,
+        sockets_as_expected,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str =
+        "Name:\tchat server\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  10000 kB\n\
+VmRSS:\t    5120 kB\nRssAnon:\t    3072 kB\nRssFile:\t    2048 kB\nThreads:\t4\n";
+
+    #[test]
+    fn status_parses() {
+        let s = parse_status(STATUS).expect("status");
+        assert_eq!(s.rss_bytes, 5120 * 1024);
+        assert_eq!(s.rss_anon_bytes, 3072 * 1024);
+        assert_eq!(s.threads, 4);
+    }
+
+    #[test]
+    fn status_without_rss_is_none() {
+        assert_eq!(parse_status("Name:\tkthreadd\nThreads:\t1\n"), None);
+        assert_eq!(parse_status(""), None);
+        assert_eq!(parse_status("VmRSS: lots kB\n"), None);
+    }
+
+    #[test]
+    fn stat_parses_odd_command_names() {
+        // Field 2 may contain spaces and ')'.
+        let text = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 \
+                    1000 200 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(text), Some(325));
+        assert_eq!(parse_stat_cpu_ticks("1234 (x) S 1 2"), None);
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert_eq!(parse_stat_cpu_ticks(""), None);
+    }
+
+    #[test]
+    fn meminfo_parses() {
+        let text = "MemTotal:       24000000 kB\nSlab:             200000 kB\nSReclaimable:     120000 kB\nSUnreclaim:        80000 kB\n";
+        assert_eq!(parse_meminfo(text), Some((200_000 * 1024, 80_000 * 1024)));
+        assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn sockstat_parses() {
+        let text =
+            "sockets: used 300\nTCP: inuse 15 orphan 1 tw 7 alloc 20 mem 3\nUDP: inuse 2 mem 1\n";
+        assert_eq!(
+            parse_sockstat(text),
+            Some(SockstatTcp {
+                inuse: 15,
+                orphan: 1,
+                tw: 7,
+                alloc: 20,
+                mem_pages: 3
+            })
+        );
+        assert_eq!(parse_sockstat("UDP: inuse 2\n"), None);
+        assert_eq!(parse_sockstat("TCP: inuse\n"), None);
+    }
+
+    #[test]
+    fn netstat_parses() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPTimeouts\n\
+                    TcpExt: 0 12 14 3\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(parse_netstat_listen(text), Some((12, 14)));
+        assert_eq!(
+            parse_netstat_listen("TcpExt: ListenOverflows ListenDrops\n"),
+            None
+        );
+        assert_eq!(parse_netstat_listen("TcpExt: A B\nTcpExt: 1 2\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let p = sample_process(std::process::id()).expect("self sample");
+        assert!(p.rss_bytes > 0);
+        assert!(p.threads >= 1);
+        assert!(p.open_fds >= 1);
+        assert!(p.cpu_seconds >= 0.0);
+        assert!(self_cpu_seconds() > 0.0);
+    }
+
+    #[test]
+    fn gone_process_is_named() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        let e = sample_process(pid).expect_err("reaped process");
+        assert!(
+            matches!(e, SamplerError::ProcessGone { pid: p } if p == pid),
+            "{e}"
+        );
+        assert!(e.to_string().contains("is gone"));
+    }
+
+    #[test]
+    fn samples_host() {
+        let h = sample_host().expect("host sample");
+        assert!(h.slab_bytes > 0);
+    }
+
+    #[test]
+    fn sampler_runs_and_stops_promptly() {
+        let s = Sampler::start(Some(std::process::id()), Duration::from_secs(3600)).expect("start");
+        // The first sample is immediate; wait for it without sleeping blindly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.latest().is_none() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(s.latest().is_some_and(|p| p.process.is_some()));
+        let t = Instant::now();
+        let series = s.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(series.len(), 1);
+    }
+
+    #[test]
+    fn sampler_series_is_bounded() {
+        let s = Sampler::start_with_cap(None, Duration::from_millis(1), 3).expect("start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.dropped() < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(s.dropped() >= 2);
+        assert_eq!(s.stop().len(), 3);
+    }
+
+    fn readings(rss: u64, anon: u64, slab: u64, sunr: u64, tcp: u64) -> (ProcSample, HostSample) {
+        (
+            ProcSample {
+                at: Duration::ZERO,
+                rss_bytes: rss,
+                rss_anon_bytes: anon,
+                cpu_seconds: 0.0,
+                threads: 1,
+                open_fds: 0,
+            },
+            HostSample {
+                slab_bytes: slab,
+                sunreclaim_bytes: sunr,
+                tcp_inuse: tcp,
+                ..HostSample::default()
+            },
+        )
+    }
+
+    #[test]
+    fn memory_per_connection_clean() {
+        let before = readings(10_000_000, 5_000_000, 100_000_000, 60_000_000, 10);
+        let after = readings(
+            10_000_000 + 1000 * 9728,
+            5_000_000 + 1000 * 8192,
+            100_000_000 + 1000 * 7680,
+            60_000_000 + 1000 * 7000,
+            2010,
+        );
+        let m = memory_per_connection(before, after, 1000, 2000);
+        assert_eq!(m.user_bytes_per_conn, 9728.0);
+        assert_eq!(m.user_anon_bytes_per_conn, 8192.0);
+        assert_eq!(m.kernel_slab_bytes_per_conn, 7680.0);
+        assert_eq!(m.kernel_sunreclaim_bytes_per_conn, 7000.0);
+        assert_eq!(m.tcp_sockets_delta, 2000);
+        assert!(m.sockets_as_expected);
+        assert_eq!(m.note, None);
+        let json = serde_json::to_string(&m).expect("serialise");
+        let back: MemoryPerConn = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn memory_per_connection_flags_other_load() {
+        let before = readings(1000, 0, 5000, 0, 100);
+        let after = readings(500, 0, 4000, 0, 900);
+        let m = memory_per_connection(before, after, 1000, 2000);
+        assert!(!m.sockets_as_expected);
+        assert_eq!(m.user_bytes_per_conn, -0.5);
+        let note = m.note.expect("note");
+        assert!(note.contains("changed by 800, expected 2000"), "{note}");
+        assert!(note.contains("slab shrank"), "{note}");
+    }
+
+    #[test]
+    fn memory_per_connection_zero_connections() {
+        let r = readings(1, 1, 1, 1, 1);
+        // By reference works as well as by value.
+        let m = memory_per_connection((&r.0, &r.1), (&r.0, &r.1), 0, 0);
+        assert_eq!(m.user_bytes_per_conn, 0.0);
+        assert!(m.sockets_as_expected);
+        assert!(m.note.is_some_and(|n| n.contains("no connections")));
+    }
+}

@@ -1,0 +1,1253 @@
+//! The scenario model: what a run does, read from a TOML file.
+//!
+//! A scenario is the unit of comparison: two runs are only comparable when they ran the same
+//! scenario text, so the full file text travels with the parsed value ([`ScenarioSource`]) into
+//! every result. This module owns parsing, defaults and validation, and nothing else: the engine
+//! reads the validated fields and never re-checks them.
+//!
+//! Errors are written for the person editing the file: each names the file, the line (and column
+//! when the TOML parser knows it) and says how to fix the problem.
+//!
+//! Membership (implemented in `plan.rs`, documented in `docs/scenarios.md`): connections
+//! `0 .. rooms × members_per_room` are room members, assigned round-robin (connection `i` joins
+//! room `i % rooms`); the first `senders_per_room` members of each room send; the rest stay idle.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Bytes a `msg` frame adds around its body (`{"t":"msg","room":…,"from":…,"seq":…,"ts":…,"body":…}`),
+/// rounded up generously: the body must fit in `max_message_size` with this much to spare.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 200;
+
+/// Largest accepted `payload_bytes` (1 MiB).
+pub const MAX_PAYLOAD_BYTES: u32 = 1 << 20;
+
+/// Smallest accepted client buffer size.
+pub const MIN_BUFFER_BYTES: usize = 256;
+
+/// Largest accepted client buffer size (64 MiB).
+pub const MAX_BUFFER_BYTES: usize = 64 << 20;
+
+/// A load scenario, as written in `scenarios/*.toml`. See `docs/scenarios.md` for the reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short identifier, `[A-Za-z0-9._-]+`; used in result directory names.
+    pub name: String,
+    /// Free text saying what the scenario measures.
+    #[serde(default)]
+    pub description: String,
+    /// Total WebSocket connections to open (members and idle ones).
+    pub connections: u32,
+    /// New connections opened per second during the ramp.
+    #[serde(default = "default_ramp_rate")]
+    pub ramp_rate: f64,
+    /// How long one connection attempt (TCP + WebSocket handshake) may take before it counts as failed.
+    #[serde(default = "default_connect_timeout", with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Number of rooms; 0 means every connection stays idle (memory scenarios).
+    #[serde(default)]
+    pub rooms: u32,
+    /// Members per room; connections `0 .. rooms × members_per_room` are members of exactly one
+    /// room each (round-robin: connection `i` joins room `i % rooms`), the rest stay idle.
+    #[serde(default)]
+    pub members_per_room: u32,
+    /// Members of each room that send messages (the room's first members, i.e. connections
+    /// `0 .. rooms × senders_per_room`).
+    #[serde(default = "default_senders_per_room")]
+    pub senders_per_room: u32,
+    /// Messages per second sent by each sender, on an open-loop schedule.
+    #[serde(default = "default_rate_per_sender")]
+    pub rate_per_sender: f64,
+    /// Spacing of a sender's scheduled sends.
+    #[serde(default)]
+    pub arrival: Arrival,
+    /// Length of each message body in bytes.
+    #[serde(default = "default_payload_bytes")]
+    pub payload_bytes: u32,
+    /// Wait after all connections are open and before warmup; memory is read at its end.
+    #[serde(default = "default_settle", with = "duration_str")]
+    pub settle: Duration,
+    /// Sending before the measurement window; nothing recorded.
+    #[serde(default = "default_warmup", with = "duration_str")]
+    pub warmup: Duration,
+    /// The measurement window: sends and deliveries in it are counted and timed.
+    #[serde(default = "default_measure", with = "duration_str")]
+    pub measure: Duration,
+    /// After the window: senders stopped, receivers keep reading so late deliveries are counted.
+    #[serde(default = "default_cooldown", with = "duration_str")]
+    pub cooldown: Duration,
+    /// Fraction of the non-sending members of each room that stop reading during the run
+    /// (exercises the server's slow-consumer policy).
+    #[serde(default)]
+    pub slow_consumer_share: f64,
+    /// A delivery slower than this (from the intended send time) is counted as late.
+    #[serde(default = "default_late_after", with = "duration_str")]
+    pub late_after: Duration,
+    /// Seed for the send schedule and room assignment RNG; same seed, same run plan.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// WebSocket client settings of the load generator (table `[client]`).
+    #[serde(default)]
+    pub client: ClientSettings,
+    /// Where the scenario came from and its full text (recorded in results for provenance).
+    #[serde(skip)]
+    pub source: ScenarioSource,
+}
+
+/// Spacing of one sender's scheduled send times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Evenly spaced at `1 / rate_per_sender`, each sender starting at a random phase.
+    #[default]
+    Uniform,
+    /// Exponentially distributed gaps with mean `1 / rate_per_sender` (a Poisson process).
+    Poisson,
+}
+
+/// WebSocket client buffer settings. tungstenite's defaults (128 KiB read buffer) would make the
+/// generator the memory bottleneck, so they are explicit and recorded with every result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// Read buffer per connection, bytes.
+    pub read_buffer_size: usize,
+    /// Write buffer per connection, bytes (frames are flushed when it fills).
+    pub write_buffer_size: usize,
+    /// Most bytes a connection may have queued for writing; must exceed `write_buffer_size`.
+    pub max_write_buffer_size: usize,
+    /// Largest message the client accepts, bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            read_buffer_size: 4096,
+            write_buffer_size: 4096,
+            max_write_buffer_size: 1 << 20,
+            max_message_size: 1 << 20,
+        }
+    }
+}
+
+/// Where a scenario was read from, and its full text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ScenarioSource {
+    /// The file, when loaded from one.
+    pub path: Option<PathBuf>,
+    /// The complete TOML text, byte for byte.
+    pub text: String,
+}
+
+fn default_ramp_rate() -> f64 {
+    5000.0
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_senders_per_room() -> u32 {
+    1
+}
+fn default_rate_per_sender() -> f64 {
+    1.0
+}
+fn default_payload_bytes() -> u32 {
+    64
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_warmup() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_measure() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_late_after() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_seed() -> u64 {
+    1
+}
+
+/// Durations as humantime strings (`"10s"`, `"500ms"`, `"1m 30s"`), with an error that shows the
+/// accepted form.
+mod duration_str {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub const FORM: &str = r#"a duration string like "10s", "500ms" or "1m 30s""#;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(FORM)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                humantime::parse_duration(v.trim()).map_err(|e| {
+                    E::custom(format_args!(
+                        "invalid duration {v:?} ({e}); expected {FORM}"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A place in a scenario file: `origin[:line[:column]]`, lines and columns counted from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file path, or whatever name the text was given.
+    pub origin: String,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    /// 1-based column, when known.
+    pub column: Option<u32>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a scenario could not be used. Every message names the place and says how to fix it.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{path}: cannot read scenario file: {source} (check the path; scenarios live in scenarios/*.toml)")]
+    Read {
+        /// The path as given.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{location}: scenario file is not valid UTF-8 (bad byte at offset {offset}); save it as UTF-8 text")]
+    NotUtf8 {
+        /// Where the first bad byte is.
+        location: Location,
+        /// Byte offset of the first bad byte.
+        offset: usize,
+    },
+    /// A key the scenario format does not have (usually a typo).
+    #[error("{location}: unknown field \"{field}\"{suggestion} (valid fields: {valid})")]
+    UnknownField {
+        /// Where the key is.
+        location: Location,
+        /// The key as written.
+        field: String,
+        /// `; did you mean "…"?` or empty.
+        suggestion: String,
+        /// Comma-separated list of accepted keys at that place.
+        valid: String,
+    },
+    /// A required key is absent.
+    #[error("{location}: missing required field \"{field}\" (add e.g. `{example}`)")]
+    MissingField {
+        /// The file.
+        location: Location,
+        /// The missing key.
+        field: String,
+        /// A line that would fix it.
+        example: String,
+    },
+    /// TOML syntax error, wrong type, bad duration or unknown enum value.
+    #[error("{location}: {message}")]
+    Syntax {
+        /// Where the parser stopped.
+        location: Location,
+        /// What went wrong and the accepted form.
+        message: String,
+    },
+    /// The file parses but the values do not make a runnable scenario.
+    #[error("{location}: {message}")]
+    Invalid {
+        /// Where the offending key is (no line when several keys are involved and none is set).
+        location: Location,
+        /// The key the rule is about.
+        field: &'static str,
+        /// The rule that failed and how to fix it.
+        message: String,
+    },
+}
+
+impl ScenarioError {
+    /// The place the error points to, when it has one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ScenarioError::Read { .. } => None,
+            ScenarioError::NotUtf8 { location, .. }
+            | ScenarioError::UnknownField { location, .. }
+            | ScenarioError::MissingField { location, .. }
+            | ScenarioError::Syntax { location, .. }
+            | ScenarioError::Invalid { location, .. } => Some(location),
+        }
+    }
+
+    /// The 1-based line the error points to, when known.
+    pub fn line(&self) -> Option<u32> {
+        self.location().and_then(|l| l.line)
+    }
+}
+
+impl Scenario {
+    /// Read, parse and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| ScenarioError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let offset = e.utf8_error().valid_up_to();
+                let (line, column) = line_col(e.as_bytes(), offset);
+                return Err(ScenarioError::NotUtf8 {
+                    location: Location {
+                        origin,
+                        line: Some(line),
+                        column: Some(column),
+                    },
+                    offset,
+                });
+            }
+        };
+        let mut scenario = Scenario::parse(&text, &origin)?;
+        scenario.source.path = Some(path.to_path_buf());
+        Ok(scenario)
+    }
+
+    /// Parse and validate scenario text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| de_error(&e, text, origin))?;
+        scenario.source = ScenarioSource {
+            path: None,
+            text: text.to_owned(),
+        };
+        scenario.validate_at(origin)?;
+        Ok(scenario)
+    }
+
+    /// Check that the values make a runnable scenario. Called by [`Scenario::load`] and
+    /// [`Scenario::parse`]; call it again after changing fields (e.g. CLI overrides).
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let origin = match &self.source.path {
+            Some(p) => p.display().to_string(),
+            None => "<scenario>".to_owned(),
+        };
+        self.validate_at(&origin)
+    }
+
+    fn validate_at(&self, origin: &str) -> Result<(), ScenarioError> {
+        let v = Validator { s: self, origin };
+        v.name()?;
+        v.counts()?;
+        v.rooms()?;
+        v.rates()?;
+        v.payload_and_buffers()?;
+        v.slow_consumers()?;
+        v.durations()?;
+        Ok(())
+    }
+
+    /// Connections that are members of a room (`rooms × members_per_room`).
+    pub fn member_count(&self) -> u64 {
+        u64::from(self.rooms) * u64::from(self.members_per_room)
+    }
+
+    /// Connections that send (`rooms × senders_per_room`, 0 without rooms).
+    pub fn sender_count(&self) -> u64 {
+        if self.members_per_room == 0 {
+            return 0;
+        }
+        u64::from(self.rooms) * u64::from(self.senders_per_room)
+    }
+
+    /// Connections that are in no room.
+    pub fn idle_count(&self) -> u64 {
+        u64::from(self.connections).saturating_sub(self.member_count())
+    }
+
+    /// Non-sending members per room that stop reading: `round(slow_consumer_share × (members − senders))`.
+    pub fn slow_consumers_per_room(&self) -> u32 {
+        let receivers = self.members_per_room.saturating_sub(self.senders_per_room);
+        // Bounded by `receivers` (share < 1), so the cast cannot truncate.
+        (self.slow_consumer_share * f64::from(receivers)).round() as u32
+    }
+
+    /// Messages per second offered by all senders together.
+    pub fn expected_msgs_per_sec(&self) -> f64 {
+        self.sender_count() as f64 * self.rate_per_sender
+    }
+
+    /// Deliveries per second expected: every message reaches the other `members_per_room − 1`
+    /// members (slow consumers not subtracted).
+    pub fn expected_deliveries_per_sec(&self) -> f64 {
+        self.expected_msgs_per_sec() * f64::from(self.members_per_room.saturating_sub(1))
+    }
+
+    /// Time the ramp needs at `ramp_rate`: `connections / ramp_rate`.
+    pub fn ramp_duration(&self) -> Duration {
+        let secs = f64::from(self.connections) / self.ramp_rate;
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
+    }
+
+    /// Planned length of a run: ramp + settle + warmup + measure + cooldown (connection setup
+    /// overheads not included).
+    pub fn total_duration(&self) -> Duration {
+        self.ramp_duration() + self.settle + self.warmup + self.measure + self.cooldown
+    }
+}
+
+/// Runs the validation rules, each pointing at the key it is about.
+struct Validator<'a> {
+    s: &'a Scenario,
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn origin(&self) -> String {
+        self.origin.to_owned()
+    }
+
+    /// An error at the line where `key` (in table `table`, "" for the top level) is set.
+    fn err(&self, table: &str, key: &'static str, message: String) -> ScenarioError {
+        ScenarioError::Invalid {
+            location: Location {
+                origin: self.origin(),
+                line: find_key_line(&self.s.source.text, table, key),
+                column: None,
+            },
+            field: key,
+            message,
+        }
+    }
+
+    /// An error about several keys together: no line.
+    fn err_global(&self, key: &'static str, message: String) -> ScenarioError {
+        ScenarioError::Invalid {
+            location: Location {
+                origin: self.origin(),
+                line: None,
+                column: None,
+            },
+            field: key,
+            message,
+        }
+    }
+
+    fn name(&self) -> Result<(), ScenarioError> {
+        let n = &self.s.name;
+        let ok_chars = n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if n.is_empty() || !ok_chars || n == "." || n == ".." {
+            return Err(self.err(
+                "",
+                "name",
+                format!(
+                    "name = {n:?}: use a non-empty name of letters, digits, '.', '_' and '-' only \
+                     (it becomes part of result directory names), e.g. name = \"broadcast-10k\""
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        if s.connections == 0 {
+            return Err(self.err(
+                "",
+                "connections",
+                "connections = 0: a run needs at least 1 connection (set connections >= 1)"
+                    .to_owned(),
+            ));
+        }
+        if !(s.ramp_rate.is_finite() && s.ramp_rate > 0.0) {
+            return Err(self.err(
+                "",
+                "ramp_rate",
+                format!(
+                    "ramp_rate = {}: must be a positive number of new connections per second \
+                     (e.g. ramp_rate = 5000.0)",
+                    s.ramp_rate
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn rooms(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        if s.rooms > 0 && s.members_per_room < 2 {
+            return Err(self.err(
+                "",
+                "members_per_room",
+                format!(
+                    "members_per_room = {}: a room needs at least 2 members for deliveries \
+                     (set members_per_room >= 2, or rooms = 0 for idle connections)",
+                    s.members_per_room
+                ),
+            ));
+        }
+        if s.member_count() > u64::from(s.connections) {
+            return Err(self.err_global(
+                "members_per_room",
+                format!(
+                    "rooms × members_per_room = {} exceeds connections = {} \
+                     (raise connections, or lower rooms or members_per_room)",
+                    s.member_count(),
+                    s.connections
+                ),
+            ));
+        }
+        if s.rooms > 0 && s.senders_per_room > s.members_per_room {
+            return Err(self.err(
+                "",
+                "senders_per_room",
+                format!(
+                    "senders_per_room = {} exceeds members_per_room = {}: senders are members \
+                     of the room (set senders_per_room <= members_per_room)",
+                    s.senders_per_room, s.members_per_room
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn rates(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        if s.sender_count() > 0 && !(s.rate_per_sender.is_finite() && s.rate_per_sender > 0.0) {
+            return Err(self.err(
+                "",
+                "rate_per_sender",
+                format!(
+                    "rate_per_sender = {}: must be a positive number of messages per second \
+                     (e.g. rate_per_sender = 10.0), or set senders_per_room = 0 for no traffic",
+                    s.rate_per_sender
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn payload_and_buffers(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        let c = &s.client;
+        for (key, value) in [
+            ("read_buffer_size", c.read_buffer_size),
+            ("write_buffer_size", c.write_buffer_size),
+            ("max_write_buffer_size", c.max_write_buffer_size),
+            ("max_message_size", c.max_message_size),
+        ] {
+            if !(MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&value) {
+                return Err(self.err(
+                    "client",
+                    key,
+                    format!(
+                        "client.{key} = {value}: must be between {MIN_BUFFER_BYTES} bytes and \
+                         64 MiB ({MAX_BUFFER_BYTES})"
+                    ),
+                ));
+            }
+        }
+        if c.max_write_buffer_size <= c.write_buffer_size {
+            return Err(self.err(
+                "client",
+                "max_write_buffer_size",
+                format!(
+                    "client.max_write_buffer_size = {} must be greater than \
+                     client.write_buffer_size = {} (tungstenite requires it; e.g. 1048576)",
+                    c.max_write_buffer_size, c.write_buffer_size
+                ),
+            ));
+        }
+        if s.payload_bytes > MAX_PAYLOAD_BYTES {
+            return Err(self.err(
+                "",
+                "payload_bytes",
+                format!(
+                    "payload_bytes = {}: at most {MAX_PAYLOAD_BYTES} (1 MiB)",
+                    s.payload_bytes
+                ),
+            ));
+        }
+        let limit = c.max_message_size.saturating_sub(ENVELOPE_OVERHEAD_BYTES);
+        if s.payload_bytes as usize > limit {
+            return Err(self.err(
+                "",
+                "payload_bytes",
+                format!(
+                    "payload_bytes = {}: a message must fit in client.max_message_size = {} \
+                     with {ENVELOPE_OVERHEAD_BYTES} bytes for the envelope (set payload_bytes <= {limit} \
+                     or raise client.max_message_size)",
+                    s.payload_bytes, c.max_message_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn slow_consumers(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        let share = s.slow_consumer_share;
+        if !(share.is_finite() && (0.0..1.0).contains(&share)) {
+            return Err(self.err(
+                "",
+                "slow_consumer_share",
+                format!(
+                    "slow_consumer_share = {share}: must be at least 0 and below 1 \
+                     (a fraction of the non-sending members, e.g. 0.05)"
+                ),
+            ));
+        }
+        if share > 0.0 && s.rooms > 0 {
+            let receivers = s.members_per_room.saturating_sub(s.senders_per_room);
+            let slow = s.slow_consumers_per_room();
+            if slow >= receivers {
+                return Err(self.err(
+                    "",
+                    "slow_consumer_share",
+                    format!(
+                        "slow_consumer_share = {share}: {slow} of the {receivers} non-sending \
+                         members per room would stop reading, leaving no normal receiver \
+                         (lower slow_consumer_share, or add members_per_room)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn durations(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        if s.measure.is_zero() {
+            return Err(self.err(
+                "",
+                "measure",
+                "measure = \"0s\": the measurement window must be longer than zero \
+                 (e.g. measure = \"10s\")"
+                    .to_owned(),
+            ));
+        }
+        if s.connect_timeout.is_zero() {
+            return Err(self.err(
+                "",
+                "connect_timeout",
+                "connect_timeout = \"0s\": connections need time to open (e.g. connect_timeout = \"10s\")"
+                    .to_owned(),
+            ));
+        }
+        if s.late_after.is_zero() {
+            return Err(self.err(
+                "",
+                "late_after",
+                "late_after = \"0s\": every delivery would be late (e.g. late_after = \"1s\")"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based (line, column) of byte `offset` in `bytes`.
+fn line_col(bytes: &[u8], offset: usize) -> (u32, u32) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (to_u32(line), to_u32(column))
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The 1-based line where `key` is set in `table` ("" = top level), by a line scan: handles
+/// `[table]` headers, `key = …` and `table.key = …` at top level. Good enough for error messages.
+fn find_key_line(text: &str, table: &str, key: &str) -> Option<u32> {
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            current = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            continue;
+        }
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
+        let lhs: String = lhs.chars().filter(|c| !c.is_whitespace()).collect();
+        let lhs = lhs.trim_matches('"');
+        let full = if current.is_empty() {
+            lhs.to_owned()
+        } else {
+            format!("{current}.{lhs}")
+        };
+        let wanted = if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        if full == wanted {
+            return Some(to_u32(i + 1));
+        }
+    }
+    None
+}
+
+/// Turn a TOML/serde error into a [`ScenarioError`] with a place and a hint.
+fn de_error(e: &toml::de::Error, text: &str, origin: &str) -> ScenarioError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let (l, c) = line_col(text.as_bytes(), span.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    let location = Location {
+        origin: origin.to_owned(),
+        line,
+        column,
+    };
+    let message = e.message().trim().to_owned();
+
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid: Vec<String> = tail
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let suggestion = closest(field, &valid)
+            .map(|s| format!("; did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return ScenarioError::UnknownField {
+            location,
+            field: field.to_owned(),
+            suggestion,
+            valid: valid.join(", "),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest).to_owned();
+        let example = match field.as_str() {
+            "name" => "name = \"my-scenario\"".to_owned(),
+            "connections" => "connections = 1000".to_owned(),
+            other => format!("{other} = …"),
+        };
+        return ScenarioError::MissingField {
+            location: Location {
+                line: None,
+                column: None,
+                ..location
+            },
+            field,
+            example,
+        };
+    }
+    let key = line.and_then(|l| key_on_line(text, l));
+    let mut message = match key {
+        Some(k) if !message.contains(&k) => format!("{k}: {message}"),
+        _ => message,
+    };
+    if message.contains("invalid type") || message.contains("invalid value") {
+        message.push_str(type_hint(&message));
+    }
+    ScenarioError::Syntax { location, message }
+}
+
+/// The key assigned on 1-based `line`, if the line is a `key = value` line.
+fn key_on_line(text: &str, line: u32) -> Option<String> {
+    let l = text
+        .lines()
+        .nth(usize::try_from(line.checked_sub(1)?).ok()?)?;
+    let (lhs, _) = l.split_once('=')?;
+    let k = lhs.trim().trim_matches('"');
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_owned())
+}
+
+/// A hint for serde's "invalid type: …, expected X" messages.
+fn type_hint(message: &str) -> &'static str {
+    let expected = message.rsplit("expected").next().unwrap_or("");
+    if expected.contains("u32") || expected.contains("u64") || expected.contains("usize") {
+        " (write a whole number without quotes, e.g. 1000)"
+    } else if expected.contains("f64") {
+        " (write a number without quotes, e.g. 10.0)"
+    } else if expected.contains("a string") {
+        " (write text in double quotes)"
+    } else {
+        ""
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "scenarios/x.toml";
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, ORIGIN)
+    }
+
+    fn err(text: &str) -> (ScenarioError, String) {
+        let e = parse(text).expect_err("scenario should be rejected");
+        let msg = e.to_string();
+        (e, msg)
+    }
+
+    #[test]
+    fn defaults_apply_to_minimal_file() {
+        let s = parse("name = \"m\"\nconnections = 10\n").expect("minimal scenario");
+        assert_eq!(s.name, "m");
+        assert_eq!(s.description, "");
+        assert_eq!(s.connections, 10);
+        assert_eq!(s.ramp_rate, 5000.0);
+        assert_eq!(s.connect_timeout, Duration::from_secs(10));
+        assert_eq!(s.rooms, 0);
+        assert_eq!(s.members_per_room, 0);
+        assert_eq!(s.senders_per_room, 1);
+        assert_eq!(s.rate_per_sender, 1.0);
+        assert_eq!(s.arrival, Arrival::Uniform);
+        assert_eq!(s.payload_bytes, 64);
+        assert_eq!(s.settle, Duration::from_secs(2));
+        assert_eq!(s.warmup, Duration::from_secs(2));
+        assert_eq!(s.measure, Duration::from_secs(10));
+        assert_eq!(s.cooldown, Duration::from_secs(2));
+        assert_eq!(s.slow_consumer_share, 0.0);
+        assert_eq!(s.late_after, Duration::from_secs(1));
+        assert_eq!(s.seed, 1);
+        assert_eq!(s.client, ClientSettings::default());
+        assert_eq!(s.client.read_buffer_size, 4096);
+        assert_eq!(s.client.max_write_buffer_size, 1 << 20);
+        assert_eq!(s.source.text, "name = \"m\"\nconnections = 10\n");
+        assert_eq!(s.source.path, None);
+        assert_eq!(s.member_count(), 0);
+        assert_eq!(s.sender_count(), 0);
+        assert_eq!(s.expected_msgs_per_sec(), 0.0);
+    }
+
+    #[test]
+    fn full_file_and_derived_figures() {
+        let s = parse(
+            r#"
+name = "b"
+connections = 2500
+rooms = 20
+members_per_room = 100
+senders_per_room = 2
+rate_per_sender = 5
+arrival = "poisson"
+measure = "1m 30s"
+ramp_rate = 1000
+
+[client]
+read_buffer_size = 8192
+"#,
+        )
+        .expect("valid");
+        assert_eq!(s.arrival, Arrival::Poisson);
+        assert_eq!(s.measure, Duration::from_secs(90));
+        assert_eq!(s.client.read_buffer_size, 8192);
+        assert_eq!(s.client.write_buffer_size, 4096);
+        assert_eq!(s.member_count(), 2000);
+        assert_eq!(s.idle_count(), 500);
+        assert_eq!(s.sender_count(), 40);
+        assert_eq!(s.expected_msgs_per_sec(), 200.0);
+        assert_eq!(s.expected_deliveries_per_sec(), 200.0 * 99.0);
+        assert_eq!(s.ramp_duration(), Duration::from_millis(2500));
+        assert_eq!(
+            s.total_duration(),
+            Duration::from_millis(2500 + 2000 + 2000 + 90_000 + 2000)
+        );
+    }
+
+    #[test]
+    fn serialises_durations_as_strings() {
+        let s = parse("name = \"m\"\nconnections = 1\nmeasure = \"1500ms\"\n").expect("valid");
+        let json = serde_json::to_value(&s).expect("serialise");
+        assert_eq!(json["measure"], "1s 500ms");
+        assert_eq!(json["arrival"], "uniform");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_suggests() {
+        let (e, msg) = err("name = \"m\"\n\nconections = 10\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(
+            msg.starts_with(
+                "scenarios/x.toml:3:1: unknown field \"conections\"; did you mean \"connections\"?"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("valid fields: name, description, connections"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_in_client_table() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\n[client]\nread_bufer_size = 1024\n");
+        assert_eq!(e.line(), Some(4));
+        assert!(msg.contains("did you mean \"read_buffer_size\"?"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_field_without_close_match_has_no_suggestion() {
+        let (_, msg) = err("name = \"m\"\nconnections = 1\nzzzzzzzz = 3\n");
+        assert!(!msg.contains("did you mean"), "{msg}");
+        assert!(msg.contains("valid fields:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_field() {
+        let (e, msg) = err("name = \"m\"\n");
+        assert!(matches!(e, ScenarioError::MissingField { .. }));
+        assert!(
+            msg.starts_with("scenarios/x.toml: missing required field \"connections\""),
+            "{msg}"
+        );
+        assert!(msg.contains("connections = 1000"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_shows_accepted_form() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nwarmup = \"5 parsecs\"\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("invalid duration \"5 parsecs\""), "{msg}");
+        assert!(msg.contains("\"10s\""), "{msg}");
+        assert!(msg.contains("warmup"), "{msg}");
+    }
+
+    #[test]
+    fn duration_as_number_is_rejected_with_form() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nmeasure = 10\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("duration string like \"10s\""), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_hint() {
+        let (e, msg) = err("name = \"m\"\nconnections = \"many\"\n");
+        assert_eq!(e.line(), Some(2));
+        assert!(msg.contains("connections"), "{msg}");
+        assert!(msg.contains("whole number"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_arrival_variant() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\narrival = \"bursty\"\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("uniform") && msg.contains("poisson"), "{msg}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_line() {
+        let (e, msg) = err("name = \"m\"\nconnections = = 1\n");
+        assert_eq!(e.line(), Some(2));
+        assert!(msg.starts_with("scenarios/x.toml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn members_per_room_too_small() {
+        let text = "name = \"m\"\nconnections = 100\nrooms = 3\n\n\n\nmembers_per_room = 1\n";
+        let (e, msg) = err(text);
+        assert_eq!(e.line(), Some(7));
+        assert_eq!(
+            msg,
+            "scenarios/x.toml:7: members_per_room = 1: a room needs at least 2 members for \
+             deliveries (set members_per_room >= 2, or rooms = 0 for idle connections)"
+        );
+    }
+
+    #[test]
+    fn rooms_exceed_connections() {
+        let (e, msg) =
+            err("name = \"m\"\nconnections = 10000\nrooms = 120\nmembers_per_room = 100\n");
+        assert_eq!(e.line(), None);
+        assert!(
+            msg.starts_with(
+                "scenarios/x.toml: rooms × members_per_room = 12000 exceeds connections = 10000"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("raise connections"), "{msg}");
+    }
+
+    #[test]
+    fn zero_connections() {
+        let (e, msg) = err("name = \"m\"\nconnections = 0\n");
+        assert_eq!(e.line(), Some(2));
+        assert!(msg.contains("connections >= 1"), "{msg}");
+    }
+
+    #[test]
+    fn bad_ramp_rate() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nramp_rate = 0.0\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("positive number of new connections"), "{msg}");
+        let (_, msg) = err("name = \"m\"\nconnections = 1\nramp_rate = inf\n");
+        assert!(msg.contains("ramp_rate = inf"), "{msg}");
+    }
+
+    #[test]
+    fn senders_exceed_members() {
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 10\nrooms = 1\nmembers_per_room = 3\nsenders_per_room = 4\n",
+        );
+        assert_eq!(e.line(), Some(5));
+        assert!(
+            msg.contains("senders_per_room <= members_per_room"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_rate_only_matters_with_senders() {
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 10\nrooms = 1\nmembers_per_room = 3\nrate_per_sender = 0\n",
+        );
+        assert_eq!(e.line(), Some(5));
+        assert!(
+            msg.contains("positive number of messages per second"),
+            "{msg}"
+        );
+        parse("name = \"m\"\nconnections = 10\nrate_per_sender = 0\n")
+            .expect("no rooms, no senders");
+        parse("name = \"m\"\nconnections = 10\nrooms = 1\nmembers_per_room = 3\nsenders_per_room = 0\nrate_per_sender = 0\n")
+            .expect("no senders");
+    }
+
+    #[test]
+    fn payload_limits() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\npayload_bytes = 2000000\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("at most 1048576"), "{msg}");
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\npayload_bytes = 1000\n[client]\nmax_message_size = 1100\n",
+        );
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("set payload_bytes <= 900"), "{msg}");
+    }
+
+    #[test]
+    fn buffer_limits() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\n[client]\nread_buffer_size = 100\n");
+        assert_eq!(e.line(), Some(4));
+        assert!(
+            msg.contains("client.read_buffer_size = 100: must be between 256 bytes"),
+            "{msg}"
+        );
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nclient.write_buffer_size = 100000000\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("64 MiB"), "{msg}");
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\n[client]\nwrite_buffer_size = 8192\nmax_write_buffer_size = 8192\n",
+        );
+        assert_eq!(e.line(), Some(5));
+        assert!(
+            msg.contains("must be greater than client.write_buffer_size"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn slow_consumer_limits() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nslow_consumer_share = 1.0\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("below 1"), "{msg}");
+        // 3 members, 1 sender: 2 receivers; 0.9 × 2 rounds to 2 → none left.
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 3\nrooms = 1\nmembers_per_room = 3\nslow_consumer_share = 0.9\n",
+        );
+        assert_eq!(e.line(), Some(5));
+        assert!(msg.contains("leaving no normal receiver"), "{msg}");
+        let s = parse(
+            "name = \"m\"\nconnections = 100\nrooms = 1\nmembers_per_room = 100\nslow_consumer_share = 0.1\n",
+        )
+        .expect("valid");
+        assert_eq!(s.slow_consumers_per_room(), 10);
+    }
+
+    #[test]
+    fn zero_measure() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nmeasure = \"0s\"\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("longer than zero"), "{msg}");
+    }
+
+    #[test]
+    fn bad_names() {
+        for bad in ["", "a b", "x/y", "..", "é"] {
+            let text = format!("name = {bad:?}\nconnections = 1\n");
+            let (e, msg) = err(&text);
+            assert_eq!(e.line(), Some(1), "{bad:?}");
+            assert!(msg.contains("letters, digits"), "{msg}");
+        }
+        parse("name = \"a.B_9-z\"\nconnections = 1\n").expect("valid name");
+    }
+
+    #[test]
+    fn load_missing_file() {
+        let e = Scenario::load(Path::new("/nonexistent/x.toml")).expect_err("missing");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/nonexistent/x.toml: cannot read scenario file"),
+            "{msg}"
+        );
+        assert!(msg.contains("check the path"), "{msg}");
+    }
+
+    #[test]
+    fn load_not_utf8() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            b"name = \"m\"\nconnections = 1\ndescription = \"\xff\"\n",
+        )
+        .expect("write");
+        let e = Scenario::load(&path).expect_err("not utf-8");
+        assert_eq!(e.line(), Some(3));
+        assert!(e.to_string().contains("save it as UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn load_records_path_and_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ok.toml");
+        let text = "# hi\nname = \"m\"\nconnections = 1\n";
+        std::fs::write(&path, text).expect("write");
+        let s = Scenario::load(&path).expect("valid");
+        assert_eq!(s.source.path.as_deref(), Some(path.as_path()));
+        assert_eq!(s.source.text, text);
+        // Validation errors after load name the file.
+        std::fs::write(&path, "name = \"m\"\nconnections = 0\n").expect("write");
+        let msg = Scenario::load(&path).expect_err("invalid").to_string();
+        assert!(msg.starts_with(&format!("{}:2:", path.display())), "{msg}");
+    }
+
+    #[test]
+    fn every_shipped_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("scenarios/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            assert_eq!(s.name, stem, "scenario name should match its file name");
+            assert!(
+                s.source.text.trim_start().starts_with('#'),
+                "{}: start with comments",
+                path.display()
+            );
+            seen += 1;
+        }
+        assert!(seen >= 4, "expected the shipped scenarios, found {seen}");
+    }
+
+    #[test]
+    fn reference_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scenarios.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/scenarios.md");
+        let start = doc.find("```toml\n").expect("a ```toml example") + "```toml\n".len();
+        let len = doc[start..].find("```").expect("closing fence");
+        let s = Scenario::parse(&doc[start..start + len], "docs/scenarios.md")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.expected_msgs_per_sec(), 200.0);
+        assert_eq!(s.expected_deliveries_per_sec(), 19_800.0);
+        assert_eq!(s.slow_consumers_per_room(), 5);
+        assert_eq!(s.idle_count(), 500);
+    }
+
+    #[test]
+    fn smoke_finishes_quickly() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.toml");
+        let s = Scenario::load(&path).expect("smoke");
+        assert!(
+            s.total_duration() < Duration::from_secs(15),
+            "{:?}",
+            s.total_duration()
+        );
+    }
+
+    #[test]
+    fn find_key_line_handles_tables_and_dotted_keys() {
+        let text = "a = 1\n[client]\nread_buffer_size = 2\n[other]\nb = 3\n";
+        assert_eq!(find_key_line(text, "", "a"), Some(1));
+        assert_eq!(find_key_line(text, "client", "read_buffer_size"), Some(3));
+        assert_eq!(find_key_line(text, "", "b"), None);
+        assert_eq!(find_key_line("client.x = 1\n", "client", "x"), Some(1));
+    }
+}

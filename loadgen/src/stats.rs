@@ -1,0 +1,267 @@
+//! Shared measurement state of one load-generator process: histograms and counters that the
+//! connection tasks record into and the coordinator reads once a second.
+//!
+//! Histograms are sharded (a connection records into shard `index % SHARDS`) so that tasks on
+//! many worker threads rarely contend; the coordinator adds the shards together — histogram
+//! addition is exact, which is also how agents' histograms will be merged. Latencies are in
+//! microseconds, 1 µs .. 60 s at 3 significant digits (the design's bounds).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Histogram upper bound: 60 s in µs.
+pub const HIST_MAX_US: u64 = 60_000_000;
+/// Histogram precision.
+pub const HIST_SIGFIG: u8 = 3;
+const SHARDS: usize = 16;
+/// Distinct error labels kept per map before new ones are folded into "other" (a misbehaving
+/// target must not grow the generator's memory).
+const MAX_LABELS: usize = 64;
+
+/// A new, empty latency histogram with the chatbench bounds.
+pub fn new_hist() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts; failure here is a programming error.
+    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("valid histogram bounds")
+}
+
+/// Records `us` into `h`, clamped into the histogram's range.
+pub fn record(h: &mut Histogram<u64>, us: u64) {
+    let _ = h.record(us.clamp(1, HIST_MAX_US));
+}
+
+#[derive(Debug)]
+struct Shard {
+    /// Every delivery of this agent's messages, reset each second (the time series).
+    interval_latency: Histogram<u64>,
+    /// Deliveries of messages whose intended send time is in the measurement window.
+    window_latency: Histogram<u64>,
+    /// TCP connect + WebSocket handshake time, per connection.
+    connect: Histogram<u64>,
+    /// Send lag: actual write start minus intended send time, first message of each wake.
+    send_lag: Histogram<u64>,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            interval_latency: new_hist(),
+            window_latency: new_hist(),
+            connect: new_hist(),
+            send_lag: new_hist(),
+        }
+    }
+}
+
+/// Which histogram to record into.
+#[derive(Debug, Clone, Copy)]
+pub enum Hist {
+    /// Connection time.
+    Connect,
+    /// Send lag.
+    SendLag,
+}
+
+/// Counters, all monotonic unless noted.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connection attempts started.
+    pub connect_attempts: AtomicU64,
+    /// Connections that completed the WebSocket handshake.
+    pub connected: AtomicU64,
+    /// Members that received `joined` (and idle connections that connected).
+    pub ready: AtomicU64,
+    /// Connections open now (gauge).
+    pub open: AtomicI64,
+    /// Messages sent, all phases.
+    pub sent: AtomicU64,
+    /// Messages sent whose intended time is in the measurement window.
+    pub sent_window: AtomicU64,
+    /// Deliveries received, all phases, from any agent.
+    pub delivered: AtomicU64,
+    /// Deliveries of this agent's in-window messages (unique).
+    pub delivered_window: AtomicU64,
+    /// Deliveries whose (sender, seq) was already seen by that receiver.
+    pub duplicated: AtomicU64,
+    /// In-window deliveries slower than `late_after`.
+    pub late: AtomicU64,
+    /// Frames from the server that did not parse or made no sense here.
+    pub bad_frames: AtomicU64,
+    /// Sends that failed because the connection broke.
+    pub send_failures: AtomicU64,
+}
+
+/// Errors by kind, and labelled tallies with a bounded number of labels.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    inner: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tallies {
+    /// Adds one to `label` (or to "other" once [`MAX_LABELS`] labels exist).
+    pub fn add(&self, label: &str) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        if let Some(v) = m.get_mut(label) {
+            *v += 1;
+        } else if m.len() < MAX_LABELS {
+            m.insert(label.to_string(), 1);
+        } else {
+            *m.entry("other".to_string()).or_insert(0) += 1;
+        }
+    }
+
+    /// A copy of the tallies.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.inner.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Sum of all tallies.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+
+/// Everything one generator process measures.
+#[derive(Debug)]
+pub struct Stats {
+    shards: Vec<Mutex<Shard>>,
+    /// Counters.
+    pub counters: Counters,
+    /// Connection errors by kind (`refused`, `timeout`, `handshake_status_503`, …).
+    pub connect_errors: Tallies,
+    /// Connections closed by the server, by close code (`1008`, `1001`, `none` for a bare EOF).
+    pub closed_by_server: Tallies,
+    /// `error` frames received, by code.
+    pub server_errors: Tallies,
+    /// Per room: in-window messages sent.
+    pub room_sent_window: Vec<AtomicU64>,
+    /// Per room: in-window unique deliveries.
+    pub room_delivered_window: Vec<AtomicU64>,
+}
+
+impl Stats {
+    /// Empty stats for `rooms` rooms.
+    pub fn new(rooms: u32) -> Stats {
+        Stats {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            counters: Counters::default(),
+            connect_errors: Tallies::default(),
+            closed_by_server: Tallies::default(),
+            server_errors: Tallies::default(),
+            room_sent_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            room_delivered_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn shard(&self, key: u32) -> std::sync::MutexGuard<'_, Shard> {
+        let m = &self.shards[key as usize % SHARDS];
+        // A poisoned shard only means a recording task panicked; the data is still usable.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a delivery latency from connection `key`; `in_window` also records it into the
+    /// measurement-window histogram.
+    pub fn record_latency(&self, key: u32, us: u64, in_window: bool) {
+        let mut s = self.shard(key);
+        record(&mut s.interval_latency, us);
+        if in_window {
+            record(&mut s.window_latency, us);
+        }
+    }
+
+    /// Records into one of the other histograms.
+    pub fn record(&self, key: u32, which: Hist, us: u64) {
+        let mut s = self.shard(key);
+        match which {
+            Hist::Connect => record(&mut s.connect, us),
+            Hist::SendLag => record(&mut s.send_lag, us),
+        }
+    }
+
+    /// Takes (and resets) the interval latency histogram of every shard, added together.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        let mut total = new_hist();
+        for m in &self.shards {
+            let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = total.add(&s.interval_latency);
+            s.interval_latency.reset();
+        }
+        total
+    }
+
+    fn merged(&self, pick: impl Fn(&Shard) -> &Histogram<u64>) -> Histogram<u64> {
+        let mut total = new_hist();
+        for m in &self.shards {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = total.add(pick(&s));
+        }
+        total
+    }
+
+    /// The measurement-window latency histogram, all shards added.
+    pub fn window_latency(&self) -> Histogram<u64> {
+        self.merged(|s| &s.window_latency)
+    }
+
+    /// The connection-time histogram.
+    pub fn connect_time(&self) -> Histogram<u64> {
+        self.merged(|s| &s.connect)
+    }
+
+    /// The send-lag histogram.
+    pub fn send_lag(&self) -> Histogram<u64> {
+        self.merged(|s| &s.send_lag)
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Adds one to a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_add_exactly() {
+        let s = Stats::new(1);
+        for k in 0..1000u32 {
+            s.record_latency(k, u64::from(k) + 1, k % 2 == 0);
+        }
+        let w = s.window_latency();
+        assert_eq!(w.len(), 500);
+        let i = s.take_interval();
+        assert_eq!(i.len(), 1000);
+        assert_eq!(i.max(), 1000);
+        assert_eq!(s.take_interval().len(), 0, "take resets the interval");
+        assert_eq!(s.window_latency().len(), 500, "the window is kept");
+    }
+
+    #[test]
+    fn out_of_range_values_are_clamped_not_lost() {
+        let mut h = new_hist();
+        record(&mut h, 0);
+        record(&mut h, u64::MAX);
+        assert_eq!(h.len(), 2);
+        assert!(h.max() >= HIST_MAX_US);
+    }
+
+    #[test]
+    fn tallies_are_bounded() {
+        let t = Tallies::default();
+        for i in 0..200 {
+            t.add(&format!("code{i}"));
+        }
+        let snap = t.snapshot();
+        assert_eq!(snap.len(), MAX_LABELS + 1);
+        assert_eq!(snap.values().sum::<u64>(), 200);
+    }
+}

@@ -1,0 +1,284 @@
+//! The target: a `ws://host:port/path` URL resolved once, and how one client connects to it
+//! (TCP from a chosen source address, then the WebSocket handshake with small buffers).
+//!
+//! Connection failures are classified into the kinds the results report (`refused`,
+//! `timeout`, `handshake_status_NNN`, …) so that a user can tell an overloaded server from a
+//! wrong URL at a glance.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::scenario::ClientSettings;
+
+/// Errors about the target URL itself.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    /// Not a `ws://` URL.
+    #[error(
+        "target {url:?}: {problem} (expected ws://HOST:PORT/PATH, e.g. ws://127.0.0.1:8080/ws)"
+    )]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The host name did not resolve.
+    #[error("target {url:?}: cannot resolve {host:?}: {source}")]
+    Resolve {
+        /// The URL.
+        url: String,
+        /// The host part.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// Nothing accepts TCP connections there.
+    #[error("target {url:?} ({addr}) is unreachable: {source}; is the server running and listening on that address? (chatbench serve --listen {addr})")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The resolved address.
+        addr: SocketAddr,
+        /// The connect error.
+        source: std::io::Error,
+    },
+}
+
+/// A resolved target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as given.
+    pub url: String,
+    /// The resolved socket address.
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses and resolves a `ws://` URL.
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        let bad = |problem: &str| TargetError::BadUrl {
+            url: url.to_string(),
+            problem: problem.to_string(),
+        };
+        let rest = if let Some(r) = url.strip_prefix("ws://") {
+            r
+        } else if url.starts_with("wss://") {
+            return Err(bad(
+                "wss:// (TLS) is not supported yet; benchmark the plain ws:// port",
+            ));
+        } else {
+            return Err(bad("the scheme must be ws://"));
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().map_err(|_| bad("bad port"))?,
+            ),
+            _ => (authority.trim_start_matches('[').trim_end_matches(']'), 80),
+        };
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|source| TargetError::Resolve {
+                url: url.to_string(),
+                host: host.to_string(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| bad("the host resolved to no address"))?;
+        Ok(Target {
+            url: url.to_string(),
+            addr,
+        })
+    }
+
+    /// Whether the target is on this machine's loopback (then clients spread over 127.x
+    /// source addresses).
+    pub fn is_loopback(&self) -> bool {
+        self.addr.ip().is_loopback()
+    }
+
+    /// One TCP connect, to fail fast with a clear message before a run starts.
+    pub async fn preflight(&self, timeout: Duration) -> Result<(), TargetError> {
+        let unreachable = |source| TargetError::Unreachable {
+            url: self.url.clone(),
+            addr: self.addr,
+            source,
+        };
+        match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e)),
+            Err(_) => Err(unreachable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            ))),
+        }
+    }
+}
+
+/// The WebSocket configuration of every client (the design's pitfall: tungstenite's default
+/// 128 KiB read buffer per connection).
+pub fn ws_config(c: &ClientSettings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(c.read_buffer_size)
+        .write_buffer_size(c.write_buffer_size)
+        .max_write_buffer_size(c.max_write_buffer_size)
+        .max_message_size(Some(c.max_message_size))
+        .max_frame_size(Some(c.max_message_size))
+}
+
+/// Why one connection attempt failed; the label is what the results count.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    /// TCP connection refused.
+    #[error("connection refused")]
+    Refused,
+    /// No answer in time (TCP or handshake).
+    #[error("timed out")]
+    Timeout,
+    /// The server answered the upgrade with another HTTP status.
+    #[error("handshake answered with HTTP {0}")]
+    Status(u16),
+    /// Reset by the peer during connect or handshake.
+    #[error("connection reset")]
+    Reset,
+    /// No local address/port available (ephemeral ports exhausted).
+    #[error("no local address or port available: {0}")]
+    AddrUnavailable(String),
+    /// Another I/O error.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// Another WebSocket handshake error.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl ConnectError {
+    /// The label under which the results count this error.
+    pub fn label(&self) -> String {
+        match self {
+            ConnectError::Refused => "refused".into(),
+            ConnectError::Timeout => "timeout".into(),
+            ConnectError::Status(s) => format!("handshake_status_{s}"),
+            ConnectError::Reset => "reset".into(),
+            ConnectError::AddrUnavailable(_) => "addr_unavailable".into(),
+            ConnectError::Io(_) => "io".into(),
+            ConnectError::Handshake(_) => "handshake".into(),
+        }
+    }
+
+    fn from_io(e: std::io::Error) -> ConnectError {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionRefused => ConnectError::Refused,
+            K::TimedOut => ConnectError::Timeout,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                ConnectError::Reset
+            }
+            K::AddrNotAvailable | K::AddrInUse => ConnectError::AddrUnavailable(e.to_string()),
+            _ => ConnectError::Io(e.to_string()),
+        }
+    }
+}
+
+/// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel).
+pub async fn connect(
+    target: &Target,
+    source: Option<IpAddr>,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<TcpStream>, ConnectError> {
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::from_io)?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(ConnectError::from_io)?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .map_err(ConnectError::from_io)?;
+    let _ = stream.set_nodelay(true);
+    let request = target
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) => Err(ConnectError::Status(resp.status().as_u16())),
+        Err(tungstenite::Error::Io(e)) => Err(ConnectError::from_io(e)),
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+            Err(ConnectError::Reset)
+        }
+        Err(e) => Err(ConnectError::Handshake(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ws_urls() {
+        let t = Target::parse("ws://127.0.0.1:8080/ws").expect("valid");
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().expect("addr"));
+        assert!(t.is_loopback());
+        let t = Target::parse("ws://[::1]:9000/ws").expect("valid v6");
+        assert_eq!(t.addr.port(), 9000);
+        assert_eq!(
+            Target::parse("ws://127.0.0.1/ws")
+                .expect("default port")
+                .addr
+                .port(),
+            80
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        for (url, needle) in [
+            ("http://127.0.0.1:1/ws", "scheme"),
+            ("wss://127.0.0.1:1/ws", "TLS"),
+            ("ws:///ws", "missing host"),
+            ("ws://127.0.0.1:notaport/ws", "bad port"),
+        ] {
+            let e = Target::parse(url).expect_err(url).to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn preflight_names_an_unreachable_target() {
+        // Bind then drop a listener to find a port that is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let t = Target::parse(&format!("ws://127.0.0.1:{port}/ws")).expect("valid");
+        let e = t
+            .preflight(Duration::from_secs(2))
+            .await
+            .expect_err("closed port")
+            .to_string();
+        assert!(
+            e.contains("unreachable") && e.contains(&port.to_string()),
+            "{e}"
+        );
+    }
+}

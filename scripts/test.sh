@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The README's second command: every test, with everything the tests need installed first.
+# Format and lint checks come first so that a failure names its cause early.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need cargo; then
+  echo "error: cargo not found: install Rust (https://rustup.rs) and re-run" >&2
+  exit 2
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+# Integration tests open thousands of sockets in one process: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+cargo test --workspace --quiet 2>&1 | tee /tmp/chatbench-test.log

@@ -1,0 +1,201 @@
+//! Server settings shared by every architecture.
+//!
+//! One plain struct, [`ServerConfig`], holds every limit the design asks all servers to enforce
+//! (frame size, rooms per connection, outbound queue and its slow-consumer policy, timeouts) and
+//! the buffer sizes that decide memory per connection. It lives here, free of any CLI library, so
+//! that the binary maps flags to it in one place and tests build it directly. [`Arch`] names the
+//! architectures; its string forms are what results record.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What to do when a recipient's outbound queue is full at fan-out time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Drop the newest frame for that recipient only, and count it in
+    /// `chatbench_drops_total{reason="queue_full"}`. The recipient stays connected.
+    #[default]
+    Drop,
+    /// Send the recipient an `error` frame with code `slow_consumer` and close it with 1008,
+    /// counted in `chatbench_disconnects_total{reason="slow_consumer"}`.
+    Disconnect,
+}
+
+impl SlowConsumerPolicy {
+    /// The CLI/results form: `drop` or `disconnect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Drop => "drop",
+            SlowConsumerPolicy::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl FromStr for SlowConsumerPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" => Ok(SlowConsumerPolicy::Drop),
+            "disconnect" => Ok(SlowConsumerPolicy::Disconnect),
+            other => Err(format!(
+                "unknown slow-consumer policy {other:?} (expected drop or disconnect)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SlowConsumerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every limit and tunable of a reference server. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest WebSocket message (and frame) a client may send, in bytes. Larger ones close the
+    /// connection with 1009. Also bounds the read buffer growth a peer can cause.
+    pub max_frame_bytes: usize,
+    /// How many rooms one connection may be in at once; a further `join` gets `too_many_rooms`.
+    /// Together with the connection limit this bounds the room registry a peer can grow.
+    pub max_rooms_per_conn: usize,
+    /// Capacity of each connection's outbound queue, in frames. Full queues apply
+    /// [`ServerConfig::slow_consumer`]; memory per connection is bounded by this.
+    pub outbound_queue: usize,
+    /// What happens when an outbound queue is full.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// How long a client may take from TCP accept to a complete HTTP request head. Clients that
+    /// take longer are dropped and counted in `chatbench_handshake_timeouts_total`.
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long clients get to answer the 1001 close before the server returns.
+    pub shutdown_grace: Duration,
+    /// How long a close handshake the server starts (after a fatal error or a slow-consumer
+    /// disconnect) may take before the socket is simply dropped. Bounds what a peer that stops
+    /// reading can hold.
+    pub close_timeout: Duration,
+    /// tungstenite `read_buffer_size`: the per-connection read buffer, allocated up front. The
+    /// tungstenite default (128 KiB) costs ≈ 135 KiB per idle connection: keep this small.
+    pub read_buffer_size: usize,
+    /// tungstenite `write_buffer_size`: frames are gathered up to this many bytes before a
+    /// write is attempted (flushes write earlier).
+    pub write_buffer_size: usize,
+    /// tungstenite `max_write_buffer_size`: the hard cap of a connection's unwritten bytes. Must
+    /// exceed `write_buffer_size + max_frame_bytes`-ish so one frame always fits.
+    pub max_write_buffer_size: usize,
+    /// `listen(2)` backlog. std/tokio/mio use 128, which overflows under connection storms.
+    pub backlog: u32,
+    /// Worker threads for the runtimes that have them; `None` means one per core.
+    pub worker_threads: Option<usize>,
+    /// Honour the `{"t":"panic"}` frame (panic in that connection's handler) to test isolation.
+    /// Off by default: then the frame is an `unknown_type` error.
+    pub fault_injection: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_bytes: 64 * 1024,
+            max_rooms_per_conn: 16,
+            outbound_queue: 1024,
+            slow_consumer: SlowConsumerPolicy::Drop,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            read_buffer_size: 4096,
+            write_buffer_size: 4096,
+            max_write_buffer_size: 1024 * 1024,
+            backlog: 8192,
+            worker_threads: None,
+            fault_injection: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the settings against each other; the binary calls this once after mapping flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_frame_bytes < 64 {
+            return Err("max_frame_bytes must be at least 64".into());
+        }
+        if self.max_rooms_per_conn == 0 {
+            return Err("max_rooms_per_conn must be at least 1".into());
+        }
+        if self.outbound_queue == 0 {
+            return Err("outbound_queue must be at least 1".into());
+        }
+        if self.read_buffer_size == 0 {
+            return Err("read_buffer_size must be at least 1".into());
+        }
+        if self.max_write_buffer_size <= self.write_buffer_size {
+            return Err("max_write_buffer_size must be larger than write_buffer_size".into());
+        }
+        if self.worker_threads == Some(0) {
+            return Err("worker_threads must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The server architectures this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// A tokio task per connection on a multi-thread runtime (the BEAM/goroutine model).
+    TaskPerConn,
+}
+
+impl Arch {
+    /// Every architecture, in documentation order.
+    pub const ALL: [Arch; 1] = [Arch::TaskPerConn];
+
+    /// The CLI and results name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::TaskPerConn => "task-per-conn",
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "unknown architecture {s:?} (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_round_trip() {
+        for a in Arch::ALL {
+            assert_eq!(a.as_str().parse::<Arch>(), Ok(a));
+        }
+        assert!("nope".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_small() {
+        let c = ServerConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.read_buffer_size <= 4096 && c.write_buffer_size <= 4096);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::Drop);
+        assert_eq!("disconnect".parse(), Ok(SlowConsumerPolicy::Disconnect));
+    }
+}

@@ -1,0 +1,594 @@
+//! The `task-per-conn` architecture: a tokio multi-thread runtime with one task per connection
+//! (the BEAM/goroutine model).
+//!
+//! Each connection task owns its WebSocket and a bounded outbound queue
+//! (`mpsc::channel(outbound_queue)`) of shared frames. Fan-out runs on the sender's task: it
+//! `try_send`s a refcounted clone of the *received* frame (the original bytes, never re-encoded)
+//! to every other member of the room, under that room's shard lock, and applies the
+//! slow-consumer policy when a queue is full. A connection task waits on three things at once:
+//! its socket, its queue, and its control `Notify` (slow-consumer kick or shutdown; a
+//! per-connection `Notify`, so 15,000 idle tasks do not all poll one shared lock). When it
+//! writes, it drains everything already queued with `feed` and flushes once, so frames that
+//! arrived together leave in one `write(2)`.
+//!
+//! Memory per idle connection is the task (the future below), tungstenite's read buffer
+//! (`read_buffer_size`, allocated up front), the queue's first block, and one `Peer`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatbench_protocol::{
+    close_code, encode_error, encode_joined, parse_client, ClientFrame, ErrorCode,
+};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use crate::config::{Arch, ServerConfig, SlowConsumerPolicy};
+use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
+use crate::metrics::{DisconnectReason, HttpPath, Metrics};
+use crate::rooms::{ConnId, Rooms};
+use crate::shutdown::Shutdown;
+use crate::ServerError;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Runs the server until `shutdown` fires and connections have closed (at most
+/// `config.shutdown_grace` later). Builds its own multi-thread runtime and blocks on it.
+pub fn run(
+    listener: StdListener,
+    config: ServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
+        .enable_all()
+        .thread_name("chatbench-worker")
+        .build()
+        .map_err(ServerError::Runtime)?;
+    let result = runtime.block_on(serve(listener, config, shutdown));
+    // Tasks still running after the grace (peers that never answered the close) are dropped
+    // here; their cleanup runs in `Conn::drop`.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// The accept loop, for callers that bring their own runtime (must be multi-thread or
+/// current-thread with `enable_all`). Returns after shutdown as [`run`] does.
+pub async fn serve(
+    listener: StdListener,
+    config: ServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ServerError::Listener)?;
+    let listener = TcpListener::from_std(listener).map_err(ServerError::Listener)?;
+    let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
+    let ws_config = ws_config(&config);
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(Shared {
+        ws_config,
+        rooms: Rooms::new(metrics.clone()),
+        metrics,
+        peers: Peers::new(),
+        next_id: AtomicU64::new(1),
+        shutdown: shutdown.clone(),
+        config,
+    });
+    // Every connection task holds a clone of `done_tx`; when all are gone, `recv` returns None.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shared.metrics.tcp_accepted();
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, shared.clone(), done_tx.clone()));
+                }
+                Err(e) => accept_failed(&shared.metrics, e).await,
+            },
+        }
+    }
+    drop(listener);
+    shared.peers.wake_all();
+    drop(done_tx);
+    let _ = tokio::time::timeout(grace, done_rx.recv()).await;
+    Ok(())
+}
+
+/// Out of descriptors or memory: back off briefly instead of spinning on a ready listener.
+async fn accept_failed(metrics: &Metrics, e: io::Error) {
+    metrics.accept_error();
+    tracing::warn!("accept failed: {e}");
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// tungstenite settings from the server config: small explicit buffers (the defaults cost
+/// ≈ 135 KiB per connection) and the frame limit enforced by tungstenite itself.
+pub fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_write_buffer_size(config.max_write_buffer_size)
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes))
+}
+
+/// State shared by every connection task.
+struct Shared {
+    config: ServerConfig,
+    ws_config: WebSocketConfig,
+    metrics: Arc<Metrics>,
+    rooms: Rooms<Arc<Peer>>,
+    peers: Peers,
+    next_id: AtomicU64,
+    shutdown: Shutdown,
+}
+
+/// How other tasks reach a connection: its outbound queue and its control signal.
+struct Peer {
+    /// Bounded outbound queue of frames to write. Overflow policy: `config.slow_consumer`,
+    /// applied by the sender at fan-out time.
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Set (once) when the connection must be closed as a slow consumer.
+    kicked: AtomicBool,
+    /// Wakes the connection task for a kick or for shutdown. `notify_one` keeps a permit, so
+    /// a wake-up is never lost.
+    control: Notify,
+}
+
+/// Every live WebSocket connection, so shutdown can wake each one through its own `Notify`.
+struct Peers {
+    shards: Box<[Mutex<PeerShard>]>,
+}
+
+type PeerShard = HashMap<ConnId, Arc<Peer>>;
+
+impl Peers {
+    const SHARDS: usize = 64;
+
+    fn new() -> Peers {
+        Peers {
+            shards: (0..Self::SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, id: ConnId) -> std::sync::MutexGuard<'_, PeerShard> {
+        self.shards[(id as usize) % Self::SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, id: ConnId, peer: Arc<Peer>) {
+        self.shard(id).insert(id, peer);
+    }
+
+    fn remove(&self, id: ConnId) {
+        self.shard(id).remove(&id);
+    }
+
+    fn wake_all(&self) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for peer in shard.values() {
+                peer.control.notify_one();
+            }
+        }
+    }
+}
+
+/// One accepted TCP connection: HTTP routing, then (for `/ws`) the WebSocket session.
+async fn connection(stream: TcpStream, shared: Arc<Shared>, _done: mpsc::Sender<()>) {
+    let timeout = shared.config.handshake_timeout;
+    let handshake = tokio::select! {
+        // Boxed: the handshake's state (timer, head buffer) is freed once it is done
+        // instead of sizing the connection's future for its whole life.
+        r = Box::pin(tokio::time::timeout(timeout, http_phase(stream, &shared))) => r,
+        _ = shared.shutdown.wait() => return,
+    };
+    let (stream, leftover) = match handshake {
+        Err(_elapsed) => {
+            shared.metrics.handshake_timeout();
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(upgraded)) => upgraded,
+    };
+    let ws = if leftover.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Server, Some(shared.ws_config)).await
+    } else {
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(shared.ws_config))
+            .await
+    };
+    session(ws, shared).await;
+}
+
+/// Reads the request head (bounded by [`MAX_HEAD_BYTES`]) and answers it. Returns the stream
+/// and any bytes read past the head when it was a WebSocket upgrade (101 already sent).
+async fn http_phase(mut stream: TcpStream, shared: &Shared) -> Option<(TcpStream, Vec<u8>)> {
+    let metrics = &shared.metrics;
+    let mut buf = Vec::new();
+    let (route, head_len) = loop {
+        let old = buf.len();
+        buf.resize((old + 1024).min(MAX_HEAD_BYTES), 0);
+        let n = stream.read(&mut buf[old..]).await.ok()?;
+        buf.truncate(old + n);
+        if n == 0 {
+            return None;
+        }
+        match http::parse_head(&buf) {
+            Ok(Head::Partial) => continue,
+            Ok(Head::Complete { route, head_len }) => break (route, head_len),
+            Err(reject) => {
+                metrics.http_request(HttpPath::Bad);
+                let _ = stream.write_all(&http::reject_response(reject)).await;
+                let _ = stream.shutdown().await;
+                return None;
+            }
+        }
+    };
+    metrics.http_request(route.path());
+    if let Route::Upgrade { accept_key } = &route {
+        stream
+            .write_all(&http::switching_protocols(accept_key))
+            .await
+            .ok()?;
+        buf.drain(..head_len);
+        return Some((stream, buf));
+    }
+    if let Some(response) = http::route_response(&route, metrics) {
+        let _ = stream.write_all(&response).await;
+        let _ = stream.shutdown().await;
+    }
+    None
+}
+
+/// The WebSocket session of one connection: registration, the main loop, and cleanup on every
+/// exit path (normal return, panic, or the task being dropped at runtime shutdown).
+async fn session(mut ws: Ws, shared: Arc<Shared>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel(shared.config.outbound_queue);
+    let peer = Arc::new(Peer {
+        tx,
+        kicked: AtomicBool::new(false),
+        control: Notify::new(),
+    });
+    shared.metrics.ws_opened();
+    shared.peers.insert(id, peer.clone());
+    // Shutdown sets its flag before waking peers: a connection registered after the wake-up
+    // sees the flag here.
+    if shared.shutdown.is_triggered() {
+        peer.control.notify_one();
+    }
+    let mut conn = Conn {
+        id,
+        peer,
+        shared,
+        joined: Vec::new(),
+        finished: false,
+    };
+    let reason = match AssertUnwindSafe(conn.run(&mut ws, &mut rx))
+        .catch_unwind()
+        .await
+    {
+        Ok(reason) => reason,
+        Err(_) => DisconnectReason::Panic,
+    };
+    conn.finish(reason);
+}
+
+/// A connection's own state. Its `Drop` guarantees room membership is cleaned up.
+struct Conn {
+    id: ConnId,
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    /// Rooms this connection is in; at most `max_rooms_per_conn`, so a linear scan is cheap.
+    joined: Vec<Box<str>>,
+    finished: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped without finishing: the runtime was shut down under us.
+            self.finish(DisconnectReason::Shutdown);
+        }
+    }
+}
+
+/// `Some(reason)` ends the session.
+type Flow = Option<DisconnectReason>;
+
+impl Conn {
+    fn finish(&mut self, reason: DisconnectReason) {
+        self.leave_all();
+        self.shared.peers.remove(self.id);
+        self.shared.metrics.ws_closed(reason);
+        self.finished = true;
+    }
+
+    fn leave_all(&mut self) {
+        for room in self.joined.drain(..) {
+            self.shared.rooms.leave(&room, self.id);
+        }
+    }
+
+    async fn run(&mut self, ws: &mut Ws, rx: &mut mpsc::Receiver<Utf8Bytes>) -> DisconnectReason {
+        let peer = self.peer.clone();
+        loop {
+            let flow = tokio::select! {
+                _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
+                Some(first) = rx.recv() => {
+                    let batch = self.shared.config.outbound_queue;
+                    let metrics = &self.shared.metrics;
+                    // Keep watching the control signal while blocked on a peer that does not
+                    // read: that is exactly when a slow-consumer kick or shutdown arrives.
+                    tokio::select! {
+                        r = write_queued(ws, first, rx, batch, metrics) => match r {
+                            Ok(()) => None,
+                            Err(_) => Some(DisconnectReason::IoError),
+                        },
+                        _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
+                    }
+                }
+                msg = ws.next() => self.on_message(ws, msg).await,
+            };
+            if let Some(reason) = flow {
+                return reason;
+            }
+        }
+    }
+
+    /// A kick or shutdown woke us.
+    async fn on_control(&mut self, ws: &mut Ws) -> Flow {
+        if self.peer.kicked.load(Ordering::Relaxed) {
+            let reason = "outbound queue full: the client reads too slowly";
+            return Some(
+                Box::pin(self.close_fatal(ws, ErrorCode::SlowConsumer, reason, false)).await,
+            );
+        }
+        if self.shared.shutdown.is_triggered() {
+            self.leave_all();
+            let frame = CloseFrame {
+                code: CloseCode::from(close_code::GOING_AWAY),
+                reason: "server shutting down".into(),
+            };
+            let _ = tokio::time::timeout(self.shared.config.close_timeout, async {
+                ws.send(Message::Close(Some(frame))).await?;
+                while let Some(Ok(_)) = ws.next().await {}
+                Ok::<(), WsError>(())
+            })
+            .await;
+            return Some(DisconnectReason::Shutdown);
+        }
+        None
+    }
+
+    async fn on_message(&mut self, ws: &mut Ws, msg: Option<Result<Message, WsError>>) -> Flow {
+        let metrics = &self.shared.metrics;
+        match msg {
+            None => Some(DisconnectReason::ClientClose),
+            Some(Ok(Message::Text(text))) => {
+                metrics.frame_in();
+                self.on_text(ws, text).await
+            }
+            Some(Ok(Message::Binary(_))) => {
+                metrics.frame_in();
+                let why = "binary messages are not part of protocol v1";
+                Some(Box::pin(self.close_fatal(ws, ErrorCode::BinaryFrame, why, false)).await)
+            }
+            // Ping: tungstenite queues the pong and sends it on the next read. Close: it
+            // queues the reply, and the next read ends the stream (None above).
+            Some(Ok(
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_),
+            )) => None,
+            Some(Err(e)) => Some(self.on_read_error(ws, e).await),
+        }
+    }
+
+    async fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
+        let (code, reason) = match e {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                return DisconnectReason::ClientClose
+            }
+            WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return DisconnectReason::IoError
+            }
+            WsError::Capacity(c) => (ErrorCode::FrameTooLarge, c.to_string()),
+            WsError::Utf8(_) => (
+                ErrorCode::InvalidUtf8,
+                "text message is not valid UTF-8".to_string(),
+            ),
+            other => (ErrorCode::ProtocolError, other.to_string()),
+        };
+        Box::pin(self.close_fatal(ws, code, &reason, true)).await
+    }
+
+    async fn on_text(&mut self, ws: &mut Ws, text: Utf8Bytes) -> Flow {
+        let frame = match parse_client(&text) {
+            Ok(frame) => frame,
+            Err(e) => return self.reply_error(ws, e.code(), &e.to_string()).await,
+        };
+        match frame {
+            ClientFrame::Join { room } => {
+                if !self.joined.iter().any(|r| **r == *room) {
+                    if self.joined.len() >= self.shared.config.max_rooms_per_conn {
+                        let why = format!(
+                            "already in {} rooms (the limit)",
+                            self.shared.config.max_rooms_per_conn
+                        );
+                        return self.reply_error(ws, ErrorCode::TooManyRooms, &why).await;
+                    }
+                    self.shared.rooms.join(&room, self.id, self.peer.clone());
+                    self.joined.push(room.as_ref().into());
+                }
+                self.reply(ws, encode_joined(&room)).await
+            }
+            ClientFrame::Leave { room } => match self.joined.iter().position(|r| **r == *room) {
+                Some(i) => {
+                    self.joined.swap_remove(i);
+                    self.shared.rooms.leave(&room, self.id);
+                    None
+                }
+                None => {
+                    let why = format!("not in room {room:?}");
+                    self.reply_error(ws, ErrorCode::NotJoined, &why).await
+                }
+            },
+            ClientFrame::Msg(msg) => {
+                if !self.joined.iter().any(|r| **r == *msg.room) {
+                    let why = format!("not in room {:?}", msg.room);
+                    return self.reply_error(ws, ErrorCode::NotJoined, &why).await;
+                }
+                self.fan_out(&msg.room, &text);
+                None
+            }
+            ClientFrame::Panic if self.shared.config.fault_injection => {
+                panic!(
+                    "fault injection: connection {} received {{\"t\":\"panic\"}}",
+                    self.id
+                )
+            }
+            ClientFrame::Panic => {
+                let why = "unknown frame type \"panic\" (fault injection is off)";
+                self.reply_error(ws, ErrorCode::UnknownType, why).await
+            }
+        }
+    }
+
+    /// Queues the received frame, unchanged and uncopied, to every other member of `room`.
+    fn fan_out(&self, room: &str, frame: &Utf8Bytes) {
+        let policy = self.shared.config.slow_consumer;
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        self.shared.rooms.for_each_member(room, |id, peer| {
+            if id == self.id {
+                return;
+            }
+            match peer.tx.try_send(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(_)) => match policy {
+                    SlowConsumerPolicy::Drop => dropped += 1,
+                    SlowConsumerPolicy::Disconnect => {
+                        if !peer.kicked.swap(true, Ordering::Relaxed) {
+                            peer.control.notify_one();
+                        }
+                    }
+                },
+                Err(TrySendError::Closed(_)) => {}
+            }
+        });
+        let metrics = &self.shared.metrics;
+        metrics.deliveries(delivered);
+        if dropped > 0 {
+            metrics.dropped_queue_full(dropped);
+        }
+    }
+
+    /// Sends one reply frame now (acks and errors bypass the queue: they answer this client).
+    async fn reply(&self, ws: &mut Ws, text: String) -> Flow {
+        match ws.send(Message::text(text)).await {
+            Ok(()) => {
+                self.shared.metrics.frames_out(1);
+                None
+            }
+            Err(_) => Some(DisconnectReason::IoError),
+        }
+    }
+
+    /// Sends an `error` frame; for fatal codes, closes with the code's close code.
+    async fn reply_error(&mut self, ws: &mut Ws, code: ErrorCode, reason: &str) -> Flow {
+        if code.is_fatal() {
+            return Some(Box::pin(self.close_fatal(ws, code, reason, false)).await);
+        }
+        self.shared.metrics.error_sent(code);
+        self.reply(ws, encode_error(code, reason)).await
+    }
+
+    /// Sends the `error` frame and a close frame with the code's close code, then waits (at
+    /// most `close_timeout`) for the client to go. `stream_ended`: tokio-tungstenite ends the
+    /// read side after a read error, so the client's close reply cannot be read as frames;
+    /// then half-close the socket and discard input until EOF, so the client reads our close
+    /// frame instead of a reset.
+    async fn close_fatal(
+        &mut self,
+        ws: &mut Ws,
+        code: ErrorCode,
+        reason: &str,
+        stream_ended: bool,
+    ) -> DisconnectReason {
+        self.leave_all();
+        let metrics = &self.shared.metrics;
+        metrics.error_sent(code);
+        let close = CloseFrame {
+            code: CloseCode::from(code.close_code().unwrap_or(close_code::POLICY_VIOLATION)),
+            reason: code.as_str().into(),
+        };
+        let _ = tokio::time::timeout(self.shared.config.close_timeout, async {
+            ws.feed(Message::text(encode_error(code, reason))).await?;
+            metrics.frames_out(1);
+            ws.send(Message::Close(Some(close))).await?;
+            if stream_ended {
+                let stream = ws.get_mut();
+                stream.shutdown().await?;
+                let mut sink = vec![0u8; 1024];
+                while stream.read(&mut sink).await? > 0 {}
+            } else {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+            Ok::<(), WsError>(())
+        })
+        .await;
+        DisconnectReason::for_error(code).unwrap_or(DisconnectReason::ProtocolError)
+    }
+}
+
+/// Writes `first` and whatever else is already queued (up to `batch` frames) with `feed`, then
+/// flushes once: one `write(2)` per `write_buffer_size` bytes instead of one per frame.
+async fn write_queued(
+    ws: &mut Ws,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    batch: usize,
+    metrics: &Metrics,
+) -> Result<(), WsError> {
+    ws.feed(Message::Text(first)).await?;
+    let mut n = 1;
+    while n < batch {
+        match rx.try_recv() {
+            Ok(frame) => {
+                ws.feed(Message::Text(frame)).await?;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await?;
+    metrics.frames_out(n as u64);
+    Ok(())
+}

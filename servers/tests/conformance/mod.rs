@@ -1,0 +1,771 @@
+//! The conformance suite: every case any chatbench server architecture must pass, written once.
+//!
+//! Each case is a plain function taking an [`Arch`]; [`conformance_tests!`] turns the whole list
+//! into `#[test]`s for one architecture, so a new architecture gets every case with one line:
+//! `conformance_tests!(epoll, Arch::Epoll);`. Servers run in-process on `127.0.0.1:0` (via
+//! `chatbench_servers::spawn`) and are driven by real tokio-tungstenite clients and a tiny raw
+//! HTTP client. Every wait has a deadline, so a broken server fails a case instead of hanging.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatbench_protocol::{encode_join, encode_leave, encode_msg, parse_server, ServerFrame};
+use chatbench_servers::{spawn, Arch, RunningServer, ServerConfig, SlowConsumerPolicy};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::Message;
+
+/// Longest any single wait may take before the case fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Generates one `#[test]` per conformance case for an architecture.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($name:ident, $arch:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_tests!(@cases $arch;
+                join_is_acked,
+                rejoin_re_acks,
+                fan_out_reaches_every_other_member_once,
+                forwarded_frames_are_byte_identical,
+                multi_room_membership,
+                leave_stops_delivery,
+                not_joined_for_msg_and_leave,
+                too_many_rooms_at_the_limit,
+                unknown_type_keeps_connection_usable,
+                malformed_json_closes_1008,
+                bad_room_closes_1008,
+                oversized_frame_closes_1009,
+                invalid_utf8_closes_1007,
+                binary_frame_closes_1003,
+                protocol_error_closes_1002,
+                handshake_timeout_is_counted,
+                slow_consumer_drop_policy,
+                slow_consumer_disconnect_policy,
+                metrics_names_and_values,
+                healthz_and_not_found,
+                graceful_shutdown_sends_1001,
+                panic_kills_only_that_connection,
+                panic_without_fault_injection_is_unknown_type,
+            );
+        }
+    };
+    (@cases $arch:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                super::conformance::$case($arch);
+            }
+        )*
+    };
+}
+
+/// The configuration cases start from: small timeouts so failure paths finish fast.
+pub fn test_config() -> ServerConfig {
+    ServerConfig {
+        worker_threads: Some(2),
+        shutdown_grace: Duration::from_secs(3),
+        close_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts `arch` with `config` and runs `case` against it on a current-thread runtime.
+pub fn with_server<F, Fut>(arch: Arch, config: ServerConfig, case: F)
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let server = start(arch, config);
+    block_on(case(server.addr));
+    server.stop().expect("server returns cleanly");
+}
+
+pub fn start(arch: Arch, config: ServerConfig) -> RunningServer {
+    spawn(arch, config, "127.0.0.1:0".parse().unwrap()).expect("server starts")
+}
+
+pub fn block_on<Fut: Future>(f: Fut) -> Fut::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// A WebSocket test client.
+pub struct Client {
+    pub ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = deadline("TCP connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        Client::handshake(addr, stream).await
+    }
+
+    /// A client whose socket receive buffer is tiny, so a server fills it quickly.
+    pub async fn connect_small_rcvbuf(addr: SocketAddr) -> Client {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(socket.into()).unwrap();
+        Client::handshake(addr, stream).await
+    }
+
+    async fn handshake(addr: SocketAddr, stream: TcpStream) -> Client {
+        let url = format!("ws://{addr}/ws");
+        let (ws, _) = deadline(
+            "WebSocket handshake",
+            tokio_tungstenite::client_async(url, stream),
+        )
+        .await
+        .expect("handshake");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        deadline("send", self.ws.send(Message::text(text)))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        deadline("send", self.ws.send(msg)).await.expect("send");
+    }
+
+    /// The next message (pings/pongs skipped); `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        loop {
+            match deadline("a frame", self.ws.next()).await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next text frame; panics on anything else.
+    pub async fn recv(&mut self) -> String {
+        match self.next().await {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) {
+        self.send(&encode_join(room)).await;
+        let got = self.recv().await;
+        assert_eq!(
+            parse_server(&got),
+            Ok(ServerFrame::Joined { room: room.into() }),
+            "{got}"
+        );
+    }
+
+    pub async fn expect_error(&mut self, code: &str) {
+        let got = self.recv().await;
+        match parse_server(&got) {
+            Ok(ServerFrame::Error { code: c, .. }) => assert_eq!(c, code, "{got}"),
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Expects a close frame with `code`, then the end of the stream.
+    pub async fn expect_close(&mut self, code: u16) {
+        match self.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), code),
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+        // The client answers the close; the server then ends the TCP connection.
+        loop {
+            match self.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Expects an `error` frame with `code` followed by a close with `close`.
+    pub async fn expect_fatal(&mut self, code: &str, close: u16) {
+        self.expect_error(code).await;
+        self.expect_close(close).await;
+    }
+
+    /// Expects that the connection ends (close frame, error, or EOF) without more text.
+    pub async fn expect_gone(&mut self) {
+        match self.next().await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
+            Some(Ok(other)) => panic!("expected the connection to end, got {other:?}"),
+        }
+    }
+}
+
+pub fn msg(room: &str, from: &str, seq: u64) -> String {
+    encode_msg(room, from, seq, 1_000 + seq, "hello")
+}
+
+/// `GET path` over a fresh TCP connection; returns the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = deadline("TCP connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    deadline("HTTP response", s.read_to_end(&mut out))
+        .await
+        .expect("read");
+    let text = String::from_utf8(out).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("complete response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+pub async fn metrics(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    body
+}
+
+pub fn value(text: &str, sample: &str) -> f64 {
+    chatbench_servers::metrics::sample_value(text, sample)
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+}
+
+/// Polls `/metrics` until `pred` holds for `sample` (counters are updated asynchronously to
+/// what a client observes, e.g. after a socket closes).
+pub async fn wait_metric(addr: SocketAddr, sample: &str, pred: impl Fn(f64) -> bool) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = value(&metrics(addr).await, sample);
+        if pred(v) {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "{sample} stayed at {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases.
+
+pub fn join_is_acked(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.join("r1").await;
+        // Escaped-free names of every allowed character class.
+        a.join("Room_1.a:b-c").await;
+    });
+}
+
+pub fn rejoin_re_acks(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        a.join("r1").await;
+        a.join("r1").await;
+        b.join("r1").await;
+        // Still one membership: B's message arrives once, then B's next one.
+        b.send(&msg("r1", "b", 1)).await;
+        b.send(&msg("r1", "b", 2)).await;
+        assert_eq!(a.recv().await, msg("r1", "b", 1));
+        assert_eq!(a.recv().await, msg("r1", "b", 2));
+    });
+}
+
+pub fn fan_out_reaches_every_other_member_once(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut c = Vec::new();
+        for _ in 0..4 {
+            let mut cl = Client::connect(addr).await;
+            cl.join("room").await;
+            c.push(cl);
+        }
+        // Each member sends in turn; every other member's next frame is exactly that message.
+        // An echo or a duplicate would be queued ahead of the next sender's message and show
+        // up as a mismatch here, with no sleeps needed.
+        for round in 0..2u64 {
+            for sender in 0..c.len() {
+                let text = msg("room", &format!("c{sender}"), round);
+                c[sender].send(&text).await;
+                for (i, cl) in c.iter_mut().enumerate() {
+                    if i != sender {
+                        assert_eq!(cl.recv().await, text, "member {i}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+pub fn forwarded_frames_are_byte_identical(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        a.join("r1").await;
+        b.join("r1").await;
+        let odd = "{ \"t\" : \"msg\",\"room\":\"r1\",\"from\":\"a0.c1\",\"seq\":7,\"ts\":8,\
+                   \"body\":\"h\\u00e9llo \\\"q\\\" ✓\",\"extra\":[1,{\"x\":null}]  }";
+        a.send(odd).await;
+        assert_eq!(b.recv().await, odd);
+        let big = encode_msg("r1", "a0.c1", 9, 10, &"x".repeat(20_000));
+        a.send(&big).await;
+        assert_eq!(b.recv().await, big);
+    });
+}
+
+pub fn multi_room_membership(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        let mut c = Client::connect(addr).await;
+        a.join("x").await;
+        a.join("y").await;
+        b.join("x").await;
+        c.join("y").await;
+        b.send(&msg("x", "b", 1)).await;
+        assert_eq!(a.recv().await, msg("x", "b", 1));
+        c.send(&msg("y", "c", 1)).await;
+        assert_eq!(a.recv().await, msg("y", "c", 1));
+        // A's message to x reaches B only; then A's message to y reaches C only.
+        a.send(&msg("x", "a", 1)).await;
+        a.send(&msg("y", "a", 2)).await;
+        assert_eq!(b.recv().await, msg("x", "a", 1));
+        assert_eq!(c.recv().await, msg("y", "a", 2));
+        // Two senders, two rooms: both arrive, in either order.
+        c.send(&msg("y", "c", 2)).await;
+        b.send(&msg("x", "b", 2)).await;
+        let mut got = vec![a.recv().await, a.recv().await];
+        got.sort();
+        let mut want = vec![msg("y", "c", 2), msg("x", "b", 2)];
+        want.sort();
+        assert_eq!(got, want);
+    });
+}
+
+pub fn leave_stops_delivery(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        a.join("r1").await;
+        a.join("r2").await;
+        b.join("r1").await;
+        b.join("r2").await;
+        a.send(&encode_leave("r1")).await;
+        // A's leave is processed before A's next frame, so it is out of r1 by then.
+        a.send(&msg("r2", "a", 1)).await;
+        assert_eq!(b.recv().await, msg("r2", "a", 1));
+        b.send(&msg("r1", "b", 1)).await; // must not reach A
+        b.send(&msg("r2", "b", 2)).await;
+        assert_eq!(a.recv().await, msg("r2", "b", 2));
+        // And A may not send to r1 any more.
+        a.send(&msg("r1", "a", 2)).await;
+        a.expect_error("not_joined").await;
+    });
+}
+
+pub fn not_joined_for_msg_and_leave(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send(&msg("r1", "a", 1)).await;
+        a.expect_error("not_joined").await;
+        a.send(&encode_leave("r1")).await;
+        a.expect_error("not_joined").await;
+        a.join("r1").await; // still open and usable
+    });
+}
+
+pub fn too_many_rooms_at_the_limit(arch: Arch) {
+    let config = ServerConfig {
+        max_rooms_per_conn: 3,
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        let mut a = Client::connect(addr).await;
+        for r in ["r1", "r2", "r3"] {
+            a.join(r).await;
+        }
+        a.send(&encode_join("r4")).await;
+        a.expect_error("too_many_rooms").await;
+        a.join("r3").await; // re-joining a joined room is fine at the limit
+        a.send(&encode_leave("r1")).await;
+        a.join("r4").await; // a slot is free again
+    });
+}
+
+pub fn unknown_type_keeps_connection_usable(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send(r#"{"t":"dance","room":"r1"}"#).await;
+        a.expect_error("unknown_type").await;
+        a.join("r1").await;
+    });
+}
+
+pub fn malformed_json_closes_1008(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send("{not json").await;
+        a.expect_fatal("bad_json", 1008).await;
+        let mut b = Client::connect(addr).await;
+        b.send(r#"{"t":"join"}"#).await;
+        b.expect_fatal("bad_field", 1008).await;
+        let m = metrics(addr).await;
+        assert!(value(&m, r#"chatbench_errors_sent_total{code="bad_json"}"#) >= 1.0);
+        wait_metric(
+            addr,
+            r#"chatbench_disconnects_total{reason="bad_json"}"#,
+            |v| v == 1.0,
+        )
+        .await;
+        wait_metric(
+            addr,
+            r#"chatbench_disconnects_total{reason="bad_field"}"#,
+            |v| v == 1.0,
+        )
+        .await;
+    });
+}
+
+pub fn bad_room_closes_1008(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send(r#"{"t":"join","room":"has space"}"#).await;
+        a.expect_fatal("bad_room", 1008).await;
+    });
+}
+
+pub fn oversized_frame_closes_1009(arch: Arch) {
+    let config = ServerConfig {
+        max_frame_bytes: 1024,
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.join("r1").await;
+        a.send(&encode_msg("r1", "a", 1, 1, &"x".repeat(4000)))
+            .await;
+        a.expect_fatal("frame_too_large", 1009).await;
+        wait_metric(
+            addr,
+            r#"chatbench_disconnects_total{reason="frame_too_large"}"#,
+            |v| v == 1.0,
+        )
+        .await;
+        // Just under the limit is fine.
+        let mut b = Client::connect(addr).await;
+        b.join("r1").await;
+        let near = encode_msg("r1", "b", 1, 1, "");
+        let near = encode_msg("r1", "b", 1, 1, &"y".repeat(1024 - near.len()));
+        assert_eq!(near.len(), 1024);
+        b.send(&near).await;
+        b.join("r2").await;
+    });
+}
+
+fn raw_text_frame(payload: &[u8], opcode: OpCode) -> Message {
+    Message::Frame(Frame::message(payload.to_vec(), opcode, true))
+}
+
+pub fn invalid_utf8_closes_1007(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        // tungstenite masks raw frames from a client, but does not check their UTF-8.
+        a.send_raw(raw_text_frame(
+            b"{\"t\":\"join\xff\xfe",
+            OpCode::Data(Data::Text),
+        ))
+        .await;
+        a.expect_fatal("invalid_utf8", 1007).await;
+    });
+}
+
+pub fn binary_frame_closes_1003(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send_raw(Message::binary(
+            b"{\"t\":\"join\",\"room\":\"r1\"}".to_vec(),
+        ))
+        .await;
+        a.expect_fatal("binary_frame", 1003).await;
+    });
+}
+
+pub fn protocol_error_closes_1002(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send_raw(raw_text_frame(b"x", OpCode::Data(Data::Reserved(3))))
+            .await;
+        a.expect_fatal("protocol_error", 1002).await;
+    });
+}
+
+pub fn handshake_timeout_is_counted(arch: Arch) {
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The server drops us: EOF (or a reset) within the deadline.
+        let n = deadline("the server to drop a stalled handshake", s.read(&mut buf)).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        wait_metric(addr, "chatbench_handshake_timeouts_total", |v| v == 1.0).await;
+        // A silent connection is timed out too.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let n = deadline("the server to drop a silent connection", s.read(&mut buf)).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        wait_metric(addr, "chatbench_handshake_timeouts_total", |v| v == 2.0).await;
+    });
+}
+
+/// Floods a room holding a member that never reads, in lockstep with a member that does,
+/// until `done` holds for the metrics; the reading member must get every message in order.
+async fn flood_past_slow_consumer(addr: SocketAddr, sample: &str) {
+    let mut slow = Client::connect_small_rcvbuf(addr).await;
+    let mut fast = Client::connect(addr).await;
+    let mut sender = Client::connect(addr).await;
+    slow.join("flood").await;
+    fast.join("flood").await;
+    sender.join("flood").await;
+    let body = "z".repeat(32 * 1024);
+    let mut seq = 0u64;
+    // ~10 MB per 300 messages; the kernel buffers on loopback hold a few MB at most.
+    while seq < 3000 {
+        for _ in 0..100 {
+            let text = encode_msg("flood", "sender", seq, seq, &body);
+            sender.send(&text).await;
+            assert!(
+                fast.recv().await == text,
+                "fast member lost or reordered seq {seq}"
+            );
+            seq += 1;
+        }
+        if value(&metrics(addr).await, sample) >= 1.0 {
+            drop(slow);
+            return;
+        }
+    }
+    panic!("{sample} never counted after {seq} messages");
+}
+
+pub fn slow_consumer_drop_policy(arch: Arch) {
+    let config = ServerConfig {
+        outbound_queue: 16,
+        slow_consumer: SlowConsumerPolicy::Drop,
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        flood_past_slow_consumer(addr, r#"chatbench_drops_total{reason="queue_full"}"#).await;
+        let m = metrics(addr).await;
+        assert_eq!(
+            value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
+            0.0
+        );
+    });
+}
+
+pub fn slow_consumer_disconnect_policy(arch: Arch) {
+    let config = ServerConfig {
+        outbound_queue: 16,
+        slow_consumer: SlowConsumerPolicy::Disconnect,
+        close_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        flood_past_slow_consumer(
+            addr,
+            r#"chatbench_disconnects_total{reason="slow_consumer"}"#,
+        )
+        .await;
+        let m = metrics(addr).await;
+        assert_eq!(
+            value(&m, r#"chatbench_drops_total{reason="queue_full"}"#),
+            0.0
+        );
+        assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+    });
+}
+
+pub fn metrics_names_and_values(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        a.join("r1").await;
+        b.join("r1").await;
+        a.send(&msg("r1", "a", 1)).await;
+        assert_eq!(b.recv().await, msg("r1", "a", 1));
+        let m = metrics(addr).await;
+        for family in [
+            "chatbench_connections",
+            "chatbench_connections_accepted_total",
+            "chatbench_rooms",
+            "chatbench_frames_in_total",
+            "chatbench_frames_out_total",
+            "chatbench_deliveries_total",
+            "chatbench_drops_total",
+            "chatbench_disconnects_total",
+            "chatbench_errors_sent_total",
+            "chatbench_handshake_timeouts_total",
+            "chatbench_http_requests_total",
+            "chatbench_info",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_threads",
+        ] {
+            assert!(
+                m.contains(&format!("# TYPE {family} ")),
+                "{family} missing:\n{m}"
+            );
+        }
+        assert!(m.contains(&format!(
+            "chatbench_info{{arch=\"{}\",version=\"",
+            arch.as_str()
+        )));
+        assert_eq!(value(&m, "chatbench_connections"), 2.0);
+        assert_eq!(value(&m, "chatbench_rooms"), 1.0);
+        assert_eq!(value(&m, "chatbench_deliveries_total"), 1.0);
+        assert_eq!(value(&m, "chatbench_frames_in_total"), 3.0);
+        // 2 joined acks + 1 forwarded msg.
+        assert_eq!(value(&m, "chatbench_frames_out_total"), 3.0);
+        assert!(value(&m, "chatbench_connections_accepted_total") >= 3.0);
+        assert_eq!(
+            value(&m, r#"chatbench_http_requests_total{path="/ws"}"#),
+            2.0
+        );
+        assert!(value(&m, r#"chatbench_http_requests_total{path="/metrics"}"#) >= 1.0);
+        assert!(value(&m, "process_resident_memory_bytes") > 1e6);
+        assert!(value(&m, "process_open_fds") >= 3.0);
+        assert!(value(&m, "process_threads") >= 2.0);
+        // Membership is cleaned up when clients go.
+        drop(a);
+        drop(b);
+        wait_metric(addr, "chatbench_connections", |v| v == 0.0).await;
+        wait_metric(addr, "chatbench_rooms", |v| v == 0.0).await;
+    });
+}
+
+pub fn healthz_and_not_found(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
+        assert_eq!(http_get(addr, "/nope").await.0, 404);
+        assert_eq!(http_get(addr, "/").await.0, 404);
+        // /ws without an upgrade is a bad request.
+        assert_eq!(http_get(addr, "/ws").await.0, 400);
+        let m = metrics(addr).await;
+        assert_eq!(
+            value(&m, r#"chatbench_http_requests_total{path="/healthz"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(&m, r#"chatbench_http_requests_total{path="other"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(&m, r#"chatbench_http_requests_total{path="bad"}"#),
+            1.0
+        );
+    });
+}
+
+pub fn graceful_shutdown_sends_1001(arch: Arch) {
+    let grace = Duration::from_secs(3);
+    let server = start(
+        arch,
+        ServerConfig {
+            shutdown_grace: grace,
+            ..test_config()
+        },
+    );
+    let addr = server.addr;
+    block_on(async move {
+        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        a.join("r1").await;
+        b.join("r1").await;
+        let started = Instant::now();
+        server.shutdown.trigger();
+        a.expect_close(1001).await;
+        b.expect_close(1001).await;
+        let joined = tokio::task::spawn_blocking(move || server.join());
+        deadline("run to return", joined)
+            .await
+            .unwrap()
+            .expect("run returns Ok");
+        assert!(
+            started.elapsed() < grace,
+            "run took {:?} though clients had answered the close",
+            started.elapsed()
+        );
+        // Nothing listens any more.
+        assert!(TcpStream::connect(addr).await.is_err());
+    });
+}
+
+pub fn panic_kills_only_that_connection(arch: Arch) {
+    let config = ServerConfig {
+        fault_injection: true,
+        ..test_config()
+    };
+    with_server(arch, config, |addr| async move {
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        let mut victim = Client::connect(addr).await;
+        for c in [&mut a, &mut b, &mut victim] {
+            c.join("r1").await;
+        }
+        victim.send(r#"{"t":"panic"}"#).await;
+        victim.expect_gone().await;
+        wait_metric(
+            addr,
+            r#"chatbench_disconnects_total{reason="panic"}"#,
+            |v| v == 1.0,
+        )
+        .await;
+        a.send(&msg("r1", "a", 1)).await;
+        assert_eq!(b.recv().await, msg("r1", "a", 1));
+        b.send(&msg("r1", "b", 1)).await;
+        assert_eq!(a.recv().await, msg("r1", "b", 1));
+        // The victim's membership was cleaned up: one room, two connections.
+        let m = metrics(addr).await;
+        assert_eq!(value(&m, "chatbench_connections"), 2.0);
+        assert_eq!(value(&m, "chatbench_rooms"), 1.0);
+        // New connections still work.
+        let mut c = Client::connect(addr).await;
+        c.join("r1").await;
+    });
+}
+
+pub fn panic_without_fault_injection_is_unknown_type(arch: Arch) {
+    with_server(arch, test_config(), |addr| async move {
+        let mut a = Client::connect(addr).await;
+        a.send(r#"{"t":"panic"}"#).await;
+        a.expect_error("unknown_type").await;
+        a.join("r1").await;
+    });
+}

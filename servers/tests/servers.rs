@@ -1,0 +1,7 @@
+//! Runs the conformance suite (`tests/conformance/`) against every architecture.
+
+mod conformance;
+
+use chatbench_servers::Arch;
+
+conformance_tests!(task_per_conn, Arch::TaskPerConn);

@@ -1,0 +1,318 @@
+//! Flags and subcommands. Each subcommand turns its raw flags into a typed, validated
+//! configuration and calls one library entry point.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use chatbench_loadgen::launcher::ServerChild;
+use chatbench_loadgen::progress::ProgressMode;
+use chatbench_loadgen::results::{RunStatus, TargetInfo};
+use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
+use chatbench_loadgen::scenario::Scenario;
+
+mod serve;
+
+/// Exit code: usage or input error.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: the run could not be made or measured nothing.
+const EXIT_RUN_FAILED: u8 = 3;
+/// Exit code: the run is invalid (generator-limited).
+const EXIT_INVALID: u8 = 4;
+/// Exit code: interrupted by Ctrl-C; results written.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// chatbench — measure real-time chat server architectures.
+///
+/// Reference chat servers in several architectures, a load generator that opens many
+/// WebSocket connections and measures delivery latency from the intended send time (open
+/// loop, HdrHistogram), loss, memory and CPU per connection, and results you can check.
+#[derive(Debug, Parser)]
+#[command(name = "chatbench", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted (results kept)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a reference chat server.
+    ///
+    /// Prints one line on stdout when listening: `<bound address> ws://<bound address>/ws
+    /// arch=<arch> pid=<pid>`, so that scripts can start it on port 0. WebSocket at /ws,
+    /// Prometheus metrics at /metrics, health at /healthz, all on the same port. SIGINT or
+    /// SIGTERM: stop accepting, close every client with 1001, exit 0.
+    Serve(serve::ServeArgs),
+    /// Run a scenario against a target and write the results.
+    ///
+    /// Either point it at a running server (--target, and --server-pid to sample its memory and
+    /// CPU) or let it start a reference server itself (--serve ARCH). Results land in
+    /// <out>/<UTC timestamp>-<scenario>/: summary.json, timeseries.csv, latency.hgrm.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    /// A live status line on a terminal, log lines otherwise.
+    Auto,
+    /// One log line per second on stderr.
+    Lines,
+    /// Nothing but the final summary.
+    Quiet,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (TOML; see docs/scenarios.md).
+    #[arg(long, short = 's', value_name = "FILE")]
+    scenario: PathBuf,
+    /// WebSocket URL of the server under test, e.g. ws://127.0.0.1:8080/ws.
+    #[arg(
+        long,
+        short = 't',
+        value_name = "URL",
+        conflicts_with = "serve",
+        required_unless_present = "serve"
+    )]
+    target: Option<String>,
+    /// Start this reference server architecture as a child process and run against it.
+    #[arg(long, value_name = "ARCH")]
+    serve: Option<String>,
+    /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
+    #[arg(
+        long = "server-arg",
+        value_name = "ARG",
+        requires = "serve",
+        allow_hyphen_values = true
+    )]
+    server_args: Vec<String>,
+    /// Pid of the server process behind --target, to sample its memory and CPU.
+    #[arg(long, value_name = "PID", conflicts_with = "serve")]
+    server_pid: Option<u32>,
+    /// Override a scenario field (repeatable), e.g. --set connections=500 --set measure=\"5s\".
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Folder that receives the run folder.
+    #[arg(long, value_name = "DIR", default_value = "results/runs")]
+    out: PathBuf,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+    /// With --serve on 2+ CPUs, do not pin the server and the generator to separate CPUs.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+/// Entry point: parse, dispatch, map errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                EXIT_USAGE
+            } else if let Some(re) = e.downcast_ref::<RunError>() {
+                match re {
+                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. }) => {
+                        EXIT_USAGE
+                    }
+                    _ => EXIT_RUN_FAILED,
+                }
+            } else {
+                EXIT_RUN_FAILED
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// An error in what the user gave us (flags, files): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<Scenario> {
+    let scenario = if overrides.is_empty() {
+        Scenario::load(path).map_err(|e| UsageError(e.to_string()))?
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError(format!("{}: cannot read the scenario: {e}", path.display()))
+        })?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        for o in overrides {
+            let Some((key, value)) = o.split_once('=') else {
+                return Err(UsageError(format!(
+                    "--set {o:?}: expected KEY=VALUE, e.g. --set connections=500"
+                ))
+                .into());
+            };
+            let value: toml::Value = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let mut cursor = &mut table;
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            for p in &parts[..parts.len() - 1] {
+                cursor = cursor
+                    .entry(p.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| UsageError(format!("--set {o:?}: {p:?} is not a table")))?;
+            }
+            cursor.insert(parts[parts.len() - 1].to_string(), value);
+        }
+        let merged = toml::to_string(&table).context("re-encoding the scenario with overrides")?;
+        let origin = format!("{} (with --set overrides)", path.display());
+        let mut s = Scenario::parse(&merged, &origin).map_err(|e| UsageError(e.to_string()))?;
+        s.source.path = Some(path.to_path_buf());
+        s
+    };
+    Ok(scenario)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let scenario = load_scenario(&args.scenario, &args.overrides)?;
+    let online = chatbench_loadgen::sys::cpu_affinity();
+    // Pin the server and the generator to separate CPUs when chatbench starts the server and
+    // there are at least two: the first half of the CPUs for the server, the rest for us.
+    let pin = args.serve.is_some() && !args.no_pin && online.len() >= 2;
+    let (server_cpus, gen_cpus) = if pin {
+        let half = online.len() / 2;
+        (online[..half].to_vec(), online[half..].to_vec())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut child = None;
+    let (target_url, target_info) = if let Some(arch) = &args.serve {
+        let exe = std::env::current_exe().context("locating the chatbench executable")?;
+        let mut extra = args.server_args.clone();
+        if pin {
+            extra.push("--cpus".into());
+            extra.push(cpu_list(&server_cpus));
+        }
+        let c = ServerChild::start(&exe, arch, &extra)?;
+        let url = format!("ws://{}/ws", c.addr);
+        let mut settings = std::collections::BTreeMap::new();
+        settings.insert("args".to_string(), c.args.join(" "));
+        let info = TargetInfo {
+            url: url.clone(),
+            arch: Some(arch.clone()),
+            pid: Some(c.pid),
+            settings,
+            cpu_affinity: pin.then(|| server_cpus.clone()),
+        };
+        child = Some(c);
+        (url, info)
+    } else {
+        let url = args
+            .target
+            .clone()
+            .ok_or_else(|| UsageError("give --target URL or --serve ARCH".into()))?;
+        let info = TargetInfo {
+            url: url.clone(),
+            arch: None,
+            pid: args.server_pid,
+            settings: Default::default(),
+            cpu_affinity: None,
+        };
+        (url, info)
+    };
+    if pin {
+        chatbench_loadgen::sys::set_cpu_affinity(&gen_cpus).context("pinning the generator")?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let progress = match args.progress {
+        ProgressArg::Auto => ProgressMode::Auto,
+        ProgressArg::Lines => ProgressMode::Lines,
+        ProgressArg::Quiet => ProgressMode::Quiet,
+    };
+    let result = runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: finishing the current phase and writing what was measured (Ctrl-C again to abort)");
+                let _ = tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(i32::from(EXIT_INTERRUPTED));
+                }
+            }
+        });
+        chatbench_loadgen::run::run(RunOptions {
+            scenario,
+            overrides: args.overrides.clone(),
+            target_url,
+            target_info,
+            out_root: args.out.clone(),
+            progress,
+            interrupt: rx,
+        })
+        .await
+    });
+    let server_note = child.map(|c| {
+        let tail = c.stderr_tail();
+        (c.stop(Duration::from_secs(10)), tail)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = result?;
+    print!("{}", human_summary(&report.summary, &report.dir));
+    if let Some((how, tail)) = server_note {
+        if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+            eprintln!("server: {how}");
+            if !tail.is_empty() {
+                eprintln!("server stderr (last lines):\n{tail}");
+            }
+        }
+    }
+    let s = &report.summary;
+    let code = match (s.status, s.valid) {
+        (RunStatus::Failed, _) => EXIT_RUN_FAILED,
+        (RunStatus::Interrupted, _) => EXIT_INTERRUPTED,
+        (_, false) => EXIT_INVALID,
+        _ => 0,
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses a CPU list like `0,2-3`.
+pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+            if a > b {
+                bail!("bad CPU range {part:?}");
+            }
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse()?);
+        }
+    }
+    if out.is_empty() {
+        bail!("empty CPU list");
+    }
+    Ok(out)
+}

@@ -1,0 +1,166 @@
+//! `chatbench serve`: flags → `ServerConfig`, bind with a large backlog, announce the address,
+//! run until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use chatbench_servers::{Arch, ServerConfig, Shutdown, SlowConsumerPolicy};
+
+use super::UsageError;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Server architecture.
+    #[arg(long, value_name = "ARCH", default_value = "task-per-conn", value_parser = parse_arch)]
+    arch: Arch,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest accepted message, in bytes; larger ones are closed with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+    /// Rooms one connection may be in at once; beyond it, `join` gets error too_many_rooms.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_rooms_per_conn)]
+    max_rooms_per_conn: usize,
+    /// Outbound queue per connection, in frames; when full, the slow-consumer policy applies.
+    #[arg(long, value_name = "FRAMES", default_value_t = ServerConfig::default().outbound_queue)]
+    outbound_queue: usize,
+    /// What to do when a connection's outbound queue is full: drop the newest frame (counted),
+    /// or disconnect the connection with close code 1008 (counted).
+    #[arg(long, value_name = "POLICY", default_value = "drop", value_parser = parse_policy)]
+    slow_consumer: SlowConsumerPolicy,
+    /// Time a new connection has to complete its HTTP/WebSocket handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
+    handshake_timeout: Duration,
+    /// On SIGINT/SIGTERM, time clients get to close after the 1001 close frame.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime_duration)]
+    shutdown_grace: Duration,
+    /// WebSocket read buffer per connection, bytes (tungstenite's default, 128 KiB, costs
+    /// 135 KiB per idle connection).
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().read_buffer_size)]
+    read_buffer_size: usize,
+    /// WebSocket write buffer per connection, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().write_buffer_size)]
+    write_buffer_size: usize,
+    /// Largest write buffer per connection, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().max_write_buffer_size)]
+    max_write_buffer_size: usize,
+    /// Listen backlog (std and tokio use 128, which connection storms overflow).
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().backlog)]
+    backlog: u32,
+    /// Worker threads (task-per-conn); default: the CPUs this process may use.
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
+    /// Honour the `{"t":"panic"}` frame: the handler of that connection panics (fault-isolation
+    /// measurements). Off by default.
+    #[arg(long)]
+    fault_injection: bool,
+    /// Pin the server to these CPUs, e.g. `0` or `0,2-3`.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    s.parse::<Arch>().map_err(|e| e.to_string())
+}
+
+fn parse_policy(s: &str) -> Result<SlowConsumerPolicy, String> {
+    s.parse()
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 10s, 1m)"))
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServerConfig, UsageError> {
+        let config = ServerConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_rooms_per_conn: self.max_rooms_per_conn,
+            outbound_queue: self.outbound_queue,
+            slow_consumer: self.slow_consumer,
+            handshake_timeout: self.handshake_timeout,
+            shutdown_grace: self.shutdown_grace,
+            read_buffer_size: self.read_buffer_size,
+            write_buffer_size: self.write_buffer_size,
+            max_write_buffer_size: self.max_write_buffer_size,
+            backlog: self.backlog,
+            worker_threads: self.worker_threads,
+            fault_injection: self.fault_injection,
+            ..ServerConfig::default()
+        };
+        config.validate().map_err(UsageError)?;
+        Ok(config)
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    if let Some(list) = &args.cpus {
+        let cpus =
+            super::parse_cpu_list(list).map_err(|e| UsageError(format!("--cpus {list:?}: {e}")))?;
+        chatbench_loadgen::sys::set_cpu_affinity(&cpus)
+            .with_context(|| format!("pinning to CPUs {list}"))?;
+    }
+    let _ = chatbench_loadgen::sys::raise_nofile();
+    let listener =
+        chatbench_servers::listener::bind(args.listen, config.backlog).with_context(|| {
+            format!(
+                "cannot listen on {} (is another process using the port?)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let shutdown = Shutdown::new();
+    install_signal_handlers(shutdown.clone())?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{addr} ws://{addr}/ws arch={} pid={}",
+            args.arch.as_str(),
+            std::process::id()
+        )?;
+        out.flush()?;
+    }
+    eprintln!(
+        "chatbench serve: {} listening on {addr} (ws://{addr}/ws, /metrics, /healthz)",
+        args.arch.as_str()
+    );
+    chatbench_servers::run_arch(args.arch, listener, config, shutdown).context("server failed")?;
+    eprintln!("chatbench serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT and SIGTERM trigger the server's graceful shutdown (a second signal exits at once).
+fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("signal runtime")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                eprintln!("chatbench serve: shutting down (closing clients with 1001)");
+                shutdown.trigger();
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                std::process::exit(1);
+            });
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! End-to-end tests of `chatbench run`: the real binary starts the real task-per-conn server
+//! (`--serve`), drives it with the real load generator on 127.0.0.1, and the tests check the
+//! results files: exact delivery counts, zero loss, the summary against its JSON Schema. Bad
+//! input (scenario, target, plan) must give a specific error and exit code, and no results.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn chatbench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chatbench"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = chatbench()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatbench");
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn only_run_dir(root: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(root)
+        .expect("results root")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "expected one run folder, found {dirs:?}");
+    dirs[0].clone()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_slice(&bytes).expect("summary.json is JSON")
+}
+
+fn check_schema(summary: &serde_json::Value) {
+    let schema_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"),
+    )
+    .expect("docs/summary.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(summary)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "summary.json does not match docs/summary.schema.json:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn smoke_run_delivers_exactly_the_expected_count() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(&[
+        "run",
+        "--serve",
+        "task-per-conn",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        out_dir.path().to_str().expect("utf-8 path"),
+        "--progress",
+        "lines",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = only_run_dir(out_dir.path());
+    let s = summary(&dir);
+    check_schema(&s);
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["valid"], true, "{s:#}");
+    let planned = s["connections"]["planned"].as_u64().expect("planned");
+    assert_eq!(
+        s["connections"]["ready"].as_u64(),
+        Some(planned),
+        "every connection ready"
+    );
+    let m = &s["messages"];
+    let sent = m["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "messages were sent");
+    // smoke: every room has members_per_room readers, so expected = sent × (members − 1).
+    let members = s["scenario"]["text"]
+        .as_str()
+        .expect("text")
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("members_per_room").map(|v| {
+                v.trim_start_matches([' ', '='])
+                    .trim()
+                    .parse::<u64>()
+                    .expect("number")
+            })
+        })
+        .expect("members_per_room in the scenario");
+    assert_eq!(m["expected"].as_u64(), Some(sent * (members - 1)));
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["lost"], 0);
+    assert_eq!(m["duplicated"], 0);
+    assert_eq!(m["extra"], 0);
+    assert_eq!(
+        s["latency_us"]["count"], m["delivered"],
+        "one latency sample per window delivery"
+    );
+    assert!(
+        s["target_resources"]["memory_per_conn"].is_object(),
+        "server sampled: {s:#}"
+    );
+    // The other files.
+    let hgrm = std::fs::read_to_string(dir.join("latency.hgrm")).expect("latency.hgrm");
+    assert!(hgrm.contains("Total count"), "{hgrm}");
+    let csv = std::fs::read_to_string(dir.join("timeseries.csv")).expect("timeseries.csv");
+    assert!(
+        csv.starts_with("t_s,phase,metric,value"),
+        "{}",
+        &csv[..csv.len().min(200)]
+    );
+    assert!(csv.contains("delivered_per_s") && csv.contains("target_rss_bytes"));
+    // The human summary.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("complete") && stdout.contains("latency"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_scenario_is_a_usage_error_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "name = \"bad\"\nconnections = 10\nconections = 5\n").expect("write");
+    let out_root = dir.path().join("out");
+    let out = run_ok(&[
+        "run",
+        "--serve",
+        "task-per-conn",
+        "--scenario",
+        path.to_str().expect("path"),
+        "--out",
+        out_root.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3") && err.contains("connections"),
+        "{err}"
+    );
+    assert!(!out_root.exists(), "no results for a bad scenario");
+}
+
+#[test]
+fn unreachable_target_is_reported_before_any_load() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let out = run_ok(&[
+        "run",
+        "--target",
+        &url,
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unreachable") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("ls").count(),
+        0,
+        "no partial results"
+    );
+}
+
+#[test]
+fn plan_over_the_descriptor_limit_names_the_limit_and_the_way_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "connections=5000000",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("5000000") && err.to_lowercase().contains("limit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn target_that_closes_every_connection_ends_with_a_verdict() {
+    // A TCP server that accepts and closes at once: every handshake fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let t = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("ws://{addr}/ws");
+    let out = run_ok(&[
+        "run",
+        "--target",
+        &url,
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "connections=50",
+        "--set",
+        "rooms=5",
+        "--set",
+        "members_per_room=10",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = t.join();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["valid"], false);
+    let errors: u64 = s["connections"]["errors"]
+        .as_object()
+        .expect("errors")
+        .values()
+        .map(|v| v.as_u64().expect("n"))
+        .sum();
+    assert_eq!(errors, 50, "every attempt failed and was counted: {s:#}");
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = chatbench()
+        .args([
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--set",
+            "measure=\"60s\"",
+            "--progress",
+            "lines",
+            "--out",
+            dir.path().to_str().expect("path"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the run is in its measurement phase (its progress lines say so).
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("progress reached measure");
+        let measuring = line.contains("[measure");
+        seen.push(line);
+        if measuring {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let started = Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped promptly"
+    );
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    assert_eq!(s["status"], "interrupted");
+    let m = &s["messages"];
+    assert!(m["sent"].as_u64().expect("sent") > 0, "{m:#}");
+    assert_eq!(
+        m["lost"], 0,
+        "the drain after Ctrl-C lets in-flight messages arrive: {m:#}"
+    );
+}
