@@ -402,11 +402,15 @@ pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
         "#[Max     = {max:12.3}, Total count    = {:12}]",
         h.len()
     );
+    let sub_buckets = (2.0 * 10f64.powi(i32::from(h.sigfig())))
+        .log2()
+        .ceil()
+        .exp2() as u64;
     let _ = writeln!(
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets
     );
     out
 }
@@ -425,14 +429,15 @@ mod tests {
         let text = hgrm(&h, 1000.0);
         let first = text.lines().next().expect("header");
         assert!(first.contains("Value") && first.contains("1/(1-Percentile)"));
+        // The max is HdrHistogram's highest equivalent value of 10,000 µs at 3 digits.
         assert!(
-            text.contains("#[Max     =       10.000, Total count    =         1000]"),
+            text.contains("#[Max     =       10.007, Total count    =         1000]"),
             "{text}"
         );
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
         let last_row = text
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .expect("rows");
         assert!(last_row.contains("1.000000000000"), "{last_row}");
     }

@@ -128,7 +128,11 @@ impl Ticker {
             if now >= until || done(&self.shared) {
                 return true;
             }
-            let next = (self.last_at + Duration::from_secs(1)).min(until);
+            // Wake every 10 ms so that `done` ends a phase promptly (the connect phase's length is
+            // the open-rate figure), and tick once a second.
+            let next = (self.last_at + Duration::from_secs(1))
+                .min(until)
+                .min(now + Duration::from_millis(10));
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 r = self.interrupt.changed() => {

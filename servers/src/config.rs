@@ -90,6 +90,18 @@ pub struct ServerConfig {
     /// Honour the `{"t":"panic"}` frame (panic in that connection's handler) to test isolation.
     /// Off by default: then the frame is an `unknown_type` error.
     pub fault_injection: bool,
+    /// `epoll`: catch a panicking event handler (`catch_unwind` per event) and close only that
+    /// connection, instead of letting the panic unwind the loop and kill the process (the
+    /// default, like an uncaught exception in Node.js).
+    pub isolate_panics: bool,
+    /// `thread-pool`: worker threads; each holds one connection for its lifetime, so this is
+    /// the maximum number of concurrent connections.
+    pub pool_size: usize,
+    /// `thread-pool`: stack size of each worker thread, bytes.
+    pub thread_stack_bytes: usize,
+    /// `thread-pool`: how long a new connection waits for a free worker before it is answered
+    /// with HTTP 503 (counted).
+    pub pool_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +120,10 @@ impl Default for ServerConfig {
             backlog: 8192,
             worker_threads: None,
             fault_injection: false,
+            isolate_panics: false,
+            pool_size: 1024,
+            thread_stack_bytes: 128 * 1024,
+            pool_wait: Duration::from_secs(1),
         }
     }
 }
@@ -142,16 +158,23 @@ impl ServerConfig {
 pub enum Arch {
     /// A tokio task per connection on a multi-thread runtime (the BEAM/goroutine model).
     TaskPerConn,
+    /// Blocking sockets on a bounded pool of OS threads, one connection per worker for its
+    /// lifetime (the Tomcat blocking connector / Puma model).
+    ThreadPool,
+    /// One OS thread, one readiness loop over non-blocking sockets (the Node.js / Redis model).
+    Epoll,
 }
 
 impl Arch {
     /// Every architecture, in documentation order.
-    pub const ALL: [Arch; 1] = [Arch::TaskPerConn];
+    pub const ALL: [Arch; 3] = [Arch::TaskPerConn, Arch::ThreadPool, Arch::Epoll];
 
     /// The CLI and results name.
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::TaskPerConn => "task-per-conn",
+            Arch::ThreadPool => "thread-pool",
+            Arch::Epoll => "epoll",
         }
     }
 }

@@ -8,18 +8,22 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`rooms`]: the sharded room registry.
 //! - [`task_per_conn`]: a tokio task per connection.
+//! - [`thread_pool`]: blocking sockets on a bounded pool of OS threads.
+//! - [`epoll`]: one thread, one readiness loop.
 //!
 //! Every architecture exposes `run(listener, config, shutdown)`; [`run_arch`] dispatches on
 //! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
 //! tests.
 
 pub mod config;
+pub mod epoll;
 pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod rooms;
 pub mod shutdown;
 pub mod task_per_conn;
+pub mod thread_pool;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -55,6 +59,8 @@ pub fn run_arch(
 ) -> Result<(), ServerError> {
     match arch {
         Arch::TaskPerConn => task_per_conn::run(listener, config, shutdown),
+        Arch::ThreadPool => thread_pool::run(listener, config, shutdown),
+        Arch::Epoll => epoll::run(listener, config, shutdown),
     }
 }
 

@@ -60,6 +60,19 @@ pub struct ServeArgs {
     /// measurements). Off by default.
     #[arg(long)]
     fault_injection: bool,
+    /// epoll: catch a panicking handler per event and close only its connection (default: the
+    /// panic unwinds the loop and the process dies, like an uncaught exception in Node.js).
+    #[arg(long)]
+    isolate_panics: bool,
+    /// thread-pool: worker threads = the most concurrent connections.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().pool_size)]
+    pool_size: usize,
+    /// thread-pool: stack size per worker thread, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().thread_stack_bytes)]
+    thread_stack_bytes: usize,
+    /// thread-pool: how long a new connection waits for a free worker before HTTP 503.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime_duration)]
+    pool_wait: Duration,
     /// Pin the server to these CPUs, e.g. `0` or `0,2-3`.
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
@@ -92,6 +105,10 @@ impl ServeArgs {
             backlog: self.backlog,
             worker_threads: self.worker_threads,
             fault_injection: self.fault_injection,
+            isolate_panics: self.isolate_panics,
+            pool_size: self.pool_size,
+            thread_stack_bytes: self.thread_stack_bytes,
+            pool_wait: self.pool_wait,
             ..ServerConfig::default()
         };
         config.validate().map_err(UsageError)?;
