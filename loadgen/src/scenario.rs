@@ -128,7 +128,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             write_buffer_size: 4096,
             max_write_buffer_size: 1 << 20,
             max_message_size: 1 << 20,
@@ -885,7 +885,7 @@ mod tests {
         assert_eq!(s.late_after, Duration::from_secs(1));
         assert_eq!(s.seed, 1);
         assert_eq!(s.client, ClientSettings::default());
-        assert_eq!(s.client.read_buffer_size, 4096);
+        assert_eq!(s.client.read_buffer_size, 1024);
         assert_eq!(s.client.max_write_buffer_size, 1 << 20);
         assert_eq!(s.source.text, "name = \"m\"\nconnections = 10\n");
         assert_eq!(s.source.path, None);

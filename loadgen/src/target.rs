@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
@@ -58,6 +59,10 @@ pub struct Target {
     pub url: String,
     /// The resolved socket address.
     pub addr: SocketAddr,
+    /// The request path (and query), e.g. `/ws`.
+    pub path: String,
+    /// The `Host` header value (`host:port` as given).
+    pub host_header: String,
 }
 
 impl Target {
@@ -96,9 +101,16 @@ impl Target {
             })?
             .next()
             .ok_or_else(|| bad("the host resolved to no address"))?;
+        let path = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => rest[i..].to_string(),
+            Some(i) => format!("/{}", &rest[i..]),
+            None => "/".to_string(),
+        };
         Ok(Target {
             url: url.to_string(),
             addr,
+            path,
+            host_header: authority.to_string(),
         })
     }
 
@@ -191,6 +203,21 @@ impl ConnectError {
     }
 }
 
+fn set_bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel).
 pub async fn connect(
     target: &Target,
@@ -204,28 +231,86 @@ pub async fn connect(
     }
     .map_err(ConnectError::from_io)?;
     if let Some(ip) = source {
+        // Let connect() choose the port for the full 4-tuple, not bind(): bind(port 0) would
+        // reserve a port per source address across all destinations (and only half the
+        // ephemeral range on Linux), exhausting ports long before ~28k per destination.
+        set_bind_address_no_port(&socket);
         socket
             .bind(SocketAddr::new(ip, 0))
             .map_err(ConnectError::from_io)?;
     }
-    let stream = socket
+    let mut stream = socket
         .connect(target.addr)
         .await
         .map_err(ConnectError::from_io)?;
     let _ = stream.set_nodelay(true);
-    let request = target
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnectError::Handshake(e.to_string()))?;
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => Err(ConnectError::Status(resp.status().as_u16())),
-        Err(tungstenite::Error::Io(e)) => Err(ConnectError::from_io(e)),
-        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            Err(ConnectError::Reset)
+    let leftover = handshake(&mut stream, target).await?;
+    // Our own handshake instead of tungstenite's client handshake: the latter keeps its 4 KiB
+    // handshake read buffer as the connection's read buffer for life (measured with massif),
+    // whatever `read_buffer_size` says. The leftover bytes are copied into an exact-size
+    // buffer, which tungstenite then grows to `read_buffer_size`.
+    Ok(if leftover.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await
+    } else {
+        WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await
+    })
+}
+
+/// Longest HTTP response head accepted from a target.
+const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+
+/// The client side of the RFC 6455 opening handshake; returns the bytes read past the head.
+async fn handshake(stream: &mut TcpStream, target: &Target) -> Result<Vec<u8>, ConnectError> {
+    let key = tungstenite::handshake::client::generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.path, target.host_header
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(ConnectError::from_io)?;
+    let mut buf = [0u8; MAX_RESPONSE_HEAD];
+    let mut len = 0;
+    loop {
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(ConnectError::from_io)?;
+        if n == 0 {
+            return Err(ConnectError::Reset);
         }
-        Err(e) => Err(ConnectError::Handshake(e.to_string())),
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let code = response.code.unwrap_or(0);
+                if code != 101 {
+                    return Err(ConnectError::Status(code));
+                }
+                let accept = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| h.value);
+                let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                if accept != Some(expected.as_bytes()) {
+                    return Err(ConnectError::Handshake(
+                        "101 response without the right Sec-WebSocket-Accept".into(),
+                    ));
+                }
+                return Ok(buf[head_len..len].to_vec());
+            }
+            Ok(httparse::Status::Partial) if len < buf.len() => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(ConnectError::Handshake(format!(
+                    "response head longer than {MAX_RESPONSE_HEAD} bytes"
+                )))
+            }
+            Err(e) => return Err(ConnectError::Handshake(format!("bad HTTP response: {e}"))),
+        }
     }
 }
 
@@ -238,6 +323,16 @@ mod tests {
         let t = Target::parse("ws://127.0.0.1:8080/ws").expect("valid");
         assert_eq!(t.addr, "127.0.0.1:8080".parse().expect("addr"));
         assert!(t.is_loopback());
+        assert_eq!(
+            (t.path.as_str(), t.host_header.as_str()),
+            ("/ws", "127.0.0.1:8080")
+        );
+        let t = Target::parse("ws://127.0.0.1:8080?room=1").expect("query only");
+        assert_eq!(t.path, "/?room=1");
+        assert_eq!(
+            Target::parse("ws://127.0.0.1:8080").expect("bare").path,
+            "/"
+        );
         let t = Target::parse("ws://[::1]:9000/ws").expect("valid v6");
         assert_eq!(t.addr.port(), 9000);
         assert_eq!(
