@@ -328,3 +328,34 @@ fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
         "the drain after Ctrl-C lets in-flight messages arrive: {m:#}"
     );
 }
+
+#[test]
+fn slow_consumers_do_not_cost_the_other_members_anything() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    // 8 KiB bodies at 20 msg/s per room: the slow members' kernel buffers and then their
+    // bounded server queues (16 frames) fill up and the server drops for them only.
+    let out = run_ok(&[
+        "run",
+        "--serve",
+        "task-per-conn",
+        "--server-arg=--outbound-queue=16",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "slow_consumer_share=0.3",
+        "--set",
+        "payload_bytes=8192",
+        "--out",
+        out_dir.path().to_str().expect("utf-8 path"),
+        "--progress",
+        "quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = summary(&only_run_dir(out_dir.path()));
+    check_schema(&s);
+    let m = &s["messages"];
+    assert!(m["slow_consumers"].as_u64().expect("slow") > 0, "{m:#}");
+    assert!(m["expected"].as_u64().expect("expected") > 0);
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["lost"], 0);
+}
