@@ -7,6 +7,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The end-to-end runs take turns: each pins a server and a generator to the machine's CPUs,
+/// and running them side by side would make every one of them generator-bound.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A finished run's exit code: 0 (valid) or 4 (valid figures, but the generator-bound
+/// self-check fired: this machine may be busy). Tests assert counts, not timing, so both are
+/// accepted, and an invalid run must say why.
+fn assert_finished(out: &Output, dir: &Path) {
+    match out.status.code() {
+        Some(0) => {}
+        Some(4) => {
+            let s = summary(&only_run_dir(dir));
+            assert_eq!(s["valid"], false);
+            assert!(
+                !s["invalid_reasons"].as_array().expect("reasons").is_empty(),
+                "{s:#}"
+            );
+        }
+        _ => panic!("run failed: {}", text(out)),
+    }
+}
+
 fn chatbench() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_chatbench"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -14,12 +40,12 @@ fn chatbench() -> Command {
 }
 
 fn run_ok(args: &[&str]) -> Output {
-    let out = chatbench()
+    let _turn = serial();
+    chatbench()
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("run chatbench");
-    out
+        .expect("run chatbench")
 }
 
 fn text(o: &Output) -> String {
@@ -78,12 +104,11 @@ fn smoke_run_delivers_exactly_the_expected_count() {
         "--progress",
         "lines",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_finished(&out, out_dir.path());
     let dir = only_run_dir(out_dir.path());
     let s = summary(&dir);
     check_schema(&s);
     assert_eq!(s["status"], "complete", "{s:#}");
-    assert_eq!(s["valid"], true, "{s:#}");
     let planned = s["connections"]["planned"].as_u64().expect("planned");
     assert_eq!(
         s["connections"]["ready"].as_u64(),
@@ -266,6 +291,7 @@ fn target_that_closes_every_connection_ends_with_a_verdict() {
 
 #[test]
 fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
+    let _turn = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = chatbench()
         .args([
@@ -332,8 +358,9 @@ fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
 #[test]
 fn slow_consumers_do_not_cost_the_other_members_anything() {
     let out_dir = tempfile::tempdir().expect("tempdir");
-    // 8 KiB bodies at 20 msg/s per room: the slow members' kernel buffers and then their
-    // bounded server queues (16 frames) fill up and the server drops for them only.
+    // Two rooms of 10, 60 KB bodies at 50 msg/s per room (3 MB/s per member): within seconds
+    // the slow members' socket buffers, then their bounded server queues (16 frames), fill up
+    // and the server drops for them, and only for them.
     let out = run_ok(&[
         "run",
         "--serve",
@@ -342,15 +369,23 @@ fn slow_consumers_do_not_cost_the_other_members_anything() {
         "--scenario",
         "scenarios/smoke.toml",
         "--set",
+        "connections=20",
+        "--set",
+        "rooms=2",
+        "--set",
+        "members_per_room=10",
+        "--set",
+        "rate_per_sender=50.0",
+        "--set",
         "slow_consumer_share=0.3",
         "--set",
-        "payload_bytes=8192",
+        "payload_bytes=60000",
         "--out",
         out_dir.path().to_str().expect("utf-8 path"),
         "--progress",
         "quiet",
     ]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_finished(&out, out_dir.path());
     let s = summary(&only_run_dir(out_dir.path()));
     check_schema(&s);
     let m = &s["messages"];
@@ -358,4 +393,10 @@ fn slow_consumers_do_not_cost_the_other_members_anything() {
     assert!(m["expected"].as_u64().expect("expected") > 0);
     assert_eq!(m["delivered"], m["expected"], "{m:#}");
     assert_eq!(m["lost"], 0);
+    let drops =
+        &s["target_resources"]["server_metrics"]["chatbench_drops_total{reason=\"queue_full\"}"];
+    assert!(
+        drops.as_f64().expect("server drop counter") > 0.0,
+        "the server dropped for the slow members: {s:#}"
+    );
 }

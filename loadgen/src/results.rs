@@ -208,6 +208,9 @@ pub struct TargetResources {
     pub open_fds: Option<u64>,
     /// TcpExt ListenOverflows during the run (dropped connection attempts at accept).
     pub listen_overflows: Option<u64>,
+    /// The server's own `chatbench_*` counters from `/metrics` at the end of the window (a
+    /// reference server's drops, disconnects by reason, …); `None` when not available.
+    pub server_metrics: Option<BTreeMap<String, f64>>,
 }
 
 /// Durations of each phase as run, seconds.

@@ -366,6 +366,13 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         ticker.interrupted |= was;
         phases.cooldown = t.elapsed().as_secs_f64();
     }
+    // The reference servers count what only they can see (drops for slow consumers,
+    // disconnects by reason): read it before the clients leave.
+    let server_metrics = if opts.target_info.arch.is_some() {
+        crate::target::scrape_metrics(&shared.target, Duration::from_secs(2)).await
+    } else {
+        None
+    };
     let _ = phase_tx.send(Phase::Stop);
     let pacer_lag = pacer.and_then(|p| p.ok()).and_then(|h| h.join().ok());
     let tasks: Vec<_> = handles
@@ -403,7 +410,6 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     } else {
         RunStatus::Complete
     };
-    let mut invalid = Vec::new();
     let mut notes = Vec::new();
     let affinity = sys::cpu_affinity();
     let mut gen_cores = None;
@@ -411,16 +417,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let mut cpu_per_delivery = None;
     if let Some((a, b, wall)) = &window_cpu {
         let w = wall.as_secs_f64().max(1e-9);
-        let g = (b.me_cpu - a.me_cpu) / w;
-        gen_cores = Some(g);
-        if g >= GEN_CPU_LIMIT * affinity.len().max(1) as f64 {
-            invalid.push(format!(
-                "generator CPU-bound: it used {g:.2} of its {} core(s) during the measurement window (limit {:.0} %); \
-                 give it more cores or agents, or lower the load",
-                affinity.len(),
-                GEN_CPU_LIMIT * 100.0
-            ));
-        }
+        gen_cores = Some((b.me_cpu - a.me_cpu) / w);
         if let (Some(sa), Some(sb)) = (&a.server, &b.server) {
             let cpu = sb.cpu_seconds - sa.cpu_seconds;
             server_cores = Some(cpu / w);
@@ -430,19 +427,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         }
     }
     let pacer_lag_p = pacer_lag.as_ref().and_then(Percentiles::of);
-    if let Some(p) = &pacer_lag_p {
-        if p.p99 > PACER_LAG_LIMIT_US {
-            invalid.push(format!(
-                "generator missed its schedule: pacer wake-up lateness p99 {} µs (limit {} µs); the generator, not the target, delayed sends",
-                p.p99, PACER_LAG_LIMIT_US
-            ));
-        }
-    }
-    if status == RunStatus::Failed {
-        invalid.push(
-            "no connection could be made: nothing was measured (see connections.errors)".into(),
-        );
-    }
+    let invalid = self_check(&SelfCheck {
+        status,
+        generator_cores: gen_cores,
+        generator_cpus: affinity.len(),
+        pacer_p99_us: pacer_lag_p.as_ref().map(|p| p.p99),
+    });
     let msgs_per_s = scenario.expected_msgs_per_sec();
     if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
         notes.push(format!(
@@ -563,10 +553,54 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             threads,
             open_fds: fds,
             listen_overflows,
+            server_metrics,
         },
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
+}
+
+/// What the generator self-check looks at.
+#[derive(Debug, Clone)]
+pub struct SelfCheck {
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Generator CPU over the window, in cores.
+    pub generator_cores: Option<f64>,
+    /// CPUs the generator could use.
+    pub generator_cpus: usize,
+    /// Pacer wake-up lateness p99, µs.
+    pub pacer_p99_us: Option<u64>,
+}
+
+/// The reasons a run is invalid (empty when it is valid): the generator was CPU-bound, missed
+/// its schedule, or nothing was measured.
+pub fn self_check(c: &SelfCheck) -> Vec<String> {
+    let mut invalid = Vec::new();
+    let cpus = c.generator_cpus.max(1);
+    if let Some(g) = c.generator_cores {
+        if g >= GEN_CPU_LIMIT * cpus as f64 {
+            invalid.push(format!(
+                "generator CPU-bound: it used {g:.2} of its {cpus} core(s) during the measurement window \
+                 (limit {:.0} %); give it more cores or agents, or lower the load",
+                GEN_CPU_LIMIT * 100.0
+            ));
+        }
+    }
+    if let Some(p99) = c.pacer_p99_us {
+        if p99 > PACER_LAG_LIMIT_US {
+            invalid.push(format!(
+                "generator missed its schedule: pacer wake-up lateness p99 {p99} µs (limit {PACER_LAG_LIMIT_US} µs); \
+                 the generator, not the target, delayed sends (is the machine busy?)"
+            ));
+        }
+    }
+    if c.status == RunStatus::Failed {
+        invalid.push(
+            "no connection could be made: nothing was measured (see connections.errors)".into(),
+        );
+    }
+    invalid
 }
 
 /// The short human summary printed after a run.
@@ -649,4 +683,56 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(out, "  results     {}", dir.display());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(generator_cores: f64, cpus: usize, pacer: u64, status: RunStatus) -> Vec<String> {
+        self_check(&SelfCheck {
+            status,
+            generator_cores: Some(generator_cores),
+            generator_cpus: cpus,
+            pacer_p99_us: Some(pacer),
+        })
+    }
+
+    #[test]
+    fn a_quiet_generator_is_valid() {
+        assert!(check(0.3, 1, 150, RunStatus::Complete).is_empty());
+        assert!(
+            check(1.7, 2, 150, RunStatus::Complete).is_empty(),
+            "1.7 of 2 cores is under 90 %"
+        );
+    }
+
+    #[test]
+    fn a_cpu_bound_generator_invalidates_the_run() {
+        let r = check(0.95, 1, 150, RunStatus::Complete);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("CPU-bound") && r[0].contains("0.95"), "{r:?}");
+    }
+
+    #[test]
+    fn a_late_pacer_invalidates_the_run() {
+        let r = check(0.2, 1, PACER_LAG_LIMIT_US + 1, RunStatus::Complete);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("schedule"), "{r:?}");
+        assert!(
+            check(0.2, 1, PACER_LAG_LIMIT_US, RunStatus::Complete).is_empty(),
+            "the limit itself passes"
+        );
+    }
+
+    #[test]
+    fn nothing_measured_is_invalid() {
+        let r = self_check(&SelfCheck {
+            status: RunStatus::Failed,
+            generator_cores: None,
+            generator_cpus: 1,
+            pacer_p99_us: None,
+        });
+        assert_eq!(r.len(), 1);
+    }
 }

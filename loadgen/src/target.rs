@@ -256,6 +256,53 @@ pub async fn connect(
     })
 }
 
+/// Most `/metrics` bytes read, and most samples kept, from a target.
+const MAX_METRICS_BYTES: usize = 1 << 20;
+const MAX_METRICS_SAMPLES: usize = 512;
+
+/// Reads the target's Prometheus `/metrics` (the reference servers serve it on the WebSocket
+/// port) and returns its `chatbench_*` samples, keyed by `name{labels}`. `None` if the target
+/// has no such endpoint or does not answer within `timeout`.
+pub async fn scrape_metrics(
+    target: &Target,
+    timeout: Duration,
+) -> Option<std::collections::BTreeMap<String, f64>> {
+    let fetch = async {
+        let mut s = TcpStream::connect(target.addr).await.ok()?;
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            target.host_header
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut body = Vec::new();
+        (&mut s)
+            .take(MAX_METRICS_BYTES as u64)
+            .read_to_end(&mut body)
+            .await
+            .ok()?;
+        Some(body)
+    };
+    let body = tokio::time::timeout(timeout, fetch).await.ok()??;
+    let text = String::from_utf8_lossy(&body);
+    let (head, payload) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    Some(parse_prometheus(payload))
+}
+
+/// The `chatbench_*` samples of a Prometheus text exposition (at most 512).
+pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("chatbench_"))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse::<f64>().ok()?))
+        })
+        .take(MAX_METRICS_SAMPLES)
+        .collect()
+}
+
 /// Longest HTTP response head accepted from a target.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
@@ -342,6 +389,19 @@ mod tests {
                 .port(),
             80
         );
+    }
+
+    #[test]
+    fn prometheus_samples_are_parsed() {
+        let m = parse_prometheus(
+            "# HELP x\nchatbench_drops_total{reason=\"queue_full\"} 12\nchatbench_rooms 3\nprocess_threads 4\nchatbench_bad x\n",
+        );
+        assert_eq!(
+            m.get("chatbench_drops_total{reason=\"queue_full\"}"),
+            Some(&12.0)
+        );
+        assert_eq!(m.get("chatbench_rooms"), Some(&3.0));
+        assert_eq!(m.len(), 2);
     }
 
     #[test]
