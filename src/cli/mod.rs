@@ -82,7 +82,7 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH")]
+    #[arg(long, value_name = "ARCH", value_parser = arch_names())]
     serve: Option<String>,
     /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
     #[arg(
@@ -95,7 +95,8 @@ struct RunArgs {
     /// Pid of the server process behind --target, to sample its memory and CPU.
     #[arg(long, value_name = "PID", conflicts_with = "serve")]
     server_pid: Option<u32>,
-    /// Override a scenario field (repeatable), e.g. --set connections=500 --set measure=\"5s\".
+    /// Override a scenario field (repeatable), e.g. `--set connections=500 --set 'measure="5s"'`
+    /// (values are TOML; a bare word is taken as a string).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// Folder that receives the run folder.
@@ -107,6 +108,11 @@ struct RunArgs {
     /// With --serve on 2+ CPUs, do not pin the server and the generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
+}
+
+/// The architecture names `--serve` accepts.
+fn arch_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(chatbench_servers::Arch::ALL.map(|a| a.as_str()))
 }
 
 /// Entry point: parse, dispatch, map errors to exit codes.
