@@ -400,3 +400,32 @@ fn slow_consumers_do_not_cost_the_other_members_anything() {
         "the server dropped for the slow members: {s:#}"
     );
 }
+
+#[test]
+fn a_crashing_handler_in_task_per_conn_takes_only_its_own_connection() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = run_ok(&[
+        "run",
+        "--serve",
+        "task-per-conn",
+        "--server-arg=--fault-injection",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "poison_after=\"1s\"",
+        "--out",
+        out_dir.path().to_str().expect("utf-8 path"),
+        "--progress",
+        "quiet",
+    ]);
+    assert_finished(&out, out_dir.path());
+    let s = summary(&only_run_dir(out_dir.path()));
+    check_schema(&s);
+    let f = &s["fault"];
+    assert_eq!(f["poisoner"], "a0.c0", "{s:#}");
+    assert_eq!(f["poisoner_lost"], true, "{f:#}");
+    assert_eq!(f["others_lost"], 0, "{f:#}");
+    let panics =
+        &s["target_resources"]["server_metrics"]["chatbench_disconnects_total{reason=\"panic\"}"];
+    assert_eq!(panics.as_f64(), Some(1.0), "{s:#}");
+}

@@ -92,6 +92,11 @@ pub struct Shared {
     pub send_start: OnceLock<Instant>,
     /// Per room: members that joined and read (senders and receivers), at the end of connect.
     pub room_readers: Vec<AtomicU64>,
+    /// The connection that sends the fault-injection frame (`poison_after`), if any.
+    pub poisoner: Option<u32>,
+    /// Set when the poisoner's connection has ended.
+    pub poisoner_gone: AtomicBool,
+    poison: Notify,
     ws_config: WebSocketConfig,
     source_addrs: Vec<IpAddr>,
     phase: watch::Receiver<Phase>,
@@ -115,7 +120,16 @@ impl Shared {
             wakes.push(Arc::new(Notify::new()));
         }
         let rooms = plan.rooms;
+        let poisoner = scenario.poison_after.and_then(|_| {
+            plan.conns
+                .iter()
+                .find(|c| c.room.is_some())
+                .map(|c| c.index)
+        });
         let shared = Shared {
+            poisoner,
+            poisoner_gone: AtomicBool::new(false),
+            poison: Notify::new(),
             stats: Stats::new(rooms),
             room_readers: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             ws_config: ws_config(&scenario.client),
@@ -170,6 +184,13 @@ impl Shared {
                 wake: self.wakes[self.sender_ordinal[c.index as usize] as usize].clone(),
             })
             .collect()
+    }
+
+    /// Makes the poisoner send `{"t":"panic"}` now. Returns its id, or `None` if there is none.
+    pub fn poison(&self) -> Option<String> {
+        let index = self.poisoner?;
+        self.poison.notify_one();
+        Some(self.plan.conn_id(index))
     }
 
     fn source_for(&self, index: u32) -> Option<IpAddr> {
@@ -258,6 +279,9 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
     }
     let exit = drive(&shared, plan, &mut ws).await;
     stats.counters.open.fetch_sub(1, Ordering::Relaxed);
+    if shared.poisoner == Some(plan.index) {
+        shared.poisoner_gone.store(true, Ordering::Relaxed);
+    }
     if let Exit::Stop = exit {
         Box::pin(close_politely(&mut ws)).await;
     }
@@ -320,8 +344,14 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
     let mut sender: Option<SenderState> = None;
     let room = plan.room.unwrap_or(0);
+    let poisoner = shared.poisoner == Some(plan.index);
     loop {
         tokio::select! {
+            _ = shared.poison.notified(), if poisoner => {
+                if ws.send(Message::text(r#"{"t":"panic"}"#)).await.is_err() {
+                    return Exit::Gone;
+                }
+            }
             changed = phase_rx.changed() => {
                 if changed.is_err() { return Exit::Stop; }
                 phase = *phase_rx.borrow_and_update();

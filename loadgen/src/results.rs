@@ -213,6 +213,24 @@ pub struct TargetResources {
     pub server_metrics: Option<BTreeMap<String, f64>>,
 }
 
+/// What one crashing handler took with it (scenario `poison_after`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultOutcome {
+    /// The connection that sent `{"t":"panic"}`.
+    pub poisoner: String,
+    /// When, in seconds since the start of the run.
+    pub at_s: f64,
+    /// Connections open just before the frame was sent.
+    pub open_before: u64,
+    /// Connections open at the end of the measurement window.
+    pub open_after: u64,
+    /// Whether the poisoner's own connection ended.
+    pub poisoner_lost: bool,
+    /// Other connections that ended between the frame and the end of the window: the blast
+    /// radius of one crashing handler.
+    pub others_lost: u64,
+}
+
 /// Durations of each phase as run, seconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseTimes {
@@ -276,6 +294,8 @@ pub struct Summary {
     pub latency_us: Option<Percentiles>,
     /// The target's resources.
     pub target_resources: TargetResources,
+    /// The fault-injection outcome, when the scenario sets `poison_after`.
+    pub fault: Option<FaultOutcome>,
 }
 
 /// One row of `timeseries.csv`.

@@ -20,9 +20,9 @@ use crate::plan::Plan;
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, write_run, ConnectionStats, GeneratorInfo, MessageStats, Percentiles, PhaseTimes,
-    ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary, TargetInfo, TargetResources,
-    SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    run_id, write_run, ConnectionStats, FaultOutcome, GeneratorInfo, MessageStats, Percentiles,
+    PhaseTimes, ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary, TargetInfo,
+    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
@@ -313,6 +313,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let pacer_stop = Arc::new(AtomicBool::new(false));
     let mut pacer = None;
     let mut window_cpu: Option<(Samples, Samples, Duration)> = None;
+    let mut poisoned: Option<(String, f64, u64)> = None;
+    let mut fault = None;
     if !ticker.interrupted && ready > 0 {
         let send_start = Instant::now();
         shared.set_timeline(send_start);
@@ -337,14 +339,39 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             let _ = phase_tx.send(Phase::Measure);
             let m0 = take_samples(pid);
             let t0 = Instant::now();
+            let measure_end = send_start + scenario.warmup + scenario.measure;
+            if let Some(after) = scenario.poison_after {
+                ticker
+                    .run_until(Phase::Measure, t0 + after, scenario.measure, |_| false)
+                    .await;
+                if !ticker.interrupted {
+                    let open_before =
+                        shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
+                    if let Some(id) = shared.poison() {
+                        ticker
+                            .progress
+                            .println(&format!("fault injection: {id} sent {{\"t\":\"panic\"}}"));
+                        poisoned = Some((id, started.elapsed().as_secs_f64(), open_before));
+                    }
+                }
+            }
             ticker
-                .run_until(
-                    Phase::Measure,
-                    send_start + scenario.warmup + scenario.measure,
-                    scenario.measure,
-                    |_| false,
-                )
+                .run_until(Phase::Measure, measure_end, scenario.measure, |_| false)
                 .await;
+            if let Some((id, at_s, open_before)) = poisoned.take() {
+                let open_after = shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
+                let poisoner_lost = shared.poisoner_gone.load(Ordering::Relaxed);
+                fault = Some(FaultOutcome {
+                    poisoner: id,
+                    at_s,
+                    open_before,
+                    open_after,
+                    poisoner_lost,
+                    others_lost: open_before
+                        .saturating_sub(open_after)
+                        .saturating_sub(u64::from(poisoner_lost)),
+                });
+            }
             phases.measure = t0.elapsed().as_secs_f64();
             window_cpu = Some((m0, take_samples(pid), t0.elapsed()));
         }
@@ -555,6 +582,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             listen_overflows,
             server_metrics,
         },
+        fault,
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })

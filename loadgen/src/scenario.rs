@@ -88,6 +88,13 @@ pub struct Scenario {
     /// A delivery slower than this (from the intended send time) is counted as late.
     #[serde(default = "default_late_after", with = "duration_str")]
     pub late_after: Duration,
+    /// Fault injection: this long after the measurement window opens, the first member
+    /// connection sends `{"t":"panic"}` (a reference server started with `--fault-injection`
+    /// crashes that connection's handler). The results then show how many *other* connections
+    /// the crash took with it (`connections.closed_by_server`, `messages.lost`). Unset: no
+    /// poison frame is sent.
+    #[serde(default, with = "opt_duration_str")]
+    pub poison_after: Option<Duration>,
     /// Seed for the send schedule and room assignment RNG; same seed, same run plan.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -181,6 +188,23 @@ fn default_seed() -> u64 {
 
 /// Durations as humantime strings (`"10s"`, `"500ms"`, `"1m 30s"`), with an error that shows the
 /// accepted form.
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
+}
+
 mod duration_str {
     use std::fmt;
     use std::time::Duration;
@@ -668,6 +692,28 @@ impl Validator<'_> {
                     .to_owned(),
             ));
         }
+        if let Some(p) = s.poison_after {
+            if p >= s.measure {
+                return Err(self.err(
+                    "",
+                    "poison_after",
+                    format!(
+                        "poison_after = \"{}\" is not inside the measurement window (measure = \"{}\"); \
+                         set it below measure so the crash and its aftermath are measured",
+                        humantime::format_duration(p),
+                        humantime::format_duration(s.measure)
+                    ),
+                ));
+            }
+            if s.rooms == 0 {
+                return Err(self.err(
+                    "",
+                    "poison_after",
+                    "poison_after needs a member connection to send the frame (set rooms and members_per_room)"
+                        .to_owned(),
+                ));
+            }
+        }
         if s.late_after.is_zero() {
             return Err(self.err(
                 "",
@@ -861,6 +907,24 @@ mod tests {
         let e = parse(text).expect_err("scenario should be rejected");
         let msg = e.to_string();
         (e, msg)
+    }
+
+    #[test]
+    fn poison_after_must_fall_in_the_window_and_have_a_member() {
+        let (e, msg) = err("name = \"p\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nmeasure = \"5s\"\npoison_after = \"5s\"\n");
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("measurement window"), "{msg}");
+        let (_, msg) = err("name = \"p\"\nconnections = 4\npoison_after = \"1s\"\n");
+        assert!(msg.contains("member"), "{msg}");
+        let s = parse("name = \"p\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\npoison_after = \"1s\"\n")
+            .expect("valid");
+        assert_eq!(s.poison_after, Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse("name = \"p\"\nconnections = 4\n")
+                .expect("valid")
+                .poison_after,
+            None
+        );
     }
 
     #[test]
