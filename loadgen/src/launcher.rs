@@ -50,6 +50,7 @@ pub struct ServerChild {
     /// The arguments it was started with.
     pub args: Vec<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 const STDERR_TAIL_LINES: usize = 40;
@@ -79,9 +80,10 @@ impl ServerChild {
             })?;
         let pid = child.id();
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut stderr_reader = None;
         if let Some(err) = child.stderr.take() {
             let tail = tail.clone();
-            std::thread::spawn(move || {
+            stderr_reader = Some(std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     if let Ok(mut t) = tail.lock() {
                         if t.len() == STDERR_TAIL_LINES {
@@ -90,7 +92,7 @@ impl ServerChild {
                         t.push_back(line);
                     }
                 }
-            });
+            }));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         if let Some(out) = child.stdout.take() {
@@ -116,6 +118,7 @@ impl ServerChild {
                 pid,
                 args,
                 stderr_tail: tail,
+                stderr_reader,
             }),
             None => {
                 let _ = child.kill();
@@ -147,8 +150,21 @@ impl ServerChild {
             .unwrap_or_default()
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended.
-    pub fn stop(mut self, grace: Duration) -> String {
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended and the last lines of
+    /// its stderr.
+    pub fn stop(mut self, grace: Duration) -> (String, String) {
+        let how = self.terminate(grace);
+        // The child is reaped: its stderr reaches EOF soon; give the reader a moment to finish.
+        if let Some(reader) = self.stderr_reader.take() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        (how, self.stderr_tail())
+    }
+
+    fn terminate(&mut self, grace: Duration) -> String {
         if let Ok(Some(status)) = self.child.try_wait() {
             return format!("had already exited: {status}");
         }

@@ -1,4 +1,8 @@
-//! chatbench reports: the comparison table, charts and the regression gate.
+//! chatbench reports: the comparison table built from results files, and (later) charts and
+//! the regression gate.
 //!
-//! Reports read results files only; they never reach back into the load generator or the
-//! servers. Nothing is built here yet: see issues 6 (compare) and 7 (gate).
+//! Architecture invariant: reports read results files (`summary.json`) only; they never reach
+//! back into the load generator's runtime or the servers. Every number in a report carries the
+//! path of the file it came from.
+
+pub mod comparison;

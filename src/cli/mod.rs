@@ -14,6 +14,7 @@ use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::Scenario;
 
+mod compare;
 mod serve;
 
 /// Exit code: usage or input error.
@@ -55,6 +56,13 @@ enum Command {
     /// CPU) or let it start a reference server itself (--serve ARCH). Results land in
     /// <out>/<UTC timestamp>-<scenario>/: summary.json, timeseries.csv, latency.hgrm.
     Run(RunArgs),
+    /// Compare architectures: run a suite against each and write the comparison table.
+    ///
+    /// Starts each architecture itself (pinned apart from the generator when there are two or
+    /// more CPUs), runs every scenario of the suite against it, and writes
+    /// <out>/<UTC timestamp>-compare-<suite>/comparison.md and comparison.json, with every run's
+    /// results under runs/. A failed architecture is reported as failed; the rest still run.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,7 +119,7 @@ struct RunArgs {
 }
 
 /// The architecture names `--serve` accepts.
-fn arch_names() -> clap::builder::PossibleValuesParser {
+pub(crate) fn arch_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(chatbench_servers::Arch::ALL.map(|a| a.as_str()))
 }
 
@@ -121,6 +129,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run(args),
+        Command::Compare(args) => compare::compare(args),
     };
     match result {
         Ok(code) => code,
@@ -271,12 +280,24 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .await
     });
-    let server_note = child.map(|c| {
-        let tail = c.stderr_tail();
-        (c.stop(Duration::from_secs(10)), tail)
-    });
+    let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let report = result?;
+    let report = match (result, &server_note) {
+        (Ok(r), _) => r,
+        // The server died before the run could start: its own last words are the reason.
+        (Err(e), Some((how, tail))) if how.starts_with("had already exited") => {
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output");
+            return Err(anyhow::Error::new(e).context(format!(
+                "the {} server {how}; its last line: {last}",
+                args.serve.as_deref().unwrap_or("?")
+            )));
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
         if !how.starts_with("stopped by SIGTERM: exit status: 0") {

@@ -1,0 +1,519 @@
+//! The comparison table: one column per architecture, one row per question people ask of an
+//! architecture (connections held, memory per connection, latency, CPU, loss, fault tolerance,
+//! horizontal scaling), each cell with its condition and the results file it came from.
+//!
+//! A cell from an invalid run (generator-bound) shows as invalid, never as a number; a step that
+//! failed shows its reason; a question the suite did not measure says so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chatbench_loadgen::results::{RunStatus, Summary};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Version of `comparison.json`.
+pub const COMPARISON_SCHEMA: &str = "chatbench.comparison/v1";
+
+/// Errors reading results.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    /// A summary could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A summary is not a chatbench summary of a known version.
+    #[error("{path} is not a chatbench summary (schema chatbench.summary/v1): {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a suite step measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Idle connections: memory per connection, connections held.
+    Idle,
+    /// A fixed broadcast load: latency, CPU, loss.
+    Broadcast,
+    /// One crashing handler: blast radius.
+    Poison,
+}
+
+impl Step {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Idle => "idle",
+            Step::Broadcast => "broadcast",
+            Step::Poison => "poison",
+        }
+    }
+}
+
+/// The outcome of one step for one architecture.
+#[derive(Debug, Clone)]
+pub enum StepResult {
+    /// The run finished and wrote its results.
+    Ran {
+        /// The run folder.
+        dir: PathBuf,
+        /// Its summary.
+        summary: Box<Summary>,
+    },
+    /// The run could not be made (server did not start, …).
+    Failed {
+        /// Why, in a line.
+        reason: String,
+    },
+}
+
+impl StepResult {
+    /// Reads `dir/summary.json`.
+    pub fn load(dir: &Path) -> Result<StepResult, ReportError> {
+        let path = dir.join("summary.json");
+        let bytes = std::fs::read(&path).map_err(|source| ReportError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let summary: Summary = serde_json::from_slice(&bytes).map_err(|e| ReportError::Parse {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(StepResult::Ran {
+            dir: dir.to_path_buf(),
+            summary: Box::new(summary),
+        })
+    }
+}
+
+/// One cell of the table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cell {
+    /// What the table shows.
+    pub display: String,
+    /// The number behind it, when there is one (in the row's unit).
+    pub value: Option<f64>,
+    /// `ok`, `invalid`, `failed`, `partial` or `not_measured`.
+    pub status: String,
+    /// Under which conditions it was measured.
+    pub condition: String,
+    /// The `summary.json` it came from, relative to the comparison folder.
+    pub source: Option<String>,
+}
+
+/// One row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Row {
+    /// Stable key, e.g. `latency_p99_ms`.
+    pub key: String,
+    /// The question, as the table shows it.
+    pub label: String,
+    /// Unit of `value`.
+    pub unit: String,
+    /// One cell per architecture.
+    pub cells: BTreeMap<String, Cell>,
+}
+
+/// The whole comparison (`comparison.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Comparison {
+    /// Always [`COMPARISON_SCHEMA`].
+    pub schema: String,
+    /// The suite that ran.
+    pub suite: String,
+    /// Architectures, in column order.
+    pub archs: Vec<String>,
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// The machine, from the first summary's provenance.
+    pub machine: String,
+    /// Steps that could not be run, with their reasons.
+    pub failures: Vec<String>,
+    /// Notes every reader needs.
+    pub notes: Vec<String>,
+}
+
+type Results = BTreeMap<(String, Step), StepResult>;
+
+fn rel(dir: &Path, base: &Path) -> String {
+    let p = dir.join("summary.json");
+    p.strip_prefix(base).unwrap_or(&p).display().to_string()
+}
+
+/// Builds the cell of `arch` for a row from `step`, with `f` picking the number (or a reason it
+/// has none) out of a usable summary.
+fn cell(
+    results: &Results,
+    base: &Path,
+    arch: &str,
+    step: Step,
+    f: impl Fn(&Summary) -> Result<(f64, String), String>,
+    condition: impl Fn(&Summary) -> String,
+) -> Cell {
+    match results.get(&(arch.to_string(), step)) {
+        None => Cell {
+            display: "not measured".into(),
+            value: None,
+            status: "not_measured".into(),
+            condition: format!("no {} step in this suite", step.as_str()),
+            source: None,
+        },
+        Some(StepResult::Failed { .. }) => Cell {
+            display: "failed".into(),
+            value: None,
+            status: "failed".into(),
+            condition: format!("the {} step failed (see Failures)", step.as_str()),
+            source: None,
+        },
+        Some(StepResult::Ran { dir, summary }) => {
+            let source = Some(rel(dir, base));
+            let s = summary.as_ref();
+            if !s.valid {
+                return Cell {
+                    display: "invalid (generator-bound)".into(),
+                    value: None,
+                    status: "invalid".into(),
+                    condition: s.invalid_reasons.join("; "),
+                    source,
+                };
+            }
+            match f(s) {
+                Ok((value, display)) => Cell {
+                    display,
+                    value: Some(value),
+                    status: if s.status == RunStatus::Complete {
+                        "ok".into()
+                    } else {
+                        "partial".into()
+                    },
+                    condition: condition(s),
+                    source,
+                },
+                Err(why) => Cell {
+                    display: why,
+                    value: None,
+                    status: "not_measured".into(),
+                    condition: condition(s),
+                    source,
+                },
+            }
+        }
+    }
+}
+
+fn load_condition(s: &Summary) -> String {
+    format!(
+        "{} connections, {:.0} msg/s in, {:.0} deliveries/s, window {:.0} s",
+        s.connections.ready, s.messages.sent_per_s, s.messages.delivered_per_s, s.phases.measure
+    )
+}
+
+fn idle_condition(s: &Summary) -> String {
+    format!(
+        "{} idle connections after {:.0} s settle",
+        s.connections.ready, s.phases.settle
+    )
+}
+
+/// Builds the table from the results of a suite.
+pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> Comparison {
+    let mut rows = Vec::new();
+    let mut row = |key: &str, label: &str, unit: &str, make: &dyn Fn(&str) -> Cell| {
+        let cells = archs.iter().map(|a| (a.clone(), make(a))).collect();
+        rows.push(Row {
+            key: key.into(),
+            label: label.into(),
+            unit: unit.into(),
+            cells,
+        });
+    };
+    row(
+        "connections_held",
+        "Connections held (not a capacity probe in this suite)",
+        "connections",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Idle,
+                |s| {
+                    let errs: u64 = s.connections.errors.values().sum();
+                    Ok((
+                        s.connections.ready as f64,
+                        format!(
+                            "{} of {} ({} errors)",
+                            s.connections.ready, s.connections.planned, errs
+                        ),
+                    ))
+                },
+                idle_condition,
+            )
+        },
+    );
+    row(
+        "memory_user_kib",
+        "Memory per connection, user space",
+        "KiB",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Idle,
+                |s| {
+                    let m = s
+                        .target_resources
+                        .memory_per_conn
+                        .as_ref()
+                        .ok_or("not sampled")?;
+                    let v = m.user_bytes_per_conn / 1024.0;
+                    Ok((v, format!("{v:.2} KiB")))
+                },
+                idle_condition,
+            )
+        },
+    );
+    row(
+        "memory_kernel_kib",
+        "Memory per connection, kernel (slab, both loopback sockets)",
+        "KiB",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Idle,
+                |s| {
+                    let m = s
+                        .target_resources
+                        .memory_per_conn
+                        .as_ref()
+                        .ok_or("not sampled")?;
+                    let v = m.kernel_slab_bytes_per_conn / 1024.0;
+                    let caveat = if m.sockets_as_expected {
+                        ""
+                    } else {
+                        " (unreliable: other socket activity)"
+                    };
+                    Ok((v, format!("{v:.2} KiB{caveat}")))
+                },
+                idle_condition,
+            )
+        },
+    );
+    for (key, label, pick) in [
+        (
+            "latency_p50_ms",
+            "Delivery latency p50",
+            (|l: &chatbench_loadgen::results::Percentiles| l.p50) as fn(&_) -> u64,
+        ),
+        ("latency_p99_ms", "Delivery latency p99", |l| l.p99),
+        ("latency_p999_ms", "Delivery latency p99.9", |l| l.p999),
+    ] {
+        row(key, label, "ms", &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Broadcast,
+                |s| {
+                    let l = s.latency_us.as_ref().ok_or("no deliveries")?;
+                    let v = pick(l) as f64 / 1000.0;
+                    Ok((v, format!("{v:.3} ms")))
+                },
+                load_condition,
+            )
+        });
+    }
+    row("loss", "Messages lost at that load", "messages", &|a| {
+        cell(
+            results,
+            base,
+            a,
+            Step::Broadcast,
+            |s| {
+                let m = &s.messages;
+                Ok((m.lost as f64, format!("{} of {}", m.lost, m.expected)))
+            },
+            load_condition,
+        )
+    });
+    row("cpu_cores", "Server CPU at that load", "cores", &|a| {
+        cell(
+            results,
+            base,
+            a,
+            Step::Broadcast,
+            |s| {
+                let v = s.target_resources.cpu_cores_measure.ok_or("not sampled")?;
+                Ok((v, format!("{v:.2} cores")))
+            },
+            load_condition,
+        )
+    });
+    row(
+        "cpu_us_per_delivery",
+        "Server CPU per delivered message",
+        "µs",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Broadcast,
+                |s| {
+                    let v = s
+                        .target_resources
+                        .cpu_us_per_delivery
+                        .ok_or("not sampled")?;
+                    Ok((v, format!("{v:.2} µs")))
+                },
+                load_condition,
+            )
+        },
+    );
+    row(
+        "fault_blast_radius",
+        "Fault tolerance: other connections lost to one crashing handler",
+        "connections",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Poison,
+                |s| {
+                    let f = s.fault.as_ref().ok_or("no fault was injected")?;
+                    let others = f.open_before.saturating_sub(1);
+                    Ok((
+                        f.others_lost as f64,
+                        format!("{} of {}", f.others_lost, others),
+                    ))
+                },
+                |s| {
+                    format!("{} connections, `{{\"t\":\"panic\"}}` from one member, server with --fault-injection", s.connections.ready)
+                },
+            )
+        },
+    );
+    row("horizontal_scaling", "Horizontal scaling", "", &|_| Cell {
+        display: "not measured".into(),
+        value: None,
+        status: "not_measured".into(),
+        condition: "needs the cluster architecture (not built yet)".into(),
+        source: None,
+    });
+    let machine = results
+        .values()
+        .find_map(|r| match r {
+            StepResult::Ran { summary, .. } => Some(machine_line(summary)),
+            StepResult::Failed { .. } => None,
+        })
+        .unwrap_or_else(|| "unknown (no run produced results)".into());
+    let notes = vec![
+        "Latency is measured from each message's intended send time (open loop); CPU on loopback includes the client sockets' receive processing (see docs/methodology.md).".into(),
+        "A cell marked invalid comes from a run where the generator, not the server, was the bottleneck: it is not a figure of the server.".into(),
+    ];
+    let failures = results
+        .iter()
+        .filter_map(|((arch, step), r)| match r {
+            StepResult::Failed { reason } => Some(format!("{arch} / {}: {reason}", step.as_str())),
+            StepResult::Ran { .. } => None,
+        })
+        .collect();
+    Comparison {
+        schema: COMPARISON_SCHEMA.into(),
+        suite: suite.into(),
+        archs: archs.to_vec(),
+        rows,
+        machine,
+        failures,
+        notes,
+    }
+}
+
+fn machine_line(s: &Summary) -> String {
+    let p = &s.provenance;
+    format!(
+        "{} ({} CPUs), kernel {}, chatbench {} ({})",
+        p.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        p.cpu_cores,
+        p.kernel.as_deref().unwrap_or("?"),
+        p.tool_version,
+        p.git_commit
+            .as_deref()
+            .map(|c| &c[..c.len().min(10)])
+            .unwrap_or("no git commit"),
+    )
+}
+
+/// The Markdown form: the table, then each row's conditions, with links to the results files.
+pub fn render_markdown(c: &Comparison) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "# chatbench comparison — suite `{}`\n", c.suite);
+    let _ = writeln!(out, "Machine: {}\n", c.machine);
+    let _ = write!(out, "| question |");
+    for a in &c.archs {
+        let _ = write!(out, " {a} |");
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &c.archs {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    for r in &c.rows {
+        let _ = write!(out, "| {} |", r.label);
+        for a in &c.archs {
+            let cell = r.cells.get(a);
+            let text = match cell {
+                Some(Cell {
+                    display,
+                    source: Some(src),
+                    ..
+                }) => format!("[{display}]({src})"),
+                Some(Cell { display, .. }) => display.clone(),
+                None => "—".into(),
+            };
+            let _ = write!(out, " {} |", text.replace('|', "\\|"));
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\n## Conditions\n");
+    for r in &c.rows {
+        let mut seen: Vec<String> = Vec::new();
+        for a in &c.archs {
+            if let Some(cell) = r.cells.get(a) {
+                let line = format!("{a}: {}", cell.condition);
+                if !seen.contains(&line) {
+                    seen.push(line);
+                }
+            }
+        }
+        let _ = writeln!(out, "- **{}** — {}", r.label, seen.join("; "));
+    }
+    if !c.failures.is_empty() {
+        let _ = writeln!(out, "\n## Failures\n");
+        for f in &c.failures {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    let _ = writeln!(out, "\n## Notes\n");
+    for n in &c.notes {
+        let _ = writeln!(out, "- {n}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! End-to-end test of `chatbench compare`: the quick suite at `--tiny` sizes on two
+//! architectures, asserting the table's shape and that every number in it traces to a results
+//! file.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn only_dir(root: &Path) -> std::path::PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(root)
+        .expect("out")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn quick_suite_table_traces_every_number_to_a_results_file() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let archs = "task-per-conn";
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            archs,
+            "--out",
+            out.path().to_str().expect("path"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    assert!(
+        md.contains("| question | task-per-conn | thread-pool |"),
+        "{md}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    assert_eq!(c["schema"], "chatbench.comparison/v1");
+    let rows = c["rows"].as_array().expect("rows");
+    let keys: Vec<&str> = rows
+        .iter()
+        .map(|r| r["key"].as_str().expect("key"))
+        .collect();
+    for k in [
+        "connections_held",
+        "memory_user_kib",
+        "memory_kernel_kib",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_p999_ms",
+        "loss",
+        "cpu_cores",
+        "cpu_us_per_delivery",
+        "fault_blast_radius",
+        "horizontal_scaling",
+    ] {
+        assert!(keys.contains(&k), "row {k} missing: {keys:?}");
+    }
+    let mut traced = 0;
+    for r in rows {
+        for arch in archs.split(',') {
+            let cell = &r["cells"][arch];
+            assert!(cell.is_object(), "row {} has no {arch} cell", r["key"]);
+            let Some(value) = cell["value"].as_f64() else {
+                assert!(
+                    cell["status"] != "ok",
+                    "an ok cell must carry a number: {cell}"
+                );
+                continue;
+            };
+            let src = dir.join(cell["source"].as_str().expect("a number without a source"));
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&src).expect("source file"))
+                    .expect("summary");
+            let from_file = match r["key"].as_str().expect("key") {
+                "connections_held" => s["connections"]["ready"].as_f64(),
+                "memory_user_kib" => s["target_resources"]["memory_per_conn"]
+                    ["user_bytes_per_conn"]
+                    .as_f64()
+                    .map(|b| b / 1024.0),
+                "memory_kernel_kib" => s["target_resources"]["memory_per_conn"]
+                    ["kernel_slab_bytes_per_conn"]
+                    .as_f64()
+                    .map(|b| b / 1024.0),
+                "latency_p50_ms" => s["latency_us"]["p50"].as_f64().map(|v| v / 1000.0),
+                "latency_p99_ms" => s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0),
+                "latency_p999_ms" => s["latency_us"]["p999"].as_f64().map(|v| v / 1000.0),
+                "loss" => s["messages"]["lost"].as_f64(),
+                "cpu_cores" => s["target_resources"]["cpu_cores_measure"].as_f64(),
+                "cpu_us_per_delivery" => s["target_resources"]["cpu_us_per_delivery"].as_f64(),
+                "fault_blast_radius" => s["fault"]["others_lost"].as_f64(),
+                other => panic!("unexpected numeric row {other}"),
+            };
+            assert_eq!(
+                from_file,
+                Some(value),
+                "row {} / {arch} vs {}",
+                r["key"],
+                src.display()
+            );
+            traced += 1;
+        }
+    }
+    assert!(traced >= 10, "only {traced} numbers in the table:\n{md}");
+}
