@@ -61,16 +61,31 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     ] {
         assert!(keys.contains(&k), "row {k} missing: {keys:?}");
     }
-    let mut traced = 0;
+    let (mut traced, mut invalid) = (0, 0);
     for r in rows {
         for arch in archs.split(',') {
             let cell = &r["cells"][arch];
             assert!(cell.is_object(), "row {} has no {arch} cell", r["key"]);
             let Some(value) = cell["value"].as_f64() else {
-                assert!(
-                    cell["status"] != "ok",
-                    "an ok cell must carry a number: {cell}"
-                );
+                // No number: an invalid run (generator-bound on a busy machine) says why; the
+                // only question the quick suite does not measure is horizontal scaling.
+                match cell["status"].as_str() {
+                    Some("invalid") => {
+                        assert!(
+                            cell["condition"].as_str().is_some_and(|c| !c.is_empty()),
+                            "{cell}"
+                        );
+                        assert!(
+                            cell["display"]
+                                .as_str()
+                                .is_some_and(|d| d.contains("invalid")),
+                            "{cell}"
+                        );
+                        invalid += 1;
+                    }
+                    Some("not_measured") => assert_eq!(r["key"], "horizontal_scaling", "{cell}"),
+                    other => panic!("row {} / {arch}: no number and status {other:?}", r["key"]),
+                }
                 continue;
             };
             let src = dir.join(cell["source"].as_str().expect("a number without a source"));
@@ -106,5 +121,6 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             traced += 1;
         }
     }
-    assert!(traced >= 10, "only {traced} numbers in the table:\n{md}");
+    // Ten measured questions per architecture, each a traced number or an explained invalid.
+    assert_eq!(traced + invalid, 10 * archs.split(',').count(), "{md}");
 }
