@@ -17,7 +17,7 @@ fn only_dir(root: &Path) -> std::path::PathBuf {
 #[test]
 fn quick_suite_table_traces_every_number_to_a_results_file() {
     let out = tempfile::tempdir().expect("tempdir");
-    let archs = "task-per-conn";
+    let archs = "task-per-conn,thread-pool";
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
@@ -35,7 +35,10 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     assert!(o.status.success(), "{stderr}");
     let dir = only_dir(out.path());
     let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
-    assert!(md.contains("| question | task-per-conn |"), "{md}");
+    assert!(
+        md.contains("| question | task-per-conn | thread-pool |"),
+        "{md}"
+    );
     let c: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
     )

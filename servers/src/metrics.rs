@@ -149,6 +149,7 @@ pub struct Metrics {
     errors_sent: [AtomicU64; ErrorCode::ALL.len()],
     handshake_timeouts: AtomicU64,
     http_requests: [AtomicU64; HttpPath::ALL.len()],
+    pool_rejections: AtomicU64,
 }
 
 impl Metrics {
@@ -168,6 +169,7 @@ impl Metrics {
             errors_sent: Default::default(),
             handshake_timeouts: AtomicU64::new(0),
             http_requests: Default::default(),
+            pool_rejections: AtomicU64::new(0),
         }
     }
 
@@ -226,6 +228,12 @@ impl Metrics {
     /// An HTTP request was routed (`chatbench_http_requests_total{path}`).
     pub fn http_request(&self, path: HttpPath) {
         self.http_requests[path as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A connection was refused with HTTP 503 because every worker of a bounded pool stayed
+    /// busy for the whole wait (`chatbench_pool_rejections_total`; thread-pool only).
+    pub fn pool_rejected(&self) {
+        self.pool_rejections.fetch_add(1, Relaxed);
     }
 
     /// Live WebSocket connections.
@@ -364,6 +372,13 @@ impl Metrics {
                 c(&self.http_requests[p as usize])
             );
         }
+        simple(
+            o,
+            "chatbench_pool_rejections_total",
+            "counter",
+            "Connections answered 503 because every pool worker stayed busy (thread-pool only).",
+            c(&self.pool_rejections),
+        );
         render_process(o);
         out
     }

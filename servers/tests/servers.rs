@@ -5,3 +5,4 @@ mod conformance;
 use chatbench_servers::Arch;
 
 conformance_tests!(task_per_conn, Arch::TaskPerConn);
+conformance_tests!(thread_pool, Arch::ThreadPool);

@@ -1,0 +1,584 @@
+//! One connection on one worker: the HTTP head (bounded, under the handshake deadline), the
+//! upgrade, and the WebSocket session to its end.
+//!
+//! The socket is switched to non-blocking mode and the worker sleeps in `poll(2)` on it and on
+//! its doorbell (see the module doc of `thread_pool`). Each wake-up: look at the control flags
+//! (kick, shutdown), finish a blocked write, drain the outbound queue into tungstenite's write
+//! buffer, read up to [`READ_BUDGET`] messages, flush once. While a write is blocked the worker
+//! stops reading its client (backpressure, as a blocked `write` would) and the queue absorbs
+//! fan-out until the slow-consumer policy applies. The [`Conn`] guard removes the connection
+//! from its rooms on every exit, including unwinding from a panic.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chatbench_protocol::{
+    close_code, encode_error, encode_joined, parse_client, ClientFrame, ErrorCode,
+};
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
+
+use super::pool::Job;
+use super::sys::{self, Waker};
+use super::{Peer, Shared};
+use crate::config::SlowConsumerPolicy;
+use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
+use crate::metrics::{DisconnectReason, HttpPath};
+use crate::rooms::ConnId;
+
+type Ws = WebSocket<TcpStream>;
+
+/// Messages read per wake-up before the queue gets drained again, so a client that floods
+/// cannot starve its own deliveries.
+const READ_BUDGET: usize = 64;
+
+/// Serves one accepted connection to its end.
+pub(super) fn serve(job: Job, shared: &Arc<Shared>, waker: &Arc<Waker>) {
+    let Job { stream, accepted } = job;
+    let _ = stream.set_nodelay(true);
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let deadline = accepted + shared.config.handshake_timeout;
+    let Some(leftover) = http_phase(&stream, deadline, shared, waker) else {
+        return;
+    };
+    let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(shared.ws_config));
+    session(ws, shared, waker);
+}
+
+/// Reads the request head (at most [`MAX_HEAD_BYTES`], until `deadline`) and answers it.
+/// Returns the bytes read past the head when it was a WebSocket upgrade (101 already sent).
+fn http_phase(
+    mut stream: &TcpStream,
+    deadline: Instant,
+    shared: &Shared,
+    waker: &Waker,
+) -> Option<Vec<u8>> {
+    let metrics = &shared.metrics;
+    let fd = stream.as_raw_fd();
+    let mut buf = Vec::new();
+    let (route, head_len) = loop {
+        let old = buf.len();
+        buf.resize((old + 1024).min(MAX_HEAD_BYTES), 0);
+        match stream.read(&mut buf[old..]) {
+            Ok(0) => return None,
+            Ok(n) => buf.truncate(old + n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(old);
+                let ready = sys::wait(fd, libc::POLLIN, Some(waker), Some(deadline)).ok()?;
+                if ready.timed_out {
+                    metrics.handshake_timeout();
+                    return None;
+                }
+                if shared.shutdown.is_triggered() {
+                    return None;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                buf.truncate(old);
+                continue;
+            }
+            Err(_) => return None,
+        }
+        match http::parse_head(&buf) {
+            Ok(Head::Partial) => continue,
+            Ok(Head::Complete { route, head_len }) => break (route, head_len),
+            Err(reject) => {
+                metrics.http_request(HttpPath::Bad);
+                respond(stream, &http::reject_response(reject), shared);
+                return None;
+            }
+        }
+    };
+    metrics.http_request(route.path());
+    if let Route::Upgrade { accept_key } = &route {
+        let close_by = Instant::now() + shared.config.close_timeout;
+        write_all(stream, &http::switching_protocols(accept_key), close_by).ok()?;
+        buf.drain(..head_len);
+        return Some(buf);
+    }
+    if let Some(response) = http::route_response(&route, metrics) {
+        respond(stream, &response, shared);
+    }
+    None
+}
+
+/// Writes a plain HTTP response and half-closes (the connection closes after it).
+fn respond(stream: &TcpStream, response: &[u8], shared: &Shared) {
+    let close_by = Instant::now() + shared.config.close_timeout;
+    if write_all(stream, response, close_by).is_ok() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// `write_all` on the non-blocking socket, waiting for room until `deadline`.
+fn write_all(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = sys::wait(stream.as_raw_fd(), libc::POLLOUT, None, Some(deadline))?;
+                if ready.timed_out {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The WebSocket session: registration, the loop, and cleanup (the [`Conn`] guard).
+fn session(mut ws: Ws, shared: &Arc<Shared>, waker: &Arc<Waker>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let peer = Arc::new(Peer {
+        queue: Mutex::new(Default::default()),
+        notified: AtomicBool::new(false),
+        kicked: AtomicBool::new(false),
+        waker: waker.clone(),
+    });
+    shared.metrics.ws_opened();
+    let mut conn = Conn {
+        id,
+        peer,
+        shared: shared.clone(),
+        joined: Vec::new(),
+        wake: Vec::new(),
+        finished: false,
+    };
+    let reason = conn.run(&mut ws);
+    conn.finish(reason);
+}
+
+/// A connection's own state. Its `Drop` guarantees that room membership is cleaned up and the
+/// end is counted, also when the handler panics (then the reason is `panic`).
+struct Conn {
+    id: ConnId,
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    /// Rooms this connection is in; at most `max_rooms_per_conn`, so a linear scan is cheap.
+    joined: Vec<Box<str>>,
+    /// Members to ring after a fan-out (collected under the shard lock, rung after it).
+    wake: Vec<Arc<Peer>>,
+    finished: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.finished {
+            let reason = if std::thread::panicking() {
+                DisconnectReason::Panic
+            } else {
+                DisconnectReason::Shutdown
+            };
+            self.finish(reason);
+        }
+    }
+}
+
+/// `Some(reason)` ends the session.
+type Flow = Option<DisconnectReason>;
+
+/// What a write into tungstenite did.
+enum Wrote {
+    /// Written, or buffered behind a full socket (then the caller must wait for `POLLOUT`).
+    Done { blocked: bool },
+    /// The connection failed.
+    Failed,
+}
+
+fn classify(r: Result<(), WsError>) -> Wrote {
+    match r {
+        Ok(()) => Wrote::Done { blocked: false },
+        // tungstenite keeps the frame in its write buffer and retries on the next flush.
+        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+            Wrote::Done { blocked: true }
+        }
+        Err(_) => Wrote::Failed,
+    }
+}
+
+impl Conn {
+    fn finish(&mut self, reason: DisconnectReason) {
+        self.leave_all();
+        self.shared.metrics.ws_closed(reason);
+        self.finished = true;
+    }
+
+    fn leave_all(&mut self) {
+        for room in self.joined.drain(..) {
+            self.shared.rooms.leave(&room, self.id);
+        }
+    }
+
+    fn run(&mut self, ws: &mut Ws) -> DisconnectReason {
+        let fd = ws.get_ref().as_raw_fd();
+        let mut write_blocked = false;
+        let mut more_input = true;
+        loop {
+            // Cleared before looking at the queue: a frame queued after this rings again.
+            self.peer.notified.store(false, Ordering::SeqCst);
+            if self.peer.kicked.load(Ordering::Relaxed) {
+                let why = "outbound queue full: the client reads too slowly";
+                return self.close_fatal(ws, ErrorCode::SlowConsumer, why, false);
+            }
+            if self.shared.shutdown.is_triggered() {
+                return self.close_going_away(ws);
+            }
+            if write_blocked {
+                match classify(ws.flush()) {
+                    Wrote::Done { blocked } => write_blocked = blocked,
+                    Wrote::Failed => return DisconnectReason::IoError,
+                }
+            }
+            if !write_blocked {
+                match self.drain_queue(ws) {
+                    Some(blocked) => write_blocked = blocked,
+                    None => return DisconnectReason::IoError,
+                }
+            }
+            if !write_blocked && more_input {
+                more_input = false;
+                for n in 1..=READ_BUDGET {
+                    match ws.read() {
+                        Ok(msg) => {
+                            if let Some(reason) = self.on_message(ws, msg) {
+                                return reason;
+                            }
+                            more_input = n == READ_BUDGET;
+                        }
+                        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return self.on_read_error(ws, e),
+                    }
+                }
+                // Replies written while reading leave in one write.
+                match classify(ws.flush()) {
+                    Wrote::Done { blocked } => write_blocked = blocked,
+                    Wrote::Failed => return DisconnectReason::IoError,
+                }
+            }
+            if more_input && !write_blocked {
+                continue; // input already buffered in user space: no need to sleep
+            }
+            let events = if write_blocked {
+                libc::POLLOUT
+            } else {
+                libc::POLLIN
+            };
+            match sys::wait(fd, events, Some(&self.peer.waker), None) {
+                Ok(ready) => more_input = ready.socket != 0,
+                Err(_) => return DisconnectReason::IoError,
+            }
+        }
+    }
+
+    /// Moves queued frames into tungstenite's write buffer until the queue is empty or the
+    /// socket is full, then flushes. `Some(blocked)`, or `None` if the connection failed.
+    fn drain_queue(&mut self, ws: &mut Ws) -> Option<bool> {
+        let mut written = 0u64;
+        let mut blocked = false;
+        loop {
+            let frame = {
+                let mut q = self.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let frame = q.pop_front();
+                if frame.is_none() && q.capacity() > 64 {
+                    // A burst is over: give its memory back rather than keep the peak.
+                    q.shrink_to(0);
+                }
+                frame
+            };
+            let Some(frame) = frame else { break };
+            match classify(ws.write(Message::Text(frame))) {
+                Wrote::Done { blocked: b } => {
+                    written += 1;
+                    if b {
+                        blocked = true;
+                        break;
+                    }
+                }
+                Wrote::Failed => return None,
+            }
+        }
+        if written > 0 {
+            self.shared.metrics.frames_out(written);
+            if !blocked {
+                match classify(ws.flush()) {
+                    Wrote::Done { blocked: b } => blocked = b,
+                    Wrote::Failed => return None,
+                }
+            }
+        }
+        Some(blocked)
+    }
+
+    fn on_message(&mut self, ws: &mut Ws, msg: Message) -> Flow {
+        let metrics = &self.shared.metrics;
+        match msg {
+            Message::Text(text) => {
+                metrics.frame_in();
+                self.on_text(ws, text)
+            }
+            Message::Binary(_) => {
+                metrics.frame_in();
+                let why = "binary messages are not part of protocol v1";
+                Some(self.close_fatal(ws, ErrorCode::BinaryFrame, why, false))
+            }
+            // Ping: tungstenite queues the pong and sends it on the next read or flush. Close:
+            // it queues the reply, and the next read reports the end.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,
+        }
+    }
+
+    fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
+        let (code, reason) = match e {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                return DisconnectReason::ClientClose
+            }
+            WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return DisconnectReason::IoError
+            }
+            WsError::Capacity(c) => (ErrorCode::FrameTooLarge, c.to_string()),
+            WsError::Utf8(_) => (
+                ErrorCode::InvalidUtf8,
+                "text message is not valid UTF-8".to_string(),
+            ),
+            other => (ErrorCode::ProtocolError, other.to_string()),
+        };
+        self.close_fatal(ws, code, &reason, true)
+    }
+
+    fn on_text(&mut self, ws: &mut Ws, text: Utf8Bytes) -> Flow {
+        let frame = match parse_client(&text) {
+            Ok(frame) => frame,
+            Err(e) => return self.reply_error(ws, e.code(), &e.to_string()),
+        };
+        match frame {
+            ClientFrame::Join { room } => {
+                if !self.joined.iter().any(|r| **r == *room) {
+                    let limit = self.shared.config.max_rooms_per_conn;
+                    if self.joined.len() >= limit {
+                        let why = format!("already in {limit} rooms (the limit)");
+                        return self.reply_error(ws, ErrorCode::TooManyRooms, &why);
+                    }
+                    self.shared.rooms.join(&room, self.id, self.peer.clone());
+                    self.joined.push(room.as_ref().into());
+                }
+                self.reply(ws, encode_joined(&room))
+            }
+            ClientFrame::Leave { room } => match self.joined.iter().position(|r| **r == *room) {
+                Some(i) => {
+                    self.joined.swap_remove(i);
+                    self.shared.rooms.leave(&room, self.id);
+                    None
+                }
+                None => {
+                    let why = format!("not in room {room:?}");
+                    self.reply_error(ws, ErrorCode::NotJoined, &why)
+                }
+            },
+            ClientFrame::Msg(msg) => {
+                if !self.joined.iter().any(|r| **r == *msg.room) {
+                    let why = format!("not in room {:?}", msg.room);
+                    return self.reply_error(ws, ErrorCode::NotJoined, &why);
+                }
+                self.fan_out(&msg.room, &text);
+                None
+            }
+            // Not caught: the panic unwinds this worker thread (see `pool::WorkerGuard`).
+            ClientFrame::Panic if self.shared.config.fault_injection => {
+                panic!(
+                    "fault injection: connection {} received {{\"t\":\"panic\"}}",
+                    self.id
+                )
+            }
+            ClientFrame::Panic => {
+                let why = "unknown frame type \"panic\" (fault injection is off)";
+                self.reply_error(ws, ErrorCode::UnknownType, why)
+            }
+        }
+    }
+
+    /// Queues the received frame, unchanged and uncopied (a refcount), to every other member
+    /// of `room`, then rings the members that need it once the shard lock is released.
+    fn fan_out(&mut self, room: &str, frame: &Utf8Bytes) {
+        let policy = self.shared.config.slow_consumer;
+        let cap = self.shared.config.outbound_queue;
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let me = self.id;
+        let wake = &mut self.wake;
+        self.shared.rooms.for_each_member(room, |id, peer| {
+            if id == me {
+                return;
+            }
+            let mut q = peer.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() < cap {
+                q.push_back(frame.clone());
+                drop(q);
+                delivered += 1;
+                if !peer.notified.swap(true, Ordering::SeqCst) {
+                    wake.push(peer.clone());
+                }
+                return;
+            }
+            drop(q);
+            match policy {
+                SlowConsumerPolicy::Drop => dropped += 1,
+                SlowConsumerPolicy::Disconnect => {
+                    if !peer.kicked.swap(true, Ordering::Relaxed) {
+                        wake.push(peer.clone());
+                    }
+                }
+            }
+        });
+        for peer in self.wake.drain(..) {
+            peer.waker.wake();
+        }
+        if self.wake.capacity() > 256 {
+            self.wake.shrink_to(0);
+        }
+        let metrics = &self.shared.metrics;
+        metrics.deliveries(delivered);
+        if dropped > 0 {
+            metrics.dropped_queue_full(dropped);
+        }
+    }
+
+    /// Writes one reply frame into tungstenite's buffer; the session flushes after the read
+    /// batch. Acks and errors bypass the queue: they answer this client.
+    fn reply(&self, ws: &mut Ws, text: String) -> Flow {
+        match classify(ws.write(Message::text(text))) {
+            Wrote::Done { .. } => {
+                self.shared.metrics.frames_out(1);
+                None
+            }
+            Wrote::Failed => Some(DisconnectReason::IoError),
+        }
+    }
+
+    /// Sends an `error` frame; for fatal codes, closes with the code's close code.
+    fn reply_error(&mut self, ws: &mut Ws, code: ErrorCode, reason: &str) -> Flow {
+        if code.is_fatal() {
+            return Some(self.close_fatal(ws, code, reason, false));
+        }
+        self.shared.metrics.error_sent(code);
+        self.reply(ws, encode_error(code, reason))
+    }
+
+    /// Sends the `error` frame and a close frame with the code's close code, then waits (at
+    /// most `close_timeout`) for the client to go. `stream_ended`: after a read error
+    /// tungstenite's input state is not trustworthy, so half-close the socket and discard raw
+    /// input until EOF; the client still reads our close frame instead of a reset.
+    fn close_fatal(
+        &mut self,
+        ws: &mut Ws,
+        code: ErrorCode,
+        reason: &str,
+        stream_ended: bool,
+    ) -> DisconnectReason {
+        self.leave_all();
+        let metrics = &self.shared.metrics;
+        metrics.error_sent(code);
+        let deadline = Instant::now() + self.shared.config.close_timeout;
+        if let Wrote::Done { .. } = classify(ws.write(Message::text(encode_error(code, reason)))) {
+            metrics.frames_out(1);
+        }
+        let close = CloseFrame {
+            code: CloseCode::from(code.close_code().unwrap_or(close_code::POLICY_VIOLATION)),
+            reason: code.as_str().into(),
+        };
+        let _ = ws.close(Some(close));
+        if stream_ended {
+            if flush_until(ws, deadline) {
+                drain_raw(ws.get_mut(), deadline);
+            }
+        } else {
+            finish_close(ws, deadline);
+        }
+        DisconnectReason::for_error(code).unwrap_or(DisconnectReason::ProtocolError)
+    }
+
+    /// Shutdown: close 1001 and wait (at most `close_timeout`) for the client's answer.
+    fn close_going_away(&mut self, ws: &mut Ws) -> DisconnectReason {
+        self.leave_all();
+        let frame = CloseFrame {
+            code: CloseCode::from(close_code::GOING_AWAY),
+            reason: "server shutting down".into(),
+        };
+        let _ = ws.close(Some(frame));
+        finish_close(ws, Instant::now() + self.shared.config.close_timeout);
+        DisconnectReason::Shutdown
+    }
+}
+
+/// Flushes tungstenite's buffer, waiting for the socket until `deadline`; whether it emptied.
+fn flush_until(ws: &mut Ws, deadline: Instant) -> bool {
+    let fd = ws.get_ref().as_raw_fd();
+    loop {
+        match ws.flush() {
+            Ok(()) | Err(WsError::ConnectionClosed) => return true,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        match sys::wait(fd, libc::POLLOUT, None, Some(deadline)) {
+            Ok(r) if !r.timed_out => {}
+            _ => return false,
+        }
+    }
+}
+
+/// After our close frame: keep flushing and reading until the client's close (tungstenite then
+/// reports the end), EOF, an error, or `deadline`.
+fn finish_close(ws: &mut Ws, deadline: Instant) {
+    let fd = ws.get_ref().as_raw_fd();
+    while Instant::now() < deadline {
+        let want_out = match ws.flush() {
+            Ok(()) => false,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(_) => return,
+        };
+        match ws.read() {
+            Ok(_) => continue,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        let events = libc::POLLIN | if want_out { libc::POLLOUT } else { 0 };
+        match sys::wait(fd, events, None, Some(deadline)) {
+            Ok(r) if !r.timed_out => {}
+            _ => return,
+        }
+    }
+}
+
+/// Half-closes and discards input until EOF or `deadline`.
+fn drain_raw(stream: &mut TcpStream, deadline: Instant) {
+    if stream.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let fd = stream.as_raw_fd();
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match sys::wait(fd, libc::POLLIN, None, Some(deadline)) {
+                    Ok(r) if !r.timed_out => {}
+                    _ => return,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
