@@ -126,6 +126,8 @@ pub struct GeneratorInfo {
     pub cpu_cores_measure: Option<f64>,
     /// Pacer wake-up lateness, µs (the generator's own schedule lag).
     pub pacer_lag_us: Option<Percentiles>,
+    /// Whether the pacer ran at real-time priority (SCHED_FIFO 1; needs CAP_SYS_NICE).
+    pub pacer_realtime: Option<bool>,
     /// Sender lag: actual write start minus intended send time, µs.
     pub send_lag_us: Option<Percentiles>,
     /// Generator RSS per open connection, bytes (RSS after the connect phase minus before,

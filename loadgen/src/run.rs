@@ -453,7 +453,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             }
         }
     }
-    let pacer_lag_p = pacer_lag.as_ref().and_then(Percentiles::of);
+    let pacer_lag_p = pacer_lag
+        .as_ref()
+        .and_then(|r| Percentiles::of(&r.lateness));
+    let pacer_realtime = pacer_lag.as_ref().map(|r| r.realtime);
     let invalid = self_check(&SelfCheck {
         status,
         generator_cores: gen_cores,
@@ -534,6 +537,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             cpu_affinity: affinity,
             cpu_cores_measure: gen_cores,
             pacer_lag_us: pacer_lag_p,
+            pacer_realtime,
             send_lag_us: Percentiles::of(&st.send_lag()),
             rss_per_conn_bytes: gen_rss_per_conn,
         },

@@ -40,6 +40,16 @@ pub struct CompareArgs {
     tiny: bool,
 }
 
+/// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
+/// thread pool must have a worker per connection of the largest step (its default, 1,024,
+/// answers the rest with 503, which is what the capacity steps of the full suite measure).
+fn arch_args(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "thread-pool" => &["--server-arg=--pool-size=5120"],
+        _ => &[],
+    }
+}
+
 /// `--tiny` overrides per step.
 fn tiny_overrides(step: Step) -> &'static [&'static str] {
     match step {
@@ -118,7 +128,11 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for arch in &archs {
         for (step, name, _, server_args) in QUICK {
             eprintln!("compare: {arch} / {} …", step.as_str());
-            let mut extra: Vec<String> = server_args.iter().map(|s| s.to_string()).collect();
+            let mut extra: Vec<String> = server_args
+                .iter()
+                .chain(arch_args(arch))
+                .map(|s| s.to_string())
+                .collect();
             if args.tiny {
                 for o in tiny_overrides(step) {
                     extra.push("--set".into());
