@@ -17,7 +17,7 @@ fn only_dir(root: &Path) -> std::path::PathBuf {
 #[test]
 fn quick_suite_table_traces_every_number_to_a_results_file() {
     let out = tempfile::tempdir().expect("tempdir");
-    let archs = "task-per-conn,thread-pool";
+    let archs = "task-per-conn,thread-pool,epoll";
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
@@ -36,7 +36,7 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     let dir = only_dir(out.path());
     let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
     assert!(
-        md.contains("| question | task-per-conn | thread-pool |"),
+        md.contains("| question | task-per-conn | thread-pool | epoll |"),
         "{md}"
     );
     let c: serde_json::Value = serde_json::from_slice(

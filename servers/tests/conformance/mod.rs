@@ -727,11 +727,67 @@ pub fn graceful_shutdown_sends_1001(arch: Arch) {
     });
 }
 
+/// What a panicking connection handler takes down with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlastRadius {
+    /// Only that connection (the panic is caught; everything else keeps working).
+    Connection,
+    /// The whole server: the panic unwinds the one event loop, `run` does not return, and every
+    /// connection is lost (an uncaught exception in Node.js).
+    Server,
+}
+
+/// The fault model each architecture documents, as data: the panic case checks it.
+pub fn expected_blast_radius(arch: Arch, config: &ServerConfig) -> BlastRadius {
+    match arch {
+        Arch::Epoll if !config.isolate_panics => BlastRadius::Server,
+        _ => BlastRadius::Connection,
+    }
+}
+
+/// Runs the fault-injection case with `isolate_panics` off and on, expecting for each what
+/// [`expected_blast_radius`] says.
 pub fn panic_kills_only_that_connection(arch: Arch) {
-    let config = ServerConfig {
-        fault_injection: true,
-        ..test_config()
-    };
+    for isolate_panics in [false, true] {
+        let config = ServerConfig {
+            fault_injection: true,
+            isolate_panics,
+            ..test_config()
+        };
+        match expected_blast_radius(arch, &config) {
+            BlastRadius::Connection => panic_kills_only_the_victim(arch, config),
+            BlastRadius::Server => panic_kills_the_server(arch, config),
+        }
+    }
+}
+
+/// A panic takes every connection and the server thread with it.
+fn panic_kills_the_server(arch: Arch, config: ServerConfig) {
+    let server = start(arch, config);
+    let addr = server.addr;
+    block_on(async move {
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        let mut victim = Client::connect(addr).await;
+        for c in [&mut a, &mut b, &mut victim] {
+            c.join("r1").await;
+        }
+        victim.send(r#"{"t":"panic"}"#).await;
+        for c in [&mut victim, &mut a, &mut b] {
+            c.expect_gone().await;
+        }
+        let joined = tokio::task::spawn_blocking(move || server.join());
+        let result = deadline("the server thread to end", joined).await.unwrap();
+        assert!(
+            matches!(result, Err(chatbench_servers::ServerError::Panicked)),
+            "{result:?}"
+        );
+        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    });
+}
+
+/// A panic closes the victim only; the others, rooms and new connections keep working.
+fn panic_kills_only_the_victim(arch: Arch, config: ServerConfig) {
     with_server(arch, config, |addr| async move {
         let mut a = Client::connect(addr).await;
         let mut b = Client::connect(addr).await;
