@@ -78,7 +78,9 @@ pub struct ServerConfig {
     /// tungstenite default (128 KiB) costs ≈ 135 KiB per idle connection: keep this small.
     /// Default 1 KiB: chat frames are a few hundred bytes; a larger burst or message takes a few
     /// more `read(2)` calls. At 15,000 idle connections 4 KiB measured 9.2 KiB/conn, 1 KiB
-    /// 4.6 KiB/conn.
+    /// 4.6 KiB/conn (task-per-conn). `epoll` has no per-connection read buffer: it reads every
+    /// socket into one shared 64 KiB buffer (this value only raises it), and ignores the write
+    /// buffer settings (it writes queued frames with `writev`).
     pub read_buffer_size: usize,
     /// tungstenite `write_buffer_size`: frames are gathered up to this many bytes before a
     /// write is attempted (flushes write earlier).
