@@ -124,6 +124,20 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             traced += 1;
         }
     }
+    // `chatbench report` rebuilds the same table from the files alone.
+    let before = std::fs::read(dir.join("comparison.json")).expect("comparison.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = std::fs::read(dir.join("comparison.json")).expect("comparison.json");
+    let (b, a): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&before).expect("json"),
+        serde_json::from_slice(&after).expect("json"),
+    );
+    assert_eq!(a, b, "report rebuilt a different table");
     // Ten measured questions per architecture, each a traced number or an explained invalid.
     assert_eq!(traced + invalid, 10 * archs.split(',').count(), "{md}");
 }

@@ -210,10 +210,23 @@ fn cell(
     }
 }
 
+/// `x` rounded to three significant digits, so that conditions measured a hair apart read
+/// the same (the exact figures are in the linked summaries).
+fn sig3(x: f64) -> String {
+    if x <= 0.0 || !x.is_finite() {
+        return format!("{x:.0}");
+    }
+    let magnitude = 10f64.powi(x.log10().floor() as i32 - 2);
+    format!("{:.0}", (x / magnitude).round() * magnitude)
+}
+
 fn load_condition(s: &Summary) -> String {
     format!(
-        "{} connections, {:.0} msg/s in, {:.0} deliveries/s, window {:.0} s",
-        s.connections.ready, s.messages.sent_per_s, s.messages.delivered_per_s, s.phases.measure
+        "{} connections, ≈{} msg/s in, ≈{} deliveries/s, window {:.0} s",
+        s.connections.ready,
+        sig3(s.messages.sent_per_s),
+        sig3(s.messages.delivered_per_s),
+        s.phases.measure
     )
 }
 
@@ -222,6 +235,85 @@ fn idle_condition(s: &Summary) -> String {
         "{} idle connections after {:.0} s settle",
         s.connections.ready, s.phases.settle
     )
+}
+
+/// The suite step a scenario name stands for (`quick-idle` → idle, …).
+pub fn step_of_scenario(name: &str) -> Option<Step> {
+    match name.rsplit('-').next()? {
+        "idle" => Some(Step::Idle),
+        "broadcast" => Some(Step::Broadcast),
+        "poison" => Some(Step::Poison),
+        _ => None,
+    }
+}
+
+/// Rebuilds a comparison from a comparison folder's files alone: every `runs/*/summary.json`
+/// (its architecture from `target.arch`, its step from the scenario name), plus the failures
+/// recorded in the folder's `comparison.json`, if any (a failed step leaves no run folder).
+pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
+    let runs = dir.join("runs");
+    let entries = std::fs::read_dir(&runs).map_err(|source| ReportError::Read {
+        path: runs.clone(),
+        source,
+    })?;
+    let mut results = Results::new();
+    let mut archs: Vec<String> = Vec::new();
+    let mut suite = "quick".to_string();
+    let previous: Option<Comparison> = std::fs::read(dir.join("comparison.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(p) = &previous {
+        archs = p.archs.clone();
+        suite = p.suite.clone();
+    }
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for run in dirs {
+        let StepResult::Ran {
+            dir: run_dir,
+            summary,
+        } = StepResult::load(&run)?
+        else {
+            continue;
+        };
+        let (Some(arch), Some(step)) = (
+            summary.target.arch.clone(),
+            step_of_scenario(&summary.scenario.name),
+        ) else {
+            continue;
+        };
+        if !archs.contains(&arch) {
+            archs.push(arch.clone());
+        }
+        results.insert(
+            (arch, step),
+            StepResult::Ran {
+                dir: run_dir,
+                summary,
+            },
+        );
+    }
+    if let Some(p) = &previous {
+        for f in &p.failures {
+            // "arch / step: reason"
+            if let Some((key, reason)) = f.split_once(": ") {
+                if let Some((arch, step)) = key.split_once(" / ") {
+                    if let Some(step) = step_of_scenario(step) {
+                        results.entry((arch.to_string(), step)).or_insert_with(|| {
+                            StepResult::Failed {
+                                reason: reason.to_string(),
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(build(&suite, &archs, &results, dir))
 }
 
 /// Builds the table from the results of a suite.
@@ -444,8 +536,15 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
 
 fn machine_line(s: &Summary) -> String {
     let p = &s.provenance;
+    let pinning = match &s.target.cpu_affinity {
+        Some(server) => format!(
+            "; server pinned to CPUs {server:?}, generator to {:?}",
+            s.generator.cpu_affinity
+        ),
+        None => "; server and generator not pinned".to_string(),
+    };
     format!(
-        "{} ({} CPUs), kernel {}, chatbench {} ({})",
+        "{} ({} CPUs), kernel {}, chatbench {} ({}){pinning}",
         p.cpu_model.as_deref().unwrap_or("unknown CPU"),
         p.cpu_cores,
         p.kernel.as_deref().unwrap_or("?"),
@@ -491,16 +590,25 @@ pub fn render_markdown(c: &Comparison) -> String {
     }
     let _ = writeln!(out, "\n## Conditions\n");
     for r in &c.rows {
-        let mut seen: Vec<String> = Vec::new();
+        // Architectures that share a condition are listed together.
+        let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
         for a in &c.archs {
             if let Some(cell) = r.cells.get(a) {
-                let line = format!("{a}: {}", cell.condition);
-                if !seen.contains(&line) {
-                    seen.push(line);
+                match groups.iter_mut().find(|(cond, _)| *cond == cell.condition) {
+                    Some((_, archs)) => archs.push(a),
+                    None => groups.push((cell.condition.clone(), vec![a])),
                 }
             }
         }
-        let _ = writeln!(out, "- **{}** — {}", r.label, seen.join("; "));
+        let text: Vec<String> = if groups.len() == 1 {
+            groups.into_iter().map(|(cond, _)| cond).collect()
+        } else {
+            groups
+                .into_iter()
+                .map(|(cond, archs)| format!("{}: {cond}", archs.join(", ")))
+                .collect()
+        };
+        let _ = writeln!(out, "- **{}** — {}", r.label, text.join("; "));
     }
     if !c.failures.is_empty() {
         let _ = writeln!(out, "\n## Failures\n");

@@ -15,6 +15,7 @@ use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::Scenario;
 
 mod compare;
+mod report;
 mod serve;
 
 /// Exit code: usage or input error.
@@ -63,6 +64,8 @@ enum Command {
     /// <out>/<UTC timestamp>-compare-<suite>/comparison.md and comparison.json, with every run's
     /// results under runs/. A failed architecture is reported as failed; the rest still run.
     Compare(compare::CompareArgs),
+    /// Rebuild a comparison's table (comparison.md and .json) from its results files alone.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
+        Command::Report(args) => report::report(args),
     };
     match result {
         Ok(code) => code,

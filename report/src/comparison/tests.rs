@@ -155,3 +155,45 @@ fn markdown_has_a_column_per_architecture_and_links_to_the_files() {
     let back: Comparison = serde_json::from_str(&json).expect("decode");
     assert_eq!(back, c);
 }
+
+#[test]
+fn conditions_round_to_three_significant_digits() {
+    assert_eq!(sig3(39651.2), "39700");
+    assert_eq!(sig3(401.3), "401");
+    assert_eq!(sig3(0.0), "0");
+    assert_eq!(sig3(99215.0), "99200");
+}
+
+#[test]
+fn a_comparison_is_rebuilt_from_its_files_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    for (i, step) in ["idle", "broadcast", "poison"].iter().enumerate() {
+        let d = runs.join(format!("run{i}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::copy(
+            data().join(step).join("summary.json"),
+            d.join("summary.json"),
+        )
+        .expect("copy");
+    }
+    let c = rebuild(dir.path()).expect("rebuild");
+    let arch = summary_of(&fixture("idle"))
+        .target
+        .arch
+        .clone()
+        .expect("arch");
+    assert_eq!(c.archs, vec![arch.clone()]);
+    for r in &c.rows {
+        let cell = &r.cells[&arch];
+        if r.key != "horizontal_scaling" {
+            assert!(
+                cell.value.is_some() || cell.status == "invalid",
+                "{}: {cell:?}",
+                r.key
+            );
+        }
+    }
+    assert_eq!(step_of_scenario("quick-broadcast"), Some(Step::Broadcast));
+    assert_eq!(step_of_scenario("demo"), None);
+}
