@@ -10,6 +10,7 @@
 //! - [`task_per_conn`]: a tokio task per connection.
 //! - [`thread_pool`]: blocking sockets on a bounded pool of OS threads.
 //! - [`epoll`]: one thread, one readiness loop.
+//! - [`ws_error`]: how a tungstenite read error ends a connection (task-per-conn, thread-pool).
 //!
 //! Every architecture exposes `run(listener, config, shutdown)`; [`run_arch`] dispatches on
 //! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
@@ -24,6 +25,7 @@ pub mod rooms;
 pub mod shutdown;
 pub mod task_per_conn;
 pub mod thread_pool;
+pub mod ws_error;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -33,7 +33,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -411,19 +410,9 @@ impl Conn {
     }
 
     async fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
-        let (code, reason) = match e {
-            WsError::ConnectionClosed | WsError::AlreadyClosed => {
-                return DisconnectReason::ClientClose
-            }
-            WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                return DisconnectReason::IoError
-            }
-            WsError::Capacity(c) => (ErrorCode::FrameTooLarge, c.to_string()),
-            WsError::Utf8(_) => (
-                ErrorCode::InvalidUtf8,
-                "text message is not valid UTF-8".to_string(),
-            ),
-            other => (ErrorCode::ProtocolError, other.to_string()),
+        let (code, reason) = match crate::ws_error::classify_read_error(e) {
+            crate::ws_error::ReadFailure::Gone(reason) => return reason,
+            crate::ws_error::ReadFailure::Fatal(code, reason) => (code, reason),
         };
         Box::pin(self.close_fatal(ws, code, &reason, true)).await
     }

@@ -19,7 +19,6 @@ use std::time::Instant;
 use chatbench_protocol::{
     close_code, encode_error, encode_joined, parse_client, ClientFrame, ErrorCode,
 };
-use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role};
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
@@ -341,19 +340,9 @@ impl Conn {
     }
 
     fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
-        let (code, reason) = match e {
-            WsError::ConnectionClosed | WsError::AlreadyClosed => {
-                return DisconnectReason::ClientClose
-            }
-            WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                return DisconnectReason::IoError
-            }
-            WsError::Capacity(c) => (ErrorCode::FrameTooLarge, c.to_string()),
-            WsError::Utf8(_) => (
-                ErrorCode::InvalidUtf8,
-                "text message is not valid UTF-8".to_string(),
-            ),
-            other => (ErrorCode::ProtocolError, other.to_string()),
+        let (code, reason) = match crate::ws_error::classify_read_error(e) {
+            crate::ws_error::ReadFailure::Gone(reason) => return reason,
+            crate::ws_error::ReadFailure::Fatal(code, reason) => (code, reason),
         };
         self.close_fatal(ws, code, &reason, true)
     }
