@@ -124,6 +124,21 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             traced += 1;
         }
     }
+    // The charts: every one a real PNG and an SVG.
+    for name in [
+        "latency_distribution",
+        "memory_per_connection",
+        "cpu_per_delivery",
+    ] {
+        let png = std::fs::read(dir.join("charts").join(format!("{name}.png"))).expect("png");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{name}.png"
+        );
+        let svg =
+            std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).expect("svg");
+        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
+    }
     // `chatbench report` rebuilds the same table from the files alone.
     let before = std::fs::read(dir.join("comparison.json")).expect("comparison.json");
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))

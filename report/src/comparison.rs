@@ -142,7 +142,8 @@ pub struct Comparison {
     pub notes: Vec<String>,
 }
 
-type Results = BTreeMap<(String, Step), StepResult>;
+/// Each (architecture, step)'s outcome.
+pub type Results = BTreeMap<(String, Step), StepResult>;
 
 fn rel(dir: &Path, base: &Path) -> String {
     let p = dir.join("summary.json");
@@ -247,10 +248,22 @@ pub fn step_of_scenario(name: &str) -> Option<Step> {
     }
 }
 
-/// Rebuilds a comparison from a comparison folder's files alone: every `runs/*/summary.json`
-/// (its architecture from `target.arch`, its step from the scenario name), plus the failures
-/// recorded in the folder's `comparison.json`, if any (a failed step leaves no run folder).
-pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
+/// A comparison folder read back from its files.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The suite's name.
+    pub suite: String,
+    /// Architectures, in column order.
+    pub archs: Vec<String>,
+    /// Each (architecture, step)'s outcome.
+    pub results: Results,
+}
+
+/// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
+/// `target.arch`, its step from the scenario name; when a step ran twice the later folder
+/// wins), plus the column order, suite and failures recorded in the folder's
+/// `comparison.json`, if any (a failed step leaves no run folder).
+pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
     let runs = dir.join("runs");
     let entries = std::fs::read_dir(&runs).map_err(|source| ReportError::Read {
         path: runs.clone(),
@@ -269,7 +282,7 @@ pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.join("summary.json").is_file())
         .collect();
     dirs.sort();
     for run in dirs {
@@ -313,7 +326,17 @@ pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
             }
         }
     }
-    Ok(build(&suite, &archs, &results, dir))
+    Ok(Loaded {
+        suite,
+        archs,
+        results,
+    })
+}
+
+/// Rebuilds a comparison from a comparison folder's files alone (see [`load`]).
+pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
+    let l = load(dir)?;
+    Ok(build(&l.suite, &l.archs, &l.results, dir))
 }
 
 /// Builds the table from the results of a suite.

@@ -1,8 +1,9 @@
-//! chatbench reports: the comparison table built from results files, and (later) charts and
-//! the regression gate.
+//! chatbench reports: the comparison table and its charts (PNG, SVG) built from results files,
+//! and (later) the regression gate.
 //!
-//! Architecture invariant: reports read results files (`summary.json`) only; they never reach
-//! back into the load generator's runtime or the servers. Every number in a report carries the
-//! path of the file it came from.
+//! Architecture invariant: reports read results files (`summary.json`, `timeseries.csv`,
+//! `latency.hgrm`) only; they never reach back into the load generator's runtime or the servers.
+//! Every number in a report carries the path of the file it came from.
 
+pub mod charts;
 pub mod comparison;

@@ -163,6 +163,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let comparison = build("quick", &archs, &results, &dir);
+    draw_charts(&dir, &archs, &results);
     let md = render_markdown(&comparison);
     write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
     let json = serde_json::to_vec_pretty(&comparison).context("encoding comparison.json")?;
@@ -177,6 +178,23 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             comparison.failures.len()
         );
         Ok(ExitCode::from(super::EXIT_RUN_FAILED))
+    }
+}
+
+/// Draws the charts; a chart that cannot be drawn is reported, not fatal (the table stands).
+pub(crate) fn draw_charts(
+    dir: &Path,
+    archs: &[String],
+    results: &chatbench_report::comparison::Results,
+) {
+    let inputs = chatbench_report::charts::ChartInputs { archs, results };
+    match chatbench_report::charts::render_comparison_charts(dir, &inputs) {
+        Ok(files) => eprintln!(
+            "compare: {} chart files in {}",
+            files.len(),
+            dir.join("charts").display()
+        ),
+        Err(e) => eprintln!("compare: charts not drawn: {e}"),
     }
 }
 

@@ -64,7 +64,8 @@ enum Command {
     /// <out>/<UTC timestamp>-compare-<suite>/comparison.md and comparison.json, with every run's
     /// results under runs/. A failed architecture is reported as failed; the rest still run.
     Compare(compare::CompareArgs),
-    /// Rebuild a comparison's table (comparison.md and .json) from its results files alone.
+    /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
+    /// alone.
     Report(report::ReportArgs),
 }
 

@@ -1,4 +1,5 @@
-//! `chatbench report DIR`: rebuilds a comparison's table from its results files alone.
+//! `chatbench report DIR`: rebuilds a comparison's table and charts from its results files
+//! alone.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use chatbench_loadgen::results::write_file_atomic;
-use chatbench_report::comparison::{rebuild, render_markdown};
+use chatbench_report::comparison::{build, load, render_markdown};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -17,8 +18,10 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let c = rebuild(&args.dir)
-        .with_context(|| format!("rebuilding the comparison in {}", args.dir.display()))?;
+    let loaded = load(&args.dir)
+        .with_context(|| format!("reading the comparison in {}", args.dir.display()))?;
+    let c = build(&loaded.suite, &loaded.archs, &loaded.results, &args.dir);
+    super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results);
     let md = render_markdown(&c);
     write_file_atomic(&args.dir.join("comparison.md"), md.as_bytes())?;
     write_file_atomic(

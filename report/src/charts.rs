@@ -1,0 +1,1333 @@
+//! Charts of a comparison and of single runs, drawn with plotters into PNG and SVG.
+//!
+//! This module owns:
+//! - the charts of a comparison folder ([`render_comparison_charts`]): the delivery-latency
+//!   percentile distribution per architecture (from each broadcast run's `latency.hgrm`), memory
+//!   per idle connection (user space and kernel, from the idle runs' summaries), server CPU per
+//!   delivered message (from the broadcast runs' summaries), and one timeline per run;
+//! - the timeline of one run ([`run_timeline`], from its `timeseries.csv`);
+//! - the parser of HdrHistogram percentile-distribution text ([`parse_hgrm`]);
+//! - the font: DejaVu Sans is embedded (`assets/fonts/`, licence beside it) and registered
+//!   with plotters, so PNGs have text on a machine without system fonts.
+//!
+//! Every chart stands on its own: title, axis labels with units, legend, and a footnote with
+//! the machine and the date of the runs (from the summaries' provenance). A run that is invalid
+//! (generator-bound) or failed is never drawn as a number: it is left out and named in the
+//! legend or on its slot, and in the footnote, with its reason.
+//!
+//! Files are written atomically: each image is rendered in memory (PNG through the `image`
+//! encoder, SVG as a string) and written with [`write_file_atomic`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chatbench_loadgen::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use thiserror::Error;
+
+pub use crate::comparison::Results;
+use crate::comparison::{Step, StepResult};
+
+/// DejaVu Sans (Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu.txt`).
+const FONT_TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+/// The family every chart uses, registered to [`FONT_TTF`].
+const FONT: &str = "sans-serif";
+
+/// Width and height of the comparison charts, pixels.
+const CHART_SIZE: (u32, u32) = (1200, 750);
+/// Width and height of a run timeline, pixels.
+const TIMELINE_SIZE: (u32, u32) = (1200, 1100);
+
+/// One colour per architecture (by column order), and for the series of a chart.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+const EXCLUDED_GREY: RGBColor = RGBColor(150, 150, 150);
+const WARN_RED: RGBColor = RGBColor(170, 20, 20);
+
+/// Errors drawing or writing charts; each names the file concerned.
+#[derive(Debug, Error)]
+pub enum ChartError {
+    /// An input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An input file is not in the expected format.
+    #[error("cannot parse {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why (with the line, when known).
+        reason: String,
+    },
+    /// plotters failed while drawing (or the PNG encoder failed).
+    #[error("cannot draw {path}: {reason}")]
+    Draw {
+        /// The chart file being drawn.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A chart (or the charts folder) could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: ResultsError,
+    },
+    /// The embedded font could not be registered (a bug: the shipped TTF is broken).
+    #[error("the embedded font assets/fonts/DejaVuSans.ttf could not be loaded")]
+    Font,
+}
+
+/// A malformed `latency.hgrm`.
+#[derive(Debug, Clone, Error, PartialEq)]
+#[error("line {line}: {reason}")]
+pub struct HgrmError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Parses HdrHistogram percentile-distribution text (`Value Percentile TotalCount
+/// 1/(1-Percentile)`, values in ms as chatbench writes them) into `(percentile, value_ms)`
+/// pairs, percentile in 0..=1, in file order. Comment lines (`#[Mean …]`) and blank lines are
+/// skipped; an empty histogram gives an empty list.
+pub fn parse_hgrm(text: &str) -> Result<Vec<(f64, f64)>, HgrmError> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut header_seen = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let err = |reason: String| HgrmError {
+            line: i + 1,
+            reason,
+        };
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !header_seen {
+            if line.starts_with("Value") && line.contains("Percentile") {
+                header_seen = true;
+                continue;
+            }
+            return Err(err(
+                "expected the header `Value Percentile TotalCount 1/(1-Percentile)`".into(),
+            ));
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !(3..=4).contains(&fields.len()) {
+            return Err(err(format!(
+                "expected 3 or 4 columns (Value Percentile TotalCount [1/(1-Percentile)]), found {}",
+                fields.len()
+            )));
+        }
+        let num = |s: &str, what: &str| -> Result<f64, HgrmError> {
+            s.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| err(format!("{what} `{s}` is not a number")))
+        };
+        let value = num(fields[0], "Value")?;
+        let q = num(fields[1], "Percentile")?;
+        fields[2]
+            .parse::<u64>()
+            .map_err(|_| err(format!("TotalCount `{}` is not a count", fields[2])))?;
+        if let Some(inv) = fields.get(3) {
+            num(inv, "1/(1-Percentile)")?;
+        }
+        if value < 0.0 {
+            return Err(err(format!("Value {value} is negative")));
+        }
+        if !(0.0..=1.0).contains(&q) {
+            return Err(err(format!("Percentile {q} is outside 0..1")));
+        }
+        if let Some(&(prev, _)) = out.last() {
+            if q < prev {
+                return Err(err(format!("Percentile {q} is below the previous {prev}")));
+            }
+        }
+        out.push((q, value));
+    }
+    if !header_seen {
+        return Err(HgrmError {
+            line: 1,
+            reason: "empty file: no header `Value Percentile TotalCount 1/(1-Percentile)`".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// What the comparison charts are drawn from: the architectures in column order and the
+/// results of each step, exactly as `chatbench compare` keeps them.
+#[derive(Debug, Clone, Copy)]
+pub struct ChartInputs<'a> {
+    /// Architectures, in column order (colours follow this order).
+    pub archs: &'a [String],
+    /// Each (architecture, step)'s outcome; a missing step is shown as "not run".
+    pub results: &'a Results,
+}
+
+/// Renders the charts of a comparison into `comparison_dir/charts/`: `latency_distribution`,
+/// `memory_per_connection`, `cpu_per_delivery` and `timeline-<arch>-<step>` for every run, each
+/// as `.png` and `.svg`. Returns the files written.
+///
+/// A broadcast run whose `latency.hgrm` cannot be read is left out of the latency chart with
+/// the reason; a run folder whose `timeseries.csv` cannot be read is an error.
+pub fn render_comparison_charts(
+    comparison_dir: &Path,
+    inputs: &ChartInputs<'_>,
+) -> Result<Vec<PathBuf>, ChartError> {
+    register_fonts()?;
+    let out = comparison_dir.join("charts");
+    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
+        path: out.clone(),
+        source: ResultsError::Io {
+            path: out.clone(),
+            source,
+        },
+    })?;
+    let mut written = Vec::new();
+    written.extend(write_chart(
+        &out,
+        "latency_distribution",
+        &latency_chart(inputs),
+    )?);
+    written.extend(write_chart(
+        &out,
+        "memory_per_connection",
+        &memory_chart(inputs),
+    )?);
+    written.extend(write_chart(&out, "cpu_per_delivery", &cpu_chart(inputs))?);
+    for ((arch, step), r) in inputs.results {
+        if let StepResult::Ran { dir, summary } = r {
+            let name = format!("timeline-{}-{}", file_safe(arch), step.as_str());
+            written.extend(timeline_of(dir, summary, &out, &name)?);
+        }
+    }
+    Ok(written)
+}
+
+/// Renders the timeline of the run in `run_dir` (its `timeseries.csv` and `summary.json`) as
+/// `out_dir/<name>.png` and `.svg`: connections open, messages per second, delivery latency
+/// p50/p99 and CPU (server and generator) per second, phases shaded. Returns the files written.
+pub fn run_timeline(
+    run_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>, ChartError> {
+    register_fonts()?;
+    let spath = run_dir.join("summary.json");
+    let summary = match StepResult::load(run_dir) {
+        Ok(StepResult::Ran { summary, .. }) => *summary,
+        Ok(StepResult::Failed { reason }) => {
+            return Err(ChartError::Parse {
+                path: spath,
+                reason,
+            })
+        }
+        Err(e) => {
+            return Err(ChartError::Parse {
+                path: spath,
+                reason: e.to_string(),
+            })
+        }
+    };
+    timeline_of(run_dir, &summary, out_dir, name)
+}
+
+/// The timeline of the run in `run_dir`, described by `summary` (as the caller holds it).
+fn timeline_of(
+    run_dir: &Path,
+    summary: &Summary,
+    out_dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>, ChartError> {
+    let tpath = run_dir.join("timeseries.csv");
+    let bytes = std::fs::read(&tpath).map_err(|source| ChartError::Read {
+        path: tpath.clone(),
+        source,
+    })?;
+    let rows = parse_timeseries(&bytes).map_err(|reason| ChartError::Parse {
+        path: tpath.clone(),
+        reason,
+    })?;
+    let chart = timeline_chart(summary, &rows);
+    write_chart(out_dir, name, &chart)
+}
+
+fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let mut rows = Vec::new();
+    for row in reader.deserialize::<SeriesRow>() {
+        rows.push(row.map_err(|e| e.to_string())?);
+    }
+    Ok(rows)
+}
+
+fn register_fonts() -> Result<(), ChartError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        [FontStyle::Normal, FontStyle::Bold]
+            .into_iter()
+            .all(|style| plotters::style::register_font(FONT, style, FONT_TTF).is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ChartError::Font)
+    }
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering to files.
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A chart that can draw itself on any plotters backend.
+trait Chart {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+fn write_chart(dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBuf>, ChartError> {
+    let (w, h) = chart.size();
+    let png_path = dir.join(format!("{name}.png"));
+    let svg_path = dir.join(format!("{name}.svg"));
+    let draw_err = |path: &Path, reason: String| ChartError::Draw {
+        path: path.to_path_buf(),
+        reason,
+    };
+
+    let mut pixels = vec![0u8; (w as usize) * (h as usize) * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        chart
+            .draw(&root)
+            .map_err(|e| draw_err(&png_path, e.to_string()))?;
+        root.present()
+            .map_err(|e| draw_err(&png_path, e.to_string()))?;
+    }
+    let mut png = Vec::new();
+    {
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&pixels, w, h, image::ColorType::Rgb8)
+            .map_err(|e| draw_err(&png_path, e.to_string()))?;
+    }
+    write_file_atomic(&png_path, &png).map_err(|source| ChartError::Write {
+        path: png_path.clone(),
+        source,
+    })?;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        chart
+            .draw(&root)
+            .map_err(|e| draw_err(&svg_path, e.to_string()))?;
+        root.present()
+            .map_err(|e| draw_err(&svg_path, e.to_string()))?;
+    }
+    write_file_atomic(&svg_path, svg.as_bytes()).map_err(|source| ChartError::Write {
+        path: svg_path.clone(),
+        source,
+    })?;
+    Ok(vec![png_path, svg_path])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces: what is plotted, what is left out, the footnote.
+
+/// Whether (arch, step) can be plotted; `Err` carries the short and the long reason.
+fn usable<'r>(
+    inputs: &'r ChartInputs<'_>,
+    arch: &str,
+    step: Step,
+) -> Result<(&'r Path, &'r Summary), (String, String)> {
+    match inputs.results.get(&(arch.to_string(), step)) {
+        None => Err((
+            "not run".into(),
+            format!("{arch}: no {} run", step.as_str()),
+        )),
+        Some(StepResult::Failed { reason }) => {
+            Err(("failed".into(), format!("{arch}: failed ({reason})")))
+        }
+        Some(StepResult::Ran { dir, summary }) => {
+            if !summary.valid {
+                let why = if summary.invalid_reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", summary.invalid_reasons.join("; "))
+                };
+                Err((
+                    "invalid".into(),
+                    format!("{arch}: invalid (generator-bound{why})"),
+                ))
+            } else if summary.status == RunStatus::Failed {
+                Err((
+                    "failed".into(),
+                    format!("{arch}: run failed (nothing measured)"),
+                ))
+            } else {
+                Ok((dir.as_path(), summary.as_ref()))
+            }
+        }
+    }
+}
+
+/// The short legend form of an exclusion: "epoll: invalid (generator-bound)".
+fn legend_exclusion(arch: &str, short: &str) -> String {
+    match short {
+        "invalid" => format!("{arch}: invalid (generator-bound)"),
+        other => format!("{arch}: {other}"),
+    }
+}
+
+fn machine_line(s: &Summary) -> String {
+    let p = &s.provenance;
+    format!(
+        "Machine: {}{} ({} CPUs), kernel {}; chatbench {} ({}{})",
+        p.hostname
+            .as_deref()
+            .map(|h| format!("{h}, "))
+            .unwrap_or_default(),
+        p.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        p.cpu_cores,
+        p.kernel.as_deref().unwrap_or("?"),
+        p.tool_version,
+        p.git_commit
+            .as_deref()
+            .map(|c| c.get(..10).unwrap_or(c))
+            .unwrap_or("no git commit"),
+        if p.git_dirty == Some(true) {
+            ", dirty"
+        } else {
+            ""
+        },
+    )
+}
+
+/// "Runs of 2026-11-27 18:59–19:17 UTC" from the runs' start times.
+fn date_line<'s>(summaries: impl IntoIterator<Item = &'s Summary>) -> String {
+    let mut starts: Vec<&str> = summaries
+        .into_iter()
+        .map(|s| s.provenance.started_at.as_str())
+        .collect();
+    starts.sort_unstable();
+    let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
+        return "Date: unknown (no run produced results)".into();
+    };
+    let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
+    let hm = |t: &str| t.get(11..16).unwrap_or("").to_string();
+    if day(first) == day(last) {
+        if first == last {
+            format!("Run of {} {} UTC", day(first), hm(first))
+        } else {
+            format!("Runs of {} {}–{} UTC", day(first), hm(first), hm(last))
+        }
+    } else {
+        format!(
+            "Runs of {} {} – {} {} UTC",
+            day(first),
+            hm(first),
+            day(last),
+            hm(last)
+        )
+    }
+}
+
+/// Machine and date of a comparison, from every run that wrote a summary.
+fn provenance_lines(inputs: &ChartInputs<'_>) -> Vec<String> {
+    let summaries: Vec<&Summary> = inputs
+        .results
+        .values()
+        .filter_map(|r| match r {
+            StepResult::Ran { summary, .. } => Some(summary.as_ref()),
+            StepResult::Failed { .. } => None,
+        })
+        .collect();
+    let machine = summaries
+        .first()
+        .map(|s| machine_line(s))
+        .unwrap_or_else(|| "Machine: unknown (no run produced results)".into());
+    vec![format!("{machine}. {}.", date_line(summaries))]
+}
+
+/// A footnote line, and whether it is a warning (drawn in red).
+#[derive(Debug, Clone)]
+struct FootLine {
+    text: String,
+    warn: bool,
+}
+
+fn note(text: impl Into<String>) -> FootLine {
+    FootLine {
+        text: text.into(),
+        warn: false,
+    }
+}
+
+fn warn(text: impl Into<String>) -> FootLine {
+    FootLine {
+        text: text.into(),
+        warn: true,
+    }
+}
+
+const FOOT_FONT_PX: u32 = 14;
+
+/// Wraps `text` to lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// Fills the background, draws the footnote at the bottom and returns the area above it.
+fn frame<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    foot: &[FootLine],
+) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let (w, h) = root.dim_in_pixel();
+    // DejaVu Sans averages about 0.5 em per character of running text.
+    let width_chars = ((f64::from(w) - 30.0) / (f64::from(FOOT_FONT_PX) * 0.5)) as usize;
+    let lines: Vec<(String, bool)> = foot
+        .iter()
+        .flat_map(|l| {
+            wrap(&l.text, width_chars.max(20))
+                .into_iter()
+                .map(move |t| (t, l.warn))
+        })
+        .collect();
+    let line_h = FOOT_FONT_PX + 5;
+    let foot_h = (lines.len() as u32) * line_h + 14;
+    let (main, foot_area) = root.split_vertically(h.saturating_sub(foot_h));
+    foot_area.draw(&PathElement::new(
+        vec![(15, 2), (w as i32 - 15, 2)],
+        ShapeStyle::from(&RGBColor(200, 200, 200)).stroke_width(1),
+    ))?;
+    for (i, (text, is_warn)) in lines.iter().enumerate() {
+        let color = if *is_warn {
+            WARN_RED
+        } else {
+            RGBColor(60, 60, 60)
+        };
+        foot_area.draw(&Text::new(
+            text.clone(),
+            (15, 8 + (i as u32 * line_h) as i32),
+            (FONT, FOOT_FONT_PX).into_font().color(&color),
+        ))?;
+    }
+    Ok(main)
+}
+
+fn title_style() -> TextStyle<'static> {
+    (FONT, 26).into_font().style(FontStyle::Bold).color(&BLACK)
+}
+
+fn label_style() -> TextStyle<'static> {
+    (FONT, 16).into_font().color(&BLACK)
+}
+
+fn desc_style() -> TextStyle<'static> {
+    (FONT, 18).into_font().color(&BLACK)
+}
+
+/// A centred message in an empty plot ("no valid run to plot").
+fn draw_empty_message<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    msg: &str,
+) -> DrawResult<DB> {
+    let (w, h) = area.dim_in_pixel();
+    area.draw(&Text::new(
+        msg.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        (FONT, 22)
+            .into_font()
+            .color(&WARN_RED)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Latency distribution.
+
+struct LatencySeries {
+    label: String,
+    color: RGBColor,
+    /// (1/(1-percentile), value in ms), percentile < 1.
+    points: Vec<(f64, f64)>,
+    max_ms: f64,
+}
+
+struct LatencyChart {
+    title: String,
+    series: Vec<LatencySeries>,
+    /// Legend entries of architectures left out.
+    excluded: Vec<String>,
+    foot: Vec<FootLine>,
+}
+
+fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
+    let mut series = Vec::new();
+    let mut excluded = Vec::new();
+    let mut left_out = Vec::new();
+    let mut conditions = Vec::new();
+    for (i, arch) in inputs.archs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let (dir, summary) = match usable(inputs, arch, Step::Broadcast) {
+            Ok(u) => u,
+            Err((short, long)) => {
+                excluded.push(legend_exclusion(arch, &short));
+                left_out.push(long);
+                continue;
+            }
+        };
+        let path = dir.join("latency.hgrm");
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_hgrm(&t).map_err(|e| e.to_string()));
+        let rows = match parsed {
+            Ok(rows) if rows.is_empty() => {
+                excluded.push(format!("{arch}: no deliveries"));
+                left_out.push(format!(
+                    "{arch}: {} is empty (no deliveries)",
+                    path.display()
+                ));
+                continue;
+            }
+            Ok(rows) => rows,
+            Err(e) => {
+                excluded.push(format!("{arch}: latency.hgrm unreadable"));
+                left_out.push(format!("{arch}: cannot read {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let max_ms = rows.iter().map(|&(_, v)| v).fold(0.0, f64::max);
+        let points = rows
+            .iter()
+            .filter(|&&(q, _)| q < 1.0)
+            .map(|&(q, v)| (1.0 / (1.0 - q), v))
+            .collect();
+        let mut label = arch.clone();
+        if summary.status == RunStatus::Interrupted {
+            label.push_str(" (interrupted run)");
+        }
+        conditions.push(format!(
+            "{arch}: {} connections, {:.0} msg/s in, {:.0} deliveries/s, {:.0} s window",
+            summary.connections.ready,
+            summary.messages.sent_per_s,
+            summary.messages.delivered_per_s,
+            summary.phases.measure
+        ));
+        series.push(LatencySeries {
+            label,
+            color,
+            points,
+            max_ms,
+        });
+    }
+    let mut foot = vec![note(format!(
+        "Latency from each message's intended send time to its delivery (open loop), HdrHistogram of the measurement window. Load: {}.",
+        if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
+    ))];
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.extend(provenance_lines(inputs).into_iter().map(note));
+    LatencyChart {
+        title: "Delivery latency by percentile (broadcast step)".into(),
+        series,
+        excluded,
+        foot,
+    }
+}
+
+/// A latency tick label: "0.1", "2", "50", "1000".
+fn format_ms(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+/// "0%", "90%", "99%", "99.9%", … for x = 1/(1-percentile) = 1, 10, 100, 1000, …
+pub fn nines_label(x: f64) -> String {
+    if x < 1.0 {
+        return String::new();
+    }
+    let pct = 100.0 * (1.0 - 1.0 / x);
+    let decimals = (x.log10().round() as i64 - 2).max(0) as usize;
+    format!("{pct:.decimals$}%")
+}
+
+impl Chart for LatencyChart {
+    fn size(&self) -> (u32, u32) {
+        CHART_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let main = frame(root, &self.foot)?;
+        let max_x = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(10.0, f64::max);
+        let decades = max_x.log10().ceil().max(1.0) as i32;
+        let x_end = 10f64.powi(decades);
+        // Log y: architectures differ by orders of magnitude in the tail.
+        let (y_min, y_max) = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1).chain([s.max_ms]))
+            .filter(|v| *v > 0.0)
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        let (y_start, y_end) = if y_max > 0.0 {
+            (
+                10f64.powf(y_min.log10().floor()),
+                10f64.powf((y_max * 1.05).log10().ceil()),
+            )
+        } else {
+            (0.1, 10.0)
+        };
+        let key_points: Vec<f64> = (0..=decades).map(|k| 10f64.powi(k)).collect();
+        let mut chart = ChartBuilder::on(&main)
+            .caption(&self.title, title_style())
+            .margin(15)
+            .margin_right(45)
+            .x_label_area_size(55)
+            .y_label_area_size(75)
+            .build_cartesian_2d(
+                (1f64..x_end).log_scale().with_key_points(key_points),
+                (y_start..y_end).log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .max_light_lines(4)
+            .x_desc("Percentile (log scale of 1/(1 − percentile))")
+            .y_desc("Delivery latency, ms (log scale)")
+            .x_label_formatter(&|x| nines_label(*x))
+            .y_label_formatter(&|y| format_ms(*y))
+            .label_style(label_style())
+            .axis_desc_style(desc_style())
+            .draw()?;
+        for s in &self.series {
+            let color = s.color;
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|&(x, y)| (x, y.max(y_start))),
+                    color.stroke_width(3),
+                ))?
+                .label(s.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                });
+        }
+        for e in &self.excluded {
+            chart
+                .draw_series(LineSeries::new(
+                    std::iter::empty::<(f64, f64)>(),
+                    EXCLUDED_GREY.stroke_width(1),
+                ))?
+                .label(format!("{e} — not plotted"))
+                .legend(|(x, y)| Cross::new((x + 12, y), 5, EXCLUDED_GREY.stroke_width(2)));
+        }
+        if self.series.is_empty() {
+            draw_empty_message(&main, "No valid broadcast run to plot")?;
+        }
+        if !self.series.is_empty() || !self.excluded.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font(label_style())
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 and 3. Bar charts: memory per connection, CPU per delivery.
+
+enum Slot {
+    /// One value per series (`None`: that series has no figure for this architecture).
+    Bars(Vec<Option<f64>>),
+    /// Left out, with the short reason shown on the slot.
+    Excluded(String),
+}
+
+struct BarChart {
+    title: String,
+    y_desc: String,
+    x_desc: String,
+    /// Series names (legend) and colours.
+    series: Vec<(String, RGBColor)>,
+    /// One slot per architecture, in column order.
+    slots: Vec<(String, Slot)>,
+    /// Decimals of the value labels.
+    decimals: usize,
+    foot: Vec<FootLine>,
+}
+
+fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
+    let mut slots = Vec::new();
+    let mut left_out = Vec::new();
+    let mut cautions = Vec::new();
+    let mut conditions = Vec::new();
+    for arch in inputs.archs {
+        match usable(inputs, arch, Step::Idle) {
+            Err((short, long)) => {
+                slots.push((arch.clone(), Slot::Excluded(short)));
+                left_out.push(long);
+            }
+            Ok((_, s)) => match &s.target_resources.memory_per_conn {
+                None => {
+                    slots.push((arch.clone(), Slot::Excluded("not sampled".into())));
+                    left_out.push(format!("{arch}: memory not sampled"));
+                }
+                Some(m) => {
+                    if !m.sockets_as_expected {
+                        cautions.push(format!(
+                            "{arch}: kernel figure unreliable (other socket activity on the host)"
+                        ));
+                    }
+                    conditions.push(format!(
+                        "{arch}: {} connections after {:.0} s settle",
+                        m.connections, s.phases.settle
+                    ));
+                    slots.push((
+                        arch.clone(),
+                        Slot::Bars(vec![
+                            Some(m.user_bytes_per_conn / 1024.0),
+                            Some(m.kernel_slab_bytes_per_conn / 1024.0),
+                        ]),
+                    ));
+                }
+            },
+        }
+    }
+    let mut foot = vec![note(format!(
+        "What one idle connection costs the server: user space = Δ server RSS / connections; kernel = Δ host slab / connections (both loopback sockets). Idle step: {}.",
+        if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
+    ))];
+    if !cautions.is_empty() {
+        foot.push(warn(format!("Caution: {}.", cautions.join("; "))));
+    }
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.extend(provenance_lines(inputs).into_iter().map(note));
+    BarChart {
+        title: "Memory per idle connection (idle step)".into(),
+        y_desc: "Memory per connection, KiB".into(),
+        x_desc: "Architecture".into(),
+        series: vec![
+            ("user space (server RSS)".into(), PALETTE[0]),
+            ("kernel (slab)".into(), PALETTE[1]),
+        ],
+        slots,
+        decimals: 2,
+        foot,
+    }
+}
+
+fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
+    let mut slots = Vec::new();
+    let mut left_out = Vec::new();
+    let mut conditions = Vec::new();
+    for arch in inputs.archs {
+        match usable(inputs, arch, Step::Broadcast) {
+            Err((short, long)) => {
+                slots.push((arch.clone(), Slot::Excluded(short)));
+                left_out.push(long);
+            }
+            Ok((_, s)) => match s.target_resources.cpu_us_per_delivery {
+                None => {
+                    slots.push((arch.clone(), Slot::Excluded("not sampled".into())));
+                    left_out.push(format!("{arch}: CPU not sampled"));
+                }
+                Some(v) => {
+                    conditions.push(format!(
+                        "{arch}: {} connections, {:.0} deliveries/s, {:.2} cores",
+                        s.connections.ready,
+                        s.messages.delivered_per_s,
+                        s.target_resources.cpu_cores_measure.unwrap_or(f64::NAN)
+                    ));
+                    slots.push((arch.clone(), Slot::Bars(vec![Some(v)])));
+                }
+            },
+        }
+    }
+    let mut foot = vec![note(format!(
+        "Server CPU time over the measurement window divided by the messages delivered in it; on loopback it includes the client sockets' receive processing. Broadcast step: {}.",
+        if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
+    ))];
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.extend(provenance_lines(inputs).into_iter().map(note));
+    BarChart {
+        title: "Server CPU per delivered message (broadcast step)".into(),
+        y_desc: "CPU per delivered message, µs".into(),
+        x_desc: "Architecture".into(),
+        series: vec![("server CPU-µs per delivery".into(), PALETTE[0])],
+        slots,
+        decimals: 2,
+        foot,
+    }
+}
+
+impl Chart for BarChart {
+    fn size(&self) -> (u32, u32) {
+        CHART_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let main = frame(root, &self.foot)?;
+        let n = self.slots.len().max(1);
+        let max = self
+            .slots
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Slot::Bars(v) => Some(v.iter().flatten().copied().fold(0.0, f64::max)),
+                Slot::Excluded(_) => None,
+            })
+            .fold(0.0, f64::max);
+        let y_end = if max > 0.0 { max * 1.2 } else { 1.0 };
+        let names: Vec<String> = self.slots.iter().map(|(a, _)| a.clone()).collect();
+        let mut chart = ChartBuilder::on(&main)
+            .caption(&self.title, title_style())
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(75)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..y_end)?;
+        let x_fmt = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .max_light_lines(0)
+            // Enough ticks that every integer (one per architecture) is one; the formatter
+            // names those and leaves the others blank.
+            .x_labels(2 * n + 2)
+            .x_desc(self.x_desc.as_str())
+            .y_desc(self.y_desc.as_str())
+            .x_label_formatter(&x_fmt)
+            .label_style(label_style())
+            .axis_desc_style(desc_style())
+            .draw()?;
+        let k = self.series.len().max(1) as f64;
+        let group = 0.7;
+        let bar_w = group / k;
+        let value_font = (FONT, 15).into_font().color(&BLACK);
+        for (si, (name, color)) in self.series.iter().enumerate() {
+            let color = *color;
+            let bars: Vec<(f64, f64)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, s))| match s {
+                    Slot::Bars(v) => v.get(si).copied().flatten().map(|v| (i as f64, v)),
+                    Slot::Excluded(_) => None,
+                })
+                .collect();
+            let left = |i: f64| i - group / 2.0 + si as f64 * bar_w;
+            chart
+                .draw_series(bars.iter().map(|&(i, v)| {
+                    Rectangle::new([(left(i), 0.0), (left(i) + bar_w, v)], color.filled())
+                }))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled())
+                });
+            chart.draw_series(bars.iter().map(|&(i, v)| {
+                Text::new(
+                    format!("{v:.prec$}", prec = self.decimals),
+                    (left(i) + bar_w / 2.0, v + y_end * 0.01),
+                    value_font.pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )
+            }))?;
+        }
+        let excluded_font = (FONT, 17)
+            .into_font()
+            .color(&WARN_RED)
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        chart.draw_series(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, s))| match s {
+                    Slot::Excluded(why) => Some(Text::new(
+                        format!("{why} — not plotted"),
+                        (i as f64, y_end * 0.04),
+                        excluded_font.clone(),
+                    )),
+                    Slot::Bars(_) => None,
+                }),
+        )?;
+        if self.slots.is_empty() {
+            draw_empty_message(&main, "No architecture to plot")?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(label_style())
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Run timeline.
+
+/// One line of a panel: label, colour, points (t_s, value).
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
+struct Panel {
+    y_desc: String,
+    lines: Vec<Line>,
+}
+
+struct TimelineChart {
+    title: String,
+    panels: Vec<Panel>,
+    /// (phase, start s, end s).
+    phases: Vec<(String, f64, f64)>,
+    t_end: f64,
+    foot: Vec<FootLine>,
+}
+
+fn phase_color(phase: &str) -> RGBColor {
+    match phase {
+        "connect" => RGBColor(230, 240, 250),
+        "settle" => RGBColor(240, 240, 240),
+        "warmup" => RGBColor(252, 243, 225),
+        "measure" => RGBColor(228, 245, 228),
+        "cooldown" => RGBColor(245, 232, 245),
+        _ => RGBColor(250, 250, 250),
+    }
+}
+
+fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
+    let mut by_metric: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in rows {
+        if r.t_s.is_finite() && r.value.is_finite() {
+            by_metric
+                .entry(r.metric.as_str())
+                .or_default()
+                .push((r.t_s, r.value));
+        }
+    }
+    for pts in by_metric.values_mut() {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let get = |m: &str, scale: f64| -> Vec<(f64, f64)> {
+        by_metric
+            .get(m)
+            .map(|v| v.iter().map(|&(t, x)| (t, x * scale)).collect())
+            .unwrap_or_default()
+    };
+    // Phase spans: each sample covers the second before its time stamp.
+    let mut stamps: Vec<(f64, &str)> = rows
+        .iter()
+        .filter(|r| r.t_s.is_finite())
+        .map(|r| (r.t_s, r.phase.as_str()))
+        .collect();
+    stamps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    stamps.dedup_by(|a, b| a.0 == b.0);
+    let mut phases: Vec<(String, f64, f64)> = Vec::new();
+    let mut prev_t = 0.0;
+    for (t, phase) in stamps {
+        match phases.last_mut() {
+            Some(last) if last.0 == phase => last.2 = t,
+            _ => phases.push((phase.to_string(), prev_t, t)),
+        }
+        prev_t = t;
+    }
+    let t_end = phases.last().map(|p| p.2).unwrap_or(1.0).max(1.0);
+    let panels = vec![
+        Panel {
+            y_desc: "Connections open".into(),
+            lines: vec![(
+                "connections open".into(),
+                PALETTE[0],
+                get("connections_open", 1.0),
+            )],
+        },
+        Panel {
+            y_desc: "Messages/s".into(),
+            lines: vec![
+                ("sent/s".into(), PALETTE[1], get("sent_per_s", 1.0)),
+                (
+                    "delivered/s".into(),
+                    PALETTE[2],
+                    get("delivered_per_s", 1.0),
+                ),
+            ],
+        },
+        Panel {
+            y_desc: "Latency, ms".into(),
+            lines: vec![
+                ("p50".into(), PALETTE[0], get("latency_p50_us", 1e-3)),
+                ("p99".into(), PALETTE[3], get("latency_p99_us", 1e-3)),
+            ],
+        },
+        Panel {
+            y_desc: "CPU, cores".into(),
+            lines: vec![
+                ("server".into(), PALETTE[4], get("target_cpu_cores", 1.0)),
+                (
+                    "generator".into(),
+                    PALETTE[7],
+                    get("generator_cpu_cores", 1.0),
+                ),
+            ],
+        },
+    ];
+    let arch = s.target.arch.as_deref().unwrap_or(s.target.url.as_str());
+    let mut foot = Vec::new();
+    let state = match s.status {
+        RunStatus::Complete => "complete",
+        RunStatus::Interrupted => "interrupted",
+        RunStatus::Failed => "failed",
+    };
+    foot.push(note(format!(
+        "Run {} (scenario {}, {} of {} connections ready), {state}. One sample per second; latency per second of deliveries, from the intended send time.",
+        s.run_id, s.scenario.name, s.connections.ready, s.connections.planned
+    )));
+    if !s.valid {
+        foot.push(warn(format!(
+            "INVALID run (generator-bound): {}. Its figures are not the server's.",
+            if s.invalid_reasons.is_empty() {
+                "no reason recorded".to_string()
+            } else {
+                s.invalid_reasons.join("; ")
+            }
+        )));
+    }
+    foot.push(note(format!(
+        "{}. {}.",
+        machine_line(s),
+        date_line(std::iter::once(s))
+    )));
+    TimelineChart {
+        title: format!(
+            "Run timeline: {arch}, {}{}",
+            s.scenario.name,
+            if s.valid { "" } else { " (INVALID)" }
+        ),
+        panels,
+        phases,
+        t_end,
+        foot,
+    }
+}
+
+impl Chart for TimelineChart {
+    fn size(&self) -> (u32, u32) {
+        TIMELINE_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let main = frame(root, &self.foot)?;
+        let (w, _) = main.dim_in_pixel();
+        let (title_area, main) = main.split_vertically(50);
+        title_area.draw(&Text::new(
+            self.title.clone(),
+            (w as i32 / 2, 28),
+            title_style().pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        let panels = main.split_evenly((self.panels.len(), 1));
+        let last = self.panels.len().saturating_sub(1);
+        for (pi, (panel, area)) in self.panels.iter().zip(panels.iter()).enumerate() {
+            let max = panel
+                .lines
+                .iter()
+                .flat_map(|l| l.2.iter().map(|p| p.1))
+                .fold(0.0, f64::max);
+            let y_end = if max > 0.0 { max * 1.15 } else { 1.0 };
+            let mut chart = ChartBuilder::on(area)
+                .margin_left(15)
+                .margin_right(25)
+                .margin_top(8)
+                .x_label_area_size(if pi == last { 50 } else { 25 })
+                .y_label_area_size(90)
+                .build_cartesian_2d(0f64..self.t_end, 0f64..y_end)?;
+            chart.draw_series(self.phases.iter().map(|(p, a, b)| {
+                Rectangle::new([(*a, 0.0), (*b, y_end)], phase_color(p).filled())
+            }))?;
+            if pi == 0 {
+                chart.draw_series(self.phases.iter().map(|(p, a, b)| {
+                    Text::new(
+                        p.clone(),
+                        ((a + b) / 2.0, y_end * 0.03),
+                        (FONT, 14)
+                            .into_font()
+                            .color(&RGBColor(90, 90, 90))
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                    )
+                }))?;
+            }
+            let y_fmt = |y: &f64| {
+                if *y == 0.0 {
+                    "0".to_string()
+                } else if y_end >= 20_000.0 {
+                    format!("{:.0}k", y / 1000.0)
+                } else if y_end >= 20.0 {
+                    format!("{y:.0}")
+                } else if y_end >= 2.0 {
+                    format!("{y:.1}")
+                } else {
+                    format!("{y:.2}")
+                }
+            };
+            let mut mesh = chart.configure_mesh();
+            mesh.y_desc(panel.y_desc.as_str())
+                .max_light_lines(0)
+                .y_labels(6)
+                .label_style(label_style())
+                .axis_desc_style(desc_style())
+                .y_label_formatter(&y_fmt);
+            if pi == last {
+                mesh.x_desc("Time since the start of the run, s");
+            }
+            mesh.draw()?;
+            let mut any = false;
+            for (label, color, pts) in &panel.lines {
+                let color = *color;
+                any |= !pts.is_empty();
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+                    .label(label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            if !any {
+                draw_empty_message(area, "no data in timeseries.csv")?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FONT, 14).into_font())
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hgrm_rows_parse_and_skip_comments() {
+        let text = "       Value     Percentile TotalCount 1/(1-Percentile)\n\n       0.174 0.000000000000          0           1.00\n       1.423 0.500000000000     198000           2.00\n      22.191 1.000000000000     396000\n#[Mean    =        1.700, StdDeviation   =        1.220]\n";
+        let rows = parse_hgrm(text).expect("parses");
+        assert_eq!(rows, vec![(0.0, 0.174), (0.5, 1.423), (1.0, 22.191)]);
+    }
+
+    #[test]
+    fn malformed_hgrm_is_an_error_with_its_line() {
+        let header = "Value Percentile TotalCount 1/(1-Percentile)\n";
+        for (text, line) in [
+            ("", 1),
+            ("{\"not\": \"hgrm\"}", 1),
+            (&*format!("{header}1.0 0.5"), 2),
+            (&*format!("{header}abc 0.5 10 2.0"), 2),
+            (&*format!("{header}1.0 1.5 10 2.0"), 2),
+            (&*format!("{header}1.0 0.5 10 2.0\n0.9 0.4 12 1.6"), 3),
+            (&*format!("{header}1.0 0.5 -3 2.0"), 2),
+            (&*format!("{header}NaN 0.5 3 2.0"), 2),
+        ] {
+            let e = parse_hgrm(text).expect_err(text);
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_histogram_parses_to_no_rows() {
+        let text = "Value Percentile TotalCount 1/(1-Percentile)\n\n#[Mean    =        0.000, StdDeviation   =        0.000]\n";
+        assert_eq!(parse_hgrm(text), Ok(vec![]));
+    }
+
+    #[test]
+    fn nines_labels() {
+        assert_eq!(nines_label(1.0), "0%");
+        assert_eq!(nines_label(10.0), "90%");
+        assert_eq!(nines_label(100.0), "99%");
+        assert_eq!(nines_label(1000.0), "99.9%");
+        assert_eq!(nines_label(1e5), "99.999%");
+    }
+
+    #[test]
+    fn wrap_keeps_words_whole() {
+        assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
+        assert_eq!(
+            wrap("averyveryverylongword x", 5),
+            vec!["averyveryverylongword", "x"]
+        );
+    }
+
+    #[test]
+    fn font_registers() {
+        register_fonts().expect("embedded font");
+    }
+}

@@ -1,0 +1,364 @@
+//! Tests of the charts, on the recorded fixtures (`tests/data/<step>/`: summary.json, a trimmed
+//! timeseries.csv, and the broadcast run's latency.hgrm).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chatbench_report::charts::{
+    parse_hgrm, render_comparison_charts, run_timeline, ChartInputs, Results,
+};
+use chatbench_report::comparison::{Step, StepResult};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn fixture(step: &str) -> StepResult {
+    StepResult::load(&data().join(step)).expect("fixture summary")
+}
+
+fn invalid(step: &str) -> StepResult {
+    let mut r = fixture(step);
+    if let StepResult::Ran { summary, .. } = &mut r {
+        summary.valid = false;
+        summary.invalid_reasons = vec!["generator CPU-bound: test".into()];
+    }
+    r
+}
+
+/// "a": every step valid; "b": idle invalid, broadcast failed; "c": broadcast invalid.
+fn results() -> Results {
+    let mut r = BTreeMap::new();
+    r.insert(("a".into(), Step::Idle), fixture("idle"));
+    r.insert(("a".into(), Step::Broadcast), fixture("broadcast"));
+    r.insert(("a".into(), Step::Poison), fixture("poison"));
+    r.insert(("b".into(), Step::Idle), invalid("idle"));
+    r.insert(
+        ("b".into(), Step::Broadcast),
+        StepResult::Failed {
+            reason: "server did not start".into(),
+        },
+    );
+    r.insert(("c".into(), Step::Broadcast), invalid("broadcast"));
+    r
+}
+
+fn archs() -> Vec<String> {
+    vec!["a".into(), "b".into(), "c".into()]
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// The PNG decodes to `size` and is more than a blank canvas.
+fn check_png(path: &Path, size: (u32, u32)) {
+    let bytes = std::fs::read(path).expect("png");
+    assert!(bytes.starts_with(PNG_SIGNATURE), "{}", path.display());
+    let img = image::load_from_memory(&bytes).expect("decodes").to_rgb8();
+    assert_eq!(img.dimensions(), size, "{}", path.display());
+    let mut colours: Vec<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    // Text is anti-aliased, so a chart with text and coloured series has many shades.
+    assert!(
+        colours.len() > 50,
+        "{}: only {} colours",
+        path.display(),
+        colours.len()
+    );
+}
+
+/// The SVG is an `<svg>` document containing each of `texts`.
+fn check_svg(path: &Path, texts: &[&str]) -> String {
+    let svg = std::fs::read_to_string(path).expect("svg");
+    let t = svg.trim();
+    assert!(t.starts_with("<svg"), "{}", path.display());
+    assert!(t.ends_with("</svg>"), "{}", path.display());
+    assert_eq!(
+        svg.matches("<text").count(),
+        svg.matches("</text>").count(),
+        "{}",
+        path.display()
+    );
+    for text in texts {
+        assert!(svg.contains(text), "{} lacks {text:?}", path.display());
+    }
+    svg
+}
+
+#[test]
+fn parse_hgrm_reads_a_real_file() {
+    let text = std::fs::read_to_string(data().join("broadcast/latency.hgrm")).expect("fixture");
+    let rows = parse_hgrm(&text).expect("parses");
+    assert!(rows.len() > 50, "{} rows", rows.len());
+    assert_eq!(rows.first().map(|r| r.0), Some(0.0));
+    assert_eq!(rows.last().map(|r| r.0), Some(1.0));
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+    // The last row is the max of the `#[Max = …]` footer.
+    let max_line = text
+        .lines()
+        .find(|l| l.starts_with("#[Max"))
+        .expect("max line");
+    let max: f64 = max_line
+        .split(['=', ','])
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .expect("max value");
+    assert_eq!(rows.last().map(|r| r.1), Some(max));
+}
+
+#[test]
+fn parse_hgrm_rejects_malformed_input_without_panicking() {
+    for text in [
+        "",
+        "garbage",
+        "Value Percentile TotalCount 1/(1-Percentile)\n1.0 banana 3 2.0\n",
+        "Value Percentile TotalCount 1/(1-Percentile)\n1.0 0.5\n",
+        "\u{0}\u{1}\u{2}",
+    ] {
+        assert!(parse_hgrm(text).is_err(), "{text:?}");
+    }
+    // Truncated real file: cut in the middle of a row.
+    let text = std::fs::read_to_string(data().join("broadcast/latency.hgrm")).expect("fixture");
+    let cut = &text[..text.len() / 2];
+    let cut = cut.rsplit_once(' ').map(|(a, _)| a).unwrap_or(cut);
+    let _ = parse_hgrm(cut); // may parse or not, must not panic
+}
+
+#[test]
+fn comparison_charts_render_as_png_and_svg() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archs, results) = (archs(), results());
+    let written = render_comparison_charts(
+        dir.path(),
+        &ChartInputs {
+            archs: &archs,
+            results: &results,
+        },
+    )
+    .expect("charts");
+    let charts = dir.path().join("charts");
+    for name in [
+        "latency_distribution",
+        "memory_per_connection",
+        "cpu_per_delivery",
+        "timeline-a-idle",
+        "timeline-a-broadcast",
+        "timeline-a-poison",
+        "timeline-b-idle",
+        "timeline-c-broadcast",
+    ] {
+        for ext in ["png", "svg"] {
+            let p = charts.join(format!("{name}.{ext}"));
+            assert!(written.contains(&p), "{} not reported", p.display());
+        }
+    }
+    assert_eq!(written.len(), 16, "{written:?}");
+    // No temporary files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&charts)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    for name in [
+        "latency_distribution",
+        "memory_per_connection",
+        "cpu_per_delivery",
+    ] {
+        check_png(&charts.join(format!("{name}.png")), (1200, 750));
+    }
+    check_png(&charts.join("timeline-a-broadcast.png"), (1200, 1100));
+
+    // Title, axis labels with units, legend, footnote with machine and date.
+    let provenance = ["Machine: vm", "Runs of 2026-11-27"];
+    let lat = check_svg(
+        &charts.join("latency_distribution.svg"),
+        &[
+            "Delivery latency by percentile",
+            "Delivery latency, ms",
+            "Percentile (log scale",
+            "99.9%",
+            "a\n",
+        ],
+    );
+    check_svg(&charts.join("latency_distribution.svg"), &provenance);
+    check_svg(
+        &charts.join("memory_per_connection.svg"),
+        &[
+            "Memory per idle connection",
+            "Memory per connection, KiB",
+            "user space (server RSS)",
+            "kernel (slab)",
+            "Machine: vm",
+        ],
+    );
+    check_svg(
+        &charts.join("cpu_per_delivery.svg"),
+        &[
+            "Server CPU per delivered message",
+            "CPU per delivered message, µs",
+            "Machine: vm",
+        ],
+    );
+    check_svg(
+        &charts.join("timeline-a-broadcast.svg"),
+        &[
+            "Run timeline: task-per-conn",
+            "Connections open",
+            "Messages/s",
+            "Latency, ms",
+            "CPU, cores",
+            "Time since the start of the run, s",
+            "delivered/s",
+            "measure",
+            "Machine: vm",
+        ],
+    );
+    // The invalid broadcast run of "c" and the failed one of "b" are named, not plotted: the
+    // latency chart has exactly one polyline with points (a's).
+    assert!(lat.contains("c: invalid (generator-bound)"), "legend");
+    assert!(lat.contains("b: failed"), "legend");
+    assert!(lat.contains("generator CPU-bound: test"), "footnote reason");
+}
+
+#[test]
+fn invalid_and_failed_runs_are_named_not_plotted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archs, results) = (archs(), results());
+    render_comparison_charts(
+        dir.path(),
+        &ChartInputs {
+            archs: &archs,
+            results: &results,
+        },
+    )
+    .expect("charts");
+    let charts = dir.path().join("charts");
+    let read = |n: &str| std::fs::read_to_string(charts.join(n)).expect("svg");
+
+    // Memory: only "a" has bars (2 series × 1 arch); "b" is invalid, "c" has no idle run.
+    let mem = read("memory_per_connection.svg");
+    assert!(mem.contains("invalid — not plotted"), "slot of b");
+    assert!(mem.contains("not run — not plotted"), "slot of c");
+    assert!(mem.contains("b: invalid (generator-bound: generator CPU-bound: test)"));
+    // Value labels: a's two figures, nothing else formatted as a value for b.
+    let idle = match &results[&("a".to_string(), Step::Idle)] {
+        StepResult::Ran { summary, .. } => summary.clone(),
+        StepResult::Failed { .. } => panic!("fixture"),
+    };
+    let m = idle
+        .target_resources
+        .memory_per_conn
+        .as_ref()
+        .expect("memory sampled");
+    assert!(mem.contains(&format!("{:.2}", m.user_bytes_per_conn / 1024.0)));
+    assert!(mem.contains(&format!("{:.2}", m.kernel_slab_bytes_per_conn / 1024.0)));
+
+    // CPU: "b" failed, "c" invalid; a's figure present.
+    let cpu = read("cpu_per_delivery.svg");
+    assert!(cpu.contains("failed — not plotted"));
+    assert!(cpu.contains("invalid — not plotted"));
+    assert!(cpu.contains("b: failed (server did not start)"));
+    assert!(cpu.contains("c: invalid (generator-bound"));
+
+    // Latency: one drawn line only (a); the legend names b and c as not plotted.
+    let lat = read("latency_distribution.svg");
+    let lines_with_points = lat
+        .split("<polyline")
+        .skip(1)
+        .filter(|p| {
+            p.split("points=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .is_some_and(|pts| pts.split_whitespace().count() > 10)
+        })
+        .count();
+    assert_eq!(lines_with_points, 1, "only a's distribution is drawn");
+    assert!(lat.contains("c: invalid (generator-bound) — not plotted"));
+
+    // The timeline of an invalid run says so.
+    let tl = read("timeline-c-broadcast.svg");
+    assert!(tl.contains("(INVALID)"));
+    assert!(tl.contains("INVALID run (generator-bound): generator CPU-bound: test"));
+}
+
+#[test]
+fn nothing_valid_still_renders_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archs = vec!["x".to_string()];
+    let mut results = BTreeMap::new();
+    results.insert(
+        ("x".to_string(), Step::Broadcast),
+        StepResult::Failed {
+            reason: "server did not start".into(),
+        },
+    );
+    render_comparison_charts(
+        dir.path(),
+        &ChartInputs {
+            archs: &archs,
+            results: &results,
+        },
+    )
+    .expect("charts");
+    let lat =
+        std::fs::read_to_string(dir.path().join("charts/latency_distribution.svg")).expect("svg");
+    assert!(lat.contains("No valid broadcast run to plot"));
+    assert!(lat.contains("Machine: unknown"));
+}
+
+#[test]
+fn run_timeline_renders_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = run_timeline(&data().join("poison"), dir.path(), "poison").expect("timeline");
+    assert_eq!(
+        written,
+        vec![dir.path().join("poison.png"), dir.path().join("poison.svg")]
+    );
+    check_png(&written[0], (1200, 1100));
+    check_svg(
+        &written[1],
+        &["Run timeline: task-per-conn", "quick-poison"],
+    );
+}
+
+#[test]
+fn run_timeline_errors_name_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::copy(data().join("idle/summary.json"), run.join("summary.json")).expect("copy");
+    let e = run_timeline(&run, dir.path(), "t").expect_err("no timeseries");
+    assert!(e.to_string().contains("timeseries.csv"), "{e}");
+    std::fs::write(run.join("timeseries.csv"), "t_s,phase,metric,value\nx,y\n").expect("write");
+    let e = run_timeline(&run, dir.path(), "t").expect_err("bad timeseries");
+    assert!(e.to_string().contains("timeseries.csv"), "{e}");
+}
+
+#[test]
+fn missing_latency_file_is_left_out_with_its_reason() {
+    // A valid broadcast run whose folder has no latency.hgrm (the poison fixture has none).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archs = vec!["a".to_string()];
+    let mut results = BTreeMap::new();
+    let mut r = fixture("poison");
+    if let StepResult::Ran { dir: d, .. } = &mut r {
+        *d = data().join("idle");
+    }
+    results.insert(("a".to_string(), Step::Broadcast), r);
+    render_comparison_charts(
+        dir.path(),
+        &ChartInputs {
+            archs: &archs,
+            results: &results,
+        },
+    )
+    .expect("charts");
+    let lat =
+        std::fs::read_to_string(dir.path().join("charts/latency_distribution.svg")).expect("svg");
+    assert!(lat.contains("a: latency.hgrm unreadable"), "legend");
+    assert!(lat.contains("latency.hgrm"), "footnote");
+}
