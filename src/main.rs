@@ -13,5 +13,14 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Library warnings (a pool worker that could not start, an accept error, …) go to stderr;
+    // RUST_LOG=debug (or any tracing filter) shows more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     cli::main()
 }
