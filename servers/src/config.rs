@@ -151,6 +151,12 @@ impl ServerConfig {
         if self.max_write_buffer_size <= self.write_buffer_size {
             return Err("max_write_buffer_size must be larger than write_buffer_size".into());
         }
+        if self.pool_size == 0 {
+            return Err(
+                "pool_size must be at least 1 (thread-pool: it is the most concurrent connections)"
+                    .into(),
+            );
+        }
         if self.worker_threads == Some(0) {
             return Err("worker_threads must be at least 1".into());
         }
@@ -225,5 +231,10 @@ mod tests {
         assert!(c.read_buffer_size <= 4096 && c.write_buffer_size <= 4096);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Drop);
         assert_eq!("disconnect".parse(), Ok(SlowConsumerPolicy::Disconnect));
+        let zero_pool = ServerConfig {
+            pool_size: 0,
+            ..ServerConfig::default()
+        };
+        assert!(zero_pool.validate().is_err_and(|e| e.contains("pool_size")));
     }
 }
