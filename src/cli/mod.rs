@@ -65,7 +65,7 @@ enum Command {
     /// results under runs/. A failed architecture is reported as failed; the rest still run.
     Compare(compare::CompareArgs),
     /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
-    /// alone.
+    /// alone; with two folders (two comparisons, or two runs), print them side by side.
     Report(report::ReportArgs),
 }
 

@@ -8,16 +8,29 @@ use anyhow::Context;
 use clap::Args;
 
 use chatbench_loadgen::results::write_file_atomic;
-use chatbench_report::comparison::{build, load, render_markdown};
+use std::path::Path;
+
+use chatbench_report::comparison::{build, load, render_markdown, StepResult};
+use chatbench_report::diff::{diff_comparisons, diff_runs};
+
+use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A comparison folder written by `chatbench compare` (it holds runs/ and comparison.json).
+    /// A comparison folder written by `chatbench compare` (it holds runs/ and comparison.json),
+    /// or, with OTHER, a run folder (it holds summary.json).
     #[arg(value_name = "DIR")]
     dir: PathBuf,
+    /// A second folder of the same kind: print the two side by side (A → B, with the change),
+    /// e.g. the same suite on two commits. Nothing is written.
+    #[arg(value_name = "OTHER")]
+    other: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(other) = &args.other {
+        return side_by_side(&args.dir, other);
+    }
     let loaded = load(&args.dir)
         .with_context(|| format!("reading the comparison in {}", args.dir.display()))?;
     let c = build(&loaded.suite, &loaded.archs, &loaded.results, &args.dir);
@@ -28,6 +41,37 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &args.dir.join("comparison.json"),
         &serde_json::to_vec_pretty(&c)?,
     )?;
+    print!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn side_by_side(a: &Path, b: &Path) -> anyhow::Result<ExitCode> {
+    let is_run = |p: &Path| p.join("summary.json").is_file();
+    let md = match (is_run(a), is_run(b)) {
+        (true, true) => {
+            let load = |p: &Path| match StepResult::load(p) {
+                Ok(StepResult::Ran { summary, .. }) => Ok(*summary),
+                Ok(StepResult::Failed { reason }) => Err(anyhow::anyhow!(reason)),
+                Err(e) => Err(e.into()),
+            };
+            diff_runs(&load(a)?, &load(b)?)
+        }
+        (false, false) => {
+            let c = |p: &Path| -> anyhow::Result<_> {
+                let l = load(p).with_context(|| format!("reading the comparison in {}", p.display()))?;
+                Ok(build(&l.suite, &l.archs, &l.results, p))
+            };
+            diff_comparisons(&c(a)?, &c(b)?, &a.display().to_string(), &b.display().to_string())
+        }
+        _ => {
+            return Err(UsageError(format!(
+                "{} and {} are not of the same kind: give two run folders (with summary.json) or two comparison folders (with runs/)",
+                a.display(),
+                b.display()
+            ))
+            .into())
+        }
+    };
     print!("{md}");
     Ok(ExitCode::SUCCESS)
 }
