@@ -10,6 +10,18 @@ if ! need cargo; then
   exit 2
 fi
 
+# rustfmt and clippy ship with rustup's default profile; add them if this toolchain lacks them.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if need rustup; then
+      rustup component add "$component"
+    else
+      echo "error: cargo $component is missing and rustup is not available to add it" >&2
+      exit 2
+    fi
+  fi
+done
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
