@@ -22,6 +22,17 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The report.html test loads the page in headless Chromium (Debian's package).
+if ! need chromium && ! need chromium-browser; then
+  echo "== installing chromium (for the report.html browser check)"
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "error: the tests need headless Chromium: install Debian's chromium (apt-get install chromium) and re-run" >&2
+    exit 2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -139,6 +139,32 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).expect("svg");
         assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
     }
+    // report.html: self-contained, and it renders in a real browser with every chart and no
+    // console output.
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    for fetch in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(
+            !page.contains(fetch),
+            "report.html fetches from the network: {fetch}"
+        );
+    }
+    let svgs = std::fs::read_dir(dir.join("charts"))
+        .expect("charts")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        })
+        .count();
+    let (body, console) = browser_dump(&dir.join("report.html"));
+    assert!(
+        body.contains("data-ready=\"yes\""),
+        "the page did not finish rendering: {body}"
+    );
+    assert!(
+        body.contains(&format!("data-charts=\"{svgs}\"")),
+        "charts missing: {body} (expected {svgs})"
+    );
+    assert!(console.is_empty(), "browser console output: {console:?}");
     // `chatbench report` rebuilds the same table from the files alone.
     let before = std::fs::read(dir.join("comparison.json")).expect("comparison.json");
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
@@ -155,4 +181,50 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     assert_eq!(a, b, "report rebuilt a different table");
     // Ten measured questions per architecture, each a traced number or an explained invalid.
     assert_eq!(traced + invalid, 10 * archs.split(',').count(), "{md}");
+}
+
+/// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the
+/// console lines it logged.
+fn browser_dump(page: &Path) -> (String, Vec<String>) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("headless Chromium is needed for the report.html check: install Debian's `chromium` (scripts/test.sh does)");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        o.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let body = dom
+        .find("<body")
+        .map(|i| dom[i..].split('>').next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let console = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
+        .map(str::to_string)
+        .collect();
+    (body, console)
 }

@@ -579,6 +579,28 @@ fn machine_line(s: &Summary) -> String {
     )
 }
 
+/// A row's conditions in a line; architectures that share a condition are listed together.
+pub fn conditions(c: &Comparison, r: &Row) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for a in &c.archs {
+        if let Some(cell) = r.cells.get(a) {
+            match groups.iter_mut().find(|(cond, _)| *cond == cell.condition) {
+                Some((_, archs)) => archs.push(a),
+                None => groups.push((cell.condition.clone(), vec![a])),
+            }
+        }
+    }
+    let text: Vec<String> = if groups.len() == 1 {
+        groups.into_iter().map(|(cond, _)| cond).collect()
+    } else {
+        groups
+            .into_iter()
+            .map(|(cond, archs)| format!("{}: {cond}", archs.join(", ")))
+            .collect()
+    };
+    text.join("; ")
+}
+
 /// The Markdown form: the table, then each row's conditions, with links to the results files.
 pub fn render_markdown(c: &Comparison) -> String {
     use std::fmt::Write;
@@ -613,25 +635,7 @@ pub fn render_markdown(c: &Comparison) -> String {
     }
     let _ = writeln!(out, "\n## Conditions\n");
     for r in &c.rows {
-        // Architectures that share a condition are listed together.
-        let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
-        for a in &c.archs {
-            if let Some(cell) = r.cells.get(a) {
-                match groups.iter_mut().find(|(cond, _)| *cond == cell.condition) {
-                    Some((_, archs)) => archs.push(a),
-                    None => groups.push((cell.condition.clone(), vec![a])),
-                }
-            }
-        }
-        let text: Vec<String> = if groups.len() == 1 {
-            groups.into_iter().map(|(cond, _)| cond).collect()
-        } else {
-            groups
-                .into_iter()
-                .map(|(cond, archs)| format!("{}: {cond}", archs.join(", ")))
-                .collect()
-        };
-        let _ = writeln!(out, "- **{}** — {}", r.label, text.join("; "));
+        let _ = writeln!(out, "- **{}** — {}", r.label, conditions(c, r));
     }
     if !c.failures.is_empty() {
         let _ = writeln!(out, "\n## Failures\n");

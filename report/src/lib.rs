@@ -8,3 +8,4 @@
 pub mod charts;
 pub mod comparison;
 pub mod diff;
+pub mod html;

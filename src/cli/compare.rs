@@ -164,6 +164,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let comparison = build("quick", &archs, &results, &dir);
     draw_charts(&dir, &archs, &results);
+    let page = chatbench_report::html::render(&dir, &comparison, &results);
+    write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
     let md = render_markdown(&comparison);
     write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
     let json = serde_json::to_vec_pretty(&comparison).context("encoding comparison.json")?;

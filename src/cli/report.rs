@@ -36,6 +36,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let c = build(&loaded.suite, &loaded.archs, &loaded.results, &args.dir);
     super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results);
     let md = render_markdown(&c);
+    let page = chatbench_report::html::render(&args.dir, &c, &loaded.results);
+    write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
     write_file_atomic(&args.dir.join("comparison.md"), md.as_bytes())?;
     write_file_atomic(
         &args.dir.join("comparison.json"),
