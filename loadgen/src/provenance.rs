@@ -78,6 +78,31 @@ impl Provenance {
         }
     }
 
+    /// One line naming the machine and the build: `host, CPU (N CPUs), kernel K; chatbench V
+    /// (commit[, dirty])`, for reports and chart footnotes.
+    pub fn machine(&self) -> String {
+        format!(
+            "{}{} ({} CPUs), kernel {}; chatbench {} ({}{})",
+            self.hostname
+                .as_deref()
+                .map(|h| format!("{h}, "))
+                .unwrap_or_default(),
+            self.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            self.cpu_cores,
+            self.kernel.as_deref().unwrap_or("?"),
+            self.tool_version,
+            self.git_commit
+                .as_deref()
+                .map(|c| c.get(..10).unwrap_or(c))
+                .unwrap_or("no git commit"),
+            if self.git_dirty == Some(true) {
+                ", dirty"
+            } else {
+                ""
+            },
+        )
+    }
+
     /// Record the finish time (now).
     pub fn finish(&mut self) {
         self.finished_at = Some(now_rfc3339());

@@ -35,12 +35,6 @@ pub const GEN_CPU_LIMIT: f64 = 0.90;
 /// Pacer p99 lateness above which the generator did not keep its schedule, µs.
 pub const PACER_LAG_LIMIT_US: u64 = 2_000;
 
-/// Connections per loopback source address. Far below the ~28k ports of the ephemeral range
-/// on purpose: the kernel's connect() searches the ports of a (source, destination) pair
-/// linearly, and with 15k connections on one source address that search took two thirds of the
-/// generator's CPU and stalled connection setup for seconds (measured with perf).
-pub const CONNS_PER_SOURCE_ADDR: u32 = 1_000;
-
 /// Errors that stop a run before it measures anything.
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -244,7 +238,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let target = Target::parse(&opts.target_url)?;
     target.preflight(scenario.connect_timeout).await?;
     let source_addrs = if target.is_loopback() && target.addr.is_ipv4() {
-        sys::loopback_source_addrs(u64::from(scenario.connections), CONNS_PER_SOURCE_ADDR)
+        sys::loopback_source_addrs(
+            u64::from(scenario.connections),
+            sys::DEFAULT_CONNS_PER_SOURCE_ADDR,
+        )
     } else {
         Vec::new()
     };

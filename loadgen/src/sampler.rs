@@ -8,22 +8,16 @@
 //! figure polluted by other load on the host is flagged rather than reported as fact.
 //!
 //! Parsing is pure (text in, numbers out) so it is tested on sample text; reading is a thin layer
-//! on top. A background [`Sampler`] thread takes one sample a second into a bounded series.
+//! on top; the run coordinator takes one sample a second in its tick.
 
 use std::borrow::Borrow;
-use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-/// Most samples a [`Sampler`] keeps: 24 h at one a second. Older samples are dropped first.
-pub const MAX_SAMPLES: usize = 24 * 60 * 60;
 
 /// Why a sample could not be taken.
 #[derive(Debug, Error)]
@@ -306,144 +300,6 @@ pub fn self_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// One point of a [`Sampler`] series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SamplePoint {
-    /// Time since [`clock_epoch`].
-    pub at: Duration,
-    /// The target process; `None` when no pid is sampled or the read failed.
-    pub process: Option<ProcSample>,
-    /// The host; `None` when the read failed.
-    pub host: Option<HostSample>,
-}
-
-#[derive(Debug, Default)]
-struct Series {
-    points: VecDeque<SamplePoint>,
-    dropped: u64,
-    last_error: Option<String>,
-    process_gone: bool,
-}
-
-/// A background thread that samples a process (optional) and the host at a fixed interval into a
-/// bounded in-memory series ([`MAX_SAMPLES`], oldest dropped first). Stops within one wake-up
-/// when [`Sampler::stop`] is called or the sampler is dropped.
-#[derive(Debug)]
-pub struct Sampler {
-    series: Arc<Mutex<Series>>,
-    stop_tx: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sampler {
-    /// Start sampling `pid` (or only the host, with `None`) every `interval`; the first sample is
-    /// taken immediately.
-    pub fn start(pid: Option<u32>, interval: Duration) -> io::Result<Sampler> {
-        Self::start_with_cap(pid, interval, MAX_SAMPLES)
-    }
-
-    fn start_with_cap(pid: Option<u32>, interval: Duration, cap: usize) -> io::Result<Sampler> {
-        let series = Arc::new(Mutex::new(Series::default()));
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let shared = Arc::clone(&series);
-        let thread = std::thread::Builder::new()
-            .name("chatbench-sampler".into())
-            .spawn(move || loop {
-                let point = take_point(pid, &shared);
-                if let Ok(mut s) = shared.lock() {
-                    if s.points.len() >= cap.max(1) {
-                        s.points.pop_front();
-                        s.dropped += 1;
-                    }
-                    s.points.push_back(point);
-                }
-                match stop_rx.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            })?;
-        Ok(Sampler {
-            series,
-            stop_tx: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// A copy of the series so far.
-    pub fn snapshot(&self) -> Vec<SamplePoint> {
-        self.series
-            .lock()
-            .map(|s| s.points.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The most recent point.
-    pub fn latest(&self) -> Option<SamplePoint> {
-        self.series
-            .lock()
-            .ok()
-            .and_then(|s| s.points.back().cloned())
-    }
-
-    /// The last sampling error, if any (e.g. the target went away).
-    pub fn last_error(&self) -> Option<String> {
-        self.series.lock().ok().and_then(|s| s.last_error.clone())
-    }
-
-    /// Whether the sampled process has gone away.
-    pub fn process_gone(&self) -> bool {
-        self.series.lock().map(|s| s.process_gone).unwrap_or(false)
-    }
-
-    /// Points dropped because the series reached its cap.
-    pub fn dropped(&self) -> u64 {
-        self.series.lock().map(|s| s.dropped).unwrap_or(0)
-    }
-
-    /// Stop the thread and return the whole series.
-    pub fn stop(mut self) -> Vec<SamplePoint> {
-        self.shutdown();
-        self.snapshot()
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn take_point(pid: Option<u32>, shared: &Mutex<Series>) -> SamplePoint {
-    let at = since_epoch();
-    let mut errors = Vec::new();
-    let mut gone = false;
-    let process = pid.and_then(|pid| match sample_process(pid) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            gone = matches!(e, SamplerError::ProcessGone { .. });
-            errors.push(e.to_string());
-            None
-        }
-    });
-    let host = sample_host().map_err(|e| errors.push(e.to_string())).ok();
-    if let Ok(mut s) = shared.lock() {
-        if !errors.is_empty() {
-            s.last_error = Some(errors.join("; "));
-        }
-        s.process_gone |= gone;
-    }
-    SamplePoint { at, process, host }
-}
-
 /// Memory per connection between two readings (design: "Memory per connection").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryPerConn {
@@ -631,36 +487,6 @@ VmRSS:\t    5120 kB\nRssAnon:\t    3072 kB\nRssFile:\t    2048 kB\nThreads:\t4\n
     fn samples_host() {
         let h = sample_host().expect("host sample");
         assert!(h.slab_bytes > 0);
-    }
-
-    #[test]
-    fn sampler_runs_and_stops_promptly() {
-        let s = Sampler::start(Some(std::process::id()), Duration::from_secs(3600)).expect("start");
-        // The first sample is immediate; wait for it without sleeping blindly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.latest().is_none() && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        assert!(s.latest().is_some_and(|p| p.process.is_some()));
-        let t = Instant::now();
-        let series = s.stop();
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "stop took {:?}",
-            t.elapsed()
-        );
-        assert_eq!(series.len(), 1);
-    }
-
-    #[test]
-    fn sampler_series_is_bounded() {
-        let s = Sampler::start_with_cap(None, Duration::from_millis(1), 3).expect("start");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while s.dropped() < 2 && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        assert!(s.dropped() >= 2);
-        assert_eq!(s.stop().len(), 3);
     }
 
     fn readings(rss: u64, anon: u64, slab: u64, sunr: u64, tcp: u64) -> (ProcSample, HostSample) {

@@ -412,27 +412,7 @@ fn legend_exclusion(arch: &str, short: &str) -> String {
 }
 
 fn machine_line(s: &Summary) -> String {
-    let p = &s.provenance;
-    format!(
-        "Machine: {}{} ({} CPUs), kernel {}; chatbench {} ({}{})",
-        p.hostname
-            .as_deref()
-            .map(|h| format!("{h}, "))
-            .unwrap_or_default(),
-        p.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        p.cpu_cores,
-        p.kernel.as_deref().unwrap_or("?"),
-        p.tool_version,
-        p.git_commit
-            .as_deref()
-            .map(|c| c.get(..10).unwrap_or(c))
-            .unwrap_or("no git commit"),
-        if p.git_dirty == Some(true) {
-            ", dirty"
-        } else {
-            ""
-        },
-    )
+    format!("Machine: {}", s.provenance.machine())
 }
 
 /// "Runs of 2026-11-27 18:59–19:17 UTC" from the runs' start times.

@@ -375,11 +375,29 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
             )
         },
     );
-    row(
-        "memory_user_kib",
-        "Memory per connection, user space",
-        "KiB",
-        &|a| {
+    // The two memory rows differ only in the figure and the kernel row's caveat.
+    type MemPick = fn(&chatbench_loadgen::sampler::MemoryPerConn) -> (f64, &'static str);
+    let memory_rows: [(&str, &str, MemPick); 2] = [
+        (
+            "memory_user_kib",
+            "Memory per connection, user space",
+            |m| (m.user_bytes_per_conn, ""),
+        ),
+        (
+            "memory_kernel_kib",
+            "Memory per connection, kernel (slab, both loopback sockets)",
+            |m| {
+                let caveat = if m.sockets_as_expected {
+                    ""
+                } else {
+                    " (unreliable: other socket activity)"
+                };
+                (m.kernel_slab_bytes_per_conn, caveat)
+            },
+        ),
+    ];
+    for (key, label, pick) in memory_rows {
+        row(key, label, "KiB", &|a| {
             cell(
                 results,
                 base,
@@ -391,41 +409,14 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
                         .memory_per_conn
                         .as_ref()
                         .ok_or("not sampled")?;
-                    let v = m.user_bytes_per_conn / 1024.0;
-                    Ok((v, format!("{v:.2} KiB")))
-                },
-                idle_condition,
-            )
-        },
-    );
-    row(
-        "memory_kernel_kib",
-        "Memory per connection, kernel (slab, both loopback sockets)",
-        "KiB",
-        &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Idle,
-                |s| {
-                    let m = s
-                        .target_resources
-                        .memory_per_conn
-                        .as_ref()
-                        .ok_or("not sampled")?;
-                    let v = m.kernel_slab_bytes_per_conn / 1024.0;
-                    let caveat = if m.sockets_as_expected {
-                        ""
-                    } else {
-                        " (unreliable: other socket activity)"
-                    };
+                    let (bytes, caveat) = pick(m);
+                    let v = bytes / 1024.0;
                     Ok((v, format!("{v:.2} KiB{caveat}")))
                 },
                 idle_condition,
             )
-        },
-    );
+        });
+    }
     for (key, label, pick) in [
         (
             "latency_p50_ms",
@@ -558,7 +549,6 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
 }
 
 fn machine_line(s: &Summary) -> String {
-    let p = &s.provenance;
     let pinning = match &s.target.cpu_affinity {
         Some(server) => format!(
             "; server pinned to CPUs {server:?}, generator to {:?}",
@@ -566,17 +556,7 @@ fn machine_line(s: &Summary) -> String {
         ),
         None => "; server and generator not pinned".to_string(),
     };
-    format!(
-        "{} ({} CPUs), kernel {}, chatbench {} ({}){pinning}",
-        p.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        p.cpu_cores,
-        p.kernel.as_deref().unwrap_or("?"),
-        p.tool_version,
-        p.git_commit
-            .as_deref()
-            .map(|c| &c[..c.len().min(10)])
-            .unwrap_or("no git commit"),
-    )
+    format!("{}{pinning}", s.provenance.machine())
 }
 
 /// A row's conditions in a line; architectures that share a condition are listed together.
