@@ -228,3 +228,184 @@ fn browser_dump(page: &Path) -> (String, Vec<String>) {
         .collect();
     (body, console)
 }
+
+/// Every run folder of `dir` whose scenario is `name` and whose server was `arch`.
+fn summaries_of(dir: &Path, name: &str, arch: &str) -> Vec<serde_json::Value> {
+    let mut dirs: Vec<_> = std::fs::read_dir(dir.join("runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .filter_map(|d| {
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.join("summary.json")).ok()?).ok()?;
+            (s["scenario"]["name"] == name && s["target"]["arch"] == arch).then_some(s)
+        })
+        .collect()
+}
+
+#[test]
+fn full_suite_sweeps_trace_to_their_results_files() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let archs = ["task-per-conn", "epoll"];
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--suite",
+            "full",
+            "--tiny",
+            "--repeats",
+            "2",
+            "--archs",
+            &archs.join(","),
+            "--out",
+            out.path().to_str().expect("path"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    assert_eq!(c["suite"], "full");
+    assert_eq!(c["slo_p99_ms"], 100.0);
+    let rows = c["rows"].as_array().expect("rows");
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("row {key} missing"))
+    };
+    for arch in archs {
+        // Capacity: the number is the ready count of the step it links to, a capacity step.
+        let cell = &row("max_connections")["cells"][arch];
+        check_traced(&dir, cell, "full-capacity", |s| {
+            s["connections"]["ready"].as_f64()
+        });
+        // The knee: delivered/s of a load-sweep step.
+        let cell = &row("knee_deliveries_per_s")["cells"][arch];
+        check_traced(&dir, cell, "full-load-sweep", |s| {
+            s["messages"]["delivered_per_s"].as_f64()
+        });
+        // Room sizes: p99 of the run with that room size.
+        for m in [10, 100] {
+            let cell = &row(&format!("latency_p99_room_{m}_ms"))["cells"][arch];
+            check_traced(&dir, cell, "full-room-size", |s| {
+                let toml: toml::Table = toml::from_str(s["scenario"]["text"].as_str()?).ok()?;
+                assert_eq!(toml["members_per_room"].as_integer(), Some(m), "{cell}");
+                s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0)
+            });
+        }
+        // The memory slope, recomputed here from every idle-ramp summary of the arch.
+        let ramp = summaries_of(&dir, "full-idle-ramp", arch);
+        assert_eq!(ramp.len(), 2, "two idle-ramp steps for {arch}");
+        let cell = &row("memory_slope_user_kib")["cells"][arch];
+        let pts: Vec<(f64, f64)> = ramp
+            .iter()
+            .filter(|s| {
+                s["valid"] == true && s["connections"]["ready"] == s["connections"]["planned"]
+            })
+            .map(|s| {
+                let m = &s["target_resources"]["memory_per_conn"];
+                let n = m["connections"].as_f64().expect("n");
+                (n, m["user_bytes_per_conn"].as_f64().expect("user") * n)
+            })
+            .collect();
+        if pts.len() == 2 {
+            let slope = (pts[1].1 - pts[0].1) / (pts[1].0 - pts[0].0) / 1024.0;
+            let v = cell["value"]
+                .as_f64()
+                .expect("a slope from two usable steps");
+            assert!(
+                (v - slope).abs() < 1e-6 * slope.abs().max(1.0),
+                "{v} vs {slope}"
+            );
+        } else {
+            assert!(cell["value"].is_null(), "{cell}");
+        }
+        // The broadcast step ran twice; the table shows the median run by p99 (the lower of two).
+        let bcast = summaries_of(&dir, "full-broadcast", arch);
+        assert_eq!(bcast.len(), 2, "two broadcast repeats for {arch}");
+        let mut p99s: Vec<f64> = bcast
+            .iter()
+            .filter(|s| s["valid"] == true)
+            .filter_map(|s| s["latency_us"]["p99"].as_f64())
+            .collect();
+        p99s.sort_by(f64::total_cmp);
+        let cell = &row("latency_p99_ms")["cells"][arch];
+        match p99s.first() {
+            Some(lowest) => {
+                assert_eq!(cell["value"].as_f64(), Some(lowest / 1000.0), "{cell}");
+                if p99s.len() == 2 {
+                    assert!(
+                        cell["display"]
+                            .as_str()
+                            .expect("display")
+                            .contains("median of 2"),
+                        "{cell}"
+                    );
+                }
+            }
+            None => assert_eq!(cell["status"], "invalid", "{cell}"),
+        }
+    }
+    for name in ["memory_vs_connections", "p99_vs_load", "p99_vs_room_size"] {
+        let png = std::fs::read(dir.join("charts").join(format!("{name}.png"))).expect("png");
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{name}.png"
+        );
+        let svg =
+            std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).expect("svg");
+        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
+    }
+    // `chatbench report` rebuilds the same table, sweeps included, from the files alone.
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
+            .expect("json");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
+            .expect("json");
+    assert_eq!(after, before, "report rebuilt a different table");
+}
+
+/// A sweep cell: either a number equal to `pick` of the summary it links to (a run of
+/// `scenario`), or no number with a status that says why and, when a run stopped it, a link.
+fn check_traced(
+    dir: &Path,
+    cell: &serde_json::Value,
+    scenario: &str,
+    pick: impl Fn(&serde_json::Value) -> Option<f64>,
+) {
+    let src = cell["source"].as_str();
+    match cell["value"].as_f64() {
+        Some(v) => {
+            let src = dir.join(src.expect("a number without a source"));
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+            assert_eq!(s["scenario"]["name"], scenario, "{cell}");
+            assert_eq!(pick(&s), Some(v), "{cell} vs {}", src.display());
+        }
+        None => {
+            let status = cell["status"].as_str().expect("status");
+            assert!(["invalid", "stopped", "failed"].contains(&status), "{cell}");
+            // It says why: the stop reason in the display, or the invalid run's reasons.
+            assert!(
+                cell["display"].as_str().is_some_and(|d| d.contains(':'))
+                    || cell["condition"].as_str().is_some_and(|c| !c.is_empty()),
+                "{cell}"
+            );
+        }
+    }
+}

@@ -37,12 +37,12 @@ const FONT_TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 const FONT: &str = "sans-serif";
 
 /// Width and height of the comparison charts, pixels.
-const CHART_SIZE: (u32, u32) = (1200, 750);
+pub(crate) const CHART_SIZE: (u32, u32) = (1200, 750);
 /// Width and height of a run timeline, pixels.
 const TIMELINE_SIZE: (u32, u32) = (1200, 1100);
 
 /// One colour per architecture (by column order), and for the series of a chart.
-const PALETTE: [RGBColor; 8] = [
+pub(crate) const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -52,8 +52,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-const EXCLUDED_GREY: RGBColor = RGBColor(150, 150, 150);
-const WARN_RED: RGBColor = RGBColor(170, 20, 20);
+pub(crate) const EXCLUDED_GREY: RGBColor = RGBColor(150, 150, 150);
+pub(crate) const WARN_RED: RGBColor = RGBColor(170, 20, 20);
 
 /// Errors drawing or writing charts; each names the file concerned.
 #[derive(Debug, Error)]
@@ -280,7 +280,7 @@ fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
     Ok(rows)
 }
 
-fn register_fonts() -> Result<(), ChartError> {
+pub(crate) fn register_fonts() -> Result<(), ChartError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         [FontStyle::Normal, FontStyle::Bold]
@@ -309,15 +309,20 @@ fn file_safe(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Rendering to files.
 
-type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(crate) type DrawResult<DB> =
+    Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// A chart that can draw itself on any plotters backend.
-trait Chart {
+pub(crate) trait Chart {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
 }
 
-fn write_chart(dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBuf>, ChartError> {
+pub(crate) fn write_chart(
+    dir: &Path,
+    name: &str,
+    chart: &impl Chart,
+) -> Result<Vec<PathBuf>, ChartError> {
     let (w, h) = chart.size();
     let png_path = dir.join(format!("{name}.png"));
     let svg_path = dir.join(format!("{name}.svg"));
@@ -411,12 +416,12 @@ fn legend_exclusion(arch: &str, short: &str) -> String {
     }
 }
 
-fn machine_line(s: &Summary) -> String {
+pub(crate) fn machine_line(s: &Summary) -> String {
     format!("Machine: {}", s.provenance.machine())
 }
 
 /// "Runs of 2026-11-27 18:59–19:17 UTC" from the runs' start times.
-fn date_line<'s>(summaries: impl IntoIterator<Item = &'s Summary>) -> String {
+pub(crate) fn date_line<'s>(summaries: impl IntoIterator<Item = &'s Summary>) -> String {
     let mut starts: Vec<&str> = summaries
         .into_iter()
         .map(|s| s.provenance.started_at.as_str())
@@ -463,19 +468,19 @@ fn provenance_lines(inputs: &ChartInputs<'_>) -> Vec<String> {
 
 /// A footnote line, and whether it is a warning (drawn in red).
 #[derive(Debug, Clone)]
-struct FootLine {
+pub(crate) struct FootLine {
     text: String,
     warn: bool,
 }
 
-fn note(text: impl Into<String>) -> FootLine {
+pub(crate) fn note(text: impl Into<String>) -> FootLine {
     FootLine {
         text: text.into(),
         warn: false,
     }
 }
 
-fn warn(text: impl Into<String>) -> FootLine {
+pub(crate) fn warn(text: impl Into<String>) -> FootLine {
     FootLine {
         text: text.into(),
         warn: true,
@@ -504,7 +509,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Fills the background, draws the footnote at the bottom and returns the area above it.
-fn frame<DB: DrawingBackend>(
+pub(crate) fn frame<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     foot: &[FootLine],
 ) -> Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
@@ -542,20 +547,20 @@ fn frame<DB: DrawingBackend>(
     Ok(main)
 }
 
-fn title_style() -> TextStyle<'static> {
+pub(crate) fn title_style() -> TextStyle<'static> {
     (FONT, 26).into_font().style(FontStyle::Bold).color(&BLACK)
 }
 
-fn label_style() -> TextStyle<'static> {
+pub(crate) fn label_style() -> TextStyle<'static> {
     (FONT, 16).into_font().color(&BLACK)
 }
 
-fn desc_style() -> TextStyle<'static> {
+pub(crate) fn desc_style() -> TextStyle<'static> {
     (FONT, 18).into_font().color(&BLACK)
 }
 
 /// A centred message in an empty plot ("no valid run to plot").
-fn draw_empty_message<DB: DrawingBackend>(
+pub(crate) fn draw_empty_message<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     msg: &str,
 ) -> DrawResult<DB> {
@@ -665,12 +670,12 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
 }
 
 /// A latency tick label: "0.1", "2", "50", "1000".
-fn format_ms(v: f64) -> String {
+pub(crate) fn format_ms(v: f64) -> String {
     if v >= 1.0 {
         format!("{v:.0}")
     } else {
         let s = format!("{v:.3}");
-        s.trim_end_matches('0').to_string()
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 

@@ -46,6 +46,14 @@ pub enum Step {
     Broadcast,
     /// One crashing handler: blast radius.
     Poison,
+    /// Idle connections at increasing counts: memory per connection against N, its slope.
+    IdleRamp,
+    /// Connections in steps under a light message load until a limit stops it.
+    Capacity,
+    /// Offered load in steps until p99 passes the SLO: the knee.
+    LoadSweep,
+    /// Rooms of different sizes at about the same delivery rate.
+    RoomSize,
 }
 
 impl Step {
@@ -55,7 +63,30 @@ impl Step {
             Step::Idle => "idle",
             Step::Broadcast => "broadcast",
             Step::Poison => "poison",
+            Step::IdleRamp => "idle-ramp",
+            Step::Capacity => "capacity",
+            Step::LoadSweep => "load-sweep",
+            Step::RoomSize => "room-size",
         }
+    }
+
+    /// Every step, longest names first (so that `idle-ramp` is matched before `idle`).
+    pub const ALL: [Step; 7] = [
+        Step::IdleRamp,
+        Step::LoadSweep,
+        Step::RoomSize,
+        Step::Capacity,
+        Step::Broadcast,
+        Step::Poison,
+        Step::Idle,
+    ];
+
+    /// Whether the step is a sweep (several points, evaluated by [`crate::sweeps::evaluate`]).
+    pub fn is_sweep(self) -> bool {
+        matches!(
+            self,
+            Step::IdleRamp | Step::Capacity | Step::LoadSweep | Step::RoomSize
+        )
     }
 }
 
@@ -140,10 +171,25 @@ pub struct Comparison {
     pub failures: Vec<String>,
     /// Notes every reader needs.
     pub notes: Vec<String>,
+    /// The latency SLO the sweeps were judged by (p99, ms), when the suite had sweeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_p99_ms: Option<f64>,
 }
 
-/// Each (architecture, step)'s outcome.
+/// Each (architecture, step)'s outcome: the one run that stands for the step in the table.
 pub type Results = BTreeMap<(String, Step), StepResult>;
+
+/// Every run of a suite per (architecture, step), in the order they ran: a sweep has one run
+/// per point, a repeated step one per repeat.
+pub type Runs = BTreeMap<(String, Step), Vec<StepResult>>;
+
+/// One run per step, as a [`Runs`] (for suites without sweeps or repeats).
+pub fn runs_of(results: &Results) -> Runs {
+    results
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![v.clone()]))
+        .collect()
+}
 
 fn rel(dir: &Path, base: &Path) -> String {
     let p = dir.join("summary.json");
@@ -238,14 +284,13 @@ fn idle_condition(s: &Summary) -> String {
     )
 }
 
-/// The suite step a scenario name stands for (`quick-idle` → idle, …).
+/// The suite step a scenario name stands for (`quick-idle` → idle, `full-load-sweep` →
+/// load-sweep, …): the name is the step's name or ends with `-<step>`.
 pub fn step_of_scenario(name: &str) -> Option<Step> {
-    match name.rsplit('-').next()? {
-        "idle" => Some(Step::Idle),
-        "broadcast" => Some(Step::Broadcast),
-        "poison" => Some(Step::Poison),
-        _ => None,
-    }
+    Step::ALL.into_iter().find(|s| {
+        let n = s.as_str();
+        name == n || name.strip_suffix(n).is_some_and(|head| head.ends_with('-'))
+    })
 }
 
 /// A comparison folder read back from its files.
@@ -255,13 +300,18 @@ pub struct Loaded {
     pub suite: String,
     /// Architectures, in column order.
     pub archs: Vec<String>,
-    /// Each (architecture, step)'s outcome.
+    /// Each (architecture, step)'s outcome: the run that stands for it (see
+    /// [`crate::sweeps::headline`]).
     pub results: Results,
+    /// Every run, per (architecture, step), in the order they ran.
+    pub runs: Runs,
+    /// The SLO recorded in the folder's `comparison.json`, if any.
+    pub slo_p99_ms: Option<f64>,
 }
 
 /// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
-/// `target.arch`, its step from the scenario name; when a step ran twice the later folder
-/// wins), plus the column order, suite and failures recorded in the folder's
+/// `target.arch`, its step from the scenario name; runs of one step in folder-name order, which
+/// is the order they ran), plus the column order, suite and failures recorded in the folder's
 /// `comparison.json`, if any (a failed step leaves no run folder).
 pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
     let runs = dir.join("runs");
@@ -269,7 +319,7 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         path: runs.clone(),
         source,
     })?;
-    let mut results = Results::new();
+    let mut runs = Runs::new();
     let mut archs: Vec<String> = Vec::new();
     let mut suite = "quick".to_string();
     let previous: Option<Comparison> = std::fs::read(dir.join("comparison.json"))
@@ -302,13 +352,10 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         if !archs.contains(&arch) {
             archs.push(arch.clone());
         }
-        results.insert(
-            (arch, step),
-            StepResult::Ran {
-                dir: run_dir,
-                summary,
-            },
-        );
+        runs.entry((arch, step)).or_default().push(StepResult::Ran {
+            dir: run_dir,
+            summary,
+        });
     }
     if let Some(p) = &previous {
         for f in &p.failures {
@@ -316,11 +363,12 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
             if let Some((key, reason)) = f.split_once(": ") {
                 if let Some((arch, step)) = key.split_once(" / ") {
                     if let Some(step) = step_of_scenario(step) {
-                        results.entry((arch.to_string(), step)).or_insert_with(|| {
+                        // A failed run leaves no folder: it comes after the runs that did.
+                        runs.entry((arch.to_string(), step)).or_default().push(
                             StepResult::Failed {
                                 reason: reason.to_string(),
-                            }
-                        });
+                            },
+                        );
                     }
                 }
             }
@@ -329,18 +377,36 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
     Ok(Loaded {
         suite,
         archs,
-        results,
+        results: crate::sweeps::headline(&runs),
+        runs,
+        slo_p99_ms: previous.and_then(|p| p.slo_p99_ms),
     })
 }
 
 /// Rebuilds a comparison from a comparison folder's files alone (see [`load`]).
 pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
     let l = load(dir)?;
-    Ok(build(&l.suite, &l.archs, &l.results, dir))
+    Ok(build_suite(&l.suite, &l.archs, &l.runs, dir, l.slo_p99_ms))
 }
 
-/// Builds the table from the results of a suite.
+/// Builds the table from one run per step (a suite without sweeps or repeats).
 pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> Comparison {
+    build_suite(suite, archs, &runs_of(results), base, None)
+}
+
+/// Builds the table from every run of a suite. Sweeps are judged by `slo_p99_ms` (default
+/// [`crate::sweeps::DEFAULT_SLO_P99_MS`]); a repeated step shows its median run.
+pub fn build_suite(
+    suite: &str,
+    archs: &[String],
+    runs: &Runs,
+    base: &Path,
+    slo_p99_ms: Option<f64>,
+) -> Comparison {
+    let headline = crate::sweeps::headline(runs);
+    let results = &headline;
+    let has_sweeps = runs.keys().any(|(_, s)| s.is_sweep());
+    let slo = slo_p99_ms.unwrap_or(crate::sweeps::DEFAULT_SLO_P99_MS);
     let mut rows = Vec::new();
     let mut row = |key: &str, label: &str, unit: &str, make: &dyn Fn(&str) -> Cell| {
         let cells = archs.iter().map(|a| (a.clone(), make(a))).collect();
@@ -435,7 +501,18 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
                 |s| {
                     let l = s.latency_us.as_ref().ok_or("no deliveries")?;
                     let v = pick(l) as f64 / 1000.0;
-                    Ok((v, format!("{v:.3} ms")))
+                    let repeats = runs
+                        .get(&(a.to_string(), Step::Broadcast))
+                        .and_then(|r| {
+                            crate::sweeps::spread(r, |s| {
+                                s.latency_us.as_ref().map(|l| pick(l) as f64 / 1000.0)
+                            })
+                        })
+                        .map(|(lo, hi, n)| {
+                            format!(" (median of {n} runs by p99; range {lo:.3}–{hi:.3})")
+                        })
+                        .unwrap_or_default();
+                    Ok((v, format!("{v:.3} ms{repeats}")))
                 },
                 load_condition,
             )
@@ -519,6 +596,10 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
         condition: "needs the cluster architecture (not built yet)".into(),
         source: None,
     });
+    // The sweeps' rows go before the horizontal-scaling row (the last one).
+    let last = rows.pop();
+    rows.extend(sweep_rows(runs, archs, base, slo));
+    rows.extend(last);
     let machine = results
         .values()
         .find_map(|r| match r {
@@ -526,15 +607,22 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
             StepResult::Failed { .. } => None,
         })
         .unwrap_or_else(|| "unknown (no run produced results)".into());
-    let notes = vec![
+    let mut notes = vec![
         "Latency is measured from each message's intended send time (open loop); CPU on loopback includes the client sockets' receive processing (see docs/methodology.md).".into(),
         "A cell marked invalid comes from a run where the generator, not the server, was the bottleneck: it is not a figure of the server.".into(),
     ];
-    let failures = results
+    if has_sweeps {
+        notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator names the generator."));
+    }
+    let failures = runs
         .iter()
-        .filter_map(|((arch, step), r)| match r {
-            StepResult::Failed { reason } => Some(format!("{arch} / {}: {reason}", step.as_str())),
-            StepResult::Ran { .. } => None,
+        .flat_map(|((arch, step), rs)| {
+            rs.iter().filter_map(move |r| match r {
+                StepResult::Failed { reason } => {
+                    Some(format!("{arch} / {}: {reason}", step.as_str()))
+                }
+                StepResult::Ran { .. } => None,
+            })
         })
         .collect();
     Comparison {
@@ -545,7 +633,340 @@ pub fn build(suite: &str, archs: &[String], results: &Results, base: &Path) -> C
         machine,
         failures,
         notes,
+        slo_p99_ms: has_sweeps.then_some(slo),
     }
+}
+
+/// The cell of a sweep that did not run for `arch`.
+fn not_run(step: Step) -> Cell {
+    Cell {
+        display: "not measured".into(),
+        value: None,
+        status: "not_measured".into(),
+        condition: format!("no {} step in this run", step.as_str()),
+        source: None,
+    }
+}
+
+fn source_of(r: &StepResult, base: &Path) -> Option<String> {
+    match r {
+        StepResult::Ran { dir, .. } => Some(rel(dir, base)),
+        StepResult::Failed { .. } => None,
+    }
+}
+
+fn summary_of(r: &StepResult) -> Option<&Summary> {
+    match r {
+        StepResult::Ran { summary, .. } => Some(summary),
+        StepResult::Failed { .. } => None,
+    }
+}
+
+/// "at 17500 connections: p99 212.0 ms > SLO 100 ms" — where and why a sweep stopped.
+fn stop_text(step: Step, v: &crate::sweeps::Verdict<'_>) -> Option<String> {
+    let (p, why) = v.stopped.as_ref()?;
+    let at = match (step, p.x) {
+        (_, None) => String::new(),
+        (Step::LoadSweep, Some(x)) => format!("at {} deliveries/s offered: ", sig3(x)),
+        (Step::RoomSize, Some(x)) => format!("at rooms of {x:.0}: "),
+        (_, Some(x)) => format!("at {x:.0} connections: "),
+    };
+    Some(format!("{at}{why}"))
+}
+
+/// The sweep step's points for `arch`, with the verdict.
+fn verdict<'r>(
+    runs: &'r Runs,
+    arch: &str,
+    step: Step,
+    slo: f64,
+) -> Option<crate::sweeps::Verdict<'r>> {
+    let points = runs.get(&(arch.to_string(), step))?;
+    Some(crate::sweeps::evaluate(step, points, slo))
+}
+
+/// The steps a sweep tried, for its condition: "1000, 5000, 10000".
+fn steps_tried(runs: &Runs, arch: &str, step: Step) -> String {
+    let xs: Vec<String> = runs
+        .get(&(arch.to_string(), step))
+        .into_iter()
+        .flatten()
+        .filter_map(|r| summary_of(r).and_then(|s| crate::sweeps::x_of(step, s)))
+        .map(sig3)
+        .collect();
+    xs.join(", ")
+}
+
+/// The rows the full suite's sweeps add (none for a suite without sweeps).
+fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> {
+    let ran = |step: Step| runs.keys().any(|(_, s)| *s == step);
+    let mut rows = Vec::new();
+    let mut push = |key: String, label: String, unit: &str, make: &dyn Fn(&str) -> Cell| {
+        rows.push(Row {
+            key,
+            label,
+            unit: unit.into(),
+            cells: archs.iter().map(|a| (a.clone(), make(a))).collect(),
+        });
+    };
+    // A verdict with no passing point: the first step already stopped it.
+    let none_held = |step: Step, v: &crate::sweeps::Verdict<'_>, condition: String| {
+        let (p, _) = v
+            .stopped
+            .as_ref()
+            .expect("a sweep with no passing point stopped");
+        let generator = v.stopped_by_generator();
+        Cell {
+            display: format!(
+                "{}: {}",
+                if generator { "invalid" } else { "none held" },
+                stop_text(step, v).unwrap_or_default()
+            ),
+            value: None,
+            status: if generator {
+                "invalid".into()
+            } else if matches!(p.result, StepResult::Failed { .. }) {
+                "failed".into()
+            } else {
+                "stopped".into()
+            },
+            condition,
+            source: source_of(p.result, base),
+        }
+    };
+    if ran(Step::Capacity) {
+        push(
+            "max_connections".into(),
+            "Max concurrent connections under a light message load (what stopped it)".into(),
+            "connections",
+            &|a| {
+                let Some(v) = verdict(runs, a, Step::Capacity, slo) else {
+                    return not_run(Step::Capacity);
+                };
+                let first = runs[&(a.to_string(), Step::Capacity)]
+                    .iter()
+                    .find_map(summary_of);
+                let condition = format!(
+                    "steps of {} connections{}; SLO p99 ≤ {slo} ms, no loss, no errors",
+                    steps_tried(runs, a, Step::Capacity),
+                    first
+                        .map(|s| format!(
+                            ", ≈{} msg/s in, one server process",
+                            sig3(s.messages.sent_per_s)
+                        ))
+                        .unwrap_or_default()
+                );
+                let Some(held) = v.held else {
+                    return none_held(Step::Capacity, &v, condition);
+                };
+                let s = summary_of(held.result).expect("a held point ran");
+                let n = s.connections.ready;
+                let display = match stop_text(Step::Capacity, &v) {
+                    Some(stop) if v.stopped_by_generator() => {
+                        format!("≥ {n} (stopped by the generator {stop})")
+                    }
+                    Some(stop) => format!("{n} (stopped {stop})"),
+                    None => format!(
+                        "≥ {n} (not stopped: the suite's largest step{})",
+                        match &s.provenance.rlimit_nofile {
+                            Some(l) if l.soft < n + 2_000 => format!(
+                                "; one generator process ({} descriptors) holds little more: more needs agents",
+                                l.soft
+                            ),
+                            _ => String::new(),
+                        }
+                    ),
+                };
+                Cell {
+                    display,
+                    value: Some(n as f64),
+                    status: "ok".into(),
+                    condition,
+                    source: source_of(held.result, base),
+                }
+            },
+        );
+    }
+    if ran(Step::IdleRamp) {
+        for (key, label, kind) in [
+            (
+                "memory_slope_user_kib",
+                "Memory per added connection, user space (slope over the idle ramp)",
+                crate::sweeps::MemoryKind::User,
+            ),
+            (
+                "memory_slope_kernel_kib",
+                "Memory per added connection, kernel slab (slope over the idle ramp)",
+                crate::sweeps::MemoryKind::Kernel,
+            ),
+        ] {
+            push(key.into(), label.into(), "KiB", &|a| {
+                let Some(v) = verdict(runs, a, Step::IdleRamp, slo) else {
+                    return not_run(Step::IdleRamp);
+                };
+                let points = &runs[&(a.to_string(), Step::IdleRamp)];
+                let condition = format!(
+                    "least-squares slope of the memory the idle connections added, over the steps of {} connections that held every connection",
+                    steps_tried(runs, a, Step::IdleRamp)
+                );
+                let stop = stop_text(Step::IdleRamp, &v)
+                    .map(|t| format!("; ramp stopped {t}"))
+                    .unwrap_or_default();
+                match crate::sweeps::memory_slope(points, kind, slo) {
+                    Some((slope, n, lo, hi)) => {
+                        let kib = slope / 1024.0;
+                        Cell {
+                            display: format!(
+                                "{kib:.2} KiB ({n} steps, {lo}–{hi} connections{stop})"
+                            ),
+                            value: Some(kib),
+                            status: "ok".into(),
+                            condition,
+                            source: v.held.and_then(|p| source_of(p.result, base)),
+                        }
+                    }
+                    None if v.held.is_none() && v.stopped.is_some() => {
+                        none_held(Step::IdleRamp, &v, condition)
+                    }
+                    None => Cell {
+                        display: format!("fewer than 2 usable steps{stop}"),
+                        value: None,
+                        status: "not_measured".into(),
+                        condition,
+                        source: v.held.and_then(|p| source_of(p.result, base)),
+                    },
+                }
+            });
+        }
+    }
+    if ran(Step::LoadSweep) {
+        push(
+            "knee_deliveries_per_s".into(),
+            format!("Highest load with p99 ≤ {slo} ms and no loss (the knee)"),
+            "deliveries/s",
+            &|a| {
+                let Some(v) = verdict(runs, a, Step::LoadSweep, slo) else {
+                    return not_run(Step::LoadSweep);
+                };
+                let first = runs[&(a.to_string(), Step::LoadSweep)]
+                    .iter()
+                    .find_map(summary_of);
+                let condition = format!(
+                    "offered {} deliveries/s in steps{}",
+                    steps_tried(runs, a, Step::LoadSweep),
+                    first
+                        .map(|s| format!(", {} connections", s.connections.planned))
+                        .unwrap_or_default()
+                );
+                let Some(held) = v.held else {
+                    return none_held(Step::LoadSweep, &v, condition);
+                };
+                let s = summary_of(held.result).expect("a held point ran");
+                let p99 = s
+                    .latency_us
+                    .as_ref()
+                    .map(|l| l.p99 as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                let display = match stop_text(Step::LoadSweep, &v) {
+                    Some(stop) if v.stopped_by_generator() => format!(
+                        "≥ {} deliveries/s (p99 {p99:.1} ms; stopped by the generator {stop})",
+                        sig3(s.messages.delivered_per_s)
+                    ),
+                    Some(stop) => format!(
+                        "{} deliveries/s (p99 {p99:.1} ms; stopped {stop})",
+                        sig3(s.messages.delivered_per_s)
+                    ),
+                    None => format!(
+                        "≥ {} deliveries/s (p99 {p99:.1} ms; not stopped: the suite's largest step)",
+                        sig3(s.messages.delivered_per_s)
+                    ),
+                };
+                Cell {
+                    display,
+                    value: Some(s.messages.delivered_per_s),
+                    status: "ok".into(),
+                    condition,
+                    source: source_of(held.result, base),
+                }
+            },
+        );
+    }
+    if ran(Step::RoomSize) {
+        let mut sizes: Vec<u64> = runs
+            .iter()
+            .filter(|((_, s), _)| *s == Step::RoomSize)
+            .flat_map(|(_, rs)| rs.iter())
+            .filter_map(|r| summary_of(r).and_then(|s| crate::sweeps::x_of(Step::RoomSize, s)))
+            .map(|x| x as u64)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for m in sizes {
+            push(
+                format!("latency_p99_room_{m}_ms"),
+                format!("Delivery latency p99, rooms of {m} members"),
+                "ms",
+                &|a| {
+                    let Some(points) = runs.get(&(a.to_string(), Step::RoomSize)) else {
+                        return not_run(Step::RoomSize);
+                    };
+                    let found = points.iter().find_map(|r| {
+                        let s = summary_of(r)?;
+                        (crate::sweeps::x_of(Step::RoomSize, s) == Some(m as f64)).then_some((r, s))
+                    });
+                    let Some((r, s)) = found else {
+                        return Cell {
+                            display: "not measured".into(),
+                            value: None,
+                            status: "not_measured".into(),
+                            condition: format!("no run with rooms of {m}"),
+                            source: None,
+                        };
+                    };
+                    let condition = load_condition(s);
+                    let source = source_of(r, base);
+                    if !s.valid {
+                        return Cell {
+                            display: "invalid (generator-bound)".into(),
+                            value: None,
+                            status: "invalid".into(),
+                            condition: s.invalid_reasons.join("; "),
+                            source,
+                        };
+                    }
+                    match &s.latency_us {
+                        Some(l) => {
+                            let v = l.p99 as f64 / 1000.0;
+                            let lost = if s.messages.lost > 0 {
+                                format!(" ({} of {} lost)", s.messages.lost, s.messages.expected)
+                            } else {
+                                String::new()
+                            };
+                            Cell {
+                                display: format!("{v:.3} ms{lost}"),
+                                value: Some(v),
+                                status: if s.status == RunStatus::Complete {
+                                    "ok".into()
+                                } else {
+                                    "partial".into()
+                                },
+                                condition,
+                                source,
+                            }
+                        }
+                        None => Cell {
+                            display: "no deliveries".into(),
+                            value: None,
+                            status: "not_measured".into(),
+                            condition,
+                            source,
+                        },
+                    }
+                },
+            );
+        }
+    }
+    rows
 }
 
 fn machine_line(s: &Summary) -> String {

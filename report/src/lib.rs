@@ -9,3 +9,5 @@ pub mod charts;
 pub mod comparison;
 pub mod diff;
 pub mod html;
+pub mod sweep_charts;
+pub mod sweeps;

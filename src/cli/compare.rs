@@ -9,18 +9,31 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use chatbench_loadgen::results::write_file_atomic;
-use chatbench_report::comparison::{build, render_markdown, Step, StepResult};
+use chatbench_loadgen::results::RunStatus;
+use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
 
 use super::{arch_names, UsageError};
 
 /// The suites.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
     /// Idle memory at 5,000 connections, a 40,000 deliveries/s broadcast, one crashing
     /// handler: a few minutes for every architecture on a 2-core machine.
     Quick,
-    /// Capacity to the limits, load sweeps, longer windows and repeats (not built yet).
+    /// The serious run: memory over an idle ramp (1k … 19k connections) and at 15,000,
+    /// capacity in steps until a limit stops it, a load sweep to the knee, rooms of 10, 100
+    /// and 1,000, the broadcast step repeated (median), the crashing handler. About 10 minutes
+    /// per architecture on a 2-core machine.
     Full,
+}
+
+impl Suite {
+    fn as_str(self) -> &'static str {
+        match self {
+            Suite::Quick => "quick",
+            Suite::Full => "full",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -34,6 +47,14 @@ pub struct CompareArgs {
     /// Folder that receives the comparison folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
+    /// Latency SLO of the sweeps (capacity, load sweep): a step passes with p99 at most this
+    /// many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = chatbench_report::sweeps::DEFAULT_SLO_P99_MS)]
+    slo_p99_ms: f64,
+    /// How many times the broadcast step runs (each a fresh server); the table shows the
+    /// median run by p99 and the range. Default: 1 in the quick suite, 3 in the full one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeats: Option<u32>,
     /// Shrink every step to a few hundred connections and 1–3 s windows: checks the harness
     /// end to end in seconds (the tests use it). The figures are not meaningful.
     #[arg(long)]
@@ -42,24 +63,213 @@ pub struct CompareArgs {
 
 /// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
 /// thread pool must have a worker per connection of the largest step (its default, 1,024,
-/// answers the rest with 503, which is what the capacity steps of the full suite measure).
-fn arch_args(arch: &str) -> &'static [&'static str] {
-    match arch {
-        "thread-pool" => &["--server-arg=--pool-size=5120"],
+/// answers the rest with 503); the full suite's capacity steps go to 19,000.
+fn arch_args(arch: &str, suite: Suite) -> &'static [&'static str] {
+    match (arch, suite) {
+        ("thread-pool", Suite::Quick) => &["--server-arg=--pool-size=5120"],
+        ("thread-pool", Suite::Full) => &["--server-arg=--pool-size=20000"],
         _ => &[],
     }
 }
 
-/// `--tiny` overrides per step.
+/// One step of a suite: a scenario run once per point (a sweep) or `repeats` times.
+struct SuiteStep {
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    server_args: &'static [&'static str],
+    /// `--set` overrides of each point, in order; one empty list for a single-point step.
+    points: Vec<Vec<String>>,
+    /// Runs per point.
+    repeats: u32,
+    /// Whether the sweep stops at its first point that does not pass.
+    stop_at_first_failure: bool,
+}
+
+fn single(
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    server_args: &'static [&'static str],
+    repeats: u32,
+) -> SuiteStep {
+    SuiteStep {
+        step,
+        file,
+        text,
+        server_args,
+        points: vec![Vec::new()],
+        repeats,
+        stop_at_first_failure: false,
+    }
+}
+
+fn sweep(
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    points: Vec<Vec<String>>,
+    stop_at_first_failure: bool,
+) -> SuiteStep {
+    SuiteStep {
+        step,
+        file,
+        text,
+        server_args: &[],
+        points,
+        repeats: 1,
+        stop_at_first_failure,
+    }
+}
+
+fn sets(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+const POISON_ARGS: &[&str] = &["--server-arg=--fault-injection"];
+
+/// The steps of a suite, with their points (`tiny`: a few hundred connections).
+fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
+    match suite {
+        Suite::Quick => vec![
+            single(
+                Step::Idle,
+                "quick-idle.toml",
+                include_str!("../../scenarios/suite/quick-idle.toml"),
+                &[],
+                1,
+            ),
+            single(
+                Step::Broadcast,
+                "quick-broadcast.toml",
+                include_str!("../../scenarios/suite/quick-broadcast.toml"),
+                &[],
+                repeats,
+            ),
+            single(
+                Step::Poison,
+                "quick-poison.toml",
+                include_str!("../../scenarios/suite/quick-poison.toml"),
+                POISON_ARGS,
+                1,
+            ),
+        ],
+        Suite::Full => {
+            let conns = |list: &[u32]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|n| sets(&[("connections", n.to_string())]))
+                    .collect()
+            };
+            let capacity = |list: &[u32]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|n| {
+                        sets(&[
+                            ("connections", n.to_string()),
+                            ("rooms", (n / 100).to_string()),
+                        ])
+                    })
+                    .collect()
+            };
+            let rates = |list: &[f64]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
+                    .collect()
+            };
+            // (rooms, members, msg/s per room): about the same deliveries/s for each size.
+            let rooms = |list: &[(u32, u32, f64)]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|(r, m, rate)| {
+                        sets(&[
+                            ("connections", (r * m).to_string()),
+                            ("rooms", r.to_string()),
+                            ("members_per_room", m.to_string()),
+                            ("rate_per_sender", format!("{rate:.1}")),
+                        ])
+                    })
+                    .collect()
+            };
+            let (ramp, cap, load, room) = if tiny {
+                (
+                    conns(&[100, 200]),
+                    capacity(&[100, 200]),
+                    rates(&[5.0, 10.0]),
+                    rooms(&[(20, 10, 11.0), (2, 100, 10.0)]),
+                )
+            } else {
+                (
+                    conns(&[1_000, 5_000, 10_000, 15_000, 19_000]),
+                    capacity(&[2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000]),
+                    rates(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
+                    rooms(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
+                )
+            };
+            vec![
+                single(
+                    Step::Idle,
+                    "full-idle.toml",
+                    include_str!("../../scenarios/suite/full-idle.toml"),
+                    &[],
+                    1,
+                ),
+                sweep(
+                    Step::IdleRamp,
+                    "full-idle-ramp.toml",
+                    include_str!("../../scenarios/suite/full-idle-ramp.toml"),
+                    ramp,
+                    true,
+                ),
+                sweep(
+                    Step::Capacity,
+                    "full-capacity.toml",
+                    include_str!("../../scenarios/suite/full-capacity.toml"),
+                    cap,
+                    true,
+                ),
+                sweep(
+                    Step::LoadSweep,
+                    "full-load-sweep.toml",
+                    include_str!("../../scenarios/suite/full-load-sweep.toml"),
+                    load,
+                    true,
+                ),
+                sweep(
+                    Step::RoomSize,
+                    "full-room-size.toml",
+                    include_str!("../../scenarios/suite/full-room-size.toml"),
+                    room,
+                    false,
+                ),
+                single(
+                    Step::Broadcast,
+                    "full-broadcast.toml",
+                    include_str!("../../scenarios/suite/full-broadcast.toml"),
+                    &[],
+                    repeats,
+                ),
+                single(
+                    Step::Poison,
+                    "full-poison.toml",
+                    include_str!("../../scenarios/suite/full-poison.toml"),
+                    POISON_ARGS,
+                    1,
+                ),
+            ]
+        }
+    }
+}
+
+/// `--tiny` overrides per step (the points' own overrides come after and win).
 fn tiny_overrides(step: Step) -> &'static [&'static str] {
     match step {
         Step::Idle => &["connections=200", "settle=\"1s\"", "measure=\"1s\""],
-        Step::Broadcast => &[
+        Step::IdleRamp => &["settle=\"1s\"", "measure=\"1s\""],
+        Step::Broadcast | Step::LoadSweep | Step::RoomSize | Step::Capacity => &[
             "connections=200",
-            "rooms=4",
-            "members_per_room=50",
+            "rooms=2",
+            "members_per_room=100",
+            "settle=\"1s\"",
             "warmup=\"1s\"",
-            "measure=\"2s\"",
+            "measure=\"1s\"",
             "cooldown=\"1s\"",
         ],
         Step::Poison => &[
@@ -72,33 +282,12 @@ fn tiny_overrides(step: Step) -> &'static [&'static str] {
     }
 }
 
-/// The quick suite: (step, scenario file name, scenario text, extra server flags).
-const QUICK: [(Step, &str, &str, &[&str]); 3] = [
-    (
-        Step::Idle,
-        "quick-idle.toml",
-        include_str!("../../scenarios/suite/quick-idle.toml"),
-        &[],
-    ),
-    (
-        Step::Broadcast,
-        "quick-broadcast.toml",
-        include_str!("../../scenarios/suite/quick-broadcast.toml"),
-        &[],
-    ),
-    (
-        Step::Poison,
-        "quick-poison.toml",
-        include_str!("../../scenarios/suite/quick-poison.toml"),
-        &["--server-arg=--fault-injection"],
-    ),
-];
-
 pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    if let Suite::Full = args.suite {
-        return Err(UsageError(
-            "--suite full is not built yet (capacity, load sweep and repeats come next); use --suite quick".into(),
-        )
+    if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
+        return Err(UsageError(format!(
+            "--slo-p99-ms {}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100",
+            args.slo_p99_ms
+        ))
         .into());
     }
     let archs: Vec<String> = if args.archs.is_empty() {
@@ -109,61 +298,105 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.archs.clone()
     };
+    let repeats = args.repeats.unwrap_or(match args.suite {
+        Suite::Quick => 1,
+        Suite::Full => 3,
+    });
+    let steps = suite_steps(args.suite, args.tiny, repeats);
+    let suite = args.suite.as_str();
     let id = format!(
-        "{}-compare-quick{}",
+        "{}-compare-{suite}{}",
         chrono_like_now(),
         if args.tiny { "-tiny" } else { "" }
     );
     let dir = args.out.join(&id);
-    let runs = dir.join("runs");
+    let runs_dir = dir.join("runs");
     let scenarios = dir.join("scenarios");
-    std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+    std::fs::create_dir_all(&runs_dir)
+        .with_context(|| format!("creating {}", runs_dir.display()))?;
     std::fs::create_dir_all(&scenarios)
         .with_context(|| format!("creating {}", scenarios.display()))?;
-    for (_, name, text, _) in QUICK {
-        write_file_atomic(&scenarios.join(name), text.as_bytes())?;
+    for s in &steps {
+        write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
     }
     let exe = std::env::current_exe().context("locating the chatbench executable")?;
-    let mut results = std::collections::BTreeMap::new();
+    let mut runs = Runs::new();
     for arch in &archs {
-        for (step, name, _, server_args) in QUICK {
-            eprintln!("compare: {arch} / {} …", step.as_str());
-            let mut extra: Vec<String> = server_args
-                .iter()
-                .chain(arch_args(arch))
-                .map(|s| s.to_string())
-                .collect();
-            if args.tiny {
-                for o in tiny_overrides(step) {
-                    extra.push("--set".into());
-                    extra.push((*o).into());
+        for s in &steps {
+            let mut stopped = false;
+            for (i, point) in s.points.iter().enumerate() {
+                if stopped {
+                    break;
                 }
-            }
-            let result = run_step(&exe, arch, &scenarios.join(name), &extra, &runs);
-            match &result {
-                StepResult::Ran { summary, .. } => eprintln!(
-                    "compare: {arch} / {}: {}{}",
-                    step.as_str(),
-                    match summary.status {
-                        chatbench_loadgen::results::RunStatus::Complete => "complete",
-                        chatbench_loadgen::results::RunStatus::Interrupted => "interrupted",
-                        chatbench_loadgen::results::RunStatus::Failed => "failed",
-                    },
-                    if summary.valid {
-                        ""
+                for repeat in 0..s.repeats {
+                    let label = point_label(s, i, repeat);
+                    eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
+                    let mut extra: Vec<String> = s
+                        .server_args
+                        .iter()
+                        .chain(arch_args(arch, args.suite))
+                        .map(|a| a.to_string())
+                        .collect();
+                    let tiny = if args.tiny {
+                        tiny_overrides(s.step)
                     } else {
-                        " (invalid: generator-bound)"
+                        &[]
+                    };
+                    for o in tiny
+                        .iter()
+                        .map(|o| o.to_string())
+                        .chain(point.iter().cloned())
+                    {
+                        extra.push("--set".into());
+                        extra.push(o);
                     }
-                ),
-                StepResult::Failed { reason } => {
-                    eprintln!("compare: {arch} / {}: FAILED: {reason}", step.as_str())
+                    let mut result =
+                        run_step(&exe, arch, &scenarios.join(s.file), &extra, &runs_dir);
+                    let verdict = match &mut result {
+                        StepResult::Ran { summary, .. } => {
+                            let check = if s.step.is_sweep() {
+                                chatbench_report::sweeps::check(s.step, summary, args.slo_p99_ms)
+                            } else {
+                                None
+                            };
+                            if check.is_some() && s.stop_at_first_failure {
+                                stopped = true;
+                            }
+                            format!(
+                                "{}{}{}",
+                                match summary.status {
+                                    RunStatus::Complete => "complete",
+                                    RunStatus::Interrupted => "interrupted",
+                                    RunStatus::Failed => "failed",
+                                },
+                                if summary.valid {
+                                    ""
+                                } else {
+                                    " (invalid: generator-bound)"
+                                },
+                                check
+                                    .map(|c| format!("; stops the sweep: {c}"))
+                                    .filter(|_| s.stop_at_first_failure)
+                                    .unwrap_or_default()
+                            )
+                        }
+                        StepResult::Failed { reason } => {
+                            if !point.is_empty() {
+                                *reason = format!("at {}: {reason}", point.join(" "));
+                            }
+                            stopped = s.stop_at_first_failure;
+                            format!("FAILED: {reason}")
+                        }
+                    };
+                    eprintln!("compare: {arch} / {}{label}: {verdict}", s.step.as_str());
+                    runs.entry((arch.clone(), s.step)).or_default().push(result);
                 }
             }
-            results.insert((arch.clone(), step), result);
         }
     }
-    let comparison = build("quick", &archs, &results, &dir);
-    draw_charts(&dir, &archs, &results);
+    let comparison = build_suite(suite, &archs, &runs, &dir, Some(args.slo_p99_ms));
+    let results = chatbench_report::sweeps::headline(&runs);
+    draw_charts(&dir, &archs, &results, &runs, args.slo_p99_ms);
     let page = chatbench_report::html::render(&dir, &comparison, &results);
     write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
     let md = render_markdown(&comparison);
@@ -183,14 +416,44 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// " [connections=5000]", " [repeat 2/3]" or "" — which run of a step this is, for the log.
+fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
+    let mut parts = Vec::new();
+    if s.points.len() > 1 {
+        parts.push(format!(
+            "{} ({}/{})",
+            s.points[point].join(" "),
+            point + 1,
+            s.points.len()
+        ));
+    }
+    if s.repeats > 1 {
+        parts.push(format!("repeat {}/{}", repeat + 1, s.repeats));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
 /// Draws the charts; a chart that cannot be drawn is reported, not fatal (the table stands).
 pub(crate) fn draw_charts(
     dir: &Path,
     archs: &[String],
     results: &chatbench_report::comparison::Results,
+    runs: &Runs,
+    slo_p99_ms: f64,
 ) {
     let inputs = chatbench_report::charts::ChartInputs { archs, results };
-    match chatbench_report::charts::render_comparison_charts(dir, &inputs) {
+    let drawn =
+        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut files| {
+            files.extend(chatbench_report::sweep_charts::render_sweep_charts(
+                dir, archs, runs, slo_p99_ms,
+            )?);
+            Ok(files)
+        });
+    match drawn {
         Ok(files) => eprintln!(
             "compare: {} chart files in {}",
             files.len(),

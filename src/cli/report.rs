@@ -10,7 +10,7 @@ use clap::Args;
 use chatbench_loadgen::results::write_file_atomic;
 use std::path::Path;
 
-use chatbench_report::comparison::{build, load, render_markdown, StepResult};
+use chatbench_report::comparison::{build_suite, load, render_markdown, StepResult};
 use chatbench_report::diff::{diff_comparisons, diff_runs};
 
 use super::UsageError;
@@ -33,8 +33,17 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let loaded = load(&args.dir)
         .with_context(|| format!("reading the comparison in {}", args.dir.display()))?;
-    let c = build(&loaded.suite, &loaded.archs, &loaded.results, &args.dir);
-    super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results);
+    let slo = loaded
+        .slo_p99_ms
+        .unwrap_or(chatbench_report::sweeps::DEFAULT_SLO_P99_MS);
+    let c = build_suite(
+        &loaded.suite,
+        &loaded.archs,
+        &loaded.runs,
+        &args.dir,
+        loaded.slo_p99_ms,
+    );
+    super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results, &loaded.runs, slo);
     let md = render_markdown(&c);
     let page = chatbench_report::html::render(&args.dir, &c, &loaded.results);
     write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
@@ -61,7 +70,7 @@ fn side_by_side(a: &Path, b: &Path) -> anyhow::Result<ExitCode> {
         (false, false) => {
             let c = |p: &Path| -> anyhow::Result<_> {
                 let l = load(p).with_context(|| format!("reading the comparison in {}", p.display()))?;
-                Ok(build(&l.suite, &l.archs, &l.results, p))
+                Ok(build_suite(&l.suite, &l.archs, &l.runs, p, l.slo_p99_ms))
             };
             diff_comparisons(&c(a)?, &c(b)?, &a.display().to_string(), &b.display().to_string())
         }

@@ -1,0 +1,474 @@
+//! Charts of the full suite's sweeps, drawn with the same frame, font and footnotes as
+//! [`crate::charts`]: memory per connection against the connection count (idle ramp), p99
+//! against offered load with the SLO line (the knee), and p99 against room size. One line per
+//! architecture; a run that is invalid (generator-bound) or failed is never drawn as a point: it
+//! is named in the footnote with its reason. Points that missed the SLO or lost messages *are*
+//! drawn — they are where the knee is — and the footnote says which lost messages.
+
+use std::path::{Path, PathBuf};
+
+use chatbench_loadgen::results::{ResultsError, RunStatus, Summary};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::charts::{
+    date_line, desc_style, draw_empty_message, format_ms, frame, label_style, machine_line, note,
+    register_fonts, title_style, warn, write_chart, Chart, ChartError, DrawResult, FootLine,
+    CHART_SIZE, PALETTE, WARN_RED,
+};
+use crate::comparison::{Runs, Step, StepResult};
+use crate::sweeps::x_of;
+
+/// One line of an XY chart.
+struct Line {
+    label: String,
+    color: RGBColor,
+    /// Filled circles when true, hollow triangles when false (a second figure of the same arch).
+    solid: bool,
+    points: Vec<(f64, f64)>,
+}
+
+/// A line chart of sweep points.
+struct XyChart {
+    title: String,
+    x_desc: String,
+    y_desc: String,
+    log_x: bool,
+    log_y: bool,
+    /// A horizontal reference line (value, label), e.g. the SLO.
+    reference: Option<(f64, String)>,
+    lines: Vec<Line>,
+    empty_message: String,
+    foot: Vec<FootLine>,
+}
+
+/// Renders the sweep charts that the runs allow into `comparison_dir/charts/`:
+/// `memory_vs_connections` (idle ramp), `p99_vs_load` (load sweep) and `p99_vs_room_size`
+/// (room size), each as `.png` and `.svg`. A suite without sweeps draws none.
+pub fn render_sweep_charts(
+    comparison_dir: &Path,
+    archs: &[String],
+    runs: &Runs,
+    slo_p99_ms: f64,
+) -> Result<Vec<PathBuf>, ChartError> {
+    let has = |step: Step| runs.keys().any(|(_, s)| *s == step);
+    if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize)) {
+        return Ok(Vec::new());
+    }
+    register_fonts()?;
+    let out = comparison_dir.join("charts");
+    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
+        path: out.clone(),
+        source: ResultsError::Io {
+            path: out.clone(),
+            source,
+        },
+    })?;
+    let mut written = Vec::new();
+    if has(Step::IdleRamp) {
+        written.extend(write_chart(
+            &out,
+            "memory_vs_connections",
+            &memory_chart(archs, runs),
+        )?);
+    }
+    if has(Step::LoadSweep) {
+        written.extend(write_chart(
+            &out,
+            "p99_vs_load",
+            &load_chart(archs, runs, slo_p99_ms),
+        )?);
+    }
+    if has(Step::RoomSize) {
+        written.extend(write_chart(
+            &out,
+            "p99_vs_room_size",
+            &room_chart(archs, runs),
+        )?);
+    }
+    Ok(written)
+}
+
+/// The usable runs of (arch, step) with their x, and the reasons the others are left out.
+fn usable_points<'r>(
+    runs: &'r Runs,
+    arch: &str,
+    step: Step,
+    left_out: &mut Vec<String>,
+) -> Vec<(f64, &'r Summary)> {
+    let mut out = Vec::new();
+    for r in runs.get(&(arch.to_string(), step)).into_iter().flatten() {
+        match r {
+            StepResult::Failed { reason } => left_out.push(format!("{arch}: failed ({reason})")),
+            StepResult::Ran { summary, .. } => {
+                let x = x_of(step, summary);
+                let at = x.map(|x| format!(" at {x:.0}")).unwrap_or_default();
+                if !summary.valid {
+                    left_out.push(format!(
+                        "{arch}{at}: invalid (generator-bound: {})",
+                        summary.invalid_reasons.join("; ")
+                    ));
+                } else if summary.status == RunStatus::Failed {
+                    left_out.push(format!("{arch}{at}: run failed (nothing measured)"));
+                } else if let Some(x) = x {
+                    out.push((x, summary.as_ref()));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+fn provenance<'s>(summaries: impl IntoIterator<Item = &'s Summary>) -> FootLine {
+    let all: Vec<&Summary> = summaries.into_iter().collect();
+    let machine = all
+        .first()
+        .map(|s| machine_line(s))
+        .unwrap_or_else(|| "Machine: unknown (no run produced results)".into());
+    note(format!("{machine}. {}.", date_line(all)))
+}
+
+fn all_summaries(runs: &Runs, step: Step) -> impl Iterator<Item = &Summary> {
+    runs.iter()
+        .filter(move |((_, s), _)| *s == step)
+        .flat_map(|(_, rs)| rs.iter())
+        .filter_map(|r| match r {
+            StepResult::Ran { summary, .. } => Some(summary.as_ref()),
+            StepResult::Failed { .. } => None,
+        })
+}
+
+fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
+    let mut lines = Vec::new();
+    let mut left_out = Vec::new();
+    let mut unreliable = Vec::new();
+    for (i, arch) in archs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let points = usable_points(runs, arch, Step::IdleRamp, &mut left_out);
+        let mut user = Vec::new();
+        let mut kernel = Vec::new();
+        for (x, s) in points {
+            let Some(m) = s.target_resources.memory_per_conn.as_ref() else {
+                left_out.push(format!("{arch} at {x:.0}: memory not sampled"));
+                continue;
+            };
+            if s.connections.ready < s.connections.planned {
+                left_out.push(format!(
+                    "{arch} at {x:.0}: only {} of {} connections ready",
+                    s.connections.ready, s.connections.planned
+                ));
+                continue;
+            }
+            user.push((x, m.user_bytes_per_conn / 1024.0));
+            if m.sockets_as_expected {
+                kernel.push((x, m.kernel_slab_bytes_per_conn / 1024.0));
+            } else {
+                unreliable.push(format!("{arch} at {x:.0}"));
+            }
+        }
+        if !user.is_empty() {
+            lines.push(Line {
+                label: format!("{arch}: user space (RSS)"),
+                color,
+                solid: true,
+                points: user,
+            });
+        }
+        if !kernel.is_empty() {
+            lines.push(Line {
+                label: format!("{arch}: kernel slab"),
+                color,
+                solid: false,
+                points: kernel,
+            });
+        }
+    }
+    let mut foot = vec![note(
+        "Memory per idle connection = (reading with N connections − reading before the first) / N, after the count settled; user space from the server's RSS, kernel from the host's Slab (both loopback sockets). Each point is a fresh server.",
+    )];
+    if !unreliable.is_empty() {
+        foot.push(warn(format!(
+            "Kernel figure not plotted (socket count did not grow as expected, other activity on the host): {}.",
+            unreliable.join("; ")
+        )));
+    }
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.push(provenance(all_summaries(runs, Step::IdleRamp)));
+    XyChart {
+        title: "Memory per idle connection against connection count (idle ramp)".into(),
+        x_desc: "Idle connections".into(),
+        y_desc: "Memory per connection, KiB".into(),
+        log_x: false,
+        log_y: false,
+        reference: None,
+        lines,
+        empty_message: "No usable idle-ramp run to plot".into(),
+        foot,
+    }
+}
+
+fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
+    let mut lines = Vec::new();
+    let mut left_out = Vec::new();
+    let mut lossy = Vec::new();
+    let mut connections = None;
+    for (i, arch) in archs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let mut points = Vec::new();
+        for (x, s) in usable_points(runs, arch, Step::LoadSweep, &mut left_out) {
+            connections.get_or_insert(s.connections.planned);
+            if s.messages.lost > 0 {
+                lossy.push(format!(
+                    "{arch} at {x:.0}/s: {} of {} lost",
+                    s.messages.lost, s.messages.expected
+                ));
+            }
+            match &s.latency_us {
+                Some(l) => points.push((x, l.p99 as f64 / 1000.0)),
+                None => left_out.push(format!("{arch} at {x:.0}/s: no deliveries")),
+            }
+        }
+        if !points.is_empty() {
+            lines.push(Line {
+                label: arch.clone(),
+                color,
+                solid: true,
+                points,
+            });
+        }
+    }
+    let mut foot = vec![note(format!(
+        "p99 delivery latency (open loop, from the intended send time) at each offered load; {} connections in rooms of 100, each point a fresh server. The knee is the last point under the SLO line ({slo_p99_ms} ms). The sweep stops at the first point over the SLO, with loss, or generator-bound.",
+        connections.map(|c| c.to_string()).unwrap_or_else(|| "—".into())
+    ))];
+    if !lossy.is_empty() {
+        foot.push(warn(format!("Lost messages: {}.", lossy.join("; "))));
+    }
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.push(provenance(all_summaries(runs, Step::LoadSweep)));
+    XyChart {
+        title: "p99 delivery latency against offered load (load sweep)".into(),
+        x_desc: "Offered load, deliveries per second".into(),
+        y_desc: "Delivery latency p99, ms (log scale)".into(),
+        log_x: false,
+        log_y: true,
+        reference: Some((slo_p99_ms, format!("SLO p99 {slo_p99_ms} ms"))),
+        lines,
+        empty_message: "No usable load-sweep run to plot".into(),
+        foot,
+    }
+}
+
+fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
+    let mut lines = Vec::new();
+    let mut left_out = Vec::new();
+    let mut lossy = Vec::new();
+    let mut loads = Vec::new();
+    for (i, arch) in archs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let mut points = Vec::new();
+        for (x, s) in usable_points(runs, arch, Step::RoomSize, &mut left_out) {
+            if i == 0 || loads.is_empty() {
+                loads.push(format!(
+                    "rooms of {x:.0}: {} connections, ≈{:.0} deliveries/s",
+                    s.connections.ready, s.messages.delivered_per_s
+                ));
+            }
+            if s.messages.lost > 0 {
+                lossy.push(format!(
+                    "{arch}, rooms of {x:.0}: {} of {} lost",
+                    s.messages.lost, s.messages.expected
+                ));
+            }
+            match &s.latency_us {
+                Some(l) => points.push((x, l.p99 as f64 / 1000.0)),
+                None => left_out.push(format!("{arch}, rooms of {x:.0}: no deliveries")),
+            }
+        }
+        if !points.is_empty() {
+            lines.push(Line {
+                label: arch.clone(),
+                color,
+                solid: true,
+                points,
+            });
+        }
+    }
+    let mut foot = vec![note(format!(
+        "p99 delivery latency (open loop) with the same delivery rate through rooms of different sizes; each point a fresh server. Load: {}.",
+        if loads.is_empty() { "—".to_string() } else { loads.join("; ") }
+    ))];
+    if !lossy.is_empty() {
+        foot.push(warn(format!("Lost messages: {}.", lossy.join("; "))));
+    }
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.push(provenance(all_summaries(runs, Step::RoomSize)));
+    XyChart {
+        title: "p99 delivery latency against room size".into(),
+        x_desc: "Members per room (log scale)".into(),
+        y_desc: "Delivery latency p99, ms (log scale)".into(),
+        log_x: true,
+        log_y: true,
+        reference: None,
+        lines,
+        empty_message: "No usable room-size run to plot".into(),
+        foot,
+    }
+}
+
+/// Axis range of `values` with a margin; for a log axis, whole decades.
+fn range(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return if log { (0.1, 10.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        (
+            10f64.powf(lo.log10().floor()),
+            10f64
+                .powf((hi * 1.05).log10().ceil())
+                .max(10f64.powf(lo.log10().floor() + 1.0)),
+        )
+    } else {
+        let lo = if from_zero { 0.0 } else { lo };
+        let hi = if hi > lo { hi } else { lo + 1.0 };
+        (lo, hi + (hi - lo) * 0.08)
+    }
+}
+
+impl XyChart {
+    fn draw_on<'a, DB: DrawingBackend + 'a, X, Y>(
+        &self,
+        chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+        y_floor: f64,
+        x_span: (f64, f64),
+    ) -> DrawResult<DB>
+    where
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        if let Some((v, label)) = &self.reference {
+            chart
+                .draw_series(LineSeries::new(
+                    [(x_span.0, *v), (x_span.1, *v)],
+                    WARN_RED.stroke_width(2),
+                ))?
+                .label(label.clone())
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], WARN_RED.stroke_width(2))
+                });
+        }
+        for l in &self.lines {
+            let color = l.color;
+            let width = if l.solid { 3 } else { 2 };
+            chart
+                .draw_series(LineSeries::new(
+                    l.points.iter().map(|&(x, y)| (x, y.max(y_floor))),
+                    color.stroke_width(width),
+                ))?
+                .label(l.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
+                });
+            if l.solid {
+                chart.draw_series(
+                    l.points
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y.max(y_floor)), 5, color.filled())),
+                )?;
+            } else {
+                chart.draw_series(l.points.iter().map(|&(x, y)| {
+                    TriangleMarker::new((x, y.max(y_floor)), 6, color.stroke_width(2))
+                }))?;
+            }
+        }
+        if !self.lines.is_empty() || self.reference.is_some() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font(label_style())
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        Ok(())
+    }
+}
+
+impl Chart for XyChart {
+    fn size(&self) -> (u32, u32) {
+        CHART_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let main = frame(root, &self.foot)?;
+        let xs = self.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+        let (x0, x1) = range(xs, self.log_x, !self.log_x);
+        let ys = self
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .chain(self.reference.as_ref().map(|r| r.0));
+        let (y0, y1) = range(ys, self.log_y, !self.log_y);
+        let mut builder = ChartBuilder::on(&main);
+        builder
+            .caption(&self.title, title_style())
+            .margin(15)
+            .margin_right(45)
+            .x_label_area_size(55)
+            .y_label_area_size(85);
+        macro_rules! finish {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .max_light_lines(4)
+                    .x_desc(self.x_desc.as_str())
+                    .y_desc(self.y_desc.as_str())
+                    .x_label_formatter(&|x| format_ms(*x))
+                    .y_label_formatter(&|y| format_ms(*y))
+                    .label_style(label_style())
+                    .axis_desc_style(desc_style())
+                    .draw()?;
+                self.draw_on(&mut chart, y0, (x0, x1))?;
+            }};
+        }
+        match (self.log_x, self.log_y) {
+            (false, false) => finish!(builder.build_cartesian_2d(x0..x1, y0..y1)?),
+            (false, true) => finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?),
+            (true, false) => finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?),
+            (true, true) => {
+                finish!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?)
+            }
+        }
+        if self.lines.is_empty() {
+            draw_empty_message(&main, &self.empty_message)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_values() {
+        assert_eq!(range([0.5, 40.0].into_iter(), true, false), (0.1, 100.0));
+        let (lo, hi) = range([1000.0, 19000.0].into_iter(), false, true);
+        assert_eq!(lo, 0.0);
+        assert!(hi > 19000.0);
+        assert_eq!(range(std::iter::empty(), true, false), (0.1, 10.0));
+    }
+}
