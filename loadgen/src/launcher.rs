@@ -66,6 +66,12 @@ impl ServerChild {
             "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().cloned());
+        Self::start_args(exe, args)
+    }
+
+    /// Starts `exe ARGS…` (a `chatbench serve` command line) and waits for the address it
+    /// announces as the first word of its first stdout line.
+    pub fn start_args(exe: &Path, args: Vec<String>) -> Result<ServerChild, LaunchError> {
         let cmd = format!("{} {}", exe.display(), args.join(" "));
         let mut child = Command::new(exe)
             .args(&args)
@@ -140,6 +146,17 @@ impl ServerChild {
     /// Whether the child is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How the child ended, if it has (reaps it).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL now, without a grace period (node-loss experiments), and reap it.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The last lines it wrote to stderr.

@@ -27,5 +27,6 @@ pub mod sampler;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
+pub mod supervisor;
 pub mod sys;
 pub mod target;

@@ -14,6 +14,7 @@ use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::Scenario;
 
+mod cluster;
 mod compare;
 mod report;
 mod serve;
@@ -64,6 +65,8 @@ enum Command {
     /// <out>/<UTC timestamp>-compare-<suite>/comparison.md and comparison.json, with every run's
     /// results under runs/. A failed architecture is reported as failed; the rest still run.
     Compare(compare::CompareArgs),
+    /// Run a local cluster of server nodes under a supervisor (`cluster up`).
+    Cluster(cluster::ClusterArgs),
     /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
     /// alone; with two folders (two comparisons, or two runs), print them side by side.
     Report(report::ReportArgs),
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Report(args) => report::report(args),
+        Command::Cluster(args) => cluster::cluster(args),
     };
     match result {
         Ok(code) => code,

@@ -86,7 +86,7 @@ fn parse_policy(s: &str) -> Result<SlowConsumerPolicy, String> {
     s.parse()
 }
 
-fn humantime_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 500ms, 10s, 1m)"))
 }
 

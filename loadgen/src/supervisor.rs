@@ -1,0 +1,600 @@
+//! A supervisor for a local cluster of reference-server nodes (`chatbench cluster up`, and the
+//! cluster runs of the load generator): starts N `chatbench serve --arch cluster` processes on
+//! 127.0.0.1 ports chosen up front, restarts a node that dies at the *same* addresses (so peers
+//! and clients find it again), counts and timestamps every restart, gives up on a node that
+//! restarts too often (the restart intensity of an Erlang/OTP supervisor), can kill a node on
+//! purpose (node-loss experiments) and stops them all.
+//!
+//! With the `redis` backplane and no URL given, it also starts a private `redis-server` on a
+//! free loopback port (no persistence) and stops it at the end.
+//!
+//! Every child runs in its own process group and is ended by its PID: the supervisor never
+//! signals a process it did not start.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::launcher::{LaunchError, ServerChild};
+
+/// Errors starting a cluster.
+#[derive(Debug, Error)]
+pub enum SupervisorError {
+    /// Free loopback ports could not be reserved.
+    #[error("cannot reserve free ports on 127.0.0.1: {0}")]
+    Ports(std::io::Error),
+    /// A node did not start.
+    #[error("node {node} did not start: {source}")]
+    Node {
+        /// Its id.
+        node: u32,
+        /// Why.
+        source: LaunchError,
+    },
+    /// `redis-server` could not be started.
+    #[error("cannot start redis-server for the redis backplane: {0}")]
+    Redis(String),
+    /// The request makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How nodes reach each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Backplane {
+    /// One TCP link per pair of nodes.
+    Mesh,
+    /// A Redis broker; `url: None` starts a private redis-server.
+    Redis {
+        /// `redis://127.0.0.1:PORT`, or `None` for a private instance.
+        url: Option<String>,
+    },
+}
+
+impl Backplane {
+    /// `mesh` or `redis`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backplane::Mesh => "mesh",
+            Backplane::Redis { .. } => "redis",
+        }
+    }
+}
+
+/// When a node that died is restarted.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RestartPolicy {
+    /// At most this many restarts of one node within `period`; one more and the supervisor
+    /// gives up on that node (it stays down, and says so).
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    pub period: Duration,
+    /// Delay before a restart that follows another restart of the same node within `period`
+    /// (doubled each time, up to 5 s); the first restart is immediate.
+    pub backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            period: Duration::from_secs(30),
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// The `chatbench` executable.
+    pub exe: PathBuf,
+    /// The architecture each node runs: `cluster` (rooms span nodes over the backplane), or a
+    /// single-server architecture (independent servers: nothing crosses between them).
+    pub arch: String,
+    /// Number of nodes (ids 1..=nodes).
+    pub nodes: u32,
+    /// The backplane.
+    pub backplane: Backplane,
+    /// Extra `serve` flags for every node.
+    pub server_args: Vec<String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+}
+
+/// One node as the supervisor knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Node id (1-based).
+    pub id: u32,
+    /// Its WebSocket URL.
+    pub url: String,
+    /// Its client address.
+    pub listen: SocketAddr,
+    /// Its backplane (mesh) address.
+    pub cluster_listen: SocketAddr,
+    /// Its current pid, when running.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Whether the supervisor gave up on it.
+    pub given_up: bool,
+}
+
+/// Something that happened to a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The node.
+    pub node: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Kinds of [`Event`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    /// Started (first time) with this pid.
+    Started {
+        /// Its pid.
+        pid: u32,
+    },
+    /// Killed on purpose by the harness (SIGKILL).
+    Killed {
+        /// The pid that was killed.
+        pid: u32,
+    },
+    /// Found dead.
+    Exited {
+        /// The exit status, as text.
+        status: String,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// Started again at the same addresses.
+    Restarted {
+        /// The new pid.
+        pid: u32,
+        /// Restart count of this node.
+        restart: u32,
+        /// From finding it dead to its announcing its address again, milliseconds.
+        restart_ms: u64,
+    },
+    /// A restart failed; it will be tried again.
+    RestartFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Restarted too often: left down.
+    GaveUp {
+        /// Restarts within the policy's period.
+        restarts: u32,
+    },
+}
+
+struct Node {
+    info: NodeInfo,
+    child: Option<ServerChild>,
+    /// When each recent restart happened.
+    recent: Vec<Instant>,
+    /// Found dead at, and the earliest time of the next attempt.
+    down_since: Option<(Instant, Instant)>,
+}
+
+/// A private `redis-server` started for the redis backplane.
+struct RedisChild {
+    child: Child,
+    url: String,
+}
+
+impl RedisChild {
+    fn start() -> Result<RedisChild, SupervisorError> {
+        let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                SupervisorError::Redis(if e.kind() == std::io::ErrorKind::NotFound {
+                    "redis-server is not installed: install it (Debian: apt-get install redis-server) or pass --redis-url".into()
+                } else {
+                    e.to_string()
+                })
+            })?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(SupervisorError::Redis(format!(
+                    "redis-server exited at start ({status}); is port {port} taken?"
+                )));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(RedisChild {
+                    child,
+                    url: format!("redis://{addr}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(SupervisorError::Redis(format!(
+            "redis-server did not accept connections on {addr} within 10 s"
+        )))
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on the pid of our own, unreaped child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reserves `n` distinct free ports on 127.0.0.1 (bound together, then released).
+fn reserve_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A running local cluster.
+pub struct Supervisor {
+    spec: ClusterSpec,
+    nodes: Vec<Node>,
+    redis: Option<RedisChild>,
+    redis_url: Option<String>,
+    events: Vec<Event>,
+}
+
+impl Supervisor {
+    /// Starts every node (and a private redis-server when the backplane needs one) and waits
+    /// until each has announced its address.
+    pub fn start(spec: ClusterSpec) -> Result<Supervisor, SupervisorError> {
+        if spec.nodes == 0 {
+            return Err(SupervisorError::Invalid(
+                "a cluster needs at least one node (--nodes 1 or more)".into(),
+            ));
+        }
+        let clustered = spec.arch == "cluster";
+        let (redis, redis_url) = match &spec.backplane {
+            _ if !clustered => (None, None),
+            Backplane::Redis { url: Some(u) } => (None, Some(u.clone())),
+            Backplane::Redis { url: None } => {
+                let r = RedisChild::start()?;
+                let url = r.url.clone();
+                (Some(r), Some(url))
+            }
+            Backplane::Mesh => (None, None),
+        };
+        let ports = reserve_ports(2 * spec.nodes as usize).map_err(SupervisorError::Ports)?;
+        let nodes = (0..spec.nodes)
+            .map(|i| {
+                let listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize]));
+                let cluster_listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize + 1]));
+                Node {
+                    info: NodeInfo {
+                        id: i + 1,
+                        url: format!("ws://{listen}/ws"),
+                        listen,
+                        cluster_listen,
+                        pid: None,
+                        restarts: 0,
+                        given_up: false,
+                    },
+                    child: None,
+                    recent: Vec::new(),
+                    down_since: None,
+                }
+            })
+            .collect();
+        let mut sup = Supervisor {
+            spec,
+            nodes,
+            redis,
+            redis_url,
+            events: Vec::new(),
+        };
+        for i in 0..sup.nodes.len() {
+            let id = sup.nodes[i].info.id;
+            match sup.spawn(i) {
+                Ok(child) => {
+                    let pid = child.pid;
+                    sup.nodes[i].info.pid = Some(pid);
+                    sup.nodes[i].child = Some(child);
+                    sup.push(id, EventKind::Started { pid });
+                }
+                Err(source) => {
+                    sup.stop(Duration::from_secs(2));
+                    return Err(SupervisorError::Node { node: id, source });
+                }
+            }
+        }
+        Ok(sup)
+    }
+
+    /// The `serve` command line of node `i`.
+    pub fn node_args(&self, i: usize) -> Vec<String> {
+        let n = &self.nodes[i].info;
+        let mut args = vec![
+            "serve".to_string(),
+            "--arch".into(),
+            self.spec.arch.clone(),
+            "--listen".into(),
+            n.listen.to_string(),
+        ];
+        if self.spec.arch != "cluster" {
+            args.extend(self.spec.server_args.iter().cloned());
+            return args;
+        }
+        args.extend([
+            "--node-id".into(),
+            n.id.to_string(),
+            "--backplane".into(),
+            self.spec.backplane.as_str().into(),
+            "--cluster-listen".into(),
+            n.cluster_listen.to_string(),
+        ]);
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|o| o.info.id != n.id)
+            .map(|o| o.info.cluster_listen.to_string())
+            .collect();
+        if !peers.is_empty() && self.spec.backplane == Backplane::Mesh {
+            args.push("--peers".into());
+            args.push(peers.join(","));
+        }
+        if let Some(url) = &self.redis_url {
+            args.push("--redis-url".into());
+            args.push(url.clone());
+        }
+        args.extend(self.spec.server_args.iter().cloned());
+        args
+    }
+
+    fn spawn(&self, i: usize) -> Result<ServerChild, LaunchError> {
+        ServerChild::start_args(&self.spec.exe, self.node_args(i))
+    }
+
+    fn push(&mut self, node: u32, kind: EventKind) {
+        self.events.push(Event {
+            at_unix_ms: now_unix_ms(),
+            node,
+            kind,
+        });
+    }
+
+    /// The nodes, in id order.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.iter().map(|n| n.info.clone()).collect()
+    }
+
+    /// Every node's WebSocket URL, in id order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.info.url.clone()).collect()
+    }
+
+    /// The Redis URL the nodes use, with the redis backplane.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Kills node `id` with SIGKILL (a node-loss experiment); the next [`Supervisor::poll`]
+    /// finds it dead and restarts it under the policy. Returns the pid killed.
+    pub fn kill(&mut self, id: u32) -> Option<u32> {
+        let i = self.nodes.iter().position(|n| n.info.id == id)?;
+        let child = self.nodes[i].child.as_mut()?;
+        let pid = child.pid;
+        child.kill_now();
+        self.push(id, EventKind::Killed { pid });
+        Some(pid)
+    }
+
+    /// Checks every node; restarts the dead ones whose time has come. Returns the events
+    /// this call added.
+    pub fn poll(&mut self) -> Vec<Event> {
+        let first_new = self.events.len();
+        let policy = self.spec.restart;
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].info.id;
+            if self.nodes[i].info.given_up {
+                continue;
+            }
+            // A running child that has exited: record it, and plan the restart.
+            let exited = self.nodes[i]
+                .child
+                .as_mut()
+                .and_then(|c| c.exit_status().map(|s| (s, c.stderr_tail())));
+            if let Some((status, stderr_tail)) = exited {
+                self.nodes[i].child = None;
+                self.nodes[i].info.pid = None;
+                let now = Instant::now();
+                let node = &mut self.nodes[i];
+                node.recent
+                    .retain(|t| now.duration_since(*t) < policy.period);
+                let delay = match node.recent.len() {
+                    0 => Duration::ZERO,
+                    k => (policy.backoff * 2u32.saturating_pow(k as u32 - 1))
+                        .min(Duration::from_secs(5)),
+                };
+                node.down_since = Some((now, now + delay));
+                self.push(
+                    id,
+                    EventKind::Exited {
+                        status: status.to_string(),
+                        stderr_tail: last_lines(&stderr_tail, 5),
+                    },
+                );
+            }
+            let Some((since, not_before)) = self.nodes[i].down_since else {
+                continue;
+            };
+            if Instant::now() < not_before {
+                continue;
+            }
+            let now = Instant::now();
+            self.nodes[i]
+                .recent
+                .retain(|t| now.duration_since(*t) < policy.period);
+            if self.nodes[i].recent.len() as u32 >= policy.max_restarts {
+                self.nodes[i].info.given_up = true;
+                self.nodes[i].down_since = None;
+                let restarts = self.nodes[i].recent.len() as u32;
+                self.push(id, EventKind::GaveUp { restarts });
+                continue;
+            }
+            self.nodes[i].recent.push(now);
+            match self.spawn(i) {
+                Ok(child) => {
+                    let pid = child.pid;
+                    let node = &mut self.nodes[i];
+                    node.child = Some(child);
+                    node.info.pid = Some(pid);
+                    node.info.restarts += 1;
+                    node.down_since = None;
+                    let restart = node.info.restarts;
+                    self.push(
+                        id,
+                        EventKind::Restarted {
+                            pid,
+                            restart,
+                            restart_ms: since.elapsed().as_millis() as u64,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let delay = policy.backoff.max(Duration::from_millis(100));
+                    self.nodes[i].down_since = Some((since, Instant::now() + delay));
+                    self.push(
+                        id,
+                        EventKind::RestartFailed {
+                            reason: e.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        self.events[first_new..].to_vec()
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the private redis-server.
+    /// Returns, per node, how it ended.
+    pub fn stop(&mut self, grace: Duration) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            if let Some(child) = n.child.take() {
+                let (how, _) = child.stop(grace);
+                out.push((n.info.id, how));
+            }
+            n.info.pid = None;
+            n.down_since = None;
+        }
+        if let Some(r) = self.redis.take() {
+            r.stop();
+        }
+        out
+    }
+
+    /// The state as JSON (nodes and events), for `--state-file`.
+    pub fn state_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "schema": "chatbench.cluster/v1",
+            "arch": self.spec.arch,
+            "backplane": (self.spec.arch == "cluster").then(|| self.spec.backplane.as_str()),
+            "redis_url": self.redis_url,
+            "restart_policy": {
+                "max_restarts": self.spec.restart.max_restarts,
+                "period_s": self.spec.restart.period.as_secs_f64(),
+                "backoff_s": self.spec.restart.backoff.as_secs_f64(),
+            },
+            "nodes": self.nodes(),
+            "events": self.events,
+        })
+    }
+
+    /// The executable the nodes run.
+    pub fn exe(&self) -> &Path {
+        &self.spec.exe
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(2));
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct() {
+        let p = reserve_ports(8).expect("ports");
+        let mut q = p.clone();
+        q.sort_unstable();
+        q.dedup();
+        assert_eq!(q.len(), 8);
+    }
+
+    #[test]
+    fn last_lines_keeps_the_tail() {
+        assert_eq!(last_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(last_lines("a", 5), "a");
+    }
+}

@@ -1,0 +1,244 @@
+//! End-to-end tests of `chatbench cluster up`: nodes start on the addresses it prints, a node
+//! killed with SIGKILL is restarted at the same address (counted, timestamped), a node that
+//! keeps dying is given up on, and Ctrl-C stops every node.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// A running `cluster up`, its stdout lines arriving on a channel.
+struct Up {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    fn start(extra: &[&str]) -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+            .args(["cluster", "up"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cluster up");
+        let (tx, lines) = channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Up {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(l.clone());
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+        }
+        panic!("no line with {needle:?} within 30 s; saw {:?}", self.seen);
+    }
+
+    /// Ctrl-C; waits for exit; returns its stderr and status.
+    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster up did not stop on SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `node 2 ws://127.0.0.1:PORT/ws … pid=N` → (url host:port, pid).
+fn node_line(l: &str) -> (String, i32) {
+    let url = l.split_whitespace().nth(2).expect("url");
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_string();
+    let pid = l
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    (addr, pid)
+}
+
+fn healthy(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.1 200")
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_node_is_restarted_at_its_address_and_ctrl_c_stops_all() {
+    let state = tempfile::tempdir().expect("dir");
+    let state_file = state.path().join("cluster.json");
+    let mut up = Up::start(&[
+        "--nodes",
+        "3",
+        "--arch",
+        "task-per-conn",
+        "--state-file",
+        state_file.to_str().expect("path"),
+    ]);
+    let nodes: Vec<(String, i32)> = (1..=3)
+        .map(|i| node_line(&up.wait_for(&format!("node {i} ws://"))))
+        .collect();
+    let targets = up.wait_for("targets ");
+    for (addr, _) in &nodes {
+        assert!(targets.contains(addr.as_str()), "{targets}");
+        assert!(healthy(addr), "node at {addr} not healthy");
+    }
+    // Kill node 2 (a process this test's child started) and watch it come back.
+    let (addr2, pid2) = nodes[1].clone();
+    // SAFETY: kill(2) on a node process our `cluster up` child started.
+    unsafe {
+        libc::kill(pid2, libc::SIGKILL);
+    }
+    up.wait_for("node 2 exited (signal: 9");
+    let restarted = up.wait_for("node 2 restarted");
+    assert!(restarted.contains("restart=1"), "{restarted}");
+    let new_pid: i32 = restarted
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .expect("new pid");
+    assert_ne!(new_pid, pid2);
+    assert!(healthy(&addr2), "restarted node not serving at {addr2}");
+    // The state file says the same.
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("json");
+    assert_eq!(st["nodes"][1]["restarts"], 1, "{st}");
+    assert_eq!(st["nodes"][1]["pid"], new_pid, "{st}");
+    assert!(
+        st["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["event"] == "restarted" && e["node"] == 2 && e["restart_ms"].is_u64()),
+        "{st}"
+    );
+    let (status, stderr) = up.interrupt();
+    assert!(status.success(), "{stderr}");
+    for pid in [nodes[0].1, new_pid, nodes[2].1] {
+        wait_gone(pid);
+    }
+}
+
+#[test]
+fn a_node_that_keeps_dying_is_given_up_on() {
+    let mut up = Up::start(&[
+        "--nodes",
+        "1",
+        "--arch",
+        "epoll",
+        "--max-restarts",
+        "1",
+        "--restart-period",
+        "60s",
+    ]);
+    let (_, pid) = node_line(&up.wait_for("node 1 ws://"));
+    // SAFETY: kill(2) on a node process our `cluster up` child started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let restarted = up.wait_for("node 1 restarted");
+    let pid: i32 = restarted
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    up.wait_for("node 1 restarted 1 times within the restart period: given up");
+    let (status, stderr) = up.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn bad_requests_are_usage_errors() {
+    for (args, needle) in [
+        (
+            vec!["--arch", "no-such-arch"],
+            "not an architecture of this build",
+        ),
+        (
+            vec!["--redis-url", "redis://127.0.0.1:1"],
+            "--redis-url needs --backplane redis",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+            .args(["cluster", "up"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
