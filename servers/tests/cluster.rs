@@ -1,6 +1,8 @@
-//! Cluster behaviour beyond the conformance suite: exact cross-node delivery counts, counted
-//! loss while a peer link is cut and full delivery after, a stopped node's clients moving to
-//! another node, and the mesh hello's refusals. Real nodes on 127.0.0.1, real clients.
+//! Cluster behaviour beyond the conformance suite, for each backplane: exact cross-node
+//! delivery counts, counted loss while a peer link is cut (mesh) or Redis is down (redis) and
+//! full delivery after, a stopped node's clients moving to another node, the mesh hello's
+//! refusals, and Redis unreachable at start. Real nodes on 127.0.0.1, real clients, a real
+//! private `redis-server`.
 
 mod conformance;
 
@@ -11,7 +13,8 @@ use std::net::SocketAddr;
 use chatbench_protocol::{parse_server, ServerFrame};
 use chatbench_servers::cluster::ClusterNode;
 use conformance::{
-    block_on, metrics, msg, start_mesh_node, test_config, value, wait_metric, Client,
+    block_on, metrics, msg, start_mesh_node, start_redis_node, test_config, value, wait_metric,
+    Backplane, Client, RedisServer,
 };
 
 /// Starts `n` mesh nodes (each dials the ones before it) and waits until all are linked.
@@ -32,6 +35,30 @@ fn mesh(n: usize, fault_injection: bool) -> Vec<ClusterNode> {
         }
     });
     nodes
+}
+
+/// Starts `n` nodes over `kind` (a private Redis for `redis`) and waits until all are linked.
+fn cluster(kind: Backplane, n: usize) -> (Vec<ClusterNode>, Option<RedisServer>) {
+    match kind {
+        Backplane::Mesh => (mesh(n, false), None),
+        Backplane::Redis => {
+            let redis = RedisServer::start();
+            let nodes: Vec<ClusterNode> = (1..=n as u64)
+                .map(|id| start_redis_node(&test_config(), id, &redis.url()))
+                .collect();
+            wait_up(&nodes, 2.0);
+            (nodes, Some(redis))
+        }
+    }
+}
+
+fn wait_up(nodes: &[ClusterNode], up: f64) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.server.addr).collect();
+    block_on(async {
+        for a in addrs {
+            wait_metric(a, "chatbench_backplane_peers_up", |v| v == up).await;
+        }
+    });
 }
 
 async fn m(addr: SocketAddr, sample: &str) -> f64 {
@@ -55,8 +82,17 @@ async fn collect(c: &mut Client, want: usize) -> HashMap<(String, u64), u32> {
 
 #[test]
 fn mesh_delivers_every_message_once_per_member_and_once_per_node() {
+    exact_counts(Backplane::Mesh);
+}
+
+#[test]
+fn redis_delivers_every_message_once_per_member_and_once_per_node() {
+    exact_counts(Backplane::Redis);
+}
+
+fn exact_counts(kind: Backplane) {
     const K: u64 = 40;
-    let nodes = mesh(3, false);
+    let (nodes, _redis) = cluster(kind, 3);
     let addr: Vec<SocketAddr> = nodes.iter().map(|n| n.server.addr).collect();
     block_on(async {
         // Room "all": two members on each node. Room "pair": one member on nodes 0 and 1 only.
@@ -101,8 +137,9 @@ fn mesh_delivers_every_message_once_per_member_and_once_per_node() {
             assert_eq!(c.recv().await, msg("all", "last", 0));
         }
         assert_eq!(pair[1].recv().await, msg("pair", "last", 0));
-        // Each "all" message crossed to each of the 2 other nodes once; each "pair" message to
-        // the one other node that has a member; node 2 never saw "pair".
+        // Mesh: each "all" message crossed to each of the 2 other nodes once, each "pair"
+        // message to the one other node that has a member. Redis: each was published once.
+        // Either way node 2 never saw "pair", and each node received each message once.
         let mut forwarded = 0.0;
         for &a in &addr {
             forwarded += m(a, "chatbench_backplane_forwarded_total").await;
@@ -111,7 +148,10 @@ fn mesh_delivers_every_message_once_per_member_and_once_per_node() {
         }
         let all_msgs = 6.0 * K as f64 + 1.0;
         let pair_msgs = 2.0 * K as f64 + 1.0;
-        assert_eq!(forwarded, all_msgs * 2.0 + pair_msgs);
+        match kind {
+            Backplane::Mesh => assert_eq!(forwarded, all_msgs * 2.0 + pair_msgs),
+            Backplane::Redis => assert_eq!(forwarded, all_msgs + pair_msgs),
+        }
         wait_metric(addr[2], "chatbench_backplane_received_total", |v| {
             v == 4.0 * K as f64 + 1.0
         })
@@ -168,8 +208,21 @@ fn mesh_link_cut_counts_the_loss_and_delivers_fully_after() {
 }
 
 #[test]
-fn a_stopped_nodes_clients_rejoin_on_another_node() {
-    let mut nodes = mesh(3, false);
+fn mesh_stopped_nodes_clients_rejoin_on_another_node() {
+    stopped_node(Backplane::Mesh);
+}
+
+#[test]
+fn redis_stopped_nodes_clients_rejoin_on_another_node() {
+    stopped_node(Backplane::Redis);
+}
+
+fn stopped_node(kind: Backplane) {
+    let (mut nodes, _redis) = cluster(kind, 3);
+    let linked = match kind {
+        Backplane::Mesh => 1.0,
+        Backplane::Redis => 2.0,
+    };
     let addr: Vec<SocketAddr> = nodes.iter().map(|n| n.server.addr).collect();
     let gone = nodes.pop().unwrap();
     block_on(async {
@@ -189,8 +242,8 @@ fn a_stopped_nodes_clients_rejoin_on_another_node() {
             .await
             .unwrap()
             .unwrap();
-        wait_metric(addr[0], "chatbench_backplane_peers_up", |v| v == 1.0).await;
-        wait_metric(addr[1], "chatbench_backplane_peers_up", |v| v == 1.0).await;
+        wait_metric(addr[0], "chatbench_backplane_peers_up", |v| v == linked).await;
+        wait_metric(addr[1], "chatbench_backplane_peers_up", |v| v == linked).await;
         let mut c = Client::connect(addr[0]).await;
         c.join("r").await;
         b.send(&msg("r", "b", 2)).await;
@@ -241,4 +294,74 @@ fn mesh_hello_refuses_another_version_and_a_clashing_node_id() {
 fn partition_needs_fault_injection() {
     let nodes = mesh(1, false);
     assert!(nodes[0].partition(true).is_err());
+}
+
+#[test]
+fn redis_restart_counts_the_loss_and_recovers_fully() {
+    let (nodes, redis) = cluster(Backplane::Redis, 2);
+    let mut redis = redis.expect("a redis server");
+    let (n0, n1) = (nodes[0].server.addr, nodes[1].server.addr);
+    block_on(async {
+        let mut a = Client::connect(n0).await;
+        let mut b = Client::connect(n1).await;
+        a.join("r").await;
+        b.join("r").await;
+        for seq in 0..20 {
+            a.send(&msg("r", "a", seq)).await;
+        }
+        for seq in 0..20 {
+            assert_eq!(b.recv().await, msg("r", "a", seq));
+        }
+        // Redis dies: both nodes notice (the subscriber at once, the publisher by its ping).
+        redis.kill();
+        for n in [n0, n1] {
+            wait_metric(n, "chatbench_backplane_peers_up", |v| v == 0.0).await;
+        }
+        for seq in 100..130 {
+            a.send(&msg("r", "a", seq)).await;
+        }
+        wait_metric(n0, "chatbench_backplane_lost_total", |v| v == 30.0).await;
+        // Local delivery goes on meanwhile.
+        let mut a2 = Client::connect(n0).await;
+        a2.join("r").await;
+        a.send(&msg("r", "a", 200)).await;
+        assert_eq!(a2.recv().await, msg("r", "a", 200));
+        // Redis comes back on the same port: both nodes reconnect and re-subscribe before
+        // they report up again.
+        redis.restart();
+        for n in [n0, n1] {
+            wait_metric(n, "chatbench_backplane_peers_up", |v| v == 2.0).await;
+        }
+        for seq in 300..320 {
+            a.send(&msg("r", "a", seq)).await;
+        }
+        for seq in 300..320 {
+            assert_eq!(b.recv().await, msg("r", "a", seq));
+            assert_eq!(a2.recv().await, msg("r", "a", seq));
+        }
+        assert!(m(n0, "chatbench_backplane_reconnects_total").await >= 2.0);
+        assert_eq!(m(n0, "chatbench_backplane_lost_total").await, 31.0);
+        assert_eq!(m(n0, "chatbench_backplane_dropped_total").await, 0.0);
+        assert_eq!(m(n1, "chatbench_backplane_interest_rooms").await, 1.0);
+    });
+}
+
+#[test]
+fn redis_unreachable_at_start_is_an_error_naming_the_url() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let node = start_redis_node(&test_config(), 1, &url);
+    let err = node.server.join().expect_err("the node must not start");
+    let text = err.to_string();
+    assert!(
+        text.contains(&url) && text.contains("cannot reach Redis"),
+        "{text}"
+    );
+    let preflight =
+        chatbench_servers::cluster::redis::ping(&url, std::time::Duration::from_secs(2));
+    assert!(preflight.is_err_and(|e| e.to_string().contains(&url)));
 }

@@ -11,3 +11,4 @@ conformance_tests!(thread_pool, Arch::ThreadPool);
 conformance_tests!(epoll, Arch::Epoll);
 // A cluster of 3 nodes, each case's clients spread over them.
 conformance_tests!(cluster_mesh, Sut::Cluster(Backplane::Mesh));
+conformance_tests!(cluster_redis, Sut::Cluster(Backplane::Redis));

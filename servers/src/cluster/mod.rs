@@ -14,6 +14,7 @@
 //! on each node once, and crosses to each other node at most once.
 
 pub mod mesh;
+pub mod redis;
 pub mod wire;
 
 use std::future::Future;
@@ -44,12 +45,7 @@ pub fn bind(config: &ServerConfig) -> Result<Option<StdListener>, ServerError> {
 /// at the configured URL (redis backplane). The error names the URL.
 pub fn preflight(config: &ServerConfig) -> Result<(), ServerError> {
     match config.cluster.as_ref().map(|c| &c.backplane) {
-        Some(BackplaneConfig::Redis { url }) => {
-            let _ = url;
-            Err(ServerError::Backplane(
-                "the redis backplane is not built yet".into(),
-            ))
-        }
+        Some(BackplaneConfig::Redis { url }) => redis::ping(url, Duration::from_secs(2)),
         _ => Ok(()),
     }
 }
@@ -117,9 +113,9 @@ fn run_node(
                 (m, Box::new(move |local| m2.attach(local)))
             }
             BackplaneConfig::Redis { url } => {
-                return Err(ServerError::Backplane(format!(
-                    "the redis backplane ({url}) is not built yet"
-                )));
+                let r = redis::RedisBackplane::start(url, cluster.clone(), metrics.clone()).await?;
+                let r2 = r.clone();
+                (r, Box::new(move |local| r2.attach(local)))
             }
         };
         task_per_conn::serve_with_hook(listener, config, shutdown, metrics, move |local| {

@@ -86,6 +86,8 @@ pub const CLUSTER_NODES: usize = 3;
 pub enum Backplane {
     /// The TCP mesh.
     Mesh,
+    /// Redis pub/sub, on a private `redis-server` per case.
+    Redis,
 }
 
 /// The system under test: one server, or a cluster.
@@ -149,14 +151,15 @@ impl Target {
 /// The running servers of a case.
 pub enum Fixture {
     Single(RunningServer),
-    Cluster(Vec<ClusterNode>),
+    /// The nodes, and the Redis server they use (stopped after them).
+    Cluster(Vec<ClusterNode>, Option<RedisServer>),
 }
 
 impl Fixture {
     pub fn target(&self) -> Target {
         let nodes: Vec<SocketAddr> = match self {
             Fixture::Single(s) => vec![s.addr],
-            Fixture::Cluster(n) => n.iter().map(|n| n.server.addr).collect(),
+            Fixture::Cluster(n, _) => n.iter().map(|n| n.server.addr).collect(),
         };
         Target {
             nodes: Box::leak(nodes.into_boxed_slice()),
@@ -167,7 +170,7 @@ impl Fixture {
     pub fn shutdowns(&self) -> Vec<Shutdown> {
         match self {
             Fixture::Single(s) => vec![s.shutdown.clone()],
-            Fixture::Cluster(n) => n.iter().map(|n| n.server.shutdown.clone()).collect(),
+            Fixture::Cluster(n, _) => n.iter().map(|n| n.server.shutdown.clone()).collect(),
         }
     }
 
@@ -175,7 +178,7 @@ impl Fixture {
     pub fn join(self) -> Result<(), chatbench_servers::ServerError> {
         match self {
             Fixture::Single(s) => s.join(),
-            Fixture::Cluster(nodes) => nodes.into_iter().try_for_each(|n| n.server.join()),
+            Fixture::Cluster(nodes, _redis) => nodes.into_iter().try_for_each(|n| n.server.join()),
         }
     }
 
@@ -220,11 +223,102 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
                 let peers = nodes.iter().filter_map(|n| n.cluster_addr).collect();
                 nodes.push(start_mesh_node(&config, id + 1, peers));
             }
-            let fixture = Fixture::Cluster(nodes);
+            let fixture = Fixture::Cluster(nodes, None);
             let t = fixture.target();
             block_on(wait_linked(t, CLUSTER_NODES as f64 - 1.0));
             fixture
         }
+        Sut::Cluster(Backplane::Redis) => {
+            let redis = RedisServer::start();
+            let nodes = (1..=CLUSTER_NODES as u64)
+                .map(|id| start_redis_node(&config, id, &redis.url()))
+                .collect();
+            let fixture = Fixture::Cluster(nodes, Some(redis));
+            // Each node holds two Redis connections: publishing and subscribing.
+            block_on(wait_linked(fixture.target(), 2.0));
+            fixture
+        }
+    }
+}
+
+/// A redis-backplane node with id `id` using the Redis at `url`.
+pub fn start_redis_node(config: &ServerConfig, id: u64, url: &str) -> ClusterNode {
+    let mut cluster = ClusterConfig::new(id, BackplaneConfig::Redis { url: url.into() });
+    cluster.reconnect_max = Duration::from_millis(500);
+    let config = ServerConfig {
+        cluster: Some(cluster),
+        ..config.clone()
+    };
+    spawn_node(config, "127.0.0.1:0".parse().unwrap()).expect("cluster node starts")
+}
+
+/// A private `redis-server` on a free loopback port, killed (by PID) when dropped, also when a
+/// test panics. No persistence, no other clients.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it accepts connections.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut r = RedisServer { child: None, port };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): the redis tests need a real Redis: \
+                     apt-get install redis-server"
+                )
+            });
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited at start ({status}); port {} taken?",
+                    self.port
+                );
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "redis-server did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILLs the server (by PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
