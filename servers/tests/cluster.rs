@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use chatbench_protocol::{parse_server, ServerFrame};
 use chatbench_servers::cluster::ClusterNode;
 use conformance::{
-    block_on, metrics, msg, start_mesh_node, start_redis_node, test_config, value, wait_metric,
-    Backplane, Client, RedisServer,
+    block_on, metrics, msg, start_mesh_node, start_mesh_node_at, start_redis_node, test_config,
+    value, wait_metric, Backplane, Client, RedisServer,
 };
 
 /// Starts `n` mesh nodes (each dials the ones before it) and waits until all are linked.
@@ -364,4 +364,52 @@ fn redis_unreachable_at_start_is_an_error_naming_the_url() {
     let preflight =
         chatbench_servers::cluster::redis::ping(&url, std::time::Duration::from_secs(2));
     assert!(preflight.is_err_and(|e| e.to_string().contains(&url)));
+}
+
+#[test]
+fn mesh_nodes_that_all_dial_each_other_keep_one_link_per_pair() {
+    // Every node lists every other as a seed, so each pair dials both ways at once.
+    let ports: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+        })
+        .collect();
+    let nodes: Vec<ClusterNode> = (0..3)
+        .map(|i| {
+            let peers = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+            start_mesh_node_at(&test_config(), i as u64 + 1, ports[i], peers)
+        })
+        .collect();
+    wait_up(&nodes, 2.0);
+    let addr: Vec<SocketAddr> = nodes.iter().map(|n| n.server.addr).collect();
+    block_on(async {
+        let mut c = Vec::new();
+        for &a in &addr {
+            let mut cl = Client::connect(a).await;
+            cl.join("r").await;
+            c.push(cl);
+        }
+        for seq in 0..10 {
+            c[0].send(&msg("r", "c0", seq)).await;
+        }
+        c[0].send(&msg("r", "c0", 99)).await;
+        for cl in &mut c[1..] {
+            for seq in (0..10).chain([99]) {
+                assert_eq!(cl.recv().await, msg("r", "c0", seq));
+            }
+        }
+        // One link per pair, and the losing duplicates were neither refusals nor reconnects.
+        for &a in &addr {
+            assert_eq!(m(a, "chatbench_backplane_peers_up").await, 2.0);
+            assert_eq!(m(a, "chatbench_backplane_refused_total").await, 0.0);
+            assert_eq!(m(a, "chatbench_backplane_reconnects_total").await, 0.0);
+        }
+        let mut forwarded = 0.0;
+        for &a in &addr {
+            forwarded += m(a, "chatbench_backplane_forwarded_total").await;
+        }
+        assert_eq!(forwarded, 11.0 * 2.0);
+    });
 }

@@ -37,6 +37,10 @@ use crate::metrics::{BackplaneMetrics, Metrics};
 use crate::task_per_conn::{Hook, HookFuture, LocalRooms};
 use crate::ServerError;
 
+/// How a refusal for a second link to an already linked peer starts (an expected race when
+/// both nodes dial, so neither logged as an error nor counted as refused).
+const DUPLICATE: &str = "duplicate link";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -81,6 +85,8 @@ struct Link {
     acked: AtomicU64,
     closed: AtomicBool,
     close: Notify,
+    /// Closed because a preferred link to the same peer replaced it (not a loss).
+    superseded: AtomicBool,
 }
 
 impl Link {
@@ -283,7 +289,15 @@ impl Mesh {
                     );
                     return self.refuse(&mut writer, why).await;
                 }
+                if let Some(a) = addr {
+                    // Known from now on, so the dialer does not dial a node it is linked to.
+                    lock(&self.state).addr_ids.insert(a, node_id);
+                }
                 node_id
+            }
+            Ok(Some(Frame::Refuse(why))) if why.starts_with(DUPLICATE) => {
+                tracing::debug!("mesh: peer {addr:?} kept its other link: {why}");
+                return false;
             }
             Ok(Some(Frame::Refuse(why))) => {
                 tracing::error!("mesh: peer {addr:?} refused the link: {why}");
@@ -310,8 +324,17 @@ impl Mesh {
             acked: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             close: Notify::new(),
+            superseded: AtomicBool::new(false),
         });
-        if let Err(why) = self.register(&link, addr) {
+        if let Err(why) = self.register(&link) {
+            if why.starts_with(DUPLICATE) {
+                // Both nodes dialled at once: normal, not a fault.
+                tracing::debug!("mesh: node {}: {why}", self.me);
+                let _ = writer.write_all(&wire::encode(&Frame::Refuse(why))).await;
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return false;
+            }
             return self.refuse(&mut writer, why).await;
         }
         tracing::info!("mesh: node {} linked to node {peer}", self.me);
@@ -346,25 +369,25 @@ impl Mesh {
     }
 
     /// Makes `link` the peer's current link and queues the full interest set on it.
-    fn register(&self, link: &Arc<Link>, addr: Option<SocketAddr>) -> Result<(), String> {
+    fn register(&self, link: &Arc<Link>) -> Result<(), String> {
         let mut st = lock(&self.state);
         if self.fault.is_cut() {
             return Err("node is partitioned (fault injection)".into());
         }
         let preferred = self.me.min(link.peer);
+        let mut replaced = false;
         if let Some(existing) = st.links.get(&link.peer) {
             if existing.up.load(Ordering::SeqCst) {
                 if existing.dialed_by == preferred && link.dialed_by != preferred {
                     return Err(format!(
-                        "duplicate link to node {}: keeping the one dialled by node {preferred}",
+                        "{DUPLICATE} to node {}: keeping the one dialled by node {preferred}",
                         link.peer
                     ));
                 }
+                existing.superseded.store(true, Ordering::SeqCst);
                 existing.kill();
             }
-        }
-        if let Some(a) = addr {
-            st.addr_ids.insert(a, link.peer);
+            replaced = existing.superseded.load(Ordering::SeqCst);
         }
         // The full set, in order, before any delta queued after this lock is released.
         link.queue.push(wire::encode(&Frame::Reset), false);
@@ -379,7 +402,7 @@ impl Mesh {
         }
         link.up.store(true, Ordering::SeqCst);
         st.links.insert(link.peer, link.clone());
-        if !st.seen.insert(link.peer) {
+        if !st.seen.insert(link.peer) && !replaced {
             self.bp().reconnected();
         }
         self.bp().peer_up();
@@ -466,7 +489,12 @@ impl Mesh {
                     self.changed.notify_waiters();
                 }
                 Frame::Ping => {}
-                Frame::Refuse(why) => return format!("peer closed the link: {why}"),
+                Frame::Refuse(why) => {
+                    if why.starts_with(DUPLICATE) {
+                        link.superseded.store(true, Ordering::SeqCst);
+                    }
+                    return format!("peer closed the link: {why}");
+                }
                 Frame::Hello { .. } => return "protocol violation: second hello".into(),
             }
         }
@@ -633,6 +661,12 @@ async fn write_loop(
             link.kill();
             break;
         }
+    }
+    if link.superseded.load(Ordering::SeqCst) {
+        // Tell the peer this link was replaced, not lost.
+        let why = format!("{DUPLICATE}: replaced by the link dialled by the lower node id");
+        let _ = w.write_all(&wire::encode(&Frame::Refuse(why))).await;
+        let _ = w.flush().await;
     }
     let _ = w.shutdown().await;
 }

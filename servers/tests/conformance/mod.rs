@@ -324,13 +324,17 @@ impl Drop for RedisServer {
 
 /// A mesh node with id `id` that dials `peers`, listening on free loopback ports.
 pub fn start_mesh_node(config: &ServerConfig, id: u64, peers: Vec<SocketAddr>) -> ClusterNode {
-    let mut cluster = ClusterConfig::new(
-        id,
-        BackplaneConfig::Mesh {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            peers,
-        },
-    );
+    start_mesh_node_at(config, id, "127.0.0.1:0".parse().unwrap(), peers)
+}
+
+/// A mesh node with id `id` whose mesh listener is `listen`, dialling `peers`.
+pub fn start_mesh_node_at(
+    config: &ServerConfig,
+    id: u64,
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
+) -> ClusterNode {
+    let mut cluster = ClusterConfig::new(id, BackplaneConfig::Mesh { listen, peers });
     cluster.reconnect_max = Duration::from_millis(500);
     let config = ServerConfig {
         cluster: Some(cluster),
