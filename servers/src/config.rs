@@ -158,6 +158,9 @@ pub struct ClusterConfig {
     /// Frames queued per peer link (mesh) or for the publisher (redis). When full, forwarded
     /// messages are dropped and counted in `chatbench_backplane_dropped_total`.
     pub send_queue: usize,
+    /// The same queues' bound in bytes (frames of up to `max_frame_bytes` would otherwise let
+    /// `send_queue` frames reach gigabytes): beyond it, messages are dropped and counted too.
+    pub send_queue_bytes: usize,
     /// Most rooms one peer may declare interest in; beyond it the link is closed as a protocol
     /// violation. Bounds the interest map a peer can grow.
     pub max_remote_rooms: usize,
@@ -177,6 +180,7 @@ impl ClusterConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
             send_queue: 16 * 1024,
+            send_queue_bytes: 32 * 1024 * 1024,
             max_remote_rooms: 1 << 20,
             join_sync_timeout: Duration::from_secs(2),
         }
@@ -190,8 +194,8 @@ impl ClusterConfig {
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err("cluster reconnect_min must be > 0 and at most reconnect_max".into());
         }
-        if self.send_queue == 0 {
-            return Err("cluster send_queue must be at least 1".into());
+        if self.send_queue == 0 || self.send_queue_bytes == 0 {
+            return Err("cluster send_queue and send_queue_bytes must be at least 1".into());
         }
         if self.max_remote_rooms == 0 {
             return Err("cluster max_remote_rooms must be at least 1".into());

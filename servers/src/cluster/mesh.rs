@@ -12,7 +12,7 @@
 //! - **Forwarding.** A published `msg` is encoded once into a `Msg` frame and queued to each
 //!   peer that declared interest in its room; receivers fan it out locally and never forward
 //!   it again. Queues are bounded per link (`send_queue` frames): a full queue drops the
-//!   message and counts it (`dropped`). A peer whose link is down keeps its last declared
+//!   message and counts it (`dropped`; `send_queue_bytes` bounds the bytes too). A peer whose link is down keeps its last declared
 //!   interest, so what it misses meanwhile is counted (`lost`) instead of vanishing; it sends
 //!   its full set again when it comes back.
 //! - **Liveness.** Each link sends `Ping` every `heartbeat`; one that receives nothing for
@@ -98,31 +98,53 @@ impl Link {
     }
 }
 
-/// A link's bounded outbound queue. `Msg` frames are refused beyond `cap`; control frames
-/// (interest, acks, heartbeats) may use a second `cap` of headroom, and a link whose control
-/// frames do not fit is reset (the peer re-syncs on reconnect) rather than desynchronised.
+/// A link's bounded outbound queue. `Msg` frames are refused beyond `cap` frames or
+/// `cap_bytes` bytes; control frames (interest, acks, heartbeats: small) may use as much again
+/// of headroom, and a link whose control frames do not fit is reset (the peer re-syncs on
+/// reconnect) rather than desynchronised.
 struct SendQueue {
-    items: Mutex<VecDeque<(Bytes, bool)>>,
+    items: Mutex<Queued>,
     ready: Notify,
     cap: usize,
+    cap_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    frames: VecDeque<(Bytes, bool)>,
+    bytes: usize,
 }
 
 impl SendQueue {
+    fn new(cap: usize, cap_bytes: usize) -> SendQueue {
+        SendQueue {
+            items: Mutex::new(Queued::default()),
+            ready: Notify::new(),
+            cap,
+            cap_bytes,
+        }
+    }
+
     fn push(&self, frame: Bytes, is_msg: bool) -> bool {
         {
             let mut q = lock(&self.items);
-            let limit = if is_msg { self.cap } else { self.cap * 2 };
-            if q.len() >= limit {
+            let (limit, limit_bytes) = if is_msg {
+                (self.cap, self.cap_bytes)
+            } else {
+                (self.cap * 2, self.cap_bytes.saturating_mul(2))
+            };
+            if q.frames.len() >= limit || q.bytes + frame.len() > limit_bytes {
                 return false;
             }
-            q.push_back((frame, is_msg));
+            q.bytes += frame.len();
+            q.frames.push_back((frame, is_msg));
         }
         self.ready.notify_one();
         true
     }
 
     fn take(&self) -> VecDeque<(Bytes, bool)> {
-        std::mem::take(&mut *lock(&self.items))
+        std::mem::take(&mut *lock(&self.items)).frames
     }
 }
 
@@ -315,11 +337,7 @@ impl Mesh {
             peer,
             dialed_by,
             up: AtomicBool::new(false),
-            queue: SendQueue {
-                items: Mutex::new(VecDeque::new()),
-                ready: Notify::new(),
-                cap: self.cfg.send_queue,
-            },
+            queue: SendQueue::new(self.cfg.send_queue, self.cfg.send_queue_bytes),
             remote: Mutex::new(HashSet::new()),
             acked: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -669,4 +687,30 @@ async fn write_loop(
         let _ = w.flush().await;
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_queue_refuses_messages_past_either_bound_but_keeps_room_for_control() {
+        let q = SendQueue::new(2, 100);
+        let msg = Bytes::from(vec![b'x'; 40]);
+        assert!(q.push(msg.clone(), true));
+        assert!(q.push(msg.clone(), true));
+        assert!(!q.push(msg.clone(), true), "frame bound");
+        // Control frames have headroom beyond the message bound...
+        assert!(q.push(Bytes::from_static(b"ctl"), false));
+        assert!(q.push(Bytes::from_static(b"ctl"), false));
+        // ...but are bounded too.
+        assert!(!q.push(Bytes::from_static(b"ctl"), false));
+        assert_eq!(q.take().len(), 4);
+        // The byte bound: 2 × 60 > 100.
+        let big = Bytes::from(vec![b'y'; 60]);
+        assert!(q.push(big.clone(), true));
+        assert!(!q.push(big, true), "byte bound");
+        assert_eq!(q.take().len(), 1);
+        assert!(q.take().is_empty());
+    }
 }

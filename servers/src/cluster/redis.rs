@@ -8,7 +8,8 @@
 //! - **Subscriptions.** A node subscribes to exactly the rooms it has local members in, on one
 //!   pub/sub connection driven by one task; a join that makes a room new here waits (bounded)
 //!   for Redis to confirm the subscription before `joined` is sent.
-//! - **Publishing.** A published `msg` is queued (bounded: `send_queue`; full → `dropped`) to
+//! - **Publishing.** A published `msg` is queued (bounded: `send_queue` messages and
+//!   `send_queue_bytes`; full → `dropped`) to
 //!   one publisher task that sends what is queued as one pipeline of `PUBLISH`es on a second
 //!   connection. The payload is the origin node id (8 bytes, big-endian) then the client's
 //!   frame, unchanged; a node ignores its own messages coming back.
@@ -105,7 +106,8 @@ pub struct RedisBackplane {
     subscribed_changed: Notify,
     sub_up: AtomicBool,
     pub_up: AtomicBool,
-    queue: Mutex<VecDeque<(Box<str>, Bytes)>>,
+    /// Messages to publish, and their bytes (bounded by `send_queue`, `send_queue_bytes`).
+    queue: Mutex<(VecDeque<(Box<str>, Bytes)>, usize)>,
     queued: Notify,
 }
 
@@ -144,7 +146,7 @@ impl RedisBackplane {
             subscribed_changed: Notify::new(),
             sub_up: AtomicBool::new(false),
             pub_up: AtomicBool::new(false),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new((VecDeque::new(), 0)),
             queued: Notify::new(),
         });
         tokio::spawn(me.clone().subscriber(pubsub.split()));
@@ -295,7 +297,7 @@ impl RedisBackplane {
                 self.pub_up.store(false, Ordering::SeqCst);
                 self.bp().peer_down();
                 // What was queued behind the failure cannot go out now.
-                let stranded = std::mem::take(&mut *lock(&self.queue)).len() as u64;
+                let stranded = std::mem::take(&mut *lock(&self.queue)).0.len() as u64;
                 if stranded > 0 {
                     self.bp().lost(stranded);
                 }
@@ -314,8 +316,10 @@ impl RedisBackplane {
             let woke = tokio::time::timeout(self.cfg.heartbeat, self.queued.notified()).await;
             let batch: Vec<(Box<str>, Bytes)> = {
                 let mut q = lock(&self.queue);
-                let n = q.len().min(MAX_BATCH);
-                q.drain(..n).collect()
+                let n = q.0.len().min(MAX_BATCH);
+                let batch: Vec<_> = q.0.drain(..n).collect();
+                q.1 -= batch.iter().map(|(_, p)| p.len()).sum::<usize>();
+                batch
             };
             if batch.is_empty() {
                 if woke.is_err() {
@@ -337,7 +341,7 @@ impl RedisBackplane {
                     return format!("PUBLISH failed: {e}");
                 }
             }
-            if !lock(&self.queue).is_empty() {
+            if !lock(&self.queue).0.is_empty() {
                 self.queued.notify_one();
             }
         }
@@ -403,12 +407,13 @@ impl Hook for RedisBackplane {
         payload.put_slice(frame.as_bytes());
         {
             let mut q = lock(&self.queue);
-            if q.len() >= self.cfg.send_queue {
+            if q.0.len() >= self.cfg.send_queue || q.1 + payload.len() > self.cfg.send_queue_bytes {
                 drop(q);
                 self.bp().dropped(1);
                 return;
             }
-            q.push_back((room.into(), payload.freeze()));
+            q.1 += payload.len();
+            q.0.push_back((room.into(), payload.freeze()));
         }
         self.queued.notify_one();
     }
