@@ -54,6 +54,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Messages waiting for the publisher: room and payload.
+type PublishQueue = VecDeque<(Box<str>, Bytes)>;
+
 fn channel(room: &str) -> String {
     format!("{CHANNEL_PREFIX}{room}")
 }
@@ -107,7 +110,7 @@ pub struct RedisBackplane {
     sub_up: AtomicBool,
     pub_up: AtomicBool,
     /// Messages to publish, and their bytes (bounded by `send_queue`, `send_queue_bytes`).
-    queue: Mutex<(VecDeque<(Box<str>, Bytes)>, usize)>,
+    queue: Mutex<(PublishQueue, usize)>,
     queued: Notify,
 }
 
