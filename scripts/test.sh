@@ -33,6 +33,17 @@ if ! need chromium && ! need chromium-browser; then
   fi
 fi
 
+# The cluster tests start private Redis servers (Debian's redis-server; none is left running).
+if ! need redis-server; then
+  echo "== installing redis-server (for the cluster redis-backplane tests)"
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+  else
+    echo "error: the tests need redis-server: install Debian's redis-server (apt-get install redis-server) and re-run" >&2
+    exit 2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -7,6 +7,7 @@
 //! architectures; its string forms are what results record.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -107,6 +108,116 @@ pub struct ServerConfig {
     /// `thread-pool`: how long a new connection waits for a free worker before it is answered
     /// with HTTP 503 (counted).
     pub pool_wait: Duration,
+    /// `cluster`: the node's identity and backplane; `None` for every other architecture (and
+    /// an error for `cluster`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Which backplane carries a cluster node's messages to the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackplaneConfig {
+    /// A full mesh of TCP links between nodes (peer-to-peer, like Erlang `:pg`).
+    Mesh {
+        /// Where this node accepts links from other nodes (port 0: any free port).
+        listen: SocketAddr,
+        /// Other nodes' `listen` addresses, dialled at start and after a link is lost.
+        peers: Vec<SocketAddr>,
+    },
+    /// A Redis server's pub/sub (a broker, like the Socket.IO Redis adapter).
+    Redis {
+        /// `redis://host:port[/db]`
+        url: String,
+    },
+}
+
+impl BackplaneConfig {
+    /// `mesh` or `redis` (the CLI and metrics label form).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackplaneConfig::Mesh { .. } => "mesh",
+            BackplaneConfig::Redis { .. } => "redis",
+        }
+    }
+}
+
+/// Settings of a `cluster` node (see `crate::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster: it names the origin of every forwarded message.
+    pub node_id: u64,
+    /// The backplane and its addresses.
+    pub backplane: BackplaneConfig,
+    /// Mesh: how often a link sends a heartbeat.
+    pub heartbeat: Duration,
+    /// Mesh: a link that has received nothing for this long is declared dead and closed.
+    pub dead_after: Duration,
+    /// First delay before re-dialling a lost peer or Redis; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Frames queued per peer link (mesh) or for the publisher (redis). When full, forwarded
+    /// messages are dropped and counted in `chatbench_backplane_dropped_total`.
+    pub send_queue: usize,
+    /// The same queues' bound in bytes (frames of up to `max_frame_bytes` would otherwise let
+    /// `send_queue` frames reach gigabytes): beyond it, messages are dropped and counted too.
+    pub send_queue_bytes: usize,
+    /// Most rooms one peer may declare interest in; beyond it the link is closed as a protocol
+    /// violation. Bounds the interest map a peer can grow.
+    pub max_remote_rooms: usize,
+    /// How long a `join` that makes a room new on this node waits for the other nodes (or
+    /// Redis) to confirm they will route the room here, before `joined` is sent anyway.
+    pub join_sync_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A node with the documented defaults.
+    pub fn new(node_id: u64, backplane: BackplaneConfig) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            backplane,
+            heartbeat: Duration::from_millis(500),
+            dead_after: Duration::from_secs(3),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(2),
+            send_queue: 16 * 1024,
+            send_queue_bytes: 32 * 1024 * 1024,
+            max_remote_rooms: 1 << 20,
+            join_sync_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks the cluster settings against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dead_after <= self.heartbeat {
+            return Err("cluster dead_after must be longer than the heartbeat interval".into());
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return Err("cluster reconnect_min must be > 0 and at most reconnect_max".into());
+        }
+        if self.send_queue == 0 || self.send_queue_bytes == 0 {
+            return Err("cluster send_queue and send_queue_bytes must be at least 1".into());
+        }
+        if self.max_remote_rooms == 0 {
+            return Err("cluster max_remote_rooms must be at least 1".into());
+        }
+        match &self.backplane {
+            BackplaneConfig::Mesh { listen, peers } => {
+                if listen.port() != 0 && peers.contains(listen) {
+                    return Err(format!(
+                        "--peers contains this node's own --cluster-listen {listen}: list the other nodes only"
+                    ));
+                }
+            }
+            BackplaneConfig::Redis { url } => {
+                if !url.starts_with("redis://") {
+                    return Err(format!(
+                        "--redis-url {url:?} must look like redis://127.0.0.1:6379"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -129,6 +240,7 @@ impl Default for ServerConfig {
             pool_size: 1024,
             thread_stack_bytes: 128 * 1024,
             pool_wait: Duration::from_secs(1),
+            cluster: None,
         }
     }
 }
@@ -160,6 +272,9 @@ impl ServerConfig {
         if self.worker_threads == Some(0) {
             return Err("worker_threads must be at least 1".into());
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 }
@@ -174,10 +289,14 @@ pub enum Arch {
     ThreadPool,
     /// One OS thread, one readiness loop over non-blocking sockets (the Node.js / Redis model).
     Epoll,
+    /// A node of a cluster: task-per-conn for its own clients plus a backplane (mesh or Redis)
+    /// to the other nodes. Needs [`ServerConfig::cluster`].
+    Cluster,
 }
 
 impl Arch {
-    /// Every architecture, in documentation order.
+    /// Every single-process architecture, in documentation order: what `compare` runs and
+    /// `run --serve` starts. [`Arch::Cluster`] is not among them: it needs cluster settings.
     pub const ALL: [Arch; 3] = [Arch::TaskPerConn, Arch::ThreadPool, Arch::Epoll];
 
     /// The CLI and results name.
@@ -186,6 +305,7 @@ impl Arch {
             Arch::TaskPerConn => "task-per-conn",
             Arch::ThreadPool => "thread-pool",
             Arch::Epoll => "epoll",
+            Arch::Cluster => "cluster",
         }
     }
 }
@@ -195,9 +315,14 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self, String> {
         Arch::ALL
             .into_iter()
+            .chain([Arch::Cluster])
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                let names: Vec<_> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+                let names: Vec<_> = Arch::ALL
+                    .iter()
+                    .chain(&[Arch::Cluster])
+                    .map(|a| a.as_str())
+                    .collect();
                 format!(
                     "unknown architecture {s:?} (expected one of: {})",
                     names.join(", ")
@@ -221,7 +346,8 @@ mod tests {
         for a in Arch::ALL {
             assert_eq!(a.as_str().parse::<Arch>(), Ok(a));
         }
-        assert!("nope".parse::<Arch>().is_err());
+        assert_eq!("cluster".parse::<Arch>(), Ok(Arch::Cluster));
+        assert!("nope".parse::<Arch>().is_err_and(|e| e.contains("cluster")));
     }
 
     #[test]
@@ -236,5 +362,37 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(zero_pool.validate().is_err_and(|e| e.contains("pool_size")));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let listen: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mesh = |peers| ServerConfig {
+            cluster: Some(ClusterConfig::new(
+                1,
+                BackplaneConfig::Mesh { listen, peers },
+            )),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            mesh(vec!["127.0.0.1:7001".parse().unwrap()]).validate(),
+            Ok(())
+        );
+        assert!(mesh(vec![listen])
+            .validate()
+            .is_err_and(|e| e.contains("own --cluster-listen")));
+        let redis = |url: &str| {
+            ClusterConfig::new(1, BackplaneConfig::Redis { url: url.into() }).validate()
+        };
+        assert_eq!(redis("redis://127.0.0.1:6379"), Ok(()));
+        assert!(redis("http://x").is_err_and(|e| e.contains("redis://")));
+        let mut c = ClusterConfig::new(
+            1,
+            BackplaneConfig::Redis {
+                url: "redis://h".into(),
+            },
+        );
+        c.dead_after = c.heartbeat;
+        assert!(c.validate().is_err_and(|e| e.contains("dead_after")));
     }
 }

@@ -10,12 +10,14 @@
 //! - [`task_per_conn`]: a tokio task per connection.
 //! - [`thread_pool`]: blocking sockets on a bounded pool of OS threads.
 //! - [`epoll`]: one thread, one readiness loop.
+//! - [`cluster`]: a node of a cluster: task-per-conn plus a mesh or Redis backplane.
 //! - [`ws_error`]: how a tungstenite read error ends a connection (task-per-conn, thread-pool).
 //!
 //! Every architecture exposes `run(listener, config, shutdown)`; [`run_arch`] dispatches on
 //! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
 //! tests.
 
+pub mod cluster;
 pub mod config;
 pub mod epoll;
 pub mod http;
@@ -31,7 +33,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
-pub use config::{Arch, ServerConfig, SlowConsumerPolicy};
+pub use config::{Arch, BackplaneConfig, ClusterConfig, ServerConfig, SlowConsumerPolicy};
 pub use shutdown::Shutdown;
 
 /// Why a server could not run.
@@ -46,6 +48,10 @@ pub enum ServerError {
     /// The listener could not be prepared (made non-blocking or registered).
     #[error("could not use the listener: {0}")]
     Listener(#[source] io::Error),
+    /// A cluster node could not start its backplane (bind, or reach Redis); the message names
+    /// the address.
+    #[error("cluster backplane: {0}")]
+    Backplane(String),
     /// The server thread panicked (a bug: connection panics are contained per connection).
     #[error("the server thread panicked")]
     Panicked,
@@ -63,6 +69,7 @@ pub fn run_arch(
         Arch::TaskPerConn => task_per_conn::run(listener, config, shutdown),
         Arch::ThreadPool => thread_pool::run(listener, config, shutdown),
         Arch::Epoll => epoll::run(listener, config, shutdown),
+        Arch::Cluster => cluster::run(listener, None, config, shutdown),
     }
 }
 
@@ -77,6 +84,19 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Wraps a server already running on `thread` (e.g. a cluster node).
+    pub fn from_thread(
+        addr: SocketAddr,
+        shutdown: Shutdown,
+        thread: JoinHandle<Result<(), ServerError>>,
+    ) -> RunningServer {
+        RunningServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
     /// `ws://ADDR/ws`
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)

@@ -150,6 +150,160 @@ pub struct Metrics {
     handshake_timeouts: AtomicU64,
     http_requests: [AtomicU64; HttpPath::ALL.len()],
     pool_rejections: AtomicU64,
+    backplane: Option<BackplaneMetrics>,
+}
+
+/// Counters of a cluster node's backplane (`chatbench_backplane_*`), rendered after the
+/// server's own when the node has one. Every message that should have crossed to another node
+/// and did not is counted in exactly one of `dropped` (a full send queue) or `lost` (the peer
+/// link or Redis was down, or the publish failed).
+#[derive(Debug)]
+pub struct BackplaneMetrics {
+    kind: &'static str,
+    node_id: u64,
+    forwarded: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    lost: AtomicU64,
+    peers_up: AtomicI64,
+    reconnects: AtomicU64,
+    refused: AtomicU64,
+    interest_rooms: AtomicI64,
+}
+
+impl BackplaneMetrics {
+    fn new(kind: &'static str, node_id: u64) -> BackplaneMetrics {
+        BackplaneMetrics {
+            kind,
+            node_id,
+            forwarded: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            peers_up: AtomicI64::new(0),
+            reconnects: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            interest_rooms: AtomicI64::new(0),
+        }
+    }
+    /// `n` messages were handed to a peer link or published to Redis
+    /// (`chatbench_backplane_forwarded_total`).
+    pub fn forwarded(&self, n: u64) {
+        self.forwarded.fetch_add(n, Relaxed);
+    }
+    /// A message from another node arrived and was fanned out here
+    /// (`chatbench_backplane_received_total`).
+    pub fn received(&self) {
+        self.received.fetch_add(1, Relaxed);
+    }
+    /// `n` messages were not forwarded because a send queue was full
+    /// (`chatbench_backplane_dropped_total`).
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+    }
+    /// `n` messages could not cross: the peer link or Redis was down, or the publish failed
+    /// (`chatbench_backplane_lost_total`).
+    pub fn lost(&self, n: u64) {
+        self.lost.fetch_add(n, Relaxed);
+    }
+    /// A peer link (or the Redis connection) came up (`chatbench_backplane_peers_up` +1).
+    pub fn peer_up(&self) {
+        self.peers_up.fetch_add(1, Relaxed);
+    }
+    /// A peer link (or the Redis connection) went down (`chatbench_backplane_peers_up` −1).
+    pub fn peer_down(&self) {
+        self.peers_up.fetch_sub(1, Relaxed);
+    }
+    /// A lost link or Redis connection was re-established
+    /// (`chatbench_backplane_reconnects_total`).
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+    /// A link was refused at its hello (version or node id mismatch, duplicate)
+    /// (`chatbench_backplane_refused_total`).
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+    /// Sets `chatbench_backplane_interest_rooms`: rooms this node advertises or subscribes to.
+    pub fn set_interest_rooms(&self, n: usize) {
+        self.interest_rooms
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+    }
+    /// Links (or Redis connections) up now.
+    pub fn peers_up(&self) -> i64 {
+        self.peers_up.load(Relaxed)
+    }
+
+    fn render(&self, o: &mut String) {
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        head(
+            o,
+            "chatbench_backplane_info",
+            "gauge",
+            "The cluster node's backplane and node id.",
+        );
+        let _ = writeln!(
+            o,
+            "chatbench_backplane_info{{backplane=\"{}\",node=\"{}\"}} 1",
+            self.kind, self.node_id
+        );
+        simple(
+            o,
+            "chatbench_backplane_forwarded_total",
+            "counter",
+            "Messages handed to a peer link (mesh: once per peer) or published to Redis.",
+            c(&self.forwarded),
+        );
+        simple(
+            o,
+            "chatbench_backplane_received_total",
+            "counter",
+            "Messages from other nodes fanned out to local members.",
+            c(&self.received),
+        );
+        simple(
+            o,
+            "chatbench_backplane_dropped_total",
+            "counter",
+            "Messages not forwarded because a send queue was full.",
+            c(&self.dropped),
+        );
+        simple(
+            o,
+            "chatbench_backplane_lost_total",
+            "counter",
+            "Messages that could not cross: peer link or Redis down, or publish failed.",
+            c(&self.lost),
+        );
+        simple(
+            o,
+            "chatbench_backplane_peers_up",
+            "gauge",
+            "Peer links up (mesh) or Redis connections up (redis: 2 when healthy).",
+            self.peers_up.load(Relaxed),
+        );
+        simple(
+            o,
+            "chatbench_backplane_reconnects_total",
+            "counter",
+            "Peer links or Redis connections re-established after a loss.",
+            c(&self.reconnects),
+        );
+        simple(
+            o,
+            "chatbench_backplane_refused_total",
+            "counter",
+            "Links refused at the hello (protocol version or node id mismatch, duplicate).",
+            c(&self.refused),
+        );
+        simple(
+            o,
+            "chatbench_backplane_interest_rooms",
+            "gauge",
+            "Rooms this node advertises (mesh) or subscribes to (redis).",
+            self.interest_rooms.load(Relaxed),
+        );
+    }
 }
 
 impl Metrics {
@@ -170,7 +324,22 @@ impl Metrics {
             handshake_timeouts: AtomicU64::new(0),
             http_requests: Default::default(),
             pool_rejections: AtomicU64::new(0),
+            backplane: None,
         }
+    }
+
+    /// Counters for a cluster node (`chatbench_info{arch="cluster"}`) with backplane `kind`
+    /// (`mesh`, `redis`), including the `chatbench_backplane_*` family.
+    pub fn cluster(kind: &'static str, node_id: u64) -> Metrics {
+        Metrics {
+            backplane: Some(BackplaneMetrics::new(kind, node_id)),
+            ..Metrics::new("cluster")
+        }
+    }
+
+    /// The backplane counters of a cluster node.
+    pub fn backplane(&self) -> Option<&BackplaneMetrics> {
+        self.backplane.as_ref()
     }
 
     /// A TCP connection was accepted (`chatbench_connections_accepted_total`).
@@ -379,6 +548,9 @@ impl Metrics {
             "Connections answered 503 because every pool worker stayed busy (thread-pool only).",
             c(&self.pool_rejections),
         );
+        if let Some(b) = &self.backplane {
+            b.render(o);
+        }
         render_process(o);
         out
     }
@@ -577,6 +749,31 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn backplane_family_only_on_cluster_nodes() {
+        assert!(!Metrics::new("epoll")
+            .render()
+            .contains("chatbench_backplane"));
+        let m = Metrics::cluster("mesh", 7);
+        let b = m.backplane().unwrap();
+        b.forwarded(3);
+        b.lost(2);
+        b.peer_up();
+        b.set_interest_rooms(4);
+        let text = m.render();
+        let v = |n: &str| sample_value(&text, n);
+        assert!(text.contains("chatbench_info{arch=\"cluster\""));
+        assert_eq!(
+            v("chatbench_backplane_info{backplane=\"mesh\",node=\"7\"}"),
+            Some(1.0)
+        );
+        assert_eq!(v("chatbench_backplane_forwarded_total"), Some(3.0));
+        assert_eq!(v("chatbench_backplane_lost_total"), Some(2.0));
+        assert_eq!(v("chatbench_backplane_dropped_total"), Some(0.0));
+        assert_eq!(v("chatbench_backplane_peers_up"), Some(1.0));
+        assert_eq!(v("chatbench_backplane_interest_rooms"), Some(4.0));
     }
 
     #[test]

@@ -13,13 +13,19 @@
 //!
 //! Memory per idle connection is the task (the future below), tungstenite's read buffer
 //! (`read_buffer_size`, allocated up front), the queue's first block, and one `Peer`.
+//!
+//! The `cluster` architecture reuses this engine through one seam, [`Hook`]: when installed
+//! (see [`serve_with_hook`]), it hears of every room membership change and every published
+//! `msg` (after local fan-out), and delivers messages from other nodes through [`LocalRooms`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::TcpListener as StdListener;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chatbench_protocol::{
@@ -77,15 +83,64 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
+    serve_with_hook(listener, config, shutdown, metrics, |_| None).await
+}
+
+/// A boxed future a [`Hook`] hands back.
+pub type HookFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a cluster backplane plugs into this engine (nothing, for plain `task-per-conn`).
+/// Methods are called on connection tasks and must not block: queue work, do not do I/O.
+pub trait Hook: Send + Sync {
+    /// A connection joined or left `room`: its local membership may have gone from 0 to 1 or
+    /// 1 to 0. Called after every change, so the last call sees the final state; re-read it
+    /// with [`LocalRooms::has_room`].
+    fn interest_changed(&self, room: &str);
+    /// Awaited before `joined` is sent: resolves once the other nodes route `room` here (so
+    /// `joined` still means "the room is live"), or after a bounded wait.
+    fn joined_barrier(&self, room: &str) -> Option<HookFuture>;
+    /// A client published `frame` in `room`, already fanned out locally.
+    fn published(&self, room: &str, frame: &Utf8Bytes);
+}
+
+/// How a [`Hook`] reaches this node's rooms. Holds the server weakly: it does not keep a
+/// stopped server alive.
+#[derive(Clone)]
+pub struct LocalRooms(Weak<Shared>);
+
+impl LocalRooms {
+    /// Whether `room` has a local member now.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.0.upgrade().is_some_and(|s| s.rooms.members(room) > 0)
+    }
+
+    /// Fans `frame` (received from another node) out to every local member of `room`,
+    /// unchanged: one shared buffer for all of them.
+    pub fn deliver(&self, room: &str, frame: &Utf8Bytes) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.fan_out(room, frame, None);
+        }
+    }
+}
+
+/// [`serve`] with `metrics` and a [`Hook`] built from the node's [`LocalRooms`] (`None`: no
+/// hook). The cluster architecture's entry point.
+pub async fn serve_with_hook(
+    listener: StdListener,
+    config: ServerConfig,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    make_hook: impl FnOnce(LocalRooms) -> Option<Arc<dyn Hook>>,
+) -> Result<(), ServerError> {
     config.validate().map_err(ServerError::Config)?;
     listener
         .set_nonblocking(true)
         .map_err(ServerError::Listener)?;
     let listener = TcpListener::from_std(listener).map_err(ServerError::Listener)?;
-    let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
     let ws_config = ws_config(&config);
     let grace = config.shutdown_grace;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new_cyclic(|weak| Shared {
         ws_config,
         rooms: Rooms::new(metrics.clone()),
         metrics,
@@ -93,6 +148,7 @@ pub async fn serve(
         next_id: AtomicU64::new(1),
         shutdown: shutdown.clone(),
         config,
+        hook: make_hook(LocalRooms(weak.clone())),
     });
     // Every connection task holds a clone of `done_tx`; when all are gone, `recv` returns None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -148,6 +204,52 @@ struct Shared {
     peers: Peers,
     next_id: AtomicU64,
     shutdown: Shutdown,
+    /// The cluster backplane, if any.
+    hook: Option<Arc<dyn Hook>>,
+}
+
+impl Shared {
+    fn join_room(&self, room: &str, id: ConnId, peer: Arc<Peer>) {
+        if self.rooms.join(room, id, peer) {
+            if let Some(hook) = &self.hook {
+                hook.interest_changed(room);
+            }
+        }
+    }
+
+    fn leave_room(&self, room: &str, id: ConnId) {
+        if self.rooms.leave(room, id) {
+            if let Some(hook) = &self.hook {
+                hook.interest_changed(room);
+            }
+        }
+    }
+
+    /// Queues `frame`, unchanged and uncopied, to every member of `room` but `except`.
+    fn fan_out(&self, room: &str, frame: &Utf8Bytes, except: Option<ConnId>) {
+        let policy = self.config.slow_consumer;
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        self.rooms.for_each_member(room, |id, peer| {
+            if Some(id) == except {
+                return;
+            }
+            match peer.outbox.push(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(Full) => match policy {
+                    SlowConsumerPolicy::Drop => dropped += 1,
+                    SlowConsumerPolicy::Disconnect => {
+                        if !peer.kicked.swap(true, Ordering::Relaxed) {
+                            peer.control.notify_one();
+                        }
+                    }
+                },
+            }
+        });
+        self.metrics.deliveries(delivered);
+        if dropped > 0 {
+            self.metrics.dropped_queue_full(dropped);
+        }
+    }
 }
 
 /// How other tasks reach a connection: its outbound queue and its control signal.
@@ -332,7 +434,7 @@ impl Conn {
 
     fn leave_all(&mut self) {
         for room in self.joined.drain(..) {
-            self.shared.rooms.leave(&room, self.id);
+            self.shared.leave_room(&room, self.id);
         }
     }
 
@@ -432,15 +534,23 @@ impl Conn {
                         );
                         return self.reply_error(ws, ErrorCode::TooManyRooms, &why).await;
                     }
-                    self.shared.rooms.join(&room, self.id, self.peer.clone());
+                    self.shared.join_room(&room, self.id, self.peer.clone());
                     self.joined.push(room.as_ref().into());
+                }
+                if let Some(barrier) = self
+                    .shared
+                    .hook
+                    .as_ref()
+                    .and_then(|h| h.joined_barrier(&room))
+                {
+                    barrier.await;
                 }
                 self.reply(ws, encode_joined(&room)).await
             }
             ClientFrame::Leave { room } => match self.joined.iter().position(|r| **r == *room) {
                 Some(i) => {
                     self.joined.swap_remove(i);
-                    self.shared.rooms.leave(&room, self.id);
+                    self.shared.leave_room(&room, self.id);
                     None
                 }
                 None => {
@@ -453,7 +563,10 @@ impl Conn {
                     let why = format!("not in room {:?}", msg.room);
                     return self.reply_error(ws, ErrorCode::NotJoined, &why).await;
                 }
-                self.fan_out(&msg.room, &text);
+                self.shared.fan_out(&msg.room, &text, Some(self.id));
+                if let Some(hook) = &self.shared.hook {
+                    hook.published(&msg.room, &text);
+                }
                 None
             }
             ClientFrame::Panic if self.shared.config.fault_injection => {
@@ -466,33 +579,6 @@ impl Conn {
                 let why = "unknown frame type \"panic\" (fault injection is off)";
                 self.reply_error(ws, ErrorCode::UnknownType, why).await
             }
-        }
-    }
-
-    /// Queues the received frame, unchanged and uncopied, to every other member of `room`.
-    fn fan_out(&self, room: &str, frame: &Utf8Bytes) {
-        let policy = self.shared.config.slow_consumer;
-        let (mut delivered, mut dropped) = (0u64, 0u64);
-        self.shared.rooms.for_each_member(room, |id, peer| {
-            if id == self.id {
-                return;
-            }
-            match peer.outbox.push(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(Full) => match policy {
-                    SlowConsumerPolicy::Drop => dropped += 1,
-                    SlowConsumerPolicy::Disconnect => {
-                        if !peer.kicked.swap(true, Ordering::Relaxed) {
-                            peer.control.notify_one();
-                        }
-                    }
-                },
-            }
-        });
-        let metrics = &self.shared.metrics;
-        metrics.deliveries(delivered);
-        if dropped > 0 {
-            metrics.dropped_queue_full(dropped);
         }
     }
 

@@ -25,7 +25,8 @@ fn a_full_pool_parks_new_connections_then_answers_503() {
         pool_wait,
         ..test_config()
     };
-    with_server(Arch::ThreadPool, config, |addr| async move {
+    with_server(Arch::ThreadPool, config, |t| async move {
+        let addr = t.addr();
         let mut a = Client::connect(addr).await;
         let b = Client::connect(addr).await;
         a.join("r1").await;
@@ -64,7 +65,8 @@ fn a_worker_killed_by_a_panic_is_replaced() {
         fault_injection: true,
         ..test_config()
     };
-    with_server(Arch::ThreadPool, config, |addr| async move {
+    with_server(Arch::ThreadPool, config, |t| async move {
+        let addr = t.addr();
         let mut bystander = Client::connect(addr).await;
         bystander.join("r1").await;
         // Kill more workers than the pool has: each must have been replaced.
@@ -106,7 +108,8 @@ fn the_deepest_paths_fit_the_minimum_stack() {
         fault_injection: true,
         ..test_config()
     };
-    with_server(Arch::ThreadPool, config, |addr| async move {
+    with_server(Arch::ThreadPool, config, |t| async move {
+        let addr = t.addr();
         let mut a = Client::connect(addr).await;
         let mut b = Client::connect(addr).await;
         a.join("deep").await;

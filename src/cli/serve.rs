@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use chatbench_servers::{Arch, ServerConfig, Shutdown, SlowConsumerPolicy};
+use chatbench_servers::{
+    Arch, BackplaneConfig, ClusterConfig, ServerConfig, Shutdown, SlowConsumerPolicy,
+};
 
 use super::UsageError;
 
@@ -76,6 +78,23 @@ pub struct ServeArgs {
     /// Pin the server to these CPUs, e.g. `0` or `0,2-3`.
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
+    /// cluster: this node's id, unique in the cluster.
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// cluster: how nodes reach each other: `mesh` (a TCP link per pair of nodes) or `redis`
+    /// (Redis pub/sub, one channel per room).
+    #[arg(long, value_name = "KIND", value_parser = ["mesh", "redis"])]
+    backplane: Option<String>,
+    /// cluster, mesh: where this node accepts links from other nodes; port 0 picks a free port
+    /// (printed on stdout as `cluster=ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    cluster_listen: Option<SocketAddr>,
+    /// cluster, mesh: the other nodes' --cluster-listen addresses, comma-separated.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    peers: Vec<SocketAddr>,
+    /// cluster, redis: the Redis server, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -109,10 +128,77 @@ impl ServeArgs {
             pool_size: self.pool_size,
             thread_stack_bytes: self.thread_stack_bytes,
             pool_wait: self.pool_wait,
+            cluster: self.cluster()?,
             ..ServerConfig::default()
         };
         config.validate().map_err(UsageError)?;
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The cluster settings from `--node-id`, `--backplane`, `--cluster-listen`, `--peers`,
+    /// `--redis-url`: required for `--arch cluster`, refused for every other architecture.
+    fn cluster(&self) -> Result<Option<ClusterConfig>, UsageError> {
+        let given: Vec<&str> = [
+            ("--node-id", self.node_id.is_some()),
+            ("--backplane", self.backplane.is_some()),
+            ("--cluster-listen", self.cluster_listen.is_some()),
+            ("--peers", !self.peers.is_empty()),
+            ("--redis-url", self.redis_url.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if self.arch != Arch::Cluster {
+            if given.is_empty() {
+                return Ok(None);
+            }
+            return Err(UsageError(format!(
+                "{} only apply to --arch cluster (this is --arch {})",
+                given.join(", "),
+                self.arch
+            )));
+        }
+        let node_id = self.node_id.ok_or_else(|| {
+            UsageError("--arch cluster needs --node-id N (a number unique in the cluster)".into())
+        })?;
+        let backplane = match self.backplane.as_deref() {
+            Some("mesh") => {
+                if self.redis_url.is_some() {
+                    return Err(UsageError(
+                        "--redis-url applies to --backplane redis, not mesh".into(),
+                    ));
+                }
+                let listen = self.cluster_listen.ok_or_else(|| {
+                    UsageError(
+                        "--backplane mesh needs --cluster-listen ADDR (e.g. 127.0.0.1:0) for links from other nodes"
+                            .into(),
+                    )
+                })?;
+                BackplaneConfig::Mesh {
+                    listen,
+                    peers: self.peers.clone(),
+                }
+            }
+            Some("redis") => {
+                if self.cluster_listen.is_some() || !self.peers.is_empty() {
+                    return Err(UsageError(
+                        "--cluster-listen and --peers apply to --backplane mesh, not redis".into(),
+                    ));
+                }
+                let url = self.redis_url.clone().ok_or_else(|| {
+                    UsageError("--backplane redis needs --redis-url redis://HOST:PORT".into())
+                })?;
+                BackplaneConfig::Redis { url }
+            }
+            _ => {
+                return Err(UsageError(
+                    "--arch cluster needs --backplane mesh or --backplane redis".into(),
+                ))
+            }
+        };
+        Ok(Some(ClusterConfig::new(node_id, backplane)))
     }
 }
 
@@ -133,23 +219,37 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let cluster_listener =
+        chatbench_servers::cluster::bind(&config).context("starting the cluster node")?;
+    chatbench_servers::cluster::preflight(&config).context("starting the cluster node")?;
     let shutdown = Shutdown::new();
     install_signal_handlers(shutdown.clone())?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
+        write!(
             out,
             "{addr} ws://{addr}/ws arch={} pid={}",
             args.arch.as_str(),
             std::process::id()
         )?;
+        if let Some(l) = &cluster_listener {
+            let c = l.local_addr().context("reading the cluster address")?;
+            write!(out, " cluster={c}")?;
+        }
+        writeln!(out)?;
         out.flush()?;
     }
     eprintln!(
         "chatbench serve: {} listening on {addr} (ws://{addr}/ws, /metrics, /healthz)",
         args.arch.as_str()
     );
-    chatbench_servers::run_arch(args.arch, listener, config, shutdown).context("server failed")?;
+    if args.arch == Arch::Cluster {
+        chatbench_servers::cluster::run(listener, cluster_listener, config, shutdown)
+            .context("cluster node failed")?;
+    } else {
+        chatbench_servers::run_arch(args.arch, listener, config, shutdown)
+            .context("server failed")?;
+    }
     eprintln!("chatbench serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

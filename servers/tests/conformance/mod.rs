@@ -1,10 +1,15 @@
 //! The conformance suite: every case any chatbench server architecture must pass, written once.
 //!
-//! Each case is a plain function taking an [`Arch`]; [`conformance_tests!`] turns the whole list
-//! into `#[test]`s for one architecture, so a new architecture gets every case with one line:
-//! `conformance_tests!(epoll, Arch::Epoll);`. Servers run in-process on `127.0.0.1:0` (via
-//! `chatbench_servers::spawn`) and are driven by real tokio-tungstenite clients and a tiny raw
-//! HTTP client. Every wait has a deadline, so a broken server fails a case instead of hanging.
+//! Each case is a plain function taking a [`Sut`] (system under test: one server of an
+//! [`Arch`], or a cluster of [`CLUSTER_NODES`] nodes over a backplane); [`conformance_tests!`]
+//! turns the whole list into `#[test]`s for one of them, so a new architecture gets every case
+//! with one line: `conformance_tests!(epoll, Arch::Epoll);`. Servers run in-process on
+//! `127.0.0.1:0` (via `chatbench_servers::spawn`, or `cluster::spawn_node` per node) and are
+//! driven by real tokio-tungstenite clients and a tiny raw HTTP client. Cases connect their
+//! clients to [`Target::node`]`(i)`, which is the one server for a single-server architecture
+//! and node `i % n` for a cluster, so the same case spreads its clients over the nodes; counter
+//! checks add a metric up over every node ([`sum`]). Every wait has a deadline, so a broken
+//! server fails a case instead of hanging.
 
 #![allow(dead_code)]
 
@@ -13,7 +18,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chatbench_protocol::{encode_join, encode_leave, encode_msg, parse_server, ServerFrame};
-use chatbench_servers::{spawn, Arch, RunningServer, ServerConfig, SlowConsumerPolicy};
+use chatbench_servers::cluster::{spawn_node, ClusterNode};
+use chatbench_servers::{
+    spawn, Arch, BackplaneConfig, ClusterConfig, RunningServer, ServerConfig, Shutdown,
+    SlowConsumerPolicy,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,10 +72,122 @@ macro_rules! conformance_tests {
         $(
             #[test]
             fn $case() {
-                super::conformance::$case($arch);
+                super::conformance::$case(super::conformance::Sut::from($arch));
             }
         )*
     };
+}
+
+/// Nodes in the cluster a cluster [`Sut`] starts.
+pub const CLUSTER_NODES: usize = 3;
+
+/// A cluster backplane under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backplane {
+    /// The TCP mesh.
+    Mesh,
+    /// Redis pub/sub, on a private `redis-server` per case.
+    Redis,
+}
+
+/// The system under test: one server, or a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sut {
+    /// One server of this architecture.
+    Single(Arch),
+    /// [`CLUSTER_NODES`] `cluster` nodes over this backplane.
+    Cluster(Backplane),
+}
+
+impl From<Arch> for Sut {
+    fn from(a: Arch) -> Sut {
+        Sut::Single(a)
+    }
+}
+
+impl Sut {
+    /// The `arch` label the servers report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sut::Single(a) => a.as_str(),
+            Sut::Cluster(_) => Arch::Cluster.as_str(),
+        }
+    }
+}
+
+/// Where a case's clients connect: the server, or the nodes of a cluster (`Copy`, so cases
+/// use it freely inside their `async move` blocks).
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    nodes: &'static [SocketAddr],
+}
+
+impl Target {
+    /// The server, or node 0 of a cluster (for node-local checks).
+    pub fn addr(self) -> SocketAddr {
+        self.nodes[0]
+    }
+
+    /// The address for client number `i`: node `i % n` of a cluster.
+    pub fn node(self, i: usize) -> SocketAddr {
+        self.nodes[i % self.nodes.len()]
+    }
+
+    /// Every server address.
+    pub fn nodes(self) -> &'static [SocketAddr] {
+        self.nodes
+    }
+
+    /// How many of `clients` (client numbers) sit on distinct servers: the `chatbench_rooms`
+    /// total of a room they all joined.
+    pub fn servers_hosting(self, clients: &[usize]) -> f64 {
+        let mut nodes: Vec<_> = clients.iter().map(|&i| i % self.nodes.len()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.len() as f64
+    }
+}
+
+/// The running servers of a case.
+pub enum Fixture {
+    Single(RunningServer),
+    /// The nodes, and the Redis server they use (stopped after them).
+    Cluster(Vec<ClusterNode>, Option<RedisServer>),
+}
+
+impl Fixture {
+    pub fn target(&self) -> Target {
+        let nodes: Vec<SocketAddr> = match self {
+            Fixture::Single(s) => vec![s.addr],
+            Fixture::Cluster(n, _) => n.iter().map(|n| n.server.addr).collect(),
+        };
+        Target {
+            nodes: Box::leak(nodes.into_boxed_slice()),
+        }
+    }
+
+    /// Shutdown signals of every server.
+    pub fn shutdowns(&self) -> Vec<Shutdown> {
+        match self {
+            Fixture::Single(s) => vec![s.shutdown.clone()],
+            Fixture::Cluster(n, _) => n.iter().map(|n| n.server.shutdown.clone()).collect(),
+        }
+    }
+
+    /// Waits for every server to return (after their shutdown was triggered).
+    pub fn join(self) -> Result<(), chatbench_servers::ServerError> {
+        match self {
+            Fixture::Single(s) => s.join(),
+            Fixture::Cluster(nodes, _redis) => nodes.into_iter().try_for_each(|n| n.server.join()),
+        }
+    }
+
+    pub fn stop(self) -> Result<(), chatbench_servers::ServerError> {
+        for s in self.shutdowns() {
+            s.trigger();
+        }
+        self.join()
+    }
 }
 
 /// The configuration cases start from: small timeouts so failure paths finish fast.
@@ -81,18 +202,211 @@ pub fn test_config() -> ServerConfig {
 }
 
 /// Starts `arch` with `config` and runs `case` against it on a current-thread runtime.
-pub fn with_server<F, Fut>(arch: Arch, config: ServerConfig, case: F)
+pub fn with_server<F, Fut>(arch: impl Into<Sut>, config: ServerConfig, case: F)
 where
-    F: FnOnce(SocketAddr) -> Fut,
+    F: FnOnce(Target) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let server = start(arch, config);
-    block_on(case(server.addr));
+    let server = start(arch.into(), config);
+    block_on(case(server.target()));
     server.stop().expect("server returns cleanly");
 }
 
-pub fn start(arch: Arch, config: ServerConfig) -> RunningServer {
-    spawn(arch, config, "127.0.0.1:0".parse().unwrap()).expect("server starts")
+/// Starts the system under test and, for a cluster, waits until every node is linked.
+pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    match arch {
+        Sut::Single(a) => Fixture::Single(spawn(a, config, any).expect("server starts")),
+        Sut::Cluster(Backplane::Mesh) => {
+            let mut nodes: Vec<ClusterNode> = Vec::new();
+            for id in 0..CLUSTER_NODES as u64 {
+                let peers = nodes.iter().filter_map(|n| n.cluster_addr).collect();
+                nodes.push(start_mesh_node(&config, id + 1, peers));
+            }
+            let fixture = Fixture::Cluster(nodes, None);
+            let t = fixture.target();
+            block_on(wait_linked(t, CLUSTER_NODES as f64 - 1.0));
+            fixture
+        }
+        Sut::Cluster(Backplane::Redis) => {
+            let redis = RedisServer::start();
+            let nodes = (1..=CLUSTER_NODES as u64)
+                .map(|id| start_redis_node(&config, id, &redis.url()))
+                .collect();
+            let fixture = Fixture::Cluster(nodes, Some(redis));
+            // Each node holds two Redis connections: publishing and subscribing.
+            block_on(wait_linked(fixture.target(), 2.0));
+            fixture
+        }
+    }
+}
+
+/// A redis-backplane node with id `id` using the Redis at `url`.
+pub fn start_redis_node(config: &ServerConfig, id: u64, url: &str) -> ClusterNode {
+    let mut cluster = ClusterConfig::new(id, BackplaneConfig::Redis { url: url.into() });
+    cluster.reconnect_max = Duration::from_millis(500);
+    let config = ServerConfig {
+        cluster: Some(cluster),
+        ..config.clone()
+    };
+    spawn_node(config, "127.0.0.1:0".parse().unwrap()).expect("cluster node starts")
+}
+
+/// A private `redis-server` on a free loopback port, killed (by PID) when dropped, also when a
+/// test panics. No persistence, no other clients.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it accepts connections.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut r = RedisServer { child: None, port };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): the redis tests need a real Redis: \
+                     apt-get install redis-server"
+                )
+            });
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited at start ({status}); port {} taken?",
+                    self.port
+                );
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "redis-server did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILLs the server (by PID) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A mesh node with id `id` that dials `peers`, listening on free loopback ports.
+pub fn start_mesh_node(config: &ServerConfig, id: u64, peers: Vec<SocketAddr>) -> ClusterNode {
+    start_mesh_node_at(config, id, "127.0.0.1:0".parse().unwrap(), peers)
+}
+
+/// A mesh node with id `id` whose mesh listener is `listen`, dialling `peers`.
+pub fn start_mesh_node_at(
+    config: &ServerConfig,
+    id: u64,
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
+) -> ClusterNode {
+    let mut cluster = ClusterConfig::new(id, BackplaneConfig::Mesh { listen, peers });
+    cluster.reconnect_max = Duration::from_millis(500);
+    let config = ServerConfig {
+        cluster: Some(cluster),
+        ..config.clone()
+    };
+    spawn_node(config, "127.0.0.1:0".parse().unwrap()).expect("cluster node starts")
+}
+
+/// Waits until every node of `t` reports `up` backplane peers.
+pub async fn wait_linked(t: Target, up: f64) {
+    for &n in t.nodes() {
+        wait_metric(n, "chatbench_backplane_peers_up", |v| v == up).await;
+    }
+}
+
+/// `sample` added up over every server of `t`.
+pub async fn sum(t: Target, sample: &str) -> f64 {
+    let mut total = 0.0;
+    for &n in t.nodes() {
+        total += value(&metrics(n).await, sample);
+    }
+    total
+}
+
+/// The `/metrics` text of every server of `t` with each sample's value added up over them
+/// (`# HELP`/`# TYPE` lines from the first), so `value` reads cluster-wide totals.
+pub async fn totals(t: Target) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut sums: std::collections::HashMap<String, f64> = Default::default();
+    let mut comments = String::new();
+    for (i, &n) in t.nodes().iter().enumerate() {
+        for line in metrics(n).await.lines() {
+            if line.starts_with('#') {
+                if i == 0 {
+                    comments.push_str(line);
+                    comments.push('\n');
+                }
+                continue;
+            }
+            let Some((name, v)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let v: f64 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad sample line {line:?}"));
+            if !sums.contains_key(name) {
+                order.push(name.to_string());
+            }
+            *sums.entry(name.to_string()).or_default() += v;
+        }
+    }
+    let mut out = comments;
+    for name in order {
+        out.push_str(&format!("{name} {}\n", sums[&name]));
+    }
+    out
+}
+
+/// Polls until `pred` holds for `sample` added up over every server of `t`.
+pub async fn wait_sum(t: Target, sample: &str, pred: impl Fn(f64) -> bool) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = sum(t, sample).await;
+        if pred(v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{sample} (sum over nodes) stayed at {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub fn block_on<Fut: Future>(f: Fut) -> Fut::Output {
@@ -274,18 +588,21 @@ pub async fn wait_metric(addr: SocketAddr, sample: &str, pred: impl Fn(f64) -> b
 // ---------------------------------------------------------------------------------------------
 // The cases.
 
-pub fn join_is_acked(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn join_is_acked(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.join("r1").await;
         // Escaped-free names of every allowed character class.
         a.join("Room_1.a:b-c").await;
     });
 }
 
-pub fn rejoin_re_acks(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+pub fn rejoin_re_acks(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let (mut a, mut b) = (
+            Client::connect(t.node(0)).await,
+            Client::connect(t.node(1)).await,
+        );
         a.join("r1").await;
         a.join("r1").await;
         b.join("r1").await;
@@ -297,11 +614,11 @@ pub fn rejoin_re_acks(arch: Arch) {
     });
 }
 
-pub fn fan_out_reaches_every_other_member_once(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
+pub fn fan_out_reaches_every_other_member_once(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
         let mut c = Vec::new();
         for _ in 0..4 {
-            let mut cl = Client::connect(addr).await;
+            let mut cl = Client::connect(t.node(0)).await;
             cl.join("room").await;
             c.push(cl);
         }
@@ -322,9 +639,12 @@ pub fn fan_out_reaches_every_other_member_once(arch: Arch) {
     });
 }
 
-pub fn forwarded_frames_are_byte_identical(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+pub fn forwarded_frames_are_byte_identical(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let (mut a, mut b) = (
+            Client::connect(t.node(0)).await,
+            Client::connect(t.node(1)).await,
+        );
         a.join("r1").await;
         b.join("r1").await;
         let odd = "{ \"t\" : \"msg\",\"room\":\"r1\",\"from\":\"a0.c1\",\"seq\":7,\"ts\":8,\
@@ -337,11 +657,11 @@ pub fn forwarded_frames_are_byte_identical(arch: Arch) {
     });
 }
 
-pub fn multi_room_membership(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
-        let mut b = Client::connect(addr).await;
-        let mut c = Client::connect(addr).await;
+pub fn multi_room_membership(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
+        let mut b = Client::connect(t.node(1)).await;
+        let mut c = Client::connect(t.node(2)).await;
         a.join("x").await;
         a.join("y").await;
         b.join("x").await;
@@ -366,9 +686,12 @@ pub fn multi_room_membership(arch: Arch) {
     });
 }
 
-pub fn leave_stops_delivery(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+pub fn leave_stops_delivery(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let (mut a, mut b) = (
+            Client::connect(t.node(0)).await,
+            Client::connect(t.node(1)).await,
+        );
         a.join("r1").await;
         a.join("r2").await;
         b.join("r1").await;
@@ -386,9 +709,9 @@ pub fn leave_stops_delivery(arch: Arch) {
     });
 }
 
-pub fn not_joined_for_msg_and_leave(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn not_joined_for_msg_and_leave(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send(&msg("r1", "a", 1)).await;
         a.expect_error("not_joined").await;
         a.send(&encode_leave("r1")).await;
@@ -397,13 +720,13 @@ pub fn not_joined_for_msg_and_leave(arch: Arch) {
     });
 }
 
-pub fn too_many_rooms_at_the_limit(arch: Arch) {
+pub fn too_many_rooms_at_the_limit(arch: Sut) {
     let config = ServerConfig {
         max_rooms_per_conn: 3,
         ..test_config()
     };
-    with_server(arch, config, |addr| async move {
-        let mut a = Client::connect(addr).await;
+    with_server(arch, config, |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         for r in ["r1", "r2", "r3"] {
             a.join(r).await;
         }
@@ -415,33 +738,33 @@ pub fn too_many_rooms_at_the_limit(arch: Arch) {
     });
 }
 
-pub fn unknown_type_keeps_connection_usable(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn unknown_type_keeps_connection_usable(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send(r#"{"t":"dance","room":"r1"}"#).await;
         a.expect_error("unknown_type").await;
         a.join("r1").await;
     });
 }
 
-pub fn malformed_json_closes_1008(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn malformed_json_closes_1008(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send("{not json").await;
         a.expect_fatal("bad_json", 1008).await;
-        let mut b = Client::connect(addr).await;
+        let mut b = Client::connect(t.node(1)).await;
         b.send(r#"{"t":"join"}"#).await;
         b.expect_fatal("bad_field", 1008).await;
-        let m = metrics(addr).await;
+        let m = totals(t).await;
         assert!(value(&m, r#"chatbench_errors_sent_total{code="bad_json"}"#) >= 1.0);
-        wait_metric(
-            addr,
+        wait_sum(
+            t,
             r#"chatbench_disconnects_total{reason="bad_json"}"#,
             |v| v == 1.0,
         )
         .await;
-        wait_metric(
-            addr,
+        wait_sum(
+            t,
             r#"chatbench_disconnects_total{reason="bad_field"}"#,
             |v| v == 1.0,
         )
@@ -449,33 +772,33 @@ pub fn malformed_json_closes_1008(arch: Arch) {
     });
 }
 
-pub fn bad_room_closes_1008(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn bad_room_closes_1008(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send(r#"{"t":"join","room":"has space"}"#).await;
         a.expect_fatal("bad_room", 1008).await;
     });
 }
 
-pub fn oversized_frame_closes_1009(arch: Arch) {
+pub fn oversized_frame_closes_1009(arch: Sut) {
     let config = ServerConfig {
         max_frame_bytes: 1024,
         ..test_config()
     };
-    with_server(arch, config, |addr| async move {
-        let mut a = Client::connect(addr).await;
+    with_server(arch, config, |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.join("r1").await;
         a.send(&encode_msg("r1", "a", 1, 1, &"x".repeat(4000)))
             .await;
         a.expect_fatal("frame_too_large", 1009).await;
-        wait_metric(
-            addr,
+        wait_sum(
+            t,
             r#"chatbench_disconnects_total{reason="frame_too_large"}"#,
             |v| v == 1.0,
         )
         .await;
         // Just under the limit is fine.
-        let mut b = Client::connect(addr).await;
+        let mut b = Client::connect(t.node(1)).await;
         b.join("r1").await;
         let near = encode_msg("r1", "b", 1, 1, "");
         let near = encode_msg("r1", "b", 1, 1, &"y".repeat(1024 - near.len()));
@@ -489,9 +812,9 @@ fn raw_text_frame(payload: &[u8], opcode: OpCode) -> Message {
     Message::Frame(Frame::message(payload.to_vec(), opcode, true))
 }
 
-pub fn invalid_utf8_closes_1007(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn invalid_utf8_closes_1007(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         // tungstenite masks raw frames from a client, but does not check their UTF-8.
         a.send_raw(raw_text_frame(
             b"{\"t\":\"join\xff\xfe",
@@ -502,9 +825,9 @@ pub fn invalid_utf8_closes_1007(arch: Arch) {
     });
 }
 
-pub fn binary_frame_closes_1003(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn binary_frame_closes_1003(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send_raw(Message::binary(
             b"{\"t\":\"join\",\"room\":\"r1\"}".to_vec(),
         ))
@@ -513,22 +836,22 @@ pub fn binary_frame_closes_1003(arch: Arch) {
     });
 }
 
-pub fn protocol_error_closes_1002(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn protocol_error_closes_1002(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send_raw(raw_text_frame(b"x", OpCode::Data(Data::Reserved(3))))
             .await;
         a.expect_fatal("protocol_error", 1002).await;
     });
 }
 
-pub fn handshake_timeout_is_counted(arch: Arch) {
+pub fn handshake_timeout_is_counted(arch: Sut) {
     let config = ServerConfig {
         handshake_timeout: Duration::from_millis(200),
         ..test_config()
     };
-    with_server(arch, config, |addr| async move {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+    with_server(arch, config, |t| async move {
+        let mut s = TcpStream::connect(t.addr()).await.unwrap();
         s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
@@ -536,21 +859,21 @@ pub fn handshake_timeout_is_counted(arch: Arch) {
         // The server drops us: EOF (or a reset) within the deadline.
         let n = deadline("the server to drop a stalled handshake", s.read(&mut buf)).await;
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-        wait_metric(addr, "chatbench_handshake_timeouts_total", |v| v == 1.0).await;
+        wait_sum(t, "chatbench_handshake_timeouts_total", |v| v == 1.0).await;
         // A silent connection is timed out too.
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = TcpStream::connect(t.addr()).await.unwrap();
         let n = deadline("the server to drop a silent connection", s.read(&mut buf)).await;
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-        wait_metric(addr, "chatbench_handshake_timeouts_total", |v| v == 2.0).await;
+        wait_sum(t, "chatbench_handshake_timeouts_total", |v| v == 2.0).await;
     });
 }
 
 /// Floods a room holding a member that never reads, in lockstep with a member that does,
 /// until `done` holds for the metrics; the reading member must get every message in order.
-async fn flood_past_slow_consumer(addr: SocketAddr, sample: &str) {
-    let mut slow = Client::connect_small_rcvbuf(addr).await;
-    let mut fast = Client::connect(addr).await;
-    let mut sender = Client::connect(addr).await;
+async fn flood_past_slow_consumer(t: Target, sample: &str) {
+    let mut slow = Client::connect_small_rcvbuf(t.node(0)).await;
+    let mut fast = Client::connect(t.node(1)).await;
+    let mut sender = Client::connect(t.node(2)).await;
     slow.join("flood").await;
     fast.join("flood").await;
     sender.join("flood").await;
@@ -567,7 +890,7 @@ async fn flood_past_slow_consumer(addr: SocketAddr, sample: &str) {
             );
             seq += 1;
         }
-        if value(&metrics(addr).await, sample) >= 1.0 {
+        if value(&totals(t).await, sample) >= 1.0 {
             drop(slow);
             return;
         }
@@ -575,15 +898,15 @@ async fn flood_past_slow_consumer(addr: SocketAddr, sample: &str) {
     panic!("{sample} never counted after {seq} messages");
 }
 
-pub fn slow_consumer_drop_policy(arch: Arch) {
+pub fn slow_consumer_drop_policy(arch: Sut) {
     let config = ServerConfig {
         outbound_queue: 16,
         slow_consumer: SlowConsumerPolicy::Drop,
         ..test_config()
     };
-    with_server(arch, config, |addr| async move {
-        flood_past_slow_consumer(addr, r#"chatbench_drops_total{reason="queue_full"}"#).await;
-        let m = metrics(addr).await;
+    with_server(arch, config, |t| async move {
+        flood_past_slow_consumer(t, r#"chatbench_drops_total{reason="queue_full"}"#).await;
+        let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
             0.0
@@ -591,20 +914,16 @@ pub fn slow_consumer_drop_policy(arch: Arch) {
     });
 }
 
-pub fn slow_consumer_disconnect_policy(arch: Arch) {
+pub fn slow_consumer_disconnect_policy(arch: Sut) {
     let config = ServerConfig {
         outbound_queue: 16,
         slow_consumer: SlowConsumerPolicy::Disconnect,
         close_timeout: Duration::from_millis(200),
         ..test_config()
     };
-    with_server(arch, config, |addr| async move {
-        flood_past_slow_consumer(
-            addr,
-            r#"chatbench_disconnects_total{reason="slow_consumer"}"#,
-        )
-        .await;
-        let m = metrics(addr).await;
+    with_server(arch, config, |t| async move {
+        flood_past_slow_consumer(t, r#"chatbench_disconnects_total{reason="slow_consumer"}"#).await;
+        let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_drops_total{reason="queue_full"}"#),
             0.0
@@ -613,14 +932,17 @@ pub fn slow_consumer_disconnect_policy(arch: Arch) {
     });
 }
 
-pub fn metrics_names_and_values(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+pub fn metrics_names_and_values(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let (mut a, mut b) = (
+            Client::connect(t.node(0)).await,
+            Client::connect(t.node(1)).await,
+        );
         a.join("r1").await;
         b.join("r1").await;
         a.send(&msg("r1", "a", 1)).await;
         assert_eq!(b.recv().await, msg("r1", "a", 1));
-        let m = metrics(addr).await;
+        let m = totals(t).await;
         for family in [
             "chatbench_connections",
             "chatbench_connections_accepted_total",
@@ -649,7 +971,8 @@ pub fn metrics_names_and_values(arch: Arch) {
             arch.as_str()
         )));
         assert_eq!(value(&m, "chatbench_connections"), 2.0);
-        assert_eq!(value(&m, "chatbench_rooms"), 1.0);
+        // A room counts once on every server that has a member in it.
+        assert_eq!(value(&m, "chatbench_rooms"), t.servers_hosting(&[0, 1]));
         assert_eq!(value(&m, "chatbench_deliveries_total"), 1.0);
         assert_eq!(value(&m, "chatbench_frames_in_total"), 3.0);
         // 2 joined acks + 1 forwarded msg.
@@ -666,19 +989,22 @@ pub fn metrics_names_and_values(arch: Arch) {
         // Membership is cleaned up when clients go.
         drop(a);
         drop(b);
-        wait_metric(addr, "chatbench_connections", |v| v == 0.0).await;
-        wait_metric(addr, "chatbench_rooms", |v| v == 0.0).await;
+        wait_sum(t, "chatbench_connections", |v| v == 0.0).await;
+        wait_sum(t, "chatbench_rooms", |v| v == 0.0).await;
     });
 }
 
-pub fn healthz_and_not_found(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
-        assert_eq!(http_get(addr, "/nope").await.0, 404);
-        assert_eq!(http_get(addr, "/").await.0, 404);
+pub fn healthz_and_not_found(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        assert_eq!(
+            http_get(t.addr(), "/healthz").await,
+            (200, "ok\n".to_string())
+        );
+        assert_eq!(http_get(t.addr(), "/nope").await.0, 404);
+        assert_eq!(http_get(t.addr(), "/").await.0, 404);
         // /ws without an upgrade is a bad request.
-        assert_eq!(http_get(addr, "/ws").await.0, 400);
-        let m = metrics(addr).await;
+        assert_eq!(http_get(t.addr(), "/ws").await.0, 400);
+        let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_http_requests_total{path="/healthz"}"#),
             1.0
@@ -694,7 +1020,7 @@ pub fn healthz_and_not_found(arch: Arch) {
     });
 }
 
-pub fn graceful_shutdown_sends_1001(arch: Arch) {
+pub fn graceful_shutdown_sends_1001(arch: Sut) {
     let grace = Duration::from_secs(3);
     let server = start(
         arch,
@@ -703,13 +1029,18 @@ pub fn graceful_shutdown_sends_1001(arch: Arch) {
             ..test_config()
         },
     );
-    let addr = server.addr;
+    let t = server.target();
     block_on(async move {
-        let (mut a, mut b) = (Client::connect(addr).await, Client::connect(addr).await);
+        let (mut a, mut b) = (
+            Client::connect(t.node(0)).await,
+            Client::connect(t.node(1)).await,
+        );
         a.join("r1").await;
         b.join("r1").await;
         let started = Instant::now();
-        server.shutdown.trigger();
+        for s in server.shutdowns() {
+            s.trigger();
+        }
         a.expect_close(1001).await;
         b.expect_close(1001).await;
         let joined = tokio::task::spawn_blocking(move || server.join());
@@ -723,7 +1054,9 @@ pub fn graceful_shutdown_sends_1001(arch: Arch) {
             started.elapsed()
         );
         // Nothing listens any more.
-        assert!(TcpStream::connect(addr).await.is_err());
+        for &addr in t.nodes() {
+            assert!(TcpStream::connect(addr).await.is_err());
+        }
     });
 }
 
@@ -738,16 +1071,16 @@ pub enum BlastRadius {
 }
 
 /// The fault model each architecture documents, as data: the panic case checks it.
-pub fn expected_blast_radius(arch: Arch, config: &ServerConfig) -> BlastRadius {
+pub fn expected_blast_radius(arch: Sut, config: &ServerConfig) -> BlastRadius {
     match arch {
-        Arch::Epoll if !config.isolate_panics => BlastRadius::Server,
+        Sut::Single(Arch::Epoll) if !config.isolate_panics => BlastRadius::Server,
         _ => BlastRadius::Connection,
     }
 }
 
 /// Runs the fault-injection case with `isolate_panics` off and on, expecting for each what
 /// [`expected_blast_radius`] says.
-pub fn panic_kills_only_that_connection(arch: Arch) {
+pub fn panic_kills_only_that_connection(arch: Sut) {
     for isolate_panics in [false, true] {
         let config = ServerConfig {
             fault_injection: true,
@@ -762,13 +1095,13 @@ pub fn panic_kills_only_that_connection(arch: Arch) {
 }
 
 /// A panic takes every connection and the server thread with it.
-fn panic_kills_the_server(arch: Arch, config: ServerConfig) {
+fn panic_kills_the_server(arch: Sut, config: ServerConfig) {
     let server = start(arch, config);
-    let addr = server.addr;
+    let t = server.target();
     block_on(async move {
-        let mut a = Client::connect(addr).await;
-        let mut b = Client::connect(addr).await;
-        let mut victim = Client::connect(addr).await;
+        let mut a = Client::connect(t.node(0)).await;
+        let mut b = Client::connect(t.node(1)).await;
+        let mut victim = Client::connect(t.node(2)).await;
         for c in [&mut a, &mut b, &mut victim] {
             c.join("r1").await;
         }
@@ -782,44 +1115,45 @@ fn panic_kills_the_server(arch: Arch, config: ServerConfig) {
             matches!(result, Err(chatbench_servers::ServerError::Panicked)),
             "{result:?}"
         );
-        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+        assert!(
+            TcpStream::connect(t.addr()).await.is_err(),
+            "still listening"
+        );
     });
 }
 
 /// A panic closes the victim only; the others, rooms and new connections keep working.
-fn panic_kills_only_the_victim(arch: Arch, config: ServerConfig) {
-    with_server(arch, config, |addr| async move {
-        let mut a = Client::connect(addr).await;
-        let mut b = Client::connect(addr).await;
-        let mut victim = Client::connect(addr).await;
+fn panic_kills_only_the_victim(arch: Sut, config: ServerConfig) {
+    with_server(arch, config, |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
+        let mut b = Client::connect(t.node(1)).await;
+        let mut victim = Client::connect(t.node(2)).await;
         for c in [&mut a, &mut b, &mut victim] {
             c.join("r1").await;
         }
         victim.send(r#"{"t":"panic"}"#).await;
         victim.expect_gone().await;
-        wait_metric(
-            addr,
-            r#"chatbench_disconnects_total{reason="panic"}"#,
-            |v| v == 1.0,
-        )
+        wait_sum(t, r#"chatbench_disconnects_total{reason="panic"}"#, |v| {
+            v == 1.0
+        })
         .await;
         a.send(&msg("r1", "a", 1)).await;
         assert_eq!(b.recv().await, msg("r1", "a", 1));
         b.send(&msg("r1", "b", 1)).await;
         assert_eq!(a.recv().await, msg("r1", "b", 1));
         // The victim's membership was cleaned up: one room, two connections.
-        let m = metrics(addr).await;
+        let m = totals(t).await;
         assert_eq!(value(&m, "chatbench_connections"), 2.0);
-        assert_eq!(value(&m, "chatbench_rooms"), 1.0);
+        assert_eq!(value(&m, "chatbench_rooms"), t.servers_hosting(&[0, 1]));
         // New connections still work.
-        let mut c = Client::connect(addr).await;
+        let mut c = Client::connect(t.node(3)).await;
         c.join("r1").await;
     });
 }
 
-pub fn panic_without_fault_injection_is_unknown_type(arch: Arch) {
-    with_server(arch, test_config(), |addr| async move {
-        let mut a = Client::connect(addr).await;
+pub fn panic_without_fault_injection_is_unknown_type(arch: Sut) {
+    with_server(arch, test_config(), |t| async move {
+        let mut a = Client::connect(t.node(0)).await;
         a.send(r#"{"t":"panic"}"#).await;
         a.expect_error("unknown_type").await;
         a.join("r1").await;

@@ -1,0 +1,716 @@
+//! The `mesh` backplane: one TCP link per pair of nodes, peer-to-peer like Erlang `:pg`.
+//!
+//! - **Links.** A node dials every seed (`--peers`) that it has no live link to, and accepts
+//!   links on `--cluster-listen`. Each side sends `Hello` (cluster protocol version, node id)
+//!   first; a version or node-id clash is logged, counted (`refused`) and the link refused.
+//!   When two links to one peer exist (both dialled at once), both ends keep the one dialled by
+//!   the lower node id and close the other, so one pair has one link.
+//! - **Interest.** A node advertises the rooms it has local members in: on a new link the full
+//!   set (`Reset`, then an `Add` per room, then a `Sync`), after that `Add`/`Remove` deltas.
+//!   A join that makes a room new here waits (bounded) for every live peer to acknowledge a
+//!   `Sync` sent after the `Add`, so `joined` still means "the room is live".
+//! - **Forwarding.** A published `msg` is encoded once into a `Msg` frame and queued to each
+//!   peer that declared interest in its room; receivers fan it out locally and never forward
+//!   it again. Queues are bounded per link (`send_queue` frames): a full queue drops the
+//!   message and counts it (`dropped`; `send_queue_bytes` bounds the bytes too). A peer whose link is down keeps its last declared
+//!   interest, so what it misses meanwhile is counted (`lost`) instead of vanishing; it sends
+//!   its full set again when it comes back.
+//! - **Liveness.** Each link sends `Ping` every `heartbeat`; one that receives nothing for
+//!   `dead_after` is closed. Dialers retry with exponential backoff.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tungstenite::Utf8Bytes;
+
+use super::wire::{self, Frame, CLUSTER_PROTOCOL_VERSION};
+use super::{wait_until, Backoff, FaultSwitch};
+use crate::config::ClusterConfig;
+use crate::metrics::{BackplaneMetrics, Metrics};
+use crate::task_per_conn::{Hook, HookFuture, LocalRooms};
+use crate::ServerError;
+
+/// How a refusal for a second link to an already linked peer starts (an expected race when
+/// both nodes dial, so neither logged as an error nor counted as refused).
+const DUPLICATE: &str = "duplicate link";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The mesh backplane of one node.
+pub struct Mesh {
+    this: Weak<Mesh>,
+    me: u64,
+    cfg: ClusterConfig,
+    max_frame: usize,
+    local: OnceLock<LocalRooms>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Every peer's current link (live or down with its last interest), for `published`.
+    snapshot: RwLock<Arc<[Arc<Link>]>>,
+    /// Woken on every `SyncAck` and link change (join barriers wait on it).
+    changed: Notify,
+    fault: Arc<FaultSwitch>,
+}
+
+struct State {
+    /// Rooms advertised to peers → the token of the `Sync` sent after their `Add`.
+    advertised: HashMap<Box<str>, u64>,
+    next_token: u64,
+    /// Peer node id → its current link.
+    links: HashMap<u64, Arc<Link>>,
+    /// Peer ids that have had a link before (a new link to one is a reconnect).
+    seen: HashSet<u64>,
+    /// Seed address → the node id found there.
+    addr_ids: HashMap<SocketAddr, u64>,
+}
+
+/// One link to a peer.
+struct Link {
+    peer: u64,
+    dialed_by: u64,
+    up: AtomicBool,
+    queue: SendQueue,
+    /// Rooms the peer declared interest in (bounded by `max_remote_rooms`).
+    remote: Mutex<HashSet<Box<str>>>,
+    /// Highest `SyncAck` token received.
+    acked: AtomicU64,
+    closed: AtomicBool,
+    close: Notify,
+    /// Closed because a preferred link to the same peer replaced it (not a loss).
+    superseded: AtomicBool,
+}
+
+impl Link {
+    fn kill(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            self.close.notify_waiters();
+            self.queue.ready.notify_one();
+        }
+    }
+}
+
+/// A link's bounded outbound queue. `Msg` frames are refused beyond `cap` frames or
+/// `cap_bytes` bytes; control frames (interest, acks, heartbeats: small) may use as much again
+/// of headroom, and a link whose control frames do not fit is reset (the peer re-syncs on
+/// reconnect) rather than desynchronised.
+struct SendQueue {
+    items: Mutex<Queued>,
+    ready: Notify,
+    cap: usize,
+    cap_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    frames: VecDeque<(Bytes, bool)>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    fn new(cap: usize, cap_bytes: usize) -> SendQueue {
+        SendQueue {
+            items: Mutex::new(Queued::default()),
+            ready: Notify::new(),
+            cap,
+            cap_bytes,
+        }
+    }
+
+    fn push(&self, frame: Bytes, is_msg: bool) -> bool {
+        {
+            let mut q = lock(&self.items);
+            let (limit, limit_bytes) = if is_msg {
+                (self.cap, self.cap_bytes)
+            } else {
+                (self.cap * 2, self.cap_bytes.saturating_mul(2))
+            };
+            if q.frames.len() >= limit || q.bytes + frame.len() > limit_bytes {
+                return false;
+            }
+            q.bytes += frame.len();
+            q.frames.push_back((frame, is_msg));
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    fn take(&self) -> VecDeque<(Bytes, bool)> {
+        std::mem::take(&mut *lock(&self.items)).frames
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Dialed,
+    Accepted,
+}
+
+impl Mesh {
+    /// Starts the acceptor on `listener` and a dialer per seed on the current runtime.
+    pub(crate) fn start(
+        listener: StdListener,
+        peers: Vec<SocketAddr>,
+        cfg: ClusterConfig,
+        max_frame_bytes: usize,
+        metrics: Arc<Metrics>,
+        fault: Arc<FaultSwitch>,
+    ) -> Result<Arc<Mesh>, ServerError> {
+        if metrics.backplane().is_none() {
+            return Err(ServerError::Config("mesh needs cluster metrics".into()));
+        }
+        let mesh = Arc::new_cyclic(|this| Mesh {
+            this: this.clone(),
+            me: cfg.node_id,
+            cfg,
+            max_frame: wire::max_frame_len(max_frame_bytes),
+            local: OnceLock::new(),
+            metrics,
+            state: Mutex::new(State {
+                advertised: HashMap::new(),
+                next_token: 1,
+                links: HashMap::new(),
+                seen: HashSet::new(),
+                addr_ids: HashMap::new(),
+            }),
+            snapshot: RwLock::new(Arc::from(Vec::new())),
+            changed: Notify::new(),
+            fault,
+        });
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ServerError::Backplane(format!("mesh listener: {e}")))?;
+        let listener = TcpListener::from_std(listener)
+            .map_err(|e| ServerError::Backplane(format!("mesh listener: {e}")))?;
+        tokio::spawn(mesh.clone().accept_loop(listener));
+        tokio::spawn(mesh.clone().fault_watch());
+        for addr in peers {
+            tokio::spawn(mesh.clone().dial_loop(addr));
+        }
+        Ok(mesh)
+    }
+
+    /// Gives the mesh the node's rooms (once, when the server starts).
+    pub(crate) fn attach(&self, local: LocalRooms) {
+        let _ = self.local.set(local);
+    }
+
+    fn bp(&self) -> &BackplaneMetrics {
+        // `start` refuses metrics without the backplane family.
+        self.metrics
+            .backplane()
+            .unwrap_or_else(|| unreachable!("checked in Mesh::start"))
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if self.fault.is_cut() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(self.clone().run_link(stream, Side::Accepted, None));
+                }
+                Err(e) => {
+                    tracing::warn!("mesh accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Closes every link whenever the fault switch cuts the node off.
+    async fn fault_watch(self: Arc<Self>) {
+        loop {
+            self.fault.wait_cut().await;
+            let links: Vec<_> = lock(&self.state).links.values().cloned().collect();
+            for l in links {
+                l.kill();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn dial_loop(self: Arc<Self>, addr: SocketAddr) {
+        let mut backoff = Backoff::new(self.cfg.reconnect_min, self.cfg.reconnect_max);
+        loop {
+            let linked = {
+                let st = lock(&self.state);
+                st.addr_ids
+                    .get(&addr)
+                    .and_then(|id| st.links.get(id))
+                    .is_some_and(|l| l.up.load(Ordering::SeqCst))
+            };
+            if linked || self.fault.is_cut() {
+                tokio::time::sleep(self.cfg.reconnect_min).await;
+                continue;
+            }
+            let connect = tokio::time::timeout(self.cfg.dead_after, TcpStream::connect(addr));
+            match connect.await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let was_up = self
+                        .clone()
+                        .run_link(stream, Side::Dialed, Some(addr))
+                        .await;
+                    if was_up {
+                        backoff.reset();
+                    }
+                    backoff.wait().await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("mesh: cannot reach peer {addr}: {e}");
+                    backoff.wait().await;
+                }
+                Err(_) => backoff.wait().await,
+            }
+        }
+    }
+
+    /// Runs one link from the hello to its end. Returns whether it was ever up.
+    async fn run_link(
+        self: Arc<Self>,
+        stream: TcpStream,
+        side: Side,
+        addr: Option<SocketAddr>,
+    ) -> bool {
+        let (read, write) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, read);
+        let mut writer = BufWriter::with_capacity(64 * 1024, write);
+        let hello = wire::encode(&Frame::Hello {
+            version: CLUSTER_PROTOCOL_VERSION,
+            node_id: self.me,
+        });
+        let peer_hello = async {
+            writer.write_all(&hello).await.ok()?;
+            writer.flush().await.ok()?;
+            read_frame(&mut reader, self.max_frame).await.ok()
+        };
+        let peer = match tokio::time::timeout(self.cfg.dead_after, peer_hello).await {
+            Ok(Some(Frame::Hello { version, node_id })) => {
+                if version != CLUSTER_PROTOCOL_VERSION {
+                    let why = format!(
+                        "cluster protocol version {version} from node {node_id}, this node \
+                         (id {}) speaks {CLUSTER_PROTOCOL_VERSION}: upgrade the older node",
+                        self.me
+                    );
+                    return self.refuse(&mut writer, why).await;
+                }
+                if node_id == self.me {
+                    let why = format!(
+                        "peer has this node's own id {node_id}: give every node a distinct --node-id"
+                    );
+                    return self.refuse(&mut writer, why).await;
+                }
+                if let Some(a) = addr {
+                    // Known from now on, so the dialer does not dial a node it is linked to.
+                    lock(&self.state).addr_ids.insert(a, node_id);
+                }
+                node_id
+            }
+            Ok(Some(Frame::Refuse(why))) if why.starts_with(DUPLICATE) => {
+                tracing::debug!("mesh: peer {addr:?} kept its other link: {why}");
+                return false;
+            }
+            Ok(Some(Frame::Refuse(why))) => {
+                tracing::error!("mesh: peer {addr:?} refused the link: {why}");
+                self.bp().refused();
+                return false;
+            }
+            Ok(Some(other)) => {
+                let why = format!("expected a hello, got {other:?}");
+                return self.refuse(&mut writer, why).await;
+            }
+            Ok(None) | Err(_) => return false,
+        };
+        let dialed_by = if side == Side::Dialed { self.me } else { peer };
+        let link = Arc::new(Link {
+            peer,
+            dialed_by,
+            up: AtomicBool::new(false),
+            queue: SendQueue::new(self.cfg.send_queue, self.cfg.send_queue_bytes),
+            remote: Mutex::new(HashSet::new()),
+            acked: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            close: Notify::new(),
+            superseded: AtomicBool::new(false),
+        });
+        if let Err(why) = self.register(&link) {
+            if why.starts_with(DUPLICATE) {
+                // Both nodes dialled at once: normal, not a fault.
+                tracing::debug!("mesh: node {}: {why}", self.me);
+                let _ = writer.write_all(&wire::encode(&Frame::Refuse(why))).await;
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+                return false;
+            }
+            return self.refuse(&mut writer, why).await;
+        }
+        tracing::info!("mesh: node {} linked to node {peer}", self.me);
+        let writer_task = tokio::spawn(write_loop(
+            link.clone(),
+            writer,
+            self.cfg.heartbeat,
+            self.metrics.clone(),
+        ));
+        let why = self.read_loop(&link, &mut reader).await;
+        tracing::info!(
+            "mesh: link from node {} to node {peer} closed: {why}",
+            self.me
+        );
+        link.kill();
+        let _ = writer_task.await;
+        self.unregister(&link);
+        true
+    }
+
+    async fn refuse(
+        &self,
+        writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        why: String,
+    ) -> bool {
+        tracing::error!("mesh: node {} refused a link: {why}", self.me);
+        self.bp().refused();
+        let _ = writer.write_all(&wire::encode(&Frame::Refuse(why))).await;
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+        false
+    }
+
+    /// Makes `link` the peer's current link and queues the full interest set on it.
+    fn register(&self, link: &Arc<Link>) -> Result<(), String> {
+        let mut st = lock(&self.state);
+        if self.fault.is_cut() {
+            return Err("node is partitioned (fault injection)".into());
+        }
+        let preferred = self.me.min(link.peer);
+        let mut replaced = false;
+        if let Some(existing) = st.links.get(&link.peer) {
+            if existing.up.load(Ordering::SeqCst) {
+                if existing.dialed_by == preferred && link.dialed_by != preferred {
+                    return Err(format!(
+                        "{DUPLICATE} to node {}: keeping the one dialled by node {preferred}",
+                        link.peer
+                    ));
+                }
+                existing.superseded.store(true, Ordering::SeqCst);
+                existing.kill();
+            }
+            replaced = existing.superseded.load(Ordering::SeqCst);
+        }
+        // The full set, in order, before any delta queued after this lock is released.
+        link.queue.push(wire::encode(&Frame::Reset), false);
+        for room in st.advertised.keys() {
+            link.queue
+                .push(wire::encode(&Frame::Add(room.clone())), false);
+        }
+        let token = st.next_token;
+        st.next_token += 1;
+        if !link.queue.push(wire::encode(&Frame::Sync(token)), false) {
+            link.kill();
+        }
+        link.up.store(true, Ordering::SeqCst);
+        st.links.insert(link.peer, link.clone());
+        if !st.seen.insert(link.peer) && !replaced {
+            self.bp().reconnected();
+        }
+        self.bp().peer_up();
+        self.rebuild_snapshot(&st);
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// The link ended: mark it down (its peer's interest is kept, so what the peer misses is
+    /// counted) and count what was still queued as lost.
+    fn unregister(&self, link: &Arc<Link>) {
+        let st = lock(&self.state);
+        if link.up.swap(false, Ordering::SeqCst) {
+            self.bp().peer_down();
+        }
+        self.rebuild_snapshot(&st);
+        drop(st);
+        let lost = link.queue.take().iter().filter(|(_, m)| *m).count() as u64;
+        if lost > 0 {
+            self.bp().lost(lost);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn rebuild_snapshot(&self, st: &State) {
+        let links: Vec<_> = st.links.values().cloned().collect();
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(links);
+    }
+
+    async fn read_loop(
+        &self,
+        link: &Arc<Link>,
+        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    ) -> String {
+        loop {
+            let frame = tokio::select! {
+                r = tokio::time::timeout(self.cfg.dead_after, read_frame(reader, self.max_frame)) => r,
+                _ = wait_until(&link.close, || link.closed.load(Ordering::SeqCst)) => {
+                    return "closed by this node".into();
+                }
+            };
+            let frame = match frame {
+                Err(_) => {
+                    return format!(
+                        "no frame for {:?} (heartbeat lost): peer declared dead",
+                        self.cfg.dead_after
+                    )
+                }
+                Ok(Err(e)) => return e,
+                Ok(Ok(f)) => f,
+            };
+            match frame {
+                Frame::Msg { room, frame } => match Utf8Bytes::try_from(frame) {
+                    Ok(text) => {
+                        self.bp().received();
+                        if let Some(local) = self.local.get() {
+                            local.deliver(&room, &text);
+                        }
+                    }
+                    Err(_) => return "protocol violation: msg frame is not UTF-8".into(),
+                },
+                Frame::Add(room) => {
+                    let mut remote = lock(&link.remote);
+                    if remote.len() >= self.cfg.max_remote_rooms && !remote.contains(&room) {
+                        return format!(
+                            "protocol violation: peer declared more than {} rooms",
+                            self.cfg.max_remote_rooms
+                        );
+                    }
+                    remote.insert(room);
+                }
+                Frame::Remove(room) => {
+                    lock(&link.remote).remove(&room);
+                }
+                Frame::Reset => lock(&link.remote).clear(),
+                Frame::Sync(t) => {
+                    if !link.queue.push(wire::encode(&Frame::SyncAck(t)), false) {
+                        return "send queue overflow (control frames)".into();
+                    }
+                }
+                Frame::SyncAck(t) => {
+                    link.acked.fetch_max(t, Ordering::SeqCst);
+                    self.changed.notify_waiters();
+                }
+                Frame::Ping => {}
+                Frame::Refuse(why) => {
+                    if why.starts_with(DUPLICATE) {
+                        link.superseded.store(true, Ordering::SeqCst);
+                    }
+                    return format!("peer closed the link: {why}");
+                }
+                Frame::Hello { .. } => return "protocol violation: second hello".into(),
+            }
+        }
+    }
+
+    /// Whether every live link has acknowledged a `Sync` at or after `token`.
+    fn synced(&self, token: u64) -> bool {
+        let snapshot = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        snapshot
+            .iter()
+            .filter(|l| l.up.load(Ordering::SeqCst))
+            .all(|l| l.acked.load(Ordering::SeqCst) >= token)
+    }
+}
+
+impl Hook for Mesh {
+    fn interest_changed(&self, room: &str) {
+        let Some(local) = self.local.get() else {
+            return;
+        };
+        let mut st = lock(&self.state);
+        let has = local.has_room(room);
+        let frames: Vec<Bytes> = match (has, st.advertised.contains_key(room)) {
+            (true, false) => {
+                let token = st.next_token;
+                st.next_token += 1;
+                st.advertised.insert(room.into(), token);
+                vec![
+                    wire::encode(&Frame::Add(room.into())),
+                    wire::encode(&Frame::Sync(token)),
+                ]
+            }
+            (false, true) => {
+                st.advertised.remove(room);
+                vec![wire::encode(&Frame::Remove(room.into()))]
+            }
+            _ => return,
+        };
+        self.bp().set_interest_rooms(st.advertised.len());
+        for link in st.links.values().filter(|l| l.up.load(Ordering::SeqCst)) {
+            for f in &frames {
+                if !link.queue.push(f.clone(), false) {
+                    tracing::warn!(
+                        "mesh: link to node {} reset: send queue overflow",
+                        link.peer
+                    );
+                    link.kill();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn joined_barrier(&self, room: &str) -> Option<HookFuture> {
+        let token = *lock(&self.state).advertised.get(room)?;
+        if self.synced(token) {
+            return None;
+        }
+        let timeout = self.cfg.join_sync_timeout;
+        let me = self.this.upgrade()?;
+        Some(Box::pin(async move {
+            let _ =
+                tokio::time::timeout(timeout, wait_until(&me.changed, || me.synced(token))).await;
+        }))
+    }
+
+    fn published(&self, room: &str, frame: &Utf8Bytes) {
+        let snapshot = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut encoded: Option<Bytes> = None;
+        let (mut forwarded, mut dropped, mut lost) = (0, 0, 0);
+        for link in snapshot.iter() {
+            if !lock(&link.remote).contains(room) {
+                continue;
+            }
+            if !link.up.load(Ordering::SeqCst) {
+                lost += 1;
+                continue;
+            }
+            let bytes = encoded
+                .get_or_insert_with(|| wire::encode_msg(room, frame.as_bytes()))
+                .clone();
+            if link.queue.push(bytes, true) {
+                forwarded += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        let bp = self.bp();
+        if forwarded > 0 {
+            bp.forwarded(forwarded);
+        }
+        if dropped > 0 {
+            bp.dropped(dropped);
+        }
+        if lost > 0 {
+            bp.lost(lost);
+        }
+    }
+}
+
+/// Reads one frame (length prefix checked against `max` before allocating).
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> Result<Frame, String> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix)
+        .await
+        .map_err(|e| format!("read failed: {e}"))?;
+    let len = wire::frame_len(prefix, max).map_err(|e| format!("protocol violation: {e}"))?;
+    let mut body = BytesMut::zeroed(len);
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("read failed: {e}"))?;
+    wire::decode(body.freeze()).map_err(|e| format!("protocol violation: {e}"))
+}
+
+/// Writes everything queued on `link` (one flush per batch) and a `Ping` every `heartbeat`,
+/// until the link is closed or a write fails.
+async fn write_loop(
+    link: Arc<Link>,
+    mut w: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    heartbeat: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping = wire::encode(&Frame::Ping);
+    loop {
+        if link.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::select! {
+            _ = link.queue.ready.notified() => {}
+            _ = tick.tick() => {
+                link.queue.push(ping.clone(), false);
+            }
+        }
+        let batch = link.queue.take();
+        let mut unsent = None;
+        for (i, (frame, _)) in batch.iter().enumerate() {
+            if w.write_all(frame).await.is_err() {
+                unsent = Some(i);
+                break;
+            }
+        }
+        if unsent.is_none() && w.flush().await.is_err() {
+            unsent = Some(batch.len());
+        }
+        if let Some(i) = unsent {
+            // Frames that never reached the socket are lost; the ones in the failed buffer too,
+            // but they cannot be told apart: count what is certain.
+            let lost = batch.iter().skip(i).filter(|(_, m)| *m).count() as u64;
+            if lost > 0 {
+                if let Some(bp) = metrics.backplane() {
+                    bp.lost(lost);
+                }
+            }
+            link.kill();
+            break;
+        }
+    }
+    if link.superseded.load(Ordering::SeqCst) {
+        // Tell the peer this link was replaced, not lost.
+        let why = format!("{DUPLICATE}: replaced by the link dialled by the lower node id");
+        let _ = w.write_all(&wire::encode(&Frame::Refuse(why))).await;
+        let _ = w.flush().await;
+    }
+    let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_queue_refuses_messages_past_either_bound_but_keeps_room_for_control() {
+        let q = SendQueue::new(2, 100);
+        let msg = Bytes::from(vec![b'x'; 40]);
+        assert!(q.push(msg.clone(), true));
+        assert!(q.push(msg.clone(), true));
+        assert!(!q.push(msg.clone(), true), "frame bound");
+        // Control frames have headroom beyond the message bound...
+        assert!(q.push(Bytes::from_static(b"ctl"), false));
+        assert!(q.push(Bytes::from_static(b"ctl"), false));
+        // ...but are bounded too.
+        assert!(!q.push(Bytes::from_static(b"ctl"), false));
+        assert_eq!(q.take().len(), 4);
+        // The byte bound: 2 × 60 > 100.
+        let big = Bytes::from(vec![b'y'; 60]);
+        assert!(q.push(big.clone(), true));
+        assert!(!q.push(big, true), "byte bound");
+        assert_eq!(q.take().len(), 1);
+        assert!(q.take().is_empty());
+    }
+}
