@@ -107,6 +107,10 @@ pub struct ServerConfig {
     /// `thread-pool`: how long a new connection waits for a free worker before it is answered
     /// with HTTP 503 (counted).
     pub pool_wait: Duration,
+    /// Iterations of a deterministic busy loop ([`crate::work::inject`]) per delivered message,
+    /// in every architecture's fan-out. 0 (the default) adds nothing; the regression gate sets
+    /// it to inject a known extra cost and measure how often it is detected.
+    pub inject_work: u32,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             pool_size: 1024,
             thread_stack_bytes: 128 * 1024,
             pool_wait: Duration::from_secs(1),
+            inject_work: 0,
         }
     }
 }

@@ -44,6 +44,9 @@ use crate::rooms::{ConnId, Rooms};
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
+#[doc(hidden)]
+pub mod bench;
+
 type Ws = WebSocketStream<TcpStream>;
 
 /// Runs the server until `shutdown` fires and connections have closed (at most
@@ -491,6 +494,7 @@ impl Conn {
         });
         let metrics = &self.shared.metrics;
         metrics.deliveries(delivered);
+        crate::work::inject(self.shared.config.inject_work, delivered);
         if dropped > 0 {
             metrics.dropped_queue_full(dropped);
         }

@@ -15,6 +15,7 @@ use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::Scenario;
 
 mod compare;
+mod gate;
 mod report;
 mod serve;
 
@@ -67,6 +68,9 @@ enum Command {
     /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
     /// alone; with two folders (two comparisons, or two runs), print them side by side.
     Report(report::ReportArgs),
+    /// CI performance-regression gate: compare with a committed baseline and exit 0 (pass),
+    /// 1 (regression) or 2 (could not judge). See docs/gate.md.
+    Gate(gate::GateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -135,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Report(args) => report::report(args),
+        Command::Gate(args) => gate::gate(args),
     };
     match result {
         Ok(code) => code,
