@@ -44,6 +44,17 @@ if ! need redis-server; then
   fi
 fi
 
+# The deterministic tier of the regression gate counts instructions under valgrind (callgrind).
+if ! need valgrind; then
+  echo "== installing valgrind (for the deterministic regression gate)"
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind
+  else
+    echo "error: the regression gate needs valgrind: install Debian's valgrind (apt-get install valgrind) and re-run" >&2
+    exit 2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -52,3 +63,12 @@ echo "== cargo test"
 # Integration tests open thousands of sockets in one process: raise the soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
+
+# The deterministic tier of the regression gate against the committed baseline: instruction and
+# allocation counts per delivery of each architecture's fan-out path under callgrind (~1 min).
+# Exit 1 = regression, 2 = could not judge (e.g. the baseline is from another CPU or compiler):
+# both fail the build. A change meant to cost more updates the baseline in the same commit:
+#   cargo build --workspace --bins && target/debug/chatbench gate deterministic --update-baseline --repeat 3
+echo "== chatbench gate deterministic"
+cargo build --workspace --bins --quiet
+"${CARGO_TARGET_DIR:-target}/debug/chatbench" gate deterministic --out "${CARGO_TARGET_DIR:-target}/gate"

@@ -1,5 +1,5 @@
 //! chatbench reports: the comparison table and its charts (PNG, SVG) built from results files,
-//! and (later) the regression gate.
+//! and the regression gate's judgement (`gate`).
 //!
 //! Architecture invariant: reports read results files (`summary.json`, `timeseries.csv`,
 //! `latency.hgrm`) only; they never reach back into the load generator's runtime or the servers.
@@ -8,6 +8,7 @@
 pub mod charts;
 pub mod comparison;
 pub mod diff;
+pub mod gate;
 pub mod html;
 pub mod sweep_charts;
 pub mod sweeps;

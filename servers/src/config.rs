@@ -111,6 +111,10 @@ pub struct ServerConfig {
     /// `cluster`: the node's identity and backplane; `None` for every other architecture (and
     /// an error for `cluster`).
     pub cluster: Option<ClusterConfig>,
+    /// Iterations of a deterministic busy loop ([`crate::work::inject`]) per delivered message,
+    /// in every architecture's fan-out. 0 (the default) adds nothing; the regression gate sets
+    /// it to inject a known extra cost and measure how often it is detected.
+    pub inject_work: u32,
 }
 
 /// Which backplane carries a cluster node's messages to the other nodes.
@@ -241,6 +245,7 @@ impl Default for ServerConfig {
             thread_stack_bytes: 128 * 1024,
             pool_wait: Duration::from_secs(1),
             cluster: None,
+            inject_work: 0,
         }
     }
 }

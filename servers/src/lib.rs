@@ -12,11 +12,16 @@
 //! - [`epoll`]: one thread, one readiness loop.
 //! - [`cluster`]: a node of a cluster: task-per-conn plus a mesh or Redis backplane.
 //! - [`ws_error`]: how a tungstenite read error ends a connection (task-per-conn, thread-pool).
+//! - [`work`]: injected per-delivery work (`inject_work`), for measuring the regression gate.
+//! - `bench` (hidden): deterministic in-process workloads over each architecture's own fan-out
+//!   path, for `chatbench gate` and the criterion benches.
 //!
 //! Every architecture exposes `run(listener, config, shutdown)`; [`run_arch`] dispatches on
 //! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
 //! tests.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod epoll;
@@ -27,6 +32,7 @@ pub mod rooms;
 pub mod shutdown;
 pub mod task_per_conn;
 pub mod thread_pool;
+pub mod work;
 pub mod ws_error;
 
 use std::io;

@@ -11,7 +11,7 @@
 //! (connections × `max_rooms_per_conn`) rooms: a peer cannot grow it beyond its own limit.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, DefaultHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::metrics::Metrics;
@@ -23,21 +23,50 @@ pub type ConnId = u64;
 /// rarely share a lock; each empty shard costs one mutex and an empty map (≈ 64 bytes).
 pub const SHARDS: usize = 64;
 
-type Shard<H> = HashMap<Box<str>, HashMap<ConnId, H>>;
+type Shard<H> = HashMap<Box<str>, HashMap<ConnId, H, RoomHasher>, RoomHasher>;
+
+/// The registry's hashing: random keys (the default, so peers cannot choose colliding room
+/// names), or fixed keys for deterministic workloads (`crate::bench`), where random keys
+/// would change the members' order, and with it the allocator's work, from run to run.
+#[derive(Debug, Clone)]
+pub enum RoomHasher {
+    /// SipHash with per-process random keys.
+    Random(RandomState),
+    /// SipHash with zero keys: the same order in every process.
+    Fixed,
+}
+
+impl BuildHasher for RoomHasher {
+    type Hasher = DefaultHasher;
+    fn build_hasher(&self) -> DefaultHasher {
+        match self {
+            RoomHasher::Random(s) => s.build_hasher(),
+            RoomHasher::Fixed => DefaultHasher::new(),
+        }
+    }
+}
 
 /// Room name → members, sharded by room.
 pub struct Rooms<H> {
     shards: Box<[Mutex<Shard<H>>]>,
-    hasher: RandomState,
+    hasher: RoomHasher,
     metrics: Arc<Metrics>,
 }
 
 impl<H> Rooms<H> {
     /// An empty registry that keeps `chatbench_rooms` in `metrics` up to date.
     pub fn new(metrics: Arc<Metrics>) -> Rooms<H> {
+        Rooms::with_hasher(metrics, RoomHasher::Random(RandomState::new()))
+    }
+
+    /// An empty registry hashing with `hasher` ([`RoomHasher::Fixed`] for deterministic
+    /// workloads only).
+    pub fn with_hasher(metrics: Arc<Metrics>, hasher: RoomHasher) -> Rooms<H> {
         Rooms {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            hasher,
             metrics,
         }
     }
@@ -57,7 +86,9 @@ impl<H> Rooms<H> {
             Some(m) => m,
             None => {
                 self.metrics.room_created();
-                shard.entry(room.into()).or_default()
+                shard
+                    .entry(room.into())
+                    .or_insert_with(|| HashMap::with_hasher(self.hasher.clone()))
             }
         };
         match members.entry(id) {
@@ -99,7 +130,7 @@ impl<H> Rooms<H> {
 
     /// The number of members of `room`.
     pub fn members(&self, room: &str) -> usize {
-        self.shard(room).get(room).map_or(0, HashMap::len)
+        self.shard(room).get(room).map_or(0, |m| m.len())
     }
 }
 

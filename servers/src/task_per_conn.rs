@@ -50,6 +50,9 @@ use crate::rooms::{ConnId, Rooms};
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
+#[doc(hidden)]
+pub mod bench;
+
 type Ws = WebSocketStream<TcpStream>;
 
 /// Runs the server until `shutdown` fires and connections have closed (at most
@@ -246,6 +249,7 @@ impl Shared {
             }
         });
         self.metrics.deliveries(delivered);
+        crate::work::inject(self.config.inject_work, delivered);
         if dropped > 0 {
             self.metrics.dropped_queue_full(dropped);
         }

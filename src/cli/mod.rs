@@ -16,6 +16,7 @@ use chatbench_loadgen::scenario::Scenario;
 
 mod cluster;
 mod compare;
+mod gate;
 mod report;
 mod serve;
 
@@ -70,6 +71,9 @@ enum Command {
     /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
     /// alone; with two folders (two comparisons, or two runs), print them side by side.
     Report(report::ReportArgs),
+    /// CI performance-regression gate: compare with a committed baseline and exit 0 (pass),
+    /// 1 (regression) or 2 (could not judge). See docs/gate.md.
+    Gate(gate::GateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::compare(args),
         Command::Report(args) => report::report(args),
         Command::Cluster(args) => cluster::cluster(args),
+        Command::Gate(args) => gate::gate(args),
     };
     match result {
         Ok(code) => code,

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// thread-pool: how long a new connection waits for a free worker before HTTP 503.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime_duration)]
     pool_wait: Duration,
+    /// Iterations of a deterministic busy loop per delivered message (default 0: none). Injects
+    /// a known extra cost to measure the regression gate's power (docs/gate.md).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    inject_work: u32,
     /// Pin the server to these CPUs, e.g. `0` or `0,2-3`.
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
@@ -129,6 +133,7 @@ impl ServeArgs {
             thread_stack_bytes: self.thread_stack_bytes,
             pool_wait: self.pool_wait,
             cluster: self.cluster()?,
+            inject_work: self.inject_work,
             ..ServerConfig::default()
         };
         config.validate().map_err(UsageError)?;

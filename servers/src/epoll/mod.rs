@@ -28,6 +28,8 @@
 //!   closed, every client gets close 1001, and the loop returns when they are gone or after
 //!   `shutdown_grace`.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod frame;
 
 use std::collections::{HashMap, VecDeque};
@@ -769,6 +771,7 @@ impl Server {
             }
         }
         self.metrics.deliveries(delivered);
+        crate::work::inject(self.config.inject_work, delivered);
         if dropped > 0 {
             self.metrics.dropped_queue_full(dropped);
         }

@@ -31,6 +31,9 @@ use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath};
 use crate::rooms::ConnId;
 
+#[doc(hidden)]
+pub mod bench;
+
 type Ws = WebSocket<TcpStream>;
 
 /// Messages read per wake-up before the queue gets drained again, so a client that floods
@@ -438,6 +441,7 @@ impl Conn {
         }
         let metrics = &self.shared.metrics;
         metrics.deliveries(delivered);
+        crate::work::inject(self.shared.config.inject_work, delivered);
         if dropped > 0 {
             metrics.dropped_queue_full(dropped);
         }

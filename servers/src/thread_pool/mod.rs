@@ -54,6 +54,8 @@ use crate::rooms::Rooms;
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
+#[doc(hidden)]
+pub use conn::bench;
 use pool::{Job, Pool};
 use sys::Waker;
 

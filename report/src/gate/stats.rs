@@ -1,0 +1,284 @@
+//! The statistics of the gate's statistical tier, free of I/O: medians, the Mann–Whitney U
+//! test (exact for small samples without ties, normal approximation with tie correction
+//! otherwise), Holm's step-down correction over several metrics, and the number of runs a
+//! given noise level needs.
+
+/// The median of `xs` (mean of the two middle values for an even count); `None` when empty or
+/// when a value is NaN.
+pub fn median(xs: &[f64]) -> Option<f64> {
+    if xs.is_empty() || xs.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Coefficient of variation (sample standard deviation / mean); `None` for fewer than two
+/// values or a zero mean.
+pub fn cv(xs: &[f64]) -> Option<f64> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if mean == 0.0 {
+        return None;
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some(var.sqrt() / mean.abs())
+}
+
+/// The result of a Mann–Whitney U test of `a` against `b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U of the first sample: the number of pairs (x from a, y from b) with x > y, ties
+    /// counted one half.
+    pub u: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+    /// Whether `p` is exact (small samples, no ties) or the normal approximation.
+    pub exact: bool,
+}
+
+/// Samples up to this size (each) without ties get the exact distribution of U.
+const EXACT_MAX: usize = 25;
+
+/// Two-sided Mann–Whitney U test. `None` when a sample is empty or holds NaN.
+pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<MannWhitney> {
+    if a.is_empty() || b.is_empty() || a.iter().chain(b).any(|x| x.is_nan()) {
+        return None;
+    }
+    let (n1, n2) = (a.len(), b.len());
+    // Ranks of the pooled sample, ties given their mean rank.
+    let mut pooled: Vec<(f64, usize)> = a
+        .iter()
+        .map(|&x| (x, 0))
+        .chain(b.iter().map(|&y| (y, 1)))
+        .collect();
+    pooled.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let n = pooled.len();
+    let mut rank_sum_a = 0.0;
+    let mut tie_term = 0.0; // Σ (t³ − t) over tie groups
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && pooled[j + 1].0 == pooled[i].0 {
+            j += 1;
+        }
+        let t = (j - i + 1) as f64;
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for item in &pooled[i..=j] {
+            if item.1 == 0 {
+                rank_sum_a += rank;
+            }
+        }
+        tie_term += t * t * t - t;
+        i = j + 1;
+    }
+    let u = rank_sum_a - (n1 * (n1 + 1)) as f64 / 2.0;
+    let (f1, f2) = (n1 as f64, n2 as f64);
+    if tie_term == 0.0 && n1 <= EXACT_MAX && n2 <= EXACT_MAX {
+        let dist = u_distribution(n1, n2);
+        let total: f64 = dist.iter().sum();
+        let u_int = u.round() as usize;
+        let lo = u_int.min(n1 * n2 - u_int);
+        let tail: f64 = dist[..=lo].iter().sum();
+        return Some(MannWhitney {
+            u,
+            p: (2.0 * tail / total).min(1.0),
+            exact: true,
+        });
+    }
+    let mean = f1 * f2 / 2.0;
+    let nf = f1 + f2;
+    let var = f1 * f2 / 12.0 * ((nf + 1.0) - tie_term / (nf * (nf - 1.0)));
+    if var <= 0.0 {
+        // Every value equal: no evidence of any difference.
+        return Some(MannWhitney {
+            u,
+            p: 1.0,
+            exact: false,
+        });
+    }
+    let z = ((u - mean).abs() - 0.5).max(0.0) / var.sqrt();
+    Some(MannWhitney {
+        u,
+        p: (2.0 * (1.0 - normal_cdf(z))).min(1.0),
+        exact: false,
+    })
+}
+
+/// Number of arrangements giving each value of U (index) for samples of n1 and n2 without
+/// ties: f(n1, n2, u) = f(n1 − 1, n2, u − n2) + f(n1, n2 − 1, u).
+fn u_distribution(n1: usize, n2: usize) -> Vec<f64> {
+    let max = n1 * n2;
+    // table[i][j] = distribution for sizes (i, j), built row by row.
+    let mut prev: Vec<Vec<f64>> = (0..=n2).map(|_| vec![1.0]).collect(); // i = 0: U = 0
+    for i in 1..=n1 {
+        let mut cur: Vec<Vec<f64>> = Vec::with_capacity(n2 + 1);
+        cur.push(vec![1.0]); // j = 0
+        for j in 1..=n2 {
+            let mut d = vec![0.0; i * j + 1];
+            for (u, c) in prev[j].iter().enumerate() {
+                d[u + j] += c; // the largest value is from the first sample: adds j
+            }
+            for (u, c) in cur[j - 1].iter().enumerate() {
+                d[u] += c;
+            }
+            cur.push(d);
+        }
+        prev = cur;
+    }
+    let mut d = prev.swap_remove(n2);
+    d.resize(max + 1, 0.0);
+    d
+}
+
+/// Standard normal CDF (Abramowitz–Stegun 7.1.26 erf, |error| < 1.5e-7).
+pub fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+/// Inverse of [`normal_cdf`] by bisection (plenty for run planning).
+pub fn normal_quantile(p: f64) -> f64 {
+    let (mut lo, mut hi) = (-10.0, 10.0);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if normal_cdf(mid) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
+}
+
+/// Holm's step-down adjustment: adjusted p-values, in the input order, to compare with the
+/// family-wise α directly.
+pub fn holm(ps: &[f64]) -> Vec<f64> {
+    let m = ps.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| ps[i].total_cmp(&ps[j]));
+    let mut adjusted = vec![0.0; m];
+    let mut running: f64 = 0.0;
+    for (k, &i) in order.iter().enumerate() {
+        let a = ((m - k) as f64 * ps[i]).min(1.0);
+        running = running.max(a);
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// Runs per arm needed to detect a relative change `effect` (0.10 = 10 %) in a metric whose
+/// run-to-run coefficient of variation is `cv`, at family-wise `alpha` over `metrics` metrics
+/// (Bonferroni, two-sided) with power `power`, using the two-sample normal formula
+/// n = 2 (z₁₋α/(2m) + z_power)² cv² / effect², divided by 0.955 (the Mann–Whitney test's
+/// asymptotic relative efficiency against the t test for normal data). At least 3.
+pub fn runs_needed(cv: f64, effect: f64, alpha: f64, metrics: usize, power: f64) -> usize {
+    let za = normal_quantile(1.0 - alpha / (2.0 * metrics.max(1) as f64));
+    let zb = normal_quantile(power);
+    let n = 2.0 * (za + zb).powi(2) * cv * cv / (effect * effect) / 0.955;
+    (n.ceil() as usize).max(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn medians_and_cv() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.0, f64::NAN]), None);
+        // mean 2, sd 1
+        assert!(close(cv(&[1.0, 2.0, 3.0]).unwrap(), 0.5, 1e-12));
+    }
+
+    #[test]
+    fn exact_u_distribution_matches_known_counts() {
+        // n1 = n2 = 5: C(10,5) = 252 arrangements; P(U = 0) = 1/252.
+        let d = u_distribution(5, 5);
+        assert_eq!(d.len(), 26);
+        assert_eq!(d.iter().sum::<f64>(), 252.0);
+        assert_eq!(&d[..4], &[1.0, 1.0, 2.0, 3.0]);
+        // Symmetric.
+        assert!(d.iter().zip(d.iter().rev()).all(|(a, b)| a == b));
+        let d = u_distribution(3, 4);
+        assert_eq!(d.iter().sum::<f64>(), 35.0);
+    }
+
+    #[test]
+    fn mann_whitney_known_values() {
+        // Complete separation, 5 v 5: two-sided exact p = 2/252.
+        let r = mann_whitney(&[1., 2., 3., 4., 5.], &[6., 7., 8., 9., 10.]).unwrap();
+        assert!(r.exact);
+        assert_eq!(r.u, 0.0);
+        assert!(close(r.p, 2.0 / 252.0, 1e-12));
+        // Reversed: U = 25, same p.
+        let r = mann_whitney(&[6., 7., 8., 9., 10.], &[1., 2., 3., 4., 5.]).unwrap();
+        assert_eq!(r.u, 25.0);
+        assert!(close(r.p, 2.0 / 252.0, 1e-12));
+        // U = 10: P(U ≤ 10) = 87/252 (cumulative counts 1 1 2 3 5 7 9 11 14 16 18), p = 2·87/252.
+        let r = mann_whitney(&[1., 3., 5., 7., 9.], &[2., 4., 6., 8., 10.]).unwrap();
+        assert_eq!(r.u, 10.0);
+        assert!(close(r.p, 0.690_476, 1e-5), "{}", r.p);
+        // With ties: normal approximation with tie and continuity correction.
+        // Rank sum 12.5 → U = 2.5; tie term 24 + 6 = 30; var = 16/12 (9 − 30/56) = 11.286;
+        // z = (5.5 − 0.5)/3.3594 = 1.4884 → p = 0.13666 (as scipy's asymptotic method).
+        let r = mann_whitney(&[1., 2., 2., 3.], &[2., 3., 4., 5.]).unwrap();
+        assert!(!r.exact);
+        assert_eq!(r.u, 2.5);
+        assert!(close(r.p, 0.136_658, 1e-5), "{}", r.p);
+        // All equal: p = 1.
+        assert_eq!(mann_whitney(&[1., 1.], &[1., 1.]).unwrap().p, 1.0);
+        assert!(mann_whitney(&[], &[1.]).is_none());
+    }
+
+    #[test]
+    fn normal_cdf_and_quantile() {
+        assert!(close(normal_cdf(0.0), 0.5, 1e-7));
+        assert!(close(normal_cdf(1.959_964), 0.975, 1e-6));
+        assert!(close(normal_cdf(-1.644_854), 0.05, 1e-6));
+        assert!(close(normal_quantile(0.975), 1.959_964, 1e-4));
+    }
+
+    #[test]
+    fn holm_adjusts_step_down() {
+        let a = holm(&[0.01, 0.04, 0.03]);
+        assert!(close(a[0], 0.03, 1e-12));
+        assert!(close(a[1], 0.06, 1e-12));
+        assert!(close(a[2], 0.06, 1e-12));
+        assert_eq!(holm(&[0.9]), vec![0.9]);
+    }
+
+    #[test]
+    fn runs_needed_grows_with_noise() {
+        // cv 10 %, effect 25 %, α 0.05 over 3 metrics, power 0.95:
+        // 2 (2.394 + 1.645)² 0.01 / 0.0625 / 0.955 = 5.47 → 6.
+        assert_eq!(runs_needed(0.10, 0.25, 0.05, 3, 0.95), 6);
+        assert!(runs_needed(0.20, 0.25, 0.05, 3, 0.95) > 20);
+        assert_eq!(runs_needed(0.001, 0.25, 0.05, 3, 0.95), 3);
+    }
+}

@@ -1,0 +1,121 @@
+//! The `epoll` fan-out workload (see [`crate::bench`]): a real [`Server`] (its slab of
+//! connections, its room maps, its frame encoder) whose connections are loopback sockets that
+//! are never registered or read. Frames are handed to `Server::on_message` as the frame decoder
+//! hands them over (borrowed from the read buffer: no copy); the end-of-turn flush is replaced
+//! by draining each dirty connection's queue as a complete `writev` would (pop every frame,
+//! then free the empty queue).
+
+use super::*;
+use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
+use std::borrow::Cow;
+
+/// See the module doc.
+pub struct Bench {
+    server: Server,
+    tokens: Vec<usize>,
+    /// Keeps the client sides of the sockets open.
+    _clients: Vec<std::net::TcpStream>,
+}
+
+impl Bench {
+    pub(crate) fn new(config: ServerConfig, members: usize) -> Result<Bench, BenchError> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut server = Server {
+            poll,
+            _waker: waker,
+            listener: None,
+            conns: Slab::new(),
+            room_ids: HashMap::new(),
+            rooms: Slab::new(),
+            metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
+            rbuf: Vec::new(),
+            scratch: Vec::new(),
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            kicks: Vec::new(),
+            handshakes: VecDeque::new(),
+            closings: VecDeque::new(),
+            next_serial: 0,
+            accept_retry: None,
+            grace_until: None,
+            shutdown: Shutdown::new(),
+            config,
+        };
+        let mut tokens = Vec::with_capacity(members);
+        let mut clients = Vec::with_capacity(members);
+        for (stream, client) in loopback_pairs(members)? {
+            stream.set_nonblocking(true)?;
+            server.next_serial = server.next_serial.wrapping_add(1);
+            let t = server.conns.insert(Conn {
+                stream: TcpStream::from_std(stream),
+                serial: server.next_serial,
+                phase: Phase::Open,
+                dirty: false,
+                paused: false,
+                write_shut: false,
+                out_off: 0,
+                inbuf: Vec::new(),
+                frag: None,
+                out: VecDeque::new(),
+                joined: Vec::new(),
+            });
+            server.metrics.ws_opened();
+            server.on_message(t, Message::Text(Cow::Owned(join_text())));
+            tokens.push(t);
+            clients.push(client);
+        }
+        let acks = drain(&mut server);
+        if acks != members as u64 {
+            return Err(BenchError::Unexpected(format!(
+                "{members} joins gave {acks} acks"
+            )));
+        }
+        Ok(Bench {
+            server,
+            tokens,
+            _clients: clients,
+        })
+    }
+}
+
+/// Empties every dirty connection's queue as a complete flush would; returns the frames.
+fn drain(server: &mut Server) -> u64 {
+    let mut frames = 0u64;
+    for t in std::mem::take(&mut server.dirty) {
+        if let Some(conn) = server.conns.get_mut(t) {
+            conn.dirty = false;
+            while conn.out.pop_front().is_some() {
+                frames += 1;
+            }
+            conn.out = VecDeque::new();
+        }
+    }
+    frames
+}
+
+impl FanOut for Bench {
+    fn run(&mut self, texts: &[String]) -> Result<u64, BenchError> {
+        let members = self.tokens.len();
+        let mut drained = 0u64;
+        for (i, text) in texts.iter().enumerate() {
+            let t = self.tokens[i % members];
+            self.server
+                .on_message(t, Message::Text(Cow::Borrowed(text.as_str())));
+            drained += drain(&mut self.server);
+            if self
+                .server
+                .conns
+                .get(t)
+                .is_none_or(|c| c.phase != Phase::Open)
+            {
+                return Err(BenchError::Unexpected("msg ended the connection".into()));
+            }
+        }
+        Ok(drained)
+    }
+
+    fn members(&self) -> usize {
+        self.tokens.len()
+    }
+}

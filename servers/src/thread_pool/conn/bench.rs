@@ -1,0 +1,113 @@
+//! The `thread-pool` fan-out workload (see [`crate::bench`]): real [`Conn`]s sharing one
+//! [`Shared`], driven through `Conn::on_message` on the calling thread. Each received frame
+//! becomes a `Utf8Bytes` (one copy, as tungstenite hands a message over). Recipients share one
+//! doorbell (`eventfd`); they are drained as `Conn::drain_queue` does (clear `notified`, pop
+//! every frame, give a burst's memory back), minus the write into tungstenite.
+
+use super::*;
+use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
+use crate::config::{Arch, ServerConfig};
+use crate::metrics::Metrics;
+use crate::rooms::RoomHasher;
+use crate::rooms::Rooms;
+use crate::shutdown::Shutdown;
+use crate::thread_pool::pool::Pool;
+use std::sync::atomic::AtomicU64;
+
+/// See the module doc.
+pub struct Bench {
+    /// One WebSocket for every handler call: the `msg` path never touches it; joins write
+    /// their acks into its buffer during setup.
+    ws: Ws,
+    conns: Vec<Conn>,
+    waker: Arc<Waker>,
+    /// Keeps the client side of the socket open.
+    _client: TcpStream,
+}
+
+impl Bench {
+    pub(crate) fn new(config: ServerConfig, members: usize) -> Result<Bench, BenchError> {
+        let Some((server, client)) = loopback_pairs(1)?.pop() else {
+            return Err(BenchError::Unexpected("no loopback pair".into()));
+        };
+        server.set_nonblocking(true)?;
+        let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
+        let shared = Arc::new(Shared {
+            ws_config: crate::task_per_conn::ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
+            metrics,
+            pool: Pool::default(),
+            next_id: AtomicU64::new(1),
+            shutdown: Shutdown::new(),
+            config,
+        });
+        let mut ws = WebSocket::from_raw_socket(server, Role::Server, Some(shared.ws_config));
+        let waker = Arc::new(Waker::new()?);
+        let mut conns = Vec::with_capacity(members);
+        for _ in 0..members {
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let peer = Arc::new(Peer {
+                queue: Mutex::new(Default::default()),
+                notified: AtomicBool::new(false),
+                kicked: AtomicBool::new(false),
+                waker: waker.clone(),
+            });
+            shared.metrics.ws_opened();
+            let mut conn = Conn {
+                id,
+                peer,
+                shared: shared.clone(),
+                joined: Vec::new(),
+                wake: Vec::new(),
+                finished: false,
+            };
+            if let Some(reason) = conn.on_message(&mut ws, Message::text(join_text())) {
+                return Err(BenchError::Unexpected(format!(
+                    "join ended the connection: {reason:?}"
+                )));
+            }
+            conns.push(conn);
+        }
+        Ok(Bench {
+            ws,
+            conns,
+            waker,
+            _client: client,
+        })
+    }
+}
+
+impl FanOut for Bench {
+    fn run(&mut self, texts: &[String]) -> Result<u64, BenchError> {
+        let members = self.conns.len();
+        let mut drained = 0u64;
+        for (i, text) in texts.iter().enumerate() {
+            let sender = i % members;
+            let msg = Message::Text(Utf8Bytes::from(text.as_str()));
+            if let Some(reason) = self.conns[sender].on_message(&mut self.ws, msg) {
+                return Err(BenchError::Unexpected(format!(
+                    "msg ended the connection: {reason:?}"
+                )));
+            }
+            for (j, conn) in self.conns.iter().enumerate() {
+                if j == sender {
+                    continue;
+                }
+                conn.peer.notified.store(false, Ordering::SeqCst);
+                let mut q = conn.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
+                while q.pop_front().is_some() {
+                    drained += 1;
+                }
+                if q.capacity() > 64 {
+                    q.shrink_to(0);
+                }
+            }
+            self.waker.clear();
+        }
+        Ok(drained)
+    }
+
+    fn members(&self) -> usize {
+        self.conns.len()
+    }
+}

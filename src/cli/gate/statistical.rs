@@ -1,0 +1,431 @@
+//! `chatbench gate statistical`: k short runs each of the baseline build (A), the candidate
+//! (B) and the baseline again (A′, for the A/A check), interleaved in a balanced order
+//! (the six orders of A, B, A′ in turn), each a fresh `chatbench run --serve ARCH` process
+//! giving one observation per metric from its summary.json. Judged by
+//! `chatbench_report::gate::judge_statistical`; a failed A/A check makes the verdict
+//! "could not judge".
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use chatbench_loadgen::provenance::{now_rfc3339, Provenance};
+use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
+use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
+
+use super::super::UsageError;
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Architecture to run (`chatbench run --serve ARCH`).
+    #[arg(long, value_name = "ARCH", default_value = "task-per-conn", value_parser = super::super::arch_names())]
+    arch: String,
+    /// The fixed open-loop scenario.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/gate.toml")]
+    scenario: PathBuf,
+    /// Runs per arm (baseline, candidate, baseline again).
+    #[arg(long, short = 'k', value_name = "K", default_value_t = 5)]
+    runs: usize,
+    /// chatbench executable of the baseline build; default: this executable.
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
+    /// chatbench executable of the candidate build; default: this executable.
+    #[arg(long, value_name = "PATH")]
+    candidate_bin: Option<PathBuf>,
+    /// Extra server flag for the baseline's server (repeatable).
+    #[arg(
+        long = "baseline-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    baseline_server_args: Vec<String>,
+    /// Extra server flag for the candidate's server (repeatable), e.g.
+    /// --candidate-server-arg=--inject-work=400 to measure the gate's power.
+    #[arg(
+        long = "candidate-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    candidate_server_args: Vec<String>,
+    /// Baseline file: the machine fingerprint runs must match, and the baseline build's runs.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Run the baseline build k times and write the baseline file instead of comparing.
+    #[arg(long)]
+    update_baseline: bool,
+    /// Judge even though this machine's fingerprint differs from the baseline file's.
+    #[arg(long)]
+    allow_other_machine: bool,
+    /// Family-wise significance level (Holm over the three metrics).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    alpha: f64,
+    /// Smallest change of a median that counts, percent.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    min_effect: f64,
+    /// Folder for the runs, gate-statistical.md and gate-statistical.json.
+    #[arg(long, value_name = "DIR", default_value = "results/gate")]
+    out: PathBuf,
+}
+
+/// The three metrics: (name, unit, which way is better, where in summary.json).
+const METRICS: [(&str, &str, Better, [&str; 2]); 3] = [
+    ("p99_latency", "µs", Better::Lower, ["latency_us", "p99"]),
+    (
+        "deliveries_per_s",
+        "/s",
+        Better::Higher,
+        ["messages", "delivered_per_s"],
+    ),
+    (
+        "cpu_us_per_delivery",
+        "µs",
+        Better::Lower,
+        ["target_resources", "cpu_us_per_delivery"],
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    A,
+    B,
+    A2,
+}
+
+impl Arm {
+    fn name(self) -> &'static str {
+        match self {
+            Arm::A => "baseline",
+            Arm::B => "candidate",
+            Arm::A2 => "baseline-again",
+        }
+    }
+}
+
+/// The order of the arms in round `i`: the six permutations in turn, so each arm runs first,
+/// second and third equally often over six rounds (drift affects every arm alike).
+fn round_order(i: usize) -> [Arm; 3] {
+    use Arm::*;
+    const ORDERS: [[Arm; 3]; 6] = [
+        [A, B, A2],
+        [B, A2, A],
+        [A2, A, B],
+        [A, A2, B],
+        [B, A, A2],
+        [A2, B, A],
+    ];
+    ORDERS[i % 6]
+}
+
+/// One observation per metric from a run folder's summary.json; `None` for a metric the
+/// summary lacks. Errors when the run is invalid.
+fn observe(summary: &Path) -> anyhow::Result<[Option<f64>; 3]> {
+    let text = std::fs::read_to_string(summary)
+        .with_context(|| format!("reading {}", summary.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
+    if v.get("valid").and_then(serde_json::Value::as_bool) != Some(true) {
+        let why = v
+            .get("invalid_reasons")
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        bail!("{}: run marked invalid {why}", summary.display());
+    }
+    Ok(METRICS.map(|(_, _, _, [a, b])| {
+        v.get(a)
+            .and_then(|x| x.get(b))
+            .and_then(serde_json::Value::as_f64)
+    }))
+}
+
+/// Runs one `chatbench run --serve` and returns its summary.json path.
+fn one_run(
+    bin: &Path,
+    args: &StatArgs,
+    server_args: &[String],
+    out: &Path,
+) -> anyhow::Result<PathBuf> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "run",
+        "--serve",
+        &args.arch,
+        "--progress",
+        "quiet",
+        "--scenario",
+    ])
+    .arg(&args.scenario)
+    .arg("--out")
+    .arg(out);
+    for a in server_args {
+        cmd.arg(format!("--server-arg={a}"));
+    }
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let found = std::fs::read_dir(out)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("summary.json"))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Ok(p),
+        None => bail!(
+            "{} run failed ({}): {}",
+            bin.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+    }
+}
+
+pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
+    if args.runs < 3 {
+        bail!(UsageError(
+            "-k must be at least 3 (a rank test needs 3 runs per arm)".into()
+        ));
+    }
+    if !args.scenario.is_file() {
+        bail!(UsageError(format!(
+            "{}: scenario not found",
+            args.scenario.display()
+        )));
+    }
+    let this = std::env::current_exe().context("locating the chatbench executable")?;
+    let a_bin = args.baseline_bin.clone().unwrap_or_else(|| this.clone());
+    let b_bin = args.candidate_bin.clone().unwrap_or(this);
+    for b in [&a_bin, &b_bin] {
+        if !b.is_file() {
+            bail!(UsageError(format!("{}: executable not found", b.display())));
+        }
+    }
+    let baseline_path = args.baseline.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "results/baselines/gate/statistical-{}.json",
+            args.arch
+        ))
+    });
+    let prov = Provenance::collect();
+    let here = Fingerprint::from_provenance(&prov);
+    let mut notes = Vec::new();
+    let mut cannot = false;
+    if !args.update_baseline {
+        let b = Baseline::load(&baseline_path).map_err(|e| {
+            anyhow::anyhow!("{e} (write one with `chatbench gate statistical --update-baseline`)")
+        })?;
+        let diffs = b.fingerprint.differences(&here);
+        notes.push(format!(
+            "baseline file: commit {} on {}",
+            b.commit
+                .as_deref()
+                .map(|c| c.get(..10).unwrap_or(c))
+                .unwrap_or("unknown"),
+            b.fingerprint.describe()
+        ));
+        if !diffs.is_empty() {
+            notes.push(format!(
+                "machine differs from the baseline's: {}",
+                diffs.join("; ")
+            ));
+            if !args.allow_other_machine {
+                let report = GateReport::new("statistical", Vec::new(), notes, true);
+                print!("{}", report.table());
+                eprintln!("pass --allow-other-machine to judge anyway, or measure a baseline here with --update-baseline");
+                return Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()));
+            }
+        }
+    }
+    let runs_dir = args
+        .out
+        .join(format!("statistical-{}", now_rfc3339().replace(':', "")));
+    let arms: &[Arm] = if args.update_baseline {
+        &[Arm::A]
+    } else {
+        &[Arm::A, Arm::B, Arm::A2]
+    };
+    let mut obs: Vec<(Arm, [Option<f64>; 3])> = Vec::new();
+    for i in 0..args.runs {
+        for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
+            let (bin, sargs) = match arm {
+                Arm::B => (&b_bin, &args.candidate_server_args),
+                _ => (&a_bin, &args.baseline_server_args),
+            };
+            let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
+            eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
+            match one_run(bin, &args, sargs, &dir).and_then(|p| observe(&p)) {
+                Ok(o) => obs.push((arm, o)),
+                Err(e) => notes.push(format!("{} run {} left out: {e:#}", arm.name(), i + 1)),
+            }
+        }
+    }
+    let samples = |arm: Arm, m: usize| -> Vec<f64> {
+        obs.iter()
+            .filter(|(a, _)| *a == arm)
+            .filter_map(|(_, o)| o[m])
+            .collect()
+    };
+    if args.update_baseline {
+        let mut metrics = std::collections::BTreeMap::new();
+        for (m, (name, unit, _, _)) in METRICS.iter().enumerate() {
+            let s = samples(Arm::A, m);
+            let Some(med) = chatbench_report::gate::stats::median(&s) else {
+                bail!("no valid observation of {name}: see the notes above");
+            };
+            metrics.insert(
+                format!("{}.{name}", args.arch),
+                BaselineMetric {
+                    unit: unit.to_string(),
+                    value: med,
+                    samples: s,
+                },
+            );
+        }
+        let mut settings = std::collections::BTreeMap::new();
+        settings.insert("arch".to_string(), args.arch.clone());
+        settings.insert("scenario".to_string(), args.scenario.display().to_string());
+        settings.insert("runs".to_string(), args.runs.to_string());
+        let b = Baseline {
+            schema: SCHEMA.to_string(),
+            tier: "statistical".to_string(),
+            created_at: now_rfc3339(),
+            commit: prov.git_commit.clone(),
+            dirty: prov.git_dirty,
+            fingerprint: here,
+            settings,
+            metrics,
+        };
+        b.save(&baseline_path).context("writing the baseline")?;
+        for (k, m) in &b.metrics {
+            let cv = chatbench_report::gate::stats::cv(&m.samples).map(|c| c * 100.0);
+            println!(
+                "{k:<40} median {:>10.2} {}  cv {}",
+                m.value,
+                m.unit,
+                cv.map(|c| format!("{c:.1} %"))
+                    .unwrap_or_else(|| "—".into())
+            );
+        }
+        for n in &notes {
+            println!("note: {n}");
+        }
+        println!("baseline written: {}", baseline_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rule = StatRule {
+        alpha: args.alpha,
+        min_effect_pct: args.min_effect,
+        min_samples: 3,
+    };
+    let set = |x: Arm, y: Arm| -> Vec<Samples> {
+        METRICS
+            .iter()
+            .enumerate()
+            .map(|(m, (name, unit, better, _))| Samples {
+                metric: format!("{}.{name}", args.arch),
+                unit: unit.to_string(),
+                better: *better,
+                baseline: samples(x, m),
+                current: samples(y, m),
+            })
+            .collect()
+    };
+    let rows = judge_statistical(&set(Arm::A, Arm::B), rule);
+    let aa = judge_statistical(&set(Arm::A, Arm::A2), rule);
+    let aa_failed: Vec<String> = aa
+        .iter()
+        .filter(|r| r.verdict != Verdict::Pass)
+        .map(|r| {
+            format!(
+                "{} {} ({})",
+                r.metric,
+                r.verdict.as_str(),
+                r.change_pct
+                    .map(|c| format!("{c:+.1} %"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if aa_failed.is_empty() {
+        notes.push(format!(
+            "A/A check (baseline against itself) passed: {}",
+            aa.iter()
+                .map(|r| format!("{} {}", r.metric, r.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    } else {
+        cannot = true;
+        notes.push(format!(
+            "A/A check failed: the baseline differs from itself ({}): this machine is too noisy to judge now",
+            aa_failed.join(", ")
+        ));
+    }
+    for (m, (name, _, _, _)) in METRICS.iter().enumerate() {
+        if let Some(cv) =
+            chatbench_report::gate::stats::cv(&[samples(Arm::A, m), samples(Arm::A2, m)].concat())
+        {
+            let need = chatbench_report::gate::stats::runs_needed(
+                cv,
+                args.min_effect / 100.0,
+                args.alpha,
+                METRICS.len(),
+                0.95,
+            );
+            notes.push(format!(
+                "{name}: baseline run-to-run cv {:.1} %: {need} runs per arm detect a {} % change with 95 % power",
+                cv * 100.0,
+                args.min_effect
+            ));
+        }
+    }
+    notes.push(format!("runs in {}", runs_dir.display()));
+    let report = GateReport::new("statistical", rows, notes, cannot);
+    super::write_report(&report, &args.out, "gate-statistical")?;
+    print!("{}", report.table());
+    Ok(ExitCode::from(report.verdict.exit_code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_balanced_over_six() {
+        let mut first = [0usize; 3];
+        for i in 0..6 {
+            let o = round_order(i);
+            assert!(o.contains(&Arm::A) && o.contains(&Arm::B) && o.contains(&Arm::A2));
+            first[o[0] as usize] += 1;
+        }
+        assert_eq!(first, [2, 2, 2]);
+    }
+
+    #[test]
+    fn observations_come_from_the_summary_and_invalid_runs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("summary.json");
+        std::fs::write(
+            &p,
+            r#"{"valid":true,"latency_us":{"p99":812},"messages":{"delivered_per_s":39600.5},"target_resources":{"cpu_us_per_delivery":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(observe(&p).unwrap(), [Some(812.0), Some(39600.5), None]);
+        std::fs::write(
+            &p,
+            r#"{"valid":false,"invalid_reasons":["generator-bound"]}"#,
+        )
+        .unwrap();
+        let e = observe(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("invalid") && e.contains("generator-bound"),
+            "{e}"
+        );
+    }
+}
