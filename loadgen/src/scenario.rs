@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::profile::{Fanout, Profile, ProfileError, ProtocolKind};
+
 /// Bytes a `msg` frame adds around its body (`{"t":"msg","room":…,"from":…,"seq":…,"ts":…,"body":…}`),
 /// rounded up generously: the body must fit in `max_message_size` with this much to spare.
 pub const ENVELOPE_OVERHEAD_BYTES: usize = 200;
@@ -101,6 +103,16 @@ pub struct Scenario {
     /// WebSocket client settings of the load generator (table `[client]`).
     #[serde(default)]
     pub client: ClientSettings,
+    /// The wire protocol the target speaks (`docs/profiles.md`): `chatbench` (default), `echo`,
+    /// `template`, `socketio` or `phoenix`.
+    #[serde(default)]
+    pub protocol: ProtocolKind,
+    /// The protocol profile's options (table `[profile]`), validated by [`Profile::from_options`].
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub profile: toml::Table,
+    /// The profile built from `protocol` and `[profile]` when the scenario was parsed.
+    #[serde(skip)]
+    pub session_profile: Profile,
     /// Where the scenario came from and its full text (recorded in results for provenance).
     #[serde(skip)]
     pub source: ScenarioSource,
@@ -377,7 +389,7 @@ impl Scenario {
             path: None,
             text: text.to_owned(),
         };
-        scenario.validate_at(origin)?;
+        scenario.session_profile = scenario.validate_at(origin)?;
         Ok(scenario)
     }
 
@@ -388,10 +400,11 @@ impl Scenario {
             Some(p) => p.display().to_string(),
             None => "<scenario>".to_owned(),
         };
-        self.validate_at(&origin)
+        self.validate_at(&origin).map(|_| ())
     }
 
-    fn validate_at(&self, origin: &str) -> Result<(), ScenarioError> {
+    /// Validates, and returns the protocol profile the scenario describes.
+    fn validate_at(&self, origin: &str) -> Result<Profile, ScenarioError> {
         let v = Validator { s: self, origin };
         v.name()?;
         v.counts()?;
@@ -400,7 +413,7 @@ impl Scenario {
         v.payload_and_buffers()?;
         v.slow_consumers()?;
         v.durations()?;
-        Ok(())
+        v.profile()
     }
 
     /// Connections that are members of a room (`rooms × members_per_room`).
@@ -673,6 +686,43 @@ impl Validator<'_> {
         Ok(())
     }
 
+    fn profile(&self) -> Result<Profile, ScenarioError> {
+        let s = self.s;
+        let profile = Profile::from_options(s.protocol, &s.profile).map_err(|e| match e {
+            ProfileError::Unknown {
+                key,
+                protocol,
+                suggestion,
+                valid,
+            } => ScenarioError::UnknownField {
+                location: Location {
+                    origin: self.origin(),
+                    line: find_key_line(&s.source.text, "profile", &key),
+                    column: None,
+                },
+                field: format!("profile.{key}\" for protocol \"{protocol}"),
+                suggestion,
+                valid,
+            },
+            ProfileError::Invalid { key, message } => self.err("profile", key, message),
+        })?;
+        if profile.fanout() == Fanout::Echo
+            && s.rooms > 0
+            && s.senders_per_room != s.members_per_room
+        {
+            return Err(self.err(
+                "",
+                "senders_per_room",
+                format!(
+                    "protocol = \"echo\": every member sends and reads its own echoes, so \
+                     senders_per_room must equal members_per_room = {} (set senders_per_room = {})",
+                    s.members_per_room, s.members_per_room
+                ),
+            ));
+        }
+        Ok(profile)
+    }
+
     fn durations(&self) -> Result<(), ScenarioError> {
         let s = self.s;
         if s.measure.is_zero() {
@@ -870,7 +920,7 @@ fn type_hint(message: &str) -> &'static str {
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
-fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), c))
