@@ -1332,6 +1332,67 @@ read_buffer_size = 8192
     }
 
     #[test]
+    fn every_profile_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/profiles");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("scenarios/profiles/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            assert_eq!(s.name, stem, "scenario name should match its file name");
+            seen.push(s.session_profile.name());
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            ["chatbench", "echo", "phoenix", "socketio", "template"],
+            "one example per profile"
+        );
+    }
+
+    #[test]
+    fn protocol_and_profile_options() {
+        let s = parse("name = \"m\"\nconnections = 1\n").expect("valid");
+        assert_eq!(s.protocol, ProtocolKind::Chatbench);
+        assert_eq!(s.session_profile, Profile::default());
+        let s = parse(
+            "name = \"m\"\nconnections = 1\nprotocol = \"socketio\"\n[profile]\nnamespace = \"/chat\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.session_profile.name(), "socketio");
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nprotocol = \"mqtt\"\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(
+            msg.contains("chatbench") && msg.contains("phoenix"),
+            "{msg}"
+        );
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\nprotocol = \"phoenix\"\n[profile]\n\nheartbeat_interval = \"0s\"\n",
+        );
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("profile.heartbeat_interval"), "{msg}");
+        let (e, msg) = err("name = \"m\"\nconnections = 1\n[profile]\nsubprotocl = \"x\"\n");
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(
+            msg.starts_with("scenarios/x.toml:4: unknown field \"profile.subprotocl\" for protocol \"chatbench\"; did you mean \"subprotocol\"?"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn echo_needs_every_member_to_send() {
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 4\nprotocol = \"echo\"\nrooms = 2\nmembers_per_room = 2\nsenders_per_room = 1\n",
+        );
+        assert_eq!(e.line(), Some(6));
+        assert!(msg.contains("senders_per_room = 2"), "{msg}");
+    }
+
+    #[test]
     fn reference_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scenarios.md");
         let doc = std::fs::read_to_string(&path).expect("docs/scenarios.md");
