@@ -257,10 +257,13 @@ const RECORDED: &[(&str, &str)] = &[
     ("*", r#"[null,null,"room:lobby","new_msg",{"body":"hi"}]"#),
 ];
 
+/// The members of each topic: connection id and its outbound queue.
+type Topics = HashMap<String, Vec<(u64, tokio::sync::mpsc::Sender<String>)>>;
+
 /// What the fake server saw.
 #[derive(Default)]
 struct Hub {
-    topics: Mutex<HashMap<String, Vec<(u64, tokio::sync::mpsc::Sender<String>)>>>,
+    topics: Mutex<Topics>,
     joins: AtomicU64,
     heartbeats: AtomicU64,
     pushes: AtomicU64,
@@ -307,6 +310,8 @@ fn phoenix_answer(hub: &Hub, frame: &str) -> (Option<String>, Option<(String, St
     }
 }
 
+// The handshake callback's error type is tungstenite's HTTP response, as its API requires.
+#[allow(clippy::result_large_err)]
 async fn phoenix_conn(hub: Arc<Hub>, id: u64, stream: tokio::net::TcpStream) {
     let paths = hub.clone();
     let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
