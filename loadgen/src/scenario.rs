@@ -1393,6 +1393,23 @@ read_buffer_size = 8192
     }
 
     #[test]
+    fn profiles_doc_examples_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/profiles.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/profiles.md");
+        let mut protocols = Vec::new();
+        for block in doc.split("```toml\n").skip(1) {
+            let text = &block[..block.find("```").expect("closing fence")];
+            let s = Scenario::parse(text, "docs/profiles.md").unwrap_or_else(|e| panic!("{e}"));
+            protocols.push(s.session_profile.name());
+        }
+        assert_eq!(
+            protocols,
+            ["chatbench", "echo", "template", "socketio", "phoenix"],
+            "one example per profile, in order"
+        );
+    }
+
+    #[test]
     fn reference_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scenarios.md");
         let doc = std::fs::read_to_string(&path).expect("docs/scenarios.md");
