@@ -138,7 +138,7 @@ impl Shared {
             stats: Stats::new(rooms),
             room_readers: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             ws_config: ws_config(&scenario.client),
-            session: scenario.session_profile.request(&target.path),
+            session: scenario.session_profile().request(&target.path),
             plan,
             scenario,
             target,
@@ -283,7 +283,7 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
     match (
         plan.room,
         plan.role,
-        shared.scenario.session_profile.fanout(),
+        shared.scenario.session_profile().fanout(),
     ) {
         // An echo sender is its own only reader: count the room as two readers (sender and
         // echo), so that expected = sent × (2 − 1).
@@ -318,7 +318,7 @@ async fn open_and_join(
     .await
     .map_err(|e| e.label())?;
     Stats::inc(&shared.stats.counters.connected);
-    let profile = &shared.scenario.session_profile;
+    let profile = shared.scenario.session_profile();
     profile::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
     profile::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
@@ -346,7 +346,7 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
     let mut sender: Option<SenderState> = None;
     let room = plan.room.unwrap_or(0);
     let poisoner = shared.poisoner == Some(plan.index);
-    let profile = &shared.scenario.session_profile;
+    let profile = shared.scenario.session_profile();
     // Keep-alives the protocol needs from the client (Phoenix heartbeats); none by default.
     // Boxed: one pointer in every connection's task, the timer only where it is used.
     let every = profile.heartbeat_interval();
@@ -479,7 +479,7 @@ fn on_text(
     text: &str,
 ) -> Option<std::borrow::Cow<'static, str>> {
     let stats = &shared.stats;
-    match shared.scenario.session_profile.decode(text) {
+    match shared.scenario.session_profile().decode(text) {
         Incoming::Delivery(m) => {
             Stats::inc(&stats.counters.delivered);
             let Some((agent, index)) = parse_conn_id(&m.from) else {

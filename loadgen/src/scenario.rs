@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -110,9 +111,10 @@ pub struct Scenario {
     /// The protocol profile's options (table `[profile]`), validated by [`Profile::from_options`].
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub profile: toml::Table,
-    /// The profile built from `protocol` and `[profile]` when the scenario was parsed.
+    /// The profile built from `protocol` and `[profile]`: set when the scenario is parsed or
+    /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
-    pub session_profile: Profile,
+    session_profile: OnceLock<Profile>,
     /// Where the scenario came from and its full text (recorded in results for provenance).
     #[serde(skip)]
     pub source: ScenarioSource,
@@ -389,7 +391,8 @@ impl Scenario {
             path: None,
             text: text.to_owned(),
         };
-        scenario.session_profile = scenario.validate_at(origin)?;
+        let profile = scenario.validate_at(origin)?;
+        scenario.session_profile = OnceLock::from(profile);
         Ok(scenario)
     }
 
@@ -400,7 +403,17 @@ impl Scenario {
             Some(p) => p.display().to_string(),
             None => "<scenario>".to_owned(),
         };
-        self.validate_at(&origin).map(|_| ())
+        let profile = self.validate_at(&origin)?;
+        let _ = self.session_profile.set(profile);
+        Ok(())
+    }
+
+    /// The protocol profile (`protocol` and `[profile]`). Built when the scenario is parsed; a
+    /// scenario deserialised from JSON builds it on first use (call [`Scenario::validate`]
+    /// first: options it would reject fall back to the default profile here).
+    pub fn session_profile(&self) -> &Profile {
+        self.session_profile
+            .get_or_init(|| Profile::from_options(self.protocol, &self.profile).unwrap_or_default())
     }
 
     /// Validates, and returns the protocol profile the scenario describes.
@@ -717,6 +730,37 @@ impl Validator<'_> {
                     "protocol = \"echo\": every member sends and reads its own echoes, so \
                      senders_per_room must equal members_per_room = {} (set senders_per_room = {})",
                     s.members_per_room, s.members_per_room
+                ),
+            ));
+        }
+        if s.poison_after.is_some() && profile.name() != "chatbench" {
+            return Err(self.err(
+                "",
+                "poison_after",
+                format!(
+                    "poison_after sends the chatbench fault-injection frame, which a {} server \
+                     does not understand (remove poison_after, or use protocol = \"chatbench\")",
+                    profile.name()
+                ),
+            ));
+        }
+        // The profile's envelope around the body, at its longest (20-digit seq and ts).
+        let envelope = profile
+            .writer("r4294967295", "a4294967295.c4294967295", "")
+            .render(u64::MAX, u64::MAX)
+            .len();
+        let limit = s.client.max_message_size.saturating_sub(envelope);
+        if s.payload_bytes as usize > limit {
+            return Err(self.err(
+                "",
+                "payload_bytes",
+                format!(
+                    "payload_bytes = {}: a {} message must fit in client.max_message_size = {} \
+                     with its {envelope}-byte envelope (set payload_bytes <= {limit} or raise \
+                     client.max_message_size)",
+                    s.payload_bytes,
+                    profile.name(),
+                    s.client.max_message_size
                 ),
             ));
         }
@@ -1343,7 +1387,7 @@ read_buffer_size = 8192
             let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
             assert_eq!(s.name, stem, "scenario name should match its file name");
-            seen.push(s.session_profile.name());
+            seen.push(s.session_profile().name());
         }
         seen.sort_unstable();
         seen.dedup();
@@ -1358,12 +1402,17 @@ read_buffer_size = 8192
     fn protocol_and_profile_options() {
         let s = parse("name = \"m\"\nconnections = 1\n").expect("valid");
         assert_eq!(s.protocol, ProtocolKind::Chatbench);
-        assert_eq!(s.session_profile, Profile::default());
+        assert_eq!(s.session_profile(), &Profile::default());
         let s = parse(
             "name = \"m\"\nconnections = 1\nprotocol = \"socketio\"\n[profile]\nnamespace = \"/chat\"\n",
         )
         .expect("valid");
-        assert_eq!(s.session_profile.name(), "socketio");
+        assert_eq!(s.session_profile().name(), "socketio");
+        // A scenario serialised and read back with serde (e.g. sent to an agent) rebuilds the
+        // same profile.
+        let text = toml::to_string(&s).expect("serialise");
+        let back: Scenario = toml::from_str(&text).expect("deserialise");
+        assert_eq!(back.session_profile(), s.session_profile());
         let (e, msg) = err("name = \"m\"\nconnections = 1\nprotocol = \"mqtt\"\n");
         assert_eq!(e.line(), Some(3));
         assert!(
@@ -1384,6 +1433,24 @@ read_buffer_size = 8192
     }
 
     #[test]
+    fn profile_envelope_and_fault_injection_limits() {
+        let big = "message = '{\"from\":\"{from}\",\"seq\":{seq},\"ts\":{ts},\"pad\":\"".to_owned()
+            + &"p".repeat(600)
+            + "\",\"b\":\"{body}\"}'\n";
+        let text = format!(
+            "name = \"m\"\nconnections = 1\nprotocol = \"template\"\npayload_bytes = 200\n[client]\nmax_message_size = 800\n[profile]\n{big}"
+        );
+        let (e, msg) = err(&text);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("a template message must fit"), "{msg}");
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+        );
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("socketio server"), "{msg}");
+    }
+
+    #[test]
     fn echo_needs_every_member_to_send() {
         let (e, msg) = err(
             "name = \"m\"\nconnections = 4\nprotocol = \"echo\"\nrooms = 2\nmembers_per_room = 2\nsenders_per_room = 1\n",
@@ -1400,7 +1467,7 @@ read_buffer_size = 8192
         for block in doc.split("```toml\n").skip(1) {
             let text = &block[..block.find("```").expect("closing fence")];
             let s = Scenario::parse(text, "docs/profiles.md").unwrap_or_else(|e| panic!("{e}"));
-            protocols.push(s.session_profile.name());
+            protocols.push(s.session_profile().name());
         }
         assert_eq!(
             protocols,
