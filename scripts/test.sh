@@ -55,6 +55,22 @@ if ! need valgrind; then
   fi
 fi
 
+# The protocol-profile tests run real Node.js peers (servers/peers/: ws and Socket.IO at the
+# versions pinned in its package-lock.json).
+if ! need node || ! need npm; then
+  echo "== installing Node.js and npm (for the ws and Socket.IO peer servers)"
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  else
+    echo "error: the tests need Node.js (18 or newer) and npm: install them (apt-get install nodejs npm) and re-run" >&2
+    exit 2
+  fi
+fi
+if [ ! -d servers/peers/node_modules ]; then
+  echo "== npm ci (servers/peers: pinned ws and socket.io)"
+  npm ci --prefix servers/peers --no-audit --no-fund
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

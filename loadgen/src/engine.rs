@@ -8,6 +8,11 @@
 //! send time (only for messages from this agent: one clock), and tracks the last sequence number
 //! per sender to count duplicates. Loss is computed per room at the end:
 //! expected = sent × (readers − 1).
+//!
+//! What goes over the wire is the scenario's protocol profile's business ([`crate::profile`]):
+//! the engine asks it for the session request, the set-up conversation, the message encoder,
+//! what an incoming frame is, and keep-alives. With the `echo` profile each sender reads its own
+//! messages back and its room counts as two readers, so expected = sent.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,9 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use chatbench_protocol::{encode_join, parse_server, MsgWriter, ServerFrame};
-
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
+use crate::profile::{self, Fanout, FrameWriter, Incoming, SessionRequest};
 use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
@@ -98,6 +102,7 @@ pub struct Shared {
     pub poisoner_gone: AtomicBool,
     poison: Notify,
     ws_config: WebSocketConfig,
+    session: SessionRequest,
     source_addrs: Vec<IpAddr>,
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
@@ -133,6 +138,7 @@ impl Shared {
             stats: Stats::new(rooms),
             room_readers: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             ws_config: ws_config(&scenario.client),
+            session: scenario.session_profile().request(&target.path),
             plan,
             scenario,
             target,
@@ -274,8 +280,20 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
     }
     stats.counters.open.fetch_add(1, Ordering::Relaxed);
     Stats::inc(&stats.counters.ready);
-    if let (Some(room), Role::Sender | Role::Receiver) = (plan.room, plan.role) {
-        shared.room_readers[room as usize].fetch_add(1, Ordering::Relaxed);
+    match (
+        plan.room,
+        plan.role,
+        shared.scenario.session_profile().fanout(),
+    ) {
+        // An echo sender is its own only reader: count the room as two readers (sender and
+        // echo), so that expected = sent × (2 − 1).
+        (Some(room), Role::Sender, Fanout::Echo) => {
+            shared.room_readers[room as usize].store(2, Ordering::Relaxed);
+        }
+        (Some(room), Role::Sender | Role::Receiver, Fanout::Room) => {
+            shared.room_readers[room as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
     }
     let exit = drive(&shared, plan, &mut ws).await;
     stats.counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -293,35 +311,18 @@ async fn open_and_join(
 ) -> Result<WebSocketStream<TcpStream>, String> {
     let mut ws = connect(
         &shared.target,
+        &shared.session,
         shared.source_for(plan.index),
         shared.ws_config,
     )
     .await
     .map_err(|e| e.label())?;
     Stats::inc(&shared.stats.counters.connected);
+    let profile = shared.scenario.session_profile();
+    profile::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
-    let name = room_name(room);
-    ws.send(Message::text(encode_join(&name)))
-        .await
-        .map_err(|_| "join_send".to_string())?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => match parse_server(&t) {
-                Ok(ServerFrame::Joined { room: r }) if r == name => return Ok(ws),
-                Ok(ServerFrame::Error { code, .. }) => {
-                    shared.stats.server_errors.add(&code);
-                    return Err(format!("join_error_{code}"));
-                }
-                _ => Stats::inc(&shared.stats.counters.bad_frames),
-            },
-            Some(Ok(Message::Close(f))) => {
-                shared.stats.closed_by_server.add(&close_label(f.as_ref()));
-                return Err("closed_during_join".into());
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Err("reset_during_join".into()),
-        }
-    }
+    profile::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
+    Ok(ws)
 }
 
 fn close_label(f: Option<&CloseFrame>) -> String {
@@ -345,6 +346,12 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
     let mut sender: Option<SenderState> = None;
     let room = plan.room.unwrap_or(0);
     let poisoner = shared.poisoner == Some(plan.index);
+    let profile = shared.scenario.session_profile();
+    // Keep-alives the protocol needs from the client (Phoenix heartbeats); none by default.
+    // Boxed: one pointer in every connection's task, the timer only where it is used.
+    let every = profile.heartbeat_interval();
+    let mut heartbeat = every.map(|d| Box::pin(tokio::time::sleep(d)));
+    let mut beats = 0u64;
     loop {
         tokio::select! {
             _ = shared.poison.notified(), if poisoner => {
@@ -363,7 +370,7 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
                         let body = "x".repeat(shared.scenario.payload_bytes as usize);
                         sender = Some(SenderState {
                             schedule: shared.schedule_of(plan.index).peekable(),
-                            writer: MsgWriter::new(&name, &id, &body),
+                            writer: profile.writer(&name, &id, &body),
                             start,
                             seq: 0,
                         });
@@ -378,9 +385,26 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
                     }
                 }
             }
+            _ = async { if let Some(h) = heartbeat.as_mut() { h.as_mut().await; } else { std::future::pending::<()>().await } }, if heartbeat.is_some() => {
+                if let (Some(h), Some(d)) = (heartbeat.as_mut(), every) {
+                    h.as_mut().reset(tokio::time::Instant::now() + d);
+                    beats += 1;
+                    if let Some(frame) = profile.heartbeat_frame(beats) {
+                        if Box::pin(ws.send(Message::text(frame))).await.is_err() {
+                            return Exit::Gone;
+                        }
+                    }
+                }
+            }
             msg = ws.next(), if reading(phase) => {
                 match msg {
-                    Some(Ok(Message::Text(t))) => on_text(shared, plan, &mut receiver, &t),
+                    Some(Ok(Message::Text(t))) => {
+                        if let Some(reply) = on_text(shared, plan, &mut receiver, &t) {
+                            if Box::pin(ws.send(Message::text(reply.into_owned()))).await.is_err() {
+                                return Exit::Gone;
+                            }
+                        }
+                    }
                     Some(Ok(Message::Close(f))) => {
                         shared.stats.closed_by_server.add(&close_label(f.as_ref()));
                         return Exit::Gone;
@@ -399,7 +423,7 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
 
 struct SenderState {
     schedule: std::iter::Peekable<Schedule>,
-    writer: MsgWriter,
+    writer: FrameWriter,
     start: Instant,
     seq: u64,
 }
@@ -447,17 +471,23 @@ async fn send_due(
     Ok(())
 }
 
-fn on_text(shared: &Shared, plan: ConnPlan, r: &mut Receiver, text: &str) {
+/// Handles one incoming text frame; returns the answer to send, if the protocol wants one.
+fn on_text(
+    shared: &Shared,
+    plan: ConnPlan,
+    r: &mut Receiver,
+    text: &str,
+) -> Option<std::borrow::Cow<'static, str>> {
     let stats = &shared.stats;
-    match parse_server(text) {
-        Ok(ServerFrame::Msg(m)) => {
+    match shared.scenario.session_profile().decode(text) {
+        Incoming::Delivery(m) => {
             Stats::inc(&stats.counters.delivered);
             let Some((agent, index)) = parse_conn_id(&m.from) else {
                 Stats::inc(&stats.counters.bad_frames);
-                return;
+                return None;
             };
             if agent != shared.plan.agent {
-                return; // another agent's clock: counted by that agent's receivers' peers
+                return None; // another agent's clock: counted by that agent's receivers' peers
             }
             let Some(slot) = shared
                 .plan
@@ -466,15 +496,15 @@ fn on_text(shared: &Shared, plan: ConnPlan, r: &mut Receiver, text: &str) {
                 .and_then(|c| c.sender_slot)
             else {
                 Stats::inc(&stats.counters.bad_frames);
-                return;
+                return None;
             };
             let Some(last) = r.last_seq.get_mut(slot as usize) else {
                 Stats::inc(&stats.counters.bad_frames);
-                return;
+                return None;
             };
             if m.seq <= *last {
                 Stats::inc(&stats.counters.duplicated);
-                return;
+                return None;
             }
             *last = m.seq;
             let latency = shared.now_us().saturating_sub(m.ts);
@@ -482,12 +512,9 @@ fn on_text(shared: &Shared, plan: ConnPlan, r: &mut Receiver, text: &str) {
             stats.record_latency(plan.index, latency, in_window);
             if in_window {
                 Stats::inc(&stats.counters.delivered_window);
-                if let Some(room) = m
-                    .room
-                    .strip_prefix('r')
-                    .and_then(|r| r.parse::<usize>().ok())
-                {
-                    if let Some(c) = stats.room_delivered_window.get(room) {
+                // The frame's room, or the receiver's own (a connection is in one room).
+                if let Some(room) = m.room.or(plan.room) {
+                    if let Some(c) = stats.room_delivered_window.get(room as usize) {
                         Stats::inc(c);
                     }
                 }
@@ -496,10 +523,12 @@ fn on_text(shared: &Shared, plan: ConnPlan, r: &mut Receiver, text: &str) {
                 }
             }
         }
-        Ok(ServerFrame::Error { code, .. }) => stats.server_errors.add(&code),
-        Ok(ServerFrame::Joined { .. }) => {}
-        Err(_) => Stats::inc(&stats.counters.bad_frames),
+        Incoming::Reply(answer) => return Some(answer),
+        Incoming::ServerError(code) => stats.server_errors.add(&code),
+        Incoming::Other => {}
+        Incoming::Bad => Stats::inc(&stats.counters.bad_frames),
     }
+    None
 }
 
 async fn close_politely(ws: &mut WebSocketStream<TcpStream>) {
@@ -542,7 +571,8 @@ mod tests {
         let (shared, _tx) = Shared::new(scenario, plan.clone(), target, Vec::new());
         let fut = conn_task(shared, plan.conns[0]);
         let size = std::mem::size_of_val(&fut);
-        // Every idle connection holds one of these: keep it small (1,296 bytes when this test was written).
+        // Every idle connection holds one of these: keep it small (1,296 bytes when this test was
+        // written; 1,376 before protocol profiles, 1,448 with the keep-alive and reply branches).
         assert!(size <= 1536, "connection task future is {size} bytes");
     }
 }

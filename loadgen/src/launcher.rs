@@ -1,8 +1,9 @@
 //! Starting a reference server as a child process (`chatbench run --serve ARCH`): the server
 //! must be its own process so that its memory and CPU can be sampled apart from the generator.
 //!
-//! The child is `chatbench serve --listen 127.0.0.1:0 …` of the same executable; its first
-//! stdout line starts with the bound address. It runs in its own process group so that a
+//! The child is `chatbench serve --listen 127.0.0.1:0 …` of the same executable, or any other
+//! server command (a peer under `servers/peers/`, `--serve-cmd`); its first stdout line starts
+//! with the bound address. It runs in its own process group so that a
 //! Ctrl-C at the terminal reaches the generator only, which then finishes the run and stops
 //! the server itself (SIGTERM, then SIGKILL after a grace period).
 
@@ -66,14 +67,44 @@ impl ServerChild {
             "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().cloned());
-        Self::start_args(exe, args)
+        ServerChild::start_command(exe, &args, &[])
     }
 
-    /// Starts `exe ARGS…` (a `chatbench serve` command line) and waits for the address it
-    /// announces as the first word of its first stdout line.
-    pub fn start_args(exe: &Path, args: Vec<String>) -> Result<ServerChild, LaunchError> {
-        let cmd = format!("{} {}", exe.display(), args.join(" "));
-        let mut child = Command::new(exe)
+    /// Starts any server command (`program args…`) whose first stdout line starts with its
+    /// bound address, like `chatbench serve` (e.g. a peer server under `servers/peers/`), and
+    /// waits for that address. With `cpus`, the child runs on those CPUs only, from its first
+    /// instruction (threads it starts inherit the mask).
+    pub fn start_command(
+        program: &Path,
+        args: &[String],
+        cpus: &[usize],
+    ) -> Result<ServerChild, LaunchError> {
+        let args = args.to_vec();
+        let cmd = format!("{} {}", program.display(), args.join(" "));
+        let mut command = Command::new(program);
+        if !cpus.is_empty() {
+            // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            let max = std::mem::size_of::<libc::cpu_set_t>() * 8;
+            for &cpu in cpus.iter().filter(|&&c| c < max) {
+                // SAFETY: `cpu < max`, within the set's bit range.
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+            }
+            // SAFETY: between fork and exec the closure only makes one system call on data
+            // prepared before the fork (no allocation, no locks).
+            unsafe {
+                command.pre_exec(move || {
+                    let rc =
+                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                    if rc == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -6,11 +6,14 @@
 //! - [`plan`]: who each connection is (room, role); pure.
 //! - [`schedule`], [`pacer`]: intended send times and the thread that keeps them.
 //! - [`target`]: the target URL and one client connection.
+//! - [`profile`]: protocol profiles (chatbench, echo, template, socketio, phoenix): how a session
+//!   opens, joins, frames messages and reads deliveries.
 //! - [`engine`]: the connection tasks and the phases.
 //! - [`stats`]: histograms and counters the tasks record into.
 //! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
 //! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes.
-//! - [`launcher`]: starting a reference server as a child process; [`progress`]: the display.
+//! - [`launcher`]: starting a reference server as a child process; [`peers`]: the third-party
+//!   servers under `servers/peers/` it can start too; [`progress`]: the display.
 //!
 //! Architecture invariant: this crate never depends on `chatbench-servers`; it reaches a server
 //! only over the network (and, for `--serve`, by starting the `chatbench` executable).
@@ -18,7 +21,9 @@
 pub mod engine;
 pub mod launcher;
 pub mod pacer;
+pub mod peers;
 pub mod plan;
+pub mod profile;
 pub mod progress;
 pub mod provenance;
 pub mod results;

@@ -14,10 +14,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::profile::{Fanout, Profile, ProfileError, ProtocolKind};
 
 /// Bytes a `msg` frame adds around its body (`{"t":"msg","room":…,"from":…,"seq":…,"ts":…,"body":…}`),
 /// rounded up generously: the body must fit in `max_message_size` with this much to spare.
@@ -101,6 +104,17 @@ pub struct Scenario {
     /// WebSocket client settings of the load generator (table `[client]`).
     #[serde(default)]
     pub client: ClientSettings,
+    /// The wire protocol the target speaks (`docs/profiles.md`): `chatbench` (default), `echo`,
+    /// `template`, `socketio` or `phoenix`.
+    #[serde(default)]
+    pub protocol: ProtocolKind,
+    /// The protocol profile's options (table `[profile]`), validated by [`Profile::from_options`].
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub profile: toml::Table,
+    /// The profile built from `protocol` and `[profile]`: set when the scenario is parsed or
+    /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
+    #[serde(skip)]
+    session_profile: OnceLock<Profile>,
     /// Where the scenario came from and its full text (recorded in results for provenance).
     #[serde(skip)]
     pub source: ScenarioSource,
@@ -377,7 +391,8 @@ impl Scenario {
             path: None,
             text: text.to_owned(),
         };
-        scenario.validate_at(origin)?;
+        let profile = scenario.validate_at(origin)?;
+        scenario.session_profile = OnceLock::from(profile);
         Ok(scenario)
     }
 
@@ -388,10 +403,21 @@ impl Scenario {
             Some(p) => p.display().to_string(),
             None => "<scenario>".to_owned(),
         };
-        self.validate_at(&origin)
+        let profile = self.validate_at(&origin)?;
+        let _ = self.session_profile.set(profile);
+        Ok(())
     }
 
-    fn validate_at(&self, origin: &str) -> Result<(), ScenarioError> {
+    /// The protocol profile (`protocol` and `[profile]`). Built when the scenario is parsed; a
+    /// scenario deserialised from JSON builds it on first use (call [`Scenario::validate`]
+    /// first: options it would reject fall back to the default profile here).
+    pub fn session_profile(&self) -> &Profile {
+        self.session_profile
+            .get_or_init(|| Profile::from_options(self.protocol, &self.profile).unwrap_or_default())
+    }
+
+    /// Validates, and returns the protocol profile the scenario describes.
+    fn validate_at(&self, origin: &str) -> Result<Profile, ScenarioError> {
         let v = Validator { s: self, origin };
         v.name()?;
         v.counts()?;
@@ -400,7 +426,7 @@ impl Scenario {
         v.payload_and_buffers()?;
         v.slow_consumers()?;
         v.durations()?;
-        Ok(())
+        v.profile()
     }
 
     /// Connections that are members of a room (`rooms × members_per_room`).
@@ -673,6 +699,74 @@ impl Validator<'_> {
         Ok(())
     }
 
+    fn profile(&self) -> Result<Profile, ScenarioError> {
+        let s = self.s;
+        let profile = Profile::from_options(s.protocol, &s.profile).map_err(|e| match e {
+            ProfileError::Unknown {
+                key,
+                protocol,
+                suggestion,
+                valid,
+            } => ScenarioError::UnknownField {
+                location: Location {
+                    origin: self.origin(),
+                    line: find_key_line(&s.source.text, "profile", &key),
+                    column: None,
+                },
+                field: format!("profile.{key}\" for protocol \"{protocol}"),
+                suggestion,
+                valid,
+            },
+            ProfileError::Invalid { key, message } => self.err("profile", key, message),
+        })?;
+        if profile.fanout() == Fanout::Echo
+            && s.rooms > 0
+            && s.senders_per_room != s.members_per_room
+        {
+            return Err(self.err(
+                "",
+                "senders_per_room",
+                format!(
+                    "protocol = \"echo\": every member sends and reads its own echoes, so \
+                     senders_per_room must equal members_per_room = {} (set senders_per_room = {})",
+                    s.members_per_room, s.members_per_room
+                ),
+            ));
+        }
+        if s.poison_after.is_some() && profile.name() != "chatbench" {
+            return Err(self.err(
+                "",
+                "poison_after",
+                format!(
+                    "poison_after sends the chatbench fault-injection frame, which a {} server \
+                     does not understand (remove poison_after, or use protocol = \"chatbench\")",
+                    profile.name()
+                ),
+            ));
+        }
+        // The profile's envelope around the body, at its longest (20-digit seq and ts).
+        let envelope = profile
+            .writer("r4294967295", "a4294967295.c4294967295", "")
+            .render(u64::MAX, u64::MAX)
+            .len();
+        let limit = s.client.max_message_size.saturating_sub(envelope);
+        if s.payload_bytes as usize > limit {
+            return Err(self.err(
+                "",
+                "payload_bytes",
+                format!(
+                    "payload_bytes = {}: a {} message must fit in client.max_message_size = {} \
+                     with its {envelope}-byte envelope (set payload_bytes <= {limit} or raise \
+                     client.max_message_size)",
+                    s.payload_bytes,
+                    profile.name(),
+                    s.client.max_message_size
+                ),
+            ));
+        }
+        Ok(profile)
+    }
+
     fn durations(&self) -> Result<(), ScenarioError> {
         let s = self.s;
         if s.measure.is_zero() {
@@ -870,7 +964,7 @@ fn type_hint(message: &str) -> &'static str {
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
-fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), c))
@@ -1279,6 +1373,107 @@ read_buffer_size = 8192
             seen += 1;
         }
         assert!(seen >= 4, "expected the shipped scenarios, found {seen}");
+    }
+
+    #[test]
+    fn every_profile_scenario_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/profiles");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("scenarios/profiles/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            assert_eq!(s.name, stem, "scenario name should match its file name");
+            seen.push(s.session_profile().name());
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            ["chatbench", "echo", "phoenix", "socketio", "template"],
+            "one example per profile"
+        );
+    }
+
+    #[test]
+    fn protocol_and_profile_options() {
+        let s = parse("name = \"m\"\nconnections = 1\n").expect("valid");
+        assert_eq!(s.protocol, ProtocolKind::Chatbench);
+        assert_eq!(s.session_profile(), &Profile::default());
+        let s = parse(
+            "name = \"m\"\nconnections = 1\nprotocol = \"socketio\"\n[profile]\nnamespace = \"/chat\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.session_profile().name(), "socketio");
+        // A scenario serialised and read back with serde (e.g. sent to an agent) rebuilds the
+        // same profile.
+        let text = toml::to_string(&s).expect("serialise");
+        let back: Scenario = toml::from_str(&text).expect("deserialise");
+        assert_eq!(back.session_profile(), s.session_profile());
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nprotocol = \"mqtt\"\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(
+            msg.contains("chatbench") && msg.contains("phoenix"),
+            "{msg}"
+        );
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\nprotocol = \"phoenix\"\n[profile]\n\nheartbeat_interval = \"0s\"\n",
+        );
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("profile.heartbeat_interval"), "{msg}");
+        let (e, msg) = err("name = \"m\"\nconnections = 1\n[profile]\nsubprotocl = \"x\"\n");
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(
+            msg.starts_with("scenarios/x.toml:4: unknown field \"profile.subprotocl\" for protocol \"chatbench\"; did you mean \"subprotocol\"?"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn profile_envelope_and_fault_injection_limits() {
+        let big = "message = '{\"from\":\"{from}\",\"seq\":{seq},\"ts\":{ts},\"pad\":\"".to_owned()
+            + &"p".repeat(600)
+            + "\",\"b\":\"{body}\"}'\n";
+        let text = format!(
+            "name = \"m\"\nconnections = 1\nprotocol = \"template\"\npayload_bytes = 200\n[client]\nmax_message_size = 800\n[profile]\n{big}"
+        );
+        let (e, msg) = err(&text);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("a template message must fit"), "{msg}");
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+        );
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("socketio server"), "{msg}");
+    }
+
+    #[test]
+    fn echo_needs_every_member_to_send() {
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 4\nprotocol = \"echo\"\nrooms = 2\nmembers_per_room = 2\nsenders_per_room = 1\n",
+        );
+        assert_eq!(e.line(), Some(6));
+        assert!(msg.contains("senders_per_room = 2"), "{msg}");
+    }
+
+    #[test]
+    fn profiles_doc_examples_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/profiles.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/profiles.md");
+        let mut protocols = Vec::new();
+        for block in doc.split("```toml\n").skip(1) {
+            let text = &block[..block.find("```").expect("closing fence")];
+            let s = Scenario::parse(text, "docs/profiles.md").unwrap_or_else(|e| panic!("{e}"));
+            protocols.push(s.session_profile().name());
+        }
+        assert_eq!(
+            protocols,
+            ["chatbench", "echo", "template", "socketio", "phoenix"],
+            "one example per profile, in order"
+        );
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl Supervisor {
     }
 
     fn spawn(&self, i: usize) -> Result<ServerChild, LaunchError> {
-        ServerChild::start_args(&self.spec.exe, self.node_args(i))
+        ServerChild::start_command(&self.spec.exe, &self.node_args(i), &[])
     }
 
     fn push(&mut self, node: u32, kind: EventKind) {

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::profile::SessionRequest;
 use crate::scenario::ClientSettings;
 
 /// Errors about the target URL itself.
@@ -173,6 +174,9 @@ pub enum ConnectError {
     /// Another WebSocket handshake error.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The server did not accept the subprotocol the profile asked for.
+    #[error("the server did not accept the requested Sec-WebSocket-Protocol")]
+    Subprotocol,
 }
 
 impl ConnectError {
@@ -186,6 +190,7 @@ impl ConnectError {
             ConnectError::AddrUnavailable(_) => "addr_unavailable".into(),
             ConnectError::Io(_) => "io".into(),
             ConnectError::Handshake(_) => "handshake".into(),
+            ConnectError::Subprotocol => "subprotocol_refused".into(),
         }
     }
 
@@ -218,9 +223,11 @@ fn set_bind_address_no_port(socket: &TcpSocket) {
     }
 }
 
-/// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel).
+/// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel), with
+/// the request a protocol profile asks for (path, subprotocol, headers).
 pub async fn connect(
     target: &Target,
+    request: &SessionRequest,
     source: Option<IpAddr>,
     config: WebSocketConfig,
 ) -> Result<WebSocketStream<TcpStream>, ConnectError> {
@@ -244,7 +251,7 @@ pub async fn connect(
         .await
         .map_err(ConnectError::from_io)?;
     let _ = stream.set_nodelay(true);
-    let leftover = handshake(&mut stream, target).await?;
+    let leftover = handshake(&mut stream, target, request).await?;
     // Our own handshake instead of tungstenite's client handshake: the latter keeps its 4 KiB
     // handshake read buffer as the connection's read buffer for life (measured with massif),
     // whatever `read_buffer_size` says. The leftover bytes are copied into an exact-size
@@ -307,13 +314,25 @@ pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
 /// The client side of the RFC 6455 opening handshake; returns the bytes read past the head.
-async fn handshake(stream: &mut TcpStream, target: &Target) -> Result<Vec<u8>, ConnectError> {
+async fn handshake(
+    stream: &mut TcpStream,
+    target: &Target,
+    session: &SessionRequest,
+) -> Result<Vec<u8>, ConnectError> {
+    use std::fmt::Write;
     let key = tungstenite::handshake::client::generate_key();
-    let request = format!(
+    let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.path, target.host_header
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        session.path, target.host_header
     );
+    if let Some(p) = &session.subprotocol {
+        let _ = write!(request, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    for (name, value) in &session.headers {
+        let _ = write!(request, "{name}: {value}\r\n");
+    }
+    request.push_str("\r\n");
     stream
         .write_all(request.as_bytes())
         .await
@@ -347,6 +366,16 @@ async fn handshake(stream: &mut TcpStream, target: &Target) -> Result<Vec<u8>, C
                     return Err(ConnectError::Handshake(
                         "101 response without the right Sec-WebSocket-Accept".into(),
                     ));
+                }
+                if let Some(wanted) = &session.subprotocol {
+                    let chosen = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+                        .map(|h| h.value);
+                    if chosen != Some(wanted.as_bytes()) {
+                        return Err(ConnectError::Subprotocol);
+                    }
                 }
                 return Ok(buf[head_len..len].to_vec());
             }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use chatbench_loadgen::launcher::ServerChild;
+use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
@@ -96,13 +97,29 @@ struct RunArgs {
         long,
         short = 't',
         value_name = "URL",
-        conflicts_with = "serve",
-        required_unless_present = "serve"
+        conflicts_with_all = ["serve", "serve_peer", "serve_cmd"],
+        required_unless_present_any = ["serve", "serve_peer", "serve_cmd"]
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = arch_names())]
+    #[arg(long, value_name = "ARCH", value_parser = arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
     serve: Option<String>,
+    /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
+    /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
+    /// socketio: socketio). See docs/profiles.md.
+    #[arg(long, value_name = "PEER", value_parser = ["node-ws", "socketio"], conflicts_with = "serve_cmd")]
+    serve_peer: Option<String>,
+    /// Start this server command and run against it: split on spaces (no shell), it must print
+    /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
+    /// --serve-cmd "node my-server.js --port 0". The scenario's `protocol` says how to talk to it.
+    #[arg(long, value_name = "COMMAND")]
+    serve_cmd: Option<String>,
+    /// The request path on the --serve-cmd server (the profile's own path when "/").
+    #[arg(long, value_name = "PATH", default_value = "/", requires = "serve_cmd")]
+    serve_path: String,
+    /// Folder of the peer servers (with package.json and node_modules) for --serve-peer.
+    #[arg(long, value_name = "DIR", default_value = "servers/peers")]
+    peers_dir: PathBuf,
     /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
     #[arg(
         long = "server-arg",
@@ -112,7 +129,7 @@ struct RunArgs {
     )]
     server_args: Vec<String>,
     /// Pid of the server process behind --target, to sample its memory and CPU.
-    #[arg(long, value_name = "PID", conflicts_with = "serve")]
+    #[arg(long, value_name = "PID", conflicts_with_all = ["serve", "serve_peer", "serve_cmd"])]
     server_pid: Option<u32>,
     /// Override a scenario field (repeatable), e.g. `--set connections=500 --set 'measure="5s"'`
     /// (values are TOML; a bare word is taken as a string).
@@ -218,7 +235,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let online = chatbench_loadgen::sys::cpu_affinity();
     // Pin the server and the generator to separate CPUs when chatbench starts the server and
     // there are at least two: the first half of the CPUs for the server, the rest for us.
-    let pin = args.serve.is_some() && !args.no_pin && online.len() >= 2;
+    let starts_server =
+        args.serve.is_some() || args.serve_peer.is_some() || args.serve_cmd.is_some();
+    let pin = starts_server && !args.no_pin && online.len() >= 2;
     let (server_cpus, gen_cpus) = if pin {
         let half = online.len() / 2;
         (online[..half].to_vec(), online[half..].to_vec())
@@ -244,6 +263,35 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings,
             cpu_affinity: pin.then(|| server_cpus.clone()),
         };
+        child = Some(c);
+        (url, info)
+    } else if let Some(peer) = &args.serve_peer {
+        let peer = Peer::parse(peer).map_err(|e| UsageError(e.to_string()))?;
+        let path = peer
+            .url_path(scenario.protocol)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let (program, peer_args) = peer
+            .command(&args.peers_dir)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
+        let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
+        child = Some(c);
+        (url, info)
+    } else if let Some(cmd) = &args.serve_cmd {
+        let mut words = cmd.split_whitespace().map(str::to_owned);
+        let program = words.next().ok_or_else(|| {
+            UsageError("--serve-cmd is empty: give the server's command line".into())
+        })?;
+        let rest: Vec<String> = words.collect();
+        if !args.serve_path.starts_with('/') {
+            return Err(UsageError(format!(
+                "--serve-path {:?}: must start with '/'",
+                args.serve_path
+            ))
+            .into());
+        }
+        let c = ServerChild::start_command(std::path::Path::new(&program), &rest, &server_cpus)?;
+        let (url, info) = started_target(&c, &args.serve_path, None, pin, &server_cpus);
         child = Some(c);
         (url, info)
     } else {
@@ -307,7 +355,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or("no output");
             return Err(anyhow::Error::new(e).context(format!(
                 "the {} server {how}; its last line: {last}",
-                args.serve.as_deref().unwrap_or("?")
+                args.serve
+                    .as_deref()
+                    .or(args.serve_peer.as_deref())
+                    .or(args.serve_cmd.as_deref())
+                    .unwrap_or("?")
             )));
         }
         (Err(e), _) => return Err(e.into()),
@@ -329,6 +381,27 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// The URL and target record of a server chatbench started itself (not `chatbench serve`).
+fn started_target(
+    c: &ServerChild,
+    path: &str,
+    arch: Option<&str>,
+    pin: bool,
+    server_cpus: &[usize],
+) -> (String, TargetInfo) {
+    let url = format!("ws://{}{path}", c.addr);
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("command".to_string(), c.args.join(" "));
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: arch.map(str::to_owned),
+        pid: Some(c.pid),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+    };
+    (url, info)
 }
 
 fn cpu_list(cpus: &[usize]) -> String {

@@ -1,0 +1,461 @@
+//! End-to-end tests of the protocol profiles: the real `chatbench run` binary drives real
+//! third-party servers with the matching profile and the tests check exact delivery counts and
+//! zero loss in the results.
+//!
+//! - the Node.js `ws` peer (`servers/peers/ws-room.js`) with the `chatbench` profile (its `/ws`
+//!   path), the `echo` profile (`/echo`) and the `template` profile (its home-grown `/chat`
+//!   protocol);
+//! - the Socket.IO peer (`servers/peers/socketio-room.js`) with the `socketio` profile;
+//! - the `phoenix` profile against a scripted fake Phoenix server in this file that answers with
+//!   the frames of a conversation recorded from the published Phoenix Channels v2 protocol (no
+//!   Phoenix server can be installed here; `docs/profiles.md` says so).
+//!
+//! The Node peers need Node.js and `npm ci --prefix servers/peers` (scripts/test.sh does both);
+//! without them these tests fail and say what to install.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The runs take turns: each pins a server and the generator to the machine's CPUs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chatbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatbench")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Fails (never skips) when the Node peers cannot run, naming what to install.
+fn require_node_peers() {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        node,
+        "these tests need Node.js: install it (Debian: apt-get install nodejs npm), then run \
+         npm ci --prefix servers/peers (scripts/test.sh does both)"
+    );
+    let modules = root().join("servers/peers/node_modules");
+    assert!(
+        modules.join("ws").is_dir() && modules.join("socket.io").is_dir(),
+        "{} lacks ws or socket.io: run npm ci --prefix servers/peers (scripts/test.sh does it)",
+        modules.display()
+    );
+}
+
+fn only_run_dir(root: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(root)
+        .expect("results root")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "expected one run folder, found {dirs:?}");
+    dirs[0].clone()
+}
+
+/// Runs a scenario and returns its summary; exit code 4 (generator-bound on a busy machine)
+/// is accepted because the tests assert counts, not timing.
+fn run(extra: &[&str], scenario: &str) -> serde_json::Value {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out_path = out_dir.path().to_str().expect("utf-8 path").to_owned();
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--scenario", scenario, "--out", &out_path]);
+    args.extend_from_slice(&["--progress", "quiet"]);
+    let out = {
+        let _turn = serial();
+        chatbench(&args)
+    };
+    assert!(
+        matches!(out.status.code(), Some(0 | 4)),
+        "run failed: {}",
+        text(&out)
+    );
+    let dir = only_run_dir(out_dir.path());
+    let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_slice(&bytes).expect("summary.json is JSON")
+}
+
+/// Every connection ready, every expected delivery made, nothing lost, repeated or unparsed.
+fn assert_exact(s: &serde_json::Value, fanout: u64) {
+    assert_eq!(s["status"], "complete", "{s:#}");
+    let c = &s["connections"];
+    assert_eq!(c["ready"], c["planned"], "every connection ready: {c:#}");
+    let m = &s["messages"];
+    let sent = m["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "messages were sent: {m:#}");
+    let expected = m["expected"].as_u64().expect("expected");
+    assert!(expected > 0, "{m:#}");
+    // Window sends × fan-out: the window's sent count is not in the summary, so check the
+    // ratio holds for the expected figure and that all of it arrived.
+    assert_eq!(
+        expected % fanout,
+        0,
+        "expected is a multiple of {fanout}: {m:#}"
+    );
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["lost"], 0, "{m:#}");
+    assert_eq!(m["extra"], 0, "{m:#}");
+    assert_eq!(m["duplicated"], 0, "{m:#}");
+    assert_eq!(m["bad_frames"], 0, "{m:#}");
+    assert_eq!(m["server_errors"], serde_json::json!({}), "{m:#}");
+    assert_eq!(
+        s["latency_us"]["count"], m["delivered"],
+        "one latency sample per delivery"
+    );
+}
+
+fn assert_peer_sampled(s: &serde_json::Value, peer: &str) {
+    assert_eq!(s["target"]["arch"], peer, "{:#}", s["target"]);
+    assert!(s["target"]["pid"].is_u64(), "{:#}", s["target"]);
+    assert!(
+        s["target_resources"]["memory_per_conn"].is_object(),
+        "the peer's memory was sampled: {:#}",
+        s["target_resources"]
+    );
+}
+
+#[test]
+fn node_ws_peer_with_the_chatbench_profile() {
+    require_node_peers();
+    let s = run(
+        &["--serve-peer", "node-ws"],
+        "scenarios/profiles/node-ws.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "node-ws");
+    assert!(s["target"]["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/ws")));
+}
+
+#[test]
+fn node_ws_echo_with_the_echo_profile() {
+    require_node_peers();
+    let s = run(&["--serve-peer", "node-ws"], "scenarios/profiles/echo.toml");
+    assert_exact(&s, 1);
+    // Every message comes back once: expected = sent in the window.
+    assert!(s["target"]["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/echo")));
+}
+
+#[test]
+fn node_ws_home_grown_protocol_with_the_template_profile() {
+    require_node_peers();
+    let s = run(
+        &["--serve-peer", "node-ws"],
+        "scenarios/profiles/template.toml",
+    );
+    assert_exact(&s, 19);
+    assert!(s["target"]["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/chat")));
+}
+
+#[test]
+fn socketio_peer_with_the_socketio_profile() {
+    require_node_peers();
+    let s = run(
+        &["--serve-peer", "socketio"],
+        "scenarios/profiles/socketio.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "socketio");
+}
+
+#[test]
+fn a_peer_that_does_not_speak_the_protocol_is_a_usage_error() {
+    let out = chatbench(&[
+        "run",
+        "--serve-peer",
+        "socketio",
+        "--scenario",
+        "scenarios/profiles/node-ws.toml",
+        "--out",
+        "/nonexistent/never-written",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("socketio does not speak protocol = \"chatbench\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_profile_option_is_a_usage_error_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\nconnections = 4\nprotocol = \"socketio\"\n[profile]\nmesage_event = \"x\"\n",
+    )
+    .expect("write");
+    let out = chatbench(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/",
+        "--scenario",
+        path.to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:5") && err.contains("did you mean \"message_event\""),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phoenix: a scripted fake server speaking the recorded conversation.
+
+/// A Phoenix Channels v2 conversation, as the published protocol has it (phoenix.js with
+/// `vsn=2.0.0` and a channel whose `handle_in("new_msg", …)` calls `broadcast_from!` and
+/// answers `{:noreply, socket}`): `>` client to server, `<` server to the client, `*` server to
+/// the topic's other members.
+const RECORDED: &[(&str, &str)] = &[
+    (">", r#"["3","3","room:lobby","phx_join",{}]"#),
+    (
+        "<",
+        r#"["3","3","room:lobby","phx_reply",{"response":{},"status":"ok"}]"#,
+    ),
+    (">", r#"[null,"4","phoenix","heartbeat",{}]"#),
+    (
+        "<",
+        r#"[null,"4","phoenix","phx_reply",{"response":{},"status":"ok"}]"#,
+    ),
+    (">", r#"["3","5","room:lobby","new_msg",{"body":"hi"}]"#),
+    ("*", r#"[null,null,"room:lobby","new_msg",{"body":"hi"}]"#),
+];
+
+/// The members of each topic: connection id and its outbound queue.
+type Topics = HashMap<String, Vec<(u64, tokio::sync::mpsc::Sender<String>)>>;
+
+/// What the fake server saw.
+#[derive(Default)]
+struct Hub {
+    topics: Mutex<Topics>,
+    joins: AtomicU64,
+    heartbeats: AtomicU64,
+    pushes: AtomicU64,
+    unexpected: AtomicU64,
+    dropped: AtomicU64,
+    paths: Mutex<Vec<String>>,
+}
+
+/// The server's answer to one client frame, built from the recorded frames' shapes: the reply
+/// (to the sender) and the broadcast (to the topic's other members).
+fn phoenix_answer(hub: &Hub, frame: &str) -> (Option<String>, Option<(String, String)>) {
+    let Ok(serde_json::Value::Array(v)) = serde_json::from_str::<serde_json::Value>(frame) else {
+        hub.unexpected.fetch_add(1, Ordering::Relaxed);
+        return (None, None);
+    };
+    if v.len() != 5 {
+        hub.unexpected.fetch_add(1, Ordering::Relaxed);
+        return (None, None);
+    }
+    let (join_ref, reference, topic, event, payload) = (&v[0], &v[1], &v[2], &v[3], &v[4]);
+    let ok_reply = || {
+        format!(
+            "[{join_ref},{reference},{topic},\"phx_reply\",{{\"response\":{{}},\"status\":\"ok\"}}]"
+        )
+    };
+    match (topic.as_str(), event.as_str()) {
+        (Some("phoenix"), Some("heartbeat")) => {
+            hub.heartbeats.fetch_add(1, Ordering::Relaxed);
+            (Some(ok_reply()), None)
+        }
+        (Some(t), Some("phx_join")) if t.starts_with("room:") => {
+            hub.joins.fetch_add(1, Ordering::Relaxed);
+            (Some(ok_reply()), None)
+        }
+        (Some(t), Some("new_msg")) if t.starts_with("room:") => {
+            hub.pushes.fetch_add(1, Ordering::Relaxed);
+            let out = format!("[null,null,{topic},\"new_msg\",{payload}]");
+            (None, Some((t.to_owned(), out)))
+        }
+        _ => {
+            hub.unexpected.fetch_add(1, Ordering::Relaxed);
+            (None, None)
+        }
+    }
+}
+
+// The handshake callback's error type is tungstenite's HTTP response, as its API requires.
+#[allow(clippy::result_large_err)]
+async fn phoenix_conn(hub: Arc<Hub>, id: u64, stream: tokio::net::TcpStream) {
+    let paths = hub.clone();
+    let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+        if let Ok(mut p) = paths.paths.lock() {
+            if p.len() < 4 {
+                p.push(req.uri().to_string());
+            }
+        }
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    // Bounded outbound queue; a full queue drops and counts (the test asserts none).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if sink.send(Message::text(frame)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut joined: Vec<String> = Vec::new();
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Text(t) = msg else { continue };
+        let (reply, broadcast) = phoenix_answer(&hub, &t);
+        if let Some(r) = reply {
+            if t.contains("\"phx_join\"") {
+                if let Some(topic) = serde_json::from_str::<serde_json::Value>(&t)
+                    .ok()
+                    .and_then(|v| v.get(2).and_then(|t| t.as_str()).map(str::to_owned))
+                {
+                    if let Ok(mut topics) = hub.topics.lock() {
+                        topics
+                            .entry(topic.clone())
+                            .or_default()
+                            .push((id, tx.clone()));
+                    }
+                    joined.push(topic);
+                }
+            }
+            if tx.try_send(r).is_err() {
+                hub.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some((topic, frame)) = broadcast {
+            let members: Vec<_> = hub
+                .topics
+                .lock()
+                .map(|t| t.get(&topic).cloned().unwrap_or_default())
+                .unwrap_or_default();
+            for (other, q) in members {
+                if other != id && q.try_send(frame.clone()).is_err() {
+                    hub.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if let Ok(mut topics) = hub.topics.lock() {
+        for t in joined {
+            if let Some(m) = topics.get_mut(&t) {
+                m.retain(|(i, _)| *i != id);
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Starts the fake Phoenix server on 127.0.0.1 port 0 in its own runtime thread.
+fn start_fake_phoenix() -> (std::net::SocketAddr, Arc<Hub>) {
+    let hub = Arc::new(Hub::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let h = hub.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let mut id = 0;
+            while let Ok((s, _)) = listener.accept().await {
+                id += 1;
+                tokio::spawn(phoenix_conn(h.clone(), id, s));
+            }
+        });
+    });
+    (addr, hub)
+}
+
+#[test]
+fn fake_phoenix_server_answers_the_recorded_conversation() {
+    let (addr, _hub) = start_fake_phoenix();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
+        let (mut a, _) = tokio_tungstenite::connect_async(&url).await.expect("a");
+        let (mut b, _) = tokio_tungstenite::connect_async(&url).await.expect("b");
+        // b joins the lobby too, so that it is the "other member" of the broadcast.
+        b.send(Message::text(RECORDED[0].1)).await.expect("b join");
+        let _ = b.next().await;
+        for (dir, frame) in RECORDED {
+            match *dir {
+                ">" => a.send(Message::text(*frame)).await.expect("send"),
+                "<" => {
+                    let got = a.next().await.expect("frame").expect("ok");
+                    assert_eq!(got.to_text().expect("text"), *frame);
+                }
+                _ => {
+                    let got = b.next().await.expect("frame").expect("ok");
+                    assert_eq!(got.to_text().expect("text"), *frame);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn phoenix_profile_against_the_recorded_protocol() {
+    let (addr, hub) = start_fake_phoenix();
+    let url = format!("ws://{addr}");
+    let s = run(&["--target", &url], "scenarios/profiles/phoenix.toml");
+    assert_exact(&s, 19);
+    let paths = hub.paths.lock().expect("paths").clone();
+    assert!(
+        paths.iter().all(|p| p == "/socket/websocket?vsn=2.0.0"),
+        "{paths:?}"
+    );
+    assert_eq!(hub.joins.load(Ordering::Relaxed), 200);
+    assert_eq!(hub.unexpected.load(Ordering::Relaxed), 0);
+    assert_eq!(hub.dropped.load(Ordering::Relaxed), 0);
+    // heartbeat_interval = "1s" and the run lasts several seconds: every connection beat.
+    assert!(
+        hub.heartbeats.load(Ordering::Relaxed) >= 200,
+        "heartbeats: {}",
+        hub.heartbeats.load(Ordering::Relaxed)
+    );
+    assert!(hub.pushes.load(Ordering::Relaxed) > 0);
+}
