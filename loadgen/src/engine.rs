@@ -80,8 +80,8 @@ pub struct Shared {
     pub plan: Plan,
     /// The scenario.
     pub scenario: Arc<Scenario>,
-    /// The target.
-    pub target: Target,
+    /// The targets; a connection uses `targets[plan.target]`.
+    pub targets: Vec<Target>,
     /// Measurements.
     pub stats: Stats,
     /// Time zero of every `ts` this agent writes.
@@ -109,7 +109,7 @@ impl Shared {
     pub fn new(
         scenario: Arc<Scenario>,
         plan: Plan,
-        target: Target,
+        targets: Vec<Target>,
         source_addrs: Vec<IpAddr>,
     ) -> (Arc<Shared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Connect);
@@ -135,7 +135,7 @@ impl Shared {
             ws_config: ws_config(&scenario.client),
             plan,
             scenario,
-            target,
+            targets,
             epoch: Instant::now(),
             window: Window {
                 start_us: AtomicU64::new(u64::MAX),
@@ -291,13 +291,13 @@ async fn open_and_join(
     shared: &Shared,
     plan: ConnPlan,
 ) -> Result<WebSocketStream<TcpStream>, String> {
-    let mut ws = connect(
-        &shared.target,
-        shared.source_for(plan.index),
-        shared.ws_config,
-    )
-    .await
-    .map_err(|e| e.label())?;
+    let target = shared
+        .targets
+        .get(plan.target as usize)
+        .ok_or_else(|| "no_such_target".to_string())?;
+    let mut ws = connect(target, shared.source_for(plan.index), shared.ws_config)
+        .await
+        .map_err(|e| e.label())?;
     Stats::inc(&shared.stats.counters.connected);
     let Some(room) = plan.room else { return Ok(ws) };
     let name = room_name(room);
@@ -539,7 +539,7 @@ mod tests {
         );
         let plan = Plan::new(&scenario, 0);
         let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
-        let (shared, _tx) = Shared::new(scenario, plan.clone(), target, Vec::new());
+        let (shared, _tx) = Shared::new(scenario, plan.clone(), vec![target], Vec::new());
         let fut = conn_task(shared, plan.conns[0]);
         let size = std::mem::size_of_val(&fut);
         // Every idle connection holds one of these: keep it small (1,296 bytes when this test was written).

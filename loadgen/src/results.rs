@@ -109,6 +109,12 @@ pub struct TargetInfo {
     pub settings: BTreeMap<String, String>,
     /// CPUs the server was pinned to, if it was.
     pub cpu_affinity: Option<Vec<usize>>,
+    /// Every target URL, when the run had more than one (`--target URL,URL,…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// How connections spread over several targets (`span` or `partition`); absent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_policy: Option<String>,
 }
 
 /// The generator side of a run, with its self-check.

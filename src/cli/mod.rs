@@ -12,7 +12,7 @@ use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_loadgen::scenario::Scenario;
+use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
 
 mod compare;
 mod report;
@@ -79,12 +79,21 @@ enum ProgressArg {
     Quiet,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TargetPolicyArg {
+    /// Every room has members on every target.
+    Span,
+    /// Each room lives on one target.
+    Partition,
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Scenario file (TOML; see docs/scenarios.md).
     #[arg(long, short = 's', value_name = "FILE")]
     scenario: PathBuf,
-    /// WebSocket URL of the server under test, e.g. ws://127.0.0.1:8080/ws.
+    /// WebSocket URL of the server under test, e.g. ws://127.0.0.1:8080/ws; several separated
+    /// by commas spread the connections over them (see --target-policy).
     #[arg(
         long,
         short = 't',
@@ -104,6 +113,11 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     server_args: Vec<String>,
+    /// How connections spread over several targets: `span` (every room has members on every
+    /// target: a cluster whose rooms span nodes) or `partition` (each room on one target:
+    /// independent single servers). Overrides the scenario's `target_policy`.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    target_policy: Option<TargetPolicyArg>,
     /// Pid of the server process behind --target, to sample its memory and CPU.
     #[arg(long, value_name = "PID", conflicts_with = "serve")]
     server_pid: Option<u32>,
@@ -144,9 +158,8 @@ pub fn main() -> ExitCode {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
                 match re {
-                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. }) => {
-                        EXIT_USAGE
-                    }
+                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. })
+                    | RunError::Layout(_) => EXIT_USAGE,
                     _ => EXIT_RUN_FAILED,
                 }
             } else {
@@ -205,7 +218,13 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let scenario = load_scenario(&args.scenario, &args.overrides)?;
+    let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
+    if let Some(p) = args.target_policy {
+        scenario.target_policy = match p {
+            TargetPolicyArg::Span => TargetPolicy::Span,
+            TargetPolicyArg::Partition => TargetPolicy::Partition,
+        };
+    }
     let online = chatbench_loadgen::sys::cpu_affinity();
     // Pin the server and the generator to separate CPUs when chatbench starts the server and
     // there are at least two: the first half of the CPUs for the server, the rest for us.
@@ -234,6 +253,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             pid: Some(c.pid),
             settings,
             cpu_affinity: pin.then(|| server_cpus.clone()),
+            targets: Vec::new(),
+            target_policy: None,
         };
         child = Some(c);
         (url, info)
@@ -248,6 +269,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             pid: args.server_pid,
             settings: Default::default(),
             cpu_affinity: None,
+            targets: Vec::new(),
+            target_policy: None,
         };
         (url, info)
     };
