@@ -219,3 +219,314 @@ fn partition_with_fewer_rooms_than_targets_is_a_usage_error() {
     assert!(err.contains("partition") && err.contains("rooms"), "{err}");
     assert!(!out_root.exists(), "no results for a refused plan");
 }
+
+fn hgrm_total(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("latency.hgrm")).expect("latency.hgrm");
+    text.lines()
+        .find_map(|l| l.split("Total count").nth(1))
+        .and_then(|rest| rest.trim_matches([' ', '=', ']']).parse().ok())
+        .unwrap_or_else(|| panic!("no total count in latency.hgrm:\n{text}"))
+}
+
+fn sum(agents: &[serde_json::Value], key: &str) -> u64 {
+    agents
+        .iter()
+        .map(|a| a[key].as_u64().unwrap_or_else(|| panic!("{key} in {a}")))
+        .sum()
+}
+
+#[test]
+fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let out = chatbench()
+        .args([
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--agents",
+            "local:3",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    let run_dir = only_run_dir(&out_root);
+    let s = summary(&run_dir);
+    assert_finished(&out, &s);
+    check_schema(&s);
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["generator"]["agents"], 3);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], false, "{d:#}");
+    let agents = d["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 3);
+    assert!(agents.iter().all(|a| a["complete"] == true), "{d:#}");
+    assert_eq!(sum(agents, "planned"), 120);
+    assert_eq!(s["connections"]["ready"], 120, "{s:#}");
+    // Judged deliveries (each agent's messages to its own receivers): exact, and the totals
+    // are the agents' sums.
+    let m = &s["messages"];
+    assert_eq!(m["lost"], 0, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["expected"].as_u64(), Some(sum(agents, "expected")));
+    assert_eq!(m["sent"].as_u64(), Some(sum(agents, "sent")));
+    assert!(m["sent"].as_u64().expect("sent") > 0);
+    // Senders spread over the agents (3 per room, rooms rotate).
+    assert!(agents.iter().all(|a| a["sent"].as_u64() > Some(0)), "{d:#}");
+    // The merged histogram holds exactly the agents' samples, one per judged delivery.
+    let merged = s["latency_us"]["count"].as_u64().expect("merged count");
+    let per_agent: u64 = agents
+        .iter()
+        .map(|a| a["latency_us"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(merged, per_agent);
+    assert_eq!(Some(merged), m["delivered"].as_u64());
+    assert_eq!(hgrm_total(&run_dir), merged);
+    // Every delivery across agents: all-phase sends × 19 other members, which is also what the
+    // server says it forwarded.
+    let sent_all = sum(agents, "sent_all");
+    let delivered_all = sum(agents, "delivered_all");
+    assert_eq!(delivered_all, sent_all * 19, "{d:#}");
+    let forwarded = s["target_resources"]["server_metrics"]["chatbench_deliveries_total"]
+        .as_f64()
+        .expect("server deliveries");
+    assert_eq!(forwarded as u64, delivered_all);
+    let csv = std::fs::read_to_string(run_dir.join("timeseries.csv")).expect("timeseries.csv");
+    assert!(csv.contains("agents_live") && csv.contains("delivered_per_s"));
+}
+
+/// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.
+fn agent(extra: &[&str]) -> Started {
+    let mut args = vec!["agent", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start(&args)
+}
+
+#[test]
+fn an_agent_killed_mid_run_gives_partial_results_and_no_hang() {
+    let _turn = serial();
+    let srv = server();
+    let mut agents: Vec<Started> = (0..3).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let list = agents
+        .iter()
+        .map(|a| a.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let target = format!("ws://{}/ws", srv.addr);
+    let mut coord = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--set",
+            "measure=\"4s\"",
+            "--target",
+            &target,
+            "--agents",
+            &list,
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "lines",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the coordinator");
+    let stderr = coord.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("[measure") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("[measure"),
+        "the run never reached measure:\n{seen}"
+    );
+    // Kill agent 1 by its pid (SIGKILL: no goodbye).
+    agents[1].child.kill().expect("kill agent 1");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // Nothing hangs: the coordinator ends on its own well within a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = coord.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = coord.kill();
+            panic!("the coordinator hung after an agent died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let rest = rest.join().expect("stderr reader").join("\n");
+    assert_eq!(status.code(), Some(130), "partial run: {seen}{rest}");
+    assert!(rest.contains("agent 1"), "the agent is named: {rest}");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(s["valid"], false);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], true, "{d:#}");
+    let faults = d["faults"].as_array().expect("faults");
+    assert_eq!(faults.len(), 1, "{d:#}");
+    assert_eq!(faults[0]["agent"], 1);
+    let reasons = s["invalid_reasons"].to_string();
+    assert!(
+        reasons.contains("agent 1") && reasons.contains("partial"),
+        "{reasons}"
+    );
+    let a = d["agents"].as_array().expect("agents");
+    assert_eq!(a[0]["complete"], true);
+    assert_eq!(a[1]["complete"], false);
+    assert_eq!(a[2]["complete"], true);
+    // The survivors' own figures are still exact.
+    assert_eq!(s["messages"]["lost"], 0, "{s:#}");
+}
+
+fn run_with_agents(agents: &str, target: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let mut args = vec![
+        "run",
+        "--scenario",
+        scenario.to_str().expect("path"),
+        "--target",
+        target,
+        "--agents",
+        agents,
+        "--out",
+    ];
+    let out_root = dir.path().join("out");
+    args.push(out_root.to_str().expect("path"));
+    args.extend_from_slice(extra);
+    let out = chatbench().args(&args).output().expect("run");
+    assert!(!out_root.exists(), "no results for a refused run");
+    out
+}
+
+#[test]
+fn agents_refuse_a_bad_token_a_target_off_their_allow_list_and_a_bad_listen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").expect("token");
+    let token_s = token.to_str().expect("path");
+
+    // A coordinator without the token, and one with the wrong token.
+    let a = agent(&["--token-file", token_s]);
+    let out = run_with_agents(&a.addr, "ws://127.0.0.1:9/ws", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("token"), "{err}");
+    drop(a);
+    let a = agent(&["--token-file", token_s]);
+    let out = run_with_agents(
+        &a.addr,
+        "ws://127.0.0.1:9/ws",
+        &["--agent-token-file", wrong.to_str().expect("path")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    drop(a);
+
+    // A target outside the allow-list.
+    let a = agent(&["--allow-target", "10.0.0.0/8"]);
+    let out = run_with_agents(&a.addr, "ws://127.0.0.1:9/ws", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allow-list") && err.contains("10.0.0.0/8") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    drop(a);
+
+    // Off loopback without a token: refused before listening.
+    let out = chatbench()
+        .args(["agent", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+}
+
+#[test]
+fn a_control_version_mismatch_is_a_clear_error_on_both_sides() {
+    use std::io::{Read, Write};
+    // Agent side: a coordinator speaking v999.
+    let mut child = chatbench()
+        .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("address line");
+    let addr = first
+        .split_whitespace()
+        .next()
+        .expect("address")
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect to agent");
+    s.write_all(b"{\"t\":\"hello\",\"version\":999,\"token\":null}\n")
+        .expect("hello");
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).expect("reply");
+    assert!(
+        reply.contains("refused") && reply.contains("version mismatch") && reply.contains("v999"),
+        "{reply}"
+    );
+    drop(s);
+    let status = child.wait().expect("agent exits after its one session");
+    assert!(status.success());
+    let mut agent_err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut agent_err)
+        .expect("agent stderr");
+    assert!(agent_err.contains("version mismatch"), "{agent_err}");
+
+    // Coordinator side: an "agent" that answers with v999.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = fake.accept() {
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            let _ = c.write_all(b"{\"t\":\"hello\",\"version\":999,\"pid\":1,\"nofile\":1024}\n");
+            line
+        } else {
+            String::new()
+        }
+    });
+    let out = run_with_agents(&fake_addr, "ws://127.0.0.1:9/ws", &[]);
+    let hello = server.join().expect("fake agent");
+    assert!(hello.contains("\"hello\""), "{hello}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version mismatch") && err.contains("v999"),
+        "{err}"
+    );
+}

@@ -7,8 +7,9 @@
 //! `senders_per_room` members of each room send; a seeded share of the other members are slow
 //! consumers that stop reading; the rest are idle.
 //!
-//! Agents: member `slot` of a room belongs to agent `slot % agents`, so every room spans agents
-//! (when it has at least as many members as there are agents) and senders spread over them.
+//! Agents: member `slot` of room `r` belongs to agent `(slot + r) % agents`, so every room spans
+//! agents (when it has at least as many members as there are agents) and senders spread over
+//! them even with one sender per room (room `r`'s first sender is on agent `r % agents`).
 //! Idle connections go round-robin. Each agent's plan keeps only its own connections,
 //! renumbered `0..n` (connection `i` of agent `a` is named `a{a}.c{i}`).
 //!
@@ -186,7 +187,7 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                     TargetPolicy::Partition => room % targets,
                 };
                 (
-                    slot % agents,
+                    (slot + room) % agents,
                     ConnPlan {
                         index: i,
                         room: Some(room),
@@ -322,13 +323,12 @@ mod tests {
                     assert_eq!(n, 2, "agent {} room {room} target {target}", p.agent);
                 }
                 // one sender per agent per room (senders are slots 0, 1, 2)
-                let senders: Vec<u32> = p
+                let senders = p
                     .conns
                     .iter()
                     .filter(|c| c.room == Some(room) && c.role == Role::Sender)
-                    .filter_map(|c| c.sender_slot)
-                    .collect();
-                assert_eq!(senders, vec![p.agent]);
+                    .count();
+                assert_eq!(senders, 1);
             }
         }
         let idle: usize = plans
@@ -336,6 +336,22 @@ mod tests {
             .map(|p| p.conns.iter().filter(|c| c.role == Role::Idle).count())
             .sum();
         assert_eq!(idle, 20);
+    }
+
+    #[test]
+    fn one_sender_per_room_still_spreads_over_agents() {
+        let s = scenario("name='t'\nconnections=60\nrooms=6\nmembers_per_room=10\n");
+        let l = layout(3, 1, TargetPolicy::Span);
+        for a in 0..3 {
+            let p = Plan::for_agent(&s, a, &l);
+            let rooms: Vec<u32> = p
+                .conns
+                .iter()
+                .filter(|c| c.role == Role::Sender)
+                .filter_map(|c| c.room)
+                .collect();
+            assert_eq!(rooms, vec![a, a + 3], "room r's sender is on agent r % 3");
+        }
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum RunError {
     /// targets).
     #[error("{0}")]
     Layout(String),
+    /// An agent could not be started, reached, or refused the run.
+    #[error("{0}")]
+    Agents(String),
 }
 
 /// Splits a `--target` value (one URL, or several separated by commas) and resolves each.
@@ -631,6 +634,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             server_metrics,
         },
         fault,
+        distributed: None,
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })

@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
 
+mod agent;
 mod compare;
 mod report;
 mod serve;
@@ -67,6 +69,12 @@ enum Command {
     /// Rebuild a comparison's table (comparison.md and .json) and charts from its results files
     /// alone; with two folders (two comparisons, or two runs), print them side by side.
     Report(report::ReportArgs),
+    /// Run the client engine for a coordinator (`chatbench run --agents HOST:PORT,…`).
+    ///
+    /// Prints its bound address as the first stdout line. Off loopback it needs --token-file;
+    /// it only loads targets in its --allow-target list (default: loopback). See
+    /// docs/distributed.md.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,6 +126,14 @@ struct RunArgs {
     /// independent single servers). Overrides the scenario's `target_policy`.
     #[arg(long, value_enum, value_name = "POLICY")]
     target_policy: Option<TargetPolicyArg>,
+    /// Spread the run over agent processes: `local:N` (start N local agents), `auto` (as many
+    /// local agents as the descriptor limit and the plan need), or HOST:PORT,… of running
+    /// `chatbench agent`s. Results are merged exactly (see docs/distributed.md).
+    #[arg(long, value_name = "local:N|auto|HOST:PORT,...")]
+    agents: Option<String>,
+    /// Token file for remote agents started with --token-file.
+    #[arg(long, value_name = "FILE", requires = "agents")]
+    agent_token_file: Option<PathBuf>,
     /// Pid of the server process behind --target, to sample its memory and CPU.
     #[arg(long, value_name = "PID", conflicts_with = "serve")]
     server_pid: Option<u32>,
@@ -149,6 +165,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare::compare(args),
         Command::Report(args) => report::report(args),
+        Command::Agent(args) => agent::agent(args),
     };
     match result {
         Ok(code) => code,
@@ -225,6 +242,21 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             TargetPolicyArg::Partition => TargetPolicy::Partition,
         };
     }
+    let agents = match &args.agents {
+        None => None,
+        Some(spec) => {
+            let spec = AgentsSpec::parse(spec).map_err(UsageError)?;
+            let token = match &args.agent_token_file {
+                Some(p) => Some(
+                    chatbench_loadgen::agent::read_token(p)
+                        .map_err(|e| UsageError(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let exe = std::env::current_exe().context("locating the chatbench executable")?;
+            Some((spec, token, exe))
+        }
+    };
     let online = chatbench_loadgen::sys::cpu_affinity();
     // Pin the server and the generator to separate CPUs when chatbench starts the server and
     // there are at least two: the first half of the CPUs for the server, the rest for us.
@@ -297,7 +329,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        chatbench_loadgen::run::run(RunOptions {
+        let opts = RunOptions {
             scenario,
             overrides: args.overrides.clone(),
             target_url,
@@ -305,8 +337,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             out_root: args.out.clone(),
             progress,
             interrupt: rx,
-        })
-        .await
+        };
+        match agents {
+            None => chatbench_loadgen::run::run(opts).await,
+            Some((spec, token, exe)) => {
+                chatbench_loadgen::coordinator::run(CoordinatorOptions {
+                    run: opts,
+                    agents: spec,
+                    token,
+                    exe,
+                })
+                .await
+            }
+        }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
     runtime.shutdown_timeout(Duration::from_secs(1));
