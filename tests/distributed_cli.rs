@@ -530,3 +530,184 @@ fn a_control_version_mismatch_is_a_clear_error_on_both_sides() {
         "{err}"
     );
 }
+
+/// Starts a coordinator over `agents` against `target` with lines progress on stderr, and
+/// waits until it reports the measurement phase. Returns the child and its stderr so far.
+fn coordinator_in_measure(
+    agents: &str,
+    target: &str,
+    out_root: &Path,
+    scenario: &Path,
+) -> (Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let mut coord = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--set",
+            "measure=\"4s\"",
+            "--target",
+            target,
+            "--agents",
+            agents,
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "lines",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the coordinator");
+    let stderr = coord.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("[measure") {
+            return (coord, lines);
+        }
+    }
+    let _ = coord.kill();
+    panic!("the run never reached measure:\n{seen}");
+}
+
+/// Waits (bounded) for a child to exit; a hang fails the test.
+fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agents_stop_their_load_when_the_coordinator_dies() {
+    let _turn = serial();
+    let srv = server();
+    let a = agent(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let target = format!("ws://{}/ws", srv.addr);
+    let (mut coord, _lines) =
+        coordinator_in_measure(&a.addr, &target, &dir.path().join("out"), &scenario);
+    assert_eq!(metric(&srv.addr, "chatbench_connections"), 120.0);
+    coord.kill().expect("kill the coordinator");
+    let _ = coord.wait();
+    // The agent notices at once (end of stream) and closes its connections; the silence limit
+    // (10 s) bounds it even without a FIN. Allow well beyond that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open = metric(&srv.addr, "chatbench_connections");
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent still holds {open} connections after losing its coordinator"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And it keeps serving: the next coordinator is welcome.
+    let probe = std::net::TcpStream::connect(&a.addr);
+    assert!(
+        probe.is_ok(),
+        "the agent went away instead of waiting for the next coordinator"
+    );
+}
+
+#[test]
+fn a_stalled_agent_is_named_and_the_run_ends() {
+    let _turn = serial();
+    let srv = server();
+    let agents: Vec<Started> = (0..2).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let list = format!("{},{}", agents[0].addr, agents[1].addr);
+    let target = format!("ws://{}/ws", srv.addr);
+    let (mut coord, lines) = coordinator_in_measure(&list, &target, &out_root, &scenario);
+    let pid = agents[1].child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let status = wait_bounded(&mut coord, "the coordinator, after an agent stalled");
+    // SAFETY: as above; let it run again so that dropping it can end it.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let rest = rest.join().expect("stderr").join("\n");
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("agent 1") && rest.contains("stalled"),
+        "{rest}"
+    );
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    let faults = s["distributed"]["faults"].as_array().expect("faults");
+    assert_eq!(faults.len(), 1, "{s:#}");
+    assert_eq!(faults[0]["agent"], 1);
+    assert!(faults[0]["what"]
+        .as_str()
+        .expect("what")
+        .contains("stalled"));
+    assert_eq!(s["distributed"]["agents"][0]["complete"], true);
+}
+
+#[test]
+fn a_target_refusing_connections_counts_errors_per_agent_and_fails_clearly() {
+    let _turn = serial();
+    // Accepts and closes at once: every WebSocket handshake fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let target = format!("ws://{addr}/ws");
+    let out = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--target",
+            &target,
+            "--agents",
+            "local:2",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["connections"]["ready"], 0);
+    let agents = s["distributed"]["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 2);
+    for a in agents {
+        let errors: u64 = a["connect_errors"]
+            .as_object()
+            .expect("errors")
+            .values()
+            .map(|v| v.as_u64().expect("count"))
+            .sum();
+        assert_eq!(Some(errors), a["planned"].as_u64(), "{a:#}");
+    }
+}

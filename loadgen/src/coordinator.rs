@@ -497,6 +497,17 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             connect_end = Some(now);
             phases.connect = now.duration_since(started).as_secs_f64();
             phase = Phase::Settle;
+            let ready: u64 = links.iter().filter_map(|l| l.connected).sum();
+            if ready == 0 {
+                // Nothing to measure: collect every agent's figures (their errors) and end.
+                progress.println("no connection could be made by any agent: ending the run");
+                for l in links.iter_mut().filter(|l| !l.lost) {
+                    let _ = l.send(&ToAgent::Stop).await;
+                }
+                stop_sent = true;
+                hard_deadline = now + Duration::from_secs(15);
+                continue;
+            }
             let start = now + scenario.settle + Duration::from_millis(200);
             let measure_at = start + scenario.warmup;
             let cool_at = measure_at + scenario.measure;

@@ -755,6 +755,31 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .map(|p| format!(", pacer lag p99 {} µs", p.p99))
             .unwrap_or_default()
     );
+    if let Some(d) = &s.distributed {
+        for a in &d.agents {
+            let _ = writeln!(
+                out,
+                "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+                a.agent,
+                a.address,
+                a.pid,
+                a.ready,
+                a.planned,
+                a.delivered,
+                a.expected,
+                a.clock_offset_us,
+                a.clock_rtt_us / 2,
+                if a.complete { "" } else { "  LOST" }
+            );
+        }
+        for f in &d.faults {
+            let _ = writeln!(
+                out,
+                "  LOST: agent {} ({}) at {:.1} s: {}",
+                f.agent, f.address, f.at_s, f.what
+            );
+        }
+    }
     for r in &s.invalid_reasons {
         let _ = writeln!(out, "  INVALID: {r}");
     }
