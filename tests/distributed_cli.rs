@@ -572,6 +572,7 @@ fn coordinator_in_measure(
         }
     }
     let _ = coord.kill();
+    let _ = coord.wait();
     panic!("the run never reached measure:\n{seen}");
 }
 
