@@ -33,6 +33,17 @@ if ! need chromium && ! need chromium-browser; then
   fi
 fi
 
+# The network-namespace test (tests/netns.rs) builds hosts with `ip netns`, veth and a bridge.
+if ! need ip; then
+  echo "== installing iproute2 (for the network-namespace test)"
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2
+  else
+    echo "error: the tests need \`ip\` from iproute2: apt-get install iproute2 (and run them as root) and re-run" >&2
+    exit 2
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
