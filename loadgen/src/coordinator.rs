@@ -215,6 +215,22 @@ fn agent_err(msg: String) -> RunError {
     RunError::Agents(msg)
 }
 
+/// The scenario text for an agent holding `share` of `total` connections: the same scenario,
+/// with the ramp rate scaled to its share so that the fleet opens connections at the scenario's
+/// `ramp_rate`, as one process would.
+fn agent_scenario(
+    scenario: &crate::scenario::Scenario,
+    share: u64,
+    total: u64,
+) -> Result<String, RunError> {
+    let mut s = scenario.clone();
+    if share > 0 {
+        s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+    }
+    toml::to_string(&s)
+        .map_err(|e| agent_err(format!("cannot encode the scenario for the agents: {e}")))
+}
+
 /// Connects to one agent and exchanges hellos; returns the link and the reader.
 async fn connect_agent(
     id: u32,
@@ -351,8 +367,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     // Setup: each agent's share.
     let counts = Plan::counts_per_agent(&scenario, &layout);
     let per = u64::from(sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
-    let scenario_text = toml::to_string(&*scenario)
-        .map_err(|e| agent_err(format!("cannot encode the scenario for the agents: {e}")))?;
+    let total = counts.iter().sum::<u64>().max(1);
     let mut first = 0u64;
     let mut source_addrs = Vec::new();
     for (i, link) in links.iter_mut().enumerate() {
@@ -360,7 +375,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         let setup = Setup {
             agent: i as u32,
             agents: n_agents,
-            scenario: scenario_text.clone(),
+            scenario: agent_scenario(&scenario, counts[i], total)?,
             targets: targets.iter().map(|t| t.url.clone()).collect(),
             source_first: first,
         };
@@ -1046,6 +1061,22 @@ mod tests {
         let e = AgentsSpec::parse("local:0").expect_err("zero");
         assert!(e.contains("between 1 and"), "{e}");
         assert!(AgentsSpec::parse("banana").is_err());
+    }
+
+    #[test]
+    fn agents_share_the_ramp_rate_and_keep_everything_else() {
+        let s = crate::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nramp_rate=3000.0\nrooms=3\nmembers_per_room=100\n",
+            "t",
+        )
+        .expect("scenario");
+        let text = agent_scenario(&s, 100, 300).expect("encode");
+        let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
+        assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
+        assert_eq!(back.connections, 300);
+        assert_eq!(back.rooms, 3);
+        assert_eq!(back.measure, s.measure);
+        assert_eq!(back.target_policy, s.target_policy);
     }
 
     #[test]
