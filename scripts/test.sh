@@ -22,50 +22,35 @@ for component in rustfmt clippy; do
   fi
 done
 
-# The report.html test loads the page in headless Chromium (Debian's package).
-if ! need chromium && ! need chromium-browser; then
-  echo "== installing chromium (for the report.html browser check)"
+# Tools the tests run, as (command, Debian package, what needs it). Missing ones are installed
+# from Debian's packages in one go (as root); otherwise the script stops and names them.
+tools=(
+  "chromium:chromium:the report.html check loads the page in headless Chromium"
+  "redis-server:redis-server:the cluster tests start private Redis servers (none is left running)"
+  "valgrind:valgrind:the deterministic regression gate counts instructions with callgrind"
+  "node:nodejs:the protocol-profile tests run the Node.js ws and Socket.IO peer servers"
+  "npm:npm:servers/peers installs its pinned ws and socket.io with npm ci"
+  "ip:iproute2:the network-namespace test builds hosts with ip netns, veth and a bridge"
+)
+missing=()
+for t in "${tools[@]}"; do
+  IFS=: read -r cmd pkg why <<<"$t"
+  if [ "$cmd" = chromium ] && need chromium-browser; then continue; fi
+  if ! need "$cmd"; then
+    echo "== missing $cmd: $why"
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    echo "== installing ${missing[*]}"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   else
-    echo "error: the tests need headless Chromium: install Debian's chromium (apt-get install chromium) and re-run" >&2
+    echo "error: the tests need: ${missing[*]} (Debian packages): install them (apt-get install ${missing[*]}) and re-run" >&2
     exit 2
   fi
 fi
-
-# The cluster tests start private Redis servers (Debian's redis-server; none is left running).
-if ! need redis-server; then
-  echo "== installing redis-server (for the cluster redis-backplane tests)"
-  if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
-  else
-    echo "error: the tests need redis-server: install Debian's redis-server (apt-get install redis-server) and re-run" >&2
-    exit 2
-  fi
-fi
-
-# The deterministic tier of the regression gate counts instructions under valgrind (callgrind).
-if ! need valgrind; then
-  echo "== installing valgrind (for the deterministic regression gate)"
-  if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind
-  else
-    echo "error: the regression gate needs valgrind: install Debian's valgrind (apt-get install valgrind) and re-run" >&2
-    exit 2
-  fi
-fi
-
-# The protocol-profile tests run real Node.js peers (servers/peers/: ws and Socket.IO at the
-# versions pinned in its package-lock.json).
-if ! need node || ! need npm; then
-  echo "== installing Node.js and npm (for the ws and Socket.IO peer servers)"
-  if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
-  else
-    echo "error: the tests need Node.js (18 or newer) and npm: install them (apt-get install nodejs npm) and re-run" >&2
-    exit 2
-  fi
-fi
+# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json.
 if [ ! -d servers/peers/node_modules ]; then
   echo "== npm ci (servers/peers: pinned ws and socket.io)"
   npm ci --prefix servers/peers --no-audit --no-fund

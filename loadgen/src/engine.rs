@@ -84,8 +84,8 @@ pub struct Shared {
     pub plan: Plan,
     /// The scenario.
     pub scenario: Arc<Scenario>,
-    /// The target.
-    pub target: Target,
+    /// The targets; a connection uses `targets[plan.target]`.
+    pub targets: Vec<Target>,
     /// Measurements.
     pub stats: Stats,
     /// Time zero of every `ts` this agent writes.
@@ -102,7 +102,8 @@ pub struct Shared {
     pub poisoner_gone: AtomicBool,
     poison: Notify,
     ws_config: WebSocketConfig,
-    session: SessionRequest,
+    /// The session request of each target (the profile's path and query for its URL).
+    sessions: Vec<SessionRequest>,
     source_addrs: Vec<IpAddr>,
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
@@ -114,7 +115,7 @@ impl Shared {
     pub fn new(
         scenario: Arc<Scenario>,
         plan: Plan,
-        target: Target,
+        targets: Vec<Target>,
         source_addrs: Vec<IpAddr>,
     ) -> (Arc<Shared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Connect);
@@ -138,10 +139,13 @@ impl Shared {
             stats: Stats::new(rooms),
             room_readers: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             ws_config: ws_config(&scenario.client),
-            session: scenario.session_profile().request(&target.path),
+            sessions: targets
+                .iter()
+                .map(|t| scenario.session_profile().request(&t.path))
+                .collect(),
             plan,
             scenario,
-            target,
+            targets,
             epoch: Instant::now(),
             window: Window {
                 start_us: AtomicU64::new(u64::MAX),
@@ -309,14 +313,14 @@ async fn open_and_join(
     shared: &Shared,
     plan: ConnPlan,
 ) -> Result<WebSocketStream<TcpStream>, String> {
-    let mut ws = connect(
-        &shared.target,
-        &shared.session,
-        shared.source_for(plan.index),
-        shared.ws_config,
-    )
-    .await
-    .map_err(|e| e.label())?;
+    let (target, session) = shared
+        .targets
+        .get(plan.target as usize)
+        .zip(shared.sessions.get(plan.target as usize))
+        .ok_or_else(|| "no_such_target".to_string())?;
+    let mut ws = connect(target, session, shared.source_for(plan.index), shared.ws_config)
+        .await
+        .map_err(|e| e.label())?;
     Stats::inc(&shared.stats.counters.connected);
     let profile = shared.scenario.session_profile();
     profile::open_session(profile, &mut ws, &shared.stats).await?;
@@ -568,7 +572,7 @@ mod tests {
         );
         let plan = Plan::new(&scenario, 0);
         let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
-        let (shared, _tx) = Shared::new(scenario, plan.clone(), target, Vec::new());
+        let (shared, _tx) = Shared::new(scenario, plan.clone(), vec![target], Vec::new());
         let fut = conn_task(shared, plan.conns[0]);
         let size = std::mem::size_of_val(&fut);
         // Every idle connection holds one of these: keep it small (1,296 bytes when this test was

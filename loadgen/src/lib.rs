@@ -12,12 +12,17 @@
 //! - [`stats`]: histograms and counters the tasks record into.
 //! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
 //! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes.
+//! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
+//!   [`coordinator`]: a run spread over agents, merged exactly.
 //! - [`launcher`]: starting a reference server as a child process; [`peers`]: the third-party
 //!   servers under `servers/peers/` it can start too; [`progress`]: the display.
 //!
 //! Architecture invariant: this crate never depends on `chatbench-servers`; it reaches a server
 //! only over the network (and, for `--serve`, by starting the `chatbench` executable).
 
+pub mod agent;
+pub mod control;
+pub mod coordinator;
 pub mod engine;
 pub mod launcher;
 pub mod pacer;

@@ -1,15 +1,27 @@
-//! The plan: who each connection is (its id, room, role) and what every room expects.
+//! The plan: who each connection is (its id, room, role, target) and what every room expects.
 //!
-//! A plan is a pure function of the scenario and the agent id: connection `i` of agent `a` is
-//! named `a{a}.c{i}`; the first `rooms × members_per_room` connections are members, assigned to
-//! rooms round-robin so consecutive connections (and, later, agents) spread over every room; the
-//! first `senders_per_room` members of each room send; a seeded share of the other members are
-//! slow consumers that stop reading. Nothing here does I/O, so it is unit-tested exactly.
+//! A plan is a pure function of the scenario and the [`Layout`] (how many agents and targets,
+//! and the target policy). The run's connections are numbered globally: the first
+//! `rooms × members_per_room` are members, assigned to rooms round-robin (global connection `g`
+//! joins room `g % rooms` as its member number `slot = g / rooms`); the first
+//! `senders_per_room` members of each room send; a seeded share of the other members are slow
+//! consumers that stop reading; the rest are idle.
+//!
+//! Agents: member `slot` of room `r` belongs to agent `(slot + r) % agents`, so every room spans
+//! agents (when it has at least as many members as there are agents) and senders spread over
+//! them even with one sender per room (room `r`'s first sender is on agent `r % agents`).
+//! Idle connections go round-robin. Each agent's plan keeps only its own connections,
+//! renumbered `0..n` (connection `i` of agent `a` is named `a{a}.c{i}`).
+//!
+//! Targets: with [`TargetPolicy::Span`] an agent's members of a room go round-robin over the
+//! targets (`(slot / agents) % targets`), so every room has members on every target; with
+//! [`TargetPolicy::Partition`] room `r` lives on target `r % targets`. Nothing here does I/O,
+//! so it is unit-tested exactly.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, TargetPolicy};
 
 /// What a connection does during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +48,48 @@ pub struct ConnPlan {
     /// For senders: which of the room's senders it is (0-based), used by receivers to track
     /// sequence numbers per sender.
     pub sender_slot: Option<u32>,
+    /// Which target (index into the run's target list) it connects to.
+    pub target: u32,
+}
+
+/// How a run is spread: agents, targets, and the target policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Agent processes (1 for a single-process run).
+    pub agents: u32,
+    /// Targets (1 for a single server).
+    pub targets: u32,
+    /// How rooms spread over the targets.
+    pub policy: TargetPolicy,
+}
+
+impl Layout {
+    /// One process, one target.
+    pub const SINGLE: Layout = Layout {
+        agents: 1,
+        targets: 1,
+        policy: TargetPolicy::Span,
+    };
+
+    /// Why this layout cannot run the scenario, if it cannot: a partitioned run with fewer rooms
+    /// than targets would leave a target without a room.
+    pub fn problem(&self, scenario: &Scenario) -> Option<String> {
+        if self.agents == 0 || self.targets == 0 {
+            return Some("a run needs at least one agent and one target".into());
+        }
+        if self.policy == TargetPolicy::Partition
+            && self.targets > 1
+            && scenario.rooms < self.targets
+        {
+            return Some(format!(
+                "target_policy = \"partition\" puts each room on one target, but the scenario has {} room(s) \
+                 for {} targets: some targets would get none; raise `rooms` to at least {} or use \
+                 target_policy = \"span\"",
+                scenario.rooms, self.targets, self.targets
+            ));
+        }
+        None
+    }
 }
 
 /// The whole plan for one agent.
@@ -43,69 +97,50 @@ pub struct ConnPlan {
 pub struct Plan {
     /// Agent id (the `a` part of every connection id).
     pub agent: u32,
-    /// Every connection, indexed by `index`.
+    /// Every connection of this agent, indexed by `index`.
     pub conns: Vec<ConnPlan>,
-    /// Number of rooms.
+    /// Number of rooms (of the whole run).
     pub rooms: u32,
-    /// Senders per room.
+    /// Senders per room (of the whole run).
     pub senders_per_room: u32,
 }
 
 impl Plan {
-    /// Builds the plan of agent `agent` for the scenario.
+    /// The plan of a single-process, single-target run, with agent id `agent`.
     pub fn new(scenario: &Scenario, agent: u32) -> Plan {
-        let rooms = scenario.rooms;
-        let members = u64::from(rooms) * u64::from(scenario.members_per_room);
-        let mut conns: Vec<ConnPlan> = (0..scenario.connections)
-            .map(|i| {
-                if u64::from(i) < members {
-                    let room = i % rooms;
-                    let slot = i / rooms; // position of this member within its room
-                    let sender = slot < scenario.senders_per_room;
-                    ConnPlan {
-                        index: i,
-                        room: Some(room),
-                        role: if sender { Role::Sender } else { Role::Receiver },
-                        sender_slot: sender.then_some(slot),
-                    }
-                } else {
-                    ConnPlan {
-                        index: i,
-                        room: None,
-                        role: Role::Idle,
-                        sender_slot: None,
-                    }
-                }
+        Plan {
+            agent,
+            ..Plan::for_agent(scenario, 0, &Layout::SINGLE)
+        }
+    }
+
+    /// The plan of agent `agent` under `layout`.
+    pub fn for_agent(scenario: &Scenario, agent: u32, layout: &Layout) -> Plan {
+        let mut all = global(scenario, layout);
+        all.retain(|(a, _)| *a == agent);
+        let conns = all
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, c))| ConnPlan {
+                index: i as u32,
+                ..c
             })
             .collect();
-        // Slow consumers: a seeded choice among each room's receivers, leaving at least one
-        // normal receiver per room (the scenario validation guarantees there is room for it).
-        if scenario.slow_consumer_share > 0.0 && rooms > 0 {
-            let mut rng = rand::rngs::SmallRng::seed_from_u64(scenario.seed ^ 0x5105_c0de);
-            let receivers_per_room = scenario
-                .members_per_room
-                .saturating_sub(scenario.senders_per_room);
-            let slow_per_room = ((f64::from(receivers_per_room) * scenario.slow_consumer_share)
-                .round() as u32)
-                .min(receivers_per_room.saturating_sub(1));
-            for room in 0..rooms {
-                let mut idx: Vec<usize> = conns
-                    .iter()
-                    .filter(|c| c.room == Some(room) && c.role == Role::Receiver)
-                    .map(|c| c.index as usize)
-                    .collect();
-                idx.shuffle(&mut rng);
-                for &i in idx.iter().take(slow_per_room as usize) {
-                    conns[i].role = Role::Slow;
-                }
-            }
-        }
         Plan {
             agent,
             conns,
-            rooms,
+            rooms: scenario.rooms,
             senders_per_room: scenario.senders_per_room,
         }
+    }
+
+    /// Connections per agent under `layout` (index = agent id).
+    pub fn counts_per_agent(scenario: &Scenario, layout: &Layout) -> Vec<u64> {
+        let mut v = vec![0u64; layout.agents.max(1) as usize];
+        for (a, _) in global(scenario, layout) {
+            v[a as usize] += 1;
+        }
+        v
     }
 
     /// The id a connection puts in the `from` field.
@@ -133,6 +168,74 @@ impl Plan {
     pub fn sender_count(&self) -> usize {
         self.conns.iter().filter(|c| c.role == Role::Sender).count()
     }
+}
+
+/// The whole run's connections in global order, each with its agent; `index` is the global one.
+fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
+    let rooms = scenario.rooms;
+    let agents = layout.agents.max(1);
+    let targets = layout.targets.max(1);
+    let members = u64::from(rooms) * u64::from(scenario.members_per_room);
+    let mut conns: Vec<(u32, ConnPlan)> = (0..scenario.connections)
+        .map(|i| {
+            if u64::from(i) < members {
+                let room = i % rooms;
+                let slot = i / rooms; // position of this member within its room
+                let sender = slot < scenario.senders_per_room;
+                let target = match layout.policy {
+                    TargetPolicy::Span => (slot / agents) % targets,
+                    TargetPolicy::Partition => room % targets,
+                };
+                (
+                    (slot + room) % agents,
+                    ConnPlan {
+                        index: i,
+                        room: Some(room),
+                        role: if sender { Role::Sender } else { Role::Receiver },
+                        sender_slot: sender.then_some(slot),
+                        target,
+                    },
+                )
+            } else {
+                // Bounded by `connections` (a u32), so the cast cannot truncate.
+                let k = (u64::from(i) - members) as u32;
+                (
+                    k % agents,
+                    ConnPlan {
+                        index: i,
+                        room: None,
+                        role: Role::Idle,
+                        sender_slot: None,
+                        target: (k / agents) % targets,
+                    },
+                )
+            }
+        })
+        .collect();
+    // Slow consumers: a seeded choice among each room's receivers, leaving at least one
+    // normal receiver per room (the scenario validation guarantees there is room for it).
+    if scenario.slow_consumer_share > 0.0 && rooms > 0 {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(scenario.seed ^ 0x5105_c0de);
+        let receivers_per_room = scenario
+            .members_per_room
+            .saturating_sub(scenario.senders_per_room);
+        let slow_per_room = ((f64::from(receivers_per_room) * scenario.slow_consumer_share).round()
+            as u32)
+            .min(receivers_per_room.saturating_sub(1));
+        let mut by_room: Vec<Vec<usize>> = vec![Vec::new(); rooms as usize];
+        for (i, (_, c)) in conns.iter().enumerate() {
+            if let (Some(r), Role::Receiver) = (c.room, c.role) {
+                by_room[r as usize].push(i);
+            }
+        }
+        for mut idx in by_room {
+            idx.shuffle(&mut rng);
+            for &i in idx.iter().take(slow_per_room as usize) {
+                conns[i].1.role = Role::Slow;
+            }
+        }
+    }
+    conns
 }
 
 /// Parses a `from` id of the form `a{agent}.c{index}`.
@@ -184,5 +287,103 @@ mod tests {
         }
         // deterministic for a seed
         assert_eq!(Plan::new(&s, 0).conns, p.conns);
+    }
+
+    fn layout(agents: u32, targets: u32, policy: TargetPolicy) -> Layout {
+        Layout {
+            agents,
+            targets,
+            policy,
+        }
+    }
+
+    #[test]
+    fn span_puts_every_room_on_every_target_and_agent() {
+        // 4 rooms of 12, 3 agents, 2 targets, 20 idle connections.
+        let s = scenario(
+            "name='t'\nconnections=68\nrooms=4\nmembers_per_room=12\nsenders_per_room=3\n",
+        );
+        let l = layout(3, 2, TargetPolicy::Span);
+        assert_eq!(Plan::counts_per_agent(&s, &l), vec![23, 23, 22]);
+        let plans: Vec<Plan> = (0..3).map(|a| Plan::for_agent(&s, a, &l)).collect();
+        for p in &plans {
+            // renumbered densely
+            assert!(p
+                .conns
+                .iter()
+                .enumerate()
+                .all(|(i, c)| c.index as usize == i));
+            for room in 0..4 {
+                for target in 0..2 {
+                    let n = p
+                        .conns
+                        .iter()
+                        .filter(|c| c.room == Some(room) && c.target == target)
+                        .count();
+                    assert_eq!(n, 2, "agent {} room {room} target {target}", p.agent);
+                }
+                // one sender per agent per room (senders are slots 0, 1, 2)
+                let senders = p
+                    .conns
+                    .iter()
+                    .filter(|c| c.room == Some(room) && c.role == Role::Sender)
+                    .count();
+                assert_eq!(senders, 1);
+            }
+        }
+        let idle: usize = plans
+            .iter()
+            .map(|p| p.conns.iter().filter(|c| c.role == Role::Idle).count())
+            .sum();
+        assert_eq!(idle, 20);
+    }
+
+    #[test]
+    fn one_sender_per_room_still_spreads_over_agents() {
+        let s = scenario("name='t'\nconnections=60\nrooms=6\nmembers_per_room=10\n");
+        let l = layout(3, 1, TargetPolicy::Span);
+        for a in 0..3 {
+            let p = Plan::for_agent(&s, a, &l);
+            let rooms: Vec<u32> = p
+                .conns
+                .iter()
+                .filter(|c| c.role == Role::Sender)
+                .filter_map(|c| c.room)
+                .collect();
+            assert_eq!(rooms, vec![a, a + 3], "room r's sender is on agent r % 3");
+        }
+    }
+
+    #[test]
+    fn partition_keeps_each_room_on_one_target() {
+        let s = scenario(
+            "name='t'\nconnections=60\nrooms=6\nmembers_per_room=10\nsenders_per_room=1\n",
+        );
+        let l = layout(2, 3, TargetPolicy::Partition);
+        for a in 0..2 {
+            let p = Plan::for_agent(&s, a, &l);
+            for c in &p.conns {
+                assert_eq!(c.target, c.room.expect("member") % 3);
+            }
+        }
+        assert!(l.problem(&s).is_none());
+        let few = scenario("name='t'\nconnections=20\nrooms=2\nmembers_per_room=10\n");
+        let msg = l.problem(&few).expect("2 rooms for 3 targets");
+        assert!(msg.contains("rooms") && msg.contains("span"), "{msg}");
+    }
+
+    #[test]
+    fn single_layout_is_the_one_process_plan() {
+        let s = scenario(
+            "name='t'\nconnections=40\nrooms=4\nmembers_per_room=10\nsenders_per_room=1\nslow_consumer_share=0.5\n",
+        );
+        let p = Plan::new(&s, 0);
+        assert!(p.conns.iter().all(|c| c.target == 0));
+        assert_eq!(Plan::counts_per_agent(&s, &Layout::SINGLE), vec![40]);
+        // slow consumers survive the split: the same global choice, whatever the agent count
+        let split: usize = (0..3)
+            .map(|a| Plan::for_agent(&s, a, &layout(3, 1, TargetPolicy::Span)).slow_count())
+            .sum();
+        assert_eq!(split, p.slow_count());
     }
 }

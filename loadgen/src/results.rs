@@ -109,6 +109,12 @@ pub struct TargetInfo {
     pub settings: BTreeMap<String, String>,
     /// CPUs the server was pinned to, if it was.
     pub cpu_affinity: Option<Vec<usize>>,
+    /// Every target URL, when the run had more than one (`--target URL,URL,…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// How connections spread over several targets (`span` or `partition`); absent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_policy: Option<String>,
 }
 
 /// The generator side of a run, with its self-check.
@@ -298,6 +304,73 @@ pub struct Summary {
     pub target_resources: TargetResources,
     /// The fault-injection outcome, when the scenario sets `poison_after`.
     pub fault: Option<FaultOutcome>,
+    /// Distributed runs (`run --agents`): per-agent breakdown, lost agents. Absent for a
+    /// one-process run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedInfo>,
+}
+
+/// The distributed part of `summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistributedInfo {
+    /// One entry per agent.
+    pub agents: Vec<AgentBreakdown>,
+    /// Agents lost during the run.
+    pub faults: Vec<AgentFault>,
+    /// Whether some agent's figures are missing (the totals cover the others).
+    pub partial: bool,
+}
+
+/// An agent lost during the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentFault {
+    /// Agent id.
+    pub agent: u32,
+    /// Its address.
+    pub address: String,
+    /// Seconds since the start of the run.
+    pub at_s: f64,
+    /// What happened.
+    pub what: String,
+}
+
+/// One agent's share of the figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentBreakdown {
+    /// Agent id (`a<id>` in connection ids).
+    pub agent: u32,
+    /// Control address.
+    pub address: String,
+    /// Its pid (on its host).
+    pub pid: u32,
+    /// Agent clock minus coordinator clock, µs (positive: the agent's clock is ahead).
+    pub clock_offset_us: i64,
+    /// Round trip of the ping that measured it, µs (the offset's uncertainty is half of it).
+    pub clock_rtt_us: u64,
+    /// Connections in its plan.
+    pub planned: u64,
+    /// Connections ready.
+    pub ready: u64,
+    /// Failed connection attempts by kind.
+    pub connect_errors: BTreeMap<String, u64>,
+    /// Window messages sent.
+    pub sent: u64,
+    /// Expected deliveries of its messages to its receivers.
+    pub expected: u64,
+    /// Those delivered.
+    pub delivered: u64,
+    /// Messages sent, all phases.
+    pub sent_all: u64,
+    /// Deliveries received, all phases, from every agent.
+    pub delivered_all: u64,
+    /// Its window latency.
+    pub latency_us: Option<Percentiles>,
+    /// Its CPU over the window, cores.
+    pub cpu_cores_measure: Option<f64>,
+    /// Its RSS per connection, bytes.
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Whether it delivered its final figures.
+    pub complete: bool,
 }
 
 /// One row of `timeseries.csv`.

@@ -16,7 +16,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::engine::{ramp, Phase, Shared};
-use crate::plan::Plan;
+use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
 use crate::results::{
@@ -50,6 +50,44 @@ pub enum RunError {
     /// Results could not be written.
     #[error(transparent)]
     Results(#[from] ResultsError),
+    /// The targets, agents and scenario do not fit together (e.g. fewer rooms than partitioned
+    /// targets).
+    #[error("{0}")]
+    Layout(String),
+    /// An agent could not be started, reached, or refused the run.
+    #[error("{0}")]
+    Agents(String),
+}
+
+/// Splits a `--target` value (one URL, or several separated by commas) and resolves each.
+pub fn parse_targets(list: &str) -> Result<Vec<Target>, TargetError> {
+    let urls: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(TargetError::BadUrl {
+            url: list.to_string(),
+            problem: "no target URL given".into(),
+        });
+    }
+    urls.into_iter().map(Target::parse).collect()
+}
+
+/// Source addresses for the clients of one process: spread over 127.x addresses (starting at
+/// the `first`-th one, so local agents use disjoint ranges) when every target is on IPv4
+/// loopback; none (the kernel picks) otherwise.
+pub fn source_addrs_for(targets: &[Target], connections: u64, first: u64) -> Vec<std::net::IpAddr> {
+    if !targets.is_empty() && targets.iter().all(|t| t.is_loopback() && t.addr.is_ipv4()) {
+        let per = u64::from(sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
+        let own = connections.div_ceil(per).max(1);
+        let all =
+            sys::loopback_source_addrs((first + own) * per, sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
+        all.into_iter().skip(first as usize).collect()
+    } else {
+        Vec::new()
+    }
 }
 
 /// Everything a run needs.
@@ -58,7 +96,8 @@ pub struct RunOptions {
     pub scenario: Scenario,
     /// The `--set` overrides applied, for the record.
     pub overrides: Vec<String>,
-    /// The target URL.
+    /// The target URL, or several separated by commas (spread by the scenario's
+    /// `target_policy`).
     pub target_url: String,
     /// What is known about the target (arch, pid, settings).
     pub target_info: TargetInfo,
@@ -235,21 +274,29 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let scenario = Arc::new(opts.scenario);
     let limit = sys::raise_nofile().map_err(RunError::Limit)?;
     sys::fits_in_one_process(u64::from(scenario.connections), &limit)?;
-    let target = Target::parse(&opts.target_url)?;
-    target.preflight(scenario.connect_timeout).await?;
-    let source_addrs = if target.is_loopback() && target.addr.is_ipv4() {
-        sys::loopback_source_addrs(
-            u64::from(scenario.connections),
-            sys::DEFAULT_CONNS_PER_SOURCE_ADDR,
-        )
-    } else {
-        Vec::new()
+    let targets = parse_targets(&opts.target_url)?;
+    let layout = Layout {
+        agents: 1,
+        targets: targets.len() as u32,
+        policy: scenario.target_policy,
     };
+    if let Some(problem) = layout.problem(&scenario) {
+        return Err(RunError::Layout(problem));
+    }
+    for target in &targets {
+        target.preflight(scenario.connect_timeout).await?;
+    }
+    let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
     let mut provenance = Provenance::collect();
     let started_utc = chrono::Utc::now();
-    let plan = Plan::new(&scenario, 0);
+    let plan = Plan::for_agent(&scenario, 0, &layout);
     let slow = plan.slow_count() as u64;
-    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, target, source_addrs.clone());
+    let mut target_info = opts.target_info.clone();
+    if targets.len() > 1 {
+        target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
+        target_info.target_policy = Some(scenario.target_policy.as_str().into());
+    }
+    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, targets, source_addrs.clone());
     let pid = opts.target_info.pid;
     let before = take_samples(pid);
     let started = Instant::now();
@@ -393,7 +440,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     // The reference servers count what only they can see (drops for slow consumers,
     // disconnects by reason): read it before the clients leave.
     let server_metrics = if opts.target_info.arch.is_some() {
-        crate::target::scrape_metrics(&shared.target, Duration::from_secs(2)).await
+        match shared.targets.first() {
+            Some(t) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
+            None => None,
+        }
     } else {
         None
     };
@@ -526,7 +576,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             text: scenario.source.text.clone(),
             overrides: opts.overrides.clone(),
         },
-        target: opts.target_info.clone(),
+        target: target_info,
         generator: GeneratorInfo {
             agents: 1,
             source_addrs: source_addrs.iter().map(|a| a.to_string()).collect(),
@@ -584,6 +634,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             server_metrics,
         },
         fault,
+        distributed: None,
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
@@ -704,6 +755,31 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .map(|p| format!(", pacer lag p99 {} µs", p.p99))
             .unwrap_or_default()
     );
+    if let Some(d) = &s.distributed {
+        for a in &d.agents {
+            let _ = writeln!(
+                out,
+                "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+                a.agent,
+                a.address,
+                a.pid,
+                a.ready,
+                a.planned,
+                a.delivered,
+                a.expected,
+                a.clock_offset_us,
+                a.clock_rtt_us / 2,
+                if a.complete { "" } else { "  LOST" }
+            );
+        }
+        for f in &d.faults {
+            let _ = writeln!(
+                out,
+                "  LOST: agent {} ({}) at {:.1} s: {}",
+                f.agent, f.address, f.at_s, f.what
+            );
+        }
+    }
     for r in &s.invalid_reasons {
         let _ = writeln!(out, "  INVALID: {r}");
     }

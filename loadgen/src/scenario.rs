@@ -101,6 +101,11 @@ pub struct Scenario {
     /// Seed for the send schedule and room assignment RNG; same seed, same run plan.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// How connections spread over several targets (`run --target URL,URL,…`): `span` (every
+    /// room has members on every target, for clusters whose rooms span nodes) or `partition`
+    /// (each room lives on one target, for independent single servers). One target: no effect.
+    #[serde(default)]
+    pub target_policy: TargetPolicy,
     /// WebSocket client settings of the load generator (table `[client]`).
     #[serde(default)]
     pub client: ClientSettings,
@@ -129,6 +134,27 @@ pub enum Arrival {
     Uniform,
     /// Exponentially distributed gaps with mean `1 / rate_per_sender` (a Poisson process).
     Poisson,
+}
+
+/// How the connections of a run spread over several targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetPolicy {
+    /// Every room has members on every target (a cluster whose rooms span nodes).
+    #[default]
+    Span,
+    /// Each room lives on one target (independent single servers).
+    Partition,
+}
+
+impl TargetPolicy {
+    /// The name used in scenarios and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetPolicy::Span => "span",
+            TargetPolicy::Partition => "partition",
+        }
+    }
 }
 
 /// WebSocket client buffer settings. tungstenite's defaults (128 KiB read buffer) would make the

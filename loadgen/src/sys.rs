@@ -40,7 +40,7 @@ pub enum PlanError {
     #[error(
         "{connections} connections need {needed} file descriptors in one process, but RLIMIT_NOFILE \
          is {soft} (hard limit {hard}; {FD_HEADROOM} kept for other files); run with more agents \
-         (--agents local:{agents}, coming with distributed mode), lower `connections` to at most \
+         (--agents local:{agents}, or --agents auto), lower `connections` to at most \
          {max_connections}, or raise `ulimit -n`"
     )]
     TooManyConnections {

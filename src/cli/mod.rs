@@ -8,13 +8,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_loadgen::scenario::Scenario;
+use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
 
+mod agent;
 mod cluster;
 mod compare;
 mod gate;
@@ -75,6 +77,12 @@ enum Command {
     /// CI performance-regression gate: compare with a committed baseline and exit 0 (pass),
     /// 1 (regression) or 2 (could not judge). See docs/gate.md.
     Gate(gate::GateArgs),
+    /// Run the client engine for a coordinator (`chatbench run --agents HOST:PORT,…`).
+    ///
+    /// Prints its bound address as the first stdout line. Off loopback it needs --token-file;
+    /// it only loads targets in its --allow-target list (default: loopback). See
+    /// docs/distributed.md.
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -87,12 +95,21 @@ enum ProgressArg {
     Quiet,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TargetPolicyArg {
+    /// Every room has members on every target.
+    Span,
+    /// Each room lives on one target.
+    Partition,
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Scenario file (TOML; see docs/scenarios.md).
     #[arg(long, short = 's', value_name = "FILE")]
     scenario: PathBuf,
-    /// WebSocket URL of the server under test, e.g. ws://127.0.0.1:8080/ws.
+    /// WebSocket URL of the server under test, e.g. ws://127.0.0.1:8080/ws; several separated
+    /// by commas spread the connections over them (see --target-policy).
     #[arg(
         long,
         short = 't',
@@ -128,6 +145,19 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     server_args: Vec<String>,
+    /// How connections spread over several targets: `span` (every room has members on every
+    /// target: a cluster whose rooms span nodes) or `partition` (each room on one target:
+    /// independent single servers). Overrides the scenario's `target_policy`.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    target_policy: Option<TargetPolicyArg>,
+    /// Spread the run over agent processes: `local:N` (start N local agents), `auto` (as many
+    /// local agents as the descriptor limit and the plan need), or HOST:PORT,… of running
+    /// `chatbench agent`s. Results are merged exactly (see docs/distributed.md).
+    #[arg(long, value_name = "local:N|auto|HOST:PORT,...")]
+    agents: Option<String>,
+    /// Token file for remote agents started with --token-file.
+    #[arg(long, value_name = "FILE", requires = "agents")]
+    agent_token_file: Option<PathBuf>,
     /// Pid of the server process behind --target, to sample its memory and CPU.
     #[arg(long, value_name = "PID", conflicts_with_all = ["serve", "serve_peer", "serve_cmd"])]
     server_pid: Option<u32>,
@@ -161,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::report(args),
         Command::Cluster(args) => cluster::cluster(args),
         Command::Gate(args) => gate::gate(args),
+        Command::Agent(args) => agent::agent(args),
     };
     match result {
         Ok(code) => code,
@@ -170,9 +201,8 @@ pub fn main() -> ExitCode {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
                 match re {
-                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. }) => {
-                        EXIT_USAGE
-                    }
+                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. })
+                    | RunError::Layout(_) => EXIT_USAGE,
                     _ => EXIT_RUN_FAILED,
                 }
             } else {
@@ -231,7 +261,28 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let scenario = load_scenario(&args.scenario, &args.overrides)?;
+    let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
+    if let Some(p) = args.target_policy {
+        scenario.target_policy = match p {
+            TargetPolicyArg::Span => TargetPolicy::Span,
+            TargetPolicyArg::Partition => TargetPolicy::Partition,
+        };
+    }
+    let agents = match &args.agents {
+        None => None,
+        Some(spec) => {
+            let spec = AgentsSpec::parse(spec).map_err(UsageError)?;
+            let token = match &args.agent_token_file {
+                Some(p) => Some(
+                    chatbench_loadgen::agent::read_token(p)
+                        .map_err(|e| UsageError(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let exe = std::env::current_exe().context("locating the chatbench executable")?;
+            Some((spec, token, exe))
+        }
+    };
     let online = chatbench_loadgen::sys::cpu_affinity();
     // Pin the server and the generator to separate CPUs when chatbench starts the server and
     // there are at least two: the first half of the CPUs for the server, the rest for us.
@@ -262,6 +313,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             pid: Some(c.pid),
             settings,
             cpu_affinity: pin.then(|| server_cpus.clone()),
+            targets: Vec::new(),
+            target_policy: None,
         };
         child = Some(c);
         (url, info)
@@ -305,6 +358,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             pid: args.server_pid,
             settings: Default::default(),
             cpu_affinity: None,
+            targets: Vec::new(),
+            target_policy: None,
         };
         (url, info)
     };
@@ -331,7 +386,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        chatbench_loadgen::run::run(RunOptions {
+        let opts = RunOptions {
             scenario,
             overrides: args.overrides.clone(),
             target_url,
@@ -339,8 +394,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             out_root: args.out.clone(),
             progress,
             interrupt: rx,
-        })
-        .await
+        };
+        match agents {
+            None => chatbench_loadgen::run::run(opts).await,
+            Some((spec, token, exe)) => {
+                chatbench_loadgen::coordinator::run(CoordinatorOptions {
+                    run: opts,
+                    agents: spec,
+                    token,
+                    exe,
+                })
+                .await
+            }
+        }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
     runtime.shutdown_timeout(Duration::from_secs(1));

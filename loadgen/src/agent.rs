@@ -1,0 +1,601 @@
+//! The agent: `chatbench agent --listen ADDR` runs the client engine on behalf of a coordinator.
+//!
+//! It listens for one coordinator at a time, checks the coordinator's hello (control version,
+//! shared token), and refuses a setup whose targets are outside its allow-list or whose share
+//! of the plan does not fit its descriptor limit. It then wraps the engine ([`crate::engine`])
+//! exactly as a one-process run does: ramp, a barrier (`connected`), a common start time
+//! (`go`), warmup, measure, cooldown, reporting counters and the interval histogram every
+//! second and its final figures (`done`) at the end. Losing the coordinator (end of stream,
+//! or [`SILENCE_LIMIT`] without a message) stops the load at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::BufReader;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::control::{
+    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, Setup, Tick, ToAgent,
+    CONTROL_VERSION, SILENCE_LIMIT,
+};
+use crate::engine::{ramp, Phase, Shared};
+use crate::plan::{Layout, Plan};
+use crate::run::{parse_targets, source_addrs_for};
+use crate::scenario::Scenario;
+use crate::stats::Stats;
+use crate::{sampler, sys};
+
+/// Errors that stop an agent.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// Listening on a non-loopback address without a token.
+    #[error("--listen {0} is not a loopback address: an agent there is a traffic cannon for anyone who reaches it; give --token-file FILE (the same token for the coordinator), or listen on 127.0.0.1")]
+    NeedsToken(SocketAddr),
+    /// The token file is unusable.
+    #[error("--token-file {path}: {problem}")]
+    Token {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Where to listen for coordinators.
+    pub listen: SocketAddr,
+    /// The shared token, if any (required off loopback).
+    pub token: Option<String>,
+    /// Targets it accepts.
+    pub allow: AllowList,
+    /// Serve one coordinator session, then exit (local agents spawned by a coordinator).
+    pub once: bool,
+}
+
+/// Reads a token file: one line, not empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
+    let err = |problem: String| AgentError::Token {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(err(
+            "it is empty; put a random secret in it (e.g. `openssl rand -hex 32 > FILE`)".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Binds the listener (checking the token rule first).
+pub async fn bind(opts: &AgentOptions) -> Result<TcpListener, AgentError> {
+    if !opts.listen.ip().is_loopback() && opts.token.is_none() {
+        return Err(AgentError::NeedsToken(opts.listen));
+    }
+    TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: opts.listen,
+            source,
+        })
+}
+
+/// Serves coordinators on `listener` (one session at a time) until `once` ends it.
+pub async fn serve(listener: TcpListener, opts: AgentOptions) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("agent: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match session(stream, &opts).await {
+            Ok(()) => eprintln!("agent: session with {peer} ended"),
+            Err(e) => eprintln!("agent: session with {peer} ended: {e}"),
+        }
+        if opts.once {
+            return;
+        }
+    }
+}
+
+struct Link {
+    w: OwnedWriteHalf,
+}
+
+impl Link {
+    async fn send(&mut self, m: &FromAgent) -> Result<(), ControlError> {
+        tokio::time::timeout(Duration::from_secs(10), control::send(&mut self.w, m))
+            .await
+            .map_err(|_| {
+                ControlError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the coordinator does not read",
+                ))
+            })?
+    }
+
+    async fn refuse(&mut self, reason: String) -> ControlError {
+        eprintln!("agent: refused: {reason}");
+        let _ = self
+            .send(&FromAgent::Refused {
+                reason: reason.clone(),
+            })
+            .await;
+        ControlError::Bad(format!("refused: {reason}"))
+    }
+}
+
+/// One coordinator session.
+async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlError> {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut link = Link { w };
+    let mut reader = BufReader::new(r);
+    // Hello.
+    let hello = tokio::time::timeout(Duration::from_secs(10), control::recv(&mut reader))
+        .await
+        .map_err(|_| ControlError::Bad("no hello within 10 s".into()))?;
+    match hello {
+        Ok(ToAgent::Hello { version, token }) => {
+            if version != CONTROL_VERSION {
+                return Err(link
+                    .refuse(format!(
+                        "control protocol version mismatch: the coordinator speaks v{version}, this agent v{CONTROL_VERSION}; run the same chatbench version on both"
+                    ))
+                    .await);
+            }
+            if let Some(expected) = &opts.token {
+                let ok = token
+                    .as_deref()
+                    .is_some_and(|t| control::token_matches(t, expected));
+                if !ok {
+                    return Err(link
+                        .refuse(
+                            "bad or missing token: give the coordinator the agent's token (--agent-token-file)"
+                                .into(),
+                        )
+                        .await);
+                }
+            }
+        }
+        Ok(other) => {
+            return Err(link
+                .refuse(format!("expected hello first, got {other:?}"))
+                .await)
+        }
+        Err(ControlError::Bad(e)) => {
+            return Err(link
+                .refuse(format!(
+                    "the first message is not a chatbench hello ({e}); is this a chatbench coordinator of the same version?"
+                ))
+                .await)
+        }
+        Err(e) => return Err(e),
+    }
+    let limit = sys::raise_nofile().map_err(ControlError::Io)?;
+    link.send(&FromAgent::Hello {
+        version: CONTROL_VERSION,
+        pid: std::process::id(),
+        nofile: limit.soft,
+    })
+    .await?;
+    // Messages from here on come through a reader task, so that the run can watch them.
+    let (tx, mut rx) = mpsc::channel::<ToAgent>(64);
+    tokio::spawn(async move {
+        loop {
+            match control::recv::<_, ToAgent>(&mut reader).await {
+                Ok(m) => {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, ControlError::Closed) {
+                        eprintln!("agent: control connection: {e}");
+                    }
+                    return; // dropping tx tells the session the coordinator is gone
+                }
+            }
+        }
+    });
+    let mut prepared: Option<Prepared> = None;
+    loop {
+        let msg = match tokio::time::timeout(SILENCE_LIMIT, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(ControlError::Closed),
+            Err(_) => {
+                return Err(ControlError::Bad(format!(
+                    "no message from the coordinator for {SILENCE_LIMIT:?}"
+                )))
+            }
+        };
+        match msg {
+            ToAgent::Ping { id } => {
+                link.send(&FromAgent::Pong {
+                    id,
+                    agent_unix_us: unix_us(),
+                })
+                .await?
+            }
+            ToAgent::Setup(setup) => match prepare(&setup, opts, &limit).await {
+                Ok(p) => {
+                    link.send(&FromAgent::Ready {
+                        connections: p.plan.conns.len() as u64,
+                        source_addrs: p.source_addrs.iter().map(|a| a.to_string()).collect(),
+                    })
+                    .await?;
+                    prepared = Some(p);
+                }
+                Err(reason) => return Err(link.refuse(reason).await),
+            },
+            ToAgent::Start => {
+                let Some(p) = prepared.take() else {
+                    return Err(link.refuse("start before setup".into()).await);
+                };
+                return run_engine(p, &mut link, &mut rx).await;
+            }
+            ToAgent::Stop => return Ok(()),
+            ToAgent::Hello { .. } | ToAgent::Go { .. } => {
+                return Err(link.refuse(format!("unexpected {msg:?} now")).await)
+            }
+        }
+    }
+}
+
+struct Prepared {
+    scenario: Arc<Scenario>,
+    plan: Plan,
+    targets: Vec<crate::target::Target>,
+    source_addrs: Vec<std::net::IpAddr>,
+}
+
+/// Checks a setup: scenario, allow-list, limits, targets reachable.
+async fn prepare(
+    setup: &Setup,
+    opts: &AgentOptions,
+    limit: &sys::NofileLimit,
+) -> Result<Prepared, String> {
+    let scenario = Scenario::parse(&setup.scenario, "<scenario from the coordinator>")
+        .map_err(|e| e.to_string())?;
+    let targets = parse_targets(&setup.targets.join(",")).map_err(|e| e.to_string())?;
+    for t in &targets {
+        if !opts.allow.allows(t.addr.ip()) {
+            return Err(format!(
+                "target {} ({}) is not in this agent's allow-list ({}); start the agent with --allow-target naming it",
+                t.url,
+                t.addr.ip(),
+                opts.allow.describe()
+            ));
+        }
+    }
+    let layout = Layout {
+        agents: setup.agents,
+        targets: targets.len() as u32,
+        policy: scenario.target_policy,
+    };
+    if let Some(p) = layout.problem(&scenario) {
+        return Err(p);
+    }
+    if setup.agent >= setup.agents {
+        return Err(format!(
+            "agent id {} out of range for {} agents",
+            setup.agent, setup.agents
+        ));
+    }
+    let plan = Plan::for_agent(&scenario, setup.agent, &layout);
+    sys::fits_in_one_process(plan.conns.len() as u64, limit).map_err(|e| e.to_string())?;
+    for t in &targets {
+        t.preflight(scenario.connect_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let source_addrs = source_addrs_for(&targets, plan.conns.len() as u64, setup.source_first);
+    Ok(Prepared {
+        scenario: Arc::new(scenario),
+        plan,
+        targets,
+        source_addrs,
+    })
+}
+
+/// Why the run loop ended.
+enum End {
+    /// Ran to the end, or was told to stop: report and close.
+    Report { interrupted: bool },
+    /// The coordinator is gone: stop the load, report nothing.
+    Lost(String),
+}
+
+/// Runs the engine for the coordinator.
+async fn run_engine(
+    p: Prepared,
+    link: &mut Link,
+    rx: &mut mpsc::Receiver<ToAgent>,
+) -> Result<(), ControlError> {
+    let Prepared {
+        scenario,
+        plan,
+        targets,
+        source_addrs,
+    } = p;
+    let pid = std::process::id();
+    let rss = || sampler::sample_process(pid).ok().map(|s| s.rss_bytes);
+    let rss_before = rss();
+    let slow = plan.slow_count() as u64;
+    let n = plan.conns.len() as u64;
+    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, targets, source_addrs);
+    let handles = Arc::new(Mutex::new(Vec::new()));
+    let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
+    let started = Instant::now();
+    let connect_deadline =
+        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(1);
+    let mut phase = Phase::Connect;
+    let mut connect_phase_s = 0.0;
+    let mut rss_per_conn = None;
+    let mut last_heard = Instant::now();
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    let pacer_stop = Arc::new(AtomicBool::new(false));
+    let mut pacer: Option<std::thread::JoinHandle<crate::pacer::PacerReport>> = None;
+    // (measure start, cooldown start, end) once `go` has come.
+    let mut timeline: Option<(Instant, Instant, Instant)> = None;
+    let mut window_cpu: (Option<(f64, Instant)>, Option<f64>) = (None, None);
+    let mut measure_s = 0.0;
+    let end = loop {
+        let now = Instant::now();
+        if now.duration_since(last_heard) > SILENCE_LIMIT {
+            break End::Lost(format!(
+                "no message from the coordinator for {SILENCE_LIMIT:?}"
+            ));
+        }
+        // Phase changes due now.
+        if phase == Phase::Connect {
+            let c = &shared.stats.counters;
+            let done = Stats::get(&c.ready) + shared.stats.connect_errors.total() >= n;
+            if done || now >= connect_deadline {
+                connect_phase_s = started.elapsed().as_secs_f64();
+                phase = Phase::Settle;
+                let _ = phase_tx.send(Phase::Settle);
+                ramp_task.abort();
+                let ready = Stats::get(&c.ready);
+                if let (Some(a), Some(b)) = (rss_before, rss()) {
+                    if ready > 0 {
+                        rss_per_conn = Some((b as f64 - a as f64) / ready as f64);
+                    }
+                }
+                link.send(&FromAgent::Connected { ready }).await?;
+            }
+        }
+        if let Some((measure_at, cool_at, end_at)) = timeline {
+            if phase == Phase::Warmup && now >= measure_at {
+                phase = Phase::Measure;
+                let _ = phase_tx.send(Phase::Measure);
+                window_cpu.0 = Some((sampler::self_cpu_seconds(), now));
+            }
+            if phase == Phase::Measure && now >= cool_at {
+                if let Some((_, t0)) = window_cpu.0 {
+                    measure_s = now.duration_since(t0).as_secs_f64();
+                }
+                window_cpu.1 = Some(sampler::self_cpu_seconds());
+                pacer_stop.store(true, Ordering::Relaxed);
+                phase = Phase::Cooldown;
+                let _ = phase_tx.send(Phase::Cooldown);
+            }
+            if phase == Phase::Cooldown && now >= end_at {
+                break End::Report { interrupted: false };
+            }
+        }
+        if now >= next_tick {
+            next_tick += Duration::from_secs(1);
+            let st = &shared.stats;
+            let c = &st.counters;
+            let tick = Tick {
+                phase: phase.as_str().into(),
+                open: c.open.load(Ordering::Relaxed).max(0) as u64,
+                connect_attempts: Stats::get(&c.connect_attempts),
+                connect_errors: st.connect_errors.total(),
+                closed_by_server: st.closed_by_server.total(),
+                sent: Stats::get(&c.sent),
+                delivered: Stats::get(&c.delivered),
+                interval: encode_hist(&st.take_interval())?,
+                rss_bytes: rss(),
+                cpu_seconds: sampler::self_cpu_seconds(),
+            };
+            link.send(&FromAgent::Tick(Box::new(tick))).await?;
+        }
+        // Sleep until the next thing due, or a message.
+        let mut wake = next_tick.min(now + Duration::from_millis(10));
+        if phase != Phase::Connect {
+            wake = next_tick;
+            if let Some((m, c, e)) = timeline {
+                for t in [m, c, e] {
+                    if t > now {
+                        wake = wake.min(t);
+                    }
+                }
+            }
+        }
+        let msg = tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => None,
+            m = rx.recv() => Some(m),
+        };
+        match msg {
+            None => {}
+            Some(None) => break End::Lost("the coordinator closed the control connection".into()),
+            Some(Some(m)) => {
+                last_heard = Instant::now();
+                match m {
+                    ToAgent::Ping { id } => {
+                        link.send(&FromAgent::Pong {
+                            id,
+                            agent_unix_us: unix_us(),
+                        })
+                        .await?
+                    }
+                    ToAgent::Go { start_unix_us }
+                        if timeline.is_none() && phase == Phase::Settle =>
+                    {
+                        let wait_us = (start_unix_us - unix_us()).max(0) as u64;
+                        let start = Instant::now() + Duration::from_micros(wait_us);
+                        shared.set_timeline(start);
+                        let paced = shared.paced_senders();
+                        let stop = pacer_stop.clone();
+                        pacer = std::thread::Builder::new()
+                            .name("pacer".into())
+                            .spawn(move || crate::pacer::run(start, paced, stop))
+                            .ok();
+                        let measure_at = start + scenario.warmup;
+                        let cool_at = measure_at + scenario.measure;
+                        timeline = Some((measure_at, cool_at, cool_at + scenario.cooldown));
+                        phase = Phase::Warmup;
+                        let _ = phase_tx.send(Phase::Warmup);
+                    }
+                    ToAgent::Stop => {
+                        // Early end: stop sending, give in-flight messages a moment, report.
+                        pacer_stop.store(true, Ordering::Relaxed);
+                        if phase == Phase::Measure {
+                            if let Some((_, t0)) = window_cpu.0 {
+                                measure_s = t0.elapsed().as_secs_f64();
+                            }
+                            window_cpu.1 = Some(sampler::self_cpu_seconds());
+                        }
+                        if phase >= Phase::Warmup && phase < Phase::Cooldown {
+                            let _ = phase_tx.send(Phase::Cooldown);
+                            tokio::time::sleep(scenario.cooldown.min(Duration::from_secs(1))).await;
+                        }
+                        break End::Report { interrupted: true };
+                    }
+                    other => {
+                        eprintln!(
+                            "agent: ignoring unexpected {other:?} in phase {}",
+                            phase.as_str()
+                        );
+                    }
+                }
+            }
+        }
+    };
+    pacer_stop.store(true, Ordering::Relaxed);
+    ramp_task.abort();
+    let result = match end {
+        End::Lost(why) => {
+            eprintln!("agent: {why}: stopping the load");
+            Err(ControlError::Closed)
+        }
+        End::Report { interrupted } => {
+            let pacer_report = pacer.take().and_then(|h| h.join().ok());
+            let fin = final_figures(
+                &shared,
+                n,
+                slow,
+                connect_phase_s,
+                measure_s,
+                window_cpu,
+                rss_per_conn,
+                pacer_report,
+                interrupted,
+            )?;
+            link.send(&FromAgent::Done(Box::new(fin))).await?;
+            // Keep the connections open until the coordinator says stop (it may read the
+            // server's counters first), at most 30 s.
+            let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Some(m) = rx.recv().await {
+                    if let ToAgent::Stop = m {
+                        return;
+                    }
+                }
+            })
+            .await;
+            Ok(())
+        }
+    };
+    let _ = phase_tx.send(Phase::Stop);
+    if let Some(h) = pacer.take() {
+        let _ = h.join();
+    }
+    let tasks: Vec<_> = handles
+        .lock()
+        .map(|mut h| std::mem::take(&mut *h))
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(tasks),
+    )
+    .await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn final_figures(
+    shared: &Shared,
+    planned: u64,
+    slow: u64,
+    connect_phase_s: f64,
+    measure_s: f64,
+    window_cpu: (Option<(f64, Instant)>, Option<f64>),
+    rss_per_conn: Option<f64>,
+    pacer: Option<crate::pacer::PacerReport>,
+    interrupted: bool,
+) -> Result<Final, ControlError> {
+    let st = &shared.stats;
+    let c = &st.counters;
+    let cpu_cores_measure = match window_cpu {
+        (Some((a, _)), Some(b)) if measure_s > 0.0 => Some((b - a) / measure_s),
+        _ => None,
+    };
+    Ok(Final {
+        planned,
+        attempted: Stats::get(&c.connect_attempts),
+        connected: Stats::get(&c.connected),
+        ready: Stats::get(&c.ready),
+        connect_errors: st.connect_errors.snapshot(),
+        closed_by_server: st.closed_by_server.snapshot(),
+        server_errors: st.server_errors.snapshot(),
+        sent_window: Stats::get(&c.sent_window),
+        sent_all: Stats::get(&c.sent),
+        delivered_all: Stats::get(&c.delivered),
+        duplicated: Stats::get(&c.duplicated),
+        late: Stats::get(&c.late),
+        bad_frames: Stats::get(&c.bad_frames),
+        room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
+        room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
+        room_readers: shared
+            .room_readers
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect(),
+        slow,
+        window_latency: encode_hist(&st.window_latency())?,
+        connect_time: encode_hist(&st.connect_time())?,
+        send_lag: encode_hist(&st.send_lag())?,
+        pacer_lag: match &pacer {
+            Some(p) => Some(encode_hist(&p.lateness)?),
+            None => None,
+        },
+        pacer_realtime: pacer.as_ref().map(|p| p.realtime),
+        cpu_cores_measure,
+        cpus: sys::cpu_affinity().len() as u64,
+        rss_per_conn_bytes: rss_per_conn,
+        connect_phase_s,
+        measure_s,
+        interrupted,
+    })
+}

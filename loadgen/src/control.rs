@@ -1,0 +1,476 @@
+//! The control protocol between a coordinator (`chatbench run --agents …`) and its agents
+//! (`chatbench agent`): one TCP connection per agent carrying newline-delimited JSON messages,
+//! each at most [`MAX_LINE_BYTES`] long; histograms travel in HdrHistogram's compact V2+deflate
+//! form (base64), so the coordinator merges them exactly (histogram addition).
+//!
+//! Sequence: `hello` both ways (version and token checked; a mismatch is a `refused` message and
+//! a clear error on both sides) → `ping`/`pong` (clock offsets) → `setup` (the scenario, targets
+//! and this agent's share; the agent checks its allow-list and limits) → `ready` → `start` (open
+//! connections) → `connected` (the barrier) → `go` (a common start time in the agent's clock) →
+//! `tick` every second → `done` (the agent's final figures) → `stop`. The coordinator pings every
+//! second; an agent that hears nothing for [`SILENCE_LIMIT`] or loses the connection stops its
+//! load. Also the allow-list of targets an agent accepts, and token comparison.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::stats::new_hist;
+
+/// Version of the control protocol; both sides must speak the same.
+pub const CONTROL_VERSION: u32 = 1;
+/// Longest control message accepted, bytes (a `done` with thousands of rooms fits easily).
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
+/// An agent that hears nothing from its coordinator for this long stops its load.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+/// A coordinator that hears nothing from an agent for this long declares it stalled.
+pub const STALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Control-protocol failures.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// The connection failed.
+    #[error("control connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("control connection closed by the peer")]
+    Closed,
+    /// A message longer than [`MAX_LINE_BYTES`].
+    #[error("control message longer than {MAX_LINE_BYTES} bytes")]
+    TooLong,
+    /// A message that does not parse.
+    #[error("bad control message: {0}")]
+    Bad(String),
+    /// A histogram that does not decode.
+    #[error("bad histogram in a control message: {0}")]
+    Histogram(String),
+}
+
+/// The targets an agent may be pointed at.
+#[derive(Debug, Clone)]
+pub struct AllowList {
+    entries: Vec<(IpAddr, u8)>,
+}
+
+impl AllowList {
+    /// Loopback only (127.0.0.0/8 and ::1): the default.
+    pub fn loopback() -> AllowList {
+        AllowList {
+            entries: vec![
+                (IpAddr::from([127, 0, 0, 0]), 8),
+                (IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 128),
+            ],
+        }
+    }
+
+    /// Parses `CIDR/host,…`: `10.0.0.0/8`, `192.168.1.7`, `::1`, `fd00::/8` or a host name
+    /// (resolved now, every address it has).
+    pub fn parse(list: &str) -> Result<AllowList, String> {
+        let mut entries = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some((ip, bits)) = item.split_once('/') {
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("--allow-target {item:?}: {ip:?} is not an IP address"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
+                    format!("--allow-target {item:?}: the prefix length must be 0..={max}")
+                })?;
+                entries.push((ip, bits));
+            } else if let Ok(ip) = item.parse::<IpAddr>() {
+                entries.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+            } else {
+                use std::net::ToSocketAddrs;
+                let addrs = (item, 0u16).to_socket_addrs().map_err(|e| {
+                    format!("--allow-target {item:?}: not a CIDR, an address, or a host that resolves: {e}")
+                })?;
+                for a in addrs {
+                    let ip = a.ip();
+                    entries.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Err("--allow-target: empty list; name at least one CIDR or host".into());
+        }
+        Ok(AllowList { entries })
+    }
+
+    /// Whether `ip` is allowed.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.entries
+            .iter()
+            .any(|&(net, bits)| in_net(ip, net, bits))
+    }
+
+    /// The list, for messages.
+    pub fn describe(&self) -> String {
+        self.entries
+            .iter()
+            .map(|(ip, bits)| format!("{ip}/{bits}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(bits))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(bits))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Compares two tokens in time independent of where they differ.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Wall-clock time, µs since the Unix epoch (for clock offsets and the common start time).
+pub fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// What an agent is asked to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    /// This agent's id (the `a` of its connection ids).
+    pub agent: u32,
+    /// Agents in the run.
+    pub agents: u32,
+    /// The scenario, as TOML (after the coordinator's overrides).
+    pub scenario: String,
+    /// Target URLs.
+    pub targets: Vec<String>,
+    /// First loopback source address (index) this agent may use, so local agents use disjoint
+    /// ranges.
+    pub source_first: u64,
+}
+
+/// Messages from the coordinator to an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// First message: version and token.
+    Hello {
+        /// [`CONTROL_VERSION`] of the coordinator.
+        version: u32,
+        /// The shared token, if the coordinator has one.
+        token: Option<String>,
+    },
+    /// Clock probe; also the heartbeat.
+    Ping {
+        /// Echoed back.
+        id: u64,
+    },
+    /// The run.
+    Setup(Box<Setup>),
+    /// Open the connections.
+    Start,
+    /// Start sending at this time (agent's wall clock, µs since the Unix epoch).
+    Go {
+        /// Start of warmup.
+        start_unix_us: i64,
+    },
+    /// End now (early), report, close.
+    Stop,
+}
+
+/// The agent's counters once a second.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tick {
+    /// Phase name.
+    pub phase: String,
+    /// Connections open.
+    pub open: u64,
+    /// Attempts so far.
+    pub connect_attempts: u64,
+    /// Failed attempts so far.
+    pub connect_errors: u64,
+    /// Closed by the server so far.
+    pub closed_by_server: u64,
+    /// Sent so far (all phases).
+    pub sent: u64,
+    /// Delivered so far (all phases, any agent's messages).
+    pub delivered: u64,
+    /// Latencies recorded since the last tick, V2+deflate base64.
+    pub interval: String,
+    /// Agent RSS, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Agent CPU time so far, seconds.
+    pub cpu_seconds: f64,
+}
+
+/// An agent's figures at the end of its run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Final {
+    /// Connections in this agent's plan.
+    pub planned: u64,
+    /// Attempts started.
+    pub attempted: u64,
+    /// Handshakes completed.
+    pub connected: u64,
+    /// Ready (joined).
+    pub ready: u64,
+    /// Failed attempts by kind.
+    pub connect_errors: BTreeMap<String, u64>,
+    /// Closed by the server, by close code.
+    pub closed_by_server: BTreeMap<String, u64>,
+    /// `error` frames by code.
+    pub server_errors: BTreeMap<String, u64>,
+    /// Sent in the window.
+    pub sent_window: u64,
+    /// Sent, all phases.
+    pub sent_all: u64,
+    /// Delivered, all phases, any agent's messages.
+    pub delivered_all: u64,
+    /// Duplicates.
+    pub duplicated: u64,
+    /// Late window deliveries.
+    pub late: u64,
+    /// Frames that did not parse.
+    pub bad_frames: u64,
+    /// Per room: window messages sent by this agent.
+    pub room_sent_window: Vec<u64>,
+    /// Per room: window deliveries of this agent's messages to this agent's receivers.
+    pub room_delivered_window: Vec<u64>,
+    /// Per room: this agent's ready readers.
+    pub room_readers: Vec<u64>,
+    /// Slow consumers.
+    pub slow: u64,
+    /// Window latency, V2+deflate base64.
+    pub window_latency: String,
+    /// Connection time.
+    pub connect_time: String,
+    /// Send lag.
+    pub send_lag: String,
+    /// Pacer lateness, if the pacer ran.
+    pub pacer_lag: Option<String>,
+    /// Whether the pacer ran at real-time priority.
+    pub pacer_realtime: Option<bool>,
+    /// Agent CPU over the window, cores.
+    pub cpu_cores_measure: Option<f64>,
+    /// CPUs the agent could use.
+    pub cpus: u64,
+    /// Agent RSS per connection, bytes.
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Seconds of the connect phase.
+    pub connect_phase_s: f64,
+    /// Seconds of the measurement window as run.
+    pub measure_s: f64,
+    /// Stopped early (by `stop` or losing the coordinator).
+    pub interrupted: bool,
+}
+
+/// Messages from an agent to the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum FromAgent {
+    /// Answer to `hello`.
+    Hello {
+        /// [`CONTROL_VERSION`] of the agent.
+        version: u32,
+        /// The agent's pid.
+        pid: u32,
+        /// Its RLIMIT_NOFILE (soft, after raising).
+        nofile: u64,
+    },
+    /// The agent will not do what was asked, and why.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's id.
+        id: u64,
+        /// Agent wall clock, µs since the Unix epoch.
+        agent_unix_us: i64,
+    },
+    /// Setup accepted: the plan fits and the targets answer.
+    Ready {
+        /// Connections this agent will open.
+        connections: u64,
+        /// Source addresses it will use.
+        source_addrs: Vec<String>,
+    },
+    /// The connect phase ended (the barrier).
+    Connected {
+        /// Connections ready.
+        ready: u64,
+    },
+    /// Once a second.
+    Tick(Box<Tick>),
+    /// Final figures.
+    Done(Box<Final>),
+}
+
+/// Encodes a histogram in the V2+deflate form, base64.
+pub fn encode_hist(h: &Histogram<u64>) -> Result<String, ControlError> {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| ControlError::Histogram(format!("{e:?}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+/// Decodes [`encode_hist`]'s form; an empty string is an empty histogram.
+pub fn decode_hist(s: &str) -> Result<Histogram<u64>, ControlError> {
+    if s.is_empty() {
+        return Ok(new_hist());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| ControlError::Histogram(e.to_string()))?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| ControlError::Histogram(format!("{e:?}")))?;
+    Ok(h)
+}
+
+/// Adds `from` into `into` (exact); values beyond `into`'s range are a decoding problem.
+pub fn add_hist(into: &mut Histogram<u64>, from: &Histogram<u64>) -> Result<(), ControlError> {
+    into.add(from)
+        .map_err(|e| ControlError::Histogram(format!("{e:?}")))
+}
+
+/// Writes one message and a newline.
+pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), ControlError> {
+    let mut line = serde_json::to_vec(msg).map_err(|e| ControlError::Bad(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one message; `Closed` at end of stream.
+pub async fn recv<R: AsyncBufRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> Result<T, ControlError> {
+    let mut buf = Vec::new();
+    let n = r
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Err(ControlError::Closed);
+    }
+    if buf.last() != Some(&b'\n') {
+        return Err(if n as u64 > MAX_LINE_BYTES {
+            ControlError::TooLong
+        } else {
+            ControlError::Closed
+        });
+    }
+    serde_json::from_slice(&buf).map_err(|e| {
+        let shown = String::from_utf8_lossy(&buf[..buf.len().min(120)]).into_owned();
+        ControlError::Bad(format!("{e} in {shown:?}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_round_trip_and_add_exactly() {
+        let mut a = new_hist();
+        let mut b = new_hist();
+        for v in 1..=1000u64 {
+            crate::stats::record(&mut a, v);
+            crate::stats::record(&mut b, v * 1000);
+        }
+        let a2 = decode_hist(&encode_hist(&a).expect("encode")).expect("decode");
+        let b2 = decode_hist(&encode_hist(&b).expect("encode")).expect("decode");
+        assert_eq!(a2, a);
+        let mut sum = new_hist();
+        add_hist(&mut sum, &a2).expect("add");
+        add_hist(&mut sum, &b2).expect("add");
+        assert_eq!(sum.len(), 2000);
+        assert_eq!(sum.max(), b.max());
+        assert_eq!(decode_hist("").expect("empty").len(), 0);
+        assert!(decode_hist("not base64!").is_err());
+    }
+
+    #[test]
+    fn allow_list_matches_cidrs_and_addresses() {
+        let l = AllowList::parse("10.1.0.0/16, 192.168.1.7,fd00::/8").expect("parse");
+        assert!(l.allows("10.1.200.3".parse().expect("ip")));
+        assert!(!l.allows("10.2.0.1".parse().expect("ip")));
+        assert!(l.allows("192.168.1.7".parse().expect("ip")));
+        assert!(!l.allows("192.168.1.8".parse().expect("ip")));
+        assert!(l.allows("fd12::1".parse().expect("ip")));
+        assert!(!l.allows("127.0.0.1".parse().expect("ip")));
+        assert!(AllowList::parse("10.0.0.0/33").is_err());
+        assert!(AllowList::parse("").is_err());
+        let lo = AllowList::loopback();
+        assert!(lo.allows("127.9.9.9".parse().expect("ip")));
+        assert!(lo.allows("::1".parse().expect("ip")));
+        assert!(!lo.allows("10.0.0.1".parse().expect("ip")));
+        assert!(AllowList::parse("0.0.0.0/0")
+            .expect("all")
+            .allows("8.8.8.8".parse().expect("ip")));
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cret", "s3cre"));
+        assert!(!token_matches("", "x"));
+        assert!(!token_matches("s3crex", "s3cret"));
+    }
+
+    #[tokio::test]
+    async fn messages_round_trip_and_long_lines_are_refused() {
+        let mut wire = Vec::new();
+        send(&mut wire, &ToAgent::Ping { id: 7 })
+            .await
+            .expect("send");
+        let mut r = tokio::io::BufReader::new(wire.as_slice());
+        match recv::<_, ToAgent>(&mut r).await.expect("recv") {
+            ToAgent::Ping { id } => assert_eq!(id, 7),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            recv::<_, ToAgent>(&mut r).await,
+            Err(ControlError::Closed)
+        ));
+        let mut bad = tokio::io::BufReader::new(&b"{\"t\":\"nope\"}\n"[..]);
+        assert!(matches!(
+            recv::<_, ToAgent>(&mut bad).await,
+            Err(ControlError::Bad(_))
+        ));
+    }
+}

@@ -1,0 +1,1089 @@
+//! The coordinator of a distributed run (`chatbench run --agents local:N | auto | HOST:PORT,…`):
+//! starts local agents (the same executable, own process group, killed by pid at the end) or
+//! connects to remote ones, checks versions, measures clock offsets, splits the plan
+//! ([`crate::plan::Plan::for_agent`]), holds the barrier, gives every agent a common start time
+//! in its own clock, merges the agents' per-second interval histograms and counters into one
+//! time series and one progress display, merges their final histograms exactly (histogram
+//! addition), and writes the same results files as a one-process run plus a per-agent
+//! breakdown (`summary.distributed`).
+//!
+//! Faults: an agent whose control connection ends, or that sends nothing for
+//! [`STALL_LIMIT`], is named with the time it was lost; the others run to the end of the window;
+//! the results are marked partial (status `interrupted`, invalid, with the reason). Every wait
+//! is bounded.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::io::BufReader as TokioBufReader;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::control::{
+    self, add_hist, decode_hist, unix_us, ControlError, Final, FromAgent, Setup, Tick, ToAgent,
+    CONTROL_VERSION, STALL_LIMIT,
+};
+use crate::engine::Phase;
+use crate::plan::{Layout, Plan};
+use crate::progress::Progress;
+use crate::provenance::Provenance;
+use crate::results::{
+    run_id, write_run, AgentBreakdown, AgentFault, ConnectionStats, DistributedInfo, GeneratorInfo,
+    MessageStats, Percentiles, PhaseTimes, RunStatus, ScenarioRecord, SeriesRow, Summary,
+    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+};
+use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::stats::new_hist;
+use crate::{sampler, sys};
+
+/// Where the agents come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentsSpec {
+    /// Start this many local agent processes.
+    Local(u32),
+    /// Start as many local agents as the descriptor limit and the plan need.
+    Auto,
+    /// Connect to running agents at these addresses.
+    Remote(Vec<String>),
+}
+
+impl AgentsSpec {
+    /// Parses `local:N`, `auto` or `HOST:PORT,HOST:PORT,…`.
+    pub fn parse(s: &str) -> Result<AgentsSpec, String> {
+        let s = s.trim();
+        if s == "auto" {
+            return Ok(AgentsSpec::Auto);
+        }
+        if let Some(n) = s.strip_prefix("local:") {
+            return match n.parse::<u32>() {
+                Ok(n) if (1..=1024).contains(&n) => Ok(AgentsSpec::Local(n)),
+                _ => Err(format!(
+                    "--agents {s:?}: local:N needs N between 1 and 1024, e.g. local:4"
+                )),
+            };
+        }
+        let list: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        if list.is_empty() || list.iter().any(|a| !a.contains(':')) {
+            return Err(format!(
+                "--agents {s:?}: expected local:N, auto, or HOST:PORT,HOST:PORT,… (agents started with `chatbench agent --listen HOST:PORT`)"
+            ));
+        }
+        Ok(AgentsSpec::Remote(list))
+    }
+}
+
+/// Local agents for `auto`: enough that each holds at most its descriptor limit.
+pub fn auto_agents(connections: u64, hard_nofile: u64) -> u32 {
+    let per = hard_nofile
+        .min(1 << 20)
+        .saturating_sub(sys::FD_HEADROOM)
+        .max(1);
+    connections.div_ceil(per).clamp(1, 1024) as u32
+}
+
+/// A local agent process, killed by its pid when dropped.
+struct LocalAgent {
+    child: Child,
+    addr: String,
+}
+
+impl LocalAgent {
+    fn spawn(exe: &std::path::Path) -> Result<LocalAgent, String> {
+        let mut child = Command::new(exe)
+            .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start a local agent ({}): {e}", exe.display()))?;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            return Err("local agent: no stdout".into());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).ok();
+        let addr = line
+            .as_deref()
+            .and_then(|l| l.split_whitespace().next())
+            .map(String::from);
+        match addr {
+            Some(addr) => Ok(LocalAgent { child, addr }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(
+                    "a local agent did not announce its address within 10 s (see its stderr above)"
+                        .into(),
+                )
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM to our own child by pid, then SIGKILL after a grace period.
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// One connected agent.
+struct AgentLink {
+    id: u32,
+    address: String,
+    pid: u32,
+    w: Option<OwnedWriteHalf>,
+    offset_us: i64,
+    rtt_us: u64,
+    planned: u64,
+    last_heard: Instant,
+    connected: Option<u64>,
+    last_tick: Option<Tick>,
+    fin: Option<Final>,
+    lost: bool,
+}
+
+impl AgentLink {
+    async fn send(&mut self, m: &ToAgent) -> Result<(), ControlError> {
+        let Some(w) = self.w.as_mut() else {
+            return Err(ControlError::Closed);
+        };
+        tokio::time::timeout(Duration::from_secs(2), control::send(w, m))
+            .await
+            .map_err(|_| {
+                ControlError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the agent does not read",
+                ))
+            })?
+    }
+}
+
+type Event = (usize, Result<FromAgent, ControlError>);
+
+/// What the coordinator needs beyond a one-process run's options.
+pub struct CoordinatorOptions {
+    /// The run.
+    pub run: RunOptions,
+    /// Where the agents come from.
+    pub agents: AgentsSpec,
+    /// Token for remote agents.
+    pub token: Option<String>,
+    /// The chatbench executable (for local agents).
+    pub exe: PathBuf,
+}
+
+fn agent_err(msg: String) -> RunError {
+    RunError::Agents(msg)
+}
+
+/// The scenario text for an agent holding `share` of `total` connections: the same scenario,
+/// with the ramp rate scaled to its share so that the fleet opens connections at the scenario's
+/// `ramp_rate`, as one process would.
+fn agent_scenario(
+    scenario: &crate::scenario::Scenario,
+    share: u64,
+    total: u64,
+) -> Result<String, RunError> {
+    let mut s = scenario.clone();
+    if share > 0 {
+        s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+    }
+    toml::to_string(&s)
+        .map_err(|e| agent_err(format!("cannot encode the scenario for the agents: {e}")))
+}
+
+/// Connects to one agent and exchanges hellos; returns the link and the reader.
+async fn connect_agent(
+    id: u32,
+    address: &str,
+    token: Option<&str>,
+) -> Result<(AgentLink, TokioBufReader<tokio::net::tcp::OwnedReadHalf>), RunError> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+        .await
+        .map_err(|_| agent_err(format!("agent {id} at {address}: no answer within 5 s")))?
+        .map_err(|e| {
+            agent_err(format!(
+                "agent {id} at {address}: cannot connect: {e} (is `chatbench agent --listen {address}` running?)"
+            ))
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = TokioBufReader::new(r);
+    let mut link = AgentLink {
+        id,
+        address: address.to_string(),
+        pid: 0,
+        w: Some(w),
+        offset_us: 0,
+        rtt_us: 0,
+        planned: 0,
+        last_heard: Instant::now(),
+        connected: None,
+        last_tick: None,
+        fin: None,
+        lost: false,
+    };
+    let fail = |e: ControlError| agent_err(format!("agent {id} at {address}: {e}"));
+    link.send(&ToAgent::Hello {
+        version: CONTROL_VERSION,
+        token: token.map(String::from),
+    })
+    .await
+    .map_err(fail)?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), control::recv(&mut reader))
+        .await
+        .map_err(|_| agent_err(format!("agent {id} at {address}: no hello within 10 s")))?;
+    match reply {
+        Ok(FromAgent::Hello { version, pid, .. }) if version == CONTROL_VERSION => link.pid = pid,
+        Ok(FromAgent::Hello { version, .. }) => {
+            return Err(agent_err(format!(
+                "agent {id} at {address}: control protocol version mismatch: the agent speaks v{version}, this coordinator v{CONTROL_VERSION}; run the same chatbench version on both"
+            )))
+        }
+        Ok(FromAgent::Refused { reason }) => {
+            return Err(agent_err(format!("agent {id} at {address} refused: {reason}")))
+        }
+        Ok(other) => {
+            return Err(agent_err(format!(
+                "agent {id} at {address}: expected hello, got {other:?}"
+            )))
+        }
+        Err(ControlError::Bad(e)) => {
+            return Err(agent_err(format!(
+                "agent {id} at {address}: its answer is not a chatbench hello ({e}); is it a chatbench agent of the same version?"
+            )))
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    // Clock offset: the ping with the shortest round trip.
+    let mut best: Option<(u64, i64)> = None;
+    for i in 0..5u64 {
+        let t0 = unix_us();
+        link.send(&ToAgent::Ping { id: i }).await.map_err(fail)?;
+        let pong = tokio::time::timeout(Duration::from_secs(5), control::recv(&mut reader))
+            .await
+            .map_err(|_| agent_err(format!("agent {id} at {address}: no pong within 5 s")))?
+            .map_err(fail)?;
+        let t1 = unix_us();
+        if let FromAgent::Pong { agent_unix_us, .. } = pong {
+            let rtt = (t1 - t0).max(0) as u64;
+            let offset = agent_unix_us - (t0 + t1) / 2;
+            if best.is_none_or(|(r, _)| rtt < r) {
+                best = Some((rtt, offset));
+            }
+        }
+    }
+    if let Some((rtt, offset)) = best {
+        link.rtt_us = rtt;
+        link.offset_us = offset;
+    }
+    Ok((link, reader))
+}
+
+/// Runs a scenario over agents and writes the results.
+pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
+    let CoordinatorOptions {
+        run: ropts,
+        agents: spec,
+        token,
+        exe,
+    } = opts;
+    let scenario = Arc::new(ropts.scenario.clone());
+    let targets = parse_targets(&ropts.target_url)?;
+    let n_agents = match &spec {
+        AgentsSpec::Local(n) => *n,
+        AgentsSpec::Auto => {
+            let hard = sys::current_nofile().map_err(RunError::Limit)?.hard;
+            auto_agents(u64::from(scenario.connections), hard)
+        }
+        AgentsSpec::Remote(list) => list.len() as u32,
+    };
+    let layout = Layout {
+        agents: n_agents,
+        targets: targets.len() as u32,
+        policy: scenario.target_policy,
+    };
+    if let Some(problem) = layout.problem(&scenario) {
+        return Err(RunError::Layout(problem));
+    }
+    let progress = Progress::new(ropts.progress);
+    // Start or reach the agents.
+    let mut locals = Vec::new();
+    let addresses: Vec<String> = match &spec {
+        AgentsSpec::Remote(list) => list.clone(),
+        _ => {
+            for _ in 0..n_agents {
+                locals.push(LocalAgent::spawn(&exe).map_err(agent_err)?);
+            }
+            locals.iter().map(|l| l.addr.clone()).collect()
+        }
+    };
+    let mut links = Vec::new();
+    let mut readers = Vec::new();
+    for (i, a) in addresses.iter().enumerate() {
+        let (l, r) = connect_agent(i as u32, a, token.as_deref()).await?;
+        links.push(l);
+        readers.push(r);
+    }
+    // Setup: each agent's share.
+    let counts = Plan::counts_per_agent(&scenario, &layout);
+    let per = u64::from(sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
+    let total = counts.iter().sum::<u64>().max(1);
+    let mut first = 0u64;
+    let mut source_addrs = Vec::new();
+    for (i, link) in links.iter_mut().enumerate() {
+        link.planned = counts[i];
+        let setup = Setup {
+            agent: i as u32,
+            agents: n_agents,
+            scenario: agent_scenario(&scenario, counts[i], total)?,
+            targets: targets.iter().map(|t| t.url.clone()).collect(),
+            source_first: first,
+        };
+        first += counts[i].div_ceil(per).max(1);
+        link.send(&ToAgent::Setup(Box::new(setup)))
+            .await
+            .map_err(|e| agent_err(format!("agent {i} at {}: {e}", link.address)))?;
+    }
+    let setup_wait = scenario.connect_timeout * (targets.len() as u32 + 1) + Duration::from_secs(5);
+    for (i, r) in readers.iter_mut().enumerate() {
+        let addr = &links[i].address;
+        let reply = tokio::time::timeout(setup_wait, control::recv(r))
+            .await
+            .map_err(|_| {
+                agent_err(format!(
+                    "agent {i} at {addr}: no answer to setup within {setup_wait:?}"
+                ))
+            })?
+            .map_err(|e| agent_err(format!("agent {i} at {addr}: {e}")))?;
+        match reply {
+            FromAgent::Ready {
+                source_addrs: s, ..
+            } => source_addrs.extend(s),
+            FromAgent::Refused { reason } => {
+                return Err(agent_err(format!(
+                    "agent {i} at {addr} refused the run: {reason}"
+                )))
+            }
+            other => {
+                return Err(agent_err(format!(
+                    "agent {i} at {addr}: expected ready, got {other:?}"
+                )))
+            }
+        }
+    }
+    // Readers forward into one channel.
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    for (i, mut r) in readers.into_iter().enumerate() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = control::recv::<_, FromAgent>(&mut r).await;
+                let end = m.is_err();
+                if tx.send((i, m)).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut provenance = Provenance::collect();
+    let started_utc = chrono::Utc::now();
+    let pid = ropts.target_info.pid;
+    let server_sample = || pid.and_then(|p| sampler::sample_process(p).ok());
+    let host_before = sampler::sample_host().ok();
+    let server_before = server_sample();
+    for l in links.iter_mut() {
+        let _ = l.send(&ToAgent::Start).await;
+    }
+    let started = Instant::now();
+    let at_s = |t: Instant| (t.duration_since(started).as_secs_f64() * 1000.0).round() / 1000.0;
+    let mut faults: Vec<AgentFault> = Vec::new();
+    let mut series: Vec<SeriesRow> = Vec::new();
+    let mut pending = new_hist();
+    let mut last_emit = Instant::now();
+    let mut last_sent = 0u64;
+    let mut last_delivered = 0u64;
+    let mut last_cpu = 0.0f64;
+    let mut phase = Phase::Connect;
+    let mut phases = PhaseTimes::default();
+    let connect_deadline =
+        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(5);
+    // (start, measure start, cooldown start, end) in coordinator time.
+    let mut timeline: Option<[Instant; 4]> = None;
+    let mut server_connected = None;
+    let mut host_connected = None;
+    let mut server_window: (Option<sampler::ProcSample>, Option<sampler::ProcSample>) =
+        (None, None);
+    let mut interrupt = ropts.interrupt.clone();
+    let mut interrupted = *interrupt.borrow();
+    let mut stop_sent = false;
+    let mut hard_deadline = connect_deadline
+        + scenario.settle
+        + scenario.warmup
+        + scenario.measure
+        + scenario.cooldown
+        + Duration::from_secs(20);
+    let mut next_ping = Instant::now() + Duration::from_secs(1);
+    let mut connect_end: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let live: Vec<usize> = (0..links.len())
+            .filter(|&i| !links[i].lost && links[i].fin.is_none())
+            .collect();
+        if live.is_empty() || now >= hard_deadline {
+            if !live.is_empty() {
+                for i in live {
+                    let l = &mut links[i];
+                    l.lost = true;
+                    l.w = None;
+                    faults.push(AgentFault {
+                        agent: l.id,
+                        address: l.address.clone(),
+                        at_s: at_s(now),
+                        what: "did not deliver its final figures before the run's deadline".into(),
+                    });
+                }
+            }
+            break;
+        }
+        // Stalls.
+        for l in links.iter_mut().filter(|l| !l.lost && l.fin.is_none()) {
+            if now.duration_since(l.last_heard) > STALL_LIMIT {
+                l.lost = true;
+                l.w = None; // closing the control connection makes the agent stop its load
+                let what = format!("stalled: no report for {STALL_LIMIT:?}");
+                progress.println(&format!(
+                    "agent {} ({}) {what} at {:.1} s",
+                    l.id,
+                    l.address,
+                    at_s(now)
+                ));
+                faults.push(AgentFault {
+                    agent: l.id,
+                    address: l.address.clone(),
+                    at_s: at_s(now),
+                    what,
+                });
+            }
+        }
+        // The barrier: every live agent has finished connecting.
+        if phase == Phase::Connect && links.iter().all(|l| l.lost || l.connected.is_some()) {
+            connect_end = Some(now);
+            phases.connect = now.duration_since(started).as_secs_f64();
+            phase = Phase::Settle;
+            let ready: u64 = links.iter().filter_map(|l| l.connected).sum();
+            if ready == 0 {
+                // Nothing to measure: collect every agent's figures (their errors) and end.
+                progress.println("no connection could be made by any agent: ending the run");
+                for l in links.iter_mut().filter(|l| !l.lost) {
+                    let _ = l.send(&ToAgent::Stop).await;
+                }
+                stop_sent = true;
+                hard_deadline = now + Duration::from_secs(15);
+                continue;
+            }
+            let start = now + scenario.settle + Duration::from_millis(200);
+            let measure_at = start + scenario.warmup;
+            let cool_at = measure_at + scenario.measure;
+            let end_at = cool_at + scenario.cooldown;
+            timeline = Some([start, measure_at, cool_at, end_at]);
+            hard_deadline = end_at + Duration::from_secs(15);
+            let start_coord_us = unix_us() + (start - now).as_micros() as i64;
+            for l in links.iter_mut().filter(|l| !l.lost) {
+                let go = ToAgent::Go {
+                    start_unix_us: start_coord_us + l.offset_us,
+                };
+                if let Err(e) = l.send(&go).await {
+                    l.lost = true;
+                    l.w = None;
+                    faults.push(AgentFault {
+                        agent: l.id,
+                        address: l.address.clone(),
+                        at_s: at_s(now),
+                        what: format!("could not be told to start: {e}"),
+                    });
+                }
+            }
+        } else if phase == Phase::Connect && now >= connect_deadline {
+            for l in links
+                .iter_mut()
+                .filter(|l| !l.lost && l.connected.is_none())
+            {
+                l.lost = true;
+                l.w = None;
+                faults.push(AgentFault {
+                    agent: l.id,
+                    address: l.address.clone(),
+                    at_s: at_s(now),
+                    what: "did not finish connecting by the connect deadline".into(),
+                });
+            }
+            continue;
+        }
+        if let Some([start, measure_at, cool_at, end_at]) = timeline {
+            if phase == Phase::Settle && now >= start {
+                server_connected = server_sample();
+                host_connected = sampler::sample_host().ok();
+                phases.settle = now.duration_since(connect_end.unwrap_or(now)).as_secs_f64();
+                phase = Phase::Warmup;
+            }
+            if phase == Phase::Warmup && now >= measure_at {
+                phases.warmup = now.duration_since(start).as_secs_f64();
+                server_window.0 = server_sample();
+                phase = Phase::Measure;
+            }
+            if phase == Phase::Measure && now >= cool_at {
+                phases.measure = now.duration_since(measure_at).as_secs_f64();
+                server_window.1 = server_sample();
+                phase = Phase::Cooldown;
+            }
+            if phase == Phase::Cooldown && now >= end_at {
+                phases.cooldown = now.duration_since(cool_at).as_secs_f64();
+                phase = Phase::Stop;
+            }
+        }
+        // Heartbeat.
+        if now >= next_ping {
+            next_ping += Duration::from_secs(1);
+            for l in links.iter_mut().filter(|l| !l.lost && l.w.is_some()) {
+                if let Err(e) = l.send(&ToAgent::Ping { id: 0 }).await {
+                    l.lost = true;
+                    l.w = None;
+                    faults.push(AgentFault {
+                        agent: l.id,
+                        address: l.address.clone(),
+                        at_s: at_s(now),
+                        what: format!("control connection failed: {e}"),
+                    });
+                }
+            }
+        }
+        // One merged row a second.
+        if now >= last_emit + Duration::from_secs(1) {
+            let dt = now.duration_since(last_emit).as_secs_f64().max(1e-3);
+            let ticks: Vec<&Tick> = links.iter().filter_map(|l| l.last_tick.as_ref()).collect();
+            let sum = |f: fn(&Tick) -> u64| ticks.iter().map(|t| f(t)).sum::<u64>();
+            let sent = sum(|t| t.sent);
+            let delivered = sum(|t| t.delivered);
+            let open = sum(|t| t.open);
+            let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
+            let t = at_s(now);
+            let mut rows: Vec<(&str, f64)> = vec![
+                ("connections_open", open as f64),
+                ("connect_attempts", sum(|t| t.connect_attempts) as f64),
+                ("connect_errors", sum(|t| t.connect_errors) as f64),
+                ("closed_by_server", sum(|t| t.closed_by_server) as f64),
+                ("sent_per_s", sent.saturating_sub(last_sent) as f64 / dt),
+                (
+                    "delivered_per_s",
+                    delivered.saturating_sub(last_delivered) as f64 / dt,
+                ),
+                ("latency_count", pending.len() as f64),
+                (
+                    "generator_rss_bytes",
+                    ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>() as f64,
+                ),
+                ("generator_cpu_cores", (cpu - last_cpu).max(0.0) / dt),
+                (
+                    "agents_live",
+                    links.iter().filter(|l| !l.lost).count() as f64,
+                ),
+            ];
+            if !pending.is_empty() {
+                rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
+                rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
+                rows.push(("latency_max_us", pending.max() as f64));
+            }
+            if let Some(s) = server_sample() {
+                rows.push(("target_rss_bytes", s.rss_bytes as f64));
+            }
+            for (metric, value) in rows {
+                series.push(SeriesRow {
+                    t_s: t,
+                    phase: phase.as_str().into(),
+                    metric: metric.into(),
+                    value,
+                });
+            }
+            let p99 = if pending.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}ms", pending.value_at_quantile(0.99) as f64 / 1000.0)
+            };
+            progress.update(&format!(
+                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{}  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}",
+                phase.as_str(),
+                t,
+                links.iter().filter(|l| !l.lost).count(),
+                links.len(),
+                open,
+                scenario.connections,
+                sent.saturating_sub(last_sent) as f64 / dt,
+                delivered.saturating_sub(last_delivered) as f64 / dt,
+                p99,
+                sum(|t| t.connect_errors),
+            ));
+            pending.reset();
+            last_sent = sent;
+            last_delivered = delivered;
+            last_cpu = cpu;
+            last_emit = now;
+        }
+        // Interrupt: stop everyone early.
+        if interrupted && !stop_sent {
+            stop_sent = true;
+            for l in links.iter_mut().filter(|l| !l.lost) {
+                let _ = l.send(&ToAgent::Stop).await;
+            }
+            hard_deadline = hard_deadline.min(Instant::now() + Duration::from_secs(15));
+        }
+        // Wait for a message or the next thing due.
+        let wake = (last_emit + Duration::from_secs(1))
+            .min(next_ping)
+            .min(now + Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = interrupt.changed(), if !interrupted => {
+                if r.is_err() || *interrupt.borrow() { interrupted = true; }
+            }
+            ev = rx.recv() => {
+                let Some((i, m)) = ev else { continue };
+                let l = &mut links[i];
+                if l.lost { continue; }
+                l.last_heard = Instant::now();
+                match m {
+                    Ok(FromAgent::Tick(t)) => {
+                        if let Ok(h) = decode_hist(&t.interval) {
+                            let _ = add_hist(&mut pending, &h);
+                        }
+                        l.last_tick = Some(*t);
+                    }
+                    Ok(FromAgent::Connected { ready }) => l.connected = Some(ready),
+                    Ok(FromAgent::Done(f)) => l.fin = Some(*f),
+                    Ok(FromAgent::Pong { .. }) => {}
+                    Ok(FromAgent::Refused { reason }) => {
+                        l.lost = true;
+                        l.w = None;
+                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(Instant::now()), what: format!("gave up: {reason}") });
+                    }
+                    Ok(other) => {
+                        progress.println(&format!("agent {}: unexpected {other:?}", l.id));
+                    }
+                    Err(e) => {
+                        l.lost = true;
+                        l.w = None;
+                        let what = match e {
+                            ControlError::Closed => "its control connection closed (the agent died or was killed)".to_string(),
+                            e => format!("control connection failed: {e}"),
+                        };
+                        progress.println(&format!("agent {} ({}) lost at {:.1} s: {what}", l.id, l.address, at_s(Instant::now())));
+                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(Instant::now()), what });
+                    }
+                }
+            }
+        }
+    }
+    // Read the server's own counters before the clients leave, then release the agents.
+    let server_metrics = match (&ropts.target_info.arch, targets.first()) {
+        (Some(_), Some(t)) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
+        _ => None,
+    };
+    for l in links.iter_mut().filter(|l| !l.lost) {
+        let _ = l.send(&ToAgent::Stop).await;
+        l.w = None;
+    }
+    progress.finish();
+    // Local agents exit after their session; give them a moment to close politely, then make
+    // sure (by pid).
+    let exit_wait = Instant::now() + Duration::from_secs(8);
+    for la in locals.iter_mut() {
+        while Instant::now() < exit_wait {
+            if let Ok(Some(_)) = la.child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for mut la in locals {
+        la.stop();
+    }
+    provenance.finish();
+    let host_after = sampler::sample_host().ok();
+
+    // Merge.
+    let mut window = new_hist();
+    let mut connect_hist = new_hist();
+    let mut send_lag = new_hist();
+    let mut pacer_lag: Option<Histogram<u64>> = None;
+    let mut breakdown = Vec::new();
+    let mut totals = Final::default();
+    let mut expected = 0u64;
+    let mut delivered = 0u64;
+    let mut measure_s: f64 = 0.0;
+    let mut agent_cores: Vec<(f64, u64)> = Vec::new();
+    let mut rss_per_conn = Vec::new();
+    let mut realtime = None;
+    let mut any_interrupted = false;
+    let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
+    for l in &links {
+        let (mut exp, mut del) = (0u64, 0u64);
+        let mut lat = None;
+        if let Some(f) = &l.fin {
+            for (room, sent) in f.room_sent_window.iter().enumerate() {
+                let readers = f.room_readers.get(room).copied().unwrap_or(0);
+                exp += sent * readers.saturating_sub(1);
+            }
+            del = f.room_delivered_window.iter().sum();
+            let w = decode_hist(&f.window_latency).map_err(bad_hist)?;
+            add_hist(&mut window, &w).map_err(bad_hist)?;
+            lat = Percentiles::of(&w);
+            add_hist(
+                &mut connect_hist,
+                &decode_hist(&f.connect_time).map_err(bad_hist)?,
+            )
+            .map_err(bad_hist)?;
+            add_hist(&mut send_lag, &decode_hist(&f.send_lag).map_err(bad_hist)?)
+                .map_err(bad_hist)?;
+            if let Some(p) = &f.pacer_lag {
+                let h = decode_hist(p).map_err(bad_hist)?;
+                add_hist(pacer_lag.get_or_insert_with(new_hist), &h).map_err(bad_hist)?;
+            }
+            expected += exp;
+            delivered += del;
+            measure_s = measure_s.max(f.measure_s);
+            if let Some(c) = f.cpu_cores_measure {
+                agent_cores.push((c, f.cpus));
+            }
+            if let Some(r) = f.rss_per_conn_bytes {
+                rss_per_conn.push(r);
+            }
+            realtime = realtime.or(f.pacer_realtime);
+            any_interrupted |= f.interrupted;
+            totals.planned += f.planned;
+            totals.attempted += f.attempted;
+            totals.connected += f.connected;
+            totals.ready += f.ready;
+            for (k, v) in &f.connect_errors {
+                *totals.connect_errors.entry(k.clone()).or_insert(0) += v;
+            }
+            for (k, v) in &f.closed_by_server {
+                *totals.closed_by_server.entry(k.clone()).or_insert(0) += v;
+            }
+            for (k, v) in &f.server_errors {
+                *totals.server_errors.entry(k.clone()).or_insert(0) += v;
+            }
+            totals.sent_window += f.sent_window;
+            totals.duplicated += f.duplicated;
+            totals.late += f.late;
+            totals.bad_frames += f.bad_frames;
+            totals.slow += f.slow;
+        }
+        breakdown.push(AgentBreakdown {
+            agent: l.id,
+            address: l.address.clone(),
+            pid: l.pid,
+            clock_offset_us: l.offset_us,
+            clock_rtt_us: l.rtt_us,
+            planned: l.planned,
+            ready: l.fin.as_ref().map_or(l.connected.unwrap_or(0), |f| f.ready),
+            connect_errors: l
+                .fin
+                .as_ref()
+                .map(|f| f.connect_errors.clone())
+                .unwrap_or_default(),
+            sent: l.fin.as_ref().map_or(0, |f| f.sent_window),
+            expected: exp,
+            delivered: del,
+            sent_all: l.fin.as_ref().map_or(0, |f| f.sent_all),
+            delivered_all: l.fin.as_ref().map_or(0, |f| f.delivered_all),
+            latency_us: lat,
+            cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
+            rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
+            complete: l.fin.is_some(),
+        });
+    }
+    let partial = links.iter().any(|l| l.fin.is_none());
+    let status = if totals.ready == 0 {
+        RunStatus::Failed
+    } else if partial || interrupted || any_interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    let affinity = sys::cpu_affinity();
+    // Local agents share this host's CPUs: judge their sum against them; a remote agent against
+    // its own.
+    let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
+    let gen_cores_sum: f64 = agent_cores.iter().map(|(c, _)| c).sum();
+    let mut invalid = Vec::new();
+    if local {
+        invalid.extend(self_check(&SelfCheck {
+            status,
+            generator_cores: (!agent_cores.is_empty()).then_some(gen_cores_sum),
+            generator_cpus: affinity.len(),
+            pacer_p99_us: pacer_lag.as_ref().and_then(Percentiles::of).map(|p| p.p99),
+        }));
+    } else {
+        for (c, cpus) in &agent_cores {
+            invalid.extend(self_check(&SelfCheck {
+                status: RunStatus::Complete,
+                generator_cores: Some(*c),
+                generator_cpus: *cpus as usize,
+                pacer_p99_us: None,
+            }));
+        }
+        invalid.extend(self_check(&SelfCheck {
+            status,
+            generator_cores: None,
+            generator_cpus: 1,
+            pacer_p99_us: pacer_lag.as_ref().and_then(Percentiles::of).map(|p| p.p99),
+        }));
+    }
+    for f in &faults {
+        invalid.push(format!(
+            "partial results: agent {} ({}) was lost at {:.1} s ({}); its connections and messages are missing from the totals",
+            f.agent, f.address, f.at_s, f.what
+        ));
+    }
+    let mut notes = Vec::new();
+    let msgs_per_s = scenario.expected_msgs_per_sec();
+    if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
+        notes.push(format!(
+            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
+             here includes CPU wake-up time, not only the server"
+        ));
+    }
+    notes.push(format!(
+        "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
+         `distributed.agents[].delivered_all` counts every delivery, across agents",
+        links.len()
+    ));
+    let memory_per_conn = match (
+        &server_before,
+        &host_before,
+        &server_connected,
+        &host_connected,
+    ) {
+        (Some(bs), Some(bh), Some(cs), Some(ch)) if totals.ready > 0 => {
+            let m = sampler::memory_per_connection(
+                (bs, bh),
+                (cs, ch),
+                totals.ready,
+                2 * totals.ready as i64,
+            );
+            if let Some(n) = &m.note {
+                notes.push(format!("memory per connection: {n}"));
+            }
+            Some(m)
+        }
+        _ => None,
+    };
+    let (server_cores, cpu_per_delivery) = match &server_window {
+        (Some(a), Some(b)) => {
+            let w = phases.measure.max(1e-9);
+            let cpu = b.cpu_seconds - a.cpu_seconds;
+            (
+                Some(cpu / w),
+                (delivered > 0).then(|| cpu * 1e6 / delivered as f64),
+            )
+        }
+        _ => (None, None),
+    };
+    let listen_overflows = match (&host_before, &host_after) {
+        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
+        _ => None,
+    };
+    let lost = expected.saturating_sub(delivered);
+    let measure_s = if phases.measure > 0.0 {
+        phases.measure
+    } else {
+        measure_s
+    }
+    .max(1e-9);
+    let connect_secs = phases.connect.max(1e-9);
+    let client = &scenario.client;
+    let mut client_settings = BTreeMap::new();
+    client_settings.insert("read_buffer_size".into(), client.read_buffer_size as u64);
+    client_settings.insert("write_buffer_size".into(), client.write_buffer_size as u64);
+    client_settings.insert(
+        "max_write_buffer_size".into(),
+        client.max_write_buffer_size as u64,
+    );
+    client_settings.insert("max_message_size".into(), client.max_message_size as u64);
+    let mut target_info = ropts.target_info.clone();
+    if targets.len() > 1 {
+        target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
+        target_info.target_policy = Some(scenario.target_policy.as_str().into());
+    }
+    let mut summary = Summary {
+        schema: SUMMARY_SCHEMA_ID.into(),
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        run_id: run_id(started_utc, &scenario.name),
+        status,
+        valid: invalid.is_empty(),
+        invalid_reasons: invalid,
+        notes,
+        scenario: ScenarioRecord {
+            name: scenario.name.clone(),
+            path: scenario
+                .source
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            text: scenario.source.text.clone(),
+            overrides: ropts.overrides.clone(),
+        },
+        target: target_info,
+        generator: GeneratorInfo {
+            agents: links.len() as u32,
+            source_addrs,
+            client: client_settings,
+            cpu_affinity: affinity,
+            cpu_cores_measure: (!agent_cores.is_empty()).then_some(gen_cores_sum),
+            pacer_lag_us: pacer_lag.as_ref().and_then(Percentiles::of),
+            pacer_realtime: realtime,
+            send_lag_us: Percentiles::of(&send_lag),
+            rss_per_conn_bytes: (!rss_per_conn.is_empty())
+                .then(|| rss_per_conn.iter().sum::<f64>() / rss_per_conn.len() as f64),
+        },
+        provenance,
+        phases,
+        connections: ConnectionStats {
+            planned: u64::from(scenario.connections),
+            attempted: totals.attempted,
+            connected: totals.connected,
+            ready: totals.ready,
+            errors: totals.connect_errors,
+            closed_by_server: totals.closed_by_server,
+            connect_phase_s: connect_secs,
+            open_rate_per_s: totals.ready as f64 / connect_secs,
+            connect_time_us: Percentiles::of(&connect_hist),
+        },
+        messages: MessageStats {
+            sent: totals.sent_window,
+            expected,
+            delivered,
+            lost,
+            extra: delivered.saturating_sub(expected),
+            duplicated: totals.duplicated,
+            late: totals.late,
+            loss_ratio: if expected == 0 {
+                0.0
+            } else {
+                lost as f64 / expected as f64
+            },
+            slow_consumers: totals.slow,
+            server_errors: totals.server_errors,
+            bad_frames: totals.bad_frames,
+            sent_per_s: totals.sent_window as f64 / measure_s,
+            delivered_per_s: delivered as f64 / measure_s,
+        },
+        latency_us: Percentiles::of(&window),
+        target_resources: TargetResources {
+            rss_before_bytes: server_before.as_ref().map(|s| s.rss_bytes),
+            rss_connected_bytes: server_connected.as_ref().map(|s| s.rss_bytes),
+            rss_peak_bytes: None,
+            memory_per_conn,
+            cpu_cores_measure: server_cores,
+            cpu_us_per_delivery: cpu_per_delivery,
+            threads: server_connected.as_ref().map(|s| s.threads),
+            open_fds: server_connected.as_ref().map(|s| s.open_fds),
+            listen_overflows,
+            server_metrics,
+        },
+        fault: None,
+        distributed: Some(DistributedInfo {
+            agents: breakdown,
+            faults,
+            partial,
+        }),
+    };
+    let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
+    Ok(RunReport { dir, summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_spec_parses_and_explains() {
+        assert_eq!(AgentsSpec::parse("local:3"), Ok(AgentsSpec::Local(3)));
+        assert_eq!(AgentsSpec::parse("auto"), Ok(AgentsSpec::Auto));
+        assert_eq!(
+            AgentsSpec::parse("10.0.0.1:7000, 10.0.0.2:7000"),
+            Ok(AgentsSpec::Remote(vec![
+                "10.0.0.1:7000".into(),
+                "10.0.0.2:7000".into()
+            ]))
+        );
+        let e = AgentsSpec::parse("local:0").expect_err("zero");
+        assert!(e.contains("between 1 and"), "{e}");
+        assert!(AgentsSpec::parse("banana").is_err());
+    }
+
+    #[test]
+    fn agents_share_the_ramp_rate_and_keep_everything_else() {
+        let s = crate::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nramp_rate=3000.0\nrooms=3\nmembers_per_room=100\n",
+            "t",
+        )
+        .expect("scenario");
+        let text = agent_scenario(&s, 100, 300).expect("encode");
+        let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
+        assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
+        assert_eq!(back.connections, 300);
+        assert_eq!(back.rooms, 3);
+        assert_eq!(back.measure, s.measure);
+        assert_eq!(back.target_policy, s.target_policy);
+    }
+
+    #[test]
+    fn auto_sizes_to_the_descriptor_limit() {
+        assert_eq!(auto_agents(200_000, 20_000), 11); // 19,936 per agent
+        assert_eq!(auto_agents(100, 20_000), 1);
+        assert_eq!(auto_agents(0, 20_000), 1);
+        assert_eq!(auto_agents(200_000, u64::MAX), 1);
+    }
+}

@@ -1,0 +1,714 @@
+//! End-to-end tests of runs spread over several targets and several agent processes: the real
+//! binary, real `chatbench serve` processes on 127.0.0.1 port 0, real agents. They assert
+//! counts (connections per target, exact deliveries, merged histogram counts) and refusals,
+//! never timing.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// These runs take turns: running them side by side would make each generator-bound.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn chatbench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chatbench"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A child process this test started, killed by its pid when dropped.
+struct Started {
+    child: Child,
+    /// The first word of its first stdout line (the bound address).
+    addr: String,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `chatbench ARGS` and reads the bound address from its first stdout line.
+fn start(args: &[&str]) -> Started {
+    let mut child = chatbench()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chatbench");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line.split_whitespace().next().unwrap_or("").to_string();
+    assert!(!addr.is_empty(), "no address printed by chatbench {args:?}");
+    Started { child, addr }
+}
+
+fn server() -> Started {
+    start(&[
+        "serve",
+        "--arch",
+        "task-per-conn",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+}
+
+fn only_run_dir(root: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(root)
+        .expect("results root")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "expected one run folder, found {dirs:?}");
+    dirs[0].clone()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
+    serde_json::from_slice(&bytes).expect("summary.json is JSON")
+}
+
+fn check_schema(summary: &serde_json::Value) {
+    let schema_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"),
+    )
+    .expect("docs/summary.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(summary)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "summary.json does not match docs/summary.schema.json:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// A finished run: exit 0, or 4 (generator-bound on a busy machine) with its reason.
+fn assert_finished(out: &Output, s: &serde_json::Value) {
+    match out.status.code() {
+        Some(0) => {}
+        Some(4) => assert!(
+            !s["invalid_reasons"].as_array().expect("reasons").is_empty(),
+            "{s:#}"
+        ),
+        _ => panic!("run failed: {}", text(out)),
+    }
+}
+
+/// The server's `/metrics` counter `name` (a plain HTTP GET on the server's port).
+fn metric(addr: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect for /metrics");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
+const SCENARIO: &str = "name = \"multi\"\nconnections = 120\nrooms = 6\nmembers_per_room = 20\n\
+senders_per_room = 3\nrate_per_sender = 10.0\nramp_rate = 2000.0\nsettle = \"500ms\"\n\
+warmup = \"500ms\"\nmeasure = \"2s\"\ncooldown = \"1s\"\n";
+
+fn scenario_file(dir: &Path) -> PathBuf {
+    let p = dir.join("multi.toml");
+    std::fs::write(&p, SCENARIO).expect("write scenario");
+    p
+}
+
+#[test]
+fn two_partitioned_targets_each_hold_their_rooms_and_lose_nothing() {
+    let _turn = serial();
+    let a = server();
+    let b = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let targets = format!("ws://{}/ws,ws://{}/ws", a.addr, b.addr);
+    let out = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--target",
+            &targets,
+            "--target-policy",
+            "partition",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    let s = summary(&only_run_dir(&out_root));
+    assert_finished(&out, &s);
+    check_schema(&s);
+    assert_eq!(s["target"]["targets"].as_array().map(Vec::len), Some(2));
+    assert_eq!(s["target"]["target_policy"], "partition");
+    assert_eq!(s["connections"]["ready"], 120, "{s:#}");
+    let m = &s["messages"];
+    let sent = m["sent"].as_u64().expect("sent");
+    assert!(sent > 0);
+    assert_eq!(m["expected"].as_u64(), Some(sent * 19), "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["lost"], 0);
+    // Each server saw exactly its three rooms' 60 members, plus the run's preflight TCP
+    // connection and this /metrics request.
+    for srv in [&a, &b] {
+        let accepted = metric(&srv.addr, "chatbench_connections_accepted_total");
+        assert_eq!(accepted, 62.0, "server {} accepted {accepted}", srv.addr);
+    }
+}
+
+#[test]
+fn partition_with_fewer_rooms_than_targets_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let out = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--target",
+            "ws://127.0.0.1:9/ws,ws://127.0.0.1:10/ws",
+            "--set",
+            "rooms=1",
+            "--set",
+            "members_per_room=20",
+            "--target-policy",
+            "partition",
+            "--out",
+            out_root.to_str().expect("path"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partition") && err.contains("rooms"), "{err}");
+    assert!(!out_root.exists(), "no results for a refused plan");
+}
+
+fn hgrm_total(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("latency.hgrm")).expect("latency.hgrm");
+    text.lines()
+        .find_map(|l| l.split("Total count").nth(1))
+        .and_then(|rest| rest.trim_matches([' ', '=', ']']).parse().ok())
+        .unwrap_or_else(|| panic!("no total count in latency.hgrm:\n{text}"))
+}
+
+fn sum(agents: &[serde_json::Value], key: &str) -> u64 {
+    agents
+        .iter()
+        .map(|a| a[key].as_u64().unwrap_or_else(|| panic!("{key} in {a}")))
+        .sum()
+}
+
+#[test]
+fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let out = chatbench()
+        .args([
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--agents",
+            "local:3",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    let run_dir = only_run_dir(&out_root);
+    let s = summary(&run_dir);
+    assert_finished(&out, &s);
+    check_schema(&s);
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["generator"]["agents"], 3);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], false, "{d:#}");
+    let agents = d["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 3);
+    assert!(agents.iter().all(|a| a["complete"] == true), "{d:#}");
+    assert_eq!(sum(agents, "planned"), 120);
+    assert_eq!(s["connections"]["ready"], 120, "{s:#}");
+    // Judged deliveries (each agent's messages to its own receivers): exact, and the totals
+    // are the agents' sums.
+    let m = &s["messages"];
+    assert_eq!(m["lost"], 0, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(m["expected"].as_u64(), Some(sum(agents, "expected")));
+    assert_eq!(m["sent"].as_u64(), Some(sum(agents, "sent")));
+    assert!(m["sent"].as_u64().expect("sent") > 0);
+    // Senders spread over the agents (3 per room, rooms rotate).
+    assert!(agents.iter().all(|a| a["sent"].as_u64() > Some(0)), "{d:#}");
+    // The merged histogram holds exactly the agents' samples, one per judged delivery.
+    let merged = s["latency_us"]["count"].as_u64().expect("merged count");
+    let per_agent: u64 = agents
+        .iter()
+        .map(|a| a["latency_us"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(merged, per_agent);
+    assert_eq!(Some(merged), m["delivered"].as_u64());
+    assert_eq!(hgrm_total(&run_dir), merged);
+    // Every delivery across agents: all-phase sends × 19 other members, which is also what the
+    // server says it forwarded.
+    let sent_all = sum(agents, "sent_all");
+    let delivered_all = sum(agents, "delivered_all");
+    assert_eq!(delivered_all, sent_all * 19, "{d:#}");
+    let forwarded = s["target_resources"]["server_metrics"]["chatbench_deliveries_total"]
+        .as_f64()
+        .expect("server deliveries");
+    assert_eq!(forwarded as u64, delivered_all);
+    let csv = std::fs::read_to_string(run_dir.join("timeseries.csv")).expect("timeseries.csv");
+    assert!(csv.contains("agents_live") && csv.contains("delivered_per_s"));
+}
+
+/// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.
+fn agent(extra: &[&str]) -> Started {
+    let mut args = vec!["agent", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start(&args)
+}
+
+#[test]
+fn an_agent_killed_mid_run_gives_partial_results_and_no_hang() {
+    let _turn = serial();
+    let srv = server();
+    let mut agents: Vec<Started> = (0..3).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let list = agents
+        .iter()
+        .map(|a| a.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let target = format!("ws://{}/ws", srv.addr);
+    let mut coord = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--set",
+            "measure=\"4s\"",
+            "--target",
+            &target,
+            "--agents",
+            &list,
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "lines",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the coordinator");
+    let stderr = coord.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("[measure") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("[measure"),
+        "the run never reached measure:\n{seen}"
+    );
+    // Kill agent 1 by its pid (SIGKILL: no goodbye).
+    agents[1].child.kill().expect("kill agent 1");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // Nothing hangs: the coordinator ends on its own well within a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = coord.try_wait().expect("wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = coord.kill();
+            panic!("the coordinator hung after an agent died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let rest = rest.join().expect("stderr reader").join("\n");
+    assert_eq!(status.code(), Some(130), "partial run: {seen}{rest}");
+    assert!(rest.contains("agent 1"), "the agent is named: {rest}");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert_eq!(s["status"], "interrupted");
+    assert_eq!(s["valid"], false);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], true, "{d:#}");
+    let faults = d["faults"].as_array().expect("faults");
+    assert_eq!(faults.len(), 1, "{d:#}");
+    assert_eq!(faults[0]["agent"], 1);
+    let reasons = s["invalid_reasons"].to_string();
+    assert!(
+        reasons.contains("agent 1") && reasons.contains("partial"),
+        "{reasons}"
+    );
+    let a = d["agents"].as_array().expect("agents");
+    assert_eq!(a[0]["complete"], true);
+    assert_eq!(a[1]["complete"], false);
+    assert_eq!(a[2]["complete"], true);
+    // The survivors' own figures are still exact.
+    assert_eq!(s["messages"]["lost"], 0, "{s:#}");
+}
+
+fn run_with_agents(agents: &str, target: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let mut args = vec![
+        "run",
+        "--scenario",
+        scenario.to_str().expect("path"),
+        "--target",
+        target,
+        "--agents",
+        agents,
+        "--out",
+    ];
+    let out_root = dir.path().join("out");
+    args.push(out_root.to_str().expect("path"));
+    args.extend_from_slice(extra);
+    let out = chatbench().args(&args).output().expect("run");
+    assert!(!out_root.exists(), "no results for a refused run");
+    out
+}
+
+#[test]
+fn agents_refuse_a_bad_token_a_target_off_their_allow_list_and_a_bad_listen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").expect("token");
+    let token_s = token.to_str().expect("path");
+
+    // A coordinator without the token, and one with the wrong token.
+    let a = agent(&["--token-file", token_s]);
+    let out = run_with_agents(&a.addr, "ws://127.0.0.1:9/ws", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("token"), "{err}");
+    drop(a);
+    let a = agent(&["--token-file", token_s]);
+    let out = run_with_agents(
+        &a.addr,
+        "ws://127.0.0.1:9/ws",
+        &["--agent-token-file", wrong.to_str().expect("path")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    drop(a);
+
+    // A target outside the allow-list.
+    let a = agent(&["--allow-target", "10.0.0.0/8"]);
+    let out = run_with_agents(&a.addr, "ws://127.0.0.1:9/ws", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allow-list") && err.contains("10.0.0.0/8") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    drop(a);
+
+    // Off loopback without a token: refused before listening.
+    let out = chatbench()
+        .args(["agent", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"));
+}
+
+#[test]
+fn a_control_version_mismatch_is_a_clear_error_on_both_sides() {
+    use std::io::{Read, Write};
+    // Agent side: a coordinator speaking v999.
+    let mut child = chatbench()
+        .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("address line");
+    let addr = first
+        .split_whitespace()
+        .next()
+        .expect("address")
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect to agent");
+    s.write_all(b"{\"t\":\"hello\",\"version\":999,\"token\":null}\n")
+        .expect("hello");
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).expect("reply");
+    assert!(
+        reply.contains("refused") && reply.contains("version mismatch") && reply.contains("v999"),
+        "{reply}"
+    );
+    drop(s);
+    let status = child.wait().expect("agent exits after its one session");
+    assert!(status.success());
+    let mut agent_err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut agent_err)
+        .expect("agent stderr");
+    assert!(agent_err.contains("version mismatch"), "{agent_err}");
+
+    // Coordinator side: an "agent" that answers with v999.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = fake.accept() {
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            let _ = c.write_all(b"{\"t\":\"hello\",\"version\":999,\"pid\":1,\"nofile\":1024}\n");
+            line
+        } else {
+            String::new()
+        }
+    });
+    let out = run_with_agents(&fake_addr, "ws://127.0.0.1:9/ws", &[]);
+    let hello = server.join().expect("fake agent");
+    assert!(hello.contains("\"hello\""), "{hello}");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version mismatch") && err.contains("v999"),
+        "{err}"
+    );
+}
+
+/// Starts a coordinator over `agents` against `target` with lines progress on stderr, and
+/// waits until it reports the measurement phase. Returns the child and its stderr so far.
+fn coordinator_in_measure(
+    agents: &str,
+    target: &str,
+    out_root: &Path,
+    scenario: &Path,
+) -> (Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let mut coord = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--set",
+            "measure=\"4s\"",
+            "--target",
+            target,
+            "--agents",
+            agents,
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "lines",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the coordinator");
+    let stderr = coord.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("[measure") {
+            return (coord, lines);
+        }
+    }
+    let _ = coord.kill();
+    let _ = coord.wait();
+    panic!("the run never reached measure:\n{seen}");
+}
+
+/// Waits (bounded) for a child to exit; a hang fails the test.
+fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn agents_stop_their_load_when_the_coordinator_dies() {
+    let _turn = serial();
+    let srv = server();
+    let a = agent(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let target = format!("ws://{}/ws", srv.addr);
+    let (mut coord, _lines) =
+        coordinator_in_measure(&a.addr, &target, &dir.path().join("out"), &scenario);
+    assert_eq!(metric(&srv.addr, "chatbench_connections"), 120.0);
+    coord.kill().expect("kill the coordinator");
+    let _ = coord.wait();
+    // The agent notices at once (end of stream) and closes its connections; the silence limit
+    // (10 s) bounds it even without a FIN. Allow well beyond that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open = metric(&srv.addr, "chatbench_connections");
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent still holds {open} connections after losing its coordinator"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And it keeps serving: the next coordinator is welcome.
+    let probe = std::net::TcpStream::connect(&a.addr);
+    assert!(
+        probe.is_ok(),
+        "the agent went away instead of waiting for the next coordinator"
+    );
+}
+
+#[test]
+fn a_stalled_agent_is_named_and_the_run_ends() {
+    let _turn = serial();
+    let srv = server();
+    let agents: Vec<Started> = (0..2).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let list = format!("{},{}", agents[0].addr, agents[1].addr);
+    let target = format!("ws://{}/ws", srv.addr);
+    let (mut coord, lines) = coordinator_in_measure(&list, &target, &out_root, &scenario);
+    let pid = agents[1].child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let status = wait_bounded(&mut coord, "the coordinator, after an agent stalled");
+    // SAFETY: as above; let it run again so that dropping it can end it.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let rest = rest.join().expect("stderr").join("\n");
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("agent 1") && rest.contains("stalled"),
+        "{rest}"
+    );
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    let faults = s["distributed"]["faults"].as_array().expect("faults");
+    assert_eq!(faults.len(), 1, "{s:#}");
+    assert_eq!(faults[0]["agent"], 1);
+    assert!(faults[0]["what"]
+        .as_str()
+        .expect("what")
+        .contains("stalled"));
+    assert_eq!(s["distributed"]["agents"][0]["complete"], true);
+}
+
+#[test]
+fn a_target_refusing_connections_counts_errors_per_agent_and_fails_clearly() {
+    let _turn = serial();
+    // Accepts and closes at once: every WebSocket handshake fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let target = format!("ws://{addr}/ws");
+    let out = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--target",
+            &target,
+            "--agents",
+            "local:2",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["connections"]["ready"], 0);
+    let agents = s["distributed"]["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 2);
+    for a in agents {
+        let errors: u64 = a["connect_errors"]
+            .as_object()
+            .expect("errors")
+            .values()
+            .map(|v| v.as_u64().expect("count"))
+            .sum();
+        assert_eq!(Some(errors), a["planned"].as_u64(), "{a:#}");
+    }
+}
