@@ -59,6 +59,11 @@ pub fn fan_out(
         Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Bench::new(config, members)?),
         Arch::ThreadPool => Box::new(crate::thread_pool::bench::Bench::new(config, members)?),
         Arch::Epoll => Box::new(crate::epoll::bench::Bench::new(config, members)?),
+        Arch::Cluster => {
+            return Err(BenchError::Unexpected(
+                "the cluster architecture has no in-process fan-out workload: its local fan-out is task-per-conn's (measure that), its backplane needs other nodes".into(),
+            ))
+        }
     })
 }
 

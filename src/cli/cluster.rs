@@ -95,14 +95,16 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.redis_url.is_some() && !matches!(args.backplane, BackplaneArg::Redis) {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
-    if !chatbench_servers::Arch::ALL
+    let known: Vec<&str> = chatbench_servers::Arch::ALL
         .iter()
-        .any(|a| a.as_str() == args.arch)
-    {
+        .map(|a| a.as_str())
+        .chain([chatbench_servers::Arch::Cluster.as_str()])
+        .collect();
+    if !known.contains(&args.arch.as_str()) {
         return Err(UsageError(format!(
             "--arch {:?}: not an architecture of this build (one of: {})",
             args.arch,
-            chatbench_servers::Arch::ALL.map(|a| a.as_str()).join(", ")
+            known.join(", ")
         ))
         .into());
     }

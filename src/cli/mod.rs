@@ -466,6 +466,8 @@ fn started_target(
         pid: Some(c.pid),
         settings,
         cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
     };
     (url, info)
 }

@@ -36,6 +36,7 @@ impl Bench {
             peers: Peers::new(),
             next_id: AtomicU64::new(1),
             shutdown: Shutdown::new(),
+            hook: None,
             config,
         });
         let ws_config = shared.ws_config;
