@@ -268,6 +268,10 @@ fn stopped_node(kind: Backplane) {
         b.send(&msg("r", "b", 2)).await;
         assert_eq!(a.recv().await, msg("r", "b", 2));
         assert_eq!(c.recv().await, msg("r", "b", 2));
+        // The stopped node withdrew its interest as its clients left: nothing counts as lost.
+        for &n in &addr[..2] {
+            assert_eq!(m(n, "chatbench_backplane_lost_total").await, 0.0);
+        }
     });
 }
 

@@ -41,6 +41,10 @@ use crate::ServerError;
 /// both nodes dial, so neither logged as an error nor counted as refused).
 const DUPLICATE: &str = "duplicate link";
 
+/// Most distinct peer node ids one node keeps state for (a link, or a down link's last
+/// interest). A node beyond it is refused: it bounds what peers that make up ids can grow.
+pub const MAX_PEERS: usize = 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -391,6 +395,12 @@ impl Mesh {
         let mut st = lock(&self.state);
         if self.fault.is_cut() {
             return Err("node is partitioned (fault injection)".into());
+        }
+        if !st.links.contains_key(&link.peer) && st.links.len() >= MAX_PEERS {
+            return Err(format!(
+                "this node already knows {MAX_PEERS} peers (the limit): node {} refused",
+                link.peer
+            ));
         }
         let preferred = self.me.min(link.peer);
         let mut replaced = false;
