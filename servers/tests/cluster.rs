@@ -436,3 +436,26 @@ fn mesh_nodes_that_all_dial_each_other_keep_one_link_per_pair() {
         assert_eq!(forwarded, 11.0 * 2.0);
     });
 }
+
+#[test]
+fn redis_nodes_sharing_an_id_still_deliver_to_each_other() {
+    let redis = RedisServer::start();
+    let nodes: Vec<ClusterNode> = (0..2)
+        .map(|_| start_redis_node(&test_config(), 7, &redis.url()))
+        .collect();
+    wait_up(&nodes, 2.0);
+    block_on(async {
+        let mut a = Client::connect(nodes[0].server.addr).await;
+        let mut b = Client::connect(nodes[1].server.addr).await;
+        a.join("r").await;
+        b.join("r").await;
+        a.send(&msg("r", "a", 1)).await;
+        assert_eq!(b.recv().await, msg("r", "a", 1));
+        b.send(&msg("r", "b", 2)).await;
+        assert_eq!(a.recv().await, msg("r", "b", 2));
+        // Each node still ignores its own messages: nothing else arrives.
+        a.send(&msg("r", "a", 3)).await;
+        assert_eq!(b.recv().await, msg("r", "a", 3));
+    });
+    drop(nodes);
+}
