@@ -459,3 +459,53 @@ fn redis_nodes_sharing_an_id_still_deliver_to_each_other() {
     });
     drop(nodes);
 }
+
+#[test]
+fn mesh_declares_a_silent_peer_dead_and_sends_heartbeats() {
+    let mut cluster = chatbench_servers::ClusterConfig::new(
+        1,
+        chatbench_servers::BackplaneConfig::Mesh {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: Vec::new(),
+        },
+    );
+    cluster.heartbeat = std::time::Duration::from_millis(50);
+    cluster.dead_after = std::time::Duration::from_millis(400);
+    let config = chatbench_servers::ServerConfig {
+        cluster: Some(cluster),
+        ..test_config()
+    };
+    let node = chatbench_servers::cluster::spawn_node(config, "127.0.0.1:0".parse().unwrap())
+        .expect("node starts");
+    let mut s = std::net::TcpStream::connect(node.cluster_addr.unwrap()).unwrap();
+    s.set_read_timeout(Some(conformance::WAIT)).unwrap();
+    // A peer that says hello and then never sends another frame.
+    let mut hello = vec![0, 0, 0, 15, 1];
+    hello.extend_from_slice(b"CBCL");
+    hello.extend_from_slice(&1u16.to_be_bytes());
+    hello.extend_from_slice(&9u64.to_be_bytes());
+    s.write_all(&hello).unwrap();
+    let mut types = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if s.read_exact(&mut len).is_err() {
+            break; // the node closed the link
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        if s.read_exact(&mut body).is_err() {
+            break;
+        }
+        types.push(body[0]);
+    }
+    // Hello, the (empty) interest set and its Sync, then heartbeats until it gave up on us.
+    assert_eq!(&types[..3], &[1, 3, 6], "{types:?}");
+    assert!(types[3..].iter().all(|&t| t == 8), "{types:?}");
+    assert!(
+        types.len() > 3,
+        "no heartbeat before the link was closed: {types:?}"
+    );
+    block_on(async {
+        let a = node.server.addr;
+        wait_metric(a, "chatbench_backplane_peers_up", |v| v == 0.0).await;
+    });
+}
