@@ -122,7 +122,7 @@ impl LocalRooms {
     /// unchanged: one shared buffer for all of them.
     pub fn deliver(&self, room: &str, frame: &Utf8Bytes) {
         if let Some(shared) = self.0.upgrade() {
-            shared.fan_out(room, frame, None);
+            shared.deliver_remote(room, frame);
         }
     }
 }
@@ -228,15 +228,13 @@ impl Shared {
         }
     }
 
-    /// Queues `frame`, unchanged and uncopied, to every member of `room` but `except`.
-    fn fan_out(&self, room: &str, frame: &Utf8Bytes, except: Option<ConnId>) {
+    /// Queues `frame` (from another cluster node), unchanged and uncopied, to every local
+    /// member of `room`, with the same slow-consumer policy and counters as `Conn::fan_out`.
+    fn deliver_remote(&self, room: &str, frame: &Utf8Bytes) {
         let policy = self.config.slow_consumer;
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        self.rooms.for_each_member(room, |id, peer| {
-            if Some(id) == except {
-                return;
-            }
-            match peer.outbox.push(frame.clone()) {
+        self.rooms
+            .for_each_member(room, |_, peer| match peer.outbox.push(frame.clone()) {
                 Ok(()) => delivered += 1,
                 Err(Full) => match policy {
                     SlowConsumerPolicy::Drop => dropped += 1,
@@ -246,8 +244,7 @@ impl Shared {
                         }
                     }
                 },
-            }
-        });
+            });
         self.metrics.deliveries(delivered);
         crate::work::inject(self.config.inject_work, delivered);
         if dropped > 0 {
@@ -567,7 +564,7 @@ impl Conn {
                     let why = format!("not in room {:?}", msg.room);
                     return self.reply_error(ws, ErrorCode::NotJoined, &why).await;
                 }
-                self.shared.fan_out(&msg.room, &text, Some(self.id));
+                self.fan_out(&msg.room, &text);
                 if let Some(hook) = &self.shared.hook {
                     hook.published(&msg.room, &text);
                 }
@@ -583,6 +580,33 @@ impl Conn {
                 let why = "unknown frame type \"panic\" (fault injection is off)";
                 self.reply_error(ws, ErrorCode::UnknownType, why).await
             }
+        }
+    }
+
+    /// Queues the received frame, unchanged and uncopied, to every other member of `room`.
+    fn fan_out(&self, room: &str, frame: &Utf8Bytes) {
+        let policy = self.shared.config.slow_consumer;
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        self.shared.rooms.for_each_member(room, |id, peer| {
+            if id == self.id {
+                return;
+            }
+            match peer.outbox.push(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(Full) => match policy {
+                    SlowConsumerPolicy::Drop => dropped += 1,
+                    SlowConsumerPolicy::Disconnect => {
+                        if !peer.kicked.swap(true, Ordering::Relaxed) {
+                            peer.control.notify_one();
+                        }
+                    }
+                },
+            }
+        });
+        let metrics = &self.shared.metrics;
+        metrics.deliveries(delivered);
+        if dropped > 0 {
+            metrics.dropped_queue_full(dropped);
         }
     }
 

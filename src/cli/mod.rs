@@ -52,7 +52,8 @@ enum Command {
     /// Run a reference chat server.
     ///
     /// Prints one line on stdout when listening: `<bound address> ws://<bound address>/ws
-    /// arch=<arch> pid=<pid>`, so that scripts can start it on port 0. WebSocket at /ws,
+    /// arch=<arch> pid=<pid>` (a mesh cluster node adds ` cluster=<address>`), so that
+    /// scripts can start it on port 0. WebSocket at /ws,
     /// Prometheus metrics at /metrics, health at /healthz, all on the same port. SIGINT or
     /// SIGTERM: stop accepting, close every client with 1001, exit 0.
     Serve(serve::ServeArgs),

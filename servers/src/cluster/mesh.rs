@@ -16,7 +16,8 @@
 //!   interest, so what it misses meanwhile is counted (`lost`) instead of vanishing; it sends
 //!   its full set again when it comes back.
 //! - **Liveness.** Each link sends `Ping` every `heartbeat`; one that receives nothing for
-//!   `dead_after` is closed. Dialers retry with exponential backoff.
+//!   `dead_after` is closed. Dialers retry with exponential backoff. A node that stops sends
+//!   each peer a last `Reset` ([`Mesh::leave`]), so its peers stop counting its rooms.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -41,6 +42,10 @@ use crate::ServerError;
 /// both nodes dial, so neither logged as an error nor counted as refused).
 const DUPLICATE: &str = "duplicate link";
 
+/// Most distinct peer node ids one node keeps state for (a link, or a down link's last
+/// interest). A node beyond it is refused: it bounds what peers that make up ids can grow.
+pub const MAX_PEERS: usize = 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -59,6 +64,8 @@ pub struct Mesh {
     /// Woken on every `SyncAck` and link change (join barriers wait on it).
     changed: Notify,
     fault: Arc<FaultSwitch>,
+    /// Set by [`Mesh::leave`]: no new links.
+    leaving: AtomicBool,
 }
 
 struct State {
@@ -87,6 +94,8 @@ struct Link {
     close: Notify,
     /// Closed because a preferred link to the same peer replaced it (not a loss).
     superseded: AtomicBool,
+    /// Closed because this node is leaving: write what is queued (the final `Reset`) first.
+    draining: AtomicBool,
 }
 
 impl Link {
@@ -184,6 +193,7 @@ impl Mesh {
             snapshot: RwLock::new(Arc::from(Vec::new())),
             changed: Notify::new(),
             fault,
+            leaving: AtomicBool::new(false),
         });
         listener
             .set_nonblocking(true)
@@ -343,6 +353,7 @@ impl Mesh {
             closed: AtomicBool::new(false),
             close: Notify::new(),
             superseded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         });
         if let Err(why) = self.register(&link) {
             if why.starts_with(DUPLICATE) {
@@ -391,6 +402,15 @@ impl Mesh {
         let mut st = lock(&self.state);
         if self.fault.is_cut() {
             return Err("node is partitioned (fault injection)".into());
+        }
+        if self.leaving.load(Ordering::SeqCst) {
+            return Err("node is shutting down".into());
+        }
+        if !st.links.contains_key(&link.peer) && st.links.len() >= MAX_PEERS {
+            return Err(format!(
+                "this node already knows {MAX_PEERS} peers (the limit): node {} refused",
+                link.peer
+            ));
         }
         let preferred = self.me.min(link.peer);
         let mut replaced = false;
@@ -516,6 +536,28 @@ impl Mesh {
                 Frame::Hello { .. } => return "protocol violation: second hello".into(),
             }
         }
+    }
+
+    /// The node is stopping (its clients are gone, so its rooms were withdrawn already): tell
+    /// every peer to forget this node's interest (`Reset`), so what they publish meanwhile is
+    /// not counted as lost for us, and close the links, waiting at most `timeout`.
+    pub(crate) async fn leave(&self, timeout: Duration) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let links: Vec<Arc<Link>> = {
+            let st = lock(&self.state);
+            st.links
+                .values()
+                .filter(|l| l.up.load(Ordering::SeqCst))
+                .cloned()
+                .collect()
+        };
+        for l in &links {
+            l.queue.push(wire::encode(&Frame::Reset), false);
+            l.draining.store(true, Ordering::SeqCst);
+            l.kill();
+        }
+        let all_down = || links.iter().all(|l| !l.up.load(Ordering::SeqCst));
+        let _ = tokio::time::timeout(timeout, wait_until(&self.changed, all_down)).await;
     }
 
     /// Whether every live link has acknowledged a `Sync` at or after `token`.
@@ -679,6 +721,14 @@ async fn write_loop(
             link.kill();
             break;
         }
+    }
+    if link.draining.load(Ordering::SeqCst) {
+        for (frame, _) in link.queue.take() {
+            if w.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.flush().await;
     }
     if link.superseded.load(Ordering::SeqCst) {
         // Tell the peer this link was replaced, not lost.

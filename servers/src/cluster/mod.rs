@@ -96,6 +96,7 @@ fn run_node(
     let metrics = Arc::new(Metrics::cluster(cluster.backplane.kind(), cluster.node_id));
     let result = runtime.block_on(async {
         type Attach = Box<dyn FnOnce(LocalRooms) + Send>;
+        let mut mesh_node = None;
         let (hook, attach): (Arc<dyn Hook>, Attach) = match &cluster.backplane {
             BackplaneConfig::Mesh { peers, .. } => {
                 let l = cluster_listener.ok_or_else(|| {
@@ -110,6 +111,7 @@ fn run_node(
                     fault,
                 )?;
                 let m2 = m.clone();
+                mesh_node = Some(m.clone());
                 (m, Box::new(move |local| m2.attach(local)))
             }
             BackplaneConfig::Redis { url } => {
@@ -118,11 +120,16 @@ fn run_node(
                 (r, Box::new(move |local| r2.attach(local)))
             }
         };
-        task_per_conn::serve_with_hook(listener, config, shutdown, metrics, move |local| {
-            attach(local);
-            Some(hook)
-        })
-        .await
+        let served =
+            task_per_conn::serve_with_hook(listener, config, shutdown, metrics, move |local| {
+                attach(local);
+                Some(hook)
+            })
+            .await;
+        if let Some(mesh) = mesh_node {
+            mesh.leave(Duration::from_millis(500)).await;
+        }
+        served
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     result

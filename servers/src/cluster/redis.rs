@@ -11,8 +11,10 @@
 //! - **Publishing.** A published `msg` is queued (bounded: `send_queue` messages and
 //!   `send_queue_bytes`; full → `dropped`) to
 //!   one publisher task that sends what is queued as one pipeline of `PUBLISH`es on a second
-//!   connection. The payload is the origin node id (8 bytes, big-endian) then the client's
-//!   frame, unchanged; a node ignores its own messages coming back.
+//!   connection. The payload is the origin node id and a random per-process instance id
+//!   (8 bytes each, big-endian), then the client's frame, unchanged; a node ignores its own
+//!   messages coming back (same node id and instance). Another node with the same node id is
+//!   reported as a configuration error, and its messages are still delivered.
 //! - **Failures.** Redis unreachable at start is an error naming the URL. Mid-run, local
 //!   delivery goes on; every publish that fails or is attempted while Redis is unreachable is
 //!   counted in `lost`. Both connections reconnect with exponential backoff, and the subscriber
@@ -57,6 +59,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Messages waiting for the publisher: room and payload.
 type PublishQueue = VecDeque<(Box<str>, Bytes)>;
 
+/// A random number for this backplane instance (std's randomly keyed hasher, over the clock
+/// and the process id).
+fn instance_id() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
+}
+
 fn channel(room: &str) -> String {
     format!("{CHANNEL_PREFIX}{room}")
 }
@@ -98,6 +110,10 @@ struct Subs {
 pub struct RedisBackplane {
     this: Weak<RedisBackplane>,
     me: u64,
+    /// Random per process: tells this node's own messages from those of another node that was
+    /// (wrongly) given the same id, so a clash is reported instead of losing messages.
+    instance: u64,
+    clash_reported: AtomicBool,
     cfg: ClusterConfig,
     client: redis::Client,
     local: OnceLock<LocalRooms>,
@@ -137,6 +153,8 @@ impl RedisBackplane {
         let me = Arc::new_cyclic(|this| RedisBackplane {
             this: this.clone(),
             me: cfg.node_id,
+            instance: instance_id(),
+            clash_reported: AtomicBool::new(false),
             cfg,
             client,
             local: OnceLock::new(),
@@ -262,12 +280,25 @@ impl RedisBackplane {
             return;
         };
         let payload = m.get_payload_bytes();
-        let Some((origin, frame)) = payload.split_first_chunk::<8>() else {
+        let Some((origin, rest)) = payload.split_first_chunk::<8>() else {
+            tracing::warn!("redis backplane: message without origin on {room}");
+            return;
+        };
+        let Some((instance, frame)) = rest.split_first_chunk::<8>() else {
             tracing::warn!("redis backplane: message without origin on {room}");
             return;
         };
         if u64::from_be_bytes(*origin) == self.me {
-            return;
+            if u64::from_be_bytes(*instance) == self.instance {
+                return;
+            }
+            if !self.clash_reported.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "redis backplane: another node also uses node id {}: give every node a \
+                     distinct --node-id (its messages are still delivered here)",
+                    self.me
+                );
+            }
         }
         // One copy out of the Redis reply, then shared by every local member.
         match Utf8Bytes::try_from(Bytes::copy_from_slice(frame)) {
@@ -405,8 +436,9 @@ impl Hook for RedisBackplane {
             self.bp().lost(1);
             return;
         }
-        let mut payload = BytesMut::with_capacity(8 + frame.len());
+        let mut payload = BytesMut::with_capacity(16 + frame.len());
         payload.put_u64(self.me);
+        payload.put_u64(self.instance);
         payload.put_slice(frame.as_bytes());
         {
             let mut q = lock(&self.queue);
