@@ -429,8 +429,14 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
 
     let mut provenance = Provenance::collect();
     let started_utc = chrono::Utc::now();
-    let pid = ropts.target_info.pid;
-    let server_sample = || pid.and_then(|p| sampler::sample_process(p).ok());
+    let pids = ropts.target_info.sampled_pids();
+    let server_sample = || {
+        if pids.is_empty() {
+            None
+        } else {
+            sampler::sample_processes(&pids).ok()
+        }
+    };
     let host_before = sampler::sample_host().ok();
     let server_before = server_sample();
     for l in links.iter_mut() {

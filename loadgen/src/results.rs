@@ -103,8 +103,12 @@ pub struct TargetInfo {
     pub url: String,
     /// The reference architecture, when chatbench started the server (`run --serve`).
     pub arch: Option<String>,
-    /// The server process sampled, if any.
+    /// The server process sampled, if any (the first node of a multi-process target).
     pub pid: Option<u32>,
+    /// Every process of a multi-process target (the nodes of a local cluster), sampled
+    /// together: memory, CPU, threads and descriptors are their sums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
     /// The server's settings (flags) when chatbench started it.
     pub settings: BTreeMap<String, String>,
     /// CPUs the server was pinned to, if it was.
@@ -557,5 +561,16 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+}
+
+impl TargetInfo {
+    /// The processes to sample: `pids` when set, else `pid`.
+    pub fn sampled_pids(&self) -> Vec<u32> {
+        if self.pids.is_empty() {
+            self.pid.into_iter().collect()
+        } else {
+            self.pids.clone()
+        }
     }
 }

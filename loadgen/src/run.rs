@@ -124,9 +124,13 @@ struct Samples {
     me_cpu: f64,
 }
 
-fn take_samples(pid: Option<u32>) -> Samples {
+fn take_samples(pids: &[u32]) -> Samples {
     Samples {
-        server: pid.and_then(|p| sampler::sample_process(p).ok()),
+        server: if pids.is_empty() {
+            None
+        } else {
+            sampler::sample_processes(pids).ok()
+        },
         host: sampler::sample_host().ok(),
         me: sampler::sample_process(std::process::id()).ok(),
         me_cpu: sampler::self_cpu_seconds(),
@@ -143,7 +147,7 @@ struct Ticker {
     last_delivered: u64,
     peak_rss: Option<u64>,
     progress: Progress,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     target_gone: bool,
     interrupt: watch::Receiver<bool>,
     interrupted: bool,
@@ -189,7 +193,7 @@ impl Ticker {
 
     fn tick(&mut self, phase: Phase, in_phase: Duration, phase_len: Duration) {
         let now = Instant::now();
-        let s = take_samples(self.pid);
+        let s = take_samples(&self.pids);
         let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
         let t = now.duration_since(self.started).as_secs_f64();
         let st = &self.shared.stats;
@@ -222,7 +226,7 @@ impl Ticker {
             rows.push(("target_open_fds", b.open_fds as f64));
             self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
         }
-        if self.pid.is_some() && s.server.is_none() && !self.target_gone {
+        if !self.pids.is_empty() && s.server.is_none() && !self.target_gone {
             self.target_gone = true;
             self.progress.println(
                 "the target process has exited; the run continues to record what the clients see",
@@ -297,20 +301,20 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target_info.target_policy = Some(scenario.target_policy.as_str().into());
     }
     let (shared, phase_tx) = Shared::new(scenario.clone(), plan, targets, source_addrs.clone());
-    let pid = opts.target_info.pid;
-    let before = take_samples(pid);
+    let pids = opts.target_info.sampled_pids();
+    let before = take_samples(&pids);
     let started = Instant::now();
     let mut ticker = Ticker {
         shared: shared.clone(),
         started,
         series: Vec::new(),
-        last: take_samples(pid),
+        last: take_samples(&pids),
         last_at: started,
         last_sent: 0,
         last_delivered: 0,
         peak_rss: None,
         progress: Progress::new(opts.progress),
-        pid,
+        pids: pids.clone(),
         target_gone: false,
         interrupt: opts.interrupt.clone(),
         interrupted: *opts.interrupt.borrow(),
@@ -349,7 +353,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         })
         .await;
     phases.settle = t.elapsed().as_secs_f64();
-    let connected = take_samples(pid);
+    let connected = take_samples(&pids);
     let threads = connected.server.as_ref().map(|s| s.threads);
     let fds = connected.server.as_ref().map(|s| s.open_fds);
 
@@ -381,7 +385,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         phases.warmup = send_start.elapsed().as_secs_f64();
         if !ticker.interrupted {
             let _ = phase_tx.send(Phase::Measure);
-            let m0 = take_samples(pid);
+            let m0 = take_samples(&pids);
             let t0 = Instant::now();
             let measure_end = send_start + scenario.warmup + scenario.measure;
             if let Some(after) = scenario.poison_after {
@@ -417,7 +421,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                 });
             }
             phases.measure = t0.elapsed().as_secs_f64();
-            window_cpu = Some((m0, take_samples(pid), t0.elapsed()));
+            window_cpu = Some((m0, take_samples(&pids), t0.elapsed()));
         }
         pacer_stop.store(true, Ordering::Relaxed);
         // Cooldown: senders are done; receivers read stragglers. After an interrupt, a short
@@ -459,7 +463,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     )
     .await;
     ticker.progress.finish();
-    let after = take_samples(pid);
+    let after = take_samples(&pids);
     provenance.finish();
 
     // The summary.

@@ -220,6 +220,32 @@ fn read_proc(path: &Path, pid: Option<u32>) -> Result<String, SamplerError> {
     })
 }
 
+/// Read the processes of a multi-process target (the nodes of a local cluster) as one: memory,
+/// CPU, threads and descriptors summed. Fails if any one of them cannot be read (a sum with a
+/// process missing would look like a drop in memory).
+pub fn sample_processes(pids: &[u32]) -> Result<ProcSample, SamplerError> {
+    let mut total: Option<ProcSample> = None;
+    for &pid in pids {
+        let s = sample_process(pid)?;
+        total = Some(match total {
+            None => s,
+            Some(t) => ProcSample {
+                at: t.at,
+                rss_bytes: t.rss_bytes + s.rss_bytes,
+                rss_anon_bytes: t.rss_anon_bytes + s.rss_anon_bytes,
+                cpu_seconds: t.cpu_seconds + s.cpu_seconds,
+                threads: t.threads + s.threads,
+                open_fds: if t.open_fds == 0 || s.open_fds == 0 {
+                    0
+                } else {
+                    t.open_fds + s.open_fds
+                },
+            },
+        });
+    }
+    total.ok_or(SamplerError::ProcessGone { pid: 0 })
+}
+
 /// Read memory, CPU, threads and descriptors of process `pid`.
 pub fn sample_process(pid: u32) -> Result<ProcSample, SamplerError> {
     let at = since_epoch();

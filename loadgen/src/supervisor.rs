@@ -29,7 +29,7 @@ pub enum SupervisorError {
     #[error("cannot reserve free ports on 127.0.0.1: {0}")]
     Ports(std::io::Error),
     /// A node did not start.
-    #[error("node {node} did not start: {source}")]
+    #[error("node {node} did not start")]
     Node {
         /// Its id.
         node: u32,
@@ -376,9 +376,11 @@ impl Supervisor {
             n.id.to_string(),
             "--backplane".into(),
             self.spec.backplane.as_str().into(),
-            "--cluster-listen".into(),
-            n.cluster_listen.to_string(),
         ]);
+        if self.spec.backplane == Backplane::Mesh {
+            args.push("--cluster-listen".into());
+            args.push(n.cluster_listen.to_string());
+        }
         let peers: Vec<String> = self
             .nodes
             .iter()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use chatbench_loadgen::results::write_file_atomic;
 use chatbench_loadgen::supervisor::{
@@ -15,7 +15,7 @@ use chatbench_loadgen::supervisor::{
 };
 
 use super::serve::humantime_duration;
-use super::UsageError;
+use super::{BackplaneArg, UsageError};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -34,15 +34,6 @@ enum ClusterCommand {
     /// its peers and clients find it again. Ctrl-C or SIGTERM stops every node (SIGTERM, then
     /// SIGKILL after the grace period) and exits 0.
     Up(UpArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BackplaneArg {
-    /// Peer-to-peer: one TCP link per pair of nodes (like Erlang's `pg`).
-    Mesh,
-    /// A Redis broker (like the Socket.IO Redis adapter); a private redis-server is started
-    /// unless --redis-url is given.
-    Redis,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
+use chatbench_loadgen::supervisor::{Backplane, ClusterSpec, RestartPolicy, Supervisor};
 
 mod agent;
 mod cluster;
@@ -120,8 +121,22 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
+    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
     serve: Option<String>,
+    /// With --serve: start this many server processes under a supervisor (`cluster up`'s) and
+    /// spread the clients over them. With `--serve cluster` rooms span the nodes over
+    /// --backplane (policy `span`); with a single-server architecture they are independent
+    /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
+    /// over the nodes; the nodes' state lands in the run folder as cluster.json.
+    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
+    nodes: Option<u32>,
+    /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
+    /// redis-server unless --redis-url).
+    #[arg(long, value_enum, value_name = "BACKPLANE", requires = "serve")]
+    backplane: Option<BackplaneArg>,
+    /// With --serve cluster --backplane redis: an existing Redis server.
+    #[arg(long, value_name = "URL", requires = "backplane")]
+    redis_url: Option<String>,
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
     /// socketio: socketio). See docs/profiles.md.
@@ -175,6 +190,22 @@ struct RunArgs {
     /// With --serve on 2+ CPUs, do not pin the server and the generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
+}
+
+/// How a cluster's rooms span nodes (`run --backplane`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum BackplaneArg {
+    /// Peer-to-peer: one TCP link per pair of nodes.
+    Mesh,
+    /// A Redis broker.
+    Redis,
+}
+
+/// The architectures `run --serve` accepts: every single-server one, and `cluster`.
+pub(crate) fn serve_arch_names() -> clap::builder::PossibleValuesParser {
+    let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL.map(|a| a.as_str()).to_vec();
+    names.push(chatbench_servers::Arch::Cluster.as_str());
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 /// The architecture names `--serve` accepts.
@@ -297,7 +328,67 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         (Vec::new(), Vec::new())
     };
     let mut child = None;
-    let (target_url, target_info) = if let Some(arch) = &args.serve {
+    let mut supervisor = None;
+    let clustered = args.serve.as_deref() == Some("cluster");
+    if args.backplane.is_some() && !clustered {
+        return Err(UsageError("--backplane needs --serve cluster".into()).into());
+    }
+    if args.redis_url.is_some() && !matches!(args.backplane, Some(BackplaneArg::Redis)) {
+        return Err(UsageError("--redis-url needs --backplane redis".into()).into());
+    }
+    let (target_url, target_info) = if let (Some(arch), true) = (
+        &args.serve,
+        clustered || args.nodes.is_some_and(|n| n > 1),
+    ) {
+        let nodes = args.nodes.unwrap_or(1);
+        let backplane = match args.backplane {
+            Some(BackplaneArg::Redis) => Backplane::Redis {
+                url: args.redis_url.clone(),
+            },
+            _ => Backplane::Mesh,
+        };
+        if args.target_policy.is_none() {
+            scenario.target_policy = if clustered {
+                TargetPolicy::Span
+            } else {
+                TargetPolicy::Partition
+            };
+        }
+        let mut server_args = args.server_args.clone();
+        if pin {
+            server_args.push("--cpus".into());
+            server_args.push(cpu_list(&server_cpus));
+        }
+        let sup = Supervisor::start(ClusterSpec {
+            exe: std::env::current_exe().context("locating the chatbench executable")?,
+            arch: arch.clone(),
+            nodes,
+            backplane: backplane.clone(),
+            server_args,
+            restart: RestartPolicy::default(),
+        })
+        .context("starting the server nodes")?;
+        let url = sup.urls().join(",");
+        let mut settings = std::collections::BTreeMap::new();
+        settings.insert("nodes".to_string(), nodes.to_string());
+        if clustered {
+            settings.insert("backplane".to_string(), backplane.as_str().to_string());
+        }
+        settings.insert("args".to_string(), sup.node_args(0).join(" "));
+        let pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+        let info = TargetInfo {
+            url: url.clone(),
+            arch: Some(arch.clone()),
+            pid: pids.first().copied(),
+            settings,
+            cpu_affinity: pin.then(|| server_cpus.clone()),
+            targets: Vec::new(),
+            target_policy: None,
+            pids,
+        };
+        supervisor = Some(sup);
+        (url, info)
+    } else if let Some(arch) = &args.serve {
         let exe = std::env::current_exe().context("locating the chatbench executable")?;
         let mut extra = args.server_args.clone();
         if pin {
@@ -316,6 +407,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cpu_affinity: pin.then(|| server_cpus.clone()),
             targets: Vec::new(),
             target_policy: None,
+            pids: Vec::new(),
         };
         child = Some(c);
         (url, info)
@@ -361,6 +453,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cpu_affinity: None,
             targets: Vec::new(),
             target_policy: None,
+            pids: Vec::new(),
         };
         (url, info)
     };
@@ -410,6 +503,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
+    // The nodes' state (pids, restarts, events) beside the results, then stop them.
+    let cluster_state = supervisor.as_mut().map(|s| {
+        let state = s.state_json();
+        for (id, how) in s.stop(Duration::from_secs(10)) {
+            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+                eprintln!("server node {id}: {how}");
+            }
+        }
+        state
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     let report = match (result, &server_note) {
         (Ok(r), _) => r,
@@ -431,6 +534,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         (Err(e), _) => return Err(e.into()),
     };
+    if let Some(state) = cluster_state {
+        let json = serde_json::to_vec_pretty(&state).context("encoding cluster.json")?;
+        chatbench_loadgen::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
+            .context("writing cluster.json")?;
+    }
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
         if !how.starts_with("stopped by SIGTERM: exit status: 0") {
@@ -469,6 +577,7 @@ fn started_target(
         cpu_affinity: pin.then(|| server_cpus.to_vec()),
         targets: Vec::new(),
         target_policy: None,
+        pids: Vec::new(),
     };
     (url, info)
 }
