@@ -691,6 +691,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 let Some((i, m)) = ev else { continue };
                 let l = &mut links[i];
                 if l.lost { continue; }
+                let gap = l.last_heard.elapsed();
+                if gap > Duration::from_secs(2) {
+                    tracing::warn!("agent {}: {:.1} s since its last report", l.id, gap.as_secs_f64());
+                }
                 l.last_heard = Instant::now();
                 match m {
                     Ok(FromAgent::Tick(t)) => {
