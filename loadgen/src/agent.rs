@@ -342,8 +342,10 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     let handles = Arc::new(Mutex::new(Vec::new()));
     let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
     let started = Instant::now();
-    let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(1);
+    // This agent's own ramp: its connections at its share of the rate (the scenario's
+    // `ramp_duration` counts every agent's connections).
+    let ramp = Duration::try_from_secs_f64(n as f64 / scenario.ramp_rate).unwrap_or(Duration::ZERO);
+    let connect_deadline = started + ramp + scenario.connect_timeout + Duration::from_secs(1);
     let mut phase = Phase::Connect;
     let mut connect_phase_s = 0.0;
     let mut rss_per_conn = None;

@@ -447,8 +447,9 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut last_cpu = 0.0f64;
     let mut phase = Phase::Connect;
     let mut phases = PhaseTimes::default();
+    // A backstop behind the agents' own connect deadlines (ramp + connect_timeout + 1 s).
     let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(5);
+        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(10);
     // (start, measure start, cooldown start, end) in coordinator time.
     let mut timeline: Option<[Instant; 4]> = None;
     let mut server_connected = None;
