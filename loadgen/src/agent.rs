@@ -404,7 +404,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
         if now >= next_tick {
             let late = now.duration_since(next_tick);
             if late > Duration::from_secs(1) {
-                tracing::warn!(
+                tracing::debug!(
                     "agent: tick {:.1} s late (phase {})",
                     late.as_secs_f64(),
                     phase.as_str()

@@ -693,7 +693,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 let l = &mut links[i];
                 if l.lost { continue; }
                 let gap = l.last_heard.elapsed();
-                if gap > Duration::from_secs(2) {
+                if gap > STALL_LIMIT / 2 {
                     tracing::warn!("agent {}: {:.1} s since its last report", l.id, gap.as_secs_f64());
                 }
                 l.last_heard = Instant::now();
