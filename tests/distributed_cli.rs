@@ -712,3 +712,37 @@ fn a_target_refusing_connections_counts_errors_per_agent_and_fails_clearly() {
         assert_eq!(Some(errors), a["planned"].as_u64(), "{a:#}");
     }
 }
+
+#[test]
+fn auto_sizes_a_small_plan_to_one_local_agent() {
+    let _turn = serial();
+    let srv = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let target = format!("ws://{}/ws", srv.addr);
+    let out = chatbench()
+        .args([
+            "run",
+            "--scenario",
+            scenario.to_str().expect("path"),
+            "--target",
+            &target,
+            "--agents",
+            "auto",
+            "--out",
+            out_root.to_str().expect("path"),
+            "--progress",
+            "quiet",
+        ])
+        .output()
+        .expect("run");
+    let s = summary(&only_run_dir(&out_root));
+    assert_finished(&out, &s);
+    // 120 connections fit one process under any descriptor limit this test runs with.
+    assert_eq!(s["generator"]["agents"], 1);
+    assert_eq!(s["distributed"]["agents"].as_array().map(Vec::len), Some(1));
+    assert_eq!(s["connections"]["ready"], 120);
+    assert_eq!(s["messages"]["lost"], 0);
+    assert_eq!(s["messages"]["delivered"], s["messages"]["expected"]);
+}

@@ -14,14 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::io::BufReader;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::control::{
-    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, Setup, Tick, ToAgent,
-    CONTROL_VERSION, SILENCE_LIMIT,
+    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, Setup, Tick,
+    ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
@@ -97,6 +95,10 @@ pub async fn bind(opts: &AgentOptions) -> Result<TcpListener, AgentError> {
 }
 
 /// Serves coordinators on `listener` (one session at a time) until `once` ends it.
+///
+/// Run it with `Runtime::block_on`, not in a spawned task: the session (control messages,
+/// ticks, phase timers) then runs on its own thread and never queues behind the connection
+/// tasks on the runtime's workers, however busy they are.
 pub async fn serve(listener: TcpListener, opts: AgentOptions) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -113,6 +115,23 @@ pub async fn serve(listener: TcpListener, opts: AgentOptions) {
         }
         if opts.once {
             return;
+        }
+    }
+}
+
+/// The control connection's reading side, read on the session's own thread (see
+/// [`LineReader`]).
+type Control = LineReader<OwnedReadHalf>;
+
+/// The next message from the coordinator; `None` when it is gone (errors are logged).
+/// Cancel-safe.
+async fn recv_msg(r: &mut Control) -> Option<ToAgent> {
+    match r.next::<ToAgent>().await {
+        Ok(m) => Some(m),
+        Err(ControlError::Closed) => None,
+        Err(e) => {
+            eprintln!("agent: control connection: {e}");
+            None
         }
     }
 }
@@ -149,9 +168,9 @@ async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlEr
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut link = Link { w };
-    let mut reader = BufReader::new(r);
+    let mut reader = LineReader::new(r);
     // Hello.
-    let hello = tokio::time::timeout(Duration::from_secs(10), control::recv(&mut reader))
+    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next::<ToAgent>())
         .await
         .map_err(|_| ControlError::Bad("no hello within 10 s".into()))?;
     match hello {
@@ -198,28 +217,9 @@ async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlEr
         nofile: limit.soft,
     })
     .await?;
-    // Messages from here on come through a reader task, so that the run can watch them.
-    let (tx, mut rx) = mpsc::channel::<ToAgent>(64);
-    tokio::spawn(async move {
-        loop {
-            match control::recv::<_, ToAgent>(&mut reader).await {
-                Ok(m) => {
-                    if tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    if !matches!(e, ControlError::Closed) {
-                        eprintln!("agent: control connection: {e}");
-                    }
-                    return; // dropping tx tells the session the coordinator is gone
-                }
-            }
-        }
-    });
     let mut prepared: Option<Prepared> = None;
     loop {
-        let msg = match tokio::time::timeout(SILENCE_LIMIT, rx.recv()).await {
+        let msg = match tokio::time::timeout(SILENCE_LIMIT, recv_msg(&mut reader)).await {
             Ok(Some(m)) => m,
             Ok(None) => return Err(ControlError::Closed),
             Err(_) => {
@@ -251,7 +251,7 @@ async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlEr
                 let Some(p) = prepared.take() else {
                     return Err(link.refuse("start before setup".into()).await);
                 };
-                return run_engine(p, &mut link, &mut rx).await;
+                return run_engine(p, &mut link, &mut reader).await;
             }
             ToAgent::Stop => return Ok(()),
             ToAgent::Hello { .. } | ToAgent::Go { .. } => {
@@ -326,11 +326,7 @@ enum End {
 }
 
 /// Runs the engine for the coordinator.
-async fn run_engine(
-    p: Prepared,
-    link: &mut Link,
-    rx: &mut mpsc::Receiver<ToAgent>,
-) -> Result<(), ControlError> {
+async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<(), ControlError> {
     let Prepared {
         scenario,
         plan,
@@ -346,8 +342,10 @@ async fn run_engine(
     let handles = Arc::new(Mutex::new(Vec::new()));
     let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
     let started = Instant::now();
-    let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(1);
+    // This agent's own ramp: its connections at its share of the rate (the scenario's
+    // `ramp_duration` counts every agent's connections).
+    let ramp = Duration::try_from_secs_f64(n as f64 / scenario.ramp_rate).unwrap_or(Duration::ZERO);
+    let connect_deadline = started + ramp + scenario.connect_timeout + Duration::from_secs(1);
     let mut phase = Phase::Connect;
     let mut connect_phase_s = 0.0;
     let mut rss_per_conn = None;
@@ -404,6 +402,14 @@ async fn run_engine(
             }
         }
         if now >= next_tick {
+            let late = now.duration_since(next_tick);
+            if late > Duration::from_secs(1) {
+                tracing::debug!(
+                    "agent: tick {:.1} s late (phase {})",
+                    late.as_secs_f64(),
+                    phase.as_str()
+                );
+            }
             next_tick += Duration::from_secs(1);
             let st = &shared.stats;
             let c = &st.counters;
@@ -435,7 +441,7 @@ async fn run_engine(
         }
         let msg = tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => None,
-            m = rx.recv() => Some(m),
+            m = recv_msg(rx) => Some(m),
         };
         match msg {
             None => {}
@@ -517,7 +523,7 @@ async fn run_engine(
             // Keep the connections open until the coordinator says stop (it may read the
             // server's counters first), at most 30 s.
             let _ = tokio::time::timeout(Duration::from_secs(30), async {
-                while let Some(m) = rx.recv().await {
+                while let Some(m) = recv_msg(rx).await {
                     if let ToAgent::Stop = m {
                         return;
                     }

@@ -375,6 +375,47 @@ pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(
     Ok(())
 }
 
+/// Reads messages from a stream, one per line, keeping partial lines across calls: `next` is
+/// cancel-safe, so it can sit in a `select!` beside timers without losing bytes. The agent reads
+/// its coordinator this way on its own thread instead of in a task that would queue behind
+/// thousands of connection tasks on a busy machine (which once looked like a silent coordinator).
+pub struct LineReader<R> {
+    r: R,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> LineReader<R> {
+    /// Wraps a stream.
+    pub fn new(r: R) -> LineReader<R> {
+        LineReader { r, buf: Vec::new() }
+    }
+
+    /// The next message; `Closed` at end of stream. Cancel-safe.
+    pub async fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, ControlError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return parse_line(&line);
+            }
+            if self.buf.len() as u64 > MAX_LINE_BYTES {
+                return Err(ControlError::TooLong);
+            }
+            self.buf.reserve(64 * 1024);
+            let n = self.r.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ControlError::Closed);
+            }
+        }
+    }
+}
+
+fn parse_line<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(buf).map_err(|e| {
+        let shown = String::from_utf8_lossy(&buf[..buf.len().min(120)]).into_owned();
+        ControlError::Bad(format!("{e} in {shown:?}"))
+    })
+}
+
 /// Reads one message; `Closed` at end of stream.
 pub async fn recv<R: AsyncBufRead + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
@@ -394,10 +435,7 @@ pub async fn recv<R: AsyncBufRead + Unpin, T: for<'de> Deserialize<'de>>(
             ControlError::Closed
         });
     }
-    serde_json::from_slice(&buf).map_err(|e| {
-        let shown = String::from_utf8_lossy(&buf[..buf.len().min(120)]).into_owned();
-        ControlError::Bad(format!("{e} in {shown:?}"))
-    })
+    parse_line(&buf)
 }
 
 #[cfg(test)]
@@ -465,6 +503,17 @@ mod tests {
         }
         assert!(matches!(
             recv::<_, ToAgent>(&mut r).await,
+            Err(ControlError::Closed)
+        ));
+        // The line reader keeps a partial line across calls.
+        let mut lr = LineReader::new(&b"{\"t\":\"ping\",\"id\":1}\n{\"t\":\"stop\"}\n{\"t\""[..]);
+        assert!(matches!(
+            lr.next::<ToAgent>().await,
+            Ok(ToAgent::Ping { id: 1 })
+        ));
+        assert!(matches!(lr.next::<ToAgent>().await, Ok(ToAgent::Stop)));
+        assert!(matches!(
+            lr.next::<ToAgent>().await,
             Err(ControlError::Closed)
         ));
         let mut bad = tokio::io::BufReader::new(&b"{\"t\":\"nope\"}\n"[..]);

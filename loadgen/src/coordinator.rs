@@ -453,8 +453,9 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut last_cpu = 0.0f64;
     let mut phase = Phase::Connect;
     let mut phases = PhaseTimes::default();
+    // A backstop behind the agents' own connect deadlines (ramp + connect_timeout + 1 s).
     let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(5);
+        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(10);
     // (start, measure start, cooldown start, end) in coordinator time.
     let mut timeline: Option<[Instant; 4]> = None;
     let mut server_connected = None;
@@ -697,6 +698,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 let Some((i, m)) = ev else { continue };
                 let l = &mut links[i];
                 if l.lost { continue; }
+                let gap = l.last_heard.elapsed();
+                if gap > STALL_LIMIT / 2 {
+                    tracing::warn!("agent {}: {:.1} s since its last report", l.id, gap.as_secs_f64());
+                }
                 l.last_heard = Instant::now();
                 match m {
                     Ok(FromAgent::Tick(t)) => {
