@@ -1,6 +1,7 @@
 //! End-to-end tests of `chatbench cluster up`: nodes start on the addresses it prints, a node
 //! killed with SIGKILL is restarted at the same address (counted, timestamped), a node that
-//! keeps dying is given up on, and Ctrl-C stops every node.
+//! keeps dying is given up on, and Ctrl-C stops every node; `run --serve … --nodes N` measures
+//! a mesh cluster, a Redis cluster and independent servers it started, with exact counts.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -241,4 +242,105 @@ fn bad_requests_are_usage_errors() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// `chatbench run --serve … --nodes N` on the smoke scenario shrunk: returns the summary and
+/// the run folder.
+fn run_nodes(extra: &[&str]) -> (serde_json::Value, std::path::PathBuf, tempfile::TempDir) {
+    let out = tempfile::tempdir().expect("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--progress",
+            "quiet",
+        ])
+        .args([
+            "--set",
+            "connections=120",
+            "--set",
+            "rooms=6",
+            "--set",
+            "members_per_room=20",
+        ])
+        .args([
+            "--set",
+            "measure=\"2s\"",
+            "--out",
+            out.path().to_str().expect("path"),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // 0, or 4 when the shared machine made the generator late (an invalid run still counts).
+    assert!(
+        matches!(o.status.code(), Some(0 | 4)),
+        "{extra:?}: {stderr}"
+    );
+    let dir = std::fs::read_dir(out.path())
+        .expect("out")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("a run folder");
+    let s = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary"))
+        .expect("json");
+    (s, dir, out)
+}
+
+fn assert_every_message_delivered(s: &serde_json::Value, nodes: usize, policy: &str) {
+    assert_eq!(s["status"], "complete", "{s}");
+    let m = &s["messages"];
+    assert_eq!(m["lost"], 0, "{m}");
+    assert_eq!(m["duplicated"], 0, "{m}");
+    let sent = m["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "{m}");
+    assert_eq!(m["expected"].as_u64(), Some(sent * 19), "{m}");
+    assert_eq!(m["delivered"], m["expected"], "{m}");
+    assert_eq!(
+        s["target"]["targets"].as_array().map(Vec::len),
+        Some(nodes),
+        "{s}"
+    );
+    assert_eq!(
+        s["target"]["pids"].as_array().map(Vec::len),
+        Some(nodes),
+        "{s}"
+    );
+    assert_eq!(s["target"]["target_policy"], policy, "{s}");
+}
+
+#[test]
+fn a_run_spans_rooms_over_a_mesh_cluster_it_started() {
+    let (s, dir, _out) = run_nodes(&["--serve", "cluster", "--nodes", "3", "--backplane", "mesh"]);
+    // Rooms of 20 spread over 3 nodes: no loss means every message crossed the mesh.
+    assert_every_message_delivered(&s, 3, "span");
+    assert_eq!(s["target"]["settings"]["backplane"], "mesh", "{s}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+            .expect("json");
+    assert_eq!(state["nodes"].as_array().map(Vec::len), Some(3), "{state}");
+    for n in state["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["restarts"], 0, "{state}");
+    }
+}
+
+#[test]
+fn a_run_spans_rooms_over_a_redis_cluster_with_a_private_redis() {
+    let (s, dir, _out) = run_nodes(&["--serve", "cluster", "--nodes", "2", "--backplane", "redis"]);
+    assert_every_message_delivered(&s, 2, "span");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+            .expect("json");
+    let url = state["redis_url"].as_str().expect("a private redis url");
+    assert!(url.starts_with("redis://127.0.0.1:"), "{url}");
+}
+
+#[test]
+fn independent_servers_keep_each_room_on_one() {
+    let (s, _dir, _out) = run_nodes(&["--serve", "epoll", "--nodes", "2"]);
+    assert_every_message_delivered(&s, 2, "partition");
 }

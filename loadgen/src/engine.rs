@@ -318,9 +318,14 @@ async fn open_and_join(
         .get(plan.target as usize)
         .zip(shared.sessions.get(plan.target as usize))
         .ok_or_else(|| "no_such_target".to_string())?;
-    let mut ws = connect(target, session, shared.source_for(plan.index), shared.ws_config)
-        .await
-        .map_err(|e| e.label())?;
+    let mut ws = connect(
+        target,
+        session,
+        shared.source_for(plan.index),
+        shared.ws_config,
+    )
+    .await
+    .map_err(|e| e.label())?;
     Stats::inc(&shared.stats.counters.connected);
     let profile = shared.scenario.session_profile();
     profile::open_session(profile, &mut ws, &shared.stats).await?;

@@ -336,10 +336,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.redis_url.is_some() && !matches!(args.backplane, Some(BackplaneArg::Redis)) {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
-    let (target_url, target_info) = if let (Some(arch), true) = (
-        &args.serve,
-        clustered || args.nodes.is_some_and(|n| n > 1),
-    ) {
+    let (target_url, target_info) = if let (Some(arch), true) =
+        (&args.serve, clustered || args.nodes.is_some_and(|n| n > 1))
+    {
         let nodes = args.nodes.unwrap_or(1);
         let backplane = match args.backplane {
             Some(BackplaneArg::Redis) => Backplane::Redis {
