@@ -6,6 +6,7 @@
 //!   path), the `echo` profile (`/echo`) and the `template` profile (its home-grown `/chat`
 //!   protocol);
 //! - the Socket.IO peer (`servers/peers/socketio-room.js`) with the `socketio` profile;
+//! - any server command (`--serve-cmd`), here the `ws` peer's echo path;
 //! - the `phoenix` profile against a scripted fake Phoenix server in this file that answers with
 //!   the frames of a conversation recorded from the published Phoenix Channels v2 protocol (no
 //!   Phoenix server can be installed here; `docs/profiles.md` says so).
@@ -190,6 +191,26 @@ fn socketio_peer_with_the_socketio_profile() {
     );
     assert_exact(&s, 19);
     assert_peer_sampled(&s, "socketio");
+}
+
+#[test]
+fn any_server_command_with_serve_cmd() {
+    require_node_peers();
+    let s = run(
+        &[
+            "--serve-cmd",
+            "node servers/peers/ws-room.js --listen 127.0.0.1:0",
+            "--serve-path",
+            "/echo",
+        ],
+        "scenarios/profiles/echo.toml",
+    );
+    assert_exact(&s, 1);
+    assert_eq!(s["target"]["arch"], serde_json::Value::Null);
+    assert!(s["target"]["settings"]["command"]
+        .as_str()
+        .is_some_and(|c| c.contains("ws-room.js")));
+    assert!(s["target_resources"]["memory_per_conn"].is_object());
 }
 
 #[test]
