@@ -6,6 +6,7 @@
 //!   path), the `echo` profile (`/echo`) and the `template` profile (its home-grown `/chat`
 //!   protocol);
 //! - the Socket.IO peer (`servers/peers/socketio-room.js`) with the `socketio` profile;
+//! - any server command (`--serve-cmd`), here the `ws` peer's echo path;
 //! - the `phoenix` profile against a scripted fake Phoenix server in this file that answers with
 //!   the frames of a conversation recorded from the published Phoenix Channels v2 protocol (no
 //!   Phoenix server can be installed here; `docs/profiles.md` says so).
@@ -193,6 +194,26 @@ fn socketio_peer_with_the_socketio_profile() {
 }
 
 #[test]
+fn any_server_command_with_serve_cmd() {
+    require_node_peers();
+    let s = run(
+        &[
+            "--serve-cmd",
+            "node servers/peers/ws-room.js --listen 127.0.0.1:0",
+            "--serve-path",
+            "/echo",
+        ],
+        "scenarios/profiles/echo.toml",
+    );
+    assert_exact(&s, 1);
+    assert_eq!(s["target"]["arch"], serde_json::Value::Null);
+    assert!(s["target"]["settings"]["command"]
+        .as_str()
+        .is_some_and(|c| c.contains("ws-room.js")));
+    assert!(s["target_resources"]["memory_per_conn"].is_object());
+}
+
+#[test]
 fn a_peer_that_does_not_speak_the_protocol_is_a_usage_error() {
     let out = chatbench(&[
         "run",
@@ -240,8 +261,8 @@ fn a_bad_profile_option_is_a_usage_error_with_file_and_line() {
 
 /// A Phoenix Channels v2 conversation, as the published protocol has it (phoenix.js with
 /// `vsn=2.0.0` and a channel whose `handle_in("new_msg", …)` calls `broadcast_from!` and
-/// answers `{:noreply, socket}`): `>` client to server, `<` server to the client, `*` server to
-/// the topic's other members.
+/// answers `{:noreply, socket}`), ending with the join of a topic no channel matches: `>` client
+/// to server, `<` server to the client, `*` server to the topic's other members.
 const RECORDED: &[(&str, &str)] = &[
     (">", r#"["3","3","room:lobby","phx_join",{}]"#),
     (
@@ -255,6 +276,11 @@ const RECORDED: &[(&str, &str)] = &[
     ),
     (">", r#"["3","5","room:lobby","new_msg",{"body":"hi"}]"#),
     ("*", r#"[null,null,"room:lobby","new_msg",{"body":"hi"}]"#),
+    (">", r#"["6","6","nope:x","phx_join",{}]"#),
+    (
+        "<",
+        r#"["6","6","nope:x","phx_reply",{"response":{"reason":"unmatched topic"},"status":"error"}]"#,
+    ),
 ];
 
 /// The members of each topic: connection id and its outbound queue.
@@ -265,6 +291,7 @@ type Topics = HashMap<String, Vec<(u64, tokio::sync::mpsc::Sender<String>)>>;
 struct Hub {
     topics: Mutex<Topics>,
     joins: AtomicU64,
+    refused: AtomicU64,
     heartbeats: AtomicU64,
     pushes: AtomicU64,
     unexpected: AtomicU64,
@@ -297,6 +324,14 @@ fn phoenix_answer(hub: &Hub, frame: &str) -> (Option<String>, Option<(String, St
         (Some(t), Some("phx_join")) if t.starts_with("room:") => {
             hub.joins.fetch_add(1, Ordering::Relaxed);
             (Some(ok_reply()), None)
+        }
+        // What Phoenix answers a join of a topic no channel matches.
+        (Some(_), Some("phx_join")) => {
+            hub.refused.fetch_add(1, Ordering::Relaxed);
+            let reply = format!(
+                "[{join_ref},{reference},{topic},\"phx_reply\",{{\"response\":{{\"reason\":\"unmatched topic\"}},\"status\":\"error\"}}]"
+            );
+            (Some(reply), None)
         }
         (Some(t), Some("new_msg")) if t.starts_with("room:") => {
             hub.pushes.fetch_add(1, Ordering::Relaxed);
@@ -340,7 +375,7 @@ async fn phoenix_conn(hub: Arc<Hub>, id: u64, stream: tokio::net::TcpStream) {
         let Message::Text(t) = msg else { continue };
         let (reply, broadcast) = phoenix_answer(&hub, &t);
         if let Some(r) = reply {
-            if t.contains("\"phx_join\"") {
+            if t.contains("\"phx_join\"") && r.contains("\"status\":\"ok\"") {
                 if let Some(topic) = serde_json::from_str::<serde_json::Value>(&t)
                     .ok()
                     .and_then(|v| v.get(2).and_then(|t| t.as_str()).map(str::to_owned))
@@ -458,4 +493,80 @@ fn phoenix_profile_against_the_recorded_protocol() {
         hub.heartbeats.load(Ordering::Relaxed)
     );
     assert!(hub.pushes.load(Ordering::Relaxed) > 0);
+}
+
+/// A short scenario for the refusal tests: `extra` is appended (protocol and `[profile]`).
+fn refusal_scenario(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("refused.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"refused\"\nconnections = 20\nrooms = 2\nmembers_per_room = 10\n\
+             settle = \"1s\"\nwarmup = \"1s\"\nmeasure = \"1s\"\ncooldown = \"0s\"\n\
+             connect_timeout = \"5s\"\n{extra}"
+        ),
+    )
+    .expect("write scenario");
+    path
+}
+
+/// Runs a scenario whose every connection the server refuses: exit 3, and the connect errors
+/// carry the profile's label.
+fn assert_all_refused(extra: &[&str], scenario: &Path, label: &str) {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    let scenario = scenario.to_str().expect("utf-8 path");
+    let out_path = out_dir.path().to_str().expect("utf-8 path");
+    args.extend_from_slice(&[
+        "--scenario",
+        scenario,
+        "--out",
+        out_path,
+        "--progress",
+        "quiet",
+    ]);
+    let out = {
+        let _turn = serial();
+        chatbench(&args)
+    };
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let dir = only_run_dir(out_dir.path());
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(s["connections"]["ready"], 0, "{:#}", s["connections"]);
+    assert_eq!(
+        s["connections"]["errors"][label], 20,
+        "{:#}",
+        s["connections"]
+    );
+}
+
+#[test]
+fn a_refused_socketio_namespace_is_a_counted_connect_error() {
+    require_node_peers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = refusal_scenario(
+        dir.path(),
+        "protocol = \"socketio\"\n[profile]\nnamespace = \"/nope\"\n",
+    );
+    assert_all_refused(
+        &["--serve-peer", "socketio"],
+        &path,
+        "socketio_connect_error",
+    );
+}
+
+#[test]
+fn a_refused_phoenix_join_is_a_counted_connect_error() {
+    let (addr, hub) = start_fake_phoenix();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = refusal_scenario(
+        dir.path(),
+        "protocol = \"phoenix\"\n[profile]\ntopic_prefix = \"nope:\"\n",
+    );
+    let url = format!("ws://{addr}");
+    assert_all_refused(&["--target", &url], &path, "phx_join_error");
+    assert_eq!(hub.refused.load(Ordering::Relaxed), 20);
 }

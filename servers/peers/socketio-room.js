@@ -66,4 +66,5 @@ stopOnSignal(NAME, () => {
   io.close();
 });
 
-server.listen(port, host, () => announce(server, NAME, '/socket.io/'));
+// A large accept backlog (Node's default is 511), as the reference servers have.
+server.listen({ port, host, backlog: 4096 }, () => announce(server, NAME, '/socket.io/'));

@@ -165,4 +165,6 @@ stopOnSignal(NAME, () => {
   for (const ws of wss.clients) ws.close(1001, 'server stopping');
 });
 
-server.listen(port, host, () => announce(server, NAME, '/ws'));
+// A large accept backlog (Node's default is 511), as the reference servers have: connection
+// storms otherwise overflow it (dropped SYNs, 1 s retransmit stalls).
+server.listen({ port, host, backlog: 4096 }, () => announce(server, NAME, '/ws'));

@@ -140,7 +140,7 @@ struct RunArgs {
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
     /// socketio: socketio). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = ["node-ws", "socketio"], conflicts_with = "serve_cmd")]
+    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
@@ -211,6 +211,11 @@ pub(crate) fn serve_arch_names() -> clap::builder::PossibleValuesParser {
 /// The architecture names `--serve` accepts.
 pub(crate) fn arch_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(chatbench_servers::Arch::ALL.map(|a| a.as_str()))
+}
+
+/// The peer names `--serve-peer` accepts.
+pub(crate) fn peer_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Peer::ALL.map(|p| p.as_str()))
 }
 
 /// Entry point: parse, dispatch, map errors to exit codes.
@@ -411,6 +416,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         child = Some(c);
         (url, info)
     } else if let Some(peer) = &args.serve_peer {
+        // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
+        // its own: raise the soft limit to the hard one first.
+        raise_nofile_for_child();
         let peer = Peer::parse(peer).map_err(|e| UsageError(e.to_string()))?;
         let path = peer
             .url_path(scenario.protocol)
@@ -435,6 +443,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
+        raise_nofile_for_child();
         let c = ServerChild::start_command(std::path::Path::new(&program), &rest, &server_cpus)?;
         let (url, info) = started_target(&c, &args.serve_path, None, pin, &server_cpus);
         child = Some(c);
@@ -555,6 +564,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// Raises our open-files soft limit to the hard one before starting a server that will inherit
+/// it. A failure is only a warning here: the run itself checks the limit against its plan.
+fn raise_nofile_for_child() {
+    if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
+        tracing::warn!("cannot raise the open-files limit for the server: {e}");
+    }
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).

@@ -110,8 +110,9 @@ impl Phoenix {
     fn split(text: &str) -> Option<Frame<'_>> {
         let v: [&RawValue; 5] = serde_json::from_str(text).ok()?;
         let opt_str = |r: &RawValue| serde_json::from_str::<Option<Cow<'_, str>>>(r.get()).ok();
+        // The join ref must be a string or null; the client never needs its value.
+        opt_str(v[0])?;
         Some(Frame {
-            join_ref: opt_str(v[0])?,
             reference: opt_str(v[1])?,
             topic: serde_json::from_str(v[2].get()).ok()?,
             event: serde_json::from_str(v[3].get()).ok()?,
@@ -167,8 +168,6 @@ impl Phoenix {
 }
 
 struct Frame<'a> {
-    #[allow(dead_code)] // part of the frame; the client never needs it
-    join_ref: Option<Cow<'a, str>>,
     reference: Option<Cow<'a, str>>,
     topic: Cow<'a, str>,
     event: Cow<'a, str>,
