@@ -121,6 +121,17 @@ pub struct TargetInfo {
     pub target_policy: Option<String>,
 }
 
+impl TargetInfo {
+    /// The processes to sample: `pids` when set, else `pid`.
+    pub fn sampled_pids(&self) -> Vec<u32> {
+        if self.pids.is_empty() {
+            self.pid.into_iter().collect()
+        } else {
+            self.pids.clone()
+        }
+    }
+}
+
 /// The generator side of a run, with its self-check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeneratorInfo {
@@ -561,16 +572,5 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1);
-    }
-}
-
-impl TargetInfo {
-    /// The processes to sample: `pids` when set, else `pid`.
-    pub fn sampled_pids(&self) -> Vec<u32> {
-        if self.pids.is_empty() {
-            self.pid.into_iter().collect()
-        } else {
-            self.pids.clone()
-        }
     }
 }
