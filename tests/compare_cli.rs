@@ -409,3 +409,65 @@ fn check_traced(
         }
     }
 }
+
+#[test]
+fn peers_get_columns_measured_like_the_architectures() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "node-ws,socketio",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    assert!(
+        md.contains("| question | epoll | node-ws | socketio |"),
+        "{md}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    for peer in ["node-ws", "socketio"] {
+        for r in rows {
+            let cell = &r["cells"][peer];
+            match r["key"].as_str().expect("key") {
+                // No fault-injection frame in a third-party server: not run, and said so.
+                "fault_blast_radius" | "horizontal_scaling" => {
+                    assert_eq!(cell["status"], "not_measured", "{cell}")
+                }
+                key => {
+                    if cell["status"] == "invalid" {
+                        continue;
+                    }
+                    let src = dir.join(
+                        cell["source"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{key}: {cell}")),
+                    );
+                    let s: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&src).expect("source"))
+                            .expect("summary");
+                    // The number comes from a run against that peer, started by chatbench.
+                    assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
+                    assert!(cell["value"].is_number(), "{key}: {cell}");
+                    if key == "loss" {
+                        assert_eq!(cell["value"], 0.0, "{cell}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -589,12 +589,14 @@ pub fn build_suite(
             )
         },
     );
-    row("horizontal_scaling", "Horizontal scaling", "", &|_| Cell {
+    row("horizontal_scaling", "Horizontal scaling", "", &|_| {
+        Cell {
         display: "not measured".into(),
         value: None,
         status: "not_measured".into(),
-        condition: "needs the cluster architecture (not built yet)".into(),
+        condition: "not in the suites yet: measure a cluster with `chatbench run --serve cluster --nodes N --backplane mesh|redis` (docs/architectures.md)".into(),
         source: None,
+    }
     });
     // The sweeps' rows go before the horizontal-scaling row (the last one).
     let last = rows.pop();

@@ -55,6 +55,14 @@ pub struct CompareArgs {
     /// median run by p99 and the range. Default: 1 in the quick suite, 3 in the full one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     repeats: Option<u32>,
+    /// Third-party servers to measure beside the architectures, comma-separated (from
+    /// servers/peers/, Node.js: `node-ws`, `socketio`); each gets a column, measured with the
+    /// same sampler. Their poison step is not run (they have no fault-injection frame).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
+    peer: Vec<String>,
+    /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
+    #[arg(long, value_name = "DIR", default_value = "servers/peers")]
+    peers_dir: PathBuf,
     /// Shrink every step to a few hundred connections and 1–3 s windows: checks the harness
     /// end to end in seconds (the tests use it). The figures are not meaningful.
     #[arg(long)]
@@ -321,8 +329,14 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("locating the chatbench executable")?;
     let mut runs = Runs::new();
-    for arch in &archs {
+    let mut columns = archs.clone();
+    columns.extend(args.peer.iter().cloned());
+    for arch in &columns {
+        let peer = args.peer.contains(arch);
         for s in &steps {
+            if peer && s.step == Step::Poison {
+                continue;
+            }
             let mut stopped = false;
             for (i, point) in s.points.iter().enumerate() {
                 if stopped {
@@ -331,12 +345,27 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                 for repeat in 0..s.repeats {
                     let label = point_label(s, i, repeat);
                     eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
-                    let mut extra: Vec<String> = s
-                        .server_args
-                        .iter()
-                        .chain(arch_args(arch, args.suite))
-                        .map(|a| a.to_string())
-                        .collect();
+                    let mut extra: Vec<String> = if peer {
+                        let mut e = vec![
+                            "--serve-peer".to_string(),
+                            arch.clone(),
+                            "--peers-dir".into(),
+                            args.peers_dir.display().to_string(),
+                        ];
+                        if arch == "socketio" {
+                            e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
+                        }
+                        e
+                    } else {
+                        let mut e = vec!["--serve".to_string(), arch.clone()];
+                        e.extend(
+                            s.server_args
+                                .iter()
+                                .chain(arch_args(arch, args.suite))
+                                .map(|a| a.to_string()),
+                        );
+                        e
+                    };
                     let tiny = if args.tiny {
                         tiny_overrides(s.step)
                     } else {
@@ -350,8 +379,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                         extra.push("--set".into());
                         extra.push(o);
                     }
-                    let mut result =
-                        run_step(&exe, arch, &scenarios.join(s.file), &extra, &runs_dir);
+                    let mut result = run_step(&exe, &scenarios.join(s.file), &extra, &runs_dir);
                     let verdict = match &mut result {
                         StepResult::Ran { summary, .. } => {
                             let check = if s.step.is_sweep() {
@@ -394,9 +422,9 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let comparison = build_suite(suite, &archs, &runs, &dir, Some(args.slo_p99_ms));
+    let comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
     let results = chatbench_report::sweeps::headline(&runs);
-    draw_charts(&dir, &archs, &results, &runs, args.slo_p99_ms);
+    draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
     let page = chatbench_report::html::render(&dir, &comparison, &results);
     write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
     let md = render_markdown(&comparison);
@@ -463,11 +491,12 @@ pub(crate) fn draw_charts(
     }
 }
 
-/// Runs one step as a child `chatbench run`, and finds the run folder it wrote.
-fn run_step(exe: &Path, arch: &str, scenario: &Path, extra: &[String], runs: &Path) -> StepResult {
+/// Runs one step as a child `chatbench run` (`extra` names the server: `--serve ARCH …` or
+/// `--serve-peer PEER …`), and finds the run folder it wrote.
+fn run_step(exe: &Path, scenario: &Path, extra: &[String], runs: &Path) -> StepResult {
     let before: Vec<PathBuf> = list_dirs(runs);
     let output = Command::new(exe)
-        .args(["run", "--serve", arch, "--progress", "quiet", "--scenario"])
+        .args(["run", "--progress", "quiet", "--scenario"])
         .arg(scenario)
         .arg("--out")
         .arg(runs)
