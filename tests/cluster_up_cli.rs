@@ -3,6 +3,8 @@
 //! keeps dying is given up on, and Ctrl-C stops every node; `run --serve … --nodes N` measures
 //! a mesh cluster, a Redis cluster and independent servers it started, with exact counts.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -292,22 +294,7 @@ fn run_nodes(extra: &[&str]) -> (serde_json::Value, std::path::PathBuf, tempfile
 }
 
 fn assert_every_message_delivered(s: &serde_json::Value, nodes: usize, policy: &str) {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"),
-        )
-        .expect("schema"),
-    )
-    .expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(s)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "summary.json does not match the schema: {errors:?}"
-    );
+    common::check_schema(s);
     assert_eq!(s["status"], "complete", "{s}");
     let m = &s["messages"];
     assert_eq!(m["lost"], 0, "{m}");

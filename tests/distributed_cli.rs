@@ -3,6 +3,9 @@
 //! counts (connections per target, exact deliveries, merged histogram counts) and refusals,
 //! never timing.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -70,39 +73,6 @@ fn server() -> Started {
         "--listen",
         "127.0.0.1:0",
     ])
-}
-
-fn only_run_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<_> = std::fs::read_dir(root)
-        .expect("results root")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(dirs.len(), 1, "expected one run folder, found {dirs:?}");
-    dirs[0].clone()
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(dir.join("summary.json")).expect("summary.json");
-    serde_json::from_slice(&bytes).expect("summary.json is JSON")
-}
-
-fn check_schema(summary: &serde_json::Value) {
-    let schema_text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"),
-    )
-    .expect("docs/summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(summary)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "summary.json does not match docs/summary.schema.json:\n{}",
-        errors.join("\n")
-    );
 }
 
 /// A finished run: exit 0, or 4 (generator-bound on a busy machine) with its reason.

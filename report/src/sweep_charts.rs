@@ -210,47 +210,89 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
     }
 }
 
-fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
-    let mut lines = Vec::new();
-    let mut left_out = Vec::new();
-    let mut lossy = Vec::new();
-    let mut connections = None;
+/// One p99 line per architecture over a sweep's points, with what was left out and where
+/// messages were lost; `at(x)` names a point in the footnotes (" at 990/s").
+struct P99Lines<'r> {
+    lines: Vec<Line>,
+    left_out: Vec<String>,
+    lossy: Vec<String>,
+    /// The points of the first architecture with any, for the load conditions.
+    first: Vec<(f64, &'r Summary)>,
+}
+
+fn p99_lines<'r>(
+    archs: &[String],
+    runs: &'r Runs,
+    step: Step,
+    at: impl Fn(f64) -> String,
+) -> P99Lines<'r> {
+    let mut out = P99Lines {
+        lines: Vec::new(),
+        left_out: Vec::new(),
+        lossy: Vec::new(),
+        first: Vec::new(),
+    };
     for (i, arch) in archs.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
         let mut points = Vec::new();
-        for (x, s) in usable_points(runs, arch, Step::LoadSweep, &mut left_out) {
-            connections.get_or_insert(s.connections.planned);
+        let usable = usable_points(runs, arch, step, &mut out.left_out);
+        if out.first.is_empty() {
+            out.first = usable.clone();
+        }
+        for (x, s) in usable {
             if s.messages.lost > 0 {
-                lossy.push(format!(
-                    "{arch} at {x:.0}/s: {} of {} lost",
-                    s.messages.lost, s.messages.expected
+                out.lossy.push(format!(
+                    "{arch}{}: {} of {} lost",
+                    at(x),
+                    s.messages.lost,
+                    s.messages.expected
                 ));
             }
             match &s.latency_us {
                 Some(l) => points.push((x, l.p99 as f64 / 1000.0)),
-                None => left_out.push(format!("{arch} at {x:.0}/s: no deliveries")),
+                None => out.left_out.push(format!("{arch}{}: no deliveries", at(x))),
             }
         }
         if !points.is_empty() {
-            lines.push(Line {
+            out.lines.push(Line {
                 label: arch.clone(),
-                color,
+                color: PALETTE[i % PALETTE.len()],
                 solid: true,
                 points,
             });
         }
     }
-    let mut foot = vec![note(format!(
-        "p99 delivery latency (open loop, from the intended send time) at each offered load; {} connections in rooms of 100, each point a fresh server. The knee is the last point under the SLO line ({slo_p99_ms} ms). The sweep stops at the first point over the SLO, with loss, or generator-bound.",
-        connections.map(|c| c.to_string()).unwrap_or_else(|| "—".into())
-    ))];
-    if !lossy.is_empty() {
-        foot.push(warn(format!("Lost messages: {}.", lossy.join("; "))));
+    out
+}
+
+impl P99Lines<'_> {
+    /// The footnote: what the chart shows, then losses, exclusions and provenance.
+    fn foot(&self, what: String, runs: &Runs, step: Step) -> Vec<FootLine> {
+        let mut foot = vec![note(what)];
+        if !self.lossy.is_empty() {
+            foot.push(warn(format!("Lost messages: {}.", self.lossy.join("; "))));
+        }
+        if !self.left_out.is_empty() {
+            foot.push(warn(format!("Not plotted: {}.", self.left_out.join("; "))));
+        }
+        foot.push(provenance(all_summaries(runs, step)));
+        foot
     }
-    if !left_out.is_empty() {
-        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
-    }
-    foot.push(provenance(all_summaries(runs, Step::LoadSweep)));
+}
+
+fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
+    let p = p99_lines(archs, runs, Step::LoadSweep, |x| format!(" at {x:.0}/s"));
+    let connections = p
+        .first
+        .first()
+        .map(|(_, s)| s.connections.planned.to_string())
+        .unwrap_or_else(|| "—".into());
+    let foot = p.foot(
+        format!(
+            "p99 delivery latency (open loop, from the intended send time) at each offered load; {connections} connections in rooms of 100, each point a fresh server. The knee is the last point under the SLO line ({slo_p99_ms} ms). The sweep stops at the first point over the SLO, with loss, or generator-bound."
+        ),
+        runs,
+        Step::LoadSweep,
+    );
     XyChart {
         title: "p99 delivery latency against offered load (load sweep)".into(),
         x_desc: "Offered load, deliveries per second".into(),
@@ -258,58 +300,34 @@ fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
         log_x: false,
         log_y: true,
         reference: Some((slo_p99_ms, format!("SLO p99 {slo_p99_ms} ms"))),
-        lines,
+        lines: p.lines,
         empty_message: "No usable load-sweep run to plot".into(),
         foot,
     }
 }
 
 fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
-    let mut lines = Vec::new();
-    let mut left_out = Vec::new();
-    let mut lossy = Vec::new();
-    let mut loads = Vec::new();
-    for (i, arch) in archs.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let mut points = Vec::new();
-        for (x, s) in usable_points(runs, arch, Step::RoomSize, &mut left_out) {
-            if i == 0 || loads.is_empty() {
-                loads.push(format!(
-                    "rooms of {x:.0}: {} connections, ≈{:.0} deliveries/s",
-                    s.connections.ready, s.messages.delivered_per_s
-                ));
-            }
-            if s.messages.lost > 0 {
-                lossy.push(format!(
-                    "{arch}, rooms of {x:.0}: {} of {} lost",
-                    s.messages.lost, s.messages.expected
-                ));
-            }
-            match &s.latency_us {
-                Some(l) => points.push((x, l.p99 as f64 / 1000.0)),
-                None => left_out.push(format!("{arch}, rooms of {x:.0}: no deliveries")),
-            }
-        }
-        if !points.is_empty() {
-            lines.push(Line {
-                label: arch.clone(),
-                color,
-                solid: true,
-                points,
-            });
-        }
-    }
-    let mut foot = vec![note(format!(
-        "p99 delivery latency (open loop) with the same delivery rate through rooms of different sizes; each point a fresh server. Load: {}.",
-        if loads.is_empty() { "—".to_string() } else { loads.join("; ") }
-    ))];
-    if !lossy.is_empty() {
-        foot.push(warn(format!("Lost messages: {}.", lossy.join("; "))));
-    }
-    if !left_out.is_empty() {
-        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
-    }
-    foot.push(provenance(all_summaries(runs, Step::RoomSize)));
+    let p = p99_lines(archs, runs, Step::RoomSize, |x| {
+        format!(", rooms of {x:.0}")
+    });
+    let loads: Vec<String> = p
+        .first
+        .iter()
+        .map(|(x, s)| {
+            format!(
+                "rooms of {x:.0}: {} connections, ≈{:.0} deliveries/s",
+                s.connections.ready, s.messages.delivered_per_s
+            )
+        })
+        .collect();
+    let foot = p.foot(
+        format!(
+            "p99 delivery latency (open loop) with the same delivery rate through rooms of different sizes; each point a fresh server. Load: {}.",
+            if loads.is_empty() { "—".to_string() } else { loads.join("; ") }
+        ),
+        runs,
+        Step::RoomSize,
+    );
     XyChart {
         title: "p99 delivery latency against room size".into(),
         x_desc: "Members per room (log scale)".into(),
@@ -317,7 +335,7 @@ fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
         log_x: true,
         log_y: true,
         reference: None,
-        lines,
+        lines: p.lines,
         empty_message: "No usable room-size run to plot".into(),
         foot,
     }
