@@ -66,7 +66,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
 
 # The deterministic tier of the regression gate against the committed baseline: instruction and
-# allocation counts per delivery of each architecture's fan-out path under callgrind (~1 min).
+# allocation counts per delivery of each architecture's fan-out path under callgrind (10–45 s).
 # Exit 1 = regression, 2 = could not judge (e.g. the baseline is from another CPU or compiler):
 # both fail the build. A change meant to cost more updates the baseline in the same commit:
 #   cargo build --workspace --bins && target/debug/chatbench gate deterministic --update-baseline --repeat 3

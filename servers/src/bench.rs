@@ -116,6 +116,13 @@ mod tests {
             assert_eq!(w.run(&texts).unwrap(), 25 * 9, "{arch}");
             // A second batch on the same room delivers the same.
             assert_eq!(w.run(&texts).unwrap(), 25 * 9, "{arch}");
+            // Injected work changes the cost, not the behaviour.
+            let config = ServerConfig {
+                inject_work: 50,
+                ..ServerConfig::default()
+            };
+            let mut w = fan_out(arch, config, 10).unwrap();
+            assert_eq!(w.run(&texts).unwrap(), 25 * 9, "{arch}");
         }
     }
 

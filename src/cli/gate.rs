@@ -90,6 +90,9 @@ const MAX_INSTR_PCT: f64 = 2.0;
 const MAX_ALLOC_PCT: f64 = 1.0;
 
 pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
+    // Record (and run under) the limit runs actually get: `chatbench run` raises soft to hard,
+    // so a fingerprint taken with a shell's lower soft limit would differ for no reason.
+    let _ = chatbench_loadgen::sys::raise_nofile();
     let result = match args.tier {
         Tier::Deterministic(a) => deterministic(a),
         Tier::Statistical(a) => statistical::statistical(a),

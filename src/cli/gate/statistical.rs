@@ -215,6 +215,12 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     let prov = Provenance::collect();
     let here = Fingerprint::from_provenance(&prov);
     let mut notes = Vec::new();
+    if cfg!(debug_assertions) && (args.baseline_bin.is_none() || args.candidate_bin.is_none()) {
+        notes.push(
+            "this chatbench is a debug build: timing figures of debug builds say little; use `cargo build --release`"
+                .into(),
+        );
+    }
     let mut cannot = false;
     if !args.update_baseline {
         let b = Baseline::load(&baseline_path).map_err(|e| {
