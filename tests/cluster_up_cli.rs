@@ -293,7 +293,13 @@ fn run_nodes(extra: &[&str]) -> (serde_json::Value, std::path::PathBuf, tempfile
     (s, dir, out)
 }
 
-fn assert_every_message_delivered(s: &serde_json::Value, nodes: usize, policy: &str) {
+/// `processes`: the nodes, plus a private redis-server when there is one.
+fn assert_every_message_delivered(
+    s: &serde_json::Value,
+    nodes: usize,
+    processes: usize,
+    policy: &str,
+) {
     common::check_schema(s);
     assert_eq!(s["status"], "complete", "{s}");
     let m = &s["messages"];
@@ -320,7 +326,7 @@ fn assert_every_message_delivered(s: &serde_json::Value, nodes: usize, policy: &
 fn a_run_spans_rooms_over_a_mesh_cluster_it_started() {
     let (s, dir, _out) = run_nodes(&["--serve", "cluster", "--nodes", "3", "--backplane", "mesh"]);
     // Rooms of 20 spread over 3 nodes: no loss means every message crossed the mesh.
-    assert_every_message_delivered(&s, 3, "span");
+    assert_every_message_delivered(&s, 3, 3, "span");
     assert_eq!(s["target"]["settings"]["backplane"], "mesh", "{s}");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
@@ -334,7 +340,7 @@ fn a_run_spans_rooms_over_a_mesh_cluster_it_started() {
 #[test]
 fn a_run_spans_rooms_over_a_redis_cluster_with_a_private_redis() {
     let (s, dir, _out) = run_nodes(&["--serve", "cluster", "--nodes", "2", "--backplane", "redis"]);
-    assert_every_message_delivered(&s, 2, "span");
+    assert_every_message_delivered(&s, 2, 3, "span");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("json");
@@ -345,5 +351,5 @@ fn a_run_spans_rooms_over_a_redis_cluster_with_a_private_redis() {
 #[test]
 fn independent_servers_keep_each_room_on_one() {
     let (s, _dir, _out) = run_nodes(&["--serve", "epoll", "--nodes", "2"]);
-    assert_every_message_delivered(&s, 2, "partition");
+    assert_every_message_delivered(&s, 2, 2, "partition");
 }

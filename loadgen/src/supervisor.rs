@@ -106,6 +106,10 @@ pub struct ClusterSpec {
     pub server_args: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// CPUs for the private redis-server, when one is started (the nodes' own pinning is a
+    /// `--cpus` in `server_args`): the broker is part of the server side and must not run on
+    /// the generator's CPUs.
+    pub redis_cpus: Vec<usize>,
 }
 
 /// One node as the supervisor knows it.
@@ -197,9 +201,31 @@ struct RedisChild {
 }
 
 impl RedisChild {
-    fn start() -> Result<RedisChild, SupervisorError> {
+    fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if !cpus.is_empty() {
+            // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            let max = std::mem::size_of::<libc::cpu_set_t>() * 8;
+            for &cpu in cpus.iter().filter(|&&c| c < max) {
+                // SAFETY: `cpu < max`, within the set's bit range.
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+            }
+            // SAFETY: between fork and exec the closure makes one system call on data prepared
+            // before the fork (no allocation, no locks).
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+                    {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -305,7 +331,7 @@ impl Supervisor {
             _ if !clustered => (None, None),
             Backplane::Redis { url: Some(u) } => (None, Some(u.clone())),
             Backplane::Redis { url: None } => {
-                let r = RedisChild::start()?;
+                let r = RedisChild::start(&spec.redis_cpus)?;
                 let url = r.url.clone();
                 (Some(r), Some(url))
             }
@@ -419,6 +445,11 @@ impl Supervisor {
     /// Every node's WebSocket URL, in id order.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.info.url.clone()).collect()
+    }
+
+    /// The pid of the private redis-server, when the supervisor started one.
+    pub fn redis_pid(&self) -> Option<u32> {
+        self.redis.as_ref().map(|r| r.child.id())
     }
 
     /// The Redis URL the nodes use, with the redis backplane.

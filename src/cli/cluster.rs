@@ -116,6 +116,7 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
             period: args.restart_period,
             ..RestartPolicy::default()
         },
+        redis_cpus: Vec::new(),
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

@@ -127,7 +127,7 @@ struct RunArgs {
     /// spread the clients over them. With `--serve cluster` rooms span the nodes over
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
-    /// over the nodes; the nodes' state lands in the run folder as cluster.json.
+    /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
     #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
@@ -370,6 +370,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             backplane: backplane.clone(),
             server_args,
             restart: RestartPolicy::default(),
+            redis_cpus: server_cpus.clone(),
         })
         .context("starting the server nodes")?;
         let url = sup.urls().join(",");
@@ -379,7 +380,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings.insert("backplane".to_string(), backplane.as_str().to_string());
         }
         settings.insert("args".to_string(), sup.node_args(0).join(" "));
-        let pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+        // The private redis-server is part of the server side: sampled with the nodes.
+        let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+        if let Some(redis) = sup.redis_pid() {
+            settings.insert("redis_pid".to_string(), redis.to_string());
+            pids.push(redis);
+        }
         let info = TargetInfo {
             url: url.clone(),
             arch: Some(arch.clone()),
