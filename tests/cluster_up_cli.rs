@@ -316,7 +316,7 @@ fn assert_every_message_delivered(
     );
     assert_eq!(
         s["target"]["pids"].as_array().map(Vec::len),
-        Some(nodes),
+        Some(processes),
         "{s}"
     );
     assert_eq!(s["target"]["target_policy"], policy, "{s}");
