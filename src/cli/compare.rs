@@ -22,7 +22,7 @@ pub enum Suite {
     Quick,
     /// The serious run: memory over an idle ramp (1k … 19k connections) and at 15,000,
     /// capacity in steps until a limit stops it, a load sweep to the knee, rooms of 10, 100
-    /// and 1,000, the broadcast step repeated (median), the crashing handler. About 10 minutes
+    /// and 1,000, the broadcast step repeated (median), the crashing handler. About 5–6 minutes
     /// per architecture on a 2-core machine.
     Full,
 }
