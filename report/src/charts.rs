@@ -193,15 +193,7 @@ pub fn render_comparison_charts(
     comparison_dir: &Path,
     inputs: &ChartInputs<'_>,
 ) -> Result<Vec<PathBuf>, ChartError> {
-    register_fonts()?;
-    let out = comparison_dir.join("charts");
-    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
-        path: out.clone(),
-        source: ResultsError::Io {
-            path: out.clone(),
-            source,
-        },
-    })?;
+    let out = prepare_charts_dir(comparison_dir)?;
     let mut written = Vec::new();
     written.extend(write_chart(
         &out,
@@ -221,6 +213,20 @@ pub fn render_comparison_charts(
         }
     }
     Ok(written)
+}
+
+/// Registers the font and creates `comparison_dir/charts/`; returns that folder.
+pub(crate) fn prepare_charts_dir(comparison_dir: &Path) -> Result<PathBuf, ChartError> {
+    register_fonts()?;
+    let out = comparison_dir.join("charts");
+    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
+        path: out.clone(),
+        source: ResultsError::Io {
+            path: out.clone(),
+            source,
+        },
+    })?;
+    Ok(out)
 }
 
 /// Renders the timeline of the run in `run_dir` (its `timeseries.csv` and `summary.json`) as

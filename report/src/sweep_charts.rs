@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use chatbench_loadgen::results::{ResultsError, RunStatus, Summary};
+use chatbench_loadgen::results::{RunStatus, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::charts::{
     date_line, desc_style, draw_empty_message, format_ms, frame, label_style, machine_line, note,
-    register_fonts, title_style, warn, write_chart, Chart, ChartError, DrawResult, FootLine,
+    prepare_charts_dir, title_style, warn, write_chart, Chart, ChartError, DrawResult, FootLine,
     CHART_SIZE, PALETTE, WARN_RED,
 };
 use crate::comparison::{Runs, Step, StepResult};
@@ -55,15 +55,7 @@ pub fn render_sweep_charts(
     if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize)) {
         return Ok(Vec::new());
     }
-    register_fonts()?;
-    let out = comparison_dir.join("charts");
-    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
-        path: out.clone(),
-        source: ResultsError::Io {
-            path: out.clone(),
-            source,
-        },
-    })?;
+    let out = prepare_charts_dir(comparison_dir)?;
     let mut written = Vec::new();
     if has(Step::IdleRamp) {
         written.extend(write_chart(
