@@ -17,7 +17,7 @@ fn only_dir(root: &Path) -> std::path::PathBuf {
 #[test]
 fn quick_suite_table_traces_every_number_to_a_results_file() {
     let out = tempfile::tempdir().expect("tempdir");
-    let archs = "task-per-conn,thread-pool,epoll";
+    let archs = "task-per-conn,thread-pool,epoll,cluster-mesh";
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
@@ -36,7 +36,7 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     let dir = only_dir(out.path());
     let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
     assert!(
-        md.contains("| question | task-per-conn | thread-pool | epoll |"),
+        md.contains("| question | task-per-conn | thread-pool | epoll | cluster-mesh |"),
         "{md}"
     );
     let c: serde_json::Value = serde_json::from_slice(
@@ -60,10 +60,22 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         "cpu_cores",
         "cpu_us_per_delivery",
         "fault_blast_radius",
-        "horizontal_scaling",
+        "scaling_delivered_per_s",
+        "scaling_p99_ms",
+        "scaling_cpu_us_per_delivery",
     ] {
         assert!(keys.contains(&k), "row {k} missing: {keys:?}");
     }
+    let scaling = |key: &str| key.starts_with("scaling_");
+    // The cluster column ran the scaling step at 1, 2 and 4 nodes, each its own run.
+    let scaling_runs = std::fs::read_dir(dir.join("runs"))
+        .expect("runs")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with("quick-scaling"))
+        })
+        .count();
+    assert_eq!(scaling_runs, 3, "scaling runs of cluster-mesh");
     let (mut traced, mut invalid) = (0, 0);
     for r in rows {
         for arch in archs.split(',') {
@@ -71,8 +83,19 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             assert!(cell.is_object(), "row {} has no {arch} cell", r["key"]);
             let Some(value) = cell["value"].as_f64() else {
                 // No number: an invalid run (generator-bound on a busy machine) says why; the
-                // only question the quick suite does not measure is horizontal scaling.
+                // only question the quick suite does not measure is horizontal scaling of the
+                // single-process architectures.
+                let key = r["key"].as_str().expect("key");
                 match cell["status"].as_str() {
+                    Some("partial") if scaling(key) => {
+                        assert!(
+                            cell["display"]
+                                .as_str()
+                                .is_some_and(|d| d.contains("invalid") || d.contains("failed")),
+                            "{cell}"
+                        );
+                        invalid += 1;
+                    }
                     Some("invalid") => {
                         assert!(
                             cell["condition"].as_str().is_some_and(|c| !c.is_empty()),
@@ -86,7 +109,12 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                         );
                         invalid += 1;
                     }
-                    Some("not_measured") => assert_eq!(r["key"], "horizontal_scaling", "{cell}"),
+                    Some("not_measured") => {
+                        assert!(
+                            scaling(key) && arch != "cluster-mesh",
+                            "{key} / {arch}: {cell}"
+                        )
+                    }
                     other => panic!("row {} / {arch}: no number and status {other:?}", r["key"]),
                 }
                 continue;
@@ -112,6 +140,11 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 "cpu_cores" => s["target_resources"]["cpu_cores_measure"].as_f64(),
                 "cpu_us_per_delivery" => s["target_resources"]["cpu_us_per_delivery"].as_f64(),
                 "fault_blast_radius" => s["fault"]["others_lost"].as_f64(),
+                "scaling_delivered_per_s" => s["messages"]["delivered_per_s"].as_f64(),
+                "scaling_p99_ms" => s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0),
+                "scaling_cpu_us_per_delivery" => {
+                    s["target_resources"]["cpu_us_per_delivery"].as_f64()
+                }
                 other => panic!("unexpected numeric row {other}"),
             };
             assert_eq!(
@@ -129,6 +162,8 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         "latency_distribution",
         "memory_per_connection",
         "cpu_per_delivery",
+        "scaling_p99",
+        "scaling_cpu_per_delivery",
     ] {
         let png = std::fs::read(dir.join("charts").join(format!("{name}.png"))).expect("png");
         assert!(
@@ -179,8 +214,9 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // Ten measured questions per architecture, each a traced number or an explained invalid.
-    assert_eq!(traced + invalid, 10 * archs.split(',').count(), "{md}");
+    // Ten measured questions per architecture, each a traced number or an explained invalid,
+    // and the three scaling rows of the cluster column.
+    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 3, "{md}");
 }
 
 /// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the
@@ -301,6 +337,18 @@ fn full_suite_sweeps_trace_to_their_results_files() {
                 s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0)
             });
         }
+        // Scaling: independent servers at 1, 2 and 4 nodes; the number is the p99 of the
+        // largest node count with one, and it links to that run.
+        let scaling = summaries_of(&dir, "full-scaling", arch);
+        let nodes: Vec<&str> = scaling
+            .iter()
+            .map(|s| s["target"]["settings"]["nodes"].as_str().unwrap_or("1"))
+            .collect();
+        assert_eq!(nodes, ["1", "2", "4"], "scaling points of {arch}");
+        let cell = &row("scaling_p99_ms")["cells"][arch];
+        check_traced(&dir, cell, "full-scaling", |s| {
+            s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0)
+        });
         // The memory slope, recomputed here from every idle-ramp summary of the arch.
         let ramp = summaries_of(&dir, "full-idle-ramp", arch);
         assert_eq!(ramp.len(), 2, "two idle-ramp steps for {arch}");
@@ -354,7 +402,13 @@ fn full_suite_sweeps_trace_to_their_results_files() {
             None => assert_eq!(cell["status"], "invalid", "{cell}"),
         }
     }
-    for name in ["memory_vs_connections", "p99_vs_load", "p99_vs_room_size"] {
+    for name in [
+        "memory_vs_connections",
+        "p99_vs_load",
+        "p99_vs_room_size",
+        "scaling_p99",
+        "scaling_cpu_per_delivery",
+    ] {
         let png = std::fs::read(dir.join("charts").join(format!("{name}.png"))).expect("png");
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
@@ -399,7 +453,10 @@ fn check_traced(
         }
         None => {
             let status = cell["status"].as_str().expect("status");
-            assert!(["invalid", "stopped", "failed"].contains(&status), "{cell}");
+            assert!(
+                ["invalid", "stopped", "failed", "partial"].contains(&status),
+                "{cell}"
+            );
             // It says why: the stop reason in the display, or the invalid run's reasons.
             assert!(
                 cell["display"].as_str().is_some_and(|d| d.contains(':'))

@@ -54,6 +54,8 @@ pub enum Step {
     LoadSweep,
     /// Rooms of different sizes at about the same delivery rate.
     RoomSize,
+    /// The same load against 1, 2 and 4 server processes: horizontal scaling.
+    Scaling,
 }
 
 impl Step {
@@ -67,14 +69,16 @@ impl Step {
             Step::Capacity => "capacity",
             Step::LoadSweep => "load-sweep",
             Step::RoomSize => "room-size",
+            Step::Scaling => "scaling",
         }
     }
 
     /// Every step, longest names first (so that `idle-ramp` is matched before `idle`).
-    pub const ALL: [Step; 7] = [
+    pub const ALL: [Step; 8] = [
         Step::IdleRamp,
         Step::LoadSweep,
         Step::RoomSize,
+        Step::Scaling,
         Step::Capacity,
         Step::Broadcast,
         Step::Poison,
@@ -293,6 +297,18 @@ pub fn step_of_scenario(name: &str) -> Option<Step> {
     })
 }
 
+/// The table column a run belongs to: its architecture, or `cluster-<backplane>` for a
+/// cluster whose rooms span nodes (`cluster-mesh`, `cluster-redis`).
+pub fn column_of(s: &Summary) -> Option<String> {
+    let arch = s.target.arch.clone()?;
+    if arch == "cluster" {
+        if let Some(b) = s.target.settings.get("backplane") {
+            return Some(format!("cluster-{b}"));
+        }
+    }
+    Some(arch)
+}
+
 /// A comparison folder read back from its files.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -307,6 +323,9 @@ pub struct Loaded {
     pub runs: Runs,
     /// The SLO recorded in the folder's `comparison.json`, if any.
     pub slo_p99_ms: Option<f64>,
+    /// The notes recorded in the folder's `comparison.json` (some, like a column left out
+    /// for a missing tool, are known only to the run that wrote it).
+    pub notes: Vec<String>,
 }
 
 /// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
@@ -344,7 +363,7 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
             continue;
         };
         let (Some(arch), Some(step)) = (
-            summary.target.arch.clone(),
+            column_of(&summary),
             step_of_scenario(&summary.scenario.name),
         ) else {
             continue;
@@ -379,14 +398,21 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         archs,
         results: crate::sweeps::headline(&runs),
         runs,
-        slo_p99_ms: previous.and_then(|p| p.slo_p99_ms),
+        slo_p99_ms: previous.as_ref().and_then(|p| p.slo_p99_ms),
+        notes: previous.map(|p| p.notes).unwrap_or_default(),
     })
 }
 
 /// Rebuilds a comparison from a comparison folder's files alone (see [`load`]).
 pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
     let l = load(dir)?;
-    Ok(build_suite(&l.suite, &l.archs, &l.runs, dir, l.slo_p99_ms))
+    let mut c = build_suite(&l.suite, &l.archs, &l.runs, dir, l.slo_p99_ms);
+    for n in l.notes {
+        if !c.notes.contains(&n) {
+            c.notes.push(n);
+        }
+    }
+    Ok(c)
 }
 
 /// Builds the table from one run per step (a suite without sweeps or repeats).
@@ -589,19 +615,9 @@ pub fn build_suite(
             )
         },
     );
-    row("horizontal_scaling", "Horizontal scaling", "", &|_| {
-        Cell {
-        display: "not measured".into(),
-        value: None,
-        status: "not_measured".into(),
-        condition: "not in the suites yet: measure a cluster with `chatbench run --serve cluster --nodes N --backplane mesh|redis` (docs/architectures.md)".into(),
-        source: None,
-    }
-    });
-    // The sweeps' rows go before the horizontal-scaling row (the last one).
-    let last = rows.pop();
+    // The sweeps' rows, then horizontal scaling (the last question of the table).
     rows.extend(sweep_rows(runs, archs, base, slo));
-    rows.extend(last);
+    rows.extend(scaling_rows(runs, archs, base));
     let machine = results
         .values()
         .find_map(|r| match r {
@@ -969,6 +985,185 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
         }
     }
     rows
+}
+
+/// How the server processes of a scaling point shared the work, for the condition.
+fn scaling_condition(s: &Summary) -> String {
+    let how = match s.target.settings.get("backplane") {
+        Some(b) => format!("rooms span the nodes over the {b} backplane"),
+        None => "independent servers, each room kept on one server (partitioned)".into(),
+    };
+    let cpus = match &s.target.cpu_affinity {
+        Some(c) => format!(
+            "; every server process shares the server's {} CPU(s) {c:?}{}",
+            c.len(),
+            if c.len() == 1 {
+                ": with one server CPU more processes cannot add capacity"
+            } else {
+                ""
+            }
+        ),
+        None => "; server processes not pinned".into(),
+    };
+    format!(
+        "the same scenario against each node count: {}; {how}{cpus}",
+        load_condition(s)
+    )
+}
+
+/// The horizontal-scaling rows: deliveries/s, p99 and CPU per delivery at each node count of
+/// the scaling step. One "not measured" row when no column ran it.
+fn scaling_rows(runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
+    let ran = runs.keys().any(|(_, s)| *s == Step::Scaling);
+    if !ran {
+        return vec![Row {
+            key: "horizontal_scaling".into(),
+            label: "Horizontal scaling".into(),
+            unit: String::new(),
+            cells: archs
+                .iter()
+                .map(|a| {
+                    (
+                        a.clone(),
+                        Cell {
+                            display: "not measured".into(),
+                            value: None,
+                            status: "not_measured".into(),
+                            condition: "no scaling step in this run: the suites measure it when a cluster column is in the run (`--archs cluster-mesh`), and `--suite full` for every architecture as independent servers".into(),
+                            source: None,
+                        },
+                    )
+                })
+                .collect(),
+        }];
+    }
+    type Pick = fn(&Summary) -> Option<(f64, String)>;
+    let rows: [(&str, &str, &str, Pick); 3] = [
+        (
+            "scaling_delivered_per_s",
+            "Horizontal scaling: deliveries/s at each node count (same offered load)",
+            "deliveries/s",
+            |s| {
+                let v = s.messages.delivered_per_s;
+                Some((v, sig3(v)))
+            },
+        ),
+        (
+            "scaling_p99_ms",
+            "Horizontal scaling: delivery latency p99 at each node count",
+            "ms",
+            |s| {
+                let v = s.latency_us.as_ref()?.p99 as f64 / 1000.0;
+                Some((v, format!("{v:.1} ms")))
+            },
+        ),
+        (
+            "scaling_cpu_us_per_delivery",
+            "Horizontal scaling: server CPU per delivery at each node count",
+            "µs",
+            |s| {
+                let v = s.target_resources.cpu_us_per_delivery?;
+                Some((v, format!("{v:.1} µs")))
+            },
+        ),
+    ];
+    rows.iter()
+        .map(|(key, label, unit, pick)| Row {
+            key: (*key).into(),
+            label: (*label).into(),
+            unit: (*unit).into(),
+            cells: archs
+                .iter()
+                .map(|a| (a.clone(), scaling_cell(runs, base, a, *pick)))
+                .collect(),
+        })
+        .collect()
+}
+
+/// One scaling cell: "1 node: … · 2 nodes: … · 4 nodes: …", each point its figure or why it
+/// has none; the value is the figure at the largest node count that has one.
+fn scaling_cell(
+    runs: &Runs,
+    base: &Path,
+    arch: &str,
+    pick: fn(&Summary) -> Option<(f64, String)>,
+) -> Cell {
+    let Some(points) = runs.get(&(arch.to_string(), Step::Scaling)) else {
+        return Cell {
+            display: "not measured".into(),
+            value: None,
+            status: "not_measured".into(),
+            condition: "no scaling step for this column in this run (the quick suite scales the cluster columns only; `--suite full` also scales each architecture as independent servers)".into(),
+            source: None,
+        };
+    };
+    let mut parts = Vec::new();
+    let mut value = None;
+    let mut all_ok = true;
+    let mut condition = None;
+    let mut source = None;
+    let mut files = Vec::new();
+    for r in points {
+        match r {
+            StepResult::Failed { reason } => {
+                all_ok = false;
+                parts.push(format!("failed ({reason})"));
+            }
+            StepResult::Ran { dir, summary } => {
+                let n = crate::sweeps::nodes_of(summary);
+                let nodes = if n == 1 {
+                    "1 node".into()
+                } else {
+                    format!("{n} nodes")
+                };
+                if condition.is_none() {
+                    condition = Some(scaling_condition(summary));
+                }
+                files.push(format!("{nodes}: {}", rel(dir, base)));
+                let figure = if !summary.valid {
+                    all_ok = false;
+                    "invalid (generator-bound)".to_string()
+                } else if summary.status == RunStatus::Failed {
+                    all_ok = false;
+                    "run failed".to_string()
+                } else {
+                    match pick(summary) {
+                        Some((v, text)) => {
+                            value = Some(v);
+                            source = Some(rel(dir, base));
+                            let m = &summary.messages;
+                            if m.lost > 0 {
+                                all_ok = false;
+                                format!("{text} ({} of {} lost)", m.lost, m.expected)
+                            } else {
+                                text
+                            }
+                        }
+                        None => {
+                            all_ok = false;
+                            "not sampled".to_string()
+                        }
+                    }
+                };
+                parts.push(format!("{nodes}: {figure}"));
+            }
+        }
+    }
+    Cell {
+        display: parts.join(" · "),
+        value,
+        status: if all_ok {
+            "ok".into()
+        } else {
+            "partial".into()
+        },
+        condition: format!(
+            "{} (value and link: the largest node count with a figure; every point's results: {})",
+            condition.unwrap_or_else(|| "every point failed".into()),
+            files.join(", ")
+        ),
+        source,
+    }
 }
 
 fn machine_line(s: &Summary) -> String {

@@ -52,7 +52,7 @@ pub fn render_sweep_charts(
     slo_p99_ms: f64,
 ) -> Result<Vec<PathBuf>, ChartError> {
     let has = |step: Step| runs.keys().any(|(_, s)| *s == step);
-    if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize)) {
+    if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize) || has(Step::Scaling)) {
         return Ok(Vec::new());
     }
     let out = prepare_charts_dir(comparison_dir)?;
@@ -76,6 +76,18 @@ pub fn render_sweep_charts(
             &out,
             "p99_vs_room_size",
             &room_chart(archs, runs),
+        )?);
+    }
+    if has(Step::Scaling) {
+        written.extend(write_chart(
+            &out,
+            "scaling_p99",
+            &scaling_p99_chart(archs, runs),
+        )?);
+        written.extend(write_chart(
+            &out,
+            "scaling_cpu_per_delivery",
+            &scaling_cpu_chart(archs, runs),
         )?);
     }
     Ok(written)
@@ -329,6 +341,102 @@ fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
         reference: None,
         lines: p.lines,
         empty_message: "No usable room-size run to plot".into(),
+        foot,
+    }
+}
+
+/// What the scaling charts say about their load and CPUs, from the first usable point.
+fn scaling_what(first: &[(f64, &Summary)]) -> String {
+    let Some((_, s)) = first.first() else {
+        return "—".into();
+    };
+    let cpus = match &s.target.cpu_affinity {
+        Some(c) => format!(
+            "all server processes share the server's {} CPU(s) {c:?}{}",
+            c.len(),
+            if c.len() == 1 {
+                ", so more processes cannot add capacity here"
+            } else {
+                ""
+            }
+        ),
+        None => "server processes not pinned".into(),
+    };
+    format!(
+        "the same load at each node count: {} connections{}, ≈{:.0} deliveries/s; cluster columns span each room over the nodes, the others are independent servers with rooms partitioned; {cpus}",
+        s.connections.planned,
+        x_of(Step::RoomSize, s)
+            .map(|m| format!(" in rooms of {m:.0}"))
+            .unwrap_or_default(),
+        s.messages.delivered_per_s
+    )
+}
+
+fn scaling_p99_chart(archs: &[String], runs: &Runs) -> XyChart {
+    let p = p99_lines(archs, runs, Step::Scaling, |x| format!(" at {x:.0} nodes"));
+    let foot = p.foot(
+        format!(
+            "p99 delivery latency (open loop) against the number of server processes; {}. Each point a fresh set of servers.",
+            scaling_what(&p.first)
+        ),
+        runs,
+        Step::Scaling,
+    );
+    XyChart {
+        title: "Horizontal scaling: p99 delivery latency against node count".into(),
+        x_desc: "Server processes (nodes)".into(),
+        y_desc: "Delivery latency p99, ms (log scale)".into(),
+        log_x: false,
+        log_y: true,
+        reference: None,
+        lines: p.lines,
+        empty_message: "No usable scaling run to plot".into(),
+        foot,
+    }
+}
+
+fn scaling_cpu_chart(archs: &[String], runs: &Runs) -> XyChart {
+    let mut lines = Vec::new();
+    let mut left_out = Vec::new();
+    let mut first = Vec::new();
+    for (i, arch) in archs.iter().enumerate() {
+        let usable = usable_points(runs, arch, Step::Scaling, &mut left_out);
+        if first.is_empty() {
+            first = usable.clone();
+        }
+        let mut points = Vec::new();
+        for (x, s) in usable {
+            match s.target_resources.cpu_us_per_delivery {
+                Some(v) => points.push((x, v)),
+                None => left_out.push(format!("{arch} at {x:.0} nodes: CPU not sampled")),
+            }
+        }
+        if !points.is_empty() {
+            lines.push(Line {
+                label: arch.clone(),
+                color: PALETTE[i % PALETTE.len()],
+                solid: true,
+                points,
+            });
+        }
+    }
+    let mut foot = vec![note(format!(
+        "Server CPU (user + system, summed over the server processes and a private redis-server) per delivered message, during the measurement window; {}.",
+        scaling_what(&first)
+    ))];
+    if !left_out.is_empty() {
+        foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
+    }
+    foot.push(provenance(all_summaries(runs, Step::Scaling)));
+    XyChart {
+        title: "Horizontal scaling: server CPU per delivery against node count".into(),
+        x_desc: "Server processes (nodes)".into(),
+        y_desc: "Server CPU per delivery, µs".into(),
+        log_x: false,
+        log_y: false,
+        reference: None,
+        lines,
+        empty_message: "No usable scaling run to plot".into(),
         foot,
     }
 }

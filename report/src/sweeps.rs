@@ -26,13 +26,26 @@ pub fn x_of(step: Step, s: &Summary) -> Option<f64> {
         Step::IdleRamp | Step::Capacity | Step::Idle => Some(s.connections.planned as f64),
         Step::LoadSweep => scenario().map(|sc| sc.expected_deliveries_per_sec()),
         Step::RoomSize => scenario().map(|sc| f64::from(sc.members_per_room)),
+        Step::Scaling => Some(nodes_of(s) as f64),
         Step::Broadcast | Step::Poison => None,
     }
 }
 
+/// How many server processes a run had (`nodes` in the target's settings; 1 when absent).
+pub fn nodes_of(s: &Summary) -> u32 {
+    s.target
+        .settings
+        .get("nodes")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Whether the step carries messages whose loss and latency a point is judged on.
 fn carries_messages(step: Step) -> bool {
-    matches!(step, Step::Capacity | Step::LoadSweep | Step::RoomSize)
+    matches!(
+        step,
+        Step::Capacity | Step::LoadSweep | Step::RoomSize | Step::Scaling
+    )
 }
 
 /// Why a point does not pass, or `None` when it does. `slo_p99_ms` applies to the steps that

@@ -12,7 +12,41 @@ use chatbench_loadgen::results::write_file_atomic;
 use chatbench_loadgen::results::RunStatus;
 use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
 
-use super::{arch_names, UsageError};
+use super::UsageError;
+
+/// The cluster columns: a 3-node cluster with rooms spanning the nodes over a backplane.
+const CLUSTER_COLUMNS: [(&str, &str); 2] = [("cluster-mesh", "mesh"), ("cluster-redis", "redis")];
+
+/// Nodes of a cluster column outside the scaling step (the cross-node hop on every message
+/// of a room of 100 spread over three nodes).
+const CLUSTER_NODES: u32 = 3;
+
+/// Node counts of the scaling step.
+const SCALING_NODES: [u32; 3] = [1, 2, 4];
+
+/// The names `--archs` accepts.
+fn column_names() -> clap::builder::PossibleValuesParser {
+    let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    names.extend(CLUSTER_COLUMNS.map(|(c, _)| c));
+    clap::builder::PossibleValuesParser::new(names)
+}
+
+/// The backplane of a cluster column, `None` for any other column.
+fn cluster_backplane(column: &str) -> Option<&'static str> {
+    CLUSTER_COLUMNS
+        .iter()
+        .find(|(c, _)| *c == column)
+        .map(|(_, b)| *b)
+}
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
 
 /// The suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,8 +72,11 @@ impl Suite {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Architectures to compare, comma-separated (default: every one built in).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = arch_names())]
+    /// Architectures to compare, comma-separated: the single-process ones, and `cluster-mesh`
+    /// / `cluster-redis` (a 3-node cluster whose rooms span the nodes over that backplane;
+    /// these columns also get the scaling step, 1/2/4 nodes). Default: every one built in;
+    /// `cluster-redis` only when `redis-server` is installed (the run starts a private one).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = column_names())]
     archs: Vec<String>,
     /// Which suite to run.
     #[arg(long, value_enum, default_value_t = Suite::Quick)]
@@ -92,6 +129,8 @@ struct SuiteStep {
     repeats: u32,
     /// Whether the sweep stops at its first point that does not pass.
     stop_at_first_failure: bool,
+    /// Server processes of each point (the scaling step), `None` for the column's default.
+    nodes: Vec<Option<u32>>,
 }
 
 fn single(
@@ -109,6 +148,7 @@ fn single(
         points: vec![Vec::new()],
         repeats,
         stop_at_first_failure: false,
+        nodes: vec![None],
     }
 }
 
@@ -119,6 +159,7 @@ fn sweep(
     points: Vec<Vec<String>>,
     stop_at_first_failure: bool,
 ) -> SuiteStep {
+    let nodes = vec![None; points.len()];
     SuiteStep {
         step,
         file,
@@ -127,6 +168,7 @@ fn sweep(
         points,
         repeats: 1,
         stop_at_first_failure,
+        nodes,
     }
 }
 
@@ -135,6 +177,20 @@ fn sets(pairs: &[(&str, String)]) -> Vec<String> {
 }
 
 const POISON_ARGS: &[&str] = &["--server-arg=--fault-injection"];
+
+/// The scaling step: the broadcast load against 1, 2 and 4 server processes.
+fn scaling(file: &'static str, text: &'static str) -> SuiteStep {
+    SuiteStep {
+        step: Step::Scaling,
+        file,
+        text,
+        server_args: &[],
+        points: vec![Vec::new(); SCALING_NODES.len()],
+        repeats: 1,
+        stop_at_first_failure: false,
+        nodes: SCALING_NODES.map(Some).to_vec(),
+    }
+}
 
 /// The steps of a suite, with their points (`tiny`: a few hundred connections).
 fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
@@ -160,6 +216,10 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                 include_str!("../../scenarios/suite/quick-poison.toml"),
                 POISON_ARGS,
                 1,
+            ),
+            scaling(
+                "quick-scaling.toml",
+                include_str!("../../scenarios/suite/quick-scaling.toml"),
             ),
         ],
         Suite::Full => {
@@ -261,6 +321,10 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                     POISON_ARGS,
                     1,
                 ),
+                scaling(
+                    "full-scaling.toml",
+                    include_str!("../../scenarios/suite/full-scaling.toml"),
+                ),
             ]
         }
     }
@@ -271,6 +335,16 @@ fn tiny_overrides(step: Step) -> &'static [&'static str] {
     match step {
         Step::Idle => &["connections=200", "settle=\"1s\"", "measure=\"1s\""],
         Step::IdleRamp => &["settle=\"1s\"", "measure=\"1s\""],
+        // Scaling partitions rooms over up to 4 servers: every one needs a room.
+        Step::Scaling => &[
+            "connections=200",
+            "rooms=4",
+            "members_per_room=50",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"1s\"",
+            "cooldown=\"1s\"",
+        ],
         Step::Broadcast | Step::LoadSweep | Step::RoomSize | Step::Capacity => &[
             "connections=200",
             "rooms=2",
@@ -298,12 +372,28 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    let mut notes = Vec::new();
     let archs: Vec<String> = if args.archs.is_empty() {
-        chatbench_servers::Arch::ALL
+        let mut all: Vec<String> = chatbench_servers::Arch::ALL
             .iter()
             .map(|a| a.as_str().to_string())
-            .collect()
+            .collect();
+        all.push("cluster-mesh".into());
+        if on_path("redis-server") {
+            all.push("cluster-redis".into());
+        } else {
+            let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
+            eprintln!("compare: {note}");
+            notes.push(note);
+        }
+        all
     } else {
+        if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
+            return Err(UsageError(
+                "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+            )
+            .into());
+        }
         args.archs.clone()
     };
     let repeats = args.repeats.unwrap_or(match args.suite {
@@ -334,7 +424,15 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for arch in &columns {
         let peer = args.peer.contains(arch);
         for s in &steps {
+            let backplane = cluster_backplane(arch);
             if peer && s.step == Step::Poison {
+                continue;
+            }
+            // Scaling: the cluster columns in every suite; single-process architectures (as
+            // independent servers, rooms partitioned) in the full suite; never the peers.
+            if s.step == Step::Scaling
+                && (peer || (backplane.is_none() && args.suite == Suite::Quick))
+            {
                 continue;
             }
             let mut stopped = false;
@@ -357,7 +455,24 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                         }
                         e
                     } else {
-                        let mut e = vec!["--serve".to_string(), arch.clone()];
+                        let nodes = s.nodes[i];
+                        let mut e = match backplane {
+                            Some(b) => vec![
+                                "--serve".to_string(),
+                                "cluster".into(),
+                                "--backplane".into(),
+                                b.into(),
+                                "--nodes".into(),
+                                nodes.unwrap_or(CLUSTER_NODES).to_string(),
+                            ],
+                            None => {
+                                let mut e = vec!["--serve".to_string(), arch.clone()];
+                                if let Some(n) = nodes {
+                                    e.extend(["--nodes".into(), n.to_string()]);
+                                }
+                                e
+                            }
+                        };
                         e.extend(
                             s.server_args
                                 .iter()
@@ -422,7 +537,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
+    let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
+    comparison.notes.extend(notes);
     let results = chatbench_report::sweeps::headline(&runs);
     draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
     let page = chatbench_report::html::render(&dir, &comparison, &results);
@@ -448,9 +564,13 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
 fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
     let mut parts = Vec::new();
     if s.points.len() > 1 {
+        let mut what = s.points[point].clone();
+        if let Some(n) = s.nodes[point] {
+            what.push(format!("nodes={n}"));
+        }
         parts.push(format!(
             "{} ({}/{})",
-            s.points[point].join(" "),
+            what.join(" "),
             point + 1,
             s.points.len()
         ));
