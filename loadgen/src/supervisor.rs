@@ -106,10 +106,34 @@ pub struct ClusterSpec {
     pub server_args: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
-    /// CPUs for the private redis-server, when one is started (the nodes' own pinning is a
-    /// `--cpus` in `server_args`): the broker is part of the server side and must not run on
-    /// the generator's CPUs.
+    /// CPUs for the private redis-server, when one is started: the broker is part of the
+    /// server side and must not run on the generator's CPUs.
     pub redis_cpus: Vec<usize>,
+    /// The server side's CPUs, shared out over the nodes (`serve --cpus`, see
+    /// [`node_cpu_slices`]); empty: the nodes are not pinned.
+    pub node_cpus: Vec<usize>,
+}
+
+/// How `cpus` are shared out over `nodes` server processes: with at least as many CPUs as
+/// nodes, each node gets its own contiguous slice (the last one the remainder), so that N
+/// nodes on a 64-core machine do not each size a runtime to every CPU and fight over them;
+/// with fewer, every node shares all of them (on a 2-core machine: one server CPU for all).
+pub fn node_cpu_slices(cpus: &[usize], nodes: u32) -> Vec<Vec<usize>> {
+    let n = nodes.max(1) as usize;
+    if cpus.len() < n {
+        return vec![cpus.to_vec(); n];
+    }
+    let chunk = cpus.len() / n;
+    (0..n)
+        .map(|i| {
+            let end = if i + 1 == n {
+                cpus.len()
+            } else {
+                (i + 1) * chunk
+            };
+            cpus[i * chunk..end].to_vec()
+        })
+        .collect()
 }
 
 /// One node as the supervisor knows it.
@@ -393,6 +417,18 @@ impl Supervisor {
             "--listen".into(),
             n.listen.to_string(),
         ];
+        if !self.spec.node_cpus.is_empty() {
+            let slices = node_cpu_slices(&self.spec.node_cpus, self.spec.nodes);
+            if let Some(mine) = slices.get(i) {
+                args.push("--cpus".into());
+                args.push(
+                    mine.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+        }
         if self.spec.arch != "cluster" {
             args.extend(self.spec.server_args.iter().cloned());
             return args;
@@ -615,6 +651,22 @@ fn last_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_get_their_own_cpus_when_there_are_enough() {
+        // 64 cores, half for the server side: 4 nodes of 8.
+        let server: Vec<usize> = (0..32).collect();
+        let s = node_cpu_slices(&server, 4);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0], (0..8).collect::<Vec<_>>());
+        assert_eq!(s[3], (24..32).collect::<Vec<_>>());
+        // The remainder goes to the last node; nothing is left out or shared.
+        let s = node_cpu_slices(&[0, 1, 2, 3, 4], 2);
+        assert_eq!(s, vec![vec![0, 1], vec![2, 3, 4]]);
+        // Fewer CPUs than nodes: all share them (a 2-core machine's one server CPU).
+        assert_eq!(node_cpu_slices(&[0], 4), vec![vec![0]; 4]);
+        assert_eq!(node_cpu_slices(&[], 2), vec![Vec::<usize>::new(); 2]);
+    }
 
     #[test]
     fn reserved_ports_are_distinct() {

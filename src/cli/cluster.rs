@@ -117,6 +117,7 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
             ..RestartPolicy::default()
         },
         redis_cpus: Vec::new(),
+        node_cpus: Vec::new(),
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

@@ -358,19 +358,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 TargetPolicy::Partition
             };
         }
-        let mut server_args = args.server_args.clone();
-        if pin {
-            server_args.push("--cpus".into());
-            server_args.push(cpu_list(&server_cpus));
-        }
         let sup = Supervisor::start(ClusterSpec {
             exe: std::env::current_exe().context("locating the chatbench executable")?,
             arch: arch.clone(),
             nodes,
             backplane: backplane.clone(),
-            server_args,
+            server_args: args.server_args.clone(),
             restart: RestartPolicy::default(),
             redis_cpus: server_cpus.clone(),
+            node_cpus: if pin { server_cpus.clone() } else { Vec::new() },
         })
         .context("starting the server nodes")?;
         let url = sup.urls().join(",");
@@ -380,6 +376,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings.insert("backplane".to_string(), backplane.as_str().to_string());
         }
         settings.insert("args".to_string(), sup.node_args(0).join(" "));
+        if pin {
+            let slices = chatbench_loadgen::supervisor::node_cpu_slices(&server_cpus, nodes);
+            let text: Vec<String> = slices.iter().map(|c| cpu_list(c)).collect();
+            settings.insert("node_cpus".to_string(), text.join("; "));
+        }
         // The private redis-server is part of the server side: sampled with the nodes.
         let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
         if let Some(redis) = sup.redis_pid() {
