@@ -48,6 +48,38 @@ fn carries_messages(step: Step) -> bool {
     )
 }
 
+/// What the server's side says about connections it did not take: its descriptors against the
+/// per-process limit, and its own counters of failed accepts and refusals (`/metrics`).
+fn server_side(s: &Summary) -> Option<String> {
+    let r = &s.target_resources;
+    let mut parts = Vec::new();
+    if let (Some(fds), Some(limit)) = (r.open_fds, s.provenance.rlimit_nofile.as_ref()) {
+        // The server inherits the run's limit and raises its soft limit to the hard one.
+        if fds + 64 >= limit.hard && s.connections.ready > 0 {
+            parts.push(format!(
+                "out of descriptors ({fds} open of a {} per-process limit, {:.1} per connection)",
+                limit.hard,
+                fds as f64 / s.connections.ready as f64
+            ));
+        }
+    }
+    if let Some(m) = &r.server_metrics {
+        for (key, what) in [
+            ("chatbench_accept_errors_total", "failed accepts"),
+            (
+                "chatbench_pool_rejections_total",
+                "refused with 503 (no pool worker)",
+            ),
+            ("chatbench_handshake_timeouts_total", "handshake timeouts"),
+        ] {
+            if let Some(&n) = m.get(key).filter(|&&n| n > 0.0) {
+                parts.push(format!("{n:.0} {what}"));
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// Why a point does not pass, or `None` when it does. `slo_p99_ms` applies to the steps that
 /// carry messages.
 pub fn check(step: Step, s: &Summary, slo_p99_ms: f64) -> Option<String> {
@@ -69,14 +101,17 @@ pub fn check(step: Step, s: &Summary, slo_p99_ms: f64) -> Option<String> {
         let errors: u64 = c.errors.values().sum();
         let kinds: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         return Some(format!(
-            "{} of {} connections ready ({errors} errors{})",
+            "{} of {} connections ready ({errors} errors{}){}",
             c.ready,
             c.planned,
             if kinds.is_empty() {
                 String::new()
             } else {
                 format!(": {}", kinds.join(", "))
-            }
+            },
+            server_side(s)
+                .map(|e| format!("; server side: {e}"))
+                .unwrap_or_default()
         ));
     }
     let closed: u64 = c.closed_by_server.values().sum();
@@ -302,6 +337,39 @@ mod tests {
             StepResult::Ran { summary, .. } => summary,
             StepResult::Failed { .. } => panic!("failed fixture"),
         }
+    }
+
+    #[test]
+    fn a_refused_step_names_what_the_server_ran_out_of() {
+        let refused = run(|s| {
+            s.connections.planned = 10_000;
+            s.connections.ready = 9_989;
+            s.connections.errors = [("handshake_status_503".to_string(), 11)].into();
+            s.provenance.rlimit_nofile = Some(chatbench_loadgen::sys::NofileLimit {
+                soft: 20_000,
+                hard: 20_000,
+                raised_from: 20_000,
+            });
+            s.target_resources.open_fds = Some(19_991);
+            s.target_resources.server_metrics = Some(
+                [
+                    ("chatbench_accept_errors_total".to_string(), 98.0),
+                    ("chatbench_pool_rejections_total".to_string(), 11.0),
+                    ("chatbench_deliveries_total".to_string(), 5.0),
+                ]
+                .into(),
+            );
+        });
+        let why = check(Step::Capacity, summary(&refused), 1e9).expect("refused");
+        assert!(why.starts_with("9989 of 10000 connections ready (11 errors: handshake_status_503 11); server side: out of descriptors (19991 open of a 20000 per-process limit, 2.0 per connection), 98 failed accepts, 11 refused with 503"), "{why}");
+        // Far from the limit and no server counters: no server-side clause.
+        let short = run(|s| {
+            s.connections.planned = s.connections.ready + 1;
+            s.target_resources.open_fds = Some(100);
+            s.target_resources.server_metrics = None;
+        });
+        let why = check(Step::Capacity, summary(&short), 1e9).expect("short");
+        assert!(!why.contains("server side"), "{why}");
     }
 
     #[test]
