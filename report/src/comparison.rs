@@ -993,21 +993,10 @@ fn scaling_condition(s: &Summary) -> String {
         Some(b) => format!("rooms span the nodes over the {b} backplane"),
         None => "independent servers, each room kept on one server (partitioned)".into(),
     };
-    let cpus = match &s.target.cpu_affinity {
-        Some(c) => format!(
-            "; every server process shares the server's {} CPU(s) {c:?}{}",
-            c.len(),
-            if c.len() == 1 {
-                ": with one server CPU more processes cannot add capacity"
-            } else {
-                ""
-            }
-        ),
-        None => "; server processes not pinned".into(),
-    };
     format!(
-        "the same scenario against each node count: {}; {how}{cpus}",
-        load_condition(s)
+        "the same scenario against each node count: {}; {how}; {}",
+        load_condition(s),
+        crate::sweeps::server_cpus(s)
     )
 }
 

@@ -350,18 +350,7 @@ fn scaling_what(first: &[(f64, &Summary)]) -> String {
     let Some((_, s)) = first.first() else {
         return "—".into();
     };
-    let cpus = match &s.target.cpu_affinity {
-        Some(c) => format!(
-            "all server processes share the server's {} CPU(s) {c:?}{}",
-            c.len(),
-            if c.len() == 1 {
-                ", so more processes cannot add capacity here"
-            } else {
-                ""
-            }
-        ),
-        None => "server processes not pinned".into(),
-    };
+    let cpus = crate::sweeps::server_cpus(s);
     format!(
         "the same load at each node count: {} connections{}, ≈{:.0} deliveries/s; cluster columns span each room over the nodes, the others are independent servers with rooms partitioned; {cpus}",
         s.connections.planned,

@@ -31,6 +31,35 @@ pub fn x_of(step: Step, s: &Summary) -> Option<f64> {
     }
 }
 
+/// Where the server processes of a run ran: each node's own CPUs, or one set they all share
+/// (with one server CPU more processes cannot add capacity, and this says so).
+pub fn server_cpus(s: &Summary) -> String {
+    let slices: Vec<&str> = s
+        .target
+        .settings
+        .get("node_cpus")
+        .map(|t| t.split("; ").collect())
+        .unwrap_or_default();
+    match (&s.target.cpu_affinity, slices.as_slice()) {
+        (None, _) => "server processes not pinned".into(),
+        (Some(_), [first, rest @ ..]) if rest.iter().any(|r| r != first) => {
+            format!(
+                "each server process pinned to its own CPUs ({})",
+                slices.join("; ")
+            )
+        }
+        (Some(c), _) => format!(
+            "every server process shares the server's {} CPU(s) {c:?}{}",
+            c.len(),
+            if c.len() == 1 {
+                ": with one server CPU more processes cannot add capacity"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
 /// How many server processes a run had (`nodes` in the target's settings; 1 when absent).
 pub fn nodes_of(s: &Summary) -> u32 {
     s.target
@@ -337,6 +366,34 @@ mod tests {
             StepResult::Ran { summary, .. } => summary,
             StepResult::Failed { .. } => panic!("failed fixture"),
         }
+    }
+
+    #[test]
+    fn server_cpus_says_whether_nodes_share_or_own_their_cpus() {
+        let shared = run(|s| {
+            s.target.cpu_affinity = Some(vec![0]);
+            s.target
+                .settings
+                .insert("node_cpus".into(), "0; 0; 0".into());
+        });
+        let t = server_cpus(summary(&shared));
+        assert!(
+            t.contains("shares the server's 1 CPU(s) [0]: with one server CPU"),
+            "{t}"
+        );
+        let own = run(|s| {
+            s.target.cpu_affinity = Some((0..4).collect());
+            s.target
+                .settings
+                .insert("node_cpus".into(), "0,1; 2,3".into());
+        });
+        let t = server_cpus(summary(&own));
+        assert_eq!(t, "each server process pinned to its own CPUs (0,1; 2,3)");
+        let unpinned = run(|s| s.target.cpu_affinity = None);
+        assert_eq!(
+            server_cpus(summary(&unpinned)),
+            "server processes not pinned"
+        );
     }
 
     #[test]
