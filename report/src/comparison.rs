@@ -769,8 +769,12 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                     steps_tried(runs, a, Step::Capacity),
                     first
                         .map(|s| format!(
-                            ", ≈{} msg/s in, one server process",
-                            sig3(s.messages.sent_per_s)
+                            ", ≈{} msg/s in, {}; a step past one generator process's descriptors runs on local agents",
+                            sig3(s.messages.sent_per_s),
+                            match crate::sweeps::nodes_of(s) {
+                                1 => "one server process".to_string(),
+                                n => format!("{n} server processes"),
+                            }
                         ))
                         .unwrap_or_default()
                 );
@@ -787,7 +791,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                     None => format!(
                         "≥ {n} (not stopped: the suite's largest step{})",
                         match &s.provenance.rlimit_nofile {
-                            Some(l) if l.soft < n + 2_000 => format!(
+                            Some(l) if l.soft < n + 2_000 && s.generator.agents <= 1 => format!(
                                 "; one generator process ({} descriptors) holds little more: more needs agents",
                                 l.soft
                             ),

@@ -266,7 +266,11 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
             } else {
                 (
                     conns(&[1_000, 5_000, 10_000, 15_000, 19_000]),
-                    capacity(&[2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000]),
+                    // The last step needs more than one generator process: it runs with
+                    // `--agents auto` (see `needs_agents`), so what stops it is the server.
+                    capacity(&[
+                        2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
+                    ]),
                     rates(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
                     rooms(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
                 )
@@ -327,6 +331,20 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                 ),
             ]
         }
+    }
+}
+
+/// Whether a point's connections need more than one generator process (the descriptor
+/// limit): such a point runs with `--agents auto`, local agent processes whose results are
+/// merged exactly, so that the generator is not what stops a capacity sweep.
+fn needs_agents(point: &[String], limit: Option<&chatbench_loadgen::sys::NofileLimit>) -> bool {
+    let connections = point
+        .iter()
+        .find_map(|o| o.strip_prefix("connections="))
+        .and_then(|n| n.parse::<u64>().ok());
+    match (connections, limit) {
+        (Some(n), Some(l)) => chatbench_loadgen::sys::fits_in_one_process(n, l).is_err(),
+        _ => false,
     }
 }
 
@@ -418,6 +436,10 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
     }
     let exe = std::env::current_exe().context("locating the chatbench executable")?;
+    // What one generator process may open (the run raises its soft limit to the hard one).
+    let nofile = chatbench_loadgen::sys::current_nofile()
+        .ok()
+        .map(|l| chatbench_loadgen::sys::NofileLimit { soft: l.hard, ..l });
     let mut runs = Runs::new();
     let mut columns = archs.clone();
     columns.extend(args.peer.iter().cloned());
@@ -481,6 +503,9 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                         );
                         e
                     };
+                    if s.step == Step::Capacity && needs_agents(point, nofile.as_ref()) {
+                        extra.extend(["--agents".into(), "auto".into()]);
+                    }
                     let tiny = if args.tiny {
                         tiny_overrides(s.step)
                     } else {
@@ -677,4 +702,37 @@ fn chrono_like_now() -> String {
     chatbench_loadgen::results::run_id(chrono::Utc::now(), "x")
         .trim_end_matches("-x")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_points_past_one_process_need_agents() {
+        let limit = chatbench_loadgen::sys::NofileLimit {
+            soft: 20_000,
+            hard: 20_000,
+            raised_from: 1_024,
+        };
+        let point = |n: u32| vec![format!("connections={n}"), "rooms=10".to_string()];
+        assert!(!needs_agents(&point(19_000), Some(&limit)));
+        assert!(needs_agents(&point(22_500), Some(&limit)));
+        assert!(!needs_agents(
+            &["rate_per_sender=10.0".to_string()],
+            Some(&limit)
+        ));
+        assert!(!needs_agents(&point(22_500), None));
+    }
+
+    #[test]
+    fn the_full_capacity_sweep_goes_past_one_generator_process() {
+        let steps = suite_steps(Suite::Full, false, 1);
+        let cap = steps
+            .iter()
+            .find(|s| s.step == Step::Capacity)
+            .expect("capacity");
+        let last = cap.points.last().expect("points");
+        assert!(last.contains(&"connections=22500".to_string()), "{last:?}");
+    }
 }
