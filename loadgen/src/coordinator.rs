@@ -1042,6 +1042,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             open_fds: server_connected.as_ref().map(|s| s.open_fds),
             listen_overflows,
             server_metrics,
+            other_load: None,
         },
         fault: None,
         distributed: Some(DistributedInfo {

@@ -234,6 +234,49 @@ pub struct TargetResources {
     /// The server's own `chatbench_*` counters from `/metrics` at the end of the window (a
     /// reference server's drops, disconnects by reason, …); `None` when not available.
     pub server_metrics: Option<BTreeMap<String, f64>>,
+    /// What else ran on the server's CPUs during the measurement window; `None` when the
+    /// server was not pinned or not sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_load: Option<OtherLoad>,
+}
+
+/// CPU time on the server's CPUs during the measurement window that was not the server's:
+/// other processes (another build, another run), kernel work charged to no process, and time
+/// the hypervisor gave the vCPUs to other guests (steal). The server's latency and CPU figures
+/// are its own only when this is small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherLoad {
+    /// The server's CPUs.
+    pub cpus: Vec<usize>,
+    /// How busy they were, in cores (`/proc/stat`: user, nice, system, irq, softirq).
+    pub busy_cores: f64,
+    /// Of that, not the server's processes, in cores.
+    pub other_cores: f64,
+    /// Stolen by the hypervisor, in cores.
+    pub steal_cores: f64,
+}
+
+impl OtherLoad {
+    /// Above this many cores of other load or steal, the window was not the server's alone.
+    pub const LIMIT_CORES: f64 = 0.15;
+
+    /// Why the server's figures are not its own alone, or `None` when the CPUs were quiet.
+    pub fn warning(&self) -> Option<String> {
+        let (other, steal) = (self.other_cores.max(0.0), self.steal_cores.max(0.0));
+        if other < Self::LIMIT_CORES && steal < Self::LIMIT_CORES {
+            return None;
+        }
+        Some(format!(
+            "machine busy: other work used {other:.2} core(s) of the server's {} CPU(s) {:?} during the window{}; the server's latency and CPU figures are not its own alone: rerun on a quiet machine to quote them",
+            self.cpus.len(),
+            self.cpus,
+            if steal >= 0.01 {
+                format!(" and the hypervisor stole {steal:.2}")
+            } else {
+                String::new()
+            }
+        ))
+    }
 }
 
 /// What one crashing handler took with it (scenario `poison_after`).

@@ -20,9 +20,9 @@ use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, write_run, ConnectionStats, FaultOutcome, GeneratorInfo, MessageStats, Percentiles,
-    PhaseTimes, ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary, TargetInfo,
-    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    run_id, write_run, ConnectionStats, FaultOutcome, GeneratorInfo, MessageStats, OtherLoad,
+    Percentiles, PhaseTimes, ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary,
+    TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
@@ -493,6 +493,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let mut gen_cores = None;
     let mut server_cores = None;
     let mut cpu_per_delivery = None;
+    let mut other_load = None;
     if let Some((a, b, wall)) = &window_cpu {
         let w = wall.as_secs_f64().max(1e-9);
         gen_cores = Some((b.me_cpu - a.me_cpu) / w);
@@ -503,6 +504,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                 cpu_per_delivery = Some(cpu * 1e6 / delivered as f64);
             }
         }
+        // What else ran on the server's CPUs (only when it has its own: pinned apart from
+        // the generator, whose CPU time would otherwise count as "other").
+        other_load = other_load_of(a, b, server_cores, opts.target_info.cpu_affinity.as_deref());
     }
     let pacer_lag_p = pacer_lag
         .as_ref()
@@ -520,6 +524,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
              here includes CPU wake-up time, not only the server"
         ));
+    }
+    if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
+        notes.push(w);
     }
     if ticker.target_gone {
         notes.push("the target process exited during the run".into());
@@ -636,12 +643,34 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             open_fds: fds,
             listen_overflows,
             server_metrics,
+            other_load,
         },
         fault,
         distributed: None,
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
+}
+
+/// The load on the server's CPUs that was not the server's, between two window samples.
+fn other_load_of(
+    a: &Samples,
+    b: &Samples,
+    server_cores: Option<f64>,
+    server_cpus: Option<&[usize]>,
+) -> Option<OtherLoad> {
+    let cpus = server_cpus?;
+    let own: Vec<usize> = sys::cpu_affinity();
+    if cpus.iter().any(|c| own.contains(c)) {
+        return None; // the generator shares them: its time cannot be told apart
+    }
+    let (busy, steal) = sampler::cpus_busy_between(a.host.as_ref()?, b.host.as_ref()?, cpus)?;
+    Some(OtherLoad {
+        cpus: cpus.to_vec(),
+        busy_cores: busy,
+        other_cores: busy - server_cores?,
+        steal_cores: steal,
+    })
 }
 
 /// What the generator self-check looks at.

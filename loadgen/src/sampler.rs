@@ -97,6 +97,58 @@ pub struct HostSample {
     pub listen_overflows: u64,
     /// `TcpExt: ListenDrops` since boot.
     pub listen_drops: u64,
+    /// Each CPU's clock ticks since boot (`/proc/stat`); empty when unreadable.
+    #[serde(default)]
+    pub cpus: Vec<CpuTicks>,
+}
+
+/// One CPU's clock ticks since boot, from its `/proc/stat` `cpuN` line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTicks {
+    /// The CPU number.
+    pub cpu: usize,
+    /// Ticks something ran: user + nice + system + irq + softirq. With tick accounting the
+    /// task that was running is charged for them too, so a process's own CPU time can be
+    /// subtracted from them.
+    pub busy: u64,
+    /// Ticks the hypervisor gave this vCPU to someone else.
+    pub steal: u64,
+    /// Every tick (busy, idle, iowait and steal).
+    pub total: u64,
+}
+
+/// Parse the per-CPU lines (`cpu0 …`, not the `cpu` total) of `/proc/stat`.
+pub fn parse_proc_stat_cpus(text: &str) -> Vec<CpuTicks> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu: usize = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = v.try_into().ok()?;
+            let busy = user + nice + system + irq + softirq;
+            Some(CpuTicks {
+                cpu,
+                busy,
+                steal,
+                total: busy + idle + iowait + steal,
+            })
+        })
+        .collect()
+}
+
+/// How busy `cpus` were between two host readings, in cores: (busy, steal), each the sum over
+/// those CPUs of the share of their ticks. `None` when a reading lacks one of them or no tick
+/// passed.
+pub fn cpus_busy_between(a: &HostSample, b: &HostSample, cpus: &[usize]) -> Option<(f64, f64)> {
+    let (mut busy, mut steal) = (0.0, 0.0);
+    for &c in cpus {
+        let x = a.cpus.iter().find(|t| t.cpu == c)?;
+        let y = b.cpus.iter().find(|t| t.cpu == c)?;
+        let total = y.total.checked_sub(x.total).filter(|&t| t > 0)? as f64;
+        busy += y.busy.saturating_sub(x.busy) as f64 / total;
+        steal += y.steal.saturating_sub(x.steal) as f64 / total;
+    }
+    (!cpus.is_empty()).then_some((busy, steal))
 }
 
 /// Fields of `/proc/PID/status` the sampler uses.
@@ -299,8 +351,12 @@ pub fn sample_host() -> Result<HostSample, SamplerError> {
             path: p.to_path_buf(),
             what: "TcpExt ListenOverflows/ListenDrops",
         })?;
+    let cpus = read_proc(Path::new("/proc/stat"), None)
+        .map(|t| parse_proc_stat_cpus(&t))
+        .unwrap_or_default();
     Ok(HostSample {
         at,
+        cpus,
         slab_bytes,
         sunreclaim_bytes,
         tcp_inuse: tcp.inuse,
@@ -420,6 +476,35 @@ mod tests {
     const STATUS: &str =
         "Name:\tchat server\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  10000 kB\n\
 VmRSS:\t    5120 kB\nRssAnon:\t    3072 kB\nRssFile:\t    2048 kB\nThreads:\t4\n";
+
+    #[test]
+    fn proc_stat_cpus_parse_and_give_busy_cores() {
+        let a = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1 2\n";
+        let b = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 55 0 25 50 0 2 3 15 0 0\ncpu1 6 0 5 139 0 0 0 0 0 0\n";
+        let (ca, cb) = (parse_proc_stat_cpus(a), parse_proc_stat_cpus(b));
+        assert_eq!(ca.len(), 2);
+        assert_eq!(
+            cb[0],
+            CpuTicks {
+                cpu: 0,
+                busy: 85,
+                steal: 15,
+                total: 150
+            }
+        );
+        let host = |cpus| HostSample {
+            cpus,
+            ..HostSample::default()
+        };
+        // cpu0: 75 of 100 ticks busy, 15 stolen; cpu1: 1 of 100.
+        let (busy, steal) =
+            cpus_busy_between(&host(ca.clone()), &host(cb.clone()), &[0]).expect("cpu0");
+        assert!((busy - 0.75).abs() < 1e-9 && (steal - 0.15).abs() < 1e-9);
+        let (busy, _) =
+            cpus_busy_between(&host(ca.clone()), &host(cb.clone()), &[0, 1]).expect("both");
+        assert!((busy - 0.76).abs() < 1e-9);
+        assert_eq!(cpus_busy_between(&host(ca), &host(cb), &[7]), None);
+    }
 
     #[test]
     fn status_parses() {

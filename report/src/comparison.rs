@@ -237,16 +237,24 @@ fn cell(
                     source,
                 };
             }
+            // Latency and CPU under load are the server's own only if its CPUs were quiet.
+            let busy = (step == Step::Broadcast).then(|| busy_warning(s)).flatten();
             match f(s) {
                 Ok((value, display)) => Cell {
-                    display,
+                    display: match &busy {
+                        Some(_) => format!("{display} (machine busy)"),
+                        None => display,
+                    },
                     value: Some(value),
                     status: if s.status == RunStatus::Complete {
                         "ok".into()
                     } else {
                         "partial".into()
                     },
-                    condition: condition(s),
+                    condition: match busy {
+                        Some(w) => format!("{}; {w}", condition(s)),
+                        None => condition(s),
+                    },
                     source,
                 },
                 Err(why) => Cell {
@@ -259,6 +267,14 @@ fn cell(
             }
         }
     }
+}
+
+/// The run's warning that other work shared the server's CPUs, if it did.
+fn busy_warning(s: &Summary) -> Option<String> {
+    s.target_resources
+        .other_load
+        .as_ref()
+        .and_then(|o| o.warning())
 }
 
 /// `x` rounded to three significant digits, so that conditions measured a hair apart read
@@ -629,6 +645,23 @@ pub fn build_suite(
         "Latency is measured from each message's intended send time (open loop); CPU on loopback includes the client sockets' receive processing (see docs/methodology.md).".into(),
         "A cell marked invalid comes from a run where the generator, not the server, was the bottleneck: it is not a figure of the server.".into(),
     ];
+    let busy: Vec<String> = runs
+        .iter()
+        .flat_map(|((arch, step), rs)| {
+            rs.iter().filter_map(move |r| {
+                let s = summary_of(r)?;
+                busy_warning(s)?;
+                Some(format!("{arch} / {}", step.as_str()))
+            })
+        })
+        .collect();
+    if !busy.is_empty() {
+        notes.push(format!(
+            "Other work shared the server's CPUs during {} run(s) ({}): their latency and CPU cells are marked \"machine busy\" and are not the server's alone (each run's summary.json has the figures under target_resources.other_load); rerun on a quiet machine to quote them.",
+            busy.len(),
+            busy.join(", ")
+        ));
+    }
     if has_sweeps {
         notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator names the generator."));
     }
@@ -959,11 +992,14 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                     match &s.latency_us {
                         Some(l) => {
                             let v = l.p99 as f64 / 1000.0;
-                            let lost = if s.messages.lost > 0 {
+                            let mut lost = if s.messages.lost > 0 {
                                 format!(" ({} of {} lost)", s.messages.lost, s.messages.expected)
                             } else {
                                 String::new()
                             };
+                            if busy_warning(s).is_some() {
+                                lost.push_str(" (machine busy)");
+                            }
                             Cell {
                                 display: format!("{v:.3} ms{lost}"),
                                 value: Some(v),
@@ -1125,6 +1161,11 @@ fn scaling_cell(
                             value = Some(v);
                             source = Some(rel(dir, base));
                             let m = &summary.messages;
+                            let text = if busy_warning(summary).is_some() {
+                                format!("{text} (machine busy)")
+                            } else {
+                                text
+                            };
                             if m.lost > 0 {
                                 all_ok = false;
                                 format!("{text} ({} of {} lost)", m.lost, m.expected)
