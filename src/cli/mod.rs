@@ -587,6 +587,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         chatbench_loadgen::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
             .context("writing cluster.json")?;
     }
+    if report.summary.failover.is_some() {
+        // The node-loss timeline beside the run (the per-run timeline comes with it).
+        let charts = report.dir.join("charts");
+        let drawn = std::fs::create_dir_all(&charts)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                chatbench_report::charts::run_timeline(&report.dir, &charts, "timeline")
+                    .map_err(anyhow::Error::from)
+            });
+        if let Err(e) = drawn {
+            eprintln!("warning: the node-loss chart was not drawn: {e:#}");
+        }
+    }
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
         if !how.starts_with("stopped by SIGTERM: exit status: 0") {
