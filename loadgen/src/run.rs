@@ -427,11 +427,13 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     }
     if let Some(f) = scenario.kill_fault() {
         let nodes = match &opts.cluster {
-            None => return Err(RunError::Layout(format!(
+            None => {
+                return Err(RunError::Layout(format!(
                 "the scenario kills node {} ([[fault]] kill_node), which needs a cluster this run \
                      starts and supervises itself: run it with --serve cluster --nodes N",
                 f.kill_node
-            ))),
+            )))
+            }
             Some(c) => lock_sup(c).nodes().len() as u32,
         };
         if f.kill_node > nodes || nodes != targets.len() as u32 {
