@@ -1245,7 +1245,11 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
         .get("backplane")
         .map(|b| format!(" ({b})"))
         .unwrap_or_default();
-    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format_ms(v as f64 / 1000.0));
+    let ms = |v: Option<u64>| {
+        v.map_or("-".to_string(), |v| {
+            format!("{} ms", format_ms(v as f64 / 1000.0))
+        })
+    };
     let mut foot = vec![note(format!(
         "Run {} (scenario {}): node {} SIGKILLed {:.1} s into the window with {} clients on it; {}; the supervisor restarted it {} time(s){}.",
         s.run_id,
@@ -1369,9 +1373,10 @@ impl Chart for TimelineChart {
                     color.stroke_width(2),
                 )))?;
                 if pi == 0 {
+                    // Labels one under the other: the markers can be close together.
                     chart.draw_series(std::iter::once(Text::new(
-                        label.clone(),
-                        (*t, y_end * 0.97),
+                        format!(" {label}"),
+                        (*t, y_end * (0.97 - 0.1 * i as f64)),
                         (FONT, 14)
                             .into_font()
                             .color(&color)
