@@ -1010,6 +1010,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             connect_phase_s: connect_secs,
             open_rate_per_s: totals.ready as f64 / connect_secs,
             connect_time_us: Percentiles::of(&connect_hist),
+            // Agents reconnect under the policy too, but do not report its counts yet.
+            reconnect: None,
         },
         messages: MessageStats {
             sent: totals.sent_window,
@@ -1045,6 +1047,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             other_load: None,
         },
         fault: None,
+        failover: None,
         distributed: Some(DistributedInfo {
             agents: breakdown,
             faults,

@@ -15,7 +15,7 @@
 //! messages back and its room counts as two readers, so expected = sent.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::failover::LossTimeline;
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
 use crate::profile::{self, Fanout, FrameWriter, Incoming, SessionRequest};
+use crate::reconnect::ReconnectSettings;
 use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
@@ -76,6 +78,11 @@ impl Window {
     fn contains(&self, ts: u64) -> bool {
         ts >= self.start_us.load(Ordering::Relaxed) && ts < self.end_us.load(Ordering::Relaxed)
     }
+
+    /// Where the window starts, µs since the engine's epoch (`u64::MAX` until known).
+    pub fn start_us(&self) -> u64 {
+        self.start_us.load(Ordering::Relaxed)
+    }
 }
 
 /// State shared by every connection task of one engine.
@@ -100,6 +107,11 @@ pub struct Shared {
     pub poisoner: Option<u32>,
     /// Set when the poisoner's connection has ended.
     pub poisoner_gone: AtomicBool,
+    /// Connections open now on each target (gauge, by index into `targets`).
+    pub open_by_target: Vec<AtomicI64>,
+    /// Expected and delivered in-window messages by intended send time, when the scenario
+    /// kills a node (what the failover cost, against the steady state).
+    pub loss_timeline: Option<LossTimeline>,
     poison: Notify,
     ws_config: WebSocketConfig,
     /// The session request of each target (the profile's path and query for its URL).
@@ -132,7 +144,12 @@ impl Shared {
                 .find(|c| c.room.is_some())
                 .map(|c| c.index)
         });
+        let loss_timeline = scenario
+            .kill_fault()
+            .map(|_| LossTimeline::new(scenario.measure));
         let shared = Shared {
+            open_by_target: targets.iter().map(|_| AtomicI64::new(0)).collect(),
+            loss_timeline,
             poisoner,
             poisoner_gone: AtomicBool::new(false),
             poison: Notify::new(),
@@ -214,6 +231,21 @@ impl Shared {
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
+
+    /// Counts a connection opened (`+1`) or lost (`-1`) on target `target`.
+    fn opened(&self, target: u32, delta: i64) {
+        self.stats.counters.open.fetch_add(delta, Ordering::Relaxed);
+        if let Some(g) = self.open_by_target.get(target as usize) {
+            g.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections open now on target `target`.
+    pub fn open_on(&self, target: u32) -> u64 {
+        self.open_by_target
+            .get(target as usize)
+            .map_or(0, |g| g.load(Ordering::Relaxed).max(0) as u64)
+    }
 }
 
 /// Spawns connection tasks at the scenario's ramp rate; returns when all are spawned or the
@@ -255,15 +287,16 @@ enum Exit {
     Gone,
 }
 
-// The setup, send and close paths are boxed: their state (handshake request, buffers,
-// timers) is allocated while they run instead of sizing every connection's task for its whole
-// life — the task's future is allocated once, at its largest state.
+// The setup, send, reconnect and close paths are boxed: their state (handshake request,
+// buffers, timers) is allocated while they run instead of sizing every connection's task for
+// its whole life — the task's future is allocated once, at its largest state.
 async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
     let stats = &shared.stats;
     Stats::inc(&stats.counters.connect_attempts);
     let t0 = Instant::now();
     let timeout = shared.scenario.connect_timeout;
-    let setup = tokio::time::timeout(timeout, Box::pin(open_and_join(&shared, plan))).await;
+    let setup =
+        tokio::time::timeout(timeout, Box::pin(open_and_join(&shared, plan, plan.target))).await;
     let mut ws = match setup {
         Ok(Ok(ws)) => ws,
         Ok(Err(label)) => {
@@ -275,6 +308,7 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
             return;
         }
     };
+    Stats::inc(&stats.counters.connected);
     stats.record(plan.index, Hist::Connect, t0.elapsed().as_micros() as u64);
     if *shared.phase.borrow() != Phase::Connect {
         // Too late to be counted as a member of this run: leave rather than skew the counts.
@@ -282,7 +316,6 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
         let _ = ws.close(None).await;
         return;
     }
-    stats.counters.open.fetch_add(1, Ordering::Relaxed);
     Stats::inc(&stats.counters.ready);
     match (
         plan.room,
@@ -299,24 +332,106 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
         }
         _ => {}
     }
-    let exit = drive(&shared, plan, &mut ws).await;
-    stats.counters.open.fetch_sub(1, Ordering::Relaxed);
-    if shared.poisoner == Some(plan.index) {
-        shared.poisoner_gone.store(true, Ordering::Relaxed);
+    // The sender's schedule outlives a connection: a sender that reconnects keeps it.
+    let mut sender: Option<SenderState> = None;
+    let mut target = plan.target;
+    loop {
+        shared.opened(target, 1);
+        let exit = drive(&shared, plan, &mut ws, &mut sender).await;
+        shared.opened(target, -1);
+        if shared.poisoner == Some(plan.index) {
+            shared.poisoner_gone.store(true, Ordering::Relaxed);
+        }
+        if let Exit::Stop = exit {
+            Box::pin(close_politely(&mut ws)).await;
+            return;
+        }
+        let phase = *shared.phase.borrow();
+        if !shared.scenario.reconnects() || !(Phase::Settle..Phase::Stop).contains(&phase) {
+            return;
+        }
+        Stats::inc(&stats.counters.disconnects);
+        match Box::pin(reconnect(&shared, plan, target)).await {
+            Some((again, now_on)) => {
+                ws = again;
+                target = now_on;
+            }
+            None => return,
+        }
     }
-    if let Exit::Stop = exit {
-        Box::pin(close_politely(&mut ws)).await;
+}
+
+/// The reconnect policy after connection `plan` lost target `lost` mid-run: waits (backoff),
+/// tries the next targets round-robin, redoes the session set-up and rejoins the room.
+/// Returns the new connection and its target, or `None` when it gave up or the run stopped.
+async fn reconnect(
+    shared: &Shared,
+    plan: ConnPlan,
+    lost: u32,
+) -> Option<(WebSocketStream<TcpStream>, u32)> {
+    use rand::{Rng, SeedableRng};
+    let policy: &ReconnectSettings = &shared.scenario.reconnect;
+    let stats = &shared.stats;
+    let t0 = Instant::now();
+    let mut phase_rx = shared.phase.clone();
+    let targets = shared.targets.len() as u32;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(
+        shared.scenario.seed
+            ^ u64::from(plan.index).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ shared.now_us(),
+    );
+    for attempt in 0..policy.max_attempts {
+        let wait = policy.delay(attempt, rng.random::<f64>());
+        if t0.elapsed() + wait >= policy.deadline {
+            break;
+        }
+        let stopped = async {
+            loop {
+                if *phase_rx.borrow_and_update() == Phase::Stop {
+                    return;
+                }
+                if phase_rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped => return None,
+        }
+        Stats::inc(&stats.counters.reconnect_attempts);
+        let target = ReconnectSettings::target_for(lost, attempt, targets);
+        let budget = policy
+            .deadline
+            .saturating_sub(t0.elapsed())
+            .min(shared.scenario.connect_timeout);
+        match tokio::time::timeout(budget, open_and_join(shared, plan, target)).await {
+            Ok(Ok(ws)) => {
+                stats.record(plan.index, Hist::Reconnect, t0.elapsed().as_micros() as u64);
+                Stats::inc(&stats.counters.reconnects);
+                stats
+                    .counters
+                    .last_reconnect_us
+                    .fetch_max(shared.now_us(), Ordering::Relaxed);
+                return Some((ws, target));
+            }
+            Ok(Err(label)) => stats.reconnect_errors.add(&label),
+            Err(_) => stats.reconnect_errors.add("timeout"),
+        }
     }
+    Stats::inc(&stats.counters.reconnect_failures);
+    None
 }
 
 async fn open_and_join(
     shared: &Shared,
     plan: ConnPlan,
+    target: u32,
 ) -> Result<WebSocketStream<TcpStream>, String> {
     let (target, session) = shared
         .targets
-        .get(plan.target as usize)
-        .zip(shared.sessions.get(plan.target as usize))
+        .get(target as usize)
+        .zip(shared.sessions.get(target as usize))
         .ok_or_else(|| "no_such_target".to_string())?;
     let mut ws = connect(
         target,
@@ -326,7 +441,6 @@ async fn open_and_join(
     )
     .await
     .map_err(|e| e.label())?;
-    Stats::inc(&shared.stats.counters.connected);
     let profile = shared.scenario.session_profile();
     profile::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
@@ -343,17 +457,37 @@ struct Receiver {
     last_seq: Vec<u64>,
 }
 
-async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStream>) -> Exit {
+async fn drive(
+    shared: &Shared,
+    plan: ConnPlan,
+    ws: &mut WebSocketStream<TcpStream>,
+    sender: &mut Option<SenderState>,
+) -> Exit {
     let mut phase_rx = shared.phase.clone();
     let reading = |p: Phase| plan.role != Role::Slow || p >= Phase::Stop;
     let mut phase = *phase_rx.borrow_and_update();
+    if phase == Phase::Stop {
+        return Exit::Stop;
+    }
     let mut receiver = Receiver {
         last_seq: vec![0; shared.plan.senders_per_room as usize],
     };
     let wake = (plan.role == Role::Sender)
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
-    let mut sender: Option<SenderState> = None;
     let room = plan.room.unwrap_or(0);
+    if phase >= Phase::Warmup && wake.is_some() {
+        // Back after a reconnect: catch up with the open-loop schedule (what fell due while
+        // away goes out now, its latency still counted from its intended time).
+        if sender.is_none() {
+            *sender = new_sender(shared, plan, room);
+        }
+        if let Some(s) = sender.as_mut() {
+            if Box::pin(send_due(shared, plan, room, s, ws)).await.is_err() {
+                Stats::inc(&shared.stats.counters.send_failures);
+                return Exit::Gone;
+            }
+        }
+    }
     let poisoner = shared.poisoner == Some(plan.index);
     let profile = shared.scenario.session_profile();
     // Keep-alives the protocol needs from the client (Phoenix heartbeats); none by default.
@@ -373,17 +507,7 @@ async fn drive(shared: &Shared, plan: ConnPlan, ws: &mut WebSocketStream<TcpStre
                 phase = *phase_rx.borrow_and_update();
                 if phase == Phase::Stop { return Exit::Stop; }
                 if phase >= Phase::Warmup && sender.is_none() && wake.is_some() {
-                    if let Some(&start) = shared.send_start.get() {
-                        let name = room_name(room);
-                        let id = shared.plan.conn_id(plan.index);
-                        let body = "x".repeat(shared.scenario.payload_bytes as usize);
-                        sender = Some(SenderState {
-                            schedule: shared.schedule_of(plan.index).peekable(),
-                            writer: profile.writer(&name, &id, &body),
-                            start,
-                            seq: 0,
-                        });
-                    }
+                    *sender = new_sender(shared, plan, room);
                 }
             }
             _ = async { if let Some(w) = &wake { w.notified().await } else { std::future::pending().await } }, if sender.is_some() => {
@@ -437,6 +561,20 @@ struct SenderState {
     seq: u64,
 }
 
+/// A sender's state once sending has started (`None` before the timeline is set).
+fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState> {
+    let start = *shared.send_start.get()?;
+    let name = room_name(room);
+    let id = shared.plan.conn_id(plan.index);
+    let body = "x".repeat(shared.scenario.payload_bytes as usize);
+    Some(SenderState {
+        schedule: shared.schedule_of(plan.index).peekable(),
+        writer: shared.scenario.session_profile().writer(&name, &id, &body),
+        start,
+        seq: 0,
+    })
+}
+
 async fn send_due(
     shared: &Shared,
     plan: ConnPlan,
@@ -472,6 +610,13 @@ async fn send_due(
         if shared.window.contains(ts) {
             Stats::inc(&stats.counters.sent_window);
             Stats::inc(&stats.room_sent_window[room as usize]);
+            if let Some(t) = &shared.loss_timeline {
+                let readers = shared.room_readers[room as usize].load(Ordering::Relaxed);
+                t.add_expected(
+                    ts.saturating_sub(shared.window.start_us()),
+                    readers.saturating_sub(1),
+                );
+            }
         }
     }
     if any {
@@ -521,6 +666,9 @@ fn on_text(
             stats.record_latency(plan.index, latency, in_window);
             if in_window {
                 Stats::inc(&stats.counters.delivered_window);
+                if let Some(t) = &shared.loss_timeline {
+                    t.add_delivered(m.ts.saturating_sub(shared.window.start_us()));
+                }
                 // The frame's room, or the receiver's own (a connection is in one room).
                 if let Some(room) = m.room.or(plan.room) {
                     if let Some(c) = stats.room_delivered_window.get(room as usize) {

@@ -6,6 +6,12 @@
 //! with the bound address. It runs in its own process group so that a
 //! Ctrl-C at the terminal reaches the generator only, which then finishes the run and stops
 //! the server itself (SIGTERM, then SIGKILL after a grace period).
+//!
+//! A child dies with the thread that started it (`PR_SET_PDEATHSIG`, SIGKILL), so a generator
+//! or `cluster up` that is itself SIGKILLed leaves no server behind. Linux sends that signal when
+//! the *thread* that forked exits, not the process: start children from a thread that lives as
+//! long as they should (the main thread, as `chatbench run` and `cluster up` do; the supervisor
+//! refuses to restart a node from any other thread).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -39,6 +45,35 @@ pub enum LaunchError {
         /// The tail of its stderr.
         stderr: String,
     },
+}
+
+/// Makes the child `command` starts receive SIGKILL when the thread that starts it exits
+/// (`PR_SET_PDEATHSIG`): a SIGKILLed parent leaves no orphan behind. If the parent is already
+/// gone by the time the child asks, the child does not start.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: getpid(2) before the fork; plain value.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure makes two async-signal-safe system calls
+    // (prctl, getppid) on plain values and builds an error without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: nobody would ever stop this child.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A running server child.
@@ -104,6 +139,7 @@ impl ServerChild {
                 });
             }
         }
+        die_with_parent(&mut command);
         let mut child = command
             .args(&args)
             .stdin(Stdio::null())

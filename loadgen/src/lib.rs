@@ -8,7 +8,8 @@
 //! - [`target`]: the target URL and one client connection.
 //! - [`profile`]: protocol profiles (chatbench, echo, template, socketio, phoenix): how a session
 //!   opens, joins, frames messages and reads deliveries.
-//! - [`engine`]: the connection tasks and the phases.
+//! - [`engine`]: the connection tasks and the phases; [`reconnect`]: the reconnect policy and
+//!   the node-kill fault; [`failover`]: what a node loss cost, from the per-second figures.
 //! - [`stats`]: histograms and counters the tasks record into.
 //! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
 //! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes.
@@ -24,6 +25,7 @@ pub mod agent;
 pub mod control;
 pub mod coordinator;
 pub mod engine;
+pub mod failover;
 pub mod launcher;
 pub mod pacer;
 pub mod peers;
@@ -31,6 +33,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod provenance;
+pub mod reconnect;
 pub mod results;
 pub mod run;
 pub mod sampler;

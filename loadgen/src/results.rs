@@ -177,6 +177,26 @@ pub struct ConnectionStats {
     pub open_rate_per_s: f64,
     /// Connect + handshake (+ join) time per connection, µs.
     pub connect_time_us: Option<Percentiles>,
+    /// What the reconnect policy did (scenario `[reconnect]`); absent when it was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<ReconnectStats>,
+}
+
+/// The reconnect policy's counts over the whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconnectStats {
+    /// Connections lost mid-run (settle to cooldown) that the policy took up.
+    pub lost: u64,
+    /// Attempts (one per target tried).
+    pub attempts: u64,
+    /// Connections that came back and rejoined their room.
+    pub reconnected: u64,
+    /// Connections that gave up.
+    pub failed: u64,
+    /// Failed attempts by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Per connection: from losing it to having rejoined, µs.
+    pub time_us: Option<Percentiles>,
 }
 
 /// Message accounting over the measurement window.
@@ -366,6 +386,9 @@ pub struct Summary {
     /// one-process run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distributed: Option<DistributedInfo>,
+    /// Node loss (scenario `[[fault]] kill_node`): what the failover cost. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::failover::FailoverOutcome>,
 }
 
 /// The distributed part of `summary.json`.

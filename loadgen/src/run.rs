@@ -16,17 +16,19 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::engine::{ramp, Phase, Shared};
+use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
 use crate::results::{
     run_id, write_run, ConnectionStats, FaultOutcome, GeneratorInfo, MessageStats, OtherLoad,
-    Percentiles, PhaseTimes, ResultsError, RunStatus, ScenarioRecord, SeriesRow, Summary,
-    TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    Percentiles, PhaseTimes, ReconnectStats, ResultsError, RunStatus, ScenarioRecord, SeriesRow,
+    Summary, TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
 use crate::stats::Stats;
+use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
 
@@ -107,6 +109,25 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Becomes `true` on Ctrl-C.
     pub interrupt: watch::Receiver<bool>,
+    /// The supervisor of the nodes, when the run started them (`--serve cluster`, `--nodes`):
+    /// polled through the run (a node that dies is restarted), and the one that kills a node
+    /// for a `[[fault]] kill_node`. It must have been started on the thread that polls the
+    /// run's future (the main thread under `block_on`): see [`Supervisor`].
+    pub cluster: Option<Arc<Mutex<Supervisor>>>,
+}
+
+/// How often the run polls the supervisor.
+const SUPERVISOR_POLL: Duration = Duration::from_millis(50);
+
+fn lock_sup(m: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The pids to sample: every running node and the private redis-server.
+fn cluster_pids(sup: &Supervisor) -> Vec<u32> {
+    let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+    pids.extend(sup.redis_pid());
+    pids
 }
 
 /// What a run produced.
@@ -151,9 +172,44 @@ struct Ticker {
     target_gone: bool,
     interrupt: watch::Receiver<bool>,
     interrupted: bool,
+    cluster: Option<Arc<Mutex<Supervisor>>>,
+    last_poll: Instant,
+    /// Every second's latency histogram, kept when the run kills a node (failover figures).
+    seconds: Option<Vec<SecondHist>>,
 }
 
 impl Ticker {
+    /// Lets the supervisor restart dead nodes; follows their pids for sampling.
+    fn poll_cluster(&mut self) {
+        let Some(c) = &self.cluster else { return };
+        if self.last_poll.elapsed() < SUPERVISOR_POLL {
+            return;
+        }
+        self.last_poll = Instant::now();
+        let mut sup = lock_sup(c);
+        let events = sup.poll();
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            let what = match &e.kind {
+                EventKind::Exited { status, .. } => format!("exited ({status})"),
+                EventKind::Restarted {
+                    pid, restart_ms, ..
+                } => format!("restarted by the supervisor (pid {pid}, {restart_ms} ms)"),
+                EventKind::RestartFailed { reason } => format!("restart failed: {reason}"),
+                EventKind::GaveUp { restarts } => {
+                    format!("given up after {restarts} restarts")
+                }
+                EventKind::Started { .. } | EventKind::Killed { .. } => continue,
+            };
+            self.progress.println(&format!("node {}: {what}", e.node));
+        }
+        self.pids = cluster_pids(&sup);
+        // The summed CPU of a changed set of processes is not comparable with the last one.
+        self.last.server = None;
+    }
+
     /// Ticks once a second until `until` (or interrupt). Returns false when interrupted.
     async fn run_until(
         &mut self,
@@ -185,6 +241,7 @@ impl Ticker {
                     }
                 }
             }
+            self.poll_cluster();
             if Instant::now() >= self.last_at + Duration::from_secs(1) {
                 self.tick(phase, phase_start.elapsed(), label_total);
             }
@@ -202,6 +259,13 @@ impl Ticker {
         let delivered = Stats::get(&c.delivered);
         let interval = st.take_interval();
         let open = c.open.load(Ordering::Relaxed).max(0) as f64;
+        if let Some(seconds) = self.seconds.as_mut() {
+            seconds.push(SecondHist {
+                from_s: self.last_at.duration_since(self.started).as_secs_f64(),
+                to_s: t,
+                hist: interval.clone(),
+            });
+        }
         let mut rows: Vec<(&str, f64)> = vec![
             ("connections_open", open),
             ("connect_attempts", Stats::get(&c.connect_attempts) as f64),
@@ -214,6 +278,14 @@ impl Ticker {
             ),
             ("latency_count", interval.len() as f64),
         ];
+        if self.shared.scenario.reconnects() {
+            rows.push(("connections_lost", Stats::get(&c.disconnects) as f64));
+            rows.push(("reconnects", Stats::get(&c.reconnects) as f64));
+            rows.push((
+                "reconnect_failures",
+                Stats::get(&c.reconnect_failures) as f64,
+            ));
+        }
         if !interval.is_empty() {
             rows.push(("latency_p50_us", interval.value_at_quantile(0.5) as f64));
             rows.push(("latency_p99_us", interval.value_at_quantile(0.99) as f64));
@@ -273,6 +345,72 @@ impl Ticker {
     }
 }
 
+/// The node-kill fault as done: what the failover figures are measured from.
+struct Killed {
+    node: u32,
+    pid: Option<u32>,
+    at: Instant,
+    clients: u64,
+    /// Reconnects, attempts and failures before the kill.
+    counts: (u64, u64, u64),
+    /// The supervisor's events before the kill.
+    events_from: usize,
+}
+
+/// The failover section, from the kill and what followed.
+fn failover_outcome(
+    shared: &Shared,
+    k: &Killed,
+    started: Instant,
+    window_s: (f64, f64),
+    seconds: &[SecondHist],
+    sup: Option<&Arc<Mutex<Supervisor>>>,
+) -> failover::FailoverOutcome {
+    let c = &shared.stats.counters;
+    let since = |v: u64, before: u64| v.saturating_sub(before);
+    let last_us = Stats::get(&c.last_reconnect_us);
+    let kill_s = k.at.duration_since(started).as_secs_f64();
+    let last_reconnect_s = (last_us > 0)
+        .then(|| {
+            (shared.epoch + Duration::from_micros(last_us))
+                .saturating_duration_since(started)
+                .as_secs_f64()
+        })
+        .filter(|&t| t >= kill_s);
+    let (restarts, restart_ms) = match sup {
+        Some(sup) => {
+            let sup = lock_sup(sup);
+            let mut n = 0u32;
+            let mut first = None;
+            for e in sup.events().iter().skip(k.events_from) {
+                if let (true, EventKind::Restarted { restart_ms, .. }) = (e.node == k.node, &e.kind)
+                {
+                    n += 1;
+                    first.get_or_insert(*restart_ms);
+                }
+            }
+            (n, first)
+        }
+        None => (0, None),
+    };
+    failover::compute(&FailoverInput {
+        node: k.node,
+        pid: k.pid,
+        kill_s,
+        window_s,
+        clients_on_node: k.clients,
+        reconnects: since(Stats::get(&c.reconnects), k.counts.0),
+        attempts: since(Stats::get(&c.reconnect_attempts), k.counts.1),
+        failures: since(Stats::get(&c.reconnect_failures), k.counts.2),
+        last_reconnect_s,
+        seconds,
+        loss: shared.loss_timeline.as_ref(),
+        reconnect_time: Percentiles::of(&shared.stats.reconnect_time()),
+        restarts,
+        restart_ms,
+    })
+}
+
 /// Runs a scenario against a target and writes the results.
 pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let scenario = Arc::new(opts.scenario);
@@ -286,6 +424,25 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     };
     if let Some(problem) = layout.problem(&scenario) {
         return Err(RunError::Layout(problem));
+    }
+    if let Some(f) = scenario.kill_fault() {
+        let nodes = match &opts.cluster {
+            None => {
+                return Err(RunError::Layout(format!(
+                "the scenario kills node {} ([[fault]] kill_node), which needs a cluster this run \
+                     starts and supervises itself: run it with --serve cluster --nodes N",
+                f.kill_node
+            )))
+            }
+            Some(c) => lock_sup(c).nodes().len() as u32,
+        };
+        if f.kill_node > nodes || nodes != targets.len() as u32 {
+            return Err(RunError::Layout(format!(
+                "the scenario kills node {} ([[fault]] kill_node) but the run started {nodes} node(s) \
+                 (raise --nodes, or lower kill_node)",
+                f.kill_node
+            )));
+        }
     }
     for target in &targets {
         target.preflight(scenario.connect_timeout).await?;
@@ -318,6 +475,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target_gone: false,
         interrupt: opts.interrupt.clone(),
         interrupted: *opts.interrupt.borrow(),
+        cluster: opts.cluster.clone(),
+        last_poll: started,
+        seconds: scenario.kill_fault().map(|_| Vec::new()),
     };
     let n = scenario.connections as u64;
     let handles = Arc::new(Mutex::new(Vec::new()));
@@ -363,9 +523,15 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let mut window_cpu: Option<(Samples, Samples, Duration)> = None;
     let mut poisoned: Option<(String, f64, u64)> = None;
     let mut fault = None;
+    let mut killed: Option<Killed> = None;
+    let mut window_s = (0.0, 0.0);
     if !ticker.interrupted && ready > 0 {
         let send_start = Instant::now();
         shared.set_timeline(send_start);
+        let w0 = (send_start + scenario.warmup)
+            .duration_since(started)
+            .as_secs_f64();
+        window_s = (w0, w0 + scenario.measure.as_secs_f64());
         let paced = shared.paced_senders();
         let stop = pacer_stop.clone();
         pacer = Some(
@@ -401,6 +567,43 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                             .println(&format!("fault injection: {id} sent {{\"t\":\"panic\"}}"));
                         poisoned = Some((id, started.elapsed().as_secs_f64(), open_before));
                     }
+                }
+            }
+            if let (Some(f), Some(cluster)) = (scenario.kill_fault(), opts.cluster.clone()) {
+                ticker
+                    .run_until(Phase::Measure, t0 + f.at, scenario.measure, |_| false)
+                    .await;
+                if !ticker.interrupted {
+                    let c = &shared.stats.counters;
+                    let clients = shared.open_on(f.kill_node - 1);
+                    let counts = (
+                        Stats::get(&c.reconnects),
+                        Stats::get(&c.reconnect_attempts),
+                        Stats::get(&c.reconnect_failures),
+                    );
+                    let at = Instant::now();
+                    let (pid, pids) = {
+                        let mut sup = lock_sup(&cluster);
+                        let pid = sup.kill(f.kill_node);
+                        let mut pids = cluster_pids(&sup);
+                        pids.retain(|p| Some(*p) != pid);
+                        (pid, pids)
+                    };
+                    ticker.pids = pids;
+                    ticker.last.server = None;
+                    ticker.progress.println(&format!(
+                        "fault: SIGKILL node {} (pid {}) with {clients} clients on it",
+                        f.kill_node,
+                        pid.map_or("-".into(), |p| p.to_string())
+                    ));
+                    killed = Some(Killed {
+                        node: f.kill_node,
+                        pid,
+                        at,
+                        clients,
+                        counts,
+                        events_from: lock_sup(&cluster).events().len(),
+                    });
                 }
             }
             ticker
@@ -489,6 +692,23 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         RunStatus::Complete
     };
     let mut notes = Vec::new();
+    let failover = killed.as_ref().map(|k| {
+        failover_outcome(
+            &shared,
+            k,
+            started,
+            window_s,
+            ticker.seconds.as_deref().unwrap_or(&[]),
+            opts.cluster.as_ref(),
+        )
+    });
+    if killed.is_some() {
+        notes.push(
+            "a node was killed during the window: the server side's CPU over the window is not \
+             reported (the killed process's CPU left the sum and its replacement's joined it)"
+                .into(),
+        );
+    }
     let affinity = sys::cpu_affinity();
     let mut gen_cores = None;
     let mut server_cores = None;
@@ -497,7 +717,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     if let Some((a, b, wall)) = &window_cpu {
         let w = wall.as_secs_f64().max(1e-9);
         gen_cores = Some((b.me_cpu - a.me_cpu) / w);
-        if let (Some(sa), Some(sb)) = (&a.server, &b.server) {
+        if let (Some(sa), Some(sb), None) = (&a.server, &b.server, &killed) {
             let cpu = sb.cpu_seconds - sa.cpu_seconds;
             server_cores = Some(cpu / w);
             if delivered > 0 {
@@ -611,6 +831,14 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             connect_phase_s: connect_secs,
             open_rate_per_s: ready as f64 / connect_secs,
             connect_time_us: Percentiles::of(&connect_hist),
+            reconnect: scenario.reconnects().then(|| ReconnectStats {
+                lost: Stats::get(&c.disconnects),
+                attempts: Stats::get(&c.reconnect_attempts),
+                reconnected: Stats::get(&c.reconnects),
+                failed: Stats::get(&c.reconnect_failures),
+                errors: st.reconnect_errors.snapshot(),
+                time_us: Percentiles::of(&st.reconnect_time()),
+            }),
         },
         messages: MessageStats {
             sent: Stats::get(&c.sent_window),
@@ -647,6 +875,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         },
         fault,
         distributed: None,
+        failover,
     };
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
@@ -743,6 +972,24 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}",
         c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server
     );
+    if let Some(r) = &c.reconnect {
+        let _ = writeln!(
+            out,
+            "  reconnects  {} lost mid-run, {} back, {} gave up ({} attempts){}",
+            r.lost,
+            r.reconnected,
+            r.failed,
+            r.attempts,
+            r.time_us
+                .as_ref()
+                .map(|p| format!(
+                    ", time to reconnect p50 {:.0} ms p99 {:.0} ms",
+                    p.p50 as f64 / 1000.0,
+                    p.p99 as f64 / 1000.0
+                ))
+                .unwrap_or_default()
+        );
+    }
     let m = &s.messages;
     let _ = writeln!(
         out,
@@ -812,6 +1059,41 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
                 f.agent, f.address, f.at_s, f.what
             );
         }
+    }
+    if let Some(f) = &s.failover {
+        let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} ms", v as f64 / 1000.0));
+        let _ = writeln!(
+            out,
+            "  failover    node {} killed at {:.1} s into the window with {} clients: {}; restarted {} time(s){}",
+            f.node,
+            f.at_window_s,
+            f.clients_on_node,
+            match f.all_back_ms {
+                Some(t) => format!("all back after {t:.0} ms ({} reconnects, {} gave up)", f.reconnects, f.reconnect_failures),
+                None => format!(
+                    "NOT all back ({} of {} reconnected, {} gave up)",
+                    f.reconnects, f.clients_on_node, f.reconnect_failures
+                ),
+            },
+            f.restarts,
+            f.restart_ms
+                .map(|v| format!(" (restart took {v} ms)"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "              lost {} of {} during the failover, {} of {} outside it; p99 before {} during {} after {}; p99 within {}x of before {}",
+            f.during.lost,
+            f.during.expected,
+            f.outside.lost,
+            f.outside.expected,
+            ms(f.p99_before_us),
+            ms(f.p99_during_us),
+            ms(f.p99_after_us),
+            f.p99_recovery_factor,
+            f.p99_recovered_ms
+                .map_or("not within the window".into(), |v| format!("{v:.0} ms after the kill")),
+        );
     }
     for r in &s.invalid_reasons {
         let _ = writeln!(out, "  INVALID: {r}");

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::profile::{Fanout, Profile, ProfileError, ProtocolKind};
+use crate::reconnect::{FaultSpec, ReconnectSettings};
 
 /// Bytes a `msg` frame adds around its body (`{"t":"msg","room":…,"from":…,"seq":…,"ts":…,"body":…}`),
 /// rounded up generously: the body must fit in `max_message_size` with this much to spare.
@@ -116,6 +117,14 @@ pub struct Scenario {
     /// The protocol profile's options (table `[profile]`), validated by [`Profile::from_options`].
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub profile: toml::Table,
+    /// What a connection does when it loses its server mid-run (table `[reconnect]`).
+    #[serde(default)]
+    pub reconnect: ReconnectSettings,
+    /// Faults the run injects (array `[[fault]]`): `kill_node = N, at = "8s"` SIGKILLs node N
+    /// of a cluster the run started (`run --serve cluster`) that long after the measurement
+    /// window opens.
+    #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultSpec>,
     /// The profile built from `protocol` and `[profile]`: set when the scenario is parsed or
     /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
@@ -245,7 +254,7 @@ mod opt_duration_str {
     }
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use std::fmt;
     use std::time::Duration;
 
@@ -452,7 +461,18 @@ impl Scenario {
         v.payload_and_buffers()?;
         v.slow_consumers()?;
         v.durations()?;
+        v.reconnect_and_faults()?;
         v.profile()
+    }
+
+    /// The node-kill fault, if the scenario has one.
+    pub fn kill_fault(&self) -> Option<&FaultSpec> {
+        self.faults.first()
+    }
+
+    /// Whether connections reconnect after losing their server mid-run.
+    pub fn reconnects(&self) -> bool {
+        self.reconnect.is_enabled(self.kill_fault().is_some())
     }
 
     /// Connections that are members of a room (`rooms × members_per_room`).
@@ -793,6 +813,93 @@ impl Validator<'_> {
         Ok(profile)
     }
 
+    fn reconnect_and_faults(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        let r = &s.reconnect;
+        if r.initial_backoff.is_zero() {
+            return Err(self.err(
+                "reconnect",
+                "initial_backoff",
+                "reconnect.initial_backoff = \"0s\": a zero wait makes every lost client retry \
+                 at once (set e.g. initial_backoff = \"100ms\")"
+                    .to_owned(),
+            ));
+        }
+        if r.max_backoff < r.initial_backoff {
+            return Err(self.err(
+                "reconnect",
+                "max_backoff",
+                format!(
+                    "reconnect.max_backoff = \"{}\" is below initial_backoff = \"{}\" \
+                     (set max_backoff >= initial_backoff, e.g. \"2s\")",
+                    humantime::format_duration(r.max_backoff),
+                    humantime::format_duration(r.initial_backoff)
+                ),
+            ));
+        }
+        if !(r.jitter.is_finite() && (0.0..=1.0).contains(&r.jitter)) {
+            return Err(self.err(
+                "reconnect",
+                "jitter",
+                format!(
+                    "reconnect.jitter = {}: must be a fraction from 0 (no jitter) to 1 \
+                     (e.g. jitter = 0.5)",
+                    r.jitter
+                ),
+            ));
+        }
+        if r.max_attempts == 0 {
+            return Err(self.err(
+                "reconnect",
+                "max_attempts",
+                "reconnect.max_attempts = 0: a reconnecting client needs at least one attempt \
+                 (e.g. max_attempts = 20), or set enabled = false"
+                    .to_owned(),
+            ));
+        }
+        if r.deadline.is_zero() {
+            return Err(self.err(
+                "reconnect",
+                "deadline",
+                "reconnect.deadline = \"0s\": give clients time to come back (e.g. deadline = \"30s\")"
+                    .to_owned(),
+            ));
+        }
+        if s.faults.len() > 1 {
+            return Err(self.err(
+                "fault",
+                "kill_node",
+                format!(
+                    "{} [[fault]] entries: a run kills one node for now (keep one [[fault]])",
+                    s.faults.len()
+                ),
+            ));
+        }
+        if let Some(f) = s.faults.first() {
+            if f.kill_node == 0 {
+                return Err(self.err(
+                    "fault",
+                    "kill_node",
+                    "fault.kill_node = 0: nodes are numbered from 1 (e.g. kill_node = 1)"
+                        .to_owned(),
+                ));
+            }
+            if f.at >= s.measure {
+                return Err(self.err(
+                    "fault",
+                    "at",
+                    format!(
+                        "fault.at = \"{}\" is not inside the measurement window (measure = \"{}\"); \
+                         set it below measure so the kill and the recovery are measured",
+                        humantime::format_duration(f.at),
+                        humantime::format_duration(s.measure)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn durations(&self) -> Result<(), ScenarioError> {
         let s = self.s;
         if s.measure.is_zero() {
@@ -1027,6 +1134,61 @@ mod tests {
         let e = parse(text).expect_err("scenario should be rejected");
         let msg = e.to_string();
         (e, msg)
+    }
+
+    #[test]
+    fn reconnect_and_kill_fault_parse_with_defaults() {
+        let s = parse("name = \"k\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\n\n[[fault]]\nkill_node = 2\nat = \"3s\"\n")
+            .expect("valid");
+        let f = s.kill_fault().expect("a kill fault");
+        assert_eq!((f.kill_node, f.at), (2, Duration::from_secs(3)));
+        assert!(s.reconnects(), "a kill turns reconnects on by default");
+        let s = parse("name = \"k\"\nconnections = 4\n").expect("valid");
+        assert!(s.kill_fault().is_none());
+        assert!(!s.reconnects(), "off without a kill");
+        let s = parse("name = \"k\"\nconnections = 4\n[reconnect]\nenabled = true\ninitial_backoff = \"50ms\"\nmax_backoff = \"1s\"\njitter = 0.0\nmax_attempts = 3\ndeadline = \"5s\"\n")
+            .expect("valid");
+        assert!(s.reconnects());
+        assert_eq!(s.reconnect.max_attempts, 3);
+        assert_eq!(s.reconnect.initial_backoff, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn bad_reconnect_values_name_the_line_and_the_fix() {
+        let base = "name = \"k\"\nconnections = 4\n[reconnect]\n";
+        for (line, needle) in [
+            ("initial_backoff = \"0s\"", "initial_backoff"),
+            ("max_backoff = \"10ms\"", "max_backoff"),
+            ("jitter = 1.5", "jitter"),
+            ("max_attempts = 0", "max_attempts"),
+            ("deadline = \"0s\"", "deadline"),
+        ] {
+            let (e, msg) = err(&format!("{base}{line}\n"));
+            assert_eq!(e.line(), Some(4), "{msg}");
+            assert!(msg.contains(needle) && msg.starts_with(ORIGIN), "{msg}");
+        }
+        let (e, msg) = err(&format!("{base}max_attempt = 3\n"));
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("did you mean \"max_attempts\""), "{msg}");
+        let (_, msg) = err(&format!("{base}initial_backoff = \"soon\"\n"));
+        assert!(msg.contains("duration"), "{msg}");
+    }
+
+    #[test]
+    fn bad_kill_faults_are_rejected() {
+        let base = "name = \"k\"\nconnections = 4\nmeasure = \"5s\"\n[[fault]]\n";
+        let (e, msg) = err(&format!("{base}kill_node = 0\nat = \"1s\"\n"));
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(msg.contains("numbered from 1"), "{msg}");
+        let (e, msg) = err(&format!("{base}kill_node = 1\nat = \"5s\"\n"));
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("measurement window"), "{msg}");
+        let (_, msg) = err(&format!("{base}kill_node = 1\n"));
+        assert!(msg.contains("at"), "{msg}");
+        let (_, msg) = err(&format!(
+            "{base}kill_node = 1\nat = \"1s\"\n[[fault]]\nkill_node = 2\nat = \"2s\"\n"
+        ));
+        assert!(msg.contains("one node"), "{msg}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Shard {
     connect: Histogram<u64>,
     /// Send lag: actual write start minus intended send time, first message of each wake.
     send_lag: Histogram<u64>,
+    /// Time to reconnect: from losing the connection to having rejoined (reconnect policy).
+    reconnect: Histogram<u64>,
 }
 
 impl Shard {
@@ -51,6 +53,7 @@ impl Shard {
             window_latency: new_hist(),
             connect: new_hist(),
             send_lag: new_hist(),
+            reconnect: new_hist(),
         }
     }
 }
@@ -62,6 +65,8 @@ pub enum Hist {
     Connect,
     /// Send lag.
     SendLag,
+    /// Time to reconnect.
+    Reconnect,
 }
 
 /// Counters, all monotonic unless noted.
@@ -91,6 +96,16 @@ pub struct Counters {
     pub bad_frames: AtomicU64,
     /// Sends that failed because the connection broke.
     pub send_failures: AtomicU64,
+    /// Connections lost mid-run that the reconnect policy took up.
+    pub disconnects: AtomicU64,
+    /// Reconnect attempts (one per target tried).
+    pub reconnect_attempts: AtomicU64,
+    /// Connections that came back (reconnected and rejoined their room).
+    pub reconnects: AtomicU64,
+    /// Connections that gave up (attempts or deadline exhausted).
+    pub reconnect_failures: AtomicU64,
+    /// When the latest reconnect completed, µs since the engine's epoch (0: none yet).
+    pub last_reconnect_us: AtomicU64,
 }
 
 /// Errors by kind, and labelled tallies with a bounded number of labels.
@@ -135,6 +150,8 @@ pub struct Stats {
     pub closed_by_server: Tallies,
     /// `error` frames received, by code.
     pub server_errors: Tallies,
+    /// Failed reconnect attempts, by kind (`refused`, `timeout`, …).
+    pub reconnect_errors: Tallies,
     /// Per room: in-window messages sent.
     pub room_sent_window: Vec<AtomicU64>,
     /// Per room: in-window unique deliveries.
@@ -150,6 +167,7 @@ impl Stats {
             connect_errors: Tallies::default(),
             closed_by_server: Tallies::default(),
             server_errors: Tallies::default(),
+            reconnect_errors: Tallies::default(),
             room_sent_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             room_delivered_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -177,6 +195,7 @@ impl Stats {
         match which {
             Hist::Connect => record(&mut s.connect, us),
             Hist::SendLag => record(&mut s.send_lag, us),
+            Hist::Reconnect => record(&mut s.reconnect, us),
         }
     }
 
@@ -213,6 +232,11 @@ impl Stats {
     /// The send-lag histogram.
     pub fn send_lag(&self) -> Histogram<u64> {
         self.merged(|s| &s.send_lag)
+    }
+
+    /// The time-to-reconnect histogram.
+    pub fn reconnect_time(&self) -> Histogram<u64> {
+        self.merged(|s| &s.reconnect)
     }
 
     /// Reads a counter.

@@ -9,7 +9,11 @@
 //! free loopback port (no persistence) and stops it at the end.
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
-//! signals a process it did not start.
+//! signals a process it did not start. Every child also dies with the supervisor's thread
+//! (`PR_SET_PDEATHSIG`, see [`crate::launcher::die_with_parent`]): Linux sends that signal when
+//! the thread that forked exits, so the supervisor spawns only from the thread that started it
+//! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
+//! counted as a failed restart, instead of making a node that dies with a passing thread).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::launcher::{LaunchError, ServerChild};
+use crate::launcher::{die_with_parent, LaunchError, ServerChild};
 
 /// Errors starting a cluster.
 #[derive(Debug, Error)]
@@ -249,7 +253,7 @@ impl RedisChild {
                 });
             }
         }
-        let mut child = command
+        command
             .args([
                 "--port",
                 &port.to_string(),
@@ -265,7 +269,9 @@ impl RedisChild {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
+            .process_group(0);
+        die_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .map_err(|e| {
                 SupervisorError::Redis(if e.kind() == std::io::ErrorKind::NotFound {
@@ -339,6 +345,8 @@ pub struct Supervisor {
     redis: Option<RedisChild>,
     redis_url: Option<String>,
     events: Vec<Event>,
+    /// The thread that started the supervisor: the only one that may spawn (PDEATHSIG).
+    thread: std::thread::ThreadId,
 }
 
 impl Supervisor {
@@ -388,6 +396,7 @@ impl Supervisor {
             redis,
             redis_url,
             events: Vec::new(),
+            thread: std::thread::current().id(),
         };
         for i in 0..sup.nodes.len() {
             let id = sup.nodes[i].info.id;
@@ -462,6 +471,16 @@ impl Supervisor {
     }
 
     fn spawn(&self, i: usize) -> Result<ServerChild, LaunchError> {
+        if std::thread::current().id() != self.thread {
+            // The node would die when this thread exits (PDEATHSIG follows the forking thread).
+            return Err(LaunchError::Spawn {
+                cmd: format!("node {}", self.nodes[i].info.id),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "the supervisor spawns only from the thread that started it (its children die with that thread)",
+                ),
+            });
+        }
         ServerChild::start_command(&self.spec.exe, &self.node_args(i), &[])
     }
 

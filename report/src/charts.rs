@@ -274,7 +274,11 @@ fn timeline_of(
         reason,
     })?;
     let chart = timeline_chart(summary, &rows);
-    write_chart(out_dir, name, &chart)
+    let mut written = write_chart(out_dir, name, &chart)?;
+    if let Some(chart) = node_loss_chart(summary, &rows) {
+        written.extend(write_chart(out_dir, &format!("{name}-node-loss"), &chart)?);
+    }
+    Ok(written)
 }
 
 fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
@@ -1041,6 +1045,8 @@ struct TimelineChart {
     phases: Vec<(String, f64, f64)>,
     t_end: f64,
     foot: Vec<FootLine>,
+    /// Vertical markers (time s, label), e.g. the kill of a node-loss run.
+    markers: Vec<(f64, String)>,
 }
 
 fn phase_color(phase: &str) -> RGBColor {
@@ -1054,7 +1060,8 @@ fn phase_color(phase: &str) -> RGBColor {
     }
 }
 
-fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
+/// Every metric's points (t_s, value), sorted by time.
+fn series_by_metric(rows: &[SeriesRow]) -> BTreeMap<&str, Vec<(f64, f64)>> {
     let mut by_metric: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for r in rows {
         if r.t_s.is_finite() && r.value.is_finite() {
@@ -1067,13 +1074,11 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
     for pts in by_metric.values_mut() {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let get = |m: &str, scale: f64| -> Vec<(f64, f64)> {
-        by_metric
-            .get(m)
-            .map(|v| v.iter().map(|&(t, x)| (t, x * scale)).collect())
-            .unwrap_or_default()
-    };
-    // Phase spans: each sample covers the second before its time stamp.
+    by_metric
+}
+
+/// Phase spans (phase, start s, end s): each sample covers the second before its time stamp.
+fn phase_spans(rows: &[SeriesRow]) -> Vec<(String, f64, f64)> {
     let mut stamps: Vec<(f64, &str)> = rows
         .iter()
         .filter(|r| r.t_s.is_finite())
@@ -1090,6 +1095,18 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
         }
         prev_t = t;
     }
+    phases
+}
+
+fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
+    let by_metric = series_by_metric(rows);
+    let get = |m: &str, scale: f64| -> Vec<(f64, f64)> {
+        by_metric
+            .get(m)
+            .map(|v| v.iter().map(|&(t, x)| (t, x * scale)).collect())
+            .unwrap_or_default()
+    };
+    let phases = phase_spans(rows);
     let t_end = phases.last().map(|p| p.2).unwrap_or(1.0).max(1.0);
     let panels = vec![
         Panel {
@@ -1166,7 +1183,118 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
         phases,
         t_end,
         foot,
+        markers: Vec::new(),
     }
+}
+
+/// The node-loss timeline of a run whose scenario killed a node (`failover` in the summary):
+/// connections open and reconnects, delivery p99 per second, deliveries per second, with a
+/// marker at the kill and one where every client was back. `None` for other runs.
+fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
+    let f = s.failover.as_ref()?;
+    let by_metric = series_by_metric(rows);
+    let get = |m: &str, scale: f64| -> Vec<(f64, f64)> {
+        by_metric
+            .get(m)
+            .map(|v| v.iter().map(|&(t, x)| (t, x * scale)).collect())
+            .unwrap_or_default()
+    };
+    let phases = phase_spans(rows);
+    let t_end = phases.last().map(|p| p.2).unwrap_or(1.0).max(1.0);
+    let panels = vec![
+        Panel {
+            y_desc: "Connections".into(),
+            lines: vec![
+                (
+                    "connections open".into(),
+                    PALETTE[0],
+                    get("connections_open", 1.0),
+                ),
+                (
+                    "reconnects (total)".into(),
+                    PALETTE[2],
+                    get("reconnects", 1.0),
+                ),
+            ],
+        },
+        Panel {
+            y_desc: "Latency p99, ms".into(),
+            lines: vec![(
+                "p99 per second".into(),
+                PALETTE[3],
+                get("latency_p99_us", 1e-3),
+            )],
+        },
+        Panel {
+            y_desc: "Deliveries/s".into(),
+            lines: vec![(
+                "delivered/s".into(),
+                PALETTE[2],
+                get("delivered_per_s", 1.0),
+            )],
+        },
+    ];
+    let mut markers = vec![(f.at_s, format!("node {} killed", f.node))];
+    if let Some(ms) = f.all_back_ms {
+        markers.push((f.at_s + ms / 1000.0, "all back".to_string()));
+    }
+    let arch = s.target.arch.as_deref().unwrap_or(s.target.url.as_str());
+    let backplane = s
+        .target
+        .settings
+        .get("backplane")
+        .map(|b| format!(" ({b})"))
+        .unwrap_or_default();
+    let ms = |v: Option<u64>| {
+        v.map_or("-".to_string(), |v| {
+            format!("{} ms", format_ms(v as f64 / 1000.0))
+        })
+    };
+    let mut foot = vec![note(format!(
+        "Run {} (scenario {}): node {} SIGKILLed {:.1} s into the window with {} clients on it; {}; the supervisor restarted it {} time(s){}.",
+        s.run_id,
+        s.scenario.name,
+        f.node,
+        f.at_window_s,
+        f.clients_on_node,
+        match f.all_back_ms {
+            Some(t) => format!("all {} back after {t:.0} ms", f.reconnects),
+            None => format!("only {} of {} came back", f.reconnects, f.clients_on_node),
+        },
+        f.restarts,
+        f.restart_ms.map(|v| format!(" in {v} ms")).unwrap_or_default()
+    ))];
+    foot.push(note(format!(
+        "Lost {} of {} expected deliveries during the failover (sent from 1 s before the kill until all were back), {} of {} outside it. p99 before {}, during {}, after {}.",
+        f.during.lost, f.during.expected, f.outside.lost, f.outside.expected,
+        ms(f.p99_before_us), ms(f.p99_during_us), ms(f.p99_after_us)
+    )));
+    foot.push(note(
+        "One sample per second; latency per second of deliveries, from the intended send time (messages due while a sender was away are sent on its return, late).",
+    ));
+    if !s.valid {
+        foot.push(warn(format!(
+            "INVALID run (generator-bound): {}. Its figures are not the server's.",
+            s.invalid_reasons.join("; ")
+        )));
+    }
+    foot.push(note(format!(
+        "{}. {}.",
+        machine_line(s),
+        date_line(std::iter::once(s))
+    )));
+    Some(TimelineChart {
+        title: format!(
+            "Node loss: {arch}{backplane}, {}{}",
+            s.scenario.name,
+            if s.valid { "" } else { " (INVALID)" }
+        ),
+        panels,
+        phases,
+        t_end,
+        foot,
+        markers,
+    })
 }
 
 impl Chart for TimelineChart {
@@ -1238,6 +1366,24 @@ impl Chart for TimelineChart {
                 mesh.x_desc("Time since the start of the run, s");
             }
             mesh.draw()?;
+            for (i, (t, label)) in self.markers.iter().enumerate() {
+                let color = if i == 0 { RED } else { PALETTE[2] };
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(*t, 0.0), (*t, y_end)],
+                    color.stroke_width(2),
+                )))?;
+                if pi == 0 {
+                    // Labels one under the other: the markers can be close together.
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!(" {label}"),
+                        (*t, y_end * (0.97 - 0.1 * i as f64)),
+                        (FONT, 14)
+                            .into_font()
+                            .color(&color)
+                            .pos(Pos::new(HPos::Left, VPos::Top)),
+                    )))?;
+                }
+            }
             let mut any = false;
             for (label, color, pts) in &panel.lines {
                 let color = *color;

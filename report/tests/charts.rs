@@ -326,6 +326,58 @@ fn run_timeline_renders_one_run() {
 }
 
 #[test]
+fn a_run_with_a_failover_section_gets_a_node_loss_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::copy(
+        data().join("poison/timeseries.csv"),
+        run.join("timeseries.csv"),
+    )
+    .expect("copy");
+    let mut summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data().join("poison/summary.json")).expect("summary"),
+    )
+    .expect("json");
+    summary["failover"] = serde_json::json!({
+        "node": 2, "pid": 4242, "at_s": 9.5, "at_window_s": 2.0, "clients_on_node": 100,
+        "reconnects": 100, "reconnect_attempts": 130, "reconnect_failures": 0, "all_back": true,
+        "all_back_ms": 480.0, "reconnect_time_us": null,
+        "during": {"expected": 5000, "lost": 321}, "outside": {"expected": 20000, "lost": 0},
+        "steady_loss_ratio": 0.0, "p99_before_us": 2000, "p99_during_us": 350000,
+        "p99_after_us": 2500, "p99_recovery_factor": 2.0, "p99_recovered_ms": 1000.0,
+        "restarts": 1, "restart_ms": 57
+    });
+    std::fs::write(
+        run.join("summary.json"),
+        serde_json::to_vec(&summary).expect("encode"),
+    )
+    .expect("write");
+    let written = run_timeline(&run, dir.path(), "t").expect("charts");
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["t.png", "t.svg", "t-node-loss.png", "t-node-loss.svg"]
+    );
+    check_png(&written[2], (1200, 1100));
+    check_svg(
+        &written[3],
+        &[
+            "Node loss: task-per-conn",
+            "node 2 killed",
+            "all back",
+            "Lost 321 of 5000",
+        ],
+    );
+    // Without the section: the run timeline only.
+    let plain = run_timeline(&data().join("poison"), dir.path(), "p").expect("timeline");
+    assert_eq!(plain.len(), 2);
+}
+
+#[test]
 fn run_timeline_errors_name_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = dir.path().join("run");

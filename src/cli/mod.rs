@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -341,6 +342,35 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.redis_url.is_some() && !matches!(args.backplane, Some(BackplaneArg::Redis)) {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
+    if let Some(f) = scenario.kill_fault() {
+        // The run kills a node it started and supervises: only `--serve cluster` has them.
+        if !clustered {
+            return Err(UsageError(format!(
+                "{}: [[fault]] kill_node = {} needs --serve cluster (the run kills a node it \
+                 started and supervises itself; add --serve cluster --nodes N)",
+                args.scenario.display(),
+                f.kill_node
+            ))
+            .into());
+        }
+        if agents.is_some() {
+            return Err(UsageError(format!(
+                "{}: [[fault]] kill_node is not supported with --agents yet (run it in one process)",
+                args.scenario.display()
+            ))
+            .into());
+        }
+        let nodes = args.nodes.unwrap_or(1);
+        if f.kill_node > nodes {
+            return Err(UsageError(format!(
+                "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
+                 (raise --nodes or lower kill_node)",
+                args.scenario.display(),
+                f.kill_node
+            ))
+            .into());
+        }
+    }
     let (target_url, target_info) = if let (Some(arch), true) =
         (&args.serve, clustered || args.nodes.is_some_and(|n| n > 1))
     {
@@ -397,7 +427,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             target_policy: None,
             pids,
         };
-        supervisor = Some(sup);
+        // Shared with the run, which polls it (restarts) and kills a node for a kill fault;
+        // restarted nodes are spawned from this (the main) thread: see Supervisor.
+        supervisor = Some(Arc::new(Mutex::new(sup)));
         (url, info)
     } else if let Some(arch) = &args.serve {
         let exe = std::env::current_exe().context("locating the chatbench executable")?;
@@ -503,6 +535,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             out_root: args.out.clone(),
             progress,
             interrupt: rx,
+            cluster: supervisor.clone(),
         };
         match agents {
             None => chatbench_loadgen::run::run(opts).await,
@@ -519,7 +552,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
     // The nodes' state (pids, restarts, events) beside the results, then stop them.
-    let cluster_state = supervisor.as_mut().map(|s| {
+    let cluster_state = supervisor.as_ref().map(|s| {
+        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
         let state = s.state_json();
         for (id, how) in s.stop(Duration::from_secs(10)) {
             if !how.starts_with("stopped by SIGTERM: exit status: 0") {
@@ -553,6 +587,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let json = serde_json::to_vec_pretty(&state).context("encoding cluster.json")?;
         chatbench_loadgen::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
             .context("writing cluster.json")?;
+    }
+    if report.summary.failover.is_some() {
+        // The node-loss timeline beside the run (the per-run timeline comes with it).
+        let charts = report.dir.join("charts");
+        let drawn = std::fs::create_dir_all(&charts)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                chatbench_report::charts::run_timeline(&report.dir, &charts, "timeline")
+                    .map_err(anyhow::Error::from)
+            });
+        if let Err(e) = drawn {
+            eprintln!("warning: the node-loss chart was not drawn: {e:#}");
+        }
     }
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
