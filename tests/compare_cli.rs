@@ -63,10 +63,14 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         "scaling_delivered_per_s",
         "scaling_p99_ms",
         "scaling_cpu_us_per_delivery",
+        "node_loss_all_back_ms",
+        "node_loss_messages_lost",
+        "node_loss_p99_ms",
     ] {
         assert!(keys.contains(&k), "row {k} missing: {keys:?}");
     }
-    let scaling = |key: &str| key.starts_with("scaling_");
+    // Rows that only the cluster column measures.
+    let scaling = |key: &str| key.starts_with("scaling_") || key.starts_with("node_loss_");
     // The cluster column ran the scaling step at 1, 2 and 4 nodes, each its own run.
     let scaling_runs = std::fs::read_dir(dir.join("runs"))
         .expect("runs")
@@ -145,6 +149,9 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 "scaling_cpu_us_per_delivery" => {
                     s["target_resources"]["cpu_us_per_delivery"].as_f64()
                 }
+                "node_loss_all_back_ms" => s["failover"]["all_back_ms"].as_f64(),
+                "node_loss_messages_lost" => s["failover"]["during"]["lost"].as_f64(),
+                "node_loss_p99_ms" => s["failover"]["p99_during_us"].as_f64().map(|v| v / 1000.0),
                 other => panic!("unexpected numeric row {other}"),
             };
             assert_eq!(
@@ -215,8 +222,8 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     );
     assert_eq!(a, b, "report rebuilt a different table");
     // Ten measured questions per architecture, each a traced number or an explained invalid,
-    // and the three scaling rows of the cluster column.
-    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 3, "{md}");
+    // and the three scaling and three node-loss rows of the cluster column.
+    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 6, "{md}");
 }
 
 /// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the

@@ -56,6 +56,8 @@ pub enum Step {
     RoomSize,
     /// The same load against 1, 2 and 4 server processes: horizontal scaling.
     Scaling,
+    /// One node of a cluster SIGKILLed mid-run: reconnect time, loss, p99 (cluster columns).
+    NodeLoss,
 }
 
 impl Step {
@@ -70,11 +72,13 @@ impl Step {
             Step::LoadSweep => "load-sweep",
             Step::RoomSize => "room-size",
             Step::Scaling => "scaling",
+            Step::NodeLoss => "node-loss",
         }
     }
 
     /// Every step, longest names first (so that `idle-ramp` is matched before `idle`).
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
+        Step::NodeLoss,
         Step::IdleRamp,
         Step::LoadSweep,
         Step::RoomSize,
@@ -238,7 +242,9 @@ fn cell(
                 };
             }
             // Latency and CPU under load are the server's own only if its CPUs were quiet.
-            let busy = (step == Step::Broadcast).then(|| busy_warning(s)).flatten();
+            let busy = matches!(step, Step::Broadcast | Step::NodeLoss)
+                .then(|| busy_warning(s))
+                .flatten();
             match f(s) {
                 Ok((value, display)) => Cell {
                     display: match &busy {
@@ -634,6 +640,7 @@ pub fn build_suite(
     // The sweeps' rows, then horizontal scaling (the last question of the table).
     rows.extend(sweep_rows(runs, archs, base, slo));
     rows.extend(scaling_rows(runs, archs, base));
+    rows.extend(node_loss_rows(results, archs, base));
     let machine = results
         .values()
         .find_map(|r| match r {
@@ -1025,6 +1032,127 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
         }
     }
     rows
+}
+
+/// The node-loss rows (when a column ran the step): time until the killed node's clients were
+/// all back, messages lost to the failover, p99 before / during / after.
+fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> {
+    if !results.keys().any(|(_, s)| *s == Step::NodeLoss) {
+        return Vec::new();
+    }
+    type Pick = fn(&chatbench_loadgen::failover::FailoverOutcome) -> Result<(f64, String), String>;
+    let rows: [(&str, &str, &str, Pick); 3] = [
+        (
+            "node_loss_all_back_ms",
+            "Fault tolerance: one node SIGKILLed: time until all its clients are back",
+            "ms",
+            |f| {
+                let restart = f
+                    .restart_ms
+                    .map(|r| format!("; node restarted in {r} ms"))
+                    .unwrap_or_else(|| "; node not restarted".into());
+                match (f.all_back, f.all_back_ms) {
+                    (true, Some(ms)) => Ok((
+                        ms,
+                        format!(
+                            "{ms:.0} ms ({} of {} clients back{restart})",
+                            f.reconnects, f.clients_on_node
+                        ),
+                    )),
+                    _ => Err(format!(
+                        "not all back: {} of {} ({} gave up){restart}",
+                        f.reconnects, f.clients_on_node, f.reconnect_failures
+                    )),
+                }
+            },
+        ),
+        (
+            "node_loss_messages_lost",
+            "Fault tolerance: messages lost to one node's loss",
+            "messages",
+            |f| {
+                Ok((
+                    f.during.lost as f64,
+                    format!(
+                        "{} of {} during the failover (rest of the window: {} of {})",
+                        f.during.lost, f.during.expected, f.outside.lost, f.outside.expected
+                    ),
+                ))
+            },
+        ),
+        (
+            "node_loss_p99_ms",
+            "Fault tolerance: delivery latency p99 before / during / after one node's loss",
+            "ms",
+            |f| {
+                let ms = |v: Option<u64>| {
+                    v.map(|us| format!("{:.1}", us as f64 / 1000.0))
+                        .unwrap_or_else(|| "—".into())
+                };
+                let during = f.p99_during_us.ok_or("no deliveries during the failover")?;
+                let recovered = match f.p99_recovered_ms {
+                    Some(r) => format!(
+                        "; back within ×{} of before {r:.0} ms after the kill",
+                        f.p99_recovery_factor
+                    ),
+                    None => format!(
+                        "; not back within ×{} of before by the window's end",
+                        f.p99_recovery_factor
+                    ),
+                };
+                Ok((
+                    during as f64 / 1000.0,
+                    format!(
+                        "{} / {} / {} ms{recovered}",
+                        ms(f.p99_before_us),
+                        ms(Some(during)),
+                        ms(f.p99_after_us)
+                    ),
+                ))
+            },
+        ),
+    ];
+    rows.iter()
+        .map(|(key, label, unit, pick)| Row {
+            key: (*key).into(),
+            label: (*label).into(),
+            unit: (*unit).into(),
+            cells: archs
+                .iter()
+                .map(|a| {
+                    let c = if results.contains_key(&(a.clone(), Step::NodeLoss)) {
+                        cell(
+                            results,
+                            base,
+                            a,
+                            Step::NodeLoss,
+                            |s| pick(s.failover.as_ref().ok_or("no node was killed")?),
+                            |s| {
+                                let f = s.failover.as_ref();
+                                format!(
+                                    "{}; node {} of {} SIGKILLed {:.1} s into the window, clients reconnect to the next node with backoff and rejoin; {}",
+                                    load_condition(s),
+                                    f.map_or(0, |f| f.node),
+                                    crate::sweeps::nodes_of(s),
+                                    f.map_or(0.0, |f| f.at_window_s),
+                                    crate::sweeps::server_cpus(s)
+                                )
+                            },
+                        )
+                    } else {
+                        Cell {
+                            display: "not measured".into(),
+                            value: None,
+                            status: "not_measured".into(),
+                            condition: "a single server process: losing it is a whole outage; the cluster columns measure the loss of one node".into(),
+                            source: None,
+                        }
+                    };
+                    (a.clone(), c)
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// How the server processes of a scaling point shared the work, for the condition.

@@ -221,6 +221,13 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                 "quick-scaling.toml",
                 include_str!("../../scenarios/suite/quick-scaling.toml"),
             ),
+            single(
+                Step::NodeLoss,
+                "quick-node-loss.toml",
+                include_str!("../../scenarios/suite/quick-node-loss.toml"),
+                &[],
+                1,
+            ),
         ],
         Suite::Full => {
             let conns = |list: &[u32]| -> Vec<Vec<String>> {
@@ -329,6 +336,13 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                     "full-scaling.toml",
                     include_str!("../../scenarios/suite/full-scaling.toml"),
                 ),
+                single(
+                    Step::NodeLoss,
+                    "full-node-loss.toml",
+                    include_str!("../../scenarios/suite/full-node-loss.toml"),
+                    &[],
+                    1,
+                ),
             ]
         }
     }
@@ -353,6 +367,16 @@ fn tiny_overrides(step: Step) -> &'static [&'static str] {
     match step {
         Step::Idle => &["connections=200", "settle=\"1s\"", "measure=\"1s\""],
         Step::IdleRamp => &["settle=\"1s\"", "measure=\"1s\""],
+        // The kill comes 3 s into the window (quick-node-loss.toml); 6 s see it through.
+        Step::NodeLoss => &[
+            "connections=300",
+            "rooms=3",
+            "members_per_room=100",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"6s\"",
+            "cooldown=\"1s\"",
+        ],
         // Scaling partitions rooms over up to 4 servers: every one needs a room.
         Step::Scaling => &[
             "connections=200",
@@ -455,6 +479,10 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             if s.step == Step::Scaling
                 && (peer || (backplane.is_none() && args.suite == Suite::Quick))
             {
+                continue;
+            }
+            // Node loss: a cluster's; a single server's loss is a whole outage.
+            if s.step == Step::NodeLoss && backplane.is_none() {
                 continue;
             }
             let mut stopped = false;
