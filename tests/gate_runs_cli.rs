@@ -52,6 +52,7 @@ fn real_summary(dir: &Path) -> Value {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let s = common::summary(&common::only_run_dir(&out));
     assert_eq!(s["valid"], true, "the real run must be valid: {s:#}");
+    common::check_schema(&s);
     s
 }
 

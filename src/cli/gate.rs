@@ -79,6 +79,9 @@ struct DetArgs {
     /// Messages per workload (part of the baseline: a different value cannot be compared).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     messages: usize,
+    /// Connections opened and closed, and held idle, per workload (part of the baseline).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    connections: usize,
     /// Server option inject_work for the measured code (busy-loop iterations per delivery), to
     /// check that the gate catches a known extra cost.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -179,9 +182,9 @@ impl Counts {
 enum Workload {
     /// Fan-out to a room of [`MEMBERS`], under callgrind.
     Fanout,
-    /// Open and close [`CONNECTIONS`] connections, under callgrind.
+    /// Open and close `--connections` connections, under callgrind.
     Connections,
-    /// Heap per idle connection ([`CONNECTIONS`] of them), native (it counts bytes).
+    /// Heap per idle connection (`--connections` of them), native (it counts bytes).
     Idle,
 }
 
@@ -200,9 +203,6 @@ impl Workload {
         self != Workload::Idle
     }
 }
-
-/// Connections opened and closed (`connections`), and held idle (`idle`).
-const CONNECTIONS: usize = 1000;
 
 fn run_workload(
     bin: &Path,
@@ -228,7 +228,7 @@ fn run_workload(
         .arg(format!("--members={MEMBERS}"))
         .arg(format!("--messages={}", args.messages))
         .arg(format!("--body={BODY}"))
-        .arg(format!("--connections={CONNECTIONS}"))
+        .arg(format!("--connections={}", args.connections))
         .arg(format!("--inject-work={}", args.inject_work))
         .stdin(Stdio::null());
     let output = cmd.output().with_context(|| format!("running {what}"))?;
@@ -361,9 +361,9 @@ fn limit_pct(metric: &str) -> f64 {
 fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
     require_tool("valgrind", "valgrind")?;
     require_tool("setarch", "util-linux")?;
-    if args.repeat == 0 || args.messages == 0 {
+    if args.repeat == 0 || args.messages == 0 || args.connections == 0 {
         bail!(UsageError(
-            "--repeat and --messages must be at least 1".into()
+            "--repeat, --messages and --connections must be at least 1".into()
         ));
     }
     let bin = workload_bin(args.workload_bin.clone())?;
@@ -440,7 +440,7 @@ fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
     settings.insert("members".to_string(), MEMBERS.to_string());
     settings.insert("messages".to_string(), args.messages.to_string());
     settings.insert("body_bytes".to_string(), BODY.to_string());
-    settings.insert("connections".to_string(), CONNECTIONS.to_string());
+    settings.insert("connections".to_string(), args.connections.to_string());
     if args.inject_work > 0 {
         notes.push(format!(
             "inject_work = {} busy-loop iterations per delivery (a deliberate extra cost)",
@@ -623,6 +623,38 @@ mod tests {
             ))
         );
         assert_eq!(parse_callgrind("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn workload_results_become_per_connection_and_per_delivery_metrics() {
+        let c = Counts {
+            result: serde_json::json!({"connections": 1000, "allocs": 9000, "alloc_bytes": 694000}),
+            instructions: Some(42_258_000),
+            rustc: None,
+        };
+        let m = metrics_of(Workload::Connections, &c).unwrap();
+        assert_eq!(m[0], ("instructions_per_connection", "Ir", 42_258.0));
+        assert_eq!(m[1], ("allocs_per_connection", "allocs", 9.0));
+        assert_eq!(m[2], ("alloc_bytes_per_connection", "B", 694.0));
+        let idle = Counts {
+            result: serde_json::json!({"connections": 1000, "heap_bytes_held": 121920}),
+            instructions: None,
+            rustc: None,
+        };
+        let m = metrics_of(Workload::Idle, &idle).unwrap();
+        assert_eq!(m, vec![("heap_bytes_per_connection", "B", 121.92)]);
+        // A result without its count is an error, not a zero.
+        let broken = Counts {
+            result: serde_json::json!({"connections": 1000}),
+            instructions: Some(1),
+            rustc: None,
+        };
+        assert!(metrics_of(Workload::Connections, &broken).is_err());
+        assert_eq!(
+            limit_pct("connections.epoll.instructions_per_connection"),
+            2.0
+        );
+        assert_eq!(limit_pct("idle.epoll.heap_bytes_per_connection"), 1.0);
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             )));
         }
     }
-    if !(args.alpha > 0.0 && args.alpha < 1.0) || !(args.min_effect >= 0.0) {
+    let alpha_ok = args.alpha > 0.0 && args.alpha < 1.0;
+    let effect_ok = args.min_effect.is_finite() && args.min_effect >= 0.0;
+    if !alpha_ok || !effect_ok {
         bail!(UsageError(
             "--alpha must be in (0, 1) and --min-effect ≥ 0".into()
         ));
