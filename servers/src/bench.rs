@@ -248,7 +248,15 @@ mod tests {
                 ..ServerConfig::default()
             };
             let mut w = fan_out(arch, config, 10).unwrap();
+            let before = crate::work::INJECTED.with(|c| c.get());
             assert_eq!(w.run(&texts).unwrap(), 25 * 9, "{arch}");
+            // Every architecture's own fan-out path runs the injected work, per delivery.
+            let injected = crate::work::INJECTED.with(|c| c.get()) - before;
+            assert_eq!(
+                injected,
+                50 * 25 * 9,
+                "{arch}: inject_work not applied on fan-out"
+            );
         }
     }
 
