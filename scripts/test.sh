@@ -66,7 +66,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
 
 # The deterministic tier of the regression gate against the committed baseline: instruction and
-# allocation counts per delivery of each architecture's fan-out path under callgrind (10–45 s).
+# allocation counts per delivery of each architecture's fan-out path and per connection opened and
+# closed, under callgrind, and heap bytes per idle connection (30–80 s).
 # Exit 1 = regression, 2 = could not judge (e.g. the baseline is from another CPU or compiler):
 # both fail the build. A change meant to cost more updates the baseline in the same commit:
 #   cargo build --workspace --bins && target/debug/chatbench gate deterministic --update-baseline --repeat 3

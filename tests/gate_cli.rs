@@ -20,6 +20,8 @@ fn gate(dir: &Path, extra: &[&str]) -> Output {
             "epoll",
             "--messages",
             "40",
+            "--connections",
+            "20",
         ])
         .arg("--workload-bin")
         .arg(env!("CARGO_BIN_EXE_chatbench-gate-workload"))
@@ -67,15 +69,26 @@ fn deterministic_gate_passes_itself_and_catches_injected_work() {
     .unwrap();
     assert_eq!(report["verdict"], "pass");
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
+    // fanout (3), connections (3), idle (1).
+    assert_eq!(rows.len(), 7, "{report:#}");
     assert!(rows.iter().all(|r| r["change_pct"] == 0.0), "{report:#}");
     assert!(dir.path().join("out/gate-deterministic.md").is_file());
 
-    // Injected work per delivery: a regression of instructions only.
+    // Injected work per delivery: a regression of fan-out instructions only; opening,
+    // closing and idle connections deliver nothing, so their metrics do not move.
     let o = gate(dir.path(), &["--inject-work", "20"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("REGRESSION"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/gate-deterministic.json")).unwrap(),
+    )
+    .unwrap();
+    for r in report["rows"].as_array().unwrap() {
+        let regressed = r["verdict"] == "regression";
+        let fanout_instr = r["metric"] == "fanout.epoll.instructions_per_delivery";
+        assert_eq!(regressed, fanout_instr, "{r}");
+    }
 
     // A baseline from another CPU: could not judge, unless allowed.
     let path = dir.path().join("baseline.json");

@@ -12,6 +12,14 @@
 //!
 //! Setup (connections, joins) opens loopback TCP sockets where an architecture's connection
 //! type needs one; no byte is ever sent on them after setup.
+//!
+//! The connection workload ([`OpenClose`]) opens and closes real loopback connections, one at
+//! a time on the calling thread, through each architecture's own accept, HTTP upgrade,
+//! WebSocket session and close path. The client side is raw bytes written before the server
+//! runs ([`UPGRADE_REQUEST`] then [`CLIENT_CLOSE`]): loopback delivers them synchronously, so
+//! the server finds the whole conversation waiting and never blocks, and the same build takes
+//! the same path every time. Only the server's steps run inside the caller's measuring
+//! closure; the client's socket calls run outside it.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -65,6 +73,124 @@ pub fn fan_out(
             ))
         }
     })
+}
+
+/// A WebSocket upgrade request for `/ws` with a fixed key, as a client sends it.
+pub const UPGRADE_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A client's close frame, code 1000 (masked with the key 1, 2, 3, 4, as clients must).
+pub const CLIENT_CLOSE: &[u8] = &[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2];
+
+/// The server's reply to [`CLIENT_CLOSE`]: a close frame echoing 1000.
+pub const SERVER_CLOSE: &[u8] = &[0x88, 0x02, 0x03, 0xE8];
+
+/// Reads from `client` until the end of the upgrade response head (without allocating) and
+/// checks that it is `101 Switching Protocols`; returns the bytes read past the head.
+pub fn read_upgrade(client: &mut TcpStream, rest: &mut [u8; 64]) -> Result<usize, BenchError> {
+    use std::io::Read;
+    let mut buf = [0u8; 512];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            return Err(BenchError::Unexpected(
+                "upgrade response head too long".into(),
+            ));
+        }
+        let n = client.read(&mut buf[len..])?;
+        if n == 0 {
+            return Err(BenchError::Unexpected(
+                "the server closed before answering the upgrade".into(),
+            ));
+        }
+        len += n;
+        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                return Err(BenchError::Unexpected(format!(
+                    "upgrade answered with {:?}",
+                    String::from_utf8_lossy(&buf[..len.min(40)])
+                )));
+            }
+            let extra = len - (end + 4);
+            if extra > rest.len() {
+                return Err(BenchError::Unexpected(
+                    "too much data after the head".into(),
+                ));
+            }
+            rest[..extra].copy_from_slice(&buf[end + 4..len]);
+            return Ok(extra);
+        }
+    }
+}
+
+/// After [`read_upgrade`]: reads the server's close reply (completing `rest[..have]`) and then
+/// end of stream, or fails naming what came instead. Allocates nothing on success.
+pub fn read_close_and_eof(
+    client: &mut TcpStream,
+    rest: &mut [u8; 64],
+    mut have: usize,
+) -> Result<(), BenchError> {
+    use std::io::Read;
+    loop {
+        if have >= SERVER_CLOSE.len() {
+            if rest[..SERVER_CLOSE.len()] != *SERVER_CLOSE || have > SERVER_CLOSE.len() {
+                return Err(BenchError::Unexpected(format!(
+                    "expected the close reply {SERVER_CLOSE:?}, got {:?}",
+                    &rest[..have]
+                )));
+            }
+            let n = client.read(&mut rest[..])?;
+            return if n == 0 {
+                Ok(())
+            } else {
+                Err(BenchError::Unexpected(format!(
+                    "{n} more bytes after the close reply"
+                )))
+            };
+        }
+        let n = client.read(&mut rest[have..])?;
+        if n == 0 {
+            return Err(BenchError::Unexpected(format!(
+                "end of stream after {have} bytes of the close reply"
+            )));
+        }
+        have += n;
+    }
+}
+
+/// The measuring closure an [`OpenClose`] runs each server step in.
+pub type Measure<'a> = &'a mut dyn FnMut(&mut dyn FnMut());
+
+/// Connections of one architecture opened and closed one at a time (see the module doc).
+pub trait OpenClose {
+    /// Opens and closes `n` connections: for each, the client connects and writes
+    /// [`UPGRADE_REQUEST`] and [`CLIENT_CLOSE`]; the server accepts, answers the upgrade,
+    /// runs the session until the close and closes (inside `measure`); the client checks that
+    /// it got `101`, the close reply and end of stream. Returns the connections completed.
+    fn run(&mut self, n: usize, measure: Measure<'_>) -> Result<u64, BenchError>;
+}
+
+/// Builds the connection workload of `arch` on a fresh loopback listener.
+pub fn open_close(arch: Arch, config: ServerConfig) -> Result<Box<dyn OpenClose>, BenchError> {
+    config.validate().map_err(BenchError::Unexpected)?;
+    Ok(match arch {
+        Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Cycle::new(config)?),
+        Arch::ThreadPool => Box::new(crate::thread_pool::bench::Cycle::new(config)?),
+        Arch::Epoll => Box::new(crate::epoll::bench::Cycle::new(config)?),
+        Arch::Cluster => {
+            return Err(BenchError::Unexpected(
+                "the cluster architecture has no in-process connection workload: its connection path is task-per-conn's (measure that)".into(),
+            ))
+        }
+    })
+}
+
+/// A client connection with the whole conversation already written.
+pub(crate) fn client_conversation(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use std::io::Write;
+    let mut c = TcpStream::connect(addr)?;
+    c.write_all(UPGRADE_REQUEST)?;
+    c.write_all(CLIENT_CLOSE)?;
+    Ok(c)
 }
 
 /// The `msg` frame that connection `sender` sends as its `seq`-th message, with a body of
@@ -122,8 +248,31 @@ mod tests {
                 ..ServerConfig::default()
             };
             let mut w = fan_out(arch, config, 10).unwrap();
+            let before = crate::work::INJECTED.with(|c| c.get());
             assert_eq!(w.run(&texts).unwrap(), 25 * 9, "{arch}");
+            // Every architecture's own fan-out path runs the injected work, per delivery.
+            let injected = crate::work::INJECTED.with(|c| c.get()) - before;
+            assert_eq!(
+                injected,
+                50 * 25 * 9,
+                "{arch}: inject_work not applied on fan-out"
+            );
         }
+    }
+
+    #[test]
+    fn every_architecture_opens_and_closes_connections_through_its_own_path() {
+        for arch in [Arch::TaskPerConn, Arch::ThreadPool, Arch::Epoll] {
+            let mut w = open_close(arch, ServerConfig::default()).unwrap();
+            let mut steps = 0;
+            let n = w.run(5, &mut |f: &mut dyn FnMut()| {
+                steps += 1;
+                f()
+            });
+            assert_eq!(n.unwrap(), 5, "{arch}");
+            assert_eq!(steps, 5, "{arch}: one measured server step per connection");
+        }
+        assert!(open_close(Arch::Cluster, ServerConfig::default()).is_err());
     }
 
     #[test]

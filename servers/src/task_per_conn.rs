@@ -605,6 +605,7 @@ impl Conn {
         });
         let metrics = &self.shared.metrics;
         metrics.deliveries(delivered);
+        crate::work::inject(self.shared.config.inject_work, delivered);
         if dropped > 0 {
             metrics.dropped_queue_full(dropped);
         }

@@ -14,6 +14,8 @@ pub fn inject(per_delivery: u32, deliveries: u64) {
         return;
     }
     let n = black_box(u64::from(per_delivery).saturating_mul(deliveries));
+    #[cfg(test)]
+    INJECTED.with(|c| c.set(c.get() + n));
     // xorshift64: no closed form, so the optimiser must run every iteration; plain operators
     // (no calls) keep one iteration small in debug builds too (≈ 10 instructions), which makes
     // the injected cost fine-grained.
@@ -26,6 +28,12 @@ pub fn inject(per_delivery: u32, deliveries: u64) {
         i += 1;
     }
     black_box(x);
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Iterations injected on this thread (tests check that every fan-out path injects).
+    pub(crate) static INJECTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]

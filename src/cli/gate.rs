@@ -6,6 +6,8 @@
 //!   `setarch -R valgrind --tool=callgrind`, one process per architecture and repeat.
 //! - `gate statistical`: k interleaved short runs (`chatbench run --serve ARCH`) of a baseline
 //!   and a candidate build plus a second baseline arm for the A/A check.
+//! - `gate --baseline FILE --current RUN…`: existing run results against a baseline of runs
+//!   (`gate/runs.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,22 +22,33 @@ use chatbench_report::gate::{judge_deterministic, GateReport, Row, Verdict};
 
 use super::UsageError;
 
+mod runs;
 mod statistical;
 
+/// Either a tier subcommand (it measures, then judges) or `--baseline FILE --current RUN…`
+/// (judges existing run results).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    after_help = "Examples:\n  chatbench gate deterministic\n  chatbench gate --update-baseline --baseline base.json --current results/runs/A1 results/runs/A2 results/runs/A3\n  chatbench gate --baseline base.json --current results/runs/B1 results/runs/B2 results/runs/B3\n\nExit codes: 0 pass, 1 regression, 2 could not judge (missing metric, other machine, too few samples, any error)."
+)]
 pub struct GateArgs {
     #[command(subcommand)]
-    tier: Tier,
+    tier: Option<Tier>,
+    #[command(flatten)]
+    runs: runs::RunsArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Tier {
     /// Instruction and allocation counts of fixed in-process workloads under callgrind.
     ///
-    /// Each architecture's own fan-out path parses and fans out `msg` frames to a room of 100
-    /// (chatbench-gate-workload, one process each, address-space randomisation off). Compares
-    /// with the baseline file (instructions: ≤ +2 %, allocations and bytes: ≤ +1 % per
-    /// delivery) or, with --update-baseline, writes it.
+    /// Each architecture's own code path (chatbench-gate-workload, one process per workload,
+    /// address-space randomisation off): `fanout` parses and fans out `msg` frames to a room
+    /// of 100; `connections` opens and closes 1,000 connections (upgrade, close); `idle`
+    /// counts the heap held per open idle connection (1,000 of them). Compares with the
+    /// baseline file (instructions: ≤ +2 %, allocations, bytes and heap: ≤ +1 %) or, with
+    /// --update-baseline, writes it.
     Deterministic(DetArgs),
     /// p99 latency, deliveries/s and CPU-µs per delivery of repeated short runs, baseline and
     /// candidate interleaved, with an A/A check (see docs/gate.md).
@@ -66,6 +79,9 @@ struct DetArgs {
     /// Messages per workload (part of the baseline: a different value cannot be compared).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     messages: usize,
+    /// Connections opened and closed, and held idle, per workload (part of the baseline).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    connections: usize,
     /// Server option inject_work for the measured code (busy-loop iterations per delivery), to
     /// check that the gate catches a known extra cost.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -94,8 +110,9 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     // so a fingerprint taken with a shell's lower soft limit would differ for no reason.
     let _ = chatbench_loadgen::sys::raise_nofile();
     let result = match args.tier {
-        Tier::Deterministic(a) => deterministic(a),
-        Tier::Statistical(a) => statistical::statistical(a),
+        Some(Tier::Deterministic(a)) => deterministic(a),
+        Some(Tier::Statistical(a)) => statistical::statistical(a),
+        None => runs::runs(args.runs),
     };
     match result {
         Ok(code) => Ok(code),
@@ -136,38 +153,90 @@ fn workload_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// What one workload process measured.
+/// What one workload process reported: its JSON result line, and under callgrind the
+/// instructions of the measured region and the compiler its debug info names.
 #[derive(Debug, Clone, PartialEq)]
 struct Counts {
-    instructions: u64,
-    allocs: u64,
-    alloc_bytes: u64,
-    deliveries: u64,
+    result: serde_json::Value,
+    instructions: Option<u64>,
     rustc: Option<String>,
 }
 
-fn run_workload(bin: &Path, arch: &str, args: &DetArgs, out_file: &Path) -> anyhow::Result<Counts> {
-    let mut cmd = Command::new("setarch");
-    cmd.arg("-R")
-        .arg("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(format!("--toggle-collect={MEASURED_FN}"))
-        .arg(bin)
-        .args(["fanout", "--arch", arch])
+impl Counts {
+    fn field(&self, k: &str) -> anyhow::Result<u64> {
+        self.result
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
+    }
+    fn signed(&self, k: &str) -> anyhow::Result<i64> {
+        self.result
+            .get(k)
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
+    }
+}
+
+/// The workloads of the deterministic tier and how each is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// Fan-out to a room of [`MEMBERS`], under callgrind.
+    Fanout,
+    /// Open and close `--connections` connections, under callgrind.
+    Connections,
+    /// Heap per idle connection (`--connections` of them), native (it counts bytes).
+    Idle,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Workload::Fanout, Workload::Connections, Workload::Idle];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Fanout => "fanout",
+            Workload::Connections => "connections",
+            Workload::Idle => "idle",
+        }
+    }
+
+    fn callgrind(self) -> bool {
+        self != Workload::Idle
+    }
+}
+
+fn run_workload(
+    bin: &Path,
+    workload: Workload,
+    arch: &str,
+    args: &DetArgs,
+    out_file: &Path,
+) -> anyhow::Result<Counts> {
+    let what = format!("the {arch} {} workload", workload.name());
+    let mut cmd = if workload.callgrind() {
+        let mut c = Command::new("setarch");
+        c.arg("-R")
+            .arg("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg(format!("--toggle-collect={MEASURED_FN}"))
+            .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args([workload.name(), "--arch", arch])
         .arg(format!("--members={MEMBERS}"))
         .arg(format!("--messages={}", args.messages))
         .arg(format!("--body={BODY}"))
+        .arg(format!("--connections={}", args.connections))
         .arg(format!("--inject-work={}", args.inject_work))
         .stdin(Stdio::null());
-    let output = cmd
-        .output()
-        .with_context(|| format!("running the {arch} workload under callgrind"))?;
+    let output = cmd.output().with_context(|| format!("running {what}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
         bail!(
-            "the {arch} workload failed ({}): {}",
+            "{what} failed ({}): {}",
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
@@ -177,14 +246,16 @@ fn run_workload(bin: &Path, arch: &str, args: &DetArgs, out_file: &Path) -> anyh
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .ok_or_else(|| anyhow!("the {arch} workload printed no result line"))?;
-    let v: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("the {arch} workload's result line {line:?}"))?;
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| anyhow!("the {arch} workload's result has no {k}: {line}"))
-    };
+        .ok_or_else(|| anyhow!("{what} printed no result line"))?;
+    let result: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("{what}'s result line {line:?}"))?;
+    if !workload.callgrind() {
+        return Ok(Counts {
+            result,
+            instructions: None,
+            rustc: None,
+        });
+    }
     let text = std::fs::read_to_string(out_file)
         .with_context(|| format!("reading {}", out_file.display()))?;
     let (instructions, rustc) = parse_callgrind(&text).ok_or_else(|| {
@@ -200,10 +271,8 @@ fn run_workload(bin: &Path, arch: &str, args: &DetArgs, out_file: &Path) -> anyh
         );
     }
     Ok(Counts {
-        instructions,
-        allocs: field("allocs")?,
-        alloc_bytes: field("alloc_bytes")?,
-        deliveries: field("deliveries")?,
+        result,
+        instructions: Some(instructions),
         rustc,
     })
 }
@@ -226,12 +295,75 @@ fn parse_callgrind(text: &str) -> Option<(u64, Option<String>)> {
     Some((total, rustc))
 }
 
+/// The metrics of one workload run: (name, unit, value).
+fn metrics_of(
+    workload: Workload,
+    c: &Counts,
+) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+    let ir = || {
+        c.instructions
+            .ok_or_else(|| anyhow!("no instruction count"))
+            .map(|v| v as f64)
+    };
+    Ok(match workload {
+        Workload::Fanout => {
+            let d = c.field("deliveries")?.max(1) as f64;
+            vec![
+                ("instructions_per_delivery", "Ir", ir()? / d),
+                (
+                    "allocs_per_delivery",
+                    "allocs",
+                    c.field("allocs")? as f64 / d,
+                ),
+                (
+                    "alloc_bytes_per_delivery",
+                    "B",
+                    c.field("alloc_bytes")? as f64 / d,
+                ),
+            ]
+        }
+        Workload::Connections => {
+            let n = c.field("connections")?.max(1) as f64;
+            vec![
+                ("instructions_per_connection", "Ir", ir()? / n),
+                (
+                    "allocs_per_connection",
+                    "allocs",
+                    c.field("allocs")? as f64 / n,
+                ),
+                (
+                    "alloc_bytes_per_connection",
+                    "B",
+                    c.field("alloc_bytes")? as f64 / n,
+                ),
+            ]
+        }
+        Workload::Idle => {
+            let n = c.field("connections")?.max(1) as f64;
+            vec![(
+                "heap_bytes_per_connection",
+                "B",
+                c.signed("heap_bytes_held")? as f64 / n,
+            )]
+        }
+    })
+}
+
+/// The allowed increase of a metric, percent.
+fn limit_pct(metric: &str) -> f64 {
+    if metric.contains(".instructions_") {
+        MAX_INSTR_PCT
+    } else {
+        MAX_ALLOC_PCT
+    }
+}
+
 fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
     require_tool("valgrind", "valgrind")?;
     require_tool("setarch", "util-linux")?;
-    if args.repeat == 0 || args.messages == 0 {
+    if args.repeat == 0 || args.messages == 0 || args.connections == 0 {
         bail!(UsageError(
-            "--repeat and --messages must be at least 1".into()
+            "--repeat, --messages and --connections must be at least 1".into()
         ));
     }
     let bin = workload_bin(args.workload_bin.clone())?;
@@ -254,52 +386,61 @@ fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
     let mut notes = Vec::new();
     let mut rustc = None;
     for arch in &archs {
-        let mut runs = Vec::new();
-        for i in 0..args.repeat {
-            let file = cg_dir.join(format!("{arch}.{i}.out"));
-            eprintln!(
-                "gate: {arch} workload, run {} of {} (callgrind)",
-                i + 1,
-                args.repeat
-            );
-            runs.push(run_workload(&bin, arch, &args, &file)?);
-        }
-        rustc = rustc.or_else(|| runs[0].rustc.clone());
-        let per = |f: fn(&Counts) -> u64| -> Vec<f64> {
-            runs.iter()
-                .map(|c| f(c) as f64 / c.deliveries.max(1) as f64)
-                .collect()
-        };
-        for (name, unit, samples) in [
-            ("instructions_per_delivery", "Ir", per(|c| c.instructions)),
-            ("allocs_per_delivery", "allocs", per(|c| c.allocs)),
-            ("alloc_bytes_per_delivery", "B", per(|c| c.alloc_bytes)),
-        ] {
-            let (lo, hi) = samples
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-            if hi > lo {
-                notes.push(format!(
-                    "fanout.{arch}.{name}: runs differ by {:.4} % ({lo:.3} … {hi:.3})",
-                    (hi - lo) / lo * 100.0
-                ));
+        for workload in Workload::ALL {
+            let mut samples: BTreeMap<&str, (&str, Vec<f64>)> = BTreeMap::new();
+            for i in 0..args.repeat {
+                let file = cg_dir.join(format!("{}.{arch}.{i}.out", workload.name()));
+                eprintln!(
+                    "gate: {arch} {} workload, run {} of {}{}",
+                    workload.name(),
+                    i + 1,
+                    args.repeat,
+                    if workload.callgrind() {
+                        " (callgrind)"
+                    } else {
+                        ""
+                    }
+                );
+                let counts = run_workload(&bin, workload, arch, &args, &file)?;
+                rustc = rustc.or_else(|| counts.rustc.clone());
+                for (name, unit, v) in metrics_of(workload, &counts)
+                    .with_context(|| format!("the {arch} {} workload", workload.name()))?
+                {
+                    samples.entry(name).or_insert((unit, Vec::new())).1.push(v);
+                }
             }
-            let value = chatbench_report::gate::stats::median(&samples).unwrap_or(f64::NAN);
-            metrics.insert(
-                format!("fanout.{arch}.{name}"),
-                BaselineMetric {
-                    unit: unit.to_string(),
-                    value,
-                    samples: if args.repeat > 1 { samples } else { Vec::new() },
-                },
-            );
+            for (name, (unit, samples)) in samples {
+                let key = format!("{}.{arch}.{name}", workload.name());
+                let (lo, hi) = samples
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                if hi > lo {
+                    notes.push(format!(
+                        "{key}: runs differ by {:.4} % ({lo:.3} … {hi:.3})",
+                        (hi - lo) / lo.abs().max(f64::MIN_POSITIVE) * 100.0
+                    ));
+                }
+                let value = chatbench_report::gate::stats::median(&samples).unwrap_or(f64::NAN);
+                metrics.insert(
+                    key,
+                    BaselineMetric {
+                        unit: unit.to_string(),
+                        value,
+                        samples: if args.repeat > 1 { samples } else { Vec::new() },
+                    },
+                );
+            }
         }
     }
     let mut settings = BTreeMap::new();
-    settings.insert("workload".to_string(), "fanout".to_string());
+    settings.insert(
+        "workload".to_string(),
+        Workload::ALL.map(Workload::name).join(","),
+    );
     settings.insert("members".to_string(), MEMBERS.to_string());
     settings.insert("messages".to_string(), args.messages.to_string());
     settings.insert("body_bytes".to_string(), BODY.to_string());
+    settings.insert("connections".to_string(), args.connections.to_string());
     if args.inject_work > 0 {
         notes.push(format!(
             "inject_work = {} busy-loop iterations per delivery (a deliberate extra cost)",
@@ -346,9 +487,11 @@ fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
     let mut baseline = baseline;
     if !args.archs.is_empty() {
         // Only the architectures asked for.
-        baseline
-            .metrics
-            .retain(|k, _| archs.iter().any(|a| k.starts_with(&format!("fanout.{a}."))));
+        baseline.metrics.retain(|k, _| {
+            archs
+                .iter()
+                .any(|a| k.split('.').nth(1) == Some(a.as_str()))
+        });
     }
     let report = compare_deterministic(&baseline, &current, notes, args.allow_other_machine);
     write_report(&report, &args.out, "gate-deterministic")?;
@@ -412,11 +555,7 @@ fn compare_deterministic(
         let b = baseline.metrics.get(name);
         let c = current.metrics.get(name);
         let unit = b.or(c).map(|m| m.unit.as_str()).unwrap_or("");
-        let limit = if name.ends_with("instructions_per_delivery") {
-            MAX_INSTR_PCT
-        } else {
-            MAX_ALLOC_PCT
-        };
+        let limit = limit_pct(name);
         rows.push(judge_deterministic(
             name,
             unit,
@@ -484,6 +623,38 @@ mod tests {
             ))
         );
         assert_eq!(parse_callgrind("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn workload_results_become_per_connection_and_per_delivery_metrics() {
+        let c = Counts {
+            result: serde_json::json!({"connections": 1000, "allocs": 9000, "alloc_bytes": 694000}),
+            instructions: Some(42_258_000),
+            rustc: None,
+        };
+        let m = metrics_of(Workload::Connections, &c).unwrap();
+        assert_eq!(m[0], ("instructions_per_connection", "Ir", 42_258.0));
+        assert_eq!(m[1], ("allocs_per_connection", "allocs", 9.0));
+        assert_eq!(m[2], ("alloc_bytes_per_connection", "B", 694.0));
+        let idle = Counts {
+            result: serde_json::json!({"connections": 1000, "heap_bytes_held": 121920}),
+            instructions: None,
+            rustc: None,
+        };
+        let m = metrics_of(Workload::Idle, &idle).unwrap();
+        assert_eq!(m, vec![("heap_bytes_per_connection", "B", 121.92)]);
+        // A result without its count is an error, not a zero.
+        let broken = Counts {
+            result: serde_json::json!({"connections": 1000}),
+            instructions: Some(1),
+            rustc: None,
+        };
+        assert!(metrics_of(Workload::Connections, &broken).is_err());
+        assert_eq!(
+            limit_pct("connections.epoll.instructions_per_connection"),
+            2.0
+        );
+        assert_eq!(limit_pct("idle.epoll.heap_bytes_per_connection"), 1.0);
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //!   the Mann–Whitney U test, Holm's correction over the metrics and a minimum effect size; an
 //!   A/A comparison of the baseline with itself that fails turns every verdict into
 //!   "could not judge".
+//! - [`runs`]: metrics of `chatbench run` results (summary.json) against a baseline of runs.
 //! - [`stats`]: the statistics; [`baseline`]: the baseline files and machine fingerprint.
 //!
 //! Exit codes (see [`Verdict::exit_code`]): 0 pass, 1 regression, 2 could not judge.
 
 pub mod baseline;
+pub mod runs;
 pub mod stats;
 
 use std::fmt::Write;
@@ -406,7 +408,7 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                 None => (
                     Verdict::CouldNotJudge,
                     format!(
-                        "{} baseline and {} current observations (need {} each)",
+                        "too few samples: {} baseline and {} current observations (a significance test needs {} each)",
                         m.baseline.len(),
                         m.current.len(),
                         rule.min_samples

@@ -119,3 +119,80 @@ impl FanOut for Bench {
         self.tokens.len()
     }
 }
+
+/// The `epoll` connection workload (see [`crate::bench::OpenClose`]): a real [`Server`] built
+/// as [`run`] builds it, driven one loop turn at a time the way `run_loop` drives it when the
+/// listener and then the connection report readiness: `accept` (register, handshake
+/// deadline), `on_readable` (head, upgrade, the client's close right behind it), the ready
+/// list, `flush_dirty` (101 and the close reply in one `writev`, half-close, finish) and
+/// `expire`. Nothing waits in `epoll_wait`: the workload knows what is ready.
+pub struct Cycle {
+    server: Server,
+    addr: std::net::SocketAddr,
+}
+
+impl Cycle {
+    pub(crate) fn new(config: ServerConfig) -> Result<Cycle, BenchError> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let read_len = config.read_buffer_size.max(MIN_READ_BUFFER);
+        let server = Server {
+            poll,
+            _waker: waker,
+            listener: Some(TcpListener::from_std(std_listener)),
+            conns: Slab::new(),
+            room_ids: HashMap::new(),
+            rooms: Slab::new(),
+            metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
+            rbuf: vec![0; read_len],
+            scratch: Vec::new(),
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            kicks: Vec::new(),
+            handshakes: VecDeque::new(),
+            closings: VecDeque::new(),
+            next_serial: 0,
+            accept_retry: None,
+            grace_until: None,
+            shutdown: Shutdown::new(),
+            config,
+        };
+        Ok(Cycle { server, addr })
+    }
+
+    /// One loop turn with the listener and connection `t` readable.
+    fn turn(&mut self, t: usize) {
+        let s = &mut self.server;
+        s.accept();
+        s.guarded(t, |s| s.on_readable(t));
+        for r in std::mem::take(&mut s.ready) {
+            s.guarded(r, |s| s.on_readable(r));
+        }
+        s.flush_dirty();
+        s.expire(Instant::now());
+    }
+}
+
+impl crate::bench::OpenClose for Cycle {
+    fn run(&mut self, n: usize, measure: crate::bench::Measure<'_>) -> Result<u64, BenchError> {
+        let mut done = 0u64;
+        for _ in 0..n {
+            let mut client = crate::bench::client_conversation(self.addr)?;
+            let t = self.server.conns.vacant_key();
+            measure(&mut || self.turn(t));
+            if !self.server.conns.is_empty() {
+                return Err(BenchError::Unexpected(
+                    "the connection is still open after its close was answered".into(),
+                ));
+            }
+            let mut rest = [0u8; 64];
+            let have = crate::bench::read_upgrade(&mut client, &mut rest)?;
+            crate::bench::read_close_and_eof(&mut client, &mut rest, have)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}

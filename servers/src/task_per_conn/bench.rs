@@ -111,3 +111,77 @@ impl FanOut for Bench {
         self.conns.len()
     }
 }
+
+/// The `task-per-conn` connection workload (see [`crate::bench::OpenClose`]): the accept
+/// loop's steps (`accept`, the accepted count, `TCP_NODELAY`, a task spawned per connection)
+/// and that task, [`connection`] (HTTP upgrade under its handshake timeout, session, close),
+/// on a current-thread runtime. The handshake timeout needs the time driver: registering and
+/// cancelling that timer reads the clock, the one clock read in the path (see docs/gate.md).
+pub struct Cycle {
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    addr: std::net::SocketAddr,
+    done: mpsc::Sender<()>,
+    _done_rx: mpsc::Receiver<()>,
+}
+
+impl Cycle {
+    pub(crate) fn new(config: ServerConfig) -> Result<Cycle, BenchError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
+        let shared = Arc::new(Shared {
+            ws_config: ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
+            metrics,
+            peers: Peers::new(),
+            next_id: AtomicU64::new(1),
+            shutdown: Shutdown::new(),
+            hook: None,
+            config,
+        });
+        let std_listener = StdListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = rt.block_on(async { TcpListener::from_std(std_listener) })?;
+        let (done, done_rx) = mpsc::channel(1);
+        Ok(Cycle {
+            rt,
+            shared,
+            listener,
+            addr,
+            done,
+            _done_rx: done_rx,
+        })
+    }
+}
+
+impl crate::bench::OpenClose for Cycle {
+    fn run(&mut self, n: usize, measure: crate::bench::Measure<'_>) -> Result<u64, BenchError> {
+        let mut done = 0u64;
+        for _ in 0..n {
+            let mut client = crate::bench::client_conversation(self.addr)?;
+            let mut outcome: Result<(), BenchError> = Ok(());
+            let (rt, listener, shared, tx) = (&self.rt, &self.listener, &self.shared, &self.done);
+            measure(&mut || {
+                outcome = rt.block_on(async {
+                    let (stream, _) = listener.accept().await?;
+                    shared.metrics.tcp_accepted();
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, shared.clone(), tx.clone()))
+                        .await
+                        .map_err(|e| BenchError::Unexpected(format!("connection task: {e}")))
+                });
+            });
+            outcome?;
+            let mut rest = [0u8; 64];
+            let have = crate::bench::read_upgrade(&mut client, &mut rest)?;
+            crate::bench::read_close_and_eof(&mut client, &mut rest, have)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}

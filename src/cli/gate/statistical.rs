@@ -385,9 +385,10 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
                 0.95,
             );
             notes.push(format!(
-                "{name}: baseline run-to-run cv {:.1} %: {need} runs per arm detect a {} % change with 95 % power",
+                "{name}: baseline run-to-run cv {:.1} %: the normal formula gives {need} runs per arm for a {} % change at 95 % power; it is optimistic at small k (resampling measured runs needed about twice as many, docs/gate.md): use -k {}",
                 cv * 100.0,
-                args.min_effect
+                args.min_effect,
+                (2 * need).max(8)
             ));
         }
     }

@@ -111,3 +111,60 @@ impl FanOut for Bench {
         self.conns.len()
     }
 }
+
+/// The `thread-pool` connection workload (see [`crate::bench::OpenClose`]): the acceptor's
+/// part (`accept`, the accepted count, the job with its accept time) and then the worker's
+/// whole per-connection path, [`serve`] (handshake, session, close), run on the calling thread
+/// instead of a pool worker: one connection at a time needs no second thread.
+pub struct Cycle {
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    waker: Arc<Waker>,
+}
+
+impl Cycle {
+    pub(crate) fn new(config: ServerConfig) -> Result<Cycle, BenchError> {
+        let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
+        let shared = Arc::new(Shared {
+            ws_config: crate::task_per_conn::ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
+            metrics,
+            pool: Pool::default(),
+            next_id: AtomicU64::new(1),
+            shutdown: Shutdown::new(),
+            config,
+        });
+        Ok(Cycle {
+            shared,
+            listener: std::net::TcpListener::bind("127.0.0.1:0")?,
+            waker: Arc::new(Waker::new()?),
+        })
+    }
+}
+
+impl crate::bench::OpenClose for Cycle {
+    fn run(&mut self, n: usize, measure: crate::bench::Measure<'_>) -> Result<u64, BenchError> {
+        let addr = self.listener.local_addr()?;
+        let mut done = 0u64;
+        for _ in 0..n {
+            let mut client = crate::bench::client_conversation(addr)?;
+            let mut outcome: io::Result<()> = Ok(());
+            measure(&mut || {
+                outcome = self.listener.accept().map(|(stream, _)| {
+                    self.shared.metrics.tcp_accepted();
+                    let job = Job {
+                        stream,
+                        accepted: Instant::now(),
+                    };
+                    serve(job, &self.shared, &self.waker);
+                });
+            });
+            outcome?;
+            let mut rest = [0u8; 64];
+            let have = crate::bench::read_upgrade(&mut client, &mut rest)?;
+            crate::bench::read_close_and_eof(&mut client, &mut rest, have)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,670 @@
+//! Run metrics for `chatbench gate --baseline FILE --current RUN…`: reading the `summary.json`
+//! of `chatbench run` results (p99 latency, deliveries/s, CPU-µs per delivery, with the machine
+//! fingerprint, scenario and target each was measured with), baseline files made of them
+//! (tier `runs`), and their judgement.
+//!
+//! Judgement: with at least [`StatRule::min_samples`] runs on each side, the statistical tier's
+//! rule ([`judge_statistical`]: Mann–Whitney U, Holm over the metrics, a minimum effect); with
+//! fewer, "could not judge: too few samples", unless a fixed threshold is asked for, which
+//! compares medians without any significance test and says so on every row. The runs must
+//! come from the baseline's machine (fingerprint) unless that is explicitly allowed, and from
+//! the same scenario and target, or nothing is judged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
+use super::{change_pct, judge_statistical, Better, GateReport, Row, Samples, StatRule, Verdict};
+
+/// The tier name of run-metric baselines and reports.
+pub const TIER: &str = "runs";
+
+/// One metric read from `summary.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunMetric {
+    /// Name in baselines and reports.
+    pub name: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Which way is better.
+    pub better: Better,
+    /// Where it is in summary.json (object, field).
+    pub field: [&'static str; 2],
+}
+
+/// The metrics compared, in report order.
+pub const RUN_METRICS: [RunMetric; 3] = [
+    RunMetric {
+        name: "p99_latency",
+        unit: "µs",
+        better: Better::Lower,
+        field: ["latency_us", "p99"],
+    },
+    RunMetric {
+        name: "deliveries_per_s",
+        unit: "/s",
+        better: Better::Higher,
+        field: ["messages", "delivered_per_s"],
+    },
+    RunMetric {
+        name: "cpu_us_per_delivery",
+        unit: "µs",
+        better: Better::Lower,
+        field: ["target_resources", "cpu_us_per_delivery"],
+    },
+];
+
+/// Why a run could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    /// Reading a file or folder failed.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not JSON.
+    #[error("{path}: not a chatbench summary.json: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// JSON, but not a run summary.
+    #[error("{path}: not a chatbench run summary (no {what}): pass a run folder written by `chatbench run`")]
+    NotASummary {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// No summary.json at or under the path.
+    #[error("{path}: no summary.json in it or in its sub-folders: pass a run folder (results/runs/<id>/) or its summary.json")]
+    NoRuns {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The run's own self-check marked it invalid.
+    #[error("{path}: the run is marked invalid ({reasons}): its figures are not used")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The run's reasons.
+        reasons: String,
+    },
+    /// The runs for a baseline disagree on what was measured.
+    #[error("the runs are not alike: {0}")]
+    Mixed(String),
+}
+
+/// One run's metrics and the conditions they were measured under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunObservation {
+    /// The summary.json read.
+    pub path: PathBuf,
+    /// The machine (from the summary's provenance).
+    pub fingerprint: Fingerprint,
+    /// The commit measured, when recorded.
+    pub commit: Option<String>,
+    /// Whether that tree had uncommitted changes.
+    pub dirty: Option<bool>,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario text with its `--set` overrides: what was run.
+    pub scenario_text: String,
+    /// The target: the architecture started (`--serve`), or the URL.
+    pub target: String,
+    /// One value per [`RUN_METRICS`] entry; `None` when the summary lacks it (or it is null).
+    pub values: [Option<f64>; 3],
+}
+
+/// The summary.json files a `--current`/`--baseline` argument names: the file itself, a run
+/// folder holding one, or a folder of run folders (every direct sub-folder with one, sorted).
+pub fn find_summaries(path: &Path) -> Result<Vec<PathBuf>, RunsError> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let own = path.join("summary.json");
+    if own.is_file() {
+        return Ok(vec![own]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| RunsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("summary.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(RunsError::NoRuns {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(found)
+}
+
+/// Reads one run's summary.json. A run its own self-check marked invalid is an error
+/// ([`RunsError::Invalid`]): its figures say more about the generator than the server.
+pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| RunsError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not = |what| RunsError::NotASummary {
+        path: path.to_path_buf(),
+        what,
+    };
+    let schema = v.get("schema").and_then(Value::as_str).unwrap_or("");
+    if !schema.starts_with("chatbench.summary/") {
+        return Err(not("\"schema\": \"chatbench.summary/…\""));
+    }
+    let valid = v
+        .get("valid")
+        .and_then(Value::as_bool)
+        .ok_or(not("valid"))?;
+    if !valid {
+        let reasons = v
+            .get("invalid_reasons")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "no reason given".into());
+        return Err(RunsError::Invalid {
+            path: path.to_path_buf(),
+            reasons,
+        });
+    }
+    let prov = v.get("provenance").ok_or(not("provenance"))?;
+    let s = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_string);
+    let fingerprint = Fingerprint {
+        cpu_model: s(prov.get("cpu_model")),
+        cpu_cores: prov
+            .get("cpu_cores")
+            .and_then(Value::as_u64)
+            .ok_or(not("provenance.cpu_cores"))? as usize,
+        kernel: s(prov.get("kernel")),
+        rlimit_nofile: prov.get("rlimit_nofile").and_then(|l| {
+            Some((
+                l.get("soft").and_then(Value::as_u64)?,
+                l.get("hard").and_then(Value::as_u64)?,
+            ))
+        }),
+    };
+    let scenario = v.get("scenario").ok_or(not("scenario"))?;
+    let overrides = scenario
+        .get("overrides")
+        .and_then(Value::as_array)
+        .map(|o| {
+            o.iter()
+                .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut scenario_text = s(scenario.get("text")).ok_or(not("scenario.text"))?;
+    for o in overrides {
+        scenario_text.push_str("\n# --set ");
+        scenario_text.push_str(&o);
+    }
+    let target = v.get("target");
+    let target = s(target.and_then(|t| t.get("arch")))
+        .or_else(|| s(target.and_then(|t| t.get("url"))))
+        .unwrap_or_else(|| "unknown".into());
+    Ok(RunObservation {
+        path: path.to_path_buf(),
+        fingerprint,
+        commit: s(prov.get("git_commit")),
+        dirty: prov.get("git_dirty").and_then(Value::as_bool),
+        scenario: s(scenario.get("name")).unwrap_or_default(),
+        scenario_text,
+        target,
+        values: RUN_METRICS.map(|m| {
+            v.get(m.field[0])
+                .and_then(|x| x.get(m.field[1]))
+                .and_then(Value::as_f64)
+                .filter(|x| x.is_finite())
+        }),
+    })
+}
+
+/// The settings a run-metric baseline records; a comparison needs them equal.
+fn settings_of(o: &RunObservation) -> BTreeMap<String, String> {
+    let mut s = BTreeMap::new();
+    s.insert("scenario".to_string(), o.scenario.clone());
+    s.insert("scenario_text".to_string(), o.scenario_text.clone());
+    s.insert("target".to_string(), o.target.clone());
+    s
+}
+
+/// A baseline of run metrics (tier [`TIER`]) from the runs given: every run must come from the
+/// same machine, scenario and target. The commit is the runs' own (`provenance.git_commit`)
+/// when they agree; `created_at` is given by the caller.
+pub fn runs_baseline(runs: &[RunObservation], created_at: String) -> Result<Baseline, RunsError> {
+    let Some(first) = runs.first() else {
+        return Err(RunsError::Mixed(
+            "no valid run to make a baseline of".into(),
+        ));
+    };
+    for r in &runs[1..] {
+        let d = first.fingerprint.differences(&r.fingerprint);
+        if !d.is_empty() {
+            return Err(RunsError::Mixed(format!(
+                "{} and {} come from different machines ({})",
+                first.path.display(),
+                r.path.display(),
+                d.join("; ")
+            )));
+        }
+        if settings_of(r) != settings_of(first) {
+            return Err(RunsError::Mixed(format!(
+                "{} and {} ran different scenarios or targets ({} on {}, {} on {})",
+                first.path.display(),
+                r.path.display(),
+                first.scenario,
+                first.target,
+                r.scenario,
+                r.target
+            )));
+        }
+    }
+    let commit = runs
+        .iter()
+        .all(|r| r.commit == first.commit)
+        .then(|| first.commit.clone())
+        .flatten();
+    let mut metrics = BTreeMap::new();
+    for (i, m) in RUN_METRICS.iter().enumerate() {
+        let samples: Vec<f64> = runs.iter().filter_map(|r| r.values[i]).collect();
+        if let Some(value) = super::stats::median(&samples) {
+            metrics.insert(
+                m.name.to_string(),
+                BaselineMetric {
+                    unit: m.unit.to_string(),
+                    value,
+                    samples,
+                },
+            );
+        }
+    }
+    let mut settings = settings_of(first);
+    settings.insert("runs".to_string(), runs.len().to_string());
+    Ok(Baseline {
+        schema: SCHEMA.to_string(),
+        tier: TIER.to_string(),
+        created_at,
+        commit,
+        dirty: Some(runs.iter().any(|r| r.dirty == Some(true))),
+        fingerprint: first.fingerprint.clone(),
+        settings,
+        metrics,
+    })
+}
+
+/// How run metrics are judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunsRule {
+    /// The significance rule, used when both sides have enough runs.
+    pub stat: StatRule,
+    /// When set: compare medians against this many percent without a significance test
+    /// (labelled as such); for single runs, knowingly.
+    pub fixed_threshold_pct: Option<f64>,
+    /// Judge runs from a machine other than the baseline's.
+    pub allow_other_machine: bool,
+}
+
+/// Judges `current` runs against a run-metric `baseline`. `notes` (e.g. runs left out) are
+/// kept. Fingerprint, scenario or target mismatches give "could not judge" for every metric
+/// (a fingerprint mismatch not when `allow_other_machine`).
+pub fn judge_runs(
+    baseline: &Baseline,
+    current: &[RunObservation],
+    rule: RunsRule,
+    mut notes: Vec<String>,
+) -> GateReport {
+    notes.insert(
+        0,
+        format!(
+            "baseline: {} run(s) of {} on {}, commit {}, {}",
+            baseline
+                .settings
+                .get("runs")
+                .map(String::as_str)
+                .unwrap_or("?"),
+            baseline
+                .settings
+                .get("scenario")
+                .map(String::as_str)
+                .unwrap_or("?"),
+            baseline
+                .settings
+                .get("target")
+                .map(String::as_str)
+                .unwrap_or("?"),
+            baseline
+                .commit
+                .as_deref()
+                .map(|c| c.get(..10).unwrap_or(c))
+                .unwrap_or("unknown"),
+            baseline.fingerprint.describe()
+        ),
+    );
+    let mut cannot = false;
+    if baseline.tier != TIER {
+        cannot = true;
+        notes.push(format!(
+            "the baseline file is of the {} tier, not run metrics: write one with `chatbench gate --update-baseline --baseline FILE --current RUN…`",
+            baseline.tier
+        ));
+    }
+    if current.is_empty() {
+        cannot = true;
+        notes.push("no valid current run".into());
+    }
+    let mut machines_differ = false;
+    for r in current {
+        let d = baseline.fingerprint.differences(&r.fingerprint);
+        if !d.is_empty() {
+            machines_differ = true;
+            notes.push(format!(
+                "{}: machine differs from the baseline's: {}",
+                r.path.display(),
+                d.join("; ")
+            ));
+        }
+        for (k, v) in settings_of(r) {
+            if let Some(b) = baseline.settings.get(&k).filter(|b| **b != v) {
+                cannot = true;
+                let show = |s: &str| {
+                    if k == "scenario_text" {
+                        "(text differs)".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                notes.push(format!(
+                    "{}: {k} {} differs from the baseline's {}: the runs are not comparable",
+                    r.path.display(),
+                    show(&v),
+                    show(b)
+                ));
+            }
+        }
+    }
+    if machines_differ {
+        if rule.allow_other_machine {
+            notes.push(
+                "judged anyway (--allow-other-machine): timing figures from different machines differ for reasons other than the code".into(),
+            );
+        } else {
+            cannot = true;
+            notes.push(
+                "timing figures are only comparable on the baseline's machine: measure a baseline here, or pass --allow-other-machine".into(),
+            );
+        }
+    }
+    let samples: Vec<Samples> = RUN_METRICS
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Samples {
+            metric: m.name.to_string(),
+            unit: m.unit.to_string(),
+            better: m.better,
+            baseline: baseline
+                .metrics
+                .get(m.name)
+                .map(|b| {
+                    if b.samples.is_empty() {
+                        vec![b.value]
+                    } else {
+                        b.samples.clone()
+                    }
+                })
+                .unwrap_or_default(),
+            current: current.iter().filter_map(|r| r.values[i]).collect(),
+        })
+        .collect();
+    let mut rows = match rule.fixed_threshold_pct {
+        Some(pct) => {
+            notes.push(format!(
+                "fixed-threshold mode: medians compared with a fixed ±{pct} % rule and NO significance test: run-to-run noise alone can cross it (docs/gate.md)"
+            ));
+            samples.iter().map(|s| judge_fixed(s, pct)).collect()
+        }
+        None => judge_statistical(&samples, rule.stat),
+    };
+    for (row, s) in rows.iter_mut().zip(&samples) {
+        if s.baseline.is_empty() {
+            row.verdict = Verdict::CouldNotJudge;
+            row.detail = "not in the baseline".into();
+        } else if s.current.is_empty() {
+            let m = RUN_METRICS.iter().find(|m| m.name == s.metric);
+            row.verdict = Verdict::CouldNotJudge;
+            row.detail = format!(
+                "missing from every current run's summary.json{}",
+                m.map(|m| format!(" ({}.{})", m.field[0], m.field[1]))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if rule.fixed_threshold_pct.is_none()
+        && rows
+            .iter()
+            .any(|r| r.verdict == Verdict::CouldNotJudge && r.detail.starts_with("too few"))
+    {
+        notes.push(format!(
+            "a significance test needs at least {} runs on each side; with fewer, pass several --current runs (and a baseline of several), or --fixed-threshold PCT to compare without one",
+            rule.stat.min_samples
+        ));
+    }
+    notes.push(
+        "no A/A check in this mode: the baseline runs were made at another time; `chatbench gate statistical` interleaves both builds and checks the baseline against itself".into(),
+    );
+    GateReport::new(TIER, rows, notes, cannot)
+}
+
+/// Median against median with a fixed threshold in the worse direction, no significance test.
+fn judge_fixed(s: &Samples, pct: f64) -> Row {
+    let (b, c) = (
+        super::stats::median(&s.baseline),
+        super::stats::median(&s.current),
+    );
+    let change = b.zip(c).and_then(|(b, c)| change_pct(b, c));
+    let worse = match (change, s.better) {
+        (Some(ch), Better::Lower) => Some(ch),
+        (Some(ch), Better::Higher) => Some(-ch),
+        (None, _) => None,
+    };
+    let verdict = match worse {
+        None => Verdict::CouldNotJudge,
+        Some(w) if w > pct => Verdict::Regression,
+        Some(w) if -w > pct => Verdict::Improved,
+        Some(_) => Verdict::Pass,
+    };
+    Row {
+        metric: s.metric.clone(),
+        unit: s.unit.clone(),
+        baseline: b,
+        current: c,
+        change_pct: change,
+        rule: format!("fixed threshold {pct} %, no significance test"),
+        verdict,
+        detail: format!(
+            "medians of {} + {} run(s)",
+            s.baseline.len(),
+            s.current.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(p99: Option<f64>, cpu: f64, valid: bool) -> Value {
+        serde_json::json!({
+            "schema": "chatbench.summary/v1",
+            "valid": valid,
+            "invalid_reasons": if valid { vec![] } else { vec!["generator-bound"] },
+            "scenario": {"name": "gate", "text": "connections = 10\n", "overrides": []},
+            "target": {"arch": "epoll", "url": "ws://127.0.0.1:1/ws"},
+            "provenance": {"cpu_model": "AMD EPYC", "cpu_cores": 2, "kernel": "6.1",
+                "rlimit_nofile": {"soft": 20000, "hard": 20000}, "git_commit": "abc", "git_dirty": false},
+            "messages": {"delivered_per_s": 39600.0},
+            "latency_us": {"p99": p99},
+            "target_resources": {"cpu_us_per_delivery": cpu},
+        })
+    }
+
+    fn obs(dir: &Path, name: &str, v: &Value) -> RunObservation {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.json"), v.to_string()).unwrap();
+        read_run(&d.join("summary.json")).unwrap()
+    }
+
+    fn rule() -> RunsRule {
+        RunsRule {
+            stat: StatRule::default(),
+            fixed_threshold_pct: None,
+            allow_other_machine: false,
+        }
+    }
+
+    #[test]
+    fn summaries_are_found_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = obs(dir.path(), "r1", &summary(Some(900.0), 10.0, true));
+        assert_eq!(o.values, [Some(900.0), Some(39600.0), Some(10.0)]);
+        assert_eq!(o.target, "epoll");
+        assert_eq!(o.fingerprint.rlimit_nofile, Some((20000, 20000)));
+        let o2 = obs(dir.path(), "r2", &summary(None, 11.0, true));
+        assert_eq!(o2.values[0], None);
+        // A folder of run folders, a run folder, a file.
+        assert_eq!(find_summaries(dir.path()).unwrap().len(), 2);
+        assert_eq!(find_summaries(&dir.path().join("r1")).unwrap().len(), 1);
+        assert!(matches!(
+            find_summaries(&dir.path().join("r1/nothing")),
+            Err(RunsError::Read { .. })
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(matches!(
+            find_summaries(&empty),
+            Err(RunsError::NoRuns { .. })
+        ));
+        // Invalid runs, other JSON, not JSON.
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, summary(Some(1.0), 1.0, false).to_string()).unwrap();
+        let e = read_run(&bad).unwrap_err();
+        assert!(e.to_string().contains("generator-bound"), "{e}");
+        std::fs::write(&bad, r#"{"schema":"chatbench-gate-baseline/1"}"#).unwrap();
+        assert!(matches!(read_run(&bad), Err(RunsError::NotASummary { .. })));
+        std::fs::write(&bad, "{").unwrap();
+        assert!(matches!(read_run(&bad), Err(RunsError::Parse { .. })));
+    }
+
+    fn runs(dir: &Path, tag: &str, cpus: &[f64]) -> Vec<RunObservation> {
+        cpus.iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                obs(
+                    dir,
+                    &format!("{tag}{i}"),
+                    &summary(Some(900.0 + i as f64), c, true),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn significance_when_enough_runs_and_too_few_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9, 10.1, 10.05]);
+        let b = runs_baseline(&base, "t".into()).unwrap();
+        assert_eq!(b.tier, TIER);
+        assert_eq!(b.metrics["cpu_us_per_delivery"].samples.len(), 5);
+        assert_eq!(b.commit.as_deref(), Some("abc"));
+        // Same figures: pass.
+        let r = judge_runs(&b, &base, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.table());
+        // +30 % CPU per delivery, every run: regression (exit 1).
+        let worse = runs(dir.path(), "w", &[13.0, 13.2, 12.9, 13.1, 13.05]);
+        let r = judge_runs(&b, &worse, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+        assert_eq!(r.verdict.exit_code(), 1);
+        // One current run: too few samples for a test.
+        let r = judge_runs(&b, &worse[..1], rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::CouldNotJudge, "{}", r.table());
+        assert!(r.rows.iter().all(|x| x.detail.contains("too few samples")));
+        assert!(r.notes.iter().any(|n| n.contains("--fixed-threshold")));
+        // … unless a fixed threshold is asked for, and labelled.
+        let fixed = RunsRule {
+            fixed_threshold_pct: Some(10.0),
+            ..rule()
+        };
+        let r = judge_runs(&b, &worse[..1], fixed, vec![]);
+        assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+        assert!(r.rows[2].rule.contains("no significance test"));
+        assert!(r.notes.iter().any(|n| n.contains("NO significance test")));
+    }
+
+    #[test]
+    fn missing_metric_machine_and_scenario_mismatch_cannot_be_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9]);
+        let b = runs_baseline(&base, "t".into()).unwrap();
+        // p99 missing from every current run.
+        let nop99: Vec<RunObservation> = (0..3)
+            .map(|i| obs(dir.path(), &format!("n{i}"), &summary(None, 10.0, true)))
+            .collect();
+        let r = judge_runs(&b, &nop99, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::CouldNotJudge, "{}", r.table());
+        assert!(r.rows[0].detail.contains("latency_us.p99"));
+        // Another machine: could not judge unless allowed.
+        let mut other = base.clone();
+        for o in &mut other {
+            o.fingerprint.cpu_model = Some("Other".into());
+        }
+        let r = judge_runs(&b, &other, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::CouldNotJudge);
+        assert!(r.notes.iter().any(|n| n.contains("CPU model")));
+        let allow = RunsRule {
+            allow_other_machine: true,
+            ..rule()
+        };
+        assert_eq!(judge_runs(&b, &other, allow, vec![]).verdict, Verdict::Pass);
+        // Another scenario: never comparable.
+        let mut scen = base.clone();
+        scen[0].scenario_text.push_str("rooms = 3\n");
+        let r = judge_runs(&b, &scen, allow, vec![]);
+        assert_eq!(r.verdict, Verdict::CouldNotJudge);
+        // A baseline of runs from two machines is refused.
+        assert!(matches!(
+            runs_baseline(&[base[0].clone(), other[0].clone()], "t".into()),
+            Err(RunsError::Mixed(_))
+        ));
+        // A deterministic baseline is not a run baseline.
+        let mut det = b.clone();
+        det.tier = "deterministic".into();
+        assert_eq!(
+            judge_runs(&det, &base, rule(), vec![]).verdict,
+            Verdict::CouldNotJudge
+        );
+    }
+}

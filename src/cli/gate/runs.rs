@@ -1,0 +1,139 @@
+//! `chatbench gate --baseline FILE --current RUN…`: judges existing `chatbench run` results
+//! (their summary.json) against a baseline of run metrics, or with `--update-baseline` writes
+//! that baseline from runs. The judgement is `chatbench_report::gate::runs`; this module reads
+//! the arguments, leaves out runs that cannot be used (named in the notes), prints the table
+//! and writes `gate-runs.md` and `gate-runs.json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+
+use chatbench_loadgen::provenance::now_rfc3339;
+use chatbench_report::gate::baseline::Baseline;
+use chatbench_report::gate::runs::{
+    find_summaries, judge_runs, read_run, runs_baseline, RunObservation, RunsError, RunsRule,
+};
+use chatbench_report::gate::StatRule;
+
+use super::super::UsageError;
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Baseline file of run metrics (p99 latency, deliveries/s, CPU-µs per delivery, the
+    /// machine fingerprint): compared against, or written with --update-baseline.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Current runs: run folders (results/runs/<id>/), their summary.json, or folders of run
+    /// folders. Several give the significance test its samples.
+    #[arg(long, value_name = "RUN", num_args = 1..)]
+    current: Vec<PathBuf>,
+    /// Write --baseline from the --current runs instead of comparing.
+    #[arg(long)]
+    update_baseline: bool,
+    /// Judge runs from a machine whose fingerprint differs from the baseline's.
+    #[arg(long)]
+    allow_other_machine: bool,
+    /// Family-wise significance level (Holm over the metrics).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    alpha: f64,
+    /// Smallest change of a median that counts, percent.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    min_effect: f64,
+    /// Compare medians against a fixed threshold (percent) WITHOUT a significance test, e.g. for
+    /// single runs; every row says so. Default: a significance test, and "could not judge: too
+    /// few samples" with fewer than 3 runs a side.
+    #[arg(long, value_name = "PCT")]
+    fixed_threshold: Option<f64>,
+    /// Folder for gate-runs.md and gate-runs.json.
+    #[arg(long, value_name = "DIR", default_value = "results/gate")]
+    out: PathBuf,
+}
+
+/// Every usable run the arguments name; the ones left out are described in `notes`.
+fn read_runs(paths: &[PathBuf], notes: &mut Vec<String>) -> anyhow::Result<Vec<RunObservation>> {
+    let mut runs = Vec::new();
+    for p in paths {
+        let files = find_summaries(p).map_err(|e| anyhow!(UsageError(e.to_string())))?;
+        for f in files {
+            match read_run(&f) {
+                Ok(o) => runs.push(o),
+                Err(e @ RunsError::Invalid { .. }) => notes.push(format!("left out: {e}")),
+                Err(e) => bail!(UsageError(e.to_string())),
+            }
+        }
+    }
+    Ok(runs)
+}
+
+pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let Some(baseline_path) = args.baseline.clone() else {
+        bail!(UsageError(
+            "give --baseline FILE --current RUN… (judge run results), or a tier: `chatbench gate deterministic|statistical` (see --help)".into()
+        ));
+    };
+    if args.current.is_empty() {
+        bail!(UsageError(
+            "--current RUN… is missing: the run folders to judge (or to make the baseline of, with --update-baseline)".into()
+        ));
+    }
+    if let Some(t) = args.fixed_threshold {
+        if !(t.is_finite() && t >= 0.0) {
+            bail!(UsageError(format!(
+                "--fixed-threshold {t}: give a percentage ≥ 0, e.g. 10"
+            )));
+        }
+    }
+    let alpha_ok = args.alpha > 0.0 && args.alpha < 1.0;
+    let effect_ok = args.min_effect.is_finite() && args.min_effect >= 0.0;
+    if !alpha_ok || !effect_ok {
+        bail!(UsageError(
+            "--alpha must be in (0, 1) and --min-effect ≥ 0".into()
+        ));
+    }
+    let mut notes = Vec::new();
+    let current = read_runs(&args.current, &mut notes)?;
+    if args.update_baseline {
+        let b = runs_baseline(&current, now_rfc3339())
+            .map_err(|e| anyhow!(UsageError(e.to_string())))?;
+        b.save(&baseline_path).context("writing the baseline")?;
+        for (k, m) in &b.metrics {
+            let cv = chatbench_report::gate::stats::cv(&m.samples).map(|c| c * 100.0);
+            println!(
+                "{k:<24} median {:>12.2} {}  ({} runs, cv {})",
+                m.value,
+                m.unit,
+                m.samples.len(),
+                cv.map(|c| format!("{c:.1} %"))
+                    .unwrap_or_else(|| "—".into())
+            );
+        }
+        for n in &notes {
+            println!("note: {n}");
+        }
+        println!(
+            "baseline written: {} ({} runs on {})",
+            baseline_path.display(),
+            current.len(),
+            b.fingerprint.describe()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let baseline = Baseline::load(&baseline_path).map_err(|e| {
+        anyhow!("{e} (write one with `chatbench gate --update-baseline --baseline FILE --current RUN…`)")
+    })?;
+    let rule = RunsRule {
+        stat: StatRule {
+            alpha: args.alpha,
+            min_effect_pct: args.min_effect,
+            min_samples: 3,
+        },
+        fixed_threshold_pct: args.fixed_threshold,
+        allow_other_machine: args.allow_other_machine,
+    };
+    let report = judge_runs(&baseline, &current, rule, notes);
+    super::write_report(&report, &args.out, "gate-runs")?;
+    print!("{}", report.table());
+    Ok(ExitCode::from(report.verdict.exit_code()))
+}
