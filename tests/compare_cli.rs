@@ -527,7 +527,13 @@ fn peers_get_columns_measured_like_the_architectures() {
                     // The number comes from a run against that peer, started by chatbench.
                     assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
                     assert!(cell["value"].is_number(), "{key}: {cell}");
-                    if key == "loss" {
+                    // At this light load a peer loses nothing — unless other work held the
+                    // server's CPU (the run says "machine busy"), when a Node server can
+                    // still have messages queued at the end of the tiny cooldown.
+                    let busy = cell["display"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("(machine busy)"));
+                    if key == "loss" && !busy {
                         assert_eq!(cell["value"], 0.0, "{cell}");
                     }
                 }
