@@ -343,9 +343,10 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
     let started = Instant::now();
     // This agent's own ramp: its connections at its share of the rate (the scenario's
-    // `ramp_duration` counts every agent's connections).
-    let ramp = Duration::try_from_secs_f64(n as f64 / scenario.ramp_rate).unwrap_or(Duration::ZERO);
-    let connect_deadline = started + ramp + scenario.connect_timeout + Duration::from_secs(1);
+    // `ramp_duration` counts every agent's connections); the deadline moves with the time the
+    // ramp was held back by `max_connecting`, within a bound.
+    let connect_deadline =
+        |held_us: u64| started + scenario.connect_deadline(n, Duration::from_micros(held_us));
     let mut phase = Phase::Connect;
     let mut connect_phase_s = 0.0;
     let mut rss_per_conn = None;
@@ -368,7 +369,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
         if phase == Phase::Connect {
             let c = &shared.stats.counters;
             let done = Stats::get(&c.ready) + shared.stats.connect_errors.total() >= n;
-            if done || now >= connect_deadline {
+            if done || now >= connect_deadline(Stats::get(&c.ramp_held_us)) {
                 connect_phase_s = started.elapsed().as_secs_f64();
                 phase = Phase::Settle;
                 let _ = phase_tx.send(Phase::Settle);
@@ -601,6 +602,8 @@ fn final_figures(
         cpus: sys::cpu_affinity().len() as u64,
         rss_per_conn_bytes: rss_per_conn,
         connect_phase_s,
+        ramp_held_us: Stats::get(&c.ramp_held_us),
+        connecting_peak: Stats::get(&c.connecting_peak),
         measure_s,
         interrupted,
     })

@@ -285,6 +285,12 @@ pub struct Final {
     pub rss_per_conn_bytes: Option<f64>,
     /// Seconds of the connect phase.
     pub connect_phase_s: f64,
+    /// µs the ramp waited for set-up slots (`max_connecting`).
+    #[serde(default)]
+    pub ramp_held_us: u64,
+    /// Most connections in set-up at once.
+    #[serde(default)]
+    pub connecting_peak: u64,
     /// Seconds of the measurement window as run.
     pub measure_s: f64,
     /// Stopped early (by `stop` or losing the coordinator).

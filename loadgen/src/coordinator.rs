@@ -12,7 +12,6 @@
 //! the results are marked partial (status `interrupted`, invalid, with the reason). Every wait
 //! is bounded.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -35,12 +34,12 @@ use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, write_run, AgentBreakdown, AgentFault, ConnectionStats, DistributedInfo, GeneratorInfo,
-    MessageStats, Percentiles, PhaseTimes, RunStatus, ScenarioRecord, SeriesRow, Summary,
-    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes, RunStatus,
+    SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
 use crate::stats::new_hist;
+use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::{sampler, sys};
 
 /// Where the agents come from.
@@ -453,9 +452,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut last_cpu = 0.0f64;
     let mut phase = Phase::Connect;
     let mut phases = PhaseTimes::default();
-    // A backstop behind the agents' own connect deadlines (ramp + connect_timeout + 1 s).
-    let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(10);
+    // A backstop behind the agents' own connect deadlines (ramp + time held back by
+    // `max_connecting`, within its bound + connect_timeout + 1 s).
+    let all = u64::from(scenario.connections);
+    let connect_deadline = started
+        + scenario.connect_deadline(all, scenario.max_ramp_hold(all))
+        + Duration::from_secs(9);
     // (start, measure start, cooldown start, end) in coordinator time.
     let mut timeline: Option<[Instant; 4]> = None;
     let mut server_connected = None;
@@ -811,6 +813,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             realtime = realtime.or(f.pacer_realtime);
             any_interrupted |= f.interrupted;
+            totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
             totals.attempted += f.attempted;
             totals.connected += f.connected;
@@ -851,6 +854,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             latency_us: lat,
             cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
             rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
+            ramp_held_s: l.fin.as_ref().map_or(0.0, |f| f.ramp_held_us as f64 / 1e6),
+            connecting_peak: l.fin.as_ref().map_or(0, |f| f.connecting_peak),
             complete: l.fin.is_some(),
         });
     }
@@ -897,39 +902,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             f.agent, f.address, f.at_s, f.what
         ));
     }
-    let mut notes = Vec::new();
-    let msgs_per_s = scenario.expected_msgs_per_sec();
-    if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
-        notes.push(format!(
-            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
-             here includes CPU wake-up time, not only the server"
-        ));
-    }
-    notes.push(format!(
+    let notes = vec![format!(
         "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
          `distributed.agents[].delivered_all` counts every delivery, across agents",
         links.len()
-    ));
-    let memory_per_conn = match (
-        &server_before,
-        &host_before,
-        &server_connected,
-        &host_connected,
-    ) {
-        (Some(bs), Some(bh), Some(cs), Some(ch)) if totals.ready > 0 => {
-            let m = sampler::memory_per_connection(
-                (bs, bh),
-                (cs, ch),
-                totals.ready,
-                2 * totals.ready as i64,
-            );
-            if let Some(n) = &m.note {
-                notes.push(format!("memory per connection: {n}"));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
+    )];
     let (server_cores, cpu_per_delivery) = match &server_window {
         (Some(a), Some(b)) => {
             let w = phases.measure.max(1e-9);
@@ -941,55 +918,28 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         }
         _ => (None, None),
     };
-    let listen_overflows = match (&host_before, &host_after) {
-        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
-        _ => None,
-    };
-    let lost = expected.saturating_sub(delivered);
+    let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
         phases.measure
     } else {
         measure_s
-    }
-    .max(1e-9);
-    let connect_secs = phases.connect.max(1e-9);
-    let client = &scenario.client;
-    let mut client_settings = BTreeMap::new();
-    client_settings.insert("read_buffer_size".into(), client.read_buffer_size as u64);
-    client_settings.insert("write_buffer_size".into(), client.write_buffer_size as u64);
-    client_settings.insert(
-        "max_write_buffer_size".into(),
-        client.max_write_buffer_size as u64,
-    );
-    client_settings.insert("max_message_size".into(), client.max_message_size as u64);
+    };
     let mut target_info = ropts.target_info.clone();
     if targets.len() > 1 {
         target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
         target_info.target_policy = Some(scenario.target_policy.as_str().into());
     }
-    let mut summary = Summary {
-        schema: SUMMARY_SCHEMA_ID.into(),
-        schema_version: SUMMARY_SCHEMA_VERSION,
-        run_id: run_id(started_utc, &scenario.name),
+    let mut summary = summary::build(SummaryInput {
+        scenario: &scenario,
+        overrides: &ropts.overrides,
+        started_utc,
         status,
-        valid: invalid.is_empty(),
-        invalid_reasons: invalid,
+        invalid,
         notes,
-        scenario: ScenarioRecord {
-            name: scenario.name.clone(),
-            path: scenario
-                .source
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            text: scenario.source.text.clone(),
-            overrides: ropts.overrides.clone(),
-        },
         target: target_info,
-        generator: GeneratorInfo {
+        generator: GenFigures {
             agents: links.len() as u32,
             source_addrs,
-            client: client_settings,
             cpu_affinity: affinity,
             cpu_cores_measure: (!agent_cores.is_empty()).then_some(gen_cores_sum),
             pacer_lag_us: pacer_lag.as_ref().and_then(Percentiles::of),
@@ -1000,47 +950,38 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         },
         provenance,
         phases,
-        connections: ConnectionStats {
+        conns: ConnCounts {
             planned: u64::from(scenario.connections),
             attempted: totals.attempted,
             connected: totals.connected,
             ready: totals.ready,
             errors: totals.connect_errors,
             closed_by_server: totals.closed_by_server,
-            connect_phase_s: connect_secs,
-            open_rate_per_s: totals.ready as f64 / connect_secs,
-            connect_time_us: Percentiles::of(&connect_hist),
+            connect_s,
+            ramp_held_s: totals.ramp_held_us as f64 / 1e6,
+            connect_time: &connect_hist,
         },
-        messages: MessageStats {
-            sent: totals.sent_window,
+        msgs: MsgCounts {
+            sent_window: totals.sent_window,
             expected,
             delivered,
-            lost,
-            extra: delivered.saturating_sub(expected),
             duplicated: totals.duplicated,
             late: totals.late,
-            loss_ratio: if expected == 0 {
-                0.0
-            } else {
-                lost as f64 / expected as f64
-            },
             slow_consumers: totals.slow,
             server_errors: totals.server_errors,
             bad_frames: totals.bad_frames,
-            sent_per_s: totals.sent_window as f64 / measure_s,
-            delivered_per_s: delivered as f64 / measure_s,
+            measure_s,
         },
-        latency_us: Percentiles::of(&window),
-        target_resources: TargetResources {
-            rss_before_bytes: server_before.as_ref().map(|s| s.rss_bytes),
-            rss_connected_bytes: server_connected.as_ref().map(|s| s.rss_bytes),
+        latency: &window,
+        target_figures: TargetFigures {
+            server_before,
+            host_before,
+            server_connected,
+            host_connected,
+            host_after,
             rss_peak_bytes: None,
-            memory_per_conn,
             cpu_cores_measure: server_cores,
             cpu_us_per_delivery: cpu_per_delivery,
-            threads: server_connected.as_ref().map(|s| s.threads),
-            open_fds: server_connected.as_ref().map(|s| s.open_fds),
-            listen_overflows,
             server_metrics,
         },
         fault: None,
@@ -1049,7 +990,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             faults,
             partial,
         }),
-    };
+    });
     let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
     Ok(RunReport { dir, summary })
 }

@@ -91,6 +91,10 @@ pub struct Counters {
     pub bad_frames: AtomicU64,
     /// Sends that failed because the connection broke.
     pub send_failures: AtomicU64,
+    /// Time the ramp waited for a set-up slot (`max_connecting` reached), µs.
+    pub ramp_held_us: AtomicU64,
+    /// Most connections in set-up at once (TCP connect, handshake, join) seen by the ramp.
+    pub connecting_peak: AtomicU64,
 }
 
 /// Errors by kind, and labelled tallies with a bounded number of labels.
