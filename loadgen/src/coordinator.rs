@@ -216,15 +216,22 @@ fn agent_err(msg: String) -> RunError {
 
 /// The scenario text for an agent holding `share` of `total` connections: the same scenario,
 /// with the ramp rate scaled to its share so that the fleet opens connections at the scenario's
-/// `ramp_rate`, as one process would.
+/// `ramp_rate`, as one process would. Local agents share this host's CPUs, so they share its
+/// `max_connecting` too (each gets its part, at least 1): the host has that many set-ups in
+/// flight, whatever the number of agents. A remote agent keeps the whole bound for its host.
 fn agent_scenario(
     scenario: &crate::scenario::Scenario,
     share: u64,
     total: u64,
+    local: bool,
 ) -> Result<String, RunError> {
     let mut s = scenario.clone();
     if share > 0 {
         s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+        if local {
+            let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
+            s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
+        }
     }
     toml::to_string(&s)
         .map_err(|e| agent_err(format!("cannot encode the scenario for the agents: {e}")))
@@ -374,7 +381,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         let setup = Setup {
             agent: i as u32,
             agents: n_agents,
-            scenario: agent_scenario(&scenario, counts[i], total)?,
+            scenario: agent_scenario(&scenario, counts[i], total, !locals.is_empty())?,
             targets: targets.iter().map(|t| t.url.clone()).collect(),
             source_first: first,
         };
@@ -647,6 +654,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             if let Some(s) = server_sample() {
                 rows.push(("target_rss_bytes", s.rss_bytes as f64));
             }
+            // The kernel side of the fleet's sockets, as a one-process run records it.
+            if let Ok(h) = sampler::sample_host() {
+                rows.push(("host_slab_bytes", h.slab_bytes as f64));
+                rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+            }
             for (metric, value) in rows {
                 series.push(SeriesRow {
                     t_s: t,
@@ -660,18 +672,25 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             } else {
                 format!("{:.2}ms", pending.value_at_quantile(0.99) as f64 / 1000.0)
             };
+            // Connections in set-up across the fleet: attempted, not yet open nor failed.
+            let setting_up = sum(|t| t.connect_attempts)
+                .saturating_sub(open)
+                .saturating_sub(sum(|t| t.connect_errors));
+            let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
             progress.update(&format!(
-                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{}  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}",
+                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{} (+{} setting up)  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}  agents {:.0} MiB",
                 phase.as_str(),
                 t,
                 links.iter().filter(|l| !l.lost).count(),
                 links.len(),
                 open,
                 scenario.connections,
+                setting_up,
                 sent.saturating_sub(last_sent) as f64 / dt,
                 delivered.saturating_sub(last_delivered) as f64 / dt,
                 p99,
                 sum(|t| t.connect_errors),
+                gen_rss as f64 / (1024.0 * 1024.0),
             ));
             pending.reset();
             last_sent = sent;
@@ -1022,13 +1041,24 @@ mod tests {
             "t",
         )
         .expect("scenario");
-        let text = agent_scenario(&s, 100, 300).expect("encode");
+        let text = agent_scenario(&s, 100, 300, false).expect("encode");
         let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
         assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
         assert_eq!(back.connections, 300);
         assert_eq!(back.rooms, 3);
         assert_eq!(back.measure, s.measure);
         assert_eq!(back.target_policy, s.target_policy);
+        // A remote agent keeps the whole set-up bound; local agents share the host's.
+        assert_eq!(back.max_connecting, s.max_connecting);
+        let local = agent_scenario(&s, 100, 300, true).expect("encode");
+        let back = crate::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        assert_eq!(back.max_connecting, 334);
+        let tiny =
+            crate::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
+                .expect("scenario");
+        let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
+        let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
+        assert_eq!(back.max_connecting, 1, "never below one");
     }
 
     #[test]
