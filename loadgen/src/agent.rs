@@ -18,8 +18,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::control::{
-    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, Setup, Tick,
-    ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
+    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, LoopClock,
+    Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
@@ -334,7 +334,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
         source_addrs,
     } = p;
     let pid = std::process::id();
-    let rss = || sampler::sample_process(pid).ok().map(|s| s.rss_bytes);
+    let rss = || sampler::sample_rss(pid).ok();
     let rss_before = rss();
     let slow = plan.slow_count() as u64;
     let n = plan.conns.len() as u64;
@@ -358,8 +358,11 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     let mut timeline: Option<(Instant, Instant, Instant)> = None;
     let mut window_cpu: (Option<(f64, Instant)>, Option<f64>) = (None, None);
     let mut measure_s = 0.0;
+    let mut clock = LoopClock::new(Instant::now());
     let end = loop {
         let now = Instant::now();
+        // Silence this loop did not listen to (it was not scheduled) is not the coordinator's.
+        last_heard += clock.lateness(now);
         if now.duration_since(last_heard) > SILENCE_LIMIT {
             break End::Lost(format!(
                 "no message from the coordinator for {SILENCE_LIMIT:?}"

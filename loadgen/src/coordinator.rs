@@ -26,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::control::{
-    self, add_hist, decode_hist, unix_us, ControlError, Final, FromAgent, Setup, Tick, ToAgent,
-    CONTROL_VERSION, STALL_LIMIT,
+    self, add_hist, decode_hist, unix_us, ControlError, Final, FromAgent, LoopClock, Setup, Tick,
+    ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
@@ -482,6 +482,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         + Duration::from_secs(20);
     let mut next_ping = Instant::now() + Duration::from_secs(1);
     let mut connect_end: Option<Instant> = None;
+    let mut clock = LoopClock::new(Instant::now());
     loop {
         let now = Instant::now();
         let live: Vec<usize> = (0..links.len())
@@ -503,8 +504,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             break;
         }
-        // Stalls.
+        // Stalls. Time this loop itself was not scheduled (a host busy opening connections)
+        // is not held against the agents: their reports may be waiting to be read.
+        let late = clock.lateness(now);
         for l in links.iter_mut().filter(|l| !l.lost && l.fin.is_none()) {
+            l.last_heard += late;
             if now.duration_since(l.last_heard) > STALL_LIMIT {
                 l.lost = true;
                 l.w = None; // closing the control connection makes the agent stop its load
@@ -651,8 +655,14 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
                 rows.push(("latency_max_us", pending.max() as f64));
             }
-            if let Some(s) = server_sample() {
-                rows.push(("target_rss_bytes", s.rss_bytes as f64));
+            // RSS only: listing the descriptors of every server each second costs the host
+            // as much as the servers' own work at hundreds of thousands of sockets.
+            let rss: Vec<u64> = pids
+                .iter()
+                .filter_map(|&p| sampler::sample_rss(p).ok())
+                .collect();
+            if !rss.is_empty() {
+                rows.push(("target_rss_bytes", rss.iter().sum::<u64>() as f64));
             }
             // The kernel side of the fleet's sockets, as a one-process run records it.
             if let Ok(h) = sampler::sample_host() {

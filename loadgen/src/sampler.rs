@@ -246,6 +246,20 @@ pub fn sample_processes(pids: &[u32]) -> Result<ProcSample, SamplerError> {
     total.ok_or(SamplerError::ProcessGone { pid: 0 })
 }
 
+/// Read only the resident set size (`VmRSS`) of process `pid`, bytes: what a once-a-second
+/// reading of a process holding tens of thousands of sockets needs, without listing its
+/// descriptors (`/proc/PID/fd`) as [`sample_process`] does.
+pub fn sample_rss(pid: u32) -> Result<u64, SamplerError> {
+    let status_path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = read_proc(&status_path, Some(pid))?;
+    parse_status(&status)
+        .map(|f| f.rss_bytes)
+        .ok_or(SamplerError::Parse {
+            path: status_path,
+            what: "VmRSS",
+        })
+}
+
 /// Read memory, CPU, threads and descriptors of process `pid`.
 pub fn sample_process(pid: u32) -> Result<ProcSample, SamplerError> {
     let at = since_epoch();
