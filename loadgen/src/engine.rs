@@ -634,33 +634,42 @@ mod tests {
         assert!(size <= 1536, "connection task future is {size} bytes");
     }
 
-    /// A server that accepts TCP connections and never answers the WebSocket handshake: the
-    /// ramp never has more than `max_connecting` set-ups in flight, waits (and counts the wait)
-    /// instead, and every connection ends as a counted timeout.
-    #[tokio::test]
-    async fn ramp_bounds_connections_in_flight() {
+    type Handles = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+    /// A listener on 127.0.0.1 that accepts TCP connections, counts them, and never answers.
+    async fn silent_server() -> (
+        std::net::SocketAddr,
+        Arc<AtomicU64>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicU64::new(0));
-        let silent = {
-            let accepted = accepted.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((sock, _)) = listener.accept().await {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                    held.push(sock); // never read, never answered, closed at the end
-                }
-            })
-        };
-        let n = 40u64;
-        let bound = 4u64;
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(sock); // never read, never answered, closed at the end
+            }
+        });
+        (addr, accepted, task)
+    }
+
+    /// An engine of `n` idle connections against `addr`, at most `bound` in set-up at once.
+    fn engine_against(
+        addr: std::net::SocketAddr,
+        n: u64,
+        bound: u64,
+        timeout: &str,
+    ) -> (Arc<Shared>, watch::Sender<Phase>, Handles) {
         let scenario = Arc::new(
             Scenario::parse(
                 &format!(
                     "name='t'\nconnections={n}\nramp_rate=100000.0\nmax_connecting={bound}\n\
-                     connect_timeout=\"200ms\"\n"
+                     connect_timeout=\"{timeout}\"\n"
                 ),
                 "t",
             )
@@ -669,7 +678,22 @@ mod tests {
         let plan = Plan::new(&scenario, 0);
         let target = Target::parse(&format!("ws://{addr}/ws")).expect("url");
         let (shared, phase_tx) = Shared::new(scenario, plan, vec![target], Vec::new());
-        let handles = Arc::new(std::sync::Mutex::new(Vec::new()));
+        (
+            shared,
+            phase_tx,
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        )
+    }
+
+    /// A server that accepts TCP connections and never answers the WebSocket handshake: the
+    /// ramp never has more than `max_connecting` set-ups in flight, waits (and counts the wait)
+    /// instead, and every connection ends as a counted timeout.
+    #[tokio::test]
+    async fn ramp_bounds_connections_in_flight() {
+        let (addr, accepted, silent) = silent_server().await;
+        let n = 40u64;
+        let bound = 4u64;
+        let (shared, phase_tx, handles) = engine_against(addr, n, bound, "200ms");
         tokio::time::timeout(
             Duration::from_secs(30),
             ramp(shared.clone(), handles.clone()),
@@ -721,28 +745,8 @@ mod tests {
     /// connections.
     #[tokio::test]
     async fn ramp_stops_when_the_connect_phase_ends() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let silent = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                held.push(sock);
-            }
-        });
-        let scenario = Arc::new(
-            Scenario::parse(
-                "name='t'\nconnections=50\nramp_rate=100000.0\nmax_connecting=2\n\
-                 connect_timeout=\"60s\"\n",
-                "t",
-            )
-            .expect("valid"),
-        );
-        let plan = Plan::new(&scenario, 0);
-        let target = Target::parse(&format!("ws://{addr}/ws")).expect("url");
-        let (shared, phase_tx) = Shared::new(scenario, plan, vec![target], Vec::new());
-        let handles = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr, _accepted, silent) = silent_server().await;
+        let (shared, phase_tx, handles) = engine_against(addr, 50, 2, "60s");
         let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
         // Wait (bounded) until both slots are taken, then end the connect phase.
         for _ in 0..3000 {
