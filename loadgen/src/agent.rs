@@ -18,8 +18,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::control::{
-    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, Setup, Tick,
-    ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
+    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, LoopClock,
+    Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
@@ -334,7 +334,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
         source_addrs,
     } = p;
     let pid = std::process::id();
-    let rss = || sampler::sample_process(pid).ok().map(|s| s.rss_bytes);
+    let rss = || sampler::sample_rss(pid).ok();
     let rss_before = rss();
     let slow = plan.slow_count() as u64;
     let n = plan.conns.len() as u64;
@@ -343,9 +343,10 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
     let started = Instant::now();
     // This agent's own ramp: its connections at its share of the rate (the scenario's
-    // `ramp_duration` counts every agent's connections).
-    let ramp = Duration::try_from_secs_f64(n as f64 / scenario.ramp_rate).unwrap_or(Duration::ZERO);
-    let connect_deadline = started + ramp + scenario.connect_timeout + Duration::from_secs(1);
+    // `ramp_duration` counts every agent's connections); the deadline moves with the time the
+    // ramp was held back by `max_connecting`, within a bound.
+    let connect_deadline =
+        |held_us: u64| started + scenario.connect_deadline(n, Duration::from_micros(held_us));
     let mut phase = Phase::Connect;
     let mut connect_phase_s = 0.0;
     let mut rss_per_conn = None;
@@ -357,8 +358,11 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     let mut timeline: Option<(Instant, Instant, Instant)> = None;
     let mut window_cpu: (Option<(f64, Instant)>, Option<f64>) = (None, None);
     let mut measure_s = 0.0;
+    let mut clock = LoopClock::new(Instant::now());
     let end = loop {
         let now = Instant::now();
+        // Silence this loop did not listen to (it was not scheduled) is not the coordinator's.
+        last_heard += clock.lateness(now);
         if now.duration_since(last_heard) > SILENCE_LIMIT {
             break End::Lost(format!(
                 "no message from the coordinator for {SILENCE_LIMIT:?}"
@@ -368,7 +372,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
         if phase == Phase::Connect {
             let c = &shared.stats.counters;
             let done = Stats::get(&c.ready) + shared.stats.connect_errors.total() >= n;
-            if done || now >= connect_deadline {
+            if done || now >= connect_deadline(Stats::get(&c.ramp_held_us)) {
                 connect_phase_s = started.elapsed().as_secs_f64();
                 phase = Phase::Settle;
                 let _ = phase_tx.send(Phase::Settle);
@@ -601,6 +605,8 @@ fn final_figures(
         cpus: sys::cpu_affinity().len() as u64,
         rss_per_conn_bytes: rss_per_conn,
         connect_phase_s,
+        ramp_held_us: Stats::get(&c.ramp_held_us),
+        connecting_peak: Stats::get(&c.connecting_peak),
         measure_s,
         interrupted,
     })

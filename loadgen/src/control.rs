@@ -160,6 +160,31 @@ pub fn unix_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// How late a control loop itself runs. A loop that the OS did not schedule for a while (a host
+/// busy opening hundreds of thousands of connections) must not blame its peer for the silence
+/// it did not listen to: its lateness is added to the peer's last-heard time.
+#[derive(Debug)]
+pub struct LoopClock {
+    last: std::time::Instant,
+}
+
+impl LoopClock {
+    /// On-time gap between two turns of a control loop (they wake at least every second).
+    pub const ON_TIME: Duration = Duration::from_secs(1);
+
+    /// Starts at `now`.
+    pub fn new(now: std::time::Instant) -> LoopClock {
+        LoopClock { last: now }
+    }
+
+    /// The time since the previous turn beyond [`LoopClock::ON_TIME`] (zero when on time).
+    pub fn lateness(&mut self, now: std::time::Instant) -> Duration {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        gap.saturating_sub(Self::ON_TIME)
+    }
+}
+
 /// What an agent is asked to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setup {
@@ -285,6 +310,12 @@ pub struct Final {
     pub rss_per_conn_bytes: Option<f64>,
     /// Seconds of the connect phase.
     pub connect_phase_s: f64,
+    /// µs the ramp waited for set-up slots (`max_connecting`).
+    #[serde(default)]
+    pub ramp_held_us: u64,
+    /// Most connections in set-up at once.
+    #[serde(default)]
+    pub connecting_peak: u64,
     /// Seconds of the measurement window as run.
     pub measure_s: f64,
     /// Stopped early (by `stop` or losing the coordinator).
@@ -441,6 +472,19 @@ pub async fn recv<R: AsyncBufRead + Unpin, T: for<'de> Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loop_clock_counts_only_the_time_beyond_an_on_time_turn() {
+        let t0 = std::time::Instant::now();
+        let mut c = LoopClock::new(t0);
+        assert_eq!(c.lateness(t0 + Duration::from_millis(500)), Duration::ZERO);
+        assert_eq!(
+            c.lateness(t0 + Duration::from_millis(7500)),
+            Duration::from_secs(6)
+        );
+        // A clock read before the last turn counts as on time.
+        assert_eq!(c.lateness(t0), Duration::ZERO);
+    }
 
     #[test]
     fn histograms_round_trip_and_add_exactly() {

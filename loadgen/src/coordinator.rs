@@ -12,7 +12,6 @@
 //! the results are marked partial (status `interrupted`, invalid, with the reason). Every wait
 //! is bounded.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -27,20 +26,20 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::control::{
-    self, add_hist, decode_hist, unix_us, ControlError, Final, FromAgent, Setup, Tick, ToAgent,
-    CONTROL_VERSION, STALL_LIMIT,
+    self, add_hist, decode_hist, unix_us, ControlError, Final, FromAgent, LoopClock, Setup, Tick,
+    ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, write_run, AgentBreakdown, AgentFault, ConnectionStats, DistributedInfo, GeneratorInfo,
-    MessageStats, Percentiles, PhaseTimes, RunStatus, ScenarioRecord, SeriesRow, Summary,
-    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes, RunStatus,
+    SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
 use crate::stats::new_hist;
+use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::{sampler, sys};
 
 /// Where the agents come from.
@@ -217,15 +216,22 @@ fn agent_err(msg: String) -> RunError {
 
 /// The scenario text for an agent holding `share` of `total` connections: the same scenario,
 /// with the ramp rate scaled to its share so that the fleet opens connections at the scenario's
-/// `ramp_rate`, as one process would.
+/// `ramp_rate`, as one process would. Local agents share this host's CPUs, so they share its
+/// `max_connecting` too (each gets its part, at least 1): the host has that many set-ups in
+/// flight, whatever the number of agents. A remote agent keeps the whole bound for its host.
 fn agent_scenario(
     scenario: &crate::scenario::Scenario,
     share: u64,
     total: u64,
+    local: bool,
 ) -> Result<String, RunError> {
     let mut s = scenario.clone();
     if share > 0 {
         s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+        if local {
+            let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
+            s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
+        }
     }
     toml::to_string(&s)
         .map_err(|e| agent_err(format!("cannot encode the scenario for the agents: {e}")))
@@ -375,7 +381,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         let setup = Setup {
             agent: i as u32,
             agents: n_agents,
-            scenario: agent_scenario(&scenario, counts[i], total)?,
+            scenario: agent_scenario(&scenario, counts[i], total, !locals.is_empty())?,
             targets: targets.iter().map(|t| t.url.clone()).collect(),
             source_first: first,
         };
@@ -453,9 +459,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut last_cpu = 0.0f64;
     let mut phase = Phase::Connect;
     let mut phases = PhaseTimes::default();
-    // A backstop behind the agents' own connect deadlines (ramp + connect_timeout + 1 s).
-    let connect_deadline =
-        started + scenario.ramp_duration() + scenario.connect_timeout + Duration::from_secs(10);
+    // A backstop behind the agents' own connect deadlines (ramp + time held back by
+    // `max_connecting`, within its bound + connect_timeout + 1 s).
+    let all = u64::from(scenario.connections);
+    let connect_deadline = started
+        + scenario.connect_deadline(all, scenario.max_ramp_hold(all))
+        + Duration::from_secs(9);
     // (start, measure start, cooldown start, end) in coordinator time.
     let mut timeline: Option<[Instant; 4]> = None;
     let mut server_connected = None;
@@ -473,6 +482,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         + Duration::from_secs(20);
     let mut next_ping = Instant::now() + Duration::from_secs(1);
     let mut connect_end: Option<Instant> = None;
+    let mut clock = LoopClock::new(Instant::now());
     loop {
         let now = Instant::now();
         let live: Vec<usize> = (0..links.len())
@@ -494,8 +504,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             break;
         }
-        // Stalls.
+        // Stalls. Time this loop itself was not scheduled (a host busy opening connections)
+        // is not held against the agents: their reports may be waiting to be read.
+        let late = clock.lateness(now);
         for l in links.iter_mut().filter(|l| !l.lost && l.fin.is_none()) {
+            l.last_heard += late;
             if now.duration_since(l.last_heard) > STALL_LIMIT {
                 l.lost = true;
                 l.w = None; // closing the control connection makes the agent stop its load
@@ -642,8 +655,19 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
                 rows.push(("latency_max_us", pending.max() as f64));
             }
-            if let Some(s) = server_sample() {
-                rows.push(("target_rss_bytes", s.rss_bytes as f64));
+            // RSS only: listing the descriptors of every server each second costs the host
+            // as much as the servers' own work at hundreds of thousands of sockets.
+            let rss: Vec<u64> = pids
+                .iter()
+                .filter_map(|&p| sampler::sample_rss(p).ok())
+                .collect();
+            if !rss.is_empty() {
+                rows.push(("target_rss_bytes", rss.iter().sum::<u64>() as f64));
+            }
+            // The kernel side of the fleet's sockets, as a one-process run records it.
+            if let Ok(h) = sampler::sample_host() {
+                rows.push(("host_slab_bytes", h.slab_bytes as f64));
+                rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
             }
             for (metric, value) in rows {
                 series.push(SeriesRow {
@@ -658,18 +682,25 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             } else {
                 format!("{:.2}ms", pending.value_at_quantile(0.99) as f64 / 1000.0)
             };
+            // Connections in set-up across the fleet: attempted, not yet open nor failed.
+            let setting_up = sum(|t| t.connect_attempts)
+                .saturating_sub(open)
+                .saturating_sub(sum(|t| t.connect_errors));
+            let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
             progress.update(&format!(
-                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{}  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}",
+                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{} (+{} setting up)  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}  agents {:.0} MiB",
                 phase.as_str(),
                 t,
                 links.iter().filter(|l| !l.lost).count(),
                 links.len(),
                 open,
                 scenario.connections,
+                setting_up,
                 sent.saturating_sub(last_sent) as f64 / dt,
                 delivered.saturating_sub(last_delivered) as f64 / dt,
                 p99,
                 sum(|t| t.connect_errors),
+                gen_rss as f64 / (1024.0 * 1024.0),
             ));
             pending.reset();
             last_sent = sent;
@@ -811,6 +842,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             realtime = realtime.or(f.pacer_realtime);
             any_interrupted |= f.interrupted;
+            totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
             totals.attempted += f.attempted;
             totals.connected += f.connected;
@@ -851,6 +883,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             latency_us: lat,
             cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
             rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
+            ramp_held_s: l.fin.as_ref().map_or(0.0, |f| f.ramp_held_us as f64 / 1e6),
+            connecting_peak: l.fin.as_ref().map_or(0, |f| f.connecting_peak),
             complete: l.fin.is_some(),
         });
     }
@@ -897,39 +931,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             f.agent, f.address, f.at_s, f.what
         ));
     }
-    let mut notes = Vec::new();
-    let msgs_per_s = scenario.expected_msgs_per_sec();
-    if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
-        notes.push(format!(
-            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
-             here includes CPU wake-up time, not only the server"
-        ));
-    }
-    notes.push(format!(
+    let notes = vec![format!(
         "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
          `distributed.agents[].delivered_all` counts every delivery, across agents",
         links.len()
-    ));
-    let memory_per_conn = match (
-        &server_before,
-        &host_before,
-        &server_connected,
-        &host_connected,
-    ) {
-        (Some(bs), Some(bh), Some(cs), Some(ch)) if totals.ready > 0 => {
-            let m = sampler::memory_per_connection(
-                (bs, bh),
-                (cs, ch),
-                totals.ready,
-                2 * totals.ready as i64,
-            );
-            if let Some(n) = &m.note {
-                notes.push(format!("memory per connection: {n}"));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
+    )];
     let (server_cores, cpu_per_delivery) = match &server_window {
         (Some(a), Some(b)) => {
             let w = phases.measure.max(1e-9);
@@ -941,55 +947,28 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         }
         _ => (None, None),
     };
-    let listen_overflows = match (&host_before, &host_after) {
-        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
-        _ => None,
-    };
-    let lost = expected.saturating_sub(delivered);
+    let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
         phases.measure
     } else {
         measure_s
-    }
-    .max(1e-9);
-    let connect_secs = phases.connect.max(1e-9);
-    let client = &scenario.client;
-    let mut client_settings = BTreeMap::new();
-    client_settings.insert("read_buffer_size".into(), client.read_buffer_size as u64);
-    client_settings.insert("write_buffer_size".into(), client.write_buffer_size as u64);
-    client_settings.insert(
-        "max_write_buffer_size".into(),
-        client.max_write_buffer_size as u64,
-    );
-    client_settings.insert("max_message_size".into(), client.max_message_size as u64);
+    };
     let mut target_info = ropts.target_info.clone();
     if targets.len() > 1 {
         target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
         target_info.target_policy = Some(scenario.target_policy.as_str().into());
     }
-    let mut summary = Summary {
-        schema: SUMMARY_SCHEMA_ID.into(),
-        schema_version: SUMMARY_SCHEMA_VERSION,
-        run_id: run_id(started_utc, &scenario.name),
+    let mut summary = summary::build(SummaryInput {
+        scenario: &scenario,
+        overrides: &ropts.overrides,
+        started_utc,
         status,
-        valid: invalid.is_empty(),
-        invalid_reasons: invalid,
+        invalid,
         notes,
-        scenario: ScenarioRecord {
-            name: scenario.name.clone(),
-            path: scenario
-                .source
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            text: scenario.source.text.clone(),
-            overrides: ropts.overrides.clone(),
-        },
         target: target_info,
-        generator: GeneratorInfo {
+        generator: GenFigures {
             agents: links.len() as u32,
             source_addrs,
-            client: client_settings,
             cpu_affinity: affinity,
             cpu_cores_measure: (!agent_cores.is_empty()).then_some(gen_cores_sum),
             pacer_lag_us: pacer_lag.as_ref().and_then(Percentiles::of),
@@ -1000,49 +979,40 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         },
         provenance,
         phases,
-        connections: ConnectionStats {
+        conns: ConnCounts {
             planned: u64::from(scenario.connections),
             attempted: totals.attempted,
             connected: totals.connected,
             ready: totals.ready,
             errors: totals.connect_errors,
             closed_by_server: totals.closed_by_server,
-            connect_phase_s: connect_secs,
-            open_rate_per_s: totals.ready as f64 / connect_secs,
-            connect_time_us: Percentiles::of(&connect_hist),
+            connect_s,
+            ramp_held_s: totals.ramp_held_us as f64 / 1e6,
+            connect_time: &connect_hist,
             // Agents reconnect under the policy too, but do not report its counts yet.
             reconnect: None,
         },
-        messages: MessageStats {
-            sent: totals.sent_window,
+        msgs: MsgCounts {
+            sent_window: totals.sent_window,
             expected,
             delivered,
-            lost,
-            extra: delivered.saturating_sub(expected),
             duplicated: totals.duplicated,
             late: totals.late,
-            loss_ratio: if expected == 0 {
-                0.0
-            } else {
-                lost as f64 / expected as f64
-            },
             slow_consumers: totals.slow,
             server_errors: totals.server_errors,
             bad_frames: totals.bad_frames,
-            sent_per_s: totals.sent_window as f64 / measure_s,
-            delivered_per_s: delivered as f64 / measure_s,
+            measure_s,
         },
-        latency_us: Percentiles::of(&window),
-        target_resources: TargetResources {
-            rss_before_bytes: server_before.as_ref().map(|s| s.rss_bytes),
-            rss_connected_bytes: server_connected.as_ref().map(|s| s.rss_bytes),
+        latency: &window,
+        target_figures: TargetFigures {
+            server_before,
+            host_before,
+            server_connected,
+            host_connected,
+            host_after,
             rss_peak_bytes: None,
-            memory_per_conn,
             cpu_cores_measure: server_cores,
             cpu_us_per_delivery: cpu_per_delivery,
-            threads: server_connected.as_ref().map(|s| s.threads),
-            open_fds: server_connected.as_ref().map(|s| s.open_fds),
-            listen_overflows,
             server_metrics,
             other_load: None,
         },
@@ -1053,7 +1023,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             faults,
             partial,
         }),
-    };
+    });
     let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
     Ok(RunReport { dir, summary })
 }
@@ -1085,13 +1055,24 @@ mod tests {
             "t",
         )
         .expect("scenario");
-        let text = agent_scenario(&s, 100, 300).expect("encode");
+        let text = agent_scenario(&s, 100, 300, false).expect("encode");
         let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
         assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
         assert_eq!(back.connections, 300);
         assert_eq!(back.rooms, 3);
         assert_eq!(back.measure, s.measure);
         assert_eq!(back.target_policy, s.target_policy);
+        // A remote agent keeps the whole set-up bound; local agents share the host's.
+        assert_eq!(back.max_connecting, s.max_connecting);
+        let local = agent_scenario(&s, 100, 300, true).expect("encode");
+        let back = crate::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        assert_eq!(back.max_connecting, 334);
+        let tiny =
+            crate::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
+                .expect("scenario");
+        let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
+        let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
+        assert_eq!(back.max_connecting, 1, "never below one");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -250,32 +250,76 @@ impl Shared {
 
 /// Spawns connection tasks at the scenario's ramp rate; returns when all are spawned or the
 /// phase moves past `Connect`.
+///
+/// At most `max_connecting` connections are in set-up at once (each task holds a permit until
+/// its connect, handshake and join are done or have failed). When none is free the ramp waits,
+/// counts the wait in `ramp_held_us`, and shifts its schedule by it: a slow target slows the
+/// ramp down instead of collecting timeouts, and the ramp does not burst to catch up.
 pub async fn ramp(
     shared: Arc<Shared>,
     handles: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 ) {
     let rate = shared.scenario.ramp_rate;
-    let start = Instant::now();
+    let bound = shared.scenario.max_connecting.max(1) as usize;
+    let slots = Arc::new(Semaphore::new(bound));
+    let counters = &shared.stats.counters;
+    let mut phase = shared.phase.clone();
+    let mut start = Instant::now();
     let n = shared.plan.conns.len();
     let mut i = 0usize;
+    // Schedule position: connection `i` is due at `start + (i - base) / rate`.
+    let mut base = 0usize;
     while i < n {
-        if *shared.phase.borrow() != Phase::Connect {
+        if *phase.borrow() != Phase::Connect {
             return;
         }
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let due = start + Duration::from_secs_f64((i - base) as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         // Spawn everything due by now (the timer has 1 ms resolution; a burst per tick keeps
         // the average rate exact).
         let elapsed = start.elapsed().as_secs_f64();
-        let upto = ((elapsed * rate).floor() as usize + 1).min(n);
+        let upto = (base + (elapsed * rate).floor() as usize + 1).min(n);
         let mut batch = Vec::with_capacity(upto.saturating_sub(i));
-        while i < upto {
+        let mut held = false;
+        let mut over = false;
+        while i < upto && !held {
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let waited = Instant::now();
+                    let permit = tokio::select! {
+                        p = slots.clone().acquire_owned() => p.ok(),
+                        _ = phase.wait_for(|p| *p != Phase::Connect) => None,
+                    };
+                    // `None`: the connect phase is over (the semaphore is never closed).
+                    let Some(permit) = permit else {
+                        over = true;
+                        break;
+                    };
+                    counters
+                        .ramp_held_us
+                        .fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    // Resume the schedule from here: the rest of the ramp keeps its rate.
+                    start = Instant::now();
+                    base = i;
+                    held = true;
+                    permit
+                }
+            };
+            let in_flight = (bound - slots.available_permits()) as u64;
+            counters
+                .connecting_peak
+                .fetch_max(in_flight, Ordering::Relaxed);
             let plan = shared.plan.conns[i];
-            batch.push(tokio::spawn(conn_task(shared.clone(), plan)));
+            batch.push(tokio::spawn(conn_task(shared.clone(), plan, permit)));
+            // After a wait, the rest of this burst is re-planned from the new start.
             i += 1;
         }
         if let Ok(mut h) = handles.lock() {
             h.extend(batch);
+        }
+        if over {
+            return;
         }
     }
 }
@@ -290,13 +334,15 @@ enum Exit {
 // The setup, send, reconnect and close paths are boxed: their state (handshake request,
 // buffers, timers) is allocated while they run instead of sizing every connection's task for
 // its whole life — the task's future is allocated once, at its largest state.
-async fn conn_task(shared: Arc<Shared>, plan: ConnPlan) {
+async fn conn_task(shared: Arc<Shared>, plan: ConnPlan, slot: OwnedSemaphorePermit) {
     let stats = &shared.stats;
     Stats::inc(&stats.counters.connect_attempts);
     let t0 = Instant::now();
     let timeout = shared.scenario.connect_timeout;
     let setup =
         tokio::time::timeout(timeout, Box::pin(open_and_join(&shared, plan, plan.target))).await;
+    // Set-up is over (done or failed): the ramp may start another.
+    drop(slot);
     let mut ws = match setup {
         Ok(Ok(ws)) => ws,
         Ok(Err(label)) => {
@@ -726,10 +772,156 @@ mod tests {
         let plan = Plan::new(&scenario, 0);
         let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
         let (shared, _tx) = Shared::new(scenario, plan.clone(), vec![target], Vec::new());
-        let fut = conn_task(shared, plan.conns[0]);
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        let fut = conn_task(shared, plan.conns[0], slot);
         let size = std::mem::size_of_val(&fut);
         // Every idle connection holds one of these: keep it small (1,296 bytes when this test was
         // written; 1,376 before protocol profiles, 1,448 with the keep-alive and reply branches).
         assert!(size <= 1536, "connection task future is {size} bytes");
+    }
+
+    type Handles = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+    /// A listener on 127.0.0.1 that accepts TCP connections, counts them, and never answers.
+    async fn silent_server() -> (
+        std::net::SocketAddr,
+        Arc<AtomicU64>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(sock); // never read, never answered, closed at the end
+            }
+        });
+        (addr, accepted, task)
+    }
+
+    /// An engine of `n` idle connections against `addr`, at most `bound` in set-up at once.
+    fn engine_against(
+        addr: std::net::SocketAddr,
+        n: u64,
+        bound: u64,
+        timeout: &str,
+    ) -> (Arc<Shared>, watch::Sender<Phase>, Handles) {
+        let scenario = Arc::new(
+            Scenario::parse(
+                &format!(
+                    "name='t'\nconnections={n}\nramp_rate=100000.0\nmax_connecting={bound}\n\
+                     connect_timeout=\"{timeout}\"\n"
+                ),
+                "t",
+            )
+            .expect("valid"),
+        );
+        let plan = Plan::new(&scenario, 0);
+        let target = Target::parse(&format!("ws://{addr}/ws")).expect("url");
+        let (shared, phase_tx) = Shared::new(scenario, plan, vec![target], Vec::new());
+        (
+            shared,
+            phase_tx,
+            Arc::new(std::sync::Mutex::new(Vec::new())),
+        )
+    }
+
+    /// A server that accepts TCP connections and never answers the WebSocket handshake: the
+    /// ramp never has more than `max_connecting` set-ups in flight, waits (and counts the wait)
+    /// instead, and every connection ends as a counted timeout.
+    #[tokio::test]
+    async fn ramp_bounds_connections_in_flight() {
+        let (addr, accepted, silent) = silent_server().await;
+        let n = 40u64;
+        let bound = 4u64;
+        let (shared, phase_tx, handles) = engine_against(addr, n, bound, "200ms");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            ramp(shared.clone(), handles.clone()),
+        )
+        .await
+        .expect("the ramp ends: every set-up times out within connect_timeout");
+        let tasks: Vec<_> = handles
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        assert_eq!(
+            tasks.len() as u64,
+            n,
+            "every planned connection was started"
+        );
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(tasks),
+        )
+        .await
+        .expect("every set-up ends");
+        let c = &shared.stats.counters;
+        let peak = Stats::get(&c.connecting_peak);
+        assert!(
+            (1..=bound).contains(&peak),
+            "{peak} set-ups in flight, bound {bound}"
+        );
+        assert_eq!(Stats::get(&c.connect_attempts), n);
+        assert_eq!(Stats::get(&c.ready), 0);
+        assert_eq!(
+            shared
+                .stats
+                .connect_errors
+                .snapshot()
+                .get("timeout")
+                .copied(),
+            Some(n),
+            "{:?}",
+            shared.stats.connect_errors.snapshot()
+        );
+        assert_eq!(accepted.load(Ordering::Relaxed), n);
+        // 40 set-ups through 4 slots: the ramp had to wait for slots to free up.
+        assert!(Stats::get(&c.ramp_held_us) > 0);
+        let _ = phase_tx.send(Phase::Stop);
+        silent.abort();
+    }
+
+    /// When the connect phase ends while the ramp waits for a slot, the ramp stops starting
+    /// connections.
+    #[tokio::test]
+    async fn ramp_stops_when_the_connect_phase_ends() {
+        let (addr, _accepted, silent) = silent_server().await;
+        let (shared, phase_tx, handles) = engine_against(addr, 50, 2, "60s");
+        let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
+        // Wait (bounded) until both slots are taken, then end the connect phase.
+        for _ in 0..3000 {
+            if Stats::get(&shared.stats.counters.connecting_peak) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(Stats::get(&shared.stats.counters.connecting_peak), 2);
+        let _ = phase_tx.send(Phase::Settle);
+        tokio::time::timeout(Duration::from_secs(30), ramp_task)
+            .await
+            .expect("the ramp returns once the phase moves on")
+            .expect("the ramp does not panic");
+        let started = handles.lock().map(|h| h.len()).unwrap_or(0);
+        assert_eq!(
+            started, 2,
+            "only the connections that got a slot were started"
+        );
+        let _ = phase_tx.send(Phase::Stop);
+        let tasks: Vec<_> = handles
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
+        }
+        silent.abort();
     }
 }

@@ -12,7 +12,8 @@
 //!   the node-kill fault; [`failover`]: what a node loss cost, from the per-second figures.
 //! - [`stats`]: histograms and counters the tasks record into.
 //! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
-//! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes.
+//! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes;
+//!   [`summary`]: the summary's figures, derived alike for one process and for agents.
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
 //!   [`coordinator`]: a run spread over agents, merged exactly.
 //! - [`launcher`]: starting a reference server as a child process; [`peers`]: the third-party
@@ -40,6 +41,7 @@ pub mod sampler;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
+pub mod summary;
 pub mod supervisor;
 pub mod sys;
 pub mod target;

@@ -175,6 +175,10 @@ pub struct ConnectionStats {
     pub connect_phase_s: f64,
     /// Connections ready per second over the connect phase.
     pub open_rate_per_s: f64,
+    /// Seconds the ramp waited because `max_connecting` set-ups were in flight (with agents:
+    /// the longest of any agent; each agent's is in `distributed.agents[]`).
+    #[serde(default)]
+    pub ramp_held_s: f64,
     /// Connect + handshake (+ join) time per connection, µs.
     pub connect_time_us: Option<Percentiles>,
     /// What the reconnect policy did (scenario `[reconnect]`); absent when it was off.
@@ -450,6 +454,12 @@ pub struct AgentBreakdown {
     pub cpu_cores_measure: Option<f64>,
     /// Its RSS per connection, bytes.
     pub rss_per_conn_bytes: Option<f64>,
+    /// Seconds its ramp waited for set-up slots (`max_connecting`).
+    #[serde(default)]
+    pub ramp_held_s: f64,
+    /// Most of its connections in set-up at once.
+    #[serde(default)]
+    pub connecting_peak: u64,
     /// Whether it delivered its final figures.
     pub complete: bool,
 }

@@ -6,7 +6,6 @@
 //! `interrupt` channel) ends the current phase early; what was measured is still written, with
 //! the status `interrupted`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,13 +20,13 @@ use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, write_run, ConnectionStats, FaultOutcome, GeneratorInfo, MessageStats, OtherLoad,
-    Percentiles, PhaseTimes, ReconnectStats, ResultsError, RunStatus, ScenarioRecord, SeriesRow,
-    Summary, TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
+    RunStatus, SeriesRow, Summary, TargetInfo,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
 use crate::stats::Stats;
+use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
@@ -483,19 +482,21 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let handles = Arc::new(Mutex::new(Vec::new()));
     let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
 
-    // Connect: until every attempt has an outcome, or the deadline.
-    let ramp_time = Duration::from_secs_f64(n as f64 / scenario.ramp_rate);
-    let connect_deadline = started + ramp_time + scenario.connect_timeout + Duration::from_secs(1);
+    // Connect: until every attempt has an outcome, or the deadline (which moves with the time
+    // the ramp was held back by `max_connecting`, within a bound).
+    let connect_limit = started + scenario.connect_deadline(n, scenario.max_ramp_hold(n));
     let all_done = move |s: &Shared| {
         let c = &s.stats.counters;
+        let held = Duration::from_micros(Stats::get(&c.ramp_held_us));
         Stats::get(&c.ready) + s.stats.connect_errors.total() >= n
+            || Instant::now() >= started + s.scenario.connect_deadline(n, held)
     };
     let mut phases = PhaseTimes::default();
     ticker
         .run_until(
             Phase::Connect,
-            connect_deadline,
-            connect_deadline - started,
+            connect_limit,
+            scenario.connect_deadline(n, Duration::ZERO),
             all_done,
         )
         .await;
@@ -514,8 +515,6 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         .await;
     phases.settle = t.elapsed().as_secs_f64();
     let connected = take_samples(&pids);
-    let threads = connected.server.as_ref().map(|s| s.threads);
-    let fds = connected.server.as_ref().map(|s| s.open_fds);
 
     // Warmup and measure: the pacer wakes senders.
     let pacer_stop = Arc::new(AtomicBool::new(false));
@@ -680,8 +679,6 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         delivered_rooms += Stats::get(&st.room_delivered_window[room]);
     }
     let delivered = delivered_rooms;
-    let lost = expected.saturating_sub(delivered);
-    let measure_s = phases.measure.max(1e-9);
     let latency = st.window_latency();
     let connect_hist = st.connect_time();
     let status = if ready == 0 {
@@ -738,80 +735,30 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         generator_cpus: affinity.len(),
         pacer_p99_us: pacer_lag_p.as_ref().map(|p| p.p99),
     });
-    let msgs_per_s = scenario.expected_msgs_per_sec();
-    if msgs_per_s > 0.0 && msgs_per_s < 1000.0 {
-        notes.push(format!(
-            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
-             here includes CPU wake-up time, not only the server"
-        ));
-    }
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
     }
     if ticker.target_gone {
         notes.push("the target process exited during the run".into());
     }
-    let memory_per_conn = match (
-        &before.server,
-        &before.host,
-        &connected.server,
-        &connected.host,
-    ) {
-        (Some(bs), Some(bh), Some(cs), Some(ch)) if ready > 0 => {
-            let m = sampler::memory_per_connection((bs, bh), (cs, ch), ready, 2 * ready as i64);
-            if let Some(n) = &m.note {
-                notes.push(format!("memory per connection: {n}"));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
+    let measure_s = phases.measure;
     let gen_rss_per_conn = match (&before.me, &connected.me) {
         (Some(a), Some(b)) if ready > 0 => {
             Some((b.rss_bytes as f64 - a.rss_bytes as f64) / ready as f64)
         }
         _ => None,
     };
-    let listen_overflows = match (&before.host, &after.host) {
-        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
-        _ => None,
-    };
-    if listen_overflows.unwrap_or(0) > 0 {
-        notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
-    }
-    let client = &scenario.client;
-    let mut client_settings = BTreeMap::new();
-    client_settings.insert("read_buffer_size".into(), client.read_buffer_size as u64);
-    client_settings.insert("write_buffer_size".into(), client.write_buffer_size as u64);
-    client_settings.insert(
-        "max_write_buffer_size".into(),
-        client.max_write_buffer_size as u64,
-    );
-    client_settings.insert("max_message_size".into(), client.max_message_size as u64);
-    let connect_secs = connect_phase.as_secs_f64().max(1e-9);
-    let mut summary = Summary {
-        schema: SUMMARY_SCHEMA_ID.into(),
-        schema_version: SUMMARY_SCHEMA_VERSION,
-        run_id: run_id(started_utc, &scenario.name),
+    let mut summary = summary::build(SummaryInput {
+        scenario: &scenario,
+        overrides: &opts.overrides,
+        started_utc,
         status,
-        valid: invalid.is_empty(),
-        invalid_reasons: invalid,
+        invalid,
         notes,
-        scenario: ScenarioRecord {
-            name: scenario.name.clone(),
-            path: scenario
-                .source
-                .path
-                .as_ref()
-                .map(|p| p.display().to_string()),
-            text: scenario.source.text.clone(),
-            overrides: opts.overrides.clone(),
-        },
         target: target_info,
-        generator: GeneratorInfo {
+        generator: GenFigures {
             agents: 1,
             source_addrs: source_addrs.iter().map(|a| a.to_string()).collect(),
-            client: client_settings,
             cpu_affinity: affinity,
             cpu_cores_measure: gen_cores,
             pacer_lag_us: pacer_lag_p,
@@ -821,16 +768,16 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         },
         provenance,
         phases,
-        connections: ConnectionStats {
+        conns: ConnCounts {
             planned: n,
             attempted: Stats::get(&c.connect_attempts),
             connected: Stats::get(&c.connected),
             ready,
             errors: st.connect_errors.snapshot(),
             closed_by_server: st.closed_by_server.snapshot(),
-            connect_phase_s: connect_secs,
-            open_rate_per_s: ready as f64 / connect_secs,
-            connect_time_us: Percentiles::of(&connect_hist),
+            connect_s: connect_phase.as_secs_f64(),
+            ramp_held_s: Stats::get(&c.ramp_held_us) as f64 / 1e6,
+            connect_time: &connect_hist,
             reconnect: scenario.reconnects().then(|| ReconnectStats {
                 lost: Stats::get(&c.disconnects),
                 attempts: Stats::get(&c.reconnect_attempts),
@@ -840,43 +787,34 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                 time_us: Percentiles::of(&st.reconnect_time()),
             }),
         },
-        messages: MessageStats {
-            sent: Stats::get(&c.sent_window),
+        msgs: MsgCounts {
+            sent_window: Stats::get(&c.sent_window),
             expected,
             delivered,
-            lost,
-            extra: delivered.saturating_sub(expected),
             duplicated: Stats::get(&c.duplicated),
             late: Stats::get(&c.late),
-            loss_ratio: if expected == 0 {
-                0.0
-            } else {
-                lost as f64 / expected as f64
-            },
             slow_consumers: slow,
             server_errors: st.server_errors.snapshot(),
             bad_frames: Stats::get(&c.bad_frames),
-            sent_per_s: Stats::get(&c.sent_window) as f64 / measure_s,
-            delivered_per_s: delivered as f64 / measure_s,
+            measure_s,
         },
-        latency_us: Percentiles::of(&latency),
-        target_resources: TargetResources {
-            rss_before_bytes: before.server.as_ref().map(|s| s.rss_bytes),
-            rss_connected_bytes: connected.server.as_ref().map(|s| s.rss_bytes),
+        latency: &latency,
+        target_figures: TargetFigures {
+            server_before: before.server,
+            host_before: before.host,
+            server_connected: connected.server,
+            host_connected: connected.host,
+            host_after: after.host,
             rss_peak_bytes: ticker.peak_rss,
-            memory_per_conn,
             cpu_cores_measure: server_cores,
             cpu_us_per_delivery: cpu_per_delivery,
-            threads,
-            open_fds: fds,
-            listen_overflows,
             server_metrics,
             other_load,
         },
         fault,
         distributed: None,
         failover,
-    };
+    });
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
 }

@@ -30,6 +30,12 @@ pub const ENVELOPE_OVERHEAD_BYTES: usize = 200;
 /// Largest accepted `payload_bytes` (1 MiB).
 pub const MAX_PAYLOAD_BYTES: u32 = 1 << 20;
 
+/// Default bound on connections in set-up at once per generator process (`max_connecting`).
+pub const DEFAULT_MAX_CONNECTING: u32 = 1000;
+
+/// Largest accepted `max_connecting`.
+pub const MAX_MAX_CONNECTING: u32 = 1_000_000;
+
 /// Smallest accepted client buffer size.
 pub const MIN_BUFFER_BYTES: usize = 256;
 
@@ -53,6 +59,12 @@ pub struct Scenario {
     /// How long one connection attempt (TCP + WebSocket handshake) may take before it counts as failed.
     #[serde(default = "default_connect_timeout", with = "duration_str")]
     pub connect_timeout: Duration,
+    /// Most connections one generator process (each agent) has in set-up at once: TCP connect,
+    /// WebSocket handshake and join not yet done. When the bound is reached the ramp waits for
+    /// a set-up to finish and its schedule resumes from there (it backs off rather than piling
+    /// up timeouts); the time it waited is `connections.ramp_held_s`.
+    #[serde(default = "default_max_connecting")]
+    pub max_connecting: u32,
     /// Number of rooms; 0 means every connection stays idle (memory scenarios).
     #[serde(default)]
     pub rooms: u32,
@@ -206,6 +218,9 @@ fn default_ramp_rate() -> f64 {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_connecting() -> u32 {
+    DEFAULT_MAX_CONNECTING
 }
 fn default_senders_per_room() -> u32 {
     1
@@ -517,6 +532,28 @@ impl Scenario {
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
     }
 
+    /// When a connect phase of `connections` (this process's share, at its share of the rate:
+    /// the ramp's planned time is the same for every agent) ends at the latest, from its start,
+    /// given that the ramp has waited `held` for set-up slots so far: the planned ramp, the
+    /// time held back, one `connect_timeout` for the last connections, and a second. The time
+    /// held back counts up to twice the planned ramp (and at least one `connect_timeout`), so a
+    /// target that answers nothing ends the phase in bounded time.
+    pub fn connect_deadline(&self, connections: u64, held: Duration) -> Duration {
+        let planned = Duration::try_from_secs_f64(connections as f64 / self.ramp_rate)
+            .unwrap_or(Duration::ZERO);
+        planned
+            + held.min(self.max_ramp_hold(connections))
+            + self.connect_timeout
+            + Duration::from_secs(1)
+    }
+
+    /// The most waiting for set-up slots that [`Scenario::connect_deadline`] allows.
+    pub fn max_ramp_hold(&self, connections: u64) -> Duration {
+        let planned = Duration::try_from_secs_f64(connections as f64 / self.ramp_rate)
+            .unwrap_or(Duration::ZERO);
+        (planned * 2).max(self.connect_timeout)
+    }
+
     /// Planned length of a run: ramp + settle + warmup + measure + cooldown (connection setup
     /// overheads not included).
     pub fn total_duration(&self) -> Duration {
@@ -597,6 +634,17 @@ impl Validator<'_> {
                     "ramp_rate = {}: must be a positive number of new connections per second \
                      (e.g. ramp_rate = 5000.0)",
                     s.ramp_rate
+                ),
+            ));
+        }
+        if s.max_connecting == 0 || s.max_connecting > MAX_MAX_CONNECTING {
+            return Err(self.err(
+                "",
+                "max_connecting",
+                format!(
+                    "max_connecting = {}: must be 1 ..= {MAX_MAX_CONNECTING} connections in set-up at \
+                     once per generator process (e.g. max_connecting = 1000)",
+                    s.max_connecting
                 ),
             ));
         }
@@ -1405,6 +1453,18 @@ read_buffer_size = 8192
     }
 
     #[test]
+    fn bad_max_connecting() {
+        let (e, msg) = err("name = \"m\"\nconnections = 1\nmax_connecting = 0\n");
+        assert_eq!(e.line(), Some(3));
+        assert!(msg.contains("max_connecting = 0"), "{msg}");
+        assert!(msg.contains("1 ..= 1000000"), "{msg}");
+        let (_, msg) = err("name = \"m\"\nconnections = 1\nmax_connecting = 2000000\n");
+        assert!(msg.contains("max_connecting = 2000000"), "{msg}");
+        let ok = parse("name = \"m\"\nconnections = 1\n").expect("defaults are valid");
+        assert_eq!(ok.max_connecting, DEFAULT_MAX_CONNECTING);
+    }
+
+    #[test]
     fn senders_exceed_members() {
         let (e, msg) = err(
             "name = \"m\"\nconnections = 10\nrooms = 1\nmembers_per_room = 3\nsenders_per_room = 4\n",
@@ -1668,7 +1728,12 @@ read_buffer_size = 8192
     fn reference_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scenarios.md");
         let doc = std::fs::read_to_string(&path).expect("docs/scenarios.md");
-        let start = doc.find("```toml\n").expect("a ```toml example") + "```toml\n".len();
+        let section = doc
+            .find("## A full example")
+            .expect("a full example section");
+        let start = section
+            + doc[section..].find("```toml\n").expect("a ```toml example")
+            + "```toml\n".len();
         let len = doc[start..].find("```").expect("closing fence");
         let s = Scenario::parse(&doc[start..start + len], "docs/scenarios.md")
             .unwrap_or_else(|e| panic!("{e}"));

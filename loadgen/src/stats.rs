@@ -106,6 +106,10 @@ pub struct Counters {
     pub reconnect_failures: AtomicU64,
     /// When the latest reconnect completed, µs since the engine's epoch (0: none yet).
     pub last_reconnect_us: AtomicU64,
+    /// Time the ramp waited for a set-up slot (`max_connecting` reached), µs.
+    pub ramp_held_us: AtomicU64,
+    /// Most connections in set-up at once (TCP connect, handshake, join) seen by the ramp.
+    pub connecting_peak: AtomicU64,
 }
 
 /// Errors by kind, and labelled tallies with a bounded number of labels.

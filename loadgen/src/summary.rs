@@ -1,0 +1,363 @@
+//! Building a run's [`Summary`] from what was measured: the one place that turns counts,
+//! histograms and `/proc` samples into `summary.json`'s figures (loss, rates, memory per
+//! connection, notes), whether one process ([`crate::run`]) or a fleet of agents
+//! ([`crate::coordinator`]) measured them. The callers gather and merge; this module derives.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+
+use crate::provenance::Provenance;
+use crate::results::{
+    run_id, ConnectionStats, DistributedInfo, FaultOutcome, GeneratorInfo, MessageStats, OtherLoad,
+    Percentiles, PhaseTimes, ReconnectStats, RunStatus, ScenarioRecord, Summary, TargetInfo,
+    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+};
+use crate::sampler::{self, HostSample, ProcSample};
+use crate::scenario::Scenario;
+
+/// Connection counts of the whole run.
+pub(crate) struct ConnCounts<'a> {
+    pub planned: u64,
+    pub attempted: u64,
+    pub connected: u64,
+    pub ready: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub closed_by_server: BTreeMap<String, u64>,
+    /// Length of the connect phase, seconds.
+    pub connect_s: f64,
+    /// Time the ramp waited for set-up slots, seconds.
+    pub ramp_held_s: f64,
+    pub connect_time: &'a Histogram<u64>,
+    /// What the reconnect policy did, when it was on.
+    pub reconnect: Option<ReconnectStats>,
+}
+
+/// Message counts over the measurement window.
+pub(crate) struct MsgCounts {
+    pub sent_window: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub duplicated: u64,
+    pub late: u64,
+    pub slow_consumers: u64,
+    pub server_errors: BTreeMap<String, u64>,
+    pub bad_frames: u64,
+    /// Length of the window as run, seconds.
+    pub measure_s: f64,
+}
+
+/// The generator's own figures (what differs between one process and a fleet).
+pub(crate) struct GenFigures {
+    pub agents: u32,
+    pub source_addrs: Vec<String>,
+    pub cpu_affinity: Vec<usize>,
+    pub cpu_cores_measure: Option<f64>,
+    pub pacer_lag_us: Option<Percentiles>,
+    pub pacer_realtime: Option<bool>,
+    pub send_lag_us: Option<Percentiles>,
+    pub rss_per_conn_bytes: Option<f64>,
+}
+
+/// Readings of the target and the host.
+pub(crate) struct TargetFigures {
+    pub server_before: Option<ProcSample>,
+    pub host_before: Option<HostSample>,
+    pub server_connected: Option<ProcSample>,
+    pub host_connected: Option<HostSample>,
+    pub host_after: Option<HostSample>,
+    pub rss_peak_bytes: Option<u64>,
+    pub cpu_cores_measure: Option<f64>,
+    pub cpu_us_per_delivery: Option<f64>,
+    pub server_metrics: Option<BTreeMap<String, f64>>,
+    /// Other work on the server's CPUs during the window.
+    pub other_load: Option<OtherLoad>,
+}
+
+/// Everything a summary is built from.
+pub(crate) struct SummaryInput<'a> {
+    pub scenario: &'a Scenario,
+    pub overrides: &'a [String],
+    pub started_utc: DateTime<Utc>,
+    pub status: RunStatus,
+    pub invalid: Vec<String>,
+    /// Notes of the caller's own; the derived ones are added around them.
+    pub notes: Vec<String>,
+    pub target: TargetInfo,
+    pub generator: GenFigures,
+    pub provenance: Provenance,
+    pub phases: PhaseTimes,
+    pub conns: ConnCounts<'a>,
+    pub msgs: MsgCounts,
+    pub latency: &'a Histogram<u64>,
+    pub target_figures: TargetFigures,
+    pub fault: Option<FaultOutcome>,
+    pub distributed: Option<DistributedInfo>,
+    /// What a node's loss cost (a `[[fault]] kill_node` scenario).
+    pub failover: Option<crate::failover::FailoverOutcome>,
+}
+
+/// The note every low-rate run carries (idle vCPUs wake slowly).
+fn low_rate_note(scenario: &Scenario) -> Option<String> {
+    let msgs_per_s = scenario.expected_msgs_per_sec();
+    (msgs_per_s > 0.0 && msgs_per_s < 1000.0).then(|| {
+        format!(
+            "low message rate ({msgs_per_s:.0} msg/s): idle vCPUs take up to ~1 ms to wake, so low-percentile latency \
+             here includes CPU wake-up time, not only the server"
+        )
+    })
+}
+
+/// The generator's client settings, as recorded with every result.
+fn client_settings(scenario: &Scenario) -> BTreeMap<String, u64> {
+    let client = &scenario.client;
+    let mut m = BTreeMap::new();
+    m.insert("read_buffer_size".into(), client.read_buffer_size as u64);
+    m.insert("write_buffer_size".into(), client.write_buffer_size as u64);
+    m.insert(
+        "max_write_buffer_size".into(),
+        client.max_write_buffer_size as u64,
+    );
+    m.insert("max_message_size".into(), client.max_message_size as u64);
+    m
+}
+
+/// Builds the summary: derived figures (loss, rates, memory per connection, listen overflows)
+/// and notes, in the order one-process runs have always written them.
+pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
+    let SummaryInput {
+        scenario,
+        overrides,
+        started_utc,
+        status,
+        invalid,
+        notes: own_notes,
+        target,
+        generator,
+        provenance,
+        phases,
+        conns,
+        msgs,
+        latency,
+        target_figures: t,
+        fault,
+        distributed,
+        failover,
+    } = input;
+    let mut notes: Vec<String> = low_rate_note(scenario).into_iter().collect();
+    notes.extend(own_notes);
+    let ready = conns.ready;
+    let memory_per_conn = match (
+        &t.server_before,
+        &t.host_before,
+        &t.server_connected,
+        &t.host_connected,
+    ) {
+        (Some(bs), Some(bh), Some(cs), Some(ch)) if ready > 0 => {
+            let m = sampler::memory_per_connection((bs, bh), (cs, ch), ready, 2 * ready as i64);
+            if let Some(n) = &m.note {
+                notes.push(format!("memory per connection: {n}"));
+            }
+            Some(m)
+        }
+        _ => None,
+    };
+    let listen_overflows = match (&t.host_before, &t.host_after) {
+        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
+        _ => None,
+    };
+    if listen_overflows.unwrap_or(0) > 0 {
+        notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
+    }
+    let connect_s = conns.connect_s.max(1e-9);
+    let measure_s = msgs.measure_s.max(1e-9);
+    let lost = msgs.expected.saturating_sub(msgs.delivered);
+    Summary {
+        schema: SUMMARY_SCHEMA_ID.into(),
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        run_id: run_id(started_utc, &scenario.name),
+        status,
+        valid: invalid.is_empty(),
+        invalid_reasons: invalid,
+        notes,
+        scenario: ScenarioRecord {
+            name: scenario.name.clone(),
+            path: scenario
+                .source
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            text: scenario.source.text.clone(),
+            overrides: overrides.to_vec(),
+        },
+        target,
+        generator: GeneratorInfo {
+            agents: generator.agents,
+            source_addrs: generator.source_addrs,
+            client: client_settings(scenario),
+            cpu_affinity: generator.cpu_affinity,
+            cpu_cores_measure: generator.cpu_cores_measure,
+            pacer_lag_us: generator.pacer_lag_us,
+            pacer_realtime: generator.pacer_realtime,
+            send_lag_us: generator.send_lag_us,
+            rss_per_conn_bytes: generator.rss_per_conn_bytes,
+        },
+        provenance,
+        phases,
+        connections: ConnectionStats {
+            planned: conns.planned,
+            attempted: conns.attempted,
+            connected: conns.connected,
+            ready,
+            errors: conns.errors,
+            closed_by_server: conns.closed_by_server,
+            connect_phase_s: connect_s,
+            open_rate_per_s: ready as f64 / connect_s,
+            ramp_held_s: conns.ramp_held_s,
+            connect_time_us: Percentiles::of(conns.connect_time),
+            reconnect: conns.reconnect,
+        },
+        messages: MessageStats {
+            sent: msgs.sent_window,
+            expected: msgs.expected,
+            delivered: msgs.delivered,
+            lost,
+            extra: msgs.delivered.saturating_sub(msgs.expected),
+            duplicated: msgs.duplicated,
+            late: msgs.late,
+            loss_ratio: if msgs.expected == 0 {
+                0.0
+            } else {
+                lost as f64 / msgs.expected as f64
+            },
+            slow_consumers: msgs.slow_consumers,
+            server_errors: msgs.server_errors,
+            bad_frames: msgs.bad_frames,
+            sent_per_s: msgs.sent_window as f64 / measure_s,
+            delivered_per_s: msgs.delivered as f64 / measure_s,
+        },
+        latency_us: Percentiles::of(latency),
+        target_resources: TargetResources {
+            rss_before_bytes: t.server_before.as_ref().map(|s| s.rss_bytes),
+            rss_connected_bytes: t.server_connected.as_ref().map(|s| s.rss_bytes),
+            rss_peak_bytes: t.rss_peak_bytes,
+            memory_per_conn,
+            cpu_cores_measure: t.cpu_cores_measure,
+            cpu_us_per_delivery: t.cpu_us_per_delivery,
+            threads: t.server_connected.as_ref().map(|s| s.threads),
+            open_fds: t.server_connected.as_ref().map(|s| s.open_fds),
+            listen_overflows,
+            server_metrics: t.server_metrics,
+            other_load: t.other_load,
+        },
+        fault,
+        distributed,
+        failover,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_hist;
+
+    fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
+        SummaryInput {
+            scenario,
+            overrides: &[],
+            started_utc: Utc::now(),
+            status: RunStatus::Complete,
+            invalid: Vec::new(),
+            notes: vec!["mine".into()],
+            target: TargetInfo {
+                url: "ws://127.0.0.1:9/ws".into(),
+                arch: None,
+                pid: None,
+                pids: Vec::new(),
+                settings: BTreeMap::new(),
+                cpu_affinity: None,
+                targets: Vec::new(),
+                target_policy: None,
+            },
+            generator: GenFigures {
+                agents: 1,
+                source_addrs: Vec::new(),
+                cpu_affinity: vec![0],
+                cpu_cores_measure: None,
+                pacer_lag_us: None,
+                pacer_realtime: None,
+                send_lag_us: None,
+                rss_per_conn_bytes: None,
+            },
+            provenance: Provenance::collect(),
+            phases: PhaseTimes::default(),
+            conns: ConnCounts {
+                planned: 10,
+                attempted: 10,
+                connected: 10,
+                ready: 8,
+                errors: BTreeMap::from([("timeout".to_string(), 2)]),
+                closed_by_server: BTreeMap::new(),
+                connect_s: 2.0,
+                ramp_held_s: 0.5,
+                connect_time: hist,
+                reconnect: None,
+            },
+            msgs: MsgCounts {
+                sent_window: 10,
+                expected: 70,
+                delivered: 63,
+                duplicated: 0,
+                late: 0,
+                slow_consumers: 0,
+                server_errors: BTreeMap::new(),
+                bad_frames: 0,
+                measure_s: 5.0,
+            },
+            latency: hist,
+            target_figures: TargetFigures {
+                server_before: None,
+                host_before: Some(HostSample::default()),
+                server_connected: None,
+                host_connected: None,
+                host_after: Some(HostSample {
+                    listen_overflows: 3,
+                    ..HostSample::default()
+                }),
+                rss_peak_bytes: None,
+                cpu_cores_measure: None,
+                cpu_us_per_delivery: None,
+                server_metrics: None,
+                other_load: None,
+            },
+            fault: None,
+            distributed: None,
+            failover: None,
+        }
+    }
+
+    #[test]
+    fn derives_loss_rates_and_notes_in_order() {
+        let scenario = Scenario::parse(
+            "name='t'\nconnections=10\nrooms=1\nmembers_per_room=8\n",
+            "t",
+        )
+        .expect("valid");
+        let hist = new_hist();
+        let s = build(input(&scenario, &hist));
+        assert!(s.valid);
+        assert_eq!(s.messages.lost, 7);
+        assert_eq!(s.messages.extra, 0);
+        assert!((s.messages.loss_ratio - 0.1).abs() < 1e-12);
+        assert!((s.messages.sent_per_s - 2.0).abs() < 1e-12);
+        assert!((s.connections.open_rate_per_s - 4.0).abs() < 1e-12);
+        assert!((s.connections.ramp_held_s - 0.5).abs() < 1e-12);
+        assert_eq!(s.target_resources.listen_overflows, Some(3));
+        assert_eq!(s.notes.len(), 3, "{:?}", s.notes);
+        assert!(s.notes[0].starts_with("low message rate"), "{:?}", s.notes);
+        assert_eq!(s.notes[1], "mine");
+        assert!(s.notes[2].contains("ListenOverflows"), "{:?}", s.notes);
+        assert_eq!(s.generator.client.len(), 4);
+    }
+}
