@@ -181,9 +181,23 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
             std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).expect("svg");
         assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
     }
+    // Every scaling point has its own timeline (the table's cells come from one of them), and
+    // the page links each.
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    for (i, n) in [1, 2, 4].into_iter().enumerate() {
+        let name = format!("timeline-cluster-mesh-scaling-{:02}-{n}nodes", i + 1);
+        let points = dir.join("charts").join("points");
+        let png = std::fs::read(points.join(format!("{name}.png"))).expect("point png");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}.png");
+        let svg = std::fs::read_to_string(points.join(format!("{name}.svg"))).expect("point svg");
+        assert!(svg.contains("</svg>"), "{name}.svg");
+        assert!(
+            page.contains(&format!("href=\"charts/points/{name}.svg\"")),
+            "report.html does not link {name}"
+        );
+    }
     // report.html: self-contained, and it renders in a real browser with every chart and no
     // console output.
-    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
     for fetch in ["src=\"http", "href=\"http", "url(http", "@import"] {
         assert!(
             !page.contains(fetch),

@@ -258,7 +258,7 @@ pub fn run_timeline(
 }
 
 /// The timeline of the run in `run_dir`, described by `summary` (as the caller holds it).
-fn timeline_of(
+pub(crate) fn timeline_of(
     run_dir: &Path,
     summary: &Summary,
     out_dir: &Path,
@@ -304,7 +304,7 @@ pub(crate) fn register_fonts() -> Result<(), ChartError> {
     }
 }
 
-fn file_safe(s: &str) -> String {
+pub(crate) fn file_safe(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

@@ -45,6 +45,22 @@ fn charts(dir: &Path) -> Vec<(String, String)> {
     v
 }
 
+/// The names of the per-point timelines in `dir/charts/points/` (SVG files), in name order.
+fn point_timelines(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir.join("charts").join(crate::sweep_charts::POINTS_DIR))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "svg"))
+                    .filter_map(|p| Some(p.file_stem()?.to_string_lossy().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Renders the page for the comparison in `dir`.
 pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
     let mut o = String::new();
@@ -120,6 +136,24 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
             "<figure class=\"chart\" id=\"{n}\">{body}<figcaption>{n} (<a href=\"charts/{n}.png\">PNG</a>, <a href=\"charts/{n}.svg\">SVG</a>)</figcaption></figure>",
             n = esc(name)
         );
+    }
+    let points = point_timelines(dir);
+    if !points.is_empty() {
+        let _ = writeln!(
+            o,
+            "<h3>Timelines of every sweep point and repeat</h3><p>{} charts in <code>charts/{}/</code> beside this page (not embedded: a full suite has over a hundred).</p><ul>",
+            points.len(),
+            crate::sweep_charts::POINTS_DIR
+        );
+        for name in &points {
+            let _ = writeln!(
+                o,
+                "<li>{n} (<a href=\"charts/{d}/{n}.svg\">SVG</a>, <a href=\"charts/{d}/{n}.png\">PNG</a>)</li>",
+                n = esc(name),
+                d = crate::sweep_charts::POINTS_DIR
+            );
+        }
+        let _ = writeln!(o, "</ul>");
     }
     let _ = writeln!(o, "<h2>Notes</h2><ul>");
     for n in &c.notes {

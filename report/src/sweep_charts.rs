@@ -3,7 +3,8 @@
 //! against offered load with the SLO line (the knee), and p99 against room size. One line per
 //! architecture; a run that is invalid (generator-bound) or failed is never drawn as a point: it
 //! is named in the footnote with its reason. Points that missed the SLO or lost messages *are*
-//! drawn — they are where the knee is — and the footnote says which lost messages.
+//! drawn — they are where the knee is — and the footnote says which lost messages. Also the
+//! timeline of every sweep point and repeat ([`render_point_timelines`]).
 
 use std::path::{Path, PathBuf};
 
@@ -12,12 +13,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::charts::{
-    date_line, desc_style, draw_empty_message, format_ms, frame, label_style, machine_line, note,
-    prepare_charts_dir, title_style, warn, write_chart, Chart, ChartError, DrawResult, FootLine,
-    CHART_SIZE, PALETTE, WARN_RED,
+    date_line, desc_style, draw_empty_message, file_safe, format_ms, frame, label_style,
+    machine_line, note, prepare_charts_dir, timeline_of, title_style, warn, write_chart, Chart,
+    ChartError, DrawResult, FootLine, CHART_SIZE, PALETTE, WARN_RED,
 };
 use crate::comparison::{Runs, Step, StepResult};
 use crate::sweeps::x_of;
+use chatbench_loadgen::results::ResultsError;
 
 /// One line of an XY chart.
 struct Line {
@@ -89,6 +91,58 @@ pub fn render_sweep_charts(
             "scaling_cpu_per_delivery",
             &scaling_cpu_chart(archs, runs),
         )?);
+    }
+    Ok(written)
+}
+
+/// The folder, under a comparison's `charts/`, of the timelines of every sweep point and repeat.
+pub const POINTS_DIR: &str = "points";
+
+/// Renders a timeline for every run of a step that has several (sweep points, repeats) into
+/// `comparison_dir/charts/points/`, named `timeline-<arch>-<step>-<NN>-<x>` (`NN` the run's
+/// place in the step, `x` its point: `5000conns`, `39600dps`, `100members`, `2nodes`). The
+/// comparison's own `timeline-<arch>-<step>` shows only the run its table cells come from. A
+/// failed point has no run to draw. Returns the files written (none without such steps).
+pub fn render_point_timelines(
+    comparison_dir: &Path,
+    runs: &Runs,
+) -> Result<Vec<PathBuf>, ChartError> {
+    let mut written = Vec::new();
+    for ((arch, step), points) in runs {
+        if points.len() < 2 {
+            continue;
+        }
+        let out = prepare_charts_dir(comparison_dir)?.join(POINTS_DIR);
+        std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
+            path: out.clone(),
+            source: ResultsError::Io {
+                path: out.clone(),
+                source,
+            },
+        })?;
+        for (i, r) in points.iter().enumerate() {
+            let StepResult::Ran { dir, summary } = r else {
+                continue;
+            };
+            let unit = match step {
+                Step::IdleRamp | Step::Capacity | Step::Idle => "conns",
+                Step::LoadSweep => "dps",
+                Step::RoomSize => "members",
+                Step::Scaling => "nodes",
+                Step::Broadcast | Step::Poison | Step::NodeLoss => "",
+            };
+            let at = match x_of(*step, summary) {
+                Some(x) if !unit.is_empty() => format!("-{x:.0}{unit}"),
+                _ => String::new(),
+            };
+            let name = format!(
+                "timeline-{}-{}-{:02}{at}",
+                file_safe(arch),
+                step.as_str(),
+                i + 1
+            );
+            written.extend(timeline_of(dir, summary, &out, &name)?);
+        }
     }
     Ok(written)
 }

@@ -652,6 +652,9 @@ pub(crate) fn draw_charts(
             files.extend(chatbench_report::sweep_charts::render_sweep_charts(
                 dir, archs, runs, slo_p99_ms,
             )?);
+            files.extend(chatbench_report::sweep_charts::render_point_timelines(
+                dir, runs,
+            )?);
             Ok(files)
         });
     match drawn {

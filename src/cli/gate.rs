@@ -295,49 +295,48 @@ fn parse_callgrind(text: &str) -> Option<(u64, Option<String>)> {
     Some((total, rustc))
 }
 
+/// Instructions, allocations and allocated bytes per unit of work, the unit being the
+/// workload's `count` field; `names` in that order.
+fn cost_per(
+    c: &Counts,
+    count: &str,
+    names: [&'static str; 3],
+) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+    let n = c.field(count)?.max(1) as f64;
+    let ir = c
+        .instructions
+        .ok_or_else(|| anyhow!("no instruction count"))? as f64;
+    Ok(vec![
+        (names[0], "Ir", ir / n),
+        (names[1], "allocs", c.field("allocs")? as f64 / n),
+        (names[2], "B", c.field("alloc_bytes")? as f64 / n),
+    ])
+}
+
 /// The metrics of one workload run: (name, unit, value).
 fn metrics_of(
     workload: Workload,
     c: &Counts,
 ) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
-    let ir = || {
-        c.instructions
-            .ok_or_else(|| anyhow!("no instruction count"))
-            .map(|v| v as f64)
-    };
     Ok(match workload {
-        Workload::Fanout => {
-            let d = c.field("deliveries")?.max(1) as f64;
-            vec![
-                ("instructions_per_delivery", "Ir", ir()? / d),
-                (
-                    "allocs_per_delivery",
-                    "allocs",
-                    c.field("allocs")? as f64 / d,
-                ),
-                (
-                    "alloc_bytes_per_delivery",
-                    "B",
-                    c.field("alloc_bytes")? as f64 / d,
-                ),
-            ]
-        }
-        Workload::Connections => {
-            let n = c.field("connections")?.max(1) as f64;
-            vec![
-                ("instructions_per_connection", "Ir", ir()? / n),
-                (
-                    "allocs_per_connection",
-                    "allocs",
-                    c.field("allocs")? as f64 / n,
-                ),
-                (
-                    "alloc_bytes_per_connection",
-                    "B",
-                    c.field("alloc_bytes")? as f64 / n,
-                ),
-            ]
-        }
+        Workload::Fanout => cost_per(
+            c,
+            "deliveries",
+            [
+                "instructions_per_delivery",
+                "allocs_per_delivery",
+                "alloc_bytes_per_delivery",
+            ],
+        )?,
+        Workload::Connections => cost_per(
+            c,
+            "connections",
+            [
+                "instructions_per_connection",
+                "allocs_per_connection",
+                "alloc_bytes_per_connection",
+            ],
+        )?,
         Workload::Idle => {
             let n = c.field("connections")?.max(1) as f64;
             vec![(

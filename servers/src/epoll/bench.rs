@@ -21,27 +21,8 @@ impl Bench {
     pub(crate) fn new(config: ServerConfig, members: usize) -> Result<Bench, BenchError> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut server = Server {
-            poll,
-            _waker: waker,
-            listener: None,
-            conns: Slab::new(),
-            room_ids: HashMap::new(),
-            rooms: Slab::new(),
-            metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
-            rbuf: Vec::new(),
-            scratch: Vec::new(),
-            dirty: Vec::new(),
-            ready: Vec::new(),
-            kicks: Vec::new(),
-            handshakes: VecDeque::new(),
-            closings: VecDeque::new(),
-            next_serial: 0,
-            accept_retry: None,
-            grace_until: None,
-            shutdown: Shutdown::new(),
-            config,
-        };
+        // No read buffer: the workload hands frames to `on_message` without reading.
+        let mut server = Server::new(poll, waker, None, 0, Shutdown::new(), config);
         let mut tokens = Vec::with_capacity(members);
         let mut clients = Vec::with_capacity(members);
         for (stream, client) in loopback_pairs(members)? {
@@ -139,27 +120,14 @@ impl Cycle {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let read_len = config.read_buffer_size.max(MIN_READ_BUFFER);
-        let server = Server {
+        let server = Server::new(
             poll,
-            _waker: waker,
-            listener: Some(TcpListener::from_std(std_listener)),
-            conns: Slab::new(),
-            room_ids: HashMap::new(),
-            rooms: Slab::new(),
-            metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
-            rbuf: vec![0; read_len],
-            scratch: Vec::new(),
-            dirty: Vec::new(),
-            ready: Vec::new(),
-            kicks: Vec::new(),
-            handshakes: VecDeque::new(),
-            closings: VecDeque::new(),
-            next_serial: 0,
-            accept_retry: None,
-            grace_until: None,
-            shutdown: Shutdown::new(),
+            waker,
+            Some(TcpListener::from_std(std_listener)),
+            read_len,
+            Shutdown::new(),
             config,
-        };
+        );
         Ok(Cycle { server, addr })
     }
 

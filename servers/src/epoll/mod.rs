@@ -95,27 +95,7 @@ pub fn run(
         let _ = wake.wake();
     });
     let read_len = config.read_buffer_size.max(MIN_READ_BUFFER);
-    let mut server = Server {
-        poll,
-        _waker: waker,
-        listener: Some(listener),
-        conns: Slab::new(),
-        room_ids: HashMap::new(),
-        rooms: Slab::new(),
-        metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
-        rbuf: vec![0; read_len],
-        scratch: Vec::new(),
-        dirty: Vec::new(),
-        ready: Vec::new(),
-        kicks: Vec::new(),
-        handshakes: VecDeque::new(),
-        closings: VecDeque::new(),
-        next_serial: 0,
-        accept_retry: None,
-        grace_until: None,
-        shutdown,
-        config,
-    };
+    let mut server = Server::new(poll, waker, Some(listener), read_len, shutdown, config);
     server.run_loop().map_err(ServerError::Runtime)
 }
 
@@ -202,6 +182,39 @@ struct Server {
 }
 
 impl Server {
+    /// A server with no connections yet: `run` builds it with its registered listener; the
+    /// workloads in `bench.rs` build it the same way (so they measure the same structures).
+    fn new(
+        poll: Poll,
+        waker: Arc<Waker>,
+        listener: Option<TcpListener>,
+        read_len: usize,
+        shutdown: Shutdown,
+        config: ServerConfig,
+    ) -> Server {
+        Server {
+            poll,
+            _waker: waker,
+            listener,
+            conns: Slab::new(),
+            room_ids: HashMap::new(),
+            rooms: Slab::new(),
+            metrics: Arc::new(Metrics::new(Arch::Epoll.as_str())),
+            rbuf: vec![0; read_len],
+            scratch: Vec::new(),
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            kicks: Vec::new(),
+            handshakes: VecDeque::new(),
+            closings: VecDeque::new(),
+            next_serial: 0,
+            accept_retry: None,
+            grace_until: None,
+            shutdown,
+            config,
+        }
+    }
+
     fn run_loop(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         loop {
