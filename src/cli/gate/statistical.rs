@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use chatbench_loadgen::provenance::{now_rfc3339, Provenance};
+use chatbench_loadgen::results::OtherLoad;
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
 
@@ -139,6 +140,17 @@ fn observe(summary: &Path) -> anyhow::Result<[Option<f64>; 3]> {
     }))
 }
 
+/// The other work on the server's CPUs during a run (`target_resources.other_load.other_cores`),
+/// when the summary has it.
+fn other_cores(summary: &Path) -> Option<f64> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).ok()?).ok()?;
+    v.get("target_resources")?
+        .get("other_load")?
+        .get("other_cores")?
+        .as_f64()
+}
+
 /// Runs one `chatbench run --serve` and returns its summary.json path.
 fn one_run(
     bin: &Path,
@@ -257,6 +269,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
         &[Arm::A, Arm::B, Arm::A2]
     };
     let mut obs: Vec<(Arm, [Option<f64>; 3])> = Vec::new();
+    let mut other: Vec<f64> = Vec::new();
     for i in 0..args.runs {
         for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
             let (bin, sargs) = match arm {
@@ -265,8 +278,12 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             };
             let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
-            match one_run(bin, &args, sargs, &dir).and_then(|p| observe(&p)) {
-                Ok(o) => obs.push((arm, o)),
+            match one_run(bin, &args, sargs, &dir).and_then(|p| Ok((observe(&p)?, other_cores(&p))))
+            {
+                Ok((o, busy)) => {
+                    obs.push((arm, o));
+                    other.extend(busy);
+                }
                 Err(e) => notes.push(format!("{} run {} left out: {e:#}", arm.name(), i + 1)),
             }
         }
@@ -277,6 +294,9 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|(_, o)| o[m])
             .collect()
     };
+    if let Some(note) = busy_note(&other) {
+        notes.push(note);
+    }
     if args.update_baseline {
         let mut metrics = std::collections::BTreeMap::new();
         for (m, (name, unit, _, _)) in METRICS.iter().enumerate() {
@@ -399,6 +419,21 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(report.verdict.exit_code()))
 }
 
+/// A note when other work shared the server's CPUs during the runs (median above
+/// [`OtherLoad::LIMIT_CORES`]): the interleaving and the A/A check keep the verdict fair, but
+/// the figures are those of a busy machine.
+fn busy_note(other_cores: &[f64]) -> Option<String> {
+    let med = chatbench_report::gate::stats::median(other_cores)?;
+    (med > OtherLoad::LIMIT_CORES).then(|| {
+        let max = other_cores.iter().copied().fold(f64::MIN, f64::max);
+        format!(
+            "machine busy: other work used a median {med:.2} core (at most {max:.2}) of the server's CPUs during the runs (over {} runs; quiet is below {:.2}): both arms shared it, so the verdict stands, but these are a busy machine's figures and its noise",
+            other_cores.len(),
+            OtherLoad::LIMIT_CORES
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +447,27 @@ mod tests {
             first[o[0] as usize] += 1;
         }
         assert_eq!(first, [2, 2, 2]);
+    }
+
+    #[test]
+    fn other_load_is_read_and_a_busy_machine_is_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("summary.json");
+        std::fs::write(
+            &p,
+            r#"{"valid":true,"target_resources":{"other_load":{"cpus":[0],"busy_cores":0.9,"other_cores":0.4,"steal_cores":0.0}}}"#,
+        )
+        .unwrap();
+        assert_eq!(other_cores(&p), Some(0.4));
+        std::fs::write(&p, r#"{"valid":true,"target_resources":{}}"#).unwrap();
+        assert_eq!(other_cores(&p), None);
+        assert!(busy_note(&[0.01, 0.05, 0.2]).is_none());
+        let n = busy_note(&[0.3, 0.5, 0.6]).unwrap();
+        assert!(
+            n.contains("median 0.50") && n.contains("at most 0.60"),
+            "{n}"
+        );
+        assert!(busy_note(&[]).is_none());
     }
 
     #[test]
