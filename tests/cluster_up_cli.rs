@@ -320,6 +320,21 @@ fn assert_every_message_delivered(
         "{s}"
     );
     assert_eq!(s["target"]["target_policy"], policy, "{s}");
+    // The servers' own counters are every node's, summed.
+    let sm = s["target_resources"]["server_metrics"]
+        .as_object()
+        .expect("server metrics");
+    let info: f64 = sm
+        .iter()
+        .filter(|(k, _)| k.starts_with("chatbench_info{"))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    assert_eq!(info, nodes as f64, "one chatbench_info per node: {sm:?}");
+    let accepted = sm["chatbench_connections_accepted_total"]
+        .as_f64()
+        .expect("accepted");
+    let ready = s["connections"]["ready"].as_f64().expect("ready");
+    assert!(accepted >= ready, "{accepted} accepted < {ready} ready");
 }
 
 #[test]

@@ -256,7 +256,8 @@ pub struct TargetResources {
     /// TcpExt ListenOverflows during the run (dropped connection attempts at accept).
     pub listen_overflows: Option<u64>,
     /// The server's own `chatbench_*` counters from `/metrics` at the end of the window (a
-    /// reference server's drops, disconnects by reason, …); `None` when not available.
+    /// reference server's drops, disconnects by reason, …), summed over the target processes (a
+    /// cluster's nodes); `None` when not available.
     pub server_metrics: Option<BTreeMap<String, f64>>,
     /// What else ran on the server's CPUs during the measurement window; `None` when the
     /// server was not pinned or not sampled.

@@ -645,13 +645,22 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     }
     // The reference servers count what only they can see (drops for slow consumers,
     // disconnects by reason): read it before the clients leave.
-    let server_metrics = if opts.target_info.arch.is_some() {
-        match shared.targets.first() {
-            Some(t) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
-            None => None,
-        }
+    // Every node's, summed (a cluster's or partitioned servers' counters are per process).
+    let (server_metrics, metrics_from) = if opts.target_info.arch.is_some() {
+        let scraped = futures_util::future::join_all(
+            shared
+                .targets
+                .iter()
+                .map(|t| crate::target::scrape_metrics(t, Duration::from_secs(2))),
+        )
+        .await;
+        let from = (scraped.iter().flatten().count(), scraped.len());
+        (
+            crate::target::sum_metrics(scraped.into_iter().flatten()),
+            from,
+        )
     } else {
-        None
+        (None, (0, 0))
     };
     let _ = phase_tx.send(Phase::Stop);
     let pacer_lag = pacer.and_then(|p| p.ok()).and_then(|h| h.join().ok());
@@ -737,6 +746,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     });
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
+    }
+    if metrics_from.0 > 0 && metrics_from.0 < metrics_from.1 {
+        notes.push(format!(
+            "server metrics are the sum of {} of the {} targets' /metrics (the others did not answer in 2 s)",
+            metrics_from.0, metrics_from.1
+        ));
     }
     if ticker.target_gone {
         notes.push("the target process exited during the run".into());

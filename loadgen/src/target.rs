@@ -298,6 +298,26 @@ pub async fn scrape_metrics(
     Some(parse_prometheus(payload))
 }
 
+/// The sum, sample by sample, of several targets' `/metrics` (the nodes of a cluster, or
+/// partitioned servers): counters add up, gauges (`chatbench_connections`, `chatbench_rooms`)
+/// give the total over the processes, `chatbench_info` the number of processes; samples whose
+/// labels differ (`node="2"`) stay apart. `None` when there is nothing to sum. At most 512
+/// samples.
+pub fn sum_metrics(
+    all: impl IntoIterator<Item = std::collections::BTreeMap<String, f64>>,
+) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut sum: Option<std::collections::BTreeMap<String, f64>> = None;
+    for m in all {
+        let acc = sum.get_or_insert_with(Default::default);
+        for (k, v) in m {
+            if acc.len() < MAX_METRICS_SAMPLES || acc.contains_key(&k) {
+                *acc.entry(k).or_insert(0.0) += v;
+            }
+        }
+    }
+    sum
+}
+
 /// The `chatbench_*` samples of a Prometheus text exposition (at most 512).
 pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     text.lines()
@@ -393,6 +413,22 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_of_several_nodes_are_summed_sample_by_sample() {
+        let a = parse_prometheus(
+            "chatbench_deliveries_total 10\nchatbench_connections 3\nchatbench_backplane_info{node=\"1\"} 1\n",
+        );
+        let b = parse_prometheus(
+            "chatbench_deliveries_total 5\nchatbench_connections 4\nchatbench_backplane_info{node=\"2\"} 1\n",
+        );
+        let s = sum_metrics([a, b]).expect("sum");
+        assert_eq!(s["chatbench_deliveries_total"], 15.0);
+        assert_eq!(s["chatbench_connections"], 7.0);
+        assert_eq!(s["chatbench_backplane_info{node=\"1\"}"], 1.0);
+        assert_eq!(s["chatbench_backplane_info{node=\"2\"}"], 1.0);
+        assert!(sum_metrics(Vec::new()).is_none());
+    }
 
     #[test]
     fn parses_ws_urls() {
