@@ -371,27 +371,88 @@ pub struct Samples {
     pub baseline: Vec<f64>,
     /// Candidate observations (one per run).
     pub current: Vec<f64>,
+    /// The same observations paired by round, (baseline, candidate), when the runs were
+    /// interleaved in rounds (the baseline's value of a round: the geometric mean of its
+    /// baseline runs). Empty when the two sides did not run side by side.
+    pub rounds: Vec<(f64, f64)>,
 }
 
-/// Judges several metrics of repeated runs. Each metric: two-sided Mann–Whitney U p-value,
-/// adjusted with Holm over the metrics; a regression only when the adjusted p is below
-/// `alpha` *and* the median moved the wrong way by more than `min_effect_pct`. A metric with
-/// fewer than `min_samples` observations on a side cannot be judged.
+/// Fewest complete rounds for the paired test: with fewer, the signed-rank test's smallest
+/// two-sided p (2/2ⁿ; 2/256 = 0.0078 at 8) leaves too little room under Holm over three
+/// metrics (× 3 = 0.023 < 0.05), and Mann–Whitney over the unpaired runs is used instead.
+pub const PAIRED_MIN_ROUNDS: usize = 8;
+
+/// Which test judged a metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Test {
+    /// Wilcoxon signed-rank over the per-round log ratios.
+    Paired { p: f64, rounds: usize },
+    /// Mann–Whitney U over the two sides' runs.
+    Unpaired { p: f64 },
+}
+
+impl Test {
+    fn p(self) -> f64 {
+        match self {
+            Test::Paired { p, .. } | Test::Unpaired { p } => p,
+        }
+    }
+}
+
+/// The paired estimate of the change, percent: the median over rounds of candidate/baseline.
+fn paired_change_pct(rounds: &[(f64, f64)]) -> Option<f64> {
+    let logs: Vec<f64> = rounds
+        .iter()
+        .filter(|(b, c)| *b > 0.0 && *c > 0.0)
+        .map(|(b, c)| (c / b).ln())
+        .collect();
+    stats::median(&logs).map(|m| (m.exp() - 1.0) * 100.0)
+}
+
+/// Judges several metrics of repeated runs. Each metric gets a two-sided p-value: with at
+/// least [`PAIRED_MIN_ROUNDS`] rounds, the Wilcoxon signed-rank test of the per-round log
+/// ratios candidate/baseline (each round's machine state cancels out) and the change is the
+/// median of those ratios; otherwise the Mann–Whitney U test of the two sides' runs and the
+/// change of the medians. The p-values are adjusted with Holm over the metrics; a regression
+/// only when the adjusted p is below `alpha` *and* the change is the wrong way by more than
+/// `min_effect_pct`. A metric with fewer than `min_samples` observations on a side cannot be
+/// judged.
 pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
-    let tests: Vec<Option<stats::MannWhitney>> = metrics
+    let tests: Vec<Option<Test>> = metrics
         .iter()
         .map(|m| {
+            if m.rounds.len() >= PAIRED_MIN_ROUNDS {
+                let logs: Vec<f64> = m
+                    .rounds
+                    .iter()
+                    .filter(|(b, c)| *b > 0.0 && *c > 0.0)
+                    .map(|(b, c)| (c / b).ln())
+                    .collect();
+                if logs.len() >= PAIRED_MIN_ROUNDS {
+                    // All rounds equal: nothing moved.
+                    return Some(stats::signed_rank(&logs).map_or(
+                        Test::Paired {
+                            p: 1.0,
+                            rounds: logs.len(),
+                        },
+                        |t| Test::Paired {
+                            p: t.p,
+                            rounds: logs.len(),
+                        },
+                    ));
+                }
+            }
             if m.baseline.len() < rule.min_samples || m.current.len() < rule.min_samples {
                 None
             } else {
-                stats::mann_whitney(&m.baseline, &m.current)
+                stats::mann_whitney(&m.baseline, &m.current).map(|t| Test::Unpaired { p: t.p })
             }
         })
         .collect();
     let judged: Vec<usize> = (0..metrics.len()).filter(|&i| tests[i].is_some()).collect();
     let raw: Vec<f64> = judged
         .iter()
-        .filter_map(|&i| tests[i].map(|t| t.p))
+        .filter_map(|&i| tests[i].map(Test::p))
         .collect();
     let adjusted = stats::holm(&raw);
     let rule_text = format!(
@@ -403,7 +464,10 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
         .enumerate()
         .map(|(i, m)| {
             let (b, c) = (stats::median(&m.baseline), stats::median(&m.current));
-            let change = b.zip(c).and_then(|(b, c)| change_pct(b, c));
+            let change = match tests[i] {
+                Some(Test::Paired { .. }) => paired_change_pct(&m.rounds),
+                _ => b.zip(c).and_then(|(b, c)| change_pct(b, c)),
+            };
             let (verdict, detail) = match judged.iter().position(|&j| j == i) {
                 None => (
                     Verdict::CouldNotJudge,
@@ -428,10 +492,16 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                     } else {
                         Verdict::Pass
                     };
+                    let how = match tests[i] {
+                        Some(Test::Paired { rounds, .. }) => format!(
+                            "signed-rank over {rounds} rounds (change: median round ratio)"
+                        ),
+                        _ => "Mann–Whitney (change: of the medians)".to_string(),
+                    };
                     (
                         v,
                         format!(
-                            "p = {:.4} (Holm {:.4}), n = {} + {}",
+                            "p = {:.4} (Holm {:.4}), n = {} + {}, {how}",
                             raw[k],
                             p,
                             m.baseline.len(),
@@ -511,12 +581,47 @@ mod tests {
 
     fn samples(base: &[f64], cur: &[f64], better: Better) -> Samples {
         Samples {
+            rounds: Vec::new(),
             metric: "x".into(),
             unit: "µs".into(),
             better,
             baseline: base.to_vec(),
             current: cur.to_vec(),
         }
+    }
+
+    #[test]
+    fn paired_rounds_cancel_the_machine_state_of_each_round() {
+        // The machine's state moves each round's level by up to ×2; the candidate costs +20 %
+        // in every round (with a little noise). Unpaired, the runs overlap: no verdict.
+        let levels = [10.0, 14.0, 11.0, 19.0, 12.0, 16.0, 10.5, 18.0, 13.0, 15.0];
+        let noise = [1.01, 0.99, 1.02, 0.98, 1.0, 1.03, 0.97, 1.01, 0.99, 1.02];
+        let base: Vec<f64> = levels.to_vec();
+        let cur: Vec<f64> = levels.iter().zip(noise).map(|(l, n)| l * 1.2 * n).collect();
+        let mut m = samples(&base, &cur, Better::Lower);
+        let rows = judge_statistical(std::slice::from_ref(&m), StatRule::default());
+        assert_eq!(rows[0].verdict, Verdict::Pass, "unpaired: {rows:?}");
+        assert!(rows[0].detail.contains("Mann–Whitney"), "{rows:?}");
+        m.rounds = base.iter().copied().zip(cur.iter().copied()).collect();
+        let rows = judge_statistical(&[m.clone(), m.clone(), m.clone()], StatRule::default());
+        for r in &rows {
+            assert_eq!(r.verdict, Verdict::Regression, "paired: {r:?}");
+            assert!(r.detail.contains("signed-rank over 10 rounds"), "{r:?}");
+            let ch = r.change_pct.expect("change");
+            assert!((ch - 20.0).abs() < 1.5, "median round ratio {ch}");
+        }
+        // The same rounds with no real change (ratios scattered around 1): pass.
+        m.rounds = base
+            .iter()
+            .zip(noise)
+            .map(|(b, n)| (*b, b * (2.0 - n)))
+            .collect();
+        let rows = judge_statistical(&[m.clone()], StatRule::default());
+        assert_eq!(rows[0].verdict, Verdict::Pass, "{rows:?}");
+        // Fewer rounds than the paired test needs: back to Mann–Whitney.
+        m.rounds.truncate(PAIRED_MIN_ROUNDS - 1);
+        let rows = judge_statistical(&[m], StatRule::default());
+        assert!(rows[0].detail.contains("Mann–Whitney"), "{rows:?}");
     }
 
     #[test]

@@ -422,6 +422,7 @@ pub fn judge_runs(
         .iter()
         .enumerate()
         .map(|(i, m)| Samples {
+            rounds: Vec::new(),
             metric: m.name.to_string(),
             unit: m.unit.to_string(),
             better: m.better,

@@ -1,6 +1,6 @@
 //! The statistics of the gate's statistical tier, free of I/O: medians, the Mann–Whitney U
 //! test (exact for small samples without ties, normal approximation with tie correction
-//! otherwise), Holm's step-down correction over several metrics, and the number of runs a
+//! otherwise), the Wilcoxon signed-rank test (exact) for paired rounds, Holm's step-down correction over several metrics, and the number of runs a
 //! given noise level needs.
 
 /// The median of `xs` (mean of the two middle values for an even count); `None` when empty or
@@ -32,6 +32,71 @@ pub fn cv(xs: &[f64]) -> Option<f64> {
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     Some(var.sqrt() / mean.abs())
+}
+
+/// The result of a Wilcoxon signed-rank test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignedRank {
+    /// Sum of the ranks of the positive differences.
+    pub w_plus: f64,
+    /// Two-sided p-value (exact).
+    pub p: f64,
+    /// Non-zero differences tested.
+    pub n: usize,
+}
+
+/// Two-sided Wilcoxon signed-rank test of the paired differences `d` against zero: zeros are
+/// dropped, tied magnitudes get their mean rank, and the null distribution of W+ is counted
+/// exactly over all 2ⁿ sign patterns (on doubled ranks, which are integers even with ties).
+/// `None` when no non-zero difference is left, a value is NaN, or there are more than 64.
+pub fn signed_rank(d: &[f64]) -> Option<SignedRank> {
+    if d.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    let v: Vec<f64> = d.iter().copied().filter(|x| *x != 0.0).collect();
+    let n = v.len();
+    if n == 0 || n > 64 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| v[i].abs().total_cmp(&v[j].abs()));
+    // Doubled mean ranks: positions i..=j (0-based) share rank (i + j + 2) / 2.
+    let mut r2 = vec![0usize; n];
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && v[order[j + 1]].abs() == v[order[i]].abs() {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            r2[k] = i + j + 2;
+        }
+        i = j + 1;
+    }
+    let total: usize = r2.iter().sum();
+    let w2: usize = (0..n).filter(|&k| v[k] > 0.0).map(|k| r2[k]).sum();
+    // counts[s]: sign patterns whose positive doubled-rank sum is s.
+    let mut counts = vec![0f64; total + 1];
+    counts[0] = 1.0;
+    for &r in &r2 {
+        for s in (r..=total).rev() {
+            counts[s] += counts[s - r];
+        }
+    }
+    let all: f64 = counts.iter().sum();
+    let mid = total as f64 / 2.0;
+    let dev = (w2 as f64 - mid).abs();
+    let tail: f64 = counts
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| (*s as f64 - mid).abs() >= dev - 1e-9)
+        .map(|(_, c)| c)
+        .sum();
+    Some(SignedRank {
+        w_plus: w2 as f64 / 2.0,
+        p: (tail / all).min(1.0),
+        n,
+    })
 }
 
 /// The result of a Mann–Whitney U test of `a` against `b`.
@@ -200,6 +265,26 @@ pub fn runs_needed(cv: f64, effect: f64, alpha: f64, metrics: usize, power: f64)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signed_rank_exact_values() {
+        // Checked against an independent enumeration of all 2^n sign patterns.
+        let all_up: Vec<f64> = (1..=10).map(f64::from).collect();
+        let t = signed_rank(&all_up).unwrap();
+        assert!(close(t.p, 2.0 / 1024.0, 1e-12), "{t:?}");
+        assert_eq!((t.w_plus, t.n), (55.0, 10));
+        let d = [0.1, 0.2, -0.05, 0.3, 0.15, 0.25, 0.12, -0.02, 0.4, 0.22];
+        assert!(close(signed_rank(&d).unwrap().p, 0.009765625, 1e-12));
+        // Ties get mean ranks, zeros are dropped: 7 differences left.
+        let t = signed_rank(&[1.0, -1.0, 2.0, 2.0, -3.0, 4.0, 0.0, 5.0]).unwrap();
+        assert_eq!(t.n, 7);
+        assert!(close(t.p, 0.25, 1e-12), "{t:?}");
+        // Symmetric: flipping every sign gives the same p.
+        let flipped: Vec<f64> = d.iter().map(|x| -x).collect();
+        assert!(close(signed_rank(&flipped).unwrap().p, 0.009765625, 1e-12));
+        assert!(signed_rank(&[0.0, 0.0]).is_none());
+        assert!(signed_rank(&[1.0, f64::NAN]).is_none());
+    }
+
     use super::*;
 
     fn close(a: f64, b: f64, tol: f64) -> bool {

@@ -140,6 +140,40 @@ fn observe(summary: &Path) -> anyhow::Result<[Option<f64>; 3]> {
     }))
 }
 
+/// One metric's observations paired by round: per round in which `y` ran and at least one of
+/// the `base` arms did, (the geometric mean of those base values, `y`'s value).
+fn paired_rounds(
+    obs: &[(usize, Arm, [Option<f64>; 3])],
+    base: &[Arm],
+    y: Arm,
+    m: usize,
+) -> Vec<(f64, f64)> {
+    let value = |round: usize, arm: Arm| -> Option<f64> {
+        obs.iter()
+            .find(|(r, a, _)| *r == round && *a == arm)
+            .and_then(|(_, _, o)| o[m])
+    };
+    let mut rounds: Vec<usize> = obs.iter().map(|(r, _, _)| *r).collect();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|i| {
+            let cur = value(i, y)?;
+            let vals: Vec<f64> = base
+                .iter()
+                .filter_map(|&a| value(i, a))
+                .filter(|v| *v > 0.0)
+                .collect();
+            let b = match vals.as_slice() {
+                [] => return None,
+                [one] => *one,
+                more => (more.iter().map(|v| v.ln()).sum::<f64>() / more.len() as f64).exp(),
+            };
+            Some((b, cur))
+        })
+        .collect()
+}
+
 /// The other work on the server's CPUs during a run (`target_resources.other_load.other_cores`),
 /// when the summary has it.
 fn other_cores(summary: &Path) -> Option<f64> {
@@ -268,7 +302,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     } else {
         &[Arm::A, Arm::B, Arm::A2]
     };
-    let mut obs: Vec<(Arm, [Option<f64>; 3])> = Vec::new();
+    // (round, arm, observations)
+    let mut obs: Vec<(usize, Arm, [Option<f64>; 3])> = Vec::new();
     let mut other: Vec<f64> = Vec::new();
     for i in 0..args.runs {
         for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
@@ -281,7 +316,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             match one_run(bin, &args, sargs, &dir).and_then(|p| Ok((observe(&p)?, other_cores(&p))))
             {
                 Ok((o, busy)) => {
-                    obs.push((arm, o));
+                    obs.push((i, arm, o));
                     other.extend(busy);
                 }
                 Err(e) => notes.push(format!("{} run {} left out: {e:#}", arm.name(), i + 1)),
@@ -290,8 +325,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     }
     let samples = |arm: Arm, m: usize| -> Vec<f64> {
         obs.iter()
-            .filter(|(a, _)| *a == arm)
-            .filter_map(|(_, o)| o[m])
+            .filter(|(_, a, _)| *a == arm)
+            .filter_map(|(_, _, o)| o[m])
             .collect()
     };
     if let Some(note) = busy_note(&other) {
@@ -349,7 +384,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
         min_effect_pct: args.min_effect,
         min_samples: 3,
     };
-    let set = |x: Arm, y: Arm| -> Vec<Samples> {
+    let set = |x: Arm, y: Arm, base: &[Arm]| -> Vec<Samples> {
         METRICS
             .iter()
             .enumerate()
@@ -359,11 +394,13 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
                 better: *better,
                 baseline: samples(x, m),
                 current: samples(y, m),
+                rounds: paired_rounds(&obs, base, y, m),
             })
             .collect()
     };
-    let rows = judge_statistical(&set(Arm::A, Arm::B), rule);
-    let aa = judge_statistical(&set(Arm::A, Arm::A2), rule);
+    // The candidate against its rounds' two baseline runs; the A/A check: A′ against A.
+    let rows = judge_statistical(&set(Arm::A, Arm::B, &[Arm::A, Arm::A2]), rule);
+    let aa = judge_statistical(&set(Arm::A, Arm::A2, &[Arm::A]), rule);
     let aa_failed: Vec<String> = aa
         .iter()
         .filter(|r| r.verdict != Verdict::Pass)
@@ -447,6 +484,34 @@ mod tests {
             first[o[0] as usize] += 1;
         }
         assert_eq!(first, [2, 2, 2]);
+    }
+
+    #[test]
+    fn rounds_pair_the_candidate_with_its_own_rounds_baselines() {
+        let o = |r: usize, a: Arm, v: f64| (r, a, [Some(v), None, Some(v)]);
+        let obs = vec![
+            o(0, Arm::A, 4.0),
+            o(0, Arm::B, 5.0),
+            o(0, Arm::A2, 9.0),
+            o(1, Arm::B, 7.0),
+            o(1, Arm::A2, 2.0),
+            // Round 2: the candidate's run was left out (invalid).
+            o(2, Arm::A, 3.0),
+            o(2, Arm::A2, 3.0),
+        ];
+        let r = paired_rounds(&obs, &[Arm::A, Arm::A2], Arm::B, 0);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(
+            (r[0].0 - 6.0).abs() < 1e-9 && r[0].1 == 5.0,
+            "geometric mean of 4 and 9"
+        );
+        assert_eq!(r[1], (2.0, 7.0));
+        // A metric the runs lack pairs nothing; the A/A check pairs A′ with A.
+        assert!(paired_rounds(&obs, &[Arm::A, Arm::A2], Arm::B, 1).is_empty());
+        assert_eq!(
+            paired_rounds(&obs, &[Arm::A], Arm::A2, 2),
+            vec![(4.0, 9.0), (3.0, 3.0)]
+        );
     }
 
     #[test]
