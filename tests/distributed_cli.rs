@@ -716,3 +716,89 @@ fn auto_sizes_a_small_plan_to_one_local_agent() {
     assert_eq!(s["messages"]["lost"], 0);
     assert_eq!(s["messages"]["delivered"], s["messages"]["expected"]);
 }
+
+/// Runs the coordinator in this process (for its test seams) over `agents` against `srv`,
+/// with the server's pid sampled. Returns the summary.
+fn coordinate_in_process(
+    srv: &Started,
+    agents: &[Started],
+    out_root: &Path,
+    measure: std::time::Duration,
+    sample_delay: std::time::Duration,
+) -> serde_json::Value {
+    use chatbench_loadgen::coordinator::{run, AgentsSpec, CoordinatorOptions};
+    use chatbench_loadgen::run::RunOptions;
+    let mut scenario =
+        chatbench_loadgen::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
+    scenario.measure = measure;
+    let target_url = format!("ws://{}/ws", srv.addr);
+    let (_interrupt, rx) = tokio::sync::watch::channel(false);
+    let opts = CoordinatorOptions {
+        run: RunOptions {
+            scenario,
+            overrides: Vec::new(),
+            target_url: target_url.clone(),
+            target_info: chatbench_loadgen::results::TargetInfo {
+                url: target_url,
+                arch: Some("task-per-conn".into()),
+                pid: Some(srv.child.id()),
+                pids: Vec::new(),
+                settings: Default::default(),
+                cpu_affinity: None,
+                targets: Vec::new(),
+                target_policy: None,
+            },
+            out_root: out_root.to_path_buf(),
+            progress: chatbench_loadgen::progress::ProgressMode::Quiet,
+            interrupt: rx,
+            cluster: None,
+        },
+        agents: AgentsSpec::Remote(agents.iter().map(|a| a.addr.clone()).collect()),
+        token: None,
+        exe: PathBuf::new(),
+        sample_delay,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = runtime
+        .block_on(run(opts))
+        .expect("the run ends with results");
+    summary(&report.dir)
+}
+
+#[test]
+fn a_slow_reading_of_the_servers_neither_silences_heartbeats_nor_stops_agents() {
+    let _turn = serial();
+    let srv = server();
+    let agents: Vec<Started> = (0..2).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every reading of the server's /proc after the first takes 11 s: longer than an agent
+    // waits for a heartbeat (10 s). On the control loop, that silenced the heartbeats once. The
+    // agents' warmup + window + cooldown (11.5 s) outlasts their patience.
+    let s = coordinate_in_process(
+        &srv,
+        &agents,
+        dir.path(),
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(11),
+    );
+    check_schema(&s);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], false, "no agent stopped: {d:#}");
+    assert_eq!(d["faults"].as_array().map(Vec::len), Some(0), "{d:#}");
+    let a = d["agents"].as_array().expect("agents");
+    assert!(a.iter().all(|a| a["complete"] == true), "{d:#}");
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["connections"]["ready"], 120);
+    assert_eq!(s["messages"]["lost"], 0);
+    assert_eq!(s["messages"]["delivered"], s["messages"]["expected"]);
+    // The readings that came too late are left out, and a note says so.
+    assert!(
+        s["target_resources"]["cpu_cores_measure"].is_null(),
+        "{s:#}"
+    );
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("reading /proc was slow"), "{notes}");
+}
