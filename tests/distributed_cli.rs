@@ -270,6 +270,20 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     assert_eq!(forwarded as u64, delivered_all);
     let csv = std::fs::read_to_string(run_dir.join("timeseries.csv")).expect("timeseries.csv");
     assert!(csv.contains("agents_live") && csv.contains("delivered_per_s"));
+    // The window's deliveries from every agent: the agents' own counts, summed; server CPU
+    // per delivery divides by them, for a fleet as for one process.
+    let window_all = d["delivered_window_all"]
+        .as_u64()
+        .expect("window deliveries");
+    assert_eq!(window_all, sum(agents, "delivered_window_all"), "{d:#}");
+    assert!(window_all > 0, "{d:#}");
+    let r = &s["target_resources"];
+    let per = r["cpu_us_per_delivery"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("CPU per delivery for a fleet: {r:#}"));
+    assert!(per.is_finite() && per > 0.0, "{r:#}");
+    let cores = r["cpu_cores_measure"].as_f64().expect("server cores");
+    assert!(cores.is_finite() && cores > 0.0, "{r:#}");
 }
 
 /// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.

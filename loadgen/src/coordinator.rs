@@ -36,8 +36,8 @@ use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::results::{
-    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes, RunStatus,
-    SeriesRow,
+    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes,
+    ReconnectStats, RunStatus, SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
 use crate::stats::new_hist;
@@ -408,6 +408,75 @@ async fn connect_agent(
     Ok((link, reader))
 }
 
+/// The connect-error kind under which a lost agent's errors count (its errors by kind come
+/// only with its final figures).
+const LOST_AGENT_ERRORS: &str = "unknown (agent lost before its final figures)";
+
+/// Adds one agent's connection counts to the fleet's `totals`: its final figures, or, for an
+/// agent lost before it sent them, what it had reported up to the moment (its barrier count
+/// and its last tick) — so a partial fleet's open rate counts every agent's opens, not only
+/// those of the agents that finished. Returns the agent's ready connections.
+fn add_conns(
+    totals: &mut Final,
+    fin: Option<&Final>,
+    connected: Option<u64>,
+    tick: Option<&Tick>,
+) -> u64 {
+    if let Some(f) = fin {
+        totals.attempted += f.attempted;
+        totals.connected += f.connected;
+        totals.ready += f.ready;
+        for (k, v) in &f.connect_errors {
+            *totals.connect_errors.entry(k.clone()).or_insert(0) += v;
+        }
+        return f.ready;
+    }
+    let ready = connected.unwrap_or(0).max(tick.map_or(0, |t| t.ready));
+    let errors = tick.map_or(0, |t| t.connect_errors);
+    totals.attempted += tick.map_or(0, |t| t.connect_attempts).max(ready + errors);
+    // Handshakes completed: at least the ready ones (a tick does not say more).
+    totals.connected += ready;
+    totals.ready += ready;
+    if errors > 0 {
+        *totals
+            .connect_errors
+            .entry(LOST_AGENT_ERRORS.to_string())
+            .or_insert(0) += errors;
+    }
+    ready
+}
+
+/// The fleet's reconnect figures: the agents' counts summed, their error tallies added, their
+/// time-to-reconnect histograms added (exact). `None` when no agent reported any.
+fn merge_reconnect(
+    parts: &[&control::AgentReconnect],
+) -> Result<Option<ReconnectStats>, ControlError> {
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let mut time = new_hist();
+    let mut out = ReconnectStats {
+        lost: 0,
+        attempts: 0,
+        reconnected: 0,
+        failed: 0,
+        errors: BTreeMap::new(),
+        time_us: None,
+    };
+    for r in parts {
+        out.lost += r.lost;
+        out.attempts += r.attempts;
+        out.reconnected += r.reconnected;
+        out.failed += r.failed;
+        for (k, v) in &r.errors {
+            *out.errors.entry(k.clone()).or_insert(0) += v;
+        }
+        add_hist(&mut time, &decode_hist(&r.time)?)?;
+    }
+    out.time_us = Percentiles::of(&time);
+    Ok(Some(out))
+}
+
 /// Runs a scenario over agents and writes the results.
 pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let CoordinatorOptions {
@@ -741,6 +810,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                     links.iter().filter(|l| !l.lost).count() as f64,
                 ),
             ];
+            if scenario.reconnects() {
+                rows.push(("reconnects", sum(|t| t.reconnects) as f64));
+                rows.push(("reconnect_failures", sum(|t| t.reconnect_failures) as f64));
+            }
             if !pending.is_empty() {
                 rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
                 rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
@@ -912,6 +985,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut rss_per_conn = Vec::new();
     let mut realtime = None;
     let mut any_interrupted = false;
+    let mut delivered_window_all = 0u64;
+    let mut reconnects: Vec<&control::AgentReconnect> = Vec::new();
     let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
     for l in &links {
         let (mut exp, mut del) = (0u64, 0u64);
@@ -949,11 +1024,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             any_interrupted |= f.interrupted;
             totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
-            totals.attempted += f.attempted;
-            totals.connected += f.connected;
-            totals.ready += f.ready;
-            for (k, v) in &f.connect_errors {
-                *totals.connect_errors.entry(k.clone()).or_insert(0) += v;
+            if let Some(r) = &f.reconnect {
+                reconnects.push(r);
             }
             for (k, v) in &f.closed_by_server {
                 *totals.closed_by_server.entry(k.clone()).or_insert(0) += v;
@@ -967,6 +1039,17 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             totals.bad_frames += f.bad_frames;
             totals.slow += f.slow;
         }
+        let ready = add_conns(
+            &mut totals,
+            l.fin.as_ref(),
+            l.connected,
+            l.last_tick.as_ref(),
+        );
+        let window_all = l.fin.as_ref().map_or(
+            l.last_tick.as_ref().map_or(0, |t| t.delivered_window_all),
+            |f| f.delivered_window_all,
+        );
+        delivered_window_all += window_all;
         breakdown.push(AgentBreakdown {
             agent: l.id,
             address: l.address.clone(),
@@ -974,7 +1057,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             clock_offset_us: l.offset_us,
             clock_rtt_us: l.rtt_us,
             planned: l.planned,
-            ready: l.fin.as_ref().map_or(l.connected.unwrap_or(0), |f| f.ready),
+            ready,
             connect_errors: l
                 .fin
                 .as_ref()
@@ -985,6 +1068,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             delivered: del,
             sent_all: l.fin.as_ref().map_or(0, |f| f.sent_all),
             delivered_all: l.fin.as_ref().map_or(0, |f| f.delivered_all),
+            delivered_window_all: window_all,
             latency_us: lat,
             cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
             rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
@@ -1038,14 +1122,18 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     let mut notes = vec![format!(
         "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
-         `distributed.agents[].delivered_all` counts every delivery, across agents",
+         `distributed.agents[].delivered_all` counts every delivery, across agents, and \
+         `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)",
         links.len()
     )];
     // The window's deliveries counted here are each agent's own (same clock); the server also
     // delivered every cross-agent message in the window, so CPU per delivery over these would
     // read about N times too high. Left out until the window's cross-agent deliveries are
     // counted.
-    let per_delivery_known = links.len() <= 1;
+    // CPU per delivery divides by every delivery the server made in the window (any sender to
+    // any receiver, counted by the receivers' agents); an agent lost on the way took some of
+    // its count with it.
+    let per_delivery_known = !partial;
     let server_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.server.clone());
     let host_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.host.clone());
     if !pids.is_empty() {
@@ -1087,18 +1175,28 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     };
     if !per_delivery_known && server_window.is_some() {
         notes.push(
-            "server CPU per delivery is not given for a run over several agents: the window's \
-             deliveries are counted per agent (same-agent messages only), not all that the server made"
+            "server CPU per delivery is not given: an agent was lost, so the window's deliveries \
+             counted by the agents miss some that the server made"
                 .into(),
         );
     }
+    // The agents' own window (each switched on its timer from the common start).
+    let agents_window_s = if measure_s > 0.0 {
+        measure_s
+    } else {
+        phases.measure
+    };
     let (server_cores, cpu_per_delivery) = match server_window {
         Some(w) => {
             let (cores, per) = summary::server_cpu(
                 w.cpu_s,
                 w.over_s,
-                if per_delivery_known { delivered } else { 0 },
-                phases.measure,
+                if per_delivery_known {
+                    delivered_window_all
+                } else {
+                    0
+                },
+                agents_window_s,
             );
             (Some(cores), per)
         }
@@ -1146,8 +1244,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             connect_s,
             ramp_held_s: totals.ramp_held_us as f64 / 1e6,
             connect_time: &connect_hist,
-            // Agents reconnect under the policy too, but do not report its counts yet.
-            reconnect: None,
+            reconnect: if scenario.reconnects() {
+                merge_reconnect(&reconnects).map_err(bad_hist)?
+            } else {
+                None
+            },
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
@@ -1179,6 +1280,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             agents: breakdown,
             faults,
             partial,
+            delivered_window_all,
         }),
     });
     let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
@@ -1230,6 +1332,101 @@ mod tests {
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
         let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
+    }
+
+    #[test]
+    fn a_lost_agents_opens_count_up_to_its_last_report() {
+        let mut totals = Final::default();
+        let done = Final {
+            attempted: 100,
+            connected: 100,
+            ready: 98,
+            connect_errors: BTreeMap::from([("refused".to_string(), 2)]),
+            ..Final::default()
+        };
+        assert_eq!(add_conns(&mut totals, Some(&done), Some(98), None), 98);
+        // Lost during its ramp: 40 ready at its last tick, 1 failed, no barrier message.
+        let tick = Tick {
+            connect_attempts: 45,
+            connect_errors: 1,
+            ready: 40,
+            ..Tick::default()
+        };
+        assert_eq!(add_conns(&mut totals, None, None, Some(&tick)), 40);
+        // Lost after the barrier, before any tick said as much: the barrier count stands.
+        assert_eq!(
+            add_conns(&mut totals, None, Some(30), Some(&Tick::default())),
+            30
+        );
+        // Lost before it said anything.
+        assert_eq!(add_conns(&mut totals, None, None, None), 0);
+        assert_eq!(totals.ready, 98 + 40 + 30);
+        assert_eq!(totals.attempted, 100 + 45 + 30);
+        assert_eq!(totals.connect_errors.get("refused"), Some(&2));
+        assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
+        // The open rate the summary derives counts all three agents' opens.
+        let s = crate::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let hist = new_hist();
+        let conns = summary::ConnCounts {
+            planned: 300,
+            attempted: totals.attempted,
+            connected: totals.connected,
+            ready: totals.ready,
+            errors: totals.connect_errors.clone(),
+            closed_by_server: BTreeMap::new(),
+            connect_s: 2.0,
+            ramp_held_s: 0.0,
+            connect_time: &hist,
+            reconnect: None,
+        };
+        let summary = summary::build(summary::SummaryInput {
+            conns,
+            ..summary::tests::input(&s, &hist)
+        });
+        assert!((summary.connections.open_rate_per_s - 84.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reconnect_figures_merge_by_sum_and_histogram_addition() {
+        assert!(merge_reconnect(&[]).expect("none").is_none());
+        let hist_of = |values: &[u64]| {
+            let mut h = new_hist();
+            for &v in values {
+                crate::stats::record(&mut h, v);
+            }
+            control::encode_hist(&h).expect("encode")
+        };
+        let a = control::AgentReconnect {
+            lost: 60,
+            attempts: 70,
+            reconnected: 59,
+            failed: 1,
+            errors: BTreeMap::from([("refused".to_string(), 10)]),
+            time: hist_of(&[1_000; 59]),
+        };
+        let b = control::AgentReconnect {
+            lost: 40,
+            attempts: 44,
+            reconnected: 40,
+            failed: 0,
+            errors: BTreeMap::from([("refused".to_string(), 3), ("timeout".to_string(), 1)]),
+            time: hist_of(&[500_000; 40]),
+        };
+        let m = merge_reconnect(&[&a, &b]).expect("merge").expect("some");
+        assert_eq!(
+            (m.lost, m.attempts, m.reconnected, m.failed),
+            (100, 114, 99, 1)
+        );
+        assert_eq!(m.errors.get("refused"), Some(&13));
+        assert_eq!(m.errors.get("timeout"), Some(&1));
+        let t = m.time_us.expect("times");
+        assert_eq!(t.count, 99);
+        assert!(t.p50 < 2_000 && t.max >= 499_000, "{t:?}");
+        let bad = control::AgentReconnect {
+            time: "not base64!".into(),
+            ..b
+        };
+        assert!(merge_reconnect(&[&a, &bad]).is_err());
     }
 
     #[test]

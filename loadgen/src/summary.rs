@@ -275,11 +275,12 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::new_hist;
 
-    fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
+    /// A summary input with plain figures, for tests to vary.
+    pub(crate) fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
         SummaryInput {
             scenario,
             overrides: &[],
