@@ -816,3 +816,53 @@ fn a_slow_reading_of_the_servers_neither_silences_heartbeats_nor_stops_agents() 
     let notes = s["notes"].to_string();
     assert!(notes.contains("reading /proc was slow"), "{notes}");
 }
+
+#[test]
+fn agents_report_their_reconnects_and_the_coordinator_adds_them() {
+    let _turn = serial();
+    // A server at a port chosen here, so that it can come back at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = |what: &str| {
+        let s = start(&["serve", "--arch", "task-per-conn", "--listen", &listen]);
+        assert_eq!(s.addr, listen, "{what}");
+        s
+    };
+    let first = serve("first server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("reconnect.toml");
+    std::fs::write(
+        &scenario,
+        format!("{SCENARIO}\n[reconnect]\nenabled = true\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_attempts = 40\ndeadline = \"10s\"\n"),
+    )
+    .expect("write scenario");
+    let out_root = dir.path().join("out");
+    let target = format!("ws://{listen}/ws");
+    let (mut coord, lines) = coordinator_in_measure("local:2", &target, &out_root, &scenario);
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // The server goes away (SIGKILL by its pid) and comes back at the same address: every one
+    // of the 120 connections is lost and reconnects.
+    drop(first);
+    let _second = serve("the server again");
+    let status = wait_bounded(&mut coord, "the coordinator");
+    let rest = rest.join().expect("stderr reader").join("\n");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert!(
+        status.code().is_some_and(|c| c != 3),
+        "the run finished: {status:?}\n{rest}"
+    );
+    assert_eq!(s["distributed"]["partial"], false, "{s:#}");
+    let r = &s["connections"]["reconnect"];
+    assert_eq!(r["lost"], 120, "every connection was lost: {r:#}");
+    assert_eq!(r["reconnected"], 120, "and came back: {r:#}");
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(r["attempts"].as_u64() >= Some(120), "{r:#}");
+    assert_eq!(r["time_us"]["count"], 120, "one reconnect time each: {r:#}");
+    let csv = std::fs::read_to_string(only_run_dir(&out_root).join("timeseries.csv"))
+        .expect("timeseries.csv");
+    assert!(csv.contains("reconnects") && csv.contains("reconnect_failures"));
+}
