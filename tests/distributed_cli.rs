@@ -270,6 +270,20 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     assert_eq!(forwarded as u64, delivered_all);
     let csv = std::fs::read_to_string(run_dir.join("timeseries.csv")).expect("timeseries.csv");
     assert!(csv.contains("agents_live") && csv.contains("delivered_per_s"));
+    // The window's deliveries from every agent: the agents' own counts, summed; server CPU
+    // per delivery divides by them, for a fleet as for one process.
+    let window_all = d["delivered_window_all"]
+        .as_u64()
+        .expect("window deliveries");
+    assert_eq!(window_all, sum(agents, "delivered_window_all"), "{d:#}");
+    assert!(window_all > 0, "{d:#}");
+    let r = &s["target_resources"];
+    let per = r["cpu_us_per_delivery"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("CPU per delivery for a fleet: {r:#}"));
+    assert!(per.is_finite() && per > 0.0, "{r:#}");
+    let cores = r["cpu_cores_measure"].as_f64().expect("server cores");
+    assert!(cores.is_finite() && cores > 0.0, "{r:#}");
 }
 
 /// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.
@@ -715,4 +729,140 @@ fn auto_sizes_a_small_plan_to_one_local_agent() {
     assert_eq!(s["connections"]["ready"], 120);
     assert_eq!(s["messages"]["lost"], 0);
     assert_eq!(s["messages"]["delivered"], s["messages"]["expected"]);
+}
+
+/// Runs the coordinator in this process (for its test seams) over `agents` against `srv`,
+/// with the server's pid sampled. Returns the summary.
+fn coordinate_in_process(
+    srv: &Started,
+    agents: &[Started],
+    out_root: &Path,
+    measure: std::time::Duration,
+    sample_delay: std::time::Duration,
+) -> serde_json::Value {
+    use chatbench_loadgen::coordinator::{run, AgentsSpec, CoordinatorOptions};
+    use chatbench_loadgen::run::RunOptions;
+    let mut scenario =
+        chatbench_loadgen::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
+    scenario.measure = measure;
+    let target_url = format!("ws://{}/ws", srv.addr);
+    let (_interrupt, rx) = tokio::sync::watch::channel(false);
+    let opts = CoordinatorOptions {
+        run: RunOptions {
+            scenario,
+            overrides: Vec::new(),
+            target_url: target_url.clone(),
+            target_info: chatbench_loadgen::results::TargetInfo {
+                url: target_url,
+                arch: Some("task-per-conn".into()),
+                pid: Some(srv.child.id()),
+                pids: Vec::new(),
+                settings: Default::default(),
+                cpu_affinity: None,
+                targets: Vec::new(),
+                target_policy: None,
+            },
+            out_root: out_root.to_path_buf(),
+            progress: chatbench_loadgen::progress::ProgressMode::Quiet,
+            interrupt: rx,
+            cluster: None,
+        },
+        agents: AgentsSpec::Remote(agents.iter().map(|a| a.addr.clone()).collect()),
+        token: None,
+        exe: PathBuf::new(),
+        sample_delay,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = runtime
+        .block_on(run(opts))
+        .expect("the run ends with results");
+    summary(&report.dir)
+}
+
+#[test]
+fn a_slow_reading_of_the_servers_neither_silences_heartbeats_nor_stops_agents() {
+    let _turn = serial();
+    let srv = server();
+    let agents: Vec<Started> = (0..2).map(|_| agent(&[])).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every reading of the server's /proc after the first takes 11 s: longer than an agent
+    // waits for a heartbeat (10 s). On the control loop, that silenced the heartbeats once. The
+    // agents' warmup + window + cooldown (11.5 s) outlasts their patience.
+    let s = coordinate_in_process(
+        &srv,
+        &agents,
+        dir.path(),
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(11),
+    );
+    check_schema(&s);
+    let d = &s["distributed"];
+    assert_eq!(d["partial"], false, "no agent stopped: {d:#}");
+    assert_eq!(d["faults"].as_array().map(Vec::len), Some(0), "{d:#}");
+    let a = d["agents"].as_array().expect("agents");
+    assert!(a.iter().all(|a| a["complete"] == true), "{d:#}");
+    assert_eq!(s["status"], "complete", "{s:#}");
+    assert_eq!(s["connections"]["ready"], 120);
+    assert_eq!(s["messages"]["lost"], 0);
+    assert_eq!(s["messages"]["delivered"], s["messages"]["expected"]);
+    // The readings that came too late are left out, and a note says so.
+    assert!(
+        s["target_resources"]["cpu_cores_measure"].is_null(),
+        "{s:#}"
+    );
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("reading /proc was slow"), "{notes}");
+}
+
+#[test]
+fn agents_report_their_reconnects_and_the_coordinator_adds_them() {
+    let _turn = serial();
+    // A server at a port chosen here, so that it can come back at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = |what: &str| {
+        let s = start(&["serve", "--arch", "task-per-conn", "--listen", &listen]);
+        assert_eq!(s.addr, listen, "{what}");
+        s
+    };
+    let first = serve("first server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("reconnect.toml");
+    std::fs::write(
+        &scenario,
+        format!("{SCENARIO}\n[reconnect]\nenabled = true\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\nmax_attempts = 40\ndeadline = \"10s\"\n"),
+    )
+    .expect("write scenario");
+    let out_root = dir.path().join("out");
+    let target = format!("ws://{listen}/ws");
+    let (mut coord, lines) = coordinator_in_measure("local:2", &target, &out_root, &scenario);
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // The server goes away (SIGKILL by its pid) and comes back at the same address: every one
+    // of the 120 connections is lost and reconnects.
+    drop(first);
+    let _second = serve("the server again");
+    let status = wait_bounded(&mut coord, "the coordinator");
+    let rest = rest.join().expect("stderr reader").join("\n");
+    let s = summary(&only_run_dir(&out_root));
+    check_schema(&s);
+    assert!(
+        status.code().is_some_and(|c| c != 3),
+        "the run finished: {status:?}\n{rest}"
+    );
+    assert_eq!(s["distributed"]["partial"], false, "{s:#}");
+    let r = &s["connections"]["reconnect"];
+    assert_eq!(r["lost"], 120, "every connection was lost: {r:#}");
+    assert_eq!(r["reconnected"], 120, "and came back: {r:#}");
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(r["attempts"].as_u64() >= Some(120), "{r:#}");
+    assert_eq!(r["time_us"]["count"], 120, "one reconnect time each: {r:#}");
+    let csv = std::fs::read_to_string(only_run_dir(&out_root).join("timeseries.csv"))
+        .expect("timeseries.csv");
+    assert!(csv.contains("reconnects") && csv.contains("reconnect_failures"));
 }

@@ -18,8 +18,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::control::{
-    self, encode_hist, unix_us, AllowList, ControlError, Final, FromAgent, LineReader, LoopClock,
-    Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
+    self, encode_hist, unix_us, AgentReconnect, AllowList, ControlError, Final, FromAgent,
+    LineReader, LoopClock, Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
@@ -357,6 +357,15 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
     // (measure start, cooldown start, end) once `go` has come.
     let mut timeline: Option<(Instant, Instant, Instant)> = None;
     let mut window_cpu: (Option<(f64, Instant)>, Option<f64>) = (None, None);
+    // Deliveries received (any agent's messages) at the window's start and end: what the
+    // server made for this agent's receivers in the window, for CPU per delivery.
+    let delivered_now = || Stats::get(&shared.stats.counters.delivered);
+    let mut window_delivered: (Option<u64>, Option<u64>) = (None, None);
+    let window_all = |w: (Option<u64>, Option<u64>), now: u64| match w {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        (Some(a), None) => now.saturating_sub(a),
+        _ => 0,
+    };
     let mut measure_s = 0.0;
     let mut clock = LoopClock::new(Instant::now());
     let end = loop {
@@ -391,12 +400,14 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
                 phase = Phase::Measure;
                 let _ = phase_tx.send(Phase::Measure);
                 window_cpu.0 = Some((sampler::self_cpu_seconds(), now));
+                window_delivered.0 = Some(delivered_now());
             }
             if phase == Phase::Measure && now >= cool_at {
                 if let Some((_, t0)) = window_cpu.0 {
                     measure_s = now.duration_since(t0).as_secs_f64();
                 }
                 window_cpu.1 = Some(sampler::self_cpu_seconds());
+                window_delivered.1 = Some(delivered_now());
                 pacer_stop.store(true, Ordering::Relaxed);
                 phase = Phase::Cooldown;
                 let _ = phase_tx.send(Phase::Cooldown);
@@ -425,6 +436,10 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
                 closed_by_server: st.closed_by_server.total(),
                 sent: Stats::get(&c.sent),
                 delivered: Stats::get(&c.delivered),
+                ready: Stats::get(&c.ready),
+                delivered_window_all: window_all(window_delivered, delivered_now()),
+                reconnects: Stats::get(&c.reconnects),
+                reconnect_failures: Stats::get(&c.reconnect_failures),
                 interval: encode_hist(&st.take_interval())?,
                 rss_bytes: rss(),
                 cpu_seconds: sampler::self_cpu_seconds(),
@@ -486,6 +501,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
                                 measure_s = t0.elapsed().as_secs_f64();
                             }
                             window_cpu.1 = Some(sampler::self_cpu_seconds());
+                            window_delivered.1 = Some(delivered_now());
                         }
                         if phase >= Phase::Warmup && phase < Phase::Cooldown {
                             let _ = phase_tx.send(Phase::Cooldown);
@@ -523,6 +539,10 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
                 pacer_report,
                 interrupted,
             )?;
+            let fin = Final {
+                delivered_window_all: window_all(window_delivered, delivered_now()),
+                ..fin
+            };
             link.send(&FromAgent::Done(Box::new(fin))).await?;
             // Keep the connections open until the coordinator says stop (it may read the
             // server's counters first), at most 30 s.
@@ -582,6 +602,19 @@ fn final_figures(
         sent_window: Stats::get(&c.sent_window),
         sent_all: Stats::get(&c.sent),
         delivered_all: Stats::get(&c.delivered),
+        delivered_window_all: 0,
+        reconnect: if shared.scenario.reconnects() {
+            Some(AgentReconnect {
+                lost: Stats::get(&c.disconnects),
+                attempts: Stats::get(&c.reconnect_attempts),
+                reconnected: Stats::get(&c.reconnects),
+                failed: Stats::get(&c.reconnect_failures),
+                errors: st.reconnect_errors.snapshot(),
+                time: encode_hist(&st.reconnect_time())?,
+            })
+        } else {
+            None
+        },
         duplicated: Stats::get(&c.duplicated),
         late: Stats::get(&c.late),
         bad_frames: Stats::get(&c.bad_frames),

@@ -24,8 +24,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 
 use crate::stats::new_hist;
 
-/// Version of the control protocol; both sides must speak the same.
-pub const CONTROL_VERSION: u32 = 1;
+/// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
+/// connections, the window's deliveries from every agent and reconnect counts; `done` carries
+/// the window's deliveries from every agent and the reconnect figures.
+pub const CONTROL_VERSION: u32 = 2;
 /// Longest control message accepted, bytes (a `done` with thousands of rooms fits easily).
 pub const MAX_LINE_BYTES: u64 = 16 << 20;
 /// An agent that hears nothing from its coordinator for this long stops its load.
@@ -247,6 +249,19 @@ pub struct Tick {
     pub sent: u64,
     /// Delivered so far (all phases, any agent's messages).
     pub delivered: u64,
+    /// Connections ready (joined) so far: a lost agent's opens count up to its last tick.
+    #[serde(default)]
+    pub ready: u64,
+    /// Deliveries received during this agent's measurement window so far, any agent's messages
+    /// (what the server made for this agent's receivers in the window).
+    #[serde(default)]
+    pub delivered_window_all: u64,
+    /// Connections back after a reconnect, so far.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Connections that gave up reconnecting, so far.
+    #[serde(default)]
+    pub reconnect_failures: u64,
     /// Latencies recorded since the last tick, V2+deflate base64.
     pub interval: String,
     /// Agent RSS, bytes.
@@ -278,6 +293,12 @@ pub struct Final {
     pub sent_all: u64,
     /// Delivered, all phases, any agent's messages.
     pub delivered_all: u64,
+    /// Delivered during this agent's measurement window, any agent's messages.
+    #[serde(default)]
+    pub delivered_window_all: u64,
+    /// What the reconnect policy did, when it was on.
+    #[serde(default)]
+    pub reconnect: Option<AgentReconnect>,
     /// Duplicates.
     pub duplicated: u64,
     /// Late window deliveries.
@@ -320,6 +341,23 @@ pub struct Final {
     pub measure_s: f64,
     /// Stopped early (by `stop` or losing the coordinator).
     pub interrupted: bool,
+}
+
+/// An agent's reconnect figures (scenario `[reconnect]`), merged by the coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentReconnect {
+    /// Connections lost mid-run that the policy took up.
+    pub lost: u64,
+    /// Attempts (one per target tried).
+    pub attempts: u64,
+    /// Connections that came back and rejoined their room.
+    pub reconnected: u64,
+    /// Connections that gave up.
+    pub failed: u64,
+    /// Failed attempts by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Time to reconnect, V2+deflate base64.
+    pub time: String,
 }
 
 /// Messages from an agent to the coordinator.

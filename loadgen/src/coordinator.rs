@@ -12,6 +12,7 @@
 //! the results are marked partial (status `interrupted`, invalid, with the reason). Every wait
 //! is bounded.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -33,9 +34,10 @@ use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::provenance::Provenance;
+use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::results::{
-    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes, RunStatus,
-    SeriesRow,
+    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes,
+    ReconnectStats, RunStatus, SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
 use crate::stats::new_hist;
@@ -169,7 +171,11 @@ struct AgentLink {
     id: u32,
     address: String,
     pid: u32,
+    /// The writing side until the agent is ready; then its writer task owns it.
     w: Option<OwnedWriteHalf>,
+    /// Messages to the agent once its writer task runs (see [`writer`]); dropping it closes
+    /// the control connection after the queued messages.
+    out: Option<mpsc::Sender<ToAgent>>,
     offset_us: i64,
     rtt_us: u64,
     planned: u64,
@@ -181,6 +187,35 @@ struct AgentLink {
 }
 
 impl AgentLink {
+    /// Queues `m` for the writer task without waiting: a full queue means the agent does not
+    /// read its control messages.
+    fn post(&self, m: ToAgent) -> Result<(), String> {
+        let Some(out) = &self.out else {
+            return Err("its control connection is closed".into());
+        };
+        out.try_send(m).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                format!("it does not read its control messages ({OUTBOX} queued)")
+            }
+            mpsc::error::TrySendError::Closed(_) => "its control connection failed".into(),
+        })
+    }
+
+    /// Closes the control connection (after what is queued): the agent stops its load.
+    fn close(&mut self) {
+        self.out = None;
+        self.w = None;
+    }
+
+    /// Hands the writing side to a writer task of its own (heartbeats included).
+    fn start_writer(&mut self, i: usize, events: mpsc::Sender<Event>) {
+        if let Some(w) = self.w.take() {
+            let (tx, rx) = mpsc::channel(OUTBOX);
+            tokio::spawn(writer(i, w, rx, events));
+            self.out = Some(tx);
+        }
+    }
+
     async fn send(&mut self, m: &ToAgent) -> Result<(), ControlError> {
         let Some(w) = self.w.as_mut() else {
             return Err(ControlError::Closed);
@@ -196,7 +231,51 @@ impl AgentLink {
     }
 }
 
-type Event = (usize, Result<FromAgent, ControlError>);
+/// A message from agent `usize` (or the failure of its control connection), stamped when its
+/// reader task read it: a control loop that runs late does not take the agent for silent.
+type Event = (usize, Instant, Result<FromAgent, ControlError>);
+
+/// Control messages queued for one agent's writer task.
+const OUTBOX: usize = 64;
+/// Longest a control message may take to write before the agent counts as not reading.
+const WRITE_LIMIT: Duration = Duration::from_secs(2);
+/// The heartbeat: a ping to every agent this often (an agent stops after [`control::SILENCE_LIMIT`]).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Longest the run's end waits for phase readings still outstanding.
+const READINGS_WAIT: Duration = Duration::from_secs(10);
+
+/// One agent's writer task: sends what the control loop queues and, on a timer of its own, the
+/// heartbeat — so neither a slow control loop nor another agent's connection delays it. A
+/// failed write is reported as the agent's event; the task ends (closing the connection) when
+/// the loop drops its sender.
+async fn writer(
+    i: usize,
+    mut w: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<ToAgent>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = beat.tick() => ToAgent::Ping { id: 0 },
+        };
+        let e = match tokio::time::timeout(WRITE_LIMIT, control::send(&mut w, &m)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => ControlError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the agent does not read",
+            )),
+        };
+        let _ = events.send((i, Instant::now(), Err(e))).await;
+        return;
+    }
+}
 
 /// What the coordinator needs beyond a one-process run's options.
 pub struct CoordinatorOptions {
@@ -208,6 +287,9 @@ pub struct CoordinatorOptions {
     pub token: Option<String>,
     /// The chatbench executable (for local agents).
     pub exe: PathBuf,
+    /// Test seam: every reading of the servers and the host after the first takes this much
+    /// longer (a slow `/proc`). `Duration::ZERO` in real runs.
+    pub sample_delay: Duration,
 }
 
 fn agent_err(msg: String) -> RunError {
@@ -259,6 +341,7 @@ async fn connect_agent(
         address: address.to_string(),
         pid: 0,
         w: Some(w),
+        out: None,
         offset_us: 0,
         rtt_us: 0,
         planned: 0,
@@ -325,6 +408,75 @@ async fn connect_agent(
     Ok((link, reader))
 }
 
+/// The connect-error kind under which a lost agent's errors count (its errors by kind come
+/// only with its final figures).
+const LOST_AGENT_ERRORS: &str = "unknown (agent lost before its final figures)";
+
+/// Adds one agent's connection counts to the fleet's `totals`: its final figures, or, for an
+/// agent lost before it sent them, what it had reported up to the moment (its barrier count
+/// and its last tick) — so a partial fleet's open rate counts every agent's opens, not only
+/// those of the agents that finished. Returns the agent's ready connections.
+fn add_conns(
+    totals: &mut Final,
+    fin: Option<&Final>,
+    connected: Option<u64>,
+    tick: Option<&Tick>,
+) -> u64 {
+    if let Some(f) = fin {
+        totals.attempted += f.attempted;
+        totals.connected += f.connected;
+        totals.ready += f.ready;
+        for (k, v) in &f.connect_errors {
+            *totals.connect_errors.entry(k.clone()).or_insert(0) += v;
+        }
+        return f.ready;
+    }
+    let ready = connected.unwrap_or(0).max(tick.map_or(0, |t| t.ready));
+    let errors = tick.map_or(0, |t| t.connect_errors);
+    totals.attempted += tick.map_or(0, |t| t.connect_attempts).max(ready + errors);
+    // Handshakes completed: at least the ready ones (a tick does not say more).
+    totals.connected += ready;
+    totals.ready += ready;
+    if errors > 0 {
+        *totals
+            .connect_errors
+            .entry(LOST_AGENT_ERRORS.to_string())
+            .or_insert(0) += errors;
+    }
+    ready
+}
+
+/// The fleet's reconnect figures: the agents' counts summed, their error tallies added, their
+/// time-to-reconnect histograms added (exact). `None` when no agent reported any.
+fn merge_reconnect(
+    parts: &[&control::AgentReconnect],
+) -> Result<Option<ReconnectStats>, ControlError> {
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let mut time = new_hist();
+    let mut out = ReconnectStats {
+        lost: 0,
+        attempts: 0,
+        reconnected: 0,
+        failed: 0,
+        errors: BTreeMap::new(),
+        time_us: None,
+    };
+    for r in parts {
+        out.lost += r.lost;
+        out.attempts += r.attempts;
+        out.reconnected += r.reconnected;
+        out.failed += r.failed;
+        for (k, v) in &r.errors {
+            *out.errors.entry(k.clone()).or_insert(0) += v;
+        }
+        add_hist(&mut time, &decode_hist(&r.time)?)?;
+    }
+    out.time_us = Percentiles::of(&time);
+    Ok(Some(out))
+}
+
 /// Runs a scenario over agents and writes the results.
 pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let CoordinatorOptions {
@@ -332,6 +484,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         agents: spec,
         token,
         exe,
+        sample_delay,
     } = opts;
     let scenario = Arc::new(ropts.scenario.clone());
     let targets = parse_targets(&ropts.target_url)?;
@@ -391,6 +544,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             .map_err(|e| agent_err(format!("agent {i} at {}: {e}", link.address)))?;
     }
     let setup_wait = scenario.connect_timeout * (targets.len() as u32 + 1) + Duration::from_secs(5);
+    // Agents' messages (and their writers' failures) come through one channel.
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
     for (i, r) in readers.iter_mut().enumerate() {
         let addr = &links[i].address;
         let reply = tokio::time::timeout(setup_wait, control::recv(r))
@@ -404,7 +559,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         match reply {
             FromAgent::Ready {
                 source_addrs: s, ..
-            } => source_addrs.extend(s),
+            } => {
+                source_addrs.extend(s);
+                // Heartbeats from now on, whatever the control loop does.
+                links[i].start_writer(i, tx.clone());
+            }
             FromAgent::Refused { reason } => {
                 return Err(agent_err(format!(
                     "agent {i} at {addr} refused the run: {reason}"
@@ -417,15 +576,14 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
         }
     }
-    // Readers forward into one channel.
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    // Readers forward into the same channel, stamping when they read.
     for (i, mut r) in readers.into_iter().enumerate() {
         let tx = tx.clone();
         tokio::spawn(async move {
             loop {
                 let m = control::recv::<_, FromAgent>(&mut r).await;
                 let end = m.is_err();
-                if tx.send((i, m)).await.is_err() || end {
+                if tx.send((i, Instant::now(), m)).await.is_err() || end {
                     return;
                 }
             }
@@ -436,17 +594,34 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut provenance = Provenance::collect();
     let started_utc = chrono::Utc::now();
     let pids = ropts.target_info.sampled_pids();
-    let server_sample = || {
-        if pids.is_empty() {
-            None
-        } else {
-            sampler::sample_processes(&pids).ok()
+    // The servers and the host are read on a thread of their own: a slow /proc must not keep
+    // this loop (stall detection, go, stop) from running.
+    let mut readings = Readings::start(pids.clone(), sample_delay)
+        .map_err(|e| agent_err(format!("cannot start the reading thread: {e}")))?;
+    let mut phase_readings: BTreeMap<Mark, PhaseReading> = BTreeMap::new();
+    let mut asked: Vec<Mark> = Vec::new();
+    let mut last_second: Option<SecondReading> = None;
+    let mut readings_open = true;
+    // The reading before the run is waited for (the agents hear their heartbeats meanwhile):
+    // memory per connection counts from it.
+    if readings.ask(Mark::Before) {
+        asked.push(Mark::Before);
+        let until = Instant::now() + READINGS_WAIT;
+        while let Ok(Some(r)) = tokio::time::timeout_at(until.into(), readings.rx.recv()).await {
+            match r {
+                Reading::Phase(p) => {
+                    let before = p.mark == Mark::Before;
+                    phase_readings.insert(p.mark, p);
+                    if before {
+                        break;
+                    }
+                }
+                Reading::Second(r) => last_second = Some(r),
+            }
         }
-    };
-    let host_before = sampler::sample_host().ok();
-    let server_before = server_sample();
-    for l in links.iter_mut() {
-        let _ = l.send(&ToAgent::Start).await;
+    }
+    for l in links.iter() {
+        let _ = l.post(ToAgent::Start);
     }
     let started = Instant::now();
     let at_s = |t: Instant| (t.duration_since(started).as_secs_f64() * 1000.0).round() / 1000.0;
@@ -467,10 +642,6 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         + Duration::from_secs(9);
     // (start, measure start, cooldown start, end) in coordinator time.
     let mut timeline: Option<[Instant; 4]> = None;
-    let mut server_connected = None;
-    let mut host_connected = None;
-    let mut server_window: (Option<sampler::ProcSample>, Option<sampler::ProcSample>) =
-        (None, None);
     let mut interrupt = ropts.interrupt.clone();
     let mut interrupted = *interrupt.borrow();
     let mut stop_sent = false;
@@ -480,7 +651,6 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         + scenario.measure
         + scenario.cooldown
         + Duration::from_secs(20);
-    let mut next_ping = Instant::now() + Duration::from_secs(1);
     let mut connect_end: Option<Instant> = None;
     let mut clock = LoopClock::new(Instant::now());
     loop {
@@ -493,7 +663,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 for i in live {
                     let l = &mut links[i];
                     l.lost = true;
-                    l.w = None;
+                    l.close();
                     faults.push(AgentFault {
                         agent: l.id,
                         address: l.address.clone(),
@@ -511,7 +681,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             l.last_heard += late;
             if now.duration_since(l.last_heard) > STALL_LIMIT {
                 l.lost = true;
-                l.w = None; // closing the control connection makes the agent stop its load
+                l.close(); // closing the control connection makes the agent stop its load
                 let what = format!("stalled: no report for {STALL_LIMIT:?}");
                 progress.println(&format!(
                     "agent {} ({}) {what} at {:.1} s",
@@ -536,8 +706,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             if ready == 0 {
                 // Nothing to measure: collect every agent's figures (their errors) and end.
                 progress.println("no connection could be made by any agent: ending the run");
-                for l in links.iter_mut().filter(|l| !l.lost) {
-                    let _ = l.send(&ToAgent::Stop).await;
+                for l in links.iter().filter(|l| !l.lost) {
+                    let _ = l.post(ToAgent::Stop);
                 }
                 stop_sent = true;
                 hard_deadline = now + Duration::from_secs(15);
@@ -554,9 +724,9 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 let go = ToAgent::Go {
                     start_unix_us: start_coord_us + l.offset_us,
                 };
-                if let Err(e) = l.send(&go).await {
+                if let Err(e) = l.post(go) {
                     l.lost = true;
-                    l.w = None;
+                    l.close();
                     faults.push(AgentFault {
                         agent: l.id,
                         address: l.address.clone(),
@@ -571,7 +741,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 .filter(|l| !l.lost && l.connected.is_none())
             {
                 l.lost = true;
-                l.w = None;
+                l.close();
                 faults.push(AgentFault {
                     agent: l.id,
                     address: l.address.clone(),
@@ -582,20 +752,25 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             continue;
         }
         if let Some([start, measure_at, cool_at, end_at]) = timeline {
+            // Readings are asked for here and come back on their own (see `Readings`).
+            let mut ask = |m: Mark| {
+                if readings.ask(m) {
+                    asked.push(m);
+                }
+            };
             if phase == Phase::Settle && now >= start {
-                server_connected = server_sample();
-                host_connected = sampler::sample_host().ok();
+                ask(Mark::Connected);
                 phases.settle = now.duration_since(connect_end.unwrap_or(now)).as_secs_f64();
                 phase = Phase::Warmup;
             }
             if phase == Phase::Warmup && now >= measure_at {
                 phases.warmup = now.duration_since(start).as_secs_f64();
-                server_window.0 = server_sample();
+                ask(Mark::MeasureStart);
                 phase = Phase::Measure;
             }
             if phase == Phase::Measure && now >= cool_at {
                 phases.measure = now.duration_since(measure_at).as_secs_f64();
-                server_window.1 = server_sample();
+                ask(Mark::MeasureEnd);
                 phase = Phase::Cooldown;
             }
             if phase == Phase::Cooldown && now >= end_at {
@@ -603,22 +778,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 phase = Phase::Stop;
             }
         }
-        // Heartbeat.
-        if now >= next_ping {
-            next_ping += Duration::from_secs(1);
-            for l in links.iter_mut().filter(|l| !l.lost && l.w.is_some()) {
-                if let Err(e) = l.send(&ToAgent::Ping { id: 0 }).await {
-                    l.lost = true;
-                    l.w = None;
-                    faults.push(AgentFault {
-                        agent: l.id,
-                        address: l.address.clone(),
-                        at_s: at_s(now),
-                        what: format!("control connection failed: {e}"),
-                    });
-                }
-            }
-        }
+        // Heartbeats: each agent's writer task sends them on its own timer.
         // One merged row a second.
         if now >= last_emit + Duration::from_secs(1) {
             let dt = now.duration_since(last_emit).as_secs_f64().max(1e-3);
@@ -650,24 +810,25 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                     links.iter().filter(|l| !l.lost).count() as f64,
                 ),
             ];
+            if scenario.reconnects() {
+                rows.push(("reconnects", sum(|t| t.reconnects) as f64));
+                rows.push(("reconnect_failures", sum(|t| t.reconnect_failures) as f64));
+            }
             if !pending.is_empty() {
                 rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
                 rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
                 rows.push(("latency_max_us", pending.max() as f64));
             }
-            // RSS only: listing the descriptors of every server each second costs the host
-            // as much as the servers' own work at hundreds of thousands of sockets.
-            let rss: Vec<u64> = pids
-                .iter()
-                .filter_map(|&p| sampler::sample_rss(p).ok())
-                .collect();
-            if !rss.is_empty() {
-                rows.push(("target_rss_bytes", rss.iter().sum::<u64>() as f64));
-            }
-            // The kernel side of the fleet's sockets, as a one-process run records it.
-            if let Ok(h) = sampler::sample_host() {
-                rows.push(("host_slab_bytes", h.slab_bytes as f64));
-                rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+            // The latest reading of the servers' RSS and the kernel side of the fleet's
+            // sockets (as a one-process run records it), taken once per reading.
+            if let Some(r) = last_second.take() {
+                if let Some(rss) = r.target_rss {
+                    rows.push(("target_rss_bytes", rss as f64));
+                }
+                if let Some(h) = &r.host {
+                    rows.push(("host_slab_bytes", h.slab_bytes as f64));
+                    rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+                }
             }
             for (metric, value) in rows {
                 series.push(SeriesRow {
@@ -711,29 +872,32 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         // Interrupt: stop everyone early.
         if interrupted && !stop_sent {
             stop_sent = true;
-            for l in links.iter_mut().filter(|l| !l.lost) {
-                let _ = l.send(&ToAgent::Stop).await;
+            for l in links.iter().filter(|l| !l.lost) {
+                let _ = l.post(ToAgent::Stop);
             }
             hard_deadline = hard_deadline.min(Instant::now() + Duration::from_secs(15));
         }
         // Wait for a message or the next thing due.
-        let wake = (last_emit + Duration::from_secs(1))
-            .min(next_ping)
-            .min(now + Duration::from_millis(100));
+        let wake = (last_emit + Duration::from_secs(1)).min(now + Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
             r = interrupt.changed(), if !interrupted => {
                 if r.is_err() || *interrupt.borrow() { interrupted = true; }
             }
+            r = readings.rx.recv(), if readings_open => match r {
+                Some(Reading::Phase(p)) => { phase_readings.insert(p.mark, p); }
+                Some(Reading::Second(r)) => last_second = Some(r),
+                None => readings_open = false,
+            },
             ev = rx.recv() => {
-                let Some((i, m)) = ev else { continue };
+                let Some((i, heard, m)) = ev else { continue };
                 let l = &mut links[i];
                 if l.lost { continue; }
-                let gap = l.last_heard.elapsed();
+                let gap = heard.saturating_duration_since(l.last_heard);
                 if gap > STALL_LIMIT / 2 {
                     tracing::warn!("agent {}: {:.1} s since its last report", l.id, gap.as_secs_f64());
                 }
-                l.last_heard = Instant::now();
+                l.last_heard = l.last_heard.max(heard);
                 match m {
                     Ok(FromAgent::Tick(t)) => {
                         if let Ok(h) = decode_hist(&t.interval) {
@@ -746,15 +910,15 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                     Ok(FromAgent::Pong { .. }) => {}
                     Ok(FromAgent::Refused { reason }) => {
                         l.lost = true;
-                        l.w = None;
-                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(Instant::now()), what: format!("gave up: {reason}") });
+                        l.close();
+                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(heard), what: format!("gave up: {reason}") });
                     }
                     Ok(other) => {
                         progress.println(&format!("agent {}: unexpected {other:?}", l.id));
                     }
                     Err(e) => {
                         l.lost = true;
-                        l.w = None;
+                        l.close();
                         let what = match e {
                             ControlError::Closed => "its control connection closed (the agent died or was killed)".to_string(),
                             e => format!("control connection failed: {e}"),
@@ -772,9 +936,23 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         _ => None,
     };
     for l in links.iter_mut().filter(|l| !l.lost) {
-        let _ = l.send(&ToAgent::Stop).await;
-        l.w = None;
+        let _ = l.post(ToAgent::Stop);
+        l.close();
     }
+    // The phase readings still on their way (bounded: a reading stuck in /proc leaves its
+    // figures out, with a note).
+    let until = Instant::now() + READINGS_WAIT;
+    while readings_open && asked.iter().any(|m| !phase_readings.contains_key(m)) {
+        match tokio::time::timeout_at(until.into(), readings.rx.recv()).await {
+            Ok(Some(Reading::Phase(p))) => {
+                phase_readings.insert(p.mark, p);
+            }
+            Ok(Some(Reading::Second(_))) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let dropped_readings = readings.dropped();
+    drop(readings);
     progress.finish();
     // Local agents exit after their session; give them a moment to close politely, then make
     // sure (by pid).
@@ -807,6 +985,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut rss_per_conn = Vec::new();
     let mut realtime = None;
     let mut any_interrupted = false;
+    let mut delivered_window_all = 0u64;
+    let mut reconnects: Vec<&control::AgentReconnect> = Vec::new();
     let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
     for l in &links {
         let (mut exp, mut del) = (0u64, 0u64);
@@ -844,11 +1024,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             any_interrupted |= f.interrupted;
             totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
-            totals.attempted += f.attempted;
-            totals.connected += f.connected;
-            totals.ready += f.ready;
-            for (k, v) in &f.connect_errors {
-                *totals.connect_errors.entry(k.clone()).or_insert(0) += v;
+            if let Some(r) = &f.reconnect {
+                reconnects.push(r);
             }
             for (k, v) in &f.closed_by_server {
                 *totals.closed_by_server.entry(k.clone()).or_insert(0) += v;
@@ -862,6 +1039,17 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             totals.bad_frames += f.bad_frames;
             totals.slow += f.slow;
         }
+        let ready = add_conns(
+            &mut totals,
+            l.fin.as_ref(),
+            l.connected,
+            l.last_tick.as_ref(),
+        );
+        let window_all = l.fin.as_ref().map_or(
+            l.last_tick.as_ref().map_or(0, |t| t.delivered_window_all),
+            |f| f.delivered_window_all,
+        );
+        delivered_window_all += window_all;
         breakdown.push(AgentBreakdown {
             agent: l.id,
             address: l.address.clone(),
@@ -869,7 +1057,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             clock_offset_us: l.offset_us,
             clock_rtt_us: l.rtt_us,
             planned: l.planned,
-            ready: l.fin.as_ref().map_or(l.connected.unwrap_or(0), |f| f.ready),
+            ready,
             connect_errors: l
                 .fin
                 .as_ref()
@@ -880,6 +1068,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             delivered: del,
             sent_all: l.fin.as_ref().map_or(0, |f| f.sent_all),
             delivered_all: l.fin.as_ref().map_or(0, |f| f.delivered_all),
+            delivered_window_all: window_all,
             latency_us: lat,
             cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
             rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
@@ -933,31 +1122,85 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     let mut notes = vec![format!(
         "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
-         `distributed.agents[].delivered_all` counts every delivery, across agents",
+         `distributed.agents[].delivered_all` counts every delivery, across agents, and \
+         `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)",
         links.len()
     )];
     // The window's deliveries counted here are each agent's own (same clock); the server also
     // delivered every cross-agent message in the window, so CPU per delivery over these would
     // read about N times too high. Left out until the window's cross-agent deliveries are
     // counted.
-    let per_delivery_known = links.len() <= 1;
-    if !per_delivery_known && server_window.0.is_some() {
+    // CPU per delivery divides by every delivery the server made in the window (any sender to
+    // any receiver, counted by the receivers' agents); an agent lost on the way took some of
+    // its count with it.
+    let per_delivery_known = !partial;
+    let server_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.server.clone());
+    let host_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.host.clone());
+    if !pids.is_empty() {
+        for m in &asked {
+            if !phase_readings.contains_key(m) {
+                notes.push(format!(
+                    "the servers' reading at {} did not come within {READINGS_WAIT:?} of the run's end (reading /proc was slow): the figures that need it are not given",
+                    m.as_str()
+                ));
+            }
+        }
+    }
+    if dropped_readings > 0 {
+        notes.push(format!(
+            "{dropped_readings} once-a-second readings of the servers and the host were dropped (the control loop had not taken the previous one): timeseries.csv misses them"
+        ));
+    }
+    // The window's CPU from readings taken near its edges, on the readings' own clock.
+    let edges = timeline.map(|[_, m, c, _]| {
+        let epoch = sampler::clock_epoch();
+        (
+            m.saturating_duration_since(epoch),
+            c.saturating_duration_since(epoch),
+        )
+    });
+    let server_window = match (
+        server_of(Mark::MeasureStart),
+        server_of(Mark::MeasureEnd),
+        edges,
+    ) {
+        (Some(a), Some(b), Some((start, end))) => match window_cpu(&a, &b, start, end) {
+            Ok(w) => Some(w),
+            Err(why) => {
+                notes.push(format!("server CPU over the window is not given: {why}"));
+                None
+            }
+        },
+        _ => None,
+    };
+    if !per_delivery_known && server_window.is_some() {
         notes.push(
-            "server CPU per delivery is not given for a run over several agents: the window's \
-             deliveries are counted per agent (same-agent messages only), not all that the server made"
+            "server CPU per delivery is not given: an agent was lost, so the window's deliveries \
+             counted by the agents miss some that the server made"
                 .into(),
         );
     }
-    let (server_cores, cpu_per_delivery) = match &server_window {
-        (Some(a), Some(b)) => {
-            let w = phases.measure.max(1e-9);
-            let cpu = b.cpu_seconds - a.cpu_seconds;
-            (
-                Some(cpu / w),
-                (delivered > 0 && per_delivery_known).then(|| cpu * 1e6 / delivered as f64),
-            )
+    // The agents' own window (each switched on its timer from the common start).
+    let agents_window_s = if measure_s > 0.0 {
+        measure_s
+    } else {
+        phases.measure
+    };
+    let (server_cores, cpu_per_delivery) = match server_window {
+        Some(w) => {
+            let (cores, per) = summary::server_cpu(
+                w.cpu_s,
+                w.over_s,
+                if per_delivery_known {
+                    delivered_window_all
+                } else {
+                    0
+                },
+                agents_window_s,
+            );
+            (Some(cores), per)
         }
-        _ => (None, None),
+        None => (None, None),
     };
     let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
@@ -1001,8 +1244,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             connect_s,
             ramp_held_s: totals.ramp_held_us as f64 / 1e6,
             connect_time: &connect_hist,
-            // Agents reconnect under the policy too, but do not report its counts yet.
-            reconnect: None,
+            reconnect: if scenario.reconnects() {
+                merge_reconnect(&reconnects).map_err(bad_hist)?
+            } else {
+                None
+            },
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
@@ -1017,10 +1263,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         },
         latency: &window,
         target_figures: TargetFigures {
-            server_before,
-            host_before,
-            server_connected,
-            host_connected,
+            server_before: server_of(Mark::Before),
+            host_before: host_of(Mark::Before),
+            server_connected: server_of(Mark::Connected),
+            host_connected: host_of(Mark::Connected),
             host_after,
             rss_peak_bytes: None,
             cpu_cores_measure: server_cores,
@@ -1034,6 +1280,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             agents: breakdown,
             faults,
             partial,
+            delivered_window_all,
         }),
     });
     let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
@@ -1085,6 +1332,101 @@ mod tests {
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
         let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
+    }
+
+    #[test]
+    fn a_lost_agents_opens_count_up_to_its_last_report() {
+        let mut totals = Final::default();
+        let done = Final {
+            attempted: 100,
+            connected: 100,
+            ready: 98,
+            connect_errors: BTreeMap::from([("refused".to_string(), 2)]),
+            ..Final::default()
+        };
+        assert_eq!(add_conns(&mut totals, Some(&done), Some(98), None), 98);
+        // Lost during its ramp: 40 ready at its last tick, 1 failed, no barrier message.
+        let tick = Tick {
+            connect_attempts: 45,
+            connect_errors: 1,
+            ready: 40,
+            ..Tick::default()
+        };
+        assert_eq!(add_conns(&mut totals, None, None, Some(&tick)), 40);
+        // Lost after the barrier, before any tick said as much: the barrier count stands.
+        assert_eq!(
+            add_conns(&mut totals, None, Some(30), Some(&Tick::default())),
+            30
+        );
+        // Lost before it said anything.
+        assert_eq!(add_conns(&mut totals, None, None, None), 0);
+        assert_eq!(totals.ready, 98 + 40 + 30);
+        assert_eq!(totals.attempted, 100 + 45 + 30);
+        assert_eq!(totals.connect_errors.get("refused"), Some(&2));
+        assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
+        // The open rate the summary derives counts all three agents' opens.
+        let s = crate::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let hist = new_hist();
+        let conns = summary::ConnCounts {
+            planned: 300,
+            attempted: totals.attempted,
+            connected: totals.connected,
+            ready: totals.ready,
+            errors: totals.connect_errors.clone(),
+            closed_by_server: BTreeMap::new(),
+            connect_s: 2.0,
+            ramp_held_s: 0.0,
+            connect_time: &hist,
+            reconnect: None,
+        };
+        let summary = summary::build(summary::SummaryInput {
+            conns,
+            ..summary::tests::input(&s, &hist)
+        });
+        assert!((summary.connections.open_rate_per_s - 84.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reconnect_figures_merge_by_sum_and_histogram_addition() {
+        assert!(merge_reconnect(&[]).expect("none").is_none());
+        let hist_of = |values: &[u64]| {
+            let mut h = new_hist();
+            for &v in values {
+                crate::stats::record(&mut h, v);
+            }
+            control::encode_hist(&h).expect("encode")
+        };
+        let a = control::AgentReconnect {
+            lost: 60,
+            attempts: 70,
+            reconnected: 59,
+            failed: 1,
+            errors: BTreeMap::from([("refused".to_string(), 10)]),
+            time: hist_of(&[1_000; 59]),
+        };
+        let b = control::AgentReconnect {
+            lost: 40,
+            attempts: 44,
+            reconnected: 40,
+            failed: 0,
+            errors: BTreeMap::from([("refused".to_string(), 3), ("timeout".to_string(), 1)]),
+            time: hist_of(&[500_000; 40]),
+        };
+        let m = merge_reconnect(&[&a, &b]).expect("merge").expect("some");
+        assert_eq!(
+            (m.lost, m.attempts, m.reconnected, m.failed),
+            (100, 114, 99, 1)
+        );
+        assert_eq!(m.errors.get("refused"), Some(&13));
+        assert_eq!(m.errors.get("timeout"), Some(&1));
+        let t = m.time_us.expect("times");
+        assert_eq!(t.count, 99);
+        assert!(t.p50 < 2_000 && t.max >= 499_000, "{t:?}");
+        let bad = control::AgentReconnect {
+            time: "not base64!".into(),
+            ..b
+        };
+        assert!(merge_reconnect(&[&a, &bad]).is_err());
     }
 
     #[test]

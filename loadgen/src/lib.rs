@@ -11,7 +11,8 @@
 //! - [`engine`]: the connection tasks and the phases; [`reconnect`]: the reconnect policy and
 //!   the node-kill fault; [`failover`]: what a node loss cost, from the per-second figures.
 //! - [`stats`]: histograms and counters the tasks record into.
-//! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host.
+//! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host; `readings`:
+//!   the coordinator's readings of them, on a thread of their own.
 //! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes;
 //!   [`summary`]: the summary's figures, derived alike for one process and for agents.
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
@@ -34,6 +35,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod provenance;
+mod readings;
 pub mod reconnect;
 pub mod results;
 pub mod run;

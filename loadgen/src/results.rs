@@ -405,6 +405,11 @@ pub struct DistributedInfo {
     pub faults: Vec<AgentFault>,
     /// Whether some agent's figures are missing (the totals cover the others).
     pub partial: bool,
+    /// Deliveries the agents received during their measurement windows, from every agent
+    /// (Σ `agents[].delivered_window_all`): what the server made in the window, the divisor of
+    /// `target_resources.cpu_us_per_delivery`.
+    #[serde(default)]
+    pub delivered_window_all: u64,
 }
 
 /// An agent lost during the run.
@@ -449,6 +454,10 @@ pub struct AgentBreakdown {
     pub sent_all: u64,
     /// Deliveries received, all phases, from every agent.
     pub delivered_all: u64,
+    /// Deliveries received during its measurement window, from every agent (up to its last
+    /// report, for an agent lost on the way).
+    #[serde(default)]
+    pub delivered_window_all: u64,
     /// Its window latency.
     pub latency_us: Option<Percentiles>,
     /// Its CPU over the window, cores.

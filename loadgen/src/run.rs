@@ -724,11 +724,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         let w = wall.as_secs_f64().max(1e-9);
         gen_cores = Some((b.me_cpu - a.me_cpu) / w);
         if let (Some(sa), Some(sb), None) = (&a.server, &b.server, &killed) {
-            let cpu = sb.cpu_seconds - sa.cpu_seconds;
-            server_cores = Some(cpu / w);
-            if delivered > 0 {
-                cpu_per_delivery = Some(cpu * 1e6 / delivered as f64);
-            }
+            let (cores, per) =
+                summary::server_cpu(sb.cpu_seconds - sa.cpu_seconds, w, delivered, w);
+            server_cores = Some(cores);
+            cpu_per_delivery = per;
         }
         // What else ran on the server's CPUs (only when it has its own: pinned apart from
         // the generator, whose CPU time would otherwise count as "other").

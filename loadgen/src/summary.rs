@@ -98,6 +98,23 @@ pub(crate) struct SummaryInput<'a> {
     pub failover: Option<crate::failover::FailoverOutcome>,
 }
 
+/// The target's CPU over a measurement window, as cores and per delivery — one code path for
+/// a one-process run and a fleet. `cpu_s` CPU seconds were read over `over_s` seconds (the two
+/// readings' own time stamps); `deliveries` were made in a window of `window_s` seconds (0: not
+/// known). Per delivery is the CPU rate times the window over the deliveries, so readings a
+/// little off the window's edges still compare rate with rate.
+pub(crate) fn server_cpu(
+    cpu_s: f64,
+    over_s: f64,
+    deliveries: u64,
+    window_s: f64,
+) -> (f64, Option<f64>) {
+    let cores = cpu_s / over_s.max(1e-9);
+    let per_delivery =
+        (deliveries > 0 && window_s > 0.0).then(|| cores * window_s * 1e6 / deliveries as f64);
+    (cores, per_delivery)
+}
+
 /// The note every low-rate run carries (idle vCPUs wake slowly).
 fn low_rate_note(scenario: &Scenario) -> Option<String> {
     let msgs_per_s = scenario.expected_msgs_per_sec();
@@ -258,11 +275,12 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::new_hist;
 
-    fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
+    /// A summary input with plain figures, for tests to vary.
+    pub(crate) fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
         SummaryInput {
             scenario,
             overrides: &[],

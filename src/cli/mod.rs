@@ -545,6 +545,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     agents: spec,
                     token,
                     exe,
+                    sample_delay: Duration::ZERO,
                 })
                 .await
             }
