@@ -284,6 +284,13 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     assert!(per.is_finite() && per > 0.0, "{r:#}");
     let cores = r["cpu_cores_measure"].as_f64().expect("server cores");
     assert!(cores.is_finite() && cores > 0.0, "{r:#}");
+    // A server pinned apart from the agents (they inherit the coordinator's CPUs): other work
+    // on its CPUs is read, as in a one-process run.
+    if s["target"]["cpu_affinity"].is_array() {
+        let other = &r["other_load"];
+        assert!(other["busy_cores"].as_f64().is_some(), "{r:#}");
+        assert_eq!(other["cpus"], s["target"]["cpu_affinity"], "{r:#}");
+    }
 }
 
 /// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.

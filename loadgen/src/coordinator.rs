@@ -36,7 +36,7 @@ use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::results::{
-    write_run, AgentBreakdown, AgentFault, DistributedInfo, Percentiles, PhaseTimes,
+    write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
@@ -1202,6 +1202,16 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         }
         None => (None, None),
     };
+    // Other work on the servers' CPUs (local agents inherit the coordinator's CPUs).
+    let other_load = summary::other_load(
+        host_of(Mark::MeasureStart).as_ref(),
+        host_of(Mark::MeasureEnd).as_ref(),
+        server_cores,
+        ropts.target_info.cpu_affinity.as_deref(),
+    );
+    if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
+        notes.push(w);
+    }
     let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
         phases.measure
@@ -1272,7 +1282,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             cpu_cores_measure: server_cores,
             cpu_us_per_delivery: cpu_per_delivery,
             server_metrics,
-            other_load: None,
+            other_load,
         },
         fault: None,
         failover: None,

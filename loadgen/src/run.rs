@@ -731,7 +731,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         }
         // What else ran on the server's CPUs (only when it has its own: pinned apart from
         // the generator, whose CPU time would otherwise count as "other").
-        other_load = other_load_of(a, b, server_cores, opts.target_info.cpu_affinity.as_deref());
+        other_load = summary::other_load(
+            a.host.as_ref(),
+            b.host.as_ref(),
+            server_cores,
+            opts.target_info.cpu_affinity.as_deref(),
+        );
     }
     let pacer_lag_p = pacer_lag
         .as_ref()
@@ -831,27 +836,6 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     });
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     Ok(RunReport { dir, summary })
-}
-
-/// The load on the server's CPUs that was not the server's, between two window samples.
-fn other_load_of(
-    a: &Samples,
-    b: &Samples,
-    server_cores: Option<f64>,
-    server_cpus: Option<&[usize]>,
-) -> Option<OtherLoad> {
-    let cpus = server_cpus?;
-    let own: Vec<usize> = sys::cpu_affinity();
-    if cpus.iter().any(|c| own.contains(c)) {
-        return None; // the generator shares them: its time cannot be told apart
-    }
-    let (busy, steal) = sampler::cpus_busy_between(a.host.as_ref()?, b.host.as_ref()?, cpus)?;
-    Some(OtherLoad {
-        cpus: cpus.to_vec(),
-        busy_cores: busy,
-        other_cores: busy - server_cores?,
-        steal_cores: steal,
-    })
 }
 
 /// What the generator self-check looks at.

@@ -115,6 +115,31 @@ pub(crate) fn server_cpu(
     (cores, per_delivery)
 }
 
+/// The load on the server's CPUs that was not the server's, between two host readings at the
+/// window's edges: their busy time minus the server's own CPU (`server_cores`), and steal.
+/// `None` unless the server was pinned to CPUs that this process (the generator, or the
+/// coordinator whose local agents inherit its CPUs) does not use: otherwise the generator's
+/// time cannot be told apart from other work.
+pub(crate) fn other_load(
+    a: Option<&HostSample>,
+    b: Option<&HostSample>,
+    server_cores: Option<f64>,
+    server_cpus: Option<&[usize]>,
+) -> Option<OtherLoad> {
+    let cpus = server_cpus?;
+    let own: Vec<usize> = crate::sys::cpu_affinity();
+    if cpus.iter().any(|c| own.contains(c)) {
+        return None;
+    }
+    let (busy, steal) = sampler::cpus_busy_between(a?, b?, cpus)?;
+    Some(OtherLoad {
+        cpus: cpus.to_vec(),
+        busy_cores: busy,
+        other_cores: busy - server_cores?,
+        steal_cores: steal,
+    })
+}
+
 /// The note every low-rate run carries (idle vCPUs wake slowly).
 fn low_rate_note(scenario: &Scenario) -> Option<String> {
     let msgs_per_s = scenario.expected_msgs_per_sec();

@@ -681,11 +681,20 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
 
 /// A latency tick label: "0.1", "2", "50", "1000".
 pub(crate) fn format_ms(v: f64) -> String {
-    if v >= 1.0 {
-        format!("{v:.0}")
+    // Whole numbers from 100 up; below, up to 2 (3 under 1) decimals, trailing zeros cut, so
+    // ticks at 1.5 and 2.5 do not both read "2".
+    let decimals = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 1.0 {
+        2
     } else {
-        let s = format!("{v:.3}");
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -1412,6 +1421,20 @@ impl Chart for TimelineChart {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn axis_labels_tell_ticks_apart() {
+        let labels: Vec<String> = [
+            0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 12.25, 150.0, 19000.0, 0.125,
+        ]
+        .into_iter()
+        .map(format_ms)
+        .collect();
+        assert_eq!(
+            labels,
+            ["0", "0.5", "1", "1.5", "2", "2.5", "3", "12.25", "150", "19000", "0.125"]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -37,6 +37,8 @@ struct XyChart {
     y_desc: String,
     log_x: bool,
     log_y: bool,
+    /// Label only whole-number x ticks (a count of nodes has no 1.5).
+    whole_x: bool,
     /// A horizontal reference line (value, label), e.g. the SLO.
     reference: Option<(f64, String)>,
     lines: Vec<Line>,
@@ -261,6 +263,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
         y_desc: "Memory per connection, KiB".into(),
         log_x: false,
         log_y: false,
+        whole_x: false,
         reference: None,
         lines,
         empty_message: "No usable idle-ramp run to plot".into(),
@@ -357,6 +360,7 @@ fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
         y_desc: "Delivery latency p99, ms (log scale)".into(),
         log_x: false,
         log_y: true,
+        whole_x: false,
         reference: Some((slo_p99_ms, format!("SLO p99 {slo_p99_ms} ms"))),
         lines: p.lines,
         empty_message: "No usable load-sweep run to plot".into(),
@@ -392,6 +396,7 @@ fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
         y_desc: "Delivery latency p99, ms (log scale)".into(),
         log_x: true,
         log_y: true,
+        whole_x: false,
         reference: None,
         lines: p.lines,
         empty_message: "No usable room-size run to plot".into(),
@@ -431,6 +436,7 @@ fn scaling_p99_chart(archs: &[String], runs: &Runs) -> XyChart {
         y_desc: "Delivery latency p99, ms (log scale)".into(),
         log_x: false,
         log_y: true,
+        whole_x: true,
         reference: None,
         lines: p.lines,
         empty_message: "No usable scaling run to plot".into(),
@@ -477,6 +483,7 @@ fn scaling_cpu_chart(archs: &[String], runs: &Runs) -> XyChart {
         y_desc: "Server CPU per delivery, µs".into(),
         log_x: false,
         log_y: false,
+        whole_x: true,
         reference: None,
         lines,
         empty_message: "No usable scaling run to plot".into(),
@@ -597,7 +604,13 @@ impl Chart for XyChart {
                     .max_light_lines(4)
                     .x_desc(self.x_desc.as_str())
                     .y_desc(self.y_desc.as_str())
-                    .x_label_formatter(&|x| format_ms(*x))
+                    .x_label_formatter(&|x| {
+                        if self.whole_x && x.fract().abs() > 1e-9 {
+                            String::new()
+                        } else {
+                            format_ms(*x)
+                        }
+                    })
                     .y_label_formatter(&|y| format_ms(*y))
                     .label_style(label_style())
                     .axis_desc_style(desc_style())
