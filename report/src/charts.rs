@@ -219,14 +219,19 @@ pub fn render_comparison_charts(
 pub(crate) fn prepare_charts_dir(comparison_dir: &Path) -> Result<PathBuf, ChartError> {
     register_fonts()?;
     let out = comparison_dir.join("charts");
-    std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
-        path: out.clone(),
+    create_dir(&out)?;
+    Ok(out)
+}
+
+/// Creates `dir` (and its parents) for chart files.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), ChartError> {
+    std::fs::create_dir_all(dir).map_err(|source| ChartError::Write {
+        path: dir.to_path_buf(),
         source: ResultsError::Io {
-            path: out.clone(),
+            path: dir.to_path_buf(),
             source,
         },
-    })?;
-    Ok(out)
+    })
 }
 
 /// Renders the timeline of the run in `run_dir` (its `timeseries.csv` and `summary.json`) as

@@ -13,13 +13,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::charts::{
-    date_line, desc_style, draw_empty_message, file_safe, format_ms, frame, label_style,
-    machine_line, note, prepare_charts_dir, timeline_of, title_style, warn, write_chart, Chart,
-    ChartError, DrawResult, FootLine, CHART_SIZE, PALETTE, WARN_RED,
+    create_dir, date_line, desc_style, draw_empty_message, file_safe, format_ms, frame,
+    label_style, machine_line, note, prepare_charts_dir, timeline_of, title_style, warn,
+    write_chart, Chart, ChartError, DrawResult, FootLine, CHART_SIZE, PALETTE, WARN_RED,
 };
 use crate::comparison::{Runs, Step, StepResult};
 use crate::sweeps::x_of;
-use chatbench_loadgen::results::ResultsError;
 
 /// One line of an XY chart.
 struct Line {
@@ -115,13 +114,7 @@ pub fn render_point_timelines(
             continue;
         }
         let out = prepare_charts_dir(comparison_dir)?.join(POINTS_DIR);
-        std::fs::create_dir_all(&out).map_err(|source| ChartError::Write {
-            path: out.clone(),
-            source: ResultsError::Io {
-                path: out.clone(),
-                source,
-            },
-        })?;
+        create_dir(&out)?;
         for (i, r) in points.iter().enumerate() {
             let StepResult::Ran { dir, summary } = r else {
                 continue;
