@@ -1189,7 +1189,11 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
     )));
     TimelineChart {
         title: format!(
-            "Run timeline: {arch}, {}{}",
+            "Run timeline: {arch}{}, {}{}",
+            match crate::sweeps::nodes_of(s) {
+                1 => String::new(),
+                n => format!(" × {n} nodes"),
+            },
             s.scenario.name,
             if s.valid { "" } else { " (INVALID)" }
         ),
