@@ -19,6 +19,22 @@ pub struct Bench {
     _client: std::net::TcpStream,
 }
 
+/// The server state both workloads run on: as the server builds it, but with the rooms' map on
+/// fixed hash keys (repeatable counts).
+fn bench_shared(config: ServerConfig) -> Arc<Shared> {
+    let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
+    Arc::new(Shared {
+        ws_config: ws_config(&config),
+        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
+        metrics,
+        peers: Peers::new(),
+        next_id: AtomicU64::new(1),
+        shutdown: Shutdown::new(),
+        hook: None,
+        config,
+    })
+}
+
 impl Bench {
     pub(crate) fn new(config: ServerConfig, members: usize) -> Result<Bench, BenchError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -28,17 +44,7 @@ impl Bench {
             return Err(BenchError::Unexpected("no loopback pair".into()));
         };
         server.set_nonblocking(true)?;
-        let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
-        let shared = Arc::new(Shared {
-            ws_config: ws_config(&config),
-            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-            metrics,
-            peers: Peers::new(),
-            next_id: AtomicU64::new(1),
-            shutdown: Shutdown::new(),
-            hook: None,
-            config,
-        });
+        let shared = bench_shared(config);
         let ws_config = shared.ws_config;
         let (mut ws, mut conns) = rt.block_on(async {
             let stream = TcpStream::from_std(server)?;
@@ -132,17 +138,7 @@ impl Cycle {
             .enable_io()
             .enable_time()
             .build()?;
-        let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
-        let shared = Arc::new(Shared {
-            ws_config: ws_config(&config),
-            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-            metrics,
-            peers: Peers::new(),
-            next_id: AtomicU64::new(1),
-            shutdown: Shutdown::new(),
-            hook: None,
-            config,
-        });
+        let shared = bench_shared(config);
         let std_listener = StdListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;

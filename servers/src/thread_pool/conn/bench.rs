@@ -25,22 +25,28 @@ pub struct Bench {
     _client: TcpStream,
 }
 
+/// The server state both workloads run on: as the server builds it, but with the rooms' map on
+/// fixed hash keys (repeatable counts).
+fn bench_shared(config: ServerConfig) -> Arc<Shared> {
+    let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
+    Arc::new(Shared {
+        ws_config: crate::task_per_conn::ws_config(&config),
+        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
+        metrics,
+        pool: Pool::default(),
+        next_id: AtomicU64::new(1),
+        shutdown: Shutdown::new(),
+        config,
+    })
+}
+
 impl Bench {
     pub(crate) fn new(config: ServerConfig, members: usize) -> Result<Bench, BenchError> {
         let Some((server, client)) = loopback_pairs(1)?.pop() else {
             return Err(BenchError::Unexpected("no loopback pair".into()));
         };
         server.set_nonblocking(true)?;
-        let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-        let shared = Arc::new(Shared {
-            ws_config: crate::task_per_conn::ws_config(&config),
-            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-            metrics,
-            pool: Pool::default(),
-            next_id: AtomicU64::new(1),
-            shutdown: Shutdown::new(),
-            config,
-        });
+        let shared = bench_shared(config);
         let mut ws = WebSocket::from_raw_socket(server, Role::Server, Some(shared.ws_config));
         let waker = Arc::new(Waker::new()?);
         let mut conns = Vec::with_capacity(members);
@@ -124,16 +130,7 @@ pub struct Cycle {
 
 impl Cycle {
     pub(crate) fn new(config: ServerConfig) -> Result<Cycle, BenchError> {
-        let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-        let shared = Arc::new(Shared {
-            ws_config: crate::task_per_conn::ws_config(&config),
-            rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-            metrics,
-            pool: Pool::default(),
-            next_id: AtomicU64::new(1),
-            shutdown: Shutdown::new(),
-            config,
-        });
+        let shared = bench_shared(config);
         Ok(Cycle {
             shared,
             listener: std::net::TcpListener::bind("127.0.0.1:0")?,
