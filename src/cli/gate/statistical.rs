@@ -62,7 +62,8 @@ pub struct StatArgs {
     /// Family-wise significance level (Holm over the three metrics).
     #[arg(long, value_name = "P", default_value_t = 0.05)]
     alpha: f64,
-    /// Smallest change of a median that counts, percent.
+    /// Smallest change that counts, percent: of the median round ratio (8 rounds or more, paired
+    /// test), else of the medians.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     min_effect: f64,
     /// Folder for the runs, gate-statistical.md and gate-statistical.json.
