@@ -261,6 +261,18 @@ fn target_that_closes_every_connection_ends_with_a_verdict() {
 
 #[test]
 fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
+    stop_mid_window_keeps_what_was_measured(libc::SIGINT, 130);
+}
+
+/// What `timeout`, `docker stop` and Kubernetes send: the same graceful stop as Ctrl-C, exit 143.
+#[test]
+fn sigterm_stops_gracefully_and_keeps_what_was_measured() {
+    stop_mid_window_keeps_what_was_measured(libc::SIGTERM, 143);
+}
+
+/// Sends `signal` to a run in its measurement window and checks that it stopped promptly with
+/// `code`, its results written and nothing lost.
+fn stop_mid_window_keeps_what_was_measured(signal: libc::c_int, code: i32) {
     let _turn = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = chatbench()
@@ -306,14 +318,14 @@ fn ctrl_c_stops_gracefully_and_keeps_what_was_measured() {
         }
     }
     // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let started = Instant::now();
     let status = child.wait().expect("wait");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "stopped promptly"
     );
-    assert_eq!(status.code(), Some(130), "{seen:?}");
+    assert_eq!(status.code(), Some(code), "{seen:?}");
     let s = summary(&only_run_dir(dir.path()));
     check_schema(&s);
     assert_eq!(s["status"], "interrupted");

@@ -31,8 +31,11 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_RUN_FAILED: u8 = 3;
 /// Exit code: the run is invalid (generator-limited).
 const EXIT_INVALID: u8 = 4;
-/// Exit code: interrupted by Ctrl-C; results written.
+/// Exit code: interrupted by Ctrl-C (SIGINT); results written.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: stopped by SIGTERM (what `timeout`, `docker stop` and Kubernetes send); results
+/// written, as for Ctrl-C.
+const EXIT_TERMINATED: u8 = 143;
 
 /// chatbench — measure real-time chat server architectures.
 ///
@@ -516,16 +519,22 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ProgressArg::Lines => ProgressMode::Lines,
         ProgressArg::Quiet => ProgressMode::Quiet,
     };
+    // The exit code of the signal that stopped the run (0: none).
+    let stop_signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let result = runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop_signal = stop_signal.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: finishing the current phase and writing what was measured (Ctrl-C again to abort)");
-                let _ = tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(i32::from(EXIT_INTERRUPTED));
-                }
-            }
+            let Ok(mut signals) = StopSignals::new() else {
+                eprintln!("warning: cannot listen for SIGINT/SIGTERM: a signal will end the run without its results");
+                return;
+            };
+            let first = signals.next().await;
+            stop_signal.store(first.exit_code(), std::sync::atomic::Ordering::Relaxed);
+            eprintln!("\n{}: finishing the current phase and writing what was measured (Ctrl-C again to abort)", first.name());
+            let _ = tx.send(true);
+            let second = signals.next().await;
+            std::process::exit(i32::from(second.exit_code()));
         });
         let opts = RunOptions {
             scenario,
@@ -614,7 +623,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let s = &report.summary;
     let code = match (s.status, s.valid) {
         (RunStatus::Failed, _) => EXIT_RUN_FAILED,
-        (RunStatus::Interrupted, _) => EXIT_INTERRUPTED,
+        (RunStatus::Interrupted, _) => match stop_signal.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => EXIT_INTERRUPTED,
+            code => code,
+        },
         (_, false) => EXIT_INVALID,
         _ => 0,
     };
@@ -678,4 +691,52 @@ pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
         bail!("empty CPU list");
     }
     Ok(out)
+}
+
+/// A signal that stops a run: Ctrl-C (SIGINT) or SIGTERM. The first stops it gracefully (the
+/// measured part is kept), a second aborts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "interrupted",
+            StopSignal::Terminate => "terminated (SIGTERM)",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => EXIT_INTERRUPTED,
+            StopSignal::Terminate => EXIT_TERMINATED,
+        }
+    }
+}
+
+/// Both stop signals, listened for together.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next stop signal.
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
 }
