@@ -9,8 +9,8 @@
 //! or [`SILENCE_LIMIT`] without a message) stops the load at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -21,7 +21,8 @@ use crate::control::{
     self, encode_hist, unix_us, AgentReconnect, AllowList, ControlError, Final, FromAgent,
     LineReader, LoopClock, Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
-use crate::engine::{ramp, Phase, Shared};
+use crate::engine::Phase;
+use crate::lifecycle::{Edges, Engine, Timeline};
 use crate::plan::{Layout, Plan};
 use crate::run::{parse_targets, source_addrs_for};
 use crate::scenario::Scenario;
@@ -325,322 +326,372 @@ enum End {
     Lost(String),
 }
 
-/// Runs the engine for the coordinator.
-async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<(), ControlError> {
-    let Prepared {
-        scenario,
-        plan,
-        targets,
-        source_addrs,
-    } = p;
-    let pid = std::process::id();
-    let rss = || sampler::sample_rss(pid).ok();
-    let rss_before = rss();
-    let slow = plan.slow_count() as u64;
-    let n = plan.conns.len() as u64;
-    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, targets, source_addrs);
-    let handles = Arc::new(Mutex::new(Vec::new()));
-    let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
-    let started = Instant::now();
-    // This agent's own ramp: its connections at its share of the rate (the scenario's
-    // `ramp_duration` counts every agent's connections); the deadline moves with the time the
-    // ramp was held back by `max_connecting`, within a bound.
-    let connect_deadline =
-        |held_us: u64| started + scenario.connect_deadline(n, Duration::from_micros(held_us));
-    let mut phase = Phase::Connect;
-    let mut connect_phase_s = 0.0;
-    let mut rss_per_conn = None;
-    let mut last_heard = Instant::now();
-    let mut next_tick = Instant::now() + Duration::from_secs(1);
-    let pacer_stop = Arc::new(AtomicBool::new(false));
-    let mut pacer: Option<std::thread::JoinHandle<crate::pacer::PacerReport>> = None;
-    // (measure start, cooldown start, end) once `go` has come.
-    let mut timeline: Option<(Instant, Instant, Instant)> = None;
-    let mut window_cpu: (Option<(f64, Instant)>, Option<f64>) = (None, None);
-    // Deliveries received (any agent's messages) at the window's start and end: what the
-    // server made for this agent's receivers in the window, for CPU per delivery.
-    let delivered_now = || Stats::get(&shared.stats.counters.delivered);
-    let mut window_delivered: (Option<u64>, Option<u64>) = (None, None);
-    let window_all = |w: (Option<u64>, Option<u64>), now: u64| match w {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        (Some(a), None) => now.saturating_sub(a),
-        _ => 0,
-    };
-    let mut measure_s = 0.0;
-    let mut clock = LoopClock::new(Instant::now());
-    let end = loop {
-        let now = Instant::now();
-        // Silence this loop did not listen to (it was not scheduled) is not the coordinator's.
-        last_heard += clock.lateness(now);
-        if now.duration_since(last_heard) > SILENCE_LIMIT {
-            break End::Lost(format!(
-                "no message from the coordinator for {SILENCE_LIMIT:?}"
-            ));
+/// This agent's resident memory now.
+fn own_rss() -> Option<u64> {
+    sampler::sample_rss(std::process::id()).ok()
+}
+
+/// The measurement window as this agent saw it: its CPU and the deliveries received (any
+/// agent's messages) at the window's start and end — what the server made for this agent's
+/// receivers in the window, for CPU per delivery.
+#[derive(Debug, Default)]
+struct WindowMarks {
+    /// When it opened, the CPU seconds and the deliveries then.
+    start: Option<(Instant, f64, u64)>,
+    /// The CPU seconds and the deliveries when it closed.
+    end: Option<(f64, u64)>,
+    /// Its length as run, seconds.
+    measure_s: f64,
+}
+
+impl WindowMarks {
+    fn open(&mut self, now: Instant, cpu_s: f64, delivered: u64) {
+        self.start = Some((now, cpu_s, delivered));
+    }
+
+    fn close(&mut self, now: Instant, cpu_s: f64, delivered: u64) {
+        if let Some((t0, _, _)) = self.start {
+            self.measure_s = now.duration_since(t0).as_secs_f64();
         }
-        // Phase changes due now.
-        if phase == Phase::Connect {
-            let c = &shared.stats.counters;
-            let done = Stats::get(&c.ready) + shared.stats.connect_errors.total() >= n;
-            if done || now >= connect_deadline(Stats::get(&c.ramp_held_us)) {
-                connect_phase_s = started.elapsed().as_secs_f64();
-                phase = Phase::Settle;
-                let _ = phase_tx.send(Phase::Settle);
-                ramp_task.abort();
-                let ready = Stats::get(&c.ready);
-                if let (Some(a), Some(b)) = (rss_before, rss()) {
-                    if ready > 0 {
-                        rss_per_conn = Some((b as f64 - a as f64) / ready as f64);
-                    }
-                }
+        self.end = Some((cpu_s, delivered));
+    }
+
+    /// Deliveries in the window, given the deliveries received so far.
+    fn delivered(&self, now: u64) -> u64 {
+        match (self.start, self.end) {
+            (Some((_, _, a)), Some((_, b))) => b.saturating_sub(a),
+            (Some((_, _, a)), None) => now.saturating_sub(a),
+            _ => 0,
+        }
+    }
+
+    /// This agent's CPU cores over the window, once it closed.
+    fn cpu_cores(&self) -> Option<f64> {
+        match (self.start, self.end) {
+            (Some((_, a, _)), Some((b, _))) if self.measure_s > 0.0 => {
+                Some((b - a) / self.measure_s)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The engine driven for a coordinator: its timeline starts at the coordinator's `go`.
+struct AgentRun {
+    engine: Engine,
+    timeline: Timeline,
+    /// The sending phases' edges, once `go` has come.
+    edges: Option<Edges>,
+    connect_phase_s: f64,
+    rss_before: Option<u64>,
+    rss_per_conn: Option<f64>,
+    window: WindowMarks,
+    slow: u64,
+}
+
+impl AgentRun {
+    fn start(p: Prepared) -> AgentRun {
+        let rss_before = own_rss();
+        let slow = p.plan.slow_count() as u64;
+        let timeline = Timeline::of(&p.scenario);
+        // This agent's own ramp: its connections at its share of the rate (the scenario's
+        // `ramp_duration` counts every agent's connections).
+        let engine = Engine::start(p.scenario, p.plan, p.targets, p.source_addrs);
+        AgentRun {
+            engine,
+            timeline,
+            edges: None,
+            connect_phase_s: 0.0,
+            rss_before,
+            rss_per_conn: None,
+            window: WindowMarks::default(),
+            slow,
+        }
+    }
+
+    /// Deliveries received so far (any agent's messages).
+    fn delivered(&self) -> u64 {
+        Stats::get(&self.engine.shared().stats.counters.delivered)
+    }
+
+    /// Ends connecting when it is done at `now`; returns the ready connections then.
+    fn end_connect(&mut self, now: Instant) -> Option<u64> {
+        if self.engine.phase() != Phase::Connect || !self.engine.connect_done(now) {
+            return None;
+        }
+        self.connect_phase_s = self.engine.started().elapsed().as_secs_f64();
+        self.engine.enter(Phase::Settle);
+        let ready = self.engine.counts().ready;
+        if let (Some(a), Some(b)) = (self.rss_before, own_rss()) {
+            if ready > 0 {
+                self.rss_per_conn = Some((b as f64 - a as f64) / ready as f64);
+            }
+        }
+        Some(ready)
+    }
+
+    /// Sending starts at the coordinator's time `start_unix_us` (in this agent's clock).
+    fn go(&mut self, start_unix_us: i64) {
+        let wait_us = (start_unix_us - unix_us()).max(0) as u64;
+        let start = Instant::now() + Duration::from_micros(wait_us);
+        self.engine.go(start);
+        self.edges = Some(self.timeline.from_go(start));
+    }
+
+    /// The phase changes due at `now`; true when the timeline has ended.
+    fn advance(&mut self, now: Instant) -> bool {
+        let Some(e) = self.edges else { return false };
+        if self.engine.phase() == Phase::Warmup && now >= e.measure {
+            self.engine.enter(Phase::Measure);
+            let delivered = self.delivered();
+            self.window
+                .open(now, sampler::self_cpu_seconds(), delivered);
+        }
+        if self.engine.phase() == Phase::Measure && now >= e.cooldown {
+            let delivered = self.delivered();
+            self.window
+                .close(now, sampler::self_cpu_seconds(), delivered);
+            self.engine.enter(Phase::Cooldown);
+        }
+        self.engine.phase() == Phase::Cooldown && now >= e.end
+    }
+
+    /// When the loop must next look at the timeline (or tick).
+    fn wake(&self, now: Instant, next_tick: Instant) -> Instant {
+        if self.engine.phase() == Phase::Connect {
+            return next_tick.min(now + Duration::from_millis(10));
+        }
+        self.edges
+            .and_then(|e| e.next_after(now))
+            .map_or(next_tick, |t| t.min(next_tick))
+    }
+
+    /// Early end: stop sending, give in-flight messages a moment.
+    async fn stop_early(&mut self) {
+        self.engine.stop_sending();
+        let phase = self.engine.phase();
+        if phase == Phase::Measure {
+            let delivered = self.delivered();
+            self.window
+                .close(Instant::now(), sampler::self_cpu_seconds(), delivered);
+        }
+        if phase >= Phase::Warmup && phase < Phase::Cooldown {
+            self.engine.enter(Phase::Cooldown);
+            tokio::time::sleep(self.timeline.cooldown.min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// This second's report.
+    fn tick(&self) -> Result<Tick, ControlError> {
+        let c = self.engine.counts();
+        Ok(Tick {
+            phase: self.engine.phase().as_str().into(),
+            open: c.open,
+            connect_attempts: c.connect_attempts,
+            connect_errors: c.connect_errors,
+            closed_by_server: c.closed_by_server,
+            sent: c.sent,
+            delivered: c.delivered,
+            ready: c.ready,
+            delivered_window_all: self.window.delivered(c.delivered),
+            reconnects: c.reconnects,
+            reconnect_failures: c.reconnect_failures,
+            interval: encode_hist(&self.engine.shared().stats.take_interval())?,
+            rss_bytes: own_rss(),
+            cpu_seconds: sampler::self_cpu_seconds(),
+        })
+    }
+
+    /// Follows the timeline and the coordinator's messages until the run ends or the
+    /// coordinator is lost.
+    async fn control_loop(&mut self, link: &mut Link, rx: &mut Control) -> Result<End, ControlError> {
+        let mut last_heard = Instant::now();
+        let mut next_tick = Instant::now() + Duration::from_secs(1);
+        let mut clock = LoopClock::new(Instant::now());
+        loop {
+            let now = Instant::now();
+            // Silence this loop did not listen to (it was not scheduled) is not the coordinator's.
+            last_heard += clock.lateness(now);
+            if now.duration_since(last_heard) > SILENCE_LIMIT {
+                return Ok(End::Lost(format!(
+                    "no message from the coordinator for {SILENCE_LIMIT:?}"
+                )));
+            }
+            if let Some(ready) = self.end_connect(now) {
                 link.send(&FromAgent::Connected { ready }).await?;
             }
-        }
-        if let Some((measure_at, cool_at, end_at)) = timeline {
-            if phase == Phase::Warmup && now >= measure_at {
-                phase = Phase::Measure;
-                let _ = phase_tx.send(Phase::Measure);
-                window_cpu.0 = Some((sampler::self_cpu_seconds(), now));
-                window_delivered.0 = Some(delivered_now());
+            if self.advance(now) {
+                return Ok(End::Report { interrupted: false });
             }
-            if phase == Phase::Measure && now >= cool_at {
-                if let Some((_, t0)) = window_cpu.0 {
-                    measure_s = now.duration_since(t0).as_secs_f64();
+            if now >= next_tick {
+                let late = now.duration_since(next_tick);
+                if late > Duration::from_secs(1) {
+                    tracing::debug!(
+                        "agent: tick {:.1} s late (phase {})",
+                        late.as_secs_f64(),
+                        self.engine.phase().as_str()
+                    );
                 }
-                window_cpu.1 = Some(sampler::self_cpu_seconds());
-                window_delivered.1 = Some(delivered_now());
-                pacer_stop.store(true, Ordering::Relaxed);
-                phase = Phase::Cooldown;
-                let _ = phase_tx.send(Phase::Cooldown);
+                next_tick += Duration::from_secs(1);
+                link.send(&FromAgent::Tick(Box::new(self.tick()?))).await?;
             }
-            if phase == Phase::Cooldown && now >= end_at {
-                break End::Report { interrupted: false };
-            }
-        }
-        if now >= next_tick {
-            let late = now.duration_since(next_tick);
-            if late > Duration::from_secs(1) {
-                tracing::debug!(
-                    "agent: tick {:.1} s late (phase {})",
-                    late.as_secs_f64(),
-                    phase.as_str()
-                );
-            }
-            next_tick += Duration::from_secs(1);
-            let st = &shared.stats;
-            let c = &st.counters;
-            let tick = Tick {
-                phase: phase.as_str().into(),
-                open: c.open.load(Ordering::Relaxed).max(0) as u64,
-                connect_attempts: Stats::get(&c.connect_attempts),
-                connect_errors: st.connect_errors.total(),
-                closed_by_server: st.closed_by_server.total(),
-                sent: Stats::get(&c.sent),
-                delivered: Stats::get(&c.delivered),
-                ready: Stats::get(&c.ready),
-                delivered_window_all: window_all(window_delivered, delivered_now()),
-                reconnects: Stats::get(&c.reconnects),
-                reconnect_failures: Stats::get(&c.reconnect_failures),
-                interval: encode_hist(&st.take_interval())?,
-                rss_bytes: rss(),
-                cpu_seconds: sampler::self_cpu_seconds(),
+            // Sleep until the next thing due, or a message.
+            let wake = self.wake(now, next_tick);
+            let msg = tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => None,
+                m = recv_msg(rx) => Some(m),
             };
-            link.send(&FromAgent::Tick(Box::new(tick))).await?;
-        }
-        // Sleep until the next thing due, or a message.
-        let mut wake = next_tick.min(now + Duration::from_millis(10));
-        if phase != Phase::Connect {
-            wake = next_tick;
-            if let Some((m, c, e)) = timeline {
-                for t in [m, c, e] {
-                    if t > now {
-                        wake = wake.min(t);
-                    }
+            let m = match msg {
+                None => continue,
+                Some(None) => {
+                    return Ok(End::Lost(
+                        "the coordinator closed the control connection".into(),
+                    ))
+                }
+                Some(Some(m)) => m,
+            };
+            last_heard = Instant::now();
+            match m {
+                ToAgent::Ping { id } => {
+                    link.send(&FromAgent::Pong {
+                        id,
+                        agent_unix_us: unix_us(),
+                    })
+                    .await?
+                }
+                ToAgent::Go { start_unix_us }
+                    if self.edges.is_none() && self.engine.phase() == Phase::Settle =>
+                {
+                    self.go(start_unix_us)
+                }
+                ToAgent::Stop => {
+                    self.stop_early().await;
+                    return Ok(End::Report { interrupted: true });
+                }
+                other => {
+                    eprintln!(
+                        "agent: ignoring unexpected {other:?} in phase {}",
+                        self.engine.phase().as_str()
+                    );
                 }
             }
         }
-        let msg = tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => None,
-            m = recv_msg(rx) => Some(m),
-        };
-        match msg {
-            None => {}
-            Some(None) => break End::Lost("the coordinator closed the control connection".into()),
-            Some(Some(m)) => {
-                last_heard = Instant::now();
-                match m {
-                    ToAgent::Ping { id } => {
-                        link.send(&FromAgent::Pong {
-                            id,
-                            agent_unix_us: unix_us(),
-                        })
-                        .await?
-                    }
-                    ToAgent::Go { start_unix_us }
-                        if timeline.is_none() && phase == Phase::Settle =>
-                    {
-                        let wait_us = (start_unix_us - unix_us()).max(0) as u64;
-                        let start = Instant::now() + Duration::from_micros(wait_us);
-                        shared.set_timeline(start);
-                        let paced = shared.paced_senders();
-                        let stop = pacer_stop.clone();
-                        pacer = std::thread::Builder::new()
-                            .name("pacer".into())
-                            .spawn(move || crate::pacer::run(start, paced, stop))
-                            .ok();
-                        let measure_at = start + scenario.warmup;
-                        let cool_at = measure_at + scenario.measure;
-                        timeline = Some((measure_at, cool_at, cool_at + scenario.cooldown));
-                        phase = Phase::Warmup;
-                        let _ = phase_tx.send(Phase::Warmup);
-                    }
-                    ToAgent::Stop => {
-                        // Early end: stop sending, give in-flight messages a moment, report.
-                        pacer_stop.store(true, Ordering::Relaxed);
-                        if phase == Phase::Measure {
-                            if let Some((_, t0)) = window_cpu.0 {
-                                measure_s = t0.elapsed().as_secs_f64();
-                            }
-                            window_cpu.1 = Some(sampler::self_cpu_seconds());
-                            window_delivered.1 = Some(delivered_now());
-                        }
-                        if phase >= Phase::Warmup && phase < Phase::Cooldown {
-                            let _ = phase_tx.send(Phase::Cooldown);
-                            tokio::time::sleep(scenario.cooldown.min(Duration::from_secs(1))).await;
-                        }
-                        break End::Report { interrupted: true };
-                    }
-                    other => {
-                        eprintln!(
-                            "agent: ignoring unexpected {other:?} in phase {}",
-                            phase.as_str()
-                        );
-                    }
+    }
+
+    /// Reports the final figures and keeps the connections open until the coordinator says
+    /// stop (it may read the server's counters first), at most 30 s.
+    async fn report(
+        &mut self,
+        interrupted: bool,
+        link: &mut Link,
+        rx: &mut Control,
+    ) -> Result<(), ControlError> {
+        let fin = self.final_figures(interrupted)?;
+        link.send(&FromAgent::Done(Box::new(fin))).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(m) = recv_msg(rx).await {
+                if let ToAgent::Stop = m {
+                    return;
                 }
             }
-        }
-    };
-    pacer_stop.store(true, Ordering::Relaxed);
-    ramp_task.abort();
-    let result = match end {
-        End::Lost(why) => {
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The final figures: counts, per-room window counts, histograms (encoded for the merge).
+    fn final_figures(&mut self, interrupted: bool) -> Result<Final, ControlError> {
+        let pacer = self.engine.pacer_report();
+        let shared = self.engine.shared();
+        let st = &shared.stats;
+        let c = &st.counters;
+        Ok(Final {
+            planned: self.engine.planned(),
+            attempted: Stats::get(&c.connect_attempts),
+            connected: Stats::get(&c.connected),
+            ready: Stats::get(&c.ready),
+            connect_errors: st.connect_errors.snapshot(),
+            closed_by_server: st.closed_by_server.snapshot(),
+            server_errors: st.server_errors.snapshot(),
+            sent_window: Stats::get(&c.sent_window),
+            sent_all: Stats::get(&c.sent),
+            delivered_all: Stats::get(&c.delivered),
+            delivered_window_all: self.window.delivered(self.delivered()),
+            reconnect: if shared.scenario.reconnects() {
+                Some(AgentReconnect {
+                    lost: Stats::get(&c.disconnects),
+                    attempts: Stats::get(&c.reconnect_attempts),
+                    reconnected: Stats::get(&c.reconnects),
+                    failed: Stats::get(&c.reconnect_failures),
+                    errors: st.reconnect_errors.snapshot(),
+                    time: encode_hist(&st.reconnect_time())?,
+                })
+            } else {
+                None
+            },
+            duplicated: Stats::get(&c.duplicated),
+            late: Stats::get(&c.late),
+            bad_frames: Stats::get(&c.bad_frames),
+            room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
+            room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
+            room_readers: shared
+                .room_readers
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .collect(),
+            slow: self.slow,
+            window_latency: encode_hist(&st.window_latency())?,
+            connect_time: encode_hist(&st.connect_time())?,
+            send_lag: encode_hist(&st.send_lag())?,
+            pacer_lag: match &pacer {
+                Some(p) => Some(encode_hist(&p.lateness)?),
+                None => None,
+            },
+            pacer_realtime: pacer.as_ref().map(|p| p.realtime),
+            cpu_cores_measure: self.window.cpu_cores(),
+            cpus: sys::cpu_affinity().len() as u64,
+            rss_per_conn_bytes: self.rss_per_conn,
+            connect_phase_s: self.connect_phase_s,
+            ramp_held_us: Stats::get(&c.ramp_held_us),
+            connecting_peak: Stats::get(&c.connecting_peak),
+            measure_s: self.window.measure_s,
+            interrupted,
+        })
+    }
+}
+
+/// Runs the engine for the coordinator; whatever happens, the engine is stopped (its
+/// connections closed) before this returns.
+async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<(), ControlError> {
+    let mut run = AgentRun::start(p);
+    let result = match run.control_loop(link, rx).await {
+        Ok(End::Lost(why)) => {
             eprintln!("agent: {why}: stopping the load");
             Err(ControlError::Closed)
         }
-        End::Report { interrupted } => {
-            let pacer_report = pacer.take().and_then(|h| h.join().ok());
-            let fin = final_figures(
-                &shared,
-                n,
-                slow,
-                connect_phase_s,
-                measure_s,
-                window_cpu,
-                rss_per_conn,
-                pacer_report,
-                interrupted,
-            )?;
-            let fin = Final {
-                delivered_window_all: window_all(window_delivered, delivered_now()),
-                ..fin
-            };
-            link.send(&FromAgent::Done(Box::new(fin))).await?;
-            // Keep the connections open until the coordinator says stop (it may read the
-            // server's counters first), at most 30 s.
-            let _ = tokio::time::timeout(Duration::from_secs(30), async {
-                while let Some(m) = recv_msg(rx).await {
-                    if let ToAgent::Stop = m {
-                        return;
-                    }
-                }
-            })
-            .await;
-            Ok(())
-        }
+        Ok(End::Report { interrupted }) => run.report(interrupted, link, rx).await,
+        Err(e) => Err(e),
     };
-    let _ = phase_tx.send(Phase::Stop);
-    if let Some(h) = pacer.take() {
-        let _ = h.join();
-    }
-    let tasks: Vec<_> = handles
-        .lock()
-        .map(|mut h| std::mem::take(&mut *h))
-        .unwrap_or_default();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::future::join_all(tasks),
-    )
-    .await;
+    run.engine.stop().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn final_figures(
-    shared: &Shared,
-    planned: u64,
-    slow: u64,
-    connect_phase_s: f64,
-    measure_s: f64,
-    window_cpu: (Option<(f64, Instant)>, Option<f64>),
-    rss_per_conn: Option<f64>,
-    pacer: Option<crate::pacer::PacerReport>,
-    interrupted: bool,
-) -> Result<Final, ControlError> {
-    let st = &shared.stats;
-    let c = &st.counters;
-    let cpu_cores_measure = match window_cpu {
-        (Some((a, _)), Some(b)) if measure_s > 0.0 => Some((b - a) / measure_s),
-        _ => None,
-    };
-    Ok(Final {
-        planned,
-        attempted: Stats::get(&c.connect_attempts),
-        connected: Stats::get(&c.connected),
-        ready: Stats::get(&c.ready),
-        connect_errors: st.connect_errors.snapshot(),
-        closed_by_server: st.closed_by_server.snapshot(),
-        server_errors: st.server_errors.snapshot(),
-        sent_window: Stats::get(&c.sent_window),
-        sent_all: Stats::get(&c.sent),
-        delivered_all: Stats::get(&c.delivered),
-        delivered_window_all: 0,
-        reconnect: if shared.scenario.reconnects() {
-            Some(AgentReconnect {
-                lost: Stats::get(&c.disconnects),
-                attempts: Stats::get(&c.reconnect_attempts),
-                reconnected: Stats::get(&c.reconnects),
-                failed: Stats::get(&c.reconnect_failures),
-                errors: st.reconnect_errors.snapshot(),
-                time: encode_hist(&st.reconnect_time())?,
-            })
-        } else {
-            None
-        },
-        duplicated: Stats::get(&c.duplicated),
-        late: Stats::get(&c.late),
-        bad_frames: Stats::get(&c.bad_frames),
-        room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
-        room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
-        room_readers: shared
-            .room_readers
-            .iter()
-            .map(|r| r.load(Ordering::Relaxed))
-            .collect(),
-        slow,
-        window_latency: encode_hist(&st.window_latency())?,
-        connect_time: encode_hist(&st.connect_time())?,
-        send_lag: encode_hist(&st.send_lag())?,
-        pacer_lag: match &pacer {
-            Some(p) => Some(encode_hist(&p.lateness)?),
-            None => None,
-        },
-        pacer_realtime: pacer.as_ref().map(|p| p.realtime),
-        cpu_cores_measure,
-        cpus: sys::cpu_affinity().len() as u64,
-        rss_per_conn_bytes: rss_per_conn,
-        connect_phase_s,
-        ramp_held_us: Stats::get(&c.ramp_held_us),
-        connecting_peak: Stats::get(&c.connecting_peak),
-        measure_s,
-        interrupted,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_marks_give_the_agents_cpu_and_deliveries_over_the_window() {
+        let t0 = Instant::now();
+        let mut w = WindowMarks::default();
+        assert_eq!(w.delivered(50), 0, "nothing before the window opens");
+        assert_eq!(w.cpu_cores(), None);
+        w.open(t0, 10.0, 100);
+        assert_eq!(w.delivered(130), 30, "an open window counts up to now");
+        assert_eq!(w.cpu_cores(), None, "not until it closes");
+        w.close(t0 + Duration::from_secs(4), 12.0, 180);
+        assert_eq!(w.delivered(500), 80, "a closed window keeps its count");
+        assert_eq!(w.measure_s, 4.0);
+        assert_eq!(w.cpu_cores(), Some(0.5));
+    }
 }

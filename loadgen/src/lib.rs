@@ -29,6 +29,7 @@ pub mod coordinator;
 pub mod engine;
 pub mod failover;
 pub mod launcher;
+pub mod lifecycle;
 pub mod pacer;
 pub mod peers;
 pub mod plan;

@@ -6,16 +6,21 @@
 //! `interrupt` channel) ends the current phase early; what was measured is still written, with
 //! the status `interrupted`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::engine::{ramp, Phase, Shared};
+use crate::engine::{Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
+use crate::lifecycle::{
+    Counts, Edges, Engine, ProgressView, Rates, Second, TargetSecond, Timeline,
+};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::provenance::Provenance;
@@ -157,14 +162,14 @@ fn take_samples(pids: &[u32]) -> Samples {
     }
 }
 
+/// The one-process run's clock: waits out each phase, ticking once a second (a time-series
+/// second and the progress line), polling the supervisor, and noticing Ctrl-C.
 struct Ticker {
     shared: Arc<Shared>,
     started: Instant,
     series: Vec<SeriesRow>,
     last: Samples,
-    last_at: Instant,
-    last_sent: u64,
-    last_delivered: u64,
+    rates: Rates,
     peak_rss: Option<u64>,
     progress: Progress,
     pids: Vec<u32>,
@@ -178,6 +183,27 @@ struct Ticker {
 }
 
 impl Ticker {
+    fn new(engine: &Engine, pids: &[u32], opts: &RunOptions) -> Ticker {
+        let started = engine.started();
+        let last = take_samples(pids);
+        Ticker {
+            shared: engine.shared().clone(),
+            started,
+            series: Vec::new(),
+            rates: Rates::new(started, last.me_cpu),
+            last,
+            peak_rss: None,
+            progress: Progress::new(opts.progress),
+            pids: pids.to_vec(),
+            target_gone: false,
+            interrupt: opts.interrupt.clone(),
+            interrupted: *opts.interrupt.borrow(),
+            cluster: opts.cluster.clone(),
+            last_poll: started,
+            seconds: opts.scenario.kill_fault().map(|_| Vec::new()),
+        }
+    }
+
     /// Lets the supervisor restart dead nodes; follows their pids for sampling.
     fn poll_cluster(&mut self) {
         let Some(c) = &self.cluster else { return };
@@ -215,7 +241,7 @@ impl Ticker {
         phase: Phase,
         until: Instant,
         label_total: Duration,
-        done: impl Fn(&Shared) -> bool,
+        done: impl Fn() -> bool,
     ) -> bool {
         let phase_start = Instant::now();
         loop {
@@ -223,12 +249,12 @@ impl Ticker {
                 return false;
             }
             let now = Instant::now();
-            if now >= until || done(&self.shared) {
+            if now >= until || done() {
                 return true;
             }
             // Wake every 10 ms so that `done` ends a phase promptly (the connect phase's length is
             // the open-rate figure), and tick once a second.
-            let next = (self.last_at + Duration::from_secs(1))
+            let next = (self.rates.at() + Duration::from_secs(1))
                 .min(until)
                 .min(now + Duration::from_millis(10));
             tokio::select! {
@@ -241,106 +267,73 @@ impl Ticker {
                 }
             }
             self.poll_cluster();
-            if Instant::now() >= self.last_at + Duration::from_secs(1) {
+            if Instant::now() >= self.rates.at() + Duration::from_secs(1) {
                 self.tick(phase, phase_start.elapsed(), label_total);
             }
         }
     }
 
+    /// Waits out `len` of `phase` from now; returns how long it took.
+    async fn phase(&mut self, phase: Phase, len: Duration) -> f64 {
+        let t = Instant::now();
+        self.run_until(phase, t + len, len, || false).await;
+        t.elapsed().as_secs_f64()
+    }
+
     fn tick(&mut self, phase: Phase, in_phase: Duration, phase_len: Duration) {
         let now = Instant::now();
         let s = take_samples(&self.pids);
-        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        let dt = now.duration_since(self.rates.at()).as_secs_f64().max(1e-3);
         let t = now.duration_since(self.started).as_secs_f64();
-        let st = &self.shared.stats;
-        let c = &st.counters;
-        let sent = Stats::get(&c.sent);
-        let delivered = Stats::get(&c.delivered);
-        let interval = st.take_interval();
-        let open = c.open.load(Ordering::Relaxed).max(0) as f64;
+        let counts = Counts::of(&self.shared);
+        let interval = self.shared.stats.take_interval();
         if let Some(seconds) = self.seconds.as_mut() {
             seconds.push(SecondHist {
-                from_s: self.last_at.duration_since(self.started).as_secs_f64(),
+                from_s: self.rates.at().duration_since(self.started).as_secs_f64(),
                 to_s: t,
                 hist: interval.clone(),
             });
         }
-        let mut rows: Vec<(&str, f64)> = vec![
-            ("connections_open", open),
-            ("connect_attempts", Stats::get(&c.connect_attempts) as f64),
-            ("connect_errors", st.connect_errors.total() as f64),
-            ("closed_by_server", st.closed_by_server.total() as f64),
-            ("sent_per_s", (sent - self.last_sent) as f64 / dt),
-            (
-                "delivered_per_s",
-                (delivered - self.last_delivered) as f64 / dt,
-            ),
-            ("latency_count", interval.len() as f64),
-        ];
-        if self.shared.scenario.reconnects() {
-            rows.push(("connections_lost", Stats::get(&c.disconnects) as f64));
-            rows.push(("reconnects", Stats::get(&c.reconnects) as f64));
-            rows.push((
-                "reconnect_failures",
-                Stats::get(&c.reconnect_failures) as f64,
-            ));
-        }
-        if !interval.is_empty() {
-            rows.push(("latency_p50_us", interval.value_at_quantile(0.5) as f64));
-            rows.push(("latency_p99_us", interval.value_at_quantile(0.99) as f64));
-            rows.push(("latency_max_us", interval.max() as f64));
-        }
-        if let (Some(a), Some(b)) = (&self.last.server, &s.server) {
-            rows.push(("target_rss_bytes", b.rss_bytes as f64));
-            rows.push(("target_cpu_cores", (b.cpu_seconds - a.cpu_seconds) / dt));
-            rows.push(("target_threads", b.threads as f64));
-            rows.push(("target_open_fds", b.open_fds as f64));
-            self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
-        }
+        let rate = self.rates.next(now, counts.sent, counts.delivered, s.me_cpu);
+        let target = match (&self.last.server, &s.server) {
+            (Some(a), Some(b)) => {
+                self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
+                Some(TargetSecond {
+                    cpu_cores: (b.cpu_seconds - a.cpu_seconds) / dt,
+                    threads: b.threads,
+                    open_fds: b.open_fds,
+                })
+            }
+            _ => None,
+        };
         if !self.pids.is_empty() && s.server.is_none() && !self.target_gone {
             self.target_gone = true;
             self.progress.println(
                 "the target process has exited; the run continues to record what the clients see",
             );
         }
-        if let Some(h) = &s.host {
-            rows.push(("host_slab_bytes", h.slab_bytes as f64));
-            rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
-        }
-        if let Some(me) = &s.me {
-            rows.push(("generator_rss_bytes", me.rss_bytes as f64));
-        }
-        rows.push(("generator_cpu_cores", (s.me_cpu - self.last.me_cpu) / dt));
-        for (metric, value) in rows {
-            self.series.push(SeriesRow {
-                t_s: (t * 1000.0).round() / 1000.0,
-                phase: phase.as_str().into(),
-                metric: metric.into(),
-                value,
-            });
-        }
-        let p99 = if interval.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.2}ms", interval.value_at_quantile(0.99) as f64 / 1000.0)
+        let second = Second {
+            t_s: t,
+            phase,
+            counts,
+            rate,
+            latency: &interval,
+            reconnects: self.shared.scenario.reconnects(),
+            disconnects_known: true,
+            target_rss: target.and(s.server.as_ref().map(|b| b.rss_bytes)),
+            target,
+            host: s.host.as_ref().map(|h| (h.slab_bytes, h.tcp_inuse)),
+            generator_rss: s.me.as_ref().map(|m| m.rss_bytes),
+            agents_live: None,
         };
-        self.progress.update(&format!(
-            "[{:<8} {:>4.0}s/{:.0}s] conns {}/{}  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}  closed {}",
-            phase.as_str(),
-            in_phase.as_secs_f64(),
-            phase_len.as_secs_f64(),
-            open,
-            self.shared.plan.conns.len(),
-            (sent - self.last_sent) as f64 / dt,
-            (delivered - self.last_delivered) as f64 / dt,
-            p99,
-            st.connect_errors.total(),
-            st.closed_by_server.total(),
-        ));
-        self.last_sent = sent;
-        self.last_delivered = delivered;
+        second.rows(&mut self.series);
+        self.progress
+            .update(&second.progress_line(ProgressView::Local {
+                in_phase,
+                phase_len,
+                planned: self.shared.plan.conns.len() as u64,
+            }));
         self.last = s;
-        self.last_at = now;
     }
 }
 
@@ -354,6 +347,44 @@ struct Killed {
     counts: (u64, u64, u64),
     /// The supervisor's events before the kill.
     events_from: usize,
+}
+
+/// Kills node `node` (1-based) for a `[[fault]] kill_node`, and stops sampling it.
+fn kill_node(
+    shared: &Shared,
+    ticker: &mut Ticker,
+    cluster: &Arc<Mutex<Supervisor>>,
+    node: u32,
+) -> Killed {
+    let c = &shared.stats.counters;
+    let clients = shared.open_on(node - 1);
+    let counts = (
+        Stats::get(&c.reconnects),
+        Stats::get(&c.reconnect_attempts),
+        Stats::get(&c.reconnect_failures),
+    );
+    let at = Instant::now();
+    let (pid, pids, events_from) = {
+        let mut sup = lock_sup(cluster);
+        let pid = sup.kill(node);
+        let mut pids = cluster_pids(&sup);
+        pids.retain(|p| Some(*p) != pid);
+        (pid, pids, sup.events().len())
+    };
+    ticker.pids = pids;
+    ticker.last.server = None;
+    ticker.progress.println(&format!(
+        "fault: SIGKILL node {node} (pid {}) with {clients} clients on it",
+        pid.map_or("-".into(), |p| p.to_string())
+    ));
+    Killed {
+        node,
+        pid,
+        at,
+        clients,
+        counts,
+        events_from,
+    }
 }
 
 /// The failover section, from the kill and what followed.
@@ -410,9 +441,9 @@ fn failover_outcome(
     })
 }
 
-/// Runs a scenario against a target and writes the results.
-pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
-    let scenario = Arc::new(opts.scenario);
+/// Checks that the run can be made here: descriptors, the layout of targets, the node-kill
+/// fault against the nodes started, and each target's preflight. Returns the targets.
+async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, Layout), RunError> {
     let limit = sys::raise_nofile().map_err(RunError::Limit)?;
     sys::fits_in_one_process(u64::from(scenario.connections), &limit)?;
     let targets = parse_targets(&opts.target_url)?;
@@ -421,7 +452,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         targets: targets.len() as u32,
         policy: scenario.target_policy,
     };
-    if let Some(problem) = layout.problem(&scenario) {
+    if let Some(problem) = layout.problem(scenario) {
         return Err(RunError::Layout(problem));
     }
     if let Some(f) = scenario.kill_fault() {
@@ -446,6 +477,186 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     for target in &targets {
         target.preflight(scenario.connect_timeout).await?;
     }
+    Ok((targets, layout))
+}
+
+/// What driving the engine through the timeline gave, beyond the engine's statistics.
+struct Driven {
+    phases: PhaseTimes,
+    /// Connections ready at the end of connect.
+    ready: u64,
+    /// The reading after settle (memory per connection counts from it).
+    connected: Samples,
+    /// The window in seconds since the start.
+    window_s: (f64, f64),
+    /// The measurement window, when the run got to it.
+    window: Option<Measured>,
+}
+
+/// What the measurement window gave.
+struct Measured {
+    /// Readings at the window's edges, and its length.
+    cpu: (Samples, Samples, Duration),
+    fault: Option<FaultOutcome>,
+    killed: Option<Killed>,
+}
+
+/// Drives the engine through the timeline: connect (until every attempt has an outcome or
+/// the deadline), settle, then — when something connected and no Ctrl-C came — warmup,
+/// measure and cooldown. After an interrupt the cooldown is a short drain, so that in-flight
+/// messages are not counted as lost.
+async fn drive(
+    engine: &mut Engine,
+    ticker: &mut Ticker,
+    pids: &[u32],
+    cluster: Option<&Arc<Mutex<Supervisor>>>,
+) -> Driven {
+    let scenario = engine.shared().scenario.clone();
+    let timeline = Timeline::of(&scenario);
+    let (n, started) = (engine.planned(), engine.started());
+    let mut phases = PhaseTimes::default();
+    // The deadline moves with the time the ramp was held back by `max_connecting`, within a
+    // bound: the longest it can be ends the wait in any case.
+    let limit = started + scenario.connect_deadline(n, scenario.max_ramp_hold(n));
+    let nominal = scenario.connect_deadline(n, Duration::ZERO);
+    {
+        let e = &*engine;
+        ticker
+            .run_until(Phase::Connect, limit, nominal, || e.connect_done(Instant::now()))
+            .await;
+    }
+    phases.connect = started.elapsed().as_secs_f64();
+    engine.enter(Phase::Settle);
+    let ready = engine.counts().ready;
+    phases.settle = ticker.phase(Phase::Settle, timeline.settle).await;
+    let mut driven = Driven {
+        phases,
+        ready,
+        connected: take_samples(pids),
+        window_s: (0.0, 0.0),
+        window: None,
+    };
+    if ticker.interrupted || ready == 0 {
+        return driven;
+    }
+    let edges = timeline.from_go(Instant::now());
+    engine.go(edges.start);
+    let w0 = edges.measure.duration_since(started).as_secs_f64();
+    driven.window_s = (w0, w0 + timeline.measure.as_secs_f64());
+    ticker
+        .run_until(Phase::Warmup, edges.measure, timeline.warmup, || false)
+        .await;
+    driven.phases.warmup = edges.start.elapsed().as_secs_f64();
+    if !ticker.interrupted {
+        engine.enter(Phase::Measure);
+        let m = measure(engine, ticker, pids, cluster, &edges).await;
+        driven.phases.measure = m.cpu.2.as_secs_f64();
+        driven.window = Some(m);
+    }
+    engine.enter(Phase::Cooldown);
+    let cooldown = if ticker.interrupted {
+        timeline.cooldown.min(Duration::from_secs(1))
+    } else {
+        timeline.cooldown
+    };
+    let was = ticker.interrupted;
+    ticker.interrupted = false;
+    driven.phases.cooldown = ticker.phase(Phase::Cooldown, cooldown).await;
+    ticker.interrupted |= was;
+    driven
+}
+
+/// The measurement window, with its faults: the poison frame `poison_after` into it, the node
+/// kill at the `[[fault]]`'s time.
+async fn measure(
+    engine: &Engine,
+    ticker: &mut Ticker,
+    pids: &[u32],
+    cluster: Option<&Arc<Mutex<Supervisor>>>,
+    edges: &Edges,
+) -> Measured {
+    let shared = engine.shared().clone();
+    let scenario = shared.scenario.clone();
+    let started = engine.started();
+    let m0 = take_samples(pids);
+    let t0 = Instant::now();
+    let open_now = || shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
+    let mut poisoned = None;
+    if let Some(after) = scenario.poison_after {
+        ticker
+            .run_until(Phase::Measure, t0 + after, scenario.measure, || false)
+            .await;
+        if !ticker.interrupted {
+            let open_before = open_now();
+            if let Some(id) = shared.poison() {
+                ticker
+                    .progress
+                    .println(&format!("fault injection: {id} sent {{\"t\":\"panic\"}}"));
+                poisoned = Some((id, started.elapsed().as_secs_f64(), open_before));
+            }
+        }
+    }
+    let mut killed = None;
+    if let (Some(f), Some(cluster)) = (scenario.kill_fault(), cluster) {
+        ticker
+            .run_until(Phase::Measure, t0 + f.at, scenario.measure, || false)
+            .await;
+        if !ticker.interrupted {
+            killed = Some(kill_node(&shared, ticker, cluster, f.kill_node));
+        }
+    }
+    ticker
+        .run_until(Phase::Measure, edges.cooldown, scenario.measure, || false)
+        .await;
+    let fault = poisoned.map(|(poisoner, at_s, open_before)| {
+        let open_after = open_now();
+        let poisoner_lost = shared.poisoner_gone.load(Ordering::Relaxed);
+        FaultOutcome {
+            poisoner,
+            at_s,
+            open_before,
+            open_after,
+            poisoner_lost,
+            others_lost: open_before
+                .saturating_sub(open_after)
+                .saturating_sub(u64::from(poisoner_lost)),
+        }
+    });
+    let wall = t0.elapsed();
+    Measured {
+        cpu: (m0, take_samples(pids), wall),
+        fault,
+        killed,
+    }
+}
+
+/// The servers' own counters (drops for slow consumers, disconnects by reason), read before
+/// the clients leave: every target's, summed (a cluster's or partitioned servers' counters are
+/// per process). Also how many of how many answered.
+async fn scrape_servers(
+    targets: &[Target],
+    reference: bool,
+) -> (Option<BTreeMap<String, f64>>, (usize, usize)) {
+    if !reference {
+        return (None, (0, 0));
+    }
+    let scraped = futures_util::future::join_all(
+        targets
+            .iter()
+            .map(|t| crate::target::scrape_metrics(t, Duration::from_secs(2))),
+    )
+    .await;
+    let from = (scraped.iter().flatten().count(), scraped.len());
+    (
+        crate::target::sum_metrics(scraped.into_iter().flatten()),
+        from,
+    )
+}
+
+/// Runs a scenario against a target and writes the results.
+pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
+    let scenario = Arc::new(opts.scenario.clone());
+    let (targets, layout) = check(&opts, &scenario).await?;
     let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
     let mut provenance = Provenance::collect();
     let started_utc = chrono::Utc::now();
@@ -456,241 +667,158 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
         target_info.target_policy = Some(scenario.target_policy.as_str().into());
     }
-    let (shared, phase_tx) = Shared::new(scenario.clone(), plan, targets, source_addrs.clone());
     let pids = opts.target_info.sampled_pids();
     let before = take_samples(&pids);
-    let started = Instant::now();
-    let mut ticker = Ticker {
-        shared: shared.clone(),
-        started,
-        series: Vec::new(),
-        last: take_samples(&pids),
-        last_at: started,
-        last_sent: 0,
-        last_delivered: 0,
-        peak_rss: None,
-        progress: Progress::new(opts.progress),
-        pids: pids.clone(),
-        target_gone: false,
-        interrupt: opts.interrupt.clone(),
-        interrupted: *opts.interrupt.borrow(),
-        cluster: opts.cluster.clone(),
-        last_poll: started,
-        seconds: scenario.kill_fault().map(|_| Vec::new()),
-    };
-    let n = scenario.connections as u64;
-    let handles = Arc::new(Mutex::new(Vec::new()));
-    let ramp_task = tokio::spawn(ramp(shared.clone(), handles.clone()));
-
-    // Connect: until every attempt has an outcome, or the deadline (which moves with the time
-    // the ramp was held back by `max_connecting`, within a bound).
-    let connect_limit = started + scenario.connect_deadline(n, scenario.max_ramp_hold(n));
-    let all_done = move |s: &Shared| {
-        let c = &s.stats.counters;
-        let held = Duration::from_micros(Stats::get(&c.ramp_held_us));
-        Stats::get(&c.ready) + s.stats.connect_errors.total() >= n
-            || Instant::now() >= started + s.scenario.connect_deadline(n, held)
-    };
-    let mut phases = PhaseTimes::default();
-    ticker
-        .run_until(
-            Phase::Connect,
-            connect_limit,
-            scenario.connect_deadline(n, Duration::ZERO),
-            all_done,
-        )
-        .await;
-    let connect_phase = started.elapsed();
-    phases.connect = connect_phase.as_secs_f64();
-    let _ = phase_tx.send(Phase::Settle);
-    ramp_task.abort();
-    let ready = Stats::get(&shared.stats.counters.ready);
-
-    // Settle, then the memory reading.
-    let t = Instant::now();
-    ticker
-        .run_until(Phase::Settle, t + scenario.settle, scenario.settle, |_| {
-            false
-        })
-        .await;
-    phases.settle = t.elapsed().as_secs_f64();
-    let connected = take_samples(&pids);
-
-    // Warmup and measure: the pacer wakes senders.
-    let pacer_stop = Arc::new(AtomicBool::new(false));
-    let mut pacer = None;
-    let mut window_cpu: Option<(Samples, Samples, Duration)> = None;
-    let mut poisoned: Option<(String, f64, u64)> = None;
-    let mut fault = None;
-    let mut killed: Option<Killed> = None;
-    let mut window_s = (0.0, 0.0);
-    if !ticker.interrupted && ready > 0 {
-        let send_start = Instant::now();
-        shared.set_timeline(send_start);
-        let w0 = (send_start + scenario.warmup)
-            .duration_since(started)
-            .as_secs_f64();
-        window_s = (w0, w0 + scenario.measure.as_secs_f64());
-        let paced = shared.paced_senders();
-        let stop = pacer_stop.clone();
-        pacer = Some(
-            std::thread::Builder::new()
-                .name("pacer".into())
-                .spawn(move || crate::pacer::run(send_start, paced, stop)),
-        );
-        let _ = phase_tx.send(Phase::Warmup);
-        ticker
-            .run_until(
-                Phase::Warmup,
-                send_start + scenario.warmup,
-                scenario.warmup,
-                |_| false,
-            )
-            .await;
-        phases.warmup = send_start.elapsed().as_secs_f64();
-        if !ticker.interrupted {
-            let _ = phase_tx.send(Phase::Measure);
-            let m0 = take_samples(&pids);
-            let t0 = Instant::now();
-            let measure_end = send_start + scenario.warmup + scenario.measure;
-            if let Some(after) = scenario.poison_after {
-                ticker
-                    .run_until(Phase::Measure, t0 + after, scenario.measure, |_| false)
-                    .await;
-                if !ticker.interrupted {
-                    let open_before =
-                        shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
-                    if let Some(id) = shared.poison() {
-                        ticker
-                            .progress
-                            .println(&format!("fault injection: {id} sent {{\"t\":\"panic\"}}"));
-                        poisoned = Some((id, started.elapsed().as_secs_f64(), open_before));
-                    }
-                }
-            }
-            if let (Some(f), Some(cluster)) = (scenario.kill_fault(), opts.cluster.clone()) {
-                ticker
-                    .run_until(Phase::Measure, t0 + f.at, scenario.measure, |_| false)
-                    .await;
-                if !ticker.interrupted {
-                    let c = &shared.stats.counters;
-                    let clients = shared.open_on(f.kill_node - 1);
-                    let counts = (
-                        Stats::get(&c.reconnects),
-                        Stats::get(&c.reconnect_attempts),
-                        Stats::get(&c.reconnect_failures),
-                    );
-                    let at = Instant::now();
-                    let (pid, pids) = {
-                        let mut sup = lock_sup(&cluster);
-                        let pid = sup.kill(f.kill_node);
-                        let mut pids = cluster_pids(&sup);
-                        pids.retain(|p| Some(*p) != pid);
-                        (pid, pids)
-                    };
-                    ticker.pids = pids;
-                    ticker.last.server = None;
-                    ticker.progress.println(&format!(
-                        "fault: SIGKILL node {} (pid {}) with {clients} clients on it",
-                        f.kill_node,
-                        pid.map_or("-".into(), |p| p.to_string())
-                    ));
-                    killed = Some(Killed {
-                        node: f.kill_node,
-                        pid,
-                        at,
-                        clients,
-                        counts,
-                        events_from: lock_sup(&cluster).events().len(),
-                    });
-                }
-            }
-            ticker
-                .run_until(Phase::Measure, measure_end, scenario.measure, |_| false)
-                .await;
-            if let Some((id, at_s, open_before)) = poisoned.take() {
-                let open_after = shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
-                let poisoner_lost = shared.poisoner_gone.load(Ordering::Relaxed);
-                fault = Some(FaultOutcome {
-                    poisoner: id,
-                    at_s,
-                    open_before,
-                    open_after,
-                    poisoner_lost,
-                    others_lost: open_before
-                        .saturating_sub(open_after)
-                        .saturating_sub(u64::from(poisoner_lost)),
-                });
-            }
-            phases.measure = t0.elapsed().as_secs_f64();
-            window_cpu = Some((m0, take_samples(&pids), t0.elapsed()));
-        }
-        pacer_stop.store(true, Ordering::Relaxed);
-        // Cooldown: senders are done; receivers read stragglers. After an interrupt, a short
-        // drain instead, so that in-flight messages are not counted as lost.
-        let _ = phase_tx.send(Phase::Cooldown);
-        let cooldown = if ticker.interrupted {
-            scenario.cooldown.min(Duration::from_secs(1))
-        } else {
-            scenario.cooldown
-        };
-        let t = Instant::now();
-        let was = ticker.interrupted;
-        ticker.interrupted = false;
-        ticker
-            .run_until(Phase::Cooldown, t + cooldown, cooldown, |_| false)
-            .await;
-        ticker.interrupted |= was;
-        phases.cooldown = t.elapsed().as_secs_f64();
-    }
-    // The reference servers count what only they can see (drops for slow consumers,
-    // disconnects by reason): read it before the clients leave.
-    // Every node's, summed (a cluster's or partitioned servers' counters are per process).
-    let (server_metrics, metrics_from) = if opts.target_info.arch.is_some() {
-        let scraped = futures_util::future::join_all(
-            shared
-                .targets
-                .iter()
-                .map(|t| crate::target::scrape_metrics(t, Duration::from_secs(2))),
-        )
-        .await;
-        let from = (scraped.iter().flatten().count(), scraped.len());
-        (
-            crate::target::sum_metrics(scraped.into_iter().flatten()),
-            from,
-        )
-    } else {
-        (None, (0, 0))
-    };
-    let _ = phase_tx.send(Phase::Stop);
-    let pacer_lag = pacer.and_then(|p| p.ok()).and_then(|h| h.join().ok());
-    let tasks: Vec<_> = handles
-        .lock()
-        .map(|mut h| std::mem::take(&mut *h))
-        .unwrap_or_default();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::future::join_all(tasks),
-    )
-    .await;
+    let mut engine = Engine::start(scenario.clone(), plan, targets, source_addrs.clone());
+    let mut ticker = Ticker::new(&engine, &pids, &opts);
+    let driven = drive(&mut engine, &mut ticker, &pids, opts.cluster.as_ref()).await;
+    let shared = engine.shared().clone();
+    let (server_metrics, metrics_from) =
+        scrape_servers(&shared.targets, opts.target_info.arch.is_some()).await;
+    let pacer_lag = engine.stop().await;
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
+    let failover = driven
+        .window
+        .as_ref()
+        .and_then(|w| w.killed.as_ref())
+        .map(|k| {
+            failover_outcome(
+                &shared,
+                k,
+                ticker.started,
+                driven.window_s,
+                ticker.seconds.as_deref().unwrap_or(&[]),
+                opts.cluster.as_ref(),
+            )
+        });
+    let ended = Ended {
+        shared: &shared,
+        driven,
+        ticker: &ticker,
+        pacer_lag,
+        before,
+        after,
+        server_metrics,
+        metrics_from,
+        slow,
+        source_addrs: &source_addrs,
+    };
+    let mut summary = summarize(&opts, ended, target_info, provenance, started_utc, failover);
+    let latency = shared.stats.window_latency();
+    let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
+    Ok(RunReport { dir, summary })
+}
 
-    // The summary.
+/// Everything a one-process run measured, for its summary.
+struct Ended<'a> {
+    shared: &'a Shared,
+    driven: Driven,
+    ticker: &'a Ticker,
+    pacer_lag: Option<crate::pacer::PacerReport>,
+    before: Samples,
+    after: Samples,
+    server_metrics: Option<BTreeMap<String, f64>>,
+    metrics_from: (usize, usize),
+    slow: u64,
+    source_addrs: &'a [std::net::IpAddr],
+}
+
+/// The window's CPU figures: the generator's cores, the server's cores and CPU per delivery
+/// (not when a node was killed in it), and the other load on the server's CPUs.
+fn window_cpu_figures(
+    m: Option<&Measured>,
+    delivered: u64,
+    target: &TargetInfo,
+) -> (Option<f64>, Option<f64>, Option<f64>, Option<OtherLoad>) {
+    let Some(Measured {
+        cpu: (a, b, wall),
+        killed,
+        ..
+    }) = m
+    else {
+        return (None, None, None, None);
+    };
+    let w = wall.as_secs_f64().max(1e-9);
+    let gen_cores = Some((b.me_cpu - a.me_cpu) / w);
+    let (mut server_cores, mut per_delivery) = (None, None);
+    if let (Some(sa), Some(sb), None) = (&a.server, &b.server, killed) {
+        let (cores, per) = summary::server_cpu(sb.cpu_seconds - sa.cpu_seconds, w, delivered, w);
+        server_cores = Some(cores);
+        per_delivery = per;
+    }
+    // What else ran on the server's CPUs (only when it has its own: pinned apart from the
+    // generator, whose CPU time would otherwise count as "other").
+    let other = summary::other_load(
+        a.host.as_ref(),
+        b.host.as_ref(),
+        server_cores,
+        target.cpu_affinity.as_deref(),
+    );
+    (gen_cores, server_cores, per_delivery, other)
+}
+
+/// The connection counts of a one-process run.
+fn conn_counts<'a>(shared: &Shared, connect_s: f64, connect_time: &'a Histogram<u64>) -> ConnCounts<'a> {
     let st = &shared.stats;
     let c = &st.counters;
-    let mut expected = 0u64;
-    let mut delivered_rooms = 0u64;
-    for (room, readers) in shared.room_readers.iter().enumerate() {
-        let readers = readers.load(Ordering::Relaxed);
-        expected += Stats::get(&st.room_sent_window[room]) * readers.saturating_sub(1);
-        delivered_rooms += Stats::get(&st.room_delivered_window[room]);
+    ConnCounts {
+        planned: u64::from(shared.scenario.connections),
+        attempted: Stats::get(&c.connect_attempts),
+        connected: Stats::get(&c.connected),
+        ready: Stats::get(&c.ready),
+        errors: st.connect_errors.snapshot(),
+        closed_by_server: st.closed_by_server.snapshot(),
+        connect_s,
+        ramp_held_s: Stats::get(&c.ramp_held_us) as f64 / 1e6,
+        connect_time,
+        reconnect: shared.scenario.reconnects().then(|| ReconnectStats {
+            lost: Stats::get(&c.disconnects),
+            attempts: Stats::get(&c.reconnect_attempts),
+            reconnected: Stats::get(&c.reconnects),
+            failed: Stats::get(&c.reconnect_failures),
+            errors: st.reconnect_errors.snapshot(),
+            time_us: Percentiles::of(&st.reconnect_time()),
+        }),
     }
-    let delivered = delivered_rooms;
-    let latency = st.window_latency();
-    let connect_hist = st.connect_time();
-    let status = if ready == 0 {
+}
+
+/// The message counts of a one-process run's window.
+fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
+    let st = &shared.stats;
+    let c = &st.counters;
+    MsgCounts {
+        sent_window: Stats::get(&c.sent_window),
+        expected: summary::expected_deliveries(
+            st.room_sent_window.iter().map(Stats::get),
+            shared.room_readers.iter().map(|r| r.load(Ordering::Relaxed)),
+        ),
+        delivered: st.room_delivered_window.iter().map(Stats::get).sum(),
+        duplicated: Stats::get(&c.duplicated),
+        late: Stats::get(&c.late),
+        slow_consumers: slow,
+        server_errors: st.server_errors.snapshot(),
+        bad_frames: Stats::get(&c.bad_frames),
+        measure_s,
+    }
+}
+
+/// The summary of a one-process run: its status, self-check and notes, and the figures.
+fn summarize(
+    opts: &RunOptions,
+    e: Ended<'_>,
+    target: TargetInfo,
+    provenance: Provenance,
+    started_utc: chrono::DateTime<chrono::Utc>,
+    failover: Option<failover::FailoverOutcome>,
+) -> Summary {
+    let Ended {
+        shared, driven, ticker, ..
+    } = e;
+    let st = &shared.stats;
+    let msgs = msg_counts(shared, e.slow, driven.phases.measure);
+    let status = if driven.ready == 0 {
         RunStatus::Failed
     } else if ticker.interrupted {
         RunStatus::Interrupted
@@ -698,17 +826,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         RunStatus::Complete
     };
     let mut notes = Vec::new();
-    let failover = killed.as_ref().map(|k| {
-        failover_outcome(
-            &shared,
-            k,
-            started,
-            window_s,
-            ticker.seconds.as_deref().unwrap_or(&[]),
-            opts.cluster.as_ref(),
-        )
-    });
-    if killed.is_some() {
+    let killed = driven.window.as_ref().is_some_and(|w| w.killed.is_some());
+    if killed {
         notes.push(
             "a node was killed during the window: the server side's CPU over the window is not \
              reported (the killed process's CPU left the sum and its replacement's joined it)"
@@ -716,32 +835,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         );
     }
     let affinity = sys::cpu_affinity();
-    let mut gen_cores = None;
-    let mut server_cores = None;
-    let mut cpu_per_delivery = None;
-    let mut other_load = None;
-    if let Some((a, b, wall)) = &window_cpu {
-        let w = wall.as_secs_f64().max(1e-9);
-        gen_cores = Some((b.me_cpu - a.me_cpu) / w);
-        if let (Some(sa), Some(sb), None) = (&a.server, &b.server, &killed) {
-            let (cores, per) =
-                summary::server_cpu(sb.cpu_seconds - sa.cpu_seconds, w, delivered, w);
-            server_cores = Some(cores);
-            cpu_per_delivery = per;
-        }
-        // What else ran on the server's CPUs (only when it has its own: pinned apart from
-        // the generator, whose CPU time would otherwise count as "other").
-        other_load = summary::other_load(
-            a.host.as_ref(),
-            b.host.as_ref(),
-            server_cores,
-            opts.target_info.cpu_affinity.as_deref(),
-        );
-    }
-    let pacer_lag_p = pacer_lag
+    let (gen_cores, server_cores, cpu_per_delivery, other_load) =
+        window_cpu_figures(driven.window.as_ref(), msgs.delivered, &opts.target_info);
+    let pacer_lag_p = e
+        .pacer_lag
         .as_ref()
         .and_then(|r| Percentiles::of(&r.lateness));
-    let pacer_realtime = pacer_lag.as_ref().map(|r| r.realtime);
     let invalid = self_check(&SelfCheck {
         status,
         generator_cores: gen_cores,
@@ -751,92 +850,66 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
     }
-    if metrics_from.0 > 0 && metrics_from.0 < metrics_from.1 {
+    let (answered, asked) = e.metrics_from;
+    if answered > 0 && answered < asked {
         notes.push(format!(
-            "server metrics are the sum of {} of the {} targets' /metrics (the others did not answer in 2 s)",
-            metrics_from.0, metrics_from.1
+            "server metrics are the sum of {answered} of the {asked} targets' /metrics (the others did not answer in 2 s)"
         ));
     }
     if ticker.target_gone {
         notes.push("the target process exited during the run".into());
     }
-    let measure_s = phases.measure;
-    let gen_rss_per_conn = match (&before.me, &connected.me) {
-        (Some(a), Some(b)) if ready > 0 => {
-            Some((b.rss_bytes as f64 - a.rss_bytes as f64) / ready as f64)
+    let gen_rss_per_conn = match (&e.before.me, &driven.connected.me) {
+        (Some(a), Some(b)) if driven.ready > 0 => {
+            Some((b.rss_bytes as f64 - a.rss_bytes as f64) / driven.ready as f64)
         }
         _ => None,
     };
-    let mut summary = summary::build(SummaryInput {
-        scenario: &scenario,
+    let latency = st.window_latency();
+    let connect_time = st.connect_time();
+    let fault = driven.window.as_ref().and_then(|w| w.fault.clone());
+    let connect_s = driven.phases.connect;
+    summary::build(SummaryInput {
+        scenario: &shared.scenario,
         overrides: &opts.overrides,
         started_utc,
         status,
         invalid,
         notes,
-        target: target_info,
+        target,
         generator: GenFigures {
             agents: 1,
-            source_addrs: source_addrs.iter().map(|a| a.to_string()).collect(),
+            source_addrs: e.source_addrs.iter().map(|a| a.to_string()).collect(),
             cpu_affinity: affinity,
             cpu_cores_measure: gen_cores,
             pacer_lag_us: pacer_lag_p,
-            pacer_realtime,
+            pacer_realtime: e.pacer_lag.as_ref().map(|r| r.realtime),
             send_lag_us: Percentiles::of(&st.send_lag()),
             rss_per_conn_bytes: gen_rss_per_conn,
         },
         provenance,
-        phases,
-        conns: ConnCounts {
-            planned: n,
-            attempted: Stats::get(&c.connect_attempts),
-            connected: Stats::get(&c.connected),
-            ready,
-            errors: st.connect_errors.snapshot(),
-            closed_by_server: st.closed_by_server.snapshot(),
-            connect_s: connect_phase.as_secs_f64(),
-            ramp_held_s: Stats::get(&c.ramp_held_us) as f64 / 1e6,
-            connect_time: &connect_hist,
-            reconnect: scenario.reconnects().then(|| ReconnectStats {
-                lost: Stats::get(&c.disconnects),
-                attempts: Stats::get(&c.reconnect_attempts),
-                reconnected: Stats::get(&c.reconnects),
-                failed: Stats::get(&c.reconnect_failures),
-                errors: st.reconnect_errors.snapshot(),
-                time_us: Percentiles::of(&st.reconnect_time()),
-            }),
-        },
-        msgs: MsgCounts {
-            sent_window: Stats::get(&c.sent_window),
-            expected,
-            delivered,
-            duplicated: Stats::get(&c.duplicated),
-            late: Stats::get(&c.late),
-            slow_consumers: slow,
-            server_errors: st.server_errors.snapshot(),
-            bad_frames: Stats::get(&c.bad_frames),
-            measure_s,
-        },
+        phases: driven.phases,
+        conns: conn_counts(shared, connect_s, &connect_time),
+        msgs,
         latency: &latency,
         target_figures: TargetFigures {
-            server_before: before.server,
-            host_before: before.host,
-            server_connected: connected.server,
-            host_connected: connected.host,
-            host_after: after.host,
+            server_before: e.before.server,
+            host_before: e.before.host,
+            server_connected: driven.connected.server,
+            host_connected: driven.connected.host,
+            host_after: e.after.host,
             rss_peak_bytes: ticker.peak_rss,
             cpu_cores_measure: server_cores,
             cpu_us_per_delivery: cpu_per_delivery,
-            server_metrics,
+            server_metrics: e.server_metrics,
             other_load,
         },
         fault,
         distributed: None,
         failover,
-    });
-    let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
-    Ok(RunReport { dir, summary })
+    })
 }
+
 
 /// What the generator self-check looks at.
 #[derive(Debug, Clone)]

@@ -34,6 +34,21 @@ pub(crate) struct ConnCounts<'a> {
     pub reconnect: Option<ReconnectStats>,
 }
 
+/// Messages a window should have delivered, from each room's in-window sends and readers: a
+/// message reaches every reader of its room but its sender, so expected = Σ sent × (readers − 1).
+/// The one loss formula: a run and a fleet's merge both count with it (loss = expected −
+/// delivered, see [`build`]). A room missing from either list counts nothing.
+pub(crate) fn expected_deliveries(
+    room_sent: impl IntoIterator<Item = u64>,
+    room_readers: impl IntoIterator<Item = u64>,
+) -> u64 {
+    room_sent
+        .into_iter()
+        .zip(room_readers)
+        .map(|(sent, readers)| sent * readers.saturating_sub(1))
+        .sum()
+}
+
 /// Message counts over the measurement window.
 pub(crate) struct MsgCounts {
     pub sent_window: u64,
@@ -303,6 +318,16 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
 pub(crate) mod tests {
     use super::*;
     use crate::stats::new_hist;
+
+    #[test]
+    fn expected_deliveries_count_every_reader_but_the_sender() {
+        // Room 0: 10 sent, 3 readers (sender + 2); room 1: 5 sent, 1 reader (the sender alone);
+        // room 2: 4 sent, no readers known; room 3 has readers but no sends listed.
+        assert_eq!(expected_deliveries([10, 5, 4], [3, 1, 0, 7]), 20);
+        // An echo room counts as two readers: expected = sent.
+        assert_eq!(expected_deliveries([6], [2]), 6);
+        assert_eq!(expected_deliveries([], [2]), 0);
+    }
 
     /// A summary input with plain figures, for tests to vary.
     pub(crate) fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
