@@ -2,8 +2,9 @@
 //!
 //! It listens for one coordinator at a time, checks the coordinator's hello (control version,
 //! shared token), and refuses a setup whose targets are outside its allow-list or whose share
-//! of the plan does not fit its descriptor limit. It then wraps the engine ([`crate::engine`])
-//! exactly as a one-process run does: ramp, a barrier (`connected`), a common start time
+//! of the plan does not fit its descriptor limit. It then drives the engine
+//! ([`crate::lifecycle::Engine`]) through the same timeline as a one-process run: ramp, a
+//! barrier (`connected`), a common start time
 //! (`go`), warmup, measure, cooldown, reporting counters and the interval histogram every
 //! second and its final figures (`done`) at the end. Losing the coordinator (end of stream,
 //! or [`SILENCE_LIMIT`] without a message) stops the load at once.
@@ -504,7 +505,11 @@ impl AgentRun {
 
     /// Follows the timeline and the coordinator's messages until the run ends or the
     /// coordinator is lost.
-    async fn control_loop(&mut self, link: &mut Link, rx: &mut Control) -> Result<End, ControlError> {
+    async fn control_loop(
+        &mut self,
+        link: &mut Link,
+        rx: &mut Control,
+    ) -> Result<End, ControlError> {
         let mut last_heard = Instant::now();
         let mut next_tick = Instant::now() + Duration::from_secs(1);
         let mut clock = LoopClock::new(Instant::now());

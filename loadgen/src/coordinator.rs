@@ -31,6 +31,7 @@ use crate::control::{
     ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
+use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::provenance::Provenance;
@@ -40,8 +41,10 @@ use crate::results::{
     ReconnectStats, RunStatus, SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::scenario::Scenario;
 use crate::stats::new_hist;
 use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
+use crate::target::Target;
 use crate::{sampler, sys};
 
 /// Where the agents come from.
@@ -187,6 +190,25 @@ struct AgentLink {
 }
 
 impl AgentLink {
+    /// A link to agent `id` at `address`, before its hello.
+    fn new(id: u32, address: &str, w: Option<OwnedWriteHalf>) -> AgentLink {
+        AgentLink {
+            id,
+            address: address.to_string(),
+            pid: 0,
+            w,
+            out: None,
+            offset_us: 0,
+            rtt_us: 0,
+            planned: 0,
+            last_heard: Instant::now(),
+            connected: None,
+            last_tick: None,
+            fin: None,
+            lost: false,
+        }
+    }
+
     /// Queues `m` for the writer task without waiting: a full queue means the agent does not
     /// read its control messages.
     fn post(&self, m: ToAgent) -> Result<(), String> {
@@ -336,21 +358,7 @@ async fn connect_agent(
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut reader = TokioBufReader::new(r);
-    let mut link = AgentLink {
-        id,
-        address: address.to_string(),
-        pid: 0,
-        w: Some(w),
-        out: None,
-        offset_us: 0,
-        rtt_us: 0,
-        planned: 0,
-        last_heard: Instant::now(),
-        connected: None,
-        last_tick: None,
-        fin: None,
-        lost: false,
-    };
+    let mut link = AgentLink::new(id, address, Some(w));
     let fail = |e: ControlError| agent_err(format!("agent {id} at {address}: {e}"));
     link.send(&ToAgent::Hello {
         version: CONTROL_VERSION,
@@ -477,7 +485,8 @@ fn merge_reconnect(
     Ok(Some(out))
 }
 
-/// Runs a scenario over agents and writes the results.
+/// Runs a scenario over agents and writes the results: agent start-up, the control loop,
+/// the merge of the agents' figures, then the verdict and the summary.
 pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let CoordinatorOptions {
         run: ropts,
@@ -505,13 +514,117 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         return Err(RunError::Layout(problem));
     }
     let progress = Progress::new(ropts.progress);
-    // Start or reach the agents.
+    let mut fleet =
+        start_fleet(&spec, &exe, token.as_deref(), &scenario, &targets, &layout).await?;
+    let mut provenance = Provenance::collect();
+    let started_utc = chrono::Utc::now();
+    let pids = ropts.target_info.sampled_pids();
+    // The servers and the host are read on a thread of their own: a slow /proc must not keep
+    // the control loop (stall detection, go, stop) from running.
+    let mut readings = PhaseReadings::start(pids.clone(), sample_delay)?;
+    // The reading before the run is waited for (the agents hear their heartbeats meanwhile):
+    // memory per connection counts from it.
+    readings.before().await;
+    for l in fleet.links.iter() {
+        let _ = l.post(ToAgent::Start);
+    }
+    let links = std::mem::take(&mut fleet.links);
+    let mut ctl = Control::new(links, &scenario, Instant::now(), progress);
+    let mut interrupt = ropts.interrupt.clone();
+    ctl.interrupted = *interrupt.borrow();
+    control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
+    // Read the server's own counters before the clients leave, then release the agents.
+    let server_metrics = match (&ropts.target_info.arch, targets.first()) {
+        (Some(_), Some(t)) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
+        _ => None,
+    };
+    ctl.release();
+    let dropped_readings = readings.finish().await;
+    let mut notes = readings.notes(!pids.is_empty(), dropped_readings);
+    let got = std::mem::take(&mut readings.got);
+    drop(readings);
+    ctl.progress.finish();
+    stop_locals(std::mem::take(&mut fleet.locals)).await;
+    provenance.finish();
+    let host_after = sampler::sample_host().ok();
+    let merged = merge(&ctl.links, scenario.reconnects())?;
+    let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
+    let affinity = sys::cpu_affinity();
+    let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
+    notes.insert(0, fleet_note(ctl.links.len()));
+    let server = server_figures(
+        &got,
+        ctl.edges,
+        &merged,
+        ctl.phases.measure,
+        &ropts.target_info,
+        &mut notes,
+    );
+    let mut target_info = ropts.target_info.clone();
+    if targets.len() > 1 {
+        target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
+        target_info.target_policy = Some(scenario.target_policy.as_str().into());
+    }
+    let server_of = |m: Mark| got.get(&m).and_then(|r| r.server.clone());
+    let host_of = |m: Mark| got.get(&m).and_then(|r| r.host.clone());
+    let target_figures = TargetFigures {
+        server_before: server_of(Mark::Before),
+        host_before: host_of(Mark::Before),
+        server_connected: server_of(Mark::Connected),
+        host_connected: host_of(Mark::Connected),
+        host_after,
+        rss_peak_bytes: None,
+        cpu_cores_measure: server.cores,
+        cpu_us_per_delivery: server.per_delivery,
+        server_metrics,
+        other_load: server.other_load,
+    };
+    let verdict = Verdict {
+        status,
+        invalid,
+        notes,
+    };
+    let summary_in = FleetSummary {
+        scenario: &scenario,
+        overrides: &ropts.overrides,
+        started_utc,
+        target: target_info,
+        provenance,
+        source_addrs: std::mem::take(&mut fleet.source_addrs),
+        affinity,
+    };
+    let (mut summary, window) = fleet_summary(summary_in, &ctl, merged, verdict, target_figures);
+    let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window)?;
+    Ok(RunReport { dir, summary })
+}
+
+/// The fleet after start-up: every agent ready, their messages coming through one channel.
+struct Fleet {
+    locals: Vec<LocalAgent>,
+    links: Vec<AgentLink>,
+    /// Every agent's client source addresses, for the record.
+    source_addrs: Vec<String>,
+    events: mpsc::Receiver<Event>,
+}
+
+/// Agent start-up: starts the local agents or reaches the remote ones, exchanges hellos and
+/// clock offsets, hands each agent its share of the plan and waits until each is ready. Then
+/// every agent's messages (and its writer's failures) come through one channel, stamped when
+/// read.
+async fn start_fleet(
+    spec: &AgentsSpec,
+    exe: &std::path::Path,
+    token: Option<&str>,
+    scenario: &Scenario,
+    targets: &[Target],
+    layout: &Layout,
+) -> Result<Fleet, RunError> {
     let mut locals = Vec::new();
-    let addresses: Vec<String> = match &spec {
+    let addresses: Vec<String> = match spec {
         AgentsSpec::Remote(list) => list.clone(),
         _ => {
-            for _ in 0..n_agents {
-                locals.push(LocalAgent::spawn(&exe).map_err(agent_err)?);
+            for _ in 0..layout.agents {
+                locals.push(LocalAgent::spawn(exe).map_err(agent_err)?);
             }
             locals.iter().map(|l| l.addr.clone()).collect()
         }
@@ -519,62 +632,24 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut links = Vec::new();
     let mut readers = Vec::new();
     for (i, a) in addresses.iter().enumerate() {
-        let (l, r) = connect_agent(i as u32, a, token.as_deref()).await?;
+        let (l, r) = connect_agent(i as u32, a, token).await?;
         links.push(l);
         readers.push(r);
     }
-    // Setup: each agent's share.
-    let counts = Plan::counts_per_agent(&scenario, &layout);
-    let per = u64::from(sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
-    let total = counts.iter().sum::<u64>().max(1);
-    let mut first = 0u64;
-    let mut source_addrs = Vec::new();
-    for (i, link) in links.iter_mut().enumerate() {
-        link.planned = counts[i];
-        let setup = Setup {
-            agent: i as u32,
-            agents: n_agents,
-            scenario: agent_scenario(&scenario, counts[i], total, !locals.is_empty())?,
-            targets: targets.iter().map(|t| t.url.clone()).collect(),
-            source_first: first,
-        };
-        first += counts[i].div_ceil(per).max(1);
-        link.send(&ToAgent::Setup(Box::new(setup)))
+    let setups = setups(scenario, targets, layout, !locals.is_empty())?;
+    for ((i, link), setup) in links.iter_mut().enumerate().zip(setups) {
+        link.planned = setup.1;
+        link.send(&ToAgent::Setup(Box::new(setup.0)))
             .await
             .map_err(|e| agent_err(format!("agent {i} at {}: {e}", link.address)))?;
     }
+    let (tx, events) = mpsc::channel::<Event>(1024);
     let setup_wait = scenario.connect_timeout * (targets.len() as u32 + 1) + Duration::from_secs(5);
-    // Agents' messages (and their writers' failures) come through one channel.
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let mut source_addrs = Vec::new();
     for (i, r) in readers.iter_mut().enumerate() {
-        let addr = &links[i].address;
-        let reply = tokio::time::timeout(setup_wait, control::recv(r))
-            .await
-            .map_err(|_| {
-                agent_err(format!(
-                    "agent {i} at {addr}: no answer to setup within {setup_wait:?}"
-                ))
-            })?
-            .map_err(|e| agent_err(format!("agent {i} at {addr}: {e}")))?;
-        match reply {
-            FromAgent::Ready {
-                source_addrs: s, ..
-            } => {
-                source_addrs.extend(s);
-                // Heartbeats from now on, whatever the control loop does.
-                links[i].start_writer(i, tx.clone());
-            }
-            FromAgent::Refused { reason } => {
-                return Err(agent_err(format!(
-                    "agent {i} at {addr} refused the run: {reason}"
-                )))
-            }
-            other => {
-                return Err(agent_err(format!(
-                    "agent {i} at {addr}: expected ready, got {other:?}"
-                )))
-            }
-        }
+        source_addrs.extend(await_ready(i, &links[i].address, r, setup_wait).await?);
+        // Heartbeats from now on, whatever the control loop does.
+        links[i].start_writer(i, tx.clone());
     }
     // Readers forward into the same channel, stamping when they read.
     for (i, mut r) in readers.into_iter().enumerate() {
@@ -589,373 +664,70 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
         });
     }
-    drop(tx);
+    Ok(Fleet {
+        locals,
+        links,
+        source_addrs,
+        events,
+    })
+}
 
-    let mut provenance = Provenance::collect();
-    let started_utc = chrono::Utc::now();
-    let pids = ropts.target_info.sampled_pids();
-    // The servers and the host are read on a thread of their own: a slow /proc must not keep
-    // this loop (stall detection, go, stop) from running.
-    let mut readings = Readings::start(pids.clone(), sample_delay)
-        .map_err(|e| agent_err(format!("cannot start the reading thread: {e}")))?;
-    let mut phase_readings: BTreeMap<Mark, PhaseReading> = BTreeMap::new();
-    let mut asked: Vec<Mark> = Vec::new();
-    let mut last_second: Option<SecondReading> = None;
-    let mut readings_open = true;
-    // The reading before the run is waited for (the agents hear their heartbeats meanwhile):
-    // memory per connection counts from it.
-    if readings.ask(Mark::Before) {
-        asked.push(Mark::Before);
-        let until = Instant::now() + READINGS_WAIT;
-        while let Ok(Some(r)) = tokio::time::timeout_at(until.into(), readings.rx.recv()).await {
-            match r {
-                Reading::Phase(p) => {
-                    let before = p.mark == Mark::Before;
-                    phase_readings.insert(p.mark, p);
-                    if before {
-                        break;
-                    }
-                }
-                Reading::Second(r) => last_second = Some(r),
-            }
-        }
+/// Every agent's setup, with the connections it holds: its share of the plan, its scenario
+/// (see [`agent_scenario`]) and the first of its source addresses (disjoint ranges).
+fn setups(
+    scenario: &Scenario,
+    targets: &[Target],
+    layout: &Layout,
+    local: bool,
+) -> Result<Vec<(Setup, u64)>, RunError> {
+    let counts = Plan::counts_per_agent(scenario, layout);
+    let per = u64::from(sys::DEFAULT_CONNS_PER_SOURCE_ADDR);
+    let total = counts.iter().sum::<u64>().max(1);
+    let mut first = 0u64;
+    let mut out = Vec::with_capacity(counts.len());
+    for (i, &count) in counts.iter().enumerate() {
+        let setup = Setup {
+            agent: i as u32,
+            agents: layout.agents,
+            scenario: agent_scenario(scenario, count, total, local)?,
+            targets: targets.iter().map(|t| t.url.clone()).collect(),
+            source_first: first,
+        };
+        first += count.div_ceil(per).max(1);
+        out.push((setup, count));
     }
-    for l in links.iter() {
-        let _ = l.post(ToAgent::Start);
+    Ok(out)
+}
+
+/// Waits for agent `i`'s answer to its setup: its source addresses when it is ready.
+async fn await_ready(
+    i: usize,
+    addr: &str,
+    r: &mut TokioBufReader<tokio::net::tcp::OwnedReadHalf>,
+    wait: Duration,
+) -> Result<Vec<String>, RunError> {
+    let reply = tokio::time::timeout(wait, control::recv(r))
+        .await
+        .map_err(|_| {
+            agent_err(format!(
+                "agent {i} at {addr}: no answer to setup within {wait:?}"
+            ))
+        })?
+        .map_err(|e| agent_err(format!("agent {i} at {addr}: {e}")))?;
+    match reply {
+        FromAgent::Ready { source_addrs, .. } => Ok(source_addrs),
+        FromAgent::Refused { reason } => Err(agent_err(format!(
+            "agent {i} at {addr} refused the run: {reason}"
+        ))),
+        other => Err(agent_err(format!(
+            "agent {i} at {addr}: expected ready, got {other:?}"
+        ))),
     }
-    let started = Instant::now();
-    let at_s = |t: Instant| (t.duration_since(started).as_secs_f64() * 1000.0).round() / 1000.0;
-    let mut faults: Vec<AgentFault> = Vec::new();
-    let mut series: Vec<SeriesRow> = Vec::new();
-    let mut pending = new_hist();
-    let mut last_emit = Instant::now();
-    let mut last_sent = 0u64;
-    let mut last_delivered = 0u64;
-    let mut last_cpu = 0.0f64;
-    let mut phase = Phase::Connect;
-    let mut phases = PhaseTimes::default();
-    // A backstop behind the agents' own connect deadlines (ramp + time held back by
-    // `max_connecting`, within its bound + connect_timeout + 1 s).
-    let all = u64::from(scenario.connections);
-    let connect_deadline = started
-        + scenario.connect_deadline(all, scenario.max_ramp_hold(all))
-        + Duration::from_secs(9);
-    // (start, measure start, cooldown start, end) in coordinator time.
-    let mut timeline: Option<[Instant; 4]> = None;
-    let mut interrupt = ropts.interrupt.clone();
-    let mut interrupted = *interrupt.borrow();
-    let mut stop_sent = false;
-    let mut hard_deadline = connect_deadline
-        + scenario.settle
-        + scenario.warmup
-        + scenario.measure
-        + scenario.cooldown
-        + Duration::from_secs(20);
-    let mut connect_end: Option<Instant> = None;
-    let mut clock = LoopClock::new(Instant::now());
-    loop {
-        let now = Instant::now();
-        let live: Vec<usize> = (0..links.len())
-            .filter(|&i| !links[i].lost && links[i].fin.is_none())
-            .collect();
-        if live.is_empty() || now >= hard_deadline {
-            if !live.is_empty() {
-                for i in live {
-                    let l = &mut links[i];
-                    l.lost = true;
-                    l.close();
-                    faults.push(AgentFault {
-                        agent: l.id,
-                        address: l.address.clone(),
-                        at_s: at_s(now),
-                        what: "did not deliver its final figures before the run's deadline".into(),
-                    });
-                }
-            }
-            break;
-        }
-        // Stalls. Time this loop itself was not scheduled (a host busy opening connections)
-        // is not held against the agents: their reports may be waiting to be read.
-        let late = clock.lateness(now);
-        for l in links.iter_mut().filter(|l| !l.lost && l.fin.is_none()) {
-            l.last_heard += late;
-            if now.duration_since(l.last_heard) > STALL_LIMIT {
-                l.lost = true;
-                l.close(); // closing the control connection makes the agent stop its load
-                let what = format!("stalled: no report for {STALL_LIMIT:?}");
-                progress.println(&format!(
-                    "agent {} ({}) {what} at {:.1} s",
-                    l.id,
-                    l.address,
-                    at_s(now)
-                ));
-                faults.push(AgentFault {
-                    agent: l.id,
-                    address: l.address.clone(),
-                    at_s: at_s(now),
-                    what,
-                });
-            }
-        }
-        // The barrier: every live agent has finished connecting.
-        if phase == Phase::Connect && links.iter().all(|l| l.lost || l.connected.is_some()) {
-            connect_end = Some(now);
-            phases.connect = now.duration_since(started).as_secs_f64();
-            phase = Phase::Settle;
-            let ready: u64 = links.iter().filter_map(|l| l.connected).sum();
-            if ready == 0 {
-                // Nothing to measure: collect every agent's figures (their errors) and end.
-                progress.println("no connection could be made by any agent: ending the run");
-                for l in links.iter().filter(|l| !l.lost) {
-                    let _ = l.post(ToAgent::Stop);
-                }
-                stop_sent = true;
-                hard_deadline = now + Duration::from_secs(15);
-                continue;
-            }
-            let start = now + scenario.settle + Duration::from_millis(200);
-            let measure_at = start + scenario.warmup;
-            let cool_at = measure_at + scenario.measure;
-            let end_at = cool_at + scenario.cooldown;
-            timeline = Some([start, measure_at, cool_at, end_at]);
-            hard_deadline = end_at + Duration::from_secs(15);
-            let start_coord_us = unix_us() + (start - now).as_micros() as i64;
-            for l in links.iter_mut().filter(|l| !l.lost) {
-                let go = ToAgent::Go {
-                    start_unix_us: start_coord_us + l.offset_us,
-                };
-                if let Err(e) = l.post(go) {
-                    l.lost = true;
-                    l.close();
-                    faults.push(AgentFault {
-                        agent: l.id,
-                        address: l.address.clone(),
-                        at_s: at_s(now),
-                        what: format!("could not be told to start: {e}"),
-                    });
-                }
-            }
-        } else if phase == Phase::Connect && now >= connect_deadline {
-            for l in links
-                .iter_mut()
-                .filter(|l| !l.lost && l.connected.is_none())
-            {
-                l.lost = true;
-                l.close();
-                faults.push(AgentFault {
-                    agent: l.id,
-                    address: l.address.clone(),
-                    at_s: at_s(now),
-                    what: "did not finish connecting by the connect deadline".into(),
-                });
-            }
-            continue;
-        }
-        if let Some([start, measure_at, cool_at, end_at]) = timeline {
-            // Readings are asked for here and come back on their own (see `Readings`).
-            let mut ask = |m: Mark| {
-                if readings.ask(m) {
-                    asked.push(m);
-                }
-            };
-            if phase == Phase::Settle && now >= start {
-                ask(Mark::Connected);
-                phases.settle = now.duration_since(connect_end.unwrap_or(now)).as_secs_f64();
-                phase = Phase::Warmup;
-            }
-            if phase == Phase::Warmup && now >= measure_at {
-                phases.warmup = now.duration_since(start).as_secs_f64();
-                ask(Mark::MeasureStart);
-                phase = Phase::Measure;
-            }
-            if phase == Phase::Measure && now >= cool_at {
-                phases.measure = now.duration_since(measure_at).as_secs_f64();
-                ask(Mark::MeasureEnd);
-                phase = Phase::Cooldown;
-            }
-            if phase == Phase::Cooldown && now >= end_at {
-                phases.cooldown = now.duration_since(cool_at).as_secs_f64();
-                phase = Phase::Stop;
-            }
-        }
-        // Heartbeats: each agent's writer task sends them on its own timer.
-        // One merged row a second.
-        if now >= last_emit + Duration::from_secs(1) {
-            let dt = now.duration_since(last_emit).as_secs_f64().max(1e-3);
-            let ticks: Vec<&Tick> = links.iter().filter_map(|l| l.last_tick.as_ref()).collect();
-            let sum = |f: fn(&Tick) -> u64| ticks.iter().map(|t| f(t)).sum::<u64>();
-            let sent = sum(|t| t.sent);
-            let delivered = sum(|t| t.delivered);
-            let open = sum(|t| t.open);
-            let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
-            let t = at_s(now);
-            let mut rows: Vec<(&str, f64)> = vec![
-                ("connections_open", open as f64),
-                ("connect_attempts", sum(|t| t.connect_attempts) as f64),
-                ("connect_errors", sum(|t| t.connect_errors) as f64),
-                ("closed_by_server", sum(|t| t.closed_by_server) as f64),
-                ("sent_per_s", sent.saturating_sub(last_sent) as f64 / dt),
-                (
-                    "delivered_per_s",
-                    delivered.saturating_sub(last_delivered) as f64 / dt,
-                ),
-                ("latency_count", pending.len() as f64),
-                (
-                    "generator_rss_bytes",
-                    ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>() as f64,
-                ),
-                ("generator_cpu_cores", (cpu - last_cpu).max(0.0) / dt),
-                (
-                    "agents_live",
-                    links.iter().filter(|l| !l.lost).count() as f64,
-                ),
-            ];
-            if scenario.reconnects() {
-                rows.push(("reconnects", sum(|t| t.reconnects) as f64));
-                rows.push(("reconnect_failures", sum(|t| t.reconnect_failures) as f64));
-            }
-            if !pending.is_empty() {
-                rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
-                rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
-                rows.push(("latency_max_us", pending.max() as f64));
-            }
-            // The latest reading of the servers' RSS and the kernel side of the fleet's
-            // sockets (as a one-process run records it), taken once per reading.
-            if let Some(r) = last_second.take() {
-                if let Some(rss) = r.target_rss {
-                    rows.push(("target_rss_bytes", rss as f64));
-                }
-                if let Some(h) = &r.host {
-                    rows.push(("host_slab_bytes", h.slab_bytes as f64));
-                    rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
-                }
-            }
-            for (metric, value) in rows {
-                series.push(SeriesRow {
-                    t_s: t,
-                    phase: phase.as_str().into(),
-                    metric: metric.into(),
-                    value,
-                });
-            }
-            let p99 = if pending.is_empty() {
-                "-".to_string()
-            } else {
-                format!("{:.2}ms", pending.value_at_quantile(0.99) as f64 / 1000.0)
-            };
-            // Connections in set-up across the fleet: attempted, not yet open nor failed.
-            let setting_up = sum(|t| t.connect_attempts)
-                .saturating_sub(open)
-                .saturating_sub(sum(|t| t.connect_errors));
-            let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
-            progress.update(&format!(
-                "[{:<8} {:>5.0}s] agents {}/{}  conns {}/{} (+{} setting up)  sent {:.0}/s  delivered {:.0}/s  p99 {}  conn errors {}  agents {:.0} MiB",
-                phase.as_str(),
-                t,
-                links.iter().filter(|l| !l.lost).count(),
-                links.len(),
-                open,
-                scenario.connections,
-                setting_up,
-                sent.saturating_sub(last_sent) as f64 / dt,
-                delivered.saturating_sub(last_delivered) as f64 / dt,
-                p99,
-                sum(|t| t.connect_errors),
-                gen_rss as f64 / (1024.0 * 1024.0),
-            ));
-            pending.reset();
-            last_sent = sent;
-            last_delivered = delivered;
-            last_cpu = cpu;
-            last_emit = now;
-        }
-        // Interrupt: stop everyone early.
-        if interrupted && !stop_sent {
-            stop_sent = true;
-            for l in links.iter().filter(|l| !l.lost) {
-                let _ = l.post(ToAgent::Stop);
-            }
-            hard_deadline = hard_deadline.min(Instant::now() + Duration::from_secs(15));
-        }
-        // Wait for a message or the next thing due.
-        let wake = (last_emit + Duration::from_secs(1)).min(now + Duration::from_millis(100));
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
-            r = interrupt.changed(), if !interrupted => {
-                if r.is_err() || *interrupt.borrow() { interrupted = true; }
-            }
-            r = readings.rx.recv(), if readings_open => match r {
-                Some(Reading::Phase(p)) => { phase_readings.insert(p.mark, p); }
-                Some(Reading::Second(r)) => last_second = Some(r),
-                None => readings_open = false,
-            },
-            ev = rx.recv() => {
-                let Some((i, heard, m)) = ev else { continue };
-                let l = &mut links[i];
-                if l.lost { continue; }
-                let gap = heard.saturating_duration_since(l.last_heard);
-                if gap > STALL_LIMIT / 2 {
-                    tracing::warn!("agent {}: {:.1} s since its last report", l.id, gap.as_secs_f64());
-                }
-                l.last_heard = l.last_heard.max(heard);
-                match m {
-                    Ok(FromAgent::Tick(t)) => {
-                        if let Ok(h) = decode_hist(&t.interval) {
-                            let _ = add_hist(&mut pending, &h);
-                        }
-                        l.last_tick = Some(*t);
-                    }
-                    Ok(FromAgent::Connected { ready }) => l.connected = Some(ready),
-                    Ok(FromAgent::Done(f)) => l.fin = Some(*f),
-                    Ok(FromAgent::Pong { .. }) => {}
-                    Ok(FromAgent::Refused { reason }) => {
-                        l.lost = true;
-                        l.close();
-                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(heard), what: format!("gave up: {reason}") });
-                    }
-                    Ok(other) => {
-                        progress.println(&format!("agent {}: unexpected {other:?}", l.id));
-                    }
-                    Err(e) => {
-                        l.lost = true;
-                        l.close();
-                        let what = match e {
-                            ControlError::Closed => "its control connection closed (the agent died or was killed)".to_string(),
-                            e => format!("control connection failed: {e}"),
-                        };
-                        progress.println(&format!("agent {} ({}) lost at {:.1} s: {what}", l.id, l.address, at_s(Instant::now())));
-                        faults.push(AgentFault { agent: l.id, address: l.address.clone(), at_s: at_s(Instant::now()), what });
-                    }
-                }
-            }
-        }
-    }
-    // Read the server's own counters before the clients leave, then release the agents.
-    let server_metrics = match (&ropts.target_info.arch, targets.first()) {
-        (Some(_), Some(t)) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
-        _ => None,
-    };
-    for l in links.iter_mut().filter(|l| !l.lost) {
-        let _ = l.post(ToAgent::Stop);
-        l.close();
-    }
-    // The phase readings still on their way (bounded: a reading stuck in /proc leaves its
-    // figures out, with a note).
-    let until = Instant::now() + READINGS_WAIT;
-    while readings_open && asked.iter().any(|m| !phase_readings.contains_key(m)) {
-        match tokio::time::timeout_at(until.into(), readings.rx.recv()).await {
-            Ok(Some(Reading::Phase(p))) => {
-                phase_readings.insert(p.mark, p);
-            }
-            Ok(Some(Reading::Second(_))) => {}
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let dropped_readings = readings.dropped();
-    drop(readings);
-    progress.finish();
-    // Local agents exit after their session; give them a moment to close politely, then make
-    // sure (by pid).
+}
+
+/// Local agents exit after their session; gives them a moment to close politely, then makes
+/// sure (by pid).
+async fn stop_locals(mut locals: Vec<LocalAgent>) {
     let exit_wait = Instant::now() + Duration::from_secs(8);
     for la in locals.iter_mut() {
         while Instant::now() < exit_wait {
@@ -968,89 +740,612 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     for mut la in locals {
         la.stop();
     }
-    provenance.finish();
-    let host_after = sampler::sample_host().ok();
+}
 
-    // Merge.
-    let mut window = new_hist();
-    let mut connect_hist = new_hist();
-    let mut send_lag = new_hist();
-    let mut pacer_lag: Option<Histogram<u64>> = None;
-    let mut breakdown = Vec::new();
-    let mut totals = Final::default();
-    let mut expected = 0u64;
-    let mut delivered = 0u64;
-    let mut measure_s: f64 = 0.0;
-    let mut agent_cores: Vec<(f64, u64)> = Vec::new();
-    let mut rss_per_conn = Vec::new();
-    let mut realtime = None;
-    let mut any_interrupted = false;
-    let mut delivered_window_all = 0u64;
-    let mut reconnects: Vec<&control::AgentReconnect> = Vec::new();
-    let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
-    for l in &links {
-        let (mut exp, mut del) = (0u64, 0u64);
-        let mut lat = None;
-        if let Some(f) = &l.fin {
-            for (room, sent) in f.room_sent_window.iter().enumerate() {
-                let readers = f.room_readers.get(room).copied().unwrap_or(0);
-                exp += sent * readers.saturating_sub(1);
-            }
-            del = f.room_delivered_window.iter().sum();
-            let w = decode_hist(&f.window_latency).map_err(bad_hist)?;
-            add_hist(&mut window, &w).map_err(bad_hist)?;
-            lat = Percentiles::of(&w);
-            add_hist(
-                &mut connect_hist,
-                &decode_hist(&f.connect_time).map_err(bad_hist)?,
-            )
-            .map_err(bad_hist)?;
-            add_hist(&mut send_lag, &decode_hist(&f.send_lag).map_err(bad_hist)?)
-                .map_err(bad_hist)?;
-            if let Some(p) = &f.pacer_lag {
-                let h = decode_hist(p).map_err(bad_hist)?;
-                add_hist(pacer_lag.get_or_insert_with(new_hist), &h).map_err(bad_hist)?;
-            }
-            expected += exp;
-            delivered += del;
-            measure_s = measure_s.max(f.measure_s);
-            if let Some(c) = f.cpu_cores_measure {
-                agent_cores.push((c, f.cpus));
-            }
-            if let Some(r) = f.rss_per_conn_bytes {
-                rss_per_conn.push(r);
-            }
-            realtime = realtime.or(f.pacer_realtime);
-            any_interrupted |= f.interrupted;
-            totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
-            totals.planned += f.planned;
-            if let Some(r) = &f.reconnect {
-                reconnects.push(r);
-            }
-            for (k, v) in &f.closed_by_server {
-                *totals.closed_by_server.entry(k.clone()).or_insert(0) += v;
-            }
-            for (k, v) in &f.server_errors {
-                *totals.server_errors.entry(k.clone()).or_insert(0) += v;
-            }
-            totals.sent_window += f.sent_window;
-            totals.duplicated += f.duplicated;
-            totals.late += f.late;
-            totals.bad_frames += f.bad_frames;
-            totals.slow += f.slow;
+/// The coordinator's readings of the servers and the host, asked for at phase edges and taken
+/// on their own thread ([`Readings`]), with what has come back.
+struct PhaseReadings {
+    readings: Readings,
+    got: BTreeMap<Mark, PhaseReading>,
+    asked: Vec<Mark>,
+    last_second: Option<SecondReading>,
+    open: bool,
+}
+
+impl PhaseReadings {
+    fn start(pids: Vec<u32>, delay: Duration) -> Result<PhaseReadings, RunError> {
+        let readings = Readings::start(pids, delay)
+            .map_err(|e| agent_err(format!("cannot start the reading thread: {e}")))?;
+        Ok(PhaseReadings {
+            readings,
+            got: BTreeMap::new(),
+            asked: Vec::new(),
+            last_second: None,
+            open: true,
+        })
+    }
+
+    fn ask(&mut self, m: Mark) {
+        if self.readings.ask(m) {
+            self.asked.push(m);
         }
+    }
+
+    /// Takes one reading as it comes (`None`: the reading thread has ended).
+    fn take(&mut self, r: Option<Reading>) {
+        match r {
+            Some(Reading::Phase(p)) => {
+                self.got.insert(p.mark, p);
+            }
+            Some(Reading::Second(r)) => self.last_second = Some(r),
+            None => self.open = false,
+        }
+    }
+
+    /// Asks for the reading before the run and waits for it (bounded).
+    async fn before(&mut self) {
+        self.ask(Mark::Before);
+        if !self.asked.contains(&Mark::Before) {
+            return;
+        }
+        let until = Instant::now() + READINGS_WAIT;
+        while !self.got.contains_key(&Mark::Before) {
+            match tokio::time::timeout_at(until.into(), self.readings.rx.recv()).await {
+                Ok(Some(r)) => self.take(Some(r)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Waits (bounded) for the phase readings still on their way — a reading stuck in /proc
+    /// leaves its figures out, with a note — and ends the reading thread. Returns how many
+    /// once-a-second readings were dropped.
+    async fn finish(&mut self) -> u64 {
+        let until = Instant::now() + READINGS_WAIT;
+        while self.open && self.asked.iter().any(|m| !self.got.contains_key(m)) {
+            match tokio::time::timeout_at(until.into(), self.readings.rx.recv()).await {
+                Ok(Some(Reading::Phase(p))) => {
+                    self.got.insert(p.mark, p);
+                }
+                Ok(Some(Reading::Second(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.readings.dropped()
+    }
+
+    /// The notes on readings that did not come.
+    fn notes(&self, servers: bool, dropped: u64) -> Vec<String> {
+        let mut notes = Vec::new();
+        if servers {
+            for m in self.asked.iter().filter(|m| !self.got.contains_key(m)) {
+                notes.push(format!(
+                    "the servers' reading at {} did not come within {READINGS_WAIT:?} of the run's end (reading /proc was slow): the figures that need it are not given",
+                    m.as_str()
+                ));
+            }
+        }
+        if dropped > 0 {
+            notes.push(format!(
+                "{dropped} once-a-second readings of the servers and the host were dropped (the control loop had not taken the previous one): timeseries.csv misses them"
+            ));
+        }
+        notes
+    }
+}
+
+/// The control loop's state: the agents, the run's timeline as the coordinator keeps it (a
+/// barrier, then a common start), the faults, and the merged time series.
+struct Control {
+    links: Vec<AgentLink>,
+    timeline: Timeline,
+    started: Instant,
+    phase: Phase,
+    phases: PhaseTimes,
+    /// A backstop behind the agents' own connect deadlines.
+    connect_deadline: Instant,
+    /// When the loop ends whatever the agents do.
+    hard_deadline: Instant,
+    connect_end: Option<Instant>,
+    /// The sending phases' edges, in coordinator time, once the barrier is passed.
+    edges: Option<Edges>,
+    faults: Vec<AgentFault>,
+    series: Vec<SeriesRow>,
+    /// The agents' interval histograms since the last second, added.
+    pending: Histogram<u64>,
+    rates: Rates,
+    interrupted: bool,
+    stop_sent: bool,
+    planned: u64,
+    reconnects: bool,
+    progress: Progress,
+}
+
+impl Control {
+    fn new(
+        links: Vec<AgentLink>,
+        scenario: &Scenario,
+        started: Instant,
+        progress: Progress,
+    ) -> Control {
+        let timeline = Timeline::of(scenario);
+        // Behind the agents' own deadlines (ramp + time held back by `max_connecting`, within
+        // its bound + connect_timeout + 1 s).
+        let all = u64::from(scenario.connections);
+        let connect_deadline = started
+            + scenario.connect_deadline(all, scenario.max_ramp_hold(all))
+            + Duration::from_secs(9);
+        Control {
+            links,
+            timeline,
+            started,
+            phase: Phase::Connect,
+            phases: PhaseTimes::default(),
+            connect_deadline,
+            hard_deadline: connect_deadline + timeline.after_connect() + Duration::from_secs(20),
+            connect_end: None,
+            edges: None,
+            faults: Vec::new(),
+            series: Vec::new(),
+            pending: new_hist(),
+            rates: Rates::new(started, 0.0),
+            interrupted: false,
+            stop_sent: false,
+            planned: all,
+            reconnects: scenario.reconnects(),
+            progress,
+        }
+    }
+
+    /// Seconds since the start, to the millisecond.
+    fn at_s(&self, t: Instant) -> f64 {
+        (t.duration_since(self.started).as_secs_f64() * 1000.0).round() / 1000.0
+    }
+
+    /// Agent `i` is lost at `at`: its control connection closes (the agent stops its load),
+    /// and the fault is recorded.
+    fn lose(&mut self, i: usize, at: Instant, what: String) {
+        let at_s = self.at_s(at);
+        let l = &mut self.links[i];
+        l.lost = true;
+        l.close();
+        self.faults.push(AgentFault {
+            agent: l.id,
+            address: l.address.clone(),
+            at_s,
+            what,
+        });
+    }
+
+    /// Agents still expected to report.
+    fn live(&self) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&i| !self.links[i].lost && self.links[i].fin.is_none())
+            .collect()
+    }
+
+    /// Whether the loop is over at `now`: every agent has reported or is lost, or the hard
+    /// deadline passed (the agents still out are lost).
+    fn finished(&mut self, now: Instant) -> bool {
+        let live = self.live();
+        if !live.is_empty() && now < self.hard_deadline {
+            return false;
+        }
+        for i in live {
+            self.lose(
+                i,
+                now,
+                "did not deliver its final figures before the run's deadline".into(),
+            );
+        }
+        true
+    }
+
+    /// Loses the agents silent for [`STALL_LIMIT`]. Time this loop itself was not scheduled
+    /// (`late`: a host busy opening connections) is not held against them: their reports may
+    /// be waiting to be read.
+    fn check_stalls(&mut self, now: Instant, late: Duration) {
+        for i in self.live() {
+            let l = &mut self.links[i];
+            l.last_heard += late;
+            if now.duration_since(l.last_heard) > STALL_LIMIT {
+                let what = format!("stalled: no report for {STALL_LIMIT:?}");
+                let line = format!("agent {} ({}) {what}", l.id, l.address);
+                let at_s = self.at_s(now);
+                self.progress.println(&format!("{line} at {at_s:.1} s"));
+                self.lose(i, now, what);
+            }
+        }
+    }
+
+    /// The connect phase at `now`: the barrier once every live agent has connected, or the
+    /// connect deadline. True when the loop should look again at once.
+    fn connect_step(&mut self, now: Instant) -> bool {
+        if self.phase != Phase::Connect {
+            return false;
+        }
+        if self.links.iter().all(|l| l.lost || l.connected.is_some()) {
+            return self.barrier(now);
+        }
+        if now < self.connect_deadline {
+            return false;
+        }
+        for i in 0..self.links.len() {
+            if !self.links[i].lost && self.links[i].connected.is_none() {
+                self.lose(
+                    i,
+                    now,
+                    "did not finish connecting by the connect deadline".into(),
+                );
+            }
+        }
+        true
+    }
+
+    /// The barrier is passed: a common start after settle, told to every agent in its own
+    /// clock. With nothing connected, every agent is told to stop (their figures still
+    /// come, with their errors). True when the loop should look again at once.
+    fn barrier(&mut self, now: Instant) -> bool {
+        self.connect_end = Some(now);
+        self.phases.connect = now.duration_since(self.started).as_secs_f64();
+        self.phase = Phase::Settle;
+        let ready: u64 = self.links.iter().filter_map(|l| l.connected).sum();
+        if ready == 0 {
+            self.progress
+                .println("no connection could be made by any agent: ending the run");
+            self.post_stop();
+            self.hard_deadline = now + Duration::from_secs(15);
+            return true;
+        }
+        let start = now + self.timeline.settle + Duration::from_millis(200);
+        let edges = self.timeline.from_go(start);
+        self.edges = Some(edges);
+        self.hard_deadline = edges.end + Duration::from_secs(15);
+        let start_coord_us = unix_us() + (start - now).as_micros() as i64;
+        for i in 0..self.links.len() {
+            let l = &self.links[i];
+            if l.lost {
+                continue;
+            }
+            let go = ToAgent::Go {
+                start_unix_us: start_coord_us + l.offset_us,
+            };
+            if let Err(e) = l.post(go) {
+                self.lose(i, now, format!("could not be told to start: {e}"));
+            }
+        }
+        false
+    }
+
+    /// The phase changes due at `now` on the timeline; returns the readings to ask for.
+    fn advance(&mut self, now: Instant) -> Vec<Mark> {
+        let Some(e) = self.edges else {
+            return Vec::new();
+        };
+        let mut marks = Vec::new();
+        let secs = |a: Instant, b: Instant| a.duration_since(b).as_secs_f64();
+        if self.phase == Phase::Settle && now >= e.start {
+            marks.push(Mark::Connected);
+            self.phases.settle = secs(now, self.connect_end.unwrap_or(now));
+            self.phase = Phase::Warmup;
+        }
+        if self.phase == Phase::Warmup && now >= e.measure {
+            self.phases.warmup = secs(now, e.start);
+            marks.push(Mark::MeasureStart);
+            self.phase = Phase::Measure;
+        }
+        if self.phase == Phase::Measure && now >= e.cooldown {
+            self.phases.measure = secs(now, e.measure);
+            marks.push(Mark::MeasureEnd);
+            self.phase = Phase::Cooldown;
+        }
+        if self.phase == Phase::Cooldown && now >= e.end {
+            self.phases.cooldown = secs(now, e.cooldown);
+            self.phase = Phase::Stop;
+        }
+        marks
+    }
+
+    /// Tells every agent still running to stop (once).
+    fn post_stop(&mut self) {
+        for l in self.links.iter().filter(|l| !l.lost) {
+            let _ = l.post(ToAgent::Stop);
+        }
+        self.stop_sent = true;
+    }
+
+    /// After Ctrl-C: stops everyone early, and the run ends soon after.
+    fn on_interrupt(&mut self, now: Instant) {
+        if self.interrupted && !self.stop_sent {
+            self.post_stop();
+            self.hard_deadline = self.hard_deadline.min(now + Duration::from_secs(15));
+        }
+    }
+
+    /// One merged second: the agents' last ticks summed, their interval histograms added,
+    /// the latest reading of the servers' memory and the host's sockets.
+    fn second(&mut self, now: Instant, reading: Option<SecondReading>) {
+        let ticks: Vec<&Tick> = self
+            .links
+            .iter()
+            .filter_map(|l| l.last_tick.as_ref())
+            .collect();
+        let sum = |f: fn(&Tick) -> u64| ticks.iter().map(|t| f(t)).sum::<u64>();
+        let counts = Counts {
+            open: sum(|t| t.open),
+            connect_attempts: sum(|t| t.connect_attempts),
+            connect_errors: sum(|t| t.connect_errors),
+            closed_by_server: sum(|t| t.closed_by_server),
+            sent: sum(|t| t.sent),
+            delivered: sum(|t| t.delivered),
+            ready: sum(|t| t.ready),
+            disconnects: 0,
+            reconnects: sum(|t| t.reconnects),
+            reconnect_failures: sum(|t| t.reconnect_failures),
+        };
+        let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
+        let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
+        let rate = self.rates.next(now, counts.sent, counts.delivered, cpu);
+        let (target_rss, host) = match reading {
+            Some(r) => (r.target_rss, r.host.map(|h| (h.slab_bytes, h.tcp_inuse))),
+            None => (None, None),
+        };
+        let second = Second {
+            t_s: self.at_s(now),
+            phase: self.phase,
+            counts,
+            rate,
+            latency: &self.pending,
+            reconnects: self.reconnects,
+            disconnects_known: false,
+            target_rss,
+            target: None,
+            host,
+            generator_rss: Some(gen_rss),
+            agents_live: Some(self.links.iter().filter(|l| !l.lost).count() as u64),
+        };
+        second.rows(&mut self.series);
+        self.progress
+            .update(&second.progress_line(ProgressView::Fleet {
+                agents: self.links.len(),
+                planned: self.planned,
+            }));
+        self.pending.reset();
+    }
+
+    /// A message from agent `i` (or its control connection's failure), read at `heard`.
+    fn on_event(&mut self, i: usize, heard: Instant, m: Result<FromAgent, ControlError>) {
+        let Some(l) = self.links.get_mut(i) else {
+            return;
+        };
+        if l.lost {
+            return;
+        }
+        let gap = heard.saturating_duration_since(l.last_heard);
+        if gap > STALL_LIMIT / 2 {
+            tracing::warn!(
+                "agent {}: {:.1} s since its last report",
+                l.id,
+                gap.as_secs_f64()
+            );
+        }
+        l.last_heard = l.last_heard.max(heard);
+        match m {
+            Ok(FromAgent::Tick(t)) => {
+                if let Ok(h) = decode_hist(&t.interval) {
+                    let _ = add_hist(&mut self.pending, &h);
+                }
+                l.last_tick = Some(*t);
+            }
+            Ok(FromAgent::Connected { ready }) => l.connected = Some(ready),
+            Ok(FromAgent::Done(f)) => l.fin = Some(*f),
+            Ok(FromAgent::Pong { .. }) => {}
+            Ok(FromAgent::Refused { reason }) => self.lose(i, heard, format!("gave up: {reason}")),
+            Ok(other) => {
+                self.progress
+                    .println(&format!("agent {}: unexpected {other:?}", l.id));
+            }
+            Err(e) => {
+                let what = match e {
+                    ControlError::Closed => {
+                        "its control connection closed (the agent died or was killed)".to_string()
+                    }
+                    e => format!("control connection failed: {e}"),
+                };
+                let now = Instant::now();
+                let who = format!("agent {} ({})", l.id, l.address);
+                let at_s = self.at_s(now);
+                self.progress
+                    .println(&format!("{who} lost at {at_s:.1} s: {what}"));
+                self.lose(i, now, what);
+            }
+        }
+    }
+
+    /// Releases the agents still connected: they stop and close their connections.
+    fn release(&mut self) {
+        for l in self.links.iter_mut().filter(|l| !l.lost) {
+            let _ = l.post(ToAgent::Stop);
+            l.close();
+        }
+    }
+}
+
+/// Runs the control loop until every agent has reported or is lost (or the hard deadline):
+/// the barrier, the common start, the phase edges (asking for readings there), one merged
+/// second a second, Ctrl-C, and every agent's messages as they come.
+async fn control_loop(
+    ctl: &mut Control,
+    events: &mut mpsc::Receiver<Event>,
+    readings: &mut PhaseReadings,
+    interrupt: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let mut clock = LoopClock::new(Instant::now());
+    loop {
+        let now = Instant::now();
+        if ctl.finished(now) {
+            return;
+        }
+        ctl.check_stalls(now, clock.lateness(now));
+        if ctl.connect_step(now) {
+            continue;
+        }
+        for m in ctl.advance(now) {
+            readings.ask(m);
+        }
+        // Heartbeats: each agent's writer task sends them on its own timer.
+        if now >= ctl.rates.at() + Duration::from_secs(1) {
+            ctl.second(now, readings.last_second.take());
+        }
+        ctl.on_interrupt(Instant::now());
+        // Wait for a message or the next thing due.
+        let wake = (ctl.rates.at() + Duration::from_secs(1)).min(now + Duration::from_millis(100));
+        let interrupted = ctl.interrupted;
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = interrupt.changed(), if !interrupted => {
+                if r.is_err() || *interrupt.borrow() { ctl.interrupted = true; }
+            }
+            r = readings.readings.rx.recv(), if readings.open => readings.take(r),
+            ev = events.recv() => {
+                if let Some((i, heard, m)) = ev {
+                    ctl.on_event(i, heard, m);
+                }
+            }
+        }
+    }
+}
+
+/// The fleet's figures: every agent's final figures added (histograms exactly), an agent lost
+/// before them counted up to its last report, with a per-agent breakdown.
+#[derive(Debug)]
+struct Merged {
+    window: Histogram<u64>,
+    connect_hist: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    pacer_lag: Option<Histogram<u64>>,
+    breakdown: Vec<AgentBreakdown>,
+    totals: Final,
+    expected: u64,
+    delivered: u64,
+    /// The longest window an agent ran.
+    measure_s: f64,
+    /// Each agent's CPU cores over the window, with the CPUs it may use.
+    agent_cores: Vec<(f64, u64)>,
+    rss_per_conn: Vec<f64>,
+    realtime: Option<bool>,
+    any_interrupted: bool,
+    delivered_window_all: u64,
+    reconnect: Option<ReconnectStats>,
+    /// An agent did not deliver its final figures.
+    partial: bool,
+}
+
+fn bad_hist(e: ControlError) -> RunError {
+    agent_err(format!("an agent's histogram did not decode: {e}"))
+}
+
+impl Merged {
+    fn new() -> Merged {
+        Merged {
+            window: new_hist(),
+            connect_hist: new_hist(),
+            send_lag: new_hist(),
+            pacer_lag: None,
+            breakdown: Vec::new(),
+            totals: Final::default(),
+            expected: 0,
+            delivered: 0,
+            measure_s: 0.0,
+            agent_cores: Vec::new(),
+            rss_per_conn: Vec::new(),
+            realtime: None,
+            any_interrupted: false,
+            delivered_window_all: 0,
+            reconnect: None,
+            partial: false,
+        }
+    }
+
+    /// Adds one agent's final figures; returns its expected and delivered messages and its
+    /// latency percentiles.
+    fn add_final(&mut self, f: &Final) -> Result<(u64, u64, Option<Percentiles>), RunError> {
+        let exp = summary::expected_deliveries(
+            f.room_sent_window.iter().copied(),
+            f.room_readers.iter().copied(),
+        );
+        let del = f.room_delivered_window.iter().sum();
+        let w = decode_hist(&f.window_latency).map_err(bad_hist)?;
+        add_hist(&mut self.window, &w).map_err(bad_hist)?;
+        let add = |into: &mut Histogram<u64>, s: &str| {
+            add_hist(into, &decode_hist(s).map_err(bad_hist)?).map_err(bad_hist)
+        };
+        add(&mut self.connect_hist, &f.connect_time)?;
+        add(&mut self.send_lag, &f.send_lag)?;
+        if let Some(p) = &f.pacer_lag {
+            add(self.pacer_lag.get_or_insert_with(new_hist), p)?;
+        }
+        self.expected += exp;
+        self.delivered += del;
+        self.measure_s = self.measure_s.max(f.measure_s);
+        if let Some(c) = f.cpu_cores_measure {
+            self.agent_cores.push((c, f.cpus));
+        }
+        if let Some(r) = f.rss_per_conn_bytes {
+            self.rss_per_conn.push(r);
+        }
+        self.realtime = self.realtime.or(f.pacer_realtime);
+        self.any_interrupted |= f.interrupted;
+        let t = &mut self.totals;
+        t.ramp_held_us = t.ramp_held_us.max(f.ramp_held_us);
+        t.planned += f.planned;
+        for (k, v) in &f.closed_by_server {
+            *t.closed_by_server.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, v) in &f.server_errors {
+            *t.server_errors.entry(k.clone()).or_insert(0) += v;
+        }
+        t.sent_window += f.sent_window;
+        t.duplicated += f.duplicated;
+        t.late += f.late;
+        t.bad_frames += f.bad_frames;
+        t.slow += f.slow;
+        Ok((exp, del, Percentiles::of(&w)))
+    }
+
+    /// The generator's CPU cores over the window, summed over the agents that measured it.
+    fn gen_cores(&self) -> Option<f64> {
+        (!self.agent_cores.is_empty()).then(|| self.agent_cores.iter().map(|(c, _)| c).sum())
+    }
+}
+
+/// Merges the agents' figures (see [`Merged`]).
+fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
+    let mut m = Merged::new();
+    let mut reconnect_parts: Vec<&control::AgentReconnect> = Vec::new();
+    for l in links {
+        let (exp, del, lat) = match &l.fin {
+            Some(f) => {
+                if let Some(r) = &f.reconnect {
+                    reconnect_parts.push(r);
+                }
+                m.add_final(f)?
+            }
+            None => (0, 0, None),
+        };
         let ready = add_conns(
-            &mut totals,
+            &mut m.totals,
             l.fin.as_ref(),
             l.connected,
             l.last_tick.as_ref(),
         );
-        let window_all = l.fin.as_ref().map_or(
+        let fin = l.fin.as_ref();
+        let window_all = fin.map_or(
             l.last_tick.as_ref().map_or(0, |t| t.delivered_window_all),
             |f| f.delivered_window_all,
         );
-        delivered_window_all += window_all;
-        breakdown.push(AgentBreakdown {
+        m.delivered_window_all += window_all;
+        m.breakdown.push(AgentBreakdown {
             agent: l.id,
             address: l.address.clone(),
             pid: l.pid,
@@ -1058,48 +1353,60 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             clock_rtt_us: l.rtt_us,
             planned: l.planned,
             ready,
-            connect_errors: l
-                .fin
-                .as_ref()
-                .map(|f| f.connect_errors.clone())
-                .unwrap_or_default(),
-            sent: l.fin.as_ref().map_or(0, |f| f.sent_window),
+            connect_errors: fin.map(|f| f.connect_errors.clone()).unwrap_or_default(),
+            sent: fin.map_or(0, |f| f.sent_window),
             expected: exp,
             delivered: del,
-            sent_all: l.fin.as_ref().map_or(0, |f| f.sent_all),
-            delivered_all: l.fin.as_ref().map_or(0, |f| f.delivered_all),
+            sent_all: fin.map_or(0, |f| f.sent_all),
+            delivered_all: fin.map_or(0, |f| f.delivered_all),
             delivered_window_all: window_all,
             latency_us: lat,
-            cpu_cores_measure: l.fin.as_ref().and_then(|f| f.cpu_cores_measure),
-            rss_per_conn_bytes: l.fin.as_ref().and_then(|f| f.rss_per_conn_bytes),
-            ramp_held_s: l.fin.as_ref().map_or(0.0, |f| f.ramp_held_us as f64 / 1e6),
-            connecting_peak: l.fin.as_ref().map_or(0, |f| f.connecting_peak),
-            complete: l.fin.is_some(),
+            cpu_cores_measure: fin.and_then(|f| f.cpu_cores_measure),
+            rss_per_conn_bytes: fin.and_then(|f| f.rss_per_conn_bytes),
+            ramp_held_s: fin.map_or(0.0, |f| f.ramp_held_us as f64 / 1e6),
+            connecting_peak: fin.map_or(0, |f| f.connecting_peak),
+            complete: fin.is_some(),
         });
     }
-    let partial = links.iter().any(|l| l.fin.is_none());
-    let status = if totals.ready == 0 {
+    m.partial = links.iter().any(|l| l.fin.is_none());
+    if reconnects {
+        m.reconnect = merge_reconnect(&reconnect_parts).map_err(bad_hist)?;
+    }
+    Ok(m)
+}
+
+/// The verdict on a fleet's run: its status, and why it is invalid. Local agents share this
+/// host's CPUs, so their CPU is judged summed against them; a remote agent against its own.
+/// A lost agent makes the results partial.
+fn verdict(
+    m: &Merged,
+    faults: &[AgentFault],
+    interrupted: bool,
+    local: bool,
+    cpus: usize,
+) -> (RunStatus, Vec<String>) {
+    let status = if m.totals.ready == 0 {
         RunStatus::Failed
-    } else if partial || interrupted || any_interrupted {
+    } else if m.partial || interrupted || m.any_interrupted {
         RunStatus::Interrupted
     } else {
         RunStatus::Complete
     };
-    let affinity = sys::cpu_affinity();
-    // Local agents share this host's CPUs: judge their sum against them; a remote agent against
-    // its own.
-    let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
-    let gen_cores_sum: f64 = agent_cores.iter().map(|(c, _)| c).sum();
+    let pacer_p99_us = m
+        .pacer_lag
+        .as_ref()
+        .and_then(Percentiles::of)
+        .map(|p| p.p99);
     let mut invalid = Vec::new();
     if local {
         invalid.extend(self_check(&SelfCheck {
             status,
-            generator_cores: (!agent_cores.is_empty()).then_some(gen_cores_sum),
-            generator_cpus: affinity.len(),
-            pacer_p99_us: pacer_lag.as_ref().and_then(Percentiles::of).map(|p| p.p99),
+            generator_cores: m.gen_cores(),
+            generator_cpus: cpus,
+            pacer_p99_us,
         }));
     } else {
-        for (c, cpus) in &agent_cores {
+        for (c, cpus) in &m.agent_cores {
             invalid.extend(self_check(&SelfCheck {
                 status: RunStatus::Complete,
                 generator_cores: Some(*c),
@@ -1111,58 +1418,60 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             status,
             generator_cores: None,
             generator_cpus: 1,
-            pacer_p99_us: pacer_lag.as_ref().and_then(Percentiles::of).map(|p| p.p99),
+            pacer_p99_us,
         }));
     }
-    for f in &faults {
+    for f in faults {
         invalid.push(format!(
             "partial results: agent {} ({}) was lost at {:.1} s ({}); its connections and messages are missing from the totals",
             f.agent, f.address, f.at_s, f.what
         ));
     }
-    let mut notes = vec![format!(
-        "{} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
+    (status, invalid)
+}
+
+/// The note every fleet's summary carries: how its latency, loss and deliveries are counted.
+fn fleet_note(agents: usize) -> String {
+    format!(
+        "{agents} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
          `distributed.agents[].delivered_all` counts every delivery, across agents, and \
-         `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)",
-        links.len()
-    )];
-    // The window's deliveries counted here are each agent's own (same clock); the server also
-    // delivered every cross-agent message in the window, so CPU per delivery over these would
-    // read about N times too high. Left out until the window's cross-agent deliveries are
-    // counted.
-    // CPU per delivery divides by every delivery the server made in the window (any sender to
-    // any receiver, counted by the receivers' agents); an agent lost on the way took some of
-    // its count with it.
-    let per_delivery_known = !partial;
-    let server_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.server.clone());
-    let host_of = |m: Mark| phase_readings.get(&m).and_then(|r| r.host.clone());
-    if !pids.is_empty() {
-        for m in &asked {
-            if !phase_readings.contains_key(m) {
-                notes.push(format!(
-                    "the servers' reading at {} did not come within {READINGS_WAIT:?} of the run's end (reading /proc was slow): the figures that need it are not given",
-                    m.as_str()
-                ));
-            }
-        }
-    }
-    if dropped_readings > 0 {
-        notes.push(format!(
-            "{dropped_readings} once-a-second readings of the servers and the host were dropped (the control loop had not taken the previous one): timeseries.csv misses them"
-        ));
-    }
-    // The window's CPU from readings taken near its edges, on the readings' own clock.
-    let edges = timeline.map(|[_, m, c, _]| {
+         `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)"
+    )
+}
+
+/// The servers' side over the window.
+struct ServerFigures {
+    cores: Option<f64>,
+    per_delivery: Option<f64>,
+    other_load: Option<OtherLoad>,
+}
+
+/// The servers' CPU over the window, from readings taken near its edges on the readings' own
+/// clock; CPU per delivery divides by every delivery the server made in the window (any
+/// sender to any receiver, counted by the receivers' agents), so not when an agent was lost
+/// and took some of its count with it; other work on the servers' CPUs (local agents inherit
+/// the coordinator's CPUs).
+fn server_figures(
+    got: &BTreeMap<Mark, PhaseReading>,
+    edges: Option<Edges>,
+    m: &Merged,
+    phases_measure: f64,
+    target: &crate::results::TargetInfo,
+    notes: &mut Vec<String>,
+) -> ServerFigures {
+    let server_of = |mark: Mark| got.get(&mark).and_then(|r| r.server.clone());
+    let host_of = |mark: Mark| got.get(&mark).and_then(|r| r.host.clone());
+    let window_edges = edges.map(|e| {
         let epoch = sampler::clock_epoch();
         (
-            m.saturating_duration_since(epoch),
-            c.saturating_duration_since(epoch),
+            e.measure.saturating_duration_since(epoch),
+            e.cooldown.saturating_duration_since(epoch),
         )
     });
     let server_window = match (
         server_of(Mark::MeasureStart),
         server_of(Mark::MeasureEnd),
-        edges,
+        window_edges,
     ) {
         (Some(a), Some(b), Some((start, end))) => match window_cpu(&a, &b, start, end) {
             Ok(w) => Some(w),
@@ -1173,6 +1482,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         },
         _ => None,
     };
+    let per_delivery_known = !m.partial;
     if !per_delivery_known && server_window.is_some() {
         notes.push(
             "server CPU per delivery is not given: an agent was lost, so the window's deliveries \
@@ -1181,71 +1491,97 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         );
     }
     // The agents' own window (each switched on its timer from the common start).
-    let agents_window_s = if measure_s > 0.0 {
-        measure_s
+    let agents_window_s = if m.measure_s > 0.0 {
+        m.measure_s
     } else {
-        phases.measure
+        phases_measure
     };
-    let (server_cores, cpu_per_delivery) = match server_window {
+    let (cores, per_delivery) = match server_window {
         Some(w) => {
-            let (cores, per) = summary::server_cpu(
-                w.cpu_s,
-                w.over_s,
-                if per_delivery_known {
-                    delivered_window_all
-                } else {
-                    0
-                },
-                agents_window_s,
-            );
+            let delivered = if per_delivery_known {
+                m.delivered_window_all
+            } else {
+                0
+            };
+            let (cores, per) = summary::server_cpu(w.cpu_s, w.over_s, delivered, agents_window_s);
             (Some(cores), per)
         }
         None => (None, None),
     };
-    // Other work on the servers' CPUs (local agents inherit the coordinator's CPUs).
     let other_load = summary::other_load(
         host_of(Mark::MeasureStart).as_ref(),
         host_of(Mark::MeasureEnd).as_ref(),
-        server_cores,
-        ropts.target_info.cpu_affinity.as_deref(),
+        cores,
+        target.cpu_affinity.as_deref(),
     );
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
     }
+    ServerFigures {
+        cores,
+        per_delivery,
+        other_load,
+    }
+}
+
+/// A fleet run's status, self-check and notes.
+struct Verdict {
+    status: RunStatus,
+    invalid: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// What a fleet's summary records beyond the figures.
+struct FleetSummary<'a> {
+    scenario: &'a Scenario,
+    overrides: &'a [String],
+    started_utc: chrono::DateTime<chrono::Utc>,
+    target: crate::results::TargetInfo,
+    provenance: Provenance,
+    source_addrs: Vec<String>,
+    affinity: Vec<usize>,
+}
+
+/// The summary of a fleet's run, and the merged window histogram (for `latency.hgrm`).
+fn fleet_summary(
+    s: FleetSummary<'_>,
+    ctl: &Control,
+    m: Merged,
+    v: Verdict,
+    target_figures: TargetFigures,
+) -> (crate::results::Summary, Histogram<u64>) {
+    let phases = ctl.phases.clone();
     let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
         phases.measure
     } else {
-        measure_s
+        m.measure_s
     };
-    let mut target_info = ropts.target_info.clone();
-    if targets.len() > 1 {
-        target_info.targets = targets.iter().map(|t| t.url.clone()).collect();
-        target_info.target_policy = Some(scenario.target_policy.as_str().into());
-    }
-    let mut summary = summary::build(SummaryInput {
-        scenario: &scenario,
-        overrides: &ropts.overrides,
-        started_utc,
-        status,
-        invalid,
-        notes,
-        target: target_info,
+    let gen_cores = m.gen_cores();
+    let totals = m.totals;
+    let summary = summary::build(SummaryInput {
+        scenario: s.scenario,
+        overrides: s.overrides,
+        started_utc: s.started_utc,
+        status: v.status,
+        invalid: v.invalid,
+        notes: v.notes,
+        target: s.target,
         generator: GenFigures {
-            agents: links.len() as u32,
-            source_addrs,
-            cpu_affinity: affinity,
-            cpu_cores_measure: (!agent_cores.is_empty()).then_some(gen_cores_sum),
-            pacer_lag_us: pacer_lag.as_ref().and_then(Percentiles::of),
-            pacer_realtime: realtime,
-            send_lag_us: Percentiles::of(&send_lag),
-            rss_per_conn_bytes: (!rss_per_conn.is_empty())
-                .then(|| rss_per_conn.iter().sum::<f64>() / rss_per_conn.len() as f64),
+            agents: ctl.links.len() as u32,
+            source_addrs: s.source_addrs,
+            cpu_affinity: s.affinity,
+            cpu_cores_measure: gen_cores,
+            pacer_lag_us: m.pacer_lag.as_ref().and_then(Percentiles::of),
+            pacer_realtime: m.realtime,
+            send_lag_us: Percentiles::of(&m.send_lag),
+            rss_per_conn_bytes: (!m.rss_per_conn.is_empty())
+                .then(|| m.rss_per_conn.iter().sum::<f64>() / m.rss_per_conn.len() as f64),
         },
-        provenance,
+        provenance: s.provenance,
         phases,
         conns: ConnCounts {
-            planned: u64::from(scenario.connections),
+            planned: u64::from(s.scenario.connections),
             attempted: totals.attempted,
             connected: totals.connected,
             ready: totals.ready,
@@ -1253,17 +1589,13 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             closed_by_server: totals.closed_by_server,
             connect_s,
             ramp_held_s: totals.ramp_held_us as f64 / 1e6,
-            connect_time: &connect_hist,
-            reconnect: if scenario.reconnects() {
-                merge_reconnect(&reconnects).map_err(bad_hist)?
-            } else {
-                None
-            },
+            connect_time: &m.connect_hist,
+            reconnect: m.reconnect,
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
-            expected,
-            delivered,
+            expected: m.expected,
+            delivered: m.delivered,
             duplicated: totals.duplicated,
             late: totals.late,
             slow_consumers: totals.slow,
@@ -1271,30 +1603,18 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             bad_frames: totals.bad_frames,
             measure_s,
         },
-        latency: &window,
-        target_figures: TargetFigures {
-            server_before: server_of(Mark::Before),
-            host_before: host_of(Mark::Before),
-            server_connected: server_of(Mark::Connected),
-            host_connected: host_of(Mark::Connected),
-            host_after,
-            rss_peak_bytes: None,
-            cpu_cores_measure: server_cores,
-            cpu_us_per_delivery: cpu_per_delivery,
-            server_metrics,
-            other_load,
-        },
+        latency: &m.window,
+        target_figures,
         fault: None,
         failover: None,
         distributed: Some(DistributedInfo {
-            agents: breakdown,
-            faults,
-            partial,
-            delivered_window_all,
+            agents: m.breakdown,
+            faults: ctl.faults.clone(),
+            partial: m.partial,
+            delivered_window_all: m.delivered_window_all,
         }),
     });
-    let dir = write_run(&ropts.out_root, &mut summary, &series, &window)?;
-    Ok(RunReport { dir, summary })
+    (summary, m.window)
 }
 
 #[cfg(test)]
@@ -1445,5 +1765,323 @@ mod tests {
         assert_eq!(auto_agents(100, 20_000), 1);
         assert_eq!(auto_agents(0, 20_000), 1);
         assert_eq!(auto_agents(200_000, u64::MAX), 1);
+    }
+
+    /// Agent links whose control messages the test reads (no processes, no sockets).
+    fn fleet(n: usize) -> (Vec<AgentLink>, Vec<mpsc::Receiver<ToAgent>>) {
+        let mut links = Vec::new();
+        let mut outs = Vec::new();
+        for i in 0..n {
+            let mut l = AgentLink::new(i as u32, &format!("127.0.0.1:{}", 7000 + i), None);
+            let (tx, rx) = mpsc::channel(OUTBOX);
+            l.out = Some(tx);
+            l.offset_us = 1_000 * i as i64;
+            links.push(l);
+            outs.push(rx);
+        }
+        (links, outs)
+    }
+
+    fn scenario() -> Scenario {
+        Scenario::parse(
+            "name='t'\nconnections=40\nrooms=2\nmembers_per_room=20\nsettle='1s'\nwarmup='2s'\nmeasure='3s'\ncooldown='1s'\n",
+            "t",
+        )
+        .expect("scenario")
+    }
+
+    fn control(n: usize) -> (Control, Vec<mpsc::Receiver<ToAgent>>) {
+        let (links, outs) = fleet(n);
+        let ctl = Control::new(
+            links,
+            &scenario(),
+            Instant::now(),
+            Progress::new(crate::progress::ProgressMode::Quiet),
+        );
+        (ctl, outs)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<ToAgent>) -> Vec<ToAgent> {
+        let mut v = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            v.push(m);
+        }
+        v
+    }
+
+    fn encoded(values: &[u64]) -> String {
+        let mut h = new_hist();
+        for &v in values {
+            crate::stats::record(&mut h, v);
+        }
+        control::encode_hist(&h).expect("encode")
+    }
+
+    /// An agent's final figures: `sent` in room 0 with `readers` readers, `delivered` there.
+    fn fin(sent: u64, readers: u64, delivered: u64, latencies: &[u64]) -> Final {
+        Final {
+            planned: 20,
+            attempted: 20,
+            connected: 20,
+            ready: 20,
+            sent_window: sent,
+            room_sent_window: vec![sent, 0],
+            room_delivered_window: vec![delivered, 0],
+            room_readers: vec![readers, 0],
+            window_latency: encoded(latencies),
+            connect_time: encoded(&[500; 20]),
+            send_lag: encoded(&[10]),
+            pacer_lag: Some(encoded(&[50])),
+            cpu_cores_measure: Some(0.5),
+            cpus: 2,
+            measure_s: 3.0,
+            delivered_window_all: delivered,
+            ..Final::default()
+        }
+    }
+
+    #[test]
+    fn the_barrier_gives_every_agent_the_common_start_in_its_own_clock() {
+        let (mut ctl, mut outs) = control(3);
+        let t0 = ctl.started;
+        ctl.links[0].connected = Some(10);
+        ctl.links[1].connected = Some(5);
+        assert!(!ctl.connect_step(t0), "agent 2 has not connected yet");
+        assert_eq!(ctl.phase, Phase::Connect);
+        ctl.links[2].connected = Some(0);
+        // Agent 2's control connection is gone: it cannot be told to start.
+        ctl.links[2].out = None;
+        let now = t0 + Duration::from_secs(2);
+        assert!(!ctl.connect_step(now));
+        assert_eq!(ctl.phase, Phase::Settle);
+        assert_eq!(ctl.phases.connect, 2.0);
+        let edges = ctl.edges.expect("a timeline");
+        assert_eq!(
+            edges.start,
+            now + Duration::from_millis(1_200),
+            "settle + 200 ms"
+        );
+        assert_eq!(edges.end - edges.start, Duration::from_secs(6));
+        let starts: Vec<i64> = outs[..2]
+            .iter_mut()
+            .map(|rx| match drain(rx).as_slice() {
+                [ToAgent::Go { start_unix_us }] => *start_unix_us,
+                other => panic!("expected one go, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(starts[1] - starts[0], 1_000, "each in its own clock");
+        assert!(ctl.links[2].lost);
+        assert_eq!(ctl.faults.len(), 1);
+        assert_eq!(ctl.faults[0].agent, 2);
+        assert!(
+            ctl.faults[0].what.starts_with("could not be told to start"),
+            "{:?}",
+            ctl.faults
+        );
+    }
+
+    #[test]
+    fn with_nothing_connected_every_agent_is_told_to_stop() {
+        let (mut ctl, mut outs) = control(2);
+        ctl.links[0].connected = Some(0);
+        ctl.links[1].lost = true;
+        let now = ctl.started + Duration::from_secs(1);
+        assert!(ctl.connect_step(now), "look again at once");
+        assert!(ctl.stop_sent && ctl.edges.is_none());
+        assert_eq!(ctl.hard_deadline, now + Duration::from_secs(15));
+        assert!(matches!(drain(&mut outs[0]).as_slice(), [ToAgent::Stop]));
+        assert!(drain(&mut outs[1]).is_empty(), "a lost agent is not told");
+    }
+
+    #[test]
+    fn an_agent_not_connected_by_the_deadline_is_lost_and_the_rest_go_on() {
+        let (mut ctl, _outs) = control(2);
+        ctl.links[0].connected = Some(20);
+        let late = ctl.connect_deadline;
+        assert!(ctl.connect_step(late));
+        assert!(ctl.links[1].lost && !ctl.links[0].lost);
+        assert!(ctl.faults[0].what.contains("connect deadline"));
+        assert!(!ctl.connect_step(late), "the barrier, with the agent left");
+        assert_eq!(ctl.phase, Phase::Settle);
+    }
+
+    #[test]
+    fn the_phase_edges_ask_for_readings_in_order() {
+        let (mut ctl, _outs) = control(1);
+        ctl.links[0].connected = Some(20);
+        let t = ctl.started + Duration::from_secs(1);
+        ctl.connect_step(t);
+        let e = ctl.edges.expect("edges");
+        assert!(ctl.advance(t).is_empty());
+        assert_eq!(ctl.advance(e.start), vec![Mark::Connected]);
+        assert_eq!(ctl.phase, Phase::Warmup);
+        // A late loop passes two edges at once: both readings, in order.
+        assert_eq!(
+            ctl.advance(e.cooldown),
+            vec![Mark::MeasureStart, Mark::MeasureEnd]
+        );
+        assert_eq!(ctl.phase, Phase::Cooldown);
+        // Warmup is seen to end late; the window is measured from its own start edge.
+        assert_eq!(ctl.phases.warmup, 5.0);
+        assert_eq!(ctl.phases.measure, 3.0);
+        assert!(ctl.advance(e.end).is_empty());
+        assert_eq!(ctl.phase, Phase::Stop);
+        assert_eq!(ctl.phases.cooldown, 1.0);
+        assert_eq!(ctl.phases.settle, 1.2);
+    }
+
+    #[test]
+    fn a_silent_agent_is_lost_but_not_for_the_loops_own_lateness() {
+        let (mut ctl, _outs) = control(2);
+        let t = ctl.started;
+        for l in ctl.links.iter_mut() {
+            l.last_heard = t;
+        }
+        ctl.links[1].last_heard = t + STALL_LIMIT;
+        let now = t + STALL_LIMIT + Duration::from_secs(1);
+        // The loop itself was not scheduled for 2 s: both agents get that much back.
+        ctl.check_stalls(now, Duration::from_secs(2));
+        assert!(!ctl.links[0].lost);
+        ctl.check_stalls(now + Duration::from_secs(2), Duration::ZERO);
+        assert!(ctl.links[0].lost && !ctl.links[1].lost);
+        assert!(ctl.faults[0].what.starts_with("stalled"));
+        assert!(
+            ctl.links[0].out.is_none(),
+            "its control connection is closed"
+        );
+    }
+
+    #[test]
+    fn agents_messages_feed_the_barrier_the_series_and_the_figures() {
+        let (mut ctl, _outs) = control(3);
+        let t = ctl.started;
+        ctl.on_event(0, t, Ok(FromAgent::Connected { ready: 20 }));
+        let tick = Tick {
+            open: 20,
+            sent: 100,
+            delivered: 300,
+            connect_attempts: 21,
+            connect_errors: 1,
+            interval: encoded(&[1_000, 2_000]),
+            rss_bytes: Some(1 << 20),
+            ..Tick::default()
+        };
+        ctl.on_event(0, t, Ok(FromAgent::Tick(Box::new(tick.clone()))));
+        ctl.on_event(1, t, Ok(FromAgent::Tick(Box::new(tick))));
+        assert_eq!(ctl.links[0].connected, Some(20));
+        assert_eq!(ctl.pending.len(), 4, "interval histograms added");
+        ctl.on_event(1, t, Ok(FromAgent::Done(Box::new(fin(1, 2, 1, &[5])))));
+        assert!(ctl.links[1].fin.is_some());
+        ctl.on_event(2, t, Err(ControlError::Closed));
+        assert!(ctl.links[2].lost);
+        assert!(ctl.faults[0].what.contains("died or was killed"));
+        ctl.on_event(2, t, Ok(FromAgent::Connected { ready: 9 }));
+        assert_eq!(ctl.links[2].connected, None, "a lost agent is not heard");
+        ctl.second(t + Duration::from_secs(2), None);
+        let value = |m: &str| {
+            ctl.series
+                .iter()
+                .find(|r| r.metric == m)
+                .map(|r| r.value)
+                .expect(m)
+        };
+        assert_eq!(value("connections_open"), 40.0);
+        assert_eq!(value("sent_per_s"), 100.0);
+        assert_eq!(value("latency_count"), 4.0);
+        assert_eq!(value("agents_live"), 2.0);
+        assert_eq!(value("generator_rss_bytes"), 2.0 * (1 << 20) as f64);
+        assert!(
+            ctl.pending.is_empty(),
+            "a second takes the pending latencies"
+        );
+        // Agent 0 is still out: the run waits for it until the hard deadline, then loses it.
+        assert!(!ctl.finished(t));
+        assert!(ctl.finished(ctl.hard_deadline));
+        assert!(ctl.links[0].lost);
+        assert!(ctl.faults[1].what.contains("before the run's deadline"));
+    }
+
+    #[test]
+    fn the_merge_adds_agents_exactly_and_counts_a_lost_one_up_to_its_last_report() {
+        let (mut links, _outs) = fleet(3);
+        links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
+        links[1].fin = Some(fin(5, 2, 4, &[3_000; 4]));
+        links[2].connected = Some(15);
+        let m = merge(&links, false).expect("merge");
+        // The loss formula: 10 × (3 − 1) + 5 × (2 − 1).
+        assert_eq!(m.expected, 25);
+        assert_eq!(m.delivered, 24);
+        assert_eq!(m.window.len(), 24, "histograms added");
+        assert_eq!(m.connect_hist.len(), 40);
+        assert_eq!(m.pacer_lag.as_ref().map(|h| h.len()), Some(2));
+        assert_eq!(m.totals.ready, 20 + 20 + 15);
+        assert_eq!(m.totals.sent_window, 15);
+        assert_eq!(m.delivered_window_all, 24);
+        assert!(m.partial);
+        assert_eq!(m.gen_cores(), Some(1.0));
+        assert_eq!(m.breakdown.len(), 3);
+        assert_eq!((m.breakdown[1].expected, m.breakdown[1].delivered), (5, 4));
+        assert!(m.breakdown[1].complete && !m.breakdown[2].complete);
+        assert_eq!(m.breakdown[2].ready, 15);
+        let mut bad = fin(1, 2, 1, &[1]);
+        bad.window_latency = "not base64!".into();
+        links[0].fin = Some(bad);
+        assert!(merge(&links, false).is_err());
+    }
+
+    #[test]
+    fn the_verdict_marks_partial_failed_and_generator_bound_runs() {
+        let (mut links, _outs) = fleet(2);
+        links[0].fin = Some(fin(10, 3, 20, &[1_000]));
+        links[1].fin = Some(fin(10, 3, 20, &[1_000]));
+        let whole = merge(&links, false).expect("merge");
+        let (status, invalid) = verdict(&whole, &[], false, true, 4);
+        assert_eq!(status, RunStatus::Complete);
+        assert!(invalid.is_empty(), "{invalid:?}");
+        let (status, _) = verdict(&whole, &[], true, true, 4);
+        assert_eq!(status, RunStatus::Interrupted, "Ctrl-C");
+        // Local agents share this host: 1.0 core of 1 CPU is generator-bound.
+        let (_, invalid) = verdict(&whole, &[], false, true, 1);
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        // Remote agents are each judged against their own CPUs (0.5 of 2: fine).
+        let (_, invalid) = verdict(&whole, &[], false, false, 1);
+        assert!(invalid.is_empty(), "{invalid:?}");
+        links[1].fin = None;
+        let partial = merge(&links, false).expect("merge");
+        let fault = AgentFault {
+            agent: 1,
+            address: "127.0.0.1:7001".into(),
+            at_s: 2.5,
+            what: "stalled".into(),
+        };
+        let (status, invalid) = verdict(&partial, &[fault], false, true, 4);
+        assert_eq!(status, RunStatus::Interrupted);
+        assert!(
+            invalid
+                .iter()
+                .any(|r| r.starts_with("partial results: agent 1")),
+            "{invalid:?}"
+        );
+        links[0].fin = None;
+        let none = merge(&links, false).expect("merge");
+        assert_eq!(verdict(&none, &[], false, true, 4).0, RunStatus::Failed);
+    }
+
+    #[test]
+    fn setups_split_the_plan_and_give_disjoint_source_ranges() {
+        let s = scenario();
+        let targets = vec![Target::parse("ws://127.0.0.1:9/ws").expect("url")];
+        let layout = Layout {
+            agents: 2,
+            targets: 1,
+            policy: s.target_policy,
+        };
+        let v = setups(&s, &targets, &layout, true).expect("setups");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.iter().map(|(_, n)| n).sum::<u64>(), 40);
+        assert_eq!(v[0].0.source_first, 0);
+        assert!(v[1].0.source_first >= 1);
+        assert_eq!(v[1].0.agent, 1);
+        assert_eq!(v[1].0.agents, 2);
     }
 }

@@ -13,7 +13,9 @@
 //! - [`stats`]: histograms and counters the tasks record into.
 //! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host; `readings`:
 //!   the coordinator's readings of them, on a thread of their own.
-//! - [`run`]: the coordinator of a single-process run; [`results`]: the files it writes;
+//! - [`lifecycle`]: the one run lifecycle (timeline, engine handle, a second's rows and
+//!   progress line) that [`run`], [`agent`] and [`coordinator`] all drive.
+//! - [`run`]: the driver of a single-process run; [`results`]: the files it writes;
 //!   [`summary`]: the summary's figures, derived alike for one process and for agents.
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
 //!   [`coordinator`]: a run spread over agents, merged exactly.

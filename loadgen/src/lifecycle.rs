@@ -427,7 +427,10 @@ impl Second<'_> {
         }
         if !self.latency.is_empty() {
             rows.push(("latency_p50_us", self.latency.value_at_quantile(0.5) as f64));
-            rows.push(("latency_p99_us", self.latency.value_at_quantile(0.99) as f64));
+            rows.push((
+                "latency_p99_us",
+                self.latency.value_at_quantile(0.99) as f64,
+            ));
             rows.push(("latency_max_us", self.latency.max() as f64));
         }
         if let Some(rss) = self.target_rss {

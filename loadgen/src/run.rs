@@ -1,6 +1,6 @@
-//! The coordinator of a single-process run: checks the plan fits, preflights the target, drives
-//! the engine through its phases, samples the target and the generator once a second, applies
-//! the generator self-check, and writes the results.
+//! The driver of a single-process run: checks the plan fits, preflights the target, drives
+//! the engine ([`crate::lifecycle::Engine`]) through the scenario's timeline, samples the target
+//! and the generator once a second, applies the generator self-check, and writes the results.
 //!
 //! Data flows one way: scenario → engine (+ sampler) → [`Summary`] and files. Ctrl-C (the
 //! `interrupt` channel) ends the current phase early; what was measured is still written, with
@@ -294,7 +294,9 @@ impl Ticker {
                 hist: interval.clone(),
             });
         }
-        let rate = self.rates.next(now, counts.sent, counts.delivered, s.me_cpu);
+        let rate = self
+            .rates
+            .next(now, counts.sent, counts.delivered, s.me_cpu);
         let target = match (&self.last.server, &s.server) {
             (Some(a), Some(b)) => {
                 self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
@@ -522,7 +524,9 @@ async fn drive(
     {
         let e = &*engine;
         ticker
-            .run_until(Phase::Connect, limit, nominal, || e.connect_done(Instant::now()))
+            .run_until(Phase::Connect, limit, nominal, || {
+                e.connect_done(Instant::now())
+            })
             .await;
     }
     phases.connect = started.elapsed().as_secs_f64();
@@ -760,7 +764,11 @@ fn window_cpu_figures(
 }
 
 /// The connection counts of a one-process run.
-fn conn_counts<'a>(shared: &Shared, connect_s: f64, connect_time: &'a Histogram<u64>) -> ConnCounts<'a> {
+fn conn_counts<'a>(
+    shared: &Shared,
+    connect_s: f64,
+    connect_time: &'a Histogram<u64>,
+) -> ConnCounts<'a> {
     let st = &shared.stats;
     let c = &st.counters;
     ConnCounts {
@@ -792,7 +800,10 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
         sent_window: Stats::get(&c.sent_window),
         expected: summary::expected_deliveries(
             st.room_sent_window.iter().map(Stats::get),
-            shared.room_readers.iter().map(|r| r.load(Ordering::Relaxed)),
+            shared
+                .room_readers
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed)),
         ),
         delivered: st.room_delivered_window.iter().map(Stats::get).sum(),
         duplicated: Stats::get(&c.duplicated),
@@ -814,7 +825,10 @@ fn summarize(
     failover: Option<failover::FailoverOutcome>,
 ) -> Summary {
     let Ended {
-        shared, driven, ticker, ..
+        shared,
+        driven,
+        ticker,
+        ..
     } = e;
     let st = &shared.stats;
     let msgs = msg_counts(shared, e.slow, driven.phases.measure);
@@ -909,7 +923,6 @@ fn summarize(
         failover,
     })
 }
-
 
 /// What the generator self-check looks at.
 #[derive(Debug, Clone)]
