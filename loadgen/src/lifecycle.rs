@@ -692,4 +692,51 @@ mod tests {
             })
             .contains("p99 -"));
     }
+
+    /// The engine handle's phases without a server: every connection is refused, connecting
+    /// ends, sending starts and stops, and the teardown hands the pacer's report back once.
+    #[tokio::test]
+    async fn an_engine_goes_through_its_phases_and_stops_with_its_figures() {
+        // A port nothing listens on: every connection is refused at once.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let scenario = Arc::new(
+            Scenario::parse(
+                "name='t'\nconnections=6\nrooms=2\nmembers_per_room=3\nramp_rate=100000.0\nconnect_timeout=\"2s\"\n",
+                "t",
+            )
+            .expect("valid"),
+        );
+        let plan = Plan::new(&scenario, 0);
+        let target = Target::parse(&format!("ws://{addr}/ws")).expect("url");
+        let mut engine = Engine::start(scenario, plan, vec![target], Vec::new());
+        assert_eq!(engine.phase(), Phase::Connect);
+        assert_eq!(engine.planned(), 6);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !engine.connect_done(Instant::now()) {
+            assert!(
+                Instant::now() < until,
+                "connecting ends: every attempt is refused"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let c = engine.counts();
+        assert_eq!(
+            (c.connect_attempts, c.connect_errors, c.ready, c.open),
+            (6, 6, 0, 0)
+        );
+        engine.enter(Phase::Settle);
+        let start = Instant::now();
+        engine.go(start);
+        assert_eq!(engine.phase(), Phase::Warmup);
+        assert_eq!(engine.shared().send_start.get(), Some(&start));
+        engine.enter(Phase::Measure);
+        engine.enter(Phase::Cooldown);
+        assert!(engine.pacer_report().is_some(), "the pacer ran and reports");
+        let again = tokio::time::timeout(Duration::from_secs(10), engine.stop())
+            .await
+            .expect("the teardown is bounded");
+        assert!(again.is_none(), "its report is handed back once");
+    }
 }
