@@ -734,7 +734,7 @@ struct Ended<'a> {
 fn window_cpu_figures(
     m: Option<&Measured>,
     delivered: u64,
-    target: &TargetInfo,
+    server_cpus: Option<&[usize]>,
 ) -> (Option<f64>, Option<f64>, Option<f64>, Option<OtherLoad>) {
     let Some(Measured {
         cpu: (a, b, wall),
@@ -754,12 +754,7 @@ fn window_cpu_figures(
     }
     // What else ran on the server's CPUs (only when it has its own: pinned apart from the
     // generator, whose CPU time would otherwise count as "other").
-    let other = summary::other_load(
-        a.host.as_ref(),
-        b.host.as_ref(),
-        server_cores,
-        target.cpu_affinity.as_deref(),
-    );
+    let other = summary::other_load(a.host.as_ref(), b.host.as_ref(), server_cores, server_cpus);
     (gen_cores, server_cores, per_delivery, other)
 }
 
@@ -849,8 +844,11 @@ fn summarize(
         );
     }
     let affinity = sys::cpu_affinity();
-    let (gen_cores, server_cores, cpu_per_delivery, other_load) =
-        window_cpu_figures(driven.window.as_ref(), msgs.delivered, &opts.target_info);
+    let (gen_cores, server_cores, cpu_per_delivery, other_load) = window_cpu_figures(
+        driven.window.as_ref(),
+        msgs.delivered,
+        opts.target_info.cpu_affinity.as_deref(),
+    );
     let pacer_lag_p = e
         .pacer_lag
         .as_ref()
@@ -1176,5 +1174,52 @@ mod tests {
             pacer_p99_us: None,
         });
         assert_eq!(r.len(), 1);
+    }
+
+    fn samples(server_cpu_s: f64, me_cpu: f64) -> Samples {
+        Samples {
+            server: Some(ProcSample {
+                at: Duration::ZERO,
+                rss_bytes: 1 << 20,
+                rss_anon_bytes: 1 << 19,
+                cpu_seconds: server_cpu_s,
+                threads: 4,
+                open_fds: 10,
+            }),
+            host: None,
+            me: None,
+            me_cpu,
+        }
+    }
+
+    #[test]
+    fn the_windows_cpu_figures_leave_out_the_server_when_a_node_was_killed() {
+        let target = None;
+        let window = |killed: Option<Killed>| Measured {
+            cpu: (
+                samples(10.0, 1.0),
+                samples(14.0, 3.0),
+                Duration::from_secs(4),
+            ),
+            fault: None,
+            killed,
+        };
+        assert_eq!(window_cpu_figures(None, 100, target).0, None, "no window");
+        let (gen, server, per, _) = window_cpu_figures(Some(&window(None)), 4_000, target);
+        assert_eq!(gen, Some(0.5));
+        assert_eq!(server, Some(1.0));
+        // 1 core over 4 s is 4 s of CPU for 4,000 deliveries: 1,000 µs each.
+        assert_eq!(per, Some(1_000.0));
+        let killed = Killed {
+            node: 1,
+            pid: Some(42),
+            at: Instant::now(),
+            clients: 3,
+            counts: (0, 0, 0),
+            events_from: 0,
+        };
+        let (gen, server, per, _) = window_cpu_figures(Some(&window(Some(killed))), 4_000, target);
+        assert_eq!(gen, Some(0.5), "the generator's own CPU still counts");
+        assert_eq!((server, per), (None, None));
     }
 }
