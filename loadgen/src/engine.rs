@@ -1,7 +1,8 @@
 //! The client engine of one load-generator process: opens the planned connections at the ramp
 //! rate, joins rooms, runs the phases (connect, settle, warmup, measure, cooldown), sends on the
-//! open-loop schedule, checks every delivery, and hands the coordinator loop what it needs for
-//! the time series and the summary.
+//! open-loop schedule, checks every delivery, and hands its driver what it needs for the time
+//! series and the summary. Drivers hold it through [`crate::lifecycle::Engine`], which moves it
+//! from phase to phase.
 //!
 //! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread; every
 //! reading connection parses what it receives, records latency from the message's intended
