@@ -411,3 +411,25 @@ fn a_crashing_handler_in_task_per_conn_takes_only_its_own_connection() {
         &s["target_resources"]["server_metrics"]["chatbench_disconnects_total{reason=\"panic\"}"];
     assert_eq!(panics.as_f64(), Some(1.0), "{s:#}");
 }
+
+/// `--version` names the commit the binary was built from (build.rs), so a result can be traced
+/// to its build even when the checkout has moved on since.
+#[test]
+fn version_names_the_build_commit() {
+    let out = chatbench()
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .expect("git rev-parse (the tests run in a git checkout)");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(
+        text.starts_with(&format!("chatbench {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains(&head), "{text} should name HEAD {head}");
+}

@@ -25,6 +25,14 @@ mod gate;
 mod report;
 mod serve;
 
+/// `--version`: the crate's version and the commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHATBENCH_BUILD_COMMIT"),
+    ")"
+);
+
 /// Exit code: usage or input error.
 const EXIT_USAGE: u8 = 2;
 /// Exit code: the run could not be made or measured nothing.
@@ -43,7 +51,7 @@ const EXIT_TERMINATED: u8 = 143;
 /// WebSocket connections and measures delivery latency from the intended send time (open
 /// loop, HdrHistogram), loss, memory and CPU per connection, and results you can check.
 #[derive(Debug, Parser)]
-#[command(name = "chatbench", version, about, long_about = None, propagate_version = true)]
+#[command(name = "chatbench", version = VERSION, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted (results kept)."
 )]
