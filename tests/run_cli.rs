@@ -433,3 +433,36 @@ fn version_names_the_build_commit() {
     );
     assert!(text.contains(&head), "{text} should name HEAD {head}");
 }
+
+/// Completions and the man page come from the flags' own definition and name every subcommand.
+#[test]
+fn completions_and_man_page_cover_every_subcommand() {
+    let bash = chatbench()
+        .args(["completions", "bash"])
+        .output()
+        .expect("completions");
+    assert!(bash.status.success());
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    let man = chatbench().arg("man").output().expect("man");
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH chatbench 1"),
+        "{man}"
+    );
+    for sub in [
+        "serve", "run", "compare", "cluster", "report", "gate", "agent",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+    let bad = chatbench()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("completions tcsh");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

@@ -22,6 +22,7 @@ mod agent;
 mod cluster;
 mod compare;
 mod gate;
+mod install;
 mod report;
 mod serve;
 
@@ -53,7 +54,7 @@ const EXIT_TERMINATED: u8 = 143;
 #[derive(Debug, Parser)]
 #[command(name = "chatbench", version = VERSION, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted (results kept)."
+    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (both keep the results)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -97,6 +98,10 @@ enum Command {
     /// it only loads targets in its --allow-target list (default: loopback). See
     /// docs/distributed.md.
     Agent(agent::AgentArgs),
+    /// Print a shell completion script: `chatbench completions bash > /etc/bash_completion.d/chatbench`.
+    Completions(install::CompletionsArgs),
+    /// Print the man page (roff): `chatbench man > chatbench.1`.
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -241,6 +246,8 @@ pub fn main() -> ExitCode {
         Command::Cluster(args) => cluster::cluster(args),
         Command::Gate(args) => gate::gate(args),
         Command::Agent(args) => agent::agent(args),
+        Command::Completions(args) => install::completions(args),
+        Command::Man => install::man(),
     };
     match result {
         Ok(code) => code,
