@@ -188,6 +188,51 @@ fn unreachable_target_is_reported_before_any_load() {
     );
 }
 
+/// An output folder that cannot be written, or a `--server-pid` that names no process, is found
+/// before any load is sent (not after the whole run): exit 2, the flag named.
+#[test]
+fn unwritable_out_and_dead_server_pid_are_refused_before_any_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file where the output folder should be: nothing can be created under it (even as root).
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"x").expect("write");
+    let out = run_ok(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        blocker.join("runs").to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--out") && err.contains("cannot write"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("unreachable"),
+        "checked before the target: {err}"
+    );
+
+    // A PID that cannot exist (above the kernel's pid_max of 2^22).
+    let out = run_ok(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--server-pid",
+        "99999999",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--server-pid 99999999"), "{err}");
+}
+
 #[test]
 fn plan_over_the_descriptor_limit_names_the_limit_and_the_way_out() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -318,6 +318,10 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
+    preflight_out(&args.out)?;
+    if let Some(pid) = args.server_pid {
+        preflight_server_pid(pid)?;
+    }
     if let Some(p) = args.target_policy {
         scenario.target_policy = match p {
             TargetPolicyArg::Span => TargetPolicy::Span,
@@ -753,5 +757,39 @@ impl StopSignals {
             _ = self.interrupt.recv() => StopSignal::Interrupt,
             _ = self.terminate.recv() => StopSignal::Terminate,
         }
+    }
+}
+
+/// Checks, before any load, that results can be written under `out` (made if missing): a run
+/// whose results cannot be kept is not worth its load.
+fn preflight_out(out: &std::path::Path) -> anyhow::Result<()> {
+    let unwritable = |e: std::io::Error| {
+        UsageError(format!(
+            "--out {}: cannot write results there: {e} (pick a writable folder)",
+            out.display()
+        ))
+    };
+    std::fs::create_dir_all(out).map_err(unwritable)?;
+    write_probe(out).map_err(unwritable)?;
+    Ok(())
+}
+
+/// Creates and removes a probe file in `dir`.
+fn write_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".chatbench-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Checks that `--server-pid` names a live process this user can read, before any load.
+fn preflight_server_pid(pid: u32) -> anyhow::Result<()> {
+    let stat = std::path::PathBuf::from(format!("/proc/{pid}/stat"));
+    match std::fs::read_to_string(&stat) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(UsageError(format!(
+            "--server-pid {pid}: no such process to sample ({}: {e}); pass the PID of the running server (e.g. from `chatbench serve`'s first line)",
+            stat.display()
+        ))
+        .into()),
     }
 }
