@@ -27,21 +27,8 @@ impl Bench {
         let mut clients = Vec::with_capacity(members);
         for (stream, client) in loopback_pairs(members)? {
             stream.set_nonblocking(true)?;
-            server.next_serial = server.next_serial.wrapping_add(1);
-            let t = server.conns.insert(Conn {
-                stream: TcpStream::from_std(stream),
-                serial: server.next_serial,
-                phase: Phase::Open,
-                dirty: false,
-                paused: false,
-                write_shut: false,
-                out_off: 0,
-                inbuf: Vec::new(),
-                frag: None,
-                out: VecDeque::new(),
-                joined: Vec::new(),
-            });
-            server.metrics.ws_opened();
+            let (t, _) = server.insert_conn(TcpStream::from_std(stream));
+            server.upgraded(t);
             server.on_message(t, Message::Text(Cow::Owned(join_text())));
             tokens.push(t);
             clients.push(client);

@@ -19,19 +19,12 @@ pub struct Bench {
     _client: std::net::TcpStream,
 }
 
-/// The server state both workloads run on: as the server builds it, but with the rooms' map on
-/// fixed hash keys (repeatable counts).
+/// The server state both workloads run on: the server's own constructor, with the rooms' map
+/// on fixed hash keys (repeatable counts) and no cluster hook.
 fn bench_shared(config: ServerConfig) -> Arc<Shared> {
     let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
-    Arc::new(Shared {
-        ws_config: ws_config(&config),
-        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-        metrics,
-        peers: Peers::new(),
-        next_id: AtomicU64::new(1),
-        shutdown: Shutdown::new(),
-        hook: None,
-        config,
+    Shared::new(config, metrics, RoomHasher::Fixed, Shutdown::new(), |_| {
+        None
     })
 }
 
@@ -52,21 +45,7 @@ impl Bench {
             Ok::<_, io::Error>((ws, Vec::with_capacity(members)))
         })?;
         for _ in 0..members {
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let peer = Arc::new(Peer {
-                outbox: Outbox::new(shared.config.outbound_queue),
-                kicked: AtomicBool::new(false),
-                control: Notify::new(),
-            });
-            shared.metrics.ws_opened();
-            shared.peers.insert(id, peer.clone());
-            conns.push(Conn {
-                id,
-                peer,
-                shared: shared.clone(),
-                joined: Vec::new(),
-                finished: false,
-            });
+            conns.push(Conn::open(shared.clone()));
         }
         let join = Utf8Bytes::from(join_text());
         rt.block_on(async {

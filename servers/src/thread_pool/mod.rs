@@ -50,7 +50,7 @@ use tungstenite::Utf8Bytes;
 
 use crate::config::{Arch, ServerConfig};
 use crate::metrics::Metrics;
-use crate::rooms::Rooms;
+use crate::rooms::{RoomHasher, Rooms};
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
@@ -78,6 +78,27 @@ struct Shared {
     shutdown: Shutdown,
 }
 
+impl Shared {
+    /// The server's state. The gate's workloads (`conn/bench.rs`) build theirs here too, with
+    /// [`RoomHasher::Fixed`].
+    fn new(
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        hasher: RoomHasher,
+        shutdown: Shutdown,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            ws_config: crate::task_per_conn::ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), hasher),
+            metrics,
+            pool: Pool::default(),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            config,
+        })
+    }
+}
+
 /// How other workers reach a connection: its outbound queue and its worker's doorbell.
 struct Peer {
     /// Frames waiting to be written, at most `outbound_queue`; overflow applies the
@@ -90,6 +111,18 @@ struct Peer {
     kicked: AtomicBool,
     /// The owning worker's doorbell.
     waker: Arc<Waker>,
+}
+
+impl Peer {
+    /// The handle of a new connection served by the worker that owns `waker`.
+    fn new(waker: Arc<Waker>) -> Peer {
+        Peer {
+            queue: Mutex::new(VecDeque::new()),
+            notified: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            waker,
+        }
+    }
 }
 
 /// Runs the server until `shutdown` fires and connections have closed (at most
@@ -114,15 +147,8 @@ pub fn run(
         .map_err(ServerError::Listener)?;
     let doorbell = Arc::new(Waker::new().map_err(ServerError::Runtime)?);
     let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-    let shared = Arc::new(Shared {
-        ws_config: crate::task_per_conn::ws_config(&config),
-        rooms: Rooms::new(metrics.clone()),
-        metrics,
-        pool: Pool::default(),
-        next_id: AtomicU64::new(1),
-        shutdown: shutdown.clone(),
-        config,
-    });
+    let hasher = RoomHasher::Random(Default::default());
+    let shared = Shared::new(config, metrics, hasher, shutdown.clone());
     let bell = doorbell.clone();
     shutdown.on_trigger(move || bell.wake());
 

@@ -9,10 +9,7 @@ use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
 use crate::config::{Arch, ServerConfig};
 use crate::metrics::Metrics;
 use crate::rooms::RoomHasher;
-use crate::rooms::Rooms;
 use crate::shutdown::Shutdown;
-use crate::thread_pool::pool::Pool;
-use std::sync::atomic::AtomicU64;
 
 /// See the module doc.
 pub struct Bench {
@@ -25,19 +22,11 @@ pub struct Bench {
     _client: TcpStream,
 }
 
-/// The server state both workloads run on: as the server builds it, but with the rooms' map on
-/// fixed hash keys (repeatable counts).
+/// The server state both workloads run on: the server's own constructor, with the rooms' map
+/// on fixed hash keys (repeatable counts).
 fn bench_shared(config: ServerConfig) -> Arc<Shared> {
     let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-    Arc::new(Shared {
-        ws_config: crate::task_per_conn::ws_config(&config),
-        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-        metrics,
-        pool: Pool::default(),
-        next_id: AtomicU64::new(1),
-        shutdown: Shutdown::new(),
-        config,
-    })
+    Shared::new(config, metrics, RoomHasher::Fixed, Shutdown::new())
 }
 
 impl Bench {
@@ -51,22 +40,7 @@ impl Bench {
         let waker = Arc::new(Waker::new()?);
         let mut conns = Vec::with_capacity(members);
         for _ in 0..members {
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let peer = Arc::new(Peer {
-                queue: Mutex::new(Default::default()),
-                notified: AtomicBool::new(false),
-                kicked: AtomicBool::new(false),
-                waker: waker.clone(),
-            });
-            shared.metrics.ws_opened();
-            let mut conn = Conn {
-                id,
-                peer,
-                shared: shared.clone(),
-                joined: Vec::new(),
-                wake: Vec::new(),
-                finished: false,
-            };
+            let mut conn = Conn::open(&shared, &waker);
             if let Some(reason) = conn.on_message(&mut ws, Message::text(join_text())) {
                 return Err(BenchError::Unexpected(format!(
                     "join ended the connection: {reason:?}"
