@@ -8,12 +8,24 @@
 //! names), or panic on purpose ([`injected_panic`], fault injection). Room limits and every
 //! error text live here; the architectures own only their sockets, queues and room registries.
 //!
-//! A fan-out asks [`FanOut::offer`] about every recipient: the slow-consumer rule (queue bound
-//! and policy) and the delivery counters are here, so the architectures only push, drop or
-//! kick as told. Nothing in this module allocates on the `msg` path: the action borrows the
-//! room name from the received text, and the frame itself is shared by the caller.
+//! A fan-out asks [`FanOut::offer`] about every recipient: the slow-consumer rule and the
+//! delivery counters are here, so the architectures only push, drop or kick as told. The rule:
+//! a recipient's queue is bounded in frames (`outbound_queue`) and in bytes
+//! (`outbound_queue_bytes`, kept in the recipient's [`Backlog`]); a frame past either bound
+//! is dropped (`drop`, counted by bound) or gets the recipient disconnected (`disconnect`);
+//! under `drop`, a recipient that has had frames refused and nothing written for
+//! `slow_consumer_grace` is disconnected too, as NATS disconnects a slow consumer, so that
+//! dropping cannot pin a stalled consumer's memory forever. Every queued byte is counted in
+//! `chatbench_outbound_queued_bytes` until its writer reports it written ([`Backlog::written`])
+//! or its connection ends ([`Backlog::release`]).
+//!
+//! Nothing in this module allocates on the `msg` path: the action borrows the room name from
+//! the received text, and the frame itself is shared by the caller. The clock is read only when
+//! a frame is refused.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use chatbench_protocol::{close_code, encode_error, parse_client, ClientFrame, ErrorCode};
 
@@ -241,42 +253,132 @@ pub enum Offer {
     Kick,
 }
 
-/// One fan-out's slow-consumer rule and its counters; [`FanOut::finish`] records them.
-#[derive(Debug)]
-pub struct FanOut {
-    policy: SlowConsumerPolicy,
-    cap: usize,
-    inject_work: u32,
-    delivered: u64,
-    dropped: u64,
+/// A recipient's outbound bytes as the slow-consumer rule sees them: bytes queued and not yet
+/// written, and since when frames for it have been refused with nothing written. Kept beside
+/// the recipient's queue, under the same lock. Eight bytes: it is on every connection
+/// (`outbound_queue_bytes` is at most [`MAX_QUEUE_BYTES`]; the refusal time is in
+/// milliseconds of [`clock_ms`]).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: u32,
+    /// [`clock_ms`] at the first refusal since the last write; 0: none.
+    refused_since: u32,
 }
 
-impl FanOut {
-    /// A fan-out under `config`'s queue bound (`outbound_queue`) and policy.
-    pub fn new(config: &ServerConfig) -> FanOut {
-        FanOut {
-            policy: config.slow_consumer,
-            cap: config.outbound_queue,
-            inject_work: config.inject_work,
-            delivered: 0,
-            dropped: 0,
+/// The largest `outbound_queue_bytes` (a [`Backlog`] counts in 32 bits, with room for replies).
+pub const MAX_QUEUE_BYTES: usize = 1 << 31;
+
+impl Backlog {
+    /// Bytes queued and not yet written.
+    pub fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+
+    /// Counts `n` bytes queued outside a fan-out (a reply), which the byte bound does not
+    /// refuse: replies answer the client's own frames, and a client that does not read them
+    /// stops being read. The caller adds them to `chatbench_outbound_queued_bytes`.
+    pub fn queued(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n as u32);
+    }
+
+    /// The owner took `n` queued bytes to write them: they leave the backlog, and the
+    /// consumer is being written to, so its grace starts again. The caller subtracts them from
+    /// `chatbench_outbound_queued_bytes` ([`Metrics::outbound_released`]) once written.
+    pub fn written(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_sub(n as u32);
+        if n > 0 {
+            self.refused_since = 0;
         }
     }
 
-    /// A recipient has `queued` frames waiting: what to do with the frame for it.
+    /// The connection ended: every byte still queued is released; returns how many, for
+    /// [`Metrics::outbound_released`].
+    pub fn release(&mut self) -> usize {
+        self.refused_since = 0;
+        std::mem::take(&mut self.bytes) as usize
+    }
+}
+
+/// Milliseconds since this process first asked, never 0 (0 marks "no refusal"); wraps after
+/// 49 days, which `wrapping_sub` makes harmless for any refusal shorter than that.
+pub fn clock_ms() -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u32;
+    ms.max(1)
+}
+
+/// One fan-out of one frame: the slow-consumer rule for each recipient and the counters;
+/// [`FanOut::finish`] records them.
+#[derive(Debug)]
+pub struct FanOut {
+    /// The frame's length as it is queued (epoll: with its header).
+    len: usize,
+    policy: SlowConsumerPolicy,
+    cap: usize,
+    cap_bytes: usize,
+    grace: Duration,
+    inject_work: u32,
+    delivered: u64,
+    queued_bytes: usize,
+    dropped_frames: u64,
+    dropped_bytes: u64,
+    /// [`clock_ms`], read once per fan-out at the first refusal.
+    now: Option<u32>,
+}
+
+impl FanOut {
+    /// A fan-out of a frame of `len` bytes under `config`'s queue bounds (`outbound_queue`,
+    /// `outbound_queue_bytes`), policy and grace.
+    pub fn new(config: &ServerConfig, len: usize) -> FanOut {
+        FanOut {
+            len,
+            policy: config.slow_consumer,
+            cap: config.outbound_queue,
+            cap_bytes: config.outbound_queue_bytes,
+            grace: config.slow_consumer_grace,
+            inject_work: config.inject_work,
+            delivered: 0,
+            queued_bytes: 0,
+            dropped_frames: 0,
+            dropped_bytes: 0,
+            now: None,
+        }
+    }
+
+    /// A recipient has `queued` frames and `backlog` waiting: what to do with the frame for
+    /// it. [`Offer::Queue`] counts the bytes in `backlog`: the caller must queue the frame.
     #[inline]
-    pub fn offer(&mut self, queued: usize) -> Offer {
-        if queued < self.cap {
+    pub fn offer(&mut self, queued: usize, backlog: &mut Backlog) -> Offer {
+        let len = self.len;
+        let fits = backlog.bytes() + len <= self.cap_bytes;
+        if queued < self.cap && fits {
+            backlog.bytes += len as u32;
+            self.queued_bytes += len;
             self.delivered += 1;
             return Offer::Queue;
         }
-        match self.policy {
-            SlowConsumerPolicy::Drop => {
-                self.dropped += 1;
-                Offer::Drop
-            }
-            SlowConsumerPolicy::Disconnect => Offer::Kick,
+        self.refuse(backlog, fits)
+    }
+
+    #[cold]
+    fn refuse(&mut self, backlog: &mut Backlog, fits: bool) -> Offer {
+        if self.policy == SlowConsumerPolicy::Disconnect {
+            return Offer::Kick;
         }
+        let now = *self.now.get_or_insert_with(clock_ms);
+        if backlog.refused_since == 0 {
+            backlog.refused_since = now;
+        }
+        let stalled = Duration::from_millis(u64::from(now.wrapping_sub(backlog.refused_since)));
+        if stalled >= self.grace {
+            return Offer::Kick;
+        }
+        if fits {
+            self.dropped_frames += 1;
+        } else {
+            self.dropped_bytes += 1;
+        }
+        Offer::Drop
     }
 
     /// Frames queued so far.
@@ -284,13 +386,17 @@ impl FanOut {
         self.delivered
     }
 
-    /// Counts the deliveries and drops in `metrics` and runs the injected per-delivery work
-    /// ([`crate::work::inject`]).
+    /// Counts the deliveries, queued bytes and drops in `metrics` and runs the injected
+    /// per-delivery work ([`crate::work::inject`]).
     pub fn finish(self, metrics: &Metrics) {
         metrics.deliveries(self.delivered);
+        metrics.outbound_queued(self.queued_bytes);
         crate::work::inject(self.inject_work, self.delivered);
-        if self.dropped > 0 {
-            metrics.dropped_queue_full(self.dropped);
+        if self.dropped_frames > 0 {
+            metrics.dropped_queue_full(self.dropped_frames);
+        }
+        if self.dropped_bytes > 0 {
+            metrics.dropped_queue_bytes(self.dropped_bytes);
         }
     }
 }
@@ -455,36 +561,106 @@ mod tests {
         assert_eq!(n.disconnect_reason(), DisconnectReason::ProtocolError);
     }
 
+    fn metric(m: &Metrics, name: &str) -> f64 {
+        crate::metrics::sample_value(&m.render(), name).unwrap_or(f64::NAN)
+    }
+
+    const FULL: &str = "chatbench_drops_total{reason=\"queue_full\"}";
+    const BYTES: &str = "chatbench_drops_total{reason=\"queue_bytes\"}";
+    const QUEUED: &str = "chatbench_outbound_queued_bytes";
+
     #[test]
-    fn fan_out_applies_the_queue_bound_and_the_policy() {
+    fn fan_out_applies_the_frame_bound_and_the_policy() {
         let config = ServerConfig {
             outbound_queue: 2,
             ..ServerConfig::default()
         };
         let metrics = Metrics::new("test");
-        let mut f = FanOut::new(&config);
-        assert_eq!(f.offer(0), Offer::Queue);
-        assert_eq!(f.offer(1), Offer::Queue);
-        assert_eq!(f.offer(2), Offer::Drop);
-        assert_eq!(f.offer(9), Offer::Drop);
-        assert_eq!(f.delivered(), 2);
+        let mut b = Backlog::default();
+        let mut f = FanOut::new(&config, 10);
+        assert_eq!(f.offer(0, &mut b), Offer::Queue);
+        assert_eq!(f.offer(1, &mut b), Offer::Queue);
+        assert_eq!(f.offer(2, &mut b), Offer::Drop);
+        assert_eq!(f.offer(9, &mut b), Offer::Drop);
+        assert_eq!((f.delivered(), b.bytes()), (2, 20));
         f.finish(&metrics);
-        let text = metrics.render();
-        assert_eq!(
-            crate::metrics::sample_value(&text, "chatbench_deliveries_total"),
-            Some(2.0)
-        );
-        assert_eq!(
-            crate::metrics::sample_value(&text, "chatbench_drops_total{reason=\"queue_full\"}"),
-            Some(2.0)
-        );
+        assert_eq!(metric(&metrics, "chatbench_deliveries_total"), 2.0);
+        assert_eq!(metric(&metrics, FULL), 2.0);
+        assert_eq!(metric(&metrics, BYTES), 0.0);
+        assert_eq!(metric(&metrics, QUEUED), 20.0);
         let kick = ServerConfig {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             ..config
         };
-        let mut f = FanOut::new(&kick);
-        assert_eq!(f.offer(1), Offer::Queue);
-        assert_eq!(f.offer(2), Offer::Kick);
+        let mut f = FanOut::new(&kick, 10);
+        assert_eq!(f.offer(1, &mut Backlog::default()), Offer::Queue);
+        assert_eq!(f.offer(2, &mut Backlog::default()), Offer::Kick);
         assert_eq!(f.delivered(), 1);
+    }
+
+    #[test]
+    fn fan_out_applies_the_byte_bound_and_the_policy() {
+        let config = ServerConfig {
+            outbound_queue_bytes: 100,
+            max_frame_bytes: 64,
+            ..ServerConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let metrics = Metrics::new("test");
+        let mut b = Backlog::default();
+        let mut f = FanOut::new(&config, 60);
+        assert_eq!(f.offer(0, &mut b), Offer::Queue);
+        f.finish(&metrics);
+        let mut f = FanOut::new(&config, 41);
+        assert_eq!(f.offer(1, &mut b), Offer::Drop, "60 + 41 > 100");
+        f.finish(&metrics);
+        let mut f = FanOut::new(&config, 40);
+        assert_eq!(f.offer(1, &mut b), Offer::Queue, "exactly the bound");
+        assert_eq!(b.bytes(), 100);
+        f.finish(&metrics);
+        assert_eq!(metric(&metrics, BYTES), 1.0);
+        assert_eq!(metric(&metrics, FULL), 0.0);
+        assert_eq!(metric(&metrics, QUEUED), 100.0);
+        // Written bytes leave the backlog; the rest is released with the connection.
+        b.written(60);
+        metrics.outbound_released(60);
+        assert_eq!(b.bytes(), 40);
+        assert_eq!(b.release(), 40);
+        metrics.outbound_released(40);
+        assert_eq!((b.bytes(), metric(&metrics, QUEUED)), (0, 0.0));
+        let kick = ServerConfig {
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            ..config
+        };
+        let mut b = Backlog::default();
+        b.queued(90);
+        assert_eq!(FanOut::new(&kick, 20).offer(0, &mut b), Offer::Kick);
+    }
+
+    #[test]
+    fn drop_disconnects_a_consumer_refused_for_longer_than_the_grace() {
+        let config = ServerConfig {
+            outbound_queue: 1,
+            slow_consumer_grace: Duration::from_millis(30),
+            ..ServerConfig::default()
+        };
+        let mut b = Backlog::default();
+        assert_eq!(FanOut::new(&config, 1).offer(0, &mut b), Offer::Queue);
+        assert_eq!(FanOut::new(&config, 1).offer(1, &mut b), Offer::Drop);
+        std::thread::sleep(Duration::from_millis(40));
+        // Still stalled after the grace: kicked.
+        assert_eq!(FanOut::new(&config, 1).offer(1, &mut b), Offer::Kick);
+        // A consumer that reads starts its grace again.
+        b.written(1);
+        assert_eq!(FanOut::new(&config, 1).offer(1, &mut b), Offer::Drop);
+        // A zero grace disconnects at the first refusal.
+        let zero = ServerConfig {
+            slow_consumer_grace: Duration::ZERO,
+            ..config
+        };
+        assert_eq!(
+            FanOut::new(&zero, 1).offer(1, &mut Backlog::default()),
+            Offer::Kick
+        );
     }
 }

@@ -42,7 +42,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use crate::chat::{self, Action, FanOut, JoinedRooms, Limits, Offer, Refusal};
+use crate::chat::{self, Action, Backlog, FanOut, JoinedRooms, Limits, Offer, Refusal};
 use crate::config::{Arch, ServerConfig};
 use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath, Metrics};
@@ -243,7 +243,7 @@ impl Shared {
     /// Queues `frame` (from another cluster node), unchanged and uncopied, to every local
     /// member of `room`, with the same slow-consumer rule and counters as `Conn::fan_out`.
     fn deliver_remote(&self, room: &str, frame: &Utf8Bytes) {
-        let mut fan = FanOut::new(&self.config);
+        let mut fan = FanOut::new(&self.config, frame.len());
         self.rooms
             .for_each_member(room, |_, peer| peer.offer(frame, &mut fan));
         fan.finish(&self.metrics);
@@ -408,6 +408,9 @@ struct Conn {
     shared: Arc<Shared>,
     /// Rooms this connection is in.
     joined: JoinedRooms,
+    /// Bytes of the batch taken from the outbox and being written (in
+    /// `chatbench_outbound_queued_bytes` until written, or released at the end).
+    in_flight: usize,
     finished: bool,
 }
 
@@ -441,6 +444,7 @@ impl Conn {
             peer,
             shared,
             joined: JoinedRooms::new(),
+            in_flight: 0,
             finished: false,
         }
     }
@@ -448,6 +452,9 @@ impl Conn {
     fn finish(&mut self, reason: DisconnectReason) {
         self.leave_all();
         self.shared.peers.remove(self.id);
+        self.peer.outbox.release(&self.shared.metrics);
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.shared.metrics.outbound_released(in_flight);
         self.shared.metrics.ws_closed(reason);
         self.finished = true;
     }
@@ -464,13 +471,17 @@ impl Conn {
             let flow = tokio::select! {
                 _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
                 _ = peer.outbox.ready.notified() => {
-                    let frames = peer.outbox.take();
+                    let (frames, bytes) = peer.outbox.take();
+                    self.in_flight = bytes;
                     let metrics = &self.shared.metrics;
                     // Keep watching the control signal while blocked on a peer that does not
                     // read: that is exactly when a slow-consumer kick or shutdown arrives.
                     tokio::select! {
                         r = write_queued(ws, frames, metrics) => match r {
-                            Ok(()) => None,
+                            Ok(()) => {
+                                metrics.outbound_released(std::mem::take(&mut self.in_flight));
+                                None
+                            }
                             Err(_) => Some(DisconnectReason::IoError),
                         },
                         _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
@@ -572,7 +583,7 @@ impl Conn {
 
     /// Queues the received frame, unchanged and uncopied, to every other member of `room`.
     fn fan_out(&self, room: &str, frame: &Utf8Bytes) {
-        let mut fan = FanOut::new(&self.shared.config);
+        let mut fan = FanOut::new(&self.shared.config, frame.len());
         self.shared.rooms.for_each_member(room, |id, peer| {
             if id != self.id {
                 peer.offer(frame, &mut fan);
@@ -657,33 +668,45 @@ async fn write_queued(
     Ok(())
 }
 
-/// A connection's bounded outbound queue: a `VecDeque` behind a mutex plus a `Notify`. Its
-/// bound and slow-consumer policy are [`FanOut::offer`]'s.
+/// A connection's bounded outbound queue: a `VecDeque` and its [`Backlog`] behind a mutex,
+/// plus a `Notify`. Its bounds and slow-consumer policy are [`FanOut::offer`]'s.
 ///
 /// Chosen over `tokio::sync::mpsc` for memory: an mpsc channel allocates a 32-slot block when
 /// it is created (≈ 1.1 KiB per idle connection), while an empty `VecDeque` allocates nothing.
 /// The owning task takes the whole queue in one lock and writes it as one batch; `notify_one`
-/// keeps a permit, so a push between the take and the next wait is never lost.
+/// keeps a permit, so a push between the take and the next wait is never lost. The batch's
+/// bytes stay in the backlog until it is written ([`Outbox::written`]).
 struct Outbox {
-    queue: Mutex<VecDeque<Utf8Bytes>>,
+    queue: Mutex<Queued>,
     ready: Notify,
+}
+
+#[derive(Default)]
+struct Queued {
+    frames: VecDeque<Utf8Bytes>,
+    backlog: Backlog,
 }
 
 impl Outbox {
     fn new() -> Outbox {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queued::default()),
             ready: Notify::new(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends a (refcounted) frame if `fan` says so; returns what it said.
     fn offer(&self, frame: &Utf8Bytes, fan: &mut FanOut) -> Offer {
         let offer = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let offer = fan.offer(q.len());
+            let mut q = self.lock();
+            let q = &mut *q;
+            let offer = fan.offer(q.frames.len(), &mut q.backlog);
             if offer == Offer::Queue {
-                q.push_back(frame.clone());
+                q.frames.push_back(frame.clone());
             }
             offer
         };
@@ -693,8 +716,21 @@ impl Outbox {
         offer
     }
 
-    /// Takes everything queued, leaving an empty (unallocated) queue.
-    fn take(&self) -> VecDeque<Utf8Bytes> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes everything queued, leaving an empty (unallocated) queue; returns the frames and
+    /// their bytes, which leave the backlog (the byte bound is the queue's; the writer holds
+    /// at most one taken batch beside it). The caller releases them from
+    /// `chatbench_outbound_queued_bytes` once written or dropped.
+    fn take(&self) -> (VecDeque<Utf8Bytes>, usize) {
+        let mut q = self.lock();
+        let bytes = q.backlog.bytes();
+        q.backlog.written(bytes);
+        (std::mem::take(&mut q.frames), bytes)
+    }
+
+    /// The connection ended: drops what is queued and releases its bytes.
+    fn release(&self, metrics: &Metrics) {
+        let mut q = self.lock();
+        q.frames = VecDeque::new();
+        metrics.outbound_released(q.backlog.release());
     }
 }

@@ -3,7 +3,7 @@
 //! are never registered or read. Frames are handed to `Server::on_message` as the frame decoder
 //! hands them over (borrowed from the read buffer: no copy); the end-of-turn flush is replaced
 //! by draining each dirty connection's queue as a complete `writev` would (pop every frame,
-//! then free the empty queue).
+//! free the empty queue, release the frames' bytes).
 
 use super::*;
 use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
@@ -53,10 +53,14 @@ fn drain(server: &mut Server) -> u64 {
     for t in std::mem::take(&mut server.dirty) {
         if let Some(conn) = server.conns.get_mut(t) {
             conn.dirty = false;
-            while conn.out.pop_front().is_some() {
+            let mut bytes = 0;
+            while let Some(f) = conn.out.pop_front() {
+                bytes += f.len();
                 frames += 1;
             }
             conn.out = VecDeque::new();
+            conn.backlog.written(bytes);
+            server.metrics.outbound_released(bytes);
         }
     }
     frames

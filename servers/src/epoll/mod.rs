@@ -48,7 +48,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use self::frame::{Fragments, FrameError, Message, Step};
-use crate::chat::{self, Action, FanOut, Limits, Membership, Offer, Refusal};
+use crate::chat::{self, Action, Backlog, FanOut, Limits, Membership, Offer, Refusal};
 use crate::config::{Arch, ServerConfig};
 use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath, Metrics};
@@ -142,6 +142,8 @@ struct Conn {
     frag: Fragments,
     /// Encoded frames to write, shared with other recipients.
     out: VecDeque<Rc<[u8]>>,
+    /// The bytes of `out` (whole frames until written) and the slow-consumer rule's state.
+    backlog: Backlog,
     /// Rooms joined: (room id, index in that room's member list).
     joined: Vec<(u32, u32)>,
 }
@@ -160,6 +162,7 @@ impl Conn {
             inbuf: Vec::new(),
             frag: None,
             out: VecDeque::new(),
+            backlog: Backlog::default(),
             joined: Vec::new(),
         }
     }
@@ -776,7 +779,7 @@ impl Server {
         let Some(room) = self.rooms.get(rid as usize) else {
             return;
         };
-        let mut fan = FanOut::new(&self.config);
+        let mut fan = FanOut::new(&self.config, shared.len());
         for &m in &room.members {
             let m = m as usize;
             if m == t {
@@ -785,7 +788,7 @@ impl Server {
             let Some(peer) = self.conns.get_mut(m) else {
                 continue;
             };
-            match fan.offer(peer.out.len()) {
+            match fan.offer(peer.out.len(), &mut peer.backlog) {
                 Offer::Queue => {}
                 Offer::Drop => continue,
                 Offer::Kick => {
@@ -877,6 +880,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(t) else {
             return;
         };
+        conn.backlog.queued(frame.len());
+        self.metrics.outbound_queued(frame.len());
         conn.out.push_back(frame);
         if !conn.dirty {
             conn.dirty = true;
@@ -902,6 +907,7 @@ impl Server {
             return;
         };
         let mut text_frames = 0u64;
+        let mut released = 0usize;
         let mut failed = false;
         while !conn.out.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV_MAX];
@@ -927,6 +933,7 @@ impl Server {
                             if front.first() == Some(&(0x80 | frame::OP_TEXT)) {
                                 text_frames += 1;
                             }
+                            released += front.len();
                             conn.out.pop_front();
                             conn.out_off = 0;
                         } else {
@@ -947,6 +954,8 @@ impl Server {
         if text_frames > 0 {
             self.metrics.frames_out(text_frames);
         }
+        conn.backlog.written(released);
+        self.metrics.outbound_released(released);
         if failed {
             return self.finish(t, Some(DisconnectReason::IoError));
         }
@@ -982,9 +991,10 @@ impl Server {
     /// client-initiated close as `client_close`, and plain HTTP not at all.
     fn finish(&mut self, t: usize, reason: Option<DisconnectReason>) {
         self.leave_all(t);
-        let Some(conn) = self.conns.try_remove(t) else {
+        let Some(mut conn) = self.conns.try_remove(t) else {
             return;
         };
+        self.metrics.outbound_released(conn.backlog.release());
         let counted = match conn.phase {
             Phase::Handshake | Phase::Http => None,
             Phase::Open => Some(reason.unwrap_or(DisconnectReason::IoError)),

@@ -1,7 +1,7 @@
 //! The `task-per-conn` fan-out workload (see [`crate::bench`]): real [`Conn`]s sharing one
 //! [`Shared`], driven through `Conn::on_message` on a current-thread runtime without a time
 //! driver (no clock reads). Each received frame becomes a `Utf8Bytes` (one copy, as tungstenite
-//! hands a message over); recipients' [`Outbox`]es are drained with `Outbox::take`, as each
+//! hands a message over); recipients' [`Outbox`]es are drained with `Outbox::take` (and their bytes released once "written"), as each
 //! connection task does before writing.
 
 use super::*;
@@ -84,7 +84,9 @@ impl FanOut for Bench {
                 }
                 for (j, conn) in conns.iter().enumerate() {
                     if j != sender {
-                        drained += conn.peer.outbox.take().len() as u64;
+                        let (frames, bytes) = conn.peer.outbox.take();
+                        drained += frames.len() as u64;
+                        conn.shared.metrics.outbound_released(bytes);
                     }
                 }
             }

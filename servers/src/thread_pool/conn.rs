@@ -211,6 +211,7 @@ impl Conn {
 
     fn finish(&mut self, reason: DisconnectReason) {
         self.leave_all();
+        self.peer.release(&self.shared.metrics);
         self.shared.metrics.ws_closed(reason);
         self.finished = true;
     }
@@ -286,18 +287,10 @@ impl Conn {
     /// socket is full, then flushes. `Some(blocked)`, or `None` if the connection failed.
     fn drain_queue(&mut self, ws: &mut Ws) -> Option<bool> {
         let mut written = 0u64;
+        let mut bytes = 0usize;
         let mut blocked = false;
-        loop {
-            let frame = {
-                let mut q = self.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-                let frame = q.pop_front();
-                if frame.is_none() && q.capacity() > 64 {
-                    // A burst is over: give its memory back rather than keep the peak.
-                    q.shrink_to(0);
-                }
-                frame
-            };
-            let Some(frame) = frame else { break };
+        while let Some(frame) = self.peer.pop() {
+            bytes += frame.len();
             match classify(ws.write(Message::Text(frame))) {
                 Wrote::Done { blocked: b } => {
                     written += 1;
@@ -306,9 +299,13 @@ impl Conn {
                         break;
                     }
                 }
-                Wrote::Failed => return None,
+                Wrote::Failed => {
+                    self.shared.metrics.outbound_released(bytes);
+                    return None;
+                }
             }
         }
+        self.shared.metrics.outbound_released(bytes);
         if written > 0 {
             self.shared.metrics.frames_out(written);
             if !blocked {
@@ -375,25 +372,28 @@ impl Conn {
     /// of `room` as [`FanOut::offer`] rules, then rings the members that need it once the
     /// shard lock is released.
     fn fan_out(&mut self, room: &str, frame: &Utf8Bytes) {
-        let mut fan = FanOut::new(&self.shared.config);
+        let mut fan = FanOut::new(&self.shared.config, frame.len());
         let me = self.id;
         let wake = &mut self.wake;
         self.shared.rooms.for_each_member(room, |id, peer| {
             if id == me {
                 return;
             }
-            let mut q = peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-            match fan.offer(q.len()) {
+            let mut guard = peer.lock();
+            let q = &mut *guard;
+            let offer = fan.offer(q.frames.len(), &mut q.backlog);
+            if offer == Offer::Queue {
+                q.frames.push_back(frame.clone());
+            }
+            drop(guard);
+            match offer {
                 Offer::Queue => {
-                    q.push_back(frame.clone());
-                    drop(q);
                     if !peer.notified.swap(true, Ordering::SeqCst) {
                         wake.push(peer.clone());
                     }
                 }
                 Offer::Drop => {}
                 Offer::Kick => {
-                    drop(q);
                     if !peer.kicked.swap(true, Ordering::Relaxed) {
                         wake.push(peer.clone());
                     }

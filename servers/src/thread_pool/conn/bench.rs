@@ -1,8 +1,9 @@
 //! The `thread-pool` fan-out workload (see [`crate::bench`]): real [`Conn`]s sharing one
 //! [`Shared`], driven through `Conn::on_message` on the calling thread. Each received frame
 //! becomes a `Utf8Bytes` (one copy, as tungstenite hands a message over). Recipients share one
-//! doorbell (`eventfd`); they are drained as `Conn::drain_queue` does (clear `notified`, pop
-//! every frame, give a burst's memory back), minus the write into tungstenite.
+//! doorbell (`eventfd`); they are drained as `Conn::drain_queue` would drain a queue that it
+//! can write whole (clear `notified`, pop every frame, release their bytes, give a burst's
+//! memory back; under one lock rather than one per frame), minus the write into tungstenite.
 
 use super::*;
 use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
@@ -74,13 +75,19 @@ impl FanOut for Bench {
                     continue;
                 }
                 conn.peer.notified.store(false, Ordering::SeqCst);
-                let mut q = conn.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-                while q.pop_front().is_some() {
+                let mut guard = conn.peer.lock();
+                let q = &mut *guard;
+                let mut bytes = 0;
+                while let Some(frame) = q.frames.pop_front() {
+                    bytes += frame.len();
                     drained += 1;
                 }
-                if q.capacity() > 64 {
-                    q.shrink_to(0);
+                q.backlog.written(bytes);
+                if q.frames.capacity() > 64 {
+                    q.frames.shrink_to(0);
                 }
+                drop(guard);
+                conn.shared.metrics.outbound_released(bytes);
             }
             self.waker.clear();
         }
