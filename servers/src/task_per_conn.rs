@@ -472,7 +472,9 @@ impl Conn {
                 _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
                 _ = peer.outbox.ready.notified() => {
                     let (frames, bytes) = peer.outbox.take();
-                    self.in_flight = bytes;
+                    // Added: a batch abandoned by a control wake-up that did not end the
+                    // session is released with the next one.
+                    self.in_flight += bytes;
                     let metrics = &self.shared.metrics;
                     // Keep watching the control signal while blocked on a peer that does not
                     // read: that is exactly when a slow-consumer kick or shutdown arrives.
