@@ -548,6 +548,37 @@ mod tests {
     }
 
     #[test]
+    fn every_error_code_closes_as_the_protocol_table_says() {
+        let table = [
+            (ErrorCode::BadJson, Some(1008)),
+            (ErrorCode::UnknownType, None),
+            (ErrorCode::BadField, Some(1008)),
+            (ErrorCode::BadRoom, Some(1008)),
+            (ErrorCode::NotJoined, None),
+            (ErrorCode::TooManyRooms, None),
+            (ErrorCode::FrameTooLarge, Some(1009)),
+            (ErrorCode::InvalidUtf8, Some(1007)),
+            (ErrorCode::BinaryFrame, Some(1003)),
+            (ErrorCode::SlowConsumer, Some(1008)),
+            (ErrorCode::ProtocolError, Some(1002)),
+        ];
+        assert_eq!(table.len(), ErrorCode::ALL.len(), "a code is missing here");
+        for (code, close) in table {
+            let r = Refusal::new(code, "why");
+            assert_eq!(r.is_fatal(), close.is_some(), "{code}");
+            if let Some(cc) = close {
+                assert_eq!(r.close_code(), cc, "{code}");
+                assert_eq!(
+                    Some(r.disconnect_reason()),
+                    DisconnectReason::for_error(code)
+                );
+            }
+            assert_eq!(r.close_reason(), code.as_str());
+            assert_eq!(r.frame(), encode_error(code, "why"));
+        }
+    }
+
+    #[test]
     fn fixed_refusals_name_their_codes() {
         let b = Refusal::binary_frame();
         assert_eq!((b.code, b.close_code()), (ErrorCode::BinaryFrame, 1003));

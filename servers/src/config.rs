@@ -400,6 +400,11 @@ mod tests {
         assert!(tiny
             .validate()
             .is_err_and(|e| e.contains("outbound_queue_bytes")));
+        let huge = ServerConfig {
+            outbound_queue_bytes: crate::chat::MAX_QUEUE_BYTES + 1,
+            ..ServerConfig::default()
+        };
+        assert!(huge.validate().is_err_and(|e| e.contains("at most")));
         let zero_pool = ServerConfig {
             pool_size: 0,
             ..ServerConfig::default()
