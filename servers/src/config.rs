@@ -11,11 +11,15 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// What to do when a recipient's outbound queue is full at fan-out time.
+/// What to do when a recipient's outbound queue is full (in frames or in bytes) at fan-out time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumerPolicy {
     /// Drop the newest frame for that recipient only, and count it in
-    /// `chatbench_drops_total{reason="queue_full"}`. The recipient stays connected.
+    /// `chatbench_drops_total{reason="queue_full"}` (frame bound) or `{reason="queue_bytes"}`
+    /// (byte bound). The recipient stays connected, unless nothing has been written to it for
+    /// [`ServerConfig::slow_consumer_grace`] while frames for it were refused: then it is
+    /// disconnected as `Disconnect` does, so a consumer that stopped reading cannot pin its
+    /// queue's memory forever.
     #[default]
     Drop,
     /// Send the recipient an `error` frame with code `slow_consumer` and close it with 1008,
@@ -52,6 +56,9 @@ impl fmt::Display for SlowConsumerPolicy {
     }
 }
 
+/// The largest WebSocket frame header a server writes (2 + 8 length bytes, rounded up).
+pub const MAX_FRAME_HEADER: usize = 16;
+
 /// Every limit and tunable of a reference server. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -62,8 +69,16 @@ pub struct ServerConfig {
     /// Together with the connection limit this bounds the room registry a peer can grow.
     pub max_rooms_per_conn: usize,
     /// Capacity of each connection's outbound queue, in frames. Full queues apply
-    /// [`ServerConfig::slow_consumer`]; memory per connection is bounded by this.
+    /// [`ServerConfig::slow_consumer`].
     pub outbound_queue: usize,
+    /// Capacity of each connection's outbound queue, in bytes: frames queued and not yet
+    /// written to the socket (task-per-conn counts the batch being written too). A frame that
+    /// would take the queue past it applies [`ServerConfig::slow_consumer`]. With
+    /// `outbound_queue` this bounds what a consumer that stops reading can hold.
+    pub outbound_queue_bytes: usize,
+    /// Under the `drop` policy: how long frames for a consumer may be refused (queue full)
+    /// with nothing written to it before it is disconnected (`slow_consumer`, 1008).
+    pub slow_consumer_grace: Duration,
     /// What happens when an outbound queue is full.
     pub slow_consumer: SlowConsumerPolicy,
     /// How long a client may take from TCP accept to a complete HTTP request head. Clients that
@@ -230,6 +245,8 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             max_rooms_per_conn: 16,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            slow_consumer_grace: Duration::from_secs(10),
             slow_consumer: SlowConsumerPolicy::Drop,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
@@ -261,6 +278,20 @@ impl ServerConfig {
         }
         if self.outbound_queue == 0 {
             return Err("outbound_queue must be at least 1".into());
+        }
+        if self.outbound_queue_bytes > crate::chat::MAX_QUEUE_BYTES {
+            return Err(format!(
+                "outbound_queue_bytes ({}) must be at most {}",
+                self.outbound_queue_bytes,
+                crate::chat::MAX_QUEUE_BYTES
+            ));
+        }
+        if self.outbound_queue_bytes < self.max_frame_bytes + MAX_FRAME_HEADER {
+            return Err(format!(
+                "outbound_queue_bytes ({}) must be at least max_frame_bytes + {MAX_FRAME_HEADER} ({}): one largest frame must fit",
+                self.outbound_queue_bytes,
+                self.max_frame_bytes + MAX_FRAME_HEADER
+            ));
         }
         if self.read_buffer_size == 0 {
             return Err("read_buffer_size must be at least 1".into());
@@ -362,6 +393,18 @@ mod tests {
         assert!(c.read_buffer_size <= 4096 && c.write_buffer_size <= 4096);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Drop);
         assert_eq!("disconnect".parse(), Ok(SlowConsumerPolicy::Disconnect));
+        let tiny = ServerConfig {
+            outbound_queue_bytes: c.max_frame_bytes,
+            ..ServerConfig::default()
+        };
+        assert!(tiny
+            .validate()
+            .is_err_and(|e| e.contains("outbound_queue_bytes")));
+        let huge = ServerConfig {
+            outbound_queue_bytes: crate::chat::MAX_QUEUE_BYTES + 1,
+            ..ServerConfig::default()
+        };
+        assert!(huge.validate().is_err_and(|e| e.contains("at most")));
         let zero_pool = ServerConfig {
             pool_size: 0,
             ..ServerConfig::default()

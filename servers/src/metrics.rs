@@ -145,6 +145,8 @@ pub struct Metrics {
     frames_out: AtomicU64,
     deliveries: AtomicU64,
     drops_queue_full: AtomicU64,
+    drops_queue_bytes: AtomicU64,
+    outbound_bytes: AtomicI64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     errors_sent: [AtomicU64; ErrorCode::ALL.len()],
     handshake_timeouts: AtomicU64,
@@ -319,6 +321,8 @@ impl Metrics {
             frames_out: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             drops_queue_full: AtomicU64::new(0),
+            drops_queue_bytes: AtomicU64::new(0),
+            outbound_bytes: AtomicI64::new(0),
             disconnects: Default::default(),
             errors_sent: Default::default(),
             handshake_timeouts: AtomicU64::new(0),
@@ -383,6 +387,26 @@ impl Metrics {
     /// (`chatbench_drops_total{reason="queue_full"}`).
     pub fn dropped_queue_full(&self, n: u64) {
         self.drops_queue_full.fetch_add(n, Relaxed);
+    }
+    /// `n` frames were dropped because they would have taken recipients' queues past their
+    /// byte bound (`chatbench_drops_total{reason="queue_bytes"}`).
+    pub fn dropped_queue_bytes(&self, n: u64) {
+        self.drops_queue_bytes.fetch_add(n, Relaxed);
+    }
+    /// `n` bytes were queued to clients (`chatbench_outbound_queued_bytes` +n).
+    pub fn outbound_queued(&self, n: usize) {
+        self.outbound_bytes.fetch_add(n as i64, Relaxed);
+    }
+    /// `n` queued bytes were written, or dropped with their connection
+    /// (`chatbench_outbound_queued_bytes` −n).
+    pub fn outbound_released(&self, n: usize) {
+        if n > 0 {
+            self.outbound_bytes.fetch_sub(n as i64, Relaxed);
+        }
+    }
+    /// Bytes queued to clients and not yet written, over every connection.
+    pub fn outbound_bytes(&self) -> i64 {
+        self.outbound_bytes.load(Relaxed)
     }
     /// An `error` frame was sent (`chatbench_errors_sent_total{code}`).
     pub fn error_sent(&self, code: ErrorCode) {
@@ -491,6 +515,18 @@ impl Metrics {
             o,
             "chatbench_drops_total{{reason=\"queue_full\"}} {}",
             c(&self.drops_queue_full)
+        );
+        let _ = writeln!(
+            o,
+            "chatbench_drops_total{{reason=\"queue_bytes\"}} {}",
+            c(&self.drops_queue_bytes)
+        );
+        simple(
+            o,
+            "chatbench_outbound_queued_bytes",
+            "gauge",
+            "Bytes queued to clients and not yet written, over every connection's outbound queue.",
+            g(&self.outbound_bytes),
         );
         head(
             o,

@@ -32,10 +32,18 @@ pub struct ServeArgs {
     /// Outbound queue per connection, in frames; when full, the slow-consumer policy applies.
     #[arg(long, value_name = "FRAMES", default_value_t = ServerConfig::default().outbound_queue)]
     outbound_queue: usize,
-    /// What to do when a connection's outbound queue is full: drop the newest frame (counted),
-    /// or disconnect the connection with close code 1008 (counted).
+    /// Outbound queue per connection, in bytes (frames queued, not yet written); a frame past
+    /// it applies the slow-consumer policy. At least --max-frame-bytes + 16.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().outbound_queue_bytes)]
+    outbound_queue_bytes: usize,
+    /// What to do when a connection's outbound queue is full (frames or bytes): drop the
+    /// newest frame (counted), or disconnect the connection with close code 1008 (counted).
     #[arg(long, value_name = "POLICY", default_value = "drop", value_parser = parse_policy)]
     slow_consumer: SlowConsumerPolicy,
+    /// Under --slow-consumer drop: a connection whose frames have been refused with nothing
+    /// written to it for this long is disconnected (slow_consumer, 1008).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
+    slow_consumer_grace: Duration,
     /// Time a new connection has to complete its HTTP/WebSocket handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
     handshake_timeout: Duration,
@@ -119,7 +127,9 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             max_rooms_per_conn: self.max_rooms_per_conn,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
             slow_consumer: self.slow_consumer,
+            slow_consumer_grace: self.slow_consumer_grace,
             handshake_timeout: self.handshake_timeout,
             shutdown_grace: self.shutdown_grace,
             read_buffer_size: self.read_buffer_size,

@@ -60,6 +60,8 @@ macro_rules! conformance_tests {
                 handshake_timeout_is_counted,
                 slow_consumer_drop_policy,
                 slow_consumer_disconnect_policy,
+                slow_consumer_bytes_bounded,
+                slow_consumer_grace_disconnects,
                 metrics_names_and_values,
                 healthz_and_not_found,
                 graceful_shutdown_sends_1001,
@@ -868,16 +870,23 @@ pub fn handshake_timeout_is_counted(arch: Sut) {
     });
 }
 
-/// Floods a room holding a member that never reads, in lockstep with a member that does,
-/// until `done` holds for the metrics; the reading member must get every message in order.
-async fn flood_past_slow_consumer(t: Target, sample: &str) {
+/// A room "flood" of a member that never reads (tiny receive buffer), one that reads and one
+/// that sends, on different nodes of a cluster: (slow, fast, sender).
+async fn flood_room(t: Target) -> (Client, Client, Client) {
     let mut slow = Client::connect_small_rcvbuf(t.node(0)).await;
     let mut fast = Client::connect(t.node(1)).await;
     let mut sender = Client::connect(t.node(2)).await;
     slow.join("flood").await;
     fast.join("flood").await;
     sender.join("flood").await;
-    let body = "z".repeat(32 * 1024);
+    (slow, fast, sender)
+}
+
+/// Floods a room holding a member that never reads, in lockstep with a member that does,
+/// until `sample` is counted; the reading member must get every message in order.
+async fn flood_past_slow_consumer(t: Target, sample: &str, body_len: usize) {
+    let (slow, mut fast, mut sender) = flood_room(t).await;
+    let body = "z".repeat(body_len);
     let mut seq = 0u64;
     // ~10 MB per 300 messages; the kernel buffers on loopback hold a few MB at most.
     while seq < 3000 {
@@ -905,7 +914,8 @@ pub fn slow_consumer_drop_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_drops_total{reason="queue_full"}"#).await;
+        let sample = r#"chatbench_drops_total{reason="queue_full"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
@@ -922,13 +932,84 @@ pub fn slow_consumer_disconnect_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_disconnects_total{reason="slow_consumer"}"#).await;
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_drops_total{reason="queue_full"}"#),
             0.0
         );
         assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+    });
+}
+
+const QUEUED_BYTES: &str = "chatbench_outbound_queued_bytes";
+
+/// A member that joins a room and never reads while 60 KB messages flow: the bytes the server
+/// holds for it stay within `outbound_queue_bytes` (the 1,024-frame bound alone lets it pin
+/// ~61 MB), the refused frames are counted, and its bytes are released when it goes.
+pub fn slow_consumer_bytes_bounded(arch: Sut) {
+    const CAP: usize = 512 * 1024;
+    let config = ServerConfig {
+        outbound_queue_bytes: CAP,
+        slow_consumer: SlowConsumerPolicy::Drop,
+        slow_consumer_grace: Duration::from_secs(600),
+        ..test_config()
+    };
+    with_server(arch, config, |t| async move {
+        let (slow, mut fast, mut sender) = flood_room(t).await;
+        let body = "y".repeat(60 * 1000);
+        // 400 × 60 KB = 24 MB: many times what the kernel's loopback buffers and the cap hold.
+        // The slow member's queue holds at most CAP; task-per-conn's writer holds one taken
+        // batch beside it (at most CAP more), and the reading member may still count the frame
+        // it just read (its writer releases the bytes after the write returns).
+        let bound = (2 * CAP + 2 * 64 * 1024) as f64;
+        let mut peak = 0.0f64;
+        for seq in 0..400u64 {
+            let text = encode_msg("flood", "sender", seq, seq, &body);
+            sender.send(&text).await;
+            assert!(fast.recv().await == text, "fast member lost seq {seq}");
+            if seq % 20 == 19 {
+                let queued = sum(t, QUEUED_BYTES).await;
+                assert!(
+                    queued <= bound,
+                    "{queued} bytes queued after {seq} messages"
+                );
+                peak = peak.max(queued);
+            }
+        }
+        let m = totals(t).await;
+        assert!(
+            value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0,
+            "the byte bound never refused a frame (peak {peak} bytes queued)"
+        );
+        assert_eq!(
+            value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
+            0.0
+        );
+        assert!(peak > 0.0, "nothing ever counted as queued");
+        drop(slow);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
+    });
+}
+
+/// Under the default `drop` policy, a member whose frames keep being refused with nothing
+/// written to it for `slow_consumer_grace` is disconnected (`slow_consumer`, counted).
+pub fn slow_consumer_grace_disconnects(arch: Sut) {
+    let config = ServerConfig {
+        outbound_queue_bytes: 256 * 1024,
+        slow_consumer_grace: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    assert_eq!(config.slow_consumer, SlowConsumerPolicy::Drop);
+    with_server(arch, config, |t| async move {
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 60 * 1000).await;
+        let m = totals(t).await;
+        assert!(value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0);
+        assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
     });
 }
 
@@ -951,6 +1032,7 @@ pub fn metrics_names_and_values(arch: Sut) {
             "chatbench_frames_out_total",
             "chatbench_deliveries_total",
             "chatbench_drops_total",
+            "chatbench_outbound_queued_bytes",
             "chatbench_disconnects_total",
             "chatbench_errors_sent_total",
             "chatbench_handshake_timeouts_total",
