@@ -228,12 +228,14 @@ impl ServeArgs {
                 }
             }
             Some("redis") => {
-                if self.cluster_listen.is_some()
-                    || !self.peers.is_empty()
-                    || self.cluster_secret_file.is_some()
-                {
+                if self.cluster_listen.is_some() || !self.peers.is_empty() {
                     return Err(UsageError(
-                        "--cluster-listen, --peers and --cluster-secret-file apply to --backplane mesh, not redis (Redis takes a password in --redis-url)".into(),
+                        "--cluster-listen and --peers apply to --backplane mesh, not redis".into(),
+                    ));
+                }
+                if self.cluster_secret_file.is_some() {
+                    return Err(UsageError(
+                        "--cluster-secret-file applies to --backplane mesh; Redis takes a password in its URL (redis://USER:PASSWORD@HOST:PORT)".into(),
                     ));
                 }
                 let url = match (&self.redis_url, env_var(REDIS_URL_ENV)) {
