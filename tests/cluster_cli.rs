@@ -243,22 +243,42 @@ fn a_mesh_off_loopback_needs_a_secret_and_secret_files_must_be_private() {
             "--cluster-listen 0.0.0.0:0 is not a loopback address".into(),
         ),
         (
-            mesh(&["--cluster-listen", "127.0.0.1:0", "--peers", "192.0.2.1:9000"]),
+            mesh(&[
+                "--cluster-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "192.0.2.1:9000",
+            ]),
             None,
             "--peers 192.0.2.1:9000 is not a loopback address".into(),
         ),
         (
-            mesh(&["--cluster-listen", "0.0.0.0:0", "--cluster-secret-file", &p(&open)]),
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&open),
+            ]),
             None,
             format!("chmod 600 {}", open.display()),
         ),
         (
-            mesh(&["--cluster-listen", "0.0.0.0:0", "--cluster-secret-file", &p(&short)]),
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&short),
+            ]),
             None,
             "openssl rand".into(),
         ),
         (
-            mesh(&["--cluster-listen", "0.0.0.0:0", "--cluster-secret-file", &p(&good)]),
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&good),
+            ]),
             Some("0123456789abcdef-from-the-environment"),
             "both --cluster-secret-file and CHATBENCH_CLUSTER_SECRET".into(),
         ),

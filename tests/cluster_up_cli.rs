@@ -301,9 +301,15 @@ fn a_mesh_cluster_authenticates_its_nodes_with_a_secret_on_no_command_line() {
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
     let text = String::from_utf8_lossy(&reply);
-    assert!(text.contains("uses a cluster secret and node 99 has none"), "{text}");
+    assert!(
+        text.contains("uses a cluster secret and node 99 has none"),
+        "{text}"
+    );
     wait_metric(&nodes[0].0, "chatbench_backplane_refused_total", 1.0);
-    assert_eq!(metric(&nodes[0].0, "chatbench_backplane_peers_up"), Some(1.0));
+    assert_eq!(
+        metric(&nodes[0].0, "chatbench_backplane_peers_up"),
+        Some(1.0)
+    );
     let (status, stderr) = up.interrupt();
     assert!(status.success(), "{stderr}");
 }

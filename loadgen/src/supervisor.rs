@@ -754,7 +754,10 @@ mod tests {
 
     #[test]
     fn urls_are_printed_without_their_password() {
-        assert_eq!(redact_url("redis://:pw@127.0.0.1:1"), "redis://:***@127.0.0.1:1");
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:1"),
+            "redis://:***@127.0.0.1:1"
+        );
         assert_eq!(redact_url("redis://u:p@w@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(random_hex(32).len(), 64);

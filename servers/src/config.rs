@@ -265,7 +265,8 @@ impl ClusterConfig {
         if self.send_queue == 0 || self.send_queue_bytes == 0 {
             return Err("cluster send_queue and send_queue_bytes must be at least 1".into());
         }
-        if self.max_remote_rooms == 0 || self.max_remote_room_bytes < chatbench_protocol::MAX_ROOM_LEN
+        if self.max_remote_rooms == 0
+            || self.max_remote_room_bytes < chatbench_protocol::MAX_ROOM_LEN
         {
             return Err(
                 "cluster max_remote_rooms must be at least 1 and max_remote_room_bytes at least 64"
@@ -508,7 +509,10 @@ mod tests {
         let secret = ClusterSecret::from_text("0123456789abcdef\n").unwrap();
         assert_eq!(secret.as_bytes(), b"0123456789abcdef");
         assert_eq!(format!("{secret:?}"), "ClusterSecret(<redacted>)");
-        assert_eq!(mesh("0.0.0.0:9000", &["10.0.0.2:9000"], Some(secret)), Ok(()));
+        assert_eq!(
+            mesh("0.0.0.0:9000", &["10.0.0.2:9000"], Some(secret)),
+            Ok(())
+        );
         assert!(ClusterSecret::from_text("  short  ").is_err_and(|e| e.contains("openssl rand")));
     }
 }

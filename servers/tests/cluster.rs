@@ -534,8 +534,10 @@ fn mesh_declares_a_silent_peer_dead_and_sends_heartbeats() {
         },
         other => panic!("expected a challenge, got {other:?}"),
     };
-    s.write_all(&wire::encode(&Frame::Auth(auth::proof(&secret, &mine, &theirs))))
-        .unwrap();
+    s.write_all(&wire::encode(&Frame::Auth(auth::proof(
+        &secret, &mine, &theirs,
+    ))))
+    .unwrap();
     assert_eq!(read(&mut s, None).unwrap()[0], 11, "the node's proof");
     let mut tags = FrameTags::new(&secret, &theirs, &mine);
     let mut types = Vec::new();

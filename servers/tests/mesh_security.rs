@@ -90,7 +90,12 @@ impl RawPeer {
 
     /// Says hello as node `id` of process `incarnation`, proving `secret` (`None`: claims to
     /// have none). `Err` with the node's reason when it refuses.
-    fn handshake(&mut self, id: u64, incarnation: u64, secret: Option<&[u8]>) -> Result<(), String> {
+    fn handshake(
+        &mut self,
+        id: u64,
+        incarnation: u64,
+        secret: Option<&[u8]>,
+    ) -> Result<(), String> {
         let mine = Party {
             node_id: id,
             incarnation,
@@ -155,7 +160,11 @@ fn secret() -> Vec<u8> {
 }
 
 /// A mesh node with `tweak` applied to its cluster settings (test secret, loopback ports).
-fn node_with(id: u64, peers: Vec<SocketAddr>, tweak: impl FnOnce(&mut ClusterConfig)) -> ClusterNode {
+fn node_with(
+    id: u64,
+    peers: Vec<SocketAddr>,
+    tweak: impl FnOnce(&mut ClusterConfig),
+) -> ClusterNode {
     let mut cluster = ClusterConfig::new(
         id,
         BackplaneConfig::Mesh {
@@ -183,7 +192,10 @@ fn a_hello_without_the_secret_is_refused_and_reads_nothing() {
     let cluster = node.cluster_addr.unwrap();
     // No secret at all.
     let why = RawPeer::connect(cluster).handshake(9, 1, None).unwrap_err();
-    assert!(why.contains("uses a cluster secret and node 9 has none"), "{why}");
+    assert!(
+        why.contains("uses a cluster secret and node 9 has none"),
+        "{why}"
+    );
     // Today's attack: hello, then interest in a private room, with no challenge or proof.
     let mut spy = RawPeer::connect(cluster);
     spy.send(&Frame::Hello {
@@ -211,7 +223,10 @@ fn a_hello_without_the_secret_is_refused_and_reads_nothing() {
         matches!(frames.last(), Some(Frame::Refuse(why)) if why.contains("expected a challenge, got add")),
         "{frames:?}"
     );
-    assert!(!frames.iter().any(|f| matches!(f, Frame::Msg { .. })), "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| matches!(f, Frame::Msg { .. })),
+        "{frames:?}"
+    );
 }
 
 #[test]
@@ -278,7 +293,9 @@ fn a_peers_rooms_are_bounded_and_freed_when_it_leaves_or_misbehaves() {
     let mut p = RawPeer::connect(cluster);
     p.handshake(7, 1, Some(&secret())).unwrap();
     rooms(&mut p, 100);
-    block_on(wait_metric(a, "chatbench_backplane_peer_rooms", |v| v == 100.0));
+    block_on(wait_metric(a, "chatbench_backplane_peer_rooms", |v| {
+        v == 100.0
+    }));
     p.leave();
     block_on(async {
         wait_metric(a, "chatbench_backplane_peer_rooms", |v| v == 0.0).await;
@@ -308,7 +325,10 @@ fn a_peers_rooms_are_bounded_and_freed_when_it_leaves_or_misbehaves() {
             p.handshake(7, 10 + i as u64, Some(&secret())).unwrap();
             p.send_bytes(frame).unwrap();
             p.drain();
-            wait_metric(a, "chatbench_backplane_invalid_total", |v| v == 2.0 + i as f64).await;
+            wait_metric(a, "chatbench_backplane_invalid_total", |v| {
+                v == 2.0 + i as f64
+            })
+            .await;
         }
         // A frame whose tag does not match (as if altered in transit).
         let mut p = RawPeer::connect(cluster);
@@ -337,13 +357,33 @@ fn silent_and_unauthenticated_peers_hold_nothing_and_do_not_delay_joins() {
         c.max_pending = 4;
     });
     let (cluster, a) = (node.cluster_addr.unwrap(), node.server.addr);
-    // Ten connections that never say anything, and one that says hello and then only pings.
-    let silent: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(cluster).unwrap()).collect();
-    let mut talker = RawPeer::connect(cluster);
-    let _ = talker.send(&Frame::Hello {
+    // Ten connections that never say anything, and one that says hello and then only pings
+    // (which, before authentication existed, held a live link whose missing `SyncAck` every
+    // join of a new room waited for).
+    let silent: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(cluster).unwrap())
+        .collect();
+    let mut talker = TcpStream::connect(cluster).unwrap();
+    let hello = wire::encode(&Frame::Hello {
         version: CLUSTER_PROTOCOL_VERSION,
         node_id: 9,
     });
+    let _ = talker.write_all(&hello);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let ping = wire::encode(&Frame::Ping);
+            for _ in 0..400 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst)
+                    || talker.write_all(&ping).is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
     block_on(async {
         let start = Instant::now();
         let mut c = Client::connect(a).await;
@@ -353,15 +393,20 @@ fn silent_and_unauthenticated_peers_hold_nothing_and_do_not_delay_joins() {
             "a join waited {:?} for a peer that never authenticated",
             start.elapsed()
         );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
         // Beyond the 4 pending slots closed at once, the rest dropped after the timeout.
         wait_metric(a, "chatbench_backplane_refused_total", |v| v == 11.0).await;
         assert_eq!(m(a, "chatbench_backplane_peers_up").await, 0.0);
     });
+    pinger.join().unwrap();
     for mut s in silent {
         s.set_read_timeout(Some(conformance::WAIT)).unwrap();
         let mut buf = Vec::new();
         // The node's hello and challenge, then the end of the connection.
-        assert!(s.read_to_end(&mut buf).is_ok(), "the node closes a silent link");
+        assert!(
+            s.read_to_end(&mut buf).is_ok(),
+            "the node closes a silent link"
+        );
     }
     // Slots are free again: a real node links.
     let b = node_with(2, vec![cluster], |_| {});
@@ -414,7 +459,10 @@ fn redis_backplane_authenticates_with_a_password() {
     let e = preflight(&format!("redis://127.0.0.1:{port}")).unwrap_err();
     assert!(e.contains("password"), "{e}");
     let e = preflight(&format!("redis://:wrong-pw@127.0.0.1:{port}")).unwrap_err();
-    assert!(e.contains(":***@127.0.0.1") && !e.contains("wrong-pw"), "{e}");
+    assert!(
+        e.contains(":***@127.0.0.1") && !e.contains("wrong-pw"),
+        "{e}"
+    );
     let url = format!("redis://:s3cret-pw@127.0.0.1:{port}");
     assert_eq!(preflight(&url), Ok(()));
     let (a, b) = (redis_node(1, &url), redis_node(2, &url));
@@ -499,6 +547,10 @@ impl RespClient {
         s.write_all(&cmd).unwrap();
         let mut reply = [0u8; 64];
         let n = s.read(&mut reply).unwrap();
-        assert!(reply[..n].starts_with(b":1"), "{:?}", String::from_utf8_lossy(&reply[..n]));
+        assert!(
+            reply[..n].starts_with(b":1"),
+            "{:?}",
+            String::from_utf8_lossy(&reply[..n])
+        );
     }
 }

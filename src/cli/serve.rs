@@ -11,8 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use chatbench_servers::{
-    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, Shutdown,
-    SlowConsumerPolicy,
+    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, Shutdown, SlowConsumerPolicy,
 };
 
 use super::UsageError;

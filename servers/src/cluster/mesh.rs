@@ -238,7 +238,8 @@ impl LinkReader {
                 ));
             }
         }
-        wire::decode(body.freeze()).map_err(|e| ReadEnd::Invalid(format!("protocol violation: {e}")))
+        wire::decode(body.freeze())
+            .map_err(|e| ReadEnd::Invalid(format!("protocol violation: {e}")))
     }
 }
 
@@ -381,7 +382,10 @@ impl Mesh {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(self.clone().run_link(stream, Side::Accepted, None, Some(permit)));
+                    tokio::spawn(
+                        self.clone()
+                            .run_link(stream, Side::Accepted, None, Some(permit)),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!("mesh accept failed: {e}");
@@ -479,7 +483,11 @@ impl Mesh {
             // Known from now on, so the dialer does not dial a node it is linked to.
             lock(&self.state).addr_ids.insert(a, peer.id);
         }
-        let dialed_by = if side == Side::Dialed { self.me } else { peer.id };
+        let dialed_by = if side == Side::Dialed {
+            self.me
+        } else {
+            peer.id
+        };
         let link = Arc::new(Link {
             peer: peer.id,
             incarnation: peer.incarnation,
@@ -515,7 +523,8 @@ impl Mesh {
             ReadEnd::Invalid(why) => {
                 // A peer that breaks the protocol loses what it declared.
                 self.bp().invalid();
-                self.bp().add_peer_rooms(-(lock(&link.remote).clear() as i64));
+                self.bp()
+                    .add_peer_rooms(-(lock(&link.remote).clear() as i64));
                 tracing::warn!(
                     "mesh: node {} closed its link to node {}: {why}",
                     self.me,
@@ -584,7 +593,10 @@ impl Mesh {
             }
             other => return self.unexpected(writer, "hello", &other).await,
         };
-        let theirs = match self.handshake_frame(reader, writer, addr, "challenge").await? {
+        let theirs = match self
+            .handshake_frame(reader, writer, addr, "challenge")
+            .await?
+        {
             Frame::Challenge {
                 incarnation,
                 nonce,
@@ -593,9 +605,15 @@ impl Mesh {
                 let has = flags & FLAG_SECRET != 0;
                 if has != secret.is_some() {
                     let (with, without) = if has {
-                        (format!("node {peer_id}"), format!("this node ({})", self.me))
+                        (
+                            format!("node {peer_id}"),
+                            format!("this node ({})", self.me),
+                        )
                     } else {
-                        (format!("this node ({})", self.me), format!("node {peer_id}"))
+                        (
+                            format!("this node ({})", self.me),
+                            format!("node {peer_id}"),
+                        )
                     };
                     let why = format!(
                         "{with} uses a cluster secret and {without} has none: give every node the \
@@ -624,7 +642,7 @@ impl Mesh {
                      cluster secret (every node needs the same secret)"
                 );
                 self.refuse(writer, why).await;
-                    return None;
+                return None;
             }
             other => return self.unexpected(writer, "auth", &other).await,
         }
@@ -766,7 +784,10 @@ impl Mesh {
         if link.up.swap(false, Ordering::SeqCst) {
             self.bp().peer_down();
         }
-        let current = st.links.get(&link.peer).is_some_and(|l| Arc::ptr_eq(l, link));
+        let current = st
+            .links
+            .get(&link.peer)
+            .is_some_and(|l| Arc::ptr_eq(l, link));
         if current && lock(&link.remote).rooms.is_empty() {
             st.links.remove(&link.peer);
             lock(&link.remote).retire();

@@ -335,9 +335,9 @@ impl RedisBackplane {
         // One copy out of the Redis reply, then shared by every local member. Only a client
         // `msg` frame for this room is delivered: anything else on the channel is counted.
         let text = Utf8Bytes::try_from(Bytes::copy_from_slice(frame)).ok();
-        let valid = text.as_ref().is_some_and(|t| {
-            matches!(parse_client(t), Ok(ClientFrame::Msg(m)) if *m.room == *room)
-        });
+        let valid = text.as_ref().is_some_and(
+            |t| matches!(parse_client(t), Ok(ClientFrame::Msg(m)) if *m.room == *room),
+        );
         match text {
             Some(text) if valid => {
                 self.bp().received();
@@ -347,7 +347,9 @@ impl RedisBackplane {
             }
             _ => {
                 self.bp().invalid();
-                tracing::warn!("redis backplane: a message on {room} is not a client msg for it: dropped");
+                tracing::warn!(
+                    "redis backplane: a message on {room} is not a client msg for it: dropped"
+                );
             }
         }
     }

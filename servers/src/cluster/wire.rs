@@ -370,7 +370,10 @@ mod tests {
             version: CLUSTER_PROTOCOL_VERSION,
             node_id: 5,
         });
-        assert_eq!(&h[..], b"\x00\x00\x00\x0f\x01CBCL\x00\x02\x00\x00\x00\x00\x00\x00\x00\x05");
+        assert_eq!(
+            &h[..],
+            b"\x00\x00\x00\x0f\x01CBCL\x00\x02\x00\x00\x00\x00\x00\x00\x00\x05"
+        );
     }
 
     #[test]
