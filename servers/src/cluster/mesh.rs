@@ -64,6 +64,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Lets through at most one log line per second for what strangers can trigger at will
+/// (refused or timed-out handshakes), so that a flood of them cannot flood the log; the
+/// counters count every one.
+#[derive(Default)]
+struct LogLimit {
+    /// Seconds since the Unix epoch of the last line let through.
+    last: AtomicU64,
+    /// Lines held back since.
+    held: AtomicU64,
+}
+
+impl LogLimit {
+    /// `Some(lines held back before this one)` when this line may be logged.
+    fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        if now != last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// The mesh backplane of one node.
 pub struct Mesh {
     this: Weak<Mesh>,
@@ -85,6 +116,8 @@ pub struct Mesh {
     leaving: AtomicBool,
     /// Permits for accepted links still in their handshake (`max_pending`).
     pending: Arc<Semaphore>,
+    /// Rate limit of the refusal log lines.
+    refusals_logged: LogLimit,
 }
 
 struct State {
@@ -323,6 +356,7 @@ impl Mesh {
             me: cfg.node_id,
             incarnation: auth::incarnation(),
             pending: Arc::new(Semaphore::new(cfg.max_pending)),
+            refusals_logged: LogLimit::default(),
             cfg,
             max_frame: wire::max_frame_len(max_frame_bytes),
             local: OnceLock::new(),
@@ -373,11 +407,10 @@ impl Mesh {
                     }
                     let Ok(permit) = self.pending.clone().try_acquire_owned() else {
                         // Every handshake slot is taken: hold nothing for this one.
-                        tracing::warn!(
-                            "mesh: node {}: {} links already in their handshake: closed the one from {from}",
-                            self.me,
+                        self.log_refusal(format_args!(
+                            "{} links already in their handshake: closed the one from {from}",
                             self.cfg.max_pending
-                        );
+                        ));
                         self.bp().refused();
                         continue;
                     };
@@ -467,11 +500,10 @@ impl Mesh {
             Ok(None) => return false,
             Err(_) => {
                 if side == Side::Accepted {
-                    tracing::warn!(
-                        "mesh: node {}: a peer did not complete its hello within {:?}: dropped",
-                        self.me,
+                    self.log_refusal(format_args!(
+                        "a peer did not complete its hello within {:?}: dropped",
                         self.cfg.handshake_timeout
-                    );
+                    ));
                     self.bp().refused();
                 }
                 return false;
@@ -698,8 +730,20 @@ impl Mesh {
         None
     }
 
+    /// Logs a refusal, at most one line per second (see [`LogLimit`]).
+    fn log_refusal(&self, what: std::fmt::Arguments<'_>) {
+        if let Some(held) = self.refusals_logged.allow() {
+            let more = if held > 0 {
+                format!(" ({held} more refusals since the last line: see chatbench_backplane_refused_total)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("mesh: node {}: {what}{more}", self.me);
+        }
+    }
+
     async fn refuse(&self, writer: &mut LinkWriter, why: String) -> bool {
-        tracing::warn!("mesh: node {} refused a link: {why}", self.me);
+        self.log_refusal(format_args!("refused a link: {why}"));
         self.bp().refused();
         writer.last(&Frame::Refuse(why)).await;
         false
@@ -1085,6 +1129,15 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_lines_are_limited_to_one_per_second() {
+        let l = LogLimit::default();
+        assert_eq!(l.allow(), Some(0));
+        let held = (0..100).filter(|_| l.allow().is_none()).count();
+        // All within the same second, except when the clock ticked over meanwhile.
+        assert!(held >= 99, "{held}");
+    }
 
     #[test]
     fn send_queue_refuses_messages_past_either_bound_but_keeps_room_for_control() {
