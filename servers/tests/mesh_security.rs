@@ -554,3 +554,38 @@ impl RespClient {
         );
     }
 }
+
+#[test]
+fn random_bytes_at_the_mesh_port_never_link_nor_stop_the_node() {
+    use rand::{Rng, RngCore, SeedableRng};
+    let node = node_with(1, Vec::new(), |c| {
+        c.handshake_timeout = Duration::from_millis(300)
+    });
+    let (cluster, a) = (node.cluster_addr.unwrap(), node.server.addr);
+    // Fixed seed: a failure reproduces.
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(19);
+    let hello = wire::encode(&Frame::Hello {
+        version: CLUSTER_PROTOCOL_VERSION,
+        node_id: 9,
+    });
+    for i in 0..200 {
+        let mut bytes = vec![0u8; rng.random_range(0..2048)];
+        rng.fill_bytes(&mut bytes);
+        if i % 2 == 0 {
+            // Half of them get past the hello first.
+            bytes.splice(0..0, hello.iter().copied());
+        }
+        let mut s = TcpStream::connect(cluster).unwrap();
+        let _ = s.write_all(&bytes);
+    }
+    // Still serving, nobody linked, and a real node links.
+    let b = node_with(2, vec![cluster], |_| {});
+    block_on(async {
+        wait_metric(a, "chatbench_backplane_peers_up", |v| v == 1.0).await;
+        wait_metric(b.server.addr, "chatbench_backplane_peers_up", |v| v == 1.0).await;
+        let refused = m(a, "chatbench_backplane_refused_total").await;
+        assert!(refused >= 1.0, "{refused}");
+        let mut c = Client::connect(a).await;
+        c.join("r").await;
+    });
+}
