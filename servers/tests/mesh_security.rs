@@ -96,6 +96,18 @@ impl RawPeer {
         incarnation: u64,
         secret: Option<&[u8]>,
     ) -> Result<(), String> {
+        self.handshake_then(id, incarnation, secret, &[])
+    }
+
+    /// [`RawPeer::handshake`], sending `early` frames right behind its proof, before the node's
+    /// proof has arrived (as a fast peer may).
+    fn handshake_then(
+        &mut self,
+        id: u64,
+        incarnation: u64,
+        secret: Option<&[u8]>,
+        early: &[Frame],
+    ) -> Result<(), String> {
         let mine = Party {
             node_id: id,
             incarnation,
@@ -129,7 +141,17 @@ impl RawPeer {
         };
         let key = secret.unwrap_or_default();
         // The node may have refused already; a failed write then shows in what it sent.
-        let _ = self.send(&Frame::Auth(auth::proof(key, &mine, &theirs)));
+        let mut out = wire::encode(&Frame::Auth(auth::proof(key, &mine, &theirs))).to_vec();
+        if let Some(k) = secret {
+            let mut tags = FrameTags::new(k, &mine, &theirs);
+            for f in early {
+                let frame = wire::encode(f);
+                out.extend_from_slice(&frame);
+                out.extend_from_slice(&tags.sign(&[&frame]));
+            }
+            self.out = Some(tags);
+        }
+        let _ = self.s.write_all(&out);
         match self.recv() {
             // With a wrong secret its proof does not check here either; its refusal follows.
             Some(Frame::Auth(p)) if !auth::check_proof(key, &theirs, &mine, &p) => {
@@ -143,7 +165,6 @@ impl RawPeer {
             other => panic!("expected the node's proof, got {other:?}"),
         }
         if let Some(k) = secret {
-            self.out = Some(FrameTags::new(k, &mine, &theirs));
             self.inn = Some(FrameTags::new(k, &theirs, &mine));
         }
         // Linked, or refused after the proofs (a live id claimed again).
@@ -227,6 +248,26 @@ fn a_hello_without_the_secret_is_refused_and_reads_nothing() {
         !frames.iter().any(|f| matches!(f, Frame::Msg { .. })),
         "{frames:?}"
     );
+}
+
+#[test]
+fn frames_sent_right_behind_the_proof_are_not_lost() {
+    let node = node_with(1, Vec::new(), |_| {});
+    let mut p = RawPeer::connect(node.cluster_addr.unwrap());
+    let early = [Frame::Reset, Frame::Add("early".into()), Frame::Sync(5)];
+    p.handshake_then(7, 1, Some(&secret()), &early).unwrap();
+    let frames: Vec<Frame> = std::iter::from_fn(|| p.recv())
+        .take_while(|f| *f != Frame::SyncAck(5))
+        .collect();
+    assert!(
+        !frames.iter().any(|f| matches!(f, Frame::Refuse(_))),
+        "{frames:?}"
+    );
+    block_on(async {
+        let a = node.server.addr;
+        assert_eq!(m(a, "chatbench_backplane_peer_rooms").await, 1.0);
+        assert_eq!(m(a, "chatbench_backplane_invalid_total").await, 0.0);
+    });
 }
 
 #[test]

@@ -209,6 +209,12 @@ impl Remote {
     }
 }
 
+/// Buffer size of each half of a link in its handshake (its frames are at most
+/// [`wire::MAX_HANDSHAKE_FRAME`] bytes): a connection that never authenticates holds little.
+const HANDSHAKE_BUFFER: usize = 1024;
+/// Buffer size of each half of an authenticated link.
+const LINK_BUFFER: usize = 64 * 1024;
+
 /// The write half of a link: frames, each followed by its tag once the link is authenticated.
 struct LinkWriter {
     w: BufWriter<OwnedWriteHalf>,
@@ -216,6 +222,23 @@ struct LinkWriter {
 }
 
 impl LinkWriter {
+    fn new(write: OwnedWriteHalf) -> LinkWriter {
+        LinkWriter {
+            w: BufWriter::with_capacity(HANDSHAKE_BUFFER, write),
+            tags: None,
+        }
+    }
+
+    /// After the handshake: the full-size buffer (what is buffered is written first).
+    async fn grow(self) -> std::io::Result<LinkWriter> {
+        let mut w = self.w;
+        w.flush().await?;
+        Ok(LinkWriter {
+            w: BufWriter::with_capacity(LINK_BUFFER, w.into_inner()),
+            tags: self.tags,
+        })
+    }
+
     async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.w.write_all(frame).await?;
         if let Some(t) = &mut self.tags {
@@ -245,15 +268,43 @@ enum ReadEnd {
     Invalid(String),
 }
 
+/// A link's read half behind what its buffer had read ahead when it was resized.
+type ReadHalf = tokio::io::Chain<std::io::Cursor<Vec<u8>>, OwnedReadHalf>;
+
 /// The read half of a link: frames (length checked against `max` before allocating), each
 /// tag checked once the link is authenticated.
 struct LinkReader {
-    r: BufReader<OwnedReadHalf>,
+    r: BufReader<ReadHalf>,
     tags: Option<FrameTags>,
     max: usize,
 }
 
 impl LinkReader {
+    fn new(read: OwnedReadHalf) -> LinkReader {
+        LinkReader {
+            r: BufReader::with_capacity(
+                HANDSHAKE_BUFFER,
+                std::io::Cursor::new(Vec::new()).chain(read),
+            ),
+            tags: None,
+            max: wire::MAX_HANDSHAKE_FRAME,
+        }
+    }
+
+    /// After the handshake: the full-size buffer and frame limit, keeping every byte the peer
+    /// sent after its proof (it may already have sent its interest set).
+    fn grow(self, max: usize) -> LinkReader {
+        let mut ahead = self.r.buffer().to_vec();
+        let (cursor, read) = self.r.into_inner().into_inner();
+        let pos = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        ahead.extend_from_slice(cursor.get_ref().get(pos..).unwrap_or_default());
+        LinkReader {
+            r: BufReader::with_capacity(LINK_BUFFER, std::io::Cursor::new(ahead).chain(read)),
+            tags: self.tags,
+            max,
+        }
+    }
+
     async fn next(&mut self) -> Result<Frame, ReadEnd> {
         let io = |e: std::io::Error| ReadEnd::Io(format!("read failed: {e}"));
         let mut prefix = [0u8; 4];
@@ -485,15 +536,8 @@ impl Mesh {
         pending: Option<OwnedSemaphorePermit>,
     ) -> bool {
         let (read, write) = stream.into_split();
-        let mut reader = LinkReader {
-            r: BufReader::with_capacity(64 * 1024, read),
-            tags: None,
-            max: wire::MAX_HANDSHAKE_FRAME,
-        };
-        let mut writer = LinkWriter {
-            w: BufWriter::with_capacity(64 * 1024, write),
-            tags: None,
-        };
+        let mut reader = LinkReader::new(read);
+        let mut writer = LinkWriter::new(write);
         let handshake = self.handshake(&mut reader, &mut writer, addr);
         let peer = match tokio::time::timeout(self.cfg.handshake_timeout, handshake).await {
             Ok(Some(p)) => p,
@@ -510,7 +554,10 @@ impl Mesh {
             }
         };
         drop(pending);
-        reader.max = self.max_frame;
+        let mut reader = reader.grow(self.max_frame);
+        let Ok(mut writer) = writer.grow().await else {
+            return false;
+        };
         if let Some(a) = addr {
             // Known from now on, so the dialer does not dial a node it is linked to.
             lock(&self.state).addr_ids.insert(a, peer.id);
