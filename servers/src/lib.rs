@@ -42,7 +42,9 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
-pub use config::{Arch, BackplaneConfig, ClusterConfig, ServerConfig, SlowConsumerPolicy};
+pub use config::{
+    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, SlowConsumerPolicy,
+};
 pub use shutdown::Shutdown;
 
 /// Why a server could not run.

@@ -170,7 +170,9 @@ pub struct BackplaneMetrics {
     peers_up: AtomicI64,
     reconnects: AtomicU64,
     refused: AtomicU64,
+    invalid: AtomicU64,
     interest_rooms: AtomicI64,
+    peer_rooms: AtomicI64,
 }
 
 impl BackplaneMetrics {
@@ -185,7 +187,9 @@ impl BackplaneMetrics {
             peers_up: AtomicI64::new(0),
             reconnects: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
             interest_rooms: AtomicI64::new(0),
+            peer_rooms: AtomicI64::new(0),
         }
     }
     /// `n` messages were handed to a peer link or published to Redis
@@ -221,10 +225,20 @@ impl BackplaneMetrics {
     pub fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
     }
-    /// A link was refused at its hello (version or node id mismatch, duplicate)
+    /// A link was refused at its hello or authentication (version or node id mismatch, failed
+    /// proof, a live node's id claimed again, too many pending handshakes, handshake timeout)
     /// (`chatbench_backplane_refused_total`).
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
+    }
+    /// An established link was closed because its peer sent a frame that breaks the format or
+    /// a limit (`chatbench_backplane_invalid_total`).
+    pub fn invalid(&self) {
+        self.invalid.fetch_add(1, Relaxed);
+    }
+    /// Rooms declared by peers changed by `delta` (`chatbench_backplane_peer_rooms`).
+    pub fn add_peer_rooms(&self, delta: i64) {
+        self.peer_rooms.fetch_add(delta, Relaxed);
     }
     /// Sets `chatbench_backplane_interest_rooms`: rooms this node advertises or subscribes to.
     pub fn set_interest_rooms(&self, n: usize) {
@@ -295,8 +309,15 @@ impl BackplaneMetrics {
             o,
             "chatbench_backplane_refused_total",
             "counter",
-            "Links refused at the hello (protocol version or node id mismatch, duplicate).",
+            "Links refused at the hello or authentication (version, node id, proof, pending limit, timeout).",
             c(&self.refused),
+        );
+        simple(
+            o,
+            "chatbench_backplane_invalid_total",
+            "counter",
+            "Links closed because the peer sent a frame that breaks the format or a limit.",
+            c(&self.invalid),
         );
         simple(
             o,
@@ -304,6 +325,13 @@ impl BackplaneMetrics {
             "gauge",
             "Rooms this node advertises (mesh) or subscribes to (redis).",
             self.interest_rooms.load(Relaxed),
+        );
+        simple(
+            o,
+            "chatbench_backplane_peer_rooms",
+            "gauge",
+            "Rooms other nodes declared interest in, summed over the peers this node keeps (mesh).",
+            self.peer_rooms.load(Relaxed),
         );
     }
 }

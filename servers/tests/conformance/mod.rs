@@ -259,16 +259,27 @@ pub fn start_redis_node(config: &ServerConfig, id: u64, url: &str) -> ClusterNod
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// Extra configuration arguments (e.g. `--requirepass PW`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// [`RedisServer::start`] with extra configuration arguments.
+    pub fn start_with(extra: Vec<String>) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let mut r = RedisServer { child: None, port };
+        let mut r = RedisServer {
+            child: None,
+            port,
+            extra,
+        };
         r.restart();
         r
     }
@@ -283,6 +294,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -324,6 +336,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// The mesh secret of the test clusters (every mesh node of the suite authenticates with it).
+pub fn test_secret() -> chatbench_servers::ClusterSecret {
+    chatbench_servers::ClusterSecret::from_text("conformance-suite-cluster-secret").expect("valid")
+}
+
 /// A mesh node with id `id` that dials `peers`, listening on free loopback ports.
 pub fn start_mesh_node(config: &ServerConfig, id: u64, peers: Vec<SocketAddr>) -> ClusterNode {
     start_mesh_node_at(config, id, "127.0.0.1:0".parse().unwrap(), peers)
@@ -338,6 +355,7 @@ pub fn start_mesh_node_at(
 ) -> ClusterNode {
     let mut cluster = ClusterConfig::new(id, BackplaneConfig::Mesh { listen, peers });
     cluster.reconnect_max = Duration::from_millis(500);
+    cluster.secret = Some(test_secret());
     let config = ServerConfig {
         cluster: Some(cluster),
         ..config.clone()
