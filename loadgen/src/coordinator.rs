@@ -31,7 +31,7 @@ use crate::control::{
     ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
-use crate::plan::{Layout, Plan};
+use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
@@ -64,9 +64,9 @@ impl AgentsSpec {
         }
         if let Some(n) = s.strip_prefix("local:") {
             return match n.parse::<u32>() {
-                Ok(n) if (1..=1024).contains(&n) => Ok(AgentsSpec::Local(n)),
+                Ok(n) if (1..=MAX_AGENTS).contains(&n) => Ok(AgentsSpec::Local(n)),
                 _ => Err(format!(
-                    "--agents {s:?}: local:N needs N between 1 and 1024, e.g. local:4"
+                    "--agents {s:?}: local:N needs N between 1 and {MAX_AGENTS}, e.g. local:4"
                 )),
             };
         }
@@ -81,6 +81,12 @@ impl AgentsSpec {
                 "--agents {s:?}: expected local:N, auto, or HOST:PORT,HOST:PORT,… (agents started with `chatbench agent --listen HOST:PORT`)"
             ));
         }
+        if list.len() > MAX_AGENTS as usize {
+            return Err(format!(
+                "--agents: {} agents named; a run has at most {MAX_AGENTS}",
+                list.len()
+            ));
+        }
         Ok(AgentsSpec::Remote(list))
     }
 }
@@ -91,7 +97,7 @@ pub fn auto_agents(connections: u64, hard_nofile: u64) -> u32 {
         .min(1 << 20)
         .saturating_sub(sys::FD_HEADROOM)
         .max(1);
-    connections.div_ceil(per).clamp(1, 1024) as u32
+    connections.div_ceil(per).clamp(1, u64::from(MAX_AGENTS)) as u32
 }
 
 /// A local agent process, killed by its pid when dropped.
@@ -101,9 +107,12 @@ struct LocalAgent {
 }
 
 impl LocalAgent {
-    fn spawn(exe: &std::path::Path) -> Result<LocalAgent, String> {
+    /// Starts a local agent that accepts `token` (given in its environment, which only this
+    /// user can read, not on its command line).
+    fn spawn(exe: &std::path::Path, token: &str) -> Result<LocalAgent, String> {
         let mut child = Command::new(exe)
             .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+            .env(crate::agent::TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -507,12 +516,16 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let progress = Progress::new(ropts.progress);
     // Start or reach the agents.
     let mut locals = Vec::new();
+    let mut token = token;
     let addresses: Vec<String> = match &spec {
         AgentsSpec::Remote(list) => list.clone(),
         _ => {
+            // Local agents get a token of this run's own: another local user cannot use them.
+            let run_token = crate::agent::new_token();
             for _ in 0..n_agents {
-                locals.push(LocalAgent::spawn(&exe).map_err(agent_err)?);
+                locals.push(LocalAgent::spawn(&exe, &run_token).map_err(agent_err)?);
             }
+            token = Some(run_token);
             locals.iter().map(|l| l.addr.clone()).collect()
         }
     };

@@ -52,6 +52,10 @@ pub struct ConnPlan {
     pub target: u32,
 }
 
+/// Most agents in one run (`run --agents local:N` and `auto` stay within it; an agent refuses a
+/// setup naming more).
+pub const MAX_AGENTS: u32 = 1024;
+
 /// How a run is spread: agents, targets, and the target policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -132,6 +136,33 @@ impl Plan {
             rooms: scenario.rooms,
             senders_per_room: scenario.senders_per_room,
         }
+    }
+
+    /// Connections agent `agent` holds under `layout`, counted without building any plan (in
+    /// time proportional to the number of agents): an agent checks its share against its
+    /// limits with it before it allocates anything. Agrees with [`Plan::counts_per_agent`].
+    pub fn count_for_agent(scenario: &Scenario, agent: u32, layout: &Layout) -> u64 {
+        let agents = u64::from(layout.agents.max(1));
+        let a = u64::from(agent);
+        if a >= agents {
+            return 0;
+        }
+        // Values in 0..n that are ≡ x (mod agents).
+        let count = |n: u64, x: u64| n / agents + u64::from(x < n % agents);
+        let (rooms, per_room) = if scenario.rooms == 0 {
+            (0, 0)
+        } else {
+            (
+                u64::from(scenario.rooms),
+                u64::from(scenario.members_per_room),
+            )
+        };
+        // Member `slot` of room `r` belongs to agent `(slot + r) % agents`.
+        let members: u64 = (0..agents)
+            .map(|x| count(per_room, x) * count(rooms, (a + agents - x) % agents))
+            .sum();
+        let idle = u64::from(scenario.connections).saturating_sub(rooms * per_room);
+        members + count(idle, a)
     }
 
     /// Connections per agent under `layout` (index = agent id).
@@ -385,5 +416,41 @@ mod tests {
             .map(|a| Plan::for_agent(&s, a, &layout(3, 1, TargetPolicy::Span)).slow_count())
             .sum();
         assert_eq!(split, p.slow_count());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// The share an agent checks before allocating is the share its plan will have.
+        #[test]
+        fn the_counted_share_is_the_planned_share(
+            rooms in 0u32..12,
+            per_room in 2u32..12,
+            idle in 0u32..40,
+            agents in 1u32..9,
+            extra in 0u32..3,
+        ) {
+            let members = if rooms == 0 { 0 } else { rooms * per_room };
+            let s = scenario(&format!(
+                "name='t'\nconnections={}\nrooms={rooms}\nmembers_per_room={per_room}\n",
+                (members + idle).max(1)
+            ));
+            let l = layout(agents, 1, TargetPolicy::Span);
+            let counts = Plan::counts_per_agent(&s, &l);
+            for a in 0..agents + extra {
+                let expected = counts.get(a as usize).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(Plan::count_for_agent(&s, a, &l), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn the_counted_share_of_a_huge_run_costs_nothing() {
+        let s = scenario("name='t'\nconnections=16777216\nrooms=1000\nmembers_per_room=16000\n");
+        let l = layout(MAX_AGENTS, 1, TargetPolicy::Span);
+        let total: u64 = (0..MAX_AGENTS)
+            .map(|a| Plan::count_for_agent(&s, a, &l))
+            .sum();
+        assert_eq!(total, 16_777_216);
     }
 }
