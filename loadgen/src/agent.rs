@@ -138,13 +138,17 @@ pub async fn serve(listener: TcpListener, opts: AgentOptions) {
     let busy = Arc::new(AtomicBool::new(false));
     let (tx, mut greeted) = mpsc::channel::<Greeted>(1);
     let acceptor = tokio::spawn(accept_loop(listener, opts.clone(), busy.clone(), tx));
-    while let Some(g) = greeted.recv().await {
+    while let Some(mut g) = greeted.recv().await {
         let peer = g.peer;
-        match session(g, &opts).await {
+        let ended = session(&mut g, &opts).await;
+        // Free before the connection closes: a coordinator that saw the end of its session is
+        // welcome again at once.
+        busy.store(false, Ordering::SeqCst);
+        drop(g);
+        match ended {
             Ok(()) => eprintln!("agent: session with {peer} ended"),
             Err(e) => eprintln!("agent: session with {peer} ended: {e}"),
         }
-        busy.store(false, Ordering::SeqCst);
         if opts.once {
             break;
         }
@@ -308,12 +312,8 @@ impl Link {
 }
 
 /// One coordinator session, after its hello passed.
-async fn session(g: Greeted, opts: &AgentOptions) -> Result<(), ControlError> {
-    let Greeted {
-        mut link,
-        mut reader,
-        ..
-    } = g;
+async fn session(g: &mut Greeted, opts: &AgentOptions) -> Result<(), ControlError> {
+    let Greeted { link, reader, .. } = g;
     let limit = sys::raise_nofile().map_err(ControlError::Io)?;
     link.send(&FromAgent::Hello {
         version: CONTROL_VERSION,
@@ -323,7 +323,7 @@ async fn session(g: Greeted, opts: &AgentOptions) -> Result<(), ControlError> {
     .await?;
     let mut prepared: Option<Prepared> = None;
     loop {
-        let msg = match tokio::time::timeout(SILENCE_LIMIT, recv_msg(&mut reader)).await {
+        let msg = match tokio::time::timeout(SILENCE_LIMIT, recv_msg(reader)).await {
             Ok(Some(m)) => m,
             Ok(None) => return Err(ControlError::Closed),
             Err(_) => {
@@ -355,7 +355,7 @@ async fn session(g: Greeted, opts: &AgentOptions) -> Result<(), ControlError> {
                 let Some(p) = prepared.take() else {
                     return Err(link.refuse("start before setup".into()).await);
                 };
-                return run_engine(p, &mut link, &mut reader).await;
+                return run_engine(p, link, reader).await;
             }
             ToAgent::Stop => return Ok(()),
             ToAgent::Hello { .. } | ToAgent::Go { .. } => {
