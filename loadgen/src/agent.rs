@@ -641,7 +641,37 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
             Err(ControlError::Closed)
         }
         End::Report { interrupted } => {
-            let pacer_report = pacer.take().and_then(|h| h.join().ok());
+            // Workers that panicked: the coordinator fails the run on them.
+            let mut panicked = Vec::new();
+            if let Err(e) = ramp_task.await {
+                panicked.extend(crate::run::panic_message("the ramp", e));
+            }
+            let pacer_report = match pacer.take().map(|h| h.join()) {
+                Some(Ok(report)) => Some(report),
+                Some(Err(_)) => {
+                    panicked.push("the pacer thread panicked".into());
+                    None
+                }
+                None => None,
+            };
+            let ended: Vec<_> = handles
+                .lock()
+                .map(|mut h| {
+                    let (ended, running) = std::mem::take(&mut *h)
+                        .into_iter()
+                        .partition(|t| t.is_finished());
+                    *h = running;
+                    ended
+                })
+                .unwrap_or_default();
+            for task in ended {
+                if let Err(e) = task.await {
+                    if let Some(why) = crate::run::panic_message("a connection task", e) {
+                        panicked.push(why);
+                        break;
+                    }
+                }
+            }
             let fin = final_figures(
                 &shared,
                 n,
@@ -655,6 +685,7 @@ async fn run_engine(p: Prepared, link: &mut Link, rx: &mut Control) -> Result<()
             )?;
             let fin = Final {
                 delivered_window_all: window_all(window_delivered, delivered_now()),
+                panicked,
                 ..fin
             };
             link.send(&FromAgent::Done(Box::new(fin))).await?;
@@ -756,5 +787,6 @@ fn final_figures(
         connecting_peak: Stats::get(&c.connecting_peak),
         measure_s,
         interrupted,
+        panicked: Vec::new(),
     })
 }

@@ -341,6 +341,9 @@ pub struct Final {
     pub measure_s: f64,
     /// Stopped early (by `stop` or losing the coordinator).
     pub interrupted: bool,
+    /// Workers of the agent that panicked, with what they said (the run then fails).
+    #[serde(default)]
+    pub panicked: Vec<String>,
 }
 
 /// An agent's reconnect figures (scenario `[reconnect]`), merged by the coordinator.

@@ -318,7 +318,9 @@ fn agent_scenario(
 ) -> Result<String, RunError> {
     let mut s = scenario.clone();
     if share > 0 {
-        s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+        // Within the scenario's bounds, which the agent checks again.
+        s.ramp_rate = (scenario.ramp_rate * share as f64 / total as f64)
+            .max(crate::scenario::RAMP_RATE_RANGE.0);
         if local {
             let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
             s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
@@ -998,6 +1000,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut rss_per_conn = Vec::new();
     let mut realtime = None;
     let mut any_interrupted = false;
+    let mut panicked: Vec<String> = Vec::new();
     let mut delivered_window_all = 0u64;
     let mut reconnects: Vec<&control::AgentReconnect> = Vec::new();
     let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
@@ -1035,6 +1038,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             realtime = realtime.or(f.pacer_realtime);
             any_interrupted |= f.interrupted;
+            panicked.extend(
+                f.panicked
+                    .iter()
+                    .take(8)
+                    .map(|p| format!("agent {} ({}): {p}", l.id, l.address)),
+            );
             totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
             if let Some(r) = &f.reconnect {
@@ -1091,7 +1100,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         });
     }
     let partial = links.iter().any(|l| l.fin.is_none());
-    let status = if totals.ready == 0 {
+    // A worker that panicked leaves figures that cannot be trusted: the run failed.
+    let status = if totals.ready == 0 || !panicked.is_empty() {
         RunStatus::Failed
     } else if partial || interrupted || any_interrupted {
         RunStatus::Interrupted
@@ -1139,6 +1149,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
          `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)",
         links.len()
     )];
+    if !panicked.is_empty() {
+        notes.push(format!(
+            "the run failed: {} (a bug in the load generator; its figures are not trustworthy)",
+            panicked.join("; ")
+        ));
+    }
     // The window's deliveries counted here are each agent's own (same clock); the server also
     // delivered every cross-agent message in the window, so CPU per delivery over these would
     // read about N times too high. Left out until the window's cross-agent deliveries are
@@ -1355,6 +1371,12 @@ mod tests {
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
         let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
+        // The slowest ramp the scenario accepts, shared: each agent's stays within the bound.
+        let slow =
+            crate::scenario::Scenario::parse("name='t'\nconnections=300\nramp_rate=0.001\n", "t")
+                .expect("scenario");
+        let text = agent_scenario(&slow, 1, 300, false).expect("encode");
+        crate::scenario::Scenario::parse(&text, "agent").expect("an agent accepts its share");
     }
 
     #[test]

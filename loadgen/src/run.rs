@@ -1073,7 +1073,7 @@ fn run_status(ready: u64, interrupted: bool, panicked: &[String]) -> RunStatus {
 }
 
 /// What a worker's panic said, if `e` is a panic (a cancelled task is not one).
-fn panic_message(what: &str, e: tokio::task::JoinError) -> Option<String> {
+pub(crate) fn panic_message(what: &str, e: tokio::task::JoinError) -> Option<String> {
     let payload = e.try_into_panic().ok()?;
     let text = payload
         .downcast_ref::<String>()
