@@ -157,6 +157,78 @@ fn bad_scenario_is_a_usage_error_with_file_and_line() {
     assert!(!out_root.exists(), "no results for a bad scenario");
 }
 
+/// Runs `chatbench ARGS`, killed (by its pid) if it has not ended within `limit`: a hang fails
+/// the test instead of hanging it.
+fn run_bounded(args: &[&str], limit: Duration) -> Output {
+    let _turn = serial();
+    let mut child = chatbench()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatbench");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "chatbench {args:?} did not end within {limit:?}: {}",
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn scenario_values_the_engine_cannot_represent_are_usage_errors_at_their_line() {
+    // Each once validated, then: a panic (exit 101), a generator spinning past Ctrl-C, or a
+    // worker panic under a run that still said "complete" (exit 0).
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, (line, key)) in [
+        ("connect_timeout = \"500000000000years\"", "connect_timeout"),
+        ("measure = \"500000000000years\"", "measure"),
+        ("rate_per_sender = 1e300", "rate_per_sender"),
+        ("ramp_rate = 1e-300", "ramp_rate"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("s{i}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"bounds\"\nconnections = 20\nrooms = 2\nmembers_per_room = 10\n\
+                 warmup = \"0s\"\nmeasure = \"1s\"\ncooldown = \"0s\"\nsettle = \"0s\"\n{line}\n"
+            ),
+        )
+        .expect("write");
+        let out_root = dir.path().join(format!("out{i}"));
+        let out = run_bounded(
+            &[
+                "run",
+                "--serve",
+                "task-per-conn",
+                "--scenario",
+                path.to_str().expect("path"),
+                "--out",
+                out_root.to_str().expect("path"),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(2), "{line}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("s{i}.toml:9")) && err.contains(key),
+            "{line}: {err}"
+        );
+        assert!(!out_root.exists(), "no results for a refused scenario");
+    }
+}
+
 #[test]
 fn unreachable_target_is_reported_before_any_load() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
