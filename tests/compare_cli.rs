@@ -522,9 +522,31 @@ fn peers_get_columns_measured_like_the_architectures() {
         for r in rows {
             let cell = &r["cells"][peer];
             match r["key"].as_str().expect("key") {
-                // No fault-injection frame in a third-party server: not run, and said so.
-                "fault_blast_radius" | "horizontal_scaling" => {
+                // A single process: no scaling step, and said so.
+                "horizontal_scaling" => {
                     assert_eq!(cell["status"], "not_measured", "{cell}")
+                }
+                // The poison frame throws, uncaught: the whole Node process dies, with every
+                // other connection on it.
+                "fault_blast_radius" => {
+                    let src = dir.join(cell["source"].as_str().unwrap_or_else(|| {
+                        panic!("{peer}: the poison step was measured: {cell}")
+                    }));
+                    let s: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&src).expect("source"))
+                            .expect("summary");
+                    assert_eq!(s["target"]["arch"], peer, "{}", src.display());
+                    let f = &s["fault"];
+                    let open_before = f["open_before"].as_u64().expect("open_before");
+                    assert!(open_before > 1, "{f}");
+                    assert_eq!(f["poisoner_lost"], true, "{f}");
+                    assert_eq!(f["open_after"], 0, "{f}");
+                    assert_eq!(cell["value"].as_f64(), Some((open_before - 1) as f64), "{cell}");
+                    assert_eq!(
+                        cell["display"],
+                        format!("{} of {}", open_before - 1, open_before - 1),
+                        "{cell}"
+                    );
                 }
                 key => {
                     if cell["status"] == "invalid" {

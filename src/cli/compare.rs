@@ -94,7 +94,8 @@ pub struct CompareArgs {
     repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures, comma-separated (from
     /// servers/peers/, Node.js: `node-ws`, `socketio`); each gets a column, measured with the
-    /// same sampler. Their poison step is not run (they have no fault-injection frame).
+    /// same sampler. Their poison step runs them with `--fault-injection`: the poison frame
+    /// throws from the message handler, uncaught, as in a plain Node server.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
     peer: Vec<String>,
     /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
@@ -471,9 +472,6 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         let peer = args.peer.contains(arch);
         for s in &steps {
             let backplane = cluster_backplane(arch);
-            if peer && s.step == Step::Poison {
-                continue;
-            }
             // Scaling: the cluster columns in every suite; single-process architectures (as
             // independent servers, rooms partitioned) in the full suite; never the peers.
             if s.step == Step::Scaling
@@ -503,6 +501,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                         if arch == "socketio" {
                             e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                         }
+                        e.extend(s.server_args.iter().map(|a| a.to_string()));
                         e
                     } else {
                         let nodes = s.nodes[i];
