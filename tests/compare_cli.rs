@@ -529,9 +529,10 @@ fn peers_get_columns_measured_like_the_architectures() {
                 // The poison frame throws, uncaught: the whole Node process dies, with every
                 // other connection on it.
                 "fault_blast_radius" => {
-                    let src = dir.join(cell["source"].as_str().unwrap_or_else(|| {
-                        panic!("{peer}: the poison step was measured: {cell}")
-                    }));
+                    let src =
+                        dir.join(cell["source"].as_str().unwrap_or_else(|| {
+                            panic!("{peer}: the poison step was measured: {cell}")
+                        }));
                     let s: serde_json::Value =
                         serde_json::from_slice(&std::fs::read(&src).expect("source"))
                             .expect("summary");
@@ -541,7 +542,11 @@ fn peers_get_columns_measured_like_the_architectures() {
                     assert!(open_before > 1, "{f}");
                     assert_eq!(f["poisoner_lost"], true, "{f}");
                     assert_eq!(f["open_after"], 0, "{f}");
-                    assert_eq!(cell["value"].as_f64(), Some((open_before - 1) as f64), "{cell}");
+                    assert_eq!(
+                        cell["value"].as_f64(),
+                        Some((open_before - 1) as f64),
+                        "{cell}"
+                    );
                     assert_eq!(
                         cell["display"],
                         format!("{} of {}", open_before - 1, open_before - 1),

@@ -363,8 +363,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // socketio-cluster peer) has them.
         if !clustered && !peer_cluster {
             return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} needs --serve cluster (the run kills a node it \
-                 started and supervises itself; add --serve cluster --nodes N)",
+                "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
+                 socketio-cluster (the run kills a node it started and supervises itself; add \
+                 --serve cluster --nodes N)",
                 args.scenario.display(),
                 f.kill_node
             ))
