@@ -582,3 +582,73 @@ fn peers_get_columns_measured_like_the_architectures() {
         }
     }
 }
+
+#[test]
+fn a_socketio_cluster_column_gets_the_cluster_steps() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "socketio-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    let cell = |key: &str| -> serde_json::Value {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no row {key}: {c}"))["cells"]["socketio-cluster"]
+            .clone()
+    };
+    // The scaling step ran at 1, 2 and 4 workers, each a socketio-cluster run of that size.
+    let scaling = summaries_of(&dir, "quick-scaling", "socketio-cluster");
+    let mut nodes: Vec<String> = scaling
+        .iter()
+        .map(|s| {
+            s["target"]["settings"]["nodes"]
+                .as_str()
+                .expect("nodes")
+                .to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["1", "2", "4"], "scaling points");
+    let s = cell("scaling_delivered_per_s");
+    assert_ne!(s["status"], "not_measured", "{s}");
+    // Node loss: a worker SIGKILLed, re-forked by the primary, its clients back.
+    let lost = summaries_of(&dir, "quick-node-loss", "socketio-cluster");
+    assert_eq!(lost.len(), 1);
+    let f = &lost[0]["failover"];
+    assert_eq!(f["node"], 1, "{f}");
+    assert_eq!(f["all_back"], true, "{f}");
+    assert_eq!(f["restarts"], 1, "{f}");
+    let back = cell("node_loss_all_back_ms");
+    assert!(
+        back["value"].is_number() || back["status"] == "invalid",
+        "{back}"
+    );
+    // Poison: the throw kills one worker, not the cluster: it takes its own clients only.
+    let poison = summaries_of(&dir, "quick-poison", "socketio-cluster");
+    assert_eq!(poison.len(), 1);
+    let f = &poison[0]["fault"];
+    let open_before = f["open_before"].as_u64().expect("open_before");
+    let others = f["others_lost"].as_u64().expect("others_lost");
+    assert_eq!(f["poisoner_lost"], true, "{f}");
+    assert!(others > 0 && others < open_before - 1, "{f}");
+    let blast = cell("fault_blast_radius");
+    assert_eq!(blast["value"].as_f64(), Some(others as f64), "{blast}");
+}
