@@ -171,6 +171,12 @@ mod tests {
             .url_path(ProtocolKind::Chatbench)
             .expect_err("socketio only");
         assert!(e.to_string().contains("speaks socketio"), "{e}");
+        let cluster = Peer::parse("socketio-cluster").expect("known");
+        assert!(cluster.is_cluster() && !Peer::SocketIo.is_cluster());
+        assert_eq!(
+            cluster.url_path(ProtocolKind::Socketio).expect("socketio"),
+            "/socket.io/"
+        );
     }
 
     #[test]

@@ -39,11 +39,9 @@ enum WorkerLine {
 
 /// The value of `key=` among `words`.
 fn field<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
-    words.iter().find_map(|w| {
-        w.strip_prefix(key)
-            .and_then(|r| r.strip_prefix('='))
-            .filter(|_| !key.is_empty())
-    })
+    words
+        .iter()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 fn number<T: std::str::FromStr>(words: &[&str], key: &str) -> Option<T> {
@@ -297,9 +295,9 @@ impl Supervisor {
         // The latest word on the worker's pid first.
         self.poll_shared_port();
         let pid = self.nodes.iter().find(|n| n.info.id == id)?.info.pid?;
-        // SAFETY: kill(2) on a worker of our own child, whose pid its primary just reported
-        // (a worker that died since is a zombie until the primary reaps it: no other process
-        // can hold the pid before the primary has reported the exit).
+        // SAFETY: kill(2) on a plain pid: a worker of our own child, which its primary reported
+        // running and has not reported exited (the primary reports an exit as it reaps the
+        // worker, so the pid can only have been reused in the moment since this poll).
         let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         if rc != 0 {
             return None;
@@ -371,6 +369,32 @@ fn worker_node(id: u32, addr: SocketAddr) -> Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::RestartPolicy;
+
+    fn spec(nodes: u32, backplane: Backplane) -> ClusterSpec {
+        ClusterSpec {
+            exe: "node".into(),
+            arch: "socketio-cluster".into(),
+            nodes,
+            backplane,
+            server_args: Vec::new(),
+            restart: RestartPolicy::default(),
+            redis_cpus: Vec::new(),
+            node_cpus: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_shared_port_cluster_needs_redis_and_a_worker() {
+        let e = Supervisor::start_shared_port(spec(3, Backplane::Mesh))
+            .err()
+            .expect("no mesh");
+        assert!(e.to_string().contains("over Redis only"), "{e}");
+        let e = Supervisor::start_shared_port(spec(0, Backplane::Redis { url: None }))
+            .err()
+            .expect("no workers");
+        assert!(e.to_string().contains("--nodes 1 or more"), "{e}");
+    }
 
     #[test]
     fn the_primary_s_lines_parse() {
