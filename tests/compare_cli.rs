@@ -629,13 +629,13 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
     assert_eq!(nodes, ["1", "2", "4"], "scaling points");
     let s = cell("scaling_delivered_per_s");
     assert_ne!(s["status"], "not_measured", "{s}");
-    // Node loss: a worker SIGKILLed, re-forked by the primary, its clients back.
+    // Node loss: a worker SIGKILLed, its clients back (the re-fork and the loss outside the
+    // failover are checked in tests/socketio_cluster_cli.rs, with the time a busy machine needs).
     let lost = summaries_of(&dir, "quick-node-loss", "socketio-cluster");
     assert_eq!(lost.len(), 1);
     let f = &lost[0]["failover"];
     assert_eq!(f["node"], 1, "{f}");
     assert_eq!(f["all_back"], true, "{f}");
-    assert_eq!(f["restarts"], 1, "{f}");
     let back = cell("node_loss_all_back_ms");
     assert!(
         back["value"].is_number() || back["status"] == "invalid",
