@@ -6,7 +6,8 @@
 //!   worker's own report says so) and every message reached every other member of its room;
 //! - the loss of one worker (SIGKILL by its PID, `[[fault]] kill_node`): its clients reconnect
 //!   to the same port, the primary re-forks the worker, and nothing is lost outside the failover;
-//! - nothing is left running after a run (primary, workers, redis-server);
+//! - nothing is left running after a run (primary, workers, redis-server), nor after a run that
+//!   is itself SIGKILLed;
 //! - `--nodes` and kill faults with a single-process peer are usage errors.
 //!
 //! They need Node.js, `npm ci --prefix servers/peers` and redis-server (scripts/test.sh installs
@@ -345,5 +346,75 @@ fn nodes_and_kill_faults_need_a_cluster_peer() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
+/// The pids whose parent is `parent` (from /proc/*/stat), zombies left out.
+fn children_of(parent: u64) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let mut rest = stat.rsplit(')').next()?.split_whitespace();
+                    let state = rest.next()?;
+                    let ppid: u64 = rest.next()?.parse().ok()?;
+                    Some(state != "Z" && ppid == parent)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sigkilled_run_leaves_no_worker_primary_or_redis_behind() {
+    require_cluster_peer();
+    let _g = serial();
+    let out = tempfile::tempdir().expect("out");
+    let path = scenario(out.path(), "killed-run", "60s", "2s", "");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(root())
+        .args(["run", "--scenario", path.to_str().expect("path")])
+        .args(["--serve-peer", "socketio-cluster", "--nodes", "3"])
+        .args(["--progress", "quiet", "--out"])
+        .arg(out.path().join("runs"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start run");
+    let me = u64::from(run.id());
+    // Wait until the run has started redis-server and the primary, and the primary its three
+    // workers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (servers, workers) = loop {
+        let servers = children_of(me);
+        let workers: Vec<u64> = servers.iter().flat_map(|&p| children_of(p)).collect();
+        if servers.len() == 2 && workers.len() == 3 {
+            break (servers, workers);
+        }
+        if Instant::now() >= deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("within 30 s: run's children {servers:?}, their children {workers:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SIGKILL the run itself: it gets no chance to stop anything.
+    run.kill().expect("SIGKILL the run");
+    let _ = run.wait();
+    let all: Vec<u64> = servers.iter().chain(&workers).copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while all.iter().any(|&p| running(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "10 s after SIGKILL of the run: still running {:?} (of redis-server + primary {servers:?}, workers {workers:?})",
+            all.iter().filter(|&&p| running(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
