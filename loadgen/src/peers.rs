@@ -96,6 +96,15 @@ impl Peer {
         }
     }
 
+    /// The npm packages it loads (pinned in `package-lock.json`).
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Peer::NodeWs => &["ws"],
+            Peer::SocketIo => &["socket.io"],
+            Peer::SocketIoCluster => &["socket.io", "@socket.io/redis-adapter", "redis"],
+        }
+    }
+
     /// The request path for a scenario of `protocol`, or why the peer cannot serve it.
     pub fn url_path(self, protocol: ProtocolKind) -> Result<&'static str, PeerError> {
         match (self, protocol) {
@@ -124,9 +133,12 @@ impl Peer {
             return Err(PeerError::Missing { path: script });
         }
         let modules = dir.join("node_modules");
-        if !modules.is_dir() {
+        if let Some(path) = std::iter::once(modules.clone())
+            .chain(self.packages().iter().map(|p| modules.join(p)))
+            .find(|p| !p.is_dir())
+        {
             return Err(PeerError::NotInstalled {
-                path: modules,
+                path,
                 dir: dir.display().to_string(),
             });
         }
@@ -186,6 +198,14 @@ mod tests {
         assert!(e.to_string().contains("--peers-dir"), "{e}");
         std::fs::write(dir.path().join("ws-room.js"), "").expect("write");
         let e = Peer::NodeWs.command(dir.path()).expect_err("no modules");
+        assert!(e.to_string().contains("npm ci --prefix"), "{e}");
+        // An older install without the cluster's packages names the missing one.
+        std::fs::write(dir.path().join("socketio-cluster.js"), "").expect("write");
+        std::fs::create_dir_all(dir.path().join("node_modules/socket.io")).expect("mkdir");
+        let e = Peer::SocketIoCluster
+            .command(dir.path())
+            .expect_err("no adapter");
+        assert!(e.to_string().contains("@socket.io/redis-adapter"), "{e}");
         assert!(e.to_string().contains("npm ci --prefix"), "{e}");
     }
 }
