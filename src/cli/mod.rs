@@ -665,6 +665,7 @@ fn start_peer_cluster(
     pin: bool,
     server_cpus: &[usize],
 ) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let command = format!("{} {}", program.display(), args.join(" "));
     let sup = Supervisor::start_shared_port(ClusterSpec {
         exe: program,
         arch: peer.as_str().into(),
@@ -692,8 +693,7 @@ fn start_peer_cluster(
     settings.insert(
         "command".to_string(),
         format!(
-            "{} (--workers {nodes} --redis-url {})",
-            sup.exe().display(),
+            "{command} --workers {nodes} --redis-url {}",
             sup.redis_url().unwrap_or("?")
         ),
     );
