@@ -15,7 +15,8 @@
 //! for a node-loss experiment, and stops the primary (which stops its workers).
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
-//! signals a process it did not start. Every child also dies with the supervisor's thread
+//! signals a process it did not start (a shared-port cluster's worker is its primary's child,
+//! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
 //! (`PR_SET_PDEATHSIG`, see [`crate::launcher::die_with_parent`]): Linux sends that signal when
 //! the thread that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
