@@ -440,6 +440,12 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         args.archs.clone()
     };
+    if args.peer.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+        return Err(UsageError(
+            "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+        )
+        .into());
+    }
     let repeats = args.repeats.unwrap_or(match args.suite {
         Suite::Quick => 1,
         Suite::Full => 3,
