@@ -641,6 +641,13 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
         back["value"].is_number() || back["status"] == "invalid",
         "{back}"
     );
+    // Its clients come back through the one shared port, and the condition says so.
+    assert!(
+        back["condition"]
+            .as_str()
+            .is_some_and(|c| c.contains("reconnect to the same port")),
+        "{back}"
+    );
     // Poison: the throw kills one worker, not the cluster: it takes its own clients only.
     let poison = summaries_of(&dir, "quick-poison", "socketio-cluster");
     assert_eq!(poison.len(), 1);
