@@ -26,7 +26,7 @@ done
 # from Debian's packages in one go (as root); otherwise the script stops and names them.
 tools=(
   "chromium:chromium:the report.html check loads the page in headless Chromium"
-  "redis-server:redis-server:the cluster tests start private Redis servers (none is left running)"
+  "redis-server:redis-server:the cluster and socketio-cluster tests start private Redis servers (none is left running)"
   "valgrind:valgrind:the deterministic regression gate counts instructions with callgrind"
   "node:nodejs:the protocol-profile tests run the Node.js ws and Socket.IO peer servers"
   "npm:npm:servers/peers installs its pinned ws and socket.io with npm ci"
@@ -50,9 +50,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json.
-if [ ! -d servers/peers/node_modules ]; then
-  echo "== npm ci (servers/peers: pinned ws and socket.io)"
+# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json; again
+# when the lock is newer than what npm last installed (a dependency was added or bumped).
+if [ ! -f servers/peers/node_modules/.package-lock.json ] \
+  || [ servers/peers/package-lock.json -nt servers/peers/node_modules/.package-lock.json ]; then
+  echo "== npm ci (servers/peers: pinned ws, socket.io, @socket.io/redis-adapter and redis)"
   npm ci --prefix servers/peers --no-audit --no-fund
 fi
 

@@ -16,13 +16,18 @@ pub enum Peer {
     NodeWs,
     /// `socketio-room.js`: Socket.IO rooms.
     SocketIo,
+    /// `socketio-cluster.js`: N `socketio-room.js` workers under Node's `cluster` module, one
+    /// shared port, rooms spanning the workers over `@socket.io/redis-adapter` (a private
+    /// redis-server), a dead worker re-forked by the primary. Started by the
+    /// [`crate::supervisor`] (`Supervisor::start_shared_port`).
+    SocketIoCluster,
 }
 
 /// Why a peer cannot be started.
 #[derive(Debug, Error)]
 pub enum PeerError {
     /// Not a peer name.
-    #[error("unknown peer {0:?}; the peers are: node-ws, socketio")]
+    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, socketio-cluster")]
     Unknown(String),
     /// The peer does not speak the scenario's protocol.
     #[error("peer {peer} does not speak protocol = \"{protocol}\"; it speaks {speaks} (set protocol in the scenario)")]
@@ -58,14 +63,21 @@ pub enum PeerError {
 
 impl Peer {
     /// Every peer.
-    pub const ALL: [Peer; 2] = [Peer::NodeWs, Peer::SocketIo];
+    pub const ALL: [Peer; 3] = [Peer::NodeWs, Peer::SocketIo, Peer::SocketIoCluster];
 
     /// Its name on the command line and in results.
     pub fn as_str(self) -> &'static str {
         match self {
             Peer::NodeWs => "node-ws",
             Peer::SocketIo => "socketio",
+            Peer::SocketIoCluster => "socketio-cluster",
         }
+    }
+
+    /// Whether it runs several server processes behind one port (`--nodes` of them) over a
+    /// private redis-server.
+    pub fn is_cluster(self) -> bool {
+        self == Peer::SocketIoCluster
     }
 
     /// Parses a name.
@@ -80,6 +92,16 @@ impl Peer {
         match self {
             Peer::NodeWs => "ws-room.js",
             Peer::SocketIo => "socketio-room.js",
+            Peer::SocketIoCluster => "socketio-cluster.js",
+        }
+    }
+
+    /// The npm packages it loads (pinned in `package-lock.json`).
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Peer::NodeWs => &["ws"],
+            Peer::SocketIo => &["socket.io"],
+            Peer::SocketIoCluster => &["socket.io", "@socket.io/redis-adapter", "redis"],
         }
     }
 
@@ -89,7 +111,7 @@ impl Peer {
             (Peer::NodeWs, ProtocolKind::Chatbench) => Ok("/ws"),
             (Peer::NodeWs, ProtocolKind::Echo) => Ok("/echo"),
             (Peer::NodeWs, ProtocolKind::Template) => Ok("/chat"),
-            (Peer::SocketIo, ProtocolKind::Socketio) => Ok("/socket.io/"),
+            (Peer::SocketIo | Peer::SocketIoCluster, ProtocolKind::Socketio) => Ok("/socket.io/"),
             (peer, protocol) => Err(PeerError::Protocol {
                 peer: peer.as_str(),
                 protocol: protocol.as_str(),
@@ -97,7 +119,7 @@ impl Peer {
                     Peer::NodeWs => {
                         "chatbench (/ws), echo (/echo) and template (/chat, see docs/profiles.md)"
                     }
-                    Peer::SocketIo => "socketio",
+                    Peer::SocketIo | Peer::SocketIoCluster => "socketio",
                 },
             }),
         }
@@ -111,9 +133,12 @@ impl Peer {
             return Err(PeerError::Missing { path: script });
         }
         let modules = dir.join("node_modules");
-        if !modules.is_dir() {
+        if let Some(path) = std::iter::once(modules.clone())
+            .chain(self.packages().iter().map(|p| modules.join(p)))
+            .find(|p| !p.is_dir())
+        {
             return Err(PeerError::NotInstalled {
-                path: modules,
+                path,
                 dir: dir.display().to_string(),
             });
         }
@@ -149,7 +174,7 @@ mod tests {
         assert!(Peer::parse("phoenix")
             .expect_err("unknown")
             .to_string()
-            .contains("node-ws, socketio"));
+            .contains("node-ws, socketio, socketio-cluster"));
         assert_eq!(
             Peer::NodeWs.url_path(ProtocolKind::Echo).expect("echo"),
             "/echo"
@@ -158,6 +183,12 @@ mod tests {
             .url_path(ProtocolKind::Chatbench)
             .expect_err("socketio only");
         assert!(e.to_string().contains("speaks socketio"), "{e}");
+        let cluster = Peer::parse("socketio-cluster").expect("known");
+        assert!(cluster.is_cluster() && !Peer::SocketIo.is_cluster());
+        assert_eq!(
+            cluster.url_path(ProtocolKind::Socketio).expect("socketio"),
+            "/socket.io/"
+        );
     }
 
     #[test]
@@ -167,6 +198,14 @@ mod tests {
         assert!(e.to_string().contains("--peers-dir"), "{e}");
         std::fs::write(dir.path().join("ws-room.js"), "").expect("write");
         let e = Peer::NodeWs.command(dir.path()).expect_err("no modules");
+        assert!(e.to_string().contains("npm ci --prefix"), "{e}");
+        // An older install without the cluster's packages names the missing one.
+        std::fs::write(dir.path().join("socketio-cluster.js"), "").expect("write");
+        std::fs::create_dir_all(dir.path().join("node_modules/socket.io")).expect("mkdir");
+        let e = Peer::SocketIoCluster
+            .command(dir.path())
+            .expect_err("no adapter");
+        assert!(e.to_string().contains("@socket.io/redis-adapter"), "{e}");
         assert!(e.to_string().contains("npm ci --prefix"), "{e}");
     }
 }

@@ -145,7 +145,8 @@ struct RunArgs {
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
     /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
-    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// With --serve-peer socketio-cluster: its number of worker processes (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
@@ -156,7 +157,8 @@ struct RunArgs {
     redis_url: Option<String>,
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
-    /// socketio: socketio). See docs/profiles.md.
+    /// socketio: socketio; socketio-cluster: socketio, from --nodes workers under Node's
+    /// `cluster` module over a private redis-server). See docs/profiles.md.
     #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
@@ -170,13 +172,9 @@ struct RunArgs {
     /// Folder of the peer servers (with package.json and node_modules) for --serve-peer.
     #[arg(long, value_name = "DIR", default_value = "servers/peers")]
     peers_dir: PathBuf,
-    /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
-    #[arg(
-        long = "server-arg",
-        value_name = "ARG",
-        requires = "serve",
-        allow_hyphen_values = true
-    )]
+    /// Extra flag for the server started by --serve or --serve-peer (repeatable), e.g.
+    /// --server-arg=--slow-consumer=disconnect, --server-arg=--fault-injection.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
     /// How connections spread over several targets: `span` (every room has members on every
     /// target: a cluster whose rooms span nodes) or `partition` (each room on one target:
@@ -358,6 +356,24 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut child = None;
     let mut supervisor = None;
     let clustered = args.serve.as_deref() == Some("cluster");
+    let peer = args
+        .serve_peer
+        .as_deref()
+        .map(Peer::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let peer_cluster = peer.is_some_and(Peer::is_cluster);
+    if args.nodes.is_some() && args.serve.is_none() && !peer_cluster {
+        return Err(UsageError(
+            "--nodes needs --serve ARCH or --serve-peer socketio-cluster".into(),
+        )
+        .into());
+    }
+    if !args.server_args.is_empty() && args.serve.is_none() && peer.is_none() {
+        return Err(
+            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
+        );
+    }
     if args.backplane.is_some() && !clustered {
         return Err(UsageError("--backplane needs --serve cluster".into()).into());
     }
@@ -365,11 +381,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
     if let Some(f) = scenario.kill_fault() {
-        // The run kills a node it started and supervises: only `--serve cluster` has them.
-        if !clustered {
+        // The run kills a node it started and supervises: only `--serve cluster` (and the
+        // socketio-cluster peer) has them.
+        if !clustered && !peer_cluster {
             return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} needs --serve cluster (the run kills a node it \
-                 started and supervises itself; add --serve cluster --nodes N)",
+                "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
+                 socketio-cluster (the run kills a node it started and supervises itself; add \
+                 --serve cluster --nodes N)",
                 args.scenario.display(),
                 f.kill_node
             ))
@@ -382,7 +400,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        let nodes = args.nodes.unwrap_or(1);
+        let nodes = args
+            .nodes
+            .unwrap_or(if peer_cluster { PEER_CLUSTER_NODES } else { 1 });
         if f.kill_node > nodes {
             return Err(UsageError(format!(
                 "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
@@ -476,21 +496,29 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         child = Some(c);
         (url, info)
-    } else if let Some(peer) = &args.serve_peer {
+    } else if let Some(peer) = peer {
         // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
         // its own: raise the soft limit to the hard one first.
         raise_nofile_for_child();
-        let peer = Peer::parse(peer).map_err(|e| UsageError(e.to_string()))?;
         let path = peer
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
-        let (program, peer_args) = peer
+        let (program, mut peer_args) = peer
             .command(&args.peers_dir)
             .map_err(|e| UsageError(e.to_string()))?;
-        let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
-        let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
-        child = Some(c);
-        (url, info)
+        peer_args.extend(args.server_args.iter().cloned());
+        if peer_cluster {
+            let nodes = args.nodes.unwrap_or(PEER_CLUSTER_NODES);
+            let (url, info, sup) =
+                start_peer_cluster(peer, program, peer_args, nodes, path, pin, &server_cpus)?;
+            supervisor = Some(Arc::new(Mutex::new(sup)));
+            (url, info)
+        } else {
+            let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
+            let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
+            child = Some(c);
+            (url, info)
+        }
     } else if let Some(cmd) = &args.serve_cmd {
         let mut words = cmd.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or_else(|| {
@@ -651,6 +679,73 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
+const PEER_CLUSTER_NODES: u32 = 3;
+
+/// Starts a cluster peer (`socketio-cluster`: a primary whose `nodes` workers share one port,
+/// over a private redis-server) under the supervisor, on the server CPUs when pinned. Returns
+/// its one URL, the target record (every worker, the primary and redis-server sampled) and the
+/// supervisor, which the run polls (re-forks) and asks to kill a worker for a kill fault.
+fn start_peer_cluster(
+    peer: Peer,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    nodes: u32,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let sup = Supervisor::start_shared_port(ClusterSpec {
+        exe: program,
+        arch: peer.as_str().into(),
+        nodes,
+        backplane: Backplane::Redis { url: None },
+        server_args: args,
+        restart: RestartPolicy::default(),
+        redis_cpus: server_cpus.to_vec(),
+        node_cpus: if pin {
+            server_cpus.to_vec()
+        } else {
+            Vec::new()
+        },
+    })
+    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
+    let addr = sup
+        .nodes()
+        .first()
+        .map(|n| n.listen)
+        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
+    let url = format!("ws://{addr}{path}");
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "command".to_string(),
+        format!(
+            "{command} --workers {nodes} --redis-url {}",
+            sup.redis_url().unwrap_or("?")
+        ),
+    );
+    let mut pids: Vec<u32> = sup.primary_pid().into_iter().collect();
+    pids.extend(sup.nodes().iter().filter_map(|n| n.pid));
+    if let Some(redis) = sup.redis_pid() {
+        settings.insert("redis_pid".to_string(), redis.to_string());
+        pids.push(redis);
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(peer.as_str().into()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, sup))
 }
 
 /// Raises our open-files soft limit to the hard one before starting a server that will inherit
