@@ -8,6 +8,8 @@ use thiserror::Error;
 
 use crate::profile::ProtocolKind;
 
+mod elixir;
+
 /// A peer server chatbench knows how to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -16,13 +18,16 @@ pub enum Peer {
     NodeWs,
     /// `socketio-room.js`: Socket.IO rooms.
     SocketIo,
+    /// `elixir/`: an OTP application (Elixir, no Hex dependencies): chatbench v1 on `/ws`,
+    /// Phoenix Channels v2 on `/socket/websocket`, `{"t":"panic"}` with `--fault-injection`.
+    Elixir,
 }
 
 /// Why a peer cannot be started.
 #[derive(Debug, Error)]
 pub enum PeerError {
     /// Not a peer name.
-    #[error("unknown peer {0:?}; the peers are: node-ws, socketio")]
+    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, elixir")]
     Unknown(String),
     /// The peer does not speak the scenario's protocol.
     #[error("peer {peer} does not speak protocol = \"{protocol}\"; it speaks {speaks} (set protocol in the scenario)")]
@@ -48,6 +53,26 @@ pub enum PeerError {
         /// The peers folder.
         dir: String,
     },
+    /// No `elixir` (or `mix`) on PATH.
+    #[error("{tool} is not on PATH: the {peer} peer needs Elixir 1.14+ with cowlib and jiffy (Debian: apt-get install elixir erlang-cowlib erlang-jiffy; scripts/test.sh installs them)")]
+    NoElixir {
+        /// The missing program.
+        tool: &'static str,
+        /// The peer.
+        peer: &'static str,
+    },
+    /// Compiling a peer failed.
+    #[error("compiling the {peer} peer in {dir} failed ({status}); a missing module means a missing package: apt-get install elixir erlang-cowlib erlang-jiffy. Its output:\n{output}")]
+    Build {
+        /// The peer.
+        peer: &'static str,
+        /// Its project folder.
+        dir: String,
+        /// How the compiler ended.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
     /// No `node` on PATH.
     #[error("node is not on PATH: install Node.js (18 or newer; Debian: apt-get install nodejs npm) to run the {peer} peer")]
     NoNode {
@@ -58,14 +83,21 @@ pub enum PeerError {
 
 impl Peer {
     /// Every peer.
-    pub const ALL: [Peer; 2] = [Peer::NodeWs, Peer::SocketIo];
+    pub const ALL: [Peer; 3] = [Peer::NodeWs, Peer::SocketIo, Peer::Elixir];
 
     /// Its name on the command line and in results.
     pub fn as_str(self) -> &'static str {
         match self {
             Peer::NodeWs => "node-ws",
             Peer::SocketIo => "socketio",
+            Peer::Elixir => "elixir",
         }
+    }
+
+    /// Whether the peer honours `--fault-injection` (`{"t":"panic"}` crashes that connection's
+    /// handler), so `compare` runs its poison step.
+    pub fn has_fault_injection(self) -> bool {
+        matches!(self, Peer::Elixir)
     }
 
     /// Parses a name.
@@ -80,6 +112,7 @@ impl Peer {
         match self {
             Peer::NodeWs => "ws-room.js",
             Peer::SocketIo => "socketio-room.js",
+            Peer::Elixir => "elixir/mix.exs",
         }
     }
 
@@ -90,6 +123,8 @@ impl Peer {
             (Peer::NodeWs, ProtocolKind::Echo) => Ok("/echo"),
             (Peer::NodeWs, ProtocolKind::Template) => Ok("/chat"),
             (Peer::SocketIo, ProtocolKind::Socketio) => Ok("/socket.io/"),
+            (Peer::Elixir, ProtocolKind::Chatbench) => Ok("/ws"),
+            (Peer::Elixir, ProtocolKind::Phoenix) => Ok("/socket/websocket"),
             (peer, protocol) => Err(PeerError::Protocol {
                 peer: peer.as_str(),
                 protocol: protocol.as_str(),
@@ -98,6 +133,7 @@ impl Peer {
                         "chatbench (/ws), echo (/echo) and template (/chat, see docs/profiles.md)"
                     }
                     Peer::SocketIo => "socketio",
+                    Peer::Elixir => "chatbench (/ws) and phoenix (/socket/websocket)",
                 },
             }),
         }
@@ -106,6 +142,32 @@ impl Peer {
     /// The program and arguments that start the peer from `dir` (`servers/peers`), listening on
     /// 127.0.0.1 port 0.
     pub fn command(self, dir: &Path) -> Result<(PathBuf, Vec<String>), PeerError> {
+        self.command_with(dir, &[], &[])
+    }
+
+    /// [`Peer::command`] for a server pinned to `cpus` (the Elixir peer sizes its schedulers
+    /// to them; empty: every CPU this process may use), with `extra` server flags appended
+    /// (e.g. `--fault-injection`).
+    pub fn command_with(
+        self,
+        dir: &Path,
+        cpus: &[usize],
+        extra: &[String],
+    ) -> Result<(PathBuf, Vec<String>), PeerError> {
+        if self == Peer::Elixir {
+            let n = if cpus.is_empty() {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                cpus.len()
+            };
+            return elixir::command(dir, n, extra);
+        }
+        let (program, mut args) = self.node_command(dir)?;
+        args.extend(extra.iter().cloned());
+        Ok((program, args))
+    }
+
+    fn node_command(self, dir: &Path) -> Result<(PathBuf, Vec<String>), PeerError> {
         let script = dir.join(self.script());
         if !script.is_file() {
             return Err(PeerError::Missing { path: script });
@@ -154,6 +216,12 @@ mod tests {
             Peer::NodeWs.url_path(ProtocolKind::Echo).expect("echo"),
             "/echo"
         );
+        assert_eq!(
+            Peer::Elixir.url_path(ProtocolKind::Phoenix).expect("phoenix"),
+            "/socket/websocket"
+        );
+        assert!(Peer::Elixir.has_fault_injection());
+        assert!(!Peer::NodeWs.has_fault_injection());
         let e = Peer::SocketIo
             .url_path(ProtocolKind::Chatbench)
             .expect_err("socketio only");

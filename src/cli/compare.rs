@@ -93,8 +93,9 @@ pub struct CompareArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures, comma-separated (from
-    /// servers/peers/, Node.js: `node-ws`, `socketio`); each gets a column, measured with the
-    /// same sampler. Their poison step is not run (they have no fault-injection frame).
+    /// servers/peers/, Node.js: `node-ws`, `socketio`; Elixir: `elixir`); each gets a column,
+    /// measured with the same sampler. The poison step runs for the peers with a
+    /// fault-injection frame (`elixir`) and not for the others.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
     peer: Vec<String>,
     /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
@@ -471,7 +472,10 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         let peer = args.peer.contains(arch);
         for s in &steps {
             let backplane = cluster_backplane(arch);
-            if peer && s.step == Step::Poison {
+            // A peer's poison step needs its fault injection (`Peer::has_fault_injection`).
+            let poisonable = chatbench_loadgen::peers::Peer::parse(arch)
+                .is_ok_and(|p| p.has_fault_injection());
+            if peer && s.step == Step::Poison && !poisonable {
                 continue;
             }
             // Scaling: the cluster columns in every suite; single-process architectures (as
@@ -503,6 +507,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                         if arch == "socketio" {
                             e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                         }
+                        e.extend(s.server_args.iter().map(|a| a.to_string()));
                         e
                     } else {
                         let nodes = s.nodes[i];

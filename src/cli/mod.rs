@@ -122,7 +122,7 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
+    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"], group = "started_server")]
     serve: Option<String>,
     /// With --serve: start this many server processes under a supervisor (`cluster up`'s) and
     /// spread the clients over them. With `--serve cluster` rooms span the nodes over
@@ -140,8 +140,8 @@ struct RunArgs {
     redis_url: Option<String>,
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
-    /// socketio: socketio). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
+    /// socketio: socketio; elixir: chatbench, phoenix). See docs/profiles.md.
+    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd", group = "started_server")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
@@ -154,11 +154,12 @@ struct RunArgs {
     /// Folder of the peer servers (with package.json and node_modules) for --serve-peer.
     #[arg(long, value_name = "DIR", default_value = "servers/peers")]
     peers_dir: PathBuf,
-    /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
+    /// Extra flag for the server started by --serve or --serve-peer (repeatable), e.g.
+    /// --server-arg=--slow-consumer=disconnect, --server-arg=--fault-injection.
     #[arg(
         long = "server-arg",
         value_name = "ARG",
-        requires = "serve",
+        requires = "started_server",
         allow_hyphen_values = true
     )]
     server_args: Vec<String>,
@@ -463,7 +464,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
         let (program, peer_args) = peer
-            .command(&args.peers_dir)
+            .command_with(&args.peers_dir, &server_cpus, &args.server_args)
             .map_err(|e| UsageError(e.to_string()))?;
         let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
         let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);

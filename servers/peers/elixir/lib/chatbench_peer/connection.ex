@@ -238,7 +238,11 @@ defmodule ChatbenchPeer.Connection do
 
   @doc "Queues a text message to this client (a reply: joined, error, phx_reply)."
   @spec reply(t(), iodata()) :: t()
-  def reply(s, text), do: push(s, IO.iodata_to_binary(:cow_ws.frame({:text, text}, %{})), true)
+  def reply(s, text), do: push(s, text_frame(text), true)
+
+  @doc "One WebSocket text frame (header and payload) as one binary, to share among recipients."
+  @spec text_frame(iodata()) :: binary()
+  def text_frame(text), do: IO.iodata_to_binary(:cow_ws.frame({:text, IO.iodata_to_binary(text)}, %{}))
 
   @doc """
   Sends an `error` frame; fatal codes then close the connection with their close code and
@@ -254,7 +258,7 @@ defmodule ChatbenchPeer.Connection do
   def fatal(s, code, reason) do
     Metrics.add({:error_sent, code})
     text = ["{\"t\":\"error\",\"code\":\"", Atom.to_string(code), "\",\"reason\":", :jiffy.encode(reason), "}"]
-    s = force(s, :cow_ws.frame({:text, text}, %{}))
+    s = force(s, text_frame(text))
     Metrics.add(:frames_out)
     {:ok, begin_close(s, close_code(code), code)}
   end

@@ -43,7 +43,8 @@ defmodule ChatbenchPeer.Http do
         respond(s, :healthz, 200, "ok\n")
 
       "/metrics" ->
-        respond(s, :metrics, 200, Metrics.render(Rooms.local_count()), "text/plain; version=0.0.4")
+        # Counted before rendering, so a scrape sees itself.
+        respond(s, :metrics, 200, fn -> Metrics.render(Rooms.local_count()) end, "text/plain; version=0.0.4")
 
       "/ws" ->
         upgrade(s, :v1, :ws)
@@ -83,6 +84,7 @@ defmodule ChatbenchPeer.Http do
 
   defp respond(s, label, status, body, type \\ "text/plain") do
     Metrics.add({:http, label})
+    body = if is_function(body, 0), do: body.(), else: body
 
     :gen_tcp.send(s.sock, [
       "HTTP/1.1 ",

@@ -71,7 +71,7 @@ defmodule ChatbenchPeer.Phoenix do
 
       true ->
         text = :jiffy.encode([:null, :null, topic, event, payload])
-        shared = IO.iodata_to_binary(:cow_ws.frame({:text, text}, %{}))
+        shared = Connection.text_frame(text)
         Metrics.add(:deliveries, Rooms.broadcast_from({:topic, topic}, shared))
         {:ok, s}
     end

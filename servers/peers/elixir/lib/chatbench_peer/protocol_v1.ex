@@ -68,7 +68,7 @@ defmodule ChatbenchPeer.ProtocolV1 do
   defp frame("msg", f, text, s) do
     with {:room, room} <- room(f, s) do
       if Map.has_key?(s.rooms, room) do
-        shared = IO.iodata_to_binary(:cow_ws.frame({:text, text}, %{}))
+        shared = Connection.text_frame(text)
         Metrics.add(:deliveries, Rooms.broadcast_from({:room, room}, shared))
         {:ok, s}
       else
