@@ -9,10 +9,13 @@
 //! - any server command (`--serve-cmd`), here the `ws` peer's echo path;
 //! - the `phoenix` profile against a scripted fake Phoenix server in this file that answers with
 //!   the frames of a conversation recorded from the published Phoenix Channels v2 protocol (no
-//!   Phoenix server can be installed here; `docs/profiles.md` says so).
+//!   Phoenix server can be installed here; `docs/profiles.md` says so);
+//! - the Elixir peer (`servers/peers/elixir/`, an OTP application speaking Phoenix Channels v2
+//!   on `/socket/websocket`) with the `phoenix` profile, and with `chatbench` on `/ws`.
 //!
 //! The Node peers need Node.js and `npm ci --prefix servers/peers` (scripts/test.sh does both);
-//! without them these tests fail and say what to install.
+//! the Elixir peer needs `elixir`, `erlang-cowlib` and `erlang-jiffy` (scripts/test.sh installs
+//! them). Without them these tests fail and say what to install.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +72,20 @@ fn require_node_peers() {
         modules.join("ws").is_dir() && modules.join("socket.io").is_dir(),
         "{} lacks ws or socket.io: run npm ci --prefix servers/peers (scripts/test.sh does it)",
         modules.display()
+    );
+}
+
+/// Fails (never skips) when the Elixir peer cannot run, naming what to install.
+fn require_elixir() {
+    let elixir = Command::new("elixir")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        elixir,
+        "these tests need Elixir with cowlib and jiffy: apt-get install elixir erlang-cowlib \
+         erlang-jiffy (scripts/test.sh does it)"
     );
 }
 
@@ -493,6 +510,49 @@ fn phoenix_profile_against_the_recorded_protocol() {
         hub.heartbeats.load(Ordering::Relaxed)
     );
     assert!(hub.pushes.load(Ordering::Relaxed) > 0);
+}
+
+/// The `phoenix` profile against a real BEAM server: joins, heartbeats and `broadcast_from`
+/// semantics answered by the Elixir peer, every message delivered exactly once to the 19 other
+/// members, none back to its sender (that would be `extra`), no `phx_reply` error.
+#[test]
+fn elixir_peer_with_the_phoenix_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir"],
+        "scenarios/profiles/phoenix.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir");
+    assert!(
+        s["target"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/socket/websocket")),
+        "{:#}",
+        s["target"]
+    );
+}
+
+#[test]
+fn elixir_peer_with_the_chatbench_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir"],
+        "scenarios/profiles/node-ws.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir");
+}
+
+#[test]
+fn a_refused_phoenix_join_on_the_elixir_peer_is_a_counted_connect_error() {
+    require_elixir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = refusal_scenario(
+        dir.path(),
+        "protocol = \"phoenix\"\n[profile]\ntopic_prefix = \"nope:\"\n",
+    );
+    assert_all_refused(&["--serve-peer", "elixir"], &path, "phx_join_error");
 }
 
 /// A short scenario for the refusal tests: `extra` is appended (protocol and `[profile]`).
