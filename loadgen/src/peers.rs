@@ -10,6 +10,8 @@ use crate::profile::ProtocolKind;
 
 mod elixir;
 
+pub use elixir::ElixirCluster;
+
 /// A peer server chatbench knows how to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -73,6 +75,9 @@ pub enum PeerError {
         /// What it printed.
         output: String,
     },
+    /// Starting an `elixir-cluster` failed (epmd, a node).
+    #[error("elixir-cluster: {0}")]
+    Cluster(String),
     /// No `node` on PATH.
     #[error("node is not on PATH: install Node.js (18 or newer; Debian: apt-get install nodejs npm) to run the {peer} peer")]
     NoNode {

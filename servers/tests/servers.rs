@@ -15,6 +15,8 @@ conformance_tests!(cluster_redis, Sut::Cluster(Backplane::Redis));
 // The Elixir peer (servers/peers/elixir/) as its own process: needs elixir, erlang-cowlib and
 // erlang-jiffy (scripts/test.sh installs them); fails with that message when they are missing.
 conformance_tests!(elixir, Sut::External(External::Elixir));
+// 3 nodes of it joined with distributed Erlang (own epmd on loopback, a cookie per case).
+conformance_tests!(elixir_cluster, Sut::External(External::ElixirCluster));
 
 /// Every case a not-applicable list names is a real case (a renamed case cannot hide there).
 #[test]

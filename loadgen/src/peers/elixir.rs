@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use super::{find_on_path, PeerError};
+use crate::launcher::ServerChild;
 
 const PEER: &str = "elixir";
 /// The application's name in mix.exs (its ebin folder under the build path).
@@ -25,6 +26,18 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 pub(super) fn command(
     dir: &Path,
     schedulers: usize,
+    extra: &[String],
+) -> Result<(PathBuf, Vec<String>), PeerError> {
+    node_command(dir, schedulers, &[], &[], extra)
+}
+
+/// [`command`] with `erl` flags (`erl_extra`) and `elixir` options (`elixir_opts`, e.g.
+/// `--name`) for a node of a cluster.
+fn node_command(
+    dir: &Path,
+    schedulers: usize,
+    erl_extra: &[String],
+    elixir_opts: &[String],
     extra: &[String],
 ) -> Result<(PathBuf, Vec<String>), PeerError> {
     let project = dir.join("elixir");
@@ -43,18 +56,161 @@ pub(super) fn command(
         // Schedulers sized to the CPUs the server is pinned to; no busy-waiting, so the CPU
         // the sampler measures is work (spinning schedulers would also steal the generator's
         // cores on a small machine).
-        format!("+S {schedulers}:{schedulers} +sbwt none +sbwtdcpu none +sbwtdio none"),
+        format!(
+            "+S {schedulers}:{schedulers} +sbwt none +sbwtdcpu none +sbwtdio none {}",
+            erl_extra.join(" ")
+        ),
         "-pa".into(),
         ebin.display().to_string(),
+    ];
+    args.extend(elixir_opts.iter().cloned());
+    args.extend([
         "-e".into(),
         "ChatbenchPeer.CLI.main(System.argv())".into(),
         "--no-halt".into(),
         "--".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
-    ];
+    ]);
     args.extend(extra.iter().cloned());
     Ok((elixir, args))
+}
+
+/// A running `elixir-cluster`: N nodes of the Elixir peer joined with distributed Erlang over
+/// loopback, and the epmd the run owns. Dropping it stops every node (SIGTERM, then SIGKILL)
+/// and then the epmd, each by PID.
+pub struct ElixirCluster {
+    /// The nodes, in start order (`None` once killed with [`ElixirCluster::kill_node`]).
+    pub nodes: Vec<Option<ServerChild>>,
+    epmd: Option<std::process::Child>,
+}
+
+impl ElixirCluster {
+    /// Starts an epmd on a free loopback port, then `n` nodes (named `cb<run>n<i>@127.0.0.1`,
+    /// sharing a cookie made for this run, distribution bound to 127.0.0.1), each told to join
+    /// the nodes started before it; `extra` server flags go to every node. Returns once every
+    /// node has announced its address (the caller waits for the links, e.g. on
+    /// `beam_pg_remote_scopes`).
+    pub fn start(
+        dir: &Path,
+        n: usize,
+        schedulers: usize,
+        extra: &[String],
+    ) -> Result<ElixirCluster, PeerError> {
+        let epmd_bin = find_on_path("epmd").ok_or(PeerError::NoElixir {
+            tool: "epmd",
+            peer: "elixir-cluster",
+        })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| cluster_error(format!("no free loopback port for epmd: {e}")))?;
+        let mut epmd = Command::new(epmd_bin);
+        epmd.args(["-address", "127.0.0.1", "-port", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        crate::launcher::die_with_parent(&mut epmd);
+        let epmd = epmd
+            .spawn()
+            .map_err(|e| cluster_error(format!("cannot start epmd: {e}")))?;
+        let mut cluster = ElixirCluster {
+            nodes: Vec::new(),
+            epmd: Some(epmd),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(cluster_error(format!(
+                    "epmd did not listen on 127.0.0.1:{port} within 5 s"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let run: u32 = rand::random();
+        let cookie: String = (0..32)
+            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+            .collect();
+        let erl = vec![
+            format!("-epmd_port {port}"),
+            "-kernel inet_dist_use_interface {127,0,0,1}".into(),
+        ];
+        let mut names: Vec<String> = Vec::new();
+        for i in 0..n {
+            let name = format!("cb{run:08x}n{i}@127.0.0.1");
+            let opts = vec![
+                "--name".to_string(),
+                name.clone(),
+                "--cookie".into(),
+                cookie.clone(),
+            ];
+            let mut flags = extra.to_vec();
+            if !names.is_empty() {
+                flags.extend(["--join".into(), names.join(",")]);
+            }
+            let (program, args) = node_command(dir, schedulers, &erl, &opts, &flags)?;
+            let child = ServerChild::start_command(&program, &args, &[])
+                .map_err(|e| cluster_error(format!("node {i} ({name}): {e}")))?;
+            cluster.nodes.push(Some(child));
+            names.push(name);
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes' WebSocket addresses (of those still running).
+    pub fn addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes.iter().flatten().map(|c| c.addr).collect()
+    }
+
+    /// SIGKILLs node `i` (node loss) and reaps it.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes.get_mut(i).and_then(Option::take) {
+            c.kill_now();
+        }
+    }
+
+    /// Sends SIGTERM to every node (a graceful stop; [`ElixirCluster::wait`] reaps them).
+    pub fn terminate(&self) {
+        for c in self.nodes.iter().flatten() {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(c.pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the epmd; returns how each
+    /// node ended and its last stderr lines.
+    pub fn stop(mut self, grace: std::time::Duration) -> Vec<(String, String)> {
+        let out = self
+            .nodes
+            .iter_mut()
+            .filter_map(Option::take)
+            .map(|c| c.stop(grace))
+            .collect();
+        self.stop_epmd();
+        out
+    }
+
+    fn stop_epmd(&mut self) {
+        if let Some(mut e) = self.epmd.take() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
+    }
+}
+
+impl Drop for ElixirCluster {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().filter_map(Option::take) {
+            let _ = c.stop(std::time::Duration::from_secs(2));
+        }
+        self.stop_epmd();
+    }
+}
+
+fn cluster_error(what: String) -> PeerError {
+    PeerError::Cluster(what)
 }
 
 /// Compiles the project unless this exact source is built already; returns the ebin folder.

@@ -120,12 +120,22 @@ pub enum Sut {
 pub enum External {
     /// `servers/peers/elixir/` (needs `elixir`, `erlang-cowlib`, `erlang-jiffy`).
     Elixir,
+    /// [`CLUSTER_NODES`] nodes of it joined with distributed Erlang (`elixir-cluster`): rooms
+    /// are `:pg` groups spanning the nodes.
+    ElixirCluster,
 }
 
 impl External {
     fn peer(self) -> chatbench_loadgen::peers::Peer {
         match self {
-            External::Elixir => chatbench_loadgen::peers::Peer::Elixir,
+            External::Elixir | External::ElixirCluster => chatbench_loadgen::peers::Peer::Elixir,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            External::Elixir => "elixir",
+            External::ElixirCluster => "elixir-cluster",
         }
     }
 }
@@ -134,7 +144,7 @@ impl External {
 /// over). Every entry names a real case: `not_applicable_lists_real_cases` checks it.
 pub fn not_applicable(sut: Sut, case: &str) -> Option<&'static str> {
     let list: &[(&str, &str)] = match sut {
-        Sut::External(External::Elixir) => ELIXIR_NOT_APPLICABLE,
+        Sut::External(_) => ELIXIR_NOT_APPLICABLE,
         _ => &[],
     };
     list.iter().find(|(c, _)| *c == case).map(|(_, why)| *why)
@@ -181,7 +191,7 @@ impl Sut {
         match self {
             Sut::Single(a) => a.as_str(),
             Sut::Cluster(_) => Arch::Cluster.as_str(),
-            Sut::External(e) => e.peer().as_str(),
+            Sut::External(e) => e.as_str(),
         }
     }
 }
@@ -226,6 +236,8 @@ pub enum Fixture {
     Cluster(Vec<ClusterNode>, Option<RedisServer>),
     /// A server process of another runtime.
     External(chatbench_loadgen::launcher::ServerChild),
+    /// Node processes of another runtime's cluster (and the epmd they use).
+    ExternalCluster(chatbench_loadgen::peers::ElixirCluster),
 }
 
 impl Fixture {
@@ -234,6 +246,7 @@ impl Fixture {
             Fixture::Single(s) => vec![s.addr],
             Fixture::Cluster(n, _) => n.iter().map(|n| n.server.addr).collect(),
             Fixture::External(c) => vec![c.addr],
+            Fixture::ExternalCluster(c) => c.addrs(),
         };
         Target {
             nodes: Box::leak(nodes.into_boxed_slice()),
@@ -245,7 +258,7 @@ impl Fixture {
         match self {
             Fixture::Single(s) => vec![s.shutdown.clone()],
             Fixture::Cluster(n, _) => n.iter().map(|n| n.server.shutdown.clone()).collect(),
-            Fixture::External(_) => Vec::new(),
+            Fixture::External(_) | Fixture::ExternalCluster(_) => Vec::new(),
         }
     }
 
@@ -261,6 +274,9 @@ impl Fixture {
                 libc::kill(c.pid as libc::pid_t, libc::SIGTERM);
             }
         }
+        if let Fixture::ExternalCluster(c) = self {
+            c.terminate();
+        }
     }
 
     /// Waits for every server to return (after their shutdown was triggered). An external
@@ -269,6 +285,12 @@ impl Fixture {
         match self {
             Fixture::Single(s) => s.join(),
             Fixture::Cluster(nodes, _redis) => nodes.into_iter().try_for_each(|n| n.server.join()),
+            Fixture::ExternalCluster(mut cluster) => {
+                for c in cluster.nodes.iter_mut().filter_map(Option::take) {
+                    Fixture::External(c).join()?;
+                }
+                Ok(())
+            }
             Fixture::External(mut c) => {
                 let start = Instant::now();
                 let status = loop {
@@ -330,6 +352,28 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
             let fixture = Fixture::Cluster(nodes, None);
             let t = fixture.target();
             block_on(wait_linked(t, CLUSTER_NODES as f64 - 1.0));
+            fixture
+        }
+        Sut::External(External::ElixirCluster) => {
+            let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+            let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+                &peers,
+                CLUSTER_NODES,
+                1,
+                &external_flags(&config),
+            )
+            .unwrap_or_else(|err| panic!("cannot start the elixir-cluster: {err}"));
+            let fixture = Fixture::ExternalCluster(cluster);
+            // Every node's :pg scope has synced with the others'.
+            let t = fixture.target();
+            block_on(async move {
+                for &n in t.nodes() {
+                    wait_metric(n, "beam_pg_remote_scopes", |v| {
+                        v == CLUSTER_NODES as f64 - 1.0
+                    })
+                    .await;
+                }
+            });
             fixture
         }
         Sut::External(e) => Fixture::External(start_external(e, &config)),

@@ -8,7 +8,7 @@ defmodule ChatbenchPeer.Connection do
 
   ## The outbound queue (slow consumers)
 
-  Room members `send/2` this process `{:deliver, frame}`. A mailbox is a queue another peer can
+  Room members `send/2` this process `{:deliver, group, frame}`. A mailbox is a queue another peer can
   grow, so the process never blocks on its socket: it writes with `port_command(…, [:nosuspend])`,
   which refuses instead of suspending when the socket's driver queue is over its high
   watermark, and keeps what could not be written in its own queue, bounded by count
@@ -78,8 +78,8 @@ defmodule ChatbenchPeer.Connection do
     end
   end
 
-  def handle_info({:deliver, frame}, s) do
-    if s.phase == :ws and s.closing == nil, do: {:noreply, push(s, frame, true)}, else: {:noreply, s}
+  def handle_info({:deliver, {_kind, name}, frame}, s) do
+    if s.closing == nil and Map.has_key?(s.rooms, name), do: {:noreply, push(s, frame, true)}, else: {:noreply, s}
   end
 
   def handle_info(:flush, s), do: {:noreply, flush(%{s | flush_timer: nil})}
@@ -107,6 +107,10 @@ defmodule ChatbenchPeer.Connection do
 
   @impl true
   def terminate(reason, %{phase: :ws} = s) do
+    # Leave the groups before counting (`:pg` would also drop us on its monitor's signal, but
+    # later): once the disconnect is counted, the memberships are gone.
+    group = if s.proto == :v1, do: :room, else: :topic
+    for {name, _} <- s.rooms, do: ChatbenchPeer.Rooms.leave({group, name})
     Metrics.add(:connections, -1)
 
     why =

@@ -111,7 +111,8 @@ defmodule ChatbenchPeer.Metrics do
       simple("beam_processes", "gauge", "Erlang processes.", :erlang.system_info(:process_count)),
       simple("beam_ports", "gauge", "Erlang ports (sockets included).", :erlang.system_info(:port_count)),
       simple("beam_schedulers_online", "gauge", "Schedulers online.", :erlang.system_info(:schedulers_online)),
-      simple("beam_cluster_nodes", "gauge", "Other connected Erlang nodes.", length(Node.list()))
+      simple("beam_cluster_nodes", "gauge", "Other connected Erlang nodes.", length(Node.list())),
+      simple("beam_pg_remote_scopes", "gauge", "Other nodes' :pg scopes this node's scope has synced with.", ChatbenchPeer.Rooms.remote_scopes())
     ]
   end
 

@@ -6,7 +6,9 @@ defmodule ChatbenchPeer.Rooms do
   (`elixir-cluster`), so fan-out reaches remote members with the same `send/2`.
 
   A group is `{kind, name}`: chatbench v1 rooms (`:room`) and Phoenix topics (`:topic`) live
-  apart. `:pg` monitors members, so a crashed connection leaves its groups by itself.
+  apart. `:pg` monitors members, so a crashed connection leaves its groups by itself. A
+  delivery names its group, so a member that has just left (and a remote node's view of it
+  that lags) drops it.
   """
 
   @scope ChatbenchPeer.PG
@@ -14,14 +16,32 @@ defmodule ChatbenchPeer.Rooms do
   @doc "The `:pg` scope's child spec (started by the application's supervisor)."
   def child_spec(_), do: %{id: @scope, start: {:pg, :start_link, [@scope]}}
 
-  @doc "Joins the calling process to the group; returns when the membership is visible."
-  def join(group), do: :pg.join(@scope, group, self())
+  @doc """
+  Joins the calling process to the group; returns when the membership is visible on every
+  connected node. `:pg` tells the other nodes' scopes asynchronously; a round trip to each of
+  them (a tiny `:sys` request, answered after the scope's earlier messages, which travel on
+  the same node-to-node channel) makes the `joined` ack mean "live cluster-wide". On a
+  single node there is no other scope and no cost.
+  """
+  def join(group) do
+    :ok = :pg.join(@scope, group, self())
+
+    for n <- Node.list() do
+      try do
+        :sys.statistics({@scope, n}, :get, 5_000)
+      catch
+        :exit, _ -> :down
+      end
+    end
+
+    :ok
+  end
 
   @doc "The calling process leaves the group."
   def leave(group), do: :pg.leave(@scope, group, self())
 
   @doc """
-  Sends `{:deliver, frame}` to every member of `group` but the caller (local and remote) and
+  Sends `{:deliver, group, frame}` to every member of `group` but the caller (local and remote) and
   returns how many it was sent to. `frame` is one binary, shared by reference between local
   recipients (no per-recipient serialisation or copy for frames over 64 bytes).
   """
@@ -34,9 +54,25 @@ defmodule ChatbenchPeer.Rooms do
         n
 
       pid, n ->
-        send(pid, {:deliver, frame})
+        send(pid, {:deliver, group, frame})
         n + 1
     end)
+  end
+
+  @doc """
+  How many other nodes' scopes this scope has synced with (`beam_pg_remote_scopes`): the
+  cluster is ready when it is N − 1 on every node. Read from `:pg`'s state (OTP 25 keeps the
+  remote scopes in the record's third field); -1 when that layout is not there.
+  """
+  def remote_scopes, do: if(Node.list() == [], do: 0, else: read_remote_scopes())
+
+  defp read_remote_scopes do
+    case :sys.get_state(@scope, 1_000) do
+      {:state, _scope, _local, remote, _, _, _} when is_map(remote) -> map_size(remote)
+      _ -> -1
+    end
+  catch
+    :exit, _ -> -1
   end
 
   @doc "Groups with at least one member on this node (the `chatbench_rooms` gauge)."
