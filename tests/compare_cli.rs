@@ -592,7 +592,9 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
     for r in rows {
         let key = r["key"].as_str().expect("key");
         let cell = &r["cells"]["elixir"];
-        if key == "horizontal_scaling" || key.starts_with("scaling_") || key.starts_with("node_loss_")
+        if key == "horizontal_scaling"
+            || key.starts_with("scaling_")
+            || key.starts_with("node_loss_")
         {
             continue;
         }
@@ -612,7 +614,10 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
         if key == "fault_blast_radius" {
             // The victim's process crashed (its own connection is not counted); nobody else.
             assert_eq!(cell["value"], 0.0, "{cell}");
-            assert!(s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1), "{s:#}");
+            assert!(
+                s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1),
+                "{s:#}"
+            );
         }
         measured.push(key.to_string());
     }

@@ -222,7 +222,9 @@ mod tests {
             "/echo"
         );
         assert_eq!(
-            Peer::Elixir.url_path(ProtocolKind::Phoenix).expect("phoenix"),
+            Peer::Elixir
+                .url_path(ProtocolKind::Phoenix)
+                .expect("phoenix"),
             "/socket/websocket"
         );
         assert!(Peer::Elixir.has_fault_injection());

@@ -19,7 +19,8 @@ async fn everyone_gets_everything(clients: &mut [Client], room: &str, round: u64
     let n = clients.len();
     for (i, c) in clients.iter_mut().enumerate() {
         for seq in 0..PER_SENDER {
-            c.send(&msg(room, &format!("c{i}"), round * 100 + seq)).await;
+            c.send(&msg(room, &format!("c{i}"), round * 100 + seq))
+                .await;
         }
     }
     for (i, c) in clients.iter_mut().enumerate() {
@@ -31,10 +32,17 @@ async fn everyone_gets_everything(clients: &mut [Client], room: &str, round: u64
                 .unwrap_or_else(|| panic!("client {i}: unexpected frame {got}"));
             assert_ne!(sender, i, "client {i} got its own message back: {got}");
             let seq = next.entry(sender).or_insert(0);
-            assert_eq!(got, msg(room, &format!("c{sender}"), round * 100 + *seq), "client {i}");
+            assert_eq!(
+                got,
+                msg(room, &format!("c{sender}"), round * 100 + *seq),
+                "client {i}"
+            );
             *seq += 1;
         }
-        assert!(next.values().all(|&s| s == PER_SENDER), "client {i}: {next:?}");
+        assert!(
+            next.values().all(|&s| s == PER_SENDER),
+            "client {i}: {next:?}"
+        );
     }
 }
 

@@ -23,7 +23,10 @@ conformance_tests!(elixir_cluster, Sut::External(External::ElixirCluster));
 fn not_applicable_lists_real_cases() {
     let source = include_str!("conformance/mod.rs");
     for (case, why) in conformance::ELIXIR_NOT_APPLICABLE {
-        assert!(source.contains(&format!("pub fn {case}(")), "no case {case}");
+        assert!(
+            source.contains(&format!("pub fn {case}(")),
+            "no case {case}"
+        );
         assert!(!why.is_empty(), "{case}: give the reason");
     }
 }

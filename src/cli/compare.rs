@@ -473,8 +473,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         for s in &steps {
             let backplane = cluster_backplane(arch);
             // A peer's poison step needs its fault injection (`Peer::has_fault_injection`).
-            let poisonable = chatbench_loadgen::peers::Peer::parse(arch)
-                .is_ok_and(|p| p.has_fault_injection());
+            let poisonable =
+                chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.has_fault_injection());
             if peer && s.step == Step::Poison && !poisonable {
                 continue;
             }

@@ -304,7 +304,11 @@ impl Fixture {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 };
-                assert!(status.success(), "the server exited with {status}; its stderr:\n{}", c.stderr_tail());
+                assert!(
+                    status.success(),
+                    "the server exited with {status}; its stderr:\n{}",
+                    c.stderr_tail()
+                );
                 Ok(())
             }
         }
@@ -392,7 +396,10 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
 
 /// Starts an external server with `config` as its flags, as `chatbench run --serve-peer`
 /// starts it; fails (never skips) with what to install when its runtime is missing.
-pub fn start_external(e: External, config: &ServerConfig) -> chatbench_loadgen::launcher::ServerChild {
+pub fn start_external(
+    e: External,
+    config: &ServerConfig,
+) -> chatbench_loadgen::launcher::ServerChild {
     let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
     let (program, args) = e
         .peer()

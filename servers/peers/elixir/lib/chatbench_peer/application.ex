@@ -27,7 +27,8 @@ defmodule ChatbenchPeer.Application do
       [ChatbenchPeer.Rooms] ++
         if(cfg.cluster_nodes == [], do: [], else: [{ChatbenchPeer.Cluster, cfg.cluster_nodes}]) ++
         [
-          {DynamicSupervisor, name: ChatbenchPeer.ConnSup, strategy: :one_for_one, max_children: cfg.max_connections},
+          {DynamicSupervisor,
+           name: ChatbenchPeer.ConnSup, strategy: :one_for_one, max_children: cfg.max_connections},
           {ChatbenchPeer.Listener, cfg}
         ]
 
@@ -38,7 +39,8 @@ defmodule ChatbenchPeer.Application do
   def prep_stop(state) do
     _ = Supervisor.terminate_child(ChatbenchPeer.Sup, ChatbenchPeer.Listener)
 
-    for {_, pid, _, _} <- DynamicSupervisor.which_children(ChatbenchPeer.ConnSup), is_pid(pid),
+    for {_, pid, _, _} <- DynamicSupervisor.which_children(ChatbenchPeer.ConnSup),
+        is_pid(pid),
         do: send(pid, :going_away)
 
     deadline = System.monotonic_time(:millisecond) + Config.get().shutdown_grace_ms

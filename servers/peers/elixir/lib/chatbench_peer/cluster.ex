@@ -24,7 +24,11 @@ defmodule ChatbenchPeer.Cluster do
   @impl true
   def handle_info(:connect, nodes) do
     for n <- nodes, n not in Node.list(), do: Node.connect(n)
-    if Enum.all?(nodes, &(&1 in Node.list())), do: :ok, else: Process.send_after(self(), :connect, @retry_ms)
+
+    if Enum.all?(nodes, &(&1 in Node.list())),
+      do: :ok,
+      else: Process.send_after(self(), :connect, @retry_ms)
+
     {:noreply, nodes}
   end
 

@@ -58,7 +58,8 @@ defmodule ChatbenchPeer.Config do
   defp parse([], c), do: {:ok, c}
 
   defp parse(["--listen", v | rest], c) do
-    with {:ok, ip, port} <- parse_listen(v), do: parse(rest, %{c | listen_ip: ip, listen_port: port})
+    with {:ok, ip, port} <- parse_listen(v),
+         do: parse(rest, %{c | listen_ip: ip, listen_port: port})
   end
 
   defp parse(["--slow-consumer", v | rest], c) do
@@ -83,17 +84,21 @@ defmodule ChatbenchPeer.Config do
     end
   end
 
-  defp parse([arg | _], _c), do: {:error, "unknown or incomplete argument #{inspect(arg)}\n" <> @usage}
+  defp parse([arg | _], _c),
+    do: {:error, "unknown or incomplete argument #{inspect(arg)}\n" <> @usage}
 
   @doc "Parses `HOST:PORT` (IPv6 hosts in brackets)."
-  @spec parse_listen(String.t()) :: {:ok, :inet.ip_address(), :inet.port_number()} | {:error, String.t()}
+  @spec parse_listen(String.t()) ::
+          {:ok, :inet.ip_address(), :inet.port_number()} | {:error, String.t()}
   def parse_listen(v) do
     with [host, port] <- split_host_port(v),
-         {:ok, ip} <- :inet.parse_address(String.to_charlist(String.trim(host, "[") |> String.trim("]"))),
+         {:ok, ip} <-
+           :inet.parse_address(String.to_charlist(String.trim(host, "[") |> String.trim("]"))),
          {p, ""} when p in 0..65_535 <- Integer.parse(port) do
       {:ok, ip, p}
     else
-      _ -> {:error, "--listen #{inspect(v)}: expected HOST:PORT with a numeric host, e.g. 127.0.0.1:0"}
+      _ ->
+        {:error, "--listen #{inspect(v)}: expected HOST:PORT with a numeric host, e.g. 127.0.0.1:0"}
     end
   end
 

@@ -62,7 +62,9 @@ defmodule ChatbenchPeer.Connection do
   @impl true
   def handle_info(:shoot, s) do
     :ok = :inet.setopts(s.sock, active: :once)
-    {:noreply, %{s | timer: Process.send_after(self(), :handshake_timeout, s.cfg.handshake_timeout_ms)}}
+
+    {:noreply,
+     %{s | timer: Process.send_after(self(), :handshake_timeout, s.cfg.handshake_timeout_ms)}}
   end
 
   def handle_info({:http, _, _} = m, %{phase: :http} = s), do: Http.handle(m, s)
@@ -79,7 +81,9 @@ defmodule ChatbenchPeer.Connection do
   end
 
   def handle_info({:deliver, {_kind, name}, frame}, s) do
-    if s.closing == nil and Map.has_key?(s.rooms, name), do: {:noreply, push(s, frame, true)}, else: {:noreply, s}
+    if s.closing == nil and Map.has_key?(s.rooms, name),
+      do: {:noreply, push(s, frame, true)},
+      else: {:noreply, s}
   end
 
   def handle_info(:flush, s), do: {:noreply, flush(%{s | flush_timer: nil})}
@@ -96,12 +100,18 @@ defmodule ChatbenchPeer.Connection do
   def handle_info(:close_timeout, s), do: {:stop, {:shutdown, s.closing}, s}
 
   # Graceful stop: close 1001 and wait (up to the close timeout) for the client's answer.
-  def handle_info(:going_away, %{phase: :ws, closing: nil} = s), do: {:noreply, begin_close(s, 1001, :shutdown)}
+  def handle_info(:going_away, %{phase: :ws, closing: nil} = s),
+    do: {:noreply, begin_close(s, 1001, :shutdown)}
+
   def handle_info(:going_away, %{phase: :http} = s), do: {:stop, :normal, s}
   def handle_info(:going_away, s), do: {:noreply, s}
 
-  def handle_info({:tcp_closed, _}, %{phase: :ws} = s), do: {:stop, {:shutdown, s.closing || :io_error}, s}
-  def handle_info({:tcp_error, _, _}, %{phase: :ws} = s), do: {:stop, {:shutdown, s.closing || :io_error}, s}
+  def handle_info({:tcp_closed, _}, %{phase: :ws} = s),
+    do: {:stop, {:shutdown, s.closing || :io_error}, s}
+
+  def handle_info({:tcp_error, _, _}, %{phase: :ws} = s),
+    do: {:stop, {:shutdown, s.closing || :io_error}, s}
+
   def handle_info({:tcp_closed, _}, s), do: {:stop, :normal, s}
   def handle_info({:tcp_error, _, _}, s), do: {:stop, :normal, s}
 
@@ -167,7 +177,12 @@ defmodule ChatbenchPeer.Connection do
   defp payload(s, type, frag, rsv, len, mask, rest) do
     case :cow_ws.parse_payload(rest, mask, s.utf8, 0, type, len, frag, %{}, rsv) do
       {:ok, data, utf8, rest} ->
-        message(%{s | buf: rest, frag: frag}, :cow_ws.make_frame(type, data, :undefined, frag), utf8, len)
+        message(
+          %{s | buf: rest, frag: frag},
+          :cow_ws.make_frame(type, data, :undefined, frag),
+          utf8,
+          len
+        )
 
       {:ok, code, data, _utf8, rest} ->
         message(%{s | buf: rest, frag: frag}, :cow_ws.make_frame(type, data, code, frag), 0, len)
@@ -246,7 +261,8 @@ defmodule ChatbenchPeer.Connection do
 
   @doc "One WebSocket text frame (header and payload) as one binary, to share among recipients."
   @spec text_frame(iodata()) :: binary()
-  def text_frame(text), do: IO.iodata_to_binary(:cow_ws.frame({:text, IO.iodata_to_binary(text)}, %{}))
+  def text_frame(text),
+    do: IO.iodata_to_binary(:cow_ws.frame({:text, IO.iodata_to_binary(text)}, %{}))
 
   @doc """
   Sends an `error` frame; fatal codes then close the connection with their close code and
@@ -254,14 +270,30 @@ defmodule ChatbenchPeer.Connection do
   """
   def error(s, code, reason) do
     Metrics.add({:error_sent, code})
-    text = ["{\"t\":\"error\",\"code\":\"", Atom.to_string(code), "\",\"reason\":", :jiffy.encode(reason), "}"]
+
+    text = [
+      "{\"t\":\"error\",\"code\":\"",
+      Atom.to_string(code),
+      "\",\"reason\":",
+      :jiffy.encode(reason),
+      "}"
+    ]
+
     {:ok, reply(s, text)}
   end
 
   @doc "An error that ends the connection: error frame, close frame with the code's close code."
   def fatal(s, code, reason) do
     Metrics.add({:error_sent, code})
-    text = ["{\"t\":\"error\",\"code\":\"", Atom.to_string(code), "\",\"reason\":", :jiffy.encode(reason), "}"]
+
+    text = [
+      "{\"t\":\"error\",\"code\":\"",
+      Atom.to_string(code),
+      "\",\"reason\":",
+      :jiffy.encode(reason),
+      "}"
+    ]
+
     s = force(s, text_frame(text))
     Metrics.add(:frames_out)
     {:ok, begin_close(s, close_code(code), code)}
@@ -288,7 +320,14 @@ defmodule ChatbenchPeer.Connection do
   # Appends past the bound (used for a handful of control frames) and writes what it can.
   defp force(s, frame) do
     frame = IO.iodata_to_binary(frame)
-    s = %{s | outq: :queue.in({frame, false}, s.outq), outq_len: s.outq_len + 1, outq_bytes: s.outq_bytes + byte_size(frame)}
+
+    s = %{
+      s
+      | outq: :queue.in({frame, false}, s.outq),
+        outq_len: s.outq_len + 1,
+        outq_bytes: s.outq_bytes + byte_size(frame)
+    }
+
     flush(s)
   end
 
@@ -300,11 +339,18 @@ defmodule ChatbenchPeer.Connection do
         if data?, do: Metrics.add(:frames_out)
         s
 
-      s.outq_len >= s.cfg.outbound_queue or s.outq_bytes + byte_size(frame) > s.cfg.outbound_queue_bytes ->
+      s.outq_len >= s.cfg.outbound_queue or
+          s.outq_bytes + byte_size(frame) > s.cfg.outbound_queue_bytes ->
         overflow(s)
 
       true ->
-        s = %{s | outq: :queue.in({frame, data?}, s.outq), outq_len: s.outq_len + 1, outq_bytes: s.outq_bytes + byte_size(frame)}
+        s = %{
+          s
+          | outq: :queue.in({frame, data?}, s.outq),
+            outq_len: s.outq_len + 1,
+            outq_bytes: s.outq_bytes + byte_size(frame)
+        }
+
         retry_later(s)
     end
   end
@@ -329,7 +375,13 @@ defmodule ChatbenchPeer.Connection do
       {{:value, {frame, data?}}, rest} ->
         if write(s.sock, frame) do
           if data?, do: Metrics.add(:frames_out)
-          flush(%{s | outq: rest, outq_len: s.outq_len - 1, outq_bytes: s.outq_bytes - byte_size(frame)})
+
+          flush(%{
+            s
+            | outq: rest,
+              outq_len: s.outq_len - 1,
+              outq_bytes: s.outq_bytes - byte_size(frame)
+          })
         else
           retry_later(s)
         end
@@ -343,6 +395,8 @@ defmodule ChatbenchPeer.Connection do
     ArgumentError -> true
   end
 
-  defp retry_later(%{flush_timer: nil} = s), do: %{s | flush_timer: Process.send_after(self(), :flush, @flush_retry_ms)}
+  defp retry_later(%{flush_timer: nil} = s),
+    do: %{s | flush_timer: Process.send_after(self(), :flush, @flush_retry_ms)}
+
   defp retry_later(s), do: s
 end

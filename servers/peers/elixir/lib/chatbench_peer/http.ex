@@ -25,7 +25,11 @@ defmodule ChatbenchPeer.Http do
       respond(s, :bad, 431, "too many headers\n")
     else
       key = name |> to_string() |> String.downcase()
-      next(sock, %{s | req: %{s.req | headers: Map.put(s.req.headers, key, value), count: s.req.count + 1}})
+
+      next(sock, %{
+        s
+        | req: %{s.req | headers: Map.put(s.req.headers, key, value), count: s.req.count + 1}
+      })
     end
   end
 
@@ -44,7 +48,13 @@ defmodule ChatbenchPeer.Http do
 
       "/metrics" ->
         # Counted before rendering, so a scrape sees itself.
-        respond(s, :metrics, 200, fn -> Metrics.render(Rooms.local_count()) end, "text/plain; version=0.0.4")
+        respond(
+          s,
+          :metrics,
+          200,
+          fn -> Metrics.render(Rooms.local_count()) end,
+          "text/plain; version=0.0.4"
+        )
 
       "/ws" ->
         upgrade(s, :v1, :ws)
@@ -57,7 +67,9 @@ defmodule ChatbenchPeer.Http do
     end
   end
 
-  defp route(%{req: %{path: path}} = s) when is_binary(path), do: respond(s, :other, 405, "GET only\n")
+  defp route(%{req: %{path: path}} = s) when is_binary(path),
+    do: respond(s, :other, 405, "GET only\n")
+
   defp route(s), do: respond(s, :bad, 400, "bad request target\n")
 
   defp upgrade(s, proto, label) do

@@ -13,8 +13,14 @@ defmodule ChatbenchPeer.Metrics do
     invalid_utf8 binary_frame protocol_error io_error shutdown panic)a
   @error_codes ~w(bad_json bad_field bad_room unknown_type not_joined too_many_rooms
     frame_too_large invalid_utf8 binary_frame slow_consumer protocol_error)a
-  @http_paths [ws: "/ws", phoenix: "/socket/websocket", metrics: "/metrics", healthz: "/healthz",
-               other: "other", bad: "bad"]
+  @http_paths [
+    ws: "/ws",
+    phoenix: "/socket/websocket",
+    metrics: "/metrics",
+    healthz: "/healthz",
+    other: "other",
+    bad: "bad"
+  ]
   @simple ~w(connections accepted accept_errors frames_in frames_out deliveries drops_queue_full
     handshake_timeouts)a
 
@@ -56,12 +62,42 @@ defmodule ChatbenchPeer.Metrics do
         {~s(arch="#{arch()}",version="#{version()}"), 1}
       ]),
       simple("chatbench_connections", "gauge", "Live WebSocket connections.", v.(:connections)),
-      simple("chatbench_connections_accepted_total", "counter", "TCP connections accepted.", v.(:accepted)),
-      simple("chatbench_accept_errors_total", "counter", "accept failures (e.g. out of descriptors).", v.(:accept_errors)),
-      simple("chatbench_rooms", "gauge", "Rooms (pg groups) with at least one member on this node.", rooms),
-      simple("chatbench_frames_in_total", "counter", "WebSocket data messages received.", v.(:frames_in)),
-      simple("chatbench_frames_out_total", "counter", "WebSocket data messages written.", v.(:frames_out)),
-      simple("chatbench_deliveries_total", "counter", "Forwarded frames sent to recipients' processes.", v.(:deliveries)),
+      simple(
+        "chatbench_connections_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        v.(:accepted)
+      ),
+      simple(
+        "chatbench_accept_errors_total",
+        "counter",
+        "accept failures (e.g. out of descriptors).",
+        v.(:accept_errors)
+      ),
+      simple(
+        "chatbench_rooms",
+        "gauge",
+        "Rooms (pg groups) with at least one member on this node.",
+        rooms
+      ),
+      simple(
+        "chatbench_frames_in_total",
+        "counter",
+        "WebSocket data messages received.",
+        v.(:frames_in)
+      ),
+      simple(
+        "chatbench_frames_out_total",
+        "counter",
+        "WebSocket data messages written.",
+        v.(:frames_out)
+      ),
+      simple(
+        "chatbench_deliveries_total",
+        "counter",
+        "Forwarded frames sent to recipients' processes.",
+        v.(:deliveries)
+      ),
       family("chatbench_drops_total", "counter", "Frames dropped for a recipient, by reason.", [
         {~s(reason="queue_full"), v.(:drops_queue_full)}
       ]),
@@ -109,10 +145,25 @@ defmodule ChatbenchPeer.Metrics do
         Enum.map(:erlang.memory(), fn {k, b} -> {~s(kind="#{k}"), b} end)
       ),
       simple("beam_processes", "gauge", "Erlang processes.", :erlang.system_info(:process_count)),
-      simple("beam_ports", "gauge", "Erlang ports (sockets included).", :erlang.system_info(:port_count)),
-      simple("beam_schedulers_online", "gauge", "Schedulers online.", :erlang.system_info(:schedulers_online)),
+      simple(
+        "beam_ports",
+        "gauge",
+        "Erlang ports (sockets included).",
+        :erlang.system_info(:port_count)
+      ),
+      simple(
+        "beam_schedulers_online",
+        "gauge",
+        "Schedulers online.",
+        :erlang.system_info(:schedulers_online)
+      ),
       simple("beam_cluster_nodes", "gauge", "Other connected Erlang nodes.", length(Node.list())),
-      simple("beam_pg_remote_scopes", "gauge", "Other nodes' :pg scopes this node's scope has synced with.", ChatbenchPeer.Rooms.remote_scopes())
+      simple(
+        "beam_pg_remote_scopes",
+        "gauge",
+        "Other nodes' :pg scopes this node's scope has synced with.",
+        ChatbenchPeer.Rooms.remote_scopes()
+      )
     ]
   end
 
@@ -167,7 +218,15 @@ defmodule ChatbenchPeer.Metrics do
 
   defp family(name, type, help, samples) do
     [
-      "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n"
+      "# HELP ",
+      name,
+      " ",
+      help,
+      "\n# TYPE ",
+      name,
+      " ",
+      type,
+      "\n"
       | Enum.map(samples, fn
           {nil, v} -> [name, " ", num(v), "\n"]
           {labels, v} -> [name, "{", labels, "} ", num(v), "\n"]

@@ -23,8 +23,11 @@ defmodule ChatbenchPeer.Phoenix do
   @doc "Handles one text message; returns `{:ok, conn}` or a close already begun."
   def handle(text, s) do
     case decode(text) do
-      {:ok, [join_ref, ref, topic, event, payload]} -> event(event, topic, join_ref, ref, payload, s)
-      :error -> Connection.close_with(s, 1008, :bad_json)
+      {:ok, [join_ref, ref, topic, event, payload]} ->
+        event(event, topic, join_ref, ref, payload, s)
+
+      :error ->
+        Connection.close_with(s, 1008, :bad_json)
     end
   end
 
@@ -37,7 +40,8 @@ defmodule ChatbenchPeer.Phoenix do
     _, _ -> :error
   end
 
-  defp event("heartbeat", "phoenix", _join_ref, ref, _payload, s), do: {:ok, reply(s, :null, ref, "phoenix", :ok, {[]})}
+  defp event("heartbeat", "phoenix", _join_ref, ref, _payload, s),
+    do: {:ok, reply(s, :null, ref, "phoenix", :ok, {[]})}
 
   defp event("phx_join", topic, join_ref, ref, _payload, s) do
     cond do
@@ -52,7 +56,9 @@ defmodule ChatbenchPeer.Phoenix do
 
       true ->
         :ok = Rooms.join({:topic, topic})
-        {:ok, reply(%{s | rooms: Map.put(s.rooms, topic, join_ref)}, join_ref, ref, topic, :ok, {[]})}
+
+        {:ok,
+         reply(%{s | rooms: Map.put(s.rooms, topic, join_ref)}, join_ref, ref, topic, :ok, {[]})}
     end
   end
 

@@ -45,7 +45,11 @@ defmodule ChatbenchPeer.ProtocolV1 do
           {:ok, joined(s, room)}
 
         map_size(s.rooms) >= s.cfg.max_rooms_per_conn ->
-          Connection.error(s, :too_many_rooms, "at most #{s.cfg.max_rooms_per_conn} rooms per connection")
+          Connection.error(
+            s,
+            :too_many_rooms,
+            "at most #{s.cfg.max_rooms_per_conn} rooms per connection"
+          )
 
         true ->
           :ok = Rooms.join({:room, room})
@@ -87,7 +91,9 @@ defmodule ChatbenchPeer.ProtocolV1 do
   defp room(f, s) do
     case Map.get(f, "room") do
       r when is_binary(r) ->
-        if valid_room?(r), do: {:room, r}, else: Connection.fatal(s, :bad_room, "room names are 1-64 of A-Z a-z 0-9 . _ : -")
+        if valid_room?(r),
+          do: {:room, r},
+          else: Connection.fatal(s, :bad_room, "room names are 1-64 of A-Z a-z 0-9 . _ : -")
 
       _ ->
         Connection.fatal(s, :bad_field, "\"room\" must be a string")
