@@ -45,6 +45,10 @@ fn node_command(
     if !mix_exs.is_file() {
         return Err(PeerError::Missing { path: mix_exs });
     }
+    // Absolute: mix runs in the project folder, and the paths it is given must not move.
+    let project = std::path::absolute(&project).map_err(|_| PeerError::Missing {
+        path: project.clone(),
+    })?;
     let elixir = find_on_path("elixir").ok_or(PeerError::NoElixir {
         tool: "elixir",
         peer: PEER,

@@ -20,6 +20,7 @@ defmodule ChatbenchPeer.Config do
             shutdown_grace_ms: 5_000,
             max_connections: 1_000_000,
             acceptors: 16,
+            hibernate_after_ms: 15_000,
             backlog: 4096,
             fault_injection: false,
             cluster_nodes: []
@@ -30,7 +31,8 @@ defmodule ChatbenchPeer.Config do
   usage: chatbench-peer [--listen HOST:PORT] [--max-frame-bytes N] [--max-rooms N]
          [--outbound-queue N] [--outbound-queue-bytes N] [--slow-consumer drop|disconnect]
          [--handshake-timeout-ms N] [--close-timeout-ms N] [--shutdown-grace-ms N]
-         [--max-connections N] [--acceptors N] [--fault-injection] [--join NODE,NODE...]
+         [--max-connections N] [--acceptors N] [--hibernate-after-ms N] [--fault-injection]
+         [--join NODE,NODE...]
   """
 
   @doc "The usage text."
@@ -45,7 +47,8 @@ defmodule ChatbenchPeer.Config do
     "--close-timeout-ms" => :close_timeout_ms,
     "--shutdown-grace-ms" => :shutdown_grace_ms,
     "--max-connections" => :max_connections,
-    "--acceptors" => :acceptors
+    "--acceptors" => :acceptors,
+    "--hibernate-after-ms" => :hibernate_after_ms
   }
 
   @doc """
@@ -53,7 +56,17 @@ defmodule ChatbenchPeer.Config do
   and how to fix it.
   """
   @spec parse([String.t()]) :: {:ok, t()} | {:error, String.t()}
-  def parse(argv), do: parse(argv, %__MODULE__{})
+  def parse(argv), do: argv |> Enum.flat_map(&split_eq/1) |> parse(%__MODULE__{})
+
+  # `--flag=value` is `--flag value`.
+  defp split_eq("--" <> _ = arg) do
+    case :binary.split(arg, "=") do
+      [flag, value] -> [flag, value]
+      [flag] -> [flag]
+    end
+  end
+
+  defp split_eq(arg), do: [arg]
 
   defp parse([], c), do: {:ok, c}
 

@@ -53,7 +53,10 @@ defmodule ChatbenchPeer.Connection do
   @type t :: %__MODULE__{}
 
   @doc false
-  def start_link(sock), do: GenServer.start_link(__MODULE__, sock)
+  def start_link(sock) do
+    # Phoenix's socket transports hibernate after 15 s idle; so does this process.
+    GenServer.start_link(__MODULE__, sock, hibernate_after: Config.get().hibernate_after_ms)
+  end
 
   @impl true
   def init(sock), do: {:ok, %__MODULE__{sock: sock, cfg: Config.get()}}
