@@ -533,6 +533,27 @@ fn elixir_peer_with_the_phoenix_profile() {
     );
 }
 
+/// The same over `elixir-cluster`: 3 nodes, the clients spread over them (policy `span`), so
+/// most deliveries cross nodes; still every message exactly once to the 19 others.
+#[test]
+fn elixir_cluster_with_the_phoenix_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir-cluster", "--nodes", "3"],
+        "scenarios/profiles/phoenix.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir-cluster");
+    let url = s["target"]["url"].as_str().expect("url");
+    assert_eq!(url.split(',').count(), 3, "{url}");
+    assert_eq!(
+        s["target"]["pids"].as_array().map(Vec::len),
+        Some(3),
+        "{:#}",
+        s["target"]
+    );
+}
+
 #[test]
 fn elixir_peer_with_the_chatbench_profile() {
     require_elixir();

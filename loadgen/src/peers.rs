@@ -23,13 +23,16 @@ pub enum Peer {
     /// `elixir/`: an OTP application (Elixir, no Hex dependencies): chatbench v1 on `/ws`,
     /// Phoenix Channels v2 on `/socket/websocket`, `{"t":"panic"}` with `--fault-injection`.
     Elixir,
+    /// `elixir-cluster`: N nodes of the Elixir peer joined with distributed Erlang
+    /// ([`ElixirCluster`]); rooms span the nodes.
+    ElixirCluster,
 }
 
 /// Why a peer cannot be started.
 #[derive(Debug, Error)]
 pub enum PeerError {
     /// Not a peer name.
-    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, elixir")]
+    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, elixir, elixir-cluster")]
     Unknown(String),
     /// The peer does not speak the scenario's protocol.
     #[error("peer {peer} does not speak protocol = \"{protocol}\"; it speaks {speaks} (set protocol in the scenario)")]
@@ -88,7 +91,12 @@ pub enum PeerError {
 
 impl Peer {
     /// Every peer.
-    pub const ALL: [Peer; 3] = [Peer::NodeWs, Peer::SocketIo, Peer::Elixir];
+    pub const ALL: [Peer; 4] = [
+        Peer::NodeWs,
+        Peer::SocketIo,
+        Peer::Elixir,
+        Peer::ElixirCluster,
+    ];
 
     /// Its name on the command line and in results.
     pub fn as_str(self) -> &'static str {
@@ -96,13 +104,14 @@ impl Peer {
             Peer::NodeWs => "node-ws",
             Peer::SocketIo => "socketio",
             Peer::Elixir => "elixir",
+            Peer::ElixirCluster => "elixir-cluster",
         }
     }
 
     /// Whether the peer honours `--fault-injection` (`{"t":"panic"}` crashes that connection's
     /// handler), so `compare` runs its poison step.
     pub fn has_fault_injection(self) -> bool {
-        matches!(self, Peer::Elixir)
+        matches!(self, Peer::Elixir | Peer::ElixirCluster)
     }
 
     /// Parses a name.
@@ -117,7 +126,7 @@ impl Peer {
         match self {
             Peer::NodeWs => "ws-room.js",
             Peer::SocketIo => "socketio-room.js",
-            Peer::Elixir => "elixir/mix.exs",
+            Peer::Elixir | Peer::ElixirCluster => "elixir/mix.exs",
         }
     }
 
@@ -128,8 +137,8 @@ impl Peer {
             (Peer::NodeWs, ProtocolKind::Echo) => Ok("/echo"),
             (Peer::NodeWs, ProtocolKind::Template) => Ok("/chat"),
             (Peer::SocketIo, ProtocolKind::Socketio) => Ok("/socket.io/"),
-            (Peer::Elixir, ProtocolKind::Chatbench) => Ok("/ws"),
-            (Peer::Elixir, ProtocolKind::Phoenix) => Ok("/socket/websocket"),
+            (Peer::Elixir | Peer::ElixirCluster, ProtocolKind::Chatbench) => Ok("/ws"),
+            (Peer::Elixir | Peer::ElixirCluster, ProtocolKind::Phoenix) => Ok("/socket/websocket"),
             (peer, protocol) => Err(PeerError::Protocol {
                 peer: peer.as_str(),
                 protocol: protocol.as_str(),
@@ -138,7 +147,9 @@ impl Peer {
                         "chatbench (/ws), echo (/echo) and template (/chat, see docs/profiles.md)"
                     }
                     Peer::SocketIo => "socketio",
-                    Peer::Elixir => "chatbench (/ws) and phoenix (/socket/websocket)",
+                    Peer::Elixir | Peer::ElixirCluster => {
+                        "chatbench (/ws) and phoenix (/socket/websocket)"
+                    }
                 },
             }),
         }
@@ -159,6 +170,11 @@ impl Peer {
         cpus: &[usize],
         extra: &[String],
     ) -> Result<(PathBuf, Vec<String>), PeerError> {
+        if self == Peer::ElixirCluster {
+            return Err(PeerError::Cluster(
+                "several processes: start it with peers::ElixirCluster::start".into(),
+            ));
+        }
         if self == Peer::Elixir {
             let n = if cpus.is_empty() {
                 std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -61,6 +61,7 @@ fn cross_node_delivery_is_exact_before_and_after_a_node_is_killed() {
         &peers,
         CLUSTER_NODES,
         1,
+        &[],
         &["--fault-injection".to_string()],
     )
     .unwrap_or_else(|e| panic!("cannot start the elixir-cluster: {e}"));

@@ -129,7 +129,8 @@ struct RunArgs {
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
     /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
-    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// With --serve-peer elixir-cluster: that many Elixir nodes (default 3).
+    #[arg(long, value_name = "N", requires = "started_server", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
@@ -336,6 +337,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut child = None;
     let mut supervisor = None;
+    let mut elixir_cluster = None;
     let clustered = args.serve.as_deref() == Some("cluster");
     if args.backplane.is_some() && !clustered {
         return Err(UsageError("--backplane needs --serve cluster".into()).into());
@@ -463,13 +465,29 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let path = peer
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
-        let (program, peer_args) = peer
-            .command_with(&args.peers_dir, &server_cpus, &args.server_args)
-            .map_err(|e| UsageError(e.to_string()))?;
-        let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
-        let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
-        child = Some(c);
-        (url, info)
+        if args.nodes.is_some() && peer != Peer::ElixirCluster {
+            return Err(UsageError(format!(
+                "--nodes with --serve-peer {}: only elixir-cluster has several nodes",
+                peer.as_str()
+            ))
+            .into());
+        }
+        if peer == Peer::ElixirCluster {
+            let (url, info, cluster) = start_elixir_cluster(&args, path, pin, &server_cpus)?;
+            if args.target_policy.is_none() {
+                scenario.target_policy = TargetPolicy::Span;
+            }
+            elixir_cluster = Some(cluster);
+            (url, info)
+        } else {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &server_cpus, &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
+            let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
+            child = Some(c);
+            (url, info)
+        }
     } else if let Some(cmd) = &args.serve_cmd {
         let mut words = cmd.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or_else(|| {
@@ -553,6 +571,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
+    if let Some(cluster) = elixir_cluster {
+        for (how, tail) in cluster.stop(Duration::from_secs(10)) {
+            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+                eprintln!("elixir-cluster node: {how}\n{tail}");
+            }
+        }
+    }
     // The nodes' state (pids, restarts, events) beside the results, then stop them.
     let cluster_state = supervisor.as_ref().map(|s| {
         let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -628,6 +653,55 @@ fn raise_nofile_for_child() {
     if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
         tracing::warn!("cannot raise the open-files limit for the server: {e}");
     }
+}
+
+/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
+/// schedulers a share of them) and returns its URLs, target record and handle.
+fn start_elixir_cluster(
+    args: &RunArgs,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, chatbench_loadgen::peers::ElixirCluster)> {
+    let nodes = args.nodes.unwrap_or(3) as usize;
+    let cpus = if server_cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server_cpus.len()
+    };
+    let schedulers = cpus.div_ceil(nodes).max(1);
+    let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+        &args.peers_dir,
+        nodes,
+        schedulers,
+        server_cpus,
+        &args.server_args,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let url = cluster
+        .addrs()
+        .iter()
+        .map(|a| format!("ws://{a}{path}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
+    if let Some(c) = cluster.nodes.iter().flatten().next() {
+        settings.insert("command".to_string(), c.args.join(" "));
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(Peer::ElixirCluster.as_str().to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, cluster))
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).

@@ -92,13 +92,15 @@ pub struct ElixirCluster {
 impl ElixirCluster {
     /// Starts an epmd on a free loopback port, then `n` nodes (named `cb<run>n<i>@127.0.0.1`,
     /// sharing a cookie made for this run, distribution bound to 127.0.0.1), each told to join
-    /// the nodes started before it; `extra` server flags go to every node. Returns once every
-    /// node has announced its address (the caller waits for the links, e.g. on
-    /// `beam_pg_remote_scopes`).
+    /// the nodes started before it; `extra` server flags go to every node, and every node runs
+    /// on `cpus` (empty: unpinned) with `schedulers` schedulers. Returns once every node's
+    /// `:pg` scope has synced with every other's (`beam_pg_remote_scopes` = n − 1), or an
+    /// error after 30 s.
     pub fn start(
         dir: &Path,
         n: usize,
         schedulers: usize,
+        cpus: &[usize],
         extra: &[String],
     ) -> Result<ElixirCluster, PeerError> {
         let epmd_bin = find_on_path("epmd").ok_or(PeerError::NoElixir {
@@ -136,6 +138,9 @@ impl ElixirCluster {
             .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
             .collect();
         let erl = vec![
+            // Our epmd only: a distributed node otherwise starts `epmd -daemon` on the default
+            // port and every interface, which would outlive the run.
+            "-start_epmd false".to_string(),
             format!("-epmd_port {port}"),
             "-kernel inet_dist_use_interface {127,0,0,1}".into(),
         ];
@@ -153,12 +158,34 @@ impl ElixirCluster {
                 flags.extend(["--join".into(), names.join(",")]);
             }
             let (program, args) = node_command(dir, schedulers, &erl, &opts, &flags)?;
-            let child = ServerChild::start_command(&program, &args, &[])
+            let child = ServerChild::start_command(&program, &args, cpus)
                 .map_err(|e| cluster_error(format!("node {i} ({name}): {e}")))?;
             cluster.nodes.push(Some(child));
             names.push(name);
         }
+        cluster.wait_linked(n.saturating_sub(1), std::time::Duration::from_secs(30))?;
         Ok(cluster)
+    }
+
+    /// Polls every node's `/metrics` until `beam_pg_remote_scopes` is `peers`.
+    fn wait_linked(&self, peers: usize, within: std::time::Duration) -> Result<(), PeerError> {
+        let deadline = std::time::Instant::now() + within;
+        for addr in self.addrs() {
+            loop {
+                let got = remote_scopes(addr);
+                if got == Some(peers as i64) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(cluster_error(format!(
+                        "node {addr} did not link to the {peers} others within {within:?} \
+                         (beam_pg_remote_scopes = {got:?})"
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     /// The nodes' WebSocket addresses (of those still running).
@@ -211,6 +238,21 @@ impl Drop for ElixirCluster {
         }
         self.stop_epmd();
     }
+}
+
+/// `beam_pg_remote_scopes` from a node's `/metrics` (one plain HTTP/1.1 request).
+fn remote_scopes(addr: std::net::SocketAddr) -> Option<i64> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.take(1 << 20).read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("beam_pg_remote_scopes "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn cluster_error(what: String) -> PeerError {

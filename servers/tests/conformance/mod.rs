@@ -364,6 +364,7 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
                 &peers,
                 CLUSTER_NODES,
                 1,
+                &[],
                 &external_flags(&config),
             )
             .unwrap_or_else(|err| panic!("cannot start the elixir-cluster: {err}"));
