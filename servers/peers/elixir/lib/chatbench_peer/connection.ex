@@ -146,7 +146,8 @@ defmodule ChatbenchPeer.Connection do
     Process.cancel_timer(s.timer)
     Metrics.add(:connections)
     :ok = :inet.setopts(s.sock, packet: :raw, active: :once)
-    %{s | phase: :ws, proto: proto, timer: nil}
+    # The request head is not needed any more: do not keep it for the connection's life.
+    %{s | phase: :ws, proto: proto, timer: nil, req: nil}
   end
 
   # ---------------------------------------------------------------------------------------
