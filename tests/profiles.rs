@@ -462,11 +462,32 @@ fn start_fake_phoenix() -> (std::net::SocketAddr, Arc<Hub>) {
 #[test]
 fn fake_phoenix_server_answers_the_recorded_conversation() {
     let (addr, _hub) = start_fake_phoenix();
+    play_recorded(addr);
+}
+
+/// The Elixir peer answers the recorded Phoenix conversation frame for frame, byte for byte.
+#[test]
+fn elixir_peer_answers_the_recorded_phoenix_conversation() {
+    require_elixir();
+    let peers = root().join("servers/peers");
+    let (program, args) = chatbench_loadgen::peers::Peer::Elixir
+        .command_with(&peers, &[], &[])
+        .unwrap_or_else(|e| panic!("cannot start the elixir peer: {e}"));
+    let server = chatbench_loadgen::launcher::ServerChild::start_command(&program, &args, &[])
+        .unwrap_or_else(|e| panic!("the elixir peer did not start: {e}"));
+    play_recorded(server.addr);
+    let (how, tail) = server.stop(std::time::Duration::from_secs(5));
+    assert!(how.starts_with("stopped by SIGTERM"), "{how}\n{tail}");
+}
+
+/// Plays [`RECORDED`] against the server at `addr`: client `a` sends the `>` frames and must
+/// receive the `<` frames exactly; client `b`, joined first, must receive the `*` frames.
+fn play_recorded(addr: std::net::SocketAddr) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let conversation = async {
         let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
         let (mut a, _) = tokio_tungstenite::connect_async(&url).await.expect("a");
         let (mut b, _) = tokio_tungstenite::connect_async(&url).await.expect("b");
@@ -486,6 +507,12 @@ fn fake_phoenix_server_answers_the_recorded_conversation() {
                 }
             }
         }
+    };
+    // A server that does not answer fails the test instead of hanging it.
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), conversation)
+            .await
+            .expect("the recorded conversation finished within 30 s")
     });
 }
 

@@ -87,7 +87,8 @@ defmodule ChatbenchPeer.Phoenix do
   defp room_topic?(_), do: false
 
   defp reply(s, join_ref, ref, topic, status, response) do
-    body = {[{"status", Atom.to_string(status)}, {"response", response}]}
+    # Key order as Phoenix's Jason encoding of %{status: …, response: …} writes it.
+    body = {[{"response", response}, {"status", Atom.to_string(status)}]}
     Connection.reply(s, :jiffy.encode([join_ref, ref, topic, "phx_reply", body]))
   end
 end
