@@ -218,10 +218,10 @@ defmodule ChatbenchPeer.Connection do
         fatal(s, :binary_frame, "binary messages are not part of the protocol")
 
       {:ping, data} ->
-        frames(control(s, :cow_ws.frame({:pong, data}, %{})))
+        frames(pong(s, :cow_ws.frame({:pong, data}, %{})))
 
       :ping ->
-        frames(control(s, :cow_ws.frame(:pong, %{})))
+        frames(pong(s, :cow_ws.frame(:pong, %{})))
 
       {:close, _code, _} ->
         client_closed(s)
@@ -318,8 +318,12 @@ defmodule ChatbenchPeer.Connection do
     %{s | closing: reason}
   end
 
-  # A control frame: behind what is queued, never dropped (one per client frame at most).
+  # The close frame answering the client's: behind what is queued, never dropped (once).
   defp control(s, frame), do: force(s, frame)
+
+  # A pong: within the queue's bounds like a data frame (a client that pings and never reads
+  # must not grow the queue), not counted as a data frame out.
+  defp pong(s, frame), do: push(s, IO.iodata_to_binary(frame), false)
 
   # Appends past the bound (used for a handful of control frames) and writes what it can.
   defp force(s, frame) do
