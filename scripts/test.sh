@@ -31,6 +31,13 @@ tools=(
   "node:nodejs:the protocol-profile tests run the Node.js ws and Socket.IO peer servers"
   "npm:npm:servers/peers installs its pinned ws and socket.io with npm ci"
   "ip:iproute2:the network-namespace test builds hosts with ip netns, veth and a bridge"
+  "elixir:elixir:the conformance, profile and compare tests run the Elixir peer server (servers/peers/elixir)"
+)
+# Erlang libraries the Elixir peer loads from the OTP lib path, as (glob, Debian package, what
+# needs it): they are not commands, so they are looked for where Debian installs them.
+erlang_libs=(
+  "/usr/lib/erlang/lib/cowlib-*:erlang-cowlib:the Elixir peer frames WebSocket messages with cowlib's cow_ws"
+  "/usr/lib/erlang/lib/jiffy-*:erlang-jiffy:the Elixir peer parses JSON with jiffy"
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -38,6 +45,13 @@ for t in "${tools[@]}"; do
   if [ "$cmd" = chromium ] && need chromium-browser; then continue; fi
   if ! need "$cmd"; then
     echo "== missing $cmd: $why"
+    missing+=("$pkg")
+  fi
+done
+for l in "${erlang_libs[@]}"; do
+  IFS=: read -r glob pkg why <<<"$l"
+  if ! compgen -G "$glob" >/dev/null; then
+    echo "== missing $pkg: $why"
     missing+=("$pkg")
   fi
 done

@@ -731,3 +731,87 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
     let blast = cell("fault_blast_radius");
     assert_eq!(blast["value"].as_f64(), Some(others as f64), "{blast}");
 }
+
+/// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
+/// fault-injection frame, their poison rows measured: one crashing connection process takes no
+/// other connection with it.
+#[test]
+fn the_elixir_peer_gets_a_column_with_its_poison_row() {
+    let elixir = Command::new("elixir")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        elixir,
+        "this test needs Elixir with cowlib and jiffy: apt-get install elixir erlang-cowlib \
+         erlang-jiffy (scripts/test.sh does it)"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "elixir,elixir-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    assert!(
+        md.contains("| question | epoll | elixir | elixir-cluster |"),
+        "{md}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    for peer in ["elixir", "elixir-cluster"] {
+        let mut measured = Vec::new();
+        for r in rows {
+            let key = r["key"].as_str().expect("key");
+            let cell = &r["cells"][peer];
+            if key == "horizontal_scaling"
+                || key.starts_with("scaling_")
+                || key.starts_with("node_loss_")
+            {
+                continue;
+            }
+            if cell["status"] == "invalid" || cell["status"] == "not_measured" {
+                assert_ne!(key, "fault_blast_radius", "the poison step ran: {cell}");
+                continue;
+            }
+            let src = dir.join(
+                cell["source"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key}: {cell}")),
+            );
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+            assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
+            assert!(cell["value"].is_number(), "{key}: {cell}");
+            if key == "fault_blast_radius" {
+                // The victim's process crashed (its own connection is not counted); nobody else.
+                assert_eq!(cell["value"], 0.0, "{cell}");
+                assert!(
+                    s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1),
+                    "{s:#}"
+                );
+            }
+            measured.push(key.to_string());
+        }
+        assert!(
+            measured.iter().any(|k| k == "fault_blast_radius"),
+            "{peer}: the poison row was measured: {measured:?}"
+        );
+    }
+}

@@ -8,6 +8,10 @@ use thiserror::Error;
 
 use crate::profile::ProtocolKind;
 
+mod elixir;
+
+pub use elixir::ElixirCluster;
+
 /// A peer server chatbench knows how to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
@@ -21,13 +25,19 @@ pub enum Peer {
     /// redis-server), a dead worker re-forked by the primary. Started by the
     /// [`crate::supervisor`] (`Supervisor::start_shared_port`).
     SocketIoCluster,
+    /// `elixir/`: an OTP application (Elixir, no Hex dependencies): chatbench v1 on `/ws`,
+    /// Phoenix Channels v2 on `/socket/websocket`, `{"t":"panic"}` with `--fault-injection`.
+    Elixir,
+    /// `elixir-cluster`: N nodes of the Elixir peer joined with distributed Erlang
+    /// ([`ElixirCluster`]); rooms span the nodes.
+    ElixirCluster,
 }
 
 /// Why a peer cannot be started.
 #[derive(Debug, Error)]
 pub enum PeerError {
     /// Not a peer name.
-    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, socketio-cluster")]
+    #[error("unknown peer {0:?}; the peers are: node-ws, socketio, socketio-cluster, elixir, elixir-cluster")]
     Unknown(String),
     /// The peer does not speak the scenario's protocol.
     #[error("peer {peer} does not speak protocol = \"{protocol}\"; it speaks {speaks} (set protocol in the scenario)")]
@@ -53,6 +63,29 @@ pub enum PeerError {
         /// The peers folder.
         dir: String,
     },
+    /// No `elixir` (or `mix`) on PATH.
+    #[error("{tool} is not on PATH: the {peer} peer needs Elixir 1.14+ with cowlib and jiffy (Debian: apt-get install elixir erlang-cowlib erlang-jiffy; scripts/test.sh installs them)")]
+    NoElixir {
+        /// The missing program.
+        tool: &'static str,
+        /// The peer.
+        peer: &'static str,
+    },
+    /// Compiling a peer failed.
+    #[error("compiling the {peer} peer in {dir} failed ({status}); a missing module means a missing package: apt-get install elixir erlang-cowlib erlang-jiffy. Its output:\n{output}")]
+    Build {
+        /// The peer.
+        peer: &'static str,
+        /// Its project folder.
+        dir: String,
+        /// How the compiler ended.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+    /// Starting an `elixir-cluster` failed (epmd, a node).
+    #[error("elixir-cluster: {0}")]
+    Cluster(String),
     /// No `node` on PATH.
     #[error("node is not on PATH: install Node.js (18 or newer; Debian: apt-get install nodejs npm) to run the {peer} peer")]
     NoNode {
@@ -63,7 +96,13 @@ pub enum PeerError {
 
 impl Peer {
     /// Every peer.
-    pub const ALL: [Peer; 3] = [Peer::NodeWs, Peer::SocketIo, Peer::SocketIoCluster];
+    pub const ALL: [Peer; 5] = [
+        Peer::NodeWs,
+        Peer::SocketIo,
+        Peer::SocketIoCluster,
+        Peer::Elixir,
+        Peer::ElixirCluster,
+    ];
 
     /// Its name on the command line and in results.
     pub fn as_str(self) -> &'static str {
@@ -71,6 +110,8 @@ impl Peer {
             Peer::NodeWs => "node-ws",
             Peer::SocketIo => "socketio",
             Peer::SocketIoCluster => "socketio-cluster",
+            Peer::Elixir => "elixir",
+            Peer::ElixirCluster => "elixir-cluster",
         }
     }
 
@@ -78,6 +119,19 @@ impl Peer {
     /// private redis-server.
     pub fn is_cluster(self) -> bool {
         self == Peer::SocketIoCluster
+    }
+
+    /// Whether the peer honours `--fault-injection` (`{"t":"panic"}` crashes that connection's
+    /// handler: one Elixir process; a whole Node.js process, as an uncaught exception does), so
+    /// `compare` runs its poison step. Every peer does today.
+    pub fn has_fault_injection(self) -> bool {
+        match self {
+            Peer::NodeWs
+            | Peer::SocketIo
+            | Peer::SocketIoCluster
+            | Peer::Elixir
+            | Peer::ElixirCluster => true,
+        }
     }
 
     /// Parses a name.
@@ -93,15 +147,17 @@ impl Peer {
             Peer::NodeWs => "ws-room.js",
             Peer::SocketIo => "socketio-room.js",
             Peer::SocketIoCluster => "socketio-cluster.js",
+            Peer::Elixir | Peer::ElixirCluster => "elixir/mix.exs",
         }
     }
 
-    /// The npm packages it loads (pinned in `package-lock.json`).
+    /// The npm packages it loads (pinned in `package-lock.json`; none for the Elixir peers).
     fn packages(self) -> &'static [&'static str] {
         match self {
             Peer::NodeWs => &["ws"],
             Peer::SocketIo => &["socket.io"],
             Peer::SocketIoCluster => &["socket.io", "@socket.io/redis-adapter", "redis"],
+            Peer::Elixir | Peer::ElixirCluster => &[],
         }
     }
 
@@ -112,6 +168,8 @@ impl Peer {
             (Peer::NodeWs, ProtocolKind::Echo) => Ok("/echo"),
             (Peer::NodeWs, ProtocolKind::Template) => Ok("/chat"),
             (Peer::SocketIo | Peer::SocketIoCluster, ProtocolKind::Socketio) => Ok("/socket.io/"),
+            (Peer::Elixir | Peer::ElixirCluster, ProtocolKind::Chatbench) => Ok("/ws"),
+            (Peer::Elixir | Peer::ElixirCluster, ProtocolKind::Phoenix) => Ok("/socket/websocket"),
             (peer, protocol) => Err(PeerError::Protocol {
                 peer: peer.as_str(),
                 protocol: protocol.as_str(),
@@ -120,6 +178,9 @@ impl Peer {
                         "chatbench (/ws), echo (/echo) and template (/chat, see docs/profiles.md)"
                     }
                     Peer::SocketIo | Peer::SocketIoCluster => "socketio",
+                    Peer::Elixir | Peer::ElixirCluster => {
+                        "chatbench (/ws) and phoenix (/socket/websocket)"
+                    }
                 },
             }),
         }
@@ -128,6 +189,37 @@ impl Peer {
     /// The program and arguments that start the peer from `dir` (`servers/peers`), listening on
     /// 127.0.0.1 port 0.
     pub fn command(self, dir: &Path) -> Result<(PathBuf, Vec<String>), PeerError> {
+        self.command_with(dir, &[], &[])
+    }
+
+    /// [`Peer::command`] for a server pinned to `cpus` (the Elixir peer sizes its schedulers
+    /// to them; empty: every CPU this process may use), with `extra` server flags appended
+    /// (e.g. `--fault-injection`).
+    pub fn command_with(
+        self,
+        dir: &Path,
+        cpus: &[usize],
+        extra: &[String],
+    ) -> Result<(PathBuf, Vec<String>), PeerError> {
+        if self == Peer::ElixirCluster {
+            return Err(PeerError::Cluster(
+                "several processes: start it with peers::ElixirCluster::start".into(),
+            ));
+        }
+        if self == Peer::Elixir {
+            let n = if cpus.is_empty() {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                cpus.len()
+            };
+            return elixir::command(dir, n, extra);
+        }
+        let (program, mut args) = self.node_command(dir)?;
+        args.extend(extra.iter().cloned());
+        Ok((program, args))
+    }
+
+    fn node_command(self, dir: &Path) -> Result<(PathBuf, Vec<String>), PeerError> {
         let script = dir.join(self.script());
         if !script.is_file() {
             return Err(PeerError::Missing { path: script });
@@ -174,11 +266,18 @@ mod tests {
         assert!(Peer::parse("phoenix")
             .expect_err("unknown")
             .to_string()
-            .contains("node-ws, socketio, socketio-cluster"));
+            .contains("node-ws, socketio, socketio-cluster, elixir, elixir-cluster"));
         assert_eq!(
             Peer::NodeWs.url_path(ProtocolKind::Echo).expect("echo"),
             "/echo"
         );
+        assert_eq!(
+            Peer::Elixir
+                .url_path(ProtocolKind::Phoenix)
+                .expect("phoenix"),
+            "/socket/websocket"
+        );
+        assert!(Peer::Elixir.has_fault_injection() && Peer::NodeWs.has_fault_injection());
         let e = Peer::SocketIo
             .url_path(ProtocolKind::Chatbench)
             .expect_err("socketio only");

@@ -138,15 +138,16 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
+    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"], group = "started_server")]
     serve: Option<String>,
     /// With --serve: start this many server processes under a supervisor (`cluster up`'s) and
     /// spread the clients over them. With `--serve cluster` rooms span the nodes over
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
     /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
-    /// With --serve-peer socketio-cluster: its number of worker processes (default 3).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// With --serve-peer socketio-cluster: its number of worker processes (default 3); with
+    /// --serve-peer elixir-cluster: that many Elixir nodes (default 3).
+    #[arg(long, value_name = "N", requires = "started_server", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
@@ -158,8 +159,9 @@ struct RunArgs {
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
     /// socketio: socketio; socketio-cluster: socketio, from --nodes workers under Node's
-    /// `cluster` module over a private redis-server). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
+    /// `cluster` module over a private redis-server; elixir and elixir-cluster: chatbench,
+    /// phoenix). See docs/profiles.md.
+    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd", group = "started_server")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
@@ -174,7 +176,12 @@ struct RunArgs {
     peers_dir: PathBuf,
     /// Extra flag for the server started by --serve or --serve-peer (repeatable), e.g.
     /// --server-arg=--slow-consumer=disconnect, --server-arg=--fault-injection.
-    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    #[arg(
+        long = "server-arg",
+        value_name = "ARG",
+        requires = "started_server",
+        allow_hyphen_values = true
+    )]
     server_args: Vec<String>,
     /// How connections spread over several targets: `span` (every room has members on every
     /// target: a cluster whose rooms span nodes) or `partition` (each room on one target:
@@ -355,6 +362,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut child = None;
     let mut supervisor = None;
+    let mut elixir_cluster = None;
     let clustered = args.serve.as_deref() == Some("cluster");
     let peer = args
         .serve_peer
@@ -363,9 +371,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .map_err(|e| UsageError(e.to_string()))?;
     let peer_cluster = peer.is_some_and(Peer::is_cluster);
-    if args.nodes.is_some() && args.serve.is_none() && !peer_cluster {
+    let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
+    if args.nodes.is_some() && args.serve.is_none() && !peer_nodes {
         return Err(UsageError(
-            "--nodes needs --serve ARCH or --serve-peer socketio-cluster".into(),
+            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
         )
         .into());
     }
@@ -503,17 +512,26 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let path = peer
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
-        let (program, mut peer_args) = peer
-            .command(&args.peers_dir)
-            .map_err(|e| UsageError(e.to_string()))?;
-        peer_args.extend(args.server_args.iter().cloned());
-        if peer_cluster {
+        if peer == Peer::ElixirCluster {
+            let (url, info, cluster) = start_elixir_cluster(&args, path, pin, &server_cpus)?;
+            if args.target_policy.is_none() {
+                scenario.target_policy = TargetPolicy::Span;
+            }
+            elixir_cluster = Some(cluster);
+            (url, info)
+        } else if peer_cluster {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &[], &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
             let nodes = args.nodes.unwrap_or(PEER_CLUSTER_NODES);
             let (url, info, sup) =
                 start_peer_cluster(peer, program, peer_args, nodes, path, pin, &server_cpus)?;
             supervisor = Some(Arc::new(Mutex::new(sup)));
             (url, info)
         } else {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &server_cpus, &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
             let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
             let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
             child = Some(c);
@@ -608,6 +626,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
+    if let Some(cluster) = elixir_cluster {
+        for (how, tail) in cluster.stop(Duration::from_secs(10)) {
+            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+                eprintln!("elixir-cluster node: {how}\n{tail}");
+            }
+        }
+    }
     // The nodes' state (pids, restarts, events) beside the results, then stop them.
     let cluster_state = supervisor.as_ref().map(|s| {
         let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -754,6 +779,55 @@ fn raise_nofile_for_child() {
     if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
         tracing::warn!("cannot raise the open-files limit for the server: {e}");
     }
+}
+
+/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
+/// schedulers a share of them) and returns its URLs, target record and handle.
+fn start_elixir_cluster(
+    args: &RunArgs,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, chatbench_loadgen::peers::ElixirCluster)> {
+    let nodes = args.nodes.unwrap_or(3) as usize;
+    let cpus = if server_cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server_cpus.len()
+    };
+    let schedulers = cpus.div_ceil(nodes).max(1);
+    let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+        &args.peers_dir,
+        nodes,
+        schedulers,
+        server_cpus,
+        &args.server_args,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let url = cluster
+        .addrs()
+        .iter()
+        .map(|a| format!("ws://{a}{path}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
+    if let Some(c) = cluster.nodes.iter().flatten().next() {
+        settings.insert("command".to_string(), c.args.join(" "));
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(Peer::ElixirCluster.as_str().to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, cluster))
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).
