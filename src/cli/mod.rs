@@ -929,17 +929,35 @@ impl StopSignals {
     }
 }
 
-/// Checks, before any load, that results can be written under `out` (made if missing): a run
-/// whose results cannot be kept is not worth its load.
+/// Checks, before any load, that results can be written under `out`, without creating
+/// anything: a probe file in `out`, or, when `out` does not exist yet, in its nearest existing
+/// ancestor (the run makes the rest). A run whose results cannot be kept is not worth its load.
 fn preflight_out(out: &std::path::Path) -> anyhow::Result<()> {
-    let unwritable = |e: std::io::Error| {
+    let unwritable = |at: &std::path::Path, e: std::io::Error| {
         UsageError(format!(
-            "--out {}: cannot write results there: {e} (pick a writable folder)",
-            out.display()
+            "--out {}: cannot write results there ({}: {e}); pick a writable folder",
+            out.display(),
+            at.display()
         ))
     };
-    std::fs::create_dir_all(out).map_err(unwritable)?;
-    write_probe(out).map_err(unwritable)?;
+    let mut at = out;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = std::path::Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(unwritable(
+            at,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
+        )
+        .into());
+    }
+    write_probe(at).map_err(|e| unwritable(at, e))?;
     Ok(())
 }
 
