@@ -59,7 +59,10 @@ fn make_pki() -> Pki {
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
         .push(DnType::CommonName, "chatbench test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("ca key")).expect("ca");
     let key = KeyPair::generate().expect("server key");
     let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
@@ -121,11 +124,14 @@ fn start_server(pki: &Pki, tokens: Vec<String>, seen: Arc<Mutex<Seen>>) -> u16 {
                         return;
                     };
                     while let Some(Ok(m)) = ws.next().await {
-                        if m.is_text() && ws.send(m).await.is_err() {
-                            return;
-                        }
-                        if let Message::Close(_) = m {
-                            return;
+                        match m {
+                            Message::Text(_) => {
+                                if ws.send(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Message::Close(_) => return,
+                            _ => {}
                         }
                     }
                 });
@@ -310,7 +316,11 @@ fn wss_without_the_ca_fails_before_the_load_with_a_certificate_error() {
         "{err}"
     );
     assert!(!dir.exists() || std::fs::read_dir(&dir).map_or(0, |d| d.count()) == 0);
-    assert!(seen.lock().unwrap_or_else(|p| p.into_inner()).good.is_empty());
+    assert!(seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .good
+        .is_empty());
 }
 
 #[test]
@@ -329,7 +339,10 @@ fn wss_insecure_connects_warns_and_is_recorded() {
     assert!(s["scenario"]["overrides"]
         .to_string()
         .contains("client.insecure=true"));
-    assert!(s["notes"].to_string().contains("verification was off"), "{s:#}");
+    assert!(
+        s["notes"].to_string().contains("verification was off"),
+        "{s:#}"
+    );
 }
 
 #[test]

@@ -304,9 +304,7 @@ async fn prepare(
     let plan = Plan::for_agent(&scenario, setup.agent, &layout);
     sys::fits_in_one_process(plan.conns.len() as u64, limit).map_err(|e| e.to_string())?;
     for t in &targets {
-        t.preflight(&scenario)
-            .await
-            .map_err(|e| e.to_string())?;
+        t.preflight(&scenario).await.map_err(|e| e.to_string())?;
     }
     let source_addrs = source_addrs_for(&targets, plan.conns.len() as u64, setup.source_first);
     Ok(Prepared {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -326,7 +326,11 @@ pub async fn ramp(
             let plan = shared.plan.conns[i];
             // One transport per run, chosen here: ws:// tasks are the plain TcpStream code.
             batch.push(if shared.tls_transport {
-                tokio::spawn(conn_task::<TlsStream<TcpStream>>(shared.clone(), plan, permit))
+                tokio::spawn(conn_task::<TlsStream<TcpStream>>(
+                    shared.clone(),
+                    plan,
+                    permit,
+                ))
             } else {
                 tokio::spawn(conn_task::<TcpStream>(shared.clone(), plan, permit))
             });
@@ -813,12 +817,26 @@ mod tests {
         let slot = Arc::new(Semaphore::new(1))
             .try_acquire_owned()
             .expect("a free permit");
-        let fut = conn_task::<TcpStream>(shared, plan.conns[0], slot);
+        let fut = conn_task::<TcpStream>(shared.clone(), plan.conns[0], slot);
         let size = std::mem::size_of_val(&fut);
         // Every idle connection holds one of these: keep it small (1,296 bytes when this test was
         // written; 1,376 before protocol profiles, 1,448 with the keep-alive and reply branches).
         assert!(size <= 1536, "connection task future is {size} bytes");
+        // wss:// connections carry rustls's connection state inline (its record buffers are
+        // on the heap besides): 3,664 bytes when TLS was added (the ws:// one did not change).
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        let tls = conn_task::<TlsStream<TcpStream>>(shared, plan.conns[0], slot);
+        let tls_size = std::mem::size_of_val(&tls);
+        eprintln!("task future: ws {size} B, wss {tls_size} B");
+        assert!(
+            tls_size <= TLS_TASK_MAX,
+            "wss connection task future is {tls_size} bytes"
+        );
     }
+
+    const TLS_TASK_MAX: usize = 3840;
 
     type Handles = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 

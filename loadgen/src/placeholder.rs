@@ -394,8 +394,11 @@ mod tests {
     fn placeholders_render_per_connection_and_escape_in_urls() {
         let cols = vec!["user".to_string(), "token".to_string()];
         let row = vec!["ann".to_string(), "a b/c".to_string()];
-        let t = Text::parse("/ws/{room}?id={conn}&t={feeder.token}&f={from}", Some(&cols))
-            .expect("valid");
+        let t = Text::parse(
+            "/ws/{room}?id={conn}&t={feeder.token}&f={from}",
+            Some(&cols),
+        )
+        .expect("valid");
         assert!(!t.is_literal());
         assert_eq!(
             t.render(&vars(Some(&row)), Escape::Url),
@@ -422,7 +425,10 @@ mod tests {
         assert!(e.to_string().contains("needs a feeder file"), "{e}");
         for bad in ["{conn", "x}", "{"] {
             assert!(
-                matches!(Text::parse(bad, None), Err(PlaceholderError::Unbalanced { .. })),
+                matches!(
+                    Text::parse(bad, None),
+                    Err(PlaceholderError::Unbalanced { .. })
+                ),
                 "{bad}"
             );
         }
@@ -455,9 +461,12 @@ mod tests {
         assert!(e.contains("empty feeder"), "{e}");
         std::fs::write(&p, "token\n\"a\rb\"\n").expect("write");
         let e = Feeder::load(&p, FeederPolicy::Refuse).expect_err("control");
-        assert!(e.contains("t.csv:2") && e.contains("control character"), "{e}");
-        let e = Feeder::load(&dir.path().join("none.csv"), FeederPolicy::Refuse)
-            .expect_err("missing");
+        assert!(
+            e.contains("t.csv:2") && e.contains("control character"),
+            "{e}"
+        );
+        let e =
+            Feeder::load(&dir.path().join("none.csv"), FeederPolicy::Refuse).expect_err("missing");
         assert!(e.contains("none.csv"), "{e}");
     }
 }

@@ -875,13 +875,20 @@ impl Validator<'_> {
     }
 
     /// The placeholders of the profile's request fields, against the feeder's columns.
-    fn placeholders(&self, profile: &Profile, feeder: Option<&Feeder>) -> Result<(), ScenarioError> {
+    fn placeholders(
+        &self,
+        profile: &Profile,
+        feeder: Option<&Feeder>,
+    ) -> Result<(), ScenarioError> {
         // The URL's own path is checked with the target; here the `[profile]` fields.
         let request = profile.request("/");
         let columns = feeder.map(|f| &f.columns[..]);
         SessionTemplate::new(&request, columns).map_err(|(field, e)| {
             let (key, line) = match &field {
-                Field::Path => ("path", find_key_line(&self.s.source.text, "profile", "path")),
+                Field::Path => (
+                    "path",
+                    find_key_line(&self.s.source.text, "profile", "path"),
+                ),
                 Field::Subprotocol => (
                     "subprotocol",
                     find_key_line(&self.s.source.text, "profile", "subprotocol"),
@@ -1294,6 +1301,100 @@ mod tests {
         let e = parse(text).expect_err("scenario should be rejected");
         let msg = e.to_string();
         (e, msg)
+    }
+
+    /// A scenario of `connections` with a feeder file of `csv` and the `[profile]` lines.
+    fn with_feeder(
+        csv: &str,
+        connections: u32,
+        client: &str,
+        profile: &str,
+    ) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.csv");
+        std::fs::write(&path, csv).expect("write");
+        let text = format!(
+            "name = \"m\"\nconnections = {connections}\n[client]\nfeeder = {:?}\n{client}[profile]\n{profile}",
+            path.display().to_string()
+        );
+        (dir, text)
+    }
+
+    #[test]
+    fn feeder_placeholders_are_checked_at_parse_time_with_the_line() {
+        let csv = "user,token\nu0,t0\nu1,t1\n";
+        let (_d, ok) = with_feeder(csv, 2, "", "headers = { Authorization = \"Bearer {feeder.token}\" }\npath = \"/ws/{room}?c={conn}&f={from}\"\n");
+        let s = parse(&ok).expect("valid");
+        assert_eq!(s.feeder().map(|f| f.len()), Some(2));
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "headers = { Authorization = \"Bearer {feeder.tokn}\" }\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(
+            msg.contains("no column \"tokn\"") && msg.contains("user, token"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 2, "", "subprotocol = \"v1.{conection}\"\n");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("unknown placeholder {conection}"), "{msg}");
+        let (_d, t) = with_feeder(csv, 2, "", "path = \"/ws/{conn\"\n");
+        let (_, msg) = err(&t);
+        assert!(msg.contains("unbalanced brace"), "{msg}");
+        // A [profile.headers] table: the header's own line.
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "[profile.headers]\nX-Token = \"{feeder.nope}\"\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(7), "{msg}");
+    }
+
+    #[test]
+    fn feeder_without_enough_rows_is_refused_unless_it_cycles() {
+        let csv = "token\nt0\nt1\n";
+        let (_d, t) = with_feeder(csv, 3, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(
+            msg.contains("2 rows for 3 connections") && msg.contains("cycle"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 3, "feeder_policy = \"cycle\"\n", "");
+        let s = parse(&t).expect("cycle");
+        assert_eq!(
+            s.feeder().and_then(|f| f.row(2)).map(|r| r[0].as_str()),
+            Some("t0")
+        );
+        let (_d, t) = with_feeder("token\n", 1, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("empty feeder"), "{msg}");
+        let (_, msg) =
+            err("name = \"m\"\nconnections = 1\n[profile]\nheaders = { A = \"{feeder.token}\" }\n");
+        assert!(msg.contains("needs a feeder file"), "{msg}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_refused_with_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "nothing\n").expect("write");
+        let (e, msg) = err(&format!(
+            "name = \"m\"\nconnections = 1\n[client]\ninsecure = false\nca_file = {:?}\n",
+            path.display().to_string()
+        ));
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(
+            msg.contains("ca.pem") && msg.contains("no certificate"),
+            "{msg}"
+        );
     }
 
     #[test]

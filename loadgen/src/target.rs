@@ -624,7 +624,10 @@ mod tests {
             80
         );
         let t = Target::parse("wss://localhost/ws").expect("wss");
-        assert_eq!((t.tls, t.addr.port(), t.host.as_str()), (true, 443, "localhost"));
+        assert_eq!(
+            (t.tls, t.addr.port(), t.host.as_str()),
+            (true, 443, "localhost")
+        );
         let t = Target::parse("wss://[::1]:8443/ws").expect("wss v6");
         assert_eq!((t.tls, t.host.as_str(), t.scheme()), (true, "::1", "wss"));
         assert!(!Target::parse("ws://127.0.0.1:1/").expect("ws").tls);
@@ -679,11 +682,7 @@ mod tests {
         let t = Target::parse(&format!("ws://127.0.0.1:{port}/ws")).expect("valid");
         let mut s = Scenario::parse("name = \"m\"\nconnections = 1\n", "t").expect("scenario");
         s.connect_timeout = Duration::from_secs(2);
-        let e = t
-            .preflight(&s)
-            .await
-            .expect_err("closed port")
-            .to_string();
+        let e = t.preflight(&s).await.expect_err("closed port").to_string();
         assert!(
             e.contains("unreachable") && e.contains(&port.to_string()),
             "{e}"

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
@@ -110,9 +112,7 @@ impl TlsClient {
                 "webpki-roots"
             }
         };
-        let mut config = builder
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config = builder.with_root_certificates(roots).with_no_client_auth();
         let trust = if c.insecure {
             config
                 .dangerous()
@@ -248,7 +248,10 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let e = load_ca_file(&empty).expect_err("no certs").to_string();
-        assert!(e.contains("empty.pem") && e.contains("no certificate"), "{e}");
+        assert!(
+            e.contains("empty.pem") && e.contains("no certificate"),
+            "{e}"
+        );
         let missing = dir.path().join("missing.pem");
         let e = load_ca_file(&missing).expect_err("missing").to_string();
         assert!(e.contains("missing.pem"), "{e}");
