@@ -308,6 +308,7 @@ fn wss_without_the_ca_fails_before_the_load_with_a_certificate_error() {
     let (out, dir) = setup.run(port, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
     assert!(
         err.contains("tls_cert_unknown_issuer")
             && err.contains("certificate")
