@@ -19,9 +19,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request, Response,
+};
 use tokio_tungstenite::tungstenite::http;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The runs take turns (each pins the generator to the machine's CPUs).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -117,21 +118,16 @@ fn start_server(pki: &Pki, tokens: Vec<String>, seen: Arc<Mutex<Seen>>) -> u16 {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let check = |req: &Request, resp: Response| {
-                        check_request(req, &tokens, &seen).map(|()| resp)
-                    };
+                    let check = Checker { tokens, seen };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, check).await else {
                         return;
                     };
                     while let Some(Ok(m)) = ws.next().await {
-                        match m {
-                            Message::Text(_) => {
-                                if ws.send(m).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Message::Close(_) => return,
-                            _ => {}
+                        if m.is_close() {
+                            return;
+                        }
+                        if m.is_text() && ws.send(m).await.is_err() {
+                            return;
                         }
                     }
                 });
@@ -141,12 +137,27 @@ fn start_server(pki: &Pki, tokens: Vec<String>, seen: Arc<Mutex<Seen>>) -> u16 {
     port
 }
 
-/// Accepts the upgrade when the token is the feeder row's of the connection it names.
-fn check_request(
-    req: &Request,
-    tokens: &[String],
-    seen: &Mutex<Seen>,
-) -> Result<(), ErrorResponse> {
+/// The server's check of one upgrade request.
+struct Checker {
+    tokens: Arc<Vec<String>>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Callback for Checker {
+    fn on_request(self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+        match check_request(req, &self.tokens, &self.seen) {
+            Ok(()) => Ok(resp),
+            Err(why) => Err(http::Response::builder()
+                .status(401)
+                .body(Some(why))
+                .expect("response")),
+        }
+    }
+}
+
+/// Accepts the upgrade when the token is the feeder row's of the connection it names; the
+/// reason otherwise.
+fn check_request(req: &Request, tokens: &[String], seen: &Mutex<Seen>) -> Result<(), String> {
     let query = req.uri().query().unwrap_or("");
     let param = |name: &str| {
         query
@@ -179,11 +190,8 @@ fn check_request(
             Ok(())
         }
         Err(why) => {
-            s.bad.push(why);
-            Err(http::Response::builder()
-                .status(401)
-                .body(Some("bad token".into()))
-                .expect("response"))
+            s.bad.push(why.clone());
+            Err(why)
         }
     }
 }
