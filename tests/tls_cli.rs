@@ -371,4 +371,26 @@ fn placeholder_mistakes_are_refused_with_the_scenario_line() {
             "{authorization}: {err}"
         );
     }
+    // A mistake in the target URL is refused before any connection, naming the URL.
+    setup.write_scenario("Bearer {feeder.token}");
+    let out = chatbench()
+        .args([
+            "run",
+            "--target",
+            "wss://127.0.0.1:9/ws?c={conection}",
+            "--scenario",
+            setup.path("wss.toml").to_str().expect("utf-8"),
+            "--out",
+            setup.path("out").to_str().expect("utf-8"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatbench");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wss://127.0.0.1:9/ws?c={conection}")
+            && err.contains("unknown placeholder {conection}"),
+        "{err}"
+    );
 }

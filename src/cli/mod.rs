@@ -265,7 +265,11 @@ pub fn main() -> ExitCode {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
                 match re {
-                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. })
+                    RunError::Target(
+                        chatbench_loadgen::target::TargetError::BadUrl { .. }
+                        | chatbench_loadgen::target::TargetError::Placeholder { .. }
+                        | chatbench_loadgen::target::TargetError::TlsConfig { .. },
+                    )
                     | RunError::Layout(_) => EXIT_USAGE,
                     _ => EXIT_RUN_FAILED,
                 }
