@@ -79,7 +79,8 @@ fn make_pki() -> Pki {
 /// What the server saw: per connection index, whether its token and id were right.
 #[derive(Default)]
 struct Seen {
-    good: Vec<usize>,
+    /// Accepted upgrades: the connection index and the `from` it gave.
+    good: Vec<(usize, String)>,
     bad: Vec<String>,
 }
 
@@ -174,11 +175,9 @@ fn check_request(req: &Request, tokens: &[String], seen: &Mutex<Seen>) -> Result
     let verdict = match conn {
         Some(c) if c < tokens.len() => {
             let want = format!("Bearer {}", tokens[c]);
-            let from_ok = param("from").as_deref() == Some(format!("a0.c{c}").as_str());
-            if auth.as_deref() == Some(want.as_str()) && from_ok {
-                Ok(c)
-            } else {
-                Err(format!("conn {c}: authorization {auth:?}, query {query:?}"))
+            match (auth.as_deref() == Some(want.as_str()), param("from")) {
+                (true, Some(from)) if from.starts_with('a') && from.contains(".c") => Ok((c, from)),
+                _ => Err(format!("conn {c}: authorization {auth:?}, query {query:?}")),
             }
         }
         _ => Err(format!("no valid conn in {query:?}")),
@@ -302,10 +301,45 @@ fn wss_with_ca_file_delivers_and_each_feeder_token_reaches_the_server() {
     assert!(seen.bad.is_empty(), "requests refused: {:?}", seen.bad);
     let mut good = seen.good.clone();
     good.sort_unstable();
-    // The preflight handshake is TLS only; every WebSocket upgrade is a planned connection.
-    assert_eq!(good, (0..CONNECTIONS).collect::<Vec<_>>());
+    // The preflight handshake is TLS only; every WebSocket upgrade is a planned connection,
+    // and `{from}` is the id its messages carry.
+    let want: Vec<(usize, String)> = (0..CONNECTIONS).map(|c| (c, format!("a0.c{c}"))).collect();
+    assert_eq!(good, want);
     let overrides = s["scenario"]["overrides"].to_string();
     assert!(overrides.contains("client.ca_file"), "{overrides}");
+}
+
+/// Over two local agents, `{conn}` is the index in the whole run: each connection still gets
+/// its own feeder row, and its own `{from}`.
+#[test]
+fn wss_over_agents_gives_every_connection_its_own_row() {
+    let setup = Setup::new();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let port = start_server(&setup.pki, setup.tokens.clone(), seen.clone());
+    let ca = setup.path("ca.pem");
+    let (out, dir) = setup.run(
+        port,
+        &[
+            "--ca-file",
+            ca.to_str().expect("utf-8"),
+            "--agents",
+            "local:2",
+        ],
+    );
+    let s = assert_finished(&out, &dir);
+    assert_every_connection_echoed(&s);
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(seen.bad.is_empty(), "requests refused: {:?}", seen.bad);
+    let mut conns: Vec<usize> = seen.good.iter().map(|(c, _)| *c).collect();
+    conns.sort_unstable();
+    assert_eq!(conns, (0..CONNECTIONS).collect::<Vec<_>>());
+    let froms: std::collections::BTreeSet<&str> =
+        seen.good.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(froms.len(), CONNECTIONS, "{froms:?}");
+    assert!(
+        froms.iter().any(|f| f.starts_with("a0.")) && froms.iter().any(|f| f.starts_with("a1.")),
+        "both agents connected: {froms:?}"
+    );
 }
 
 #[test]
