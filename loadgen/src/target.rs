@@ -671,6 +671,72 @@ mod tests {
         }
     }
 
+    /// A TLS listener on 127.0.0.1 whose certificate (for `names`) a fresh CA signed; returns
+    /// its address and the CA's PEM. It completes handshakes and drops the connections.
+    async fn tls_listener(names: &[&str]) -> (SocketAddr, String) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            crate::tls::ring_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        (addr, ca.pem())
+    }
+
+    /// The preflight's TLS handshake: trusted with `ca_file`, refused without it or for another
+    /// name, with the label the results would count and the way out.
+    #[tokio::test]
+    async fn preflight_checks_the_certificate_of_a_wss_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Scenario::parse("name = \"m\"\nconnections = 1\n", "t").expect("scenario");
+        s.connect_timeout = Duration::from_secs(5);
+        let (addr, ca) = tls_listener(&["127.0.0.1"]).await;
+        let t = Target::parse(&format!("wss://{addr}/ws")).expect("url");
+        let e = t.preflight(&s).await.expect_err("untrusted").to_string();
+        assert!(
+            e.contains("tls_cert_unknown_issuer") && e.contains("--ca-file"),
+            "{e}"
+        );
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca).expect("write");
+        s.client.ca_file = Some(ca_path.clone());
+        t.preflight(&s).await.expect("trusted with ca_file");
+        let (addr, ca) = tls_listener(&["chat.example"]).await;
+        std::fs::write(&ca_path, ca).expect("write");
+        let t = Target::parse(&format!("wss://{addr}/ws")).expect("url");
+        let e = t.preflight(&s).await.expect_err("other name").to_string();
+        assert!(e.contains("tls_cert_bad_name"), "{e}");
+        s.client.insecure = true;
+        t.preflight(&s)
+            .await
+            .expect("insecure accepts any certificate");
+    }
+
     #[tokio::test]
     async fn preflight_names_an_unreachable_target() {
         // Bind then drop a listener to find a port that is (almost certainly) closed.
