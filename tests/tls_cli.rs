@@ -307,6 +307,11 @@ fn wss_with_ca_file_delivers_and_each_feeder_token_reaches_the_server() {
     assert_eq!(good, want);
     let overrides = s["scenario"]["overrides"].to_string();
     assert!(overrides.contains("client.ca_file"), "{overrides}");
+    let notes = s["notes"].to_string();
+    assert!(
+        notes.contains("TLS handshake") && notes.contains("ca.pem"),
+        "{notes}"
+    );
 }
 
 /// Over two local agents, `{conn}` is the index in the whole run: each connection still gets
@@ -383,7 +388,7 @@ fn wss_insecure_connects_warns_and_is_recorded() {
         .to_string()
         .contains("client.insecure=true"));
     assert!(
-        s["notes"].to_string().contains("verification was off"),
+        s["notes"].to_string().contains("verification was OFF"),
         "{s:#}"
     );
 }

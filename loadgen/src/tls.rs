@@ -146,6 +146,29 @@ impl TlsClient {
     }
 }
 
+/// The summary's note about TLS, for a run whose targets are `url` (`None` for `ws://`): what
+/// the figures include, and what the server's certificate was checked against.
+pub fn summary_note(url: &str, c: &ClientSettings) -> Option<String> {
+    if !url.starts_with("wss://") {
+        return None;
+    }
+    let trust = match (&c.ca_file, c.insecure) {
+        (_, true) => "certificate verification was OFF (--insecure / client.insecure): the \
+                      target's identity was not checked"
+            .to_string(),
+        (Some(path), false) => {
+            format!("certificates checked against the CAs of {}", path.display())
+        }
+        (None, false) => {
+            "certificates checked against the built-in Mozilla roots (webpki-roots)".into()
+        }
+    };
+    Some(format!(
+        "wss://: every connection runs TLS (rustls); connect times include the TLS handshake and \
+         the generator's memory per connection is higher than for ws://; {trust}"
+    ))
+}
+
 /// A failed TLS handshake: the label the results count, and what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFailure {
@@ -269,6 +292,20 @@ mod tests {
         assert_eq!(TlsClient::new(&c).expect("ca").trust, "ca_file");
         c.insecure = true;
         assert_eq!(TlsClient::new(&c).expect("insecure").trust, "insecure");
+    }
+
+    #[test]
+    fn the_summary_says_what_tls_trusted() {
+        let mut c = ClientSettings::default();
+        assert_eq!(summary_note("ws://127.0.0.1:1/ws", &c), None);
+        let n = summary_note("wss://127.0.0.1:1/ws", &c).expect("note");
+        assert!(n.contains("handshake") && n.contains("webpki-roots"), "{n}");
+        c.ca_file = Some("ca.pem".into());
+        let n = summary_note("wss://h/ws", &c).expect("note");
+        assert!(n.contains("CAs of ca.pem"), "{n}");
+        c.insecure = true;
+        let n = summary_note("wss://h/ws", &c).expect("note");
+        assert!(n.contains("verification was OFF"), "{n}");
     }
 
     #[test]
