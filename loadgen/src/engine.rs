@@ -13,6 +13,11 @@
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
 //! what an incoming frame is, and keep-alives. With the `echo` profile each sender reads its own
 //! messages back and its room counts as two readers, so expected = sent.
+//!
+//! The connection tasks are generic over the [`Transport`] (the ramp picks one per run): `ws://`
+//! runs on a bare `TcpStream` exactly as before TLS existed, `wss://` on a rustls stream. Each
+//! connection's upgrade request is rendered from the target's [`SessionTemplate`] (its
+//! placeholders and feeder row) during its boxed set-up, and not kept.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
