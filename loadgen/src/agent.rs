@@ -418,9 +418,7 @@ async fn prepare(
     sys::fits_in_one_process(share, limit).map_err(|e| e.to_string())?;
     let plan = Plan::for_agent(&scenario, setup.agent, &layout);
     for t in &targets {
-        t.preflight(scenario.connect_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        t.preflight(&scenario).await.map_err(|e| e.to_string())?;
     }
     let source_addrs = source_addrs_for(&targets, plan.conns.len() as u64, setup.source_first);
     Ok(Prepared {

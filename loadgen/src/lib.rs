@@ -5,7 +5,8 @@
 //! - [`scenario`]: scenario files (TOML) and their validation.
 //! - [`plan`]: who each connection is (room, role); pure.
 //! - [`schedule`], [`pacer`]: intended send times and the thread that keeps them.
-//! - [`target`]: the target URL and one client connection.
+//! - [`target`]: the target URL and one client connection; [`tls`]: `wss://` (rustls);
+//!   [`placeholder`]: per-connection placeholders in the upgrade request and the CSV feeder.
 //! - [`profile`]: protocol profiles (chatbench, echo, template, socketio, phoenix): how a session
 //!   opens, joins, frames messages and reads deliveries.
 //! - [`engine`]: the connection tasks and the phases; [`reconnect`]: the reconnect policy and
@@ -31,6 +32,7 @@ pub mod failover;
 pub mod launcher;
 pub mod pacer;
 pub mod peers;
+pub mod placeholder;
 pub mod plan;
 pub mod profile;
 pub mod progress;
@@ -47,3 +49,4 @@ pub mod summary;
 pub mod supervisor;
 pub mod sys;
 pub mod target;
+pub mod tls;

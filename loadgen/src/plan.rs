@@ -41,6 +41,8 @@ pub enum Role {
 pub struct ConnPlan {
     /// Index within this agent (the `c` part of the id).
     pub index: u32,
+    /// Index in the whole run (across agents): `{conn}` and the feeder row.
+    pub global: u32,
     /// Room index, for members.
     pub room: Option<u32>,
     /// What it does.
@@ -221,6 +223,7 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                     (slot + room) % agents,
                     ConnPlan {
                         index: i,
+                        global: i,
                         room: Some(room),
                         role: if sender { Role::Sender } else { Role::Receiver },
                         sender_slot: sender.then_some(slot),
@@ -234,6 +237,7 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                     k % agents,
                     ConnPlan {
                         index: i,
+                        global: i,
                         room: None,
                         role: Role::Idle,
                         sender_slot: None,

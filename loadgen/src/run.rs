@@ -73,7 +73,17 @@ pub fn parse_targets(list: &str) -> Result<Vec<Target>, TargetError> {
             problem: "no target URL given".into(),
         });
     }
-    urls.into_iter().map(Target::parse).collect()
+    let targets: Vec<Target> = urls
+        .into_iter()
+        .map(Target::parse)
+        .collect::<Result<_, _>>()?;
+    if targets.iter().any(|t| t.tls != targets[0].tls) {
+        return Err(TargetError::BadUrl {
+            url: list.to_string(),
+            problem: "mixes ws:// and wss:// targets; a run uses one scheme for all".into(),
+        });
+    }
+    Ok(targets)
 }
 
 /// Source addresses for the clients of one process: spread over 127.x addresses (starting at
@@ -457,7 +467,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         }
     }
     for target in &targets {
-        target.preflight(scenario.connect_timeout).await?;
+        target.preflight(&scenario).await?;
     }
     let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
     let mut provenance = Provenance::collect();

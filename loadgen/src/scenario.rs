@@ -14,12 +14,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::placeholder::{Feeder, FeederPolicy, Field, SessionTemplate};
 use crate::profile::{Fanout, Profile, ProfileError, ProtocolKind};
 use crate::reconnect::{FaultSpec, ReconnectSettings};
 
@@ -161,6 +162,9 @@ pub struct Scenario {
     /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
     session_profile: OnceLock<Profile>,
+    /// The feeder read from `[client] feeder`: loaded when the scenario is validated.
+    #[serde(skip)]
+    feeder: OnceLock<Option<Arc<Feeder>>>,
     /// Where the scenario came from and its full text (recorded in results for provenance).
     #[serde(skip)]
     pub source: ScenarioSource,
@@ -198,8 +202,9 @@ impl TargetPolicy {
     }
 }
 
-/// WebSocket client buffer settings. tungstenite's defaults (128 KiB read buffer) would make the
-/// generator the memory bottleneck, so they are explicit and recorded with every result.
+/// WebSocket client settings: buffers, TLS trust, and the per-connection feeder. tungstenite's
+/// defaults (128 KiB read buffer) would make the generator the memory bottleneck, so they are
+/// explicit and recorded with every result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSettings {
@@ -211,6 +216,21 @@ pub struct ClientSettings {
     pub max_write_buffer_size: usize,
     /// Largest message the client accepts, bytes.
     pub max_message_size: usize,
+    /// `wss://`: trust only the CAs in this PEM file instead of the built-in Mozilla roots
+    /// (`run --ca-file`). Relative paths are from the current directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `wss://`: accept any server certificate (`run --insecure`; testing only, recorded).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// A CSV file (header row, then one row per connection) whose columns the upgrade
+    /// request's `{feeder.COLUMN}` placeholders read. Relative paths are from the current
+    /// directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feeder: Option<PathBuf>,
+    /// More connections than feeder rows: `refuse` (the default: the scenario is refused) or
+    /// `cycle` (connection `conn` takes row `conn % rows`).
+    pub feeder_policy: FeederPolicy,
 }
 
 impl Default for ClientSettings {
@@ -220,6 +240,10 @@ impl Default for ClientSettings {
             write_buffer_size: 4096,
             max_write_buffer_size: 1 << 20,
             max_message_size: 1 << 20,
+            ca_file: None,
+            insecure: false,
+            feeder: None,
+            feeder_policy: FeederPolicy::default(),
         }
     }
 }
@@ -461,8 +485,9 @@ impl Scenario {
             path: None,
             text: text.to_owned(),
         };
-        let profile = scenario.validate_at(origin)?;
+        let (profile, feeder) = scenario.validate_at(origin)?;
         scenario.session_profile = OnceLock::from(profile);
+        scenario.feeder = OnceLock::from(feeder);
         Ok(scenario)
     }
 
@@ -473,8 +498,9 @@ impl Scenario {
             Some(p) => p.display().to_string(),
             None => "<scenario>".to_owned(),
         };
-        let profile = self.validate_at(&origin)?;
+        let (profile, feeder) = self.validate_at(&origin)?;
         let _ = self.session_profile.set(profile);
+        let _ = self.feeder.set(feeder);
         Ok(())
     }
 
@@ -486,8 +512,22 @@ impl Scenario {
             .get_or_init(|| Profile::from_options(self.protocol, &self.profile).unwrap_or_default())
     }
 
-    /// Validates, and returns the protocol profile the scenario describes.
-    fn validate_at(&self, origin: &str) -> Result<Profile, ScenarioError> {
+    /// The CSV feeder of `[client] feeder`, if any. Loaded when the scenario is parsed or
+    /// validated; a scenario deserialised from JSON reads it on first use (`None` if it cannot:
+    /// call [`Scenario::validate`] first for the error).
+    pub fn feeder(&self) -> Option<&Feeder> {
+        self.feeder
+            .get_or_init(|| {
+                let path = self.client.feeder.as_ref()?;
+                Feeder::load(path, self.client.feeder_policy)
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_deref()
+    }
+
+    /// Validates, and returns the protocol profile the scenario describes and its feeder.
+    fn validate_at(&self, origin: &str) -> Result<(Profile, Option<Arc<Feeder>>), ScenarioError> {
         let v = Validator { s: self, origin };
         v.name()?;
         v.counts()?;
@@ -497,7 +537,11 @@ impl Scenario {
         v.slow_consumers()?;
         v.durations()?;
         v.reconnect_and_faults()?;
-        v.profile()
+        v.tls()?;
+        let feeder = v.feeder()?;
+        let profile = v.profile()?;
+        v.placeholders(&profile, feeder.as_deref())?;
+        Ok((profile, feeder))
     }
 
     /// The node-kill fault, if the scenario has one.
@@ -846,6 +890,81 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn tls(&self) -> Result<(), ScenarioError> {
+        if let Some(path) = &self.s.client.ca_file {
+            crate::tls::load_ca_file(path).map_err(|e| {
+                self.err(
+                    "client",
+                    "ca_file",
+                    format!("client.ca_file = {:?}: {e}", path.display().to_string()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn feeder(&self) -> Result<Option<Arc<Feeder>>, ScenarioError> {
+        let c = &self.s.client;
+        let Some(path) = &c.feeder else {
+            return Ok(None);
+        };
+        let feeder = Feeder::load(path, c.feeder_policy)
+            .map_err(|e| self.err("client", "feeder", format!("client.feeder: {e}")))?;
+        if !feeder.covers(self.s.connections) {
+            return Err(self.err(
+                "client",
+                "feeder",
+                format!(
+                    "client.feeder {:?} has {} rows for {} connections (one row per connection \
+                     under feeder_policy = \"refuse\"): add rows, lower connections, or set \
+                     feeder_policy = \"cycle\" to reuse rows",
+                    path.display().to_string(),
+                    feeder.len(),
+                    self.s.connections
+                ),
+            ));
+        }
+        Ok(Some(Arc::new(feeder)))
+    }
+
+    /// The placeholders of the profile's request fields, against the feeder's columns.
+    fn placeholders(
+        &self,
+        profile: &Profile,
+        feeder: Option<&Feeder>,
+    ) -> Result<(), ScenarioError> {
+        // The URL's own path is checked with the target; here the `[profile]` fields.
+        let request = profile.request("/");
+        let columns = feeder.map(|f| &f.columns[..]);
+        SessionTemplate::new(&request, columns).map_err(|(field, e)| {
+            let (key, line) = match &field {
+                Field::Path => (
+                    "path",
+                    find_key_line(&self.s.source.text, "profile", "path"),
+                ),
+                Field::Subprotocol => (
+                    "subprotocol",
+                    find_key_line(&self.s.source.text, "profile", "subprotocol"),
+                ),
+                Field::Header(name) => (
+                    "headers",
+                    find_key_line(&self.s.source.text, "profile", "headers")
+                        .or_else(|| find_key_line(&self.s.source.text, "profile.headers", name)),
+                ),
+            };
+            ScenarioError::Invalid {
+                location: Location {
+                    origin: self.origin(),
+                    line,
+                    column: None,
+                },
+                field: key,
+                message: format!("profile.{key}: {e}"),
+            }
+        })?;
         Ok(())
     }
 
@@ -1272,6 +1391,100 @@ mod tests {
         let e = parse(text).expect_err("scenario should be rejected");
         let msg = e.to_string();
         (e, msg)
+    }
+
+    /// A scenario of `connections` with a feeder file of `csv` and the `[profile]` lines.
+    fn with_feeder(
+        csv: &str,
+        connections: u32,
+        client: &str,
+        profile: &str,
+    ) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.csv");
+        std::fs::write(&path, csv).expect("write");
+        let text = format!(
+            "name = \"m\"\nconnections = {connections}\n[client]\nfeeder = {:?}\n{client}[profile]\n{profile}",
+            path.display().to_string()
+        );
+        (dir, text)
+    }
+
+    #[test]
+    fn feeder_placeholders_are_checked_at_parse_time_with_the_line() {
+        let csv = "user,token\nu0,t0\nu1,t1\n";
+        let (_d, ok) = with_feeder(csv, 2, "", "headers = { Authorization = \"Bearer {feeder.token}\" }\npath = \"/ws/{room}?c={conn}&f={from}\"\n");
+        let s = parse(&ok).expect("valid");
+        assert_eq!(s.feeder().map(|f| f.len()), Some(2));
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "headers = { Authorization = \"Bearer {feeder.tokn}\" }\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(
+            msg.contains("no column \"tokn\"") && msg.contains("user, token"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 2, "", "subprotocol = \"v1.{conection}\"\n");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("unknown placeholder {conection}"), "{msg}");
+        let (_d, t) = with_feeder(csv, 2, "", "path = \"/ws/{conn\"\n");
+        let (_, msg) = err(&t);
+        assert!(msg.contains("unbalanced brace"), "{msg}");
+        // A [profile.headers] table: the header's own line.
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "[profile.headers]\nX-Token = \"{feeder.nope}\"\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(7), "{msg}");
+    }
+
+    #[test]
+    fn feeder_without_enough_rows_is_refused_unless_it_cycles() {
+        let csv = "token\nt0\nt1\n";
+        let (_d, t) = with_feeder(csv, 3, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(
+            msg.contains("2 rows for 3 connections") && msg.contains("cycle"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 3, "feeder_policy = \"cycle\"\n", "");
+        let s = parse(&t).expect("cycle");
+        assert_eq!(
+            s.feeder().and_then(|f| f.row(2)).map(|r| r[0].as_str()),
+            Some("t0")
+        );
+        let (_d, t) = with_feeder("token\n", 1, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("empty feeder"), "{msg}");
+        let (_, msg) =
+            err("name = \"m\"\nconnections = 1\n[profile]\nheaders = { A = \"{feeder.token}\" }\n");
+        assert!(msg.contains("needs a feeder file"), "{msg}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_refused_with_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "nothing\n").expect("write");
+        let (e, msg) = err(&format!(
+            "name = \"m\"\nconnections = 1\n[client]\ninsecure = false\nca_file = {:?}\n",
+            path.display().to_string()
+        ));
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(
+            msg.contains("ca.pem") && msg.contains("no certificate"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -188,6 +188,7 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
         failover,
     } = input;
     let mut notes: Vec<String> = low_rate_note(scenario).into_iter().collect();
+    notes.extend(crate::tls::summary_note(&target.url, &scenario.client));
     notes.extend(own_notes);
     let ready = conns.ready;
     let memory_per_conn = match (

@@ -203,6 +203,14 @@ struct RunArgs {
     /// (values are TOML; a bare word is taken as a string).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// wss:// targets: trust only the CA certificates in this PEM file (instead of the built-in
+    /// Mozilla roots); the same as `--set client.ca_file=FILE`, recorded with the overrides.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// wss:// targets: accept any server certificate (testing only). Printed as a warning and
+    /// recorded with the overrides (`client.insecure=true`) and in the summary's notes.
+    #[arg(long)]
+    insecure: bool,
     /// Folder that receives the run folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
@@ -262,7 +270,11 @@ pub fn main() -> ExitCode {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
                 match re {
-                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. })
+                    RunError::Target(
+                        chatbench_loadgen::target::TargetError::BadUrl { .. }
+                        | chatbench_loadgen::target::TargetError::Placeholder { .. }
+                        | chatbench_loadgen::target::TargetError::TlsConfig { .. },
+                    )
                     | RunError::Layout(_) => EXIT_USAGE,
                     _ => EXIT_RUN_FAILED,
                 }
@@ -321,7 +333,23 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
     Ok(scenario)
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// `--ca-file` and `--insecure` as the `--set` overrides they stand for (so that they are
+/// validated, sent to agents and recorded like any other).
+fn tls_overrides(args: &mut RunArgs) {
+    if let Some(path) = &args.ca_file {
+        let value = toml::Value::String(path.display().to_string());
+        args.overrides.push(format!("client.ca_file={value}"));
+    }
+    if args.insecure {
+        eprintln!(
+            "warning: --insecure: the server's TLS certificate is not verified (recorded in the results)"
+        );
+        args.overrides.push("client.insecure=true".into());
+    }
+}
+
+fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    tls_overrides(&mut args);
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
     preflight_out(&args.out)?;
     if let Some(pid) = args.server_pid {

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use chatbench_protocol::{encode_join, encode_leave, parse_server, MsgWriter, ServerFrame};
 
 use crate::stats::Stats;
+use crate::target::Transport;
 
 mod options;
 pub mod phoenix;
@@ -484,11 +484,9 @@ pub(crate) enum Step {
     Fail(String),
 }
 
-type Ws = WebSocketStream<TcpStream>;
-
 /// Reads frames until `step` says done or failed; answers replies; counts bad frames.
-async fn converse(
-    ws: &mut Ws,
+async fn converse<S: Transport>(
+    ws: &mut WebSocketStream<S>,
     stats: &Stats,
     what: &str,
     mut step: impl FnMut(&str) -> Step,
@@ -520,7 +518,11 @@ async fn converse(
 
 /// The handshake after the WebSocket opens, before any room is joined (Socket.IO: the
 /// Engine.IO open packet and the namespace connect). Errors are connect-error labels.
-pub async fn open_session(profile: &Profile, ws: &mut Ws, stats: &Stats) -> Result<(), String> {
+pub async fn open_session<S: Transport>(
+    profile: &Profile,
+    ws: &mut WebSocketStream<S>,
+    stats: &Stats,
+) -> Result<(), String> {
     match &profile.kind {
         Kind::SocketIo(s) => {
             // The Engine.IO open packet, then our namespace connect and its acknowledgement.
@@ -535,7 +537,12 @@ pub async fn open_session(profile: &Profile, ws: &mut Ws, stats: &Stats) -> Resu
 }
 
 /// Joins `room` and waits for the server's acknowledgement when the protocol has one.
-pub async fn join(profile: &Profile, ws: &mut Ws, stats: &Stats, room: &str) -> Result<(), String> {
+pub async fn join<S: Transport>(
+    profile: &Profile,
+    ws: &mut WebSocketStream<S>,
+    stats: &Stats,
+    room: &str,
+) -> Result<(), String> {
     let Some(frame) = profile.join_frame(room) else {
         return Ok(());
     };
