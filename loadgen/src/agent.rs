@@ -24,7 +24,7 @@ use crate::control::{
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
 use crate::run::{parse_targets, source_addrs_for};
-use crate::scenario::Scenario;
+use chatbench_model::scenario::Scenario;
 use crate::stats::Stats;
 use crate::{sampler, sys};
 

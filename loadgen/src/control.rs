@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::stats::new_hist;
+use chatbench_model::hist::new_hist;
 
 /// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
 /// connections, the window's deliveries from every agent and reconnect counts; `done` carries
@@ -529,8 +529,8 @@ mod tests {
         let mut a = new_hist();
         let mut b = new_hist();
         for v in 1..=1000u64 {
-            crate::stats::record(&mut a, v);
-            crate::stats::record(&mut b, v * 1000);
+            chatbench_model::hist::record(&mut a, v);
+            chatbench_model::hist::record(&mut b, v * 1000);
         }
         let a2 = decode_hist(&encode_hist(&a).expect("encode")).expect("decode");
         let b2 = decode_hist(&encode_hist(&b).expect("encode")).expect("decode");

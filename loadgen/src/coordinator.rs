@@ -33,15 +33,14 @@ use crate::control::{
 use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
-use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use crate::results::{
+use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
 };
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
-use crate::stats::new_hist;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
+use chatbench_model::hist::new_hist;
+use chatbench_model::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::{sampler, sys};
 
 /// Where the agents come from.
@@ -302,7 +301,7 @@ fn agent_err(msg: String) -> RunError {
 /// `max_connecting` too (each gets its part, at least 1): the host has that many set-ups in
 /// flight, whatever the number of agents. A remote agent keeps the whole bound for its host.
 fn agent_scenario(
-    scenario: &crate::scenario::Scenario,
+    scenario: &chatbench_model::scenario::Scenario,
     share: u64,
     total: u64,
     local: bool,
@@ -591,7 +590,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     drop(tx);
 
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let pids = ropts.target_info.sampled_pids();
     // The servers and the host are read on a thread of their own: a slow /proc must not keep
@@ -1208,6 +1207,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         host_of(Mark::MeasureEnd).as_ref(),
         server_cores,
         ropts.target_info.cpu_affinity.as_deref(),
+        &crate::sys::cpu_affinity(),
     );
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
@@ -1319,13 +1319,13 @@ mod tests {
 
     #[test]
     fn agents_share_the_ramp_rate_and_keep_everything_else() {
-        let s = crate::scenario::Scenario::parse(
+        let s = chatbench_model::scenario::Scenario::parse(
             "name='t'\nconnections=300\nramp_rate=3000.0\nrooms=3\nmembers_per_room=100\n",
             "t",
         )
         .expect("scenario");
         let text = agent_scenario(&s, 100, 300, false).expect("encode");
-        let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&text, "agent").expect("parses back");
         assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
         assert_eq!(back.connections, 300);
         assert_eq!(back.rooms, 3);
@@ -1334,13 +1334,13 @@ mod tests {
         // A remote agent keeps the whole set-up bound; local agents share the host's.
         assert_eq!(back.max_connecting, s.max_connecting);
         let local = agent_scenario(&s, 100, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&local, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 334);
         let tiny =
-            crate::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
+            chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
                 .expect("scenario");
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
     }
 
@@ -1375,7 +1375,7 @@ mod tests {
         assert_eq!(totals.connect_errors.get("refused"), Some(&2));
         assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
         // The open rate the summary derives counts all three agents' opens.
-        let s = crate::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let s = chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
         let hist = new_hist();
         let conns = summary::ConnCounts {
             planned: 300,
@@ -1402,7 +1402,7 @@ mod tests {
         let hist_of = |values: &[u64]| {
             let mut h = new_hist();
             for &v in values {
-                crate::stats::record(&mut h, v);
+                chatbench_model::hist::record(&mut h, v);
             }
             control::encode_hist(&h).expect("encode")
         };

@@ -9,7 +9,7 @@
 //! per sender to count duplicates. Loss is computed per room at the end:
 //! expected = sent × (readers − 1).
 //!
-//! What goes over the wire is the scenario's protocol profile's business ([`crate::profile`]):
+//! What goes over the wire is the scenario's protocol profile's business ([`chatbench_model::profile`]):
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
 //! what an incoming frame is, and keep-alives. With the `echo` profile each sender reads its own
 //! messages back and its room counts as two readers, so expected = sent.
@@ -29,9 +29,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
-use crate::profile::{self, Fanout, FrameWriter, Incoming, SessionRequest};
-use crate::reconnect::ReconnectSettings;
-use crate::scenario::Scenario;
+use chatbench_model::profile::{Fanout, FrameWriter, Incoming, SessionRequest};
+use chatbench_model::reconnect::ReconnectSettings;
+use chatbench_model::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
 use crate::target::{connect, ws_config, Target};
@@ -488,9 +488,9 @@ async fn open_and_join(
     .await
     .map_err(|e| e.label())?;
     let profile = shared.scenario.session_profile();
-    profile::open_session(profile, &mut ws, &shared.stats).await?;
+    crate::session::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
-    profile::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
+    crate::session::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
     Ok(ws)
 }
 

@@ -18,15 +18,15 @@ use crate::engine::{ramp, Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
-use crate::provenance::Provenance;
-use crate::results::{
+use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
 };
-use crate::sampler::{self, HostSample, ProcSample};
-use crate::scenario::Scenario;
+use crate::sampler;
+use chatbench_model::sampler::{HostSample, ProcSample};
+use chatbench_model::scenario::Scenario;
 use crate::stats::Stats;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
+use chatbench_model::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
@@ -364,7 +364,7 @@ fn failover_outcome(
     window_s: (f64, f64),
     seconds: &[SecondHist],
     sup: Option<&Arc<Mutex<Supervisor>>>,
-) -> failover::FailoverOutcome {
+) -> chatbench_model::failover::FailoverOutcome {
     let c = &shared.stats.counters;
     let since = |v: u64, before: u64| v.saturating_sub(before);
     let last_us = Stats::get(&c.last_reconnect_us);
@@ -447,7 +447,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target.preflight(scenario.connect_timeout).await?;
     }
     let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let plan = Plan::for_agent(&scenario, 0, &layout);
     let slow = plan.slow_count() as u64;
@@ -736,6 +736,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             b.host.as_ref(),
             server_cores,
             opts.target_info.cpu_affinity.as_deref(),
+            &crate::sys::cpu_affinity(),
         );
     }
     let pacer_lag_p = pacer_lag

@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::profile::SessionRequest;
-use crate::scenario::ClientSettings;
+use chatbench_model::profile::SessionRequest;
+use chatbench_model::scenario::ClientSettings;
 
 /// Errors about the target URL itself.
 #[derive(Debug, Error)]

@@ -617,7 +617,7 @@ pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{new_hist, record};
+    use crate::hist::{new_hist, record};
 
     #[test]
     fn hgrm_has_the_hdrhistogram_layout() {

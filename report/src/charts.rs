@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chatbench_loadgen::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};

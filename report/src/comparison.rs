@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chatbench_loadgen::results::{RunStatus, Summary};
+use chatbench_model::results::{RunStatus, Summary};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -490,7 +490,7 @@ pub fn build_suite(
         },
     );
     // The two memory rows differ only in the figure and the kernel row's caveat.
-    type MemPick = fn(&chatbench_loadgen::sampler::MemoryPerConn) -> (f64, &'static str);
+    type MemPick = fn(&chatbench_model::sampler::MemoryPerConn) -> (f64, &'static str);
     let memory_rows: [(&str, &str, MemPick); 2] = [
         (
             "memory_user_kib",
@@ -535,7 +535,7 @@ pub fn build_suite(
         (
             "latency_p50_ms",
             "Delivery latency p50",
-            (|l: &chatbench_loadgen::results::Percentiles| l.p50) as fn(&_) -> u64,
+            (|l: &chatbench_model::results::Percentiles| l.p50) as fn(&_) -> u64,
         ),
         ("latency_p99_ms", "Delivery latency p99", |l| l.p99),
         ("latency_p999_ms", "Delivery latency p99.9", |l| l.p999),
@@ -1040,7 +1040,7 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
     if !results.keys().any(|(_, s)| *s == Step::NodeLoss) {
         return Vec::new();
     }
-    type Pick = fn(&chatbench_loadgen::failover::FailoverOutcome) -> Result<(f64, String), String>;
+    type Pick = fn(&chatbench_model::failover::FailoverOutcome) -> Result<(f64, String), String>;
     let rows: [(&str, &str, &str, Pick); 3] = [
         (
             "node_loss_all_back_ms",

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use chatbench_loadgen::results::Summary;
+use chatbench_model::results::Summary;
 
 use crate::comparison::{Cell, Comparison};
 

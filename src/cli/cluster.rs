@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use chatbench_loadgen::results::write_file_atomic;
+use chatbench_model::results::write_file_atomic;
 use chatbench_loadgen::supervisor::{
     Backplane, ClusterSpec, Event, EventKind, RestartPolicy, Supervisor,
 };

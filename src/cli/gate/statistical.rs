@@ -11,8 +11,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use chatbench_loadgen::provenance::{now_rfc3339, Provenance};
-use chatbench_loadgen::results::OtherLoad;
+use chatbench_model::provenance::now_rfc3339;
+use chatbench_model::results::OtherLoad;
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
 
@@ -259,7 +259,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             args.arch
         ))
     });
-    let prov = Provenance::collect();
+    let prov = chatbench_loadgen::provenance::collect();
     let here = Fingerprint::from_provenance(&prov);
     let mut notes = Vec::new();
     if cfg!(debug_assertions) && (args.baseline_bin.is_none() || args.candidate_bin.is_none()) {

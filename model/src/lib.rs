@@ -1,0 +1,22 @@
+//! chatbench results model: what a run is asked to do and what it found, as data — the one
+//! contract between measuring (`chatbench-loadgen`) and reporting (`chatbench-report`). No
+//! async runtime and no sockets: reports build on it without compiling the load generator.
+//!
+//! - [`scenario`]: scenario files (TOML) and their validation; [`profile`]: the protocol
+//!   profiles' options, framing and decoding (pure; the session I/O is the load generator's);
+//!   [`reconnect`]: the reconnect policy and the node-kill fault settings.
+//! - [`results`]: `summary.json`'s types and reading/writing the results files (atomically).
+//! - [`summary`]: building a summary from what was measured — the one place that derives figures.
+//! - [`provenance`], [`sampler`], [`failover`], [`hist`]: the data a summary records (the host
+//!   and build, `/proc` readings and what derives from them alone, a node loss's cost, the
+//!   latency histograms' shape); collecting them is the load generator's.
+
+pub mod failover;
+pub mod hist;
+pub mod profile;
+pub mod provenance;
+pub mod reconnect;
+pub mod results;
+pub mod sampler;
+pub mod scenario;
+pub mod summary;
