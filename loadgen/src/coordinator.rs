@@ -1391,7 +1391,7 @@ mod tests {
         };
         let summary = summary::build(summary::SummaryInput {
             conns,
-            ..summary::tests::input(&s, &hist)
+            ..summary::testing::input(&s, &hist)
         });
         assert!((summary.connections.open_rate_per_s - 84.0).abs() < 1e-9);
     }

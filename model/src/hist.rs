@@ -19,3 +19,17 @@ pub fn new_hist() -> Histogram<u64> {
 pub fn record(h: &mut Histogram<u64>, us: u64) {
     let _ = h.record(us.clamp(1, HIST_MAX_US));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_clamped_not_lost() {
+        let mut h = new_hist();
+        record(&mut h, 0);
+        record(&mut h, u64::MAX);
+        assert_eq!(h.len(), 2);
+        assert!(h.max() >= HIST_MAX_US);
+    }
+}

@@ -12,6 +12,7 @@
 //!   latency histograms' shape); collecting them is the load generator's.
 
 pub mod failover;
+pub mod figures;
 pub mod hist;
 pub mod profile;
 pub mod provenance;

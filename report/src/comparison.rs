@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chatbench_model::figures::{self, Figure, Under};
 use chatbench_model::results::{RunStatus, Summary};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -465,154 +466,34 @@ pub fn build_suite(
             cells,
         });
     };
-    row(
-        "connections_held",
-        "Connections held (not a capacity probe in this suite)",
-        "connections",
-        &|a| {
+    // The single-figure rows, from the figure catalogue (in its order).
+    for (fig, t) in figures::table() {
+        let (step, condition): (Step, fn(&Summary) -> String) = match t.under {
+            Under::Idle => (Step::Idle, idle_condition),
+            Under::Load => (Step::Broadcast, load_condition),
+        };
+        row(t.key, t.question, t.unit, &|a| {
             cell(
                 results,
                 base,
                 a,
-                Step::Idle,
+                step,
                 |s| {
-                    let errs: u64 = s.connections.errors.values().sum();
-                    Ok((
-                        s.connections.ready as f64,
-                        format!(
-                            "{} of {} ({} errors)",
-                            s.connections.ready, s.connections.planned, errs
-                        ),
-                    ))
+                    let v = fig.shown(s).ok_or(t.missing)?;
+                    let shown = fig.show.format(v);
+                    let mut text = match t.text {
+                        Some(text) => text(s, shown),
+                        None => shown,
+                    };
+                    if t.spread {
+                        text.push_str(&spread_note(runs, a, step, fig));
+                    }
+                    Ok((v, text))
                 },
-                idle_condition,
-            )
-        },
-    );
-    // The two memory rows differ only in the figure and the kernel row's caveat.
-    type MemPick = fn(&chatbench_model::sampler::MemoryPerConn) -> (f64, &'static str);
-    let memory_rows: [(&str, &str, MemPick); 2] = [
-        (
-            "memory_user_kib",
-            "Memory per connection, user space",
-            |m| (m.user_bytes_per_conn, ""),
-        ),
-        (
-            "memory_kernel_kib",
-            "Memory per connection, kernel (slab, both loopback sockets)",
-            |m| {
-                let caveat = if m.sockets_as_expected {
-                    ""
-                } else {
-                    " (unreliable: other socket activity)"
-                };
-                (m.kernel_slab_bytes_per_conn, caveat)
-            },
-        ),
-    ];
-    for (key, label, pick) in memory_rows {
-        row(key, label, "KiB", &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Idle,
-                |s| {
-                    let m = s
-                        .target_resources
-                        .memory_per_conn
-                        .as_ref()
-                        .ok_or("not sampled")?;
-                    let (bytes, caveat) = pick(m);
-                    let v = bytes / 1024.0;
-                    Ok((v, format!("{v:.2} KiB{caveat}")))
-                },
-                idle_condition,
+                condition,
             )
         });
     }
-    for (key, label, pick) in [
-        (
-            "latency_p50_ms",
-            "Delivery latency p50",
-            (|l: &chatbench_model::results::Percentiles| l.p50) as fn(&_) -> u64,
-        ),
-        ("latency_p99_ms", "Delivery latency p99", |l| l.p99),
-        ("latency_p999_ms", "Delivery latency p99.9", |l| l.p999),
-    ] {
-        row(key, label, "ms", &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Broadcast,
-                |s| {
-                    let l = s.latency_us.as_ref().ok_or("no deliveries")?;
-                    let v = pick(l) as f64 / 1000.0;
-                    let repeats = runs
-                        .get(&(a.to_string(), Step::Broadcast))
-                        .and_then(|r| {
-                            crate::sweeps::spread(r, |s| {
-                                s.latency_us.as_ref().map(|l| pick(l) as f64 / 1000.0)
-                            })
-                        })
-                        .map(|(lo, hi, n)| {
-                            format!(" (median of {n} runs by p99; range {lo:.3}–{hi:.3})")
-                        })
-                        .unwrap_or_default();
-                    Ok((v, format!("{v:.3} ms{repeats}")))
-                },
-                load_condition,
-            )
-        });
-    }
-    row("loss", "Messages lost at that load", "messages", &|a| {
-        cell(
-            results,
-            base,
-            a,
-            Step::Broadcast,
-            |s| {
-                let m = &s.messages;
-                Ok((m.lost as f64, format!("{} of {}", m.lost, m.expected)))
-            },
-            load_condition,
-        )
-    });
-    row("cpu_cores", "Server CPU at that load", "cores", &|a| {
-        cell(
-            results,
-            base,
-            a,
-            Step::Broadcast,
-            |s| {
-                let v = s.target_resources.cpu_cores_measure.ok_or("not sampled")?;
-                Ok((v, format!("{v:.2} cores")))
-            },
-            load_condition,
-        )
-    });
-    row(
-        "cpu_us_per_delivery",
-        "Server CPU per delivered message",
-        "µs",
-        &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Broadcast,
-                |s| {
-                    let v = s
-                        .target_resources
-                        .cpu_us_per_delivery
-                        .ok_or("not sampled")?;
-                    Ok((v, format!("{v:.2} µs")))
-                },
-                load_condition,
-            )
-        },
-    );
     row(
         "fault_blast_radius",
         "Fault tolerance: other connections lost to one crashing handler",
@@ -693,6 +574,15 @@ pub fn build_suite(
         notes,
         slo_p99_ms: has_sweeps.then_some(slo),
     }
+}
+
+/// ` (median of N runs by p99; range lo–hi)` when `arch`'s `step` ran more than once.
+fn spread_note(runs: &Runs, arch: &str, step: Step, fig: &Figure) -> String {
+    let d = fig.show.digits;
+    runs.get(&(arch.to_string(), step))
+        .and_then(|r| crate::sweeps::spread(r, |s| fig.shown(s)))
+        .map(|(lo, hi, n)| format!(" (median of {n} runs by p99; range {lo:.d$}–{hi:.d$})"))
+        .unwrap_or_default()
 }
 
 /// The cell of a sweep that did not run for `arch`.
