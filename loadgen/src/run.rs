@@ -18,6 +18,7 @@ use crate::engine::{ramp, Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
+use chatbench_model::figures;
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
@@ -933,12 +934,17 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
         m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
     );
+    // The catalogue's figures as the catalogue shows them.
+    let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
     if let Some(l) = &s.latency_us {
-        let ms = |v: u64| v as f64 / 1000.0;
         let _ = writeln!(
             out,
-            "  latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={}, from intended send time)",
-            ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max), l.count
+            "  latency     p50 {}  p99 {}  p99.9 {}  max {:.3} ms  (n={}, from intended send time)",
+            fig("p50_latency"),
+            fig("p99_latency"),
+            fig("p999_latency"),
+            l.max as f64 / 1000.0,
+            l.count
         );
     }
     let r = &s.target_resources;
@@ -950,12 +956,12 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             mem.kernel_slab_bytes_per_conn / 1024.0
         );
     }
-    if let Some(cores) = r.cpu_cores_measure {
+    if r.cpu_cores_measure.is_some() {
         let per = r
             .cpu_us_per_delivery
             .map(|v| format!(", {v:.2} CPU-µs/delivery"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  server cpu  {cores:.2} cores{per}");
+        let _ = writeln!(out, "  server cpu  {}{per}", fig("server_cpu_cores"));
     }
     let g = &s.generator;
     let _ = writeln!(

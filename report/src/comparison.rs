@@ -142,12 +142,50 @@ pub struct Cell {
     pub display: String,
     /// The number behind it, when there is one (in the row's unit).
     pub value: Option<f64>,
-    /// `ok`, `invalid`, `failed`, `partial` or `not_measured`.
-    pub status: String,
+    /// What kind of cell it is.
+    pub status: CellStatus,
     /// Under which conditions it was measured.
     pub condition: String,
     /// The `summary.json` it came from, relative to the comparison folder.
     pub source: Option<String>,
+}
+
+/// What kind of cell a table cell is (`status` in `comparison.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    /// A figure from a complete, valid run.
+    Ok,
+    /// A figure from a valid run that did not complete (interrupted): what was measured.
+    Partial,
+    /// The run was invalid (generator-bound): no figure.
+    Invalid,
+    /// The step failed (the server did not start, the run crashed): no figure.
+    Failed,
+    /// The suite did not measure it, or the run lacks the figure.
+    NotMeasured,
+    /// A sweep whose first step already stopped it (no passing point; it says what stopped it).
+    Stopped,
+}
+
+impl CellStatus {
+    /// The name in `comparison.json` and in the HTML table's cell class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Ok => "ok",
+            CellStatus::Partial => "partial",
+            CellStatus::Invalid => "invalid",
+            CellStatus::Failed => "failed",
+            CellStatus::NotMeasured => "not_measured",
+            CellStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl PartialEq<&str> for CellStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// One row.
@@ -219,14 +257,14 @@ fn cell(
         None => Cell {
             display: "not measured".into(),
             value: None,
-            status: "not_measured".into(),
+            status: CellStatus::NotMeasured,
             condition: format!("no {} step in this suite", step.as_str()),
             source: None,
         },
         Some(StepResult::Failed { .. }) => Cell {
             display: "failed".into(),
             value: None,
-            status: "failed".into(),
+            status: CellStatus::Failed,
             condition: format!("the {} step failed (see Failures)", step.as_str()),
             source: None,
         },
@@ -237,7 +275,7 @@ fn cell(
                 return Cell {
                     display: "invalid (generator-bound)".into(),
                     value: None,
-                    status: "invalid".into(),
+                    status: CellStatus::Invalid,
                     condition: s.invalid_reasons.join("; "),
                     source,
                 };
@@ -254,9 +292,9 @@ fn cell(
                     },
                     value: Some(value),
                     status: if s.status == RunStatus::Complete {
-                        "ok".into()
+                        CellStatus::Ok
                     } else {
-                        "partial".into()
+                        CellStatus::Partial
                     },
                     condition: match busy {
                         Some(w) => format!("{}; {w}", condition(s)),
@@ -267,7 +305,7 @@ fn cell(
                 Err(why) => Cell {
                     display: why,
                     value: None,
-                    status: "not_measured".into(),
+                    status: CellStatus::NotMeasured,
                     condition: condition(s),
                     source,
                 },
@@ -590,7 +628,7 @@ fn not_run(step: Step) -> Cell {
     Cell {
         display: "not measured".into(),
         value: None,
-        status: "not_measured".into(),
+        status: CellStatus::NotMeasured,
         condition: format!("no {} step in this run", step.as_str()),
         source: None,
     }
@@ -672,11 +710,11 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
             ),
             value: None,
             status: if generator {
-                "invalid".into()
+                CellStatus::Invalid
             } else if matches!(p.result, StepResult::Failed { .. }) {
-                "failed".into()
+                CellStatus::Failed
             } else {
-                "stopped".into()
+                CellStatus::Stopped
             },
             condition,
             source: source_of(p.result, base),
@@ -732,7 +770,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                 Cell {
                     display,
                     value: Some(n as f64),
-                    status: "ok".into(),
+                    status: CellStatus::Ok,
                     condition,
                     source: source_of(held.result, base),
                 }
@@ -772,7 +810,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                                 "{kib:.2} KiB ({n} steps, {lo}–{hi} connections{stop})"
                             ),
                             value: Some(kib),
-                            status: "ok".into(),
+                            status: CellStatus::Ok,
                             condition,
                             source: v.held.and_then(|p| source_of(p.result, base)),
                         }
@@ -783,7 +821,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                     None => Cell {
                         display: format!("fewer than 2 usable steps{stop}"),
                         value: None,
-                        status: "not_measured".into(),
+                        status: CellStatus::NotMeasured,
                         condition,
                         source: v.held.and_then(|p| source_of(p.result, base)),
                     },
@@ -836,7 +874,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                 Cell {
                     display,
                     value: Some(s.messages.delivered_per_s),
-                    status: "ok".into(),
+                    status: CellStatus::Ok,
                     condition,
                     source: source_of(held.result, base),
                 }
@@ -870,7 +908,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         return Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: format!("no run with rooms of {m}"),
                             source: None,
                         };
@@ -881,7 +919,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         return Cell {
                             display: "invalid (generator-bound)".into(),
                             value: None,
-                            status: "invalid".into(),
+                            status: CellStatus::Invalid,
                             condition: s.invalid_reasons.join("; "),
                             source,
                         };
@@ -901,9 +939,9 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                                 display: format!("{v:.3} ms{lost}"),
                                 value: Some(v),
                                 status: if s.status == RunStatus::Complete {
-                                    "ok".into()
+                                    CellStatus::Ok
                                 } else {
-                                    "partial".into()
+                                    CellStatus::Partial
                                 },
                                 condition,
                                 source,
@@ -912,7 +950,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         None => Cell {
                             display: "no deliveries".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition,
                             source,
                         },
@@ -1033,7 +1071,7 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
                         Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: "a single server process: losing it is a whole outage; the cluster columns measure the loss of one node".into(),
                             source: None,
                         }
@@ -1075,7 +1113,7 @@ fn scaling_rows(runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
                         Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: "no scaling step in this run: the suites measure it when a cluster column is in the run (`--archs cluster-mesh`), and `--suite full` for every architecture as independent servers".into(),
                             source: None,
                         },
@@ -1139,7 +1177,7 @@ fn scaling_cell(
         return Cell {
             display: "not measured".into(),
             value: None,
-            status: "not_measured".into(),
+            status: CellStatus::NotMeasured,
             condition: "no scaling step for this column in this run (the quick suite scales the cluster columns only; `--suite full` also scales each architecture as independent servers)".into(),
             source: None,
         };
@@ -1205,9 +1243,9 @@ fn scaling_cell(
         display: parts.join(" · "),
         value,
         status: if all_ok {
-            "ok".into()
+            CellStatus::Ok
         } else {
-            "partial".into()
+            CellStatus::Partial
         },
         condition: format!(
             "{} (value and link: the largest node count with a figure; every point's results: {})",

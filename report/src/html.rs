@@ -99,7 +99,7 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
                     let _ = write!(
                         o,
                         "<td class=\"{}\" title=\"{}\">{text}</td>",
-                        esc(&cell.status),
+                        cell.status.as_str(),
                         esc(&cell.condition)
                     );
                 }
