@@ -34,6 +34,7 @@ use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
+use chatbench_model::series;
 use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
@@ -789,44 +790,44 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
             let t = at_s(now);
             let mut rows: Vec<(&str, f64)> = vec![
-                ("connections_open", open as f64),
-                ("connect_attempts", sum(|t| t.connect_attempts) as f64),
-                ("connect_errors", sum(|t| t.connect_errors) as f64),
-                ("closed_by_server", sum(|t| t.closed_by_server) as f64),
-                ("sent_per_s", sent.saturating_sub(last_sent) as f64 / dt),
+                (series::CONNECTIONS_OPEN, open as f64),
+                (series::CONNECT_ATTEMPTS, sum(|t| t.connect_attempts) as f64),
+                (series::CONNECT_ERRORS, sum(|t| t.connect_errors) as f64),
+                (series::CLOSED_BY_SERVER, sum(|t| t.closed_by_server) as f64),
+                (series::SENT_PER_S, sent.saturating_sub(last_sent) as f64 / dt),
                 (
-                    "delivered_per_s",
+                    series::DELIVERED_PER_S,
                     delivered.saturating_sub(last_delivered) as f64 / dt,
                 ),
-                ("latency_count", pending.len() as f64),
+                (series::LATENCY_COUNT, pending.len() as f64),
                 (
-                    "generator_rss_bytes",
+                    series::GENERATOR_RSS_BYTES,
                     ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>() as f64,
                 ),
-                ("generator_cpu_cores", (cpu - last_cpu).max(0.0) / dt),
+                (series::GENERATOR_CPU_CORES, (cpu - last_cpu).max(0.0) / dt),
                 (
-                    "agents_live",
+                    series::AGENTS_LIVE,
                     links.iter().filter(|l| !l.lost).count() as f64,
                 ),
             ];
             if scenario.reconnects() {
-                rows.push(("reconnects", sum(|t| t.reconnects) as f64));
-                rows.push(("reconnect_failures", sum(|t| t.reconnect_failures) as f64));
+                rows.push((series::RECONNECTS, sum(|t| t.reconnects) as f64));
+                rows.push((series::RECONNECT_FAILURES, sum(|t| t.reconnect_failures) as f64));
             }
             if !pending.is_empty() {
-                rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
-                rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
-                rows.push(("latency_max_us", pending.max() as f64));
+                rows.push((series::LATENCY_P50_US, pending.value_at_quantile(0.5) as f64));
+                rows.push((series::LATENCY_P99_US, pending.value_at_quantile(0.99) as f64));
+                rows.push((series::LATENCY_MAX_US, pending.max() as f64));
             }
             // The latest reading of the servers' RSS and the kernel side of the fleet's
             // sockets (as a one-process run records it), taken once per reading.
             if let Some(r) = last_second.take() {
                 if let Some(rss) = r.target_rss {
-                    rows.push(("target_rss_bytes", rss as f64));
+                    rows.push((series::TARGET_RSS_BYTES, rss as f64));
                 }
                 if let Some(h) = &r.host {
-                    rows.push(("host_slab_bytes", h.slab_bytes as f64));
-                    rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+                    rows.push((series::HOST_SLAB_BYTES, h.slab_bytes as f64));
+                    rows.push((series::HOST_TCP_INUSE, h.tcp_inuse as f64));
                 }
             }
             for (metric, value) in rows {

@@ -19,6 +19,7 @@ use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use chatbench_model::figures;
+use chatbench_model::series;
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
@@ -267,35 +268,35 @@ impl Ticker {
             });
         }
         let mut rows: Vec<(&str, f64)> = vec![
-            ("connections_open", open),
-            ("connect_attempts", Stats::get(&c.connect_attempts) as f64),
-            ("connect_errors", st.connect_errors.total() as f64),
-            ("closed_by_server", st.closed_by_server.total() as f64),
-            ("sent_per_s", (sent - self.last_sent) as f64 / dt),
+            (series::CONNECTIONS_OPEN, open),
+            (series::CONNECT_ATTEMPTS, Stats::get(&c.connect_attempts) as f64),
+            (series::CONNECT_ERRORS, st.connect_errors.total() as f64),
+            (series::CLOSED_BY_SERVER, st.closed_by_server.total() as f64),
+            (series::SENT_PER_S, (sent - self.last_sent) as f64 / dt),
             (
-                "delivered_per_s",
+                series::DELIVERED_PER_S,
                 (delivered - self.last_delivered) as f64 / dt,
             ),
-            ("latency_count", interval.len() as f64),
+            (series::LATENCY_COUNT, interval.len() as f64),
         ];
         if self.shared.scenario.reconnects() {
-            rows.push(("connections_lost", Stats::get(&c.disconnects) as f64));
-            rows.push(("reconnects", Stats::get(&c.reconnects) as f64));
+            rows.push((series::CONNECTIONS_LOST, Stats::get(&c.disconnects) as f64));
+            rows.push((series::RECONNECTS, Stats::get(&c.reconnects) as f64));
             rows.push((
-                "reconnect_failures",
+                series::RECONNECT_FAILURES,
                 Stats::get(&c.reconnect_failures) as f64,
             ));
         }
         if !interval.is_empty() {
-            rows.push(("latency_p50_us", interval.value_at_quantile(0.5) as f64));
-            rows.push(("latency_p99_us", interval.value_at_quantile(0.99) as f64));
-            rows.push(("latency_max_us", interval.max() as f64));
+            rows.push((series::LATENCY_P50_US, interval.value_at_quantile(0.5) as f64));
+            rows.push((series::LATENCY_P99_US, interval.value_at_quantile(0.99) as f64));
+            rows.push((series::LATENCY_MAX_US, interval.max() as f64));
         }
         if let (Some(a), Some(b)) = (&self.last.server, &s.server) {
-            rows.push(("target_rss_bytes", b.rss_bytes as f64));
-            rows.push(("target_cpu_cores", (b.cpu_seconds - a.cpu_seconds) / dt));
-            rows.push(("target_threads", b.threads as f64));
-            rows.push(("target_open_fds", b.open_fds as f64));
+            rows.push((series::TARGET_RSS_BYTES, b.rss_bytes as f64));
+            rows.push((series::TARGET_CPU_CORES, (b.cpu_seconds - a.cpu_seconds) / dt));
+            rows.push((series::TARGET_THREADS, b.threads as f64));
+            rows.push((series::TARGET_OPEN_FDS, b.open_fds as f64));
             self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
         }
         if !self.pids.is_empty() && s.server.is_none() && !self.target_gone {
@@ -305,13 +306,13 @@ impl Ticker {
             );
         }
         if let Some(h) = &s.host {
-            rows.push(("host_slab_bytes", h.slab_bytes as f64));
-            rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+            rows.push((series::HOST_SLAB_BYTES, h.slab_bytes as f64));
+            rows.push((series::HOST_TCP_INUSE, h.tcp_inuse as f64));
         }
         if let Some(me) = &s.me {
-            rows.push(("generator_rss_bytes", me.rss_bytes as f64));
+            rows.push((series::GENERATOR_RSS_BYTES, me.rss_bytes as f64));
         }
-        rows.push(("generator_cpu_cores", (s.me_cpu - self.last.me_cpu) / dt));
+        rows.push((series::GENERATOR_CPU_CORES, (s.me_cpu - self.last.me_cpu) / dt));
         for (metric, value) in rows {
             self.series.push(SeriesRow {
                 t_s: (t * 1000.0).round() / 1000.0,

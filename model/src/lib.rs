@@ -5,8 +5,11 @@
 //! - [`scenario`]: scenario files (TOML) and their validation; [`profile`]: the protocol
 //!   profiles' options, framing and decoding (pure; the session I/O is the load generator's);
 //!   [`reconnect`]: the reconnect policy and the node-kill fault settings.
-//! - [`results`]: `summary.json`'s types and reading/writing the results files (atomically).
+//! - [`results`]: `summary.json`'s types and reading/writing the results files (atomically);
+//!   [`series`]: the time series' metric names, shared by the writers and the readers.
 //! - [`summary`]: building a summary from what was measured — the one place that derives figures.
+//! - [`figures`]: the figure catalogue — each headline figure's stable key, label, unit, better
+//!   direction, how to read it from a summary and how to format it (`docs/figures.md`).
 //! - [`provenance`], [`sampler`], [`failover`], [`hist`]: the data a summary records (the host
 //!   and build, `/proc` readings and what derives from them alone, a node loss's cost, the
 //!   latency histograms' shape); collecting them is the load generator's.
@@ -20,4 +23,5 @@ pub mod reconnect;
 pub mod results;
 pub mod sampler;
 pub mod scenario;
+pub mod series;
 pub mod summary;

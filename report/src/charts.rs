@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use chatbench_model::series;
 use chatbench_model::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -1128,35 +1129,35 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
             lines: vec![(
                 "connections open".into(),
                 PALETTE[0],
-                get("connections_open", 1.0),
+                get(series::CONNECTIONS_OPEN, 1.0),
             )],
         },
         Panel {
             y_desc: "Messages/s".into(),
             lines: vec![
-                ("sent/s".into(), PALETTE[1], get("sent_per_s", 1.0)),
+                ("sent/s".into(), PALETTE[1], get(series::SENT_PER_S, 1.0)),
                 (
                     "delivered/s".into(),
                     PALETTE[2],
-                    get("delivered_per_s", 1.0),
+                    get(series::DELIVERED_PER_S, 1.0),
                 ),
             ],
         },
         Panel {
             y_desc: "Latency, ms".into(),
             lines: vec![
-                ("p50".into(), PALETTE[0], get("latency_p50_us", 1e-3)),
-                ("p99".into(), PALETTE[3], get("latency_p99_us", 1e-3)),
+                ("p50".into(), PALETTE[0], get(series::LATENCY_P50_US, 1e-3)),
+                ("p99".into(), PALETTE[3], get(series::LATENCY_P99_US, 1e-3)),
             ],
         },
         Panel {
             y_desc: "CPU, cores".into(),
             lines: vec![
-                ("server".into(), PALETTE[4], get("target_cpu_cores", 1.0)),
+                ("server".into(), PALETTE[4], get(series::TARGET_CPU_CORES, 1.0)),
                 (
                     "generator".into(),
                     PALETTE[7],
-                    get("generator_cpu_cores", 1.0),
+                    get(series::GENERATOR_CPU_CORES, 1.0),
                 ),
             ],
         },
@@ -1226,12 +1227,12 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
                 (
                     "connections open".into(),
                     PALETTE[0],
-                    get("connections_open", 1.0),
+                    get(series::CONNECTIONS_OPEN, 1.0),
                 ),
                 (
                     "reconnects (total)".into(),
                     PALETTE[2],
-                    get("reconnects", 1.0),
+                    get(series::RECONNECTS, 1.0),
                 ),
             ],
         },
@@ -1240,7 +1241,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "p99 per second".into(),
                 PALETTE[3],
-                get("latency_p99_us", 1e-3),
+                get(series::LATENCY_P99_US, 1e-3),
             )],
         },
         Panel {
@@ -1248,7 +1249,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "delivered/s".into(),
                 PALETTE[2],
-                get("delivered_per_s", 1.0),
+                get(series::DELIVERED_PER_S, 1.0),
             )],
         },
     ];
