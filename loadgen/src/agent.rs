@@ -24,9 +24,9 @@ use crate::control::{
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan};
 use crate::run::{parse_targets, source_addrs_for};
-use chatbench_model::scenario::Scenario;
 use crate::stats::Stats;
 use crate::{sampler, sys};
+use chatbench_model::scenario::Scenario;
 
 /// Errors that stop an agent.
 #[derive(Debug, Error)]

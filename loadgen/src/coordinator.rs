@@ -34,15 +34,17 @@ use crate::engine::Phase;
 use crate::plan::{Layout, Plan};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use chatbench_model::series;
+use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::{sampler, sys};
+use chatbench_model::hist::new_hist;
 use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
 };
-use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
-use chatbench_model::hist::new_hist;
-use chatbench_model::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
-use crate::{sampler, sys};
+use chatbench_model::series;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Where the agents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -794,7 +796,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
                 (series::CONNECT_ATTEMPTS, sum(|t| t.connect_attempts) as f64),
                 (series::CONNECT_ERRORS, sum(|t| t.connect_errors) as f64),
                 (series::CLOSED_BY_SERVER, sum(|t| t.closed_by_server) as f64),
-                (series::SENT_PER_S, sent.saturating_sub(last_sent) as f64 / dt),
+                (
+                    series::SENT_PER_S,
+                    sent.saturating_sub(last_sent) as f64 / dt,
+                ),
                 (
                     series::DELIVERED_PER_S,
                     delivered.saturating_sub(last_delivered) as f64 / dt,
@@ -812,11 +817,20 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             ];
             if scenario.reconnects() {
                 rows.push((series::RECONNECTS, sum(|t| t.reconnects) as f64));
-                rows.push((series::RECONNECT_FAILURES, sum(|t| t.reconnect_failures) as f64));
+                rows.push((
+                    series::RECONNECT_FAILURES,
+                    sum(|t| t.reconnect_failures) as f64,
+                ));
             }
             if !pending.is_empty() {
-                rows.push((series::LATENCY_P50_US, pending.value_at_quantile(0.5) as f64));
-                rows.push((series::LATENCY_P99_US, pending.value_at_quantile(0.99) as f64));
+                rows.push((
+                    series::LATENCY_P50_US,
+                    pending.value_at_quantile(0.5) as f64,
+                ));
+                rows.push((
+                    series::LATENCY_P99_US,
+                    pending.value_at_quantile(0.99) as f64,
+                ));
                 rows.push((series::LATENCY_MAX_US, pending.max() as f64));
             }
             // The latest reading of the servers' RSS and the kernel side of the fleet's
@@ -1335,11 +1349,14 @@ mod tests {
         // A remote agent keeps the whole set-up bound; local agents share the host's.
         assert_eq!(back.max_connecting, s.max_connecting);
         let local = agent_scenario(&s, 100, 300, true).expect("encode");
-        let back = chatbench_model::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        let back =
+            chatbench_model::scenario::Scenario::parse(&local, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 334);
-        let tiny =
-            chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
-                .expect("scenario");
+        let tiny = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nmax_connecting=2\n",
+            "t",
+        )
+        .expect("scenario");
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
         let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
@@ -1376,7 +1393,8 @@ mod tests {
         assert_eq!(totals.connect_errors.get("refused"), Some(&2));
         assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
         // The open rate the summary derives counts all three agents' opens.
-        let s = chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let s = chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\n", "t")
+            .expect("s");
         let hist = new_hist();
         let conns = summary::ConnCounts {
             planned: 300,

@@ -29,12 +29,12 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
-use chatbench_model::profile::{Fanout, FrameWriter, Incoming, SessionRequest};
-use chatbench_model::reconnect::ReconnectSettings;
-use chatbench_model::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
 use crate::target::{connect, ws_config, Target};
+use chatbench_model::profile::{Fanout, FrameWriter, Incoming, SessionRequest};
+use chatbench_model::reconnect::ReconnectSettings;
+use chatbench_model::scenario::Scenario;
 
 /// The phase a run is in, broadcast to every connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,9 +12,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use chatbench_model::failover::{FailoverOutcome, LossCount};
 use chatbench_model::results::Percentiles;
+use hdrhistogram::Histogram;
 
 use chatbench_model::hist::new_hist;
 

@@ -18,20 +18,22 @@ use crate::engine::{ramp, Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
+use crate::sampler;
+use crate::stats::Stats;
+use crate::supervisor::{EventKind, Supervisor};
+use crate::sys;
+use crate::target::{Target, TargetError};
 use chatbench_model::figures;
-use chatbench_model::series;
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
 };
-use crate::sampler;
 use chatbench_model::sampler::{HostSample, ProcSample};
 use chatbench_model::scenario::Scenario;
-use crate::stats::Stats;
-use chatbench_model::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
-use crate::supervisor::{EventKind, Supervisor};
-use crate::sys;
-use crate::target::{Target, TargetError};
+use chatbench_model::series;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Generator CPU share (of the cores it may use) above which a run is generator-bound.
 pub const GEN_CPU_LIMIT: f64 = 0.90;
@@ -269,7 +271,10 @@ impl Ticker {
         }
         let mut rows: Vec<(&str, f64)> = vec![
             (series::CONNECTIONS_OPEN, open),
-            (series::CONNECT_ATTEMPTS, Stats::get(&c.connect_attempts) as f64),
+            (
+                series::CONNECT_ATTEMPTS,
+                Stats::get(&c.connect_attempts) as f64,
+            ),
             (series::CONNECT_ERRORS, st.connect_errors.total() as f64),
             (series::CLOSED_BY_SERVER, st.closed_by_server.total() as f64),
             (series::SENT_PER_S, (sent - self.last_sent) as f64 / dt),
@@ -288,13 +293,22 @@ impl Ticker {
             ));
         }
         if !interval.is_empty() {
-            rows.push((series::LATENCY_P50_US, interval.value_at_quantile(0.5) as f64));
-            rows.push((series::LATENCY_P99_US, interval.value_at_quantile(0.99) as f64));
+            rows.push((
+                series::LATENCY_P50_US,
+                interval.value_at_quantile(0.5) as f64,
+            ));
+            rows.push((
+                series::LATENCY_P99_US,
+                interval.value_at_quantile(0.99) as f64,
+            ));
             rows.push((series::LATENCY_MAX_US, interval.max() as f64));
         }
         if let (Some(a), Some(b)) = (&self.last.server, &s.server) {
             rows.push((series::TARGET_RSS_BYTES, b.rss_bytes as f64));
-            rows.push((series::TARGET_CPU_CORES, (b.cpu_seconds - a.cpu_seconds) / dt));
+            rows.push((
+                series::TARGET_CPU_CORES,
+                (b.cpu_seconds - a.cpu_seconds) / dt,
+            ));
             rows.push((series::TARGET_THREADS, b.threads as f64));
             rows.push((series::TARGET_OPEN_FDS, b.open_fds as f64));
             self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
@@ -312,7 +326,10 @@ impl Ticker {
         if let Some(me) = &s.me {
             rows.push((series::GENERATOR_RSS_BYTES, me.rss_bytes as f64));
         }
-        rows.push((series::GENERATOR_CPU_CORES, (s.me_cpu - self.last.me_cpu) / dt));
+        rows.push((
+            series::GENERATOR_CPU_CORES,
+            (s.me_cpu - self.last.me_cpu) / dt,
+        ));
         for (metric, value) in rows {
             self.series.push(SeriesRow {
                 t_s: (t * 1000.0).round() / 1000.0,

@@ -168,7 +168,11 @@ const fn memory_row(
     })
 }
 
-const fn load_row(key: &'static str, question: &'static str, unit: &'static str) -> Option<TableRow> {
+const fn load_row(
+    key: &'static str,
+    question: &'static str,
+    unit: &'static str,
+) -> Option<TableRow> {
     Some(TableRow {
         key,
         question,
@@ -416,7 +420,11 @@ mod tests {
     fn every_key_is_documented() {
         let doc = include_str!("../../docs/figures.md");
         for f in CATALOGUE {
-            assert!(doc.contains(&format!("`{}`", f.key)), "docs/figures.md lacks {}", f.key);
+            assert!(
+                doc.contains(&format!("`{}`", f.key)),
+                "docs/figures.md lacks {}",
+                f.key
+            );
         }
     }
 

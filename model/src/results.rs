@@ -694,7 +694,9 @@ mod tests {
         .expect("whole floats");
         assert_eq!((p.p99, p.p999), (990, 3));
         let bad = r#"{"count":3,"min":1,"mean":2.0,"p50":2,"p90":3,"p99":-1.0,"p999":3,"max":3}"#;
-        let e = serde_json::from_str::<Percentiles>(bad).unwrap_err().to_string();
+        let e = serde_json::from_str::<Percentiles>(bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a number of microseconds"), "{e}");
     }
 }

@@ -104,12 +104,7 @@ pub struct SummaryInput<'a> {
 /// readings' own time stamps); `deliveries` were made in a window of `window_s` seconds (0: not
 /// known). Per delivery is the CPU rate times the window over the deliveries, so readings a
 /// little off the window's edges still compare rate with rate.
-pub fn server_cpu(
-    cpu_s: f64,
-    over_s: f64,
-    deliveries: u64,
-    window_s: f64,
-) -> (f64, Option<f64>) {
+pub fn server_cpu(cpu_s: f64, over_s: f64, deliveries: u64, window_s: f64) -> (f64, Option<f64>) {
     let cores = cpu_s / over_s.max(1e-9);
     let per_delivery =
         (deliveries > 0 && window_s > 0.0).then(|| cores * window_s * 1e6 / deliveries as f64);

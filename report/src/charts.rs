@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chatbench_model::series;
 use chatbench_model::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::series;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -1153,7 +1153,11 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
         Panel {
             y_desc: "CPU, cores".into(),
             lines: vec![
-                ("server".into(), PALETTE[4], get(series::TARGET_CPU_CORES, 1.0)),
+                (
+                    "server".into(),
+                    PALETTE[4],
+                    get(series::TARGET_CPU_CORES, 1.0),
+                ),
                 (
                     "generator".into(),
                     PALETTE[7],

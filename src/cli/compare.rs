@@ -351,7 +351,10 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
 /// Whether a point's connections need more than one generator process (the descriptor
 /// limit): such a point runs with `--agents auto`, local agent processes whose results are
 /// merged exactly, so that the generator is not what stops a capacity sweep.
-fn needs_agents(point: &[String], limit: Option<&chatbench_model::provenance::NofileLimit>) -> bool {
+fn needs_agents(
+    point: &[String],
+    limit: Option<&chatbench_model::provenance::NofileLimit>,
+) -> bool {
     let connections = point
         .iter()
         .find_map(|o| o.strip_prefix("connections="))

@@ -13,10 +13,10 @@ use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
-use chatbench_model::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_model::scenario::{Scenario, TargetPolicy};
 use chatbench_loadgen::supervisor::{Backplane, ClusterSpec, RestartPolicy, Supervisor};
+use chatbench_model::results::{RunStatus, TargetInfo};
+use chatbench_model::scenario::{Scenario, TargetPolicy};
 
 mod agent;
 mod cluster;

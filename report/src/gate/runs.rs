@@ -192,10 +192,11 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
         scenario_text.push_str(&o);
     }
     // The figures, typed (the checks above name what a file that is no summary lacks).
-    let summary: Summary = serde_json::from_value(v.clone()).map_err(|source| RunsError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let summary: Summary =
+        serde_json::from_value(v.clone()).map_err(|source| RunsError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let target = v.get("target");
     let target = s(target.and_then(|t| t.get("arch")))
         .or_else(|| s(target.and_then(|t| t.get("url"))))
@@ -488,7 +489,8 @@ mod tests {
 
     /// A real summary (the report's broadcast fixture) with these figures and conditions.
     fn summary(p99: Option<f64>, cpu: f64, valid: bool) -> Value {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broadcast/summary.json");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broadcast/summary.json");
         let mut v: Value =
             serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
         let patch = serde_json::json!({

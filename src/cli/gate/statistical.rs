@@ -11,8 +11,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use chatbench_model::provenance::now_rfc3339;
 use chatbench_model::figures;
+use chatbench_model::provenance::now_rfc3339;
 use chatbench_model::results::{OtherLoad, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
@@ -158,7 +158,10 @@ fn paired_rounds(
 /// The other work on the server's CPUs during a run (`target_resources.other_load.other_cores`),
 /// when the summary has it.
 fn other_cores(s: &Summary) -> Option<f64> {
-    s.target_resources.other_load.as_ref().map(|o| o.other_cores)
+    s.target_resources
+        .other_load
+        .as_ref()
+        .map(|o| o.other_cores)
 }
 
 /// Runs one `chatbench run --serve` and returns its summary.json path.
@@ -515,8 +518,8 @@ mod tests {
 
     /// A real run's summary (the report's broadcast fixture).
     fn fixture() -> Summary {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("report/tests/data/broadcast/summary.json");
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json");
         read_summary(&p).unwrap()
     }
 
