@@ -15,7 +15,7 @@ use chatbench_model::figures;
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_model::results::{OtherLoad, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
-use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
+use chatbench_report::gate::{judge_statistical, GateReport, Samples, StatRule, Verdict};
 
 use super::super::UsageError;
 
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn rounds_pair_the_candidate_with_its_own_rounds_baselines() {
-        let o = |r: usize, a: Arm, v: f64| (r, a, [Some(v), None, Some(v)]);
+        let o = |r: usize, a: Arm, v: f64| (r, a, vec![Some(v), None, Some(v)]);
         let obs = vec![
             o(0, Arm::A, 4.0),
             o(0, Arm::B, 5.0),
@@ -531,7 +531,17 @@ mod tests {
         s.latency_us.as_mut().unwrap().p99 = 812;
         s.messages.delivered_per_s = 39600.5;
         s.target_resources.cpu_us_per_delivery = None;
-        assert_eq!(observe(&s, p).unwrap(), [Some(812.0), Some(39600.5), None]);
+        // By key: the gated figures are the catalogue's (more may join them).
+        let o = observe(&s, p).unwrap();
+        let by_key = |key: &str| {
+            figures::gated()
+                .position(|f| f.key == key)
+                .and_then(|i| o[i])
+        };
+        assert_eq!(
+            ["p99_latency", "deliveries_per_s", "cpu_us_per_delivery"].map(by_key),
+            [Some(812.0), Some(39600.5), None]
+        );
         s.valid = false;
         s.invalid_reasons = vec!["generator-bound".into()];
         let e = observe(&s, p).unwrap_err().to_string();
