@@ -243,9 +243,11 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // Ten measured questions per architecture, each a traced number or an explained invalid,
-    // and the three scaling and three node-loss rows of the cluster column.
-    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 6, "{md}");
+    // The measured questions per architecture (the figure catalogue's table rows and the fault
+    // row: ten), each a traced number or an explained invalid, and the three scaling and three
+    // node-loss rows of the cluster column.
+    let questions = chatbench_model::figures::table().count() + 1;
+    assert_eq!(traced + invalid, questions * archs.split(',').count() + 6, "{md}");
 }
 
 /// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the
