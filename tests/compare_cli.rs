@@ -247,7 +247,11 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     // row: ten), each a traced number or an explained invalid, and the three scaling and three
     // node-loss rows of the cluster column.
     let questions = chatbench_model::figures::table().count() + 1;
-    assert_eq!(traced + invalid, questions * archs.split(',').count() + 6, "{md}");
+    assert_eq!(
+        traced + invalid,
+        questions * archs.split(',').count() + 6,
+        "{md}"
+    );
 }
 
 /// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the

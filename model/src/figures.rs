@@ -433,8 +433,10 @@ mod tests {
         // Baseline files name these; they stay gated, in this order, in these units.
         let gated: Vec<&str> = gated().map(|f| f.key).collect();
         let named = ["p99_latency", "deliveries_per_s", "cpu_us_per_delivery"];
-        let mut at = named.iter().filter_map(|k| gated.iter().position(|g| g == k));
-        let positions: Vec<usize> = at.by_ref().collect();
+        let positions: Vec<usize> = named
+            .iter()
+            .filter_map(|k| gated.iter().position(|g| g == k))
+            .collect();
         assert_eq!(positions.len(), named.len(), "{gated:?}");
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{gated:?}");
         assert_eq!(by_key("p99_latency").map(|f| f.unit), Some("µs"));
