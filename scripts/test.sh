@@ -65,6 +65,16 @@ echo "== cargo test"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
 
+# The install story: `cargo install --path .` into a temporary root gives a working binary (the
+# debug profile and this target dir, so nothing is compiled twice), with its completions and man page.
+echo "== cargo install --path . (temporary root)"
+install_root="$(mktemp -d)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" cargo install --path . --debug --locked --quiet --root "$install_root"
+"$install_root/bin/chatbench" --version
+"$install_root/bin/chatbench" completions bash | grep -q "_chatbench()" || { echo "error: the installed binary printed no bash completion" >&2; exit 1; }
+"$install_root/bin/chatbench" man | grep -q '^.TH chatbench 1' || { echo "error: the installed binary printed no man page" >&2; exit 1; }
+rm -rf "$install_root"
+
 # The deterministic tier of the regression gate against the committed baseline: instruction and
 # allocation counts per delivery of each architecture's fan-out path and per connection opened and
 # closed, under callgrind, and heap bytes per idle connection (30–80 s).

@@ -219,14 +219,16 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
         })
         .count();
-    let (body, console) = browser_dump(&dir.join("report.html"));
+    let (dom, console) = browser_dump(&dir.join("report.html"));
     assert!(
-        body.contains("data-ready=\"yes\""),
-        "the page did not finish rendering: {body}"
+        dom.contains("</body>"),
+        "the page did not finish rendering: {dom}"
     );
-    assert!(
-        body.contains(&format!("data-charts=\"{svgs}\"")),
-        "charts missing: {body} (expected {svgs})"
+    // Every chart drawn is in the rendered page (plotters' SVGs do not nest <svg>).
+    assert_eq!(
+        dom.matches("<svg").count(),
+        svgs,
+        "charts missing from the page"
     );
     assert!(console.is_empty(), "browser console output: {console:?}");
     // `chatbench report` rebuilds the same table from the files alone.
@@ -254,8 +256,8 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     );
 }
 
-/// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the
-/// console lines it logged.
+/// Loads `page` in headless Chromium; returns its DOM as rendered and the console lines it
+/// logged (a Content-Security-Policy violation is one).
 fn browser_dump(page: &Path) -> (String, Vec<String>) {
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
@@ -287,17 +289,13 @@ fn browser_dump(page: &Path) -> (String, Vec<String>) {
         "chromium failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let dom = String::from_utf8_lossy(&o.stdout);
-    let body = dom
-        .find("<body")
-        .map(|i| dom[i..].split('>').next().unwrap_or("").to_string())
-        .unwrap_or_default();
+    let dom = String::from_utf8_lossy(&o.stdout).into_owned();
     let console = String::from_utf8_lossy(&o.stderr)
         .lines()
         .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
         .map(str::to_string)
         .collect();
-    (body, console)
+    (dom, console)
 }
 
 /// Every run folder of `dir` whose scenario is `name` and whose server was `arch`.
@@ -568,4 +566,78 @@ fn peers_get_columns_measured_like_the_architectures() {
             }
         }
     }
+}
+
+/// A comparison folder from the report crate's run fixtures, with hostile text in one summary.
+fn hostile_comparison(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("cmp");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data");
+    for run in ["idle", "broadcast", "poison"] {
+        let to = dir.join("runs").join(run);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in ["summary.json", "timeseries.csv", "latency.hgrm"] {
+            let from = data.join(run).join(f);
+            if from.exists() {
+                std::fs::copy(&from, to.join(f)).expect("copy");
+            }
+        }
+    }
+    for run in ["idle", "broadcast", "poison"] {
+        let path = dir.join("runs").join(run).join("summary.json");
+        let mut s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("summary")).expect("json");
+        s["scenario"]["text"] = serde_json::json!("name = \"x\" # <script>alert('text')</script>");
+        s["provenance"]["cpu_model"] = serde_json::json!("<img src=x onerror=alert('cpu')>");
+        s["provenance"]["hostname"] = serde_json::json!("<img src=x onerror=alert('host')>");
+        std::fs::write(&path, serde_json::to_vec(&s).expect("encode")).expect("write");
+    }
+    dir
+}
+
+#[test]
+fn report_embeds_only_the_charts_it_drew_and_escapes_summary_text() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = hostile_comparison(root.path());
+    // Hostile SVGs in the folder before `report DIR`: a new name, one of the names it draws
+    // (made read-only cannot stop an atomic rename, so it is replaced), and a point timeline.
+    let hostile = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert('onload')\">\
+                   <script>alert('svg')</script></svg>";
+    let charts = dir.join("charts");
+    std::fs::create_dir_all(charts.join("points")).expect("mkdir");
+    for f in [
+        "evil.svg",
+        "timeline-zzz.svg",
+        "points/timeline-evil-01.svg",
+    ] {
+        std::fs::write(charts.join(f), hostile).expect("write");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    let lower = page.to_lowercase();
+    assert!(!lower.contains("<script"), "a script in the page");
+    assert!(!lower.contains("onload="), "an onload handler in the page");
+    assert!(!lower.contains("<img"), "markup from a summary in the page");
+    assert!(
+        !page.contains("evil") && !page.contains("timeline-zzz"),
+        "a chart the report did not draw is in the page"
+    );
+    // What it drew is there, and the summary's text is shown escaped.
+    assert!(page.contains("<figure class=\"chart\" id=\"latency_distribution\">"));
+    assert!(
+        page.contains("&lt;script&gt;alert(&#39;text&#39;)&lt;/script&gt;"),
+        "escaped scenario text"
+    );
+    assert!(
+        page.contains("&lt;img src=x onerror=alert("),
+        "escaped provenance"
+    );
+    assert!(
+        page.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'none';"),
+        "no CSP"
+    );
 }

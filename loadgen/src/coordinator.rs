@@ -31,7 +31,7 @@ use crate::control::{
     ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
-use crate::plan::{Layout, Plan};
+use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
@@ -66,9 +66,9 @@ impl AgentsSpec {
         }
         if let Some(n) = s.strip_prefix("local:") {
             return match n.parse::<u32>() {
-                Ok(n) if (1..=1024).contains(&n) => Ok(AgentsSpec::Local(n)),
+                Ok(n) if (1..=MAX_AGENTS).contains(&n) => Ok(AgentsSpec::Local(n)),
                 _ => Err(format!(
-                    "--agents {s:?}: local:N needs N between 1 and 1024, e.g. local:4"
+                    "--agents {s:?}: local:N needs N between 1 and {MAX_AGENTS}, e.g. local:4"
                 )),
             };
         }
@@ -83,6 +83,12 @@ impl AgentsSpec {
                 "--agents {s:?}: expected local:N, auto, or HOST:PORT,HOST:PORT,… (agents started with `chatbench agent --listen HOST:PORT`)"
             ));
         }
+        if list.len() > MAX_AGENTS as usize {
+            return Err(format!(
+                "--agents: {} agents named; a run has at most {MAX_AGENTS}",
+                list.len()
+            ));
+        }
         Ok(AgentsSpec::Remote(list))
     }
 }
@@ -93,7 +99,7 @@ pub fn auto_agents(connections: u64, hard_nofile: u64) -> u32 {
         .min(1 << 20)
         .saturating_sub(sys::FD_HEADROOM)
         .max(1);
-    connections.div_ceil(per).clamp(1, 1024) as u32
+    connections.div_ceil(per).clamp(1, u64::from(MAX_AGENTS)) as u32
 }
 
 /// A local agent process, killed by its pid when dropped.
@@ -103,9 +109,12 @@ struct LocalAgent {
 }
 
 impl LocalAgent {
-    fn spawn(exe: &std::path::Path) -> Result<LocalAgent, String> {
+    /// Starts a local agent that accepts `token` (given in its environment, which only this
+    /// user can read, not on its command line).
+    fn spawn(exe: &std::path::Path, token: &str) -> Result<LocalAgent, String> {
         let mut child = Command::new(exe)
             .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+            .env(crate::agent::TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -311,7 +320,9 @@ fn agent_scenario(
 ) -> Result<String, RunError> {
     let mut s = scenario.clone();
     if share > 0 {
-        s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+        // Within the scenario's bounds, which the agent checks again.
+        s.ramp_rate = (scenario.ramp_rate * share as f64 / total as f64)
+            .max(chatbench_model::scenario::RAMP_RATE_RANGE.0);
         if local {
             let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
             s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
@@ -509,12 +520,16 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let progress = Progress::new(ropts.progress);
     // Start or reach the agents.
     let mut locals = Vec::new();
+    let mut token = token;
     let addresses: Vec<String> = match &spec {
         AgentsSpec::Remote(list) => list.clone(),
         _ => {
+            // Local agents get a token of this run's own: another local user cannot use them.
+            let run_token = crate::agent::new_token();
             for _ in 0..n_agents {
-                locals.push(LocalAgent::spawn(&exe).map_err(agent_err)?);
+                locals.push(LocalAgent::spawn(&exe, &run_token).map_err(agent_err)?);
             }
+            token = Some(run_token);
             locals.iter().map(|l| l.addr.clone()).collect()
         }
     };
@@ -999,6 +1014,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut rss_per_conn = Vec::new();
     let mut realtime = None;
     let mut any_interrupted = false;
+    let mut panicked: Vec<String> = Vec::new();
     let mut delivered_window_all = 0u64;
     let mut reconnects: Vec<&control::AgentReconnect> = Vec::new();
     let bad_hist = |e: ControlError| agent_err(format!("an agent's histogram did not decode: {e}"));
@@ -1036,6 +1052,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             }
             realtime = realtime.or(f.pacer_realtime);
             any_interrupted |= f.interrupted;
+            panicked.extend(
+                f.panicked
+                    .iter()
+                    .take(8)
+                    .map(|p| format!("agent {} ({}): {p}", l.id, l.address)),
+            );
             totals.ramp_held_us = totals.ramp_held_us.max(f.ramp_held_us);
             totals.planned += f.planned;
             if let Some(r) = &f.reconnect {
@@ -1092,7 +1114,8 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         });
     }
     let partial = links.iter().any(|l| l.fin.is_none());
-    let status = if totals.ready == 0 {
+    // A worker that panicked leaves figures that cannot be trusted: the run failed.
+    let status = if totals.ready == 0 || !panicked.is_empty() {
         RunStatus::Failed
     } else if partial || interrupted || any_interrupted {
         RunStatus::Interrupted
@@ -1140,6 +1163,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
          `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)",
         links.len()
     )];
+    if !panicked.is_empty() {
+        notes.push(format!(
+            "the run failed: {} (a bug in the load generator; its figures are not trustworthy)",
+            panicked.join("; ")
+        ));
+    }
     // The window's deliveries counted here are each agent's own (same clock); the server also
     // delivered every cross-agent message in the window, so CPU per delivery over these would
     // read about N times too high. Left out until the window's cross-agent deliveries are
@@ -1360,6 +1389,12 @@ mod tests {
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
         let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
+        // The slowest ramp the scenario accepts, shared: each agent's stays within the bound.
+        let slow =
+            chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\nramp_rate=0.001\n", "t")
+                .expect("scenario");
+        let text = agent_scenario(&slow, 1, 300, false).expect("encode");
+        chatbench_model::scenario::Scenario::parse(&text, "agent").expect("an agent accepts its share");
     }
 
     #[test]

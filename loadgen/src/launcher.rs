@@ -114,9 +114,22 @@ impl ServerChild {
         args: &[String],
         cpus: &[usize],
     ) -> Result<ServerChild, LaunchError> {
+        ServerChild::start_command_env(program, args, cpus, &[])
+    }
+
+    /// [`ServerChild::start_command`] with extra environment variables for the child (how
+    /// secrets reach it: a process's environment is readable by its own user only, its command
+    /// line by every local user). `env` never appears in errors.
+    pub fn start_command_env(
+        program: &Path,
+        args: &[String],
+        cpus: &[usize],
+        env: &[(&str, &str)],
+    ) -> Result<ServerChild, LaunchError> {
         let args = args.to_vec();
         let cmd = format!("{} {}", program.display(), args.join(" "));
         let mut command = Command::new(program);
+        command.envs(env.iter().copied());
         if !cpus.is_empty() {
             // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
             let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

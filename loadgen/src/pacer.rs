@@ -66,8 +66,10 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
         }
         record(&mut lateness, (now - due).as_micros() as u64);
         // Wake everyone due now (coalesced), and push their next times.
+        // A pacer that has fallen behind finds senders due here without end: it still sees
+        // a stop request at once.
         while let Some(&Reverse((off, i))) = heap.peek() {
-            if start + off > now {
+            if start + off > now || stop.load(Ordering::Relaxed) {
                 break;
             }
             heap.pop();

@@ -523,6 +523,11 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     phases.connect = connect_phase.as_secs_f64();
     let _ = phase_tx.send(Phase::Settle);
     ramp_task.abort();
+    // Workers that panicked: the run then fails, whatever it measured.
+    let mut panicked: Vec<String> = Vec::new();
+    if let Err(e) = ramp_task.await {
+        panicked.extend(panic_message("the ramp", e));
+    }
     let ready = Stats::get(&shared.stats.counters.ready);
 
     // Settle, then the memory reading.
@@ -682,16 +687,30 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         (None, (0, 0))
     };
     let _ = phase_tx.send(Phase::Stop);
-    let pacer_lag = pacer.and_then(|p| p.ok()).and_then(|h| h.join().ok());
+    let pacer_lag = match pacer.and_then(|p| p.ok()).map(|h| h.join()) {
+        Some(Ok(report)) => Some(report),
+        Some(Err(_)) => {
+            panicked.push("the pacer thread panicked".into());
+            None
+        }
+        None => None,
+    };
     let tasks: Vec<_> = handles
         .lock()
         .map(|mut h| std::mem::take(&mut *h))
         .unwrap_or_default();
-    let _ = tokio::time::timeout(
+    if let Ok(ended) = tokio::time::timeout(
         Duration::from_secs(5),
         futures_util::future::join_all(tasks),
     )
-    .await;
+    .await
+    {
+        let worst = ended
+            .into_iter()
+            .filter_map(Result::err)
+            .find_map(|e| panic_message("a connection task", e));
+        panicked.extend(worst);
+    }
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
@@ -709,14 +728,14 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let delivered = delivered_rooms;
     let latency = st.window_latency();
     let connect_hist = st.connect_time();
-    let status = if ready == 0 {
-        RunStatus::Failed
-    } else if ticker.interrupted {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Complete
-    };
+    let status = run_status(ready, ticker.interrupted, &panicked);
     let mut notes = Vec::new();
+    if !panicked.is_empty() {
+        notes.push(format!(
+            "the run failed: {} (a bug in the load generator; its figures are not trustworthy)",
+            panicked.join("; ")
+        ));
+    }
     let failover = killed.as_ref().map(|k| {
         failover_outcome(
             &shared,
@@ -1066,8 +1085,52 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     out
 }
 
+/// How a run ended: failed when nothing connected or a worker panicked (a panicked worker
+/// leaves figures that cannot be trusted, so such a run is never "complete").
+fn run_status(ready: u64, interrupted: bool, panicked: &[String]) -> RunStatus {
+    if ready == 0 || !panicked.is_empty() {
+        RunStatus::Failed
+    } else if interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    }
+}
+
+/// What a worker's panic said, if `e` is a panic (a cancelled task is not one).
+pub(crate) fn panic_message(what: &str, e: tokio::task::JoinError) -> Option<String> {
+    let payload = e.try_into_panic().ok()?;
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "no message".into());
+    Some(format!("{what} panicked: {text}"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_worker_panic_fails_the_run() {
+        let task = tokio::spawn(async {
+            let rate = f64::MIN_POSITIVE;
+            // What `ramp_rate = 1e-300` once did to the ramp.
+            std::time::Duration::from_secs_f64(1.0 / rate)
+        });
+        let e = task.await.expect_err("the task panicked");
+        let why = panic_message("the ramp", e).expect("a panic");
+        assert!(why.starts_with("the ramp panicked: "), "{why}");
+        assert_eq!(run_status(10, false, &[why]), RunStatus::Failed);
+        assert_eq!(run_status(10, false, &[]), RunStatus::Complete);
+        assert_eq!(run_status(10, true, &[]), RunStatus::Interrupted);
+        assert_eq!(run_status(0, false, &[]), RunStatus::Failed);
+        // A cancelled task is not a panic.
+        let t = tokio::spawn(std::future::pending::<()>());
+        t.abort();
+        let e = t.await.expect_err("cancelled");
+        assert!(panic_message("the ramp", e).is_none());
+    }
+
     use super::*;
 
     fn check(generator_cores: f64, cpus: usize, pacer: u64, status: RunStatus) -> Vec<String> {

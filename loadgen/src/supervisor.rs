@@ -6,7 +6,13 @@
 //! purpose (node-loss experiments) and stops them all.
 //!
 //! With the `redis` backplane and no URL given, it also starts a private `redis-server` on a
-//! free loopback port (no persistence) and stops it at the end.
+//! free loopback port (no persistence, a random password given on its stdin) and stops it at
+//! the end.
+//!
+//! A mesh cluster gets a random secret per supervisor (32 bytes from the OS-seeded CSPRNG):
+//! each node receives it, and the Redis URL with its password, in its environment
+//! (`CHATBENCH_CLUSTER_SECRET`, `CHATBENCH_REDIS_URL`), never on its command line, which any
+//! local user can read in `/proc`.
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
 //! signals a process it did not start. Every child also dies with the supervisor's thread
@@ -21,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use rand::RngCore;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -222,6 +229,32 @@ struct Node {
     down_since: Option<(Instant, Instant)>,
 }
 
+/// The environment variable a node reads the mesh secret from (as `serve` does).
+pub const SECRET_ENV: &str = "CHATBENCH_CLUSTER_SECRET";
+/// The environment variable a node reads the Redis URL from (as `serve` does).
+pub const REDIS_URL_ENV: &str = "CHATBENCH_REDIS_URL";
+
+/// `n` random bytes from the OS-seeded CSPRNG, as hex.
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `url` with its password (if any) replaced by `***`, for printing.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// A private `redis-server` started for the redis backplane.
 struct RedisChild {
     child: Child,
@@ -231,6 +264,7 @@ struct RedisChild {
 impl RedisChild {
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
+        let password = random_hex(32);
         let mut command = Command::new("redis-server");
         if !cpus.is_empty() {
             // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
@@ -253,20 +287,10 @@ impl RedisChild {
                 });
             }
         }
+        // `-`: the configuration comes from stdin, so the password is not on the command line.
         command
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdin(Stdio::null())
+            .arg("-")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
@@ -280,6 +304,21 @@ impl RedisChild {
                     e.to_string()
                 })
             })?;
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\nprotected-mode yes\nrequirepass {password}\n"
+        );
+        let written = child.stdin.take().map(|mut stdin| {
+            use std::io::Write;
+            stdin.write_all(conf.as_bytes())
+            // stdin is closed here: redis-server reads its configuration to the end.
+        });
+        if let Some(Err(e)) = written {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SupervisorError::Redis(format!(
+                "cannot hand redis-server its configuration: {e}"
+            )));
+        }
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -291,7 +330,7 @@ impl RedisChild {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(RedisChild {
                     child,
-                    url: format!("redis://{addr}"),
+                    url: format!("redis://:{password}@{addr}"),
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -344,6 +383,8 @@ pub struct Supervisor {
     nodes: Vec<Node>,
     redis: Option<RedisChild>,
     redis_url: Option<String>,
+    /// The mesh's shared secret (random per supervisor), handed to every node.
+    secret: Option<String>,
     events: Vec<Event>,
     /// The thread that started the supervisor: the only one that may spawn (PDEATHSIG).
     thread: std::thread::ThreadId,
@@ -390,11 +431,13 @@ impl Supervisor {
                 }
             })
             .collect();
+        let secret = (clustered && spec.backplane == Backplane::Mesh).then(|| random_hex(32));
         let mut sup = Supervisor {
             spec,
             nodes,
             redis,
             redis_url,
+            secret,
             events: Vec::new(),
             thread: std::thread::current().id(),
         };
@@ -462,12 +505,24 @@ impl Supervisor {
             args.push("--peers".into());
             args.push(peers.join(","));
         }
-        if let Some(url) = &self.redis_url {
-            args.push("--redis-url".into());
-            args.push(url.clone());
-        }
         args.extend(self.spec.server_args.iter().cloned());
         args
+    }
+
+    /// The environment of node `i` beyond the supervisor's own: the mesh secret or the Redis
+    /// URL (both kept off the command line).
+    fn node_env(&self) -> Vec<(&'static str, &str)> {
+        let mut env = Vec::new();
+        if self.spec.arch != "cluster" {
+            return env;
+        }
+        if let Some(s) = &self.secret {
+            env.push((SECRET_ENV, s.as_str()));
+        }
+        if let Some(url) = &self.redis_url {
+            env.push((REDIS_URL_ENV, url.as_str()));
+        }
+        env
     }
 
     fn spawn(&self, i: usize) -> Result<ServerChild, LaunchError> {
@@ -481,7 +536,7 @@ impl Supervisor {
                 ),
             });
         }
-        ServerChild::start_command(&self.spec.exe, &self.node_args(i), &[])
+        ServerChild::start_command_env(&self.spec.exe, &self.node_args(i), &[], &self.node_env())
     }
 
     fn push(&mut self, node: u32, kind: EventKind) {
@@ -507,7 +562,8 @@ impl Supervisor {
         self.redis.as_ref().map(|r| r.child.id())
     }
 
-    /// The Redis URL the nodes use, with the redis backplane.
+    /// The Redis URL the nodes use, with the redis backplane (its password included: see
+    /// [`redact_url`] before printing it).
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref()
     }
@@ -639,7 +695,7 @@ impl Supervisor {
             "schema": "chatbench.cluster/v1",
             "arch": self.spec.arch,
             "backplane": (self.spec.arch == "cluster").then(|| self.spec.backplane.as_str()),
-            "redis_url": self.redis_url,
+            "redis_url": self.redis_url.as_deref().map(redact_url),
             "restart_policy": {
                 "max_restarts": self.spec.restart.max_restarts,
                 "period_s": self.spec.restart.period.as_secs_f64(),
@@ -694,6 +750,18 @@ mod tests {
         q.sort_unstable();
         q.dedup();
         assert_eq!(q.len(), 8);
+    }
+
+    #[test]
+    fn urls_are_printed_without_their_password() {
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:1"),
+            "redis://:***@127.0.0.1:1"
+        );
+        assert_eq!(redact_url("redis://u:p@w@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(random_hex(32).len(), 64);
+        assert_ne!(random_hex(32), random_hex(32));
     }
 
     #[test]

@@ -42,6 +42,25 @@ pub const MIN_BUFFER_BYTES: usize = 256;
 /// Largest accepted client buffer size (64 MiB).
 pub const MAX_BUFFER_BYTES: usize = 64 << 20;
 
+/// Most connections in one run (all agents together). The plan keeps an entry per connection
+/// of the whole run (about 32 bytes each, 512 MiB at this bound) in every generator process,
+/// so this bounds what a scenario can make a process allocate; 16× the largest fleet measured.
+pub const MAX_CONNECTIONS: u32 = 1 << 24;
+
+/// Longest accepted duration of any scenario field (30 days): the engine adds durations to
+/// clock readings, and a longer one would overflow them.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Accepted `ramp_rate`, new connections per second: the slowest keeps every connection's
+/// ramp time representable (4 294 967 295 connections at 0.001/s is 136 000 years as a
+/// `Duration`, far below its limit); the fastest is beyond any ramp a host can do.
+pub const RAMP_RATE_RANGE: (f64, f64) = (1e-3, 1e9);
+
+/// Accepted `rate_per_sender`, messages per second: the slowest sends once in 11.6 days; the
+/// fastest is a send every 10 µs, beyond what one connection of any server here takes, and
+/// keeps the schedule's nanosecond arithmetic exact.
+pub const RATE_PER_SENDER_RANGE: (f64, f64) = (1e-6, 1e5);
+
 /// A load scenario, as written in `scenarios/*.toml`. See `docs/scenarios.md` for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -626,12 +645,35 @@ impl Validator<'_> {
                     .to_owned(),
             ));
         }
+        if s.connections > MAX_CONNECTIONS {
+            return Err(self.err(
+                "",
+                "connections",
+                format!(
+                    "connections = {}: at most {MAX_CONNECTIONS} in one run (every generator \
+                     process keeps the whole run's plan in memory); split the load over several runs",
+                    s.connections
+                ),
+            ));
+        }
+        let (lo, hi) = RAMP_RATE_RANGE;
         if !(s.ramp_rate.is_finite() && s.ramp_rate > 0.0) {
             return Err(self.err(
                 "",
                 "ramp_rate",
                 format!(
                     "ramp_rate = {}: must be a positive number of new connections per second \
+                     (e.g. ramp_rate = 5000.0)",
+                    s.ramp_rate
+                ),
+            ));
+        }
+        if !(lo..=hi).contains(&s.ramp_rate) {
+            return Err(self.err(
+                "",
+                "ramp_rate",
+                format!(
+                    "ramp_rate = {}: must be between {lo} and {hi:e} new connections per second \
                      (e.g. ramp_rate = 5000.0)",
                     s.ramp_rate
                 ),
@@ -698,6 +740,19 @@ impl Validator<'_> {
                 format!(
                     "rate_per_sender = {}: must be a positive number of messages per second \
                      (e.g. rate_per_sender = 10.0), or set senders_per_room = 0 for no traffic",
+                    s.rate_per_sender
+                ),
+            ));
+        }
+        let (lo, hi) = RATE_PER_SENDER_RANGE;
+        if s.sender_count() > 0 && !(lo..=hi).contains(&s.rate_per_sender) {
+            return Err(self.err(
+                "",
+                "rate_per_sender",
+                format!(
+                    "rate_per_sender = {}: must be between {lo:e} and {hi:e} messages per second \
+                     per sender (e.g. rate_per_sender = 10.0); for more load add senders_per_room \
+                     or rooms",
                     s.rate_per_sender
                 ),
             ));
@@ -950,6 +1005,39 @@ impl Validator<'_> {
 
     fn durations(&self) -> Result<(), ScenarioError> {
         let s = self.s;
+        let r = &s.reconnect;
+        let mut all = vec![
+            ("", "connect_timeout", s.connect_timeout),
+            ("", "settle", s.settle),
+            ("", "warmup", s.warmup),
+            ("", "measure", s.measure),
+            ("", "cooldown", s.cooldown),
+            ("", "late_after", s.late_after),
+            ("reconnect", "initial_backoff", r.initial_backoff),
+            ("reconnect", "max_backoff", r.max_backoff),
+            ("reconnect", "deadline", r.deadline),
+        ];
+        all.extend(s.poison_after.map(|p| ("", "poison_after", p)));
+        all.extend(s.faults.iter().map(|f| ("fault", "at", f.at)));
+        for (table, key, d) in all {
+            if d > MAX_DURATION {
+                let name = if table.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{table}.{key}")
+                };
+                return Err(self.err(
+                    table,
+                    key,
+                    format!(
+                        "{name} = \"{}\": at most \"{}\" (longer durations overflow the \
+                         engine's clock arithmetic; e.g. {key} = \"10s\")",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
+        }
         if s.measure.is_zero() {
             return Err(self.err(
                 "",
@@ -1379,6 +1467,52 @@ read_buffer_size = 8192
         assert!(msg.contains("invalid duration \"5 parsecs\""), "{msg}");
         assert!(msg.contains("\"10s\""), "{msg}");
         assert!(msg.contains("warmup"), "{msg}");
+    }
+
+    #[test]
+    fn values_the_engine_cannot_represent_are_rejected_at_their_line() {
+        // Each of these once validated and then panicked, spun or lied (issue 19).
+        for (text, line, needle) in [
+            (
+                "connect_timeout = \"500000000000years\"\n",
+                3,
+                "connect_timeout = ",
+            ),
+            ("measure = \"500000000000years\"\n", 3, "measure = "),
+            ("settle = \"31days\"\n", 3, "at most \"30days\""),
+            (
+                "rooms = 1\nmembers_per_room = 2\nrate_per_sender = 1e300\n",
+                5,
+                "between 1e-6 and 1e5",
+            ),
+            (
+                "rooms = 1\nmembers_per_room = 2\nrate_per_sender = 1e-300\n",
+                5,
+                "rate_per_sender = ",
+            ),
+            ("ramp_rate = 1e-300\n", 3, "between 0.001 and 1e9"),
+            ("ramp_rate = 1e300\n", 3, "ramp_rate = "),
+            (
+                "[reconnect]\ndeadline = \"100years\"\n",
+                4,
+                "reconnect.deadline",
+            ),
+        ] {
+            let text = format!("name = \"m\"\nconnections = 2\n{text}");
+            let (e, msg) = err(&text);
+            assert_eq!(e.line(), Some(line), "{text}: {msg}");
+            assert!(msg.contains(needle), "{text}: {msg}");
+            assert!(msg.contains("scenarios/x.toml:"), "{text}: {msg}");
+        }
+        let (e, msg) = err("name = \"m\"\nconnections = 4294967295\n");
+        assert_eq!(e.line(), Some(2));
+        assert!(msg.contains("at most 16777216"), "{msg}");
+        // The bounds themselves are accepted.
+        parse(
+            "name = \"m\"\nconnections = 2\nrooms = 1\nmembers_per_room = 2\n\
+             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n",
+        )
+        .expect("at the bounds");
     }
 
     #[test]

@@ -137,7 +137,9 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     BackplaneArg::Mesh => "mesh",
                     BackplaneArg::Redis => "redis",
                 },
-                sup.redis_url().map(|u| format!(" ({u})")).unwrap_or_default()
+                sup.redis_url()
+                    .map(|u| format!(" ({})", chatbench_loadgen::supervisor::redact_url(u)))
+                    .unwrap_or_default()
             )
         } else {
             " (independent servers)".into()

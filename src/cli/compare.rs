@@ -596,8 +596,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
     comparison.notes.extend(notes);
     let results = chatbench_report::sweeps::headline(&runs);
-    draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
-    let page = chatbench_report::html::render(&dir, &comparison, &results);
+    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
+    let page = chatbench_report::html::render(&comparison, &results, &drawn);
     write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
     let md = render_markdown(&comparison);
     write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
@@ -648,25 +648,31 @@ pub(crate) fn draw_charts(
     results: &chatbench_report::comparison::Results,
     runs: &Runs,
     slo_p99_ms: f64,
-) {
+) -> chatbench_report::charts::Drawn {
     let inputs = chatbench_report::charts::ChartInputs { archs, results };
     let drawn =
-        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut files| {
-            files.extend(chatbench_report::sweep_charts::render_sweep_charts(
+        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut drawn| {
+            drawn.add(chatbench_report::sweep_charts::render_sweep_charts(
                 dir, archs, runs, slo_p99_ms,
             )?);
-            files.extend(chatbench_report::sweep_charts::render_point_timelines(
+            drawn.add(chatbench_report::sweep_charts::render_point_timelines(
                 dir, runs,
             )?);
-            Ok(files)
+            Ok(drawn)
         });
     match drawn {
-        Ok(files) => eprintln!(
-            "compare: {} chart files in {}",
-            files.len(),
-            dir.join("charts").display()
-        ),
-        Err(e) => eprintln!("compare: charts not drawn: {e}"),
+        Ok(drawn) => {
+            eprintln!(
+                "compare: {} chart files in {}",
+                drawn.files.len(),
+                dir.join("charts").display()
+            );
+            drawn
+        }
+        Err(e) => {
+            eprintln!("compare: charts not drawn: {e}");
+            chatbench_report::charts::Drawn::default()
+        }
     }
 }
 

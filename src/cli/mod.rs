@@ -22,8 +22,17 @@ mod agent;
 mod cluster;
 mod compare;
 mod gate;
+mod install;
 mod report;
 mod serve;
+
+/// `--version`: the crate's version and the commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHATBENCH_BUILD_COMMIT"),
+    ")"
+);
 
 /// Exit code: usage or input error.
 const EXIT_USAGE: u8 = 2;
@@ -31,8 +40,11 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_RUN_FAILED: u8 = 3;
 /// Exit code: the run is invalid (generator-limited).
 const EXIT_INVALID: u8 = 4;
-/// Exit code: interrupted by Ctrl-C; results written.
+/// Exit code: interrupted by Ctrl-C (SIGINT); results written.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: stopped by SIGTERM (what `timeout`, `docker stop` and Kubernetes send); results
+/// written, as for Ctrl-C.
+const EXIT_TERMINATED: u8 = 143;
 
 /// chatbench — measure real-time chat server architectures.
 ///
@@ -40,9 +52,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// WebSocket connections and measures delivery latency from the intended send time (open
 /// loop, HdrHistogram), loss, memory and CPU per connection, and results you can check.
 #[derive(Debug, Parser)]
-#[command(name = "chatbench", version, about, long_about = None, propagate_version = true)]
+#[command(name = "chatbench", version = VERSION, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted (results kept)."
+    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (both keep the results)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -86,6 +98,10 @@ enum Command {
     /// it only loads targets in its --allow-target list (default: loopback). See
     /// docs/distributed.md.
     Agent(agent::AgentArgs),
+    /// Print a shell completion script: `chatbench completions bash > /etc/bash_completion.d/chatbench`.
+    Completions(install::CompletionsArgs),
+    /// Print the man page (roff): `chatbench man > chatbench.1`.
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -230,6 +246,8 @@ pub fn main() -> ExitCode {
         Command::Cluster(args) => cluster::cluster(args),
         Command::Gate(args) => gate::gate(args),
         Command::Agent(args) => agent::agent(args),
+        Command::Completions(args) => install::completions(args),
+        Command::Man => install::man(),
     };
     match result {
         Ok(code) => code,
@@ -300,6 +318,10 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
+    preflight_out(&args.out)?;
+    if let Some(pid) = args.server_pid {
+        preflight_server_pid(pid)?;
+    }
     if let Some(p) = args.target_policy {
         scenario.target_policy = match p {
             TargetPolicyArg::Span => TargetPolicy::Span,
@@ -516,16 +538,22 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ProgressArg::Lines => ProgressMode::Lines,
         ProgressArg::Quiet => ProgressMode::Quiet,
     };
+    // The exit code of the signal that stopped the run (0: none).
+    let stop_signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let result = runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop_signal = stop_signal.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: finishing the current phase and writing what was measured (Ctrl-C again to abort)");
-                let _ = tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(i32::from(EXIT_INTERRUPTED));
-                }
-            }
+            let Ok(mut signals) = StopSignals::new() else {
+                eprintln!("warning: cannot listen for SIGINT/SIGTERM: a signal will end the run without its results");
+                return;
+            };
+            let first = signals.next().await;
+            stop_signal.store(first.exit_code(), std::sync::atomic::Ordering::Relaxed);
+            eprintln!("\n{}: finishing the current phase and writing what was measured (Ctrl-C again to abort)", first.name());
+            let _ = tx.send(true);
+            let second = signals.next().await;
+            std::process::exit(i32::from(second.exit_code()));
         });
         let opts = RunOptions {
             scenario,
@@ -614,7 +642,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let s = &report.summary;
     let code = match (s.status, s.valid) {
         (RunStatus::Failed, _) => EXIT_RUN_FAILED,
-        (RunStatus::Interrupted, _) => EXIT_INTERRUPTED,
+        (RunStatus::Interrupted, _) => match stop_signal.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => EXIT_INTERRUPTED,
+            code => code,
+        },
         (_, false) => EXIT_INVALID,
         _ => 0,
     };
@@ -678,4 +710,86 @@ pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
         bail!("empty CPU list");
     }
     Ok(out)
+}
+
+/// A signal that stops a run: Ctrl-C (SIGINT) or SIGTERM. The first stops it gracefully (the
+/// measured part is kept), a second aborts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "interrupted",
+            StopSignal::Terminate => "terminated (SIGTERM)",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => EXIT_INTERRUPTED,
+            StopSignal::Terminate => EXIT_TERMINATED,
+        }
+    }
+}
+
+/// Both stop signals, listened for together.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next stop signal.
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+}
+
+/// Checks, before any load, that results can be written under `out` (made if missing): a run
+/// whose results cannot be kept is not worth its load.
+fn preflight_out(out: &std::path::Path) -> anyhow::Result<()> {
+    let unwritable = |e: std::io::Error| {
+        UsageError(format!(
+            "--out {}: cannot write results there: {e} (pick a writable folder)",
+            out.display()
+        ))
+    };
+    std::fs::create_dir_all(out).map_err(unwritable)?;
+    write_probe(out).map_err(unwritable)?;
+    Ok(())
+}
+
+/// Creates and removes a probe file in `dir`.
+fn write_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".chatbench-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Checks that `--server-pid` names a live process this user can read, before any load.
+fn preflight_server_pid(pid: u32) -> anyhow::Result<()> {
+    let stat = std::path::PathBuf::from(format!("/proc/{pid}/stat"));
+    match std::fs::read_to_string(&stat) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(UsageError(format!(
+            "--server-pid {pid}: no such process to sample ({}: {e}); pass the PID of the running server (e.g. from `chatbench serve`'s first line)",
+            stat.display()
+        ))
+        .into()),
+    }
 }

@@ -60,6 +60,8 @@ macro_rules! conformance_tests {
                 handshake_timeout_is_counted,
                 slow_consumer_drop_policy,
                 slow_consumer_disconnect_policy,
+                slow_consumer_bytes_bounded,
+                slow_consumer_grace_disconnects,
                 metrics_names_and_values,
                 healthz_and_not_found,
                 graceful_shutdown_sends_1001,
@@ -257,16 +259,27 @@ pub fn start_redis_node(config: &ServerConfig, id: u64, url: &str) -> ClusterNod
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// Extra configuration arguments (e.g. `--requirepass PW`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// [`RedisServer::start`] with extra configuration arguments.
+    pub fn start_with(extra: Vec<String>) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let mut r = RedisServer { child: None, port };
+        let mut r = RedisServer {
+            child: None,
+            port,
+            extra,
+        };
         r.restart();
         r
     }
@@ -281,6 +294,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -322,6 +336,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// The mesh secret of the test clusters (every mesh node of the suite authenticates with it).
+pub fn test_secret() -> chatbench_servers::ClusterSecret {
+    chatbench_servers::ClusterSecret::from_text("conformance-suite-cluster-secret").expect("valid")
+}
+
 /// A mesh node with id `id` that dials `peers`, listening on free loopback ports.
 pub fn start_mesh_node(config: &ServerConfig, id: u64, peers: Vec<SocketAddr>) -> ClusterNode {
     start_mesh_node_at(config, id, "127.0.0.1:0".parse().unwrap(), peers)
@@ -336,6 +355,7 @@ pub fn start_mesh_node_at(
 ) -> ClusterNode {
     let mut cluster = ClusterConfig::new(id, BackplaneConfig::Mesh { listen, peers });
     cluster.reconnect_max = Duration::from_millis(500);
+    cluster.secret = Some(test_secret());
     let config = ServerConfig {
         cluster: Some(cluster),
         ..config.clone()
@@ -868,16 +888,23 @@ pub fn handshake_timeout_is_counted(arch: Sut) {
     });
 }
 
-/// Floods a room holding a member that never reads, in lockstep with a member that does,
-/// until `done` holds for the metrics; the reading member must get every message in order.
-async fn flood_past_slow_consumer(t: Target, sample: &str) {
+/// A room "flood" of a member that never reads (tiny receive buffer), one that reads and one
+/// that sends, on different nodes of a cluster: (slow, fast, sender).
+async fn flood_room(t: Target) -> (Client, Client, Client) {
     let mut slow = Client::connect_small_rcvbuf(t.node(0)).await;
     let mut fast = Client::connect(t.node(1)).await;
     let mut sender = Client::connect(t.node(2)).await;
     slow.join("flood").await;
     fast.join("flood").await;
     sender.join("flood").await;
-    let body = "z".repeat(32 * 1024);
+    (slow, fast, sender)
+}
+
+/// Floods a room holding a member that never reads, in lockstep with a member that does,
+/// until `sample` is counted; the reading member must get every message in order.
+async fn flood_past_slow_consumer(t: Target, sample: &str, body_len: usize) {
+    let (slow, mut fast, mut sender) = flood_room(t).await;
+    let body = "z".repeat(body_len);
     let mut seq = 0u64;
     // ~10 MB per 300 messages; the kernel buffers on loopback hold a few MB at most.
     while seq < 3000 {
@@ -905,7 +932,8 @@ pub fn slow_consumer_drop_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_drops_total{reason="queue_full"}"#).await;
+        let sample = r#"chatbench_drops_total{reason="queue_full"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
@@ -922,13 +950,84 @@ pub fn slow_consumer_disconnect_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_disconnects_total{reason="slow_consumer"}"#).await;
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_drops_total{reason="queue_full"}"#),
             0.0
         );
         assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+    });
+}
+
+const QUEUED_BYTES: &str = "chatbench_outbound_queued_bytes";
+
+/// A member that joins a room and never reads while 60 KB messages flow: the bytes the server
+/// holds for it stay within `outbound_queue_bytes` (the 1,024-frame bound alone lets it pin
+/// ~61 MB), the refused frames are counted, and its bytes are released when it goes.
+pub fn slow_consumer_bytes_bounded(arch: Sut) {
+    const CAP: usize = 512 * 1024;
+    let config = ServerConfig {
+        outbound_queue_bytes: CAP,
+        slow_consumer: SlowConsumerPolicy::Drop,
+        slow_consumer_grace: Duration::from_secs(600),
+        ..test_config()
+    };
+    with_server(arch, config, |t| async move {
+        let (slow, mut fast, mut sender) = flood_room(t).await;
+        let body = "y".repeat(60 * 1000);
+        // 400 × 60 KB = 24 MB: many times what the kernel's loopback buffers and the cap hold.
+        // The slow member's queue holds at most CAP; task-per-conn's writer holds one taken
+        // batch beside it (at most CAP more), and the reading member may still count the frame
+        // it just read (its writer releases the bytes after the write returns).
+        let bound = (2 * CAP + 2 * 64 * 1024) as f64;
+        let mut peak = 0.0f64;
+        for seq in 0..400u64 {
+            let text = encode_msg("flood", "sender", seq, seq, &body);
+            sender.send(&text).await;
+            assert!(fast.recv().await == text, "fast member lost seq {seq}");
+            if seq % 20 == 19 {
+                let queued = sum(t, QUEUED_BYTES).await;
+                assert!(
+                    queued <= bound,
+                    "{queued} bytes queued after {seq} messages"
+                );
+                peak = peak.max(queued);
+            }
+        }
+        let m = totals(t).await;
+        assert!(
+            value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0,
+            "the byte bound never refused a frame (peak {peak} bytes queued)"
+        );
+        assert_eq!(
+            value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
+            0.0
+        );
+        assert!(peak > 0.0, "nothing ever counted as queued");
+        drop(slow);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
+    });
+}
+
+/// Under the default `drop` policy, a member whose frames keep being refused with nothing
+/// written to it for `slow_consumer_grace` is disconnected (`slow_consumer`, counted).
+pub fn slow_consumer_grace_disconnects(arch: Sut) {
+    let config = ServerConfig {
+        outbound_queue_bytes: 256 * 1024,
+        slow_consumer_grace: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    assert_eq!(config.slow_consumer, SlowConsumerPolicy::Drop);
+    with_server(arch, config, |t| async move {
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 60 * 1000).await;
+        let m = totals(t).await;
+        assert!(value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0);
+        assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
     });
 }
 
@@ -951,6 +1050,7 @@ pub fn metrics_names_and_values(arch: Sut) {
             "chatbench_frames_out_total",
             "chatbench_deliveries_total",
             "chatbench_drops_total",
+            "chatbench_outbound_queued_bytes",
             "chatbench_disconnects_total",
             "chatbench_errors_sent_total",
             "chatbench_handshake_timeouts_total",
