@@ -1390,11 +1390,14 @@ mod tests {
         let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
         // The slowest ramp the scenario accepts, shared: each agent's stays within the bound.
-        let slow =
-            chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\nramp_rate=0.001\n", "t")
-                .expect("scenario");
+        let slow = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nramp_rate=0.001\n",
+            "t",
+        )
+        .expect("scenario");
         let text = agent_scenario(&slow, 1, 300, false).expect("encode");
-        chatbench_model::scenario::Scenario::parse(&text, "agent").expect("an agent accepts its share");
+        chatbench_model::scenario::Scenario::parse(&text, "agent")
+            .expect("an agent accepts its share");
     }
 
     #[test]
