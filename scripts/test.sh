@@ -26,11 +26,18 @@ done
 # from Debian's packages in one go (as root); otherwise the script stops and names them.
 tools=(
   "chromium:chromium:the report.html check loads the page in headless Chromium"
-  "redis-server:redis-server:the cluster tests start private Redis servers (none is left running)"
+  "redis-server:redis-server:the cluster and socketio-cluster tests start private Redis servers (none is left running)"
   "valgrind:valgrind:the deterministic regression gate counts instructions with callgrind"
   "node:nodejs:the protocol-profile tests run the Node.js ws and Socket.IO peer servers"
   "npm:npm:servers/peers installs its pinned ws and socket.io with npm ci"
   "ip:iproute2:the network-namespace test builds hosts with ip netns, veth and a bridge"
+  "elixir:elixir:the conformance, profile and compare tests run the Elixir peer server (servers/peers/elixir)"
+)
+# Erlang libraries the Elixir peer loads from the OTP lib path, as (glob, Debian package, what
+# needs it): they are not commands, so they are looked for where Debian installs them.
+erlang_libs=(
+  "/usr/lib/erlang/lib/cowlib-*:erlang-cowlib:the Elixir peer frames WebSocket messages with cowlib's cow_ws"
+  "/usr/lib/erlang/lib/jiffy-*:erlang-jiffy:the Elixir peer parses JSON with jiffy"
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -38,6 +45,13 @@ for t in "${tools[@]}"; do
   if [ "$cmd" = chromium ] && need chromium-browser; then continue; fi
   if ! need "$cmd"; then
     echo "== missing $cmd: $why"
+    missing+=("$pkg")
+  fi
+done
+for l in "${erlang_libs[@]}"; do
+  IFS=: read -r glob pkg why <<<"$l"
+  if ! compgen -G "$glob" >/dev/null; then
+    echo "== missing $pkg: $why"
     missing+=("$pkg")
   fi
 done
@@ -50,9 +64,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json.
-if [ ! -d servers/peers/node_modules ]; then
-  echo "== npm ci (servers/peers: pinned ws and socket.io)"
+# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json; again
+# when the lock is newer than what npm last installed (a dependency was added or bumped).
+if [ ! -f servers/peers/node_modules/.package-lock.json ] \
+  || [ servers/peers/package-lock.json -nt servers/peers/node_modules/.package-lock.json ]; then
+  echo "== npm ci (servers/peers: pinned ws, socket.io, @socket.io/redis-adapter and redis)"
   npm ci --prefix servers/peers --no-audit --no-fund
 fi
 

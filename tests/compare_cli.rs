@@ -534,9 +534,36 @@ fn peers_get_columns_measured_like_the_architectures() {
         for r in rows {
             let cell = &r["cells"][peer];
             match r["key"].as_str().expect("key") {
-                // No fault-injection frame in a third-party server: not run, and said so.
-                "fault_blast_radius" | "horizontal_scaling" => {
+                // A single process: no scaling step, and said so.
+                "horizontal_scaling" => {
                     assert_eq!(cell["status"], "not_measured", "{cell}")
+                }
+                // The poison frame throws, uncaught: the whole Node process dies, with every
+                // other connection on it.
+                "fault_blast_radius" => {
+                    let src =
+                        dir.join(cell["source"].as_str().unwrap_or_else(|| {
+                            panic!("{peer}: the poison step was measured: {cell}")
+                        }));
+                    let s: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&src).expect("source"))
+                            .expect("summary");
+                    assert_eq!(s["target"]["arch"], peer, "{}", src.display());
+                    let f = &s["fault"];
+                    let open_before = f["open_before"].as_u64().expect("open_before");
+                    assert!(open_before > 1, "{f}");
+                    assert_eq!(f["poisoner_lost"], true, "{f}");
+                    assert_eq!(f["open_after"], 0, "{f}");
+                    assert_eq!(
+                        cell["value"].as_f64(),
+                        Some((open_before - 1) as f64),
+                        "{cell}"
+                    );
+                    assert_eq!(
+                        cell["display"],
+                        format!("{} of {}", open_before - 1, open_before - 1),
+                        "{cell}"
+                    );
                 }
                 key => {
                     if cell["status"] == "invalid" {
@@ -640,4 +667,165 @@ fn report_embeds_only_the_charts_it_drew_and_escapes_summary_text() {
         page.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'none';"),
         "no CSP"
     );
+}
+
+#[test]
+fn a_socketio_cluster_column_gets_the_cluster_steps() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "socketio-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    let cell = |key: &str| -> serde_json::Value {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no row {key}: {c}"))["cells"]["socketio-cluster"]
+            .clone()
+    };
+    // The scaling step ran at 1, 2 and 4 workers, each a socketio-cluster run of that size.
+    let scaling = summaries_of(&dir, "quick-scaling", "socketio-cluster");
+    let mut nodes: Vec<String> = scaling
+        .iter()
+        .map(|s| {
+            s["target"]["settings"]["nodes"]
+                .as_str()
+                .expect("nodes")
+                .to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["1", "2", "4"], "scaling points");
+    let s = cell("scaling_delivered_per_s");
+    assert_ne!(s["status"], "not_measured", "{s}");
+    // Node loss: a worker SIGKILLed, its clients back (the re-fork and the loss outside the
+    // failover are checked in tests/socketio_cluster_cli.rs, with the time a busy machine needs).
+    let lost = summaries_of(&dir, "quick-node-loss", "socketio-cluster");
+    assert_eq!(lost.len(), 1);
+    let f = &lost[0]["failover"];
+    assert_eq!(f["node"], 1, "{f}");
+    assert_eq!(f["all_back"], true, "{f}");
+    let back = cell("node_loss_all_back_ms");
+    assert!(
+        back["value"].is_number() || back["status"] == "invalid",
+        "{back}"
+    );
+    // Its clients come back through the one shared port, and the condition says so.
+    assert!(
+        back["condition"]
+            .as_str()
+            .is_some_and(|c| c.contains("reconnect to the same port")),
+        "{back}"
+    );
+    // Poison: the throw kills one worker, not the cluster: it takes its own clients only.
+    let poison = summaries_of(&dir, "quick-poison", "socketio-cluster");
+    assert_eq!(poison.len(), 1);
+    let f = &poison[0]["fault"];
+    let open_before = f["open_before"].as_u64().expect("open_before");
+    let others = f["others_lost"].as_u64().expect("others_lost");
+    assert_eq!(f["poisoner_lost"], true, "{f}");
+    assert!(others > 0 && others < open_before - 1, "{f}");
+    let blast = cell("fault_blast_radius");
+    assert_eq!(blast["value"].as_f64(), Some(others as f64), "{blast}");
+}
+
+/// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
+/// fault-injection frame, their poison rows measured: one crashing connection process takes no
+/// other connection with it.
+#[test]
+fn the_elixir_peer_gets_a_column_with_its_poison_row() {
+    let elixir = Command::new("elixir")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        elixir,
+        "this test needs Elixir with cowlib and jiffy: apt-get install elixir erlang-cowlib \
+         erlang-jiffy (scripts/test.sh does it)"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "elixir,elixir-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    assert!(
+        md.contains("| question | epoll | elixir | elixir-cluster |"),
+        "{md}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    for peer in ["elixir", "elixir-cluster"] {
+        let mut measured = Vec::new();
+        for r in rows {
+            let key = r["key"].as_str().expect("key");
+            let cell = &r["cells"][peer];
+            if key == "horizontal_scaling"
+                || key.starts_with("scaling_")
+                || key.starts_with("node_loss_")
+            {
+                continue;
+            }
+            if cell["status"] == "invalid" || cell["status"] == "not_measured" {
+                assert_ne!(key, "fault_blast_radius", "the poison step ran: {cell}");
+                continue;
+            }
+            let src = dir.join(
+                cell["source"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key}: {cell}")),
+            );
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+            assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
+            assert!(cell["value"].is_number(), "{key}: {cell}");
+            if key == "fault_blast_radius" {
+                // The victim's process crashed (its own connection is not counted); nobody else.
+                assert_eq!(cell["value"], 0.0, "{cell}");
+                assert!(
+                    s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1),
+                    "{s:#}"
+                );
+            }
+            measured.push(key.to_string());
+        }
+        assert!(
+            measured.iter().any(|k| k == "fault_blast_radius"),
+            "{peer}: the poison row was measured: {measured:?}"
+        );
+    }
 }

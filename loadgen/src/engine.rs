@@ -544,8 +544,11 @@ async fn drive(
     loop {
         tokio::select! {
             _ = shared.poison.notified(), if poisoner => {
-                if ws.send(Message::text(r#"{"t":"panic"}"#)).await.is_err() {
-                    return Exit::Gone;
+                // The scenario checks that the profile has a poison frame.
+                if let Some(frame) = profile.poison_frame() {
+                    if ws.send(Message::text(frame)).await.is_err() {
+                        return Exit::Gone;
+                    }
                 }
             }
             changed = phase_rx.changed() => {

@@ -126,9 +126,11 @@ fn lock_sup(m: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The pids to sample: every running node and the private redis-server.
+/// The pids to sample: every running node, a shared-port cluster's primary and the private
+/// redis-server.
 fn cluster_pids(sup: &Supervisor) -> Vec<u32> {
     let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+    pids.extend(sup.primary_pid());
     pids.extend(sup.redis_pid());
     pids
 }
@@ -368,7 +370,11 @@ struct Killed {
     node: u32,
     pid: Option<u32>,
     at: Instant,
-    clients: u64,
+    /// Clients on the node at the kill; `None` for a shared-port cluster (one URL for every
+    /// node), whose killed node's clients are the connections lost after the kill.
+    clients: Option<u64>,
+    /// Connections lost before the kill.
+    disconnects: u64,
     /// Reconnects, attempts and failures before the kill.
     counts: (u64, u64, u64),
     /// The supervisor's events before the kill.
@@ -416,7 +422,9 @@ fn failover_outcome(
         pid: k.pid,
         kill_s,
         window_s,
-        clients_on_node: k.clients,
+        clients_on_node: k
+            .clients
+            .unwrap_or_else(|| since(Stats::get(&c.disconnects), k.disconnects)),
         reconnects: since(Stats::get(&c.reconnects), k.counts.0),
         attempts: since(Stats::get(&c.reconnect_attempts), k.counts.1),
         failures: since(Stats::get(&c.reconnect_failures), k.counts.2),
@@ -454,7 +462,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             }
             Some(c) => lock_sup(c).nodes().len() as u32,
         };
-        if f.kill_node > nodes || nodes != targets.len() as u32 {
+        let one_url = opts
+            .cluster
+            .as_ref()
+            .is_some_and(|c| lock_sup(c).shares_one_port());
+        let urls = if one_url { 1 } else { nodes };
+        if f.kill_node > nodes || urls != targets.len() as u32 {
             return Err(RunError::Layout(format!(
                 "the scenario kills node {} ([[fault]] kill_node) but the run started {nodes} node(s) \
                  (raise --nodes, or lower kill_node)",
@@ -598,7 +611,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                     .await;
                 if !ticker.interrupted {
                     let c = &shared.stats.counters;
-                    let clients = shared.open_on(f.kill_node - 1);
+                    let clients = (!lock_sup(&cluster).shares_one_port())
+                        .then(|| shared.open_on(f.kill_node - 1));
+                    let disconnects = Stats::get(&c.disconnects);
                     let counts = (
                         Stats::get(&c.reconnects),
                         Stats::get(&c.reconnect_attempts),
@@ -615,15 +630,17 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
                     ticker.pids = pids;
                     ticker.last.server = None;
                     ticker.progress.println(&format!(
-                        "fault: SIGKILL node {} (pid {}) with {clients} clients on it",
+                        "fault: SIGKILL node {} (pid {}) with {} clients on it",
                         f.kill_node,
-                        pid.map_or("-".into(), |p| p.to_string())
+                        pid.map_or("-".into(), |p| p.to_string()),
+                        clients.map_or("its".into(), |n| n.to_string())
                     ));
                     killed = Some(Killed {
                         node: f.kill_node,
                         pid,
                         at,
                         clients,
+                        disconnects,
                         counts,
                         events_from: lock_sup(&cluster).events().len(),
                     });

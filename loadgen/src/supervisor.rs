@@ -14,8 +14,15 @@
 //! (`CHATBENCH_CLUSTER_SECRET`, `CHATBENCH_REDIS_URL`), never on its command line, which any
 //! local user can read in `/proc`.
 //!
+//! A shared-port cluster ([`Supervisor::start_shared_port`], the `socketio-cluster` peer) is one
+//! child instead: a primary process whose workers share its port and which re-forks a dead worker
+//! itself (Node's `cluster` module). The workers are the nodes: the supervisor follows them from
+//! the primary's stdout lines (started, exited, re-forked, their counts), kills one by its PID
+//! for a node-loss experiment, and stops the primary (which stops its workers).
+//!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
-//! signals a process it did not start. Every child also dies with the supervisor's thread
+//! signals a process it did not start (a shared-port cluster's worker is its primary's child,
+//! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
 //! (`PR_SET_PDEATHSIG`, see [`crate::launcher::die_with_parent`]): Linux sends that signal when
 //! the thread that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
@@ -31,7 +38,9 @@ use rand::RngCore;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::launcher::{die_with_parent, LaunchError, ServerChild};
+use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild};
+
+mod shared_port;
 
 /// Errors starting a cluster.
 #[derive(Debug, Error)]
@@ -164,6 +173,24 @@ pub struct NodeInfo {
     pub restarts: u32,
     /// Whether the supervisor gave up on it.
     pub given_up: bool,
+    /// A shared-port cluster's worker: its latest counts, as its primary reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<WorkerReport>,
+}
+
+/// A shared-port cluster worker's counts (`worker ID report …` lines of its primary).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerReport {
+    /// Connections open now.
+    pub connections: u64,
+    /// The most connections it had open at once.
+    pub peak: u64,
+    /// Rooms with at least one member on this worker now.
+    pub rooms: u64,
+    /// The most such rooms at once.
+    pub peak_rooms: u64,
+    /// Messages its own clients published (each broadcast to the room on every worker).
+    pub published: u64,
 }
 
 /// Something that happened to a node.
@@ -388,7 +415,20 @@ pub struct Supervisor {
     events: Vec<Event>,
     /// The thread that started the supervisor: the only one that may spawn (PDEATHSIG).
     thread: std::thread::ThreadId,
+    /// A shared-port cluster's primary (its workers are the nodes); `None` otherwise.
+    primary: Option<Primary>,
 }
+
+/// The primary process of a shared-port cluster.
+struct Primary {
+    child: Option<ServerChild>,
+    lines: LaterLines,
+    /// Lines that did not parse (a newer primary, or a bug): counted, never fatal.
+    unparsed: u64,
+}
+
+/// How many of the primary's later stdout lines may wait for [`Supervisor::poll`].
+const PRIMARY_LINES: usize = 4096;
 
 impl Supervisor {
     /// Starts every node (and a private redis-server when the backplane needs one) and waits
@@ -424,6 +464,7 @@ impl Supervisor {
                         pid: None,
                         restarts: 0,
                         given_up: false,
+                        report: None,
                     },
                     child: None,
                     recent: Vec::new(),
@@ -440,6 +481,7 @@ impl Supervisor {
             secret,
             events: Vec::new(),
             thread: std::thread::current().id(),
+            primary: None,
         };
         for i in 0..sup.nodes.len() {
             let id = sup.nodes[i].info.id;
@@ -576,6 +618,9 @@ impl Supervisor {
     /// Kills node `id` with SIGKILL (a node-loss experiment); the next [`Supervisor::poll`]
     /// finds it dead and restarts it under the policy. Returns the pid killed.
     pub fn kill(&mut self, id: u32) -> Option<u32> {
+        if self.primary.is_some() {
+            return self.kill_worker(id);
+        }
         let i = self.nodes.iter().position(|n| n.info.id == id)?;
         let child = self.nodes[i].child.as_mut()?;
         let pid = child.pid;
@@ -587,6 +632,9 @@ impl Supervisor {
     /// Checks every node; restarts the dead ones whose time has come. Returns the events
     /// this call added.
     pub fn poll(&mut self) -> Vec<Event> {
+        if self.primary.is_some() {
+            return self.poll_shared_port();
+        }
         let first_new = self.events.len();
         let policy = self.spec.restart;
         for i in 0..self.nodes.len() {
@@ -674,7 +722,7 @@ impl Supervisor {
     /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the private redis-server.
     /// Returns, per node, how it ended.
     pub fn stop(&mut self, grace: Duration) -> Vec<(u32, String)> {
-        let mut out = Vec::new();
+        let mut out = self.stop_shared_port(grace);
         for n in &mut self.nodes {
             if let Some(child) = n.child.take() {
                 let (how, _) = child.stop(grace);
@@ -694,7 +742,9 @@ impl Supervisor {
         serde_json::json!({
             "schema": "chatbench.cluster/v1",
             "arch": self.spec.arch,
-            "backplane": (self.spec.arch == "cluster").then(|| self.spec.backplane.as_str()),
+            "backplane": (self.spec.arch == "cluster" || self.primary.is_some())
+                .then(|| self.spec.backplane.as_str()),
+            "primary": self.primary_json(),
             "redis_url": self.redis_url.as_deref().map(redact_url),
             "restart_policy": {
                 "max_restarts": self.spec.restart.max_restarts,

@@ -125,7 +125,8 @@ pub struct Scenario {
     pub late_after: Duration,
     /// Fault injection: this long after the measurement window opens, the first member
     /// connection sends `{"t":"panic"}` (a reference server started with `--fault-injection`
-    /// crashes that connection's handler). The results then show how many *other* connections
+    /// crashes that connection's handler; a Node.js peer's handler throws, uncaught; with
+    /// protocol = "socketio" the object is the message event's payload). The results then show how many *other* connections
     /// the crash took with it (`connections.closed_by_server`, `messages.lost`). Unset: no
     /// poison frame is sent.
     #[serde(default, with = "opt_duration_str")]
@@ -882,13 +883,14 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if s.poison_after.is_some() && profile.name() != "chatbench" {
+        if s.poison_after.is_some() && profile.poison_frame().is_none() {
             return Err(self.err(
                 "",
                 "poison_after",
                 format!(
-                    "poison_after sends the chatbench fault-injection frame, which a {} server \
-                     does not understand (remove poison_after, or use protocol = \"chatbench\")",
+                    "poison_after sends the fault-injection frame {{\"t\":\"panic\"}}, which protocol \
+                     = \"{}\" has no form of (remove poison_after, or use protocol = \"chatbench\" \
+                     or \"socketio\")",
                     profile.name()
                 ),
             ));
@@ -1826,10 +1828,22 @@ read_buffer_size = 8192
         assert_eq!(e.line(), Some(4), "{msg}");
         assert!(msg.contains("a template message must fit"), "{msg}");
         let (e, msg) = err(
-            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"phoenix\"\npoison_after = \"1s\"\n",
         );
         assert_eq!(e.line(), Some(6), "{msg}");
-        assert!(msg.contains("socketio server"), "{msg}");
+        assert!(
+            msg.contains("protocol = \"phoenix\" has no form of"),
+            "{msg}"
+        );
+        // Socket.IO has one: the message event carrying {"t":"panic"}.
+        let s = parse(
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+        )
+        .expect("socketio can poison");
+        assert_eq!(
+            s.session_profile().poison_frame().as_deref(),
+            Some(r#"42["message",{"t":"panic"}]"#)
+        );
     }
 
     #[test]

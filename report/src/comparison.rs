@@ -1057,8 +1057,14 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
                             |s| pick(s.failover.as_ref().ok_or("no node was killed")?),
                             |s| {
                                 let f = s.failover.as_ref();
+                                // One URL for every node (socketio-cluster's shared port).
+                                let whither = if s.target.targets.is_empty() {
+                                    "the same port (the other workers, or the re-forked one)"
+                                } else {
+                                    "the next node"
+                                };
                                 format!(
-                                    "{}; node {} of {} SIGKILLed {:.1} s into the window, clients reconnect to the next node with backoff and rejoin; {}",
+                                    "{}; node {} of {} SIGKILLed {:.1} s into the window, clients reconnect to {whither} with backoff and rejoin; {}",
                                     load_condition(s),
                                     f.map_or(0, |f| f.node),
                                     crate::sweeps::nodes_of(s),

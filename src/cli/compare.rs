@@ -93,8 +93,13 @@ pub struct CompareArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures, comma-separated (from
-    /// servers/peers/, Node.js: `node-ws`, `socketio`); each gets a column, measured with the
-    /// same sampler. Their poison step is not run (they have no fault-injection frame).
+    /// servers/peers/, Node.js: `node-ws`, `socketio`, `socketio-cluster`; Elixir: `elixir`,
+    /// `elixir-cluster`); each gets a column, measured with the same sampler.
+    /// `socketio-cluster` (3 workers over a private redis-server) also gets the cluster columns'
+    /// scaling (1/2/4 workers) and node-loss steps. Their poison step runs them with
+    /// `--fault-injection` (for the peers that have it: all of them today): the Node.js peers
+    /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
+    /// raises in that connection's process.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
     peer: Vec<String>,
     /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
@@ -441,6 +446,12 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         args.archs.clone()
     };
+    if args.peer.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+        return Err(UsageError(
+            "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+        )
+        .into());
+    }
     let repeats = args.repeats.unwrap_or(match args.suite {
         Suite::Quick => 1,
         Suite::Full => 3,
@@ -472,20 +483,26 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     columns.extend(args.peer.iter().cloned());
     for arch in &columns {
         let peer = args.peer.contains(arch);
+        // A peer that runs several processes (socketio-cluster): a cluster column.
+        let peer_cluster =
+            peer && chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.is_cluster());
         for s in &steps {
             let backplane = cluster_backplane(arch);
-            if peer && s.step == Step::Poison {
+            let cluster = backplane.is_some() || peer_cluster;
+            // A peer's poison step needs its fault injection (`Peer::has_fault_injection`).
+            let poisonable =
+                chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.has_fault_injection());
+            if peer && s.step == Step::Poison && !poisonable {
                 continue;
             }
             // Scaling: the cluster columns in every suite; single-process architectures (as
-            // independent servers, rooms partitioned) in the full suite; never the peers.
-            if s.step == Step::Scaling
-                && (peer || (backplane.is_none() && args.suite == Suite::Quick))
-            {
+            // independent servers, rooms partitioned) in the full suite; never the
+            // single-process peers.
+            if s.step == Step::Scaling && !cluster && (peer || args.suite == Suite::Quick) {
                 continue;
             }
             // Node loss: a cluster's; a single server's loss is a whole outage.
-            if s.step == Step::NodeLoss && backplane.is_none() {
+            if s.step == Step::NodeLoss && !cluster {
                 continue;
             }
             let mut stopped = false;
@@ -503,9 +520,14 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                             "--peers-dir".into(),
                             args.peers_dir.display().to_string(),
                         ];
-                        if arch == "socketio" {
+                        if arch == "socketio" || arch == "socketio-cluster" {
                             e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                         }
+                        if peer_cluster {
+                            let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
+                            e.extend(["--nodes".into(), nodes.to_string()]);
+                        }
+                        e.extend(s.server_args.iter().map(|a| a.to_string()));
                         e
                     } else {
                         let nodes = s.nodes[i];

@@ -138,14 +138,16 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
+    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"], group = "started_server")]
     serve: Option<String>,
     /// With --serve: start this many server processes under a supervisor (`cluster up`'s) and
     /// spread the clients over them. With `--serve cluster` rooms span the nodes over
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
     /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
-    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// With --serve-peer socketio-cluster: its number of worker processes (default 3); with
+    /// --serve-peer elixir-cluster: that many Elixir nodes (default 3).
+    #[arg(long, value_name = "N", requires = "started_server", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
@@ -156,8 +158,10 @@ struct RunArgs {
     redis_url: Option<String>,
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
-    /// socketio: socketio). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
+    /// socketio: socketio; socketio-cluster: socketio, from --nodes workers under Node's
+    /// `cluster` module over a private redis-server; elixir and elixir-cluster: chatbench,
+    /// phoenix). See docs/profiles.md.
+    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd", group = "started_server")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
@@ -170,11 +174,12 @@ struct RunArgs {
     /// Folder of the peer servers (with package.json and node_modules) for --serve-peer.
     #[arg(long, value_name = "DIR", default_value = "servers/peers")]
     peers_dir: PathBuf,
-    /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
+    /// Extra flag for the server started by --serve or --serve-peer (repeatable), e.g.
+    /// --server-arg=--slow-consumer=disconnect, --server-arg=--fault-injection.
     #[arg(
         long = "server-arg",
         value_name = "ARG",
-        requires = "serve",
+        requires = "started_server",
         allow_hyphen_values = true
     )]
     server_args: Vec<String>,
@@ -357,7 +362,27 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut child = None;
     let mut supervisor = None;
+    let mut elixir_cluster = None;
     let clustered = args.serve.as_deref() == Some("cluster");
+    let peer = args
+        .serve_peer
+        .as_deref()
+        .map(Peer::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let peer_cluster = peer.is_some_and(Peer::is_cluster);
+    let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
+    if args.nodes.is_some() && args.serve.is_none() && !peer_nodes {
+        return Err(UsageError(
+            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
+        )
+        .into());
+    }
+    if !args.server_args.is_empty() && args.serve.is_none() && peer.is_none() {
+        return Err(
+            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
+        );
+    }
     if args.backplane.is_some() && !clustered {
         return Err(UsageError("--backplane needs --serve cluster".into()).into());
     }
@@ -365,11 +390,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
     if let Some(f) = scenario.kill_fault() {
-        // The run kills a node it started and supervises: only `--serve cluster` has them.
-        if !clustered {
+        // The run kills a node it started and supervises: only `--serve cluster` (and the
+        // socketio-cluster peer) has them.
+        if !clustered && !peer_cluster {
             return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} needs --serve cluster (the run kills a node it \
-                 started and supervises itself; add --serve cluster --nodes N)",
+                "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
+                 socketio-cluster (the run kills a node it started and supervises itself; add \
+                 --serve cluster --nodes N)",
                 args.scenario.display(),
                 f.kill_node
             ))
@@ -382,7 +409,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        let nodes = args.nodes.unwrap_or(1);
+        let nodes = args
+            .nodes
+            .unwrap_or(if peer_cluster { PEER_CLUSTER_NODES } else { 1 });
         if f.kill_node > nodes {
             return Err(UsageError(format!(
                 "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
@@ -476,21 +505,38 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         child = Some(c);
         (url, info)
-    } else if let Some(peer) = &args.serve_peer {
+    } else if let Some(peer) = peer {
         // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
         // its own: raise the soft limit to the hard one first.
         raise_nofile_for_child();
-        let peer = Peer::parse(peer).map_err(|e| UsageError(e.to_string()))?;
         let path = peer
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
-        let (program, peer_args) = peer
-            .command(&args.peers_dir)
-            .map_err(|e| UsageError(e.to_string()))?;
-        let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
-        let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
-        child = Some(c);
-        (url, info)
+        if peer == Peer::ElixirCluster {
+            let (url, info, cluster) = start_elixir_cluster(&args, path, pin, &server_cpus)?;
+            if args.target_policy.is_none() {
+                scenario.target_policy = TargetPolicy::Span;
+            }
+            elixir_cluster = Some(cluster);
+            (url, info)
+        } else if peer_cluster {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &[], &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let nodes = args.nodes.unwrap_or(PEER_CLUSTER_NODES);
+            let (url, info, sup) =
+                start_peer_cluster(peer, program, peer_args, nodes, path, pin, &server_cpus)?;
+            supervisor = Some(Arc::new(Mutex::new(sup)));
+            (url, info)
+        } else {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &server_cpus, &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
+            let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
+            child = Some(c);
+            (url, info)
+        }
     } else if let Some(cmd) = &args.serve_cmd {
         let mut words = cmd.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or_else(|| {
@@ -580,6 +626,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
+    if let Some(cluster) = elixir_cluster {
+        for (how, tail) in cluster.stop(Duration::from_secs(10)) {
+            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+                eprintln!("elixir-cluster node: {how}\n{tail}");
+            }
+        }
+    }
     // The nodes' state (pids, restarts, events) beside the results, then stop them.
     let cluster_state = supervisor.as_ref().map(|s| {
         let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -653,12 +706,128 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
+const PEER_CLUSTER_NODES: u32 = 3;
+
+/// Starts a cluster peer (`socketio-cluster`: a primary whose `nodes` workers share one port,
+/// over a private redis-server) under the supervisor, on the server CPUs when pinned. Returns
+/// its one URL, the target record (every worker, the primary and redis-server sampled) and the
+/// supervisor, which the run polls (re-forks) and asks to kill a worker for a kill fault.
+fn start_peer_cluster(
+    peer: Peer,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    nodes: u32,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let sup = Supervisor::start_shared_port(ClusterSpec {
+        exe: program,
+        arch: peer.as_str().into(),
+        nodes,
+        backplane: Backplane::Redis { url: None },
+        server_args: args,
+        restart: RestartPolicy::default(),
+        redis_cpus: server_cpus.to_vec(),
+        node_cpus: if pin {
+            server_cpus.to_vec()
+        } else {
+            Vec::new()
+        },
+    })
+    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
+    let addr = sup
+        .nodes()
+        .first()
+        .map(|n| n.listen)
+        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
+    let url = format!("ws://{addr}{path}");
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "command".to_string(),
+        format!(
+            "{command} --workers {nodes} --redis-url {}",
+            sup.redis_url().unwrap_or("?")
+        ),
+    );
+    let mut pids: Vec<u32> = sup.primary_pid().into_iter().collect();
+    pids.extend(sup.nodes().iter().filter_map(|n| n.pid));
+    if let Some(redis) = sup.redis_pid() {
+        settings.insert("redis_pid".to_string(), redis.to_string());
+        pids.push(redis);
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(peer.as_str().into()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, sup))
+}
+
 /// Raises our open-files soft limit to the hard one before starting a server that will inherit
 /// it. A failure is only a warning here: the run itself checks the limit against its plan.
 fn raise_nofile_for_child() {
     if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
         tracing::warn!("cannot raise the open-files limit for the server: {e}");
     }
+}
+
+/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
+/// schedulers a share of them) and returns its URLs, target record and handle.
+fn start_elixir_cluster(
+    args: &RunArgs,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, chatbench_loadgen::peers::ElixirCluster)> {
+    let nodes = args.nodes.unwrap_or(3) as usize;
+    let cpus = if server_cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server_cpus.len()
+    };
+    let schedulers = cpus.div_ceil(nodes).max(1);
+    let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+        &args.peers_dir,
+        nodes,
+        schedulers,
+        server_cpus,
+        &args.server_args,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let url = cluster
+        .addrs()
+        .iter()
+        .map(|a| format!("ws://{a}{path}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
+    if let Some(c) = cluster.nodes.iter().flatten().next() {
+        settings.insert("command".to_string(), c.args.join(" "));
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(Peer::ElixirCluster.as_str().to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, cluster))
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).

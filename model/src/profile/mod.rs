@@ -28,6 +28,9 @@ pub mod socketio;
 pub mod template;
 
 use options::Opts;
+
+/// The fault-injection frame of chatbench protocol v1 (`docs/protocol.md`).
+const POISON: &str = r#"{"t":"panic"}"#;
 pub use options::ProfileError;
 
 /// The protocol names a scenario's `protocol` field accepts.
@@ -377,6 +380,17 @@ impl Profile {
             Kind::Template(t) => t.leave_frame(room),
             Kind::SocketIo(s) => Some(s.leave_frame(room)),
             Kind::Phoenix(p) => Some(p.leave_frame(room)),
+        }
+    }
+
+    /// The fault-injection frame (`poison_after`), if the protocol has one: chatbench's
+    /// `{"t":"panic"}`, or for Socket.IO that object as the payload of the message event
+    /// (`42["message",{"t":"panic"}]`, what the Node.js peers throw on with `--fault-injection`).
+    pub fn poison_frame(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Chatbench => Some(POISON.to_owned()),
+            Kind::SocketIo(s) => Some(s.message_frame(POISON)),
+            Kind::Echo | Kind::Template(_) | Kind::Phoenix(_) => None,
         }
     }
 

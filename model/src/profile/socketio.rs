@@ -102,6 +102,11 @@ impl SocketIo {
         self.event(None, &self.leave_event, &super::json_str(room))
     }
 
+    /// `42["message",ARG]`: the message event with `arg` (JSON) as its payload.
+    pub fn message_frame(&self, arg: &str) -> String {
+        self.event(None, &self.message_event, arg)
+    }
+
     /// `42["message",{"room":…,"from":…,"seq":…,"ts":…,"body":…}]`.
     pub fn writer(&self, room: &str, from: &str, body: &str) -> FrameWriter {
         let mut b = PartsBuilder::default();
