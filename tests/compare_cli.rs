@@ -152,7 +152,15 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 "node_loss_all_back_ms" => s["failover"]["all_back_ms"].as_f64(),
                 "node_loss_messages_lost" => s["failover"]["during"]["lost"].as_f64(),
                 "node_loss_p99_ms" => s["failover"]["p99_during_us"].as_f64().map(|v| v / 1000.0),
-                other => panic!("unexpected numeric row {other}"),
+                // Any other single-figure row: as the figure catalogue reads the file.
+                other => {
+                    let (fig, _) = chatbench_model::figures::table()
+                        .find(|(_, t)| t.key == other)
+                        .unwrap_or_else(|| panic!("unexpected numeric row {other}"));
+                    let typed: chatbench_model::results::Summary =
+                        serde_json::from_value(s.clone()).expect("a typed summary");
+                    fig.shown(&typed)
+                }
             };
             assert_eq!(
                 from_file,
@@ -237,9 +245,15 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // Ten measured questions per architecture, each a traced number or an explained invalid,
-    // and the three scaling and three node-loss rows of the cluster column.
-    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 6, "{md}");
+    // The measured questions per architecture (the figure catalogue's table rows and the fault
+    // row: ten), each a traced number or an explained invalid, and the three scaling and three
+    // node-loss rows of the cluster column.
+    let questions = chatbench_model::figures::table().count() + 1;
+    assert_eq!(
+        traced + invalid,
+        questions * archs.split(',').count() + 6,
+        "{md}"
+    );
 }
 
 /// Loads `page` in headless Chromium; returns its DOM as rendered and the console lines it

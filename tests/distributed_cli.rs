@@ -919,7 +919,7 @@ fn coordinate_in_process(
     use chatbench_loadgen::coordinator::{run, AgentsSpec, CoordinatorOptions};
     use chatbench_loadgen::run::RunOptions;
     let mut scenario =
-        chatbench_loadgen::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
+        chatbench_model::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
     scenario.measure = measure;
     let target_url = format!("ws://{}/ws", srv.addr);
     let (_interrupt, rx) = tokio::sync::watch::channel(false);
@@ -928,7 +928,7 @@ fn coordinate_in_process(
             scenario,
             overrides: Vec::new(),
             target_url: target_url.clone(),
-            target_info: chatbench_loadgen::results::TargetInfo {
+            target_info: chatbench_model::results::TargetInfo {
                 url: target_url,
                 arch: Some("task-per-conn".into()),
                 pid: Some(srv.child.id()),

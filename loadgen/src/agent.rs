@@ -30,9 +30,9 @@ use crate::control::{
 use crate::engine::{ramp, Phase, Shared};
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::run::{parse_targets, source_addrs_for};
-use crate::scenario::Scenario;
 use crate::stats::Stats;
 use crate::{sampler, sys};
+use chatbench_model::scenario::Scenario;
 
 /// The environment variable an agent reads its token from when no `--token-file` is given
 /// (how a coordinator hands its local agents a per-run token without putting it on a command

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::stats::new_hist;
+use chatbench_model::hist::new_hist;
 
 /// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
 /// connections, the window's deliveries from every agent and reconnect counts; `done` carries
@@ -463,9 +463,9 @@ pub fn decode_hist(s: &str) -> Result<Histogram<u64>, ControlError> {
     }
     let header_ok = u32_at(&inflated, 0) == Some(V2_COOKIE)
         && u32_at(&inflated, 4).map(|n| n as usize) == inflated.len().checked_sub(V2_HEADER_BYTES)
-        && u32_at(&inflated, 12) == Some(u32::from(crate::stats::HIST_SIGFIG))
+        && u32_at(&inflated, 12) == Some(u32::from(chatbench_model::hist::HIST_SIGFIG))
         && u64_at(&inflated, 16) == Some(1)
-        && u64_at(&inflated, 24) == Some(crate::stats::HIST_MAX_US);
+        && u64_at(&inflated, 24) == Some(chatbench_model::hist::HIST_MAX_US);
     if !header_ok {
         return Err(bad(
             "its header does not describe a chatbench latency histogram (same version on both sides?)",
@@ -580,8 +580,8 @@ mod tests {
         let mut a = new_hist();
         let mut b = new_hist();
         for v in 1..=1000u64 {
-            crate::stats::record(&mut a, v);
-            crate::stats::record(&mut b, v * 1000);
+            chatbench_model::hist::record(&mut a, v);
+            chatbench_model::hist::record(&mut b, v * 1000);
         }
         let a2 = decode_hist(&encode_hist(&a).expect("encode")).expect("decode");
         let b2 = decode_hist(&encode_hist(&b).expect("encode")).expect("decode");
@@ -702,7 +702,7 @@ mod tests {
             use hdrhistogram::serialization::V2Serializer;
             let mut h = new_hist();
             for v in [1u64, 10, 1000, 59_000_000] {
-                crate::stats::record(&mut h, v);
+                chatbench_model::hist::record(&mut h, v);
             }
             let mut raw = Vec::new();
             if inner {

@@ -33,16 +33,18 @@ use crate::control::{
 use crate::engine::Phase;
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
-use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use crate::results::{
+use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::{sampler, sys};
+use chatbench_model::hist::new_hist;
+use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
 };
-use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
-use crate::stats::new_hist;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
-use crate::{sampler, sys};
+use chatbench_model::series;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Where the agents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,7 +313,7 @@ fn agent_err(msg: String) -> RunError {
 /// `max_connecting` too (each gets its part, at least 1): the host has that many set-ups in
 /// flight, whatever the number of agents. A remote agent keeps the whole bound for its host.
 fn agent_scenario(
-    scenario: &crate::scenario::Scenario,
+    scenario: &chatbench_model::scenario::Scenario,
     share: u64,
     total: u64,
     local: bool,
@@ -320,7 +322,7 @@ fn agent_scenario(
     if share > 0 {
         // Within the scenario's bounds, which the agent checks again.
         s.ramp_rate = (scenario.ramp_rate * share as f64 / total as f64)
-            .max(crate::scenario::RAMP_RATE_RANGE.0);
+            .max(chatbench_model::scenario::RAMP_RATE_RANGE.0);
         if local {
             let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
             s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
@@ -606,7 +608,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     drop(tx);
 
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let pids = ropts.target_info.sampled_pids();
     // The servers and the host are read on a thread of their own: a slow /proc must not keep
@@ -805,44 +807,56 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
             let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
             let t = at_s(now);
             let mut rows: Vec<(&str, f64)> = vec![
-                ("connections_open", open as f64),
-                ("connect_attempts", sum(|t| t.connect_attempts) as f64),
-                ("connect_errors", sum(|t| t.connect_errors) as f64),
-                ("closed_by_server", sum(|t| t.closed_by_server) as f64),
-                ("sent_per_s", sent.saturating_sub(last_sent) as f64 / dt),
+                (series::CONNECTIONS_OPEN, open as f64),
+                (series::CONNECT_ATTEMPTS, sum(|t| t.connect_attempts) as f64),
+                (series::CONNECT_ERRORS, sum(|t| t.connect_errors) as f64),
+                (series::CLOSED_BY_SERVER, sum(|t| t.closed_by_server) as f64),
                 (
-                    "delivered_per_s",
+                    series::SENT_PER_S,
+                    sent.saturating_sub(last_sent) as f64 / dt,
+                ),
+                (
+                    series::DELIVERED_PER_S,
                     delivered.saturating_sub(last_delivered) as f64 / dt,
                 ),
-                ("latency_count", pending.len() as f64),
+                (series::LATENCY_COUNT, pending.len() as f64),
                 (
-                    "generator_rss_bytes",
+                    series::GENERATOR_RSS_BYTES,
                     ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>() as f64,
                 ),
-                ("generator_cpu_cores", (cpu - last_cpu).max(0.0) / dt),
+                (series::GENERATOR_CPU_CORES, (cpu - last_cpu).max(0.0) / dt),
                 (
-                    "agents_live",
+                    series::AGENTS_LIVE,
                     links.iter().filter(|l| !l.lost).count() as f64,
                 ),
             ];
             if scenario.reconnects() {
-                rows.push(("reconnects", sum(|t| t.reconnects) as f64));
-                rows.push(("reconnect_failures", sum(|t| t.reconnect_failures) as f64));
+                rows.push((series::RECONNECTS, sum(|t| t.reconnects) as f64));
+                rows.push((
+                    series::RECONNECT_FAILURES,
+                    sum(|t| t.reconnect_failures) as f64,
+                ));
             }
             if !pending.is_empty() {
-                rows.push(("latency_p50_us", pending.value_at_quantile(0.5) as f64));
-                rows.push(("latency_p99_us", pending.value_at_quantile(0.99) as f64));
-                rows.push(("latency_max_us", pending.max() as f64));
+                rows.push((
+                    series::LATENCY_P50_US,
+                    pending.value_at_quantile(0.5) as f64,
+                ));
+                rows.push((
+                    series::LATENCY_P99_US,
+                    pending.value_at_quantile(0.99) as f64,
+                ));
+                rows.push((series::LATENCY_MAX_US, pending.max() as f64));
             }
             // The latest reading of the servers' RSS and the kernel side of the fleet's
             // sockets (as a one-process run records it), taken once per reading.
             if let Some(r) = last_second.take() {
                 if let Some(rss) = r.target_rss {
-                    rows.push(("target_rss_bytes", rss as f64));
+                    rows.push((series::TARGET_RSS_BYTES, rss as f64));
                 }
                 if let Some(h) = &r.host {
-                    rows.push(("host_slab_bytes", h.slab_bytes as f64));
-                    rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+                    rows.push((series::HOST_SLAB_BYTES, h.slab_bytes as f64));
+                    rows.push((series::HOST_TCP_INUSE, h.tcp_inuse as f64));
                 }
             }
             for (metric, value) in rows {
@@ -1237,6 +1251,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         host_of(Mark::MeasureEnd).as_ref(),
         server_cores,
         ropts.target_info.cpu_affinity.as_deref(),
+        &crate::sys::cpu_affinity(),
     );
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
@@ -1348,13 +1363,13 @@ mod tests {
 
     #[test]
     fn agents_share_the_ramp_rate_and_keep_everything_else() {
-        let s = crate::scenario::Scenario::parse(
+        let s = chatbench_model::scenario::Scenario::parse(
             "name='t'\nconnections=300\nramp_rate=3000.0\nrooms=3\nmembers_per_room=100\n",
             "t",
         )
         .expect("scenario");
         let text = agent_scenario(&s, 100, 300, false).expect("encode");
-        let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&text, "agent").expect("parses back");
         assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
         assert_eq!(back.connections, 300);
         assert_eq!(back.rooms, 3);
@@ -1363,20 +1378,26 @@ mod tests {
         // A remote agent keeps the whole set-up bound; local agents share the host's.
         assert_eq!(back.max_connecting, s.max_connecting);
         let local = agent_scenario(&s, 100, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        let back =
+            chatbench_model::scenario::Scenario::parse(&local, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 334);
-        let tiny =
-            crate::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
-                .expect("scenario");
+        let tiny = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nmax_connecting=2\n",
+            "t",
+        )
+        .expect("scenario");
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
         // The slowest ramp the scenario accepts, shared: each agent's stays within the bound.
-        let slow =
-            crate::scenario::Scenario::parse("name='t'\nconnections=300\nramp_rate=0.001\n", "t")
-                .expect("scenario");
+        let slow = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nramp_rate=0.001\n",
+            "t",
+        )
+        .expect("scenario");
         let text = agent_scenario(&slow, 1, 300, false).expect("encode");
-        crate::scenario::Scenario::parse(&text, "agent").expect("an agent accepts its share");
+        chatbench_model::scenario::Scenario::parse(&text, "agent")
+            .expect("an agent accepts its share");
     }
 
     #[test]
@@ -1410,7 +1431,8 @@ mod tests {
         assert_eq!(totals.connect_errors.get("refused"), Some(&2));
         assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
         // The open rate the summary derives counts all three agents' opens.
-        let s = crate::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let s = chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\n", "t")
+            .expect("s");
         let hist = new_hist();
         let conns = summary::ConnCounts {
             planned: 300,
@@ -1426,7 +1448,7 @@ mod tests {
         };
         let summary = summary::build(summary::SummaryInput {
             conns,
-            ..summary::tests::input(&s, &hist)
+            ..summary::testing::input(&s, &hist)
         });
         assert!((summary.connections.open_rate_per_s - 84.0).abs() < 1e-9);
     }
@@ -1437,7 +1459,7 @@ mod tests {
         let hist_of = |values: &[u64]| {
             let mut h = new_hist();
             for &v in values {
-                crate::stats::record(&mut h, v);
+                chatbench_model::hist::record(&mut h, v);
             }
             control::encode_hist(&h).expect("encode")
         };

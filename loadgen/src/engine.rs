@@ -9,7 +9,7 @@
 //! per sender to count duplicates. Loss is computed per room at the end:
 //! expected = sent × (readers − 1).
 //!
-//! What goes over the wire is the scenario's protocol profile's business ([`crate::profile`]):
+//! What goes over the wire is the scenario's protocol profile's business ([`chatbench_model::profile`]):
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
 //! what an incoming frame is, and keep-alives. With the `echo` profile each sender reads its own
 //! messages back and its room counts as two readers, so expected = sent.
@@ -34,15 +34,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
-use crate::placeholder::{ConnVars, SessionTemplate};
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
-use crate::profile::{self, Fanout, FrameWriter, Incoming};
-use crate::reconnect::ReconnectSettings;
-use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
 use crate::target::{connect, ws_config, Target, Transport};
 use crate::tls::TlsClient;
+use chatbench_model::placeholder::{ConnVars, SessionTemplate};
+use chatbench_model::profile::{Fanout, FrameWriter, Incoming};
+use chatbench_model::reconnect::ReconnectSettings;
+use chatbench_model::scenario::Scenario;
 
 /// The phase a run is in, broadcast to every connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -535,9 +535,9 @@ async fn open_and_join<S: Transport>(
     .await
     .map_err(|e| e.label())?;
     let profile = shared.scenario.session_profile();
-    profile::open_session(profile, &mut ws, &shared.stats).await?;
+    crate::session::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
-    profile::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
+    crate::session::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
     Ok(ws)
 }
 

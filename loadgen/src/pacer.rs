@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::schedule::Schedule;
-use crate::stats::{new_hist, record};
+use chatbench_model::hist::{new_hist, record};
 
 /// One sender as the pacer sees it.
 pub struct PacedSender {
@@ -103,7 +103,7 @@ fn set_fine_timer_slack() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Arrival;
+    use chatbench_model::scenario::Arrival;
 
     #[test]
     fn wakes_every_sender_and_ends() {

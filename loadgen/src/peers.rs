@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::profile::ProtocolKind;
+use chatbench_model::profile::ProtocolKind;
 
 mod elixir;
 

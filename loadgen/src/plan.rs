@@ -21,7 +21,7 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::scenario::{Scenario, TargetPolicy};
+use chatbench_model::scenario::{Scenario, TargetPolicy};
 
 /// What a connection does during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,18 +18,22 @@ use crate::engine::{ramp, Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
-use crate::provenance::Provenance;
-use crate::results::{
-    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
-    RunStatus, SeriesRow, Summary, TargetInfo,
-};
-use crate::sampler::{self, HostSample, ProcSample};
-use crate::scenario::Scenario;
+use crate::sampler;
 use crate::stats::Stats;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
+use chatbench_model::figures;
+use chatbench_model::results::{
+    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
+    RunStatus, SeriesRow, Summary, TargetInfo,
+};
+use chatbench_model::sampler::{HostSample, ProcSample};
+use chatbench_model::scenario::Scenario;
+use chatbench_model::series;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Generator CPU share (of the cores it may use) above which a run is generator-bound.
 pub const GEN_CPU_LIMIT: f64 = 0.90;
@@ -278,35 +282,47 @@ impl Ticker {
             });
         }
         let mut rows: Vec<(&str, f64)> = vec![
-            ("connections_open", open),
-            ("connect_attempts", Stats::get(&c.connect_attempts) as f64),
-            ("connect_errors", st.connect_errors.total() as f64),
-            ("closed_by_server", st.closed_by_server.total() as f64),
-            ("sent_per_s", (sent - self.last_sent) as f64 / dt),
+            (series::CONNECTIONS_OPEN, open),
             (
-                "delivered_per_s",
+                series::CONNECT_ATTEMPTS,
+                Stats::get(&c.connect_attempts) as f64,
+            ),
+            (series::CONNECT_ERRORS, st.connect_errors.total() as f64),
+            (series::CLOSED_BY_SERVER, st.closed_by_server.total() as f64),
+            (series::SENT_PER_S, (sent - self.last_sent) as f64 / dt),
+            (
+                series::DELIVERED_PER_S,
                 (delivered - self.last_delivered) as f64 / dt,
             ),
-            ("latency_count", interval.len() as f64),
+            (series::LATENCY_COUNT, interval.len() as f64),
         ];
         if self.shared.scenario.reconnects() {
-            rows.push(("connections_lost", Stats::get(&c.disconnects) as f64));
-            rows.push(("reconnects", Stats::get(&c.reconnects) as f64));
+            rows.push((series::CONNECTIONS_LOST, Stats::get(&c.disconnects) as f64));
+            rows.push((series::RECONNECTS, Stats::get(&c.reconnects) as f64));
             rows.push((
-                "reconnect_failures",
+                series::RECONNECT_FAILURES,
                 Stats::get(&c.reconnect_failures) as f64,
             ));
         }
         if !interval.is_empty() {
-            rows.push(("latency_p50_us", interval.value_at_quantile(0.5) as f64));
-            rows.push(("latency_p99_us", interval.value_at_quantile(0.99) as f64));
-            rows.push(("latency_max_us", interval.max() as f64));
+            rows.push((
+                series::LATENCY_P50_US,
+                interval.value_at_quantile(0.5) as f64,
+            ));
+            rows.push((
+                series::LATENCY_P99_US,
+                interval.value_at_quantile(0.99) as f64,
+            ));
+            rows.push((series::LATENCY_MAX_US, interval.max() as f64));
         }
         if let (Some(a), Some(b)) = (&self.last.server, &s.server) {
-            rows.push(("target_rss_bytes", b.rss_bytes as f64));
-            rows.push(("target_cpu_cores", (b.cpu_seconds - a.cpu_seconds) / dt));
-            rows.push(("target_threads", b.threads as f64));
-            rows.push(("target_open_fds", b.open_fds as f64));
+            rows.push((series::TARGET_RSS_BYTES, b.rss_bytes as f64));
+            rows.push((
+                series::TARGET_CPU_CORES,
+                (b.cpu_seconds - a.cpu_seconds) / dt,
+            ));
+            rows.push((series::TARGET_THREADS, b.threads as f64));
+            rows.push((series::TARGET_OPEN_FDS, b.open_fds as f64));
             self.peak_rss = Some(self.peak_rss.unwrap_or(0).max(b.rss_bytes));
         }
         if !self.pids.is_empty() && s.server.is_none() && !self.target_gone {
@@ -316,13 +332,16 @@ impl Ticker {
             );
         }
         if let Some(h) = &s.host {
-            rows.push(("host_slab_bytes", h.slab_bytes as f64));
-            rows.push(("host_tcp_inuse", h.tcp_inuse as f64));
+            rows.push((series::HOST_SLAB_BYTES, h.slab_bytes as f64));
+            rows.push((series::HOST_TCP_INUSE, h.tcp_inuse as f64));
         }
         if let Some(me) = &s.me {
-            rows.push(("generator_rss_bytes", me.rss_bytes as f64));
+            rows.push((series::GENERATOR_RSS_BYTES, me.rss_bytes as f64));
         }
-        rows.push(("generator_cpu_cores", (s.me_cpu - self.last.me_cpu) / dt));
+        rows.push((
+            series::GENERATOR_CPU_CORES,
+            (s.me_cpu - self.last.me_cpu) / dt,
+        ));
         for (metric, value) in rows {
             self.series.push(SeriesRow {
                 t_s: (t * 1000.0).round() / 1000.0,
@@ -380,7 +399,7 @@ fn failover_outcome(
     window_s: (f64, f64),
     seconds: &[SecondHist],
     sup: Option<&Arc<Mutex<Supervisor>>>,
-) -> failover::FailoverOutcome {
+) -> chatbench_model::failover::FailoverOutcome {
     let c = &shared.stats.counters;
     let since = |v: u64, before: u64| v.saturating_sub(before);
     let last_us = Stats::get(&c.last_reconnect_us);
@@ -470,7 +489,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target.preflight(&scenario).await?;
     }
     let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let plan = Plan::for_agent(&scenario, 0, &layout);
     let slow = plan.slow_count() as u64;
@@ -782,6 +801,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
             b.host.as_ref(),
             server_cores,
             opts.target_info.cpu_affinity.as_deref(),
+            &crate::sys::cpu_affinity(),
         );
     }
     let pacer_lag_p = pacer_lag
@@ -978,12 +998,17 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
         m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
     );
+    // The catalogue's figures as the catalogue shows them.
+    let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
     if let Some(l) = &s.latency_us {
-        let ms = |v: u64| v as f64 / 1000.0;
         let _ = writeln!(
             out,
-            "  latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={}, from intended send time)",
-            ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max), l.count
+            "  latency     p50 {}  p99 {}  p99.9 {}  max {:.3} ms  (n={}, from intended send time)",
+            fig("p50_latency"),
+            fig("p99_latency"),
+            fig("p999_latency"),
+            l.max as f64 / 1000.0,
+            l.count
         );
     }
     let r = &s.target_resources;
@@ -995,12 +1020,12 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             mem.kernel_slab_bytes_per_conn / 1024.0
         );
     }
-    if let Some(cores) = r.cpu_cores_measure {
+    if r.cpu_cores_measure.is_some() {
         let per = r
             .cpu_us_per_delivery
             .map(|v| format!(", {v:.2} CPU-µs/delivery"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  server cpu  {cores:.2} cores{per}");
+        let _ = writeln!(out, "  server cpu  {}{per}", fig("server_cpu_cores"));
     }
     let g = &s.generator;
     let _ = writeln!(

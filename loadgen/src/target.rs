@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::placeholder::{PlaceholderError, SessionTemplate};
-use crate::profile::SessionRequest;
-use crate::scenario::{ClientSettings, Scenario};
 use crate::tls::{TlsClient, TlsError, TlsFailure};
+use chatbench_model::placeholder::{PlaceholderError, SessionTemplate};
+use chatbench_model::profile::SessionRequest;
+use chatbench_model::scenario::{ClientSettings, Scenario};
 
 /// Errors about the target URL itself.
 #[derive(Debug, Error)]

@@ -11,7 +11,6 @@
 //! file (as `curl --cacert` does). `insecure` accepts any certificate (the handshake signatures
 //! are still checked); it is printed as a warning and recorded with the scenario in the results.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,50 +18,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::scenario::ClientSettings;
-
-/// Most certificates read from a `ca_file`.
-const MAX_CA_CERTS: usize = 1000;
-
-/// Why the TLS client configuration could not be built.
-#[derive(Debug, Error)]
-pub enum TlsError {
-    /// The CA file could not be read or holds no certificate.
-    #[error("CA file {path:?}: {problem} (expected a PEM file with one or more \"-----BEGIN CERTIFICATE-----\" blocks)")]
-    CaFile {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        problem: String,
-    },
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Config(String),
-}
-
-/// The certificates of a PEM CA file (at least one, at most 1000).
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |problem: String| TlsError::CaFile {
-        path: path.display().to_string(),
-        problem,
-    };
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-    let mut certs = Vec::new();
-    for c in iter.take(MAX_CA_CERTS) {
-        certs.push(c.map_err(|e| bad(e.to_string()))?);
-    }
-    if certs.is_empty() {
-        return Err(bad("no certificate in it".into()));
-    }
-    Ok(certs)
-}
+use chatbench_model::scenario::ClientSettings;
+pub use chatbench_model::tls::{load_ca_file, TlsError};
 
 /// rustls's ring provider: X25519/P-256/P-384 key exchange, AES-GCM and ChaCha20 suites.
 /// rustls 0.23.48 deprecates it for lacking post-quantum key exchange (X25519MLKEM768, in its
@@ -144,29 +106,6 @@ impl TlsClient {
             .await
             .map_err(TlsFailure::from_io)
     }
-}
-
-/// The summary's note about TLS, for a run whose targets are `url` (`None` for `ws://`): what
-/// the figures include, and what the server's certificate was checked against.
-pub fn summary_note(url: &str, c: &ClientSettings) -> Option<String> {
-    if !url.starts_with("wss://") {
-        return None;
-    }
-    let trust = match (&c.ca_file, c.insecure) {
-        (_, true) => "certificate verification was OFF (--insecure / client.insecure): the \
-                      target's identity was not checked"
-            .to_string(),
-        (Some(path), false) => {
-            format!("certificates checked against the CAs of {}", path.display())
-        }
-        (None, false) => {
-            "certificates checked against the built-in Mozilla roots (webpki-roots)".into()
-        }
-    };
-    Some(format!(
-        "wss://: every connection runs TLS (rustls); connect times include the TLS handshake and \
-         the generator's memory per connection is higher than for ws://; {trust}"
-    ))
 }
 
 /// A failed TLS handshake: the label the results count, and what happened.
@@ -292,20 +231,6 @@ mod tests {
         assert_eq!(TlsClient::new(&c).expect("ca").trust, "ca_file");
         c.insecure = true;
         assert_eq!(TlsClient::new(&c).expect("insecure").trust, "insecure");
-    }
-
-    #[test]
-    fn the_summary_says_what_tls_trusted() {
-        let mut c = ClientSettings::default();
-        assert_eq!(summary_note("ws://127.0.0.1:1/ws", &c), None);
-        let n = summary_note("wss://127.0.0.1:1/ws", &c).expect("note");
-        assert!(n.contains("handshake") && n.contains("webpki-roots"), "{n}");
-        c.ca_file = Some("ca.pem".into());
-        let n = summary_note("wss://h/ws", &c).expect("note");
-        assert!(n.contains("CAs of ca.pem"), "{n}");
-        c.insecure = true;
-        let n = summary_note("wss://h/ws", &c).expect("note");
-        assert!(n.contains("verification was OFF"), "{n}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chatbench_loadgen::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::series;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -1153,35 +1154,39 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
             lines: vec![(
                 "connections open".into(),
                 PALETTE[0],
-                get("connections_open", 1.0),
+                get(series::CONNECTIONS_OPEN, 1.0),
             )],
         },
         Panel {
             y_desc: "Messages/s".into(),
             lines: vec![
-                ("sent/s".into(), PALETTE[1], get("sent_per_s", 1.0)),
+                ("sent/s".into(), PALETTE[1], get(series::SENT_PER_S, 1.0)),
                 (
                     "delivered/s".into(),
                     PALETTE[2],
-                    get("delivered_per_s", 1.0),
+                    get(series::DELIVERED_PER_S, 1.0),
                 ),
             ],
         },
         Panel {
             y_desc: "Latency, ms".into(),
             lines: vec![
-                ("p50".into(), PALETTE[0], get("latency_p50_us", 1e-3)),
-                ("p99".into(), PALETTE[3], get("latency_p99_us", 1e-3)),
+                ("p50".into(), PALETTE[0], get(series::LATENCY_P50_US, 1e-3)),
+                ("p99".into(), PALETTE[3], get(series::LATENCY_P99_US, 1e-3)),
             ],
         },
         Panel {
             y_desc: "CPU, cores".into(),
             lines: vec![
-                ("server".into(), PALETTE[4], get("target_cpu_cores", 1.0)),
+                (
+                    "server".into(),
+                    PALETTE[4],
+                    get(series::TARGET_CPU_CORES, 1.0),
+                ),
                 (
                     "generator".into(),
                     PALETTE[7],
-                    get("generator_cpu_cores", 1.0),
+                    get(series::GENERATOR_CPU_CORES, 1.0),
                 ),
             ],
         },
@@ -1251,12 +1256,12 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
                 (
                     "connections open".into(),
                     PALETTE[0],
-                    get("connections_open", 1.0),
+                    get(series::CONNECTIONS_OPEN, 1.0),
                 ),
                 (
                     "reconnects (total)".into(),
                     PALETTE[2],
-                    get("reconnects", 1.0),
+                    get(series::RECONNECTS, 1.0),
                 ),
             ],
         },
@@ -1265,7 +1270,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "p99 per second".into(),
                 PALETTE[3],
-                get("latency_p99_us", 1e-3),
+                get(series::LATENCY_P99_US, 1e-3),
             )],
         },
         Panel {
@@ -1273,7 +1278,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "delivered/s".into(),
                 PALETTE[2],
-                get("delivered_per_s", 1.0),
+                get(series::DELIVERED_PER_S, 1.0),
             )],
         },
     ];

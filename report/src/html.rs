@@ -73,7 +73,7 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
                     let _ = write!(
                         o,
                         "<td class=\"{}\" title=\"{}\">{text}</td>",
-                        esc(&cell.status),
+                        cell.status.as_str(),
                         esc(&cell.condition)
                     );
                 }

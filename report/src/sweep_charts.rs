@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use chatbench_loadgen::results::{RunStatus, Summary};
+use chatbench_model::results::{RunStatus, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use chatbench_loadgen::results::write_file_atomic;
 use chatbench_loadgen::supervisor::{
     Backplane, ClusterSpec, Event, EventKind, RestartPolicy, Supervisor,
 };
+use chatbench_model::results::write_file_atomic;
 
 use super::serve::humantime_duration;
 use super::{BackplaneArg, UsageError};

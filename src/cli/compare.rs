@@ -8,8 +8,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use chatbench_loadgen::results::write_file_atomic;
-use chatbench_loadgen::results::RunStatus;
+use chatbench_model::results::write_file_atomic;
+use chatbench_model::results::RunStatus;
 use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
 
 use super::UsageError;
@@ -356,7 +356,10 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
 /// Whether a point's connections need more than one generator process (the descriptor
 /// limit): such a point runs with `--agents auto`, local agent processes whose results are
 /// merged exactly, so that the generator is not what stops a capacity sweep.
-fn needs_agents(point: &[String], limit: Option<&chatbench_loadgen::sys::NofileLimit>) -> bool {
+fn needs_agents(
+    point: &[String],
+    limit: Option<&chatbench_model::provenance::NofileLimit>,
+) -> bool {
     let connections = point
         .iter()
         .find_map(|o| o.strip_prefix("connections="))
@@ -474,7 +477,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     // What one generator process may open (the run raises its soft limit to the hard one).
     let nofile = chatbench_loadgen::sys::current_nofile()
         .ok()
-        .map(|l| chatbench_loadgen::sys::NofileLimit { soft: l.hard, ..l });
+        .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l });
     let mut runs = Runs::new();
     let mut columns = archs.clone();
     columns.extend(args.peer.iter().cloned());
@@ -758,7 +761,7 @@ fn list_dirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn chrono_like_now() -> String {
-    chatbench_loadgen::results::run_id(chrono::Utc::now(), "x")
+    chatbench_model::results::run_id(chrono::Utc::now(), "x")
         .trim_end_matches("-x")
         .to_string()
 }
@@ -769,7 +772,7 @@ mod tests {
 
     #[test]
     fn only_points_past_one_process_need_agents() {
-        let limit = chatbench_loadgen::sys::NofileLimit {
+        let limit = chatbench_model::provenance::NofileLimit {
             soft: 20_000,
             hard: 20_000,
             raised_from: 1_024,

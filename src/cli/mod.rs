@@ -13,10 +13,10 @@ use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
-use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
 use chatbench_loadgen::supervisor::{Backplane, ClusterSpec, RestartPolicy, Supervisor};
+use chatbench_model::results::{RunStatus, TargetInfo};
+use chatbench_model::scenario::{Scenario, TargetPolicy};
 
 mod agent;
 mod cluster;
@@ -695,7 +695,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(state) = cluster_state {
         let json = serde_json::to_vec_pretty(&state).context("encoding cluster.json")?;
-        chatbench_loadgen::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
+        chatbench_model::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
             .context("writing cluster.json")?;
     }
     if report.summary.failover.is_some() {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use chatbench_loadgen::results::write_file_atomic;
+use chatbench_model::results::write_file_atomic;
 use std::path::Path;
 
 use chatbench_report::comparison::{build_suite, load, render_markdown, StepResult};

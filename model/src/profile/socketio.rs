@@ -137,7 +137,7 @@ impl SocketIo {
     }
 
     /// While waiting for the namespace connect acknowledgement.
-    pub(crate) fn connect_step(&self, text: &str) -> Step {
+    pub fn connect_step(&self, text: &str) -> Step {
         if let Some(r) = ping(text) {
             return Step::Reply(r.into_owned());
         }
@@ -229,7 +229,7 @@ fn ping(text: &str) -> Option<Cow<'static, str>> {
 }
 
 /// While waiting for the Engine.IO open packet.
-pub(crate) fn open_step(text: &str) -> Step {
+pub fn open_step(text: &str) -> Step {
     match text.strip_prefix('0') {
         Some(data) => match serde_json::from_str::<serde_json::Value>(data) {
             Ok(v) if v.get("sid").is_some() => Step::Done,
