@@ -57,11 +57,11 @@ fn histogram(c: &mut Criterion) {
         .map(|i| 10 + (i.wrapping_mul(2_654_435_761) % 65_536) * (1 + i % 16))
         .collect();
     g.throughput(Throughput::Elements(values.len() as u64));
-    let mut h = chatbench_loadgen::stats::new_hist();
+    let mut h = chatbench_model::hist::new_hist();
     g.bench_function("record_1024", |b| {
         b.iter(|| {
             for &v in &values {
-                chatbench_loadgen::stats::record(&mut h, black_box(v));
+                chatbench_model::hist::record(&mut h, black_box(v));
             }
         })
     });
@@ -69,15 +69,15 @@ fn histogram(c: &mut Criterion) {
 
     // The coordinator's merge: an agent's window histogram (100k deliveries) serialised, sent,
     // deserialised and added into the total.
-    let mut agent = chatbench_loadgen::stats::new_hist();
+    let mut agent = chatbench_model::hist::new_hist();
     for i in 0..100_000u64 {
-        chatbench_loadgen::stats::record(&mut agent, values[(i % 1024) as usize] + i % 97);
+        chatbench_model::hist::record(&mut agent, values[(i % 1024) as usize] + i % 97);
     }
     let mut g = c.benchmark_group("histogram_merge");
     g.throughput(Throughput::Elements(1));
     g.bench_function("serialize_deserialize_add", |b| {
         b.iter_batched(
-            chatbench_loadgen::stats::new_hist,
+            chatbench_model::hist::new_hist,
             |mut total| {
                 let mut buf = Vec::new();
                 let ok = V2Serializer::new().serialize(&agent, &mut buf).is_ok();

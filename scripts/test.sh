@@ -26,11 +26,18 @@ done
 # from Debian's packages in one go (as root); otherwise the script stops and names them.
 tools=(
   "chromium:chromium:the report.html check loads the page in headless Chromium"
-  "redis-server:redis-server:the cluster tests start private Redis servers (none is left running)"
+  "redis-server:redis-server:the cluster and socketio-cluster tests start private Redis servers (none is left running)"
   "valgrind:valgrind:the deterministic regression gate counts instructions with callgrind"
   "node:nodejs:the protocol-profile tests run the Node.js ws and Socket.IO peer servers"
   "npm:npm:servers/peers installs its pinned ws and socket.io with npm ci"
   "ip:iproute2:the network-namespace test builds hosts with ip netns, veth and a bridge"
+  "elixir:elixir:the conformance, profile and compare tests run the Elixir peer server (servers/peers/elixir)"
+)
+# Erlang libraries the Elixir peer loads from the OTP lib path, as (glob, Debian package, what
+# needs it): they are not commands, so they are looked for where Debian installs them.
+erlang_libs=(
+  "/usr/lib/erlang/lib/cowlib-*:erlang-cowlib:the Elixir peer frames WebSocket messages with cowlib's cow_ws"
+  "/usr/lib/erlang/lib/jiffy-*:erlang-jiffy:the Elixir peer parses JSON with jiffy"
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -38,6 +45,13 @@ for t in "${tools[@]}"; do
   if [ "$cmd" = chromium ] && need chromium-browser; then continue; fi
   if ! need "$cmd"; then
     echo "== missing $cmd: $why"
+    missing+=("$pkg")
+  fi
+done
+for l in "${erlang_libs[@]}"; do
+  IFS=: read -r glob pkg why <<<"$l"
+  if ! compgen -G "$glob" >/dev/null; then
+    echo "== missing $pkg: $why"
     missing+=("$pkg")
   fi
 done
@@ -50,9 +64,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json.
-if [ ! -d servers/peers/node_modules ]; then
-  echo "== npm ci (servers/peers: pinned ws and socket.io)"
+# The Node peers' dependencies, at the versions pinned in servers/peers/package-lock.json; again
+# when the lock is newer than what npm last installed (a dependency was added or bumped).
+if [ ! -f servers/peers/node_modules/.package-lock.json ] \
+  || [ servers/peers/package-lock.json -nt servers/peers/node_modules/.package-lock.json ]; then
+  echo "== npm ci (servers/peers: pinned ws, socket.io, @socket.io/redis-adapter and redis)"
   npm ci --prefix servers/peers --no-audit --no-fund
 fi
 
@@ -64,6 +80,16 @@ echo "== cargo test"
 # Integration tests open thousands of sockets in one process: raise the soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
+
+# The install story: `cargo install --path .` into a temporary root gives a working binary (the
+# debug profile and this target dir, so nothing is compiled twice), with its completions and man page.
+echo "== cargo install --path . (temporary root)"
+install_root="$(mktemp -d)"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" cargo install --path . --debug --locked --quiet --root "$install_root"
+"$install_root/bin/chatbench" --version
+"$install_root/bin/chatbench" completions bash | grep -q "_chatbench()" || { echo "error: the installed binary printed no bash completion" >&2; exit 1; }
+"$install_root/bin/chatbench" man | grep -q '^.TH chatbench 1' || { echo "error: the installed binary printed no man page" >&2; exit 1; }
+rm -rf "$install_root"
 
 # The deterministic tier of the regression gate against the committed baseline: instruction and
 # allocation counts per delivery of each architecture's fan-out path and per connection opened and

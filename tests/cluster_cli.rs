@@ -1,7 +1,8 @@
 //! End-to-end tests of `chatbench serve --arch cluster`: two real node processes on 127.0.0.1
 //! linked over the mesh (port 0 everywhere, addresses read from the startup line), a message
-//! crossing from a client of one to a client of the other, and the flag checks and the Redis
-//! start-up error with their exit codes.
+//! crossing from a client of one to a client of the other (authenticated with a secret file),
+//! and the flag checks — a mesh off loopback without a secret, secret files others may read —
+//! and the Redis start-up error with their exit codes.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -32,9 +33,12 @@ struct Node {
 }
 
 impl Node {
-    fn start(id: u64, peers: &[SocketAddr]) -> Node {
+    fn start(id: u64, peers: &[SocketAddr], secret_file: &std::path::Path) -> Node {
         let mut cmd = chatbench();
-        cmd.args(["serve", "--arch", "cluster", "--backplane", "mesh"])
+        cmd.env_remove("CHATBENCH_CLUSTER_SECRET")
+            .args(["serve", "--arch", "cluster", "--backplane", "mesh"])
+            .arg("--cluster-secret-file")
+            .arg(secret_file)
             .args(["--node-id", &id.to_string()])
             .args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"]);
         if !peers.is_empty() {
@@ -98,8 +102,10 @@ async fn peers_up(addr: SocketAddr) -> f64 {
 
 #[test]
 fn two_node_processes_link_and_carry_a_message_across() {
-    let a = Node::start(1, &[]);
-    let b = Node::start(2, &[a.cluster]);
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = secret_file(dir.path(), "0123456789abcdef0123456789abcdef\n", 0o600);
+    let a = Node::start(1, &[], &secret);
+    let b = Node::start(2, &[a.cluster], &secret);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,8 +138,27 @@ fn two_node_processes_link_and_carry_a_message_across() {
     });
 }
 
+/// Writes a secret file with `mode`.
+fn secret_file(dir: &std::path::Path, text: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("secret-{mode:o}"));
+    std::fs::write(&path, text).expect("write the secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
 fn serve_fails(args: &[&str]) -> Output {
-    let o = chatbench()
+    serve_fails_env(args, None)
+}
+
+/// `serve ARGS` with `CHATBENCH_CLUSTER_SECRET` set to `secret` (or unset).
+fn serve_fails_env(args: &[&str], secret: Option<&str>) -> Output {
+    let mut cmd = chatbench();
+    match secret {
+        Some(s) => cmd.env("CHATBENCH_CLUSTER_SECRET", s),
+        None => cmd.env_remove("CHATBENCH_CLUSTER_SECRET"),
+    };
+    let o = cmd
         .arg("serve")
         .args(args)
         .stdin(Stdio::null())
@@ -193,6 +218,86 @@ fn cluster_flags_are_checked_with_usage_errors() {
             "{args:?}: {}",
             text(&o)
         );
+    }
+}
+
+#[test]
+fn a_mesh_off_loopback_needs_a_secret_and_secret_files_must_be_private() {
+    let dir = tempfile::tempdir().expect("dir");
+    let open = secret_file(dir.path(), "0123456789abcdef0123456789abcdef", 0o644);
+    let short = secret_file(dir.path(), "tooshort", 0o600);
+    let good = secret_file(dir.path(), "0123456789abcdef0123456789abcdef", 0o400);
+    let mesh = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--arch", "cluster", "--node-id", "1", "--backplane", "mesh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let p = |path: &std::path::Path| path.to_str().expect("utf-8 path").to_string();
+    let cases: Vec<(Vec<String>, Option<&str>, String)> = vec![
+        (
+            mesh(&["--cluster-listen", "0.0.0.0:0"]),
+            None,
+            "--cluster-listen 0.0.0.0:0 is not a loopback address".into(),
+        ),
+        (
+            mesh(&[
+                "--cluster-listen",
+                "127.0.0.1:0",
+                "--peers",
+                "192.0.2.1:9000",
+            ]),
+            None,
+            "--peers 192.0.2.1:9000 is not a loopback address".into(),
+        ),
+        (
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&open),
+            ]),
+            None,
+            format!("chmod 600 {}", open.display()),
+        ),
+        (
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&short),
+            ]),
+            None,
+            "openssl rand".into(),
+        ),
+        (
+            mesh(&[
+                "--cluster-listen",
+                "0.0.0.0:0",
+                "--cluster-secret-file",
+                &p(&good),
+            ]),
+            Some("0123456789abcdef-from-the-environment"),
+            "both --cluster-secret-file and CHATBENCH_CLUSTER_SECRET".into(),
+        ),
+        (
+            mesh(&["--cluster-listen", "0.0.0.0:0"]),
+            Some("short"),
+            "CHATBENCH_CLUSTER_SECRET: the cluster secret has 5 bytes".into(),
+        ),
+    ];
+    for (args, env, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = serve_fails_env(&args, env);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&want),
+            "{args:?}: want {want:?}: {}",
+            text(&o)
+        );
+        assert!(o.stdout.is_empty(), "{}", text(&o));
     }
 }
 

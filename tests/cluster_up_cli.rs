@@ -1,7 +1,9 @@
 //! End-to-end tests of `chatbench cluster up`: nodes start on the addresses it prints, a node
 //! killed with SIGKILL is restarted at the same address (counted, timestamped), a node that
 //! keeps dying is given up on, and Ctrl-C stops every node; `run --serve … --nodes N` measures
-//! a mesh cluster, a Redis cluster and independent servers it started, with exact counts.
+//! a mesh cluster, a Redis cluster and independent servers it started, with exact counts; a
+//! mesh cluster's nodes authenticate with a per-run secret that is on no command line, and a
+//! stranger without it is refused.
 
 mod common;
 
@@ -190,6 +192,128 @@ fn a_killed_node_is_restarted_at_its_address_and_ctrl_c_stops_all() {
     }
 }
 
+/// `name` in a node's `/metrics`.
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    chatbench_servers::metrics::sample_value(&reply, name)
+}
+
+fn wait_metric(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(addr, name) != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} at {addr} stayed at {:?}, want {want}",
+            metric(addr, name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A variable of process `pid`'s environment.
+fn environ(pid: i32, name: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(&format!("{name}=")).map(str::to_string)
+    })
+}
+
+#[test]
+fn a_mesh_cluster_authenticates_its_nodes_with_a_secret_on_no_command_line() {
+    let mut up = Up::start(&["--nodes", "2"]);
+    let lines: Vec<String> = (1..=2)
+        .map(|i| up.wait_for(&format!("node {i} ws://")))
+        .collect();
+    let mut secrets = Vec::new();
+    let mut nodes = Vec::new();
+    for l in &lines {
+        let (addr, pid) = node_line(l);
+        let cluster = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("cluster="))
+            .expect("cluster=")
+            .to_string();
+        let secret = environ(pid, "CHATBENCH_CLUSTER_SECRET").expect("the node has a secret");
+        assert_eq!(secret.len(), 64, "32 random bytes, hex");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&secret),
+            "the secret is on node {pid}'s command line"
+        );
+        secrets.push(secret);
+        nodes.push((addr, cluster));
+    }
+    assert_eq!(secrets[0], secrets[1], "one secret per cluster");
+    // The nodes link (authenticated: a node with a secret accepts no other kind of link).
+    for (addr, _) in &nodes {
+        wait_metric(addr, "chatbench_backplane_peers_up", 1.0);
+    }
+    // A message crosses.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut clients = Vec::new();
+        for (addr, _) in &nodes {
+            let (mut c, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+                .await
+                .expect("client");
+            c.send(Message::text(r#"{"t":"join","room":"r"}"#))
+                .await
+                .unwrap();
+            let joined = c.next().await.unwrap().unwrap();
+            assert_eq!(joined.to_text().unwrap(), r#"{"t":"joined","room":"r"}"#);
+            clients.push(c);
+        }
+        let m = r#"{"t":"msg","room":"r","from":"a","seq":1,"ts":2,"body":"hi"}"#;
+        clients[0].send(Message::text(m)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), clients[1].next())
+            .await
+            .expect("the message crossed within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.to_text().unwrap(), m);
+    });
+    // A stranger that says hello without the secret is refused.
+    use chatbench_servers::cluster::wire::{encode, Frame, CLUSTER_PROTOCOL_VERSION};
+    let mut s = TcpStream::connect(&nodes[0].1).expect("mesh port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&encode(&Frame::Hello {
+        version: CLUSTER_PROTOCOL_VERSION,
+        node_id: 99,
+    }))
+    .unwrap();
+    s.write_all(&encode(&Frame::Challenge {
+        incarnation: 1,
+        nonce: [0; 32],
+        flags: 0,
+    }))
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("uses a cluster secret and node 99 has none"),
+        "{text}"
+    );
+    wait_metric(&nodes[0].0, "chatbench_backplane_refused_total", 1.0);
+    assert_eq!(
+        metric(&nodes[0].0, "chatbench_backplane_peers_up"),
+        Some(1.0)
+    );
+    let (status, stderr) = up.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn a_node_that_keeps_dying_is_given_up_on() {
     let mut up = Up::start(&[
@@ -359,8 +483,9 @@ fn a_run_spans_rooms_over_a_redis_cluster_with_a_private_redis() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
             .expect("json");
+    // The private Redis has a random password, stored only as `***`.
     let url = state["redis_url"].as_str().expect("a private redis url");
-    assert!(url.starts_with("redis://127.0.0.1:"), "{url}");
+    assert!(url.starts_with("redis://:***@127.0.0.1:"), "{url}");
 }
 
 #[test]

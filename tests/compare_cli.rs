@@ -152,7 +152,15 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 "node_loss_all_back_ms" => s["failover"]["all_back_ms"].as_f64(),
                 "node_loss_messages_lost" => s["failover"]["during"]["lost"].as_f64(),
                 "node_loss_p99_ms" => s["failover"]["p99_during_us"].as_f64().map(|v| v / 1000.0),
-                other => panic!("unexpected numeric row {other}"),
+                // Any other single-figure row: as the figure catalogue reads the file.
+                other => {
+                    let (fig, _) = chatbench_model::figures::table()
+                        .find(|(_, t)| t.key == other)
+                        .unwrap_or_else(|| panic!("unexpected numeric row {other}"));
+                    let typed: chatbench_model::results::Summary =
+                        serde_json::from_value(s.clone()).expect("a typed summary");
+                    fig.shown(&typed)
+                }
             };
             assert_eq!(
                 from_file,
@@ -211,14 +219,16 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
         })
         .count();
-    let (body, console) = browser_dump(&dir.join("report.html"));
+    let (dom, console) = browser_dump(&dir.join("report.html"));
     assert!(
-        body.contains("data-ready=\"yes\""),
-        "the page did not finish rendering: {body}"
+        dom.contains("</body>"),
+        "the page did not finish rendering: {dom}"
     );
-    assert!(
-        body.contains(&format!("data-charts=\"{svgs}\"")),
-        "charts missing: {body} (expected {svgs})"
+    // Every chart drawn is in the rendered page (plotters' SVGs do not nest <svg>).
+    assert_eq!(
+        dom.matches("<svg").count(),
+        svgs,
+        "charts missing from the page"
     );
     assert!(console.is_empty(), "browser console output: {console:?}");
     // `chatbench report` rebuilds the same table from the files alone.
@@ -235,13 +245,19 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // Ten measured questions per architecture, each a traced number or an explained invalid,
-    // and the three scaling and three node-loss rows of the cluster column.
-    assert_eq!(traced + invalid, 10 * archs.split(',').count() + 6, "{md}");
+    // The measured questions per architecture (the figure catalogue's table rows and the fault
+    // row: ten), each a traced number or an explained invalid, and the three scaling and three
+    // node-loss rows of the cluster column.
+    let questions = chatbench_model::figures::table().count() + 1;
+    assert_eq!(
+        traced + invalid,
+        questions * archs.split(',').count() + 6,
+        "{md}"
+    );
 }
 
-/// Loads `page` in headless Chromium; returns its `<body …>` tag after scripts ran and the
-/// console lines it logged.
+/// Loads `page` in headless Chromium; returns its DOM as rendered and the console lines it
+/// logged (a Content-Security-Policy violation is one).
 fn browser_dump(page: &Path) -> (String, Vec<String>) {
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
@@ -273,17 +289,13 @@ fn browser_dump(page: &Path) -> (String, Vec<String>) {
         "chromium failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let dom = String::from_utf8_lossy(&o.stdout);
-    let body = dom
-        .find("<body")
-        .map(|i| dom[i..].split('>').next().unwrap_or("").to_string())
-        .unwrap_or_default();
+    let dom = String::from_utf8_lossy(&o.stdout).into_owned();
     let console = String::from_utf8_lossy(&o.stderr)
         .lines()
         .filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught"))
         .map(str::to_string)
         .collect();
-    (body, console)
+    (dom, console)
 }
 
 /// Every run folder of `dir` whose scenario is `name` and whose server was `arch`.
@@ -522,9 +534,36 @@ fn peers_get_columns_measured_like_the_architectures() {
         for r in rows {
             let cell = &r["cells"][peer];
             match r["key"].as_str().expect("key") {
-                // No fault-injection frame in a third-party server: not run, and said so.
-                "fault_blast_radius" | "horizontal_scaling" => {
+                // A single process: no scaling step, and said so.
+                "horizontal_scaling" => {
                     assert_eq!(cell["status"], "not_measured", "{cell}")
+                }
+                // The poison frame throws, uncaught: the whole Node process dies, with every
+                // other connection on it.
+                "fault_blast_radius" => {
+                    let src =
+                        dir.join(cell["source"].as_str().unwrap_or_else(|| {
+                            panic!("{peer}: the poison step was measured: {cell}")
+                        }));
+                    let s: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&src).expect("source"))
+                            .expect("summary");
+                    assert_eq!(s["target"]["arch"], peer, "{}", src.display());
+                    let f = &s["fault"];
+                    let open_before = f["open_before"].as_u64().expect("open_before");
+                    assert!(open_before > 1, "{f}");
+                    assert_eq!(f["poisoner_lost"], true, "{f}");
+                    assert_eq!(f["open_after"], 0, "{f}");
+                    assert_eq!(
+                        cell["value"].as_f64(),
+                        Some((open_before - 1) as f64),
+                        "{cell}"
+                    );
+                    assert_eq!(
+                        cell["display"],
+                        format!("{} of {}", open_before - 1, open_before - 1),
+                        "{cell}"
+                    );
                 }
                 key => {
                     if cell["status"] == "invalid" {
@@ -553,5 +592,240 @@ fn peers_get_columns_measured_like_the_architectures() {
                 }
             }
         }
+    }
+}
+
+/// A comparison folder from the report crate's run fixtures, with hostile text in one summary.
+fn hostile_comparison(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("cmp");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data");
+    for run in ["idle", "broadcast", "poison"] {
+        let to = dir.join("runs").join(run);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in ["summary.json", "timeseries.csv", "latency.hgrm"] {
+            let from = data.join(run).join(f);
+            if from.exists() {
+                std::fs::copy(&from, to.join(f)).expect("copy");
+            }
+        }
+    }
+    for run in ["idle", "broadcast", "poison"] {
+        let path = dir.join("runs").join(run).join("summary.json");
+        let mut s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("summary")).expect("json");
+        s["scenario"]["text"] = serde_json::json!("name = \"x\" # <script>alert('text')</script>");
+        s["provenance"]["cpu_model"] = serde_json::json!("<img src=x onerror=alert('cpu')>");
+        s["provenance"]["hostname"] = serde_json::json!("<img src=x onerror=alert('host')>");
+        std::fs::write(&path, serde_json::to_vec(&s).expect("encode")).expect("write");
+    }
+    dir
+}
+
+#[test]
+fn report_embeds_only_the_charts_it_drew_and_escapes_summary_text() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = hostile_comparison(root.path());
+    // Hostile SVGs in the folder before `report DIR`: a new name, one of the names it draws
+    // (made read-only cannot stop an atomic rename, so it is replaced), and a point timeline.
+    let hostile = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert('onload')\">\
+                   <script>alert('svg')</script></svg>";
+    let charts = dir.join("charts");
+    std::fs::create_dir_all(charts.join("points")).expect("mkdir");
+    for f in [
+        "evil.svg",
+        "timeline-zzz.svg",
+        "points/timeline-evil-01.svg",
+    ] {
+        std::fs::write(charts.join(f), hostile).expect("write");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    let lower = page.to_lowercase();
+    assert!(!lower.contains("<script"), "a script in the page");
+    assert!(!lower.contains("onload="), "an onload handler in the page");
+    assert!(!lower.contains("<img"), "markup from a summary in the page");
+    assert!(
+        !page.contains("evil") && !page.contains("timeline-zzz"),
+        "a chart the report did not draw is in the page"
+    );
+    // What it drew is there, and the summary's text is shown escaped.
+    assert!(page.contains("<figure class=\"chart\" id=\"latency_distribution\">"));
+    assert!(
+        page.contains("&lt;script&gt;alert(&#39;text&#39;)&lt;/script&gt;"),
+        "escaped scenario text"
+    );
+    assert!(
+        page.contains("&lt;img src=x onerror=alert("),
+        "escaped provenance"
+    );
+    assert!(
+        page.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'none';"),
+        "no CSP"
+    );
+}
+
+#[test]
+fn a_socketio_cluster_column_gets_the_cluster_steps() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "socketio-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    let cell = |key: &str| -> serde_json::Value {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no row {key}: {c}"))["cells"]["socketio-cluster"]
+            .clone()
+    };
+    // The scaling step ran at 1, 2 and 4 workers, each a socketio-cluster run of that size.
+    let scaling = summaries_of(&dir, "quick-scaling", "socketio-cluster");
+    let mut nodes: Vec<String> = scaling
+        .iter()
+        .map(|s| {
+            s["target"]["settings"]["nodes"]
+                .as_str()
+                .expect("nodes")
+                .to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["1", "2", "4"], "scaling points");
+    let s = cell("scaling_delivered_per_s");
+    assert_ne!(s["status"], "not_measured", "{s}");
+    // Node loss: a worker SIGKILLed, its clients back (the re-fork and the loss outside the
+    // failover are checked in tests/socketio_cluster_cli.rs, with the time a busy machine needs).
+    let lost = summaries_of(&dir, "quick-node-loss", "socketio-cluster");
+    assert_eq!(lost.len(), 1);
+    let f = &lost[0]["failover"];
+    assert_eq!(f["node"], 1, "{f}");
+    assert_eq!(f["all_back"], true, "{f}");
+    let back = cell("node_loss_all_back_ms");
+    assert!(
+        back["value"].is_number() || back["status"] == "invalid",
+        "{back}"
+    );
+    // Its clients come back through the one shared port, and the condition says so.
+    assert!(
+        back["condition"]
+            .as_str()
+            .is_some_and(|c| c.contains("reconnect to the same port")),
+        "{back}"
+    );
+    // Poison: the throw kills one worker, not the cluster: it takes its own clients only.
+    let poison = summaries_of(&dir, "quick-poison", "socketio-cluster");
+    assert_eq!(poison.len(), 1);
+    let f = &poison[0]["fault"];
+    let open_before = f["open_before"].as_u64().expect("open_before");
+    let others = f["others_lost"].as_u64().expect("others_lost");
+    assert_eq!(f["poisoner_lost"], true, "{f}");
+    assert!(others > 0 && others < open_before - 1, "{f}");
+    let blast = cell("fault_blast_radius");
+    assert_eq!(blast["value"].as_f64(), Some(others as f64), "{blast}");
+}
+
+/// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
+/// fault-injection frame, their poison rows measured: one crashing connection process takes no
+/// other connection with it.
+#[test]
+fn the_elixir_peer_gets_a_column_with_its_poison_row() {
+    let elixir = Command::new("elixir")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        elixir,
+        "this test needs Elixir with cowlib and jiffy: apt-get install elixir erlang-cowlib \
+         erlang-jiffy (scripts/test.sh does it)"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--tiny",
+            "--archs",
+            "epoll",
+            "--peer",
+            "elixir,elixir-cluster",
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    assert!(
+        md.contains("| question | epoll | elixir | elixir-cluster |"),
+        "{md}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    for peer in ["elixir", "elixir-cluster"] {
+        let mut measured = Vec::new();
+        for r in rows {
+            let key = r["key"].as_str().expect("key");
+            let cell = &r["cells"][peer];
+            if key == "horizontal_scaling"
+                || key.starts_with("scaling_")
+                || key.starts_with("node_loss_")
+            {
+                continue;
+            }
+            if cell["status"] == "invalid" || cell["status"] == "not_measured" {
+                assert_ne!(key, "fault_blast_radius", "the poison step ran: {cell}");
+                continue;
+            }
+            let src = dir.join(
+                cell["source"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key}: {cell}")),
+            );
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+            assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
+            assert!(cell["value"].is_number(), "{key}: {cell}");
+            if key == "fault_blast_radius" {
+                // The victim's process crashed (its own connection is not counted); nobody else.
+                assert_eq!(cell["value"], 0.0, "{cell}");
+                assert!(
+                    s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1),
+                    "{s:#}"
+                );
+            }
+            measured.push(key.to_string());
+        }
+        assert!(
+            measured.iter().any(|k| k == "fault_blast_radius"),
+            "{peer}: the poison row was measured: {measured:?}"
+        );
     }
 }

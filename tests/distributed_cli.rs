@@ -293,11 +293,168 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     }
 }
 
-/// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags.
+/// Starts a `chatbench agent` on 127.0.0.1 port 0 with extra flags; without `--token-file`,
+/// with `--allow-unauthenticated-loopback` (an agent needs a token on loopback too).
 fn agent(extra: &[&str]) -> Started {
     let mut args = vec!["agent", "--listen", "127.0.0.1:0"];
+    if !extra.contains(&"--token-file") {
+        args.push("--allow-unauthenticated-loopback");
+    }
     args.extend_from_slice(extra);
     start(&args)
+}
+
+/// A raw control connection to an agent at `addr` (reads time out after `secs`).
+fn control_conn(addr: &str, secs: u64) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).expect("connect to the agent");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .expect("timeout");
+    s
+}
+
+/// Sends `line` on `s` and reads one reply line.
+fn exchange(s: &mut std::net::TcpStream, line: &str) -> String {
+    use std::io::Write;
+    s.write_all(line.as_bytes()).expect("send");
+    s.write_all(b"\n").expect("send");
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    use std::io::Read;
+    while s.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+        reply.push(byte[0]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+const HELLO: &str = r#"{"t":"hello","version":2,"token":null}"#;
+
+#[test]
+fn an_agent_needs_a_token_on_loopback_unless_told_otherwise() {
+    let out = chatbench()
+        .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+        .env_remove("CHATBENCH_AGENT_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow-unauthenticated-loopback") && err.contains("--token-file"),
+        "{err}"
+    );
+    // A token from the environment (how `run --agents local:N` starts its agents) is required.
+    let a = start_with_env(&["agent", "--listen", "127.0.0.1:0"], "per-run-secret");
+    let mut c = control_conn(&a.addr, 30);
+    let reply = exchange(&mut c, HELLO);
+    assert!(
+        reply.contains("refused") && reply.contains("token"),
+        "{reply}"
+    );
+    let mut c = control_conn(&a.addr, 30);
+    let reply = exchange(
+        &mut c,
+        r#"{"t":"hello","version":2,"token":"per-run-secret"}"#,
+    );
+    assert!(reply.contains(r#""t":"hello""#), "{reply}");
+}
+
+/// Starts `chatbench ARGS` with `CHATBENCH_AGENT_TOKEN=token`.
+fn start_with_env(args: &[&str], token: &str) -> Started {
+    let mut child = chatbench()
+        .args(args)
+        .env("CHATBENCH_AGENT_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chatbench");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line.split_whitespace().next().unwrap_or("").to_string();
+    assert!(!addr.is_empty(), "no address printed by chatbench {args:?}");
+    Started { child, addr }
+}
+
+#[test]
+fn a_huge_plan_is_refused_with_a_message_and_the_agent_stays_alive() {
+    let mut a = agent(&[]);
+    let setup = |scenario: &str, agents: u64| {
+        serde_json::json!({
+            "t": "setup", "agent": 0, "agents": agents, "scenario": scenario,
+            "targets": ["ws://127.0.0.1:9/ws"], "source_first": 0,
+        })
+        .to_string()
+    };
+    for (scenario, agents, expect) in [
+        // Once: "memory allocation of 137438953440 bytes failed", SIGABRT.
+        (
+            "name = \"x\"\nconnections = 4294967295\n",
+            1,
+            "at most 16777216",
+        ),
+        // Valid for the scenario, far beyond one process's descriptors: refused before the
+        // plan is built.
+        ("name = \"x\"\nconnections = 16777216\n", 1, "descriptor"),
+        (
+            "name = \"x\"\nconnections = 16777216\n",
+            4294967295,
+            "at most 1024",
+        ),
+        (
+            "name = \"x\"\nconnections = 2\nmeasure = \"500000000000years\"\n",
+            1,
+            "measure",
+        ),
+    ] {
+        let mut c = control_conn(&a.addr, 60);
+        let hello = exchange(&mut c, HELLO);
+        assert!(hello.contains(r#""t":"hello""#), "{hello}");
+        let reply = exchange(&mut c, &setup(scenario, agents));
+        assert!(
+            reply.contains("refused") && reply.contains(expect),
+            "{scenario} over {agents} agents: {reply}"
+        );
+        // The agent closes the refused session, and is then free for the next coordinator.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut rest);
+        assert!(
+            a.child.try_wait().expect("wait").is_none(),
+            "the agent died on {scenario}"
+        );
+    }
+    // Still serving.
+    let mut c = control_conn(&a.addr, 60);
+    assert!(exchange(&mut c, HELLO).contains(r#""t":"hello""#));
+}
+
+#[test]
+fn a_silent_connection_does_not_delay_a_second_coordinator() {
+    let a = agent(&[]);
+    // Connects and says nothing (the agent gives it a few seconds to send its hello).
+    let silent = control_conn(&a.addr, 60);
+    let mut second = control_conn(&a.addr, 60);
+    let reply = exchange(&mut second, HELLO);
+    assert!(reply.contains(r#""t":"hello""#), "{reply}");
+    // The second coordinator was answered while the silent one is still held: the agent did not
+    // first wait it out (before, it served one connection at a time, hello included).
+    silent.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 1];
+    let still_open =
+        matches!(silent.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        still_open,
+        "the silent connection was closed before the second coordinator was answered"
+    );
+    // A third coordinator while the second's session runs is told the agent is busy.
+    let mut third = control_conn(&a.addr, 60);
+    let reply = exchange(&mut third, HELLO);
+    assert!(
+        reply.contains("refused") && reply.contains("busy"),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -462,7 +619,13 @@ fn a_control_version_mismatch_is_a_clear_error_on_both_sides() {
     use std::io::{Read, Write};
     // Agent side: a coordinator speaking v999.
     let mut child = chatbench()
-        .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--allow-unauthenticated-loopback",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -487,8 +650,14 @@ fn a_control_version_mismatch_is_a_clear_error_on_both_sides() {
         "{reply}"
     );
     drop(s);
-    let status = child.wait().expect("agent exits after its one session");
-    assert!(status.success());
+    // A refused hello is no session: a `--once` agent keeps waiting for its coordinator (so a
+    // stranger who connects first cannot end it). Stop it to read what it said.
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the agent ended on a refused hello"
+    );
+    child.kill().expect("stop the agent");
+    let _ = child.wait();
     let mut agent_err = String::new();
     child
         .stderr
@@ -750,7 +919,7 @@ fn coordinate_in_process(
     use chatbench_loadgen::coordinator::{run, AgentsSpec, CoordinatorOptions};
     use chatbench_loadgen::run::RunOptions;
     let mut scenario =
-        chatbench_loadgen::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
+        chatbench_model::scenario::Scenario::parse(SCENARIO, "multi").expect("scenario");
     scenario.measure = measure;
     let target_url = format!("ws://{}/ws", srv.addr);
     let (_interrupt, rx) = tokio::sync::watch::channel(false);
@@ -759,7 +928,7 @@ fn coordinate_in_process(
             scenario,
             overrides: Vec::new(),
             target_url: target_url.clone(),
-            target_info: chatbench_loadgen::results::TargetInfo {
+            target_info: chatbench_model::results::TargetInfo {
                 url: target_url,
                 arch: Some("task-per-conn".into()),
                 pid: Some(srv.child.id()),

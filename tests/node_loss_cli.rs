@@ -239,11 +239,12 @@ fn a_sigkilled_cluster_up_leaves_no_node_or_redis_behind() {
     }
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).expect("state")).expect("json");
+    // `redis://:***@HOST:PORT`: the private Redis has a password, not stored.
     let redis = state["redis_url"]
         .as_str()
-        .and_then(|u| u.strip_prefix("redis://"))
-        .expect("a private redis")
-        .to_string();
+        .and_then(|u| u.rsplit_once('@'))
+        .map(|(_, host)| host.to_string())
+        .expect("a private redis");
     assert!(TcpStream::connect(&redis).is_ok(), "redis-server is up");
     for &pid in &pids {
         assert!(running(pid), "node pid {pid} is running");

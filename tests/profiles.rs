@@ -9,10 +9,13 @@
 //! - any server command (`--serve-cmd`), here the `ws` peer's echo path;
 //! - the `phoenix` profile against a scripted fake Phoenix server in this file that answers with
 //!   the frames of a conversation recorded from the published Phoenix Channels v2 protocol (no
-//!   Phoenix server can be installed here; `docs/profiles.md` says so).
+//!   Phoenix server can be installed here; `docs/profiles.md` says so);
+//! - the Elixir peer (`servers/peers/elixir/`, an OTP application speaking Phoenix Channels v2
+//!   on `/socket/websocket`) with the `phoenix` profile, and with `chatbench` on `/ws`.
 //!
 //! The Node peers need Node.js and `npm ci --prefix servers/peers` (scripts/test.sh does both);
-//! without them these tests fail and say what to install.
+//! the Elixir peer needs `elixir`, `erlang-cowlib` and `erlang-jiffy` (scripts/test.sh installs
+//! them). Without them these tests fail and say what to install.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +72,20 @@ fn require_node_peers() {
         modules.join("ws").is_dir() && modules.join("socket.io").is_dir(),
         "{} lacks ws or socket.io: run npm ci --prefix servers/peers (scripts/test.sh does it)",
         modules.display()
+    );
+}
+
+/// Fails (never skips) when the Elixir peer cannot run, naming what to install.
+fn require_elixir() {
+    let elixir = Command::new("elixir")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        elixir,
+        "these tests need Elixir with cowlib and jiffy: apt-get install elixir erlang-cowlib \
+         erlang-jiffy (scripts/test.sh does it)"
     );
 }
 
@@ -445,11 +462,32 @@ fn start_fake_phoenix() -> (std::net::SocketAddr, Arc<Hub>) {
 #[test]
 fn fake_phoenix_server_answers_the_recorded_conversation() {
     let (addr, _hub) = start_fake_phoenix();
+    play_recorded(addr);
+}
+
+/// The Elixir peer answers the recorded Phoenix conversation frame for frame, byte for byte.
+#[test]
+fn elixir_peer_answers_the_recorded_phoenix_conversation() {
+    require_elixir();
+    let peers = root().join("servers/peers");
+    let (program, args) = chatbench_loadgen::peers::Peer::Elixir
+        .command_with(&peers, &[], &[])
+        .unwrap_or_else(|e| panic!("cannot start the elixir peer: {e}"));
+    let server = chatbench_loadgen::launcher::ServerChild::start_command(&program, &args, &[])
+        .unwrap_or_else(|e| panic!("the elixir peer did not start: {e}"));
+    play_recorded(server.addr);
+    let (how, tail) = server.stop(std::time::Duration::from_secs(5));
+    assert!(how.starts_with("stopped by SIGTERM"), "{how}\n{tail}");
+}
+
+/// Plays [`RECORDED`] against the server at `addr`: client `a` sends the `>` frames and must
+/// receive the `<` frames exactly; client `b`, joined first, must receive the `*` frames.
+fn play_recorded(addr: std::net::SocketAddr) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let conversation = async {
         let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
         let (mut a, _) = tokio_tungstenite::connect_async(&url).await.expect("a");
         let (mut b, _) = tokio_tungstenite::connect_async(&url).await.expect("b");
@@ -469,6 +507,12 @@ fn fake_phoenix_server_answers_the_recorded_conversation() {
                 }
             }
         }
+    };
+    // A server that does not answer fails the test instead of hanging it.
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), conversation)
+            .await
+            .expect("the recorded conversation finished within 30 s")
     });
 }
 
@@ -493,6 +537,70 @@ fn phoenix_profile_against_the_recorded_protocol() {
         hub.heartbeats.load(Ordering::Relaxed)
     );
     assert!(hub.pushes.load(Ordering::Relaxed) > 0);
+}
+
+/// The `phoenix` profile against a real BEAM server: joins, heartbeats and `broadcast_from`
+/// semantics answered by the Elixir peer, every message delivered exactly once to the 19 other
+/// members, none back to its sender (that would be `extra`), no `phx_reply` error.
+#[test]
+fn elixir_peer_with_the_phoenix_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir"],
+        "scenarios/profiles/phoenix.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir");
+    assert!(
+        s["target"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/socket/websocket")),
+        "{:#}",
+        s["target"]
+    );
+}
+
+/// The same over `elixir-cluster`: 3 nodes, the clients spread over them (policy `span`), so
+/// most deliveries cross nodes; still every message exactly once to the 19 others.
+#[test]
+fn elixir_cluster_with_the_phoenix_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir-cluster", "--nodes", "3"],
+        "scenarios/profiles/phoenix.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir-cluster");
+    let url = s["target"]["url"].as_str().expect("url");
+    assert_eq!(url.split(',').count(), 3, "{url}");
+    assert_eq!(
+        s["target"]["pids"].as_array().map(Vec::len),
+        Some(3),
+        "{:#}",
+        s["target"]
+    );
+}
+
+#[test]
+fn elixir_peer_with_the_chatbench_profile() {
+    require_elixir();
+    let s = run(
+        &["--serve-peer", "elixir"],
+        "scenarios/profiles/node-ws.toml",
+    );
+    assert_exact(&s, 19);
+    assert_peer_sampled(&s, "elixir");
+}
+
+#[test]
+fn a_refused_phoenix_join_on_the_elixir_peer_is_a_counted_connect_error() {
+    require_elixir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = refusal_scenario(
+        dir.path(),
+        "protocol = \"phoenix\"\n[profile]\ntopic_prefix = \"nope:\"\n",
+    );
+    assert_all_refused(&["--serve-peer", "elixir"], &path, "phx_join_error");
 }
 
 /// A short scenario for the refusal tests: `extra` is appended (protocol and `[profile]`).

@@ -157,6 +157,78 @@ fn bad_scenario_is_a_usage_error_with_file_and_line() {
     assert!(!out_root.exists(), "no results for a bad scenario");
 }
 
+/// Runs `chatbench ARGS`, killed (by its pid) if it has not ended within `limit`: a hang fails
+/// the test instead of hanging it.
+fn run_bounded(args: &[&str], limit: Duration) -> Output {
+    let _turn = serial();
+    let mut child = chatbench()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chatbench");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "chatbench {args:?} did not end within {limit:?}: {}",
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn scenario_values_the_engine_cannot_represent_are_usage_errors_at_their_line() {
+    // Each once validated, then: a panic (exit 101), a generator spinning past Ctrl-C, or a
+    // worker panic under a run that still said "complete" (exit 0).
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, (line, key)) in [
+        ("connect_timeout = \"500000000000years\"", "connect_timeout"),
+        ("measure = \"500000000000years\"", "measure"),
+        ("rate_per_sender = 1e300", "rate_per_sender"),
+        ("ramp_rate = 1e-300", "ramp_rate"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("s{i}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"bounds\"\nconnections = 20\nrooms = 2\nmembers_per_room = 10\n\
+                 warmup = \"0s\"\nmeasure = \"1s\"\ncooldown = \"0s\"\nsettle = \"0s\"\n{line}\n"
+            ),
+        )
+        .expect("write");
+        let out_root = dir.path().join(format!("out{i}"));
+        let out = run_bounded(
+            &[
+                "run",
+                "--serve",
+                "task-per-conn",
+                "--scenario",
+                path.to_str().expect("path"),
+                "--out",
+                out_root.to_str().expect("path"),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(2), "{line}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("s{i}.toml:9")) && err.contains(key),
+            "{line}: {err}"
+        );
+        assert!(!out_root.exists(), "no results for a refused scenario");
+    }
+}
+
 #[test]
 fn unreachable_target_is_reported_before_any_load() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -186,6 +258,51 @@ fn unreachable_target_is_reported_before_any_load() {
         0,
         "no partial results"
     );
+}
+
+/// An output folder that cannot be written, or a `--server-pid` that names no process, is found
+/// before any load is sent (not after the whole run): exit 2, the flag named.
+#[test]
+fn unwritable_out_and_dead_server_pid_are_refused_before_any_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file where the output folder should be: nothing can be created under it (even as root).
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"x").expect("write");
+    let out = run_ok(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        blocker.join("runs").to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--out") && err.contains("cannot write"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("unreachable"),
+        "checked before the target: {err}"
+    );
+
+    // A PID that cannot exist (above the kernel's pid_max of 2^22).
+    let out = run_ok(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--server-pid",
+        "99999999",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--server-pid 99999999"), "{err}");
 }
 
 #[test]
@@ -410,4 +527,59 @@ fn a_crashing_handler_in_task_per_conn_takes_only_its_own_connection() {
     let panics =
         &s["target_resources"]["server_metrics"]["chatbench_disconnects_total{reason=\"panic\"}"];
     assert_eq!(panics.as_f64(), Some(1.0), "{s:#}");
+}
+
+/// `--version` names the commit the binary was built from (build.rs), so a result can be traced
+/// to its build even when the checkout has moved on since.
+#[test]
+fn version_names_the_build_commit() {
+    let out = chatbench()
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .expect("git rev-parse (the tests run in a git checkout)");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(
+        text.starts_with(&format!("chatbench {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains(&head), "{text} should name HEAD {head}");
+}
+
+/// Completions and the man page come from the flags' own definition and name every subcommand.
+#[test]
+fn completions_and_man_page_cover_every_subcommand() {
+    let bash = chatbench()
+        .args(["completions", "bash"])
+        .output()
+        .expect("completions");
+    assert!(bash.status.success());
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    let man = chatbench().arg("man").output().expect("man");
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH chatbench 1"),
+        "{man}"
+    );
+    for sub in [
+        "serve", "run", "compare", "cluster", "report", "gate", "agent",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+    let bad = chatbench()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("completions tcsh");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }

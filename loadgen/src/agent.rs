@@ -1,8 +1,13 @@
 //! The agent: `chatbench agent --listen ADDR` runs the client engine on behalf of a coordinator.
 //!
-//! It listens for one coordinator at a time, checks the coordinator's hello (control version,
-//! shared token), and refuses a setup whose targets are outside its allow-list or whose share
-//! of the plan does not fit its descriptor limit. It then drives the engine
+//! It runs one coordinator session at a time, and greets every connection concurrently: each
+//! has [`HELLO_TIMEOUT`] to send a hello with the control version and the shared token (at most
+//! [`MAX_GREETING`] at once), so a connection that says nothing holds nobody, and a second
+//! coordinator that authenticates while a session runs is told the agent is busy. A token is
+//! required on every address; loopback without one only with
+//! `--allow-unauthenticated-loopback`, since any local user reaches loopback. It refuses a
+//! setup whose targets are outside its allow-list, or whose share of the plan does not fit its
+//! descriptor limit, checked before any plan is built. It then drives the engine
 //! ([`crate::lifecycle::Engine`]) through the same timeline as a one-process run: ramp, a
 //! barrier (`connected`), a common start time
 //! (`go`), warmup, measure, cooldown, reporting counters and the interval histogram every
@@ -10,25 +15,37 @@
 //! or [`SILENCE_LIMIT`] without a message) stops the load at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::control::{
     self, encode_hist, unix_us, AgentReconnect, AllowList, ControlError, Final, FromAgent,
     LineReader, LoopClock, Setup, Tick, ToAgent, CONTROL_VERSION, SILENCE_LIMIT,
 };
 use crate::engine::Phase;
-use crate::lifecycle::{Edges, Engine, Timeline};
-use crate::plan::{Layout, Plan};
+use crate::lifecycle::{Edges, Engine, Reaped, Timeline};
+use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::run::{parse_targets, source_addrs_for};
-use crate::scenario::Scenario;
 use crate::stats::Stats;
 use crate::{sampler, sys};
+use chatbench_model::scenario::Scenario;
+
+/// The environment variable an agent reads its token from when no `--token-file` is given
+/// (how a coordinator hands its local agents a per-run token without putting it on a command
+/// line that every local user can read).
+pub const TOKEN_ENV: &str = "CHATBENCH_AGENT_TOKEN";
+
+/// Time a new connection has to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most connections greeted at once; one beyond it is closed at once.
+pub const MAX_GREETING: usize = 32;
 
 /// Errors that stop an agent.
 #[derive(Debug, Error)]
@@ -36,6 +53,9 @@ pub enum AgentError {
     /// Listening on a non-loopback address without a token.
     #[error("--listen {0} is not a loopback address: an agent there is a traffic cannon for anyone who reaches it; give --token-file FILE (the same token for the coordinator), or listen on 127.0.0.1")]
     NeedsToken(SocketAddr),
+    /// Listening on loopback without a token, and without the flag that allows it.
+    #[error("--listen {0}: an agent needs a token on every address, loopback too (any local user can reach loopback and use the agent as a traffic cannon); give --token-file FILE (or the {TOKEN_ENV} environment variable) and the same token to the coordinator (--agent-token-file), or accept the risk with --allow-unauthenticated-loopback")]
+    LoopbackNeedsToken(SocketAddr),
     /// The token file is unusable.
     #[error("--token-file {path}: {problem}")]
     Token {
@@ -65,6 +85,8 @@ pub struct AgentOptions {
     pub allow: AllowList,
     /// Serve one coordinator session, then exit (local agents spawned by a coordinator).
     pub once: bool,
+    /// Accept coordinators without a token on a loopback address.
+    pub allow_unauthenticated_loopback: bool,
 }
 
 /// Reads a token file: one line, not empty.
@@ -83,10 +105,21 @@ pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
     Ok(token)
 }
 
+/// A fresh random token (256 bits, hex), e.g. for the local agents of one run.
+pub fn new_token() -> String {
+    let (a, b) = (rand::random::<u128>(), rand::random::<u128>());
+    format!("{a:032x}{b:032x}")
+}
+
 /// Binds the listener (checking the token rule first).
 pub async fn bind(opts: &AgentOptions) -> Result<TcpListener, AgentError> {
-    if !opts.listen.ip().is_loopback() && opts.token.is_none() {
-        return Err(AgentError::NeedsToken(opts.listen));
+    if opts.token.is_none() {
+        if !opts.listen.ip().is_loopback() {
+            return Err(AgentError::NeedsToken(opts.listen));
+        }
+        if !opts.allow_unauthenticated_loopback {
+            return Err(AgentError::LoopbackNeedsToken(opts.listen));
+        }
     }
     TcpListener::bind(opts.listen)
         .await
@@ -98,10 +131,41 @@ pub async fn bind(opts: &AgentOptions) -> Result<TcpListener, AgentError> {
 
 /// Serves coordinators on `listener` (one session at a time) until `once` ends it.
 ///
-/// Run it with `Runtime::block_on`, not in a spawned task: the session (control messages,
-/// ticks, phase timers) then runs on its own thread and never queues behind the connection
-/// tasks on the runtime's workers, however busy they are.
+/// Connections are greeted (hello, version, token) concurrently by tasks; a greeted coordinator
+/// is handed here. Run it with `Runtime::block_on`, not in a spawned task: the session (control
+/// messages, ticks, phase timers) then runs on its own thread and never queues behind the
+/// connection tasks on the runtime's workers, however busy they are.
 pub async fn serve(listener: TcpListener, opts: AgentOptions) {
+    let opts = Arc::new(opts);
+    let busy = Arc::new(AtomicBool::new(false));
+    let (tx, mut greeted) = mpsc::channel::<Greeted>(1);
+    let acceptor = tokio::spawn(accept_loop(listener, opts.clone(), busy.clone(), tx));
+    while let Some(mut g) = greeted.recv().await {
+        let peer = g.peer;
+        let ended = session(&mut g, &opts).await;
+        // Free before the connection closes: a coordinator that saw the end of its session is
+        // welcome again at once.
+        busy.store(false, Ordering::SeqCst);
+        drop(g);
+        match ended {
+            Ok(()) => eprintln!("agent: session with {peer} ended"),
+            Err(e) => eprintln!("agent: session with {peer} ended: {e}"),
+        }
+        if opts.once {
+            break;
+        }
+    }
+    acceptor.abort();
+}
+
+/// Accepts connections and greets each in its own task, at most [`MAX_GREETING`] at once.
+async fn accept_loop(
+    listener: TcpListener,
+    opts: Arc<AgentOptions>,
+    busy: Arc<AtomicBool>,
+    tx: mpsc::Sender<Greeted>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_GREETING));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -111,14 +175,98 @@ pub async fn serve(listener: TcpListener, opts: AgentOptions) {
                 continue;
             }
         };
-        match session(stream, &opts).await {
-            Ok(()) => eprintln!("agent: session with {peer} ended"),
-            Err(e) => eprintln!("agent: session with {peer} ended: {e}"),
-        }
-        if opts.once {
-            return;
-        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            eprintln!(
+                "agent: {peer}: {MAX_GREETING} connections are already sending their hello; closing this one"
+            );
+            continue;
+        };
+        let (opts, busy, tx) = (opts.clone(), busy.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match greet(stream, peer, &opts, &busy).await {
+                Ok(g) => {
+                    if tx.send(g).await.is_err() {
+                        busy.store(false, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => eprintln!("agent: connection from {peer}: {e}"),
+            }
+        });
     }
+}
+
+/// A coordinator whose hello passed: the session is its.
+struct Greeted {
+    peer: SocketAddr,
+    link: Link,
+    reader: Control,
+}
+
+/// Reads and checks a connection's hello within [`HELLO_TIMEOUT`]; claims the agent (`busy`)
+/// for it, or refuses it when another session has it.
+async fn greet(
+    stream: TcpStream,
+    peer: SocketAddr,
+    opts: &AgentOptions,
+    busy: &AtomicBool,
+) -> Result<Greeted, ControlError> {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut link = Link { w };
+    let mut reader = LineReader::new(r);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, reader.next::<ToAgent>())
+        .await
+        .map_err(|_| ControlError::Bad(format!("no hello within {HELLO_TIMEOUT:?}")))?;
+    match hello {
+        Ok(ToAgent::Hello { version, token }) => {
+            if version != CONTROL_VERSION {
+                return Err(link
+                    .refuse(format!(
+                        "control protocol version mismatch: the coordinator speaks v{version}, this agent v{CONTROL_VERSION}; run the same chatbench version on both"
+                    ))
+                    .await);
+            }
+            if let Some(expected) = &opts.token {
+                let ok = token
+                    .as_deref()
+                    .is_some_and(|t| control::token_matches(t, expected));
+                if !ok {
+                    return Err(link
+                        .refuse(
+                            "bad or missing token: give the coordinator the agent's token (--agent-token-file)"
+                                .into(),
+                        )
+                        .await);
+                }
+            }
+        }
+        Ok(other) => {
+            return Err(link
+                .refuse(format!("expected hello first, got {other:?}"))
+                .await)
+        }
+        Err(ControlError::Bad(e)) => {
+            return Err(link
+                .refuse(format!(
+                    "the first message is not a chatbench hello ({e}); is this a chatbench coordinator of the same version?"
+                ))
+                .await)
+        }
+        Err(e) => return Err(e),
+    }
+    if busy
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Err(link
+            .refuse(
+                "busy: this agent is running another coordinator's session; wait for it to end, or start another agent"
+                    .into(),
+            )
+            .await);
+    }
+    Ok(Greeted { peer, link, reader })
 }
 
 /// The control connection's reading side, read on the session's own thread (see
@@ -165,53 +313,9 @@ impl Link {
     }
 }
 
-/// One coordinator session.
-async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlError> {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut link = Link { w };
-    let mut reader = LineReader::new(r);
-    // Hello.
-    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next::<ToAgent>())
-        .await
-        .map_err(|_| ControlError::Bad("no hello within 10 s".into()))?;
-    match hello {
-        Ok(ToAgent::Hello { version, token }) => {
-            if version != CONTROL_VERSION {
-                return Err(link
-                    .refuse(format!(
-                        "control protocol version mismatch: the coordinator speaks v{version}, this agent v{CONTROL_VERSION}; run the same chatbench version on both"
-                    ))
-                    .await);
-            }
-            if let Some(expected) = &opts.token {
-                let ok = token
-                    .as_deref()
-                    .is_some_and(|t| control::token_matches(t, expected));
-                if !ok {
-                    return Err(link
-                        .refuse(
-                            "bad or missing token: give the coordinator the agent's token (--agent-token-file)"
-                                .into(),
-                        )
-                        .await);
-                }
-            }
-        }
-        Ok(other) => {
-            return Err(link
-                .refuse(format!("expected hello first, got {other:?}"))
-                .await)
-        }
-        Err(ControlError::Bad(e)) => {
-            return Err(link
-                .refuse(format!(
-                    "the first message is not a chatbench hello ({e}); is this a chatbench coordinator of the same version?"
-                ))
-                .await)
-        }
-        Err(e) => return Err(e),
-    }
+/// One coordinator session, after its hello passed.
+async fn session(g: &mut Greeted, opts: &AgentOptions) -> Result<(), ControlError> {
+    let Greeted { link, reader, .. } = g;
     let limit = sys::raise_nofile().map_err(ControlError::Io)?;
     link.send(&FromAgent::Hello {
         version: CONTROL_VERSION,
@@ -221,7 +325,7 @@ async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlEr
     .await?;
     let mut prepared: Option<Prepared> = None;
     loop {
-        let msg = match tokio::time::timeout(SILENCE_LIMIT, recv_msg(&mut reader)).await {
+        let msg = match tokio::time::timeout(SILENCE_LIMIT, recv_msg(reader)).await {
             Ok(Some(m)) => m,
             Ok(None) => return Err(ControlError::Closed),
             Err(_) => {
@@ -253,7 +357,7 @@ async fn session(stream: TcpStream, opts: &AgentOptions) -> Result<(), ControlEr
                 let Some(p) = prepared.take() else {
                     return Err(link.refuse("start before setup".into()).await);
                 };
-                return run_engine(p, &mut link, &mut reader).await;
+                return run_engine(p, link, reader).await;
             }
             ToAgent::Stop => return Ok(()),
             ToAgent::Hello { .. } | ToAgent::Go { .. } => {
@@ -289,9 +393,15 @@ async fn prepare(
             ));
         }
     }
+    if setup.agents > MAX_AGENTS {
+        return Err(format!(
+            "a run of {} agents: at most {MAX_AGENTS}",
+            setup.agents
+        ));
+    }
     let layout = Layout {
         agents: setup.agents,
-        targets: targets.len() as u32,
+        targets: u32::try_from(targets.len()).unwrap_or(u32::MAX),
         policy: scenario.target_policy,
     };
     if let Some(p) = layout.problem(&scenario) {
@@ -303,12 +413,14 @@ async fn prepare(
             setup.agent, setup.agents
         ));
     }
+    // Every limit before anything is allocated: the scenario's own bounds (durations, rates,
+    // the run's size) were checked when it was parsed; this agent's share against its
+    // descriptor limit is counted without building the plan.
+    let share = Plan::count_for_agent(&scenario, setup.agent, &layout);
+    sys::fits_in_one_process(share, limit).map_err(|e| e.to_string())?;
     let plan = Plan::for_agent(&scenario, setup.agent, &layout);
-    sys::fits_in_one_process(plan.conns.len() as u64, limit).map_err(|e| e.to_string())?;
     for t in &targets {
-        t.preflight(scenario.connect_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        t.preflight(&scenario).await.map_err(|e| e.to_string())?;
     }
     let source_addrs = source_addrs_for(&targets, plan.conns.len() as u64, setup.source_first);
     Ok(Prepared {
@@ -591,7 +703,9 @@ impl AgentRun {
         link: &mut Link,
         rx: &mut Control,
     ) -> Result<(), ControlError> {
-        let fin = self.final_figures(interrupted)?;
+        // Workers that panicked: the coordinator fails the run on them.
+        let reaped = self.engine.reap().await;
+        let fin = self.final_figures(interrupted, reaped)?;
         link.send(&FromAgent::Done(Box::new(fin))).await?;
         let _ = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(m) = recv_msg(rx).await {
@@ -605,8 +719,8 @@ impl AgentRun {
     }
 
     /// The final figures: counts, per-room window counts, histograms (encoded for the merge).
-    fn final_figures(&mut self, interrupted: bool) -> Result<Final, ControlError> {
-        let pacer = self.engine.pacer_report();
+    fn final_figures(&self, interrupted: bool, reaped: Reaped) -> Result<Final, ControlError> {
+        let Reaped { pacer, panicked } = reaped;
         let shared = self.engine.shared();
         let st = &shared.stats;
         let c = &st.counters;
@@ -661,6 +775,7 @@ impl AgentRun {
             connecting_peak: Stats::get(&c.connecting_peak),
             measure_s: self.window.measure_s,
             interrupted,
+            panicked,
         })
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::stats::new_hist;
+use chatbench_model::hist::new_hist;
 
 /// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
 /// connections, the window's deliveries from every agent and reconnect counts; `done` carries
@@ -341,6 +341,9 @@ pub struct Final {
     pub measure_s: f64,
     /// Stopped early (by `stop` or losing the coordinator).
     pub interrupted: bool,
+    /// Workers of the agent that panicked, with what they said (the run then fails).
+    #[serde(default)]
+    pub panicked: Vec<String>,
 }
 
 /// An agent's reconnect figures (scenario `[reconnect]`), merged by the coordinator.
@@ -412,16 +415,64 @@ pub fn encode_hist(h: &Histogram<u64>) -> Result<String, ControlError> {
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
+/// HdrHistogram's V2 cookie (uncompressed) and V2+deflate cookie.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// Bytes of a V2 header: cookie, payload length, normalizing offset, digits (u32 each), lowest,
+/// highest (u64 each), integer-to-double ratio (f64).
+const V2_HEADER_BYTES: usize = 40;
+/// Largest inflated histogram accepted: a full [`new_hist`] histogram's V2 form is well below.
+const MAX_HIST_BYTES: u64 = 4 << 20;
+
 /// Decodes [`encode_hist`]'s form; an empty string is an empty histogram.
+///
+/// The bytes come from the network, so the header is checked before the histogram library
+/// sees it (it would allocate whatever payload length a header claims, and whatever counts
+/// array its bounds imply): V2+deflate only, inflated within [`MAX_HIST_BYTES`], a payload length
+/// that matches, and the bounds of [`new_hist`].
 pub fn decode_hist(s: &str) -> Result<Histogram<u64>, ControlError> {
+    use std::io::Read as _;
     if s.is_empty() {
         return Ok(new_hist());
     }
+    let bad = |why: &str| ControlError::Histogram(why.to_owned());
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| ControlError::Histogram(e.to_string()))?;
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u64_at = |b: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
+    if u32_at(&bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+        return Err(bad("not a V2+deflate histogram"));
+    }
+    let deflated_len = u32_at(&bytes, 4).ok_or_else(|| bad("truncated header"))? as usize;
+    let deflated = bytes
+        .get(8..)
+        .filter(|d| d.len() == deflated_len)
+        .ok_or_else(|| bad("the compressed length does not match"))?;
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(deflated)
+        .take(MAX_HIST_BYTES + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| ControlError::Histogram(format!("cannot inflate: {e}")))?;
+    if inflated.len() as u64 > MAX_HIST_BYTES {
+        return Err(bad("inflates beyond the largest histogram accepted"));
+    }
+    let header_ok = u32_at(&inflated, 0) == Some(V2_COOKIE)
+        && u32_at(&inflated, 4).map(|n| n as usize) == inflated.len().checked_sub(V2_HEADER_BYTES)
+        && u32_at(&inflated, 12) == Some(u32::from(chatbench_model::hist::HIST_SIGFIG))
+        && u64_at(&inflated, 16) == Some(1)
+        && u64_at(&inflated, 24) == Some(chatbench_model::hist::HIST_MAX_US);
+    if !header_ok {
+        return Err(bad(
+            "its header does not describe a chatbench latency histogram (same version on both sides?)",
+        ));
+    }
     let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
+        .deserialize(&mut inflated.as_slice())
         .map_err(|e| ControlError::Histogram(format!("{e:?}")))?;
     Ok(h)
 }
@@ -529,8 +580,8 @@ mod tests {
         let mut a = new_hist();
         let mut b = new_hist();
         for v in 1..=1000u64 {
-            crate::stats::record(&mut a, v);
-            crate::stats::record(&mut b, v * 1000);
+            chatbench_model::hist::record(&mut a, v);
+            chatbench_model::hist::record(&mut b, v * 1000);
         }
         let a2 = decode_hist(&encode_hist(&a).expect("encode")).expect("decode");
         let b2 = decode_hist(&encode_hist(&b).expect("encode")).expect("decode");
@@ -542,6 +593,21 @@ mod tests {
         assert_eq!(sum.max(), b.max());
         assert_eq!(decode_hist("").expect("empty").len(), 0);
         assert!(decode_hist("not base64!").is_err());
+        // A V2 header claiming a 4 GiB payload (the library would allocate it) is refused.
+        let mut huge = 0x1c84_9313u32.to_be_bytes().to_vec();
+        huge.extend(u32::MAX.to_be_bytes());
+        huge.extend([0u8; 32]);
+        let e = decode_hist(&base64::engine::general_purpose::STANDARD.encode(&huge));
+        assert!(e.is_err());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &huge).expect("deflate");
+        let z = z.finish().expect("deflate");
+        let mut wrapped = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        wrapped.extend((z.len() as u32).to_be_bytes());
+        wrapped.extend(z);
+        let e = decode_hist(&base64::engine::general_purpose::STANDARD.encode(&wrapped))
+            .expect_err("a huge claimed payload");
+        assert!(e.to_string().contains("header"), "{e}");
     }
 
     #[test]
@@ -603,5 +669,78 @@ mod tests {
             recv::<_, ToAgent>(&mut bad).await,
             Err(ControlError::Bad(_))
         ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
+
+        /// The control-message decoders take any bytes from the network: a message or an error,
+        /// never a panic.
+        #[test]
+        fn any_bytes_decode_to_a_message_or_an_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_line::<ToAgent>(&bytes);
+            let _ = parse_line::<FromAgent>(&bytes);
+            let mut line = bytes.clone();
+            line.push(b'\n');
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            rt.block_on(async {
+                let mut r = LineReader::new(line.as_slice());
+                while let Ok(_) | Err(ControlError::Bad(_)) = r.next::<ToAgent>().await {}
+            });
+            let _ = decode_hist(&String::from_utf8_lossy(&bytes));
+            let _ = decode_hist(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+        }
+
+        /// A real histogram with bytes changed (before or after compression) decodes or is
+        /// refused; a header claiming a huge payload allocates nothing.
+        #[test]
+        fn mutated_histograms_decode_or_are_refused(
+            at in 0usize..200,
+            value in proptest::num::u8::ANY,
+            inner in proptest::prelude::any::<bool>(),
+        ) {
+            use hdrhistogram::serialization::V2Serializer;
+            let mut h = new_hist();
+            for v in [1u64, 10, 1000, 59_000_000] {
+                chatbench_model::hist::record(&mut h, v);
+            }
+            let mut raw = Vec::new();
+            if inner {
+                V2Serializer::new().serialize(&h, &mut raw).expect("serialize");
+                let i = at % raw.len();
+                raw[i] = value;
+                let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                std::io::Write::write_all(&mut z, &raw).expect("deflate");
+                let z = z.finish().expect("deflate");
+                raw = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+                raw.extend((z.len() as u32).to_be_bytes());
+                raw.extend(z);
+            } else {
+                V2DeflateSerializer::new().serialize(&h, &mut raw).expect("serialize");
+                let i = at % raw.len();
+                raw[i] = value;
+            }
+            let _ = decode_hist(&base64::engine::general_purpose::STANDARD.encode(&raw));
+        }
+
+        /// JSON of the right shape with arbitrary values: every `t`, every field, odd types.
+        #[test]
+        fn any_json_message_decodes_to_a_message_or_an_error(
+            t in proptest::sample::select(vec!["hello", "ping", "setup", "start", "go", "stop", "tick", "done", "ready", "refused", "x"]),
+            version in proptest::prelude::any::<i64>(),
+            id in proptest::sample::select(vec!["0", "-1", "18446744073709551615", "18446744073709551616", "1e400", "\"7\"", "null", "[]"]),
+            text in "(?s).{0,40}",
+            hist in "[A-Za-z0-9+/=]{0,80}",
+        ) {
+            let text = serde_json::to_string(&text).expect("json string");
+            let line = format!(
+                "{{\"t\":\"{t}\",\"version\":{version},\"token\":{text},\"id\":{id},\"agent\":{id},\
+                 \"agents\":{id},\"scenario\":{text},\"targets\":[{text}],\"source_first\":{id},\
+                 \"start_unix_us\":{id},\"reason\":{text},\"interval\":\"{hist}\",\"phase\":{text}}}"
+            );
+            let _ = parse_line::<ToAgent>(line.as_bytes());
+            let _ = parse_line::<FromAgent>(line.as_bytes());
+            let _ = decode_hist(&hist);
+        }
     }
 }

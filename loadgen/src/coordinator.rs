@@ -32,20 +32,22 @@ use crate::control::{
 };
 use crate::engine::Phase;
 use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
-use crate::plan::{Layout, Plan};
+use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
-use crate::provenance::Provenance;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use crate::results::{
+use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::target::Target;
+use crate::{sampler, sys};
+use chatbench_model::hist::new_hist;
+use chatbench_model::provenance::Provenance;
+use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
     ReconnectStats, RunStatus, SeriesRow,
 };
-use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
-use crate::scenario::Scenario;
-use crate::stats::new_hist;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
-use crate::target::Target;
-use crate::{sampler, sys};
+use chatbench_model::scenario::Scenario;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Where the agents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +69,9 @@ impl AgentsSpec {
         }
         if let Some(n) = s.strip_prefix("local:") {
             return match n.parse::<u32>() {
-                Ok(n) if (1..=1024).contains(&n) => Ok(AgentsSpec::Local(n)),
+                Ok(n) if (1..=MAX_AGENTS).contains(&n) => Ok(AgentsSpec::Local(n)),
                 _ => Err(format!(
-                    "--agents {s:?}: local:N needs N between 1 and 1024, e.g. local:4"
+                    "--agents {s:?}: local:N needs N between 1 and {MAX_AGENTS}, e.g. local:4"
                 )),
             };
         }
@@ -84,6 +86,12 @@ impl AgentsSpec {
                 "--agents {s:?}: expected local:N, auto, or HOST:PORT,HOST:PORT,… (agents started with `chatbench agent --listen HOST:PORT`)"
             ));
         }
+        if list.len() > MAX_AGENTS as usize {
+            return Err(format!(
+                "--agents: {} agents named; a run has at most {MAX_AGENTS}",
+                list.len()
+            ));
+        }
         Ok(AgentsSpec::Remote(list))
     }
 }
@@ -94,7 +102,7 @@ pub fn auto_agents(connections: u64, hard_nofile: u64) -> u32 {
         .min(1 << 20)
         .saturating_sub(sys::FD_HEADROOM)
         .max(1);
-    connections.div_ceil(per).clamp(1, 1024) as u32
+    connections.div_ceil(per).clamp(1, u64::from(MAX_AGENTS)) as u32
 }
 
 /// A local agent process, killed by its pid when dropped.
@@ -104,9 +112,12 @@ struct LocalAgent {
 }
 
 impl LocalAgent {
-    fn spawn(exe: &std::path::Path) -> Result<LocalAgent, String> {
+    /// Starts a local agent that accepts `token` (given in its environment, which only this
+    /// user can read, not on its command line).
+    fn spawn(exe: &std::path::Path, token: &str) -> Result<LocalAgent, String> {
         let mut child = Command::new(exe)
             .args(["agent", "--listen", "127.0.0.1:0", "--once"])
+            .env(crate::agent::TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -324,14 +335,16 @@ fn agent_err(msg: String) -> RunError {
 /// `max_connecting` too (each gets its part, at least 1): the host has that many set-ups in
 /// flight, whatever the number of agents. A remote agent keeps the whole bound for its host.
 fn agent_scenario(
-    scenario: &crate::scenario::Scenario,
+    scenario: &chatbench_model::scenario::Scenario,
     share: u64,
     total: u64,
     local: bool,
 ) -> Result<String, RunError> {
     let mut s = scenario.clone();
     if share > 0 {
-        s.ramp_rate = scenario.ramp_rate * share as f64 / total as f64;
+        // Within the scenario's bounds, which the agent checks again.
+        s.ramp_rate = (scenario.ramp_rate * share as f64 / total as f64)
+            .max(chatbench_model::scenario::RAMP_RATE_RANGE.0);
         if local {
             let part = (u64::from(scenario.max_connecting) * share).div_ceil(total.max(1));
             s.max_connecting = part.clamp(1, u64::from(scenario.max_connecting)) as u32;
@@ -516,7 +529,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let progress = Progress::new(ropts.progress);
     let mut fleet =
         start_fleet(&spec, &exe, token.as_deref(), &scenario, &targets, &layout).await?;
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let pids = ropts.target_info.sampled_pids();
     // The servers and the host are read on a thread of their own: a slow /proc must not keep
@@ -552,6 +565,15 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
     notes.insert(0, fleet_note(ctl.links.len()));
+    if !merged.panicked.is_empty() {
+        notes.insert(
+            1,
+            format!(
+                "the run failed: {} (a bug in the load generator; its figures are not trustworthy)",
+                merged.panicked.join("; ")
+            ),
+        );
+    }
     let server = server_figures(
         &got,
         ctl.edges,
@@ -620,12 +642,17 @@ async fn start_fleet(
     layout: &Layout,
 ) -> Result<Fleet, RunError> {
     let mut locals = Vec::new();
+    let run_token;
+    let mut token = token;
     let addresses: Vec<String> = match spec {
         AgentsSpec::Remote(list) => list.clone(),
         _ => {
+            // Local agents get a token of this run's own: another local user cannot use them.
+            run_token = crate::agent::new_token();
             for _ in 0..layout.agents {
-                locals.push(LocalAgent::spawn(exe).map_err(agent_err)?);
+                locals.push(LocalAgent::spawn(exe, &run_token).map_err(agent_err)?);
             }
+            token = Some(run_token.as_str());
             locals.iter().map(|l| l.addr.clone()).collect()
         }
     };
@@ -1235,6 +1262,8 @@ struct Merged {
     rss_per_conn: Vec<f64>,
     realtime: Option<bool>,
     any_interrupted: bool,
+    /// Workers of the agents that panicked, with what they said (the run then fails).
+    panicked: Vec<String>,
     delivered_window_all: u64,
     reconnect: Option<ReconnectStats>,
     /// An agent did not deliver its final figures.
@@ -1261,6 +1290,7 @@ impl Merged {
             rss_per_conn: Vec::new(),
             realtime: None,
             any_interrupted: false,
+            panicked: Vec::new(),
             delivered_window_all: 0,
             reconnect: None,
             partial: false,
@@ -1329,6 +1359,12 @@ fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
                 if let Some(r) = &f.reconnect {
                     reconnect_parts.push(r);
                 }
+                m.panicked.extend(
+                    f.panicked
+                        .iter()
+                        .take(8)
+                        .map(|p| format!("agent {} ({}): {p}", l.id, l.address)),
+                );
                 m.add_final(f)?
             }
             None => (0, 0, None),
@@ -1385,7 +1421,8 @@ fn verdict(
     local: bool,
     cpus: usize,
 ) -> (RunStatus, Vec<String>) {
-    let status = if m.totals.ready == 0 {
+    // A worker that panicked leaves figures that cannot be trusted: the run failed.
+    let status = if m.totals.ready == 0 || !m.panicked.is_empty() {
         RunStatus::Failed
     } else if m.partial || interrupted || m.any_interrupted {
         RunStatus::Interrupted
@@ -1456,7 +1493,7 @@ fn server_figures(
     edges: Option<Edges>,
     m: &Merged,
     phases_measure: f64,
-    target: &crate::results::TargetInfo,
+    target: &chatbench_model::results::TargetInfo,
     notes: &mut Vec<String>,
 ) -> ServerFigures {
     let server_of = |mark: Mark| got.get(&mark).and_then(|r| r.server.clone());
@@ -1513,6 +1550,7 @@ fn server_figures(
         host_of(Mark::MeasureEnd).as_ref(),
         cores,
         target.cpu_affinity.as_deref(),
+        &crate::sys::cpu_affinity(),
     );
     if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
@@ -1536,7 +1574,7 @@ struct FleetSummary<'a> {
     scenario: &'a Scenario,
     overrides: &'a [String],
     started_utc: chrono::DateTime<chrono::Utc>,
-    target: crate::results::TargetInfo,
+    target: chatbench_model::results::TargetInfo,
     provenance: Provenance,
     source_addrs: Vec<String>,
     affinity: Vec<usize>,
@@ -1549,7 +1587,7 @@ fn fleet_summary(
     m: Merged,
     v: Verdict,
     target_figures: TargetFigures,
-) -> (crate::results::Summary, Histogram<u64>) {
+) -> (chatbench_model::results::Summary, Histogram<u64>) {
     let phases = ctl.phases.clone();
     let connect_s = phases.connect;
     let measure_s = if phases.measure > 0.0 {
@@ -1639,13 +1677,13 @@ mod tests {
 
     #[test]
     fn agents_share_the_ramp_rate_and_keep_everything_else() {
-        let s = crate::scenario::Scenario::parse(
+        let s = chatbench_model::scenario::Scenario::parse(
             "name='t'\nconnections=300\nramp_rate=3000.0\nrooms=3\nmembers_per_room=100\n",
             "t",
         )
         .expect("scenario");
         let text = agent_scenario(&s, 100, 300, false).expect("encode");
-        let back = crate::scenario::Scenario::parse(&text, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&text, "agent").expect("parses back");
         assert!((back.ramp_rate - 1000.0).abs() < 1e-9);
         assert_eq!(back.connections, 300);
         assert_eq!(back.rooms, 3);
@@ -1654,14 +1692,26 @@ mod tests {
         // A remote agent keeps the whole set-up bound; local agents share the host's.
         assert_eq!(back.max_connecting, s.max_connecting);
         let local = agent_scenario(&s, 100, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&local, "agent").expect("parses back");
+        let back =
+            chatbench_model::scenario::Scenario::parse(&local, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 334);
-        let tiny =
-            crate::scenario::Scenario::parse("name='t'\nconnections=300\nmax_connecting=2\n", "t")
-                .expect("scenario");
+        let tiny = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nmax_connecting=2\n",
+            "t",
+        )
+        .expect("scenario");
         let back = agent_scenario(&tiny, 1, 300, true).expect("encode");
-        let back = crate::scenario::Scenario::parse(&back, "agent").expect("parses back");
+        let back = chatbench_model::scenario::Scenario::parse(&back, "agent").expect("parses back");
         assert_eq!(back.max_connecting, 1, "never below one");
+        // The slowest ramp the scenario accepts, shared: each agent's stays within the bound.
+        let slow = chatbench_model::scenario::Scenario::parse(
+            "name='t'\nconnections=300\nramp_rate=0.001\n",
+            "t",
+        )
+        .expect("scenario");
+        let text = agent_scenario(&slow, 1, 300, false).expect("encode");
+        chatbench_model::scenario::Scenario::parse(&text, "agent")
+            .expect("an agent accepts its share");
     }
 
     #[test]
@@ -1695,7 +1745,8 @@ mod tests {
         assert_eq!(totals.connect_errors.get("refused"), Some(&2));
         assert_eq!(totals.connect_errors.get(LOST_AGENT_ERRORS), Some(&1));
         // The open rate the summary derives counts all three agents' opens.
-        let s = crate::scenario::Scenario::parse("name='t'\nconnections=300\n", "t").expect("s");
+        let s = chatbench_model::scenario::Scenario::parse("name='t'\nconnections=300\n", "t")
+            .expect("s");
         let hist = new_hist();
         let conns = summary::ConnCounts {
             planned: 300,
@@ -1711,7 +1762,7 @@ mod tests {
         };
         let summary = summary::build(summary::SummaryInput {
             conns,
-            ..summary::tests::input(&s, &hist)
+            ..summary::testing::input(&s, &hist)
         });
         assert!((summary.connections.open_rate_per_s - 84.0).abs() < 1e-9);
     }
@@ -1722,7 +1773,7 @@ mod tests {
         let hist_of = |values: &[u64]| {
             let mut h = new_hist();
             for &v in values {
-                crate::stats::record(&mut h, v);
+                chatbench_model::hist::record(&mut h, v);
             }
             control::encode_hist(&h).expect("encode")
         };
@@ -1812,7 +1863,7 @@ mod tests {
     fn encoded(values: &[u64]) -> String {
         let mut h = new_hist();
         for &v in values {
-            crate::stats::record(&mut h, v);
+            chatbench_model::hist::record(&mut h, v);
         }
         control::encode_hist(&h).expect("encode")
     }

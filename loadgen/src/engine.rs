@@ -10,10 +10,15 @@
 //! per sender to count duplicates. Loss is computed per room at the end:
 //! expected = sent × (readers − 1).
 //!
-//! What goes over the wire is the scenario's protocol profile's business ([`crate::profile`]):
+//! What goes over the wire is the scenario's protocol profile's business ([`chatbench_model::profile`]):
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
 //! what an incoming frame is, and keep-alives. With the `echo` profile each sender reads its own
 //! messages back and its room counts as two readers, so expected = sent.
+//!
+//! The connection tasks are generic over the [`Transport`] (the ramp picks one per run): `ws://`
+//! runs on a bare `TcpStream` exactly as before TLS existed, `wss://` on a rustls stream. Each
+//! connection's upgrade request is rendered from the target's [`SessionTemplate`] (its
+//! placeholders and feeder row) during its boxed set-up, and not kept.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -30,12 +36,14 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
-use crate::profile::{self, Fanout, FrameWriter, Incoming, SessionRequest};
-use crate::reconnect::ReconnectSettings;
-use crate::scenario::Scenario;
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
-use crate::target::{connect, ws_config, Target};
+use crate::target::{connect, ws_config, Target, Transport};
+use crate::tls::TlsClient;
+use chatbench_model::placeholder::{ConnVars, SessionTemplate};
+use chatbench_model::profile::{Fanout, FrameWriter, Incoming};
+use chatbench_model::reconnect::ReconnectSettings;
+use chatbench_model::scenario::Scenario;
 
 /// The phase a run is in, broadcast to every connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,8 +123,13 @@ pub struct Shared {
     pub loss_timeline: Option<LossTimeline>,
     poison: Notify,
     ws_config: WebSocketConfig,
-    /// The session request of each target (the profile's path and query for its URL).
-    sessions: Vec<SessionRequest>,
+    /// The session request of each target (the profile's path and query for its URL), with
+    /// its per-connection placeholders; `None` if they do not parse (the preflight said so).
+    sessions: Vec<Option<SessionTemplate>>,
+    /// The TLS client, when the targets are `wss://` (then every connection runs on TLS).
+    tls: Option<TlsClient>,
+    /// Whether connections run on TLS (the first target is `wss://`).
+    tls_transport: bool,
     source_addrs: Vec<IpAddr>,
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
@@ -159,8 +172,13 @@ impl Shared {
             ws_config: ws_config(&scenario.client),
             sessions: targets
                 .iter()
-                .map(|t| scenario.session_profile().request(&t.path))
+                .map(|t| t.session_template(&scenario).ok())
                 .collect(),
+            tls: targets
+                .iter()
+                .find(|t| t.tls)
+                .and_then(|t| t.tls_client(&scenario.client).ok().flatten()),
+            tls_transport: targets.first().is_some_and(|t| t.tls),
             plan,
             scenario,
             targets,
@@ -312,7 +330,16 @@ pub async fn ramp(
                 .connecting_peak
                 .fetch_max(in_flight, Ordering::Relaxed);
             let plan = shared.plan.conns[i];
-            batch.push(tokio::spawn(conn_task(shared.clone(), plan, permit)));
+            // One transport per run, chosen here: ws:// tasks are the plain TcpStream code.
+            batch.push(if shared.tls_transport {
+                tokio::spawn(conn_task::<TlsStream<TcpStream>>(
+                    shared.clone(),
+                    plan,
+                    permit,
+                ))
+            } else {
+                tokio::spawn(conn_task::<TcpStream>(shared.clone(), plan, permit))
+            });
             // After a wait, the rest of this burst is re-planned from the new start.
             i += 1;
         }
@@ -335,13 +362,16 @@ enum Exit {
 // The setup, send, reconnect and close paths are boxed: their state (handshake request,
 // buffers, timers) is allocated while they run instead of sizing every connection's task for
 // its whole life — the task's future is allocated once, at its largest state.
-async fn conn_task(shared: Arc<Shared>, plan: ConnPlan, slot: OwnedSemaphorePermit) {
+async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: OwnedSemaphorePermit) {
     let stats = &shared.stats;
     Stats::inc(&stats.counters.connect_attempts);
     let t0 = Instant::now();
     let timeout = shared.scenario.connect_timeout;
-    let setup =
-        tokio::time::timeout(timeout, Box::pin(open_and_join(&shared, plan, plan.target))).await;
+    let setup = tokio::time::timeout(
+        timeout,
+        Box::pin(open_and_join::<S>(&shared, plan, plan.target)),
+    )
+    .await;
     // Set-up is over (done or failed): the ramp may start another.
     drop(slot);
     let mut ws = match setup {
@@ -411,11 +441,11 @@ async fn conn_task(shared: Arc<Shared>, plan: ConnPlan, slot: OwnedSemaphorePerm
 /// The reconnect policy after connection `plan` lost target `lost` mid-run: waits (backoff),
 /// tries the next targets round-robin, redoes the session set-up and rejoins the room.
 /// Returns the new connection and its target, or `None` when it gave up or the run stopped.
-async fn reconnect(
+async fn reconnect<S: Transport>(
     shared: &Shared,
     plan: ConnPlan,
     lost: u32,
-) -> Option<(WebSocketStream<TcpStream>, u32)> {
+) -> Option<(WebSocketStream<S>, u32)> {
     use rand::{Rng, SeedableRng};
     let policy: &ReconnectSettings = &shared.scenario.reconnect;
     let stats = &shared.stats;
@@ -470,28 +500,45 @@ async fn reconnect(
     None
 }
 
-async fn open_and_join(
+async fn open_and_join<S: Transport>(
     shared: &Shared,
     plan: ConnPlan,
     target: u32,
-) -> Result<WebSocketStream<TcpStream>, String> {
+) -> Result<WebSocketStream<S>, String> {
     let (target, session) = shared
         .targets
         .get(target as usize)
         .zip(shared.sessions.get(target as usize))
         .ok_or_else(|| "no_such_target".to_string())?;
-    let mut ws = connect(
+    if target.tls != S::TLS {
+        return Err("scheme_mismatch".into());
+    }
+    let session = session.as_ref().ok_or("bad_request_template")?;
+    let room = plan.room.map(room_name).unwrap_or_default();
+    let from = shared.plan.conn_id(plan.index);
+    let row = match shared.scenario.feeder() {
+        Some(f) => Some(f.row(plan.global).ok_or("feeder_exhausted")?),
+        None => None,
+    };
+    let request = session.render(&ConnVars {
+        conn: plan.global,
+        from: &from,
+        room: &room,
+        row,
+    });
+    let mut ws = connect::<S>(
         target,
-        session,
+        &request,
         shared.source_for(plan.index),
         shared.ws_config,
+        shared.tls.as_ref(),
     )
     .await
     .map_err(|e| e.label())?;
     let profile = shared.scenario.session_profile();
-    profile::open_session(profile, &mut ws, &shared.stats).await?;
+    crate::session::open_session(profile, &mut ws, &shared.stats).await?;
     let Some(room) = plan.room else { return Ok(ws) };
-    profile::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
+    crate::session::join(profile, &mut ws, &shared.stats, &room_name(room)).await?;
     Ok(ws)
 }
 
@@ -504,10 +551,10 @@ struct Receiver {
     last_seq: Vec<u64>,
 }
 
-async fn drive(
+async fn drive<S: Transport>(
     shared: &Shared,
     plan: ConnPlan,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<S>,
     sender: &mut Option<SenderState>,
 ) -> Exit {
     let mut phase_rx = shared.phase.clone();
@@ -545,8 +592,11 @@ async fn drive(
     loop {
         tokio::select! {
             _ = shared.poison.notified(), if poisoner => {
-                if ws.send(Message::text(r#"{"t":"panic"}"#)).await.is_err() {
-                    return Exit::Gone;
+                // The scenario checks that the profile has a poison frame.
+                if let Some(frame) = profile.poison_frame() {
+                    if ws.send(Message::text(frame)).await.is_err() {
+                        return Exit::Gone;
+                    }
                 }
             }
             changed = phase_rx.changed() => {
@@ -622,12 +672,12 @@ fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState>
     })
 }
 
-async fn send_due(
+async fn send_due<T: Transport>(
     shared: &Shared,
     plan: ConnPlan,
     room: u32,
     s: &mut SenderState,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<T>,
 ) -> Result<(), tungstenite::Error> {
     let now = Instant::now();
     let mut first = true;
@@ -735,7 +785,7 @@ fn on_text(
     None
 }
 
-async fn close_politely(ws: &mut WebSocketStream<TcpStream>) {
+async fn close_politely<S: Transport>(ws: &mut WebSocketStream<S>) {
     // Send a close frame and wait (bounded) for the server to answer and close the TCP
     // connection first, so TIME_WAIT lands on the server side and back-to-back runs don't run
     // out of client ports. If it does not answer, drop with zero linger (RST, no TIME_WAIT).
@@ -750,7 +800,7 @@ async fn close_politely(ws: &mut WebSocketStream<TcpStream>) {
     })
     .await;
     if done.is_err() {
-        let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
     }
 }
 
@@ -776,12 +826,26 @@ mod tests {
         let slot = Arc::new(Semaphore::new(1))
             .try_acquire_owned()
             .expect("a free permit");
-        let fut = conn_task(shared, plan.conns[0], slot);
+        let fut = conn_task::<TcpStream>(shared.clone(), plan.conns[0], slot);
         let size = std::mem::size_of_val(&fut);
         // Every idle connection holds one of these: keep it small (1,296 bytes when this test was
         // written; 1,376 before protocol profiles, 1,448 with the keep-alive and reply branches).
         assert!(size <= 1536, "connection task future is {size} bytes");
+        // wss:// connections carry rustls's connection state inline (its record buffers are
+        // on the heap besides): 3,664 bytes when TLS was added (the ws:// one did not change).
+        let slot = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        let tls = conn_task::<TlsStream<TcpStream>>(shared, plan.conns[0], slot);
+        let tls_size = std::mem::size_of_val(&tls);
+        eprintln!("task future: ws {size} B, wss {tls_size} B");
+        assert!(
+            tls_size <= TLS_TASK_MAX,
+            "wss connection task future is {tls_size} bytes"
+        );
     }
+
+    const TLS_TASK_MAX: usize = 3840;
 
     type Handles = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 

@@ -12,11 +12,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chatbench_model::failover::{FailoverOutcome, LossCount};
+use chatbench_model::results::Percentiles;
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
-use crate::results::Percentiles;
-use crate::stats::new_hist;
+use chatbench_model::hist::new_hist;
 
 /// Messages sent this long before the kill count as lost *during* the failover (they were in
 /// flight through the node that died).
@@ -85,15 +85,6 @@ impl LossTimeline {
     }
 }
 
-/// Expected deliveries and how many of them did not arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LossCount {
-    /// Expected deliveries.
-    pub expected: u64,
-    /// Of which not delivered.
-    pub lost: u64,
-}
-
 /// One second of the time series: its span (seconds since the run started) and the latency
 /// of every delivery recorded in it.
 pub struct SecondHist {
@@ -103,55 +94,6 @@ pub struct SecondHist {
     pub to_s: f64,
     /// Deliveries in it.
     pub hist: Histogram<u64>,
-}
-
-/// The `failover` section of `summary.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailoverOutcome {
-    /// The node killed (1-based id).
-    pub node: u32,
-    /// Its pid when killed; `None` if it was not running.
-    pub pid: Option<u32>,
-    /// When, seconds since the run started.
-    pub at_s: f64,
-    /// When, seconds since the measurement window opened.
-    pub at_window_s: f64,
-    /// Connections open on that node just before the kill.
-    pub clients_on_node: u64,
-    /// Connections that came back after the kill.
-    pub reconnects: u64,
-    /// Reconnect attempts after the kill (one per target tried).
-    pub reconnect_attempts: u64,
-    /// Connections that gave up after the kill.
-    pub reconnect_failures: u64,
-    /// Whether every client of the killed node came back (reconnects ≥ clients on it).
-    pub all_back: bool,
-    /// From the kill to the last reconnect, ms (`None` if not all came back).
-    pub all_back_ms: Option<f64>,
-    /// Per-connection time to reconnect (loss → rejoined), µs, over the whole run.
-    pub reconnect_time_us: Option<Percentiles>,
-    /// Loss of messages sent from [`LOSS_LEAD`] before the kill until all were back.
-    pub during: LossCount,
-    /// Loss of the rest of the window (the steady state, for comparison).
-    pub outside: LossCount,
-    /// `outside.lost / outside.expected`.
-    pub steady_loss_ratio: f64,
-    /// p99 latency before the kill, µs.
-    pub p99_before_us: Option<u64>,
-    /// p99 latency during the failover, µs.
-    pub p99_during_us: Option<u64>,
-    /// p99 latency after, µs.
-    pub p99_after_us: Option<u64>,
-    /// The factor of `p99_recovered_ms`.
-    pub p99_recovery_factor: f64,
-    /// From the kill to the start of the first [`P99_RECOVERY_STREAK`] seconds in a row whose
-    /// p99 is within the factor of *before*, ms (second resolution); `None` if none did within
-    /// the window.
-    pub p99_recovered_ms: Option<f64>,
-    /// Restarts of the killed node by the supervisor during the run.
-    pub restarts: u32,
-    /// The supervisor's restart time (found dead → address announced), ms.
-    pub restart_ms: Option<u64>,
 }
 
 /// What [`compute`] needs.
@@ -292,7 +234,7 @@ mod tests {
     fn second(from: f64, values: &[u64]) -> SecondHist {
         let mut hist = new_hist();
         for &v in values {
-            crate::stats::record(&mut hist, v);
+            chatbench_model::hist::record(&mut hist, v);
         }
         SecondHist {
             from_s: from,

@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,15 @@ pub struct ServerChild {
 
 const STDERR_TAIL_LINES: usize = 40;
 
+/// A server child's stdout lines after its address line
+/// ([`ServerChild::start_command_with_lines`]).
+pub struct LaterLines {
+    /// The lines, in order.
+    pub rx: Receiver<String>,
+    /// Lines dropped because the channel was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
 impl ServerChild {
     /// Starts `exe serve --arch ARCH --listen 127.0.0.1:0 [extra…]` and waits for its address.
     pub fn start(exe: &Path, arch: &str, extra: &[String]) -> Result<ServerChild, LaunchError> {
@@ -114,9 +125,49 @@ impl ServerChild {
         args: &[String],
         cpus: &[usize],
     ) -> Result<ServerChild, LaunchError> {
+        ServerChild::start_inner(program, args, cpus, &[], None)
+    }
+
+    /// [`ServerChild::start_command`] with extra environment variables for the child (how
+    /// secrets reach it: a process's environment is readable by its own user only, its command
+    /// line by every local user). `env` never appears in errors.
+    pub fn start_command_env(
+        program: &Path,
+        args: &[String],
+        cpus: &[usize],
+        env: &[(&str, &str)],
+    ) -> Result<ServerChild, LaunchError> {
+        ServerChild::start_inner(program, args, cpus, env, None)
+    }
+
+    /// [`ServerChild::start_command_env`], and the child's later stdout lines (after the
+    /// address line) on a channel of at most `capacity` lines: a line that finds it full is
+    /// dropped and counted in [`LaterLines::dropped`] (the reader must keep up, not the child wait).
+    pub fn start_command_with_lines(
+        program: &Path,
+        args: &[String],
+        cpus: &[usize],
+        env: &[(&str, &str)],
+        capacity: usize,
+    ) -> Result<(ServerChild, LaterLines), LaunchError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let child =
+            ServerChild::start_inner(program, args, cpus, env, Some((tx, dropped.clone())))?;
+        Ok((child, LaterLines { rx, dropped }))
+    }
+
+    fn start_inner(
+        program: &Path,
+        args: &[String],
+        cpus: &[usize],
+        env: &[(&str, &str)],
+        later: Option<(SyncSender<String>, Arc<AtomicU64>)>,
+    ) -> Result<ServerChild, LaunchError> {
         let args = args.to_vec();
         let cmd = format!("{} {}", program.display(), args.join(" "));
         let mut command = Command::new(program);
+        command.envs(env.iter().copied());
         if !cpus.is_empty() {
             // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
             let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -175,7 +226,21 @@ impl ServerChild {
                     let _ = tx.send(first);
                 }
                 // Keep draining so the child never blocks on a full pipe.
-                for _ in lines {}
+                match later {
+                    Some((later, dropped)) => {
+                        for line in lines.map_while(Result::ok) {
+                            match later.try_send(line) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(_)) => {
+                                    dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                // Nobody reads any more: keep draining.
+                                Err(TrySendError::Disconnected(_)) => {}
+                            }
+                        }
+                    }
+                    None => for _ in lines {},
+                }
             });
         }
         let waited = Duration::from_secs(15);

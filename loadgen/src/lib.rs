@@ -1,26 +1,28 @@
-//! chatbench load generator: the scenario model, the client engine that opens many WebSocket
-//! connections and sends on an open-loop schedule, the pacer, the target sampler, and the
-//! results writer.
+//! chatbench load generator: it measures. The client engine that opens many WebSocket
+//! connections and sends on an open-loop schedule, the pacer, the target sampler, the run
+//! coordinator (one process, or a fleet of agents), and starting the servers it measures. What
+//! a run is asked to do and what it found (scenarios, profiles' framing, summaries, results
+//! files, the figure catalogue) is the results model's, `chatbench_model`.
 //!
-//! - [`scenario`]: scenario files (TOML) and their validation.
 //! - [`plan`]: who each connection is (room, role); pure.
 //! - [`schedule`], [`pacer`]: intended send times and the thread that keeps them.
-//! - [`target`]: the target URL and one client connection.
-//! - [`profile`]: protocol profiles (chatbench, echo, template, socketio, phoenix): how a session
-//!   opens, joins, frames messages and reads deliveries.
-//! - [`engine`]: the connection tasks and the phases; [`reconnect`]: the reconnect policy and
-//!   the node-kill fault; [`failover`]: what a node loss cost, from the per-second figures.
+//! - [`target`]: the target URL and one client connection; [`tls`]: `wss://` (rustls); the
+//!   per-connection placeholders and the CSV feeder are the model's (`chatbench_model::placeholder`);
+//!   [`session`]: a protocol profile's set-up conversation over it (open, join).
+//! - [`engine`]: the connection tasks and the phases; [`failover`]: what a node loss cost,
+//!   from the per-second figures.
 //! - [`stats`]: histograms and counters the tasks record into.
-//! - [`sampler`], [`sys`], [`provenance`]: what is read from `/proc` and the host; `readings`:
-//!   the coordinator's readings of them, on a thread of their own.
+//! - [`sampler`], [`sys`], [`provenance`]: reading `/proc` and the host; `readings`: the
+//!   coordinator's readings of them, on a thread of their own.
 //! - [`lifecycle`]: the one run lifecycle (timeline, engine handle, a second's rows and
 //!   progress line) that [`run`], [`agent`] and [`coordinator`] all drive.
-//! - [`run`]: the driver of a single-process run; [`results`]: the files it writes;
-//!   [`summary`]: the summary's figures, derived alike for one process and for agents.
+//! - [`run`]: the driver of a single-process run (its summary built by
+//!   `chatbench_model::summary`, written by `chatbench_model::results`).
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
 //!   [`coordinator`]: a run spread over agents, merged exactly.
-//! - [`launcher`]: starting a reference server as a child process; [`peers`]: the third-party
-//!   servers under `servers/peers/` it can start too; [`progress`]: the display.
+//! - [`launcher`]: starting a reference server as a child process; [`supervisor`]: a cluster's
+//!   node processes; [`peers`]: the third-party servers under `servers/peers/` it can start
+//!   too; [`progress`]: the display.
 //!
 //! Architecture invariant: this crate never depends on `chatbench-servers`; it reaches a server
 //! only over the network (and, for `--serve`, by starting the `chatbench` executable).
@@ -35,18 +37,15 @@ pub mod lifecycle;
 pub mod pacer;
 pub mod peers;
 pub mod plan;
-pub mod profile;
 pub mod progress;
 pub mod provenance;
 mod readings;
-pub mod reconnect;
-pub mod results;
 pub mod run;
 pub mod sampler;
-pub mod scenario;
 pub mod schedule;
+pub mod session;
 pub mod stats;
-pub mod summary;
 pub mod supervisor;
 pub mod sys;
 pub mod target;
+pub mod tls;

@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::engine::{ramp, Phase, Shared};
 use crate::pacer::PacerReport;
 use crate::plan::Plan;
-use crate::results::SeriesRow;
-use crate::scenario::Scenario;
 use crate::stats::Stats;
 use crate::target::Target;
+use chatbench_model::results::SeriesRow;
+use chatbench_model::scenario::Scenario;
+use chatbench_model::series;
 
 /// Longest the engine's teardown waits for its connections to close.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -117,10 +118,23 @@ pub struct Engine {
     phase_tx: watch::Sender<Phase>,
     phase: Phase,
     started: Instant,
-    ramp: JoinHandle<()>,
+    /// The ramp task, until its end has been read.
+    ramp: Option<JoinHandle<()>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     pacer_stop: Arc<AtomicBool>,
     pacer: Option<std::thread::JoinHandle<PacerReport>>,
+    /// Whether a connection task's panic has been reported (one is enough to fail the run).
+    task_panic_seen: bool,
+}
+
+/// What the engine's workers left when reaped: the pacer's report and the panics.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// The pacer's report (`None` if it never ran, panicked, or was reaped before).
+    pub pacer: Option<PacerReport>,
+    /// Workers that panicked (the ramp, the pacer thread, a connection task), with what they
+    /// said: a run with any fails, whatever it measured.
+    pub panicked: Vec<String>,
 }
 
 /// The engine's counters at one moment.
@@ -185,10 +199,11 @@ impl Engine {
             phase_tx,
             phase: Phase::Connect,
             started,
-            ramp,
+            ramp: Some(ramp),
             tasks,
             pacer_stop: Arc::new(AtomicBool::new(false)),
             pacer: None,
+            task_panic_seen: false,
         }
     }
 
@@ -247,7 +262,7 @@ impl Engine {
     /// later) stops the senders.
     pub fn enter(&mut self, phase: Phase) {
         if phase > Phase::Connect {
-            self.ramp.abort();
+            self.abort_ramp();
         }
         if phase >= Phase::Cooldown {
             self.stop_sending();
@@ -261,32 +276,94 @@ impl Engine {
         self.pacer_stop.store(true, Ordering::Relaxed);
     }
 
-    /// Stops sending and hands back the pacer's report (once; `None` if it never ran).
-    pub fn pacer_report(&mut self) -> Option<PacerReport> {
-        self.stop_sending();
-        self.pacer.take().and_then(|h| h.join().ok())
+    fn abort_ramp(&self) {
+        if let Some(r) = &self.ramp {
+            r.abort();
+        }
     }
 
-    /// Stops: every connection is told to close (waited for, bounded), the pacer ends. Hands
-    /// back the pacer's report if [`Engine::pacer_report`] has not taken it.
-    pub async fn stop(mut self) -> Option<PacerReport> {
+    /// Stops sending and reaps the workers that have ended, the connections staying open: the
+    /// pacer's report (once), the ramp (stopped), the connection tasks that are over. Hands
+    /// back the report and the panics found — the one place a worker's panic is collected,
+    /// for the local run and the agent alike.
+    pub async fn reap(&mut self) -> Reaped {
+        self.stop_sending();
+        self.abort_ramp();
+        let mut reaped = Reaped::default();
+        if let Some(ramp) = self.ramp.take() {
+            if let Err(e) = ramp.await {
+                reaped.panicked.extend(panic_message("the ramp", e));
+            }
+        }
+        match self.pacer.take().map(|h| h.join()) {
+            Some(Ok(report)) => reaped.pacer = Some(report),
+            Some(Err(_)) => reaped.panicked.push("the pacer thread panicked".into()),
+            None => {}
+        }
+        let ended: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut h| {
+                let (ended, running) = std::mem::take(&mut *h)
+                    .into_iter()
+                    .partition(|t| t.is_finished());
+                *h = running;
+                ended
+            })
+            .unwrap_or_default();
+        self.reap_tasks(futures_util::future::join_all(ended).await, &mut reaped);
+        reaped
+    }
+
+    /// Records the first connection task's panic among `ended` (one says enough).
+    fn reap_tasks(&mut self, ended: Vec<Result<(), JoinError>>, reaped: &mut Reaped) {
+        if self.task_panic_seen {
+            return;
+        }
+        let first = ended
+            .into_iter()
+            .filter_map(Result::err)
+            .find_map(|e| panic_message("a connection task", e));
+        self.task_panic_seen = first.is_some();
+        reaped.panicked.extend(first);
+    }
+
+    /// Stops: every connection is told to close (waited for, bounded), the pacer and the ramp
+    /// end. Hands back what [`Engine::reap`] has not already: the pacer's report and the
+    /// panics.
+    pub async fn stop(mut self) -> Reaped {
         self.enter(Phase::Stop);
-        let report = self.pacer_report();
+        let mut reaped = self.reap().await;
         let tasks: Vec<_> = self
             .tasks
             .lock()
             .map(|mut h| std::mem::take(&mut *h))
             .unwrap_or_default();
-        let _ = tokio::time::timeout(TEARDOWN_WAIT, futures_util::future::join_all(tasks)).await;
-        report
+        if let Ok(ended) =
+            tokio::time::timeout(TEARDOWN_WAIT, futures_util::future::join_all(tasks)).await
+        {
+            self.reap_tasks(ended, &mut reaped);
+        }
+        reaped
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.ramp.abort();
+        self.abort_ramp();
         self.stop_sending();
     }
+}
+
+/// What a worker's panic said, if `e` is a panic (a cancelled task is not one).
+pub(crate) fn panic_message(what: &str, e: JoinError) -> Option<String> {
+    let payload = e.try_into_panic().ok()?;
+    let text = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "no message".into());
+    Some(format!("{what} panicked: {text}"))
 }
 
 /// Per-second rates from running totals: what changed since the last second.
@@ -410,47 +487,50 @@ impl Second<'_> {
     pub fn rows(&self, series: &mut Vec<SeriesRow>) {
         let c = &self.counts;
         let mut rows: Vec<(&str, f64)> = vec![
-            ("connections_open", c.open as f64),
-            ("connect_attempts", c.connect_attempts as f64),
-            ("connect_errors", c.connect_errors as f64),
-            ("closed_by_server", c.closed_by_server as f64),
-            ("sent_per_s", self.rate.sent_per_s),
-            ("delivered_per_s", self.rate.delivered_per_s),
-            ("latency_count", self.latency.len() as f64),
+            (series::CONNECTIONS_OPEN, c.open as f64),
+            (series::CONNECT_ATTEMPTS, c.connect_attempts as f64),
+            (series::CONNECT_ERRORS, c.connect_errors as f64),
+            (series::CLOSED_BY_SERVER, c.closed_by_server as f64),
+            (series::SENT_PER_S, self.rate.sent_per_s),
+            (series::DELIVERED_PER_S, self.rate.delivered_per_s),
+            (series::LATENCY_COUNT, self.latency.len() as f64),
         ];
         if self.reconnects {
             if self.disconnects_known {
-                rows.push(("connections_lost", c.disconnects as f64));
+                rows.push((series::CONNECTIONS_LOST, c.disconnects as f64));
             }
-            rows.push(("reconnects", c.reconnects as f64));
-            rows.push(("reconnect_failures", c.reconnect_failures as f64));
+            rows.push((series::RECONNECTS, c.reconnects as f64));
+            rows.push((series::RECONNECT_FAILURES, c.reconnect_failures as f64));
         }
         if !self.latency.is_empty() {
-            rows.push(("latency_p50_us", self.latency.value_at_quantile(0.5) as f64));
             rows.push((
-                "latency_p99_us",
+                series::LATENCY_P50_US,
+                self.latency.value_at_quantile(0.5) as f64,
+            ));
+            rows.push((
+                series::LATENCY_P99_US,
                 self.latency.value_at_quantile(0.99) as f64,
             ));
-            rows.push(("latency_max_us", self.latency.max() as f64));
+            rows.push((series::LATENCY_MAX_US, self.latency.max() as f64));
         }
         if let Some(rss) = self.target_rss {
-            rows.push(("target_rss_bytes", rss as f64));
+            rows.push((series::TARGET_RSS_BYTES, rss as f64));
         }
         if let Some(t) = &self.target {
-            rows.push(("target_cpu_cores", t.cpu_cores));
-            rows.push(("target_threads", t.threads as f64));
-            rows.push(("target_open_fds", t.open_fds as f64));
+            rows.push((series::TARGET_CPU_CORES, t.cpu_cores));
+            rows.push((series::TARGET_THREADS, t.threads as f64));
+            rows.push((series::TARGET_OPEN_FDS, t.open_fds as f64));
         }
         if let Some((slab, tcp)) = self.host {
-            rows.push(("host_slab_bytes", slab as f64));
-            rows.push(("host_tcp_inuse", tcp as f64));
+            rows.push((series::HOST_SLAB_BYTES, slab as f64));
+            rows.push((series::HOST_TCP_INUSE, tcp as f64));
         }
         if let Some(rss) = self.generator_rss {
-            rows.push(("generator_rss_bytes", rss as f64));
+            rows.push((series::GENERATOR_RSS_BYTES, rss as f64));
         }
-        rows.push(("generator_cpu_cores", self.rate.cpu_cores));
+        rows.push((series::GENERATOR_CPU_CORES, self.rate.cpu_cores));
         if let Some(n) = self.agents_live {
-            rows.push(("agents_live", n as f64));
+            rows.push((series::AGENTS_LIVE, n as f64));
         }
         let t_s = (self.t_s * 1000.0).round() / 1000.0;
         series.extend(rows.into_iter().map(|(metric, value)| SeriesRow {
@@ -510,7 +590,7 @@ impl Second<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_hist;
+    use chatbench_model::hist::new_hist;
 
     fn timeline() -> Timeline {
         Timeline {
@@ -733,10 +813,13 @@ mod tests {
         assert_eq!(engine.shared().send_start.get(), Some(&start));
         engine.enter(Phase::Measure);
         engine.enter(Phase::Cooldown);
-        assert!(engine.pacer_report().is_some(), "the pacer ran and reports");
+        let reaped = engine.reap().await;
+        assert!(reaped.pacer.is_some(), "the pacer ran and reports");
+        assert!(reaped.panicked.is_empty(), "{:?}", reaped.panicked);
         let again = tokio::time::timeout(Duration::from_secs(10), engine.stop())
             .await
             .expect("the teardown is bounded");
-        assert!(again.is_none(), "its report is handed back once");
+        assert!(again.pacer.is_none(), "its report is handed back once");
+        assert!(again.panicked.is_empty(), "{:?}", again.panicked);
     }
 }

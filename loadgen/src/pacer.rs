@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::schedule::Schedule;
-use crate::stats::{new_hist, record};
+use chatbench_model::hist::{new_hist, record};
 
 /// One sender as the pacer sees it.
 pub struct PacedSender {
@@ -66,8 +66,10 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
         }
         record(&mut lateness, (now - due).as_micros() as u64);
         // Wake everyone due now (coalesced), and push their next times.
+        // A pacer that has fallen behind finds senders due here without end: it still sees
+        // a stop request at once.
         while let Some(&Reverse((off, i))) = heap.peek() {
-            if start + off > now {
+            if start + off > now || stop.load(Ordering::Relaxed) {
                 break;
             }
             heap.pop();
@@ -101,7 +103,7 @@ fn set_fine_timer_slack() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Arrival;
+    use chatbench_model::scenario::Arrival;
 
     #[test]
     fn wakes_every_sender_and_ends() {

@@ -21,7 +21,7 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::scenario::{Scenario, TargetPolicy};
+use chatbench_model::scenario::{Scenario, TargetPolicy};
 
 /// What a connection does during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub enum Role {
 pub struct ConnPlan {
     /// Index within this agent (the `c` part of the id).
     pub index: u32,
+    /// Index in the whole run (across agents): `{conn}` and the feeder row.
+    pub global: u32,
     /// Room index, for members.
     pub room: Option<u32>,
     /// What it does.
@@ -51,6 +53,10 @@ pub struct ConnPlan {
     /// Which target (index into the run's target list) it connects to.
     pub target: u32,
 }
+
+/// Most agents in one run (`run --agents local:N` and `auto` stay within it; an agent refuses a
+/// setup naming more).
+pub const MAX_AGENTS: u32 = 1024;
 
 /// How a run is spread: agents, targets, and the target policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +140,33 @@ impl Plan {
         }
     }
 
+    /// Connections agent `agent` holds under `layout`, counted without building any plan (in
+    /// time proportional to the number of agents): an agent checks its share against its
+    /// limits with it before it allocates anything. Agrees with [`Plan::counts_per_agent`].
+    pub fn count_for_agent(scenario: &Scenario, agent: u32, layout: &Layout) -> u64 {
+        let agents = u64::from(layout.agents.max(1));
+        let a = u64::from(agent);
+        if a >= agents {
+            return 0;
+        }
+        // Values in 0..n that are ≡ x (mod agents).
+        let count = |n: u64, x: u64| n / agents + u64::from(x < n % agents);
+        let (rooms, per_room) = if scenario.rooms == 0 {
+            (0, 0)
+        } else {
+            (
+                u64::from(scenario.rooms),
+                u64::from(scenario.members_per_room),
+            )
+        };
+        // Member `slot` of room `r` belongs to agent `(slot + r) % agents`.
+        let members: u64 = (0..agents)
+            .map(|x| count(per_room, x) * count(rooms, (a + agents - x) % agents))
+            .sum();
+        let idle = u64::from(scenario.connections).saturating_sub(rooms * per_room);
+        members + count(idle, a)
+    }
+
     /// Connections per agent under `layout` (index = agent id).
     pub fn counts_per_agent(scenario: &Scenario, layout: &Layout) -> Vec<u64> {
         let mut v = vec![0u64; layout.agents.max(1) as usize];
@@ -190,6 +223,7 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                     (slot + room) % agents,
                     ConnPlan {
                         index: i,
+                        global: i,
                         room: Some(room),
                         role: if sender { Role::Sender } else { Role::Receiver },
                         sender_slot: sender.then_some(slot),
@@ -203,6 +237,7 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                     k % agents,
                     ConnPlan {
                         index: i,
+                        global: i,
                         room: None,
                         role: Role::Idle,
                         sender_slot: None,
@@ -385,5 +420,189 @@ mod tests {
             .map(|a| Plan::for_agent(&s, a, &layout(3, 1, TargetPolicy::Span)).slow_count())
             .sum();
         assert_eq!(split, p.slow_count());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// The share an agent checks before allocating is the share its plan will have.
+        #[test]
+        fn the_counted_share_is_the_planned_share(
+            rooms in 0u32..12,
+            per_room in 2u32..12,
+            idle in 0u32..40,
+            agents in 1u32..9,
+            extra in 0u32..3,
+        ) {
+            let members = if rooms == 0 { 0 } else { rooms * per_room };
+            let s = scenario(&format!(
+                "name='t'\nconnections={}\nrooms={rooms}\nmembers_per_room={per_room}\n",
+                (members + idle).max(1)
+            ));
+            let l = layout(agents, 1, TargetPolicy::Span);
+            let counts = Plan::counts_per_agent(&s, &l);
+            for a in 0..agents + extra {
+                let expected = counts.get(a as usize).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(Plan::count_for_agent(&s, a, &l), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn the_counted_share_of_a_huge_run_costs_nothing() {
+        let s = scenario("name='t'\nconnections=16777216\nrooms=1000\nmembers_per_room=16000\n");
+        let l = layout(MAX_AGENTS, 1, TargetPolicy::Span);
+        let total: u64 = (0..MAX_AGENTS)
+            .map(|a| Plan::count_for_agent(&s, a, &l))
+            .sum();
+        assert_eq!(total, 16_777_216);
+    }
+
+    /// A value of a scenario field for the property tests: ordinary, at a bound, or far out.
+    fn number() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..50).prop_map(|n| n.to_string()),
+            (0u32..3000).prop_map(|n| n.to_string()),
+            Just("4294967295".to_owned()),
+            Just("16777216".to_owned()),
+            Just("-1".to_owned()),
+            Just("0.5".to_owned()),
+            Just("1e300".to_owned()),
+            Just("1e-300".to_owned()),
+            Just("nan".to_owned()),
+            Just("inf".to_owned()),
+            Just("0.001".to_owned()),
+            Just("100000".to_owned()),
+            Just("1e9".to_owned()),
+            Just("1e-6".to_owned()),
+        ]
+    }
+
+    /// A rate: mostly ordinary, sometimes at or beyond a bound.
+    fn rate() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            20 => (1u32..100_000).prop_map(|n| format!("{}", f64::from(n) / 100.0)),
+            1 => number(),
+        ]
+    }
+
+    fn duration() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            30 => (1u64..5000).prop_map(|n| format!("\"{n}ms\"")),
+            1 => Just("\"0s\"".to_owned()),
+            1 => Just("\"30days\"".to_owned()),
+            1 => Just("\"31days\"".to_owned()),
+            1 => Just("\"500000000000years\"".to_owned()),
+            1 => Just("\"584942417355years\"".to_owned()),
+            1 => Just("\"1ns\"".to_owned()),
+        ]
+    }
+
+    /// Every scenario the parser accepts runs: its plan builds for any agent layout, its
+    /// timeline fits the clock, and its send schedules start, without a panic. Scenarios the
+    /// parser rejects are rejected with a message, never a panic.
+    fn accepted_scenario_runs(text: &str, agents: u32, targets: u32) -> bool {
+        let Ok(s) = Scenario::parse(text, "prop.toml") else {
+            return false;
+        };
+        let n = u64::from(s.connections);
+        let now = std::time::Instant::now();
+        let end = now
+            .checked_add(s.connect_deadline(n, s.max_ramp_hold(n)))
+            .and_then(|t| t.checked_add(s.total_duration()))
+            .and_then(|t| t.checked_add(s.reconnect.deadline + s.reconnect.max_backoff));
+        assert!(end.is_some(), "the timeline of {text} overflows the clock");
+        let layout = Layout {
+            agents,
+            targets,
+            policy: s.target_policy,
+        };
+        if layout.problem(&s).is_some() || n > 4000 {
+            return false;
+        }
+        let counts = Plan::counts_per_agent(&s, &layout);
+        for a in 0..agents {
+            let p = Plan::for_agent(&s, a, &layout);
+            assert_eq!(p.conns.len() as u64, counts[a as usize]);
+            assert_eq!(Plan::count_for_agent(&s, a, &layout), counts[a as usize]);
+            let _ = (p.readers_per_room(), p.slow_count(), p.sender_count());
+        }
+        if s.sender_count() > 0 {
+            let sched = crate::schedule::Schedule::new(s.arrival, s.rate_per_sender, s.measure, 1);
+            assert!(sched.take(1000).count() <= 1000);
+        }
+        true
+    }
+
+    #[test]
+    fn every_accepted_scenario_builds_a_plan() {
+        use proptest::prelude::*;
+        let fields = (
+            (number(), number(), number(), number(), rate(), rate()),
+            (
+                proptest::sample::select(vec![
+                    "0", "0", "0", "0", "0.1", "0.5", "0.99", "1", "-0.1", "nan",
+                ]),
+                duration(),
+                duration(),
+                duration(),
+                duration(),
+            ),
+            (
+                proptest::sample::select(vec!["uniform", "poisson"]),
+                proptest::sample::select(vec!["span", "partition"]),
+                1u32..5,
+                1u32..4,
+            ),
+        );
+        // Small counts more often, so that a good share of the cases is accepted.
+        let small = (1u32..300, 0u32..20, 2u32..15, 0u32..4);
+        let accepted = std::sync::atomic::AtomicU32::new(0);
+        let mut runner =
+            proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(3000));
+        runner
+            .run(&(fields, small, any::<bool>()), |(f, small, use_small)| {
+                let ((mut conns, mut rooms, mut members, mut senders, rate, ramp), d, o) = f;
+                let (slow, measure, settle, timeout, backoff) = d;
+                let (arrival, policy, agents, targets) = o;
+                if use_small {
+                    conns = small.0.to_string();
+                    rooms = small.1.to_string();
+                    members = small.2.to_string();
+                    senders = small.3.to_string();
+                }
+                let text = format!(
+                    "name = \"p\"\nconnections = {conns}\nrooms = {rooms}\n\
+                     members_per_room = {members}\nsenders_per_room = {senders}\n\
+                     rate_per_sender = {rate}\nramp_rate = {ramp}\nslow_consumer_share = {slow}\n\
+                     measure = {measure}\nsettle = {settle}\nconnect_timeout = {timeout}\n\
+                     arrival = \"{arrival}\"\ntarget_policy = \"{policy}\"\n\
+                     [reconnect]\nmax_backoff = {backoff}\n"
+                );
+                if accepted_scenario_runs(&text, agents, targets) {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            })
+            .expect("every accepted scenario runs");
+        // Not vacuous: a good share of the generated scenarios was accepted and planned.
+        let accepted = accepted.into_inner();
+        eprintln!("{accepted} of 3000 generated scenarios accepted and planned");
+        assert!(
+            accepted >= 100,
+            "only {accepted} of 3000 scenarios were accepted"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
+
+        #[test]
+        fn any_text_is_a_scenario_or_an_error(text in "(?s).{0,200}") {
+            let _ = accepted_scenario_runs(&text, 2, 1);
+        }
     }
 }

@@ -1,111 +1,42 @@
-//! Provenance: where and how a result was produced (tool version, git commit, kernel, CPU,
-//! affinity, descriptor limit, host, times, command line).
+//! Collecting a result's provenance on this host: tool version, git commit, kernel, CPU,
+//! affinity, descriptor limit, host, start time, command line (the record itself is
+//! `chatbench_model::provenance::Provenance`).
 //!
-//! A number without its setup cannot be compared or reproduced, so every result carries one of
-//! these. Collecting it never fails: a piece that cannot be read is `None`, and a run is never
+//! Collecting it never fails: a piece that cannot be read is `None`, and a run is never
 //! refused because, say, `git` is not installed.
 
 use std::path::Path;
 use std::process::Command;
 
-use chrono::{SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use chatbench_model::provenance::{now_rfc3339, Provenance};
 
-use crate::sys::{self, NofileLimit};
+use crate::sys;
 
-/// The setup a result was produced on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// chatbench version (`CARGO_PKG_VERSION`).
-    pub tool_version: String,
-    /// `git rev-parse HEAD` in the working directory at run time; `None` outside a repository.
-    pub git_commit: Option<String>,
-    /// Whether tracked files had uncommitted changes; `None` outside a repository.
-    pub git_dirty: Option<bool>,
-    /// Kernel release (`uname -r`).
-    pub kernel: Option<String>,
-    /// Operating system: `PRETTY_NAME` from /etc/os-release, else the target OS name.
-    pub os: String,
-    /// CPU model (`model name` in /proc/cpuinfo).
-    pub cpu_model: Option<String>,
-    /// CPUs online on the host.
-    pub cpu_cores: usize,
-    /// CPUs this process may run on.
-    pub cpu_affinity: Vec<usize>,
-    /// `RLIMIT_NOFILE` when collected (raise it before collecting to record the raised value).
-    pub rlimit_nofile: Option<NofileLimit>,
-    /// Host name (`uname -n`).
-    pub hostname: Option<String>,
-    /// When the run started, RFC 3339 UTC.
-    pub started_at: String,
-    /// When the run finished, RFC 3339 UTC; set by [`Provenance::finish`].
-    pub finished_at: Option<String>,
-    /// This process's command line.
-    pub command_line: Vec<String>,
-}
-
-/// Current time as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.123Z`).
-pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-impl Provenance {
-    /// Collect everything now; `started_at` is now.
-    pub fn collect() -> Provenance {
-        let (kernel, hostname) = uname();
-        let (git_commit, git_dirty) = git_state(Path::new("."));
-        Provenance {
-            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-            git_commit,
-            git_dirty,
-            kernel,
-            os: std::fs::read_to_string("/etc/os-release")
-                .ok()
-                .and_then(|t| parse_os_release(&t))
-                .unwrap_or_else(|| std::env::consts::OS.to_owned()),
-            cpu_model: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|t| parse_cpu_model(&t)),
-            cpu_cores: sys::online_cpus(),
-            cpu_affinity: sys::cpu_affinity(),
-            rlimit_nofile: sys::current_nofile().ok(),
-            hostname,
-            started_at: now_rfc3339(),
-            finished_at: None,
-            command_line: std::env::args_os()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-        }
-    }
-
-    /// One line naming the machine and the build: `host, CPU (N CPUs), kernel K; chatbench V
-    /// (commit[, dirty])`, for reports and chart footnotes.
-    pub fn machine(&self) -> String {
-        format!(
-            "{}{} ({} CPUs), kernel {}; chatbench {} ({}{})",
-            self.hostname
-                .as_deref()
-                .map(|h| format!("{h}, "))
-                .unwrap_or_default(),
-            self.cpu_model.as_deref().unwrap_or("unknown CPU"),
-            self.cpu_cores,
-            self.kernel.as_deref().unwrap_or("?"),
-            self.tool_version,
-            self.git_commit
-                .as_deref()
-                .map(|c| c.get(..10).unwrap_or(c))
-                .unwrap_or("no git commit"),
-            if self.git_dirty == Some(true) {
-                ", dirty"
-            } else {
-                ""
-            },
-        )
-    }
-
-    /// Record the finish time (now).
-    pub fn finish(&mut self) {
-        self.finished_at = Some(now_rfc3339());
+/// Collect everything now; `started_at` is now.
+pub fn collect() -> Provenance {
+    let (kernel, hostname) = uname();
+    let (git_commit, git_dirty) = git_state(Path::new("."));
+    Provenance {
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit,
+        git_dirty,
+        kernel,
+        os: std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| parse_os_release(&t))
+            .unwrap_or_else(|| std::env::consts::OS.to_owned()),
+        cpu_model: std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| parse_cpu_model(&t)),
+        cpu_cores: sys::online_cpus(),
+        cpu_affinity: sys::cpu_affinity(),
+        rlimit_nofile: sys::current_nofile().ok(),
+        hostname,
+        started_at: now_rfc3339(),
+        finished_at: None,
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
     }
 }
 
@@ -185,7 +116,7 @@ mod tests {
 
     #[test]
     fn collects_this_host() {
-        let mut p = Provenance::collect();
+        let mut p = collect();
         assert_eq!(p.tool_version, env!("CARGO_PKG_VERSION"));
         assert!(p.kernel.is_some());
         assert!(p.cpu_cores >= 1);

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::sampler::{self, HostSample, ProcSample};
+use crate::sampler;
+use chatbench_model::sampler::{HostSample, ProcSample};
 
 /// The phase edges at which the servers and the host are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -19,22 +19,25 @@ use tokio::sync::watch;
 use crate::engine::{Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
 use crate::lifecycle::{
-    Counts, Edges, Engine, ProgressView, Rates, Second, TargetSecond, Timeline,
+    Counts, Edges, Engine, ProgressView, Rates, Reaped, Second, TargetSecond, Timeline,
 };
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
-use crate::provenance::Provenance;
-use crate::results::{
-    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
-    RunStatus, SeriesRow, Summary, TargetInfo,
-};
-use crate::sampler::{self, HostSample, ProcSample};
-use crate::scenario::Scenario;
+use crate::sampler;
 use crate::stats::Stats;
-use crate::summary::{self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures};
 use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
+use chatbench_model::figures;
+use chatbench_model::results::{
+    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
+    RunStatus, SeriesRow, Summary, TargetInfo,
+};
+use chatbench_model::sampler::{HostSample, ProcSample};
+use chatbench_model::scenario::Scenario;
+use chatbench_model::summary::{
+    self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
+};
 
 /// Generator CPU share (of the cores it may use) above which a run is generator-bound.
 pub const GEN_CPU_LIMIT: f64 = 0.90;
@@ -78,7 +81,17 @@ pub fn parse_targets(list: &str) -> Result<Vec<Target>, TargetError> {
             problem: "no target URL given".into(),
         });
     }
-    urls.into_iter().map(Target::parse).collect()
+    let targets: Vec<Target> = urls
+        .into_iter()
+        .map(Target::parse)
+        .collect::<Result<_, _>>()?;
+    if targets.iter().any(|t| t.tls != targets[0].tls) {
+        return Err(TargetError::BadUrl {
+            url: list.to_string(),
+            problem: "mixes ws:// and wss:// targets; a run uses one scheme for all".into(),
+        });
+    }
+    Ok(targets)
 }
 
 /// Source addresses for the clients of one process: spread over 127.x addresses (starting at
@@ -127,9 +140,11 @@ fn lock_sup(m: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The pids to sample: every running node and the private redis-server.
+/// The pids to sample: every running node, a shared-port cluster's primary and the private
+/// redis-server.
 fn cluster_pids(sup: &Supervisor) -> Vec<u32> {
     let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+    pids.extend(sup.primary_pid());
     pids.extend(sup.redis_pid());
     pids
 }
@@ -344,7 +359,11 @@ struct Killed {
     node: u32,
     pid: Option<u32>,
     at: Instant,
-    clients: u64,
+    /// Clients on the node at the kill; `None` for a shared-port cluster (one URL for every
+    /// node), whose killed node's clients are the connections lost after the kill.
+    clients: Option<u64>,
+    /// Connections lost before the kill.
+    disconnects: u64,
     /// Reconnects, attempts and failures before the kill.
     counts: (u64, u64, u64),
     /// The supervisor's events before the kill.
@@ -359,7 +378,8 @@ fn kill_node(
     node: u32,
 ) -> Killed {
     let c = &shared.stats.counters;
-    let clients = shared.open_on(node - 1);
+    let clients = (!lock_sup(cluster).shares_one_port()).then(|| shared.open_on(node - 1));
+    let disconnects = Stats::get(&c.disconnects);
     let counts = (
         Stats::get(&c.reconnects),
         Stats::get(&c.reconnect_attempts),
@@ -376,14 +396,16 @@ fn kill_node(
     ticker.pids = pids;
     ticker.last.server = None;
     ticker.progress.println(&format!(
-        "fault: SIGKILL node {node} (pid {}) with {clients} clients on it",
-        pid.map_or("-".into(), |p| p.to_string())
+        "fault: SIGKILL node {node} (pid {}) with {} clients on it",
+        pid.map_or("-".into(), |p| p.to_string()),
+        clients.map_or("its".into(), |n| n.to_string())
     ));
     Killed {
         node,
         pid,
         at,
         clients,
+        disconnects,
         counts,
         events_from,
     }
@@ -397,7 +419,7 @@ fn failover_outcome(
     window_s: (f64, f64),
     seconds: &[SecondHist],
     sup: Option<&Arc<Mutex<Supervisor>>>,
-) -> failover::FailoverOutcome {
+) -> chatbench_model::failover::FailoverOutcome {
     let c = &shared.stats.counters;
     let since = |v: u64, before: u64| v.saturating_sub(before);
     let last_us = Stats::get(&c.last_reconnect_us);
@@ -430,7 +452,9 @@ fn failover_outcome(
         pid: k.pid,
         kill_s,
         window_s,
-        clients_on_node: k.clients,
+        clients_on_node: k
+            .clients
+            .unwrap_or_else(|| since(Stats::get(&c.disconnects), k.disconnects)),
         reconnects: since(Stats::get(&c.reconnects), k.counts.0),
         attempts: since(Stats::get(&c.reconnect_attempts), k.counts.1),
         failures: since(Stats::get(&c.reconnect_failures), k.counts.2),
@@ -468,7 +492,12 @@ async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, L
             }
             Some(c) => lock_sup(c).nodes().len() as u32,
         };
-        if f.kill_node > nodes || nodes != targets.len() as u32 {
+        let one_url = opts
+            .cluster
+            .as_ref()
+            .is_some_and(|c| lock_sup(c).shares_one_port());
+        let urls = if one_url { 1 } else { nodes };
+        if f.kill_node > nodes || urls != targets.len() as u32 {
             return Err(RunError::Layout(format!(
                 "the scenario kills node {} ([[fault]] kill_node) but the run started {nodes} node(s) \
                  (raise --nodes, or lower kill_node)",
@@ -477,7 +506,7 @@ async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, L
         }
     }
     for target in &targets {
-        target.preflight(scenario.connect_timeout).await?;
+        target.preflight(scenario).await?;
     }
     Ok((targets, layout))
 }
@@ -662,7 +691,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let scenario = Arc::new(opts.scenario.clone());
     let (targets, layout) = check(&opts, &scenario).await?;
     let source_addrs = source_addrs_for(&targets, u64::from(scenario.connections), 0);
-    let mut provenance = Provenance::collect();
+    let mut provenance = crate::provenance::collect();
     let started_utc = chrono::Utc::now();
     let plan = Plan::for_agent(&scenario, 0, &layout);
     let slow = plan.slow_count() as u64;
@@ -679,7 +708,11 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let shared = engine.shared().clone();
     let (server_metrics, metrics_from) =
         scrape_servers(&shared.targets, opts.target_info.arch.is_some()).await;
-    let pacer_lag = engine.stop().await;
+    // Workers that panicked: the run then fails, whatever it measured.
+    let Reaped {
+        pacer: pacer_lag,
+        panicked,
+    } = engine.stop().await;
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
@@ -702,6 +735,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         driven,
         ticker: &ticker,
         pacer_lag,
+        panicked,
         before,
         after,
         server_metrics,
@@ -721,6 +755,8 @@ struct Ended<'a> {
     driven: Driven,
     ticker: &'a Ticker,
     pacer_lag: Option<crate::pacer::PacerReport>,
+    /// Workers that panicked, with what they said.
+    panicked: Vec<String>,
     before: Samples,
     after: Samples,
     server_metrics: Option<BTreeMap<String, f64>>,
@@ -754,7 +790,13 @@ fn window_cpu_figures(
     }
     // What else ran on the server's CPUs (only when it has its own: pinned apart from the
     // generator, whose CPU time would otherwise count as "other").
-    let other = summary::other_load(a.host.as_ref(), b.host.as_ref(), server_cores, server_cpus);
+    let other = summary::other_load(
+        a.host.as_ref(),
+        b.host.as_ref(),
+        server_cores,
+        server_cpus,
+        &crate::sys::cpu_affinity(),
+    );
     (gen_cores, server_cores, per_delivery, other)
 }
 
@@ -815,9 +857,9 @@ fn summarize(
     opts: &RunOptions,
     e: Ended<'_>,
     target: TargetInfo,
-    provenance: Provenance,
+    provenance: chatbench_model::provenance::Provenance,
     started_utc: chrono::DateTime<chrono::Utc>,
-    failover: Option<failover::FailoverOutcome>,
+    failover: Option<chatbench_model::failover::FailoverOutcome>,
 ) -> Summary {
     let Ended {
         shared,
@@ -827,14 +869,14 @@ fn summarize(
     } = e;
     let st = &shared.stats;
     let msgs = msg_counts(shared, e.slow, driven.phases.measure);
-    let status = if driven.ready == 0 {
-        RunStatus::Failed
-    } else if ticker.interrupted {
-        RunStatus::Interrupted
-    } else {
-        RunStatus::Complete
-    };
+    let status = run_status(driven.ready, ticker.interrupted, &e.panicked);
     let mut notes = Vec::new();
+    if !e.panicked.is_empty() {
+        notes.push(format!(
+            "the run failed: {} (a bug in the load generator; its figures are not trustworthy)",
+            e.panicked.join("; ")
+        ));
+    }
     let killed = driven.window.as_ref().is_some_and(|w| w.killed.is_some());
     if killed {
         notes.push(
@@ -1016,12 +1058,17 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
         m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
     );
+    // The catalogue's figures as the catalogue shows them.
+    let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
     if let Some(l) = &s.latency_us {
-        let ms = |v: u64| v as f64 / 1000.0;
         let _ = writeln!(
             out,
-            "  latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={}, from intended send time)",
-            ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max), l.count
+            "  latency     p50 {}  p99 {}  p99.9 {}  max {:.3} ms  (n={}, from intended send time)",
+            fig("p50_latency"),
+            fig("p99_latency"),
+            fig("p999_latency"),
+            l.max as f64 / 1000.0,
+            l.count
         );
     }
     let r = &s.target_resources;
@@ -1033,12 +1080,12 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             mem.kernel_slab_bytes_per_conn / 1024.0
         );
     }
-    if let Some(cores) = r.cpu_cores_measure {
+    if r.cpu_cores_measure.is_some() {
         let per = r
             .cpu_us_per_delivery
             .map(|v| format!(", {v:.2} CPU-µs/delivery"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  server cpu  {cores:.2} cores{per}");
+        let _ = writeln!(out, "  server cpu  {}{per}", fig("server_cpu_cores"));
     }
     let g = &s.generator;
     let _ = writeln!(
@@ -1125,8 +1172,42 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     out
 }
 
+/// How a run ended: failed when nothing connected or a worker panicked (a panicked worker
+/// leaves figures that cannot be trusted, so such a run is never "complete").
+fn run_status(ready: u64, interrupted: bool, panicked: &[String]) -> RunStatus {
+    if ready == 0 || !panicked.is_empty() {
+        RunStatus::Failed
+    } else if interrupted {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_worker_panic_fails_the_run() {
+        use crate::lifecycle::panic_message;
+        let task = tokio::spawn(async {
+            let rate = f64::MIN_POSITIVE;
+            // What `ramp_rate = 1e-300` once did to the ramp.
+            std::time::Duration::from_secs_f64(1.0 / rate)
+        });
+        let e = task.await.expect_err("the task panicked");
+        let why = panic_message("the ramp", e).expect("a panic");
+        assert!(why.starts_with("the ramp panicked: "), "{why}");
+        assert_eq!(run_status(10, false, &[why]), RunStatus::Failed);
+        assert_eq!(run_status(10, false, &[]), RunStatus::Complete);
+        assert_eq!(run_status(10, true, &[]), RunStatus::Interrupted);
+        assert_eq!(run_status(0, false, &[]), RunStatus::Failed);
+        // A cancelled task is not a panic.
+        let t = tokio::spawn(std::future::pending::<()>());
+        t.abort();
+        let e = t.await.expect_err("cancelled");
+        assert!(panic_message("the ramp", e).is_none());
+    }
+
     use super::*;
 
     fn check(generator_cores: f64, cpus: usize, pacer: u64, status: RunStatus) -> Vec<String> {
@@ -1214,7 +1295,8 @@ mod tests {
             node: 1,
             pid: Some(42),
             at: Instant::now(),
-            clients: 3,
+            clients: Some(3),
+            disconnects: 0,
             counts: (0, 0, 0),
             events_from: 0,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::scenario::Arrival;
+use chatbench_model::scenario::Arrival;
 
 /// The intended send offsets of one sender, from the start of sending until `end`.
 #[derive(Debug, Clone)]

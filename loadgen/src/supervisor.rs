@@ -6,10 +6,23 @@
 //! purpose (node-loss experiments) and stops them all.
 //!
 //! With the `redis` backplane and no URL given, it also starts a private `redis-server` on a
-//! free loopback port (no persistence) and stops it at the end.
+//! free loopback port (no persistence, a random password given on its stdin) and stops it at
+//! the end.
+//!
+//! A mesh cluster gets a random secret per supervisor (32 bytes from the OS-seeded CSPRNG):
+//! each node receives it, and the Redis URL with its password, in its environment
+//! (`CHATBENCH_CLUSTER_SECRET`, `CHATBENCH_REDIS_URL`), never on its command line, which any
+//! local user can read in `/proc`.
+//!
+//! A shared-port cluster ([`Supervisor::start_shared_port`], the `socketio-cluster` peer) is one
+//! child instead: a primary process whose workers share its port and which re-forks a dead worker
+//! itself (Node's `cluster` module). The workers are the nodes: the supervisor follows them from
+//! the primary's stdout lines (started, exited, re-forked, their counts), kills one by its PID
+//! for a node-loss experiment, and stops the primary (which stops its workers).
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
-//! signals a process it did not start. Every child also dies with the supervisor's thread
+//! signals a process it did not start (a shared-port cluster's worker is its primary's child,
+//! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
 //! (`PR_SET_PDEATHSIG`, see [`crate::launcher::die_with_parent`]): Linux sends that signal when
 //! the thread that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
@@ -21,10 +34,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use rand::RngCore;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::launcher::{die_with_parent, LaunchError, ServerChild};
+use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild};
+
+mod shared_port;
 
 /// Errors starting a cluster.
 #[derive(Debug, Error)]
@@ -157,6 +173,24 @@ pub struct NodeInfo {
     pub restarts: u32,
     /// Whether the supervisor gave up on it.
     pub given_up: bool,
+    /// A shared-port cluster's worker: its latest counts, as its primary reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<WorkerReport>,
+}
+
+/// A shared-port cluster worker's counts (`worker ID report …` lines of its primary).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerReport {
+    /// Connections open now.
+    pub connections: u64,
+    /// The most connections it had open at once.
+    pub peak: u64,
+    /// Rooms with at least one member on this worker now.
+    pub rooms: u64,
+    /// The most such rooms at once.
+    pub peak_rooms: u64,
+    /// Messages its own clients published (each broadcast to the room on every worker).
+    pub published: u64,
 }
 
 /// Something that happened to a node.
@@ -222,6 +256,32 @@ struct Node {
     down_since: Option<(Instant, Instant)>,
 }
 
+/// The environment variable a node reads the mesh secret from (as `serve` does).
+pub const SECRET_ENV: &str = "CHATBENCH_CLUSTER_SECRET";
+/// The environment variable a node reads the Redis URL from (as `serve` does).
+pub const REDIS_URL_ENV: &str = "CHATBENCH_REDIS_URL";
+
+/// `n` random bytes from the OS-seeded CSPRNG, as hex.
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `url` with its password (if any) replaced by `***`, for printing.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// A private `redis-server` started for the redis backplane.
 struct RedisChild {
     child: Child,
@@ -231,6 +291,7 @@ struct RedisChild {
 impl RedisChild {
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
+        let password = random_hex(32);
         let mut command = Command::new("redis-server");
         if !cpus.is_empty() {
             // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
@@ -253,20 +314,10 @@ impl RedisChild {
                 });
             }
         }
+        // `-`: the configuration comes from stdin, so the password is not on the command line.
         command
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdin(Stdio::null())
+            .arg("-")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
@@ -280,6 +331,21 @@ impl RedisChild {
                     e.to_string()
                 })
             })?;
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\nprotected-mode yes\nrequirepass {password}\n"
+        );
+        let written = child.stdin.take().map(|mut stdin| {
+            use std::io::Write;
+            stdin.write_all(conf.as_bytes())
+            // stdin is closed here: redis-server reads its configuration to the end.
+        });
+        if let Some(Err(e)) = written {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SupervisorError::Redis(format!(
+                "cannot hand redis-server its configuration: {e}"
+            )));
+        }
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -291,7 +357,7 @@ impl RedisChild {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(RedisChild {
                     child,
-                    url: format!("redis://{addr}"),
+                    url: format!("redis://:{password}@{addr}"),
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -344,10 +410,25 @@ pub struct Supervisor {
     nodes: Vec<Node>,
     redis: Option<RedisChild>,
     redis_url: Option<String>,
+    /// The mesh's shared secret (random per supervisor), handed to every node.
+    secret: Option<String>,
     events: Vec<Event>,
     /// The thread that started the supervisor: the only one that may spawn (PDEATHSIG).
     thread: std::thread::ThreadId,
+    /// A shared-port cluster's primary (its workers are the nodes); `None` otherwise.
+    primary: Option<Primary>,
 }
+
+/// The primary process of a shared-port cluster.
+struct Primary {
+    child: Option<ServerChild>,
+    lines: LaterLines,
+    /// Lines that did not parse (a newer primary, or a bug): counted, never fatal.
+    unparsed: u64,
+}
+
+/// How many of the primary's later stdout lines may wait for [`Supervisor::poll`].
+const PRIMARY_LINES: usize = 4096;
 
 impl Supervisor {
     /// Starts every node (and a private redis-server when the backplane needs one) and waits
@@ -383,6 +464,7 @@ impl Supervisor {
                         pid: None,
                         restarts: 0,
                         given_up: false,
+                        report: None,
                     },
                     child: None,
                     recent: Vec::new(),
@@ -390,13 +472,16 @@ impl Supervisor {
                 }
             })
             .collect();
+        let secret = (clustered && spec.backplane == Backplane::Mesh).then(|| random_hex(32));
         let mut sup = Supervisor {
             spec,
             nodes,
             redis,
             redis_url,
+            secret,
             events: Vec::new(),
             thread: std::thread::current().id(),
+            primary: None,
         };
         for i in 0..sup.nodes.len() {
             let id = sup.nodes[i].info.id;
@@ -462,12 +547,24 @@ impl Supervisor {
             args.push("--peers".into());
             args.push(peers.join(","));
         }
-        if let Some(url) = &self.redis_url {
-            args.push("--redis-url".into());
-            args.push(url.clone());
-        }
         args.extend(self.spec.server_args.iter().cloned());
         args
+    }
+
+    /// The environment of node `i` beyond the supervisor's own: the mesh secret or the Redis
+    /// URL (both kept off the command line).
+    fn node_env(&self) -> Vec<(&'static str, &str)> {
+        let mut env = Vec::new();
+        if self.spec.arch != "cluster" {
+            return env;
+        }
+        if let Some(s) = &self.secret {
+            env.push((SECRET_ENV, s.as_str()));
+        }
+        if let Some(url) = &self.redis_url {
+            env.push((REDIS_URL_ENV, url.as_str()));
+        }
+        env
     }
 
     fn spawn(&self, i: usize) -> Result<ServerChild, LaunchError> {
@@ -481,7 +578,7 @@ impl Supervisor {
                 ),
             });
         }
-        ServerChild::start_command(&self.spec.exe, &self.node_args(i), &[])
+        ServerChild::start_command_env(&self.spec.exe, &self.node_args(i), &[], &self.node_env())
     }
 
     fn push(&mut self, node: u32, kind: EventKind) {
@@ -507,7 +604,8 @@ impl Supervisor {
         self.redis.as_ref().map(|r| r.child.id())
     }
 
-    /// The Redis URL the nodes use, with the redis backplane.
+    /// The Redis URL the nodes use, with the redis backplane (its password included: see
+    /// [`redact_url`] before printing it).
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref()
     }
@@ -520,6 +618,9 @@ impl Supervisor {
     /// Kills node `id` with SIGKILL (a node-loss experiment); the next [`Supervisor::poll`]
     /// finds it dead and restarts it under the policy. Returns the pid killed.
     pub fn kill(&mut self, id: u32) -> Option<u32> {
+        if self.primary.is_some() {
+            return self.kill_worker(id);
+        }
         let i = self.nodes.iter().position(|n| n.info.id == id)?;
         let child = self.nodes[i].child.as_mut()?;
         let pid = child.pid;
@@ -531,6 +632,9 @@ impl Supervisor {
     /// Checks every node; restarts the dead ones whose time has come. Returns the events
     /// this call added.
     pub fn poll(&mut self) -> Vec<Event> {
+        if self.primary.is_some() {
+            return self.poll_shared_port();
+        }
         let first_new = self.events.len();
         let policy = self.spec.restart;
         for i in 0..self.nodes.len() {
@@ -618,7 +722,7 @@ impl Supervisor {
     /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the private redis-server.
     /// Returns, per node, how it ended.
     pub fn stop(&mut self, grace: Duration) -> Vec<(u32, String)> {
-        let mut out = Vec::new();
+        let mut out = self.stop_shared_port(grace);
         for n in &mut self.nodes {
             if let Some(child) = n.child.take() {
                 let (how, _) = child.stop(grace);
@@ -638,8 +742,10 @@ impl Supervisor {
         serde_json::json!({
             "schema": "chatbench.cluster/v1",
             "arch": self.spec.arch,
-            "backplane": (self.spec.arch == "cluster").then(|| self.spec.backplane.as_str()),
-            "redis_url": self.redis_url,
+            "backplane": (self.spec.arch == "cluster" || self.primary.is_some())
+                .then(|| self.spec.backplane.as_str()),
+            "primary": self.primary_json(),
+            "redis_url": self.redis_url.as_deref().map(redact_url),
             "restart_policy": {
                 "max_restarts": self.spec.restart.max_restarts,
                 "period_s": self.spec.restart.period.as_secs_f64(),
@@ -694,6 +800,18 @@ mod tests {
         q.sort_unstable();
         q.dedup();
         assert_eq!(q.len(), 8);
+    }
+
+    #[test]
+    fn urls_are_printed_without_their_password() {
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:1"),
+            "redis://:***@127.0.0.1:1"
+        );
+        assert_eq!(redact_url("redis://u:p@w@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(random_hex(32).len(), 64);
+        assert_ne!(random_hex(32), random_hex(32));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
-use serde::{Deserialize, Serialize};
+pub use chatbench_model::provenance::NofileLimit;
 use thiserror::Error;
 
 /// Descriptors kept free for everything that is not a connection (stdio, results files, the
@@ -21,17 +21,6 @@ pub const FD_HEADROOM: u64 = 64;
 /// ports linearly, and with 15k connections on one source address the search took two thirds
 /// of the generator's CPU and stalled connection setup for seconds (measured with perf).
 pub const DEFAULT_CONNS_PER_SOURCE_ADDR: u32 = 1_000;
-
-/// `RLIMIT_NOFILE` of this process. `u64::MAX` stands for "unlimited".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NofileLimit {
-    /// Current (soft) limit: what the process may open now.
-    pub soft: u64,
-    /// Hard limit: the most the soft limit can be raised to without privileges.
-    pub hard: u64,
-    /// The soft limit before [`raise_nofile`] raised it (equal to `soft` when nothing changed).
-    pub raised_from: u64,
-}
 
 /// A run plan that does not fit this process.
 #[derive(Debug, Error, PartialEq, Eq)]

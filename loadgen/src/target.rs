@@ -1,29 +1,39 @@
-//! The target: a `ws://host:port/path` URL resolved once, and how one client connects to it
-//! (TCP from a chosen source address, then the WebSocket handshake with small buffers).
+//! The target: a `ws://` or `wss://host:port/path` URL resolved once, and how one client
+//! connects to it (TCP from a chosen source address, the TLS handshake for `wss://`, then the
+//! WebSocket handshake with small buffers).
+//!
+//! The transport is a type parameter ([`Transport`]): the engine runs `ws://` connections on a
+//! bare `TcpStream` and `wss://` ones on a rustls stream, each monomorphised, so a plain
+//! connection pays nothing per message (nor a byte of memory) for TLS existing. The TLS
+//! handshake counts in the connect time.
 //!
 //! Connection failures are classified into the kinds the results report (`refused`,
 //! `timeout`, `handshake_status_NNN`, …) so that a user can tell an overloaded server from a
 //! wrong URL at a glance.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::profile::SessionRequest;
-use crate::scenario::ClientSettings;
+use crate::tls::{TlsClient, TlsError, TlsFailure};
+use chatbench_model::placeholder::{PlaceholderError, SessionTemplate};
+use chatbench_model::profile::SessionRequest;
+use chatbench_model::scenario::{ClientSettings, Scenario};
 
 /// Errors about the target URL itself.
 #[derive(Debug, Error)]
 pub enum TargetError {
-    /// Not a `ws://` URL.
+    /// Not a `ws://` or `wss://` URL.
     #[error(
-        "target {url:?}: {problem} (expected ws://HOST:PORT/PATH, e.g. ws://127.0.0.1:8080/ws)"
+        "target {url:?}: {problem} (expected ws://HOST:PORT/PATH or wss://HOST:PORT/PATH, e.g. ws://127.0.0.1:8080/ws)"
     )]
     BadUrl {
         /// The URL as given.
@@ -51,7 +61,38 @@ pub enum TargetError {
         /// The connect error.
         source: std::io::Error,
     },
+    /// The TLS client could not be configured (`ca_file`).
+    #[error("target {url:?}: {source}")]
+    TlsConfig {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        source: TlsError,
+    },
+    /// The TLS handshake failed (an untrusted certificate, most often).
+    #[error("target {url:?}: TLS handshake failed ({label}): {detail}{hint}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// The connect-error label.
+        label: &'static str,
+        /// rustls's description.
+        detail: String,
+        /// How to fix it, when it is about the certificate.
+        hint: &'static str,
+    },
+    /// A placeholder in the URL's path or query is wrong.
+    #[error("target {url:?}: {source}")]
+    Placeholder {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        source: PlaceholderError,
+    },
 }
+
+const CERT_HINT: &str = "; if the server's certificate comes from a private CA, pass --ca-file \
+    CA.pem ([client] ca_file), or --insecure to skip verification (testing only)";
 
 /// A resolved target.
 #[derive(Debug, Clone)]
@@ -64,23 +105,25 @@ pub struct Target {
     pub path: String,
     /// The `Host` header value (`host:port` as given).
     pub host_header: String,
+    /// The host as written, without brackets: the TLS server name.
+    pub host: String,
+    /// `wss://`: TLS.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses and resolves a `ws://` URL.
+    /// Parses and resolves a `ws://` or `wss://` URL.
     pub fn parse(url: &str) -> Result<Target, TargetError> {
         let bad = |problem: &str| TargetError::BadUrl {
             url: url.to_string(),
             problem: problem.to_string(),
         };
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if url.starts_with("wss://") {
-            return Err(bad(
-                "wss:// (TLS) is not supported yet; benchmark the plain ws:// port",
-            ));
+        let (rest, tls) = if let Some(r) = url.strip_prefix("ws://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            (r, true)
         } else {
-            return Err(bad("the scheme must be ws://"));
+            return Err(bad("the scheme must be ws:// or wss://"));
         };
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         if authority.is_empty() {
@@ -91,7 +134,10 @@ impl Target {
                 h.trim_start_matches('[').trim_end_matches(']'),
                 p.parse::<u16>().map_err(|_| bad("bad port"))?,
             ),
-            _ => (authority.trim_start_matches('[').trim_end_matches(']'), 80),
+            _ => (
+                authority.trim_start_matches('[').trim_end_matches(']'),
+                if tls { 443 } else { 80 },
+            ),
         };
         let addr = (host, port)
             .to_socket_addrs()
@@ -112,7 +158,18 @@ impl Target {
             addr,
             path,
             host_header: authority.to_string(),
+            host: host.to_string(),
+            tls,
         })
+    }
+
+    /// The scheme, as written in URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "wss"
+        } else {
+            "ws"
+        }
     }
 
     /// Whether the target is on this machine's loopback (then clients spread over 127.x
@@ -121,21 +178,122 @@ impl Target {
         self.addr.ip().is_loopback()
     }
 
-    /// One TCP connect, to fail fast with a clear message before a run starts.
-    pub async fn preflight(&self, timeout: Duration) -> Result<(), TargetError> {
+    /// Fails fast with a clear message before a run starts: the placeholders of the URL's
+    /// path, one TCP connect, and for `wss://` one TLS handshake (an untrusted certificate is
+    /// found here, not as a connect error per connection).
+    pub async fn preflight(&self, scenario: &Scenario) -> Result<(), TargetError> {
+        let timeout = scenario.connect_timeout;
+        self.session_template(scenario)?;
         let unreachable = |source| TargetError::Unreachable {
             url: self.url.clone(),
             addr: self.addr,
             source,
         };
-        match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Err(_) => {
+                return Err(unreachable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?}"),
+                )))
+            }
+        };
+        let Some(tls) = self.tls_client(&scenario.client)? else {
+            return Ok(());
+        };
+        let failed = |f: TlsFailure| TargetError::Tls {
+            url: self.url.clone(),
+            label: f.label,
+            hint: if f.is_certificate() { CERT_HINT } else { "" },
+            detail: f.detail,
+        };
+        match tokio::time::timeout(timeout, tls.handshake(&self.host, tcp)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unreachable(e)),
-            Err(_) => Err(unreachable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {timeout:?}"),
-            ))),
+            Ok(Err(f)) => Err(failed(f)),
+            Err(_) => Err(failed(TlsFailure {
+                label: "timeout",
+                detail: format!("no TLS handshake within {timeout:?}"),
+            })),
         }
+    }
+
+    /// The TLS client of this target (`None` for `ws://`), from `[client]`'s trust settings.
+    pub fn tls_client(&self, client: &ClientSettings) -> Result<Option<TlsClient>, TargetError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        TlsClient::new(client)
+            .map(Some)
+            .map_err(|source| TargetError::TlsConfig {
+                url: self.url.clone(),
+                source,
+            })
+    }
+
+    /// The upgrade request of this target under `scenario`'s profile, its placeholders parsed
+    /// against the feeder's columns.
+    pub fn session_template(&self, scenario: &Scenario) -> Result<SessionTemplate, TargetError> {
+        let request = scenario.session_profile().request(&self.path);
+        let columns = scenario.feeder().map(|f| &f.columns[..]);
+        SessionTemplate::new(&request, columns).map_err(|(_, source)| TargetError::Placeholder {
+            url: self.url.clone(),
+            source,
+        })
+    }
+}
+
+/// A connection's byte stream: a bare `TcpStream` (`ws://`) or rustls over it (`wss://`).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Sized + 'static {
+    /// Whether this is the TLS transport (for `wss://` targets).
+    const TLS: bool;
+
+    /// The TCP stream underneath.
+    fn tcp(&self) -> &TcpStream;
+
+    /// Turns a connected TCP stream into this transport (the TLS handshake, for TLS).
+    fn open(
+        tcp: TcpStream,
+        target: &Target,
+        tls: Option<&TlsClient>,
+    ) -> impl Future<Output = Result<Self, ConnectError>> + Send;
+}
+
+impl Transport for TcpStream {
+    const TLS: bool = false;
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    async fn open(
+        tcp: TcpStream,
+        _target: &Target,
+        _tls: Option<&TlsClient>,
+    ) -> Result<Self, ConnectError> {
+        Ok(tcp)
+    }
+}
+
+impl Transport for TlsStream<TcpStream> {
+    const TLS: bool = true;
+
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    async fn open(
+        tcp: TcpStream,
+        target: &Target,
+        tls: Option<&TlsClient>,
+    ) -> Result<Self, ConnectError> {
+        let tls = tls.ok_or(ConnectError::Tls(TlsFailure {
+            label: "tls_config",
+            detail: "no TLS client configuration".into(),
+        }))?;
+        tls.handshake(&target.host, tcp)
+            .await
+            .map_err(ConnectError::Tls)
     }
 }
 
@@ -177,6 +335,9 @@ pub enum ConnectError {
     /// The server did not accept the subprotocol the profile asked for.
     #[error("the server did not accept the requested Sec-WebSocket-Protocol")]
     Subprotocol,
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {}", .0.detail)]
+    Tls(TlsFailure),
 }
 
 impl ConnectError {
@@ -191,6 +352,7 @@ impl ConnectError {
             ConnectError::Io(_) => "io".into(),
             ConnectError::Handshake(_) => "handshake".into(),
             ConnectError::Subprotocol => "subprotocol_refused".into(),
+            ConnectError::Tls(f) => f.label.into(),
         }
     }
 
@@ -224,13 +386,15 @@ fn set_bind_address_no_port(socket: &TcpSocket) {
 }
 
 /// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel), with
-/// the request a protocol profile asks for (path, subprotocol, headers).
-pub async fn connect(
+/// the request a protocol profile asks for (path, subprotocol, headers), over transport `S`
+/// (`tls` is used by the TLS transport).
+pub async fn connect<S: Transport>(
     target: &Target,
     request: &SessionRequest,
     source: Option<IpAddr>,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<TcpStream>, ConnectError> {
+    tls: Option<&TlsClient>,
+) -> Result<WebSocketStream<S>, ConnectError> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -246,11 +410,12 @@ pub async fn connect(
             .bind(SocketAddr::new(ip, 0))
             .map_err(ConnectError::from_io)?;
     }
-    let mut stream = socket
+    let tcp = socket
         .connect(target.addr)
         .await
         .map_err(ConnectError::from_io)?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = S::open(tcp, target, tls).await?;
     let leftover = handshake(&mut stream, target, request).await?;
     // Our own handshake instead of tungstenite's client handshake: the latter keeps its 4 KiB
     // handshake read buffer as the connection's read buffer for life (measured with massif),
@@ -274,6 +439,10 @@ pub async fn scrape_metrics(
     target: &Target,
     timeout: Duration,
 ) -> Option<std::collections::BTreeMap<String, f64>> {
+    if target.tls {
+        // The reference servers serve /metrics in plain HTTP; a TLS target is someone else's.
+        return None;
+    }
     let fetch = async {
         let mut s = TcpStream::connect(target.addr).await.ok()?;
         let req = format!(
@@ -334,8 +503,8 @@ pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
 /// The client side of the RFC 6455 opening handshake; returns the bytes read past the head.
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     target: &Target,
     session: &SessionRequest,
 ) -> Result<Vec<u8>, ConnectError> {
@@ -454,6 +623,27 @@ mod tests {
                 .port(),
             80
         );
+        let t = Target::parse("wss://localhost/ws").expect("wss");
+        assert_eq!(
+            (t.tls, t.addr.port(), t.host.as_str()),
+            (true, 443, "localhost")
+        );
+        let t = Target::parse("wss://[::1]:8443/ws").expect("wss v6");
+        assert_eq!((t.tls, t.host.as_str(), t.scheme()), (true, "::1", "wss"));
+        assert!(!Target::parse("ws://127.0.0.1:1/").expect("ws").tls);
+    }
+
+    #[test]
+    fn url_placeholders_are_checked_against_the_feeder() {
+        let s = Scenario::parse("name = \"m\"\nconnections = 1\n", "t").expect("scenario");
+        let t = Target::parse("ws://127.0.0.1:1/ws/{room}?c={conn}").expect("url");
+        assert!(t.session_template(&s).is_ok());
+        let t = Target::parse("ws://127.0.0.1:1/ws?t={feeder.token}").expect("url");
+        let e = t.session_template(&s).expect_err("no feeder").to_string();
+        assert!(e.contains("needs a feeder file"), "{e}");
+        let t = Target::parse("ws://127.0.0.1:1/ws?x={nope}").expect("url");
+        let e = t.session_template(&s).expect_err("unknown").to_string();
+        assert!(e.contains("unknown placeholder {nope}"), "{e}");
     }
 
     #[test]
@@ -473,13 +663,78 @@ mod tests {
     fn rejects_bad_urls_with_a_reason() {
         for (url, needle) in [
             ("http://127.0.0.1:1/ws", "scheme"),
-            ("wss://127.0.0.1:1/ws", "TLS"),
             ("ws:///ws", "missing host"),
             ("ws://127.0.0.1:notaport/ws", "bad port"),
         ] {
             let e = Target::parse(url).expect_err(url).to_string();
             assert!(e.contains(needle), "{url}: {e}");
         }
+    }
+
+    /// A TLS listener on 127.0.0.1 whose certificate (for `names`) a fresh CA signed; returns
+    /// its address and the CA's PEM. It completes handshakes and drops the connections.
+    async fn tls_listener(names: &[&str]) -> (SocketAddr, String) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            crate::tls::ring_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        (addr, ca.pem())
+    }
+
+    /// The preflight's TLS handshake: trusted with `ca_file`, refused without it or for another
+    /// name, with the label the results would count and the way out.
+    #[tokio::test]
+    async fn preflight_checks_the_certificate_of_a_wss_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Scenario::parse("name = \"m\"\nconnections = 1\n", "t").expect("scenario");
+        s.connect_timeout = Duration::from_secs(5);
+        let (addr, ca) = tls_listener(&["127.0.0.1"]).await;
+        let t = Target::parse(&format!("wss://{addr}/ws")).expect("url");
+        let e = t.preflight(&s).await.expect_err("untrusted").to_string();
+        assert!(
+            e.contains("tls_cert_unknown_issuer") && e.contains("--ca-file"),
+            "{e}"
+        );
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca).expect("write");
+        s.client.ca_file = Some(ca_path.clone());
+        t.preflight(&s).await.expect("trusted with ca_file");
+        let (addr, ca) = tls_listener(&["chat.example"]).await;
+        std::fs::write(&ca_path, ca).expect("write");
+        let t = Target::parse(&format!("wss://{addr}/ws")).expect("url");
+        let e = t.preflight(&s).await.expect_err("other name").to_string();
+        assert!(e.contains("tls_cert_bad_name"), "{e}");
+        s.client.insecure = true;
+        t.preflight(&s)
+            .await
+            .expect("insecure accepts any certificate");
     }
 
     #[tokio::test]
@@ -491,11 +746,9 @@ mod tests {
             .expect("addr")
             .port();
         let t = Target::parse(&format!("ws://127.0.0.1:{port}/ws")).expect("valid");
-        let e = t
-            .preflight(Duration::from_secs(2))
-            .await
-            .expect_err("closed port")
-            .to_string();
+        let mut s = Scenario::parse("name = \"m\"\nconnections = 1\n", "t").expect("scenario");
+        s.connect_timeout = Duration::from_secs(2);
+        let e = t.preflight(&s).await.expect_err("closed port").to_string();
         assert!(
             e.contains("unreachable") && e.contains(&port.to_string()),
             "{e}"

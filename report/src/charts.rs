@@ -16,13 +16,15 @@
 //! legend or on its slot, and in the footnote, with its reason.
 //!
 //! Files are written atomically: each image is rendered in memory (PNG through the `image`
-//! encoder, SVG as a string) and written with [`write_file_atomic`].
+//! encoder, SVG as a string) and written with [`write_file_atomic`]; the SVG text stays in
+//! memory too ([`Drawn`]), and that is what `report.html` embeds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chatbench_loadgen::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::results::{write_file_atomic, ResultsError, RunStatus, SeriesRow, Summary};
+use chatbench_model::series;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -183,33 +185,56 @@ pub struct ChartInputs<'a> {
     pub results: &'a Results,
 }
 
+/// Charts drawn by this process: the files written, and each chart's SVG text as drawn, kept
+/// in memory for `report.html` (which embeds only these, never a file read back from a folder:
+/// nothing in a results folder is trusted).
+#[derive(Debug, Default, Clone)]
+pub struct Drawn {
+    /// Files written: a PNG and an SVG per chart.
+    pub files: Vec<PathBuf>,
+    /// Each chart to embed: its name and its SVG text, in drawing order.
+    pub svgs: Vec<(String, String)>,
+    /// Charts drawn but only linked from the page (the timelines of every sweep point and
+    /// repeat, in `charts/points/`), by name.
+    pub linked: Vec<String>,
+}
+
+impl Drawn {
+    /// Adds `other`'s charts after these.
+    pub fn add(&mut self, other: Drawn) {
+        self.files.extend(other.files);
+        self.svgs.extend(other.svgs);
+        self.linked.extend(other.linked);
+    }
+}
+
 /// Renders the charts of a comparison into `comparison_dir/charts/`: `latency_distribution`,
 /// `memory_per_connection`, `cpu_per_delivery` and `timeline-<arch>-<step>` for every run, each
-/// as `.png` and `.svg`. Returns the files written.
+/// as `.png` and `.svg`. Returns what it drew.
 ///
 /// A broadcast run whose `latency.hgrm` cannot be read is left out of the latency chart with
 /// the reason; a run folder whose `timeseries.csv` cannot be read is an error.
 pub fn render_comparison_charts(
     comparison_dir: &Path,
     inputs: &ChartInputs<'_>,
-) -> Result<Vec<PathBuf>, ChartError> {
+) -> Result<Drawn, ChartError> {
     let out = prepare_charts_dir(comparison_dir)?;
-    let mut written = Vec::new();
-    written.extend(write_chart(
+    let mut written = Drawn::default();
+    written.add(write_chart(
         &out,
         "latency_distribution",
         &latency_chart(inputs),
     )?);
-    written.extend(write_chart(
+    written.add(write_chart(
         &out,
         "memory_per_connection",
         &memory_chart(inputs),
     )?);
-    written.extend(write_chart(&out, "cpu_per_delivery", &cpu_chart(inputs))?);
+    written.add(write_chart(&out, "cpu_per_delivery", &cpu_chart(inputs))?);
     for ((arch, step), r) in inputs.results {
         if let StepResult::Ran { dir, summary } = r {
             let name = format!("timeline-{}-{}", file_safe(arch), step.as_str());
-            written.extend(timeline_of(dir, summary, &out, &name)?);
+            written.add(timeline_of(dir, summary, &out, &name)?);
         }
     }
     Ok(written)
@@ -259,7 +284,7 @@ pub fn run_timeline(
             })
         }
     };
-    timeline_of(run_dir, &summary, out_dir, name)
+    Ok(timeline_of(run_dir, &summary, out_dir, name)?.files)
 }
 
 /// The timeline of the run in `run_dir`, described by `summary` (as the caller holds it).
@@ -268,7 +293,7 @@ pub(crate) fn timeline_of(
     summary: &Summary,
     out_dir: &Path,
     name: &str,
-) -> Result<Vec<PathBuf>, ChartError> {
+) -> Result<Drawn, ChartError> {
     let tpath = run_dir.join("timeseries.csv");
     let bytes = std::fs::read(&tpath).map_err(|source| ChartError::Read {
         path: tpath.clone(),
@@ -281,7 +306,7 @@ pub(crate) fn timeline_of(
     let chart = timeline_chart(summary, &rows);
     let mut written = write_chart(out_dir, name, &chart)?;
     if let Some(chart) = node_loss_chart(summary, &rows) {
-        written.extend(write_chart(out_dir, &format!("{name}-node-loss"), &chart)?);
+        written.add(write_chart(out_dir, &format!("{name}-node-loss"), &chart)?);
     }
     Ok(written)
 }
@@ -333,11 +358,8 @@ pub(crate) trait Chart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
 }
 
-pub(crate) fn write_chart(
-    dir: &Path,
-    name: &str,
-    chart: &impl Chart,
-) -> Result<Vec<PathBuf>, ChartError> {
+/// Draws `chart` in memory, writes `dir/<name>.png` and `.svg`, and keeps the SVG text.
+pub(crate) fn write_chart(dir: &Path, name: &str, chart: &impl Chart) -> Result<Drawn, ChartError> {
     let (w, h) = chart.size();
     let png_path = dir.join(format!("{name}.png"));
     let svg_path = dir.join(format!("{name}.svg"));
@@ -380,7 +402,11 @@ pub(crate) fn write_chart(
         path: svg_path.clone(),
         source,
     })?;
-    Ok(vec![png_path, svg_path])
+    Ok(Drawn {
+        files: vec![png_path, svg_path],
+        svgs: vec![(name.to_owned(), svg)],
+        linked: Vec::new(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1128,35 +1154,39 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
             lines: vec![(
                 "connections open".into(),
                 PALETTE[0],
-                get("connections_open", 1.0),
+                get(series::CONNECTIONS_OPEN, 1.0),
             )],
         },
         Panel {
             y_desc: "Messages/s".into(),
             lines: vec![
-                ("sent/s".into(), PALETTE[1], get("sent_per_s", 1.0)),
+                ("sent/s".into(), PALETTE[1], get(series::SENT_PER_S, 1.0)),
                 (
                     "delivered/s".into(),
                     PALETTE[2],
-                    get("delivered_per_s", 1.0),
+                    get(series::DELIVERED_PER_S, 1.0),
                 ),
             ],
         },
         Panel {
             y_desc: "Latency, ms".into(),
             lines: vec![
-                ("p50".into(), PALETTE[0], get("latency_p50_us", 1e-3)),
-                ("p99".into(), PALETTE[3], get("latency_p99_us", 1e-3)),
+                ("p50".into(), PALETTE[0], get(series::LATENCY_P50_US, 1e-3)),
+                ("p99".into(), PALETTE[3], get(series::LATENCY_P99_US, 1e-3)),
             ],
         },
         Panel {
             y_desc: "CPU, cores".into(),
             lines: vec![
-                ("server".into(), PALETTE[4], get("target_cpu_cores", 1.0)),
+                (
+                    "server".into(),
+                    PALETTE[4],
+                    get(series::TARGET_CPU_CORES, 1.0),
+                ),
                 (
                     "generator".into(),
                     PALETTE[7],
-                    get("generator_cpu_cores", 1.0),
+                    get(series::GENERATOR_CPU_CORES, 1.0),
                 ),
             ],
         },
@@ -1226,12 +1256,12 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
                 (
                     "connections open".into(),
                     PALETTE[0],
-                    get("connections_open", 1.0),
+                    get(series::CONNECTIONS_OPEN, 1.0),
                 ),
                 (
                     "reconnects (total)".into(),
                     PALETTE[2],
-                    get("reconnects", 1.0),
+                    get(series::RECONNECTS, 1.0),
                 ),
             ],
         },
@@ -1240,7 +1270,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "p99 per second".into(),
                 PALETTE[3],
-                get("latency_p99_us", 1e-3),
+                get(series::LATENCY_P99_US, 1e-3),
             )],
         },
         Panel {
@@ -1248,7 +1278,7 @@ fn node_loss_chart(s: &Summary, rows: &[SeriesRow]) -> Option<TimelineChart> {
             lines: vec![(
                 "delivered/s".into(),
                 PALETTE[2],
-                get("delivered_per_s", 1.0),
+                get(series::DELIVERED_PER_S, 1.0),
             )],
         },
     ];

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chatbench_loadgen::results::{RunStatus, Summary};
+use chatbench_model::figures::{self, Figure, Under};
+use chatbench_model::results::{RunStatus, Summary};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -141,12 +142,50 @@ pub struct Cell {
     pub display: String,
     /// The number behind it, when there is one (in the row's unit).
     pub value: Option<f64>,
-    /// `ok`, `invalid`, `failed`, `partial` or `not_measured`.
-    pub status: String,
+    /// What kind of cell it is.
+    pub status: CellStatus,
     /// Under which conditions it was measured.
     pub condition: String,
     /// The `summary.json` it came from, relative to the comparison folder.
     pub source: Option<String>,
+}
+
+/// What kind of cell a table cell is (`status` in `comparison.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    /// A figure from a complete, valid run.
+    Ok,
+    /// A figure from a valid run that did not complete (interrupted): what was measured.
+    Partial,
+    /// The run was invalid (generator-bound): no figure.
+    Invalid,
+    /// The step failed (the server did not start, the run crashed): no figure.
+    Failed,
+    /// The suite did not measure it, or the run lacks the figure.
+    NotMeasured,
+    /// A sweep whose first step already stopped it (no passing point; it says what stopped it).
+    Stopped,
+}
+
+impl CellStatus {
+    /// The name in `comparison.json` and in the HTML table's cell class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Ok => "ok",
+            CellStatus::Partial => "partial",
+            CellStatus::Invalid => "invalid",
+            CellStatus::Failed => "failed",
+            CellStatus::NotMeasured => "not_measured",
+            CellStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl PartialEq<&str> for CellStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// One row.
@@ -218,14 +257,14 @@ fn cell(
         None => Cell {
             display: "not measured".into(),
             value: None,
-            status: "not_measured".into(),
+            status: CellStatus::NotMeasured,
             condition: format!("no {} step in this suite", step.as_str()),
             source: None,
         },
         Some(StepResult::Failed { .. }) => Cell {
             display: "failed".into(),
             value: None,
-            status: "failed".into(),
+            status: CellStatus::Failed,
             condition: format!("the {} step failed (see Failures)", step.as_str()),
             source: None,
         },
@@ -236,7 +275,7 @@ fn cell(
                 return Cell {
                     display: "invalid (generator-bound)".into(),
                     value: None,
-                    status: "invalid".into(),
+                    status: CellStatus::Invalid,
                     condition: s.invalid_reasons.join("; "),
                     source,
                 };
@@ -253,9 +292,9 @@ fn cell(
                     },
                     value: Some(value),
                     status: if s.status == RunStatus::Complete {
-                        "ok".into()
+                        CellStatus::Ok
                     } else {
-                        "partial".into()
+                        CellStatus::Partial
                     },
                     condition: match busy {
                         Some(w) => format!("{}; {w}", condition(s)),
@@ -266,7 +305,7 @@ fn cell(
                 Err(why) => Cell {
                     display: why,
                     value: None,
-                    status: "not_measured".into(),
+                    status: CellStatus::NotMeasured,
                     condition: condition(s),
                     source,
                 },
@@ -465,154 +504,34 @@ pub fn build_suite(
             cells,
         });
     };
-    row(
-        "connections_held",
-        "Connections held (not a capacity probe in this suite)",
-        "connections",
-        &|a| {
+    // The single-figure rows, from the figure catalogue (in its order).
+    for (fig, t) in figures::table() {
+        let (step, condition): (Step, fn(&Summary) -> String) = match t.under {
+            Under::Idle => (Step::Idle, idle_condition),
+            Under::Load => (Step::Broadcast, load_condition),
+        };
+        row(t.key, t.question, t.unit, &|a| {
             cell(
                 results,
                 base,
                 a,
-                Step::Idle,
+                step,
                 |s| {
-                    let errs: u64 = s.connections.errors.values().sum();
-                    Ok((
-                        s.connections.ready as f64,
-                        format!(
-                            "{} of {} ({} errors)",
-                            s.connections.ready, s.connections.planned, errs
-                        ),
-                    ))
+                    let v = fig.shown(s).ok_or(t.missing)?;
+                    let shown = fig.show.format(v);
+                    let mut text = match t.text {
+                        Some(text) => text(s, shown),
+                        None => shown,
+                    };
+                    if t.spread {
+                        text.push_str(&spread_note(runs, a, step, fig));
+                    }
+                    Ok((v, text))
                 },
-                idle_condition,
-            )
-        },
-    );
-    // The two memory rows differ only in the figure and the kernel row's caveat.
-    type MemPick = fn(&chatbench_loadgen::sampler::MemoryPerConn) -> (f64, &'static str);
-    let memory_rows: [(&str, &str, MemPick); 2] = [
-        (
-            "memory_user_kib",
-            "Memory per connection, user space",
-            |m| (m.user_bytes_per_conn, ""),
-        ),
-        (
-            "memory_kernel_kib",
-            "Memory per connection, kernel (slab, both loopback sockets)",
-            |m| {
-                let caveat = if m.sockets_as_expected {
-                    ""
-                } else {
-                    " (unreliable: other socket activity)"
-                };
-                (m.kernel_slab_bytes_per_conn, caveat)
-            },
-        ),
-    ];
-    for (key, label, pick) in memory_rows {
-        row(key, label, "KiB", &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Idle,
-                |s| {
-                    let m = s
-                        .target_resources
-                        .memory_per_conn
-                        .as_ref()
-                        .ok_or("not sampled")?;
-                    let (bytes, caveat) = pick(m);
-                    let v = bytes / 1024.0;
-                    Ok((v, format!("{v:.2} KiB{caveat}")))
-                },
-                idle_condition,
+                condition,
             )
         });
     }
-    for (key, label, pick) in [
-        (
-            "latency_p50_ms",
-            "Delivery latency p50",
-            (|l: &chatbench_loadgen::results::Percentiles| l.p50) as fn(&_) -> u64,
-        ),
-        ("latency_p99_ms", "Delivery latency p99", |l| l.p99),
-        ("latency_p999_ms", "Delivery latency p99.9", |l| l.p999),
-    ] {
-        row(key, label, "ms", &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Broadcast,
-                |s| {
-                    let l = s.latency_us.as_ref().ok_or("no deliveries")?;
-                    let v = pick(l) as f64 / 1000.0;
-                    let repeats = runs
-                        .get(&(a.to_string(), Step::Broadcast))
-                        .and_then(|r| {
-                            crate::sweeps::spread(r, |s| {
-                                s.latency_us.as_ref().map(|l| pick(l) as f64 / 1000.0)
-                            })
-                        })
-                        .map(|(lo, hi, n)| {
-                            format!(" (median of {n} runs by p99; range {lo:.3}–{hi:.3})")
-                        })
-                        .unwrap_or_default();
-                    Ok((v, format!("{v:.3} ms{repeats}")))
-                },
-                load_condition,
-            )
-        });
-    }
-    row("loss", "Messages lost at that load", "messages", &|a| {
-        cell(
-            results,
-            base,
-            a,
-            Step::Broadcast,
-            |s| {
-                let m = &s.messages;
-                Ok((m.lost as f64, format!("{} of {}", m.lost, m.expected)))
-            },
-            load_condition,
-        )
-    });
-    row("cpu_cores", "Server CPU at that load", "cores", &|a| {
-        cell(
-            results,
-            base,
-            a,
-            Step::Broadcast,
-            |s| {
-                let v = s.target_resources.cpu_cores_measure.ok_or("not sampled")?;
-                Ok((v, format!("{v:.2} cores")))
-            },
-            load_condition,
-        )
-    });
-    row(
-        "cpu_us_per_delivery",
-        "Server CPU per delivered message",
-        "µs",
-        &|a| {
-            cell(
-                results,
-                base,
-                a,
-                Step::Broadcast,
-                |s| {
-                    let v = s
-                        .target_resources
-                        .cpu_us_per_delivery
-                        .ok_or("not sampled")?;
-                    Ok((v, format!("{v:.2} µs")))
-                },
-                load_condition,
-            )
-        },
-    );
     row(
         "fault_blast_radius",
         "Fault tolerance: other connections lost to one crashing handler",
@@ -695,12 +614,21 @@ pub fn build_suite(
     }
 }
 
+/// ` (median of N runs by p99; range lo–hi)` when `arch`'s `step` ran more than once.
+fn spread_note(runs: &Runs, arch: &str, step: Step, fig: &Figure) -> String {
+    let d = fig.show.digits;
+    runs.get(&(arch.to_string(), step))
+        .and_then(|r| crate::sweeps::spread(r, |s| fig.shown(s)))
+        .map(|(lo, hi, n)| format!(" (median of {n} runs by p99; range {lo:.d$}–{hi:.d$})"))
+        .unwrap_or_default()
+}
+
 /// The cell of a sweep that did not run for `arch`.
 fn not_run(step: Step) -> Cell {
     Cell {
         display: "not measured".into(),
         value: None,
-        status: "not_measured".into(),
+        status: CellStatus::NotMeasured,
         condition: format!("no {} step in this run", step.as_str()),
         source: None,
     }
@@ -782,11 +710,11 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
             ),
             value: None,
             status: if generator {
-                "invalid".into()
+                CellStatus::Invalid
             } else if matches!(p.result, StepResult::Failed { .. }) {
-                "failed".into()
+                CellStatus::Failed
             } else {
-                "stopped".into()
+                CellStatus::Stopped
             },
             condition,
             source: source_of(p.result, base),
@@ -842,7 +770,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                 Cell {
                     display,
                     value: Some(n as f64),
-                    status: "ok".into(),
+                    status: CellStatus::Ok,
                     condition,
                     source: source_of(held.result, base),
                 }
@@ -882,7 +810,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                                 "{kib:.2} KiB ({n} steps, {lo}–{hi} connections{stop})"
                             ),
                             value: Some(kib),
-                            status: "ok".into(),
+                            status: CellStatus::Ok,
                             condition,
                             source: v.held.and_then(|p| source_of(p.result, base)),
                         }
@@ -893,7 +821,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                     None => Cell {
                         display: format!("fewer than 2 usable steps{stop}"),
                         value: None,
-                        status: "not_measured".into(),
+                        status: CellStatus::NotMeasured,
                         condition,
                         source: v.held.and_then(|p| source_of(p.result, base)),
                     },
@@ -946,7 +874,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                 Cell {
                     display,
                     value: Some(s.messages.delivered_per_s),
-                    status: "ok".into(),
+                    status: CellStatus::Ok,
                     condition,
                     source: source_of(held.result, base),
                 }
@@ -980,7 +908,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         return Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: format!("no run with rooms of {m}"),
                             source: None,
                         };
@@ -991,7 +919,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         return Cell {
                             display: "invalid (generator-bound)".into(),
                             value: None,
-                            status: "invalid".into(),
+                            status: CellStatus::Invalid,
                             condition: s.invalid_reasons.join("; "),
                             source,
                         };
@@ -1011,9 +939,9 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                                 display: format!("{v:.3} ms{lost}"),
                                 value: Some(v),
                                 status: if s.status == RunStatus::Complete {
-                                    "ok".into()
+                                    CellStatus::Ok
                                 } else {
-                                    "partial".into()
+                                    CellStatus::Partial
                                 },
                                 condition,
                                 source,
@@ -1022,7 +950,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                         None => Cell {
                             display: "no deliveries".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition,
                             source,
                         },
@@ -1040,7 +968,7 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
     if !results.keys().any(|(_, s)| *s == Step::NodeLoss) {
         return Vec::new();
     }
-    type Pick = fn(&chatbench_loadgen::failover::FailoverOutcome) -> Result<(f64, String), String>;
+    type Pick = fn(&chatbench_model::failover::FailoverOutcome) -> Result<(f64, String), String>;
     let rows: [(&str, &str, &str, Pick); 3] = [
         (
             "node_loss_all_back_ms",
@@ -1129,8 +1057,14 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
                             |s| pick(s.failover.as_ref().ok_or("no node was killed")?),
                             |s| {
                                 let f = s.failover.as_ref();
+                                // One URL for every node (socketio-cluster's shared port).
+                                let whither = if s.target.targets.is_empty() {
+                                    "the same port (the other workers, or the re-forked one)"
+                                } else {
+                                    "the next node"
+                                };
                                 format!(
-                                    "{}; node {} of {} SIGKILLed {:.1} s into the window, clients reconnect to the next node with backoff and rejoin; {}",
+                                    "{}; node {} of {} SIGKILLed {:.1} s into the window, clients reconnect to {whither} with backoff and rejoin; {}",
                                     load_condition(s),
                                     f.map_or(0, |f| f.node),
                                     crate::sweeps::nodes_of(s),
@@ -1143,7 +1077,7 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
                         Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: "a single server process: losing it is a whole outage; the cluster columns measure the loss of one node".into(),
                             source: None,
                         }
@@ -1185,7 +1119,7 @@ fn scaling_rows(runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
                         Cell {
                             display: "not measured".into(),
                             value: None,
-                            status: "not_measured".into(),
+                            status: CellStatus::NotMeasured,
                             condition: "no scaling step in this run: the suites measure it when a cluster column is in the run (`--archs cluster-mesh`), and `--suite full` for every architecture as independent servers".into(),
                             source: None,
                         },
@@ -1249,7 +1183,7 @@ fn scaling_cell(
         return Cell {
             display: "not measured".into(),
             value: None,
-            status: "not_measured".into(),
+            status: CellStatus::NotMeasured,
             condition: "no scaling step for this column in this run (the quick suite scales the cluster columns only; `--suite full` also scales each architecture as independent servers)".into(),
             source: None,
         };
@@ -1315,9 +1249,9 @@ fn scaling_cell(
         display: parts.join(" · "),
         value,
         status: if all_ok {
-            "ok".into()
+            CellStatus::Ok
         } else {
-            "partial".into()
+            CellStatus::Partial
         },
         condition: format!(
             "{} (value and link: the largest node count with a figure; every point's results: {})",

@@ -1,10 +1,12 @@
 //! Two results side by side (`chatbench report A B`): two comparison folders (every row and
 //! architecture, A → B with the change), or two run folders (the headline figures of each
-//! summary). Figures from invalid or failed runs show as such, never as a change.
+//! summary: every figure of the catalogue, `chatbench_model::figures`). Figures from invalid or
+//! failed runs show as such, never as a change.
 
 use std::fmt::Write;
 
-use chatbench_loadgen::results::Summary;
+use chatbench_model::figures::CATALOGUE;
+use chatbench_model::results::Summary;
 
 use crate::comparison::{Cell, Comparison};
 
@@ -74,51 +76,6 @@ pub fn diff_comparisons(a: &Comparison, b: &Comparison, a_name: &str, b_name: &s
     out
 }
 
-/// One headline figure of a run, or why there is none.
-fn figures(s: &Summary) -> Vec<(&'static str, Option<f64>, String)> {
-    let ms = |v: u64| v as f64 / 1000.0;
-    let lat = s.latency_us.as_ref();
-    let mem = s.target_resources.memory_per_conn.as_ref();
-    let f = |v: Option<f64>, unit: &str, digits: usize| match v {
-        Some(x) if unit.is_empty() => (Some(x), format!("{x:.digits$}")),
-        Some(x) => (Some(x), format!("{x:.digits$} {unit}")),
-        None => (None, "—".into()),
-    };
-    let rows: Vec<(&'static str, (Option<f64>, String))> = vec![
-        (
-            "connections ready",
-            f(Some(s.connections.ready as f64), "", 0),
-        ),
-        ("open rate", f(Some(s.connections.open_rate_per_s), "/s", 0)),
-        (
-            "memory per connection, user space",
-            f(mem.map(|m| m.user_bytes_per_conn / 1024.0), "KiB", 2),
-        ),
-        (
-            "memory per connection, kernel",
-            f(mem.map(|m| m.kernel_slab_bytes_per_conn / 1024.0), "KiB", 2),
-        ),
-        ("latency p50", f(lat.map(|l| ms(l.p50)), "ms", 3)),
-        ("latency p99", f(lat.map(|l| ms(l.p99)), "ms", 3)),
-        ("latency p99.9", f(lat.map(|l| ms(l.p999)), "ms", 3)),
-        ("deliveries/s", f(Some(s.messages.delivered_per_s), "/s", 0)),
-        ("messages lost", f(Some(s.messages.lost as f64), "", 0)),
-        (
-            "server CPU",
-            f(s.target_resources.cpu_cores_measure, "cores", 2),
-        ),
-        (
-            "server CPU per delivery",
-            f(s.target_resources.cpu_us_per_delivery, "µs", 2),
-        ),
-        (
-            "generator CPU",
-            f(s.generator.cpu_cores_measure, "cores", 2),
-        ),
-    ];
-    rows.into_iter().map(|(k, (v, t))| (k, v, t)).collect()
-}
-
 /// The Markdown table of two runs' headline figures.
 pub fn diff_runs(a: &Summary, b: &Summary) -> String {
     let mut out = String::new();
@@ -153,12 +110,13 @@ pub fn diff_runs(a: &Summary, b: &Summary) -> String {
         );
     }
     let _ = writeln!(out, "| figure | A | B | change |\n|---|---|---|---|");
-    for ((name, va, ta), (_, vb, tb)) in figures(a).into_iter().zip(figures(b)) {
+    for f in CATALOGUE {
+        let name = f.label;
         let (ta, tb) = (
-            if a.valid { ta } else { "invalid".into() },
-            if b.valid { tb } else { "invalid".into() },
+            if a.valid { f.text(a) } else { "invalid".into() },
+            if b.valid { f.text(b) } else { "invalid".into() },
         );
-        let delta = match (va, vb) {
+        let delta = match (f.shown(a), f.shown(b)) {
             (Some(x), Some(y)) if a.valid && b.valid => change(x, y),
             _ => "—".into(),
         };

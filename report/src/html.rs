@@ -2,11 +2,21 @@
 //! (inline SVG), the conditions, the scenario texts and the provenance. Nothing is fetched: no
 //! scripts, styles, fonts or images from the network; links point at the results files beside
 //! the page.
+//!
+//! Results folders get shared and committed, so nothing read from one is trusted: the page
+//! embeds only the charts this process drew ([`Drawn`], in memory), never an SVG read back from
+//! `charts/`; every text from a summary is escaped; and a Content-Security-Policy forbids
+//! scripts (the page has none) and every fetch.
 
 use std::fmt::Write;
-use std::path::Path;
 
+use crate::charts::Drawn;
 use crate::comparison::{Comparison, Results, StepResult};
+
+/// The page's Content-Security-Policy: no scripts, no plugins, nothing fetched; its own inline
+/// style and images beside it only.
+pub const CSP: &str = "default-src 'none'; script-src 'none'; object-src 'none'; \
+                       style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'";
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -24,49 +34,13 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// The charts in `dir/charts/*.svg`, in name order, as (name, SVG text). Unreadable files are
-/// skipped (the page says how many charts it has).
-fn charts(dir: &Path) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(dir.join("charts"))
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "svg"))
-                .filter_map(|p| {
-                    let name = p.file_stem()?.to_string_lossy().to_string();
-                    let text = std::fs::read_to_string(&p).ok()?;
-                    text.contains("<svg").then_some((name, text))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // The three comparison charts first, then the per-run timelines.
-    v.sort_by_key(|(name, _)| (name.starts_with("timeline-"), name.clone()));
-    v
-}
-
-/// The names of the per-point timelines in `dir/charts/points/` (SVG files), in name order.
-fn point_timelines(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir.join("charts").join(crate::sweep_charts::POINTS_DIR))
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "svg"))
-                    .filter_map(|p| Some(p.file_stem()?.to_string_lossy().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Renders the page for the comparison in `dir`.
-pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
+/// Renders the page for comparison `c`, embedding the charts this process drew (`drawn`).
+pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>chatbench comparison — {suite}</title><style>\
          body{{font-family:sans-serif;margin:2em auto;max-width:1250px;color:#222}}\
@@ -99,7 +73,7 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
                     let _ = write!(
                         o,
                         "<td class=\"{}\" title=\"{}\">{text}</td>",
-                        esc(&cell.status),
+                        cell.status.as_str(),
                         esc(&cell.condition)
                     );
                 }
@@ -126,9 +100,11 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
         }
         let _ = writeln!(o, "</ul>");
     }
-    let charts = charts(dir);
+    // The three comparison charts first, then the per-run timelines.
+    let mut charts: Vec<&(String, String)> = drawn.svgs.iter().collect();
+    charts.sort_by_key(|(name, _)| (name.starts_with("timeline-"), name.clone()));
     let _ = writeln!(o, "<h2>Charts</h2>");
-    for (name, svg) in &charts {
+    for (name, svg) in charts {
         // The SVG's XML prolog, if any, is not allowed inside HTML.
         let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
         let _ = writeln!(
@@ -137,7 +113,8 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
             n = esc(name)
         );
     }
-    let points = point_timelines(dir);
+    let mut points: Vec<&String> = drawn.linked.iter().collect();
+    points.sort();
     if !points.is_empty() {
         let _ = writeln!(
             o,
@@ -182,12 +159,6 @@ pub fn render(dir: &Path, c: &Comparison, results: &Results) -> String {
         let json = serde_json::to_string_pretty(p).unwrap_or_default();
         let _ = writeln!(o, "<h2>Provenance</h2><pre>{}</pre>", esc(&json));
     }
-    // A marker a browser check can read: the page rendered and how many charts it shows.
-    let _ = writeln!(
-        o,
-        "<script>document.body.dataset.charts = String(document.querySelectorAll('figure.chart svg').length);\
-         document.body.dataset.ready = 'yes';</script>"
-    );
     let _ = writeln!(o, "</body></html>");
     o
 }
@@ -208,12 +179,42 @@ mod tests {
     fn a_page_without_charts_still_renders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = crate::comparison::build("quick", &["a".into()], &Results::new(), dir.path());
-        let page = render(dir.path(), &c, &Results::new());
+        let page = render(&c, &Results::new(), &Drawn::default());
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
         assert!(page.contains("<th>a</th>") && page.contains("not measured"));
         assert!(
             !page.contains("http://") && !page.contains("https://"),
             "self-contained"
         );
+    }
+
+    #[test]
+    fn text_from_summaries_is_escaped_and_the_page_runs_no_script() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let evil = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+        let mut c = crate::comparison::build("quick", &[evil.into()], &Results::new(), dir.path());
+        c.machine = evil.into();
+        c.notes.push(evil.into());
+        c.failures.push(evil.into());
+        let drawn = Drawn {
+            files: Vec::new(),
+            svgs: vec![("chart".into(), "<svg><text>drawn</text></svg>".into())],
+            linked: vec![format!("p{evil}")],
+        };
+        let page = render(&c, &Results::new(), &drawn);
+        let lower = page.to_lowercase();
+        assert!(
+            !lower.contains("<script") && !lower.contains("<img"),
+            "{page}"
+        );
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            page.contains("<svg><text>drawn</text></svg>"),
+            "the drawn chart is embedded"
+        );
+        assert!(page.contains(&format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+        )));
+        assert!(CSP.contains("script-src 'none'") && CSP.contains("default-src 'none'"));
     }
 }

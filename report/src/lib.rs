@@ -1,8 +1,11 @@
 //! chatbench reports: the comparison table and its charts (PNG, SVG) built from results files,
-//! and the regression gate's judgement (`gate`).
+//! `report A B`, and the regression gate's judgement (`gate`). Figures come from the results
+//! model's figure catalogue (`chatbench_model::figures`).
 //!
 //! Architecture invariant: reports read results files (`summary.json`, `timeseries.csv`,
-//! `latency.hgrm`) only; they never reach back into the load generator's runtime or the servers.
+//! `latency.hgrm`) only, through `chatbench-model`; they never reach back into the load
+//! generator's runtime or the servers (this crate does not depend on `chatbench-loadgen` and
+//! compiles no async runtime).
 //! Every number in a report carries the path of the file it came from.
 
 pub mod charts;

@@ -6,16 +6,16 @@
 //! drawn — they are where the knee is — and the footnote says which lost messages. Also the
 //! timeline of every sweep point and repeat ([`render_point_timelines`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use chatbench_loadgen::results::{RunStatus, Summary};
+use chatbench_model::results::{RunStatus, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::charts::{
     create_dir, date_line, desc_style, draw_empty_message, file_safe, format_ms, frame,
     label_style, machine_line, note, prepare_charts_dir, timeline_of, title_style, warn,
-    write_chart, Chart, ChartError, DrawResult, FootLine, CHART_SIZE, PALETTE, WARN_RED,
+    write_chart, Chart, ChartError, DrawResult, Drawn, FootLine, CHART_SIZE, PALETTE, WARN_RED,
 };
 use crate::comparison::{Runs, Step, StepResult};
 use crate::sweeps::x_of;
@@ -53,41 +53,41 @@ pub fn render_sweep_charts(
     archs: &[String],
     runs: &Runs,
     slo_p99_ms: f64,
-) -> Result<Vec<PathBuf>, ChartError> {
+) -> Result<Drawn, ChartError> {
     let has = |step: Step| runs.keys().any(|(_, s)| *s == step);
     if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize) || has(Step::Scaling)) {
-        return Ok(Vec::new());
+        return Ok(Drawn::default());
     }
     let out = prepare_charts_dir(comparison_dir)?;
-    let mut written = Vec::new();
+    let mut written = Drawn::default();
     if has(Step::IdleRamp) {
-        written.extend(write_chart(
+        written.add(write_chart(
             &out,
             "memory_vs_connections",
             &memory_chart(archs, runs),
         )?);
     }
     if has(Step::LoadSweep) {
-        written.extend(write_chart(
+        written.add(write_chart(
             &out,
             "p99_vs_load",
             &load_chart(archs, runs, slo_p99_ms),
         )?);
     }
     if has(Step::RoomSize) {
-        written.extend(write_chart(
+        written.add(write_chart(
             &out,
             "p99_vs_room_size",
             &room_chart(archs, runs),
         )?);
     }
     if has(Step::Scaling) {
-        written.extend(write_chart(
+        written.add(write_chart(
             &out,
             "scaling_p99",
             &scaling_p99_chart(archs, runs),
         )?);
-        written.extend(write_chart(
+        written.add(write_chart(
             &out,
             "scaling_cpu_per_delivery",
             &scaling_cpu_chart(archs, runs),
@@ -103,12 +103,10 @@ pub const POINTS_DIR: &str = "points";
 /// `comparison_dir/charts/points/`, named `timeline-<arch>-<step>-<NN>-<x>` (`NN` the run's
 /// place in the step, `x` its point: `5000conns`, `39600dps`, `100members`, `2nodes`). The
 /// comparison's own `timeline-<arch>-<step>` shows only the run its table cells come from. A
-/// failed point has no run to draw. Returns the files written (none without such steps).
-pub fn render_point_timelines(
-    comparison_dir: &Path,
-    runs: &Runs,
-) -> Result<Vec<PathBuf>, ChartError> {
-    let mut written = Vec::new();
+/// failed point has no run to draw. Returns what it drew (nothing without such steps), as
+/// charts to link, not to embed.
+pub fn render_point_timelines(comparison_dir: &Path, runs: &Runs) -> Result<Drawn, ChartError> {
+    let mut written = Drawn::default();
     for ((arch, step), points) in runs {
         if points.len() < 2 {
             continue;
@@ -136,7 +134,12 @@ pub fn render_point_timelines(
                 step.as_str(),
                 i + 1
             );
-            written.extend(timeline_of(dir, summary, &out, &name)?);
+            // Linked from the page, not embedded (a full suite has over a hundred).
+            let drawn = timeline_of(dir, summary, &out, &name)?;
+            written.files.extend(drawn.files);
+            written
+                .linked
+                .extend(drawn.svgs.into_iter().map(|(n, _)| n));
         }
     }
     Ok(written)

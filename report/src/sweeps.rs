@@ -10,8 +10,8 @@
 //! generator-bound point stops a sweep too, but it is named as the generator's limit, never as
 //! the server's.
 
-use chatbench_loadgen::results::{RunStatus, Summary};
-use chatbench_loadgen::scenario::Scenario;
+use chatbench_model::results::{RunStatus, Summary};
+use chatbench_model::scenario::Scenario;
 
 use crate::comparison::{Results, Runs, Step, StepResult};
 
@@ -402,7 +402,7 @@ mod tests {
             s.connections.planned = 10_000;
             s.connections.ready = 9_989;
             s.connections.errors = [("handshake_status_503".to_string(), 11)].into();
-            s.provenance.rlimit_nofile = Some(chatbench_loadgen::sys::NofileLimit {
+            s.provenance.rlimit_nofile = Some(chatbench_model::provenance::NofileLimit {
                 soft: 20_000,
                 hard: 20_000,
                 raised_from: 20_000,

@@ -130,7 +130,7 @@ fn parse_hgrm_rejects_malformed_input_without_panicking() {
 fn comparison_charts_render_as_png_and_svg() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (archs, results) = (archs(), results());
-    let written = render_comparison_charts(
+    let drawn = render_comparison_charts(
         dir.path(),
         &ChartInputs {
             archs: &archs,
@@ -138,6 +138,14 @@ fn comparison_charts_render_as_png_and_svg() {
         },
     )
     .expect("charts");
+    // Every chart drawn is kept in memory as the SVG written beside it.
+    assert_eq!(drawn.svgs.len(), 8);
+    for (name, svg) in &drawn.svgs {
+        let file = std::fs::read_to_string(dir.path().join("charts").join(format!("{name}.svg")))
+            .expect("svg");
+        assert_eq!(&file, svg, "{name}");
+    }
+    let written = drawn.files;
     let charts = dir.path().join("charts");
     for name in [
         "latency_distribution",

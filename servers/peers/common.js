@@ -1,20 +1,33 @@
-// Shared by the peer servers: the --listen flag, the address line chatbench reads, counted
-// limits, and a graceful stop on SIGTERM/SIGINT.
+// Shared by the peer servers: the command line (--listen and each server's flags), the address
+// line chatbench reads, the fault-injection error, counted limits, and a graceful stop on
+// SIGTERM/SIGINT.
 'use strict';
 
-/** Parses `--listen HOST:PORT` (default 127.0.0.1:0). Exits 2 with a usage line when bad. */
-function listenAddress(argv, name) {
-  let listen = '127.0.0.1:0';
-  for (let i = 2; i < argv.length; i++) {
-    if (argv[i] === '--listen' && i + 1 < argv.length) {
-      listen = argv[++i];
-    } else if (argv[i].startsWith('--listen=')) {
-      listen = argv[i].slice('--listen='.length);
-    } else {
-      console.error(`${name}: unknown argument ${JSON.stringify(argv[i])}; usage: node ${name}.js [--listen HOST:PORT]`);
-      process.exit(2);
-    }
+const { parseArgs } = require('util');
+
+/**
+ * Parses the command line: `--listen HOST:PORT` (default 127.0.0.1:0) and the server's own
+ * `options` (a `util.parseArgs` options table, e.g. `{ 'fault-injection': { type: 'boolean' } }`).
+ * Exits 2 with a usage line when anything is unknown or malformed.
+ * Returns `{ host, port, values }`.
+ */
+function parseFlags(argv, name, options = {}) {
+  const usage = `usage: node ${name}.js [--listen HOST:PORT]${Object.entries(options)
+    .map(([k, o]) => ` [--${k}${o.type === 'string' ? ' VALUE' : ''}]`)
+    .join('')}`;
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv.slice(2),
+      options: { listen: { type: 'string', default: '127.0.0.1:0' }, ...options },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    console.error(`${name}: ${e.message}; ${usage}`);
+    process.exit(2);
   }
+  const listen = values.listen;
   const at = listen.lastIndexOf(':');
   const host = listen.slice(0, at).replace(/^\[|\]$/g, '');
   const port = Number(listen.slice(at + 1));
@@ -22,7 +35,15 @@ function listenAddress(argv, name) {
     console.error(`${name}: --listen ${JSON.stringify(listen)}: expected HOST:PORT, e.g. 127.0.0.1:0`);
     process.exit(2);
   }
-  return { host, port };
+  return { host, port, values };
+}
+
+/** The fault-injection error: thrown, uncaught, from a message handler (`--fault-injection`). */
+class PoisonFrame extends Error {
+  constructor(server) {
+    super(`${server}: fault injection: {"t":"panic"} received; throwing from the message handler`);
+    this.name = 'PoisonFrame';
+  }
 }
 
 /** The first stdout line, like `chatbench serve`: `<addr> ws://<addr><path> arch=<name> pid=<pid>`. */
@@ -57,4 +78,4 @@ function validRoom(room) {
   return typeof room === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(room);
 }
 
-module.exports = { listenAddress, announce, count, stopOnSignal, validRoom };
+module.exports = { parseFlags, PoisonFrame, announce, count, counted, stopOnSignal, validRoom };

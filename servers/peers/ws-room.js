@@ -11,7 +11,10 @@
 //   other  chatbench wire protocol v1 (docs/protocol.md; protocol = "chatbench"): join/joined,
 //          leave, and msg frames forwarded byte for byte to the room's other members.
 //
-// Usage: node ws-room.js [--listen HOST:PORT]   (prints its address on stdout when listening)
+// Usage: node ws-room.js [--listen HOST:PORT] [--fault-injection]   (prints its address on stdout)
+// With --fault-injection, a v1 frame {"t":"panic"} throws from the message handler, uncaught, as
+// a bug in a plain Node server would: the whole process dies (docs/protocol.md, "Fault
+// injection"). Without it, "panic" is an unknown_type error like any other.
 // Limits (counted on stderr at exit): 64 KiB messages (larger: close 1009), 16 rooms per
 // connection, and a slow-consumer policy: a recipient with more than 1 MiB unsent is skipped
 // (drop newest).
@@ -19,14 +22,17 @@
 
 const http = require('http');
 const { WebSocketServer } = require('ws');
-const { listenAddress, announce, count, stopOnSignal, validRoom } = require('./common');
+const { parseFlags, PoisonFrame, announce, count, stopOnSignal, validRoom } = require('./common');
 
 const NAME = 'node-ws';
 const MAX_PAYLOAD = 64 * 1024;
 const MAX_ROOMS_PER_CONN = 16;
 const MAX_BUFFERED = 1024 * 1024;
 
-const { host, port } = listenAddress(process.argv, 'ws-room');
+const { host, port, values } = parseFlags(process.argv, 'ws-room', {
+  'fault-injection': { type: 'boolean', default: false },
+});
+const FAULT_INJECTION = values['fault-injection'];
 const server = http.createServer((req, res) => {
   res.writeHead(426, { 'content-type': 'text/plain' });
   res.end('WebSocket only\n');
@@ -101,6 +107,10 @@ function onV1(ws, data) {
       if (!ws.rooms.has(frame.room)) return error(ws, 'not_joined', 'join the room first');
       // Forward the frame as received: serialised once, by the sender.
       return fanOut(rooms.v1, frame.room, ws, data);
+    case 'panic':
+      // Uncaught on purpose: the measured outcome is what a plain Node server does with a bug.
+      if (FAULT_INJECTION) throw new PoisonFrame(NAME);
+      return error(ws, 'unknown_type', 'expected join, leave or msg');
     default:
       return error(ws, 'unknown_type', 'expected join, leave or msg');
   }

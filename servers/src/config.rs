@@ -11,11 +11,15 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// What to do when a recipient's outbound queue is full at fan-out time.
+/// What to do when a recipient's outbound queue is full (in frames or in bytes) at fan-out time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumerPolicy {
     /// Drop the newest frame for that recipient only, and count it in
-    /// `chatbench_drops_total{reason="queue_full"}`. The recipient stays connected.
+    /// `chatbench_drops_total{reason="queue_full"}` (frame bound) or `{reason="queue_bytes"}`
+    /// (byte bound). The recipient stays connected, unless nothing has been written to it for
+    /// [`ServerConfig::slow_consumer_grace`] while frames for it were refused: then it is
+    /// disconnected as `Disconnect` does, so a consumer that stopped reading cannot pin its
+    /// queue's memory forever.
     #[default]
     Drop,
     /// Send the recipient an `error` frame with code `slow_consumer` and close it with 1008,
@@ -52,6 +56,9 @@ impl fmt::Display for SlowConsumerPolicy {
     }
 }
 
+/// The largest WebSocket frame header a server writes (2 + 8 length bytes, rounded up).
+pub const MAX_FRAME_HEADER: usize = 16;
+
 /// Every limit and tunable of a reference server. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -62,8 +69,16 @@ pub struct ServerConfig {
     /// Together with the connection limit this bounds the room registry a peer can grow.
     pub max_rooms_per_conn: usize,
     /// Capacity of each connection's outbound queue, in frames. Full queues apply
-    /// [`ServerConfig::slow_consumer`]; memory per connection is bounded by this.
+    /// [`ServerConfig::slow_consumer`].
     pub outbound_queue: usize,
+    /// Capacity of each connection's outbound queue, in bytes: frames queued and not yet
+    /// written to the socket (task-per-conn counts the batch being written too). A frame that
+    /// would take the queue past it applies [`ServerConfig::slow_consumer`]. With
+    /// `outbound_queue` this bounds what a consumer that stops reading can hold.
+    pub outbound_queue_bytes: usize,
+    /// Under the `drop` policy: how long frames for a consumer may be refused (queue full)
+    /// with nothing written to it before it is disconnected (`slow_consumer`, 1008).
+    pub slow_consumer_grace: Duration,
     /// What happens when an outbound queue is full.
     pub slow_consumer: SlowConsumerPolicy,
     /// How long a client may take from TCP accept to a complete HTTP request head. Clients that
@@ -144,6 +159,55 @@ impl BackplaneConfig {
     }
 }
 
+/// A mesh cluster's shared secret: every node of a cluster holds the same one, proves it on
+/// each new link (HMAC challenge–response, `crate::cluster::auth`) and never sends it. Its
+/// `Debug` form does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret(std::sync::Arc<[u8]>);
+
+impl ClusterSecret {
+    /// Shortest secret accepted, in bytes.
+    pub const MIN_LEN: usize = 16;
+    /// Longest secret accepted, in bytes.
+    pub const MAX_LEN: usize = 4096;
+    /// The environment variable `serve` reads a secret from (`cluster up` hands its nodes their
+    /// secret this way: unlike the command line, another user cannot read a process's
+    /// environment).
+    pub const ENV: &'static str = "CHATBENCH_CLUSTER_SECRET";
+
+    /// A secret from text (a file's or the environment variable's contents): surrounding
+    /// whitespace is ignored; what remains must be 16 to 4096 bytes.
+    pub fn from_text(text: &str) -> Result<ClusterSecret, String> {
+        let t = text.trim();
+        if t.len() < Self::MIN_LEN {
+            return Err(format!(
+                "the cluster secret has {} bytes, fewer than {}: make one with `openssl rand -hex 32`",
+                t.len(),
+                Self::MIN_LEN
+            ));
+        }
+        if t.len() > Self::MAX_LEN {
+            return Err(format!(
+                "the cluster secret has {} bytes, more than {}",
+                t.len(),
+                Self::MAX_LEN
+            ));
+        }
+        Ok(ClusterSecret(t.as_bytes().into()))
+    }
+
+    /// The secret's bytes (the HMAC key).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
+}
+
 /// Settings of a `cluster` node (see `crate::cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -166,8 +230,19 @@ pub struct ClusterConfig {
     /// `send_queue` frames reach gigabytes): beyond it, messages are dropped and counted too.
     pub send_queue_bytes: usize,
     /// Most rooms one peer may declare interest in; beyond it the link is closed as a protocol
-    /// violation. Bounds the interest map a peer can grow.
+    /// violation (counted). Bounds the interest map a peer can grow.
     pub max_remote_rooms: usize,
+    /// The same map's bound in bytes of room names.
+    pub max_remote_room_bytes: usize,
+    /// Mesh: the shared secret links are authenticated with. `None` is allowed only when the
+    /// mesh listens on, and dials, loopback addresses (see [`ClusterConfig::validate`]).
+    pub secret: Option<ClusterSecret>,
+    /// Mesh: time a new link has to complete its hello and authentication; a peer silent for
+    /// longer is dropped, holding nothing.
+    pub handshake_timeout: Duration,
+    /// Mesh: most accepted links still in their handshake at once (unauthenticated); more are
+    /// closed at once and counted as refused.
+    pub max_pending: usize,
     /// How long a `join` that makes a room new on this node waits for the other nodes (or
     /// Redis) to confirm they will route the room here, before `joined` is sent anyway.
     pub join_sync_timeout: Duration,
@@ -185,7 +260,11 @@ impl ClusterConfig {
             reconnect_max: Duration::from_secs(2),
             send_queue: 16 * 1024,
             send_queue_bytes: 32 * 1024 * 1024,
-            max_remote_rooms: 1 << 20,
+            max_remote_rooms: 1 << 16,
+            max_remote_room_bytes: 4 << 20,
+            secret: None,
+            handshake_timeout: Duration::from_secs(2),
+            max_pending: 64,
             join_sync_timeout: Duration::from_secs(2),
         }
     }
@@ -201,8 +280,16 @@ impl ClusterConfig {
         if self.send_queue == 0 || self.send_queue_bytes == 0 {
             return Err("cluster send_queue and send_queue_bytes must be at least 1".into());
         }
-        if self.max_remote_rooms == 0 {
-            return Err("cluster max_remote_rooms must be at least 1".into());
+        if self.max_remote_rooms == 0
+            || self.max_remote_room_bytes < chatbench_protocol::MAX_ROOM_LEN
+        {
+            return Err(
+                "cluster max_remote_rooms must be at least 1 and max_remote_room_bytes at least 64"
+                    .into(),
+            );
+        }
+        if self.handshake_timeout.is_zero() || self.max_pending == 0 {
+            return Err("cluster handshake_timeout and max_pending must be above 0".into());
         }
         match &self.backplane {
             BackplaneConfig::Mesh { listen, peers } => {
@@ -210,6 +297,20 @@ impl ClusterConfig {
                     return Err(format!(
                         "--peers contains this node's own --cluster-listen {listen}: list the other nodes only"
                     ));
+                }
+                if self.secret.is_none() {
+                    if !listen.ip().is_loopback() {
+                        return Err(format!(
+                            "--cluster-listen {listen} is not a loopback address: a mesh other hosts can reach needs a shared secret (--cluster-secret-file FILE or the {} environment variable)",
+                            ClusterSecret::ENV
+                        ));
+                    }
+                    if let Some(p) = peers.iter().find(|p| !p.ip().is_loopback()) {
+                        return Err(format!(
+                            "--peers {p} is not a loopback address: links to other hosts need a shared secret (--cluster-secret-file FILE or the {} environment variable)",
+                            ClusterSecret::ENV
+                        ));
+                    }
                 }
             }
             BackplaneConfig::Redis { url } => {
@@ -230,6 +331,8 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             max_rooms_per_conn: 16,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            slow_consumer_grace: Duration::from_secs(10),
             slow_consumer: SlowConsumerPolicy::Drop,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
@@ -261,6 +364,20 @@ impl ServerConfig {
         }
         if self.outbound_queue == 0 {
             return Err("outbound_queue must be at least 1".into());
+        }
+        if self.outbound_queue_bytes > crate::chat::MAX_QUEUE_BYTES {
+            return Err(format!(
+                "outbound_queue_bytes ({}) must be at most {}",
+                self.outbound_queue_bytes,
+                crate::chat::MAX_QUEUE_BYTES
+            ));
+        }
+        if self.outbound_queue_bytes < self.max_frame_bytes + MAX_FRAME_HEADER {
+            return Err(format!(
+                "outbound_queue_bytes ({}) must be at least max_frame_bytes + {MAX_FRAME_HEADER} ({}): one largest frame must fit",
+                self.outbound_queue_bytes,
+                self.max_frame_bytes + MAX_FRAME_HEADER
+            ));
         }
         if self.read_buffer_size == 0 {
             return Err("read_buffer_size must be at least 1".into());
@@ -362,6 +479,18 @@ mod tests {
         assert!(c.read_buffer_size <= 4096 && c.write_buffer_size <= 4096);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Drop);
         assert_eq!("disconnect".parse(), Ok(SlowConsumerPolicy::Disconnect));
+        let tiny = ServerConfig {
+            outbound_queue_bytes: c.max_frame_bytes,
+            ..ServerConfig::default()
+        };
+        assert!(tiny
+            .validate()
+            .is_err_and(|e| e.contains("outbound_queue_bytes")));
+        let huge = ServerConfig {
+            outbound_queue_bytes: crate::chat::MAX_QUEUE_BYTES + 1,
+            ..ServerConfig::default()
+        };
+        assert!(huge.validate().is_err_and(|e| e.contains("at most")));
         let zero_pool = ServerConfig {
             pool_size: 0,
             ..ServerConfig::default()
@@ -399,5 +528,34 @@ mod tests {
         );
         c.dead_after = c.heartbeat;
         assert!(c.validate().is_err_and(|e| e.contains("dead_after")));
+    }
+
+    #[test]
+    fn a_mesh_off_loopback_needs_a_secret() {
+        let mesh = |listen: &str, peers: &[&str], secret: Option<ClusterSecret>| {
+            let mut c = ClusterConfig::new(
+                1,
+                BackplaneConfig::Mesh {
+                    listen: listen.parse().unwrap(),
+                    peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
+                },
+            );
+            c.secret = secret;
+            c.validate()
+        };
+        assert_eq!(mesh("127.0.0.1:0", &["127.0.0.2:9"], None), Ok(()));
+        assert_eq!(mesh("[::1]:0", &[], None), Ok(()));
+        assert!(mesh("0.0.0.0:9000", &[], None)
+            .is_err_and(|e| e.contains("--cluster-listen 0.0.0.0:9000") && e.contains("secret")));
+        assert!(mesh("127.0.0.1:0", &["10.0.0.2:9000"], None)
+            .is_err_and(|e| e.contains("--peers 10.0.0.2:9000")));
+        let secret = ClusterSecret::from_text("0123456789abcdef\n").unwrap();
+        assert_eq!(secret.as_bytes(), b"0123456789abcdef");
+        assert_eq!(format!("{secret:?}"), "ClusterSecret(<redacted>)");
+        assert_eq!(
+            mesh("0.0.0.0:9000", &["10.0.0.2:9000"], Some(secret)),
+            Ok(())
+        );
+        assert!(ClusterSecret::from_text("  short  ").is_err_and(|e| e.contains("openssl rand")));
     }
 }

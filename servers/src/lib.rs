@@ -6,6 +6,8 @@
 //! - [`shutdown`]: the shutdown signal passed into every server.
 //! - [`http`]: I/O-free HTTP routing (`/ws`, `/metrics`, `/healthz`) and upgrade validation.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`chat`]: the chat rules, once and I/O-free: what a frame means for a connection, and the
+//!   slow-consumer rule of a fan-out. Every architecture carries out its actions.
 //! - [`rooms`]: the sharded room registry.
 //! - [`task_per_conn`]: a tokio task per connection.
 //! - [`thread_pool`]: blocking sockets on a bounded pool of OS threads.
@@ -22,6 +24,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod epoll;
@@ -39,7 +42,9 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
-pub use config::{Arch, BackplaneConfig, ClusterConfig, ServerConfig, SlowConsumerPolicy};
+pub use config::{
+    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, SlowConsumerPolicy,
+};
 pub use shutdown::Shutdown;
 
 /// Why a server could not run.

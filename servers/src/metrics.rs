@@ -145,6 +145,8 @@ pub struct Metrics {
     frames_out: AtomicU64,
     deliveries: AtomicU64,
     drops_queue_full: AtomicU64,
+    drops_queue_bytes: AtomicU64,
+    outbound_bytes: AtomicI64,
     disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     errors_sent: [AtomicU64; ErrorCode::ALL.len()],
     handshake_timeouts: AtomicU64,
@@ -168,7 +170,9 @@ pub struct BackplaneMetrics {
     peers_up: AtomicI64,
     reconnects: AtomicU64,
     refused: AtomicU64,
+    invalid: AtomicU64,
     interest_rooms: AtomicI64,
+    peer_rooms: AtomicI64,
 }
 
 impl BackplaneMetrics {
@@ -183,7 +187,9 @@ impl BackplaneMetrics {
             peers_up: AtomicI64::new(0),
             reconnects: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
             interest_rooms: AtomicI64::new(0),
+            peer_rooms: AtomicI64::new(0),
         }
     }
     /// `n` messages were handed to a peer link or published to Redis
@@ -219,10 +225,20 @@ impl BackplaneMetrics {
     pub fn reconnected(&self) {
         self.reconnects.fetch_add(1, Relaxed);
     }
-    /// A link was refused at its hello (version or node id mismatch, duplicate)
+    /// A link was refused at its hello or authentication (version or node id mismatch, failed
+    /// proof, a live node's id claimed again, too many pending handshakes, handshake timeout)
     /// (`chatbench_backplane_refused_total`).
     pub fn refused(&self) {
         self.refused.fetch_add(1, Relaxed);
+    }
+    /// An established link was closed because its peer sent a frame that breaks the format or
+    /// a limit (`chatbench_backplane_invalid_total`).
+    pub fn invalid(&self) {
+        self.invalid.fetch_add(1, Relaxed);
+    }
+    /// Rooms declared by peers changed by `delta` (`chatbench_backplane_peer_rooms`).
+    pub fn add_peer_rooms(&self, delta: i64) {
+        self.peer_rooms.fetch_add(delta, Relaxed);
     }
     /// Sets `chatbench_backplane_interest_rooms`: rooms this node advertises or subscribes to.
     pub fn set_interest_rooms(&self, n: usize) {
@@ -293,8 +309,15 @@ impl BackplaneMetrics {
             o,
             "chatbench_backplane_refused_total",
             "counter",
-            "Links refused at the hello (protocol version or node id mismatch, duplicate).",
+            "Links refused at the hello or authentication (version, node id, proof, pending limit, timeout).",
             c(&self.refused),
+        );
+        simple(
+            o,
+            "chatbench_backplane_invalid_total",
+            "counter",
+            "Links closed because the peer sent a frame that breaks the format or a limit.",
+            c(&self.invalid),
         );
         simple(
             o,
@@ -302,6 +325,13 @@ impl BackplaneMetrics {
             "gauge",
             "Rooms this node advertises (mesh) or subscribes to (redis).",
             self.interest_rooms.load(Relaxed),
+        );
+        simple(
+            o,
+            "chatbench_backplane_peer_rooms",
+            "gauge",
+            "Rooms other nodes declared interest in, summed over the peers this node keeps (mesh).",
+            self.peer_rooms.load(Relaxed),
         );
     }
 }
@@ -319,6 +349,8 @@ impl Metrics {
             frames_out: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             drops_queue_full: AtomicU64::new(0),
+            drops_queue_bytes: AtomicU64::new(0),
+            outbound_bytes: AtomicI64::new(0),
             disconnects: Default::default(),
             errors_sent: Default::default(),
             handshake_timeouts: AtomicU64::new(0),
@@ -383,6 +415,26 @@ impl Metrics {
     /// (`chatbench_drops_total{reason="queue_full"}`).
     pub fn dropped_queue_full(&self, n: u64) {
         self.drops_queue_full.fetch_add(n, Relaxed);
+    }
+    /// `n` frames were dropped because they would have taken recipients' queues past their
+    /// byte bound (`chatbench_drops_total{reason="queue_bytes"}`).
+    pub fn dropped_queue_bytes(&self, n: u64) {
+        self.drops_queue_bytes.fetch_add(n, Relaxed);
+    }
+    /// `n` bytes were queued to clients (`chatbench_outbound_queued_bytes` +n).
+    pub fn outbound_queued(&self, n: usize) {
+        self.outbound_bytes.fetch_add(n as i64, Relaxed);
+    }
+    /// `n` queued bytes were written, or dropped with their connection
+    /// (`chatbench_outbound_queued_bytes` −n).
+    pub fn outbound_released(&self, n: usize) {
+        if n > 0 {
+            self.outbound_bytes.fetch_sub(n as i64, Relaxed);
+        }
+    }
+    /// Bytes queued to clients and not yet written, over every connection.
+    pub fn outbound_bytes(&self) -> i64 {
+        self.outbound_bytes.load(Relaxed)
     }
     /// An `error` frame was sent (`chatbench_errors_sent_total{code}`).
     pub fn error_sent(&self, code: ErrorCode) {
@@ -491,6 +543,18 @@ impl Metrics {
             o,
             "chatbench_drops_total{{reason=\"queue_full\"}} {}",
             c(&self.drops_queue_full)
+        );
+        let _ = writeln!(
+            o,
+            "chatbench_drops_total{{reason=\"queue_bytes\"}} {}",
+            c(&self.drops_queue_bytes)
+        );
+        simple(
+            o,
+            "chatbench_outbound_queued_bytes",
+            "gauge",
+            "Bytes queued to clients and not yet written, over every connection's outbound queue.",
+            g(&self.outbound_bytes),
         );
         head(
             o,

@@ -2,10 +2,11 @@
 //! (the BEAM/goroutine model).
 //!
 //! Each connection task owns its WebSocket and a bounded outbound queue ([`Outbox`]: a
-//! `VecDeque` that allocates nothing while empty) of shared frames. Fan-out runs on the
-//! sender's task: it pushes a refcounted clone of the *received* frame (the original bytes, never re-encoded)
-//! to every other member of the room, under that room's shard lock, and applies the
-//! slow-consumer policy when a queue is full. A connection task waits on three things at once:
+//! `VecDeque` that allocates nothing while empty) of shared frames. What a frame means is
+//! decided by [`crate::chat`]; this module carries the actions out. Fan-out runs on the
+//! sender's task: it pushes a refcounted clone of the *received* frame (the original bytes,
+//! never re-encoded) to every other member of the room, under that room's shard lock, as
+//! [`FanOut::offer`] says (queue, drop, or kick a slow consumer). A connection task waits on three things at once:
 //! its socket, its queue, and its control `Notify` (slow-consumer kick or shutdown; a
 //! per-connection `Notify`, so 15,000 idle tasks do not all poll one shared lock). When it
 //! writes, it drains everything already queued with `feed` and flushes once, so frames that
@@ -28,9 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use chatbench_protocol::{
-    close_code, encode_error, encode_joined, parse_client, ClientFrame, ErrorCode,
-};
+use chatbench_protocol::close_code;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,10 +42,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use crate::config::{Arch, ServerConfig, SlowConsumerPolicy};
+use crate::chat::{self, Action, Backlog, FanOut, JoinedRooms, Limits, Offer, Refusal};
+use crate::config::{Arch, ServerConfig};
 use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath, Metrics};
-use crate::rooms::{ConnId, Rooms};
+use crate::rooms::{ConnId, RoomHasher, Rooms};
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
@@ -141,18 +141,9 @@ pub async fn serve_with_hook(
         .set_nonblocking(true)
         .map_err(ServerError::Listener)?;
     let listener = TcpListener::from_std(listener).map_err(ServerError::Listener)?;
-    let ws_config = ws_config(&config);
     let grace = config.shutdown_grace;
-    let shared = Arc::new_cyclic(|weak| Shared {
-        ws_config,
-        rooms: Rooms::new(metrics.clone()),
-        metrics,
-        peers: Peers::new(),
-        next_id: AtomicU64::new(1),
-        shutdown: shutdown.clone(),
-        config,
-        hook: make_hook(LocalRooms(weak.clone())),
-    });
+    let hasher = RoomHasher::Random(Default::default());
+    let shared = Shared::new(config, metrics, hasher, shutdown.clone(), make_hook);
     // Every connection task holds a clone of `done_tx`; when all are gone, `recv` returns None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     loop {
@@ -212,6 +203,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// The server's state. The gate's workloads (`bench.rs`) build theirs here too, with
+    /// [`RoomHasher::Fixed`] and no hook.
+    fn new(
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        hasher: RoomHasher,
+        shutdown: Shutdown,
+        make_hook: impl FnOnce(LocalRooms) -> Option<Arc<dyn Hook>>,
+    ) -> Arc<Shared> {
+        Arc::new_cyclic(|weak| Shared {
+            ws_config: ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), hasher),
+            metrics,
+            peers: Peers::new(),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            config,
+            hook: make_hook(LocalRooms(weak.clone())),
+        })
+    }
+
     fn join_room(&self, room: &str, id: ConnId, peer: Arc<Peer>) {
         if self.rooms.join(room, id, peer) {
             if let Some(hook) = &self.hook {
@@ -229,27 +241,12 @@ impl Shared {
     }
 
     /// Queues `frame` (from another cluster node), unchanged and uncopied, to every local
-    /// member of `room`, with the same slow-consumer policy and counters as `Conn::fan_out`.
+    /// member of `room`, with the same slow-consumer rule and counters as `Conn::fan_out`.
     fn deliver_remote(&self, room: &str, frame: &Utf8Bytes) {
-        let policy = self.config.slow_consumer;
-        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let mut fan = FanOut::new(&self.config, frame.len());
         self.rooms
-            .for_each_member(room, |_, peer| match peer.outbox.push(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(Full) => match policy {
-                    SlowConsumerPolicy::Drop => dropped += 1,
-                    SlowConsumerPolicy::Disconnect => {
-                        if !peer.kicked.swap(true, Ordering::Relaxed) {
-                            peer.control.notify_one();
-                        }
-                    }
-                },
-            });
-        self.metrics.deliveries(delivered);
-        crate::work::inject(self.config.inject_work, delivered);
-        if dropped > 0 {
-            self.metrics.dropped_queue_full(dropped);
-        }
+            .for_each_member(room, |_, peer| peer.offer(frame, &mut fan));
+        fan.finish(&self.metrics);
     }
 }
 
@@ -263,6 +260,26 @@ struct Peer {
     /// Wakes the connection task for a kick or for shutdown. `notify_one` keeps a permit, so
     /// a wake-up is never lost.
     control: Notify,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer {
+            outbox: Outbox::new(),
+            kicked: AtomicBool::new(false),
+            control: Notify::new(),
+        }
+    }
+
+    /// Offers one fan-out frame to this recipient: queued, dropped, or a slow-consumer kick,
+    /// as [`FanOut::offer`] rules.
+    fn offer(&self, frame: &Utf8Bytes, fan: &mut FanOut) {
+        if self.outbox.offer(frame, fan) == Offer::Kick
+            && !self.kicked.swap(true, Ordering::Relaxed)
+        {
+            self.control.notify_one();
+        }
+    }
 }
 
 /// Every live WebSocket connection, so shutdown can wake each one through its own `Notify`.
@@ -376,26 +393,7 @@ async fn http_phase(mut stream: TcpStream, shared: &Shared) -> Option<(TcpStream
 /// The WebSocket session of one connection: registration, the main loop, and cleanup on every
 /// exit path (normal return, panic, or the task being dropped at runtime shutdown).
 async fn session(mut ws: Ws, shared: Arc<Shared>) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let peer = Arc::new(Peer {
-        outbox: Outbox::new(shared.config.outbound_queue),
-        kicked: AtomicBool::new(false),
-        control: Notify::new(),
-    });
-    shared.metrics.ws_opened();
-    shared.peers.insert(id, peer.clone());
-    // Shutdown sets its flag before waking peers: a connection registered after the wake-up
-    // sees the flag here.
-    if shared.shutdown.is_triggered() {
-        peer.control.notify_one();
-    }
-    let mut conn = Conn {
-        id,
-        peer,
-        shared,
-        joined: Vec::new(),
-        finished: false,
-    };
+    let mut conn = Conn::open(shared);
     let reason = match AssertUnwindSafe(conn.run(&mut ws)).catch_unwind().await {
         Ok(reason) => reason,
         Err(_) => DisconnectReason::Panic,
@@ -408,8 +406,11 @@ struct Conn {
     id: ConnId,
     peer: Arc<Peer>,
     shared: Arc<Shared>,
-    /// Rooms this connection is in; at most `max_rooms_per_conn`, so a linear scan is cheap.
-    joined: Vec<Box<str>>,
+    /// Rooms this connection is in.
+    joined: JoinedRooms,
+    /// Bytes of the batch taken from the outbox and being written (in
+    /// `chatbench_outbound_queued_bytes` until written, or released at the end).
+    in_flight: usize,
     finished: bool,
 }
 
@@ -426,15 +427,40 @@ impl Drop for Conn {
 type Flow = Option<DisconnectReason>;
 
 impl Conn {
+    /// A new WebSocket connection: its id, its queue, registered and counted (the gate's
+    /// workloads open theirs here too).
+    fn open(shared: Arc<Shared>) -> Conn {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = Arc::new(Peer::new());
+        shared.metrics.ws_opened();
+        shared.peers.insert(id, peer.clone());
+        // Shutdown sets its flag before waking peers: a connection registered after the
+        // wake-up sees the flag here.
+        if shared.shutdown.is_triggered() {
+            peer.control.notify_one();
+        }
+        Conn {
+            id,
+            peer,
+            shared,
+            joined: JoinedRooms::new(),
+            in_flight: 0,
+            finished: false,
+        }
+    }
+
     fn finish(&mut self, reason: DisconnectReason) {
         self.leave_all();
         self.shared.peers.remove(self.id);
+        self.peer.outbox.release(&self.shared.metrics);
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.shared.metrics.outbound_released(in_flight);
         self.shared.metrics.ws_closed(reason);
         self.finished = true;
     }
 
     fn leave_all(&mut self) {
-        for room in self.joined.drain(..) {
+        for room in self.joined.drain() {
             self.shared.leave_room(&room, self.id);
         }
     }
@@ -445,13 +471,19 @@ impl Conn {
             let flow = tokio::select! {
                 _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
                 _ = peer.outbox.ready.notified() => {
-                    let frames = peer.outbox.take();
+                    let (frames, bytes) = peer.outbox.take();
+                    // Added: a batch abandoned by a control wake-up that did not end the
+                    // session is released with the next one.
+                    self.in_flight += bytes;
                     let metrics = &self.shared.metrics;
                     // Keep watching the control signal while blocked on a peer that does not
                     // read: that is exactly when a slow-consumer kick or shutdown arrives.
                     tokio::select! {
                         r = write_queued(ws, frames, metrics) => match r {
-                            Ok(()) => None,
+                            Ok(()) => {
+                                metrics.outbound_released(std::mem::take(&mut self.in_flight));
+                                None
+                            }
                             Err(_) => Some(DisconnectReason::IoError),
                         },
                         _ = peer.control.notified() => Box::pin(self.on_control(ws)).await,
@@ -468,10 +500,7 @@ impl Conn {
     /// A kick or shutdown woke us.
     async fn on_control(&mut self, ws: &mut Ws) -> Flow {
         if self.peer.kicked.load(Ordering::Relaxed) {
-            let reason = "outbound queue full: the client reads too slowly";
-            return Some(
-                Box::pin(self.close_fatal(ws, ErrorCode::SlowConsumer, reason, false)).await,
-            );
+            return Some(Box::pin(self.close_fatal(ws, Refusal::slow_consumer(), false)).await);
         }
         if self.shared.shutdown.is_triggered() {
             self.leave_all();
@@ -500,8 +529,7 @@ impl Conn {
             }
             Some(Ok(Message::Binary(_))) => {
                 metrics.frame_in();
-                let why = "binary messages are not part of protocol v1";
-                Some(Box::pin(self.close_fatal(ws, ErrorCode::BinaryFrame, why, false)).await)
+                Some(Box::pin(self.close_fatal(ws, Refusal::binary_frame(), false)).await)
             }
             // Ping: tungstenite queues the pong and sends it on the next read. Close: it
             // queues the reply, and the next read ends the stream (None above).
@@ -513,30 +541,20 @@ impl Conn {
     }
 
     async fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
-        let (code, reason) = match crate::ws_error::classify_read_error(e) {
+        let refusal = match crate::ws_error::classify_read_error(e) {
             crate::ws_error::ReadFailure::Gone(reason) => return reason,
-            crate::ws_error::ReadFailure::Fatal(code, reason) => (code, reason),
+            crate::ws_error::ReadFailure::Fatal(refusal) => refusal,
         };
-        Box::pin(self.close_fatal(ws, code, &reason, true)).await
+        Box::pin(self.close_fatal(ws, refusal, true)).await
     }
 
     async fn on_text(&mut self, ws: &mut Ws, text: Utf8Bytes) -> Flow {
-        let frame = match parse_client(&text) {
-            Ok(frame) => frame,
-            Err(e) => return self.reply_error(ws, e.code(), &e.to_string()).await,
-        };
-        match frame {
-            ClientFrame::Join { room } => {
-                if !self.joined.iter().any(|r| **r == *room) {
-                    if self.joined.len() >= self.shared.config.max_rooms_per_conn {
-                        let why = format!(
-                            "already in {} rooms (the limit)",
-                            self.shared.config.max_rooms_per_conn
-                        );
-                        return self.reply_error(ws, ErrorCode::TooManyRooms, &why).await;
-                    }
+        let limits = Limits::from(&self.shared.config);
+        match chat::on_text(&text, &self.joined, limits) {
+            Action::Join { room, new } => {
+                if new {
                     self.shared.join_room(&room, self.id, self.peer.clone());
-                    self.joined.push(room.as_ref().into());
+                    self.joined.add(&room);
                 }
                 if let Some(barrier) = self
                     .shared
@@ -546,69 +564,34 @@ impl Conn {
                 {
                     barrier.await;
                 }
-                self.reply(ws, encode_joined(&room)).await
+                self.reply(ws, chat::joined_frame(&room)).await
             }
-            ClientFrame::Leave { room } => match self.joined.iter().position(|r| **r == *room) {
-                Some(i) => {
-                    self.joined.swap_remove(i);
-                    self.shared.leave_room(&room, self.id);
-                    None
-                }
-                None => {
-                    let why = format!("not in room {room:?}");
-                    self.reply_error(ws, ErrorCode::NotJoined, &why).await
-                }
-            },
-            ClientFrame::Msg(msg) => {
-                if !self.joined.iter().any(|r| **r == *msg.room) {
-                    let why = format!("not in room {:?}", msg.room);
-                    return self.reply_error(ws, ErrorCode::NotJoined, &why).await;
-                }
-                self.fan_out(&msg.room, &text);
+            Action::Leave { room, index } => {
+                self.joined.remove(index);
+                self.shared.leave_room(&room, self.id);
+                None
+            }
+            Action::Publish { room, .. } => {
+                self.fan_out(&room, &text);
                 if let Some(hook) = &self.shared.hook {
-                    hook.published(&msg.room, &text);
+                    hook.published(&room, &text);
                 }
                 None
             }
-            ClientFrame::Panic if self.shared.config.fault_injection => {
-                panic!(
-                    "fault injection: connection {} received {{\"t\":\"panic\"}}",
-                    self.id
-                )
-            }
-            ClientFrame::Panic => {
-                let why = "unknown frame type \"panic\" (fault injection is off)";
-                self.reply_error(ws, ErrorCode::UnknownType, why).await
-            }
+            Action::Refuse(refusal) => self.reply_error(ws, refusal).await,
+            Action::Panic => chat::injected_panic(self.id),
         }
     }
 
     /// Queues the received frame, unchanged and uncopied, to every other member of `room`.
     fn fan_out(&self, room: &str, frame: &Utf8Bytes) {
-        let policy = self.shared.config.slow_consumer;
-        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let mut fan = FanOut::new(&self.shared.config, frame.len());
         self.shared.rooms.for_each_member(room, |id, peer| {
-            if id == self.id {
-                return;
-            }
-            match peer.outbox.push(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(Full) => match policy {
-                    SlowConsumerPolicy::Drop => dropped += 1,
-                    SlowConsumerPolicy::Disconnect => {
-                        if !peer.kicked.swap(true, Ordering::Relaxed) {
-                            peer.control.notify_one();
-                        }
-                    }
-                },
+            if id != self.id {
+                peer.offer(frame, &mut fan);
             }
         });
-        let metrics = &self.shared.metrics;
-        metrics.deliveries(delivered);
-        crate::work::inject(self.shared.config.inject_work, delivered);
-        if dropped > 0 {
-            metrics.dropped_queue_full(dropped);
-        }
+        fan.finish(&self.shared.metrics);
     }
 
     /// Sends one reply frame now (acks and errors bypass the queue: they answer this client).
@@ -623,12 +606,12 @@ impl Conn {
     }
 
     /// Sends an `error` frame; for fatal codes, closes with the code's close code.
-    async fn reply_error(&mut self, ws: &mut Ws, code: ErrorCode, reason: &str) -> Flow {
-        if code.is_fatal() {
-            return Some(Box::pin(self.close_fatal(ws, code, reason, false)).await);
+    async fn reply_error(&mut self, ws: &mut Ws, refusal: Refusal) -> Flow {
+        if refusal.is_fatal() {
+            return Some(Box::pin(self.close_fatal(ws, refusal, false)).await);
         }
-        self.shared.metrics.error_sent(code);
-        self.reply(ws, encode_error(code, reason)).await
+        self.shared.metrics.error_sent(refusal.code);
+        self.reply(ws, refusal.frame()).await
     }
 
     /// Sends the `error` frame and a close frame with the code's close code, then waits (at
@@ -639,19 +622,18 @@ impl Conn {
     async fn close_fatal(
         &mut self,
         ws: &mut Ws,
-        code: ErrorCode,
-        reason: &str,
+        refusal: Refusal,
         stream_ended: bool,
     ) -> DisconnectReason {
         self.leave_all();
         let metrics = &self.shared.metrics;
-        metrics.error_sent(code);
+        metrics.error_sent(refusal.code);
         let close = CloseFrame {
-            code: CloseCode::from(code.close_code().unwrap_or(close_code::POLICY_VIOLATION)),
-            reason: code.as_str().into(),
+            code: CloseCode::from(refusal.close_code()),
+            reason: refusal.close_reason().into(),
         };
         let _ = tokio::time::timeout(self.shared.config.close_timeout, async {
-            ws.feed(Message::text(encode_error(code, reason))).await?;
+            ws.feed(Message::text(refusal.frame())).await?;
             metrics.frames_out(1);
             ws.send(Message::Close(Some(close))).await?;
             if stream_ended {
@@ -665,7 +647,7 @@ impl Conn {
             Ok::<(), WsError>(())
         })
         .await;
-        DisconnectReason::for_error(code).unwrap_or(DisconnectReason::ProtocolError)
+        refusal.disconnect_reason()
     }
 }
 
@@ -688,45 +670,69 @@ async fn write_queued(
     Ok(())
 }
 
-/// The queue is at its bound: the caller applies the slow-consumer policy.
-struct Full;
-
-/// A connection's bounded outbound queue: a `VecDeque` behind a mutex plus a `Notify`.
+/// A connection's bounded outbound queue: a `VecDeque` and its [`Backlog`] behind a mutex,
+/// plus a `Notify`. Its bounds and slow-consumer policy are [`FanOut::offer`]'s.
 ///
 /// Chosen over `tokio::sync::mpsc` for memory: an mpsc channel allocates a 32-slot block when
 /// it is created (≈ 1.1 KiB per idle connection), while an empty `VecDeque` allocates nothing.
 /// The owning task takes the whole queue in one lock and writes it as one batch; `notify_one`
-/// keeps a permit, so a push between the take and the next wait is never lost.
+/// keeps a permit, so a push between the take and the next wait is never lost. The batch's
+/// bytes stay in the backlog until it is written ([`Outbox::written`]).
 struct Outbox {
-    queue: Mutex<VecDeque<Utf8Bytes>>,
+    queue: Mutex<Queued>,
     ready: Notify,
-    cap: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    frames: VecDeque<Utf8Bytes>,
+    backlog: Backlog,
 }
 
 impl Outbox {
-    fn new(cap: usize) -> Outbox {
+    fn new() -> Outbox {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queued::default()),
             ready: Notify::new(),
-            cap,
         }
     }
 
-    /// Appends a frame, or refuses when `cap` frames are already queued.
-    fn push(&self, frame: Utf8Bytes) -> Result<(), Full> {
-        {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.len() >= self.cap {
-                return Err(Full);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a (refcounted) frame if `fan` says so; returns what it said.
+    fn offer(&self, frame: &Utf8Bytes, fan: &mut FanOut) -> Offer {
+        let offer = {
+            let mut q = self.lock();
+            let q = &mut *q;
+            let offer = fan.offer(q.frames.len(), &mut q.backlog);
+            if offer == Offer::Queue {
+                q.frames.push_back(frame.clone());
             }
-            q.push_back(frame);
+            offer
+        };
+        if offer == Offer::Queue {
+            self.ready.notify_one();
         }
-        self.ready.notify_one();
-        Ok(())
+        offer
     }
 
-    /// Takes everything queued, leaving an empty (unallocated) queue.
-    fn take(&self) -> VecDeque<Utf8Bytes> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes everything queued, leaving an empty (unallocated) queue; returns the frames and
+    /// their bytes, which leave the backlog (the byte bound is the queue's; the writer holds
+    /// at most one taken batch beside it). The caller releases them from
+    /// `chatbench_outbound_queued_bytes` once written or dropped.
+    fn take(&self) -> (VecDeque<Utf8Bytes>, usize) {
+        let mut q = self.lock();
+        let bytes = q.backlog.bytes();
+        q.backlog.written(bytes);
+        (std::mem::take(&mut q.frames), bytes)
+    }
+
+    /// The connection ended: drops what is queued and releases its bytes.
+    fn release(&self, metrics: &Metrics) {
+        let mut q = self.lock();
+        q.frames = VecDeque::new();
+        metrics.outbound_released(q.backlog.release());
     }
 }

@@ -1,11 +1,13 @@
 //! How a tungstenite read error ends a connection: the peer left (a disconnect reason, nothing
 //! to send) or the peer broke the protocol (an error code and reason to send before the close
-//! frame). Shared by the architectures built on tungstenite so that they classify alike.
+//! frame, as a [`Refusal`]). Shared by the architectures built on tungstenite so that they
+//! classify alike.
 
 use chatbench_protocol::ErrorCode;
 use tungstenite::error::ProtocolError;
 use tungstenite::Error as WsError;
 
+use crate::chat::Refusal;
 use crate::metrics::DisconnectReason;
 
 /// The outcome of a read error.
@@ -14,7 +16,7 @@ pub enum ReadFailure {
     /// The peer closed or the connection broke: count it, send nothing.
     Gone(DisconnectReason),
     /// The peer broke the protocol: send this error and the close code it implies.
-    Fatal(ErrorCode, String),
+    Fatal(Refusal),
 }
 
 /// Classifies an error returned by a tungstenite read.
@@ -26,12 +28,14 @@ pub fn classify_read_error(e: WsError) -> ReadFailure {
         WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             ReadFailure::Gone(DisconnectReason::IoError)
         }
-        WsError::Capacity(c) => ReadFailure::Fatal(ErrorCode::FrameTooLarge, c.to_string()),
-        WsError::Utf8(_) => ReadFailure::Fatal(
+        WsError::Capacity(c) => {
+            ReadFailure::Fatal(Refusal::new(ErrorCode::FrameTooLarge, c.to_string()))
+        }
+        WsError::Utf8(_) => ReadFailure::Fatal(Refusal::new(
             ErrorCode::InvalidUtf8,
-            "text message is not valid UTF-8".to_string(),
-        ),
-        other => ReadFailure::Fatal(ErrorCode::ProtocolError, other.to_string()),
+            "text message is not valid UTF-8",
+        )),
+        other => ReadFailure::Fatal(Refusal::new(ErrorCode::ProtocolError, other.to_string())),
     }
 }
 
@@ -56,12 +60,18 @@ mod tests {
         });
         assert!(matches!(
             classify_read_error(cap),
-            ReadFailure::Fatal(ErrorCode::FrameTooLarge, _)
+            ReadFailure::Fatal(Refusal {
+                code: ErrorCode::FrameTooLarge,
+                ..
+            })
         ));
         let proto = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
         assert!(matches!(
             classify_read_error(proto),
-            ReadFailure::Fatal(ErrorCode::ProtocolError, _)
+            ReadFailure::Fatal(Refusal {
+                code: ErrorCode::ProtocolError,
+                ..
+            })
         ));
     }
 }

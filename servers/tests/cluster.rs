@@ -275,18 +275,23 @@ fn stopped_node(kind: Backplane) {
     });
 }
 
-/// Writes a raw mesh hello to `cluster` and returns the refusal reason.
+/// Writes a raw mesh hello (and a challenge claiming the test secret) to `cluster` and
+/// returns the refusal reason.
 fn raw_hello(cluster: SocketAddr, version: u16, node_id: u64) -> String {
+    use chatbench_servers::cluster::wire::{encode, Frame, FLAG_SECRET};
     let mut s = std::net::TcpStream::connect(cluster).unwrap();
     s.set_read_timeout(Some(conformance::WAIT)).unwrap();
-    let mut hello = vec![0, 0, 0, 15, 1];
-    hello.extend_from_slice(b"CBCL");
-    hello.extend_from_slice(&version.to_be_bytes());
-    hello.extend_from_slice(&node_id.to_be_bytes());
-    s.write_all(&hello).unwrap();
-    // The node's own hello comes first, then its refusal.
+    s.write_all(&encode(&Frame::Hello { version, node_id }))
+        .unwrap();
+    s.write_all(&encode(&Frame::Challenge {
+        incarnation: 1,
+        nonce: [7; 32],
+        flags: FLAG_SECRET,
+    }))
+    .unwrap();
+    // The node's own hello and challenge come first, then its refusal.
     let mut frames = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let mut len = [0u8; 4];
         s.read_exact(&mut len).unwrap();
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -294,8 +299,9 @@ fn raw_hello(cluster: SocketAddr, version: u16, node_id: u64) -> String {
         frames.push(body);
     }
     assert_eq!(frames[0][0], 1, "hello first");
-    assert_eq!(frames[1][0], 2, "then a refusal");
-    String::from_utf8_lossy(&frames[1][1..]).into_owned()
+    assert_eq!(frames[1][0], 10, "then a challenge");
+    assert_eq!(frames[2][0], 2, "then a refusal");
+    String::from_utf8_lossy(&frames[2][1..]).into_owned()
 }
 
 #[test]
@@ -304,7 +310,11 @@ fn mesh_hello_refuses_another_version_and_a_clashing_node_id() {
     let cluster = nodes[0].cluster_addr.unwrap();
     let why = raw_hello(cluster, 99, 5);
     assert!(why.contains("version 99"), "{why}");
-    let why = raw_hello(cluster, 1, 1);
+    let why = raw_hello(
+        cluster,
+        chatbench_servers::cluster::wire::CLUSTER_PROTOCOL_VERSION,
+        1,
+    );
     assert!(why.contains("distinct --node-id"), "{why}");
     block_on(async {
         let a = nodes[0].server.addr;
@@ -463,6 +473,8 @@ fn redis_nodes_sharing_an_id_still_deliver_to_each_other() {
 
 #[test]
 fn mesh_declares_a_silent_peer_dead_and_sends_heartbeats() {
+    use chatbench_servers::cluster::auth::{self, FrameTags, Party, TAG_LEN};
+    use chatbench_servers::cluster::wire::{self, Frame, CLUSTER_PROTOCOL_VERSION, FLAG_SECRET};
     let mut cluster = chatbench_servers::ClusterConfig::new(
         1,
         chatbench_servers::BackplaneConfig::Mesh {
@@ -472,6 +484,8 @@ fn mesh_declares_a_silent_peer_dead_and_sends_heartbeats() {
     );
     cluster.heartbeat = std::time::Duration::from_millis(50);
     cluster.dead_after = std::time::Duration::from_millis(400);
+    cluster.secret = Some(conformance::test_secret());
+    let secret = conformance::test_secret().as_bytes().to_vec();
     let config = chatbench_servers::ServerConfig {
         cluster: Some(cluster),
         ..test_config()
@@ -480,29 +494,61 @@ fn mesh_declares_a_silent_peer_dead_and_sends_heartbeats() {
         .expect("node starts");
     let mut s = std::net::TcpStream::connect(node.cluster_addr.unwrap()).unwrap();
     s.set_read_timeout(Some(conformance::WAIT)).unwrap();
-    // A peer that says hello and then never sends another frame.
-    let mut hello = vec![0, 0, 0, 15, 1];
-    hello.extend_from_slice(b"CBCL");
-    hello.extend_from_slice(&1u16.to_be_bytes());
-    hello.extend_from_slice(&9u64.to_be_bytes());
-    s.write_all(&hello).unwrap();
-    let mut types = Vec::new();
-    loop {
+    let read = |s: &mut std::net::TcpStream, tags: Option<&mut FrameTags>| {
         let mut len = [0u8; 4];
-        if s.read_exact(&mut len).is_err() {
-            break; // the node closed the link
-        }
+        s.read_exact(&mut len).ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        if s.read_exact(&mut body).is_err() {
-            break;
+        s.read_exact(&mut body).ok()?;
+        if let Some(t) = tags {
+            let mut tag = [0u8; TAG_LEN];
+            s.read_exact(&mut tag).ok()?;
+            assert!(t.verify(&[&len, &body], &tag));
         }
+        Some(body)
+    };
+    // A peer that authenticates and then never sends another frame.
+    let mine = Party {
+        node_id: 9,
+        incarnation: 1,
+        nonce: auth::nonce(),
+    };
+    let hello = Frame::Hello {
+        version: CLUSTER_PROTOCOL_VERSION,
+        node_id: 9,
+    };
+    s.write_all(&wire::encode(&hello)).unwrap();
+    let challenge = Frame::Challenge {
+        incarnation: 1,
+        nonce: mine.nonce,
+        flags: FLAG_SECRET,
+    };
+    s.write_all(&wire::encode(&challenge)).unwrap();
+    assert_eq!(read(&mut s, None).unwrap()[0], 1);
+    let theirs = match wire::decode(read(&mut s, None).unwrap().into()) {
+        Ok(Frame::Challenge {
+            incarnation, nonce, ..
+        }) => Party {
+            node_id: 1,
+            incarnation,
+            nonce,
+        },
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    s.write_all(&wire::encode(&Frame::Auth(auth::proof(
+        &secret, &mine, &theirs,
+    ))))
+    .unwrap();
+    assert_eq!(read(&mut s, None).unwrap()[0], 11, "the node's proof");
+    let mut tags = FrameTags::new(&secret, &theirs, &mine);
+    let mut types = Vec::new();
+    while let Some(body) = read(&mut s, Some(&mut tags)) {
         types.push(body[0]);
     }
-    // Hello, the (empty) interest set and its Sync, then heartbeats until it gave up on us.
-    assert_eq!(&types[..3], &[1, 3, 6], "{types:?}");
-    assert!(types[3..].iter().all(|&t| t == 8), "{types:?}");
+    // The (empty) interest set and its Sync, then heartbeats until it gave up on us.
+    assert_eq!(&types[..2], &[3, 6], "{types:?}");
+    assert!(types[2..].iter().all(|&t| t == 8), "{types:?}");
     assert!(
-        types.len() > 3,
+        types.len() > 2,
         "no heartbeat before the link was closed: {types:?}"
     );
     block_on(async {

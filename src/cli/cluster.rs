@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use chatbench_loadgen::results::write_file_atomic;
 use chatbench_loadgen::supervisor::{
     Backplane, ClusterSpec, Event, EventKind, RestartPolicy, Supervisor,
 };
+use chatbench_model::results::write_file_atomic;
 
 use super::serve::humantime_duration;
 use super::{BackplaneArg, UsageError};
@@ -137,7 +137,9 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     BackplaneArg::Mesh => "mesh",
                     BackplaneArg::Redis => "redis",
                 },
-                sup.redis_url().map(|u| format!(" ({u})")).unwrap_or_default()
+                sup.redis_url()
+                    .map(|u| format!(" ({})", chatbench_loadgen::supervisor::redact_url(u)))
+                    .unwrap_or_default()
             )
         } else {
             " (independent servers)".into()

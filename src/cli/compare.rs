@@ -8,8 +8,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use chatbench_loadgen::results::write_file_atomic;
-use chatbench_loadgen::results::RunStatus;
+use chatbench_model::results::write_file_atomic;
+use chatbench_model::results::RunStatus;
 use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
 
 use super::UsageError;
@@ -93,8 +93,13 @@ pub struct CompareArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures, comma-separated (from
-    /// servers/peers/, Node.js: `node-ws`, `socketio`); each gets a column, measured with the
-    /// same sampler. Their poison step is not run (they have no fault-injection frame).
+    /// servers/peers/, Node.js: `node-ws`, `socketio`, `socketio-cluster`; Elixir: `elixir`,
+    /// `elixir-cluster`); each gets a column, measured with the same sampler.
+    /// `socketio-cluster` (3 workers over a private redis-server) also gets the cluster columns'
+    /// scaling (1/2/4 workers) and node-loss steps. Their poison step runs them with
+    /// `--fault-injection` (for the peers that have it: all of them today): the Node.js peers
+    /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
+    /// raises in that connection's process.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
     peer: Vec<String>,
     /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
@@ -351,7 +356,10 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
 /// Whether a point's connections need more than one generator process (the descriptor
 /// limit): such a point runs with `--agents auto`, local agent processes whose results are
 /// merged exactly, so that the generator is not what stops a capacity sweep.
-fn needs_agents(point: &[String], limit: Option<&chatbench_loadgen::sys::NofileLimit>) -> bool {
+fn needs_agents(
+    point: &[String],
+    limit: Option<&chatbench_model::provenance::NofileLimit>,
+) -> bool {
     let connections = point
         .iter()
         .find_map(|o| o.strip_prefix("connections="))
@@ -438,6 +446,12 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         args.archs.clone()
     };
+    if args.peer.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+        return Err(UsageError(
+            "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+        )
+        .into());
+    }
     let repeats = args.repeats.unwrap_or(match args.suite {
         Suite::Quick => 1,
         Suite::Full => 3,
@@ -463,26 +477,32 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     // What one generator process may open (the run raises its soft limit to the hard one).
     let nofile = chatbench_loadgen::sys::current_nofile()
         .ok()
-        .map(|l| chatbench_loadgen::sys::NofileLimit { soft: l.hard, ..l });
+        .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l });
     let mut runs = Runs::new();
     let mut columns = archs.clone();
     columns.extend(args.peer.iter().cloned());
     for arch in &columns {
         let peer = args.peer.contains(arch);
+        // A peer that runs several processes (socketio-cluster): a cluster column.
+        let peer_cluster =
+            peer && chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.is_cluster());
         for s in &steps {
             let backplane = cluster_backplane(arch);
-            if peer && s.step == Step::Poison {
+            let cluster = backplane.is_some() || peer_cluster;
+            // A peer's poison step needs its fault injection (`Peer::has_fault_injection`).
+            let poisonable =
+                chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.has_fault_injection());
+            if peer && s.step == Step::Poison && !poisonable {
                 continue;
             }
             // Scaling: the cluster columns in every suite; single-process architectures (as
-            // independent servers, rooms partitioned) in the full suite; never the peers.
-            if s.step == Step::Scaling
-                && (peer || (backplane.is_none() && args.suite == Suite::Quick))
-            {
+            // independent servers, rooms partitioned) in the full suite; never the
+            // single-process peers.
+            if s.step == Step::Scaling && !cluster && (peer || args.suite == Suite::Quick) {
                 continue;
             }
             // Node loss: a cluster's; a single server's loss is a whole outage.
-            if s.step == Step::NodeLoss && backplane.is_none() {
+            if s.step == Step::NodeLoss && !cluster {
                 continue;
             }
             let mut stopped = false;
@@ -500,9 +520,14 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                             "--peers-dir".into(),
                             args.peers_dir.display().to_string(),
                         ];
-                        if arch == "socketio" {
+                        if arch == "socketio" || arch == "socketio-cluster" {
                             e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                         }
+                        if peer_cluster {
+                            let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
+                            e.extend(["--nodes".into(), nodes.to_string()]);
+                        }
+                        e.extend(s.server_args.iter().map(|a| a.to_string()));
                         e
                     } else {
                         let nodes = s.nodes[i];
@@ -593,8 +618,8 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
     comparison.notes.extend(notes);
     let results = chatbench_report::sweeps::headline(&runs);
-    draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
-    let page = chatbench_report::html::render(&dir, &comparison, &results);
+    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
+    let page = chatbench_report::html::render(&comparison, &results, &drawn);
     write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
     let md = render_markdown(&comparison);
     write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
@@ -645,25 +670,31 @@ pub(crate) fn draw_charts(
     results: &chatbench_report::comparison::Results,
     runs: &Runs,
     slo_p99_ms: f64,
-) {
+) -> chatbench_report::charts::Drawn {
     let inputs = chatbench_report::charts::ChartInputs { archs, results };
     let drawn =
-        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut files| {
-            files.extend(chatbench_report::sweep_charts::render_sweep_charts(
+        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut drawn| {
+            drawn.add(chatbench_report::sweep_charts::render_sweep_charts(
                 dir, archs, runs, slo_p99_ms,
             )?);
-            files.extend(chatbench_report::sweep_charts::render_point_timelines(
+            drawn.add(chatbench_report::sweep_charts::render_point_timelines(
                 dir, runs,
             )?);
-            Ok(files)
+            Ok(drawn)
         });
     match drawn {
-        Ok(files) => eprintln!(
-            "compare: {} chart files in {}",
-            files.len(),
-            dir.join("charts").display()
-        ),
-        Err(e) => eprintln!("compare: charts not drawn: {e}"),
+        Ok(drawn) => {
+            eprintln!(
+                "compare: {} chart files in {}",
+                drawn.files.len(),
+                dir.join("charts").display()
+            );
+            drawn
+        }
+        Err(e) => {
+            eprintln!("compare: charts not drawn: {e}");
+            chatbench_report::charts::Drawn::default()
+        }
     }
 }
 
@@ -730,7 +761,7 @@ fn list_dirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn chrono_like_now() -> String {
-    chatbench_loadgen::results::run_id(chrono::Utc::now(), "x")
+    chatbench_model::results::run_id(chrono::Utc::now(), "x")
         .trim_end_matches("-x")
         .to_string()
 }
@@ -741,7 +772,7 @@ mod tests {
 
     #[test]
     fn only_points_past_one_process_need_agents() {
-        let limit = chatbench_loadgen::sys::NofileLimit {
+        let limit = chatbench_model::provenance::NofileLimit {
             soft: 20_000,
             hard: 20_000,
             raised_from: 1_024,

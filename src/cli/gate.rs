@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 
-use chatbench_loadgen::provenance::{now_rfc3339, Provenance};
+use chatbench_model::provenance::now_rfc3339;
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_deterministic, GateReport, Row, Verdict};
 
@@ -451,7 +451,7 @@ fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
         "rustc_commit".to_string(),
         rustc.unwrap_or_else(|| "unknown".into()),
     );
-    let prov = Provenance::collect();
+    let prov = chatbench_loadgen::provenance::collect();
     let current = Baseline {
         schema: SCHEMA.to_string(),
         tier: "deterministic".to_string(),

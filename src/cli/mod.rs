@@ -13,17 +13,26 @@ use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::launcher::ServerChild;
 use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
-use chatbench_loadgen::results::{RunStatus, TargetInfo};
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_loadgen::scenario::{Scenario, TargetPolicy};
 use chatbench_loadgen::supervisor::{Backplane, ClusterSpec, RestartPolicy, Supervisor};
+use chatbench_model::results::{RunStatus, TargetInfo};
+use chatbench_model::scenario::{Scenario, TargetPolicy};
 
 mod agent;
 mod cluster;
 mod compare;
 mod gate;
+mod install;
 mod report;
 mod serve;
+
+/// `--version`: the crate's version and the commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHATBENCH_BUILD_COMMIT"),
+    ")"
+);
 
 /// Exit code: usage or input error.
 const EXIT_USAGE: u8 = 2;
@@ -43,9 +52,9 @@ const EXIT_TERMINATED: u8 = 143;
 /// WebSocket connections and measures delivery latency from the intended send time (open
 /// loop, HdrHistogram), loss, memory and CPU per connection, and results you can check.
 #[derive(Debug, Parser)]
-#[command(name = "chatbench", version, about, long_about = None, propagate_version = true)]
+#[command(name = "chatbench", version = VERSION, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted (results kept)."
+    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (both keep the results)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -89,6 +98,10 @@ enum Command {
     /// it only loads targets in its --allow-target list (default: loopback). See
     /// docs/distributed.md.
     Agent(agent::AgentArgs),
+    /// Print a shell completion script: `chatbench completions bash > /etc/bash_completion.d/chatbench`.
+    Completions(install::CompletionsArgs),
+    /// Print the man page (roff): `chatbench man > chatbench.1`.
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -125,14 +138,16 @@ struct RunArgs {
     )]
     target: Option<String>,
     /// Start this reference server architecture as a child process and run against it.
-    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"])]
+    #[arg(long, value_name = "ARCH", value_parser = serve_arch_names(), conflicts_with_all = ["serve_peer", "serve_cmd"], group = "started_server")]
     serve: Option<String>,
     /// With --serve: start this many server processes under a supervisor (`cluster up`'s) and
     /// spread the clients over them. With `--serve cluster` rooms span the nodes over
     /// --backplane (policy `span`); with a single-server architecture they are independent
     /// servers and each room stays on one (policy `partition`). Memory and CPU are the sums
     /// over the nodes (and a private redis-server); the nodes' state lands in the run folder as cluster.json.
-    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// With --serve-peer socketio-cluster: its number of worker processes (default 3); with
+    /// --serve-peer elixir-cluster: that many Elixir nodes (default 3).
+    #[arg(long, value_name = "N", requires = "started_server", value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
@@ -143,8 +158,10 @@ struct RunArgs {
     redis_url: Option<String>,
     /// Start a third-party peer server from servers/peers/ (Node.js) and run against it; the
     /// scenario's `protocol` picks what it speaks (node-ws: chatbench, echo, template;
-    /// socketio: socketio). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd")]
+    /// socketio: socketio; socketio-cluster: socketio, from --nodes workers under Node's
+    /// `cluster` module over a private redis-server; elixir and elixir-cluster: chatbench,
+    /// phoenix). See docs/profiles.md.
+    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd", group = "started_server")]
     serve_peer: Option<String>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
@@ -157,11 +174,12 @@ struct RunArgs {
     /// Folder of the peer servers (with package.json and node_modules) for --serve-peer.
     #[arg(long, value_name = "DIR", default_value = "servers/peers")]
     peers_dir: PathBuf,
-    /// Extra flag for the server started by --serve (repeatable), e.g. --server-arg=--slow-consumer=disconnect.
+    /// Extra flag for the server started by --serve or --serve-peer (repeatable), e.g.
+    /// --server-arg=--slow-consumer=disconnect, --server-arg=--fault-injection.
     #[arg(
         long = "server-arg",
         value_name = "ARG",
-        requires = "serve",
+        requires = "started_server",
         allow_hyphen_values = true
     )]
     server_args: Vec<String>,
@@ -185,6 +203,14 @@ struct RunArgs {
     /// (values are TOML; a bare word is taken as a string).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// wss:// targets: trust only the CA certificates in this PEM file (instead of the built-in
+    /// Mozilla roots); the same as `--set client.ca_file=FILE`, recorded with the overrides.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// wss:// targets: accept any server certificate (testing only). Printed as a warning and
+    /// recorded with the overrides (`client.insecure=true`) and in the summary's notes.
+    #[arg(long)]
+    insecure: bool,
     /// Folder that receives the run folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
@@ -233,6 +259,8 @@ pub fn main() -> ExitCode {
         Command::Cluster(args) => cluster::cluster(args),
         Command::Gate(args) => gate::gate(args),
         Command::Agent(args) => agent::agent(args),
+        Command::Completions(args) => install::completions(args),
+        Command::Man => install::man(),
     };
     match result {
         Ok(code) => code,
@@ -242,7 +270,11 @@ pub fn main() -> ExitCode {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
                 match re {
-                    RunError::Target(chatbench_loadgen::target::TargetError::BadUrl { .. })
+                    RunError::Target(
+                        chatbench_loadgen::target::TargetError::BadUrl { .. }
+                        | chatbench_loadgen::target::TargetError::Placeholder { .. }
+                        | chatbench_loadgen::target::TargetError::TlsConfig { .. },
+                    )
                     | RunError::Layout(_) => EXIT_USAGE,
                     _ => EXIT_RUN_FAILED,
                 }
@@ -301,8 +333,28 @@ fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result
     Ok(scenario)
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+/// `--ca-file` and `--insecure` as the `--set` overrides they stand for (so that they are
+/// validated, sent to agents and recorded like any other).
+fn tls_overrides(args: &mut RunArgs) {
+    if let Some(path) = &args.ca_file {
+        let value = toml::Value::String(path.display().to_string());
+        args.overrides.push(format!("client.ca_file={value}"));
+    }
+    if args.insecure {
+        eprintln!(
+            "warning: --insecure: the server's TLS certificate is not verified (recorded in the results)"
+        );
+        args.overrides.push("client.insecure=true".into());
+    }
+}
+
+fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    tls_overrides(&mut args);
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
+    preflight_out(&args.out)?;
+    if let Some(pid) = args.server_pid {
+        preflight_server_pid(pid)?;
+    }
     if let Some(p) = args.target_policy {
         scenario.target_policy = match p {
             TargetPolicyArg::Span => TargetPolicy::Span,
@@ -338,7 +390,27 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut child = None;
     let mut supervisor = None;
+    let mut elixir_cluster = None;
     let clustered = args.serve.as_deref() == Some("cluster");
+    let peer = args
+        .serve_peer
+        .as_deref()
+        .map(Peer::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let peer_cluster = peer.is_some_and(Peer::is_cluster);
+    let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
+    if args.nodes.is_some() && args.serve.is_none() && !peer_nodes {
+        return Err(UsageError(
+            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
+        )
+        .into());
+    }
+    if !args.server_args.is_empty() && args.serve.is_none() && peer.is_none() {
+        return Err(
+            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
+        );
+    }
     if args.backplane.is_some() && !clustered {
         return Err(UsageError("--backplane needs --serve cluster".into()).into());
     }
@@ -346,11 +418,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
     if let Some(f) = scenario.kill_fault() {
-        // The run kills a node it started and supervises: only `--serve cluster` has them.
-        if !clustered {
+        // The run kills a node it started and supervises: only `--serve cluster` (and the
+        // socketio-cluster peer) has them.
+        if !clustered && !peer_cluster {
             return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} needs --serve cluster (the run kills a node it \
-                 started and supervises itself; add --serve cluster --nodes N)",
+                "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
+                 socketio-cluster (the run kills a node it started and supervises itself; add \
+                 --serve cluster --nodes N)",
                 args.scenario.display(),
                 f.kill_node
             ))
@@ -363,7 +437,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        let nodes = args.nodes.unwrap_or(1);
+        let nodes = args
+            .nodes
+            .unwrap_or(if peer_cluster { PEER_CLUSTER_NODES } else { 1 });
         if f.kill_node > nodes {
             return Err(UsageError(format!(
                 "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
@@ -457,21 +533,38 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         child = Some(c);
         (url, info)
-    } else if let Some(peer) = &args.serve_peer {
+    } else if let Some(peer) = peer {
         // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
         // its own: raise the soft limit to the hard one first.
         raise_nofile_for_child();
-        let peer = Peer::parse(peer).map_err(|e| UsageError(e.to_string()))?;
         let path = peer
             .url_path(scenario.protocol)
             .map_err(|e| UsageError(e.to_string()))?;
-        let (program, peer_args) = peer
-            .command(&args.peers_dir)
-            .map_err(|e| UsageError(e.to_string()))?;
-        let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
-        let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
-        child = Some(c);
-        (url, info)
+        if peer == Peer::ElixirCluster {
+            let (url, info, cluster) = start_elixir_cluster(&args, path, pin, &server_cpus)?;
+            if args.target_policy.is_none() {
+                scenario.target_policy = TargetPolicy::Span;
+            }
+            elixir_cluster = Some(cluster);
+            (url, info)
+        } else if peer_cluster {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &[], &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let nodes = args.nodes.unwrap_or(PEER_CLUSTER_NODES);
+            let (url, info, sup) =
+                start_peer_cluster(peer, program, peer_args, nodes, path, pin, &server_cpus)?;
+            supervisor = Some(Arc::new(Mutex::new(sup)));
+            (url, info)
+        } else {
+            let (program, peer_args) = peer
+                .command_with(&args.peers_dir, &server_cpus, &args.server_args)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
+            let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
+            child = Some(c);
+            (url, info)
+        }
     } else if let Some(cmd) = &args.serve_cmd {
         let mut words = cmd.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or_else(|| {
@@ -561,6 +654,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
+    if let Some(cluster) = elixir_cluster {
+        for (how, tail) in cluster.stop(Duration::from_secs(10)) {
+            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+                eprintln!("elixir-cluster node: {how}\n{tail}");
+            }
+        }
+    }
     // The nodes' state (pids, restarts, events) beside the results, then stop them.
     let cluster_state = supervisor.as_ref().map(|s| {
         let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
@@ -595,7 +695,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(state) = cluster_state {
         let json = serde_json::to_vec_pretty(&state).context("encoding cluster.json")?;
-        chatbench_loadgen::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
+        chatbench_model::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
             .context("writing cluster.json")?;
     }
     if report.summary.failover.is_some() {
@@ -634,12 +734,128 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
+const PEER_CLUSTER_NODES: u32 = 3;
+
+/// Starts a cluster peer (`socketio-cluster`: a primary whose `nodes` workers share one port,
+/// over a private redis-server) under the supervisor, on the server CPUs when pinned. Returns
+/// its one URL, the target record (every worker, the primary and redis-server sampled) and the
+/// supervisor, which the run polls (re-forks) and asks to kill a worker for a kill fault.
+fn start_peer_cluster(
+    peer: Peer,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    nodes: u32,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let sup = Supervisor::start_shared_port(ClusterSpec {
+        exe: program,
+        arch: peer.as_str().into(),
+        nodes,
+        backplane: Backplane::Redis { url: None },
+        server_args: args,
+        restart: RestartPolicy::default(),
+        redis_cpus: server_cpus.to_vec(),
+        node_cpus: if pin {
+            server_cpus.to_vec()
+        } else {
+            Vec::new()
+        },
+    })
+    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
+    let addr = sup
+        .nodes()
+        .first()
+        .map(|n| n.listen)
+        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
+    let url = format!("ws://{addr}{path}");
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "command".to_string(),
+        format!(
+            "{command} --workers {nodes} --redis-url {}",
+            sup.redis_url().unwrap_or("?")
+        ),
+    );
+    let mut pids: Vec<u32> = sup.primary_pid().into_iter().collect();
+    pids.extend(sup.nodes().iter().filter_map(|n| n.pid));
+    if let Some(redis) = sup.redis_pid() {
+        settings.insert("redis_pid".to_string(), redis.to_string());
+        pids.push(redis);
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(peer.as_str().into()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, sup))
+}
+
 /// Raises our open-files soft limit to the hard one before starting a server that will inherit
 /// it. A failure is only a warning here: the run itself checks the limit against its plan.
 fn raise_nofile_for_child() {
     if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
         tracing::warn!("cannot raise the open-files limit for the server: {e}");
     }
+}
+
+/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
+/// schedulers a share of them) and returns its URLs, target record and handle.
+fn start_elixir_cluster(
+    args: &RunArgs,
+    path: &str,
+    pin: bool,
+    server_cpus: &[usize],
+) -> anyhow::Result<(String, TargetInfo, chatbench_loadgen::peers::ElixirCluster)> {
+    let nodes = args.nodes.unwrap_or(3) as usize;
+    let cpus = if server_cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        server_cpus.len()
+    };
+    let schedulers = cpus.div_ceil(nodes).max(1);
+    let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+        &args.peers_dir,
+        nodes,
+        schedulers,
+        server_cpus,
+        &args.server_args,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let url = cluster
+        .addrs()
+        .iter()
+        .map(|a| format!("ws://{a}{path}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
+    if let Some(c) = cluster.nodes.iter().flatten().next() {
+        settings.insert("command".to_string(), c.args.join(" "));
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(Peer::ElixirCluster.as_str().to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: pin.then(|| server_cpus.to_vec()),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, cluster))
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).
@@ -738,5 +954,57 @@ impl StopSignals {
             _ = self.interrupt.recv() => StopSignal::Interrupt,
             _ = self.terminate.recv() => StopSignal::Terminate,
         }
+    }
+}
+
+/// Checks, before any load, that results can be written under `out`, without creating
+/// anything: a probe file in `out`, or, when `out` does not exist yet, in its nearest existing
+/// ancestor (the run makes the rest). A run whose results cannot be kept is not worth its load.
+fn preflight_out(out: &std::path::Path) -> anyhow::Result<()> {
+    let unwritable = |at: &std::path::Path, e: std::io::Error| {
+        UsageError(format!(
+            "--out {}: cannot write results there ({}: {e}); pick a writable folder",
+            out.display(),
+            at.display()
+        ))
+    };
+    let mut at = out;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = std::path::Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(unwritable(
+            at,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
+        )
+        .into());
+    }
+    write_probe(at).map_err(|e| unwritable(at, e))?;
+    Ok(())
+}
+
+/// Creates and removes a probe file in `dir`.
+fn write_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".chatbench-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Checks that `--server-pid` names a live process this user can read, before any load.
+fn preflight_server_pid(pid: u32) -> anyhow::Result<()> {
+    let stat = std::path::PathBuf::from(format!("/proc/{pid}/stat"));
+    match std::fs::read_to_string(&stat) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(UsageError(format!(
+            "--server-pid {pid}: no such process to sample ({}: {e}); pass the PID of the running server (e.g. from `chatbench serve`'s first line)",
+            stat.display()
+        ))
+        .into()),
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use chatbench_loadgen::results::write_file_atomic;
+use chatbench_model::results::write_file_atomic;
 use std::path::Path;
 
 use chatbench_report::comparison::{build_suite, load, render_markdown, StepResult};
@@ -43,9 +43,11 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &args.dir,
         loaded.slo_p99_ms,
     );
-    super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results, &loaded.runs, slo);
+    // The page embeds the charts drawn now, from memory: never a file of the folder's charts/.
+    let drawn =
+        super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results, &loaded.runs, slo);
     let md = render_markdown(&c);
-    let page = chatbench_report::html::render(&args.dir, &c, &loaded.results);
+    let page = chatbench_report::html::render(&c, &loaded.results, &drawn);
     write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
     write_file_atomic(&args.dir.join("comparison.md"), md.as_bytes())?;
     write_file_atomic(

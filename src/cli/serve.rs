@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use chatbench_servers::{
-    Arch, BackplaneConfig, ClusterConfig, ServerConfig, Shutdown, SlowConsumerPolicy,
+    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, Shutdown, SlowConsumerPolicy,
 };
 
 use super::UsageError;
@@ -32,10 +33,18 @@ pub struct ServeArgs {
     /// Outbound queue per connection, in frames; when full, the slow-consumer policy applies.
     #[arg(long, value_name = "FRAMES", default_value_t = ServerConfig::default().outbound_queue)]
     outbound_queue: usize,
-    /// What to do when a connection's outbound queue is full: drop the newest frame (counted),
-    /// or disconnect the connection with close code 1008 (counted).
+    /// Outbound queue per connection, in bytes (frames queued, not yet written); a frame past
+    /// it applies the slow-consumer policy. At least --max-frame-bytes + 16.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().outbound_queue_bytes)]
+    outbound_queue_bytes: usize,
+    /// What to do when a connection's outbound queue is full (frames or bytes): drop the
+    /// newest frame (counted), or disconnect the connection with close code 1008 (counted).
     #[arg(long, value_name = "POLICY", default_value = "drop", value_parser = parse_policy)]
     slow_consumer: SlowConsumerPolicy,
+    /// Under --slow-consumer drop: a connection whose frames have been refused with nothing
+    /// written to it for this long is disconnected (slow_consumer, 1008).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
+    slow_consumer_grace: Duration,
     /// Time a new connection has to complete its HTTP/WebSocket handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
     handshake_timeout: Duration,
@@ -96,9 +105,47 @@ pub struct ServeArgs {
     /// cluster, mesh: the other nodes' --cluster-listen addresses, comma-separated.
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     peers: Vec<SocketAddr>,
-    /// cluster, redis: the Redis server, e.g. redis://127.0.0.1:6379.
+    /// cluster, mesh: a file holding the cluster's shared secret, the same on every node (16 to
+    /// 4096 bytes, surrounding whitespace ignored; e.g. `openssl rand -hex 32 > FILE; chmod 600
+    /// FILE`). It must not be readable by group or others. Without this flag the
+    /// CHATBENCH_CLUSTER_SECRET environment variable is used when set. Links are authenticated
+    /// with it (HMAC challenge-response; the secret never crosses the wire). Required when
+    /// --cluster-listen or --peers are not loopback addresses.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// cluster, redis: the Redis server, e.g. redis://127.0.0.1:6379, with a password
+    /// redis://:PASSWORD@HOST:PORT or an ACL user redis://USER:PASSWORD@HOST:PORT. Without this
+    /// flag the CHATBENCH_REDIS_URL environment variable is used (keeps a password off the
+    /// command line, which every local user can read).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+}
+
+/// The environment variable `serve` reads the Redis URL from when `--redis-url` is absent.
+pub const REDIS_URL_ENV: &str = "CHATBENCH_REDIS_URL";
+
+/// A non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads the cluster secret from `path`, refusing a file that group or others may read.
+fn read_secret_file(path: &Path) -> Result<ClusterSecret, UsageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| UsageError(format!("--cluster-secret-file {shown}: {e}")))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "--cluster-secret-file {shown}: readable by group or others (mode {:o}): chmod 600 {shown}",
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("--cluster-secret-file {shown}: {e}")))?;
+    ClusterSecret::from_text(&text)
+        .map_err(|e| UsageError(format!("--cluster-secret-file {shown}: {e}")))
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -119,7 +166,9 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             max_rooms_per_conn: self.max_rooms_per_conn,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
             slow_consumer: self.slow_consumer,
+            slow_consumer_grace: self.slow_consumer_grace,
             handshake_timeout: self.handshake_timeout,
             shutdown_grace: self.shutdown_grace,
             read_buffer_size: self.read_buffer_size,
@@ -151,6 +200,7 @@ impl ServeArgs {
             ("--cluster-listen", self.cluster_listen.is_some()),
             ("--peers", !self.peers.is_empty()),
             ("--redis-url", self.redis_url.is_some()),
+            ("--cluster-secret-file", self.cluster_secret_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(flag, set)| set.then_some(flag))
@@ -192,9 +242,25 @@ impl ServeArgs {
                         "--cluster-listen and --peers apply to --backplane mesh, not redis".into(),
                     ));
                 }
-                let url = self.redis_url.clone().ok_or_else(|| {
-                    UsageError("--backplane redis needs --redis-url redis://HOST:PORT".into())
-                })?;
+                if self.cluster_secret_file.is_some() {
+                    return Err(UsageError(
+                        "--cluster-secret-file applies to --backplane mesh; Redis takes a password in its URL (redis://USER:PASSWORD@HOST:PORT)".into(),
+                    ));
+                }
+                let url = match (&self.redis_url, env_var(REDIS_URL_ENV)) {
+                    (Some(_), Some(_)) => {
+                        return Err(UsageError(format!(
+                            "both --redis-url and {REDIS_URL_ENV} are set: give one"
+                        )))
+                    }
+                    (Some(u), None) => u.clone(),
+                    (None, Some(u)) => u.trim().to_string(),
+                    (None, None) => {
+                        return Err(UsageError(format!(
+                            "--backplane redis needs --redis-url redis://HOST:PORT (or {REDIS_URL_ENV})"
+                        )))
+                    }
+                };
                 BackplaneConfig::Redis { url }
             }
             _ => {
@@ -203,7 +269,27 @@ impl ServeArgs {
                 ))
             }
         };
-        Ok(Some(ClusterConfig::new(node_id, backplane)))
+        let mut cluster = ClusterConfig::new(node_id, backplane);
+        if matches!(cluster.backplane, BackplaneConfig::Mesh { .. }) {
+            cluster.secret = self.cluster_secret()?;
+        }
+        Ok(Some(cluster))
+    }
+
+    /// The mesh's secret: `--cluster-secret-file`, else `CHATBENCH_CLUSTER_SECRET`, else none.
+    fn cluster_secret(&self) -> Result<Option<ClusterSecret>, UsageError> {
+        let env = env_var(ClusterSecret::ENV);
+        match (&self.cluster_secret_file, env) {
+            (Some(_), Some(_)) => Err(UsageError(format!(
+                "both --cluster-secret-file and {} are set: give one",
+                ClusterSecret::ENV
+            ))),
+            (Some(path), None) => read_secret_file(path).map(Some),
+            (None, Some(text)) => ClusterSecret::from_text(&text)
+                .map(Some)
+                .map_err(|e| UsageError(format!("{}: {e}", ClusterSecret::ENV))),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -248,6 +334,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "chatbench serve: {} listening on {addr} (ws://{addr}/ws, /metrics, /healthz)",
         args.arch.as_str()
     );
+    if let Some(c) = &config.cluster {
+        if matches!(c.backplane, BackplaneConfig::Mesh { .. }) && c.secret.is_none() {
+            eprintln!(
+                "chatbench serve: warning: the mesh has no cluster secret, so any local process can join it; give every node --cluster-secret-file FILE or {}",
+                ClusterSecret::ENV
+            );
+        }
+    }
     if args.arch == Arch::Cluster {
         chatbench_servers::cluster::run(listener, cluster_listener, config, shutdown)
             .context("cluster node failed")?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chatbench_loadgen::provenance::Provenance;
+use chatbench_model::provenance::Provenance;
 use serde::{Deserialize, Serialize};
 
 use super::GateError;
@@ -35,11 +35,6 @@ impl Fingerprint {
             kernel: p.kernel.clone(),
             rlimit_nofile: p.rlimit_nofile.as_ref().map(|l| (l.soft, l.hard)),
         }
-    }
-
-    /// This machine now.
-    pub fn current() -> Fingerprint {
-        Fingerprint::from_provenance(&Provenance::collect())
     }
 
     /// What differs from `other`, one line per fact (empty when they match).

@@ -110,15 +110,8 @@ impl Verdict {
     }
 }
 
-/// Whether smaller or larger values are better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Better {
-    /// Costs: instructions, allocations, latency, CPU.
-    Lower,
-    /// Throughput.
-    Higher,
-}
+/// Whether smaller or larger values are better: the figure catalogue's own.
+pub use chatbench_model::figures::Better;
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

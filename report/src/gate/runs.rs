@@ -1,5 +1,6 @@
 //! Run metrics for `chatbench gate --baseline FILE --current RUN…`: reading the `summary.json`
-//! of `chatbench run` results (p99 latency, deliveries/s, CPU-µs per delivery, with the machine
+//! of `chatbench run` results (the catalogue's gated figures, `chatbench_model::figures`: p99
+//! latency, deliveries/s, CPU-µs per delivery; with the machine
 //! fingerprint, scenario and target each was measured with), baseline files made of them
 //! (tier `runs`), and their judgement.
 //!
@@ -13,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chatbench_model::figures;
+use chatbench_model::results::Summary;
 use serde_json::Value;
 
 use super::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
@@ -20,41 +23,6 @@ use super::{change_pct, judge_statistical, Better, GateReport, Row, Samples, Sta
 
 /// The tier name of run-metric baselines and reports.
 pub const TIER: &str = "runs";
-
-/// One metric read from `summary.json`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunMetric {
-    /// Name in baselines and reports.
-    pub name: &'static str,
-    /// Unit.
-    pub unit: &'static str,
-    /// Which way is better.
-    pub better: Better,
-    /// Where it is in summary.json (object, field).
-    pub field: [&'static str; 2],
-}
-
-/// The metrics compared, in report order.
-pub const RUN_METRICS: [RunMetric; 3] = [
-    RunMetric {
-        name: "p99_latency",
-        unit: "µs",
-        better: Better::Lower,
-        field: ["latency_us", "p99"],
-    },
-    RunMetric {
-        name: "deliveries_per_s",
-        unit: "/s",
-        better: Better::Higher,
-        field: ["messages", "delivered_per_s"],
-    },
-    RunMetric {
-        name: "cpu_us_per_delivery",
-        unit: "µs",
-        better: Better::Lower,
-        field: ["target_resources", "cpu_us_per_delivery"],
-    },
-];
 
 /// Why a run could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +87,9 @@ pub struct RunObservation {
     pub scenario_text: String,
     /// The target: the architecture started (`--serve`), or the URL.
     pub target: String,
-    /// One value per [`RUN_METRICS`] entry; `None` when the summary lacks it (or it is null).
-    pub values: [Option<f64>; 3],
+    /// One value per gated figure ([`figures::gated`], in its order); `None` when the summary
+    /// lacks it (or it is not finite).
+    pub values: Vec<Option<f64>>,
 }
 
 /// The summary.json files a `--current`/`--baseline` argument names: the file itself, a run
@@ -222,6 +191,12 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
         scenario_text.push_str("\n# --set ");
         scenario_text.push_str(&o);
     }
+    // The figures, typed (the checks above name what a file that is no summary lacks).
+    let summary: Summary =
+        serde_json::from_value(v.clone()).map_err(|source| RunsError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let target = v.get("target");
     let target = s(target.and_then(|t| t.get("arch")))
         .or_else(|| s(target.and_then(|t| t.get("url"))))
@@ -234,12 +209,9 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
         scenario: s(scenario.get("name")).unwrap_or_default(),
         scenario_text,
         target,
-        values: RUN_METRICS.map(|m| {
-            v.get(m.field[0])
-                .and_then(|x| x.get(m.field[1]))
-                .and_then(Value::as_f64)
-                .filter(|x| x.is_finite())
-        }),
+        values: figures::gated()
+            .map(|f| (f.read)(&summary).filter(|x| x.is_finite()))
+            .collect(),
     })
 }
 
@@ -289,11 +261,11 @@ pub fn runs_baseline(runs: &[RunObservation], created_at: String) -> Result<Base
         .then(|| first.commit.clone())
         .flatten();
     let mut metrics = BTreeMap::new();
-    for (i, m) in RUN_METRICS.iter().enumerate() {
+    for (i, m) in figures::gated().enumerate() {
         let samples: Vec<f64> = runs.iter().filter_map(|r| r.values[i]).collect();
         if let Some(value) = super::stats::median(&samples) {
             metrics.insert(
-                m.name.to_string(),
+                m.key.to_string(),
                 BaselineMetric {
                     unit: m.unit.to_string(),
                     value,
@@ -418,17 +390,16 @@ pub fn judge_runs(
             );
         }
     }
-    let samples: Vec<Samples> = RUN_METRICS
-        .iter()
+    let samples: Vec<Samples> = figures::gated()
         .enumerate()
         .map(|(i, m)| Samples {
             rounds: Vec::new(),
-            metric: m.name.to_string(),
+            metric: m.key.to_string(),
             unit: m.unit.to_string(),
             better: m.better,
             baseline: baseline
                 .metrics
-                .get(m.name)
+                .get(m.key)
                 .map(|b| {
                     if b.samples.is_empty() {
                         vec![b.value]
@@ -454,12 +425,11 @@ pub fn judge_runs(
             row.verdict = Verdict::CouldNotJudge;
             row.detail = "not in the baseline".into();
         } else if s.current.is_empty() {
-            let m = RUN_METRICS.iter().find(|m| m.name == s.metric);
+            let m = figures::by_key(&s.metric);
             row.verdict = Verdict::CouldNotJudge;
             row.detail = format!(
                 "missing from every current run's summary.json{}",
-                m.map(|m| format!(" ({}.{})", m.field[0], m.field[1]))
-                    .unwrap_or_default()
+                m.map(|m| format!(" ({})", m.source)).unwrap_or_default()
             );
         }
     }
@@ -517,19 +487,38 @@ fn judge_fixed(s: &Samples, pct: f64) -> Row {
 mod tests {
     use super::*;
 
+    /// A real summary (the report's broadcast fixture) with these figures and conditions.
     fn summary(p99: Option<f64>, cpu: f64, valid: bool) -> Value {
-        serde_json::json!({
-            "schema": "chatbench.summary/v1",
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/broadcast/summary.json");
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        let patch = serde_json::json!({
             "valid": valid,
             "invalid_reasons": if valid { vec![] } else { vec!["generator-bound"] },
-            "scenario": {"name": "gate", "text": "connections = 10\n", "overrides": []},
+            "scenario": {"name": "gate", "path": null, "text": "connections = 10\n", "overrides": []},
             "target": {"arch": "epoll", "url": "ws://127.0.0.1:1/ws"},
             "provenance": {"cpu_model": "AMD EPYC", "cpu_cores": 2, "kernel": "6.1",
-                "rlimit_nofile": {"soft": 20000, "hard": 20000}, "git_commit": "abc", "git_dirty": false},
+                "rlimit_nofile": {"soft": 20000, "hard": 20000, "raised_from": 20000}, "git_commit": "abc", "git_dirty": false},
             "messages": {"delivered_per_s": 39600.0},
-            "latency_us": {"p99": p99},
             "target_resources": {"cpu_us_per_delivery": cpu},
-        })
+        });
+        fn merge(into: &mut Value, from: &Value) {
+            match (into, from) {
+                (Value::Object(a), Value::Object(b)) => {
+                    for (k, x) in b {
+                        merge(a.entry(k.clone()).or_insert(Value::Null), x);
+                    }
+                }
+                (a, b) => *a = b.clone(),
+            }
+        }
+        merge(&mut v, &patch);
+        match p99 {
+            Some(p) => v["latency_us"]["p99"] = p.into(),
+            None => v["latency_us"] = Value::Null,
+        }
+        v
     }
 
     fn obs(dir: &Path, name: &str, v: &Value) -> RunObservation {
@@ -551,11 +540,20 @@ mod tests {
     fn summaries_are_found_and_read() {
         let dir = tempfile::tempdir().unwrap();
         let o = obs(dir.path(), "r1", &summary(Some(900.0), 10.0, true));
-        assert_eq!(o.values, [Some(900.0), Some(39600.0), Some(10.0)]);
+        // By key: the gated figures are the catalogue's (more may join them).
+        let by_key = |o: &RunObservation, key: &str| {
+            figures::gated()
+                .position(|f| f.key == key)
+                .and_then(|i| o.values[i])
+        };
+        assert_eq!(
+            ["p99_latency", "deliveries_per_s", "cpu_us_per_delivery"].map(|k| by_key(&o, k)),
+            [Some(900.0), Some(39600.0), Some(10.0)]
+        );
         assert_eq!(o.target, "epoll");
         assert_eq!(o.fingerprint.rlimit_nofile, Some((20000, 20000)));
         let o2 = obs(dir.path(), "r2", &summary(None, 11.0, true));
-        assert_eq!(o2.values[0], None);
+        assert_eq!(by_key(&o2, "p99_latency"), None);
         // A folder of run folders, a run folder, a file.
         assert_eq!(find_summaries(dir.path()).unwrap().len(), 2);
         assert_eq!(find_summaries(&dir.path().join("r1")).unwrap().len(), 1);
@@ -621,7 +619,8 @@ mod tests {
         };
         let r = judge_runs(&b, &worse[..1], fixed, vec![]);
         assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
-        assert!(r.rows[2].rule.contains("no significance test"));
+        let cpu = r.rows.iter().find(|x| x.metric == "cpu_us_per_delivery");
+        assert!(cpu.is_some_and(|x| x.rule.contains("no significance test")));
         assert!(r.notes.iter().any(|n| n.contains("NO significance test")));
     }
 
@@ -636,7 +635,8 @@ mod tests {
             .collect();
         let r = judge_runs(&b, &nop99, rule(), vec![]);
         assert_eq!(r.verdict, Verdict::CouldNotJudge, "{}", r.table());
-        assert!(r.rows[0].detail.contains("latency_us.p99"));
+        let p99 = r.rows.iter().find(|x| x.metric == "p99_latency");
+        assert!(p99.is_some_and(|x| x.detail.contains("latency_us.p99")));
         // Another machine: could not judge unless allowed.
         let mut other = base.clone();
         for o in &mut other {

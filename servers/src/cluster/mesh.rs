@@ -2,19 +2,31 @@
 //!
 //! - **Links.** A node dials every seed (`--peers`) that it has no live link to, and accepts
 //!   links on `--cluster-listen`. Each side sends `Hello` (cluster protocol version, node id)
-//!   first; a version or node-id clash is logged, counted (`refused`) and the link refused.
+//!   and `Challenge` (process incarnation, fresh nonce), then `Auth`, its HMAC proof that it
+//!   holds the cluster's secret ([`super::auth`]); after both proofs check, every frame carries
+//!   a tag. A version or node-id clash, a missing or wrong secret, or a live node's id claimed
+//!   by another process (another incarnation) is logged, counted (`refused`) and the link
+//!   refused. Until then a link holds nothing but its task: at most `max_pending` accepted
+//!   links may be in their handshake at once (more are closed, counted), each for at most
+//!   `handshake_timeout`, reading frames of at most [`wire::MAX_HANDSHAKE_FRAME`] bytes.
 //!   When two links to one peer exist (both dialled at once), both ends keep the one dialled by
 //!   the lower node id and close the other, so one pair has one link.
+//! - **Validation.** Every frame is checked by [`wire::decode`] (room names, `Msg` bodies as
+//!   client `msg` frames for their room, sizes) and, on an authenticated link, by its tag; a
+//!   frame that fails, or that breaks a limit (rooms declared), closes the link and is counted
+//!   (`invalid`), and the peer's declared interest is freed.
 //! - **Interest.** A node advertises the rooms it has local members in: on a new link the full
 //!   set (`Reset`, then an `Add` per room, then a `Sync`), after that `Add`/`Remove` deltas.
 //!   A join that makes a room new here waits (bounded) for every live peer to acknowledge a
-//!   `Sync` sent after the `Add`, so `joined` still means "the room is live".
+//!   `Sync` sent after the `Add`, so `joined` still means "the room is live". A peer's declared
+//!   rooms are bounded (`max_remote_rooms`, `max_remote_room_bytes`).
 //! - **Forwarding.** A published `msg` is encoded once into a `Msg` frame and queued to each
 //!   peer that declared interest in its room; receivers fan it out locally and never forward
 //!   it again. Queues are bounded per link (`send_queue` frames): a full queue drops the
-//!   message and counts it (`dropped`; `send_queue_bytes` bounds the bytes too). A peer whose link is down keeps its last declared
-//!   interest, so what it misses meanwhile is counted (`lost`) instead of vanishing; it sends
-//!   its full set again when it comes back.
+//!   message and counts it (`dropped`; `send_queue_bytes` bounds the bytes too). A peer whose
+//!   link is down keeps its last declared interest, so what it misses meanwhile is counted
+//!   (`lost`) instead of vanishing; it sends its full set again when it comes back. A peer that
+//!   left (its interest empty when its link ended) is forgotten: its table entry is freed.
 //! - **Liveness.** Each link sends `Ping` every `heartbeat`; one that receives nothing for
 //!   `dead_after` is closed. Dialers retry with exponential backoff. A node that stops sends
 //!   each peer a last `Reset` ([`Mesh::leave`]), so its peers stop counting its rooms.
@@ -27,13 +39,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tungstenite::Utf8Bytes;
 
-use super::wire::{self, Frame, CLUSTER_PROTOCOL_VERSION};
+use super::auth::{self, FrameTags, Party, TAG_LEN};
+use super::wire::{self, Frame, CLUSTER_PROTOCOL_VERSION, FLAG_SECRET};
 use super::{wait_until, Backoff, FaultSwitch};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ClusterSecret};
 use crate::metrics::{BackplaneMetrics, Metrics};
 use crate::task_per_conn::{Hook, HookFuture, LocalRooms};
 use crate::ServerError;
@@ -43,17 +57,51 @@ use crate::ServerError;
 const DUPLICATE: &str = "duplicate link";
 
 /// Most distinct peer node ids one node keeps state for (a link, or a down link's last
-/// interest). A node beyond it is refused: it bounds what peers that make up ids can grow.
+/// interest). Only authenticated peers get an entry; one beyond it is refused.
 pub const MAX_PEERS: usize = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Lets through at most one log line per second for what strangers can trigger at will
+/// (refused or timed-out handshakes), so that a flood of them cannot flood the log; the
+/// counters count every one.
+#[derive(Default)]
+struct LogLimit {
+    /// Seconds since the Unix epoch of the last line let through.
+    last: AtomicU64,
+    /// Lines held back since.
+    held: AtomicU64,
+}
+
+impl LogLimit {
+    /// `Some(lines held back before this one)` when this line may be logged.
+    fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        if now != last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// The mesh backplane of one node.
 pub struct Mesh {
     this: Weak<Mesh>,
     me: u64,
+    /// Random per process, sent in `Challenge`: a peer tells this process from another one
+    /// claiming the same node id.
+    incarnation: u64,
     cfg: ClusterConfig,
     max_frame: usize,
     local: OnceLock<LocalRooms>,
@@ -66,6 +114,10 @@ pub struct Mesh {
     fault: Arc<FaultSwitch>,
     /// Set by [`Mesh::leave`]: no new links.
     leaving: AtomicBool,
+    /// Permits for accepted links still in their handshake (`max_pending`).
+    pending: Arc<Semaphore>,
+    /// Rate limit of the refusal log lines.
+    refusals_logged: LogLimit,
 }
 
 struct State {
@@ -74,7 +126,7 @@ struct State {
     next_token: u64,
     /// Peer node id → its current link.
     links: HashMap<u64, Arc<Link>>,
-    /// Peer ids that have had a link before (a new link to one is a reconnect).
+    /// Peer ids that have had a link before (a new link to one is a reconnect); bounded.
     seen: HashSet<u64>,
     /// Seed address → the node id found there.
     addr_ids: HashMap<SocketAddr, u64>,
@@ -83,11 +135,13 @@ struct State {
 /// One link to a peer.
 struct Link {
     peer: u64,
+    /// The peer process's incarnation (from its `Challenge`).
+    incarnation: u64,
     dialed_by: u64,
     up: AtomicBool,
     queue: SendQueue,
-    /// Rooms the peer declared interest in (bounded by `max_remote_rooms`).
-    remote: Mutex<HashSet<Box<str>>>,
+    /// Rooms the peer declared interest in (bounded).
+    remote: Mutex<Remote>,
     /// Highest `SyncAck` token received.
     acked: AtomicU64,
     closed: AtomicBool,
@@ -105,6 +159,178 @@ impl Link {
             self.queue.ready.notify_one();
         }
     }
+}
+
+/// The rooms a peer declared, bounded by count and bytes. Once retired (the link was replaced
+/// or its state freed) it stays empty.
+#[derive(Default)]
+struct Remote {
+    rooms: HashSet<Box<str>>,
+    bytes: usize,
+    retired: bool,
+}
+
+impl Remote {
+    /// Adds `room`; `Ok(true)` when it is new, `Err` past either bound.
+    fn add(&mut self, room: Box<str>, max_rooms: usize, max_bytes: usize) -> Result<bool, String> {
+        if self.retired || self.rooms.contains(&room) {
+            return Ok(false);
+        }
+        if self.rooms.len() >= max_rooms || self.bytes + room.len() > max_bytes {
+            return Err(format!(
+                "peer declared more than {max_rooms} rooms or {max_bytes} bytes of room names"
+            ));
+        }
+        self.bytes += room.len();
+        self.rooms.insert(room);
+        Ok(true)
+    }
+
+    fn remove(&mut self, room: &str) -> bool {
+        let gone = self.rooms.remove(room);
+        if gone {
+            self.bytes -= room.len();
+        }
+        gone
+    }
+
+    /// Forgets every room; returns how many there were.
+    fn clear(&mut self) -> usize {
+        let n = self.rooms.len();
+        self.rooms = HashSet::new();
+        self.bytes = 0;
+        n
+    }
+
+    /// Forgets every room for good (the link's state is being freed).
+    fn retire(&mut self) -> usize {
+        self.retired = true;
+        self.clear()
+    }
+}
+
+/// Buffer size of each half of a link in its handshake (its frames are at most
+/// [`wire::MAX_HANDSHAKE_FRAME`] bytes): a connection that never authenticates holds little.
+const HANDSHAKE_BUFFER: usize = 1024;
+/// Buffer size of each half of an authenticated link.
+const LINK_BUFFER: usize = 64 * 1024;
+
+/// The write half of a link: frames, each followed by its tag once the link is authenticated.
+struct LinkWriter {
+    w: BufWriter<OwnedWriteHalf>,
+    tags: Option<FrameTags>,
+}
+
+impl LinkWriter {
+    fn new(write: OwnedWriteHalf) -> LinkWriter {
+        LinkWriter {
+            w: BufWriter::with_capacity(HANDSHAKE_BUFFER, write),
+            tags: None,
+        }
+    }
+
+    /// After the handshake: the full-size buffer (what is buffered is written first).
+    async fn grow(self) -> std::io::Result<LinkWriter> {
+        let mut w = self.w;
+        w.flush().await?;
+        Ok(LinkWriter {
+            w: BufWriter::with_capacity(LINK_BUFFER, w.into_inner()),
+            tags: self.tags,
+        })
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(frame).await?;
+        if let Some(t) = &mut self.tags {
+            let tag = t.sign(&[frame]);
+            self.w.write_all(&tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush().await
+    }
+
+    /// Sends `frame`, flushes and closes the write side (errors ignored: the link is ending).
+    async fn last(&mut self, frame: &Frame) {
+        let _ = self.send(&wire::encode(frame)).await;
+        let _ = self.w.flush().await;
+        let _ = self.w.shutdown().await;
+    }
+}
+
+/// Why reading a frame stopped.
+enum ReadEnd {
+    /// The connection failed or ended.
+    Io(String),
+    /// The peer sent something that breaks the format, a limit or its tag (counted).
+    Invalid(String),
+}
+
+/// A link's read half behind what its buffer had read ahead when it was resized.
+type ReadHalf = tokio::io::Chain<std::io::Cursor<Vec<u8>>, OwnedReadHalf>;
+
+/// The read half of a link: frames (length checked against `max` before allocating), each
+/// tag checked once the link is authenticated.
+struct LinkReader {
+    r: BufReader<ReadHalf>,
+    tags: Option<FrameTags>,
+    max: usize,
+}
+
+impl LinkReader {
+    fn new(read: OwnedReadHalf) -> LinkReader {
+        LinkReader {
+            r: BufReader::with_capacity(
+                HANDSHAKE_BUFFER,
+                std::io::Cursor::new(Vec::new()).chain(read),
+            ),
+            tags: None,
+            max: wire::MAX_HANDSHAKE_FRAME,
+        }
+    }
+
+    /// After the handshake: the full-size buffer and frame limit, keeping every byte the peer
+    /// sent after its proof (it may already have sent its interest set).
+    fn grow(self, max: usize) -> LinkReader {
+        let mut ahead = self.r.buffer().to_vec();
+        let (cursor, read) = self.r.into_inner().into_inner();
+        let pos = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        ahead.extend_from_slice(cursor.get_ref().get(pos..).unwrap_or_default());
+        LinkReader {
+            r: BufReader::with_capacity(LINK_BUFFER, std::io::Cursor::new(ahead).chain(read)),
+            tags: self.tags,
+            max,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Frame, ReadEnd> {
+        let io = |e: std::io::Error| ReadEnd::Io(format!("read failed: {e}"));
+        let mut prefix = [0u8; 4];
+        self.r.read_exact(&mut prefix).await.map_err(io)?;
+        let len = wire::frame_len(prefix, self.max)
+            .map_err(|e| ReadEnd::Invalid(format!("protocol violation: {e}")))?;
+        let mut body = BytesMut::zeroed(len);
+        self.r.read_exact(&mut body).await.map_err(io)?;
+        if let Some(t) = &mut self.tags {
+            let mut tag = [0u8; TAG_LEN];
+            self.r.read_exact(&mut tag).await.map_err(io)?;
+            if !t.verify(&[&prefix, &body], &tag) {
+                return Err(ReadEnd::Invalid(
+                    "frame tag does not match: the link was altered in transit".into(),
+                ));
+            }
+        }
+        wire::decode(body.freeze())
+            .map_err(|e| ReadEnd::Invalid(format!("protocol violation: {e}")))
+    }
+}
+
+/// A peer that completed the handshake.
+struct Peer {
+    id: u64,
+    incarnation: u64,
 }
 
 /// A link's bounded outbound queue. `Msg` frames are refused beyond `cap` frames or
@@ -179,6 +405,9 @@ impl Mesh {
         let mesh = Arc::new_cyclic(|this| Mesh {
             this: this.clone(),
             me: cfg.node_id,
+            incarnation: auth::incarnation(),
+            pending: Arc::new(Semaphore::new(cfg.max_pending)),
+            refusals_logged: LogLimit::default(),
             cfg,
             max_frame: wire::max_frame_len(max_frame_bytes),
             local: OnceLock::new(),
@@ -223,12 +452,24 @@ impl Mesh {
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, from)) => {
                     if self.fault.is_cut() {
                         continue;
                     }
+                    let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+                        // Every handshake slot is taken: hold nothing for this one.
+                        self.log_refusal(format_args!(
+                            "{} links already in their handshake: closed the one from {from}",
+                            self.cfg.max_pending
+                        ));
+                        self.bp().refused();
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(self.clone().run_link(stream, Side::Accepted, None));
+                    tokio::spawn(
+                        self.clone()
+                            .run_link(stream, Side::Accepted, None, Some(permit)),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!("mesh accept failed: {e}");
@@ -270,7 +511,7 @@ impl Mesh {
                     let _ = stream.set_nodelay(true);
                     let was_up = self
                         .clone()
-                        .run_link(stream, Side::Dialed, Some(addr))
+                        .run_link(stream, Side::Dialed, Some(addr), None)
                         .await;
                     if was_up {
                         backoff.reset();
@@ -292,63 +533,47 @@ impl Mesh {
         stream: TcpStream,
         side: Side,
         addr: Option<SocketAddr>,
+        pending: Option<OwnedSemaphorePermit>,
     ) -> bool {
         let (read, write) = stream.into_split();
-        let mut reader = BufReader::with_capacity(64 * 1024, read);
-        let mut writer = BufWriter::with_capacity(64 * 1024, write);
-        let hello = wire::encode(&Frame::Hello {
-            version: CLUSTER_PROTOCOL_VERSION,
-            node_id: self.me,
-        });
-        let peer_hello = async {
-            writer.write_all(&hello).await.ok()?;
-            writer.flush().await.ok()?;
-            read_frame(&mut reader, self.max_frame).await.ok()
-        };
-        let peer = match tokio::time::timeout(self.cfg.dead_after, peer_hello).await {
-            Ok(Some(Frame::Hello { version, node_id })) => {
-                if version != CLUSTER_PROTOCOL_VERSION {
-                    let why = format!(
-                        "cluster protocol version {version} from node {node_id}, this node \
-                         (id {}) speaks {CLUSTER_PROTOCOL_VERSION}: upgrade the older node",
-                        self.me
-                    );
-                    return self.refuse(&mut writer, why).await;
+        let mut reader = LinkReader::new(read);
+        let mut writer = LinkWriter::new(write);
+        let handshake = self.handshake(&mut reader, &mut writer, addr);
+        let peer = match tokio::time::timeout(self.cfg.handshake_timeout, handshake).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return false,
+            Err(_) => {
+                if side == Side::Accepted {
+                    self.log_refusal(format_args!(
+                        "a peer did not complete its hello within {:?}: dropped",
+                        self.cfg.handshake_timeout
+                    ));
+                    self.bp().refused();
                 }
-                if node_id == self.me {
-                    let why = format!(
-                        "peer has this node's own id {node_id}: give every node a distinct --node-id"
-                    );
-                    return self.refuse(&mut writer, why).await;
-                }
-                if let Some(a) = addr {
-                    // Known from now on, so the dialer does not dial a node it is linked to.
-                    lock(&self.state).addr_ids.insert(a, node_id);
-                }
-                node_id
-            }
-            Ok(Some(Frame::Refuse(why))) if why.starts_with(DUPLICATE) => {
-                tracing::debug!("mesh: peer {addr:?} kept its other link: {why}");
                 return false;
             }
-            Ok(Some(Frame::Refuse(why))) => {
-                tracing::error!("mesh: peer {addr:?} refused the link: {why}");
-                self.bp().refused();
-                return false;
-            }
-            Ok(Some(other)) => {
-                let why = format!("expected a hello, got {other:?}");
-                return self.refuse(&mut writer, why).await;
-            }
-            Ok(None) | Err(_) => return false,
         };
-        let dialed_by = if side == Side::Dialed { self.me } else { peer };
+        drop(pending);
+        let mut reader = reader.grow(self.max_frame);
+        let Ok(mut writer) = writer.grow().await else {
+            return false;
+        };
+        if let Some(a) = addr {
+            // Known from now on, so the dialer does not dial a node it is linked to.
+            lock(&self.state).addr_ids.insert(a, peer.id);
+        }
+        let dialed_by = if side == Side::Dialed {
+            self.me
+        } else {
+            peer.id
+        };
         let link = Arc::new(Link {
-            peer,
+            peer: peer.id,
+            incarnation: peer.incarnation,
             dialed_by,
             up: AtomicBool::new(false),
             queue: SendQueue::new(self.cfg.send_queue, self.cfg.send_queue_bytes),
-            remote: Mutex::new(HashSet::new()),
+            remote: Mutex::new(Remote::default()),
             acked: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             close: Notify::new(),
@@ -359,24 +584,38 @@ impl Mesh {
             if why.starts_with(DUPLICATE) {
                 // Both nodes dialled at once: normal, not a fault.
                 tracing::debug!("mesh: node {}: {why}", self.me);
-                let _ = writer.write_all(&wire::encode(&Frame::Refuse(why))).await;
-                let _ = writer.flush().await;
-                let _ = writer.shutdown().await;
+                writer.last(&Frame::Refuse(why)).await;
                 return false;
             }
             return self.refuse(&mut writer, why).await;
         }
-        tracing::info!("mesh: node {} linked to node {peer}", self.me);
+        tracing::info!("mesh: node {} linked to node {}", self.me, peer.id);
         let writer_task = tokio::spawn(write_loop(
             link.clone(),
             writer,
             self.cfg.heartbeat,
             self.metrics.clone(),
         ));
-        let why = self.read_loop(&link, &mut reader).await;
+        let end = self.read_loop(&link, &mut reader).await;
+        let why = match end {
+            ReadEnd::Io(why) => why,
+            ReadEnd::Invalid(why) => {
+                // A peer that breaks the protocol loses what it declared.
+                self.bp().invalid();
+                self.bp()
+                    .add_peer_rooms(-(lock(&link.remote).clear() as i64));
+                tracing::warn!(
+                    "mesh: node {} closed its link to node {}: {why}",
+                    self.me,
+                    peer.id
+                );
+                why
+            }
+        };
         tracing::info!(
-            "mesh: link from node {} to node {peer} closed: {why}",
-            self.me
+            "mesh: link from node {} to node {} closed: {why}",
+            self.me,
+            peer.id
         );
         link.kill();
         let _ = writer_task.await;
@@ -384,16 +623,176 @@ impl Mesh {
         true
     }
 
-    async fn refuse(
+    /// The hello and authentication, both ways. `None` when the link ended (already logged,
+    /// counted and refused when the peer is at fault).
+    async fn handshake(
         &self,
-        writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
-        why: String,
-    ) -> bool {
-        tracing::error!("mesh: node {} refused a link: {why}", self.me);
+        reader: &mut LinkReader,
+        writer: &mut LinkWriter,
+        addr: Option<SocketAddr>,
+    ) -> Option<Peer> {
+        let secret = self.cfg.secret.as_ref().map(ClusterSecret::as_bytes);
+        let key = secret.unwrap_or_default();
+        let mine = Party {
+            node_id: self.me,
+            incarnation: self.incarnation,
+            nonce: auth::nonce(),
+        };
+        let hello = Frame::Hello {
+            version: CLUSTER_PROTOCOL_VERSION,
+            node_id: self.me,
+        };
+        let challenge = Frame::Challenge {
+            incarnation: mine.incarnation,
+            nonce: mine.nonce,
+            flags: if secret.is_some() { FLAG_SECRET } else { 0 },
+        };
+        writer.send(&wire::encode(&hello)).await.ok()?;
+        writer.send(&wire::encode(&challenge)).await.ok()?;
+        writer.flush().await.ok()?;
+        let peer_id = match self.handshake_frame(reader, writer, addr, "hello").await? {
+            Frame::Hello { version, node_id } => {
+                if version != CLUSTER_PROTOCOL_VERSION {
+                    let why = format!(
+                        "cluster protocol version {version} from node {node_id}, this node \
+                         (id {}) speaks {CLUSTER_PROTOCOL_VERSION}: run the same chatbench on every node",
+                        self.me
+                    );
+                    self.refuse(writer, why).await;
+                    return None;
+                }
+                if node_id == self.me {
+                    let why = format!(
+                        "peer has this node's own id {node_id}: give every node a distinct --node-id"
+                    );
+                    self.refuse(writer, why).await;
+                    return None;
+                }
+                node_id
+            }
+            other => return self.unexpected(writer, "hello", &other).await,
+        };
+        let theirs = match self
+            .handshake_frame(reader, writer, addr, "challenge")
+            .await?
+        {
+            Frame::Challenge {
+                incarnation,
+                nonce,
+                flags,
+            } => {
+                let has = flags & FLAG_SECRET != 0;
+                if has != secret.is_some() {
+                    let (with, without) = if has {
+                        (
+                            format!("node {peer_id}"),
+                            format!("this node ({})", self.me),
+                        )
+                    } else {
+                        (
+                            format!("this node ({})", self.me),
+                            format!("node {peer_id}"),
+                        )
+                    };
+                    let why = format!(
+                        "{with} uses a cluster secret and {without} has none: give every node the \
+                         same secret (--cluster-secret-file or {})",
+                        ClusterSecret::ENV
+                    );
+                    self.refuse(writer, why).await;
+                    return None;
+                }
+                Party {
+                    node_id: peer_id,
+                    incarnation,
+                    nonce,
+                }
+            }
+            other => return self.unexpected(writer, "challenge", &other).await,
+        };
+        let proof = auth::proof(key, &mine, &theirs);
+        writer.send(&wire::encode(&Frame::Auth(proof))).await.ok()?;
+        writer.flush().await.ok()?;
+        match self.handshake_frame(reader, writer, addr, "auth").await? {
+            Frame::Auth(p) if auth::check_proof(key, &theirs, &mine, &p) => {}
+            Frame::Auth(_) => {
+                let why = format!(
+                    "authentication failed: node {peer_id}'s proof does not match this node's \
+                     cluster secret (every node needs the same secret)"
+                );
+                self.refuse(writer, why).await;
+                return None;
+            }
+            other => return self.unexpected(writer, "auth", &other).await,
+        }
+        if let Some(secret) = secret {
+            writer.tags = Some(FrameTags::new(secret, &mine, &theirs));
+            reader.tags = Some(FrameTags::new(secret, &theirs, &mine));
+        }
+        Some(Peer {
+            id: peer_id,
+            incarnation: theirs.incarnation,
+        })
+    }
+
+    /// Reads one handshake frame; a refusal from the peer or a broken frame ends the link.
+    async fn handshake_frame(
+        &self,
+        reader: &mut LinkReader,
+        writer: &mut LinkWriter,
+        addr: Option<SocketAddr>,
+        expected: &str,
+    ) -> Option<Frame> {
+        match reader.next().await {
+            Ok(Frame::Refuse(why)) if why.starts_with(DUPLICATE) => {
+                tracing::debug!("mesh: peer {addr:?} kept its other link: {why}");
+                None
+            }
+            Ok(Frame::Refuse(why)) => {
+                tracing::error!("mesh: peer {addr:?} refused the link: {why}");
+                self.bp().refused();
+                None
+            }
+            Ok(f) => Some(f),
+            Err(ReadEnd::Invalid(e)) => {
+                let why = format!("expected a {expected}: {e}");
+                self.refuse(writer, why).await;
+                None
+            }
+            Err(ReadEnd::Io(e)) => {
+                tracing::debug!("mesh: link {addr:?} ended in its handshake: {e}");
+                None
+            }
+        }
+    }
+
+    async fn unexpected(
+        &self,
+        writer: &mut LinkWriter,
+        expected: &str,
+        got: &Frame,
+    ) -> Option<Peer> {
+        let why = format!("expected a {expected}, got {}", frame_name(got));
+        self.refuse(writer, why).await;
+        None
+    }
+
+    /// Logs a refusal, at most one line per second (see [`LogLimit`]).
+    fn log_refusal(&self, what: std::fmt::Arguments<'_>) {
+        if let Some(held) = self.refusals_logged.allow() {
+            let more = if held > 0 {
+                format!(" ({held} more refusals since the last line: see chatbench_backplane_refused_total)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("mesh: node {}: {what}{more}", self.me);
+        }
+    }
+
+    async fn refuse(&self, writer: &mut LinkWriter, why: String) -> bool {
+        self.log_refusal(format_args!("refused a link: {why}"));
         self.bp().refused();
-        let _ = writer.write_all(&wire::encode(&Frame::Refuse(why))).await;
-        let _ = writer.flush().await;
-        let _ = writer.shutdown().await;
+        writer.last(&Frame::Refuse(why)).await;
         false
     }
 
@@ -416,6 +815,15 @@ impl Mesh {
         let mut replaced = false;
         if let Some(existing) = st.links.get(&link.peer) {
             if existing.up.load(Ordering::SeqCst) {
+                if existing.incarnation != link.incarnation {
+                    // Another process claims a live node's id: the live link stays. (A node
+                    // that restarted is let in once its old link is down: at once when the
+                    // old process died, since its sockets close, else after `dead_after`.)
+                    return Err(format!(
+                        "node id {} is already linked to a live process: another process claims it; give every node a distinct --node-id",
+                        link.peer
+                    ));
+                }
                 if existing.dialed_by == preferred && link.dialed_by != preferred {
                     return Err(format!(
                         "{DUPLICATE} to node {}: keeping the one dialled by node {preferred}",
@@ -439,8 +847,16 @@ impl Mesh {
             link.kill();
         }
         link.up.store(true, Ordering::SeqCst);
-        st.links.insert(link.peer, link.clone());
-        if !st.seen.insert(link.peer) && !replaced {
+        if let Some(old) = st.links.insert(link.peer, link.clone()) {
+            // Its interest is superseded by the full set the new link brings.
+            self.bp()
+                .add_peer_rooms(-(lock(&old.remote).retire() as i64));
+        }
+        let known = st.seen.contains(&link.peer);
+        if !known && st.seen.len() < 4 * MAX_PEERS {
+            st.seen.insert(link.peer);
+        }
+        if known && !replaced {
             self.bp().reconnected();
         }
         self.bp().peer_up();
@@ -452,10 +868,20 @@ impl Mesh {
 
     /// The link ended: mark it down (its peer's interest is kept, so what the peer misses is
     /// counted) and count what was still queued as lost.
+    /// A peer that declared nothing when its link ended (it left, or broke the protocol) is
+    /// forgotten: its table entry is freed.
     fn unregister(&self, link: &Arc<Link>) {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
         if link.up.swap(false, Ordering::SeqCst) {
             self.bp().peer_down();
+        }
+        let current = st
+            .links
+            .get(&link.peer)
+            .is_some_and(|l| Arc::ptr_eq(l, link));
+        if current && lock(&link.remote).rooms.is_empty() {
+            st.links.remove(&link.peer);
+            lock(&link.remote).retire();
         }
         self.rebuild_snapshot(&st);
         drop(st);
@@ -471,55 +897,55 @@ impl Mesh {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(links);
     }
 
-    async fn read_loop(
-        &self,
-        link: &Arc<Link>,
-        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    ) -> String {
+    async fn read_loop(&self, link: &Arc<Link>, reader: &mut LinkReader) -> ReadEnd {
         loop {
             let frame = tokio::select! {
-                r = tokio::time::timeout(self.cfg.dead_after, read_frame(reader, self.max_frame)) => r,
+                r = tokio::time::timeout(self.cfg.dead_after, reader.next()) => r,
                 _ = wait_until(&link.close, || link.closed.load(Ordering::SeqCst)) => {
-                    return "closed by this node".into();
+                    return ReadEnd::Io("closed by this node".into());
                 }
             };
             let frame = match frame {
                 Err(_) => {
-                    return format!(
+                    return ReadEnd::Io(format!(
                         "no frame for {:?} (heartbeat lost): peer declared dead",
                         self.cfg.dead_after
-                    )
+                    ))
                 }
                 Ok(Err(e)) => return e,
                 Ok(Ok(f)) => f,
             };
             match frame {
-                Frame::Msg { room, frame } => match Utf8Bytes::try_from(frame) {
-                    Ok(text) => {
-                        self.bp().received();
-                        if let Some(local) = self.local.get() {
-                            local.deliver(&room, &text);
-                        }
+                Frame::Msg { room, frame } => {
+                    self.bp().received();
+                    if let Some(local) = self.local.get() {
+                        local.deliver(&room, &frame);
                     }
-                    Err(_) => return "protocol violation: msg frame is not UTF-8".into(),
-                },
+                }
                 Frame::Add(room) => {
-                    let mut remote = lock(&link.remote);
-                    if remote.len() >= self.cfg.max_remote_rooms && !remote.contains(&room) {
-                        return format!(
-                            "protocol violation: peer declared more than {} rooms",
-                            self.cfg.max_remote_rooms
-                        );
+                    let added = lock(&link.remote).add(
+                        room,
+                        self.cfg.max_remote_rooms,
+                        self.cfg.max_remote_room_bytes,
+                    );
+                    match added {
+                        Ok(true) => self.bp().add_peer_rooms(1),
+                        Ok(false) => {}
+                        Err(why) => return ReadEnd::Invalid(format!("protocol violation: {why}")),
                     }
-                    remote.insert(room);
                 }
                 Frame::Remove(room) => {
-                    lock(&link.remote).remove(&room);
+                    if lock(&link.remote).remove(&room) {
+                        self.bp().add_peer_rooms(-1);
+                    }
                 }
-                Frame::Reset => lock(&link.remote).clear(),
+                Frame::Reset => {
+                    let n = lock(&link.remote).clear();
+                    self.bp().add_peer_rooms(-(n as i64));
+                }
                 Frame::Sync(t) => {
                     if !link.queue.push(wire::encode(&Frame::SyncAck(t)), false) {
-                        return "send queue overflow (control frames)".into();
+                        return ReadEnd::Io("send queue overflow (control frames)".into());
                     }
                 }
                 Frame::SyncAck(t) => {
@@ -531,9 +957,14 @@ impl Mesh {
                     if why.starts_with(DUPLICATE) {
                         link.superseded.store(true, Ordering::SeqCst);
                     }
-                    return format!("peer closed the link: {why}");
+                    return ReadEnd::Io(format!("peer closed the link: {why}"));
                 }
-                Frame::Hello { .. } => return "protocol violation: second hello".into(),
+                f @ (Frame::Hello { .. } | Frame::Challenge { .. } | Frame::Auth(_)) => {
+                    return ReadEnd::Invalid(format!(
+                        "protocol violation: {} after the handshake",
+                        frame_name(&f)
+                    ))
+                }
             }
         }
     }
@@ -634,7 +1065,7 @@ impl Hook for Mesh {
         let mut encoded: Option<Bytes> = None;
         let (mut forwarded, mut dropped, mut lost) = (0, 0, 0);
         for link in snapshot.iter() {
-            if !lock(&link.remote).contains(room) {
+            if !lock(&link.remote).rooms.contains(room) {
                 continue;
             }
             if !link.up.load(Ordering::SeqCst) {
@@ -663,25 +1094,28 @@ impl Hook for Mesh {
     }
 }
 
-/// Reads one frame (length prefix checked against `max` before allocating).
-async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> Result<Frame, String> {
-    let mut prefix = [0u8; 4];
-    r.read_exact(&mut prefix)
-        .await
-        .map_err(|e| format!("read failed: {e}"))?;
-    let len = wire::frame_len(prefix, max).map_err(|e| format!("protocol violation: {e}"))?;
-    let mut body = BytesMut::zeroed(len);
-    r.read_exact(&mut body)
-        .await
-        .map_err(|e| format!("read failed: {e}"))?;
-    wire::decode(body.freeze()).map_err(|e| format!("protocol violation: {e}"))
+/// A frame's name for messages (never its payload: it may come from a stranger).
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "hello",
+        Frame::Challenge { .. } => "challenge",
+        Frame::Auth(_) => "auth",
+        Frame::Refuse(_) => "refuse",
+        Frame::Reset => "reset",
+        Frame::Add(_) => "add",
+        Frame::Remove(_) => "remove",
+        Frame::Sync(_) => "sync",
+        Frame::SyncAck(_) => "sync-ack",
+        Frame::Ping => "ping",
+        Frame::Msg { .. } => "msg",
+    }
 }
 
 /// Writes everything queued on `link` (one flush per batch) and a `Ping` every `heartbeat`,
 /// until the link is closed or a write fails.
 async fn write_loop(
     link: Arc<Link>,
-    mut w: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    mut w: LinkWriter,
     heartbeat: Duration,
     metrics: Arc<Metrics>,
 ) {
@@ -701,7 +1135,7 @@ async fn write_loop(
         let batch = link.queue.take();
         let mut unsent = None;
         for (i, (frame, _)) in batch.iter().enumerate() {
-            if w.write_all(frame).await.is_err() {
+            if w.send(frame).await.is_err() {
                 unsent = Some(i);
                 break;
             }
@@ -724,7 +1158,7 @@ async fn write_loop(
     }
     if link.draining.load(Ordering::SeqCst) {
         for (frame, _) in link.queue.take() {
-            if w.write_all(&frame).await.is_err() {
+            if w.send(&frame).await.is_err() {
                 break;
             }
         }
@@ -733,15 +1167,24 @@ async fn write_loop(
     if link.superseded.load(Ordering::SeqCst) {
         // Tell the peer this link was replaced, not lost.
         let why = format!("{DUPLICATE}: replaced by the link dialled by the lower node id");
-        let _ = w.write_all(&wire::encode(&Frame::Refuse(why))).await;
-        let _ = w.flush().await;
+        w.last(&Frame::Refuse(why)).await;
+    } else {
+        let _ = w.w.shutdown().await;
     }
-    let _ = w.shutdown().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_lines_are_limited_to_one_per_second() {
+        let l = LogLimit::default();
+        assert_eq!(l.allow(), Some(0));
+        let held = (0..100).filter(|_| l.allow().is_none()).count();
+        // All within the same second, except when the clock ticked over meanwhile.
+        assert!(held >= 99, "{held}");
+    }
 
     #[test]
     fn send_queue_refuses_messages_past_either_bound_but_keeps_room_for_control() {

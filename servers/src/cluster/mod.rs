@@ -2,7 +2,8 @@
 //! and reaches the members of its rooms on other nodes over a backplane.
 //!
 //! - [`mesh`]: one TCP link per pair of nodes, interest exchange, heartbeats (peer-to-peer,
-//!   like Erlang `:pg`); its frames are in [`wire`].
+//!   like Erlang `:pg`); its frames are in [`wire`], its authentication (HMAC challenge–response
+//!   with the cluster's shared secret, per-frame tags) in [`auth`].
 //! - [`redis`](self::redis): Redis pub/sub, one channel per room (a broker, like the Socket.IO
 //!   Redis adapter).
 //!
@@ -13,6 +14,7 @@
 //! and never forwarded again (full mesh / one broker: no relays). So a `msg` reaches each member
 //! on each node once, and crosses to each other node at most once.
 
+pub mod auth;
 pub mod mesh;
 pub mod redis;
 pub mod wire;

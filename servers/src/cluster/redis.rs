@@ -21,6 +21,11 @@
 //!   re-subscribes every room before it reports itself up again. The publisher pings Redis
 //!   every `heartbeat` when idle, so an outage is seen without waiting for traffic.
 //!
+//! - **Access.** `--redis-url redis://[USER]:PASSWORD@HOST:PORT` authenticates with Redis's
+//!   `requirepass` password or an ACL user (Redis 6+); the password never appears in errors
+//!   ([`redact`]). A message on a room's channel that is not a client `msg` frame for that room
+//!   is dropped and counted (`invalid`).
+//!
 //! Limit: a message published while a *receiving* node is still re-subscribing after an outage
 //! reaches nobody there and is not counted (Redis pub/sub does not say who missed it).
 //!
@@ -33,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use chatbench_protocol::{parse_client, ClientFrame};
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::AsyncConnectionConfig;
@@ -88,14 +94,38 @@ pub fn ping(url: &str, timeout: Duration) -> Result<(), ServerError> {
 fn open(url: &str) -> Result<redis::Client, ServerError> {
     redis::Client::open(url).map_err(|e| {
         ServerError::Backplane(format!(
-            "invalid --redis-url {url:?}: {e} (expected redis://HOST:PORT)"
+            "invalid --redis-url {:?}: {e} (expected redis://[[USER]:PASSWORD@]HOST:PORT)",
+            redact(url)
         ))
     })
 }
 
+/// `url` with its password replaced by `***`: errors and logs never show it.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 fn unreachable_error(url: &str, e: &redis::RedisError) -> ServerError {
+    let hint = if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.to_string().contains("NOAUTH")
+        || e.to_string().contains("WRONGPASS")
+    {
+        "check the password or ACL user in the URL: redis://USER:PASSWORD@HOST:PORT"
+    } else {
+        "is redis-server running there?"
+    };
     ServerError::Backplane(format!(
-        "cannot reach Redis at {url}: {e} (is redis-server running there?)"
+        "cannot reach Redis at {}: {e} ({hint})",
+        redact(url)
     ))
 }
 
@@ -148,7 +178,9 @@ impl RedisBackplane {
             .map_err(|e| unreachable_error(url, &e))?;
         let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
             .await
-            .map_err(|_| ServerError::Backplane(format!("cannot reach Redis at {url}: timed out")))?
+            .map_err(|_| {
+                ServerError::Backplane(format!("cannot reach Redis at {}: timed out", redact(url)))
+            })?
             .map_err(|e| unreachable_error(url, &e))?;
         let me = Arc::new_cyclic(|this| RedisBackplane {
             this: this.clone(),
@@ -300,15 +332,25 @@ impl RedisBackplane {
                 );
             }
         }
-        // One copy out of the Redis reply, then shared by every local member.
-        match Utf8Bytes::try_from(Bytes::copy_from_slice(frame)) {
-            Ok(text) => {
+        // One copy out of the Redis reply, then shared by every local member. Only a client
+        // `msg` frame for this room is delivered: anything else on the channel is counted.
+        let text = Utf8Bytes::try_from(Bytes::copy_from_slice(frame)).ok();
+        let valid = text.as_ref().is_some_and(
+            |t| matches!(parse_client(t), Ok(ClientFrame::Msg(m)) if *m.room == *room),
+        );
+        match text {
+            Some(text) if valid => {
                 self.bp().received();
                 if let Some(local) = self.local.get() {
                     local.deliver(room, &text);
                 }
             }
-            Err(_) => tracing::warn!("redis backplane: non-UTF-8 message on {room}"),
+            _ => {
+                self.bp().invalid();
+                tracing::warn!(
+                    "redis backplane: a message on {room} is not a client msg for it: dropped"
+                );
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! are never registered or read. Frames are handed to `Server::on_message` as the frame decoder
 //! hands them over (borrowed from the read buffer: no copy); the end-of-turn flush is replaced
 //! by draining each dirty connection's queue as a complete `writev` would (pop every frame,
-//! then free the empty queue).
+//! free the empty queue, release the frames' bytes).
 
 use super::*;
 use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
@@ -27,21 +27,8 @@ impl Bench {
         let mut clients = Vec::with_capacity(members);
         for (stream, client) in loopback_pairs(members)? {
             stream.set_nonblocking(true)?;
-            server.next_serial = server.next_serial.wrapping_add(1);
-            let t = server.conns.insert(Conn {
-                stream: TcpStream::from_std(stream),
-                serial: server.next_serial,
-                phase: Phase::Open,
-                dirty: false,
-                paused: false,
-                write_shut: false,
-                out_off: 0,
-                inbuf: Vec::new(),
-                frag: None,
-                out: VecDeque::new(),
-                joined: Vec::new(),
-            });
-            server.metrics.ws_opened();
+            let (t, _) = server.insert_conn(TcpStream::from_std(stream));
+            server.upgraded(t);
             server.on_message(t, Message::Text(Cow::Owned(join_text())));
             tokens.push(t);
             clients.push(client);
@@ -66,10 +53,14 @@ fn drain(server: &mut Server) -> u64 {
     for t in std::mem::take(&mut server.dirty) {
         if let Some(conn) = server.conns.get_mut(t) {
             conn.dirty = false;
-            while conn.out.pop_front().is_some() {
+            let mut bytes = 0;
+            while let Some(f) = conn.out.pop_front() {
+                bytes += f.len();
                 frames += 1;
             }
             conn.out = VecDeque::new();
+            conn.backlog.written(bytes);
+            server.metrics.outbound_released(bytes);
         }
     }
     frames

@@ -17,6 +17,8 @@
 //!   together; what does not fit waits for writable readiness. A full queue applies the
 //!   slow-consumer policy at fan-out; a connection whose own queue is full stops having its
 //!   input processed (TCP backpressure) until the queue drains.
+//! - **Chat rules** are [`crate::chat`]'s: this module carries out the actions it returns, and
+//!   asks it about every recipient of a fan-out.
 //! - **Rooms** are plain maps: name → room id → `Vec` of member tokens, with each member's index
 //!   kept on the connection so joining and leaving are O(1).
 //! - **Timers**: the handshake and close timeouts are constant, so deadlines arrive in the
@@ -40,14 +42,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatbench_protocol::ErrorCode;
-use chatbench_protocol::{close_code, encode_error, encode_joined, parse_client, ClientFrame};
+use chatbench_protocol::close_code;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use self::frame::{Fragments, FrameError, Message, Step};
-use crate::config::{Arch, ServerConfig, SlowConsumerPolicy};
+use crate::chat::{self, Action, Backlog, FanOut, Limits, Membership, Offer, Refusal};
+use crate::config::{Arch, ServerConfig};
 use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath, Metrics};
 use crate::shutdown::Shutdown;
@@ -140,8 +142,48 @@ struct Conn {
     frag: Fragments,
     /// Encoded frames to write, shared with other recipients.
     out: VecDeque<Rc<[u8]>>,
+    /// The bytes of `out` (whole frames until written) and the slow-consumer rule's state.
+    backlog: Backlog,
     /// Rooms joined: (room id, index in that room's member list).
     joined: Vec<(u32, u32)>,
+}
+
+impl Conn {
+    /// A new connection in the handshake (the gate's workloads open theirs here too).
+    fn new(stream: TcpStream, serial: u32) -> Conn {
+        Conn {
+            stream,
+            serial,
+            phase: Phase::Handshake,
+            dirty: false,
+            paused: false,
+            write_shut: false,
+            out_off: 0,
+            inbuf: Vec::new(),
+            frag: None,
+            out: VecDeque::new(),
+            backlog: Backlog::default(),
+            joined: Vec::new(),
+        }
+    }
+}
+
+/// A connection's rooms as [`crate::chat`] sees them: its room ids, named through the
+/// server's name → id map.
+struct Joined<'s> {
+    room_ids: &'s HashMap<Box<str>, u32>,
+    joined: &'s [(u32, u32)],
+}
+
+impl Membership for Joined<'_> {
+    fn position(&self, room: &str) -> Option<usize> {
+        let rid = *self.room_ids.get(room)?;
+        self.joined.iter().position(|j| j.0 == rid)
+    }
+
+    fn count(&self) -> usize {
+        self.joined.len()
+    }
 }
 
 struct Room {
@@ -317,8 +359,7 @@ impl Server {
     fn add_conn(&mut self, mut stream: TcpStream) {
         self.metrics.tcp_accepted();
         let _ = stream.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let t = entry.key();
+        let t = self.conns.vacant_key();
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             Token(t),
@@ -327,23 +368,25 @@ impl Server {
             tracing::warn!("could not register a connection: {e}");
             return;
         }
-        self.next_serial = self.next_serial.wrapping_add(1);
-        let serial = self.next_serial;
-        entry.insert(Conn {
-            stream,
-            serial,
-            phase: Phase::Handshake,
-            dirty: false,
-            paused: false,
-            write_shut: false,
-            out_off: 0,
-            inbuf: Vec::new(),
-            frag: None,
-            out: VecDeque::new(),
-            joined: Vec::new(),
-        });
+        let (t, serial) = self.insert_conn(stream);
         let deadline = Instant::now() + self.config.handshake_timeout;
         self.handshakes.push_back((t, serial, deadline));
+    }
+
+    /// Adds a connection in the handshake (the slab key is the token it was registered with:
+    /// `vacant_key`). Returns its token and serial.
+    fn insert_conn(&mut self, stream: TcpStream) -> (usize, u32) {
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let serial = self.next_serial;
+        (self.conns.insert(Conn::new(stream, serial)), serial)
+    }
+
+    /// The upgrade was answered: the connection is an open WebSocket.
+    fn upgraded(&mut self, t: usize) {
+        if let Some(conn) = self.conns.get_mut(t) {
+            conn.phase = Phase::Open;
+            self.metrics.ws_opened();
+        }
     }
 
     /// Reads what is available on a handshaking connection and answers a complete head.
@@ -388,8 +431,7 @@ impl Server {
                     self.metrics.http_request(route.path());
                     let mut head = std::mem::take(&mut conn.inbuf);
                     if let Route::Upgrade { accept_key } = &route {
-                        conn.phase = Phase::Open;
-                        self.metrics.ws_opened();
+                        self.upgraded(t);
                         let response: Rc<[u8]> = http::switching_protocols(accept_key).into();
                         self.enqueue(t, response);
                         head.drain(..head_len);
@@ -573,7 +615,7 @@ impl Server {
             return;
         };
         if conn.phase == Phase::Open {
-            self.close_fatal(t, e.code(), &e.to_string(), false);
+            self.close_fatal(t, Refusal::new(e.code(), e.to_string()), false);
         } else if let Some(conn) = self.conns.get_mut(t) {
             // Garbage while we wait for the client's close: discard input from now on.
             if let Phase::Closing { reason, .. } = conn.phase {
@@ -604,8 +646,7 @@ impl Server {
             }
             Message::Binary => {
                 self.metrics.frame_in();
-                let why = "binary messages are not part of protocol v1";
-                self.close_fatal(t, ErrorCode::BinaryFrame, why, true);
+                self.close_fatal(t, Refusal::binary_frame(), true);
             }
             Message::Ping(payload) => {
                 let frame = self.frame(frame::OP_PONG, payload);
@@ -643,69 +684,49 @@ impl Server {
     // The chat protocol.
 
     fn on_text(&mut self, t: usize, text: &str) {
-        let frame = match parse_client(text) {
-            Ok(frame) => frame,
-            Err(e) => return self.reply_error(t, e.code(), &e.to_string()),
+        let Some(conn) = self.conns.get(t) else {
+            return;
         };
-        match frame {
-            ClientFrame::Join { room } => self.join(t, &room),
-            ClientFrame::Leave { room } => {
-                let Some(i) = self.joined_index(t, &room) else {
-                    let why = format!("not in room {room:?}");
-                    return self.reply_error(t, ErrorCode::NotJoined, &why);
-                };
-                self.leave(t, i);
+        let rooms = Joined {
+            room_ids: &self.room_ids,
+            joined: &conn.joined,
+        };
+        match chat::on_text(text, &rooms, Limits::from(&self.config)) {
+            Action::Join { room, new } => {
+                if new {
+                    self.join(t, &room);
+                }
+                let ack = self.frame(frame::OP_TEXT, chat::joined_frame(&room).as_bytes());
+                self.enqueue(t, ack);
             }
-            ClientFrame::Msg(msg) => {
-                let Some(i) = self.joined_index(t, &msg.room) else {
-                    let why = format!("not in room {:?}", msg.room);
-                    return self.reply_error(t, ErrorCode::NotJoined, &why);
-                };
-                let rid = self.conns[t].joined[i].0;
+            Action::Leave { index, .. } => self.leave(t, index),
+            Action::Publish { index, .. } => {
+                let rid = self.conns[t].joined[index].0;
                 self.fan_out(t, rid, text);
             }
-            ClientFrame::Panic if self.config.fault_injection => {
-                panic!("fault injection: connection {t} received {{\"t\":\"panic\"}}")
-            }
-            ClientFrame::Panic => {
-                let why = "unknown frame type \"panic\" (fault injection is off)";
-                self.reply_error(t, ErrorCode::UnknownType, why);
-            }
+            Action::Refuse(refusal) => self.reply_error(t, refusal),
+            Action::Panic => chat::injected_panic(t),
         }
     }
 
-    /// Index in `conns[t].joined` of `room`, if joined.
-    fn joined_index(&self, t: usize, room: &str) -> Option<usize> {
-        let rid = *self.room_ids.get(room)?;
-        self.conns.get(t)?.joined.iter().position(|j| j.0 == rid)
-    }
-
+    /// Adds connection `t` to `room`, creating the room.
     fn join(&mut self, t: usize, room: &str) {
-        if self.joined_index(t, room).is_none() {
-            let max = self.config.max_rooms_per_conn;
-            if self.conns[t].joined.len() >= max {
-                let why = format!("already in {max} rooms (the limit)");
-                return self.reply_error(t, ErrorCode::TooManyRooms, &why);
+        let rid = match self.room_ids.get(room) {
+            Some(&rid) => rid,
+            None => {
+                let rid = self.rooms.insert(Room {
+                    name: room.into(),
+                    members: Vec::new(),
+                }) as u32;
+                self.room_ids.insert(room.into(), rid);
+                self.metrics.room_created();
+                rid
             }
-            let rid = match self.room_ids.get(room) {
-                Some(&rid) => rid,
-                None => {
-                    let rid = self.rooms.insert(Room {
-                        name: room.into(),
-                        members: Vec::new(),
-                    }) as u32;
-                    self.room_ids.insert(room.into(), rid);
-                    self.metrics.room_created();
-                    rid
-                }
-            };
-            let members = &mut self.rooms[rid as usize].members;
-            let pos = members.len() as u32;
-            members.push(t as u32);
-            self.conns[t].joined.push((rid, pos));
-        }
-        let ack = self.frame(frame::OP_TEXT, encode_joined(room).as_bytes());
-        self.enqueue(t, ack);
+        };
+        let members = &mut self.rooms[rid as usize].members;
+        let pos = members.len() as u32;
+        members.push(t as u32);
+        self.conns[t].joined.push((rid, pos));
     }
 
     /// Leaves the room at `joined[i]`: O(1), by moving the room's last member into the gap.
@@ -758,9 +779,7 @@ impl Server {
         let Some(room) = self.rooms.get(rid as usize) else {
             return;
         };
-        let limit = self.config.outbound_queue;
-        let policy = self.config.slow_consumer;
-        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let mut fan = FanOut::new(&self.config, shared.len());
         for &m in &room.members {
             let m = m as usize;
             if m == t {
@@ -769,55 +788,49 @@ impl Server {
             let Some(peer) = self.conns.get_mut(m) else {
                 continue;
             };
-            if peer.out.len() >= limit {
-                match policy {
-                    SlowConsumerPolicy::Drop => dropped += 1,
-                    SlowConsumerPolicy::Disconnect => self.kicks.push(m),
+            match fan.offer(peer.out.len(), &mut peer.backlog) {
+                Offer::Queue => {}
+                Offer::Drop => continue,
+                Offer::Kick => {
+                    self.kicks.push(m);
+                    continue;
                 }
-                continue;
             }
             peer.out.push_back(shared.clone());
-            delivered += 1;
             if !peer.dirty {
                 peer.dirty = true;
                 self.dirty.push(m);
             }
         }
-        self.metrics.deliveries(delivered);
-        crate::work::inject(self.config.inject_work, delivered);
-        if dropped > 0 {
-            self.metrics.dropped_queue_full(dropped);
-        }
+        fan.finish(&self.metrics);
         for m in std::mem::take(&mut self.kicks) {
             if self.conns.get(m).is_some_and(|c| c.phase == Phase::Open) {
-                let why = "outbound queue full: the client reads too slowly";
-                self.close_fatal(m, ErrorCode::SlowConsumer, why, true);
+                self.close_fatal(m, Refusal::slow_consumer(), true);
             }
         }
     }
 
-    fn reply_error(&mut self, t: usize, code: ErrorCode, reason: &str) {
-        if code.is_fatal() {
-            return self.close_fatal(t, code, reason, true);
+    fn reply_error(&mut self, t: usize, refusal: Refusal) {
+        if refusal.is_fatal() {
+            return self.close_fatal(t, refusal, true);
         }
-        self.metrics.error_sent(code);
-        let frame = self.frame(frame::OP_TEXT, encode_error(code, reason).as_bytes());
+        self.metrics.error_sent(refusal.code);
+        let frame = self.frame(frame::OP_TEXT, refusal.frame().as_bytes());
         self.enqueue(t, frame);
     }
 
     /// Queues the `error` frame and a close frame with the code's close code, leaves every
     /// room, and waits (at most `close_timeout`) for the client's close.
-    fn close_fatal(&mut self, t: usize, code: ErrorCode, reason: &str, framing_ok: bool) {
+    fn close_fatal(&mut self, t: usize, refusal: Refusal, framing_ok: bool) {
         if !self.conns.get(t).is_some_and(|c| c.phase == Phase::Open) {
             return;
         }
         self.leave_all(t);
-        self.metrics.error_sent(code);
-        let error = self.frame(frame::OP_TEXT, encode_error(code, reason).as_bytes());
+        self.metrics.error_sent(refusal.code);
+        let error = self.frame(frame::OP_TEXT, refusal.frame().as_bytes());
         self.enqueue(t, error);
-        let cc = code.close_code().unwrap_or(close_code::POLICY_VIOLATION);
-        let reason = DisconnectReason::for_error(code).unwrap_or(DisconnectReason::ProtocolError);
-        self.start_close(t, cc, code.as_str(), reason, framing_ok);
+        let (cc, why) = (refusal.close_code(), refusal.close_reason());
+        self.start_close(t, cc, why, refusal.disconnect_reason(), framing_ok);
     }
 
     /// Queues our close frame and enters [`Phase::Closing`].
@@ -867,6 +880,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(t) else {
             return;
         };
+        conn.backlog.queued(frame.len());
+        self.metrics.outbound_queued(frame.len());
         conn.out.push_back(frame);
         if !conn.dirty {
             conn.dirty = true;
@@ -892,6 +907,7 @@ impl Server {
             return;
         };
         let mut text_frames = 0u64;
+        let mut released = 0usize;
         let mut failed = false;
         while !conn.out.is_empty() {
             let mut iov = [IoSlice::new(&[]); IOV_MAX];
@@ -917,6 +933,7 @@ impl Server {
                             if front.first() == Some(&(0x80 | frame::OP_TEXT)) {
                                 text_frames += 1;
                             }
+                            released += front.len();
                             conn.out.pop_front();
                             conn.out_off = 0;
                         } else {
@@ -937,6 +954,8 @@ impl Server {
         if text_frames > 0 {
             self.metrics.frames_out(text_frames);
         }
+        conn.backlog.written(released);
+        self.metrics.outbound_released(released);
         if failed {
             return self.finish(t, Some(DisconnectReason::IoError));
         }
@@ -972,9 +991,10 @@ impl Server {
     /// client-initiated close as `client_close`, and plain HTTP not at all.
     fn finish(&mut self, t: usize, reason: Option<DisconnectReason>) {
         self.leave_all(t);
-        let Some(conn) = self.conns.try_remove(t) else {
+        let Some(mut conn) = self.conns.try_remove(t) else {
             return;
         };
+        self.metrics.outbound_released(conn.backlog.release());
         let counted = match conn.phase {
             Phase::Handshake | Phase::Http => None,
             Phase::Open => Some(reason.unwrap_or(DisconnectReason::IoError)),

@@ -1,7 +1,7 @@
 //! The `task-per-conn` fan-out workload (see [`crate::bench`]): real [`Conn`]s sharing one
 //! [`Shared`], driven through `Conn::on_message` on a current-thread runtime without a time
 //! driver (no clock reads). Each received frame becomes a `Utf8Bytes` (one copy, as tungstenite
-//! hands a message over); recipients' [`Outbox`]es are drained with `Outbox::take`, as each
+//! hands a message over); recipients' [`Outbox`]es are drained with `Outbox::take` (and their bytes released once "written"), as each
 //! connection task does before writing.
 
 use super::*;
@@ -19,19 +19,12 @@ pub struct Bench {
     _client: std::net::TcpStream,
 }
 
-/// The server state both workloads run on: as the server builds it, but with the rooms' map on
-/// fixed hash keys (repeatable counts).
+/// The server state both workloads run on: the server's own constructor, with the rooms' map
+/// on fixed hash keys (repeatable counts) and no cluster hook.
 fn bench_shared(config: ServerConfig) -> Arc<Shared> {
     let metrics = Arc::new(Metrics::new(Arch::TaskPerConn.as_str()));
-    Arc::new(Shared {
-        ws_config: ws_config(&config),
-        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-        metrics,
-        peers: Peers::new(),
-        next_id: AtomicU64::new(1),
-        shutdown: Shutdown::new(),
-        hook: None,
-        config,
+    Shared::new(config, metrics, RoomHasher::Fixed, Shutdown::new(), |_| {
+        None
     })
 }
 
@@ -52,21 +45,7 @@ impl Bench {
             Ok::<_, io::Error>((ws, Vec::with_capacity(members)))
         })?;
         for _ in 0..members {
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let peer = Arc::new(Peer {
-                outbox: Outbox::new(shared.config.outbound_queue),
-                kicked: AtomicBool::new(false),
-                control: Notify::new(),
-            });
-            shared.metrics.ws_opened();
-            shared.peers.insert(id, peer.clone());
-            conns.push(Conn {
-                id,
-                peer,
-                shared: shared.clone(),
-                joined: Vec::new(),
-                finished: false,
-            });
+            conns.push(Conn::open(shared.clone()));
         }
         let join = Utf8Bytes::from(join_text());
         rt.block_on(async {
@@ -105,7 +84,9 @@ impl FanOut for Bench {
                 }
                 for (j, conn) in conns.iter().enumerate() {
                     if j != sender {
-                        drained += conn.peer.outbox.take().len() as u64;
+                        let (frames, bytes) = conn.peer.outbox.take();
+                        drained += frames.len() as u64;
+                        conn.shared.metrics.outbound_released(bytes);
                     }
                 }
             }

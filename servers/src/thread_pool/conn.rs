@@ -12,13 +12,11 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
-use chatbench_protocol::{
-    close_code, encode_error, encode_joined, parse_client, ClientFrame, ErrorCode,
-};
+use chatbench_protocol::close_code;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role};
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
@@ -26,7 +24,7 @@ use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 use super::pool::Job;
 use super::sys::{self, Waker};
 use super::{Peer, Shared};
-use crate::config::SlowConsumerPolicy;
+use crate::chat::{self, Action, FanOut, JoinedRooms, Limits, Offer, Refusal};
 use crate::http::{self, Head, Route, MAX_HEAD_BYTES};
 use crate::metrics::{DisconnectReason, HttpPath};
 use crate::rooms::ConnId;
@@ -142,22 +140,7 @@ fn write_all(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io:
 
 /// The WebSocket session: registration, the loop, and cleanup (the [`Conn`] guard).
 fn session(mut ws: Ws, shared: &Arc<Shared>, waker: &Arc<Waker>) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let peer = Arc::new(Peer {
-        queue: Mutex::new(Default::default()),
-        notified: AtomicBool::new(false),
-        kicked: AtomicBool::new(false),
-        waker: waker.clone(),
-    });
-    shared.metrics.ws_opened();
-    let mut conn = Conn {
-        id,
-        peer,
-        shared: shared.clone(),
-        joined: Vec::new(),
-        wake: Vec::new(),
-        finished: false,
-    };
+    let mut conn = Conn::open(shared, waker);
     let reason = conn.run(&mut ws);
     conn.finish(reason);
 }
@@ -168,8 +151,8 @@ struct Conn {
     id: ConnId,
     peer: Arc<Peer>,
     shared: Arc<Shared>,
-    /// Rooms this connection is in; at most `max_rooms_per_conn`, so a linear scan is cheap.
-    joined: Vec<Box<str>>,
+    /// Rooms this connection is in.
+    joined: JoinedRooms,
     /// Members to ring after a fan-out (collected under the shard lock, rung after it).
     wake: Vec<Arc<Peer>>,
     finished: bool,
@@ -211,14 +194,30 @@ fn classify(r: Result<(), WsError>) -> Wrote {
 }
 
 impl Conn {
+    /// A new WebSocket connection served by the worker that owns `waker`: its id and queue,
+    /// counted (the gate's workloads open theirs here too).
+    fn open(shared: &Arc<Shared>, waker: &Arc<Waker>) -> Conn {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.ws_opened();
+        Conn {
+            id,
+            peer: Arc::new(Peer::new(waker.clone())),
+            shared: shared.clone(),
+            joined: JoinedRooms::new(),
+            wake: Vec::new(),
+            finished: false,
+        }
+    }
+
     fn finish(&mut self, reason: DisconnectReason) {
         self.leave_all();
+        self.peer.release(&self.shared.metrics);
         self.shared.metrics.ws_closed(reason);
         self.finished = true;
     }
 
     fn leave_all(&mut self) {
-        for room in self.joined.drain(..) {
+        for room in self.joined.drain() {
             self.shared.rooms.leave(&room, self.id);
         }
     }
@@ -231,8 +230,7 @@ impl Conn {
             // Cleared before looking at the queue: a frame queued after this rings again.
             self.peer.notified.store(false, Ordering::SeqCst);
             if self.peer.kicked.load(Ordering::Relaxed) {
-                let why = "outbound queue full: the client reads too slowly";
-                return self.close_fatal(ws, ErrorCode::SlowConsumer, why, false);
+                return self.close_fatal(ws, Refusal::slow_consumer(), false);
             }
             if self.shared.shutdown.is_triggered() {
                 return self.close_going_away(ws);
@@ -289,18 +287,10 @@ impl Conn {
     /// socket is full, then flushes. `Some(blocked)`, or `None` if the connection failed.
     fn drain_queue(&mut self, ws: &mut Ws) -> Option<bool> {
         let mut written = 0u64;
+        let mut bytes = 0usize;
         let mut blocked = false;
-        loop {
-            let frame = {
-                let mut q = self.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-                let frame = q.pop_front();
-                if frame.is_none() && q.capacity() > 64 {
-                    // A burst is over: give its memory back rather than keep the peak.
-                    q.shrink_to(0);
-                }
-                frame
-            };
-            let Some(frame) = frame else { break };
+        while let Some(frame) = self.peer.pop() {
+            bytes += frame.len();
             match classify(ws.write(Message::Text(frame))) {
                 Wrote::Done { blocked: b } => {
                     written += 1;
@@ -309,9 +299,13 @@ impl Conn {
                         break;
                     }
                 }
-                Wrote::Failed => return None,
+                Wrote::Failed => {
+                    self.shared.metrics.outbound_released(bytes);
+                    return None;
+                }
             }
         }
+        self.shared.metrics.outbound_released(bytes);
         if written > 0 {
             self.shared.metrics.frames_out(written);
             if !blocked {
@@ -333,8 +327,7 @@ impl Conn {
             }
             Message::Binary(_) => {
                 metrics.frame_in();
-                let why = "binary messages are not part of protocol v1";
-                Some(self.close_fatal(ws, ErrorCode::BinaryFrame, why, false))
+                Some(self.close_fatal(ws, Refusal::binary_frame(), false))
             }
             // Ping: tungstenite queues the pong and sends it on the next read or flush. Close:
             // it queues the reply, and the next read reports the end.
@@ -343,90 +336,64 @@ impl Conn {
     }
 
     fn on_read_error(&mut self, ws: &mut Ws, e: WsError) -> DisconnectReason {
-        let (code, reason) = match crate::ws_error::classify_read_error(e) {
+        let refusal = match crate::ws_error::classify_read_error(e) {
             crate::ws_error::ReadFailure::Gone(reason) => return reason,
-            crate::ws_error::ReadFailure::Fatal(code, reason) => (code, reason),
+            crate::ws_error::ReadFailure::Fatal(refusal) => refusal,
         };
-        self.close_fatal(ws, code, &reason, true)
+        self.close_fatal(ws, refusal, true)
     }
 
     fn on_text(&mut self, ws: &mut Ws, text: Utf8Bytes) -> Flow {
-        let frame = match parse_client(&text) {
-            Ok(frame) => frame,
-            Err(e) => return self.reply_error(ws, e.code(), &e.to_string()),
-        };
-        match frame {
-            ClientFrame::Join { room } => {
-                if !self.joined.iter().any(|r| **r == *room) {
-                    let limit = self.shared.config.max_rooms_per_conn;
-                    if self.joined.len() >= limit {
-                        let why = format!("already in {limit} rooms (the limit)");
-                        return self.reply_error(ws, ErrorCode::TooManyRooms, &why);
-                    }
+        let limits = Limits::from(&self.shared.config);
+        match chat::on_text(&text, &self.joined, limits) {
+            Action::Join { room, new } => {
+                if new {
                     self.shared.rooms.join(&room, self.id, self.peer.clone());
-                    self.joined.push(room.as_ref().into());
+                    self.joined.add(&room);
                 }
-                self.reply(ws, encode_joined(&room))
+                self.reply(ws, chat::joined_frame(&room))
             }
-            ClientFrame::Leave { room } => match self.joined.iter().position(|r| **r == *room) {
-                Some(i) => {
-                    self.joined.swap_remove(i);
-                    self.shared.rooms.leave(&room, self.id);
-                    None
-                }
-                None => {
-                    let why = format!("not in room {room:?}");
-                    self.reply_error(ws, ErrorCode::NotJoined, &why)
-                }
-            },
-            ClientFrame::Msg(msg) => {
-                if !self.joined.iter().any(|r| **r == *msg.room) {
-                    let why = format!("not in room {:?}", msg.room);
-                    return self.reply_error(ws, ErrorCode::NotJoined, &why);
-                }
-                self.fan_out(&msg.room, &text);
+            Action::Leave { room, index } => {
+                self.joined.remove(index);
+                self.shared.rooms.leave(&room, self.id);
                 None
             }
+            Action::Publish { room, .. } => {
+                self.fan_out(&room, &text);
+                None
+            }
+            Action::Refuse(refusal) => self.reply_error(ws, refusal),
             // Not caught: the panic unwinds this worker thread (see `pool::WorkerGuard`).
-            ClientFrame::Panic if self.shared.config.fault_injection => {
-                panic!(
-                    "fault injection: connection {} received {{\"t\":\"panic\"}}",
-                    self.id
-                )
-            }
-            ClientFrame::Panic => {
-                let why = "unknown frame type \"panic\" (fault injection is off)";
-                self.reply_error(ws, ErrorCode::UnknownType, why)
-            }
+            Action::Panic => chat::injected_panic(self.id),
         }
     }
 
     /// Queues the received frame, unchanged and uncopied (a refcount), to every other member
-    /// of `room`, then rings the members that need it once the shard lock is released.
+    /// of `room` as [`FanOut::offer`] rules, then rings the members that need it once the
+    /// shard lock is released.
     fn fan_out(&mut self, room: &str, frame: &Utf8Bytes) {
-        let policy = self.shared.config.slow_consumer;
-        let cap = self.shared.config.outbound_queue;
-        let (mut delivered, mut dropped) = (0u64, 0u64);
+        let mut fan = FanOut::new(&self.shared.config, frame.len());
         let me = self.id;
         let wake = &mut self.wake;
         self.shared.rooms.for_each_member(room, |id, peer| {
             if id == me {
                 return;
             }
-            let mut q = peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() < cap {
-                q.push_back(frame.clone());
-                drop(q);
-                delivered += 1;
-                if !peer.notified.swap(true, Ordering::SeqCst) {
-                    wake.push(peer.clone());
-                }
-                return;
+            let mut guard = peer.lock();
+            let q = &mut *guard;
+            let offer = fan.offer(q.frames.len(), &mut q.backlog);
+            if offer == Offer::Queue {
+                q.frames.push_back(frame.clone());
             }
-            drop(q);
-            match policy {
-                SlowConsumerPolicy::Drop => dropped += 1,
-                SlowConsumerPolicy::Disconnect => {
+            drop(guard);
+            match offer {
+                Offer::Queue => {
+                    if !peer.notified.swap(true, Ordering::SeqCst) {
+                        wake.push(peer.clone());
+                    }
+                }
+                Offer::Drop => {}
+                Offer::Kick => {
                     if !peer.kicked.swap(true, Ordering::Relaxed) {
                         wake.push(peer.clone());
                     }
@@ -439,12 +406,7 @@ impl Conn {
         if self.wake.capacity() > 256 {
             self.wake.shrink_to(0);
         }
-        let metrics = &self.shared.metrics;
-        metrics.deliveries(delivered);
-        crate::work::inject(self.shared.config.inject_work, delivered);
-        if dropped > 0 {
-            metrics.dropped_queue_full(dropped);
-        }
+        fan.finish(&self.shared.metrics);
     }
 
     /// Writes one reply frame into tungstenite's buffer; the session flushes after the read
@@ -460,12 +422,12 @@ impl Conn {
     }
 
     /// Sends an `error` frame; for fatal codes, closes with the code's close code.
-    fn reply_error(&mut self, ws: &mut Ws, code: ErrorCode, reason: &str) -> Flow {
-        if code.is_fatal() {
-            return Some(self.close_fatal(ws, code, reason, false));
+    fn reply_error(&mut self, ws: &mut Ws, refusal: Refusal) -> Flow {
+        if refusal.is_fatal() {
+            return Some(self.close_fatal(ws, refusal, false));
         }
-        self.shared.metrics.error_sent(code);
-        self.reply(ws, encode_error(code, reason))
+        self.shared.metrics.error_sent(refusal.code);
+        self.reply(ws, refusal.frame())
     }
 
     /// Sends the `error` frame and a close frame with the code's close code, then waits (at
@@ -475,20 +437,19 @@ impl Conn {
     fn close_fatal(
         &mut self,
         ws: &mut Ws,
-        code: ErrorCode,
-        reason: &str,
+        refusal: Refusal,
         stream_ended: bool,
     ) -> DisconnectReason {
         self.leave_all();
         let metrics = &self.shared.metrics;
-        metrics.error_sent(code);
+        metrics.error_sent(refusal.code);
         let deadline = Instant::now() + self.shared.config.close_timeout;
-        if let Wrote::Done { .. } = classify(ws.write(Message::text(encode_error(code, reason)))) {
+        if let Wrote::Done { .. } = classify(ws.write(Message::text(refusal.frame()))) {
             metrics.frames_out(1);
         }
         let close = CloseFrame {
-            code: CloseCode::from(code.close_code().unwrap_or(close_code::POLICY_VIOLATION)),
-            reason: code.as_str().into(),
+            code: CloseCode::from(refusal.close_code()),
+            reason: refusal.close_reason().into(),
         };
         let _ = ws.close(Some(close));
         if stream_ended {
@@ -498,7 +459,7 @@ impl Conn {
         } else {
             finish_close(ws, deadline);
         }
-        DisconnectReason::for_error(code).unwrap_or(DisconnectReason::ProtocolError)
+        refusal.disconnect_reason()
     }
 
     /// Shutdown: close 1001 and wait (at most `close_timeout`) for the client's answer.

@@ -48,9 +48,10 @@ use std::time::Duration;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::Utf8Bytes;
 
+use crate::chat::Backlog;
 use crate::config::{Arch, ServerConfig};
 use crate::metrics::Metrics;
-use crate::rooms::Rooms;
+use crate::rooms::{RoomHasher, Rooms};
 use crate::shutdown::Shutdown;
 use crate::ServerError;
 
@@ -78,11 +79,33 @@ struct Shared {
     shutdown: Shutdown,
 }
 
+impl Shared {
+    /// The server's state. The gate's workloads (`conn/bench.rs`) build theirs here too, with
+    /// [`RoomHasher::Fixed`].
+    fn new(
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        hasher: RoomHasher,
+        shutdown: Shutdown,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            ws_config: crate::task_per_conn::ws_config(&config),
+            rooms: Rooms::with_hasher(metrics.clone(), hasher),
+            metrics,
+            pool: Pool::default(),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            config,
+        })
+    }
+}
+
 /// How other workers reach a connection: its outbound queue and its worker's doorbell.
 struct Peer {
-    /// Frames waiting to be written, at most `outbound_queue`; overflow applies the
-    /// slow-consumer policy at fan-out time. Empty queues hold no allocation.
-    queue: Mutex<VecDeque<Utf8Bytes>>,
+    /// Frames waiting to be written and their bytes, bounded by `outbound_queue` and
+    /// `outbound_queue_bytes`; overflow applies the slow-consumer rule ([`crate::chat::FanOut`])
+    /// at fan-out time. Empty queues hold no allocation.
+    queue: Mutex<Queued>,
     /// A ring is pending (set by the first sender after the owner last looked): later senders
     /// skip the `eventfd` write. The owner clears it before draining.
     notified: AtomicBool,
@@ -90,6 +113,49 @@ struct Peer {
     kicked: AtomicBool,
     /// The owning worker's doorbell.
     waker: Arc<Waker>,
+}
+
+/// A connection's outbound frames and their [`Backlog`].
+#[derive(Default)]
+struct Queued {
+    frames: VecDeque<Utf8Bytes>,
+    backlog: Backlog,
+}
+
+impl Peer {
+    /// The handle of a new connection served by the worker that owns `waker`.
+    fn new(waker: Arc<Waker>) -> Peer {
+        Peer {
+            queue: Mutex::new(Queued::default()),
+            notified: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the oldest queued frame (its bytes leave the backlog: the owner writes it next),
+    /// giving a finished burst's memory back. The caller releases the bytes from the gauge.
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut q = self.lock();
+        let frame = q.frames.pop_front();
+        match &frame {
+            Some(f) => q.backlog.written(f.len()),
+            None if q.frames.capacity() > 64 => q.frames.shrink_to(0),
+            None => {}
+        }
+        frame
+    }
+
+    /// The connection ended: drops what is queued and releases its bytes.
+    fn release(&self, metrics: &Metrics) {
+        let mut q = self.lock();
+        q.frames = VecDeque::new();
+        metrics.outbound_released(q.backlog.release());
+    }
 }
 
 /// Runs the server until `shutdown` fires and connections have closed (at most
@@ -114,15 +180,8 @@ pub fn run(
         .map_err(ServerError::Listener)?;
     let doorbell = Arc::new(Waker::new().map_err(ServerError::Runtime)?);
     let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-    let shared = Arc::new(Shared {
-        ws_config: crate::task_per_conn::ws_config(&config),
-        rooms: Rooms::new(metrics.clone()),
-        metrics,
-        pool: Pool::default(),
-        next_id: AtomicU64::new(1),
-        shutdown: shutdown.clone(),
-        config,
-    });
+    let hasher = RoomHasher::Random(Default::default());
+    let shared = Shared::new(config, metrics, hasher, shutdown.clone());
     let bell = doorbell.clone();
     shutdown.on_trigger(move || bell.wake());
 

@@ -10,6 +10,11 @@
 //! and node `i % n` for a cluster, so the same case spreads its clients over the nodes; counter
 //! checks add a metric up over every node ([`sum`]). Every wait has a deadline, so a broken
 //! server fails a case instead of hanging.
+//!
+//! A server of another runtime ([`External`], e.g. the Elixir peer under `servers/peers/`)
+//! runs as its own process, started as `chatbench run --serve-peer` starts it, with the case's
+//! [`ServerConfig`] passed as its flags ([`external_flags`]); the cases that cannot apply to it
+//! are listed with their reasons in [`not_applicable`], and each is printed when passed over.
 
 #![allow(dead_code)]
 
@@ -60,6 +65,8 @@ macro_rules! conformance_tests {
                 handshake_timeout_is_counted,
                 slow_consumer_drop_policy,
                 slow_consumer_disconnect_policy,
+                slow_consumer_bytes_bounded,
+                slow_consumer_grace_disconnects,
                 metrics_names_and_values,
                 healthz_and_not_found,
                 graceful_shutdown_sends_1001,
@@ -72,7 +79,16 @@ macro_rules! conformance_tests {
         $(
             #[test]
             fn $case() {
-                super::conformance::$case(super::conformance::Sut::from($arch));
+                let sut = super::conformance::Sut::from($arch);
+                if let Some(why) = super::conformance::not_applicable(sut, stringify!($case)) {
+                    eprintln!(
+                        "conformance: {} does not apply to {}: {why}",
+                        stringify!($case),
+                        sut.as_str()
+                    );
+                    return;
+                }
+                super::conformance::$case(sut);
             }
         )*
     };
@@ -97,6 +113,72 @@ pub enum Sut {
     Single(Arch),
     /// [`CLUSTER_NODES`] `cluster` nodes over this backplane.
     Cluster(Backplane),
+    /// A server of another runtime, as its own process.
+    External(External),
+}
+
+/// A server of another runtime that the suite starts as a child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum External {
+    /// `servers/peers/elixir/` (needs `elixir`, `erlang-cowlib`, `erlang-jiffy`).
+    Elixir,
+    /// [`CLUSTER_NODES`] nodes of it joined with distributed Erlang (`elixir-cluster`): rooms
+    /// are `:pg` groups spanning the nodes.
+    ElixirCluster,
+}
+
+impl External {
+    fn peer(self) -> chatbench_loadgen::peers::Peer {
+        match self {
+            External::Elixir | External::ElixirCluster => chatbench_loadgen::peers::Peer::Elixir,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            External::Elixir => "elixir",
+            External::ElixirCluster => "elixir-cluster",
+        }
+    }
+}
+
+/// The cases that do not apply to `sut`, each with the reason (printed when it is passed
+/// over). Every entry names a real case: `not_applicable_lists_real_cases` checks it.
+pub fn not_applicable(sut: Sut, case: &str) -> Option<&'static str> {
+    let list: &[(&str, &str)] = match sut {
+        Sut::External(_) => ELIXIR_NOT_APPLICABLE,
+        _ => &[],
+    };
+    list.iter().find(|(c, _)| *c == case).map(|(_, why)| *why)
+}
+
+/// The Elixir peer's exceptions to the suite (none today: every case applies, the panic case
+/// with the BEAM's fault model, one crashed connection process, for both `isolate_panics`).
+pub const ELIXIR_NOT_APPLICABLE: &[(&str, &str)] = &[];
+
+/// The server flags that carry `config` to an external server (the Elixir peer's flag names).
+pub fn external_flags(config: &ServerConfig) -> Vec<String> {
+    let ms = |d: Duration| d.as_millis().max(1).to_string();
+    let mut f = vec![
+        "--max-frame-bytes".to_string(),
+        config.max_frame_bytes.to_string(),
+        "--max-rooms".into(),
+        config.max_rooms_per_conn.to_string(),
+        "--outbound-queue".into(),
+        config.outbound_queue.to_string(),
+        "--slow-consumer".into(),
+        config.slow_consumer.to_string(),
+        "--handshake-timeout-ms".into(),
+        ms(config.handshake_timeout),
+        "--close-timeout-ms".into(),
+        ms(config.close_timeout),
+        "--shutdown-grace-ms".into(),
+        ms(config.shutdown_grace),
+    ];
+    if config.fault_injection {
+        f.push("--fault-injection".into());
+    }
+    f
 }
 
 impl From<Arch> for Sut {
@@ -111,6 +193,7 @@ impl Sut {
         match self {
             Sut::Single(a) => a.as_str(),
             Sut::Cluster(_) => Arch::Cluster.as_str(),
+            Sut::External(e) => e.as_str(),
         }
     }
 }
@@ -153,6 +236,10 @@ pub enum Fixture {
     Single(RunningServer),
     /// The nodes, and the Redis server they use (stopped after them).
     Cluster(Vec<ClusterNode>, Option<RedisServer>),
+    /// A server process of another runtime.
+    External(chatbench_loadgen::launcher::ServerChild),
+    /// Node processes of another runtime's cluster (and the epmd they use).
+    ExternalCluster(chatbench_loadgen::peers::ElixirCluster),
 }
 
 impl Fixture {
@@ -160,32 +247,77 @@ impl Fixture {
         let nodes: Vec<SocketAddr> = match self {
             Fixture::Single(s) => vec![s.addr],
             Fixture::Cluster(n, _) => n.iter().map(|n| n.server.addr).collect(),
+            Fixture::External(c) => vec![c.addr],
+            Fixture::ExternalCluster(c) => c.addrs(),
         };
         Target {
             nodes: Box::leak(nodes.into_boxed_slice()),
         }
     }
 
-    /// Shutdown signals of every server.
+    /// Shutdown signals of every in-process server (none for an external one).
     pub fn shutdowns(&self) -> Vec<Shutdown> {
         match self {
             Fixture::Single(s) => vec![s.shutdown.clone()],
             Fixture::Cluster(n, _) => n.iter().map(|n| n.server.shutdown.clone()).collect(),
+            Fixture::External(_) | Fixture::ExternalCluster(_) => Vec::new(),
         }
     }
 
-    /// Waits for every server to return (after their shutdown was triggered).
+    /// Starts a graceful stop of every server: their shutdown signals, or SIGTERM to an
+    /// external server's process.
+    pub fn trigger_stop(&self) {
+        for s in self.shutdowns() {
+            s.trigger();
+        }
+        if let Fixture::External(c) = self {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(c.pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if let Fixture::ExternalCluster(c) = self {
+            c.terminate();
+        }
+    }
+
+    /// Waits for every server to return (after their shutdown was triggered). An external
+    /// server must exit with status 0 within [`WAIT`].
     pub fn join(self) -> Result<(), chatbench_servers::ServerError> {
         match self {
             Fixture::Single(s) => s.join(),
             Fixture::Cluster(nodes, _redis) => nodes.into_iter().try_for_each(|n| n.server.join()),
+            Fixture::ExternalCluster(mut cluster) => {
+                for c in cluster.nodes.iter_mut().filter_map(Option::take) {
+                    Fixture::External(c).join()?;
+                }
+                Ok(())
+            }
+            Fixture::External(mut c) => {
+                let start = Instant::now();
+                let status = loop {
+                    if let Some(status) = c.exit_status() {
+                        break status;
+                    }
+                    if start.elapsed() > WAIT {
+                        let cmd = c.args.join(" ");
+                        let (how, tail) = c.stop(Duration::from_millis(100));
+                        panic!("the server ({cmd}) did not exit within {WAIT:?} of SIGTERM ({how}); its stderr:\n{tail}");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                assert!(
+                    status.success(),
+                    "the server exited with {status}; its stderr:\n{}",
+                    c.stderr_tail()
+                );
+                Ok(())
+            }
         }
     }
 
     pub fn stop(self) -> Result<(), chatbench_servers::ServerError> {
-        for s in self.shutdowns() {
-            s.trigger();
-        }
+        self.trigger_stop();
         self.join()
     }
 }
@@ -228,6 +360,30 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
             block_on(wait_linked(t, CLUSTER_NODES as f64 - 1.0));
             fixture
         }
+        Sut::External(External::ElixirCluster) => {
+            let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+            let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+                &peers,
+                CLUSTER_NODES,
+                1,
+                &[],
+                &external_flags(&config),
+            )
+            .unwrap_or_else(|err| panic!("cannot start the elixir-cluster: {err}"));
+            let fixture = Fixture::ExternalCluster(cluster);
+            // Every node's :pg scope has synced with the others'.
+            let t = fixture.target();
+            block_on(async move {
+                for &n in t.nodes() {
+                    wait_metric(n, "beam_pg_remote_scopes", |v| {
+                        v == CLUSTER_NODES as f64 - 1.0
+                    })
+                    .await;
+                }
+            });
+            fixture
+        }
+        Sut::External(e) => Fixture::External(start_external(e, &config)),
         Sut::Cluster(Backplane::Redis) => {
             let redis = RedisServer::start();
             let nodes = (1..=CLUSTER_NODES as u64)
@@ -239,6 +395,21 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
             fixture
         }
     }
+}
+
+/// Starts an external server with `config` as its flags, as `chatbench run --serve-peer`
+/// starts it; fails (never skips) with what to install when its runtime is missing.
+pub fn start_external(
+    e: External,
+    config: &ServerConfig,
+) -> chatbench_loadgen::launcher::ServerChild {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let (program, args) = e
+        .peer()
+        .command_with(&peers, &[], &external_flags(config))
+        .unwrap_or_else(|err| panic!("cannot start the {} server: {err}", e.peer().as_str()));
+    chatbench_loadgen::launcher::ServerChild::start_command(&program, &args, &[])
+        .unwrap_or_else(|err| panic!("the {} server did not start: {err}", e.peer().as_str()))
 }
 
 /// A redis-backplane node with id `id` using the Redis at `url`.
@@ -257,16 +428,27 @@ pub fn start_redis_node(config: &ServerConfig, id: u64, url: &str) -> ClusterNod
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// Extra configuration arguments (e.g. `--requirepass PW`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// [`RedisServer::start`] with extra configuration arguments.
+    pub fn start_with(extra: Vec<String>) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let mut r = RedisServer { child: None, port };
+        let mut r = RedisServer {
+            child: None,
+            port,
+            extra,
+        };
         r.restart();
         r
     }
@@ -281,6 +463,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -322,6 +505,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// The mesh secret of the test clusters (every mesh node of the suite authenticates with it).
+pub fn test_secret() -> chatbench_servers::ClusterSecret {
+    chatbench_servers::ClusterSecret::from_text("conformance-suite-cluster-secret").expect("valid")
+}
+
 /// A mesh node with id `id` that dials `peers`, listening on free loopback ports.
 pub fn start_mesh_node(config: &ServerConfig, id: u64, peers: Vec<SocketAddr>) -> ClusterNode {
     start_mesh_node_at(config, id, "127.0.0.1:0".parse().unwrap(), peers)
@@ -336,6 +524,7 @@ pub fn start_mesh_node_at(
 ) -> ClusterNode {
     let mut cluster = ClusterConfig::new(id, BackplaneConfig::Mesh { listen, peers });
     cluster.reconnect_max = Duration::from_millis(500);
+    cluster.secret = Some(test_secret());
     let config = ServerConfig {
         cluster: Some(cluster),
         ..config.clone()
@@ -868,16 +1057,23 @@ pub fn handshake_timeout_is_counted(arch: Sut) {
     });
 }
 
-/// Floods a room holding a member that never reads, in lockstep with a member that does,
-/// until `done` holds for the metrics; the reading member must get every message in order.
-async fn flood_past_slow_consumer(t: Target, sample: &str) {
+/// A room "flood" of a member that never reads (tiny receive buffer), one that reads and one
+/// that sends, on different nodes of a cluster: (slow, fast, sender).
+async fn flood_room(t: Target) -> (Client, Client, Client) {
     let mut slow = Client::connect_small_rcvbuf(t.node(0)).await;
     let mut fast = Client::connect(t.node(1)).await;
     let mut sender = Client::connect(t.node(2)).await;
     slow.join("flood").await;
     fast.join("flood").await;
     sender.join("flood").await;
-    let body = "z".repeat(32 * 1024);
+    (slow, fast, sender)
+}
+
+/// Floods a room holding a member that never reads, in lockstep with a member that does,
+/// until `sample` is counted; the reading member must get every message in order.
+async fn flood_past_slow_consumer(t: Target, sample: &str, body_len: usize) {
+    let (slow, mut fast, mut sender) = flood_room(t).await;
+    let body = "z".repeat(body_len);
     let mut seq = 0u64;
     // ~10 MB per 300 messages; the kernel buffers on loopback hold a few MB at most.
     while seq < 3000 {
@@ -905,7 +1101,8 @@ pub fn slow_consumer_drop_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_drops_total{reason="queue_full"}"#).await;
+        let sample = r#"chatbench_drops_total{reason="queue_full"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
@@ -922,13 +1119,84 @@ pub fn slow_consumer_disconnect_policy(arch: Sut) {
         ..test_config()
     };
     with_server(arch, config, |t| async move {
-        flood_past_slow_consumer(t, r#"chatbench_disconnects_total{reason="slow_consumer"}"#).await;
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 32 * 1024).await;
         let m = totals(t).await;
         assert_eq!(
             value(&m, r#"chatbench_drops_total{reason="queue_full"}"#),
             0.0
         );
         assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+    });
+}
+
+const QUEUED_BYTES: &str = "chatbench_outbound_queued_bytes";
+
+/// A member that joins a room and never reads while 60 KB messages flow: the bytes the server
+/// holds for it stay within `outbound_queue_bytes` (the 1,024-frame bound alone lets it pin
+/// ~61 MB), the refused frames are counted, and its bytes are released when it goes.
+pub fn slow_consumer_bytes_bounded(arch: Sut) {
+    const CAP: usize = 512 * 1024;
+    let config = ServerConfig {
+        outbound_queue_bytes: CAP,
+        slow_consumer: SlowConsumerPolicy::Drop,
+        slow_consumer_grace: Duration::from_secs(600),
+        ..test_config()
+    };
+    with_server(arch, config, |t| async move {
+        let (slow, mut fast, mut sender) = flood_room(t).await;
+        let body = "y".repeat(60 * 1000);
+        // 400 × 60 KB = 24 MB: many times what the kernel's loopback buffers and the cap hold.
+        // The slow member's queue holds at most CAP; task-per-conn's writer holds one taken
+        // batch beside it (at most CAP more), and the reading member may still count the frame
+        // it just read (its writer releases the bytes after the write returns).
+        let bound = (2 * CAP + 2 * 64 * 1024) as f64;
+        let mut peak = 0.0f64;
+        for seq in 0..400u64 {
+            let text = encode_msg("flood", "sender", seq, seq, &body);
+            sender.send(&text).await;
+            assert!(fast.recv().await == text, "fast member lost seq {seq}");
+            if seq % 20 == 19 {
+                let queued = sum(t, QUEUED_BYTES).await;
+                assert!(
+                    queued <= bound,
+                    "{queued} bytes queued after {seq} messages"
+                );
+                peak = peak.max(queued);
+            }
+        }
+        let m = totals(t).await;
+        assert!(
+            value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0,
+            "the byte bound never refused a frame (peak {peak} bytes queued)"
+        );
+        assert_eq!(
+            value(&m, r#"chatbench_disconnects_total{reason="slow_consumer"}"#),
+            0.0
+        );
+        assert!(peak > 0.0, "nothing ever counted as queued");
+        drop(slow);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
+    });
+}
+
+/// Under the default `drop` policy, a member whose frames keep being refused with nothing
+/// written to it for `slow_consumer_grace` is disconnected (`slow_consumer`, counted).
+pub fn slow_consumer_grace_disconnects(arch: Sut) {
+    let config = ServerConfig {
+        outbound_queue_bytes: 256 * 1024,
+        slow_consumer_grace: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    assert_eq!(config.slow_consumer, SlowConsumerPolicy::Drop);
+    with_server(arch, config, |t| async move {
+        let sample = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+        flood_past_slow_consumer(t, sample, 60 * 1000).await;
+        let m = totals(t).await;
+        assert!(value(&m, r#"chatbench_drops_total{reason="queue_bytes"}"#) >= 1.0);
+        assert!(value(&m, r#"chatbench_errors_sent_total{code="slow_consumer"}"#) >= 1.0);
+        wait_sum(t, QUEUED_BYTES, |v| v == 0.0).await;
     });
 }
 
@@ -951,6 +1219,7 @@ pub fn metrics_names_and_values(arch: Sut) {
             "chatbench_frames_out_total",
             "chatbench_deliveries_total",
             "chatbench_drops_total",
+            "chatbench_outbound_queued_bytes",
             "chatbench_disconnects_total",
             "chatbench_errors_sent_total",
             "chatbench_handshake_timeouts_total",
@@ -1038,9 +1307,7 @@ pub fn graceful_shutdown_sends_1001(arch: Sut) {
         a.join("r1").await;
         b.join("r1").await;
         let started = Instant::now();
-        for s in server.shutdowns() {
-            s.trigger();
-        }
+        server.trigger_stop();
         a.expect_close(1001).await;
         b.expect_close(1001).await;
         let joined = tokio::task::spawn_blocking(move || server.join());

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
-use chatbench_loadgen::provenance::now_rfc3339;
+use chatbench_model::provenance::now_rfc3339;
 use chatbench_report::gate::baseline::Baseline;
 use chatbench_report::gate::runs::{
     find_summaries, judge_runs, read_run, runs_baseline, RunObservation, RunsError, RunsRule,

@@ -11,10 +11,11 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use chatbench_loadgen::provenance::{now_rfc3339, Provenance};
-use chatbench_loadgen::results::OtherLoad;
+use chatbench_model::figures;
+use chatbench_model::provenance::now_rfc3339;
+use chatbench_model::results::{OtherLoad, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
-use chatbench_report::gate::{judge_statistical, Better, GateReport, Samples, StatRule, Verdict};
+use chatbench_report::gate::{judge_statistical, GateReport, Samples, StatRule, Verdict};
 
 use super::super::UsageError;
 
@@ -71,23 +72,6 @@ pub struct StatArgs {
     out: PathBuf,
 }
 
-/// The three metrics: (name, unit, which way is better, where in summary.json).
-const METRICS: [(&str, &str, Better, [&str; 2]); 3] = [
-    ("p99_latency", "µs", Better::Lower, ["latency_us", "p99"]),
-    (
-        "deliveries_per_s",
-        "/s",
-        Better::Higher,
-        ["messages", "delivered_per_s"],
-    ),
-    (
-        "cpu_us_per_delivery",
-        "µs",
-        Better::Lower,
-        ["target_resources", "cpu_us_per_delivery"],
-    ),
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arm {
     A,
@@ -120,31 +104,27 @@ fn round_order(i: usize) -> [Arm; 3] {
     ORDERS[i % 6]
 }
 
-/// One observation per metric from a run folder's summary.json; `None` for a metric the
-/// summary lacks. Errors when the run is invalid.
-fn observe(summary: &Path) -> anyhow::Result<[Option<f64>; 3]> {
+/// A run's summary.json, typed.
+fn read_summary(summary: &Path) -> anyhow::Result<Summary> {
     let text = std::fs::read_to_string(summary)
         .with_context(|| format!("reading {}", summary.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
-    if v.get("valid").and_then(serde_json::Value::as_bool) != Some(true) {
-        let why = v
-            .get("invalid_reasons")
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        bail!("{}: run marked invalid {why}", summary.display());
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))
+}
+
+/// One observation per gated figure (`chatbench_model::figures::gated`, in its order) from a
+/// run's summary; `None` for a figure the summary lacks. Errors when the run is invalid.
+fn observe(s: &Summary, path: &Path) -> anyhow::Result<Vec<Option<f64>>> {
+    if !s.valid {
+        let why = serde_json::to_string(&s.invalid_reasons).unwrap_or_default();
+        bail!("{}: run marked invalid {why}", path.display());
     }
-    Ok(METRICS.map(|(_, _, _, [a, b])| {
-        v.get(a)
-            .and_then(|x| x.get(b))
-            .and_then(serde_json::Value::as_f64)
-    }))
+    Ok(figures::gated().map(|f| (f.read)(s)).collect())
 }
 
 /// One metric's observations paired by round: per round in which `y` ran and at least one of
 /// the `base` arms did, (the geometric mean of those base values, `y`'s value).
 fn paired_rounds(
-    obs: &[(usize, Arm, [Option<f64>; 3])],
+    obs: &[(usize, Arm, Vec<Option<f64>>)],
     base: &[Arm],
     y: Arm,
     m: usize,
@@ -177,13 +157,11 @@ fn paired_rounds(
 
 /// The other work on the server's CPUs during a run (`target_resources.other_load.other_cores`),
 /// when the summary has it.
-fn other_cores(summary: &Path) -> Option<f64> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(summary).ok()?).ok()?;
-    v.get("target_resources")?
-        .get("other_load")?
-        .get("other_cores")?
-        .as_f64()
+fn other_cores(s: &Summary) -> Option<f64> {
+    s.target_resources
+        .other_load
+        .as_ref()
+        .map(|o| o.other_cores)
 }
 
 /// Runs one `chatbench run --serve` and returns its summary.json path.
@@ -259,7 +237,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             args.arch
         ))
     });
-    let prov = Provenance::collect();
+    let prov = chatbench_loadgen::provenance::collect();
     let here = Fingerprint::from_provenance(&prov);
     let mut notes = Vec::new();
     if cfg!(debug_assertions) && (args.baseline_bin.is_none() || args.candidate_bin.is_none()) {
@@ -304,7 +282,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
         &[Arm::A, Arm::B, Arm::A2]
     };
     // (round, arm, observations)
-    let mut obs: Vec<(usize, Arm, [Option<f64>; 3])> = Vec::new();
+    let mut obs: Vec<(usize, Arm, Vec<Option<f64>>)> = Vec::new();
     let mut other: Vec<f64> = Vec::new();
     for i in 0..args.runs {
         for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
@@ -314,8 +292,11 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             };
             let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
-            match one_run(bin, &args, sargs, &dir).and_then(|p| Ok((observe(&p)?, other_cores(&p))))
-            {
+            let observed = one_run(bin, &args, sargs, &dir).and_then(|p| {
+                let s = read_summary(&p)?;
+                Ok((observe(&s, &p)?, other_cores(&s)))
+            });
+            match observed {
                 Ok((o, busy)) => {
                     obs.push((i, arm, o));
                     other.extend(busy);
@@ -335,7 +316,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     }
     if args.update_baseline {
         let mut metrics = std::collections::BTreeMap::new();
-        for (m, (name, unit, _, _)) in METRICS.iter().enumerate() {
+        for (m, f) in figures::gated().enumerate() {
+            let (name, unit) = (f.key, f.unit);
             let s = samples(Arm::A, m);
             let Some(med) = chatbench_report::gate::stats::median(&s) else {
                 bail!("no valid observation of {name}: see the notes above");
@@ -386,13 +368,12 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
         min_samples: 3,
     };
     let set = |x: Arm, y: Arm, base: &[Arm]| -> Vec<Samples> {
-        METRICS
-            .iter()
+        figures::gated()
             .enumerate()
-            .map(|(m, (name, unit, better, _))| Samples {
-                metric: format!("{}.{name}", args.arch),
-                unit: unit.to_string(),
-                better: *better,
+            .map(|(m, f)| Samples {
+                metric: format!("{}.{}", args.arch, f.key),
+                unit: f.unit.to_string(),
+                better: f.better,
                 baseline: samples(x, m),
                 current: samples(y, m),
                 rounds: paired_rounds(&obs, base, y, m),
@@ -431,7 +412,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             aa_failed.join(", ")
         ));
     }
-    for (m, (name, _, _, _)) in METRICS.iter().enumerate() {
+    let gated = figures::gated().count();
+    for (m, name) in figures::gated().map(|f| f.key).enumerate() {
         if let Some(cv) =
             chatbench_report::gate::stats::cv(&[samples(Arm::A, m), samples(Arm::A2, m)].concat())
         {
@@ -439,7 +421,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
                 cv,
                 args.min_effect / 100.0,
                 args.alpha,
-                METRICS.len(),
+                gated,
                 0.95,
             );
             notes.push(format!(
@@ -489,7 +471,7 @@ mod tests {
 
     #[test]
     fn rounds_pair_the_candidate_with_its_own_rounds_baselines() {
-        let o = |r: usize, a: Arm, v: f64| (r, a, [Some(v), None, Some(v)]);
+        let o = |r: usize, a: Arm, v: f64| (r, a, vec![Some(v), None, Some(v)]);
         let obs = vec![
             o(0, Arm::A, 4.0),
             o(0, Arm::B, 5.0),
@@ -517,16 +499,14 @@ mod tests {
 
     #[test]
     fn other_load_is_read_and_a_busy_machine_is_noted() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("summary.json");
-        std::fs::write(
-            &p,
-            r#"{"valid":true,"target_resources":{"other_load":{"cpus":[0],"busy_cores":0.9,"other_cores":0.4,"steal_cores":0.0}}}"#,
+        let mut s = fixture();
+        s.target_resources.other_load = serde_json::from_str(
+            r#"{"cpus":[0],"busy_cores":0.9,"other_cores":0.4,"steal_cores":0.0}"#,
         )
         .unwrap();
-        assert_eq!(other_cores(&p), Some(0.4));
-        std::fs::write(&p, r#"{"valid":true,"target_resources":{}}"#).unwrap();
-        assert_eq!(other_cores(&p), None);
+        assert_eq!(other_cores(&s), Some(0.4));
+        s.target_resources.other_load = None;
+        assert_eq!(other_cores(&s), None);
         assert!(busy_note(&[0.01, 0.05, 0.2]).is_none());
         let n = busy_note(&[0.3, 0.5, 0.6]).unwrap();
         assert!(
@@ -536,22 +516,35 @@ mod tests {
         assert!(busy_note(&[]).is_none());
     }
 
+    /// A real run's summary (the report's broadcast fixture).
+    fn fixture() -> Summary {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json");
+        read_summary(&p).unwrap()
+    }
+
     #[test]
     fn observations_come_from_the_summary_and_invalid_runs_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("summary.json");
-        std::fs::write(
-            &p,
-            r#"{"valid":true,"latency_us":{"p99":812},"messages":{"delivered_per_s":39600.5},"target_resources":{"cpu_us_per_delivery":null}}"#,
-        )
-        .unwrap();
-        assert_eq!(observe(&p).unwrap(), [Some(812.0), Some(39600.5), None]);
-        std::fs::write(
-            &p,
-            r#"{"valid":false,"invalid_reasons":["generator-bound"]}"#,
-        )
-        .unwrap();
-        let e = observe(&p).unwrap_err().to_string();
+        let p = Path::new("summary.json");
+        let mut s = fixture();
+        s.valid = true;
+        s.latency_us.as_mut().unwrap().p99 = 812;
+        s.messages.delivered_per_s = 39600.5;
+        s.target_resources.cpu_us_per_delivery = None;
+        // By key: the gated figures are the catalogue's (more may join them).
+        let o = observe(&s, p).unwrap();
+        let by_key = |key: &str| {
+            figures::gated()
+                .position(|f| f.key == key)
+                .and_then(|i| o[i])
+        };
+        assert_eq!(
+            ["p99_latency", "deliveries_per_s", "cpu_us_per_delivery"].map(by_key),
+            [Some(812.0), Some(39600.5), None]
+        );
+        s.valid = false;
+        s.invalid_reasons = vec!["generator-bound".into()];
+        let e = observe(&s, p).unwrap_err().to_string();
         assert!(
             e.contains("invalid") && e.contains("generator-bound"),
             "{e}"

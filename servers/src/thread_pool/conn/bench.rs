@@ -1,18 +1,16 @@
 //! The `thread-pool` fan-out workload (see [`crate::bench`]): real [`Conn`]s sharing one
 //! [`Shared`], driven through `Conn::on_message` on the calling thread. Each received frame
 //! becomes a `Utf8Bytes` (one copy, as tungstenite hands a message over). Recipients share one
-//! doorbell (`eventfd`); they are drained as `Conn::drain_queue` does (clear `notified`, pop
-//! every frame, give a burst's memory back), minus the write into tungstenite.
+//! doorbell (`eventfd`); they are drained as `Conn::drain_queue` would drain a queue that it
+//! can write whole (clear `notified`, pop every frame, release their bytes, give a burst's
+//! memory back; under one lock rather than one per frame), minus the write into tungstenite.
 
 use super::*;
 use crate::bench::{join_text, loopback_pairs, BenchError, FanOut};
 use crate::config::{Arch, ServerConfig};
 use crate::metrics::Metrics;
 use crate::rooms::RoomHasher;
-use crate::rooms::Rooms;
 use crate::shutdown::Shutdown;
-use crate::thread_pool::pool::Pool;
-use std::sync::atomic::AtomicU64;
 
 /// See the module doc.
 pub struct Bench {
@@ -25,19 +23,11 @@ pub struct Bench {
     _client: TcpStream,
 }
 
-/// The server state both workloads run on: as the server builds it, but with the rooms' map on
-/// fixed hash keys (repeatable counts).
+/// The server state both workloads run on: the server's own constructor, with the rooms' map
+/// on fixed hash keys (repeatable counts).
 fn bench_shared(config: ServerConfig) -> Arc<Shared> {
     let metrics = Arc::new(Metrics::new(Arch::ThreadPool.as_str()));
-    Arc::new(Shared {
-        ws_config: crate::task_per_conn::ws_config(&config),
-        rooms: Rooms::with_hasher(metrics.clone(), RoomHasher::Fixed),
-        metrics,
-        pool: Pool::default(),
-        next_id: AtomicU64::new(1),
-        shutdown: Shutdown::new(),
-        config,
-    })
+    Shared::new(config, metrics, RoomHasher::Fixed, Shutdown::new())
 }
 
 impl Bench {
@@ -51,22 +41,7 @@ impl Bench {
         let waker = Arc::new(Waker::new()?);
         let mut conns = Vec::with_capacity(members);
         for _ in 0..members {
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let peer = Arc::new(Peer {
-                queue: Mutex::new(Default::default()),
-                notified: AtomicBool::new(false),
-                kicked: AtomicBool::new(false),
-                waker: waker.clone(),
-            });
-            shared.metrics.ws_opened();
-            let mut conn = Conn {
-                id,
-                peer,
-                shared: shared.clone(),
-                joined: Vec::new(),
-                wake: Vec::new(),
-                finished: false,
-            };
+            let mut conn = Conn::open(&shared, &waker);
             if let Some(reason) = conn.on_message(&mut ws, Message::text(join_text())) {
                 return Err(BenchError::Unexpected(format!(
                     "join ended the connection: {reason:?}"
@@ -100,13 +75,19 @@ impl FanOut for Bench {
                     continue;
                 }
                 conn.peer.notified.store(false, Ordering::SeqCst);
-                let mut q = conn.peer.queue.lock().unwrap_or_else(|e| e.into_inner());
-                while q.pop_front().is_some() {
+                let mut guard = conn.peer.lock();
+                let q = &mut *guard;
+                let mut bytes = 0;
+                while let Some(frame) = q.frames.pop_front() {
+                    bytes += frame.len();
                     drained += 1;
                 }
-                if q.capacity() > 64 {
-                    q.shrink_to(0);
+                q.backlog.written(bytes);
+                if q.frames.capacity() > 64 {
+                    q.frames.shrink_to(0);
                 }
+                drop(guard);
+                conn.shared.metrics.outbound_released(bytes);
             }
             self.waker.clear();
         }

@@ -12,21 +12,15 @@
 //! idle-connection memory does not depend on the profile. Profiles are an enum, not trait
 //! objects: the default `chatbench` profile costs no allocation or indirection.
 //!
-//! Nothing here does I/O except [`open_session`] and [`join`], which run inside the engine's
-//! boxed connection set-up.
+//! Nothing here does I/O: the session set-up over a live WebSocket (`open_session`, `join`,
+//! driven by [`Step`]s from here) is the load generator's (`chatbench_loadgen::session`).
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use chatbench_protocol::{encode_join, encode_leave, parse_server, MsgWriter, ServerFrame};
-
-use crate::stats::Stats;
 
 mod options;
 pub mod phoenix;
@@ -34,6 +28,9 @@ pub mod socketio;
 pub mod template;
 
 use options::Opts;
+
+/// The fault-injection frame of chatbench protocol v1 (`docs/protocol.md`).
+const POISON: &str = r#"{"t":"panic"}"#;
 pub use options::ProfileError;
 
 /// The protocol names a scenario's `protocol` field accepts.
@@ -386,6 +383,17 @@ impl Profile {
         }
     }
 
+    /// The fault-injection frame (`poison_after`), if the protocol has one: chatbench's
+    /// `{"t":"panic"}`, or for Socket.IO that object as the payload of the message event
+    /// (`42["message",{"t":"panic"}]`, what the Node.js peers throw on with `--fault-injection`).
+    pub fn poison_frame(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Chatbench => Some(POISON.to_owned()),
+            Kind::SocketIo(s) => Some(s.message_frame(POISON)),
+            Kind::Echo | Kind::Template(_) | Kind::Phoenix(_) => None,
+        }
+    }
+
     /// How often the client must send a heartbeat, if the protocol needs one.
     pub fn heartbeat_interval(&self) -> Option<Duration> {
         match &self.kind {
@@ -413,7 +421,7 @@ impl Profile {
     }
 
     /// While opening or joining: is `text` the acknowledgement of the join of `room`?
-    fn join_step(&self, room: &str, text: &str) -> Step {
+    pub fn join_step(&self, room: &str, text: &str) -> Step {
         match &self.kind {
             Kind::Chatbench | Kind::Echo => match parse_server(text) {
                 Ok(ServerFrame::Joined { room: r }) if r == room => Step::Done,
@@ -457,7 +465,7 @@ fn decode_chatbench(text: &str) -> Incoming<'_> {
 
 /// One step of a set-up conversation: what a frame read while waiting means.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// The awaited frame: set-up is done.
     Done,
     /// Not it; keep waiting.
@@ -468,85 +476,6 @@ pub(crate) enum Step {
     Bad,
     /// The server refused; the label is counted as the connect error.
     Fail(String),
-}
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// Reads frames until `step` says done or failed; answers replies; counts bad frames.
-async fn converse(
-    ws: &mut Ws,
-    stats: &Stats,
-    what: &str,
-    mut step: impl FnMut(&str) -> Step,
-) -> Result<(), String> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => match step(&t) {
-                Step::Done => return Ok(()),
-                Step::Continue => {}
-                Step::Reply(r) => ws
-                    .send(Message::text(r))
-                    .await
-                    .map_err(|_| format!("{what}_send"))?,
-                Step::Bad => Stats::inc(&stats.counters.bad_frames),
-                Step::Fail(label) => return Err(label),
-            },
-            Some(Ok(Message::Close(f))) => {
-                let code = f
-                    .map(|f| u16::from(f.code).to_string())
-                    .unwrap_or_else(|| "none".into());
-                stats.closed_by_server.add(&code);
-                return Err(format!("closed_during_{what}"));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Err(format!("reset_during_{what}")),
-        }
-    }
-}
-
-/// The handshake after the WebSocket opens, before any room is joined (Socket.IO: the
-/// Engine.IO open packet and the namespace connect). Errors are connect-error labels.
-pub async fn open_session(profile: &Profile, ws: &mut Ws, stats: &Stats) -> Result<(), String> {
-    match &profile.kind {
-        Kind::SocketIo(s) => {
-            // The Engine.IO open packet, then our namespace connect and its acknowledgement.
-            converse(ws, stats, "open", socketio::open_step).await?;
-            ws.send(Message::text(s.connect_frame()))
-                .await
-                .map_err(|_| "open_send".to_string())?;
-            converse(ws, stats, "open", |t| s.connect_step(t)).await
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Joins `room` and waits for the server's acknowledgement when the protocol has one.
-pub async fn join(profile: &Profile, ws: &mut Ws, stats: &Stats, room: &str) -> Result<(), String> {
-    let Some(frame) = profile.join_frame(room) else {
-        return Ok(());
-    };
-    ws.send(Message::text(frame))
-        .await
-        .map_err(|_| "join_send".to_string())?;
-    if let Kind::Template(t) = &profile.kind {
-        if !t.waits_for_join() {
-            return Ok(());
-        }
-    }
-    if let Kind::SocketIo(s) = &profile.kind {
-        if !s.join_ack {
-            return Ok(());
-        }
-    }
-    converse(ws, stats, "join", |t| match profile.join_step(room, t) {
-        Step::Done => Step::Done,
-        Step::Fail(label) => {
-            stats.server_errors.add(&label);
-            Step::Fail(label)
-        }
-        other => other,
-    })
-    .await
 }
 
 #[cfg(test)]

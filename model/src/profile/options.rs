@@ -103,12 +103,14 @@ impl<'a> Opts<'a> {
                 format!("profile.{key} = {text:?}: {e}; expected a duration like \"30s\""),
             )
         })?;
-        if d < min {
+        let max = crate::scenario::MAX_DURATION;
+        if d < min || d > max {
             return Err(ProfileError::invalid(
                 key,
                 format!(
-                    "profile.{key} = {text:?}: must be at least {}",
-                    humantime::format_duration(min)
+                    "profile.{key} = {text:?}: must be at least {} and at most {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
                 ),
             ));
         }

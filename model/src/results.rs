@@ -56,25 +56,51 @@ pub enum RunStatus {
     Failed,
 }
 
-/// Percentiles of a histogram, in µs.
+/// Percentiles of a histogram, in µs. Written as integers; read back from integers or from
+/// whole-valued numbers written as floats (`1000.0`, as JSON tools that edit a summary write
+/// them), rounded to the nearest µs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     /// Number of samples.
+    #[serde(deserialize_with = "whole_us")]
     pub count: u64,
     /// Minimum.
+    #[serde(deserialize_with = "whole_us")]
     pub min: u64,
     /// Mean.
     pub mean: f64,
     /// 50th percentile.
+    #[serde(deserialize_with = "whole_us")]
     pub p50: u64,
     /// 90th.
+    #[serde(deserialize_with = "whole_us")]
     pub p90: u64,
     /// 99th.
+    #[serde(deserialize_with = "whole_us")]
     pub p99: u64,
     /// 99.9th.
+    #[serde(deserialize_with = "whole_us")]
     pub p999: u64,
     /// Maximum.
+    #[serde(deserialize_with = "whole_us")]
     pub max: u64,
+}
+
+/// A count of µs: an integer, or a finite non-negative float rounded to the nearest integer.
+fn whole_us<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(u64),
+        Float(f64),
+    }
+    match Num::deserialize(d)? {
+        Num::Int(v) => Ok(v),
+        Num::Float(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(f.round() as u64),
+        Num::Float(f) => Err(serde::de::Error::custom(format!(
+            "{f} is not a number of microseconds (a whole number ≥ 0)"
+        ))),
+    }
 }
 
 impl Percentiles {
@@ -617,7 +643,7 @@ pub fn hgrm(h: &Histogram<u64>, scale: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{new_hist, record};
+    use crate::hist::{new_hist, record};
 
     #[test]
     fn hgrm_has_the_hdrhistogram_layout() {
@@ -658,5 +684,19 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn percentiles_read_whole_floats_and_refuse_others() {
+        let p: Percentiles = serde_json::from_str(
+            r#"{"count":3,"min":1,"mean":2.0,"p50":2,"p90":3,"p99":989.9999999,"p999":3.0,"max":3}"#,
+        )
+        .expect("whole floats");
+        assert_eq!((p.p99, p.p999), (990, 3));
+        let bad = r#"{"count":3,"min":1,"mean":2.0,"p50":2,"p90":3,"p99":-1.0,"p999":3,"max":3}"#;
+        let e = serde_json::from_str::<Percentiles>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a number of microseconds"), "{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! Building a run's [`Summary`] from what was measured: the one place that turns counts,
 //! histograms and `/proc` samples into `summary.json`'s figures (loss, rates, memory per
-//! connection, notes), whether one process ([`crate::run`]) or a fleet of agents
-//! ([`crate::coordinator`]) measured them. The callers gather and merge; this module derives.
+//! connection, notes), whether one process (`chatbench_loadgen::run`) or a fleet of agents
+//! (`chatbench_loadgen::coordinator`) measured them. The callers gather and merge; this module
+//! derives.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
 
 /// Connection counts of the whole run.
-pub(crate) struct ConnCounts<'a> {
+pub struct ConnCounts<'a> {
     pub planned: u64,
     pub attempted: u64,
     pub connected: u64,
@@ -38,7 +39,7 @@ pub(crate) struct ConnCounts<'a> {
 /// message reaches every reader of its room but its sender, so expected = Σ sent × (readers − 1).
 /// The one loss formula: a run and a fleet's merge both count with it (loss = expected −
 /// delivered, see [`build`]). A room missing from either list counts nothing.
-pub(crate) fn expected_deliveries(
+pub fn expected_deliveries(
     room_sent: impl IntoIterator<Item = u64>,
     room_readers: impl IntoIterator<Item = u64>,
 ) -> u64 {
@@ -50,7 +51,7 @@ pub(crate) fn expected_deliveries(
 }
 
 /// Message counts over the measurement window.
-pub(crate) struct MsgCounts {
+pub struct MsgCounts {
     pub sent_window: u64,
     pub expected: u64,
     pub delivered: u64,
@@ -64,7 +65,7 @@ pub(crate) struct MsgCounts {
 }
 
 /// The generator's own figures (what differs between one process and a fleet).
-pub(crate) struct GenFigures {
+pub struct GenFigures {
     pub agents: u32,
     pub source_addrs: Vec<String>,
     pub cpu_affinity: Vec<usize>,
@@ -76,7 +77,7 @@ pub(crate) struct GenFigures {
 }
 
 /// Readings of the target and the host.
-pub(crate) struct TargetFigures {
+pub struct TargetFigures {
     pub server_before: Option<ProcSample>,
     pub host_before: Option<HostSample>,
     pub server_connected: Option<ProcSample>,
@@ -91,7 +92,7 @@ pub(crate) struct TargetFigures {
 }
 
 /// Everything a summary is built from.
-pub(crate) struct SummaryInput<'a> {
+pub struct SummaryInput<'a> {
     pub scenario: &'a Scenario,
     pub overrides: &'a [String],
     pub started_utc: DateTime<Utc>,
@@ -118,12 +119,7 @@ pub(crate) struct SummaryInput<'a> {
 /// readings' own time stamps); `deliveries` were made in a window of `window_s` seconds (0: not
 /// known). Per delivery is the CPU rate times the window over the deliveries, so readings a
 /// little off the window's edges still compare rate with rate.
-pub(crate) fn server_cpu(
-    cpu_s: f64,
-    over_s: f64,
-    deliveries: u64,
-    window_s: f64,
-) -> (f64, Option<f64>) {
+pub fn server_cpu(cpu_s: f64, over_s: f64, deliveries: u64, window_s: f64) -> (f64, Option<f64>) {
     let cores = cpu_s / over_s.max(1e-9);
     let per_delivery =
         (deliveries > 0 && window_s > 0.0).then(|| cores * window_s * 1e6 / deliveries as f64);
@@ -133,16 +129,16 @@ pub(crate) fn server_cpu(
 /// The load on the server's CPUs that was not the server's, between two host readings at the
 /// window's edges: their busy time minus the server's own CPU (`server_cores`), and steal.
 /// `None` unless the server was pinned to CPUs that this process (the generator, or the
-/// coordinator whose local agents inherit its CPUs) does not use: otherwise the generator's
-/// time cannot be told apart from other work.
-pub(crate) fn other_load(
+/// coordinator whose local agents inherit its CPUs; `own_cpus`, its affinity) does not use:
+/// otherwise the generator's time cannot be told apart from other work.
+pub fn other_load(
     a: Option<&HostSample>,
     b: Option<&HostSample>,
     server_cores: Option<f64>,
     server_cpus: Option<&[usize]>,
+    own: &[usize],
 ) -> Option<OtherLoad> {
     let cpus = server_cpus?;
-    let own: Vec<usize> = crate::sys::cpu_affinity();
     if cpus.iter().any(|c| own.contains(c)) {
         return None;
     }
@@ -182,7 +178,7 @@ fn client_settings(scenario: &Scenario) -> BTreeMap<String, u64> {
 
 /// Builds the summary: derived figures (loss, rates, memory per connection, listen overflows)
 /// and notes, in the order one-process runs have always written them.
-pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
+pub fn build(input: SummaryInput<'_>) -> Summary {
     let SummaryInput {
         scenario,
         overrides,
@@ -203,6 +199,7 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
         failover,
     } = input;
     let mut notes: Vec<String> = low_rate_note(scenario).into_iter().collect();
+    notes.extend(crate::tls::summary_note(&target.url, &scenario.client));
     notes.extend(own_notes);
     let ready = conns.ready;
     let memory_per_conn = match (
@@ -314,23 +311,13 @@ pub(crate) fn build(input: SummaryInput<'_>) -> Summary {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// A summary input with plain figures, for tests (here and in the load generator) to vary.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::*;
-    use crate::stats::new_hist;
-
-    #[test]
-    fn expected_deliveries_count_every_reader_but_the_sender() {
-        // Room 0: 10 sent, 3 readers (sender + 2); room 1: 5 sent, 1 reader (the sender alone);
-        // room 2: 4 sent, no readers known; room 3 has readers but no sends listed.
-        assert_eq!(expected_deliveries([10, 5, 4], [3, 1, 0, 7]), 20);
-        // An echo room counts as two readers: expected = sent.
-        assert_eq!(expected_deliveries([6], [2]), 6);
-        assert_eq!(expected_deliveries([], [2]), 0);
-    }
 
     /// A summary input with plain figures, for tests to vary.
-    pub(crate) fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
+    pub fn input<'a>(scenario: &'a Scenario, hist: &'a Histogram<u64>) -> SummaryInput<'a> {
         SummaryInput {
             scenario,
             overrides: &[],
@@ -358,7 +345,21 @@ pub(crate) mod tests {
                 send_lag_us: None,
                 rss_per_conn_bytes: None,
             },
-            provenance: Provenance::collect(),
+            provenance: Provenance {
+                tool_version: "0.1.0".into(),
+                git_commit: None,
+                git_dirty: None,
+                kernel: None,
+                os: "linux".into(),
+                cpu_model: None,
+                cpu_cores: 1,
+                cpu_affinity: vec![0],
+                rlimit_nofile: None,
+                hostname: None,
+                started_at: "2025-01-01T00:00:00.000Z".into(),
+                finished_at: None,
+                command_line: Vec::new(),
+            },
             phases: PhaseTimes::default(),
             conns: ConnCounts {
                 planned: 10,
@@ -403,6 +404,23 @@ pub(crate) mod tests {
             distributed: None,
             failover: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::input;
+    use super::*;
+    use crate::hist::new_hist;
+
+    #[test]
+    fn expected_deliveries_count_every_reader_but_the_sender() {
+        // Room 0: 10 sent, 3 readers (sender + 2); room 1: 5 sent, 1 reader (the sender alone);
+        // room 2: 4 sent, no readers known; room 3 has readers but no sends listed.
+        assert_eq!(expected_deliveries([10, 5, 4], [3, 1, 0, 7]), 20);
+        // An echo room counts as two readers: expected = sent.
+        assert_eq!(expected_deliveries([6], [2]), 6);
+        assert_eq!(expected_deliveries([], [2]), 0);
     }
 
     #[test]

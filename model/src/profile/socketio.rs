@@ -102,6 +102,11 @@ impl SocketIo {
         self.event(None, &self.leave_event, &super::json_str(room))
     }
 
+    /// `42["message",ARG]`: the message event with `arg` (JSON) as its payload.
+    pub fn message_frame(&self, arg: &str) -> String {
+        self.event(None, &self.message_event, arg)
+    }
+
     /// `42["message",{"room":…,"from":…,"seq":…,"ts":…,"body":…}]`.
     pub fn writer(&self, room: &str, from: &str, body: &str) -> FrameWriter {
         let mut b = PartsBuilder::default();
@@ -132,7 +137,7 @@ impl SocketIo {
     }
 
     /// While waiting for the namespace connect acknowledgement.
-    pub(crate) fn connect_step(&self, text: &str) -> Step {
+    pub fn connect_step(&self, text: &str) -> Step {
         if let Some(r) = ping(text) {
             return Step::Reply(r.into_owned());
         }
@@ -224,7 +229,7 @@ fn ping(text: &str) -> Option<Cow<'static, str>> {
 }
 
 /// While waiting for the Engine.IO open packet.
-pub(crate) fn open_step(text: &str) -> Step {
+pub fn open_step(text: &str) -> Step {
     match text.strip_prefix('0') {
         Some(data) => match serde_json::from_str::<serde_json::Value>(data) {
             Ok(v) if v.get("sid").is_some() => Step::Done,

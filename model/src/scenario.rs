@@ -14,12 +14,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::placeholder::{Feeder, FeederPolicy, Field, SessionTemplate};
 use crate::profile::{Fanout, Profile, ProfileError, ProtocolKind};
 use crate::reconnect::{FaultSpec, ReconnectSettings};
 
@@ -41,6 +42,25 @@ pub const MIN_BUFFER_BYTES: usize = 256;
 
 /// Largest accepted client buffer size (64 MiB).
 pub const MAX_BUFFER_BYTES: usize = 64 << 20;
+
+/// Most connections in one run (all agents together). The plan keeps an entry per connection
+/// of the whole run (about 32 bytes each, 512 MiB at this bound) in every generator process,
+/// so this bounds what a scenario can make a process allocate; 16× the largest fleet measured.
+pub const MAX_CONNECTIONS: u32 = 1 << 24;
+
+/// Longest accepted duration of any scenario field (30 days): the engine adds durations to
+/// clock readings, and a longer one would overflow them.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Accepted `ramp_rate`, new connections per second: the slowest keeps every connection's
+/// ramp time representable (4 294 967 295 connections at 0.001/s is 136 000 years as a
+/// `Duration`, far below its limit); the fastest is beyond any ramp a host can do.
+pub const RAMP_RATE_RANGE: (f64, f64) = (1e-3, 1e9);
+
+/// Accepted `rate_per_sender`, messages per second: the slowest sends once in 11.6 days; the
+/// fastest is a send every 10 µs, beyond what one connection of any server here takes, and
+/// keeps the schedule's nanosecond arithmetic exact.
+pub const RATE_PER_SENDER_RANGE: (f64, f64) = (1e-6, 1e5);
 
 /// A load scenario, as written in `scenarios/*.toml`. See `docs/scenarios.md` for the reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +126,8 @@ pub struct Scenario {
     pub late_after: Duration,
     /// Fault injection: this long after the measurement window opens, the first member
     /// connection sends `{"t":"panic"}` (a reference server started with `--fault-injection`
-    /// crashes that connection's handler). The results then show how many *other* connections
+    /// crashes that connection's handler; a Node.js peer's handler throws, uncaught; with
+    /// protocol = "socketio" the object is the message event's payload). The results then show how many *other* connections
     /// the crash took with it (`connections.closed_by_server`, `messages.lost`). Unset: no
     /// poison frame is sent.
     #[serde(default, with = "opt_duration_str")]
@@ -141,6 +162,9 @@ pub struct Scenario {
     /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
     session_profile: OnceLock<Profile>,
+    /// The feeder read from `[client] feeder`: loaded when the scenario is validated.
+    #[serde(skip)]
+    feeder: OnceLock<Option<Arc<Feeder>>>,
     /// Where the scenario came from and its full text (recorded in results for provenance).
     #[serde(skip)]
     pub source: ScenarioSource,
@@ -178,8 +202,9 @@ impl TargetPolicy {
     }
 }
 
-/// WebSocket client buffer settings. tungstenite's defaults (128 KiB read buffer) would make the
-/// generator the memory bottleneck, so they are explicit and recorded with every result.
+/// WebSocket client settings: buffers, TLS trust, and the per-connection feeder. tungstenite's
+/// defaults (128 KiB read buffer) would make the generator the memory bottleneck, so they are
+/// explicit and recorded with every result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientSettings {
@@ -191,6 +216,21 @@ pub struct ClientSettings {
     pub max_write_buffer_size: usize,
     /// Largest message the client accepts, bytes.
     pub max_message_size: usize,
+    /// `wss://`: trust only the CAs in this PEM file instead of the built-in Mozilla roots
+    /// (`run --ca-file`). Relative paths are from the current directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `wss://`: accept any server certificate (`run --insecure`; testing only, recorded).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// A CSV file (header row, then one row per connection) whose columns the upgrade
+    /// request's `{feeder.COLUMN}` placeholders read. Relative paths are from the current
+    /// directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feeder: Option<PathBuf>,
+    /// More connections than feeder rows: `refuse` (the default: the scenario is refused) or
+    /// `cycle` (connection `conn` takes row `conn % rows`).
+    pub feeder_policy: FeederPolicy,
 }
 
 impl Default for ClientSettings {
@@ -200,6 +240,10 @@ impl Default for ClientSettings {
             write_buffer_size: 4096,
             max_write_buffer_size: 1 << 20,
             max_message_size: 1 << 20,
+            ca_file: None,
+            insecure: false,
+            feeder: None,
+            feeder_policy: FeederPolicy::default(),
         }
     }
 }
@@ -441,8 +485,9 @@ impl Scenario {
             path: None,
             text: text.to_owned(),
         };
-        let profile = scenario.validate_at(origin)?;
+        let (profile, feeder) = scenario.validate_at(origin)?;
         scenario.session_profile = OnceLock::from(profile);
+        scenario.feeder = OnceLock::from(feeder);
         Ok(scenario)
     }
 
@@ -453,8 +498,9 @@ impl Scenario {
             Some(p) => p.display().to_string(),
             None => "<scenario>".to_owned(),
         };
-        let profile = self.validate_at(&origin)?;
+        let (profile, feeder) = self.validate_at(&origin)?;
         let _ = self.session_profile.set(profile);
+        let _ = self.feeder.set(feeder);
         Ok(())
     }
 
@@ -466,8 +512,22 @@ impl Scenario {
             .get_or_init(|| Profile::from_options(self.protocol, &self.profile).unwrap_or_default())
     }
 
-    /// Validates, and returns the protocol profile the scenario describes.
-    fn validate_at(&self, origin: &str) -> Result<Profile, ScenarioError> {
+    /// The CSV feeder of `[client] feeder`, if any. Loaded when the scenario is parsed or
+    /// validated; a scenario deserialised from JSON reads it on first use (`None` if it cannot:
+    /// call [`Scenario::validate`] first for the error).
+    pub fn feeder(&self) -> Option<&Feeder> {
+        self.feeder
+            .get_or_init(|| {
+                let path = self.client.feeder.as_ref()?;
+                Feeder::load(path, self.client.feeder_policy)
+                    .ok()
+                    .map(Arc::new)
+            })
+            .as_deref()
+    }
+
+    /// Validates, and returns the protocol profile the scenario describes and its feeder.
+    fn validate_at(&self, origin: &str) -> Result<(Profile, Option<Arc<Feeder>>), ScenarioError> {
         let v = Validator { s: self, origin };
         v.name()?;
         v.counts()?;
@@ -477,7 +537,11 @@ impl Scenario {
         v.slow_consumers()?;
         v.durations()?;
         v.reconnect_and_faults()?;
-        v.profile()
+        v.tls()?;
+        let feeder = v.feeder()?;
+        let profile = v.profile()?;
+        v.placeholders(&profile, feeder.as_deref())?;
+        Ok((profile, feeder))
     }
 
     /// The node-kill fault, if the scenario has one.
@@ -626,12 +690,35 @@ impl Validator<'_> {
                     .to_owned(),
             ));
         }
+        if s.connections > MAX_CONNECTIONS {
+            return Err(self.err(
+                "",
+                "connections",
+                format!(
+                    "connections = {}: at most {MAX_CONNECTIONS} in one run (every generator \
+                     process keeps the whole run's plan in memory); split the load over several runs",
+                    s.connections
+                ),
+            ));
+        }
+        let (lo, hi) = RAMP_RATE_RANGE;
         if !(s.ramp_rate.is_finite() && s.ramp_rate > 0.0) {
             return Err(self.err(
                 "",
                 "ramp_rate",
                 format!(
                     "ramp_rate = {}: must be a positive number of new connections per second \
+                     (e.g. ramp_rate = 5000.0)",
+                    s.ramp_rate
+                ),
+            ));
+        }
+        if !(lo..=hi).contains(&s.ramp_rate) {
+            return Err(self.err(
+                "",
+                "ramp_rate",
+                format!(
+                    "ramp_rate = {}: must be between {lo} and {hi:e} new connections per second \
                      (e.g. ramp_rate = 5000.0)",
                     s.ramp_rate
                 ),
@@ -698,6 +785,19 @@ impl Validator<'_> {
                 format!(
                     "rate_per_sender = {}: must be a positive number of messages per second \
                      (e.g. rate_per_sender = 10.0), or set senders_per_room = 0 for no traffic",
+                    s.rate_per_sender
+                ),
+            ));
+        }
+        let (lo, hi) = RATE_PER_SENDER_RANGE;
+        if s.sender_count() > 0 && !(lo..=hi).contains(&s.rate_per_sender) {
+            return Err(self.err(
+                "",
+                "rate_per_sender",
+                format!(
+                    "rate_per_sender = {}: must be between {lo:e} and {hi:e} messages per second \
+                     per sender (e.g. rate_per_sender = 10.0); for more load add senders_per_room \
+                     or rooms",
                     s.rate_per_sender
                 ),
             ));
@@ -793,6 +893,81 @@ impl Validator<'_> {
         Ok(())
     }
 
+    fn tls(&self) -> Result<(), ScenarioError> {
+        if let Some(path) = &self.s.client.ca_file {
+            crate::tls::load_ca_file(path).map_err(|e| {
+                self.err(
+                    "client",
+                    "ca_file",
+                    format!("client.ca_file = {:?}: {e}", path.display().to_string()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn feeder(&self) -> Result<Option<Arc<Feeder>>, ScenarioError> {
+        let c = &self.s.client;
+        let Some(path) = &c.feeder else {
+            return Ok(None);
+        };
+        let feeder = Feeder::load(path, c.feeder_policy)
+            .map_err(|e| self.err("client", "feeder", format!("client.feeder: {e}")))?;
+        if !feeder.covers(self.s.connections) {
+            return Err(self.err(
+                "client",
+                "feeder",
+                format!(
+                    "client.feeder {:?} has {} rows for {} connections (one row per connection \
+                     under feeder_policy = \"refuse\"): add rows, lower connections, or set \
+                     feeder_policy = \"cycle\" to reuse rows",
+                    path.display().to_string(),
+                    feeder.len(),
+                    self.s.connections
+                ),
+            ));
+        }
+        Ok(Some(Arc::new(feeder)))
+    }
+
+    /// The placeholders of the profile's request fields, against the feeder's columns.
+    fn placeholders(
+        &self,
+        profile: &Profile,
+        feeder: Option<&Feeder>,
+    ) -> Result<(), ScenarioError> {
+        // The URL's own path is checked with the target; here the `[profile]` fields.
+        let request = profile.request("/");
+        let columns = feeder.map(|f| &f.columns[..]);
+        SessionTemplate::new(&request, columns).map_err(|(field, e)| {
+            let (key, line) = match &field {
+                Field::Path => (
+                    "path",
+                    find_key_line(&self.s.source.text, "profile", "path"),
+                ),
+                Field::Subprotocol => (
+                    "subprotocol",
+                    find_key_line(&self.s.source.text, "profile", "subprotocol"),
+                ),
+                Field::Header(name) => (
+                    "headers",
+                    find_key_line(&self.s.source.text, "profile", "headers")
+                        .or_else(|| find_key_line(&self.s.source.text, "profile.headers", name)),
+                ),
+            };
+            ScenarioError::Invalid {
+                location: Location {
+                    origin: self.origin(),
+                    line,
+                    column: None,
+                },
+                field: key,
+                message: format!("profile.{key}: {e}"),
+            }
+        })?;
+        Ok(())
+    }
+
     fn profile(&self) -> Result<Profile, ScenarioError> {
         let s = self.s;
         let profile = Profile::from_options(s.protocol, &s.profile).map_err(|e| match e {
@@ -827,13 +1002,14 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if s.poison_after.is_some() && profile.name() != "chatbench" {
+        if s.poison_after.is_some() && profile.poison_frame().is_none() {
             return Err(self.err(
                 "",
                 "poison_after",
                 format!(
-                    "poison_after sends the chatbench fault-injection frame, which a {} server \
-                     does not understand (remove poison_after, or use protocol = \"chatbench\")",
+                    "poison_after sends the fault-injection frame {{\"t\":\"panic\"}}, which protocol \
+                     = \"{}\" has no form of (remove poison_after, or use protocol = \"chatbench\" \
+                     or \"socketio\")",
                     profile.name()
                 ),
             ));
@@ -950,6 +1126,39 @@ impl Validator<'_> {
 
     fn durations(&self) -> Result<(), ScenarioError> {
         let s = self.s;
+        let r = &s.reconnect;
+        let mut all = vec![
+            ("", "connect_timeout", s.connect_timeout),
+            ("", "settle", s.settle),
+            ("", "warmup", s.warmup),
+            ("", "measure", s.measure),
+            ("", "cooldown", s.cooldown),
+            ("", "late_after", s.late_after),
+            ("reconnect", "initial_backoff", r.initial_backoff),
+            ("reconnect", "max_backoff", r.max_backoff),
+            ("reconnect", "deadline", r.deadline),
+        ];
+        all.extend(s.poison_after.map(|p| ("", "poison_after", p)));
+        all.extend(s.faults.iter().map(|f| ("fault", "at", f.at)));
+        for (table, key, d) in all {
+            if d > MAX_DURATION {
+                let name = if table.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{table}.{key}")
+                };
+                return Err(self.err(
+                    table,
+                    key,
+                    format!(
+                        "{name} = \"{}\": at most \"{}\" (longer durations overflow the \
+                         engine's clock arithmetic; e.g. {key} = \"10s\")",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
+        }
         if s.measure.is_zero() {
             return Err(self.err(
                 "",
@@ -1184,6 +1393,100 @@ mod tests {
         (e, msg)
     }
 
+    /// A scenario of `connections` with a feeder file of `csv` and the `[profile]` lines.
+    fn with_feeder(
+        csv: &str,
+        connections: u32,
+        client: &str,
+        profile: &str,
+    ) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.csv");
+        std::fs::write(&path, csv).expect("write");
+        let text = format!(
+            "name = \"m\"\nconnections = {connections}\n[client]\nfeeder = {:?}\n{client}[profile]\n{profile}",
+            path.display().to_string()
+        );
+        (dir, text)
+    }
+
+    #[test]
+    fn feeder_placeholders_are_checked_at_parse_time_with_the_line() {
+        let csv = "user,token\nu0,t0\nu1,t1\n";
+        let (_d, ok) = with_feeder(csv, 2, "", "headers = { Authorization = \"Bearer {feeder.token}\" }\npath = \"/ws/{room}?c={conn}&f={from}\"\n");
+        let s = parse(&ok).expect("valid");
+        assert_eq!(s.feeder().map(|f| f.len()), Some(2));
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "headers = { Authorization = \"Bearer {feeder.tokn}\" }\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(
+            msg.contains("no column \"tokn\"") && msg.contains("user, token"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 2, "", "subprotocol = \"v1.{conection}\"\n");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(6), "{msg}");
+        assert!(msg.contains("unknown placeholder {conection}"), "{msg}");
+        let (_d, t) = with_feeder(csv, 2, "", "path = \"/ws/{conn\"\n");
+        let (_, msg) = err(&t);
+        assert!(msg.contains("unbalanced brace"), "{msg}");
+        // A [profile.headers] table: the header's own line.
+        let (_d, t) = with_feeder(
+            csv,
+            2,
+            "",
+            "[profile.headers]\nX-Token = \"{feeder.nope}\"\n",
+        );
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(7), "{msg}");
+    }
+
+    #[test]
+    fn feeder_without_enough_rows_is_refused_unless_it_cycles() {
+        let csv = "token\nt0\nt1\n";
+        let (_d, t) = with_feeder(csv, 3, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(
+            msg.contains("2 rows for 3 connections") && msg.contains("cycle"),
+            "{msg}"
+        );
+        let (_d, t) = with_feeder(csv, 3, "feeder_policy = \"cycle\"\n", "");
+        let s = parse(&t).expect("cycle");
+        assert_eq!(
+            s.feeder().and_then(|f| f.row(2)).map(|r| r[0].as_str()),
+            Some("t0")
+        );
+        let (_d, t) = with_feeder("token\n", 1, "", "");
+        let (e, msg) = err(&t);
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("empty feeder"), "{msg}");
+        let (_, msg) =
+            err("name = \"m\"\nconnections = 1\n[profile]\nheaders = { A = \"{feeder.token}\" }\n");
+        assert!(msg.contains("needs a feeder file"), "{msg}");
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_refused_with_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "nothing\n").expect("write");
+        let (e, msg) = err(&format!(
+            "name = \"m\"\nconnections = 1\n[client]\ninsecure = false\nca_file = {:?}\n",
+            path.display().to_string()
+        ));
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(
+            msg.contains("ca.pem") && msg.contains("no certificate"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn reconnect_and_kill_fault_parse_with_defaults() {
         let s = parse("name = \"k\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\n\n[[fault]]\nkill_node = 2\nat = \"3s\"\n")
@@ -1379,6 +1682,52 @@ read_buffer_size = 8192
         assert!(msg.contains("invalid duration \"5 parsecs\""), "{msg}");
         assert!(msg.contains("\"10s\""), "{msg}");
         assert!(msg.contains("warmup"), "{msg}");
+    }
+
+    #[test]
+    fn values_the_engine_cannot_represent_are_rejected_at_their_line() {
+        // Each of these once validated and then panicked, spun or lied (issue 19).
+        for (text, line, needle) in [
+            (
+                "connect_timeout = \"500000000000years\"\n",
+                3,
+                "connect_timeout = ",
+            ),
+            ("measure = \"500000000000years\"\n", 3, "measure = "),
+            ("settle = \"31days\"\n", 3, "at most \"30days\""),
+            (
+                "rooms = 1\nmembers_per_room = 2\nrate_per_sender = 1e300\n",
+                5,
+                "between 1e-6 and 1e5",
+            ),
+            (
+                "rooms = 1\nmembers_per_room = 2\nrate_per_sender = 1e-300\n",
+                5,
+                "rate_per_sender = ",
+            ),
+            ("ramp_rate = 1e-300\n", 3, "between 0.001 and 1e9"),
+            ("ramp_rate = 1e300\n", 3, "ramp_rate = "),
+            (
+                "[reconnect]\ndeadline = \"100years\"\n",
+                4,
+                "reconnect.deadline",
+            ),
+        ] {
+            let text = format!("name = \"m\"\nconnections = 2\n{text}");
+            let (e, msg) = err(&text);
+            assert_eq!(e.line(), Some(line), "{text}: {msg}");
+            assert!(msg.contains(needle), "{text}: {msg}");
+            assert!(msg.contains("scenarios/x.toml:"), "{text}: {msg}");
+        }
+        let (e, msg) = err("name = \"m\"\nconnections = 4294967295\n");
+        assert_eq!(e.line(), Some(2));
+        assert!(msg.contains("at most 16777216"), "{msg}");
+        // The bounds themselves are accepted.
+        parse(
+            "name = \"m\"\nconnections = 2\nrooms = 1\nmembers_per_room = 2\n\
+             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n",
+        )
+        .expect("at the bounds");
     }
 
     #[test]
@@ -1692,10 +2041,22 @@ read_buffer_size = 8192
         assert_eq!(e.line(), Some(4), "{msg}");
         assert!(msg.contains("a template message must fit"), "{msg}");
         let (e, msg) = err(
-            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"phoenix\"\npoison_after = \"1s\"\n",
         );
         assert_eq!(e.line(), Some(6), "{msg}");
-        assert!(msg.contains("socketio server"), "{msg}");
+        assert!(
+            msg.contains("protocol = \"phoenix\" has no form of"),
+            "{msg}"
+        );
+        // Socket.IO has one: the message event carrying {"t":"panic"}.
+        let s = parse(
+            "name = \"m\"\nconnections = 4\nrooms = 1\nmembers_per_room = 4\nprotocol = \"socketio\"\npoison_after = \"1s\"\n",
+        )
+        .expect("socketio can poison");
+        assert_eq!(
+            s.session_profile().poison_frame().as_deref(),
+            Some(r#"42["message",{"t":"panic"}]"#)
+        );
     }
 
     #[test]
