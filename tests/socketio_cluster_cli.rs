@@ -321,7 +321,7 @@ fn nodes_and_kill_faults_need_a_cluster_peer() {
         (
             &plain,
             &["--serve-peer", "socketio", "--nodes", "3"][..],
-            "--nodes needs --serve ARCH or --serve-peer socketio-cluster",
+            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster",
         ),
         (
             &path,
