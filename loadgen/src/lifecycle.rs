@@ -822,4 +822,35 @@ mod tests {
         assert!(again.pacer.is_none(), "its report is handed back once");
         assert!(again.panicked.is_empty(), "{:?}", again.panicked);
     }
+
+    /// A connection task's panic is reaped once, with what it said, and a cancelled one is
+    /// not a panic.
+    #[tokio::test]
+    async fn a_panicked_connection_task_is_reaped_once() {
+        let scenario = Arc::new(
+            Scenario::parse(
+                "name='t'\nconnections=2\nrooms=1\nmembers_per_room=2\n",
+                "t",
+            )
+            .expect("valid"),
+        );
+        let plan = Plan::new(&scenario, 0);
+        let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
+        let mut engine = Engine::start(scenario, plan, vec![target], Vec::new());
+        let panics = tokio::spawn(async { panic!("boom") });
+        let cancelled = tokio::spawn(std::future::pending::<()>());
+        cancelled.abort();
+        while !(panics.is_finished() && cancelled.is_finished()) {
+            tokio::task::yield_now().await;
+        }
+        if let Ok(mut tasks) = engine.tasks.lock() {
+            tasks.extend([cancelled, panics]);
+        }
+        let reaped = engine.reap().await;
+        assert_eq!(reaped.panicked, ["a connection task panicked: boom"]);
+        let again = tokio::time::timeout(Duration::from_secs(10), engine.stop())
+            .await
+            .expect("the teardown is bounded");
+        assert!(again.panicked.is_empty(), "{:?}", again.panicked);
+    }
 }
