@@ -1,6 +1,7 @@
-//! The Elixir peer's own unit tests (`servers/peers/elixir/test/`, ExUnit: flag parsing, room
-//! names, JSON decoding), run with `mix test --no-start` into a temporary build folder so that
-//! `cargo test` covers them. Fails (never skips) with what to install when Elixir is missing.
+//! The Elixir peer's own unit tests (`servers/peers/elixir/test/`, ExUnit: flag parsing, the
+//! slow-consumer rule, room names, JSON decoding), run with `mix test --no-start` into a
+//! temporary build folder so that `cargo test` covers them. Fails (never skips) with what to
+//! install when Elixir is missing.
 
 use std::process::{Command, Stdio};
 

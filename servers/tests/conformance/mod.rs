@@ -166,8 +166,13 @@ pub fn external_flags(config: &ServerConfig) -> Vec<String> {
         config.max_rooms_per_conn.to_string(),
         "--outbound-queue".into(),
         config.outbound_queue.to_string(),
+        "--outbound-queue-bytes".into(),
+        config.outbound_queue_bytes.to_string(),
         "--slow-consumer".into(),
         config.slow_consumer.to_string(),
+        // The reference servers' flag and format (a duration: `300ms`, `10s`).
+        "--slow-consumer-grace".into(),
+        format!("{}ms", config.slow_consumer_grace.as_millis()),
         "--handshake-timeout-ms".into(),
         ms(config.handshake_timeout),
         "--close-timeout-ms".into(),

@@ -15,6 +15,7 @@ defmodule ChatbenchPeer.Config do
             outbound_queue: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
             slow_consumer: :drop,
+            slow_consumer_grace_ms: 10_000,
             handshake_timeout_ms: 10_000,
             close_timeout_ms: 5_000,
             shutdown_grace_ms: 5_000,
@@ -30,6 +31,7 @@ defmodule ChatbenchPeer.Config do
   @usage """
   usage: chatbench-peer [--listen HOST:PORT] [--max-frame-bytes N] [--max-rooms N]
          [--outbound-queue N] [--outbound-queue-bytes N] [--slow-consumer drop|disconnect]
+         [--slow-consumer-grace DURATION (e.g. 10s, 300ms, 1m30s)]
          [--handshake-timeout-ms N] [--close-timeout-ms N] [--shutdown-grace-ms N]
          [--max-connections N] [--acceptors N] [--hibernate-after-ms N] [--fault-injection]
          [--join NODE,NODE...]
@@ -56,7 +58,23 @@ defmodule ChatbenchPeer.Config do
   and how to fix it.
   """
   @spec parse([String.t()]) :: {:ok, t()} | {:error, String.t()}
-  def parse(argv), do: argv |> Enum.flat_map(&split_eq/1) |> parse(%__MODULE__{})
+  def parse(argv) do
+    with {:ok, c} <- argv |> Enum.flat_map(&split_eq/1) |> parse(%__MODULE__{}),
+         do: check(c)
+  end
+
+  # The reference servers' rule: one largest frame (payload + 14-byte header, + 2 for a close
+  # frame) must fit in the byte bound, or every frame of that size would be refused.
+  @max_frame_header 16
+  defp check(c) do
+    if c.outbound_queue_bytes < c.max_frame_bytes + @max_frame_header do
+      {:error,
+       "--outbound-queue-bytes #{c.outbound_queue_bytes}: must be at least --max-frame-bytes + " <>
+         "#{@max_frame_header} (#{c.max_frame_bytes + @max_frame_header}): one largest frame must fit"}
+    else
+      {:ok, c}
+    end
+  end
 
   # `--flag=value` is `--flag value`.
   defp split_eq("--" <> _ = arg) do
@@ -83,6 +101,16 @@ defmodule ChatbenchPeer.Config do
     end
   end
 
+  defp parse(["--slow-consumer-grace", v | rest], c) do
+    case parse_duration_ms(v) do
+      {:ok, ms} ->
+        parse(rest, %{c | slow_consumer_grace_ms: ms})
+
+      :error ->
+        {:error, "--slow-consumer-grace #{inspect(v)}: expected a duration, e.g. 10s, 300ms, 1m30s"}
+    end
+  end
+
   defp parse(["--fault-injection" | rest], c), do: parse(rest, %{c | fault_injection: true})
 
   defp parse(["--join", v | rest], c) do
@@ -99,6 +127,29 @@ defmodule ChatbenchPeer.Config do
 
   defp parse([arg | _], _c),
     do: {:error, "unknown or incomplete argument #{inspect(arg)}\n" <> @usage}
+
+  @units %{"ms" => 1, "s" => 1_000, "m" => 60_000, "h" => 3_600_000}
+
+  @doc """
+  Parses a duration as the reference servers' flags take it (humantime's common forms): one or
+  more `<integer><unit>` with unit `ms`, `s`, `m` or `h` (`300ms`, `10s`, `1m30s`); `0` alone
+  is zero. Returns milliseconds.
+  """
+  @spec parse_duration_ms(String.t()) :: {:ok, non_neg_integer()} | :error
+  def parse_duration_ms("0"), do: {:ok, 0}
+
+  def parse_duration_ms(v) do
+    case Regex.scan(~r/\G(\d{1,12})(ms|s|m|h)/, v) do
+      [] ->
+        :error
+
+      parts ->
+        if Enum.map_join(parts, &hd/1) == v, do: {:ok, sum_ms(parts)}, else: :error
+    end
+  end
+
+  defp sum_ms(parts),
+    do: Enum.reduce(parts, 0, fn [_, n, u], acc -> acc + String.to_integer(n) * @units[u] end)
 
   @doc "Parses `HOST:PORT` (IPv6 hosts in brackets)."
   @spec parse_listen(String.t()) ::

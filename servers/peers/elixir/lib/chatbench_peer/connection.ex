@@ -14,9 +14,18 @@ defmodule ChatbenchPeer.Connection do
   watermark, and keeps what could not be written in its own queue, bounded by count
   (`--outbound-queue`, default 1,024 frames) AND bytes (`--outbound-queue-bytes`, 4 MiB). The
   mailbox is drained into that queue every time the process runs, so it holds only what
-  arrived since. When the queue is full the policy applies, counted: `drop` (the newest frame,
-  `chatbench_drops_total{reason="queue_full"}`) or `disconnect` (`slow_consumer`, close 1008).
-  A full socket is retried on a short timer, since the driver sends no "writable" message.
+  arrived since. A frame past either bound gets the reference servers' slow-consumer rule
+  (`ChatbenchPeer.SlowConsumer`), counted: `drop` (the newest frame,
+  `chatbench_drops_total{reason="queue_full"}` or `{reason="queue_bytes"}` by the bound that
+  refused it) or `disconnect` (`slow_consumer`, close 1008); under `drop`, a connection whose
+  frames keep being refused with nothing written to it for `--slow-consumer-grace` (10 s) is
+  closed as `disconnect` does. A full socket is retried on a short timer, since the driver
+  sends no "writable" message.
+
+  The bytes in the queue are counted in `chatbench_outbound_queued_bytes` (a slot of
+  `ChatbenchPeer.Metrics`' `:counters` array) as they are queued and written; the process
+  keeps its own share in its process dictionary, which survives a crash in a callback, so
+  `terminate/2` gives back exactly what is left whatever way the connection ends.
 
   ## Faults
 
@@ -27,7 +36,7 @@ defmodule ChatbenchPeer.Connection do
 
   use GenServer, restart: :temporary
 
-  alias ChatbenchPeer.{Config, Http, Metrics, Phoenix, ProtocolV1}
+  alias ChatbenchPeer.{Config, Http, Metrics, Phoenix, ProtocolV1, SlowConsumer}
 
   # Retry period for a socket whose driver queue is over its high watermark.
   @flush_retry_ms 2
@@ -47,6 +56,7 @@ defmodule ChatbenchPeer.Connection do
             outq: :queue.new(),
             outq_len: 0,
             outq_bytes: 0,
+            refused_since: nil,
             flush_timer: nil,
             closing: nil
 
@@ -135,10 +145,14 @@ defmodule ChatbenchPeer.Connection do
       end
 
     Metrics.add({:disconnect, why})
+    release_queued()
     :gen_tcp.close(s.sock)
   end
 
-  def terminate(_reason, s), do: :gen_tcp.close(s.sock)
+  def terminate(_reason, s) do
+    release_queued()
+    :gen_tcp.close(s.sock)
+  end
 
   @doc "Called by `Http` once the upgrade response is written: from now on, WebSocket frames."
   @spec upgraded(t(), :v1 | :phx) :: t()
@@ -326,53 +340,65 @@ defmodule ChatbenchPeer.Connection do
   defp pong(s, frame), do: push(s, IO.iodata_to_binary(frame), false)
 
   # Appends past the bound (used for a handful of control frames) and writes what it can.
-  defp force(s, frame) do
-    frame = IO.iodata_to_binary(frame)
-
-    s = %{
-      s
-      | outq: :queue.in({frame, false}, s.outq),
-        outq_len: s.outq_len + 1,
-        outq_bytes: s.outq_bytes + byte_size(frame)
-    }
-
-    flush(s)
-  end
+  defp force(s, frame), do: s |> enqueue(IO.iodata_to_binary(frame), false) |> flush()
 
   # A data frame: written now if nothing is queued and the socket takes it, else queued within
-  # the bounds, else the slow-consumer policy.
+  # the bounds, else the slow-consumer rule.
   defp push(s, frame, data?) do
-    cond do
-      s.outq_len == 0 and write(s.sock, frame) ->
-        if data?, do: Metrics.add(:frames_out)
-        s
+    if s.outq_len == 0 and write(s.sock, frame) do
+      if data?, do: Metrics.add(:frames_out)
+      %{s | refused_since: nil}
+    else
+      now = System.monotonic_time(:millisecond)
 
-      s.outq_len >= s.cfg.outbound_queue or
-          s.outq_bytes + byte_size(frame) > s.cfg.outbound_queue_bytes ->
-        overflow(s)
+      case SlowConsumer.offer(
+             byte_size(frame),
+             s.outq_len,
+             s.outq_bytes,
+             s.refused_since,
+             now,
+             s.cfg
+           ) do
+        {:queue, _} ->
+          s |> enqueue(frame, data?) |> retry_later()
 
-      true ->
-        s = %{
-          s
-          | outq: :queue.in({frame, data?}, s.outq),
-            outq_len: s.outq_len + 1,
-            outq_bytes: s.outq_bytes + byte_size(frame)
-        }
+        {{:drop, :queue_full}, since} ->
+          Metrics.add(:drops_queue_full)
+          %{s | refused_since: since}
 
-        retry_later(s)
+        {{:drop, :queue_bytes}, since} ->
+          Metrics.add(:drops_queue_bytes)
+          %{s | refused_since: since}
+
+        {:kick, _} ->
+          kick(s)
+      end
     end
   end
 
-  defp overflow(%{cfg: %{slow_consumer: :drop}} = s) do
-    Metrics.add(:drops_queue_full)
+  # The client is not reading what is queued: drop it, then error and close (1008).
+  defp kick(s) do
+    account(-s.outq_bytes)
+    s = %{s | outq: :queue.new(), outq_len: 0, outq_bytes: 0, refused_since: nil}
+
+    reason =
+      if s.cfg.slow_consumer == :drop,
+        do: "outbound queue full and nothing written for the slow-consumer grace",
+        else: "outbound queue full: the client reads too slowly"
+
+    {:ok, s} = fatal(s, :slow_consumer, reason)
     s
   end
 
-  defp overflow(%{cfg: %{slow_consumer: :disconnect}} = s) do
-    # The queue is full and the client is not reading it: drop it, then error and close.
-    s = %{s | outq: :queue.new(), outq_len: 0, outq_bytes: 0}
-    {:ok, s} = fatal(s, :slow_consumer, "outbound queue full")
-    s
+  defp enqueue(s, frame, data?) do
+    account(byte_size(frame))
+
+    %{
+      s
+      | outq: :queue.in({frame, data?}, s.outq),
+        outq_len: s.outq_len + 1,
+        outq_bytes: s.outq_bytes + byte_size(frame)
+    }
   end
 
   defp flush(s) do
@@ -383,16 +409,34 @@ defmodule ChatbenchPeer.Connection do
       {{:value, {frame, data?}}, rest} ->
         if write(s.sock, frame) do
           if data?, do: Metrics.add(:frames_out)
+          account(-byte_size(frame))
 
           flush(%{
             s
             | outq: rest,
               outq_len: s.outq_len - 1,
-              outq_bytes: s.outq_bytes - byte_size(frame)
+              outq_bytes: s.outq_bytes - byte_size(frame),
+              refused_since: nil
           })
         else
           retry_later(s)
         end
+    end
+  end
+
+  # This process's share of `chatbench_outbound_queued_bytes`: the gauge and the process
+  # dictionary move together, so `release_queued/0` gives back exactly this process's bytes.
+  defp account(0), do: :ok
+
+  defp account(delta) do
+    Metrics.add(:outbound_queued, delta)
+    Process.put(:outbound_queued, Process.get(:outbound_queued, 0) + delta)
+  end
+
+  defp release_queued do
+    case Process.put(:outbound_queued, 0) do
+      n when is_integer(n) and n != 0 -> Metrics.add(:outbound_queued, -n)
+      _ -> :ok
     end
   end
 

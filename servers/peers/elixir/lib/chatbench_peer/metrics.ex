@@ -6,7 +6,9 @@ defmodule ChatbenchPeer.Metrics do
 
   Counters live in one `:counters` array (lock-free, write-concurrent) whose reference is kept
   in `:persistent_term`, so counting from any process costs one atomic add and no message.
-  Label values come from closed lists below: no peer can grow the label set.
+  Label values come from closed lists below: no peer can grow the label set. The gauge
+  `chatbench_outbound_queued_bytes` is a slot of the same array: each connection process adds
+  what it queues, subtracts what it writes, and gives back the rest when it ends.
   """
 
   @disconnect_reasons ~w(client_close slow_consumer bad_json bad_field bad_room frame_too_large
@@ -22,7 +24,7 @@ defmodule ChatbenchPeer.Metrics do
     bad: "bad"
   ]
   @simple ~w(connections accepted accept_errors frames_in frames_out deliveries drops_queue_full
-    handshake_timeouts)a
+    drops_queue_bytes outbound_queued handshake_timeouts)a
 
   @slots @simple ++
            Enum.map(@disconnect_reasons, &{:disconnect, &1}) ++
@@ -99,8 +101,15 @@ defmodule ChatbenchPeer.Metrics do
         v.(:deliveries)
       ),
       family("chatbench_drops_total", "counter", "Frames dropped for a recipient, by reason.", [
-        {~s(reason="queue_full"), v.(:drops_queue_full)}
+        {~s(reason="queue_full"), v.(:drops_queue_full)},
+        {~s(reason="queue_bytes"), v.(:drops_queue_bytes)}
       ]),
+      simple(
+        "chatbench_outbound_queued_bytes",
+        "gauge",
+        "Bytes queued to clients and not yet written (every connection process's queue).",
+        v.(:outbound_queued)
+      ),
       family(
         "chatbench_disconnects_total",
         "counter",
