@@ -4,26 +4,16 @@
 //! and the flag checks — a mesh off loopback without a secret, secret files others may read —
 //! and the Redis start-up error with their exit codes.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn chatbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_chatbench"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A node process, stopped with SIGTERM (by PID) when dropped.
 struct Node {

@@ -3,6 +3,9 @@
 //! counts; injected work per delivery is a regression (exit 1); a broken or foreign baseline
 //! cannot be judged (exit 2). Needs valgrind (scripts/test.sh installs it).
 
+mod common;
+use common::*;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -32,15 +35,6 @@ fn gate(dir: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run chatbench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! that the tier subcommands still parse.
 
 mod common;
+use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,15 +18,6 @@ fn chatbench() -> Command {
     c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null());
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// One real run's summary.json.

@@ -6,10 +6,11 @@
 //! redis-server behind (PR_SET_PDEATHSIG).
 
 mod common;
+use common::*;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A small node-loss scenario: 300 clients in 6 rooms of 50, one sender per room at 20 msg/s,
@@ -42,15 +43,6 @@ at = "2s"
     let path = dir.join("node-loss.toml");
     std::fs::write(&path, text).expect("write scenario");
     path
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run_with_kill(backplane: &str) -> (serde_json::Value, std::path::PathBuf, tempfile::TempDir) {

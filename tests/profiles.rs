@@ -17,6 +17,9 @@
 //! the Elixir peer needs `elixir`, `erlang-cowlib` and `erlang-jiffy` (scripts/test.sh installs
 //! them). Without them these tests fail and say what to install.
 
+mod common;
+use common::*;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,17 +29,6 @@ use std::sync::{Arc, Mutex};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The runs take turns: each pins a server and the generator to the machine's CPUs.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn chatbench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chatbench"))
         .current_dir(root())
@@ -44,15 +36,6 @@ fn chatbench(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run chatbench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Fails (never skips) when the Node peers cannot run, naming what to install.

@@ -7,16 +7,8 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The end-to-end runs take turns: each pins a server and a generator to the machine's CPUs,
-/// and running them side by side would make every one of them generator-bound.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A finished run's exit code: 0 (valid) or 4 (valid figures, but the generator-bound
 /// self-check fired: this machine may be busy). Tests assert counts, not timing, so both are
@@ -36,12 +28,6 @@ fn assert_finished(out: &Output, dir: &Path) {
     }
 }
 
-fn chatbench() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chatbench"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
 fn run_ok(args: &[&str]) -> Output {
     let _turn = serial();
     chatbench()
@@ -49,15 +35,6 @@ fn run_ok(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run chatbench")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

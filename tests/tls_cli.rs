@@ -15,7 +15,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
@@ -24,25 +24,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{
 };
 use tokio_tungstenite::tungstenite::http;
 
-/// The runs take turns (each pins the generator to the machine's CPUs).
-static SERIAL: Mutex<()> = Mutex::new(());
-
 const CONNECTIONS: usize = 4;
-
-fn chatbench() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chatbench"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A CA, and a server certificate for 127.0.0.1 and localhost signed by it.
 struct Pki {
@@ -253,7 +235,7 @@ impl Setup {
             "lines",
         ];
         args.extend_from_slice(extra);
-        let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = serial();
         let o = chatbench()
             .args(&args)
             .stdin(Stdio::null())

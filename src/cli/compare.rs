@@ -627,6 +627,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     write_file_atomic(&dir.join("comparison.json"), &json)?;
     println!("{md}");
     println!("comparison written to {}", dir.display());
+    println!("report: {}", dir.join("report.html").display());
     if comparison.failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

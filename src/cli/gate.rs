@@ -117,7 +117,7 @@ pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::error_chain(&e));
             eprintln!("verdict: could not judge (exit 2)");
             Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()))
         }

@@ -265,7 +265,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             let code = if e.downcast_ref::<UsageError>().is_some() {
                 EXIT_USAGE
             } else if let Some(re) = e.downcast_ref::<RunError>() {
@@ -1006,5 +1006,44 @@ fn preflight_server_pid(pid: u32) -> anyhow::Result<()> {
             stat.display()
         ))
         .into()),
+    }
+}
+
+/// An error and its causes on one line, each said once: a library error that already quotes its
+/// cause (`cannot read X: No such file…`) is not followed by that cause again.
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(io)
+            .context(format!(
+                "cannot read /x/runs: {}",
+                std::io::Error::from(std::io::ErrorKind::NotFound)
+            ))
+            .context("reading the comparison in /x");
+        let text = error_chain(&e);
+        assert_eq!(text.matches("entity not found").count(), 1, "{text}");
+        assert!(
+            text.starts_with("reading the comparison in /x: cannot read /x/runs"),
+            "{text}"
+        );
     }
 }

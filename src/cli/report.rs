@@ -28,8 +28,25 @@ pub struct ReportArgs {
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    for dir in std::iter::once(&args.dir).chain(args.other.as_ref()) {
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "{}: no such folder; give a comparison folder written by `chatbench compare` (or two run folders to compare)",
+                dir.display()
+            ))
+            .into());
+        }
+    }
     if let Some(other) = &args.other {
         return side_by_side(&args.dir, other);
+    }
+    if args.dir.join("summary.json").is_file() && !args.dir.join("runs").is_dir() {
+        return Err(UsageError(format!(
+            "{} is a run folder (it holds summary.json): `report DIR` rebuilds a comparison folder \
+             (runs/ and comparison.json); to set two runs side by side: chatbench report RUN_A RUN_B",
+            args.dir.display()
+        ))
+        .into());
     }
     let loaded = load(&args.dir)
         .with_context(|| format!("reading the comparison in {}", args.dir.display()))?;

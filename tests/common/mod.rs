@@ -1,5 +1,5 @@
-//! Helpers shared by the end-to-end tests: reading a run folder back and checking its
-//! summary against the published schema.
+//! Helpers shared by the end-to-end tests: starting the binary, describing its output, taking
+//! turns, reading a run folder back and checking its summary against the published schema.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,7 @@ pub fn summary(dir: &Path) -> serde_json::Value {
 }
 
 /// Asserts that `summary` matches docs/summary.schema.json.
+#[allow(dead_code)] // not every test file checks summaries
 pub fn check_schema(summary: &serde_json::Value) {
     let schema_text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"),
@@ -39,4 +40,38 @@ pub fn check_schema(summary: &serde_json::Value) {
         "summary.json does not match docs/summary.schema.json:\n{}",
         errors.join("\n")
     );
+}
+
+/// The chatbench binary under test, run from the repository root (scenarios, peers and suites
+/// are found relative to it).
+#[allow(dead_code)] // not every test file starts the binary this way
+pub fn chatbench() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chatbench"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// The repository root.
+#[allow(dead_code)]
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A finished command's status and output, for assertion messages.
+#[allow(dead_code)]
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs that must not overlap (each pins or loads the machine) take turns through this lock;
+/// a test that panicked while holding it does not poison the others.
+#[allow(dead_code)]
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
