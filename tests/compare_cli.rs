@@ -843,7 +843,10 @@ fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no such folder"), "{err}");
-    assert!(err.matches("os error").count() <= 1, "an OS error said twice: {err}");
+    assert!(
+        err.matches("os error").count() <= 1,
+        "an OS error said twice: {err}"
+    );
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).expect("mkdir");
     std::fs::copy(
@@ -857,5 +860,8 @@ fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
         .expect("run report");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("is a run folder") && err.contains("report RUN_A RUN_B"), "{err}");
+    assert!(
+        err.contains("is a run folder") && err.contains("report RUN_A RUN_B"),
+        "{err}"
+    );
 }
