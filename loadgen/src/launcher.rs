@@ -301,7 +301,7 @@ impl ServerChild {
 
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns how it ended and the last lines of
     /// its stderr.
-    pub fn stop(mut self, grace: Duration) -> (String, String) {
+    pub fn stop(mut self, grace: Duration) -> (StopOutcome, String) {
         let how = self.terminate(grace);
         // The child is reaped: its stderr reaches EOF soon; give the reader a moment to finish.
         if let Some(reader) = self.stderr_reader.take() {
@@ -313,9 +313,9 @@ impl ServerChild {
         (how, self.stderr_tail())
     }
 
-    fn terminate(&mut self, grace: Duration) -> String {
+    fn terminate(&mut self, grace: Duration) -> StopOutcome {
         if let Ok(Some(status)) = self.child.try_wait() {
-            return format!("had already exited: {status}");
+            return StopOutcome::AlreadyExited(status);
         }
         // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
         unsafe {
@@ -324,12 +324,50 @@ impl ServerChild {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("stopped by SIGTERM: {status}");
+                return StopOutcome::Terminated(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        format!("did not stop within {grace:?} of SIGTERM; killed")
+        StopOutcome::Killed { grace }
+    }
+}
+
+/// How a child server ended when it was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// It had exited before it was asked to stop (a crash, or it never started).
+    AlreadyExited(std::process::ExitStatus),
+    /// It stopped on SIGTERM within the grace, with this status.
+    Terminated(std::process::ExitStatus),
+    /// It did not stop within `grace` of SIGTERM and was killed.
+    Killed {
+        /// The grace it had.
+        grace: Duration,
+    },
+}
+
+impl StopOutcome {
+    /// Stopped on SIGTERM and exited 0: the graceful stop every server promises.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, StopOutcome::Terminated(s) if s.success())
+    }
+
+    /// It was gone before the stop (so its last words say why).
+    pub fn had_already_exited(&self) -> bool {
+        matches!(self, StopOutcome::AlreadyExited(_))
+    }
+}
+
+impl std::fmt::Display for StopOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopOutcome::AlreadyExited(status) => write!(f, "had already exited: {status}"),
+            StopOutcome::Terminated(status) => write!(f, "stopped by SIGTERM: {status}"),
+            StopOutcome::Killed { grace } => {
+                write!(f, "did not stop within {grace:?} of SIGTERM; killed")
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ use rand::RngCore;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild};
+use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild, StopOutcome};
 
 mod shared_port;
 
@@ -721,7 +721,7 @@ impl Supervisor {
 
     /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the private redis-server.
     /// Returns, per node, how it ended.
-    pub fn stop(&mut self, grace: Duration) -> Vec<(u32, String)> {
+    pub fn stop(&mut self, grace: Duration) -> Vec<(u32, StopOutcome)> {
         let mut out = self.stop_shared_port(grace);
         for n in &mut self.nodes {
             if let Some(child) = n.child.take() {

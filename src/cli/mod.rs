@@ -656,7 +656,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
     if let Some(cluster) = elixir_cluster {
         for (how, tail) in cluster.stop(Duration::from_secs(10)) {
-            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+            if !how.is_clean() {
                 eprintln!("elixir-cluster node: {how}\n{tail}");
             }
         }
@@ -666,7 +666,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
         let state = s.state_json();
         for (id, how) in s.stop(Duration::from_secs(10)) {
-            if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+            if !how.is_clean() {
                 eprintln!("server node {id}: {how}");
             }
         }
@@ -676,7 +676,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = match (result, &server_note) {
         (Ok(r), _) => r,
         // The server died before the run could start: its own last words are the reason.
-        (Err(e), Some((how, tail))) if how.starts_with("had already exited") => {
+        (Err(e), Some((how, tail))) if how.had_already_exited() => {
             let last = tail
                 .lines()
                 .rev()
@@ -713,7 +713,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
-        if !how.starts_with("stopped by SIGTERM: exit status: 0") {
+        if !how.is_clean() {
             eprintln!("server: {how}");
             if !tail.is_empty() {
                 eprintln!("server stderr (last lines):\n{tail}");

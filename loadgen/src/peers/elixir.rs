@@ -212,7 +212,10 @@ impl ElixirCluster {
 
     /// Stops every node (SIGTERM, then SIGKILL after `grace`) and the epmd; returns how each
     /// node ended and its last stderr lines.
-    pub fn stop(mut self, grace: std::time::Duration) -> Vec<(String, String)> {
+    pub fn stop(
+        mut self,
+        grace: std::time::Duration,
+    ) -> Vec<(crate::launcher::StopOutcome, String)> {
         let out = self
             .nodes
             .iter_mut()

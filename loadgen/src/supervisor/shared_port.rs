@@ -14,7 +14,7 @@ use super::{
     last_lines, Backplane, ClusterSpec, Event, EventKind, Node, NodeInfo, Primary, RedisChild,
     Supervisor, SupervisorError, WorkerReport, PRIMARY_LINES, REDIS_URL_ENV,
 };
-use crate::launcher::{LaunchError, ServerChild};
+use crate::launcher::{LaunchError, ServerChild, StopOutcome};
 
 /// How long the primary may take to list its workers after announcing its address.
 const WORKERS_LISTED: Duration = Duration::from_secs(10);
@@ -312,7 +312,7 @@ impl Supervisor {
 
     /// Stops the primary (SIGTERM: it stops its workers, then exits; SIGKILL after `grace`).
     /// Returns how it ended, as node 0.
-    pub(super) fn stop_shared_port(&mut self, grace: Duration) -> Vec<(u32, String)> {
+    pub(super) fn stop_shared_port(&mut self, grace: Duration) -> Vec<(u32, StopOutcome)> {
         let mut out = Vec::new();
         if let Some(child) = self.primary.as_mut().and_then(|p| p.child.take()) {
             let (how, _) = child.stop(grace);
