@@ -694,4 +694,34 @@ mod tests {
             Offer::Kick
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Any text a peer sends gets an action, never a panic; a refusal's close code is a valid
+        /// WebSocket close code (1002/1003/1007/1008/1009), and a joined room is never past the
+        /// limit. The strategy mixes frames of the protocol's shape with arbitrary text.
+        #[test]
+        fn any_text_gets_an_action(
+            text in proptest::prop_oneof![
+                "\\PC{0,200}",
+                "\\{\"t\":\"(join|leave|msg|panic|x)\",\"room\":\"[ -~]{0,70}\"(,\"body\":\"[ -~]{0,20}\")?\\}",
+            ],
+            joined in 0usize..3,
+        ) {
+            let mut rooms = JoinedRooms::new();
+            for i in 0..joined {
+                rooms.add(&format!("r{i}"));
+            }
+            match on_text(&text, &rooms, LIMITS) {
+                Action::Refuse(r) => {
+                    if r.is_fatal() {
+                        proptest::prop_assert!([1002, 1003, 1007, 1008, 1009].contains(&r.close_code()));
+                    }
+                }
+                Action::Join { new: true, .. } => proptest::prop_assert!(joined < LIMITS.max_rooms),
+                _ => {}
+            }
+        }
+    }
 }

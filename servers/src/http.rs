@@ -305,4 +305,44 @@ mod tests {
         let r = String::from_utf8(reject_response(Reject::HeadTooLarge)).unwrap();
         assert!(r.starts_with("HTTP/1.1 431 "));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Any bytes from a peer: a verdict, never a panic; a complete head never claims more
+        /// bytes than were given or than the head limit; a partial one stays under the limit.
+        #[test]
+        fn any_bytes_get_a_verdict_within_bounds(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            match parse_head(&bytes) {
+                Ok(Head::Complete { head_len, .. }) => {
+                    proptest::prop_assert!(head_len <= bytes.len() && head_len <= MAX_HEAD_BYTES);
+                }
+                Ok(Head::Partial) => proptest::prop_assert!(bytes.len() < MAX_HEAD_BYTES),
+                Err(_) => {}
+            }
+        }
+
+        /// The upgrade request with its header lines mangled, cut or repeated: a verdict, and
+        /// a complete head covers exactly the request it was given (nothing after it is taken).
+        #[test]
+        fn mangled_upgrades_get_a_verdict(
+            cut in 0usize..300,
+            extra in "[ -~]{0,80}",
+            repeat in 0usize..40,
+        ) {
+            let mut req = UPGRADE.replace("\r\n\r\n", "\r\n");
+            for _ in 0..repeat {
+                req.push_str("X-Pad: ");
+                req.push_str(&extra);
+                req.push_str("\r\n");
+            }
+            req.push_str("\r\n");
+            let bytes = req.as_bytes();
+            let cut = cut.min(bytes.len());
+            let _ = parse_head(&bytes[..cut]);
+            if let Ok(Head::Complete { head_len, .. }) = parse_head(bytes) {
+                proptest::prop_assert_eq!(head_len, bytes.len());
+            }
+        }
+    }
 }
