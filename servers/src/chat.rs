@@ -714,10 +714,8 @@ mod tests {
                 rooms.add(&format!("r{i}"));
             }
             match on_text(&text, &rooms, LIMITS) {
-                Action::Refuse(r) => {
-                    if r.is_fatal() {
-                        proptest::prop_assert!([1002, 1003, 1007, 1008, 1009].contains(&r.close_code()));
-                    }
+                Action::Refuse(r) if r.is_fatal() => {
+                    proptest::prop_assert!([1002, 1003, 1007, 1008, 1009].contains(&r.close_code()));
                 }
                 Action::Join { new: true, .. } => proptest::prop_assert!(joined < LIMITS.max_rooms),
                 _ => {}
