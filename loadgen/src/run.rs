@@ -1103,64 +1103,10 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .unwrap_or_default()
     );
     if let Some(d) = &s.distributed {
-        for a in &d.agents {
-            let _ = writeln!(
-                out,
-                "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
-                a.agent,
-                a.address,
-                a.pid,
-                a.ready,
-                a.planned,
-                a.delivered,
-                a.expected,
-                a.clock_offset_us,
-                a.clock_rtt_us / 2,
-                if a.complete { "" } else { "  LOST" }
-            );
-        }
-        for f in &d.faults {
-            let _ = writeln!(
-                out,
-                "  LOST: agent {} ({}) at {:.1} s: {}",
-                f.agent, f.address, f.at_s, f.what
-            );
-        }
+        write_fleet(&mut out, d);
     }
     if let Some(f) = &s.failover {
-        let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} ms", v as f64 / 1000.0));
-        let _ = writeln!(
-            out,
-            "  failover    node {} killed at {:.1} s into the window with {} clients: {}; restarted {} time(s){}",
-            f.node,
-            f.at_window_s,
-            f.clients_on_node,
-            match f.all_back_ms {
-                Some(t) => format!("all back after {t:.0} ms ({} reconnects, {} gave up)", f.reconnects, f.reconnect_failures),
-                None => format!(
-                    "NOT all back ({} of {} reconnected, {} gave up)",
-                    f.reconnects, f.clients_on_node, f.reconnect_failures
-                ),
-            },
-            f.restarts,
-            f.restart_ms
-                .map(|v| format!(" (restart took {v} ms)"))
-                .unwrap_or_default()
-        );
-        let _ = writeln!(
-            out,
-            "              lost {} of {} during the failover, {} of {} outside it; p99 before {} during {} after {}; p99 within {}x of before {}",
-            f.during.lost,
-            f.during.expected,
-            f.outside.lost,
-            f.outside.expected,
-            ms(f.p99_before_us),
-            ms(f.p99_during_us),
-            ms(f.p99_after_us),
-            f.p99_recovery_factor,
-            f.p99_recovered_ms
-                .map_or("not within the window".into(), |v| format!("{v:.0} ms after the kill")),
-        );
+        write_failover(&mut out, f);
     }
     for r in &s.invalid_reasons {
         let _ = writeln!(out, "  INVALID: {r}");
@@ -1170,6 +1116,72 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(out, "  results     {}", dir.display());
     out
+}
+
+/// The summary's lines for each agent of a fleet and each agent lost.
+fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) {
+    use std::fmt::Write;
+    for a in &d.agents {
+        let _ = writeln!(
+            out,
+            "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+            a.agent,
+            a.address,
+            a.pid,
+            a.ready,
+            a.planned,
+            a.delivered,
+            a.expected,
+            a.clock_offset_us,
+            a.clock_rtt_us / 2,
+            if a.complete { "" } else { "  LOST" }
+        );
+    }
+    for f in &d.faults {
+        let _ = writeln!(
+            out,
+            "  LOST: agent {} ({}) at {:.1} s: {}",
+            f.agent, f.address, f.at_s, f.what
+        );
+    }
+}
+
+/// The summary's two lines about a node killed mid-run.
+fn write_failover(out: &mut String, f: &chatbench_model::failover::FailoverOutcome) {
+    use std::fmt::Write;
+    let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} ms", v as f64 / 1000.0));
+    let _ = writeln!(
+        out,
+        "  failover    node {} killed at {:.1} s into the window with {} clients: {}; restarted {} time(s){}",
+        f.node,
+        f.at_window_s,
+        f.clients_on_node,
+        match f.all_back_ms {
+            Some(t) => format!("all back after {t:.0} ms ({} reconnects, {} gave up)", f.reconnects, f.reconnect_failures),
+            None => format!(
+                "NOT all back ({} of {} reconnected, {} gave up)",
+                f.reconnects, f.clients_on_node, f.reconnect_failures
+            ),
+        },
+        f.restarts,
+        f.restart_ms
+            .map(|v| format!(" (restart took {v} ms)"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "              lost {} of {} during the failover, {} of {} outside it; p99 before {} during {} after {}; p99 within {}x of before {}",
+        f.during.lost,
+        f.during.expected,
+        f.outside.lost,
+        f.outside.expected,
+        ms(f.p99_before_us),
+        ms(f.p99_during_us),
+        ms(f.p99_after_us),
+        f.p99_recovery_factor,
+        f.p99_recovered_ms
+            .map_or("not within the window".into(), |v| format!("{v:.0} ms after the kill")),
+    );
 }
 
 /// How a run ended: failed when nothing connected or a worker panicked (a panicked worker
