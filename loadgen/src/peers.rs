@@ -121,19 +121,6 @@ impl Peer {
         self == Peer::SocketIoCluster
     }
 
-    /// Whether the peer honours `--fault-injection` (`{"t":"panic"}` crashes that connection's
-    /// handler: one Elixir process; a whole Node.js process, as an uncaught exception does), so
-    /// `compare` runs its poison step. Every peer does today.
-    pub fn has_fault_injection(self) -> bool {
-        match self {
-            Peer::NodeWs
-            | Peer::SocketIo
-            | Peer::SocketIoCluster
-            | Peer::Elixir
-            | Peer::ElixirCluster => true,
-        }
-    }
-
     /// Parses a name.
     pub fn parse(name: &str) -> Result<Peer, PeerError> {
         Peer::ALL
@@ -277,7 +264,6 @@ mod tests {
                 .expect("phoenix"),
             "/socket/websocket"
         );
-        assert!(Peer::Elixir.has_fault_injection() && Peer::NodeWs.has_fault_injection());
         let e = Peer::SocketIo
             .url_path(ProtocolKind::Chatbench)
             .expect_err("socketio only");

@@ -97,7 +97,7 @@ pub struct CompareArgs {
     /// `elixir-cluster`); each gets a column, measured with the same sampler.
     /// `socketio-cluster` (3 workers over a private redis-server) also gets the cluster columns'
     /// scaling (1/2/4 workers) and node-loss steps. Their poison step runs them with
-    /// `--fault-injection` (for the peers that have it: all of them today): the Node.js peers
+    /// `--fault-injection` (every peer has it): the Node.js peers
     /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
     /// raises in that connection's process.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
@@ -489,12 +489,6 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         for s in &steps {
             let backplane = cluster_backplane(arch);
             let cluster = backplane.is_some() || peer_cluster;
-            // A peer's poison step needs its fault injection (`Peer::has_fault_injection`).
-            let poisonable =
-                chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.has_fault_injection());
-            if peer && s.step == Step::Poison && !poisonable {
-                continue;
-            }
             // Scaling: the cluster columns in every suite; single-process architectures (as
             // independent servers, rooms partitioned) in the full suite; never the
             // single-process peers.
