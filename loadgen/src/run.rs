@@ -911,7 +911,7 @@ fn summarize(
         ));
     }
     if ticker.target_gone {
-        notes.push("the target process exited during the run".into());
+        notes.push(chatbench_model::thresholds::TARGET_EXITED_NOTE.into());
     }
     let gen_rss_per_conn = match (&e.before.me, &driven.connected.me) {
         (Some(a), Some(b)) if driven.ready > 0 => {

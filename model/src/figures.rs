@@ -5,7 +5,7 @@
 //! `summary.json` joins them by one entry in [`CATALOGUE`].
 //!
 //! The keys are a contract: baseline files name the gated figures by key, and user-written
-//! thresholds and claims will too. They are documented in `docs/figures.md`; never rename one.
+//! thresholds (`thresholds`) and claims will too. They are documented in `docs/figures.md`; never rename one.
 
 use serde::{Deserialize, Serialize};
 
@@ -329,6 +329,60 @@ pub const CATALOGUE: &[Figure] = &[
             text: Some(|s, _| format!("{} of {}", s.messages.lost, s.messages.expected)),
             spread: false,
         }),
+        gated: false,
+    },
+    Figure {
+        key: "loss_ratio",
+        label: "loss ratio",
+        unit: "ratio",
+        better: Better::Lower,
+        read: |s| (s.messages.expected > 0).then_some(s.messages.loss_ratio),
+        source: "messages.loss_ratio",
+        show: Show {
+            divisor: 1.0,
+            unit: "",
+            digits: 4,
+        },
+        table: None,
+        gated: false,
+    },
+    Figure {
+        key: "connection_errors",
+        label: "connection errors",
+        unit: "connections",
+        better: Better::Lower,
+        read: |s| Some(s.connections.errors.values().sum::<u64>() as f64),
+        source: "connections.errors (sum over kinds)",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
+    Figure {
+        key: "closed_by_server",
+        label: "closed by server",
+        unit: "connections",
+        better: Better::Lower,
+        read: |s| Some(s.connections.closed_by_server.values().sum::<u64>() as f64),
+        source: "connections.closed_by_server (sum over close codes)",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
+    Figure {
+        key: "reconnect_p99",
+        label: "time to reconnect p99",
+        unit: "µs",
+        better: Better::Lower,
+        read: |s| {
+            s.connections
+                .reconnect
+                .as_ref()
+                .and_then(|r| r.time_us.as_ref())
+                .map(|p| p.p99 as f64)
+        },
+        source: "connections.reconnect.time_us.p99",
+        show: MS,
+        table: None,
         gated: false,
     },
     Figure {

@@ -15,6 +15,8 @@
 //! - [`provenance`], [`sampler`], [`failover`], [`hist`]: the data a summary records (the host
 //!   and build, `/proc` readings and what derives from them alone, a node loss's cost, the
 //!   latency histograms' shape); collecting them is the load generator's.
+//! - [`thresholds`]: pass/fail limits on the catalogue's figures (`[thresholds]`,
+//!   `--threshold`), the nothing-measured floor every run must clear, and the JUnit report.
 
 pub mod failover;
 pub mod figures;
@@ -28,4 +30,5 @@ pub mod sampler;
 pub mod scenario;
 pub mod series;
 pub mod summary;
+pub mod thresholds;
 pub mod tls;

@@ -158,6 +158,11 @@ pub struct Scenario {
     /// window opens.
     #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultSpec>,
+    /// Pass/fail limits on the run's figures (table `[thresholds]`): a figure catalogue key
+    /// (`docs/figures.md`) = `"OP VALUE [UNIT]"`, e.g. `p99_latency = "<= 50 ms"`; judged by
+    /// [`crate::thresholds`] after the run (exit 1 when one is crossed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub thresholds: std::collections::BTreeMap<String, String>,
     /// The profile built from `protocol` and `[profile]`: set when the scenario is parsed or
     /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
@@ -537,6 +542,7 @@ impl Scenario {
         v.slow_consumers()?;
         v.durations()?;
         v.reconnect_and_faults()?;
+        v.thresholds()?;
         v.tls()?;
         let feeder = v.feeder()?;
         let profile = v.profile()?;
@@ -660,6 +666,41 @@ impl Validator<'_> {
             field: key,
             message,
         }
+    }
+
+    /// Each `[thresholds]` entry names a catalogue figure and reads as a limit.
+    fn thresholds(&self) -> Result<(), ScenarioError> {
+        use crate::thresholds::{parse, ThresholdError};
+        for (key, expr) in &self.s.thresholds {
+            let location = Location {
+                origin: self.origin(),
+                line: find_key_line(&self.s.source.text, "thresholds", key),
+                column: None,
+            };
+            match parse(key, expr) {
+                Ok(_) => {}
+                Err(ThresholdError::UnknownKey {
+                    key,
+                    suggestion,
+                    valid,
+                }) => {
+                    return Err(ScenarioError::UnknownField {
+                        location,
+                        field: format!("thresholds.{key}"),
+                        suggestion,
+                        valid,
+                    })
+                }
+                Err(e) => {
+                    return Err(ScenarioError::Invalid {
+                        location,
+                        field: "thresholds",
+                        message: format!("[thresholds] {e}"),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     fn name(&self) -> Result<(), ScenarioError> {
@@ -1648,6 +1689,20 @@ read_buffer_size = 8192
             msg.contains("valid fields: name, description, connections"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn thresholds_name_catalogue_keys_and_limits_with_the_line() {
+        let base = "name='t'\nconnections=10\n[thresholds]\n";
+        let s = parse(&format!("{base}p99_latency = \"<= 50 ms\"\n")).expect("valid");
+        assert_eq!(s.thresholds["p99_latency"], "<= 50 ms");
+        let (e, text) = err(&format!("{base}p99_latncy = \"<= 50\"\n"));
+        assert_eq!(e.line(), Some(4), "{text}");
+        assert!(text.contains("did you mean \"p99_latency\""), "{text}");
+        assert!(text.contains("valid fields: connections_ready"), "{text}");
+        let (e, text) = err(&format!("{base}\np99_latency = \"50 ms\"\n"));
+        assert_eq!(e.line(), Some(5), "{text}");
+        assert!(text.contains("no comparison"), "{text}");
     }
 
     #[test]

@@ -1,0 +1,515 @@
+//! Thresholds: pass/fail limits on the figure catalogue's keys, the way k6 thresholds and
+//! Artillery's `ensure` work, and the floor every run must clear even without any — that it
+//! measured something. Pure: a [`Summary`] and the limits in, verdicts out; `chatbench run`
+//! (the scenario's `[thresholds]` and `--threshold`), and the gate read them from here.
+//!
+//! A limit is written `OP VALUE [UNIT]`, e.g. `"<= 50 ms"` for `p99_latency`: the value is in
+//! the unit the figure is *shown* in (`docs/figures.md`, column "shown as"), and the unit, when
+//! given, must be that one. A figure the run does not have (no deliveries, not sampled) fails
+//! its threshold: a limit that cannot be checked does not pass.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::figures::{self, Figure};
+use crate::results::{RunStatus, Summary};
+use crate::scenario::Scenario;
+
+/// The note a run writes when the target process it samples exits during the run; the
+/// nothing-measured check reads it back.
+pub const TARGET_EXITED_NOTE: &str = "the target process exited during the run";
+
+/// A comparison against a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `<=`: the value may be at most the limit.
+    AtMost,
+    /// `<`
+    Below,
+    /// `>=`: the value must be at least the limit.
+    AtLeast,
+    /// `>`
+    Above,
+}
+
+impl Op {
+    /// How it is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::AtMost => "<=",
+            Op::Below => "<",
+            Op::AtLeast => ">=",
+            Op::Above => ">",
+        }
+    }
+
+    fn holds(self, value: f64, limit: f64) -> bool {
+        match self {
+            Op::AtMost => value <= limit,
+            Op::Below => value < limit,
+            Op::AtLeast => value >= limit,
+            Op::Above => value > limit,
+        }
+    }
+
+    /// Splits `"<= 50 ms"` into the operator and the rest.
+    fn split(expr: &str) -> Option<(Op, &str)> {
+        let e = expr.trim_start();
+        // Two-character operators first.
+        for (text, op) in [
+            ("<=", Op::AtMost),
+            (">=", Op::AtLeast),
+            ("<", Op::Below),
+            (">", Op::Above),
+        ] {
+            if let Some(rest) = e.strip_prefix(text) {
+                return Some((op, rest));
+            }
+        }
+        None
+    }
+}
+
+/// Why a threshold could not be read.
+#[derive(Debug, Error, PartialEq)]
+pub enum ThresholdError {
+    /// The key is not in the figure catalogue.
+    #[error("unknown figure {key:?}{suggestion} (valid keys: {valid}; see docs/figures.md)")]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// `; did you mean "…"?` or empty.
+        suggestion: String,
+        /// The catalogue's keys, comma-separated.
+        valid: String,
+    },
+    /// The limit is not `OP VALUE [UNIT]`.
+    #[error("{key} {expr:?}: {why} (write e.g. {example:?}: <=, <, >= or >, a number in {unit_text}{unit_hint})")]
+    BadLimit {
+        /// The figure's key.
+        key: String,
+        /// The limit as written.
+        expr: String,
+        /// What is wrong with it.
+        why: String,
+        /// A limit that would be read.
+        example: String,
+        /// The shown unit, described.
+        unit_text: String,
+        /// `, optionally followed by "ms"` or empty.
+        unit_hint: String,
+    },
+    /// A command-line threshold without an operator.
+    #[error("--threshold {0:?}: expected KEY<=VALUE (or <, >=, >), e.g. --threshold 'p99_latency<=50ms'")]
+    BadFlag(String),
+}
+
+/// One limit on one figure.
+#[derive(Debug, Clone, Copy)]
+pub struct Threshold {
+    /// The figure it judges.
+    pub figure: &'static Figure,
+    /// The comparison.
+    pub op: Op,
+    /// The limit, in the figure's shown unit.
+    pub limit: f64,
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.figure.key,
+            self.op.as_str(),
+            self.figure.show.format(self.limit)
+        )
+    }
+}
+
+/// The catalogue's keys, comma-separated (for messages).
+pub fn valid_keys() -> String {
+    figures::CATALOGUE
+        .iter()
+        .map(|f| f.key)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The figure named `key`, or the error naming the valid keys.
+pub fn figure(key: &str) -> Result<&'static Figure, ThresholdError> {
+    figures::by_key(key).ok_or_else(|| {
+        let keys: Vec<String> = figures::CATALOGUE.iter().map(|f| f.key.into()).collect();
+        ThresholdError::UnknownKey {
+            key: key.into(),
+            suggestion: crate::scenario::closest(key, &keys)
+                .map(|k| format!("; did you mean \"{k}\"?"))
+                .unwrap_or_default(),
+            valid: valid_keys(),
+        }
+    })
+}
+
+/// Reads `expr` (`"<= 50 ms"`) as a limit on the figure `key`.
+pub fn parse(key: &str, expr: &str) -> Result<Threshold, ThresholdError> {
+    let figure = figure(key)?;
+    let unit = figure.show.unit;
+    let bad = |why: String| ThresholdError::BadLimit {
+        key: key.into(),
+        expr: expr.into(),
+        why,
+        example: if unit.is_empty() {
+            "<= 10".into()
+        } else {
+            format!("<= 10 {unit}")
+        },
+        unit_text: if unit.is_empty() {
+            format!("{} (a plain number)", figure.unit)
+        } else {
+            unit.into()
+        },
+        unit_hint: if unit.is_empty() {
+            String::new()
+        } else {
+            format!(", optionally followed by \"{unit}\"")
+        },
+    };
+    let (op, rest) = Op::split(expr).ok_or_else(|| bad("no comparison".into()))?;
+    let rest = rest.trim();
+    let number_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(number_end);
+    let limit: f64 = number
+        .parse()
+        .map_err(|_| bad(format!("{number:?} is not a number")))?;
+    if !limit.is_finite() {
+        return Err(bad("the limit must be a finite number".into()));
+    }
+    let suffix = suffix.trim();
+    if !suffix.is_empty() && suffix != unit {
+        return Err(bad(if unit.is_empty() {
+            format!("{suffix:?}: this figure takes no unit")
+        } else {
+            format!("{suffix:?}: this figure's limit is in {unit}")
+        }));
+    }
+    Ok(Threshold { figure, op, limit })
+}
+
+/// Reads a command-line threshold, `KEY<=VALUE` (spaces allowed around the operator).
+pub fn parse_flag(flag: &str) -> Result<Threshold, ThresholdError> {
+    let at = flag
+        .find(['<', '>'])
+        .ok_or_else(|| ThresholdError::BadFlag(flag.into()))?;
+    let (key, expr) = flag.split_at(at);
+    parse(key.trim(), expr)
+}
+
+/// A command-line threshold as the `--set` override it stands for
+/// (`thresholds.KEY="<=VALUE"`), so that it is validated and recorded with the scenario.
+pub fn flag_as_override(flag: &str) -> Result<String, ThresholdError> {
+    let t = parse_flag(flag)?;
+    let at = flag.find(['<', '>']).unwrap_or(0);
+    let expr = toml::Value::String(flag[at..].trim().to_string());
+    Ok(format!("thresholds.{}={expr}", t.figure.key))
+}
+
+/// A threshold judged against a run.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The threshold.
+    pub threshold: Threshold,
+    /// The figure's value, shown unit; `None` when the run has none.
+    pub value: Option<f64>,
+    /// Whether the value satisfies the limit (a missing value does not).
+    pub passed: bool,
+}
+
+impl Judged {
+    /// `p99_latency 62.000 ms <= 50.000 ms: crossed`.
+    pub fn line(&self) -> String {
+        let t = &self.threshold;
+        let value = self
+            .value
+            .map(|v| t.figure.show.format(v))
+            .unwrap_or_else(|| "no value".into());
+        let verdict = match (self.passed, self.value) {
+            (true, _) => "ok",
+            (false, Some(_)) => "CROSSED",
+            (false, None) => "CROSSED (the run has no value for it)",
+        };
+        format!(
+            "{}: {value} (limit {} {}): {verdict}",
+            t.figure.key,
+            t.op.as_str(),
+            t.figure.show.format(t.limit)
+        )
+    }
+}
+
+/// Judges each threshold against the run.
+pub fn judge(s: &Summary, thresholds: &[Threshold]) -> Vec<Judged> {
+    thresholds
+        .iter()
+        .map(|t| {
+            let value = t.figure.shown(s).filter(|v| v.is_finite());
+            Judged {
+                threshold: *t,
+                value,
+                passed: value.is_some_and(|v| t.op.holds(v, t.limit)),
+            }
+        })
+        .collect()
+}
+
+/// The thresholds of a scenario's `[thresholds]` table (validated when it was parsed, so an
+/// entry that does not read is skipped here).
+pub fn of_scenario(scenario: &Scenario) -> Vec<Threshold> {
+    scenario
+        .thresholds
+        .iter()
+        .filter_map(|(k, v)| parse(k, v).ok())
+        .collect()
+}
+
+/// The thresholds recorded with a run: its scenario's `[thresholds]`, command-line ones
+/// included (they are recorded as overrides merged into the scenario text).
+pub fn of_summary(s: &Summary) -> Result<Vec<Threshold>, ThresholdError> {
+    let Ok(table) = s.scenario.text.parse::<toml::Table>() else {
+        return Ok(Vec::new());
+    };
+    let Some(toml::Value::Table(t)) = table.get("thresholds") else {
+        return Ok(Vec::new());
+    };
+    t.iter()
+        .map(|(k, v)| parse(k, v.as_str().unwrap_or_default()))
+        .collect()
+}
+
+/// Why a run measured nothing meaningful (empty when it did): nothing sent though senders were
+/// planned, nothing delivered though deliveries were expected, every connection closed by the
+/// server, or the target process exited. A run with such a reason fails (exit 3) even with no
+/// threshold. A run that already failed (no connection) gets none: it says so itself.
+pub fn nothing_measured(s: &Summary) -> Vec<String> {
+    if s.status == RunStatus::Failed {
+        return Vec::new();
+    }
+    let mut why = Vec::new();
+    let c = &s.connections;
+    let m = &s.messages;
+    let closed: u64 = c.closed_by_server.values().sum();
+    let recovered = c.reconnect.as_ref().is_some_and(|r| r.reconnected > 0);
+    if c.ready > 0 && closed >= c.ready && !recovered {
+        why.push(format!(
+            "the server closed every connection ({closed} closes of {} ready connections: {:?}); nothing after that was measured",
+            c.ready, c.closed_by_server
+        ));
+    }
+    if s.notes.iter().any(|n| n == TARGET_EXITED_NOTE) {
+        why.push("the target process died during the run".into());
+    }
+    let senders = toml::from_str::<Scenario>(&s.scenario.text)
+        .map(|sc| sc.sender_count())
+        .unwrap_or(0);
+    if m.sent == 0 && senders > 0 {
+        why.push(format!(
+            "nothing was sent in the measurement window, though {senders} senders were planned"
+        ));
+    } else if m.expected > 0 && m.delivered == 0 {
+        why.push(format!(
+            "nothing was delivered: 0 of {} expected deliveries (100 % loss); does the server speak the scenario's protocol (`protocol`, and `[profile]` options such as a template's from_pointer)?",
+            m.expected
+        ));
+    }
+    why
+}
+
+/// Escapes text for XML content and attribute values.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 forbids most control characters, even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JUnit XML report: one test case per threshold (named by its key and limit), a failed one
+/// with a `<failure>` giving the value against the limit; `failed_run`, when given, adds a
+/// failed `run` case first (the run measured nothing meaningful, or failed).
+pub fn junit(suite: &str, judged: &[Judged], failed_run: Option<&str>) -> String {
+    use std::fmt::Write;
+    let tests = judged.len() + usize::from(failed_run.is_some());
+    let failures = judged.iter().filter(|j| !j.passed).count() + usize::from(failed_run.is_some());
+    let suite = xml_escape(suite);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"chatbench\" tests=\"{tests}\" failures=\"{failures}\">"
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{suite}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\">"
+    );
+    if let Some(why) = failed_run {
+        let _ = writeln!(
+            out,
+            "    <testcase classname=\"{suite}\" name=\"run measured something\">\n      <failure message=\"{}\"/>\n    </testcase>",
+            xml_escape(why)
+        );
+    }
+    for j in judged {
+        let name = xml_escape(&j.threshold.to_string());
+        if j.passed {
+            let _ = writeln!(out, "    <testcase classname=\"{suite}\" name=\"{name}\"/>");
+        } else {
+            let _ = writeln!(
+                out,
+                "    <testcase classname=\"{suite}\" name=\"{name}\">\n      <failure message=\"{}\"/>\n    </testcase>",
+                xml_escape(&j.line())
+            );
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_in_the_shown_unit_with_an_optional_unit() {
+        let t = parse("p99_latency", "<= 50 ms").expect("reads");
+        assert_eq!((t.op, t.limit), (Op::AtMost, 50.0));
+        let t = parse("p99_latency", "<50").expect("reads");
+        assert_eq!((t.op, t.limit), (Op::Below, 50.0));
+        let t = parse("deliveries_per_s", ">= 1000 /s").expect("reads");
+        assert_eq!((t.op, t.limit), (Op::AtLeast, 1000.0));
+        assert_eq!(t.to_string(), "deliveries_per_s >= 1000 /s");
+        let e = parse("p99_latency", "<= 50 s").expect_err("wrong unit");
+        assert!(e.to_string().contains("in ms"), "{e}");
+        let e = parse("p99_latency", "50").expect_err("no operator");
+        assert!(e.to_string().contains("no comparison"), "{e}");
+        let e = parse("p99_latency", "<= fast").expect_err("not a number");
+        assert!(e.to_string().contains("not a number"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_list_the_valid_ones_and_suggest() {
+        let e = parse("p99_latncy", "<= 5").expect_err("unknown");
+        let text = e.to_string();
+        assert!(text.contains("did you mean \"p99_latency\""), "{text}");
+        for f in figures::CATALOGUE {
+            assert!(text.contains(f.key), "{text} lacks {}", f.key);
+        }
+    }
+
+    #[test]
+    fn flags_read_and_become_overrides() {
+        let t = parse_flag("p99_latency<=50ms").expect("reads");
+        assert_eq!(
+            (t.figure.key, t.op, t.limit),
+            ("p99_latency", Op::AtMost, 50.0)
+        );
+        assert_eq!(
+            flag_as_override("loss_ratio < 0.01").expect("reads"),
+            "thresholds.loss_ratio=\"< 0.01\""
+        );
+        assert!(matches!(
+            parse_flag("p99_latency=50"),
+            Err(ThresholdError::BadFlag(_))
+        ));
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(
+            xml_escape("a<b & \"c\"\u{1}"),
+            "a&lt;b &amp; &quot;c&quot;?"
+        );
+    }
+
+    fn run(text: &str, tweak: impl FnOnce(&mut crate::summary::SummaryInput<'_>)) -> Summary {
+        let scenario = Scenario::parse(text, "t").expect("valid");
+        let hist = crate::hist::new_hist();
+        let mut input = crate::summary::testing::input(&scenario, &hist);
+        tweak(&mut input);
+        crate::summary::build(input)
+    }
+
+    const ROOM: &str = "name='t'\nconnections=10\nrooms=1\nmembers_per_room=8\n";
+
+    #[test]
+    fn judged_with_value_against_limit_and_missing_values_fail() {
+        // 63 of 70 delivered over 5 s: 12.6 /s, loss 0.1; no latency recorded.
+        let s = run(ROOM, |_| {});
+        let ts = [
+            parse("deliveries_per_s", ">= 10").expect("reads"),
+            parse("loss_ratio", "<= 0.05").expect("reads"),
+            parse("p99_latency", "<= 50").expect("reads"),
+        ];
+        let j = judge(&s, &ts);
+        assert!(j[0].passed, "{}", j[0].line());
+        assert!(!j[1].passed);
+        assert_eq!(j[1].line(), "loss_ratio: 0.1000 (limit <= 0.0500): CROSSED");
+        assert!(!j[2].passed, "no latency: cannot pass");
+        assert!(j[2].line().contains("no value"), "{}", j[2].line());
+        let xml = junit("t", &j, None);
+        assert_eq!(xml.matches("<testcase").count(), 3);
+        assert_eq!(xml.matches("<failure").count(), 2);
+        assert!(xml.contains("tests=\"3\" failures=\"2\""), "{xml}");
+        assert!(xml.contains("name=\"loss_ratio &lt;= 0.0500\""), "{xml}");
+    }
+
+    #[test]
+    fn a_run_that_measured_something_has_no_reason() {
+        assert_eq!(nothing_measured(&run(ROOM, |_| {})), Vec::<String>::new());
+        // An idle scenario sends nothing and that is fine.
+        let idle = run("name='t'\nconnections=10\n", |i| {
+            i.msgs.sent_window = 0;
+            i.msgs.expected = 0;
+            i.msgs.delivered = 0;
+        });
+        assert_eq!(nothing_measured(&idle), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_way_of_measuring_nothing_is_named() {
+        let none_delivered = run(ROOM, |i| i.msgs.delivered = 0);
+        let why = nothing_measured(&none_delivered);
+        assert!(why[0].contains("nothing was delivered: 0 of 70"), "{why:?}");
+        let none_sent = run(ROOM, |i| {
+            i.msgs.sent_window = 0;
+            i.msgs.expected = 0;
+            i.msgs.delivered = 0;
+        });
+        let why = nothing_measured(&none_sent);
+        assert!(why[0].contains("nothing was sent"), "{why:?}");
+        let all_closed = run(ROOM, |i| {
+            i.conns.closed_by_server = [("4401".to_string(), 8)].into();
+        });
+        let why = nothing_measured(&all_closed);
+        assert!(why[0].contains("closed every connection"), "{why:?}");
+        assert!(why[0].contains("4401"), "{why:?}");
+        let died = run(ROOM, |i| i.notes.push(TARGET_EXITED_NOTE.into()));
+        let why = nothing_measured(&died);
+        assert!(why[0].contains("died"), "{why:?}");
+        // A failed run says why itself.
+        let failed = run(ROOM, |i| {
+            i.status = RunStatus::Failed;
+            i.msgs.delivered = 0;
+        });
+        assert!(nothing_measured(&failed).is_empty());
+    }
+}
