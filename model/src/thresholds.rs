@@ -85,7 +85,7 @@ pub enum ThresholdError {
         valid: String,
     },
     /// The limit is not `OP VALUE [UNIT]`.
-    #[error("{key} {expr:?}: {why} (write e.g. {example:?}: <=, <, >= or >, a number in {unit_text}{unit_hint})")]
+    #[error("{key} {expr:?}: {why} ({form})")]
     BadLimit {
         /// The figure's key.
         key: String,
@@ -93,12 +93,8 @@ pub enum ThresholdError {
         expr: String,
         /// What is wrong with it.
         why: String,
-        /// A limit that would be read.
-        example: String,
-        /// The shown unit, described.
-        unit_text: String,
-        /// `, optionally followed by "ms"` or empty.
-        unit_hint: String,
+        /// The accepted form, with an example.
+        form: String,
     },
     /// A command-line threshold without an operator.
     #[error("--threshold {0:?}: expected KEY<=VALUE (or <, >=, >), e.g. --threshold 'p99_latency<=50ms'")]
@@ -155,25 +151,19 @@ pub fn figure(key: &str) -> Result<&'static Figure, ThresholdError> {
 pub fn parse(key: &str, expr: &str) -> Result<Threshold, ThresholdError> {
     let figure = figure(key)?;
     let unit = figure.show.unit;
+    let form = if unit.is_empty() {
+        format!(
+            "write e.g. \"<= 10\": <=, <, >= or >, then a number in {} (no unit)",
+            figure.unit
+        )
+    } else {
+        format!("write e.g. \"<= 10 {unit}\": <=, <, >= or >, then a number in {unit}, optionally followed by \"{unit}\"")
+    };
     let bad = |why: String| ThresholdError::BadLimit {
         key: key.into(),
         expr: expr.into(),
         why,
-        example: if unit.is_empty() {
-            "<= 10".into()
-        } else {
-            format!("<= 10 {unit}")
-        },
-        unit_text: if unit.is_empty() {
-            format!("{} (a plain number)", figure.unit)
-        } else {
-            unit.into()
-        },
-        unit_hint: if unit.is_empty() {
-            String::new()
-        } else {
-            format!(", optionally followed by \"{unit}\"")
-        },
+        form: form.clone(),
     };
     let (op, rest) = Op::split(expr).ok_or_else(|| bad("no comparison".into()))?;
     let rest = rest.trim();

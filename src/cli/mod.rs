@@ -34,6 +34,8 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// Exit code: a threshold was crossed (`run`), or the gate found a regression.
+const EXIT_THRESHOLD: u8 = 1;
 /// Exit code: usage or input error.
 const EXIT_USAGE: u8 = 2;
 /// Exit code: the run could not be made or measured nothing.
@@ -54,7 +56,7 @@ const EXIT_TERMINATED: u8 = 143;
 #[derive(Debug, Parser)]
 #[command(name = "chatbench", version = VERSION, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (both keep the results)."
+    after_help = "Examples:\n  chatbench run --serve task-per-conn --scenario scenarios/demo.toml\n  chatbench serve --arch task-per-conn --listen 127.0.0.1:8080\n  chatbench run --scenario scenarios/smoke.toml --target ws://127.0.0.1:8080/ws --server-pid 1234\n\nExit codes: 0 ok, 1 a threshold crossed, 2 usage or input error, 3 run failed or measured nothing, 4 run invalid (generator-limited), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (both keep the results)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -211,6 +213,16 @@ struct RunArgs {
     /// recorded with the overrides (`client.insecure=true`) and in the summary's notes.
     #[arg(long)]
     insecure: bool,
+    /// A pass/fail limit on a figure of docs/figures.md (repeatable): KEY<=VALUE, KEY<VALUE,
+    /// KEY>=VALUE or KEY>VALUE, the value in the unit the figure is shown in, e.g.
+    /// --threshold 'p99_latency<=50ms' --threshold 'loss_ratio<=0.001'. Added to the scenario's
+    /// [thresholds] (recorded as `--set thresholds.KEY=…`); exit 1 when one is crossed.
+    #[arg(long = "threshold", value_name = "KEY<=VALUE")]
+    thresholds: Vec<String>,
+    /// Write the thresholds' verdicts as JUnit XML to FILE (one test case per threshold, a
+    /// crossed one failed; a run that measured nothing adds a failed case), atomically.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Folder that receives the run folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
@@ -350,8 +362,16 @@ fn tls_overrides(args: &mut RunArgs) {
 
 fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     tls_overrides(&mut args);
+    for t in &args.thresholds {
+        let o = chatbench_model::thresholds::flag_as_override(t)
+            .map_err(|e| UsageError(e.to_string()))?;
+        args.overrides.push(o);
+    }
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
     preflight_out(&args.out)?;
+    if let Some(junit) = &args.junit {
+        preflight_junit(junit)?;
+    }
     if let Some(pid) = args.server_pid {
         preflight_server_pid(pid)?;
     }
@@ -673,7 +693,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         state
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let report = match (result, &server_note) {
+    let mut report = match (result, &server_note) {
         (Ok(r), _) => r,
         // The server died before the run could start: its own last words are the reason.
         (Err(e), Some((how, tail))) if how.had_already_exited() => {
@@ -711,6 +731,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("warning: the node-loss chart was not drawn: {e:#}");
         }
     }
+    let floor = fail_if_nothing_measured(&mut report)?;
     print!("{}", human_summary(&report.summary, &report.dir));
     if let Some((how, tail)) = server_note {
         if !how.is_clean() {
@@ -721,6 +742,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let s = &report.summary;
+    let crossed = judge_thresholds(s, &floor, args.junit.as_deref())?;
     let code = match (s.status, s.valid) {
         (RunStatus::Failed, _) => EXIT_RUN_FAILED,
         (RunStatus::Interrupted, _) => match stop_signal.load(std::sync::atomic::Ordering::Relaxed)
@@ -729,9 +751,90 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             code => code,
         },
         (_, false) => EXIT_INVALID,
+        _ if crossed => EXIT_THRESHOLD,
         _ => 0,
     };
     Ok(ExitCode::from(code))
+}
+
+/// A run that measured nothing meaningful (nothing sent or delivered, every connection closed,
+/// the target died: `model::thresholds::nothing_measured`) fails, with or without thresholds:
+/// its summary.json is rewritten as failed with the reasons. Returns them.
+fn fail_if_nothing_measured(
+    report: &mut chatbench_loadgen::run::RunReport,
+) -> anyhow::Result<Vec<String>> {
+    let why = chatbench_model::thresholds::nothing_measured(&report.summary);
+    if why.is_empty() {
+        return Ok(why);
+    }
+    let s = &mut report.summary;
+    s.status = RunStatus::Failed;
+    s.valid = false;
+    s.invalid_reasons.extend(
+        why.iter()
+            .map(|w| format!("measured nothing meaningful: {w}")),
+    );
+    let json = serde_json::to_vec_pretty(s).context("encoding summary.json")?;
+    chatbench_model::results::write_file_atomic(&report.dir.join("summary.json"), &json)
+        .context("rewriting summary.json as failed")?;
+    Ok(why)
+}
+
+/// Judges the run's thresholds (the scenario's `[thresholds]`, `--threshold` included), prints
+/// each with its value against its limit, writes the JUnit file when asked; true when one
+/// was crossed.
+fn judge_thresholds(
+    s: &chatbench_model::results::Summary,
+    floor: &[String],
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use chatbench_model::thresholds;
+    let limits = thresholds::of_summary(s).context("reading the run's thresholds")?;
+    let judged = thresholds::judge(s, &limits);
+    if !judged.is_empty() {
+        println!("thresholds");
+        for j in &judged {
+            println!("  {}", j.line());
+        }
+    }
+    for w in floor {
+        eprintln!("FAILED: measured nothing meaningful: {w}");
+    }
+    if let Some(path) = junit {
+        let failed_run = match (s.status, floor.first()) {
+            (_, Some(w)) => Some(format!("measured nothing meaningful: {w}")),
+            (RunStatus::Failed, None) => Some(
+                s.invalid_reasons
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "the run failed".into()),
+            ),
+            _ => None,
+        };
+        let xml = thresholds::junit(&s.scenario.name, &judged, failed_run.as_deref());
+        chatbench_model::results::write_file_atomic(path, xml.as_bytes())
+            .with_context(|| format!("writing the JUnit report {}", path.display()))?;
+    }
+    Ok(judged.iter().any(|j| !j.passed))
+}
+
+/// `--junit FILE`: its folder must exist and be writable before any load is run.
+fn preflight_junit(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let probe = dir.join(format!(".chatbench-junit-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            UsageError(format!(
+                "--junit {}: cannot write in {}: {e} (create the folder or pick another path)",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    Ok(())
 }
 
 /// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
