@@ -51,7 +51,7 @@ impl Fingerprint {
         if self.cpu_cores != other.cpu_cores {
             d.push(format!("CPUs: {} ≠ {}", self.cpu_cores, other.cpu_cores));
         }
-        if self.kernel != other.kernel {
+        if self.kernel != other.kernel && !same_kernel_series(&self.kernel, &other.kernel) {
             d.push(format!(
                 "kernel: {} ≠ {}",
                 opt(&self.kernel),
@@ -70,6 +70,22 @@ impl Fingerprint {
             ));
         }
         d
+    }
+
+    /// Differences that do not stop a comparison but are worth saying: a kernel of the same
+    /// major.minor series at another patch level (CI runners update those routinely).
+    pub fn warnings(&self, other: &Fingerprint) -> Vec<String> {
+        match (&self.kernel, &other.kernel) {
+            (Some(a), Some(b)) if a != b && same_kernel_series(&self.kernel, &other.kernel) => {
+                vec![format!(
+                    "kernel patch level differs: {a} ≠ {b} (same {} series): compared anyway",
+                    kernel_series(a)
+                        .map(|(x, y)| format!("{x}.{y}"))
+                        .unwrap_or_default()
+                )]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// One line for reports.
@@ -158,6 +174,28 @@ impl Baseline {
     }
 }
 
+/// A kernel release's major.minor (`6.1.0-28-amd64` → (6, 1)).
+fn kernel_series(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split('.');
+    let num = |p: Option<&str>| -> Option<u32> {
+        let p = p?;
+        let end = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+        p[..end].parse().ok()
+    };
+    Some((num(parts.next())?, num(parts.next())?))
+}
+
+/// Whether two kernel releases are of the same major.minor series (both known).
+fn same_kernel_series(a: &Option<String>, b: &Option<String>) -> bool {
+    match (
+        a.as_deref().and_then(kernel_series),
+        b.as_deref().and_then(kernel_series),
+    ) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +220,23 @@ mod tests {
         let d = fp().differences(&other);
         assert_eq!(d.len(), 2);
         assert!(d[0].contains("CPUs: 2 ≠ 4") && d[1].contains("kernel: 6.1 ≠ unknown"));
+    }
+
+    #[test]
+    fn a_kernel_patch_level_is_a_warning_not_a_difference() {
+        let k = |r: &str| Fingerprint {
+            kernel: Some(r.into()),
+            ..fp()
+        };
+        let (a, b) = (k("6.1.0-28-amd64"), k("6.1.0-31-amd64"));
+        assert!(a.differences(&b).is_empty());
+        let w = a.warnings(&b);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("same 6.1 series"), "{w:?}");
+        // Another minor series is another kernel.
+        let c = k("6.12.48+deb13-amd64");
+        assert_eq!(a.differences(&c).len(), 1);
+        assert!(a.warnings(&c).is_empty());
     }
 
     #[test]

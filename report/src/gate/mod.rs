@@ -330,6 +330,29 @@ pub fn judge_deterministic(
     }
 }
 
+/// Why a row whose current value fell to 0 is a regression.
+const COLLAPSED: &str =
+    "fell to 0 (−100 %): nothing was measured; a broken build is a regression whatever the test";
+
+/// A figure the baseline has (non-zero) and the current runs have at 0: −100 %, never "pass".
+fn collapsed(baseline: Option<f64>, current: Option<f64>) -> bool {
+    matches!((baseline, current), (Some(b), Some(c)) if b != 0.0 && c == 0.0)
+}
+
+/// Why `nb` + `nc` observations cannot be judged, and how many would do.
+pub fn too_few(nb: usize, nc: usize, rule: StatRule, metrics: usize) -> String {
+    let min_p = stats::mann_whitney_min_p(nb, nc);
+    let each = stats::min_runs_each(rule.alpha, metrics).max(rule.min_samples);
+    let against = stats::min_runs_against(nb, rule.alpha, metrics)
+        .map(|n| n.max(rule.min_samples))
+        .map(|n| format!("at least {n} current runs against these {nb} baseline runs, or "))
+        .unwrap_or_default();
+    format!(
+        "too few samples: {nb} baseline + {nc} current runs cannot reach significance (the smallest possible p is {min_p:.4}, × {metrics} figures for Holm, against α = {}): give {against}{each} on each side",
+        rule.alpha
+    )
+}
+
 /// The statistical tier's rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StatRule {
@@ -435,7 +458,11 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                     ));
                 }
             }
-            if m.baseline.len() < rule.min_samples || m.current.len() < rule.min_samples {
+            let (nb, nc) = (m.baseline.len(), m.current.len());
+            if nb < rule.min_samples
+                || nc < rule.min_samples
+                || !stats::can_reach(nb, nc, rule.alpha, metrics.len())
+            {
                 None
             } else {
                 stats::mann_whitney(&m.baseline, &m.current).map(|t| Test::Unpaired { p: t.p })
@@ -462,14 +489,10 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                 _ => b.zip(c).and_then(|(b, c)| change_pct(b, c)),
             };
             let (verdict, detail) = match judged.iter().position(|&j| j == i) {
+                _ if collapsed(b, c) => (Verdict::Regression, COLLAPSED.to_string()),
                 None => (
                     Verdict::CouldNotJudge,
-                    format!(
-                        "too few samples: {} baseline and {} current observations (a significance test needs {} each)",
-                        m.baseline.len(),
-                        m.current.len(),
-                        rule.min_samples
-                    ),
+                    too_few(m.baseline.len(), m.current.len(), rule, metrics.len()),
                 ),
                 Some(k) => {
                     let p = adjusted[k];
@@ -486,9 +509,9 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                         Verdict::Pass
                     };
                     let how = match tests[i] {
-                        Some(Test::Paired { rounds, .. }) => format!(
-                            "signed-rank over {rounds} rounds (change: median round ratio)"
-                        ),
+                        Some(Test::Paired { rounds, .. }) => {
+                            format!("signed-rank over {rounds} rounds (change: median round ratio)")
+                        }
                         _ => "Mann–Whitney (change: of the medians)".to_string(),
                     };
                     (
@@ -670,7 +693,13 @@ mod tests {
             .map(|_| samples(&base, &worse, Better::Lower))
             .collect();
         let rows = judge_statistical(&three, StatRule::default());
-        assert!(rows.iter().all(|r| r.verdict == Verdict::Pass), "{rows:?}");
+        // … so 4 + 4 cannot reach significance at all: refused, saying how many would.
+        assert!(
+            rows.iter().all(|r| r.verdict == Verdict::CouldNotJudge
+                && r.detail.contains("cannot reach significance")
+                && r.detail.contains("5 on each side")),
+            "{rows:?}"
+        );
     }
 
     #[test]

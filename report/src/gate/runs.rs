@@ -350,6 +350,9 @@ pub fn judge_runs(
     }
     let mut machines_differ = false;
     for r in current {
+        for w in baseline.fingerprint.warnings(&r.fingerprint) {
+            notes.push(format!("{}: {w}", r.path.display()));
+        }
         let d = baseline.fingerprint.differences(&r.fingerprint);
         if !d.is_empty() {
             machines_differ = true;
@@ -438,9 +441,21 @@ pub fn judge_runs(
             .iter()
             .any(|r| r.verdict == Verdict::CouldNotJudge && r.detail.starts_with("too few"))
     {
+        let nb = samples.iter().map(|s| s.baseline.len()).max().unwrap_or(0);
+        let metrics = samples.len();
+        let each = super::stats::min_runs_each(rule.stat.alpha, metrics).max(rule.stat.min_samples);
+        let against = super::stats::min_runs_against(nb, rule.stat.alpha, metrics)
+            .map(|n| {
+                format!(
+                    "{} current runs against this {nb}-run baseline, or ",
+                    n.max(rule.stat.min_samples)
+                )
+            })
+            .unwrap_or_default();
         notes.push(format!(
-            "a significance test needs at least {} runs on each side; with fewer, pass several --current runs (and a baseline of several), or --fixed-threshold PCT to compare without one",
-            rule.stat.min_samples
+            "refused: {} current run(s) cannot reach significance (Mann–Whitney, two-sided, Holm over {metrics} figures at α = {}): give {against}{each} runs on each side (a baseline of {each}: `--update-baseline`), or --fixed-threshold PCT to compare without a test",
+            current.len(),
+            rule.stat.alpha
         ));
     }
     notes.push(
@@ -462,6 +477,7 @@ fn judge_fixed(s: &Samples, pct: f64) -> Row {
         (None, _) => None,
     };
     let verdict = match worse {
+        _ if super::collapsed(b, c) => Verdict::Regression,
         None => Verdict::CouldNotJudge,
         Some(w) if w > pct => Verdict::Regression,
         Some(w) if -w > pct => Verdict::Improved,
@@ -475,17 +491,22 @@ fn judge_fixed(s: &Samples, pct: f64) -> Row {
         change_pct: change,
         rule: format!("fixed threshold {pct} %, no significance test"),
         verdict,
-        detail: format!(
-            "medians of {} + {} run(s)",
-            s.baseline.len(),
-            s.current.len()
-        ),
+        detail: if super::collapsed(b, c) {
+            super::COLLAPSED.to_string()
+        } else {
+            format!(
+                "medians of {} + {} run(s)",
+                s.baseline.len(),
+                s.current.len()
+            )
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::stats;
 
     /// A real summary (the report's broadcast fixture) with these figures and conditions.
     fn summary(p99: Option<f64>, cpu: f64, valid: bool) -> Value {
@@ -625,12 +646,67 @@ mod tests {
     }
 
     #[test]
+    fn a_doubling_is_flagged_with_the_fewest_runs_accepted_and_fewer_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9, 10.1, 10.05]);
+        let b = runs_baseline(&base, "t".into()).unwrap();
+        // Against 5 baseline runs, 4 current ones are the fewest that can reach α = 0.05
+        // with Holm over 3 figures (2 / C(9, 4) × 3 = 0.048).
+        assert_eq!(stats::min_runs_against(5, 0.05, 3), Some(4));
+        let doubled = runs(dir.path(), "d", &[20.0, 20.4, 19.8, 20.2]);
+        let r = judge_runs(&b, &doubled, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+        let cpu = r.rows.iter().find(|x| x.metric == "cpu_us_per_delivery");
+        assert!(
+            cpu.is_some_and(|x| x.verdict == Verdict::Regression),
+            "{}",
+            r.table()
+        );
+        // Three cannot: refused (could not judge, exit 2), saying how many are needed.
+        let r = judge_runs(&b, &doubled[..3], rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::CouldNotJudge, "{}", r.table());
+        assert_eq!(r.verdict.exit_code(), 2);
+        assert!(
+            r.notes.iter().any(|n| n.contains("refused")
+                && n.contains("4 current runs against this 5-run baseline")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn deliveries_down_100_percent_fail_whatever_the_run_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9, 10.1, 10.05]);
+        let b = runs_baseline(&base, "t".into()).unwrap();
+        let mut broken = summary(Some(900.0), 10.0, true);
+        broken["messages"]["delivered_per_s"] = 0.0.into();
+        let one = vec![obs(dir.path(), "x", &broken)];
+        for rule in [
+            rule(),
+            RunsRule {
+                fixed_threshold_pct: Some(10.0),
+                ..rule()
+            },
+        ] {
+            let r = judge_runs(&b, &one, rule, vec![]);
+            assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+            let d = r.rows.iter().find(|x| x.metric == "deliveries_per_s");
+            assert!(
+                d.is_some_and(|x| x.verdict == Verdict::Regression && x.detail.contains("−100 %")),
+                "{}",
+                r.table()
+            );
+        }
+    }
+
+    #[test]
     fn missing_metric_machine_and_scenario_mismatch_cannot_be_judged() {
         let dir = tempfile::tempdir().unwrap();
-        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9]);
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9, 10.1, 10.05]);
         let b = runs_baseline(&base, "t".into()).unwrap();
         // p99 missing from every current run.
-        let nop99: Vec<RunObservation> = (0..3)
+        let nop99: Vec<RunObservation> = (0..5)
             .map(|i| obs(dir.path(), &format!("n{i}"), &summary(None, 10.0, true)))
             .collect();
         let r = judge_runs(&b, &nop99, rule(), vec![]);

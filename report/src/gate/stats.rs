@@ -263,8 +263,66 @@ pub fn runs_needed(cv: f64, effect: f64, alpha: f64, metrics: usize, power: f64)
     (n.ceil() as usize).max(3)
 }
 
+/// The smallest two-sided p-value the exact Mann–Whitney test can give with `n1` and `n2`
+/// observations (no ties, complete separation): 2 / C(n1 + n2, n1). With 3 + 3 it is 0.1: no
+/// difference, however large, is significant at 0.05.
+pub fn mann_whitney_min_p(n1: usize, n2: usize) -> f64 {
+    if n1 == 0 || n2 == 0 {
+        return 1.0;
+    }
+    // C(n1 + n2, k) for the smaller k, as a float (no overflow for the sizes gates use).
+    let k = n1.min(n2);
+    let n = n1 + n2;
+    let mut c = 1.0_f64;
+    for i in 0..k {
+        c = c * (n - i) as f64 / (i + 1) as f64;
+    }
+    (2.0 / c).min(1.0)
+}
+
+/// Whether `n1` + `n2` runs can reach significance for a figure judged with Holm over
+/// `metrics` figures at family-wise `alpha`: even the most extreme outcome on every figure
+/// (each at the smallest possible p) must come out below `alpha` after the correction
+/// (`metrics` × that p).
+pub fn can_reach(n1: usize, n2: usize, alpha: f64, metrics: usize) -> bool {
+    metrics.max(1) as f64 * mann_whitney_min_p(n1, n2) < alpha
+}
+
+/// The fewest runs on one side, given `other` on the other, that [`can_reach`] significance
+/// (`None` beyond 1,000).
+pub fn min_runs_against(other: usize, alpha: f64, metrics: usize) -> Option<usize> {
+    (1..=1000).find(|&n| can_reach(other, n, alpha, metrics))
+}
+
+/// The fewest runs per side, the same on both, that [`can_reach`] significance.
+pub fn min_runs_each(alpha: f64, metrics: usize) -> usize {
+    (1..=1000)
+        .find(|&n| can_reach(n, n, alpha, metrics))
+        .unwrap_or(1000)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_smallest_p_decides_how_many_runs_can_be_significant() {
+        use super::*;
+        // The arithmetic: 3 + 3 gives at best 0.1, × 3 figures for Holm.
+        assert!((mann_whitney_min_p(3, 3) - 0.1).abs() < 1e-12);
+        assert!((mann_whitney_min_p(4, 4) - 2.0 / 70.0).abs() < 1e-12);
+        assert!(!can_reach(3, 3, 0.05, 3));
+        assert!(!can_reach(4, 4, 0.05, 3), "2/70 × 3 = 0.086");
+        assert!(can_reach(5, 5, 0.05, 3), "2/252 × 3 = 0.024");
+        assert_eq!(min_runs_each(0.05, 3), 5);
+        assert_eq!(min_runs_each(0.05, 1), 4, "2/70 = 0.029");
+        // Against a 3-run baseline: C(3 + n, 3) must exceed 120.
+        assert_eq!(min_runs_against(3, 0.05, 3), Some(8));
+        // Cross-check the closed form against the exact test on separated samples.
+        let a: Vec<f64> = (0..5).map(f64::from).collect();
+        let b: Vec<f64> = (10..15).map(f64::from).collect();
+        let p = mann_whitney(&a, &b).expect("p").p;
+        assert!((p - mann_whitney_min_p(5, 5)).abs() < 1e-12, "{p}");
+    }
+
     #[test]
     fn signed_rank_exact_values() {
         // Checked against an independent enumeration of all 2^n sign patterns.
