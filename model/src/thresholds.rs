@@ -112,6 +112,12 @@ pub struct Threshold {
     pub limit: f64,
 }
 
+impl PartialEq for Threshold {
+    fn eq(&self, other: &Self) -> bool {
+        self.figure.key == other.figure.key && self.op == other.op && self.limit == other.limit
+    }
+}
+
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -207,7 +213,7 @@ pub fn flag_as_override(flag: &str) -> Result<String, ThresholdError> {
 }
 
 /// A threshold judged against a run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Judged {
     /// The threshold.
     pub threshold: Threshold,

@@ -88,8 +88,14 @@ pub struct RunObservation {
     /// The target: the architecture started (`--serve`), or the URL.
     pub target: String,
     /// One value per gated figure ([`figures::gated`], in its order); `None` when the summary
-    /// lacks it (or it is not finite).
+    /// lacks it (or it is not finite), and for a failed run.
     pub values: Vec<Option<f64>>,
+    /// Why the run failed (`status: failed`: it measured nothing meaningful, or could not
+    /// connect), when it did: a failed current run is a regression.
+    pub failed: Option<String>,
+    /// Its thresholds judged (the scenario's `[thresholds]` and `run --threshold`, recorded
+    /// with it, and any the gate adds: [`read_run_with`]).
+    pub thresholds: Vec<chatbench_model::thresholds::Judged>,
 }
 
 /// The summary.json files a `--current`/`--baseline` argument names: the file itself, a run
@@ -121,8 +127,17 @@ pub fn find_summaries(path: &Path) -> Result<Vec<PathBuf>, RunsError> {
 }
 
 /// Reads one run's summary.json. A run its own self-check marked invalid is an error
-/// ([`RunsError::Invalid`]): its figures say more about the generator than the server.
+/// ([`RunsError::Invalid`]): its figures say more about the generator than the server. A
+/// failed run is read, with [`RunObservation::failed`] set and no figures.
 pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
+    read_run_with(path, &[])
+}
+
+/// [`read_run`], judging `extra` thresholds (the gate's own) beside the run's recorded ones.
+pub fn read_run_with(
+    path: &Path,
+    extra: &[chatbench_model::thresholds::Threshold],
+) -> Result<RunObservation, RunsError> {
     let text = std::fs::read_to_string(path).map_err(|source| RunsError::Read {
         path: path.to_path_buf(),
         source,
@@ -143,7 +158,20 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
         .get("valid")
         .and_then(Value::as_bool)
         .ok_or(not("valid"))?;
-    if !valid {
+    let failed = v.get("status").and_then(Value::as_str) == Some("failed");
+    let reasons_of = |v: &Value| {
+        v.get("invalid_reasons")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "no reason given".into())
+    };
+    if !valid && !failed {
         let reasons = v
             .get("invalid_reasons")
             .and_then(Value::as_array)
@@ -197,6 +225,10 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
             path: path.to_path_buf(),
             source,
         })?;
+    let failed = failed.then(|| reasons_of(&v));
+    let mut limits = chatbench_model::thresholds::of_summary(&summary).unwrap_or_default();
+    limits.extend_from_slice(extra);
+    let thresholds = chatbench_model::thresholds::judge(&summary, &limits);
     let target = v.get("target");
     let target = s(target.and_then(|t| t.get("arch")))
         .or_else(|| s(target.and_then(|t| t.get("url"))))
@@ -210,8 +242,14 @@ pub fn read_run(path: &Path) -> Result<RunObservation, RunsError> {
         scenario_text,
         target,
         values: figures::gated()
-            .map(|f| (f.read)(&summary).filter(|x| x.is_finite()))
+            .map(|f| {
+                (f.read)(&summary)
+                    .filter(|x| x.is_finite())
+                    .filter(|_| failed.is_none())
+            })
             .collect(),
+        failed,
+        thresholds,
     })
 }
 
@@ -233,6 +271,13 @@ pub fn runs_baseline(runs: &[RunObservation], created_at: String) -> Result<Base
             "no valid run to make a baseline of".into(),
         ));
     };
+    if let Some(r) = runs.iter().find(|r| r.failed.is_some()) {
+        return Err(RunsError::Mixed(format!(
+            "{} failed ({}): a baseline is made of runs that measured something",
+            r.path.display(),
+            r.failed.as_deref().unwrap_or("")
+        )));
+    }
     for r in &runs[1..] {
         let d = first.fingerprint.differences(&r.fingerprint);
         if !d.is_empty() {
@@ -458,10 +503,55 @@ pub fn judge_runs(
             rule.stat.alpha
         ));
     }
+    rows.extend(failed_and_threshold_rows(current));
     notes.push(
         "no A/A check in this mode: the baseline runs were made at another time; `chatbench gate statistical` interleaves both builds and checks the baseline against itself".into(),
     );
     GateReport::new(TIER, rows, notes, cannot)
+}
+
+/// A regression row for each failed current run, and a row for each run's each threshold
+/// (absolute limits: crossed is a regression, whatever the baseline).
+fn failed_and_threshold_rows(current: &[RunObservation]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for r in current {
+        let run = r
+            .path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| r.path.display().to_string());
+        if let Some(why) = &r.failed {
+            rows.push(Row {
+                metric: format!("run {run}"),
+                unit: String::new(),
+                baseline: None,
+                current: None,
+                change_pct: None,
+                rule: "the run measured something".into(),
+                verdict: Verdict::Regression,
+                detail: format!("the run failed: {why}"),
+            });
+        }
+        for j in &r.thresholds {
+            let t = &j.threshold;
+            rows.push(Row {
+                metric: format!("threshold {} ({run})", t.figure.key),
+                unit: t.figure.show.unit.to_string(),
+                baseline: None,
+                current: j.value,
+                change_pct: None,
+                rule: format!("{} {}", t.op.as_str(), t.figure.show.format(t.limit)),
+                verdict: if j.passed {
+                    Verdict::Pass
+                } else {
+                    Verdict::Regression
+                },
+                detail: j.line(),
+            });
+        }
+    }
+    rows
 }
 
 /// Median against median with a fixed threshold in the worse direction, no significance test.
@@ -698,6 +788,49 @@ mod tests {
                 r.table()
             );
         }
+    }
+
+    #[test]
+    fn a_failed_run_and_a_crossed_threshold_are_regressions() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = runs(dir.path(), "b", &[10.0, 10.2, 9.9, 10.1, 10.05]);
+        let b = runs_baseline(&base, "t".into()).unwrap();
+        let mut failed = summary(Some(900.0), 10.0, false);
+        failed["status"] = "failed".into();
+        failed["invalid_reasons"] =
+            serde_json::json!(["measured nothing meaningful: nothing was delivered"]);
+        let f = obs(dir.path(), "f", &failed);
+        assert!(
+            f.values.iter().all(Option::is_none),
+            "no figures from a failed run"
+        );
+        let r = judge_runs(&b, &[f.clone()], rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+        assert!(r
+            .rows
+            .iter()
+            .any(|x| x.detail.contains("nothing was delivered")));
+        // A failed run is no baseline.
+        assert!(matches!(
+            runs_baseline(&[f], "t".into()),
+            Err(RunsError::Mixed(_))
+        ));
+        // Absolute thresholds judged on every current run, beside the comparison.
+        let d = dir.path().join("b0/summary.json");
+        let limit = chatbench_model::thresholds::parse("p99_latency", "<= 0.5 ms").unwrap();
+        let mut current = vec![read_run_with(&d, &[limit]).unwrap()];
+        current.extend(base[1..].iter().cloned());
+        let r = judge_runs(&b, &current, rule(), vec![]);
+        assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
+        let row = r
+            .rows
+            .iter()
+            .find(|x| x.metric.starts_with("threshold p99_latency"));
+        assert!(
+            row.is_some_and(|x| x.verdict == Verdict::Regression && x.detail.contains("0.900 ms")),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]
