@@ -804,7 +804,7 @@ mod tests {
             f.values.iter().all(Option::is_none),
             "no figures from a failed run"
         );
-        let r = judge_runs(&b, &[f.clone()], rule(), vec![]);
+        let r = judge_runs(&b, std::slice::from_ref(&f), rule(), vec![]);
         assert_eq!(r.verdict, Verdict::Regression, "{}", r.table());
         assert!(r
             .rows
