@@ -177,6 +177,54 @@ fn run_metrics_gate_exit_codes() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no significance test"));
 
+    // +100 % with the fewest current runs the gate accepts against this 5-run baseline (4:
+    // 3 × 2 / C(9, 4) = 0.048 < 0.05) is flagged; with one fewer it refuses, naming how many.
+    let doubled = runs(dir, "doubled", &real, 4, scaled(2.0));
+    let o = gate(dir, &baseline, &[&doubled], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let three: Vec<PathBuf> = (0..3).map(|i| doubled.join(format!("run{i}"))).collect();
+    let three: Vec<&Path> = three.iter().map(PathBuf::as_path).collect();
+    let o = gate(dir, &baseline, &three, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("cannot reach significance") && stdout.contains("4 current runs"),
+        "{stdout}"
+    );
+
+    // Deliveries −100 %: a regression, never "pass", even from a single run.
+    let dead = runs(dir, "dead", &real, 1, |i, s| {
+        scaled(1.0)(i, s);
+        s["messages"]["delivered_per_s"] = 0.0.into();
+    });
+    let o = gate(dir, &baseline, &[&dead], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("−100 %"),
+        "{}",
+        text(&o)
+    );
+
+    // A kernel of the same series at another patch level: judged, with a warning.
+    let kernel = real["provenance"]["kernel"]
+        .as_str()
+        .unwrap_or("6.1.0")
+        .to_string();
+    let mut parts: Vec<&str> = kernel.splitn(3, '.').collect();
+    parts.truncate(2);
+    let patched = format!("{}.9999-patched", parts.join("."));
+    let patch = runs(dir, "patch", &real, 5, |i, s| {
+        scaled(1.0)(i, s);
+        s["provenance"]["kernel"] = patched.clone().into();
+    });
+    let o = gate(dir, &baseline, &[&patch], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("kernel patch level differs"),
+        "{}",
+        text(&o)
+    );
+
     // An invalid run is left out and named; a folder without runs is a usage error.
     let invalid = runs(dir, "invalid", &real, 1, |_, s| {
         s["valid"] = false.into();
