@@ -284,6 +284,24 @@ pub fn of_summary(s: &Summary) -> Result<Vec<Threshold>, ThresholdError> {
         .collect()
 }
 
+/// A scenario's text without its `[thresholds]` table, for deciding whether two runs measured
+/// the same thing (a limit is no condition of the measurement). Text without the table is
+/// returned as it is.
+pub fn without_thresholds(scenario_text: &str) -> String {
+    let Ok(mut t) = scenario_text.parse::<toml::Table>() else {
+        return scenario_text.to_string();
+    };
+    if t.remove("thresholds").is_none() {
+        return scenario_text.to_string();
+    }
+    toml::to_string(&t).unwrap_or_else(|_| scenario_text.to_string())
+}
+
+/// Whether a `--set` override sets a threshold (see [`flag_as_override`]).
+pub fn is_threshold_override(o: &str) -> bool {
+    o.trim_start().starts_with("thresholds.")
+}
+
 /// Why a run measured nothing meaningful (empty when it did): nothing sent though senders were
 /// planned, nothing delivered though deliveries were expected, every connection closed by the
 /// server, or the target process exited. A run with such a reason fails (exit 3) even with no
@@ -426,6 +444,24 @@ mod tests {
             parse_flag("p99_latency=50"),
             Err(ThresholdError::BadFlag(_))
         ));
+    }
+
+    #[test]
+    fn thresholds_are_no_condition_of_the_measurement() {
+        let plain = "name = \"t\"\nconnections = 10\n";
+        assert_eq!(
+            without_thresholds(plain),
+            plain,
+            "untouched without the table"
+        );
+        let with = format!("{plain}[thresholds]\np99_latency = \"<= 5 ms\"\n");
+        let merged: toml::Table = plain.parse().expect("toml");
+        assert_eq!(
+            without_thresholds(&with),
+            toml::to_string(&merged).expect("toml")
+        );
+        assert!(is_threshold_override("thresholds.p99_latency=\"<=5\""));
+        assert!(!is_threshold_override("measure=\"1s\""));
     }
 
     #[test]

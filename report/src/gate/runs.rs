@@ -214,10 +214,16 @@ pub fn read_run_with(
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    let mut scenario_text = s(scenario.get("text")).ok_or(not("scenario.text"))?;
-    for o in overrides {
+    // Thresholds are no condition of the measurement: runs that differ only in them compare.
+    let mut scenario_text = chatbench_model::thresholds::without_thresholds(
+        &s(scenario.get("text")).ok_or(not("scenario.text"))?,
+    );
+    for o in overrides
+        .iter()
+        .filter(|o| !chatbench_model::thresholds::is_threshold_override(o))
+    {
         scenario_text.push_str("\n# --set ");
-        scenario_text.push_str(&o);
+        scenario_text.push_str(o);
     }
     // The figures, typed (the checks above name what a file that is no summary lacks).
     let summary: Summary =
@@ -229,10 +235,7 @@ pub fn read_run_with(
     let mut limits = chatbench_model::thresholds::of_summary(&summary).unwrap_or_default();
     limits.extend_from_slice(extra);
     let thresholds = chatbench_model::thresholds::judge(&summary, &limits);
-    let target = v.get("target");
-    let target = s(target.and_then(|t| t.get("arch")))
-        .or_else(|| s(target.and_then(|t| t.get("url"))))
-        .unwrap_or_else(|| "unknown".into());
+    let target = target_name(v.get("target"));
     Ok(RunObservation {
         path: path.to_path_buf(),
         fingerprint,
@@ -252,6 +255,22 @@ pub fn read_run_with(
         thresholds,
     })
 }
+
+/// What a run's target is matched by: its label (`run --label`, `target.settings.label`),
+/// else the architecture started (`--serve`), else the URL — a URL's port changes from run to
+/// run on CI, a label does not.
+fn target_name(target: Option<&Value>) -> String {
+    let s = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_string);
+    let label =
+        s(target.and_then(|t| t.get("settings")?.get(LABEL_SETTING))).map(|l| format!("label {l}"));
+    label
+        .or_else(|| s(target.and_then(|t| t.get("arch"))))
+        .or_else(|| s(target.and_then(|t| t.get("url"))))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The key of `target.settings` that holds the target's label (`chatbench run --label`).
+pub const LABEL_SETTING: &str = "label";
 
 /// The settings a run-metric baseline records; a comparison needs them equal.
 fn settings_of(o: &RunObservation) -> BTreeMap<String, String> {
@@ -831,6 +850,23 @@ mod tests {
             "{}",
             r.table()
         );
+    }
+
+    #[test]
+    fn targets_match_by_label_then_arch_then_url() {
+        let t = |v: Value| target_name(Some(&v));
+        let url = |port: u16| format!("ws://127.0.0.1:{port}/ws");
+        let labelled = |port| serde_json::json!({"url": url(port), "arch": null, "settings": {"label": "my-server"}});
+        assert_eq!(
+            t(labelled(8080)),
+            t(labelled(9090)),
+            "another port, same label"
+        );
+        assert_eq!(t(labelled(8080)), "label my-server");
+        let bare = |port| serde_json::json!({"url": url(port), "arch": null, "settings": {}});
+        assert_ne!(t(bare(8080)), t(bare(9090)), "no label: the URL decides");
+        let served = serde_json::json!({"url": url(1), "arch": "epoll", "settings": {}});
+        assert_eq!(t(served), "epoll");
     }
 
     #[test]
