@@ -225,6 +225,35 @@ fn run_metrics_gate_exit_codes() {
         text(&o)
     );
 
+    // Targets by label: another port is the same target when the label is; without a label
+    // the URL decides.
+    let at = |port: u16, label: Option<&'static str>| {
+        move |i: usize, s: &mut Value| {
+            scaled(1.0)(i, s);
+            s["target"]["arch"] = Value::Null;
+            s["target"]["url"] = format!("ws://127.0.0.1:{port}/ws").into();
+            s["target"]["settings"] = match label {
+                Some(l) => serde_json::json!({ "label": l }),
+                None => serde_json::json!({}),
+            };
+        }
+    };
+    let labelled_base = runs(dir, "lbase", &real, 5, at(8080, Some("mine")));
+    let lbaseline = dir.join("labelled.json");
+    let o = gate(dir, &lbaseline, &[&labelled_base], &["--update-baseline"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let moved = runs(dir, "lmoved", &real, 5, at(9090, Some("mine")));
+    let o = gate(dir, &lbaseline, &[&moved], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let unlabelled = runs(dir, "lnone", &real, 5, at(9090, None));
+    let o = gate(dir, &lbaseline, &[&unlabelled], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("target"),
+        "{}",
+        text(&o)
+    );
+
     // An invalid run is left out and named; a folder without runs is a usage error.
     let invalid = runs(dir, "invalid", &real, 1, |_, s| {
         s["valid"] = false.into();

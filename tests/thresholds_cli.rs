@@ -78,6 +78,8 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
         "loss_ratio<=0.5",
         "--junit",
         junit.to_str().expect("utf-8"),
+        "--label",
+        "thr-target",
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     match o.status.code() {
@@ -107,6 +109,10 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
     );
     // The command-line thresholds are recorded with the run, as overrides.
     let s = summary(&only_run_dir(&out_dir));
+    assert_eq!(
+        s["target"]["settings"]["label"], "thr-target",
+        "--label recorded"
+    );
     let overrides = s["scenario"]["overrides"].to_string();
     assert!(
         overrides.contains("thresholds.connections_ready"),

@@ -122,6 +122,10 @@ impl Percentiles {
     }
 }
 
+/// The key of [`TargetInfo::settings`] holding the name the user gave the target (`chatbench
+/// run --label`); the gate matches runs by it rather than by URL.
+pub const TARGET_LABEL_SETTING: &str = "label";
+
 /// The target side of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetInfo {

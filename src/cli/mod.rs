@@ -223,6 +223,11 @@ struct RunArgs {
     /// crossed one failed; a run that measured nothing adds a failed case), atomically.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// A name for the target, recorded in summary.json (`target.settings.label`): `chatbench
+    /// gate` matches baseline and current runs by it instead of by URL (whose port changes on
+    /// CI). Letters, digits, `.`, `_`, `-`.
+    #[arg(long, value_name = "NAME", value_parser = parse_label)]
+    label: Option<String>,
     /// Folder that receives the run folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
@@ -653,7 +658,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             scenario,
             overrides: args.overrides.clone(),
             target_url,
-            target_info,
+            target_info: with_label(target_info, args.label.as_deref()),
             out_root: args.out.clone(),
             progress,
             interrupt: rx,
@@ -816,6 +821,32 @@ fn judge_thresholds(
             .with_context(|| format!("writing the JUnit report {}", path.display()))?;
     }
     Ok(judged.iter().any(|j| !j.passed))
+}
+
+/// `--label NAME`: 1–64 of letters, digits, `.`, `_`, `-`.
+fn parse_label(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: a label is 1–64 letters, digits, '.', '_' or '-', e.g. my-chat-staging"
+        ))
+    }
+}
+
+/// The target with its `--label` recorded (the gate matches runs by it).
+fn with_label(mut info: TargetInfo, label: Option<&str>) -> TargetInfo {
+    if let Some(l) = label {
+        info.settings.insert(
+            chatbench_model::results::TARGET_LABEL_SETTING.to_string(),
+            l.to_string(),
+        );
+    }
+    info
 }
 
 /// `--junit FILE`: its folder must exist and be writable before any load is run.

@@ -261,16 +261,16 @@ pub fn read_run_with(
 /// run on CI, a label does not.
 fn target_name(target: Option<&Value>) -> String {
     let s = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_string);
-    let label =
-        s(target.and_then(|t| t.get("settings")?.get(LABEL_SETTING))).map(|l| format!("label {l}"));
+    let label = s(target.and_then(|t| {
+        t.get("settings")?
+            .get(chatbench_model::results::TARGET_LABEL_SETTING)
+    }))
+    .map(|l| format!("label {l}"));
     label
         .or_else(|| s(target.and_then(|t| t.get("arch"))))
         .or_else(|| s(target.and_then(|t| t.get("url"))))
         .unwrap_or_else(|| "unknown".into())
 }
-
-/// The key of `target.settings` that holds the target's label (`chatbench run --label`).
-pub const LABEL_SETTING: &str = "label";
 
 /// The settings a run-metric baseline records; a comparison needs them equal.
 fn settings_of(o: &RunObservation) -> BTreeMap<String, String> {
