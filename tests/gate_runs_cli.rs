@@ -134,6 +134,31 @@ fn run_metrics_gate_exit_codes() {
     let md = std::fs::read_to_string(dir.join("out/gate-runs.md")).unwrap();
     assert!(md.contains("| `cpu_us_per_delivery` |"), "{md}");
 
+    // The same figures with an absolute threshold they cross (p99 ≈ 1 ms): a regression row
+    // per run, exit 1; one they meet passes.
+    let o = gate(
+        dir,
+        &baseline,
+        &[&same],
+        &["--threshold", "p99_latency<=0.5ms"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let crossed = stdout
+        .lines()
+        .filter(|l| l.starts_with("threshold p99_latency") && l.ends_with("REGRESSION"))
+        .count();
+    assert_eq!(crossed, 5, "{stdout}");
+    let o = gate(
+        dir,
+        &baseline,
+        &[&same],
+        &["--threshold", "p99_latency<=5ms"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = gate(dir, &baseline, &[&same], &["--threshold", "p99<=5ms"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
     // +30 % CPU per delivery in every run: a regression.
     let worse = runs(dir, "worse", &real, 5, scaled(1.3));
     let o = gate(dir, &baseline, &[&worse], &[]);

@@ -11,9 +11,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
 use chatbench_model::provenance::now_rfc3339;
+use chatbench_model::thresholds::{parse_flag, Threshold};
 use chatbench_report::gate::baseline::Baseline;
 use chatbench_report::gate::runs::{
-    find_summaries, judge_runs, read_run, runs_baseline, RunObservation, RunsError, RunsRule,
+    find_summaries, judge_runs, read_run_with, runs_baseline, RunObservation, RunsError, RunsRule,
 };
 use chatbench_report::gate::StatRule;
 
@@ -41,9 +42,14 @@ pub struct RunsArgs {
     /// Smallest change of a median that counts, percent.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     min_effect: f64,
+    /// An absolute limit every current run must meet (repeatable), as `run --threshold`:
+    /// KEY<=VALUE on a figure of docs/figures.md, e.g. --threshold 'p99_latency<=50ms'. Judged
+    /// as a row per run beside the runs' own recorded thresholds; crossed is a regression.
+    #[arg(long = "threshold", value_name = "KEY<=VALUE")]
+    thresholds: Vec<String>,
     /// Compare medians against a fixed threshold (percent) WITHOUT a significance test, e.g. for
-    /// single runs; every row says so. Default: a significance test, and "could not judge: too
-    /// few samples" with fewer than 3 runs a side.
+    /// single runs; every row says so. Default: a significance test, refused ("could not
+    /// judge", naming how many runs are needed) with fewer runs than can reach significance.
     #[arg(long, value_name = "PCT")]
     fixed_threshold: Option<f64>,
     /// Folder for gate-runs.md and gate-runs.json.
@@ -52,12 +58,16 @@ pub struct RunsArgs {
 }
 
 /// Every usable run the arguments name; the ones left out are described in `notes`.
-fn read_runs(paths: &[PathBuf], notes: &mut Vec<String>) -> anyhow::Result<Vec<RunObservation>> {
+fn read_runs(
+    paths: &[PathBuf],
+    extra: &[Threshold],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<RunObservation>> {
     let mut runs = Vec::new();
     for p in paths {
         let files = find_summaries(p).map_err(|e| anyhow!(UsageError(e.to_string())))?;
         for f in files {
-            match read_run(&f) {
+            match read_run_with(&f, extra) {
                 Ok(o) => runs.push(o),
                 Err(e @ RunsError::Invalid { .. }) => notes.push(format!("left out: {e}")),
                 Err(e) => bail!(UsageError(e.to_string())),
@@ -92,8 +102,13 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             "--alpha must be in (0, 1) and --min-effect ≥ 0".into()
         ));
     }
+    let extra = args
+        .thresholds
+        .iter()
+        .map(|t| parse_flag(t).map_err(|e| anyhow!(UsageError(e.to_string()))))
+        .collect::<anyhow::Result<Vec<Threshold>>>()?;
     let mut notes = Vec::new();
-    let current = read_runs(&args.current, &mut notes)?;
+    let current = read_runs(&args.current, &extra, &mut notes)?;
     if args.update_baseline {
         let b = runs_baseline(&current, now_rfc3339())
             .map_err(|e| anyhow!(UsageError(e.to_string())))?;
