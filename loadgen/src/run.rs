@@ -1108,8 +1108,13 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     if let Some(f) = &s.failover {
         write_failover(&mut out, f);
     }
+    let why = if s.status == RunStatus::Failed {
+        "FAILED"
+    } else {
+        "INVALID"
+    };
     for r in &s.invalid_reasons {
-        let _ = writeln!(out, "  INVALID: {r}");
+        let _ = writeln!(out, "  {why}: {r}");
     }
     for n in &s.notes {
         let _ = writeln!(out, "  note: {n}");
