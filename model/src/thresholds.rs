@@ -305,28 +305,32 @@ pub fn is_threshold_override(o: &str) -> bool {
 /// Why a run measured nothing meaningful (empty when it did): nothing sent though senders were
 /// planned, nothing delivered though deliveries were expected, every connection closed by the
 /// server, or the target process exited. A run with such a reason fails (exit 3) even with no
-/// threshold. A run that already failed (no connection) gets none: it says so itself.
+/// threshold. A run that already failed (no connection) gets none: it says so itself. A run
+/// that injects a fault (`poison_after`, `[[fault]]`) measures what the crash does: closes and
+/// a dead target are its result there, not a broken measurement.
 pub fn nothing_measured(s: &Summary) -> Vec<String> {
     if s.status == RunStatus::Failed {
         return Vec::new();
     }
+    let scenario = toml::from_str::<Scenario>(&s.scenario.text).ok();
+    let faults = scenario
+        .as_ref()
+        .is_some_and(|sc| sc.poison_after.is_some() || !sc.faults.is_empty());
     let mut why = Vec::new();
     let c = &s.connections;
     let m = &s.messages;
     let closed: u64 = c.closed_by_server.values().sum();
     let recovered = c.reconnect.as_ref().is_some_and(|r| r.reconnected > 0);
-    if c.ready > 0 && closed >= c.ready && !recovered {
+    if c.ready > 0 && closed >= c.ready && !recovered && !faults {
         why.push(format!(
             "the server closed every connection ({closed} closes of {} ready connections: {:?}); nothing after that was measured",
             c.ready, c.closed_by_server
         ));
     }
-    if s.notes.iter().any(|n| n == TARGET_EXITED_NOTE) {
+    if !faults && s.notes.iter().any(|n| n == TARGET_EXITED_NOTE) {
         why.push("the target process died during the run".into());
     }
-    let senders = toml::from_str::<Scenario>(&s.scenario.text)
-        .map(|sc| sc.sender_count())
-        .unwrap_or(0);
+    let senders = scenario.as_ref().map_or(0, Scenario::sender_count);
     if m.sent == 0 && senders > 0 {
         why.push(format!(
             "nothing was sent in the measurement window, though {senders} senders were planned"
@@ -537,6 +541,12 @@ mod tests {
         let died = run(ROOM, |i| i.notes.push(TARGET_EXITED_NOTE.into()));
         let why = nothing_measured(&died);
         assert!(why[0].contains("died"), "{why:?}");
+        // With a fault injected, the crash is the measurement.
+        let poisoned = run(&format!("{ROOM}poison_after = \"1s\"\n"), |i| {
+            i.notes.push(TARGET_EXITED_NOTE.into());
+            i.conns.closed_by_server = [("none".to_string(), 8)].into();
+        });
+        assert!(nothing_measured(&poisoned).is_empty());
         // A failed run says why itself.
         let failed = run(ROOM, |i| {
             i.status = RunStatus::Failed;
