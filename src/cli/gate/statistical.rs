@@ -1,7 +1,8 @@
 //! `chatbench gate statistical`: k short runs each of the baseline build (A), the candidate
 //! (B) and the baseline again (A′, for the A/A check), interleaved in a balanced order
 //! (the six orders of A, B, A′ in turn), each a fresh `chatbench run --serve ARCH` process
-//! giving one observation per metric from its summary.json. Judged by
+//! (or, for a user's own server, `run --serve-cmd` with the baseline's and the candidate's
+//! start commands) giving one observation per metric from its summary.json. Judged by
 //! `chatbench_report::gate::judge_statistical`; a failed A/A check makes the verdict
 //! "could not judge".
 
@@ -36,6 +37,26 @@ pub struct StatArgs {
     /// chatbench executable of the candidate build; default: this executable.
     #[arg(long, value_name = "PATH")]
     candidate_bin: Option<PathBuf>,
+    /// A user's own server: the baseline build's start command (as `run --serve-cmd`: split on
+    /// spaces, it prints its HOST:PORT first on stdout), e.g. "./old/my-server --port 0".
+    /// Needs --candidate-cmd and --label; replaces --arch.
+    #[arg(long, value_name = "COMMAND", requires_all = ["candidate_cmd", "label"])]
+    baseline_cmd: Option<String>,
+    /// The candidate build's start command (see --baseline-cmd).
+    #[arg(long, value_name = "COMMAND", requires = "baseline_cmd")]
+    candidate_cmd: Option<String>,
+    /// With --baseline-cmd: the request path on those servers (`run --serve-path`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/",
+        requires = "baseline_cmd"
+    )]
+    serve_path: String,
+    /// With --baseline-cmd: the target's name, recorded in the runs (`run --label`) and
+    /// naming the metrics and the default baseline file (statistical-LABEL.json).
+    #[arg(long, value_name = "NAME")]
+    label: Option<String>,
     /// Extra server flag for the baseline's server (repeatable).
     #[arg(
         long = "baseline-server-arg",
@@ -164,25 +185,52 @@ fn other_cores(s: &Summary) -> Option<f64> {
         .map(|o| o.other_cores)
 }
 
-/// Runs one `chatbench run --serve` and returns its summary.json path.
+/// What the gate measures: a reference architecture, or a user's server by its two builds'
+/// start commands.
+impl StatArgs {
+    /// The name of the target in metric names and the default baseline file.
+    fn target_name(&self) -> &str {
+        match (&self.baseline_cmd, &self.label) {
+            (Some(_), Some(l)) => l,
+            _ => &self.arch,
+        }
+    }
+
+    /// The `chatbench run` flags that start the target of `arm`.
+    fn serve_flags(&self, arm: Arm) -> Vec<String> {
+        let cmd = match arm {
+            Arm::B => self.candidate_cmd.as_ref(),
+            _ => self.baseline_cmd.as_ref(),
+        };
+        match (cmd, &self.label) {
+            (Some(cmd), Some(label)) => vec![
+                "--serve-cmd".into(),
+                cmd.clone(),
+                "--serve-path".into(),
+                self.serve_path.clone(),
+                "--label".into(),
+                label.clone(),
+            ],
+            _ => vec!["--serve".into(), self.arch.clone()],
+        }
+    }
+}
+
+/// Runs one `chatbench run` of `arm`'s target and returns its summary.json path.
 fn one_run(
     bin: &Path,
     args: &StatArgs,
+    arm: Arm,
     server_args: &[String],
     out: &Path,
 ) -> anyhow::Result<PathBuf> {
     let mut cmd = Command::new(bin);
-    cmd.args([
-        "run",
-        "--serve",
-        &args.arch,
-        "--progress",
-        "quiet",
-        "--scenario",
-    ])
-    .arg(&args.scenario)
-    .arg("--out")
-    .arg(out);
+    cmd.arg("run")
+        .args(args.serve_flags(arm))
+        .args(["--progress", "quiet", "--scenario"])
+        .arg(&args.scenario)
+        .arg("--out")
+        .arg(out);
     for a in server_args {
         cmd.arg(format!("--server-arg={a}"));
     }
@@ -212,10 +260,27 @@ fn one_run(
 }
 
 pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
+    // Fewer runs per arm than can reach α (Mann–Whitney, Holm over the gated figures) could
+    // never flag anything: refuse them, saying how many are needed.
+    let need = chatbench_report::gate::stats::min_runs_each(args.alpha, figures::gated().count());
+    if args.runs < need && !args.update_baseline {
+        bail!(UsageError(format!(
+            "-k {}: with fewer than {need} runs per arm no change can reach significance at α = {} (Mann–Whitney, Holm over {} figures): use -k {need} or more",
+            args.runs,
+            args.alpha,
+            figures::gated().count()
+        )));
+    }
     if args.runs < 3 {
         bail!(UsageError(
             "-k must be at least 3 (a rank test needs 3 runs per arm)".into()
         ));
+    }
+    if !(args.serve_path.starts_with('/')) {
+        bail!(UsageError(format!(
+            "--serve-path {:?}: must start with '/'",
+            args.serve_path
+        )));
     }
     if !args.scenario.is_file() {
         bail!(UsageError(format!(
@@ -234,7 +299,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     let baseline_path = args.baseline.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "results/baselines/gate/statistical-{}.json",
-            args.arch
+            args.target_name()
         ))
     });
     let prov = chatbench_loadgen::provenance::collect();
@@ -292,7 +357,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             };
             let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
-            let observed = one_run(bin, &args, sargs, &dir).and_then(|p| {
+            let observed = one_run(bin, &args, arm, sargs, &dir).and_then(|p| {
                 let s = read_summary(&p)?;
                 Ok((observe(&s, &p)?, other_cores(&s)))
             });
@@ -323,7 +388,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
                 bail!("no valid observation of {name}: see the notes above");
             };
             metrics.insert(
-                format!("{}.{name}", args.arch),
+                format!("{}.{name}", args.target_name()),
                 BaselineMetric {
                     unit: unit.to_string(),
                     value: med,
@@ -332,7 +397,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let mut settings = std::collections::BTreeMap::new();
-        settings.insert("arch".to_string(), args.arch.clone());
+        settings.insert("arch".to_string(), args.target_name().to_string());
         settings.insert("scenario".to_string(), args.scenario.display().to_string());
         settings.insert("runs".to_string(), args.runs.to_string());
         let b = Baseline {
@@ -371,7 +436,7 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
         figures::gated()
             .enumerate()
             .map(|(m, f)| Samples {
-                metric: format!("{}.{}", args.arch, f.key),
+                metric: format!("{}.{}", args.target_name(), f.key),
                 unit: f.unit.to_string(),
                 better: f.better,
                 baseline: samples(x, m),
