@@ -14,9 +14,9 @@ use clap::Args;
 
 use chatbench_model::figures;
 use chatbench_model::provenance::now_rfc3339;
-use chatbench_model::results::{OtherLoad, Summary};
+use chatbench_model::results::{OtherLoad, RunStatus, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
-use chatbench_report::gate::{judge_statistical, GateReport, Samples, StatRule, Verdict};
+use chatbench_report::gate::{judge_statistical, GateReport, Row, Samples, StatRule, Verdict};
 
 use super::super::UsageError;
 
@@ -349,6 +349,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
     // (round, arm, observations)
     let mut obs: Vec<(usize, Arm, Vec<Option<f64>>)> = Vec::new();
     let mut other: Vec<f64> = Vec::new();
+    // Candidate runs that failed (measured nothing meaningful): each a regression row.
+    let mut failed_candidate: Vec<Row> = Vec::new();
     for i in 0..args.runs {
         for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
             let (bin, sargs) = match arm {
@@ -359,6 +361,22 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
             let observed = one_run(bin, &args, arm, sargs, &dir).and_then(|p| {
                 let s = read_summary(&p)?;
+                if arm == Arm::B && s.status == RunStatus::Failed {
+                    failed_candidate.push(Row {
+                        metric: format!("{}.run", args.target_name()),
+                        unit: String::new(),
+                        baseline: None,
+                        current: None,
+                        change_pct: None,
+                        rule: "the run measured something".into(),
+                        verdict: Verdict::Regression,
+                        detail: format!(
+                            "candidate run {} failed: {}",
+                            i + 1,
+                            s.invalid_reasons.join("; ")
+                        ),
+                    });
+                }
                 Ok((observe(&s, &p)?, other_cores(&s)))
             });
             match observed {
@@ -446,7 +464,8 @@ pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
             .collect()
     };
     // The candidate against its rounds' two baseline runs; the A/A check: A′ against A.
-    let rows = judge_statistical(&set(Arm::A, Arm::B, &[Arm::A, Arm::A2]), rule);
+    let mut rows = judge_statistical(&set(Arm::A, Arm::B, &[Arm::A, Arm::A2]), rule);
+    rows.extend(failed_candidate);
     let aa = judge_statistical(&set(Arm::A, Arm::A2, &[Arm::A]), rule);
     let aa_failed: Vec<String> = aa
         .iter()
