@@ -65,6 +65,14 @@ pub enum RunsError {
         /// The run's reasons.
         reasons: String,
     },
+    /// A threshold recorded with the run does not read (a key no longer in the catalogue).
+    #[error("{path}: its recorded thresholds cannot be judged: {source}")]
+    Thresholds {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: chatbench_model::thresholds::ThresholdError,
+    },
     /// The runs for a baseline disagree on what was measured.
     #[error("the runs are not alike: {0}")]
     Mixed(String),
@@ -232,7 +240,12 @@ pub fn read_run_with(
             source,
         })?;
     let failed = failed.then(|| reasons_of(&v));
-    let mut limits = chatbench_model::thresholds::of_summary(&summary).unwrap_or_default();
+    let mut limits = chatbench_model::thresholds::of_summary(&summary).map_err(|source| {
+        RunsError::Thresholds {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     limits.extend_from_slice(extra);
     let thresholds = chatbench_model::thresholds::judge(&summary, &limits);
     let target = target_name(v.get("target"));
@@ -829,6 +842,14 @@ mod tests {
             .rows
             .iter()
             .any(|x| x.detail.contains("nothing was delivered")));
+        // A recorded threshold that no longer reads is said, not skipped.
+        let mut odd = summary(Some(900.0), 10.0, true);
+        odd["scenario"]["text"] = "[thresholds]\nnot_a_figure = \"<= 1\"\n".into();
+        let d = dir.path().join("odd");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.json"), odd.to_string()).unwrap();
+        let e = read_run(&d.join("summary.json")).unwrap_err();
+        assert!(e.to_string().contains("not_a_figure"), "{e}");
         // A failed run is no baseline.
         assert!(matches!(
             runs_baseline(&[f], "t".into()),
