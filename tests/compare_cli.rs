@@ -865,3 +865,62 @@ fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// `report DIR --claims FILE` judges a user's claims against the folder's comparison: the
+/// section heads comparison.md and goes into comparison.json; a malformed file is an input
+/// error (exit 2) naming the claim and the fix, before anything is written.
+#[test]
+fn report_judges_a_users_claims_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = hostile_comparison(root.path());
+    let claims = root.path().join("design-doc.toml");
+    std::fs::write(
+        &claims,
+        "[[claim]]\nid = \"p99\"\ntext = \"p99 under 100 ms at 2,000 users\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"ms\"\n\n\
+         [[claim]]\nid = \"kib\"\ntext = \"under 1 KiB per connection\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"memory_user_per_conn\"\nop = \"<\"\nvalue = 1.0\nunit = \"KiB\"\n",
+    )
+    .expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path"), "--claims"])
+        .arg(&claims)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    let at = md.find("## Claims").expect("a Claims section");
+    assert!(at < md.find("| question |").expect("table"), "{md}");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
+            .expect("json");
+    let judged = c["claims"]["judged"].as_array().expect("judged");
+    assert_eq!(judged.len(), 2, "{judged:?}");
+    assert_eq!(judged[0]["verdict"], "holds", "{}", judged[0]);
+    assert_eq!(judged[1]["verdict"], "refuted", "{}", judged[1]);
+    assert!(
+        judged[1]["ratio"].as_f64().is_some_and(|r| r > 1.0),
+        "{}",
+        judged[1]
+    );
+
+    std::fs::write(
+        &claims,
+        "[[claim]]\nid = \"bad\"\ntext = \"t\"\nsource = \"s\"\ncolumns = [\"task-per-conn\"]\n\
+         figure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"µs\"\n",
+    )
+    .expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path"), "--claims"])
+        .arg(&claims)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("claim 1 (bad)") && err.contains("cells are in ms"),
+        "{err}"
+    );
+}
