@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
 
 use chatbench_model::results::write_file_atomic;
 use chatbench_model::results::RunStatus;
 use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
 
-use super::UsageError;
+use crate::UsageError;
 
 /// The cluster columns: a 3-node cluster with rooms spanning the nodes over a backplane.
 const CLUSTER_COLUMNS: [(&str, &str); 2] = [("cluster-mesh", "mesh"), ("cluster-redis", "redis")];
@@ -24,14 +23,14 @@ const CLUSTER_NODES: u32 = 3;
 /// Node counts of the scaling step.
 const SCALING_NODES: [u32; 3] = [1, 2, 4];
 
-/// The names `--archs` accepts.
-fn column_names() -> clap::builder::PossibleValuesParser {
+/// The names `--archs` accepts: every single-process architecture and the cluster columns.
+pub fn column_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL
         .iter()
         .map(|a| a.as_str())
         .collect();
     names.extend(CLUSTER_COLUMNS.map(|(c, _)| c));
-    clap::builder::PossibleValuesParser::new(names)
+    names
 }
 
 /// The backplane of a cluster column, `None` for any other column.
@@ -48,8 +47,8 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// The suites.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// The suites (the binary's `--suite` documents each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suite {
     /// Idle memory at 5,000 connections, a 40,000 deliveries/s broadcast, one crashing
     /// handler: a few minutes for every architecture on a 2-core machine.
@@ -70,45 +69,27 @@ impl Suite {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct CompareArgs {
-    /// Architectures to compare, comma-separated: the single-process ones, and `cluster-mesh`
-    /// / `cluster-redis` (a 3-node cluster whose rooms span the nodes over that backplane;
-    /// these columns also get the scaling step, 1/2/4 nodes). Default: every one built in;
-    /// `cluster-redis` only when `redis-server` is installed (the run starts a private one).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = column_names())]
-    archs: Vec<String>,
+/// What `chatbench compare` is asked to do (the binary's `CompareArgs` documents each field as
+/// a flag).
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Architectures and cluster columns to compare; empty: every one built in (and
+    /// `cluster-redis` when `redis-server` is installed).
+    pub archs: Vec<String>,
     /// Which suite to run.
-    #[arg(long, value_enum, default_value_t = Suite::Quick)]
-    suite: Suite,
+    pub suite: Suite,
     /// Folder that receives the comparison folder.
-    #[arg(long, value_name = "DIR", default_value = "results/runs")]
-    out: PathBuf,
-    /// Latency SLO of the sweeps (capacity, load sweep): a step passes with p99 at most this
-    /// many milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = chatbench_report::sweeps::DEFAULT_SLO_P99_MS)]
-    slo_p99_ms: f64,
-    /// How many times the broadcast step runs (each a fresh server); the table shows the
-    /// median run by p99 and the range. Default: 1 in the quick suite, 3 in the full one.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
-    repeats: Option<u32>,
-    /// Third-party servers to measure beside the architectures, comma-separated (from
-    /// servers/peers/, Node.js: `node-ws`, `socketio`, `socketio-cluster`; Elixir: `elixir`,
-    /// `elixir-cluster`); each gets a column, measured with the same sampler.
-    /// `socketio-cluster` (3 workers over a private redis-server) also gets the cluster columns'
-    /// scaling (1/2/4 workers) and node-loss steps. Their poison step runs them with
-    /// `--fault-injection` (every peer has it): the Node.js peers
-    /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
-    /// raises in that connection's process.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
-    peer: Vec<String>,
-    /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
-    #[arg(long, value_name = "DIR", default_value = "servers/peers")]
-    peers_dir: PathBuf,
-    /// Shrink every step to a few hundred connections and 1–3 s windows: checks the harness
-    /// end to end in seconds (the tests use it). The figures are not meaningful.
-    #[arg(long)]
-    tiny: bool,
+    pub out: PathBuf,
+    /// Latency SLO of the sweeps, p99 in milliseconds.
+    pub slo_p99_ms: f64,
+    /// Runs of the broadcast step; `None`: the suite's default.
+    pub repeats: Option<u32>,
+    /// Third-party servers to measure beside the architectures.
+    pub peer: Vec<String>,
+    /// Folder of the peer servers.
+    pub peers_dir: PathBuf,
+    /// Every step shrunk to seconds (checks the harness end to end).
+    pub tiny: bool,
 }
 
 /// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
@@ -414,7 +395,9 @@ fn tiny_overrides(step: Step) -> &'static [&'static str] {
     }
 }
 
-pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+/// Runs the suite against every column and writes the comparison: exit code 0, or
+/// [`crate::EXIT_RUN_FAILED`] when a step failed.
+pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
         return Err(UsageError(format!(
             "--slo-p99-ms {}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100",
@@ -484,8 +467,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for arch in &columns {
         let peer = args.peer.contains(arch);
         // A peer that runs several processes (socketio-cluster): a cluster column.
-        let peer_cluster =
-            peer && chatbench_loadgen::peers::Peer::parse(arch).is_ok_and(|p| p.is_cluster());
+        let peer_cluster = peer && crate::peers::Peer::parse(arch).is_ok_and(|p| p.is_cluster());
         for s in &steps {
             let backplane = cluster_backplane(arch);
             let cluster = backplane.is_some() || peer_cluster;
@@ -629,7 +611,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             "compare: {} step(s) failed (see the Failures section)",
             comparison.failures.len()
         );
-        Ok(ExitCode::from(super::EXIT_RUN_FAILED))
+        Ok(ExitCode::from(crate::EXIT_RUN_FAILED))
     }
 }
 
@@ -659,7 +641,7 @@ fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
 }
 
 /// Draws the charts; a chart that cannot be drawn is reported, not fatal (the table stands).
-pub(crate) fn draw_charts(
+pub fn draw_charts(
     dir: &Path,
     archs: &[String],
     results: &chatbench_report::comparison::Results,

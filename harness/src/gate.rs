@@ -14,84 +14,54 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{anyhow, bail, Context};
-use clap::{Args, Subcommand};
 
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_deterministic, GateReport, Row, Verdict};
 
-use super::UsageError;
+use crate::UsageError;
 
-mod runs;
-mod statistical;
+pub mod runs;
+pub mod statistical;
 
-/// Either a tier subcommand (it measures, then judges) or `--baseline FILE --current RUN…`
-/// (judges existing run results).
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-#[command(
-    after_help = "Examples:\n  chatbench gate deterministic\n  chatbench gate --update-baseline --baseline base.json --current results/runs/A1 results/runs/A2 results/runs/A3\n  chatbench gate --baseline base.json --current results/runs/B1 results/runs/B2 results/runs/B3\n\nExit codes: 0 pass, 1 regression, 2 could not judge (missing metric, other machine, too few samples, any error)."
-)]
-pub struct GateArgs {
-    #[command(subcommand)]
-    tier: Option<Tier>,
-    #[command(flatten)]
-    runs: runs::RunsArgs,
-}
+pub use runs::RunsOptions;
+pub use statistical::StatOptions;
 
-#[derive(Debug, Subcommand)]
-enum Tier {
+/// A gate tier and what it is asked to do.
+#[derive(Debug, Clone)]
+pub enum Tier {
     /// Instruction and allocation counts of fixed in-process workloads under callgrind.
-    ///
-    /// Each architecture's own code path (chatbench-gate-workload, one process per workload,
-    /// address-space randomisation off): `fanout` parses and fans out `msg` frames to a room
-    /// of 100; `connections` opens and closes 1,000 connections (upgrade, close); `idle`
-    /// counts the heap held per open idle connection (1,000 of them). Compares with the
-    /// baseline file (instructions: ≤ +2 %, allocations, bytes and heap: ≤ +1 %) or, with
-    /// --update-baseline, writes it.
-    Deterministic(DetArgs),
-    /// p99 latency, deliveries/s and CPU-µs per delivery of repeated short runs, baseline and
-    /// candidate interleaved, with an A/A check (see docs/gate.md).
-    Statistical(statistical::StatArgs),
+    Deterministic(DetOptions),
+    /// Repeated short runs of a baseline and a candidate build, interleaved.
+    Statistical(StatOptions),
+    /// Existing run results against a baseline of runs.
+    Runs(RunsOptions),
 }
 
-#[derive(Debug, Args)]
-struct DetArgs {
+/// What `chatbench gate deterministic` is asked to do (the binary's flags document each field).
+#[derive(Debug, Clone)]
+pub struct DetOptions {
     /// Baseline file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "results/baselines/gate/deterministic.json"
-    )]
-    baseline: PathBuf,
+    pub baseline: PathBuf,
     /// Measure and write the baseline file instead of comparing.
-    #[arg(long)]
-    update_baseline: bool,
+    pub update_baseline: bool,
     /// Folder for gate-deterministic.md, gate-deterministic.json and the callgrind outputs.
-    #[arg(long, value_name = "DIR", default_value = "results/gate")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Architectures to measure (repeatable); default: all.
-    #[arg(long = "arch", value_name = "ARCH", value_parser = super::arch_names())]
-    archs: Vec<String>,
+    pub archs: Vec<String>,
     /// Runs of each workload; with more than one, every run must give the same counts.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    repeat: usize,
+    pub repeat: usize,
     /// Messages per workload (part of the baseline: a different value cannot be compared).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    messages: usize,
+    pub messages: usize,
     /// Connections opened and closed, and held idle, per workload (part of the baseline).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    connections: usize,
+    pub connections: usize,
     /// Server option inject_work for the measured code (busy-loop iterations per delivery), to
     /// check that the gate catches a known extra cost.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    inject_work: u32,
+    pub inject_work: u32,
     /// The workload binary; default: chatbench-gate-workload next to this executable.
-    #[arg(long, value_name = "PATH")]
-    workload_bin: Option<PathBuf>,
+    pub workload_bin: Option<PathBuf>,
     /// Compare against a baseline measured with another CPU model or compiler.
-    #[arg(long)]
-    allow_other_machine: bool,
+    pub allow_other_machine: bool,
 }
 
 /// Room size of the fan-out workload.
@@ -105,19 +75,20 @@ const MAX_INSTR_PCT: f64 = 2.0;
 /// Allowed increase, percent: allocations and allocated bytes per delivery.
 const MAX_ALLOC_PCT: f64 = 1.0;
 
-pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
+/// Measures (or reads) and judges one tier; every error is "could not judge" (exit 2).
+pub fn gate(tier: Tier) -> anyhow::Result<ExitCode> {
     // Record (and run under) the limit runs actually get: `chatbench run` raises soft to hard,
     // so a fingerprint taken with a shell's lower soft limit would differ for no reason.
     let _ = chatbench_loadgen::sys::raise_nofile();
-    let result = match args.tier {
-        Some(Tier::Deterministic(a)) => deterministic(a),
-        Some(Tier::Statistical(a)) => statistical::statistical(a),
-        None => runs::runs(args.runs),
+    let result = match tier {
+        Tier::Deterministic(a) => deterministic(a),
+        Tier::Statistical(a) => statistical::statistical(a),
+        Tier::Runs(a) => runs::runs(a),
     };
     match result {
         Ok(code) => Ok(code),
         Err(e) => {
-            eprintln!("error: {}", super::error_chain(&e));
+            eprintln!("error: {}", crate::error_chain(&e));
             eprintln!("verdict: could not judge (exit 2)");
             Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()))
         }
@@ -208,7 +179,7 @@ fn run_workload(
     bin: &Path,
     workload: Workload,
     arch: &str,
-    args: &DetArgs,
+    args: &DetOptions,
     out_file: &Path,
 ) -> anyhow::Result<Counts> {
     let what = format!("the {arch} {} workload", workload.name());
@@ -357,7 +328,7 @@ fn limit_pct(metric: &str) -> f64 {
     }
 }
 
-fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
+fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
     require_tool("valgrind", "valgrind")?;
     require_tool("setarch", "util-linux")?;
     if args.repeat == 0 || args.messages == 0 || args.connections == 0 {
