@@ -498,8 +498,8 @@ mod tests {
 
     /// A real run's summary (the report's broadcast fixture).
     fn fixture() -> Summary {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../report/tests/data/broadcast/summary.json");
         read_summary(&p).unwrap()
     }
 
