@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::engine::{Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
+use crate::faults::{EventKind, NodeControl};
 use crate::lifecycle::{
     Counts, Edges, Engine, ProgressView, Rates, Reaped, Second, TargetSecond, Timeline,
 };
@@ -25,7 +26,6 @@ use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::sampler;
 use crate::stats::Stats;
-use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
 use chatbench_model::figures;
@@ -129,24 +129,15 @@ pub struct RunOptions {
     /// The supervisor of the nodes, when the run started them (`--serve cluster`, `--nodes`):
     /// polled through the run (a node that dies is restarted), and the one that kills a node
     /// for a `[[fault]] kill_node`. It must have been started on the thread that polls the
-    /// run's future (the main thread under `block_on`): see [`Supervisor`].
-    pub cluster: Option<Arc<Mutex<Supervisor>>>,
+    /// run's future (the main thread under `block_on`): see `chatbench_harness::supervisor`.
+    pub cluster: Option<Arc<Mutex<dyn NodeControl>>>,
 }
 
 /// How often the run polls the supervisor.
 const SUPERVISOR_POLL: Duration = Duration::from_millis(50);
 
-fn lock_sup(m: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
+fn lock_sup(m: &Mutex<dyn NodeControl>) -> std::sync::MutexGuard<'_, dyn NodeControl + 'static> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The pids to sample: every running node, a shared-port cluster's primary and the private
-/// redis-server.
-fn cluster_pids(sup: &Supervisor) -> Vec<u32> {
-    let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
-    pids.extend(sup.primary_pid());
-    pids.extend(sup.redis_pid());
-    pids
 }
 
 /// What a run produced.
@@ -191,7 +182,7 @@ struct Ticker {
     target_gone: bool,
     interrupt: watch::Receiver<bool>,
     interrupted: bool,
-    cluster: Option<Arc<Mutex<Supervisor>>>,
+    cluster: Option<Arc<Mutex<dyn NodeControl>>>,
     last_poll: Instant,
     /// Every second's latency histogram, kept when the run kills a node (failover figures).
     seconds: Option<Vec<SecondHist>>,
@@ -245,7 +236,7 @@ impl Ticker {
             };
             self.progress.println(&format!("node {}: {what}", e.node));
         }
-        self.pids = cluster_pids(&sup);
+        self.pids = sup.pids();
         // The summed CPU of a changed set of processes is not comparable with the last one.
         self.last.server = None;
     }
@@ -374,7 +365,7 @@ struct Killed {
 fn kill_node(
     shared: &Shared,
     ticker: &mut Ticker,
-    cluster: &Arc<Mutex<Supervisor>>,
+    cluster: &Arc<Mutex<dyn NodeControl>>,
     node: u32,
 ) -> Killed {
     let c = &shared.stats.counters;
@@ -389,7 +380,7 @@ fn kill_node(
     let (pid, pids, events_from) = {
         let mut sup = lock_sup(cluster);
         let pid = sup.kill(node);
-        let mut pids = cluster_pids(&sup);
+        let mut pids = sup.pids();
         pids.retain(|p| Some(*p) != pid);
         (pid, pids, sup.events().len())
     };
@@ -418,7 +409,7 @@ fn failover_outcome(
     started: Instant,
     window_s: (f64, f64),
     seconds: &[SecondHist],
-    sup: Option<&Arc<Mutex<Supervisor>>>,
+    sup: Option<&Arc<Mutex<dyn NodeControl>>>,
 ) -> chatbench_model::failover::FailoverOutcome {
     let c = &shared.stats.counters;
     let since = |v: u64, before: u64| v.saturating_sub(before);
@@ -490,7 +481,7 @@ async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, L
                 f.kill_node
             )))
             }
-            Some(c) => lock_sup(c).nodes().len() as u32,
+            Some(c) => lock_sup(c).node_count(),
         };
         let one_url = opts
             .cluster
@@ -540,7 +531,7 @@ async fn drive(
     engine: &mut Engine,
     ticker: &mut Ticker,
     pids: &[u32],
-    cluster: Option<&Arc<Mutex<Supervisor>>>,
+    cluster: Option<&Arc<Mutex<dyn NodeControl>>>,
 ) -> Driven {
     let scenario = engine.shared().scenario.clone();
     let timeline = Timeline::of(&scenario);
@@ -605,7 +596,7 @@ async fn measure(
     engine: &Engine,
     ticker: &mut Ticker,
     pids: &[u32],
-    cluster: Option<&Arc<Mutex<Supervisor>>>,
+    cluster: Option<&Arc<Mutex<dyn NodeControl>>>,
     edges: &Edges,
 ) -> Measured {
     let shared = engine.shared().clone();

@@ -71,8 +71,13 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &loaded.results,
     )?;
     // The page embeds the charts drawn now, from memory: never a file of the folder's charts/.
-    let drawn =
-        super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results, &loaded.runs, slo);
+    let drawn = chatbench_harness::compare::draw_charts(
+        &args.dir,
+        &loaded.archs,
+        &loaded.results,
+        &loaded.runs,
+        slo,
+    );
     let md = render_markdown(&c);
     let page = chatbench_report::html::render(&c, &loaded.results, &drawn);
     write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
