@@ -748,7 +748,8 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
 
 /// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
 /// fault-injection frame, their poison rows measured: one crashing connection process takes no
-/// other connection with it.
+/// other connection with it. elixir-cluster gets the cluster columns' scaling and node-loss
+/// steps, and the shipped claims are judged.
 #[test]
 fn the_elixir_peer_gets_a_column_with_its_poison_row() {
     let elixir = Command::new("elixir")
@@ -798,6 +799,7 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
                 || key.starts_with("scaling_")
                 || key.starts_with("node_loss_")
             {
+                // Checked below for the cluster column.
                 continue;
             }
             if cell["status"] == "invalid" || cell["status"] == "not_measured" {
@@ -828,6 +830,48 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
             "{peer}: the poison row was measured: {measured:?}"
         );
     }
+    // elixir-cluster is a cluster column: scaling over 1, 2 and 4 nodes, and one node
+    // SIGKILLed with every one of its clients back on the others.
+    let cell = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("row {key}"))["cells"]["elixir-cluster"]
+            .clone()
+    };
+    let scaling = cell("scaling_delivered_per_s");
+    let display = scaling["display"].as_str().expect("display");
+    for n in ["1 node:", "2 nodes:", "4 nodes:"] {
+        assert!(display.contains(n), "{scaling}");
+    }
+    assert!(!display.contains("failed"), "{scaling}");
+    let back = cell("node_loss_all_back_ms");
+    assert!(back["value"].is_number(), "{back}");
+    let src = dir.join(back["source"].as_str().expect("source"));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+    let f = &s["failover"];
+    assert_eq!(f["all_back"], true, "{f}");
+    assert_eq!(f["reconnects"], f["clients_on_node"], "{f}");
+    assert_eq!(
+        f["restarts"], 0,
+        "a killed Elixir node is not restarted: {f}"
+    );
+    // The shipped claims are judged: the comparison has their Elixir columns.
+    assert_eq!(
+        c["claims"]["file"], "claims/elixir-vs-node.toml",
+        "{}",
+        c["claims"]
+    );
+    let judged = c["claims"]["judged"].as_array().expect("judged");
+    let crash = judged
+        .iter()
+        .find(|j| j["id"] == "elixir-crash-isolated" && j["column"] == "elixir")
+        .expect("the crash claim");
+    assert!(
+        matches!(crash["verdict"].as_str(), Some("holds" | "not_judgeable")),
+        "{crash}"
+    );
+    assert!(md.contains("## Claims"), "{md}");
 }
 
 /// `report` on a folder that is not there, or on a single run's folder, is an input error

@@ -90,6 +90,81 @@ pub struct CompareOptions {
     pub peers_dir: PathBuf,
     /// Every step shrunk to seconds (checks the harness end to end).
     pub tiny: bool,
+    /// A claims file to judge (its name and text, checked by `chatbench_report::claims::parse`);
+    /// `None`: the shipped claims/elixir-vs-node.toml when the comparison has one of its columns.
+    pub claims: Option<(String, String)>,
+}
+
+/// The peers a comparison runs when no column is named: every one whose runtime is
+/// installed, and a note naming the others with the one `apt-get install` line that adds what
+/// they lack (and `npm ci` when Node.js is there but the peers' modules are not).
+/// `installed` says whether a program is on PATH.
+fn installed_peers(
+    peers_dir: &Path,
+    installed: impl Fn(&str) -> bool,
+) -> (Vec<String>, Option<String>) {
+    use crate::peers::Peer;
+    let node = installed("node");
+    let modules = peers_dir.join("node_modules").is_dir();
+    let elixir = installed("elixir") && installed("epmd");
+    let redis = installed("redis-server");
+    let mut peers = Vec::new();
+    let mut left_out = Vec::new();
+    let mut packages: Vec<&str> = Vec::new();
+    let mut npm = false;
+    for p in Peer::ALL {
+        // (installed, what, the Debian packages that add it)
+        let mut needs: Vec<(bool, &str, &[&str])> = match p {
+            Peer::NodeWs | Peer::SocketIo | Peer::SocketIoCluster => {
+                vec![(node, "Node.js", &["nodejs", "npm"])]
+            }
+            Peer::Elixir | Peer::ElixirCluster => {
+                vec![(
+                    elixir,
+                    "Elixir",
+                    &["elixir", "erlang-cowlib", "erlang-jiffy"],
+                )]
+            }
+        };
+        if p == Peer::SocketIoCluster {
+            needs.push((redis, "redis-server", &["redis-server"]));
+        }
+        let mut lacks: Vec<&str> = Vec::new();
+        for (have, what, pkgs) in needs {
+            if !have {
+                lacks.push(what);
+                for k in pkgs {
+                    if !packages.contains(k) {
+                        packages.push(k);
+                    }
+                }
+            }
+        }
+        if node && !modules && !matches!(p, Peer::Elixir | Peer::ElixirCluster) {
+            lacks.push("its npm modules");
+            npm = true;
+        }
+        if lacks.is_empty() {
+            peers.push(p.as_str().to_string());
+        } else {
+            left_out.push(format!("{} ({})", p.as_str(), lacks.join(", ")));
+        }
+    }
+    let note = (!left_out.is_empty()).then(|| {
+        let mut fix = Vec::new();
+        if !packages.is_empty() {
+            fix.push(format!("`apt-get install {}`", packages.join(" ")));
+        }
+        if npm || packages.contains(&"npm") {
+            fix.push(format!("`npm ci --prefix {}`", peers_dir.display()));
+        }
+        format!(
+            "Peer columns left out, their runtime not installed: {}. To add them: {}.",
+            left_out.join("; "),
+            fix.join(", then ")
+        )
+    });
+    (peers, note)
 }
 
 /// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
@@ -429,7 +504,18 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
         }
         args.archs.clone()
     };
-    if args.peer.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+    // No column named: every peer whose runtime is installed, too.
+    let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() {
+        let (peers, note) = installed_peers(&args.peers_dir, on_path);
+        if let Some(note) = note {
+            eprintln!("compare: {note}");
+            notes.push(note);
+        }
+        peers
+    } else {
+        args.peer.clone()
+    };
+    if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
         return Err(UsageError(
             "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
         )
@@ -463,11 +549,14 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
         .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l });
     let mut runs = Runs::new();
     let mut columns = archs.clone();
-    columns.extend(args.peer.iter().cloned());
+    columns.extend(peers.iter().cloned());
     for arch in &columns {
-        let peer = args.peer.contains(arch);
-        // A peer that runs several processes (socketio-cluster): a cluster column.
-        let peer_cluster = peer && crate::peers::Peer::parse(arch).is_ok_and(|p| p.is_cluster());
+        let peer = peers.contains(arch);
+        // A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
+        // column, with the scaling and node-loss steps.
+        let peer_cluster = peer
+            && crate::peers::Peer::parse(arch)
+                .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster);
         for s in &steps {
             let backplane = cluster_backplane(arch);
             let cluster = backplane.is_some() || peer_cluster;
@@ -594,6 +683,8 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
     comparison.notes.extend(notes);
     let results = chatbench_report::sweeps::headline(&runs);
+    let claims = args.claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    chatbench_report::claims::attach(&mut comparison, claims, &results)?;
     let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
     let page = chatbench_report::html::render(&comparison, &results, &drawn);
     write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
@@ -746,6 +837,51 @@ fn chrono_like_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_installed_peer_is_a_column_and_the_others_are_named_with_their_install_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Nothing installed: no peer, one apt-get line for all of them.
+        let (peers, note) = installed_peers(dir.path(), |_| false);
+        assert!(peers.is_empty(), "{peers:?}");
+        let note = note.expect("a note");
+        for p in crate::peers::Peer::ALL {
+            assert!(note.contains(p.as_str()), "{note}");
+        }
+        assert!(
+            note.contains(
+                "`apt-get install nodejs npm redis-server elixir erlang-cowlib erlang-jiffy`"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("then `npm ci --prefix"), "{note}");
+        // Elixir and Node.js but no redis-server and no npm modules yet.
+        let (peers, note) = installed_peers(dir.path(), |p| p != "redis-server");
+        assert_eq!(peers, ["elixir", "elixir-cluster"]);
+        let note = note.expect("a note");
+        assert!(
+            note.contains("socketio-cluster (redis-server, its npm modules)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("`apt-get install redis-server`, then `npm ci"),
+            "{note}"
+        );
+        // Everything: every peer, no note.
+        std::fs::create_dir(dir.path().join("node_modules")).expect("mkdir");
+        let (peers, note) = installed_peers(dir.path(), |_| true);
+        assert_eq!(
+            peers,
+            [
+                "node-ws",
+                "socketio",
+                "socketio-cluster",
+                "elixir",
+                "elixir-cluster"
+            ]
+        );
+        assert_eq!(note, None);
+    }
 
     #[test]
     fn only_points_past_one_process_need_agents() {

@@ -79,7 +79,7 @@ pub struct StartedTarget {
     gen_cpus: Vec<usize>,
     child: Option<ServerChild>,
     supervisor: Option<Arc<Mutex<Supervisor>>>,
-    elixir_cluster: Option<ElixirCluster>,
+    elixir_cluster: Option<Arc<Mutex<ElixirCluster>>>,
 }
 
 /// What stopping the started target gave.
@@ -96,6 +96,11 @@ impl StartedTarget {
         self.supervisor
             .clone()
             .map(|s| s as Arc<Mutex<dyn NodeControl>>)
+            .or_else(|| {
+                self.elixir_cluster
+                    .clone()
+                    .map(|c| c as Arc<Mutex<dyn NodeControl>>)
+            })
     }
 
     /// Pins this (the generator's) process to the CPUs the server was not given.
@@ -111,7 +116,8 @@ impl StartedTarget {
     pub fn stop(self) -> Stopped {
         let server_note = self.child.map(|c| c.stop(Duration::from_secs(10)));
         if let Some(cluster) = self.elixir_cluster {
-            for (how, tail) in cluster.stop(Duration::from_secs(10)) {
+            let mut cluster = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            for (how, tail) in cluster.stop_all(Duration::from_secs(10)) {
                 if !how.is_clean() {
                     eprintln!("elixir-cluster node: {how}\n{tail}");
                 }
@@ -215,11 +221,11 @@ fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> 
         return Ok(());
     };
     // The run kills a node it started and supervises: only `--serve cluster` (and the
-    // socketio-cluster peer) has them.
-    if !clustered && !peer_cluster {
+    // socketio-cluster and elixir-cluster peers) has them.
+    if !clustered && !peer_nodes {
         return Err(UsageError(format!(
             "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
-             socketio-cluster (the run kills a node it started and supervises itself; add \
+             socketio-cluster or elixir-cluster (the run kills a node it started itself; add \
              --serve cluster --nodes N)",
             opts.scenario_path.display(),
             f.kill_node
@@ -235,7 +241,7 @@ fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> 
     }
     let nodes = opts
         .nodes
-        .unwrap_or(if peer_cluster { PEER_CLUSTER_NODES } else { 1 });
+        .unwrap_or(if peer_nodes { PEER_CLUSTER_NODES } else { 1 });
     if f.kill_node > nodes {
         return Err(UsageError(format!(
             "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
@@ -470,7 +476,7 @@ fn start_peer(
         if !opts.target_policy_given {
             scenario.target_policy = TargetPolicy::Span;
         }
-        started.elixir_cluster = Some(cluster);
+        started.elixir_cluster = Some(Arc::new(Mutex::new(cluster)));
         Ok((url, info))
     } else if peer.is_cluster() {
         let (program, peer_args) = peer

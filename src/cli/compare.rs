@@ -49,9 +49,12 @@ pub struct CompareArgs {
     repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures, comma-separated (from
     /// servers/peers/, Node.js: `node-ws`, `socketio`, `socketio-cluster`; Elixir: `elixir`,
-    /// `elixir-cluster`); each gets a column, measured with the same sampler.
-    /// `socketio-cluster` (3 workers over a private redis-server) also gets the cluster columns'
-    /// scaling (1/2/4 workers) and node-loss steps. Their poison step runs them with
+    /// `elixir-cluster`); each gets a column, measured with the same sampler. Default, when
+    /// neither --archs nor --peer is given: every peer whose runtime is installed (a note
+    /// names the others and the `apt-get install` line that adds them).
+    /// `socketio-cluster` (3 workers over a private redis-server) and `elixir-cluster` (3 nodes
+    /// joined by distributed Erlang) also get the cluster columns' scaling (1/2/4 nodes) and
+    /// node-loss steps. Their poison step runs them with
     /// `--fault-injection` (every peer has it): the Node.js peers
     /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
     /// raises in that connection's process.
@@ -64,10 +67,17 @@ pub struct CompareArgs {
     /// end to end in seconds (the tests use it). The figures are not meaningful.
     #[arg(long)]
     tiny: bool,
+    /// A claims file (docs/claims.md) to judge from the comparison's cells: its Claims section
+    /// heads comparison.md and report.html. Default: the shipped claims/elixir-vs-node.toml
+    /// when the comparison has one of its columns.
+    #[arg(long, value_name = "FILE")]
+    claims: Option<PathBuf>,
 }
 
 /// `chatbench compare`.
 pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    // A claims file is checked before anything is measured.
+    let claims = super::report::read_claims(args.claims.as_deref())?;
     chatbench_harness::compare::compare(CompareOptions {
         archs: args.archs,
         suite: match args.suite {
@@ -80,5 +90,6 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         peer: args.peer,
         peers_dir: args.peers_dir,
         tiny: args.tiny,
+        claims,
     })
 }
