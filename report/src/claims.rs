@@ -492,12 +492,12 @@ fn decide(
     if let Some(why) = &claim.not_measured {
         return Err(not_measured(why.clone()));
     }
-    needs_met(claim, column, c, facts).map_err(not_measured)?;
     if !c.archs.iter().any(|a| a == column) {
         return Err(not_measured(format!(
             "no {column} column in this comparison"
         )));
     }
+    needs_met(claim, column, c, facts).map_err(not_measured)?;
     let (Some(key), Some(op)) = (claim.figure.as_deref(), claim.op) else {
         return Err(not_measured("the claim names no figure".into()));
     };

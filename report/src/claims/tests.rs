@@ -251,11 +251,13 @@ fn the_shipped_claims_apply_only_to_comparisons_with_their_columns() {
         &mut c,
         Some((
             "mine.toml",
-            "[[claim]]\nid = \"m\"\ntext = \"t\"\nsource = \"design doc\"\ncolumns = [\"elixir\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 5.0\nunit = \"ms\"\n",
+            "[[claim]]\nid = \"m\"\ntext = \"t\"\nsource = \"design doc\"\ncolumns = [\"elixir\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 5.0\nunit = \"ms\"\nneeds = { connections = 1000000 }\n",
         )),
         &r,
     )
     .expect("claims");
     let s = c.claims.expect("section");
     assert_eq!(s.judged[0].verdict, Verdict::NotMeasured);
+    // The missing column is the reason, before what the claim needs of it.
+    assert_eq!(s.judged[0].why, "no elixir column in this comparison");
 }
