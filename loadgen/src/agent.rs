@@ -751,6 +751,7 @@ impl AgentRun {
             duplicated: Stats::get(&c.duplicated),
             late: Stats::get(&c.late),
             bad_frames: Stats::get(&c.bad_frames),
+            echoes: Stats::get(&c.echoes),
             room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
             room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
             room_readers: shared

@@ -305,6 +305,9 @@ pub struct Final {
     pub late: u64,
     /// Frames that did not parse.
     pub bad_frames: u64,
+    /// In-window echoes (messages delivered back to their own sender), counted apart.
+    #[serde(default)]
+    pub echoes: u64,
     /// Per room: window messages sent by this agent.
     pub room_sent_window: Vec<u64>,
     /// Per room: window deliveries of this agent's messages to this agent's receivers.

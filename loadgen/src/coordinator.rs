@@ -1339,6 +1339,7 @@ impl Merged {
         t.duplicated += f.duplicated;
         t.late += f.late;
         t.bad_frames += f.bad_frames;
+        t.echoes += f.echoes;
         t.slow += f.slow;
         Ok((exp, del, Percentiles::of(&w)))
     }
@@ -1639,6 +1640,7 @@ fn fleet_summary(
             slow_consumers: totals.slow,
             server_errors: totals.server_errors,
             bad_frames: totals.bad_frames,
+            echoes: totals.echoes,
             measure_s,
         },
         latency: &m.window,

@@ -8,7 +8,8 @@
 //! reading connection parses what it receives, records latency from the message's intended
 //! send time (only for messages from this agent: one clock), and tracks the last sequence number
 //! per sender to count duplicates. Loss is computed per room at the end:
-//! expected = sent × (readers − 1).
+//! expected = sent × (readers − 1). A message delivered back to its own sender (a server that
+//! echoes) is an echo: counted apart, neither a delivery nor a latency sample.
 //!
 //! What goes over the wire is the scenario's protocol profile's business ([`chatbench_model::profile`]):
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
@@ -118,6 +119,9 @@ pub struct Shared {
     pub poisoner_gone: AtomicBool,
     /// Connections open now on each target (gauge, by index into `targets`).
     pub open_by_target: Vec<AtomicI64>,
+    /// Whether a delivery back to its own sender is an echo, counted apart (the room fan-out:
+    /// a message goes to every *other* member); with the `echo` profile it is the delivery.
+    echoes_apart: bool,
     /// Expected and delivered in-window messages by intended send time, when the scenario
     /// kills a node (what the failover cost, against the steady state).
     pub loss_timeline: Option<LossTimeline>,
@@ -162,6 +166,7 @@ impl Shared {
             .kill_fault()
             .map(|_| LossTimeline::new(scenario.measure));
         let shared = Shared {
+            echoes_apart: scenario.session_profile().fanout() == Fanout::Room,
             open_by_target: targets.iter().map(|_| AtomicI64::new(0)).collect(),
             loss_timeline,
             poisoner,
@@ -732,8 +737,15 @@ fn on_text(
     let stats = &shared.stats;
     match shared.scenario.session_profile().decode(text) {
         Incoming::Delivery(m) => {
+            let from = parse_conn_id(&m.from);
+            if shared.echoes_apart && from == Some((shared.plan.agent, plan.index)) {
+                if shared.window.contains(m.ts) {
+                    Stats::inc(&stats.counters.echoes);
+                }
+                return None;
+            }
             Stats::inc(&stats.counters.delivered);
-            let Some((agent, index)) = parse_conn_id(&m.from) else {
+            let Some((agent, index)) = from else {
                 Stats::inc(&stats.counters.bad_frames);
                 return None;
             };

@@ -848,6 +848,7 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
         slow_consumers: slow,
         server_errors: st.server_errors.snapshot(),
         bad_frames: Stats::get(&c.bad_frames),
+        echoes: Stats::get(&c.echoes),
         measure_s,
     }
 }
@@ -1060,6 +1061,13 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     );
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
+    if m.echoes > 0 {
+        let _ = writeln!(
+            out,
+            "  echoes      {} (messages the server sent back to their own sender: not deliveries, not in the latency)",
+            fig("echoes")
+        );
+    }
     if let Some(l) = &s.latency_us {
         let _ = writeln!(
             out,

@@ -77,6 +77,9 @@ pub struct Counters {
     pub delivered_window: AtomicU64,
     /// Deliveries whose (sender, seq) was already seen by that receiver.
     pub duplicated: AtomicU64,
+    /// Echoes: a message of the room fan-out delivered back to its own sender, in-window
+    /// (counted apart: never a delivery, never a latency sample).
+    pub echoes: AtomicU64,
     /// In-window deliveries slower than `late_after`.
     pub late: AtomicU64,
     /// Frames from the server that did not parse or made no sense here.

@@ -254,6 +254,11 @@ pub struct MessageStats {
     pub server_errors: BTreeMap<String, u64>,
     /// Frames from the server that did not parse.
     pub bad_frames: u64,
+    /// Echoes: in-window messages delivered back to their own sender by a server that should
+    /// fan out to the *other* members. Counted apart: not in `delivered`, not in the latency
+    /// histogram (0 with the `echo` profile, where the echo is the delivery).
+    #[serde(default)]
+    pub echoes: u64,
     /// Messages per second sent in the window.
     pub sent_per_s: f64,
     /// Deliveries per second in the window.

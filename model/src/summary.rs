@@ -60,6 +60,8 @@ pub struct MsgCounts {
     pub slow_consumers: u64,
     pub server_errors: BTreeMap<String, u64>,
     pub bad_frames: u64,
+    /// In-window messages delivered back to their own sender (counted apart).
+    pub echoes: u64,
     /// Length of the window as run, seconds.
     pub measure_s: f64,
 }
@@ -288,6 +290,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             slow_consumers: msgs.slow_consumers,
             server_errors: msgs.server_errors,
             bad_frames: msgs.bad_frames,
+            echoes: msgs.echoes,
             sent_per_s: msgs.sent_window as f64 / measure_s,
             delivered_per_s: msgs.delivered as f64 / measure_s,
         },
@@ -382,6 +385,7 @@ pub mod testing {
                 slow_consumers: 0,
                 server_errors: BTreeMap::new(),
                 bad_frames: 0,
+                echoes: 0,
                 measure_s: 5.0,
             },
             latency: hist,
