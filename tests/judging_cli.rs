@@ -78,4 +78,72 @@ fn echoes_are_counted_apart_from_deliveries_and_latency() {
         "the console shows the echoes: {stdout}"
     );
     assert!(server.seen.received.load(Ordering::Relaxed) >= sent);
+    // One garbage frame per room: counted, shown, and kept in the run folder.
+    assert_eq!(count(&m["bad_frames"]), 3, "{m:#}");
+    assert!(stdout.contains("frames      bad 3"), "{stdout}");
+    let kept = std::fs::read_to_string(only_run_dir(dir.path()).join("unexpected_frames.txt"))
+        .expect("unexpected_frames.txt");
+    assert_eq!(
+        kept.lines().filter(|l| *l == fake_server::GARBAGE).count(),
+        3,
+        "{kept}"
+    );
+}
+
+#[test]
+fn a_server_killed_mid_window_loses_every_message_that_fell_due() {
+    // smoke at 20 msg/s per sender, uniform: 1 s warmup, 3 s window. The server dies on the
+    // first message with seq 40 (about 2 s into sending: mid-window), cutting everything.
+    let server = FakeServer::start(Fault::DieAt { seq: 40 });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = server.url();
+    let out = run(&[
+        "run",
+        "--target",
+        &url,
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "connections=60",
+        "--set",
+        "rooms=3",
+        "--set",
+        "members_per_room=20",
+        "--set",
+        "arrival=\"uniform\"",
+        "--out",
+        dir.path().to_str().expect("path"),
+    ]);
+    assert!(server.seen.dead.load(Ordering::Relaxed), "{}", text(&out));
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    let m = &s["messages"];
+    let (sent, unsent) = (count(&m["sent"]), count(&m["unsent_down"]));
+    // Every sender's window holds 3 s × 20/s = 60 points (±1 at each edge): all of them are
+    // owed, sent or not.
+    let due = sent + unsent;
+    assert!((3 * 58..=3 * 62).contains(&due), "due {due}: {m:#}");
+    assert!(sent > 0 && unsent > 0, "the server died mid-window: {m:#}");
+    assert_eq!(count(&m["expected"]), due * 19, "{m:#}");
+    assert_eq!(
+        count(&m["lost"]),
+        count(&m["expected"]) - count(&m["delivered"]),
+        "{m:#}"
+    );
+    assert!(
+        count(&m["lost"]) >= unsent * 19,
+        "every unsent message is lost to its 19 readers: {m:#}"
+    );
+    let cut = server.seen.cut.load(Ordering::Relaxed);
+    assert_eq!(cut, 60, "the server had every connection");
+    assert_eq!(
+        count(&s["connections"]["dropped_in_window"]),
+        60,
+        "every connection was dropped mid-window: {s:#}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("dropped by the server mid-window 60") && stdout.contains("unsent"),
+        "{stdout}"
+    );
 }

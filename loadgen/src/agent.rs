@@ -752,6 +752,9 @@ impl AgentRun {
             late: Stats::get(&c.late),
             bad_frames: Stats::get(&c.bad_frames),
             echoes: Stats::get(&c.echoes),
+            room_unsent_window: shared.unsent_in_window(),
+            dropped_in_window: Stats::get(&c.dropped_in_window),
+            unexpected_frames: st.unexpected_frames(),
             room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
             room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
             room_readers: shared

@@ -308,6 +308,16 @@ pub struct Final {
     /// In-window echoes (messages delivered back to their own sender), counted apart.
     #[serde(default)]
     pub echoes: u64,
+    /// Per room: in-window messages that fell due on this agent's senders' connections while
+    /// they were down (owed like the sent ones).
+    #[serde(default)]
+    pub room_unsent_window: Vec<u64>,
+    /// Connections the server closed or broke during the window.
+    #[serde(default)]
+    pub dropped_in_window: u64,
+    /// The first frames that made no sense (bounded in number and length).
+    #[serde(default)]
+    pub unexpected_frames: Vec<String>,
     /// Per room: window messages sent by this agent.
     pub room_sent_window: Vec<u64>,
     /// Per room: window deliveries of this agent's messages to this agent's receivers.

@@ -35,7 +35,9 @@ use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::run::{
+    parse_targets, self_check, write_unexpected_frames, RunError, RunOptions, RunReport, SelfCheck,
+};
 use crate::target::Target;
 use crate::{sampler, sys};
 use chatbench_model::hist::new_hist;
@@ -560,7 +562,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     stop_locals(std::mem::take(&mut fleet.locals)).await;
     provenance.finish();
     let host_after = sampler::sample_host().ok();
-    let merged = merge(&ctl.links, scenario.reconnects())?;
+    let mut merged = merge(&ctl.links, scenario.reconnects())?;
     let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
@@ -615,8 +617,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         source_addrs: std::mem::take(&mut fleet.source_addrs),
         affinity,
     };
+    let unexpected = std::mem::take(&mut merged.totals.unexpected_frames);
     let (mut summary, window) = fleet_summary(summary_in, &ctl, merged, verdict, target_figures);
     let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window)?;
+    write_unexpected_frames(&dir, &unexpected)?;
     Ok(RunReport { dir, summary })
 }
 
@@ -1255,6 +1259,8 @@ struct Merged {
     totals: Final,
     expected: u64,
     delivered: u64,
+    /// In-window messages that fell due on downed connections (in `expected`).
+    unsent_down: u64,
     /// The longest window an agent ran.
     measure_s: f64,
     /// Each agent's CPU cores over the window, with the CPUs it may use.
@@ -1285,6 +1291,7 @@ impl Merged {
             totals: Final::default(),
             expected: 0,
             delivered: 0,
+            unsent_down: 0,
             measure_s: 0.0,
             agent_cores: Vec::new(),
             rss_per_conn: Vec::new(),
@@ -1300,8 +1307,13 @@ impl Merged {
     /// Adds one agent's final figures; returns its expected and delivered messages and its
     /// latency percentiles.
     fn add_final(&mut self, f: &Final) -> Result<(u64, u64, Option<Percentiles>), RunError> {
+        // Rooms with no unsent messages (or an agent that does not report them) add 0.
+        let unsent = |r: usize| f.room_unsent_window.get(r).copied().unwrap_or(0);
         let exp = summary::expected_deliveries(
-            f.room_sent_window.iter().copied(),
+            f.room_sent_window
+                .iter()
+                .enumerate()
+                .map(|(r, s)| s + unsent(r)),
             f.room_readers.iter().copied(),
         );
         let del = f.room_delivered_window.iter().sum();
@@ -1317,6 +1329,7 @@ impl Merged {
         }
         self.expected += exp;
         self.delivered += del;
+        self.unsent_down += f.room_unsent_window.iter().sum::<u64>();
         self.measure_s = self.measure_s.max(f.measure_s);
         if let Some(c) = f.cpu_cores_measure {
             self.agent_cores.push((c, f.cpus));
@@ -1340,6 +1353,12 @@ impl Merged {
         t.late += f.late;
         t.bad_frames += f.bad_frames;
         t.echoes += f.echoes;
+        t.dropped_in_window += f.dropped_in_window;
+        for frame in &f.unexpected_frames {
+            if t.unexpected_frames.len() < crate::stats::MAX_UNEXPECTED {
+                t.unexpected_frames.push(frame.clone());
+            }
+        }
         t.slow += f.slow;
         Ok((exp, del, Percentiles::of(&w)))
     }
@@ -1630,6 +1649,7 @@ fn fleet_summary(
             ramp_held_s: totals.ramp_held_us as f64 / 1e6,
             connect_time: &m.connect_hist,
             reconnect: m.reconnect,
+            dropped_in_window: totals.dropped_in_window,
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
@@ -1641,6 +1661,7 @@ fn fleet_summary(
             server_errors: totals.server_errors,
             bad_frames: totals.bad_frames,
             echoes: totals.echoes,
+            unsent_down: m.unsent_down,
             measure_s,
         },
         latency: &m.window,
@@ -1761,6 +1782,7 @@ mod tests {
             ramp_held_s: 0.0,
             connect_time: &hist,
             reconnect: None,
+            dropped_in_window: 0,
         };
         let summary = summary::build(summary::SummaryInput {
             conns,

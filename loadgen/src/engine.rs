@@ -122,6 +122,10 @@ pub struct Shared {
     /// Whether a delivery back to its own sender is an echo, counted apart (the room fan-out:
     /// a message goes to every *other* member); with the `echo` profile it is the delivery.
     echoes_apart: bool,
+    /// Senders whose connection went down for good (closed, broken, or still reconnecting when
+    /// the run stopped): plan index, room, and how many messages it had sent. What fell due on
+    /// their schedules afterwards is counted at the end ([`Shared::unsent_in_window`]).
+    gone_senders: std::sync::Mutex<Vec<(u32, u32, u64)>>,
     /// Expected and delivered in-window messages by intended send time, when the scenario
     /// kills a node (what the failover cost, against the steady state).
     pub loss_timeline: Option<LossTimeline>,
@@ -167,6 +171,7 @@ impl Shared {
             .map(|_| LossTimeline::new(scenario.measure));
         let shared = Shared {
             echoes_apart: scenario.session_profile().fanout() == Fanout::Room,
+            gone_senders: std::sync::Mutex::new(Vec::new()),
             open_by_target: targets.iter().map(|_| AtomicI64::new(0)).collect(),
             loss_timeline,
             poisoner,
@@ -222,6 +227,46 @@ impl Shared {
             ^ (u64::from(self.plan.agent) << 32)
             ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Schedule::new(s.arrival, s.rate_per_sender, s.warmup + s.measure, seed)
+    }
+
+    /// Per room: in-window messages that fell due on a sender's connection while it was down
+    /// for good (never sent; each is owed to every other reader of its room, so the loss
+    /// formula counts it with the messages sent). Recomputed from each gone sender's
+    /// schedule, past what it had sent; 0 before the timeline is set.
+    pub fn unsent_in_window(&self) -> Vec<u64> {
+        let mut per_room = vec![0u64; self.plan.rooms as usize];
+        let Some(&start) = self.send_start.get() else {
+            return per_room;
+        };
+        let gone = self
+            .gone_senders
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        for (index, room, sent) in gone {
+            let due = self
+                .schedule_of(index)
+                .skip(sent as usize)
+                .filter(|off| {
+                    let ts = (start + *off).saturating_duration_since(self.epoch);
+                    self.window.contains(ts.as_micros() as u64)
+                })
+                .count() as u64;
+            if let Some(r) = per_room.get_mut(room as usize) {
+                *r += due;
+            }
+        }
+        per_room
+    }
+
+    /// Records that sender `plan` lost its connection for good, having sent `sent` messages.
+    fn sender_gone(&self, plan: ConnPlan, sender: &Option<SenderState>) {
+        if let (Role::Sender, Some(room)) = (plan.role, plan.room) {
+            let sent = sender.as_ref().map_or(0, |s| s.sent);
+            if let Ok(mut g) = self.gone_senders.lock() {
+                g.push((plan.index, room, sent));
+            }
+        }
     }
 
     /// The pacer's view of every sender.
@@ -421,6 +466,9 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
         shared.opened(target, 1);
         let exit = drive(&shared, plan, &mut ws, &mut sender).await;
         shared.opened(target, -1);
+        if matches!(exit, Exit::Gone) && *shared.phase.borrow() == Phase::Measure {
+            Stats::inc(&stats.counters.dropped_in_window);
+        }
         if shared.poisoner == Some(plan.index) {
             shared.poisoner_gone.store(true, Ordering::Relaxed);
         }
@@ -430,6 +478,7 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
         }
         let phase = *shared.phase.borrow();
         if !shared.scenario.reconnects() || !(Phase::Settle..Phase::Stop).contains(&phase) {
+            shared.sender_gone(plan, &sender);
             return;
         }
         Stats::inc(&stats.counters.disconnects);
@@ -438,7 +487,10 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
                 ws = again;
                 target = now_on;
             }
-            None => return,
+            None => {
+                shared.sender_gone(plan, &sender);
+                return;
+            }
         }
     }
 }
@@ -644,7 +696,7 @@ async fn drive<S: Transport>(
                         shared.stats.closed_by_server.add(&close_label(f.as_ref()));
                         return Exit::Gone;
                     }
-                    Some(Ok(Message::Binary(_))) => Stats::inc(&shared.stats.counters.bad_frames),
+                    Some(Ok(Message::Binary(b))) => shared.stats.bad_frame(&format!("<binary frame, {} bytes>", b.len())),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
                         shared.stats.closed_by_server.add("reset");
@@ -661,6 +713,8 @@ struct SenderState {
     writer: FrameWriter,
     start: Instant,
     seq: u64,
+    /// Messages handed to the connection (the schedule's first `sent` points).
+    sent: u64,
 }
 
 /// A sender's state once sending has started (`None` before the timeline is set).
@@ -674,6 +728,7 @@ fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState>
         writer: shared.scenario.session_profile().writer(&name, &id, &body),
         start,
         seq: 0,
+        sent: 0,
     })
 }
 
@@ -707,6 +762,7 @@ async fn send_due<T: Transport>(
         let mut text = String::new();
         s.writer.write(&mut text, s.seq, ts);
         ws.feed(Message::text(text)).await?;
+        s.sent += 1;
         any = true;
         Stats::inc(&stats.counters.sent);
         if shared.window.contains(ts) {
@@ -746,7 +802,7 @@ fn on_text(
             }
             Stats::inc(&stats.counters.delivered);
             let Some((agent, index)) = from else {
-                Stats::inc(&stats.counters.bad_frames);
+                stats.bad_frame(text);
                 return None;
             };
             if agent != shared.plan.agent {
@@ -758,11 +814,11 @@ fn on_text(
                 .get(index as usize)
                 .and_then(|c| c.sender_slot)
             else {
-                Stats::inc(&stats.counters.bad_frames);
+                stats.bad_frame(text);
                 return None;
             };
             let Some(last) = r.last_seq.get_mut(slot as usize) else {
-                Stats::inc(&stats.counters.bad_frames);
+                stats.bad_frame(text);
                 return None;
             };
             if m.seq <= *last {
@@ -792,7 +848,7 @@ fn on_text(
         Incoming::Reply(answer) => return Some(answer),
         Incoming::ServerError(code) => stats.server_errors.add(&code),
         Incoming::Other => {}
-        Incoming::Bad => Stats::inc(&stats.counters.bad_frames),
+        Incoming::Bad => stats.bad_frame(text),
     }
     None
 }

@@ -210,6 +210,10 @@ pub struct ConnectionStats {
     /// What the reconnect policy did (scenario `[reconnect]`); absent when it was off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<ReconnectStats>,
+    /// Connections the server closed or broke while the measurement window was on, as the
+    /// clients saw it (no `--server-pid` needed).
+    #[serde(default)]
+    pub dropped_in_window: u64,
 }
 
 /// The reconnect policy's counts over the whole run.
@@ -259,6 +263,11 @@ pub struct MessageStats {
     /// histogram (0 with the `echo` profile, where the echo is the delivery).
     #[serde(default)]
     pub echoes: u64,
+    /// In-window messages that fell due while their sender's connection was down (closed or
+    /// broken by the server, not back): never sent, and counted in `expected` with their
+    /// recipients, so each is lost to every other reader of its room.
+    #[serde(default)]
+    pub unsent_down: u64,
     /// Messages per second sent in the window.
     pub sent_per_s: f64,
     /// Deliveries per second in the window.

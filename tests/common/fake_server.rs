@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// How the server misbehaves.
 #[derive(Debug, Clone, Copy)]
 pub enum Fault {
-    /// Forwards every message to every member of its room, its sender included.
+    /// Forwards every message to every member of its room, its sender included; and sends the
+    /// first member of each room one frame that is not protocol v1 ([`GARBAGE`]) after its
+    /// `joined`.
     Echo,
     /// Drops, once, the first message with `seq >= seq` to one member of its room that is on
     /// another agent than the sender (a member's agent is learnt from the `from` of what it
@@ -51,6 +53,9 @@ pub struct Seen {
 }
 
 type Tx = mpsc::UnboundedSender<Message>;
+
+/// The frame `Fault::Echo` sends each room's first member once.
+pub const GARBAGE: &str = "this is not a chatbench frame";
 
 #[derive(Default)]
 struct Rooms {
@@ -198,6 +203,9 @@ fn on_frame(text: &str, me: u64, fault: Fault, rooms: &Mutex<Rooms>, seen: &Seen
             let _ = tx.send(Message::text(format!(
                 r#"{{"t":"joined","room":"{room}"}}"#
             )));
+            if matches!(fault, Fault::Echo) && r.members.get(&room).is_some_and(|m| m.len() == 1) {
+                let _ = tx.send(Message::text(GARBAGE));
+            }
         }
         Some("msg") => {
             seen.received.fetch_add(1, Ordering::Relaxed);
