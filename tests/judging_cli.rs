@@ -147,3 +147,61 @@ fn a_server_killed_mid_window_loses_every_message_that_fell_due() {
         "{stdout}"
     );
 }
+
+#[test]
+fn one_message_dropped_to_one_member_on_another_agent_is_caught_exactly() {
+    // Two local agents; every room has a sender on each (member slot s of room r is on agent
+    // (s + r) % 2), so the server can pick, for a message of one agent's sender, a member it
+    // knows to be on the other agent: the other sender. It drops that one delivery.
+    let server = FakeServer::start(Fault::DropOne { seq: 40 });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = server.url();
+    let out = run(&[
+        "run",
+        "--target",
+        &url,
+        "--agents",
+        "local:2",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "connections=40",
+        "--set",
+        "rooms=2",
+        "--set",
+        "members_per_room=20",
+        "--set",
+        "senders_per_room=2",
+        "--out",
+        dir.path().to_str().expect("path"),
+        "--progress",
+        "quiet",
+    ]);
+    let what = server.seen.dropped_what.lock().expect("what").clone();
+    let (from, seq, victim) = what.unwrap_or_else(|| panic!("nothing dropped: {}", text(&out)));
+    assert_ne!(
+        from.split_once('.').map(|(a, _)| a.to_string()),
+        victim.split_once('.').map(|(a, _)| a.to_string()),
+        "the victim is on another agent than the sender"
+    );
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    let m = &s["messages"];
+    let sent = count(&m["sent"]);
+    assert_eq!(
+        count(&m["expected"]),
+        sent * 19,
+        "every reader on every agent: {m:#}"
+    );
+    assert_eq!(
+        count(&m["lost"]),
+        1,
+        "{from} seq {seq} to {victim}, dropped by the server, and nothing else: {m:#}"
+    );
+    assert_eq!(count(&m["duplicated"]), 0, "{m:#}");
+    let cross = count(&s["distributed"]["delivered_cross_agent"]);
+    assert!(
+        cross > 0 && cross < count(&m["delivered"]),
+        "deliveries within and across agents: {s:#}"
+    );
+}

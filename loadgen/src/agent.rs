@@ -755,6 +755,8 @@ impl AgentRun {
             room_unsent_window: shared.unsent_in_window(),
             dropped_in_window: Stats::get(&c.dropped_in_window),
             unexpected_frames: st.unexpected_frames(),
+            sender_windows: shared.sender_windows(),
+            cross: shared.ledger.runs(),
             room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
             room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
             room_readers: shared

@@ -318,6 +318,12 @@ pub struct Final {
     /// The first frames that made no sense (bounded in number and length).
     #[serde(default)]
     pub unexpected_frames: Vec<String>,
+    /// This agent's senders' in-window sequence numbers.
+    #[serde(default)]
+    pub sender_windows: Vec<crate::ledger::SenderWindow>,
+    /// What this agent's receivers got from other agents' senders, as runs.
+    #[serde(default)]
+    pub cross: Vec<crate::ledger::CrossRuns>,
     /// Per room: window messages sent by this agent.
     pub room_sent_window: Vec<u64>,
     /// Per room: window deliveries of this agent's messages to this agent's receivers.

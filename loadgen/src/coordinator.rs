@@ -31,6 +31,7 @@ use crate::control::{
     ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
+use crate::ledger;
 use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
@@ -1261,6 +1262,8 @@ struct Merged {
     delivered: u64,
     /// In-window messages that fell due on downed connections (in `expected`).
     unsent_down: u64,
+    /// Of `delivered`, the deliveries across agents.
+    delivered_cross: u64,
     /// The longest window an agent ran.
     measure_s: f64,
     /// Each agent's CPU cores over the window, with the CPUs it may use.
@@ -1292,6 +1295,7 @@ impl Merged {
             expected: 0,
             delivered: 0,
             unsent_down: 0,
+            delivered_cross: 0,
             measure_s: 0.0,
             agent_cores: Vec::new(),
             rss_per_conn: Vec::new(),
@@ -1428,7 +1432,46 @@ fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
     if reconnects {
         m.reconnect = merge_reconnect(&reconnect_parts).map_err(bad_hist)?;
     }
+    judge_fleet(&mut m, links);
     Ok(m)
+}
+
+/// Every in-window delivery of the agents that reported, judged across agents too
+/// ([`ledger::reconcile`]): expected over each room's readers on every agent, delivered within
+/// and across agents. Replaces the per-agent sums, which judge only each agent's own pairs.
+fn judge_fleet(m: &mut Merged, links: &[AgentLink]) {
+    let due: Vec<(u32, Vec<u64>)> = links
+        .iter()
+        .filter_map(|l| {
+            let f = l.fin.as_ref()?;
+            let unsent = |r: usize| f.room_unsent_window.get(r).copied().unwrap_or(0);
+            Some((
+                l.id,
+                f.room_sent_window
+                    .iter()
+                    .enumerate()
+                    .map(|(r, s)| s + unsent(r))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let books: Vec<ledger::AgentBooks<'_>> = links
+        .iter()
+        .filter_map(|l| l.fin.as_ref().map(|f| (l.id, f)))
+        .zip(&due)
+        .map(|((agent, f), (_, room_due))| ledger::AgentBooks {
+            agent,
+            room_due,
+            room_readers: &f.room_readers,
+            room_delivered_own: &f.room_delivered_window,
+            senders: &f.sender_windows,
+            cross: &f.cross,
+        })
+        .collect();
+    let judged = ledger::reconcile(&books);
+    m.expected = judged.expected;
+    m.delivered = judged.delivered;
+    m.delivered_cross = judged.delivered_cross;
 }
 
 /// The verdict on a fleet's run: its status, and why it is invalid. Local agents share this
@@ -1673,6 +1716,7 @@ fn fleet_summary(
             faults: ctl.faults.clone(),
             partial: m.partial,
             delivered_window_all: m.delivered_window_all,
+            delivered_cross_agent: m.delivered_cross,
         }),
     });
     (summary, m.window)
@@ -2083,9 +2127,11 @@ mod tests {
         links[1].fin = Some(fin(5, 2, 4, &[3_000; 4]));
         links[2].connected = Some(15);
         let m = merge(&links, false).expect("merge");
-        // The loss formula: 10 × (3 − 1) + 5 × (2 − 1).
-        assert_eq!(m.expected, 25);
+        // The loss formula over the fleet's room: (10 + 5) due × (3 + 2 readers − 1); the
+        // agents report no deliveries across agents here.
+        assert_eq!(m.expected, 60);
         assert_eq!(m.delivered, 24);
+        assert_eq!(m.delivered_cross, 0);
         assert_eq!(m.window.len(), 24, "histograms added");
         assert_eq!(m.connect_hist.len(), 40);
         assert_eq!(m.pacer_lag.as_ref().map(|h| h.len()), Some(2));

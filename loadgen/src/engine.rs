@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
+use crate::ledger::{Ledger, SenderWindow};
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
@@ -126,6 +127,10 @@ pub struct Shared {
     /// the run stopped): plan index, room, and how many messages it had sent. What fell due on
     /// their schedules afterwards is counted at the end ([`Shared::unsent_in_window`]).
     gone_senders: std::sync::Mutex<Vec<(u32, u32, u64)>>,
+    /// What this agent's receivers got from other agents' senders (judged by the coordinator).
+    pub ledger: Ledger,
+    /// Per sender (by ordinal): first and last sequence number sent in the window (0: none).
+    window_seqs: Vec<(AtomicU64, AtomicU64)>,
     /// Expected and delivered in-window messages by intended send time, when the scenario
     /// kills a node (what the failover cost, against the steady state).
     pub loss_timeline: Option<LossTimeline>,
@@ -172,6 +177,15 @@ impl Shared {
         let shared = Shared {
             echoes_apart: scenario.session_profile().fanout() == Fanout::Room,
             gone_senders: std::sync::Mutex::new(Vec::new()),
+            // A sender's seqs are its schedule's points: at most rate × (warmup + measure) + 1.
+            ledger: Ledger::new(
+                (scenario.rate_per_sender * (scenario.warmup + scenario.measure).as_secs_f64())
+                    .ceil() as u64
+                    + 1,
+            ),
+            window_seqs: (0..wakes.len())
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             open_by_target: targets.iter().map(|_| AtomicI64::new(0)).collect(),
             loss_timeline,
             poisoner,
@@ -257,6 +271,26 @@ impl Shared {
             }
         }
         per_room
+    }
+
+    /// Each own sender's in-window sequence numbers (for the fleet's judgement).
+    pub fn sender_windows(&self) -> Vec<SenderWindow> {
+        self.plan
+            .conns
+            .iter()
+            .filter(|c| c.role == Role::Sender)
+            .filter_map(|c| {
+                let (lo, hi) = self
+                    .window_seqs
+                    .get(self.sender_ordinal[c.index as usize] as usize)?;
+                Some(SenderWindow {
+                    index: c.index,
+                    room: c.room?,
+                    lo: lo.load(Ordering::Relaxed),
+                    hi: hi.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 
     /// Records that sender `plan` lost its connection for good, having sent `sent` messages.
@@ -606,7 +640,14 @@ fn close_label(f: Option<&CloseFrame>) -> String {
 
 struct Receiver {
     last_seq: Vec<u64>,
+    /// Last seq seen per sender of another agent (allocated on the first such delivery).
+    /// Boxed: one pointer in every connection's task, the map only where it is used.
+    cross_last: Option<Box<CrossLast>>,
 }
+
+/// Last seq seen per sender `(agent, index)` of another agent.
+#[derive(Default)]
+struct CrossLast(std::collections::HashMap<(u32, u32), u64>);
 
 async fn drive<S: Transport>(
     shared: &Shared,
@@ -622,6 +663,7 @@ async fn drive<S: Transport>(
     }
     let mut receiver = Receiver {
         last_seq: vec![0; shared.plan.senders_per_room as usize],
+        cross_last: None,
     };
     let wake = (plan.role == Role::Sender)
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
@@ -766,6 +808,13 @@ async fn send_due<T: Transport>(
         any = true;
         Stats::inc(&stats.counters.sent);
         if shared.window.contains(ts) {
+            if let Some((lo, hi)) = shared
+                .window_seqs
+                .get(shared.sender_ordinal[plan.index as usize] as usize)
+            {
+                let _ = lo.compare_exchange(0, s.seq, Ordering::Relaxed, Ordering::Relaxed);
+                hi.store(s.seq, Ordering::Relaxed);
+            }
             Stats::inc(&stats.counters.sent_window);
             Stats::inc(&stats.room_sent_window[room as usize]);
             if let Some(t) = &shared.loss_timeline {
@@ -806,7 +855,21 @@ fn on_text(
                 return None;
             };
             if agent != shared.plan.agent {
-                return None; // another agent's clock: counted by that agent's receivers' peers
+                // Another agent's sender: judged by the coordinator from the ledger.
+                let last = r
+                    .cross_last
+                    .get_or_insert_with(Box::default)
+                    .0
+                    .entry((agent, index))
+                    .or_insert(0);
+                if m.seq <= *last {
+                    Stats::inc(&stats.counters.duplicated);
+                } else if shared.ledger.record(agent, index, m.seq) {
+                    *last = m.seq;
+                } else {
+                    stats.bad_frame(text);
+                }
+                return None;
             }
             let Some(slot) = shared
                 .plan

@@ -450,6 +450,10 @@ pub struct DistributedInfo {
     /// `target_resources.cpu_us_per_delivery`.
     #[serde(default)]
     pub delivered_window_all: u64,
+    /// Of `messages.delivered`, the in-window deliveries from a sender on one agent to a
+    /// receiver on another, judged by the coordinator against what every sender sent.
+    #[serde(default)]
+    pub delivered_cross_agent: u64,
 }
 
 /// An agent lost during the run.
