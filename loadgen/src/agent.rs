@@ -635,7 +635,11 @@ impl AgentRun {
                 )));
             }
             if let Some(ready) = self.end_connect(now) {
-                link.send(&FromAgent::Connected { ready }).await?;
+                link.send(&FromAgent::Connected {
+                    ready,
+                    epoch_unix_us: self.engine.shared().epoch_unix_us,
+                })
+                .await?;
             }
             if self.advance(now) {
                 return Ok(End::Report { interrupted: false });
@@ -676,9 +680,11 @@ impl AgentRun {
                     })
                     .await?
                 }
-                ToAgent::Go { start_unix_us }
-                    if self.edges.is_none() && self.engine.phase() == Phase::Settle =>
-                {
+                ToAgent::Go {
+                    start_unix_us,
+                    epochs_us,
+                } if self.edges.is_none() && self.engine.phase() == Phase::Settle => {
+                    let _ = self.engine.shared().peer_epochs.set(epochs_us);
                     self.go(start_unix_us)
                 }
                 ToAgent::Stop => {

@@ -227,6 +227,11 @@ pub enum ToAgent {
     Go {
         /// Start of warmup.
         start_unix_us: i64,
+        /// Every agent's engine epoch (time zero of its `ts`) in this agent's wall clock, by
+        /// agent id (0: unknown): what times deliveries across agents. On one host the agents
+        /// share `CLOCK_REALTIME`, so no offset is applied; across hosts, the measured offsets.
+        #[serde(default)]
+        epochs_us: Vec<i64>,
     },
     /// End now (early), report, close.
     Stop,
@@ -418,6 +423,10 @@ pub enum FromAgent {
     Connected {
         /// Connections ready.
         ready: u64,
+        /// The engine's epoch (time zero of this agent's `ts`) on this agent's wall clock, µs
+        /// since the Unix epoch.
+        #[serde(default)]
+        epoch_unix_us: i64,
     },
     /// Once a second.
     Tick(Box<Tick>),

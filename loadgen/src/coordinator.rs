@@ -198,6 +198,8 @@ struct AgentLink {
     planned: u64,
     last_heard: Instant,
     connected: Option<u64>,
+    /// Its engine's epoch on its wall clock (from its barrier message; 0: not told).
+    epoch_unix_us: i64,
     last_tick: Option<Tick>,
     fin: Option<Final>,
     lost: bool,
@@ -217,6 +219,7 @@ impl AgentLink {
             planned: 0,
             last_heard: Instant::now(),
             connected: None,
+            epoch_unix_us: 0,
             last_tick: None,
             fin: None,
             lost: false,
@@ -546,6 +549,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     let links = std::mem::take(&mut fleet.links);
     let mut ctl = Control::new(links, &scenario, Instant::now(), progress);
+    ctl.same_host = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
     let mut interrupt = ropts.interrupt.clone();
     ctl.interrupted = *interrupt.borrow();
     control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
@@ -891,6 +895,8 @@ struct Control {
     planned: u64,
     reconnects: bool,
     progress: Progress,
+    /// Whether every agent runs on this host (local agents): one wall clock.
+    same_host: bool,
 }
 
 impl Control {
@@ -926,7 +932,43 @@ impl Control {
             planned: all,
             reconnects: scenario.reconnects(),
             progress,
+            same_host: false,
         }
+    }
+
+    /// Every agent's epoch in agent `j`'s wall clock, by agent id (0: not told). Agents on
+    /// this host share its `CLOCK_REALTIME`: no offset (a pinged offset would only add its
+    /// noise). Across hosts: `epoch_i − offset_i + offset_j` (offset = agent − coordinator).
+    fn epochs_for(&self, j: usize) -> Vec<i64> {
+        let mut by_id = vec![
+            0i64;
+            self.links
+                .iter()
+                .map(|l| l.id as usize + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        let off_j = if self.same_host {
+            0
+        } else {
+            self.links[j].offset_us
+        };
+        for l in self.links.iter().filter(|l| l.epoch_unix_us != 0) {
+            let off_i = if self.same_host { 0 } else { l.offset_us };
+            by_id[l.id as usize] = l.epoch_unix_us - off_i + off_j;
+        }
+        by_id
+    }
+
+    /// The error bound of cross-agent latencies, µs: 0 on one host (one clock); across hosts,
+    /// the widest pair's half round trips added (each offset is known to ± half its ping's).
+    fn clock_error_us(&self) -> u64 {
+        if self.same_host {
+            return 0;
+        }
+        let mut rtts: Vec<u64> = self.links.iter().map(|l| l.rtt_us).collect();
+        rtts.sort_unstable_by(|a, b| b.cmp(a));
+        rtts.iter().take(2).map(|r| r.div_ceil(2)).sum()
     }
 
     /// Seconds since the start, to the millisecond.
@@ -1041,6 +1083,7 @@ impl Control {
             }
             let go = ToAgent::Go {
                 start_unix_us: start_coord_us + l.offset_us,
+                epochs_us: self.epochs_for(i),
             };
             if let Err(e) = l.post(go) {
                 self.lose(i, now, format!("could not be told to start: {e}"));
@@ -1169,7 +1212,13 @@ impl Control {
                 }
                 l.last_tick = Some(*t);
             }
-            Ok(FromAgent::Connected { ready }) => l.connected = Some(ready),
+            Ok(FromAgent::Connected {
+                ready,
+                epoch_unix_us,
+            }) => {
+                l.connected = Some(ready);
+                l.epoch_unix_us = epoch_unix_us;
+            }
             Ok(FromAgent::Done(f)) => l.fin = Some(*f),
             Ok(FromAgent::Pong { .. }) => {}
             Ok(FromAgent::Refused { reason }) => self.lose(i, heard, format!("gave up: {reason}")),
@@ -1533,7 +1582,8 @@ fn verdict(
 /// The note every fleet's summary carries: how its latency, loss and deliveries are counted.
 fn fleet_note(agents: usize) -> String {
     format!(
-        "{agents} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
+        "{agents} agents; every delivery is judged, across agents too (loss by sequence number, reconciled by the coordinator: \
+         `distributed.delivered_cross_agent`; latency across agents on the agents' wall clocks, error bound `distributed.clock_error_us`); \
          `distributed.agents[].delivered_all` counts every delivery, across agents, and \
          `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)"
     )
@@ -1717,6 +1767,7 @@ fn fleet_summary(
             partial: m.partial,
             delivered_window_all: m.delivered_window_all,
             delivered_cross_agent: m.delivered_cross,
+            clock_error_us: Some(ctl.clock_error_us()),
         }),
     });
     (summary, m.window)
@@ -1965,6 +2016,8 @@ mod tests {
         let t0 = ctl.started;
         ctl.links[0].connected = Some(10);
         ctl.links[1].connected = Some(5);
+        ctl.links[0].epoch_unix_us = 5_000_000;
+        ctl.links[1].epoch_unix_us = 7_000_000;
         assert!(!ctl.connect_step(t0), "agent 2 has not connected yet");
         assert_eq!(ctl.phase, Phase::Connect);
         ctl.links[2].connected = Some(0);
@@ -1981,14 +2034,27 @@ mod tests {
             "settle + 200 ms"
         );
         assert_eq!(edges.end - edges.start, Duration::from_secs(6));
-        let starts: Vec<i64> = outs[..2]
+        let (starts, epochs): (Vec<i64>, Vec<Vec<i64>>) = outs[..2]
             .iter_mut()
             .map(|rx| match drain(rx).as_slice() {
-                [ToAgent::Go { start_unix_us }] => *start_unix_us,
+                [ToAgent::Go {
+                    start_unix_us,
+                    epochs_us,
+                }] => (*start_unix_us, epochs_us.clone()),
                 other => panic!("expected one go, got {other:?}"),
             })
-            .collect();
+            .unzip();
         assert_eq!(starts[1] - starts[0], 1_000, "each in its own clock");
+        // Agents' epochs in each agent's clock (offsets 0 and 1,000 µs; agent 2 told none).
+        assert_eq!(epochs[0], vec![5_000_000, 6_999_000, 0]);
+        assert_eq!(epochs[1], vec![5_001_000, 7_000_000, 0]);
+        ctl.same_host = true;
+        assert_eq!(
+            ctl.epochs_for(1),
+            vec![5_000_000, 7_000_000, 0],
+            "one clock"
+        );
+        assert_eq!(ctl.clock_error_us(), 0);
         assert!(ctl.links[2].lost);
         assert_eq!(ctl.faults.len(), 1);
         assert_eq!(ctl.faults[0].agent, 2);
@@ -2074,7 +2140,14 @@ mod tests {
     fn agents_messages_feed_the_barrier_the_series_and_the_figures() {
         let (mut ctl, _outs) = control(3);
         let t = ctl.started;
-        ctl.on_event(0, t, Ok(FromAgent::Connected { ready: 20 }));
+        ctl.on_event(
+            0,
+            t,
+            Ok(FromAgent::Connected {
+                ready: 20,
+                epoch_unix_us: 1,
+            }),
+        );
         let tick = Tick {
             open: 20,
             sent: 100,
@@ -2094,7 +2167,14 @@ mod tests {
         ctl.on_event(2, t, Err(ControlError::Closed));
         assert!(ctl.links[2].lost);
         assert!(ctl.faults[0].what.contains("died or was killed"));
-        ctl.on_event(2, t, Ok(FromAgent::Connected { ready: 9 }));
+        ctl.on_event(
+            2,
+            t,
+            Ok(FromAgent::Connected {
+                ready: 9,
+                epoch_unix_us: 1,
+            }),
+        );
         assert_eq!(ctl.links[2].connected, None, "a lost agent is not heard");
         ctl.second(t + Duration::from_secs(2), None);
         let value = |m: &str| {

@@ -108,6 +108,12 @@ pub struct Shared {
     pub stats: Stats,
     /// Time zero of every `ts` this agent writes.
     pub epoch: Instant,
+    /// `epoch` on this host's wall clock (`CLOCK_REALTIME`), µs since the Unix epoch, read
+    /// back to back with it.
+    pub epoch_unix_us: i64,
+    /// Every agent's epoch on this agent's wall clock, by agent id (set at `go` in a fleet):
+    /// deliveries from another agent's senders are timed with it.
+    pub peer_epochs: OnceLock<Vec<i64>>,
     /// The measurement window.
     pub window: Window,
     /// When sending starts (start of warmup); set once.
@@ -207,6 +213,8 @@ impl Shared {
             scenario,
             targets,
             epoch: Instant::now(),
+            epoch_unix_us: crate::control::unix_us(),
+            peer_epochs: OnceLock::new(),
             window: Window {
                 start_us: AtomicU64::new(u64::MAX),
                 end_us: AtomicU64::new(u64::MAX),
@@ -866,6 +874,7 @@ fn on_text(
                     Stats::inc(&stats.counters.duplicated);
                 } else if shared.ledger.record(agent, index, m.seq) {
                     *last = m.seq;
+                    time_cross(shared, plan, agent, m.ts);
                 } else {
                     stats.bad_frame(text);
                 }
@@ -914,6 +923,30 @@ fn on_text(
         Incoming::Bad => stats.bad_frame(text),
     }
     None
+}
+
+/// Times a delivery from agent `agent`'s sender, intended at its `ts`, on this agent's clock
+/// through the agents' epochs (nothing before they are known).
+fn time_cross(shared: &Shared, plan: ConnPlan, agent: u32, ts: u64) {
+    let Some(&their) = shared
+        .peer_epochs
+        .get()
+        .and_then(|e| e.get(agent as usize))
+        .filter(|e| **e != 0)
+    else {
+        return;
+    };
+    // The intended time in µs since this agent's epoch.
+    let intended = their + ts as i64 - shared.epoch_unix_us;
+    let Ok(intended) = u64::try_from(intended) else {
+        return;
+    };
+    let latency = shared.now_us().saturating_sub(intended);
+    let in_window = shared.window.contains(intended);
+    shared.stats.record_latency(plan.index, latency, in_window);
+    if in_window && latency > shared.scenario.late_after.as_micros() as u64 {
+        Stats::inc(&shared.stats.counters.late);
+    }
 }
 
 async fn close_politely<S: Transport>(ws: &mut WebSocketStream<S>) {

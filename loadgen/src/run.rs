@@ -1178,7 +1178,7 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
     for a in &d.agents {
         let _ = writeln!(
             out,
-            "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+            "  agent {:<4}  {} pid {}: {}/{} ready, own senders' deliveries {}/{} expected, clock offset {} µs (±{} µs){}",
             a.agent,
             a.address,
             a.pid,
@@ -1191,6 +1191,16 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
             if a.complete { "" } else { "  LOST" }
         );
     }
+    let _ = writeln!(
+        out,
+        "  across agents {} deliveries judged (in `delivered`){}",
+        d.delivered_cross_agent,
+        match d.clock_error_us {
+            Some(0) => ", timed on this host's one clock".to_string(),
+            Some(e) => format!(", timed with the measured clock offsets: latency error ≤ {e} µs"),
+            None => String::new(),
+        }
+    );
     for f in &d.faults {
         let _ = writeln!(
             out,

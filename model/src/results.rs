@@ -454,6 +454,10 @@ pub struct DistributedInfo {
     /// receiver on another, judged by the coordinator against what every sender sent.
     #[serde(default)]
     pub delivered_cross_agent: u64,
+    /// Error bound of the latencies timed across agents, µs: 0 when every agent ran on one
+    /// host (one wall clock); across hosts, from the measured clock offsets' round trips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_error_us: Option<u64>,
 }
 
 /// An agent lost during the run.
