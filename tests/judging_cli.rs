@@ -205,3 +205,47 @@ fn one_message_dropped_to_one_member_on_another_agent_is_caught_exactly() {
         "deliveries within and across agents: {s:#}"
     );
 }
+
+#[test]
+fn room_affine_placement_keeps_every_delivery_within_one_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&[
+        "run",
+        "--serve",
+        "task-per-conn",
+        "--agents",
+        "local:2",
+        "--scenario",
+        "scenarios/smoke.toml",
+        "--set",
+        "connections=80",
+        "--set",
+        "rooms=4",
+        "--set",
+        "members_per_room=20",
+        "--set",
+        "placement=\"room\"",
+        "--out",
+        dir.path().to_str().expect("path"),
+        "--progress",
+        "quiet",
+    ]);
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(4)),
+        "{}",
+        text(&out)
+    );
+    let m = &s["messages"];
+    let sent = count(&m["sent"]);
+    assert!(sent > 0, "{m:#}");
+    assert_eq!(count(&m["expected"]), sent * 19, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    let d = &s["distributed"];
+    assert_eq!(count(&d["delivered_cross_agent"]), 0, "{d:#}");
+    for a in d["agents"].as_array().expect("agents") {
+        assert_eq!(count(&a["planned"]), 40, "two rooms of 20 each: {a:#}");
+        assert_eq!(a["delivered"], a["expected"], "{a:#}");
+    }
+}
