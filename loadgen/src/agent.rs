@@ -729,6 +729,7 @@ impl AgentRun {
         let Reaped { pacer, panicked } = reaped;
         let shared = self.engine.shared();
         let st = &shared.stats;
+        let (cross, cross_complete) = shared.ledger.runs();
         let c = &st.counters;
         Ok(Final {
             planned: self.engine.planned(),
@@ -762,7 +763,8 @@ impl AgentRun {
             dropped_in_window: Stats::get(&c.dropped_in_window),
             unexpected_frames: st.unexpected_frames(),
             sender_windows: shared.sender_windows(),
-            cross: shared.ledger.runs(),
+            cross,
+            cross_complete,
             room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
             room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
             room_readers: shared

@@ -329,6 +329,10 @@ pub struct Final {
     /// What this agent's receivers got from other agents' senders, as runs.
     #[serde(default)]
     pub cross: Vec<crate::ledger::CrossRuns>,
+    /// Whether `cross` is all this agent's receivers got (false: too many runs to send, left
+    /// out; the coordinator then judges each agent's own pairs only).
+    #[serde(default)]
+    pub cross_complete: bool,
     /// Per room: window messages sent by this agent.
     pub room_sent_window: Vec<u64>,
     /// Per room: window deliveries of this agent's messages to this agent's receivers.

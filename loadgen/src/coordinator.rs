@@ -572,6 +572,14 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
     notes.insert(0, fleet_note(ctl.links.len()));
+    if merged.cross_incomplete {
+        notes.push(format!(
+            "an agent's record of deliveries across agents needed more than {} runs (much loss): \
+             loss is judged within each agent only (messages.expected and delivered count each \
+             agent's own senders to its own receivers)",
+            ledger::MAX_RUNS
+        ));
+    }
     if !merged.panicked.is_empty() {
         notes.insert(
             1,
@@ -1313,6 +1321,8 @@ struct Merged {
     unsent_down: u64,
     /// Of `delivered`, the deliveries across agents.
     delivered_cross: u64,
+    /// An agent's ledger was too large to send: loss judged within agents only.
+    cross_incomplete: bool,
     /// The longest window an agent ran.
     measure_s: f64,
     /// Each agent's CPU cores over the window, with the CPUs it may use.
@@ -1345,6 +1355,7 @@ impl Merged {
             delivered: 0,
             unsent_down: 0,
             delivered_cross: 0,
+            cross_incomplete: false,
             measure_s: 0.0,
             agent_cores: Vec::new(),
             rss_per_conn: Vec::new(),
@@ -1517,6 +1528,14 @@ fn judge_fleet(m: &mut Merged, links: &[AgentLink]) {
             cross: &f.cross,
         })
         .collect();
+    if links
+        .iter()
+        .any(|l| l.fin.as_ref().is_some_and(|f| !f.cross_complete))
+    {
+        // Some agent's ledger was too large to send: each agent's own pairs stay the judgement.
+        m.cross_incomplete = true;
+        return;
+    }
     let judged = ledger::reconcile(&books);
     m.expected = judged.expected;
     m.delivered = judged.delivered;
@@ -2006,6 +2025,7 @@ mod tests {
             cpus: 2,
             measure_s: 3.0,
             delivered_window_all: delivered,
+            cross_complete: true,
             ..Final::default()
         }
     }
@@ -2201,6 +2221,19 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_whose_ledger_was_too_large_leaves_the_judgement_within_agents() {
+        let (mut links, _outs) = fleet(2);
+        links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
+        let mut big = fin(5, 2, 4, &[3_000; 4]);
+        big.cross_complete = false;
+        links[1].fin = Some(big);
+        let m = merge(&links, false).expect("merge");
+        assert!(m.cross_incomplete);
+        // Each agent's own pairs: 10 × (3 − 1) + 5 × (2 − 1).
+        assert_eq!((m.expected, m.delivered), (25, 24));
+    }
+
+    #[test]
     fn the_merge_adds_agents_exactly_and_counts_a_lost_one_up_to_its_last_report() {
         let (mut links, _outs) = fleet(3);
         links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
@@ -2212,6 +2245,7 @@ mod tests {
         assert_eq!(m.expected, 60);
         assert_eq!(m.delivered, 24);
         assert_eq!(m.delivered_cross, 0);
+        assert!(!m.cross_incomplete);
         assert_eq!(m.window.len(), 24, "histograms added");
         assert_eq!(m.connect_hist.len(), 40);
         assert_eq!(m.pacer_lag.as_ref().map(|h| h.len()), Some(2));

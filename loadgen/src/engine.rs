@@ -185,6 +185,7 @@ impl Shared {
             gone_senders: std::sync::Mutex::new(Vec::new()),
             // A sender's seqs are its schedule's points: at most rate × (warmup + measure) + 1.
             ledger: Ledger::new(
+                scenario.sender_count(),
                 (scenario.rate_per_sender * (scenario.warmup + scenario.measure).as_secs_f64())
                     .ceil() as u64
                     + 1,

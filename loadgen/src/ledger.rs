@@ -9,11 +9,15 @@
 //! over the fleet's rooms (`model::summary::expected_deliveries`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 const SHARDS: usize = 16;
+/// Most runs an agent sends (≈ 30 bytes each in its final message, far below the control
+/// protocol's line limit); a ledger that needs more is sent incomplete and says so.
+pub const MAX_RUNS: usize = 200_000;
 
 /// Per sender `(agent, index)`: receivers that got each seq (index `seq − 1`).
 type BySender = HashMap<(u32, u32), Vec<u32>>;
@@ -49,14 +53,19 @@ pub struct Ledger {
     /// Highest sequence number a sender can have (its schedule's length): a higher one is a bad
     /// frame, so a peer cannot grow the ledger without bound.
     max_seq: u64,
+    /// Most senders kept (the run's senders): a `from` beyond them is a bad frame.
+    max_senders: usize,
+    senders: AtomicUsize,
 }
 
 impl Ledger {
-    /// An empty ledger for senders of at most `max_seq` messages.
-    pub fn new(max_seq: u64) -> Ledger {
+    /// An empty ledger for at most `max_senders` senders of at most `max_seq` messages each.
+    pub fn new(max_senders: u64, max_seq: u64) -> Ledger {
         Ledger {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             max_seq,
+            max_senders: usize::try_from(max_senders).unwrap_or(usize::MAX),
+            senders: AtomicUsize::new(0),
         }
     }
 
@@ -68,6 +77,12 @@ impl Ledger {
         }
         let shard = &self.shards[(index as usize ^ agent as usize) % SHARDS];
         let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if !m.contains_key(&(agent, index))
+            && self.senders.fetch_add(1, Ordering::Relaxed) >= self.max_senders
+        {
+            self.senders.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
         let counts = m.entry((agent, index)).or_default();
         let i = (seq - 1) as usize;
         if counts.len() <= i {
@@ -77,21 +92,24 @@ impl Ledger {
         true
     }
 
-    /// Everything recorded, as runs, sorted by sender.
-    pub fn runs(&self) -> Vec<CrossRuns> {
+    /// Everything recorded, as runs sorted by sender, and whether it is all there: `false`
+    /// when it took more than [`MAX_RUNS`] runs (then the ledger is left out whole).
+    pub fn runs(&self) -> (Vec<CrossRuns>, bool) {
         let mut out = Vec::new();
+        let mut total = 0usize;
         for shard in &self.shards {
             let m = shard.lock().unwrap_or_else(|p| p.into_inner());
             for (&(agent, index), counts) in m.iter() {
-                out.push(CrossRuns {
-                    agent,
-                    index,
-                    runs: to_runs(counts),
-                });
+                let runs = to_runs(counts);
+                total += runs.len();
+                if total > MAX_RUNS {
+                    return (Vec::new(), false);
+                }
+                out.push(CrossRuns { agent, index, runs });
             }
         }
         out.sort_by_key(|c| (c.agent, c.index));
-        out
+        (out, true)
     }
 }
 
@@ -185,14 +203,14 @@ mod tests {
 
     #[test]
     fn runs_are_compact_and_exact() {
-        let l = Ledger::new(100);
+        let l = Ledger::new(4, 100);
         for seq in 1..=50 {
             for _ in 0..3 {
                 assert!(l.record(1, 7, seq));
             }
         }
         // seq 20 reached only 2 of the 3 receivers; seq 30 none of them... then 31 again.
-        let l2 = Ledger::new(100);
+        let l2 = Ledger::new(4, 100);
         for seq in 1..=50u64 {
             let n = match seq {
                 20 => 2,
@@ -203,13 +221,29 @@ mod tests {
                 l2.record(1, 7, seq);
             }
         }
-        assert_eq!(l.runs()[0].runs, vec![(1, 50, 3)]);
+        assert_eq!(l.runs().0[0].runs, vec![(1, 50, 3)]);
         assert_eq!(
-            l2.runs()[0].runs,
+            l2.runs().0[0].runs,
             vec![(1, 19, 3), (20, 1, 2), (21, 9, 3), (31, 20, 3)]
         );
         assert!(!l.record(1, 7, 101), "past the schedule: refused");
         assert!(!l.record(1, 7, 0));
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_the_ledger_past_its_bounds() {
+        let l = Ledger::new(2, 10);
+        assert!(l.record(1, 1, 1) && l.record(1, 2, 1));
+        assert!(!l.record(1, 3, 1), "a third sender in a run of two");
+        assert!(l.record(1, 1, 2), "known senders still count");
+        // Every other seq: one run each, past the cap the ledger says it is incomplete.
+        let many = Ledger::new(1, 2 * MAX_RUNS as u64 + 2);
+        for seq in (1..=2 * MAX_RUNS as u64 + 2).step_by(2) {
+            assert!(many.record(0, 0, seq));
+        }
+        let (runs, complete) = many.runs();
+        assert!(!complete && runs.is_empty());
+        assert!(l.runs().1);
     }
 
     #[test]
