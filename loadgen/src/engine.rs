@@ -768,6 +768,20 @@ struct SenderState {
     sent: u64,
 }
 
+/// Notes a message just queued by the sender of ordinal `ordinal` (seq `s.seq`, intended at
+/// `intended`): its count of what it sent (owed messages of a connection that dies) and its
+/// in-window seqs (the fleet's judgement).
+fn note_sent(shared: &Shared, ordinal: u32, s: &mut SenderState, intended: Instant) {
+    s.sent += 1;
+    let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
+    if shared.window.contains(ts) {
+        if let Some((lo, hi)) = shared.window_seqs.get(ordinal as usize) {
+            let _ = lo.compare_exchange(0, s.seq, Ordering::Relaxed, Ordering::Relaxed);
+            hi.store(s.seq, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A sender's state once sending has started (`None` before the timeline is set).
 fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState> {
     let start = *shared.send_start.get()?;
@@ -813,17 +827,15 @@ async fn send_due<T: Transport>(
         let mut text = String::new();
         s.writer.write(&mut text, s.seq, ts);
         ws.feed(Message::text(text)).await?;
-        s.sent += 1;
+        note_sent(
+            shared,
+            shared.sender_ordinal[plan.index as usize],
+            s,
+            intended,
+        );
         any = true;
         Stats::inc(&stats.counters.sent);
         if shared.window.contains(ts) {
-            if let Some((lo, hi)) = shared
-                .window_seqs
-                .get(shared.sender_ordinal[plan.index as usize] as usize)
-            {
-                let _ = lo.compare_exchange(0, s.seq, Ordering::Relaxed, Ordering::Relaxed);
-                hi.store(s.seq, Ordering::Relaxed);
-            }
             Stats::inc(&stats.counters.sent_window);
             Stats::inc(&stats.room_sent_window[room as usize]);
             if let Some(t) = &shared.loss_timeline {
