@@ -33,6 +33,7 @@ pub mod coordinator;
 pub mod engine;
 pub mod failover;
 pub mod faults;
+pub mod ledger;
 pub mod lifecycle;
 pub mod pacer;
 pub mod plan;

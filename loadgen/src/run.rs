@@ -737,6 +737,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let mut summary = summarize(&opts, ended, target_info, provenance, started_utc, failover);
     let latency = shared.stats.window_latency();
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
+    write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;
     Ok(RunReport { dir, summary })
 }
 
@@ -817,6 +818,7 @@ fn conn_counts<'a>(
             errors: st.reconnect_errors.snapshot(),
             time_us: Percentiles::of(&st.reconnect_time()),
         }),
+        dropped_in_window: Stats::get(&c.dropped_in_window),
     }
 }
 
@@ -824,10 +826,15 @@ fn conn_counts<'a>(
 fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
     let st = &shared.stats;
     let c = &st.counters;
+    let unsent = shared.unsent_in_window();
     MsgCounts {
         sent_window: Stats::get(&c.sent_window),
+        unsent_down: unsent.iter().sum(),
         expected: summary::expected_deliveries(
-            st.room_sent_window.iter().map(Stats::get),
+            st.room_sent_window
+                .iter()
+                .zip(&unsent)
+                .map(|(s, u)| Stats::get(s) + u),
             shared
                 .room_readers
                 .iter()
@@ -839,8 +846,27 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
         slow_consumers: slow,
         server_errors: st.server_errors.snapshot(),
         bad_frames: Stats::get(&c.bad_frames),
+        echoes: Stats::get(&c.echoes),
         measure_s,
     }
+}
+
+/// The file in a run folder that keeps the first frames that made no sense to the generator.
+pub const UNEXPECTED_FRAMES: &str = "unexpected_frames.txt";
+
+/// Writes the first unexpected frames (one per line, newlines escaped) into the run folder;
+/// nothing when there were none.
+pub fn write_unexpected_frames(dir: &std::path::Path, frames: &[String]) -> Result<(), RunError> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for f in frames {
+        text.push_str(&f.replace('\\', "\\\\").replace('\n', "\\n"));
+        text.push('\n');
+    }
+    chatbench_model::results::write_file_atomic(&dir.join(UNEXPECTED_FRAMES), text.as_bytes())?;
+    Ok(())
 }
 
 /// The summary of a one-process run: its status, self-check and notes, and the figures.
@@ -1022,8 +1048,8 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     let c = &s.connections;
     let _ = writeln!(
         out,
-        "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}",
-        c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server
+        "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}, dropped by the server mid-window {}",
+        c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server, c.dropped_in_window
     );
     if let Some(r) = &c.reconnect {
         let _ = writeln!(
@@ -1049,8 +1075,36 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
         m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
     );
+    if m.unsent_down > 0 {
+        let _ = writeln!(
+            out,
+            "  unsent      {} messages fell due on connections the server had dropped (counted as lost to every reader)",
+            m.unsent_down
+        );
+    }
+    if m.bad_frames > 0 || !m.server_errors.is_empty() {
+        let saved = dir.join(UNEXPECTED_FRAMES);
+        let _ = writeln!(
+            out,
+            "  frames      bad {}  server errors {:?}{}",
+            m.bad_frames,
+            m.server_errors,
+            if saved.exists() {
+                format!("  (first bad frames in {})", saved.display())
+            } else {
+                String::new()
+            }
+        );
+    }
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
+    if m.echoes > 0 {
+        let _ = writeln!(
+            out,
+            "  echoes      {} (messages the server sent back to their own sender: not deliveries, not in the latency)",
+            fig("echoes")
+        );
+    }
     if let Some(l) = &s.latency_us {
         let _ = writeln!(
             out,
@@ -1115,7 +1169,7 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
     for a in &d.agents {
         let _ = writeln!(
             out,
-            "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+            "  agent {:<4}  {} pid {}: {}/{} ready, own senders' deliveries {}/{} expected, clock offset {} µs (±{} µs){}",
             a.agent,
             a.address,
             a.pid,
@@ -1128,6 +1182,16 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
             if a.complete { "" } else { "  LOST" }
         );
     }
+    let _ = writeln!(
+        out,
+        "  across agents {} deliveries judged (in `delivered`){}",
+        d.delivered_cross_agent,
+        match d.clock_error_us {
+            Some(0) => ", timed on this host's one clock".to_string(),
+            Some(e) => format!(", timed with the measured clock offsets: latency error ≤ {e} µs"),
+            None => String::new(),
+        }
+    );
     for f in &d.faults {
         let _ = writeln!(
             out,

@@ -332,6 +332,17 @@ pub const CATALOGUE: &[Figure] = &[
         gated: false,
     },
     Figure {
+        key: "echoes",
+        label: "echoes",
+        unit: "messages",
+        better: Better::Lower,
+        read: |s| Some(s.messages.echoes as f64),
+        source: "messages.echoes",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
+    Figure {
         key: "server_cpu_cores",
         label: "server CPU",
         unit: "cores",
