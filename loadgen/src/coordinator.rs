@@ -567,7 +567,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     stop_locals(std::mem::take(&mut fleet.locals)).await;
     provenance.finish();
     let host_after = sampler::sample_host().ok();
-    let mut merged = merge(&ctl.links, scenario.reconnects())?;
+    // Echoes never cross agents (each sender is its own room's only reader): each agent's own
+    // judgement is the whole of it, and the fleet-wide room sums do not apply.
+    let across = scenario.session_profile().fanout() == chatbench_model::profile::Fanout::Room;
+    let mut merged = merge(&ctl.links, scenario.reconnects(), across)?;
     let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
@@ -1434,7 +1437,8 @@ impl Merged {
 }
 
 /// Merges the agents' figures (see [`Merged`]).
-fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
+/// `across`: judge deliveries between agents too ([`judge_fleet`]); false for the echo fan-out.
+fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, RunError> {
     let mut m = Merged::new();
     let mut reconnect_parts: Vec<&control::AgentReconnect> = Vec::new();
     for l in links {
@@ -1492,7 +1496,9 @@ fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
     if reconnects {
         m.reconnect = merge_reconnect(&reconnect_parts).map_err(bad_hist)?;
     }
-    judge_fleet(&mut m, links);
+    if across {
+        judge_fleet(&mut m, links);
+    }
     Ok(m)
 }
 
@@ -2227,7 +2233,7 @@ mod tests {
         let mut big = fin(5, 2, 4, &[3_000; 4]);
         big.cross_complete = false;
         links[1].fin = Some(big);
-        let m = merge(&links, false).expect("merge");
+        let m = merge(&links, false, true).expect("merge");
         assert!(m.cross_incomplete);
         // Each agent's own pairs: 10 × (3 − 1) + 5 × (2 − 1).
         assert_eq!((m.expected, m.delivered), (25, 24));
@@ -2239,7 +2245,7 @@ mod tests {
         links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
         links[1].fin = Some(fin(5, 2, 4, &[3_000; 4]));
         links[2].connected = Some(15);
-        let m = merge(&links, false).expect("merge");
+        let m = merge(&links, false, true).expect("merge");
         // The loss formula over the fleet's room: (10 + 5) due × (3 + 2 readers − 1); the
         // agents report no deliveries across agents here.
         assert_eq!(m.expected, 60);
@@ -2261,7 +2267,7 @@ mod tests {
         let mut bad = fin(1, 2, 1, &[1]);
         bad.window_latency = "not base64!".into();
         links[0].fin = Some(bad);
-        assert!(merge(&links, false).is_err());
+        assert!(merge(&links, false, true).is_err());
     }
 
     #[test]
@@ -2269,7 +2275,7 @@ mod tests {
         let (mut links, _outs) = fleet(2);
         links[0].fin = Some(fin(10, 3, 20, &[1_000]));
         links[1].fin = Some(fin(10, 3, 20, &[1_000]));
-        let whole = merge(&links, false).expect("merge");
+        let whole = merge(&links, false, true).expect("merge");
         let (status, invalid) = verdict(&whole, &[], false, true, 4);
         assert_eq!(status, RunStatus::Complete);
         assert!(invalid.is_empty(), "{invalid:?}");
@@ -2282,7 +2288,7 @@ mod tests {
         let (_, invalid) = verdict(&whole, &[], false, false, 1);
         assert!(invalid.is_empty(), "{invalid:?}");
         links[1].fin = None;
-        let partial = merge(&links, false).expect("merge");
+        let partial = merge(&links, false, true).expect("merge");
         let fault = AgentFault {
             agent: 1,
             address: "127.0.0.1:7001".into(),
@@ -2298,7 +2304,7 @@ mod tests {
             "{invalid:?}"
         );
         links[0].fin = None;
-        let none = merge(&links, false).expect("merge");
+        let none = merge(&links, false, true).expect("merge");
         assert_eq!(verdict(&none, &[], false, true, 4).0, RunStatus::Failed);
     }
 
