@@ -174,8 +174,10 @@ async fn conn(
             got = read.next() => {
                 let Some(Ok(Message::Text(text))) = got else { break };
                 if !on_frame(&text, me, fault, &rooms, &seen, &tx) {
+                    // Stay alive until the accept loop cuts every task at once: ending here
+                    // would let it reap this task first and count one connection short.
                     let _ = die.send(true);
-                    break;
+                    std::future::pending::<()>().await;
                 }
             }
         }
