@@ -60,6 +60,7 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         "cpu_cores",
         "cpu_us_per_delivery",
         "fault_blast_radius",
+        "slowloris_available",
         "scaling_delivered_per_s",
         "scaling_p99_ms",
         "scaling_cpu_us_per_delivery",
@@ -245,10 +246,10 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // The measured questions per architecture (the figure catalogue's table rows and the fault
-    // row: ten), each a traced number or an explained invalid, and the three scaling and three
-    // node-loss rows of the cluster column.
-    let questions = chatbench_model::figures::table().count() + 1;
+    // The measured questions per architecture (the figure catalogue's table rows, the fault
+    // row and the slowloris row), each a traced number or an explained invalid, and the three
+    // scaling and three node-loss rows of the cluster column.
+    let questions = chatbench_model::figures::table().count() + 2;
     assert_eq!(
         traced + invalid,
         questions * archs.split(',').count() + 6,

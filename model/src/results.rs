@@ -210,6 +210,10 @@ pub struct ConnectionStats {
     /// What the reconnect policy did (scenario `[reconnect]`); absent when it was off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<ReconnectStats>,
+    /// Silent sockets (scenario `silent_connections`, slowloris) the generator opened before
+    /// the ramp and held through the run; absent when the scenario had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent: Option<u64>,
 }
 
 /// The reconnect policy's counts over the whole run.

@@ -271,6 +271,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             ramp_held_s: conns.ramp_held_s,
             connect_time_us: Percentiles::of(conns.connect_time),
             reconnect: conns.reconnect,
+            silent: None,
         },
         messages: MessageStats {
             sent: msgs.sent_window,
