@@ -4,8 +4,8 @@
 #   scripts/fuzz.sh TARGET SECONDS [OUT]   one campaign of TARGET for SECONDS (wall clock) under
 #                                          nice -n 19, findings in OUT (default
 #                                          target/fuzz/TARGET); exits 1 if it found a crash
-#   scripts/fuzz.sh minimize TARGET OUT    afl-cmin of OUT's queue and the committed corpus into
-#                                          fuzz/corpus/TARGET (seed-* and crash-* inputs kept)
+#   scripts/fuzz.sh minimize TARGET OUT    OUT's queue entries that found new edges into
+#                                          fuzz/corpus/TARGET as min-* (seed-*, crash-* kept)
 #   scripts/fuzz.sh stats OUT              executions, corpus, edges and crashes of a campaign
 #   scripts/fuzz.sh build                  only build the instrumented driver
 #
@@ -13,13 +13,14 @@
 # chatbench-fuzz` replays fuzz/corpus/ through the same functions without AFL. Needs cargo-afl
 # (`cargo install cargo-afl`, then `cargo afl config --build` once). The driver is built into
 # its own target directory (FUZZ_TARGET_DIR, default ${CARGO_TARGET_DIR:-target}/afl) because
-# its instrumentation flags differ from every other build's.
+# its instrumentation flags differ from every other build's; FUZZ_BIN=PATH uses an already
+# built driver instead (e.g. to minimize the queue of a campaign still running on it).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 targets="protocol frame http wire control scenario"
 target_dir="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/afl}"
-bin="$target_dir/release/chatbench-fuzz"
+bin="${FUZZ_BIN:-$target_dir/release/chatbench-fuzz}"
 
 die() {
   echo "error: $*" >&2
@@ -27,7 +28,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -36,6 +37,7 @@ known() {
 }
 
 build() {
+  [[ -z "${FUZZ_BIN:-}" ]] || { [[ -x "$FUZZ_BIN" ]] || die "FUZZ_BIN=$FUZZ_BIN: not an executable"; return 0; }
   cargo afl --version >/dev/null 2>&1 ||
     die "cargo-afl is missing: cargo install cargo-afl && cargo afl config --build"
   (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo afl build --release --quiet \
@@ -84,22 +86,19 @@ minimize() {
   local target="$1" out="$2" corpus="$root/fuzz/corpus/$1"
   known "$target"
   [[ -d "$out/default/queue" ]] || die "$out/default/queue: no campaign there"
-  build
-  local all min
-  all=$(mktemp -d)
-  min=$(mktemp -d)
-  cp "$out"/default/queue/id:* "$corpus"/* "$all"/
-  AFL_SKIP_CPUFREQ=1 cargo afl cmin -i "$all" -o "$min" -- "$bin" "$target" >/dev/null
-  # Inputs named by content, so re-minimizing gives stable names and git diffs.
-  # (seed-* and crash-* inputs stay as they are, and are not copied twice).
+  # The queue entries that each found a new edge (AFL names them `+cov`): together they cover
+  # every edge the campaign reached. (afl-cmin would cut further, but its afl-showmap cannot run
+  # afl.rs's shared-memory persistent driver outside afl-fuzz: it stops itself, SIGSTOP.)
+  # Inputs named by content, so re-minimizing gives stable names and git diffs; seed-* and
+  # crash-* inputs stay as they are, and are not copied twice.
   find "$corpus" -type f -name 'min-*' -delete
-  local kept sum
+  local kept sum f
   kept=$(find "$corpus" -type f -exec sha1sum {} + | cut -c1-40)
-  for f in "$min"/*; do
+  for f in "$out"/default/queue/id:*+cov*; do
+    [[ -f "$f" ]] || continue
     sum=$(sha1sum "$f" | cut -c1-40)
     grep -qx "$sum" <<<"$kept" || cp "$f" "$corpus/min-${sum:0:16}"
   done
-  rm -rf "$all" "$min"
   echo "$target: $(find "$corpus" -type f | wc -l) inputs in $corpus"
 }
 

@@ -1,6 +1,8 @@
 //! The short run of the fuzz targets in the test command: every committed input under
-//! `fuzz/corpus/TARGET/` (seeds and the fuzzer's minimized corpus, crashes it found included
-//! once fixed) replayed through its target. A target without a corpus fails the test.
+//! `fuzz/corpus/TARGET/` replayed through its target — `seed-*` (written by hand), `min-*` (the
+//! campaigns' inputs that found new edges), `crash-*` (crashes found, kept once fixed) and
+//! `hang-*` (inputs AFL timed out on, on a loaded machine; they must stay fast). A target
+//! without a corpus fails the test.
 
 use std::path::Path;
 
