@@ -1734,6 +1734,7 @@ read_buffer_size = 8192
                 4,
                 "reconnect.deadline",
             ),
+            ("silent_connections = 100001\n", 3, "at most 100000"),
         ] {
             let text = format!("name = \"m\"\nconnections = 2\n{text}");
             let (e, msg) = err(&text);
@@ -1747,7 +1748,8 @@ read_buffer_size = 8192
         // The bounds themselves are accepted.
         parse(
             "name = \"m\"\nconnections = 2\nrooms = 1\nmembers_per_room = 2\n\
-             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n",
+             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n\
+             silent_connections = 100000\n",
         )
         .expect("at the bounds");
     }
