@@ -770,7 +770,8 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
 
 /// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
 /// fault-injection frame, their poison rows measured: one crashing connection process takes no
-/// other connection with it.
+/// other connection with it. elixir-cluster gets the cluster columns' scaling and node-loss
+/// steps, and the shipped claims are judged.
 #[test]
 fn the_elixir_peer_gets_a_column_with_its_poison_row() {
     let elixir = Command::new("elixir")
@@ -820,6 +821,7 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
                 || key.starts_with("scaling_")
                 || key.starts_with("node_loss_")
             {
+                // Checked below for the cluster column.
                 continue;
             }
             if cell["status"] == "invalid" || cell["status"] == "not_measured" {
@@ -850,6 +852,48 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
             "{peer}: the poison row was measured: {measured:?}"
         );
     }
+    // elixir-cluster is a cluster column: scaling over 1, 2 and 4 nodes, and one node
+    // SIGKILLed with every one of its clients back on the others.
+    let cell = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("row {key}"))["cells"]["elixir-cluster"]
+            .clone()
+    };
+    let scaling = cell("scaling_delivered_per_s");
+    let display = scaling["display"].as_str().expect("display");
+    for n in ["1 node:", "2 nodes:", "4 nodes:"] {
+        assert!(display.contains(n), "{scaling}");
+    }
+    assert!(!display.contains("failed"), "{scaling}");
+    let back = cell("node_loss_all_back_ms");
+    assert!(back["value"].is_number(), "{back}");
+    let src = dir.join(back["source"].as_str().expect("source"));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
+    let f = &s["failover"];
+    assert_eq!(f["all_back"], true, "{f}");
+    assert_eq!(f["reconnects"], f["clients_on_node"], "{f}");
+    assert_eq!(
+        f["restarts"], 0,
+        "a killed Elixir node is not restarted: {f}"
+    );
+    // The shipped claims are judged: the comparison has their Elixir columns.
+    assert_eq!(
+        c["claims"]["file"], "claims/elixir-vs-node.toml",
+        "{}",
+        c["claims"]
+    );
+    let judged = c["claims"]["judged"].as_array().expect("judged");
+    let crash = judged
+        .iter()
+        .find(|j| j["id"] == "elixir-crash-isolated" && j["column"] == "elixir")
+        .expect("the crash claim");
+    assert!(
+        matches!(crash["verdict"].as_str(), Some("holds" | "not_judgeable")),
+        "{crash}"
+    );
+    assert!(md.contains("## Claims"), "{md}");
 }
 
 /// `report` on a folder that is not there, or on a single run's folder, is an input error
@@ -884,6 +928,65 @@ fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("is a run folder") && err.contains("report RUN_A RUN_B"),
+        "{err}"
+    );
+}
+
+/// `report DIR --claims FILE` judges a user's claims against the folder's comparison: the
+/// section heads comparison.md and goes into comparison.json; a malformed file is an input
+/// error (exit 2) naming the claim and the fix, before anything is written.
+#[test]
+fn report_judges_a_users_claims_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = hostile_comparison(root.path());
+    let claims = root.path().join("design-doc.toml");
+    std::fs::write(
+        &claims,
+        "[[claim]]\nid = \"p99\"\ntext = \"p99 under 100 ms at 2,000 users\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"ms\"\n\n\
+         [[claim]]\nid = \"kib\"\ntext = \"under 1 KiB per connection\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"memory_user_per_conn\"\nop = \"<\"\nvalue = 1.0\nunit = \"KiB\"\n",
+    )
+    .expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path"), "--claims"])
+        .arg(&claims)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(dir.join("comparison.md")).expect("comparison.md");
+    let at = md.find("## Claims").expect("a Claims section");
+    assert!(at < md.find("| question |").expect("table"), "{md}");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
+            .expect("json");
+    let judged = c["claims"]["judged"].as_array().expect("judged");
+    assert_eq!(judged.len(), 2, "{judged:?}");
+    assert_eq!(judged[0]["verdict"], "holds", "{}", judged[0]);
+    assert_eq!(judged[1]["verdict"], "refuted", "{}", judged[1]);
+    assert!(
+        judged[1]["ratio"].as_f64().is_some_and(|r| r > 1.0),
+        "{}",
+        judged[1]
+    );
+
+    std::fs::write(
+        &claims,
+        "[[claim]]\nid = \"bad\"\ntext = \"t\"\nsource = \"s\"\ncolumns = [\"task-per-conn\"]\n\
+         figure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"µs\"\n",
+    )
+    .expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path"), "--claims"])
+        .arg(&claims)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("claim 1 (bad)") && err.contains("cells are in ms"),
         "{err}"
     );
 }

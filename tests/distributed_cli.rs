@@ -218,14 +218,21 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     assert!(agents.iter().all(|a| a["complete"] == true), "{d:#}");
     assert_eq!(sum(agents, "planned"), 120);
     assert_eq!(s["connections"]["ready"], 120, "{s:#}");
-    // Judged deliveries (each agent's messages to its own receivers): exact, and the totals
-    // are the agents' sums.
+    // Every delivery judged, within and across agents: exact, every room's 19 other members on
+    // whichever agent; each agent's own pairs (`agents[].expected`) are part of it.
     let m = &s["messages"];
     assert_eq!(m["lost"], 0, "{m:#}");
     assert_eq!(m["delivered"], m["expected"], "{m:#}");
-    assert_eq!(m["expected"].as_u64(), Some(sum(agents, "expected")));
     assert_eq!(m["sent"].as_u64(), Some(sum(agents, "sent")));
-    assert!(m["sent"].as_u64().expect("sent") > 0);
+    let sent = m["sent"].as_u64().expect("sent");
+    assert!(sent > 0);
+    assert_eq!(m["expected"].as_u64(), Some(sent * 19), "{m:#}");
+    let cross = d["delivered_cross_agent"].as_u64().expect("cross");
+    assert_eq!(
+        m["delivered"].as_u64(),
+        Some(sum(agents, "delivered") + cross),
+        "{d:#}"
+    );
     // Senders spread over the agents (3 per room, rooms rotate).
     assert!(agents.iter().all(|a| a["sent"].as_u64() > Some(0)), "{d:#}");
     // The merged histogram holds exactly the agents' samples, one per judged delivery.
@@ -235,7 +242,19 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
         .map(|a| a["latency_us"]["count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(merged, per_agent);
-    assert_eq!(Some(merged), m["delivered"].as_u64());
+    // Deliveries across agents are timed too, on this host's one clock (`clock_error_us` 0):
+    // one sample per judged delivery, but for a message whose intended time falls within the
+    // few µs by which two agents' window edges can differ.
+    assert_eq!(d["clock_error_us"], 0, "{d:#}");
+    let delivered = m["delivered"].as_u64().expect("delivered");
+    assert!(
+        merged.abs_diff(delivered) <= 2,
+        "{merged} samples for {delivered} deliveries"
+    );
+    assert!(
+        merged > sum(agents, "delivered"),
+        "cross-agent deliveries timed"
+    );
     assert_eq!(hgrm_total(&run_dir), merged);
     // Every delivery across agents: all-phase sends × 19 other members, which is also what the
     // server says it forwarded.

@@ -453,15 +453,15 @@ fn fake_phoenix_server_answers_the_recorded_conversation() {
 fn elixir_peer_answers_the_recorded_phoenix_conversation() {
     require_elixir();
     let peers = root().join("servers/peers");
-    let (program, args) = chatbench_loadgen::peers::Peer::Elixir
+    let (program, args) = chatbench_harness::peers::Peer::Elixir
         .command_with(&peers, &[], &[])
         .unwrap_or_else(|e| panic!("cannot start the elixir peer: {e}"));
-    let server = chatbench_loadgen::launcher::ServerChild::start_command(&program, &args, &[])
+    let server = chatbench_harness::launcher::ServerChild::start_command(&program, &args, &[])
         .unwrap_or_else(|e| panic!("the elixir peer did not start: {e}"));
     play_recorded(server.addr);
     let (how, tail) = server.stop(std::time::Duration::from_secs(5));
     assert!(
-        matches!(how, chatbench_loadgen::launcher::StopOutcome::Terminated(_)),
+        matches!(how, chatbench_harness::launcher::StopOutcome::Terminated(_)),
         "{how}\n{tail}"
     );
 }

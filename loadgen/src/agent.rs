@@ -635,7 +635,11 @@ impl AgentRun {
                 )));
             }
             if let Some(ready) = self.end_connect(now) {
-                link.send(&FromAgent::Connected { ready }).await?;
+                link.send(&FromAgent::Connected {
+                    ready,
+                    epoch_unix_us: self.engine.shared().epoch_unix_us,
+                })
+                .await?;
             }
             if self.advance(now) {
                 return Ok(End::Report { interrupted: false });
@@ -676,9 +680,11 @@ impl AgentRun {
                     })
                     .await?
                 }
-                ToAgent::Go { start_unix_us }
-                    if self.edges.is_none() && self.engine.phase() == Phase::Settle =>
-                {
+                ToAgent::Go {
+                    start_unix_us,
+                    epochs_us,
+                } if self.edges.is_none() && self.engine.phase() == Phase::Settle => {
+                    let _ = self.engine.shared().peer_epochs.set(epochs_us);
                     self.go(start_unix_us)
                 }
                 ToAgent::Stop => {
@@ -723,6 +729,7 @@ impl AgentRun {
         let Reaped { pacer, panicked } = reaped;
         let shared = self.engine.shared();
         let st = &shared.stats;
+        let (cross, cross_complete) = shared.ledger.runs();
         let c = &st.counters;
         Ok(Final {
             planned: self.engine.planned(),
@@ -751,6 +758,13 @@ impl AgentRun {
             duplicated: Stats::get(&c.duplicated),
             late: Stats::get(&c.late),
             bad_frames: Stats::get(&c.bad_frames),
+            echoes: Stats::get(&c.echoes),
+            room_unsent_window: shared.unsent_in_window(),
+            dropped_in_window: Stats::get(&c.dropped_in_window),
+            unexpected_frames: st.unexpected_frames(),
+            sender_windows: shared.sender_windows(),
+            cross,
+            cross_complete,
             room_sent_window: st.room_sent_window.iter().map(Stats::get).collect(),
             room_delivered_window: st.room_delivered_window.iter().map(Stats::get).collect(),
             room_readers: shared

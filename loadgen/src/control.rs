@@ -227,6 +227,11 @@ pub enum ToAgent {
     Go {
         /// Start of warmup.
         start_unix_us: i64,
+        /// Every agent's engine epoch (time zero of its `ts`) in this agent's wall clock, by
+        /// agent id (0: unknown): what times deliveries across agents. On one host the agents
+        /// share `CLOCK_REALTIME`, so no offset is applied; across hosts, the measured offsets.
+        #[serde(default)]
+        epochs_us: Vec<i64>,
     },
     /// End now (early), report, close.
     Stop,
@@ -305,6 +310,29 @@ pub struct Final {
     pub late: u64,
     /// Frames that did not parse.
     pub bad_frames: u64,
+    /// In-window echoes (messages delivered back to their own sender), counted apart.
+    #[serde(default)]
+    pub echoes: u64,
+    /// Per room: in-window messages that fell due on this agent's senders' connections while
+    /// they were down (owed like the sent ones).
+    #[serde(default)]
+    pub room_unsent_window: Vec<u64>,
+    /// Connections the server closed or broke during the window.
+    #[serde(default)]
+    pub dropped_in_window: u64,
+    /// The first frames that made no sense (bounded in number and length).
+    #[serde(default)]
+    pub unexpected_frames: Vec<String>,
+    /// This agent's senders' in-window sequence numbers.
+    #[serde(default)]
+    pub sender_windows: Vec<crate::ledger::SenderWindow>,
+    /// What this agent's receivers got from other agents' senders, as runs.
+    #[serde(default)]
+    pub cross: Vec<crate::ledger::CrossRuns>,
+    /// Whether `cross` is all this agent's receivers got (false: too many runs to send, left
+    /// out; the coordinator then judges each agent's own pairs only).
+    #[serde(default)]
+    pub cross_complete: bool,
     /// Per room: window messages sent by this agent.
     pub room_sent_window: Vec<u64>,
     /// Per room: window deliveries of this agent's messages to this agent's receivers.
@@ -399,6 +427,10 @@ pub enum FromAgent {
     Connected {
         /// Connections ready.
         ready: u64,
+        /// The engine's epoch (time zero of this agent's `ts`) on this agent's wall clock, µs
+        /// since the Unix epoch.
+        #[serde(default)]
+        epoch_unix_us: i64,
     },
     /// Once a second.
     Tick(Box<Tick>),

@@ -31,11 +31,14 @@ use crate::control::{
     ToAgent, CONTROL_VERSION, STALL_LIMIT,
 };
 use crate::engine::Phase;
+use crate::ledger;
 use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
-use crate::run::{parse_targets, self_check, RunError, RunOptions, RunReport, SelfCheck};
+use crate::run::{
+    parse_targets, self_check, write_unexpected_frames, RunError, RunOptions, RunReport, SelfCheck,
+};
 use crate::target::Target;
 use crate::{sampler, sys};
 use chatbench_model::hist::new_hist;
@@ -195,6 +198,8 @@ struct AgentLink {
     planned: u64,
     last_heard: Instant,
     connected: Option<u64>,
+    /// Its engine's epoch on its wall clock (from its barrier message; 0: not told).
+    epoch_unix_us: i64,
     last_tick: Option<Tick>,
     fin: Option<Final>,
     lost: bool,
@@ -214,6 +219,7 @@ impl AgentLink {
             planned: 0,
             last_heard: Instant::now(),
             connected: None,
+            epoch_unix_us: 0,
             last_tick: None,
             fin: None,
             lost: false,
@@ -550,6 +556,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     }
     let links = std::mem::take(&mut fleet.links);
     let mut ctl = Control::new(links, &scenario, Instant::now(), progress);
+    ctl.same_host = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
     let mut interrupt = ropts.interrupt.clone();
     ctl.interrupted = *interrupt.borrow();
     control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
@@ -567,11 +574,22 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     stop_locals(std::mem::take(&mut fleet.locals)).await;
     provenance.finish();
     let host_after = sampler::sample_host().ok();
-    let merged = merge(&ctl.links, scenario.reconnects())?;
+    // Echoes never cross agents (each sender is its own room's only reader): each agent's own
+    // judgement is the whole of it, and the fleet-wide room sums do not apply.
+    let across = scenario.session_profile().fanout() == chatbench_model::profile::Fanout::Room;
+    let mut merged = merge(&ctl.links, scenario.reconnects(), across)?;
     let local = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
     notes.insert(0, fleet_note(ctl.links.len()));
+    if merged.cross_incomplete {
+        notes.push(format!(
+            "an agent's record of deliveries across agents needed more than {} runs (much loss): \
+             loss is judged within each agent only (messages.expected and delivered count each \
+             agent's own senders to its own receivers)",
+            ledger::MAX_RUNS
+        ));
+    }
     if !merged.panicked.is_empty() {
         notes.insert(
             1,
@@ -622,8 +640,10 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         source_addrs: std::mem::take(&mut fleet.source_addrs),
         affinity,
     };
+    let unexpected = std::mem::take(&mut merged.totals.unexpected_frames);
     let (mut summary, window) = fleet_summary(summary_in, &ctl, merged, verdict, target_figures);
     let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window)?;
+    write_unexpected_frames(&dir, &unexpected)?;
     Ok(RunReport { dir, summary })
 }
 
@@ -893,6 +913,8 @@ struct Control {
     planned: u64,
     reconnects: bool,
     progress: Progress,
+    /// Whether every agent runs on this host (local agents): one wall clock.
+    same_host: bool,
 }
 
 impl Control {
@@ -928,7 +950,43 @@ impl Control {
             planned: all,
             reconnects: scenario.reconnects(),
             progress,
+            same_host: false,
         }
+    }
+
+    /// Every agent's epoch in agent `j`'s wall clock, by agent id (0: not told). Agents on
+    /// this host share its `CLOCK_REALTIME`: no offset (a pinged offset would only add its
+    /// noise). Across hosts: `epoch_i − offset_i + offset_j` (offset = agent − coordinator).
+    fn epochs_for(&self, j: usize) -> Vec<i64> {
+        let mut by_id = vec![
+            0i64;
+            self.links
+                .iter()
+                .map(|l| l.id as usize + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        let off_j = if self.same_host {
+            0
+        } else {
+            self.links[j].offset_us
+        };
+        for l in self.links.iter().filter(|l| l.epoch_unix_us != 0) {
+            let off_i = if self.same_host { 0 } else { l.offset_us };
+            by_id[l.id as usize] = l.epoch_unix_us - off_i + off_j;
+        }
+        by_id
+    }
+
+    /// The error bound of cross-agent latencies, µs: 0 on one host (one clock); across hosts,
+    /// the widest pair's half round trips added (each offset is known to ± half its ping's).
+    fn clock_error_us(&self) -> u64 {
+        if self.same_host {
+            return 0;
+        }
+        let mut rtts: Vec<u64> = self.links.iter().map(|l| l.rtt_us).collect();
+        rtts.sort_unstable_by(|a, b| b.cmp(a));
+        rtts.iter().take(2).map(|r| r.div_ceil(2)).sum()
     }
 
     /// Seconds since the start, to the millisecond.
@@ -1043,6 +1101,7 @@ impl Control {
             }
             let go = ToAgent::Go {
                 start_unix_us: start_coord_us + l.offset_us,
+                epochs_us: self.epochs_for(i),
             };
             if let Err(e) = l.post(go) {
                 self.lose(i, now, format!("could not be told to start: {e}"));
@@ -1171,7 +1230,13 @@ impl Control {
                 }
                 l.last_tick = Some(*t);
             }
-            Ok(FromAgent::Connected { ready }) => l.connected = Some(ready),
+            Ok(FromAgent::Connected {
+                ready,
+                epoch_unix_us,
+            }) => {
+                l.connected = Some(ready);
+                l.epoch_unix_us = epoch_unix_us;
+            }
             Ok(FromAgent::Done(f)) => l.fin = Some(*f),
             Ok(FromAgent::Pong { .. }) => {}
             Ok(FromAgent::Refused { reason }) => self.lose(i, heard, format!("gave up: {reason}")),
@@ -1262,6 +1327,12 @@ struct Merged {
     totals: Final,
     expected: u64,
     delivered: u64,
+    /// In-window messages that fell due on downed connections (in `expected`).
+    unsent_down: u64,
+    /// Of `delivered`, the deliveries across agents.
+    delivered_cross: u64,
+    /// An agent's ledger was too large to send: loss judged within agents only.
+    cross_incomplete: bool,
     /// The longest window an agent ran.
     measure_s: f64,
     /// Each agent's CPU cores over the window, with the CPUs it may use.
@@ -1292,6 +1363,9 @@ impl Merged {
             totals: Final::default(),
             expected: 0,
             delivered: 0,
+            unsent_down: 0,
+            delivered_cross: 0,
+            cross_incomplete: false,
             measure_s: 0.0,
             agent_cores: Vec::new(),
             rss_per_conn: Vec::new(),
@@ -1307,8 +1381,13 @@ impl Merged {
     /// Adds one agent's final figures; returns its expected and delivered messages and its
     /// latency percentiles.
     fn add_final(&mut self, f: &Final) -> Result<(u64, u64, Option<Percentiles>), RunError> {
+        // Rooms with no unsent messages (or an agent that does not report them) add 0.
+        let unsent = |r: usize| f.room_unsent_window.get(r).copied().unwrap_or(0);
         let exp = summary::expected_deliveries(
-            f.room_sent_window.iter().copied(),
+            f.room_sent_window
+                .iter()
+                .enumerate()
+                .map(|(r, s)| s + unsent(r)),
             f.room_readers.iter().copied(),
         );
         let del = f.room_delivered_window.iter().sum();
@@ -1324,6 +1403,7 @@ impl Merged {
         }
         self.expected += exp;
         self.delivered += del;
+        self.unsent_down += f.room_unsent_window.iter().sum::<u64>();
         self.measure_s = self.measure_s.max(f.measure_s);
         if let Some(c) = f.cpu_cores_measure {
             self.agent_cores.push((c, f.cpus));
@@ -1346,6 +1426,13 @@ impl Merged {
         t.duplicated += f.duplicated;
         t.late += f.late;
         t.bad_frames += f.bad_frames;
+        t.echoes += f.echoes;
+        t.dropped_in_window += f.dropped_in_window;
+        for frame in &f.unexpected_frames {
+            if t.unexpected_frames.len() < crate::stats::MAX_UNEXPECTED {
+                t.unexpected_frames.push(frame.clone());
+            }
+        }
         t.slow += f.slow;
         Ok((exp, del, Percentiles::of(&w)))
     }
@@ -1357,7 +1444,8 @@ impl Merged {
 }
 
 /// Merges the agents' figures (see [`Merged`]).
-fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
+/// `across`: judge deliveries between agents too ([`judge_fleet`]); false for the echo fan-out.
+fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, RunError> {
     let mut m = Merged::new();
     let mut reconnect_parts: Vec<&control::AgentReconnect> = Vec::new();
     for l in links {
@@ -1415,7 +1503,56 @@ fn merge(links: &[AgentLink], reconnects: bool) -> Result<Merged, RunError> {
     if reconnects {
         m.reconnect = merge_reconnect(&reconnect_parts).map_err(bad_hist)?;
     }
+    if across {
+        judge_fleet(&mut m, links);
+    }
     Ok(m)
+}
+
+/// Every in-window delivery of the agents that reported, judged across agents too
+/// ([`ledger::reconcile`]): expected over each room's readers on every agent, delivered within
+/// and across agents. Replaces the per-agent sums, which judge only each agent's own pairs.
+fn judge_fleet(m: &mut Merged, links: &[AgentLink]) {
+    let due: Vec<(u32, Vec<u64>)> = links
+        .iter()
+        .filter_map(|l| {
+            let f = l.fin.as_ref()?;
+            let unsent = |r: usize| f.room_unsent_window.get(r).copied().unwrap_or(0);
+            Some((
+                l.id,
+                f.room_sent_window
+                    .iter()
+                    .enumerate()
+                    .map(|(r, s)| s + unsent(r))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let books: Vec<ledger::AgentBooks<'_>> = links
+        .iter()
+        .filter_map(|l| l.fin.as_ref().map(|f| (l.id, f)))
+        .zip(&due)
+        .map(|((agent, f), (_, room_due))| ledger::AgentBooks {
+            agent,
+            room_due,
+            room_readers: &f.room_readers,
+            room_delivered_own: &f.room_delivered_window,
+            senders: &f.sender_windows,
+            cross: &f.cross,
+        })
+        .collect();
+    if links
+        .iter()
+        .any(|l| l.fin.as_ref().is_some_and(|f| !f.cross_complete))
+    {
+        // Some agent's ledger was too large to send: each agent's own pairs stay the judgement.
+        m.cross_incomplete = true;
+        return;
+    }
+    let judged = ledger::reconcile(&books);
+    m.expected = judged.expected;
+    m.delivered = judged.delivered;
+    m.delivered_cross = judged.delivered_cross;
 }
 
 /// The verdict on a fleet's run: its status, and why it is invalid. Local agents share this
@@ -1477,7 +1614,8 @@ fn verdict(
 /// The note every fleet's summary carries: how its latency, loss and deliveries are counted.
 fn fleet_note(agents: usize) -> String {
     format!(
-        "{agents} agents; latency and loss are judged per agent (a receiver times and checks only messages from its own agent: one clock); \
+        "{agents} agents; every delivery is judged, across agents too (loss by sequence number, reconciled by the coordinator: \
+         `distributed.delivered_cross_agent`; latency across agents on the agents' wall clocks, error bound `distributed.clock_error_us`); \
          `distributed.agents[].delivered_all` counts every delivery, across agents, and \
          `distributed.delivered_window_all` those of the window (CPU per delivery divides by it)"
     )
@@ -1636,6 +1774,7 @@ fn fleet_summary(
             ramp_held_s: totals.ramp_held_us as f64 / 1e6,
             connect_time: &m.connect_hist,
             reconnect: m.reconnect,
+            dropped_in_window: totals.dropped_in_window,
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
@@ -1646,6 +1785,8 @@ fn fleet_summary(
             slow_consumers: totals.slow,
             server_errors: totals.server_errors,
             bad_frames: totals.bad_frames,
+            echoes: totals.echoes,
+            unsent_down: m.unsent_down,
             measure_s,
         },
         latency: &m.window,
@@ -1657,6 +1798,8 @@ fn fleet_summary(
             faults: ctl.faults.clone(),
             partial: m.partial,
             delivered_window_all: m.delivered_window_all,
+            delivered_cross_agent: m.delivered_cross,
+            clock_error_us: Some(ctl.clock_error_us()),
         }),
     });
     (summary, m.window)
@@ -1766,6 +1909,7 @@ mod tests {
             ramp_held_s: 0.0,
             connect_time: &hist,
             reconnect: None,
+            dropped_in_window: 0,
         };
         let summary = summary::build(summary::SummaryInput {
             conns,
@@ -1894,6 +2038,7 @@ mod tests {
             cpus: 2,
             measure_s: 3.0,
             delivered_window_all: delivered,
+            cross_complete: true,
             ..Final::default()
         }
     }
@@ -1904,6 +2049,8 @@ mod tests {
         let t0 = ctl.started;
         ctl.links[0].connected = Some(10);
         ctl.links[1].connected = Some(5);
+        ctl.links[0].epoch_unix_us = 5_000_000;
+        ctl.links[1].epoch_unix_us = 7_000_000;
         assert!(!ctl.connect_step(t0), "agent 2 has not connected yet");
         assert_eq!(ctl.phase, Phase::Connect);
         ctl.links[2].connected = Some(0);
@@ -1920,14 +2067,27 @@ mod tests {
             "settle + 200 ms"
         );
         assert_eq!(edges.end - edges.start, Duration::from_secs(6));
-        let starts: Vec<i64> = outs[..2]
+        let (starts, epochs): (Vec<i64>, Vec<Vec<i64>>) = outs[..2]
             .iter_mut()
             .map(|rx| match drain(rx).as_slice() {
-                [ToAgent::Go { start_unix_us }] => *start_unix_us,
+                [ToAgent::Go {
+                    start_unix_us,
+                    epochs_us,
+                }] => (*start_unix_us, epochs_us.clone()),
                 other => panic!("expected one go, got {other:?}"),
             })
-            .collect();
+            .unzip();
         assert_eq!(starts[1] - starts[0], 1_000, "each in its own clock");
+        // Agents' epochs in each agent's clock (offsets 0 and 1,000 µs; agent 2 told none).
+        assert_eq!(epochs[0], vec![5_000_000, 6_999_000, 0]);
+        assert_eq!(epochs[1], vec![5_001_000, 7_000_000, 0]);
+        ctl.same_host = true;
+        assert_eq!(
+            ctl.epochs_for(1),
+            vec![5_000_000, 7_000_000, 0],
+            "one clock"
+        );
+        assert_eq!(ctl.clock_error_us(), 0);
         assert!(ctl.links[2].lost);
         assert_eq!(ctl.faults.len(), 1);
         assert_eq!(ctl.faults[0].agent, 2);
@@ -2013,7 +2173,14 @@ mod tests {
     fn agents_messages_feed_the_barrier_the_series_and_the_figures() {
         let (mut ctl, _outs) = control(3);
         let t = ctl.started;
-        ctl.on_event(0, t, Ok(FromAgent::Connected { ready: 20 }));
+        ctl.on_event(
+            0,
+            t,
+            Ok(FromAgent::Connected {
+                ready: 20,
+                epoch_unix_us: 1,
+            }),
+        );
         let tick = Tick {
             open: 20,
             sent: 100,
@@ -2033,7 +2200,14 @@ mod tests {
         ctl.on_event(2, t, Err(ControlError::Closed));
         assert!(ctl.links[2].lost);
         assert!(ctl.faults[0].what.contains("died or was killed"));
-        ctl.on_event(2, t, Ok(FromAgent::Connected { ready: 9 }));
+        ctl.on_event(
+            2,
+            t,
+            Ok(FromAgent::Connected {
+                ready: 9,
+                epoch_unix_us: 1,
+            }),
+        );
         assert_eq!(ctl.links[2].connected, None, "a lost agent is not heard");
         ctl.second(t + Duration::from_secs(2), None);
         let value = |m: &str| {
@@ -2060,15 +2234,31 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_whose_ledger_was_too_large_leaves_the_judgement_within_agents() {
+        let (mut links, _outs) = fleet(2);
+        links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
+        let mut big = fin(5, 2, 4, &[3_000; 4]);
+        big.cross_complete = false;
+        links[1].fin = Some(big);
+        let m = merge(&links, false, true).expect("merge");
+        assert!(m.cross_incomplete);
+        // Each agent's own pairs: 10 × (3 − 1) + 5 × (2 − 1).
+        assert_eq!((m.expected, m.delivered), (25, 24));
+    }
+
+    #[test]
     fn the_merge_adds_agents_exactly_and_counts_a_lost_one_up_to_its_last_report() {
         let (mut links, _outs) = fleet(3);
         links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
         links[1].fin = Some(fin(5, 2, 4, &[3_000; 4]));
         links[2].connected = Some(15);
-        let m = merge(&links, false).expect("merge");
-        // The loss formula: 10 × (3 − 1) + 5 × (2 − 1).
-        assert_eq!(m.expected, 25);
+        let m = merge(&links, false, true).expect("merge");
+        // The loss formula over the fleet's room: (10 + 5) due × (3 + 2 readers − 1); the
+        // agents report no deliveries across agents here.
+        assert_eq!(m.expected, 60);
         assert_eq!(m.delivered, 24);
+        assert_eq!(m.delivered_cross, 0);
+        assert!(!m.cross_incomplete);
         assert_eq!(m.window.len(), 24, "histograms added");
         assert_eq!(m.connect_hist.len(), 40);
         assert_eq!(m.pacer_lag.as_ref().map(|h| h.len()), Some(2));
@@ -2084,7 +2274,7 @@ mod tests {
         let mut bad = fin(1, 2, 1, &[1]);
         bad.window_latency = "not base64!".into();
         links[0].fin = Some(bad);
-        assert!(merge(&links, false).is_err());
+        assert!(merge(&links, false, true).is_err());
     }
 
     #[test]
@@ -2092,7 +2282,7 @@ mod tests {
         let (mut links, _outs) = fleet(2);
         links[0].fin = Some(fin(10, 3, 20, &[1_000]));
         links[1].fin = Some(fin(10, 3, 20, &[1_000]));
-        let whole = merge(&links, false).expect("merge");
+        let whole = merge(&links, false, true).expect("merge");
         let (status, invalid) = verdict(&whole, &[], false, true, 4);
         assert_eq!(status, RunStatus::Complete);
         assert!(invalid.is_empty(), "{invalid:?}");
@@ -2105,7 +2295,7 @@ mod tests {
         let (_, invalid) = verdict(&whole, &[], false, false, 1);
         assert!(invalid.is_empty(), "{invalid:?}");
         links[1].fin = None;
-        let partial = merge(&links, false).expect("merge");
+        let partial = merge(&links, false, true).expect("merge");
         let fault = AgentFault {
             agent: 1,
             address: "127.0.0.1:7001".into(),
@@ -2121,7 +2311,7 @@ mod tests {
             "{invalid:?}"
         );
         links[0].fin = None;
-        let none = merge(&links, false).expect("merge");
+        let none = merge(&links, false, true).expect("merge");
         assert_eq!(verdict(&none, &[], false, true, 4).0, RunStatus::Failed);
     }
 

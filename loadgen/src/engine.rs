@@ -8,7 +8,8 @@
 //! reading connection parses what it receives, records latency from the message's intended
 //! send time (only for messages from this agent: one clock), and tracks the last sequence number
 //! per sender to count duplicates. Loss is computed per room at the end:
-//! expected = sent × (readers − 1).
+//! expected = sent × (readers − 1). A message delivered back to its own sender (a server that
+//! echoes) is an echo: counted apart, neither a delivery nor a latency sample.
 //!
 //! What goes over the wire is the scenario's protocol profile's business ([`chatbench_model::profile`]):
 //! the engine asks it for the session request, the set-up conversation, the message encoder,
@@ -35,6 +36,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
+use crate::ledger::{Ledger, SenderWindow};
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
 use crate::schedule::Schedule;
 use crate::stats::{Hist, Stats};
@@ -106,6 +108,12 @@ pub struct Shared {
     pub stats: Stats,
     /// Time zero of every `ts` this agent writes.
     pub epoch: Instant,
+    /// `epoch` on this host's wall clock (`CLOCK_REALTIME`), µs since the Unix epoch, read
+    /// back to back with it.
+    pub epoch_unix_us: i64,
+    /// Every agent's epoch on this agent's wall clock, by agent id (set at `go` in a fleet):
+    /// deliveries from another agent's senders are timed with it.
+    pub peer_epochs: OnceLock<Vec<i64>>,
     /// The measurement window.
     pub window: Window,
     /// When sending starts (start of warmup); set once.
@@ -118,6 +126,17 @@ pub struct Shared {
     pub poisoner_gone: AtomicBool,
     /// Connections open now on each target (gauge, by index into `targets`).
     pub open_by_target: Vec<AtomicI64>,
+    /// Whether a delivery back to its own sender is an echo, counted apart (the room fan-out:
+    /// a message goes to every *other* member); with the `echo` profile it is the delivery.
+    echoes_apart: bool,
+    /// Senders whose connection went down for good (closed, broken, or still reconnecting when
+    /// the run stopped): plan index, room, and how many messages it had sent. What fell due on
+    /// their schedules afterwards is counted at the end ([`Shared::unsent_in_window`]).
+    gone_senders: std::sync::Mutex<Vec<(u32, u32, u64)>>,
+    /// What this agent's receivers got from other agents' senders (judged by the coordinator).
+    pub ledger: Ledger,
+    /// Per sender (by ordinal): first and last sequence number sent in the window (0: none).
+    window_seqs: Vec<(AtomicU64, AtomicU64)>,
     /// Expected and delivered in-window messages by intended send time, when the scenario
     /// kills a node (what the failover cost, against the steady state).
     pub loss_timeline: Option<LossTimeline>,
@@ -162,6 +181,18 @@ impl Shared {
             .kill_fault()
             .map(|_| LossTimeline::new(scenario.measure));
         let shared = Shared {
+            echoes_apart: scenario.session_profile().fanout() == Fanout::Room,
+            gone_senders: std::sync::Mutex::new(Vec::new()),
+            // A sender's seqs are its schedule's points: at most rate × (warmup + measure) + 1.
+            ledger: Ledger::new(
+                scenario.sender_count(),
+                (scenario.rate_per_sender * (scenario.warmup + scenario.measure).as_secs_f64())
+                    .ceil() as u64
+                    + 1,
+            ),
+            window_seqs: (0..wakes.len())
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             open_by_target: targets.iter().map(|_| AtomicI64::new(0)).collect(),
             loss_timeline,
             poisoner,
@@ -183,6 +214,8 @@ impl Shared {
             scenario,
             targets,
             epoch: Instant::now(),
+            epoch_unix_us: crate::control::unix_us(),
+            peer_epochs: OnceLock::new(),
             window: Window {
                 start_us: AtomicU64::new(u64::MAX),
                 end_us: AtomicU64::new(u64::MAX),
@@ -217,6 +250,66 @@ impl Shared {
             ^ (u64::from(self.plan.agent) << 32)
             ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Schedule::new(s.arrival, s.rate_per_sender, s.warmup + s.measure, seed)
+    }
+
+    /// Per room: in-window messages that fell due on a sender's connection while it was down
+    /// for good (never sent; each is owed to every other reader of its room, so the loss
+    /// formula counts it with the messages sent). Recomputed from each gone sender's
+    /// schedule, past what it had sent; 0 before the timeline is set.
+    pub fn unsent_in_window(&self) -> Vec<u64> {
+        let mut per_room = vec![0u64; self.plan.rooms as usize];
+        let Some(&start) = self.send_start.get() else {
+            return per_room;
+        };
+        let gone = self
+            .gone_senders
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        for (index, room, sent) in gone {
+            let due = self
+                .schedule_of(index)
+                .skip(sent as usize)
+                .filter(|off| {
+                    let ts = (start + *off).saturating_duration_since(self.epoch);
+                    self.window.contains(ts.as_micros() as u64)
+                })
+                .count() as u64;
+            if let Some(r) = per_room.get_mut(room as usize) {
+                *r += due;
+            }
+        }
+        per_room
+    }
+
+    /// Each own sender's in-window sequence numbers (for the fleet's judgement).
+    pub fn sender_windows(&self) -> Vec<SenderWindow> {
+        self.plan
+            .conns
+            .iter()
+            .filter(|c| c.role == Role::Sender)
+            .filter_map(|c| {
+                let (lo, hi) = self
+                    .window_seqs
+                    .get(self.sender_ordinal[c.index as usize] as usize)?;
+                Some(SenderWindow {
+                    index: c.index,
+                    room: c.room?,
+                    lo: lo.load(Ordering::Relaxed),
+                    hi: hi.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    /// Records that sender `plan` lost its connection for good, having sent `sent` messages.
+    fn sender_gone(&self, plan: ConnPlan, sender: &Option<SenderState>) {
+        if let (Role::Sender, Some(room)) = (plan.role, plan.room) {
+            let sent = sender.as_ref().map_or(0, |s| s.sent);
+            if let Ok(mut g) = self.gone_senders.lock() {
+                g.push((plan.index, room, sent));
+            }
+        }
     }
 
     /// The pacer's view of every sender.
@@ -416,6 +509,9 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
         shared.opened(target, 1);
         let exit = drive(&shared, plan, &mut ws, &mut sender).await;
         shared.opened(target, -1);
+        if matches!(exit, Exit::Gone) && *shared.phase.borrow() == Phase::Measure {
+            Stats::inc(&stats.counters.dropped_in_window);
+        }
         if shared.poisoner == Some(plan.index) {
             shared.poisoner_gone.store(true, Ordering::Relaxed);
         }
@@ -425,6 +521,7 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
         }
         let phase = *shared.phase.borrow();
         if !shared.scenario.reconnects() || !(Phase::Settle..Phase::Stop).contains(&phase) {
+            shared.sender_gone(plan, &sender);
             return;
         }
         Stats::inc(&stats.counters.disconnects);
@@ -433,7 +530,10 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
                 ws = again;
                 target = now_on;
             }
-            None => return,
+            None => {
+                shared.sender_gone(plan, &sender);
+                return;
+            }
         }
     }
 }
@@ -549,7 +649,14 @@ fn close_label(f: Option<&CloseFrame>) -> String {
 
 struct Receiver {
     last_seq: Vec<u64>,
+    /// Last seq seen per sender of another agent (allocated on the first such delivery).
+    /// Boxed: one pointer in every connection's task, the map only where it is used.
+    cross_last: Option<Box<CrossLast>>,
 }
+
+/// Last seq seen per sender `(agent, index)` of another agent.
+#[derive(Default)]
+struct CrossLast(std::collections::HashMap<(u32, u32), u64>);
 
 async fn drive<S: Transport>(
     shared: &Shared,
@@ -565,6 +672,7 @@ async fn drive<S: Transport>(
     }
     let mut receiver = Receiver {
         last_seq: vec![0; shared.plan.senders_per_room as usize],
+        cross_last: None,
     };
     let wake = (plan.role == Role::Sender)
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
@@ -639,7 +747,7 @@ async fn drive<S: Transport>(
                         shared.stats.closed_by_server.add(&close_label(f.as_ref()));
                         return Exit::Gone;
                     }
-                    Some(Ok(Message::Binary(_))) => Stats::inc(&shared.stats.counters.bad_frames),
+                    Some(Ok(Message::Binary(b))) => shared.stats.bad_frame(&format!("<binary frame, {} bytes>", b.len())),
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
                         shared.stats.closed_by_server.add("reset");
@@ -656,6 +764,22 @@ struct SenderState {
     writer: FrameWriter,
     start: Instant,
     seq: u64,
+    /// Messages handed to the connection (the schedule's first `sent` points).
+    sent: u64,
+}
+
+/// Notes a message just queued by the sender of ordinal `ordinal` (seq `s.seq`, intended at
+/// `intended`): its count of what it sent (owed messages of a connection that dies) and its
+/// in-window seqs (the fleet's judgement).
+fn note_sent(shared: &Shared, ordinal: u32, s: &mut SenderState, intended: Instant) {
+    s.sent += 1;
+    let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
+    if shared.window.contains(ts) {
+        if let Some((lo, hi)) = shared.window_seqs.get(ordinal as usize) {
+            let _ = lo.compare_exchange(0, s.seq, Ordering::Relaxed, Ordering::Relaxed);
+            hi.store(s.seq, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A sender's state once sending has started (`None` before the timeline is set).
@@ -669,6 +793,7 @@ fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState>
         writer: shared.scenario.session_profile().writer(&name, &id, &body),
         start,
         seq: 0,
+        sent: 0,
     })
 }
 
@@ -702,6 +827,12 @@ async fn send_due<T: Transport>(
         let mut text = String::new();
         s.writer.write(&mut text, s.seq, ts);
         ws.feed(Message::text(text)).await?;
+        note_sent(
+            shared,
+            shared.sender_ordinal[plan.index as usize],
+            s,
+            intended,
+        );
         any = true;
         Stats::inc(&stats.counters.sent);
         if shared.window.contains(ts) {
@@ -732,13 +863,35 @@ fn on_text(
     let stats = &shared.stats;
     match shared.scenario.session_profile().decode(text) {
         Incoming::Delivery(m) => {
+            let from = parse_conn_id(&m.from);
+            if shared.echoes_apart && from == Some((shared.plan.agent, plan.index)) {
+                if shared.window.contains(m.ts) {
+                    Stats::inc(&stats.counters.echoes);
+                }
+                return None;
+            }
             Stats::inc(&stats.counters.delivered);
-            let Some((agent, index)) = parse_conn_id(&m.from) else {
-                Stats::inc(&stats.counters.bad_frames);
+            let Some((agent, index)) = from else {
+                stats.bad_frame(text);
                 return None;
             };
             if agent != shared.plan.agent {
-                return None; // another agent's clock: counted by that agent's receivers' peers
+                // Another agent's sender: judged by the coordinator from the ledger.
+                let last = r
+                    .cross_last
+                    .get_or_insert_with(Box::default)
+                    .0
+                    .entry((agent, index))
+                    .or_insert(0);
+                if m.seq <= *last {
+                    Stats::inc(&stats.counters.duplicated);
+                } else if shared.ledger.record(agent, index, m.seq) {
+                    *last = m.seq;
+                    time_cross(shared, plan, agent, m.ts);
+                } else {
+                    stats.bad_frame(text);
+                }
+                return None;
             }
             let Some(slot) = shared
                 .plan
@@ -746,11 +899,11 @@ fn on_text(
                 .get(index as usize)
                 .and_then(|c| c.sender_slot)
             else {
-                Stats::inc(&stats.counters.bad_frames);
+                stats.bad_frame(text);
                 return None;
             };
             let Some(last) = r.last_seq.get_mut(slot as usize) else {
-                Stats::inc(&stats.counters.bad_frames);
+                stats.bad_frame(text);
                 return None;
             };
             if m.seq <= *last {
@@ -780,9 +933,33 @@ fn on_text(
         Incoming::Reply(answer) => return Some(answer),
         Incoming::ServerError(code) => stats.server_errors.add(&code),
         Incoming::Other => {}
-        Incoming::Bad => Stats::inc(&stats.counters.bad_frames),
+        Incoming::Bad => stats.bad_frame(text),
     }
     None
+}
+
+/// Times a delivery from agent `agent`'s sender, intended at its `ts`, on this agent's clock
+/// through the agents' epochs (nothing before they are known).
+fn time_cross(shared: &Shared, plan: ConnPlan, agent: u32, ts: u64) {
+    let Some(&their) = shared
+        .peer_epochs
+        .get()
+        .and_then(|e| e.get(agent as usize))
+        .filter(|e| **e != 0)
+    else {
+        return;
+    };
+    // The intended time in µs since this agent's epoch.
+    let intended = their + ts as i64 - shared.epoch_unix_us;
+    let Ok(intended) = u64::try_from(intended) else {
+        return;
+    };
+    let latency = shared.now_us().saturating_sub(intended);
+    let in_window = shared.window.contains(intended);
+    shared.stats.record_latency(plan.index, latency, in_window);
+    if in_window && latency > shared.scenario.late_after.as_micros() as u64 {
+        Stats::inc(&shared.stats.counters.late);
+    }
 }
 
 async fn close_politely<S: Transport>(ws: &mut WebSocketStream<S>) {

@@ -1,6 +1,6 @@
 //! chatbench load generator: it measures. The client engine that opens many WebSocket
 //! connections and sends on an open-loop schedule, the pacer, the target sampler, the run
-//! coordinator (one process, or a fleet of agents), and starting the servers it measures. What
+//! coordinator (one process, or a fleet of agents), and the run's end of the node-loss fault. What
 //! a run is asked to do and what it found (scenarios, profiles' framing, summaries, results
 //! files, the figure catalogue) is the results model's, `chatbench_model`.
 //!
@@ -20,22 +20,22 @@
 //!   `chatbench_model::summary`, written by `chatbench_model::results`).
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
 //!   [`coordinator`]: a run spread over agents, merged exactly.
-//! - [`launcher`]: starting a reference server as a child process; [`supervisor`]: a cluster's
-//!   node processes; [`peers`]: the third-party servers under `servers/peers/` it can start
-//!   too; [`progress`]: the display.
+//! - [`faults`]: the node-loss fault's seam ([`faults::NodeControl`]) to the supervisor of the
+//!   nodes, which `chatbench-harness` implements; [`progress`]: the display.
 //!
-//! Architecture invariant: this crate never depends on `chatbench-servers`; it reaches a server
-//! only over the network (and, for `--serve`, by starting the `chatbench` executable).
+//! Architecture invariant: this crate never depends on `chatbench-servers` nor on
+//! `chatbench-harness`; it reaches a server only over the network, and starts no server process
+//! (`chatbench-harness` does).
 
 pub mod agent;
 pub mod control;
 pub mod coordinator;
 pub mod engine;
 pub mod failover;
-pub mod launcher;
+pub mod faults;
+pub mod ledger;
 pub mod lifecycle;
 pub mod pacer;
-pub mod peers;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
@@ -46,7 +46,6 @@ pub mod schedule;
 pub mod session;
 pub mod slowloris;
 pub mod stats;
-pub mod supervisor;
 pub mod sys;
 pub mod target;
 pub mod tls;

@@ -10,7 +10,8 @@
 //! Agents: member `slot` of room `r` belongs to agent `(slot + r) % agents`, so every room spans
 //! agents (when it has at least as many members as there are agents) and senders spread over
 //! them even with one sender per room (room `r`'s first sender is on agent `r % agents`).
-//! Idle connections go round-robin. Each agent's plan keeps only its own connections,
+//! With the scenario's room-affine `placement = "room"`, room `r`'s members are all on agent
+//! `r % agents` instead. Idle connections go round-robin. Each agent's plan keeps only its own connections,
 //! renumbered `0..n` (connection `i` of agent `a` is named `a{a}.c{i}`).
 //!
 //! Targets: with [`TargetPolicy::Span`] an agent's members of a room go round-robin over the
@@ -21,7 +22,7 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use chatbench_model::scenario::{Scenario, TargetPolicy};
+use chatbench_model::scenario::{Placement, Scenario, TargetPolicy};
 
 /// What a connection does during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,10 +160,14 @@ impl Plan {
                 u64::from(scenario.members_per_room),
             )
         };
-        // Member `slot` of room `r` belongs to agent `(slot + r) % agents`.
-        let members: u64 = (0..agents)
-            .map(|x| count(per_room, x) * count(rooms, (a + agents - x) % agents))
-            .sum();
+        let members: u64 = match scenario.placement {
+            // Member `slot` of room `r` belongs to agent `(slot + r) % agents`.
+            Placement::Spread => (0..agents)
+                .map(|x| count(per_room, x) * count(rooms, (a + agents - x) % agents))
+                .sum(),
+            // Room `r` belongs to agent `r % agents`.
+            Placement::Room => per_room * count(rooms, a),
+        };
         let idle = u64::from(scenario.connections).saturating_sub(rooms * per_room);
         members + count(idle, a)
     }
@@ -215,12 +220,16 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
                 let room = i % rooms;
                 let slot = i / rooms; // position of this member within its room
                 let sender = slot < scenario.senders_per_room;
+                let agent = match scenario.placement {
+                    Placement::Spread => (slot + room) % agents,
+                    Placement::Room => room % agents,
+                };
                 let target = match layout.policy {
                     TargetPolicy::Span => (slot / agents) % targets,
                     TargetPolicy::Partition => room % targets,
                 };
                 (
-                    (slot + room) % agents,
+                    agent,
                     ConnPlan {
                         index: i,
                         global: i,
@@ -329,6 +338,25 @@ mod tests {
             agents,
             targets,
             policy,
+        }
+    }
+
+    #[test]
+    fn room_affine_placement_keeps_each_room_on_one_agent() {
+        // 5 rooms of 6, 2 agents, 7 idle connections.
+        let s = scenario(
+            "name='t'\nconnections=37\nrooms=5\nmembers_per_room=6\nsenders_per_room=2\nplacement='room'\n",
+        );
+        let l = layout(2, 1, TargetPolicy::Span);
+        // Rooms 0, 2, 4 on agent 0 (18 members + 4 idle), rooms 1, 3 on agent 1 (12 + 3).
+        assert_eq!(Plan::counts_per_agent(&s, &l), vec![22, 15]);
+        for a in 0..2u32 {
+            let p = Plan::for_agent(&s, a, &l);
+            assert_eq!(Plan::count_for_agent(&s, a, &l), p.conns.len() as u64);
+            for (room, readers) in p.readers_per_room().into_iter().enumerate() {
+                let mine = room as u32 % 2 == a;
+                assert_eq!(readers, if mine { 6 } else { 0 }, "agent {a} room {room}");
+            }
         }
     }
 
@@ -556,6 +584,7 @@ mod tests {
                 proptest::sample::select(vec!["span", "partition"]),
                 1u32..5,
                 1u32..4,
+                proptest::sample::select(vec!["spread", "room"]),
             ),
         );
         // Small counts more often, so that a good share of the cases is accepted.
@@ -567,7 +596,7 @@ mod tests {
             .run(&(fields, small, any::<bool>()), |(f, small, use_small)| {
                 let ((mut conns, mut rooms, mut members, mut senders, rate, ramp), d, o) = f;
                 let (slow, measure, settle, timeout, backoff) = d;
-                let (arrival, policy, agents, targets) = o;
+                let (arrival, policy, agents, targets, placement) = o;
                 if use_small {
                     conns = small.0.to_string();
                     rooms = small.1.to_string();
@@ -579,7 +608,7 @@ mod tests {
                      members_per_room = {members}\nsenders_per_room = {senders}\n\
                      rate_per_sender = {rate}\nramp_rate = {ramp}\nslow_consumer_share = {slow}\n\
                      measure = {measure}\nsettle = {settle}\nconnect_timeout = {timeout}\n\
-                     arrival = \"{arrival}\"\ntarget_policy = \"{policy}\"\n\
+                     arrival = \"{arrival}\"\ntarget_policy = \"{policy}\"\nplacement = \"{placement}\"\n\
                      [reconnect]\nmax_backoff = {backoff}\n"
                 );
                 if accepted_scenario_runs(&text, agents, targets) {

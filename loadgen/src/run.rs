@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::engine::{Phase, Shared};
 use crate::failover::{self, FailoverInput, SecondHist};
+use crate::faults::{EventKind, NodeControl};
 use crate::lifecycle::{
     Counts, Edges, Engine, ProgressView, Rates, Reaped, Second, TargetSecond, Timeline,
 };
@@ -25,7 +26,6 @@ use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::sampler;
 use crate::stats::Stats;
-use crate::supervisor::{EventKind, Supervisor};
 use crate::sys;
 use crate::target::{Target, TargetError};
 use chatbench_model::figures;
@@ -129,24 +129,15 @@ pub struct RunOptions {
     /// The supervisor of the nodes, when the run started them (`--serve cluster`, `--nodes`):
     /// polled through the run (a node that dies is restarted), and the one that kills a node
     /// for a `[[fault]] kill_node`. It must have been started on the thread that polls the
-    /// run's future (the main thread under `block_on`): see [`Supervisor`].
-    pub cluster: Option<Arc<Mutex<Supervisor>>>,
+    /// run's future (the main thread under `block_on`): see `chatbench_harness::supervisor`.
+    pub cluster: Option<Arc<Mutex<dyn NodeControl>>>,
 }
 
 /// How often the run polls the supervisor.
 const SUPERVISOR_POLL: Duration = Duration::from_millis(50);
 
-fn lock_sup(m: &Mutex<Supervisor>) -> std::sync::MutexGuard<'_, Supervisor> {
+fn lock_sup(m: &Mutex<dyn NodeControl>) -> std::sync::MutexGuard<'_, dyn NodeControl + 'static> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The pids to sample: every running node, a shared-port cluster's primary and the private
-/// redis-server.
-fn cluster_pids(sup: &Supervisor) -> Vec<u32> {
-    let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
-    pids.extend(sup.primary_pid());
-    pids.extend(sup.redis_pid());
-    pids
 }
 
 /// What a run produced.
@@ -191,7 +182,7 @@ struct Ticker {
     target_gone: bool,
     interrupt: watch::Receiver<bool>,
     interrupted: bool,
-    cluster: Option<Arc<Mutex<Supervisor>>>,
+    cluster: Option<Arc<Mutex<dyn NodeControl>>>,
     last_poll: Instant,
     /// Every second's latency histogram, kept when the run kills a node (failover figures).
     seconds: Option<Vec<SecondHist>>,
@@ -245,7 +236,7 @@ impl Ticker {
             };
             self.progress.println(&format!("node {}: {what}", e.node));
         }
-        self.pids = cluster_pids(&sup);
+        self.pids = sup.pids();
         // The summed CPU of a changed set of processes is not comparable with the last one.
         self.last.server = None;
     }
@@ -374,7 +365,7 @@ struct Killed {
 fn kill_node(
     shared: &Shared,
     ticker: &mut Ticker,
-    cluster: &Arc<Mutex<Supervisor>>,
+    cluster: &Arc<Mutex<dyn NodeControl>>,
     node: u32,
 ) -> Killed {
     let c = &shared.stats.counters;
@@ -389,7 +380,7 @@ fn kill_node(
     let (pid, pids, events_from) = {
         let mut sup = lock_sup(cluster);
         let pid = sup.kill(node);
-        let mut pids = cluster_pids(&sup);
+        let mut pids = sup.pids();
         pids.retain(|p| Some(*p) != pid);
         (pid, pids, sup.events().len())
     };
@@ -418,7 +409,7 @@ fn failover_outcome(
     started: Instant,
     window_s: (f64, f64),
     seconds: &[SecondHist],
-    sup: Option<&Arc<Mutex<Supervisor>>>,
+    sup: Option<&Arc<Mutex<dyn NodeControl>>>,
 ) -> chatbench_model::failover::FailoverOutcome {
     let c = &shared.stats.counters;
     let since = |v: u64, before: u64| v.saturating_sub(before);
@@ -493,7 +484,7 @@ async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, L
                 f.kill_node
             )))
             }
-            Some(c) => lock_sup(c).nodes().len() as u32,
+            Some(c) => lock_sup(c).node_count(),
         };
         let one_url = opts
             .cluster
@@ -543,7 +534,7 @@ async fn drive(
     engine: &mut Engine,
     ticker: &mut Ticker,
     pids: &[u32],
-    cluster: Option<&Arc<Mutex<Supervisor>>>,
+    cluster: Option<&Arc<Mutex<dyn NodeControl>>>,
 ) -> Driven {
     let scenario = engine.shared().scenario.clone();
     let timeline = Timeline::of(&scenario);
@@ -608,7 +599,7 @@ async fn measure(
     engine: &Engine,
     ticker: &mut Ticker,
     pids: &[u32],
-    cluster: Option<&Arc<Mutex<Supervisor>>>,
+    cluster: Option<&Arc<Mutex<dyn NodeControl>>>,
     edges: &Edges,
 ) -> Measured {
     let shared = engine.shared().clone();
@@ -758,6 +749,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
     let latency = shared.stats.window_latency();
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
+    write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;
     Ok(RunReport { dir, summary })
 }
 
@@ -838,6 +830,7 @@ fn conn_counts<'a>(
             errors: st.reconnect_errors.snapshot(),
             time_us: Percentiles::of(&st.reconnect_time()),
         }),
+        dropped_in_window: Stats::get(&c.dropped_in_window),
     }
 }
 
@@ -845,10 +838,15 @@ fn conn_counts<'a>(
 fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
     let st = &shared.stats;
     let c = &st.counters;
+    let unsent = shared.unsent_in_window();
     MsgCounts {
         sent_window: Stats::get(&c.sent_window),
+        unsent_down: unsent.iter().sum(),
         expected: summary::expected_deliveries(
-            st.room_sent_window.iter().map(Stats::get),
+            st.room_sent_window
+                .iter()
+                .zip(&unsent)
+                .map(|(s, u)| Stats::get(s) + u),
             shared
                 .room_readers
                 .iter()
@@ -860,8 +858,27 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
         slow_consumers: slow,
         server_errors: st.server_errors.snapshot(),
         bad_frames: Stats::get(&c.bad_frames),
+        echoes: Stats::get(&c.echoes),
         measure_s,
     }
+}
+
+/// The file in a run folder that keeps the first frames that made no sense to the generator.
+pub const UNEXPECTED_FRAMES: &str = "unexpected_frames.txt";
+
+/// Writes the first unexpected frames (one per line, newlines escaped) into the run folder;
+/// nothing when there were none.
+pub fn write_unexpected_frames(dir: &std::path::Path, frames: &[String]) -> Result<(), RunError> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for f in frames {
+        text.push_str(&f.replace('\\', "\\\\").replace('\n', "\\n"));
+        text.push('\n');
+    }
+    chatbench_model::results::write_file_atomic(&dir.join(UNEXPECTED_FRAMES), text.as_bytes())?;
+    Ok(())
 }
 
 /// The summary of a one-process run: its status, self-check and notes, and the figures.
@@ -1043,8 +1060,8 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     let c = &s.connections;
     let _ = writeln!(
         out,
-        "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}",
-        c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server
+        "  connections {}/{} ready, {:.0}/s opened, errors {:?}, closed by server {:?}, dropped by the server mid-window {}",
+        c.ready, c.planned, c.open_rate_per_s, c.errors, c.closed_by_server, c.dropped_in_window
     );
     if let Some(r) = &c.reconnect {
         let _ = writeln!(
@@ -1070,8 +1087,36 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
         m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
     );
+    if m.unsent_down > 0 {
+        let _ = writeln!(
+            out,
+            "  unsent      {} messages fell due on connections the server had dropped (counted as lost to every reader)",
+            m.unsent_down
+        );
+    }
+    if m.bad_frames > 0 || !m.server_errors.is_empty() {
+        let saved = dir.join(UNEXPECTED_FRAMES);
+        let _ = writeln!(
+            out,
+            "  frames      bad {}  server errors {:?}{}",
+            m.bad_frames,
+            m.server_errors,
+            if saved.exists() {
+                format!("  (first bad frames in {})", saved.display())
+            } else {
+                String::new()
+            }
+        );
+    }
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
+    if m.echoes > 0 {
+        let _ = writeln!(
+            out,
+            "  echoes      {} (messages the server sent back to their own sender: not deliveries, not in the latency)",
+            fig("echoes")
+        );
+    }
     if let Some(l) = &s.latency_us {
         let _ = writeln!(
             out,
@@ -1136,7 +1181,7 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
     for a in &d.agents {
         let _ = writeln!(
             out,
-            "  agent {:<4}  {} pid {}: {}/{} ready, delivered {}/{} expected, clock offset {} µs (±{} µs){}",
+            "  agent {:<4}  {} pid {}: {}/{} ready, own senders' deliveries {}/{} expected, clock offset {} µs (±{} µs){}",
             a.agent,
             a.address,
             a.pid,
@@ -1149,6 +1194,16 @@ fn write_fleet(out: &mut String, d: &chatbench_model::results::DistributedInfo) 
             if a.complete { "" } else { "  LOST" }
         );
     }
+    let _ = writeln!(
+        out,
+        "  across agents {} deliveries judged (in `delivered`){}",
+        d.delivered_cross_agent,
+        match d.clock_error_us {
+            Some(0) => ", timed on this host's one clock".to_string(),
+            Some(e) => format!(", timed with the measured clock offsets: latency error ≤ {e} µs"),
+            None => String::new(),
+        }
+    );
     for f in &d.faults {
         let _ = writeln!(
             out,

@@ -28,7 +28,7 @@ async fn converse<S: Transport>(
                     .send(Message::text(r))
                     .await
                     .map_err(|_| format!("{what}_send"))?,
-                Step::Bad => Stats::inc(&stats.counters.bad_frames),
+                Step::Bad => stats.bad_frame(&t),
                 Step::Fail(label) => return Err(label),
             },
             Some(Ok(Message::Close(f))) => {

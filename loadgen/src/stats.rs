@@ -77,12 +77,17 @@ pub struct Counters {
     pub delivered_window: AtomicU64,
     /// Deliveries whose (sender, seq) was already seen by that receiver.
     pub duplicated: AtomicU64,
+    /// Echoes: a message of the room fan-out delivered back to its own sender, in-window
+    /// (counted apart: never a delivery, never a latency sample).
+    pub echoes: AtomicU64,
     /// In-window deliveries slower than `late_after`.
     pub late: AtomicU64,
     /// Frames from the server that did not parse or made no sense here.
     pub bad_frames: AtomicU64,
     /// Sends that failed because the connection broke.
     pub send_failures: AtomicU64,
+    /// Connections the server closed or broke while the measurement window was on.
+    pub dropped_in_window: AtomicU64,
     /// Connections lost mid-run that the reconnect policy took up.
     pub disconnects: AtomicU64,
     /// Reconnect attempts (one per target tried).
@@ -147,7 +152,15 @@ pub struct Stats {
     pub room_sent_window: Vec<AtomicU64>,
     /// Per room: in-window unique deliveries.
     pub room_delivered_window: Vec<AtomicU64>,
+    /// The first [`MAX_UNEXPECTED`] frames that made no sense here, cut to
+    /// [`UNEXPECTED_BYTES`] (what the run folder's `unexpected_frames.txt` shows).
+    unexpected: Mutex<Vec<String>>,
 }
+
+/// Unexpected frames kept, and the bytes kept of each.
+pub const MAX_UNEXPECTED: usize = 10;
+/// Bytes kept of each unexpected frame.
+pub const UNEXPECTED_BYTES: usize = 512;
 
 impl Stats {
     /// Empty stats for `rooms` rooms.
@@ -161,6 +174,7 @@ impl Stats {
             reconnect_errors: Tallies::default(),
             room_sent_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             room_delivered_window: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            unexpected: Mutex::new(Vec::new()),
         }
     }
 
@@ -228,6 +242,30 @@ impl Stats {
     /// The time-to-reconnect histogram.
     pub fn reconnect_time(&self) -> Histogram<u64> {
         self.merged(|s| &s.reconnect)
+    }
+
+    /// Counts a frame that made no sense here (`bad_frames`) and keeps it if it is one of the
+    /// first few.
+    pub fn bad_frame(&self, frame: &str) {
+        Stats::inc(&self.counters.bad_frames);
+        let Ok(mut kept) = self.unexpected.lock() else {
+            return;
+        };
+        if kept.len() < MAX_UNEXPECTED {
+            let mut end = frame.len().min(UNEXPECTED_BYTES);
+            while !frame.is_char_boundary(end) {
+                end -= 1;
+            }
+            kept.push(frame[..end].to_string());
+        }
+    }
+
+    /// The unexpected frames kept.
+    pub fn unexpected_frames(&self) -> Vec<String> {
+        self.unexpected
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default()
     }
 
     /// Reads a counter.

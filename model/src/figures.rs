@@ -332,6 +332,17 @@ pub const CATALOGUE: &[Figure] = &[
         gated: false,
     },
     Figure {
+        key: "echoes",
+        label: "echoes",
+        unit: "messages",
+        better: Better::Lower,
+        read: |s| Some(s.messages.echoes as f64),
+        source: "messages.echoes",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
+    Figure {
         key: "server_cpu_cores",
         label: "server CPU",
         unit: "cores",
@@ -372,7 +383,49 @@ pub const CATALOGUE: &[Figure] = &[
         table: None,
         gated: false,
     },
+    Figure {
+        key: "fault_others_lost",
+        label: "other connections lost to one crashing handler",
+        unit: "connections",
+        better: Better::Lower,
+        read: |s| s.fault.as_ref().map(|f| f.others_lost as f64),
+        source: "fault.others_lost",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
+    Figure {
+        key: "node_loss_lost",
+        label: "messages lost to one node's loss",
+        unit: "messages",
+        better: Better::Lower,
+        read: |s| s.failover.as_ref().map(|f| f.during.lost as f64),
+        source: "failover.during.lost",
+        show: COUNT,
+        table: None,
+        gated: false,
+    },
 ];
+
+/// Figures whose comparison-table row the comparison builds itself (from the step's
+/// outcome rather than one catalogue row): (figure key, row key in `comparison.json`, unit of
+/// the row's cells). With the catalogue's own `table` rows, this says where each figure's
+/// cells are, for claims ([`row_of`]).
+const ROWS_BUILT_BY_THE_COMPARISON: &[(&str, &str, &str)] = &[
+    ("fault_others_lost", "fault_blast_radius", "connections"),
+    ("node_loss_lost", "node_loss_messages_lost", "messages"),
+];
+
+/// The comparison-table row that holds `fig`'s cells, and the unit of their values (the
+/// shown unit: ms for latency), if the table shows it.
+pub fn row_of(fig: &Figure) -> Option<(&'static str, &'static str)> {
+    fig.table.as_ref().map(|t| (t.key, t.unit)).or_else(|| {
+        ROWS_BUILT_BY_THE_COMPARISON
+            .iter()
+            .find(|(k, _, _)| *k == fig.key)
+            .map(|(_, row, unit)| (*row, *unit))
+    })
+}
 
 /// The figure with `key`, if there is one.
 pub fn by_key(key: &str) -> Option<&'static Figure> {
@@ -442,6 +495,20 @@ mod tests {
         assert_eq!(by_key("p99_latency").map(|f| f.unit), Some("µs"));
         assert_eq!(by_key("deliveries_per_s").map(|f| f.unit), Some("/s"));
         assert_eq!(by_key("cpu_us_per_delivery").map(|f| f.unit), Some("µs"));
+    }
+
+    #[test]
+    fn every_figure_built_by_the_comparison_is_catalogued_without_a_table_row() {
+        for (key, row, _) in ROWS_BUILT_BY_THE_COMPARISON {
+            let f = by_key(key).unwrap_or_else(|| panic!("{key} is not catalogued"));
+            assert!(f.table.is_none(), "{key} has a catalogue row too");
+            assert_eq!(row_of(f).map(|r| r.0), Some(*row));
+        }
+        assert_eq!(
+            by_key("p99_latency").and_then(row_of),
+            Some(("latency_p99_ms", "ms"))
+        );
+        assert_eq!(by_key("generator_cpu_cores").and_then(row_of), None);
     }
 
     #[test]

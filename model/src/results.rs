@@ -210,6 +210,10 @@ pub struct ConnectionStats {
     /// What the reconnect policy did (scenario `[reconnect]`); absent when it was off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<ReconnectStats>,
+    /// Connections the server closed or broke while the measurement window was on, as the
+    /// clients saw it (no `--server-pid` needed).
+    #[serde(default)]
+    pub dropped_in_window: u64,
     /// Silent sockets (scenario `silent_connections`, slowloris) the generator opened before
     /// the ramp and held through the run; absent when the scenario had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +262,16 @@ pub struct MessageStats {
     pub server_errors: BTreeMap<String, u64>,
     /// Frames from the server that did not parse.
     pub bad_frames: u64,
+    /// Echoes: in-window messages delivered back to their own sender by a server that should
+    /// fan out to the *other* members. Counted apart: not in `delivered`, not in the latency
+    /// histogram (0 with the `echo` profile, where the echo is the delivery).
+    #[serde(default)]
+    pub echoes: u64,
+    /// In-window messages that fell due while their sender's connection was down (closed or
+    /// broken by the server, not back): never sent, and counted in `expected` with their
+    /// recipients, so each is lost to every other reader of its room.
+    #[serde(default)]
+    pub unsent_down: u64,
     /// Messages per second sent in the window.
     pub sent_per_s: f64,
     /// Deliveries per second in the window.
@@ -440,6 +454,14 @@ pub struct DistributedInfo {
     /// `target_resources.cpu_us_per_delivery`.
     #[serde(default)]
     pub delivered_window_all: u64,
+    /// Of `messages.delivered`, the in-window deliveries from a sender on one agent to a
+    /// receiver on another, judged by the coordinator against what every sender sent.
+    #[serde(default)]
+    pub delivered_cross_agent: u64,
+    /// Error bound of the latencies timed across agents, µs: 0 when every agent ran on one
+    /// host (one wall clock); across hosts, from the measured clock offsets' round trips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_error_us: Option<u64>,
 }
 
 /// An agent lost during the run.

@@ -151,6 +151,11 @@ pub struct Scenario {
     /// (each room lives on one target, for independent single servers). One target: no effect.
     #[serde(default)]
     pub target_policy: TargetPolicy,
+    /// Which agent holds each member of a room in a fleet (`run --agents`): `spread` (every
+    /// room spans the agents) or `room` (room-affine: all of a room's members on one agent).
+    /// One agent: no effect.
+    #[serde(default)]
+    pub placement: Placement,
     /// WebSocket client settings of the load generator (table `[client]`).
     #[serde(default)]
     pub client: ClientSettings,
@@ -211,6 +216,19 @@ impl TargetPolicy {
             TargetPolicy::Partition => "partition",
         }
     }
+}
+
+/// Which agent holds each member of a room, in a fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Every room spans the agents (member `slot` of room `r` on agent `(slot + r) % agents`):
+    /// most deliveries cross agents.
+    #[default]
+    Spread,
+    /// Room-affine: all of room `r`'s members on agent `r % agents`, for targets where a room's
+    /// users realistically arrive together (one client host per team, a room-sharded front).
+    Room,
 }
 
 /// WebSocket client settings: buffers, TLS trust, and the per-connection feeder. tungstenite's

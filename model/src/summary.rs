@@ -33,10 +33,14 @@ pub struct ConnCounts<'a> {
     pub connect_time: &'a Histogram<u64>,
     /// What the reconnect policy did, when it was on.
     pub reconnect: Option<ReconnectStats>,
+    /// Connections the server closed or broke during the window.
+    pub dropped_in_window: u64,
 }
 
-/// Messages a window should have delivered, from each room's in-window sends and readers: a
-/// message reaches every reader of its room but its sender, so expected = Σ sent × (readers − 1).
+/// Messages a window should have delivered, from each room's in-window messages and readers: a
+/// message reaches every reader of its room but its sender, so expected = Σ due × (readers − 1),
+/// where a room's due messages are those sent plus those that fell due on a sender's
+/// connection while the server had it down (`MsgCounts::unsent_down`: owed all the same).
 /// The one loss formula: a run and a fleet's merge both count with it (loss = expected −
 /// delivered, see [`build`]). A room missing from either list counts nothing.
 pub fn expected_deliveries(
@@ -60,6 +64,10 @@ pub struct MsgCounts {
     pub slow_consumers: u64,
     pub server_errors: BTreeMap<String, u64>,
     pub bad_frames: u64,
+    /// In-window messages delivered back to their own sender (counted apart).
+    pub echoes: u64,
+    /// In-window messages that fell due on a connection that was down (in `expected`).
+    pub unsent_down: u64,
     /// Length of the window as run, seconds.
     pub measure_s: f64,
 }
@@ -271,6 +279,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             ramp_held_s: conns.ramp_held_s,
             connect_time_us: Percentiles::of(conns.connect_time),
             reconnect: conns.reconnect,
+            dropped_in_window: conns.dropped_in_window,
             silent: None,
         },
         messages: MessageStats {
@@ -289,6 +298,8 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             slow_consumers: msgs.slow_consumers,
             server_errors: msgs.server_errors,
             bad_frames: msgs.bad_frames,
+            echoes: msgs.echoes,
+            unsent_down: msgs.unsent_down,
             sent_per_s: msgs.sent_window as f64 / measure_s,
             delivered_per_s: msgs.delivered as f64 / measure_s,
         },
@@ -373,6 +384,7 @@ pub mod testing {
                 ramp_held_s: 0.5,
                 connect_time: hist,
                 reconnect: None,
+                dropped_in_window: 0,
             },
             msgs: MsgCounts {
                 sent_window: 10,
@@ -383,6 +395,8 @@ pub mod testing {
                 slow_consumers: 0,
                 server_errors: BTreeMap::new(),
                 bad_frames: 0,
+                echoes: 0,
+                unsent_down: 0,
                 measure_s: 5.0,
             },
             latency: hist,

@@ -16,6 +16,9 @@ use thiserror::Error;
 /// Version of `comparison.json`.
 pub const COMPARISON_SCHEMA: &str = "chatbench.comparison/v1";
 
+/// What a cell measured while other work shared the server's CPUs carries in its text.
+pub const BUSY_MARK: &str = "(machine busy)";
+
 /// Errors reading results.
 #[derive(Debug, Error)]
 pub enum ReportError {
@@ -226,6 +229,9 @@ pub struct Comparison {
     /// The latency SLO the sweeps were judged by (p99, ms), when the suite had sweeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_p99_ms: Option<f64>,
+    /// The claims judged from the cells ([`crate::claims`]), when a claims file applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<crate::claims::ClaimsSection>,
 }
 
 /// Each (architecture, step)'s outcome: the one run that stands for the step in the table.
@@ -294,7 +300,7 @@ fn cell(
             match f(s) {
                 Ok((value, display)) => Cell {
                     display: match &busy {
-                        Some(_) => format!("{display} (machine busy)"),
+                        Some(_) => format!("{display} {BUSY_MARK}"),
                         None => display,
                     },
                     value: Some(value),
@@ -657,6 +663,7 @@ pub fn build_suite(
         failures,
         notes,
         slo_p99_ms: has_sweeps.then_some(slo),
+        claims: None,
     }
 }
 
@@ -979,7 +986,7 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                                 String::new()
                             };
                             if busy_warning(s).is_some() {
-                                lost.push_str(" (machine busy)");
+                                lost.push_str(&format!(" {BUSY_MARK}"));
                             }
                             Cell {
                                 display: format!("{v:.3} ms{lost}"),
@@ -1270,7 +1277,7 @@ fn scaling_cell(
                             source = Some(rel(dir, base));
                             let m = &summary.messages;
                             let text = if busy_warning(summary).is_some() {
-                                format!("{text} (machine busy)")
+                                format!("{text} {BUSY_MARK}")
                             } else {
                                 text
                             };
@@ -1347,6 +1354,7 @@ pub fn render_markdown(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# chatbench comparison — suite `{}`\n", c.suite);
     let _ = writeln!(out, "Machine: {}\n", c.machine);
+    out.push_str(&crate::claims::render_markdown(c.claims.as_ref()));
     let _ = write!(out, "| question |");
     for a in &c.archs {
         let _ = write!(out, " {a} |");

@@ -56,6 +56,7 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
         esc(&c.suite)
     );
     let _ = writeln!(o, "<p>Machine: {}</p>", esc(&c.machine));
+    o.push_str(&crate::claims::render_html(c.claims.as_ref(), esc));
     let _ = write!(o, "<table><thead><tr><th>question</th>");
     for a in &c.archs {
         let _ = write!(o, "<th>{}</th>", esc(a));

@@ -1,6 +1,7 @@
 //! chatbench reports: the comparison table and its charts (PNG, SVG) built from results files,
 //! `report A B`, and the regression gate's judgement (`gate`). Figures come from the results
-//! model's figure catalogue (`chatbench_model::figures`).
+//! model's figure catalogue (`chatbench_model::figures`); `claims` judges a claims file against
+//! a comparison's cells.
 //!
 //! Architecture invariant: reports read results files (`summary.json`, `timeseries.csv`,
 //! `latency.hgrm`) only, through `chatbench-model`; they never reach back into the load
@@ -9,6 +10,7 @@
 //! Every number in a report carries the path of the file it came from.
 
 pub mod charts;
+pub mod claims;
 pub mod comparison;
 pub mod diff;
 pub mod gate;

@@ -57,7 +57,7 @@ async fn sum(addrs: &[SocketAddr], sample: &str) -> f64 {
 #[test]
 fn cross_node_delivery_is_exact_before_and_after_a_node_is_killed() {
     let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
-    let mut cluster = chatbench_loadgen::peers::ElixirCluster::start(
+    let mut cluster = chatbench_harness::peers::ElixirCluster::start(
         &peers,
         CLUSTER_NODES,
         1,
@@ -113,7 +113,7 @@ fn cross_node_delivery_is_exact_before_and_after_a_node_is_killed() {
     });
     for (how, tail) in cluster.stop(std::time::Duration::from_secs(5)) {
         assert!(
-            matches!(how, chatbench_loadgen::launcher::StopOutcome::Terminated(_)),
+            matches!(how, chatbench_harness::launcher::StopOutcome::Terminated(_)),
             "{how}\n{tail}"
         );
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use chatbench_loadgen::supervisor::{
+use chatbench_harness::supervisor::{
     Backplane, ClusterSpec, Event, EventKind, RestartPolicy, Supervisor,
 };
 use chatbench_model::results::write_file_atomic;
@@ -138,7 +138,7 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     BackplaneArg::Redis => "redis",
                 },
                 sup.redis_url()
-                    .map(|u| format!(" ({})", chatbench_loadgen::supervisor::redact_url(u)))
+                    .map(|u| format!(" ({})", chatbench_harness::supervisor::redact_url(u)))
                     .unwrap_or_default()
             )
         } else {

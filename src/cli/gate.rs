@@ -1,29 +1,12 @@
-//! `chatbench gate`: the CI performance-regression gate. Runs the measurements and hands them
-//! to `chatbench_report::gate` for judgement; prints the table and writes it as Markdown and
-//! JSON. Exit codes: 0 pass, 1 regression, 2 could not judge (including any error).
-//!
-//! - `gate deterministic`: the `chatbench-gate-workload` binary under
-//!   `setarch -R valgrind --tool=callgrind`, one process per architecture and repeat.
-//! - `gate statistical`: k interleaved short runs (`chatbench run --serve ARCH`) of a baseline
-//!   and a candidate build plus a second baseline arm for the A/A check.
-//! - `gate --baseline FILE --current RUN…`: existing run results against a baseline of runs
-//!   (`gate/runs.rs`).
+//! `chatbench gate`'s flags, turned into `chatbench_harness::gate::Tier` (the measuring side is
+//! `chatbench_harness::gate`, the judgement `chatbench_report::gate`).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 
-use chatbench_model::provenance::now_rfc3339;
-use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
-use chatbench_report::gate::{judge_deterministic, GateReport, Row, Verdict};
-
-use super::UsageError;
-
-mod runs;
-mod statistical;
+use chatbench_harness::gate::{DetOptions, RunsOptions, StatOptions};
 
 /// Either a tier subcommand (it measures, then judges) or `--baseline FILE --current RUN…`
 /// (judges existing run results).
@@ -36,7 +19,7 @@ pub struct GateArgs {
     #[command(subcommand)]
     tier: Option<Tier>,
     #[command(flatten)]
-    runs: runs::RunsArgs,
+    runs: RunsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +35,7 @@ enum Tier {
     Deterministic(DetArgs),
     /// p99 latency, deliveries/s and CPU-µs per delivery of repeated short runs, baseline and
     /// candidate interleaved, with an A/A check (see docs/gate.md).
-    Statistical(statistical::StatArgs),
+    Statistical(StatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,597 +77,148 @@ struct DetArgs {
     allow_other_machine: bool,
 }
 
-/// Room size of the fan-out workload.
-const MEMBERS: usize = 100;
-/// Body length of each message.
-const BODY: usize = 64;
-/// The measured region's symbol in the workload binary.
-const MEASURED_FN: &str = "chatbench_gate_measured";
-/// Allowed increase, percent: instructions per delivery.
-const MAX_INSTR_PCT: f64 = 2.0;
-/// Allowed increase, percent: allocations and allocated bytes per delivery.
-const MAX_ALLOC_PCT: f64 = 1.0;
-
-pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
-    // Record (and run under) the limit runs actually get: `chatbench run` raises soft to hard,
-    // so a fingerprint taken with a shell's lower soft limit would differ for no reason.
-    let _ = chatbench_loadgen::sys::raise_nofile();
-    let result = match args.tier {
-        Some(Tier::Deterministic(a)) => deterministic(a),
-        Some(Tier::Statistical(a)) => statistical::statistical(a),
-        None => runs::runs(args.runs),
-    };
-    match result {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            eprintln!("error: {}", super::error_chain(&e));
-            eprintln!("verdict: could not judge (exit 2)");
-            Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()))
-        }
-    }
-}
-
-/// A program the gate needs, or a clear error naming the package.
-pub(crate) fn require_tool(name: &str, package: &str) -> anyhow::Result<()> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    if !found {
-        bail!(UsageError(format!(
-            "{name} not found on PATH: install it (Debian: apt-get install {package})"
-        )));
-    }
-    Ok(())
-}
-
-fn workload_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("locating the chatbench executable")?
-            .with_file_name("chatbench-gate-workload"),
-    };
-    if !path.is_file() {
-        bail!(UsageError(format!(
-            "{}: workload binary not found: build it with `cargo build --bin chatbench-gate-workload` (same profile as chatbench) or pass --workload-bin",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
-/// What one workload process reported: its JSON result line, and under callgrind the
-/// instructions of the measured region and the compiler its debug info names.
-#[derive(Debug, Clone, PartialEq)]
-struct Counts {
-    result: serde_json::Value,
-    instructions: Option<u64>,
-    rustc: Option<String>,
-}
-
-impl Counts {
-    fn field(&self, k: &str) -> anyhow::Result<u64> {
-        self.result
-            .get(k)
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
-    }
-    fn signed(&self, k: &str) -> anyhow::Result<i64> {
-        self.result
-            .get(k)
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
-    }
-}
-
-/// The workloads of the deterministic tier and how each is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Workload {
-    /// Fan-out to a room of [`MEMBERS`], under callgrind.
-    Fanout,
-    /// Open and close `--connections` connections, under callgrind.
-    Connections,
-    /// Heap per idle connection (`--connections` of them), native (it counts bytes).
-    Idle,
-}
-
-impl Workload {
-    const ALL: [Workload; 3] = [Workload::Fanout, Workload::Connections, Workload::Idle];
-
-    fn name(self) -> &'static str {
-        match self {
-            Workload::Fanout => "fanout",
-            Workload::Connections => "connections",
-            Workload::Idle => "idle",
-        }
-    }
-
-    fn callgrind(self) -> bool {
-        self != Workload::Idle
-    }
-}
-
-fn run_workload(
-    bin: &Path,
-    workload: Workload,
-    arch: &str,
-    args: &DetArgs,
-    out_file: &Path,
-) -> anyhow::Result<Counts> {
-    let what = format!("the {arch} {} workload", workload.name());
-    let mut cmd = if workload.callgrind() {
-        let mut c = Command::new("setarch");
-        c.arg("-R")
-            .arg("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", out_file.display()))
-            .arg(format!("--toggle-collect={MEASURED_FN}"))
-            .arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.args([workload.name(), "--arch", arch])
-        .arg(format!("--members={MEMBERS}"))
-        .arg(format!("--messages={}", args.messages))
-        .arg(format!("--body={BODY}"))
-        .arg(format!("--connections={}", args.connections))
-        .arg(format!("--inject-work={}", args.inject_work))
-        .stdin(Stdio::null());
-    let output = cmd.output().with_context(|| format!("running {what}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
-        bail!(
-            "{what} failed ({}): {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| anyhow!("{what} printed no result line"))?;
-    let result: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("{what}'s result line {line:?}"))?;
-    if !workload.callgrind() {
-        return Ok(Counts {
-            result,
-            instructions: None,
-            rustc: None,
-        });
-    }
-    let text = std::fs::read_to_string(out_file)
-        .with_context(|| format!("reading {}", out_file.display()))?;
-    let (instructions, rustc) = parse_callgrind(&text).ok_or_else(|| {
-        anyhow!(
-            "{}: no `summary:` line (is it a callgrind output?)",
-            out_file.display()
-        )
-    })?;
-    if instructions == 0 {
-        bail!(
-            "{}: callgrind counted nothing in {MEASURED_FN}: was the workload built without that symbol?",
-            out_file.display()
-        );
-    }
-    Ok(Counts {
-        result,
-        instructions: Some(instructions),
-        rustc,
-    })
-}
-
-/// The instruction total (`summary:` line) of a callgrind output, and the rustc commit its
-/// debug info names (`/rustc/<hash>/library/…`), which identifies the compiler.
-fn parse_callgrind(text: &str) -> Option<(u64, Option<String>)> {
-    let total = text
-        .lines()
-        .find_map(|l| l.strip_prefix("summary:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())?;
-    let rustc = text.find("/rustc/").and_then(|i| {
-        let hash: String = text[i + 7..]
-            .chars()
-            .take_while(char::is_ascii_hexdigit)
-            .collect();
-        (hash.len() >= 7).then_some(hash)
-    });
-    Some((total, rustc))
-}
-
-/// Instructions, allocations and allocated bytes per unit of work, the unit being the
-/// workload's `count` field; `names` in that order.
-fn cost_per(
-    c: &Counts,
-    count: &str,
-    names: [&'static str; 3],
-) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
-    let n = c.field(count)?.max(1) as f64;
-    let ir = c
-        .instructions
-        .ok_or_else(|| anyhow!("no instruction count"))? as f64;
-    Ok(vec![
-        (names[0], "Ir", ir / n),
-        (names[1], "allocs", c.field("allocs")? as f64 / n),
-        (names[2], "B", c.field("alloc_bytes")? as f64 / n),
-    ])
-}
-
-/// The metrics of one workload run: (name, unit, value).
-fn metrics_of(
-    workload: Workload,
-    c: &Counts,
-) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
-    Ok(match workload {
-        Workload::Fanout => cost_per(
-            c,
-            "deliveries",
-            [
-                "instructions_per_delivery",
-                "allocs_per_delivery",
-                "alloc_bytes_per_delivery",
-            ],
-        )?,
-        Workload::Connections => cost_per(
-            c,
-            "connections",
-            [
-                "instructions_per_connection",
-                "allocs_per_connection",
-                "alloc_bytes_per_connection",
-            ],
-        )?,
-        Workload::Idle => {
-            let n = c.field("connections")?.max(1) as f64;
-            vec![(
-                "heap_bytes_per_connection",
-                "B",
-                c.signed("heap_bytes_held")? as f64 / n,
-            )]
-        }
-    })
-}
-
-/// The allowed increase of a metric, percent.
-fn limit_pct(metric: &str) -> f64 {
-    if metric.contains(".instructions_") {
-        MAX_INSTR_PCT
-    } else {
-        MAX_ALLOC_PCT
-    }
-}
-
-fn deterministic(args: DetArgs) -> anyhow::Result<ExitCode> {
-    require_tool("valgrind", "valgrind")?;
-    require_tool("setarch", "util-linux")?;
-    if args.repeat == 0 || args.messages == 0 || args.connections == 0 {
-        bail!(UsageError(
-            "--repeat, --messages and --connections must be at least 1".into()
-        ));
-    }
-    let bin = workload_bin(args.workload_bin.clone())?;
-    let profile = bin
-        .parent()
-        .and_then(Path::file_name)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let archs: Vec<String> = if args.archs.is_empty() {
-        chatbench_servers::Arch::ALL
-            .iter()
-            .map(|a| a.as_str().to_string())
-            .collect()
-    } else {
-        args.archs.clone()
-    };
-    let cg_dir = args.out.join("callgrind");
-    std::fs::create_dir_all(&cg_dir).with_context(|| format!("creating {}", cg_dir.display()))?;
-    let mut metrics: BTreeMap<String, BaselineMetric> = BTreeMap::new();
-    let mut notes = Vec::new();
-    let mut rustc = None;
-    for arch in &archs {
-        for workload in Workload::ALL {
-            let mut samples: BTreeMap<&str, (&str, Vec<f64>)> = BTreeMap::new();
-            for i in 0..args.repeat {
-                let file = cg_dir.join(format!("{}.{arch}.{i}.out", workload.name()));
-                eprintln!(
-                    "gate: {arch} {} workload, run {} of {}{}",
-                    workload.name(),
-                    i + 1,
-                    args.repeat,
-                    if workload.callgrind() {
-                        " (callgrind)"
-                    } else {
-                        ""
-                    }
-                );
-                let counts = run_workload(&bin, workload, arch, &args, &file)?;
-                rustc = rustc.or_else(|| counts.rustc.clone());
-                for (name, unit, v) in metrics_of(workload, &counts)
-                    .with_context(|| format!("the {arch} {} workload", workload.name()))?
-                {
-                    samples.entry(name).or_insert((unit, Vec::new())).1.push(v);
-                }
-            }
-            for (name, (unit, samples)) in samples {
-                let key = format!("{}.{arch}.{name}", workload.name());
-                let (lo, hi) = samples
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-                if hi > lo {
-                    notes.push(format!(
-                        "{key}: runs differ by {:.4} % ({lo:.3} … {hi:.3})",
-                        (hi - lo) / lo.abs().max(f64::MIN_POSITIVE) * 100.0
-                    ));
-                }
-                let value = chatbench_report::gate::stats::median(&samples).unwrap_or(f64::NAN);
-                metrics.insert(
-                    key,
-                    BaselineMetric {
-                        unit: unit.to_string(),
-                        value,
-                        samples: if args.repeat > 1 { samples } else { Vec::new() },
-                    },
-                );
-            }
-        }
-    }
-    let mut settings = BTreeMap::new();
-    settings.insert(
-        "workload".to_string(),
-        Workload::ALL.map(Workload::name).join(","),
-    );
-    settings.insert("members".to_string(), MEMBERS.to_string());
-    settings.insert("messages".to_string(), args.messages.to_string());
-    settings.insert("body_bytes".to_string(), BODY.to_string());
-    settings.insert("connections".to_string(), args.connections.to_string());
-    if args.inject_work > 0 {
-        notes.push(format!(
-            "inject_work = {} busy-loop iterations per delivery (a deliberate extra cost)",
-            args.inject_work
-        ));
-    }
-    settings.insert("profile".to_string(), profile);
-    settings.insert(
-        "rustc_commit".to_string(),
-        rustc.unwrap_or_else(|| "unknown".into()),
-    );
-    let prov = chatbench_loadgen::provenance::collect();
-    let current = Baseline {
-        schema: SCHEMA.to_string(),
-        tier: "deterministic".to_string(),
-        created_at: now_rfc3339(),
-        commit: prov.git_commit.clone(),
-        dirty: prov.git_dirty,
-        fingerprint: Fingerprint::from_provenance(&prov),
-        settings,
-        metrics,
-    };
-    if args.update_baseline && args.inject_work > 0 {
-        bail!(UsageError(
-            "--inject-work is for testing the gate: a baseline is measured without it".into()
-        ));
-    }
-    if args.update_baseline {
-        current
-            .save(&args.baseline)
-            .context("writing the baseline")?;
-        for (k, m) in &current.metrics {
-            println!("{k:<50} {:>14.3} {}", m.value, m.unit);
-        }
-        for n in &notes {
-            println!("note: {n}");
-        }
-        println!("baseline written: {}", args.baseline.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let baseline = Baseline::load(&args.baseline).map_err(|e| {
-        anyhow!("{e} (write one with `chatbench gate deterministic --update-baseline`)")
-    })?;
-    let mut baseline = baseline;
-    if !args.archs.is_empty() {
-        // Only the architectures asked for.
-        baseline.metrics.retain(|k, _| {
-            archs
-                .iter()
-                .any(|a| k.split('.').nth(1) == Some(a.as_str()))
-        });
-    }
-    let report = compare_deterministic(&baseline, &current, notes, args.allow_other_machine);
-    write_report(&report, &args.out, "gate-deterministic")?;
-    print!("{}", report.table());
-    Ok(ExitCode::from(report.verdict.exit_code()))
-}
-
-/// Judges `current` against `baseline`. Settings that change what is measured (workload
-/// sizes, build profile, compiler, injected work) and the CPU model must match, or nothing is
-/// judged (the CPU model selects libc's string-function variants); kernel, core count and
-/// limits do not change instruction counts and are only noted.
-fn compare_deterministic(
-    baseline: &Baseline,
-    current: &Baseline,
-    mut notes: Vec<String>,
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Baseline file of run metrics (p99 latency, deliveries/s, CPU-µs per delivery, the
+    /// machine fingerprint): compared against, or written with --update-baseline.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Current runs: run folders (results/runs/<id>/), their summary.json, or folders of run
+    /// folders. Several give the significance test its samples.
+    #[arg(long, value_name = "RUN", num_args = 1..)]
+    current: Vec<PathBuf>,
+    /// Write --baseline from the --current runs instead of comparing.
+    #[arg(long)]
+    update_baseline: bool,
+    /// Judge runs from a machine whose fingerprint differs from the baseline's.
+    #[arg(long)]
     allow_other_machine: bool,
-) -> GateReport {
-    notes.insert(
-        0,
-        format!(
-            "baseline: commit {} measured {} on {}",
-            baseline
-                .commit
-                .as_deref()
-                .map(|c| c.get(..10).unwrap_or(c))
-                .unwrap_or("unknown"),
-            baseline.created_at,
-            baseline.fingerprint.describe()
-        ),
-    );
-    let mut cannot = false;
-    for (k, v) in &baseline.settings {
-        let cur = current.settings.get(k);
-        if cur != Some(v) {
-            cannot = true;
-            notes.push(format!(
-                "setting {k}: baseline {v}, this run {}: the counts are not comparable (re-measure the baseline with --update-baseline if the change is intended)",
-                cur.map(String::as_str).unwrap_or("unset")
-            ));
-        }
-    }
-    let diffs = baseline.fingerprint.differences(&current.fingerprint);
-    let cpu_differs = baseline.fingerprint.cpu_model != current.fingerprint.cpu_model;
-    for d in diffs {
-        notes.push(format!("machine differs from the baseline's: {d}"));
-    }
-    if cpu_differs && !allow_other_machine {
-        cannot = true;
-        notes.push(
-            "the CPU model differs: pass --allow-other-machine to compare anyway, or measure a baseline on this machine"
-                .into(),
-        );
-    }
-    let mut rows: Vec<Row> = Vec::new();
-    let names: std::collections::BTreeSet<&String> = baseline
-        .metrics
-        .keys()
-        .chain(current.metrics.keys())
-        .collect();
-    for name in names {
-        let b = baseline.metrics.get(name);
-        let c = current.metrics.get(name);
-        let unit = b.or(c).map(|m| m.unit.as_str()).unwrap_or("");
-        let limit = limit_pct(name);
-        rows.push(judge_deterministic(
-            name,
-            unit,
-            b.map(|m| m.value),
-            c.map(|m| m.value),
-            limit,
-        ));
-    }
-    GateReport::new("deterministic", rows, notes, cannot)
+    /// Family-wise significance level (Holm over the metrics).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    alpha: f64,
+    /// Smallest change of a median that counts, percent.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    min_effect: f64,
+    /// Compare medians against a fixed threshold (percent) WITHOUT a significance test, e.g. for
+    /// single runs; every row says so. Default: a significance test, and "could not judge: too
+    /// few samples" with fewer than 3 runs a side.
+    #[arg(long, value_name = "PCT")]
+    fixed_threshold: Option<f64>,
+    /// Folder for gate-runs.md and gate-runs.json.
+    #[arg(long, value_name = "DIR", default_value = "results/gate")]
+    out: PathBuf,
 }
 
-/// Writes `<name>.md` and `<name>.json` into `out`.
-pub(crate) fn write_report(report: &GateReport, out: &Path, name: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let md = out.join(format!("{name}.md"));
-    std::fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
-    let json = out.join(format!("{name}.json"));
-    let text = serde_json::to_string_pretty(report).context("encoding the report")?;
-    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
-    eprintln!("gate: wrote {} and {}", md.display(), json.display());
-    Ok(())
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Architecture to run (`chatbench run --serve ARCH`).
+    #[arg(long, value_name = "ARCH", default_value = "task-per-conn", value_parser = super::arch_names())]
+    arch: String,
+    /// The fixed open-loop scenario.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/gate.toml")]
+    scenario: PathBuf,
+    /// Runs per arm (baseline, candidate, baseline again).
+    #[arg(long, short = 'k', value_name = "K", default_value_t = 5)]
+    runs: usize,
+    /// chatbench executable of the baseline build; default: this executable.
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
+    /// chatbench executable of the candidate build; default: this executable.
+    #[arg(long, value_name = "PATH")]
+    candidate_bin: Option<PathBuf>,
+    /// Extra server flag for the baseline's server (repeatable).
+    #[arg(
+        long = "baseline-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    baseline_server_args: Vec<String>,
+    /// Extra server flag for the candidate's server (repeatable), e.g.
+    /// --candidate-server-arg=--inject-work=400 to measure the gate's power.
+    #[arg(
+        long = "candidate-server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    candidate_server_args: Vec<String>,
+    /// Baseline file: the machine fingerprint runs must match, and the baseline build's runs.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Run the baseline build k times and write the baseline file instead of comparing.
+    #[arg(long)]
+    update_baseline: bool,
+    /// Judge even though this machine's fingerprint differs from the baseline file's.
+    #[arg(long)]
+    allow_other_machine: bool,
+    /// Family-wise significance level (Holm over the three metrics).
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    alpha: f64,
+    /// Smallest change that counts, percent: of the median round ratio (8 rounds or more, paired
+    /// test), else of the medians.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    min_effect: f64,
+    /// Folder for the runs, gate-statistical.md and gate-statistical.json.
+    #[arg(long, value_name = "DIR", default_value = "results/gate")]
+    out: PathBuf,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn baseline(value: f64) -> Baseline {
-        let mut metrics = BTreeMap::new();
-        metrics.insert(
-            "fanout.epoll.instructions_per_delivery".to_string(),
-            BaselineMetric {
-                unit: "Ir".into(),
-                value,
-                samples: vec![],
-            },
-        );
-        let mut settings = BTreeMap::new();
-        settings.insert("messages".to_string(), "1000".to_string());
-        Baseline {
-            schema: SCHEMA.into(),
-            tier: "deterministic".into(),
-            created_at: "t".into(),
-            commit: Some("0123456789abcdef".into()),
-            dirty: Some(false),
-            fingerprint: Fingerprint {
-                cpu_model: Some("cpu".into()),
-                cpu_cores: 2,
-                kernel: Some("k".into()),
-                rlimit_nofile: None,
-            },
-            settings,
-            metrics,
+impl From<RunsArgs> for RunsOptions {
+    fn from(a: RunsArgs) -> RunsOptions {
+        RunsOptions {
+            baseline: a.baseline,
+            current: a.current,
+            update_baseline: a.update_baseline,
+            allow_other_machine: a.allow_other_machine,
+            alpha: a.alpha,
+            min_effect: a.min_effect,
+            fixed_threshold: a.fixed_threshold,
+            out: a.out,
         }
     }
+}
 
-    #[test]
-    fn callgrind_summary_and_compiler_are_read() {
-        let text = "events: Ir\nsummary: 12345\nfl=(2) /rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/x.rs\n";
-        assert_eq!(
-            parse_callgrind(text),
-            Some((
-                12345,
-                Some("59807616e1fa2540724bfbac14d7976d7e4a3860".to_string())
-            ))
-        );
-        assert_eq!(parse_callgrind("events: Ir\n"), None);
+impl From<StatArgs> for StatOptions {
+    fn from(a: StatArgs) -> StatOptions {
+        StatOptions {
+            arch: a.arch,
+            scenario: a.scenario,
+            runs: a.runs,
+            baseline_bin: a.baseline_bin,
+            candidate_bin: a.candidate_bin,
+            baseline_server_args: a.baseline_server_args,
+            candidate_server_args: a.candidate_server_args,
+            baseline: a.baseline,
+            update_baseline: a.update_baseline,
+            allow_other_machine: a.allow_other_machine,
+            alpha: a.alpha,
+            min_effect: a.min_effect,
+            out: a.out,
+        }
     }
+}
 
-    #[test]
-    fn workload_results_become_per_connection_and_per_delivery_metrics() {
-        let c = Counts {
-            result: serde_json::json!({"connections": 1000, "allocs": 9000, "alloc_bytes": 694000}),
-            instructions: Some(42_258_000),
-            rustc: None,
-        };
-        let m = metrics_of(Workload::Connections, &c).unwrap();
-        assert_eq!(m[0], ("instructions_per_connection", "Ir", 42_258.0));
-        assert_eq!(m[1], ("allocs_per_connection", "allocs", 9.0));
-        assert_eq!(m[2], ("alloc_bytes_per_connection", "B", 694.0));
-        let idle = Counts {
-            result: serde_json::json!({"connections": 1000, "heap_bytes_held": 121920}),
-            instructions: None,
-            rustc: None,
-        };
-        let m = metrics_of(Workload::Idle, &idle).unwrap();
-        assert_eq!(m, vec![("heap_bytes_per_connection", "B", 121.92)]);
-        // A result without its count is an error, not a zero.
-        let broken = Counts {
-            result: serde_json::json!({"connections": 1000}),
-            instructions: Some(1),
-            rustc: None,
-        };
-        assert!(metrics_of(Workload::Connections, &broken).is_err());
-        assert_eq!(
-            limit_pct("connections.epoll.instructions_per_connection"),
-            2.0
-        );
-        assert_eq!(limit_pct("idle.epoll.heap_bytes_per_connection"), 1.0);
+impl From<DetArgs> for DetOptions {
+    fn from(a: DetArgs) -> DetOptions {
+        DetOptions {
+            baseline: a.baseline,
+            update_baseline: a.update_baseline,
+            out: a.out,
+            archs: a.archs,
+            repeat: a.repeat,
+            messages: a.messages,
+            connections: a.connections,
+            inject_work: a.inject_work,
+            workload_bin: a.workload_bin,
+            allow_other_machine: a.allow_other_machine,
+        }
     }
+}
 
-    #[test]
-    fn deterministic_comparison_rules() {
-        let b = baseline(1000.0);
-        let r = compare_deterministic(&b, &baseline(1015.0), vec![], false);
-        assert_eq!(r.verdict, Verdict::Pass);
-        let r = compare_deterministic(&b, &baseline(1030.0), vec![], false);
-        assert_eq!(r.verdict, Verdict::Regression);
-        // Another kernel is only noted.
-        let mut other = baseline(1030.0);
-        other.fingerprint.kernel = Some("k2".into());
-        let r = compare_deterministic(&b, &other, vec![], false);
-        assert_eq!(r.verdict, Verdict::Regression);
-        assert!(r.notes.iter().any(|n| n.contains("kernel")));
-        // Another CPU model: could not judge, unless allowed.
-        other.fingerprint.cpu_model = Some("cpu2".into());
-        let r = compare_deterministic(&b, &other, vec![], false);
-        assert_eq!(r.verdict, Verdict::CouldNotJudge);
-        let r = compare_deterministic(&b, &other, vec![], true);
-        assert_eq!(r.verdict, Verdict::Regression);
-        // Other workload settings: never comparable.
-        let mut sized = baseline(1000.0);
-        sized.settings.insert("messages".into(), "5".into());
-        let r = compare_deterministic(&b, &sized, vec![], true);
-        assert_eq!(r.verdict, Verdict::CouldNotJudge);
-        assert!(r.notes.iter().any(|n| n.contains("setting messages")));
-        // A metric missing from this run.
-        let mut missing = baseline(1000.0);
-        missing.metrics.clear();
-        let r = compare_deterministic(&b, &missing, vec![], false);
-        assert_eq!(r.verdict, Verdict::CouldNotJudge);
-    }
+/// `chatbench gate`.
+pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
+    chatbench_harness::gate::gate(match args.tier {
+        Some(Tier::Deterministic(a)) => chatbench_harness::gate::Tier::Deterministic(a.into()),
+        Some(Tier::Statistical(a)) => chatbench_harness::gate::Tier::Statistical(a.into()),
+        None => chatbench_harness::gate::Tier::Runs(args.runs.into()),
+    })
 }

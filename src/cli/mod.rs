@@ -3,20 +3,21 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use chatbench_harness::peers::Peer;
+use chatbench_harness::target_start::{start_target, BackplaneKind, TargetStartOptions};
 use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
-use chatbench_loadgen::launcher::ServerChild;
-use chatbench_loadgen::peers::Peer;
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
-use chatbench_loadgen::supervisor::{Backplane, ClusterSpec, RestartPolicy, Supervisor};
-use chatbench_model::results::{RunStatus, TargetInfo};
+use chatbench_model::results::RunStatus;
 use chatbench_model::scenario::{Scenario, TargetPolicy};
+
+pub use chatbench_harness::{error_chain, UsageError, EXIT_RUN_FAILED};
 
 mod agent;
 mod cluster;
@@ -36,8 +37,6 @@ const VERSION: &str = concat!(
 
 /// Exit code: usage or input error.
 const EXIT_USAGE: u8 = 2;
-/// Exit code: the run could not be made or measured nothing.
-const EXIT_RUN_FAILED: u8 = 3;
 /// Exit code: the run is invalid (generator-limited).
 const EXIT_INVALID: u8 = 4;
 /// Exit code: interrupted by Ctrl-C (SIGINT); results written.
@@ -286,11 +285,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// An error in what the user gave us (flags, files): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 fn load_scenario(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<Scenario> {
     let scenario = if overrides.is_empty() {
         Scenario::load(path).map_err(|e| UsageError(e.to_string()))?
@@ -348,6 +342,48 @@ fn tls_overrides(args: &mut RunArgs) {
     }
 }
 
+/// The target flags of `run` as the harness's options.
+fn target_options(args: &RunArgs, agents: bool) -> TargetStartOptions {
+    TargetStartOptions {
+        scenario_path: args.scenario.clone(),
+        target: args.target.clone(),
+        server_pid: args.server_pid,
+        serve: args.serve.clone(),
+        nodes: args.nodes,
+        backplane: args.backplane.map(|b| match b {
+            BackplaneArg::Mesh => BackplaneKind::Mesh,
+            BackplaneArg::Redis => BackplaneKind::Redis,
+        }),
+        redis_url: args.redis_url.clone(),
+        serve_peer: args.serve_peer.clone(),
+        serve_cmd: args.serve_cmd.clone(),
+        serve_path: args.serve_path.clone(),
+        peers_dir: args.peers_dir.clone(),
+        server_args: args.server_args.clone(),
+        target_policy_given: args.target_policy.is_some(),
+        no_pin: args.no_pin,
+        agents,
+    }
+}
+
+/// `--agents` and `--agent-token-file`: the agents, their token and our executable.
+type AgentsArg = (AgentsSpec, Option<String>, PathBuf);
+
+fn agents_of(args: &RunArgs) -> anyhow::Result<Option<AgentsArg>> {
+    let Some(spec) = &args.agents else {
+        return Ok(None);
+    };
+    let spec = AgentsSpec::parse(spec).map_err(UsageError)?;
+    let token = match &args.agent_token_file {
+        Some(p) => {
+            Some(chatbench_loadgen::agent::read_token(p).map_err(|e| UsageError(e.to_string()))?)
+        }
+        None => None,
+    };
+    let exe = std::env::current_exe().context("locating the chatbench executable")?;
+    Ok(Some((spec, token, exe)))
+}
+
 fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     tls_overrides(&mut args);
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
@@ -361,248 +397,9 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             TargetPolicyArg::Partition => TargetPolicy::Partition,
         };
     }
-    let agents = match &args.agents {
-        None => None,
-        Some(spec) => {
-            let spec = AgentsSpec::parse(spec).map_err(UsageError)?;
-            let token = match &args.agent_token_file {
-                Some(p) => Some(
-                    chatbench_loadgen::agent::read_token(p)
-                        .map_err(|e| UsageError(e.to_string()))?,
-                ),
-                None => None,
-            };
-            let exe = std::env::current_exe().context("locating the chatbench executable")?;
-            Some((spec, token, exe))
-        }
-    };
-    let online = chatbench_loadgen::sys::cpu_affinity();
-    // Pin the server and the generator to separate CPUs when chatbench starts the server and
-    // there are at least two: the first half of the CPUs for the server, the rest for us.
-    let starts_server =
-        args.serve.is_some() || args.serve_peer.is_some() || args.serve_cmd.is_some();
-    let pin = starts_server && !args.no_pin && online.len() >= 2;
-    let (server_cpus, gen_cpus) = if pin {
-        let half = online.len() / 2;
-        (online[..half].to_vec(), online[half..].to_vec())
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut child = None;
-    let mut supervisor = None;
-    let mut elixir_cluster = None;
-    let clustered = args.serve.as_deref() == Some("cluster");
-    let peer = args
-        .serve_peer
-        .as_deref()
-        .map(Peer::parse)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
-    let peer_cluster = peer.is_some_and(Peer::is_cluster);
-    let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
-    if args.nodes.is_some() && args.serve.is_none() && !peer_nodes {
-        return Err(UsageError(
-            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
-        )
-        .into());
-    }
-    if !args.server_args.is_empty() && args.serve.is_none() && peer.is_none() {
-        return Err(
-            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
-        );
-    }
-    if args.backplane.is_some() && !clustered {
-        return Err(UsageError("--backplane needs --serve cluster".into()).into());
-    }
-    if args.redis_url.is_some() && !matches!(args.backplane, Some(BackplaneArg::Redis)) {
-        return Err(UsageError("--redis-url needs --backplane redis".into()).into());
-    }
-    if let Some(f) = scenario.kill_fault() {
-        // The run kills a node it started and supervises: only `--serve cluster` (and the
-        // socketio-cluster peer) has them.
-        if !clustered && !peer_cluster {
-            return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
-                 socketio-cluster (the run kills a node it started and supervises itself; add \
-                 --serve cluster --nodes N)",
-                args.scenario.display(),
-                f.kill_node
-            ))
-            .into());
-        }
-        if agents.is_some() {
-            return Err(UsageError(format!(
-                "{}: [[fault]] kill_node is not supported with --agents yet (run it in one process)",
-                args.scenario.display()
-            ))
-            .into());
-        }
-        let nodes = args
-            .nodes
-            .unwrap_or(if peer_cluster { PEER_CLUSTER_NODES } else { 1 });
-        if f.kill_node > nodes {
-            return Err(UsageError(format!(
-                "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
-                 (raise --nodes or lower kill_node)",
-                args.scenario.display(),
-                f.kill_node
-            ))
-            .into());
-        }
-    }
-    let (target_url, target_info) = if let (Some(arch), true) =
-        (&args.serve, clustered || args.nodes.is_some_and(|n| n > 1))
-    {
-        let nodes = args.nodes.unwrap_or(1);
-        let backplane = match args.backplane {
-            Some(BackplaneArg::Redis) => Backplane::Redis {
-                url: args.redis_url.clone(),
-            },
-            _ => Backplane::Mesh,
-        };
-        if args.target_policy.is_none() {
-            scenario.target_policy = if clustered {
-                TargetPolicy::Span
-            } else {
-                TargetPolicy::Partition
-            };
-        }
-        let sup = Supervisor::start(ClusterSpec {
-            exe: std::env::current_exe().context("locating the chatbench executable")?,
-            arch: arch.clone(),
-            nodes,
-            backplane: backplane.clone(),
-            server_args: args.server_args.clone(),
-            restart: RestartPolicy::default(),
-            redis_cpus: server_cpus.clone(),
-            node_cpus: if pin { server_cpus.clone() } else { Vec::new() },
-        })
-        .context("starting the server nodes")?;
-        let url = sup.urls().join(",");
-        let mut settings = std::collections::BTreeMap::new();
-        settings.insert("nodes".to_string(), nodes.to_string());
-        if clustered {
-            settings.insert("backplane".to_string(), backplane.as_str().to_string());
-        }
-        settings.insert("args".to_string(), sup.node_args(0).join(" "));
-        if pin {
-            let slices = chatbench_loadgen::supervisor::node_cpu_slices(&server_cpus, nodes);
-            let text: Vec<String> = slices.iter().map(|c| cpu_list(c)).collect();
-            settings.insert("node_cpus".to_string(), text.join("; "));
-        }
-        // The private redis-server is part of the server side: sampled with the nodes.
-        let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
-        if let Some(redis) = sup.redis_pid() {
-            settings.insert("redis_pid".to_string(), redis.to_string());
-            pids.push(redis);
-        }
-        let info = TargetInfo {
-            url: url.clone(),
-            arch: Some(arch.clone()),
-            pid: pids.first().copied(),
-            settings,
-            cpu_affinity: pin.then(|| server_cpus.clone()),
-            targets: Vec::new(),
-            target_policy: None,
-            pids,
-        };
-        // Shared with the run, which polls it (restarts) and kills a node for a kill fault;
-        // restarted nodes are spawned from this (the main) thread: see Supervisor.
-        supervisor = Some(Arc::new(Mutex::new(sup)));
-        (url, info)
-    } else if let Some(arch) = &args.serve {
-        let exe = std::env::current_exe().context("locating the chatbench executable")?;
-        let mut extra = args.server_args.clone();
-        if pin {
-            extra.push("--cpus".into());
-            extra.push(cpu_list(&server_cpus));
-        }
-        let c = ServerChild::start(&exe, arch, &extra)?;
-        let url = format!("ws://{}/ws", c.addr);
-        let mut settings = std::collections::BTreeMap::new();
-        settings.insert("args".to_string(), c.args.join(" "));
-        let info = TargetInfo {
-            url: url.clone(),
-            arch: Some(arch.clone()),
-            pid: Some(c.pid),
-            settings,
-            cpu_affinity: pin.then(|| server_cpus.clone()),
-            targets: Vec::new(),
-            target_policy: None,
-            pids: Vec::new(),
-        };
-        child = Some(c);
-        (url, info)
-    } else if let Some(peer) = peer {
-        // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
-        // its own: raise the soft limit to the hard one first.
-        raise_nofile_for_child();
-        let path = peer
-            .url_path(scenario.protocol)
-            .map_err(|e| UsageError(e.to_string()))?;
-        if peer == Peer::ElixirCluster {
-            let (url, info, cluster) = start_elixir_cluster(&args, path, pin, &server_cpus)?;
-            if args.target_policy.is_none() {
-                scenario.target_policy = TargetPolicy::Span;
-            }
-            elixir_cluster = Some(cluster);
-            (url, info)
-        } else if peer_cluster {
-            let (program, peer_args) = peer
-                .command_with(&args.peers_dir, &[], &args.server_args)
-                .map_err(|e| UsageError(e.to_string()))?;
-            let nodes = args.nodes.unwrap_or(PEER_CLUSTER_NODES);
-            let (url, info, sup) =
-                start_peer_cluster(peer, program, peer_args, nodes, path, pin, &server_cpus)?;
-            supervisor = Some(Arc::new(Mutex::new(sup)));
-            (url, info)
-        } else {
-            let (program, peer_args) = peer
-                .command_with(&args.peers_dir, &server_cpus, &args.server_args)
-                .map_err(|e| UsageError(e.to_string()))?;
-            let c = ServerChild::start_command(&program, &peer_args, &server_cpus)?;
-            let (url, info) = started_target(&c, path, Some(peer.as_str()), pin, &server_cpus);
-            child = Some(c);
-            (url, info)
-        }
-    } else if let Some(cmd) = &args.serve_cmd {
-        let mut words = cmd.split_whitespace().map(str::to_owned);
-        let program = words.next().ok_or_else(|| {
-            UsageError("--serve-cmd is empty: give the server's command line".into())
-        })?;
-        let rest: Vec<String> = words.collect();
-        if !args.serve_path.starts_with('/') {
-            return Err(UsageError(format!(
-                "--serve-path {:?}: must start with '/'",
-                args.serve_path
-            ))
-            .into());
-        }
-        raise_nofile_for_child();
-        let c = ServerChild::start_command(std::path::Path::new(&program), &rest, &server_cpus)?;
-        let (url, info) = started_target(&c, &args.serve_path, None, pin, &server_cpus);
-        child = Some(c);
-        (url, info)
-    } else {
-        let url = args
-            .target
-            .clone()
-            .ok_or_else(|| UsageError("give --target URL or --serve ARCH".into()))?;
-        let info = TargetInfo {
-            url: url.clone(),
-            arch: None,
-            pid: args.server_pid,
-            settings: Default::default(),
-            cpu_affinity: None,
-            targets: Vec::new(),
-            target_policy: None,
-            pids: Vec::new(),
-        };
-        (url, info)
-    };
-    if pin {
-        chatbench_loadgen::sys::set_cpu_affinity(&gen_cpus).context("pinning the generator")?;
-    }
+    let agents = agents_of(&args)?;
+    let target = start_target(&target_options(&args, agents.is_some()), &mut scenario)?;
+    target.pin_generator()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -615,29 +412,16 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     // The exit code of the signal that stopped the run (0: none).
     let stop_signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let result = runtime.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let stop_signal = stop_signal.clone();
-        tokio::spawn(async move {
-            let Ok(mut signals) = StopSignals::new() else {
-                eprintln!("warning: cannot listen for SIGINT/SIGTERM: a signal will end the run without its results");
-                return;
-            };
-            let first = signals.next().await;
-            stop_signal.store(first.exit_code(), std::sync::atomic::Ordering::Relaxed);
-            eprintln!("\n{}: finishing the current phase and writing what was measured (Ctrl-C again to abort)", first.name());
-            let _ = tx.send(true);
-            let second = signals.next().await;
-            std::process::exit(i32::from(second.exit_code()));
-        });
+        let rx = listen_for_stop(stop_signal.clone());
         let opts = RunOptions {
             scenario,
             overrides: args.overrides.clone(),
-            target_url,
-            target_info,
+            target_url: target.url.clone(),
+            target_info: target.info.clone(),
             out_root: args.out.clone(),
             progress,
             interrupt: rx,
-            cluster: supervisor.clone(),
+            cluster: target.node_control(),
         };
         match agents {
             None => chatbench_loadgen::run::run(opts).await,
@@ -653,73 +437,18 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let server_note = child.map(|c| c.stop(Duration::from_secs(10)));
-    if let Some(cluster) = elixir_cluster {
-        for (how, tail) in cluster.stop(Duration::from_secs(10)) {
-            if !how.is_clean() {
-                eprintln!("elixir-cluster node: {how}\n{tail}");
-            }
-        }
-    }
-    // The nodes' state (pids, restarts, events) beside the results, then stop them.
-    let cluster_state = supervisor.as_ref().map(|s| {
-        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-        let state = s.state_json();
-        for (id, how) in s.stop(Duration::from_secs(10)) {
-            if !how.is_clean() {
-                eprintln!("server node {id}: {how}");
-            }
-        }
-        state
-    });
+    let stopped = target.stop();
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let report = match (result, &server_note) {
-        (Ok(r), _) => r,
-        // The server died before the run could start: its own last words are the reason.
-        (Err(e), Some((how, tail))) if how.had_already_exited() => {
-            let last = tail
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no output");
-            return Err(anyhow::Error::new(e).context(format!(
-                "the {} server {how}; its last line: {last}",
-                args.serve
-                    .as_deref()
-                    .or(args.serve_peer.as_deref())
-                    .or(args.serve_cmd.as_deref())
-                    .unwrap_or("?")
-            )));
-        }
-        (Err(e), _) => return Err(e.into()),
-    };
-    if let Some(state) = cluster_state {
-        let json = serde_json::to_vec_pretty(&state).context("encoding cluster.json")?;
-        chatbench_model::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
-            .context("writing cluster.json")?;
-    }
-    if report.summary.failover.is_some() {
-        // The node-loss timeline beside the run (the per-run timeline comes with it).
-        let charts = report.dir.join("charts");
-        let drawn = std::fs::create_dir_all(&charts)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| {
-                chatbench_report::charts::run_timeline(&report.dir, &charts, "timeline")
-                    .map_err(anyhow::Error::from)
-            });
-        if let Err(e) = drawn {
-            eprintln!("warning: the node-loss chart was not drawn: {e:#}");
-        }
-    }
+    let what = args
+        .serve
+        .as_deref()
+        .or(args.serve_peer.as_deref())
+        .or(args.serve_cmd.as_deref())
+        .unwrap_or("?");
+    let report = result.map_err(|e| stopped.explain(e, what))?;
+    stopped.write_beside(&report)?;
     print!("{}", human_summary(&report.summary, &report.dir));
-    if let Some((how, tail)) = server_note {
-        if !how.is_clean() {
-            eprintln!("server: {how}");
-            if !tail.is_empty() {
-                eprintln!("server stderr (last lines):\n{tail}");
-            }
-        }
-    }
+    stopped.report_server();
     let s = &report.summary;
     let code = match (s.status, s.valid) {
         (RunStatus::Failed, _) => EXIT_RUN_FAILED,
@@ -734,159 +463,26 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
-const PEER_CLUSTER_NODES: u32 = 3;
-
-/// Starts a cluster peer (`socketio-cluster`: a primary whose `nodes` workers share one port,
-/// over a private redis-server) under the supervisor, on the server CPUs when pinned. Returns
-/// its one URL, the target record (every worker, the primary and redis-server sampled) and the
-/// supervisor, which the run polls (re-forks) and asks to kill a worker for a kill fault.
-fn start_peer_cluster(
-    peer: Peer,
-    program: std::path::PathBuf,
-    args: Vec<String>,
-    nodes: u32,
-    path: &str,
-    pin: bool,
-    server_cpus: &[usize],
-) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
-    let command = format!("{} {}", program.display(), args.join(" "));
-    let sup = Supervisor::start_shared_port(ClusterSpec {
-        exe: program,
-        arch: peer.as_str().into(),
-        nodes,
-        backplane: Backplane::Redis { url: None },
-        server_args: args,
-        restart: RestartPolicy::default(),
-        redis_cpus: server_cpus.to_vec(),
-        node_cpus: if pin {
-            server_cpus.to_vec()
-        } else {
-            Vec::new()
-        },
-    })
-    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
-    let addr = sup
-        .nodes()
-        .first()
-        .map(|n| n.listen)
-        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
-    let url = format!("ws://{addr}{path}");
-    let mut settings = std::collections::BTreeMap::new();
-    settings.insert("nodes".to_string(), nodes.to_string());
-    settings.insert("backplane".to_string(), "redis".to_string());
-    settings.insert(
-        "command".to_string(),
-        format!(
-            "{command} --workers {nodes} --redis-url {}",
-            sup.redis_url().unwrap_or("?")
-        ),
-    );
-    let mut pids: Vec<u32> = sup.primary_pid().into_iter().collect();
-    pids.extend(sup.nodes().iter().filter_map(|n| n.pid));
-    if let Some(redis) = sup.redis_pid() {
-        settings.insert("redis_pid".to_string(), redis.to_string());
-        pids.push(redis);
-    }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(peer.as_str().into()),
-        pid: pids.first().copied(),
-        settings,
-        cpu_affinity: pin.then(|| server_cpus.to_vec()),
-        targets: Vec::new(),
-        target_policy: None,
-        pids,
-    };
-    Ok((url, info, sup))
-}
-
-/// Raises our open-files soft limit to the hard one before starting a server that will inherit
-/// it. A failure is only a warning here: the run itself checks the limit against its plan.
-fn raise_nofile_for_child() {
-    if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
-        tracing::warn!("cannot raise the open-files limit for the server: {e}");
-    }
-}
-
-/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
-/// schedulers a share of them) and returns its URLs, target record and handle.
-fn start_elixir_cluster(
-    args: &RunArgs,
-    path: &str,
-    pin: bool,
-    server_cpus: &[usize],
-) -> anyhow::Result<(String, TargetInfo, chatbench_loadgen::peers::ElixirCluster)> {
-    let nodes = args.nodes.unwrap_or(3) as usize;
-    let cpus = if server_cpus.is_empty() {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        server_cpus.len()
-    };
-    let schedulers = cpus.div_ceil(nodes).max(1);
-    let cluster = chatbench_loadgen::peers::ElixirCluster::start(
-        &args.peers_dir,
-        nodes,
-        schedulers,
-        server_cpus,
-        &args.server_args,
-    )
-    .map_err(|e| UsageError(e.to_string()))?;
-    let url = cluster
-        .addrs()
-        .iter()
-        .map(|a| format!("ws://{a}{path}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
-    let mut settings = std::collections::BTreeMap::new();
-    settings.insert("nodes".to_string(), nodes.to_string());
-    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
-    if let Some(c) = cluster.nodes.iter().flatten().next() {
-        settings.insert("command".to_string(), c.args.join(" "));
-    }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(Peer::ElixirCluster.as_str().to_string()),
-        pid: pids.first().copied(),
-        settings,
-        cpu_affinity: pin.then(|| server_cpus.to_vec()),
-        targets: Vec::new(),
-        target_policy: None,
-        pids,
-    };
-    Ok((url, info, cluster))
-}
-
-/// The URL and target record of a server chatbench started itself (not `chatbench serve`).
-fn started_target(
-    c: &ServerChild,
-    path: &str,
-    arch: Option<&str>,
-    pin: bool,
-    server_cpus: &[usize],
-) -> (String, TargetInfo) {
-    let url = format!("ws://{}{path}", c.addr);
-    let mut settings = std::collections::BTreeMap::new();
-    settings.insert("command".to_string(), c.args.join(" "));
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: arch.map(str::to_owned),
-        pid: Some(c.pid),
-        settings,
-        cpu_affinity: pin.then(|| server_cpus.to_vec()),
-        targets: Vec::new(),
-        target_policy: None,
-        pids: Vec::new(),
-    };
-    (url, info)
-}
-
-fn cpu_list(cpus: &[usize]) -> String {
-    cpus.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+/// Listens for SIGINT/SIGTERM: the first asks the run to finish its phase and write what was
+/// measured (the returned receiver becomes `true`; `stop_signal` gets its exit code), a second
+/// exits at once.
+fn listen_for_stop(
+    stop_signal: Arc<std::sync::atomic::AtomicU8>,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut signals) = StopSignals::new() else {
+            eprintln!("warning: cannot listen for SIGINT/SIGTERM: a signal will end the run without its results");
+            return;
+        };
+        let first = signals.next().await;
+        stop_signal.store(first.exit_code(), std::sync::atomic::Ordering::Relaxed);
+        eprintln!("\n{}: finishing the current phase and writing what was measured (Ctrl-C again to abort)", first.name());
+        let _ = tx.send(true);
+        let second = signals.next().await;
+        std::process::exit(i32::from(second.exit_code()));
+    });
+    rx
 }
 
 /// Parses a CPU list like `0,2-3`.
@@ -1007,23 +603,6 @@ fn preflight_server_pid(pid: u32) -> anyhow::Result<()> {
         ))
         .into()),
     }
-}
-
-/// An error and its causes on one line, each said once: a library error that already quotes its
-/// cause (`cannot read X: No such file…`) is not followed by that cause again.
-pub(crate) fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub struct ReportArgs {
     /// e.g. the same suite on two commits. Nothing is written.
     #[arg(value_name = "OTHER")]
     other: Option<PathBuf>,
+    /// A claims file (docs/claims.md) to judge against the comparison; without it, the shipped
+    /// claims/elixir-vs-node.toml when the comparison has one of its columns.
+    #[arg(long, value_name = "FILE", conflicts_with = "other")]
+    claims: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -53,16 +57,27 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let slo = loaded
         .slo_p99_ms
         .unwrap_or(chatbench_report::sweeps::DEFAULT_SLO_P99_MS);
-    let c = build_suite(
+    let claims = read_claims(args.claims.as_deref())?;
+    let mut c = build_suite(
         &loaded.suite,
         &loaded.archs,
         &loaded.runs,
         &args.dir,
         loaded.slo_p99_ms,
     );
+    chatbench_report::claims::attach(
+        &mut c,
+        claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+        &loaded.results,
+    )?;
     // The page embeds the charts drawn now, from memory: never a file of the folder's charts/.
-    let drawn =
-        super::compare::draw_charts(&args.dir, &loaded.archs, &loaded.results, &loaded.runs, slo);
+    let drawn = chatbench_harness::compare::draw_charts(
+        &args.dir,
+        &loaded.archs,
+        &loaded.results,
+        &loaded.runs,
+        slo,
+    );
     let md = render_markdown(&c);
     let page = chatbench_report::html::render(&c, &loaded.results, &drawn);
     write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
@@ -73,6 +88,20 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     )?;
     print!("{md}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and checks a claims file given with `--claims` (before anything is measured): its
+/// name as given and its text. An unreadable or malformed file is a usage error.
+pub(crate) fn read_claims(path: Option<&Path>) -> anyhow::Result<Option<(String, String)>> {
+    let Some(path) = path else { return Ok(None) };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "--claims {name}: cannot read it: {e} (a claims file: docs/claims.md)"
+        ))
+    })?;
+    chatbench_report::claims::parse(&name, &text).map_err(|e| UsageError(e.to_string()))?;
+    Ok(Some((name, text)))
 }
 
 fn side_by_side(a: &Path, b: &Path) -> anyhow::Result<ExitCode> {

@@ -128,9 +128,9 @@ pub enum External {
 }
 
 impl External {
-    fn peer(self) -> chatbench_loadgen::peers::Peer {
+    fn peer(self) -> chatbench_harness::peers::Peer {
         match self {
-            External::Elixir | External::ElixirCluster => chatbench_loadgen::peers::Peer::Elixir,
+            External::Elixir | External::ElixirCluster => chatbench_harness::peers::Peer::Elixir,
         }
     }
 
@@ -242,9 +242,9 @@ pub enum Fixture {
     /// The nodes, and the Redis server they use (stopped after them).
     Cluster(Vec<ClusterNode>, Option<RedisServer>),
     /// A server process of another runtime.
-    External(chatbench_loadgen::launcher::ServerChild),
+    External(chatbench_harness::launcher::ServerChild),
     /// Node processes of another runtime's cluster (and the epmd they use).
-    ExternalCluster(chatbench_loadgen::peers::ElixirCluster),
+    ExternalCluster(chatbench_harness::peers::ElixirCluster),
 }
 
 impl Fixture {
@@ -367,7 +367,7 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
         }
         Sut::External(External::ElixirCluster) => {
             let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
-            let cluster = chatbench_loadgen::peers::ElixirCluster::start(
+            let cluster = chatbench_harness::peers::ElixirCluster::start(
                 &peers,
                 CLUSTER_NODES,
                 1,
@@ -407,13 +407,13 @@ pub fn start(arch: Sut, config: ServerConfig) -> Fixture {
 pub fn start_external(
     e: External,
     config: &ServerConfig,
-) -> chatbench_loadgen::launcher::ServerChild {
+) -> chatbench_harness::launcher::ServerChild {
     let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
     let (program, args) = e
         .peer()
         .command_with(&peers, &[], &external_flags(config))
         .unwrap_or_else(|err| panic!("cannot start the {} server: {err}", e.peer().as_str()));
-    chatbench_loadgen::launcher::ServerChild::start_command(&program, &args, &[])
+    chatbench_harness::launcher::ServerChild::start_command(&program, &args, &[])
         .unwrap_or_else(|err| panic!("the {} server did not start: {err}", e.peer().as_str()))
 }
 

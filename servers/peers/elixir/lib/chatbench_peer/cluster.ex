@@ -4,7 +4,7 @@ defmodule ChatbenchPeer.Cluster do
   `--join`, so the `:pg` scope of rooms spans them all. Connection attempts repeat every
   500 ms until each node is up, and again after a `nodedown` (a node that is killed stays
   in the list; reconnecting to it is one cheap failed attempt per period). The epmd, the
-  cookie and the node names are the launcher's (loadgen/src/peers/elixir.rs): epmd on
+  cookie and the node names are the launcher's (harness/src/peers/elixir.rs): epmd on
   loopback on a port of its own, a cookie made per run, distribution bound to 127.0.0.1.
   """
 

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
-use clap::Args;
 
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_report::gate::baseline::Baseline;
@@ -17,38 +16,32 @@ use chatbench_report::gate::runs::{
 };
 use chatbench_report::gate::StatRule;
 
-use super::super::UsageError;
+use crate::UsageError;
 
-#[derive(Debug, Args)]
-pub struct RunsArgs {
+/// What `chatbench gate --baseline … --current …` is asked to do (the binary's flags document
+/// each field).
+#[derive(Debug, Clone)]
+pub struct RunsOptions {
     /// Baseline file of run metrics (p99 latency, deliveries/s, CPU-µs per delivery, the
     /// machine fingerprint): compared against, or written with --update-baseline.
-    #[arg(long, value_name = "FILE")]
-    baseline: Option<PathBuf>,
+    pub baseline: Option<PathBuf>,
     /// Current runs: run folders (results/runs/<id>/), their summary.json, or folders of run
     /// folders. Several give the significance test its samples.
-    #[arg(long, value_name = "RUN", num_args = 1..)]
-    current: Vec<PathBuf>,
+    pub current: Vec<PathBuf>,
     /// Write --baseline from the --current runs instead of comparing.
-    #[arg(long)]
-    update_baseline: bool,
+    pub update_baseline: bool,
     /// Judge runs from a machine whose fingerprint differs from the baseline's.
-    #[arg(long)]
-    allow_other_machine: bool,
+    pub allow_other_machine: bool,
     /// Family-wise significance level (Holm over the metrics).
-    #[arg(long, value_name = "P", default_value_t = 0.05)]
-    alpha: f64,
+    pub alpha: f64,
     /// Smallest change of a median that counts, percent.
-    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
-    min_effect: f64,
+    pub min_effect: f64,
     /// Compare medians against a fixed threshold (percent) WITHOUT a significance test, e.g. for
     /// single runs; every row says so. Default: a significance test, and "could not judge: too
     /// few samples" with fewer than 3 runs a side.
-    #[arg(long, value_name = "PCT")]
-    fixed_threshold: Option<f64>,
+    pub fixed_threshold: Option<f64>,
     /// Folder for gate-runs.md and gate-runs.json.
-    #[arg(long, value_name = "DIR", default_value = "results/gate")]
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 /// Every usable run the arguments name; the ones left out are described in `notes`.
@@ -67,7 +60,8 @@ fn read_runs(paths: &[PathBuf], notes: &mut Vec<String>) -> anyhow::Result<Vec<R
     Ok(runs)
 }
 
-pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+/// Judges existing runs against a baseline of runs (or writes it).
+pub fn runs(args: RunsOptions) -> anyhow::Result<ExitCode> {
     let Some(baseline_path) = args.baseline.clone() else {
         bail!(UsageError(
             "give --baseline FILE --current RUN… (judge run results), or a tier: `chatbench gate deterministic|statistical` (see --help)".into()

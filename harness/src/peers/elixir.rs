@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
+
 use super::{find_on_path, PeerError};
 use crate::launcher::ServerChild;
 
@@ -87,6 +89,8 @@ pub struct ElixirCluster {
     /// The nodes, in start order (`None` once killed with [`ElixirCluster::kill_node`]).
     pub nodes: Vec<Option<ServerChild>>,
     epmd: Option<std::process::Child>,
+    /// What happened to the nodes (started, killed, exited), for a run's node-loss fault.
+    events: Vec<Event>,
 }
 
 impl ElixirCluster {
@@ -123,6 +127,7 @@ impl ElixirCluster {
         let mut cluster = ElixirCluster {
             nodes: Vec::new(),
             epmd: Some(epmd),
+            events: Vec::new(),
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -160,6 +165,9 @@ impl ElixirCluster {
             let (program, args) = node_command(dir, schedulers, &erl, &opts, &flags)?;
             let child = ServerChild::start_command(&program, &args, cpus)
                 .map_err(|e| cluster_error(format!("node {i} ({name}): {e}")))?;
+            cluster
+                .events
+                .push(event(i as u32 + 1, EventKind::Started { pid: child.pid }));
             cluster.nodes.push(Some(child));
             names.push(name);
         }
@@ -216,6 +224,14 @@ impl ElixirCluster {
         mut self,
         grace: std::time::Duration,
     ) -> Vec<(crate::launcher::StopOutcome, String)> {
+        self.stop_all(grace)
+    }
+
+    /// [`ElixirCluster::stop`] through a shared handle (the run's node control holds one).
+    pub fn stop_all(
+        &mut self,
+        grace: std::time::Duration,
+    ) -> Vec<(crate::launcher::StopOutcome, String)> {
         let out = self
             .nodes
             .iter_mut()
@@ -231,6 +247,66 @@ impl ElixirCluster {
             let _ = e.kill();
             let _ = e.wait();
         }
+    }
+}
+
+fn event(node: u32, kind: EventKind) -> Event {
+    let at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Event {
+        at_unix_ms,
+        node,
+        kind,
+    }
+}
+
+/// The run's node-loss fault on `elixir-cluster`: a node is SIGKILLed and not restarted (its
+/// clients reconnect to the other nodes, which still hold their rooms in `:pg`); a node that
+/// dies by itself is reported once.
+impl NodeControl for ElixirCluster {
+    fn poll(&mut self) -> Vec<Event> {
+        let mut new = Vec::new();
+        for (i, slot) in self.nodes.iter_mut().enumerate() {
+            let Some(status) = slot.as_mut().and_then(ServerChild::exit_status) else {
+                continue;
+            };
+            let tail = slot.take().map(|c| c.stderr_tail()).unwrap_or_default();
+            new.push(event(
+                i as u32 + 1,
+                EventKind::Exited {
+                    status: status.to_string(),
+                    stderr_tail: tail,
+                },
+            ));
+        }
+        self.events.extend(new.iter().cloned());
+        new
+    }
+
+    fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    fn kill(&mut self, id: u32) -> Option<u32> {
+        let i = (id as usize).checked_sub(1)?;
+        let pid = self.nodes.get(i)?.as_ref()?.pid;
+        self.kill_node(i);
+        self.events.push(event(id, EventKind::Killed { pid }));
+        Some(pid)
+    }
+
+    fn node_count(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    fn shares_one_port(&self) -> bool {
+        false
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        // The nodes, as the run's target record lists them (epmd, idle, is left out).
+        self.nodes.iter().flatten().map(|c| c.pid).collect()
     }
 }
 

@@ -39,6 +39,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild, StopOutcome};
+pub use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
 
 mod shared_port;
 
@@ -191,60 +192,6 @@ pub struct WorkerReport {
     pub peak_rooms: u64,
     /// Messages its own clients published (each broadcast to the room on every worker).
     pub published: u64,
-}
-
-/// Something that happened to a node.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    /// Wall-clock time, milliseconds since the Unix epoch.
-    pub at_unix_ms: u64,
-    /// The node.
-    pub node: u32,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-/// Kinds of [`Event`].
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case", tag = "event")]
-pub enum EventKind {
-    /// Started (first time) with this pid.
-    Started {
-        /// Its pid.
-        pid: u32,
-    },
-    /// Killed on purpose by the harness (SIGKILL).
-    Killed {
-        /// The pid that was killed.
-        pid: u32,
-    },
-    /// Found dead.
-    Exited {
-        /// The exit status, as text.
-        status: String,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-    },
-    /// Started again at the same addresses.
-    Restarted {
-        /// The new pid.
-        pid: u32,
-        /// Restart count of this node.
-        restart: u32,
-        /// From finding it dead to its announcing its address again, milliseconds.
-        restart_ms: u64,
-    },
-    /// A restart failed; it will be tried again.
-    RestartFailed {
-        /// Why.
-        reason: String,
-    },
-    /// Restarted too often: left down.
-    GaveUp {
-        /// Restarts within the policy's period.
-        restarts: u32,
-    },
 }
 
 struct Node {
@@ -759,6 +706,37 @@ impl Supervisor {
     /// The executable the nodes run.
     pub fn exe(&self) -> &Path {
         &self.spec.exe
+    }
+}
+
+/// The run's handle on the nodes for the node-loss fault (the trait is the load generator's, so
+/// that it never depends on this crate).
+impl NodeControl for Supervisor {
+    fn poll(&mut self) -> Vec<Event> {
+        Supervisor::poll(self)
+    }
+
+    fn events(&self) -> &[Event] {
+        Supervisor::events(self)
+    }
+
+    fn kill(&mut self, id: u32) -> Option<u32> {
+        Supervisor::kill(self, id)
+    }
+
+    fn node_count(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    fn shares_one_port(&self) -> bool {
+        Supervisor::shares_one_port(self)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.nodes.iter().filter_map(|n| n.info.pid).collect();
+        pids.extend(self.primary_pid());
+        pids.extend(self.redis_pid());
+        pids
     }
 }
 

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context};
-use clap::Args;
 
 use chatbench_model::figures;
 use chatbench_model::provenance::now_rfc3339;
@@ -17,59 +16,39 @@ use chatbench_model::results::{OtherLoad, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_statistical, GateReport, Samples, StatRule, Verdict};
 
-use super::super::UsageError;
+use crate::UsageError;
 
-#[derive(Debug, Args)]
-pub struct StatArgs {
+/// What `chatbench gate statistical` is asked to do (the binary's flags document each field).
+#[derive(Debug, Clone)]
+pub struct StatOptions {
     /// Architecture to run (`chatbench run --serve ARCH`).
-    #[arg(long, value_name = "ARCH", default_value = "task-per-conn", value_parser = super::super::arch_names())]
-    arch: String,
+    pub arch: String,
     /// The fixed open-loop scenario.
-    #[arg(long, value_name = "FILE", default_value = "scenarios/gate.toml")]
-    scenario: PathBuf,
+    pub scenario: PathBuf,
     /// Runs per arm (baseline, candidate, baseline again).
-    #[arg(long, short = 'k', value_name = "K", default_value_t = 5)]
-    runs: usize,
+    pub runs: usize,
     /// chatbench executable of the baseline build; default: this executable.
-    #[arg(long, value_name = "PATH")]
-    baseline_bin: Option<PathBuf>,
+    pub baseline_bin: Option<PathBuf>,
     /// chatbench executable of the candidate build; default: this executable.
-    #[arg(long, value_name = "PATH")]
-    candidate_bin: Option<PathBuf>,
+    pub candidate_bin: Option<PathBuf>,
     /// Extra server flag for the baseline's server (repeatable).
-    #[arg(
-        long = "baseline-server-arg",
-        value_name = "ARG",
-        allow_hyphen_values = true
-    )]
-    baseline_server_args: Vec<String>,
+    pub baseline_server_args: Vec<String>,
     /// Extra server flag for the candidate's server (repeatable), e.g.
     /// --candidate-server-arg=--inject-work=400 to measure the gate's power.
-    #[arg(
-        long = "candidate-server-arg",
-        value_name = "ARG",
-        allow_hyphen_values = true
-    )]
-    candidate_server_args: Vec<String>,
+    pub candidate_server_args: Vec<String>,
     /// Baseline file: the machine fingerprint runs must match, and the baseline build's runs.
-    #[arg(long, value_name = "FILE")]
-    baseline: Option<PathBuf>,
+    pub baseline: Option<PathBuf>,
     /// Run the baseline build k times and write the baseline file instead of comparing.
-    #[arg(long)]
-    update_baseline: bool,
+    pub update_baseline: bool,
     /// Judge even though this machine's fingerprint differs from the baseline file's.
-    #[arg(long)]
-    allow_other_machine: bool,
+    pub allow_other_machine: bool,
     /// Family-wise significance level (Holm over the three metrics).
-    #[arg(long, value_name = "P", default_value_t = 0.05)]
-    alpha: f64,
+    pub alpha: f64,
     /// Smallest change that counts, percent: of the median round ratio (8 rounds or more, paired
     /// test), else of the medians.
-    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
-    min_effect: f64,
+    pub min_effect: f64,
     /// Folder for the runs, gate-statistical.md and gate-statistical.json.
-    #[arg(long, value_name = "DIR", default_value = "results/gate")]
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +146,7 @@ fn other_cores(s: &Summary) -> Option<f64> {
 /// Runs one `chatbench run --serve` and returns its summary.json path.
 fn one_run(
     bin: &Path,
-    args: &StatArgs,
+    args: &StatOptions,
     server_args: &[String],
     out: &Path,
 ) -> anyhow::Result<PathBuf> {
@@ -211,7 +190,8 @@ fn one_run(
     }
 }
 
-pub fn statistical(args: StatArgs) -> anyhow::Result<ExitCode> {
+/// Measures the baseline and candidate builds interleaved and judges them.
+pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
     if args.runs < 3 {
         bail!(UsageError(
             "-k must be at least 3 (a rank test needs 3 runs per arm)".into()
@@ -518,8 +498,8 @@ mod tests {
 
     /// A real run's summary (the report's broadcast fixture).
     fn fixture() -> Summary {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../report/tests/data/broadcast/summary.json");
         read_summary(&p).unwrap()
     }
 

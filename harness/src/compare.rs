@@ -1,0 +1,940 @@
+//! `chatbench compare`: runs a suite of scenarios against every chosen architecture (each
+//! server started by `chatbench run --serve`, one process per run, so no run inherits another's
+//! heap) and writes the comparison table built from the results files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::Context;
+
+use chatbench_model::results::write_file_atomic;
+use chatbench_model::results::RunStatus;
+use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
+
+use crate::UsageError;
+
+/// The cluster columns: a 3-node cluster with rooms spanning the nodes over a backplane.
+const CLUSTER_COLUMNS: [(&str, &str); 2] = [("cluster-mesh", "mesh"), ("cluster-redis", "redis")];
+
+/// Nodes of a cluster column outside the scaling step (the cross-node hop on every message
+/// of a room of 100 spread over three nodes).
+const CLUSTER_NODES: u32 = 3;
+
+/// Node counts of the scaling step.
+const SCALING_NODES: [u32; 3] = [1, 2, 4];
+
+/// The names `--archs` accepts: every single-process architecture and the cluster columns.
+pub fn column_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    names.extend(CLUSTER_COLUMNS.map(|(c, _)| c));
+    names
+}
+
+/// The backplane of a cluster column, `None` for any other column.
+fn cluster_backplane(column: &str) -> Option<&'static str> {
+    CLUSTER_COLUMNS
+        .iter()
+        .find(|(c, _)| *c == column)
+        .map(|(_, b)| *b)
+}
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// The suites (the binary's `--suite` documents each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// Idle memory at 5,000 connections, a 40,000 deliveries/s broadcast, one crashing
+    /// handler: a few minutes for every architecture on a 2-core machine.
+    Quick,
+    /// The serious run: memory over an idle ramp (1k … 19k connections) and at 15,000,
+    /// capacity in steps until a limit stops it, a load sweep to the knee, rooms of 10, 100
+    /// and 1,000, the broadcast step repeated (median), the crashing handler. About 5–6 minutes
+    /// per architecture on a 2-core machine.
+    Full,
+}
+
+impl Suite {
+    fn as_str(self) -> &'static str {
+        match self {
+            Suite::Quick => "quick",
+            Suite::Full => "full",
+        }
+    }
+}
+
+/// What `chatbench compare` is asked to do (the binary's `CompareArgs` documents each field as
+/// a flag).
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Architectures and cluster columns to compare; empty: every one built in (and
+    /// `cluster-redis` when `redis-server` is installed).
+    pub archs: Vec<String>,
+    /// Which suite to run.
+    pub suite: Suite,
+    /// Folder that receives the comparison folder.
+    pub out: PathBuf,
+    /// Latency SLO of the sweeps, p99 in milliseconds.
+    pub slo_p99_ms: f64,
+    /// Runs of the broadcast step; `None`: the suite's default.
+    pub repeats: Option<u32>,
+    /// Third-party servers to measure beside the architectures.
+    pub peer: Vec<String>,
+    /// Folder of the peer servers.
+    pub peers_dir: PathBuf,
+    /// Every step shrunk to seconds (checks the harness end to end).
+    pub tiny: bool,
+    /// A claims file to judge (its name and text, checked by `chatbench_report::claims::parse`);
+    /// `None`: the shipped claims/elixir-vs-node.toml when the comparison has one of its columns.
+    pub claims: Option<(String, String)>,
+}
+
+/// The peers a comparison runs when no column is named: every one whose runtime is
+/// installed, and a note naming the others with the one `apt-get install` line that adds what
+/// they lack (and `npm ci` when Node.js is there but the peers' modules are not).
+/// `installed` says whether a program is on PATH.
+fn installed_peers(
+    peers_dir: &Path,
+    installed: impl Fn(&str) -> bool,
+) -> (Vec<String>, Option<String>) {
+    use crate::peers::Peer;
+    let node = installed("node");
+    let modules = peers_dir.join("node_modules").is_dir();
+    let elixir = installed("elixir") && installed("epmd");
+    let redis = installed("redis-server");
+    let mut peers = Vec::new();
+    let mut left_out = Vec::new();
+    let mut packages: Vec<&str> = Vec::new();
+    let mut npm = false;
+    for p in Peer::ALL {
+        // (installed, what, the Debian packages that add it)
+        let mut needs: Vec<(bool, &str, &[&str])> = match p {
+            Peer::NodeWs | Peer::SocketIo | Peer::SocketIoCluster => {
+                vec![(node, "Node.js", &["nodejs", "npm"])]
+            }
+            Peer::Elixir | Peer::ElixirCluster => {
+                vec![(
+                    elixir,
+                    "Elixir",
+                    &["elixir", "erlang-cowlib", "erlang-jiffy"],
+                )]
+            }
+        };
+        if p == Peer::SocketIoCluster {
+            needs.push((redis, "redis-server", &["redis-server"]));
+        }
+        let mut lacks: Vec<&str> = Vec::new();
+        for (have, what, pkgs) in needs {
+            if !have {
+                lacks.push(what);
+                for k in pkgs {
+                    if !packages.contains(k) {
+                        packages.push(k);
+                    }
+                }
+            }
+        }
+        if node && !modules && !matches!(p, Peer::Elixir | Peer::ElixirCluster) {
+            lacks.push("its npm modules");
+            npm = true;
+        }
+        if lacks.is_empty() {
+            peers.push(p.as_str().to_string());
+        } else {
+            left_out.push(format!("{} ({})", p.as_str(), lacks.join(", ")));
+        }
+    }
+    let note = (!left_out.is_empty()).then(|| {
+        let mut fix = Vec::new();
+        if !packages.is_empty() {
+            fix.push(format!("`apt-get install {}`", packages.join(" ")));
+        }
+        if npm || packages.contains(&"npm") {
+            fix.push(format!("`npm ci --prefix {}`", peers_dir.display()));
+        }
+        format!(
+            "Peer columns left out, their runtime not installed: {}. To add them: {}.",
+            left_out.join("; "),
+            fix.join(", then ")
+        )
+    });
+    (peers, note)
+}
+
+/// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
+/// thread pool must have a worker per connection of the largest step (its default, 1,024,
+/// answers the rest with 503); the full suite's capacity steps go to 19,000. The slowloris
+/// step runs every server with its defaults: what silent sockets do to the default pool is
+/// what it measures.
+fn arch_args(arch: &str, suite: Suite, step: Step) -> &'static [&'static str] {
+    match (arch, suite) {
+        _ if step == Step::Slowloris => &[],
+        ("thread-pool", Suite::Quick) => &["--server-arg=--pool-size=5120"],
+        ("thread-pool", Suite::Full) => &["--server-arg=--pool-size=20000"],
+        _ => &[],
+    }
+}
+
+/// One step of a suite: a scenario run once per point (a sweep) or `repeats` times.
+struct SuiteStep {
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    server_args: &'static [&'static str],
+    /// `--set` overrides of each point, in order; one empty list for a single-point step.
+    points: Vec<Vec<String>>,
+    /// Runs per point.
+    repeats: u32,
+    /// Whether the sweep stops at its first point that does not pass.
+    stop_at_first_failure: bool,
+    /// Server processes of each point (the scaling step), `None` for the column's default.
+    nodes: Vec<Option<u32>>,
+}
+
+fn single(
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    server_args: &'static [&'static str],
+    repeats: u32,
+) -> SuiteStep {
+    SuiteStep {
+        step,
+        file,
+        text,
+        server_args,
+        points: vec![Vec::new()],
+        repeats,
+        stop_at_first_failure: false,
+        nodes: vec![None],
+    }
+}
+
+fn sweep(
+    step: Step,
+    file: &'static str,
+    text: &'static str,
+    points: Vec<Vec<String>>,
+    stop_at_first_failure: bool,
+) -> SuiteStep {
+    let nodes = vec![None; points.len()];
+    SuiteStep {
+        step,
+        file,
+        text,
+        server_args: &[],
+        points,
+        repeats: 1,
+        stop_at_first_failure,
+        nodes,
+    }
+}
+
+fn sets(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+const POISON_ARGS: &[&str] = &["--server-arg=--fault-injection"];
+
+/// The scaling step: the broadcast load against 1, 2 and 4 server processes.
+fn scaling(file: &'static str, text: &'static str) -> SuiteStep {
+    SuiteStep {
+        step: Step::Scaling,
+        file,
+        text,
+        server_args: &[],
+        points: vec![Vec::new(); SCALING_NODES.len()],
+        repeats: 1,
+        stop_at_first_failure: false,
+        nodes: SCALING_NODES.map(Some).to_vec(),
+    }
+}
+
+/// The steps of a suite, with their points (`tiny`: a few hundred connections).
+fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
+    match suite {
+        Suite::Quick => vec![
+            single(
+                Step::Idle,
+                "quick-idle.toml",
+                include_str!("../../scenarios/suite/quick-idle.toml"),
+                &[],
+                1,
+            ),
+            single(
+                Step::Broadcast,
+                "quick-broadcast.toml",
+                include_str!("../../scenarios/suite/quick-broadcast.toml"),
+                &[],
+                repeats,
+            ),
+            single(
+                Step::Poison,
+                "quick-poison.toml",
+                include_str!("../../scenarios/suite/quick-poison.toml"),
+                POISON_ARGS,
+                1,
+            ),
+            single(
+                Step::Slowloris,
+                "quick-slowloris.toml",
+                include_str!("../../scenarios/suite/quick-slowloris.toml"),
+                &[],
+                1,
+            ),
+            scaling(
+                "quick-scaling.toml",
+                include_str!("../../scenarios/suite/quick-scaling.toml"),
+            ),
+            single(
+                Step::NodeLoss,
+                "quick-node-loss.toml",
+                include_str!("../../scenarios/suite/quick-node-loss.toml"),
+                &[],
+                1,
+            ),
+        ],
+        Suite::Full => {
+            let conns = |list: &[u32]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|n| sets(&[("connections", n.to_string())]))
+                    .collect()
+            };
+            let capacity = |list: &[u32]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|n| {
+                        sets(&[
+                            ("connections", n.to_string()),
+                            ("rooms", (n / 100).to_string()),
+                        ])
+                    })
+                    .collect()
+            };
+            let rates = |list: &[f64]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
+                    .collect()
+            };
+            // (rooms, members, msg/s per room): about the same deliveries/s for each size.
+            let rooms = |list: &[(u32, u32, f64)]| -> Vec<Vec<String>> {
+                list.iter()
+                    .map(|(r, m, rate)| {
+                        sets(&[
+                            ("connections", (r * m).to_string()),
+                            ("rooms", r.to_string()),
+                            ("members_per_room", m.to_string()),
+                            ("rate_per_sender", format!("{rate:.1}")),
+                        ])
+                    })
+                    .collect()
+            };
+            let (ramp, cap, load, room) = if tiny {
+                (
+                    conns(&[100, 200]),
+                    capacity(&[100, 200]),
+                    rates(&[5.0, 10.0]),
+                    rooms(&[(20, 10, 11.0), (2, 100, 10.0)]),
+                )
+            } else {
+                (
+                    conns(&[1_000, 5_000, 10_000, 15_000, 19_000]),
+                    // The last step needs more than one generator process: it runs with
+                    // `--agents auto` (see `needs_agents`), so what stops it is the server.
+                    capacity(&[
+                        2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
+                    ]),
+                    rates(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
+                    rooms(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
+                )
+            };
+            vec![
+                single(
+                    Step::Idle,
+                    "full-idle.toml",
+                    include_str!("../../scenarios/suite/full-idle.toml"),
+                    &[],
+                    1,
+                ),
+                sweep(
+                    Step::IdleRamp,
+                    "full-idle-ramp.toml",
+                    include_str!("../../scenarios/suite/full-idle-ramp.toml"),
+                    ramp,
+                    true,
+                ),
+                sweep(
+                    Step::Capacity,
+                    "full-capacity.toml",
+                    include_str!("../../scenarios/suite/full-capacity.toml"),
+                    cap,
+                    true,
+                ),
+                sweep(
+                    Step::LoadSweep,
+                    "full-load-sweep.toml",
+                    include_str!("../../scenarios/suite/full-load-sweep.toml"),
+                    load,
+                    true,
+                ),
+                sweep(
+                    Step::RoomSize,
+                    "full-room-size.toml",
+                    include_str!("../../scenarios/suite/full-room-size.toml"),
+                    room,
+                    false,
+                ),
+                single(
+                    Step::Broadcast,
+                    "full-broadcast.toml",
+                    include_str!("../../scenarios/suite/full-broadcast.toml"),
+                    &[],
+                    repeats,
+                ),
+                single(
+                    Step::Poison,
+                    "full-poison.toml",
+                    include_str!("../../scenarios/suite/full-poison.toml"),
+                    POISON_ARGS,
+                    1,
+                ),
+                single(
+                    Step::Slowloris,
+                    "full-slowloris.toml",
+                    include_str!("../../scenarios/suite/full-slowloris.toml"),
+                    &[],
+                    1,
+                ),
+                scaling(
+                    "full-scaling.toml",
+                    include_str!("../../scenarios/suite/full-scaling.toml"),
+                ),
+                single(
+                    Step::NodeLoss,
+                    "full-node-loss.toml",
+                    include_str!("../../scenarios/suite/full-node-loss.toml"),
+                    &[],
+                    1,
+                ),
+            ]
+        }
+    }
+}
+
+/// Whether a point's connections need more than one generator process (the descriptor
+/// limit): such a point runs with `--agents auto`, local agent processes whose results are
+/// merged exactly, so that the generator is not what stops a capacity sweep.
+fn needs_agents(
+    point: &[String],
+    limit: Option<&chatbench_model::provenance::NofileLimit>,
+) -> bool {
+    let connections = point
+        .iter()
+        .find_map(|o| o.strip_prefix("connections="))
+        .and_then(|n| n.parse::<u64>().ok());
+    match (connections, limit) {
+        (Some(n), Some(l)) => chatbench_loadgen::sys::fits_in_one_process(n, l).is_err(),
+        _ => false,
+    }
+}
+
+/// `--tiny` overrides per step (the points' own overrides come after and win).
+fn tiny_overrides(step: Step) -> &'static [&'static str] {
+    match step {
+        Step::Idle => &["connections=200", "settle=\"1s\"", "measure=\"1s\""],
+        Step::IdleRamp => &["settle=\"1s\"", "measure=\"1s\""],
+        // The kill comes 3 s into the window (quick-node-loss.toml); 6 s see it through.
+        Step::NodeLoss => &[
+            "connections=300",
+            "rooms=3",
+            "members_per_room=100",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"6s\"",
+            "cooldown=\"1s\"",
+        ],
+        // Scaling partitions rooms over up to 4 servers: every one needs a room.
+        Step::Scaling => &[
+            "connections=200",
+            "rooms=4",
+            "members_per_room=50",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"1s\"",
+            "cooldown=\"1s\"",
+        ],
+        Step::Broadcast | Step::LoadSweep | Step::RoomSize | Step::Capacity => &[
+            "connections=200",
+            "rooms=2",
+            "members_per_room=100",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"1s\"",
+            "cooldown=\"1s\"",
+        ],
+        // The silent sockets stay at 1,500: more than thread-pool's default pool.
+        Step::Slowloris => &[
+            "connections=50",
+            "rooms=5",
+            "members_per_room=10",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"1s\"",
+            "cooldown=\"1s\"",
+        ],
+        Step::Poison => &[
+            "connections=100",
+            "rooms=5",
+            "members_per_room=20",
+            "measure=\"3s\"",
+            "poison_after=\"1s\"",
+        ],
+    }
+}
+
+/// Runs the suite against every column and writes the comparison: exit code 0, or
+/// [`crate::EXIT_RUN_FAILED`] when a step failed.
+pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
+    if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
+        return Err(UsageError(format!(
+            "--slo-p99-ms {}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100",
+            args.slo_p99_ms
+        ))
+        .into());
+    }
+    let mut notes = Vec::new();
+    let archs: Vec<String> = if args.archs.is_empty() {
+        let mut all: Vec<String> = chatbench_servers::Arch::ALL
+            .iter()
+            .map(|a| a.as_str().to_string())
+            .collect();
+        all.push("cluster-mesh".into());
+        if on_path("redis-server") {
+            all.push("cluster-redis".into());
+        } else {
+            let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
+            eprintln!("compare: {note}");
+            notes.push(note);
+        }
+        all
+    } else {
+        if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
+            return Err(UsageError(
+                "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+            )
+            .into());
+        }
+        args.archs.clone()
+    };
+    // No column named: every peer whose runtime is installed, too.
+    let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() {
+        let (peers, note) = installed_peers(&args.peers_dir, on_path);
+        if let Some(note) = note {
+            eprintln!("compare: {note}");
+            notes.push(note);
+        }
+        peers
+    } else {
+        args.peer.clone()
+    };
+    if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+        return Err(UsageError(
+            "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+        )
+        .into());
+    }
+    let repeats = args.repeats.unwrap_or(match args.suite {
+        Suite::Quick => 1,
+        Suite::Full => 3,
+    });
+    let steps = suite_steps(args.suite, args.tiny, repeats);
+    let suite = args.suite.as_str();
+    let id = format!(
+        "{}-compare-{suite}{}",
+        chrono_like_now(),
+        if args.tiny { "-tiny" } else { "" }
+    );
+    let dir = args.out.join(&id);
+    let runs_dir = dir.join("runs");
+    let scenarios = dir.join("scenarios");
+    std::fs::create_dir_all(&runs_dir)
+        .with_context(|| format!("creating {}", runs_dir.display()))?;
+    std::fs::create_dir_all(&scenarios)
+        .with_context(|| format!("creating {}", scenarios.display()))?;
+    for s in &steps {
+        write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
+    }
+    let exe = std::env::current_exe().context("locating the chatbench executable")?;
+    // What one generator process may open (the run raises its soft limit to the hard one).
+    let nofile = chatbench_loadgen::sys::current_nofile()
+        .ok()
+        .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l });
+    let mut runs = Runs::new();
+    let mut columns = archs.clone();
+    columns.extend(peers.iter().cloned());
+    for arch in &columns {
+        let peer = peers.contains(arch);
+        // A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
+        // column, with the scaling and node-loss steps.
+        let peer_cluster = peer
+            && crate::peers::Peer::parse(arch)
+                .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster);
+        for s in &steps {
+            let backplane = cluster_backplane(arch);
+            let cluster = backplane.is_some() || peer_cluster;
+            // Scaling: the cluster columns in every suite; single-process architectures (as
+            // independent servers, rooms partitioned) in the full suite; never the
+            // single-process peers.
+            if s.step == Step::Scaling && !cluster && (peer || args.suite == Suite::Quick) {
+                continue;
+            }
+            // Node loss: a cluster's; a single server's loss is a whole outage.
+            if s.step == Step::NodeLoss && !cluster {
+                continue;
+            }
+            let mut stopped = false;
+            for (i, point) in s.points.iter().enumerate() {
+                if stopped {
+                    break;
+                }
+                for repeat in 0..s.repeats {
+                    let label = point_label(s, i, repeat);
+                    eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
+                    let mut extra: Vec<String> = if peer {
+                        let mut e = vec![
+                            "--serve-peer".to_string(),
+                            arch.clone(),
+                            "--peers-dir".into(),
+                            args.peers_dir.display().to_string(),
+                        ];
+                        if arch == "socketio" || arch == "socketio-cluster" {
+                            e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
+                        }
+                        if peer_cluster {
+                            let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
+                            e.extend(["--nodes".into(), nodes.to_string()]);
+                        }
+                        e.extend(s.server_args.iter().map(|a| a.to_string()));
+                        e
+                    } else {
+                        let nodes = s.nodes[i];
+                        let mut e = match backplane {
+                            Some(b) => vec![
+                                "--serve".to_string(),
+                                "cluster".into(),
+                                "--backplane".into(),
+                                b.into(),
+                                "--nodes".into(),
+                                nodes.unwrap_or(CLUSTER_NODES).to_string(),
+                            ],
+                            None => {
+                                let mut e = vec!["--serve".to_string(), arch.clone()];
+                                if let Some(n) = nodes {
+                                    e.extend(["--nodes".into(), n.to_string()]);
+                                }
+                                e
+                            }
+                        };
+                        e.extend(
+                            s.server_args
+                                .iter()
+                                .chain(arch_args(arch, args.suite, s.step))
+                                .map(|a| a.to_string()),
+                        );
+                        e
+                    };
+                    if s.step == Step::Capacity && needs_agents(point, nofile.as_ref()) {
+                        extra.extend(["--agents".into(), "auto".into()]);
+                    }
+                    let tiny = if args.tiny {
+                        tiny_overrides(s.step)
+                    } else {
+                        &[]
+                    };
+                    for o in tiny
+                        .iter()
+                        .map(|o| o.to_string())
+                        .chain(point.iter().cloned())
+                    {
+                        extra.push("--set".into());
+                        extra.push(o);
+                    }
+                    let mut result = run_step(&exe, &scenarios.join(s.file), &extra, &runs_dir);
+                    let verdict = match &mut result {
+                        StepResult::Ran { summary, .. } => {
+                            let check = if s.step.is_sweep() {
+                                chatbench_report::sweeps::check(s.step, summary, args.slo_p99_ms)
+                            } else {
+                                None
+                            };
+                            if check.is_some() && s.stop_at_first_failure {
+                                stopped = true;
+                            }
+                            format!(
+                                "{}{}{}",
+                                match summary.status {
+                                    RunStatus::Complete => "complete",
+                                    RunStatus::Interrupted => "interrupted",
+                                    RunStatus::Failed => "failed",
+                                },
+                                if summary.valid {
+                                    ""
+                                } else {
+                                    " (invalid: generator-bound)"
+                                },
+                                check
+                                    .map(|c| format!("; stops the sweep: {c}"))
+                                    .filter(|_| s.stop_at_first_failure)
+                                    .unwrap_or_default()
+                            )
+                        }
+                        StepResult::Failed { reason } => {
+                            if !point.is_empty() {
+                                *reason = format!("at {}: {reason}", point.join(" "));
+                            }
+                            stopped = s.stop_at_first_failure;
+                            format!("FAILED: {reason}")
+                        }
+                    };
+                    eprintln!("compare: {arch} / {}{label}: {verdict}", s.step.as_str());
+                    runs.entry((arch.clone(), s.step)).or_default().push(result);
+                }
+            }
+        }
+    }
+    let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
+    comparison.notes.extend(notes);
+    let results = chatbench_report::sweeps::headline(&runs);
+    let claims = args.claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
+    chatbench_report::claims::attach(&mut comparison, claims, &results)?;
+    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
+    let page = chatbench_report::html::render(&comparison, &results, &drawn);
+    write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
+    let md = render_markdown(&comparison);
+    write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
+    let json = serde_json::to_vec_pretty(&comparison).context("encoding comparison.json")?;
+    write_file_atomic(&dir.join("comparison.json"), &json)?;
+    println!("{md}");
+    println!("comparison written to {}", dir.display());
+    println!("report: {}", dir.join("report.html").display());
+    if comparison.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "compare: {} step(s) failed (see the Failures section)",
+            comparison.failures.len()
+        );
+        Ok(ExitCode::from(crate::EXIT_RUN_FAILED))
+    }
+}
+
+/// " [connections=5000]", " [repeat 2/3]" or "" — which run of a step this is, for the log.
+fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
+    let mut parts = Vec::new();
+    if s.points.len() > 1 {
+        let mut what = s.points[point].clone();
+        if let Some(n) = s.nodes[point] {
+            what.push(format!("nodes={n}"));
+        }
+        parts.push(format!(
+            "{} ({}/{})",
+            what.join(" "),
+            point + 1,
+            s.points.len()
+        ));
+    }
+    if s.repeats > 1 {
+        parts.push(format!("repeat {}/{}", repeat + 1, s.repeats));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
+/// Draws the charts; a chart that cannot be drawn is reported, not fatal (the table stands).
+pub fn draw_charts(
+    dir: &Path,
+    archs: &[String],
+    results: &chatbench_report::comparison::Results,
+    runs: &Runs,
+    slo_p99_ms: f64,
+) -> chatbench_report::charts::Drawn {
+    let inputs = chatbench_report::charts::ChartInputs { archs, results };
+    let drawn =
+        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut drawn| {
+            drawn.add(chatbench_report::sweep_charts::render_sweep_charts(
+                dir, archs, runs, slo_p99_ms,
+            )?);
+            drawn.add(chatbench_report::sweep_charts::render_point_timelines(
+                dir, runs,
+            )?);
+            Ok(drawn)
+        });
+    match drawn {
+        Ok(drawn) => {
+            eprintln!(
+                "compare: {} chart files in {}",
+                drawn.files.len(),
+                dir.join("charts").display()
+            );
+            drawn
+        }
+        Err(e) => {
+            eprintln!("compare: charts not drawn: {e}");
+            chatbench_report::charts::Drawn::default()
+        }
+    }
+}
+
+/// Runs one step as a child `chatbench run` (`extra` names the server: `--serve ARCH …` or
+/// `--serve-peer PEER …`), and finds the run folder it wrote.
+fn run_step(exe: &Path, scenario: &Path, extra: &[String], runs: &Path) -> StepResult {
+    let before: Vec<PathBuf> = list_dirs(runs);
+    let output = Command::new(exe)
+        .args(["run", "--progress", "quiet", "--scenario"])
+        .arg(scenario)
+        .arg("--out")
+        .arg(runs)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => {
+            return StepResult::Failed {
+                reason: format!("cannot start chatbench run: {e}"),
+            }
+        }
+    };
+    let new: Vec<PathBuf> = list_dirs(runs)
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .collect();
+    match new.as_slice() {
+        [dir] => match StepResult::load(dir) {
+            Ok(r) => r,
+            Err(e) => StepResult::Failed {
+                reason: e.to_string(),
+            },
+        },
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let reason = stderr
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or_else(|| stderr.lines().last().unwrap_or("no output"))
+                .trim_start_matches("error: ")
+                .to_string();
+            StepResult::Failed {
+                reason: format!("{reason} (exit {:?})", output.status.code()),
+            }
+        }
+    }
+}
+
+fn list_dirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_dir()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn chrono_like_now() -> String {
+    chatbench_model::results::run_id(chrono::Utc::now(), "x")
+        .trim_end_matches("-x")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_installed_peer_is_a_column_and_the_others_are_named_with_their_install_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Nothing installed: no peer, one apt-get line for all of them.
+        let (peers, note) = installed_peers(dir.path(), |_| false);
+        assert!(peers.is_empty(), "{peers:?}");
+        let note = note.expect("a note");
+        for p in crate::peers::Peer::ALL {
+            assert!(note.contains(p.as_str()), "{note}");
+        }
+        assert!(
+            note.contains(
+                "`apt-get install nodejs npm redis-server elixir erlang-cowlib erlang-jiffy`"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("then `npm ci --prefix"), "{note}");
+        // Elixir and Node.js but no redis-server and no npm modules yet.
+        let (peers, note) = installed_peers(dir.path(), |p| p != "redis-server");
+        assert_eq!(peers, ["elixir", "elixir-cluster"]);
+        let note = note.expect("a note");
+        assert!(
+            note.contains("socketio-cluster (redis-server, its npm modules)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("`apt-get install redis-server`, then `npm ci"),
+            "{note}"
+        );
+        // Everything: every peer, no note.
+        std::fs::create_dir(dir.path().join("node_modules")).expect("mkdir");
+        let (peers, note) = installed_peers(dir.path(), |_| true);
+        assert_eq!(
+            peers,
+            [
+                "node-ws",
+                "socketio",
+                "socketio-cluster",
+                "elixir",
+                "elixir-cluster"
+            ]
+        );
+        assert_eq!(note, None);
+    }
+
+    #[test]
+    fn only_points_past_one_process_need_agents() {
+        let limit = chatbench_model::provenance::NofileLimit {
+            soft: 20_000,
+            hard: 20_000,
+            raised_from: 1_024,
+        };
+        let point = |n: u32| vec![format!("connections={n}"), "rooms=10".to_string()];
+        assert!(!needs_agents(&point(19_000), Some(&limit)));
+        assert!(needs_agents(&point(22_500), Some(&limit)));
+        assert!(!needs_agents(
+            &["rate_per_sender=10.0".to_string()],
+            Some(&limit)
+        ));
+        assert!(!needs_agents(&point(22_500), None));
+    }
+
+    #[test]
+    fn the_full_capacity_sweep_goes_past_one_generator_process() {
+        let steps = suite_steps(Suite::Full, false, 1);
+        let cap = steps
+            .iter()
+            .find(|s| s.step == Step::Capacity)
+            .expect("capacity");
+        let last = cap.points.last().expect("points");
+        assert!(last.contains(&"connections=22500".to_string()), "{last:?}");
+    }
+}

@@ -1,0 +1,51 @@
+//! chatbench harness: everything that starts and stops processes: launcher, supervisor, peers,
+//! target start-up, compare's suites and sweep driver, the gate's measuring side.
+//!
+//! - [`launcher`]: starting a reference or third-party server as a child process;
+//!   [`supervisor`]: a cluster's node processes (restarts, the node-loss fault's kill, through
+//!   `chatbench_loadgen::faults::NodeControl`); [`peers`]: the third-party servers under
+//!   `servers/peers/`.
+//! - [`target_start`]: what `chatbench run --serve`, `--serve-peer` and `--serve-cmd` start, and
+//!   the target record of it.
+//! - [`compare`]: `chatbench compare`'s suites and sweep driver (one `chatbench run` child per
+//!   step).
+//! - [`gate`]: the gate's measuring side (callgrind counts, statistical A/B runs, runs against a
+//!   baseline); the judgement is `chatbench_report::gate`.
+//!
+//! The binary turns flags into the option structs here (`CompareOptions`, `GateOptions`,
+//! `TargetStartOptions`) and calls one function per subcommand.
+//!
+//! Dependency direction: this crate depends on `chatbench-loadgen` (never the reverse: the run
+//! reaches the supervisor only through the `NodeControl` trait loadgen defines).
+
+pub mod compare;
+pub mod gate;
+pub mod launcher;
+pub mod peers;
+pub mod supervisor;
+pub mod target_start;
+
+/// Exit code: the run could not be made or measured nothing.
+pub const EXIT_RUN_FAILED: u8 = 3;
+
+/// An error in what the user gave us (flags, files): the binary exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// An error and its causes on one line, each said once: a library error that already quotes its
+/// cause (`cannot read X: No such file…`) is not followed by that cause again.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}

@@ -1,0 +1,647 @@
+//! Target start-up for `chatbench run`: what `--serve ARCH` (one server, or `--nodes N` under
+//! the supervisor), `--serve-peer PEER` and `--serve-cmd COMMAND` start, pinned apart from the
+//! generator on two or more CPUs, and the target record of it; or the `--target` URL as given.
+//! [`StartedTarget::stop`] stops what was started and hands back its last words and the
+//! cluster's state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use chatbench_loadgen::faults::NodeControl;
+use chatbench_loadgen::run::RunReport;
+use chatbench_model::results::TargetInfo;
+use chatbench_model::scenario::{Scenario, TargetPolicy};
+
+use crate::launcher::{ServerChild, StopOutcome};
+use crate::peers::{ElixirCluster, Peer};
+use crate::supervisor::{node_cpu_slices, Backplane, ClusterSpec, RestartPolicy, Supervisor};
+use crate::UsageError;
+
+/// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
+const PEER_CLUSTER_NODES: u32 = 3;
+
+/// How a cluster's rooms span nodes (`run --backplane`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneKind {
+    /// Peer-to-peer links.
+    Mesh,
+    /// A Redis broker.
+    Redis,
+}
+
+/// What to run against: the `chatbench run` flags that name the target (the binary's `RunArgs`
+/// documents each).
+#[derive(Debug, Clone, Default)]
+pub struct TargetStartOptions {
+    /// The scenario file, for messages.
+    pub scenario_path: PathBuf,
+    /// `--target`: the URL(s) of a running server.
+    pub target: Option<String>,
+    /// `--server-pid`: the pid behind `--target`, sampled.
+    pub server_pid: Option<u32>,
+    /// `--serve`: a reference architecture to start.
+    pub serve: Option<String>,
+    /// `--nodes`.
+    pub nodes: Option<u32>,
+    /// `--backplane`.
+    pub backplane: Option<BackplaneKind>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// `--serve-peer`: a peer server to start.
+    pub serve_peer: Option<String>,
+    /// `--serve-cmd`: a server command to start.
+    pub serve_cmd: Option<String>,
+    /// `--serve-path`.
+    pub serve_path: String,
+    /// `--peers-dir`.
+    pub peers_dir: PathBuf,
+    /// `--server-arg`s.
+    pub server_args: Vec<String>,
+    /// Whether `--target-policy` was given (then the scenario's policy is left as it is).
+    pub target_policy_given: bool,
+    /// `--no-pin`.
+    pub no_pin: bool,
+    /// Whether the run is spread over agents (`--agents`).
+    pub agents: bool,
+}
+
+/// The target of a run, and whatever chatbench started for it.
+pub struct StartedTarget {
+    /// The URL(s) to load, comma-separated.
+    pub url: String,
+    /// What is known about the target (arch, pids, settings), recorded in the summary.
+    pub info: TargetInfo,
+    /// The generator's CPUs when the server was pinned apart from it (empty otherwise).
+    gen_cpus: Vec<usize>,
+    child: Option<ServerChild>,
+    supervisor: Option<Arc<Mutex<Supervisor>>>,
+    elixir_cluster: Option<Arc<Mutex<ElixirCluster>>>,
+}
+
+/// What stopping the started target gave.
+pub struct Stopped {
+    /// How a single started server ended, and the last lines of its stderr.
+    pub server_note: Option<(StopOutcome, String)>,
+    /// The supervised nodes' state (pids, restarts, events), written as cluster.json.
+    pub cluster_state: Option<serde_json::Value>,
+}
+
+impl StartedTarget {
+    /// The supervisor, for the run's node polling and node-loss fault.
+    pub fn node_control(&self) -> Option<Arc<Mutex<dyn NodeControl>>> {
+        self.supervisor
+            .clone()
+            .map(|s| s as Arc<Mutex<dyn NodeControl>>)
+            .or_else(|| {
+                self.elixir_cluster
+                    .clone()
+                    .map(|c| c as Arc<Mutex<dyn NodeControl>>)
+            })
+    }
+
+    /// Pins this (the generator's) process to the CPUs the server was not given.
+    pub fn pin_generator(&self) -> anyhow::Result<()> {
+        if !self.gen_cpus.is_empty() {
+            chatbench_loadgen::sys::set_cpu_affinity(&self.gen_cpus)
+                .context("pinning the generator")?;
+        }
+        Ok(())
+    }
+
+    /// Stops everything started (a node that did not stop cleanly is reported on stderr).
+    pub fn stop(self) -> Stopped {
+        let server_note = self.child.map(|c| c.stop(Duration::from_secs(10)));
+        if let Some(cluster) = self.elixir_cluster {
+            let mut cluster = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            for (how, tail) in cluster.stop_all(Duration::from_secs(10)) {
+                if !how.is_clean() {
+                    eprintln!("elixir-cluster node: {how}\n{tail}");
+                }
+            }
+        }
+        // The nodes' state (pids, restarts, events) beside the results, then stop them.
+        let cluster_state = self.supervisor.as_ref().map(|s| {
+            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let state = s.state_json();
+            for (id, how) in s.stop(Duration::from_secs(10)) {
+                if !how.is_clean() {
+                    eprintln!("server node {id}: {how}");
+                }
+            }
+            state
+        });
+        Stopped {
+            server_note,
+            cluster_state,
+        }
+    }
+}
+
+impl Stopped {
+    /// The run's error, with the server's own last words when it died before the run could
+    /// start (`what`: the architecture, peer or command).
+    pub fn explain(&self, e: chatbench_loadgen::run::RunError, what: &str) -> anyhow::Error {
+        match &self.server_note {
+            Some((how, tail)) if how.had_already_exited() => {
+                let last = tail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output");
+                anyhow::Error::new(e)
+                    .context(format!("the {what} server {how}; its last line: {last}"))
+            }
+            _ => e.into(),
+        }
+    }
+
+    /// Writes cluster.json beside the run, and draws the node-loss timeline when the run had one.
+    pub fn write_beside(&self, report: &RunReport) -> anyhow::Result<()> {
+        if let Some(state) = &self.cluster_state {
+            let json = serde_json::to_vec_pretty(state).context("encoding cluster.json")?;
+            chatbench_model::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
+                .context("writing cluster.json")?;
+        }
+        if report.summary.failover.is_some() {
+            // The node-loss timeline beside the run (the per-run timeline comes with it).
+            let charts = report.dir.join("charts");
+            let drawn = std::fs::create_dir_all(&charts)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    chatbench_report::charts::run_timeline(&report.dir, &charts, "timeline")
+                        .map_err(anyhow::Error::from)
+                });
+            if let Err(e) = drawn {
+                eprintln!("warning: the node-loss chart was not drawn: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints how a single started server ended, when not cleanly.
+    pub fn report_server(&self) {
+        if let Some((how, tail)) = &self.server_note {
+            if !how.is_clean() {
+                eprintln!("server: {how}");
+                if !tail.is_empty() {
+                    eprintln!("server stderr (last lines):\n{tail}");
+                }
+            }
+        }
+    }
+}
+
+/// Checks the target flags against each other and against the scenario's node-kill fault.
+fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> anyhow::Result<()> {
+    let clustered = opts.serve.as_deref() == Some("cluster");
+    let peer_cluster = peer.is_some_and(Peer::is_cluster);
+    let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
+    if opts.nodes.is_some() && opts.serve.is_none() && !peer_nodes {
+        return Err(UsageError(
+            "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
+        )
+        .into());
+    }
+    if !opts.server_args.is_empty() && opts.serve.is_none() && peer.is_none() {
+        return Err(
+            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
+        );
+    }
+    if opts.backplane.is_some() && !clustered {
+        return Err(UsageError("--backplane needs --serve cluster".into()).into());
+    }
+    if opts.redis_url.is_some() && opts.backplane != Some(BackplaneKind::Redis) {
+        return Err(UsageError("--redis-url needs --backplane redis".into()).into());
+    }
+    let Some(f) = scenario.kill_fault() else {
+        return Ok(());
+    };
+    // The run kills a node it started and supervises: only `--serve cluster` (and the
+    // socketio-cluster and elixir-cluster peers) has them.
+    if !clustered && !peer_nodes {
+        return Err(UsageError(format!(
+            "{}: [[fault]] kill_node = {} needs --serve cluster or --serve-peer \
+             socketio-cluster or elixir-cluster (the run kills a node it started itself; add \
+             --serve cluster --nodes N)",
+            opts.scenario_path.display(),
+            f.kill_node
+        ))
+        .into());
+    }
+    if opts.agents {
+        return Err(UsageError(format!(
+            "{}: [[fault]] kill_node is not supported with --agents yet (run it in one process)",
+            opts.scenario_path.display()
+        ))
+        .into());
+    }
+    let nodes = opts
+        .nodes
+        .unwrap_or(if peer_nodes { PEER_CLUSTER_NODES } else { 1 });
+    if f.kill_node > nodes {
+        return Err(UsageError(format!(
+            "{}: [[fault]] kill_node = {} but --nodes {nodes} starts nodes 1..={nodes} \
+             (raise --nodes or lower kill_node)",
+            opts.scenario_path.display(),
+            f.kill_node
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Where the server runs: the first half of the CPUs when chatbench starts the server and
+/// there are at least two (the rest for the generator), nowhere in particular otherwise.
+struct Cpus {
+    pin: bool,
+    server: Vec<usize>,
+    generator: Vec<usize>,
+}
+
+impl Cpus {
+    fn split(starts_server: bool, no_pin: bool) -> Cpus {
+        let online = chatbench_loadgen::sys::cpu_affinity();
+        let pin = starts_server && !no_pin && online.len() >= 2;
+        if pin {
+            let half = online.len() / 2;
+            Cpus {
+                pin,
+                server: online[..half].to_vec(),
+                generator: online[half..].to_vec(),
+            }
+        } else {
+            Cpus {
+                pin,
+                server: Vec::new(),
+                generator: Vec::new(),
+            }
+        }
+    }
+
+    /// The target record's `cpu_affinity`.
+    fn affinity(&self) -> Option<Vec<usize>> {
+        self.pin.then(|| self.server.clone())
+    }
+}
+
+/// Starts what the options ask for (nothing for `--target`) and returns the target; sets the
+/// scenario's target policy for a started cluster unless `--target-policy` was given.
+pub fn start_target(
+    opts: &TargetStartOptions,
+    scenario: &mut Scenario,
+) -> anyhow::Result<StartedTarget> {
+    let peer = opts
+        .serve_peer
+        .as_deref()
+        .map(Peer::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    check(opts, scenario, peer)?;
+    let starts_server = opts.serve.is_some() || peer.is_some() || opts.serve_cmd.is_some();
+    let cpus = Cpus::split(starts_server, opts.no_pin);
+    let mut started = StartedTarget {
+        url: String::new(),
+        info: plain_target(opts, String::new()),
+        gen_cpus: cpus.generator.clone(),
+        child: None,
+        supervisor: None,
+        elixir_cluster: None,
+    };
+    let clustered = opts.serve.as_deref() == Some("cluster");
+    let (url, info) =
+        if let (Some(arch), true) = (&opts.serve, clustered || opts.nodes.is_some_and(|n| n > 1)) {
+            if !opts.target_policy_given {
+                scenario.target_policy = if clustered {
+                    TargetPolicy::Span
+                } else {
+                    TargetPolicy::Partition
+                };
+            }
+            let (url, info, sup) = start_nodes(opts, arch, clustered, &cpus)?;
+            // Shared with the run, which polls it (restarts) and kills a node for a kill fault;
+            // restarted nodes are spawned from this (the main) thread: see Supervisor.
+            started.supervisor = Some(Arc::new(Mutex::new(sup)));
+            (url, info)
+        } else if let Some(arch) = &opts.serve {
+            let exe = std::env::current_exe().context("locating the chatbench executable")?;
+            let mut extra = opts.server_args.clone();
+            if cpus.pin {
+                extra.push("--cpus".into());
+                extra.push(cpu_list(&cpus.server));
+            }
+            let c = ServerChild::start(&exe, arch, &extra)?;
+            let url = format!("ws://{}/ws", c.addr);
+            let mut settings = BTreeMap::new();
+            settings.insert("args".to_string(), c.args.join(" "));
+            let info = TargetInfo {
+                url: url.clone(),
+                arch: Some(arch.clone()),
+                pid: Some(c.pid),
+                settings,
+                cpu_affinity: cpus.affinity(),
+                targets: Vec::new(),
+                target_policy: None,
+                pids: Vec::new(),
+            };
+            started.child = Some(c);
+            (url, info)
+        } else if let Some(peer) = peer {
+            start_peer(opts, peer, scenario, &cpus, &mut started)?
+        } else if let Some(cmd) = &opts.serve_cmd {
+            let mut words = cmd.split_whitespace().map(str::to_owned);
+            let program = words.next().ok_or_else(|| {
+                UsageError("--serve-cmd is empty: give the server's command line".into())
+            })?;
+            let rest: Vec<String> = words.collect();
+            if !opts.serve_path.starts_with('/') {
+                return Err(UsageError(format!(
+                    "--serve-path {:?}: must start with '/'",
+                    opts.serve_path
+                ))
+                .into());
+            }
+            raise_nofile_for_child();
+            let c = ServerChild::start_command(Path::new(&program), &rest, &cpus.server)?;
+            let (url, info) = started_target(&c, &opts.serve_path, None, &cpus);
+            started.child = Some(c);
+            (url, info)
+        } else {
+            let url = opts
+                .target
+                .clone()
+                .ok_or_else(|| UsageError("give --target URL or --serve ARCH".into()))?;
+            (url.clone(), plain_target(opts, url))
+        };
+    started.url = url;
+    started.info = info;
+    Ok(started)
+}
+
+/// The target record of a server chatbench did not start (`--target`, `--server-pid`).
+fn plain_target(opts: &TargetStartOptions, url: String) -> TargetInfo {
+    TargetInfo {
+        url,
+        arch: None,
+        pid: opts.server_pid,
+        settings: Default::default(),
+        cpu_affinity: None,
+        targets: Vec::new(),
+        target_policy: None,
+        pids: Vec::new(),
+    }
+}
+
+/// Starts `--nodes` reference-server nodes (`--serve cluster`, or independent servers) under
+/// the supervisor.
+fn start_nodes(
+    opts: &TargetStartOptions,
+    arch: &str,
+    clustered: bool,
+    cpus: &Cpus,
+) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let nodes = opts.nodes.unwrap_or(1);
+    let backplane = match opts.backplane {
+        Some(BackplaneKind::Redis) => Backplane::Redis {
+            url: opts.redis_url.clone(),
+        },
+        _ => Backplane::Mesh,
+    };
+    let sup = Supervisor::start(ClusterSpec {
+        exe: std::env::current_exe().context("locating the chatbench executable")?,
+        arch: arch.to_string(),
+        nodes,
+        backplane: backplane.clone(),
+        server_args: opts.server_args.clone(),
+        restart: RestartPolicy::default(),
+        redis_cpus: cpus.server.clone(),
+        node_cpus: if cpus.pin {
+            cpus.server.clone()
+        } else {
+            Vec::new()
+        },
+    })
+    .context("starting the server nodes")?;
+    let url = sup.urls().join(",");
+    let mut settings = BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    if clustered {
+        settings.insert("backplane".to_string(), backplane.as_str().to_string());
+    }
+    settings.insert("args".to_string(), sup.node_args(0).join(" "));
+    if cpus.pin {
+        let slices = node_cpu_slices(&cpus.server, nodes);
+        let text: Vec<String> = slices.iter().map(|c| cpu_list(c)).collect();
+        settings.insert("node_cpus".to_string(), text.join("; "));
+    }
+    // The private redis-server is part of the server side: sampled with the nodes.
+    let mut pids: Vec<u32> = sup.nodes().iter().filter_map(|n| n.pid).collect();
+    if let Some(redis) = sup.redis_pid() {
+        settings.insert("redis_pid".to_string(), redis.to_string());
+        pids.push(redis);
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(arch.to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: cpus.affinity(),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, sup))
+}
+
+/// Starts a peer server (`--serve-peer`): one process, the Elixir cluster, or a shared-port
+/// cluster under the supervisor; records what was started in `started`.
+fn start_peer(
+    opts: &TargetStartOptions,
+    peer: Peer,
+    scenario: &mut Scenario,
+    cpus: &Cpus,
+    started: &mut StartedTarget,
+) -> anyhow::Result<(String, TargetInfo)> {
+    // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
+    // its own: raise the soft limit to the hard one first.
+    raise_nofile_for_child();
+    let path = peer
+        .url_path(scenario.protocol)
+        .map_err(|e| UsageError(e.to_string()))?;
+    if peer == Peer::ElixirCluster {
+        let (url, info, cluster) = start_elixir_cluster(opts, path, cpus)?;
+        if !opts.target_policy_given {
+            scenario.target_policy = TargetPolicy::Span;
+        }
+        started.elixir_cluster = Some(Arc::new(Mutex::new(cluster)));
+        Ok((url, info))
+    } else if peer.is_cluster() {
+        let (program, peer_args) = peer
+            .command_with(&opts.peers_dir, &[], &opts.server_args)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let nodes = opts.nodes.unwrap_or(PEER_CLUSTER_NODES);
+        let (url, info, sup) = start_peer_cluster(peer, program, peer_args, nodes, path, cpus)?;
+        started.supervisor = Some(Arc::new(Mutex::new(sup)));
+        Ok((url, info))
+    } else {
+        let (program, peer_args) = peer
+            .command_with(&opts.peers_dir, &cpus.server, &opts.server_args)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let c = ServerChild::start_command(&program, &peer_args, &cpus.server)?;
+        let (url, info) = started_target(&c, path, Some(peer.as_str()), cpus);
+        started.child = Some(c);
+        Ok((url, info))
+    }
+}
+
+/// Starts a cluster peer (`socketio-cluster`: a primary whose `nodes` workers share one port,
+/// over a private redis-server) under the supervisor, on the server CPUs when pinned. Returns
+/// its one URL, the target record (every worker, the primary and redis-server sampled) and the
+/// supervisor, which the run polls (re-forks) and asks to kill a worker for a kill fault.
+fn start_peer_cluster(
+    peer: Peer,
+    program: PathBuf,
+    args: Vec<String>,
+    nodes: u32,
+    path: &str,
+    cpus: &Cpus,
+) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let sup = Supervisor::start_shared_port(ClusterSpec {
+        exe: program,
+        arch: peer.as_str().into(),
+        nodes,
+        backplane: Backplane::Redis { url: None },
+        server_args: args,
+        restart: RestartPolicy::default(),
+        redis_cpus: cpus.server.clone(),
+        node_cpus: if cpus.pin {
+            cpus.server.clone()
+        } else {
+            Vec::new()
+        },
+    })
+    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
+    let addr = sup
+        .nodes()
+        .first()
+        .map(|n| n.listen)
+        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
+    let url = format!("ws://{addr}{path}");
+    let mut settings = BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "command".to_string(),
+        format!(
+            "{command} --workers {nodes} --redis-url {}",
+            sup.redis_url().unwrap_or("?")
+        ),
+    );
+    let mut pids: Vec<u32> = sup.primary_pid().into_iter().collect();
+    pids.extend(sup.nodes().iter().filter_map(|n| n.pid));
+    if let Some(redis) = sup.redis_pid() {
+        settings.insert("redis_pid".to_string(), redis.to_string());
+        pids.push(redis);
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(peer.as_str().into()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: cpus.affinity(),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, sup))
+}
+
+/// Raises our open-files soft limit to the hard one before starting a server that will inherit
+/// it. A failure is only a warning here: the run itself checks the limit against its plan.
+fn raise_nofile_for_child() {
+    if let Err(e) = chatbench_loadgen::sys::raise_nofile() {
+        tracing::warn!("cannot raise the open-files limit for the server: {e}");
+    }
+}
+
+/// Starts `elixir-cluster` (`--nodes`, default 3; every node on the server CPUs, its
+/// schedulers a share of them) and returns its URLs, target record and handle.
+fn start_elixir_cluster(
+    opts: &TargetStartOptions,
+    path: &str,
+    cpus: &Cpus,
+) -> anyhow::Result<(String, TargetInfo, ElixirCluster)> {
+    let nodes = opts.nodes.unwrap_or(3) as usize;
+    let n_cpus = if cpus.server.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cpus.server.len()
+    };
+    let schedulers = n_cpus.div_ceil(nodes).max(1);
+    let cluster = ElixirCluster::start(
+        &opts.peers_dir,
+        nodes,
+        schedulers,
+        &cpus.server,
+        &opts.server_args,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
+    let url = cluster
+        .addrs()
+        .iter()
+        .map(|a| format!("ws://{a}{path}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pids: Vec<u32> = cluster.nodes.iter().flatten().map(|c| c.pid).collect();
+    let mut settings = BTreeMap::new();
+    settings.insert("nodes".to_string(), nodes.to_string());
+    settings.insert("schedulers_per_node".to_string(), schedulers.to_string());
+    if let Some(c) = cluster.nodes.iter().flatten().next() {
+        settings.insert("command".to_string(), c.args.join(" "));
+    }
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: Some(Peer::ElixirCluster.as_str().to_string()),
+        pid: pids.first().copied(),
+        settings,
+        cpu_affinity: cpus.affinity(),
+        targets: Vec::new(),
+        target_policy: None,
+        pids,
+    };
+    Ok((url, info, cluster))
+}
+
+/// The URL and target record of a server chatbench started itself (not `chatbench serve`).
+fn started_target(
+    c: &ServerChild,
+    path: &str,
+    arch: Option<&str>,
+    cpus: &Cpus,
+) -> (String, TargetInfo) {
+    let url = format!("ws://{}{path}", c.addr);
+    let mut settings = BTreeMap::new();
+    settings.insert("command".to_string(), c.args.join(" "));
+    let info = TargetInfo {
+        url: url.clone(),
+        arch: arch.map(str::to_owned),
+        pid: Some(c.pid),
+        settings,
+        cpu_affinity: cpus.affinity(),
+        targets: Vec::new(),
+        target_policy: None,
+        pids: Vec::new(),
+    };
+    (url, info)
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
