@@ -60,6 +60,7 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         "cpu_cores",
         "cpu_us_per_delivery",
         "fault_blast_radius",
+        "slowloris_available",
         "scaling_delivered_per_s",
         "scaling_p99_ms",
         "scaling_cpu_us_per_delivery",
@@ -69,6 +70,26 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
     ] {
         assert!(keys.contains(&k), "row {k} missing: {keys:?}");
     }
+    // The slowloris row: 1,500 silent sockets take thread-pool's default pool of 1,024 workers
+    // (every normal client refused with 503); epoll lets every client in.
+    let slowloris = rows
+        .iter()
+        .find(|r| r["key"] == "slowloris_available")
+        .expect("slowloris row");
+    let shown = |arch: &str| {
+        slowloris["cells"][arch]["display"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        shown("thread-pool").starts_with("no: 0 of 50 ready, 50 × 503"),
+        "{slowloris}"
+    );
+    assert!(
+        shown("epoll").starts_with("yes: 50 of 50 ready"),
+        "{slowloris}"
+    );
     // Rows that only the cluster column measures.
     let scaling = |key: &str| key.starts_with("scaling_") || key.starts_with("node_loss_");
     // The cluster column ran the scaling step at 1, 2 and 4 nodes, each its own run.
@@ -144,6 +165,7 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
                 "cpu_cores" => s["target_resources"]["cpu_cores_measure"].as_f64(),
                 "cpu_us_per_delivery" => s["target_resources"]["cpu_us_per_delivery"].as_f64(),
                 "fault_blast_radius" => s["fault"]["others_lost"].as_f64(),
+                "slowloris_available" => s["connections"]["ready"].as_f64(),
                 "scaling_delivered_per_s" => s["messages"]["delivered_per_s"].as_f64(),
                 "scaling_p99_ms" => s["latency_us"]["p99"].as_f64().map(|v| v / 1000.0),
                 "scaling_cpu_us_per_delivery" => {
@@ -245,10 +267,10 @@ fn quick_suite_table_traces_every_number_to_a_results_file() {
         serde_json::from_slice(&after).expect("json"),
     );
     assert_eq!(a, b, "report rebuilt a different table");
-    // The measured questions per architecture (the figure catalogue's table rows and the fault
-    // row: ten), each a traced number or an explained invalid, and the three scaling and three
-    // node-loss rows of the cluster column.
-    let questions = chatbench_model::figures::table().count() + 1;
+    // The measured questions per architecture (the figure catalogue's table rows, the fault
+    // row and the slowloris row), each a traced number or an explained invalid, and the three
+    // scaling and three node-loss rows of the cluster column.
+    let questions = chatbench_model::figures::table().count() + 2;
     assert_eq!(
         traced + invalid,
         questions * archs.split(',').count() + 6,

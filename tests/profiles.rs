@@ -664,3 +664,148 @@ fn a_refused_phoenix_join_is_a_counted_connect_error() {
     assert_all_refused(&["--target", &url], &path, "phx_join_error");
     assert_eq!(hub.refused.load(Ordering::Relaxed), 20);
 }
+
+/// `/metrics` of a peer at `addr` (one plain HTTP/1.1 request).
+fn peer_metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request /metrics");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read /metrics");
+    out
+}
+
+/// The value of the sample named exactly `name` in a metrics text (0 when absent).
+fn peer_sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The Node `ws` peer's slow-consumer rule, as chatbench's own servers have it (issue 19 item 3):
+/// a member that joins a room and never reads while 60 KB messages flow holds at most
+/// `--outbound-queue-bytes` in the peer, the refused frames are counted, and after
+/// `--slow-consumer-grace` with nothing written to it it is disconnected (counted) and its
+/// bytes released; the member that reads gets every message.
+#[test]
+fn node_ws_peer_bounds_a_slow_consumer_by_bytes_and_disconnects_it_after_the_grace() {
+    use std::io::BufRead;
+    require_node_peers();
+    const CAP: f64 = 256.0 * 1024.0;
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut child = Command::new("node")
+        .arg(root().join("servers/peers/ws-room.js"))
+        .args(["--listen", "127.0.0.1:0", "--outbound-queue-bytes"])
+        .arg((CAP as u64).to_string())
+        .args(["--slow-consumer-grace", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node ws-room.js");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ws-room.js address line");
+    let addr = line
+        .split_whitespace()
+        .next()
+        .expect("an address")
+        .to_owned();
+    let drops = r#"chatbench_drops_total{reason="queue_bytes"}"#;
+    let kicks = r#"chatbench_disconnects_total{reason="slow_consumer"}"#;
+    let queued = "chatbench_outbound_queued_bytes";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = format!("ws://{addr}/ws");
+        let join = Message::text(r#"{"t":"join","room":"flood"}"#);
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("connect");
+            ws.send(join.clone()).await.expect("join");
+            let ack = ws.next().await.expect("joined").expect("joined");
+            assert_eq!(
+                ack.to_text().expect("text"),
+                r#"{"t":"joined","room":"flood"}"#
+            );
+            members.push(ws);
+        }
+        let (mut sender, mut reader, _slow) = {
+            let mut m = members.into_iter();
+            (m.next(), m.next(), m.next())
+        };
+        let (sender, reader) = (
+            sender.as_mut().expect("sender"),
+            reader.as_mut().expect("reader"),
+        );
+        let body = "y".repeat(60 * 1000);
+        let mut first_drop: Option<std::time::Instant> = None;
+        let mut peak = 0.0f64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for seq in 0u64.. {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no disconnect within 60 s"
+            );
+            let text = format!(
+                r#"{{"t":"msg","room":"flood","from":"s","seq":{seq},"ts":{seq},"body":"{body}"}}"#
+            );
+            sender
+                .send(Message::text(text.clone()))
+                .await
+                .expect("send");
+            let got = reader.next().await.expect("a message").expect("a message");
+            assert_eq!(
+                got.to_text().expect("text"),
+                text,
+                "the reading member lost seq {seq}"
+            );
+            let m = peer_metrics(&addr);
+            peak = peak.max(peer_sample(&m, queued));
+            // The slow member's bytes within the cap, plus a frame or two on its way to the reader.
+            assert!(
+                peak <= CAP + 2.0 * 64.0 * 1024.0,
+                "{peak} bytes queued after {seq} messages"
+            );
+            if peer_sample(&m, kicks) >= 1.0 {
+                let since = first_drop.expect("a disconnect before any drop");
+                assert!(
+                    since.elapsed() >= GRACE.mul_f64(0.9),
+                    "disconnected {:?} after the first drop, before the grace",
+                    since.elapsed()
+                );
+                break;
+            }
+            if first_drop.is_none() && peer_sample(&m, drops) >= 1.0 {
+                first_drop = Some(std::time::Instant::now());
+            }
+            if first_drop.is_some() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        // The kicked member's socket is destroyed (it never reads its close frame): its bytes go.
+        let released = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let m = peer_metrics(&addr);
+            if peer_sample(&m, "chatbench_connections") == 2.0
+                && peer_sample(&m, queued) < 64.0 * 1024.0
+            {
+                assert_eq!(peer_sample(&m, kicks), 1.0, "{m}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < released,
+                "the slow member was not released:\n{m}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    child.kill().expect("stop node");
+    let _ = child.wait();
+}

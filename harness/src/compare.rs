@@ -169,9 +169,12 @@ fn installed_peers(
 
 /// Server flags an architecture needs for the suite to measure it at the suite's sizes: the
 /// thread pool must have a worker per connection of the largest step (its default, 1,024,
-/// answers the rest with 503); the full suite's capacity steps go to 19,000.
-fn arch_args(arch: &str, suite: Suite) -> &'static [&'static str] {
+/// answers the rest with 503); the full suite's capacity steps go to 19,000. The slowloris
+/// step runs every server with its defaults: what silent sockets do to the default pool is
+/// what it measures.
+fn arch_args(arch: &str, suite: Suite, step: Step) -> &'static [&'static str] {
     match (arch, suite) {
+        _ if step == Step::Slowloris => &[],
         ("thread-pool", Suite::Quick) => &["--server-arg=--pool-size=5120"],
         ("thread-pool", Suite::Full) => &["--server-arg=--pool-size=20000"],
         _ => &[],
@@ -276,6 +279,13 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                 "quick-poison.toml",
                 include_str!("../../scenarios/suite/quick-poison.toml"),
                 POISON_ARGS,
+                1,
+            ),
+            single(
+                Step::Slowloris,
+                "quick-slowloris.toml",
+                include_str!("../../scenarios/suite/quick-slowloris.toml"),
+                &[],
                 1,
             ),
             scaling(
@@ -393,6 +403,13 @@ fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
                     POISON_ARGS,
                     1,
                 ),
+                single(
+                    Step::Slowloris,
+                    "full-slowloris.toml",
+                    include_str!("../../scenarios/suite/full-slowloris.toml"),
+                    &[],
+                    1,
+                ),
                 scaling(
                     "full-scaling.toml",
                     include_str!("../../scenarios/suite/full-scaling.toml"),
@@ -455,6 +472,16 @@ fn tiny_overrides(step: Step) -> &'static [&'static str] {
             "connections=200",
             "rooms=2",
             "members_per_room=100",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"1s\"",
+            "cooldown=\"1s\"",
+        ],
+        // The silent sockets stay at 1,500: more than thread-pool's default pool.
+        Step::Slowloris => &[
+            "connections=50",
+            "rooms=5",
+            "members_per_room=10",
             "settle=\"1s\"",
             "warmup=\"1s\"",
             "measure=\"1s\"",
@@ -616,7 +643,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
                         e.extend(
                             s.server_args
                                 .iter()
-                                .chain(arch_args(arch, args.suite))
+                                .chain(arch_args(arch, args.suite, s.step))
                                 .map(|a| a.to_string()),
                         );
                         e

@@ -561,7 +561,9 @@ impl<R: tokio::io::AsyncRead + Unpin> LineReader<R> {
     }
 }
 
-fn parse_line<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<T, ControlError> {
+/// Decodes one control message (a line, its newline included or not): a message or a
+/// [`ControlError::Bad`], never a panic (the fuzz target `control` feeds it any bytes).
+pub fn parse_line<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<T, ControlError> {
     serde_json::from_slice(buf).map_err(|e| {
         let shown = String::from_utf8_lossy(&buf[..buf.len().min(120)]).into_owned();
         ControlError::Bad(format!("{e} in {shown:?}"))

@@ -532,6 +532,13 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     if let Some(problem) = layout.problem(&scenario) {
         return Err(RunError::Layout(problem));
     }
+    if scenario.silent_connections > 0 {
+        return Err(RunError::Layout(format!(
+            "silent_connections = {}: slowloris sockets are held by a one-process run; run \
+             without --agents",
+            scenario.silent_connections
+        )));
+    }
     let progress = Progress::new(ropts.progress);
     let mut fleet =
         start_fleet(&spec, &exe, token.as_deref(), &scenario, &targets, &layout).await?;

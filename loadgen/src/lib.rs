@@ -44,6 +44,7 @@ pub mod run;
 pub mod sampler;
 pub mod schedule;
 pub mod session;
+pub mod slowloris;
 pub mod stats;
 pub mod sys;
 pub mod target;

@@ -462,7 +462,10 @@ fn failover_outcome(
 /// fault against the nodes started, and each target's preflight. Returns the targets.
 async fn check(opts: &RunOptions, scenario: &Scenario) -> Result<(Vec<Target>, Layout), RunError> {
     let limit = sys::raise_nofile().map_err(RunError::Limit)?;
-    sys::fits_in_one_process(u64::from(scenario.connections), &limit)?;
+    sys::fits_in_one_process(
+        u64::from(scenario.connections) + u64::from(scenario.silent_connections),
+        &limit,
+    )?;
     let targets = parse_targets(&opts.target_url)?;
     let layout = Layout {
         agents: 1,
@@ -692,6 +695,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         target_info.target_policy = Some(scenario.target_policy.as_str().into());
     }
     let pids = opts.target_info.sampled_pids();
+    let silent = crate::slowloris::Silent::open(
+        targets[0].addr,
+        scenario.silent_connections,
+        scenario.connect_timeout,
+    )
+    .await;
     let before = take_samples(&pids);
     let mut engine = Engine::start(scenario.clone(), plan, targets, source_addrs.clone());
     let mut ticker = Ticker::new(&engine, &pids, &opts);
@@ -704,6 +713,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         pacer: pacer_lag,
         panicked,
     } = engine.stop().await;
+    let silent_held = silent.held();
+    drop(silent);
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
@@ -735,6 +746,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
         source_addrs: &source_addrs,
     };
     let mut summary = summarize(&opts, ended, target_info, provenance, started_utc, failover);
+    summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
     let latency = shared.stats.window_latency();
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;

@@ -218,6 +218,10 @@ pub struct ConnectionStats {
     /// clients saw it (no `--server-pid` needed).
     #[serde(default)]
     pub dropped_in_window: u64,
+    /// Silent sockets (scenario `silent_connections`, slowloris) the generator opened before
+    /// the ramp and held through the run; absent when the scenario had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent: Option<u64>,
 }
 
 /// The reconnect policy's counts over the whole run.

@@ -48,6 +48,10 @@ pub const MAX_BUFFER_BYTES: usize = 64 << 20;
 /// so this bounds what a scenario can make a process allocate; 16× the largest fleet measured.
 pub const MAX_CONNECTIONS: u32 = 1 << 24;
 
+/// Most `silent_connections` (slowloris sockets) in one run: far more than any server here
+/// keeps handshake slots for (thread-pool's default pool is 1,024).
+pub const MAX_SILENT_CONNECTIONS: u32 = 100_000;
+
 /// Longest accepted duration of any scenario field (30 days): the engine adds durations to
 /// clock readings, and a longer one would overflow them.
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -124,6 +128,13 @@ pub struct Scenario {
     /// A delivery slower than this (from the intended send time) is counted as late.
     #[serde(default = "default_late_after", with = "duration_str")]
     pub late_after: Duration,
+    /// Slowloris: TCP connections the generator opens to the first target before the ramp and
+    /// holds, silent (no byte sent, no handshake), until the run ends; the run then shows
+    /// whether the server still let its normal connections in (`connections.ready`, and the
+    /// `handshake_status_503` errors of a server that refused them). One generator process
+    /// only (no `--agents`); at most [`MAX_SILENT_CONNECTIONS`].
+    #[serde(default)]
+    pub silent_connections: u32,
     /// Fault injection: this long after the measurement window opens, the first member
     /// connection sends `{"t":"panic"}` (a reference server started with `--fault-injection`
     /// crashes that connection's handler; a Node.js peer's handler throws, uncaught; with
@@ -757,6 +768,17 @@ impl Validator<'_> {
                     "connections = {}: at most {MAX_CONNECTIONS} in one run (every generator \
                      process keeps the whole run's plan in memory); split the load over several runs",
                     s.connections
+                ),
+            ));
+        }
+        if s.silent_connections > MAX_SILENT_CONNECTIONS {
+            return Err(self.err(
+                "",
+                "silent_connections",
+                format!(
+                    "silent_connections = {}: at most {MAX_SILENT_CONNECTIONS} (each is a socket \
+                     of the generator process)",
+                    s.silent_connections
                 ),
             ));
         }
@@ -1785,6 +1807,7 @@ read_buffer_size = 8192
                 4,
                 "reconnect.deadline",
             ),
+            ("silent_connections = 100001\n", 3, "at most 100000"),
         ] {
             let text = format!("name = \"m\"\nconnections = 2\n{text}");
             let (e, msg) = err(&text);
@@ -1798,7 +1821,8 @@ read_buffer_size = 8192
         // The bounds themselves are accepted.
         parse(
             "name = \"m\"\nconnections = 2\nrooms = 1\nmembers_per_room = 2\n\
-             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n",
+             rate_per_sender = 1e5\nramp_rate = 0.001\nmeasure = \"30days\"\n\
+             silent_connections = 100000\n",
         )
         .expect("at the bounds");
     }

@@ -280,6 +280,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             connect_time_us: Percentiles::of(conns.connect_time),
             reconnect: conns.reconnect,
             dropped_in_window: conns.dropped_in_window,
+            silent: None,
         },
         messages: MessageStats {
             sent: msgs.sent_window,

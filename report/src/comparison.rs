@@ -62,6 +62,9 @@ pub enum Step {
     Scaling,
     /// One node of a cluster SIGKILLed mid-run: reconnect time, loss, p99 (cluster columns).
     NodeLoss,
+    /// Silent TCP sockets held while normal clients connect: whether the server stays
+    /// available (slowloris), and the 503s.
+    Slowloris,
 }
 
 impl Step {
@@ -77,11 +80,13 @@ impl Step {
             Step::RoomSize => "room-size",
             Step::Scaling => "scaling",
             Step::NodeLoss => "node-loss",
+            Step::Slowloris => "slowloris",
         }
     }
 
     /// Every step, longest names first (so that `idle-ramp` is matched before `idle`).
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
+        Step::Slowloris,
         Step::NodeLoss,
         Step::IdleRamp,
         Step::LoadSweep,
@@ -277,7 +282,9 @@ fn cell(
         Some(StepResult::Ran { dir, summary }) => {
             let source = Some(rel(dir, base));
             let s = summary.as_ref();
-            if !s.valid {
+            // The slowloris step's finding is its connection counts: a server that let no
+            // client in makes the run fail (and so invalid), and that is what it measures.
+            if !s.valid && step != Step::Slowloris {
                 return Cell {
                     display: "invalid (generator-bound)".into(),
                     value: None,
@@ -345,6 +352,30 @@ fn load_condition(s: &Summary) -> String {
         sig3(s.messages.sent_per_s),
         sig3(s.messages.delivered_per_s),
         s.phases.measure
+    )
+}
+
+/// The slowloris cell: the normal connections ready of those planned (the server stayed
+/// available when all were), and the 503s that refused the others.
+fn slowloris_cell(s: &Summary) -> Result<(f64, String), String> {
+    let c = &s.connections;
+    c.silent.ok_or("the run held no silent sockets")?;
+    let refused = c.errors.get("handshake_status_503").copied().unwrap_or(0);
+    let verdict = if c.ready == c.planned { "yes" } else { "no" };
+    Ok((
+        c.ready as f64,
+        format!(
+            "{verdict}: {} of {} ready, {refused} × 503",
+            c.ready, c.planned
+        ),
+    ))
+}
+
+fn slowloris_condition(s: &Summary) -> String {
+    format!(
+        "{} silent TCP sockets (no handshake) held, then {} normal connections",
+        s.connections.silent.unwrap_or(0),
+        s.connections.planned
     )
 }
 
@@ -559,6 +590,21 @@ pub fn build_suite(
                 |s| {
                     format!("{} connections, `{{\"t\":\"panic\"}}` from one member, server with --fault-injection", s.connections.ready)
                 },
+            )
+        },
+    );
+    row(
+        "slowloris_available",
+        "Availability under slowloris: normal clients let in while silent sockets are held",
+        "connections",
+        &|a| {
+            cell(
+                results,
+                base,
+                a,
+                Step::Slowloris,
+                slowloris_cell,
+                slowloris_condition,
             )
         },
     );

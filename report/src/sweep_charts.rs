@@ -122,7 +122,7 @@ pub fn render_point_timelines(comparison_dir: &Path, runs: &Runs) -> Result<Draw
                 Step::LoadSweep => "dps",
                 Step::RoomSize => "members",
                 Step::Scaling => "nodes",
-                Step::Broadcast | Step::Poison | Step::NodeLoss => "",
+                Step::Broadcast | Step::Poison | Step::NodeLoss | Step::Slowloris => "",
             };
             let at = match x_of(*step, summary) {
                 Some(x) if !unit.is_empty() => format!("-{x:.0}{unit}"),

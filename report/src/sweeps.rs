@@ -27,7 +27,7 @@ pub fn x_of(step: Step, s: &Summary) -> Option<f64> {
         Step::LoadSweep => scenario().map(|sc| sc.expected_deliveries_per_sec()),
         Step::RoomSize => scenario().map(|sc| f64::from(sc.members_per_room)),
         Step::Scaling => Some(nodes_of(s) as f64),
-        Step::Broadcast | Step::Poison | Step::NodeLoss => None,
+        Step::Broadcast | Step::Poison | Step::NodeLoss | Step::Slowloris => None,
     }
 }
 

@@ -73,9 +73,25 @@ function stopOnSignal(name, close) {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/**
+ * Parses a duration as the reference servers' flags take it (humantime's common forms): one or
+ * more `<integer><unit>` with unit `ms`, `s`, `m` or `h` (`300ms`, `10s`, `1m30s`); `0` alone is
+ * zero. Returns milliseconds, or `null` when `v` is not such a duration.
+ */
+function parseDurationMs(v) {
+  if (v === '0') return 0;
+  if (typeof v !== 'string' || !/^(\d{1,12}(ms|s|m|h))+$/.test(v)) return null;
+  const units = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+  let ms = 0;
+  for (const [, n, u] of v.matchAll(/(\d{1,12})(ms|s|m|h)/g)) ms += Number(n) * units[u];
+  return ms;
+}
+
 /** Room names: 1..64 characters of letters, digits, '.', '_', ':' and '-'. */
 function validRoom(room) {
   return typeof room === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(room);
 }
 
-module.exports = { parseFlags, PoisonFrame, announce, count, counted, stopOnSignal, validRoom };
+module.exports = {
+  parseFlags, PoisonFrame, announce, count, counted, stopOnSignal, validRoom, parseDurationMs,
+};

@@ -11,29 +11,76 @@
 //   other  chatbench wire protocol v1 (docs/protocol.md; protocol = "chatbench"): join/joined,
 //          leave, and msg frames forwarded byte for byte to the room's other members.
 //
-// Usage: node ws-room.js [--listen HOST:PORT] [--fault-injection]   (prints its address on stdout)
+// Usage: node ws-room.js [--listen HOST:PORT] [--fault-injection] [--outbound-queue-bytes N]
+//          [--slow-consumer-grace DURATION]   (prints its address on stdout)
 // With --fault-injection, a v1 frame {"t":"panic"} throws from the message handler, uncaught, as
 // a bug in a plain Node server would: the whole process dies (docs/protocol.md, "Fault
 // injection"). Without it, "panic" is an unknown_type error like any other.
 // Limits (counted on stderr at exit): 64 KiB messages (larger: close 1009), 16 rooms per
-// connection, and a slow-consumer policy: a recipient with more than 1 MiB unsent is skipped
-// (drop newest).
+// connection, and the slow-consumer rule of chatbench's own servers (servers/src/chat.rs,
+// FanOut): a forwarded frame that would take a recipient's unsent bytes (`ws` bufferedAmount)
+// past --outbound-queue-bytes (4 MiB) is dropped (drop newest), and a recipient whose frames
+// keep being dropped with nothing written to it for --slow-consumer-grace (10 s) gets an
+// `error` slow_consumer and close 1008 (its socket destroyed a second later if it does not
+// read them), as NATS disconnects a slow consumer, so that a stalled client cannot pin its
+// bytes forever. GET /metrics counts both (chatbench_drops_total{reason="queue_bytes"},
+// chatbench_disconnects_total{reason="slow_consumer"}) beside the bytes queued now.
 'use strict';
 
 const http = require('http');
 const { WebSocketServer } = require('ws');
-const { parseFlags, PoisonFrame, announce, count, stopOnSignal, validRoom } = require('./common');
+const {
+  parseFlags, PoisonFrame, announce, count, stopOnSignal, validRoom, parseDurationMs,
+} = require('./common');
 
 const NAME = 'node-ws';
 const MAX_PAYLOAD = 64 * 1024;
 const MAX_ROOMS_PER_CONN = 16;
-const MAX_BUFFERED = 1024 * 1024;
+/** A kicked slow consumer that does not read its close frame is destroyed after this long. */
+const CLOSE_TIMEOUT_MS = 1000;
 
 const { host, port, values } = parseFlags(process.argv, 'ws-room', {
   'fault-injection': { type: 'boolean', default: false },
+  'outbound-queue-bytes': { type: 'string', default: String(4 * 1024 * 1024) },
+  'slow-consumer-grace': { type: 'string', default: '10s' },
 });
 const FAULT_INJECTION = values['fault-injection'];
+const OUTBOUND_QUEUE_BYTES = Number(values['outbound-queue-bytes']);
+const SLOW_CONSUMER_GRACE_MS = parseDurationMs(values['slow-consumer-grace']);
+if (!Number.isSafeInteger(OUTBOUND_QUEUE_BYTES) || OUTBOUND_QUEUE_BYTES < 1) {
+  console.error(`ws-room: --outbound-queue-bytes ${JSON.stringify(values['outbound-queue-bytes'])}: expected a positive integer`);
+  process.exit(2);
+}
+if (SLOW_CONSUMER_GRACE_MS === null) {
+  console.error(`ws-room: --slow-consumer-grace ${JSON.stringify(values['slow-consumer-grace'])}: expected a duration, e.g. 10s, 300ms, 1m30s`);
+  process.exit(2);
+}
+
+/** What /metrics reports beside the connections and the bytes queued now. */
+const totals = { dropsQueueBytes: 0, slowConsumerDisconnects: 0 };
+
+function metricsText() {
+  let queued = 0;
+  for (const ws of wss.clients) queued += ws.bufferedAmount;
+  return [
+    '# TYPE chatbench_connections gauge',
+    `chatbench_connections ${wss.clients.size}`,
+    '# TYPE chatbench_drops_total counter',
+    `chatbench_drops_total{reason="queue_bytes"} ${totals.dropsQueueBytes}`,
+    '# TYPE chatbench_disconnects_total counter',
+    `chatbench_disconnects_total{reason="slow_consumer"} ${totals.slowConsumerDisconnects}`,
+    '# TYPE chatbench_outbound_queued_bytes gauge',
+    `chatbench_outbound_queued_bytes ${queued}`,
+    '',
+  ].join('\n');
+}
+
 const server = http.createServer((req, res) => {
+  if (req.method === 'GET' && (req.url || '').split('?')[0] === '/metrics') {
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+    res.end(metricsText());
+    return;
+  }
   res.writeHead(426, { 'content-type': 'text/plain' });
   res.end('WebSocket only\n');
 });
@@ -67,23 +114,68 @@ function leave(map, ws, room) {
   ws.rooms.delete(room);
 }
 
+/** Bytes a server frame with a payload of `len` bytes takes on the wire. */
+function frameBytes(len) {
+  return len + (len < 126 ? 2 : len < 65536 ? 4 : 10);
+}
+
+/** Sends a text frame, counting its bytes: `ws.sentBytes - ws.bufferedAmount` is what was
+ * written to the socket so far. */
+function send(ws, data) {
+  const buf = typeof data === 'string' ? Buffer.from(data) : data;
+  ws.sentBytes += frameBytes(buf.length);
+  ws.send(buf, { binary: false });
+}
+
+function written(ws) {
+  return ws.sentBytes - ws.bufferedAmount;
+}
+
+/** The slow-consumer rule (see the top of the file) for a frame of `len` bytes to `peer`:
+ * 'queue', 'drop' or 'kick'. */
+function offer(peer, len, now) {
+  if (peer.bufferedAmount + frameBytes(len) <= OUTBOUND_QUEUE_BYTES) return 'queue';
+  if (peer.refusedSince === null || written(peer) > peer.writtenAtRefusal) {
+    // The first refusal since something was written: the grace starts now.
+    peer.refusedSince = now;
+    peer.writtenAtRefusal = written(peer);
+  }
+  return now - peer.refusedSince >= SLOW_CONSUMER_GRACE_MS ? 'kick' : 'drop';
+}
+
+function kick(peer) {
+  count('slow_consumer');
+  totals.slowConsumerDisconnects += 1;
+  error(peer, 'slow_consumer', 'outbound queue full and nothing written for the slow-consumer grace');
+  peer.close(1008, 'slow consumer');
+  setTimeout(() => peer.terminate(), CLOSE_TIMEOUT_MS).unref();
+}
+
 /** Sends `data` (encoded once) to every member of `room` but `from`. */
 function fanOut(map, room, from, data) {
   const members = map.get(room);
   if (!members) return;
+  const buf = typeof data === 'string' ? Buffer.from(data) : data;
+  const now = Date.now();
   for (const peer of members) {
     if (peer === from || peer.readyState !== peer.OPEN) continue;
-    if (peer.bufferedAmount > MAX_BUFFERED) {
-      count('dropped_slow_consumer');
-      continue;
+    switch (offer(peer, buf.length, now)) {
+      case 'queue':
+        send(peer, buf);
+        break;
+      case 'drop':
+        count('queue_bytes');
+        totals.dropsQueueBytes += 1;
+        break;
+      default:
+        kick(peer);
     }
-    peer.send(data, { binary: false });
   }
 }
 
 function error(ws, code, reason) {
   count(`error_${code}`);
-  ws.send(JSON.stringify({ t: 'error', code, reason }));
+  send(ws, JSON.stringify({ t: 'error', code, reason }));
 }
 
 function onV1(ws, data) {
@@ -98,7 +190,7 @@ function onV1(ws, data) {
     case 'join':
       if (!validRoom(frame.room)) return error(ws, 'bad_room', 'bad room name');
       if (!join(rooms.v1, ws, frame.room)) return error(ws, 'too_many_rooms', `at most ${MAX_ROOMS_PER_CONN}`);
-      return ws.send(JSON.stringify({ t: 'joined', room: frame.room }));
+      return send(ws, JSON.stringify({ t: 'joined', room: frame.room }));
     case 'leave':
       if (validRoom(frame.room)) leave(rooms.v1, ws, frame.room);
       return undefined;
@@ -131,7 +223,7 @@ function onChat(ws, data) {
   switch (frame.action) {
     case 'subscribe':
       if (join(rooms.chat, ws, frame.topic)) {
-        ws.send(JSON.stringify({ event: 'subscribed', topic: frame.topic }));
+        send(ws, JSON.stringify({ event: 'subscribed', topic: frame.topic }));
       }
       return undefined;
     case 'unsubscribe':
@@ -152,6 +244,9 @@ function onChat(ws, data) {
 wss.on('connection', (ws, req) => {
   const path = (req.url || '/').split('?')[0];
   ws.rooms = new Set();
+  ws.sentBytes = 0;
+  ws.refusedSince = null;
+  ws.writtenAtRefusal = 0;
   ws.on('error', () => count('socket_error'));
   if (path === '/echo') {
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));

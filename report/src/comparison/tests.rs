@@ -184,9 +184,11 @@ fn a_comparison_is_rebuilt_from_its_files_alone() {
         .clone()
         .expect("arch");
     assert_eq!(c.archs, vec![arch.clone()]);
+    // The recorded fixtures have no scaling or slowloris run (the slowloris row is tested on
+    // its own, below).
     for r in &c.rows {
         let cell = &r.cells[&arch];
-        if r.key != "horizontal_scaling" {
+        if !["horizontal_scaling", "slowloris_available"].contains(&r.key.as_str()) {
             assert!(
                 cell.value.is_some() || cell.status == "invalid",
                 "{}: {cell:?}",
@@ -196,4 +198,51 @@ fn a_comparison_is_rebuilt_from_its_files_alone() {
     }
     assert_eq!(step_of_scenario("quick-broadcast"), Some(Step::Broadcast));
     assert_eq!(step_of_scenario("demo"), None);
+}
+
+/// The slowloris row: ready of planned and the 503s, from the run's own summary; "yes" only
+/// when every normal client got in; a run without silent sockets shows no number.
+#[test]
+fn the_slowloris_row_says_whether_the_server_stayed_available() {
+    let with = |ready: u64, refused: Option<u64>, silent: Option<u64>| {
+        let mut r = fixture("broadcast");
+        if let StepResult::Ran { summary, .. } = &mut r {
+            let c = &mut summary.connections;
+            c.planned = 100;
+            c.ready = ready;
+            c.silent = silent;
+            c.errors.clear();
+            if ready == 0 {
+                summary.status = RunStatus::Failed;
+                summary.valid = false;
+            }
+            if let Some(n) = refused {
+                c.errors.insert("handshake_status_503".into(), n);
+            }
+        }
+        r
+    };
+    let mut r = Results::new();
+    r.insert(("up".into(), Step::Slowloris), with(100, None, Some(1500)));
+    r.insert(
+        ("down".into(), Step::Slowloris),
+        with(0, Some(100), Some(1500)),
+    );
+    r.insert(("none".into(), Step::Slowloris), with(100, None, None));
+    let archs = ["up".into(), "down".into(), "none".into(), "missing".into()];
+    let c = build("quick", &archs, &r, &data());
+    let row = row(&c, "slowloris_available");
+    let up = &row.cells["up"];
+    assert_eq!(
+        (up.display.as_str(), up.value),
+        ("yes: 100 of 100 ready, 0 × 503", Some(100.0))
+    );
+    assert!(up.condition.contains("1500 silent"), "{up:?}");
+    let down = &row.cells["down"];
+    assert_eq!(
+        (down.display.as_str(), down.value),
+        ("no: 0 of 100 ready, 100 × 503", Some(0.0))
+    );
+    assert_eq!(row.cells["none"].value, None);
+    assert_eq!(row.cells["missing"].status, "not_measured");
 }

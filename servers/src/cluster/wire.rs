@@ -238,10 +238,17 @@ fn u64_of(mut b: Bytes, what: &'static str) -> Result<u64, WireError> {
 /// A refusal's reason as kept: at most [`MAX_REASON`] bytes, invalid UTF-8 and control
 /// characters replaced (it is logged).
 fn reason(b: &[u8]) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(MAX_REASON)])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    // Cut again after the replacement: each invalid byte becomes U+FFFD, three bytes (found by
+    // the fuzz target `wire`: a reason of 512 invalid bytes was kept as 1,536).
+    let mut kept = String::new();
+    for c in String::from_utf8_lossy(&b[..b.len().min(MAX_REASON)]).chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if kept.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        kept.push(c);
+    }
+    kept
 }
 
 fn msg(mut body: Bytes) -> Result<Frame, WireError> {
@@ -328,6 +335,20 @@ pub fn decode(mut body: Bytes) -> Result<Frame, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_refusal_reason_of_invalid_bytes_is_kept_within_the_bound() {
+        let mut body = vec![2u8];
+        body.extend(std::iter::repeat_n(0xff, MAX_REASON));
+        let Ok(Frame::Refuse(r)) = decode(Bytes::from(body)) else {
+            panic!("a refuse frame");
+        };
+        assert!(r.len() <= MAX_REASON, "{} bytes kept", r.len());
+        assert_eq!(
+            decode(encode(&Frame::Refuse(r.clone())).slice(4..)),
+            Ok(Frame::Refuse(r))
+        );
+    }
 
     fn round_trip(f: Frame) {
         let bytes = encode(&f);
