@@ -99,4 +99,8 @@ rm -rf "$install_root"
 #   cargo build --workspace --bins && target/debug/chatbench gate deterministic --update-baseline --repeat 3
 echo "== chatbench gate deterministic"
 cargo build --workspace --bins --quiet
-"${CARGO_TARGET_DIR:-target}/debug/chatbench" gate deterministic --out "${CARGO_TARGET_DIR:-target}/gate"
+# --allow-other-machine: CI runners differ in CPU model (AMD EPYC and Intel Xeon seen here), and
+# under callgrind the counts did not move between them (every count +0.00 % against a baseline
+# measured on the other model, 2026-12-06); a count that does move still fails, with the model
+# difference named in the notes. Workload settings, profile and compiler must still match.
+"${CARGO_TARGET_DIR:-target}/debug/chatbench" gate deterministic --allow-other-machine --out "${CARGO_TARGET_DIR:-target}/gate"
