@@ -76,6 +76,9 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
         "connections_ready>=1000",
         "--threshold",
         "loss_ratio<=0.5",
+        // One kind of a figure split by kind: no connection was refused.
+        "--threshold",
+        "connection_errors.refused<=0",
         "--junit",
         junit.to_str().expect("utf-8"),
         "--label",
@@ -101,7 +104,12 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
     );
     assert!(stdout.contains("(limit >= 1 /s): ok"), "{}", text(&o));
     assert!(stdout.contains("(limit <= 0.5000): ok"), "{}", text(&o));
-    assert_eq!(junit_counts(&junit), (4, 2));
+    assert!(
+        stdout.contains("connection_errors.refused: 0 (limit <= 0): ok"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(junit_counts(&junit), (5, 2));
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(
         xml.contains("name=\"connections_ready &gt;= 1000\""),
@@ -146,6 +154,19 @@ fn unknown_threshold_keys_are_usage_errors_listing_the_valid_keys() {
     assert!(e.contains("s.toml:12"), "file:line: {e}");
     assert!(
         e.contains("thresholds.latency_p99") && e.contains("p99_latency"),
+        "{e}"
+    );
+    // A kind no run can record, in the scenario's table of kinds: its line, and the kinds.
+    let s = scenario(
+        tmp.path(),
+        "[thresholds]\nconnection_errors = { refusd = \"<= 0\" }\n",
+    );
+    let o = run(&["run", "--target", "ws://127.0.0.1:9/ws", "--scenario", &s]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(e.contains("s.toml:12"), "file:line: {e}");
+    assert!(
+        e.contains("did you mean \"refused\"") && e.contains("handshake_status_NNN"),
         "{e}"
     );
 }

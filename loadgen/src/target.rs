@@ -583,6 +583,48 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
+    /// Thresholds may name one kind of connection error (`connection_errors.refused`): every
+    /// label the generator can record must be one the model accepts there, or a user could not
+    /// set a limit on it.
+    #[test]
+    fn every_connection_error_label_is_one_a_threshold_can_name() {
+        use chatbench_model::figures::connect_error_label_known;
+        let variants = [
+            ConnectError::Refused,
+            ConnectError::Timeout,
+            ConnectError::Status(503),
+            ConnectError::Reset,
+            ConnectError::AddrUnavailable(String::new()),
+            ConnectError::Io(String::new()),
+            ConnectError::Handshake(String::new()),
+            ConnectError::Subprotocol,
+        ];
+        for v in variants {
+            assert!(connect_error_label_known(&v.label()), "{}", v.label());
+        }
+        // The labels written as literals where errors are counted: TLS failures and the
+        // engine's own (a set-up timeout, a connection that came too late).
+        for (file, text) in [
+            ("tls.rs", include_str!("tls.rs")),
+            ("engine.rs", include_str!("engine.rs")),
+        ] {
+            let mut labels = Vec::new();
+            for part in text.split("label: \"").skip(1) {
+                labels.extend(part.split('"').next());
+            }
+            for part in text.split("=> \"").skip(1) {
+                labels.extend(part.split('"').next().filter(|l| l.starts_with("tls_")));
+            }
+            for part in text.split("connect_errors.add(\"").skip(1) {
+                labels.extend(part.split('"').next());
+            }
+            assert!(file != "tls.rs" || labels.len() >= 7, "{labels:?}");
+            for l in labels {
+                assert!(connect_error_label_known(l), "{file}: {l}");
+            }
+        }
+    }
+
     #[test]
     fn metrics_of_several_nodes_are_summed_sample_by_sample() {
         let a = parse_prometheus(

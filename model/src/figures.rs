@@ -481,6 +481,79 @@ pub fn row_of(fig: &Figure) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// A catalogue figure that is a sum over kinds (`connections.errors` by label,
+/// `connections.closed_by_server` by close code), read for one kind: a threshold may name one,
+/// `connection_errors.refused` or `closed_by_server.4401`. A kind the run never saw reads 0; a
+/// kind that no run can record is refused when the threshold is read, so a typo cannot pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ByKind {
+    /// The catalogue figure it splits (its unit and shown form are this one's).
+    pub key: &'static str,
+    /// The count for one kind.
+    pub read: fn(&Summary, &str) -> f64,
+    /// Whether a run can record this kind.
+    pub known: fn(&str) -> bool,
+    /// The kinds, for messages and docs.
+    pub kinds: &'static str,
+}
+
+/// Connection-error labels the generator records (`connections.errors`), besides
+/// `handshake_status_NNN` and `tls_cert_*`. The load generator's tests check that every label
+/// it can produce is known here.
+pub const CONNECT_ERROR_LABELS: &[&str] = &[
+    "refused",
+    "timeout",
+    "reset",
+    "addr_unavailable",
+    "io",
+    "handshake",
+    "subprotocol_refused",
+    "too_late",
+    "tls_alert",
+    "tls_handshake",
+    "tls_server_name",
+];
+
+/// Whether the generator can record `label` as a connection error.
+pub fn connect_error_label_known(label: &str) -> bool {
+    let digits = |t: &str| t.len() == 3 && t.bytes().all(|b| b.is_ascii_digit());
+    CONNECT_ERROR_LABELS.contains(&label)
+        || label.strip_prefix("handshake_status_").is_some_and(digits)
+        || label.strip_prefix("tls_cert_").is_some_and(|t| {
+            !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+}
+
+/// Whether `kind` is something `connections.closed_by_server` counts: a WebSocket close code
+/// (1000–4999), `none` (a close frame without a code) or `reset` (closed without a frame).
+pub fn close_kind_known(kind: &str) -> bool {
+    matches!(kind, "none" | "reset")
+        || kind
+            .parse::<u16>()
+            .is_ok_and(|c| (1000..=4999).contains(&c) && !kind.starts_with('0'))
+}
+
+/// The figures a threshold may split by kind.
+pub const BY_KIND: &[ByKind] = &[
+    ByKind {
+        key: "connection_errors",
+        read: |s, k| s.connections.errors.get(k).copied().unwrap_or(0) as f64,
+        known: connect_error_label_known,
+        kinds: "refused, timeout, reset, addr_unavailable, io, handshake, subprotocol_refused, too_late, handshake_status_NNN (e.g. handshake_status_503), tls_alert, tls_handshake, tls_server_name, tls_cert_* (e.g. tls_cert_unknown_issuer)",
+    },
+    ByKind {
+        key: "closed_by_server",
+        read: |s, k| s.connections.closed_by_server.get(k).copied().unwrap_or(0) as f64,
+        known: close_kind_known,
+        kinds: "a close code 1000–4999 (e.g. 4401), none (a close frame without a code) or reset (no close frame)",
+    },
+];
+
+/// The split of the figure `key` by kind, if it has one.
+pub fn by_kind(key: &str) -> Option<&'static ByKind> {
+    BY_KIND.iter().find(|b| b.key == key)
+}
+
 /// The figure with `key`, if there is one.
 pub fn by_key(key: &str) -> Option<&'static Figure> {
     CATALOGUE.iter().find(|f| f.key == key)
@@ -501,6 +574,39 @@ pub fn table() -> impl Iterator<Item = (&'static Figure, &'static TableRow)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_split_figures_of_the_catalogue_and_reject_what_no_run_records() {
+        for b in BY_KIND {
+            assert!(by_key(b.key).is_some(), "{} is not in the catalogue", b.key);
+        }
+        let errors = by_kind("connection_errors").expect("split");
+        for ok in [
+            "refused",
+            "handshake_status_503",
+            "tls_cert_unknown_issuer",
+            "too_late",
+        ] {
+            assert!((errors.known)(ok), "{ok}");
+        }
+        for bad in [
+            "refusd",
+            "handshake_status_5x3",
+            "handshake_status_",
+            "tls_cert_",
+            "4401",
+        ] {
+            assert!(!(errors.known)(bad), "{bad}");
+        }
+        let closes = by_kind("closed_by_server").expect("split");
+        for ok in ["1000", "4401", "4999", "none", "reset"] {
+            assert!((closes.known)(ok), "{ok}");
+        }
+        for bad in ["999", "5000", "04401", "refused", ""] {
+            assert!(!(closes.known)(bad), "{bad}");
+        }
+        assert!(by_kind("p99_latency").is_none());
+    }
 
     #[test]
     fn keys_are_unique_and_snake_case() {

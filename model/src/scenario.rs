@@ -176,9 +176,11 @@ pub struct Scenario {
     pub faults: Vec<FaultSpec>,
     /// Pass/fail limits on the run's figures (table `[thresholds]`): a figure catalogue key
     /// (`docs/figures.md`) = `"OP VALUE [UNIT]"`, e.g. `p99_latency = "<= 50 ms"`; judged by
-    /// [`crate::thresholds`] after the run (exit 1 when one is crossed).
+    /// [`crate::thresholds`] after the run (exit 1 when one is crossed). A figure split by kind
+    /// takes a table of kinds: `connection_errors.refused = "<= 0"`
+    /// ([`crate::thresholds::entries`] flattens them).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub thresholds: std::collections::BTreeMap<String, String>,
+    pub thresholds: std::collections::BTreeMap<String, toml::Value>,
     /// The profile built from `protocol` and `[profile]`: set when the scenario is parsed or
     /// validated, rebuilt on first use after deserialisation (see [`Scenario::session_profile`]).
     #[serde(skip)]
@@ -699,13 +701,28 @@ impl Validator<'_> {
 
     /// Each `[thresholds]` entry names a catalogue figure and reads as a limit.
     fn thresholds(&self) -> Result<(), ScenarioError> {
-        use crate::thresholds::{parse, ThresholdError};
-        for (key, expr) in &self.s.thresholds {
-            let location = Location {
-                origin: self.origin(),
-                line: find_key_line(&self.s.source.text, "thresholds", key),
-                column: None,
+        use crate::thresholds::{entries, parse, ThresholdError};
+        let at = |key: &str| Location {
+            origin: self.origin(),
+            line: find_key_line(&self.s.source.text, "thresholds", key).or_else(|| {
+                let base = key.split('.').next().unwrap_or(key);
+                find_key_line(&self.s.source.text, "thresholds", base)
+            }),
+            column: None,
+        };
+        let flat = entries(&self.s.thresholds).map_err(|e| {
+            let key = match &e {
+                ThresholdError::BadEntry { key } => key.clone(),
+                _ => String::new(),
             };
+            ScenarioError::Invalid {
+                location: at(&key),
+                field: "thresholds",
+                message: format!("[thresholds] {e}"),
+            }
+        })?;
+        for (key, expr) in &flat {
+            let location = at(key);
             match parse(key, expr) {
                 Ok(_) => {}
                 Err(ThresholdError::UnknownKey {
@@ -1735,7 +1752,7 @@ read_buffer_size = 8192
     fn thresholds_name_catalogue_keys_and_limits_with_the_line() {
         let base = "name='t'\nconnections=10\n[thresholds]\n";
         let s = parse(&format!("{base}p99_latency = \"<= 50 ms\"\n")).expect("valid");
-        assert_eq!(s.thresholds["p99_latency"], "<= 50 ms");
+        assert_eq!(s.thresholds["p99_latency"].as_str(), Some("<= 50 ms"));
         let (e, text) = err(&format!("{base}p99_latncy = \"<= 50\"\n"));
         assert_eq!(e.line(), Some(4), "{text}");
         assert!(text.contains("did you mean \"p99_latency\""), "{text}");
@@ -1743,6 +1760,30 @@ read_buffer_size = 8192
         let (e, text) = err(&format!("{base}\np99_latency = \"50 ms\"\n"));
         assert_eq!(e.line(), Some(5), "{text}");
         assert!(text.contains("no comparison"), "{text}");
+    }
+
+    #[test]
+    fn thresholds_by_kind_read_in_every_toml_form_and_errors_name_their_line() {
+        let base = "name='t'\nconnections=10\n[thresholds]\n";
+        for form in [
+            format!("{base}connection_errors.refused = \"<= 0\"\n"),
+            format!("{base}connection_errors = {{ refused = \"<= 0\" }}\n"),
+            "name='t'\nconnections=10\n[thresholds.connection_errors]\nrefused = \"<= 0\"\n"
+                .to_string(),
+        ] {
+            let s = parse(&form).expect("valid");
+            let t = crate::thresholds::of_scenario(&s);
+            assert_eq!(t.len(), 1, "{form}");
+            assert_eq!(t[0].key(), "connection_errors.refused");
+        }
+        let (e, text) = err(&format!(
+            "{base}p99_latency = 5\nconnection_errors.refusd = \"<= 0\"\n"
+        ));
+        assert_eq!(e.line(), Some(4), "{text}");
+        assert!(text.contains("expected a limit"), "{text}");
+        let (e, text) = err(&format!("{base}\nconnection_errors.refusd = \"<= 0\"\n"));
+        assert_eq!(e.line(), Some(5), "{text}");
+        assert!(text.contains("did you mean \"refused\""), "{text}");
     }
 
     #[test]

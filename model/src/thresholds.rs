@@ -12,7 +12,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::figures::{self, Figure};
+use crate::figures::{self, ByKind, Figure};
 use crate::results::{RunStatus, Summary};
 use crate::scenario::Scenario;
 
@@ -96,25 +96,74 @@ pub enum ThresholdError {
         /// The accepted form, with an example.
         form: String,
     },
+    /// A split figure's kind that no run can record.
+    #[error(
+        "unknown kind {kind:?} of {key}{suggestion} (its kinds: {kinds}; see docs/figures.md)"
+    )]
+    UnknownKind {
+        /// The split figure's key, e.g. `connection_errors`.
+        key: String,
+        /// The kind as written.
+        kind: String,
+        /// `; did you mean "…"?` or empty.
+        suggestion: String,
+        /// What its kinds are.
+        kinds: &'static str,
+    },
+    /// A `[thresholds]` entry that is neither a limit nor a table of limits by kind.
+    #[error("{key}: expected a limit such as \"<= 50 ms\", or for a figure split by kind a table such as {{ refused = \"<= 0\" }}")]
+    BadEntry {
+        /// The entry's key.
+        key: String,
+    },
     /// A command-line threshold without an operator.
     #[error("--threshold {0:?}: expected KEY<=VALUE (or <, >=, >), e.g. --threshold 'p99_latency<=50ms'")]
     BadFlag(String),
 }
 
-/// One limit on one figure.
-#[derive(Debug, Clone, Copy)]
+/// One limit on one figure, or on one kind of a figure split by kind.
+#[derive(Debug, Clone)]
 pub struct Threshold {
     /// The figure it judges.
     pub figure: &'static Figure,
+    /// The one kind it judges (`connection_errors.refused`), if any.
+    pub kind: Option<Kind>,
     /// The comparison.
     pub op: Op,
     /// The limit, in the figure's shown unit.
     pub limit: f64,
 }
 
+/// One kind of a split figure: `refused` of `connection_errors`.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    /// How the figure splits.
+    pub split: &'static ByKind,
+    /// The kind, as the results count it.
+    pub name: String,
+}
+
 impl PartialEq for Threshold {
     fn eq(&self, other: &Self) -> bool {
-        self.figure.key == other.figure.key && self.op == other.op && self.limit == other.limit
+        self.key() == other.key() && self.op == other.op && self.limit == other.limit
+    }
+}
+
+impl Threshold {
+    /// Its key as written: `p99_latency`, or `connection_errors.refused` for one kind.
+    pub fn key(&self) -> String {
+        match &self.kind {
+            Some(k) => format!("{}.{}", self.figure.key, k.name),
+            None => self.figure.key.to_string(),
+        }
+    }
+
+    /// The judged value in the shown unit, `None` when the run has none.
+    fn shown(&self, s: &Summary) -> Option<f64> {
+        match &self.kind {
+            Some(k) => Some((k.split.read)(s, &k.name) / self.figure.show.divisor),
+            None => self.figure.shown(s),
+        }
     }
 }
 
@@ -123,7 +172,7 @@ impl fmt::Display for Threshold {
         write!(
             f,
             "{} {} {}",
-            self.figure.key,
+            self.key(),
             self.op.as_str(),
             self.figure.show.format(self.limit)
         )
@@ -153,9 +202,52 @@ pub fn figure(key: &str) -> Result<&'static Figure, ThresholdError> {
     })
 }
 
-/// Reads `expr` (`"<= 50 ms"`) as a limit on the figure `key`.
+/// The kind named after a split figure's key (`connection_errors.refused`), or the error naming
+/// its kinds.
+fn kind(figure: &'static Figure, kind: &str) -> Result<Kind, ThresholdError> {
+    let Some(split) = figures::by_kind(figure.key) else {
+        let splits: Vec<&str> = figures::BY_KIND.iter().map(|b| b.key).collect();
+        return Err(ThresholdError::UnknownKey {
+            key: format!("{}.{kind}", figure.key),
+            suggestion: format!("; {} is not split by kind", figure.key),
+            valid: format!("{}; by kind: {}", valid_keys(), splits.join(", ")),
+        });
+    };
+    if !(split.known)(kind) {
+        let known: Vec<String> = figures::CONNECT_ERROR_LABELS
+            .iter()
+            .map(|l| l.to_string())
+            .collect();
+        let suggestion = if split.key == "connection_errors" {
+            crate::scenario::closest(kind, &known)
+                .map(|k| format!("; did you mean \"{k}\"?"))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        return Err(ThresholdError::UnknownKind {
+            key: figure.key.into(),
+            kind: kind.into(),
+            suggestion,
+            kinds: split.kinds,
+        });
+    }
+    Ok(Kind {
+        split,
+        name: kind.into(),
+    })
+}
+
+/// Reads `expr` (`"<= 50 ms"`) as a limit on the figure `key`, or on one kind of a figure
+/// split by kind (`connection_errors.refused`).
 pub fn parse(key: &str, expr: &str) -> Result<Threshold, ThresholdError> {
-    let figure = figure(key)?;
+    let (figure, kind) = match key.split_once('.') {
+        Some((base, k)) => {
+            let figure = figure(base)?;
+            (figure, Some(kind(figure, k)?))
+        }
+        None => (figure(key)?, None),
+    };
     let unit = figure.show.unit;
     let form = if unit.is_empty() {
         format!(
@@ -191,7 +283,12 @@ pub fn parse(key: &str, expr: &str) -> Result<Threshold, ThresholdError> {
             format!("{suffix:?}: this figure's limit is in {unit}")
         }));
     }
-    Ok(Threshold { figure, op, limit })
+    Ok(Threshold {
+        figure,
+        kind,
+        op,
+        limit,
+    })
 }
 
 /// Reads a command-line threshold, `KEY<=VALUE` (spaces allowed around the operator).
@@ -209,7 +306,7 @@ pub fn flag_as_override(flag: &str) -> Result<String, ThresholdError> {
     let t = parse_flag(flag)?;
     let at = flag.find(['<', '>']).unwrap_or(0);
     let expr = toml::Value::String(flag[at..].trim().to_string());
-    Ok(format!("thresholds.{}={expr}", t.figure.key))
+    Ok(format!("thresholds.{}={expr}", t.key()))
 }
 
 /// A threshold judged against a run.
@@ -238,7 +335,7 @@ impl Judged {
         };
         format!(
             "{}: {value} (limit {} {}): {verdict}",
-            t.figure.key,
+            t.key(),
             t.op.as_str(),
             t.figure.show.format(t.limit)
         )
@@ -250,9 +347,9 @@ pub fn judge(s: &Summary, thresholds: &[Threshold]) -> Vec<Judged> {
     thresholds
         .iter()
         .map(|t| {
-            let value = t.figure.shown(s).filter(|v| v.is_finite());
+            let value = t.shown(s).filter(|v| v.is_finite());
             Judged {
-                threshold: *t,
+                threshold: t.clone(),
                 value,
                 passed: value.is_some_and(|v| t.op.holds(v, t.limit)),
             }
@@ -260,11 +357,36 @@ pub fn judge(s: &Summary, thresholds: &[Threshold]) -> Vec<Judged> {
         .collect()
 }
 
+/// A `[thresholds]` table's entries as (key, limit) pairs: `key = "limit"`, and for a figure
+/// split by kind `key.kind = "limit"` (a table of kinds), flattened to `key.kind`. An entry of
+/// another shape is an error naming it.
+pub fn entries<'a>(
+    table: impl IntoIterator<Item = (&'a String, &'a toml::Value)>,
+) -> Result<Vec<(String, String)>, ThresholdError> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::String(expr) => out.push((key.clone(), expr.clone())),
+            toml::Value::Table(kinds) => {
+                for (kind, v) in kinds {
+                    let flat = format!("{key}.{kind}");
+                    let Some(expr) = v.as_str() else {
+                        return Err(ThresholdError::BadEntry { key: flat });
+                    };
+                    out.push((flat, expr.to_string()));
+                }
+            }
+            _ => return Err(ThresholdError::BadEntry { key: key.clone() }),
+        }
+    }
+    Ok(out)
+}
+
 /// The thresholds of a scenario's `[thresholds]` table (validated when it was parsed, so an
 /// entry that does not read is skipped here).
 pub fn of_scenario(scenario: &Scenario) -> Vec<Threshold> {
-    scenario
-        .thresholds
+    entries(&scenario.thresholds)
+        .unwrap_or_default()
         .iter()
         .filter_map(|(k, v)| parse(k, v).ok())
         .collect()
@@ -279,9 +401,7 @@ pub fn of_summary(s: &Summary) -> Result<Vec<Threshold>, ThresholdError> {
     let Some(toml::Value::Table(t)) = table.get("thresholds") else {
         return Ok(Vec::new());
     };
-    t.iter()
-        .map(|(k, v)| parse(k, v.as_str().unwrap_or_default()))
-        .collect()
+    entries(t)?.iter().map(|(k, v)| parse(k, v)).collect()
 }
 
 /// A scenario's text without its `[thresholds]` table, for deciding whether two runs measured
@@ -474,6 +594,78 @@ mod tests {
             xml_escape("a<b & \"c\"\u{1}"),
             "a&lt;b &amp; &quot;c&quot;?"
         );
+    }
+
+    #[test]
+    fn a_figure_split_by_kind_is_judged_for_one_kind_and_an_unknown_kind_is_refused() {
+        let s = run(ROOM, |i| {
+            i.conns.errors = [("refused".to_string(), 3), ("timeout".to_string(), 1)].into();
+            i.conns.closed_by_server = [("4401".to_string(), 2)].into();
+        });
+        let ts = [
+            parse("connection_errors.refused", "<= 0").expect("reads"),
+            parse("connection_errors.timeout", "<= 1").expect("reads"),
+            parse("connection_errors.handshake_status_503", "<= 0").expect("reads"),
+            parse("closed_by_server.4401", "< 2").expect("reads"),
+            parse("connection_errors", "<= 4").expect("reads"),
+        ];
+        let j = judge(&s, &ts);
+        assert_eq!(
+            j[0].line(),
+            "connection_errors.refused: 3 (limit <= 0): CROSSED"
+        );
+        assert!(j[1].passed, "{}", j[1].line());
+        assert!(
+            j[2].passed,
+            "a kind the run never saw reads 0: {}",
+            j[2].line()
+        );
+        assert!(!j[3].passed, "{}", j[3].line());
+        assert!(j[4].passed, "the sum over kinds: {}", j[4].line());
+        assert_eq!(ts[0].to_string(), "connection_errors.refused <= 0");
+        let e = parse("connection_errors.refusd", "<= 0").expect_err("typo");
+        assert!(e.to_string().contains("did you mean \"refused\""), "{e}");
+        assert!(e.to_string().contains("handshake_status_NNN"), "{e}");
+        let e = parse("closed_by_server.99", "<= 0").expect_err("no such close code");
+        assert!(e.to_string().contains("1000–4999"), "{e}");
+        let e = parse("p99_latency.refused", "<= 0").expect_err("not split");
+        assert!(
+            e.to_string().contains("p99_latency is not split by kind"),
+            "{e}"
+        );
+        assert_eq!(
+            flag_as_override("connection_errors.refused<=0").expect("reads"),
+            "thresholds.connection_errors.refused=\"<=0\""
+        );
+    }
+
+    #[test]
+    fn a_table_of_kinds_is_flattened_and_another_shape_is_named() {
+        let t: toml::Table = "p99_latency = \"<= 5 ms\"\nconnection_errors = { refused = \"<= 0\", timeout = \"<= 2\" }\n"
+            .parse()
+            .expect("toml");
+        assert_eq!(
+            entries(&t).expect("reads"),
+            vec![
+                ("connection_errors.refused".to_string(), "<= 0".to_string()),
+                ("connection_errors.timeout".to_string(), "<= 2".to_string()),
+                ("p99_latency".to_string(), "<= 5 ms".to_string()),
+            ]
+        );
+        let t: toml::Table = "p99_latency = 5\n".parse().expect("toml");
+        assert_eq!(
+            entries(&t),
+            Err(ThresholdError::BadEntry {
+                key: "p99_latency".into()
+            })
+        );
+        let t: toml::Table = "connection_errors = { refused = 0 }\n"
+            .parse()
+            .expect("toml");
+        assert!(entries(&t)
+            .expect_err("a number")
+            .to_string()
+            .contains("connection_errors.refused: expected a limit"));
     }
 
     fn run(text: &str, tweak: impl FnOnce(&mut crate::summary::SummaryInput<'_>)) -> Summary {

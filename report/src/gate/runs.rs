@@ -568,7 +568,7 @@ fn failed_and_threshold_rows(current: &[RunObservation]) -> Vec<Row> {
         for j in &r.thresholds {
             let t = &j.threshold;
             rows.push(Row {
-                metric: format!("threshold {} ({run})", t.figure.key),
+                metric: format!("threshold {} ({run})", t.key()),
                 unit: t.figure.show.unit.to_string(),
                 baseline: None,
                 current: j.value,
