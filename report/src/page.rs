@@ -143,6 +143,7 @@ fn marks_of(cell: &Cell) -> Vec<&'static str> {
 /// best (with its figure and any caveat), and what the reader must keep in mind.
 pub fn verdict(c: &Comparison) -> String {
     let mut parts = Vec::new();
+    let mut same = Vec::new();
     let mut caveated = false;
     for r in &c.rows {
         let Some(better) = better_of(&r.key) else {
@@ -165,17 +166,16 @@ pub fn verdict(c: &Comparison) -> String {
             Better::Higher => y.2.total_cmp(&x.2),
         });
         let best = figures[0].2;
+        if figures.iter().all(|f| f.2 == best) {
+            same.push(r.label.clone());
+            continue;
+        }
         let tied: Vec<String> = figures
             .iter()
             .take_while(|f| f.2 == best)
             .map(|(a, cell, _)| {
-                let marks = marks_of(cell);
-                caveated |= !marks.is_empty();
-                if marks.is_empty() {
-                    format!("**{a}** ({})", cell.display)
-                } else {
-                    format!("**{a}** ({}; read with care)", cell.display)
-                }
+                caveated |= !marks_of(cell).is_empty();
+                format!("**{a}** ({})", cell.display)
             })
             .collect();
         parts.push(format!("{}: {}", r.label, tied.join(" and ")));
@@ -184,13 +184,17 @@ pub fn verdict(c: &Comparison) -> String {
     if c.tiny {
         text.push_str("This comparison ran with `--tiny`: its sizes are too small for any figure to mean anything; it checks that the suite runs, not which column is better. ");
     }
-    if parts.is_empty() {
+    if parts.is_empty() && same.is_empty() {
         text.push_str("No question has figures from two columns or more: nothing to compare.");
-    } else {
+    }
+    if !parts.is_empty() {
         let _ = write!(text, "Best on each question — {}.", parts.join("; "));
     }
+    if !same.is_empty() {
+        let _ = write!(text, " The same in every column: {}.", same.join("; "));
+    }
     if caveated {
-        text.push_str(" A best figure marked \"read with care\" carries a caveat (machine busy, generator-bound or unreliable): rerun before quoting it.");
+        text.push_str(" A best figure with a mark (machine busy, generator-bound, unreliable) is not the server's alone: rerun before quoting it.");
     }
     let marked: usize = c
         .rows
@@ -416,6 +420,41 @@ mod tests {
             inline_html("[x](javascript:alert(1)) a`b"),
             "[x](javascript:alert(1)) a`b"
         );
+    }
+
+    #[test]
+    fn the_verdict_names_the_best_column_per_question_with_its_caveat() {
+        use crate::comparison::{build, Results, Step, StepResult};
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let mut r = Results::new();
+        for col in ["a", "b"] {
+            r.insert(
+                (col.into(), Step::Broadcast),
+                StepResult::load(&base.join("broadcast")).expect("fixture"),
+            );
+        }
+        let mut c = build("quick", &["a".into(), "b".into()], &r, &base);
+        let row = c
+            .rows
+            .iter_mut()
+            .find(|r| r.key == "latency_p99_ms")
+            .expect("p99 row");
+        let cell = row.cells.get_mut("b").expect("b's cell");
+        cell.value = Some(1.0);
+        cell.display = "1.000 ms (machine busy)".into();
+        let v = verdict(&c);
+        assert!(
+            v.contains("Delivery latency p99: **b** (1.000 ms (machine busy))"),
+            "{v}"
+        );
+        assert!(v.contains("not the server's alone"), "{v}");
+        assert!(
+            v.contains("The same in every column:") && v.contains("Delivery latency p50"),
+            "{v}"
+        );
+        assert!(!v.contains("Delivery latency p99: **a**"), "{v}");
+        c.tiny = true;
+        assert!(verdict(&c).starts_with("This comparison ran with `--tiny`"));
     }
 
     #[test]
