@@ -319,11 +319,7 @@ pub(crate) fn timeline_of(
     name: &str,
     tiny: bool,
 ) -> Result<Drawn, ChartError> {
-    let tpath = run_dir.join("timeseries.csv");
-    let bytes = std::fs::read(&tpath).map_err(|source| ChartError::Read {
-        path: tpath.clone(),
-        source,
-    })?;
+    let (tpath, bytes) = read_timeseries(run_dir)?;
     let rows = parse_timeseries(&bytes).map_err(|reason| ChartError::Parse {
         path: tpath.clone(),
         reason,
@@ -342,6 +338,47 @@ pub(crate) fn timeline_of(
     }
     Ok(written)
 }
+
+/// The run's `timeseries.csv`, or its gzipped form `timeseries.csv.gz` (a committed baseline
+/// keeps that when size matters), with the path read.
+pub(crate) fn read_timeseries(run_dir: &Path) -> Result<(PathBuf, Vec<u8>), ChartError> {
+    let plain = run_dir.join("timeseries.csv");
+    let gz = run_dir.join(TIMESERIES_GZ);
+    if !plain.is_file() && gz.is_file() {
+        use std::io::Read;
+        let file = std::fs::File::open(&gz).map_err(|source| ChartError::Read {
+            path: gz.clone(),
+            source,
+        })?;
+        // Bounded: a timeseries of a day-long run is a few MB; more is not ours.
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(file)
+            .take(MAX_TIMESERIES_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ChartError::Read {
+                path: gz.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_TIMESERIES_BYTES {
+            return Err(ChartError::Parse {
+                path: gz,
+                reason: format!("more than {MAX_TIMESERIES_BYTES} bytes uncompressed"),
+            });
+        }
+        return Ok((gz, bytes));
+    }
+    let bytes = std::fs::read(&plain).map_err(|source| ChartError::Read {
+        path: plain.clone(),
+        source,
+    })?;
+    Ok((plain, bytes))
+}
+
+/// The gzipped form of a run's `timeseries.csv`.
+pub const TIMESERIES_GZ: &str = "timeseries.csv.gz";
+
+/// The most a gzipped `timeseries.csv` may expand to.
+const MAX_TIMESERIES_BYTES: u64 = 256 * 1024 * 1024;
 
 fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
     let mut reader = csv::Reader::from_reader(bytes);

@@ -190,8 +190,8 @@ pub fn relative(from: &Path, to: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Runs of the folder `dir` whose `timeseries.csv` is missing: their timelines cannot be
-/// drawn, so rewriting the folder's page would drop charts it has.
+/// Runs of the folder `dir` whose `timeseries.csv` is missing (nor gzipped): their timelines
+/// cannot be drawn, so rewriting the folder's page would drop charts it has.
 pub fn runs_without_timeseries(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir.join("runs")) else {
         return Vec::new();
@@ -199,7 +199,11 @@ pub fn runs_without_timeseries(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.join("summary.json").is_file() && !p.join("timeseries.csv").is_file())
+        .filter(|p| {
+            p.join("summary.json").is_file()
+                && !p.join("timeseries.csv").is_file()
+                && !p.join(crate::charts::TIMESERIES_GZ).is_file()
+        })
         .collect();
     out.sort();
     out

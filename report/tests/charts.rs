@@ -639,3 +639,34 @@ fn the_duplicate_tick_check_finds_a_repeated_label() {
     let ok = "<svg><text x=\"10\" y=\"5\">100</text><text x=\"10\" y=\"50\">50</text><text x=\"10\" y=\"90\">10</text></svg>";
     assert!(duplicate_ticks(ok).is_empty());
 }
+
+#[test]
+fn a_gzipped_timeseries_draws_the_same_timeline() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::copy(data().join("idle/summary.json"), run.join("summary.json")).expect("copy");
+    let csv = std::fs::read(data().join("idle/timeseries.csv")).expect("csv");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&csv).expect("gzip");
+    std::fs::write(run.join("timeseries.csv.gz"), gz.finish().expect("gzip")).expect("write");
+    let from_gz = run_timeline(&run, dir.path(), "gz").expect("timeline from the .gz");
+    std::fs::write(run.join("timeseries.csv"), &csv).expect("write");
+    let from_csv = run_timeline(&run, dir.path(), "csv").expect("timeline from the .csv");
+    let svg = |files: &[PathBuf]| {
+        std::fs::read_to_string(
+            files
+                .iter()
+                .find(|p| p.extension().is_some_and(|x| x == "svg"))
+                .expect("svg"),
+        )
+        .expect("read")
+    };
+    assert_eq!(svg(&from_gz), svg(&from_csv));
+    // A truncated .gz is an error naming the file, not a panic.
+    std::fs::remove_file(run.join("timeseries.csv")).expect("rm");
+    std::fs::write(run.join("timeseries.csv.gz"), b"\x1f\x8b\x08\x00garbage").expect("write");
+    let e = run_timeline(&run, dir.path(), "bad").expect_err("a broken .gz");
+    assert!(e.to_string().contains("timeseries.csv.gz"), "{e}");
+}
