@@ -1320,7 +1320,7 @@ fn phase_spans(rows: &[SeriesRow]) -> Vec<(String, f64, f64)> {
 /// (RSS) always — the idle step exists to measure memory —; messages only when any were sent,
 /// sent/s and delivered/s on their own axes when they differ by more than ten times (400/s
 /// beside 40k/s would be a flat line on the floor); latency when any was recorded; CPU.
-fn timeline_panels(get: &dyn Fn(&str, f64) -> Vec<(f64, f64)>) -> Vec<Panel> {
+fn timeline_panels(get: &impl Fn(&str, f64) -> Vec<(f64, f64)>) -> Vec<Panel> {
     let max = |v: &[(f64, f64)]| v.iter().map(|p| p.1).fold(0.0, f64::max);
     let mut panels = vec![
         Panel {

@@ -338,7 +338,7 @@ impl ComparisonProvenance {
             build,
             machine: first.map_or_else(
                 || "unknown (no run produced results)".to_string(),
-                |s| machine_line(s),
+                machine_line,
             ),
             started_at,
             ended_at,
