@@ -49,6 +49,9 @@ fn comparison(root: &Path, timeseries: bool, tiny: bool) -> PathBuf {
                 s["target_resources"]["other_load"] = serde_json::json!({
                     "cpus": [0], "busy_cores": 0.9, "other_cores": 0.5, "steal_cores": 0.0
                 });
+                // And slower: the verdict has a best column to name.
+                let p99 = s["latency_us"]["p99"].as_u64().expect("p99");
+                s["latency_us"]["p99"] = serde_json::json!(p99 * 3);
             }
             std::fs::write(&path, serde_json::to_vec(&s).expect("encode")).expect("write");
         }
@@ -98,6 +101,22 @@ fn report_dir_rebuilds_comparison_md_json_html_byte_for_byte_notes_included() {
     assert!(
         md.contains("`chatbench compare --archs task-per-conn,thread-pool`"),
         "{md}"
+    );
+    // The terminal gets the verdict and the table, not the conditions and every run; its last
+    // line is the page to open.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("Delivery latency p99: **task-per-conn**")
+            && stdout.contains("| question |"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("## Provenance") && !stdout.contains("## Conditions"));
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with(&format!("report: {}", dir.join("report.html").display()))),
+        "{stdout}"
     );
     // Every file again, byte for byte.
     let o = chatbench(&["report", path(&dir)]);

@@ -729,7 +729,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     let files = outputs::render(&comparison, &results, &drawn, docs.as_deref())
         .context("encoding comparison.json")?;
     outputs::write(&dir, &files)?;
-    println!("{}", files.markdown);
+    println!("{}", chatbench_report::page::terminal(&comparison));
     if !comparison.failures.is_empty() {
         eprintln!(
             "compare: {} step(s) failed (see the Failures section)",

@@ -113,6 +113,8 @@ pub enum RebuildError {
 /// A comparison rebuilt from its folder's files ([`rebuild`]).
 #[derive(Debug)]
 pub struct Rebuilt {
+    /// The comparison.
+    pub comparison: Comparison,
     /// The three files.
     pub outputs: Outputs,
     /// The charts drawn (and those that could not be).
@@ -149,7 +151,11 @@ pub fn rebuild(
     );
     let docs = docs_link(out);
     let outputs = render(&c, &loaded.results, &drawn, docs.as_deref())?;
-    Ok(Rebuilt { outputs, drawn })
+    Ok(Rebuilt {
+        comparison: c,
+        outputs,
+        drawn,
+    })
 }
 
 /// Puts `prefix` before every link to a run's files (a comparison written to another folder).

@@ -308,6 +308,27 @@ fn table_markdown(c: &Comparison, out: &mut String) {
     }
 }
 
+/// What the terminal shows at the end of `compare` and `report DIR`: the title, the verdict
+/// and the table; conditions, notes and provenance stay in the files (a full suite's
+/// provenance lists over a hundred runs).
+pub fn terminal(c: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {}\n", title(c));
+    let _ = writeln!(out, "{}\n", verdict(c));
+    table_markdown(c, &mut out);
+    if !c.failures.is_empty() {
+        let _ = writeln!(out, "\nFailures:");
+        for f in &c.failures {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nConditions, notes, the columns' meaning and the provenance: comparison.md and report.html."
+    );
+    out
+}
+
 /// `comparison.md`.
 pub fn markdown(c: &Comparison) -> String {
     let mut out = String::new();

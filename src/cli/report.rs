@@ -78,7 +78,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         UsageError(format!("{}: {e}", args.dir.display()))
     })?;
     chatbench_report::outputs::write(&out, &rebuilt.outputs)?;
-    print!("{}", rebuilt.outputs.markdown);
+    print!("{}", chatbench_report::page::terminal(&rebuilt.comparison));
     for s in &rebuilt.drawn.skipped {
         eprintln!("report: chart not drawn: {s}");
     }
