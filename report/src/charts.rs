@@ -761,6 +761,7 @@ struct LatencyChart {
 
 fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
     let mut series = Vec::new();
+    let mut seen: Vec<(String, Vec<Caveat>)> = Vec::new();
     let mut excluded = Vec::new();
     let mut left_out = Vec::new();
     let mut conditions = Vec::new();
@@ -801,6 +802,7 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
             .map(|&(q, v)| (1.0 / (1.0 - q), v))
             .collect();
         let caveats = crate::caveats::of_run(summary);
+        seen.push((arch.clone(), caveats.clone()));
         let mut label = crate::caveats::marked(arch, &caveats);
         if summary.status == RunStatus::Interrupted {
             label.push_str(" (interrupted run)");
@@ -824,10 +826,6 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
         "Latency from each message's intended send time to its delivery (open loop), HdrHistogram of the measurement window. Load: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
-    let seen: Vec<(String, Vec<Caveat>)> = series
-        .iter()
-        .map(|s| (s.label.clone(), s.caveats.clone()))
-        .collect();
     foot.push(caveat_line(&seen, "dashed curves"));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
@@ -1411,8 +1409,14 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
         RunStatus::Interrupted => "interrupted",
         RunStatus::Failed => "failed",
     };
+    // Name only what the chart draws: an idle run has no latency.
+    let latency = if by_metric.contains_key(series::LATENCY_P99_US) {
+        "; latency per second of deliveries, from the intended send time"
+    } else {
+        ""
+    };
     foot.push(note(format!(
-        "Run {} (scenario {}, {} of {} connections ready), {state}. One sample per second; latency per second of deliveries, from the intended send time.",
+        "Run {} (scenario {}, {} of {} connections ready), {state}. One sample per second{latency}.",
         s.run_id, s.scenario.name, s.connections.ready, s.connections.planned
     )));
     if !s.valid {

@@ -240,6 +240,10 @@ fn comparison_charts_render_as_png_and_svg() {
         "idle"
     );
     assert!(!idle.contains("no data in timeseries.csv"), "idle");
+    assert!(
+        !idle.contains("latency per second"),
+        "a footnote about latency it lacks"
+    );
     // The invalid broadcast run of "c" and the failed one of "b" are named, not plotted: the
     // latency chart has exactly one polyline with points (a's).
     assert!(lat.contains("c: invalid (generator-bound)"), "legend");
@@ -585,6 +589,12 @@ fn a_busy_run_is_marked_in_every_chart_that_plots_it_and_clean_charts_say_so() {
     assert!(svg("cpu_per_delivery").contains("t (machine busy)"));
     assert!(svg("scaling_p99").contains("t at 2 nodes (machine busy)"));
     assert!(svg("latency_distribution").contains("t (machine busy)"));
+    for (name, s) in &svgs {
+        assert!(
+            !s.contains("(machine busy) (machine busy)"),
+            "{name} repeats the mark"
+        );
+    }
     // The memory chart plots the idle runs, which were quiet: it says every figure is clean.
     let memory = svg("memory_per_connection");
     assert!(!memory.contains("(machine busy)"));
