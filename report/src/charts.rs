@@ -1698,6 +1698,25 @@ impl Chart for TimelineChart {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn runs_within_one_minute_read_as_one_time() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let load = |step: &str| match crate::comparison::StepResult::load(&data.join(step)) {
+            Ok(crate::comparison::StepResult::Ran { summary, .. }) => *summary,
+            _ => panic!("fixture"),
+        };
+        let (mut a, mut b) = (load("idle"), load("broadcast"));
+        a.provenance.started_at = "2026-11-28T01:26:03Z".into();
+        b.provenance.started_at = "2026-11-28T01:26:41Z".into();
+        let line = super::date_line([&a, &b]);
+        assert_eq!(line, "Runs of 2026-11-28 01:26 UTC");
+        b.provenance.started_at = "2026-11-28T01:29:41Z".into();
+        assert_eq!(
+            super::date_line([&a, &b]),
+            "Runs of 2026-11-28 01:26–01:29 UTC"
+        );
+    }
+
+    #[test]
     fn axis_labels_tell_ticks_apart() {
         let labels: Vec<String> = [
             0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 12.25, 150.0, 19000.0, 0.125,
