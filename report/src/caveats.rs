@@ -49,13 +49,18 @@ impl Caveat {
 /// The mark of a comparison run with `--tiny`, in titles, the table and every chart.
 pub const TINY_MARK: &str = "(tiny: not meaningful)";
 
-/// Whether other work shared the server's CPUs during the run's window.
-pub fn busy(s: &Summary) -> bool {
+/// Why the run's latency and CPU figures are not the server's alone, when other work shared
+/// its CPUs during the window (`target_resources.other_load` over its limit).
+pub fn busy_warning(s: &Summary) -> Option<String> {
     s.target_resources
         .other_load
         .as_ref()
         .and_then(|o| o.warning())
-        .is_some()
+}
+
+/// Whether other work shared the server's CPUs during the run's window.
+pub fn busy(s: &Summary) -> bool {
+    busy_warning(s).is_some()
 }
 
 /// Whether the run's kernel memory figure is unreliable.

@@ -327,14 +327,7 @@ pub(crate) fn timeline_of(
     let chart = timeline_chart(summary, &rows);
     let mut written = write_chart(out_dir, name, &chart, tiny)?;
     if let Some(chart) = node_loss_chart(summary, &rows) {
-        // The node-loss step's timeline is already named "…-node-loss": its zoom on the loss
-        // is "…-recovery", never "…-node-loss-node-loss".
-        written.add(write_chart(
-            out_dir,
-            &format!("{name}-recovery"),
-            &chart,
-            tiny,
-        )?);
+        written.add(write_chart(out_dir, &node_loss_name(name), &chart, tiny)?);
     }
     Ok(written)
 }
@@ -379,6 +372,17 @@ pub const TIMESERIES_GZ: &str = "timeseries.csv.gz";
 
 /// The most a gzipped `timeseries.csv` may expand to.
 const MAX_TIMESERIES_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The name of the node-loss zoom beside timeline `name`: "<name>-node-loss", or, when the
+/// timeline is already named after the node-loss step, "<name>-recovery" (never
+/// "…-node-loss-node-loss").
+fn node_loss_name(name: &str) -> String {
+    if name.ends_with("node-loss") {
+        format!("{name}-recovery")
+    } else {
+        format!("{name}-node-loss")
+    }
+}
 
 fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
     let mut reader = csv::Reader::from_reader(bytes);
@@ -1697,6 +1701,15 @@ impl Chart for TimelineChart {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chart_names_do_not_repeat_themselves() {
+        assert_eq!(super::node_loss_name("timeline"), "timeline-node-loss");
+        assert_eq!(
+            super::node_loss_name("timeline-cluster-mesh-node-loss"),
+            "timeline-cluster-mesh-node-loss-recovery"
+        );
+    }
+
     #[test]
     fn runs_within_one_minute_read_as_one_time() {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");

@@ -440,12 +440,10 @@ fn cell(
     }
 }
 
-/// The run's warning that other work shared the server's CPUs, if it did.
+/// The run's warning that other work shared the server's CPUs, if it did (the rule of
+/// [`crate::caveats::busy`]).
 fn busy_warning(s: &Summary) -> Option<String> {
-    s.target_resources
-        .other_load
-        .as_ref()
-        .and_then(|o| o.warning())
+    crate::caveats::busy_warning(s)
 }
 
 /// `x` rounded to three significant digits, so that conditions measured a hair apart read

@@ -389,7 +389,7 @@ fn a_run_with_a_failover_section_gets_a_node_loss_chart() {
         .collect();
     assert_eq!(
         names,
-        vec!["t.png", "t.svg", "t-recovery.png", "t-recovery.svg"]
+        vec!["t.png", "t.svg", "t-node-loss.png", "t-node-loss.svg"]
     );
     check_png(&written[2], (1200, 1100));
     check_svg(
