@@ -565,7 +565,19 @@ fn a_busy_run_is_marked_in_every_chart_that_plots_it_and_clean_charts_say_so() {
     let mut runs = chatbench_report::comparison::runs_of(&results);
     scaling_runs(&mut runs, "a", false);
     scaling_runs(&mut runs, "t", true);
+    // One point of each sweep, so that every kind of chart is checked below.
+    for (step, fixture_step) in [
+        (Step::IdleRamp, "idle"),
+        (Step::LoadSweep, "broadcast"),
+        (Step::RoomSize, "broadcast"),
+    ] {
+        runs.insert(("a".into(), step), vec![fixture(fixture_step)]);
+        runs.insert(("t".into(), step), vec![busy(fixture_step)]);
+    }
     let svgs = draw_all(dir.path(), &archs, &results, &runs, false);
+    for name in ["memory_vs_connections", "p99_vs_load", "p99_vs_room_size"] {
+        assert!(svgs.iter().any(|(n, _)| n == name), "{name} not drawn");
+    }
     let svg = |name: &str| {
         svgs.iter()
             .find(|(n, _)| n == name)
@@ -577,6 +589,8 @@ fn a_busy_run_is_marked_in_every_chart_that_plots_it_and_clean_charts_say_so() {
         "cpu_per_delivery",
         "scaling_p99",
         "scaling_cpu_per_delivery",
+        "p99_vs_load",
+        "p99_vs_room_size",
         "timeline-t-broadcast",
     ] {
         let s = svg(name);
