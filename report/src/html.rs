@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use crate::charts::Drawn;
-use crate::comparison::{Comparison, Results, StepResult};
+use crate::comparison::{Comparison, Results, Step, StepResult};
 
 /// The page's Content-Security-Policy: no scripts, no plugins, nothing fetched; its own inline
 /// style and images beside it only.
@@ -33,19 +33,46 @@ const CHART_ORDER: &[&str] = &[
     "scaling_cpu_per_delivery",
 ];
 
-/// Where a chart goes on the page: its place in [`CHART_ORDER`], timelines after, by column.
-fn chart_rank(name: &str, archs: &[String]) -> (usize, usize, String) {
+/// The steps in the table's order, for the order of the timelines.
+const TABLE_STEPS: [Step; 10] = [
+    Step::Idle,
+    Step::IdleRamp,
+    Step::Capacity,
+    Step::Broadcast,
+    Step::LoadSweep,
+    Step::RoomSize,
+    Step::Poison,
+    Step::Slowloris,
+    Step::Scaling,
+    Step::NodeLoss,
+];
+
+/// Where a chart goes on the page: its place in [`CHART_ORDER`], then the timelines by column
+/// and, within a column, by step in table order.
+fn chart_rank(name: &str, archs: &[String]) -> (usize, usize, usize, String) {
     if let Some(i) = CHART_ORDER.iter().position(|n| *n == name) {
-        return (i, 0, String::new());
+        return (i, 0, 0, String::new());
     }
+    let rest = name.strip_prefix("timeline-").unwrap_or(name);
+    // The longest column name that prefixes it (cluster-mesh before cluster).
     let column = archs
         .iter()
-        .position(|a| {
-            name.strip_prefix("timeline-")
-                .is_some_and(|rest| rest.starts_with(&crate::charts::file_safe(a)))
+        .enumerate()
+        .filter(|(_, a)| rest.starts_with(&format!("{}-", crate::charts::file_safe(a))))
+        .max_by_key(|(_, a)| a.len());
+    let (ci, step_part) = match column {
+        Some((i, a)) => (i, &rest[crate::charts::file_safe(a).len() + 1..]),
+        None => (archs.len(), rest),
+    };
+    let step = TABLE_STEPS
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            step_part == s.as_str() || step_part.starts_with(&format!("{}-", s.as_str()))
         })
-        .unwrap_or(archs.len());
-    (CHART_ORDER.len(), column, name.to_string())
+        .max_by_key(|(_, s)| s.as_str().len())
+        .map_or(TABLE_STEPS.len(), |(i, _)| i);
+    (CHART_ORDER.len(), ci, step, name.to_string())
 }
 
 /// Renders the page for comparison `c`, embedding the charts this process drew (`drawn`);
@@ -288,6 +315,39 @@ fn provenance(c: &Comparison, o: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charts_come_in_table_order() {
+        let archs: Vec<String> = vec!["task-per-conn".into(), "cluster-mesh".into()];
+        let mut names = vec![
+            "timeline-cluster-mesh-node-loss-recovery",
+            "timeline-cluster-mesh-node-loss",
+            "timeline-cluster-mesh-idle",
+            "timeline-task-per-conn-poison",
+            "timeline-task-per-conn-broadcast",
+            "timeline-task-per-conn-idle",
+            "scaling_p99",
+            "cpu_per_delivery",
+            "latency_distribution",
+            "memory_per_connection",
+        ];
+        names.sort_by_key(|n| chart_rank(n, &archs));
+        assert_eq!(
+            names,
+            [
+                "memory_per_connection",
+                "latency_distribution",
+                "cpu_per_delivery",
+                "scaling_p99",
+                "timeline-task-per-conn-idle",
+                "timeline-task-per-conn-broadcast",
+                "timeline-task-per-conn-poison",
+                "timeline-cluster-mesh-idle",
+                "timeline-cluster-mesh-node-loss",
+                "timeline-cluster-mesh-node-loss-recovery",
+            ]
+        );
+    }
 
     #[test]
     fn escapes_markup() {
