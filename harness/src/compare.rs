@@ -904,6 +904,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_folder_is_named_with_its_column_and_keeps_its_time_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("20261128T012420Z-quick-idle");
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let named = with_column(&run, "cluster-mesh");
+        assert_eq!(
+            named.file_name().and_then(|n| n.to_str()),
+            Some("20261128T012420Z-cluster-mesh-quick-idle")
+        );
+        assert!(named.is_dir() && !run.exists());
+        // A name taken already: the folder stays where it is.
+        let other = dir.path().join("20261128T012420Z-quick-poison");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("20261128T012420Z-epoll-quick-poison"))
+            .expect("mkdir");
+        assert_eq!(with_column(&other, "epoll"), other);
+    }
+
+    #[test]
     fn every_installed_peer_is_a_column_and_the_others_are_named_with_their_install_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Nothing installed: no peer, one apt-get line for all of them.
