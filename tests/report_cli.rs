@@ -369,3 +369,28 @@ fn input_errors_exit_2_and_say_the_os_error_once() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("summary.json"), "{err}");
 }
+
+#[test]
+fn a_rebuild_without_the_claims_file_it_was_judged_against_says_so() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = comparison(root.path(), true, false);
+    let claims = root.path().join("design-doc.toml");
+    std::fs::write(
+        &claims,
+        "[[claim]]\nid = \"p99\"\ntext = \"p99 under 100 ms\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"ms\"\n",
+    )
+    .expect("write");
+    let o = chatbench(&["report", path(&dir), "--claims", path(&claims)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = chatbench(&["report", path(&dir)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("give --claims {}", claims.display())),
+        "{err}"
+    );
+    // Given again, the same file judges the same: nothing to say.
+    let o = chatbench(&["report", path(&dir), "--claims", path(&claims)]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("give --claims"));
+}

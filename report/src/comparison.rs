@@ -540,6 +540,8 @@ pub struct Loaded {
     /// The provenance recorded in the folder's `comparison.json` (the command line and the
     /// times are known only to the compare that wrote it).
     pub provenance: Option<ComparisonProvenance>,
+    /// The claims file the folder's `comparison.json` was judged against, if any.
+    pub claims_file: Option<String>,
 }
 
 /// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
@@ -615,6 +617,9 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         slo_p99_ms: previous.as_ref().and_then(|p| p.slo_p99_ms),
         tiny: previous.as_ref().is_some_and(|p| p.tiny),
         provenance: previous.as_ref().and_then(|p| p.provenance.clone()),
+        claims_file: previous
+            .as_ref()
+            .and_then(|p| p.claims.as_ref().map(|c| c.file.clone())),
         notes: previous.map(|p| p.notes).unwrap_or_default(),
     })
 }

@@ -119,6 +119,9 @@ pub struct Rebuilt {
     pub outputs: Outputs,
     /// The charts drawn (and those that could not be).
     pub drawn: Drawn,
+    /// What the reader should know about the rebuild, e.g. that the folder was judged against
+    /// a claims file not given this time.
+    pub warnings: Vec<String>,
 }
 
 /// Rebuilds the files of the comparison folder `dir` from its results files alone, exactly as
@@ -137,6 +140,15 @@ pub fn rebuild(
         .unwrap_or(crate::sweeps::DEFAULT_SLO_P99_MS);
     let mut c = loaded.comparison(dir);
     crate::claims::attach(&mut c, claims, &loaded.results)?;
+    let mut warnings = Vec::new();
+    let judged_now = c.claims.as_ref().map(|s| s.file.as_str());
+    if let Some(before) = &loaded.claims_file {
+        if judged_now != Some(before.as_str()) {
+            warnings.push(format!(
+                "the comparison was judged against the claims file {before}; give --claims {before} to rebuild the same Claims section"
+            ));
+        }
+    }
     if let Some(prefix) = prefix {
         rebase(&mut c, prefix);
     }
@@ -155,6 +167,7 @@ pub fn rebuild(
         comparison: c,
         outputs,
         drawn,
+        warnings,
     })
 }
 

@@ -79,6 +79,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     })?;
     chatbench_report::outputs::write(&out, &rebuilt.outputs)?;
     print!("{}", chatbench_report::page::terminal(&rebuilt.comparison));
+    for w in &rebuilt.warnings {
+        eprintln!("report: {w}");
+    }
     for s in &rebuilt.drawn.skipped {
         eprintln!("report: chart not drawn: {s}");
     }
