@@ -440,16 +440,23 @@ impl<C: Chart> Chart for Banner<'_, C> {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        self.0.draw(root)?;
-        root.draw(&Text::new(
-            format!("{} — a --tiny run", crate::caveats::TINY_MARK),
-            (8, 4),
-            (FONT, 18)
+        // A strip of its own over the chart, so that it covers nothing.
+        let (w, _) = root.dim_in_pixel();
+        let (strip, rest) = root.split_vertically(30);
+        strip.fill(&RGBColor(253, 236, 236))?;
+        strip.draw(&Text::new(
+            format!(
+                "{} — a --tiny run: sizes too small for any figure to mean anything",
+                crate::caveats::TINY_MARK
+            ),
+            (w as i32 / 2, 15),
+            (FONT, 17)
                 .into_font()
                 .style(FontStyle::Bold)
                 .color(&WARN_RED)
-                .pos(Pos::new(HPos::Left, VPos::Top)),
-        ))
+                .pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        self.0.draw(&rest)
     }
 }
 
