@@ -227,3 +227,29 @@ pub fn runs_without_timeseries(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_go_up_then_down() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (root.path().join("x/new"), root.path().join("y/cmp"));
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        assert_eq!(relative(&a, &b).expect("paths"), "../../y/cmp");
+        assert_eq!(relative(&a, &a).expect("paths"), ".");
+    }
+
+    #[test]
+    fn the_column_legend_links_the_docs_of_the_checkout_it_is_in() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        assert_eq!(
+            docs_link(&here).as_deref(),
+            Some("../../../docs/architectures.md")
+        );
+        let outside = tempfile::tempdir().expect("tempdir");
+        assert_eq!(docs_link(outside.path()), None);
+    }
+}
