@@ -525,20 +525,22 @@ fn full_suite_sweeps_trace_to_their_results_files() {
             std::fs::read_to_string(dir.join("charts").join(format!("{name}.svg"))).expect("svg");
         assert!(svg.contains("<svg") && svg.contains("</svg>"), "{name}.svg");
     }
-    // `chatbench report` rebuilds the same table, sweeps included, from the files alone.
-    let before: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
-            .expect("json");
+    // `chatbench report` rebuilds the same files, sweeps and repeats included, byte for byte.
+    let files = ["comparison.md", "comparison.json", "report.html"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).expect("file"))
+        .collect();
     let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
         .args(["report", dir.to_str().expect("path")])
         .stdin(Stdio::null())
         .output()
         .expect("run report");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let after: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).expect("json"))
-            .expect("json");
-    assert_eq!(after, before, "report rebuilt a different table");
+    for (f, b) in files.iter().zip(&before) {
+        let a = std::fs::read(dir.join(f)).expect("file");
+        assert!(&a == b, "report rebuilt a different {f}");
+    }
 }
 
 /// A sweep cell: either a number equal to `pick` of the summary it links to (a run of

@@ -289,7 +289,11 @@ impl ComparisonProvenance {
                 if a != arch {
                     continue;
                 }
-                for r in rs {
+                // The runs that left a folder, then the failed ones: the order `load` reads
+                // them back in (a failed run leaves no folder), so a rebuild lists the same.
+                let ran = rs.iter().filter(|r| matches!(r, StepResult::Ran { .. }));
+                let failed = rs.iter().filter(|r| matches!(r, StepResult::Failed { .. }));
+                for r in ran.chain(failed) {
                     let (source, what) = match r {
                         StepResult::Ran { dir, summary } => {
                             first.get_or_insert(summary);
