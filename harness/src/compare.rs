@@ -9,7 +9,8 @@ use anyhow::Context;
 
 use chatbench_model::results::write_file_atomic;
 use chatbench_model::results::RunStatus;
-use chatbench_report::comparison::{build_suite, render_markdown, Runs, Step, StepResult};
+use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
+use chatbench_report::outputs;
 
 use crate::UsageError;
 
@@ -554,6 +555,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     });
     let steps = suite_steps(args.suite, args.tiny, repeats);
     let suite = args.suite.as_str();
+    let started_at = chatbench_model::provenance::now_rfc3339();
     let id = format!(
         "{}-compare-{suite}{}",
         chrono_like_now(),
@@ -664,7 +666,8 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
                         extra.push("--set".into());
                         extra.push(o);
                     }
-                    let mut result = run_step(&exe, &scenarios.join(s.file), &extra, &runs_dir);
+                    let mut result =
+                        run_step(&exe, &scenarios.join(s.file), &extra, &runs_dir, arch);
                     let verdict = match &mut result {
                         StepResult::Ran { summary, .. } => {
                             let check = if s.step.is_sweep() {
@@ -709,26 +712,36 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     }
     let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
     comparison.notes.extend(notes);
+    comparison.tiny = args.tiny;
+    comparison.provenance = Some(ComparisonProvenance::of(
+        &runs,
+        &columns,
+        &dir,
+        std::env::args().collect(),
+        started_at,
+        chatbench_model::provenance::now_rfc3339(),
+    ));
     let results = chatbench_report::sweeps::headline(&runs);
     let claims = args.claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     chatbench_report::claims::attach(&mut comparison, claims, &results)?;
-    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms);
-    let page = chatbench_report::html::render(&comparison, &results, &drawn);
-    write_file_atomic(&dir.join("report.html"), page.as_bytes())?;
-    let md = render_markdown(&comparison);
-    write_file_atomic(&dir.join("comparison.md"), md.as_bytes())?;
-    let json = serde_json::to_vec_pretty(&comparison).context("encoding comparison.json")?;
-    write_file_atomic(&dir.join("comparison.json"), &json)?;
-    println!("{md}");
-    println!("comparison written to {}", dir.display());
-    println!("report: {}", dir.join("report.html").display());
-    if comparison.failures.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
+    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms, args.tiny);
+    let docs = outputs::docs_link(&dir);
+    let files = outputs::render(&comparison, &results, &drawn, docs.as_deref())
+        .context("encoding comparison.json")?;
+    outputs::write(&dir, &files)?;
+    println!("{}", chatbench_report::page::terminal(&comparison));
+    if !comparison.failures.is_empty() {
         eprintln!(
             "compare: {} step(s) failed (see the Failures section)",
             comparison.failures.len()
         );
+    }
+    println!("comparison written to {}", dir.display());
+    // The last line: the page to open.
+    println!("report: {}", dir.join("report.html").display());
+    if comparison.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
         Ok(ExitCode::from(crate::EXIT_RUN_FAILED))
     }
 }
@@ -758,44 +771,38 @@ fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
     }
 }
 
-/// Draws the charts; a chart that cannot be drawn is reported, not fatal (the table stands).
+/// Draws the charts into `dir/charts/` ([`outputs::draw_charts`]) and says on stderr how many
+/// were drawn and which could not be, with why (the table stands either way).
 pub fn draw_charts(
     dir: &Path,
     archs: &[String],
     results: &chatbench_report::comparison::Results,
     runs: &Runs,
     slo_p99_ms: f64,
+    tiny: bool,
 ) -> chatbench_report::charts::Drawn {
-    let inputs = chatbench_report::charts::ChartInputs { archs, results };
-    let drawn =
-        chatbench_report::charts::render_comparison_charts(dir, &inputs).and_then(|mut drawn| {
-            drawn.add(chatbench_report::sweep_charts::render_sweep_charts(
-                dir, archs, runs, slo_p99_ms,
-            )?);
-            drawn.add(chatbench_report::sweep_charts::render_point_timelines(
-                dir, runs,
-            )?);
-            Ok(drawn)
-        });
-    match drawn {
-        Ok(drawn) => {
-            eprintln!(
-                "compare: {} chart files in {}",
-                drawn.files.len(),
-                dir.join("charts").display()
-            );
-            drawn
-        }
-        Err(e) => {
-            eprintln!("compare: charts not drawn: {e}");
-            chatbench_report::charts::Drawn::default()
-        }
+    let drawn = outputs::draw_charts(dir, archs, results, runs, slo_p99_ms, tiny);
+    eprintln!(
+        "compare: {} chart files in {}",
+        drawn.files.len(),
+        dir.join("charts").display()
+    );
+    for s in &drawn.skipped {
+        eprintln!("compare: chart not drawn: {s}");
     }
+    drawn
 }
 
 /// Runs one step as a child `chatbench run` (`extra` names the server: `--serve ARCH …` or
-/// `--serve-peer PEER …`), and finds the run folder it wrote.
-fn run_step(exe: &Path, scenario: &Path, extra: &[String], runs: &Path) -> StepResult {
+/// `--serve-peer PEER …`), finds the run folder it wrote and names it with its column
+/// ([`with_column`]).
+fn run_step(
+    exe: &Path,
+    scenario: &Path,
+    extra: &[String],
+    runs: &Path,
+    column: &str,
+) -> StepResult {
     let before: Vec<PathBuf> = list_dirs(runs);
     let output = Command::new(exe)
         .args(["run", "--progress", "quiet", "--scenario"])
@@ -818,7 +825,7 @@ fn run_step(exe: &Path, scenario: &Path, extra: &[String], runs: &Path) -> StepR
         .filter(|d| !before.contains(d))
         .collect();
     match new.as_slice() {
-        [dir] => match StepResult::load(dir) {
+        [dir] => match StepResult::load(&with_column(dir, column)) {
             Ok(r) => r,
             Err(e) => StepResult::Failed {
                 reason: e.to_string(),
@@ -837,6 +844,37 @@ fn run_step(exe: &Path, scenario: &Path, extra: &[String], runs: &Path) -> StepR
             }
         }
     }
+}
+
+/// Renames run folder `dir` (`<time>-<scenario>`) to `<time>-<column>-<scenario>`, so that
+/// five `…-quick-idle` folders say whose they are (folder-name order stays the order they
+/// ran). Returns the folder's path, the old one if it could not be renamed.
+fn with_column(dir: &Path, column: &str) -> PathBuf {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return dir.to_path_buf();
+    };
+    let Some((time, rest)) = name.split_once('-') else {
+        return dir.to_path_buf();
+    };
+    let to = dir.with_file_name(format!("{time}-{}-{rest}", file_safe(column)));
+    if to.exists() || std::fs::rename(dir, &to).is_err() {
+        return dir.to_path_buf();
+    }
+    to
+}
+
+/// `column` with anything but letters, digits, `-` and `_` replaced by `_`.
+fn file_safe(column: &str) -> String {
+    column
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn list_dirs(dir: &Path) -> Vec<PathBuf> {
@@ -864,6 +902,25 @@ fn chrono_like_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_folder_is_named_with_its_column_and_keeps_its_time_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join("20261128T012420Z-quick-idle");
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let named = with_column(&run, "cluster-mesh");
+        assert_eq!(
+            named.file_name().and_then(|n| n.to_str()),
+            Some("20261128T012420Z-cluster-mesh-quick-idle")
+        );
+        assert!(named.is_dir() && !run.exists());
+        // A name taken already: the folder stays where it is.
+        let other = dir.path().join("20261128T012420Z-quick-poison");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("20261128T012420Z-epoll-quick-poison"))
+            .expect("mkdir");
+        assert_eq!(with_column(&other, "epoll"), other);
+    }
 
     #[test]
     fn every_installed_peer_is_a_column_and_the_others_are_named_with_their_install_line() {

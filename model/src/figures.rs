@@ -254,11 +254,16 @@ pub const CATALOGUE: &[Figure] = &[
             "memory_kernel_kib",
             "Memory per connection, kernel (slab, both loopback sockets)",
             Some(|s, shown| {
+                // Other socket activity, or a slab that shrank (a negative figure): the
+                // same rule as report's caveats.
                 let unreliable = s
                     .target_resources
                     .memory_per_conn
                     .as_ref()
-                    .is_some_and(|m| !m.sockets_as_expected);
+                    .is_some_and(|m| {
+                        !m.sockets_as_expected
+                            || (m.kernel_slab_bytes_per_conn < 0.0 && m.connections > 0)
+                    });
                 if unreliable {
                     format!("{shown} (unreliable: other socket activity)")
                 } else {

@@ -30,6 +30,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use thiserror::Error;
 
+use crate::caveats::Caveat;
 pub use crate::comparison::Results;
 use crate::comparison::{Step, StepResult};
 
@@ -183,6 +184,8 @@ pub struct ChartInputs<'a> {
     pub archs: &'a [String],
     /// Each (architecture, step)'s outcome; a missing step is shown as "not run".
     pub results: &'a Results,
+    /// The comparison ran with `--tiny`: every chart says its figures are not meaningful.
+    pub tiny: bool,
 }
 
 /// Charts drawn by this process: the files written, and each chart's SVG text as drawn, kept
@@ -197,6 +200,8 @@ pub struct Drawn {
     /// Charts drawn but only linked from the page (the timelines of every sweep point and
     /// repeat, in `charts/points/`), by name.
     pub linked: Vec<String>,
+    /// Charts that could not be drawn, each with why ("timeline-epoll-idle: cannot read …").
+    pub skipped: Vec<String>,
 }
 
 impl Drawn {
@@ -205,6 +210,15 @@ impl Drawn {
         self.files.extend(other.files);
         self.svgs.extend(other.svgs);
         self.linked.extend(other.linked);
+        self.skipped.extend(other.skipped);
+    }
+
+    /// Adds a chart drawn, or names it among those skipped with the error.
+    pub fn add_or_skip(&mut self, name: &str, drawn: Result<Drawn, ChartError>) {
+        match drawn {
+            Ok(d) => self.add(d),
+            Err(e) => self.skipped.push(format!("{name}: {e}")),
+        }
     }
 }
 
@@ -213,28 +227,38 @@ impl Drawn {
 /// as `.png` and `.svg`. Returns what it drew.
 ///
 /// A broadcast run whose `latency.hgrm` cannot be read is left out of the latency chart with
-/// the reason; a run folder whose `timeseries.csv` cannot be read is an error.
+/// the reason; a run whose `timeseries.csv` cannot be read has no timeline, and
+/// [`Drawn::skipped`] says so (the other charts are drawn all the same).
 pub fn render_comparison_charts(
     comparison_dir: &Path,
     inputs: &ChartInputs<'_>,
 ) -> Result<Drawn, ChartError> {
     let out = prepare_charts_dir(comparison_dir)?;
+    let tiny = inputs.tiny;
     let mut written = Drawn::default();
-    written.add(write_chart(
-        &out,
-        "latency_distribution",
-        &latency_chart(inputs),
-    )?);
     written.add(write_chart(
         &out,
         "memory_per_connection",
         &memory_chart(inputs),
+        tiny,
     )?);
-    written.add(write_chart(&out, "cpu_per_delivery", &cpu_chart(inputs))?);
+    written.add(write_chart(
+        &out,
+        "latency_distribution",
+        &latency_chart(inputs),
+        tiny,
+    )?);
+    written.add(write_chart(
+        &out,
+        "cpu_per_delivery",
+        &cpu_chart(inputs),
+        tiny,
+    )?);
     for ((arch, step), r) in inputs.results {
         if let StepResult::Ran { dir, summary } = r {
             let name = format!("timeline-{}-{}", file_safe(arch), step.as_str());
-            written.add(timeline_of(dir, summary, &out, &name)?);
+            let drawn = timeline_of(dir, summary, &out, &name, tiny);
+            written.add_or_skip(&name, drawn);
         }
     }
     Ok(written)
@@ -284,7 +308,7 @@ pub fn run_timeline(
             })
         }
     };
-    Ok(timeline_of(run_dir, &summary, out_dir, name)?.files)
+    Ok(timeline_of(run_dir, &summary, out_dir, name, false)?.files)
 }
 
 /// The timeline of the run in `run_dir`, described by `summary` (as the caller holds it).
@@ -293,22 +317,71 @@ pub(crate) fn timeline_of(
     summary: &Summary,
     out_dir: &Path,
     name: &str,
+    tiny: bool,
 ) -> Result<Drawn, ChartError> {
-    let tpath = run_dir.join("timeseries.csv");
-    let bytes = std::fs::read(&tpath).map_err(|source| ChartError::Read {
-        path: tpath.clone(),
-        source,
-    })?;
+    let (tpath, bytes) = read_timeseries(run_dir)?;
     let rows = parse_timeseries(&bytes).map_err(|reason| ChartError::Parse {
         path: tpath.clone(),
         reason,
     })?;
     let chart = timeline_chart(summary, &rows);
-    let mut written = write_chart(out_dir, name, &chart)?;
+    let mut written = write_chart(out_dir, name, &chart, tiny)?;
     if let Some(chart) = node_loss_chart(summary, &rows) {
-        written.add(write_chart(out_dir, &format!("{name}-node-loss"), &chart)?);
+        written.add(write_chart(out_dir, &node_loss_name(name), &chart, tiny)?);
     }
     Ok(written)
+}
+
+/// The run's `timeseries.csv`, or its gzipped form `timeseries.csv.gz` (a committed baseline
+/// keeps that when size matters), with the path read.
+pub(crate) fn read_timeseries(run_dir: &Path) -> Result<(PathBuf, Vec<u8>), ChartError> {
+    let plain = run_dir.join("timeseries.csv");
+    let gz = run_dir.join(TIMESERIES_GZ);
+    if !plain.is_file() && gz.is_file() {
+        use std::io::Read;
+        let file = std::fs::File::open(&gz).map_err(|source| ChartError::Read {
+            path: gz.clone(),
+            source,
+        })?;
+        // Bounded: a timeseries of a day-long run is a few MB; more is not ours.
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(file)
+            .take(MAX_TIMESERIES_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ChartError::Read {
+                path: gz.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_TIMESERIES_BYTES {
+            return Err(ChartError::Parse {
+                path: gz,
+                reason: format!("more than {MAX_TIMESERIES_BYTES} bytes uncompressed"),
+            });
+        }
+        return Ok((gz, bytes));
+    }
+    let bytes = std::fs::read(&plain).map_err(|source| ChartError::Read {
+        path: plain.clone(),
+        source,
+    })?;
+    Ok((plain, bytes))
+}
+
+/// The gzipped form of a run's `timeseries.csv`.
+pub const TIMESERIES_GZ: &str = "timeseries.csv.gz";
+
+/// The most a gzipped `timeseries.csv` may expand to.
+const MAX_TIMESERIES_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The name of the node-loss zoom beside timeline `name`: "<name>-node-loss", or, when the
+/// timeline is already named after the node-loss step, "<name>-recovery" (never
+/// "…-node-loss-node-loss").
+fn node_loss_name(name: &str) -> String {
+    if name.ends_with("node-loss") {
+        format!("{name}-recovery")
+    } else {
+        format!("{name}-node-loss")
+    }
 }
 
 fn parse_timeseries(bytes: &[u8]) -> Result<Vec<SeriesRow>, String> {
@@ -358,8 +431,51 @@ pub(crate) trait Chart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
 }
 
-/// Draws `chart` in memory, writes `dir/<name>.png` and `.svg`, and keeps the SVG text.
-pub(crate) fn write_chart(dir: &Path, name: &str, chart: &impl Chart) -> Result<Drawn, ChartError> {
+/// A chart with the `--tiny` banner over its top-left corner.
+struct Banner<'c, C>(&'c C);
+
+impl<C: Chart> Chart for Banner<'_, C> {
+    fn size(&self) -> (u32, u32) {
+        self.0.size()
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        // A strip of its own over the chart, so that it covers nothing.
+        let (w, _) = root.dim_in_pixel();
+        let (strip, rest) = root.split_vertically(30);
+        strip.fill(&RGBColor(253, 236, 236))?;
+        strip.draw(&Text::new(
+            format!(
+                "{} — a --tiny run: sizes too small for any figure to mean anything",
+                crate::caveats::TINY_MARK
+            ),
+            (w as i32 / 2, 15),
+            (FONT, 17)
+                .into_font()
+                .style(FontStyle::Bold)
+                .color(&WARN_RED)
+                .pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        self.0.draw(&rest)
+    }
+}
+
+/// Draws `chart` in memory, writes `dir/<name>.png` and `.svg`, and keeps the SVG text; a
+/// chart of a `--tiny` comparison carries a banner saying its figures are not meaningful.
+pub(crate) fn write_chart(
+    dir: &Path,
+    name: &str,
+    chart: &impl Chart,
+    tiny: bool,
+) -> Result<Drawn, ChartError> {
+    if tiny {
+        write_chart_plain(dir, name, &Banner(chart))
+    } else {
+        write_chart_plain(dir, name, chart)
+    }
+}
+
+fn write_chart_plain(dir: &Path, name: &str, chart: &impl Chart) -> Result<Drawn, ChartError> {
     let (w, h) = chart.size();
     let png_path = dir.join(format!("{name}.png"));
     let svg_path = dir.join(format!("{name}.svg"));
@@ -406,6 +522,7 @@ pub(crate) fn write_chart(dir: &Path, name: &str, chart: &impl Chart) -> Result<
         files: vec![png_path, svg_path],
         svgs: vec![(name.to_owned(), svg)],
         linked: Vec::new(),
+        skipped: Vec::new(),
     })
 }
 
@@ -474,8 +591,14 @@ pub(crate) fn date_line<'s>(summaries: impl IntoIterator<Item = &'s Summary>) ->
     let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
     let hm = |t: &str| t.get(11..16).unwrap_or("").to_string();
     if day(first) == day(last) {
-        if first == last {
-            format!("Run of {} {} UTC", day(first), hm(first))
+        if hm(first) == hm(last) {
+            // Runs within one minute read "01:26", not "01:26–01:26".
+            format!(
+                "{} of {} {} UTC",
+                if first == last { "Run" } else { "Runs" },
+                day(first),
+                hm(first)
+            )
         } else {
             format!("Runs of {} {}–{} UTC", day(first), hm(first), hm(last))
         }
@@ -525,6 +648,16 @@ pub(crate) fn warn(text: impl Into<String>) -> FootLine {
     FootLine {
         text: text.into(),
         warn: true,
+    }
+}
+
+/// The chart's line about caveats ([`crate::caveats::chart_note`]): a warning when a figure
+/// is marked, a note that every figure is clean otherwise.
+pub(crate) fn caveat_line(seen: &[(String, Vec<Caveat>)], how: &str) -> FootLine {
+    let (text, is_warn) = crate::caveats::chart_note(seen, how);
+    FootLine {
+        text,
+        warn: is_warn,
     }
 }
 
@@ -622,6 +755,8 @@ pub(crate) fn draw_empty_message<DB: DrawingBackend>(
 struct LatencySeries {
     label: String,
     color: RGBColor,
+    /// The run's caveats: a marked curve is dashed, its label carries the marks.
+    caveats: Vec<Caveat>,
     /// (1/(1-percentile), value in ms), percentile < 1.
     points: Vec<(f64, f64)>,
     max_ms: f64,
@@ -637,6 +772,7 @@ struct LatencyChart {
 
 fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
     let mut series = Vec::new();
+    let mut seen: Vec<(String, Vec<Caveat>)> = Vec::new();
     let mut excluded = Vec::new();
     let mut left_out = Vec::new();
     let mut conditions = Vec::new();
@@ -676,7 +812,9 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
             .filter(|&&(q, _)| q < 1.0)
             .map(|&(q, v)| (1.0 / (1.0 - q), v))
             .collect();
-        let mut label = arch.clone();
+        let caveats = crate::caveats::of_run(summary);
+        seen.push((arch.clone(), caveats.clone()));
+        let mut label = crate::caveats::marked(arch, &caveats);
         if summary.status == RunStatus::Interrupted {
             label.push_str(" (interrupted run)");
         }
@@ -690,6 +828,7 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
         series.push(LatencySeries {
             label,
             color,
+            caveats,
             points,
             max_ms,
         });
@@ -698,6 +837,7 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
         "Latency from each message's intended send time to its delivery (open loop), HdrHistogram of the measurement window. Load: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
+    foot.push(caveat_line(&seen, "dashed curves"));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
     }
@@ -793,15 +933,23 @@ impl Chart for LatencyChart {
             .draw()?;
         for s in &self.series {
             let color = s.color;
-            chart
-                .draw_series(LineSeries::new(
-                    s.points.iter().map(|&(x, y)| (x, y.max(y_start))),
-                    color.stroke_width(3),
-                ))?
-                .label(s.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+            let points = s.points.iter().map(|&(x, y)| (x, y.max(y_start)));
+            if s.caveats.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(3)))?
+                    .label(s.label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                    });
+            } else {
+                // A curve with a caveat is dashed; its label carries the marks.
+                chart
+                    .draw_series(DashedLineSeries::new(points, 10, 6, color.stroke_width(3)))?
+                    .label(s.label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 9, y)], color.stroke_width(3))
+                    });
+            }
         }
         for e in &self.excluded {
             chart
@@ -832,8 +980,9 @@ impl Chart for LatencyChart {
 // 2 and 3. Bar charts: memory per connection, CPU per delivery.
 
 enum Slot {
-    /// One value per series (`None`: that series has no figure for this architecture).
-    Bars(Vec<Option<f64>>),
+    /// One value per series (`None`: that series has no figure for this architecture), with
+    /// the caveats of each (a marked bar is hollow, its marks under its value).
+    Bars(Vec<Option<f64>>, Vec<Vec<Caveat>>),
     /// Left out, with the short reason shown on the slot.
     Excluded(String),
 }
@@ -854,7 +1003,6 @@ struct BarChart {
 fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
     let mut slots = Vec::new();
     let mut left_out = Vec::new();
-    let mut cautions = Vec::new();
     let mut conditions = Vec::new();
     for arch in inputs.archs {
         match usable(inputs, arch, Step::Idle) {
@@ -868,21 +1016,24 @@ fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
                     left_out.push(format!("{arch}: memory not sampled"));
                 }
                 Some(m) => {
-                    if !m.sockets_as_expected {
-                        cautions.push(format!(
-                            "{arch}: kernel figure unreliable (other socket activity on the host)"
-                        ));
-                    }
+                    let kernel = if crate::caveats::unreliable_kernel(s) {
+                        vec![Caveat::UnreliableKernel]
+                    } else {
+                        Vec::new()
+                    };
                     conditions.push(format!(
                         "{arch}: {} connections after {:.0} s settle",
                         m.connections, s.phases.settle
                     ));
                     slots.push((
                         arch.clone(),
-                        Slot::Bars(vec![
-                            Some(m.user_bytes_per_conn / 1024.0),
-                            Some(m.kernel_slab_bytes_per_conn / 1024.0),
-                        ]),
+                        Slot::Bars(
+                            vec![
+                                Some(m.user_bytes_per_conn / 1024.0),
+                                Some(m.kernel_slab_bytes_per_conn / 1024.0),
+                            ],
+                            vec![Vec::new(), kernel],
+                        ),
                     ));
                 }
             },
@@ -892,9 +1043,10 @@ fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
         "What one idle connection costs the server: user space = Δ server RSS / connections; kernel = Δ host slab / connections (both loopback sockets). Idle step: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
-    if !cautions.is_empty() {
-        foot.push(warn(format!("Caution: {}.", cautions.join("; "))));
-    }
+    foot.push(caveat_line(
+        &bar_caveats(&slots, &["user", "kernel"]),
+        "hollow bars",
+    ));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
     }
@@ -935,7 +1087,10 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
                         s.messages.delivered_per_s,
                         s.target_resources.cpu_cores_measure.unwrap_or(f64::NAN)
                     ));
-                    slots.push((arch.clone(), Slot::Bars(vec![Some(v)])));
+                    slots.push((
+                        arch.clone(),
+                        Slot::Bars(vec![Some(v)], vec![crate::caveats::of_run(s)]),
+                    ));
                 }
             },
         }
@@ -944,6 +1099,7 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
         "Server CPU time over the measurement window divided by the messages delivered in it; on loopback it includes the client sockets' receive processing. Broadcast step: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
+    foot.push(caveat_line(&bar_caveats(&slots, &[""]), "hollow bars"));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
     }
@@ -959,6 +1115,24 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
     }
 }
 
+/// Each bar's caveats, named "<arch>" or "<arch> <series>".
+fn bar_caveats(slots: &[(String, Slot)], series: &[&str]) -> Vec<(String, Vec<Caveat>)> {
+    let mut out = Vec::new();
+    for (arch, slot) in slots {
+        if let Slot::Bars(_, caveats) = slot {
+            for (c, name) in caveats.iter().zip(series) {
+                let who = if name.is_empty() {
+                    arch.clone()
+                } else {
+                    format!("{arch} {name}")
+                };
+                out.push((who, c.clone()));
+            }
+        }
+    }
+    out
+}
+
 impl Chart for BarChart {
     fn size(&self) -> (u32, u32) {
         CHART_SIZE
@@ -971,7 +1145,7 @@ impl Chart for BarChart {
             .slots
             .iter()
             .filter_map(|(_, s)| match s {
-                Slot::Bars(v) => Some(v.iter().flatten().copied().fold(0.0, f64::max)),
+                Slot::Bars(v, _) => Some(v.iter().flatten().copied().fold(0.0, f64::max)),
                 Slot::Excluded(_) => None,
             })
             .fold(0.0, f64::max);
@@ -1010,28 +1184,41 @@ impl Chart for BarChart {
         let value_font = (FONT, 15).into_font().color(&BLACK);
         for (si, (name, color)) in self.series.iter().enumerate() {
             let color = *color;
-            let bars: Vec<(f64, f64)> = self
+            let bars: Vec<(f64, f64, &[Caveat])> = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (_, s))| match s {
-                    Slot::Bars(v) => v.get(si).copied().flatten().map(|v| (i as f64, v)),
+                    Slot::Bars(v, c) => v.get(si).copied().flatten().map(|v| {
+                        (
+                            i as f64,
+                            v,
+                            c.get(si).map(Vec::as_slice).unwrap_or_default(),
+                        )
+                    }),
                     Slot::Excluded(_) => None,
                 })
                 .collect();
             let left = |i: f64| i - group / 2.0 + si as f64 * bar_w;
+            // A bar with a caveat is hollow: its outline only.
             chart
-                .draw_series(bars.iter().map(|&(i, v)| {
-                    Rectangle::new([(left(i), 0.0), (left(i) + bar_w, v)], color.filled())
+                .draw_series(bars.iter().map(|&(i, v, c)| {
+                    let style = if c.is_empty() {
+                        color.filled()
+                    } else {
+                        color.stroke_width(3)
+                    };
+                    Rectangle::new([(left(i), 0.0), (left(i) + bar_w, v)], style)
                 }))?
                 .label(name.clone())
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled())
                 });
-            chart.draw_series(bars.iter().map(|&(i, v)| {
+            chart.draw_series(bars.iter().map(|&(i, v, c)| {
+                let text = format!("{v:.prec$}", prec = self.decimals);
                 Text::new(
-                    format!("{v:.prec$}", prec = self.decimals),
-                    (left(i) + bar_w / 2.0, v + y_end * 0.01),
+                    crate::caveats::marked(&text, c),
+                    (left(i) + bar_w / 2.0, v.max(0.0) + y_end * 0.01),
                     value_font.pos(Pos::new(HPos::Center, VPos::Bottom)),
                 )
             }))?;
@@ -1050,7 +1237,7 @@ impl Chart for BarChart {
                         (i as f64, y_end * 0.04),
                         excluded_font.clone(),
                     )),
-                    Slot::Bars(_) => None,
+                    Slot::Bars(..) => None,
                 }),
         )?;
         if self.slots.is_empty() {
@@ -1138,6 +1325,83 @@ fn phase_spans(rows: &[SeriesRow]) -> Vec<(String, f64, f64)> {
     phases
 }
 
+/// A timeline's panels, from what the run recorded: connections open and the server's memory
+/// (RSS) always — the idle step exists to measure memory —; messages only when any were sent,
+/// sent/s and delivered/s on their own axes when they differ by more than ten times (400/s
+/// beside 40k/s would be a flat line on the floor); latency when any was recorded; CPU.
+fn timeline_panels(get: &impl Fn(&str, f64) -> Vec<(f64, f64)>) -> Vec<Panel> {
+    let max = |v: &[(f64, f64)]| v.iter().map(|p| p.1).fold(0.0, f64::max);
+    let mut panels = vec![
+        Panel {
+            y_desc: "Connections open".into(),
+            lines: vec![(
+                "connections open".into(),
+                PALETTE[0],
+                get(series::CONNECTIONS_OPEN, 1.0),
+            )],
+        },
+        Panel {
+            y_desc: "Server RSS, MiB".into(),
+            lines: vec![(
+                "server memory (RSS)".into(),
+                PALETTE[5],
+                get(series::TARGET_RSS_BYTES, 1.0 / (1024.0 * 1024.0)),
+            )],
+        },
+    ];
+    let sent = get(series::SENT_PER_S, 1.0);
+    let delivered = get(series::DELIVERED_PER_S, 1.0);
+    let (ms, md) = (max(&sent), max(&delivered));
+    if ms > 0.0 || md > 0.0 {
+        let apart = ms > 0.0 && md > 0.0 && (md / ms > 10.0 || ms / md > 10.0);
+        if apart {
+            panels.push(Panel {
+                y_desc: "Sent/s".into(),
+                lines: vec![("sent/s".into(), PALETTE[1], sent)],
+            });
+            panels.push(Panel {
+                y_desc: "Delivered/s".into(),
+                lines: vec![("delivered/s".into(), PALETTE[2], delivered)],
+            });
+        } else {
+            panels.push(Panel {
+                y_desc: "Messages/s".into(),
+                lines: vec![
+                    ("sent/s".into(), PALETTE[1], sent),
+                    ("delivered/s".into(), PALETTE[2], delivered),
+                ],
+            });
+        }
+    }
+    let p50 = get(series::LATENCY_P50_US, 1e-3);
+    let p99 = get(series::LATENCY_P99_US, 1e-3);
+    if !p50.is_empty() || !p99.is_empty() {
+        panels.push(Panel {
+            y_desc: "Latency, ms".into(),
+            lines: vec![
+                ("p50".into(), PALETTE[0], p50),
+                ("p99".into(), PALETTE[3], p99),
+            ],
+        });
+    }
+    panels.push(Panel {
+        y_desc: "CPU, cores".into(),
+        lines: vec![
+            (
+                "server".into(),
+                PALETTE[4],
+                get(series::TARGET_CPU_CORES, 1.0),
+            ),
+            (
+                "generator".into(),
+                PALETTE[7],
+                get(series::GENERATOR_CPU_CORES, 1.0),
+            ),
+        ],
+    });
+    panels
+}
+
 fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
     let by_metric = series_by_metric(rows);
     let get = |m: &str, scale: f64| -> Vec<(f64, f64)> {
@@ -1148,49 +1412,7 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
     };
     let phases = phase_spans(rows);
     let t_end = phases.last().map(|p| p.2).unwrap_or(1.0).max(1.0);
-    let panels = vec![
-        Panel {
-            y_desc: "Connections open".into(),
-            lines: vec![(
-                "connections open".into(),
-                PALETTE[0],
-                get(series::CONNECTIONS_OPEN, 1.0),
-            )],
-        },
-        Panel {
-            y_desc: "Messages/s".into(),
-            lines: vec![
-                ("sent/s".into(), PALETTE[1], get(series::SENT_PER_S, 1.0)),
-                (
-                    "delivered/s".into(),
-                    PALETTE[2],
-                    get(series::DELIVERED_PER_S, 1.0),
-                ),
-            ],
-        },
-        Panel {
-            y_desc: "Latency, ms".into(),
-            lines: vec![
-                ("p50".into(), PALETTE[0], get(series::LATENCY_P50_US, 1e-3)),
-                ("p99".into(), PALETTE[3], get(series::LATENCY_P99_US, 1e-3)),
-            ],
-        },
-        Panel {
-            y_desc: "CPU, cores".into(),
-            lines: vec![
-                (
-                    "server".into(),
-                    PALETTE[4],
-                    get(series::TARGET_CPU_CORES, 1.0),
-                ),
-                (
-                    "generator".into(),
-                    PALETTE[7],
-                    get(series::GENERATOR_CPU_CORES, 1.0),
-                ),
-            ],
-        },
-    ];
+    let panels = timeline_panels(&get);
     let arch = s.target.arch.as_deref().unwrap_or(s.target.url.as_str());
     let mut foot = Vec::new();
     let state = match s.status {
@@ -1198,8 +1420,14 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
         RunStatus::Interrupted => "interrupted",
         RunStatus::Failed => "failed",
     };
+    // Name only what the chart draws: an idle run has no latency.
+    let latency = if by_metric.contains_key(series::LATENCY_P99_US) {
+        "; latency per second of deliveries, from the intended send time"
+    } else {
+        ""
+    };
     foot.push(note(format!(
-        "Run {} (scenario {}, {} of {} connections ready), {state}. One sample per second; latency per second of deliveries, from the intended send time.",
+        "Run {} (scenario {}, {} of {} connections ready), {state}. One sample per second{latency}.",
         s.run_id, s.scenario.name, s.connections.ready, s.connections.planned
     )));
     if !s.valid {
@@ -1212,6 +1440,14 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
             }
         )));
     }
+    if let Some(w) = s
+        .target_resources
+        .other_load
+        .as_ref()
+        .and_then(|o| o.warning())
+    {
+        foot.push(warn(format!("{w}.")));
+    }
     foot.push(note(format!(
         "{}. {}.",
         machine_line(s),
@@ -1219,13 +1455,18 @@ fn timeline_chart(s: &Summary, rows: &[SeriesRow]) -> TimelineChart {
     )));
     TimelineChart {
         title: format!(
-            "Run timeline: {arch}{}, {}{}",
+            "Run timeline: {arch}{}, {}{}{}",
             match crate::sweeps::nodes_of(s) {
                 1 => String::new(),
                 n => format!(" × {n} nodes"),
             },
             s.scenario.name,
-            if s.valid { "" } else { " (INVALID)" }
+            if s.valid { "" } else { " (INVALID)" },
+            if crate::caveats::busy(s) {
+                format!(" {}", crate::caveats::Caveat::Busy.mark())
+            } else {
+                String::new()
+            }
         ),
         panels,
         phases,
@@ -1367,7 +1608,14 @@ impl Chart for TimelineChart {
                 .iter()
                 .flat_map(|l| l.2.iter().map(|p| p.1))
                 .fold(0.0, f64::max);
-            let y_end = if max > 0.0 { max * 1.15 } else { 1.0 };
+            // The first panel of a chart with markers keeps its top fifth clear of data for
+            // the markers' labels (they would sit on the lines otherwise).
+            let headroom = if pi == 0 && !self.markers.is_empty() {
+                1.45
+            } else {
+                1.15
+            };
+            let y_end = if max > 0.0 { max * headroom } else { 1.0 };
             let mut chart = ChartBuilder::on(area)
                 .margin_left(15)
                 .margin_right(25)
@@ -1424,7 +1672,7 @@ impl Chart for TimelineChart {
                     // Labels one under the other: the markers can be close together.
                     chart.draw_series(std::iter::once(Text::new(
                         format!(" {label}"),
-                        (*t, y_end * (0.97 - 0.1 * i as f64)),
+                        (*t, y_end * (0.98 - 0.09 * i as f64)),
                         (FONT, 14)
                             .into_font()
                             .color(&color)
@@ -1460,6 +1708,34 @@ impl Chart for TimelineChart {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chart_names_do_not_repeat_themselves() {
+        assert_eq!(super::node_loss_name("timeline"), "timeline-node-loss");
+        assert_eq!(
+            super::node_loss_name("timeline-cluster-mesh-node-loss"),
+            "timeline-cluster-mesh-node-loss-recovery"
+        );
+    }
+
+    #[test]
+    fn runs_within_one_minute_read_as_one_time() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let load = |step: &str| match crate::comparison::StepResult::load(&data.join(step)) {
+            Ok(crate::comparison::StepResult::Ran { summary, .. }) => *summary,
+            _ => panic!("fixture"),
+        };
+        let (mut a, mut b) = (load("idle"), load("broadcast"));
+        a.provenance.started_at = "2026-11-28T01:26:03Z".into();
+        b.provenance.started_at = "2026-11-28T01:26:41Z".into();
+        let line = super::date_line([&a, &b]);
+        assert_eq!(line, "Runs of 2026-11-28 01:26 UTC");
+        b.provenance.started_at = "2026-11-28T01:29:41Z".into();
+        assert_eq!(
+            super::date_line([&a, &b]),
+            "Runs of 2026-11-28 01:26–01:29 UTC"
+        );
+    }
+
     #[test]
     fn axis_labels_tell_ticks_apart() {
         let labels: Vec<String> = [

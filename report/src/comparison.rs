@@ -232,6 +232,123 @@ pub struct Comparison {
     /// The claims judged from the cells ([`crate::claims`]), when a claims file applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<crate::claims::ClaimsSection>,
+    /// The suite ran with `--tiny`: sizes too small for its figures to mean anything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tiny: bool,
+    /// Where the whole comparison comes from: its command, build, machine, times and every
+    /// run it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ComparisonProvenance>,
+}
+
+/// The provenance of a whole comparison (`provenance` in `comparison.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComparisonProvenance {
+    /// The `chatbench compare` command line, as it was given.
+    pub command_line: Vec<String>,
+    /// The build: chatbench version and commit (from the runs' provenance).
+    pub build: String,
+    /// The machine and how server and generator were pinned (from the first run).
+    pub machine: String,
+    /// When the comparison started and ended, RFC 3339 UTC.
+    pub started_at: String,
+    /// When the comparison ended, RFC 3339 UTC.
+    pub ended_at: String,
+    /// Every run the comparison made, in the order of the table's columns.
+    pub runs: Vec<SubRun>,
+}
+
+/// One run of a comparison, for its provenance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubRun {
+    /// Its column.
+    pub column: String,
+    /// Its suite step.
+    pub step: String,
+    /// Its `summary.json`, relative to the comparison folder (none for a failed step).
+    pub source: Option<String>,
+    /// When it started and finished (RFC 3339 UTC), or why it failed.
+    pub what: String,
+}
+
+impl ComparisonProvenance {
+    /// The provenance of a comparison of `runs` (paths relative to `base`) made by
+    /// `command_line` from `started_at` to `ended_at`.
+    pub fn of(
+        runs: &Runs,
+        archs: &[String],
+        base: &Path,
+        command_line: Vec<String>,
+        started_at: String,
+        ended_at: String,
+    ) -> ComparisonProvenance {
+        let mut list = Vec::new();
+        let mut first: Option<&Summary> = None;
+        for arch in archs {
+            for ((a, step), rs) in runs {
+                if a != arch {
+                    continue;
+                }
+                // The runs that left a folder, then the failed ones: the order `load` reads
+                // them back in (a failed run leaves no folder), so a rebuild lists the same.
+                let ran = rs.iter().filter(|r| matches!(r, StepResult::Ran { .. }));
+                let failed = rs.iter().filter(|r| matches!(r, StepResult::Failed { .. }));
+                for r in ran.chain(failed) {
+                    let (source, what) = match r {
+                        StepResult::Ran { dir, summary } => {
+                            first.get_or_insert(summary);
+                            (
+                                Some(rel(dir, base)),
+                                format!(
+                                    "{} – {}",
+                                    summary.provenance.started_at,
+                                    summary
+                                        .provenance
+                                        .finished_at
+                                        .as_deref()
+                                        .unwrap_or("not finished")
+                                ),
+                            )
+                        }
+                        StepResult::Failed { reason } => (None, format!("failed: {reason}")),
+                    };
+                    list.push(SubRun {
+                        column: arch.clone(),
+                        step: step.as_str().to_string(),
+                        source,
+                        what,
+                    });
+                }
+            }
+        }
+        let build = first.map_or_else(
+            || "unknown (no run produced results)".to_string(),
+            |s| {
+                let p = &s.provenance;
+                format!(
+                    "chatbench {} ({}{})",
+                    p.tool_version,
+                    p.git_commit.as_deref().unwrap_or("no commit recorded"),
+                    if p.git_dirty == Some(true) {
+                        ", dirty"
+                    } else {
+                        ""
+                    }
+                )
+            },
+        );
+        ComparisonProvenance {
+            command_line,
+            build,
+            machine: first.map_or_else(
+                || "unknown (no run produced results)".to_string(),
+                machine_line,
+            ),
+            started_at,
+            ended_at,
+            runs: list,
+        }
+    }
 }
 
 /// Each (architecture, step)'s outcome: the one run that stands for the step in the table.
@@ -327,12 +444,10 @@ fn cell(
     }
 }
 
-/// The run's warning that other work shared the server's CPUs, if it did.
+/// The run's warning that other work shared the server's CPUs, if it did (the rule of
+/// [`crate::caveats::busy`]).
 fn busy_warning(s: &Summary) -> Option<String> {
-    s.target_resources
-        .other_load
-        .as_ref()
-        .and_then(|o| o.warning())
+    crate::caveats::busy_warning(s)
 }
 
 /// `x` rounded to three significant digits, so that conditions measured a hair apart read
@@ -424,6 +539,13 @@ pub struct Loaded {
     /// The notes recorded in the folder's `comparison.json` (some, like a column left out
     /// for a missing tool, are known only to the run that wrote it).
     pub notes: Vec<String>,
+    /// Whether the folder's `comparison.json` says the suite ran with `--tiny`.
+    pub tiny: bool,
+    /// The provenance recorded in the folder's `comparison.json` (the command line and the
+    /// times are known only to the compare that wrote it).
+    pub provenance: Option<ComparisonProvenance>,
+    /// The claims file the folder's `comparison.json` was judged against, if any.
+    pub claims_file: Option<String>,
 }
 
 /// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
@@ -497,6 +619,11 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         results: crate::sweeps::headline(&runs),
         runs,
         slo_p99_ms: previous.as_ref().and_then(|p| p.slo_p99_ms),
+        tiny: previous.as_ref().is_some_and(|p| p.tiny),
+        provenance: previous.as_ref().and_then(|p| p.provenance.clone()),
+        claims_file: previous
+            .as_ref()
+            .and_then(|p| p.claims.as_ref().map(|c| c.file.clone())),
         notes: previous.map(|p| p.notes).unwrap_or_default(),
     })
 }
@@ -504,13 +631,40 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
 /// Rebuilds a comparison from a comparison folder's files alone (see [`load`]).
 pub fn rebuild(dir: &Path) -> Result<Comparison, ReportError> {
     let l = load(dir)?;
-    let mut c = build_suite(&l.suite, &l.archs, &l.runs, dir, l.slo_p99_ms);
-    for n in l.notes {
-        if !c.notes.contains(&n) {
-            c.notes.push(n);
+    Ok(l.comparison(dir))
+}
+
+impl Loaded {
+    /// The comparison of these files, as `chatbench compare` built it: the table from the
+    /// runs, the notes only the compare knew (a column left out …) after the table's own, the
+    /// `--tiny` label, and the provenance (its runs listed afresh from the files; the command
+    /// line and times as recorded, or "unknown" when the folder has no `comparison.json`).
+    pub fn comparison(&self, dir: &Path) -> Comparison {
+        let mut c = build_suite(&self.suite, &self.archs, &self.runs, dir, self.slo_p99_ms);
+        for n in &self.notes {
+            if !c.notes.contains(n) {
+                c.notes.push(n.clone());
+            }
         }
+        c.tiny = self.tiny;
+        let (command, started, ended) = match &self.provenance {
+            Some(p) => (
+                p.command_line.clone(),
+                p.started_at.clone(),
+                p.ended_at.clone(),
+            ),
+            None => (Vec::new(), "unknown".into(), "unknown".into()),
+        };
+        c.provenance = Some(ComparisonProvenance::of(
+            &self.runs,
+            &self.archs,
+            dir,
+            command,
+            started,
+            ended,
+        ));
+        c
     }
-    Ok(c)
 }
 
 /// Builds the table from one run per step (a suite without sweeps or repeats).
@@ -664,6 +818,8 @@ pub fn build_suite(
         notes,
         slo_p99_ms: has_sweeps.then_some(slo),
         claims: None,
+        tiny: false,
+        provenance: None,
     }
 }
 
@@ -1348,54 +1504,9 @@ pub fn conditions(c: &Comparison, r: &Row) -> String {
     text.join("; ")
 }
 
-/// The Markdown form: the table, then each row's conditions, with links to the results files.
+/// The Markdown form (`comparison.md`): the page's sections ([`crate::page`]) in order.
 pub fn render_markdown(c: &Comparison) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "# chatbench comparison — suite `{}`\n", c.suite);
-    let _ = writeln!(out, "Machine: {}\n", c.machine);
-    out.push_str(&crate::claims::render_markdown(c.claims.as_ref()));
-    let _ = write!(out, "| question |");
-    for a in &c.archs {
-        let _ = write!(out, " {a} |");
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &c.archs {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
-    for r in &c.rows {
-        let _ = write!(out, "| {} |", r.label);
-        for a in &c.archs {
-            let cell = r.cells.get(a);
-            let text = match cell {
-                Some(Cell {
-                    display,
-                    source: Some(src),
-                    ..
-                }) => format!("[{display}]({src})"),
-                Some(Cell { display, .. }) => display.clone(),
-                None => "—".into(),
-            };
-            let _ = write!(out, " {} |", text.replace('|', "\\|"));
-        }
-        out.push('\n');
-    }
-    let _ = writeln!(out, "\n## Conditions\n");
-    for r in &c.rows {
-        let _ = writeln!(out, "- **{}** — {}", r.label, conditions(c, r));
-    }
-    if !c.failures.is_empty() {
-        let _ = writeln!(out, "\n## Failures\n");
-        for f in &c.failures {
-            let _ = writeln!(out, "- {f}");
-        }
-    }
-    let _ = writeln!(out, "\n## Notes\n");
-    for n in &c.notes {
-        let _ = writeln!(out, "- {n}");
-    }
-    out
+    crate::page::markdown(c)
 }
 
 #[cfg(test)]

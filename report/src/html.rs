@@ -11,53 +11,182 @@
 use std::fmt::Write;
 
 use crate::charts::Drawn;
-use crate::comparison::{Comparison, Results, StepResult};
+use crate::comparison::{Comparison, Results, Step, StepResult};
 
 /// The page's Content-Security-Policy: no scripts, no plugins, nothing fetched; its own inline
 /// style and images beside it only.
 pub const CSP: &str = "default-src 'none'; script-src 'none'; object-src 'none'; \
                        style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'";
 
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+use crate::page::{esc, inline_html, Section};
+
+/// The order of the embedded charts: the table's (memory, latency, CPU, the sweeps, scaling),
+/// then the timelines in the table's column order.
+const CHART_ORDER: &[&str] = &[
+    "memory_per_connection",
+    "memory_vs_connections",
+    "latency_distribution",
+    "p99_vs_load",
+    "p99_vs_room_size",
+    "cpu_per_delivery",
+    "scaling_p99",
+    "scaling_cpu_per_delivery",
+];
+
+/// The steps in the table's order, for the order of the timelines.
+const TABLE_STEPS: [Step; 10] = [
+    Step::Idle,
+    Step::IdleRamp,
+    Step::Capacity,
+    Step::Broadcast,
+    Step::LoadSweep,
+    Step::RoomSize,
+    Step::Poison,
+    Step::Slowloris,
+    Step::Scaling,
+    Step::NodeLoss,
+];
+
+/// Where a chart goes on the page: its place in [`CHART_ORDER`], then the timelines by column
+/// and, within a column, by step in table order.
+fn chart_rank(name: &str, archs: &[String]) -> (usize, usize, usize, String) {
+    if let Some(i) = CHART_ORDER.iter().position(|n| *n == name) {
+        return (i, 0, 0, String::new());
     }
-    out
+    let rest = name.strip_prefix("timeline-").unwrap_or(name);
+    // The longest column name that prefixes it (cluster-mesh before cluster).
+    let column = archs
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| rest.starts_with(&format!("{}-", crate::charts::file_safe(a))))
+        .max_by_key(|(_, a)| a.len());
+    let (ci, step_part) = match column {
+        Some((i, a)) => (i, &rest[crate::charts::file_safe(a).len() + 1..]),
+        None => (archs.len(), rest),
+    };
+    let step = TABLE_STEPS
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            step_part == s.as_str() || step_part.starts_with(&format!("{}-", s.as_str()))
+        })
+        .max_by_key(|(_, s)| s.as_str().len())
+        .map_or(TABLE_STEPS.len(), |(i, _)| i);
+    (CHART_ORDER.len(), ci, step, name.to_string())
 }
 
-/// Renders the page for comparison `c`, embedding the charts this process drew (`drawn`).
-pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
+/// Renders the page for comparison `c`, embedding the charts this process drew (`drawn`);
+/// `docs` is the path of docs/architectures.md relative to the page, when the folder is in a
+/// chatbench checkout.
+pub fn render(c: &Comparison, results: &Results, drawn: &Drawn, docs: Option<&str>) -> String {
     let mut o = String::new();
+    let title = crate::page::title(c);
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>chatbench comparison — {suite}</title><style>\
+         <title>{}</title><style>\
          body{{font-family:sans-serif;margin:2em auto;max-width:1250px;color:#222}}\
          table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
          th{{background:#f3f3f3}}td.invalid,td.failed{{color:#a00}}td.not_measured{{color:#888}}\
+         .tiny{{color:#a00;font-weight:bold}}p.verdict{{font-size:1.1em;background:#f6f9ff;padding:.8em;border-left:4px solid #36c}}\
          pre{{background:#f7f7f7;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}\
          .chart svg{{max-width:100%;height:auto}}</style></head><body>\n",
-        suite = esc(&c.suite)
+        esc(&title.replace('`', ""))
     );
-    let _ = writeln!(
-        o,
-        "<h1>chatbench comparison — suite <code>{}</code></h1>",
-        esc(&c.suite)
-    );
+    let _ = writeln!(o, "<h1>{}</h1>", inline_html(&title));
     let _ = writeln!(o, "<p>Machine: {}</p>", esc(&c.machine));
-    o.push_str(&crate::claims::render_html(c.claims.as_ref(), esc));
-    let _ = write!(o, "<table><thead><tr><th>question</th>");
+    for section in crate::page::sections(c) {
+        match section {
+            Section::Verdict(text) => {
+                let _ = writeln!(
+                    o,
+                    "<h2 id=\"verdict\">Verdict</h2>\n<p class=\"verdict\">{}</p>",
+                    inline_html(&text)
+                );
+            }
+            Section::Columns(cols) => {
+                let _ = writeln!(
+                    o,
+                    "<h2 id=\"columns\">The columns</h2>\n<dl class=\"columns\">"
+                );
+                for (col, meaning, anchor) in &cols {
+                    let more = match docs {
+                        Some(d) if !anchor.is_empty() => format!(
+                            " (<a href=\"{}#{}\">docs/architectures.md</a>)",
+                            esc(d),
+                            esc(anchor)
+                        ),
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        o,
+                        "<dt>{}</dt><dd>{}{more}</dd>",
+                        esc(col),
+                        inline_html(meaning)
+                    );
+                }
+                let _ = writeln!(o, "</dl>");
+                match docs {
+                    Some(d) => {
+                        let _ = writeln!(
+                            o,
+                            "<p>How each is built and what it models: <a href=\"{}\">docs/architectures.md</a>.</p>",
+                            esc(d)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            o,
+                            "<p>How each is built and what it models: <code>docs/architectures.md</code> in the chatbench repository.</p>"
+                        );
+                    }
+                }
+            }
+            Section::Table => table(c, &mut o),
+            Section::Claims => o.push_str(&crate::claims::render_html(c.claims.as_ref(), esc)),
+            Section::Charts => charts(c, drawn, &mut o),
+            Section::Conditions(groups) => {
+                let _ = writeln!(o, "<h2 id=\"conditions\">Conditions</h2><ul>");
+                for (labels, cond) in &groups {
+                    let _ = writeln!(
+                        o,
+                        "<li><b>{}</b> — {}</li>",
+                        esc(&labels.join(" · ")),
+                        inline_html(cond)
+                    );
+                }
+                let _ = writeln!(o, "</ul>");
+            }
+            Section::Failures(f) => list(&mut o, "failures", "Failures", &f),
+            Section::Notes(n) => list(&mut o, "notes", "Notes", &n),
+            Section::Scenarios => scenarios(results, &mut o),
+            Section::Provenance => provenance(c, &mut o),
+        }
+    }
+    let _ = writeln!(o, "</body></html>");
+    o
+}
+
+fn list(o: &mut String, id: &str, heading: &str, items: &[String]) {
+    let _ = writeln!(o, "<h2 id=\"{id}\">{heading}</h2><ul>");
+    for i in items {
+        let _ = writeln!(o, "<li>{}</li>", inline_html(i));
+    }
+    let _ = writeln!(o, "</ul>");
+}
+
+fn table(c: &Comparison, o: &mut String) {
+    let _ = write!(o, "<table id=\"table\"><thead><tr><th>question");
+    if c.tiny {
+        let _ = write!(
+            o,
+            " <span class=\"tiny\">{}</span>",
+            esc(crate::caveats::TINY_MARK)
+        );
+    }
+    let _ = write!(o, "</th>");
     for a in &c.archs {
         let _ = write!(o, "<th>{}</th>", esc(a));
     }
@@ -84,27 +213,12 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
         let _ = writeln!(o, "</tr>");
     }
     let _ = writeln!(o, "</tbody></table>");
-    let _ = writeln!(o, "<h2>Conditions</h2><ul>");
-    for r in &c.rows {
-        let _ = writeln!(
-            o,
-            "<li><b>{}</b> — {}</li>",
-            esc(&r.label),
-            esc(&crate::comparison::conditions(c, r))
-        );
-    }
-    let _ = writeln!(o, "</ul>");
-    if !c.failures.is_empty() {
-        let _ = writeln!(o, "<h2>Failures</h2><ul>");
-        for f in &c.failures {
-            let _ = writeln!(o, "<li>{}</li>", esc(f));
-        }
-        let _ = writeln!(o, "</ul>");
-    }
-    // The three comparison charts first, then the per-run timelines.
+}
+
+fn charts(c: &Comparison, drawn: &Drawn, o: &mut String) {
     let mut charts: Vec<&(String, String)> = drawn.svgs.iter().collect();
-    charts.sort_by_key(|(name, _)| (name.starts_with("timeline-"), name.clone()));
-    let _ = writeln!(o, "<h2>Charts</h2>");
+    charts.sort_by_key(|(name, _)| chart_rank(name, &c.archs));
+    let _ = writeln!(o, "<h2 id=\"charts\">Charts</h2>");
     for (name, svg) in charts {
         // The SVG's XML prolog, if any, is not allowed inside HTML.
         let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
@@ -113,6 +227,13 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
             "<figure class=\"chart\" id=\"{n}\">{body}<figcaption>{n} (<a href=\"charts/{n}.png\">PNG</a>, <a href=\"charts/{n}.svg\">SVG</a>)</figcaption></figure>",
             n = esc(name)
         );
+    }
+    if !drawn.skipped.is_empty() {
+        let _ = writeln!(o, "<h3>Charts not drawn</h3><ul>");
+        for s in &drawn.skipped {
+            let _ = writeln!(o, "<li>{}</li>", esc(s));
+        }
+        let _ = writeln!(o, "</ul>");
     }
     let mut points: Vec<&String> = drawn.linked.iter().collect();
     points.sort();
@@ -133,18 +254,14 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
         }
         let _ = writeln!(o, "</ul>");
     }
-    let _ = writeln!(o, "<h2>Notes</h2><ul>");
-    for n in &c.notes {
-        let _ = writeln!(o, "<li>{}</li>", esc(n));
-    }
-    let _ = writeln!(o, "</ul>");
-    // Scenario texts (once per scenario) and the provenance of the first run.
+}
+
+/// Scenario texts, once per scenario.
+fn scenarios(results: &Results, o: &mut String) {
     let mut seen: Vec<&str> = Vec::new();
-    let _ = writeln!(o, "<h2>Scenarios</h2>");
-    let mut provenance = None;
+    let _ = writeln!(o, "<h2 id=\"scenarios\">Scenarios</h2>");
     for r in results.values() {
         if let StepResult::Ran { summary, .. } = r {
-            provenance.get_or_insert(&summary.provenance);
             if !seen.contains(&summary.scenario.name.as_str()) {
                 seen.push(&summary.scenario.name);
                 let _ = writeln!(
@@ -156,17 +273,81 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn) -> String {
             }
         }
     }
-    if let Some(p) = provenance {
-        let json = serde_json::to_string_pretty(p).unwrap_or_default();
-        let _ = writeln!(o, "<h2>Provenance</h2><pre>{}</pre>", esc(&json));
+}
+
+/// The provenance of the whole comparison: one list item per run (class `subrun`).
+fn provenance(c: &Comparison, o: &mut String) {
+    let _ = writeln!(o, "<h2 id=\"provenance\">Provenance</h2>");
+    let Some(p) = &c.provenance else {
+        let _ = writeln!(o, "<p>Not recorded.</p>");
+        return;
+    };
+    let command = if p.command_line.is_empty() {
+        "not recorded (rebuilt by <code>chatbench report</code> from the files)".to_string()
+    } else {
+        format!("<code>{}</code>", esc(&p.command_line.join(" ")))
+    };
+    let _ = writeln!(
+        o,
+        "<ul><li>Command: {command}</li><li>Build: {}</li><li>Machine and pinning: {}</li><li>From {} to {}</li></ul>",
+        esc(&p.build),
+        esc(&p.machine),
+        esc(&p.started_at),
+        esc(&p.ended_at)
+    );
+    let _ = writeln!(o, "<h3>Runs ({})</h3><ol class=\"subruns\">", p.runs.len());
+    for r in &p.runs {
+        let link = match &r.source {
+            Some(src) => format!("<a href=\"{}\">{}</a>, ", esc(src), esc(src)),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "<li class=\"subrun\">{} / {}: {link}{}</li>",
+            esc(&r.column),
+            esc(&r.step),
+            esc(&r.what)
+        );
     }
-    let _ = writeln!(o, "</body></html>");
-    o
+    let _ = writeln!(o, "</ol>");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charts_come_in_table_order() {
+        let archs: Vec<String> = vec!["task-per-conn".into(), "cluster-mesh".into()];
+        let mut names = vec![
+            "timeline-cluster-mesh-node-loss-recovery",
+            "timeline-cluster-mesh-node-loss",
+            "timeline-cluster-mesh-idle",
+            "timeline-task-per-conn-poison",
+            "timeline-task-per-conn-broadcast",
+            "timeline-task-per-conn-idle",
+            "scaling_p99",
+            "cpu_per_delivery",
+            "latency_distribution",
+            "memory_per_connection",
+        ];
+        names.sort_by_key(|n| chart_rank(n, &archs));
+        assert_eq!(
+            names,
+            [
+                "memory_per_connection",
+                "latency_distribution",
+                "cpu_per_delivery",
+                "scaling_p99",
+                "timeline-task-per-conn-idle",
+                "timeline-task-per-conn-broadcast",
+                "timeline-task-per-conn-poison",
+                "timeline-cluster-mesh-idle",
+                "timeline-cluster-mesh-node-loss",
+                "timeline-cluster-mesh-node-loss-recovery",
+            ]
+        );
+    }
 
     #[test]
     fn escapes_markup() {
@@ -180,7 +361,7 @@ mod tests {
     fn a_page_without_charts_still_renders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = crate::comparison::build("quick", &["a".into()], &Results::new(), dir.path());
-        let page = render(&c, &Results::new(), &Drawn::default());
+        let page = render(&c, &Results::new(), &Drawn::default(), None);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
         assert!(page.contains("<th>a</th>") && page.contains("not measured"));
         assert!(
@@ -201,8 +382,9 @@ mod tests {
             files: Vec::new(),
             svgs: vec![("chart".into(), "<svg><text>drawn</text></svg>".into())],
             linked: vec![format!("p{evil}")],
+            skipped: vec![evil.into()],
         };
-        let page = render(&c, &Results::new(), &drawn);
+        let page = render(&c, &Results::new(), &drawn, None);
         let lower = page.to_lowercase();
         assert!(
             !lower.contains("<script") && !lower.contains("<img"),

@@ -9,11 +9,14 @@
 //! compiles no async runtime).
 //! Every number in a report carries the path of the file it came from.
 
+pub mod caveats;
 pub mod charts;
 pub mod claims;
 pub mod comparison;
 pub mod diff;
 pub mod gate;
 pub mod html;
+pub mod outputs;
+pub mod page;
 pub mod sweep_charts;
 pub mod sweeps;

@@ -12,6 +12,7 @@ use chatbench_model::results::{RunStatus, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::caveats::Caveat;
 use crate::charts::{
     create_dir, date_line, desc_style, draw_empty_message, file_safe, format_ms, frame,
     label_style, machine_line, note, prepare_charts_dir, timeline_of, title_style, warn,
@@ -27,6 +28,30 @@ struct Line {
     /// Filled circles when true, hollow triangles when false (a second figure of the same arch).
     solid: bool,
     points: Vec<(f64, f64)>,
+    /// Per point: its caveats ([`crate::caveats`]); a marked point is drawn hollow.
+    caveats: Vec<Vec<Caveat>>,
+}
+
+impl Line {
+    /// Each point with a caveat, named "<arch> at <x><unit>", for the chart's note.
+    fn seen(&self, unit: &str) -> Vec<(String, Vec<Caveat>)> {
+        self.points
+            .iter()
+            .zip(&self.caveats)
+            .map(|(&(x, _), c)| (format!("{} at {x:.0}{unit}", self.label), c.clone()))
+            .collect()
+    }
+}
+
+/// The note on caveats of every line of a chart (hollow points).
+fn caveat_note(lines: &[Line], unit: &str) -> FootLine {
+    let seen: Vec<(String, Vec<Caveat>)> = lines.iter().flat_map(|l| l.seen(unit)).collect();
+    let (text, is_warn) = crate::caveats::chart_note(&seen, "hollow points");
+    if is_warn {
+        warn(text)
+    } else {
+        note(text)
+    }
 }
 
 /// A line chart of sweep points.
@@ -53,6 +78,7 @@ pub fn render_sweep_charts(
     archs: &[String],
     runs: &Runs,
     slo_p99_ms: f64,
+    tiny: bool,
 ) -> Result<Drawn, ChartError> {
     let has = |step: Step| runs.keys().any(|(_, s)| *s == step);
     if !(has(Step::IdleRamp) || has(Step::LoadSweep) || has(Step::RoomSize) || has(Step::Scaling)) {
@@ -65,6 +91,7 @@ pub fn render_sweep_charts(
             &out,
             "memory_vs_connections",
             &memory_chart(archs, runs),
+            tiny,
         )?);
     }
     if has(Step::LoadSweep) {
@@ -72,6 +99,7 @@ pub fn render_sweep_charts(
             &out,
             "p99_vs_load",
             &load_chart(archs, runs, slo_p99_ms),
+            tiny,
         )?);
     }
     if has(Step::RoomSize) {
@@ -79,6 +107,7 @@ pub fn render_sweep_charts(
             &out,
             "p99_vs_room_size",
             &room_chart(archs, runs),
+            tiny,
         )?);
     }
     if has(Step::Scaling) {
@@ -86,11 +115,13 @@ pub fn render_sweep_charts(
             &out,
             "scaling_p99",
             &scaling_p99_chart(archs, runs),
+            tiny,
         )?);
         written.add(write_chart(
             &out,
             "scaling_cpu_per_delivery",
             &scaling_cpu_chart(archs, runs),
+            tiny,
         )?);
     }
     Ok(written)
@@ -105,7 +136,11 @@ pub const POINTS_DIR: &str = "points";
 /// comparison's own `timeline-<arch>-<step>` shows only the run its table cells come from. A
 /// failed point has no run to draw. Returns what it drew (nothing without such steps), as
 /// charts to link, not to embed.
-pub fn render_point_timelines(comparison_dir: &Path, runs: &Runs) -> Result<Drawn, ChartError> {
+pub fn render_point_timelines(
+    comparison_dir: &Path,
+    runs: &Runs,
+    tiny: bool,
+) -> Result<Drawn, ChartError> {
     let mut written = Drawn::default();
     for ((arch, step), points) in runs {
         if points.len() < 2 {
@@ -135,11 +170,15 @@ pub fn render_point_timelines(comparison_dir: &Path, runs: &Runs) -> Result<Draw
                 i + 1
             );
             // Linked from the page, not embedded (a full suite has over a hundred).
-            let drawn = timeline_of(dir, summary, &out, &name)?;
-            written.files.extend(drawn.files);
-            written
-                .linked
-                .extend(drawn.svgs.into_iter().map(|(n, _)| n));
+            match timeline_of(dir, summary, &out, &name, tiny) {
+                Ok(drawn) => {
+                    written.files.extend(drawn.files);
+                    written
+                        .linked
+                        .extend(drawn.svgs.into_iter().map(|(n, _)| n));
+                }
+                Err(e) => written.skipped.push(format!("{POINTS_DIR}/{name}: {e}")),
+            }
         }
     }
     Ok(written)
@@ -204,6 +243,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
         let points = usable_points(runs, arch, Step::IdleRamp, &mut left_out);
         let mut user = Vec::new();
         let mut kernel = Vec::new();
+        let mut user_caveats = Vec::new();
         for (x, s) in points {
             let Some(m) = s.target_resources.memory_per_conn.as_ref() else {
                 left_out.push(format!("{arch} at {x:.0}: memory not sampled"));
@@ -217,6 +257,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
                 continue;
             }
             user.push((x, m.user_bytes_per_conn / 1024.0));
+            user_caveats.push(Vec::new());
             if m.sockets_as_expected {
                 kernel.push((x, m.kernel_slab_bytes_per_conn / 1024.0));
             } else {
@@ -229,6 +270,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
                 color,
                 solid: true,
                 points: user,
+                caveats: user_caveats,
             });
         }
         if !kernel.is_empty() {
@@ -236,6 +278,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
                 label: format!("{arch}: kernel slab"),
                 color,
                 solid: false,
+                caveats: vec![Vec::new(); kernel.len()],
                 points: kernel,
             });
         }
@@ -243,6 +286,7 @@ fn memory_chart(archs: &[String], runs: &Runs) -> XyChart {
     let mut foot = vec![note(
         "Memory per idle connection = (reading with N connections − reading before the first) / N, after the count settled; user space from the server's RSS, kernel from the host's Slab (both loopback sockets). Each point is a fresh server.",
     )];
+    foot.push(caveat_note(&lines, " connections"));
     if !unreliable.is_empty() {
         foot.push(warn(format!(
             "Kernel figure not plotted (socket count did not grow as expected, other activity on the host): {}.",
@@ -291,6 +335,7 @@ fn p99_lines<'r>(
     };
     for (i, arch) in archs.iter().enumerate() {
         let mut points = Vec::new();
+        let mut caveats = Vec::new();
         let usable = usable_points(runs, arch, step, &mut out.left_out);
         if out.first.is_empty() {
             out.first = usable.clone();
@@ -305,7 +350,10 @@ fn p99_lines<'r>(
                 ));
             }
             match &s.latency_us {
-                Some(l) => points.push((x, l.p99 as f64 / 1000.0)),
+                Some(l) => {
+                    points.push((x, l.p99 as f64 / 1000.0));
+                    caveats.push(crate::caveats::of_run(s));
+                }
                 None => out.left_out.push(format!("{arch}{}: no deliveries", at(x))),
             }
         }
@@ -315,6 +363,7 @@ fn p99_lines<'r>(
                 color: PALETTE[i % PALETTE.len()],
                 solid: true,
                 points,
+                caveats,
             });
         }
     }
@@ -323,8 +372,8 @@ fn p99_lines<'r>(
 
 impl P99Lines<'_> {
     /// The footnote: what the chart shows, then losses, exclusions and provenance.
-    fn foot(&self, what: String, runs: &Runs, step: Step) -> Vec<FootLine> {
-        let mut foot = vec![note(what)];
+    fn foot(&self, what: String, runs: &Runs, step: Step, unit: &str) -> Vec<FootLine> {
+        let mut foot = vec![note(what), caveat_note(&self.lines, unit)];
         if !self.lossy.is_empty() {
             foot.push(warn(format!("Lost messages: {}.", self.lossy.join("; "))));
         }
@@ -349,6 +398,7 @@ fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
         ),
         runs,
         Step::LoadSweep,
+        "/s",
     );
     XyChart {
         title: "p99 delivery latency against offered load (load sweep)".into(),
@@ -385,6 +435,7 @@ fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
         ),
         runs,
         Step::RoomSize,
+        " members",
     );
     XyChart {
         title: "p99 delivery latency against room size".into(),
@@ -401,13 +452,28 @@ fn room_chart(archs: &[String], runs: &Runs) -> XyChart {
 }
 
 /// What the scaling charts say about their load and CPUs, from the first usable point.
-fn scaling_what(first: &[(f64, &Summary)]) -> String {
+fn scaling_what(first: &[(f64, &Summary)], archs: &[String], runs: &Runs) -> String {
     let Some((_, s)) = first.first() else {
         return "—".into();
     };
     let cpus = crate::sweeps::server_cpus(s);
+    // Name only the kinds of column the run had.
+    let scaled: Vec<&String> = archs
+        .iter()
+        .filter(|a| runs.contains_key(&((*a).clone(), Step::Scaling)))
+        .collect();
+    let is_cluster = |a: &str| a.starts_with("cluster") || a.ends_with("-cluster");
+    let kinds = match (
+        scaled.iter().any(|a| is_cluster(a)),
+        scaled.iter().any(|a| !is_cluster(a)),
+    ) {
+        (true, true) => "cluster columns span each room over the nodes, the others are independent servers with rooms partitioned",
+        (true, false) => "each room spans the nodes",
+        (false, true) => "independent servers with rooms partitioned",
+        (false, false) => "no column",
+    };
     format!(
-        "the same load at each node count: {} connections{}, ≈{:.0} deliveries/s; cluster columns span each room over the nodes, the others are independent servers with rooms partitioned; {cpus}",
+        "the same load at each node count: {} connections{}, ≈{:.0} deliveries/s; {kinds}; {cpus}",
         s.connections.planned,
         x_of(Step::RoomSize, s)
             .map(|m| format!(" in rooms of {m:.0}"))
@@ -421,10 +487,11 @@ fn scaling_p99_chart(archs: &[String], runs: &Runs) -> XyChart {
     let foot = p.foot(
         format!(
             "p99 delivery latency (open loop) against the number of server processes; {}. Each point a fresh set of servers.",
-            scaling_what(&p.first)
+            scaling_what(&p.first, archs, runs)
         ),
         runs,
         Step::Scaling,
+        " nodes",
     );
     XyChart {
         title: "Horizontal scaling: p99 delivery latency against node count".into(),
@@ -450,9 +517,13 @@ fn scaling_cpu_chart(archs: &[String], runs: &Runs) -> XyChart {
             first = usable.clone();
         }
         let mut points = Vec::new();
+        let mut caveats = Vec::new();
         for (x, s) in usable {
             match s.target_resources.cpu_us_per_delivery {
-                Some(v) => points.push((x, v)),
+                Some(v) => {
+                    points.push((x, v));
+                    caveats.push(crate::caveats::of_run(s));
+                }
                 None => left_out.push(format!("{arch} at {x:.0} nodes: CPU not sampled")),
             }
         }
@@ -462,13 +533,21 @@ fn scaling_cpu_chart(archs: &[String], runs: &Runs) -> XyChart {
                 color: PALETTE[i % PALETTE.len()],
                 solid: true,
                 points,
+                caveats,
             });
         }
     }
-    let mut foot = vec![note(format!(
-        "Server CPU (user + system, summed over the server processes and a private redis-server) per delivered message, during the measurement window; {}.",
-        scaling_what(&first)
-    ))];
+    let redis = runs
+        .keys()
+        .any(|(a, s)| *s == Step::Scaling && a.contains("redis"));
+    let mut foot = vec![
+        note(format!(
+            "Server CPU (user + system, summed over the server processes{}) per delivered message, during the measurement window; {}.",
+            if redis { " and the private redis-server" } else { "" },
+            scaling_what(&first, archs, runs)
+        )),
+        caveat_note(&lines, " nodes"),
+    ];
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
     }
@@ -511,6 +590,27 @@ fn range(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> (f64,
     }
 }
 
+/// The ticks of a log axis from `lo` to `hi`: 1, 2 and 5 times each power of ten in range
+/// (plotters' own log ticks can land a hair either side of a round number, and two of them
+/// then read the same, e.g. "100" twice).
+fn log_keys(lo: f64, hi: f64) -> Vec<f64> {
+    let mut keys = Vec::new();
+    if !(lo > 0.0 && hi > lo) {
+        return keys;
+    }
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    for k in first..=last {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(k);
+            if v >= lo * 0.999_999 && v <= hi * 1.000_001 {
+                keys.push(v);
+            }
+        }
+    }
+    keys
+}
+
 impl XyChart {
     fn draw_on<'a, DB: DrawingBackend + 'a, X, Y>(
         &self,
@@ -546,11 +646,15 @@ impl XyChart {
                     PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
                 });
             if l.solid {
-                chart.draw_series(
-                    l.points
-                        .iter()
-                        .map(|&(x, y)| Circle::new((x, y.max(y_floor)), 5, color.filled())),
-                )?;
+                // A point with a caveat is hollow (the note under the chart says why).
+                chart.draw_series(l.points.iter().zip(&l.caveats).map(|(&(x, y), c)| {
+                    let style = if c.is_empty() {
+                        color.filled()
+                    } else {
+                        color.stroke_width(2)
+                    };
+                    Circle::new((x, y.max(y_floor)), if c.is_empty() { 5 } else { 7 }, style)
+                }))?;
             } else {
                 chart.draw_series(l.points.iter().map(|&(x, y)| {
                     TriangleMarker::new((x, y.max(y_floor)), 6, color.stroke_width(2))
@@ -616,10 +720,19 @@ impl Chart for XyChart {
         }
         match (self.log_x, self.log_y) {
             (false, false) => finish!(builder.build_cartesian_2d(x0..x1, y0..y1)?),
-            (false, true) => finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?),
-            (true, false) => finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?),
+            (false, true) => finish!(builder.build_cartesian_2d(
+                x0..x1,
+                (y0..y1).log_scale().with_key_points(log_keys(y0, y1))
+            )?),
+            (true, false) => finish!(builder.build_cartesian_2d(
+                (x0..x1).log_scale().with_key_points(log_keys(x0, x1)),
+                y0..y1
+            )?),
             (true, true) => {
-                finish!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?)
+                finish!(builder.build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(log_keys(x0, x1)),
+                    (y0..y1).log_scale().with_key_points(log_keys(y0, y1))
+                )?)
             }
         }
         if self.lines.is_empty() {

@@ -135,6 +135,7 @@ fn comparison_charts_render_as_png_and_svg() {
         &ChartInputs {
             archs: &archs,
             results: &results,
+            tiny: false,
         },
     )
     .expect("charts");
@@ -216,7 +217,10 @@ fn comparison_charts_render_as_png_and_svg() {
         &[
             "Run timeline: task-per-conn",
             "Connections open",
-            "Messages/s",
+            "Server RSS, MiB",
+            // 400 sent/s beside 40k delivered/s: each on its own axis.
+            "Sent/s",
+            "Delivered/s",
             "Latency, ms",
             "CPU, cores",
             "Time since the start of the run, s",
@@ -224,6 +228,21 @@ fn comparison_charts_render_as_png_and_svg() {
             "measure",
             "Machine: vm",
         ],
+    );
+    // The idle run's timeline shows what the idle step measures (memory, connections) and no
+    // empty message panels.
+    let idle = check_svg(
+        &charts.join("timeline-a-idle.svg"),
+        &["Connections open", "Server RSS, MiB", "CPU, cores"],
+    );
+    assert!(
+        !idle.contains("Messages/s") && !idle.contains("Sent/s"),
+        "idle"
+    );
+    assert!(!idle.contains("no data in timeseries.csv"), "idle");
+    assert!(
+        !idle.contains("latency per second"),
+        "a footnote about latency it lacks"
     );
     // The invalid broadcast run of "c" and the failed one of "b" are named, not plotted: the
     // latency chart has exactly one polyline with points (a's).
@@ -241,6 +260,7 @@ fn invalid_and_failed_runs_are_named_not_plotted() {
         &ChartInputs {
             archs: &archs,
             results: &results,
+            tiny: false,
         },
     )
     .expect("charts");
@@ -309,6 +329,7 @@ fn nothing_valid_still_renders_and_says_so() {
         &ChartInputs {
             archs: &archs,
             results: &results,
+            tiny: false,
         },
     )
     .expect("charts");
@@ -414,6 +435,7 @@ fn missing_latency_file_is_left_out_with_its_reason() {
         &ChartInputs {
             archs: &archs,
             results: &results,
+            tiny: false,
         },
     )
     .expect("charts");
@@ -421,4 +443,254 @@ fn missing_latency_file_is_left_out_with_its_reason() {
         std::fs::read_to_string(dir.path().join("charts/latency_distribution.svg")).expect("svg");
     assert!(lat.contains("a: latency.hgrm unreadable"), "legend");
     assert!(lat.contains("latency.hgrm"), "footnote");
+}
+
+/// A run whose window other work shared (`target_resources.other_load` over the limit).
+fn busy(step: &str) -> StepResult {
+    let mut r = fixture(step);
+    if let StepResult::Ran { summary, .. } = &mut r {
+        summary.target_resources.other_load = Some(chatbench_model::results::OtherLoad {
+            cpus: vec![0],
+            busy_cores: 0.9,
+            other_cores: 0.5,
+            steal_cores: 0.0,
+        });
+    }
+    r
+}
+
+/// The scaling runs of `arch` at 1, 2 and 4 nodes from the broadcast fixture, the 2-node one
+/// `busy` when asked.
+fn scaling_runs(runs: &mut chatbench_report::comparison::Runs, arch: &str, busy_at_2: bool) {
+    let mut points = Vec::new();
+    for n in [1u32, 2, 4] {
+        let mut r = if busy_at_2 && n == 2 {
+            busy("broadcast")
+        } else {
+            fixture("broadcast")
+        };
+        if let StepResult::Ran { summary, .. } = &mut r {
+            summary
+                .target
+                .settings
+                .insert("nodes".into(), n.to_string());
+            summary.scenario.name = "quick-scaling".into();
+        }
+        points.push(r);
+    }
+    runs.insert((arch.to_string(), Step::Scaling), points);
+}
+
+/// Every chart drawn for `archs`/`results` plus the scaling charts of `runs`, by name.
+fn draw_all(
+    dir: &Path,
+    archs: &[String],
+    results: &Results,
+    runs: &chatbench_report::comparison::Runs,
+    tiny: bool,
+) -> Vec<(String, String)> {
+    let drawn = chatbench_report::outputs::draw_charts(dir, archs, results, runs, 100.0, tiny);
+    assert!(drawn.skipped.is_empty(), "{:?}", drawn.skipped);
+    drawn.svgs
+}
+
+/// Tick labels that read the same on one axis. plotters draws an axis's labels one after
+/// the other: a run of consecutive numeric `<text>` elements at one x (a y axis) or one y (an
+/// x axis) is one axis; two equal labels in a run are a duplicate tick.
+fn duplicate_ticks(svg: &str) -> Vec<String> {
+    let mut texts: Vec<(String, String, String)> = Vec::new();
+    for part in svg.split("<text").skip(1) {
+        let Some((attrs, rest)) = part.split_once('>') else {
+            continue;
+        };
+        let text = rest
+            .split("</text>")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let attr = |name: &str| {
+            attrs
+                .split(&format!(" {name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        texts.push((attr("x"), attr("y"), text));
+    }
+    let numeric = |t: &str| t.trim_end_matches(['%', 'k']).parse::<f64>().is_ok();
+    let mut dups = Vec::new();
+    let mut run: Vec<&(String, String, String)> = Vec::new();
+    // An axis has three ticks or more; two value labels over bars of equal height are not one.
+    let check = |run: &[&(String, String, String)], dups: &mut Vec<String>| {
+        if run.len() < 3 {
+            return;
+        }
+        let mut labels: Vec<&str> = run.iter().map(|t| t.2.as_str()).collect();
+        labels.sort_unstable();
+        for w in labels.windows(2) {
+            if w[0] == w[1] {
+                dups.push(format!("{} (axis at {}, {})", w[0], run[0].0, run[0].1));
+            }
+        }
+    };
+    for t in &texts {
+        let same_axis = run.last().is_some_and(|p| {
+            numeric(&t.2)
+                && (p.0 == t.0 && run.iter().all(|q| q.0 == t.0)
+                    || p.1 == t.1 && run.iter().all(|q| q.1 == t.1))
+        });
+        if !same_axis {
+            check(&run, &mut dups);
+            run.clear();
+        }
+        if numeric(&t.2) {
+            run.push(t);
+        }
+    }
+    check(&run, &mut dups);
+    dups
+}
+
+#[test]
+fn a_busy_run_is_marked_in_every_chart_that_plots_it_and_clean_charts_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archs: Vec<String> = vec!["a".into(), "t".into()];
+    let mut results: Results = BTreeMap::new();
+    results.insert(("a".into(), Step::Idle), fixture("idle"));
+    results.insert(("a".into(), Step::Broadcast), fixture("broadcast"));
+    results.insert(("t".into(), Step::Idle), fixture("idle"));
+    results.insert(("t".into(), Step::Broadcast), busy("broadcast"));
+    let mut runs = chatbench_report::comparison::runs_of(&results);
+    scaling_runs(&mut runs, "a", false);
+    scaling_runs(&mut runs, "t", true);
+    // One point of each sweep, so that every kind of chart is checked below.
+    for (step, fixture_step) in [
+        (Step::IdleRamp, "idle"),
+        (Step::LoadSweep, "broadcast"),
+        (Step::RoomSize, "broadcast"),
+    ] {
+        runs.insert(("a".into(), step), vec![fixture(fixture_step)]);
+        runs.insert(("t".into(), step), vec![busy(fixture_step)]);
+    }
+    let svgs = draw_all(dir.path(), &archs, &results, &runs, false);
+    for name in ["memory_vs_connections", "p99_vs_load", "p99_vs_room_size"] {
+        assert!(svgs.iter().any(|(n, _)| n == name), "{name} not drawn");
+    }
+    let svg = |name: &str| {
+        svgs.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("{name} not drawn"))
+    };
+    for name in [
+        "latency_distribution",
+        "cpu_per_delivery",
+        "scaling_p99",
+        "scaling_cpu_per_delivery",
+        "p99_vs_load",
+        "p99_vs_room_size",
+        "timeline-t-broadcast",
+    ] {
+        let s = svg(name);
+        assert!(
+            s.contains("(machine busy)"),
+            "{name} does not mark the busy run"
+        );
+    }
+    // Where it is marked: the busy bar is hollow, its point hollow, its curve dashed.
+    assert!(svg("cpu_per_delivery").contains("t (machine busy)"));
+    assert!(svg("scaling_p99").contains("t at 2 nodes (machine busy)"));
+    assert!(svg("latency_distribution").contains("t (machine busy)"));
+    for (name, s) in &svgs {
+        assert!(
+            !s.contains("(machine busy) (machine busy)"),
+            "{name} repeats the mark"
+        );
+    }
+    // The memory chart plots the idle runs, which were quiet: it says every figure is clean.
+    let memory = svg("memory_per_connection");
+    assert!(!memory.contains("(machine busy)"));
+    assert!(
+        memory.contains("Every figure drawn here is clean"),
+        "memory footnote"
+    );
+    // Footnotes name only what the run had: no redis-server, no independent servers.
+    let cpu = svg("scaling_cpu_per_delivery");
+    assert!(
+        !cpu.contains("redis"),
+        "a redis-server that was not in the run"
+    );
+    assert!(
+        !cpu.contains("cluster columns"),
+        "columns that were not in the run"
+    );
+    // No axis reads the same tick twice, in any chart.
+    for (name, s) in &svgs {
+        let d = duplicate_ticks(s);
+        assert!(d.is_empty(), "{name}: duplicate tick labels {d:?}");
+    }
+}
+
+#[test]
+fn every_chart_of_a_tiny_comparison_says_it_is_not_meaningful() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archs, results) = (archs(), results());
+    let mut runs = chatbench_report::comparison::runs_of(&results);
+    scaling_runs(&mut runs, "a", false);
+    let svgs = draw_all(dir.path(), &archs, &results, &runs, true);
+    assert!(svgs.len() > 8, "{}", svgs.len());
+    for (name, s) in &svgs {
+        assert!(
+            s.contains("(tiny: not meaningful)"),
+            "{name} is not labelled"
+        );
+    }
+    let plain = tempfile::tempdir().expect("tempdir");
+    for (name, s) in draw_all(plain.path(), &archs, &results, &runs, false) {
+        assert!(
+            !s.contains("(tiny: not meaningful)"),
+            "{name} labelled tiny"
+        );
+    }
+}
+
+#[test]
+fn the_duplicate_tick_check_finds_a_repeated_label() {
+    let svg = "<svg><text x=\"10\" y=\"5\">100</text><text x=\"10\" y=\"50\">100</text><text x=\"10\" y=\"90\">10</text></svg>";
+    assert_eq!(duplicate_ticks(svg).len(), 1, "{:?}", duplicate_ticks(svg));
+    let ok = "<svg><text x=\"10\" y=\"5\">100</text><text x=\"10\" y=\"50\">50</text><text x=\"10\" y=\"90\">10</text></svg>";
+    assert!(duplicate_ticks(ok).is_empty());
+}
+
+#[test]
+fn a_gzipped_timeseries_draws_the_same_timeline() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    std::fs::copy(data().join("idle/summary.json"), run.join("summary.json")).expect("copy");
+    let csv = std::fs::read(data().join("idle/timeseries.csv")).expect("csv");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&csv).expect("gzip");
+    std::fs::write(run.join("timeseries.csv.gz"), gz.finish().expect("gzip")).expect("write");
+    let from_gz = run_timeline(&run, dir.path(), "gz").expect("timeline from the .gz");
+    std::fs::write(run.join("timeseries.csv"), &csv).expect("write");
+    let from_csv = run_timeline(&run, dir.path(), "csv").expect("timeline from the .csv");
+    let svg = |files: &[PathBuf]| {
+        std::fs::read_to_string(
+            files
+                .iter()
+                .find(|p| p.extension().is_some_and(|x| x == "svg"))
+                .expect("svg"),
+        )
+        .expect("read")
+    };
+    assert_eq!(svg(&from_gz), svg(&from_csv));
+    // A truncated .gz is an error naming the file, not a panic.
+    std::fs::remove_file(run.join("timeseries.csv")).expect("rm");
+    std::fs::write(run.join("timeseries.csv.gz"), b"\x1f\x8b\x08\x00garbage").expect("write");
+    let e = run_timeline(&run, dir.path(), "bad").expect_err("a broken .gz");
+    assert!(e.to_string().contains("timeseries.csv.gz"), "{e}");
 }

@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
-use chatbench_model::results::write_file_atomic;
 use std::path::Path;
 
-use chatbench_report::comparison::{build_suite, load, render_markdown, StepResult};
+use chatbench_report::comparison::{load, StepResult};
 use chatbench_report::diff::{diff_comparisons, diff_runs};
 
 use super::UsageError;
@@ -29,6 +27,11 @@ pub struct ReportArgs {
     /// claims/elixir-vs-node.toml when the comparison has one of its columns.
     #[arg(long, value_name = "FILE", conflicts_with = "other")]
     claims: Option<PathBuf>,
+    /// Write the rebuilt comparison.md/json, report.html and charts/ into this new folder
+    /// instead of DIR (it must not exist, or be empty). Without it, `report` rewrites DIR only
+    /// when git tracks none of its files and every run has its timeseries.csv.
+    #[arg(long, value_name = "NEW", conflicts_with = "other")]
+    out: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -52,42 +55,114 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let loaded = load(&args.dir)
-        .with_context(|| format!("reading the comparison in {}", args.dir.display()))?;
-    let slo = loaded
-        .slo_p99_ms
-        .unwrap_or(chatbench_report::sweeps::DEFAULT_SLO_P99_MS);
     let claims = read_claims(args.claims.as_deref())?;
-    let mut c = build_suite(
-        &loaded.suite,
-        &loaded.archs,
-        &loaded.runs,
+    let out = target_of(&args.dir, args.out.as_deref())?;
+    let prefix = match &args.out {
+        Some(_) => Some(
+            chatbench_report::outputs::relative(&out, &args.dir)
+                .map_err(|e| UsageError(format!("{}: {e}", args.dir.display())))?,
+        ),
+        None => None,
+    };
+    let rebuilt = chatbench_report::outputs::rebuild(
         &args.dir,
-        loaded.slo_p99_ms,
-    );
-    chatbench_report::claims::attach(
-        &mut c,
+        &out,
+        prefix.as_deref(),
         claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
-        &loaded.results,
-    )?;
-    // The page embeds the charts drawn now, from memory: never a file of the folder's charts/.
-    let drawn = chatbench_harness::compare::draw_charts(
-        &args.dir,
-        &loaded.archs,
-        &loaded.results,
-        &loaded.runs,
-        slo,
+    )
+    .map_err(|e| {
+        if args.out.is_some() {
+            // Nothing was drawn yet (the runs are read first): leave no empty folder behind.
+            let _ = std::fs::remove_dir(&out);
+        }
+        UsageError(format!("{}: {e}", args.dir.display()))
+    })?;
+    chatbench_report::outputs::write(&out, &rebuilt.outputs)?;
+    print!("{}", chatbench_report::page::terminal(&rebuilt.comparison));
+    for w in &rebuilt.warnings {
+        eprintln!("report: {w}");
+    }
+    for s in &rebuilt.drawn.skipped {
+        eprintln!("report: chart not drawn: {s}");
+    }
+    println!(
+        "{} chart files in {}; report: {}",
+        rebuilt.drawn.files.len(),
+        out.join("charts").display(),
+        out.join("report.html").display()
     );
-    let md = render_markdown(&c);
-    let page = chatbench_report::html::render(&c, &loaded.results, &drawn);
-    write_file_atomic(&args.dir.join("report.html"), page.as_bytes())?;
-    write_file_atomic(&args.dir.join("comparison.md"), md.as_bytes())?;
-    write_file_atomic(
-        &args.dir.join("comparison.json"),
-        &serde_json::to_vec_pretty(&c)?,
-    )?;
-    print!("{md}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `report DIR` writes: the new folder `--out` names (created; it must not exist or be
+/// empty), or DIR itself when nothing there would be lost — git tracks none of its files (a
+/// committed baseline is never rewritten) and every run has the timeseries.csv its timeline
+/// needs. Otherwise a usage error that says why and names `--out`.
+fn target_of(dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(out) = out {
+        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none());
+        match empty {
+            Ok(false) => {
+                return Err(UsageError(format!(
+                    "--out {}: the folder exists and is not empty; give a new folder",
+                    out.display()
+                ))
+                .into())
+            }
+            Ok(true) => {}
+            Err(_) => std::fs::create_dir_all(out).map_err(|e| {
+                UsageError(format!("--out {}: cannot create it: {e}", out.display()))
+            })?,
+        }
+        return Ok(out.to_path_buf());
+    }
+    let tracked = tracked_files(dir);
+    if !tracked.is_empty() {
+        return Err(UsageError(format!(
+            "{} is committed (git tracks {} of its files, e.g. {}): `report` does not rewrite it; write the rebuilt report to a new folder: chatbench report {} --out NEW",
+            dir.display(),
+            tracked.len(),
+            tracked[0],
+            dir.display()
+        ))
+        .into());
+    }
+    let missing = chatbench_report::outputs::runs_without_timeseries(dir);
+    if !missing.is_empty() {
+        let names: Vec<String> = missing
+            .iter()
+            .take(3)
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(UsageError(format!(
+            "{} is incomplete: {} run(s) have no timeseries.csv ({}{}), so their timelines cannot be drawn and rewriting its report.html would drop them; write the rebuilt report to a new folder: chatbench report {} --out NEW",
+            dir.display(),
+            missing.len(),
+            names.join(", "),
+            if missing.len() > 3 { ", …" } else { "" },
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// The files under `dir` that git tracks (none outside a repository or without git).
+fn tracked_files(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "--", "."])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Reads and checks a claims file given with `--claims` (before anything is measured): its
@@ -110,15 +185,17 @@ fn side_by_side(a: &Path, b: &Path) -> anyhow::Result<ExitCode> {
         (true, true) => {
             let load = |p: &Path| match StepResult::load(p) {
                 Ok(StepResult::Ran { summary, .. }) => Ok(*summary),
-                Ok(StepResult::Failed { reason }) => Err(anyhow::anyhow!(reason)),
-                Err(e) => Err(e.into()),
+                Ok(StepResult::Failed { reason }) => Err(UsageError(reason)),
+                Err(e) => Err(UsageError(e.to_string())),
             };
             diff_runs(&load(a)?, &load(b)?)
         }
         (false, false) => {
             let c = |p: &Path| -> anyhow::Result<_> {
-                let l = load(p).with_context(|| format!("reading the comparison in {}", p.display()))?;
-                Ok(build_suite(&l.suite, &l.archs, &l.runs, p, l.slo_p99_ms))
+                let l = load(p).map_err(|e| {
+                    UsageError(format!("reading the comparison in {}: {e}", p.display()))
+                })?;
+                Ok(l.comparison(p))
             };
             diff_comparisons(&c(a)?, &c(b)?, &a.display().to_string(), &b.display().to_string())
         }

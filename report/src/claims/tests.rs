@@ -212,13 +212,17 @@ fn malformed_claims_are_refused_saying_how_to_fix_them() {
 }
 
 #[test]
-fn the_section_heads_the_markdown_and_the_page_and_goes_into_the_json() {
+fn the_section_follows_the_table_in_the_markdown_and_the_page_and_goes_into_the_json() {
     let (mut c, r) = comparison();
     attach(&mut c, None, &r).expect("claims");
     let md = crate::comparison::render_markdown(&c);
     let claims_at = md.find("## Claims").expect("a Claims section");
     let table_at = md.find("| question |").expect("the table");
-    assert!(claims_at < table_at, "the Claims section heads the page");
+    let verdict_at = md.find("## Verdict").expect("the verdict");
+    assert!(
+        verdict_at < table_at && table_at < claims_at,
+        "verdict, table, then the claims"
+    );
     assert!(
         md.contains("| “each WebSocket connection runs in its own isolated process (~2KB memory)”"),
         "{md}"
@@ -228,11 +232,11 @@ fn the_section_heads_the_markdown_and_the_page_and_goes_into_the_json() {
         md.contains("**not measured** — this machine caps a process at 20000 descriptors"),
         "{md}"
     );
-    let page = crate::html::render(&c, &r, &crate::charts::Drawn::default());
+    let page = crate::html::render(&c, &r, &crate::charts::Drawn::default(), None);
     let h2 = page.find("<h2>Claims</h2>").expect("claims on the page");
     assert!(
-        h2 < page.find("<th>question</th>").expect("table"),
-        "heads the page"
+        h2 > page.find("<th>question</th>").expect("table"),
+        "after the table"
     );
     let json = serde_json::to_value(&c).expect("json");
     assert_eq!(json["claims"]["file"], ELIXIR_VS_NODE_PATH);

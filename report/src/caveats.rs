@@ -1,0 +1,176 @@
+//! Which caveats a drawn figure carries, decided once for the table, the charts and `report A B`.
+//!
+//! A figure is read with care when the machine was busy (other work shared the server's CPUs:
+//! its latency and CPU figures are not its own alone), when the run was invalid
+//! (generator-bound: the load generator, not the server, was the limit), when its kernel
+//! memory figure is unreliable (other socket activity, or the slab shrank), or when the whole
+//! comparison ran with `--tiny` (sizes too small to mean anything). Each reader marks the
+//! figure where it is drawn — a word after the number, a hollow bar or point, a dashed
+//! curve — with the reason in a legend or footnote, and a chart whose every figure is clean
+//! says so.
+
+use chatbench_model::results::Summary;
+
+/// One reason to read a figure with care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Caveat {
+    /// Other work used the server's CPUs during the window (`target_resources.other_load`).
+    Busy,
+    /// The run was invalid: the generator, not the server, was the limit.
+    GeneratorBound,
+    /// The kernel memory figure includes other activity on the host.
+    UnreliableKernel,
+    /// The comparison ran with `--tiny`: its figures are not meaningful.
+    Tiny,
+}
+
+impl Caveat {
+    /// The mark written after a figure, e.g. "(machine busy)".
+    pub fn mark(self) -> &'static str {
+        match self {
+            Caveat::Busy => crate::comparison::BUSY_MARK,
+            Caveat::GeneratorBound => "(invalid: generator-bound)",
+            Caveat::UnreliableKernel => "(unreliable: other socket activity)",
+            Caveat::Tiny => TINY_MARK,
+        }
+    }
+
+    /// What the mark means, for a legend or footnote.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Caveat::Busy => "machine busy: other work shared the server's CPUs in the window, so its latency and CPU figures are not its own alone",
+            Caveat::GeneratorBound => "invalid: the load generator, not the server, was the limit",
+            Caveat::UnreliableKernel => "kernel figure unreliable: other socket activity on the host, or the slab shrank",
+            Caveat::Tiny => "--tiny run: sizes too small for the figures to mean anything",
+        }
+    }
+}
+
+/// The mark of a comparison run with `--tiny`, in titles, the table and every chart.
+pub const TINY_MARK: &str = "(tiny: not meaningful)";
+
+/// Why the run's latency and CPU figures are not the server's alone, when other work shared
+/// its CPUs during the window (`target_resources.other_load` over its limit).
+pub fn busy_warning(s: &Summary) -> Option<String> {
+    s.target_resources
+        .other_load
+        .as_ref()
+        .and_then(|o| o.warning())
+}
+
+/// Whether other work shared the server's CPUs during the run's window.
+pub fn busy(s: &Summary) -> bool {
+    busy_warning(s).is_some()
+}
+
+/// Whether the run's kernel memory figure is unreliable.
+pub fn unreliable_kernel(s: &Summary) -> bool {
+    s.target_resources
+        .memory_per_conn
+        .as_ref()
+        .is_some_and(|m| {
+            !m.sockets_as_expected || (m.kernel_slab_bytes_per_conn < 0.0 && m.connections > 0)
+        })
+}
+
+/// The caveats of a run's latency and CPU figures (not its memory).
+pub fn of_run(s: &Summary) -> Vec<Caveat> {
+    let mut out = Vec::new();
+    if busy(s) {
+        out.push(Caveat::Busy);
+    }
+    if !s.valid {
+        out.push(Caveat::GeneratorBound);
+    }
+    out
+}
+
+/// The caveats of a run's memory figures: the kernel's reliability, not the CPU's load (the
+/// memory an idle connection holds does not depend on who else used the CPU).
+pub fn of_memory(s: &Summary) -> Vec<Caveat> {
+    let mut out = Vec::new();
+    if !s.valid {
+        out.push(Caveat::GeneratorBound);
+    }
+    if unreliable_kernel(s) {
+        out.push(Caveat::UnreliableKernel);
+    }
+    out
+}
+
+/// `text` followed by the marks of `caveats` ("12.3 (machine busy)").
+pub fn marked(text: &str, caveats: &[Caveat]) -> String {
+    let mut out = text.to_string();
+    for c in caveats {
+        out.push(' ');
+        out.push_str(c.mark());
+    }
+    out
+}
+
+/// What a chart says about the caveats of the figures it drew: `seen` names each marked
+/// figure ("epoll at 4 nodes") with its caveats, and `how` says how marks are drawn
+/// ("hollow bar"). `None` of them marked: the chart says every figure is clean.
+pub fn chart_note(seen: &[(String, Vec<Caveat>)], how: &str) -> (String, bool) {
+    let marked: Vec<&(String, Vec<Caveat>)> = seen.iter().filter(|(_, c)| !c.is_empty()).collect();
+    if marked.is_empty() {
+        return (
+            "Every figure drawn here is clean: no run was busy, generator-bound or unreliable."
+                .to_string(),
+            false,
+        );
+    }
+    let mut kinds: Vec<Caveat> = marked.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let who: Vec<String> = marked
+        .iter()
+        .map(|(w, c)| {
+            let marks: Vec<&str> = c.iter().map(|c| c.mark()).collect();
+            format!("{w} {}", marks.join(" "))
+        })
+        .collect();
+    let meanings: Vec<&str> = kinds.iter().map(|k| k.meaning()).collect();
+    (
+        format!(
+            "Read with care ({how}): {}. {}.",
+            who.join("; "),
+            meanings.join("; ")
+        ),
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_with_no_marked_figure_says_it_is_clean() {
+        let (text, warn) = chart_note(&[("epoll".into(), vec![])], "hollow bar");
+        assert!(
+            text.starts_with("Every figure drawn here is clean"),
+            "{text}"
+        );
+        assert!(!warn);
+    }
+
+    #[test]
+    fn a_marked_figure_is_named_with_its_mark_and_meaning() {
+        let (text, warn) = chart_note(
+            &[
+                ("epoll".into(), vec![]),
+                ("thread-pool".into(), vec![Caveat::Busy]),
+            ],
+            "hollow bar",
+        );
+        assert!(warn);
+        assert!(text.contains("thread-pool (machine busy)"), "{text}");
+        assert!(!text.contains("epoll"), "{text}");
+        assert!(text.contains("not its own alone"), "{text}");
+        assert_eq!(
+            marked("3.1", &[Caveat::Busy, Caveat::Tiny]),
+            "3.1 (machine busy) (tiny: not meaningful)"
+        );
+    }
+}
