@@ -22,6 +22,7 @@ pub mod compare;
 pub mod gate;
 pub mod launcher;
 pub mod peers;
+pub mod process;
 pub mod supervisor;
 pub mod target_start;
 
