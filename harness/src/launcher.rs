@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::process::{spawn_pinned, terminate_then_kill};
 pub use crate::process::{die_with_parent, StopOutcome};
+use crate::process::{spawn_pinned, terminate_then_kill};
 
 /// Errors starting or stopping the server child.
 #[derive(Debug, Error)]
@@ -267,4 +267,3 @@ impl ServerChild {
         terminate_then_kill(&mut self.child, grace)
     }
 }
-

@@ -40,6 +40,7 @@ use thiserror::Error;
 use crate::launcher::{LaterLines, LaunchError, ServerChild};
 use crate::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
+pub use chatbench_servers::Backplane;
 
 mod shared_port;
 
@@ -63,29 +64,6 @@ pub enum SupervisorError {
     /// The request makes no sense.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// How nodes reach each other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Backplane {
-    /// One TCP link per pair of nodes.
-    Mesh,
-    /// A Redis broker; `url: None` starts a private redis-server.
-    Redis {
-        /// `redis://127.0.0.1:PORT`, or `None` for a private instance.
-        url: Option<String>,
-    },
-}
-
-impl Backplane {
-    /// `mesh` or `redis`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Backplane::Mesh => "mesh",
-            Backplane::Redis { .. } => "redis",
-        }
-    }
 }
 
 /// When a node that died is restarted.
@@ -121,8 +99,11 @@ pub struct ClusterSpec {
     pub arch: String,
     /// Number of nodes (ids 1..=nodes).
     pub nodes: u32,
-    /// The backplane.
+    /// The backplane (of a `cluster`; ignored for independent servers).
     pub backplane: Backplane,
+    /// With the redis backplane, the broker to use: `redis://HOST:PORT`, or `None` to start a
+    /// private redis-server. Ignored with the mesh.
+    pub redis_url: Option<String>,
     /// Extra `serve` flags for every node.
     pub server_args: Vec<String>,
     /// Restart policy.
@@ -343,15 +324,15 @@ impl Supervisor {
             ));
         }
         let clustered = spec.arch == "cluster";
-        let (redis, redis_url) = match &spec.backplane {
+        let (redis, redis_url) = match (spec.backplane, &spec.redis_url) {
             _ if !clustered => (None, None),
-            Backplane::Redis { url: Some(u) } => (None, Some(u.clone())),
-            Backplane::Redis { url: None } => {
+            (Backplane::Redis, Some(u)) => (None, Some(u.clone())),
+            (Backplane::Redis, None) => {
                 let r = RedisChild::start(&spec.redis_cpus)?;
                 let url = r.url.clone();
                 (Some(r), Some(url))
             }
-            Backplane::Mesh => (None, None),
+            (Backplane::Mesh, _) => (None, None),
         };
         let ports = reserve_ports(2 * spec.nodes as usize).map_err(SupervisorError::Ports)?;
         let nodes = (0..spec.nodes)

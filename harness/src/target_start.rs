@@ -24,15 +24,6 @@ use crate::UsageError;
 /// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
 const PEER_CLUSTER_NODES: u32 = 3;
 
-/// How a cluster's rooms span nodes (`run --backplane`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackplaneKind {
-    /// Peer-to-peer links.
-    Mesh,
-    /// A Redis broker.
-    Redis,
-}
-
 /// What to run against: the `chatbench run` flags that name the target (the binary's `RunArgs`
 /// documents each).
 #[derive(Debug, Clone, Default)]
@@ -48,7 +39,7 @@ pub struct TargetStartOptions {
     /// `--nodes`.
     pub nodes: Option<u32>,
     /// `--backplane`.
-    pub backplane: Option<BackplaneKind>,
+    pub backplane: Option<Backplane>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
     /// `--serve-peer`: a peer server to start.
@@ -214,7 +205,7 @@ fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> 
     if opts.backplane.is_some() && !clustered {
         return Err(UsageError("--backplane needs --serve cluster".into()).into());
     }
-    if opts.redis_url.is_some() && opts.backplane != Some(BackplaneKind::Redis) {
+    if opts.redis_url.is_some() && opts.backplane != Some(Backplane::Redis) {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
     let Some(f) = scenario.kill_fault() else {
@@ -404,17 +395,13 @@ fn start_nodes(
     cpus: &Cpus,
 ) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
     let nodes = opts.nodes.unwrap_or(1);
-    let backplane = match opts.backplane {
-        Some(BackplaneKind::Redis) => Backplane::Redis {
-            url: opts.redis_url.clone(),
-        },
-        _ => Backplane::Mesh,
-    };
+    let backplane = opts.backplane.unwrap_or(Backplane::Mesh);
     let sup = Supervisor::start(ClusterSpec {
         exe: std::env::current_exe().context("locating the chatbench executable")?,
         arch: arch.to_string(),
         nodes,
-        backplane: backplane.clone(),
+        backplane,
+        redis_url: opts.redis_url.clone(),
         server_args: opts.server_args.clone(),
         restart: RestartPolicy::default(),
         redis_cpus: cpus.server.clone(),
@@ -514,7 +501,8 @@ fn start_peer_cluster(
         exe: program,
         arch: peer.as_str().into(),
         nodes,
-        backplane: Backplane::Redis { url: None },
+        backplane: Backplane::Redis,
+        redis_url: None,
         server_args: args,
         restart: RestartPolicy::default(),
         redis_cpus: cpus.server.clone(),
@@ -533,7 +521,10 @@ fn start_peer_cluster(
     let url = format!("ws://{addr}{path}");
     let mut settings = BTreeMap::new();
     settings.insert("nodes".to_string(), nodes.to_string());
-    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "backplane".to_string(),
+        Backplane::Redis.as_str().to_string(),
+    );
     settings.insert(
         "command".to_string(),
         format!(

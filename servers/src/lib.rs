@@ -43,7 +43,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
 pub use config::{
-    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, SlowConsumerPolicy,
+    Arch, Backplane, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig,
+    SlowConsumerPolicy,
 };
 pub use shutdown::Shutdown;
 

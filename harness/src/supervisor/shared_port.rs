@@ -99,14 +99,14 @@ impl Supervisor {
                 "a cluster needs at least one node (--nodes 1 or more)".into(),
             ));
         }
-        let (redis, redis_url) = match &spec.backplane {
-            Backplane::Redis { url: Some(u) } => (None, u.clone()),
-            Backplane::Redis { url: None } => {
+        let (redis, redis_url) = match (spec.backplane, &spec.redis_url) {
+            (Backplane::Redis, Some(u)) => (None, u.clone()),
+            (Backplane::Redis, None) => {
                 let r = RedisChild::start(&spec.redis_cpus)?;
                 let url = r.url.clone();
                 (Some(r), url)
             }
-            Backplane::Mesh => {
+            (Backplane::Mesh, _) => {
                 return Err(SupervisorError::Invalid(format!(
                     "{} spans rooms over Redis only (its workers use @socket.io/redis-adapter), not a mesh",
                     spec.arch
@@ -381,6 +381,7 @@ mod tests {
             arch: "socketio-cluster".into(),
             nodes,
             backplane,
+            redis_url: None,
             server_args: Vec::new(),
             restart: RestartPolicy::default(),
             redis_cpus: Vec::new(),
@@ -394,7 +395,7 @@ mod tests {
             .err()
             .expect("no mesh");
         assert!(e.to_string().contains("over Redis only"), "{e}");
-        let e = Supervisor::start_shared_port(spec(0, Backplane::Redis { url: None }))
+        let e = Supervisor::start_shared_port(spec(0, Backplane::Redis))
             .err()
             .expect("no workers");
         assert!(e.to_string().contains("--nodes 1 or more"), "{e}");
