@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use chatbench_harness::peers::Peer;
-use chatbench_harness::target_start::{start_target, TargetStartOptions};
+use chatbench_harness::target_start::{start_target, TargetError, TargetStartOptions};
 use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
@@ -291,9 +291,15 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
-            let code = if e.downcast_ref::<UsageError>().is_some() {
+            let target = e.downcast_ref::<TargetError>();
+            let code = if e.downcast_ref::<UsageError>().is_some()
+                || target.is_some_and(TargetError::is_usage)
+            {
                 EXIT_USAGE
-            } else if let Some(re) = e.downcast_ref::<RunError>() {
+            } else if let Some(re) = e
+                .downcast_ref::<RunError>()
+                .or_else(|| target.and_then(TargetError::run_error))
+            {
                 match re {
                     RunError::Target(
                         chatbench_loadgen::target::TargetError::BadUrl { .. }
