@@ -184,6 +184,28 @@ struct Node {
     down_since: Option<(Instant, Instant)>,
 }
 
+impl Node {
+    /// Node `id`, not started yet: clients reach it at `url` (on `listen`), other nodes at
+    /// `cluster_listen`.
+    fn new(id: u32, url: String, listen: SocketAddr, cluster_listen: SocketAddr) -> Node {
+        Node {
+            info: NodeInfo {
+                id,
+                url,
+                listen,
+                cluster_listen,
+                pid: None,
+                restarts: 0,
+                given_up: false,
+                report: None,
+            },
+            child: None,
+            recent: Vec::new(),
+            down_since: None,
+        }
+    }
+}
+
 /// The environment variable a node reads the mesh secret from (as `serve` does).
 pub const SECRET_ENV: &str = "CHATBENCH_CLUSTER_SECRET";
 /// The environment variable a node reads the Redis URL from (as `serve` does).
@@ -207,6 +229,19 @@ struct RedisChild {
 }
 
 impl RedisChild {
+    /// The broker of a redis-backplane cluster: `spec.redis_url` when given (nothing started),
+    /// else a private redis-server started now. Returns it and the URL the nodes use.
+    fn broker(spec: &ClusterSpec) -> Result<(Option<RedisChild>, String), SupervisorError> {
+        match &spec.redis_url {
+            Some(url) => Ok((None, url.clone())),
+            None => {
+                let r = RedisChild::start(&spec.redis_cpus)?;
+                let url = r.url.clone();
+                Ok((Some(r), url))
+            }
+        }
+    }
+
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
         let password = random_hex(32);
@@ -324,36 +359,20 @@ impl Supervisor {
             ));
         }
         let clustered = spec.arch == "cluster";
-        let (redis, redis_url) = match (spec.backplane, &spec.redis_url) {
+        let (redis, redis_url) = match spec.backplane {
             _ if !clustered => (None, None),
-            (Backplane::Redis, Some(u)) => (None, Some(u.clone())),
-            (Backplane::Redis, None) => {
-                let r = RedisChild::start(&spec.redis_cpus)?;
-                let url = r.url.clone();
-                (Some(r), Some(url))
+            Backplane::Redis => {
+                let (redis, url) = RedisChild::broker(&spec)?;
+                (redis, Some(url))
             }
-            (Backplane::Mesh, _) => (None, None),
+            Backplane::Mesh => (None, None),
         };
         let ports = reserve_ports(2 * spec.nodes as usize).map_err(SupervisorError::Ports)?;
         let nodes = (0..spec.nodes)
             .map(|i| {
                 let listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize]));
                 let cluster_listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize + 1]));
-                Node {
-                    info: NodeInfo {
-                        id: i + 1,
-                        url: format!("ws://{listen}/ws"),
-                        listen,
-                        cluster_listen,
-                        pid: None,
-                        restarts: 0,
-                        given_up: false,
-                        report: None,
-                    },
-                    child: None,
-                    recent: Vec::new(),
-                    down_since: None,
-                }
+                Node::new(i + 1, format!("ws://{listen}/ws"), listen, cluster_listen)
             })
             .collect();
         let secret = (clustered && spec.backplane == Backplane::Mesh).then(|| random_hex(32));

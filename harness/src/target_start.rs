@@ -403,16 +403,14 @@ pub fn start_target(
             let url = format!("ws://{}/ws", c.addr);
             let mut settings = BTreeMap::new();
             settings.insert("args".to_string(), c.args.join(" "));
-            let info = TargetInfo {
-                url: url.clone(),
-                arch: Some(arch.clone()),
-                pid: Some(c.pid),
+            let info = started_info(
+                &url,
+                Some(arch.clone()),
                 settings,
-                cpu_affinity: cpus.affinity(),
-                targets: Vec::new(),
-                target_policy: None,
-                pids: Vec::new(),
-            };
+                &cpus,
+                Some(c.pid),
+                Vec::new(),
+            );
             started.child = Some(c);
             (url, info)
         } else if let Some(peer) = peer {
@@ -505,16 +503,14 @@ fn start_nodes(
         settings.insert("redis_pid".to_string(), redis.to_string());
         pids.push(redis);
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(arch.to_string()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(arch.to_string()),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
+        cpus,
+        pids.first().copied(),
         pids,
-    };
+    );
     Ok((url, info, sup))
 }
 
@@ -616,16 +612,14 @@ fn start_peer_cluster(
         settings.insert("redis_pid".to_string(), redis.to_string());
         pids.push(redis);
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(peer.as_str().into()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(peer.as_str().into()),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
+        cpus,
+        pids.first().copied(),
         pids,
-    };
+    );
     Ok((url, info, sup))
 }
 
@@ -672,17 +666,37 @@ fn start_elixir_cluster(
     if let Some(c) = cluster.nodes.iter().flatten().next() {
         settings.insert("command".to_string(), c.args.join(" "));
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(Peer::ElixirCluster.as_str().to_string()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(Peer::ElixirCluster.as_str().to_string()),
+        settings,
+        cpus,
+        pids.first().copied(),
+        pids,
+    );
+    Ok((url, info, cluster))
+}
+
+/// The target record of what chatbench started: `pid` the process sampled (the first of `pids`
+/// when there are several), on the server CPUs when pinned.
+fn started_info(
+    url: &str,
+    arch: Option<String>,
+    settings: BTreeMap<String, String>,
+    cpus: &Cpus,
+    pid: Option<u32>,
+    pids: Vec<u32>,
+) -> TargetInfo {
+    TargetInfo {
+        url: url.to_string(),
+        arch,
+        pid,
         settings,
         cpu_affinity: cpus.affinity(),
         targets: Vec::new(),
         target_policy: None,
         pids,
-    };
-    Ok((url, info, cluster))
+    }
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).
@@ -695,16 +709,14 @@ fn started_target(
     let url = format!("ws://{}{path}", c.addr);
     let mut settings = BTreeMap::new();
     settings.insert("command".to_string(), c.args.join(" "));
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: arch.map(str::to_owned),
-        pid: Some(c.pid),
+    let info = started_info(
+        &url,
+        arch.map(str::to_owned),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
-        pids: Vec::new(),
-    };
+        cpus,
+        Some(c.pid),
+        Vec::new(),
+    );
     (url, info)
 }
 

@@ -11,8 +11,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use super::{
-    last_lines, Backplane, ClusterSpec, Event, EventKind, Node, NodeInfo, Primary, RedisChild,
-    Supervisor, SupervisorError, WorkerReport, PRIMARY_LINES, REDIS_URL_ENV,
+    last_lines, Backplane, ClusterSpec, Event, EventKind, Node, Primary, RedisChild, Supervisor,
+    SupervisorError, WorkerReport, PRIMARY_LINES, REDIS_URL_ENV,
 };
 use crate::launcher::{LaunchError, ServerChild, StopOutcome};
 
@@ -99,14 +99,9 @@ impl Supervisor {
                 "a cluster needs at least one node (--nodes 1 or more)".into(),
             ));
         }
-        let (redis, redis_url) = match (spec.backplane, &spec.redis_url) {
-            (Backplane::Redis, Some(u)) => (None, u.clone()),
-            (Backplane::Redis, None) => {
-                let r = RedisChild::start(&spec.redis_cpus)?;
-                let url = r.url.clone();
-                (Some(r), url)
-            }
-            (Backplane::Mesh, _) => {
+        let (redis, redis_url) = match spec.backplane {
+            Backplane::Redis => RedisChild::broker(&spec)?,
+            Backplane::Mesh => {
                 return Err(SupervisorError::Invalid(format!(
                     "{} spans rooms over Redis only (its workers use @socket.io/redis-adapter), not a mesh",
                     spec.arch
@@ -353,21 +348,7 @@ impl Supervisor {
 
 /// Worker `id` of a cluster at `addr` (one URL for all; no backplane address of its own).
 fn worker_node(id: u32, addr: SocketAddr) -> Node {
-    Node {
-        info: NodeInfo {
-            id,
-            url: format!("ws://{addr}/socket.io/"),
-            listen: addr,
-            cluster_listen: addr,
-            pid: None,
-            restarts: 0,
-            given_up: false,
-            report: None,
-        },
-        child: None,
-        recent: Vec::new(),
-        down_since: None,
-    }
+    Node::new(id, format!("ws://{addr}/socket.io/"), addr, addr)
 }
 
 #[cfg(test)]
