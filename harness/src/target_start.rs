@@ -56,7 +56,7 @@ pub enum TargetError {
     Pin(#[source] std::io::Error),
     /// The run failed.
     #[error(transparent)]
-    Run(RunError),
+    Run(Box<RunError>),
     /// The run failed after the server it ran against had exited: its last words first.
     #[error("the {what} server {how}; its last line: {last}")]
     ServerDied {
@@ -68,7 +68,7 @@ pub enum TargetError {
         last: String,
         /// The run's own error.
         #[source]
-        source: RunError,
+        source: Box<RunError>,
     },
     /// cluster.json could not be encoded.
     #[error("encoding cluster.json")]
@@ -87,7 +87,7 @@ impl TargetError {
     /// The run's own error, when the run failed (the binary reads its exit code from it).
     pub fn run_error(&self) -> Option<&RunError> {
         match self {
-            TargetError::Run(e) | TargetError::ServerDied { source: e, .. } => Some(e),
+            TargetError::Run(e) | TargetError::ServerDied { source: e, .. } => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -218,10 +218,10 @@ impl Stopped {
                     what: what.to_string(),
                     how: *how,
                     last: last.to_string(),
-                    source: e,
+                    source: Box::new(e),
                 }
             }
-            _ => TargetError::Run(e),
+            _ => TargetError::Run(Box::new(e)),
         }
     }
 

@@ -448,63 +448,7 @@ impl ServerConfig {
     }
 }
 
-/// The server architectures this crate implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// A tokio task per connection on a multi-thread runtime (the BEAM/goroutine model).
-    TaskPerConn,
-    /// Blocking sockets on a bounded pool of OS threads, one connection per worker for its
-    /// lifetime (the Tomcat blocking connector / Puma model).
-    ThreadPool,
-    /// One OS thread, one readiness loop over non-blocking sockets (the Node.js / Redis model).
-    Epoll,
-    /// A node of a cluster: task-per-conn for its own clients plus a backplane (mesh or Redis)
-    /// to the other nodes. Needs [`ServerConfig::cluster`].
-    Cluster,
-}
-
-impl Arch {
-    /// Every single-process architecture, in documentation order: what `compare` runs and
-    /// `run --serve` starts. [`Arch::Cluster`] is not among them: it needs cluster settings.
-    pub const ALL: [Arch; 3] = [Arch::TaskPerConn, Arch::ThreadPool, Arch::Epoll];
-
-    /// The CLI and results name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::TaskPerConn => "task-per-conn",
-            Arch::ThreadPool => "thread-pool",
-            Arch::Epoll => "epoll",
-            Arch::Cluster => "cluster",
-        }
-    }
-}
-
-impl FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Arch::ALL
-            .into_iter()
-            .chain([Arch::Cluster])
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Arch::ALL
-                    .iter()
-                    .chain(&[Arch::Cluster])
-                    .map(|a| a.as_str())
-                    .collect();
-                format!(
-                    "unknown architecture {s:?} (expected one of: {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::arch::Arch;
 
 #[cfg(test)]
 mod tests {
@@ -525,15 +469,6 @@ mod tests {
         );
         let e = Backplane::parse("Mesh").unwrap_err();
         assert!(e.contains("\"Mesh\"") && e.contains("mesh or redis"), "{e}");
-    }
-
-    #[test]
-    fn arch_names_round_trip() {
-        for a in Arch::ALL {
-            assert_eq!(a.as_str().parse::<Arch>(), Ok(a));
-        }
-        assert_eq!("cluster".parse::<Arch>(), Ok(Arch::Cluster));
-        assert!("nope".parse::<Arch>().is_err_and(|e| e.contains("cluster")));
     }
 
     #[test]
