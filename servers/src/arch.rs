@@ -94,30 +94,30 @@ impl Arch {
         members: usize,
     ) -> Result<Box<dyn FanOut>, BenchError> {
         Ok(match self {
-        Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Bench::new(config, members)?),
-        Arch::ThreadPool => Box::new(crate::thread_pool::bench::Bench::new(config, members)?),
-        Arch::Epoll => Box::new(crate::epoll::bench::Bench::new(config, members)?),
-        Arch::Cluster => {
-            return Err(BenchError::Unexpected(
-                "the cluster architecture has no in-process fan-out workload: its local fan-out is task-per-conn's (measure that), its backplane needs other nodes".into(),
-            ))
-        }
-    })
+            Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Bench::new(config, members)?),
+            Arch::ThreadPool => Box::new(crate::thread_pool::bench::Bench::new(config, members)?),
+            Arch::Epoll => Box::new(crate::epoll::bench::Bench::new(config, members)?),
+            Arch::Cluster => {
+                return Err(BenchError::Unexpected(
+                    "the cluster architecture has no in-process fan-out workload: its local fan-out is task-per-conn's (measure that), its backplane needs other nodes".into(),
+                ))
+            }
+        })
     }
 
     /// The connection workload over this architecture's accept/upgrade/close path (see
     /// [`crate::bench::open_close`]).
     pub(crate) fn open_close(self, config: ServerConfig) -> Result<Box<dyn OpenClose>, BenchError> {
         Ok(match self {
-        Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Cycle::new(config)?),
-        Arch::ThreadPool => Box::new(crate::thread_pool::bench::Cycle::new(config)?),
-        Arch::Epoll => Box::new(crate::epoll::bench::Cycle::new(config)?),
-        Arch::Cluster => {
-            return Err(BenchError::Unexpected(
-                "the cluster architecture has no in-process connection workload: its connection path is task-per-conn's (measure that)".into(),
-            ))
-        }
-    })
+            Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Cycle::new(config)?),
+            Arch::ThreadPool => Box::new(crate::thread_pool::bench::Cycle::new(config)?),
+            Arch::Epoll => Box::new(crate::epoll::bench::Cycle::new(config)?),
+            Arch::Cluster => {
+                return Err(BenchError::Unexpected(
+                    "the cluster architecture has no in-process connection workload: its connection path is task-per-conn's (measure that)".into(),
+                ))
+            }
+        })
     }
 }
 
