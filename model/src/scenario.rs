@@ -159,8 +159,8 @@ pub struct Scenario {
     /// WebSocket client settings of the load generator (table `[client]`).
     #[serde(default)]
     pub client: ClientSettings,
-    /// The wire protocol the target speaks (`docs/profiles.md`): `chatbench` (default), `echo`,
-    /// `template`, `socketio` or `phoenix`.
+    /// The wire protocol the target speaks (`docs/profiles.md`): one of [`ProtocolKind::ALL`],
+    /// `chatbench` by default.
     #[serde(default)]
     pub protocol: ProtocolKind,
     /// The protocol profile's options (table `[profile]`), validated by [`Profile::from_options`].
