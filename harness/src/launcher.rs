@@ -16,7 +16,6 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+
+pub use crate::process::{die_with_parent, StopOutcome};
+use crate::process::{spawn_pinned, terminate_then_kill};
 
 /// Errors starting or stopping the server child.
 #[derive(Debug, Error)]
@@ -47,35 +49,6 @@ pub enum LaunchError {
         /// The tail of its stderr.
         stderr: String,
     },
-}
-
-/// Makes the child `command` starts receive SIGKILL when the thread that starts it exits
-/// (`PR_SET_PDEATHSIG`): a SIGKILLed parent leaves no orphan behind. If the parent is already
-/// gone by the time the child asks, the child does not start.
-pub fn die_with_parent(command: &mut Command) {
-    // SAFETY: getpid(2) before the fork; plain value.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: between fork and exec the closure makes two async-signal-safe system calls
-    // (prctl, getppid) on plain values and builds an error without allocating.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died between fork and prctl: nobody would ever stop this child.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
 }
 
 /// A running server child.
@@ -168,35 +141,12 @@ impl ServerChild {
         let cmd = format!("{} {}", program.display(), args.join(" "));
         let mut command = Command::new(program);
         command.envs(env.iter().copied());
-        if !cpus.is_empty() {
-            // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            let max = std::mem::size_of::<libc::cpu_set_t>() * 8;
-            for &cpu in cpus.iter().filter(|&&c| c < max) {
-                // SAFETY: `cpu < max`, within the set's bit range.
-                unsafe { libc::CPU_SET(cpu, &mut set) };
-            }
-            // SAFETY: between fork and exec the closure only makes one system call on data
-            // prepared before the fork (no allocation, no locks).
-            unsafe {
-                command.pre_exec(move || {
-                    let rc =
-                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-                    if rc == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        die_with_parent(&mut command);
+        spawn_pinned(&mut command, cpus);
         let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
             .map_err(|source| LaunchError::Spawn {
                 cmd: cmd.clone(),
@@ -314,60 +264,6 @@ impl ServerChild {
     }
 
     fn terminate(&mut self, grace: Duration) -> StopOutcome {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return StopOutcome::AlreadyExited(status);
-        }
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return StopOutcome::Terminated(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        StopOutcome::Killed { grace }
-    }
-}
-
-/// How a child server ended when it was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopOutcome {
-    /// It had exited before it was asked to stop (a crash, or it never started).
-    AlreadyExited(std::process::ExitStatus),
-    /// It stopped on SIGTERM within the grace, with this status.
-    Terminated(std::process::ExitStatus),
-    /// It did not stop within `grace` of SIGTERM and was killed.
-    Killed {
-        /// The grace it had.
-        grace: Duration,
-    },
-}
-
-impl StopOutcome {
-    /// Stopped on SIGTERM and exited 0: the graceful stop every server promises.
-    pub fn is_clean(&self) -> bool {
-        matches!(self, StopOutcome::Terminated(s) if s.success())
-    }
-
-    /// It was gone before the stop (so its last words say why).
-    pub fn had_already_exited(&self) -> bool {
-        matches!(self, StopOutcome::AlreadyExited(_))
-    }
-}
-
-impl std::fmt::Display for StopOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StopOutcome::AlreadyExited(status) => write!(f, "had already exited: {status}"),
-            StopOutcome::Terminated(status) => write!(f, "stopped by SIGTERM: {status}"),
-            StopOutcome::Killed { grace } => {
-                write!(f, "did not stop within {grace:?} of SIGTERM; killed")
-            }
-        }
+        terminate_then_kill(&mut self.child, grace)
     }
 }

@@ -23,13 +23,12 @@
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
 //! signals a process it did not start (a shared-port cluster's worker is its primary's child,
 //! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
-//! (`PR_SET_PDEATHSIG`, see [`crate::launcher::die_with_parent`]): Linux sends that signal when
+//! (`PR_SET_PDEATHSIG`, see [`crate::process::die_with_parent`]): Linux sends that signal when
 //! the thread that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
 //! counted as a failed restart, instead of making a node that dies with a passing thread).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,8 +37,10 @@ use rand::RngCore;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::launcher::{die_with_parent, LaterLines, LaunchError, ServerChild, StopOutcome};
+use crate::launcher::{LaterLines, LaunchError, ServerChild};
+use crate::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
+pub use chatbench_servers::Backplane;
 
 mod shared_port;
 
@@ -63,29 +64,6 @@ pub enum SupervisorError {
     /// The request makes no sense.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// How nodes reach each other.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Backplane {
-    /// One TCP link per pair of nodes.
-    Mesh,
-    /// A Redis broker; `url: None` starts a private redis-server.
-    Redis {
-        /// `redis://127.0.0.1:PORT`, or `None` for a private instance.
-        url: Option<String>,
-    },
-}
-
-impl Backplane {
-    /// `mesh` or `redis`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Backplane::Mesh => "mesh",
-            Backplane::Redis { .. } => "redis",
-        }
-    }
 }
 
 /// When a node that died is restarted.
@@ -121,8 +99,11 @@ pub struct ClusterSpec {
     pub arch: String,
     /// Number of nodes (ids 1..=nodes).
     pub nodes: u32,
-    /// The backplane.
+    /// The backplane (of a `cluster`; ignored for independent servers).
     pub backplane: Backplane,
+    /// With the redis backplane, the broker to use: `redis://HOST:PORT`, or `None` to start a
+    /// private redis-server. Ignored with the mesh.
+    pub redis_url: Option<String>,
     /// Extra `serve` flags for every node.
     pub server_args: Vec<String>,
     /// Restart policy.
@@ -203,6 +184,28 @@ struct Node {
     down_since: Option<(Instant, Instant)>,
 }
 
+impl Node {
+    /// Node `id`, not started yet: clients reach it at `url` (on `listen`), other nodes at
+    /// `cluster_listen`.
+    fn new(id: u32, url: String, listen: SocketAddr, cluster_listen: SocketAddr) -> Node {
+        Node {
+            info: NodeInfo {
+                id,
+                url,
+                listen,
+                cluster_listen,
+                pid: None,
+                restarts: 0,
+                given_up: false,
+                report: None,
+            },
+            child: None,
+            recent: Vec::new(),
+            down_since: None,
+        }
+    }
+}
+
 /// The environment variable a node reads the mesh secret from (as `serve` does).
 pub const SECRET_ENV: &str = "CHATBENCH_CLUSTER_SECRET";
 /// The environment variable a node reads the Redis URL from (as `serve` does).
@@ -215,19 +218,9 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `url` with its password (if any) replaced by `***`, for printing.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
-    }
-}
+/// `url` with its password (if any) replaced by `***`, for printing: the node's own
+/// redaction, so a URL reads the same in the supervisor's state and in a node's errors.
+pub use chatbench_servers::cluster::redis::redact as redact_url;
 
 /// A private `redis-server` started for the redis backplane.
 struct RedisChild {
@@ -236,39 +229,30 @@ struct RedisChild {
 }
 
 impl RedisChild {
+    /// The broker of a redis-backplane cluster: `spec.redis_url` when given (nothing started),
+    /// else a private redis-server started now. Returns it and the URL the nodes use.
+    fn broker(spec: &ClusterSpec) -> Result<(Option<RedisChild>, String), SupervisorError> {
+        match &spec.redis_url {
+            Some(url) => Ok((None, url.clone())),
+            None => {
+                let r = RedisChild::start(&spec.redis_cpus)?;
+                let url = r.url.clone();
+                Ok((Some(r), url))
+            }
+        }
+    }
+
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
         let password = random_hex(32);
         let mut command = Command::new("redis-server");
-        if !cpus.is_empty() {
-            // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            let max = std::mem::size_of::<libc::cpu_set_t>() * 8;
-            for &cpu in cpus.iter().filter(|&&c| c < max) {
-                // SAFETY: `cpu < max`, within the set's bit range.
-                unsafe { libc::CPU_SET(cpu, &mut set) };
-            }
-            // SAFETY: between fork and exec the closure makes one system call on data prepared
-            // before the fork (no allocation, no locks).
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-                    {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
         // `-`: the configuration comes from stdin, so the password is not on the command line.
         command
             .arg("-")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        die_with_parent(&mut command);
+            .stderr(Stdio::null());
+        spawn_pinned(&mut command, cpus);
         let mut child = command
             .spawn()
             .map_err(|e| {
@@ -317,19 +301,7 @@ impl RedisChild {
     }
 
     fn stop(mut self) {
-        // SAFETY: kill(2) on the pid of our own, unreaped child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate_then_kill(&mut self.child, Duration::from_secs(3));
     }
 }
 
@@ -387,13 +359,11 @@ impl Supervisor {
             ));
         }
         let clustered = spec.arch == "cluster";
-        let (redis, redis_url) = match &spec.backplane {
+        let (redis, redis_url) = match spec.backplane {
             _ if !clustered => (None, None),
-            Backplane::Redis { url: Some(u) } => (None, Some(u.clone())),
-            Backplane::Redis { url: None } => {
-                let r = RedisChild::start(&spec.redis_cpus)?;
-                let url = r.url.clone();
-                (Some(r), Some(url))
+            Backplane::Redis => {
+                let (redis, url) = RedisChild::broker(&spec)?;
+                (redis, Some(url))
             }
             Backplane::Mesh => (None, None),
         };
@@ -402,21 +372,7 @@ impl Supervisor {
             .map(|i| {
                 let listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize]));
                 let cluster_listen = SocketAddr::from(([127, 0, 0, 1], ports[2 * i as usize + 1]));
-                Node {
-                    info: NodeInfo {
-                        id: i + 1,
-                        url: format!("ws://{listen}/ws"),
-                        listen,
-                        cluster_listen,
-                        pid: None,
-                        restarts: 0,
-                        given_up: false,
-                        report: None,
-                    },
-                    child: None,
-                    recent: Vec::new(),
-                    down_since: None,
-                }
+                Node::new(i + 1, format!("ws://{listen}/ws"), listen, cluster_listen)
             })
             .collect();
         let secret = (clustered && spec.backplane == Backplane::Mesh).then(|| random_hex(32));

@@ -9,29 +9,92 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use thiserror::Error;
 
 use chatbench_loadgen::faults::NodeControl;
-use chatbench_loadgen::run::RunReport;
+use chatbench_loadgen::run::{RunError, RunReport};
 use chatbench_model::results::TargetInfo;
 use chatbench_model::scenario::{Scenario, TargetPolicy};
 
-use crate::launcher::{ServerChild, StopOutcome};
+use crate::launcher::{LaunchError, ServerChild, StopOutcome};
 use crate::peers::{ElixirCluster, Peer};
-use crate::supervisor::{node_cpu_slices, Backplane, ClusterSpec, RestartPolicy, Supervisor};
+use crate::supervisor::{
+    node_cpu_slices, Backplane, ClusterSpec, RestartPolicy, Supervisor, SupervisorError,
+};
 use crate::UsageError;
+
+/// Why a target could not be started, or a run against it failed (the binary's exit code
+/// follows [`TargetError::is_usage`] and [`TargetError::run_error`]).
+#[derive(Debug, Error)]
+pub enum TargetError {
+    /// The flags do not fit together, or name something missing (exit 2).
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// `current_exe` failed: the nodes and `--serve` run this executable.
+    #[error("locating the chatbench executable")]
+    Exe(#[source] std::io::Error),
+    /// `--serve ARCH` or `--serve-cmd`: the server did not start.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// `--serve ARCH --nodes N`: the supervisor could not start the nodes.
+    #[error("starting the server nodes")]
+    Nodes(#[source] SupervisorError),
+    /// A cluster peer (`socketio-cluster`) did not start.
+    #[error("starting the {peer} peer")]
+    PeerCluster {
+        /// The peer's name.
+        peer: &'static str,
+        /// Why.
+        #[source]
+        source: SupervisorError,
+    },
+    /// A cluster peer started, but none of its workers announced itself.
+    #[error("the {0} peer started no workers")]
+    NoWorkers(&'static str),
+    /// The generator could not be pinned to the CPUs the server was not given.
+    #[error("pinning the generator")]
+    Pin(#[source] std::io::Error),
+    /// The run failed.
+    #[error(transparent)]
+    Run(Box<RunError>),
+    /// The run failed after the server it ran against had exited: its last words first.
+    #[error("the {what} server {how}; its last line: {last}")]
+    ServerDied {
+        /// The architecture, peer or command.
+        what: String,
+        /// How it had ended.
+        how: StopOutcome,
+        /// Its last non-empty stderr line.
+        last: String,
+        /// The run's own error.
+        #[source]
+        source: Box<RunError>,
+    },
+    /// cluster.json could not be encoded.
+    #[error("encoding cluster.json")]
+    EncodeClusterState(#[source] serde_json::Error),
+    /// cluster.json could not be written beside the run.
+    #[error("writing cluster.json")]
+    WriteClusterState(#[source] chatbench_model::results::ResultsError),
+}
+
+impl TargetError {
+    /// The user's mistake (flags, files, a missing runtime): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, TargetError::Usage(_))
+    }
+
+    /// The run's own error, when the run failed (the binary reads its exit code from it).
+    pub fn run_error(&self) -> Option<&RunError> {
+        match self {
+            TargetError::Run(e) | TargetError::ServerDied { source: e, .. } => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// Worker processes of a cluster peer (`--serve-peer socketio-cluster`) without `--nodes`.
 const PEER_CLUSTER_NODES: u32 = 3;
-
-/// How a cluster's rooms span nodes (`run --backplane`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackplaneKind {
-    /// Peer-to-peer links.
-    Mesh,
-    /// A Redis broker.
-    Redis,
-}
 
 /// What to run against: the `chatbench run` flags that name the target (the binary's `RunArgs`
 /// documents each).
@@ -48,7 +111,7 @@ pub struct TargetStartOptions {
     /// `--nodes`.
     pub nodes: Option<u32>,
     /// `--backplane`.
-    pub backplane: Option<BackplaneKind>,
+    pub backplane: Option<Backplane>,
     /// `--redis-url`.
     pub redis_url: Option<String>,
     /// `--serve-peer`: a peer server to start.
@@ -104,10 +167,9 @@ impl StartedTarget {
     }
 
     /// Pins this (the generator's) process to the CPUs the server was not given.
-    pub fn pin_generator(&self) -> anyhow::Result<()> {
+    pub fn pin_generator(&self) -> Result<(), TargetError> {
         if !self.gen_cpus.is_empty() {
-            chatbench_loadgen::sys::set_cpu_affinity(&self.gen_cpus)
-                .context("pinning the generator")?;
+            chatbench_loadgen::sys::set_cpu_affinity(&self.gen_cpus).map_err(TargetError::Pin)?;
         }
         Ok(())
     }
@@ -144,7 +206,7 @@ impl StartedTarget {
 impl Stopped {
     /// The run's error, with the server's own last words when it died before the run could
     /// start (`what`: the architecture, peer or command).
-    pub fn explain(&self, e: chatbench_loadgen::run::RunError, what: &str) -> anyhow::Error {
+    pub fn explain(&self, e: RunError, what: &str) -> TargetError {
         match &self.server_note {
             Some((how, tail)) if how.had_already_exited() => {
                 let last = tail
@@ -152,31 +214,35 @@ impl Stopped {
                     .rev()
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("no output");
-                anyhow::Error::new(e)
-                    .context(format!("the {what} server {how}; its last line: {last}"))
+                TargetError::ServerDied {
+                    what: what.to_string(),
+                    how: *how,
+                    last: last.to_string(),
+                    source: Box::new(e),
+                }
             }
-            _ => e.into(),
+            _ => TargetError::Run(Box::new(e)),
         }
     }
 
     /// Writes cluster.json beside the run, and draws the node-loss timeline when the run had one.
-    pub fn write_beside(&self, report: &RunReport) -> anyhow::Result<()> {
+    pub fn write_beside(&self, report: &RunReport) -> Result<(), TargetError> {
         if let Some(state) = &self.cluster_state {
-            let json = serde_json::to_vec_pretty(state).context("encoding cluster.json")?;
+            let json = serde_json::to_vec_pretty(state).map_err(TargetError::EncodeClusterState)?;
             chatbench_model::results::write_file_atomic(&report.dir.join("cluster.json"), &json)
-                .context("writing cluster.json")?;
+                .map_err(TargetError::WriteClusterState)?;
         }
         if report.summary.failover.is_some() {
             // The node-loss timeline beside the run (the per-run timeline comes with it).
             let charts = report.dir.join("charts");
             let drawn = std::fs::create_dir_all(&charts)
-                .map_err(anyhow::Error::from)
+                .map_err(|e| e.to_string())
                 .and_then(|()| {
                     chatbench_report::charts::run_timeline(&report.dir, &charts, "timeline")
-                        .map_err(anyhow::Error::from)
+                        .map_err(|e| e.to_string())
                 });
             if let Err(e) = drawn {
-                eprintln!("warning: the node-loss chart was not drawn: {e:#}");
+                eprintln!("warning: the node-loss chart was not drawn: {e}");
             }
         }
         Ok(())
@@ -196,26 +262,29 @@ impl Stopped {
 }
 
 /// Checks the target flags against each other and against the scenario's node-kill fault.
-fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> anyhow::Result<()> {
+fn check(
+    opts: &TargetStartOptions,
+    scenario: &Scenario,
+    peer: Option<Peer>,
+) -> Result<(), UsageError> {
     let clustered = opts.serve.as_deref() == Some("cluster");
     let peer_cluster = peer.is_some_and(Peer::is_cluster);
     let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
     if opts.nodes.is_some() && opts.serve.is_none() && !peer_nodes {
         return Err(UsageError(
             "--nodes needs --serve ARCH, or --serve-peer socketio-cluster or elixir-cluster".into(),
-        )
-        .into());
+        ));
     }
     if !opts.server_args.is_empty() && opts.serve.is_none() && peer.is_none() {
-        return Err(
-            UsageError("--server-arg needs --serve ARCH or --serve-peer PEER".into()).into(),
-        );
+        return Err(UsageError(
+            "--server-arg needs --serve ARCH or --serve-peer PEER".into(),
+        ));
     }
     if opts.backplane.is_some() && !clustered {
-        return Err(UsageError("--backplane needs --serve cluster".into()).into());
+        return Err(UsageError("--backplane needs --serve cluster".into()));
     }
-    if opts.redis_url.is_some() && opts.backplane != Some(BackplaneKind::Redis) {
-        return Err(UsageError("--redis-url needs --backplane redis".into()).into());
+    if opts.redis_url.is_some() && opts.backplane != Some(Backplane::Redis) {
+        return Err(UsageError("--redis-url needs --backplane redis".into()));
     }
     let Some(f) = scenario.kill_fault() else {
         return Ok(());
@@ -229,15 +298,13 @@ fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> 
              --serve cluster --nodes N)",
             opts.scenario_path.display(),
             f.kill_node
-        ))
-        .into());
+        )));
     }
     if opts.agents {
         return Err(UsageError(format!(
             "{}: [[fault]] kill_node is not supported with --agents yet (run it in one process)",
             opts.scenario_path.display()
-        ))
-        .into());
+        )));
     }
     let nodes = opts
         .nodes
@@ -248,8 +315,7 @@ fn check(opts: &TargetStartOptions, scenario: &Scenario, peer: Option<Peer>) -> 
              (raise --nodes or lower kill_node)",
             opts.scenario_path.display(),
             f.kill_node
-        ))
-        .into());
+        )));
     }
     Ok(())
 }
@@ -293,7 +359,7 @@ impl Cpus {
 pub fn start_target(
     opts: &TargetStartOptions,
     scenario: &mut Scenario,
-) -> anyhow::Result<StartedTarget> {
+) -> Result<StartedTarget, TargetError> {
     let peer = opts
         .serve_peer
         .as_deref()
@@ -327,7 +393,7 @@ pub fn start_target(
             started.supervisor = Some(Arc::new(Mutex::new(sup)));
             (url, info)
         } else if let Some(arch) = &opts.serve {
-            let exe = std::env::current_exe().context("locating the chatbench executable")?;
+            let exe = std::env::current_exe().map_err(TargetError::Exe)?;
             let mut extra = opts.server_args.clone();
             if cpus.pin {
                 extra.push("--cpus".into());
@@ -337,16 +403,14 @@ pub fn start_target(
             let url = format!("ws://{}/ws", c.addr);
             let mut settings = BTreeMap::new();
             settings.insert("args".to_string(), c.args.join(" "));
-            let info = TargetInfo {
-                url: url.clone(),
-                arch: Some(arch.clone()),
-                pid: Some(c.pid),
+            let info = started_info(
+                &url,
+                Some(arch.clone()),
                 settings,
-                cpu_affinity: cpus.affinity(),
-                targets: Vec::new(),
-                target_policy: None,
-                pids: Vec::new(),
-            };
+                &cpus,
+                Some(c.pid),
+                Vec::new(),
+            );
             started.child = Some(c);
             (url, info)
         } else if let Some(peer) = peer {
@@ -402,19 +466,15 @@ fn start_nodes(
     arch: &str,
     clustered: bool,
     cpus: &Cpus,
-) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+) -> Result<(String, TargetInfo, Supervisor), TargetError> {
     let nodes = opts.nodes.unwrap_or(1);
-    let backplane = match opts.backplane {
-        Some(BackplaneKind::Redis) => Backplane::Redis {
-            url: opts.redis_url.clone(),
-        },
-        _ => Backplane::Mesh,
-    };
+    let backplane = opts.backplane.unwrap_or(Backplane::Mesh);
     let sup = Supervisor::start(ClusterSpec {
-        exe: std::env::current_exe().context("locating the chatbench executable")?,
+        exe: std::env::current_exe().map_err(TargetError::Exe)?,
         arch: arch.to_string(),
         nodes,
-        backplane: backplane.clone(),
+        backplane,
+        redis_url: opts.redis_url.clone(),
         server_args: opts.server_args.clone(),
         restart: RestartPolicy::default(),
         redis_cpus: cpus.server.clone(),
@@ -424,7 +484,7 @@ fn start_nodes(
             Vec::new()
         },
     })
-    .context("starting the server nodes")?;
+    .map_err(TargetError::Nodes)?;
     let url = sup.urls().join(",");
     let mut settings = BTreeMap::new();
     settings.insert("nodes".to_string(), nodes.to_string());
@@ -443,16 +503,14 @@ fn start_nodes(
         settings.insert("redis_pid".to_string(), redis.to_string());
         pids.push(redis);
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(arch.to_string()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(arch.to_string()),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
+        cpus,
+        pids.first().copied(),
         pids,
-    };
+    );
     Ok((url, info, sup))
 }
 
@@ -464,7 +522,7 @@ fn start_peer(
     scenario: &mut Scenario,
     cpus: &Cpus,
     started: &mut StartedTarget,
-) -> anyhow::Result<(String, TargetInfo)> {
+) -> Result<(String, TargetInfo), TargetError> {
     // The peer inherits our open-files limit and, unlike `chatbench serve`, does not raise
     // its own: raise the soft limit to the hard one first.
     raise_nofile_for_child();
@@ -508,13 +566,14 @@ fn start_peer_cluster(
     nodes: u32,
     path: &str,
     cpus: &Cpus,
-) -> anyhow::Result<(String, TargetInfo, Supervisor)> {
+) -> Result<(String, TargetInfo, Supervisor), TargetError> {
     let command = format!("{} {}", program.display(), args.join(" "));
     let sup = Supervisor::start_shared_port(ClusterSpec {
         exe: program,
         arch: peer.as_str().into(),
         nodes,
-        backplane: Backplane::Redis { url: None },
+        backplane: Backplane::Redis,
+        redis_url: None,
         server_args: args,
         restart: RestartPolicy::default(),
         redis_cpus: cpus.server.clone(),
@@ -524,16 +583,22 @@ fn start_peer_cluster(
             Vec::new()
         },
     })
-    .with_context(|| format!("starting the {} peer", peer.as_str()))?;
+    .map_err(|source| TargetError::PeerCluster {
+        peer: peer.as_str(),
+        source,
+    })?;
     let addr = sup
         .nodes()
         .first()
         .map(|n| n.listen)
-        .ok_or_else(|| anyhow::anyhow!("the {} peer started no workers", peer.as_str()))?;
+        .ok_or(TargetError::NoWorkers(peer.as_str()))?;
     let url = format!("ws://{addr}{path}");
     let mut settings = BTreeMap::new();
     settings.insert("nodes".to_string(), nodes.to_string());
-    settings.insert("backplane".to_string(), "redis".to_string());
+    settings.insert(
+        "backplane".to_string(),
+        Backplane::Redis.as_str().to_string(),
+    );
     settings.insert(
         "command".to_string(),
         format!(
@@ -547,16 +612,14 @@ fn start_peer_cluster(
         settings.insert("redis_pid".to_string(), redis.to_string());
         pids.push(redis);
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(peer.as_str().into()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(peer.as_str().into()),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
+        cpus,
+        pids.first().copied(),
         pids,
-    };
+    );
     Ok((url, info, sup))
 }
 
@@ -574,7 +637,7 @@ fn start_elixir_cluster(
     opts: &TargetStartOptions,
     path: &str,
     cpus: &Cpus,
-) -> anyhow::Result<(String, TargetInfo, ElixirCluster)> {
+) -> Result<(String, TargetInfo, ElixirCluster), TargetError> {
     let nodes = opts.nodes.unwrap_or(3) as usize;
     let n_cpus = if cpus.server.is_empty() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -603,17 +666,37 @@ fn start_elixir_cluster(
     if let Some(c) = cluster.nodes.iter().flatten().next() {
         settings.insert("command".to_string(), c.args.join(" "));
     }
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: Some(Peer::ElixirCluster.as_str().to_string()),
-        pid: pids.first().copied(),
+    let info = started_info(
+        &url,
+        Some(Peer::ElixirCluster.as_str().to_string()),
+        settings,
+        cpus,
+        pids.first().copied(),
+        pids,
+    );
+    Ok((url, info, cluster))
+}
+
+/// The target record of what chatbench started: `pid` the process sampled (the first of `pids`
+/// when there are several), on the server CPUs when pinned.
+fn started_info(
+    url: &str,
+    arch: Option<String>,
+    settings: BTreeMap<String, String>,
+    cpus: &Cpus,
+    pid: Option<u32>,
+    pids: Vec<u32>,
+) -> TargetInfo {
+    TargetInfo {
+        url: url.to_string(),
+        arch,
+        pid,
         settings,
         cpu_affinity: cpus.affinity(),
         targets: Vec::new(),
         target_policy: None,
         pids,
-    };
-    Ok((url, info, cluster))
+    }
 }
 
 /// The URL and target record of a server chatbench started itself (not `chatbench serve`).
@@ -626,16 +709,14 @@ fn started_target(
     let url = format!("ws://{}{path}", c.addr);
     let mut settings = BTreeMap::new();
     settings.insert("command".to_string(), c.args.join(" "));
-    let info = TargetInfo {
-        url: url.clone(),
-        arch: arch.map(str::to_owned),
-        pid: Some(c.pid),
+    let info = started_info(
+        &url,
+        arch.map(str::to_owned),
         settings,
-        cpu_affinity: cpus.affinity(),
-        targets: Vec::new(),
-        target_policy: None,
-        pids: Vec::new(),
-    };
+        cpus,
+        Some(c.pid),
+        Vec::new(),
+    );
     (url, info)
 }
 
@@ -644,4 +725,55 @@ fn cpu_list(cpus: &[usize]) -> String {
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn scenario() -> Scenario {
+        Scenario::parse("name = \"t\"\nconnections = 2\nrooms = 0\n", "test.toml")
+            .expect("a minimal scenario")
+    }
+
+    #[test]
+    fn flags_that_do_not_fit_are_the_users_mistake() {
+        let opts = TargetStartOptions {
+            target: Some("ws://127.0.0.1:1/ws".into()),
+            backplane: Some(Backplane::Redis),
+            ..TargetStartOptions::default()
+        };
+        let e = start_target(&opts, &mut scenario())
+            .err()
+            .expect("--backplane without --serve cluster");
+        assert!(e.is_usage() && e.run_error().is_none(), "{e:?}");
+        assert_eq!(e.to_string(), "--backplane needs --serve cluster");
+    }
+
+    #[test]
+    fn a_run_that_failed_after_its_server_died_keeps_the_run_s_error() {
+        let stopped = Stopped {
+            server_note: Some((
+                StopOutcome::AlreadyExited(std::process::ExitStatus::from_raw(256)),
+                "starting\npanicked: boom\n\n".into(),
+            )),
+            cluster_state: None,
+        };
+        let e = stopped.explain(RunError::Layout("too few rooms".into()), "epoll");
+        assert!(!e.is_usage());
+        assert!(matches!(e.run_error(), Some(RunError::Layout(_))), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the epoll server had already exited: exit status: 1; its last line: panicked: boom"
+        );
+        // A server that was still up adds nothing to the run's error.
+        let up = Stopped {
+            server_note: None,
+            cluster_state: None,
+        };
+        let e = up.explain(RunError::Agents("refused".into()), "epoll");
+        assert_eq!(e.to_string(), "refused");
+        assert!(matches!(e.run_error(), Some(RunError::Agents(_))));
+    }
 }

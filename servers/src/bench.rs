@@ -63,16 +63,7 @@ pub fn fan_out(
         ));
     }
     config.validate().map_err(BenchError::Unexpected)?;
-    Ok(match arch {
-        Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Bench::new(config, members)?),
-        Arch::ThreadPool => Box::new(crate::thread_pool::bench::Bench::new(config, members)?),
-        Arch::Epoll => Box::new(crate::epoll::bench::Bench::new(config, members)?),
-        Arch::Cluster => {
-            return Err(BenchError::Unexpected(
-                "the cluster architecture has no in-process fan-out workload: its local fan-out is task-per-conn's (measure that), its backplane needs other nodes".into(),
-            ))
-        }
-    })
+    arch.fan_out(config, members)
 }
 
 /// A WebSocket upgrade request for `/ws` with a fixed key, as a client sends it.
@@ -172,16 +163,7 @@ pub trait OpenClose {
 /// Builds the connection workload of `arch` on a fresh loopback listener.
 pub fn open_close(arch: Arch, config: ServerConfig) -> Result<Box<dyn OpenClose>, BenchError> {
     config.validate().map_err(BenchError::Unexpected)?;
-    Ok(match arch {
-        Arch::TaskPerConn => Box::new(crate::task_per_conn::bench::Cycle::new(config)?),
-        Arch::ThreadPool => Box::new(crate::thread_pool::bench::Cycle::new(config)?),
-        Arch::Epoll => Box::new(crate::epoll::bench::Cycle::new(config)?),
-        Arch::Cluster => {
-            return Err(BenchError::Unexpected(
-                "the cluster architecture has no in-process connection workload: its connection path is task-per-conn's (measure that)".into(),
-            ))
-        }
-    })
+    arch.open_close(config)
 }
 
 /// A client connection with the whole conversation already written.

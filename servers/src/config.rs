@@ -132,7 +132,54 @@ pub struct ServerConfig {
     pub inject_work: u32,
 }
 
-/// Which backplane carries a cluster node's messages to the other nodes.
+/// Which kind of backplane carries a cluster's messages between its nodes: the one name of it
+/// at every seam (`serve --backplane`, `run --backplane`, `cluster up --backplane`, the
+/// harness's cluster spec, a run's `target.settings.backplane`, the metrics label), each
+/// reading and writing it through [`Backplane::as_str`] and [`Backplane::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backplane {
+    /// A full mesh of TCP links between nodes (peer-to-peer, like Erlang `:pg`).
+    Mesh,
+    /// A Redis server's pub/sub (a broker, like the Socket.IO Redis adapter).
+    Redis,
+}
+
+impl Backplane {
+    /// Every backplane, in the order the CLI lists them.
+    pub const ALL: [Backplane; 2] = [Backplane::Mesh, Backplane::Redis];
+
+    /// `mesh` or `redis`: the CLI, metrics-label and results-file form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backplane::Mesh => "mesh",
+            Backplane::Redis => "redis",
+        }
+    }
+
+    /// One line saying what it is (the CLI's help for each value).
+    pub fn about(self) -> &'static str {
+        match self {
+            Backplane::Mesh => "Peer-to-peer: one TCP link per pair of nodes",
+            Backplane::Redis => "A Redis broker",
+        }
+    }
+
+    /// The backplane named `name` (its [`Backplane::as_str`] form).
+    pub fn parse(name: &str) -> Result<Backplane, String> {
+        Backplane::ALL
+            .into_iter()
+            .find(|b| b.as_str() == name)
+            .ok_or_else(|| format!("unknown backplane {name:?} (expected mesh or redis)"))
+    }
+}
+
+impl std::fmt::Display for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cluster node's backplane and where it reaches the other nodes through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackplaneConfig {
     /// A full mesh of TCP links between nodes (peer-to-peer, like Erlang `:pg`).
@@ -150,11 +197,11 @@ pub enum BackplaneConfig {
 }
 
 impl BackplaneConfig {
-    /// `mesh` or `redis` (the CLI and metrics label form).
-    pub fn kind(&self) -> &'static str {
+    /// Which backplane this is.
+    pub fn kind(&self) -> Backplane {
         match self {
-            BackplaneConfig::Mesh { .. } => "mesh",
-            BackplaneConfig::Redis { .. } => "redis",
+            BackplaneConfig::Mesh { .. } => Backplane::Mesh,
+            BackplaneConfig::Redis { .. } => Backplane::Redis,
         }
     }
 }
@@ -401,75 +448,27 @@ impl ServerConfig {
     }
 }
 
-/// The server architectures this crate implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// A tokio task per connection on a multi-thread runtime (the BEAM/goroutine model).
-    TaskPerConn,
-    /// Blocking sockets on a bounded pool of OS threads, one connection per worker for its
-    /// lifetime (the Tomcat blocking connector / Puma model).
-    ThreadPool,
-    /// One OS thread, one readiness loop over non-blocking sockets (the Node.js / Redis model).
-    Epoll,
-    /// A node of a cluster: task-per-conn for its own clients plus a backplane (mesh or Redis)
-    /// to the other nodes. Needs [`ServerConfig::cluster`].
-    Cluster,
-}
-
-impl Arch {
-    /// Every single-process architecture, in documentation order: what `compare` runs and
-    /// `run --serve` starts. [`Arch::Cluster`] is not among them: it needs cluster settings.
-    pub const ALL: [Arch; 3] = [Arch::TaskPerConn, Arch::ThreadPool, Arch::Epoll];
-
-    /// The CLI and results name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::TaskPerConn => "task-per-conn",
-            Arch::ThreadPool => "thread-pool",
-            Arch::Epoll => "epoll",
-            Arch::Cluster => "cluster",
-        }
-    }
-}
-
-impl FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Arch::ALL
-            .into_iter()
-            .chain([Arch::Cluster])
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Arch::ALL
-                    .iter()
-                    .chain(&[Arch::Cluster])
-                    .map(|a| a.as_str())
-                    .collect();
-                format!(
-                    "unknown architecture {s:?} (expected one of: {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::arch::Arch;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn arch_names_round_trip() {
-        for a in Arch::ALL {
-            assert_eq!(a.as_str().parse::<Arch>(), Ok(a));
+    fn a_backplane_reads_back_from_its_name_and_nothing_else_does() {
+        for b in Backplane::ALL {
+            assert_eq!(Backplane::parse(b.as_str()), Ok(b));
+            assert_eq!(b.to_string(), b.as_str());
         }
-        assert_eq!("cluster".parse::<Arch>(), Ok(Arch::Cluster));
-        assert!("nope".parse::<Arch>().is_err_and(|e| e.contains("cluster")));
+        assert_eq!(
+            BackplaneConfig::Redis {
+                url: "redis://h:1".into()
+            }
+            .kind(),
+            Backplane::Redis
+        );
+        let e = Backplane::parse("Mesh").unwrap_err();
+        assert!(e.contains("\"Mesh\"") && e.contains("mesh or redis"), "{e}");
     }
 
     #[test]

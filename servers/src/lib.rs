@@ -1,7 +1,9 @@
 //! chatbench reference chat servers: the same chat behaviour (wire protocol v1) in several
 //! architectures, sharing everything that is not the architecture itself.
 //!
-//! - [`config`]: limits and tunables ([`ServerConfig`]) and the architecture names ([`Arch`]).
+//! - [`arch`]: the architectures ([`Arch`]): each one's name, its `run` and its gate workloads,
+//!   registered once.
+//! - [`config`]: limits and tunables ([`ServerConfig`]).
 //! - [`listener`]: binding with a large backlog.
 //! - [`shutdown`]: the shutdown signal passed into every server.
 //! - [`http`]: I/O-free HTTP routing (`/ws`, `/metrics`, `/healthz`) and upgrade validation.
@@ -22,6 +24,7 @@
 //! [`Arch`] so the binary has one call, and [`spawn`] runs a server on a background thread for
 //! tests.
 
+pub mod arch;
 #[doc(hidden)]
 pub mod bench;
 pub mod chat;
@@ -43,7 +46,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
 pub use config::{
-    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, SlowConsumerPolicy,
+    Arch, Backplane, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig,
+    SlowConsumerPolicy,
 };
 pub use shutdown::Shutdown;
 
@@ -76,12 +80,7 @@ pub fn run_arch(
     config: ServerConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
-    match arch {
-        Arch::TaskPerConn => task_per_conn::run(listener, config, shutdown),
-        Arch::ThreadPool => thread_pool::run(listener, config, shutdown),
-        Arch::Epoll => epoll::run(listener, config, shutdown),
-        Arch::Cluster => cluster::run(listener, None, config, shutdown),
-    }
+    arch.run(listener, config, shutdown)
 }
 
 /// A server running on a background OS thread (see [`spawn`]).

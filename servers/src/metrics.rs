@@ -469,7 +469,18 @@ impl Metrics {
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let o = &mut out;
+        self.render_connections(&mut out);
+        self.render_traffic(&mut out);
+        self.render_http(&mut out);
+        if let Some(b) = &self.backplane {
+            b.render(&mut out);
+        }
+        render_process(&mut out);
+        out
+    }
+
+    /// The server's identity, its connections and rooms.
+    fn render_connections(&self, o: &mut String) {
         let g = |a: &AtomicI64| a.load(Relaxed);
         let c = |a: &AtomicU64| a.load(Relaxed);
         head(
@@ -512,6 +523,12 @@ impl Metrics {
             "Rooms with at least one member.",
             g(&self.rooms),
         );
+    }
+
+    /// Frames in and out, deliveries and drops, the outbound queues, disconnects and errors.
+    fn render_traffic(&self, o: &mut String) {
+        let g = |a: &AtomicI64| a.load(Relaxed);
+        let c = |a: &AtomicU64| a.load(Relaxed);
         simple(
             o,
             "chatbench_frames_in_total",
@@ -584,6 +601,11 @@ impl Metrics {
                 c(&self.errors_sent[i])
             );
         }
+    }
+
+    /// The HTTP side: handshake timeouts, requests by path, the pool's rejections.
+    fn render_http(&self, o: &mut String) {
+        let c = |a: &AtomicU64| a.load(Relaxed);
         simple(
             o,
             "chatbench_handshake_timeouts_total",
@@ -612,11 +634,6 @@ impl Metrics {
             "Connections answered 503 because every pool worker stayed busy (thread-pool only).",
             c(&self.pool_rejections),
         );
-        if let Some(b) = &self.backplane {
-            b.render(o);
-        }
-        render_process(o);
-        out
     }
 }
 

@@ -15,7 +15,7 @@ use chatbench_harness::supervisor::{
 use chatbench_model::results::write_file_atomic;
 
 use super::serve::humantime_duration;
-use super::{BackplaneArg, UsageError};
+use super::{backplane_parser, UsageError};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -42,8 +42,8 @@ struct UpArgs {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=256))]
     nodes: u32,
     /// How rooms span nodes.
-    #[arg(long, value_enum, default_value_t = BackplaneArg::Mesh)]
-    backplane: BackplaneArg,
+    #[arg(long, value_parser = backplane_parser(true), default_value_t = Backplane::Mesh)]
+    backplane: Backplane,
     /// Redis server for --backplane redis (default: start a private redis-server on a free
     /// loopback port, stopped at the end).
     #[arg(long, value_name = "URL")]
@@ -83,7 +83,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    if args.redis_url.is_some() && !matches!(args.backplane, BackplaneArg::Redis) {
+    if args.redis_url.is_some() && args.backplane != Backplane::Redis {
         return Err(UsageError("--redis-url needs --backplane redis".into()).into());
     }
     let known: Vec<&str> = chatbench_servers::Arch::ALL
@@ -99,17 +99,12 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let backplane = match args.backplane {
-        BackplaneArg::Mesh => Backplane::Mesh,
-        BackplaneArg::Redis => Backplane::Redis {
-            url: args.redis_url.clone(),
-        },
-    };
     let spec = ClusterSpec {
         exe: std::env::current_exe().context("locating the chatbench executable")?,
         arch: args.arch.clone(),
         nodes: args.nodes,
-        backplane,
+        backplane: args.backplane,
+        redis_url: args.redis_url.clone(),
         server_args: args.server_args.clone(),
         restart: RestartPolicy {
             max_restarts: args.max_restarts,
@@ -133,10 +128,7 @@ fn cluster_up(args: UpArgs) -> anyhow::Result<ExitCode> {
         if clustered {
             format!(
                 ", backplane {}{}",
-                match args.backplane {
-                    BackplaneArg::Mesh => "mesh",
-                    BackplaneArg::Redis => "redis",
-                },
+                args.backplane,
                 sup.redis_url()
                     .map(|u| format!(" ({})", chatbench_harness::supervisor::redact_url(u)))
                     .unwrap_or_default()

@@ -10,11 +10,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use chatbench_harness::peers::Peer;
-use chatbench_harness::target_start::{start_target, BackplaneKind, TargetStartOptions};
+use chatbench_harness::target_start::{start_target, TargetError, TargetStartOptions};
 use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
 use chatbench_loadgen::progress::ProgressMode;
 use chatbench_loadgen::run::{human_summary, RunError, RunOptions};
 use chatbench_model::scenario::{Scenario, TargetPolicy};
+use chatbench_servers::Backplane;
 
 pub use chatbench_harness::{error_chain, UsageError, EXIT_RUN_FAILED};
 
@@ -152,8 +153,8 @@ struct RunArgs {
     nodes: Option<u32>,
     /// With --serve cluster: how rooms span nodes (mesh: peer links; redis: a broker, private
     /// redis-server unless --redis-url).
-    #[arg(long, value_enum, value_name = "BACKPLANE", requires = "serve")]
-    backplane: Option<BackplaneArg>,
+    #[arg(long, value_parser = backplane_parser(true), value_name = "BACKPLANE", requires = "serve")]
+    backplane: Option<Backplane>,
     /// With --serve cluster --backplane redis: an existing Redis server.
     #[arg(long, value_name = "URL", requires = "backplane")]
     redis_url: Option<String>,
@@ -238,13 +239,21 @@ struct RunArgs {
     no_pin: bool,
 }
 
-/// How a cluster's rooms span nodes (`run --backplane`).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum BackplaneArg {
-    /// Peer-to-peer: one TCP link per pair of nodes.
-    Mesh,
-    /// A Redis broker.
-    Redis,
+/// `--backplane`'s values (`run`, `cluster up`, `serve`): the servers' backplanes by name,
+/// with each one's help line when `described`.
+pub(crate) fn backplane_parser(
+    described: bool,
+) -> impl clap::builder::TypedValueParser<Value = Backplane> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Backplane::ALL.map(|b| {
+        let value = clap::builder::PossibleValue::new(b.as_str());
+        if described {
+            value.help(b.about())
+        } else {
+            value
+        }
+    }))
+    .try_map(|name| Backplane::parse(&name))
 }
 
 /// The architectures `run --serve` accepts: every single-server one, and `cluster`.
@@ -282,9 +291,15 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
-            let code = if e.downcast_ref::<UsageError>().is_some() {
+            let target = e.downcast_ref::<TargetError>();
+            let code = if e.downcast_ref::<UsageError>().is_some()
+                || target.is_some_and(TargetError::is_usage)
+            {
                 EXIT_USAGE
-            } else if let Some(re) = e.downcast_ref::<RunError>() {
+            } else if let Some(re) = e
+                .downcast_ref::<RunError>()
+                .or_else(|| target.and_then(TargetError::run_error))
+            {
                 match re {
                     RunError::Target(
                         chatbench_loadgen::target::TargetError::BadUrl { .. }
@@ -367,10 +382,7 @@ fn target_options(args: &RunArgs, agents: bool) -> TargetStartOptions {
         server_pid: args.server_pid,
         serve: args.serve.clone(),
         nodes: args.nodes,
-        backplane: args.backplane.map(|b| match b {
-            BackplaneArg::Mesh => BackplaneKind::Mesh,
-            BackplaneArg::Redis => BackplaneKind::Redis,
-        }),
+        backplane: args.backplane,
         redis_url: args.redis_url.clone(),
         serve_peer: args.serve_peer.clone(),
         serve_cmd: args.serve_cmd.clone(),

@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::Args;
 
 use chatbench_servers::{
-    Arch, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, Shutdown, SlowConsumerPolicy,
+    Arch, Backplane, BackplaneConfig, ClusterConfig, ClusterSecret, ServerConfig, Shutdown,
+    SlowConsumerPolicy,
 };
 
 use super::UsageError;
@@ -96,8 +97,8 @@ pub struct ServeArgs {
     node_id: Option<u64>,
     /// cluster: how nodes reach each other: `mesh` (a TCP link per pair of nodes) or `redis`
     /// (Redis pub/sub, one channel per room).
-    #[arg(long, value_name = "KIND", value_parser = ["mesh", "redis"])]
-    backplane: Option<String>,
+    #[arg(long, value_name = "KIND", value_parser = super::backplane_parser(false))]
+    backplane: Option<Backplane>,
     /// cluster, mesh: where this node accepts links from other nodes; port 0 picks a free port
     /// (printed on stdout as `cluster=ADDR`).
     #[arg(long, value_name = "ADDR")]
@@ -218,8 +219,8 @@ impl ServeArgs {
         let node_id = self.node_id.ok_or_else(|| {
             UsageError("--arch cluster needs --node-id N (a number unique in the cluster)".into())
         })?;
-        let backplane = match self.backplane.as_deref() {
-            Some("mesh") => {
+        let backplane = match self.backplane {
+            Some(Backplane::Mesh) => {
                 if self.redis_url.is_some() {
                     return Err(UsageError(
                         "--redis-url applies to --backplane redis, not mesh".into(),
@@ -236,7 +237,7 @@ impl ServeArgs {
                     peers: self.peers.clone(),
                 }
             }
-            Some("redis") => {
+            Some(Backplane::Redis) => {
                 if self.cluster_listen.is_some() || !self.peers.is_empty() {
                     return Err(UsageError(
                         "--cluster-listen and --peers apply to --backplane mesh, not redis".into(),
@@ -263,7 +264,7 @@ impl ServeArgs {
                 };
                 BackplaneConfig::Redis { url }
             }
-            _ => {
+            None => {
                 return Err(UsageError(
                     "--arch cluster needs --backplane mesh or --backplane redis".into(),
                 ))

@@ -229,8 +229,56 @@ fn one_run(
     }
 }
 
-/// Measures the baseline and candidate builds interleaved and judges them.
+/// Measures the baseline and candidate builds interleaved and judges them: checks the
+/// request, checks this machine against the baseline file's, measures the rounds, then writes
+/// the baseline (`update_baseline`) or judges the candidate.
 pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
+    let (a_bin, b_bin) = check(&args)?;
+    let baseline_path = args.baseline.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "results/baselines/gate/statistical-{}.json",
+            args.target_name()
+        ))
+    });
+    let prov = chatbench_loadgen::provenance::collect();
+    let here = Fingerprint::from_provenance(&prov);
+    let mut notes = Vec::new();
+    if cfg!(debug_assertions) && (args.baseline_bin.is_none() || args.candidate_bin.is_none()) {
+        notes.push(
+            "this chatbench is a debug build: timing figures of debug builds say little; use `cargo build --release`"
+                .into(),
+        );
+    }
+    if !args.update_baseline {
+        if let Some(code) = check_machine(&args, &baseline_path, &here, &mut notes)? {
+            return Ok(code);
+        }
+    }
+    let runs_dir = args
+        .out
+        .join(format!("statistical-{}", now_rfc3339().replace(':', "")));
+    let m = measure(&args, &a_bin, &b_bin, &runs_dir, &mut notes);
+    if let Some(note) = busy_note(&m.other) {
+        notes.push(note);
+    }
+    if args.update_baseline {
+        let b = new_baseline(&args, &m, &prov, here)?;
+        b.save(&baseline_path).context("writing the baseline")?;
+        print_baseline(&b, &notes, &baseline_path);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (rows, cannot) = judge(&args, m, &mut notes);
+    notes.push(format!("runs in {}", runs_dir.display()));
+    let report = GateReport::new("statistical", rows, notes, cannot);
+    super::write_report(&report, &args.out, "gate-statistical")?;
+    print!("{}", report.table());
+    Ok(ExitCode::from(report.verdict.exit_code()))
+}
+
+/// The request's own checks (enough runs to reach α, the path, the scenario, the two
+/// executables): a usage error for the first that fails. Returns the baseline's and the
+/// candidate's executables.
+fn check(args: &StatOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
     // Fewer runs per arm than can reach α (Mann–Whitney, Holm over the gated figures) could
     // never flag anything: refuse them, saying how many are needed.
     let need = chatbench_report::gate::stats::min_runs_each(args.alpha, figures::gated().count());
@@ -267,155 +315,191 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
             bail!(UsageError(format!("{}: executable not found", b.display())));
         }
     }
-    let baseline_path = args.baseline.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "results/baselines/gate/statistical-{}.json",
-            args.target_name()
-        ))
-    });
-    let prov = chatbench_loadgen::provenance::collect();
-    let here = Fingerprint::from_provenance(&prov);
-    let mut notes = Vec::new();
-    if cfg!(debug_assertions) && (args.baseline_bin.is_none() || args.candidate_bin.is_none()) {
-        notes.push(
-            "this chatbench is a debug build: timing figures of debug builds say little; use `cargo build --release`"
-                .into(),
-        );
+    Ok((a_bin, b_bin))
+}
+
+/// Reads the baseline file and notes where it was measured; on another machine (without
+/// `allow_other_machine`) prints the "could not judge" report and returns its exit code.
+fn check_machine(
+    args: &StatOptions,
+    baseline_path: &Path,
+    here: &Fingerprint,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<ExitCode>> {
+    let b = Baseline::load(baseline_path).map_err(|e| {
+        anyhow::anyhow!("{e} (write one with `chatbench gate statistical --update-baseline`)")
+    })?;
+    let diffs = b.fingerprint.differences(here);
+    notes.push(format!(
+        "baseline file: commit {} on {}",
+        b.commit
+            .as_deref()
+            .map(|c| c.get(..10).unwrap_or(c))
+            .unwrap_or("unknown"),
+        b.fingerprint.describe()
+    ));
+    if diffs.is_empty() {
+        return Ok(None);
     }
-    let mut cannot = false;
-    if !args.update_baseline {
-        let b = Baseline::load(&baseline_path).map_err(|e| {
-            anyhow::anyhow!("{e} (write one with `chatbench gate statistical --update-baseline`)")
-        })?;
-        let diffs = b.fingerprint.differences(&here);
-        notes.push(format!(
-            "baseline file: commit {} on {}",
-            b.commit
-                .as_deref()
-                .map(|c| c.get(..10).unwrap_or(c))
-                .unwrap_or("unknown"),
-            b.fingerprint.describe()
-        ));
-        if !diffs.is_empty() {
-            notes.push(format!(
-                "machine differs from the baseline's: {}",
-                diffs.join("; ")
-            ));
-            if !args.allow_other_machine {
-                let report = GateReport::new("statistical", Vec::new(), notes, true);
-                print!("{}", report.table());
-                eprintln!("pass --allow-other-machine to judge anyway, or measure a baseline here with --update-baseline");
-                return Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()));
-            }
-        }
+    notes.push(format!(
+        "machine differs from the baseline's: {}",
+        diffs.join("; ")
+    ));
+    if args.allow_other_machine {
+        return Ok(None);
     }
-    let runs_dir = args
-        .out
-        .join(format!("statistical-{}", now_rfc3339().replace(':', "")));
+    let report = GateReport::new("statistical", Vec::new(), std::mem::take(notes), true);
+    print!("{}", report.table());
+    eprintln!("pass --allow-other-machine to judge anyway, or measure a baseline here with --update-baseline");
+    Ok(Some(ExitCode::from(Verdict::CouldNotJudge.exit_code())))
+}
+
+/// What the rounds measured.
+struct Measured {
+    /// (round, arm, one observation per gated figure).
+    obs: Vec<(usize, Arm, Vec<Option<f64>>)>,
+    /// The other work on the server's CPUs, per run that recorded it.
+    other: Vec<f64>,
+    /// Candidate runs that failed (measured nothing meaningful): each a regression row.
+    failed_candidate: Vec<Row>,
+}
+
+impl Measured {
+    /// Figure `m`'s observations of `arm`, in round order.
+    fn samples(&self, arm: Arm, m: usize) -> Vec<f64> {
+        self.obs
+            .iter()
+            .filter(|(_, a, _)| *a == arm)
+            .filter_map(|(_, _, o)| o[m])
+            .collect()
+    }
+}
+
+/// Runs the rounds (only the baseline's arm with `update_baseline`), each arm in its round's
+/// order; a run that fails or is invalid is left out with a note.
+fn measure(
+    args: &StatOptions,
+    a_bin: &Path,
+    b_bin: &Path,
+    runs_dir: &Path,
+    notes: &mut Vec<String>,
+) -> Measured {
     let arms: &[Arm] = if args.update_baseline {
         &[Arm::A]
     } else {
         &[Arm::A, Arm::B, Arm::A2]
     };
-    // (round, arm, observations)
-    let mut obs: Vec<(usize, Arm, Vec<Option<f64>>)> = Vec::new();
-    let mut other: Vec<f64> = Vec::new();
-    // Candidate runs that failed (measured nothing meaningful): each a regression row.
-    let mut failed_candidate: Vec<Row> = Vec::new();
+    let mut m = Measured {
+        obs: Vec::new(),
+        other: Vec::new(),
+        failed_candidate: Vec::new(),
+    };
     for i in 0..args.runs {
         for arm in round_order(i).into_iter().filter(|a| arms.contains(a)) {
             let (bin, sargs) = match arm {
-                Arm::B => (&b_bin, &args.candidate_server_args),
-                _ => (&a_bin, &args.baseline_server_args),
+                Arm::B => (b_bin, &args.candidate_server_args),
+                _ => (a_bin, &args.baseline_server_args),
             };
             let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
-            let observed = one_run(bin, &args, arm, sargs, &dir).and_then(|p| {
+            let observed = one_run(bin, args, arm, sargs, &dir).and_then(|p| {
                 let s = read_summary(&p)?;
                 if arm == Arm::B && s.status == RunStatus::Failed {
-                    failed_candidate.push(Row {
-                        metric: format!("{}.run", args.target_name()),
-                        unit: String::new(),
-                        baseline: None,
-                        current: None,
-                        change_pct: None,
-                        rule: "the run measured something".into(),
-                        verdict: Verdict::Regression,
-                        detail: format!(
-                            "candidate run {} failed: {}",
-                            i + 1,
-                            s.invalid_reasons.join("; ")
-                        ),
-                    });
+                    m.failed_candidate.push(failed_run_row(args, i, &s));
                 }
                 Ok((observe(&s, &p)?, other_cores(&s)))
             });
             match observed {
                 Ok((o, busy)) => {
-                    obs.push((i, arm, o));
-                    other.extend(busy);
+                    m.obs.push((i, arm, o));
+                    m.other.extend(busy);
                 }
                 Err(e) => notes.push(format!("{} run {} left out: {e:#}", arm.name(), i + 1)),
             }
         }
     }
-    let samples = |arm: Arm, m: usize| -> Vec<f64> {
-        obs.iter()
-            .filter(|(_, a, _)| *a == arm)
-            .filter_map(|(_, _, o)| o[m])
-            .collect()
-    };
-    if let Some(note) = busy_note(&other) {
-        notes.push(note);
+    m
+}
+
+/// The regression row of candidate run `i` (0-based) that failed.
+fn failed_run_row(args: &StatOptions, i: usize, s: &Summary) -> Row {
+    Row {
+        metric: format!("{}.run", args.target_name()),
+        unit: String::new(),
+        baseline: None,
+        current: None,
+        change_pct: None,
+        rule: "the run measured something".into(),
+        verdict: Verdict::Regression,
+        detail: format!(
+            "candidate run {} failed: {}",
+            i + 1,
+            s.invalid_reasons.join("; ")
+        ),
     }
-    if args.update_baseline {
-        let mut metrics = std::collections::BTreeMap::new();
-        for (m, f) in figures::gated().enumerate() {
-            let (name, unit) = (f.key, f.unit);
-            let s = samples(Arm::A, m);
-            let Some(med) = chatbench_report::gate::stats::median(&s) else {
-                bail!("no valid observation of {name}: see the notes above");
-            };
-            metrics.insert(
-                format!("{}.{name}", args.target_name()),
-                BaselineMetric {
-                    unit: unit.to_string(),
-                    value: med,
-                    samples: s,
-                },
-            );
-        }
-        let mut settings = std::collections::BTreeMap::new();
-        settings.insert("arch".to_string(), args.target_name().to_string());
-        settings.insert("scenario".to_string(), args.scenario.display().to_string());
-        settings.insert("runs".to_string(), args.runs.to_string());
-        let b = Baseline {
-            schema: SCHEMA.to_string(),
-            tier: "statistical".to_string(),
-            created_at: now_rfc3339(),
-            commit: prov.git_commit.clone(),
-            dirty: prov.git_dirty,
-            fingerprint: here,
-            settings,
-            metrics,
+}
+
+/// The baseline file of the baseline build's runs: each gated figure's median and samples.
+fn new_baseline(
+    args: &StatOptions,
+    m: &Measured,
+    prov: &chatbench_model::provenance::Provenance,
+    here: Fingerprint,
+) -> anyhow::Result<Baseline> {
+    let mut metrics = std::collections::BTreeMap::new();
+    for (i, f) in figures::gated().enumerate() {
+        let (name, unit) = (f.key, f.unit);
+        let s = m.samples(Arm::A, i);
+        let Some(med) = chatbench_report::gate::stats::median(&s) else {
+            bail!("no valid observation of {name}: see the notes above");
         };
-        b.save(&baseline_path).context("writing the baseline")?;
-        for (k, m) in &b.metrics {
-            let cv = chatbench_report::gate::stats::cv(&m.samples).map(|c| c * 100.0);
-            println!(
-                "{k:<40} median {:>10.2} {}  cv {}",
-                m.value,
-                m.unit,
-                cv.map(|c| format!("{c:.1} %"))
-                    .unwrap_or_else(|| "—".into())
-            );
-        }
-        for n in &notes {
-            println!("note: {n}");
-        }
-        println!("baseline written: {}", baseline_path.display());
-        return Ok(ExitCode::SUCCESS);
+        metrics.insert(
+            format!("{}.{name}", args.target_name()),
+            BaselineMetric {
+                unit: unit.to_string(),
+                value: med,
+                samples: s,
+            },
+        );
     }
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("arch".to_string(), args.target_name().to_string());
+    settings.insert("scenario".to_string(), args.scenario.display().to_string());
+    settings.insert("runs".to_string(), args.runs.to_string());
+    Ok(Baseline {
+        schema: SCHEMA.to_string(),
+        tier: "statistical".to_string(),
+        created_at: now_rfc3339(),
+        commit: prov.git_commit.clone(),
+        dirty: prov.git_dirty,
+        fingerprint: here,
+        settings,
+        metrics,
+    })
+}
+
+/// Prints the baseline just written: each figure's median and run-to-run cv, the notes.
+fn print_baseline(b: &Baseline, notes: &[String], path: &Path) {
+    for (k, m) in &b.metrics {
+        let cv = chatbench_report::gate::stats::cv(&m.samples).map(|c| c * 100.0);
+        println!(
+            "{k:<40} median {:>10.2} {}  cv {}",
+            m.value,
+            m.unit,
+            cv.map(|c| format!("{c:.1} %"))
+                .unwrap_or_else(|| "—".into())
+        );
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+    println!("baseline written: {}", path.display());
+}
+
+/// Judges the candidate against its rounds' baseline runs and the baseline against itself
+/// (the A/A check); notes the A/A check and, per figure, the runs a change needs. Returns the
+/// rows and whether the verdict is "could not judge" (a failed A/A check).
+fn judge(args: &StatOptions, m: Measured, notes: &mut Vec<String>) -> (Vec<Row>, bool) {
     let rule = StatRule {
         alpha: args.alpha,
         min_effect_pct: args.min_effect,
@@ -424,20 +508,27 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
     let set = |x: Arm, y: Arm, base: &[Arm]| -> Vec<Samples> {
         figures::gated()
             .enumerate()
-            .map(|(m, f)| Samples {
+            .map(|(i, f)| Samples {
                 metric: format!("{}.{}", args.target_name(), f.key),
                 unit: f.unit.to_string(),
                 better: f.better,
-                baseline: samples(x, m),
-                current: samples(y, m),
-                rounds: paired_rounds(&obs, base, y, m),
+                baseline: m.samples(x, i),
+                current: m.samples(y, i),
+                rounds: paired_rounds(&m.obs, base, y, i),
             })
             .collect()
     };
     // The candidate against its rounds' two baseline runs; the A/A check: A′ against A.
     let mut rows = judge_statistical(&set(Arm::A, Arm::B, &[Arm::A, Arm::A2]), rule);
-    rows.extend(failed_candidate);
     let aa = judge_statistical(&set(Arm::A, Arm::A2, &[Arm::A]), rule);
+    let cannot = !aa_note(&aa, notes);
+    notes.extend(runs_needed_notes(args, &m));
+    rows.extend(m.failed_candidate);
+    (rows, cannot)
+}
+
+/// Notes the A/A check's outcome; `true` when it passed.
+fn aa_note(aa: &[Row], notes: &mut Vec<String>) -> bool {
     let aa_failed: Vec<String> = aa
         .iter()
         .filter(|r| r.verdict != Verdict::Pass)
@@ -460,18 +551,25 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
+        true
     } else {
-        cannot = true;
         notes.push(format!(
             "A/A check failed: the baseline differs from itself ({}): this machine is too noisy to judge now",
             aa_failed.join(", ")
         ));
+        false
     }
+}
+
+/// Per gated figure, its baseline run-to-run cv and the runs per arm a `min_effect` change
+/// needs.
+fn runs_needed_notes(args: &StatOptions, m: &Measured) -> Vec<String> {
     let gated = figures::gated().count();
-    for (m, name) in figures::gated().map(|f| f.key).enumerate() {
-        if let Some(cv) =
-            chatbench_report::gate::stats::cv(&[samples(Arm::A, m), samples(Arm::A2, m)].concat())
-        {
+    let mut notes = Vec::new();
+    for (i, name) in figures::gated().map(|f| f.key).enumerate() {
+        if let Some(cv) = chatbench_report::gate::stats::cv(
+            &[m.samples(Arm::A, i), m.samples(Arm::A2, i)].concat(),
+        ) {
             let need = chatbench_report::gate::stats::runs_needed(
                 cv,
                 args.min_effect / 100.0,
@@ -487,11 +585,7 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    notes.push(format!("runs in {}", runs_dir.display()));
-    let report = GateReport::new("statistical", rows, notes, cannot);
-    super::write_report(&report, &args.out, "gate-statistical")?;
-    print!("{}", report.table());
-    Ok(ExitCode::from(report.verdict.exit_code()))
+    notes
 }
 
 /// A note when other work shared the server's CPUs during the runs (median above

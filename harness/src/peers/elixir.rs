@@ -120,7 +120,7 @@ impl ElixirCluster {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        crate::launcher::die_with_parent(&mut epmd);
+        crate::process::die_with_parent(&mut epmd);
         let epmd = epmd
             .spawn()
             .map_err(|e| cluster_error(format!("cannot start epmd: {e}")))?;
@@ -211,10 +211,7 @@ impl ElixirCluster {
     /// Sends SIGTERM to every node (a graceful stop; [`ElixirCluster::wait`] reaps them).
     pub fn terminate(&self) {
         for c in self.nodes.iter().flatten() {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(c.pid as libc::pid_t, libc::SIGTERM);
-            }
+            crate::process::terminate(c.pid);
         }
     }
 
@@ -223,7 +220,7 @@ impl ElixirCluster {
     pub fn stop(
         mut self,
         grace: std::time::Duration,
-    ) -> Vec<(crate::launcher::StopOutcome, String)> {
+    ) -> Vec<(crate::process::StopOutcome, String)> {
         self.stop_all(grace)
     }
 
@@ -231,7 +228,7 @@ impl ElixirCluster {
     pub fn stop_all(
         &mut self,
         grace: std::time::Duration,
-    ) -> Vec<(crate::launcher::StopOutcome, String)> {
+    ) -> Vec<(crate::process::StopOutcome, String)> {
         let out = self
             .nodes
             .iter_mut()

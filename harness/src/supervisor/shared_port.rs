@@ -11,8 +11,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use super::{
-    last_lines, Backplane, ClusterSpec, Event, EventKind, Node, NodeInfo, Primary, RedisChild,
-    Supervisor, SupervisorError, WorkerReport, PRIMARY_LINES, REDIS_URL_ENV,
+    last_lines, Backplane, ClusterSpec, Event, EventKind, Node, Primary, RedisChild, Supervisor,
+    SupervisorError, WorkerReport, PRIMARY_LINES, REDIS_URL_ENV,
 };
 use crate::launcher::{LaunchError, ServerChild, StopOutcome};
 
@@ -99,13 +99,8 @@ impl Supervisor {
                 "a cluster needs at least one node (--nodes 1 or more)".into(),
             ));
         }
-        let (redis, redis_url) = match &spec.backplane {
-            Backplane::Redis { url: Some(u) } => (None, u.clone()),
-            Backplane::Redis { url: None } => {
-                let r = RedisChild::start(&spec.redis_cpus)?;
-                let url = r.url.clone();
-                (Some(r), url)
-            }
+        let (redis, redis_url) = match spec.backplane {
+            Backplane::Redis => RedisChild::broker(&spec)?,
             Backplane::Mesh => {
                 return Err(SupervisorError::Invalid(format!(
                     "{} spans rooms over Redis only (its workers use @socket.io/redis-adapter), not a mesh",
@@ -353,21 +348,7 @@ impl Supervisor {
 
 /// Worker `id` of a cluster at `addr` (one URL for all; no backplane address of its own).
 fn worker_node(id: u32, addr: SocketAddr) -> Node {
-    Node {
-        info: NodeInfo {
-            id,
-            url: format!("ws://{addr}/socket.io/"),
-            listen: addr,
-            cluster_listen: addr,
-            pid: None,
-            restarts: 0,
-            given_up: false,
-            report: None,
-        },
-        child: None,
-        recent: Vec::new(),
-        down_since: None,
-    }
+    Node::new(id, format!("ws://{addr}/socket.io/"), addr, addr)
 }
 
 #[cfg(test)]
@@ -381,6 +362,7 @@ mod tests {
             arch: "socketio-cluster".into(),
             nodes,
             backplane,
+            redis_url: None,
             server_args: Vec::new(),
             restart: RestartPolicy::default(),
             redis_cpus: Vec::new(),
@@ -394,7 +376,7 @@ mod tests {
             .err()
             .expect("no mesh");
         assert!(e.to_string().contains("over Redis only"), "{e}");
-        let e = Supervisor::start_shared_port(spec(0, Backplane::Redis { url: None }))
+        let e = Supervisor::start_shared_port(spec(0, Backplane::Redis))
             .err()
             .expect("no workers");
         assert!(e.to_string().contains("--nodes 1 or more"), "{e}");

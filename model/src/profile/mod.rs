@@ -51,6 +51,16 @@ pub enum ProtocolKind {
 }
 
 impl ProtocolKind {
+    /// Every protocol, in documentation order (`docs/profiles.md` has one example of each, in
+    /// this order, and `scenarios/profiles/` one scenario of each).
+    pub const ALL: [ProtocolKind; 5] = [
+        ProtocolKind::Chatbench,
+        ProtocolKind::Echo,
+        ProtocolKind::Template,
+        ProtocolKind::Socketio,
+        ProtocolKind::Phoenix,
+    ];
+
     /// The name as written in a scenario.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -485,6 +495,26 @@ mod tests {
     fn profile(kind: ProtocolKind, options: &str) -> Result<Profile, ProfileError> {
         let table: toml::Table = options.parse().expect("toml");
         Profile::from_options(kind, &table)
+    }
+
+    #[test]
+    fn all_lists_every_protocol_once_in_order() {
+        // A new variant does not compile here until it has its place in `ALL`.
+        fn place(k: ProtocolKind) -> usize {
+            match k {
+                ProtocolKind::Chatbench => 0,
+                ProtocolKind::Echo => 1,
+                ProtocolKind::Template => 2,
+                ProtocolKind::Socketio => 3,
+                ProtocolKind::Phoenix => 4,
+            }
+        }
+        for (i, k) in ProtocolKind::ALL.into_iter().enumerate() {
+            assert_eq!(place(k), i, "{k:?}");
+            let named: ProtocolKind =
+                serde_json::from_str(&format!("\"{}\"", k.as_str())).expect("its own name");
+            assert_eq!(named, k);
+        }
     }
 
     #[test]

@@ -95,7 +95,10 @@ fn run_node(
         .thread_name("chatbench-node")
         .build()
         .map_err(ServerError::Runtime)?;
-    let metrics = Arc::new(Metrics::cluster(cluster.backplane.kind(), cluster.node_id));
+    let metrics = Arc::new(Metrics::cluster(
+        cluster.backplane.kind().as_str(),
+        cluster.node_id,
+    ));
     let result = runtime.block_on(async {
         type Attach = Box<dyn FnOnce(LocalRooms) + Send>;
         let mut mesh_node = None;

@@ -97,14 +97,9 @@ macro_rules! conformance_tests {
 /// Nodes in the cluster a cluster [`Sut`] starts.
 pub const CLUSTER_NODES: usize = 3;
 
-/// A cluster backplane under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backplane {
-    /// The TCP mesh.
-    Mesh,
-    /// Redis pub/sub, on a private `redis-server` per case.
-    Redis,
-}
+/// A cluster backplane under test (Redis pub/sub on a private `redis-server` per case): the
+/// servers' own backplane type.
+pub use chatbench_servers::Backplane;
 
 /// The system under test: one server, or a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
