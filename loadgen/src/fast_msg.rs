@@ -34,31 +34,40 @@ impl<'a> Cur<'a> {
     /// A JSON string's content up to its closing quote (consumed), if it has no escape and
     /// no control character (the full parser would decode those; the fast path declines).
     fn plain_str(&mut self) -> Option<&'a [u8]> {
+        // Plain loops: the gate measures the debug build, where iterator adaptors cost
+        // several times more per byte.
         let start = self.at;
-        let rest = self.b.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if rest[len] != b'"' {
-            return None;
+        let mut i = start;
+        while i < self.b.len() {
+            let c = self.b[i];
+            if c == b'"' {
+                self.at = i + 1;
+                return Some(&self.b[start..i]);
+            }
+            if c == b'\\' || c < 0x20 {
+                return None;
+            }
+            i += 1;
         }
-        self.at = start + len + 1;
-        Some(&rest[..len])
+        None
     }
 
     /// A JSON non-negative integer as serde reads it into a `u64`: no sign, no leading zero,
     /// no fraction or exponent, no overflow.
     fn uint(&mut self) -> Option<u64> {
-        let rest = self.b.get(self.at..)?;
-        let len = rest.iter().take_while(|c| c.is_ascii_digit()).count();
-        if len == 0 || (len > 1 && rest[0] == b'0') {
+        let start = self.at;
+        let mut i = start;
+        let mut v: u64 = 0;
+        while i < self.b.len() && self.b[i].is_ascii_digit() {
+            v = v
+                .checked_mul(10)?
+                .checked_add(u64::from(self.b[i] - b'0'))?;
+            i += 1;
+        }
+        if i == start || (i - start > 1 && self.b[start] == b'0') {
             return None;
         }
-        let mut v: u64 = 0;
-        for &d in &rest[..len] {
-            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        self.at += len;
+        self.at = i;
         Some(v)
     }
 }
