@@ -77,10 +77,11 @@ fn shared_for(
     Ok(shared)
 }
 
+/// A current-thread runtime with no I/O or time driver: nothing here waits on either, and a
+/// time driver's work depends on how much wall time passed (its wheel), which would make the
+/// instruction count vary run to run.
 fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_current_thread().build()?)
 }
 
 /// Appends `payload` as an unmasked server text frame.
