@@ -138,7 +138,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// Checks the options; a usage error names the flag.
 fn validate(o: &FloorOptions) -> anyhow::Result<()> {
     let bad = |m: &str| Err(anyhow!(UsageError(m.to_string())));
-    if o.members < 2 || o.connections < o.members || o.connections % o.members != 0 {
+    if o.members < 2 || o.connections < o.members || !o.connections.is_multiple_of(o.members) {
         return bad("--connections must be a multiple of --members, and --members at least 2");
     }
     if o.connections > 100_000 {
