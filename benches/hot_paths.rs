@@ -1,4 +1,5 @@
-//! Criterion micro-benchmarks of the hot paths (`cargo bench`): protocol parse and encode,
+//! Criterion micro-benchmarks of the hot paths (`cargo bench`): protocol parse and encode (and
+//! the generator's `fast_msg` parse beside the full one),
 //! room fan-out through each architecture's own code (`servers::bench`), latency histogram
 //! record, and the coordinator's histogram merge (V2 serialise → deserialise → add, as agents'
 //! histograms travel to the coordinator). Wall-clock figures for humans; the CI gate uses the
@@ -30,6 +31,15 @@ fn protocol(c: &mut Criterion) {
                 black_box(&body),
             )
         })
+    });
+    // What a receiver reads: the full parser (as the profiles decode) against the engine's
+    // fast path for the same frame.
+    let server_text = encode_msg("r17", "a3.c1042", 88, 123_456_789, &body);
+    g.bench_function("parse_server_msg", |b| {
+        b.iter(|| black_box(chatbench_protocol::parse_server(black_box(&server_text)).is_ok()))
+    });
+    g.bench_function("fast_msg", |b| {
+        b.iter(|| black_box(chatbench_loadgen::fast_msg::parse(black_box(&server_text)).is_some()))
     });
     g.finish();
 }

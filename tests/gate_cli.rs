@@ -53,6 +53,20 @@ fn deterministic_gate_passes_itself_and_catches_injected_work() {
     let instr = &b["metrics"]["fanout.epoll.instructions_per_delivery"];
     assert!(instr["value"].as_f64().unwrap() > 100.0, "{b:#}");
     assert_eq!(instr["samples"][0], instr["samples"][1]);
+    // The generator's own paths, measured once beside the architectures' workloads.
+    for key in [
+        "generator-receive.loadgen.instructions_per_delivery",
+        "generator-send.loadgen.instructions_per_message",
+    ] {
+        let m = &b["metrics"][key];
+        assert!(m["value"].as_f64().unwrap_or(0.0) > 100.0, "{key}: {b:#}");
+        assert_eq!(m["samples"][0], m["samples"][1], "{key}");
+    }
+    // The receive path allocates nothing per delivery.
+    assert_eq!(
+        b["metrics"]["generator-receive.loadgen.allocs_per_delivery"]["value"], 0.0,
+        "{b:#}"
+    );
 
     // Same build against its baseline: pass, every change exactly 0.
     let o = gate(dir.path(), &[]);
@@ -63,13 +77,22 @@ fn deterministic_gate_passes_itself_and_catches_injected_work() {
     .unwrap();
     assert_eq!(report["verdict"], "pass");
     let rows = report["rows"].as_array().unwrap();
-    // fanout (3), connections (3), idle (1).
-    assert_eq!(rows.len(), 7, "{report:#}");
-    assert!(rows.iter().all(|r| r["change_pct"] == 0.0), "{report:#}");
+    // fanout (3), connections (3), idle (1), generator-receive (3), generator-send (3).
+    assert_eq!(rows.len(), 13, "{report:#}");
+    // Every count the same (a change of 0, up to the JSON round trip of the baseline's
+    // value; none where both are 0).
+    assert!(
+        rows.iter().all(|r| match r["change_pct"].as_f64() {
+            Some(c) => c.abs() < 1e-9,
+            None => r["baseline"] == 0.0 && r["current"] == 0.0,
+        }),
+        "{report:#}"
+    );
     assert!(dir.path().join("out/gate-deterministic.md").is_file());
 
     // Injected work per delivery: a regression of fan-out instructions only; opening,
-    // closing and idle connections deliver nothing, so their metrics do not move.
+    // closing and idle connections deliver nothing, and the generator runs no server code,
+    // so their metrics do not move.
     let o = gate(dir.path(), &["--inject-work", "20"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);

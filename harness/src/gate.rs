@@ -157,22 +157,52 @@ enum Workload {
     Connections,
     /// Heap per idle connection (`--connections` of them), native (it counts bytes).
     Idle,
+    /// The load generator's receive path, per delivery, under callgrind.
+    GenReceive,
+    /// The load generator's send path, per message sent, under callgrind.
+    GenSend,
 }
 
+/// The architecture label of the generator's workloads (they measure no server).
+const GENERATOR: &str = "loadgen";
+
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::Fanout, Workload::Connections, Workload::Idle];
+    /// The workloads measured once per architecture.
+    const PER_ARCH: [Workload; 3] = [Workload::Fanout, Workload::Connections, Workload::Idle];
+    /// Every workload, in the order they run.
+    const ALL: [Workload; 5] = [
+        Workload::Fanout,
+        Workload::Connections,
+        Workload::Idle,
+        Workload::GenReceive,
+        Workload::GenSend,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Workload::Fanout => "fanout",
             Workload::Connections => "connections",
             Workload::Idle => "idle",
+            Workload::GenReceive => "generator-receive",
+            Workload::GenSend => "generator-send",
         }
     }
 
     fn callgrind(self) -> bool {
         self != Workload::Idle
     }
+}
+
+/// The (workload, architecture label) pairs to measure: each server workload for each of
+/// `archs`, then the generator's workloads once under [`GENERATOR`].
+fn jobs(archs: &[String]) -> Vec<(Workload, String)> {
+    let mut jobs: Vec<(Workload, String)> = archs
+        .iter()
+        .flat_map(|a| Workload::PER_ARCH.map(|w| (w, a.clone())))
+        .collect();
+    jobs.push((Workload::GenReceive, GENERATOR.to_string()));
+    jobs.push((Workload::GenSend, GENERATOR.to_string()));
+    jobs
 }
 
 fn run_workload(
@@ -195,8 +225,11 @@ fn run_workload(
     } else {
         Command::new(bin)
     };
-    cmd.args([workload.name(), "--arch", arch])
-        .arg(format!("--members={MEMBERS}"))
+    cmd.arg(workload.name());
+    if arch != GENERATOR {
+        cmd.args(["--arch", arch]);
+    }
+    cmd.arg(format!("--members={MEMBERS}"))
         .arg(format!("--messages={}", args.messages))
         .arg(format!("--body={BODY}"))
         .arg(format!("--connections={}", args.connections))
@@ -308,6 +341,24 @@ fn metrics_of(
                 "alloc_bytes_per_connection",
             ],
         )?,
+        Workload::GenReceive => cost_per(
+            c,
+            "deliveries",
+            [
+                "instructions_per_delivery",
+                "allocs_per_delivery",
+                "alloc_bytes_per_delivery",
+            ],
+        )?,
+        Workload::GenSend => cost_per(
+            c,
+            "messages_sent",
+            [
+                "instructions_per_message",
+                "allocs_per_message",
+                "alloc_bytes_per_message",
+            ],
+        )?,
         Workload::Idle => {
             let n = c.field("connections")?.max(1) as f64;
             vec![(
@@ -355,51 +406,50 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
     let mut metrics: BTreeMap<String, BaselineMetric> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut rustc = None;
-    for arch in &archs {
-        for workload in Workload::ALL {
-            let mut samples: BTreeMap<&str, (&str, Vec<f64>)> = BTreeMap::new();
-            for i in 0..args.repeat {
-                let file = cg_dir.join(format!("{}.{arch}.{i}.out", workload.name()));
-                eprintln!(
-                    "gate: {arch} {} workload, run {} of {}{}",
-                    workload.name(),
-                    i + 1,
-                    args.repeat,
-                    if workload.callgrind() {
-                        " (callgrind)"
-                    } else {
-                        ""
-                    }
-                );
-                let counts = run_workload(&bin, workload, arch, &args, &file)?;
-                rustc = rustc.or_else(|| counts.rustc.clone());
-                for (name, unit, v) in metrics_of(workload, &counts)
-                    .with_context(|| format!("the {arch} {} workload", workload.name()))?
-                {
-                    samples.entry(name).or_insert((unit, Vec::new())).1.push(v);
+    for (workload, arch) in jobs(&archs) {
+        let arch = &arch;
+        let mut samples: BTreeMap<&str, (&str, Vec<f64>)> = BTreeMap::new();
+        for i in 0..args.repeat {
+            let file = cg_dir.join(format!("{}.{arch}.{i}.out", workload.name()));
+            eprintln!(
+                "gate: {arch} {} workload, run {} of {}{}",
+                workload.name(),
+                i + 1,
+                args.repeat,
+                if workload.callgrind() {
+                    " (callgrind)"
+                } else {
+                    ""
                 }
+            );
+            let counts = run_workload(&bin, workload, arch, &args, &file)?;
+            rustc = rustc.or_else(|| counts.rustc.clone());
+            for (name, unit, v) in metrics_of(workload, &counts)
+                .with_context(|| format!("the {arch} {} workload", workload.name()))?
+            {
+                samples.entry(name).or_insert((unit, Vec::new())).1.push(v);
             }
-            for (name, (unit, samples)) in samples {
-                let key = format!("{}.{arch}.{name}", workload.name());
-                let (lo, hi) = samples
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-                if hi > lo {
-                    notes.push(format!(
-                        "{key}: runs differ by {:.4} % ({lo:.3} … {hi:.3})",
-                        (hi - lo) / lo.abs().max(f64::MIN_POSITIVE) * 100.0
-                    ));
-                }
-                let value = chatbench_report::gate::stats::median(&samples).unwrap_or(f64::NAN);
-                metrics.insert(
-                    key,
-                    BaselineMetric {
-                        unit: unit.to_string(),
-                        value,
-                        samples: if args.repeat > 1 { samples } else { Vec::new() },
-                    },
-                );
+        }
+        for (name, (unit, samples)) in samples {
+            let key = format!("{}.{arch}.{name}", workload.name());
+            let (lo, hi) = samples
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+            if hi > lo {
+                notes.push(format!(
+                    "{key}: runs differ by {:.4} % ({lo:.3} … {hi:.3})",
+                    (hi - lo) / lo.abs().max(f64::MIN_POSITIVE) * 100.0
+                ));
             }
+            let value = chatbench_report::gate::stats::median(&samples).unwrap_or(f64::NAN);
+            metrics.insert(
+                key,
+                BaselineMetric {
+                    unit: unit.to_string(),
+                    value,
+                    samples: if args.repeat > 1 { samples } else { Vec::new() },
+                },
+            );
         }
     }
     let mut settings = BTreeMap::new();
@@ -456,11 +506,10 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
     })?;
     let mut baseline = baseline;
     if !args.archs.is_empty() {
-        // Only the architectures asked for.
+        // Only the architectures asked for, and the generator's workloads (always run).
         baseline.metrics.retain(|k, _| {
-            archs
-                .iter()
-                .any(|a| k.split('.').nth(1) == Some(a.as_str()))
+            let of = k.split('.').nth(1);
+            of == Some(GENERATOR) || archs.iter().any(|a| of == Some(a.as_str()))
         });
     }
     let report = compare_deterministic(&baseline, &current, notes, args.allow_other_machine);
@@ -625,6 +674,27 @@ mod tests {
             2.0
         );
         assert_eq!(limit_pct("idle.epoll.heap_bytes_per_connection"), 1.0);
+    }
+
+    #[test]
+    fn the_generator_workloads_run_once_beside_every_architectures() {
+        let j = jobs(&["epoll".to_string(), "task-per-conn".to_string()]);
+        assert_eq!(j.len(), 2 * Workload::PER_ARCH.len() + 2);
+        let gen: Vec<_> = j.iter().filter(|(_, a)| a == GENERATOR).collect();
+        assert_eq!(
+            gen.iter().map(|(w, _)| w.name()).collect::<Vec<_>>(),
+            ["generator-receive", "generator-send"]
+        );
+        let sent = Counts {
+            result: serde_json::json!({"messages_sent": 2000, "allocs": 4000, "alloc_bytes": 512000}),
+            instructions: Some(6_000_000),
+            rustc: None,
+        };
+        let m = metrics_of(Workload::GenSend, &sent).unwrap();
+        assert_eq!(m[0], ("instructions_per_message", "Ir", 3000.0));
+        assert_eq!(m[1], ("allocs_per_message", "allocs", 2.0));
+        // The receive workload counts deliveries; a send result is not one.
+        assert!(metrics_of(Workload::GenReceive, &sent).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! reaches the supervisor only through the `NodeControl` trait loadgen defines).
 
 pub mod compare;
+pub mod floor;
 pub mod gate;
 pub mod launcher;
 pub mod peers;

@@ -129,6 +129,10 @@ pub struct Shared {
     /// Whether a delivery back to its own sender is an echo, counted apart (the room fan-out:
     /// a message goes to every *other* member); with the `echo` profile it is the delivery.
     echoes_apart: bool,
+    /// Whether incoming frames are chatbench `msg` frames (the `chatbench` and `echo`
+    /// profiles): then [`crate::fast_msg`] reads them first, the profile's parser only when it
+    /// declines.
+    fast_msg: bool,
     /// Senders whose connection went down for good (closed, broken, or still reconnecting when
     /// the run stopped): plan index, room, and how many messages it had sent. What fell due on
     /// their schedules afterwards is counted at the end ([`Shared::unsent_in_window`]).
@@ -182,6 +186,7 @@ impl Shared {
             .map(|_| LossTimeline::new(scenario.measure));
         let shared = Shared {
             echoes_apart: scenario.session_profile().fanout() == Fanout::Room,
+            fast_msg: matches!(scenario.session_profile().name(), "chatbench" | "echo"),
             gone_senders: std::sync::Mutex::new(Vec::new()),
             // A sender's seqs are its schedule's points: at most rate × (warmup + measure) + 1.
             ledger: Ledger::new(
@@ -647,11 +652,22 @@ fn close_label(f: Option<&CloseFrame>) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-struct Receiver {
+/// One connection's receive-side state: the last seq seen per sender of its room.
+pub(crate) struct Receiver {
     last_seq: Vec<u64>,
     /// Last seq seen per sender of another agent (allocated on the first such delivery).
     /// Boxed: one pointer in every connection's task, the map only where it is used.
     cross_last: Option<Box<CrossLast>>,
+}
+
+impl Receiver {
+    /// Nothing seen yet.
+    pub(crate) fn new(shared: &Shared) -> Receiver {
+        Receiver {
+            last_seq: vec![0; shared.plan.senders_per_room as usize],
+            cross_last: None,
+        }
+    }
 }
 
 /// Last seq seen per sender `(agent, index)` of another agent.
@@ -670,10 +686,7 @@ async fn drive<S: Transport>(
     if phase == Phase::Stop {
         return Exit::Stop;
     }
-    let mut receiver = Receiver {
-        last_seq: vec![0; shared.plan.senders_per_room as usize],
-        cross_last: None,
-    };
+    let mut receiver = Receiver::new(shared);
     let wake = (plan.role == Role::Sender)
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
     let room = plan.room.unwrap_or(0);
@@ -759,7 +772,7 @@ async fn drive<S: Transport>(
     }
 }
 
-struct SenderState {
+pub(crate) struct SenderState {
     schedule: std::iter::Peekable<Schedule>,
     writer: FrameWriter,
     start: Instant,
@@ -783,7 +796,7 @@ fn note_sent(shared: &Shared, ordinal: u32, s: &mut SenderState, intended: Insta
 }
 
 /// A sender's state once sending has started (`None` before the timeline is set).
-fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState> {
+pub(crate) fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState> {
     let start = *shared.send_start.get()?;
     let name = room_name(room);
     let id = shared.plan.conn_id(plan.index);
@@ -797,7 +810,7 @@ fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<SenderState>
     })
 }
 
-async fn send_due<T: Transport>(
+pub(crate) async fn send_due<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     shared: &Shared,
     plan: ConnPlan,
     room: u32,
@@ -853,15 +866,27 @@ async fn send_due<T: Transport>(
     Ok(())
 }
 
+/// What an incoming text frame is: the fast `msg` path first where the profile allows it.
+fn decode<'a>(shared: &Shared, text: &'a str) -> Incoming<'a> {
+    match shared
+        .fast_msg
+        .then(|| crate::fast_msg::parse(text))
+        .flatten()
+    {
+        Some(d) => Incoming::Delivery(d),
+        None => shared.scenario.session_profile().decode(text),
+    }
+}
+
 /// Handles one incoming text frame; returns the answer to send, if the protocol wants one.
-fn on_text(
+pub(crate) fn on_text(
     shared: &Shared,
     plan: ConnPlan,
     r: &mut Receiver,
     text: &str,
 ) -> Option<std::borrow::Cow<'static, str>> {
     let stats = &shared.stats;
-    match shared.scenario.session_profile().decode(text) {
+    match decode(shared, text) {
         Incoming::Delivery(m) => {
             let from = parse_conn_id(&m.from);
             if shared.echoes_apart && from == Some((shared.plan.agent, plan.index)) {

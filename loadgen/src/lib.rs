@@ -28,10 +28,13 @@
 //! (`chatbench-harness` does).
 
 pub mod agent;
+#[doc(hidden)]
+pub mod bench;
 pub mod control;
 pub mod coordinator;
 pub mod engine;
 pub mod failover;
+pub mod fast_msg;
 pub mod faults;
 pub mod ledger;
 pub mod lifecycle;

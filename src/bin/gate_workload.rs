@@ -11,7 +11,9 @@
 //! Workloads: `fanout` (parse and fan out `msg` frames to a room), `connections` (open and
 //! close connections one at a time through each architecture's own path), `idle` (heap bytes
 //! held per open idle connection by a real server on a background thread; not meant for
-//! callgrind, it counts bytes, not instructions).
+//! callgrind, it counts bytes, not instructions); `generator-receive` and `generator-send` (the
+//! load generator's own receive and send paths, `chatbench_loadgen::bench`; `--arch` is
+//! ignored).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
@@ -76,10 +78,10 @@ pub fn chatbench_gate_measured(f: &mut dyn FnMut()) {
 struct Args {
     /// Workload: `fanout` (parse and fan out `msg` frames to one room), `connections` (open and
     /// close --connections connections), `idle` (heap bytes per open idle connection).
-    #[arg(value_parser = ["fanout", "connections", "idle"])]
+    #[arg(value_parser = ["fanout", "connections", "idle", "generator-receive", "generator-send"])]
     workload: String,
-    /// Architecture whose code path is measured.
-    #[arg(long, value_parser = parse_arch)]
+    /// Architecture whose code path is measured (not the generator workloads').
+    #[arg(long, value_parser = parse_arch, default_value = "epoll")]
     arch: Arch,
     /// Members of the room.
     #[arg(long, default_value_t = 100)]
@@ -120,8 +122,44 @@ fn run(args: &Args) -> Result<String, bench::BenchError> {
     match args.workload.as_str() {
         "connections" => connections(args),
         "idle" => idle(args),
+        "generator-receive" | "generator-send" => {
+            generator(args).map_err(|e| bench::BenchError::Unexpected(e.to_string()))
+        }
         _ => fanout(args),
     }
+}
+
+/// The generator's receive (per delivery) or send (per message) path, one member of a room of
+/// `--members`, `--messages` frames with `--body`-byte bodies; allocations counted inside the
+/// measured region only.
+fn generator(args: &Args) -> Result<String, chatbench_loadgen::bench::BenchError> {
+    use chatbench_loadgen::bench as gen;
+    let members = u32::try_from(args.members)
+        .map_err(|_| gen::BenchError::Unexpected("--members is too large".into()))?;
+    let (mut allocs, mut bytes) = (0u64, 0u64);
+    let mut measure = |f: &mut dyn FnMut()| {
+        let (a0, b0) = counters();
+        chatbench_gate_measured(f);
+        let (a1, b1) = counters();
+        allocs += a1 - a0;
+        bytes += b1 - b0;
+    };
+    let (count_name, count) = if args.workload == "generator-receive" {
+        let n = gen::receive(members, args.messages as u64, args.body, &mut measure)?;
+        ("deliveries", n)
+    } else {
+        let n = gen::send(members, args.messages as u64, args.body, &mut measure)?;
+        ("messages_sent", n)
+    };
+    let mut line = serde_json::json!({
+        "workload": args.workload,
+        "members": args.members,
+        "body": args.body,
+        "allocs": allocs,
+        "alloc_bytes": bytes,
+    });
+    line[count_name] = count.into();
+    Ok(line.to_string())
 }
 
 /// Allocation counters now: (allocations, bytes).

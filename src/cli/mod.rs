@@ -22,6 +22,7 @@ pub use chatbench_harness::{error_chain, UsageError, EXIT_RUN_FAILED};
 mod agent;
 mod cluster;
 mod compare;
+mod floor;
 mod gate;
 mod install;
 mod report;
@@ -94,6 +95,11 @@ enum Command {
     /// CI performance-regression gate: compare with a committed baseline and exit 0 (pass),
     /// 1 (regression) or 2 (could not judge). See docs/gate.md.
     Gate(gate::GateArgs),
+    /// The generator's floor: the plainest epoll receiver and one-write-per-frame sender over
+    /// loopback, then the generator at the same load (`run --serve`), and their ratio.
+    ///
+    /// Writes <out>/floor.md and floor.json. See docs/methodology.md.
+    Floor(floor::FloorArgs),
     /// Run the client engine for a coordinator (`chatbench run --agents HOST:PORT,…`).
     ///
     /// Prints its bound address as the first stdout line. Off loopback it needs --token-file;
@@ -283,6 +289,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::report(args),
         Command::Cluster(args) => cluster::cluster(args),
         Command::Gate(args) => gate::gate(args),
+        Command::Floor(args) => floor::floor(args),
         Command::Agent(args) => agent::agent(args),
         Command::Completions(args) => install::completions(args),
         Command::Man => install::man(),

@@ -1,0 +1,303 @@
+//! Deterministic in-process workloads over the generator's own hot paths, for the regression
+//! gate (`chatbench gate deterministic`, run under callgrind; the servers' counterpart is
+//! `chatbench_servers::bench`). Hidden from the docs: not a stable API.
+//!
+//! - [`receive`]: one receiving member of a room reads `msg` frames from its WebSocket stream
+//!   and judges each ([`crate::engine::on_text`]: parse, loss and duplicate check, latency
+//!   histograms, counters), exactly as a connection task does after `ws.next()`.
+//! - [`send`]: one sender writes every message of its open-loop schedule through the engine's
+//!   `send_due` (encode, WebSocket frame, bookkeeping).
+//!
+//! The WebSocket stream runs over an in-memory pipe (`tokio::io::duplex`) on a current-thread
+//! runtime: every frame is in the pipe before the measured region starts (or the pipe holds
+//! every frame written), so nothing waits and the same build executes the same instructions
+//! every time. The only clock read is the engine's own (a latency's value, never a branch:
+//! `late_after` is set beyond any latency the workload can see).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use chatbench_model::scenario::Scenario;
+use chatbench_protocol::MsgWriter;
+
+use crate::engine::{self, Shared};
+use crate::plan::{room_name, Plan, Role};
+use crate::target::Target;
+
+/// Why a workload could not be built or did not behave.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Building the runtime or the pipe failed.
+    #[error("workload setup failed: {0}")]
+    Setup(#[from] std::io::Error),
+    /// The engine did something the workload does not expect.
+    #[error("workload went wrong: {0}")]
+    Unexpected(String),
+}
+
+/// How long the workload's schedule spans (its measurement window).
+const SPAN: Duration = Duration::from_secs(3600);
+
+/// The engine's shared state for one room of `members` with `senders` senders at `rate`
+/// messages per second each, its epoch moved `SPAN` into the past so that every point of the
+/// schedule is due and inside the window.
+fn shared_for(
+    members: u32,
+    senders: u32,
+    rate: f64,
+    body: usize,
+) -> Result<Arc<Shared>, BenchError> {
+    let text = format!(
+        "name='gate'\nconnections={members}\nrooms=1\nmembers_per_room={members}\n\
+         senders_per_room={senders}\nrate_per_sender={rate}\npayload_bytes={body}\n\
+         warmup='0s'\nmeasure='{}s'\nlate_after='{}s'\n",
+        SPAN.as_secs(),
+        SPAN.as_secs() * 2
+    );
+    let scenario =
+        Scenario::parse(&text, "gate").map_err(|e| BenchError::Unexpected(e.to_string()))?;
+    let plan = Plan::new(&scenario, 0);
+    let target =
+        Target::parse("ws://127.0.0.1:9/ws").map_err(|e| BenchError::Unexpected(e.to_string()))?;
+    let (mut shared, _phase) = Shared::new(Arc::new(scenario), plan, vec![target], Vec::new());
+    let now = Instant::now();
+    let epoch = now
+        .checked_sub(SPAN + Duration::from_secs(1) + Duration::from_nanos(subsec_nanos(now)))
+        .ok_or_else(|| BenchError::Unexpected("the monotonic clock is too young".into()))?;
+    Arc::get_mut(&mut shared)
+        .ok_or_else(|| BenchError::Unexpected("the engine state is shared already".into()))?
+        .epoch = epoch;
+    shared.set_timeline(epoch);
+    Ok(shared)
+}
+
+/// A current-thread runtime with no I/O or time driver: nothing here waits on either, and a
+/// time driver's work depends on how much wall time passed (its wheel), which would make the
+/// instruction count vary run to run.
+/// The nanoseconds part of `t` on the monotonic clock, read from its `Debug` form (std has no
+/// accessor): an epoch on a whole second makes `Instant + Duration`'s carry, a branch in the
+/// engine's every `intended` time, the same in every run. 0 if the form is not recognised
+/// (then the counts may vary by a few hundred instructions).
+fn subsec_nanos(t: Instant) -> u64 {
+    let text = format!("{t:?}");
+    text.split("tv_nsec:")
+        .nth(1)
+        .map(|r| {
+            r.trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    Ok(tokio::runtime::Builder::new_current_thread().build()?)
+}
+
+/// Appends `payload` as an unmasked server text frame.
+fn server_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.push(0x81);
+    match payload.len() {
+        n @ 0..=125 => out.push(n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// The receive workload: `messages` `msg` frames from the room's senders (round robin, each
+/// with its next seq, intended times inside the window, `body` bytes of body) read and judged
+/// by one receiving member of a room of `members`. Setup and a warm-up of one frame per sender
+/// run outside `measure`; the reading runs inside it. Returns the deliveries judged (every
+/// frame is a unique in-window delivery; anything else is an error).
+pub fn receive(
+    members: u32,
+    messages: u64,
+    body: usize,
+    measure: &mut dyn FnMut(&mut dyn FnMut()),
+) -> Result<u64, BenchError> {
+    let senders = members.clamp(2, 4) - 1;
+    if members < 2 {
+        return Err(BenchError::Unexpected(
+            "a receive workload needs at least 2 members".into(),
+        ));
+    }
+    let shared = shared_for(members, senders, 1.0, body)?;
+    let plan = shared.plan.clone();
+    let me = plan
+        .conns
+        .iter()
+        .find(|c| c.role == Role::Receiver)
+        .copied()
+        .ok_or_else(|| BenchError::Unexpected("the plan has no receiver".into()))?;
+    let writers: Vec<MsgWriter> = plan
+        .conns
+        .iter()
+        .filter(|c| c.role == Role::Sender)
+        .map(|c| MsgWriter::new(&room_name(0), &plan.conn_id(c.index), &"x".repeat(body)))
+        .collect();
+    let warm = writers.len() as u64;
+    let total = warm + messages;
+    let mut wire = Vec::new();
+    let mut text = String::new();
+    for i in 0..total {
+        let w = &writers[(i % warm) as usize];
+        text.clear();
+        // Seqs from 1 per sender; intended times a millisecond apart from the window's start.
+        w.write(&mut text, i / warm + 1, 1 + i * 1000);
+        server_frame(&mut wire, text.as_bytes());
+    }
+    let rt = runtime()?;
+    let (client, mut server) = tokio::io::duplex(wire.len() + 4096);
+    let mut ws = rt.block_on(async {
+        server.write_all(&wire).await?;
+        Ok::<_, std::io::Error>(
+            WebSocketStream::from_raw_socket(client, WsRole::Client, None).await,
+        )
+    })?;
+    let mut receiver = engine::Receiver::new(&shared);
+    let mut read = |n: u64, ws: &mut WebSocketStream<DuplexStream>| -> Result<(), BenchError> {
+        rt.block_on(async {
+            for _ in 0..n {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        if engine::on_text(&shared, me, &mut receiver, &t).is_some() {
+                            return Err(BenchError::Unexpected("a reply to a msg".into()));
+                        }
+                    }
+                    other => {
+                        return Err(BenchError::Unexpected(format!(
+                            "expected a text frame, read {other:?}"
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+    read(warm, &mut ws)?;
+    let mut outcome = Ok(());
+    measure(&mut || outcome = read(messages, &mut ws));
+    outcome?;
+    let c = &shared.stats.counters;
+    let (delivered, in_window) = (
+        crate::stats::Stats::get(&c.delivered),
+        crate::stats::Stats::get(&c.delivered_window),
+    );
+    let odd = crate::stats::Stats::get(&c.bad_frames)
+        + crate::stats::Stats::get(&c.duplicated)
+        + crate::stats::Stats::get(&c.late);
+    if delivered != total || in_window != total || odd != 0 {
+        return Err(BenchError::Unexpected(format!(
+            "{delivered} delivered ({in_window} in the window, {odd} bad, duplicated or late), expected {total}"
+        )));
+    }
+    Ok(messages)
+}
+
+/// The send workload: one sender of a room of `members` writes every message of its
+/// schedule (about `messages`, at 1 per second of the window) through the engine's
+/// `send_due`, with a `body`-byte body, into a pipe that holds them all. Only the sending
+/// runs inside `measure`. Returns the messages sent.
+pub fn send(
+    members: u32,
+    messages: u64,
+    body: usize,
+    measure: &mut dyn FnMut(&mut dyn FnMut()),
+) -> Result<u64, BenchError> {
+    if members < 2 || messages == 0 {
+        return Err(BenchError::Unexpected(
+            "a send workload needs at least 2 members and 1 message".into(),
+        ));
+    }
+    let rate = messages as f64 / SPAN.as_secs_f64();
+    let shared = shared_for(members, 1, rate, body)?;
+    let me = shared
+        .plan
+        .conns
+        .iter()
+        .find(|c| c.role == Role::Sender)
+        .copied()
+        .ok_or_else(|| BenchError::Unexpected("the plan has no sender".into()))?;
+    let mut sender = engine::new_sender(&shared, me, 0)
+        .ok_or_else(|| BenchError::Unexpected("no sender state (timeline unset)".into()))?;
+    let rt = runtime()?;
+    let room_bytes = 256 + body * 2;
+    let (client, _server) = tokio::io::duplex(room_bytes * (messages as usize + 16));
+    let mut ws = rt.block_on(WebSocketStream::from_raw_socket(
+        client,
+        WsRole::Client,
+        None,
+    ));
+    let mut outcome = Ok(());
+    measure(&mut || {
+        outcome = rt.block_on(engine::send_due(&shared, me, 0, &mut sender, &mut ws));
+    });
+    outcome.map_err(|e| BenchError::Unexpected(format!("sending: {e}")))?;
+    let sent = crate::stats::Stats::get(&shared.stats.counters.sent);
+    let in_window = crate::stats::Stats::get(&shared.stats.counters.sent_window);
+    if sent == 0 || in_window != sent || sent.abs_diff(messages) > 1 {
+        return Err(BenchError::Unexpected(format!(
+            "{sent} sent ({in_window} in the window), expected about {messages}"
+        )));
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(f: &mut dyn FnMut()) {
+        f();
+    }
+
+    #[test]
+    fn receive_judges_every_frame() {
+        assert_eq!(receive(10, 50, 64, &mut plain).expect("workload"), 50);
+        // Large bodies take the 16-bit length form.
+        assert_eq!(receive(3, 5, 300, &mut plain).expect("workload"), 5);
+        assert!(receive(1, 5, 64, &mut plain).is_err());
+    }
+
+    #[test]
+    fn send_writes_the_whole_schedule() {
+        let sent = send(10, 200, 64, &mut plain).expect("workload");
+        assert!(sent.abs_diff(200) <= 1, "{sent}");
+        assert!(send(10, 0, 64, &mut plain).is_err());
+    }
+
+    #[test]
+    fn the_epoch_can_be_put_on_a_whole_second() {
+        let now = Instant::now();
+        let ns = subsec_nanos(now);
+        assert!(ns < 1_000_000_000);
+        let whole = now - Duration::from_nanos(ns);
+        assert_eq!(subsec_nanos(whole), 0, "{whole:?}");
+    }
+
+    #[test]
+    fn the_measured_region_runs_once() {
+        let mut calls = 0;
+        receive(4, 10, 16, &mut |f| {
+            calls += 1;
+            f();
+        })
+        .expect("workload");
+        assert_eq!(calls, 1);
+    }
+}

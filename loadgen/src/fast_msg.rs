@@ -1,0 +1,216 @@
+//! The receive hot path's parser of a chatbench `msg` frame: reads only what a receiver judges
+//! (`room`, `from`, `seq`, `ts`) from a frame laid out exactly as the client's own encoder
+//! writes it (`chatbench_protocol::MsgWriter`; servers forward it byte for byte).
+//!
+//! [`parse`] either returns the same [`Delivery`] that the full parser would
+//! (`Profile::decode` of the `chatbench` and `echo` profiles), or `None`, and the caller falls
+//! back to the full parser. It never answers differently: anything it is not sure of (another
+//! field order, whitespace, escapes, a leading zero, a number that overflows, a body that is not
+//! a plain string) is `None`. The property tests below hold it to that against the full parser.
+//! It allocates nothing and reads each byte once.
+
+use std::borrow::Cow;
+
+use chatbench_model::profile::{room_index, Delivery};
+
+/// The frame's fixed start, up to the room's opening quote.
+const HEAD: &[u8] = br#"{"t":"msg","room":""#;
+/// Room names the protocol accepts are at most this long (`chatbench_protocol::MAX_ROOM_LEN`).
+const MAX_ROOM: usize = chatbench_protocol::MAX_ROOM_LEN;
+
+/// A cursor over the frame's bytes.
+struct Cur<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cur<'a> {
+    /// Consumes `lit` if the frame continues with it.
+    fn lit(&mut self, lit: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(lit.len())?;
+        (self.b.get(self.at..end)? == lit).then(|| self.at = end)
+    }
+
+    /// A JSON string's content up to its closing quote (consumed), if it has no escape and
+    /// no control character (the full parser would decode those; the fast path declines).
+    fn plain_str(&mut self) -> Option<&'a [u8]> {
+        // Plain loops: the gate measures the debug build, where iterator adaptors cost
+        // several times more per byte.
+        let start = self.at;
+        let mut i = start;
+        while i < self.b.len() {
+            let c = self.b[i];
+            if c == b'"' {
+                self.at = i + 1;
+                return Some(&self.b[start..i]);
+            }
+            if c == b'\\' || c < 0x20 {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// A JSON non-negative integer as serde reads it into a `u64`: no sign, no leading zero,
+    /// no fraction or exponent, no overflow.
+    fn uint(&mut self) -> Option<u64> {
+        let start = self.at;
+        let mut i = start;
+        let mut v: u64 = 0;
+        while i < self.b.len() && self.b[i].is_ascii_digit() {
+            v = v
+                .checked_mul(10)?
+                .checked_add(u64::from(self.b[i] - b'0'))?;
+            i += 1;
+        }
+        if i == start || (i - start > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        self.at = i;
+        Some(v)
+    }
+}
+
+/// The delivery in a `msg` frame written by chatbench's encoder, or `None`: then ask the full
+/// parser (which may still accept it, or call it bad).
+pub fn parse(text: &str) -> Option<Delivery<'_>> {
+    let mut c = Cur {
+        b: text.as_bytes(),
+        at: 0,
+    };
+    c.lit(HEAD)?;
+    let room = c.plain_str()?;
+    if room.is_empty()
+        || room.len() > MAX_ROOM
+        || !room
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return None;
+    }
+    c.lit(br#","from":""#)?;
+    let from_at = c.at;
+    let from = c.plain_str()?;
+    c.lit(br#","seq":"#)?;
+    let seq = c.uint()?;
+    c.lit(br#","ts":"#)?;
+    let ts = c.uint()?;
+    c.lit(br#","body":""#)?;
+    c.plain_str()?;
+    c.lit(b"}")?;
+    if c.at != text.len() {
+        return None;
+    }
+    // Both slices end at an ASCII quote and start after one: they are on char boundaries.
+    let from = text.get(from_at..from_at + from.len())?;
+    let room = text.get(HEAD.len()..HEAD.len() + room.len())?;
+    Some(Delivery {
+        from: Cow::Borrowed(from),
+        seq,
+        ts,
+        room: room_index(room),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatbench_model::profile::{Incoming, Profile, ProtocolKind};
+    use chatbench_protocol::encode_msg;
+    use proptest::prelude::*;
+
+    fn full(text: &str) -> Incoming<'_> {
+        Profile::from_options(ProtocolKind::Chatbench, &toml::Table::new())
+            .expect("the default profile")
+            .decode(text)
+    }
+
+    /// The fast path's answer is the full parser's whenever it gives one.
+    fn agrees(text: &str) -> Result<(), TestCaseError> {
+        if let Some(d) = parse(text) {
+            prop_assert_eq!(full(text), Incoming::Delivery(d), "frame {:?}", text);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reads_what_the_encoder_writes() {
+        let text = encode_msg("r17", "a3.c1042", 88, 123_456_789, "hello");
+        let d = parse(&text).expect("the fast path takes an encoder's frame");
+        assert_eq!(d.from, "a3.c1042");
+        assert!(matches!(d.from, Cow::Borrowed(_)));
+        assert_eq!((d.seq, d.ts, d.room), (88, 123_456_789, Some(17)));
+        assert_eq!(full(&text), Incoming::Delivery(d));
+        let max = encode_msg("r0", "a0.c0", u64::MAX, 0, "");
+        assert_eq!(parse(&max).map(|d| (d.seq, d.ts)), Some((u64::MAX, 0)));
+    }
+
+    #[test]
+    fn declines_what_it_is_not_sure_of() {
+        for text in [
+            // Whitespace, another order, escapes, leading zeros, overflow, a non-string body,
+            // trailing bytes, a bad room, a truncated frame: the full parser decides.
+            r#"{"t":"msg", "room":"r1","from":"a0.c1","seq":1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","from":"a0.c1","room":"r1","seq":1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c\u0031","seq":1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":01,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":18446744073709551616,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":1,"ts":2,"body":{"a":1}}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":1,"ts":2,"body":"x"} "#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":1,"ts":2,"body":"x"},"#,
+            r#"{"t":"msg","room":"r 1","from":"a0.c1","seq":1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"","from":"a0.c1","seq":1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":1,"ts":2,"body":"x"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":-1,"ts":2,"body":"x"}"#,
+            r#"{"t":"msg","room":"r1","from":"a0.c1","seq":1.0,"ts":2,"body":"x"}"#,
+            "",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+        // Declined but still a delivery: the fallback keeps it.
+        let spaced = r#"{"t":"msg", "room":"r1","from":"a0.c1","seq":1,"ts":2,"body":"x"}"#;
+        assert!(matches!(full(spaced), Incoming::Delivery(_)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Every frame the encoder can write is taken by the fast path, with the full parser's
+        /// answer.
+        #[test]
+        fn encoder_frames_agree(room in "[A-Za-z0-9._:-]{1,64}", from in "\\PC{0,24}",
+                                seq in any::<u64>(), ts in any::<u64>(), body in "\\PC{0,80}") {
+            let text = encode_msg(&room, &from, seq, ts, &body);
+            agrees(&text)?;
+            let plain = |s: &str| !s.chars().any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
+            if plain(&from) && plain(&body) {
+                prop_assert!(parse(&text).is_some(), "declined {:?}", text);
+            }
+        }
+
+        /// Damaged frames (a byte changed, cut, or inserted): never a different answer.
+        #[test]
+        fn damaged_frames_agree(seq in any::<u64>(), ts in any::<u64>(), at in any::<prop::sample::Index>(),
+                                byte in prop::sample::select(b"0123456789\"\\{}:, -.r\x01x".to_vec()),
+                                how in 0u8..3) {
+            let text = encode_msg("r5", "a1.c7", seq, ts, "hello");
+            let mut bytes = text.into_bytes();
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+            if let Ok(t) = String::from_utf8(bytes) {
+                agrees(&t)?;
+            }
+        }
+
+        /// Arbitrary text: never a different answer.
+        #[test]
+        fn any_text_agrees(text in "\\PC{0,120}") {
+            agrees(&text)?;
+        }
+    }
+}

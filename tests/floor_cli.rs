@@ -1,0 +1,64 @@
+//! End-to-end test of `chatbench floor`: the plain receiver and sender over loopback, then the
+//! generator (`chatbench run --serve epoll`) at the same small load; the table and its JSON
+//! hold both figures and their ratio. Bad options are usage errors (exit 2).
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+#[test]
+fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("floor");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args([
+            "floor",
+            "--connections",
+            "60",
+            "--members",
+            "10",
+            "--rate",
+            "1500",
+            "--seconds",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run chatbench floor");
+    // 4 would mean the sending side could not keep 1,500 frames/s: not on loopback.
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| 1500 |"), "{stdout}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("floor.json"))
+            .expect("json");
+    let row = &j["rows"][0];
+    let plain = &row["plain"][0];
+    // 1,500 frames/s for 2 s, every one received.
+    assert_eq!(plain["frames"], 3000, "{j:#}");
+    let recv = row["recv_floor_us"].as_f64().expect("a receive floor");
+    let gen = row["generator_us"].as_f64().expect("a generator figure");
+    assert!(recv > 0.0 && gen > 0.0, "{j:#}");
+    let ratio = row["ratio"].as_f64().expect("a ratio");
+    assert!((ratio - gen / recv).abs() < 1e-9, "{j:#}");
+    // The generator delivered the asked load with no loss (else the row would be invalid).
+    let g = &row["generator"][0];
+    assert_eq!(g["loss_ratio"], 0.0, "{j:#}");
+    assert!(g["delivered_per_s"].as_f64().unwrap() > 1400.0, "{j:#}");
+    assert!(out.join("floor.md").is_file());
+}
+
+#[test]
+fn floor_rejects_a_room_size_that_does_not_divide_the_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["floor", "--connections", "45", "--members", "10"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run chatbench floor");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--members"));
+}
