@@ -153,6 +153,8 @@ pub struct Shared {
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
     sender_ordinal: Vec<u32>,
+    /// The epoll receive path's threads (`[client] receive_path`), started on first use.
+    pub(crate) rx: crate::rx::Pool,
 }
 
 impl Shared {
@@ -164,6 +166,7 @@ impl Shared {
         source_addrs: Vec<IpAddr>,
     ) -> (Arc<Shared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Connect);
+        let scenario_threads = scenario.client.receive_threads;
         let mut sender_ordinal = vec![u32::MAX; plan.conns.len()];
         let mut wakes = Vec::new();
         for c in plan.conns.iter().filter(|c| c.role == Role::Sender) {
@@ -225,6 +228,7 @@ impl Shared {
             phase: rx,
             wakes,
             sender_ordinal,
+            rx: crate::rx::Pool::new(scenario_threads),
         };
         (Arc::new(shared), tx)
     }
@@ -338,6 +342,21 @@ impl Shared {
         } else {
             Some(self.source_addrs[index as usize % self.source_addrs.len()])
         }
+    }
+
+    /// The phase, as every connection task watches it.
+    pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.clone()
+    }
+
+    /// The WebSocket settings of every connection.
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        self.ws_config
+    }
+
+    /// Connections whose receiving ran on the epoll receive path so far.
+    pub fn epoll_receivers(&self) -> u64 {
+        self.rx.handed()
     }
 
     fn now_us(&self) -> u64 {
@@ -507,7 +526,25 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
     let mut target = plan.target;
     loop {
         shared.opened(target, 1);
-        let exit = drive(&shared, plan, &mut ws, &mut sender).await;
+        // The hand-over point: a receive-only connection may read on the epoll path.
+        let exit = match crate::rx::hand_over(&shared, plan, ws).await {
+            crate::rx::Hand::Kept(kept) => {
+                ws = kept;
+                drive(&shared, plan, &mut ws, &mut sender).await
+            }
+            crate::rx::Hand::Stopped(back) => {
+                ws = back;
+                Exit::Stop
+            }
+            crate::rx::Hand::Gone => {
+                // Never a sender, the poisoner or reconnecting: it is simply over.
+                shared.opened(target, -1);
+                if *shared.phase.borrow() == Phase::Measure {
+                    Stats::inc(&stats.counters.dropped_in_window);
+                }
+                return;
+            }
+        };
         shared.opened(target, -1);
         if matches!(exit, Exit::Gone) && *shared.phase.borrow() == Phase::Measure {
             Stats::inc(&stats.counters.dropped_in_window);
@@ -647,11 +684,22 @@ fn close_label(f: Option<&CloseFrame>) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-struct Receiver {
+/// What one reading connection remembers of the deliveries it got (duplicates).
+pub(crate) struct Receiver {
     last_seq: Vec<u64>,
     /// Last seq seen per sender of another agent (allocated on the first such delivery).
     /// Boxed: one pointer in every connection's task, the map only where it is used.
     cross_last: Option<Box<CrossLast>>,
+}
+
+impl Receiver {
+    /// A connection's receiver state before its first delivery.
+    pub(crate) fn new(shared: &Shared) -> Receiver {
+        Receiver {
+            last_seq: vec![0; shared.plan.senders_per_room as usize],
+            cross_last: None,
+        }
+    }
 }
 
 /// Last seq seen per sender `(agent, index)` of another agent.
@@ -670,10 +718,7 @@ async fn drive<S: Transport>(
     if phase == Phase::Stop {
         return Exit::Stop;
     }
-    let mut receiver = Receiver {
-        last_seq: vec![0; shared.plan.senders_per_room as usize],
-        cross_last: None,
-    };
+    let mut receiver = Receiver::new(shared);
     let wake = (plan.role == Role::Sender)
         .then(|| shared.wakes[shared.sender_ordinal[plan.index as usize] as usize].clone());
     let room = plan.room.unwrap_or(0);
@@ -854,7 +899,8 @@ async fn send_due<T: Transport>(
 }
 
 /// Handles one incoming text frame; returns the answer to send, if the protocol wants one.
-fn on_text(
+/// Both receive paths judge every delivery here.
+pub(crate) fn on_text(
     shared: &Shared,
     plan: ConnPlan,
     r: &mut Receiver,
