@@ -526,15 +526,16 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
     let mut target = plan.target;
     loop {
         shared.opened(target, 1);
-        // The hand-over point: a receive-only connection may read on the epoll path.
-        let exit = match crate::rx::hand_over(&shared, plan, ws).await {
+        // The hand-over point: a receive-only connection may read on the epoll path (boxed,
+        // as the other paths: only a connection that rides it carries its state).
+        let rode = match Box::pin(crate::rx::hand_over(&shared, plan, ws)).await {
             crate::rx::Hand::Kept(kept) => {
                 ws = kept;
-                drive(&shared, plan, &mut ws, &mut sender).await
+                None
             }
             crate::rx::Hand::Stopped(back) => {
                 ws = back;
-                Exit::Stop
+                Some(Exit::Stop)
             }
             crate::rx::Hand::Gone => {
                 // Never a sender, the poisoner or reconnecting: it is simply over.
@@ -544,6 +545,10 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
                 }
                 return;
             }
+        };
+        let exit = match rode {
+            Some(exit) => exit,
+            None => drive(&shared, plan, &mut ws, &mut sender).await,
         };
         shared.opened(target, -1);
         if matches!(exit, Exit::Gone) && *shared.phase.borrow() == Phase::Measure {
