@@ -261,3 +261,17 @@ fn only_plain_receive_only_chatbench_connections_ride_the_epoll_path() {
     let (shared, plan, _) = engine("protocol = \"socketio\"\n");
     assert!(!applies(&shared, plan), "other profiles stay on tokio");
 }
+
+#[test]
+fn a_connection_handed_over_after_the_stop_comes_straight_back() {
+    let (shared, plan, _) = engine("");
+    let (_server, first) = attach(&shared, plan);
+    shared.rx.stop_all();
+    assert_eq!(ended(first).exit, Exit::Stop);
+    let (_server, late) = attach(&shared, plan);
+    assert_eq!(
+        ended(late).exit,
+        Exit::Stop,
+        "not held until the teardown gives up"
+    );
+}

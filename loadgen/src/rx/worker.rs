@@ -43,6 +43,9 @@ pub struct Worker {
     mask: Mask,
     /// The read buffer, one per thread.
     scratch: Vec<u8>,
+    /// Set by [`Command::StopAll`]: the run is stopping, and a connection that comes in
+    /// later goes straight back (nothing would ask for it again).
+    stopped: bool,
     /// Connections to read next turn without waiting for an edge: those that had more than
     /// [`super::conn::READS_PER_TURN`] buffers, and those just added.
     again: Vec<usize>,
@@ -63,6 +66,7 @@ impl Worker {
                 mask: Mask::new(seed),
                 scratch: vec![0u8; SCRATCH],
                 again: Vec::new(),
+                stopped: false,
             },
             waker,
         ))
@@ -137,7 +141,10 @@ impl Worker {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Add(shared, conn)) => self.add(shared, conn),
-                Ok(Command::StopAll) => self.hand_back_all(Exit::Stop),
+                Ok(Command::StopAll) => {
+                    self.stopped = true;
+                    self.hand_back_all(Exit::Stop);
+                }
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }
@@ -145,6 +152,13 @@ impl Worker {
     }
 
     fn add(&mut self, shared: Arc<Shared>, mut conn: Box<Conn>) {
+        if self.stopped {
+            let _ = conn.done.send(Ended {
+                exit: Exit::Stop,
+                stream: conn.stream.into(),
+            });
+            return;
+        }
         let slot = self.free.pop().unwrap_or(self.conns.len());
         if let Err(e) = self.poll.registry().register(
             &mut conn.stream,
