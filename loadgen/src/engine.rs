@@ -157,6 +157,8 @@ pub struct Shared {
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
     sender_ordinal: Vec<u32>,
+    /// The epoll receive path's threads (`[client] receive_path`), started on first use.
+    pub(crate) rx: crate::rx::Pool,
 }
 
 impl Shared {
@@ -168,6 +170,7 @@ impl Shared {
         source_addrs: Vec<IpAddr>,
     ) -> (Arc<Shared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Connect);
+        let scenario_threads = scenario.client.receive_threads;
         let mut sender_ordinal = vec![u32::MAX; plan.conns.len()];
         let mut wakes = Vec::new();
         for c in plan.conns.iter().filter(|c| c.role == Role::Sender) {
@@ -230,6 +233,7 @@ impl Shared {
             phase: rx,
             wakes,
             sender_ordinal,
+            rx: crate::rx::Pool::new(scenario_threads),
         };
         (Arc::new(shared), tx)
     }
@@ -343,6 +347,21 @@ impl Shared {
         } else {
             Some(self.source_addrs[index as usize % self.source_addrs.len()])
         }
+    }
+
+    /// The phase, as every connection task watches it.
+    pub(crate) fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.clone()
+    }
+
+    /// The WebSocket settings of every connection.
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        self.ws_config
+    }
+
+    /// Connections whose receiving ran on the epoll receive path so far.
+    pub fn epoll_receivers(&self) -> u64 {
+        self.rx.handed()
     }
 
     fn now_us(&self) -> u64 {
@@ -512,7 +531,30 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
     let mut target = plan.target;
     loop {
         shared.opened(target, 1);
-        let exit = drive(&shared, plan, &mut ws, &mut sender).await;
+        // The hand-over point: a receive-only connection may read on the epoll path (boxed,
+        // as the other paths: only a connection that rides it carries its state).
+        let rode = match Box::pin(crate::rx::hand_over(&shared, plan, ws)).await {
+            crate::rx::Hand::Kept(kept) => {
+                ws = kept;
+                None
+            }
+            crate::rx::Hand::Stopped(back) => {
+                ws = back;
+                Some(Exit::Stop)
+            }
+            crate::rx::Hand::Gone => {
+                // Never a sender, the poisoner or reconnecting: it is simply over.
+                shared.opened(target, -1);
+                if *shared.phase.borrow() == Phase::Measure {
+                    Stats::inc(&stats.counters.dropped_in_window);
+                }
+                return;
+            }
+        };
+        let exit = match rode {
+            Some(exit) => exit,
+            None => drive(&shared, plan, &mut ws, &mut sender).await,
+        };
         shared.opened(target, -1);
         if matches!(exit, Exit::Gone) && *shared.phase.borrow() == Phase::Measure {
             Stats::inc(&stats.counters.dropped_in_window);
@@ -652,7 +694,7 @@ fn close_label(f: Option<&CloseFrame>) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-/// One connection's receive-side state: the last seq seen per sender of its room.
+/// What one reading connection remembers of the deliveries it got (duplicates).
 pub(crate) struct Receiver {
     last_seq: Vec<u64>,
     /// Last seq seen per sender of another agent (allocated on the first such delivery).
@@ -661,7 +703,7 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    /// Nothing seen yet.
+    /// A connection's receiver state before its first delivery.
     pub(crate) fn new(shared: &Shared) -> Receiver {
         Receiver {
             last_seq: vec![0; shared.plan.senders_per_room as usize],
@@ -879,6 +921,7 @@ fn decode<'a>(shared: &Shared, text: &'a str) -> Incoming<'a> {
 }
 
 /// Handles one incoming text frame; returns the answer to send, if the protocol wants one.
+/// Both receive paths judge every delivery here.
 pub(crate) fn on_text(
     shared: &Shared,
     plan: ConnPlan,

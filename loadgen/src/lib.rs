@@ -44,6 +44,7 @@ pub mod progress;
 pub mod provenance;
 mod readings;
 pub mod run;
+mod rx;
 pub mod sampler;
 pub mod schedule;
 pub mod session;

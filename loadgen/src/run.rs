@@ -747,6 +747,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     };
     let mut summary = summarize(&opts, ended, target_info, provenance, started_utc, failover);
     summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
+    let epoll = shared.epoll_receivers();
+    summary.connections.epoll_receivers = (epoll > 0).then_some(epoll);
     let latency = shared.stats.window_latency();
     let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
     write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;

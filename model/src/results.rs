@@ -222,6 +222,10 @@ pub struct ConnectionStats {
     /// the ramp and held through the run; absent when the scenario had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silent: Option<u64>,
+    /// Connections whose receiving ran on the epoll receive path (`[client] receive_path`;
+    /// one-process runs); absent when none did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoll_receivers: Option<u64>,
 }
 
 /// The reconnect policy's counts over the whole run.

@@ -267,7 +267,31 @@ pub struct ClientSettings {
     /// More connections than feeder rows: `refuse` (the default: the scenario is refused) or
     /// `cycle` (connection `conn` takes row `conn % rows`).
     pub feeder_policy: FeederPolicy,
+    /// Which code reads what the server sends (`docs/scenarios.md`): `auto` (the default: the
+    /// epoll receive path for the connections it applies to, tokio for the rest), `tokio`
+    /// (every connection a tokio task) or `epoll` (as `auto`, and refused where it cannot apply).
+    pub receive_path: ReceivePath,
+    /// OS threads of the epoll receive path, each one readiness loop over its share of the
+    /// receive-only connections (1..=[`MAX_RECEIVE_THREADS`]).
+    pub receive_threads: u32,
 }
+
+/// Which code reads what the server sends to receive-only connections (`[client] receive_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceivePath {
+    /// The epoll path for plain `ws://` receive-only connections of the `chatbench` profile
+    /// without reconnects; tokio for every other connection.
+    #[default]
+    Auto,
+    /// Every connection is a tokio task that reads its own socket.
+    Tokio,
+    /// As `auto`; the scenario is refused when its profile or reconnect policy rules it out.
+    Epoll,
+}
+
+/// Most threads of the epoll receive path (`[client] receive_threads`).
+pub const MAX_RECEIVE_THREADS: u32 = 64;
 
 impl Default for ClientSettings {
     fn default() -> Self {
@@ -280,6 +304,8 @@ impl Default for ClientSettings {
             insecure: false,
             feeder: None,
             feeder_policy: FeederPolicy::default(),
+            receive_path: ReceivePath::Auto,
+            receive_threads: 1,
         }
     }
 }
@@ -575,6 +601,7 @@ impl Scenario {
         v.reconnect_and_faults()?;
         v.thresholds()?;
         v.tls()?;
+        v.receive_path()?;
         let feeder = v.feeder()?;
         let profile = v.profile()?;
         v.placeholders(&profile, feeder.as_deref())?;
@@ -1002,6 +1029,45 @@ impl Validator<'_> {
             })?;
         }
         Ok(())
+    }
+
+    /// `receive_threads` within its bound; `receive_path = "epoll"` only where it applies.
+    fn receive_path(&self) -> Result<(), ScenarioError> {
+        let s = self.s;
+        let c = &s.client;
+        if !(1..=MAX_RECEIVE_THREADS).contains(&c.receive_threads) {
+            return Err(self.err(
+                "client",
+                "receive_threads",
+                format!(
+                    "client.receive_threads = {}: must be between 1 and {MAX_RECEIVE_THREADS} \
+                     (one readiness loop per thread; 1 is enough for most runs)",
+                    c.receive_threads
+                ),
+            ));
+        }
+        if c.receive_path != ReceivePath::Epoll {
+            return Ok(());
+        }
+        let why = if s.protocol != ProtocolKind::Chatbench {
+            Some(format!("protocol = \"{}\"", s.protocol.as_str()))
+        } else if s.reconnects() {
+            Some("connections reconnect ([reconnect] or a [[fault]])".to_string())
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(self.err(
+                "client",
+                "receive_path",
+                format!(
+                    "client.receive_path = \"epoll\" with {why}: the epoll receive path serves \
+                     plain receive-only connections of the chatbench protocol that do not \
+                     reconnect; use \"auto\" (epoll where it applies) or \"tokio\""
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn feeder(&self) -> Result<Option<Arc<Feeder>>, ScenarioError> {
@@ -1949,6 +2015,44 @@ read_buffer_size = 8192
         assert!(msg.contains("max_connecting = 2000000"), "{msg}");
         let ok = parse("name = \"m\"\nconnections = 1\n").expect("defaults are valid");
         assert_eq!(ok.max_connecting, DEFAULT_MAX_CONNECTING);
+    }
+
+    #[test]
+    fn receive_path_and_threads_are_validated_at_their_line() {
+        let ok = parse("name = \"m\"\nconnections = 1\n").expect("defaults are valid");
+        assert_eq!(ok.client.receive_path, ReceivePath::Auto);
+        assert_eq!(ok.client.receive_threads, 1);
+        let ok = parse(
+            "name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"epoll\"\nreceive_threads = 4\n",
+        )
+        .expect("epoll with the chatbench profile");
+        assert_eq!(ok.client.receive_path, ReceivePath::Epoll);
+        assert_eq!(ok.client.receive_threads, 4);
+        parse("name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"tokio\"\n")
+            .expect("tokio");
+        parse(&format!(
+            "name = \"m\"\nconnections = 1\n[client]\nreceive_threads = {MAX_RECEIVE_THREADS}\n"
+        ))
+        .expect("the bound itself");
+        for bad in [0, MAX_RECEIVE_THREADS + 1] {
+            let (e, msg) = err(&format!(
+                "name = \"m\"\nconnections = 1\n[client]\nreceive_threads = {bad}\n"
+            ));
+            assert_eq!(e.line(), Some(4), "{msg}");
+            assert!(msg.contains("client.receive_threads"), "{msg}");
+        }
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\nprotocol = \"echo\"\n[client]\nreceive_path = \"epoll\"\n",
+        );
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(msg.contains("protocol = \"echo\""), "{msg}");
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"epoll\"\n[reconnect]\nenabled = true\n",
+        );
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("reconnect"), "{msg}");
+        let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"uring\"\n");
+        assert!(msg.contains("uring"), "{msg}");
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             reconnect: conns.reconnect,
             dropped_in_window: conns.dropped_in_window,
             silent: None,
+            epoll_receivers: None,
         },
         messages: MessageStats {
             sent: msgs.sent_window,

@@ -1,6 +1,6 @@
 //! A chat server for tests that misbehaves on purpose, in one way chosen by the test: it echoes
 //! every message back to its sender too, drops one chosen message to one member on another
-//! agent, or dies mid-run (every connection cut, the listener closed). It speaks just enough of
+//! agent or to one receiver, or dies mid-run (every connection cut, the listener closed). It speaks just enough of
 //! protocol v1 (`join` → `joined`, `msg` forwarded byte for byte to the room) for the load
 //! generator; it runs on its own thread and tokio runtime, on 127.0.0.1, port chosen by the OS.
 
@@ -24,6 +24,12 @@ pub enum Fault {
     /// another agent than the sender (a member's agent is learnt from the `from` of what it
     /// sent, so the victim is a sender too).
     DropOne {
+        /// The first sequence number that may be dropped.
+        seq: u64,
+    },
+    /// Drops, once, the first message with `seq >= seq` to one member of its room that never
+    /// sent anything (a receiver, on the sender's agent in a one-process run).
+    DropToReceiver {
         /// The first sequence number that may be dropped.
         seq: u64,
     },
@@ -225,6 +231,15 @@ fn on_frame(text: &str, me: u64, fault: Fault, rooms: &Mutex<Rooms>, seen: &Seen
                     if seq >= at && seen.dropped.load(Ordering::Relaxed) == 0 =>
                 {
                     victim_for(&r, &room, me, &from)
+                }
+                Fault::DropToReceiver { seq: at }
+                    if seq >= at && seen.dropped.load(Ordering::Relaxed) == 0 =>
+                {
+                    r.members.get(&room).and_then(|ms| {
+                        ms.iter()
+                            .map(|(c, _)| *c)
+                            .find(|c| *c != me && !r.ids.contains_key(c))
+                    })
                 }
                 _ => None,
             };

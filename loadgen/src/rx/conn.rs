@@ -1,0 +1,256 @@
+//! One connection on the epoll receive path: its socket, the bytes of a frame not yet complete,
+//! a fragmented message being put together, and the control frames it owes the server. It
+//! turns what a read brought into frames, and each complete text message into the engine's
+//! [`on_text`] — the very function the tokio path calls — so every figure means the same on
+//! both paths.
+//!
+//! Bounds: at most one incomplete frame is kept (`max_message_size` plus its header, refused
+//! from the header as soon as it is known to be larger), one fragmented message of at most
+//! `max_message_size`, and [`OUT_LIMIT`] bytes of control frames owed (a pong that does not fit
+//! is not queued: tungstenite, too, keeps only the latest pong).
+
+use std::io::{ErrorKind, Read, Write};
+
+use tokio::sync::oneshot;
+
+use super::frame::{self, Opcode};
+use super::Ended;
+use crate::engine::{on_text, Receiver, Shared};
+use crate::plan::ConnPlan;
+
+/// Most bytes of control frames (pongs, replies, the close answer) a connection may owe.
+pub const OUT_LIMIT: usize = 16 * 1024;
+
+/// Full reads of one socket in one turn before the loop serves the others (it comes back).
+pub const READS_PER_TURN: usize = 8;
+
+/// How a turn of reading left the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// The socket is drained; the next readiness event brings more.
+    Drained,
+    /// More may be waiting: read it again next turn.
+    More,
+    /// The connection ended (counted in `closed_by_server`).
+    Gone,
+}
+
+/// Why the connection ends.
+enum End {
+    /// A protocol error, a reset or end of stream: labelled `reset`, as the tokio path does.
+    Reset,
+    /// The server sent a close frame (already counted under its code).
+    Closed,
+}
+
+/// A receive-only connection owned by one worker.
+pub struct Conn {
+    /// The socket (non-blocking, registered with the worker's poll).
+    pub stream: mio::net::TcpStream,
+    plan: ConnPlan,
+    receiver: Receiver,
+    /// Bytes of an incomplete frame, carried to the next read.
+    partial: Vec<u8>,
+    /// A fragmented message being assembled: its kind and its bytes so far.
+    message: Option<(Opcode, Vec<u8>)>,
+    /// Control frames not yet taken by the socket.
+    out: Vec<u8>,
+    /// Where the connection goes back when it ends or the run stops.
+    pub done: oneshot::Sender<Ended>,
+}
+
+impl Conn {
+    /// A connection handed over after its set-up.
+    pub fn new(
+        stream: mio::net::TcpStream,
+        plan: ConnPlan,
+        receiver: Receiver,
+        done: oneshot::Sender<Ended>,
+    ) -> Conn {
+        Conn {
+            stream,
+            plan,
+            receiver,
+            partial: Vec::new(),
+            message: None,
+            out: Vec::new(),
+            done,
+        }
+    }
+
+    /// Reads what the socket has (up to [`READS_PER_TURN`] full buffers) and handles every
+    /// complete frame; `mask` draws the masking keys of what it answers.
+    pub fn read_turn(&mut self, shared: &Shared, scratch: &mut [u8], mask: &mut Mask) -> Turn {
+        for _ in 0..READS_PER_TURN {
+            let n = match (&self.stream).read(scratch) {
+                Ok(0) => return self.gone(shared, End::Reset),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.gone(shared, End::Reset),
+            };
+            if let Err(end) = self.feed(shared, &scratch[..n], mask) {
+                return self.gone(shared, end);
+            }
+            // A short read drained the socket (TCP copies all it has up to the buffer's size):
+            // no second read just to hear `EAGAIN`; the next arrival is a new readiness edge.
+            if n < scratch.len() {
+                self.flush();
+                return Turn::Drained;
+            }
+        }
+        self.flush();
+        Turn::More
+    }
+
+    /// Writes what the connection owes, as far as the socket takes it.
+    pub fn flush(&mut self) {
+        while !self.out.is_empty() {
+            match (&self.stream).write(&self.out) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // WouldBlock: the writable event brings us back; other errors: the next read
+                // finds the connection broken.
+                Err(_) => return,
+            }
+        }
+        if self.out.capacity() > OUT_LIMIT {
+            self.out = Vec::new();
+        }
+    }
+
+    fn gone(&mut self, shared: &Shared, end: End) -> Turn {
+        if let End::Reset = end {
+            shared.stats.closed_by_server.add("reset");
+        }
+        self.flush();
+        Turn::Gone
+    }
+
+    /// Handles the bytes of one read: complete frames now, the rest kept for the next.
+    fn feed(&mut self, shared: &Shared, bytes: &[u8], mask: &mut Mask) -> Result<(), End> {
+        if self.partial.is_empty() {
+            let used = self.frames(shared, bytes, mask)?;
+            self.partial.extend_from_slice(&bytes[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(bytes);
+            let used = self.frames(shared, &buf, mask)?;
+            buf.drain(..used);
+            self.partial = buf;
+        }
+        // An idle connection keeps no large buffer.
+        if self.partial.is_empty() && self.partial.capacity() > 4096 {
+            self.partial = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Handles every complete frame at the start of `buf`; returns how many bytes they took.
+    fn frames(&mut self, shared: &Shared, buf: &[u8], mask: &mut Mask) -> Result<usize, End> {
+        let max = shared.scenario.client.max_message_size;
+        let mut at = 0;
+        while let Some(h) = frame::parse(&buf[at..], max).map_err(|_| End::Reset)? {
+            let payload = &buf[at + h.header_len..at + h.frame_len()];
+            self.frame(shared, h.opcode, h.fin, payload, mask)?;
+            at += h.frame_len();
+        }
+        Ok(at)
+    }
+
+    fn frame(
+        &mut self,
+        shared: &Shared,
+        opcode: Opcode,
+        fin: bool,
+        payload: &[u8],
+        mask: &mut Mask,
+    ) -> Result<(), End> {
+        match opcode {
+            Opcode::Text | Opcode::Binary if self.message.is_some() => Err(End::Reset),
+            Opcode::Text | Opcode::Binary if fin => self.message(shared, opcode, payload, mask),
+            Opcode::Text | Opcode::Binary => {
+                self.message = Some((opcode, payload.to_vec()));
+                Ok(())
+            }
+            Opcode::Continuation => {
+                let Some((kind, mut bytes)) = self.message.take() else {
+                    return Err(End::Reset);
+                };
+                if bytes.len() + payload.len() > shared.scenario.client.max_message_size {
+                    return Err(End::Reset);
+                }
+                bytes.extend_from_slice(payload);
+                if fin {
+                    self.message(shared, kind, &bytes, mask)
+                } else {
+                    self.message = Some((kind, bytes));
+                    Ok(())
+                }
+            }
+            Opcode::Ping => {
+                self.owe(0xA, payload, mask);
+                Ok(())
+            }
+            Opcode::Pong => Ok(()),
+            Opcode::Close => {
+                let label = frame::close_label(payload).map_err(|_| End::Reset)?;
+                shared.stats.closed_by_server.add(&label);
+                // Answer with the same status, as tungstenite does.
+                self.owe(0x8, payload.get(..2).unwrap_or_default(), mask);
+                Err(End::Closed)
+            }
+        }
+    }
+
+    /// A complete message: text goes to the engine's judgement, binary is a bad frame.
+    fn message(
+        &mut self,
+        shared: &Shared,
+        kind: Opcode,
+        bytes: &[u8],
+        mask: &mut Mask,
+    ) -> Result<(), End> {
+        if kind == Opcode::Binary {
+            shared
+                .stats
+                .bad_frame(&format!("<binary frame, {} bytes>", bytes.len()));
+            return Ok(());
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| End::Reset)?;
+        if let Some(reply) = on_text(shared, self.plan, &mut self.receiver, text) {
+            self.owe(0x1, reply.as_bytes(), mask);
+        }
+        Ok(())
+    }
+
+    /// Queues a masked control or reply frame, within [`OUT_LIMIT`].
+    fn owe(&mut self, opcode: u8, payload: &[u8], mask: &mut Mask) {
+        if self.out.len() + payload.len() + 14 <= OUT_LIMIT {
+            frame::write_masked(&mut self.out, opcode, payload, mask.next_key());
+        }
+    }
+}
+
+/// Masking keys for what a client sends (RFC 6455 §5.3: unpredictable to the server's
+/// intermediaries; xorshift64* seeded from the clock is plenty for pongs and closes).
+pub struct Mask(u64);
+
+impl Mask {
+    /// A generator seeded from `seed` (any value; 0 is replaced).
+    pub fn new(seed: u64) -> Mask {
+        Mask(seed | 1)
+    }
+
+    fn next_key(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
+    }
+}

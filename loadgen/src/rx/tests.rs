@@ -1,0 +1,277 @@
+//! The epoll path over real loopback sockets: a test plays the server on one end of a TCP
+//! connection, a worker reads the other; what the worker counted and answered is checked.
+
+use super::*;
+use crate::plan::{room_name, Plan};
+use crate::stats::Stats;
+use crate::target::Target;
+use chatbench_model::scenario::Scenario;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// An engine's shared state for one room of three (one sender), with `extra` scenario lines.
+fn engine(extra: &str) -> (Arc<Shared>, ConnPlan, String) {
+    let scenario = Arc::new(
+        Scenario::parse(
+            &format!(
+                "name='t'\nconnections=3\nrooms=1\nmembers_per_room=3\nsenders_per_room=1\n{extra}"
+            ),
+            "t",
+        )
+        .expect("valid"),
+    );
+    let plan = Plan::new(&scenario, 0);
+    let receiver = *plan
+        .conns
+        .iter()
+        .find(|c| c.role == Role::Receiver)
+        .expect("a receiver");
+    let sender = plan
+        .conns
+        .iter()
+        .find(|c| c.role == Role::Sender)
+        .expect("a sender")
+        .index;
+    let from = plan.conn_id(sender);
+    let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
+    let (shared, _tx) = Shared::new(scenario, plan, vec![target], Vec::new());
+    (shared, receiver, from)
+}
+
+/// A connected pair: the test's server end (blocking, with a read timeout) and a worker
+/// reading the client end. Returns the server end and the connection's ticket.
+fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot::Receiver<Ended>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client.set_nonblocking(true).expect("non-blocking");
+    let (done, ticket) = oneshot::channel();
+    let conn = Conn::new(
+        mio::net::TcpStream::from_std(client),
+        plan,
+        Receiver::new(shared),
+        done,
+    );
+    assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
+    (server, ticket)
+}
+
+/// A server frame (never masked).
+fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![b0];
+    let len = payload.len();
+    if len < 126 {
+        v.push(len as u8);
+    } else {
+        v.push(126);
+        v.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+fn msg(from: &str, seq: u64) -> String {
+    format!(
+        r#"{{"t":"msg","room":"{}","from":"{from}","seq":{seq},"ts":1,"body":"xx"}}"#,
+        room_name(0)
+    )
+}
+
+/// Waits (bounded) until `f` holds.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits (bounded) for the connection to come back from its worker.
+fn ended(mut ticket: oneshot::Receiver<Ended>) -> Ended {
+    let t0 = Instant::now();
+    loop {
+        match ticket.try_recv() {
+            Ok(e) => return e,
+            Err(oneshot::error::TryRecvError::Empty) => {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never handed back");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("the worker dropped the connection: {e}"),
+        }
+    }
+}
+
+/// Reads one masked client frame from the server end: (first byte, unmasked payload).
+fn read_client_frame(server: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    server.read_exact(&mut head).expect("a frame header");
+    assert_ne!(head[1] & 0x80, 0, "client frames are masked");
+    let len = (head[1] & 0x7f) as usize;
+    assert!(len < 126, "short control frames only here");
+    let mut mask = [0u8; 4];
+    server.read_exact(&mut mask).expect("mask");
+    let mut payload = vec![0u8; len];
+    server.read_exact(&mut payload).expect("payload");
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    (head[0], payload)
+}
+
+fn counters(shared: &Shared) -> (u64, u64) {
+    let c = &shared.stats.counters;
+    (Stats::get(&c.delivered), Stats::get(&c.duplicated))
+}
+
+#[test]
+fn deliveries_duplicates_and_fragments_are_judged_as_on_the_tokio_path() {
+    let (shared, plan, from) = engine("");
+    let (mut server, ticket) = attach(&shared, plan);
+    let mut bytes = Vec::new();
+    for seq in [1u64, 2, 2, 3] {
+        bytes.extend(frame(0x81, msg(&from, seq).as_bytes()));
+    }
+    // seq 4 in three fragments, written in pieces that split headers too.
+    let m4 = msg(&from, 4);
+    let (a, rest) = m4.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(20);
+    bytes.extend(frame(0x01, a));
+    bytes.extend(frame(0x00, b));
+    bytes.extend(frame(0x80, c));
+    for piece in bytes.chunks(7) {
+        server.write_all(piece).expect("write");
+    }
+    eventually("4 deliveries and 1 duplicate", || {
+        counters(&shared) == (5, 1)
+    });
+    shared.rx.stop_all();
+    let e = ended(ticket);
+    assert_eq!(e.exit, Exit::Stop);
+    assert_eq!(shared.stats.closed_by_server.total(), 0);
+    assert!(shared.stats.unexpected_frames().is_empty());
+}
+
+#[test]
+fn a_ping_is_answered_with_its_pong_and_a_close_is_counted_under_its_code() {
+    let (shared, plan, _) = engine("");
+    let (mut server, ticket) = attach(&shared, plan);
+    server.write_all(&frame(0x89, b"hello")).expect("ping");
+    assert_eq!(read_client_frame(&mut server), (0x8A, b"hello".to_vec()));
+    server
+        .write_all(&frame(0x88, b"\x03\xe8bye"))
+        .expect("close");
+    let e = ended(ticket);
+    assert_eq!(e.exit, Exit::Gone);
+    assert_eq!(read_client_frame(&mut server), (0x88, vec![0x03, 0xe8]));
+    assert_eq!(
+        shared
+            .stats
+            .closed_by_server
+            .snapshot()
+            .get("1000")
+            .copied(),
+        Some(1)
+    );
+}
+
+#[test]
+fn oversize_masked_and_binary_frames_are_handled_as_on_the_tokio_path() {
+    // An oversize frame ends the connection as a reset, from its header alone.
+    let (shared, plan, _) = engine("[client]\nmax_message_size = 1024\n");
+    let (mut server, ticket) = attach(&shared, plan);
+    server
+        .write_all(&[0x81, 126, 0x13, 0x88])
+        .expect("a 5,000-byte header");
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    assert_eq!(
+        shared
+            .stats
+            .closed_by_server
+            .snapshot()
+            .get("reset")
+            .copied(),
+        Some(1)
+    );
+    // A message over the limit in fragments that are each within it: a reset too.
+    let (shared, plan, _) = engine("[client]\nmax_message_size = 1024\n");
+    let (mut server, ticket) = attach(&shared, plan);
+    server.write_all(&frame(0x01, &[b'a'; 600])).expect("first");
+    server.write_all(&frame(0x80, &[b'a'; 600])).expect("last");
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    assert_eq!(shared.stats.closed_by_server.total(), 1);
+    // A masked frame from the server is a protocol error.
+    let (shared, plan, _) = engine("");
+    let (mut server, ticket) = attach(&shared, plan);
+    server
+        .write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+        .expect("masked");
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    assert_eq!(
+        shared
+            .stats
+            .closed_by_server
+            .snapshot()
+            .get("reset")
+            .copied(),
+        Some(1)
+    );
+    // A binary frame is a bad frame, and the connection goes on; then the peer hangs up.
+    let (shared, plan, _) = engine("");
+    let (mut server, ticket) = attach(&shared, plan);
+    server.write_all(&frame(0x82, &[0; 5])).expect("binary");
+    eventually("the bad frame counted", || {
+        Stats::get(&shared.stats.counters.bad_frames) == 1
+    });
+    drop(server);
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    assert_eq!(
+        shared
+            .stats
+            .closed_by_server
+            .snapshot()
+            .get("reset")
+            .copied(),
+        Some(1)
+    );
+}
+
+#[test]
+fn only_plain_receive_only_chatbench_connections_ride_the_epoll_path() {
+    let (shared, plan, _) = engine("");
+    assert!(applies(&shared, plan));
+    let sender = shared
+        .plan
+        .conns
+        .iter()
+        .find(|c| c.role == Role::Sender)
+        .copied()
+        .expect("sender");
+    assert!(!applies(&shared, sender), "senders stay on tokio");
+    let (shared, plan, _) = engine("[client]\nreceive_path = \"tokio\"\n");
+    assert!(!applies(&shared, plan), "receive_path = tokio");
+    let (shared, plan, _) = engine("[reconnect]\nenabled = true\n");
+    assert!(
+        !applies(&shared, plan),
+        "reconnecting connections stay on tokio"
+    );
+    let (shared, plan, _) = engine("protocol = \"socketio\"\n");
+    assert!(!applies(&shared, plan), "other profiles stay on tokio");
+}
+
+#[test]
+fn a_connection_handed_over_after_the_stop_comes_straight_back() {
+    let (shared, plan, _) = engine("");
+    let (_server, first) = attach(&shared, plan);
+    shared.rx.stop_all();
+    assert_eq!(ended(first).exit, Exit::Stop);
+    let (_server, late) = attach(&shared, plan);
+    assert_eq!(
+        ended(late).exit,
+        Exit::Stop,
+        "not held until the teardown gives up"
+    );
+}

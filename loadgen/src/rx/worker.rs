@@ -1,0 +1,211 @@
+//! One thread of the epoll receive path: a mio readiness loop over its share of the
+//! receive-only connections. Each wake-up reads every ready socket once (one `read` of up to
+//! 64 KiB takes every frame that socket has), so a fan-out that lands on many sockets at once
+//! costs one `epoll_wait` for all of them. Connections come in by [`Command::Add`] and go back
+//! to their tasks when they end or when the run stops ([`Command::StopAll`]).
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::conn::{Conn, Mask, Turn};
+use super::{Ended, Exit};
+use crate::engine::Shared;
+
+/// The waker's token; connections use their slot index.
+pub const WAKE: Token = Token(usize::MAX);
+
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 1024;
+
+/// Bytes read per `read` call (one buffer per thread, shared by its connections).
+const SCRATCH: usize = 64 * 1024;
+
+/// What the engine asks a worker.
+pub enum Command {
+    /// Take this connection (with the engine it belongs to).
+    Add(Arc<Shared>, Box<Conn>),
+    /// The run stops: hand every connection back to its task.
+    StopAll,
+}
+
+/// A worker's state, owned by its thread.
+pub struct Worker {
+    poll: Poll,
+    commands: mpsc::Receiver<Command>,
+    conns: Vec<Option<Box<Conn>>>,
+    free: Vec<usize>,
+    /// The engine, while the worker holds any of its connections (dropped with the last one,
+    /// so the engine's teardown is not held up by this thread).
+    shared: Option<Arc<Shared>>,
+    mask: Mask,
+    /// The read buffer, one per thread.
+    scratch: Vec<u8>,
+    /// Set by [`Command::StopAll`]: the run is stopping, and a connection that comes in
+    /// later goes straight back (nothing would ask for it again).
+    stopped: bool,
+    /// Connections to read next turn without waiting for an edge: those that had more than
+    /// [`super::conn::READS_PER_TURN`] buffers, and those just added.
+    again: Vec<usize>,
+}
+
+impl Worker {
+    /// A worker with its poll and the receiving end of its commands; the returned waker wakes it.
+    pub fn new(commands: mpsc::Receiver<Command>, seed: u64) -> std::io::Result<(Worker, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKE)?;
+        Ok((
+            Worker {
+                poll,
+                commands,
+                conns: Vec::new(),
+                free: Vec::new(),
+                shared: None,
+                mask: Mask::new(seed),
+                scratch: vec![0u8; SCRATCH],
+                again: Vec::new(),
+                stopped: false,
+            },
+            waker,
+        ))
+    }
+
+    /// The loop; returns when the engine's pool is dropped.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("receive path: epoll_wait failed: {e}; its connections end");
+                self.hand_back_all(Exit::Gone);
+                return;
+            }
+            let pending = std::mem::take(&mut self.again);
+            let mut woken = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => woken = true,
+                    Token(slot) => {
+                        if ev.is_writable() {
+                            if let Some(Some(c)) = self.conns.get_mut(slot) {
+                                c.flush();
+                            }
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(slot);
+                        }
+                    }
+                }
+            }
+            for slot in pending {
+                self.read(slot);
+            }
+            if woken && !self.commands() {
+                self.hand_back_all(Exit::Stop);
+                return;
+            }
+        }
+    }
+
+    /// Reads connection `slot` (one turn); notes it for the next turn if it has more.
+    fn read(&mut self, slot: usize) {
+        let Worker {
+            conns,
+            shared,
+            mask,
+            scratch,
+            again,
+            ..
+        } = self;
+        let (Some(shared), Some(Some(c))) = (shared.as_deref(), conns.get_mut(slot)) else {
+            return;
+        };
+        match c.read_turn(shared, scratch, mask) {
+            Turn::Drained => {}
+            Turn::More => {
+                if !again.contains(&slot) {
+                    again.push(slot);
+                }
+            }
+            Turn::Gone => self.hand_back(slot, Exit::Gone),
+        }
+    }
+
+    /// Takes the pending commands; `false` when the pool is gone (the thread ends).
+    fn commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Add(shared, conn)) => self.add(shared, conn),
+                Ok(Command::StopAll) => {
+                    self.stopped = true;
+                    self.hand_back_all(Exit::Stop);
+                }
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn add(&mut self, shared: Arc<Shared>, mut conn: Box<Conn>) {
+        if self.stopped {
+            let _ = conn.done.send(Ended {
+                exit: Exit::Stop,
+                stream: conn.stream.into(),
+            });
+            return;
+        }
+        let slot = self.free.pop().unwrap_or(self.conns.len());
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("receive path: cannot watch a connection: {e}");
+            shared.stats.closed_by_server.add("reset");
+            let _ = conn.done.send(Ended {
+                exit: Exit::Gone,
+                stream: conn.stream.into(),
+            });
+            if slot < self.conns.len() {
+                self.free.push(slot);
+            }
+            return;
+        }
+        if slot == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[slot] = Some(conn);
+        }
+        self.shared.get_or_insert(shared);
+        // What arrived between the hand-over and the registration may have raised no edge:
+        // read it next turn.
+        self.again.push(slot);
+    }
+
+    fn hand_back(&mut self, slot: usize, exit: Exit) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.free.push(slot);
+        let conn = *conn;
+        let _ = conn.done.send(Ended {
+            exit,
+            stream: conn.stream.into(),
+        });
+        if self.free.len() == self.conns.len() {
+            self.shared = None;
+        }
+    }
+
+    fn hand_back_all(&mut self, exit: Exit) {
+        for slot in 0..self.conns.len() {
+            self.hand_back(slot, exit);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The epoll receive path (`[client] receive_path`) end to end: the same run against the real
+//! epoll server (`--serve epoll`, 127.0.0.1, port chosen by the OS) on both receive paths gives
+//! the same counts, and a server that drops one message to one receiver is caught on it.
+
+mod common;
+#[allow(dead_code)] // not every fault and figure is read by every test
+#[path = "common/fake_server.rs"]
+mod fake_server;
+
+use common::*;
+use fake_server::{FakeServer, Fault};
+
+use std::process::{Output, Stdio};
+
+fn run(args: &[&str]) -> Output {
+    let _turn = serial();
+    chatbench()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatbench")
+}
+
+fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// 60 connections in 3 rooms of 20, one sender each (57 receivers), uniform arrival: the
+/// schedule, and so what falls in the window, is the same on every run.
+const SHAPE: [&str; 10] = [
+    "--set",
+    "connections=60",
+    "--set",
+    "rooms=3",
+    "--set",
+    "members_per_room=20",
+    "--set",
+    "arrival=\"uniform\"",
+    "--progress",
+    "quiet",
+];
+
+/// Runs smoke with `SHAPE` and `extra`, returning the summary.
+fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&SHAPE);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--out", dir.path().to_str().expect("path")]);
+    let out = run(&args);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(4)),
+        "{}",
+        text(&out)
+    );
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    s
+}
+
+#[test]
+fn both_receive_paths_count_the_same_run_against_the_epoll_server() {
+    let serve = ["--serve", "epoll"];
+    let tokio = smoke(&serve, &["--set", "client.receive_path=\"tokio\""]);
+    let epoll = smoke(&serve, &["--set", "client.receive_path=\"epoll\""]);
+    assert!(
+        tokio["connections"].get("epoll_receivers").is_none(),
+        "receive_path = tokio: {:#}",
+        tokio["connections"]
+    );
+    assert_eq!(
+        count(&epoll["connections"]["epoll_receivers"]),
+        57,
+        "every receiver, and no sender, on the epoll path: {:#}",
+        epoll["connections"]
+    );
+    for s in [&tokio, &epoll] {
+        let m = &s["messages"];
+        assert!(count(&m["sent"]) > 0, "{m:#}");
+        assert_eq!(count(&m["expected"]), count(&m["sent"]) * 19, "{m:#}");
+        assert_eq!(m["delivered"], m["expected"], "{m:#}");
+        assert_eq!(count(&m["lost"]), 0, "{m:#}");
+        assert_eq!(count(&m["duplicated"]), 0, "{m:#}");
+        assert_eq!(count(&m["bad_frames"]), 0, "{m:#}");
+        assert_eq!(s["latency_us"]["count"], m["delivered"], "{s:#}");
+        assert_eq!(count(&s["connections"]["ready"]), 60, "{s:#}");
+    }
+    assert_eq!(
+        tokio["messages"]["sent"], epoll["messages"]["sent"],
+        "the same schedule on both paths"
+    );
+}
+
+#[test]
+fn a_message_dropped_to_one_receiver_is_caught_on_the_epoll_path() {
+    // `receive_path` left at its default, `auto`: the receivers read on the epoll path.
+    let server = FakeServer::start(Fault::DropToReceiver { seq: 30 });
+    let url = server.url();
+    let s = smoke(&["--target", &url], &[]);
+    let what = server.seen.dropped_what.lock().expect("what").clone();
+    let (from, seq, _) = what.unwrap_or_else(|| panic!("nothing dropped: {s:#}"));
+    assert_eq!(
+        count(&s["connections"]["epoll_receivers"]),
+        57,
+        "{:#}",
+        s["connections"]
+    );
+    let m = &s["messages"];
+    assert_eq!(count(&m["expected"]), count(&m["sent"]) * 19, "{m:#}");
+    assert_eq!(
+        count(&m["lost"]),
+        1,
+        "{from} seq {seq}, dropped by the server to one receiver, and nothing else: {m:#}"
+    );
+    assert_eq!(count(&m["duplicated"]), 0, "{m:#}");
+}
