@@ -102,11 +102,50 @@ fn smoke_run_delivers_exactly_the_expected_count() {
         &csv[..csv.len().min(200)]
     );
     assert!(csv.contains("delivered_per_s") && csv.contains("target_rss_bytes"));
+    latency_log_re_percentiles_to_the_summary(&dir, &s);
     // The human summary.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("complete") && stdout.contains("latency"),
         "{stdout}"
+    );
+}
+
+/// `latency.hlog` read back: one interval a second (and the tail after the last tick), and its
+/// `window` intervals, added, give the summary's latency figures exactly.
+fn latency_log_re_percentiles_to_the_summary(dir: &Path, s: &serde_json::Value) {
+    use chatbench_model::hlog;
+    let bytes = std::fs::read(dir.join(hlog::HLOG_FILE)).expect("latency.hlog");
+    let intervals = hlog::read("latency.hlog", &bytes).expect("a valid interval log");
+    let window: Vec<_> = intervals.iter().filter(|i| i.window).collect();
+    let measured_s = s["phases"]["measure"].as_f64().unwrap_or(0.0);
+    assert!(
+        window.len() as f64 >= measured_s.floor(),
+        "about one interval a second: {} window intervals for a {measured_s} s window",
+        window.len()
+    );
+    assert_eq!(
+        window.len() * 2,
+        intervals.len(),
+        "each second has an untagged and a window interval"
+    );
+    for pair in window.windows(2) {
+        assert!(pair[0].start < pair[1].start, "intervals in time order");
+    }
+    let h = hlog::sum(&intervals, true);
+    let l = &s["latency_us"];
+    assert_eq!(Some(h.len()), l["count"].as_u64(), "count: {l:#}");
+    for (q, key) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+        assert_eq!(
+            Some(h.value_at_quantile(q)),
+            l[key].as_u64(),
+            "{key} re-percentiled from latency.hlog: {l:#}"
+        );
+    }
+    assert_eq!(Some(h.max()), l["max"].as_u64(), "max: {l:#}");
+    assert!(
+        hlog::sum(&intervals, false).len() >= h.len(),
+        "the untagged intervals hold every delivery, the window's among them"
     );
 }
 

@@ -18,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use tokio::io::BufReader as TokioBufReader;
@@ -37,11 +37,13 @@ use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::run::{
-    parse_targets, self_check, write_unexpected_frames, RunError, RunOptions, RunReport, SelfCheck,
+    parse_targets, self_check, unexpected_frames_text, RunError, RunOptions, RunReport, SelfCheck,
+    UNEXPECTED_FRAMES,
 };
 use crate::target::Target;
 use crate::{sampler, sys};
 use chatbench_model::hist::new_hist;
+use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
 use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
@@ -642,8 +644,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     };
     let unexpected = std::mem::take(&mut merged.totals.unexpected_frames);
     let (mut summary, window) = fleet_summary(summary_in, &ctl, merged, verdict, target_figures);
-    let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window)?;
-    write_unexpected_frames(&dir, &unexpected)?;
+    let unexpected = unexpected_frames_text(&unexpected);
+    let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ctl.hlog.bytes())];
+    if let Some(text) = &unexpected {
+        extra.push((UNEXPECTED_FRAMES, text.as_bytes()));
+    }
+    let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window, &extra)?;
     Ok(RunReport { dir, summary })
 }
 
@@ -907,6 +913,9 @@ struct Control {
     series: Vec<SeriesRow>,
     /// The agents' interval histograms since the last second, added.
     pending: Histogram<u64>,
+    /// Every merged second's latency histogram, encoded (`latency.hlog`: untagged intervals
+    /// only — the agents' ticks do not split out the in-window deliveries).
+    hlog: LatencyLog,
     rates: Rates,
     interrupted: bool,
     stop_sent: bool,
@@ -944,6 +953,7 @@ impl Control {
             faults: Vec::new(),
             series: Vec::new(),
             pending: new_hist(),
+            hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
             rates: Rates::new(started, 0.0),
             interrupted: false,
             stop_sent: false,
@@ -1178,6 +1188,13 @@ impl Control {
         };
         let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
         let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
+        let from = self.rates.at().duration_since(self.started);
+        if let Err(e) = self
+            .hlog
+            .push(&self.pending, from, now.duration_since(self.started), false)
+        {
+            self.progress.println(&format!("latency.hlog: {e}"));
+        }
         let rate = self.rates.next(now, counts.sent, counts.delivered, cpu);
         let (target_rss, host) = match reading {
             Some(r) => (r.target_rss, r.host.map(|h| (h.slab_bytes, h.tcp_inuse))),

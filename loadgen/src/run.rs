@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use thiserror::Error;
@@ -29,6 +29,7 @@ use crate::stats::Stats;
 use crate::sys;
 use crate::target::{Target, TargetError};
 use chatbench_model::figures;
+use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
@@ -186,6 +187,8 @@ struct Ticker {
     last_poll: Instant,
     /// Every second's latency histogram, kept when the run kills a node (failover figures).
     seconds: Option<Vec<SecondHist>>,
+    /// Every second's latency histograms, encoded (`latency.hlog`).
+    hlog: LatencyLog,
 }
 
 impl Ticker {
@@ -207,7 +210,30 @@ impl Ticker {
             cluster: opts.cluster.clone(),
             last_poll: started,
             seconds: opts.scenario.kill_fault().map(|_| Vec::new()),
+            hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
         }
+    }
+
+    /// Adds the latency interval from the last tick to `now` to `latency.hlog`; returns the
+    /// interval of every delivery (the time series').
+    fn log_interval(&mut self, now: Instant) -> Histogram<u64> {
+        let (all, window) = self.shared.stats.take_intervals();
+        let from = self.rates.at().duration_since(self.started);
+        let to = now.duration_since(self.started);
+        // Encoding the run's own histograms into memory cannot fail but by a bug; the log
+        // then lacks that second, and says so on the console.
+        for (h, w) in [(&all, false), (&window, true)] {
+            if let Err(e) = self.hlog.push(h, from, to, w) {
+                self.progress.println(&format!("latency.hlog: {e}"));
+            }
+        }
+        all
+    }
+
+    /// The deliveries since the last tick, into `latency.hlog`, once the clients have stopped:
+    /// its `window` intervals then add up to the summary's latency histogram.
+    fn flush_latency(&mut self) {
+        self.log_interval(Instant::now());
     }
 
     /// Lets the supervisor restart dead nodes; follows their pids for sampling.
@@ -292,7 +318,7 @@ impl Ticker {
         let dt = now.duration_since(self.rates.at()).as_secs_f64().max(1e-3);
         let t = now.duration_since(self.started).as_secs_f64();
         let counts = Counts::of(&self.shared);
-        let interval = self.shared.stats.take_interval();
+        let interval = self.log_interval(now);
         if let Some(seconds) = self.seconds.as_mut() {
             seconds.push(SecondHist {
                 from_s: self.rates.at().duration_since(self.started).as_secs_f64(),
@@ -715,6 +741,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     } = engine.stop().await;
     let silent_held = silent.held();
     drop(silent);
+    ticker.flush_latency();
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
@@ -748,8 +775,18 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let mut summary = summarize(&opts, ended, target_info, provenance, started_utc, failover);
     summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
     let latency = shared.stats.window_latency();
-    let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
-    write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;
+    let unexpected = unexpected_frames_text(&shared.stats.unexpected_frames());
+    let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ticker.hlog.bytes())];
+    if let Some(text) = &unexpected {
+        extra.push((UNEXPECTED_FRAMES, text.as_bytes()));
+    }
+    let dir = write_run(
+        &opts.out_root,
+        &mut summary,
+        &ticker.series,
+        &latency,
+        &extra,
+    )?;
     Ok(RunReport { dir, summary })
 }
 
@@ -866,19 +903,18 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
 /// The file in a run folder that keeps the first frames that made no sense to the generator.
 pub const UNEXPECTED_FRAMES: &str = "unexpected_frames.txt";
 
-/// Writes the first unexpected frames (one per line, newlines escaped) into the run folder;
-/// nothing when there were none.
-pub fn write_unexpected_frames(dir: &std::path::Path, frames: &[String]) -> Result<(), RunError> {
+/// The first unexpected frames as the run folder keeps them (one per line, newlines escaped);
+/// `None` when there were none (no file is written).
+pub fn unexpected_frames_text(frames: &[String]) -> Option<String> {
     if frames.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut text = String::new();
     for f in frames {
         text.push_str(&f.replace('\\', "\\\\").replace('\n', "\\n"));
         text.push('\n');
     }
-    chatbench_model::results::write_file_atomic(&dir.join(UNEXPECTED_FRAMES), text.as_bytes())?;
-    Ok(())
+    Some(text)
 }
 
 /// The summary of a one-process run: its status, self-check and notes, and the figures.

@@ -1,0 +1,225 @@
+//! `latency.hlog`: a run's per-second delivery latencies as an HdrHistogram interval log (the
+//! `hdrhistogram` crate's `interval_log` format, the Java `HistogramLogWriter`'s), so that the
+//! seconds can be merged and re-percentiled later — the time series keeps only p50/p99/max.
+//!
+//! Values are microseconds. Each second of the run gives up to two intervals, in time order:
+//! - untagged: every delivery received in that second (what the time series' latency rows are
+//!   computed from);
+//! - tagged `window`: the deliveries received in that second of messages whose intended send
+//!   time is in the measurement window. Their sum is exactly the summary's latency histogram
+//!   (`latency.hgrm`), so `latency_us` can be re-derived from this file alone.
+//!
+//! The log is built in memory while the run goes (each interval V2+deflate encoded when it is
+//! added, a few hundred bytes to a few KiB) and written with the run's other files.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use thiserror::Error;
+
+use crate::hist::new_hist;
+
+/// The file name in a run folder.
+pub const HLOG_FILE: &str = "latency.hlog";
+/// The tag of the intervals that hold only in-window deliveries.
+pub const WINDOW_TAG: &str = "window";
+
+/// Errors building or reading an interval log.
+#[derive(Debug, Error)]
+pub enum HlogError {
+    /// A histogram could not be encoded (a bug: the histograms are the run's own).
+    #[error("cannot encode a latency interval: {0}")]
+    Encode(String),
+    /// The file is not an interval log, or one of its histograms does not decode.
+    #[error("{what}: not a valid HdrHistogram interval log: {reason} (latency.hlog is written by `chatbench run`; was the file edited or truncated?)")]
+    Parse {
+        /// Which file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An interval log being built: the header, then one line per interval.
+pub struct LatencyLog {
+    text: Vec<u8>,
+    serializer: V2DeflateSerializer,
+    intervals: usize,
+}
+
+impl std::fmt::Debug for LatencyLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyLog")
+            .field("intervals", &self.intervals)
+            .field("bytes", &self.text.len())
+            .finish()
+    }
+}
+
+impl LatencyLog {
+    /// Starts a log whose interval timestamps are seconds since `start` (the run's start).
+    pub fn new(start: SystemTime) -> LatencyLog {
+        let mut text = Vec::new();
+        let mut serializer = V2DeflateSerializer::new();
+        // Writing the header into a Vec cannot fail.
+        let _ = IntervalLogWriterBuilder::new()
+            .add_comment("chatbench delivery latency, microseconds from the intended send time")
+            .add_comment("untagged: every delivery received in the interval; tag=window: those of messages due in the measurement window")
+            .with_start_time(start)
+            .with_base_time(start)
+            .begin_log_with(&mut text, &mut serializer);
+        LatencyLog {
+            text,
+            serializer,
+            intervals: 0,
+        }
+    }
+
+    /// Adds one interval: `h` recorded from `from` to `to` (since the start), tagged `window` or
+    /// not. Empty histograms are written too, so every second of the run is in the log.
+    pub fn push(
+        &mut self,
+        h: &Histogram<u64>,
+        from: Duration,
+        to: Duration,
+        window: bool,
+    ) -> Result<(), HlogError> {
+        // A header-less writer appending to the text: the builder writes nothing without
+        // comments or times.
+        let mut w = IntervalLogWriterBuilder::new()
+            .begin_log_with(&mut self.text, &mut self.serializer)
+            .map_err(|e| HlogError::Encode(e.to_string()))?;
+        let tag = if window { Tag::new(WINDOW_TAG) } else { None };
+        w.write_histogram(h, from, to.saturating_sub(from), tag)
+            .map_err(|e| HlogError::Encode(format!("{e:?}")))?;
+        self.intervals += 1;
+        Ok(())
+    }
+
+    /// How many intervals the log holds.
+    pub fn len(&self) -> usize {
+        self.intervals
+    }
+
+    /// Whether the log holds no interval.
+    pub fn is_empty(&self) -> bool {
+        self.intervals == 0
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// One interval read back.
+#[derive(Debug)]
+pub struct Interval {
+    /// Seconds since the log's base time.
+    pub start: Duration,
+    /// Its length.
+    pub duration: Duration,
+    /// Whether it is tagged `window`.
+    pub window: bool,
+    /// Its histogram.
+    pub hist: Histogram<u64>,
+}
+
+/// Reads an interval log's intervals (`what` names the file in errors).
+pub fn read(what: &str, bytes: &[u8]) -> Result<Vec<Interval>, HlogError> {
+    let bad = |reason: String| HlogError::Parse {
+        what: what.to_string(),
+        reason,
+    };
+    let mut out = Vec::new();
+    let mut de = Deserializer::new();
+    for entry in IntervalLogIterator::new(bytes) {
+        let entry = entry.map_err(|e| bad(format!("{e:?}")))?;
+        let LogEntry::Interval(i) = entry else {
+            continue;
+        };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(i.encoded_histogram())
+            .map_err(|e| bad(e.to_string()))?;
+        let hist: Histogram<u64> = de
+            .deserialize(&mut raw.as_slice())
+            .map_err(|e| bad(format!("{e:?}")))?;
+        out.push(Interval {
+            start: i.start_timestamp(),
+            duration: i.duration(),
+            window: i.tag().map(|t| t.as_str()) == Some(WINDOW_TAG),
+            hist,
+        });
+    }
+    Ok(out)
+}
+
+/// The sum of the intervals tagged `window` (or of the untagged ones): for the window, the
+/// summary's latency histogram.
+pub fn sum(intervals: &[Interval], window: bool) -> Histogram<u64> {
+    let mut total = new_hist();
+    for i in intervals.iter().filter(|i| i.window == window) {
+        // Every interval has the run's bounds; a histogram read from a foreign file that does
+        // not fit is left out rather than clamped.
+        let _ = total.add(&i.hist);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hist::record;
+
+    #[test]
+    fn window_intervals_add_up_to_the_window_histogram() {
+        let mut log = LatencyLog::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let mut window = new_hist();
+        for s in 0..5u64 {
+            let (mut all, mut win) = (new_hist(), new_hist());
+            for k in 0..(100 * (s + 1)) {
+                let us = 50 + k * 37 + s * 1000;
+                record(&mut all, us);
+                if s >= 1 && s <= 3 {
+                    record(&mut win, us);
+                    record(&mut window, us);
+                }
+            }
+            let (from, to) = (Duration::from_secs(s), Duration::from_secs(s + 1));
+            log.push(&all, from, to, false).expect("encodes");
+            log.push(&win, from, to, true).expect("encodes");
+        }
+        assert_eq!(log.len(), 10);
+        let back = read("test", log.bytes()).expect("reads back");
+        assert_eq!(back.len(), 10);
+        assert_eq!(back[2].start, Duration::from_secs(1));
+        assert!(back[1].window && !back[0].window);
+        let w = sum(&back, true);
+        assert_eq!(
+            w, window,
+            "the window intervals sum to the window histogram"
+        );
+        for q in [50.0, 99.0, 99.9] {
+            assert_eq!(w.value_at_percentile(q), window.value_at_percentile(q));
+        }
+        assert_eq!(sum(&back, false).len(), 100 + 200 + 300 + 400 + 500);
+    }
+
+    #[test]
+    fn a_damaged_log_is_an_error_that_names_the_file() {
+        let mut log = LatencyLog::new(SystemTime::UNIX_EPOCH);
+        let mut h = new_hist();
+        record(&mut h, 10);
+        log.push(&h, Duration::ZERO, Duration::from_secs(1), false)
+            .expect("encodes");
+        let text = String::from_utf8(log.bytes().to_vec()).expect("utf-8");
+        let broken = text.replace("HISTF", "H!STF");
+        let err = read("run/latency.hlog", broken.as_bytes()).expect_err("damaged");
+        assert!(err.to_string().contains("run/latency.hlog"), "{err}");
+    }
+}
