@@ -896,42 +896,6 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
     assert!(md.contains("## Claims"), "{md}");
 }
 
-/// `report` on a folder that is not there, or on a single run's folder, is an input error
-/// (exit 2) that says what to give instead, each cause said once.
-#[test]
-fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let missing = tmp.path().join("nothing-here");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["report", missing.to_str().expect("path")])
-        .output()
-        .expect("run report");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("no such folder"), "{err}");
-    assert!(
-        err.matches("os error").count() <= 1,
-        "an OS error said twice: {err}"
-    );
-    let run = tmp.path().join("run");
-    std::fs::create_dir_all(&run).expect("mkdir");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json"),
-        run.join("summary.json"),
-    )
-    .expect("copy");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["report", run.to_str().expect("path")])
-        .output()
-        .expect("run report");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("is a run folder") && err.contains("report RUN_A RUN_B"),
-        "{err}"
-    );
-}
-
 /// `report DIR --claims FILE` judges a user's claims against the folder's comparison: the
 /// section heads comparison.md and goes into comparison.json; a malformed file is an input
 /// error (exit 2) naming the claim and the fix, before anything is written.

@@ -19,7 +19,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'none'; object-src 'none';
                        style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'";
 
 /// Escapes text for HTML.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

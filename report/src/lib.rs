@@ -1,7 +1,7 @@
 //! chatbench reports: the comparison table and its charts (PNG, SVG) built from results files,
 //! `report A B`, and the regression gate's judgement (`gate`). Figures come from the results
 //! model's figure catalogue (`chatbench_model::figures`); `claims` judges a claims file against
-//! a comparison's cells.
+//! a comparison's cells; `run_page` draws one run's charts and page (`report RUN`).
 //!
 //! Architecture invariant: reports read results files (`summary.json`, `timeseries.csv`,
 //! `latency.hgrm`) only, through `chatbench-model`; they never reach back into the load
@@ -15,5 +15,6 @@ pub mod comparison;
 pub mod diff;
 pub mod gate;
 pub mod html;
+pub mod run_page;
 pub mod sweep_charts;
 pub mod sweeps;
