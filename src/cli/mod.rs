@@ -222,6 +222,10 @@ struct RunArgs {
     /// crossed one failed; a run that measured nothing adds a failed case), atomically.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Append a Markdown summary of the run (verdict, headline figures, thresholds) to FILE;
+    /// without it, to $GITHUB_STEP_SUMMARY when that is set (a GitHub Actions job's page).
+    #[arg(long, value_name = "FILE")]
+    step_summary: Option<PathBuf>,
     /// A name for the target, recorded in summary.json (`target.settings.label`): `chatbench
     /// gate` matches baseline and current runs by it instead of by URL (whose port changes on
     /// CI). Letters, digits, `.`, `_`, `-`.
@@ -407,7 +411,16 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
     preflight_out(&args.out)?;
     if let Some(junit) = &args.junit {
-        run_verdict::preflight_junit(junit)?;
+        run_verdict::preflight_file("--junit", junit)?;
+    }
+    let step_summary = run_verdict::step_summary_path(args.step_summary.as_deref());
+    if let Some(p) = &step_summary {
+        let flag = if args.step_summary.is_some() {
+            "--step-summary"
+        } else {
+            "$GITHUB_STEP_SUMMARY"
+        };
+        run_verdict::preflight_file(flag, p)?;
     }
     if let Some(pid) = args.server_pid {
         preflight_server_pid(pid)?;
@@ -472,7 +485,11 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     print!("{}", human_summary(&report.summary, &report.dir));
     stopped.report_server();
     let signal = stop_signal.load(std::sync::atomic::Ordering::Relaxed);
-    let code = run_verdict::exit_code(&report.summary, &floor, args.junit.as_deref(), signal)?;
+    let outputs = run_verdict::VerdictOutputs {
+        junit: args.junit.as_deref(),
+        step_summary: step_summary.as_deref(),
+    };
+    let code = run_verdict::exit_code(&report, &floor, &outputs, signal)?;
     Ok(ExitCode::from(code))
 }
 
