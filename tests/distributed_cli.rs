@@ -939,6 +939,7 @@ fn coordinate_in_process(
             progress: chatbench_loadgen::progress::ProgressMode::Quiet,
             interrupt: rx,
             cluster: None,
+            live: None,
         },
         agents: AgentsSpec::Remote(agents.iter().map(|a| a.addr.clone()).collect()),
         token: None,

@@ -599,3 +599,90 @@ fn completions_and_man_page_cover_every_subcommand() {
         "an unknown shell is a usage error"
     );
 }
+
+/// `--metrics-listen`: while the run goes, `GET /metrics` gives its per-second figures as
+/// Prometheus text. A non-loopback address needs
+/// `--metrics-public`, and is refused before any load.
+#[test]
+fn metrics_listen_serves_the_live_figures_while_the_run_goes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let refused = chatbench()
+        .args([
+            "run",
+            "--target",
+            "ws://127.0.0.1:9/ws",
+            "--scenario",
+            "scenarios/smoke.toml",
+        ])
+        .args(["--out", out_dir.path().to_str().expect("utf-8 path")])
+        .args(["--metrics-listen", "0.0.0.0:0"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--metrics-public"),
+        "{}",
+        text(&refused)
+    );
+    let _turn = serial();
+    let mut child = chatbench()
+        .args([
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            "scenarios/smoke.toml",
+        ])
+        .args(["--out", out_dir.path().to_str().expect("utf-8 path")])
+        .args(["--progress", "quiet", "--metrics-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let addr = first
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL first: {first:?}"))
+        .to_string();
+    let get = |addr: &str| -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    // Poll (bounded) until a second of the measurement window has been published.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = get(&addr);
+        if seen.contains("chatbench_run_delivered_per_s{phase=\"measure\"}") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200 OK"), "{seen}");
+    assert!(
+        seen.contains("chatbench_run_delivered_per_s{phase=\"measure\"}"),
+        "no measure second published: {seen}"
+    );
+    let sent: f64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("chatbench_run_messages_sent_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("messages_sent_total");
+    assert!(sent > 0.0, "{seen}");
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let status = child.wait().expect("wait");
+    assert!(matches!(status.code(), Some(0 | 4)), "{status:?}: {rest}");
+}

@@ -33,6 +33,7 @@ use crate::control::{
 use crate::engine::Phase;
 use crate::ledger;
 use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
+use crate::live_metrics::LiveMetrics;
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
@@ -559,6 +560,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let links = std::mem::take(&mut fleet.links);
     let mut ctl = Control::new(links, &scenario, Instant::now(), progress);
     ctl.same_host = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
+    ctl.live = ropts.live.clone();
     let mut interrupt = ropts.interrupt.clone();
     ctl.interrupted = *interrupt.borrow();
     control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
@@ -924,6 +926,8 @@ struct Control {
     progress: Progress,
     /// Whether every agent runs on this host (local agents): one wall clock.
     same_host: bool,
+    /// The live `/metrics` endpoint's state (`run --metrics-listen`), when there is one.
+    live: Option<Arc<LiveMetrics>>,
 }
 
 impl Control {
@@ -961,6 +965,7 @@ impl Control {
             reconnects: scenario.reconnects(),
             progress,
             same_host: false,
+            live: None,
         }
     }
 
@@ -1214,7 +1219,16 @@ impl Control {
             generator_rss: Some(gen_rss),
             agents_live: Some(self.links.iter().filter(|l| !l.lost).count() as u64),
         };
+        let from = self.series.len();
         second.rows(&mut self.series);
+        if let Some(live) = &self.live {
+            let totals = crate::live_metrics::Totals {
+                sent: second.counts.sent,
+                delivered: second.counts.delivered,
+                t_s: second.t_s,
+            };
+            live.update(&self.series[from..], totals);
+        }
         self.progress
             .update(&second.progress_line(ProgressView::Fleet {
                 agents: self.links.len(),

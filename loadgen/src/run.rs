@@ -22,6 +22,7 @@ use crate::faults::{EventKind, NodeControl};
 use crate::lifecycle::{
     Counts, Edges, Engine, ProgressView, Rates, Reaped, Second, TargetSecond, Timeline,
 };
+use crate::live_metrics::{self, LiveMetrics};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::sampler;
@@ -132,6 +133,8 @@ pub struct RunOptions {
     /// for a `[[fault]] kill_node`. It must have been started on the thread that polls the
     /// run's future (the main thread under `block_on`): see `chatbench_harness::supervisor`.
     pub cluster: Option<Arc<Mutex<dyn NodeControl>>>,
+    /// `--metrics-listen`: updated with each second's rows (the endpoint is the caller's).
+    pub live: Option<Arc<LiveMetrics>>,
 }
 
 /// How often the run polls the supervisor.
@@ -189,6 +192,8 @@ struct Ticker {
     seconds: Option<Vec<SecondHist>>,
     /// Every second's latency histograms, encoded (`latency.hlog`).
     hlog: LatencyLog,
+    /// The live `/metrics` endpoint's state, when there is one.
+    live: Option<Arc<LiveMetrics>>,
 }
 
 impl Ticker {
@@ -211,6 +216,7 @@ impl Ticker {
             last_poll: started,
             seconds: opts.scenario.kill_fault().map(|_| Vec::new()),
             hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
+            live: opts.live.clone(),
         }
     }
 
@@ -360,7 +366,16 @@ impl Ticker {
             generator_rss: s.me.as_ref().map(|m| m.rss_bytes),
             agents_live: None,
         };
+        let from = self.series.len();
         second.rows(&mut self.series);
+        if let Some(live) = &self.live {
+            let totals = live_metrics::Totals {
+                sent: second.counts.sent,
+                delivered: second.counts.delivered,
+                t_s: t,
+            };
+            live.update(&self.series[from..], totals);
+        }
         self.progress
             .update(&second.progress_line(ProgressView::Local {
                 in_phase,
