@@ -954,3 +954,94 @@ fn report_judges_a_users_claims_file() {
         "{err}"
     );
 }
+
+/// `compare --column`: a user's own servers as the only columns — one already running (a URL),
+/// one started for every run (a command) — and no built-in column added. A bad `--column` is
+/// refused before anything runs.
+#[test]
+fn user_columns_compare_a_running_server_and_a_start_command() {
+    use std::io::BufRead;
+    let exe = env!("CARGO_BIN_EXE_chatbench");
+    let out = tempfile::tempdir().expect("tempdir");
+    let bad = Command::new(exe)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--tiny", "--column", "epoll=./my-server"])
+        .args(["--out", out.path().to_str().expect("path")])
+        .output()
+        .expect("run compare");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is a built-in column"),
+        "{bad:?}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
+    // The running server of the URL column.
+    let mut server = Command::new(exe)
+        .args(["serve", "--arch", "epoll", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let url = line
+        .split_whitespace()
+        .nth(1)
+        .expect("ws:// URL on the first line")
+        .to_string();
+    let o = Command::new(exe)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--tiny"])
+        .args(["--column", &format!("main={url}")])
+        .args([
+            "--column",
+            &format!("next={exe} serve --arch task-per-conn --listen 127.0.0.1:0"),
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    assert_eq!(c["archs"], serde_json::json!(["main", "next"]), "{c:#}");
+    let notes = c["notes"].to_string();
+    assert!(
+        notes.contains(&format!("Column main: the running server at {url}")),
+        "{notes}"
+    );
+    assert!(notes.contains("Column next:"), "{notes}");
+    let p99 = c["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["key"] == "latency_p99_ms")
+        .expect("p99 row");
+    for col in ["main", "next"] {
+        let cell = &p99["cells"][col];
+        // "invalid" when the shared machine made the generator the bottleneck: still a run.
+        assert!(
+            matches!(cell["status"].as_str(), Some("ok" | "invalid")),
+            "{col}: {cell:#}"
+        );
+        let src = cell["source"].as_str().expect("source");
+        assert!(dir.join(src).is_file(), "{col}: {src} not in the folder");
+    }
+    // Only the command column is sampled: its memory per connection is measured.
+    let mem = c["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["key"] == "memory_user_kib")
+        .expect("memory row");
+    assert_eq!(mem["cells"]["main"]["status"], "not_measured", "{mem:#}");
+    assert_ne!(mem["cells"]["next"]["status"], "not_measured", "{mem:#}");
+}
