@@ -185,7 +185,7 @@ mod tests {
             for k in 0..(100 * (s + 1)) {
                 let us = 50 + k * 37 + s * 1000;
                 record(&mut all, us);
-                if s >= 1 && s <= 3 {
+                if (1..=3).contains(&s) {
                     record(&mut win, us);
                     record(&mut window, us);
                 }
