@@ -256,6 +256,15 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
         "cross-agent deliveries timed"
     );
     assert_eq!(hgrm_total(&run_dir), merged);
+    // The fleet's latency.hlog: the merged seconds, untagged (agents do not split out the
+    // window's deliveries per second).
+    let log = std::fs::read(run_dir.join("latency.hlog")).expect("latency.hlog");
+    let intervals = chatbench_model::hlog::read("latency.hlog", &log).expect("an interval log");
+    assert!(intervals.iter().all(|i| !i.window), "untagged only");
+    assert!(
+        !chatbench_model::hlog::sum(&intervals, false).is_empty(),
+        "the merged seconds hold deliveries"
+    );
     // Every delivery across agents: all-phase sends × 19 other members, which is also what the
     // server says it forwarded.
     let sent_all = sum(agents, "sent_all");
