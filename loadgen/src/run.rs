@@ -918,6 +918,28 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
 /// The file in a run folder that keeps the first frames that made no sense to the generator.
 pub const UNEXPECTED_FRAMES: &str = "unexpected_frames.txt";
 
+/// The first few frames kept in `unexpected_frames.txt`, for the console: at most
+/// [`CONSOLE_FRAMES`], each cut to [`CONSOLE_FRAME_CHARS`] characters and quoted (control
+/// characters escaped); none when the file is not there.
+fn first_frames(saved: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(saved) else {
+        return Vec::new();
+    };
+    text.lines()
+        .take(CONSOLE_FRAMES)
+        .map(|l| {
+            let cut: String = l.chars().take(CONSOLE_FRAME_CHARS).collect();
+            let more = if cut.len() < l.len() { "…" } else { "" };
+            format!("{cut:?}{more}")
+        })
+        .collect()
+}
+
+/// How many unexpected frames the console summary shows.
+const CONSOLE_FRAMES: usize = 3;
+/// How much of each it shows.
+const CONSOLE_FRAME_CHARS: usize = 120;
+
 /// The first unexpected frames as the run folder keeps them (one per line, newlines escaped);
 /// `None` when there were none (no file is written).
 pub fn unexpected_frames_text(frames: &[String]) -> Option<String> {
@@ -1158,6 +1180,9 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
                 String::new()
             }
         );
+        for frame in first_frames(&saved) {
+            let _ = writeln!(out, "              {frame}");
+        }
     }
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
