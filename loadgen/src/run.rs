@@ -228,10 +228,16 @@ impl Ticker {
         let to = now.duration_since(self.started);
         // Encoding the run's own histograms into memory cannot fail but by a bug; the log
         // then lacks that second, and says so on the console.
+        let was = self.hlog.truncated();
         for (h, w) in [(&all, false), (&window, true)] {
             if let Err(e) = self.hlog.push(h, from, to, w) {
                 self.progress.println(&format!("latency.hlog: {e}"));
             }
+        }
+        if self.hlog.truncated() && !was {
+            self.progress.println(
+                "latency.hlog reached its bound: later seconds are left out of it (the summary and timeseries.csv are whole)",
+            );
         }
         all
     }

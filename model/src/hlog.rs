@@ -10,7 +10,9 @@
 //!   (`latency.hgrm`), so `latency_us` can be re-derived from this file alone.
 //!
 //! The log is built in memory while the run goes (each interval V2+deflate encoded when it is
-//! added, a few hundred bytes to a few KiB) and written with the run's other files.
+//! added, a few hundred bytes to a few KiB) and written with the run's other files. It is
+//! bounded: past [`MAX_LOG_BYTES`] (hours of seconds) no more intervals are added, and the file
+//! says where it was cut in a comment line (`#[truncated at …]`).
 
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +28,8 @@ use crate::hist::new_hist;
 
 /// The file name in a run folder.
 pub const HLOG_FILE: &str = "latency.hlog";
+/// The most the log holds in memory; later intervals are left out.
+pub const MAX_LOG_BYTES: usize = 64 << 20;
 /// The tag of the intervals that hold only in-window deliveries.
 pub const WINDOW_TAG: &str = "window";
 
@@ -50,6 +54,8 @@ pub struct LatencyLog {
     text: Vec<u8>,
     serializer: V2DeflateSerializer,
     intervals: usize,
+    limit: usize,
+    truncated: bool,
 }
 
 impl std::fmt::Debug for LatencyLog {
@@ -57,6 +63,7 @@ impl std::fmt::Debug for LatencyLog {
         f.debug_struct("LatencyLog")
             .field("intervals", &self.intervals)
             .field("bytes", &self.text.len())
+            .field("truncated", &self.truncated)
             .finish()
     }
 }
@@ -64,6 +71,11 @@ impl std::fmt::Debug for LatencyLog {
 impl LatencyLog {
     /// Starts a log whose interval timestamps are seconds since `start` (the run's start).
     pub fn new(start: SystemTime) -> LatencyLog {
+        LatencyLog::with_limit(start, MAX_LOG_BYTES)
+    }
+
+    /// [`LatencyLog::new`] holding at most `limit` bytes.
+    pub fn with_limit(start: SystemTime, limit: usize) -> LatencyLog {
         let mut text = Vec::new();
         let mut serializer = V2DeflateSerializer::new();
         // Writing the header into a Vec cannot fail.
@@ -77,18 +89,35 @@ impl LatencyLog {
             text,
             serializer,
             intervals: 0,
+            limit,
+            truncated: false,
         }
     }
 
     /// Adds one interval: `h` recorded from `from` to `to` (since the start), tagged `window` or
-    /// not. Empty histograms are written too, so every second of the run is in the log.
+    /// not. Empty histograms are written too, so every second of the run is in the log. Once
+    /// the log is full, nothing is added: returns false (the first time, the cut is noted in the
+    /// log).
     pub fn push(
         &mut self,
         h: &Histogram<u64>,
         from: Duration,
         to: Duration,
         window: bool,
-    ) -> Result<(), HlogError> {
+    ) -> Result<bool, HlogError> {
+        if self.truncated {
+            return Ok(false);
+        }
+        if self.text.len() >= self.limit {
+            self.truncated = true;
+            let note = format!(
+                "#[truncated at {:.3} s: the log reached its {} MiB bound; later seconds are not in it]\n",
+                from.as_secs_f64(),
+                self.limit >> 20
+            );
+            self.text.extend_from_slice(note.as_bytes());
+            return Ok(false);
+        }
         // A header-less writer appending to the text: the builder writes nothing without
         // comments or times.
         let mut w = IntervalLogWriterBuilder::new()
@@ -98,7 +127,12 @@ impl LatencyLog {
         w.write_histogram(h, from, to.saturating_sub(from), tag)
             .map_err(|e| HlogError::Encode(format!("{e:?}")))?;
         self.intervals += 1;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether intervals were left out (the log reached its bound).
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     /// How many intervals the log holds.
@@ -208,6 +242,31 @@ mod tests {
             assert_eq!(w.value_at_percentile(q), window.value_at_percentile(q));
         }
         assert_eq!(sum(&back, false).len(), 100 + 200 + 300 + 400 + 500);
+    }
+
+    #[test]
+    fn the_log_is_bounded_and_says_where_it_was_cut() {
+        let mut log = LatencyLog::with_limit(SystemTime::UNIX_EPOCH, 2000);
+        let mut h = new_hist();
+        for v in 1..500 {
+            record(&mut h, v * 17);
+        }
+        let mut added = 0;
+        for s in 0..100u64 {
+            let (from, to) = (Duration::from_secs(s), Duration::from_secs(s + 1));
+            if log.push(&h, from, to, false).expect("encodes") {
+                added += 1;
+            }
+        }
+        assert!(
+            log.truncated() && added < 100 && added == log.len(),
+            "{added}"
+        );
+        assert!(log.bytes().len() < 2000 + 1000, "{}", log.bytes().len());
+        let text = String::from_utf8(log.bytes().to_vec()).expect("utf-8");
+        assert_eq!(text.matches("#[truncated at").count(), 1, "{text}");
+        let back = read("t", log.bytes()).expect("still a valid log");
+        assert_eq!(back.len(), added);
     }
 
     #[test]
