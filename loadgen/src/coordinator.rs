@@ -564,6 +564,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let mut interrupt = ropts.interrupt.clone();
     ctl.interrupted = *interrupt.borrow();
     control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
+    ctl.flush_latency(Instant::now());
     // Read the server's own counters before the clients leave, then release the agents.
     let server_metrics = match (&ropts.target_info.arch, targets.first()) {
         (Some(_), Some(t)) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
@@ -915,8 +916,9 @@ struct Control {
     series: Vec<SeriesRow>,
     /// The agents' interval histograms since the last second, added.
     pending: Histogram<u64>,
-    /// Every merged second's latency histogram, encoded (`latency.hlog`: untagged intervals
-    /// only — the agents' ticks do not split out the in-window deliveries).
+    /// The in-window part of `pending` (`latency.hlog`'s `window` intervals).
+    pending_window: Histogram<u64>,
+    /// Every merged second's latency histograms, encoded (`latency.hlog`).
     hlog: LatencyLog,
     rates: Rates,
     interrupted: bool,
@@ -957,6 +959,7 @@ impl Control {
             faults: Vec::new(),
             series: Vec::new(),
             pending: new_hist(),
+            pending_window: new_hist(),
             hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
             rates: Rates::new(started, 0.0),
             interrupted: false,
@@ -1193,13 +1196,7 @@ impl Control {
         };
         let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
         let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
-        let from = self.rates.at().duration_since(self.started);
-        if let Err(e) = self
-            .hlog
-            .push(&self.pending, from, now.duration_since(self.started), false)
-        {
-            self.progress.println(&format!("latency.hlog: {e}"));
-        }
+        self.log_interval(now);
         let rate = self.rates.next(now, counts.sent, counts.delivered, cpu);
         let (target_rss, host) = match reading {
             Some(r) => (r.target_rss, r.host.map(|h| (h.slab_bytes, h.tcp_inuse))),
@@ -1235,6 +1232,35 @@ impl Control {
                 planned: self.planned,
             }));
         self.pending.reset();
+        self.pending_window.reset();
+    }
+
+    /// Adds the pending latencies, from the last second to `now`, to `latency.hlog`.
+    fn log_interval(&mut self, now: Instant) {
+        let from = self.rates.at().duration_since(self.started);
+        let to = now.duration_since(self.started);
+        for (h, w) in [(&self.pending, false), (&self.pending_window, true)] {
+            if let Err(e) = self.hlog.push(h, from, to, w) {
+                self.progress.println(&format!("latency.hlog: {e}"));
+            }
+        }
+    }
+
+    /// The last interval of `latency.hlog`, once the agents are done: what their ticks brought
+    /// since the last second, and the window's latencies each recorded after its last tick (its
+    /// `Final`), so that the `window` intervals add up to the merged window histogram.
+    fn flush_latency(&mut self, now: Instant) {
+        for f in self.links.iter().filter_map(|l| l.fin.as_ref()) {
+            if let Ok(h) = decode_hist(&f.interval_tail) {
+                let _ = add_hist(&mut self.pending, &h);
+            }
+            if let Ok(h) = decode_hist(&f.interval_window_tail) {
+                let _ = add_hist(&mut self.pending_window, &h);
+            }
+        }
+        self.log_interval(now);
+        self.pending.reset();
+        self.pending_window.reset();
     }
 
     /// A message from agent `i` (or its control connection's failure), read at `heard`.
@@ -1258,6 +1284,9 @@ impl Control {
             Ok(FromAgent::Tick(t)) => {
                 if let Ok(h) = decode_hist(&t.interval) {
                     let _ = add_hist(&mut self.pending, &h);
+                }
+                if let Ok(h) = decode_hist(&t.interval_window) {
+                    let _ = add_hist(&mut self.pending_window, &h);
                 }
                 l.last_tick = Some(*t);
             }
