@@ -164,7 +164,9 @@ pub struct Interval {
     pub hist: Histogram<u64>,
 }
 
-/// Reads an interval log's intervals (`what` names the file in errors).
+/// Reads an interval log's intervals (`what` names the file in errors). Meant for the run's own
+/// files: a histogram's declared size is not bounded here (the agents' control messages, which
+/// come from the network, are decoded with bounds by `chatbench_loadgen::control`).
 pub fn read(what: &str, bytes: &[u8]) -> Result<Vec<Interval>, HlogError> {
     let bad = |reason: String| HlogError::Parse {
         what: what.to_string(),
