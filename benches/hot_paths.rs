@@ -104,5 +104,26 @@ fn histogram(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, protocol, fan_out, histogram);
+/// The generator's per-delivery record: outside the window one histogram (the second's), in
+/// the window three (the second's, the window's, and the window's second for `latency.hlog`).
+fn stats_record(c: &mut Criterion) {
+    let values: Vec<u64> = (0..1024u64)
+        .map(|i| 10 + (i.wrapping_mul(2_654_435_761) % 65_536) * (1 + i % 16))
+        .collect();
+    let stats = chatbench_loadgen::stats::Stats::new(1);
+    let mut g = c.benchmark_group("stats_record_latency");
+    g.throughput(Throughput::Elements(values.len() as u64));
+    for (name, in_window) in [("outside_window_1024", false), ("in_window_1024", true)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for (k, &v) in values.iter().enumerate() {
+                    stats.record_latency(k as u32, black_box(v), in_window);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, protocol, fan_out, histogram, stats_record);
 criterion_main!(benches);

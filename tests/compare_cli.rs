@@ -944,42 +944,6 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
     assert!(md.contains("## Claims"), "{md}");
 }
 
-/// `report` on a folder that is not there, or on a single run's folder, is an input error
-/// (exit 2) that says what to give instead, each cause said once.
-#[test]
-fn report_of_a_missing_or_single_run_folder_is_a_usage_error() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let missing = tmp.path().join("nothing-here");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["report", missing.to_str().expect("path")])
-        .output()
-        .expect("run report");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("no such folder"), "{err}");
-    assert!(
-        err.matches("os error").count() <= 1,
-        "an OS error said twice: {err}"
-    );
-    let run = tmp.path().join("run");
-    std::fs::create_dir_all(&run).expect("mkdir");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("report/tests/data/broadcast/summary.json"),
-        run.join("summary.json"),
-    )
-    .expect("copy");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["report", run.to_str().expect("path")])
-        .output()
-        .expect("run report");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("is a run folder") && err.contains("report RUN_A RUN_B"),
-        "{err}"
-    );
-}
-
 /// `report DIR --claims FILE` judges a user's claims against the folder's comparison: the
 /// section heads comparison.md and goes into comparison.json; a malformed file is an input
 /// error (exit 2) naming the claim and the fix, before anything is written.
@@ -1037,4 +1001,95 @@ fn report_judges_a_users_claims_file() {
         err.contains("claim 1 (bad)") && err.contains("cells are in ms"),
         "{err}"
     );
+}
+
+/// `compare --column`: a user's own servers as the only columns — one already running (a URL),
+/// one started for every run (a command) — and no built-in column added. A bad `--column` is
+/// refused before anything runs.
+#[test]
+fn user_columns_compare_a_running_server_and_a_start_command() {
+    use std::io::BufRead;
+    let exe = env!("CARGO_BIN_EXE_chatbench");
+    let out = tempfile::tempdir().expect("tempdir");
+    let bad = Command::new(exe)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--tiny", "--column", "epoll=./my-server"])
+        .args(["--out", out.path().to_str().expect("path")])
+        .output()
+        .expect("run compare");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is a built-in column"),
+        "{bad:?}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).expect("out").count(), 0);
+    // The running server of the URL column.
+    let mut server = Command::new(exe)
+        .args(["serve", "--arch", "epoll", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let url = line
+        .split_whitespace()
+        .nth(1)
+        .expect("ws:// URL on the first line")
+        .to_string();
+    let o = Command::new(exe)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--tiny"])
+        .args(["--column", &format!("main={url}")])
+        .args([
+            "--column",
+            &format!("next={exe} serve --arch task-per-conn --listen 127.0.0.1:0"),
+        ])
+        .args(["--out", out.path().to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let dir = only_dir(out.path());
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    assert_eq!(c["archs"], serde_json::json!(["main", "next"]), "{c:#}");
+    let notes = c["notes"].to_string();
+    assert!(
+        notes.contains(&format!("Column main: the running server at {url}")),
+        "{notes}"
+    );
+    assert!(notes.contains("Column next:"), "{notes}");
+    let p99 = c["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["key"] == "latency_p99_ms")
+        .expect("p99 row");
+    for col in ["main", "next"] {
+        let cell = &p99["cells"][col];
+        // "invalid" when the shared machine made the generator the bottleneck: still a run.
+        assert!(
+            matches!(cell["status"].as_str(), Some("ok" | "invalid")),
+            "{col}: {cell:#}"
+        );
+        let src = cell["source"].as_str().expect("source");
+        assert!(dir.join(src).is_file(), "{col}: {src} not in the folder");
+    }
+    // Only the command column is sampled: its memory per connection is measured.
+    let mem = c["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["key"] == "memory_user_kib")
+        .expect("memory row");
+    assert_eq!(mem["cells"]["main"]["status"], "not_measured", "{mem:#}");
+    assert_ne!(mem["cells"]["next"]["status"], "not_measured", "{mem:#}");
 }

@@ -256,6 +256,22 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
         "cross-agent deliveries timed"
     );
     assert_eq!(hgrm_total(&run_dir), merged);
+    // The fleet's latency.hlog: the merged seconds; their `window` intervals (with each
+    // agent's tail after its last tick) add up to the merged window histogram.
+    let log = std::fs::read(run_dir.join("latency.hlog")).expect("latency.hlog");
+    let intervals = chatbench_model::hlog::read("latency.hlog", &log).expect("an interval log");
+    let window = chatbench_model::hlog::sum(&intervals, true);
+    assert_eq!(
+        window.len(),
+        merged,
+        "window intervals re-add to the merged histogram"
+    );
+    assert_eq!(
+        Some(window.value_at_quantile(0.99)),
+        s["latency_us"]["p99"].as_u64(),
+        "p99 re-percentiled from latency.hlog"
+    );
+    assert!(chatbench_model::hlog::sum(&intervals, false).len() >= merged);
     // Every delivery across agents: all-phase sends × 19 other members, which is also what the
     // server says it forwarded.
     let sent_all = sum(agents, "sent_all");
@@ -939,6 +955,7 @@ fn coordinate_in_process(
             progress: chatbench_loadgen::progress::ProgressMode::Quiet,
             interrupt: rx,
             cluster: None,
+            live: None,
         },
         agents: AgentsSpec::Remote(agents.iter().map(|a| a.addr.clone()).collect()),
         token: None,

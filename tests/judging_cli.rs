@@ -81,6 +81,10 @@ fn echoes_are_counted_apart_from_deliveries_and_latency() {
     // One garbage frame per room: counted, shown, and kept in the run folder.
     assert_eq!(count(&m["bad_frames"]), 3, "{m:#}");
     assert!(stdout.contains("frames      bad 3"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("              {:?}\n", fake_server::GARBAGE)),
+        "the first bad frames on the console: {stdout}"
+    );
     let kept = std::fs::read_to_string(only_run_dir(dir.path()).join("unexpected_frames.txt"))
         .expect("unexpected_frames.txt");
     assert_eq!(

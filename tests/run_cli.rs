@@ -102,11 +102,50 @@ fn smoke_run_delivers_exactly_the_expected_count() {
         &csv[..csv.len().min(200)]
     );
     assert!(csv.contains("delivered_per_s") && csv.contains("target_rss_bytes"));
+    latency_log_re_percentiles_to_the_summary(&dir, &s);
     // The human summary.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("complete") && stdout.contains("latency"),
         "{stdout}"
+    );
+}
+
+/// `latency.hlog` read back: one interval a second (and the tail after the last tick), and its
+/// `window` intervals, added, give the summary's latency figures exactly.
+fn latency_log_re_percentiles_to_the_summary(dir: &Path, s: &serde_json::Value) {
+    use chatbench_model::hlog;
+    let bytes = std::fs::read(dir.join(hlog::HLOG_FILE)).expect("latency.hlog");
+    let intervals = hlog::read("latency.hlog", &bytes).expect("a valid interval log");
+    let window: Vec<_> = intervals.iter().filter(|i| i.window).collect();
+    let measured_s = s["phases"]["measure"].as_f64().unwrap_or(0.0);
+    assert!(
+        window.len() as f64 >= measured_s.floor(),
+        "about one interval a second: {} window intervals for a {measured_s} s window",
+        window.len()
+    );
+    assert_eq!(
+        window.len() * 2,
+        intervals.len(),
+        "each second has an untagged and a window interval"
+    );
+    for pair in window.windows(2) {
+        assert!(pair[0].start < pair[1].start, "intervals in time order");
+    }
+    let h = hlog::sum(&intervals, true);
+    let l = &s["latency_us"];
+    assert_eq!(Some(h.len()), l["count"].as_u64(), "count: {l:#}");
+    for (q, key) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+        assert_eq!(
+            Some(h.value_at_quantile(q)),
+            l[key].as_u64(),
+            "{key} re-percentiled from latency.hlog: {l:#}"
+        );
+    }
+    assert_eq!(Some(h.max()), l["max"].as_u64(), "max: {l:#}");
+    assert!(
+        hlog::sum(&intervals, false).len() >= h.len(),
+        "the untagged intervals hold every delivery, the window's among them"
     );
 }
 
@@ -559,4 +598,91 @@ fn completions_and_man_page_cover_every_subcommand() {
         Some(2),
         "an unknown shell is a usage error"
     );
+}
+
+/// `--metrics-listen`: while the run goes, `GET /metrics` gives its per-second figures as
+/// Prometheus text. A non-loopback address needs
+/// `--metrics-public`, and is refused before any load.
+#[test]
+fn metrics_listen_serves_the_live_figures_while_the_run_goes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let refused = chatbench()
+        .args([
+            "run",
+            "--target",
+            "ws://127.0.0.1:9/ws",
+            "--scenario",
+            "scenarios/smoke.toml",
+        ])
+        .args(["--out", out_dir.path().to_str().expect("utf-8 path")])
+        .args(["--metrics-listen", "0.0.0.0:0"])
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--metrics-public"),
+        "{}",
+        text(&refused)
+    );
+    let _turn = serial();
+    let mut child = chatbench()
+        .args([
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            "scenarios/smoke.toml",
+        ])
+        .args(["--out", out_dir.path().to_str().expect("utf-8 path")])
+        .args(["--progress", "quiet", "--metrics-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let addr = first
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL first: {first:?}"))
+        .to_string();
+    let get = |addr: &str| -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    // Poll (bounded) until a second of the measurement window has been published.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = get(&addr);
+        if seen.contains("chatbench_run_delivered_per_s{phase=\"measure\"}") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200 OK"), "{seen}");
+    assert!(
+        seen.contains("chatbench_run_delivered_per_s{phase=\"measure\"}"),
+        "no measure second published: {seen}"
+    );
+    let sent: f64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("chatbench_run_messages_sent_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("messages_sent_total");
+    assert!(sent > 0.0, "{seen}");
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let status = child.wait().expect("wait");
+    assert!(matches!(status.code(), Some(0 | 4)), "{status:?}: {rest}");
 }

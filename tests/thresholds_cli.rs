@@ -22,9 +22,16 @@ fn scenario(dir: &Path, extra: &str) -> String {
 }
 
 fn run(args: &[&str]) -> Output {
+    run_with_env(&[], args)
+}
+
+fn run_with_env(env: &[(&str, &Path)], args: &[&str]) -> Output {
     let _turn = serial();
-    chatbench()
-        .args(args)
+    let mut c = chatbench();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run chatbench")
@@ -61,29 +68,35 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
     );
     let junit = tmp.path().join("junit.xml");
     let out_dir = tmp.path().join("runs");
-    let o = run(&[
-        "run",
-        "--serve",
-        "task-per-conn",
-        "--scenario",
-        &s,
-        "--out",
-        out_dir.to_str().expect("utf-8"),
-        "--progress",
-        "quiet",
-        // From the command line: one more crossed (more connections than planned).
-        "--threshold",
-        "connections_ready>=1000",
-        "--threshold",
-        "loss_ratio<=0.5",
-        // One kind of a figure split by kind: no connection was refused.
-        "--threshold",
-        "connection_errors.refused<=0",
-        "--junit",
-        junit.to_str().expect("utf-8"),
-        "--label",
-        "thr-target",
-    ]);
+    // A GitHub Actions job's summary file, with an earlier step's text: appended to.
+    let step_summary = tmp.path().join("step_summary.md");
+    std::fs::write(&step_summary, "earlier step\n").expect("write");
+    let o = run_with_env(
+        &[("GITHUB_STEP_SUMMARY", step_summary.as_path())],
+        &[
+            "run",
+            "--serve",
+            "task-per-conn",
+            "--scenario",
+            &s,
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+            "--progress",
+            "quiet",
+            // From the command line: one more crossed (more connections than planned).
+            "--threshold",
+            "connections_ready>=1000",
+            "--threshold",
+            "loss_ratio<=0.5",
+            // One kind of a figure split by kind: no connection was refused.
+            "--threshold",
+            "connection_errors.refused<=0",
+            "--junit",
+            junit.to_str().expect("utf-8"),
+            "--label",
+            "thr-target",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     match o.status.code() {
         Some(1) => {}
@@ -115,6 +128,23 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
         xml.contains("name=\"connections_ready &gt;= 1000\""),
         "{xml}"
     );
+    let md = std::fs::read_to_string(&step_summary).expect("step summary");
+    assert!(
+        md.starts_with("earlier step\n### chatbench run `thr`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `connections_ready` | 40 | >= 1000 | **crossed** |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `loss_ratio` |") && md.contains("| ok |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("(exit {})", o.status.code().unwrap_or(-1))),
+        "{md}"
+    );
     // The command-line thresholds are recorded with the run, as overrides.
     let s = summary(&only_run_dir(&out_dir));
     assert_eq!(
@@ -126,6 +156,31 @@ fn crossed_thresholds_exit_1_with_value_against_limit_and_a_junit_failure_each()
         overrides.contains("thresholds.connections_ready"),
         "{overrides}"
     );
+}
+
+#[test]
+fn an_unwritable_step_summary_is_refused_before_any_load() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = scenario(tmp.path(), "");
+    let out_dir = tmp.path().join("runs");
+    let o = run(&[
+        "run",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--scenario",
+        &s,
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+        "--step-summary",
+        "/nonexistent-folder/summary.md",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("--step-summary /nonexistent-folder/summary.md: cannot write"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out_dir.exists(), "nothing measured, nothing written");
 }
 
 #[test]

@@ -94,6 +94,9 @@ pub struct CompareOptions {
     /// A claims file to judge (its name and text, checked by `chatbench_report::claims::parse`);
     /// `None`: the shipped claims/elixir-vs-node.toml when the comparison has one of its columns.
     pub claims: Option<(String, String)>,
+    /// `--column NAME=ws://URL` / `NAME=COMMAND` as given: the user's own servers as columns
+    /// (parsed and checked by [`crate::columns`]). With only these, no built-in column is added.
+    pub columns: Vec<String>,
 }
 
 /// The peers a comparison runs when no column is named: every one whose runtime is
@@ -508,8 +511,16 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let mut notes = Vec::new();
-    let archs: Vec<String> = if args.archs.is_empty() {
+    let builtin: Vec<&str> = column_names()
+        .into_iter()
+        .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
+        .collect();
+    let user = crate::columns::parse_all(&args.columns, &builtin)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
+    let archs: Vec<String> = if args.archs.is_empty() && !user.is_empty() {
+        Vec::new()
+    } else if args.archs.is_empty() {
         let mut all: Vec<String> = chatbench_servers::Arch::ALL
             .iter()
             .map(|a| a.as_str().to_string())
@@ -533,7 +544,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
         args.archs.clone()
     };
     // No column named: every peer whose runtime is installed, too.
-    let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() {
+    let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() && user.is_empty() {
         let (peers, note) = installed_peers(&args.peers_dir, on_path);
         if let Some(note) = note {
             eprintln!("compare: {note}");
@@ -579,8 +590,10 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     let mut runs = Runs::new();
     let mut columns = archs.clone();
     columns.extend(peers.iter().cloned());
+    columns.extend(user.iter().map(|u| u.name.clone()));
     for arch in &columns {
         let peer = peers.contains(arch);
+        let user_column = user.iter().find(|u| u.name == *arch);
         // A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
         // column, with the scaling and node-loss steps.
         let peer_cluster = peer
@@ -599,6 +612,9 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
             if s.step == Step::NodeLoss && !cluster {
                 continue;
             }
+            if user_column.is_some_and(|u| !u.runs(s.step)) {
+                continue;
+            }
             let mut stopped = false;
             for (i, point) in s.points.iter().enumerate() {
                 if stopped {
@@ -607,7 +623,9 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
                 for repeat in 0..s.repeats {
                     let label = point_label(s, i, repeat);
                     eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
-                    let mut extra: Vec<String> = if peer {
+                    let mut extra: Vec<String> = if let Some(u) = user_column {
+                        u.run_args()
+                    } else if peer {
                         let mut e = vec![
                             "--serve-peer".to_string(),
                             arch.clone(),

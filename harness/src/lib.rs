@@ -10,7 +10,7 @@
 //! - [`target_start`]: what `chatbench run --serve`, `--serve-peer` and `--serve-cmd` start, and
 //!   the target record of it.
 //! - [`compare`]: `chatbench compare`'s suites and sweep driver (one `chatbench run` child per
-//!   step).
+//!   step); [`columns`]: `compare --column`, a user's own servers as columns.
 //! - [`gate`]: the gate's measuring side (callgrind counts, statistical A/B runs, runs against a
 //!   baseline); the judgement is `chatbench_report::gate`.
 //!
@@ -20,6 +20,7 @@
 //! Dependency direction: this crate depends on `chatbench-loadgen` (never the reverse: the run
 //! reaches the supervisor only through the `NodeControl` trait loadgen defines).
 
+pub mod columns;
 pub mod compare;
 pub mod floor;
 pub mod gate;

@@ -597,6 +597,7 @@ impl AgentRun {
     /// This second's report.
     fn tick(&self) -> Result<Tick, ControlError> {
         let c = self.engine.counts();
+        let (all, window) = self.engine.shared().stats.take_intervals();
         Ok(Tick {
             phase: self.engine.phase().as_str().into(),
             open: c.open,
@@ -609,7 +610,8 @@ impl AgentRun {
             delivered_window_all: self.window.delivered(c.delivered),
             reconnects: c.reconnects,
             reconnect_failures: c.reconnect_failures,
-            interval: encode_hist(&self.engine.shared().stats.take_interval())?,
+            interval: encode_hist(&all)?,
+            interval_window: encode_hist(&window)?,
             rss_bytes: own_rss(),
             cpu_seconds: sampler::self_cpu_seconds(),
         })
@@ -731,6 +733,8 @@ impl AgentRun {
         let st = &shared.stats;
         let (cross, cross_complete) = shared.ledger.runs();
         let c = &st.counters;
+        // What was recorded after the last tick: the end of `latency.hlog`.
+        let tail = st.take_intervals();
         Ok(Final {
             planned: self.engine.planned(),
             attempted: Stats::get(&c.connect_attempts),
@@ -774,6 +778,8 @@ impl AgentRun {
                 .collect(),
             slow: self.slow,
             window_latency: encode_hist(&st.window_latency())?,
+            interval_tail: encode_hist(&tail.0)?,
+            interval_window_tail: encode_hist(&tail.1)?,
             connect_time: encode_hist(&st.connect_time())?,
             send_lag: encode_hist(&st.send_lag())?,
             pacer_lag: match &pacer {

@@ -269,6 +269,10 @@ pub struct Tick {
     pub reconnect_failures: u64,
     /// Latencies recorded since the last tick, V2+deflate base64.
     pub interval: String,
+    /// Those of them of messages due in the window (`latency.hlog`'s `window` intervals);
+    /// empty from an agent that does not send it.
+    #[serde(default)]
+    pub interval_window: String,
     /// Agent RSS, bytes.
     pub rss_bytes: Option<u64>,
     /// Agent CPU time so far, seconds.
@@ -343,6 +347,13 @@ pub struct Final {
     pub slow: u64,
     /// Window latency, V2+deflate base64.
     pub window_latency: String,
+    /// The latencies recorded since the last tick (the tail of `latency.hlog`'s intervals),
+    /// V2+deflate base64.
+    #[serde(default)]
+    pub interval_tail: String,
+    /// The window's part of them (the tail of its `window` intervals).
+    #[serde(default)]
+    pub interval_window_tail: String,
     /// Connection time.
     pub connect_time: String,
     /// Send lag.

@@ -18,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use tokio::io::BufReader as TokioBufReader;
@@ -33,15 +33,18 @@ use crate::control::{
 use crate::engine::Phase;
 use crate::ledger;
 use crate::lifecycle::{Counts, Edges, ProgressView, Rates, Second, Timeline};
+use crate::live_metrics::LiveMetrics;
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::progress::Progress;
 use crate::readings::{window_cpu, Mark, PhaseReading, Reading, Readings, SecondReading};
 use crate::run::{
-    parse_targets, self_check, write_unexpected_frames, RunError, RunOptions, RunReport, SelfCheck,
+    parse_targets, self_check, unexpected_frames_text, RunError, RunOptions, RunReport, SelfCheck,
+    UNEXPECTED_FRAMES,
 };
 use crate::target::Target;
 use crate::{sampler, sys};
 use chatbench_model::hist::new_hist;
+use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
 use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
@@ -557,9 +560,11 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let links = std::mem::take(&mut fleet.links);
     let mut ctl = Control::new(links, &scenario, Instant::now(), progress);
     ctl.same_host = matches!(spec, AgentsSpec::Local(_) | AgentsSpec::Auto);
+    ctl.live = ropts.live.clone();
     let mut interrupt = ropts.interrupt.clone();
     ctl.interrupted = *interrupt.borrow();
     control_loop(&mut ctl, &mut fleet.events, &mut readings, &mut interrupt).await;
+    ctl.flush_latency(Instant::now());
     // Read the server's own counters before the clients leave, then release the agents.
     let server_metrics = match (&ropts.target_info.arch, targets.first()) {
         (Some(_), Some(t)) => crate::target::scrape_metrics(t, Duration::from_secs(2)).await,
@@ -642,8 +647,12 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     };
     let unexpected = std::mem::take(&mut merged.totals.unexpected_frames);
     let (mut summary, window) = fleet_summary(summary_in, &ctl, merged, verdict, target_figures);
-    let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window)?;
-    write_unexpected_frames(&dir, &unexpected)?;
+    let unexpected = unexpected_frames_text(&unexpected);
+    let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ctl.hlog.bytes())];
+    if let Some(text) = &unexpected {
+        extra.push((UNEXPECTED_FRAMES, text.as_bytes()));
+    }
+    let dir = write_run(&ropts.out_root, &mut summary, &ctl.series, &window, &extra)?;
     Ok(RunReport { dir, summary })
 }
 
@@ -907,6 +916,10 @@ struct Control {
     series: Vec<SeriesRow>,
     /// The agents' interval histograms since the last second, added.
     pending: Histogram<u64>,
+    /// The in-window part of `pending` (`latency.hlog`'s `window` intervals).
+    pending_window: Histogram<u64>,
+    /// Every merged second's latency histograms, encoded (`latency.hlog`).
+    hlog: LatencyLog,
     rates: Rates,
     interrupted: bool,
     stop_sent: bool,
@@ -915,6 +928,8 @@ struct Control {
     progress: Progress,
     /// Whether every agent runs on this host (local agents): one wall clock.
     same_host: bool,
+    /// The live `/metrics` endpoint's state (`run --metrics-listen`), when there is one.
+    live: Option<Arc<LiveMetrics>>,
 }
 
 impl Control {
@@ -944,6 +959,8 @@ impl Control {
             faults: Vec::new(),
             series: Vec::new(),
             pending: new_hist(),
+            pending_window: new_hist(),
+            hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
             rates: Rates::new(started, 0.0),
             interrupted: false,
             stop_sent: false,
@@ -951,6 +968,7 @@ impl Control {
             reconnects: scenario.reconnects(),
             progress,
             same_host: false,
+            live: None,
         }
     }
 
@@ -1178,6 +1196,7 @@ impl Control {
         };
         let cpu: f64 = ticks.iter().map(|t| t.cpu_seconds).sum();
         let gen_rss = ticks.iter().filter_map(|t| t.rss_bytes).sum::<u64>();
+        self.log_interval(now);
         let rate = self.rates.next(now, counts.sent, counts.delivered, cpu);
         let (target_rss, host) = match reading {
             Some(r) => (r.target_rss, r.host.map(|h| (h.slab_bytes, h.tcp_inuse))),
@@ -1197,13 +1216,51 @@ impl Control {
             generator_rss: Some(gen_rss),
             agents_live: Some(self.links.iter().filter(|l| !l.lost).count() as u64),
         };
+        let from = self.series.len();
         second.rows(&mut self.series);
+        if let Some(live) = &self.live {
+            let totals = crate::live_metrics::Totals {
+                sent: second.counts.sent,
+                delivered: second.counts.delivered,
+                t_s: second.t_s,
+            };
+            live.update(&self.series[from..], totals);
+        }
         self.progress
             .update(&second.progress_line(ProgressView::Fleet {
                 agents: self.links.len(),
                 planned: self.planned,
             }));
         self.pending.reset();
+        self.pending_window.reset();
+    }
+
+    /// Adds the pending latencies, from the last second to `now`, to `latency.hlog`.
+    fn log_interval(&mut self, now: Instant) {
+        let from = self.rates.at().duration_since(self.started);
+        let to = now.duration_since(self.started);
+        for (h, w) in [(&self.pending, false), (&self.pending_window, true)] {
+            if let Err(e) = self.hlog.push(h, from, to, w) {
+                self.progress.println(&format!("latency.hlog: {e}"));
+            }
+        }
+    }
+
+    /// The last interval of `latency.hlog`, once the agents are done: what their ticks brought
+    /// since the last second, and the window's latencies each recorded after its last tick (its
+    /// `Final`), so that the `window` intervals add up to the merged window histogram.
+    fn flush_latency(&mut self, now: Instant) {
+        for f in self.links.iter().filter_map(|l| l.fin.as_ref()) {
+            if let Ok(h) = decode_hist(&f.interval_tail) {
+                let _ = add_hist(&mut self.pending, &h);
+            }
+            if let Ok(h) = decode_hist(&f.interval_window_tail) {
+                let _ = add_hist(&mut self.pending_window, &h);
+            }
+        }
+        self.log_interval(now);
+        self.pending.reset();
+        self.pending_window.reset();
     }
 
     /// A message from agent `i` (or its control connection's failure), read at `heard`.
@@ -1227,6 +1284,9 @@ impl Control {
             Ok(FromAgent::Tick(t)) => {
                 if let Ok(h) = decode_hist(&t.interval) {
                     let _ = add_hist(&mut self.pending, &h);
+                }
+                if let Ok(h) = decode_hist(&t.interval_window) {
+                    let _ = add_hist(&mut self.pending_window, &h);
                 }
                 l.last_tick = Some(*t);
             }

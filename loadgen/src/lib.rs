@@ -12,6 +12,8 @@
 //! - [`engine`]: the connection tasks and the phases; [`failover`]: what a node loss cost,
 //!   from the per-second figures.
 //! - [`stats`]: histograms and counters the tasks record into.
+//! - [`live_metrics`]: `run --metrics-listen`, the per-second figures as a live Prometheus
+//!   `/metrics` endpoint.
 //! - [`sampler`], [`sys`], [`provenance`]: reading `/proc` and the host; `readings`: the
 //!   coordinator's readings of them, on a thread of their own.
 //! - [`lifecycle`]: the one run lifecycle (timeline, engine handle, a second's rows and
@@ -38,6 +40,7 @@ pub mod fast_msg;
 pub mod faults;
 pub mod ledger;
 pub mod lifecycle;
+pub mod live_metrics;
 pub mod pacer;
 pub mod plan;
 pub mod progress;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use thiserror::Error;
@@ -22,6 +22,7 @@ use crate::faults::{EventKind, NodeControl};
 use crate::lifecycle::{
     Counts, Edges, Engine, ProgressView, Rates, Reaped, Second, TargetSecond, Timeline,
 };
+use crate::live_metrics::{self, LiveMetrics};
 use crate::plan::{Layout, Plan};
 use crate::progress::{Progress, ProgressMode};
 use crate::sampler;
@@ -29,6 +30,7 @@ use crate::stats::Stats;
 use crate::sys;
 use crate::target::{Target, TargetError};
 use chatbench_model::figures;
+use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
     RunStatus, SeriesRow, Summary, TargetInfo,
@@ -131,6 +133,8 @@ pub struct RunOptions {
     /// for a `[[fault]] kill_node`. It must have been started on the thread that polls the
     /// run's future (the main thread under `block_on`): see `chatbench_harness::supervisor`.
     pub cluster: Option<Arc<Mutex<dyn NodeControl>>>,
+    /// `--metrics-listen`: updated with each second's rows (the endpoint is the caller's).
+    pub live: Option<Arc<LiveMetrics>>,
 }
 
 /// How often the run polls the supervisor.
@@ -186,6 +190,10 @@ struct Ticker {
     last_poll: Instant,
     /// Every second's latency histogram, kept when the run kills a node (failover figures).
     seconds: Option<Vec<SecondHist>>,
+    /// Every second's latency histograms, encoded (`latency.hlog`).
+    hlog: LatencyLog,
+    /// The live `/metrics` endpoint's state, when there is one.
+    live: Option<Arc<LiveMetrics>>,
 }
 
 impl Ticker {
@@ -207,7 +215,37 @@ impl Ticker {
             cluster: opts.cluster.clone(),
             last_poll: started,
             seconds: opts.scenario.kill_fault().map(|_| Vec::new()),
+            hlog: LatencyLog::new(SystemTime::now() - started.elapsed()),
+            live: opts.live.clone(),
         }
+    }
+
+    /// Adds the latency interval from the last tick to `now` to `latency.hlog`; returns the
+    /// interval of every delivery (the time series').
+    fn log_interval(&mut self, now: Instant) -> Histogram<u64> {
+        let (all, window) = self.shared.stats.take_intervals();
+        let from = self.rates.at().duration_since(self.started);
+        let to = now.duration_since(self.started);
+        // Encoding the run's own histograms into memory cannot fail but by a bug; the log
+        // then lacks that second, and says so on the console.
+        let was = self.hlog.truncated();
+        for (h, w) in [(&all, false), (&window, true)] {
+            if let Err(e) = self.hlog.push(h, from, to, w) {
+                self.progress.println(&format!("latency.hlog: {e}"));
+            }
+        }
+        if self.hlog.truncated() && !was {
+            self.progress.println(
+                "latency.hlog reached its bound: later seconds are left out of it (the summary and timeseries.csv are whole)",
+            );
+        }
+        all
+    }
+
+    /// The deliveries since the last tick, into `latency.hlog`, once the clients have stopped:
+    /// its `window` intervals then add up to the summary's latency histogram.
+    fn flush_latency(&mut self) {
+        self.log_interval(Instant::now());
     }
 
     /// Lets the supervisor restart dead nodes; follows their pids for sampling.
@@ -292,7 +330,7 @@ impl Ticker {
         let dt = now.duration_since(self.rates.at()).as_secs_f64().max(1e-3);
         let t = now.duration_since(self.started).as_secs_f64();
         let counts = Counts::of(&self.shared);
-        let interval = self.shared.stats.take_interval();
+        let interval = self.log_interval(now);
         if let Some(seconds) = self.seconds.as_mut() {
             seconds.push(SecondHist {
                 from_s: self.rates.at().duration_since(self.started).as_secs_f64(),
@@ -334,7 +372,16 @@ impl Ticker {
             generator_rss: s.me.as_ref().map(|m| m.rss_bytes),
             agents_live: None,
         };
+        let from = self.series.len();
         second.rows(&mut self.series);
+        if let Some(live) = &self.live {
+            let totals = live_metrics::Totals {
+                sent: second.counts.sent,
+                delivered: second.counts.delivered,
+                t_s: t,
+            };
+            live.update(&self.series[from..], totals);
+        }
         self.progress
             .update(&second.progress_line(ProgressView::Local {
                 in_phase,
@@ -715,6 +762,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     } = engine.stop().await;
     let silent_held = silent.held();
     drop(silent);
+    ticker.flush_latency();
     ticker.progress.finish();
     let after = take_samples(&pids);
     provenance.finish();
@@ -750,8 +798,18 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let epoll = shared.epoll_receivers();
     summary.connections.epoll_receivers = (epoll > 0).then_some(epoll);
     let latency = shared.stats.window_latency();
-    let dir = write_run(&opts.out_root, &mut summary, &ticker.series, &latency)?;
-    write_unexpected_frames(&dir, &shared.stats.unexpected_frames())?;
+    let unexpected = unexpected_frames_text(&shared.stats.unexpected_frames());
+    let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ticker.hlog.bytes())];
+    if let Some(text) = &unexpected {
+        extra.push((UNEXPECTED_FRAMES, text.as_bytes()));
+    }
+    let dir = write_run(
+        &opts.out_root,
+        &mut summary,
+        &ticker.series,
+        &latency,
+        &extra,
+    )?;
     Ok(RunReport { dir, summary })
 }
 
@@ -868,19 +926,40 @@ fn msg_counts(shared: &Shared, slow: u64, measure_s: f64) -> MsgCounts {
 /// The file in a run folder that keeps the first frames that made no sense to the generator.
 pub const UNEXPECTED_FRAMES: &str = "unexpected_frames.txt";
 
-/// Writes the first unexpected frames (one per line, newlines escaped) into the run folder;
-/// nothing when there were none.
-pub fn write_unexpected_frames(dir: &std::path::Path, frames: &[String]) -> Result<(), RunError> {
+/// The first few frames kept in `unexpected_frames.txt`, for the console: at most
+/// [`CONSOLE_FRAMES`], each cut to [`CONSOLE_FRAME_CHARS`] characters and quoted (control
+/// characters escaped); none when the file is not there.
+fn first_frames(saved: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(saved) else {
+        return Vec::new();
+    };
+    text.lines()
+        .take(CONSOLE_FRAMES)
+        .map(|l| {
+            let cut: String = l.chars().take(CONSOLE_FRAME_CHARS).collect();
+            let more = if cut.len() < l.len() { "…" } else { "" };
+            format!("{cut:?}{more}")
+        })
+        .collect()
+}
+
+/// How many unexpected frames the console summary shows.
+const CONSOLE_FRAMES: usize = 3;
+/// How much of each it shows.
+const CONSOLE_FRAME_CHARS: usize = 120;
+
+/// The first unexpected frames as the run folder keeps them (one per line, newlines escaped);
+/// `None` when there were none (no file is written).
+pub fn unexpected_frames_text(frames: &[String]) -> Option<String> {
     if frames.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut text = String::new();
     for f in frames {
         text.push_str(&f.replace('\\', "\\\\").replace('\n', "\\n"));
         text.push('\n');
     }
-    chatbench_model::results::write_file_atomic(&dir.join(UNEXPECTED_FRAMES), text.as_bytes())?;
-    Ok(())
+    Some(text)
 }
 
 /// The summary of a one-process run: its status, self-check and notes, and the figures.
@@ -1109,6 +1188,9 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
                 String::new()
             }
         );
+        for frame in first_frames(&saved) {
+            let _ = writeln!(out, "              {frame}");
+        }
     }
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();

@@ -25,6 +25,8 @@ struct Shard {
     interval_latency: Histogram<u64>,
     /// Deliveries of messages whose intended send time is in the measurement window.
     window_latency: Histogram<u64>,
+    /// The same deliveries, reset each second (`latency.hlog`'s `window` intervals).
+    interval_window: Histogram<u64>,
     /// TCP connect + WebSocket handshake time, per connection.
     connect: Histogram<u64>,
     /// Send lag: actual write start minus intended send time, first message of each wake.
@@ -38,6 +40,7 @@ impl Shard {
         Shard {
             interval_latency: new_hist(),
             window_latency: new_hist(),
+            interval_window: new_hist(),
             connect: new_hist(),
             send_lag: new_hist(),
             reconnect: new_hist(),
@@ -191,6 +194,7 @@ impl Stats {
         record(&mut s.interval_latency, us);
         if in_window {
             record(&mut s.window_latency, us);
+            record(&mut s.interval_window, us);
         }
     }
 
@@ -206,13 +210,21 @@ impl Stats {
 
     /// Takes (and resets) the interval latency histogram of every shard, added together.
     pub fn take_interval(&self) -> Histogram<u64> {
-        let mut total = new_hist();
+        self.take_intervals().0
+    }
+
+    /// Takes (and resets) both interval histograms of every shard, added together: every
+    /// delivery since the last take, and those of them whose message was due in the window.
+    pub fn take_intervals(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let (mut all, mut window) = (new_hist(), new_hist());
         for m in &self.shards {
             let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = total.add(&s.interval_latency);
+            let _ = all.add(&s.interval_latency);
+            let _ = window.add(&s.interval_window);
             s.interval_latency.reset();
+            s.interval_window.reset();
         }
-        total
+        (all, window)
     }
 
     fn merged(&self, pick: impl Fn(&Shard) -> &Histogram<u64>) -> Histogram<u64> {
@@ -296,6 +308,16 @@ mod tests {
         assert_eq!(i.max(), 1000);
         assert_eq!(s.take_interval().len(), 0, "take resets the interval");
         assert_eq!(s.window_latency().len(), 500, "the window is kept");
+        s.record_latency(7, 70, true);
+        s.record_latency(8, 80, false);
+        let (all, window) = s.take_intervals();
+        assert_eq!((all.len(), window.len()), (2, 1));
+        assert_eq!(window.max(), 70, "only the in-window delivery");
+        assert_eq!(
+            s.take_intervals().1.len(),
+            0,
+            "take resets the window interval"
+        );
     }
 
     #[test]

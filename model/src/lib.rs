@@ -15,12 +15,14 @@
 //! - [`provenance`], [`sampler`], [`failover`], [`hist`]: the data a summary records (the host
 //!   and build, `/proc` readings and what derives from them alone, a node loss's cost, the
 //!   latency histograms' shape); collecting them is the load generator's.
+//! - [`hlog`]: `latency.hlog`, the per-second latency histograms as an HdrHistogram interval log.
 //! - [`thresholds`]: pass/fail limits on the catalogue's figures (`[thresholds]`,
 //!   `--threshold`), the nothing-measured floor every run must clear, and the JUnit report.
 
 pub mod failover;
 pub mod figures;
 pub mod hist;
+pub mod hlog;
 pub mod placeholder;
 pub mod profile;
 pub mod provenance;

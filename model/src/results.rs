@@ -552,13 +552,15 @@ pub fn run_id(started: chrono::DateTime<chrono::Utc>, scenario: &str) -> String 
     format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), scenario)
 }
 
-/// Writes the run folder atomically under `root`, returning its path. If a folder of that
-/// name exists, a numeric suffix is added.
+/// Writes the run folder atomically under `root`, returning its path: summary.json,
+/// timeseries.csv, latency.hgrm, and `extra` files (name, bytes: `latency.hlog`, the unexpected
+/// frames) in the same folder rename. If a folder of that name exists, a numeric suffix is added.
 pub fn write_run(
     root: &Path,
     summary: &mut Summary,
     series: &[SeriesRow],
     latency: &Histogram<u64>,
+    extra: &[(&str, &[u8])],
 ) -> Result<PathBuf, ResultsError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -584,6 +586,9 @@ pub fn write_run(
     write_file_atomic(&tmp.join("summary.json"), &json)?;
     write_file_atomic(&tmp.join("timeseries.csv"), &series_csv(series)?)?;
     write_file_atomic(&tmp.join("latency.hgrm"), hgrm(latency, 1000.0).as_bytes())?;
+    for (name, bytes) in extra {
+        write_file_atomic(&tmp.join(name), bytes)?;
+    }
     let dest = root.join(&id);
     fs::rename(&tmp, &dest).map_err(io(&dest))?;
     Ok(dest)

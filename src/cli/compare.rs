@@ -72,6 +72,14 @@ pub struct CompareArgs {
     /// when the comparison has one of its columns.
     #[arg(long, value_name = "FILE")]
     claims: Option<PathBuf>,
+    /// Your own server as a column (repeatable), to A/B two builds of it: NAME=ws://HOST:PORT/PATH
+    /// for one already running (every step runs against it; not sampled), or NAME=COMMAND to
+    /// start it for every run (as `run --serve-cmd`: split on spaces, it prints its HOST:PORT
+    /// first), e.g. --column main="./main/my-server --port 0" --column next="./next/my-server
+    /// --port 0". The crashing-handler and cluster steps are not run on these. With only
+    /// --column, no built-in or peer column is added.
+    #[arg(long = "column", value_name = "NAME=URL|COMMAND")]
+    columns: Vec<String>,
 }
 
 /// `chatbench compare`.
@@ -91,5 +99,6 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         peers_dir: args.peers_dir,
         tiny: args.tiny,
         claims,
+        columns: args.columns,
     })
 }

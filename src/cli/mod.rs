@@ -229,11 +229,24 @@ struct RunArgs {
     /// crossed one failed; a run that measured nothing adds a failed case), atomically.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Append a Markdown summary of the run (verdict, headline figures, thresholds) to FILE;
+    /// without it, to $GITHUB_STEP_SUMMARY when that is set (a GitHub Actions job's page).
+    #[arg(long, value_name = "FILE")]
+    step_summary: Option<PathBuf>,
     /// A name for the target, recorded in summary.json (`target.settings.label`): `chatbench
     /// gate` matches baseline and current runs by it instead of by URL (whose port changes on
     /// CI). Letters, digits, `.`, `_`, `-`.
     #[arg(long, value_name = "NAME", value_parser = run_verdict::parse_label)]
     label: Option<String>,
+    /// Serve the run's per-second figures as Prometheus text on http://ADDR/metrics while it
+    /// runs (e.g. 127.0.0.1:9464; port 0 picks one, printed). Loopback only, unless
+    /// --metrics-public.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow --metrics-listen on an address other than loopback (the figures are then readable
+    /// by anyone who can reach it).
+    #[arg(long, requires = "metrics_listen")]
+    metrics_public: bool,
     /// Folder that receives the run folder.
     #[arg(long, value_name = "DIR", default_value = "results/runs")]
     out: PathBuf,
@@ -426,7 +439,16 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = load_scenario(&args.scenario, &args.overrides)?;
     preflight_out(&args.out)?;
     if let Some(junit) = &args.junit {
-        run_verdict::preflight_junit(junit)?;
+        run_verdict::preflight_file("--junit", junit)?;
+    }
+    let step_summary = run_verdict::step_summary_path(args.step_summary.as_deref());
+    if let Some(p) = &step_summary {
+        let flag = if args.step_summary.is_some() {
+            "--step-summary"
+        } else {
+            "$GITHUB_STEP_SUMMARY"
+        };
+        run_verdict::preflight_file(flag, p)?;
     }
     if let Some(pid) = args.server_pid {
         preflight_server_pid(pid)?;
@@ -437,6 +459,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             TargetPolicyArg::Partition => TargetPolicy::Partition,
         };
     }
+    let metrics_listener = bind_metrics(args.metrics_listen, args.metrics_public)?;
     let agents = agents_of(&args)?;
     let target = start_target(&target_options(&args, agents.is_some()), &mut scenario)?;
     target.pin_generator()?;
@@ -451,6 +474,19 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The exit code of the signal that stopped the run (0: none).
     let stop_signal = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let live = metrics_listener
+        .as_ref()
+        .map(|_| chatbench_loadgen::live_metrics::LiveMetrics::new());
+    let endpoint = match (metrics_listener, &live) {
+        (Some(l), Some(live)) => {
+            let _in_runtime = runtime.enter();
+            let l = tokio::net::TcpListener::from_std(l).context("serving --metrics-listen")?;
+            Some(AbortOnDrop(runtime.spawn(
+                chatbench_loadgen::live_metrics::serve(l, live.clone()),
+            )))
+        }
+        _ => None,
+    };
     let result = runtime.block_on(async {
         let rx = listen_for_stop(stop_signal.clone());
         let opts = RunOptions {
@@ -462,6 +498,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             progress,
             interrupt: rx,
             cluster: target.node_control(),
+            live: live.clone(),
         };
         match agents {
             None => chatbench_loadgen::run::run(opts).await,
@@ -477,6 +514,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    drop(endpoint);
     let stopped = target.stop();
     runtime.shutdown_timeout(Duration::from_secs(1));
     let what = args
@@ -491,8 +529,49 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     print!("{}", human_summary(&report.summary, &report.dir));
     stopped.report_server();
     let signal = stop_signal.load(std::sync::atomic::Ordering::Relaxed);
-    let code = run_verdict::exit_code(&report.summary, &floor, args.junit.as_deref(), signal)?;
+    let outputs = run_verdict::VerdictOutputs {
+        junit: args.junit.as_deref(),
+        step_summary: step_summary.as_deref(),
+    };
+    let code = run_verdict::exit_code(&report, &floor, &outputs, signal)?;
     Ok(ExitCode::from(code))
+}
+
+/// Aborts a task when dropped (the `/metrics` endpoint ends with the run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--metrics-listen ADDR`: bound before any load (a taken port is a usage error), loopback
+/// only unless `--metrics-public`; prints the URL (the port chosen for port 0).
+fn bind_metrics(
+    addr: Option<std::net::SocketAddr>,
+    public: bool,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    if !addr.ip().is_loopback() && !public {
+        return Err(UsageError(format!(
+            "--metrics-listen {addr}: not a loopback address; the endpoint would be readable from the network. \
+             Use 127.0.0.1:PORT, or add --metrics-public to mean it"
+        ))
+        .into());
+    }
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
+        UsageError(format!(
+            "--metrics-listen {addr}: cannot listen there: {e} (pick a free port, or port 0 for any)"
+        ))
+    })?;
+    l.set_nonblocking(true)
+        .context("--metrics-listen: setting the socket non-blocking")?;
+    let bound = l
+        .local_addr()
+        .context("--metrics-listen: reading the bound address")?;
+    println!("metrics: http://{bound}/metrics");
+    Ok(Some(l))
 }
 
 /// Listens for SIGINT/SIGTERM: the first asks the run to finish its phase and write what was

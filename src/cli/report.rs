@@ -1,5 +1,6 @@
 //! `chatbench report DIR`: rebuilds a comparison's table and charts from its results files
-//! alone.
+//! alone; on a run folder, draws that run's timeline charts and its report.html
+//! (`chatbench_report::run_page`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use super::UsageError;
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// A comparison folder written by `chatbench compare` (it holds runs/ and comparison.json),
-    /// or, with OTHER, a run folder (it holds summary.json).
+    /// or a run folder (it holds summary.json): its timeline charts (charts/) and report.html.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
     /// A second folder of the same kind: print the two side by side (A → B, with the change),
@@ -48,12 +49,14 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         return side_by_side(&args.dir, other);
     }
     if args.dir.join("summary.json").is_file() && !args.dir.join("runs").is_dir() {
-        return Err(UsageError(format!(
-            "{} is a run folder (it holds summary.json): `report DIR` rebuilds a comparison folder \
-             (runs/ and comparison.json); to set two runs side by side: chatbench report RUN_A RUN_B",
-            args.dir.display()
-        ))
-        .into());
+        if args.claims.is_some() {
+            return Err(UsageError(format!(
+                "--claims judges a comparison, and {} is a run folder: give the comparison folder written by `chatbench compare`",
+                args.dir.display()
+            ))
+            .into());
+        }
+        return run_page(&args.dir);
     }
     let claims = read_claims(args.claims.as_deref())?;
     let out = target_of(&args.dir, args.out.as_deref())?;
@@ -163,6 +166,52 @@ fn tracked_files(dir: &Path) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// `report RUN`: the run's charts and page.
+fn run_page(dir: &Path) -> anyhow::Result<ExitCode> {
+    use chatbench_report::charts::ChartError;
+    use chatbench_report::run_page::{draw, RunPageError};
+    // A committed run is never rewritten (its charts/ and report.html would change).
+    let tracked = tracked_files(dir);
+    if !tracked.is_empty() {
+        return Err(UsageError(format!(
+            "{} is committed (git tracks {} of its files, e.g. {}): `report RUN` writes charts/ and report.html into the run folder, so copy the run elsewhere first",
+            dir.display(),
+            tracked.len(),
+            tracked[0]
+        ))
+        .into());
+    }
+    let drawn = match draw(dir) {
+        Ok(d) => d,
+        // What the folder holds is the user's input: unreadable or malformed, exit 2.
+        Err(
+            e @ (RunPageError::Summary(_)
+            | RunPageError::NotARun { .. }
+            | RunPageError::Chart(ChartError::Read { .. } | ChartError::Parse { .. })),
+        ) => {
+            return Err(UsageError(format!(
+                "{e} (`report RUN` needs the run folder as `chatbench run` wrote it: summary.json and timeseries.csv)"
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("drawing the page of the run in {}", dir.display())))
+        }
+    };
+    let s = &drawn.summary;
+    println!(
+        "run {} ({}, {}): {} charts in {}, page {}",
+        s.run_id,
+        s.scenario.name,
+        if s.valid { "valid" } else { "INVALID" },
+        drawn.charts.len(),
+        dir.join("charts").display(),
+        drawn.page.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads and checks a claims file given with `--claims` (before anything is measured): its

@@ -1,6 +1,7 @@
 //! The verdict of `chatbench run` beyond the run's own status: `--threshold` and the scenario's
 //! `[thresholds]` (exit 1 when one is crossed), `--junit`, the nothing-measured floor (exit 3)
-//! and `--label`. `run` calls these around the harness's target start-up.
+//! `--label`, and the Markdown step summary (`--step-summary`, `$GITHUB_STEP_SUMMARY`). `run`
+//! calls these around the harness's target start-up.
 
 use std::path::Path;
 
@@ -25,8 +26,31 @@ pub(super) fn threshold_overrides(
     Ok(())
 }
 
-/// `--junit FILE`: its folder must exist and be writable before any load is run.
-pub(super) fn preflight_junit(path: &Path) -> anyhow::Result<()> {
+/// Where the Markdown summary goes: `--step-summary FILE`, else `$GITHUB_STEP_SUMMARY` when set
+/// and not empty (GitHub Actions sets it for every step).
+pub(super) fn step_summary_path(flag: Option<&Path>) -> Option<std::path::PathBuf> {
+    flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("GITHUB_STEP_SUMMARY")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    })
+}
+
+/// Appends the run's Markdown summary to `path` in one write (the file is shared by a job's
+/// steps: appended to, never replaced).
+fn append_step_summary(path: &Path, md: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(md.as_bytes()))
+        .with_context(|| format!("appending the step summary to {}", path.display()))
+}
+
+/// `--junit FILE` (and `--step-summary FILE`): its folder must exist and be writable before any
+/// load is run.
+pub(super) fn preflight_file(flag: &str, path: &Path) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -36,7 +60,7 @@ pub(super) fn preflight_junit(path: &Path) -> anyhow::Result<()> {
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| {
             UsageError(format!(
-                "--junit {}: cannot write in {}: {e} (create the folder or pick another path)",
+                "{flag} {}: cannot write in {}: {e} (create the folder or pick another path)",
                 path.display(),
                 dir.display()
             ))
@@ -91,17 +115,27 @@ pub(super) fn fail_if_nothing_measured(report: &mut RunReport) -> anyhow::Result
     Ok(why)
 }
 
-/// Judges the thresholds (printing them, writing `junit` when asked) and returns the exit
-/// code of the run: failed 3, interrupted by the signal's code (`signal`, 0: none), invalid 4,
-/// a threshold crossed 1, else 0.
+/// Where a run's verdict is written besides the console.
+pub(super) struct VerdictOutputs<'a> {
+    /// `--junit FILE`.
+    pub junit: Option<&'a Path>,
+    /// The Markdown summary's file ([`step_summary_path`]).
+    pub step_summary: Option<&'a Path>,
+}
+
+/// Judges the thresholds (printing them, writing `junit` and the step summary when asked) and
+/// returns the exit code of the run: failed 3, interrupted by the signal's code (`signal`, 0:
+/// none), invalid 4, a threshold crossed 1, else 0.
 pub(super) fn exit_code(
-    s: &Summary,
+    report: &RunReport,
     floor: &[String],
-    junit: Option<&Path>,
+    out: &VerdictOutputs<'_>,
     signal: u8,
 ) -> anyhow::Result<u8> {
-    let crossed = judge_thresholds(s, floor, junit)?;
-    Ok(match (s.status, s.valid) {
+    let s = &report.summary;
+    let judged = judge_thresholds(s, floor, out.junit)?;
+    let crossed = judged.iter().any(|j| !j.passed);
+    let code = match (s.status, s.valid) {
         (RunStatus::Failed, _) => EXIT_RUN_FAILED,
         (RunStatus::Interrupted, _) => match signal {
             0 => EXIT_INTERRUPTED,
@@ -110,13 +144,22 @@ pub(super) fn exit_code(
         (_, false) => EXIT_INVALID,
         _ if crossed => EXIT_THRESHOLD,
         _ => 0,
-    })
+    };
+    if let Some(path) = out.step_summary {
+        let md = chatbench_report::step_summary::markdown(s, &report.dir, code, &judged, floor);
+        append_step_summary(path, &md)?;
+    }
+    Ok(code)
 }
 
 /// Judges the run's thresholds (the scenario's `[thresholds]`, `--threshold` included), prints
 /// each with its value against its limit, writes the JUnit file when asked; true when one
 /// was crossed.
-fn judge_thresholds(s: &Summary, floor: &[String], junit: Option<&Path>) -> anyhow::Result<bool> {
+fn judge_thresholds(
+    s: &Summary,
+    floor: &[String],
+    junit: Option<&Path>,
+) -> anyhow::Result<Vec<thresholds::Judged>> {
     let limits = thresholds::of_summary(s).context("reading the run's thresholds")?;
     let judged = thresholds::judge(s, &limits);
     if !judged.is_empty() {
@@ -143,5 +186,5 @@ fn judge_thresholds(s: &Summary, floor: &[String], junit: Option<&Path>) -> anyh
         chatbench_model::results::write_file_atomic(path, xml.as_bytes())
             .with_context(|| format!("writing the JUnit report {}", path.display()))?;
     }
-    Ok(judged.iter().any(|j| !j.passed))
+    Ok(judged)
 }
