@@ -54,6 +54,7 @@ fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot
         mio::net::TcpStream::from_std(client),
         plan,
         Receiver::new(shared),
+        Vec::new(),
         done,
     );
     assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
