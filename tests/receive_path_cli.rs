@@ -44,6 +44,11 @@ const SHAPE: [&str; 10] = [
 
 /// Runs smoke with `SHAPE` and `extra`, returning the summary.
 fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
+    smoke_out(target, extra).0
+}
+
+/// Runs smoke with `SHAPE` and `extra`, returning the summary and the console summary.
+fn smoke_out(target: &[&str], extra: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
     args.extend_from_slice(target);
@@ -58,14 +63,20 @@ fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
     );
     let s = summary(&only_run_dir(dir.path()));
     check_schema(&s);
-    s
+    (s, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
 fn both_receive_paths_count_the_same_run_against_the_epoll_server() {
     let serve = ["--serve", "epoll"];
-    let tokio = smoke(&serve, &["--set", "client.receive_path=\"tokio\""]);
-    let epoll = smoke(&serve, &["--set", "client.receive_path=\"epoll\""]);
+    let (tokio, tokio_out) = smoke_out(&serve, &["--set", "client.receive_path=\"tokio\""]);
+    let (epoll, epoll_out) = smoke_out(&serve, &["--set", "client.receive_path=\"epoll\""]);
+    // The console summary names the epoll path only when it was used.
+    assert!(
+        epoll_out.contains("receiving   57 of 60 ready connections on the epoll receive path"),
+        "{epoll_out}"
+    );
+    assert!(!tokio_out.contains("epoll receive path"), "{tokio_out}");
     assert!(
         tokio["connections"].get("epoll_receivers").is_none(),
         "receive_path = tokio: {:#}",
