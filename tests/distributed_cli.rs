@@ -218,6 +218,13 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
     assert!(agents.iter().all(|a| a["complete"] == true), "{d:#}");
     assert_eq!(sum(agents, "planned"), 120);
     assert_eq!(s["connections"]["ready"], 120, "{s:#}");
+    // The agents' receivers (6 rooms × 17) read on the epoll path; the senders do not.
+    assert_eq!(
+        s["connections"]["epoll_receivers"],
+        6 * 17,
+        "{:#}",
+        s["connections"]
+    );
     // Every delivery judged, within and across agents: exact, every room's 19 other members on
     // whichever agent; each agent's own pairs (`agents[].expected`) are part of it.
     let m = &s["messages"];

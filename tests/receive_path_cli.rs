@@ -1,6 +1,8 @@
 //! The epoll receive path (`[client] receive_path`) end to end: the same run against the real
 //! epoll server (`--serve epoll`, 127.0.0.1, port chosen by the OS) on both receive paths gives
-//! the same counts, and a server that drops one message to one receiver is caught on it.
+//! the same counts, a server that drops one message to one receiver is caught on it, and a
+//! frame the server sends unasked right after `joined`, split across TCP writes, is judged
+//! exactly once after the hand-over.
 
 mod common;
 #[allow(dead_code)] // not every fault and figure is read by every test
@@ -42,6 +44,11 @@ const SHAPE: [&str; 10] = [
 
 /// Runs smoke with `SHAPE` and `extra`, returning the summary.
 fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
+    smoke_out(target, extra).0
+}
+
+/// Runs smoke with `SHAPE` and `extra`, returning the summary and the console summary.
+fn smoke_out(target: &[&str], extra: &[&str]) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
     args.extend_from_slice(target);
@@ -56,14 +63,20 @@ fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
     );
     let s = summary(&only_run_dir(dir.path()));
     check_schema(&s);
-    s
+    (s, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
 fn both_receive_paths_count_the_same_run_against_the_epoll_server() {
     let serve = ["--serve", "epoll"];
-    let tokio = smoke(&serve, &["--set", "client.receive_path=\"tokio\""]);
-    let epoll = smoke(&serve, &["--set", "client.receive_path=\"epoll\""]);
+    let (tokio, tokio_out) = smoke_out(&serve, &["--set", "client.receive_path=\"tokio\""]);
+    let (epoll, epoll_out) = smoke_out(&serve, &["--set", "client.receive_path=\"epoll\""]);
+    // The console summary names the epoll path only when it was used.
+    assert!(
+        epoll_out.contains("receiving   57 of 60 ready connections on the epoll receive path"),
+        "{epoll_out}"
+    );
+    assert!(!tokio_out.contains("epoll receive path"), "{tokio_out}");
     assert!(
         tokio["connections"].get("epoll_receivers").is_none(),
         "receive_path = tokio: {:#}",
@@ -114,4 +127,27 @@ fn a_message_dropped_to_one_receiver_is_caught_on_the_epoll_path() {
         "{from} seq {seq}, dropped by the server to one receiver, and nothing else: {m:#}"
     );
     assert_eq!(count(&m["duplicated"]), 0, "{m:#}");
+}
+
+#[test]
+fn a_frame_split_across_the_hand_over_is_judged_exactly_once() {
+    // Every member gets `joined` and the first 7 bytes of a GARBAGE frame in one TCP write
+    // (so tungstenite holds them when the set-up ends), the rest 50 ms later: the receivers
+    // read the rest on the epoll path, which must start from the bytes tungstenite held.
+    let server = FakeServer::start(Fault::SplitAfterJoined);
+    let url = server.url();
+    let s = smoke(&["--target", &url], &[]);
+    let c = &s["connections"];
+    assert_eq!(count(&c["epoll_receivers"]), 57, "{c:#}");
+    assert_eq!(count(&c["ready"]), 60, "{c:#}");
+    let m = &s["messages"];
+    assert_eq!(
+        count(&m["bad_frames"]),
+        60,
+        "the split GARBAGE frame, once per connection (57 on the epoll path): {m:#}"
+    );
+    assert_eq!(count(&m["lost"]), 0, "{m:#}");
+    assert_eq!(count(&m["duplicated"]), 0, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert!(count(&m["sent"]) > 0, "{m:#}");
 }

@@ -765,6 +765,7 @@ impl AgentRun {
             echoes: Stats::get(&c.echoes),
             room_unsent_window: shared.unsent_in_window(),
             dropped_in_window: Stats::get(&c.dropped_in_window),
+            epoll_receivers: shared.epoll_receivers(),
             unexpected_frames: st.unexpected_frames(),
             sender_windows: shared.sender_windows(),
             cross,

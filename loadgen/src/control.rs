@@ -324,6 +324,10 @@ pub struct Final {
     /// Connections the server closed or broke during the window.
     #[serde(default)]
     pub dropped_in_window: u64,
+    /// Connections whose receiving ran on the epoll receive path (0 from an agent that
+    /// predates it).
+    #[serde(default)]
+    pub epoll_receivers: u64,
     /// The first frames that made no sense (bounded in number and length).
     #[serde(default)]
     pub unexpected_frames: Vec<String>,

@@ -1488,6 +1488,7 @@ impl Merged {
         t.bad_frames += f.bad_frames;
         t.echoes += f.echoes;
         t.dropped_in_window += f.dropped_in_window;
+        t.epoll_receivers += f.epoll_receivers;
         for frame in &f.unexpected_frames {
             if t.unexpected_frames.len() < crate::stats::MAX_UNEXPECTED {
                 t.unexpected_frames.push(frame.clone());
@@ -1802,7 +1803,8 @@ fn fleet_summary(
     };
     let gen_cores = m.gen_cores();
     let totals = m.totals;
-    let summary = summary::build(SummaryInput {
+    let epoll_receivers = totals.epoll_receivers;
+    let mut summary = summary::build(SummaryInput {
         scenario: s.scenario,
         overrides: s.overrides,
         started_utc: s.started_utc,
@@ -1862,6 +1864,7 @@ fn fleet_summary(
             clock_error_us: Some(ctl.clock_error_us()),
         }),
     });
+    summary.connections.epoll_receivers = (epoll_receivers > 0).then_some(epoll_receivers);
     (summary, m.window)
 }
 
@@ -2304,6 +2307,27 @@ mod tests {
         assert!(m.cross_incomplete);
         // Each agent's own pairs: 10 × (3 − 1) + 5 × (2 − 1).
         assert_eq!((m.expected, m.delivered), (25, 24));
+    }
+
+    #[test]
+    fn the_epoll_receivers_are_summed_and_an_older_agent_reports_none() {
+        let mut json = serde_json::to_value(fin(1, 2, 1, &[5])).expect("encode");
+        let old = json.as_object_mut().expect("an object");
+        assert!(old.remove("epoll_receivers").is_some());
+        let old: Final = serde_json::from_value(json).expect("an older agent's figures decode");
+        assert_eq!(old.epoll_receivers, 0);
+        let (mut links, _outs) = fleet(3);
+        links[0].fin = Some(Final {
+            epoll_receivers: 17,
+            ..fin(10, 3, 20, &[1_000; 20])
+        });
+        links[1].fin = Some(old);
+        links[2].fin = Some(Final {
+            epoll_receivers: 5,
+            ..fin(5, 2, 4, &[3_000; 4])
+        });
+        let m = merge(&links, false, true).expect("merge");
+        assert_eq!(m.totals.epoll_receivers, 22);
     }
 
     #[test]

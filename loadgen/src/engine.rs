@@ -447,9 +447,18 @@ pub async fn ramp(
                 .connecting_peak
                 .fetch_max(in_flight, Ordering::Relaxed);
             let plan = shared.plan.conns[i];
-            // One transport per run, chosen here: ws:// tasks are the plain TcpStream code.
+            // One transport per run, chosen here: ws:// tasks are the plain TcpStream code, or
+            // the tapped one when they may hand over to the epoll receive path.
             batch.push(if shared.tls_transport {
                 tokio::spawn(conn_task::<TlsStream<TcpStream>>(
+                    shared.clone(),
+                    plan,
+                    permit,
+                ))
+            } else if shared.scenario.client.receive_path
+                != chatbench_model::scenario::ReceivePath::Tokio
+            {
+                tokio::spawn(conn_task::<crate::rx::tap::Tapped>(
                     shared.clone(),
                     plan,
                     permit,

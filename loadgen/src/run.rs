@@ -1243,6 +1243,13 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .map(|p| format!(", pacer lag p99 {} µs", p.p99))
             .unwrap_or_default()
     );
+    if let Some(n) = c.epoll_receivers {
+        let _ = writeln!(
+            out,
+            "  receiving   {n} of {} ready connections on the epoll receive path, the rest on tokio",
+            c.ready
+        );
+    }
     if let Some(d) = &s.distributed {
         write_fleet(&mut out, d);
     }

@@ -257,6 +257,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Sized + 'sta
         target: &Target,
         tls: Option<&TlsClient>,
     ) -> impl Future<Output = Result<Self, ConnectError>> + Send;
+
+    /// The HTTP handshake is done; `leftover` came after the response, and frames may carry
+    /// up to `max_frame` bytes (the epoll path's tap starts following frames here).
+    fn handshaken(&mut self, _leftover: &[u8], _max_frame: usize) {}
 }
 
 impl Transport for TcpStream {
@@ -417,6 +421,7 @@ pub async fn connect<S: Transport>(
     let _ = tcp.set_nodelay(true);
     let mut stream = S::open(tcp, target, tls).await?;
     let leftover = handshake(&mut stream, target, request).await?;
+    stream.handshaken(&leftover, config.max_frame_size.unwrap_or(usize::MAX));
     // Our own handshake instead of tungstenite's client handshake: the latter keeps its 4 KiB
     // handshake read buffer as the connection's read buffer for life (measured with massif),
     // whatever `read_buffer_size` says. The leftover bytes are copied into an exact-size

@@ -223,7 +223,7 @@ pub struct ConnectionStats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silent: Option<u64>,
     /// Connections whose receiving ran on the epoll receive path (`[client] receive_path`;
-    /// one-process runs); absent when none did.
+    /// summed over the agents of a fleet run); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoll_receivers: Option<u64>,
 }

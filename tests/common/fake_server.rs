@@ -33,6 +33,10 @@ pub enum Fault {
         /// The first sequence number that may be dropped.
         seq: u64,
     },
+    /// Answers each `join` with its `joined` and, in the same TCP write, the first bytes of a
+    /// [`GARBAGE`] frame, whose rest follows in a second write 50 ms later (a frame the
+    /// client's WebSocket library holds only partly when its set-up is over).
+    SplitAfterJoined,
     /// When a message with `seq >= seq` arrives: cuts every connection (no close frame) and
     /// stops accepting, as a killed server would.
     DieAt {
@@ -165,12 +169,20 @@ async fn conn(
     seen: Arc<Seen>,
     die: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
-    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
     };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    if let Fault::SplitAfterJoined = fault {
+        if split_after_joined(&mut ws, me, &rooms, &seen, &tx, &mut rx)
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
     // One task per connection owns both halves: aborting it closes the socket.
     let (mut write, mut read) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -193,6 +205,41 @@ async fn conn(
             ms.retain(|(c, _)| *c != me);
         }
     }
+}
+
+/// `Fault::SplitAfterJoined`: reads the join, answers it with `joined` plus the start of a
+/// [`GARBAGE`] frame in one write, and the rest of that frame in a second write.
+async fn split_after_joined(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    me: u64,
+    rooms: &Mutex<Rooms>,
+    seen: &Seen,
+    tx: &Tx,
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+) -> Option<()> {
+    use tokio::io::AsyncWriteExt;
+    let Some(Ok(Message::Text(join))) = ws.next().await else {
+        return None;
+    };
+    on_frame(&join, me, Fault::SplitAfterJoined, rooms, seen, tx);
+    let Ok(Message::Text(joined)) = rx.try_recv() else {
+        return None;
+    };
+    let unmasked = |text: &str| {
+        assert!(text.len() < 126, "a short frame");
+        let mut f = vec![0x81, text.len() as u8];
+        f.extend_from_slice(text.as_bytes());
+        f
+    };
+    let garbage = unmasked(GARBAGE);
+    let mut first = unmasked(joined.as_str());
+    first.extend_from_slice(&garbage[..7]);
+    let tcp = ws.get_mut();
+    tcp.write_all(&first).await.ok()?;
+    tcp.flush().await.ok()?;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tcp.write_all(&garbage[7..]).await.ok()?;
+    Some(())
 }
 
 /// Handles one frame from connection `me`; `false` when the server is to die now.

@@ -60,18 +60,20 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection handed over after its set-up.
+    /// A connection handed over after its set-up; `partial` is the start of a frame that was
+    /// read before (the rest follows on the socket).
     pub fn new(
         stream: mio::net::TcpStream,
         plan: ConnPlan,
         receiver: Receiver,
+        partial: Vec<u8>,
         done: oneshot::Sender<Ended>,
     ) -> Conn {
         Conn {
             stream,
             plan,
             receiver,
-            partial: Vec::new(),
+            partial,
             message: None,
             out: Vec::new(),
             done,

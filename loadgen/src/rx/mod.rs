@@ -4,7 +4,10 @@
 //! A connection does its set-up conversation (handshake, join) on the tokio path as always;
 //! then [`hand_over`] decides whether it moves here (`[client] receive_path`, [`applies`]):
 //! plain `ws://`, role receiver, the `chatbench` profile, no reconnects, not the poisoner.
-//! What tungstenite already holds is read out first; then the bare socket goes to a worker
+//! What tungstenite already holds is read out first, and the bytes of a frame it had only
+//! partly read come along ([`tap`] follows them, as tungstenite does not give them back); a
+//! connection in the middle of a fragmented message stays on the tokio path. Then the bare
+//! socket goes to a worker
 //! ([`worker`]) and the connection's task parks, without a wake-up, until the connection ends
 //! (counted as the tokio path counts it) or the run stops, when the socket comes back to the
 //! task and is closed politely by the same code as every other connection.
@@ -17,6 +20,7 @@
 
 pub mod conn;
 pub mod frame;
+pub mod tap;
 pub mod worker;
 
 use std::any::Any;
@@ -36,6 +40,7 @@ use crate::target::Transport;
 use chatbench_model::profile::ProtocolKind;
 use chatbench_model::scenario::ReceivePath;
 use conn::Conn;
+use tap::Tapped;
 use worker::{Command, Worker};
 
 /// Frames read out of tungstenite's buffer before a hand-over; past it the connection stays on
@@ -186,20 +191,31 @@ pub async fn hand_over<S: Transport>(
     plan: ConnPlan,
     ws: WebSocketStream<S>,
 ) -> Hand<S> {
-    if S::TLS || !applies(shared, plan) {
+    if S::TLS {
         return Hand::Kept(ws);
     }
-    let mut ws = match cast::<_, WebSocketStream<TcpStream>>(ws) {
+    let mut ws = match cast::<_, WebSocketStream<Tapped>>(ws) {
         Ok(ws) => ws,
         Err(ws) => return Hand::Kept(ws),
     };
+    if !applies(shared, plan) {
+        ws.get_mut().finish();
+        return keep(ws);
+    }
     let mut receiver = Receiver::new(shared);
     match drain(shared, plan, &mut receiver, &mut ws).await {
         Drained::Empty => {}
-        Drained::Busy => return keep(ws),
+        Drained::Busy => {
+            ws.get_mut().finish();
+            return keep(ws);
+        }
         Drained::Gone => return Hand::Gone,
     }
-    let std = match ws.into_inner().into_std() {
+    // What tungstenite holds now is the start of one frame, which the tap kept.
+    let Some(partial) = ws.get_mut().finish() else {
+        return keep(ws);
+    };
+    let std = match ws.into_inner().into_inner().into_std() {
         Ok(s) => s,
         Err(_) => {
             shared.stats.closed_by_server.add("reset");
@@ -211,6 +227,7 @@ pub async fn hand_over<S: Transport>(
         mio::net::TcpStream::from_std(std),
         plan,
         receiver,
+        partial,
         done,
     ));
     if let Err(conn) = shared.rx.add(shared.clone(), conn) {
@@ -266,7 +283,7 @@ async fn drain(
     shared: &Shared,
     plan: ConnPlan,
     receiver: &mut Receiver,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Tapped>,
 ) -> Drained {
     for _ in 0..DRAIN_LIMIT {
         let Some(item) = ws.next().now_or_never() else {
@@ -301,15 +318,12 @@ async fn drain(
 }
 
 /// A socket back from the epoll path as a WebSocket again (for the polite close at the end).
-async fn rebuild(
-    shared: &Shared,
-    stream: std::net::TcpStream,
-) -> Option<WebSocketStream<TcpStream>> {
-    let tcp = TcpStream::from_std(stream).ok()?;
+async fn rebuild(shared: &Shared, stream: std::net::TcpStream) -> Option<WebSocketStream<Tapped>> {
+    let tcp = Tapped::plain(TcpStream::from_std(stream).ok()?);
     Some(WebSocketStream::from_raw_socket(tcp, WsRole::Client, Some(shared.ws_config())).await)
 }
 
-fn keep<S: Transport>(ws: WebSocketStream<TcpStream>) -> Hand<S> {
+fn keep<S: Transport>(ws: WebSocketStream<Tapped>) -> Hand<S> {
     match cast(ws) {
         Ok(ws) => Hand::Kept(ws),
         Err(_) => Hand::Gone,

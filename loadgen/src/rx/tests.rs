@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 /// An engine's shared state for one room of three (one sender), with `extra` scenario lines.
 fn engine(extra: &str) -> (Arc<Shared>, ConnPlan, String) {
+    let (shared, plan, from, _phase) = engine_with_phase(extra);
+    (shared, plan, from)
+}
+
+/// As [`engine`], with the sender of the run's phase (dropping it stops the run).
+fn engine_with_phase(
+    extra: &str,
+) -> (
+    Arc<Shared>,
+    ConnPlan,
+    String,
+    tokio::sync::watch::Sender<Phase>,
+) {
     let scenario = Arc::new(
         Scenario::parse(
             &format!(
@@ -34,8 +47,8 @@ fn engine(extra: &str) -> (Arc<Shared>, ConnPlan, String) {
         .index;
     let from = plan.conn_id(sender);
     let target = Target::parse("ws://127.0.0.1:9/ws").expect("url");
-    let (shared, _tx) = Shared::new(scenario, plan, vec![target], Vec::new());
-    (shared, receiver, from)
+    let (shared, phase) = Shared::new(scenario, plan, vec![target], Vec::new());
+    (shared, receiver, from, phase)
 }
 
 /// A connected pair: the test's server end (blocking, with a read timeout) and a worker
@@ -54,6 +67,7 @@ fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot
         mio::net::TcpStream::from_std(client),
         plan,
         Receiver::new(shared),
+        Vec::new(),
         done,
     );
     assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
@@ -274,4 +288,99 @@ fn a_connection_handed_over_after_the_stop_comes_straight_back() {
         Exit::Stop,
         "not held until the teardown gives up"
     );
+}
+
+/// A client WebSocket on the tapped transport with its handshake done (as `target::connect`
+/// leaves it), and the test's server end (blocking, with a read timeout).
+async fn tapped_pair(shared: &Shared) -> (WebSocketStream<Tapped>, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tapped = Tapped::plain(client);
+    let config = shared.ws_config();
+    tapped.handshaken(&[], config.max_frame_size.unwrap_or(usize::MAX));
+    let ws = WebSocketStream::from_raw_socket(tapped, WsRole::Client, Some(config)).await;
+    (ws, server)
+}
+
+/// Waits (bounded) until `n` bytes wait on the client's socket, so that the hand-over's drain
+/// reads them all into tungstenite.
+async fn arrived(ws: &WebSocketStream<Tapped>, n: usize) {
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; n + 1];
+    loop {
+        let got = ws.get_ref().tcp().peek(&mut buf).await.expect("peek");
+        if got >= n {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "only {got} of {n} bytes came"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_of_a_partly_read_frame_go_along_with_the_hand_over() {
+    // The run goes on while the connection rides (its phase's sender kept).
+    let (shared, plan, from, _phase) = engine_with_phase("");
+    let (ws, mut server) = tapped_pair(&shared).await;
+    let whole = frame(0x81, msg(&from, 1).as_bytes());
+    let split = frame(0x81, msg(&from, 2).as_bytes());
+    let mut first = whole.clone();
+    first.extend_from_slice(&split[..9]);
+    server.write_all(&first).expect("write");
+    arrived(&ws, first.len()).await;
+    let s2 = shared.clone();
+    let handed = tokio::spawn(async move { hand_over(&s2, plan, ws).await });
+    eventually("seq 1 judged, on the epoll path", || {
+        shared.epoll_receivers() == 1 && counters(&shared) == (1, 0)
+    });
+    server.write_all(&split[9..]).expect("write");
+    eventually("seq 2 judged once", || counters(&shared).0 == 2);
+    server
+        .write_all(&frame(0x88, &[0x03, 0xe8]))
+        .expect("close");
+    let hand = tokio::time::timeout(Duration::from_secs(10), handed)
+        .await
+        .expect("the connection comes back")
+        .expect("no panic");
+    assert!(matches!(hand, Hand::Gone), "closed by the server");
+    assert_eq!(counters(&shared), (2, 0));
+    assert_eq!(
+        shared.stats.closed_by_server.snapshot().get("1000"),
+        Some(&1)
+    );
+    assert_eq!(shared.stats.closed_by_server.total(), 1, "no reset");
+    assert!(shared.stats.unexpected_frames().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_way_fragmented_message_keeps_the_connection_on_tokio() {
+    let (shared, plan, from) = engine("");
+    let (ws, mut server) = tapped_pair(&shared).await;
+    let m = msg(&from, 1);
+    let (a, b) = m.as_bytes().split_at(10);
+    let first = frame(0x01, a);
+    server.write_all(&first).expect("write");
+    arrived(&ws, first.len()).await;
+    let mut ws = match hand_over(&shared, plan, ws).await {
+        Hand::Kept(ws) => ws,
+        Hand::Stopped(_) | Hand::Gone => panic!("the first fragment is only in tungstenite"),
+    };
+    assert_eq!(shared.epoll_receivers(), 0);
+    server.write_all(&frame(0x80, b)).expect("write");
+    let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the message's end comes");
+    match next {
+        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), m, "the whole message, on tokio"),
+        other => panic!("expected the message, got {other:?}"),
+    }
 }
