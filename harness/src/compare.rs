@@ -263,171 +263,201 @@ fn scaling(file: &'static str, text: &'static str) -> SuiteStep {
 /// The steps of a suite, with their points (`tiny`: a few hundred connections).
 fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
     match suite {
-        Suite::Quick => vec![
-            single(
-                Step::Idle,
-                "quick-idle.toml",
-                include_str!("../../scenarios/suite/quick-idle.toml"),
-                &[],
-                1,
-            ),
-            single(
-                Step::Broadcast,
-                "quick-broadcast.toml",
-                include_str!("../../scenarios/suite/quick-broadcast.toml"),
-                &[],
-                repeats,
-            ),
-            single(
-                Step::Poison,
-                "quick-poison.toml",
-                include_str!("../../scenarios/suite/quick-poison.toml"),
-                POISON_ARGS,
-                1,
-            ),
-            single(
-                Step::Slowloris,
-                "quick-slowloris.toml",
-                include_str!("../../scenarios/suite/quick-slowloris.toml"),
-                &[],
-                1,
-            ),
-            scaling(
-                "quick-scaling.toml",
-                include_str!("../../scenarios/suite/quick-scaling.toml"),
-            ),
-            single(
-                Step::NodeLoss,
-                "quick-node-loss.toml",
-                include_str!("../../scenarios/suite/quick-node-loss.toml"),
-                &[],
-                1,
-            ),
-        ],
-        Suite::Full => {
-            let conns = |list: &[u32]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|n| sets(&[("connections", n.to_string())]))
-                    .collect()
-            };
-            let capacity = |list: &[u32]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|n| {
-                        sets(&[
-                            ("connections", n.to_string()),
-                            ("rooms", (n / 100).to_string()),
-                        ])
-                    })
-                    .collect()
-            };
-            let rates = |list: &[f64]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
-                    .collect()
-            };
-            // (rooms, members, msg/s per room): about the same deliveries/s for each size.
-            let rooms = |list: &[(u32, u32, f64)]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|(r, m, rate)| {
-                        sets(&[
-                            ("connections", (r * m).to_string()),
-                            ("rooms", r.to_string()),
-                            ("members_per_room", m.to_string()),
-                            ("rate_per_sender", format!("{rate:.1}")),
-                        ])
-                    })
-                    .collect()
-            };
-            let (ramp, cap, load, room) = if tiny {
-                (
-                    conns(&[100, 200]),
-                    capacity(&[100, 200]),
-                    rates(&[5.0, 10.0]),
-                    rooms(&[(20, 10, 11.0), (2, 100, 10.0)]),
-                )
-            } else {
-                (
-                    conns(&[1_000, 5_000, 10_000, 15_000, 19_000]),
-                    // The last step needs more than one generator process: it runs with
-                    // `--agents auto` (see `needs_agents`), so what stops it is the server.
-                    capacity(&[
-                        2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
-                    ]),
-                    rates(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
-                    rooms(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
-                )
-            };
-            vec![
-                single(
-                    Step::Idle,
-                    "full-idle.toml",
-                    include_str!("../../scenarios/suite/full-idle.toml"),
-                    &[],
-                    1,
-                ),
-                sweep(
-                    Step::IdleRamp,
-                    "full-idle-ramp.toml",
-                    include_str!("../../scenarios/suite/full-idle-ramp.toml"),
-                    ramp,
-                    true,
-                ),
-                sweep(
-                    Step::Capacity,
-                    "full-capacity.toml",
-                    include_str!("../../scenarios/suite/full-capacity.toml"),
-                    cap,
-                    true,
-                ),
-                sweep(
-                    Step::LoadSweep,
-                    "full-load-sweep.toml",
-                    include_str!("../../scenarios/suite/full-load-sweep.toml"),
-                    load,
-                    true,
-                ),
-                sweep(
-                    Step::RoomSize,
-                    "full-room-size.toml",
-                    include_str!("../../scenarios/suite/full-room-size.toml"),
-                    room,
-                    false,
-                ),
-                single(
-                    Step::Broadcast,
-                    "full-broadcast.toml",
-                    include_str!("../../scenarios/suite/full-broadcast.toml"),
-                    &[],
-                    repeats,
-                ),
-                single(
-                    Step::Poison,
-                    "full-poison.toml",
-                    include_str!("../../scenarios/suite/full-poison.toml"),
-                    POISON_ARGS,
-                    1,
-                ),
-                single(
-                    Step::Slowloris,
-                    "full-slowloris.toml",
-                    include_str!("../../scenarios/suite/full-slowloris.toml"),
-                    &[],
-                    1,
-                ),
-                scaling(
-                    "full-scaling.toml",
-                    include_str!("../../scenarios/suite/full-scaling.toml"),
-                ),
-                single(
-                    Step::NodeLoss,
-                    "full-node-loss.toml",
-                    include_str!("../../scenarios/suite/full-node-loss.toml"),
-                    &[],
-                    1,
-                ),
-            ]
+        Suite::Quick => quick_steps(repeats),
+        Suite::Full => full_steps(tiny, repeats),
+    }
+}
+
+/// The quick suite: one run of each single step (`repeats` of the broadcast) and the scaling.
+fn quick_steps(repeats: u32) -> Vec<SuiteStep> {
+    vec![
+        single(
+            Step::Idle,
+            "quick-idle.toml",
+            include_str!("../../scenarios/suite/quick-idle.toml"),
+            &[],
+            1,
+        ),
+        single(
+            Step::Broadcast,
+            "quick-broadcast.toml",
+            include_str!("../../scenarios/suite/quick-broadcast.toml"),
+            &[],
+            repeats,
+        ),
+        single(
+            Step::Poison,
+            "quick-poison.toml",
+            include_str!("../../scenarios/suite/quick-poison.toml"),
+            POISON_ARGS,
+            1,
+        ),
+        single(
+            Step::Slowloris,
+            "quick-slowloris.toml",
+            include_str!("../../scenarios/suite/quick-slowloris.toml"),
+            &[],
+            1,
+        ),
+        scaling(
+            "quick-scaling.toml",
+            include_str!("../../scenarios/suite/quick-scaling.toml"),
+        ),
+        single(
+            Step::NodeLoss,
+            "quick-node-loss.toml",
+            include_str!("../../scenarios/suite/quick-node-loss.toml"),
+            &[],
+            1,
+        ),
+    ]
+}
+
+/// The points of the full suite's four sweeps, each point its `--set` overrides.
+struct FullSweeps {
+    ramp: Vec<Vec<String>>,
+    capacity: Vec<Vec<String>>,
+    load: Vec<Vec<String>>,
+    room: Vec<Vec<String>>,
+}
+
+impl FullSweeps {
+    /// The sweeps' points: a few small ones under `--tiny`, the measuring ones otherwise.
+    fn new(tiny: bool) -> FullSweeps {
+        if tiny {
+            FullSweeps {
+                ramp: conns_points(&[100, 200]),
+                capacity: capacity_points(&[100, 200]),
+                load: rate_points(&[5.0, 10.0]),
+                room: room_points(&[(20, 10, 11.0), (2, 100, 10.0)]),
+            }
+        } else {
+            FullSweeps {
+                ramp: conns_points(&[1_000, 5_000, 10_000, 15_000, 19_000]),
+                // The last step needs more than one generator process: it runs with
+                // `--agents auto` (see `needs_agents`), so what stops it is the server.
+                capacity: capacity_points(&[
+                    2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
+                ]),
+                load: rate_points(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
+                room: room_points(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
+            }
         }
     }
+}
+
+/// One point per connection count.
+fn conns_points(list: &[u32]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|n| sets(&[("connections", n.to_string())]))
+        .collect()
+}
+
+/// One point per connection count, with a room per 100 connections.
+fn capacity_points(list: &[u32]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|n| {
+            sets(&[
+                ("connections", n.to_string()),
+                ("rooms", (n / 100).to_string()),
+            ])
+        })
+        .collect()
+}
+
+/// One point per message rate per sender.
+fn rate_points(list: &[f64]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
+        .collect()
+}
+
+/// One point per (rooms, members, msg/s per room): about the same deliveries/s for each size.
+fn room_points(list: &[(u32, u32, f64)]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|(r, m, rate)| {
+            sets(&[
+                ("connections", (r * m).to_string()),
+                ("rooms", r.to_string()),
+                ("members_per_room", m.to_string()),
+                ("rate_per_sender", format!("{rate:.1}")),
+            ])
+        })
+        .collect()
+}
+
+/// The full suite: the idle step, the four sweeps, then the single steps and the scaling.
+fn full_steps(tiny: bool, repeats: u32) -> Vec<SuiteStep> {
+    let points = FullSweeps::new(tiny);
+    vec![
+        single(
+            Step::Idle,
+            "full-idle.toml",
+            include_str!("../../scenarios/suite/full-idle.toml"),
+            &[],
+            1,
+        ),
+        sweep(
+            Step::IdleRamp,
+            "full-idle-ramp.toml",
+            include_str!("../../scenarios/suite/full-idle-ramp.toml"),
+            points.ramp,
+            true,
+        ),
+        sweep(
+            Step::Capacity,
+            "full-capacity.toml",
+            include_str!("../../scenarios/suite/full-capacity.toml"),
+            points.capacity,
+            true,
+        ),
+        sweep(
+            Step::LoadSweep,
+            "full-load-sweep.toml",
+            include_str!("../../scenarios/suite/full-load-sweep.toml"),
+            points.load,
+            true,
+        ),
+        sweep(
+            Step::RoomSize,
+            "full-room-size.toml",
+            include_str!("../../scenarios/suite/full-room-size.toml"),
+            points.room,
+            false,
+        ),
+        single(
+            Step::Broadcast,
+            "full-broadcast.toml",
+            include_str!("../../scenarios/suite/full-broadcast.toml"),
+            &[],
+            repeats,
+        ),
+        single(
+            Step::Poison,
+            "full-poison.toml",
+            include_str!("../../scenarios/suite/full-poison.toml"),
+            POISON_ARGS,
+            1,
+        ),
+        single(
+            Step::Slowloris,
+            "full-slowloris.toml",
+            include_str!("../../scenarios/suite/full-slowloris.toml"),
+            &[],
+            1,
+        ),
+        scaling(
+            "full-scaling.toml",
+            include_str!("../../scenarios/suite/full-scaling.toml"),
+        ),
+        single(
+            Step::NodeLoss,
+            "full-node-loss.toml",
+            include_str!("../../scenarios/suite/full-node-loss.toml"),
+            &[],
+            1,
+        ),
+    ]
 }
 
 /// Whether a point's connections need more than one generator process (the descriptor
