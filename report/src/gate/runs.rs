@@ -592,16 +592,10 @@ fn failed_and_threshold_rows(current: &[RunObservation]) -> Vec<Row> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| r.path.display().to_string());
         if let Some(why) = &r.failed {
-            rows.push(Row {
-                metric: format!("run {run}"),
-                unit: String::new(),
-                baseline: None,
-                current: None,
-                change_pct: None,
-                rule: "the run measured something".into(),
-                verdict: Verdict::Regression,
-                detail: format!("the run failed: {why}"),
-            });
+            rows.push(Row::failed_run(
+                format!("run {run}"),
+                format!("the run failed: {why}"),
+            ));
         }
         for j in &r.thresholds {
             let t = &j.threshold;
