@@ -685,6 +685,29 @@ pub fn build_suite(
     let results = &headline;
     let has_sweeps = runs.keys().any(|(_, s)| s.is_sweep());
     let slo = slo_p99_ms.unwrap_or(crate::sweeps::DEFAULT_SLO_P99_MS);
+    let mut rows = single_rows(results, runs, archs, base);
+    // The sweeps' rows, then horizontal scaling (the last question of the table).
+    rows.extend(sweep_rows(runs, archs, base, slo));
+    rows.extend(scaling_rows(runs, archs, base));
+    rows.extend(node_loss_rows(results, archs, base));
+    Comparison {
+        schema: COMPARISON_SCHEMA.into(),
+        suite: suite.into(),
+        archs: archs.to_vec(),
+        rows,
+        machine: machine_of(results),
+        failures: failures_of(runs),
+        notes: suite_notes(runs, has_sweeps, slo),
+        slo_p99_ms: has_sweeps.then_some(slo),
+        claims: None,
+        tiny: false,
+        provenance: None,
+    }
+}
+
+/// The rows of one figure per column: the figure catalogue's (in its order), then the fault
+/// blast radius and the availability under slowloris.
+fn single_rows(results: &Results, runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut row = |key: &str, label: &str, unit: &str, make: &dyn Fn(&str) -> Cell| {
         let cells = archs.iter().map(|a| (a.clone(), make(a))).collect();
@@ -762,17 +785,23 @@ pub fn build_suite(
             )
         },
     );
-    // The sweeps' rows, then horizontal scaling (the last question of the table).
-    rows.extend(sweep_rows(runs, archs, base, slo));
-    rows.extend(scaling_rows(runs, archs, base));
-    rows.extend(node_loss_rows(results, archs, base));
-    let machine = results
+    rows
+}
+
+/// The machine line, from the first run that produced results.
+fn machine_of(results: &Results) -> String {
+    results
         .values()
         .find_map(|r| match r {
             StepResult::Ran { summary, .. } => Some(machine_line(summary)),
             StepResult::Failed { .. } => None,
         })
-        .unwrap_or_else(|| "unknown (no run produced results)".into());
+        .unwrap_or_else(|| "unknown (no run produced results)".into())
+}
+
+/// The notes every reader of the table needs: how latency is measured, what invalid means,
+/// which runs shared the machine, and (with sweeps) how a sweep step passes.
+fn suite_notes(runs: &Runs, has_sweeps: bool, slo: f64) -> Vec<String> {
     let mut notes = vec![
         "Latency is measured from each message's intended send time (open loop); CPU on loopback includes the client sockets' receive processing (see docs/methodology.md).".into(),
         "A cell marked invalid comes from a run where the generator, not the server, was the bottleneck: it is not a figure of the server.".into(),
@@ -797,8 +826,12 @@ pub fn build_suite(
     if has_sweeps {
         notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator names the generator."));
     }
-    let failures = runs
-        .iter()
+    notes
+}
+
+/// "arch / step: reason" for every step that could not be run.
+fn failures_of(runs: &Runs) -> Vec<String> {
+    runs.iter()
         .flat_map(|((arch, step), rs)| {
             rs.iter().filter_map(move |r| match r {
                 StepResult::Failed { reason } => {
@@ -807,20 +840,7 @@ pub fn build_suite(
                 StepResult::Ran { .. } => None,
             })
         })
-        .collect();
-    Comparison {
-        schema: COMPARISON_SCHEMA.into(),
-        suite: suite.into(),
-        archs: archs.to_vec(),
-        rows,
-        machine,
-        failures,
-        notes,
-        slo_p99_ms: has_sweeps.then_some(slo),
-        claims: None,
-        tiny: false,
-        provenance: None,
-    }
+        .collect()
 }
 
 /// ` (median of N runs by p99; range lo–hi)` when `arch`'s `step` ran more than once.
