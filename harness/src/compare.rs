@@ -263,171 +263,201 @@ fn scaling(file: &'static str, text: &'static str) -> SuiteStep {
 /// The steps of a suite, with their points (`tiny`: a few hundred connections).
 fn suite_steps(suite: Suite, tiny: bool, repeats: u32) -> Vec<SuiteStep> {
     match suite {
-        Suite::Quick => vec![
-            single(
-                Step::Idle,
-                "quick-idle.toml",
-                include_str!("../../scenarios/suite/quick-idle.toml"),
-                &[],
-                1,
-            ),
-            single(
-                Step::Broadcast,
-                "quick-broadcast.toml",
-                include_str!("../../scenarios/suite/quick-broadcast.toml"),
-                &[],
-                repeats,
-            ),
-            single(
-                Step::Poison,
-                "quick-poison.toml",
-                include_str!("../../scenarios/suite/quick-poison.toml"),
-                POISON_ARGS,
-                1,
-            ),
-            single(
-                Step::Slowloris,
-                "quick-slowloris.toml",
-                include_str!("../../scenarios/suite/quick-slowloris.toml"),
-                &[],
-                1,
-            ),
-            scaling(
-                "quick-scaling.toml",
-                include_str!("../../scenarios/suite/quick-scaling.toml"),
-            ),
-            single(
-                Step::NodeLoss,
-                "quick-node-loss.toml",
-                include_str!("../../scenarios/suite/quick-node-loss.toml"),
-                &[],
-                1,
-            ),
-        ],
-        Suite::Full => {
-            let conns = |list: &[u32]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|n| sets(&[("connections", n.to_string())]))
-                    .collect()
-            };
-            let capacity = |list: &[u32]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|n| {
-                        sets(&[
-                            ("connections", n.to_string()),
-                            ("rooms", (n / 100).to_string()),
-                        ])
-                    })
-                    .collect()
-            };
-            let rates = |list: &[f64]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
-                    .collect()
-            };
-            // (rooms, members, msg/s per room): about the same deliveries/s for each size.
-            let rooms = |list: &[(u32, u32, f64)]| -> Vec<Vec<String>> {
-                list.iter()
-                    .map(|(r, m, rate)| {
-                        sets(&[
-                            ("connections", (r * m).to_string()),
-                            ("rooms", r.to_string()),
-                            ("members_per_room", m.to_string()),
-                            ("rate_per_sender", format!("{rate:.1}")),
-                        ])
-                    })
-                    .collect()
-            };
-            let (ramp, cap, load, room) = if tiny {
-                (
-                    conns(&[100, 200]),
-                    capacity(&[100, 200]),
-                    rates(&[5.0, 10.0]),
-                    rooms(&[(20, 10, 11.0), (2, 100, 10.0)]),
-                )
-            } else {
-                (
-                    conns(&[1_000, 5_000, 10_000, 15_000, 19_000]),
-                    // The last step needs more than one generator process: it runs with
-                    // `--agents auto` (see `needs_agents`), so what stops it is the server.
-                    capacity(&[
-                        2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
-                    ]),
-                    rates(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
-                    rooms(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
-                )
-            };
-            vec![
-                single(
-                    Step::Idle,
-                    "full-idle.toml",
-                    include_str!("../../scenarios/suite/full-idle.toml"),
-                    &[],
-                    1,
-                ),
-                sweep(
-                    Step::IdleRamp,
-                    "full-idle-ramp.toml",
-                    include_str!("../../scenarios/suite/full-idle-ramp.toml"),
-                    ramp,
-                    true,
-                ),
-                sweep(
-                    Step::Capacity,
-                    "full-capacity.toml",
-                    include_str!("../../scenarios/suite/full-capacity.toml"),
-                    cap,
-                    true,
-                ),
-                sweep(
-                    Step::LoadSweep,
-                    "full-load-sweep.toml",
-                    include_str!("../../scenarios/suite/full-load-sweep.toml"),
-                    load,
-                    true,
-                ),
-                sweep(
-                    Step::RoomSize,
-                    "full-room-size.toml",
-                    include_str!("../../scenarios/suite/full-room-size.toml"),
-                    room,
-                    false,
-                ),
-                single(
-                    Step::Broadcast,
-                    "full-broadcast.toml",
-                    include_str!("../../scenarios/suite/full-broadcast.toml"),
-                    &[],
-                    repeats,
-                ),
-                single(
-                    Step::Poison,
-                    "full-poison.toml",
-                    include_str!("../../scenarios/suite/full-poison.toml"),
-                    POISON_ARGS,
-                    1,
-                ),
-                single(
-                    Step::Slowloris,
-                    "full-slowloris.toml",
-                    include_str!("../../scenarios/suite/full-slowloris.toml"),
-                    &[],
-                    1,
-                ),
-                scaling(
-                    "full-scaling.toml",
-                    include_str!("../../scenarios/suite/full-scaling.toml"),
-                ),
-                single(
-                    Step::NodeLoss,
-                    "full-node-loss.toml",
-                    include_str!("../../scenarios/suite/full-node-loss.toml"),
-                    &[],
-                    1,
-                ),
-            ]
+        Suite::Quick => quick_steps(repeats),
+        Suite::Full => full_steps(tiny, repeats),
+    }
+}
+
+/// The quick suite: one run of each single step (`repeats` of the broadcast) and the scaling.
+fn quick_steps(repeats: u32) -> Vec<SuiteStep> {
+    vec![
+        single(
+            Step::Idle,
+            "quick-idle.toml",
+            include_str!("../../scenarios/suite/quick-idle.toml"),
+            &[],
+            1,
+        ),
+        single(
+            Step::Broadcast,
+            "quick-broadcast.toml",
+            include_str!("../../scenarios/suite/quick-broadcast.toml"),
+            &[],
+            repeats,
+        ),
+        single(
+            Step::Poison,
+            "quick-poison.toml",
+            include_str!("../../scenarios/suite/quick-poison.toml"),
+            POISON_ARGS,
+            1,
+        ),
+        single(
+            Step::Slowloris,
+            "quick-slowloris.toml",
+            include_str!("../../scenarios/suite/quick-slowloris.toml"),
+            &[],
+            1,
+        ),
+        scaling(
+            "quick-scaling.toml",
+            include_str!("../../scenarios/suite/quick-scaling.toml"),
+        ),
+        single(
+            Step::NodeLoss,
+            "quick-node-loss.toml",
+            include_str!("../../scenarios/suite/quick-node-loss.toml"),
+            &[],
+            1,
+        ),
+    ]
+}
+
+/// The points of the full suite's four sweeps, each point its `--set` overrides.
+struct FullSweeps {
+    ramp: Vec<Vec<String>>,
+    capacity: Vec<Vec<String>>,
+    load: Vec<Vec<String>>,
+    room: Vec<Vec<String>>,
+}
+
+impl FullSweeps {
+    /// The sweeps' points: a few small ones under `--tiny`, the measuring ones otherwise.
+    fn new(tiny: bool) -> FullSweeps {
+        if tiny {
+            FullSweeps {
+                ramp: conns_points(&[100, 200]),
+                capacity: capacity_points(&[100, 200]),
+                load: rate_points(&[5.0, 10.0]),
+                room: room_points(&[(20, 10, 11.0), (2, 100, 10.0)]),
+            }
+        } else {
+            FullSweeps {
+                ramp: conns_points(&[1_000, 5_000, 10_000, 15_000, 19_000]),
+                // The last step needs more than one generator process: it runs with
+                // `--agents auto` (see `needs_agents`), so what stops it is the server.
+                capacity: capacity_points(&[
+                    2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
+                ]),
+                load: rate_points(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
+                room: room_points(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
+            }
         }
     }
+}
+
+/// One point per connection count.
+fn conns_points(list: &[u32]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|n| sets(&[("connections", n.to_string())]))
+        .collect()
+}
+
+/// One point per connection count, with a room per 100 connections.
+fn capacity_points(list: &[u32]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|n| {
+            sets(&[
+                ("connections", n.to_string()),
+                ("rooms", (n / 100).to_string()),
+            ])
+        })
+        .collect()
+}
+
+/// One point per message rate per sender.
+fn rate_points(list: &[f64]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|r| sets(&[("rate_per_sender", format!("{r:.1}"))]))
+        .collect()
+}
+
+/// One point per (rooms, members, msg/s per room): about the same deliveries/s for each size.
+fn room_points(list: &[(u32, u32, f64)]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|(r, m, rate)| {
+            sets(&[
+                ("connections", (r * m).to_string()),
+                ("rooms", r.to_string()),
+                ("members_per_room", m.to_string()),
+                ("rate_per_sender", format!("{rate:.1}")),
+            ])
+        })
+        .collect()
+}
+
+/// The full suite: the idle step, the four sweeps, then the single steps and the scaling.
+fn full_steps(tiny: bool, repeats: u32) -> Vec<SuiteStep> {
+    let points = FullSweeps::new(tiny);
+    vec![
+        single(
+            Step::Idle,
+            "full-idle.toml",
+            include_str!("../../scenarios/suite/full-idle.toml"),
+            &[],
+            1,
+        ),
+        sweep(
+            Step::IdleRamp,
+            "full-idle-ramp.toml",
+            include_str!("../../scenarios/suite/full-idle-ramp.toml"),
+            points.ramp,
+            true,
+        ),
+        sweep(
+            Step::Capacity,
+            "full-capacity.toml",
+            include_str!("../../scenarios/suite/full-capacity.toml"),
+            points.capacity,
+            true,
+        ),
+        sweep(
+            Step::LoadSweep,
+            "full-load-sweep.toml",
+            include_str!("../../scenarios/suite/full-load-sweep.toml"),
+            points.load,
+            true,
+        ),
+        sweep(
+            Step::RoomSize,
+            "full-room-size.toml",
+            include_str!("../../scenarios/suite/full-room-size.toml"),
+            points.room,
+            false,
+        ),
+        single(
+            Step::Broadcast,
+            "full-broadcast.toml",
+            include_str!("../../scenarios/suite/full-broadcast.toml"),
+            &[],
+            repeats,
+        ),
+        single(
+            Step::Poison,
+            "full-poison.toml",
+            include_str!("../../scenarios/suite/full-poison.toml"),
+            POISON_ARGS,
+            1,
+        ),
+        single(
+            Step::Slowloris,
+            "full-slowloris.toml",
+            include_str!("../../scenarios/suite/full-slowloris.toml"),
+            &[],
+            1,
+        ),
+        scaling(
+            "full-scaling.toml",
+            include_str!("../../scenarios/suite/full-scaling.toml"),
+        ),
+        single(
+            Step::NodeLoss,
+            "full-node-loss.toml",
+            include_str!("../../scenarios/suite/full-node-loss.toml"),
+            &[],
+            1,
+        ),
+    ]
 }
 
 /// Whether a point's connections need more than one generator process (the descriptor
@@ -511,242 +541,397 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let builtin: Vec<&str> = column_names()
-        .into_iter()
-        .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
-        .collect();
-    let user = crate::columns::parse_all(&args.columns, &builtin)
-        .map_err(|e| UsageError(e.to_string()))?;
-    let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
-    let archs: Vec<String> = if args.archs.is_empty() && !user.is_empty() {
-        Vec::new()
-    } else if args.archs.is_empty() {
-        let mut all: Vec<String> = chatbench_servers::Arch::ALL
-            .iter()
-            .map(|a| a.as_str().to_string())
-            .collect();
-        all.push("cluster-mesh".into());
-        if on_path("redis-server") {
-            all.push("cluster-redis".into());
-        } else {
-            let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
-            eprintln!("compare: {note}");
-            notes.push(note);
-        }
-        all
-    } else {
-        if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
-            return Err(UsageError(
-                "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-            )
-            .into());
-        }
-        args.archs.clone()
-    };
-    // No column named: every peer whose runtime is installed, too.
-    let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() && user.is_empty() {
-        let (peers, note) = installed_peers(&args.peers_dir, on_path);
-        if let Some(note) = note {
-            eprintln!("compare: {note}");
-            notes.push(note);
-        }
-        peers
-    } else {
-        args.peer.clone()
-    };
-    if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
-        return Err(UsageError(
-            "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-        )
-        .into());
-    }
+    let chosen = Columns::choose(&args)?;
     let repeats = args.repeats.unwrap_or(match args.suite {
         Suite::Quick => 1,
         Suite::Full => 3,
     });
     let steps = suite_steps(args.suite, args.tiny, repeats);
-    let suite = args.suite.as_str();
     let started_at = chatbench_model::provenance::now_rfc3339();
-    let id = format!(
-        "{}-compare-{suite}{}",
-        chrono_like_now(),
-        if args.tiny { "-tiny" } else { "" }
-    );
-    let dir = args.out.join(&id);
-    let runs_dir = dir.join("runs");
-    let scenarios = dir.join("scenarios");
-    std::fs::create_dir_all(&runs_dir)
-        .with_context(|| format!("creating {}", runs_dir.display()))?;
-    std::fs::create_dir_all(&scenarios)
-        .with_context(|| format!("creating {}", scenarios.display()))?;
-    for s in &steps {
-        write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
-    }
-    let exe = std::env::current_exe().context("locating the chatbench executable")?;
-    // What one generator process may open (the run raises its soft limit to the hard one).
-    let nofile = chatbench_loadgen::sys::current_nofile()
-        .ok()
-        .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l });
+    let folder = Folder::create(&args, &steps)?;
+    let suite = SuiteRun {
+        args: &args,
+        folder: &folder,
+        exe: std::env::current_exe().context("locating the chatbench executable")?,
+        // What one generator process may open (the run raises its soft limit to the hard one).
+        nofile: chatbench_loadgen::sys::current_nofile()
+            .ok()
+            .map(|l| chatbench_model::provenance::NofileLimit { soft: l.hard, ..l }),
+    };
+    let columns = chosen.names();
     let mut runs = Runs::new();
-    let mut columns = archs.clone();
-    columns.extend(peers.iter().cloned());
-    columns.extend(user.iter().map(|u| u.name.clone()));
     for arch in &columns {
-        let peer = peers.contains(arch);
-        let user_column = user.iter().find(|u| u.name == *arch);
-        // A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
-        // column, with the scaling and node-loss steps.
-        let peer_cluster = peer
-            && crate::peers::Peer::parse(arch)
-                .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster);
+        let column = Column::new(arch, &chosen);
         for s in &steps {
-            let backplane = cluster_backplane(arch);
-            let cluster = backplane.is_some() || peer_cluster;
-            // Scaling: the cluster columns in every suite; single-process architectures (as
-            // independent servers, rooms partitioned) in the full suite; never the
-            // single-process peers.
-            if s.step == Step::Scaling && !cluster && (peer || args.suite == Suite::Quick) {
-                continue;
-            }
-            // Node loss: a cluster's; a single server's loss is a whole outage.
-            if s.step == Step::NodeLoss && !cluster {
-                continue;
-            }
-            if user_column.is_some_and(|u| !u.runs(s.step)) {
-                continue;
-            }
-            let mut stopped = false;
-            for (i, point) in s.points.iter().enumerate() {
-                if stopped {
-                    break;
-                }
-                for repeat in 0..s.repeats {
-                    let label = point_label(s, i, repeat);
-                    eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
-                    let mut extra: Vec<String> = if let Some(u) = user_column {
-                        u.run_args()
-                    } else if peer {
-                        let mut e = vec![
-                            "--serve-peer".to_string(),
-                            arch.clone(),
-                            "--peers-dir".into(),
-                            args.peers_dir.display().to_string(),
-                        ];
-                        if arch == "socketio" || arch == "socketio-cluster" {
-                            e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
-                        }
-                        if peer_cluster {
-                            let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
-                            e.extend(["--nodes".into(), nodes.to_string()]);
-                        }
-                        e.extend(s.server_args.iter().map(|a| a.to_string()));
-                        e
-                    } else {
-                        let nodes = s.nodes[i];
-                        let mut e = match backplane {
-                            Some(b) => vec![
-                                "--serve".to_string(),
-                                "cluster".into(),
-                                "--backplane".into(),
-                                b.into(),
-                                "--nodes".into(),
-                                nodes.unwrap_or(CLUSTER_NODES).to_string(),
-                            ],
-                            None => {
-                                let mut e = vec!["--serve".to_string(), arch.clone()];
-                                if let Some(n) = nodes {
-                                    e.extend(["--nodes".into(), n.to_string()]);
-                                }
-                                e
-                            }
-                        };
-                        e.extend(
-                            s.server_args
-                                .iter()
-                                .chain(arch_args(arch, args.suite, s.step))
-                                .map(|a| a.to_string()),
-                        );
-                        e
-                    };
-                    if s.step == Step::Capacity && needs_agents(point, nofile.as_ref()) {
-                        extra.extend(["--agents".into(), "auto".into()]);
-                    }
-                    let tiny = if args.tiny {
-                        tiny_overrides(s.step)
-                    } else {
-                        &[]
-                    };
-                    for o in tiny
-                        .iter()
-                        .map(|o| o.to_string())
-                        .chain(point.iter().cloned())
-                    {
-                        extra.push("--set".into());
-                        extra.push(o);
-                    }
-                    let mut result =
-                        run_step(&exe, &scenarios.join(s.file), &extra, &runs_dir, arch);
-                    let verdict = match &mut result {
-                        StepResult::Ran { summary, .. } => {
-                            let check = if s.step.is_sweep() {
-                                chatbench_report::sweeps::check(s.step, summary, args.slo_p99_ms)
-                            } else {
-                                None
-                            };
-                            if check.is_some() && s.stop_at_first_failure {
-                                stopped = true;
-                            }
-                            format!(
-                                "{}{}{}",
-                                match summary.status {
-                                    RunStatus::Complete => "complete",
-                                    RunStatus::Interrupted => "interrupted",
-                                    RunStatus::Failed => "failed",
-                                },
-                                if summary.valid {
-                                    ""
-                                } else {
-                                    " (invalid: generator-bound)"
-                                },
-                                check
-                                    .map(|c| format!("; stops the sweep: {c}"))
-                                    .filter(|_| s.stop_at_first_failure)
-                                    .unwrap_or_default()
-                            )
-                        }
-                        StepResult::Failed { reason } => {
-                            if !point.is_empty() {
-                                *reason = format!("at {}: {reason}", point.join(" "));
-                            }
-                            stopped = s.stop_at_first_failure;
-                            format!("FAILED: {reason}")
-                        }
-                    };
-                    eprintln!("compare: {arch} / {}{label}: {verdict}", s.step.as_str());
-                    runs.entry((arch.clone(), s.step)).or_default().push(result);
-                }
+            if !column.skips(s.step, args.suite) {
+                suite.run_points(&column, s, &mut runs);
             }
         }
     }
-    let mut comparison = build_suite(suite, &columns, &runs, &dir, Some(args.slo_p99_ms));
+    write_comparison(
+        &args,
+        &folder.dir,
+        &columns,
+        &runs,
+        chosen.notes,
+        started_at,
+    )
+}
+
+/// The columns a comparison runs and the notes their choice leaves for the reader.
+struct Columns {
+    /// Built-in architectures and cluster columns.
+    archs: Vec<String>,
+    /// Third-party servers.
+    peers: Vec<String>,
+    /// The user's own servers (`--column`).
+    user: Vec<crate::columns::UserColumn>,
+    /// What was left out and why, and what each user column is.
+    notes: Vec<String>,
+}
+
+impl Columns {
+    /// The columns `args` name, or every built-in one (and every installed peer) when none is
+    /// named; a usage error when a column needs `redis-server` and it is not installed.
+    fn choose(args: &CompareOptions) -> anyhow::Result<Columns> {
+        let builtin: Vec<&str> = column_names()
+            .into_iter()
+            .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
+            .collect();
+        let user = crate::columns::parse_all(&args.columns, &builtin)
+            .map_err(|e| UsageError(e.to_string()))?;
+        let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
+        let archs: Vec<String> = if args.archs.is_empty() && !user.is_empty() {
+            Vec::new()
+        } else if args.archs.is_empty() {
+            let mut all: Vec<String> = chatbench_servers::Arch::ALL
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect();
+            all.push("cluster-mesh".into());
+            if on_path("redis-server") {
+                all.push("cluster-redis".into());
+            } else {
+                let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
+                eprintln!("compare: {note}");
+                notes.push(note);
+            }
+            all
+        } else {
+            if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
+                return Err(UsageError(
+                    "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+                )
+                .into());
+            }
+            args.archs.clone()
+        };
+        // No column named: every peer whose runtime is installed, too.
+        let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() && user.is_empty()
+        {
+            let (peers, note) = installed_peers(&args.peers_dir, on_path);
+            if let Some(note) = note {
+                eprintln!("compare: {note}");
+                notes.push(note);
+            }
+            peers
+        } else {
+            args.peer.clone()
+        };
+        if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
+            return Err(UsageError(
+                "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
+            )
+            .into());
+        }
+        Ok(Columns {
+            archs,
+            peers,
+            user,
+            notes,
+        })
+    }
+
+    /// Every column in table order: the architectures, the peers, then the user's.
+    fn names(&self) -> Vec<String> {
+        let mut columns = self.archs.clone();
+        columns.extend(self.peers.iter().cloned());
+        columns.extend(self.user.iter().map(|u| u.name.clone()));
+        columns
+    }
+}
+
+/// What kind of server one column is, for the steps it runs and the flags that start it.
+struct Column<'a> {
+    name: &'a String,
+    peer: bool,
+    user: Option<&'a crate::columns::UserColumn>,
+    /// A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
+    /// column, with the scaling and node-loss steps.
+    peer_cluster: bool,
+    /// The backplane of a built-in cluster column.
+    backplane: Option<&'static str>,
+}
+
+impl<'a> Column<'a> {
+    fn new(name: &'a String, chosen: &'a Columns) -> Column<'a> {
+        let peer = chosen.peers.contains(name);
+        Column {
+            name,
+            peer,
+            user: chosen.user.iter().find(|u| u.name == *name),
+            peer_cluster: peer
+                && crate::peers::Peer::parse(name)
+                    .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster),
+            backplane: cluster_backplane(name),
+        }
+    }
+
+    /// Whether this column leaves `step` of `suite` out.
+    fn skips(&self, step: Step, suite: Suite) -> bool {
+        let cluster = self.backplane.is_some() || self.peer_cluster;
+        // Scaling: the cluster columns in every suite; single-process architectures (as
+        // independent servers, rooms partitioned) in the full suite; never the
+        // single-process peers.
+        if step == Step::Scaling && !cluster && (self.peer || suite == Suite::Quick) {
+            return true;
+        }
+        // Node loss: a cluster's; a single server's loss is a whole outage.
+        if step == Step::NodeLoss && !cluster {
+            return true;
+        }
+        self.user.is_some_and(|u| !u.runs(step))
+    }
+
+    /// The `chatbench run` flags that start (or name) this column's server for point `i` of
+    /// `s`.
+    fn target_args(&self, s: &SuiteStep, i: usize, args: &CompareOptions) -> Vec<String> {
+        let arch = self.name;
+        if let Some(u) = self.user {
+            u.run_args()
+        } else if self.peer {
+            let mut e = vec![
+                "--serve-peer".to_string(),
+                arch.clone(),
+                "--peers-dir".into(),
+                args.peers_dir.display().to_string(),
+            ];
+            if arch == "socketio" || arch == "socketio-cluster" {
+                e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
+            }
+            if self.peer_cluster {
+                let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
+                e.extend(["--nodes".into(), nodes.to_string()]);
+            }
+            e.extend(s.server_args.iter().map(|a| a.to_string()));
+            e
+        } else {
+            let nodes = s.nodes[i];
+            let mut e = match self.backplane {
+                Some(b) => vec![
+                    "--serve".to_string(),
+                    "cluster".into(),
+                    "--backplane".into(),
+                    b.into(),
+                    "--nodes".into(),
+                    nodes.unwrap_or(CLUSTER_NODES).to_string(),
+                ],
+                None => {
+                    let mut e = vec!["--serve".to_string(), arch.clone()];
+                    if let Some(n) = nodes {
+                        e.extend(["--nodes".into(), n.to_string()]);
+                    }
+                    e
+                }
+            };
+            e.extend(
+                s.server_args
+                    .iter()
+                    .chain(arch_args(arch, args.suite, s.step))
+                    .map(|a| a.to_string()),
+            );
+            e
+        }
+    }
+}
+
+/// The comparison's folder: `runs/` receives every run, `scenarios/` the suite's files.
+struct Folder {
+    dir: PathBuf,
+    runs: PathBuf,
+    scenarios: PathBuf,
+}
+
+impl Folder {
+    /// Creates `<out>/<time>-compare-<suite>[-tiny]/` with its `runs/` and `scenarios/` (the
+    /// latter filled with `steps`' scenario files).
+    fn create(args: &CompareOptions, steps: &[SuiteStep]) -> anyhow::Result<Folder> {
+        let id = format!(
+            "{}-compare-{}{}",
+            chrono_like_now(),
+            args.suite.as_str(),
+            if args.tiny { "-tiny" } else { "" }
+        );
+        let dir = args.out.join(&id);
+        let runs = dir.join("runs");
+        let scenarios = dir.join("scenarios");
+        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        std::fs::create_dir_all(&scenarios)
+            .with_context(|| format!("creating {}", scenarios.display()))?;
+        for s in steps {
+            write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
+        }
+        Ok(Folder {
+            dir,
+            runs,
+            scenarios,
+        })
+    }
+}
+
+/// What running one column's step needs: the options, the folder, the executable and what
+/// one generator process may open.
+struct SuiteRun<'a> {
+    args: &'a CompareOptions,
+    folder: &'a Folder,
+    exe: PathBuf,
+    nofile: Option<chatbench_model::provenance::NofileLimit>,
+}
+
+impl SuiteRun<'_> {
+    /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
+    /// point that stops the sweep; adds each result to `runs`.
+    fn run_points(&self, column: &Column<'_>, s: &SuiteStep, runs: &mut Runs) {
+        let arch = column.name;
+        let mut stopped = false;
+        for (i, point) in s.points.iter().enumerate() {
+            if stopped {
+                break;
+            }
+            for repeat in 0..s.repeats {
+                let label = point_label(s, i, repeat);
+                eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
+                let extra = self.point_args(column, s, i);
+                let mut result = run_step(
+                    &self.exe,
+                    &self.folder.scenarios.join(s.file),
+                    &extra,
+                    &self.folder.runs,
+                    arch,
+                );
+                let (verdict, stops) = judge_point(s, point, &mut result, self.args.slo_p99_ms);
+                stopped |= stops;
+                eprintln!("compare: {arch} / {}{label}: {verdict}", s.step.as_str());
+                runs.entry((arch.clone(), s.step)).or_default().push(result);
+            }
+        }
+    }
+
+    /// Every flag of the run of point `i` of `s` against `column`: the target's, `--agents
+    /// auto` when a capacity point needs more than one generator process, then the `--tiny`
+    /// and the point's `--set` overrides.
+    fn point_args(&self, column: &Column<'_>, s: &SuiteStep, i: usize) -> Vec<String> {
+        let point = &s.points[i];
+        let mut extra = column.target_args(s, i, self.args);
+        if s.step == Step::Capacity && needs_agents(point, self.nofile.as_ref()) {
+            extra.extend(["--agents".into(), "auto".into()]);
+        }
+        let tiny = if self.args.tiny {
+            tiny_overrides(s.step)
+        } else {
+            &[]
+        };
+        for o in tiny
+            .iter()
+            .map(|o| o.to_string())
+            .chain(point.iter().cloned())
+        {
+            extra.push("--set".into());
+            extra.push(o);
+        }
+        extra
+    }
+}
+
+/// The progress line's verdict on one run of `point` of `s`, and whether it stops the sweep
+/// (a failed run's reason gets the point's overrides in front).
+fn judge_point(
+    s: &SuiteStep,
+    point: &[String],
+    result: &mut StepResult,
+    slo_p99_ms: f64,
+) -> (String, bool) {
+    match result {
+        StepResult::Ran { summary, .. } => {
+            let check = if s.step.is_sweep() {
+                chatbench_report::sweeps::check(s.step, summary, slo_p99_ms)
+            } else {
+                None
+            };
+            let stops = check.is_some() && s.stop_at_first_failure;
+            let verdict = format!(
+                "{}{}{}",
+                match summary.status {
+                    RunStatus::Complete => "complete",
+                    RunStatus::Interrupted => "interrupted",
+                    RunStatus::Failed => "failed",
+                },
+                if summary.valid {
+                    ""
+                } else {
+                    " (invalid: generator-bound)"
+                },
+                check
+                    .map(|c| format!("; stops the sweep: {c}"))
+                    .filter(|_| s.stop_at_first_failure)
+                    .unwrap_or_default()
+            );
+            (verdict, stops)
+        }
+        StepResult::Failed { reason } => {
+            if !point.is_empty() {
+                *reason = format!("at {}: {reason}", point.join(" "));
+            }
+            (format!("FAILED: {reason}"), s.stop_at_first_failure)
+        }
+    }
+}
+
+/// Builds the comparison of `runs`, judges its claims, draws its charts, writes its files into
+/// `dir` and prints the table: exit code 0, or [`crate::EXIT_RUN_FAILED`] when a step failed.
+fn write_comparison(
+    args: &CompareOptions,
+    dir: &Path,
+    columns: &[String],
+    runs: &Runs,
+    notes: Vec<String>,
+    started_at: String,
+) -> anyhow::Result<ExitCode> {
+    let mut comparison = build_suite(
+        args.suite.as_str(),
+        columns,
+        runs,
+        dir,
+        Some(args.slo_p99_ms),
+    );
     comparison.notes.extend(notes);
     comparison.tiny = args.tiny;
     comparison.provenance = Some(ComparisonProvenance::of(
-        &runs,
-        &columns,
-        &dir,
+        runs,
+        columns,
+        dir,
         std::env::args().collect(),
         started_at,
         chatbench_model::provenance::now_rfc3339(),
     ));
-    let results = chatbench_report::sweeps::headline(&runs);
+    let results = chatbench_report::sweeps::headline(runs);
     let claims = args.claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
     chatbench_report::claims::attach(&mut comparison, claims, &results)?;
-    let drawn = draw_charts(&dir, &columns, &results, &runs, args.slo_p99_ms, args.tiny);
-    let docs = outputs::docs_link(&dir);
+    let drawn = draw_charts(dir, columns, &results, runs, args.slo_p99_ms, args.tiny);
+    let docs = outputs::docs_link(dir);
     let files = outputs::render(&comparison, &results, &drawn, docs.as_deref())
         .context("encoding comparison.json")?;
-    outputs::write(&dir, &files)?;
+    outputs::write(dir, &files)?;
     println!("{}", chatbench_report::page::terminal(&comparison));
     if !comparison.failures.is_empty() {
         eprintln!(

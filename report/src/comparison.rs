@@ -685,6 +685,29 @@ pub fn build_suite(
     let results = &headline;
     let has_sweeps = runs.keys().any(|(_, s)| s.is_sweep());
     let slo = slo_p99_ms.unwrap_or(crate::sweeps::DEFAULT_SLO_P99_MS);
+    let mut rows = single_rows(results, runs, archs, base);
+    // The sweeps' rows, then horizontal scaling (the last question of the table).
+    rows.extend(sweep_rows(runs, archs, base, slo));
+    rows.extend(scaling_rows(runs, archs, base));
+    rows.extend(node_loss_rows(results, archs, base));
+    Comparison {
+        schema: COMPARISON_SCHEMA.into(),
+        suite: suite.into(),
+        archs: archs.to_vec(),
+        rows,
+        machine: machine_of(results),
+        failures: failures_of(runs),
+        notes: suite_notes(runs, has_sweeps, slo),
+        slo_p99_ms: has_sweeps.then_some(slo),
+        claims: None,
+        tiny: false,
+        provenance: None,
+    }
+}
+
+/// The rows of one figure per column: the figure catalogue's (in its order), then the fault
+/// blast radius and the availability under slowloris.
+fn single_rows(results: &Results, runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut row = |key: &str, label: &str, unit: &str, make: &dyn Fn(&str) -> Cell| {
         let cells = archs.iter().map(|a| (a.clone(), make(a))).collect();
@@ -762,17 +785,23 @@ pub fn build_suite(
             )
         },
     );
-    // The sweeps' rows, then horizontal scaling (the last question of the table).
-    rows.extend(sweep_rows(runs, archs, base, slo));
-    rows.extend(scaling_rows(runs, archs, base));
-    rows.extend(node_loss_rows(results, archs, base));
-    let machine = results
+    rows
+}
+
+/// The machine line, from the first run that produced results.
+fn machine_of(results: &Results) -> String {
+    results
         .values()
         .find_map(|r| match r {
             StepResult::Ran { summary, .. } => Some(machine_line(summary)),
             StepResult::Failed { .. } => None,
         })
-        .unwrap_or_else(|| "unknown (no run produced results)".into());
+        .unwrap_or_else(|| "unknown (no run produced results)".into())
+}
+
+/// The notes every reader of the table needs: how latency is measured, what invalid means,
+/// which runs shared the machine, and (with sweeps) how a sweep step passes.
+fn suite_notes(runs: &Runs, has_sweeps: bool, slo: f64) -> Vec<String> {
     let mut notes = vec![
         "Latency is measured from each message's intended send time (open loop); CPU on loopback includes the client sockets' receive processing (see docs/methodology.md).".into(),
         "A cell marked invalid comes from a run where the generator, not the server, was the bottleneck: it is not a figure of the server.".into(),
@@ -797,8 +826,12 @@ pub fn build_suite(
     if has_sweeps {
         notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator names the generator."));
     }
-    let failures = runs
-        .iter()
+    notes
+}
+
+/// "arch / step: reason" for every step that could not be run.
+fn failures_of(runs: &Runs) -> Vec<String> {
+    runs.iter()
         .flat_map(|((arch, step), rs)| {
             rs.iter().filter_map(move |r| match r {
                 StepResult::Failed { reason } => {
@@ -807,20 +840,7 @@ pub fn build_suite(
                 StepResult::Ran { .. } => None,
             })
         })
-        .collect();
-    Comparison {
-        schema: COMPARISON_SCHEMA.into(),
-        suite: suite.into(),
-        archs: archs.to_vec(),
-        rows,
-        machine,
-        failures,
-        notes,
-        slo_p99_ms: has_sweeps.then_some(slo),
-        claims: None,
-        tiny: false,
-        provenance: None,
-    }
+        .collect()
 }
 
 /// ` (median of N runs by p99; range lo–hi)` when `arch`'s `step` ran more than once.
@@ -895,96 +915,20 @@ fn steps_tried(runs: &Runs, arch: &str, step: Step) -> String {
 /// The rows the full suite's sweeps add (none for a suite without sweeps).
 fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> {
     let ran = |step: Step| runs.keys().any(|(_, s)| *s == step);
+    let row = |key: String, label: String, unit: &str, make: &dyn Fn(&str) -> Cell| Row {
+        key,
+        label,
+        unit: unit.into(),
+        cells: archs.iter().map(|a| (a.clone(), make(a))).collect(),
+    };
     let mut rows = Vec::new();
-    let mut push = |key: String, label: String, unit: &str, make: &dyn Fn(&str) -> Cell| {
-        rows.push(Row {
-            key,
-            label,
-            unit: unit.into(),
-            cells: archs.iter().map(|a| (a.clone(), make(a))).collect(),
-        });
-    };
-    // A verdict with no passing point: the first step already stopped it.
-    let none_held = |step: Step, v: &crate::sweeps::Verdict<'_>, condition: String| {
-        let (p, _) = v
-            .stopped
-            .as_ref()
-            .expect("a sweep with no passing point stopped");
-        let generator = v.stopped_by_generator();
-        Cell {
-            display: format!(
-                "{}: {}",
-                if generator { "invalid" } else { "none held" },
-                stop_text(step, v).unwrap_or_default()
-            ),
-            value: None,
-            status: if generator {
-                CellStatus::Invalid
-            } else if matches!(p.result, StepResult::Failed { .. }) {
-                CellStatus::Failed
-            } else {
-                CellStatus::Stopped
-            },
-            condition,
-            source: source_of(p.result, base),
-        }
-    };
     if ran(Step::Capacity) {
-        push(
+        rows.push(row(
             "max_connections".into(),
             "Max concurrent connections under a light message load (what stopped it)".into(),
             "connections",
-            &|a| {
-                let Some(v) = verdict(runs, a, Step::Capacity, slo) else {
-                    return not_run(Step::Capacity);
-                };
-                let first = runs[&(a.to_string(), Step::Capacity)]
-                    .iter()
-                    .find_map(summary_of);
-                let condition = format!(
-                    "steps of {} connections{}; SLO p99 ≤ {slo} ms, no loss, no errors",
-                    steps_tried(runs, a, Step::Capacity),
-                    first
-                        .map(|s| format!(
-                            ", ≈{} msg/s in, {}; a step past one generator process's descriptors runs on local agents",
-                            sig3(s.messages.sent_per_s),
-                            match crate::sweeps::nodes_of(s) {
-                                1 => "one server process".to_string(),
-                                n => format!("{n} server processes"),
-                            }
-                        ))
-                        .unwrap_or_default()
-                );
-                let Some(held) = v.held else {
-                    return none_held(Step::Capacity, &v, condition);
-                };
-                let s = summary_of(held.result).expect("a held point ran");
-                let n = s.connections.ready;
-                let display = match stop_text(Step::Capacity, &v) {
-                    Some(stop) if v.stopped_by_generator() => {
-                        format!("≥ {n} (stopped by the generator {stop})")
-                    }
-                    Some(stop) => format!("{n} (stopped {stop})"),
-                    None => format!(
-                        "≥ {n} (not stopped: the suite's largest step{})",
-                        match &s.provenance.rlimit_nofile {
-                            Some(l) if l.soft < n + 2_000 && s.generator.agents <= 1 => format!(
-                                "; one generator process ({} descriptors) holds little more: more needs agents",
-                                l.soft
-                            ),
-                            _ => String::new(),
-                        }
-                    ),
-                };
-                Cell {
-                    display,
-                    value: Some(n as f64),
-                    status: CellStatus::Ok,
-                    condition,
-                    source: source_of(held.result, base),
-                }
-            },
-        );
+            &|a| capacity_cell(runs, a, base, slo),
+        ));
     }
     if ran(Step::IdleRamp) {
         for (key, label, kind) in [
@@ -999,176 +943,274 @@ fn sweep_rows(runs: &Runs, archs: &[String], base: &Path, slo: f64) -> Vec<Row> 
                 crate::sweeps::MemoryKind::Kernel,
             ),
         ] {
-            push(key.into(), label.into(), "KiB", &|a| {
-                let Some(v) = verdict(runs, a, Step::IdleRamp, slo) else {
-                    return not_run(Step::IdleRamp);
-                };
-                let points = &runs[&(a.to_string(), Step::IdleRamp)];
-                let condition = format!(
-                    "least-squares slope of the memory the idle connections added, over the steps of {} connections that held every connection",
-                    steps_tried(runs, a, Step::IdleRamp)
-                );
-                let stop = stop_text(Step::IdleRamp, &v)
-                    .map(|t| format!("; ramp stopped {t}"))
-                    .unwrap_or_default();
-                match crate::sweeps::memory_slope(points, kind, slo) {
-                    Some((slope, n, lo, hi)) => {
-                        let kib = slope / 1024.0;
-                        Cell {
-                            display: format!(
-                                "{kib:.2} KiB ({n} steps, {lo}–{hi} connections{stop})"
-                            ),
-                            value: Some(kib),
-                            status: CellStatus::Ok,
-                            condition,
-                            source: v.held.and_then(|p| source_of(p.result, base)),
-                        }
-                    }
-                    None if v.held.is_none() && v.stopped.is_some() => {
-                        none_held(Step::IdleRamp, &v, condition)
-                    }
-                    None => Cell {
-                        display: format!("fewer than 2 usable steps{stop}"),
-                        value: None,
-                        status: CellStatus::NotMeasured,
-                        condition,
-                        source: v.held.and_then(|p| source_of(p.result, base)),
-                    },
-                }
-            });
+            rows.push(row(key.into(), label.into(), "KiB", &|a| {
+                memory_slope_cell(runs, a, base, slo, kind)
+            }));
         }
     }
     if ran(Step::LoadSweep) {
-        push(
+        rows.push(row(
             "knee_deliveries_per_s".into(),
             format!("Highest load with p99 ≤ {slo} ms and no loss (the knee)"),
             "deliveries/s",
-            &|a| {
-                let Some(v) = verdict(runs, a, Step::LoadSweep, slo) else {
-                    return not_run(Step::LoadSweep);
-                };
-                let first = runs[&(a.to_string(), Step::LoadSweep)]
-                    .iter()
-                    .find_map(summary_of);
-                let condition = format!(
-                    "offered {} deliveries/s in steps{}",
-                    steps_tried(runs, a, Step::LoadSweep),
-                    first
-                        .map(|s| format!(", {} connections", s.connections.planned))
-                        .unwrap_or_default()
-                );
-                let Some(held) = v.held else {
-                    return none_held(Step::LoadSweep, &v, condition);
-                };
-                let s = summary_of(held.result).expect("a held point ran");
-                let p99 = s
-                    .latency_us
-                    .as_ref()
-                    .map(|l| l.p99 as f64 / 1000.0)
-                    .unwrap_or(0.0);
-                let display = match stop_text(Step::LoadSweep, &v) {
-                    Some(stop) if v.stopped_by_generator() => format!(
-                        "≥ {} deliveries/s (p99 {p99:.1} ms; stopped by the generator {stop})",
-                        sig3(s.messages.delivered_per_s)
-                    ),
-                    Some(stop) => format!(
-                        "{} deliveries/s (p99 {p99:.1} ms; stopped {stop})",
-                        sig3(s.messages.delivered_per_s)
-                    ),
-                    None => format!(
-                        "≥ {} deliveries/s (p99 {p99:.1} ms; not stopped: the suite's largest step)",
-                        sig3(s.messages.delivered_per_s)
-                    ),
-                };
-                Cell {
-                    display,
-                    value: Some(s.messages.delivered_per_s),
-                    status: CellStatus::Ok,
-                    condition,
-                    source: source_of(held.result, base),
-                }
-            },
-        );
+            &|a| knee_cell(runs, a, base, slo),
+        ));
     }
     if ran(Step::RoomSize) {
-        let mut sizes: Vec<u64> = runs
-            .iter()
-            .filter(|((_, s), _)| *s == Step::RoomSize)
-            .flat_map(|(_, rs)| rs.iter())
-            .filter_map(|r| summary_of(r).and_then(|s| crate::sweeps::x_of(Step::RoomSize, s)))
-            .map(|x| x as u64)
-            .collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        for m in sizes {
-            push(
+        for m in room_sizes(runs) {
+            rows.push(row(
                 format!("latency_p99_room_{m}_ms"),
                 format!("Delivery latency p99, rooms of {m} members"),
                 "ms",
-                &|a| {
-                    let Some(points) = runs.get(&(a.to_string(), Step::RoomSize)) else {
-                        return not_run(Step::RoomSize);
-                    };
-                    let found = points.iter().find_map(|r| {
-                        let s = summary_of(r)?;
-                        (crate::sweeps::x_of(Step::RoomSize, s) == Some(m as f64)).then_some((r, s))
-                    });
-                    let Some((r, s)) = found else {
-                        return Cell {
-                            display: "not measured".into(),
-                            value: None,
-                            status: CellStatus::NotMeasured,
-                            condition: format!("no run with rooms of {m}"),
-                            source: None,
-                        };
-                    };
-                    let condition = load_condition(s);
-                    let source = source_of(r, base);
-                    if !s.valid {
-                        return Cell {
-                            display: "invalid (generator-bound)".into(),
-                            value: None,
-                            status: CellStatus::Invalid,
-                            condition: s.invalid_reasons.join("; "),
-                            source,
-                        };
-                    }
-                    match &s.latency_us {
-                        Some(l) => {
-                            let v = l.p99 as f64 / 1000.0;
-                            let mut lost = if s.messages.lost > 0 {
-                                format!(" ({} of {} lost)", s.messages.lost, s.messages.expected)
-                            } else {
-                                String::new()
-                            };
-                            if busy_warning(s).is_some() {
-                                lost.push_str(&format!(" {BUSY_MARK}"));
-                            }
-                            Cell {
-                                display: format!("{v:.3} ms{lost}"),
-                                value: Some(v),
-                                status: if s.status == RunStatus::Complete {
-                                    CellStatus::Ok
-                                } else {
-                                    CellStatus::Partial
-                                },
-                                condition,
-                                source,
-                            }
-                        }
-                        None => Cell {
-                            display: "no deliveries".into(),
-                            value: None,
-                            status: CellStatus::NotMeasured,
-                            condition,
-                            source,
-                        },
-                    }
-                },
-            );
+                &|a| room_size_cell(runs, a, base, m),
+            ));
         }
     }
     rows
+}
+
+/// The cell of a sweep with no passing point: the first step already stopped it.
+fn none_held(step: Step, v: &crate::sweeps::Verdict<'_>, condition: String, base: &Path) -> Cell {
+    let (p, _) = v
+        .stopped
+        .as_ref()
+        .expect("a sweep with no passing point stopped");
+    let generator = v.stopped_by_generator();
+    Cell {
+        display: format!(
+            "{}: {}",
+            if generator { "invalid" } else { "none held" },
+            stop_text(step, v).unwrap_or_default()
+        ),
+        value: None,
+        status: if generator {
+            CellStatus::Invalid
+        } else if matches!(p.result, StepResult::Failed { .. }) {
+            CellStatus::Failed
+        } else {
+            CellStatus::Stopped
+        },
+        condition,
+        source: source_of(p.result, base),
+    }
+}
+
+/// `arch`'s capacity cell: the most connections a step held, and what stopped the sweep.
+fn capacity_cell(runs: &Runs, a: &str, base: &Path, slo: f64) -> Cell {
+    let Some(v) = verdict(runs, a, Step::Capacity, slo) else {
+        return not_run(Step::Capacity);
+    };
+    let first = runs[&(a.to_string(), Step::Capacity)]
+        .iter()
+        .find_map(summary_of);
+    let condition = format!(
+        "steps of {} connections{}; SLO p99 ≤ {slo} ms, no loss, no errors",
+        steps_tried(runs, a, Step::Capacity),
+        first
+            .map(|s| format!(
+                ", ≈{} msg/s in, {}; a step past one generator process's descriptors runs on local agents",
+                sig3(s.messages.sent_per_s),
+                match crate::sweeps::nodes_of(s) {
+                    1 => "one server process".to_string(),
+                    n => format!("{n} server processes"),
+                }
+            ))
+            .unwrap_or_default()
+    );
+    let Some(held) = v.held else {
+        return none_held(Step::Capacity, &v, condition, base);
+    };
+    let s = summary_of(held.result).expect("a held point ran");
+    let n = s.connections.ready;
+    let display = match stop_text(Step::Capacity, &v) {
+        Some(stop) if v.stopped_by_generator() => {
+            format!("≥ {n} (stopped by the generator {stop})")
+        }
+        Some(stop) => format!("{n} (stopped {stop})"),
+        None => format!(
+            "≥ {n} (not stopped: the suite's largest step{})",
+            match &s.provenance.rlimit_nofile {
+                Some(l) if l.soft < n + 2_000 && s.generator.agents <= 1 => format!(
+                    "; one generator process ({} descriptors) holds little more: more needs agents",
+                    l.soft
+                ),
+                _ => String::new(),
+            }
+        ),
+    };
+    Cell {
+        display,
+        value: Some(n as f64),
+        status: CellStatus::Ok,
+        condition,
+        source: source_of(held.result, base),
+    }
+}
+
+/// `arch`'s memory-per-connection cell of `kind`: the slope over the idle ramp's steps.
+fn memory_slope_cell(
+    runs: &Runs,
+    a: &str,
+    base: &Path,
+    slo: f64,
+    kind: crate::sweeps::MemoryKind,
+) -> Cell {
+    let Some(v) = verdict(runs, a, Step::IdleRamp, slo) else {
+        return not_run(Step::IdleRamp);
+    };
+    let points = &runs[&(a.to_string(), Step::IdleRamp)];
+    let condition = format!(
+        "least-squares slope of the memory the idle connections added, over the steps of {} connections that held every connection",
+        steps_tried(runs, a, Step::IdleRamp)
+    );
+    let stop = stop_text(Step::IdleRamp, &v)
+        .map(|t| format!("; ramp stopped {t}"))
+        .unwrap_or_default();
+    match crate::sweeps::memory_slope(points, kind, slo) {
+        Some((slope, n, lo, hi)) => {
+            let kib = slope / 1024.0;
+            Cell {
+                display: format!("{kib:.2} KiB ({n} steps, {lo}–{hi} connections{stop})"),
+                value: Some(kib),
+                status: CellStatus::Ok,
+                condition,
+                source: v.held.and_then(|p| source_of(p.result, base)),
+            }
+        }
+        None if v.held.is_none() && v.stopped.is_some() => {
+            none_held(Step::IdleRamp, &v, condition, base)
+        }
+        None => Cell {
+            display: format!("fewer than 2 usable steps{stop}"),
+            value: None,
+            status: CellStatus::NotMeasured,
+            condition,
+            source: v.held.and_then(|p| source_of(p.result, base)),
+        },
+    }
+}
+
+/// `arch`'s knee cell: the highest offered load that held the SLO, and what stopped the sweep.
+fn knee_cell(runs: &Runs, a: &str, base: &Path, slo: f64) -> Cell {
+    let Some(v) = verdict(runs, a, Step::LoadSweep, slo) else {
+        return not_run(Step::LoadSweep);
+    };
+    let first = runs[&(a.to_string(), Step::LoadSweep)]
+        .iter()
+        .find_map(summary_of);
+    let condition = format!(
+        "offered {} deliveries/s in steps{}",
+        steps_tried(runs, a, Step::LoadSweep),
+        first
+            .map(|s| format!(", {} connections", s.connections.planned))
+            .unwrap_or_default()
+    );
+    let Some(held) = v.held else {
+        return none_held(Step::LoadSweep, &v, condition, base);
+    };
+    let s = summary_of(held.result).expect("a held point ran");
+    let p99 = s
+        .latency_us
+        .as_ref()
+        .map(|l| l.p99 as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let display = match stop_text(Step::LoadSweep, &v) {
+        Some(stop) if v.stopped_by_generator() => format!(
+            "≥ {} deliveries/s (p99 {p99:.1} ms; stopped by the generator {stop})",
+            sig3(s.messages.delivered_per_s)
+        ),
+        Some(stop) => format!(
+            "{} deliveries/s (p99 {p99:.1} ms; stopped {stop})",
+            sig3(s.messages.delivered_per_s)
+        ),
+        None => format!(
+            "≥ {} deliveries/s (p99 {p99:.1} ms; not stopped: the suite's largest step)",
+            sig3(s.messages.delivered_per_s)
+        ),
+    };
+    Cell {
+        display,
+        value: Some(s.messages.delivered_per_s),
+        status: CellStatus::Ok,
+        condition,
+        source: source_of(held.result, base),
+    }
+}
+
+/// The room sizes the room-size step ran, in any column, ascending and once each.
+fn room_sizes(runs: &Runs) -> Vec<u64> {
+    let mut sizes: Vec<u64> = runs
+        .iter()
+        .filter(|((_, s), _)| *s == Step::RoomSize)
+        .flat_map(|(_, rs)| rs.iter())
+        .filter_map(|r| summary_of(r).and_then(|s| crate::sweeps::x_of(Step::RoomSize, s)))
+        .map(|x| x as u64)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// `arch`'s delivery-latency p99 cell at rooms of `m` members.
+fn room_size_cell(runs: &Runs, a: &str, base: &Path, m: u64) -> Cell {
+    let Some(points) = runs.get(&(a.to_string(), Step::RoomSize)) else {
+        return not_run(Step::RoomSize);
+    };
+    let found = points.iter().find_map(|r| {
+        let s = summary_of(r)?;
+        (crate::sweeps::x_of(Step::RoomSize, s) == Some(m as f64)).then_some((r, s))
+    });
+    let Some((r, s)) = found else {
+        return Cell {
+            display: "not measured".into(),
+            value: None,
+            status: CellStatus::NotMeasured,
+            condition: format!("no run with rooms of {m}"),
+            source: None,
+        };
+    };
+    let condition = load_condition(s);
+    let source = source_of(r, base);
+    if !s.valid {
+        return Cell {
+            display: "invalid (generator-bound)".into(),
+            value: None,
+            status: CellStatus::Invalid,
+            condition: s.invalid_reasons.join("; "),
+            source,
+        };
+    }
+    match &s.latency_us {
+        Some(l) => {
+            let v = l.p99 as f64 / 1000.0;
+            let mut lost = if s.messages.lost > 0 {
+                format!(" ({} of {} lost)", s.messages.lost, s.messages.expected)
+            } else {
+                String::new()
+            };
+            if busy_warning(s).is_some() {
+                lost.push_str(&format!(" {BUSY_MARK}"));
+            }
+            Cell {
+                display: format!("{v:.3} ms{lost}"),
+                value: Some(v),
+                status: if s.status == RunStatus::Complete {
+                    CellStatus::Ok
+                } else {
+                    CellStatus::Partial
+                },
+                condition,
+                source,
+            }
+        }
+        None => Cell {
+            display: "no deliveries".into(),
+            value: None,
+            status: CellStatus::NotMeasured,
+            condition,
+            source,
+        },
+    }
 }
 
 /// The node-loss rows (when a column ran the step): time until the killed node's clients were

@@ -423,20 +423,14 @@ fn measure(
 
 /// The regression row of candidate run `i` (0-based) that failed.
 fn failed_run_row(args: &StatOptions, i: usize, s: &Summary) -> Row {
-    Row {
-        metric: format!("{}.run", args.target_name()),
-        unit: String::new(),
-        baseline: None,
-        current: None,
-        change_pct: None,
-        rule: "the run measured something".into(),
-        verdict: Verdict::Regression,
-        detail: format!(
+    Row::failed_run(
+        format!("{}.run", args.target_name()),
+        format!(
             "candidate run {} failed: {}",
             i + 1,
             s.invalid_reasons.join("; ")
         ),
-    }
+    )
 }
 
 /// The baseline file of the baseline build's runs: each gated figure's median and samples.

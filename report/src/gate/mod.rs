@@ -134,6 +134,23 @@ pub struct Row {
     pub detail: String,
 }
 
+impl Row {
+    /// The regression row of a run that failed (measured nothing meaningful): `metric` names
+    /// the run, `detail` says why it failed. Every tier that takes runs judges one this way.
+    pub fn failed_run(metric: String, detail: String) -> Row {
+        Row {
+            metric,
+            unit: String::new(),
+            baseline: None,
+            current: None,
+            change_pct: None,
+            rule: "the run measured something".into(),
+            verdict: Verdict::Regression,
+            detail,
+        }
+    }
+}
+
 /// A gate run's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateReport {
@@ -543,6 +560,18 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_run_row_is_a_regression_without_figures_and_outweighs_passes() {
+        let failed = Row::failed_run("run r1".into(), "the run failed: no deliveries".into());
+        assert_eq!(failed.verdict, Verdict::Regression);
+        assert_eq!((failed.baseline, failed.current), (None, None));
+        assert_eq!(failed.detail, "the run failed: no deliveries");
+        let pass = judge_deterministic("m", "Ir", Some(1000.0), Some(1000.0), 2.0);
+        assert_eq!(pass.verdict, Verdict::Pass);
+        let report = GateReport::new("runs", vec![pass, failed], vec![], false);
+        assert_eq!(report.verdict, Verdict::Regression, "{}", report.table());
+    }
 
     #[test]
     fn deterministic_thresholds() {

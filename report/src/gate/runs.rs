@@ -386,33 +386,51 @@ pub fn judge_runs(
     rule: RunsRule,
     mut notes: Vec<String>,
 ) -> GateReport {
-    notes.insert(
-        0,
-        format!(
-            "baseline: {} run(s) of {} on {}, commit {}, {}",
-            baseline
-                .settings
-                .get("runs")
-                .map(String::as_str)
-                .unwrap_or("?"),
-            baseline
-                .settings
-                .get("scenario")
-                .map(String::as_str)
-                .unwrap_or("?"),
-            baseline
-                .settings
-                .get("target")
-                .map(String::as_str)
-                .unwrap_or("?"),
-            baseline
-                .commit
-                .as_deref()
-                .map(|c| c.get(..10).unwrap_or(c))
-                .unwrap_or("unknown"),
-            baseline.fingerprint.describe()
-        ),
+    notes.insert(0, baseline_line(baseline));
+    let cannot = refusals(baseline, current, rule, &mut notes);
+    let samples = samples_of(baseline, current);
+    let mut rows = judge_samples(&samples, rule, &mut notes);
+    if rule.fixed_threshold_pct.is_none()
+        && rows
+            .iter()
+            .any(|r| r.verdict == Verdict::CouldNotJudge && r.detail.starts_with("too few"))
+    {
+        notes.push(too_few_runs_note(&samples, rule.stat, current.len()));
+    }
+    rows.extend(failed_and_threshold_rows(current));
+    notes.push(
+        "no A/A check in this mode: the baseline runs were made at another time; `chatbench gate statistical` interleaves both builds and checks the baseline against itself".into(),
     );
+    GateReport::new(TIER, rows, notes, cannot)
+}
+
+/// The report's first note: how many runs of what the baseline holds, on which commit and
+/// machine.
+fn baseline_line(baseline: &Baseline) -> String {
+    let setting = |k: &str| baseline.settings.get(k).map(String::as_str).unwrap_or("?");
+    format!(
+        "baseline: {} run(s) of {} on {}, commit {}, {}",
+        setting("runs"),
+        setting("scenario"),
+        setting("target"),
+        baseline
+            .commit
+            .as_deref()
+            .map(|c| c.get(..10).unwrap_or(c))
+            .unwrap_or("unknown"),
+        baseline.fingerprint.describe()
+    )
+}
+
+/// Adds to `notes` every reason `current` cannot be judged against `baseline` (another tier,
+/// no run, other settings, another machine unless allowed) and every machine warning; true
+/// when one of them refuses the judgement.
+fn refusals(
+    baseline: &Baseline,
+    current: &[RunObservation],
+    rule: RunsRule,
+    notes: &mut Vec<String>,
+) -> bool {
     let mut cannot = false;
     if baseline.tier != TIER {
         cannot = true;
@@ -427,36 +445,8 @@ pub fn judge_runs(
     }
     let mut machines_differ = false;
     for r in current {
-        for w in baseline.fingerprint.warnings(&r.fingerprint) {
-            notes.push(format!("{}: {w}", r.path.display()));
-        }
-        let d = baseline.fingerprint.differences(&r.fingerprint);
-        if !d.is_empty() {
-            machines_differ = true;
-            notes.push(format!(
-                "{}: machine differs from the baseline's: {}",
-                r.path.display(),
-                d.join("; ")
-            ));
-        }
-        for (k, v) in settings_of(r) {
-            if let Some(b) = baseline.settings.get(&k).filter(|b| **b != v) {
-                cannot = true;
-                let show = |s: &str| {
-                    if k == "scenario_text" {
-                        "(text differs)".to_string()
-                    } else {
-                        s.to_string()
-                    }
-                };
-                notes.push(format!(
-                    "{}: {k} {} differs from the baseline's {}: the runs are not comparable",
-                    r.path.display(),
-                    show(&v),
-                    show(b)
-                ));
-            }
-        }
+        machines_differ |= machine_notes(baseline, r, notes);
+        cannot |= settings_notes(baseline, r, notes);
     }
     if machines_differ {
         if rule.allow_other_machine {
@@ -470,7 +460,56 @@ pub fn judge_runs(
             );
         }
     }
-    let samples: Vec<Samples> = figures::gated()
+    cannot
+}
+
+/// Adds run `r`'s machine warnings and differences from the baseline's machine to `notes`;
+/// true when the machines differ.
+fn machine_notes(baseline: &Baseline, r: &RunObservation, notes: &mut Vec<String>) -> bool {
+    for w in baseline.fingerprint.warnings(&r.fingerprint) {
+        notes.push(format!("{}: {w}", r.path.display()));
+    }
+    let d = baseline.fingerprint.differences(&r.fingerprint);
+    if d.is_empty() {
+        return false;
+    }
+    notes.push(format!(
+        "{}: machine differs from the baseline's: {}",
+        r.path.display(),
+        d.join("; ")
+    ));
+    true
+}
+
+/// Adds a note for each setting of run `r` (scenario, target …) that differs from the
+/// baseline's; true when one does (the runs are not comparable).
+fn settings_notes(baseline: &Baseline, r: &RunObservation, notes: &mut Vec<String>) -> bool {
+    let mut differ = false;
+    for (k, v) in settings_of(r) {
+        if let Some(b) = baseline.settings.get(&k).filter(|b| **b != v) {
+            differ = true;
+            let show = |s: &str| {
+                if k == "scenario_text" {
+                    "(text differs)".to_string()
+                } else {
+                    s.to_string()
+                }
+            };
+            notes.push(format!(
+                "{}: {k} {} differs from the baseline's {}: the runs are not comparable",
+                r.path.display(),
+                show(&v),
+                show(b)
+            ));
+        }
+    }
+    differ
+}
+
+/// Each gated figure's samples: the baseline's (its value when it kept no samples) and one per
+/// current run that has it.
+fn samples_of(baseline: &Baseline, current: &[RunObservation]) -> Vec<Samples> {
+    figures::gated()
         .enumerate()
         .map(|(i, m)| Samples {
             rounds: Vec::new(),
@@ -490,7 +529,12 @@ pub fn judge_runs(
                 .unwrap_or_default(),
             current: current.iter().filter_map(|r| r.values[i]).collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// One row per figure: judged by the fixed threshold (noted in `notes`) or the significance
+/// test, "could not judge" when a side has no sample.
+fn judge_samples(samples: &[Samples], rule: RunsRule, notes: &mut Vec<String>) -> Vec<Row> {
     let mut rows = match rule.fixed_threshold_pct {
         Some(pct) => {
             notes.push(format!(
@@ -498,9 +542,9 @@ pub fn judge_runs(
             ));
             samples.iter().map(|s| judge_fixed(s, pct)).collect()
         }
-        None => judge_statistical(&samples, rule.stat),
+        None => judge_statistical(samples, rule.stat),
     };
-    for (row, s) in rows.iter_mut().zip(&samples) {
+    for (row, s) in rows.iter_mut().zip(samples) {
         if s.baseline.is_empty() {
             row.verdict = Verdict::CouldNotJudge;
             row.detail = "not in the baseline".into();
@@ -513,33 +557,27 @@ pub fn judge_runs(
             );
         }
     }
-    if rule.fixed_threshold_pct.is_none()
-        && rows
-            .iter()
-            .any(|r| r.verdict == Verdict::CouldNotJudge && r.detail.starts_with("too few"))
-    {
-        let nb = samples.iter().map(|s| s.baseline.len()).max().unwrap_or(0);
-        let metrics = samples.len();
-        let each = super::stats::min_runs_each(rule.stat.alpha, metrics).max(rule.stat.min_samples);
-        let against = super::stats::min_runs_against(nb, rule.stat.alpha, metrics)
-            .map(|n| {
-                format!(
-                    "{} current runs against this {nb}-run baseline, or ",
-                    n.max(rule.stat.min_samples)
-                )
-            })
-            .unwrap_or_default();
-        notes.push(format!(
-            "refused: {} current run(s) cannot reach significance (Mann–Whitney, two-sided, Holm over {metrics} figures at α = {}): give {against}{each} runs on each side (a baseline of {each}: `--update-baseline`), or --fixed-threshold PCT to compare without a test",
-            current.len(),
-            rule.stat.alpha
-        ));
-    }
-    rows.extend(failed_and_threshold_rows(current));
-    notes.push(
-        "no A/A check in this mode: the baseline runs were made at another time; `chatbench gate statistical` interleaves both builds and checks the baseline against itself".into(),
-    );
-    GateReport::new(TIER, rows, notes, cannot)
+    rows
+}
+
+/// The refusal when `current_runs` runs are too few for significance: how many would do.
+fn too_few_runs_note(samples: &[Samples], stat: StatRule, current_runs: usize) -> String {
+    let nb = samples.iter().map(|s| s.baseline.len()).max().unwrap_or(0);
+    let metrics = samples.len();
+    let each = super::stats::min_runs_each(stat.alpha, metrics).max(stat.min_samples);
+    let against = super::stats::min_runs_against(nb, stat.alpha, metrics)
+        .map(|n| {
+            format!(
+                "{} current runs against this {nb}-run baseline, or ",
+                n.max(stat.min_samples)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "refused: {} current run(s) cannot reach significance (Mann–Whitney, two-sided, Holm over {metrics} figures at α = {}): give {against}{each} runs on each side (a baseline of {each}: `--update-baseline`), or --fixed-threshold PCT to compare without a test",
+        current_runs,
+        stat.alpha
+    )
 }
 
 /// A regression row for each failed current run, and a row for each run's each threshold
@@ -554,16 +592,10 @@ fn failed_and_threshold_rows(current: &[RunObservation]) -> Vec<Row> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| r.path.display().to_string());
         if let Some(why) = &r.failed {
-            rows.push(Row {
-                metric: format!("run {run}"),
-                unit: String::new(),
-                baseline: None,
-                current: None,
-                change_pct: None,
-                rule: "the run measured something".into(),
-                verdict: Verdict::Regression,
-                detail: format!("the run failed: {why}"),
-            });
+            rows.push(Row::failed_run(
+                format!("run {run}"),
+                format!("the run failed: {why}"),
+            ));
         }
         for j in &r.thresholds {
             let t = &j.threshold;
