@@ -478,10 +478,21 @@ fn needs_agents(
 }
 
 /// `--tiny` overrides per step (the points' own overrides come after and win).
-fn tiny_overrides(step: Step) -> &'static [&'static str] {
+fn tiny_overrides(step: Step, suite: Suite) -> &'static [&'static str] {
     match step {
         Step::Idle => &["connections=200", "settle=\"1s\"", "measure=\"1s\""],
         Step::IdleRamp => &["settle=\"1s\"", "measure=\"1s\""],
+        // The full suite's kill comes 8 s into the window (full-node-loss.toml; a `[[fault]]`
+        // entry cannot be overridden): 11 s see it through.
+        Step::NodeLoss if suite == Suite::Full => &[
+            "connections=300",
+            "rooms=3",
+            "members_per_room=100",
+            "settle=\"1s\"",
+            "warmup=\"1s\"",
+            "measure=\"11s\"",
+            "cooldown=\"1s\"",
+        ],
         // The kill comes 3 s into the window (quick-node-loss.toml); 6 s see it through.
         Step::NodeLoss => &[
             "connections=300",
@@ -837,7 +848,7 @@ impl SuiteRun<'_> {
             extra.extend(["--agents".into(), "auto".into()]);
         }
         let tiny = if self.args.tiny {
-            tiny_overrides(s.step)
+            tiny_overrides(s.step, self.args.suite)
         } else {
             &[]
         };
@@ -1104,6 +1115,33 @@ fn chrono_like_now() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// `--tiny` shortens every step's window: each suite's node-loss scenario must still see
+    /// its kill inside the window (a `[[fault]]` entry cannot be overridden), or the step fails.
+    #[test]
+    fn tiny_node_loss_windows_see_each_suites_kill() {
+        for (suite, text) in [
+            (
+                Suite::Quick,
+                include_str!("../../scenarios/suite/quick-node-loss.toml"),
+            ),
+            (
+                Suite::Full,
+                include_str!("../../scenarios/suite/full-node-loss.toml"),
+            ),
+        ] {
+            let mut table: toml::Table = text.parse().expect("suite scenario");
+            for o in tiny_overrides(Step::NodeLoss, suite) {
+                let (k, v) = o.split_once('=').expect("KEY=VALUE");
+                let v: toml::Table = format!("v = {v}").parse().expect("value");
+                table.insert(k.to_string(), v["v"].clone());
+            }
+            let merged = toml::to_string(&table).expect("toml");
+            if let Err(e) = chatbench_model::scenario::Scenario::parse(&merged, "tiny") {
+                panic!("{suite:?}: {e}");
+            }
+        }
+    }
     use super::*;
 
     #[test]
