@@ -122,17 +122,8 @@ pub struct RateRow {
     pub ratio: Option<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+fn median(v: Vec<f64>) -> Option<f64> {
+    chatbench_report::gate::stats::median(&v)
 }
 
 /// Checks the options; a usage error names the flag.
