@@ -1162,45 +1162,9 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
                 .unwrap_or_default()
         );
     }
-    let m = &s.messages;
-    let _ = writeln!(
-        out,
-        "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
-        m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
-    );
-    if m.unsent_down > 0 {
-        let _ = writeln!(
-            out,
-            "  unsent      {} messages fell due on connections the server had dropped (counted as lost to every reader)",
-            m.unsent_down
-        );
-    }
-    if m.bad_frames > 0 || !m.server_errors.is_empty() {
-        let saved = dir.join(UNEXPECTED_FRAMES);
-        let _ = writeln!(
-            out,
-            "  frames      bad {}  server errors {:?}{}",
-            m.bad_frames,
-            m.server_errors,
-            if saved.exists() {
-                format!("  (first bad frames in {})", saved.display())
-            } else {
-                String::new()
-            }
-        );
-        for frame in first_frames(&saved) {
-            let _ = writeln!(out, "              {frame}");
-        }
-    }
+    write_messages(&mut out, s, dir);
     // The catalogue's figures as the catalogue shows them.
     let fig = |key: &str| figures::by_key(key).map(|f| f.text(s)).unwrap_or_default();
-    if m.echoes > 0 {
-        let _ = writeln!(
-            out,
-            "  echoes      {} (messages the server sent back to their own sender: not deliveries, not in the latency)",
-            fig("echoes")
-        );
-    }
     if let Some(l) = &s.latency_us {
         let _ = writeln!(
             out,
@@ -1269,6 +1233,49 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(out, "  results     {}", dir.display());
     out
+}
+
+/// The summary's message lines: sent and delivered, owed messages on dropped connections, bad
+/// frames (with the first few, as saved), and echoes.
+fn write_messages(out: &mut String, s: &Summary, dir: &std::path::Path) {
+    use std::fmt::Write;
+    let m = &s.messages;
+    let _ = writeln!(
+        out,
+        "  messages    sent {} ({:.0}/s)  delivered {}/{} expected ({:.0}/s)  lost {}  duplicated {}  late {}",
+        m.sent, m.sent_per_s, m.delivered, m.expected, m.delivered_per_s, m.lost, m.duplicated, m.late
+    );
+    if m.unsent_down > 0 {
+        let _ = writeln!(
+            out,
+            "  unsent      {} messages fell due on connections the server had dropped (counted as lost to every reader)",
+            m.unsent_down
+        );
+    }
+    if m.bad_frames > 0 || !m.server_errors.is_empty() {
+        let saved = dir.join(UNEXPECTED_FRAMES);
+        let _ = writeln!(
+            out,
+            "  frames      bad {}  server errors {:?}{}",
+            m.bad_frames,
+            m.server_errors,
+            if saved.exists() {
+                format!("  (first bad frames in {})", saved.display())
+            } else {
+                String::new()
+            }
+        );
+        for frame in first_frames(&saved) {
+            let _ = writeln!(out, "              {frame}");
+        }
+    }
+    if m.echoes > 0 {
+        let _ = writeln!(
+            out,
+            "  echoes      {} (messages the server sent back to their own sender: not deliveries, not in the latency)",
+            figures::by_key("echoes").map(|f| f.text(s)).unwrap_or_default()
+        );
+    }
 }
 
 /// The summary's lines for each agent of a fleet and each agent lost.
