@@ -1210,7 +1210,18 @@ pub fn metrics_names_and_values(arch: Sut) {
         b.join("r1").await;
         a.send(&msg("r1", "a", 1)).await;
         assert_eq!(b.recv().await, msg("r1", "a", 1));
-        let m = totals(t).await;
+        // A writer counts a delivery once its write returned, which can be just after the
+        // reader got the frame: read the counters once they have caught up (bounded wait).
+        let mut m = totals(t).await;
+        for _ in 0..100 {
+            if value(&m, "chatbench_deliveries_total") >= 1.0
+                && value(&m, "chatbench_frames_out_total") >= 3.0
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            m = totals(t).await;
+        }
         for family in [
             "chatbench_connections",
             "chatbench_connections_accepted_total",
