@@ -86,15 +86,16 @@ minimize() {
   local target="$1" out="$2" corpus="$root/fuzz/corpus/$1"
   known "$target"
   [[ -d "$out/default/queue" ]] || die "$out/default/queue: no campaign there"
-  # The queue entries that each found a new edge (AFL names them `+cov`): together they cover
-  # every edge the campaign reached. (afl-cmin would cut further, but its afl-showmap cannot run
+  # The queue entries that each found a new edge (AFL names them `+cov`) and the inputs the
+  # campaign started from (`orig:`, the committed corpus when it resumed from it): together they
+  # cover every edge the campaign and the corpus before it reached. (afl-cmin would cut further, but its afl-showmap cannot run
   # afl.rs's shared-memory persistent driver outside afl-fuzz: it stops itself, SIGSTOP.)
   # Inputs named by content, so re-minimizing gives stable names and git diffs; seed-* and
   # crash-* inputs stay as they are, and are not copied twice.
   find "$corpus" -type f -name 'min-*' -delete
   local kept sum f
   kept=$(find "$corpus" -type f -exec sha1sum {} + | cut -c1-40)
-  for f in "$out"/default/queue/id:*+cov*; do
+  for f in "$out"/default/queue/id:*+cov* "$out"/default/queue/id:*orig:*; do
     [[ -f "$f" ]] || continue
     sum=$(sha1sum "$f" | cut -c1-40)
     grep -qx "$sum" <<<"$kept" || cp "$f" "$corpus/min-${sum:0:16}"
