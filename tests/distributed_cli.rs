@@ -1063,3 +1063,118 @@ fn agents_report_their_reconnects_and_the_coordinator_adds_them() {
         .expect("timeseries.csv");
     assert!(csv.contains("reconnects") && csv.contains("reconnect_failures"));
 }
+
+/// One `GET /metrics` of the run's live endpoint; `None` once it is gone (the run ended).
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200 OK").then_some(out)
+}
+
+/// The value of the sample line `name` (with its labels, if any) in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `--metrics-listen` with `--agents`: the coordinator's endpoint exposes the fleet's counters
+/// (every agent's, summed), not its own (it sends nothing). The endpoint ends with the run, so
+/// the last scrape is compared with summary.json: a long cooldown (senders stopped) lets that
+/// scrape see every agent's final send count exactly.
+#[test]
+fn metrics_listen_exposes_the_fleets_counters_during_an_agents_run() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = scenario_file(dir.path());
+    let out_root = dir.path().join("out");
+    let mut child = chatbench()
+        .args(["run", "--serve", "task-per-conn", "--scenario"])
+        .arg(&scenario)
+        .args(["--set", "cooldown=\"3s\"", "--agents", "local:2", "--out"])
+        .arg(&out_root)
+        .args(["--progress", "quiet", "--metrics-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the coordinator");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let addr = first
+        .trim()
+        .strip_prefix("metrics: http://")
+        .and_then(|a| a.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL first: {first:?}"))
+        .to_string();
+    // Scrape until the run has ended; keep the last scrape of a second that counted sends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut last: Option<String> = None;
+    let mut measure_seen = false;
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run hung");
+        if let Some(t) = scrape(&addr) {
+            measure_seen |= t.contains("{phase=\"measure\"}");
+            if sample(&t, "chatbench_run_messages_sent_total").is_some_and(|v| v > 0.0) {
+                last = Some(t);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+    let s = summary(&only_run_dir(&out_root));
+    assert_finished(&out, &s);
+    assert!(measure_seen, "no scrape during the measurement window");
+    let last = last.expect("no scrape counted a send");
+    let agents = s["distributed"]["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 2);
+    let live = last.lines().find_map(|l| {
+        l.strip_prefix("chatbench_run_agents_live{")?
+            .split(' ')
+            .nth(1)
+    });
+    assert_eq!(
+        live,
+        Some("2"),
+        "both agents live in the last scrape:\n{last}"
+    );
+    // Every agent sends (3 senders a room, rooms spread over the agents): the counters are the
+    // fleet's only if they exceed what any one agent sent.
+    let sent_all: Vec<u64> = agents
+        .iter()
+        .map(|a| a["sent_all"].as_u64().expect("sent_all"))
+        .collect();
+    assert!(sent_all.iter().all(|&n| n > 0), "{agents:?}");
+    let sent = sample(&last, "chatbench_run_messages_sent_total").expect("sent_total") as u64;
+    assert_eq!(
+        sent,
+        sent_all.iter().sum::<u64>(),
+        "senders stopped seconds before the last scrape: its count is the fleet's final one\n{last}"
+    );
+    // Deliveries: every agent's receivers, up to the final count (the endpoint ends with the
+    // run, before the agents' last deliveries can be published).
+    let delivered =
+        sample(&last, "chatbench_run_messages_delivered_total").expect("delivered_total") as u64;
+    let delivered_all = sum(agents, "delivered_all");
+    assert!(
+        delivered > 0 && delivered <= delivered_all,
+        "{delivered} of {delivered_all}:\n{last}"
+    );
+    let max_one = agents
+        .iter()
+        .map(|a| a["delivered_all"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        delivered > max_one,
+        "only one agent's deliveries: {delivered} <= {max_one}\n{last}"
+    );
+}
