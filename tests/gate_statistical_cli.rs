@@ -90,3 +90,72 @@ fn a_users_own_server_is_measured_by_its_start_command_and_label() {
         );
     }
 }
+
+/// A candidate whose server does not start (here a flag it does not know: it exits at once)
+/// is a regression: one failed row per candidate run, saying why, and exit 1 (docs/gate.md).
+/// Tiny settings: 3 rounds, which α = 0.35 allows, and a 1000 % minimum effect so the
+/// baseline's own noise (the A/A check) can never turn the verdict into "could not judge"; the
+/// baseline file is written by hand (only its machine is read, and `--allow-other-machine`).
+#[test]
+fn a_candidate_whose_server_cannot_start_is_a_failed_row_with_its_cause() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("baseline.json"),
+        r#"{"schema":"chatbench-gate-baseline/1","tier":"statistical","created_at":"2026-12-06T00:00:00Z",
+            "commit":null,"dirty":null,"fingerprint":{"cpu_model":null,"cpu_cores":1,"kernel":null,
+            "rlimit_nofile":null},"settings":{},"metrics":{}}"#,
+    )
+    .expect("write baseline");
+    let bin = env!("CARGO_BIN_EXE_chatbench");
+    let server = format!("{bin} serve --arch epoll --listen 127.0.0.1:0");
+    let broken = format!("{server} --no-such-flag");
+    let _turn = serial();
+    let o = chatbench()
+        .args(["gate", "statistical", "--baseline-cmd", &server])
+        .args(["--candidate-cmd", &broken])
+        .args(["--serve-path", "/ws", "--label", "mine", "--scenario"])
+        .arg(tiny_scenario(dir))
+        .arg("--baseline")
+        .arg(dir.join("baseline.json"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(["-k", "3", "--alpha", "0.35", "--min-effect", "1000"])
+        .arg("--allow-other-machine")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatbench");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("out/gate-statistical.json")).expect("report written"),
+    )
+    .expect("json");
+    assert_eq!(report["verdict"], "regression", "{report:#}");
+    let failed: Vec<&serde_json::Value> = report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["metric"] == "mine.run")
+        .collect();
+    assert_eq!(failed.len(), 3, "one row per candidate run: {report:#}");
+    for (i, r) in failed.iter().enumerate() {
+        assert_eq!(r["verdict"], "regression", "{r:#}");
+        let detail = r["detail"].as_str().expect("detail");
+        assert!(
+            detail.starts_with(&format!("candidate run {} failed: ", i + 1)),
+            "{detail}"
+        );
+        assert!(detail.contains("--no-such-flag"), "the cause: {detail}");
+    }
+    // The table printed says it too, and the baseline's runs were judged against themselves.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("mine.run") && l.ends_with("REGRESSION")),
+        "{out}"
+    );
+    assert!(
+        out.contains("A/A check (baseline against itself) passed"),
+        "{out}"
+    );
+}

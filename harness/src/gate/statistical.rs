@@ -221,11 +221,31 @@ fn one_run(
             "{} run failed ({}): {}",
             bin.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
+            failure_cause(&String::from_utf8_lossy(&output.stderr))
         ),
+    }
+}
+
+/// The longest cause of a failed run kept in a report row, in characters.
+const MAX_CAUSE: usize = 600;
+
+/// Why a `chatbench run` failed, from its stderr: its error message from the first `error:`
+/// line on (a server's own output, which it quotes, included), else its last lines; on one
+/// line, at most [`MAX_CAUSE`] characters.
+fn failure_cause(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with("error:"))
+        .unwrap_or(lines.len().saturating_sub(3));
+    let cause = lines[from..].join(" ");
+    match cause.char_indices().nth(MAX_CAUSE) {
+        Some((at, _)) => format!("{} …", &cause[..at]),
+        None => cause,
     }
 }
 
@@ -402,10 +422,22 @@ fn measure(
             };
             let dir = runs_dir.join(format!("{i:02}-{}", arm.name()));
             eprintln!("gate: round {} of {}: {}", i + 1, args.runs, arm.name());
-            let observed = one_run(bin, args, arm, sargs, &dir).and_then(|p| {
+            let ran = one_run(bin, args, arm, sargs, &dir);
+            if arm == Arm::B {
+                if let Err(e) = &ran {
+                    // The candidate's run gave no results at all (its server did not start,
+                    // or died before the run could write them): as much a failed run as one
+                    // that measured nothing.
+                    m.failed_candidate
+                        .push(failed_run_row(args, i, &format!("{e:#}")));
+                    continue;
+                }
+            }
+            let observed = ran.and_then(|p| {
                 let s = read_summary(&p)?;
                 if arm == Arm::B && s.status == RunStatus::Failed {
-                    m.failed_candidate.push(failed_run_row(args, i, &s));
+                    let why = s.invalid_reasons.join("; ");
+                    m.failed_candidate.push(failed_run_row(args, i, &why));
                 }
                 Ok((observe(&s, &p)?, other_cores(&s)))
             });
@@ -421,15 +453,11 @@ fn measure(
     m
 }
 
-/// The regression row of candidate run `i` (0-based) that failed.
-fn failed_run_row(args: &StatOptions, i: usize, s: &Summary) -> Row {
+/// The regression row of candidate run `i` (0-based) that failed, and `why`.
+fn failed_run_row(args: &StatOptions, i: usize, why: &str) -> Row {
     Row::failed_run(
         format!("{}.run", args.target_name()),
-        format!(
-            "candidate run {} failed: {}",
-            i + 1,
-            s.invalid_reasons.join("; ")
-        ),
+        format!("candidate run {} failed: {why}", i + 1),
     )
 }
 
@@ -692,5 +720,25 @@ mod tests {
             e.contains("invalid") && e.contains("generator-bound"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_failed_runs_cause_is_its_error_message_on_one_line() {
+        let stderr = "warning: something\nerror: the server did not announce its address; its last output:\n\
+                      error: unexpected argument '--no-such-flag' found\n\nUsage: chatbench serve\n\n\
+                      For more information, try '--help'.\n";
+        assert_eq!(
+            failure_cause(stderr),
+            "error: the server did not announce its address; its last output: error: unexpected \
+             argument '--no-such-flag' found Usage: chatbench serve For more information, try '--help'."
+        );
+        assert_eq!(
+            failure_cause("a\nb\nc\nd\n"),
+            "b c d",
+            "no error line: the last lines"
+        );
+        assert_eq!(failure_cause(""), "");
+        let long = format!("error: {}", "x".repeat(2 * MAX_CAUSE));
+        assert_eq!(failure_cause(&long).chars().count(), MAX_CAUSE + 2);
     }
 }
