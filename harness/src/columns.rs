@@ -122,12 +122,16 @@ impl UserColumn {
         })
     }
 
-    /// The `chatbench run` flags that point a run at this column's server.
+    /// The `chatbench run` flags that point a run at this column's server, and its name as the
+    /// run's `--label` (`target.settings.label`: how `report DIR` tells the column of a run
+    /// that has no architecture).
     pub fn run_args(&self) -> Vec<String> {
-        match &self.source {
+        let mut args = match &self.source {
             Source::Url(u) => vec!["--target".into(), u.clone()],
             Source::Command(c) => vec!["--serve-cmd".into(), c.clone()],
-        }
+        };
+        args.extend(["--label".into(), self.name.clone()]);
+        args
     }
 
     /// Whether the column runs `step`: not the crashing handler (it needs a reference
@@ -175,12 +179,20 @@ mod tests {
     fn urls_and_commands_are_told_apart() {
         let u = UserColumn::parse("main=ws://127.0.0.1:8080/ws").expect("url");
         assert_eq!(u.source, Source::Url("ws://127.0.0.1:8080/ws".into()));
-        assert_eq!(u.run_args(), ["--target", "ws://127.0.0.1:8080/ws"]);
+        assert_eq!(
+            u.run_args(),
+            ["--target", "ws://127.0.0.1:8080/ws", "--label", "main"]
+        );
         let c = UserColumn::parse("next=./my-server --port 0 --mode=fast").expect("command");
         assert_eq!(c.name, "next");
         assert_eq!(
             c.run_args(),
-            ["--serve-cmd", "./my-server --port 0 --mode=fast"]
+            [
+                "--serve-cmd",
+                "./my-server --port 0 --mode=fast",
+                "--label",
+                "next"
+            ]
         );
         assert!(UserColumn::parse("s=WSS://example.com/chat").is_ok());
         assert!(!c.runs(Step::Poison) && c.runs(Step::Broadcast) && c.runs(Step::Idle));

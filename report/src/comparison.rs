@@ -510,10 +510,18 @@ pub fn step_of_scenario(name: &str) -> Option<Step> {
     })
 }
 
-/// The table column a run belongs to: its architecture, or `cluster-<backplane>` for a
-/// cluster whose rooms span nodes (`cluster-mesh`, `cluster-redis`).
+/// The table column a run belongs to: its architecture, `cluster-<backplane>` for a
+/// cluster whose rooms span nodes (`cluster-mesh`, `cluster-redis`), or, for a run with no
+/// architecture (a user's own server, `compare --column`), its `--label`.
 pub fn column_of(s: &Summary) -> Option<String> {
-    let arch = s.target.arch.clone()?;
+    let Some(arch) = s.target.arch.clone() else {
+        // A user's own server (`compare --column NAME=…`): the column is the run's label.
+        return s
+            .target
+            .settings
+            .get(chatbench_model::results::TARGET_LABEL_SETTING)
+            .cloned();
+    };
     if arch == "cluster" {
         if let Some(b) = s.target.settings.get("backplane") {
             return Some(format!("cluster-{b}"));

@@ -246,3 +246,17 @@ fn the_slowloris_row_says_whether_the_server_stayed_available() {
     assert_eq!(row.cells["none"].value, None);
     assert_eq!(row.cells["missing"].status, "not_measured");
 }
+
+#[test]
+fn a_run_without_an_architecture_belongs_to_its_label_column() {
+    let mut s = summary_of(&fixture("idle")).clone();
+    s.target.arch = Some("epoll".into());
+    assert_eq!(column_of(&s).as_deref(), Some("epoll"));
+    s.target.arch = None;
+    assert_eq!(column_of(&s), None, "no architecture, no label: no column");
+    s.target.settings.insert(
+        chatbench_model::results::TARGET_LABEL_SETTING.into(),
+        "main".into(),
+    );
+    assert_eq!(column_of(&s).as_deref(), Some("main"));
+}
