@@ -1039,6 +1039,12 @@ fn user_columns_compare_a_running_server_and_a_start_command() {
         .nth(1)
         .expect("ws:// URL on the first line")
         .to_string();
+    // A claims file about them, which moves after the compare (below).
+    let claims_dir = tempfile::tempdir().expect("tempdir");
+    let claims = claims_dir.path().join("ours.toml");
+    let claims_text = "[[claim]]\nid = \"p99\"\ntext = \"p99 under 10 s\"\nsource = \"us\"\n\
+        columns = [\"main\", \"next\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 10000.0\nunit = \"ms\"\n";
+    std::fs::write(&claims, claims_text).expect("write claims");
     let o = Command::new(exe)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["compare", "--tiny"])
@@ -1047,7 +1053,8 @@ fn user_columns_compare_a_running_server_and_a_start_command() {
             "--column",
             &format!("next={exe} serve --arch task-per-conn --listen 127.0.0.1:0"),
         ])
-        .args(["--out", out.path().to_str().expect("path")])
+        .args(["--out", out.path().to_str().expect("path"), "--claims"])
+        .arg(&claims)
         .stdin(Stdio::null())
         .output()
         .expect("run compare");
@@ -1092,4 +1099,74 @@ fn user_columns_compare_a_running_server_and_a_start_command() {
         .expect("memory row");
     assert_eq!(mem["cells"]["main"]["status"], "not_measured", "{mem:#}");
     assert_ne!(mem["cells"]["next"]["status"], "not_measured", "{mem:#}");
+    claims_kept_with_the_comparison(&dir, &claims, claims_text, &c);
+}
+
+/// The comparison folder `dir` (judged with `--claims claims`, whose text was `text`) keeps the
+/// file's text as claims.toml: once the file has changed, then gone, `report DIR --out OTHER`
+/// rebuilds the same Claims section from the copy, and says so.
+fn claims_kept_with_the_comparison(dir: &Path, claims: &Path, text: &str, c: &serde_json::Value) {
+    assert_eq!(
+        std::fs::read_to_string(dir.join("claims.toml")).expect("claims.toml"),
+        text
+    );
+    assert_eq!(c["claims"]["file"], claims.display().to_string(), "{c:#}");
+    assert_eq!(c["claims"]["judged"].as_array().map(Vec::len), Some(2));
+    std::fs::write(claims, text.replace("10000.0", "0.0001")).expect("alter");
+    std::fs::remove_file(claims).expect("delete");
+    let other = dir.with_file_name("rebuilt");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["report", dir.to_str().expect("path"), "--out"])
+        .arg(&other)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run report");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("claims judged from") && err.contains("claims.toml, the copy of"),
+        "{err}"
+    );
+    let section = |p: &Path| {
+        let md = std::fs::read_to_string(p.join("comparison.md")).expect("comparison.md");
+        let at = md.find("## Claims").expect("a Claims section");
+        let rest = md[at..].to_string();
+        match rest[3..].find("\n## ") {
+            Some(end) => rest[..end + 3].to_string(),
+            None => rest,
+        }
+    };
+    // The same section, its links to the runs going through the rebuild's path to `dir`.
+    let up = format!("../{}/", dir.file_name().expect("name").to_string_lossy());
+    assert_eq!(
+        section(&other).replace(&format!("]({up}"), "]("),
+        section(dir)
+    );
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(other.join("comparison.json")).expect("json"))
+            .expect("json");
+    assert_eq!(
+        rebuilt["claims"]
+            .to_string()
+            .replace(&format!("\"{up}"), "\""),
+        c["claims"].to_string()
+    );
+    // The rebuilt table has every column's cells (the runs' labels name their columns).
+    let p99 = |v: &serde_json::Value| {
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["key"] == "latency_p99_ms")
+            .map(|r| r["cells"].clone())
+            .expect("p99 row")
+    };
+    for col in ["main", "next"] {
+        assert_eq!(
+            p99(&rebuilt)[col]["status"],
+            p99(c)[col]["status"],
+            "{col}: {:#}",
+            p99(&rebuilt)
+        );
+    }
 }

@@ -370,19 +370,70 @@ fn input_errors_exit_2_and_say_the_os_error_once() {
     assert!(err.contains("summary.json"), "{err}");
 }
 
+/// The Claims section of a comparison.md: from its heading to the next section.
+fn claims_section(md: &str) -> &str {
+    let at = md
+        .find("## Claims")
+        .unwrap_or_else(|| panic!("no Claims section:\n{md}"));
+    let rest = &md[at..];
+    &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)]
+}
+
+/// A comparison judged with `--claims FILE` keeps the file's text as `claims.toml`, so a later
+/// `report DIR` rebuilds the same Claims section after the file changed or went, and says it
+/// used that copy. A folder without the copy (written before it was kept) says which file to
+/// give.
 #[test]
-fn a_rebuild_without_the_claims_file_it_was_judged_against_says_so() {
+fn a_rebuild_judges_the_claims_copy_the_folder_kept() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = comparison(root.path(), true, false);
     let claims = root.path().join("design-doc.toml");
-    std::fs::write(
-        &claims,
-        "[[claim]]\nid = \"p99\"\ntext = \"p99 under 100 ms\"\nsource = \"our design doc\"\n\
-         columns = [\"task-per-conn\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"ms\"\n",
-    )
-    .expect("write");
+    let text = "[[claim]]\nid = \"p99\"\ntext = \"p99 under 100 ms\"\nsource = \"our design doc\"\n\
+         columns = [\"task-per-conn\"]\nfigure = \"p99_latency\"\nop = \"<\"\nvalue = 100.0\nunit = \"ms\"\n";
+    std::fs::write(&claims, text).expect("write");
     let o = chatbench(&["report", path(&dir), "--claims", path(&claims)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("claims.toml")).expect("claims.toml kept"),
+        text
+    );
+    let md = String::from_utf8_lossy(&read(&dir.join("comparison.md"))).into_owned();
+    let json: serde_json::Value =
+        serde_json::from_slice(&read(&dir.join("comparison.json"))).expect("json");
+    // The file changes (a claim refuted now), then goes: the rebuild judges the kept copy.
+    std::fs::write(&claims, text.replace("100.0", "0.001")).expect("alter");
+    std::fs::remove_file(&claims).expect("delete");
+    let other = root.path().join("other");
+    let o = chatbench(&["report", path(&dir), "--out", path(&other)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "claims judged from {}, the copy of {}",
+            dir.join("claims.toml").display(),
+            claims.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("give --claims"), "{err}");
+    // The same section, its links to the runs going through OTHER's path to DIR.
+    let rebuilt = String::from_utf8_lossy(&read(&other.join("comparison.md"))).into_owned();
+    assert!(claims_section(&md).contains("](runs/"), "{md}");
+    assert_eq!(
+        claims_section(&rebuilt).replace("](../cmp/", "]("),
+        claims_section(&md)
+    );
+    let rebuilt_json: serde_json::Value =
+        serde_json::from_slice(&read(&other.join("comparison.json"))).expect("json");
+    assert_eq!(
+        rebuilt_json["claims"]
+            .to_string()
+            .replace("\"../cmp/", "\""),
+        json["claims"].to_string()
+    );
+    assert_eq!(json["claims"]["judged"][0]["verdict"], "holds", "{json:#}");
+    // A folder without its copy: the rebuild cannot judge the same file, and says which.
+    std::fs::remove_file(dir.join("claims.toml")).expect("remove the copy");
     let o = chatbench(&["report", path(&dir)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -390,7 +441,4 @@ fn a_rebuild_without_the_claims_file_it_was_judged_against_says_so() {
         err.contains(&format!("give --claims {}", claims.display())),
         "{err}"
     );
-    // Given again, the same file judges the same: nothing to say.
-    let o = chatbench(&["report", path(&dir), "--claims", path(&claims)]);
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("give --claims"));
 }

@@ -937,10 +937,12 @@ fn write_comparison(
     ));
     let results = chatbench_report::sweeps::headline(runs);
     let claims = args.claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str()));
-    chatbench_report::claims::attach(&mut comparison, claims, &results)?;
+    // The text judged is kept in the folder (claims.toml), so `report DIR` rebuilds the same
+    // section once the file has moved or changed.
+    let judged = chatbench_report::claims::attach(&mut comparison, claims, &results)?;
     let drawn = draw_charts(dir, columns, &results, runs, args.slo_p99_ms, args.tiny);
     let docs = outputs::docs_link(dir);
-    let files = outputs::render(&comparison, &results, &drawn, docs.as_deref())
+    let files = outputs::render(&comparison, &results, &drawn, docs.as_deref(), judged)
         .context("encoding comparison.json")?;
     outputs::write(dir, &files)?;
     println!("{}", chatbench_report::page::terminal(&comparison));

@@ -312,24 +312,25 @@ pub fn default_applies(file: &ClaimsFile, columns: &[String]) -> bool {
 
 /// Judges a claims file against `c` and puts the section into it: `given` (a file's name and
 /// text, e.g. `--claims FILE`), or, without one, the shipped [`ELIXIR_VS_NODE`] when the
-/// comparison has one of the columns it names (otherwise no section).
-pub fn attach(
+/// comparison has one of the columns it names (otherwise no section). Returns the text judged
+/// (what the comparison folder keeps as `claims.toml`), `None` when there is no section.
+pub fn attach<'a>(
     c: &mut Comparison,
-    given: Option<(&str, &str)>,
+    given: Option<(&str, &'a str)>,
     results: &Results,
-) -> Result<(), ClaimsError> {
-    let (name, file) = match given {
-        Some((name, text)) => (name, parse(name, text)?),
+) -> Result<Option<&'a str>, ClaimsError> {
+    let (name, text, file) = match given {
+        Some((name, text)) => (name, text, parse(name, text)?),
         None => {
             let file = parse(ELIXIR_VS_NODE_PATH, ELIXIR_VS_NODE)?;
             if !default_applies(&file, &c.archs) {
-                return Ok(());
+                return Ok(None);
             }
-            (ELIXIR_VS_NODE_PATH, file)
+            (ELIXIR_VS_NODE_PATH, ELIXIR_VS_NODE, file)
         }
     };
     c.claims = Some(judge(name, &file, c, &Facts::of(results)));
-    Ok(())
+    Ok(Some(text))
 }
 
 /// Judges every claim of `file` for each of its columns from `c`'s cells alone (and the

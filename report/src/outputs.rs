@@ -1,6 +1,8 @@
 //! The files a comparison folder holds beside its runs — `comparison.md`, `comparison.json`,
-//! `report.html` and `charts/` — made by one function for `chatbench compare` and for
-//! `chatbench report DIR`, so that a rebuild from the files is the same, byte for byte.
+//! `report.html`, `charts/` and `claims.toml` (the text of the claims file its Claims section
+//! was judged from) — made by one function for `chatbench compare` and for `chatbench report
+//! DIR`, so that a rebuild from the files is the same, byte for byte, even once the claims
+//! file it was judged from has moved or changed.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +11,10 @@ use chatbench_model::results::{write_file_atomic, ResultsError};
 use crate::charts::{ChartInputs, Drawn};
 use crate::comparison::{Comparison, Results, Runs};
 
-/// The three text files of a comparison, as they are written.
+/// The name of the copy of the judged claims file in a comparison folder.
+pub const CLAIMS_COPY: &str = "claims.toml";
+
+/// The text files of a comparison, as they are written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outputs {
     /// `comparison.md`.
@@ -18,6 +23,9 @@ pub struct Outputs {
     pub json: Vec<u8>,
     /// `report.html`.
     pub html: String,
+    /// `claims.toml`: the text of the claims file the Claims section was judged from, when
+    /// there is a section.
+    pub claims: Option<String>,
 }
 
 /// Draws every chart the runs allow into `out_dir/charts/`. A chart that cannot be drawn is
@@ -65,30 +73,35 @@ pub fn docs_link(page_dir: &Path) -> Option<String> {
     None
 }
 
-/// Renders the three files of comparison `c` with the charts drawn (`docs` as for
-/// [`crate::html::render`]).
+/// Renders the files of comparison `c` with the charts drawn (`docs` as for
+/// [`crate::html::render`]); `claims` is the text its Claims section was judged from (what
+/// [`crate::claims::attach`] returned).
 pub fn render(
     c: &Comparison,
     results: &Results,
     drawn: &Drawn,
     docs: Option<&str>,
+    claims: Option<&str>,
 ) -> Result<Outputs, serde_json::Error> {
     Ok(Outputs {
         markdown: crate::comparison::render_markdown(c),
         json: serde_json::to_vec_pretty(c)?,
         html: crate::html::render(c, results, drawn, docs),
+        claims: claims.map(str::to_string),
     })
 }
 
-/// Writes the three files into `dir` (each atomically); returns their paths.
+/// Writes the files into `dir` (each atomically; the claims copy first, so a folder whose
+/// comparison.json names a claims file has its text); returns their paths.
 pub fn write(dir: &Path, o: &Outputs) -> Result<Vec<PathBuf>, ResultsError> {
+    let claims = o.claims.as_ref().map(|t| (CLAIMS_COPY, t.as_bytes()));
     let files = [
         ("report.html", o.html.as_bytes()),
         ("comparison.md", o.markdown.as_bytes()),
         ("comparison.json", o.json.as_slice()),
     ];
     let mut out = Vec::new();
-    for (name, bytes) in files {
+    for (name, bytes) in claims.into_iter().chain(files) {
         let path = dir.join(name);
         write_file_atomic(&path, bytes)?;
         out.push(path);
@@ -105,6 +118,22 @@ pub enum RebuildError {
     /// The claims file does not judge.
     #[error(transparent)]
     Claims(#[from] crate::claims::ClaimsError),
+    /// The folder's copy of its claims file does not judge (it was edited since).
+    #[error("{path} (the comparison's copy of its claims file): {source}")]
+    StoredClaims {
+        /// The copy.
+        path: PathBuf,
+        /// Why it does not judge.
+        source: crate::claims::ClaimsError,
+    },
+    /// The folder's copy of its claims file could not be read.
+    #[error("{path}: cannot read the comparison's copy of its claims file: {source}")]
+    ReadClaims {
+        /// The copy.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `comparison.json` could not be encoded.
     #[error("encoding comparison.json: {0}")]
     Json(#[from] serde_json::Error),
@@ -122,6 +151,8 @@ pub struct Rebuilt {
     /// What the reader should know about the rebuild, e.g. that the folder was judged against
     /// a claims file not given this time.
     pub warnings: Vec<String>,
+    /// Which claims file the Claims section was judged from, in words (`None`: no section).
+    pub claims_used: Option<String>,
 }
 
 /// Rebuilds the files of the comparison folder `dir` from its results files alone, exactly as
@@ -139,7 +170,36 @@ pub fn rebuild(
         .slo_p99_ms
         .unwrap_or(crate::sweeps::DEFAULT_SLO_P99_MS);
     let mut c = loaded.comparison(dir);
-    crate::claims::attach(&mut c, claims, &loaded.results)?;
+    let copy_path = dir.join(CLAIMS_COPY);
+    let stored = stored_claims(&copy_path, loaded.claims_file.as_deref())?;
+    let (judged, claims_used) = match (claims, &stored) {
+        (Some((name, text)), _) => (
+            crate::claims::attach(&mut c, Some((name, text)), &loaded.results)?,
+            Some(format!("claims judged from {name} (--claims)")),
+        ),
+        (None, Some((name, text))) => {
+            let judged = crate::claims::attach(&mut c, Some((name, text)), &loaded.results)
+                .map_err(|source| RebuildError::StoredClaims {
+                    path: copy_path.clone(),
+                    source,
+                })?;
+            let how = format!(
+                "claims judged from {}, the copy of {name} the comparison was judged from",
+                copy_path.display()
+            );
+            (judged, Some(how))
+        }
+        (None, None) => {
+            let judged = crate::claims::attach(&mut c, None, &loaded.results)?;
+            let how = c.claims.as_ref().map(|s| {
+                format!(
+                    "claims judged from the shipped {} (the folder has no {CLAIMS_COPY})",
+                    s.file
+                )
+            });
+            (judged, how)
+        }
+    };
     let mut warnings = Vec::new();
     let judged_now = c.claims.as_ref().map(|s| s.file.as_str());
     if let Some(before) = &loaded.claims_file {
@@ -162,16 +222,37 @@ pub fn rebuild(
         loaded.tiny,
     );
     let docs = docs_link(out);
-    let outputs = render(&c, &loaded.results, &drawn, docs.as_deref())?;
+    let outputs = render(&c, &loaded.results, &drawn, docs.as_deref(), judged)?;
     Ok(Rebuilt {
         comparison: c,
         outputs,
         drawn,
         warnings,
+        claims_used,
     })
 }
 
-/// Puts `prefix` before every link to a run's files (a comparison written to another folder).
+/// The folder's copy of the claims file it was judged from (`copy`), if it has one: the name
+/// the comparison recorded for it (`recorded`; the copy's own path when none) and its text.
+fn stored_claims(
+    copy: &Path,
+    recorded: Option<&str>,
+) -> Result<Option<(String, String)>, RebuildError> {
+    match std::fs::read_to_string(copy) {
+        Ok(text) => {
+            let name = recorded.map_or_else(|| copy.display().to_string(), str::to_string);
+            Ok(Some((name, text)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RebuildError::ReadClaims {
+            path: copy.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Puts `prefix` before every link to a run's files — the table's, the provenance's and the
+/// Claims section's (a comparison written to another folder).
 fn rebase(c: &mut Comparison, prefix: &str) {
     let join = |s: &mut String| *s = format!("{}/{s}", prefix.trim_end_matches('/'));
     for row in &mut c.rows {
@@ -184,6 +265,13 @@ fn rebase(c: &mut Comparison, prefix: &str) {
     if let Some(p) = c.provenance.as_mut() {
         for r in &mut p.runs {
             if let Some(s) = r.source.as_mut() {
+                join(s);
+            }
+        }
+    }
+    if let Some(claims) = c.claims.as_mut() {
+        for j in &mut claims.judged {
+            if let Some(s) = j.cell_source.as_mut() {
                 join(s);
             }
         }

@@ -68,8 +68,9 @@ pub struct CompareArgs {
     #[arg(long)]
     tiny: bool,
     /// A claims file (docs/claims.md) to judge from the comparison's cells: its Claims section
-    /// heads comparison.md and report.html. Default: the shipped claims/elixir-vs-node.toml
-    /// when the comparison has one of its columns.
+    /// heads comparison.md and report.html, and the text judged is kept in the folder as
+    /// claims.toml (for `report DIR`). Default: the shipped claims/elixir-vs-node.toml when the
+    /// comparison has one of its columns.
     #[arg(long, value_name = "FILE")]
     claims: Option<PathBuf>,
     /// Your own server as a column (repeatable), to A/B two builds of it: NAME=ws://HOST:PORT/PATH

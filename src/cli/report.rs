@@ -24,7 +24,8 @@ pub struct ReportArgs {
     /// e.g. the same suite on two commits. Nothing is written.
     #[arg(value_name = "OTHER")]
     other: Option<PathBuf>,
-    /// A claims file (docs/claims.md) to judge against the comparison; without it, the shipped
+    /// A claims file (docs/claims.md) to judge against the comparison; without it, the
+    /// folder's claims.toml (the copy of the file it was judged from), else the shipped
     /// claims/elixir-vs-node.toml when the comparison has one of its columns.
     #[arg(long, value_name = "FILE", conflicts_with = "other")]
     claims: Option<PathBuf>,
@@ -82,6 +83,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     })?;
     chatbench_report::outputs::write(&out, &rebuilt.outputs)?;
     print!("{}", chatbench_report::page::terminal(&rebuilt.comparison));
+    if let Some(used) = &rebuilt.claims_used {
+        eprintln!("report: {used}");
+    }
     for w in &rebuilt.warnings {
         eprintln!("report: {w}");
     }
