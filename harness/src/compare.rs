@@ -12,10 +12,67 @@ use chatbench_model::results::RunStatus;
 use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
 use chatbench_report::outputs;
 
+use chatbench_servers::{Arch, Backplane};
+
+use crate::supervisor::{Program, REDIS_SERVER};
 use crate::UsageError;
 
-/// The cluster columns: a 3-node cluster with rooms spanning the nodes over a backplane.
-const CLUSTER_COLUMNS: [(&str, &str); 2] = [("cluster-mesh", "mesh"), ("cluster-redis", "redis")];
+/// A built-in column: one of this project's servers, as `chatbench run --serve` starts it. Its
+/// name is its architecture's ([`Arch::as_str`]) or its backplane's cluster column
+/// ([`Backplane::column`]): adding an architecture or a backplane adds its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    /// A single-process architecture.
+    Single(Arch),
+    /// A cluster of task-per-conn nodes ([`CLUSTER_NODES`] outside the scaling step) whose
+    /// rooms span the nodes over this backplane.
+    Cluster(Backplane),
+}
+
+impl BuiltIn {
+    /// Every built-in column in table order: the single-process architectures, then a cluster
+    /// over each backplane.
+    pub fn all() -> impl Iterator<Item = BuiltIn> {
+        Arch::ALL
+            .into_iter()
+            .map(BuiltIn::Single)
+            .chain(Backplane::ALL.into_iter().map(BuiltIn::Cluster))
+    }
+
+    /// Its name: in `--archs`, the table, the run folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltIn::Single(a) => a.as_str(),
+            BuiltIn::Cluster(b) => b.column(),
+        }
+    }
+
+    /// What its runs need installed besides chatbench (the supervisor starts it).
+    fn needs(self) -> Option<Program> {
+        match self {
+            BuiltIn::Single(_) => None,
+            BuiltIn::Cluster(b) => crate::supervisor::needs(b),
+        }
+    }
+}
+
+impl std::str::FromStr for BuiltIn {
+    type Err = String;
+    fn from_str(name: &str) -> Result<BuiltIn, String> {
+        BuiltIn::all().find(|b| b.name() == name).ok_or_else(|| {
+            format!(
+                "unknown column {name:?} (expected one of: {})",
+                column_names().join(", ")
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for BuiltIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Nodes of a cluster column outside the scaling step (the cross-node hop on every message
 /// of a room of 100 spread over three nodes).
@@ -24,22 +81,17 @@ const CLUSTER_NODES: u32 = 3;
 /// Node counts of the scaling step.
 const SCALING_NODES: [u32; 3] = [1, 2, 4];
 
-/// The names `--archs` accepts: every single-process architecture and the cluster columns.
+/// The names `--archs` accepts: every built-in column's.
 pub fn column_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL
-        .iter()
-        .map(|a| a.as_str())
-        .collect();
-    names.extend(CLUSTER_COLUMNS.map(|(c, _)| c));
-    names
+    BuiltIn::all().map(BuiltIn::name).collect()
 }
 
-/// The backplane of a cluster column, `None` for any other column.
-fn cluster_backplane(column: &str) -> Option<&'static str> {
-    CLUSTER_COLUMNS
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, b)| *b)
+/// The program `program` is missing for `what`, and how to install it.
+fn not_installed(what: &str, program: Program) -> String {
+    format!(
+        "{what} needs `{}` on PATH (Debian: `apt-get install {}`); the run starts a private instance on a loopback port",
+        program.name, program.debian_package
+    )
 }
 
 /// Whether `program` is on PATH.
@@ -74,9 +126,9 @@ impl Suite {
 /// a flag).
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
-    /// Architectures and cluster columns to compare; empty: every one built in (and
-    /// `cluster-redis` when `redis-server` is installed).
-    pub archs: Vec<String>,
+    /// Built-in columns to compare; empty: every one whose needs are installed
+    /// (`cluster-redis` needs `redis-server`).
+    pub archs: Vec<BuiltIn>,
     /// Which suite to run.
     pub suite: Suite,
     /// Folder that receives the comparison folder.
@@ -176,11 +228,11 @@ fn installed_peers(
 /// answers the rest with 503); the full suite's capacity steps go to 19,000. The slowloris
 /// step runs every server with its defaults: what silent sockets do to the default pool is
 /// what it measures.
-fn arch_args(arch: &str, suite: Suite, step: Step) -> &'static [&'static str] {
-    match (arch, suite) {
+fn arch_args(column: BuiltIn, suite: Suite, step: Step) -> &'static [&'static str] {
+    match (column, suite) {
         _ if step == Step::Slowloris => &[],
-        ("thread-pool", Suite::Quick) => &["--server-arg=--pool-size=5120"],
-        ("thread-pool", Suite::Full) => &["--server-arg=--pool-size=20000"],
+        (BuiltIn::Single(Arch::ThreadPool), Suite::Quick) => &["--server-arg=--pool-size=5120"],
+        (BuiltIn::Single(Arch::ThreadPool), Suite::Full) => &["--server-arg=--pool-size=20000"],
         _ => &[],
     }
 }
@@ -571,8 +623,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     };
     let columns = chosen.names();
     let mut runs = Runs::new();
-    for arch in &columns {
-        let column = Column::new(arch, &chosen);
+    for column in chosen.each() {
         for s in &steps {
             if !column.skips(s.step, args.suite) {
                 suite.run_points(&column, s, &mut runs);
@@ -592,7 +643,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
 /// The columns a comparison runs and the notes their choice leaves for the reader.
 struct Columns {
     /// Built-in architectures and cluster columns.
-    archs: Vec<String>,
+    archs: Vec<BuiltIn>,
     /// Third-party servers.
     peers: Vec<String>,
     /// The user's own servers (`--column`).
@@ -612,28 +663,27 @@ impl Columns {
         let user = crate::columns::parse_all(&args.columns, &builtin)
             .map_err(|e| UsageError(e.to_string()))?;
         let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
-        let archs: Vec<String> = if args.archs.is_empty() && !user.is_empty() {
+        let missing = |b: &BuiltIn| b.needs().filter(|p| !on_path(p.name));
+        let archs: Vec<BuiltIn> = if args.archs.is_empty() && !user.is_empty() {
             Vec::new()
         } else if args.archs.is_empty() {
-            let mut all: Vec<String> = chatbench_servers::Arch::ALL
-                .iter()
-                .map(|a| a.as_str().to_string())
-                .collect();
-            all.push("cluster-mesh".into());
-            if on_path("redis-server") {
-                all.push("cluster-redis".into());
-            } else {
-                let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
+            let mut all: Vec<BuiltIn> = BuiltIn::all().collect();
+            all.retain(|b| {
+                let Some(p) = missing(b) else {
+                    return true;
+                };
+                let note = format!(
+                    "The {b} column was left out: `{}` is not installed (Debian: `apt-get install {}`; the run starts a private instance on a loopback port).",
+                    p.name, p.debian_package
+                );
                 eprintln!("compare: {note}");
                 notes.push(note);
-            }
+                false
+            });
             all
         } else {
-            if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
-                return Err(UsageError(
-                    "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-                )
-                .into());
+            if let Some((b, p)) = args.archs.iter().find_map(|b| missing(b).map(|p| (b, p))) {
+                return Err(UsageError(not_installed(&format!("--archs {b}"), p)).into());
             }
             args.archs.clone()
         };
@@ -649,11 +699,8 @@ impl Columns {
         } else {
             args.peer.clone()
         };
-        if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
-            return Err(UsageError(
-                "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-            )
-            .into());
+        if peers.iter().any(|p| p == "socketio-cluster") && !on_path(REDIS_SERVER.name) {
+            return Err(UsageError(not_installed("--peer socketio-cluster", REDIS_SERVER)).into());
         }
         Ok(Columns {
             archs,
@@ -664,104 +711,120 @@ impl Columns {
     }
 
     /// Every column in table order: the architectures, the peers, then the user's.
-    fn names(&self) -> Vec<String> {
-        let mut columns = self.archs.clone();
-        columns.extend(self.peers.iter().cloned());
-        columns.extend(self.user.iter().map(|u| u.name.clone()));
-        columns
-    }
-}
-
-/// What kind of server one column is, for the steps it runs and the flags that start it.
-struct Column<'a> {
-    name: &'a String,
-    peer: bool,
-    user: Option<&'a crate::columns::UserColumn>,
-    /// A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
-    /// column, with the scaling and node-loss steps.
-    peer_cluster: bool,
-    /// The backplane of a built-in cluster column.
-    backplane: Option<&'static str>,
-}
-
-impl<'a> Column<'a> {
-    fn new(name: &'a String, chosen: &'a Columns) -> Column<'a> {
-        let peer = chosen.peers.contains(name);
-        Column {
-            name,
-            peer,
-            user: chosen.user.iter().find(|u| u.name == *name),
-            peer_cluster: peer
-                && crate::peers::Peer::parse(name)
+    fn each(&self) -> Vec<Column<'_>> {
+        let archs = self.archs.iter().map(|&b| Column {
+            name: b.name().to_string(),
+            kind: Kind::BuiltIn(b),
+        });
+        let peers = self.peers.iter().map(|p| Column {
+            name: p.clone(),
+            kind: Kind::Peer {
+                cluster: crate::peers::Peer::parse(p)
                     .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster),
-            backplane: cluster_backplane(name),
-        }
+            },
+        });
+        let user = self.user.iter().map(|u| Column {
+            name: u.name.clone(),
+            kind: Kind::User(u),
+        });
+        archs.chain(peers).chain(user).collect()
     }
 
+    /// Every column's name in table order.
+    fn names(&self) -> Vec<String> {
+        self.each().into_iter().map(|c| c.name).collect()
+    }
+}
+
+/// What kind of server one column is.
+enum Kind<'a> {
+    /// One of ours.
+    BuiltIn(BuiltIn),
+    /// A third-party server; `cluster`: one that runs several processes (socketio-cluster,
+    /// elixir-cluster), with the scaling and node-loss steps.
+    Peer { cluster: bool },
+    /// The user's own (`--column`).
+    User(&'a crate::columns::UserColumn),
+}
+
+/// One column: its name in the table, and what kind of server it is, for the steps it runs
+/// and the flags that start it.
+struct Column<'a> {
+    name: String,
+    kind: Kind<'a>,
+}
+
+impl Column<'_> {
     /// Whether this column leaves `step` of `suite` out.
     fn skips(&self, step: Step, suite: Suite) -> bool {
-        let cluster = self.backplane.is_some() || self.peer_cluster;
+        let cluster = matches!(
+            self.kind,
+            Kind::BuiltIn(BuiltIn::Cluster(_)) | Kind::Peer { cluster: true }
+        );
+        let peer = matches!(self.kind, Kind::Peer { .. });
         // Scaling: the cluster columns in every suite; single-process architectures (as
         // independent servers, rooms partitioned) in the full suite; never the
         // single-process peers.
-        if step == Step::Scaling && !cluster && (self.peer || suite == Suite::Quick) {
+        if step == Step::Scaling && !cluster && (peer || suite == Suite::Quick) {
             return true;
         }
         // Node loss: a cluster's; a single server's loss is a whole outage.
         if step == Step::NodeLoss && !cluster {
             return true;
         }
-        self.user.is_some_and(|u| !u.runs(step))
+        matches!(self.kind, Kind::User(u) if !u.runs(step))
     }
 
     /// The `chatbench run` flags that start (or name) this column's server for point `i` of
     /// `s`.
     fn target_args(&self, s: &SuiteStep, i: usize, args: &CompareOptions) -> Vec<String> {
-        let arch = self.name;
-        if let Some(u) = self.user {
-            u.run_args()
-        } else if self.peer {
-            let mut e = vec![
-                "--serve-peer".to_string(),
-                arch.clone(),
-                "--peers-dir".into(),
-                args.peers_dir.display().to_string(),
-            ];
-            if arch == "socketio" || arch == "socketio-cluster" {
-                e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
-            }
-            if self.peer_cluster {
-                let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
-                e.extend(["--nodes".into(), nodes.to_string()]);
-            }
-            e.extend(s.server_args.iter().map(|a| a.to_string()));
-            e
-        } else {
-            let nodes = s.nodes[i];
-            let mut e = match self.backplane {
-                Some(b) => vec![
-                    "--serve".to_string(),
-                    "cluster".into(),
-                    "--backplane".into(),
-                    b.into(),
-                    "--nodes".into(),
-                    nodes.unwrap_or(CLUSTER_NODES).to_string(),
-                ],
-                None => {
-                    let mut e = vec!["--serve".to_string(), arch.clone()];
-                    if let Some(n) = nodes {
-                        e.extend(["--nodes".into(), n.to_string()]);
-                    }
-                    e
+        let nodes = s.nodes[i];
+        match self.kind {
+            Kind::User(u) => u.run_args(),
+            Kind::Peer { cluster } => {
+                let peer = &self.name;
+                let mut e = vec![
+                    "--serve-peer".to_string(),
+                    peer.clone(),
+                    "--peers-dir".into(),
+                    args.peers_dir.display().to_string(),
+                ];
+                if peer == "socketio" || peer == "socketio-cluster" {
+                    e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                 }
-            };
-            e.extend(
-                s.server_args
-                    .iter()
-                    .chain(arch_args(arch, args.suite, s.step))
-                    .map(|a| a.to_string()),
-            );
-            e
+                if cluster {
+                    let nodes = nodes.unwrap_or(CLUSTER_NODES);
+                    e.extend(["--nodes".into(), nodes.to_string()]);
+                }
+                e.extend(s.server_args.iter().map(|a| a.to_string()));
+                e
+            }
+            Kind::BuiltIn(b) => {
+                let mut e = match b {
+                    BuiltIn::Cluster(backplane) => vec![
+                        "--serve".to_string(),
+                        Arch::Cluster.as_str().into(),
+                        "--backplane".into(),
+                        backplane.as_str().into(),
+                        "--nodes".into(),
+                        nodes.unwrap_or(CLUSTER_NODES).to_string(),
+                    ],
+                    BuiltIn::Single(a) => {
+                        let mut e = vec!["--serve".to_string(), a.as_str().into()];
+                        if let Some(n) = nodes {
+                            e.extend(["--nodes".into(), n.to_string()]);
+                        }
+                        e
+                    }
+                };
+                e.extend(
+                    s.server_args
+                        .iter()
+                        .chain(arch_args(b, args.suite, s.step))
+                        .map(|a| a.to_string()),
+                );
+                e
+            }
         }
     }
 }
@@ -813,7 +876,7 @@ impl SuiteRun<'_> {
     /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
     /// point that stops the sweep; adds each result to `runs`.
     fn run_points(&self, column: &Column<'_>, s: &SuiteStep, runs: &mut Runs) {
-        let arch = column.name;
+        let arch = &column.name;
         let mut stopped = false;
         for (i, point) in s.points.iter().enumerate() {
             if stopped {
@@ -1143,6 +1206,74 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn every_built_in_column_reads_back_from_its_name_and_has_a_meaning() {
+        let names = column_names();
+        assert_eq!(
+            names,
+            [
+                "task-per-conn",
+                "thread-pool",
+                "epoll",
+                "cluster-mesh",
+                "cluster-redis"
+            ]
+        );
+        for b in BuiltIn::all() {
+            assert_eq!(b.name().parse::<BuiltIn>(), Ok(b));
+            // The page says what each stands for (a new one falls back to "a server given by
+            // name" until report/src/page.rs describes it).
+            let (meaning, anchor) = chatbench_report::page::column_meaning(b.name());
+            assert!(!meaning.starts_with("a server given by name"), "{b}");
+            assert!(!anchor.is_empty(), "{b}");
+        }
+        let e = "cluster".parse::<BuiltIn>().unwrap_err();
+        assert!(e.contains("cluster-mesh"), "{e}");
+        assert_eq!(
+            BuiltIn::Cluster(Backplane::Redis).needs(),
+            Some(REDIS_SERVER)
+        );
+        assert_eq!(BuiltIn::Cluster(Backplane::Mesh).needs(), None);
+    }
+
+    #[test]
+    fn a_cluster_column_is_started_over_its_backplane() {
+        let args = CompareOptions {
+            archs: Vec::new(),
+            suite: Suite::Quick,
+            out: PathBuf::from("out"),
+            slo_p99_ms: 100.0,
+            repeats: None,
+            peer: Vec::new(),
+            peers_dir: PathBuf::from("peers"),
+            tiny: false,
+            claims: None,
+            columns: Vec::new(),
+        };
+        let steps = suite_steps(Suite::Quick, false, 1);
+        let idle = steps
+            .iter()
+            .find(|s| s.step == Step::Idle)
+            .expect("idle step");
+        let column = |b: BuiltIn| Column {
+            name: b.name().to_string(),
+            kind: Kind::BuiltIn(b),
+        };
+        let redis = column(BuiltIn::Cluster(Backplane::Redis)).target_args(idle, 0, &args);
+        assert_eq!(
+            redis[..6],
+            ["--serve", "cluster", "--backplane", "redis", "--nodes", "3"]
+        );
+        let pool = column(BuiltIn::Single(Arch::ThreadPool)).target_args(idle, 0, &args);
+        assert_eq!(pool[..2], ["--serve", "thread-pool"]);
+        assert!(
+            pool.contains(&"--server-arg=--pool-size=5120".to_string()),
+            "{pool:?}"
+        );
+        assert!(column(BuiltIn::Single(Arch::Epoll)).skips(Step::NodeLoss, Suite::Quick));
+        assert!(!column(BuiltIn::Cluster(Backplane::Mesh)).skips(Step::NodeLoss, Suite::Quick));
+    }
 
     #[test]
     fn a_run_folder_is_named_with_its_column_and_keeps_its_time_order() {

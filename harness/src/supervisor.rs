@@ -222,6 +222,32 @@ fn random_hex(n: usize) -> String {
 /// redaction, so a URL reads the same in the supervisor's state and in a node's errors.
 pub use chatbench_servers::cluster::redis::redact as redact_url;
 
+/// A program the supervisor starts beside a cluster's nodes, and the Debian package that
+/// installs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// The executable, looked up on PATH.
+    pub name: &'static str,
+    /// The Debian package that installs it.
+    pub debian_package: &'static str,
+}
+
+/// The broker the redis backplane's nodes (and the `socketio-cluster` peer's workers) meet on,
+/// started private to the cluster when no URL is given.
+pub const REDIS_SERVER: Program = Program {
+    name: "redis-server",
+    debian_package: "redis-server",
+};
+
+/// What a cluster over `backplane` needs installed besides chatbench (the supervisor starts a
+/// private one); `None` when the nodes need nothing else.
+pub fn needs(backplane: Backplane) -> Option<Program> {
+    match backplane {
+        Backplane::Mesh => None,
+        Backplane::Redis => Some(REDIS_SERVER),
+    }
+}
+
 /// A private `redis-server` started for the redis backplane.
 struct RedisChild {
     child: Child,
@@ -245,7 +271,7 @@ impl RedisChild {
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
         let password = random_hex(32);
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(REDIS_SERVER.name);
         // `-`: the configuration comes from stdin, so the password is not on the command line.
         command
             .arg("-")
