@@ -5,17 +5,70 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::Context;
+use thiserror::Error;
 
 use chatbench_model::results::write_file_atomic;
-use chatbench_model::results::RunStatus;
+use chatbench_model::results::{ResultsError, RunStatus};
 use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
 use chatbench_report::outputs;
 
 use chatbench_servers::{Arch, Backplane};
 
+use crate::columns::ColumnError;
 use crate::supervisor::{Program, REDIS_SERVER};
-use crate::UsageError;
+
+/// Why `chatbench compare` could not run its suite or write its comparison: a request that
+/// cannot be met (exit 2, [`CompareError::is_usage`]) or a comparison that could not be made
+/// (exit 3). A step that fails is not an error: it is a row of the Failures section.
+#[derive(Debug, Error)]
+pub enum CompareError {
+    /// `--slo-p99-ms` is not a positive number.
+    #[error("--slo-p99-ms {0}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100")]
+    Slo(f64),
+    /// A bad `--column`.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+    /// A column needs a program that is not installed.
+    #[error("{flag} needs `{}` on PATH (Debian: `apt-get install {}`); the run starts a private instance on a loopback port", program.name, program.debian_package)]
+    NotInstalled {
+        /// The flag and column, e.g. `--archs cluster-redis`.
+        flag: String,
+        /// What it needs.
+        program: Program,
+    },
+    /// `current_exe` failed: every step runs this executable.
+    #[error("locating the chatbench executable")]
+    Exe(#[source] std::io::Error),
+    /// The comparison's folders could not be created.
+    #[error("creating {}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the comparison (a suite scenario, comparison.md/json, report.html) could not
+    /// be written.
+    #[error(transparent)]
+    Write(#[from] ResultsError),
+    /// The claims could not be judged.
+    #[error(transparent)]
+    Claims(#[from] chatbench_report::claims::ClaimsError),
+    /// comparison.json could not be encoded.
+    #[error("encoding comparison.json")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl CompareError {
+    /// The user's mistake (flags, a missing program): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CompareError::Slo(_) | CompareError::Column(_) | CompareError::NotInstalled { .. }
+        )
+    }
+}
 
 /// A built-in column: one of this project's servers, as `chatbench run --serve` starts it. Its
 /// name is its architecture's ([`Arch::as_str`]) or its backplane's cluster column
@@ -84,14 +137,6 @@ const SCALING_NODES: [u32; 3] = [1, 2, 4];
 /// The names `--archs` accepts: every built-in column's.
 pub fn column_names() -> Vec<&'static str> {
     BuiltIn::all().map(BuiltIn::name).collect()
-}
-
-/// The program `program` is missing for `what`, and how to install it.
-fn not_installed(what: &str, program: Program) -> String {
-    format!(
-        "{what} needs `{}` on PATH (Debian: `apt-get install {}`); the run starts a private instance on a loopback port",
-        program.name, program.debian_package
-    )
 }
 
 /// Whether `program` is on PATH.
@@ -596,13 +641,9 @@ fn tiny_overrides(step: Step, suite: Suite) -> &'static [&'static str] {
 
 /// Runs the suite against every column and writes the comparison: exit code 0, or
 /// [`crate::EXIT_RUN_FAILED`] when a step failed.
-pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
+pub fn compare(args: CompareOptions) -> Result<ExitCode, CompareError> {
     if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
-        return Err(UsageError(format!(
-            "--slo-p99-ms {}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100",
-            args.slo_p99_ms
-        ))
-        .into());
+        return Err(CompareError::Slo(args.slo_p99_ms));
     }
     let chosen = Columns::choose(&args)?;
     let repeats = args.repeats.unwrap_or(match args.suite {
@@ -615,7 +656,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     let suite = SuiteRun {
         args: &args,
         folder: &folder,
-        exe: std::env::current_exe().context("locating the chatbench executable")?,
+        exe: std::env::current_exe().map_err(CompareError::Exe)?,
         // What one generator process may open (the run raises its soft limit to the hard one).
         nofile: chatbench_loadgen::sys::current_nofile()
             .ok()
@@ -655,13 +696,12 @@ struct Columns {
 impl Columns {
     /// The columns `args` name, or every built-in one (and every installed peer) when none is
     /// named; a usage error when a column needs `redis-server` and it is not installed.
-    fn choose(args: &CompareOptions) -> anyhow::Result<Columns> {
+    fn choose(args: &CompareOptions) -> Result<Columns, CompareError> {
         let builtin: Vec<&str> = column_names()
             .into_iter()
             .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
             .collect();
-        let user = crate::columns::parse_all(&args.columns, &builtin)
-            .map_err(|e| UsageError(e.to_string()))?;
+        let user = crate::columns::parse_all(&args.columns, &builtin)?;
         let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
         let missing = |b: &BuiltIn| b.needs().filter(|p| !on_path(p.name));
         let archs: Vec<BuiltIn> = if args.archs.is_empty() && !user.is_empty() {
@@ -682,8 +722,11 @@ impl Columns {
             });
             all
         } else {
-            if let Some((b, p)) = args.archs.iter().find_map(|b| missing(b).map(|p| (b, p))) {
-                return Err(UsageError(not_installed(&format!("--archs {b}"), p)).into());
+            if let Some((b, program)) = args.archs.iter().find_map(|b| missing(b).map(|p| (b, p))) {
+                return Err(CompareError::NotInstalled {
+                    flag: format!("--archs {b}"),
+                    program,
+                });
             }
             args.archs.clone()
         };
@@ -700,7 +743,10 @@ impl Columns {
             args.peer.clone()
         };
         if peers.iter().any(|p| p == "socketio-cluster") && !on_path(REDIS_SERVER.name) {
-            return Err(UsageError(not_installed("--peer socketio-cluster", REDIS_SERVER)).into());
+            return Err(CompareError::NotInstalled {
+                flag: "--peer socketio-cluster".into(),
+                program: REDIS_SERVER,
+            });
         }
         Ok(Columns {
             archs,
@@ -839,7 +885,7 @@ struct Folder {
 impl Folder {
     /// Creates `<out>/<time>-compare-<suite>[-tiny]/` with its `runs/` and `scenarios/` (the
     /// latter filled with `steps`' scenario files).
-    fn create(args: &CompareOptions, steps: &[SuiteStep]) -> anyhow::Result<Folder> {
+    fn create(args: &CompareOptions, steps: &[SuiteStep]) -> Result<Folder, CompareError> {
         let id = format!(
             "{}-compare-{}{}",
             chrono_like_now(),
@@ -849,9 +895,12 @@ impl Folder {
         let dir = args.out.join(&id);
         let runs = dir.join("runs");
         let scenarios = dir.join("scenarios");
-        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
-        std::fs::create_dir_all(&scenarios)
-            .with_context(|| format!("creating {}", scenarios.display()))?;
+        for d in [&runs, &scenarios] {
+            std::fs::create_dir_all(d).map_err(|source| CompareError::CreateDir {
+                path: d.clone(),
+                source,
+            })?;
+        }
         for s in steps {
             write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
         }
@@ -980,7 +1029,7 @@ fn write_comparison(
     runs: &Runs,
     notes: Vec<String>,
     started_at: String,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, CompareError> {
     let mut comparison = build_suite(
         args.suite.as_str(),
         columns,
@@ -1004,7 +1053,7 @@ fn write_comparison(
     let drawn = draw_charts(dir, columns, &results, runs, args.slo_p99_ms, args.tiny);
     let docs = outputs::docs_link(dir);
     let files = outputs::render(&comparison, &results, &drawn, docs.as_deref())
-        .context("encoding comparison.json")?;
+        .map_err(CompareError::Encode)?;
     outputs::write(dir, &files)?;
     println!("{}", chatbench_report::page::terminal(&comparison));
     if !comparison.failures.is_empty() {

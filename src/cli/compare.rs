@@ -88,7 +88,7 @@ pub struct CompareArgs {
 pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     // A claims file is checked before anything is measured.
     let claims = super::report::read_claims(args.claims.as_deref())?;
-    chatbench_harness::compare::compare(CompareOptions {
+    Ok(chatbench_harness::compare::compare(CompareOptions {
         archs: args.archs,
         suite: match args.suite {
             SuiteArg::Quick => Suite::Quick,
@@ -102,5 +102,5 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         tiny: args.tiny,
         claims,
         columns: args.columns,
-    })
+    })?)
 }
