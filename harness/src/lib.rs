@@ -1,8 +1,9 @@
 //! chatbench harness: everything that starts and stops processes: launcher, supervisor, peers,
 //! target start-up, compare's suites and sweep driver, the gate's measuring side.
 //!
-//! - [`process`]: how every child is started and ended (CPU pinning, death with its parent,
-//!   its own process group, SIGTERM then SIGKILL), once for the crate.
+//! - Every child is started and ended through `chatbench_loadgen::process` (CPU pinning,
+//!   death with its parent, its own process group, SIGTERM then SIGKILL), once for chatbench:
+//!   the coordinator's local agents use it too.
 //! - [`launcher`]: starting a reference or third-party server as a child process;
 //!   [`supervisor`]: a cluster's node processes (restarts, the node-loss fault's kill, through
 //!   `chatbench_loadgen::faults::NodeControl`); [`peers`]: the third-party servers under
@@ -28,7 +29,6 @@ pub mod floor;
 pub mod gate;
 pub mod launcher;
 pub mod peers;
-pub mod process;
 pub mod supervisor;
 pub mod target_start;
 

@@ -22,9 +22,10 @@
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
 //! signals a process it did not start (a shared-port cluster's worker is its primary's child,
-//! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
-//! (`PR_SET_PDEATHSIG`, see [`crate::process::die_with_parent`]): Linux sends that signal when
-//! the thread that forked exits, so the supervisor spawns only from the thread that started it
+//! started for this run, and is killed by the PID the primary reported). Every child also dies
+//! with the supervisor's thread (`PR_SET_PDEATHSIG`, see
+//! [`chatbench_loadgen::process::die_with_parent`]): Linux sends that signal when the thread
+//! that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
 //! counted as a failed restart, instead of making a node that dies with a passing thread).
 
@@ -38,8 +39,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::launcher::{LaterLines, LaunchError, ServerChild};
-use crate::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
+use chatbench_loadgen::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_servers::Backplane;
 
 mod shared_port;
