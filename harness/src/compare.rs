@@ -5,17 +5,127 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::Context;
+use thiserror::Error;
 
 use chatbench_model::results::write_file_atomic;
-use chatbench_model::results::RunStatus;
+use chatbench_model::results::{ResultsError, RunStatus};
 use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
 use chatbench_report::outputs;
 
-use crate::UsageError;
+use chatbench_servers::{Arch, Backplane};
 
-/// The cluster columns: a 3-node cluster with rooms spanning the nodes over a backplane.
-const CLUSTER_COLUMNS: [(&str, &str); 2] = [("cluster-mesh", "mesh"), ("cluster-redis", "redis")];
+use crate::columns::ColumnError;
+use crate::supervisor::{Program, REDIS_SERVER};
+
+/// Why `chatbench compare` could not run its suite or write its comparison: a request that
+/// cannot be met (exit 2, [`CompareError::is_usage`]) or a comparison that could not be made
+/// (exit 3). A step that fails is not an error: it is a row of the Failures section.
+#[derive(Debug, Error)]
+pub enum CompareError {
+    /// `--slo-p99-ms` is not a positive number.
+    #[error("--slo-p99-ms {0}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100")]
+    Slo(f64),
+    /// A bad `--column`.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+    /// A column needs a program that is not installed.
+    #[error("{flag} needs `{}` on PATH (Debian: `apt-get install {}`); the run starts a private instance on a loopback port", program.name, program.debian_package)]
+    NotInstalled {
+        /// The flag and column, e.g. `--archs cluster-redis`.
+        flag: String,
+        /// What it needs.
+        program: Program,
+    },
+    /// `current_exe` failed: every step runs this executable.
+    #[error("locating the chatbench executable")]
+    Exe(#[source] std::io::Error),
+    /// The comparison's folders could not be created.
+    #[error("creating {}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the comparison (a suite scenario, comparison.md/json, report.html) could not
+    /// be written.
+    #[error(transparent)]
+    Write(#[from] ResultsError),
+    /// The claims could not be judged.
+    #[error(transparent)]
+    Claims(#[from] chatbench_report::claims::ClaimsError),
+    /// comparison.json could not be encoded.
+    #[error("encoding comparison.json")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl CompareError {
+    /// The user's mistake (flags, a missing program): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CompareError::Slo(_) | CompareError::Column(_) | CompareError::NotInstalled { .. }
+        )
+    }
+}
+
+/// A built-in column: one of this project's servers, as `chatbench run --serve` starts it. Its
+/// name is its architecture's ([`Arch::as_str`]) or its backplane's cluster column
+/// ([`Backplane::column`]): adding an architecture or a backplane adds its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    /// A single-process architecture.
+    Single(Arch),
+    /// A cluster of task-per-conn nodes ([`CLUSTER_NODES`] outside the scaling step) whose
+    /// rooms span the nodes over this backplane.
+    Cluster(Backplane),
+}
+
+impl BuiltIn {
+    /// Every built-in column in table order: the single-process architectures, then a cluster
+    /// over each backplane.
+    pub fn all() -> impl Iterator<Item = BuiltIn> {
+        Arch::ALL
+            .into_iter()
+            .map(BuiltIn::Single)
+            .chain(Backplane::ALL.into_iter().map(BuiltIn::Cluster))
+    }
+
+    /// Its name: in `--archs`, the table, the run folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltIn::Single(a) => a.as_str(),
+            BuiltIn::Cluster(b) => b.column(),
+        }
+    }
+
+    /// What its runs need installed besides chatbench (the supervisor starts it).
+    fn needs(self) -> Option<Program> {
+        match self {
+            BuiltIn::Single(_) => None,
+            BuiltIn::Cluster(b) => crate::supervisor::needs(b),
+        }
+    }
+}
+
+impl std::str::FromStr for BuiltIn {
+    type Err = String;
+    fn from_str(name: &str) -> Result<BuiltIn, String> {
+        BuiltIn::all().find(|b| b.name() == name).ok_or_else(|| {
+            format!(
+                "unknown column {name:?} (expected one of: {})",
+                column_names().join(", ")
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for BuiltIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Nodes of a cluster column outside the scaling step (the cross-node hop on every message
 /// of a room of 100 spread over three nodes).
@@ -24,22 +134,9 @@ const CLUSTER_NODES: u32 = 3;
 /// Node counts of the scaling step.
 const SCALING_NODES: [u32; 3] = [1, 2, 4];
 
-/// The names `--archs` accepts: every single-process architecture and the cluster columns.
+/// The names `--archs` accepts: every built-in column's.
 pub fn column_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = chatbench_servers::Arch::ALL
-        .iter()
-        .map(|a| a.as_str())
-        .collect();
-    names.extend(CLUSTER_COLUMNS.map(|(c, _)| c));
-    names
-}
-
-/// The backplane of a cluster column, `None` for any other column.
-fn cluster_backplane(column: &str) -> Option<&'static str> {
-    CLUSTER_COLUMNS
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, b)| *b)
+    BuiltIn::all().map(BuiltIn::name).collect()
 }
 
 /// Whether `program` is on PATH.
@@ -74,9 +171,9 @@ impl Suite {
 /// a flag).
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
-    /// Architectures and cluster columns to compare; empty: every one built in (and
-    /// `cluster-redis` when `redis-server` is installed).
-    pub archs: Vec<String>,
+    /// Built-in columns to compare; empty: every one whose needs are installed
+    /// (`cluster-redis` needs `redis-server`).
+    pub archs: Vec<BuiltIn>,
     /// Which suite to run.
     pub suite: Suite,
     /// Folder that receives the comparison folder.
@@ -176,11 +273,11 @@ fn installed_peers(
 /// answers the rest with 503); the full suite's capacity steps go to 19,000. The slowloris
 /// step runs every server with its defaults: what silent sockets do to the default pool is
 /// what it measures.
-fn arch_args(arch: &str, suite: Suite, step: Step) -> &'static [&'static str] {
-    match (arch, suite) {
+fn arch_args(column: BuiltIn, suite: Suite, step: Step) -> &'static [&'static str] {
+    match (column, suite) {
         _ if step == Step::Slowloris => &[],
-        ("thread-pool", Suite::Quick) => &["--server-arg=--pool-size=5120"],
-        ("thread-pool", Suite::Full) => &["--server-arg=--pool-size=20000"],
+        (BuiltIn::Single(Arch::ThreadPool), Suite::Quick) => &["--server-arg=--pool-size=5120"],
+        (BuiltIn::Single(Arch::ThreadPool), Suite::Full) => &["--server-arg=--pool-size=20000"],
         _ => &[],
     }
 }
@@ -544,13 +641,9 @@ fn tiny_overrides(step: Step, suite: Suite) -> &'static [&'static str] {
 
 /// Runs the suite against every column and writes the comparison: exit code 0, or
 /// [`crate::EXIT_RUN_FAILED`] when a step failed.
-pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
+pub fn compare(args: CompareOptions) -> Result<ExitCode, CompareError> {
     if !(args.slo_p99_ms.is_finite() && args.slo_p99_ms > 0.0) {
-        return Err(UsageError(format!(
-            "--slo-p99-ms {}: expected a positive number of milliseconds, e.g. --slo-p99-ms 100",
-            args.slo_p99_ms
-        ))
-        .into());
+        return Err(CompareError::Slo(args.slo_p99_ms));
     }
     let chosen = Columns::choose(&args)?;
     let repeats = args.repeats.unwrap_or(match args.suite {
@@ -563,7 +656,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     let suite = SuiteRun {
         args: &args,
         folder: &folder,
-        exe: std::env::current_exe().context("locating the chatbench executable")?,
+        exe: std::env::current_exe().map_err(CompareError::Exe)?,
         // What one generator process may open (the run raises its soft limit to the hard one).
         nofile: chatbench_loadgen::sys::current_nofile()
             .ok()
@@ -571,8 +664,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
     };
     let columns = chosen.names();
     let mut runs = Runs::new();
-    for arch in &columns {
-        let column = Column::new(arch, &chosen);
+    for column in chosen.each() {
         for s in &steps {
             if !column.skips(s.step, args.suite) {
                 suite.run_points(&column, s, &mut runs);
@@ -592,7 +684,7 @@ pub fn compare(args: CompareOptions) -> anyhow::Result<ExitCode> {
 /// The columns a comparison runs and the notes their choice leaves for the reader.
 struct Columns {
     /// Built-in architectures and cluster columns.
-    archs: Vec<String>,
+    archs: Vec<BuiltIn>,
     /// Third-party servers.
     peers: Vec<String>,
     /// The user's own servers (`--column`).
@@ -604,36 +696,37 @@ struct Columns {
 impl Columns {
     /// The columns `args` name, or every built-in one (and every installed peer) when none is
     /// named; a usage error when a column needs `redis-server` and it is not installed.
-    fn choose(args: &CompareOptions) -> anyhow::Result<Columns> {
+    fn choose(args: &CompareOptions) -> Result<Columns, CompareError> {
         let builtin: Vec<&str> = column_names()
             .into_iter()
             .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
             .collect();
-        let user = crate::columns::parse_all(&args.columns, &builtin)
-            .map_err(|e| UsageError(e.to_string()))?;
+        let user = crate::columns::parse_all(&args.columns, &builtin)?;
         let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
-        let archs: Vec<String> = if args.archs.is_empty() && !user.is_empty() {
+        let missing = |b: &BuiltIn| b.needs().filter(|p| !on_path(p.name));
+        let archs: Vec<BuiltIn> = if args.archs.is_empty() && !user.is_empty() {
             Vec::new()
         } else if args.archs.is_empty() {
-            let mut all: Vec<String> = chatbench_servers::Arch::ALL
-                .iter()
-                .map(|a| a.as_str().to_string())
-                .collect();
-            all.push("cluster-mesh".into());
-            if on_path("redis-server") {
-                all.push("cluster-redis".into());
-            } else {
-                let note = "The cluster-redis column was left out: `redis-server` is not installed (Debian: `apt-get install redis-server`; the run starts a private instance on a loopback port).".to_string();
+            let mut all: Vec<BuiltIn> = BuiltIn::all().collect();
+            all.retain(|b| {
+                let Some(p) = missing(b) else {
+                    return true;
+                };
+                let note = format!(
+                    "The {b} column was left out: `{}` is not installed (Debian: `apt-get install {}`; the run starts a private instance on a loopback port).",
+                    p.name, p.debian_package
+                );
                 eprintln!("compare: {note}");
                 notes.push(note);
-            }
+                false
+            });
             all
         } else {
-            if args.archs.iter().any(|a| a == "cluster-redis") && !on_path("redis-server") {
-                return Err(UsageError(
-                    "--archs cluster-redis needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-                )
-                .into());
+            if let Some((b, program)) = args.archs.iter().find_map(|b| missing(b).map(|p| (b, p))) {
+                return Err(CompareError::NotInstalled {
+                    flag: format!("--archs {b}"),
+                    program,
+                });
             }
             args.archs.clone()
         };
@@ -649,11 +742,11 @@ impl Columns {
         } else {
             args.peer.clone()
         };
-        if peers.iter().any(|p| p == "socketio-cluster") && !on_path("redis-server") {
-            return Err(UsageError(
-                "--peer socketio-cluster needs `redis-server` on PATH (Debian: `apt-get install redis-server`); the run starts a private instance on a loopback port".into(),
-            )
-            .into());
+        if peers.iter().any(|p| p == "socketio-cluster") && !on_path(REDIS_SERVER.name) {
+            return Err(CompareError::NotInstalled {
+                flag: "--peer socketio-cluster".into(),
+                program: REDIS_SERVER,
+            });
         }
         Ok(Columns {
             archs,
@@ -664,104 +757,120 @@ impl Columns {
     }
 
     /// Every column in table order: the architectures, the peers, then the user's.
-    fn names(&self) -> Vec<String> {
-        let mut columns = self.archs.clone();
-        columns.extend(self.peers.iter().cloned());
-        columns.extend(self.user.iter().map(|u| u.name.clone()));
-        columns
-    }
-}
-
-/// What kind of server one column is, for the steps it runs and the flags that start it.
-struct Column<'a> {
-    name: &'a String,
-    peer: bool,
-    user: Option<&'a crate::columns::UserColumn>,
-    /// A peer that runs several processes (socketio-cluster, elixir-cluster): a cluster
-    /// column, with the scaling and node-loss steps.
-    peer_cluster: bool,
-    /// The backplane of a built-in cluster column.
-    backplane: Option<&'static str>,
-}
-
-impl<'a> Column<'a> {
-    fn new(name: &'a String, chosen: &'a Columns) -> Column<'a> {
-        let peer = chosen.peers.contains(name);
-        Column {
-            name,
-            peer,
-            user: chosen.user.iter().find(|u| u.name == *name),
-            peer_cluster: peer
-                && crate::peers::Peer::parse(name)
+    fn each(&self) -> Vec<Column<'_>> {
+        let archs = self.archs.iter().map(|&b| Column {
+            name: b.name().to_string(),
+            kind: Kind::BuiltIn(b),
+        });
+        let peers = self.peers.iter().map(|p| Column {
+            name: p.clone(),
+            kind: Kind::Peer {
+                cluster: crate::peers::Peer::parse(p)
                     .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster),
-            backplane: cluster_backplane(name),
-        }
+            },
+        });
+        let user = self.user.iter().map(|u| Column {
+            name: u.name.clone(),
+            kind: Kind::User(u),
+        });
+        archs.chain(peers).chain(user).collect()
     }
 
+    /// Every column's name in table order.
+    fn names(&self) -> Vec<String> {
+        self.each().into_iter().map(|c| c.name).collect()
+    }
+}
+
+/// What kind of server one column is.
+enum Kind<'a> {
+    /// One of ours.
+    BuiltIn(BuiltIn),
+    /// A third-party server; `cluster`: one that runs several processes (socketio-cluster,
+    /// elixir-cluster), with the scaling and node-loss steps.
+    Peer { cluster: bool },
+    /// The user's own (`--column`).
+    User(&'a crate::columns::UserColumn),
+}
+
+/// One column: its name in the table, and what kind of server it is, for the steps it runs
+/// and the flags that start it.
+struct Column<'a> {
+    name: String,
+    kind: Kind<'a>,
+}
+
+impl Column<'_> {
     /// Whether this column leaves `step` of `suite` out.
     fn skips(&self, step: Step, suite: Suite) -> bool {
-        let cluster = self.backplane.is_some() || self.peer_cluster;
+        let cluster = matches!(
+            self.kind,
+            Kind::BuiltIn(BuiltIn::Cluster(_)) | Kind::Peer { cluster: true }
+        );
+        let peer = matches!(self.kind, Kind::Peer { .. });
         // Scaling: the cluster columns in every suite; single-process architectures (as
         // independent servers, rooms partitioned) in the full suite; never the
         // single-process peers.
-        if step == Step::Scaling && !cluster && (self.peer || suite == Suite::Quick) {
+        if step == Step::Scaling && !cluster && (peer || suite == Suite::Quick) {
             return true;
         }
         // Node loss: a cluster's; a single server's loss is a whole outage.
         if step == Step::NodeLoss && !cluster {
             return true;
         }
-        self.user.is_some_and(|u| !u.runs(step))
+        matches!(self.kind, Kind::User(u) if !u.runs(step))
     }
 
     /// The `chatbench run` flags that start (or name) this column's server for point `i` of
     /// `s`.
     fn target_args(&self, s: &SuiteStep, i: usize, args: &CompareOptions) -> Vec<String> {
-        let arch = self.name;
-        if let Some(u) = self.user {
-            u.run_args()
-        } else if self.peer {
-            let mut e = vec![
-                "--serve-peer".to_string(),
-                arch.clone(),
-                "--peers-dir".into(),
-                args.peers_dir.display().to_string(),
-            ];
-            if arch == "socketio" || arch == "socketio-cluster" {
-                e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
-            }
-            if self.peer_cluster {
-                let nodes = s.nodes[i].unwrap_or(CLUSTER_NODES);
-                e.extend(["--nodes".into(), nodes.to_string()]);
-            }
-            e.extend(s.server_args.iter().map(|a| a.to_string()));
-            e
-        } else {
-            let nodes = s.nodes[i];
-            let mut e = match self.backplane {
-                Some(b) => vec![
-                    "--serve".to_string(),
-                    "cluster".into(),
-                    "--backplane".into(),
-                    b.into(),
-                    "--nodes".into(),
-                    nodes.unwrap_or(CLUSTER_NODES).to_string(),
-                ],
-                None => {
-                    let mut e = vec!["--serve".to_string(), arch.clone()];
-                    if let Some(n) = nodes {
-                        e.extend(["--nodes".into(), n.to_string()]);
-                    }
-                    e
+        let nodes = s.nodes[i];
+        match self.kind {
+            Kind::User(u) => u.run_args(),
+            Kind::Peer { cluster } => {
+                let peer = &self.name;
+                let mut e = vec![
+                    "--serve-peer".to_string(),
+                    peer.clone(),
+                    "--peers-dir".into(),
+                    args.peers_dir.display().to_string(),
+                ];
+                if peer == "socketio" || peer == "socketio-cluster" {
+                    e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
                 }
-            };
-            e.extend(
-                s.server_args
-                    .iter()
-                    .chain(arch_args(arch, args.suite, s.step))
-                    .map(|a| a.to_string()),
-            );
-            e
+                if cluster {
+                    let nodes = nodes.unwrap_or(CLUSTER_NODES);
+                    e.extend(["--nodes".into(), nodes.to_string()]);
+                }
+                e.extend(s.server_args.iter().map(|a| a.to_string()));
+                e
+            }
+            Kind::BuiltIn(b) => {
+                let mut e = match b {
+                    BuiltIn::Cluster(backplane) => vec![
+                        "--serve".to_string(),
+                        Arch::Cluster.as_str().into(),
+                        "--backplane".into(),
+                        backplane.as_str().into(),
+                        "--nodes".into(),
+                        nodes.unwrap_or(CLUSTER_NODES).to_string(),
+                    ],
+                    BuiltIn::Single(a) => {
+                        let mut e = vec!["--serve".to_string(), a.as_str().into()];
+                        if let Some(n) = nodes {
+                            e.extend(["--nodes".into(), n.to_string()]);
+                        }
+                        e
+                    }
+                };
+                e.extend(
+                    s.server_args
+                        .iter()
+                        .chain(arch_args(b, args.suite, s.step))
+                        .map(|a| a.to_string()),
+                );
+                e
+            }
         }
     }
 }
@@ -776,7 +885,7 @@ struct Folder {
 impl Folder {
     /// Creates `<out>/<time>-compare-<suite>[-tiny]/` with its `runs/` and `scenarios/` (the
     /// latter filled with `steps`' scenario files).
-    fn create(args: &CompareOptions, steps: &[SuiteStep]) -> anyhow::Result<Folder> {
+    fn create(args: &CompareOptions, steps: &[SuiteStep]) -> Result<Folder, CompareError> {
         let id = format!(
             "{}-compare-{}{}",
             chrono_like_now(),
@@ -786,9 +895,12 @@ impl Folder {
         let dir = args.out.join(&id);
         let runs = dir.join("runs");
         let scenarios = dir.join("scenarios");
-        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
-        std::fs::create_dir_all(&scenarios)
-            .with_context(|| format!("creating {}", scenarios.display()))?;
+        for d in [&runs, &scenarios] {
+            std::fs::create_dir_all(d).map_err(|source| CompareError::CreateDir {
+                path: d.clone(),
+                source,
+            })?;
+        }
         for s in steps {
             write_file_atomic(&scenarios.join(s.file), s.text.as_bytes())?;
         }
@@ -813,7 +925,7 @@ impl SuiteRun<'_> {
     /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
     /// point that stops the sweep; adds each result to `runs`.
     fn run_points(&self, column: &Column<'_>, s: &SuiteStep, runs: &mut Runs) {
-        let arch = column.name;
+        let arch = &column.name;
         let mut stopped = false;
         for (i, point) in s.points.iter().enumerate() {
             if stopped {
@@ -917,7 +1029,7 @@ fn write_comparison(
     runs: &Runs,
     notes: Vec<String>,
     started_at: String,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, CompareError> {
     let mut comparison = build_suite(
         args.suite.as_str(),
         columns,
@@ -943,7 +1055,7 @@ fn write_comparison(
     let drawn = draw_charts(dir, columns, &results, runs, args.slo_p99_ms, args.tiny);
     let docs = outputs::docs_link(dir);
     let files = outputs::render(&comparison, &results, &drawn, docs.as_deref(), judged)
-        .context("encoding comparison.json")?;
+        .map_err(CompareError::Encode)?;
     outputs::write(dir, &files)?;
     println!("{}", chatbench_report::page::terminal(&comparison));
     if !comparison.failures.is_empty() {
@@ -1145,6 +1257,74 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn every_built_in_column_reads_back_from_its_name_and_has_a_meaning() {
+        let names = column_names();
+        assert_eq!(
+            names,
+            [
+                "task-per-conn",
+                "thread-pool",
+                "epoll",
+                "cluster-mesh",
+                "cluster-redis"
+            ]
+        );
+        for b in BuiltIn::all() {
+            assert_eq!(b.name().parse::<BuiltIn>(), Ok(b));
+            // The page says what each stands for (a new one falls back to "a server given by
+            // name" until report/src/page.rs describes it).
+            let (meaning, anchor) = chatbench_report::page::column_meaning(b.name());
+            assert!(!meaning.starts_with("a server given by name"), "{b}");
+            assert!(!anchor.is_empty(), "{b}");
+        }
+        let e = "cluster".parse::<BuiltIn>().unwrap_err();
+        assert!(e.contains("cluster-mesh"), "{e}");
+        assert_eq!(
+            BuiltIn::Cluster(Backplane::Redis).needs(),
+            Some(REDIS_SERVER)
+        );
+        assert_eq!(BuiltIn::Cluster(Backplane::Mesh).needs(), None);
+    }
+
+    #[test]
+    fn a_cluster_column_is_started_over_its_backplane() {
+        let args = CompareOptions {
+            archs: Vec::new(),
+            suite: Suite::Quick,
+            out: PathBuf::from("out"),
+            slo_p99_ms: 100.0,
+            repeats: None,
+            peer: Vec::new(),
+            peers_dir: PathBuf::from("peers"),
+            tiny: false,
+            claims: None,
+            columns: Vec::new(),
+        };
+        let steps = suite_steps(Suite::Quick, false, 1);
+        let idle = steps
+            .iter()
+            .find(|s| s.step == Step::Idle)
+            .expect("idle step");
+        let column = |b: BuiltIn| Column {
+            name: b.name().to_string(),
+            kind: Kind::BuiltIn(b),
+        };
+        let redis = column(BuiltIn::Cluster(Backplane::Redis)).target_args(idle, 0, &args);
+        assert_eq!(
+            redis[..6],
+            ["--serve", "cluster", "--backplane", "redis", "--nodes", "3"]
+        );
+        let pool = column(BuiltIn::Single(Arch::ThreadPool)).target_args(idle, 0, &args);
+        assert_eq!(pool[..2], ["--serve", "thread-pool"]);
+        assert!(
+            pool.contains(&"--server-arg=--pool-size=5120".to_string()),
+            "{pool:?}"
+        );
+        assert!(column(BuiltIn::Single(Arch::Epoll)).skips(Step::NodeLoss, Suite::Quick));
+        assert!(!column(BuiltIn::Cluster(Backplane::Mesh)).skips(Step::NodeLoss, Suite::Quick));
+    }
 
     #[test]
     fn a_run_folder_is_named_with_its_column_and_keeps_its_time_order() {

@@ -24,12 +24,152 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
+use thiserror::Error;
 
 use chatbench_model::results::Summary;
 
-use crate::UsageError;
+/// Why `chatbench floor` could not measure: a bad option (exit 2, [`FloorError::is_usage`]) or
+/// a step that failed (exit 3), each naming what and where.
+#[derive(Debug, Error)]
+pub enum FloorError {
+    /// `--connections` and `--members` do not make whole rooms.
+    #[error("--connections must be a multiple of --members, and --members at least 2")]
+    Rooms,
+    /// Too many connections for one process.
+    #[error("--connections is at most 100000 (two sockets each, in one process)")]
+    TooManyConnections,
+    /// A `--rate` out of range.
+    #[error("--rate must be between 1 and 2000000 deliveries/s")]
+    Rate,
+    /// `--seconds` out of range.
+    #[error("--seconds must be between 1 and 120")]
+    Seconds,
+    /// `--repeat` out of range.
+    #[error("--repeat must be between 1 and 9")]
+    Repeat,
+    /// `--payload` too large.
+    #[error("--payload is at most 4096 bytes")]
+    Payload,
+    /// One step of a rate failed.
+    #[error("the {step} step")]
+    Step {
+        /// `plain` or `generator`.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: Box<FloorError>,
+    },
+    /// The loopback listener could not be bound.
+    #[error("binding 127.0.0.1:0")]
+    Bind(#[source] std::io::Error),
+    /// A loopback connection could not be made.
+    #[error("connecting pair {pair} (out of descriptors? raise `ulimit -n`)")]
+    Connect {
+        /// Pairs made before it.
+        pair: usize,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A loopback connection could not be accepted.
+    #[error("accepting")]
+    Accept(#[source] std::io::Error),
+    /// A loopback socket could not be set up (address, no-delay, timeout, non-blocking).
+    #[error("setting up a loopback socket")]
+    Socket(#[source] std::io::Error),
+    /// A thread of the plain step panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// The plain receiver failed.
+    #[error("receiving")]
+    Receive(#[source] std::io::Error),
+    /// The plain sender failed.
+    #[error("sending")]
+    Send(#[source] std::io::Error),
+    /// `current_exe` failed: the generator step runs this executable by default.
+    #[error("locating the chatbench executable")]
+    Exe(#[source] std::io::Error),
+    /// A file or folder could not be created, cleared, written or read.
+    #[error("{what} {}", path.display())]
+    File {
+        /// `creating`, `clearing`, `writing`, `reading`.
+        what: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// floor.json could not be encoded.
+    #[error("encoding floor.json")]
+    Encode(#[source] serde_json::Error),
+    /// The generator's run could not be started.
+    #[error("running {}", bin.display())]
+    Spawn {
+        /// The chatbench executable.
+        bin: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The generator's run failed (neither valid nor generator-limited).
+    #[error("{} run failed ({status})", bin.display())]
+    RunFailed {
+        /// The chatbench executable.
+        bin: PathBuf,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// The run's summary.json is not a summary.
+    #[error("parsing {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The run wrote no run folder.
+    #[error("{}: the run wrote no folder", .0.display())]
+    NoRunFolder(PathBuf),
+    /// The run wrote several run folders.
+    #[error("{}: more than one run folder", .0.display())]
+    SeveralRunFolders(PathBuf),
+    /// The summary lacks the generator's CPU.
+    #[error("{0}: the summary has no generator CPU")]
+    NoGeneratorCpu(String),
+    /// The run delivered nothing.
+    #[error("{0}: nothing was delivered")]
+    NothingDelivered(String),
+}
+
+impl FloorError {
+    /// The user's mistake (an option out of range): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            FloorError::Rooms
+                | FloorError::TooManyConnections
+                | FloorError::Rate
+                | FloorError::Seconds
+                | FloorError::Repeat
+                | FloorError::Payload
+        )
+    }
+
+    fn file(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FloorError {
+        let path = path.to_path_buf();
+        move |source| FloorError::File { what, path, source }
+    }
+
+    fn in_step(step: &'static str) -> impl FnOnce(FloorError) -> FloorError {
+        move |e| FloorError::Step {
+            step,
+            source: Box::new(e),
+        }
+    }
+}
 
 /// What `chatbench floor` is asked to do (the binary's flags document each field).
 #[derive(Debug, Clone)]
@@ -127,31 +267,30 @@ fn median(v: Vec<f64>) -> Option<f64> {
 }
 
 /// Checks the options; a usage error names the flag.
-fn validate(o: &FloorOptions) -> anyhow::Result<()> {
-    let bad = |m: &str| Err(anyhow!(UsageError(m.to_string())));
+fn validate(o: &FloorOptions) -> Result<(), FloorError> {
     if o.members < 2 || o.connections < o.members || !o.connections.is_multiple_of(o.members) {
-        return bad("--connections must be a multiple of --members, and --members at least 2");
+        return Err(FloorError::Rooms);
     }
     if o.connections > 100_000 {
-        return bad("--connections is at most 100000 (two sockets each, in one process)");
+        return Err(FloorError::TooManyConnections);
     }
     if o.rates.is_empty() || o.rates.iter().any(|r| !(1.0..=2_000_000.0).contains(r)) {
-        return bad("--rate must be between 1 and 2000000 deliveries/s");
+        return Err(FloorError::Rate);
     }
     if !(1..=120).contains(&o.seconds) {
-        return bad("--seconds must be between 1 and 120");
+        return Err(FloorError::Seconds);
     }
     if !(1..=9).contains(&o.repeat) {
-        return bad("--repeat must be between 1 and 9");
+        return Err(FloorError::Repeat);
     }
     if o.payload > 4096 {
-        return bad("--payload is at most 4096 bytes");
+        return Err(FloorError::Payload);
     }
     Ok(())
 }
 
 /// Runs every step and writes the table; exit 0, or 4 when a row is invalid.
-pub fn floor(o: FloorOptions) -> anyhow::Result<ExitCode> {
+pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
     validate(&o)?;
     let _ = chatbench_loadgen::sys::raise_nofile();
     let cpus = chatbench_loadgen::sys::cpu_affinity();
@@ -176,12 +315,14 @@ pub fn floor(o: FloorOptions) -> anyhow::Result<ExitCode> {
                 i + 1,
                 o.repeat
             );
-            row.plain
-                .push(plain_step(&o, rate, send_cpu, recv_cpu).context("the plain step")?);
+            row.plain.push(
+                plain_step(&o, rate, send_cpu, recv_cpu).map_err(FloorError::in_step("plain"))?,
+            );
             if let Some(arch) = &o.arch {
                 eprintln!("floor: {rate} deliveries/s, run {}: generator", i + 1);
-                row.generator
-                    .push(generator_step(&o, arch, rate, i).context("the generator step")?);
+                row.generator.push(
+                    generator_step(&o, arch, rate, i).map_err(FloorError::in_step("generator"))?,
+                );
             }
         }
         let ok = |inv: &Vec<String>| inv.is_empty();
@@ -211,8 +352,9 @@ pub fn floor(o: FloorOptions) -> anyhow::Result<ExitCode> {
     }
     let md = markdown(&o, &rows, send_cpu, recv_cpu);
     print!("{md}");
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    std::fs::write(o.out.join("floor.md"), &md).context("writing floor.md")?;
+    std::fs::create_dir_all(&o.out).map_err(FloorError::file("creating", &o.out))?;
+    let md_path = o.out.join("floor.md");
+    std::fs::write(&md_path, &md).map_err(FloorError::file("writing", &md_path))?;
     let json = serde_json::json!({
         "connections": o.connections,
         "members": o.members,
@@ -224,11 +366,12 @@ pub fn floor(o: FloorOptions) -> anyhow::Result<ExitCode> {
         "receiver_cpu": recv_cpu,
         "rows": rows,
     });
+    let json_path = o.out.join("floor.json");
     std::fs::write(
-        o.out.join("floor.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
+        &json_path,
+        serde_json::to_string_pretty(&json).map_err(FloorError::Encode)? + "\n",
     )
-    .context("writing floor.json")?;
+    .map_err(FloorError::file("writing", &json_path))?;
     eprintln!("floor: wrote {}/floor.md and floor.json", o.out.display());
     let invalid = rows.iter().any(|r| {
         r.plain.iter().any(|p| !p.invalid.is_empty())
@@ -354,23 +497,22 @@ fn wire_frame(payload: usize) -> Vec<u8> {
 }
 
 /// `connections` loopback pairs: (the server side, written to; the client side, read).
-fn pairs(connections: usize) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
+fn pairs(connections: usize) -> Result<(Vec<TcpStream>, Vec<TcpStream>), FloorError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(FloorError::Bind)?;
+    let addr = listener.local_addr().map_err(FloorError::Socket)?;
     let mut servers = Vec::with_capacity(connections);
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let c = TcpStream::connect(addr).with_context(|| {
-            format!(
-                "connecting pair {} (out of descriptors? raise `ulimit -n`)",
-                clients.len()
-            )
+        let c = TcpStream::connect(addr).map_err(|source| FloorError::Connect {
+            pair: clients.len(),
+            source,
         })?;
-        let (s, _) = listener.accept().context("accepting")?;
-        s.set_nodelay(true)?;
+        let (s, _) = listener.accept().map_err(FloorError::Accept)?;
+        s.set_nodelay(true).map_err(FloorError::Socket)?;
         // A receiver that stopped reading must not block the sender for ever.
-        s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        c.set_nonblocking(true)?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))
+            .map_err(FloorError::Socket)?;
+        c.set_nonblocking(true).map_err(FloorError::Socket)?;
         servers.push(s);
         clients.push(c);
     }
@@ -496,7 +638,7 @@ pub fn plain_step(
     rate: f64,
     send_cpu: Option<usize>,
     recv_cpu: Option<usize>,
-) -> anyhow::Result<PlainRun> {
+) -> Result<PlainRun, FloorError> {
     let (mut servers, clients) = pairs(o.connections)?;
     let frame = wire_frame(o.payload);
     let expected = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
@@ -512,7 +654,7 @@ pub fn plain_step(
         (sent, servers)
     })
     .join()
-    .map_err(|_| anyhow!("the sender thread panicked"))?;
+    .map_err(|_| FloorError::Panicked("sender"))?;
     let sent = match sent {
         Ok(s) => {
             expected.store(s.0 * len, Ordering::Release);
@@ -526,10 +668,10 @@ pub fn plain_step(
     stop.store(true, Ordering::Release);
     let got = receiver
         .join()
-        .map_err(|_| anyhow!("the receiver thread panicked"))?
-        .context("receiving")?;
+        .map_err(|_| FloorError::Panicked("receiver"))?
+        .map_err(FloorError::Receive)?;
     drop(servers);
-    let (frames, elapsed, send_cpu_t) = sent.context("sending")?;
+    let (frames, elapsed, send_cpu_t) = sent.map_err(FloorError::Send)?;
     let (bytes, wakes, recv_cpu_t) = got;
     let received = bytes / len;
     let achieved = frames as f64 / elapsed.as_secs_f64().max(1e-9);
@@ -590,18 +732,19 @@ pub fn generator_step(
     arch: &str,
     rate: f64,
     i: usize,
-) -> anyhow::Result<GeneratorRun> {
+) -> Result<GeneratorRun, FloorError> {
     let bin = match &o.generator_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe().context("locating the chatbench executable")?,
+        None => std::env::current_exe().map_err(FloorError::Exe)?,
     };
     let dir = o.out.join(format!("generator-{rate:.0}-{i}"));
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).map_err(FloorError::file("clearing", &dir))?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(FloorError::file("creating", &dir))?;
     let scenario = dir.join("scenario.toml");
-    std::fs::write(&scenario, generator_scenario(o, rate))?;
+    std::fs::write(&scenario, generator_scenario(o, rate))
+        .map_err(FloorError::file("writing", &scenario))?;
     let out = dir.join("runs");
     let status = Command::new(&bin)
         .args(["run", "--serve", arch, "--progress", "quiet", "--scenario"])
@@ -611,45 +754,48 @@ pub fn generator_step(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()
-        .with_context(|| format!("running {}", bin.display()))?;
+        .map_err(|source| FloorError::Spawn {
+            bin: bin.clone(),
+            source,
+        })?;
     // 0: valid; 4: generator-limited (still measured).
     if !matches!(status.code(), Some(0 | 4)) {
-        bail!("{} run failed ({status})", bin.display());
+        return Err(FloorError::RunFailed { bin, status });
     }
     let run_dir = only_subdir(&out)?;
     let path = run_dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let s: Summary =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(FloorError::file("reading", &path))?;
+    let s: Summary = serde_json::from_str(&text).map_err(|source| FloorError::Parse {
+        path: path.clone(),
+        source,
+    })?;
     judge_generator(&s, rate, run_dir.display().to_string())
 }
 
-fn only_subdir(dir: &Path) -> anyhow::Result<PathBuf> {
+fn only_subdir(dir: &Path) -> Result<PathBuf, FloorError> {
     let mut dirs = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
+        .map_err(FloorError::file("reading", dir))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.is_dir());
     let first = dirs
         .next()
-        .ok_or_else(|| anyhow!("{}: the run wrote no folder", dir.display()))?;
+        .ok_or_else(|| FloorError::NoRunFolder(dir.to_path_buf()))?;
     if dirs.next().is_some() {
-        bail!("{}: more than one run folder", dir.display());
+        return Err(FloorError::SeveralRunFolders(dir.to_path_buf()));
     }
     Ok(first)
 }
 
 /// The generator's CPU per delivery from a run summary, and whether the server side was the
 /// bottleneck.
-fn judge_generator(s: &Summary, rate: f64, run_dir: String) -> anyhow::Result<GeneratorRun> {
-    let cores = s
-        .generator
-        .cpu_cores_measure
-        .ok_or_else(|| anyhow!("{run_dir}: the summary has no generator CPU"))?;
+fn judge_generator(s: &Summary, rate: f64, run_dir: String) -> Result<GeneratorRun, FloorError> {
+    let Some(cores) = s.generator.cpu_cores_measure else {
+        return Err(FloorError::NoGeneratorCpu(run_dir));
+    };
     let per_s = s.messages.delivered_per_s;
     if per_s <= 0.0 {
-        bail!("{run_dir}: nothing was delivered");
+        return Err(FloorError::NothingDelivered(run_dir));
     }
     let server = s.target_resources.cpu_cores_measure;
     let mut invalid = Vec::new();
@@ -700,17 +846,25 @@ mod tests {
         assert!(validate(&opts()).is_ok());
         let mut o = opts();
         o.connections = 45;
-        assert!(validate(&o).is_err());
+        assert!(matches!(validate(&o), Err(FloorError::Rooms)));
         let mut o = opts();
         o.members = 1;
         o.connections = 1;
-        assert!(validate(&o).is_err());
+        assert!(matches!(validate(&o), Err(FloorError::Rooms)));
         let mut o = opts();
         o.rates = vec![0.0];
-        assert!(validate(&o).is_err());
+        assert!(matches!(validate(&o), Err(FloorError::Rate)));
         let mut o = opts();
         o.seconds = 0;
-        assert!(validate(&o).is_err());
+        let e = validate(&o).unwrap_err();
+        assert!(e.is_usage() && e.to_string().contains("--seconds"), "{e}");
+        // A failed step is not the user's mistake, and says which step.
+        let e = FloorError::in_step("generator")(FloorError::NoRunFolder("out".into()));
+        assert!(!e.is_usage());
+        assert_eq!(
+            crate::error_chain(&e),
+            "the generator step: out: the run wrote no folder"
+        );
     }
 
     #[test]

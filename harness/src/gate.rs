@@ -13,17 +13,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::{anyhow, bail, Context};
-
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_deterministic, GateReport, Row, Verdict};
 
-use crate::UsageError;
-
+mod error;
 pub mod runs;
 pub mod statistical;
 
+pub use error::GateError;
 pub use runs::RunsOptions;
 pub use statistical::StatOptions;
 
@@ -75,8 +73,9 @@ const MAX_INSTR_PCT: f64 = 2.0;
 /// Allowed increase, percent: allocations and allocated bytes per delivery.
 const MAX_ALLOC_PCT: f64 = 1.0;
 
-/// Measures (or reads) and judges one tier; every error is "could not judge" (exit 2).
-pub fn gate(tier: Tier) -> anyhow::Result<ExitCode> {
+/// Measures (or reads) and judges one tier; every error is "could not judge" (exit 2), said on
+/// stderr with its causes.
+pub fn gate(tier: Tier) -> ExitCode {
     // Record (and run under) the limit runs actually get: `chatbench run` raises soft to hard,
     // so a fingerprint taken with a shell's lower soft limit would differ for no reason.
     let _ = chatbench_loadgen::sys::raise_nofile();
@@ -86,40 +85,35 @@ pub fn gate(tier: Tier) -> anyhow::Result<ExitCode> {
         Tier::Runs(a) => runs::runs(a),
     };
     match result {
-        Ok(code) => Ok(code),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", crate::error_chain(&e));
             eprintln!("verdict: could not judge (exit 2)");
-            Ok(ExitCode::from(Verdict::CouldNotJudge.exit_code()))
+            ExitCode::from(Verdict::CouldNotJudge.exit_code())
         }
     }
 }
 
 /// A program the gate needs, or a clear error naming the package.
-pub(crate) fn require_tool(name: &str, package: &str) -> anyhow::Result<()> {
+pub(crate) fn require_tool(name: &'static str, package: &'static str) -> Result<(), GateError> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
     if !found {
-        bail!(UsageError(format!(
-            "{name} not found on PATH: install it (Debian: apt-get install {package})"
-        )));
+        return Err(GateError::ToolMissing { name, package });
     }
     Ok(())
 }
 
-fn workload_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+fn workload_bin(given: Option<PathBuf>) -> Result<PathBuf, GateError> {
     let path = match given {
         Some(p) => p,
         None => std::env::current_exe()
-            .context("locating the chatbench executable")?
+            .map_err(GateError::Exe)?
             .with_file_name("chatbench-gate-workload"),
     };
     if !path.is_file() {
-        bail!(UsageError(format!(
-            "{}: workload binary not found: build it with `cargo build --bin chatbench-gate-workload` (same profile as chatbench) or pass --workload-bin",
-            path.display()
-        )));
+        return Err(GateError::WorkloadBinMissing(path));
     }
     Ok(path)
 }
@@ -128,23 +122,32 @@ fn workload_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// instructions of the measured region and the compiler its debug info names.
 #[derive(Debug, Clone, PartialEq)]
 struct Counts {
+    /// Which workload, for messages ("the epoll fanout workload").
+    what: String,
     result: serde_json::Value,
     instructions: Option<u64>,
     rustc: Option<String>,
 }
 
 impl Counts {
-    fn field(&self, k: &str) -> anyhow::Result<u64> {
+    fn field(&self, k: &'static str) -> Result<u64, GateError> {
         self.result
             .get(k)
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
+            .ok_or_else(|| self.missing(k))
     }
-    fn signed(&self, k: &str) -> anyhow::Result<i64> {
+    fn signed(&self, k: &'static str) -> Result<i64, GateError> {
         self.result
             .get(k)
             .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| anyhow!("the workload's result has no {k}: {}", self.result))
+            .ok_or_else(|| self.missing(k))
+    }
+    fn missing(&self, key: &'static str) -> GateError {
+        GateError::MissingCount {
+            what: self.what.clone(),
+            key,
+            result: self.result.to_string(),
+        }
     }
 }
 
@@ -211,7 +214,7 @@ fn run_workload(
     arch: &str,
     args: &DetOptions,
     out_file: &Path,
-) -> anyhow::Result<Counts> {
+) -> Result<Counts, GateError> {
     let what = format!("the {arch} {} workload", workload.name());
     let mut cmd = if workload.callgrind() {
         let mut c = Command::new("setarch");
@@ -235,46 +238,55 @@ fn run_workload(
         .arg(format!("--connections={}", args.connections))
         .arg(format!("--inject-work={}", args.inject_work))
         .stdin(Stdio::null());
-    let output = cmd.output().with_context(|| format!("running {what}"))?;
+    let output = cmd.output().map_err(|source| GateError::Spawn {
+        what: what.clone(),
+        source,
+    })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
-        bail!(
-            "{what} failed ({}): {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        return Err(GateError::WorkloadFailed {
+            what,
+            status: output.status,
+            stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| anyhow!("{what} printed no result line"))?;
-    let result: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("{what}'s result line {line:?}"))?;
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        return Err(GateError::NoResultLine { what });
+    };
+    let result: serde_json::Value = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(source) => {
+            return Err(GateError::ResultLine {
+                what,
+                line: line.to_string(),
+                source,
+            })
+        }
+    };
     if !workload.callgrind() {
         return Ok(Counts {
+            what,
             result,
             instructions: None,
             rustc: None,
         });
     }
-    let text = std::fs::read_to_string(out_file)
-        .with_context(|| format!("reading {}", out_file.display()))?;
-    let (instructions, rustc) = parse_callgrind(&text).ok_or_else(|| {
-        anyhow!(
-            "{}: no `summary:` line (is it a callgrind output?)",
-            out_file.display()
-        )
+    let text = std::fs::read_to_string(out_file).map_err(|source| GateError::Read {
+        path: out_file.to_path_buf(),
+        source,
     })?;
+    let (instructions, rustc) =
+        parse_callgrind(&text).ok_or_else(|| GateError::NotCallgrind(out_file.to_path_buf()))?;
     if instructions == 0 {
-        bail!(
-            "{}: callgrind counted nothing in {MEASURED_FN}: was the workload built without that symbol?",
-            out_file.display()
-        );
+        return Err(GateError::NothingCounted {
+            path: out_file.to_path_buf(),
+            symbol: MEASURED_FN,
+        });
     }
     Ok(Counts {
+        what,
         result,
         instructions: Some(instructions),
         rustc,
@@ -303,13 +315,13 @@ fn parse_callgrind(text: &str) -> Option<(u64, Option<String>)> {
 /// workload's `count` field; `names` in that order.
 fn cost_per(
     c: &Counts,
-    count: &str,
+    count: &'static str,
     names: [&'static str; 3],
-) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+) -> Result<Vec<(&'static str, &'static str, f64)>, GateError> {
     let n = c.field(count)?.max(1) as f64;
-    let ir = c
-        .instructions
-        .ok_or_else(|| anyhow!("no instruction count"))? as f64;
+    let ir = c.instructions.ok_or_else(|| GateError::NoInstructions {
+        what: c.what.clone(),
+    })? as f64;
     Ok(vec![
         (names[0], "Ir", ir / n),
         (names[1], "allocs", c.field("allocs")? as f64 / n),
@@ -321,7 +333,7 @@ fn cost_per(
 fn metrics_of(
     workload: Workload,
     c: &Counts,
-) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+) -> Result<Vec<(&'static str, &'static str, f64)>, GateError> {
     Ok(match workload {
         Workload::Fanout => cost_per(
             c,
@@ -379,13 +391,11 @@ fn limit_pct(metric: &str) -> f64 {
     }
 }
 
-fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
+fn deterministic(args: DetOptions) -> Result<ExitCode, GateError> {
     require_tool("valgrind", "valgrind")?;
     require_tool("setarch", "util-linux")?;
     if args.repeat == 0 || args.messages == 0 || args.connections == 0 {
-        bail!(UsageError(
-            "--repeat, --messages and --connections must be at least 1".into()
-        ));
+        return Err(GateError::ZeroSize);
     }
     let bin = workload_bin(args.workload_bin.clone())?;
     let profile = bin
@@ -402,7 +412,10 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
         args.archs.clone()
     };
     let cg_dir = args.out.join("callgrind");
-    std::fs::create_dir_all(&cg_dir).with_context(|| format!("creating {}", cg_dir.display()))?;
+    std::fs::create_dir_all(&cg_dir).map_err(|source| GateError::CreateDir {
+        path: cg_dir.clone(),
+        source,
+    })?;
     let mut metrics: BTreeMap<String, BaselineMetric> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut rustc = None;
@@ -424,9 +437,7 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
             );
             let counts = run_workload(&bin, workload, arch, &args, &file)?;
             rustc = rustc.or_else(|| counts.rustc.clone());
-            for (name, unit, v) in metrics_of(workload, &counts)
-                .with_context(|| format!("the {arch} {} workload", workload.name()))?
-            {
+            for (name, unit, v) in metrics_of(workload, &counts)? {
                 samples.entry(name).or_insert((unit, Vec::new())).1.push(v);
             }
         }
@@ -484,14 +495,12 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
         metrics,
     };
     if args.update_baseline && args.inject_work > 0 {
-        bail!(UsageError(
-            "--inject-work is for testing the gate: a baseline is measured without it".into()
-        ));
+        return Err(GateError::InjectWorkBaseline);
     }
     if args.update_baseline {
         current
             .save(&args.baseline)
-            .context("writing the baseline")?;
+            .map_err(GateError::SaveBaseline)?;
         for (k, m) in &current.metrics {
             println!("{k:<50} {:>14.3} {}", m.value, m.unit);
         }
@@ -501,8 +510,9 @@ fn deterministic(args: DetOptions) -> anyhow::Result<ExitCode> {
         println!("baseline written: {}", args.baseline.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let baseline = Baseline::load(&args.baseline).map_err(|e| {
-        anyhow!("{e} (write one with `chatbench gate deterministic --update-baseline`)")
+    let baseline = Baseline::load(&args.baseline).map_err(|source| GateError::Baseline {
+        source,
+        how: "chatbench gate deterministic --update-baseline",
     })?;
     let mut baseline = baseline;
     if !args.archs.is_empty() {
@@ -587,13 +597,22 @@ fn compare_deterministic(
 }
 
 /// Writes `<name>.md` and `<name>.json` into `out`.
-pub(crate) fn write_report(report: &GateReport, out: &Path, name: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+pub(crate) fn write_report(report: &GateReport, out: &Path, name: &str) -> Result<(), GateError> {
+    std::fs::create_dir_all(out).map_err(|source| GateError::CreateDir {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|source| GateError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let md = out.join(format!("{name}.md"));
-    std::fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
+    write(&md, report.markdown().as_bytes())?;
     let json = out.join(format!("{name}.json"));
-    let text = serde_json::to_string_pretty(report).context("encoding the report")?;
-    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    let text = serde_json::to_string_pretty(report).map_err(GateError::Encode)?;
+    write(&json, (text + "\n").as_bytes())?;
     eprintln!("gate: wrote {} and {}", md.display(), json.display());
     Ok(())
 }
@@ -647,6 +666,7 @@ mod tests {
     #[test]
     fn workload_results_become_per_connection_and_per_delivery_metrics() {
         let c = Counts {
+            what: "the epoll connections workload".into(),
             result: serde_json::json!({"connections": 1000, "allocs": 9000, "alloc_bytes": 694000}),
             instructions: Some(42_258_000),
             rustc: None,
@@ -656,6 +676,7 @@ mod tests {
         assert_eq!(m[1], ("allocs_per_connection", "allocs", 9.0));
         assert_eq!(m[2], ("alloc_bytes_per_connection", "B", 694.0));
         let idle = Counts {
+            what: "the epoll idle workload".into(),
             result: serde_json::json!({"connections": 1000, "heap_bytes_held": 121920}),
             instructions: None,
             rustc: None,
@@ -664,11 +685,21 @@ mod tests {
         assert_eq!(m, vec![("heap_bytes_per_connection", "B", 121.92)]);
         // A result without its count is an error, not a zero.
         let broken = Counts {
+            what: "the epoll connections workload".into(),
             result: serde_json::json!({"connections": 1000}),
             instructions: Some(1),
             rustc: None,
         };
-        assert!(metrics_of(Workload::Connections, &broken).is_err());
+        let e = metrics_of(Workload::Connections, &broken).unwrap_err();
+        assert!(
+            matches!(e, GateError::MissingCount { key: "allocs", .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("the epoll connections workload: the workload's result has no allocs"),
+            "{e}"
+        );
         assert_eq!(
             limit_pct("connections.epoll.instructions_per_connection"),
             2.0
@@ -686,6 +717,7 @@ mod tests {
             ["generator-receive", "generator-send"]
         );
         let sent = Counts {
+            what: "the loadgen generator-send workload".into(),
             result: serde_json::json!({"messages_sent": 2000, "allocs": 4000, "alloc_bytes": 512000}),
             instructions: Some(6_000_000),
             rustc: None,

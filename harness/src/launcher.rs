@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-pub use crate::process::{die_with_parent, StopOutcome};
-use crate::process::{spawn_pinned, terminate_then_kill};
+pub use chatbench_loadgen::process::{die_with_parent, StopOutcome};
+use chatbench_loadgen::process::{spawn_pinned, terminate_then_kill};
 
 /// Errors starting or stopping the server child.
 #[derive(Debug, Error)]

@@ -22,9 +22,10 @@
 //!
 //! Every child runs in its own process group and is ended by its PID: the supervisor never
 //! signals a process it did not start (a shared-port cluster's worker is its primary's child,
-//! started for this run, and is killed by the PID the primary reported). Every child also dies with the supervisor's thread
-//! (`PR_SET_PDEATHSIG`, see [`crate::process::die_with_parent`]): Linux sends that signal when
-//! the thread that forked exits, so the supervisor spawns only from the thread that started it
+//! started for this run, and is killed by the PID the primary reported). Every child also dies
+//! with the supervisor's thread (`PR_SET_PDEATHSIG`, see
+//! [`chatbench_loadgen::process::die_with_parent`]): Linux sends that signal when the thread
+//! that forked exits, so the supervisor spawns only from the thread that started it
 //! (the main thread of `cluster up` and of `run`; a restart asked from another thread fails,
 //! counted as a failed restart, instead of making a node that dies with a passing thread).
 
@@ -38,8 +39,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::launcher::{LaterLines, LaunchError, ServerChild};
-use crate::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_loadgen::faults::{Event, EventKind, NodeControl};
+use chatbench_loadgen::process::{spawn_pinned, terminate_then_kill, StopOutcome};
 pub use chatbench_servers::Backplane;
 
 mod shared_port;
@@ -222,6 +223,32 @@ fn random_hex(n: usize) -> String {
 /// redaction, so a URL reads the same in the supervisor's state and in a node's errors.
 pub use chatbench_servers::cluster::redis::redact as redact_url;
 
+/// A program the supervisor starts beside a cluster's nodes, and the Debian package that
+/// installs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// The executable, looked up on PATH.
+    pub name: &'static str,
+    /// The Debian package that installs it.
+    pub debian_package: &'static str,
+}
+
+/// The broker the redis backplane's nodes (and the `socketio-cluster` peer's workers) meet on,
+/// started private to the cluster when no URL is given.
+pub const REDIS_SERVER: Program = Program {
+    name: "redis-server",
+    debian_package: "redis-server",
+};
+
+/// What a cluster over `backplane` needs installed besides chatbench (the supervisor starts a
+/// private one); `None` when the nodes need nothing else.
+pub fn needs(backplane: Backplane) -> Option<Program> {
+    match backplane {
+        Backplane::Mesh => None,
+        Backplane::Redis => Some(REDIS_SERVER),
+    }
+}
+
 /// A private `redis-server` started for the redis backplane.
 struct RedisChild {
     child: Child,
@@ -245,7 +272,7 @@ impl RedisChild {
     fn start(cpus: &[usize]) -> Result<RedisChild, SupervisorError> {
         let port = reserve_ports(1).map_err(SupervisorError::Ports)?[0];
         let password = random_hex(32);
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(REDIS_SERVER.name);
         // `-`: the configuration comes from stdin, so the password is not on the command line.
         command
             .arg("-")

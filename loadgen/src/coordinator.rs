@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,7 +41,7 @@ use crate::run::{
     UNEXPECTED_FRAMES,
 };
 use crate::target::Target;
-use crate::{sampler, sys};
+use crate::{process, sampler, sys};
 use chatbench_model::hist::new_hist;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
@@ -111,7 +110,10 @@ pub fn auto_agents(connections: u64, hard_nofile: u64) -> u32 {
     connections.div_ceil(per).clamp(1, u64::from(MAX_AGENTS)) as u32
 }
 
-/// A local agent process, killed by its pid when dropped.
+/// How long a local agent has to exit on SIGTERM before it is killed.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A local agent process, stopped by its pid when dropped.
 struct LocalAgent {
     child: Child,
     addr: String,
@@ -119,15 +121,19 @@ struct LocalAgent {
 
 impl LocalAgent {
     /// Starts a local agent that accepts `token` (given in its environment, which only this
-    /// user can read, not on its command line).
+    /// user can read, not on its command line), as every long-lived child is started
+    /// ([`process::spawn_pinned`]: its own process group, dying with the thread that started
+    /// it — the runtime's, which outlives the run — unpinned).
     fn spawn(exe: &std::path::Path, token: &str) -> Result<LocalAgent, String> {
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["agent", "--listen", "127.0.0.1:0", "--once"])
             .env(crate::agent::TOKEN_ENV, token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
+            .stderr(Stdio::inherit());
+        process::spawn_pinned(&mut command, &[]);
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start a local agent ({}): {e}", exe.display()))?;
         let Some(out) = child.stdout.take() else {
@@ -160,29 +166,16 @@ impl LocalAgent {
         }
     }
 
-    fn stop(&mut self) {
-        // SIGTERM to our own child by pid, then SIGKILL after a grace period.
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGTERM by pid, then SIGKILL after [`AGENT_STOP_GRACE`]; reaps it either way.
+    fn stop(&mut self) -> process::StopOutcome {
+        process::terminate_then_kill(&mut self.child, AGENT_STOP_GRACE)
     }
 }
 
 impl Drop for LocalAgent {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
+        // An agent gone already is reaped, and not signalled (its pid may be reused).
+        let _ = self.stop();
     }
 }
 

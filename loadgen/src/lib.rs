@@ -22,12 +22,15 @@
 //!   `chatbench_model::summary`, written by `chatbench_model::results`).
 //! - [`control`]: the coordinator–agent protocol; [`agent`]: `chatbench agent`;
 //!   [`coordinator`]: a run spread over agents, merged exactly.
+//! - [`process`]: how a long-lived child is started (pinned, its own process group, dying
+//!   with its parent) and stopped (SIGTERM, then SIGKILL after a grace): the coordinator's
+//!   local agents and every process `chatbench-harness` starts.
 //! - [`faults`]: the node-loss fault's seam ([`faults::NodeControl`]) to the supervisor of the
 //!   nodes, which `chatbench-harness` implements; [`progress`]: the display.
 //!
 //! Architecture invariant: this crate never depends on `chatbench-servers` nor on
 //! `chatbench-harness`; it reaches a server only over the network, and starts no server process
-//! (`chatbench-harness` does).
+//! (`chatbench-harness` does, through this crate's [`process`]).
 
 pub mod agent;
 #[doc(hidden)]
@@ -43,6 +46,7 @@ pub mod lifecycle;
 pub mod live_metrics;
 pub mod pacer;
 pub mod plan;
+pub mod process;
 pub mod progress;
 pub mod provenance;
 mod readings;

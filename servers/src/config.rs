@@ -135,7 +135,8 @@ pub struct ServerConfig {
 /// Which kind of backplane carries a cluster's messages between its nodes: the one name of it
 /// at every seam (`serve --backplane`, `run --backplane`, `cluster up --backplane`, the
 /// harness's cluster spec, a run's `target.settings.backplane`, the metrics label), each
-/// reading and writing it through [`Backplane::as_str`] and [`Backplane::parse`].
+/// reading and writing it through [`Backplane::as_str`] and [`Backplane::parse`]; a cluster
+/// over it is the `compare` column [`Backplane::column`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backplane {
     /// A full mesh of TCP links between nodes (peer-to-peer, like Erlang `:pg`).
@@ -153,6 +154,15 @@ impl Backplane {
         match self {
             Backplane::Mesh => "mesh",
             Backplane::Redis => "redis",
+        }
+    }
+
+    /// The name of a cluster over this backplane as a column of `chatbench compare`
+    /// (`--archs`, the table, the run folders): `cluster-` and [`Backplane::as_str`].
+    pub fn column(self) -> &'static str {
+        match self {
+            Backplane::Mesh => "cluster-mesh",
+            Backplane::Redis => "cluster-redis",
         }
     }
 
@@ -467,6 +477,9 @@ mod tests {
             .kind(),
             Backplane::Redis
         );
+        for b in Backplane::ALL {
+            assert_eq!(b.column(), format!("cluster-{b}"));
+        }
         let e = Backplane::parse("Mesh").unwrap_err();
         assert!(e.contains("\"Mesh\"") && e.contains("mesh or redis"), "{e}");
     }

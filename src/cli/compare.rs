@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use chatbench_harness::compare::{CompareOptions, Suite};
+use chatbench_harness::compare::{BuiltIn, CompareOptions, Suite};
 
-/// The names `--archs` accepts.
-fn column_names() -> clap::builder::PossibleValuesParser {
+/// The names `--archs` accepts, read as the built-in columns they name.
+fn column_names() -> impl clap::builder::TypedValueParser<Value = BuiltIn> {
+    use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(chatbench_harness::compare::column_names())
+        .try_map(|name| name.parse::<BuiltIn>())
 }
 
 /// The suites.
@@ -32,7 +34,7 @@ pub struct CompareArgs {
     /// these columns also get the scaling step, 1/2/4 nodes). Default: every one built in;
     /// `cluster-redis` only when `redis-server` is installed (the run starts a private one).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = column_names())]
-    archs: Vec<String>,
+    archs: Vec<BuiltIn>,
     /// Which suite to run.
     #[arg(long, value_enum, default_value_t = SuiteArg::Quick)]
     suite: SuiteArg,
@@ -87,7 +89,7 @@ pub struct CompareArgs {
 pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     // A claims file is checked before anything is measured.
     let claims = super::report::read_claims(args.claims.as_deref())?;
-    chatbench_harness::compare::compare(CompareOptions {
+    Ok(chatbench_harness::compare::compare(CompareOptions {
         archs: args.archs,
         suite: match args.suite {
             SuiteArg::Quick => Suite::Quick,
@@ -101,5 +103,5 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         tiny: args.tiny,
         claims,
         columns: args.columns,
-    })
+    })?)
 }

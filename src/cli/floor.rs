@@ -48,7 +48,7 @@ pub struct FloorArgs {
 
 /// Runs the floor benchmark.
 pub fn floor(a: FloorArgs) -> anyhow::Result<ExitCode> {
-    chatbench_harness::floor::floor(FloorOptions {
+    Ok(chatbench_harness::floor::floor(FloorOptions {
         connections: a.connections,
         members: a.members,
         rates: a.rates,
@@ -58,5 +58,5 @@ pub fn floor(a: FloorArgs) -> anyhow::Result<ExitCode> {
         arch: (!a.no_generator).then_some(a.arch),
         generator_bin: a.generator_bin,
         out: a.out,
-    })
+    })?)
 }

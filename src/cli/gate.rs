@@ -246,10 +246,11 @@ impl From<DetArgs> for DetOptions {
 }
 
 /// `chatbench gate`.
+/// Every error is the gate's "could not judge" (exit 2), said by the gate itself.
 pub fn gate(args: GateArgs) -> anyhow::Result<ExitCode> {
-    chatbench_harness::gate::gate(match args.tier {
+    Ok(chatbench_harness::gate::gate(match args.tier {
         Some(Tier::Deterministic(a)) => chatbench_harness::gate::Tier::Deterministic(a.into()),
         Some(Tier::Statistical(a)) => chatbench_harness::gate::Tier::Statistical(a.into()),
         None => chatbench_harness::gate::Tier::Runs(args.runs.into()),
-    })
+    }))
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use chatbench_harness::compare::CompareError;
+use chatbench_harness::floor::FloorError;
 use chatbench_harness::peers::Peer;
 use chatbench_harness::target_start::{start_target, TargetError, TargetStartOptions};
 use chatbench_loadgen::coordinator::{AgentsSpec, CoordinatorOptions};
@@ -310,10 +312,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", error_chain(e.as_ref()));
             let target = e.downcast_ref::<TargetError>();
             let code = if e.downcast_ref::<UsageError>().is_some()
                 || target.is_some_and(TargetError::is_usage)
+                || e.downcast_ref::<CompareError>()
+                    .is_some_and(CompareError::is_usage)
+                || e.downcast_ref::<FloorError>()
+                    .is_some_and(FloorError::is_usage)
             {
                 EXIT_USAGE
             } else if let Some(re) = e
@@ -729,7 +735,7 @@ mod tests {
                 std::io::Error::from(std::io::ErrorKind::NotFound)
             ))
             .context("reading the comparison in /x");
-        let text = error_chain(&e);
+        let text = error_chain(e.as_ref());
         assert_eq!(text.matches("entity not found").count(), 1, "{text}");
         assert!(
             text.starts_with("reading the comparison in /x: cannot read /x/runs"),

@@ -7,8 +7,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
-
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_model::thresholds::{parse_flag, Threshold};
 use chatbench_report::gate::baseline::Baseline;
@@ -17,7 +15,7 @@ use chatbench_report::gate::runs::{
 };
 use chatbench_report::gate::StatRule;
 
-use crate::UsageError;
+use super::GateError;
 
 /// What `chatbench gate --baseline … --current …` is asked to do (the binary's flags document
 /// each field).
@@ -54,15 +52,14 @@ fn read_runs(
     paths: &[PathBuf],
     extra: &[Threshold],
     notes: &mut Vec<String>,
-) -> anyhow::Result<Vec<RunObservation>> {
+) -> Result<Vec<RunObservation>, GateError> {
     let mut runs = Vec::new();
     for p in paths {
-        let files = find_summaries(p).map_err(|e| anyhow!(UsageError(e.to_string())))?;
-        for f in files {
+        for f in find_summaries(p)? {
             match read_run_with(&f, extra) {
                 Ok(o) => runs.push(o),
                 Err(e @ RunsError::Invalid { .. }) => notes.push(format!("left out: {e}")),
-                Err(e) => bail!(UsageError(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -70,42 +67,33 @@ fn read_runs(
 }
 
 /// Judges existing runs against a baseline of runs (or writes it).
-pub fn runs(args: RunsOptions) -> anyhow::Result<ExitCode> {
+pub fn runs(args: RunsOptions) -> Result<ExitCode, GateError> {
     let Some(baseline_path) = args.baseline.clone() else {
-        bail!(UsageError(
-            "give --baseline FILE --current RUN… (judge run results), or a tier: `chatbench gate deterministic|statistical` (see --help)".into()
-        ));
+        return Err(GateError::NoBaseline);
     };
     if args.current.is_empty() {
-        bail!(UsageError(
-            "--current RUN… is missing: the run folders to judge (or to make the baseline of, with --update-baseline)".into()
-        ));
+        return Err(GateError::NoCurrent);
     }
     if let Some(t) = args.fixed_threshold {
         if !(t.is_finite() && t >= 0.0) {
-            bail!(UsageError(format!(
-                "--fixed-threshold {t}: give a percentage ≥ 0, e.g. 10"
-            )));
+            return Err(GateError::FixedThreshold(t));
         }
     }
     let alpha_ok = args.alpha > 0.0 && args.alpha < 1.0;
     let effect_ok = args.min_effect.is_finite() && args.min_effect >= 0.0;
     if !alpha_ok || !effect_ok {
-        bail!(UsageError(
-            "--alpha must be in (0, 1) and --min-effect ≥ 0".into()
-        ));
+        return Err(GateError::AlphaOrEffect);
     }
     let extra = args
         .thresholds
         .iter()
-        .map(|t| parse_flag(t).map_err(|e| anyhow!(UsageError(e.to_string()))))
-        .collect::<anyhow::Result<Vec<Threshold>>>()?;
+        .map(|t| parse_flag(t))
+        .collect::<Result<Vec<Threshold>, _>>()?;
     let mut notes = Vec::new();
     let current = read_runs(&args.current, &extra, &mut notes)?;
     if args.update_baseline {
-        let b = runs_baseline(&current, now_rfc3339())
-            .map_err(|e| anyhow!(UsageError(e.to_string())))?;
-        b.save(&baseline_path).context("writing the baseline")?;
+        let b = runs_baseline(&current, now_rfc3339())?;
+        b.save(&baseline_path).map_err(GateError::SaveBaseline)?;
         for (k, m) in &b.metrics {
             let cv = chatbench_report::gate::stats::cv(&m.samples).map(|c| c * 100.0);
             println!(
@@ -128,8 +116,9 @@ pub fn runs(args: RunsOptions) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let baseline = Baseline::load(&baseline_path).map_err(|e| {
-        anyhow!("{e} (write one with `chatbench gate --update-baseline --baseline FILE --current RUN…`)")
+    let baseline = Baseline::load(&baseline_path).map_err(|source| GateError::Baseline {
+        source,
+        how: "chatbench gate --update-baseline --baseline FILE --current RUN…",
     })?;
     let rule = RunsRule {
         stat: StatRule {

@@ -9,15 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::{bail, Context};
-
 use chatbench_model::figures;
 use chatbench_model::provenance::now_rfc3339;
 use chatbench_model::results::{OtherLoad, RunStatus, Summary};
 use chatbench_report::gate::baseline::{Baseline, BaselineMetric, Fingerprint, SCHEMA};
 use chatbench_report::gate::{judge_statistical, GateReport, Row, Samples, StatRule, Verdict};
 
-use crate::UsageError;
+use super::GateError;
 
 /// What `chatbench gate statistical` is asked to do (the binary's flags document each field).
 #[derive(Debug, Clone)]
@@ -96,18 +94,25 @@ fn round_order(i: usize) -> [Arm; 3] {
 }
 
 /// A run's summary.json, typed.
-fn read_summary(summary: &Path) -> anyhow::Result<Summary> {
-    let text = std::fs::read_to_string(summary)
-        .with_context(|| format!("reading {}", summary.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))
+fn read_summary(summary: &Path) -> Result<Summary, GateError> {
+    let text = std::fs::read_to_string(summary).map_err(|source| GateError::Read {
+        path: summary.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| GateError::ParseSummary {
+        path: summary.to_path_buf(),
+        source,
+    })
 }
 
 /// One observation per gated figure (`chatbench_model::figures::gated`, in its order) from a
 /// run's summary; `None` for a figure the summary lacks. Errors when the run is invalid.
-fn observe(s: &Summary, path: &Path) -> anyhow::Result<Vec<Option<f64>>> {
+fn observe(s: &Summary, path: &Path) -> Result<Vec<Option<f64>>, GateError> {
     if !s.valid {
-        let why = serde_json::to_string(&s.invalid_reasons).unwrap_or_default();
-        bail!("{}: run marked invalid {why}", path.display());
+        return Err(GateError::InvalidRun {
+            path: path.to_path_buf(),
+            why: serde_json::to_string(&s.invalid_reasons).unwrap_or_default(),
+        });
     }
     Ok(figures::gated().map(|f| (f.read)(s)).collect())
 }
@@ -193,7 +198,7 @@ fn one_run(
     arm: Arm,
     server_args: &[String],
     out: &Path,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, GateError> {
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .args(args.serve_flags(arm))
@@ -207,7 +212,10 @@ fn one_run(
     let output = cmd
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .map_err(|source| GateError::StartRun {
+            bin: bin.to_path_buf(),
+            source,
+        })?;
     let found = std::fs::read_dir(out)
         .ok()
         .into_iter()
@@ -217,12 +225,11 @@ fn one_run(
         .find(|p| p.is_file());
     match found {
         Some(p) => Ok(p),
-        None => bail!(
-            "{} run failed ({}): {}",
-            bin.display(),
-            output.status,
-            failure_cause(&String::from_utf8_lossy(&output.stderr))
-        ),
+        None => Err(GateError::RunFailed {
+            bin: bin.to_path_buf(),
+            status: output.status,
+            last: failure_cause(&String::from_utf8_lossy(&output.stderr)),
+        }),
     }
 }
 
@@ -252,7 +259,7 @@ fn failure_cause(stderr: &str) -> String {
 /// Measures the baseline and candidate builds interleaved and judges them: checks the
 /// request, checks this machine against the baseline file's, measures the rounds, then writes
 /// the baseline (`update_baseline`) or judges the candidate.
-pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
+pub fn statistical(args: StatOptions) -> Result<ExitCode, GateError> {
     let (a_bin, b_bin) = check(&args)?;
     let baseline_path = args.baseline.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -283,7 +290,7 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
     }
     if args.update_baseline {
         let b = new_baseline(&args, &m, &prov, here)?;
-        b.save(&baseline_path).context("writing the baseline")?;
+        b.save(&baseline_path).map_err(GateError::SaveBaseline)?;
         print_baseline(&b, &notes, &baseline_path);
         return Ok(ExitCode::SUCCESS);
     }
@@ -298,41 +305,34 @@ pub fn statistical(args: StatOptions) -> anyhow::Result<ExitCode> {
 /// The request's own checks (enough runs to reach α, the path, the scenario, the two
 /// executables): a usage error for the first that fails. Returns the baseline's and the
 /// candidate's executables.
-fn check(args: &StatOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn check(args: &StatOptions) -> Result<(PathBuf, PathBuf), GateError> {
     // Fewer runs per arm than can reach α (Mann–Whitney, Holm over the gated figures) could
     // never flag anything: refuse them, saying how many are needed.
-    let need = chatbench_report::gate::stats::min_runs_each(args.alpha, figures::gated().count());
+    let gated = figures::gated().count();
+    let need = chatbench_report::gate::stats::min_runs_each(args.alpha, gated);
     if args.runs < need && !args.update_baseline {
-        bail!(UsageError(format!(
-            "-k {}: with fewer than {need} runs per arm no change can reach significance at α = {} (Mann–Whitney, Holm over {} figures): use -k {need} or more",
-            args.runs,
-            args.alpha,
-            figures::gated().count()
-        )));
+        return Err(GateError::TooFewRuns {
+            k: args.runs,
+            need,
+            alpha: args.alpha,
+            figures: gated,
+        });
     }
     if args.runs < 3 {
-        bail!(UsageError(
-            "-k must be at least 3 (a rank test needs 3 runs per arm)".into()
-        ));
+        return Err(GateError::KBelowThree);
     }
     if !(args.serve_path.starts_with('/')) {
-        bail!(UsageError(format!(
-            "--serve-path {:?}: must start with '/'",
-            args.serve_path
-        )));
+        return Err(GateError::ServePath(args.serve_path.clone()));
     }
     if !args.scenario.is_file() {
-        bail!(UsageError(format!(
-            "{}: scenario not found",
-            args.scenario.display()
-        )));
+        return Err(GateError::ScenarioMissing(args.scenario.clone()));
     }
-    let this = std::env::current_exe().context("locating the chatbench executable")?;
+    let this = std::env::current_exe().map_err(GateError::Exe)?;
     let a_bin = args.baseline_bin.clone().unwrap_or_else(|| this.clone());
     let b_bin = args.candidate_bin.clone().unwrap_or(this);
     for b in [&a_bin, &b_bin] {
         if !b.is_file() {
-            bail!(UsageError(format!("{}: executable not found", b.display())));
+            return Err(GateError::ExeMissing(b.clone()));
         }
     }
     Ok((a_bin, b_bin))
@@ -345,9 +345,10 @@ fn check_machine(
     baseline_path: &Path,
     here: &Fingerprint,
     notes: &mut Vec<String>,
-) -> anyhow::Result<Option<ExitCode>> {
-    let b = Baseline::load(baseline_path).map_err(|e| {
-        anyhow::anyhow!("{e} (write one with `chatbench gate statistical --update-baseline`)")
+) -> Result<Option<ExitCode>, GateError> {
+    let b = Baseline::load(baseline_path).map_err(|source| GateError::Baseline {
+        source,
+        how: "chatbench gate statistical --update-baseline",
     })?;
     let diffs = b.fingerprint.differences(here);
     notes.push(format!(
@@ -446,7 +447,12 @@ fn measure(
                     m.obs.push((i, arm, o));
                     m.other.extend(busy);
                 }
-                Err(e) => notes.push(format!("{} run {} left out: {e:#}", arm.name(), i + 1)),
+                Err(e) => notes.push(format!(
+                    "{} run {} left out: {}",
+                    arm.name(),
+                    i + 1,
+                    crate::error_chain(&e)
+                )),
             }
         }
     }
@@ -467,13 +473,13 @@ fn new_baseline(
     m: &Measured,
     prov: &chatbench_model::provenance::Provenance,
     here: Fingerprint,
-) -> anyhow::Result<Baseline> {
+) -> Result<Baseline, GateError> {
     let mut metrics = std::collections::BTreeMap::new();
     for (i, f) in figures::gated().enumerate() {
         let (name, unit) = (f.key, f.unit);
         let s = m.samples(Arm::A, i);
         let Some(med) = chatbench_report::gate::stats::median(&s) else {
-            bail!("no valid observation of {name}: see the notes above");
+            return Err(GateError::NoObservation(name));
         };
         metrics.insert(
             format!("{}.{name}", args.target_name()),

@@ -120,7 +120,7 @@ impl ElixirCluster {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        crate::process::die_with_parent(&mut epmd);
+        chatbench_loadgen::process::die_with_parent(&mut epmd);
         let epmd = epmd
             .spawn()
             .map_err(|e| cluster_error(format!("cannot start epmd: {e}")))?;
@@ -211,7 +211,7 @@ impl ElixirCluster {
     /// Sends SIGTERM to every node (a graceful stop; [`ElixirCluster::wait`] reaps them).
     pub fn terminate(&self) {
         for c in self.nodes.iter().flatten() {
-            crate::process::terminate(c.pid);
+            chatbench_loadgen::process::terminate(c.pid);
         }
     }
 
@@ -220,7 +220,7 @@ impl ElixirCluster {
     pub fn stop(
         mut self,
         grace: std::time::Duration,
-    ) -> Vec<(crate::process::StopOutcome, String)> {
+    ) -> Vec<(chatbench_loadgen::process::StopOutcome, String)> {
         self.stop_all(grace)
     }
 
@@ -228,7 +228,7 @@ impl ElixirCluster {
     pub fn stop_all(
         &mut self,
         grace: std::time::Duration,
-    ) -> Vec<(crate::process::StopOutcome, String)> {
+    ) -> Vec<(chatbench_loadgen::process::StopOutcome, String)> {
         let out = self
             .nodes
             .iter_mut()

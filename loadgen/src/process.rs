@@ -1,6 +1,8 @@
-//! How the harness starts and stops a child process, written once: every child it starts
-//! (a server, a cluster node, the private redis-server, an Elixir node and its epmd) is
-//! prepared here and ended here.
+//! How chatbench starts and stops a long-lived child process, written once: every child the
+//! harness starts (a server, a cluster node, the private redis-server, an Elixir node and its
+//! epmd) and every local agent the coordinator starts is prepared here and ended here. It lives
+//! in the load generator, the lowest crate that starts processes, so that both use it
+//! (`chatbench-harness` depends on this crate, never the reverse).
 //!
 //! - [`die_with_parent`]: the child receives SIGKILL when the thread that started it exits
 //!   (`PR_SET_PDEATHSIG`), so a SIGKILLed generator or `cluster up` leaves no orphan behind.
