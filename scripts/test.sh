@@ -72,6 +72,19 @@ if [ ! -f servers/peers/node_modules/.package-lock.json ] \
   npm ci --prefix servers/peers --no-audit --no-fund
 fi
 
+# Disk: CI machines can be short of it (a run once failed linking with "No space left on
+# device"). Incremental compilation caches are useless on a fresh clone and were about 1.2 GB of
+# the ~3.2 GB target dir: off unless the caller set CARGO_INCREMENTAL. Free space is printed so a
+# disk failure is recognisable, and checked again after the tests (below).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_mib() { df -Pm "$target_dir" | awk 'NR==2 {print $4}'; }
+echo "== disk: $(free_mib) MiB free where $target_dir is (the test command needs about 2.5 GiB)"
+if [ "$(free_mib)" -lt 2560 ]; then
+  echo "warning: less than 2.5 GiB free beside $target_dir: the build may fail with 'No space left on device'; free some space or set CARGO_TARGET_DIR to a roomier disk" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -81,11 +94,20 @@ echo "== cargo test"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo test --workspace
 
+# The test executables have run and are the largest files left (~0.7 GB); the steps below build
+# other binaries. When space is short they go (the next `cargo test` relinks them).
+if [ "$(free_mib)" -lt 2048 ]; then
+  echo "== disk: $(free_mib) MiB free: removing the test executables that have run"
+  find "$target_dir/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.so' ! -name '*.rlib' ! -name '*.rmeta' ! -name '*.d' \
+    ! -name 'chatbench-*' ! -name 'chatbench_gate_workload-*' -delete
+  echo "== disk: $(free_mib) MiB free after"
+fi
+
 # The install story: `cargo install --path .` into a temporary root gives a working binary (the
 # debug profile and this target dir, so nothing is compiled twice), with its completions and man page.
 echo "== cargo install --path . (temporary root)"
 install_root="$(mktemp -d)"
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}" cargo install --path . --debug --locked --quiet --root "$install_root"
+CARGO_TARGET_DIR="$target_dir" cargo install --path . --debug --locked --quiet --root "$install_root"
 "$install_root/bin/chatbench" --version
 "$install_root/bin/chatbench" completions bash | grep -q "_chatbench()" || { echo "error: the installed binary printed no bash completion" >&2; exit 1; }
 "$install_root/bin/chatbench" man | grep -q '^.TH chatbench 1' || { echo "error: the installed binary printed no man page" >&2; exit 1; }
@@ -103,4 +125,4 @@ cargo build --workspace --bins --quiet
 # under callgrind the counts did not move between them (every count +0.00 % against a baseline
 # measured on the other model, 2026-12-06); a count that does move still fails, with the model
 # difference named in the notes. Workload settings, profile and compiler must still match.
-"${CARGO_TARGET_DIR:-target}/debug/chatbench" gate deterministic --allow-other-machine --out "${CARGO_TARGET_DIR:-target}/gate"
+"$target_dir/debug/chatbench" gate deterministic --allow-other-machine --out "$target_dir/gate"
