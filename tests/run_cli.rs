@@ -339,6 +339,57 @@ fn serve_cmd_that_exits_at_once_is_reported_at_once_with_its_status_and_last_wor
     );
 }
 
+/// A `--serve-cmd` server that announces an address it does not listen on (another port) is
+/// named as such: "connection refused at ADDR (the address the server announced)", not the
+/// `--target` hint to start `chatbench serve` there; exit 3, no results.
+#[test]
+fn serve_cmd_that_listens_elsewhere_than_it_announced_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    // A port nobody listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("server.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho '127.0.0.1:{port} listening'\nexec sleep 30\n"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out_root = dir.path().join("out");
+    let out = run_bounded(
+        &[
+            "run",
+            "--serve-cmd",
+            script.to_str().expect("path"),
+            "--serve-path",
+            "/ws",
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--out",
+            out_root.to_str().expect("path"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "connection refused at 127.0.0.1:{port} (the address the {} server announced)",
+            script.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("chatbench serve --listen"), "{err}");
+    assert!(
+        !out_root.exists(),
+        "no results for a server that was never reached"
+    );
+}
+
 /// An output folder that cannot be written, or a `--server-pid` that names no process, is found
 /// before any load is sent (not after the whole run): exit 2, the flag named.
 #[test]
