@@ -1102,6 +1102,51 @@ fn user_columns_compare_a_running_server_and_a_start_command() {
     claims_kept_with_the_comparison(&dir, &claims, claims_text, &c);
 }
 
+/// `compare --column NAME=COMMAND` whose command exits at once: each step fails at once with
+/// the server's exit status and last output in its Failures line (not a 15 s wait, then only
+/// the first line of the error), and compare exits 3.
+#[test]
+fn a_user_column_whose_command_exits_at_once_fails_its_steps_with_the_servers_last_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = tmp.path().join("server.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'cannot open /nope.conf' >&2\nexit 3\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = tmp.path().join("out");
+    let started = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--tiny"])
+        .arg("--column")
+        .arg(format!("broken={}", script.display()))
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run compare");
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(only_dir(&out).join("comparison.json")).expect("comparison.json"),
+    )
+    .expect("json");
+    let failures = c["failures"].as_array().expect("failures");
+    assert!(!failures.is_empty(), "{c:#}");
+    for f in failures {
+        let f = f.as_str().expect("text");
+        assert!(
+            f.contains("exited before announcing its address (exit status: 3;")
+                && f.contains("its last output: cannot open /nope.conf"),
+            "{f}"
+        );
+    }
+}
+
 /// The comparison folder `dir` (judged with `--claims claims`, whose text was `text`) keeps the
 /// file's text as claims.toml: once the file has changed, then gone, `report DIR --out OTHER`
 /// rebuilds the same Claims section from the copy, and says so.

@@ -276,6 +276,120 @@ fn unreachable_target_is_reported_before_any_load() {
     );
 }
 
+/// A `--serve-cmd` server that exits at once (a bad flag, a missing file) is reported at once,
+/// with its exit status and its last output, not after the 15 s wait for its address line, even
+/// when a process it started keeps its stdout open; exit 3, no results.
+#[test]
+fn serve_cmd_that_exits_at_once_is_reported_at_once_with_its_status_and_last_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("sleep.pid");
+    let script = dir.path().join("server.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 30 &\necho $! > {}\necho 'starting' >&2\n\
+             echo 'cannot open /nope.conf' >&2\nexit 3\n",
+            pid_file.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out_root = dir.path().join("out");
+    let started = Instant::now();
+    let out = run_bounded(
+        &[
+            "run",
+            "--serve-cmd",
+            script.to_str().expect("path"),
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--out",
+            out_root.to_str().expect("path"),
+        ],
+        Duration::from_secs(30),
+    );
+    let took = started.elapsed();
+    // The background sleep the script started, ended by its pid.
+    if let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        // SAFETY: kill(2) on the pid of the sleep this test's script started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}: {}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited before announcing its address (exit status: 3;")
+            && err.contains("starting\ncannot open /nope.conf"),
+        "{err}"
+    );
+    assert!(!err.contains("within 15s"), "{err}");
+    assert!(
+        !out_root.exists(),
+        "no results for a server that did not start"
+    );
+}
+
+/// A `--serve-cmd` server that announces an address it does not listen on (another port) is
+/// named as such: "connection refused at ADDR (the address the server announced)", not the
+/// `--target` hint to start `chatbench serve` there; exit 3, no results.
+#[test]
+fn serve_cmd_that_listens_elsewhere_than_it_announced_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    // A port nobody listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("server.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho '127.0.0.1:{port} listening'\nexec sleep 30\n"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out_root = dir.path().join("out");
+    let out = run_bounded(
+        &[
+            "run",
+            "--serve-cmd",
+            script.to_str().expect("path"),
+            "--serve-path",
+            "/ws",
+            "--scenario",
+            "scenarios/smoke.toml",
+            "--out",
+            out_root.to_str().expect("path"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "connection refused at 127.0.0.1:{port} (the address the {} server announced)",
+            script.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("chatbench serve --listen"), "{err}");
+    assert!(
+        !out_root.exists(),
+        "no results for a server that was never reached"
+    );
+}
+
 /// An output folder that cannot be written, or a `--server-pid` that names no process, is found
 /// before any load is sent (not after the whole run): exit 2, the flag named.
 #[test]

@@ -1160,13 +1160,13 @@ fn run_step(
             },
         },
         _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr
-                .lines()
-                .find(|l| l.starts_with("error:"))
-                .unwrap_or_else(|| stderr.lines().last().unwrap_or("no output"))
-                .trim_start_matches("error: ")
-                .to_string();
+            // The whole error, with the server's last words it quotes (a column's command
+            // that exited at once says why), on one line.
+            let cause = crate::run_failure_cause(&String::from_utf8_lossy(&output.stderr));
+            let reason = match cause.trim_start_matches("error: ") {
+                "" => "no output",
+                r => r,
+            };
             StepResult::Failed {
                 reason: format!("{reason} (exit {:?})", output.status.code()),
             }

@@ -15,6 +15,9 @@
 //! - [`gate`]: the gate's measuring side (callgrind counts, statistical A/B runs, runs against a
 //!   baseline); the judgement is `chatbench_report::gate`.
 //!
+//! - [`run_failure_cause`]: why a `chatbench run` child failed, on one line, for compare's
+//!   steps and the statistical gate's rounds alike.
+//!
 //! The binary turns flags into the option structs here (`CompareOptions`, `gate::Tier`,
 //! `FloorOptions`, `TargetStartOptions`) and calls one function per subcommand. Each returns
 //! its own error enum (`CompareError`, `GateError`, `FloorError`, `TargetError`), which says
@@ -58,4 +61,53 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// The longest cause of a failed run kept in a report row, in characters.
+const MAX_CAUSE: usize = 600;
+
+/// Why a `chatbench run` child failed (a compare step, a statistical gate round), from its
+/// stderr: its error message from the first `error:` line on (a server's own last words, which
+/// it quotes, included), else its last lines; on one line, at most [`MAX_CAUSE`] characters.
+pub fn run_failure_cause(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with("error:"))
+        .unwrap_or(lines.len().saturating_sub(3));
+    let cause = lines[from..].join(" ");
+    match cause.char_indices().nth(MAX_CAUSE) {
+        Some((at, _)) => format!("{} …", &cause[..at]),
+        None => cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_runs_cause_is_its_error_message_on_one_line() {
+        let stderr = "warning: something\nerror: the server exited before announcing its address \
+                      (exit status: 2; chatbench serve --no-such-flag); its last output:\n\
+                      error: unexpected argument '--no-such-flag' found\n\nUsage: chatbench serve\n\n\
+                      For more information, try '--help'.\n";
+        assert_eq!(
+            run_failure_cause(stderr),
+            "error: the server exited before announcing its address (exit status: 2; chatbench \
+             serve --no-such-flag); its last output: error: unexpected argument '--no-such-flag' found Usage: chatbench serve For more information, try '--help'."
+        );
+        assert_eq!(
+            run_failure_cause("a\nb\nc\nd\n"),
+            "b c d",
+            "no error line: the last lines"
+        );
+        assert_eq!(run_failure_cause(""), "");
+        let long = format!("error: {}", "x".repeat(2 * MAX_CAUSE));
+        assert_eq!(run_failure_cause(&long).chars().count(), MAX_CAUSE + 2);
+    }
 }

@@ -70,6 +70,17 @@ pub enum TargetError {
         #[source]
         source: Box<RunError>,
     },
+    /// The server chatbench started is running, but nothing accepts connections at the
+    /// address it announced (it listens on another port, or announced before binding).
+    #[error("connection refused at {addr} (the address the {what} server announced): it is running, but nothing listens there; does it print the address it bound, after binding it?")]
+    NotListening {
+        /// The architecture, peer or command.
+        what: String,
+        /// The announced address.
+        addr: std::net::SocketAddr,
+        /// The run's own error (its exit code; not repeated: its hint is for `--target`).
+        run: Box<RunError>,
+    },
     /// cluster.json could not be encoded.
     #[error("encoding cluster.json")]
     EncodeClusterState(#[source] serde_json::Error),
@@ -87,7 +98,9 @@ impl TargetError {
     /// The run's own error, when the run failed (the binary reads its exit code from it).
     pub fn run_error(&self) -> Option<&RunError> {
         match self {
-            TargetError::Run(e) | TargetError::ServerDied { source: e, .. } => Some(e.as_ref()),
+            TargetError::Run(e)
+            | TargetError::ServerDied { source: e, .. }
+            | TargetError::NotListening { run: e, .. } => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -205,10 +218,19 @@ impl StartedTarget {
 
 impl Stopped {
     /// The run's error, with the server's own last words when it died before the run could
-    /// start (`what`: the architecture, peer or command).
+    /// start, or the address it announced when it is running but refused the first connection
+    /// there (`what`: the architecture, peer or command).
     pub fn explain(&self, e: RunError, what: &str) -> TargetError {
-        match &self.server_note {
-            Some((how, tail)) if how.had_already_exited() => {
+        let refused_at = match &e {
+            RunError::Target(chatbench_loadgen::target::TargetError::Unreachable {
+                addr,
+                source,
+                ..
+            }) if source.kind() == std::io::ErrorKind::ConnectionRefused => Some(*addr),
+            _ => None,
+        };
+        match (&self.server_note, refused_at) {
+            (Some((how, tail)), _) if how.had_already_exited() => {
                 let last = tail
                     .lines()
                     .rev()
@@ -221,6 +243,11 @@ impl Stopped {
                     source: Box::new(e),
                 }
             }
+            (Some(_), Some(addr)) => TargetError::NotListening {
+                what: what.to_string(),
+                addr,
+                run: Box::new(e),
+            },
             _ => TargetError::Run(Box::new(e)),
         }
     }
@@ -775,5 +802,41 @@ mod tests {
         let e = up.explain(RunError::Agents("refused".into()), "epoll");
         assert_eq!(e.to_string(), "refused");
         assert!(matches!(e.run_error(), Some(RunError::Agents(_))));
+    }
+
+    #[test]
+    fn a_started_server_that_refuses_at_its_announced_address_is_named() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let refused = || {
+            RunError::Target(chatbench_loadgen::target::TargetError::Unreachable {
+                url: "ws://127.0.0.1:9/ws".into(),
+                addr,
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            })
+        };
+        let running = Stopped {
+            server_note: Some((
+                StopOutcome::Killed {
+                    grace: Duration::ZERO,
+                },
+                String::new(),
+            )),
+            cluster_state: None,
+        };
+        let e = running.explain(refused(), "./my-server");
+        assert!(!e.is_usage());
+        assert!(matches!(e.run_error(), Some(RunError::Target(_))), "{e:?}");
+        assert!(
+            e.to_string().starts_with(
+                "connection refused at 127.0.0.1:9 (the address the ./my-server server announced)"
+            ),
+            "{e}"
+        );
+        // Not started by us (--target): the run's own error, with its --target hint.
+        let none = Stopped {
+            server_note: None,
+            cluster_state: None,
+        };
+        assert!(matches!(none.explain(refused(), "?"), TargetError::Run(_)));
     }
 }

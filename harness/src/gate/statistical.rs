@@ -228,31 +228,8 @@ fn one_run(
         None => Err(GateError::RunFailed {
             bin: bin.to_path_buf(),
             status: output.status,
-            last: failure_cause(&String::from_utf8_lossy(&output.stderr)),
+            last: crate::run_failure_cause(&String::from_utf8_lossy(&output.stderr)),
         }),
-    }
-}
-
-/// The longest cause of a failed run kept in a report row, in characters.
-const MAX_CAUSE: usize = 600;
-
-/// Why a `chatbench run` failed, from its stderr: its error message from the first `error:`
-/// line on (a server's own output, which it quotes, included), else its last lines; on one
-/// line, at most [`MAX_CAUSE`] characters.
-fn failure_cause(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let from = lines
-        .iter()
-        .position(|l| l.starts_with("error:"))
-        .unwrap_or(lines.len().saturating_sub(3));
-    let cause = lines[from..].join(" ");
-    match cause.char_indices().nth(MAX_CAUSE) {
-        Some((at, _)) => format!("{} …", &cause[..at]),
-        None => cause,
     }
 }
 
@@ -726,25 +703,5 @@ mod tests {
             e.contains("invalid") && e.contains("generator-bound"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn a_failed_runs_cause_is_its_error_message_on_one_line() {
-        let stderr = "warning: something\nerror: the server did not announce its address; its last output:\n\
-                      error: unexpected argument '--no-such-flag' found\n\nUsage: chatbench serve\n\n\
-                      For more information, try '--help'.\n";
-        assert_eq!(
-            failure_cause(stderr),
-            "error: the server did not announce its address; its last output: error: unexpected \
-             argument '--no-such-flag' found Usage: chatbench serve For more information, try '--help'."
-        );
-        assert_eq!(
-            failure_cause("a\nb\nc\nd\n"),
-            "b c d",
-            "no error line: the last lines"
-        );
-        assert_eq!(failure_cause(""), "");
-        let long = format!("error: {}", "x".repeat(2 * MAX_CAUSE));
-        assert_eq!(failure_cause(&long).chars().count(), MAX_CAUSE + 2);
     }
 }

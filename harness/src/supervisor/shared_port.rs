@@ -19,6 +19,9 @@ use crate::launcher::{LaunchError, ServerChild, StopOutcome};
 /// How long the primary may take to list its workers after announcing its address.
 const WORKERS_LISTED: Duration = Duration::from_secs(10);
 
+/// How often the wait for the workers looks whether the primary has exited.
+const EXIT_POLL: Duration = Duration::from_millis(50);
+
 /// One line of the primary's stdout about a worker.
 #[derive(Debug, PartialEq, Eq)]
 enum WorkerLine {
@@ -160,27 +163,29 @@ impl Supervisor {
                 break;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match p.lines.rx.recv_timeout(left) {
+            // Polled, so a primary that dies at once is reported at once even while a worker
+            // it forked holds its stdout open.
+            match p.lines.rx.recv_timeout(left.min(EXIT_POLL)) {
                 Ok(line) => self.apply_line(&line),
+                Err(RecvTimeoutError::Timeout)
+                    if !left.is_zero() && p.child.as_mut().is_some_and(ServerChild::is_running) => {
+                }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    let tail = p
-                        .child
-                        .as_ref()
-                        .map(|c| c.stderr_tail())
-                        .unwrap_or_default();
-                    return Err(SupervisorError::Node {
-                        node: 0,
-                        source: LaunchError::NoAddress {
-                            cmd: format!(
-                                "{} (its workers: {} of {} listed)",
-                                self.spec.exe.display(),
-                                self.nodes.iter().filter(|n| n.info.pid.is_some()).count(),
-                                self.nodes.len()
-                            ),
+                    let cmd = format!(
+                        "{} (its workers: {} of {} listed)",
+                        self.spec.exe.display(),
+                        self.nodes.iter().filter(|n| n.info.pid.is_some()).count(),
+                        self.nodes.len()
+                    );
+                    let source = match p.child.as_mut() {
+                        Some(c) => c.startup_failure(cmd, WORKERS_LISTED),
+                        None => LaunchError::NoAddress {
+                            cmd,
                             waited: WORKERS_LISTED,
-                            stderr: tail,
+                            stderr: String::new(),
                         },
-                    });
+                    };
+                    return Err(SupervisorError::Node { node: 0, source });
                 }
             }
         }
