@@ -92,6 +92,17 @@ fn smoke_run_delivers_exactly_the_expected_count() {
         s["target_resources"]["memory_per_conn"].is_object(),
         "server sampled: {s:#}"
     );
+    // The figures name the build they came from: `--version`'s commit, not only the working
+    // directory's (which a binary built elsewhere, or before a checkout moved, does not share).
+    let version = chatbench().arg("--version").output().expect("--version");
+    let version = String::from_utf8_lossy(&version.stdout);
+    let build = s["provenance"]["build_commit"]
+        .as_str()
+        .expect("provenance.build_commit");
+    assert!(
+        !build.is_empty() && version.contains(&format!("(commit {build})")),
+        "summary's build {build} against {version}"
+    );
     // The other files.
     let hgrm = std::fs::read_to_string(dir.join("latency.hgrm")).expect("latency.hgrm");
     assert!(hgrm.contains("Total count"), "{hgrm}");

@@ -12,12 +12,23 @@ use chatbench_model::provenance::{now_rfc3339, Provenance};
 
 use crate::sys;
 
+/// The commit the running binary was built from, set once by the binary at start-up
+/// ([`set_build_commit`]); a library's own crate cannot see the binary's build script.
+static BUILD_COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the commit this binary was built from (its `chatbench --version` commit), for every
+/// provenance collected afterwards. The first call wins.
+pub fn set_build_commit(commit: &str) {
+    let _ = BUILD_COMMIT.set(commit.to_owned());
+}
+
 /// Collect everything now; `started_at` is now.
 pub fn collect() -> Provenance {
     let (kernel, hostname) = uname();
     let (git_commit, git_dirty) = git_state(Path::new("."));
     Provenance {
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        build_commit: BUILD_COMMIT.get().cloned(),
         git_commit,
         git_dirty,
         kernel,

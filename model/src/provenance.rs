@@ -12,7 +12,14 @@ use serde::{Deserialize, Serialize};
 pub struct Provenance {
     /// chatbench version (`CARGO_PKG_VERSION`).
     pub tool_version: String,
-    /// `git rev-parse HEAD` in the working directory at run time; `None` outside a repository.
+    /// The commit the chatbench binary was built from (`chatbench --version`'s, `-dirty` when
+    /// built from a tree with uncommitted changes; "unknown" outside a checkout); `None` in
+    /// results written before it was recorded, or by a library user that did not set it. The
+    /// figures come from this build, which need not be `git_commit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_commit: Option<String>,
+    /// `git rev-parse HEAD` in the working directory at run time (where the scenario and
+    /// peers were read from); `None` outside a repository.
     pub git_commit: Option<String>,
     /// Whether tracked files had uncommitted changes; `None` outside a repository.
     pub git_dirty: Option<bool>,
@@ -57,10 +64,37 @@ pub struct NofileLimit {
 
 impl Provenance {
     /// One line naming the machine and the build: `host, CPU (N CPUs), kernel K; chatbench V
-    /// (commit[, dirty])`, for reports and chart footnotes.
+    /// (build B)` (see [`Provenance::build_line`]), for reports and chart footnotes.
     pub fn machine(&self) -> String {
+        format!("{}; {}", self.host(), self.build_line())
+    }
+
+    /// The build the figures came from: `chatbench V (build B)` when the binary's commit was
+    /// recorded, else `chatbench V (commit C[, dirty])` from the working directory (results
+    /// written before the build was recorded).
+    pub fn build_line(&self) -> String {
+        if let Some(build) = &self.build_commit {
+            return format!("chatbench {} (build {build})", self.tool_version);
+        }
         format!(
-            "{}{} ({} CPUs), kernel {}; chatbench {} ({}{})",
+            "chatbench {} ({}{})",
+            self.tool_version,
+            self.git_commit
+                .as_deref()
+                .map(|c| c.get(..10).unwrap_or(c))
+                .unwrap_or("no commit recorded"),
+            if self.git_dirty == Some(true) {
+                ", dirty"
+            } else {
+                ""
+            },
+        )
+    }
+
+    /// `host, CPU (N CPUs), kernel K`.
+    fn host(&self) -> String {
+        format!(
+            "{}{} ({} CPUs), kernel {}",
             self.hostname
                 .as_deref()
                 .map(|h| format!("{h}, "))
@@ -68,16 +102,6 @@ impl Provenance {
             self.cpu_model.as_deref().unwrap_or("unknown CPU"),
             self.cpu_cores,
             self.kernel.as_deref().unwrap_or("?"),
-            self.tool_version,
-            self.git_commit
-                .as_deref()
-                .map(|c| c.get(..10).unwrap_or(c))
-                .unwrap_or("no git commit"),
-            if self.git_dirty == Some(true) {
-                ", dirty"
-            } else {
-                ""
-            },
         )
     }
 

@@ -360,6 +360,7 @@ pub mod testing {
             },
             provenance: Provenance {
                 tool_version: "0.1.0".into(),
+                build_commit: None,
                 git_commit: None,
                 git_dirty: None,
                 kernel: None,

@@ -323,19 +323,7 @@ impl ComparisonProvenance {
         }
         let build = first.map_or_else(
             || "unknown (no run produced results)".to_string(),
-            |s| {
-                let p = &s.provenance;
-                format!(
-                    "chatbench {} ({}{})",
-                    p.tool_version,
-                    p.git_commit.as_deref().unwrap_or("no commit recorded"),
-                    if p.git_dirty == Some(true) {
-                        ", dirty"
-                    } else {
-                        ""
-                    }
-                )
-            },
+            |s| s.provenance.build_line(),
         );
         ComparisonProvenance {
             command_line,

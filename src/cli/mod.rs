@@ -297,6 +297,9 @@ pub(crate) fn peer_names() -> clap::builder::PossibleValuesParser {
 /// Entry point: parse, dispatch, map errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every result records the build its figures came from, not only the working directory's
+    // commit (build.rs).
+    chatbench_loadgen::provenance::set_build_commit(env!("CHATBENCH_BUILD_COMMIT"));
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run(args),
