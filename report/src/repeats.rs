@@ -6,7 +6,7 @@
 //!
 //! Only valid, not failed repeats that have the figure count. With fewer than
 //! [`ROUGH_BELOW`] of them the interval is rough (a median's bootstrap over so few values has
-//! few atoms: up to 6 values its 95 % interval is their range) and every cell or chart that
+//! few atoms: up to 5 values its 95 % interval is their range) and every cell or chart that
 //! shows it says so ([`crate::caveats::Caveat::Rough`]).
 
 use chatbench_model::results::{RunStatus, Summary};

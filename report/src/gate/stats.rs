@@ -78,8 +78,9 @@ impl SplitMix64 {
 /// same interval. `None` when `xs` is empty, holds NaN, `resamples` is 0 or `level` is not in
 /// (0, 1); one value gives that value twice.
 ///
-/// With few values the bootstrap distribution of a median has few atoms: up to 6 values, the
-/// 95 % interval is the range of the values; it narrows from 7 on.
+/// With few values the bootstrap distribution of a median has few atoms: up to 5 values, the
+/// 95 % interval is the range of the values (the median of a resample is the smallest value
+/// with a chance above 2.5 %); it narrows from 6 on.
 pub fn bootstrap_median(xs: &[f64], level: f64, resamples: usize, seed: u64) -> Option<(f64, f64)> {
     if xs.is_empty() || xs.iter().any(|x| x.is_nan()) || resamples == 0 {
         return None;
@@ -452,6 +453,9 @@ mod tests {
         let five = [1.10, 1.32, 1.25, 1.18, 1.40];
         assert_eq!(boot(&five), (1.10, 1.40));
         assert_eq!(boot(&[3.0, 1.0, 2.0]), (1.0, 3.0));
+        // Six values: the first to come inside the range.
+        let (lo6, hi6) = boot(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(lo6 > 1.0 && hi6 < 6.0, "{lo6}–{hi6}");
         // Deterministic: the same inputs, the same interval, bit for bit.
         let spread: Vec<f64> = (0..25).map(|i| 10.0 + f64::from((i * 7) % 25)).collect();
         let (lo, hi) = boot(&spread);
