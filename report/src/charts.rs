@@ -1007,6 +1007,9 @@ enum Slot {
     Excluded(String),
 }
 
+/// One bar as drawn: slot index, value, caveats, the interval's whisker if any.
+type DrawnBar<'a> = (f64, f64, &'a [Caveat], Option<[f64; 2]>);
+
 struct BarChart {
     title: String,
     y_desc: String,
@@ -1244,7 +1247,7 @@ impl Chart for BarChart {
         let value_font = (FONT, 15).into_font().color(&BLACK);
         for (si, (name, color)) in self.series.iter().enumerate() {
             let color = *color;
-            let bars: Vec<(f64, f64, &[Caveat], Option<[f64; 2]>)> = self
+            let bars: Vec<DrawnBar<'_>> = self
                 .slots
                 .iter()
                 .enumerate()
