@@ -81,6 +81,9 @@ pub fn of(runs: &[StepResult], pick: impl Fn(&Summary) -> Option<f64>) -> Option
             },
         }
     }
+    // In ascending order: the interval then does not depend on the order the runs are read
+    // in (a compare lists them as they ran, a rebuild by folder name).
+    values.sort_by(f64::total_cmp);
     let median = stats::median(&values)?;
     let used = values.len();
     let ci95 = (used >= 2)
@@ -279,6 +282,14 @@ mod tests {
         assert!(rep
             .condition()
             .contains("1 of them shared the server's CPUs"));
+    }
+
+    #[test]
+    fn the_order_of_the_runs_does_not_change_the_figures() {
+        let p99s = [1100, 1320, 1250, 1180, 1400, 1290, 1600];
+        let mut reversed = p99s;
+        reversed.reverse();
+        assert_eq!(of(&runs(&p99s), p99_ms), of(&runs(&reversed), p99_ms));
     }
 
     #[test]
