@@ -484,6 +484,21 @@ mod tests {
             "{v}"
         );
         assert!(!v.contains("Delivery latency p99: **a**"), "{v}");
+        assert!(!v.contains("marked rough"), "{v}");
+        // A rough best figure: said apart from the not-the-server's-alone marks.
+        let row = c
+            .rows
+            .iter_mut()
+            .find(|r| r.key == "latency_p99_ms")
+            .expect("p99 row");
+        let cell = row.cells.get_mut("b").expect("b's cell");
+        cell.display = "1.000 ms (median of 3 runs; 95 % CI 0.900–1.200 (rough: fewer than 5 valid runs); CV 9.0 %)".into();
+        let v = verdict(&c);
+        assert!(
+            v.contains("marked rough is the median of fewer than 5"),
+            "{v}"
+        );
+        assert!(!v.contains("not the server's alone"), "{v}");
         c.tiny = true;
         assert!(verdict(&c).starts_with("This comparison ran with `--tiny`"));
     }
