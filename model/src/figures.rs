@@ -69,7 +69,9 @@ pub struct TableRow {
     /// Cell text other than the shown figure (given the summary and the shown text), e.g.
     /// "3 of 10"; `None`: the shown figure.
     pub text: Option<fn(&Summary, String) -> String>,
-    /// Whether a repeated step's cell names the spread of its runs.
+    /// Whether a repeated step's cell shows the figure's median over the repeats with its
+    /// 95 % interval and coefficient of variation (report's `repeats`), rather than the one
+    /// run that stands for the step.
     pub spread: bool,
 }
 
@@ -180,7 +182,7 @@ const fn load_row(
         under: Under::Load,
         missing: "not sampled",
         text: None,
-        spread: false,
+        spread: true,
     })
 }
 
@@ -314,7 +316,11 @@ pub const CATALOGUE: &[Figure] = &[
         read: |s| Some(s.messages.delivered_per_s),
         source: "messages.delivered_per_s",
         show: PER_S,
-        table: None,
+        table: load_row(
+            "deliveries_per_s",
+            "Deliveries per second at that load",
+            "deliveries/s",
+        ),
         gated: true,
     },
     Figure {

@@ -3,8 +3,9 @@
 //! A figure is read with care when the machine was busy (other work shared the server's CPUs:
 //! its latency and CPU figures are not its own alone), when the run was invalid
 //! (generator-bound: the load generator, not the server, was the limit), when its kernel
-//! memory figure is unreliable (other socket activity, or the slab shrank), or when the whole
-//! comparison ran with `--tiny` (sizes too small to mean anything). Each reader marks the
+//! memory figure is unreliable (other socket activity, or the slab shrank), when the whole
+//! comparison ran with `--tiny` (sizes too small to mean anything), or when a repeated step's
+//! interval rests on fewer than 5 valid repeats (rough). Each reader marks the
 //! figure where it is drawn — a word after the number, a hollow bar or point, a dashed
 //! curve — with the reason in a legend or footnote, and a chart whose every figure is clean
 //! says so.
@@ -22,6 +23,9 @@ pub enum Caveat {
     UnreliableKernel,
     /// The comparison ran with `--tiny`: its figures are not meaningful.
     Tiny,
+    /// A repeated step's interval comes from fewer than 5 valid repeats
+    /// ([`crate::repeats::ROUGH_BELOW`]): it is rough.
+    Rough,
 }
 
 impl Caveat {
@@ -32,6 +36,7 @@ impl Caveat {
             Caveat::GeneratorBound => "(invalid: generator-bound)",
             Caveat::UnreliableKernel => "(unreliable: other socket activity)",
             Caveat::Tiny => TINY_MARK,
+            Caveat::Rough => "(rough: fewer than 5 valid runs)",
         }
     }
 
@@ -42,6 +47,7 @@ impl Caveat {
             Caveat::GeneratorBound => "invalid: the load generator, not the server, was the limit",
             Caveat::UnreliableKernel => "kernel figure unreliable: other socket activity on the host, or the slab shrank",
             Caveat::Tiny => "--tiny run: sizes too small for the figures to mean anything",
+            Caveat::Rough => "rough: the 95 % interval of a median over fewer than 5 valid repeats, which is the range of those repeats",
         }
     }
 }

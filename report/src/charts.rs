@@ -32,7 +32,7 @@ use thiserror::Error;
 
 use crate::caveats::Caveat;
 pub use crate::comparison::Results;
-use crate::comparison::{Step, StepResult};
+use crate::comparison::{Runs, Step, StepResult};
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu.txt`).
 const FONT_TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
@@ -184,6 +184,9 @@ pub struct ChartInputs<'a> {
     pub archs: &'a [String],
     /// Each (architecture, step)'s outcome; a missing step is shown as "not run".
     pub results: &'a Results,
+    /// Every run of each (architecture, step): a repeated broadcast step's CPU bar is the
+    /// median over its repeats with the 95 % interval ([`crate::repeats`]), as in the table.
+    pub runs: &'a Runs,
     /// The comparison ran with `--tiny`: every chart says its figures are not meaningful.
     pub tiny: bool,
 }
@@ -771,6 +774,7 @@ struct LatencyChart {
 }
 
 fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
+    let mut repeated = Vec::new();
     let mut series = Vec::new();
     let mut seen: Vec<(String, Vec<Caveat>)> = Vec::new();
     let mut excluded = Vec::new();
@@ -825,6 +829,15 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
             summary.messages.delivered_per_s,
             summary.phases.measure
         ));
+        if let Some(rep) = inputs
+            .runs
+            .get(&(arch.clone(), Step::Broadcast))
+            .and_then(|rs| {
+                crate::repeats::of(rs, |s| s.latency_us.as_ref().map(|l| l.p99 as f64 / 1000.0))
+            })
+        {
+            repeated.push(format!("{arch}: p99 {:.3} ms{}", rep.median, rep.note(3)));
+        }
         series.push(LatencySeries {
             label,
             color,
@@ -837,6 +850,12 @@ fn latency_chart(inputs: &ChartInputs<'_>) -> LatencyChart {
         "Latency from each message's intended send time to its delivery (open loop), HdrHistogram of the measurement window. Load: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
+    if !repeated.is_empty() {
+        foot.push(note(format!(
+            "A repeated step's curve is its repeat with the median p99; the p99 over the valid repeats, with the 95 % percentile-bootstrap interval of its median: {}.",
+            repeated.join("; ")
+        )));
+    }
     foot.push(caveat_line(&seen, "dashed curves"));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
@@ -981,11 +1000,15 @@ impl Chart for LatencyChart {
 
 enum Slot {
     /// One value per series (`None`: that series has no figure for this architecture), with
-    /// the caveats of each (a marked bar is hollow, its marks under its value).
-    Bars(Vec<Option<f64>>, Vec<Vec<Caveat>>),
+    /// the caveats of each (a marked bar is hollow, its marks under its value) and its 95 %
+    /// interval when it is a median over repeats (drawn as a whisker; empty: none).
+    Bars(Vec<Option<f64>>, Vec<Vec<Caveat>>, Vec<Option<[f64; 2]>>),
     /// Left out, with the short reason shown on the slot.
     Excluded(String),
 }
+
+/// One bar as drawn: slot index, value, caveats, the interval's whisker if any.
+type DrawnBar<'a> = (f64, f64, &'a [Caveat], Option<[f64; 2]>);
 
 struct BarChart {
     title: String,
@@ -1033,6 +1056,7 @@ fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
                                 Some(m.kernel_slab_bytes_per_conn / 1024.0),
                             ],
                             vec![Vec::new(), kernel],
+                            Vec::new(),
                         ),
                     ));
                 }
@@ -1065,7 +1089,36 @@ fn memory_chart(inputs: &ChartInputs<'_>) -> BarChart {
     }
 }
 
+/// `arch`'s bar of the CPU chart: the figure `v` of its broadcast run `s`, or, for a repeated
+/// step, the median over the repeats with its interval and caveats (the table's figure), named
+/// in `repeated` for the footnote.
+fn cpu_slot(
+    inputs: &ChartInputs<'_>,
+    arch: &str,
+    s: &Summary,
+    v: f64,
+    repeated: &mut Vec<String>,
+) -> Slot {
+    let rep = inputs
+        .runs
+        .get(&(arch.to_string(), Step::Broadcast))
+        .and_then(|rs| crate::repeats::of(rs, |s| s.target_resources.cpu_us_per_delivery));
+    let Some(rep) = rep else {
+        return Slot::Bars(vec![Some(v)], vec![crate::caveats::of_run(s)], Vec::new());
+    };
+    let mut caveats = rep.caveats();
+    for c in crate::caveats::of_run(s) {
+        if !caveats.contains(&c) {
+            caveats.push(c);
+        }
+    }
+    caveats.sort();
+    repeated.push(format!("{arch}: {:.2} µs{}", rep.median, rep.note(2)));
+    Slot::Bars(vec![Some(rep.median)], vec![caveats], vec![rep.ci95])
+}
+
 fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
+    let mut repeated = Vec::new();
     let mut slots = Vec::new();
     let mut left_out = Vec::new();
     let mut conditions = Vec::new();
@@ -1087,10 +1140,7 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
                         s.messages.delivered_per_s,
                         s.target_resources.cpu_cores_measure.unwrap_or(f64::NAN)
                     ));
-                    slots.push((
-                        arch.clone(),
-                        Slot::Bars(vec![Some(v)], vec![crate::caveats::of_run(s)]),
-                    ));
+                    slots.push((arch.clone(), cpu_slot(inputs, arch, s, v, &mut repeated)));
                 }
             },
         }
@@ -1099,6 +1149,12 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
         "Server CPU time over the measurement window divided by the messages delivered in it; on loopback it includes the client sockets' receive processing. Broadcast step: {}.",
         if conditions.is_empty() { "—".to_string() } else { conditions.join("; ") }
     ))];
+    if !repeated.is_empty() {
+        foot.push(note(format!(
+            "A repeated step's bar is the median over its valid repeats, its whisker the 95 % percentile-bootstrap interval of that median: {}.",
+            repeated.join("; ")
+        )));
+    }
     foot.push(caveat_line(&bar_caveats(&slots, &[""]), "hollow bars"));
     if !left_out.is_empty() {
         foot.push(warn(format!("Not plotted: {}.", left_out.join("; "))));
@@ -1119,7 +1175,7 @@ fn cpu_chart(inputs: &ChartInputs<'_>) -> BarChart {
 fn bar_caveats(slots: &[(String, Slot)], series: &[&str]) -> Vec<(String, Vec<Caveat>)> {
     let mut out = Vec::new();
     for (arch, slot) in slots {
-        if let Slot::Bars(_, caveats) = slot {
+        if let Slot::Bars(_, caveats, _) = slot {
             for (c, name) in caveats.iter().zip(series) {
                 let who = if name.is_empty() {
                     arch.clone()
@@ -1145,7 +1201,14 @@ impl Chart for BarChart {
             .slots
             .iter()
             .filter_map(|(_, s)| match s {
-                Slot::Bars(v, _) => Some(v.iter().flatten().copied().fold(0.0, f64::max)),
+                // The bars, and the whiskers' tops.
+                Slot::Bars(v, _, w) => Some(
+                    v.iter()
+                        .flatten()
+                        .chain(w.iter().flatten().map(|[_, hi]| hi))
+                        .copied()
+                        .fold(0.0, f64::max),
+                ),
                 Slot::Excluded(_) => None,
             })
             .fold(0.0, f64::max);
@@ -1184,16 +1247,17 @@ impl Chart for BarChart {
         let value_font = (FONT, 15).into_font().color(&BLACK);
         for (si, (name, color)) in self.series.iter().enumerate() {
             let color = *color;
-            let bars: Vec<(f64, f64, &[Caveat])> = self
+            let bars: Vec<DrawnBar<'_>> = self
                 .slots
                 .iter()
                 .enumerate()
                 .filter_map(|(i, (_, s))| match s {
-                    Slot::Bars(v, c) => v.get(si).copied().flatten().map(|v| {
+                    Slot::Bars(v, c, w) => v.get(si).copied().flatten().map(|v| {
                         (
                             i as f64,
                             v,
                             c.get(si).map(Vec::as_slice).unwrap_or_default(),
+                            w.get(si).copied().flatten(),
                         )
                     }),
                     Slot::Excluded(_) => None,
@@ -1202,7 +1266,7 @@ impl Chart for BarChart {
             let left = |i: f64| i - group / 2.0 + si as f64 * bar_w;
             // A bar with a caveat is hollow: its outline only.
             chart
-                .draw_series(bars.iter().map(|&(i, v, c)| {
+                .draw_series(bars.iter().map(|&(i, v, c, _)| {
                     let style = if c.is_empty() {
                         color.filled()
                     } else {
@@ -1214,11 +1278,29 @@ impl Chart for BarChart {
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 18, y + 6)], color.filled())
                 });
-            chart.draw_series(bars.iter().map(|&(i, v, c)| {
+            // A median over repeats: its 95 % interval as a whisker with caps.
+            let whiskers = bars.iter().filter_map(|&(i, _, _, w)| {
+                let [lo, hi] = w?;
+                let (mid, cap) = (left(i) + bar_w / 2.0, bar_w / 6.0);
+                Some([
+                    PathElement::new(vec![(mid, lo), (mid, hi)], BLACK.stroke_width(2)),
+                    PathElement::new(
+                        vec![(mid - cap, lo), (mid + cap, lo)],
+                        BLACK.stroke_width(2),
+                    ),
+                    PathElement::new(
+                        vec![(mid - cap, hi), (mid + cap, hi)],
+                        BLACK.stroke_width(2),
+                    ),
+                ])
+            });
+            chart.draw_series(whiskers.flatten())?;
+            chart.draw_series(bars.iter().map(|&(i, v, c, w)| {
                 let text = format!("{v:.prec$}", prec = self.decimals);
+                let top = w.map_or(v, |[_, hi]| hi.max(v));
                 Text::new(
                     crate::caveats::marked(&text, c),
-                    (left(i) + bar_w / 2.0, v.max(0.0) + y_end * 0.01),
+                    (left(i) + bar_w / 2.0, top.max(0.0) + y_end * 0.01),
                     value_font.pos(Pos::new(HPos::Center, VPos::Bottom)),
                 )
             }))?;

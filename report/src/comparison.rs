@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chatbench_model::figures::{self, Figure, Under};
+use chatbench_model::figures::{self, Under};
 use chatbench_model::results::{RunStatus, Summary};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -156,6 +156,10 @@ pub struct Cell {
     pub condition: String,
     /// The `summary.json` it came from, relative to the comparison folder.
     pub source: Option<String>,
+    /// A repeated step's figure over its repeats (median, 95 % interval, CV, what was left
+    /// out); absent for a step that ran once and for rows that show one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<crate::repeats::Repeats>,
 }
 
 /// What kind of cell a table cell is (`status` in `comparison.json`).
@@ -376,6 +380,7 @@ fn cell(
             status: CellStatus::NotMeasured,
             condition: format!("no {} step in this suite", step.as_str()),
             source: None,
+            repeats: None,
         },
         Some(StepResult::Failed { .. }) => Cell {
             display: "failed".into(),
@@ -383,6 +388,7 @@ fn cell(
             status: CellStatus::Failed,
             condition: format!("the {} step failed (see Failures)", step.as_str()),
             source: None,
+            repeats: None,
         },
         Some(StepResult::Ran { dir, summary }) => {
             let source = Some(rel(dir, base));
@@ -396,6 +402,7 @@ fn cell(
                     status: CellStatus::Invalid,
                     condition: s.invalid_reasons.join("; "),
                     source,
+                    repeats: None,
                 };
             }
             // Latency and CPU under load are the server's own only if its CPUs were quiet.
@@ -419,6 +426,7 @@ fn cell(
                         None => condition(s),
                     },
                     source,
+                    repeats: None,
                 },
                 Err(why) => Cell {
                     display: why,
@@ -426,6 +434,7 @@ fn cell(
                     status: CellStatus::NotMeasured,
                     condition: condition(s),
                     source,
+                    repeats: None,
                 },
             }
         }
@@ -721,7 +730,13 @@ fn single_rows(results: &Results, runs: &Runs, archs: &[String], base: &Path) ->
             Under::Load => (Step::Broadcast, load_condition),
         };
         row(t.key, t.question, t.unit, &|a| {
-            cell(
+            // A repeated step: each figure's median over its valid repeats, with its spread.
+            let repeats = t
+                .spread
+                .then(|| runs.get(&(a.to_string(), step)))
+                .flatten()
+                .and_then(|rs| crate::repeats::of(rs, |s| fig.shown(s)));
+            let c = cell(
                 results,
                 base,
                 a,
@@ -729,17 +744,24 @@ fn single_rows(results: &Results, runs: &Runs, archs: &[String], base: &Path) ->
                 |s| {
                     let v = fig.shown(s).ok_or(t.missing)?;
                     let shown = fig.show.format(v);
-                    let mut text = match t.text {
-                        Some(text) => text(s, shown),
-                        None => shown,
-                    };
-                    if t.spread {
-                        text.push_str(&spread_note(runs, a, step, fig));
-                    }
-                    Ok((v, text))
+                    Ok((
+                        v,
+                        match t.text {
+                            Some(text) => text(s, shown),
+                            None => shown,
+                        },
+                    ))
                 },
                 condition,
-            )
+            );
+            match repeats.filter(|_| matches!(c.status, CellStatus::Ok | CellStatus::Partial)) {
+                Some(rep) => repeated_cell(c, &rep, |v| {
+                    let shown = fig.show.format(v);
+                    let d = fig.show.digits;
+                    format!("{shown}{}", rep.note(d))
+                }),
+                None => c,
+            }
         });
     }
     row(
@@ -782,6 +804,24 @@ fn single_rows(results: &Results, runs: &Runs, archs: &[String], base: &Path) ->
         },
     );
     rows
+}
+
+/// The cell of a repeated step's figure: `c` (the repeat with the median p99: its link,
+/// status and condition) showing the figure's own median over the repeats as `text` makes it,
+/// with the spread in `comparison.json`, and marked busy when a repeat it is made of was.
+fn repeated_cell(c: Cell, rep: &crate::repeats::Repeats, text: impl Fn(f64) -> String) -> Cell {
+    let busy = rep.busy > 0 || c.display.contains(BUSY_MARK);
+    let mut display = text(rep.median);
+    if busy {
+        display = format!("{display} {BUSY_MARK}");
+    }
+    Cell {
+        display,
+        value: Some(rep.median),
+        condition: format!("{}; {}", c.condition, rep.condition()),
+        repeats: Some(rep.clone()),
+        ..c
+    }
 }
 
 /// The machine line, from the first run that produced results.
@@ -839,15 +879,6 @@ fn failures_of(runs: &Runs) -> Vec<String> {
         .collect()
 }
 
-/// ` (median of N runs by p99; range lo–hi)` when `arch`'s `step` ran more than once.
-fn spread_note(runs: &Runs, arch: &str, step: Step, fig: &Figure) -> String {
-    let d = fig.show.digits;
-    runs.get(&(arch.to_string(), step))
-        .and_then(|r| crate::sweeps::spread(r, |s| fig.shown(s)))
-        .map(|(lo, hi, n)| format!(" (median of {n} runs by p99; range {lo:.d$}–{hi:.d$})"))
-        .unwrap_or_default()
-}
-
 /// The cell of a sweep that did not run for `arch`.
 fn not_run(step: Step) -> Cell {
     Cell {
@@ -856,6 +887,7 @@ fn not_run(step: Step) -> Cell {
         status: CellStatus::NotMeasured,
         condition: format!("no {} step in this run", step.as_str()),
         source: None,
+        repeats: None,
     }
 }
 
@@ -988,6 +1020,7 @@ fn none_held(step: Step, v: &crate::sweeps::Verdict<'_>, condition: String, base
         },
         condition,
         source: source_of(p.result, base),
+        repeats: None,
     }
 }
 
@@ -1040,6 +1073,7 @@ fn capacity_cell(runs: &Runs, a: &str, base: &Path, slo: f64) -> Cell {
         status: CellStatus::Ok,
         condition,
         source: source_of(held.result, base),
+        repeats: None,
     }
 }
 
@@ -1071,6 +1105,7 @@ fn memory_slope_cell(
                 status: CellStatus::Ok,
                 condition,
                 source: v.held.and_then(|p| source_of(p.result, base)),
+                repeats: None,
             }
         }
         None if v.held.is_none() && v.stopped.is_some() => {
@@ -1082,6 +1117,7 @@ fn memory_slope_cell(
             status: CellStatus::NotMeasured,
             condition,
             source: v.held.and_then(|p| source_of(p.result, base)),
+            repeats: None,
         },
     }
 }
@@ -1130,6 +1166,7 @@ fn knee_cell(runs: &Runs, a: &str, base: &Path, slo: f64) -> Cell {
         status: CellStatus::Ok,
         condition,
         source: source_of(held.result, base),
+        repeats: None,
     }
 }
 
@@ -1163,6 +1200,7 @@ fn room_size_cell(runs: &Runs, a: &str, base: &Path, m: u64) -> Cell {
             status: CellStatus::NotMeasured,
             condition: format!("no run with rooms of {m}"),
             source: None,
+            repeats: None,
         };
     };
     let condition = load_condition(s);
@@ -1174,6 +1212,7 @@ fn room_size_cell(runs: &Runs, a: &str, base: &Path, m: u64) -> Cell {
             status: CellStatus::Invalid,
             condition: s.invalid_reasons.join("; "),
             source,
+            repeats: None,
         };
     }
     match &s.latency_us {
@@ -1197,6 +1236,7 @@ fn room_size_cell(runs: &Runs, a: &str, base: &Path, m: u64) -> Cell {
                 },
                 condition,
                 source,
+                repeats: None,
             }
         }
         None => Cell {
@@ -1205,6 +1245,7 @@ fn room_size_cell(runs: &Runs, a: &str, base: &Path, m: u64) -> Cell {
             status: CellStatus::NotMeasured,
             condition,
             source,
+            repeats: None,
         },
     }
 }
@@ -1327,6 +1368,7 @@ fn node_loss_rows(results: &Results, archs: &[String], base: &Path) -> Vec<Row> 
                             status: CellStatus::NotMeasured,
                             condition: "a single server process: losing it is a whole outage; the cluster columns measure the loss of one node".into(),
                             source: None,
+                            repeats: None,
                         }
                     };
                     (a.clone(), c)
@@ -1369,6 +1411,7 @@ fn scaling_rows(runs: &Runs, archs: &[String], base: &Path) -> Vec<Row> {
                             status: CellStatus::NotMeasured,
                             condition: "no scaling step in this run: the suites measure it when a cluster column is in the run (`--archs cluster-mesh`), and `--suite full` for every architecture as independent servers".into(),
                             source: None,
+                            repeats: None,
                         },
                     )
                 })
@@ -1433,6 +1476,7 @@ fn scaling_cell(
             status: CellStatus::NotMeasured,
             condition: "no scaling step for this column in this run (the quick suite scales the cluster columns only; `--suite full` also scales each architecture as independent servers)".into(),
             source: None,
+            repeats: None,
         };
     };
     let mut parts = Vec::new();
@@ -1506,6 +1550,7 @@ fn scaling_cell(
             files.join(", ")
         ),
         source,
+        repeats: None,
     }
 }
 

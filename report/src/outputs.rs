@@ -41,6 +41,7 @@ pub fn draw_charts(
     let inputs = ChartInputs {
         archs,
         results,
+        runs,
         tiny,
     };
     let mut drawn = Drawn::default();

@@ -132,6 +132,7 @@ fn marks_of(cell: &Cell) -> Vec<&'static str> {
         Caveat::GeneratorBound,
         Caveat::UnreliableKernel,
         Caveat::Tiny,
+        Caveat::Rough,
     ]
     .into_iter()
     .map(Caveat::mark)
@@ -145,6 +146,7 @@ pub fn verdict(c: &Comparison) -> String {
     let mut parts = Vec::new();
     let mut same = Vec::new();
     let mut caveated = false;
+    let mut rough = false;
     for r in &c.rows {
         let Some(better) = better_of(&r.key) else {
             continue;
@@ -174,7 +176,11 @@ pub fn verdict(c: &Comparison) -> String {
             .iter()
             .take_while(|f| f.2 == best)
             .map(|(a, cell, _)| {
-                caveated |= !marks_of(cell).is_empty();
+                let marks = marks_of(cell);
+                rough |= marks.contains(&crate::caveats::Caveat::Rough.mark());
+                caveated |= marks
+                    .iter()
+                    .any(|m| *m != crate::caveats::Caveat::Rough.mark());
                 format!("**{a}** ({})", cell.display)
             })
             .collect();
@@ -195,6 +201,9 @@ pub fn verdict(c: &Comparison) -> String {
     }
     if caveated {
         text.push_str(" A best figure with a mark (machine busy, generator-bound, unreliable) is not the server's alone: rerun before quoting it.");
+    }
+    if rough {
+        text.push_str(" A best figure marked rough is the median of fewer than 5 valid repeats: its interval is only the range of those runs.");
     }
     let marked: usize = c
         .rows
@@ -297,6 +306,7 @@ fn table_markdown(c: &Comparison, out: &mut String) {
                 Some(Cell {
                     display,
                     source: Some(src),
+                    repeats: None,
                     ..
                 }) => format!("[{display}]({src})"),
                 Some(Cell { display, .. }) => display.clone(),
@@ -474,6 +484,21 @@ mod tests {
             "{v}"
         );
         assert!(!v.contains("Delivery latency p99: **a**"), "{v}");
+        assert!(!v.contains("marked rough"), "{v}");
+        // A rough best figure: said apart from the not-the-server's-alone marks.
+        let row = c
+            .rows
+            .iter_mut()
+            .find(|r| r.key == "latency_p99_ms")
+            .expect("p99 row");
+        let cell = row.cells.get_mut("b").expect("b's cell");
+        cell.display = "1.000 ms (median of 3 runs; 95 % CI 0.900–1.200 (rough: fewer than 5 valid runs); CV 9.0 %)".into();
+        let v = verdict(&c);
+        assert!(
+            v.contains("marked rough is the median of fewer than 5"),
+            "{v}"
+        );
+        assert!(!v.contains("not the server's alone"), "{v}");
         c.tiny = true;
         assert!(verdict(&c).starts_with("This comparison ran with `--tiny`"));
     }

@@ -321,31 +321,6 @@ pub fn headline(runs: &Runs) -> Results {
         .collect()
 }
 
-/// The spread of a figure over a step's usable repeats: (min, max, count), when there are two
-/// or more.
-pub fn spread(
-    runs: &[StepResult],
-    pick: impl Fn(&Summary) -> Option<f64>,
-) -> Option<(f64, f64, usize)> {
-    let values: Vec<f64> = runs
-        .iter()
-        .filter_map(|r| match r {
-            StepResult::Ran { summary, .. }
-                if summary.valid && summary.status != RunStatus::Failed =>
-            {
-                pick(summary)
-            }
-            _ => None,
-        })
-        .collect();
-    if values.len() < 2 {
-        return None;
-    }
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((lo, hi, values.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,9 +470,6 @@ mod tests {
         ];
         let pick = representative(Step::Broadcast, &runs).expect("one");
         assert_eq!(summary(pick).latency_us.as_ref().expect("l").p99, 500);
-        let (lo, hi, n) =
-            spread(&runs, |s| s.latency_us.as_ref().map(|l| l.p99 as f64)).expect("spread");
-        assert_eq!((lo, hi, n), (100.0, 900.0, 3));
         // Two usable: the lower one.
         let pick = representative(Step::Broadcast, &runs[..2]).expect("one");
         assert_eq!(summary(pick).latency_us.as_ref().expect("l").p99, 100);

@@ -110,6 +110,7 @@ fn invalid_failed_and_missing_steps_never_show_a_number() {
         "latency_p50_ms",
         "latency_p99_ms",
         "latency_p999_ms",
+        "deliveries_per_s",
         "loss",
         "cpu_cores",
         "cpu_us_per_delivery",
@@ -259,4 +260,112 @@ fn a_run_without_an_architecture_belongs_to_its_label_column() {
         "main".into(),
     );
     assert_eq!(column_of(&s).as_deref(), Some("main"));
+}
+
+/// The broadcast fixture with p99 `p99_us` and CPU per delivery `cpu_us`.
+fn broadcast_with(p99_us: u64, cpu_us: f64) -> StepResult {
+    let mut r = fixture("broadcast");
+    if let StepResult::Ran { summary, .. } = &mut r {
+        summary.latency_us.as_mut().expect("latency").p99 = p99_us;
+        summary.target_resources.cpu_us_per_delivery = Some(cpu_us);
+    }
+    r
+}
+
+/// A repeated broadcast step: each figure the table shows over its repeats is that figure's
+/// median with its 95 % interval and CV, marked rough under 5 valid repeats, the left-out
+/// repeats counted; a step that ran once shows its run alone; the other rows keep the run
+/// with the median p99, which every repeated cell links to.
+#[test]
+fn a_repeated_step_shows_median_interval_and_cv_per_figure() {
+    let mut runs = Runs::new();
+    let one = vec![broadcast_with(1200, 6.0)];
+    let three = vec![
+        broadcast_with(1100, 6.3),
+        broadcast_with(1400, 6.0),
+        broadcast_with(1200, 6.1),
+    ];
+    let five: Vec<StepResult> = [
+        (1100, 6.0),
+        (1320, 6.1),
+        (1250, 6.2),
+        (1180, 6.3),
+        (1400, 6.4),
+    ]
+    .into_iter()
+    .map(|(p, c)| broadcast_with(p, c))
+    .collect();
+    let mut failed_one = five.clone();
+    failed_one[4] = StepResult::Failed {
+        reason: "server did not start".into(),
+    };
+    runs.insert(("one".into(), Step::Broadcast), one);
+    runs.insert(("three".into(), Step::Broadcast), three);
+    runs.insert(("five".into(), Step::Broadcast), five);
+    runs.insert(("failed-one".into(), Step::Broadcast), failed_one);
+    let archs: Vec<String> = ["one", "three", "five", "failed-one"]
+        .map(String::from)
+        .to_vec();
+    let c = build_suite("quick", &archs, &runs, Path::new(""), None);
+    let p99 = row(&c, "latency_p99_ms");
+    let cell = |a: &str| &p99.cells[a];
+
+    assert_eq!(cell("one").display, "1.200 ms");
+    assert_eq!(cell("one").repeats, None);
+    assert!(!cell("one").condition.contains("repeated step"));
+
+    assert_eq!(
+        cell("three").display,
+        "1.200 ms (median of 3 runs; 95 % CI 1.100–1.400 (rough: fewer than 5 valid runs); CV 12.4 %)"
+    );
+    assert_eq!(cell("three").value, Some(1.2));
+    let rep = cell("three").repeats.as_ref().expect("repeats");
+    assert_eq!((rep.used, rep.rough, rep.ci95), (3, true, Some([1.1, 1.4])));
+
+    assert_eq!(
+        cell("five").display,
+        "1.250 ms (median of 5 runs; 95 % CI 1.100–1.400; CV 9.4 %)"
+    );
+    assert!(cell("five").condition.contains("percentile-bootstrap"));
+
+    let f = cell("failed-one");
+    assert!(
+        f.display
+            .starts_with("1.215 ms (median of 4 of 5 runs; 1 failed; 95 % CI 1.100–1.320 (rough"),
+        "{f:?}"
+    );
+    assert_eq!(f.status, "ok", "a failed repeat does not fail the step");
+    assert_eq!(c.failures.len(), 1, "{:?}", c.failures);
+
+    // CPU per delivery: its own median, not the median-p99 run's figure (6.1 µs here).
+    let cpu = &row(&c, "cpu_us_per_delivery").cells["five"];
+    assert_eq!(cpu.value, Some(6.2));
+    assert!(
+        cpu.display
+            .starts_with("6.20 µs (median of 5 runs; 95 % CI 6.00–6.40; CV"),
+        "{cpu:?}"
+    );
+    // Every figure that matters carries its spread; loss shows the linked run's.
+    for key in ["latency_p50_ms", "deliveries_per_s", "cpu_cores"] {
+        assert!(row(&c, key).cells["five"].repeats.is_some(), "{key}");
+    }
+    assert_eq!(row(&c, "loss").cells["five"].repeats, None);
+    // The link: the repeat with the median p99 (1250 µs), the same for every row.
+    assert_eq!(cpu.source, p99.cells["five"].source);
+    // A rebuilt comparison is the same, byte for byte: the interval is deterministic.
+    let again = build_suite("quick", &archs, &runs, Path::new(""), None);
+    assert_eq!(
+        serde_json::to_vec(&c).expect("json"),
+        serde_json::to_vec(&again).expect("json")
+    );
+    // comparison.json carries the spread (a float may come back an ulp apart: compared
+    // in the unit shown).
+    let back: Comparison =
+        serde_json::from_str(&serde_json::to_string(&c).expect("encode")).expect("decode");
+    let rep = row(&back, "latency_p99_ms").cells["five"]
+        .repeats
+        .clone()
+        .expect("repeats in the JSON");
+    assert_eq!((rep.runs, rep.used, rep.ci95), (5, 5, Some([1.1, 1.4])));
+    assert!((rep.cv.expect("cv") - 0.0936).abs() < 1e-4);
 }

@@ -1,7 +1,9 @@
-//! The statistics of the gate's statistical tier, free of I/O: medians, the Mann–Whitney U
-//! test (exact for small samples without ties, normal approximation with tie correction
-//! otherwise), the Wilcoxon signed-rank test (exact) for paired rounds, Holm's step-down correction over several metrics, and the number of runs a
-//! given noise level needs.
+//! The statistics of the gate's statistical tier and of a comparison's repeated steps, free of
+//! I/O: medians, the coefficient of variation, a percentile-bootstrap interval of the median
+//! (deterministic: a fixed seed and a generator written here), the Mann–Whitney U test (exact
+//! for small samples without ties, normal approximation with tie correction otherwise), the
+//! Wilcoxon signed-rank test (exact) for paired rounds, Holm's step-down correction over
+//! several metrics, and the number of runs a given noise level needs.
 
 /// The median of `xs` (mean of the two middle values for an even count); `None` when empty or
 /// when a value is NaN.
@@ -32,6 +34,78 @@ pub fn cv(xs: &[f64]) -> Option<f64> {
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     Some(var.sqrt() / mean.abs())
+}
+
+/// Resamples drawn by [`bootstrap_median`] for the comparison's repeated steps.
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+
+/// The seed of [`bootstrap_median`] for the comparison's repeated steps: fixed, so that a
+/// report rebuilt from the same files is the same byte for byte.
+pub const BOOTSTRAP_SEED: u64 = 0x6368_6174_6265_6e63; // "chatbenc"
+
+/// SplitMix64 (Steele, Lea and Flood 2014; Vigna's reference constants): a 64-bit generator
+/// small enough to keep here, so the bootstrap's resamples never change with a dependency's
+/// version (the `rand` crates reserve the right to change their value streams).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0), by the multiply-shift map: its bias, at most n / 2⁶⁴, is
+    /// far below what 10,000 resamples can show.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// The percentile-bootstrap interval of the median of `xs` at `level` (0.95 for 95 %):
+/// `resamples` samples of `xs.len()` values drawn from `xs` with replacement by
+/// [`SplitMix64`] from `seed`, the [`median`] of each, and the `(1 − level)/2` and
+/// `(1 + level)/2` quantiles of those medians (nearest rank). The same inputs always give the
+/// same interval. `None` when `xs` is empty, holds NaN, `resamples` is 0 or `level` is not in
+/// (0, 1); one value gives that value twice.
+///
+/// With few values the bootstrap distribution of a median has few atoms: up to 5 values, the
+/// 95 % interval is the range of the values (the median of a resample is the smallest value
+/// with a chance above 2.5 %); it narrows from 6 on.
+pub fn bootstrap_median(xs: &[f64], level: f64, resamples: usize, seed: u64) -> Option<(f64, f64)> {
+    if xs.is_empty() || xs.iter().any(|x| x.is_nan()) || resamples == 0 {
+        return None;
+    }
+    if !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let n = xs.len();
+    let mut rng = SplitMix64::new(seed);
+    let mut sample = vec![0.0; n];
+    let mut medians = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        for v in sample.iter_mut() {
+            *v = xs[rng.below(n)];
+        }
+        medians.push(median(&sample)?);
+    }
+    medians.sort_by(f64::total_cmp);
+    let rank = |q: f64| {
+        // Nearest rank: the smallest value with at least q of the medians at or below it.
+        // (1 − 0.95) / 2 is a hair above 0.025 in binary: the slack keeps the rank exact.
+        let k = (q * resamples as f64 - 1e-9).ceil() as usize;
+        medians[k.clamp(1, resamples) - 1]
+    };
+    Some((rank((1.0 - level) / 2.0), rank((1.0 + level) / 2.0)))
 }
 
 /// The result of a Wilcoxon signed-rank test.
@@ -357,6 +431,58 @@ mod tests {
         assert_eq!(median(&[1.0, f64::NAN]), None);
         // mean 2, sd 1
         assert!(close(cv(&[1.0, 2.0, 3.0]).unwrap(), 0.5, 1e-12));
+    }
+
+    #[test]
+    fn splitmix64_gives_the_reference_stream() {
+        // Vigna's splitmix64.c from seed 0.
+        let mut g = SplitMix64::new(0);
+        assert_eq!(g.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(g.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(g.next_u64(), 0x06C4_5D18_8009_454F);
+        let mut g = SplitMix64::new(7);
+        assert!((0..1000).all(|_| g.below(5) < 5));
+    }
+
+    #[test]
+    fn the_bootstrap_interval_holds_the_median_narrows_with_n_and_repeats_itself() {
+        let boot = |xs: &[f64]| {
+            bootstrap_median(xs, 0.95, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED).expect("interval")
+        };
+        // Few values: the interval of a median is their range (its bootstrap has few atoms).
+        let five = [1.10, 1.32, 1.25, 1.18, 1.40];
+        assert_eq!(boot(&five), (1.10, 1.40));
+        assert_eq!(boot(&[3.0, 1.0, 2.0]), (1.0, 3.0));
+        // Six values: the first to come inside the range.
+        let (lo6, hi6) = boot(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(lo6 > 1.0 && hi6 < 6.0, "{lo6}–{hi6}");
+        // Deterministic: the same inputs, the same interval, bit for bit.
+        let spread: Vec<f64> = (0..25).map(|i| 10.0 + f64::from((i * 7) % 25)).collect();
+        let (lo, hi) = boot(&spread);
+        assert_eq!((lo, hi), boot(&spread));
+        // It holds the median, and is narrower than the range once there are enough runs.
+        let m = median(&spread).expect("median");
+        assert!(lo <= m && m <= hi, "{lo} {m} {hi}");
+        assert!(lo > 10.0 && hi < 34.0, "{lo} {hi}");
+        // Narrows with n: the same spread of values, sampled 5, 25 and 101 times.
+        let width = |n: usize| {
+            let xs: Vec<f64> = (0..n)
+                .map(|i| 10.0 + 24.0 * i as f64 / (n - 1) as f64)
+                .collect();
+            let (lo, hi) = boot(&xs);
+            assert!(lo <= 22.0 && 22.0 <= hi, "n {n}: {lo}–{hi}");
+            hi - lo
+        };
+        let (w5, w25, w101) = (width(5), width(25), width(101));
+        assert!(w5 > w25 && w25 > w101, "{w5} {w25} {w101}");
+        // One value: that value; nothing to draw from: none.
+        assert_eq!(boot(&[4.2]), (4.2, 4.2));
+        assert!(bootstrap_median(&[], 0.95, 100, 1).is_none());
+        assert!(bootstrap_median(&[1.0, f64::NAN], 0.95, 100, 1).is_none());
+        assert!(bootstrap_median(&[1.0], 1.0, 100, 1).is_none());
+        // Another seed gives another (close) interval: the seed is what makes it repeat.
+        let other = bootstrap_median(&spread, 0.95, BOOTSTRAP_RESAMPLES, 1).expect("other");
+        assert!((other.0 - lo).abs() <= 2.0 && (other.1 - hi).abs() <= 2.0);
     }
 
     #[test]
