@@ -91,8 +91,8 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.gone(shared, End::Reset),
             };
-            if let Err(end) = self.feed(shared, &scratch[..n], mask) {
-                return self.gone(shared, end);
+            if let Err(gone) = self.received(shared, &scratch[..n], mask) {
+                return gone;
             }
             // A short read drained the socket (TCP copies all it has up to the buffer's size):
             // no second read just to hear `EAGAIN`; the next arrival is a new readiness edge.
@@ -103,6 +103,19 @@ impl Conn {
         }
         self.flush();
         Turn::More
+    }
+
+    /// Handles what one `read` brought (everything a turn does after the `read` itself; the
+    /// gate's workload enters here): every complete frame now, the rest kept for the next.
+    /// `Err(Turn::Gone)` when the connection ends (counted).
+    pub(crate) fn received(
+        &mut self,
+        shared: &Shared,
+        bytes: &[u8],
+        mask: &mut Mask,
+    ) -> Result<(), Turn> {
+        self.feed(shared, bytes, mask)
+            .map_err(|end| self.gone(shared, end))
     }
 
     /// Writes what the connection owes, as far as the socket takes it.
