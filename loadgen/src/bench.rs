@@ -30,8 +30,8 @@ use chatbench_protocol::MsgWriter;
 
 use crate::engine::{self, Shared};
 use crate::plan::{room_name, ConnPlan, Plan, Role};
-use crate::rx::conn::{Conn, Mask};
-use crate::stats::Stats;
+use crate::rx::conn::{Arrival, Conn, Mask};
+use crate::stats::{Stats, Tally};
 use crate::target::Target;
 
 /// Why a workload could not be built or did not behave.
@@ -217,8 +217,14 @@ pub fn receive(
     Ok(messages)
 }
 
+/// Frames per wake-up of the epoll path's worker in the workload: what the plainest receiver
+/// read per `epoll_wait` at 20,000–80,000 frames/s here (2.6–4.7, docs/methodology.md), one
+/// frame per socket. The worker publishes its tally once per wake-up.
+const FRAMES_PER_WAKE: usize = 4;
+
 /// The epoll path's connection over a real loopback socket that is never read (the frames
-/// are handed to it as reads would bring them).
+/// are handed to it as reads would bring them: one frame per read, [`FRAMES_PER_WAKE`] reads
+/// per wake-up, the clock read once per read as the worker does).
 fn receive_epoll(
     inbox: &Inbox,
     measure: &mut dyn FnMut(&mut dyn FnMut()),
@@ -236,12 +242,20 @@ fn receive_epoll(
         Vec::new(),
         done,
     );
-    let mut mask = Mask::new(1);
+    let (mut mask, mut tally) = (Mask::new(1), Tally::new(0));
     let mut read = |frames: &[Vec<u8>]| -> Result<(), BenchError> {
-        for f in frames {
-            if conn.received(shared, f, &mut mask).is_err() {
-                return Err(BenchError::Unexpected("the connection ended".into()));
+        for wake in frames.chunks(FRAMES_PER_WAKE) {
+            for f in wake {
+                let mut read = Arrival {
+                    at_us: shared.now_us(),
+                    mask: &mut mask,
+                    tally: &mut tally,
+                };
+                if conn.received(shared, f, &mut read).is_err() {
+                    return Err(BenchError::Unexpected("the connection ended".into()));
+                }
             }
+            tally.publish(&shared.stats);
         }
         Ok(())
     };
