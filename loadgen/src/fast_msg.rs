@@ -72,6 +72,20 @@ impl<'a> Cur<'a> {
     }
 }
 
+/// Whether every byte of a room name is one the protocol accepts (a plain loop: see
+/// [`Cur::plain_str`]).
+fn room_chars(room: &[u8]) -> bool {
+    let mut i = 0;
+    while i < room.len() {
+        let b = room[i];
+        if !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b':' || b == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The delivery in a `msg` frame written by chatbench's encoder, or `None`: then ask the full
 /// parser (which may still accept it, or call it bad).
 pub fn parse(text: &str) -> Option<Delivery<'_>> {
@@ -81,12 +95,7 @@ pub fn parse(text: &str) -> Option<Delivery<'_>> {
     };
     c.lit(HEAD)?;
     let room = c.plain_str()?;
-    if room.is_empty()
-        || room.len() > MAX_ROOM
-        || !room
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
+    if room.is_empty() || room.len() > MAX_ROOM || !room_chars(room) {
         return None;
     }
     c.lit(br#","from":""#)?;
