@@ -38,6 +38,23 @@ impl<'a> Cur<'a> {
         // several times more per byte.
         let start = self.at;
         let mut i = start;
+        // Eight bytes at a time while none of them can end or complicate the string (a body is
+        // most of a frame); the byte loop below decides on the word that may.
+        let b = self.b;
+        while i + 8 <= b.len() {
+            let w = u64::from(b[i])
+                | u64::from(b[i + 1]) << 8
+                | u64::from(b[i + 2]) << 16
+                | u64::from(b[i + 3]) << 24
+                | u64::from(b[i + 4]) << 32
+                | u64::from(b[i + 5]) << 40
+                | u64::from(b[i + 6]) << 48
+                | u64::from(b[i + 7]) << 56;
+            if maybe_special(w) {
+                break;
+            }
+            i += 8;
+        }
         while i < self.b.len() {
             let c = self.b[i];
             if c == b'"' {
@@ -70,6 +87,22 @@ impl<'a> Cur<'a> {
         self.at = i;
         Some(v)
     }
+}
+
+/// Whether any of the eight bytes of `w` is a quote, a backslash or a control character
+/// (below 0x20): never `false` when one is (the classic "has zero byte" and "has byte less
+/// than" tests, exact for "any"), so a `false` word can be skipped.
+fn maybe_special(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const SPACES: u64 = ONES * 0x20;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    let (q, bs) = (w ^ QUOTES, w ^ BACKSLASHES);
+    let below_space = w.wrapping_sub(SPACES) & !w;
+    let quote = q.wrapping_sub(ONES) & !q;
+    let backslash = bs.wrapping_sub(ONES) & !bs;
+    (below_space | quote | backslash) & HIGH != 0
 }
 
 /// Whether every byte of a room name is one the protocol accepts (a plain loop: see
@@ -141,6 +174,29 @@ mod tests {
             prop_assert_eq!(full(text), Incoming::Delivery(d), "frame {:?}", text);
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_word_is_plain_only_when_no_byte_is_special() {
+        for special in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+            for at in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[at] = special;
+                assert!(maybe_special(u64::from_le_bytes(w)), "{w:?}");
+            }
+        }
+        assert!(!maybe_special(u64::from_le_bytes(*b"hello wo")));
+        assert!(!maybe_special(u64::from_le_bytes([
+            0xc3, 0xa9, b' ', b'~', 0xff, 0x80, b'!', b'#'
+        ])));
+    }
+
+    proptest! {
+        #[test]
+        fn a_word_with_a_special_byte_is_never_skipped(w in any::<[u8; 8]>()) {
+            let special = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert!(!special || maybe_special(u64::from_le_bytes(w)), "{:?}", w);
+        }
     }
 
     #[test]
