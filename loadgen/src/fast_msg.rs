@@ -73,12 +73,16 @@ impl<'a> Cur<'a> {
     /// no fraction or exponent, no overflow.
     fn uint(&mut self) -> Option<u64> {
         let start = self.at;
+        let b = self.b;
         let mut i = start;
         let mut v: u64 = 0;
-        while i < self.b.len() && self.b[i].is_ascii_digit() {
-            v = v
-                .checked_mul(10)?
-                .checked_add(u64::from(self.b[i] - b'0'))?;
+        // Up to 19 digits cannot overflow a u64 (10¹⁹ − 1 < 2⁶⁴): no checks until then.
+        while i < b.len() && i - start < 19 && b[i] >= b'0' && b[i] <= b'9' {
+            v = v * 10 + u64::from(b[i] - b'0');
+            i += 1;
+        }
+        while i < b.len() && b[i].is_ascii_digit() {
+            v = v.checked_mul(10)?.checked_add(u64::from(b[i] - b'0'))?;
             i += 1;
         }
         if i == start || (i - start > 1 && self.b[start] == b'0') {
@@ -209,6 +213,20 @@ mod tests {
         assert_eq!(full(&text), Incoming::Delivery(d));
         let max = encode_msg("r0", "a0.c0", u64::MAX, 0, "");
         assert_eq!(parse(&max).map(|d| (d.seq, d.ts)), Some((u64::MAX, 0)));
+        // 19 digits (read unchecked), 20 (checked): both as the full parser reads them.
+        let nines = encode_msg(
+            "r0",
+            "a0.c0",
+            9_999_999_999_999_999_999,
+            10_000_000_000_000_000_000,
+            "",
+        );
+        let d = parse(&nines).expect("in range");
+        assert_eq!(
+            (d.seq, d.ts),
+            (9_999_999_999_999_999_999, 10_000_000_000_000_000_000)
+        );
+        assert_eq!(full(&nines), Incoming::Delivery(d));
     }
 
     #[test]
