@@ -56,17 +56,21 @@ fn deterministic_gate_passes_itself_and_catches_injected_work() {
     // The generator's own paths, measured once beside the architectures' workloads.
     for key in [
         "generator-receive.loadgen.instructions_per_delivery",
+        "generator-receive-tokio.loadgen.instructions_per_delivery",
         "generator-send.loadgen.instructions_per_message",
     ] {
         let m = &b["metrics"][key];
         assert!(m["value"].as_f64().unwrap_or(0.0) > 100.0, "{key}: {b:#}");
         assert_eq!(m["samples"][0], m["samples"][1], "{key}");
     }
-    // The receive path allocates nothing per delivery.
-    assert_eq!(
-        b["metrics"]["generator-receive.loadgen.allocs_per_delivery"]["value"], 0.0,
-        "{b:#}"
-    );
+    // Neither receive path allocates per delivery.
+    for key in ["generator-receive", "generator-receive-tokio"] {
+        assert_eq!(
+            b["metrics"][format!("{key}.loadgen.allocs_per_delivery")]["value"],
+            0.0,
+            "{b:#}"
+        );
+    }
 
     // Same build against its baseline: pass, every change exactly 0.
     let o = gate(dir.path(), &[]);
@@ -77,8 +81,9 @@ fn deterministic_gate_passes_itself_and_catches_injected_work() {
     .unwrap();
     assert_eq!(report["verdict"], "pass");
     let rows = report["rows"].as_array().unwrap();
-    // fanout (3), connections (3), idle (1), generator-receive (3), generator-send (3).
-    assert_eq!(rows.len(), 13, "{report:#}");
+    // fanout (3), connections (3), idle (1), generator-receive and -tokio (3 each),
+    // generator-send (3).
+    assert_eq!(rows.len(), 16, "{report:#}");
     // Every count the same (a change of 0, up to the JSON round trip of the baseline's
     // value; none where both are 0).
     assert!(

@@ -160,8 +160,11 @@ enum Workload {
     Connections,
     /// Heap per idle connection (`--connections` of them), native (it counts bytes).
     Idle,
-    /// The load generator's receive path, per delivery, under callgrind.
+    /// The load generator's receive path (the epoll path a run's receivers take), per
+    /// delivery, under callgrind.
     GenReceive,
+    /// The same on the tokio path (TLS, other profiles, `receive_path = "tokio"`).
+    GenReceiveTokio,
     /// The load generator's send path, per message sent, under callgrind.
     GenSend,
 }
@@ -173,11 +176,12 @@ impl Workload {
     /// The workloads measured once per architecture.
     const PER_ARCH: [Workload; 3] = [Workload::Fanout, Workload::Connections, Workload::Idle];
     /// Every workload, in the order they run.
-    const ALL: [Workload; 5] = [
+    const ALL: [Workload; 6] = [
         Workload::Fanout,
         Workload::Connections,
         Workload::Idle,
         Workload::GenReceive,
+        Workload::GenReceiveTokio,
         Workload::GenSend,
     ];
 
@@ -187,6 +191,7 @@ impl Workload {
             Workload::Connections => "connections",
             Workload::Idle => "idle",
             Workload::GenReceive => "generator-receive",
+            Workload::GenReceiveTokio => "generator-receive-tokio",
             Workload::GenSend => "generator-send",
         }
     }
@@ -204,6 +209,7 @@ fn jobs(archs: &[String]) -> Vec<(Workload, String)> {
         .flat_map(|a| Workload::PER_ARCH.map(|w| (w, a.clone())))
         .collect();
     jobs.push((Workload::GenReceive, GENERATOR.to_string()));
+    jobs.push((Workload::GenReceiveTokio, GENERATOR.to_string()));
     jobs.push((Workload::GenSend, GENERATOR.to_string()));
     jobs
 }
@@ -353,7 +359,7 @@ fn metrics_of(
                 "alloc_bytes_per_connection",
             ],
         )?,
-        Workload::GenReceive => cost_per(
+        Workload::GenReceive | Workload::GenReceiveTokio => cost_per(
             c,
             "deliveries",
             [
@@ -710,11 +716,15 @@ mod tests {
     #[test]
     fn the_generator_workloads_run_once_beside_every_architectures() {
         let j = jobs(&["epoll".to_string(), "task-per-conn".to_string()]);
-        assert_eq!(j.len(), 2 * Workload::PER_ARCH.len() + 2);
+        assert_eq!(j.len(), 2 * Workload::PER_ARCH.len() + 3);
         let gen: Vec<_> = j.iter().filter(|(_, a)| a == GENERATOR).collect();
         assert_eq!(
             gen.iter().map(|(w, _)| w.name()).collect::<Vec<_>>(),
-            ["generator-receive", "generator-send"]
+            [
+                "generator-receive",
+                "generator-receive-tokio",
+                "generator-send"
+            ]
         );
         let sent = Counts {
             what: "the loadgen generator-send workload".into(),

@@ -2,15 +2,17 @@
 //! gate (`chatbench gate deterministic`, run under callgrind; the servers' counterpart is
 //! `chatbench_servers::bench`). Hidden from the docs: not a stable API.
 //!
-//! - [`receive`]: one receiving member of a room reads `msg` frames from its WebSocket stream
-//!   and judges each ([`crate::engine::on_text`]: parse, loss and duplicate check, latency
-//!   histograms, counters), exactly as a connection task does after `ws.next()`.
+//! - [`receive`]: one receiving member of a room takes `msg` frames and judges each (the
+//!   engine's `on_text`: parse, loss and duplicate check, latency histograms, counters) on
+//!   either receive path ([`Path`]): the epoll path's connection as after each `read`, or a
+//!   tokio-tungstenite stream as a connection task after `ws.next()`.
 //! - [`send`]: one sender writes every message of its open-loop schedule through the engine's
 //!   `send_due` (encode, WebSocket frame, bookkeeping).
 //!
-//! The WebSocket stream runs over an in-memory pipe (`tokio::io::duplex`) on a current-thread
-//! runtime: every frame is in the pipe before the measured region starts (or the pipe holds
-//! every frame written), so nothing waits and the same build executes the same instructions
+//! The tokio path's WebSocket stream runs over an in-memory pipe (`tokio::io::duplex`) on a
+//! current-thread runtime: every frame is in the pipe before the measured region starts (or
+//! the pipe holds every frame written); the epoll path's connection is given each frame as
+//! a read's bytes from memory. So nothing waits and the same build executes the same instructions
 //! every time. The only clock read is the engine's own (a latency's value, never a branch:
 //! `late_after` is set beyond any latency the workload can see).
 
@@ -27,7 +29,9 @@ use chatbench_model::scenario::Scenario;
 use chatbench_protocol::MsgWriter;
 
 use crate::engine::{self, Shared};
-use crate::plan::{room_name, Plan, Role};
+use crate::plan::{room_name, ConnPlan, Plan, Role};
+use crate::rx::conn::{Arrival, Conn, Mask};
+use crate::stats::{Stats, Tally};
 use crate::target::Target;
 
 /// Why a workload could not be built or did not behave.
@@ -119,23 +123,38 @@ fn server_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// The receive workload: `messages` `msg` frames from the room's senders (round robin, each
-/// with its next seq, intended times inside the window, `body` bytes of body) read and judged
-/// by one receiving member of a room of `members`. Setup and a warm-up of one frame per sender
-/// run outside `measure`; the reading runs inside it. Returns the deliveries judged (every
-/// frame is a unique in-window delivery; anything else is an error).
-pub fn receive(
-    members: u32,
-    messages: u64,
-    body: usize,
-    measure: &mut dyn FnMut(&mut dyn FnMut()),
-) -> Result<u64, BenchError> {
-    let senders = members.clamp(2, 4) - 1;
+/// Which receive path a receive workload drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The epoll receive path ([`crate::rx`]): what a run's receive-only `ws://` connections
+    /// take after their set-up (`[client] receive_path`'s default). Each frame is handed to
+    /// the connection as what one `read` brought (a fan-out puts one frame on each member's
+    /// socket), minus the `read(2)` itself and the `epoll_wait`.
+    Epoll,
+    /// The tokio path: a tokio-tungstenite stream and `ws.next()` per frame (TLS, the other
+    /// profiles, senders, and `receive_path = "tokio"`).
+    Tokio,
+}
+
+/// The receiving member's side of a receive workload: the engine, the receiver's plan, and
+/// every frame as the server sends it (the warm-up's first).
+struct Inbox {
+    shared: Arc<Shared>,
+    me: ConnPlan,
+    frames: Vec<Vec<u8>>,
+    warm: usize,
+}
+
+/// `warm` + `messages` `msg` frames from the room's senders (round robin, each with its next
+/// seq, intended times a millisecond apart inside the window, `body` bytes of body), for one
+/// receiving member of a room of `members`.
+fn inbox(members: u32, messages: u64, body: usize) -> Result<Inbox, BenchError> {
     if members < 2 {
         return Err(BenchError::Unexpected(
             "a receive workload needs at least 2 members".into(),
         ));
     }
+    let senders = members.clamp(2, 4) - 1;
     let shared = shared_for(members, senders, 1.0, body)?;
     let plan = shared.plan.clone();
     let me = plan
@@ -151,16 +170,108 @@ pub fn receive(
         .map(|c| MsgWriter::new(&room_name(0), &plan.conn_id(c.index), &"x".repeat(body)))
         .collect();
     let warm = writers.len() as u64;
-    let total = warm + messages;
-    let mut wire = Vec::new();
     let mut text = String::new();
-    for i in 0..total {
-        let w = &writers[(i % warm) as usize];
-        text.clear();
-        // Seqs from 1 per sender; intended times a millisecond apart from the window's start.
-        w.write(&mut text, i / warm + 1, 1 + i * 1000);
-        server_frame(&mut wire, text.as_bytes());
+    let frames = (0..warm + messages)
+        .map(|i| {
+            let w = &writers[(i % warm) as usize];
+            text.clear();
+            w.write(&mut text, i / warm + 1, 1 + i * 1000);
+            let mut frame = Vec::new();
+            server_frame(&mut frame, text.as_bytes());
+            frame
+        })
+        .collect();
+    Ok(Inbox {
+        shared,
+        me,
+        frames,
+        warm: warm as usize,
+    })
+}
+
+/// The receive workload: `messages` `msg` frames read and judged by one receiving member of
+/// a room of `members` on receive path `path`. Setup and a warm-up of one frame per sender
+/// run outside `measure`; the reading runs inside it. Returns the deliveries judged (every
+/// frame is a unique in-window delivery; anything else is an error).
+pub fn receive(
+    path: Path,
+    members: u32,
+    messages: u64,
+    body: usize,
+    measure: &mut dyn FnMut(&mut dyn FnMut()),
+) -> Result<u64, BenchError> {
+    let inbox = inbox(members, messages, body)?;
+    match path {
+        Path::Epoll => receive_epoll(&inbox, measure)?,
+        Path::Tokio => receive_tokio(&inbox, measure)?,
     }
+    let c = &inbox.shared.stats.counters;
+    let total = inbox.frames.len() as u64;
+    let (delivered, in_window) = (Stats::get(&c.delivered), Stats::get(&c.delivered_window));
+    let odd = Stats::get(&c.bad_frames) + Stats::get(&c.duplicated) + Stats::get(&c.late);
+    if delivered != total || in_window != total || odd != 0 {
+        return Err(BenchError::Unexpected(format!(
+            "{delivered} delivered ({in_window} in the window, {odd} bad, duplicated or late), expected {total}"
+        )));
+    }
+    Ok(messages)
+}
+
+/// Frames per wake-up of the epoll path's worker in the workload: what the plainest receiver
+/// read per `epoll_wait` at 20,000–80,000 frames/s here (2.6–4.7, docs/methodology.md), one
+/// frame per socket. The worker publishes its tally once per wake-up.
+const FRAMES_PER_WAKE: usize = 4;
+
+/// The epoll path's connection over a real loopback socket that is never read (the frames
+/// are handed to it as reads would bring them: one frame per read, [`FRAMES_PER_WAKE`] reads
+/// per wake-up, the clock read once per read as the worker does).
+fn receive_epoll(
+    inbox: &Inbox,
+    measure: &mut dyn FnMut(&mut dyn FnMut()),
+) -> Result<(), BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (_server, _) = listener.accept()?;
+    client.set_nonblocking(true)?;
+    let (done, _ticket) = tokio::sync::oneshot::channel();
+    let shared = &*inbox.shared;
+    let mut conn = Conn::new(
+        mio::net::TcpStream::from_std(client),
+        inbox.me,
+        engine::Receiver::new(shared),
+        Vec::new(),
+        done,
+    );
+    let (mut mask, mut tally) = (Mask::new(1), Tally::new(0));
+    let mut read = |frames: &[Vec<u8>]| -> Result<(), BenchError> {
+        for wake in frames.chunks(FRAMES_PER_WAKE) {
+            for f in wake {
+                let mut read = Arrival {
+                    at_us: shared.now_us(),
+                    mask: &mut mask,
+                    tally: &mut tally,
+                };
+                if conn.received(shared, f, &mut read).is_err() {
+                    return Err(BenchError::Unexpected("the connection ended".into()));
+                }
+            }
+            tally.publish(&shared.stats);
+        }
+        Ok(())
+    };
+    let (warm, rest) = inbox.frames.split_at(inbox.warm);
+    read(warm)?;
+    let mut outcome = Ok(());
+    measure(&mut || outcome = read(rest));
+    outcome
+}
+
+/// A tokio-tungstenite client stream over an in-memory pipe that holds every frame.
+fn receive_tokio(
+    inbox: &Inbox,
+    measure: &mut dyn FnMut(&mut dyn FnMut()),
+) -> Result<(), BenchError> {
+    let wire = inbox.frames.concat();
     let rt = runtime()?;
     let (client, mut server) = tokio::io::duplex(wire.len() + 4096);
     let mut ws = rt.block_on(async {
@@ -169,13 +280,14 @@ pub fn receive(
             WebSocketStream::from_raw_socket(client, WsRole::Client, None).await,
         )
     })?;
-    let mut receiver = engine::Receiver::new(&shared);
-    let mut read = |n: u64, ws: &mut WebSocketStream<DuplexStream>| -> Result<(), BenchError> {
+    let (shared, me) = (&*inbox.shared, inbox.me);
+    let mut receiver = engine::Receiver::new(shared);
+    let mut read = |n: usize, ws: &mut WebSocketStream<DuplexStream>| -> Result<(), BenchError> {
         rt.block_on(async {
             for _ in 0..n {
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) => {
-                        if engine::on_text(&shared, me, &mut receiver, &t).is_some() {
+                        if engine::on_text(shared, me, &mut receiver, &t).is_some() {
                             return Err(BenchError::Unexpected("a reply to a msg".into()));
                         }
                     }
@@ -189,24 +301,11 @@ pub fn receive(
             Ok(())
         })
     };
-    read(warm, &mut ws)?;
+    read(inbox.warm, &mut ws)?;
     let mut outcome = Ok(());
-    measure(&mut || outcome = read(messages, &mut ws));
-    outcome?;
-    let c = &shared.stats.counters;
-    let (delivered, in_window) = (
-        crate::stats::Stats::get(&c.delivered),
-        crate::stats::Stats::get(&c.delivered_window),
-    );
-    let odd = crate::stats::Stats::get(&c.bad_frames)
-        + crate::stats::Stats::get(&c.duplicated)
-        + crate::stats::Stats::get(&c.late);
-    if delivered != total || in_window != total || odd != 0 {
-        return Err(BenchError::Unexpected(format!(
-            "{delivered} delivered ({in_window} in the window, {odd} bad, duplicated or late), expected {total}"
-        )));
-    }
-    Ok(messages)
+    let rest = inbox.frames.len() - inbox.warm;
+    measure(&mut || outcome = read(rest, &mut ws));
+    outcome
 }
 
 /// The send workload: one sender of a room of `members` writes every message of its
@@ -248,8 +347,8 @@ pub fn send(
         outcome = rt.block_on(engine::send_due(&shared, me, 0, &mut sender, &mut ws));
     });
     outcome.map_err(|e| BenchError::Unexpected(format!("sending: {e}")))?;
-    let sent = crate::stats::Stats::get(&shared.stats.counters.sent);
-    let in_window = crate::stats::Stats::get(&shared.stats.counters.sent_window);
+    let sent = Stats::get(&shared.stats.counters.sent);
+    let in_window = Stats::get(&shared.stats.counters.sent_window);
     if sent == 0 || in_window != sent || sent.abs_diff(messages) > 1 {
         return Err(BenchError::Unexpected(format!(
             "{sent} sent ({in_window} in the window), expected about {messages}"
@@ -268,10 +367,12 @@ mod tests {
 
     #[test]
     fn receive_judges_every_frame() {
-        assert_eq!(receive(10, 50, 64, &mut plain).expect("workload"), 50);
-        // Large bodies take the 16-bit length form.
-        assert_eq!(receive(3, 5, 300, &mut plain).expect("workload"), 5);
-        assert!(receive(1, 5, 64, &mut plain).is_err());
+        for path in [Path::Epoll, Path::Tokio] {
+            assert_eq!(receive(path, 10, 50, 64, &mut plain).expect("workload"), 50);
+            // Large bodies take the 16-bit length form.
+            assert_eq!(receive(path, 3, 5, 300, &mut plain).expect("workload"), 5);
+            assert!(receive(path, 1, 5, 64, &mut plain).is_err());
+        }
     }
 
     #[test]
@@ -292,12 +393,14 @@ mod tests {
 
     #[test]
     fn the_measured_region_runs_once() {
-        let mut calls = 0;
-        receive(4, 10, 16, &mut |f| {
-            calls += 1;
-            f();
-        })
-        .expect("workload");
-        assert_eq!(calls, 1);
+        for path in [Path::Epoll, Path::Tokio] {
+            let mut calls = 0;
+            receive(path, 4, 10, 16, &mut |f| {
+                calls += 1;
+                f();
+            })
+            .expect("workload");
+            assert_eq!(calls, 1);
+        }
     }
 }

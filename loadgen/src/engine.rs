@@ -39,7 +39,7 @@ use crate::failover::LossTimeline;
 use crate::ledger::{Ledger, SenderWindow};
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
 use crate::schedule::Schedule;
-use crate::stats::{Hist, Stats};
+use crate::stats::{Direct, Hist, Sink, Stats};
 use crate::target::{connect, ws_config, Target, Transport};
 use crate::tls::TlsClient;
 use chatbench_model::placeholder::{ConnVars, SessionTemplate};
@@ -364,7 +364,7 @@ impl Shared {
         self.rx.handed()
     }
 
-    fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
 
@@ -929,13 +929,36 @@ fn decode<'a>(shared: &Shared, text: &'a str) -> Incoming<'a> {
     }
 }
 
-/// Handles one incoming text frame; returns the answer to send, if the protocol wants one.
-/// Both receive paths judge every delivery here.
+/// Handles one incoming text frame on its own: the clock read for it, its figures added at
+/// once (the tokio path, a frame per `ws.next()`); returns the answer to send, if the
+/// protocol wants one.
 pub(crate) fn on_text(
     shared: &Shared,
     plan: ConnPlan,
     r: &mut Receiver,
     text: &str,
+) -> Option<std::borrow::Cow<'static, str>> {
+    judge(
+        shared,
+        plan,
+        r,
+        text,
+        shared.now_us(),
+        &mut Direct(plan.index),
+    )
+}
+
+/// Judges one incoming text frame that arrived by `now_us` (µs since the epoch: the time the
+/// read that brought it returned); returns the answer to send, if the protocol wants one.
+/// Both receive paths judge every delivery here; the per-delivery figures go to `sink`
+/// (straight into the statistics, or a [`crate::stats::Tally`] its caller publishes).
+pub(crate) fn judge<S: Sink>(
+    shared: &Shared,
+    plan: ConnPlan,
+    r: &mut Receiver,
+    text: &str,
+    now_us: u64,
+    sink: &mut S,
 ) -> Option<std::borrow::Cow<'static, str>> {
     let stats = &shared.stats;
     match decode(shared, text) {
@@ -947,7 +970,7 @@ pub(crate) fn on_text(
                 }
                 return None;
             }
-            Stats::inc(&stats.counters.delivered);
+            sink.delivered(stats);
             let Some((agent, index)) = from else {
                 stats.bad_frame(text);
                 return None;
@@ -964,7 +987,7 @@ pub(crate) fn on_text(
                     Stats::inc(&stats.counters.duplicated);
                 } else if shared.ledger.record(agent, index, m.seq) {
                     *last = m.seq;
-                    time_cross(shared, plan, agent, m.ts);
+                    time_cross(shared, agent, m.ts, now_us, sink);
                 } else {
                     stats.bad_frame(text);
                 }
@@ -988,22 +1011,17 @@ pub(crate) fn on_text(
                 return None;
             }
             *last = m.seq;
-            let latency = shared.now_us().saturating_sub(m.ts);
+            let latency = now_us.saturating_sub(m.ts);
             let in_window = shared.window.contains(m.ts);
-            stats.record_latency(plan.index, latency, in_window);
+            sink.latency(stats, latency, in_window);
             if in_window {
-                Stats::inc(&stats.counters.delivered_window);
                 if let Some(t) = &shared.loss_timeline {
                     t.add_delivered(m.ts.saturating_sub(shared.window.start_us()));
                 }
                 // The frame's room, or the receiver's own (a connection is in one room).
-                if let Some(room) = m.room.or(plan.room) {
-                    if let Some(c) = stats.room_delivered_window.get(room as usize) {
-                        Stats::inc(c);
-                    }
-                }
+                sink.delivered_window(stats, m.room.or(plan.room));
                 if latency > shared.scenario.late_after.as_micros() as u64 {
-                    Stats::inc(&stats.counters.late);
+                    sink.late(stats);
                 }
             }
         }
@@ -1015,9 +1033,9 @@ pub(crate) fn on_text(
     None
 }
 
-/// Times a delivery from agent `agent`'s sender, intended at its `ts`, on this agent's clock
-/// through the agents' epochs (nothing before they are known).
-fn time_cross(shared: &Shared, plan: ConnPlan, agent: u32, ts: u64) {
+/// Times a delivery from agent `agent`'s sender, intended at its `ts`, that arrived by
+/// `now_us`, on this agent's clock through the agents' epochs (nothing before they are known).
+fn time_cross<S: Sink>(shared: &Shared, agent: u32, ts: u64, now_us: u64, sink: &mut S) {
     let Some(&their) = shared
         .peer_epochs
         .get()
@@ -1031,11 +1049,11 @@ fn time_cross(shared: &Shared, plan: ConnPlan, agent: u32, ts: u64) {
     let Ok(intended) = u64::try_from(intended) else {
         return;
     };
-    let latency = shared.now_us().saturating_sub(intended);
+    let latency = now_us.saturating_sub(intended);
     let in_window = shared.window.contains(intended);
-    shared.stats.record_latency(plan.index, latency, in_window);
+    sink.latency(&shared.stats, latency, in_window);
     if in_window && latency > shared.scenario.late_after.as_micros() as u64 {
-        Stats::inc(&shared.stats.counters.late);
+        sink.late(&shared.stats);
     }
 }
 

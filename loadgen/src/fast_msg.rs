@@ -38,6 +38,23 @@ impl<'a> Cur<'a> {
         // several times more per byte.
         let start = self.at;
         let mut i = start;
+        // Eight bytes at a time while none of them can end or complicate the string (a body is
+        // most of a frame); the byte loop below decides on the word that may.
+        let b = self.b;
+        while i + 8 <= b.len() {
+            let w = u64::from(b[i])
+                | u64::from(b[i + 1]) << 8
+                | u64::from(b[i + 2]) << 16
+                | u64::from(b[i + 3]) << 24
+                | u64::from(b[i + 4]) << 32
+                | u64::from(b[i + 5]) << 40
+                | u64::from(b[i + 6]) << 48
+                | u64::from(b[i + 7]) << 56;
+            if maybe_special(w) {
+                break;
+            }
+            i += 8;
+        }
         while i < self.b.len() {
             let c = self.b[i];
             if c == b'"' {
@@ -56,12 +73,16 @@ impl<'a> Cur<'a> {
     /// no fraction or exponent, no overflow.
     fn uint(&mut self) -> Option<u64> {
         let start = self.at;
+        let b = self.b;
         let mut i = start;
         let mut v: u64 = 0;
-        while i < self.b.len() && self.b[i].is_ascii_digit() {
-            v = v
-                .checked_mul(10)?
-                .checked_add(u64::from(self.b[i] - b'0'))?;
+        // Up to 19 digits cannot overflow a u64 (10¹⁹ − 1 < 2⁶⁴): no checks until then.
+        while i < b.len() && i - start < 19 && b[i] >= b'0' && b[i] <= b'9' {
+            v = v * 10 + u64::from(b[i] - b'0');
+            i += 1;
+        }
+        while i < b.len() && b[i].is_ascii_digit() {
+            v = v.checked_mul(10)?.checked_add(u64::from(b[i] - b'0'))?;
             i += 1;
         }
         if i == start || (i - start > 1 && self.b[start] == b'0') {
@@ -70,6 +91,36 @@ impl<'a> Cur<'a> {
         self.at = i;
         Some(v)
     }
+}
+
+/// Whether any of the eight bytes of `w` is a quote, a backslash or a control character
+/// (below 0x20): never `false` when one is (the classic "has zero byte" and "has byte less
+/// than" tests, exact for "any"), so a `false` word can be skipped.
+fn maybe_special(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const SPACES: u64 = ONES * 0x20;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    let (q, bs) = (w ^ QUOTES, w ^ BACKSLASHES);
+    let below_space = w.wrapping_sub(SPACES) & !w;
+    let quote = q.wrapping_sub(ONES) & !q;
+    let backslash = bs.wrapping_sub(ONES) & !bs;
+    (below_space | quote | backslash) & HIGH != 0
+}
+
+/// Whether every byte of a room name is one the protocol accepts (a plain loop: see
+/// [`Cur::plain_str`]).
+fn room_chars(room: &[u8]) -> bool {
+    let mut i = 0;
+    while i < room.len() {
+        let b = room[i];
+        if !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b':' || b == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The delivery in a `msg` frame written by chatbench's encoder, or `None`: then ask the full
@@ -81,12 +132,7 @@ pub fn parse(text: &str) -> Option<Delivery<'_>> {
     };
     c.lit(HEAD)?;
     let room = c.plain_str()?;
-    if room.is_empty()
-        || room.len() > MAX_ROOM
-        || !room
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
+    if room.is_empty() || room.len() > MAX_ROOM || !room_chars(room) {
         return None;
     }
     c.lit(br#","from":""#)?;
@@ -135,6 +181,29 @@ mod tests {
     }
 
     #[test]
+    fn a_word_is_plain_only_when_no_byte_is_special() {
+        for special in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+            for at in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[at] = special;
+                assert!(maybe_special(u64::from_le_bytes(w)), "{w:?}");
+            }
+        }
+        assert!(!maybe_special(u64::from_le_bytes(*b"hello wo")));
+        assert!(!maybe_special(u64::from_le_bytes([
+            0xc3, 0xa9, b' ', b'~', 0xff, 0x80, b'!', b'#'
+        ])));
+    }
+
+    proptest! {
+        #[test]
+        fn a_word_with_a_special_byte_is_never_skipped(w in any::<[u8; 8]>()) {
+            let special = w.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert!(!special || maybe_special(u64::from_le_bytes(w)), "{:?}", w);
+        }
+    }
+
+    #[test]
     fn reads_what_the_encoder_writes() {
         let text = encode_msg("r17", "a3.c1042", 88, 123_456_789, "hello");
         let d = parse(&text).expect("the fast path takes an encoder's frame");
@@ -144,6 +213,20 @@ mod tests {
         assert_eq!(full(&text), Incoming::Delivery(d));
         let max = encode_msg("r0", "a0.c0", u64::MAX, 0, "");
         assert_eq!(parse(&max).map(|d| (d.seq, d.ts)), Some((u64::MAX, 0)));
+        // 19 digits (read unchecked), 20 (checked): both as the full parser reads them.
+        let nines = encode_msg(
+            "r0",
+            "a0.c0",
+            9_999_999_999_999_999_999,
+            10_000_000_000_000_000_000,
+            "",
+        );
+        let d = parse(&nines).expect("in range");
+        assert_eq!(
+            (d.seq, d.ts),
+            (9_999_999_999_999_999_999, 10_000_000_000_000_000_000)
+        );
+        assert_eq!(full(&nines), Incoming::Delivery(d));
     }
 
     #[test]

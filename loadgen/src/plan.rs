@@ -284,9 +284,42 @@ fn global(scenario: &Scenario, layout: &Layout) -> Vec<(u32, ConnPlan)> {
 
 /// Parses a `from` id of the form `a{agent}.c{index}`.
 pub fn parse_conn_id(from: &str) -> Option<(u32, u32)> {
-    let rest = from.strip_prefix('a')?;
-    let (agent, conn) = rest.split_once(".c")?;
-    Some((agent.parse().ok()?, conn.parse().ok()?))
+    // Plain loops: every delivery the generator judges reads its sender here, and the gate
+    // counts the debug build. Exactly `a{u32}.c{u32}` as `str::parse` reads a `u32`.
+    let b = from.as_bytes();
+    if b.first() != Some(&b'a') {
+        return None;
+    }
+    let mut dot = 1;
+    while dot + 1 < b.len() && !(b[dot] == b'.' && b[dot + 1] == b'c') {
+        dot += 1;
+    }
+    if dot + 1 >= b.len() {
+        return None;
+    }
+    Some((decimal_u32(&b[1..dot])?, decimal_u32(&b[dot + 2..])?))
+}
+
+/// A `u32` as `str::parse` reads one: an optional `+`, then at least one digit, no overflow.
+fn decimal_u32(b: &[u8]) -> Option<u32> {
+    let digits = match b.first() {
+        Some(b'+') => &b[1..],
+        _ => b,
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u32 = 0;
+    let mut i = 0;
+    while i < digits.len() {
+        let d = digits[i];
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+        i += 1;
+    }
+    Some(v)
 }
 
 /// The wire name of room `i`.
@@ -297,6 +330,26 @@ pub fn room_name(i: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What `parse_conn_id` must answer: the `str` methods' reading.
+    fn reference_conn_id(from: &str) -> Option<(u32, u32)> {
+        let rest = from.strip_prefix('a')?;
+        let (agent, conn) = rest.split_once(".c")?;
+        Some((agent.parse().ok()?, conn.parse().ok()?))
+    }
+
+    proptest! {
+        #[test]
+        fn conn_ids_read_as_the_str_methods_read_them(from in "a?[0-9+.c-]{0,14}") {
+            prop_assert_eq!(parse_conn_id(&from), reference_conn_id(&from));
+        }
+
+        #[test]
+        fn any_text_reads_as_the_str_methods_read_it(from in ".{0,12}") {
+            prop_assert_eq!(parse_conn_id(&from), reference_conn_id(&from));
+        }
+    }
 
     fn scenario(text: &str) -> Scenario {
         Scenario::parse(text, "test").expect("valid scenario")
@@ -317,6 +370,28 @@ mod tests {
         assert_eq!(p.conn_id(7), "a3.c7");
         assert_eq!(parse_conn_id("a3.c7"), Some((3, 7)));
         assert_eq!(parse_conn_id("x3.c7"), None);
+        for from in [
+            "",
+            "a",
+            "a.c",
+            "a1.c",
+            "a.c1",
+            "a+1.c+2",
+            "a+.c1",
+            "a-1.c2",
+            "a1.c2.c3",
+            "a1.x.c2",
+            "a01.c002",
+            "a4294967295.c0",
+            "a4294967296.c0",
+            "a1.c4294967296",
+            "a1 .c2",
+            "aé.c1",
+            "a1.cc2",
+            "a1..c2",
+        ] {
+            assert_eq!(parse_conn_id(from), reference_conn_id(from), "{from:?}");
+        }
     }
 
     #[test]

@@ -48,6 +48,18 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// A delivery latency: every delivery's interval histogram, and the window's two when the
+    /// message was due in the window.
+    fn latency(&mut self, us: u64, in_window: bool) {
+        record(&mut self.interval_latency, us);
+        if in_window {
+            record(&mut self.window_latency, us);
+            record(&mut self.interval_window, us);
+        }
+    }
+}
+
 /// Which histogram to record into.
 #[derive(Debug, Clone, Copy)]
 pub enum Hist {
@@ -160,6 +172,165 @@ pub struct Stats {
     unexpected: Mutex<Vec<String>>,
 }
 
+/// Where the figures of a judged delivery go: straight into the shared [`Stats`]
+/// ([`Direct`], the tokio path: a frame per wake-up anyway) or gathered and added together
+/// ([`Tally`], the epoll path: many frames per wake-up).
+pub trait Sink {
+    /// Counts a delivery (any phase, any agent).
+    fn delivered(&mut self, stats: &Stats);
+    /// Counts an in-window unique delivery in `room` (if known).
+    fn delivered_window(&mut self, stats: &Stats, room: Option<u32>);
+    /// Counts an in-window delivery slower than `late_after`.
+    fn late(&mut self, stats: &Stats);
+    /// A delivery latency, µs (`in_window`: also for the window's histograms).
+    fn latency(&mut self, stats: &Stats, us: u64, in_window: bool);
+}
+
+/// Each figure into the shared [`Stats`] at once; latencies into the histogram shard of
+/// connection `.0`.
+pub struct Direct(pub u32);
+
+impl Sink for Direct {
+    fn delivered(&mut self, stats: &Stats) {
+        Stats::inc(&stats.counters.delivered);
+    }
+
+    fn delivered_window(&mut self, stats: &Stats, room: Option<u32>) {
+        Stats::inc(&stats.counters.delivered_window);
+        if let Some(room) = room {
+            if let Some(c) = stats.room_delivered_window.get(room as usize) {
+                Stats::inc(c);
+            }
+        }
+    }
+
+    fn late(&mut self, stats: &Stats) {
+        Stats::inc(&stats.counters.late);
+    }
+
+    fn latency(&mut self, stats: &Stats, us: u64, in_window: bool) {
+        stats.record_latency(self.0, us, in_window);
+    }
+}
+
+/// Latencies a [`Tally`] holds before it adds them (it adds them sooner when full).
+const TALLY_LATENCIES: usize = 64;
+/// The in-window flag of a latency held in a [`Tally`] (latencies are far below 2⁶³ µs).
+const IN_WINDOW: u64 = 1 << 63;
+
+/// What a receiving thread judged since it last published: the per-delivery counters and
+/// latencies, gathered in plain fields and added to the shared [`Stats`] together
+/// ([`Tally::publish`]): one histogram-shard lock and a few atomic adds per batch (a wake-up of
+/// the epoll receive path) instead of per delivery. The epoll path publishes at the end of
+/// every wake-up and before it hands a connection back (a run reads its totals once every
+/// connection's task has ended), so loss accounting stays exact; a reading once a second can
+/// miss at most the wake-up in progress.
+#[derive(Debug)]
+pub struct Tally {
+    /// The histogram shard it records into.
+    key: u32,
+    delivered: u64,
+    delivered_window: u64,
+    late: u64,
+    /// In-window deliveries of one room, `(room, count)`, added when another room comes.
+    room: (u32, u64),
+    /// How many of `latencies` are held.
+    held: usize,
+    /// Latencies, µs, with [`IN_WINDOW`] set when the message was due in the window.
+    latencies: [u64; TALLY_LATENCIES],
+}
+
+impl Tally {
+    /// An empty tally whose latencies go into the histogram shard of connection `key`.
+    pub fn new(key: u32) -> Tally {
+        Tally {
+            key,
+            delivered: 0,
+            delivered_window: 0,
+            late: 0,
+            room: (0, 0),
+            held: 0,
+            latencies: [0; TALLY_LATENCIES],
+        }
+    }
+
+    /// Adds everything held to `stats` and empties the tally.
+    pub fn publish(&mut self, stats: &Stats) {
+        let c = &stats.counters;
+        if self.delivered != 0 {
+            c.delivered.fetch_add(self.delivered, Ordering::Relaxed);
+            self.delivered = 0;
+        }
+        if self.delivered_window != 0 {
+            c.delivered_window
+                .fetch_add(self.delivered_window, Ordering::Relaxed);
+            self.delivered_window = 0;
+        }
+        if self.late != 0 {
+            c.late.fetch_add(self.late, Ordering::Relaxed);
+            self.late = 0;
+        }
+        self.publish_room(stats);
+        self.publish_latencies(stats);
+    }
+
+    fn publish_room(&mut self, stats: &Stats) {
+        let (room, n) = self.room;
+        if n != 0 {
+            if let Some(c) = stats.room_delivered_window.get(room as usize) {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+            self.room.1 = 0;
+        }
+    }
+
+    fn publish_latencies(&mut self, stats: &Stats) {
+        if self.held == 0 {
+            return;
+        }
+        let mut s = stats.shard(self.key);
+        let mut i = 0;
+        while i < self.held {
+            let v = self.latencies[i];
+            s.latency(v & !IN_WINDOW, v & IN_WINDOW != 0);
+            i += 1;
+        }
+        self.held = 0;
+    }
+}
+
+impl Sink for Tally {
+    fn delivered(&mut self, _: &Stats) {
+        self.delivered += 1;
+    }
+
+    fn delivered_window(&mut self, stats: &Stats, room: Option<u32>) {
+        self.delivered_window += 1;
+        let Some(room) = room else { return };
+        if self.room.0 != room {
+            self.publish_room(stats);
+            self.room.0 = room;
+        }
+        self.room.1 += 1;
+    }
+
+    fn late(&mut self, _: &Stats) {
+        self.late += 1;
+    }
+
+    fn latency(&mut self, stats: &Stats, us: u64, in_window: bool) {
+        if self.held == TALLY_LATENCIES {
+            self.publish_latencies(stats);
+        }
+        self.latencies[self.held] = if in_window {
+            us.min(!IN_WINDOW) | IN_WINDOW
+        } else {
+            us.min(!IN_WINDOW)
+        };
+        self.held += 1;
+    }
+}
+
 /// Unexpected frames kept, and the bytes kept of each.
 pub const MAX_UNEXPECTED: usize = 10;
 /// Bytes kept of each unexpected frame.
@@ -190,12 +361,7 @@ impl Stats {
     /// Records a delivery latency from connection `key`; `in_window` also records it into the
     /// measurement-window histogram.
     pub fn record_latency(&self, key: u32, us: u64, in_window: bool) {
-        let mut s = self.shard(key);
-        record(&mut s.interval_latency, us);
-        if in_window {
-            record(&mut s.window_latency, us);
-            record(&mut s.interval_window, us);
-        }
+        self.shard(key).latency(us, in_window);
     }
 
     /// Records into one of the other histograms.
@@ -318,6 +484,53 @@ mod tests {
             0,
             "take resets the window interval"
         );
+    }
+
+    /// More deliveries than a tally holds latencies, rooms changing, some out of the window,
+    /// some late.
+    fn deliver(sink: &mut dyn Sink, stats: &Stats) {
+        for i in 0..(3 * TALLY_LATENCIES as u64 + 7) {
+            let in_window = i % 5 != 0;
+            sink.delivered(stats);
+            sink.latency(stats, i * 37 + 1, in_window);
+            if in_window {
+                sink.delivered_window(stats, Some((i / 10 % 3) as u32));
+                if i % 7 == 0 {
+                    sink.late(stats);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tally_adds_exactly_what_direct_recording_adds() {
+        let (direct, batched) = (Stats::new(3), Stats::new(3));
+        let mut tally = Tally::new(5);
+        deliver(&mut Direct(5), &direct);
+        deliver(&mut tally, &batched);
+        assert_eq!(
+            Stats::get(&batched.counters.delivered),
+            0,
+            "nothing before publish"
+        );
+        tally.publish(&batched);
+        let c = |s: &Stats| {
+            (
+                Stats::get(&s.counters.delivered),
+                Stats::get(&s.counters.delivered_window),
+                Stats::get(&s.counters.late),
+                s.room_delivered_window
+                    .iter()
+                    .map(Stats::get)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(c(&batched), c(&direct));
+        assert_eq!(batched.window_latency(), direct.window_latency());
+        assert_eq!(batched.take_intervals(), direct.take_intervals());
+        // Publishing an empty tally adds nothing.
+        tally.publish(&batched);
+        assert_eq!(c(&batched), c(&direct));
     }
 
     #[test]

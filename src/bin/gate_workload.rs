@@ -11,9 +11,9 @@
 //! Workloads: `fanout` (parse and fan out `msg` frames to a room), `connections` (open and
 //! close connections one at a time through each architecture's own path), `idle` (heap bytes
 //! held per open idle connection by a real server on a background thread; not meant for
-//! callgrind, it counts bytes, not instructions); `generator-receive` and `generator-send` (the
-//! load generator's own receive and send paths, `chatbench_loadgen::bench`; `--arch` is
-//! ignored).
+//! callgrind, it counts bytes, not instructions); `generator-receive` (the load generator's
+//! epoll receive path), `generator-receive-tokio` (its tokio receive path) and `generator-send`
+//! (its send path; `chatbench_loadgen::bench`; `--arch` is ignored).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
@@ -78,7 +78,14 @@ pub fn chatbench_gate_measured(f: &mut dyn FnMut()) {
 struct Args {
     /// Workload: `fanout` (parse and fan out `msg` frames to one room), `connections` (open and
     /// close --connections connections), `idle` (heap bytes per open idle connection).
-    #[arg(value_parser = ["fanout", "connections", "idle", "generator-receive", "generator-send"])]
+    #[arg(value_parser = [
+        "fanout",
+        "connections",
+        "idle",
+        "generator-receive",
+        "generator-receive-tokio",
+        "generator-send",
+    ])]
     workload: String,
     /// Architecture whose code path is measured (not the generator workloads').
     #[arg(long, value_parser = parse_arch, default_value = "epoll")]
@@ -122,7 +129,7 @@ fn run(args: &Args) -> Result<String, bench::BenchError> {
     match args.workload.as_str() {
         "connections" => connections(args),
         "idle" => idle(args),
-        "generator-receive" | "generator-send" => {
+        "generator-receive" | "generator-receive-tokio" | "generator-send" => {
             generator(args).map_err(|e| bench::BenchError::Unexpected(e.to_string()))
         }
         _ => fanout(args),
@@ -144,9 +151,12 @@ fn generator(args: &Args) -> Result<String, chatbench_loadgen::bench::BenchError
         allocs += a1 - a0;
         bytes += b1 - b0;
     };
+    let mut receive =
+        |path| gen::receive(path, members, args.messages as u64, args.body, &mut measure);
     let (count_name, count) = if args.workload == "generator-receive" {
-        let n = gen::receive(members, args.messages as u64, args.body, &mut measure)?;
-        ("deliveries", n)
+        ("deliveries", receive(gen::Path::Epoll)?)
+    } else if args.workload == "generator-receive-tokio" {
+        ("deliveries", receive(gen::Path::Tokio)?)
     } else {
         let n = gen::send(members, args.messages as u64, args.body, &mut measure)?;
         ("messages_sent", n)

@@ -29,8 +29,9 @@ enum Tier {
     /// Each architecture's own code path (chatbench-gate-workload, one process per workload,
     /// address-space randomisation off): `fanout` parses and fans out `msg` frames to a room
     /// of 100; `connections` opens and closes 1,000 connections (upgrade, close); `idle`
-    /// counts the heap held per open idle connection (1,000 of them); `generator-receive` and
-    /// `generator-send` measure the load generator's own receive and send paths. Compares with the
+    /// counts the heap held per open idle connection (1,000 of them); `generator-receive`
+    /// (the epoll receive path), `generator-receive-tokio` and `generator-send` measure the
+    /// load generator's own receive and send paths. Compares with the
     /// baseline file (instructions: ≤ +2 %, allocations, bytes and heap: ≤ +1 %) or, with
     /// --update-baseline, writes it.
     Deterministic(DetArgs),

@@ -1,8 +1,9 @@
 //! One connection on the epoll receive path: its socket, the bytes of a frame not yet complete,
 //! a fragmented message being put together, and the control frames it owes the server. It
 //! turns what a read brought into frames, and each complete text message into the engine's
-//! [`on_text`] — the very function the tokio path calls — so every figure means the same on
-//! both paths.
+//! [`judge`] — the very function the tokio path calls — so every figure means the same on
+//! both paths. One clock read per `read`: every frame it brought arrived by the time it
+//! returned, and is timed to that moment ([`Arrival`]).
 //!
 //! Bounds: at most one incomplete frame is kept (`max_message_size` plus its header, refused
 //! from the header as soon as it is known to be larger), one fragmented message of at most
@@ -15,8 +16,9 @@ use tokio::sync::oneshot;
 
 use super::frame::{self, Opcode};
 use super::Ended;
-use crate::engine::{on_text, Receiver, Shared};
+use crate::engine::{judge, Receiver, Shared};
 use crate::plan::ConnPlan;
+use crate::stats::Tally;
 
 /// Most bytes of control frames (pongs, replies, the close answer) a connection may owe.
 pub const OUT_LIMIT: usize = 16 * 1024;
@@ -41,6 +43,18 @@ enum End {
     Reset,
     /// The server sent a close frame (already counted under its code).
     Closed,
+}
+
+/// What the frames of one `read` are handled with: the time the read returned, for all of them
+/// (they arrived together), the worker's masking keys and the worker's [`Tally`].
+pub struct Arrival<'a> {
+    /// When the `read` returned, µs since the engine's epoch: every delivery it brought is
+    /// timed to it.
+    pub at_us: u64,
+    /// Masking keys for what the connection answers.
+    pub mask: &'a mut Mask,
+    /// Where the deliveries' figures gather until the worker publishes them.
+    pub tally: &'a mut Tally,
 }
 
 /// A receive-only connection owned by one worker.
@@ -81,8 +95,15 @@ impl Conn {
     }
 
     /// Reads what the socket has (up to [`READS_PER_TURN`] full buffers) and handles every
-    /// complete frame; `mask` draws the masking keys of what it answers.
-    pub fn read_turn(&mut self, shared: &Shared, scratch: &mut [u8], mask: &mut Mask) -> Turn {
+    /// complete frame; `mask` draws the masking keys of what it answers, the deliveries'
+    /// figures go into `tally` (the caller publishes it).
+    pub fn read_turn(
+        &mut self,
+        shared: &Shared,
+        scratch: &mut [u8],
+        mask: &mut Mask,
+        tally: &mut Tally,
+    ) -> Turn {
         for _ in 0..READS_PER_TURN {
             let n = match (&self.stream).read(scratch) {
                 Ok(0) => return self.gone(shared, End::Reset),
@@ -91,8 +112,13 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.gone(shared, End::Reset),
             };
-            if let Err(end) = self.feed(shared, &scratch[..n], mask) {
-                return self.gone(shared, end);
+            let mut read = Arrival {
+                at_us: shared.now_us(),
+                mask: &mut *mask,
+                tally: &mut *tally,
+            };
+            if let Err(gone) = self.received(shared, &scratch[..n], &mut read) {
+                return gone;
             }
             // A short read drained the socket (TCP copies all it has up to the buffer's size):
             // no second read just to hear `EAGAIN`; the next arrival is a new readiness edge.
@@ -103,6 +129,19 @@ impl Conn {
         }
         self.flush();
         Turn::More
+    }
+
+    /// Handles what one `read` brought (everything a turn does after the `read` and its clock
+    /// read; the gate's workload enters here): every complete frame now, the rest kept for the
+    /// next. `Err(Turn::Gone)` when the connection ends (counted).
+    pub(crate) fn received(
+        &mut self,
+        shared: &Shared,
+        bytes: &[u8],
+        read: &mut Arrival<'_>,
+    ) -> Result<(), Turn> {
+        self.feed(shared, bytes, read)
+            .map_err(|end| self.gone(shared, end))
     }
 
     /// Writes what the connection owes, as far as the socket takes it.
@@ -133,14 +172,14 @@ impl Conn {
     }
 
     /// Handles the bytes of one read: complete frames now, the rest kept for the next.
-    fn feed(&mut self, shared: &Shared, bytes: &[u8], mask: &mut Mask) -> Result<(), End> {
+    fn feed(&mut self, shared: &Shared, bytes: &[u8], read: &mut Arrival<'_>) -> Result<(), End> {
         if self.partial.is_empty() {
-            let used = self.frames(shared, bytes, mask)?;
+            let used = self.frames(shared, bytes, read)?;
             self.partial.extend_from_slice(&bytes[used..]);
         } else {
             let mut buf = std::mem::take(&mut self.partial);
             buf.extend_from_slice(bytes);
-            let used = self.frames(shared, &buf, mask)?;
+            let used = self.frames(shared, &buf, read)?;
             buf.drain(..used);
             self.partial = buf;
         }
@@ -152,12 +191,17 @@ impl Conn {
     }
 
     /// Handles every complete frame at the start of `buf`; returns how many bytes they took.
-    fn frames(&mut self, shared: &Shared, buf: &[u8], mask: &mut Mask) -> Result<usize, End> {
+    fn frames(
+        &mut self,
+        shared: &Shared,
+        buf: &[u8],
+        read: &mut Arrival<'_>,
+    ) -> Result<usize, End> {
         let max = shared.scenario.client.max_message_size;
         let mut at = 0;
         while let Some(h) = frame::parse(&buf[at..], max).map_err(|_| End::Reset)? {
             let payload = &buf[at + h.header_len..at + h.frame_len()];
-            self.frame(shared, h.opcode, h.fin, payload, mask)?;
+            self.frame(shared, h.opcode, h.fin, payload, read)?;
             at += h.frame_len();
         }
         Ok(at)
@@ -169,11 +213,11 @@ impl Conn {
         opcode: Opcode,
         fin: bool,
         payload: &[u8],
-        mask: &mut Mask,
+        read: &mut Arrival<'_>,
     ) -> Result<(), End> {
         match opcode {
             Opcode::Text | Opcode::Binary if self.message.is_some() => Err(End::Reset),
-            Opcode::Text | Opcode::Binary if fin => self.message(shared, opcode, payload, mask),
+            Opcode::Text | Opcode::Binary if fin => self.message(shared, opcode, payload, read),
             Opcode::Text | Opcode::Binary => {
                 self.message = Some((opcode, payload.to_vec()));
                 Ok(())
@@ -187,14 +231,14 @@ impl Conn {
                 }
                 bytes.extend_from_slice(payload);
                 if fin {
-                    self.message(shared, kind, &bytes, mask)
+                    self.message(shared, kind, &bytes, read)
                 } else {
                     self.message = Some((kind, bytes));
                     Ok(())
                 }
             }
             Opcode::Ping => {
-                self.owe(0xA, payload, mask);
+                self.owe(0xA, payload, read.mask);
                 Ok(())
             }
             Opcode::Pong => Ok(()),
@@ -202,7 +246,7 @@ impl Conn {
                 let label = frame::close_label(payload).map_err(|_| End::Reset)?;
                 shared.stats.closed_by_server.add(&label);
                 // Answer with the same status, as tungstenite does.
-                self.owe(0x8, payload.get(..2).unwrap_or_default(), mask);
+                self.owe(0x8, payload.get(..2).unwrap_or_default(), read.mask);
                 Err(End::Closed)
             }
         }
@@ -214,7 +258,7 @@ impl Conn {
         shared: &Shared,
         kind: Opcode,
         bytes: &[u8],
-        mask: &mut Mask,
+        read: &mut Arrival<'_>,
     ) -> Result<(), End> {
         if kind == Opcode::Binary {
             shared
@@ -223,8 +267,15 @@ impl Conn {
             return Ok(());
         }
         let text = std::str::from_utf8(bytes).map_err(|_| End::Reset)?;
-        if let Some(reply) = on_text(shared, self.plan, &mut self.receiver, text) {
-            self.owe(0x1, reply.as_bytes(), mask);
+        if let Some(reply) = judge(
+            shared,
+            self.plan,
+            &mut self.receiver,
+            text,
+            read.at_us,
+            read.tally,
+        ) {
+            self.owe(0x1, reply.as_bytes(), read.mask);
         }
         Ok(())
     }

@@ -162,7 +162,7 @@ impl Drop for Pool {
 fn start_worker(i: u32) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     let seed = u64::from(i) ^ crate::control::unix_us() as u64;
-    let (worker, waker) = Worker::new(rx, seed)?;
+    let (worker, waker) = Worker::new(rx, i, seed)?;
     std::thread::Builder::new()
         .name(format!("chatbench-rx-{i}"))
         .spawn(move || worker.run())?;

@@ -1,8 +1,11 @@
 //! One thread of the epoll receive path: a mio readiness loop over its share of the
 //! receive-only connections. Each wake-up reads every ready socket once (one `read` of up to
 //! 64 KiB takes every frame that socket has), so a fan-out that lands on many sockets at once
-//! costs one `epoll_wait` for all of them. Connections come in by [`Command::Add`] and go back
-//! to their tasks when they end or when the run stops ([`Command::StopAll`]).
+//! costs one `epoll_wait` for all of them. The deliveries' counters and latencies gather in the
+//! worker's [`Tally`] and go to the engine's statistics once per wake-up (one histogram lock
+//! and a few atomic adds for all of them), before the worker waits again or hands back a
+//! connection. Connections come in by [`Command::Add`] and go back to their tasks when they
+//! end or when the run stops ([`Command::StopAll`]).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{Conn, Mask, Turn};
 use super::{Ended, Exit};
 use crate::engine::Shared;
+use crate::stats::Tally;
 
 /// The waker's token; connections use their slot index.
 pub const WAKE: Token = Token(usize::MAX);
@@ -43,6 +47,9 @@ pub struct Worker {
     mask: Mask,
     /// The read buffer, one per thread.
     scratch: Vec<u8>,
+    /// What this wake-up's reads judged, published at its end ([`Worker::publish`]).
+    tally: Tally,
+
     /// Set by [`Command::StopAll`]: the run is stopping, and a connection that comes in
     /// later goes straight back (nothing would ask for it again).
     stopped: bool,
@@ -52,8 +59,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with its poll and the receiving end of its commands; the returned waker wakes it.
-    pub fn new(commands: mpsc::Receiver<Command>, seed: u64) -> std::io::Result<(Worker, Waker)> {
+    /// Worker number `index`, with its poll and the receiving end of its commands; the
+    /// returned waker wakes it.
+    pub fn new(
+        commands: mpsc::Receiver<Command>,
+        index: u32,
+        seed: u64,
+    ) -> std::io::Result<(Worker, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         Ok((
@@ -65,6 +77,8 @@ impl Worker {
                 shared: None,
                 mask: Mask::new(seed),
                 scratch: vec![0u8; SCRATCH],
+                // Its own histogram shard (any shard adds up the same).
+                tally: Tally::new(index),
                 again: Vec::new(),
                 stopped: false,
             },
@@ -105,6 +119,7 @@ impl Worker {
             for slot in pending {
                 self.read(slot);
             }
+            self.publish();
             if woken && !self.commands() {
                 self.hand_back_all(Exit::Stop);
                 return;
@@ -120,12 +135,13 @@ impl Worker {
             mask,
             scratch,
             again,
+            tally,
             ..
         } = self;
         let (Some(shared), Some(Some(c))) = (shared.as_deref(), conns.get_mut(slot)) else {
             return;
         };
-        match c.read_turn(shared, scratch, mask) {
+        match c.read_turn(shared, scratch, mask, tally) {
             Turn::Drained => {}
             Turn::More => {
                 if !again.contains(&slot) {
@@ -133,6 +149,13 @@ impl Worker {
                 }
             }
             Turn::Gone => self.hand_back(slot, Exit::Gone),
+        }
+    }
+
+    /// Adds what this wake-up judged to the engine's statistics.
+    fn publish(&mut self) {
+        if let Some(shared) = &self.shared {
+            self.tally.publish(&shared.stats);
         }
     }
 
@@ -193,6 +216,9 @@ impl Worker {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.free.push(slot);
+        // What was judged goes out before the task hears of it (a run that stops reads its
+        // totals once every task has ended) and before the engine is let go.
+        self.publish();
         let conn = *conn;
         let _ = conn.done.send(Ended {
             exit,
