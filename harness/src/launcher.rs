@@ -357,11 +357,15 @@ fn await_address(child: &mut Child, rx: &Receiver<String>, within: Duration) -> 
                         .split_whitespace()
                         .next()
                         .and_then(|a| a.parse::<SocketAddr>().ok());
-                    return match (addr, exit_within(child, NOT_AN_ADDRESS_GRACE)) {
-                        (Some(addr), _) => Announce::Addr(addr),
-                        (None, Some(status)) => Announce::Exited(status, Some(line)),
-                        (None, None) => Announce::Other(line),
+                    // Only a line that is not an address waits for the child's exit: a
+                    // server that announced itself is started (a node's restart included).
+                    let Some(addr) = addr else {
+                        return match exit_within(child, NOT_AN_ADDRESS_GRACE) {
+                            Some(status) => Announce::Exited(status, Some(line)),
+                            None => Announce::Other(line),
+                        };
                     };
+                    return Announce::Addr(addr);
                 }
                 Err(RecvTimeoutError::Disconnected) => stdout_open = false,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -540,6 +544,37 @@ mod tests {
             matches!(&e, LaunchError::NotAnAddress { line, .. } if line == "listening soon"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_announced_address_is_taken_at_once_without_the_not_an_address_grace() {
+        // The line is already waiting when the wait starts, and the child keeps running: the
+        // wait returns the address without waiting for an exit (it once waited the grace on
+        // every start, which made a cluster node's restart take 267 ms instead of 4 ms).
+        let mut child = Command::new("sh")
+            .args(["-c", "echo 127.0.0.1:9; exec sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let (tx, rx) = std::sync::mpsc::channel();
+        read_stdout(child.stdout.take().expect("stdout"), tx, None);
+        let line_ready = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            match rx.try_recv() {
+                Ok(line) => break line,
+                Err(_) if Instant::now() < line_ready => std::thread::sleep(EXIT_POLL),
+                Err(e) => panic!("no line: {e}"),
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(line).expect("requeue the line");
+        let started = Instant::now();
+        let found = await_address(&mut child, &rx, ANNOUNCE_WITHIN);
+        let took = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(matches!(found, Announce::Addr(a) if a.port() == 9));
+        assert!(took < NOT_AN_ADDRESS_GRACE, "took {took:?}");
     }
 
     #[test]
