@@ -389,8 +389,10 @@ impl Shared {
 ///
 /// At most `max_connecting` connections are in set-up at once (each task holds a permit until
 /// its connect, handshake and join are done or have failed). When none is free the ramp waits,
-/// counts the wait in `ramp_held_us`, and shifts its schedule by it: a slow target slows the
-/// ramp down instead of collecting timeouts, and the ramp does not burst to catch up.
+/// counts how far its schedule slipped (the wait, and any lateness of the wake-up before it) in
+/// `ramp_held_us`, and shifts its schedule by it: a slow target slows the ramp down instead of
+/// collecting timeouts, the ramp does not burst to catch up, and the connect deadline, which
+/// adds `ramp_held_us`, moves with it.
 pub async fn ramp(
     shared: Arc<Shared>,
     handles: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
@@ -432,9 +434,16 @@ pub async fn ramp(
                         over = true;
                         break;
                     };
+                    // Count how far the schedule slipped, not only this wait: a ramp that
+                    // woke late (a busy host) and then waited loses its lateness too when the
+                    // schedule restarts here, and the connect deadline must allow for it.
+                    let due = start + Duration::from_secs_f64((i - base) as f64 / rate);
+                    let slipped = Instant::now()
+                        .saturating_duration_since(due)
+                        .max(waited.elapsed());
                     counters
                         .ramp_held_us
-                        .fetch_add(waited.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        .fetch_add(slipped.as_micros() as u64, Ordering::Relaxed);
                     // Resume the schedule from here: the rest of the ramp keeps its rate.
                     start = Instant::now();
                     base = i;

@@ -28,7 +28,7 @@ pub struct ConnCounts<'a> {
     pub closed_by_server: BTreeMap<String, u64>,
     /// Length of the connect phase, seconds.
     pub connect_s: f64,
-    /// Time the ramp waited for set-up slots, seconds.
+    /// How far the ramp's schedule slipped while it waited for set-up slots, seconds.
     pub ramp_held_s: f64,
     pub connect_time: &'a Histogram<u64>,
     /// What the reconnect policy did, when it was on.
@@ -171,6 +171,16 @@ fn low_rate_note(scenario: &Scenario) -> Option<String> {
 }
 
 /// The generator's client settings, as recorded with every result.
+/// A run whose connect phase ended (at its deadline) before every planned connection was
+/// even attempted measured fewer connections than it was asked for: say so.
+fn unattempted_note(planned: u64, attempted: u64, ready: u64) -> Option<String> {
+    (attempted < planned).then(|| {
+        format!(
+            "only {attempted} of the {planned} planned connections were attempted ({ready} ready): the connect phase ended at its deadline first (the host could not open them at `ramp_rate`); every figure is for the connections that were open"
+        )
+    })
+}
+
 fn client_settings(scenario: &Scenario) -> BTreeMap<String, u64> {
     let client = &scenario.client;
     let mut m = BTreeMap::new();
@@ -232,6 +242,11 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
     if listen_overflows.unwrap_or(0) > 0 {
         notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
     }
+    notes.extend(unattempted_note(
+        conns.planned,
+        conns.attempted,
+        conns.ready,
+    ));
     let connect_s = conns.connect_s.max(1e-9);
     let measure_s = msgs.measure_s.max(1e-9);
     let lost = msgs.expected.saturating_sub(msgs.delivered);
@@ -462,5 +477,27 @@ mod tests {
         assert_eq!(s.notes[1], "mine");
         assert!(s.notes[2].contains("ListenOverflows"), "{:?}", s.notes);
         assert_eq!(s.generator.client.len(), 4);
+    }
+
+    #[test]
+    fn a_connect_phase_cut_before_every_connection_was_attempted_is_noted() {
+        let scenario = Scenario::parse(
+            "name='t'\nconnections=10\nrooms=1\nmembers_per_room=8\n",
+            "t",
+        )
+        .expect("valid");
+        let hist = new_hist();
+        let all = build(input(&scenario, &hist));
+        assert!(!all.notes.iter().any(|n| n.contains("planned connections")));
+        let mut cut = input(&scenario, &hist);
+        cut.conns.attempted = 8;
+        cut.conns.ready = 7;
+        let s = build(cut);
+        let note = s
+            .notes
+            .iter()
+            .find(|n| n.contains("planned connections"))
+            .expect("noted");
+        assert!(note.starts_with("only 8 of the 10 planned connections were attempted (7 ready)"));
     }
 }

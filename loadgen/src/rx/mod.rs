@@ -80,6 +80,8 @@ pub struct Pool {
     workers: OnceLock<Vec<WorkerHandle>>,
     next: AtomicUsize,
     stopping: AtomicBool,
+    /// Whether the stop watcher ([`Pool::watch_stop`]) runs.
+    watching: AtomicBool,
     handed: AtomicU64,
 }
 
@@ -96,6 +98,7 @@ impl Pool {
             workers: OnceLock::new(),
             next: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             handed: AtomicU64::new(0),
         }
     }
@@ -136,6 +139,24 @@ impl Pool {
         let _ = w.waker.wake();
         self.handed.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Starts, once, the task that watches the run's phase for the pool: at `Stop` (or when
+    /// the phase's sender is gone) it asks every worker to hand its connections back. One
+    /// waiter per engine instead of one per parked connection.
+    fn watch_stop(&self, shared: &Arc<Shared>) {
+        if self.watching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut phase = shared.phase();
+        let shared = Arc::downgrade(shared);
+        tokio::spawn(async move {
+            // `Err`: the sender is gone, the run is over all the same.
+            let _ = phase.wait_for(|p| *p == Phase::Stop).await;
+            if let Some(shared) = shared.upgrade() {
+                shared.rx.stop_all();
+            }
+        });
     }
 
     /// The run stops: every worker hands its connections back (once).
@@ -257,15 +278,14 @@ pub async fn hand_over<S: Transport>(
     }
 }
 
-/// Waits, parked, until the worker gives the connection back; at `Stop` asks every worker to.
-/// `None` if the worker is gone without it.
-async fn ride(shared: &Shared, mut ticket: oneshot::Receiver<Ended>) -> Option<Ended> {
-    let mut phase = shared.phase();
-    tokio::select! {
-        ended = &mut ticket => return ended.ok(),
-        _ = phase.wait_for(|p| *p == Phase::Stop) => {}
-    }
-    shared.rx.stop_all();
+/// Waits, parked, until the worker gives the connection back (it ends, or the run stops and
+/// the pool's stop watcher asks every worker to). `None` if the worker is gone without it.
+///
+/// A parked connection does not watch the phase itself: a phase change would wake every one
+/// of them (tens of thousands of tasks per agent, a million in a fleet, at the same instant on
+/// every agent), which stalled the senders for seconds at the window's start.
+async fn ride(shared: &Arc<Shared>, ticket: oneshot::Receiver<Ended>) -> Option<Ended> {
+    shared.rx.watch_stop(shared);
     ticket.await.ok()
 }
 

@@ -384,3 +384,48 @@ async fn a_half_way_fragmented_message_keeps_the_connection_on_tokio() {
         other => panic!("expected the message, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_do_not_watch_the_phase_and_all_come_back_at_stop() {
+    let (shared, plan, _from, phase) = engine_with_phase("");
+    let before = phase.receiver_count();
+    let mut servers = Vec::new();
+    let mut handed = Vec::new();
+    for _ in 0..8 {
+        let (ws, server) = tapped_pair(&shared).await;
+        servers.push(server);
+        let s2 = shared.clone();
+        handed.push(tokio::spawn(async move { hand_over(&s2, plan, ws).await }));
+    }
+    eventually("all 8 on the epoll path", || shared.epoll_receivers() == 8);
+    // One watcher for the pool, not one receiver per parked connection: a phase change wakes
+    // one task, whatever the number of connections.
+    assert_eq!(phase.receiver_count(), before + 1);
+    for p in [
+        Phase::Settle,
+        Phase::Warmup,
+        Phase::Measure,
+        Phase::Cooldown,
+    ] {
+        phase.send(p).expect("the engine holds a receiver");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        handed.iter().all(|h| !h.is_finished()),
+        "the phases before stop leave them riding"
+    );
+    phase
+        .send(Phase::Stop)
+        .expect("the engine holds a receiver");
+    for h in handed {
+        let hand = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("every connection comes back at stop")
+            .expect("no panic");
+        assert!(
+            matches!(hand, Hand::Stopped(_)),
+            "back to be closed politely"
+        );
+    }
+    assert_eq!(shared.stats.closed_by_server.total(), 0);
+}
