@@ -274,6 +274,33 @@ pub struct ClientSettings {
     /// OS threads of the epoll receive path, each one readiness loop over its share of the
     /// receive-only connections (1..=[`MAX_RECEIVE_THREADS`]).
     pub receive_threads: u32,
+    /// What a delivery on the epoll receive path is timed to (`docs/scenarios.md`): the
+    /// kernel's receive time of what the read took, or the read's return.
+    pub arrival: ArrivalClock,
+}
+
+/// What a delivery read on the epoll receive path is timed to (`[client] arrival`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrivalClock {
+    /// When the `recvmsg` that took it returned: the receiving thread's wake-up is inside the
+    /// latency.
+    #[default]
+    Read,
+    /// The kernel's receive time of the last segment that read took (`SO_TIMESTAMPNS`): the
+    /// receiving thread's wake-up is left out of the latency (reads that bring no timestamp
+    /// are timed to their return, and counted).
+    Kernel,
+}
+
+impl ArrivalClock {
+    /// The name used in scenarios and in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArrivalClock::Read => "read",
+            ArrivalClock::Kernel => "kernel",
+        }
+    }
 }
 
 /// Which code reads what the server sends to receive-only connections (`[client] receive_path`).
@@ -306,6 +333,7 @@ impl Default for ClientSettings {
             feeder_policy: FeederPolicy::default(),
             receive_path: ReceivePath::Auto,
             receive_threads: 1,
+            arrival: ArrivalClock::default(),
         }
     }
 }
@@ -1044,6 +1072,16 @@ impl Validator<'_> {
                      (one readiness loop per thread; 1 is enough for most runs)",
                     c.receive_threads
                 ),
+            ));
+        }
+        if c.arrival == ArrivalClock::Kernel && c.receive_path == ReceivePath::Tokio {
+            return Err(self.err(
+                "client",
+                "arrival",
+                "client.arrival = \"kernel\" with receive_path = \"tokio\": kernel receive \
+                 times are taken on the epoll receive path only; use receive_path = \"auto\" \
+                 or arrival = \"read\""
+                    .to_string(),
             ));
         }
         if c.receive_path != ReceivePath::Epoll {
@@ -2053,6 +2091,17 @@ read_buffer_size = 8192
         assert!(msg.contains("reconnect"), "{msg}");
         let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"uring\"\n");
         assert!(msg.contains("uring"), "{msg}");
+        assert_eq!(ok.client.arrival, ArrivalClock::Read, "the default");
+        let k = parse("name = \"m\"\nconnections = 1\n[client]\narrival = \"kernel\"\n")
+            .expect("kernel");
+        assert_eq!(k.client.arrival, ArrivalClock::Kernel);
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"tokio\"\narrival = \"kernel\"\n",
+        );
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(msg.contains("client.arrival"), "{msg}");
+        let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\narrival = \"nic\"\n");
+        assert!(msg.contains("nic"), "{msg}");
     }
 
     #[test]

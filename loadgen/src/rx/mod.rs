@@ -16,10 +16,13 @@
 //! latency histogram, loss, duplicates and echoes mean the same on both paths. Frames are
 //! decoded here ([`frame`]): pings are answered, a close is counted under its code, fragmented
 //! messages are put together within `max_message_size`, and an oversize frame or a protocol
-//! error ends the connection as a `reset`, as on the tokio path.
+//! error ends the connection as a `reset`, as on the tokio path. Each read is a `recvmsg` that
+//! brings the kernel's receive time ([`stamp`]): the receive lag (read return minus kernel
+//! arrival) is recorded beside the send lag.
 
 pub mod conn;
 pub mod frame;
+pub mod stamp;
 pub mod tap;
 pub mod worker;
 
@@ -222,6 +225,11 @@ pub async fn hand_over<S: Transport>(
             return Hand::Gone;
         }
     };
+    // The kernel timestamps what arrives from now on (a socket that refuses is read as before:
+    // its reads are timed to their return and counted as unstamped).
+    if let Err(e) = stamp::enable(&std) {
+        tracing::debug!("receive path: no kernel receive timestamps: {e}");
+    }
     let (done, ticket) = oneshot::channel();
     let conn = Box::new(Conn::new(
         mio::net::TcpStream::from_std(std),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, Mask, Turn};
+use super::stamp::Clock;
 use super::{Ended, Exit};
 use crate::engine::Shared;
 use crate::stats::Tally;
@@ -100,6 +101,9 @@ impl Worker {
                 return;
             }
             let pending = std::mem::take(&mut self.again);
+            // The wall clock's offset from the engine's, once per wake-up (an NTP slew cannot
+            // build up): what converts this wake-up's kernel timestamps.
+            let clock = self.shared.as_deref().map(|s| Clock::read(s.epoch));
             let mut woken = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -111,13 +115,13 @@ impl Worker {
                             }
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(slot);
+                            self.read(slot, clock.as_ref());
                         }
                     }
                 }
             }
             for slot in pending {
-                self.read(slot);
+                self.read(slot, clock.as_ref());
             }
             self.publish();
             if woken && !self.commands() {
@@ -127,8 +131,9 @@ impl Worker {
         }
     }
 
-    /// Reads connection `slot` (one turn); notes it for the next turn if it has more.
-    fn read(&mut self, slot: usize) {
+    /// Reads connection `slot` (one turn) with this wake-up's `clock`; notes it for the next
+    /// turn if it has more.
+    fn read(&mut self, slot: usize, clock: Option<&Clock>) {
         let Worker {
             conns,
             shared,
@@ -141,7 +146,8 @@ impl Worker {
         let (Some(shared), Some(Some(c))) = (shared.as_deref(), conns.get_mut(slot)) else {
             return;
         };
-        match c.read_turn(shared, scratch, mask, tally) {
+        let clock = clock.copied().unwrap_or_else(|| Clock::read(shared.epoch));
+        match c.read_turn(shared, &clock, scratch, mask, tally) {
             Turn::Drained => {}
             Turn::More => {
                 if !again.contains(&slot) {
