@@ -103,6 +103,33 @@ fn both_receive_paths_count_the_same_run_against_the_epoll_server() {
         tokio["messages"]["sent"], epoll["messages"]["sent"],
         "the same schedule on both paths"
     );
+    // The receive lag: one sample per in-window delivery judged on the epoll path (every
+    // delivery here: all 57 receivers ride it), none on the tokio path.
+    let g = &epoll["generator"];
+    assert_eq!(
+        g["receive_lag_us"]["count"], epoll["latency_us"]["count"],
+        "{g:#}"
+    );
+    assert!(g["unstamped_reads"].is_u64(), "{g:#}");
+    assert_eq!(g["arrival"], "read", "the default is recorded: {g:#}");
+    assert!(tokio["generator"]["receive_lag_us"].is_null(), "{tokio:#}");
+    assert!(epoll_out.contains("receive lag"), "{epoll_out}");
+}
+
+#[test]
+fn kernel_arrival_times_every_epoll_delivery_and_says_so() {
+    let (s, out) = smoke_out(
+        &["--serve", "epoll"],
+        &["--set", "client.arrival=\"kernel\""],
+    );
+    let m = &s["messages"];
+    assert_eq!(count(&m["lost"]), 0, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
+    assert_eq!(s["latency_us"]["count"], m["delivered"], "{s:#}");
+    let g = &s["generator"];
+    assert_eq!(g["arrival"], "kernel", "{g:#}");
+    assert_eq!(g["receive_lag_us"]["count"], m["delivered"], "{g:#}");
+    assert!(out.contains("timed to the kernel's receive time"), "{out}");
 }
 
 #[test]

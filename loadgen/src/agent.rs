@@ -766,6 +766,7 @@ impl AgentRun {
             room_unsent_window: shared.unsent_in_window(),
             dropped_in_window: Stats::get(&c.dropped_in_window),
             epoll_receivers: shared.epoll_receivers(),
+            unstamped_reads: Stats::get(&c.unstamped_reads),
             unexpected_frames: st.unexpected_frames(),
             sender_windows: shared.sender_windows(),
             cross,
@@ -783,6 +784,10 @@ impl AgentRun {
             interval_window_tail: encode_hist(&tail.1)?,
             connect_time: encode_hist(&st.connect_time())?,
             send_lag: encode_hist(&st.send_lag())?,
+            receive_lag: match st.receive_lag() {
+                h if h.is_empty() => None,
+                h => Some(encode_hist(&h)?),
+            },
             pacer_lag: match &pacer {
                 Some(p) => Some(encode_hist(&p.lateness)?),
                 None => None,

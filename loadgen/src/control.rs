@@ -328,6 +328,10 @@ pub struct Final {
     /// predates it).
     #[serde(default)]
     pub epoll_receivers: u64,
+    /// Reads on the epoll receive path that brought no kernel timestamp (0 from an agent that
+    /// predates them).
+    #[serde(default)]
+    pub unstamped_reads: u64,
     /// The first frames that made no sense (bounded in number and length).
     #[serde(default)]
     pub unexpected_frames: Vec<String>,
@@ -362,6 +366,10 @@ pub struct Final {
     pub connect_time: String,
     /// Send lag.
     pub send_lag: String,
+    /// Receive lag on the epoll receive path, if any delivery was read there with a kernel
+    /// timestamp (absent from an agent that predates it).
+    #[serde(default)]
+    pub receive_lag: Option<String>,
     /// Pacer lateness, if the pacer ran.
     pub pacer_lag: Option<String>,
     /// Whether the pacer ran at real-time priority.

@@ -1375,6 +1375,7 @@ struct Merged {
     window: Histogram<u64>,
     connect_hist: Histogram<u64>,
     send_lag: Histogram<u64>,
+    receive_lag: Option<Histogram<u64>>,
     pacer_lag: Option<Histogram<u64>>,
     breakdown: Vec<AgentBreakdown>,
     totals: Final,
@@ -1411,6 +1412,7 @@ impl Merged {
             window: new_hist(),
             connect_hist: new_hist(),
             send_lag: new_hist(),
+            receive_lag: None,
             pacer_lag: None,
             breakdown: Vec::new(),
             totals: Final::default(),
@@ -1451,6 +1453,9 @@ impl Merged {
         };
         add(&mut self.connect_hist, &f.connect_time)?;
         add(&mut self.send_lag, &f.send_lag)?;
+        if let Some(r) = &f.receive_lag {
+            add(self.receive_lag.get_or_insert_with(new_hist), r)?;
+        }
         if let Some(p) = &f.pacer_lag {
             add(self.pacer_lag.get_or_insert_with(new_hist), p)?;
         }
@@ -1482,6 +1487,7 @@ impl Merged {
         t.echoes += f.echoes;
         t.dropped_in_window += f.dropped_in_window;
         t.epoll_receivers += f.epoll_receivers;
+        t.unstamped_reads += f.unstamped_reads;
         for frame in &f.unexpected_frames {
             if t.unexpected_frames.len() < crate::stats::MAX_UNEXPECTED {
                 t.unexpected_frames.push(frame.clone());
@@ -1797,6 +1803,7 @@ fn fleet_summary(
     let gen_cores = m.gen_cores();
     let totals = m.totals;
     let epoll_receivers = totals.epoll_receivers;
+    let totals_unstamped = totals.unstamped_reads;
     let mut summary = summary::build(SummaryInput {
         scenario: s.scenario,
         overrides: s.overrides,
@@ -1813,6 +1820,8 @@ fn fleet_summary(
             pacer_lag_us: m.pacer_lag.as_ref().and_then(Percentiles::of),
             pacer_realtime: m.realtime,
             send_lag_us: Percentiles::of(&m.send_lag),
+            receive_lag_us: m.receive_lag.as_ref().and_then(Percentiles::of),
+            unstamped_reads: (epoll_receivers > 0).then_some(totals_unstamped),
             rss_per_conn_bytes: (!m.rss_per_conn.is_empty())
                 .then(|| m.rss_per_conn.iter().sum::<f64>() / m.rss_per_conn.len() as f64),
         },
@@ -2307,20 +2316,34 @@ mod tests {
         let mut json = serde_json::to_value(fin(1, 2, 1, &[5])).expect("encode");
         let old = json.as_object_mut().expect("an object");
         assert!(old.remove("epoll_receivers").is_some());
+        assert!(old.remove("receive_lag").is_some());
+        assert!(old.remove("unstamped_reads").is_some());
         let old: Final = serde_json::from_value(json).expect("an older agent's figures decode");
         assert_eq!(old.epoll_receivers, 0);
+        assert_eq!((old.receive_lag.as_deref(), old.unstamped_reads), (None, 0));
         let (mut links, _outs) = fleet(3);
         links[0].fin = Some(Final {
             epoll_receivers: 17,
+            receive_lag: Some(encoded(&[5, 7, 9])),
+            unstamped_reads: 2,
             ..fin(10, 3, 20, &[1_000; 20])
         });
         links[1].fin = Some(old);
         links[2].fin = Some(Final {
             epoll_receivers: 5,
+            receive_lag: Some(encoded(&[40])),
+            unstamped_reads: 1,
             ..fin(5, 2, 4, &[3_000; 4])
         });
         let m = merge(&links, false, true).expect("merge");
         assert_eq!(m.totals.epoll_receivers, 22);
+        assert_eq!(m.totals.unstamped_reads, 3);
+        let lag = m.receive_lag.as_ref().expect("receive lag merged");
+        assert_eq!(
+            (lag.len(), lag.max()),
+            (4, 40),
+            "added exactly like the send lag"
+        );
     }
 
     #[test]

@@ -1049,6 +1049,9 @@ fn summarize(
             pacer_lag_us: pacer_lag_p,
             pacer_realtime: e.pacer_lag.as_ref().map(|r| r.realtime),
             send_lag_us: Percentiles::of(&st.send_lag()),
+            receive_lag_us: Percentiles::of(&st.receive_lag()),
+            unstamped_reads: (shared.epoll_receivers() > 0)
+                .then(|| Stats::get(&st.counters.unstamped_reads)),
             rss_per_conn_bytes: gen_rss_per_conn,
         },
         provenance,
@@ -1207,11 +1210,19 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .map(|p| format!(", pacer lag p99 {} µs", p.p99))
             .unwrap_or_default()
     );
+    if let Some(line) = lag_line(g) {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(n) = c.epoll_receivers {
         let _ = writeln!(
             out,
-            "  receiving   {n} of {} ready connections on the epoll receive path, the rest on tokio",
-            c.ready
+            "  receiving   {n} of {} ready connections on the epoll receive path, the rest on tokio; \
+             epoll deliveries timed to {}",
+            c.ready,
+            match g.arrival.as_deref() {
+                Some("kernel") => "the kernel's receive time ([client] arrival = \"kernel\")",
+                _ => "the read's return ([client] arrival = \"read\")",
+            }
         );
     }
     if let Some(d) = &s.distributed {
@@ -1233,6 +1244,30 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(out, "  results     {}", dir.display());
     out
+}
+
+/// The generator's own lag line: the send lag's and the receive lag's p50 / p99 / p99.9 (µs),
+/// and reads without a kernel timestamp; `None` when neither lag was recorded.
+fn lag_line(g: &chatbench_model::results::GeneratorInfo) -> Option<String> {
+    let three = |p: &Percentiles| format!("{} / {} / {}", p.p50, p.p99, p.p999);
+    let mut parts = Vec::new();
+    if let Some(p) = &g.send_lag_us {
+        parts.push(format!("send lag {} µs", three(p)));
+    }
+    if let Some(p) = &g.receive_lag_us {
+        parts.push(format!("receive lag {} µs", three(p)));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let unstamped = match g.unstamped_reads {
+        Some(n) if n > 0 => format!(" ({n} reads without a kernel timestamp)"),
+        _ => String::new(),
+    };
+    Some(format!(
+        "  lag         {} (p50 / p99 / p99.9){unstamped}",
+        parts.join(", ")
+    ))
 }
 
 /// The summary's message lines: sent and delivered, owed messages on dropped connections, bad

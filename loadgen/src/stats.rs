@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use chatbench_model::hist::{new_hist, record};
+use chatbench_model::hist::{new_hist, record, HIST_MAX_US};
 
 const SHARDS: usize = 16;
 /// Distinct error labels kept per map before new ones are folded into "other" (a misbehaving
@@ -33,6 +33,9 @@ struct Shard {
     send_lag: Histogram<u64>,
     /// Time to reconnect: from losing the connection to having rejoined (reconnect policy).
     reconnect: Histogram<u64>,
+    /// Receive lag: read return minus kernel arrival, one sample per in-window delivery read
+    /// on the epoll path with a kernel timestamp.
+    receive_lag: Histogram<u64>,
 }
 
 impl Shard {
@@ -44,6 +47,7 @@ impl Shard {
             connect: new_hist(),
             send_lag: new_hist(),
             reconnect: new_hist(),
+            receive_lag: new_hist(),
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Counters {
     pub ramp_held_us: AtomicU64,
     /// Most connections in set-up at once (TCP connect, handshake, join) seen by the ramp.
     pub connecting_peak: AtomicU64,
+    /// Reads on the epoll path that brought no kernel timestamp (timed to the read's return).
+    pub unstamped_reads: AtomicU64,
 }
 
 /// Errors by kind, and labelled tallies with a bounded number of labels.
@@ -215,6 +221,8 @@ impl Sink for Direct {
 
 /// Latencies a [`Tally`] holds before it adds them (it adds them sooner when full).
 const TALLY_LATENCIES: usize = 64;
+/// Receive lags (one per read) a [`Tally`] holds before it adds them.
+const TALLY_LAGS: usize = 16;
 /// The in-window flag of a latency held in a [`Tally`] (latencies are far below 2⁶³ µs).
 const IN_WINDOW: u64 = 1 << 63;
 
@@ -238,6 +246,14 @@ pub struct Tally {
     held: usize,
     /// Latencies, µs, with [`IN_WINDOW`] set when the message was due in the window.
     latencies: [u64; TALLY_LATENCIES],
+    /// In-window latencies taken so far (never reset: a read's share is a difference).
+    window_latencies: u64,
+    /// Reads without a kernel timestamp.
+    unstamped: u64,
+    /// How many of `lags` are held.
+    lags_held: usize,
+    /// Receive lags, µs, each with the in-window deliveries of its read.
+    lags: [(u64, u64); TALLY_LAGS],
 }
 
 impl Tally {
@@ -251,7 +267,34 @@ impl Tally {
             room: (0, 0),
             held: 0,
             latencies: [0; TALLY_LATENCIES],
+            window_latencies: 0,
+            unstamped: 0,
+            lags_held: 0,
+            lags: [(0, 0); TALLY_LAGS],
         }
+    }
+
+    /// In-window latencies taken so far (what one read judged is the difference around it).
+    pub fn window_latencies(&self) -> u64 {
+        self.window_latencies
+    }
+
+    /// What one read's wake-up cost: its receive lag `lag_us` (read return minus kernel
+    /// arrival) for each of the `deliveries` in-window deliveries it brought; `None` counts a
+    /// read that brought no kernel timestamp.
+    pub fn receive_lag(&mut self, stats: &Stats, lag_us: Option<u64>, deliveries: u64) {
+        let Some(lag) = lag_us else {
+            self.unstamped += 1;
+            return;
+        };
+        if deliveries == 0 {
+            return;
+        }
+        if self.lags_held == TALLY_LAGS {
+            self.publish_latencies(stats);
+        }
+        self.lags[self.lags_held] = (lag, deliveries);
+        self.lags_held += 1;
     }
 
     /// Adds everything held to `stats` and empties the tally.
@@ -270,6 +313,11 @@ impl Tally {
             c.late.fetch_add(self.late, Ordering::Relaxed);
             self.late = 0;
         }
+        if self.unstamped != 0 {
+            c.unstamped_reads
+                .fetch_add(self.unstamped, Ordering::Relaxed);
+            self.unstamped = 0;
+        }
         self.publish_room(stats);
         self.publish_latencies(stats);
     }
@@ -285,7 +333,7 @@ impl Tally {
     }
 
     fn publish_latencies(&mut self, stats: &Stats) {
-        if self.held == 0 {
+        if self.held == 0 && self.lags_held == 0 {
             return;
         }
         let mut s = stats.shard(self.key);
@@ -296,6 +344,10 @@ impl Tally {
             i += 1;
         }
         self.held = 0;
+        for &(lag, n) in &self.lags[..self.lags_held] {
+            let _ = s.receive_lag.record_n(lag.clamp(1, HIST_MAX_US), n);
+        }
+        self.lags_held = 0;
     }
 }
 
@@ -319,6 +371,7 @@ impl Sink for Tally {
     }
 
     fn latency(&mut self, stats: &Stats, us: u64, in_window: bool) {
+        self.window_latencies += u64::from(in_window);
         if self.held == TALLY_LATENCIES {
             self.publish_latencies(stats);
         }
@@ -415,6 +468,12 @@ impl Stats {
     /// The send-lag histogram.
     pub fn send_lag(&self) -> Histogram<u64> {
         self.merged(|s| &s.send_lag)
+    }
+
+    /// The receive-lag histogram (epoll path: read return minus kernel arrival, per in-window
+    /// delivery).
+    pub fn receive_lag(&self) -> Histogram<u64> {
+        self.merged(|s| &s.receive_lag)
     }
 
     /// The time-to-reconnect histogram.
@@ -531,6 +590,31 @@ mod tests {
         // Publishing an empty tally adds nothing.
         tally.publish(&batched);
         assert_eq!(c(&batched), c(&direct));
+    }
+
+    #[test]
+    fn a_tally_records_each_reads_receive_lag_once_per_in_window_delivery() {
+        let stats = Stats::new(1);
+        let mut tally = Tally::new(3);
+        for read in 0..(2 * TALLY_LAGS as u64 + 3) {
+            let before = tally.window_latencies();
+            // Each read: two in-window deliveries and one before the window.
+            tally.latency(&stats, 100, true);
+            tally.latency(&stats, 100, true);
+            tally.latency(&stats, 100, false);
+            let n = tally.window_latencies() - before;
+            tally.receive_lag(&stats, Some(read + 1), n);
+        }
+        // A read that judged nothing in the window adds no sample; one without a timestamp is
+        // counted.
+        tally.receive_lag(&stats, Some(5), 0);
+        tally.receive_lag(&stats, None, 4);
+        tally.publish(&stats);
+        let lag = stats.receive_lag();
+        assert_eq!(lag.len(), 2 * (2 * TALLY_LAGS as u64 + 3));
+        assert_eq!(lag.len(), stats.window_latency().len());
+        assert_eq!(lag.max(), 2 * TALLY_LAGS as u64 + 3);
+        assert_eq!(Stats::get(&stats.counters.unstamped_reads), 1);
     }
 
     #[test]

@@ -181,6 +181,20 @@ pub struct GeneratorInfo {
     pub pacer_realtime: Option<bool>,
     /// Sender lag: actual write start minus intended send time, µs.
     pub send_lag_us: Option<Percentiles>,
+    /// Receive lag on the epoll receive path: the read's return minus the kernel's receive
+    /// time of what it read, µs, one sample per in-window delivery (none without the path).
+    #[serde(default)]
+    pub receive_lag_us: Option<Percentiles>,
+    /// What deliveries on the epoll receive path were timed to (`[client] arrival`):
+    /// `"kernel"` (the kernel's receive time: the receiving thread's wake-up is not in the
+    /// latency) or `"read"` (the read's return: it is). Deliveries on the tokio path are always
+    /// timed when read. Absent in older results (they timed every delivery when read).
+    #[serde(default)]
+    pub arrival: Option<String>,
+    /// Reads on the epoll receive path that brought no kernel timestamp (timed to their
+    /// return; absent in older results).
+    #[serde(default)]
+    pub unstamped_reads: Option<u64>,
     /// Generator RSS per open connection, bytes (RSS after the connect phase minus before,
     /// divided by connections).
     pub rss_per_conn_bytes: Option<f64>,

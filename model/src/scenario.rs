@@ -274,6 +274,41 @@ pub struct ClientSettings {
     /// OS threads of the epoll receive path, each one readiness loop over its share of the
     /// receive-only connections (1..=[`MAX_RECEIVE_THREADS`]).
     pub receive_threads: u32,
+    /// What a delivery on the epoll receive path is timed to (`docs/scenarios.md`): the
+    /// kernel's receive time of what the read took, or the read's return.
+    pub arrival: ArrivalClock,
+    /// The least time between two `epoll_wait`s of an epoll receive thread (0: none, the
+    /// default; at most [`MAX_RECEIVE_COALESCE`]): more frames per wake-up, fewer wake-ups.
+    #[serde(with = "duration_str")]
+    pub receive_coalesce: Duration,
+}
+
+/// Most `[client] receive_coalesce`: a receive thread that waits longer would hold every
+/// delivery of the path that long.
+pub const MAX_RECEIVE_COALESCE: Duration = Duration::from_millis(5);
+
+/// What a delivery read on the epoll receive path is timed to (`[client] arrival`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrivalClock {
+    /// When the `recvmsg` that took it returned: the receiving thread's wake-up is inside the
+    /// latency.
+    #[default]
+    Read,
+    /// The kernel's receive time of the last segment that read took (`SO_TIMESTAMPNS`): the
+    /// receiving thread's wake-up is left out of the latency (reads that bring no timestamp
+    /// are timed to their return, and counted).
+    Kernel,
+}
+
+impl ArrivalClock {
+    /// The name used in scenarios and in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArrivalClock::Read => "read",
+            ArrivalClock::Kernel => "kernel",
+        }
+    }
 }
 
 /// Which code reads what the server sends to receive-only connections (`[client] receive_path`).
@@ -306,6 +341,8 @@ impl Default for ClientSettings {
             feeder_policy: FeederPolicy::default(),
             receive_path: ReceivePath::Auto,
             receive_threads: 1,
+            arrival: ArrivalClock::default(),
+            receive_coalesce: Duration::ZERO,
         }
     }
 }
@@ -1044,6 +1081,27 @@ impl Validator<'_> {
                      (one readiness loop per thread; 1 is enough for most runs)",
                     c.receive_threads
                 ),
+            ));
+        }
+        if c.receive_coalesce > MAX_RECEIVE_COALESCE {
+            return Err(self.err(
+                "client",
+                "receive_coalesce",
+                format!(
+                    "client.receive_coalesce = {:?}: at most {:?} (every delivery of the epoll \
+                     path may wait that long before it is read)",
+                    c.receive_coalesce, MAX_RECEIVE_COALESCE
+                ),
+            ));
+        }
+        if c.arrival == ArrivalClock::Kernel && c.receive_path == ReceivePath::Tokio {
+            return Err(self.err(
+                "client",
+                "arrival",
+                "client.arrival = \"kernel\" with receive_path = \"tokio\": kernel receive \
+                 times are taken on the epoll receive path only; use receive_path = \"auto\" \
+                 or arrival = \"read\""
+                    .to_string(),
             ));
         }
         if c.receive_path != ReceivePath::Epoll {
@@ -2053,6 +2111,28 @@ read_buffer_size = 8192
         assert!(msg.contains("reconnect"), "{msg}");
         let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"uring\"\n");
         assert!(msg.contains("uring"), "{msg}");
+        assert_eq!(ok.client.arrival, ArrivalClock::Read, "the default");
+        let k = parse("name = \"m\"\nconnections = 1\n[client]\narrival = \"kernel\"\n")
+            .expect("kernel");
+        assert_eq!(k.client.arrival, ArrivalClock::Kernel);
+        let (e, msg) = err(
+            "name = \"m\"\nconnections = 1\n[client]\nreceive_path = \"tokio\"\narrival = \"kernel\"\n",
+        );
+        assert_eq!(e.line(), Some(5), "{msg}");
+        assert!(msg.contains("client.arrival"), "{msg}");
+        let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\narrival = \"nic\"\n");
+        assert!(msg.contains("nic"), "{msg}");
+        assert_eq!(ok.client.receive_coalesce, Duration::ZERO, "off by default");
+        let c = parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"500us\"\n")
+            .expect("500us");
+        assert_eq!(c.client.receive_coalesce, Duration::from_micros(500));
+        parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"5ms\"\n")
+            .expect("the bound itself");
+        parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"0\"\n")
+            .expect("0: off, as documented");
+        let (e, msg) = err("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"6ms\"\n");
+        assert_eq!(e.line(), Some(4), "{msg}");
+        assert!(msg.contains("client.receive_coalesce"), "{msg}");
     }
 
     #[test]

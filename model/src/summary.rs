@@ -81,6 +81,8 @@ pub struct GenFigures {
     pub pacer_lag_us: Option<Percentiles>,
     pub pacer_realtime: Option<bool>,
     pub send_lag_us: Option<Percentiles>,
+    pub receive_lag_us: Option<Percentiles>,
+    pub unstamped_reads: Option<u64>,
     pub rss_per_conn_bytes: Option<f64>,
 }
 
@@ -278,6 +280,9 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             pacer_lag_us: generator.pacer_lag_us,
             pacer_realtime: generator.pacer_realtime,
             send_lag_us: generator.send_lag_us,
+            receive_lag_us: generator.receive_lag_us,
+            arrival: Some(scenario.client.arrival.as_str().to_string()),
+            unstamped_reads: generator.unstamped_reads,
             rss_per_conn_bytes: generator.rss_per_conn_bytes,
         },
         provenance,
@@ -371,6 +376,8 @@ pub mod testing {
                 pacer_lag_us: None,
                 pacer_realtime: None,
                 send_lag_us: None,
+                receive_lag_us: None,
+                unstamped_reads: None,
                 rss_per_conn_bytes: None,
             },
             provenance: Provenance {

@@ -2,23 +2,27 @@
 //! a fragmented message being put together, and the control frames it owes the server. It
 //! turns what a read brought into frames, and each complete text message into the engine's
 //! [`judge`] — the very function the tokio path calls — so every figure means the same on
-//! both paths. One clock read per `read`: every frame it brought arrived by the time it
-//! returned, and is timed to that moment ([`Arrival`]).
+//! both paths. Each read is a `recvmsg` that also brings the kernel's receive time of what it
+//! read ([`super::stamp`]); one clock read per read: every frame it brought arrived by the time
+//! it returned, and is timed to that moment ([`Arrival`]). The difference, what the receiving
+//! thread's wake-up cost, is recorded per in-window delivery as the receive lag.
 //!
 //! Bounds: at most one incomplete frame is kept (`max_message_size` plus its header, refused
 //! from the header as soon as it is known to be larger), one fragmented message of at most
 //! `max_message_size`, and [`OUT_LIMIT`] bytes of control frames owed (a pong that does not fit
 //! is not queued: tungstenite, too, keeps only the latest pong).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 
 use tokio::sync::oneshot;
 
 use super::frame::{self, Opcode};
+use super::stamp::{self, Clock, Stamps};
 use super::Ended;
 use crate::engine::{judge, Receiver, Shared};
 use crate::plan::ConnPlan;
 use crate::stats::Tally;
+use chatbench_model::scenario::ArrivalClock;
 
 /// Most bytes of control frames (pongs, replies, the close answer) a connection may owe.
 pub const OUT_LIMIT: usize = 16 * 1024;
@@ -45,11 +49,11 @@ enum End {
     Closed,
 }
 
-/// What the frames of one `read` are handled with: the time the read returned, for all of them
+/// What the frames of one `read` are handled with: the time they arrived by, for all of them
 /// (they arrived together), the worker's masking keys and the worker's [`Tally`].
 pub struct Arrival<'a> {
-    /// When the `read` returned, µs since the engine's epoch: every delivery it brought is
-    /// timed to it.
+    /// When the frames had arrived, µs since the engine's epoch: every delivery the read
+    /// brought is timed to it.
     pub at_us: u64,
     /// Masking keys for what the connection answers.
     pub mask: &'a mut Mask,
@@ -95,29 +99,39 @@ impl Conn {
     }
 
     /// Reads what the socket has (up to [`READS_PER_TURN`] full buffers) and handles every
-    /// complete frame; `mask` draws the masking keys of what it answers, the deliveries'
-    /// figures go into `tally` (the caller publishes it).
+    /// complete frame; `clock` converts kernel timestamps (read at this wake-up), `mask` draws
+    /// the masking keys of what it answers, the deliveries' figures go into `tally` (the
+    /// caller publishes it).
     pub fn read_turn(
         &mut self,
         shared: &Shared,
+        clock: &Clock,
         scratch: &mut [u8],
         mask: &mut Mask,
         tally: &mut Tally,
     ) -> Turn {
         for _ in 0..READS_PER_TURN {
-            let n = match (&self.stream).read(scratch) {
-                Ok(0) => return self.gone(shared, End::Reset),
-                Ok(n) => n,
+            let (n, kernel_ns) = match stamp::recv(&self.stream, scratch) {
+                Ok((0, _)) => return self.gone(shared, End::Reset),
+                Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Turn::Drained,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.gone(shared, End::Reset),
             };
+            let stamps = Stamps {
+                read_us: shared.now_us(),
+                kernel_us: kernel_ns.map(|ns| clock.engine_us(ns)),
+            };
+            let before = tally.window_latencies();
             let mut read = Arrival {
-                at_us: shared.now_us(),
+                at_us: stamps.arrival_us(shared.scenario.client.arrival == ArrivalClock::Kernel),
                 mask: &mut *mask,
                 tally: &mut *tally,
             };
-            if let Err(gone) = self.received(shared, &scratch[..n], &mut read) {
+            let judged = self.received(shared, &scratch[..n], &mut read);
+            let deliveries = tally.window_latencies() - before;
+            tally.receive_lag(&shared.stats, stamps.lag_us(), deliveries);
+            if let Err(gone) = judged {
                 return gone;
             }
             // A short read drained the socket (TCP copies all it has up to the buffer's size):

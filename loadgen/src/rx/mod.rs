@@ -16,10 +16,13 @@
 //! latency histogram, loss, duplicates and echoes mean the same on both paths. Frames are
 //! decoded here ([`frame`]): pings are answered, a close is counted under its code, fragmented
 //! messages are put together within `max_message_size`, and an oversize frame or a protocol
-//! error ends the connection as a `reset`, as on the tokio path.
+//! error ends the connection as a `reset`, as on the tokio path. Each read is a `recvmsg` that
+//! brings the kernel's receive time ([`stamp`]): the receive lag (read return minus kernel
+//! arrival) is recorded beside the send lag.
 
 pub mod conn;
 pub mod frame;
+pub mod stamp;
 pub mod tap;
 pub mod worker;
 
@@ -77,6 +80,8 @@ pub enum Hand<S> {
 /// The epoll path's threads of one engine, started on the first hand-over.
 pub struct Pool {
     threads: u32,
+    /// The least time between a worker's `epoll_wait`s (`[client] receive_coalesce`).
+    coalesce: std::time::Duration,
     workers: OnceLock<Vec<WorkerHandle>>,
     next: AtomicUsize,
     stopping: AtomicBool,
@@ -91,10 +96,12 @@ struct WorkerHandle {
 }
 
 impl Pool {
-    /// A pool of `threads` workers (none started yet).
-    pub fn new(threads: u32) -> Pool {
+    /// A pool of `threads` workers (none started yet), each waiting at least `coalesce`
+    /// between two `epoll_wait`s.
+    pub fn new(threads: u32, coalesce: std::time::Duration) -> Pool {
         Pool {
             threads: threads.max(1),
+            coalesce,
             workers: OnceLock::new(),
             next: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -111,7 +118,7 @@ impl Pool {
     fn workers(&self) -> &[WorkerHandle] {
         self.workers.get_or_init(|| {
             (0..self.threads)
-                .filter_map(|i| match start_worker(i) {
+                .filter_map(|i| match start_worker(i, self.coalesce) {
                     Ok(w) => Some(w),
                     Err(e) => {
                         tracing::warn!("receive path: worker {i} did not start: {e}");
@@ -180,10 +187,10 @@ impl Drop for Pool {
     }
 }
 
-fn start_worker(i: u32) -> std::io::Result<WorkerHandle> {
+fn start_worker(i: u32, coalesce: std::time::Duration) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     let seed = u64::from(i) ^ crate::control::unix_us() as u64;
-    let (worker, waker) = Worker::new(rx, i, seed)?;
+    let (worker, waker) = Worker::new(rx, i, seed, coalesce)?;
     std::thread::Builder::new()
         .name(format!("chatbench-rx-{i}"))
         .spawn(move || worker.run())?;
@@ -243,6 +250,11 @@ pub async fn hand_over<S: Transport>(
             return Hand::Gone;
         }
     };
+    // The kernel timestamps what arrives from now on (a socket that refuses is read as before:
+    // its reads are timed to their return and counted as unstamped).
+    if let Err(e) = stamp::enable(&std) {
+        tracing::debug!("receive path: no kernel receive timestamps: {e}");
+    }
     let (done, ticket) = oneshot::channel();
     let conn = Box::new(Conn::new(
         mio::net::TcpStream::from_std(std),

@@ -5,15 +5,20 @@
 //! worker's [`Tally`] and go to the engine's statistics once per wake-up (one histogram lock
 //! and a few atomic adds for all of them), before the worker waits again or hands back a
 //! connection. Connections come in by [`Command::Add`] and go back to their tasks when they
-//! end or when the run stops ([`Command::StopAll`]).
+//! end or when the run stops ([`Command::StopAll`]). With `[client] receive_coalesce` the
+//! thread waits at least that long between two `epoll_wait`s (sleeping out the rest after a
+//! short wake-up), so each wake-up takes more frames: fewer wake-ups per delivery, each
+//! delivery read up to that much later (the receive lag shows it; `arrival = "kernel"` keeps
+//! it out of the latency).
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, Mask, Turn};
+use super::stamp::Clock;
 use super::{Ended, Exit};
 use crate::engine::Shared;
 use crate::stats::Tally;
@@ -56,6 +61,10 @@ pub struct Worker {
     /// Connections to read next turn without waiting for an edge: those that had more than
     /// [`super::conn::READS_PER_TURN`] buffers, and those just added.
     again: Vec<usize>,
+    /// The least time between two `epoll_wait`s (zero: none).
+    coalesce: Duration,
+    /// When the last `epoll_wait` returned (for `coalesce`).
+    woke: Option<Instant>,
 }
 
 impl Worker {
@@ -65,6 +74,7 @@ impl Worker {
         commands: mpsc::Receiver<Command>,
         index: u32,
         seed: u64,
+        coalesce: Duration,
     ) -> std::io::Result<(Worker, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
@@ -81,6 +91,8 @@ impl Worker {
                 tally: Tally::new(index),
                 again: Vec::new(),
                 stopped: false,
+                coalesce,
+                woke: None,
             },
             waker,
         ))
@@ -91,7 +103,12 @@ impl Worker {
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            self.coalesce_wait();
+            let polled = self.poll.poll(&mut events, timeout);
+            if !self.coalesce.is_zero() {
+                self.woke = Some(Instant::now());
+            }
+            if let Err(e) = polled {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -100,6 +117,9 @@ impl Worker {
                 return;
             }
             let pending = std::mem::take(&mut self.again);
+            // The wall clock's offset from the engine's, once per wake-up (an NTP slew cannot
+            // build up): what converts this wake-up's kernel timestamps.
+            let clock = self.shared.as_deref().map(|s| Clock::read(s.epoch));
             let mut woken = false;
             for ev in events.iter() {
                 match ev.token() {
@@ -111,13 +131,13 @@ impl Worker {
                             }
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(slot);
+                            self.read(slot, clock.as_ref());
                         }
                     }
                 }
             }
             for slot in pending {
-                self.read(slot);
+                self.read(slot, clock.as_ref());
             }
             self.publish();
             if woken && !self.commands() {
@@ -127,8 +147,19 @@ impl Worker {
         }
     }
 
-    /// Reads connection `slot` (one turn); notes it for the next turn if it has more.
-    fn read(&mut self, slot: usize) {
+    /// With `coalesce`, sleeps out what is left of it since the last `epoll_wait` returned.
+    fn coalesce_wait(&self) {
+        if let Some(woke) = self.woke {
+            let left = self.coalesce.saturating_sub(woke.elapsed());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
+    }
+
+    /// Reads connection `slot` (one turn) with this wake-up's `clock`; notes it for the next
+    /// turn if it has more.
+    fn read(&mut self, slot: usize, clock: Option<&Clock>) {
         let Worker {
             conns,
             shared,
@@ -141,7 +172,8 @@ impl Worker {
         let (Some(shared), Some(Some(c))) = (shared.as_deref(), conns.get_mut(slot)) else {
             return;
         };
-        match c.read_turn(shared, scratch, mask, tally) {
+        let clock = clock.copied().unwrap_or_else(|| Clock::read(shared.epoch));
+        match c.read_turn(shared, &clock, scratch, mask, tally) {
             Turn::Drained => {}
             Turn::More => {
                 if !again.contains(&slot) {
