@@ -171,7 +171,6 @@ impl Shared {
     ) -> (Arc<Shared>, watch::Sender<Phase>) {
         let (tx, rx) = watch::channel(Phase::Connect);
         let scenario_threads = scenario.client.receive_threads;
-        let scenario_coalesce = scenario.client.receive_coalesce;
         let mut sender_ordinal = vec![u32::MAX; plan.conns.len()];
         let mut wakes = Vec::new();
         for c in plan.conns.iter().filter(|c| c.role == Role::Sender) {
@@ -234,7 +233,7 @@ impl Shared {
             phase: rx,
             wakes,
             sender_ordinal,
-            rx: crate::rx::Pool::new(scenario_threads, scenario_coalesce),
+            rx: crate::rx::Pool::new(scenario_threads),
         };
         (Arc::new(shared), tx)
     }

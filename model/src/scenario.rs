@@ -277,15 +277,7 @@ pub struct ClientSettings {
     /// What a delivery on the epoll receive path is timed to (`docs/scenarios.md`): the
     /// kernel's receive time of what the read took, or the read's return.
     pub arrival: ArrivalClock,
-    /// The least time between two `epoll_wait`s of an epoll receive thread (0: none, the
-    /// default; at most [`MAX_RECEIVE_COALESCE`]): more frames per wake-up, fewer wake-ups.
-    #[serde(with = "duration_str")]
-    pub receive_coalesce: Duration,
 }
-
-/// Most `[client] receive_coalesce`: a receive thread that waits longer would hold every
-/// delivery of the path that long.
-pub const MAX_RECEIVE_COALESCE: Duration = Duration::from_millis(5);
 
 /// What a delivery read on the epoll receive path is timed to (`[client] arrival`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -342,7 +334,6 @@ impl Default for ClientSettings {
             receive_path: ReceivePath::Auto,
             receive_threads: 1,
             arrival: ArrivalClock::default(),
-            receive_coalesce: Duration::ZERO,
         }
     }
 }
@@ -1080,17 +1071,6 @@ impl Validator<'_> {
                     "client.receive_threads = {}: must be between 1 and {MAX_RECEIVE_THREADS} \
                      (one readiness loop per thread; 1 is enough for most runs)",
                     c.receive_threads
-                ),
-            ));
-        }
-        if c.receive_coalesce > MAX_RECEIVE_COALESCE {
-            return Err(self.err(
-                "client",
-                "receive_coalesce",
-                format!(
-                    "client.receive_coalesce = {:?}: at most {:?} (every delivery of the epoll \
-                     path may wait that long before it is read)",
-                    c.receive_coalesce, MAX_RECEIVE_COALESCE
                 ),
             ));
         }
@@ -2122,17 +2102,6 @@ read_buffer_size = 8192
         assert!(msg.contains("client.arrival"), "{msg}");
         let (_, msg) = err("name = \"m\"\nconnections = 1\n[client]\narrival = \"nic\"\n");
         assert!(msg.contains("nic"), "{msg}");
-        assert_eq!(ok.client.receive_coalesce, Duration::ZERO, "off by default");
-        let c = parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"500us\"\n")
-            .expect("500us");
-        assert_eq!(c.client.receive_coalesce, Duration::from_micros(500));
-        parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"5ms\"\n")
-            .expect("the bound itself");
-        parse("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"0\"\n")
-            .expect("0: off, as documented");
-        let (e, msg) = err("name = \"m\"\nconnections = 1\n[client]\nreceive_coalesce = \"6ms\"\n");
-        assert_eq!(e.line(), Some(4), "{msg}");
-        assert!(msg.contains("client.receive_coalesce"), "{msg}");
     }
 
     #[test]

@@ -80,8 +80,6 @@ pub enum Hand<S> {
 /// The epoll path's threads of one engine, started on the first hand-over.
 pub struct Pool {
     threads: u32,
-    /// The least time between a worker's `epoll_wait`s (`[client] receive_coalesce`).
-    coalesce: std::time::Duration,
     workers: OnceLock<Vec<WorkerHandle>>,
     next: AtomicUsize,
     stopping: AtomicBool,
@@ -96,12 +94,10 @@ struct WorkerHandle {
 }
 
 impl Pool {
-    /// A pool of `threads` workers (none started yet), each waiting at least `coalesce`
-    /// between two `epoll_wait`s.
-    pub fn new(threads: u32, coalesce: std::time::Duration) -> Pool {
+    /// A pool of `threads` workers (none started yet).
+    pub fn new(threads: u32) -> Pool {
         Pool {
             threads: threads.max(1),
-            coalesce,
             workers: OnceLock::new(),
             next: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -118,7 +114,7 @@ impl Pool {
     fn workers(&self) -> &[WorkerHandle] {
         self.workers.get_or_init(|| {
             (0..self.threads)
-                .filter_map(|i| match start_worker(i, self.coalesce) {
+                .filter_map(|i| match start_worker(i) {
                     Ok(w) => Some(w),
                     Err(e) => {
                         tracing::warn!("receive path: worker {i} did not start: {e}");
@@ -187,10 +183,10 @@ impl Drop for Pool {
     }
 }
 
-fn start_worker(i: u32, coalesce: std::time::Duration) -> std::io::Result<WorkerHandle> {
+fn start_worker(i: u32) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::channel();
     let seed = u64::from(i) ^ crate::control::unix_us() as u64;
-    let (worker, waker) = Worker::new(rx, i, seed, coalesce)?;
+    let (worker, waker) = Worker::new(rx, i, seed)?;
     std::thread::Builder::new()
         .name(format!("chatbench-rx-{i}"))
         .spawn(move || worker.run())?;

@@ -170,24 +170,6 @@ fn deliveries_duplicates_and_fragments_are_judged_as_on_the_tokio_path() {
 }
 
 #[test]
-fn with_receive_coalesce_every_delivery_is_still_judged_and_the_stop_still_comes_through() {
-    let (shared, plan, from) = engine("[client]\nreceive_coalesce = \"5ms\"\n");
-    let (mut server, ticket) = attach(&shared, plan);
-    for seq in 1..=20u64 {
-        server
-            .write_all(&frame(0x81, msg(&from, seq).as_bytes()))
-            .expect("write");
-        if seq % 5 == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    eventually("20 deliveries", || counters(&shared) == (20, 0));
-    shared.rx.stop_all();
-    assert_eq!(ended(ticket).exit, Exit::Stop);
-    assert_eq!(shared.stats.closed_by_server.total(), 0);
-}
-
-#[test]
 fn a_ping_is_answered_with_its_pong_and_a_close_is_counted_under_its_code() {
     let (shared, plan, _) = engine("");
     let (mut server, ticket) = attach(&shared, plan);

@@ -5,15 +5,11 @@
 //! worker's [`Tally`] and go to the engine's statistics once per wake-up (one histogram lock
 //! and a few atomic adds for all of them), before the worker waits again or hands back a
 //! connection. Connections come in by [`Command::Add`] and go back to their tasks when they
-//! end or when the run stops ([`Command::StopAll`]). With `[client] receive_coalesce` the
-//! thread waits at least that long between two `epoll_wait`s (sleeping out the rest after a
-//! short wake-up), so each wake-up takes more frames: fewer wake-ups per delivery, each
-//! delivery read up to that much later (the receive lag shows it; `arrival = "kernel"` keeps
-//! it out of the latency).
+//! end or when the run stops ([`Command::StopAll`]).
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -61,10 +57,6 @@ pub struct Worker {
     /// Connections to read next turn without waiting for an edge: those that had more than
     /// [`super::conn::READS_PER_TURN`] buffers, and those just added.
     again: Vec<usize>,
-    /// The least time between two `epoll_wait`s (zero: none).
-    coalesce: Duration,
-    /// When the last `epoll_wait` returned (for `coalesce`).
-    woke: Option<Instant>,
 }
 
 impl Worker {
@@ -74,7 +66,6 @@ impl Worker {
         commands: mpsc::Receiver<Command>,
         index: u32,
         seed: u64,
-        coalesce: Duration,
     ) -> std::io::Result<(Worker, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
@@ -91,8 +82,6 @@ impl Worker {
                 tally: Tally::new(index),
                 again: Vec::new(),
                 stopped: false,
-                coalesce,
-                woke: None,
             },
             waker,
         ))
@@ -103,12 +92,7 @@ impl Worker {
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
-            self.coalesce_wait();
-            let polled = self.poll.poll(&mut events, timeout);
-            if !self.coalesce.is_zero() {
-                self.woke = Some(Instant::now());
-            }
-            if let Err(e) = polled {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -143,16 +127,6 @@ impl Worker {
             if woken && !self.commands() {
                 self.hand_back_all(Exit::Stop);
                 return;
-            }
-        }
-    }
-
-    /// With `coalesce`, sleeps out what is left of it since the last `epoll_wait` returned.
-    fn coalesce_wait(&self) {
-        if let Some(woke) = self.woke {
-            let left = self.coalesce.saturating_sub(woke.elapsed());
-            if !left.is_zero() {
-                std::thread::sleep(left);
             }
         }
     }
