@@ -62,3 +62,61 @@ fn floor_rejects_a_room_size_that_does_not_divide_the_connections() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--members"));
 }
+
+#[test]
+fn generator_settings_reach_the_generators_run_and_the_table_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("floor");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args([
+            "floor",
+            "--connections",
+            "20",
+            "--members",
+            "10",
+            "--rate",
+            "1000",
+            "--seconds",
+            "1",
+            "--generator-set",
+            "client.receive_path=\"tokio\"",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run chatbench floor");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = std::fs::read_to_string(out.join("floor.md")).expect("floor.md");
+    assert!(
+        md.contains("The generator ran with `--set client.receive_path=\"tokio\"`"),
+        "{md}"
+    );
+    // The run took the setting: no receiver rode the epoll path (18 would have by default).
+    let runs = out.join("generator-1000-0").join("runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("the generator's runs")
+        .next()
+        .expect("one run")
+        .expect("entry")
+        .path();
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("summary.json")).expect("summary.json"),
+    )
+    .expect("json");
+    assert!(s["connections"]["epoll_receivers"].is_null(), "{s:#}");
+}
+
+#[test]
+fn floor_refuses_a_generator_setting_outside_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .args(["floor", "--generator-set", "connections=5"])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run chatbench floor");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--generator-set \"connections=5\""), "{err}");
+    assert!(err.contains("client.KEY=VALUE"), "{err}");
+}

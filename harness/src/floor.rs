@@ -51,6 +51,13 @@ pub enum FloorError {
     /// `--payload` too large.
     #[error("--payload is at most 4096 bytes")]
     Payload,
+    /// A `--generator-set` that is not `client.KEY=VALUE`.
+    #[error(
+        "--generator-set {0:?}: expected client.KEY=VALUE, e.g. --generator-set \
+         client.arrival='\"kernel\"' (the floor sets the load itself; only the generator's \
+         [client] settings may differ)"
+    )]
+    GeneratorSet(String),
     /// One step of a rate failed.
     #[error("the {step} step")]
     Step {
@@ -155,6 +162,7 @@ impl FloorError {
                 | FloorError::Seconds
                 | FloorError::Repeat
                 | FloorError::Payload
+                | FloorError::GeneratorSet(_)
         )
     }
 
@@ -190,6 +198,9 @@ pub struct FloorOptions {
     pub arch: Option<String>,
     /// The chatbench binary whose generator is measured; default: this executable.
     pub generator_bin: Option<PathBuf>,
+    /// `client.KEY=VALUE` overrides passed to the generator's run as `--set` (its `[client]`
+    /// settings: the receive path, its threads, what arrivals are timed to).
+    pub generator_set: Vec<String>,
     /// Where to write floor.json and floor.md.
     pub out: PathBuf,
 }
@@ -285,6 +296,12 @@ fn validate(o: &FloorOptions) -> Result<(), FloorError> {
     }
     if o.payload > 4096 {
         return Err(FloorError::Payload);
+    }
+    if let Some(bad) = o.generator_set.iter().find(|kv| {
+        !kv.split_once('=')
+            .is_some_and(|(k, _)| k.len() > "client.".len() && k.starts_with("client."))
+    }) {
+        return Err(FloorError::GeneratorSet(bad.clone()));
     }
     Ok(())
 }
@@ -404,6 +421,13 @@ fn markdown(
         "# Floor: {} loopback connections, rooms of {}, {}-byte bodies, {} s per step, median of {} ({pin})\n",
         o.connections, o.members, o.payload, o.seconds, o.repeat
     );
+    if !o.generator_set.is_empty() {
+        let _ = writeln!(
+            s,
+            "The generator ran with `--set {}`.\n",
+            o.generator_set.join("` `--set ")
+        );
+    }
     let _ = writeln!(
         s,
         "| deliveries/s | receive floor | send floor | frames per wake-up | generator ({}) | generator ÷ receive floor |",
@@ -749,6 +773,7 @@ pub fn generator_step(
     let status = Command::new(&bin)
         .args(["run", "--serve", arch, "--progress", "quiet", "--scenario"])
         .arg(&scenario)
+        .args(o.generator_set.iter().flat_map(|kv| ["--set", kv.as_str()]))
         .arg("--out")
         .arg(&out)
         .stdin(Stdio::null())
@@ -837,6 +862,7 @@ mod tests {
             repeat: 1,
             arch: None,
             generator_bin: None,
+            generator_set: Vec::new(),
             out: PathBuf::from("unused"),
         }
     }
@@ -858,6 +884,26 @@ mod tests {
         o.seconds = 0;
         let e = validate(&o).unwrap_err();
         assert!(e.is_usage() && e.to_string().contains("--seconds"), "{e}");
+        let mut o = opts();
+        o.generator_set = vec![
+            "client.arrival=\"kernel\"".into(),
+            "client.receive_threads=2".into(),
+        ];
+        assert!(validate(&o).is_ok());
+        for bad in [
+            "connections=5",
+            "client.=1",
+            "client.arrival",
+            "measure=\"1s\"",
+        ] {
+            let mut o = opts();
+            o.generator_set = vec![bad.into()];
+            let e = validate(&o).unwrap_err();
+            assert!(
+                e.is_usage() && e.to_string().contains(&format!("{bad:?}")),
+                "{bad}: {e}"
+            );
+        }
         // A failed step is not the user's mistake, and says which step.
         let e = FloorError::in_step("generator")(FloorError::NoRunFolder("out".into()));
         assert!(!e.is_usage());

@@ -41,6 +41,10 @@ pub struct FloorArgs {
     /// The chatbench binary whose generator is measured (e.g. an older build); default: this one.
     #[arg(long, value_name = "PATH")]
     generator_bin: Option<PathBuf>,
+    /// A `[client]` setting for the generator's run (repeatable), passed to it as `--set`, e.g.
+    /// `--generator-set client.arrival='"kernel"'`; the floor sets the load itself.
+    #[arg(long, value_name = "client.KEY=VALUE")]
+    generator_set: Vec<String>,
     /// Folder for floor.md, floor.json and the generator's run folders.
     #[arg(long, value_name = "DIR", default_value = "results/floor")]
     out: PathBuf,
@@ -57,6 +61,7 @@ pub fn floor(a: FloorArgs) -> anyhow::Result<ExitCode> {
         repeat: a.repeat,
         arch: (!a.no_generator).then_some(a.arch),
         generator_bin: a.generator_bin,
+        generator_set: a.generator_set,
         out: a.out,
     })?)
 }
