@@ -5,15 +5,26 @@
 mod common;
 use common::*;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `chatbench floor ARGS --out OUT`.
+fn floor(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chatbench"))
+        .arg("floor")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run chatbench floor")
+}
 
 #[test]
 fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("floor");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args([
-            "floor",
+    let o = floor(
+        &[
             "--connections",
             "60",
             "--members",
@@ -22,11 +33,9 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
             "1500",
             "--seconds",
             "2",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run chatbench floor");
+        ],
+        &out,
+    );
     // 4 would mean the sending side could not keep 1,500 frames/s: not on loopback.
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -53,12 +62,7 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
 #[test]
 fn floor_rejects_a_room_size_that_does_not_divide_the_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["floor", "--connections", "45", "--members", "10"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .expect("run chatbench floor");
+    let o = floor(&["--connections", "45", "--members", "10"], dir.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--members"));
 }
@@ -67,9 +71,8 @@ fn floor_rejects_a_room_size_that_does_not_divide_the_connections() {
 fn generator_settings_reach_the_generators_run_and_the_table_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("floor");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args([
-            "floor",
+    let o = floor(
+        &[
             "--connections",
             "20",
             "--members",
@@ -80,11 +83,9 @@ fn generator_settings_reach_the_generators_run_and_the_table_says_so() {
             "1",
             "--generator-set",
             "client.receive_path=\"tokio\"",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run chatbench floor");
+        ],
+        &out,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("floor.md")).expect("floor.md");
     assert!(
@@ -109,12 +110,7 @@ fn generator_settings_reach_the_generators_run_and_the_table_says_so() {
 #[test]
 fn floor_refuses_a_generator_setting_outside_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = Command::new(env!("CARGO_BIN_EXE_chatbench"))
-        .args(["floor", "--generator-set", "connections=5"])
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .expect("run chatbench floor");
+    let o = floor(&["--generator-set", "connections=5"], dir.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--generator-set \"connections=5\""), "{err}");
