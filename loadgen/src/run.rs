@@ -36,7 +36,7 @@ use chatbench_model::results::{
     RunStatus, SeriesRow, Summary, TargetInfo,
 };
 use chatbench_model::sampler::{HostSample, ProcSample};
-use chatbench_model::scenario::Scenario;
+use chatbench_model::scenario::{ArrivalClock, Scenario};
 use chatbench_model::summary::{
     self, ConnCounts, GenFigures, MsgCounts, SummaryInput, TargetFigures,
 };
@@ -1219,9 +1219,11 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             "  receiving   {n} of {} ready connections on the epoll receive path, the rest on tokio; \
              epoll deliveries timed to {}",
             c.ready,
-            match g.arrival.as_deref() {
-                Some("kernel") => "the kernel's receive time ([client] arrival = \"kernel\")",
-                _ => "the read's return ([client] arrival = \"read\")",
+            match g.arrival {
+                Some(ArrivalClock::Kernel) => {
+                    "the kernel's receive time ([client] arrival = \"kernel\")"
+                }
+                Some(ArrivalClock::Read) | None => "the read's return ([client] arrival = \"read\")",
             }
         );
     }

@@ -190,7 +190,7 @@ pub struct GeneratorInfo {
     /// latency) or `"read"` (the read's return: it is). Deliveries on the tokio path are always
     /// timed when read. Absent in older results (they timed every delivery when read).
     #[serde(default)]
-    pub arrival: Option<String>,
+    pub arrival: Option<crate::scenario::ArrivalClock>,
     /// Reads on the epoll receive path that brought no kernel timestamp (timed to their
     /// return; absent in older results).
     #[serde(default)]

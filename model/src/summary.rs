@@ -281,7 +281,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             pacer_realtime: generator.pacer_realtime,
             send_lag_us: generator.send_lag_us,
             receive_lag_us: generator.receive_lag_us,
-            arrival: Some(scenario.client.arrival.as_str().to_string()),
+            arrival: Some(scenario.client.arrival),
             unstamped_reads: generator.unstamped_reads,
             rss_per_conn_bytes: generator.rss_per_conn_bytes,
         },
