@@ -148,6 +148,31 @@ pub fn loopback_source_addrs(connections: u64, per_addr: u32) -> Vec<IpAddr> {
     out
 }
 
+/// Sets an integer socket option (`setsockopt(2)` with a `c_int` of 1 or 0).
+pub fn set_socket_flag(
+    sock: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    on: bool,
+) -> io::Result<()> {
+    let value = libc::c_int::from(on);
+    // SAFETY: a valid fd and a pointer to a c_int with its size, as setsockopt(2) wants.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// CPUs this process may run on (`sched_getaffinity`), ascending. Empty if it cannot be read.
 pub fn cpu_affinity() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.

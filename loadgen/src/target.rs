@@ -375,18 +375,13 @@ impl ConnectError {
 }
 
 fn set_bind_address_no_port(socket: &TcpSocket) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int of the right size.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort: without it the kernel picks the port at bind time, as it always did.
+    let _ = crate::sys::set_socket_flag(
+        socket,
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        true,
+    );
 }
 
 /// Opens one WebSocket connection to `target` from `source` (port chosen by the kernel), with

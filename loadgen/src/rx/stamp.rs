@@ -21,22 +21,7 @@ const CMSG_WORDS: usize = 8;
 
 /// Asks the kernel to timestamp what arrives on `sock` (`SO_TIMESTAMPNS`).
 pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd and a pointer to a c_int with its size, as setsockopt(2) wants.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::set_socket_flag(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, true)
 }
 
 /// One `recvmsg` into `buf`: the bytes read, and the kernel's receive time of the last segment
