@@ -92,9 +92,9 @@ fn a_users_own_server_is_measured_by_its_start_command_and_label() {
 }
 
 /// A candidate whose server does not start (here a flag it does not know: it exits at once)
-/// is a regression: one failed row per candidate run, saying why, and exit 1 (docs/gate.md).
-/// Tiny settings: 3 rounds, which α = 0.35 allows, and a 1000 % minimum effect so the
-/// baseline's own noise (the A/A check) can never turn the verdict into "could not judge"; the
+/// is a regression: one failed row per candidate run, saying why, and exit 1 (docs/gate.md),
+/// even when the baseline's own noise fails the A/A check (a busy machine: that only makes the
+/// measured rows "could not judge"). Tiny settings: 3 rounds, which α = 0.35 allows; the
 /// baseline file is written by hand (only its machine is read, and `--allow-other-machine`).
 #[test]
 fn a_candidate_whose_server_cannot_start_is_a_failed_row_with_its_cause() {

@@ -132,6 +132,10 @@ pub struct Row {
     pub verdict: Verdict,
     /// Why (p-values, what is missing …).
     pub detail: String,
+    /// A run that failed ([`Row::failed_run`]): a regression no machine noise or mismatch can
+    /// explain away, so "could not judge" never overrides it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_run: bool,
 }
 
 impl Row {
@@ -147,6 +151,7 @@ impl Row {
             rule: "the run measured something".into(),
             verdict: Verdict::Regression,
             detail,
+            failed_run: true,
         }
     }
 }
@@ -167,10 +172,12 @@ pub struct GateReport {
 
 impl GateReport {
     /// A report whose verdict combines the rows' verdicts, or is "could not judge" when
-    /// `cannot_judge` is set (then every row says so too).
+    /// `cannot_judge` is set (then every row says so too), unless a run failed: a failed run
+    /// is a regression whatever the machine's noise, so its row and the verdict stay one.
     pub fn new(tier: &str, mut rows: Vec<Row>, notes: Vec<String>, cannot_judge: bool) -> Self {
+        let failed = rows.iter().any(|r| r.failed_run);
         if cannot_judge {
-            for r in &mut rows {
+            for r in rows.iter_mut().filter(|r| !r.failed_run) {
                 if r.verdict != Verdict::CouldNotJudge {
                     r.detail = format!("{} (measured {}; see notes)", r.detail, r.verdict.as_str())
                         .trim_start()
@@ -179,7 +186,9 @@ impl GateReport {
                 }
             }
         }
-        let verdict = if cannot_judge || rows.is_empty() {
+        let verdict = if failed {
+            Verdict::Regression
+        } else if cannot_judge || rows.is_empty() {
             Verdict::CouldNotJudge
         } else {
             Verdict::combine(rows.iter().map(|r| r.verdict))
@@ -344,6 +353,7 @@ pub fn judge_deterministic(
         rule,
         verdict,
         detail,
+        failed_run: false,
     }
 }
 
@@ -552,6 +562,7 @@ pub fn judge_statistical(metrics: &[Samples], rule: StatRule) -> Vec<Row> {
                 rule: rule_text.clone(),
                 verdict,
                 detail,
+                failed_run: false,
             }
         })
         .collect()
@@ -590,6 +601,23 @@ mod tests {
         assert!(r.detail.contains("--update-baseline"));
         let r = judge_deterministic("m", "Ir", Some(1.0), None, 2.0);
         assert_eq!(r.verdict, Verdict::CouldNotJudge);
+    }
+
+    /// A failed run is a regression even when the machine could not be judged (a failed A/A
+    /// check, another machine): the other rows say "could not judge", the failed one does not.
+    #[test]
+    fn a_failed_run_stays_a_regression_when_the_rest_cannot_be_judged() {
+        let rows = vec![
+            judge_deterministic("m", "Ir", Some(1.0), Some(1.0), 2.0),
+            Row::failed_run("x.run".into(), "the server exited".into()),
+        ];
+        let r = GateReport::new("statistical", rows, vec!["A/A check failed".into()], true);
+        assert_eq!(r.verdict, Verdict::Regression);
+        assert_eq!(r.rows[0].verdict, Verdict::CouldNotJudge);
+        assert_eq!(r.rows[1].verdict, Verdict::Regression);
+        assert_eq!(r.rows[1].detail, "the server exited");
+        let back: Row = serde_json::from_str(&serde_json::to_string(&r.rows[1]).unwrap()).unwrap();
+        assert!(back.failed_run);
     }
 
     #[test]

@@ -612,6 +612,7 @@ fn failed_and_threshold_rows(current: &[RunObservation]) -> Vec<Row> {
                     Verdict::Regression
                 },
                 detail: j.line(),
+                failed_run: false,
             });
         }
     }
@@ -654,6 +655,7 @@ fn judge_fixed(s: &Samples, pct: f64) -> Row {
                 s.current.len()
             )
         },
+        failed_run: false,
     }
 }
 
