@@ -15,6 +15,7 @@ use chatbench_report::outputs;
 use chatbench_servers::{Arch, Backplane};
 
 use crate::columns::ColumnError;
+use crate::peers::Peer;
 use crate::supervisor::{Program, REDIS_SERVER};
 
 /// Why `chatbench compare` could not run its suite or write its comparison: a request that
@@ -183,7 +184,7 @@ pub struct CompareOptions {
     /// Runs of the broadcast step; `None`: the suite's default.
     pub repeats: Option<u32>,
     /// Third-party servers to measure beside the architectures.
-    pub peer: Vec<String>,
+    pub peer: Vec<Peer>,
     /// Folder of the peer servers.
     pub peers_dir: PathBuf,
     /// Every step shrunk to seconds (checks the harness end to end).
@@ -203,8 +204,7 @@ pub struct CompareOptions {
 fn installed_peers(
     peers_dir: &Path,
     installed: impl Fn(&str) -> bool,
-) -> (Vec<String>, Option<String>) {
-    use crate::peers::Peer;
+) -> (Vec<Peer>, Option<String>) {
     let node = installed("node");
     let modules = peers_dir.join("node_modules").is_dir();
     let elixir = installed("elixir") && installed("epmd");
@@ -246,7 +246,7 @@ fn installed_peers(
             npm = true;
         }
         if lacks.is_empty() {
-            peers.push(p.as_str().to_string());
+            peers.push(p);
         } else {
             left_out.push(format!("{} ({})", p.as_str(), lacks.join(", ")));
         }
@@ -436,7 +436,7 @@ impl FullSweeps {
                 capacity: capacity_points(&[
                     2_500, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 19_000, 22_500,
                 ]),
-                load: rate_points(&[10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0]),
+                load: rate_points(&[10.0, 20.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0]),
                 room: room_points(&[(200, 10, 22.0), (20, 100, 20.0), (2, 1_000, 20.0)]),
             }
         }
@@ -686,7 +686,7 @@ struct Columns {
     /// Built-in architectures and cluster columns.
     archs: Vec<BuiltIn>,
     /// Third-party servers.
-    peers: Vec<String>,
+    peers: Vec<Peer>,
     /// The user's own servers (`--column`).
     user: Vec<crate::columns::UserColumn>,
     /// What was left out and why, and what each user column is.
@@ -699,7 +699,7 @@ impl Columns {
     fn choose(args: &CompareOptions) -> Result<Columns, CompareError> {
         let builtin: Vec<&str> = column_names()
             .into_iter()
-            .chain(crate::peers::Peer::ALL.iter().map(|p| p.as_str()))
+            .chain(Peer::ALL.iter().map(|p| p.as_str()))
             .collect();
         let user = crate::columns::parse_all(&args.columns, &builtin)?;
         let mut notes: Vec<String> = user.iter().map(|u| u.note()).collect();
@@ -731,8 +731,7 @@ impl Columns {
             args.archs.clone()
         };
         // No column named: every peer whose runtime is installed, too.
-        let peers: Vec<String> = if args.archs.is_empty() && args.peer.is_empty() && user.is_empty()
-        {
+        let peers: Vec<Peer> = if args.archs.is_empty() && args.peer.is_empty() && user.is_empty() {
             let (peers, note) = installed_peers(&args.peers_dir, on_path);
             if let Some(note) = note {
                 eprintln!("compare: {note}");
@@ -742,7 +741,7 @@ impl Columns {
         } else {
             args.peer.clone()
         };
-        if peers.iter().any(|p| p == "socketio-cluster") && !on_path(REDIS_SERVER.name) {
+        if peers.contains(&Peer::SocketIoCluster) && !on_path(REDIS_SERVER.name) {
             return Err(CompareError::NotInstalled {
                 flag: "--peer socketio-cluster".into(),
                 program: REDIS_SERVER,
@@ -762,12 +761,9 @@ impl Columns {
             name: b.name().to_string(),
             kind: Kind::BuiltIn(b),
         });
-        let peers = self.peers.iter().map(|p| Column {
-            name: p.clone(),
-            kind: Kind::Peer {
-                cluster: crate::peers::Peer::parse(p)
-                    .is_ok_and(|p| p.is_cluster() || p == crate::peers::Peer::ElixirCluster),
-            },
+        let peers = self.peers.iter().map(|&p| Column {
+            name: p.as_str().to_string(),
+            kind: Kind::Peer(p),
         });
         let user = self.user.iter().map(|u| Column {
             name: u.name.clone(),
@@ -786,9 +782,9 @@ impl Columns {
 enum Kind<'a> {
     /// One of ours.
     BuiltIn(BuiltIn),
-    /// A third-party server; `cluster`: one that runs several processes (socketio-cluster,
-    /// elixir-cluster), with the scaling and node-loss steps.
-    Peer { cluster: bool },
+    /// A third-party server (those of several processes get the scaling and node-loss steps:
+    /// [`Peer::several_nodes`]).
+    Peer(Peer),
     /// The user's own (`--column`).
     User(&'a crate::columns::UserColumn),
 }
@@ -803,11 +799,12 @@ struct Column<'a> {
 impl Column<'_> {
     /// Whether this column leaves `step` of `suite` out.
     fn skips(&self, step: Step, suite: Suite) -> bool {
-        let cluster = matches!(
-            self.kind,
-            Kind::BuiltIn(BuiltIn::Cluster(_)) | Kind::Peer { cluster: true }
-        );
-        let peer = matches!(self.kind, Kind::Peer { .. });
+        let cluster = match self.kind {
+            Kind::BuiltIn(b) => matches!(b, BuiltIn::Cluster(_)),
+            Kind::Peer(p) => p.several_nodes(),
+            Kind::User(_) => false,
+        };
+        let peer = matches!(self.kind, Kind::Peer(_));
         // Scaling: the cluster columns in every suite; single-process architectures (as
         // independent servers, rooms partitioned) in the full suite; never the
         // single-process peers.
@@ -827,18 +824,17 @@ impl Column<'_> {
         let nodes = s.nodes[i];
         match self.kind {
             Kind::User(u) => u.run_args(),
-            Kind::Peer { cluster } => {
-                let peer = &self.name;
+            Kind::Peer(peer) => {
                 let mut e = vec![
                     "--serve-peer".to_string(),
-                    peer.clone(),
+                    peer.as_str().to_string(),
                     "--peers-dir".into(),
                     args.peers_dir.display().to_string(),
                 ];
-                if peer == "socketio" || peer == "socketio-cluster" {
-                    e.extend(["--set".into(), "protocol=\"socketio\"".into()]);
+                if let Some(p) = peer.compare_protocol() {
+                    e.extend(["--set".into(), format!("protocol={:?}", p.as_str())]);
                 }
-                if cluster {
+                if peer.several_nodes() {
                     let nodes = nodes.unwrap_or(CLUSTER_NODES);
                     e.extend(["--nodes".into(), nodes.to_string()]);
                 }
@@ -1352,7 +1348,7 @@ mod tests {
         let (peers, note) = installed_peers(dir.path(), |_| false);
         assert!(peers.is_empty(), "{peers:?}");
         let note = note.expect("a note");
-        for p in crate::peers::Peer::ALL {
+        for p in Peer::ALL {
             assert!(note.contains(p.as_str()), "{note}");
         }
         assert!(
@@ -1364,7 +1360,7 @@ mod tests {
         assert!(note.contains("then `npm ci --prefix"), "{note}");
         // Elixir and Node.js but no redis-server and no npm modules yet.
         let (peers, note) = installed_peers(dir.path(), |p| p != "redis-server");
-        assert_eq!(peers, ["elixir", "elixir-cluster"]);
+        assert_eq!(peers, [Peer::Elixir, Peer::ElixirCluster]);
         let note = note.expect("a note");
         assert!(
             note.contains("socketio-cluster (redis-server, its npm modules)"),
@@ -1377,16 +1373,7 @@ mod tests {
         // Everything: every peer, no note.
         std::fs::create_dir(dir.path().join("node_modules")).expect("mkdir");
         let (peers, note) = installed_peers(dir.path(), |_| true);
-        assert_eq!(
-            peers,
-            [
-                "node-ws",
-                "socketio",
-                "socketio-cluster",
-                "elixir",
-                "elixir-cluster"
-            ]
-        );
+        assert_eq!(peers, Peer::ALL);
         assert_eq!(note, None);
     }
 

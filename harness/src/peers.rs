@@ -117,8 +117,20 @@ impl Peer {
 
     /// Whether it runs several server processes behind one port (`--nodes` of them) over a
     /// private redis-server.
-    pub fn is_cluster(self) -> bool {
+    pub fn one_port_cluster(self) -> bool {
         self == Peer::SocketIoCluster
+    }
+
+    /// Whether it runs several server processes (socketio-cluster, elixir-cluster): the
+    /// comparison's scaling and node-loss steps are its.
+    pub fn several_nodes(self) -> bool {
+        matches!(self, Peer::SocketIoCluster | Peer::ElixirCluster)
+    }
+
+    /// The protocol profile a comparison's scenarios take for it when not the scenario's own
+    /// (the Socket.IO peers speak only `socketio`).
+    pub fn compare_protocol(self) -> Option<ProtocolKind> {
+        matches!(self, Peer::SocketIo | Peer::SocketIoCluster).then_some(ProtocolKind::Socketio)
     }
 
     /// Parses a name.
@@ -269,7 +281,7 @@ mod tests {
             .expect_err("socketio only");
         assert!(e.to_string().contains("speaks socketio"), "{e}");
         let cluster = Peer::parse("socketio-cluster").expect("known");
-        assert!(cluster.is_cluster() && !Peer::SocketIo.is_cluster());
+        assert!(cluster.one_port_cluster() && !Peer::SocketIo.one_port_cluster());
         assert_eq!(
             cluster.url_path(ProtocolKind::Socketio).expect("socketio"),
             "/socket.io/"

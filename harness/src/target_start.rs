@@ -128,7 +128,7 @@ pub struct TargetStartOptions {
     /// `--redis-url`.
     pub redis_url: Option<String>,
     /// `--serve-peer`: a peer server to start.
-    pub serve_peer: Option<String>,
+    pub serve_peer: Option<Peer>,
     /// `--serve-cmd`: a server command to start.
     pub serve_cmd: Option<String>,
     /// `--serve-path`.
@@ -295,7 +295,7 @@ fn check(
     peer: Option<Peer>,
 ) -> Result<(), UsageError> {
     let clustered = opts.serve.as_deref() == Some("cluster");
-    let peer_cluster = peer.is_some_and(Peer::is_cluster);
+    let peer_cluster = peer.is_some_and(Peer::one_port_cluster);
     let peer_nodes = peer_cluster || peer == Some(Peer::ElixirCluster);
     if opts.nodes.is_some() && opts.serve.is_none() && !peer_nodes {
         return Err(UsageError(
@@ -387,12 +387,7 @@ pub fn start_target(
     opts: &TargetStartOptions,
     scenario: &mut Scenario,
 ) -> Result<StartedTarget, TargetError> {
-    let peer = opts
-        .serve_peer
-        .as_deref()
-        .map(Peer::parse)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+    let peer = opts.serve_peer;
     check(opts, scenario, peer)?;
     let starts_server = opts.serve.is_some() || peer.is_some() || opts.serve_cmd.is_some();
     let cpus = Cpus::split(starts_server, opts.no_pin);
@@ -563,7 +558,7 @@ fn start_peer(
         }
         started.elixir_cluster = Some(Arc::new(Mutex::new(cluster)));
         Ok((url, info))
-    } else if peer.is_cluster() {
+    } else if peer.one_port_cluster() {
         let (program, peer_args) = peer
             .command_with(&opts.peers_dir, &[], &opts.server_args)
             .map_err(|e| UsageError(e.to_string()))?;

@@ -60,8 +60,8 @@ pub struct CompareArgs {
     /// `--fault-injection` (every peer has it): the Node.js peers
     /// throw from the message handler, uncaught, as a plain Node server does; the Elixir peer
     /// raises in that connection's process.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_names())]
-    peer: Vec<String>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::peer_parser())]
+    peer: Vec<chatbench_harness::peers::Peer>,
     /// Folder of the peer servers (package.json, node_modules: `npm ci --prefix servers/peers`).
     #[arg(long, value_name = "DIR", default_value = "servers/peers")]
     peers_dir: PathBuf,

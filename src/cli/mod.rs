@@ -171,8 +171,8 @@ struct RunArgs {
     /// socketio: socketio; socketio-cluster: socketio, from --nodes workers under Node's
     /// `cluster` module over a private redis-server; elixir and elixir-cluster: chatbench,
     /// phoenix). See docs/profiles.md.
-    #[arg(long, value_name = "PEER", value_parser = peer_names(), conflicts_with = "serve_cmd", group = "started_server")]
-    serve_peer: Option<String>,
+    #[arg(long, value_name = "PEER", value_parser = peer_parser(), conflicts_with = "serve_cmd", group = "started_server")]
+    serve_peer: Option<Peer>,
     /// Start this server command and run against it: split on spaces (no shell), it must print
     /// its bound address (HOST:PORT) as the first word of its first stdout line, e.g.
     /// --serve-cmd "node my-server.js --port 0". The scenario's `protocol` says how to talk to it.
@@ -290,8 +290,10 @@ pub(crate) fn arch_names() -> clap::builder::PossibleValuesParser {
 }
 
 /// The peer names `--serve-peer` accepts.
-pub(crate) fn peer_names() -> clap::builder::PossibleValuesParser {
+pub(crate) fn peer_parser() -> impl clap::builder::TypedValueParser<Value = Peer> {
+    use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Peer::ALL.map(|p| p.as_str()))
+        .try_map(|name| Peer::parse(&name))
 }
 
 /// Entry point: parse, dispatch, map errors to exit codes.
@@ -413,7 +415,7 @@ fn target_options(args: &RunArgs, agents: bool) -> TargetStartOptions {
         nodes: args.nodes,
         backplane: args.backplane,
         redis_url: args.redis_url.clone(),
-        serve_peer: args.serve_peer.clone(),
+        serve_peer: args.serve_peer,
         serve_cmd: args.serve_cmd.clone(),
         serve_path: args.serve_path.clone(),
         peers_dir: args.peers_dir.clone(),
@@ -529,7 +531,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let what = args
         .serve
         .as_deref()
-        .or(args.serve_peer.as_deref())
+        .or(args.serve_peer.map(Peer::as_str))
         .or(args.serve_cmd.as_deref())
         .unwrap_or("?");
     let mut report = result.map_err(|e| stopped.explain(e, what))?;
