@@ -975,7 +975,15 @@ pub(crate) fn judge_bytes<S: Sink>(
 ) -> Result<Option<std::borrow::Cow<'static, str>>, NotUtf8> {
     if shared.fast_msg {
         if let Some(m) = crate::fast_msg::parse_ascii(bytes) {
-            delivery(shared, plan, r, m, &|| String::from_utf8_lossy(bytes), now_us, sink);
+            delivery(
+                shared,
+                plan,
+                r,
+                m,
+                &|| String::from_utf8_lossy(bytes),
+                now_us,
+                sink,
+            );
             return Ok(None);
         }
     }

@@ -219,7 +219,10 @@ mod tests {
         assert_eq!(parse_ascii(text.as_bytes()), parse(&text));
         assert!(parse_ascii(text.as_bytes()).is_some());
         // A non-ASCII byte anywhere in a string: declined raw, still taken as text.
-        for (from, body) in [("a3.c1042", "h\u{e9}llo, world, in UTF-8"), ("a\u{e9}.c1", "x")] {
+        for (from, body) in [
+            ("a3.c1042", "h\u{e9}llo, world, in UTF-8"),
+            ("a\u{e9}.c1", "x"),
+        ] {
             let t = encode_msg("r1", from, 1, 2, body);
             assert_eq!(parse_ascii(t.as_bytes()), None, "{t}");
             assert!(parse(&t).is_some(), "{t}");
