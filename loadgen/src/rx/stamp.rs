@@ -66,9 +66,10 @@ fn stamp_of(msg: &libc::msghdr) -> Option<i64> {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
                 // i64 ns since the Unix epoch last until 2262 (an i128 division per read cost
                 // a library call); a value beyond them is no timestamp.
-                let ns = i64::from(ts.tv_sec)
+                let ns = ts
+                    .tv_sec
                     .checked_mul(1_000_000_000)?
-                    .checked_add(i64::from(ts.tv_nsec))?;
+                    .checked_add(ts.tv_nsec)?;
                 // The kernel gives zero when the segment was not stamped.
                 return (ns > 0).then_some(ns);
             }

@@ -192,7 +192,7 @@ impl Worker {
     fn commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Add(shared, conn)) => self.add(shared, conn),
+                Ok(Command::Add(shared, conn)) => self.add(shared, *conn),
                 Ok(Command::StopAll) => {
                     self.stopped = true;
                     self.hand_back_all(Exit::Stop);
@@ -203,7 +203,7 @@ impl Worker {
         }
     }
 
-    fn add(&mut self, shared: Arc<Shared>, mut conn: Box<Conn>) {
+    fn add(&mut self, shared: Arc<Shared>, mut conn: Conn) {
         if self.stopped {
             let _ = conn.done.send(Ended {
                 exit: Exit::Stop,
@@ -229,9 +229,9 @@ impl Worker {
             return;
         }
         if slot == self.conns.len() {
-            self.conns.push(Some(*conn));
+            self.conns.push(Some(conn));
         } else {
-            self.conns[slot] = Some(*conn);
+            self.conns[slot] = Some(conn);
         }
         self.shared.get_or_insert(shared);
         // What arrived between the hand-over and the registration may have raised no edge:
