@@ -95,9 +95,6 @@ impl<'a> Cur<'a> {
     }
 }
 
-/// Whether any of the eight bytes of `w` is a quote, a backslash or a control character
-/// (below 0x20): never `false` when one is (the classic "has zero byte" and "has byte less
-/// than" tests, exact for "any"), so a `false` word can be skipped.
 /// The eight bytes of `b` from `i` as one little-endian word (one load in an optimised
 /// build), or `None` past the end.
 fn word(b: &[u8], i: usize) -> Option<u64> {
@@ -112,6 +109,9 @@ fn word(b: &[u8], i: usize) -> Option<u64> {
 /// The top bit of each byte of a word.
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
+/// Whether any of the eight bytes of `w` is a quote, a backslash or a control character
+/// (below 0x20): never `false` when one is (the classic "has zero byte" and "has byte less
+/// than" tests, exact for "any"), so a `false` word can be skipped.
 fn maybe_special(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const SPACES: u64 = ONES * 0x20;

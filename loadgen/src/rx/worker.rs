@@ -10,8 +10,9 @@
 //! Locality: at 20,000 deliveries/s over 2,000 connections each socket is read about once per
 //! 100 ms, so its state has left the core's caches by then, and waiting for it was most of
 //! the loop's own cost (docs/notes/2026-12-07-receive-user-space.md). The connections live
-//! inline in one slab (no pointer to chase per read), and while one ready socket is read —
-//! a `recvmsg` of several µs — the state of the next ready one is prefetched ([`prefetch`]).
+//! inline in one slab (no pointer to chase per read), and at the top of each wake-up the state
+//! of every ready one is prefetched ([`prefetch`]): each read is a `recvmsg` of several µs,
+//! so the lines are there before their connection's turn.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -132,10 +133,10 @@ impl Worker {
                     }
                 }
             }
-            for (i, &slot) in pending.iter().enumerate() {
-                if let Some(&next) = pending.get(i + 1) {
-                    self.prefetch(next);
-                }
+            for &slot in &pending {
+                self.prefetch(slot);
+            }
+            for slot in pending {
                 self.read(slot, clock.as_ref());
             }
             self.publish();
