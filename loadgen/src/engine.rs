@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::failover::LossTimeline;
-use crate::ledger::{Ledger, SenderWindow};
+use crate::ledger::{LastSeqs, Ledger, SenderWindow};
 use crate::plan::{parse_conn_id, room_name, ConnPlan, Plan, Role};
 use crate::schedule::Schedule;
 use crate::stats::{Direct, Hist, Sink, Stats};
@@ -714,7 +714,8 @@ fn close_label(f: Option<&CloseFrame>) -> String {
 
 /// What one reading connection remembers of the deliveries it got (duplicates).
 pub(crate) struct Receiver {
-    last_seq: Vec<u64>,
+    /// Last seq seen per sender of the room (own agent), by sender slot.
+    last_seq: LastSeqs,
     /// Last seq seen per sender of another agent (allocated on the first such delivery).
     /// Boxed: one pointer in every connection's task, the map only where it is used.
     cross_last: Option<Box<CrossLast>>,
@@ -724,7 +725,7 @@ impl Receiver {
     /// A connection's receiver state before its first delivery.
     pub(crate) fn new(shared: &Shared) -> Receiver {
         Receiver {
-            last_seq: vec![0; shared.plan.senders_per_room as usize],
+            last_seq: LastSeqs::new(shared.plan.senders_per_room as usize),
             cross_last: None,
         }
     }
@@ -957,6 +958,39 @@ pub(crate) fn on_text(
     )
 }
 
+/// A text message whose bytes are not UTF-8 (a protocol error: the connection ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotUtf8;
+
+/// [`judge`] of a complete text message as the bytes the epoll path read: an ASCII `msg`
+/// frame the fast parse takes is judged without a UTF-8 check (ASCII is UTF-8); any other is
+/// checked, then judged as text. `Err` when it is not UTF-8.
+pub(crate) fn judge_bytes<S: Sink>(
+    shared: &Shared,
+    plan: ConnPlan,
+    r: &mut Receiver,
+    bytes: &[u8],
+    now_us: u64,
+    sink: &mut S,
+) -> Result<Option<std::borrow::Cow<'static, str>>, NotUtf8> {
+    if shared.fast_msg {
+        if let Some(m) = crate::fast_msg::parse_ascii(bytes) {
+            delivery(
+                shared,
+                plan,
+                r,
+                m,
+                &|| String::from_utf8_lossy(bytes),
+                now_us,
+                sink,
+            );
+            return Ok(None);
+        }
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| NotUtf8)?;
+    Ok(judge(shared, plan, r, text, now_us, sink))
+}
+
 /// Judges one incoming text frame that arrived by `now_us` (µs since the epoch: the time the
 /// read that brought it returned); returns the answer to send, if the protocol wants one.
 /// Both receive paths judge every delivery here; the per-delivery figures go to `sink`
@@ -971,75 +1005,89 @@ pub(crate) fn judge<S: Sink>(
 ) -> Option<std::borrow::Cow<'static, str>> {
     let stats = &shared.stats;
     match decode(shared, text) {
-        Incoming::Delivery(m) => {
-            let from = parse_conn_id(&m.from);
-            if shared.echoes_apart && from == Some((shared.plan.agent, plan.index)) {
-                if shared.window.contains(m.ts) {
-                    Stats::inc(&stats.counters.echoes);
-                }
-                return None;
-            }
-            sink.delivered(stats);
-            let Some((agent, index)) = from else {
-                stats.bad_frame(text);
-                return None;
-            };
-            if agent != shared.plan.agent {
-                // Another agent's sender: judged by the coordinator from the ledger.
-                let last = r
-                    .cross_last
-                    .get_or_insert_with(Box::default)
-                    .0
-                    .entry((agent, index))
-                    .or_insert(0);
-                if m.seq <= *last {
-                    Stats::inc(&stats.counters.duplicated);
-                } else if shared.ledger.record(agent, index, m.seq) {
-                    *last = m.seq;
-                    time_cross(shared, agent, m.ts, now_us, sink);
-                } else {
-                    stats.bad_frame(text);
-                }
-                return None;
-            }
-            let Some(slot) = shared
-                .plan
-                .conns
-                .get(index as usize)
-                .and_then(|c| c.sender_slot)
-            else {
-                stats.bad_frame(text);
-                return None;
-            };
-            let Some(last) = r.last_seq.get_mut(slot as usize) else {
-                stats.bad_frame(text);
-                return None;
-            };
-            if m.seq <= *last {
-                Stats::inc(&stats.counters.duplicated);
-                return None;
-            }
-            *last = m.seq;
-            let latency = now_us.saturating_sub(m.ts);
-            let in_window = shared.window.contains(m.ts);
-            sink.latency(stats, latency, in_window);
-            if in_window {
-                if let Some(t) = &shared.loss_timeline {
-                    t.add_delivered(m.ts.saturating_sub(shared.window.start_us()));
-                }
-                // The frame's room, or the receiver's own (a connection is in one room).
-                sink.delivered_window(stats, m.room.or(plan.room));
-                if latency > shared.scenario.late_after.as_micros() as u64 {
-                    sink.late(stats);
-                }
-            }
-        }
+        Incoming::Delivery(m) => delivery(shared, plan, r, m, &|| text.into(), now_us, sink),
         Incoming::Reply(answer) => return Some(answer),
         Incoming::ServerError(code) => stats.server_errors.add(&code),
         Incoming::Other => {}
         Incoming::Bad => stats.bad_frame(text),
     }
     None
+}
+
+/// One delivery `m` that arrived by `now_us`: an echo, a duplicate, another agent's (to the
+/// ledger) or this agent's, timed and counted. `text` gives the frame for the unexpected
+/// frames' list (only a frame that makes no sense here is asked for it).
+fn delivery<'t, S: Sink>(
+    shared: &Shared,
+    plan: ConnPlan,
+    r: &mut Receiver,
+    m: chatbench_model::profile::Delivery<'_>,
+    text: &dyn Fn() -> std::borrow::Cow<'t, str>,
+    now_us: u64,
+    sink: &mut S,
+) {
+    let stats = &shared.stats;
+    let from = parse_conn_id(&m.from);
+    if shared.echoes_apart && from == Some((shared.plan.agent, plan.index)) {
+        if shared.window.contains(m.ts) {
+            Stats::inc(&stats.counters.echoes);
+        }
+        return;
+    }
+    sink.delivered(stats);
+    let Some((agent, index)) = from else {
+        stats.bad_frame(&text());
+        return;
+    };
+    if agent != shared.plan.agent {
+        // Another agent's sender: judged by the coordinator from the ledger.
+        let last = r
+            .cross_last
+            .get_or_insert_with(Box::default)
+            .0
+            .entry((agent, index))
+            .or_insert(0);
+        if m.seq <= *last {
+            Stats::inc(&stats.counters.duplicated);
+        } else if shared.ledger.record(agent, index, m.seq) {
+            *last = m.seq;
+            time_cross(shared, agent, m.ts, now_us, sink);
+        } else {
+            stats.bad_frame(&text());
+        }
+        return;
+    }
+    let Some(slot) = shared
+        .plan
+        .conns
+        .get(index as usize)
+        .and_then(|c| c.sender_slot)
+    else {
+        stats.bad_frame(&text());
+        return;
+    };
+    let Some(last) = r.last_seq.get_mut(slot as usize) else {
+        stats.bad_frame(&text());
+        return;
+    };
+    if m.seq <= *last {
+        Stats::inc(&stats.counters.duplicated);
+        return;
+    }
+    *last = m.seq;
+    let latency = now_us.saturating_sub(m.ts);
+    let in_window = shared.window.contains(m.ts);
+    sink.latency(stats, latency, in_window);
+    if in_window {
+        if let Some(t) = &shared.loss_timeline {
+            t.add_delivered(m.ts.saturating_sub(shared.window.start_us()));
+        }
+        // The frame's room, or the receiver's own (a connection is in one room).
+        sink.delivered_window(stats, m.room.or(plan.room));
+        if latency > shared.scenario.late_after.as_micros() as u64 {
+            sink.late(stats);
+        }
+    }
 }
 
 /// Times a delivery from agent `agent`'s sender, intended at its `ts`, that arrived by

@@ -7,6 +7,9 @@
 //! its window ([`SenderWindow`]). The coordinator [`reconcile`]s: deliveries of in-window
 //! messages across agents, added to each agent's own judged ones, against the one loss formula
 //! over the fleet's rooms (`model::summary::expected_deliveries`).
+//!
+//! Within an agent, each receiver keeps the last sequence number it got from each sender of
+//! its room ([`LastSeqs`]): the duplicate check of every delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,6 +200,52 @@ pub fn reconcile(books: &[AgentBooks<'_>]) -> Judged {
     }
 }
 
+/// Senders per room whose last sequence numbers a [`LastSeqs`] keeps inline (every shipped
+/// scenario has one or two). Two keep it as small as the `Vec` it replaced (24 bytes): every
+/// idle connection's task holds one.
+pub const INLINE_SENDERS: usize = 2;
+
+/// A receiver's last sequence number from each sender of its room, by the sender's slot
+/// (`ConnPlan::sender_slot`): the duplicate check of every delivery. Up to
+/// [`INLINE_SENDERS`] senders it is kept inline, in the connection's own state, so the check
+/// reads no separate allocation (at 20,000 deliveries/s over 2,000 receivers that allocation
+/// was a cache miss per delivery, most of what judging one cost:
+/// docs/notes/2026-12-07-receive-user-space.md); larger rooms keep it on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastSeqs {
+    /// Rooms of up to [`INLINE_SENDERS`] senders: the first `len` entries are used.
+    Inline {
+        /// Senders in the room.
+        len: u8,
+        /// Last seq per slot (0: nothing yet).
+        seqs: [u64; INLINE_SENDERS],
+    },
+    /// Larger rooms.
+    Heap(Box<[u64]>),
+}
+
+impl LastSeqs {
+    /// Nothing seen yet from any of `senders` senders.
+    pub fn new(senders: usize) -> LastSeqs {
+        match u8::try_from(senders) {
+            Ok(len) if senders <= INLINE_SENDERS => LastSeqs::Inline {
+                len,
+                seqs: [0; INLINE_SENDERS],
+            },
+            _ => LastSeqs::Heap(vec![0; senders].into_boxed_slice()),
+        }
+    }
+
+    /// The last seq seen from the sender in `slot`; `None` past the room's senders.
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut u64> {
+        match self {
+            LastSeqs::Inline { len, seqs } if slot < usize::from(*len) => seqs.get_mut(slot),
+            LastSeqs::Inline { .. } => None,
+            LastSeqs::Heap(seqs) => seqs.get_mut(slot),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +339,27 @@ mod tests {
         runs[1].2 = 3;
         let j = books(&runs);
         assert_eq!(j.delivered, j.expected, "nothing lost");
+    }
+
+    #[test]
+    fn last_seqs_keep_one_entry_per_sender_inline_or_not() {
+        for senders in [0usize, 1, 2, INLINE_SENDERS, INLINE_SENDERS + 1, 300] {
+            let mut l = LastSeqs::new(senders);
+            assert_eq!(
+                matches!(l, LastSeqs::Inline { .. }),
+                senders <= INLINE_SENDERS,
+                "{senders}"
+            );
+            for slot in 0..senders {
+                assert_eq!(l.get_mut(slot).copied(), Some(0), "{senders} {slot}");
+                *l.get_mut(slot).expect("in range") = slot as u64 + 7;
+            }
+            for slot in 0..senders {
+                assert_eq!(l.get_mut(slot).copied(), Some(slot as u64 + 7));
+            }
+            // Past the room's senders: none, even where the inline array has room.
+            assert_eq!(l.get_mut(senders), None, "{senders}");
+            assert_eq!(l.get_mut(usize::MAX), None);
+        }
     }
 }

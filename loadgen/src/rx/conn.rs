@@ -1,8 +1,9 @@
 //! One connection on the epoll receive path: its socket, the bytes of a frame not yet complete,
 //! a fragmented message being put together, and the control frames it owes the server. It
 //! turns what a read brought into frames, and each complete text message into the engine's
-//! [`judge`] — the very function the tokio path calls — so every figure means the same on
-//! both paths. Each read is a `recvmsg` that also brings the kernel's receive time of what it
+//! judgement ([`judge_bytes`]: the very `judge` the tokio path calls, after a fast parse of
+//! an ASCII `msg` frame that needs no UTF-8 check) — so every figure means the same on both
+//! paths. Each read is a `recvmsg` that also brings the kernel's receive time of what it
 //! read ([`super::stamp`]); one clock read per read: every frame it brought arrived by the time
 //! it returned, and is timed to that moment ([`Arrival`]). The difference, what the receiving
 //! thread's wake-up cost, is recorded per in-window delivery as the receive lag.
@@ -19,7 +20,7 @@ use tokio::sync::oneshot;
 use super::frame::{self, Opcode};
 use super::stamp::{self, Clock, Stamps};
 use super::Ended;
-use crate::engine::{judge, Receiver, Shared};
+use crate::engine::{judge_bytes, Receiver, Shared};
 use crate::plan::ConnPlan;
 use crate::stats::Tally;
 use chatbench_model::scenario::ArrivalClock;
@@ -280,15 +281,17 @@ impl Conn {
                 .bad_frame(&format!("<binary frame, {} bytes>", bytes.len()));
             return Ok(());
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| End::Reset)?;
-        if let Some(reply) = judge(
+        // Not UTF-8: a protocol error, as tungstenite calls it.
+        if let Some(reply) = judge_bytes(
             shared,
             self.plan,
             &mut self.receiver,
-            text,
+            bytes,
             read.at_us,
             read.tally,
-        ) {
+        )
+        .map_err(|_| End::Reset)?
+        {
             self.owe(0x1, reply.as_bytes(), read.mask);
         }
         Ok(())

@@ -26,7 +26,7 @@ pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
 
 /// One `recvmsg` into `buf`: the bytes read, and the kernel's receive time of the last segment
 /// they came in (ns since the Unix epoch, `CLOCK_REALTIME`) when the kernel gave one.
-pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i128>)> {
+pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i64>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -48,7 +48,7 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<i1
 }
 
 /// The `SCM_TIMESTAMPNS` control message of a received `msg`, as ns since the Unix epoch.
-fn stamp_of(msg: &libc::msghdr) -> Option<i128> {
+fn stamp_of(msg: &libc::msghdr) -> Option<i64> {
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return None;
     }
@@ -64,7 +64,12 @@ fn stamp_of(msg: &libc::msghdr) -> Option<i128> {
                     >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
             {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                let ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+                // i64 ns since the Unix epoch last until 2262 (an i128 division per read cost
+                // a library call); a value beyond them is no timestamp.
+                let ns = ts
+                    .tv_sec
+                    .checked_mul(1_000_000_000)?
+                    .checked_add(ts.tv_nsec)?;
                 // The kernel gives zero when the segment was not stamped.
                 return (ns > 0).then_some(ns);
             }
@@ -79,26 +84,27 @@ fn stamp_of(msg: &libc::msghdr) -> Option<i128> {
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// Wall-clock ns since the Unix epoch minus engine ns since its epoch, read back to back.
-    real_minus_engine_ns: i128,
+    real_minus_engine_ns: i64,
 }
 
 impl Clock {
     /// Reads both clocks now (one `Instant` and one `SystemTime` read).
     pub fn read(epoch: Instant) -> Clock {
-        let engine = epoch.elapsed().as_nanos() as i128;
+        let engine = i64::try_from(epoch.elapsed().as_nanos()).unwrap_or(i64::MAX);
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
             .unwrap_or(0);
         Clock {
-            real_minus_engine_ns: real - engine,
+            real_minus_engine_ns: real.saturating_sub(engine),
         }
     }
 
     /// Kernel timestamp `real_ns` (ns since the Unix epoch) in µs since the engine's epoch
     /// (0 if it falls before the epoch).
-    pub fn engine_us(&self, real_ns: i128) -> u64 {
-        let ns = real_ns - self.real_minus_engine_ns;
+    pub fn engine_us(&self, real_ns: i64) -> u64 {
+        let ns = real_ns.saturating_sub(self.real_minus_engine_ns);
         u64::try_from(ns / 1000).unwrap_or(0)
     }
 }

@@ -429,3 +429,66 @@ async fn parked_connections_do_not_watch_the_phase_and_all_come_back_at_stop() {
     }
     assert_eq!(shared.stats.closed_by_server.total(), 0);
 }
+
+#[test]
+fn many_ready_connections_are_each_judged_and_a_freed_slot_is_reused() {
+    // Every connection ready at once (the worker prefetches each one's state before reading
+    // them), one of them ending, and its slot taken by the next one handed over.
+    let (shared, plan, from) = engine("");
+    let mut conns: Vec<_> = (0..24).map(|_| attach(&shared, plan)).collect();
+    let mut wire = Vec::new();
+    for seq in [1u64, 2, 2] {
+        wire.extend(frame(0x81, msg(&from, seq).as_bytes()));
+    }
+    for (server, _) in &mut conns {
+        server.write_all(&wire).expect("write");
+    }
+    eventually("3 deliveries and 1 duplicate on each", || {
+        counters(&shared) == (24 * 3, 24)
+    });
+    // One ends (end of stream: a reset); the next one handed over reads in its place.
+    let (gone, ticket) = conns.pop().expect("one");
+    drop(gone);
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    let (mut server, ticket) = attach(&shared, plan);
+    server.write_all(&wire).expect("write");
+    eventually("the new connection's frames", || {
+        counters(&shared) == (25 * 3, 25)
+    });
+    shared.rx.stop_all();
+    for (_, ticket) in conns.into_iter().chain([(server, ticket)]) {
+        assert_eq!(ended(ticket).exit, Exit::Stop);
+    }
+    assert_eq!(
+        shared.stats.closed_by_server.snapshot().get("reset"),
+        Some(&1)
+    );
+    assert!(shared.stats.unexpected_frames().is_empty());
+}
+
+#[test]
+fn a_non_ascii_message_is_judged_and_one_not_utf8_ends_the_connection() {
+    let (shared, plan, from) = engine("");
+    let (mut server, ticket) = attach(&shared, plan);
+    // Not ASCII: the fast parse of raw bytes declines it; checked as UTF-8, it is judged.
+    let text = format!(
+        r#"{{"t":"msg","room":"{}","from":"{from}","seq":1,"ts":1,"body":"{}"}}"#,
+        room_name(0),
+        "h\u{e9}llo"
+    );
+    server
+        .write_all(&frame(0x81, text.as_bytes()))
+        .expect("write");
+    eventually("the delivery", || counters(&shared) == (1, 0));
+    // Not UTF-8 at all: a protocol error, the connection ends as a reset.
+    let mut bad = msg(&from, 2).into_bytes();
+    let at = bad.len() - 3;
+    bad[at] = 0xff;
+    server.write_all(&frame(0x81, &bad)).expect("write");
+    assert_eq!(ended(ticket).exit, Exit::Gone);
+    assert_eq!(counters(&shared), (1, 0));
+    assert_eq!(
+        shared.stats.closed_by_server.snapshot().get("reset"),
+        Some(&1)
+    );
+}

@@ -6,6 +6,13 @@
 //! and a few atomic adds for all of them), before the worker waits again or hands back a
 //! connection. Connections come in by [`Command::Add`] and go back to their tasks when they
 //! end or when the run stops ([`Command::StopAll`]).
+//!
+//! Locality: at 20,000 deliveries/s over 2,000 connections each socket is read about once per
+//! 100 ms, so its state has left the core's caches by then, and waiting for it was most of
+//! the loop's own cost (docs/notes/2026-12-07-receive-user-space.md). The connections live
+//! inline in one slab (no pointer to chase per read), and at the top of each wake-up the state
+//! of every ready one is prefetched ([`prefetch`]): each read is a `recvmsg` of several µs,
+//! so the lines are there before their connection's turn.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -40,7 +47,8 @@ pub enum Command {
 pub struct Worker {
     poll: Poll,
     commands: mpsc::Receiver<Command>,
-    conns: Vec<Option<Box<Conn>>>,
+    /// The connections, inline, by slot (a slot is the connection's poll token).
+    conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     /// The engine, while the worker holds any of its connections (dropped with the last one,
     /// so the engine's teardown is not held up by this thread).
@@ -105,6 +113,11 @@ impl Worker {
             // build up): what converts this wake-up's kernel timestamps.
             let clock = self.shared.as_deref().map(|s| Clock::read(s.epoch));
             let mut woken = false;
+            // Every ready connection's state on its way into the cache at once: each fetch
+            // overlaps the others and the reads before it.
+            for ev in events.iter() {
+                self.prefetch(ev.token().0);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKE => woken = true,
@@ -120,6 +133,9 @@ impl Worker {
                     }
                 }
             }
+            for &slot in &pending {
+                self.prefetch(slot);
+            }
             for slot in pending {
                 self.read(slot, clock.as_ref());
             }
@@ -128,6 +144,14 @@ impl Worker {
                 self.hand_back_all(Exit::Stop);
                 return;
             }
+        }
+    }
+
+    /// Asks the CPU to bring connection `slot`'s state into the cache (no effect on a slot
+    /// that holds none, or the waker's token).
+    fn prefetch(&self, slot: usize) {
+        if let Some(c) = self.conns.get(slot) {
+            prefetch(c);
         }
     }
 
@@ -169,7 +193,7 @@ impl Worker {
     fn commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Add(shared, conn)) => self.add(shared, conn),
+                Ok(Command::Add(shared, conn)) => self.add(shared, *conn),
                 Ok(Command::StopAll) => {
                     self.stopped = true;
                     self.hand_back_all(Exit::Stop);
@@ -180,7 +204,7 @@ impl Worker {
         }
     }
 
-    fn add(&mut self, shared: Arc<Shared>, mut conn: Box<Conn>) {
+    fn add(&mut self, shared: Arc<Shared>, mut conn: Conn) {
         if self.stopped {
             let _ = conn.done.send(Ended {
                 exit: Exit::Stop,
@@ -225,7 +249,6 @@ impl Worker {
         // What was judged goes out before the task hears of it (a run that stops reads its
         // totals once every task has ended) and before the engine is let go.
         self.publish();
-        let conn = *conn;
         let _ = conn.done.send(Ended {
             exit,
             stream: conn.stream.into(),
@@ -240,4 +263,27 @@ impl Worker {
             self.hand_back(slot, exit);
         }
     }
+}
+
+/// Asks the CPU to bring every cache line of `*value` into its caches, without waiting for
+/// them (a hint: on other architectures, nothing).
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        const LINE: usize = 64;
+        let start = (value as *const T).cast::<i8>();
+        // From the start of the line `*value` begins in to its last byte.
+        let lead = start as usize % LINE;
+        let first = start.wrapping_sub(lead);
+        let mut at = 0;
+        while at < lead + std::mem::size_of::<T>() {
+            // SAFETY: a prefetch is a hint: it never faults and changes no memory. Every
+            // address given lies in a cache line that `*value` occupies.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(at)) };
+            at += LINE;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
