@@ -869,8 +869,6 @@ pub(crate) struct SenderState {
     seq: u64,
     /// Messages handed to the connection (the schedule's first `sent` points).
     pub(crate) sent: u64,
-    /// The sender's ordinal (its window seqs' index).
-    ordinal: u32,
 }
 
 impl SenderState {
@@ -905,14 +903,14 @@ impl SenderState {
     }
 }
 
-/// Notes a message just queued by sender `s` (seq `s.seq`, intended at `intended`): its count
-/// of what it sent (owed messages of a connection that dies) and its in-window seqs (the
-/// fleet's judgement).
-fn note_sent(shared: &Shared, s: &mut SenderState, intended: Instant) {
+/// Notes a message just queued by the sender of ordinal `ordinal` (seq `s.seq`, intended at
+/// `intended`): its count of what it sent (owed messages of a connection that dies) and its
+/// in-window seqs (the fleet's judgement).
+fn note_sent(shared: &Shared, ordinal: u32, s: &mut SenderState, intended: Instant) {
     s.sent += 1;
     let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
     if shared.window.contains(ts) {
-        if let Some((lo, hi)) = shared.window_seqs.get(s.ordinal as usize) {
+        if let Some((lo, hi)) = shared.window_seqs.get(ordinal as usize) {
             let _ = lo.compare_exchange(0, s.seq, Ordering::Relaxed, Ordering::Relaxed);
             hi.store(s.seq, Ordering::Relaxed);
         }
@@ -931,7 +929,6 @@ pub(crate) fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<S
         start,
         seq: 0,
         sent: 0,
-        ordinal: shared.sender_ordinal[plan.index as usize],
     })
 }
 
@@ -956,7 +953,7 @@ pub(crate) async fn send_due<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
         let ts = s.encode(shared, intended, &mut text);
         s.take();
         ws.feed(Message::text(text)).await?;
-        sent_one(shared, room, s, intended, ts);
+        sent_one(shared, plan, room, s, intended, ts);
         any = true;
     }
     if any {
@@ -978,9 +975,17 @@ pub(crate) fn record_send_lag(shared: &Shared, plan: ConnPlan, now: Instant, int
 /// The bookkeeping of one message just handed to the connection (both send paths): the
 /// sender's own count and window seqs ([`note_sent`]), the sent counters, the room's in-window
 /// count and the loss timeline's expectation.
-pub(crate) fn sent_one(shared: &Shared, room: u32, s: &mut SenderState, intended: Instant, ts: u64) {
+pub(crate) fn sent_one(
+    shared: &Shared,
+    plan: ConnPlan,
+    room: u32,
+    s: &mut SenderState,
+    intended: Instant,
+    ts: u64,
+) {
     let stats = &shared.stats;
-    note_sent(shared, s, intended);
+    let ordinal = shared.sender_ordinal[plan.index as usize];
+    note_sent(shared, ordinal, s, intended);
     Stats::inc(&stats.counters.sent);
     if shared.window.contains(ts) {
         Stats::inc(&stats.counters.sent_window);

@@ -127,7 +127,7 @@ impl Pool {
     }
 
     /// Gives `conn` to the next worker (round robin); `Err` gives it back if none runs.
-    fn add(&self, shared: Arc<Shared>, conn: Box<Conn>) -> Result<(), Box<Conn>> {
+    pub(crate) fn add(&self, shared: Arc<Shared>, conn: Box<Conn>) -> Result<(), Box<Conn>> {
         let workers = self.workers();
         if workers.is_empty() {
             return Err(conn);
@@ -280,7 +280,13 @@ pub async fn hand_over<S: Transport>(
         crate::tx::publish(shared, plan, link);
     }
     let ended = ride(shared, ticket).await;
-    let gone = !matches!(ended, Some(Ended { exit: Exit::Stop, .. }));
+    let gone = !matches!(
+        ended,
+        Some(Ended {
+            exit: Exit::Stop,
+            ..
+        })
+    );
     // A sender's write side closes first (nothing more goes out; what it sent is final).
     let clean = link.is_none_or(|l| crate::tx::detach(shared, plan, &l, gone));
     match ended {

@@ -233,7 +233,7 @@ pub(crate) fn queue_due(
         }
         s.take();
         out.push(|b| write_masked(b, TEXT, text.as_bytes(), mask.next_key()));
-        sent_one(shared, room, s, intended, ts);
+        sent_one(shared, plan, room, s, intended, ts);
     }
     false
 }

@@ -4,7 +4,8 @@
 //! at once stays here, and the next writer (the pacer at its next send, the worker at the
 //! socket's writable edge) goes on from the byte where the last write stopped.
 //!
-//! Bounds: at most `max_frames` frames and `max_bytes` bytes queued. A frame that does not fit
+//! Bounds: at most `max_frames` frames and `max_bytes` bytes queued (or one frame, whatever its
+//! size, in an empty buffer). A frame that does not fit
 //! is not queued; what that means is the caller's policy (a message stays due and is counted as
 //! held, see [`super`]; a pong is not owed, as tungstenite keeps only the latest one). I/O-free
 //! apart from the `Write` it is given.
@@ -82,9 +83,11 @@ impl OutBuf {
         self.head > 0 && self.pending() > 0
     }
 
-    /// Whether a frame of `len` bytes fits within the bounds.
+    /// Whether a frame of `len` bytes fits within the bounds. An empty buffer takes one frame
+    /// of any size (a message larger than `max_bytes` is sent alone, never held for ever).
     pub fn fits(&self, len: usize) -> bool {
-        self.ends.len() < self.max_frames && self.pending() + len <= self.max_bytes
+        self.ends.is_empty()
+            || (self.ends.len() < self.max_frames && self.pending() + len <= self.max_bytes)
     }
 
     /// Queues one whole frame, written by `write` at the end of the buffer. The caller checked
@@ -174,14 +177,19 @@ mod tests {
     fn frames_and_bytes_are_bounded() {
         let mut out = OutBuf::new(3, 100);
         assert!(out.fits(100));
-        assert!(!out.fits(101), "over the byte bound");
         out.push(frame(1, 40));
+        assert!(!out.fits(61), "over the byte bound");
         out.push(frame(2, 40));
         assert!(out.fits(20));
         assert!(!out.fits(21));
         out.push(frame(3, 10));
         assert!(!out.fits(1), "over the frame bound");
         assert_eq!((out.frames(), out.pending()), (3, 90));
+        // An empty buffer takes one frame larger than the byte bound, and nothing after it.
+        let mut out = OutBuf::new(3, 100);
+        assert!(out.fits(500));
+        out.push(frame(1, 500));
+        assert!(!out.fits(1));
     }
 
     #[test]

@@ -131,7 +131,9 @@ fn the_pacer_writes_every_message_in_order_and_a_ping_is_answered_between_them()
             0x81 => {
                 seqs.push(seq_of(&payload));
                 if seqs.len() == 5 {
-                    server.write_all(&[0x89, 3, b'a', b'b', b'c']).expect("ping");
+                    server
+                        .write_all(&[0x89, 3, b'a', b'b', b'c'])
+                        .expect("ping");
                 }
             }
             0x8a => {
@@ -153,9 +155,17 @@ fn the_pacer_writes_every_message_in_order_and_a_ping_is_answered_between_them()
     assert_eq!(Stats::get(&c.sent_window), scheduled);
     assert_eq!(Stats::get(&c.send_held), 0);
     assert_eq!(shared.pacer_senders(), 1);
-    assert_eq!(shared.epoll_receivers(), 0, "a sender is not a receive-only connection");
+    assert_eq!(
+        shared.epoll_receivers(),
+        0,
+        "a sender is not a receive-only connection"
+    );
     let w = shared.sender_windows();
-    assert_eq!((w[0].lo, w[0].hi), (1, scheduled), "the sender's window seqs");
+    assert_eq!(
+        (w[0].lo, w[0].hi),
+        (1, scheduled),
+        "the sender's window seqs"
+    );
 }
 
 #[test]
