@@ -79,7 +79,7 @@ fn assert_whole(s: &serde_json::Value) {
 fn senders_on_the_pacer_path_deliver_every_message_as_the_tokio_path_does() {
     let serve = ["--serve", "epoll"];
     let (pacer, pacer_out) = smoke(&serve, &[]);
-    let (tokio, tokio_out) = smoke(&serve, &["--set", "client.receive_path=\"tokio\""]);
+    let (tokio, tokio_out) = smoke(&serve, &["--set", "client.send_path=\"tokio\""]);
     assert_eq!(
         count(&pacer["connections"]["pacer_senders"]),
         6,
@@ -97,6 +97,11 @@ fn senders_on_the_pacer_path_deliver_every_message_as_the_tokio_path_does() {
         "{pacer_out}"
     );
     assert!(tokio["connections"].get("pacer_senders").is_none());
+    assert_eq!(
+        count(&tokio["connections"]["epoll_receivers"]),
+        54,
+        "send_path = tokio leaves the receivers on the epoll path"
+    );
     assert!(!tokio_out.contains("pacer's thread"), "{tokio_out}");
     assert_whole(&pacer);
     assert_whole(&tokio);

@@ -42,7 +42,7 @@ use crate::engine::{on_text, Phase, Receiver, Shared};
 use crate::plan::{ConnPlan, Role};
 use crate::target::Transport;
 use chatbench_model::profile::ProtocolKind;
-use chatbench_model::scenario::ReceivePath;
+use chatbench_model::scenario::{ReceivePath, SendPath};
 use conn::Conn;
 use tap::Tapped;
 use worker::{Command, Worker};
@@ -205,7 +205,11 @@ fn start_worker(i: u32) -> std::io::Result<WorkerHandle> {
 pub fn applies(shared: &Shared, plan: ConnPlan) -> bool {
     let s = &shared.scenario;
     s.client.receive_path != ReceivePath::Tokio
-        && matches!(plan.role, Role::Receiver | Role::Sender)
+        && match plan.role {
+            Role::Receiver => true,
+            Role::Sender => s.client.send_path == SendPath::Auto,
+            Role::Slow | Role::Idle => false,
+        }
         && plan.room.is_some()
         && s.protocol == ProtocolKind::Chatbench
         && !s.reconnects()
