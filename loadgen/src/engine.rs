@@ -4,7 +4,8 @@
 //! series and the summary. Drivers hold it through [`crate::lifecycle::Engine`], which moves it
 //! from phase to phase.
 //!
-//! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread; every
+//! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread (or, on the
+//! send path, [`crate::tx`], have their frames written by it, their task parked); every
 //! reading connection parses what it receives, records latency from the message's intended
 //! send time (only for messages from this agent: one clock), and tracks the last sequence number
 //! per sender to count duplicates. Loss is computed per room at the end:
