@@ -6,8 +6,11 @@
 //!   engine's `on_text`: parse, loss and duplicate check, latency histograms, counters) on
 //!   either receive path ([`Path`]): the epoll path's connection as after each `read`, or a
 //!   tokio-tungstenite stream as a connection task after `ws.next()`.
-//! - [`send`]: one sender writes every message of its open-loop schedule through the engine's
-//!   `send_due` (encode, WebSocket frame, bookkeeping).
+//! - [`send`]: one sender writes every message of its open-loop schedule as the pacer's send
+//!   path does ([`crate::tx`]: encode, masked WebSocket frame into the connection's bounded
+//!   out-buffer, bookkeeping, the buffer written out), into a sink. Before the pacer wrote
+//!   frames itself this measured the tokio task's `send_due`, which now serves only the
+//!   connections the send path does not apply to (TLS, other profiles, reconnects).
 //!
 //! The tokio path's WebSocket stream runs over an in-memory pipe (`tokio::io::duplex`) on a
 //! current-thread runtime: every frame is in the pipe before the measured region starts (or
@@ -33,6 +36,7 @@ use crate::plan::{room_name, ConnPlan, Plan, Role};
 use crate::rx::conn::{Arrival, Conn, Mask};
 use crate::stats::{Stats, Tally};
 use crate::target::Target;
+use crate::tx::out::{OutBuf, MAX_BYTES, MAX_FRAMES};
 
 /// Why a workload could not be built or did not behave.
 #[derive(Debug, thiserror::Error)]
@@ -309,9 +313,10 @@ fn receive_tokio(
 }
 
 /// The send workload: one sender of a room of `members` writes every message of its
-/// schedule (about `messages`, at 1 per second of the window) through the engine's
-/// `send_due`, with a `body`-byte body, into a pipe that holds them all. Only the sending
-/// runs inside `measure`. Returns the messages sent.
+/// schedule (about `messages`, at 1 per second of the window) as the pacer's send path does
+/// (`tx::queue_due` into the connection's out-buffer, written out whenever it fills and at
+/// the end), with a `body`-byte body, into a sink. Only the sending runs inside `measure`.
+/// Returns the messages sent.
 pub fn send(
     members: u32,
     messages: u64,
@@ -334,17 +339,30 @@ pub fn send(
         .ok_or_else(|| BenchError::Unexpected("the plan has no sender".into()))?;
     let mut sender = engine::new_sender(&shared, me, 0)
         .ok_or_else(|| BenchError::Unexpected("no sender state (timeline unset)".into()))?;
-    let rt = runtime()?;
-    let room_bytes = 256 + body * 2;
-    let (client, _server) = tokio::io::duplex(room_bytes * (messages as usize + 16));
-    let mut ws = rt.block_on(WebSocketStream::from_raw_socket(
-        client,
-        WsRole::Client,
-        None,
-    ));
+    let mut out = OutBuf::new(MAX_FRAMES, MAX_BYTES);
+    let mut text = String::new();
+    let mut mask = Mask::new(0x5eed);
+    let mut sink = std::io::sink();
+    let now = Instant::now();
     let mut outcome = Ok(());
-    measure(&mut || {
-        outcome = rt.block_on(engine::send_due(&shared, me, 0, &mut sender, &mut ws));
+    measure(&mut || loop {
+        let held = crate::tx::queue_due(
+            &shared,
+            me,
+            0,
+            &mut sender,
+            &mut out,
+            &mut text,
+            &mut mask,
+            now,
+        );
+        if let Err(e) = out.write_to(&mut sink) {
+            outcome = Err(e);
+            return;
+        }
+        if !held {
+            return;
+        }
     });
     outcome.map_err(|e| BenchError::Unexpected(format!("sending: {e}")))?;
     let sent = Stats::get(&shared.stats.counters.sent);

@@ -4,7 +4,8 @@
 //! series and the summary. Drivers hold it through [`crate::lifecycle::Engine`], which moves it
 //! from phase to phase.
 //!
-//! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread; every
+//! One tokio task per connection. Senders are woken by the [`crate::pacer`] thread (or, on the
+//! send path, [`crate::tx`], have their frames written by it, their task parked); every
 //! reading connection parses what it receives, records latency from the message's intended
 //! send time (only for messages from this agent: one clock), and tracks the last sequence number
 //! per sender to count duplicates. Loss is computed per room at the end:
@@ -156,6 +157,9 @@ pub struct Shared {
     source_addrs: Vec<IpAddr>,
     phase: watch::Receiver<Phase>,
     wakes: Vec<Arc<Notify>>,
+    /// Per sender (by ordinal): its connection's write side once it writes on the pacer's
+    /// thread ([`crate::tx`]); set once, at the hand-over.
+    tx_links: Vec<OnceLock<Arc<crate::tx::Link>>>,
     sender_ordinal: Vec<u32>,
     /// The epoll receive path's threads (`[client] receive_path`), started on first use.
     pub(crate) rx: crate::rx::Pool,
@@ -231,6 +235,7 @@ impl Shared {
             send_start: OnceLock::new(),
             source_addrs,
             phase: rx,
+            tx_links: wakes.iter().map(|_| OnceLock::new()).collect(),
             wakes,
             sender_ordinal,
             rx: crate::rx::Pool::new(scenario_threads),
@@ -312,17 +317,17 @@ impl Shared {
     }
 
     /// Records that sender `plan` lost its connection for good, having sent `sent` messages.
-    fn sender_gone(&self, plan: ConnPlan, sender: &Option<SenderState>) {
+    pub(crate) fn sender_gone(&self, plan: ConnPlan, sent: u64) {
         if let (Role::Sender, Some(room)) = (plan.role, plan.room) {
-            let sent = sender.as_ref().map_or(0, |s| s.sent);
             if let Ok(mut g) = self.gone_senders.lock() {
                 g.push((plan.index, room, sent));
             }
         }
     }
 
-    /// The pacer's view of every sender.
-    pub fn paced_senders(&self) -> Vec<crate::pacer::PacedSender> {
+    /// The pacer's view of every sender: its schedule, how to wake its task, and, where the
+    /// send path applies ([`crate::tx::applies`]), the means to write its frames itself.
+    pub fn paced_senders(self: &Arc<Self>) -> Vec<crate::pacer::PacedSender> {
         self.plan
             .conns
             .iter()
@@ -330,8 +335,28 @@ impl Shared {
             .map(|c| crate::pacer::PacedSender {
                 schedule: self.schedule_of(c.index),
                 wake: self.wakes[self.sender_ordinal[c.index as usize] as usize].clone(),
+                direct: crate::tx::Sender::new(self, *c),
             })
             .collect()
+    }
+
+    /// The write side of sender `index`'s connection, once it writes on the pacer's thread.
+    pub(crate) fn tx_link(&self, index: u32) -> Option<&Arc<crate::tx::Link>> {
+        let ordinal = *self.sender_ordinal.get(index as usize)?;
+        self.tx_links.get(ordinal as usize)?.get()
+    }
+
+    /// Gives sender `index`'s write side to the pacer; `false` if it is not a sender or
+    /// already has one.
+    pub(crate) fn publish_tx_link(&self, index: u32, link: Arc<crate::tx::Link>) -> bool {
+        let Some(slot) = self
+            .sender_ordinal
+            .get(index as usize)
+            .and_then(|&o| self.tx_links.get(o as usize))
+        else {
+            return false;
+        };
+        slot.set(link).is_ok()
     }
 
     /// Makes the poisoner send `{"t":"panic"}` now. Returns its id, or `None` if there is none.
@@ -359,9 +384,14 @@ impl Shared {
         self.ws_config
     }
 
-    /// Connections whose receiving ran on the epoll receive path so far.
+    /// Receive-only connections whose receiving ran on the epoll receive path so far.
     pub fn epoll_receivers(&self) -> u64 {
         self.rx.handed()
+    }
+
+    /// Senders whose frames the pacer's thread wrote ([`crate::tx`]).
+    pub fn pacer_senders(&self) -> u64 {
+        self.tx_links.iter().filter(|l| l.get().is_some()).count() as u64
     }
 
     pub(crate) fn now_us(&self) -> u64 {
@@ -561,7 +591,8 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
                 Some(Exit::Stop)
             }
             crate::rx::Hand::Gone => {
-                // Never a sender, the poisoner or reconnecting: it is simply over.
+                // Never the poisoner or reconnecting: it is simply over (a sender's count
+                // of what it sent was recorded at the hand-back, `tx::detach`).
                 shared.opened(target, -1);
                 if *shared.phase.borrow() == Phase::Measure {
                     Stats::inc(&stats.counters.dropped_in_window);
@@ -586,7 +617,7 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
         }
         let phase = *shared.phase.borrow();
         if !shared.scenario.reconnects() || !(Phase::Settle..Phase::Stop).contains(&phase) {
-            shared.sender_gone(plan, &sender);
+            shared.sender_gone(plan, sender.as_ref().map_or(0, |s| s.sent));
             return;
         }
         Stats::inc(&stats.counters.disconnects);
@@ -596,7 +627,7 @@ async fn conn_task<S: Transport>(shared: Arc<Shared>, plan: ConnPlan, slot: Owne
                 target = now_on;
             }
             None => {
-                shared.sender_gone(plan, &sender);
+                shared.sender_gone(plan, sender.as_ref().map_or(0, |s| s.sent));
                 return;
             }
         }
@@ -839,7 +870,39 @@ pub(crate) struct SenderState {
     start: Instant,
     seq: u64,
     /// Messages handed to the connection (the schedule's first `sent` points).
-    sent: u64,
+    pub(crate) sent: u64,
+}
+
+impl SenderState {
+    /// The intended time of the next message if it is due by `now`.
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Instant> {
+        let intended = self.start + *self.schedule.peek()?;
+        (intended <= now).then_some(intended)
+    }
+
+    /// Writes the next message (intended at `intended`) into `text`; returns its `ts`. The
+    /// schedule does not move until [`SenderState::take`].
+    pub(crate) fn encode(&self, shared: &Shared, intended: Instant, text: &mut String) -> u64 {
+        let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
+        self.writer.write(text, self.seq + 1, ts);
+        ts
+    }
+
+    /// The message last encoded goes out: the schedule moves on, and its seq is taken.
+    pub(crate) fn take(&mut self) {
+        self.schedule.next();
+        self.seq += 1;
+    }
+
+    /// When the next message falls due, from the start of sending (`None`: the schedule is over).
+    pub(crate) fn next_offset(&mut self) -> Option<Duration> {
+        self.schedule.peek().copied()
+    }
+
+    /// When sending started.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
 }
 
 /// Notes a message just queued by the sender of ordinal `ordinal` (seq `s.seq`, intended at
@@ -871,6 +934,8 @@ pub(crate) fn new_sender(shared: &Shared, plan: ConnPlan, room: u32) -> Option<S
     })
 }
 
+/// Sends, on the tokio path, every message of `s`'s schedule that is due by now (the task was
+/// woken by the pacer, or came back after a reconnect), then flushes.
 pub(crate) async fn send_due<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     shared: &Shared,
     plan: ConnPlan,
@@ -881,50 +946,60 @@ pub(crate) async fn send_due<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + U
     let now = Instant::now();
     let mut first = true;
     let mut any = false;
-    let stats = &shared.stats;
-    while let Some(&off) = s.schedule.peek() {
-        let intended = s.start + off;
-        if intended > now {
-            break;
-        }
-        s.schedule.next();
+    while let Some(intended) = s.due(now) {
         if first {
-            stats.record(
-                plan.index,
-                Hist::SendLag,
-                (now - intended).as_micros() as u64,
-            );
+            record_send_lag(shared, plan, now, intended);
             first = false;
         }
-        s.seq += 1;
-        let ts = intended.saturating_duration_since(shared.epoch).as_micros() as u64;
         let mut text = String::new();
-        s.writer.write(&mut text, s.seq, ts);
+        let ts = s.encode(shared, intended, &mut text);
+        s.take();
         ws.feed(Message::text(text)).await?;
-        note_sent(
-            shared,
-            shared.sender_ordinal[plan.index as usize],
-            s,
-            intended,
-        );
+        sent_one(shared, plan, room, s, intended, ts);
         any = true;
-        Stats::inc(&stats.counters.sent);
-        if shared.window.contains(ts) {
-            Stats::inc(&stats.counters.sent_window);
-            Stats::inc(&stats.room_sent_window[room as usize]);
-            if let Some(t) = &shared.loss_timeline {
-                let readers = shared.room_readers[room as usize].load(Ordering::Relaxed);
-                t.add_expected(
-                    ts.saturating_sub(shared.window.start_us()),
-                    readers.saturating_sub(1),
-                );
-            }
-        }
     }
     if any {
         ws.flush().await?;
     }
     Ok(())
+}
+
+/// Records the send lag of a wake-up at `now` whose first due message was intended at
+/// `intended` (both send paths: once per wake-up that sends).
+pub(crate) fn record_send_lag(shared: &Shared, plan: ConnPlan, now: Instant, intended: Instant) {
+    shared.stats.record(
+        plan.index,
+        Hist::SendLag,
+        now.saturating_duration_since(intended).as_micros() as u64,
+    );
+}
+
+/// The bookkeeping of one message just handed to the connection (both send paths): the
+/// sender's own count and window seqs ([`note_sent`]), the sent counters, the room's in-window
+/// count and the loss timeline's expectation.
+pub(crate) fn sent_one(
+    shared: &Shared,
+    plan: ConnPlan,
+    room: u32,
+    s: &mut SenderState,
+    intended: Instant,
+    ts: u64,
+) {
+    let stats = &shared.stats;
+    let ordinal = shared.sender_ordinal[plan.index as usize];
+    note_sent(shared, ordinal, s, intended);
+    Stats::inc(&stats.counters.sent);
+    if shared.window.contains(ts) {
+        Stats::inc(&stats.counters.sent_window);
+        Stats::inc(&stats.room_sent_window[room as usize]);
+        if let Some(t) = &shared.loss_timeline {
+            let readers = shared.room_readers[room as usize].load(Ordering::Relaxed);
+            t.add_expected(
+                ts.saturating_sub(shared.window.start_us()),
+                readers.saturating_sub(1),
+            );
+        }
+    }
 }
 
 /// What an incoming text frame is: the fast `msg` path first where the profile allows it.

@@ -60,3 +60,4 @@ pub mod stats;
 pub mod sys;
 pub mod target;
 pub mod tls;
+mod tx;

@@ -7,6 +7,10 @@
 //! schedule and sends every message that is due when it wakes, so a late wake-up delays
 //! messages (and shows in their latency) but never loses them. The pacer's own lateness is the
 //! generator self-check's schedule-lag figure.
+//!
+//! A sender whose connection writes on this thread ([`crate::tx`]) is not woken: the pacer
+//! writes its due frames itself ([`crate::tx::Sender::fire`]) and takes its next time from the
+//! sender's own schedule (or a retry, when its out-buffer was full).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,6 +22,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::schedule::Schedule;
+use crate::tx::Fired;
 use chatbench_model::hist::{new_hist, record};
 
 /// One sender as the pacer sees it.
@@ -26,6 +31,8 @@ pub struct PacedSender {
     pub schedule: Schedule,
     /// How to wake it.
     pub wake: Arc<Notify>,
+    /// How to write its frames here, when its connection may be handed to the send path.
+    pub(crate) direct: Option<crate::tx::Sender>,
 }
 
 /// What the pacer reports when it ends.
@@ -44,6 +51,7 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
     let mut lateness = new_hist();
     let mut schedules: Vec<Schedule> = Vec::with_capacity(senders.len());
     let mut wakes = Vec::with_capacity(senders.len());
+    let mut directs = Vec::with_capacity(senders.len());
     let mut heap = BinaryHeap::with_capacity(senders.len());
     for (i, s) in senders.into_iter().enumerate() {
         let mut sched = s.schedule;
@@ -52,6 +60,7 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
         }
         schedules.push(sched);
         wakes.push(s.wake);
+        directs.push(s.direct);
     }
     while let Some(&Reverse((offset, _))) = heap.peek() {
         if stop.load(Ordering::Relaxed) {
@@ -73,8 +82,14 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
                 break;
             }
             heap.pop();
-            wakes[i].notify_one();
-            if let Some(next) = schedules[i].next() {
+            let next = match directs[i].as_mut().map(|d| d.fire(now)) {
+                Some(Fired::Next(next)) => next,
+                None | Some(Fired::NotHere) => {
+                    wakes[i].notify_one();
+                    schedules[i].next()
+                }
+            };
+            if let Some(next) = next {
                 heap.push(Reverse((next, i)));
             }
         }
@@ -111,6 +126,7 @@ mod tests {
         let senders = vec![PacedSender {
             schedule: Schedule::new(Arrival::Uniform, 200.0, Duration::from_millis(100), 1),
             wake: wake.clone(),
+            direct: None,
         }];
         let r = run(Instant::now(), senders, Arc::new(AtomicBool::new(false)));
         assert!(

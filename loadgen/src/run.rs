@@ -797,6 +797,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
     let epoll = shared.epoll_receivers();
     summary.connections.epoll_receivers = (epoll > 0).then_some(epoll);
+    let pacer = shared.pacer_senders();
+    summary.connections.pacer_senders = (pacer > 0).then_some(pacer);
     let latency = shared.stats.window_latency();
     let unexpected = unexpected_frames_text(&shared.stats.unexpected_frames());
     let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ticker.hlog.bytes())];
@@ -1225,6 +1227,12 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
                 }
                 Some(ArrivalClock::Read) | None => "the read's return ([client] arrival = \"read\")",
             }
+        );
+    }
+    if let Some(n) = c.pacer_senders {
+        let _ = writeln!(
+            out,
+            "  sending     {n} senders' frames written by the pacer's thread (the send path)"
         );
     }
     if let Some(d) = &s.distributed {

@@ -105,6 +105,9 @@ pub struct Counters {
     pub bad_frames: AtomicU64,
     /// Sends that failed because the connection broke.
     pub send_failures: AtomicU64,
+    /// Times a sender on the pacer's send path found its connection's out-buffer full: its
+    /// due message stayed due and was tried again (`loadgen/src/tx`).
+    pub send_held: AtomicU64,
     /// Connections the server closed or broke while the measurement window was on.
     pub dropped_in_window: AtomicU64,
     /// Connections lost mid-run that the reconnect policy took up.

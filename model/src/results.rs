@@ -240,6 +240,11 @@ pub struct ConnectionStats {
     /// summed over the agents of a fleet run); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoll_receivers: Option<u64>,
+    /// Senders whose frames the pacer's thread wrote (the send path, `[client]
+    /// receive_path`: their connections read on the epoll path); absent when none did (and in
+    /// fleet runs, which do not report it yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacer_senders: Option<u64>,
 }
 
 /// The reconnect policy's counts over the whole run.

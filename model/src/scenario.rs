@@ -274,6 +274,10 @@ pub struct ClientSettings {
     /// OS threads of the epoll receive path, each one readiness loop over its share of the
     /// receive-only connections (1..=[`MAX_RECEIVE_THREADS`]).
     pub receive_threads: u32,
+    /// Who writes a sender's frames (`docs/scenarios.md`): the pacer's own thread, for the
+    /// senders the epoll receive path takes (`auto`), or a tokio task the pacer wakes (`tokio`).
+    #[serde(skip_serializing_if = "SendPath::is_auto")]
+    pub send_path: SendPath,
     /// What a delivery on the epoll receive path is timed to (`docs/scenarios.md`): the
     /// kernel's receive time of what the read took, or the read's return.
     pub arrival: ArrivalClock,
@@ -317,6 +321,24 @@ pub enum ReceivePath {
     Epoll,
 }
 
+/// Who writes a sender's frames (`[client] send_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendPath {
+    /// The pacer's thread writes the frames of the senders the epoll receive path reads (plain
+    /// `ws://`, the `chatbench` profile, no reconnects); every other sender is a tokio task.
+    #[default]
+    Auto,
+    /// Every sender is a tokio task that the pacer wakes at its intended times.
+    Tokio,
+}
+
+impl SendPath {
+    fn is_auto(&self) -> bool {
+        *self == SendPath::Auto
+    }
+}
+
 /// Most threads of the epoll receive path (`[client] receive_threads`).
 pub const MAX_RECEIVE_THREADS: u32 = 64;
 
@@ -333,6 +355,7 @@ impl Default for ClientSettings {
             feeder_policy: FeederPolicy::default(),
             receive_path: ReceivePath::Auto,
             receive_threads: 1,
+            send_path: SendPath::Auto,
             arrival: ArrivalClock::default(),
         }
     }

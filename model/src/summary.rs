@@ -302,6 +302,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             dropped_in_window: conns.dropped_in_window,
             silent: None,
             epoll_receivers: None,
+            pacer_senders: None,
         },
         messages: MessageStats {
             sent: msgs.sent_window,

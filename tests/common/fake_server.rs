@@ -43,6 +43,9 @@ pub enum Fault {
         /// The sequence number that kills the server.
         seq: u64,
     },
+    /// Forwards as usual, and pings the sender of every fifth message (payload: its seq);
+    /// counts the pings and the pongs that come back with a ping's payload.
+    PingSenders,
 }
 
 /// What the server did, for the test to compare with the run's figures.
@@ -58,6 +61,10 @@ pub struct Seen {
     pub cut: AtomicU64,
     /// Set once the server died.
     pub dead: AtomicBool,
+    /// Pings sent (`PingSenders`).
+    pub pings: AtomicU64,
+    /// Pongs received that carried a ping's payload (`PingSenders`).
+    pub pongs: AtomicU64,
     /// The dropped frame's sender, sequence number and the victim's id.
     pub dropped_what: Mutex<Option<(String, u64, String)>>,
 }
@@ -190,6 +197,12 @@ async fn conn(
                 None => break,
             },
             got = read.next() => {
+                if let Some(Ok(Message::Pong(p))) = &got {
+                    if std::str::from_utf8(p).is_ok_and(|s| s.parse::<u64>().is_ok()) {
+                        seen.pongs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 let Some(Ok(Message::Text(text))) = got else { break };
                 if !on_frame(&text, me, fault, &rooms, &seen, &tx) {
                     // Stay alive until the accept loop cuts every task at once: ending here
@@ -273,6 +286,10 @@ fn on_frame(text: &str, me: u64, fault: Fault, rooms: &Mutex<Rooms>, seen: &Seen
                 }
             }
             r.ids.entry(me).or_insert_with(|| from.clone());
+            if matches!(fault, Fault::PingSenders) && seq % 5 == 0 {
+                let _ = tx.send(Message::Ping(seq.to_string().into_bytes().into()));
+                seen.pings.fetch_add(1, Ordering::Relaxed);
+            }
             let victim = match fault {
                 Fault::DropOne { seq: at }
                     if seq >= at && seen.dropped.load(Ordering::Relaxed) == 0 =>

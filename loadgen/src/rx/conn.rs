@@ -11,7 +11,8 @@
 //! Bounds: at most one incomplete frame is kept (`max_message_size` plus its header, refused
 //! from the header as soon as it is known to be larger), one fragmented message of at most
 //! `max_message_size`, and [`OUT_LIMIT`] bytes of control frames owed (a pong that does not fit
-//! is not queued: tungstenite, too, keeps only the latest pong).
+//! is not queued: tungstenite, too, keeps only the latest pong). A sender's connection owes
+//! them into the out-buffer it shares with the pacer instead ([`crate::tx::Link`], its bounds).
 
 use std::io::{ErrorKind, Write};
 
@@ -73,7 +74,7 @@ pub struct Conn {
     /// A fragmented message being assembled: its kind and its bytes so far.
     message: Option<(Opcode, Vec<u8>)>,
     /// Control frames not yet taken by the socket.
-    out: Vec<u8>,
+    out: Out,
     /// Where the connection goes back when it ends or the run stops.
     pub done: oneshot::Sender<Ended>,
 }
@@ -94,9 +95,21 @@ impl Conn {
             receiver,
             partial,
             message: None,
-            out: Vec::new(),
+            out: Out::Own(Vec::new()),
             done,
         }
+    }
+
+    /// Whether it is a sender's (its writes go through the pacer).
+    pub fn is_sender(&self) -> bool {
+        matches!(self.out, Out::Shared(_))
+    }
+
+    /// The same connection, a sender's: what it owes goes into the out-buffer it shares with
+    /// the pacer, which writes its messages ([`crate::tx`]).
+    pub fn with_link(mut self, link: std::sync::Arc<crate::tx::Link>) -> Conn {
+        self.out = Out::Shared(link);
+        self
     }
 
     /// Reads what the socket has (up to [`READS_PER_TURN`] full buffers) and handles every
@@ -161,11 +174,15 @@ impl Conn {
 
     /// Writes what the connection owes, as far as the socket takes it.
     pub fn flush(&mut self) {
-        while !self.out.is_empty() {
-            match (&self.stream).write(&self.out) {
+        let out = match &mut self.out {
+            Out::Own(out) => out,
+            Out::Shared(link) => return link.flush(),
+        };
+        while !out.is_empty() {
+            match (&self.stream).write(out) {
                 Ok(0) => return,
                 Ok(n) => {
-                    self.out.drain(..n);
+                    out.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // WouldBlock: the writable event brings us back; other errors: the next read
@@ -173,8 +190,8 @@ impl Conn {
                 Err(_) => return,
             }
         }
-        if self.out.capacity() > OUT_LIMIT {
-            self.out = Vec::new();
+        if out.capacity() > OUT_LIMIT {
+            *out = Vec::new();
         }
     }
 
@@ -299,10 +316,23 @@ impl Conn {
 
     /// Queues a masked control or reply frame, within [`OUT_LIMIT`].
     fn owe(&mut self, opcode: u8, payload: &[u8], mask: &mut Mask) {
-        if self.out.len() + payload.len() + 14 <= OUT_LIMIT {
-            frame::write_masked(&mut self.out, opcode, payload, mask.next_key());
+        match &mut self.out {
+            Out::Own(out) => {
+                if out.len() + payload.len() + 14 <= OUT_LIMIT {
+                    frame::write_masked(out, opcode, payload, mask.next_key());
+                }
+            }
+            Out::Shared(link) => link.owe(opcode, payload, mask),
         }
     }
+}
+
+/// Where a connection's control frames wait for the socket.
+enum Out {
+    /// Its own buffer (a receive-only connection), within [`OUT_LIMIT`].
+    Own(Vec<u8>),
+    /// The out-buffer a sender's connection shares with the pacer.
+    Shared(std::sync::Arc<crate::tx::Link>),
 }
 
 /// Masking keys for what a client sends (RFC 6455 §5.3: unpredictable to the server's
@@ -315,7 +345,7 @@ impl Mask {
         Mask(seed | 1)
     }
 
-    fn next_key(&mut self) -> [u8; 4] {
+    pub(crate) fn next_key(&mut self) -> [u8; 4] {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

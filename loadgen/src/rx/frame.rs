@@ -148,7 +148,25 @@ pub fn write_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
     out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+}
+
+/// XORs `bytes` with the repeated 4-byte `mask` (RFC 6455 §5.3), eight bytes at a time: the
+/// send path masks every message it writes.
+fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
+    let m4 = u32::from_ne_bytes(mask);
+    let m8 = u64::from(m4) | (u64::from(m4) << 32);
+    let mut chunks = bytes.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        c.copy_from_slice(&(u64::from_ne_bytes(word) ^ m8).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
 }
 
 /// A close frame's status as the results label it (tungstenite's rules): its code, `1002` for
@@ -172,6 +190,23 @@ pub fn close_label(payload: &[u8]) -> Result<String, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_eight_bytes_at_a_time_is_the_bytewise_xor() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            let mut out = Vec::new();
+            write_masked(&mut out, 0x1, &payload, mask);
+            let body = &out[out.len() - len..];
+            let want: Vec<u8> = payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(body, &want[..], "{len}");
+        }
+    }
 
     fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![b0];

@@ -3,7 +3,8 @@
 //!
 //! A connection does its set-up conversation (handshake, join) on the tokio path as always;
 //! then [`hand_over`] decides whether it moves here (`[client] receive_path`, [`applies`]):
-//! plain `ws://`, role receiver, the `chatbench` profile, no reconnects, not the poisoner.
+//! plain `ws://`, role receiver or sender, the `chatbench` profile, no reconnects, not the
+//! poisoner. A sender's write side goes to the pacer ([`crate::tx`]); a worker reads it.
 //! What tungstenite already holds is read out first, and the bytes of a frame it had only
 //! partly read come along ([`tap`] follows them, as tungstenite does not give them back); a
 //! connection in the middle of a fragmented message stays on the tokio path. Then the bare
@@ -41,7 +42,7 @@ use crate::engine::{on_text, Phase, Receiver, Shared};
 use crate::plan::{ConnPlan, Role};
 use crate::target::Transport;
 use chatbench_model::profile::ProtocolKind;
-use chatbench_model::scenario::ReceivePath;
+use chatbench_model::scenario::{ReceivePath, SendPath};
 use conn::Conn;
 use tap::Tapped;
 use worker::{Command, Worker};
@@ -106,7 +107,7 @@ impl Pool {
         }
     }
 
-    /// Connections handed over so far.
+    /// Receive-only connections handed over so far (senders are counted by the send path).
     pub fn handed(&self) -> u64 {
         self.handed.load(Ordering::Relaxed)
     }
@@ -126,12 +127,13 @@ impl Pool {
     }
 
     /// Gives `conn` to the next worker (round robin); `Err` gives it back if none runs.
-    fn add(&self, shared: Arc<Shared>, conn: Box<Conn>) -> Result<(), Box<Conn>> {
+    pub(crate) fn add(&self, shared: Arc<Shared>, conn: Box<Conn>) -> Result<(), Box<Conn>> {
         let workers = self.workers();
         if workers.is_empty() {
             return Err(conn);
         }
         let w = &workers[self.next.fetch_add(1, Ordering::Relaxed) % workers.len()];
+        let receiver = !conn.is_sender();
         if let Err(mpsc::SendError(cmd)) = w.commands.send(Command::Add(shared, conn)) {
             // The worker's thread is gone: the connection comes back.
             return match cmd {
@@ -140,7 +142,9 @@ impl Pool {
             };
         }
         let _ = w.waker.wake();
-        self.handed.fetch_add(1, Ordering::Relaxed);
+        if receiver {
+            self.handed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -196,11 +200,16 @@ fn start_worker(i: u32) -> std::io::Result<WorkerHandle> {
     })
 }
 
-/// Whether connection `plan` reads on the epoll path (its transport aside: `ws://` only).
+/// Whether connection `plan` reads on the epoll path (its transport aside: `ws://` only); a
+/// sender's writes then go through the pacer ([`crate::tx`]).
 pub fn applies(shared: &Shared, plan: ConnPlan) -> bool {
     let s = &shared.scenario;
     s.client.receive_path != ReceivePath::Tokio
-        && plan.role == Role::Receiver
+        && match plan.role {
+            Role::Receiver => true,
+            Role::Sender => s.client.send_path == SendPath::Auto,
+            Role::Slow | Role::Idle => false,
+        }
         && plan.room.is_some()
         && s.protocol == ProtocolKind::Chatbench
         && !s.reconnects()
@@ -251,15 +260,19 @@ pub async fn hand_over<S: Transport>(
     if let Err(e) = stamp::enable(&std) {
         tracing::debug!("receive path: no kernel receive timestamps: {e}");
     }
+    let link = crate::tx::attach(shared, plan, &std);
     let (done, ticket) = oneshot::channel();
-    let conn = Box::new(Conn::new(
+    let mut conn = Conn::new(
         mio::net::TcpStream::from_std(std),
         plan,
         receiver,
         partial,
         done,
-    ));
-    if let Err(conn) = shared.rx.add(shared.clone(), conn) {
+    );
+    if let Some(link) = &link {
+        conn = conn.with_link(link.clone());
+    }
+    if let Err(conn) = shared.rx.add(shared.clone(), Box::new(conn)) {
         // No worker runs: back to the tokio path.
         let conn = *conn;
         return match rebuild(shared, conn.stream.into()).await {
@@ -267,15 +280,31 @@ pub async fn hand_over<S: Transport>(
             None => Hand::Gone,
         };
     }
+    if let Some(link) = &link {
+        crate::tx::publish(shared, plan, link);
+    }
     let ended = ride(shared, ticket).await;
+    let gone = !matches!(
+        ended,
+        Some(Ended {
+            exit: Exit::Stop,
+            ..
+        })
+    );
+    // A sender's write side closes first (nothing more goes out; what it sent is final).
+    let clean = link.is_none_or(|l| crate::tx::detach(shared, plan, &l, gone));
     match ended {
         Some(Ended {
             exit: Exit::Stop,
             stream,
-        }) => match rebuild(shared, stream).await.map(cast) {
+        }) if clean => match rebuild(shared, stream).await.map(cast) {
             Some(Ok(ws)) => Hand::Stopped(ws),
             _ => Hand::Gone,
         },
+        // A frame left half-written at the stop: no polite close over it.
+        Some(Ended {
+            exit: Exit::Stop, ..
+        }) => Hand::Gone,
         Some(Ended {
             exit: Exit::Gone, ..
         }) => Hand::Gone,

@@ -264,7 +264,18 @@ fn only_plain_receive_only_chatbench_connections_ride_the_epoll_path() {
         .find(|c| c.role == Role::Sender)
         .copied()
         .expect("sender");
-    assert!(!applies(&shared, sender), "senders stay on tokio");
+    // A sender reads here too; its writes go through the pacer (`tx`).
+    assert!(applies(&shared, sender));
+    assert!(crate::tx::applies(&shared, sender) && !crate::tx::applies(&shared, plan));
+    let (shared, plan, _) = engine("[client]\nsend_path = \"tokio\"\n");
+    assert!(
+        applies(&shared, plan),
+        "send_path = tokio: receivers still ride"
+    );
+    assert!(
+        !applies(&shared, sender),
+        "send_path = tokio: senders stay on tokio"
+    );
     let (shared, plan, _) = engine("[client]\nreceive_path = \"tokio\"\n");
     assert!(!applies(&shared, plan), "receive_path = tokio");
     let (shared, plan, _) = engine("[reconnect]\nenabled = true\n");
