@@ -23,10 +23,6 @@ fn run(args: &[&str]) -> Output {
         .expect("run chatbench")
 }
 
-fn count(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
-
 #[test]
 fn echoes_are_counted_apart_from_deliveries_and_latency() {
     let server = FakeServer::start(Fault::Echo);

@@ -12,21 +12,6 @@ mod fake_server;
 use common::*;
 use fake_server::{FakeServer, Fault};
 
-use std::process::{Output, Stdio};
-
-fn run(args: &[&str]) -> Output {
-    let _turn = serial();
-    chatbench()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chatbench")
-}
-
-fn count(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
-
 /// 60 connections in 3 rooms of 20, one sender each (57 receivers), uniform arrival: the
 /// schedule, and so what falls in the window, is the same on every run.
 const SHAPE: [&str; 10] = [
@@ -49,21 +34,7 @@ fn smoke(target: &[&str], extra: &[&str]) -> serde_json::Value {
 
 /// Runs smoke with `SHAPE` and `extra`, returning the summary and the console summary.
 fn smoke_out(target: &[&str], extra: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
-    args.extend_from_slice(target);
-    args.extend_from_slice(&SHAPE);
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--out", dir.path().to_str().expect("path")]);
-    let out = run(&args);
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(4)),
-        "{}",
-        text(&out)
-    );
-    let s = summary(&only_run_dir(dir.path()));
-    check_schema(&s);
-    (s, String::from_utf8_lossy(&out.stdout).into_owned())
+    run_smoke(target, &SHAPE, extra)
 }
 
 #[test]

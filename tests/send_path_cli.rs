@@ -11,12 +11,7 @@ mod fake_server;
 use common::*;
 use fake_server::{FakeServer, Fault};
 
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
-
-fn count(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
 
 /// 60 connections in 3 rooms of 20, two senders each (so a sender also reads the other's
 /// messages), uniform arrival: the schedule, and so what falls in the window, is the same on
@@ -38,28 +33,7 @@ const SHAPE: [&str; 12] = [
 
 /// Runs smoke with `SHAPE` and `extra` against `target`; the summary and the console.
 fn smoke(target: &[&str], extra: &[&str]) -> (serde_json::Value, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
-    args.extend_from_slice(target);
-    args.extend_from_slice(&SHAPE);
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--out", dir.path().to_str().expect("path")]);
-    let out = {
-        let _turn = serial();
-        chatbench()
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run chatbench")
-    };
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(4)),
-        "{}",
-        text(&out)
-    );
-    let s = summary(&only_run_dir(dir.path()));
-    check_schema(&s);
-    (s, String::from_utf8_lossy(&out.stdout).into_owned())
+    run_smoke(target, &SHAPE, extra)
 }
 
 /// Zero loss, every delivery counted once, the whole room's readers owed each message.

@@ -77,3 +77,38 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// A JSON count (a summary's counters), or a panic naming the value.
+#[allow(dead_code)] // not every test file reads counters
+pub fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Runs `scenarios/smoke.toml` against `target` with `shape` then `extra` flags (an exit of 0
+/// or 4, invalid, is accepted: the caller judges the summary); its summary, checked against the
+/// schema, and the console summary.
+#[allow(dead_code)] // not every test file runs the smoke scenario this way
+pub fn run_smoke(target: &[&str], shape: &[&str], extra: &[&str]) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["run", "--scenario", "scenarios/smoke.toml"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(shape);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--out", dir.path().to_str().expect("path")]);
+    let out = {
+        let _turn = serial();
+        chatbench()
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run chatbench")
+    };
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(4)),
+        "{}",
+        text(&out)
+    );
+    let s = summary(&only_run_dir(dir.path()));
+    check_schema(&s);
+    (s, String::from_utf8_lossy(&out.stdout).into_owned())
+}
