@@ -70,7 +70,10 @@ fn senders_on_the_pacer_path_deliver_every_message_as_the_tokio_path_does() {
         pacer_out.contains("sending     6 senders' frames written by the pacer's thread"),
         "{pacer_out}"
     );
+    // The bounded out-buffer's policy is counted with the path (how often it held a sender).
+    count(&pacer["connections"]["pacer_send_held"]);
     assert!(tokio["connections"].get("pacer_senders").is_none());
+    assert!(tokio["connections"].get("pacer_send_held").is_none());
     assert_eq!(
         count(&tokio["connections"]["epoll_receivers"]),
         54,

@@ -799,6 +799,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     summary.connections.epoll_receivers = (epoll > 0).then_some(epoll);
     let pacer = shared.pacer_senders();
     summary.connections.pacer_senders = (pacer > 0).then_some(pacer);
+    summary.connections.pacer_send_held =
+        (pacer > 0).then(|| Stats::get(&shared.stats.counters.send_held));
     let latency = shared.stats.window_latency();
     let unexpected = unexpected_frames_text(&shared.stats.unexpected_frames());
     let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ticker.hlog.bytes())];
@@ -1230,9 +1232,15 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
         );
     }
     if let Some(n) = c.pacer_senders {
+        let held = match c.pacer_send_held {
+            Some(h) if h > 0 => format!(
+                "; held {h} times by a full out-buffer (the server not reading), each message still timed from its intended send"
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  sending     {n} senders' frames written by the pacer's thread (the send path)"
+            "  sending     {n} senders' frames written by the pacer's thread (the send path){held}"
         );
     }
     if let Some(d) = &s.distributed {

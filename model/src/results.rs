@@ -245,6 +245,11 @@ pub struct ConnectionStats {
     /// fleet runs, which do not report it yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pacer_senders: Option<u64>,
+    /// With `pacer_senders`: how many times a due message found its connection's out-buffer
+    /// full (the server not reading) and its sender was held, the message still due from its
+    /// intended time (the send path's bounded-buffer policy, counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacer_send_held: Option<u64>,
 }
 
 /// The reconnect policy's counts over the whole run.

@@ -303,6 +303,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             silent: None,
             epoll_receivers: None,
             pacer_senders: None,
+            pacer_send_held: None,
         },
         messages: MessageStats {
             sent: msgs.sent_window,
