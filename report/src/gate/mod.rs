@@ -616,7 +616,8 @@ mod tests {
         assert_eq!(r.rows[0].verdict, Verdict::CouldNotJudge);
         assert_eq!(r.rows[1].verdict, Verdict::Regression);
         assert_eq!(r.rows[1].detail, "the server exited");
-        let back: Row = serde_json::from_str(&serde_json::to_string(&r.rows[1]).unwrap()).unwrap();
+        let json = serde_json::to_string(&r.rows[1]).expect("serialises");
+        let back: Row = serde_json::from_str(&json).expect("parses");
         assert!(back.failed_run);
     }
 
