@@ -151,7 +151,8 @@ fn a_candidate_whose_server_cannot_start_is_a_failed_row_with_its_cause() {
             "the cause, with the server's status and last words: {detail}"
         );
     }
-    // The table printed says it too, and the baseline's runs were judged against themselves.
+    // The table printed says it too, and the baseline's runs were judged against themselves
+    // (passed on a quiet machine, failed on a busy one: the verdict above holds either way).
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.lines()
@@ -159,7 +160,8 @@ fn a_candidate_whose_server_cannot_start_is_a_failed_row_with_its_cause() {
         "{out}"
     );
     assert!(
-        out.contains("A/A check (baseline against itself) passed"),
+        out.contains("A/A check (baseline against itself) passed")
+            || out.contains("A/A check failed: the baseline differs from itself"),
         "{out}"
     );
 }
