@@ -225,6 +225,24 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
         "{:#}",
         s["connections"]
     );
+    // Their senders (6 rooms × 3) are on the pacer's send path: each agent's count, summed,
+    // and on the console's `sending` line as in a one-process run.
+    assert_eq!(
+        s["connections"]["pacer_senders"],
+        6 * 3,
+        "{:#}",
+        s["connections"]
+    );
+    assert!(
+        s["connections"]["pacer_send_held"].is_u64(),
+        "{:#}",
+        s["connections"]
+    );
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("\n  sending     18 senders' frames written by the pacer's thread"),
+        "{console}"
+    );
     // Every delivery judged, within and across agents: exact, every room's 19 other members on
     // whichever agent; each agent's own pairs (`agents[].expected`) are part of it.
     let m = &s["messages"];

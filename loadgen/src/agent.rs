@@ -767,6 +767,8 @@ impl AgentRun {
             dropped_in_window: Stats::get(&c.dropped_in_window),
             epoll_receivers: shared.epoll_receivers(),
             unstamped_reads: Stats::get(&c.unstamped_reads),
+            pacer_senders: shared.pacer_senders(),
+            pacer_send_held: Stats::get(&c.send_held),
             unexpected_frames: st.unexpected_frames(),
             sender_windows: shared.sender_windows(),
             cross,

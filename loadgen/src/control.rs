@@ -26,7 +26,8 @@ use chatbench_model::hist::new_hist;
 
 /// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
 /// connections, the window's deliveries from every agent and reconnect counts; `done` carries
-/// the window's deliveries from every agent and the reconnect figures.
+/// the window's deliveries from every agent and the reconnect figures. Fields added since
+/// (`Final`'s receive and send path counts) default when absent, so they did not change it.
 pub const CONTROL_VERSION: u32 = 2;
 /// Longest control message accepted, bytes (a `done` with thousands of rooms fits easily).
 pub const MAX_LINE_BYTES: u64 = 16 << 20;
@@ -332,6 +333,14 @@ pub struct Final {
     /// predates them).
     #[serde(default)]
     pub unstamped_reads: u64,
+    /// Senders whose frames the pacer's thread wrote (the send path; 0 from an agent that
+    /// predates it). At most the connections the coordinator gave this agent: it refuses more.
+    #[serde(default)]
+    pub pacer_senders: u64,
+    /// How many times a due message found one of those senders' out-buffer full and held its
+    /// sender (0 from an agent that predates it).
+    #[serde(default)]
+    pub pacer_send_held: u64,
     /// The first frames that made no sense (bounded in number and length).
     #[serde(default)]
     pub unexpected_frames: Vec<String>,

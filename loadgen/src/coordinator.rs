@@ -1434,8 +1434,21 @@ impl Merged {
     }
 
     /// Adds one agent's final figures; returns its expected and delivered messages and its
-    /// latency percentiles.
-    fn add_final(&mut self, f: &Final) -> Result<(u64, u64, Option<Percentiles>), RunError> {
+    /// latency percentiles. `planned`: the connections the coordinator gave that agent, the
+    /// bound of its per-connection counts (figures read from the network are checked, not
+    /// trusted).
+    fn add_final(
+        &mut self,
+        f: &Final,
+        planned: u64,
+    ) -> Result<(u64, u64, Option<Percentiles>), RunError> {
+        if f.pacer_senders > planned {
+            return Err(agent_err(format!(
+                "an agent reported {} senders on the pacer's path, more than the {planned} \
+                 connections it was given",
+                f.pacer_senders
+            )));
+        }
         // Rooms with no unsent messages (or an agent that does not report them) add 0.
         let unsent = |r: usize| f.room_unsent_window.get(r).copied().unwrap_or(0);
         let exp = summary::expected_deliveries(
@@ -1488,6 +1501,8 @@ impl Merged {
         t.dropped_in_window += f.dropped_in_window;
         t.epoll_receivers += f.epoll_receivers;
         t.unstamped_reads += f.unstamped_reads;
+        t.pacer_senders += f.pacer_senders;
+        t.pacer_send_held = t.pacer_send_held.saturating_add(f.pacer_send_held);
         for frame in &f.unexpected_frames {
             if t.unexpected_frames.len() < crate::stats::MAX_UNEXPECTED {
                 t.unexpected_frames.push(frame.clone());
@@ -1520,7 +1535,7 @@ fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, 
                         .take(8)
                         .map(|p| format!("agent {} ({}): {p}", l.id, l.address)),
                 );
-                m.add_final(f)?
+                m.add_final(f, l.planned)?
             }
             None => (0, 0, None),
         };
@@ -1839,6 +1854,8 @@ fn fleet_summary(
             connect_time: &m.connect_hist,
             reconnect: m.reconnect,
             dropped_in_window: totals.dropped_in_window,
+            pacer_senders: totals.pacer_senders,
+            pacer_send_held: totals.pacer_send_held,
         },
         msgs: MsgCounts {
             sent_window: totals.sent_window,
@@ -1975,6 +1992,8 @@ mod tests {
             connect_time: &hist,
             reconnect: None,
             dropped_in_window: 0,
+            pacer_senders: 0,
+            pacer_send_held: 0,
         };
         let summary = summary::build(summary::SummaryInput {
             conns,
@@ -2344,6 +2363,42 @@ mod tests {
             (4, 40),
             "added exactly like the send lag"
         );
+    }
+
+    #[test]
+    fn the_pacer_senders_are_summed_bounded_by_each_agents_plan_and_absent_from_an_older_agent() {
+        let mut json = serde_json::to_value(fin(1, 2, 1, &[5])).expect("encode");
+        let old = json.as_object_mut().expect("an object");
+        assert!(old.remove("pacer_senders").is_some());
+        assert!(old.remove("pacer_send_held").is_some());
+        let old: Final = serde_json::from_value(json).expect("an older agent's figures decode");
+        assert_eq!((old.pacer_senders, old.pacer_send_held), (0, 0));
+        let (mut links, _outs) = fleet(3);
+        for l in &mut links {
+            l.planned = 20;
+        }
+        links[0].fin = Some(Final {
+            pacer_senders: 4,
+            pacer_send_held: 7,
+            ..fin(10, 3, 20, &[1_000; 20])
+        });
+        links[1].fin = Some(old);
+        links[2].fin = Some(Final {
+            pacer_senders: 20,
+            pacer_send_held: u64::MAX,
+            ..fin(5, 2, 4, &[3_000; 4])
+        });
+        let m = merge(&links, false, true).expect("merge");
+        assert_eq!(m.totals.pacer_senders, 24);
+        assert_eq!(
+            m.totals.pacer_send_held,
+            u64::MAX,
+            "the held count saturates"
+        );
+        // An agent that claims more senders than the connections it was given is not believed.
+        links[2].fin.as_mut().expect("figures").pacer_senders = 21;
+        let e = merge(&links, false, true).expect_err("refused");
+        assert!(e.to_string().contains("21 senders"), "{e}");
     }
 
     #[test]

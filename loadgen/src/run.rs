@@ -807,10 +807,6 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     summary.connections.silent = (scenario.silent_connections > 0).then_some(silent_held);
     let epoll = shared.epoll_receivers();
     summary.connections.epoll_receivers = (epoll > 0).then_some(epoll);
-    let pacer = shared.pacer_senders();
-    summary.connections.pacer_senders = (pacer > 0).then_some(pacer);
-    summary.connections.pacer_send_held =
-        (pacer > 0).then(|| Stats::get(&shared.stats.counters.send_held));
     let latency = shared.stats.window_latency();
     let unexpected = unexpected_frames_text(&shared.stats.unexpected_frames());
     let mut extra: Vec<(&str, &[u8])> = vec![(HLOG_FILE, ticker.hlog.bytes())];
@@ -905,6 +901,8 @@ fn conn_counts<'a>(
             time_us: Percentiles::of(&st.reconnect_time()),
         }),
         dropped_in_window: Stats::get(&c.dropped_in_window),
+        pacer_senders: shared.pacer_senders(),
+        pacer_send_held: Stats::get(&c.send_held),
     }
 }
 
@@ -1241,17 +1239,8 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             }
         );
     }
-    if let Some(n) = c.pacer_senders {
-        let held = match c.pacer_send_held {
-            Some(h) if h > 0 => format!(
-                "; held {h} times by a full out-buffer (the server not reading), each message still timed from its intended send"
-            ),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "  sending     {n} senders' frames written by the pacer's thread (the send path){held}"
-        );
+    if let Some(line) = sending_line(c) {
+        let _ = writeln!(out, "{line}");
     }
     if let Some(d) = &s.distributed {
         write_fleet(&mut out, d);
@@ -1272,6 +1261,22 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
     }
     let _ = writeln!(out, "  results     {}", dir.display());
     out
+}
+
+/// The send path's line: how many senders' frames the pacer's thread wrote and how often a
+/// full out-buffer held one; `None` when none rode it. One-process and fleet runs alike (a
+/// fleet's counts are its agents' sums).
+fn sending_line(c: &chatbench_model::results::ConnectionStats) -> Option<String> {
+    let n = c.pacer_senders?;
+    let held = match c.pacer_send_held {
+        Some(h) if h > 0 => format!(
+            "; held {h} times by a full out-buffer (the server not reading), each message still timed from its intended send"
+        ),
+        _ => String::new(),
+    };
+    Some(format!(
+        "  sending     {n} senders' frames written by the pacer's thread (the send path){held}"
+    ))
 }
 
 /// The generator's own lag line: the send lag's and the receive lag's p50 / p99 / p99.9 (µs),
@@ -1548,5 +1553,36 @@ mod tests {
         let (gen, server, per, _) = window_cpu_figures(Some(&window(Some(killed))), 4_000, target);
         assert_eq!(gen, Some(0.5), "the generator's own CPU still counts");
         assert_eq!((server, per), (None, None));
+    }
+
+    #[test]
+    fn the_sending_line_says_the_pacer_senders_and_a_held_count_only_when_held() {
+        use chatbench_model::summary::{build, testing::input};
+        let scenario = Scenario::parse("name='t'\nconnections=10\n", "t").expect("valid");
+        let hist = chatbench_model::hist::new_hist();
+        let line = |senders: u64, held: u64| {
+            let mut i = input(&scenario, &hist);
+            i.conns.pacer_senders = senders;
+            i.conns.pacer_send_held = held;
+            let s = build(i);
+            let text = human_summary(&s, std::path::Path::new("/r"));
+            let line = sending_line(&s.connections);
+            assert_eq!(
+                line.is_some(),
+                text.lines().any(|l| l.starts_with("  sending ")),
+                "{text}"
+            );
+            line
+        };
+        assert_eq!(line(0, 5), None);
+        assert_eq!(
+            line(6, 0).as_deref(),
+            Some("  sending     6 senders' frames written by the pacer's thread (the send path)")
+        );
+        let held = line(6, 2).expect("a line");
+        assert!(
+            held.ends_with("; held 2 times by a full out-buffer (the server not reading), each message still timed from its intended send"),
+            "{held}"
+        );
     }
 }

@@ -241,13 +241,14 @@ pub struct ConnectionStats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoll_receivers: Option<u64>,
     /// Senders whose frames the pacer's thread wrote (the send path, `[client]
-    /// receive_path`: their connections read on the epoll path); absent when none did (and in
-    /// fleet runs, which do not report it yet).
+    /// receive_path`: their connections read on the epoll path; summed over the agents of a
+    /// fleet run); absent when none did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pacer_senders: Option<u64>,
     /// With `pacer_senders`: how many times a due message found its connection's out-buffer
     /// full (the server not reading) and its sender was held, the message still due from its
-    /// intended time (the send path's bounded-buffer policy, counted).
+    /// intended time (the send path's bounded-buffer policy, counted; summed over the agents of
+    /// a fleet run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pacer_send_held: Option<u64>,
 }

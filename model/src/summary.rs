@@ -35,6 +35,11 @@ pub struct ConnCounts<'a> {
     pub reconnect: Option<ReconnectStats>,
     /// Connections the server closed or broke during the window.
     pub dropped_in_window: u64,
+    /// Senders whose frames the pacer's thread wrote (the send path; summed over a fleet's
+    /// agents); 0 leaves both send-path figures out of the summary.
+    pub pacer_senders: u64,
+    /// How many times a due message found a pacer sender's out-buffer full and held its sender.
+    pub pacer_send_held: u64,
 }
 
 /// Messages a window should have delivered, from each room's in-window messages and readers: a
@@ -302,8 +307,9 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             dropped_in_window: conns.dropped_in_window,
             silent: None,
             epoll_receivers: None,
-            pacer_senders: None,
-            pacer_send_held: None,
+            // Both figures only when some sender rode the pacer's path.
+            pacer_senders: (conns.pacer_senders > 0).then_some(conns.pacer_senders),
+            pacer_send_held: (conns.pacer_senders > 0).then_some(conns.pacer_send_held),
         },
         messages: MessageStats {
             sent: msgs.sent_window,
@@ -411,6 +417,8 @@ pub mod testing {
                 connect_time: hist,
                 reconnect: None,
                 dropped_in_window: 0,
+                pacer_senders: 0,
+                pacer_send_held: 0,
             },
             msgs: MsgCounts {
                 sent_window: 10,
@@ -508,5 +516,23 @@ mod tests {
             .find(|n| n.contains("planned connections"))
             .expect("noted");
         assert!(note.starts_with("only 8 of the 10 planned connections were attempted (7 ready)"));
+    }
+
+    #[test]
+    fn the_send_path_figures_are_there_only_when_a_sender_rode_the_pacer() {
+        let scenario = Scenario::parse("name='t'\nconnections=10\n", "t").expect("valid");
+        let hist = new_hist();
+        let mut none = input(&scenario, &hist);
+        none.conns.pacer_send_held = 3;
+        let c = build(none).connections;
+        assert_eq!((c.pacer_senders, c.pacer_send_held), (None, None));
+        let mut some = input(&scenario, &hist);
+        some.conns.pacer_senders = 4;
+        let c = build(some).connections;
+        assert_eq!(
+            (c.pacer_senders, c.pacer_send_held),
+            (Some(4), Some(0)),
+            "a held count of 0 is a figure too"
+        );
     }
 }
