@@ -11,6 +11,7 @@ use chatbench_model::results::write_file_atomic;
 use chatbench_model::results::{ResultsError, RunStatus};
 use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
 use chatbench_report::outputs;
+use chatbench_report::page::ColumnDoc;
 
 use chatbench_servers::{Arch, Backplane};
 
@@ -101,6 +102,22 @@ impl BuiltIn {
         }
     }
 
+    /// What it stands for on the comparison's page: its architecture's meaning and section of
+    /// docs/architectures.md, or for a cluster its backplane's column meaning in the cluster's
+    /// section.
+    pub fn doc(self) -> ColumnDoc {
+        match self {
+            BuiltIn::Single(a) => ColumnDoc {
+                meaning: a.meaning(),
+                anchor: a.doc_anchor(),
+            },
+            BuiltIn::Cluster(b) => ColumnDoc {
+                meaning: b.column_meaning(),
+                anchor: Arch::Cluster.doc_anchor(),
+            },
+        }
+    }
+
     /// What its runs need installed besides chatbench (the supervisor starts it).
     fn needs(self) -> Option<Program> {
         match self {
@@ -138,6 +155,22 @@ const SCALING_NODES: [u32; 3] = [1, 2, 4];
 /// The names `--archs` accepts: every built-in column's.
 pub fn column_names() -> Vec<&'static str> {
     BuiltIn::all().map(BuiltIn::name).collect()
+}
+
+/// What the column called `name` stands for on a comparison's page (the report's
+/// [`chatbench_report::page::ColumnDocs`]): a built-in column's ([`BuiltIn::doc`]) or a peer's
+/// ([`Peer::meaning`]); `None` for any other name (a column given by name, `--column`).
+pub fn column_doc(name: &str) -> Option<ColumnDoc> {
+    if let Some(b) = BuiltIn::all().find(|b| b.name() == name) {
+        return Some(b.doc());
+    }
+    Peer::ALL
+        .into_iter()
+        .find(|p| p.as_str() == name)
+        .map(|p| ColumnDoc {
+            meaning: p.meaning(),
+            anchor: "",
+        })
 }
 
 /// Whether `program` is on PATH.
@@ -1050,8 +1083,15 @@ fn write_comparison(
     let judged = chatbench_report::claims::attach(&mut comparison, claims, &results)?;
     let drawn = draw_charts(dir, columns, &results, runs, args.slo_p99_ms, args.tiny);
     let docs = outputs::docs_link(dir);
-    let files = outputs::render(&comparison, &results, &drawn, docs.as_deref(), judged)
-        .map_err(CompareError::Encode)?;
+    let files = outputs::render(
+        &comparison,
+        &results,
+        &drawn,
+        docs.as_deref(),
+        column_doc,
+        judged,
+    )
+    .map_err(CompareError::Encode)?;
     outputs::write(dir, &files)?;
     println!("{}", chatbench_report::page::terminal(&comparison));
     if !comparison.failures.is_empty() {
@@ -1269,11 +1309,9 @@ mod tests {
         );
         for b in BuiltIn::all() {
             assert_eq!(b.name().parse::<BuiltIn>(), Ok(b));
-            // The page says what each stands for (a new one falls back to "a server given by
-            // name" until report/src/page.rs describes it).
-            let (meaning, anchor) = chatbench_report::page::column_meaning(b.name());
-            assert!(!meaning.starts_with("a server given by name"), "{b}");
-            assert!(!anchor.is_empty(), "{b}");
+            // The page says what each stands for, in its section of docs/architectures.md.
+            assert_eq!(column_doc(b.name()), Some(b.doc()));
+            assert!(!b.doc().anchor.is_empty(), "{b}");
         }
         let e = "cluster".parse::<BuiltIn>().unwrap_err();
         assert!(e.contains("cluster-mesh"), "{e}");
@@ -1283,6 +1321,64 @@ mod tests {
         );
         assert_eq!(BuiltIn::Cluster(Backplane::Mesh).needs(), None);
     }
+
+    /// Every built-in column and peer, a column given by name and a bare `cluster` (a run
+    /// whose backplane is unknown): the page's columns section, as it read when
+    /// report/src/page.rs kept the descriptions in a table by name.
+    #[test]
+    fn the_columns_section_is_as_it_was_for_every_built_in_column_and_peer() {
+        use chatbench_report::comparison::{build, render_markdown, Results};
+        let mut archs: Vec<String> = column_names().into_iter().map(String::from).collect();
+        archs.extend(Peer::ALL.iter().map(|p| p.as_str().to_string()));
+        archs.extend(["mine".to_string(), "cluster".to_string()]);
+        let c = build("quick", &archs, &Results::new(), Path::new(""));
+        let md = render_markdown(&c, column_doc);
+        let from = md.find("## The columns\n").expect("a columns section");
+        let to = md.find("## The table").expect("a table");
+        assert_eq!(&md[from..to], COLUMNS_MD);
+        let drawn = chatbench_report::charts::Drawn::default();
+        let docs = Some("../docs/architectures.md");
+        let html = chatbench_report::html::render(&c, &Results::new(), &drawn, docs, column_doc);
+        let from = html.find("<h2 id=\"columns\">").expect("a columns section");
+        let to = from + html[from..].find("</dl>\n").expect("its end") + "</dl>\n".len();
+        assert_eq!(&html[from..to], COLUMNS_HTML);
+    }
+
+    const COLUMNS_MD: &str = r#"## The columns
+
+- **task-per-conn** — one lightweight task per connection (tokio) — the BEAM (Erlang/Elixir) process and Go goroutine model
+- **thread-pool** — blocking sockets served by a bounded pool of OS threads — the Tomcat / Puma model
+- **epoll** — one thread, one readiness loop, non-blocking sockets — the Node.js / Redis event-loop model
+- **cluster-mesh** — several task-per-conn server processes, rooms spanning them over a peer-to-peer mesh backplane — like Erlang's :pg or Phoenix PubSub across nodes
+- **cluster-redis** — several task-per-conn server processes, rooms spanning them through a Redis broker — like the Socket.IO Redis adapter
+- **node-ws** — a real Node.js server on the `ws` library (third-party peer)
+- **socketio** — a real Socket.IO 4 server on Node.js (third-party peer)
+- **socketio-cluster** — Socket.IO on Node.js `cluster` workers behind one port, joined by the Redis adapter (third-party peer)
+- **elixir** — a real Elixir/OTP server: one process per connection, rooms as :pg groups (third-party peer)
+- **elixir-cluster** — several Elixir/OTP nodes, rooms as :pg groups across them (third-party peer)
+- **mine** — a server given by name (not a built-in architecture)
+- **cluster** — a server given by name (not a built-in architecture)
+
+Each is described in docs/architectures.md of the chatbench repository.
+
+"#;
+
+    const COLUMNS_HTML: &str = r#"<h2 id="columns">The columns</h2>
+<dl class="columns">
+<dt>task-per-conn</dt><dd>one lightweight task per connection (tokio) — the BEAM (Erlang/Elixir) process and Go goroutine model (<a href="../docs/architectures.md#task-per-conn">docs/architectures.md</a>)</dd>
+<dt>thread-pool</dt><dd>blocking sockets served by a bounded pool of OS threads — the Tomcat / Puma model (<a href="../docs/architectures.md#thread-pool">docs/architectures.md</a>)</dd>
+<dt>epoll</dt><dd>one thread, one readiness loop, non-blocking sockets — the Node.js / Redis event-loop model (<a href="../docs/architectures.md#epoll">docs/architectures.md</a>)</dd>
+<dt>cluster-mesh</dt><dd>several task-per-conn server processes, rooms spanning them over a peer-to-peer mesh backplane — like Erlang&#39;s :pg or Phoenix PubSub across nodes (<a href="../docs/architectures.md#cluster">docs/architectures.md</a>)</dd>
+<dt>cluster-redis</dt><dd>several task-per-conn server processes, rooms spanning them through a Redis broker — like the Socket.IO Redis adapter (<a href="../docs/architectures.md#cluster">docs/architectures.md</a>)</dd>
+<dt>node-ws</dt><dd>a real Node.js server on the <code>ws</code> library (third-party peer)</dd>
+<dt>socketio</dt><dd>a real Socket.IO 4 server on Node.js (third-party peer)</dd>
+<dt>socketio-cluster</dt><dd>Socket.IO on Node.js <code>cluster</code> workers behind one port, joined by the Redis adapter (third-party peer)</dd>
+<dt>elixir</dt><dd>a real Elixir/OTP server: one process per connection, rooms as :pg groups (third-party peer)</dd>
+<dt>elixir-cluster</dt><dd>several Elixir/OTP nodes, rooms as :pg groups across them (third-party peer)</dd>
+<dt>mine</dt><dd>a server given by name (not a built-in architecture)</dd>
+<dt>cluster</dt><dd>a server given by name (not a built-in architecture)</dd>
+</dl>
+"#;
 
     #[test]
     fn a_cluster_column_is_started_over_its_backplane() {

@@ -115,6 +115,18 @@ impl Peer {
         }
     }
 
+    /// What it stands for, in a sentence for readers of a comparison (its column's meaning on
+    /// the page; the peers have no section of docs/architectures.md).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Peer::NodeWs => "a real Node.js server on the `ws` library (third-party peer)",
+            Peer::SocketIo => "a real Socket.IO 4 server on Node.js (third-party peer)",
+            Peer::SocketIoCluster => "Socket.IO on Node.js `cluster` workers behind one port, joined by the Redis adapter (third-party peer)",
+            Peer::Elixir => "a real Elixir/OTP server: one process per connection, rooms as :pg groups (third-party peer)",
+            Peer::ElixirCluster => "several Elixir/OTP nodes, rooms as :pg groups across them (third-party peer)",
+        }
+    }
+
     /// Whether it runs several server processes behind one port (`--nodes` of them) over a
     /// private redis-server.
     pub fn one_port_cluster(self) -> bool {

@@ -1587,9 +1587,10 @@ pub fn conditions(c: &Comparison, r: &Row) -> String {
     text.join("; ")
 }
 
-/// The Markdown form (`comparison.md`): the page's sections ([`crate::page`]) in order.
-pub fn render_markdown(c: &Comparison) -> String {
-    crate::page::markdown(c)
+/// The Markdown form (`comparison.md`): the page's sections ([`crate::page`]) in order;
+/// `columns` says what each column stands for.
+pub fn render_markdown(c: &Comparison, columns: crate::page::ColumnDocs) -> String {
+    crate::page::markdown(c, columns)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::comparison::{Comparison, Results, Step, StepResult};
 pub const CSP: &str = "default-src 'none'; script-src 'none'; object-src 'none'; \
                        style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'";
 
-use crate::page::{esc, inline_html, Section};
+use crate::page::{esc, inline_html, ColumnDocs, Section};
 
 /// The order of the embedded charts: the table's (memory, latency, CPU, the sweeps, scaling),
 /// then the timelines in the table's column order.
@@ -77,8 +77,14 @@ fn chart_rank(name: &str, archs: &[String]) -> (usize, usize, usize, String) {
 
 /// Renders the page for comparison `c`, embedding the charts this process drew (`drawn`);
 /// `docs` is the path of docs/architectures.md relative to the page, when the folder is in a
-/// chatbench checkout.
-pub fn render(c: &Comparison, results: &Results, drawn: &Drawn, docs: Option<&str>) -> String {
+/// chatbench checkout; `columns` says what each column stands for.
+pub fn render(
+    c: &Comparison,
+    results: &Results,
+    drawn: &Drawn,
+    docs: Option<&str>,
+    columns: ColumnDocs,
+) -> String {
     let mut o = String::new();
     let title = crate::page::title(c);
     let _ = write!(
@@ -97,7 +103,7 @@ pub fn render(c: &Comparison, results: &Results, drawn: &Drawn, docs: Option<&st
     );
     let _ = writeln!(o, "<h1>{}</h1>", inline_html(&title));
     let _ = writeln!(o, "<p>Machine: {}</p>", esc(&c.machine));
-    for section in crate::page::sections(c) {
+    for section in crate::page::sections(c, columns) {
         match section {
             Section::Verdict(text) => {
                 let _ = writeln!(
@@ -361,7 +367,7 @@ mod tests {
     fn a_page_without_charts_still_renders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = crate::comparison::build("quick", &["a".into()], &Results::new(), dir.path());
-        let page = render(&c, &Results::new(), &Drawn::default(), None);
+        let page = render(&c, &Results::new(), &Drawn::default(), None, |_| None);
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
         assert!(page.contains("<th>a</th>") && page.contains("not measured"));
         assert!(
@@ -384,7 +390,7 @@ mod tests {
             linked: vec![format!("p{evil}")],
             skipped: vec![evil.into()],
         };
-        let page = render(&c, &Results::new(), &drawn, None);
+        let page = render(&c, &Results::new(), &drawn, None, |_| None);
         let lower = page.to_lowercase();
         assert!(
             !lower.contains("<script") && !lower.contains("<img"),

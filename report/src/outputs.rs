@@ -10,6 +10,7 @@ use chatbench_model::results::{write_file_atomic, ResultsError};
 
 use crate::charts::{ChartInputs, Drawn};
 use crate::comparison::{Comparison, Results, Runs};
+use crate::page::ColumnDocs;
 
 /// The name of the copy of the judged claims file in a comparison folder.
 pub const CLAIMS_COPY: &str = "claims.toml";
@@ -74,7 +75,7 @@ pub fn docs_link(page_dir: &Path) -> Option<String> {
     None
 }
 
-/// Renders the files of comparison `c` with the charts drawn (`docs` as for
+/// Renders the files of comparison `c` with the charts drawn (`docs` and `columns` as for
 /// [`crate::html::render`]); `claims` is the text its Claims section was judged from (what
 /// [`crate::claims::attach`] returned).
 pub fn render(
@@ -82,12 +83,13 @@ pub fn render(
     results: &Results,
     drawn: &Drawn,
     docs: Option<&str>,
+    columns: ColumnDocs,
     claims: Option<&str>,
 ) -> Result<Outputs, serde_json::Error> {
     Ok(Outputs {
-        markdown: crate::comparison::render_markdown(c),
+        markdown: crate::comparison::render_markdown(c, columns),
         json: serde_json::to_vec_pretty(c)?,
-        html: crate::html::render(c, results, drawn, docs),
+        html: crate::html::render(c, results, drawn, docs, columns),
         claims: claims.map(str::to_string),
     })
 }
@@ -159,12 +161,14 @@ pub struct Rebuilt {
 /// Rebuilds the files of the comparison folder `dir` from its results files alone, exactly as
 /// `chatbench compare` wrote them (notes, `--tiny` and provenance from its `comparison.json`),
 /// drawing the charts into `out/charts/`. When `out` is not `dir`, `prefix` is the path from
-/// `out` to `dir` and every link to a run's `summary.json` goes through it.
+/// `out` to `dir` and every link to a run's `summary.json` goes through it. `columns` says
+/// what each column stands for (as `compare` gave it).
 pub fn rebuild(
     dir: &Path,
     out: &Path,
     prefix: Option<&str>,
     claims: Option<(&str, &str)>,
+    columns: ColumnDocs,
 ) -> Result<Rebuilt, RebuildError> {
     let loaded = crate::comparison::load(dir)?;
     let slo = loaded
@@ -223,7 +227,14 @@ pub fn rebuild(
         loaded.tiny,
     );
     let docs = docs_link(out);
-    let outputs = render(&c, &loaded.results, &drawn, docs.as_deref(), judged)?;
+    let outputs = render(
+        &c,
+        &loaded.results,
+        &drawn,
+        docs.as_deref(),
+        columns,
+        judged,
+    )?;
     Ok(Rebuilt {
         comparison: c,
         outputs,

@@ -1,7 +1,8 @@
 //! The architectures this crate implements, registered in one place: each one's name
 //! ([`Arch::as_str`]), the `run(listener, config, shutdown)` it is started with
 //! ([`crate::run_arch`]) and the gate's in-process workloads over its own paths
-//! ([`crate::bench`]). Adding an architecture is its module (and `pub mod` line in `lib.rs`)
+//! ([`crate::bench`]), and what it stands for on a comparison's page ([`Arch::meaning`],
+//! [`Arch::doc_anchor`]). Adding an architecture is its module (and `pub mod` line in `lib.rs`)
 //! plus a variant here and its arms below.
 
 use std::fmt;
@@ -33,6 +34,28 @@ impl Arch {
 
     /// The CLI and results name.
     pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::TaskPerConn => "task-per-conn",
+            Arch::ThreadPool => "thread-pool",
+            Arch::Epoll => "epoll",
+            Arch::Cluster => "cluster",
+        }
+    }
+
+    /// What it stands for, in a sentence for readers of a comparison (a `compare` column's
+    /// meaning on its page; a cluster's column says it over its backplane,
+    /// [`crate::Backplane::column_meaning`]).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Arch::TaskPerConn => "one lightweight task per connection (tokio) — the BEAM (Erlang/Elixir) process and Go goroutine model",
+            Arch::ThreadPool => "blocking sockets served by a bounded pool of OS threads — the Tomcat / Puma model",
+            Arch::Epoll => "one thread, one readiness loop, non-blocking sockets — the Node.js / Redis event-loop model",
+            Arch::Cluster => "several task-per-conn server processes, rooms spanning them over a backplane (mesh or Redis)",
+        }
+    }
+
+    /// Its section of docs/architectures.md (the heading's anchor).
+    pub fn doc_anchor(self) -> &'static str {
         match self {
             Arch::TaskPerConn => "task-per-conn",
             Arch::ThreadPool => "thread-pool",

@@ -166,6 +166,16 @@ impl Backplane {
         }
     }
 
+    /// What a cluster over it stands for as a `compare` column ([`Backplane::column`]), in a
+    /// sentence for the comparison's page (its section of docs/architectures.md is
+    /// [`crate::Arch::Cluster`]'s).
+    pub fn column_meaning(self) -> &'static str {
+        match self {
+            Backplane::Mesh => "several task-per-conn server processes, rooms spanning them over a peer-to-peer mesh backplane — like Erlang's :pg or Phoenix PubSub across nodes",
+            Backplane::Redis => "several task-per-conn server processes, rooms spanning them through a Redis broker — like the Socket.IO Redis adapter",
+        }
+    }
+
     /// One line saying what it is (the CLI's help for each value).
     pub fn about(self) -> &'static str {
         match self {

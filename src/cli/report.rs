@@ -73,6 +73,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         &out,
         prefix.as_deref(),
         claims.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+        chatbench_harness::compare::column_doc,
     )
     .map_err(|e| {
         if args.out.is_some() {

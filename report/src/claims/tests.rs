@@ -215,7 +215,7 @@ fn malformed_claims_are_refused_saying_how_to_fix_them() {
 fn the_section_follows_the_table_in_the_markdown_and_the_page_and_goes_into_the_json() {
     let (mut c, r) = comparison();
     attach(&mut c, None, &r).expect("claims");
-    let md = crate::comparison::render_markdown(&c);
+    let md = crate::comparison::render_markdown(&c, |_| None);
     let claims_at = md.find("## Claims").expect("a Claims section");
     let table_at = md.find("| question |").expect("the table");
     let verdict_at = md.find("## Verdict").expect("the verdict");
@@ -232,7 +232,7 @@ fn the_section_follows_the_table_in_the_markdown_and_the_page_and_goes_into_the_
         md.contains("**not measured** — this machine caps a process at 20000 descriptors"),
         "{md}"
     );
-    let page = crate::html::render(&c, &r, &crate::charts::Drawn::default(), None);
+    let page = crate::html::render(&c, &r, &crate::charts::Drawn::default(), None, |_| None);
     let h2 = page.find("<h2>Claims</h2>").expect("claims on the page");
     assert!(
         h2 > page.find("<th>question</th>").expect("table"),

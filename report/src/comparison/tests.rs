@@ -139,7 +139,7 @@ fn invalid_failed_and_missing_steps_never_show_a_number() {
 #[test]
 fn markdown_has_a_column_per_architecture_and_links_to_the_files() {
     let c = build("quick", &["a".into(), "b".into()], &results(), &data());
-    let md = render_markdown(&c);
+    let md = render_markdown(&c, |_| None);
     assert!(md.contains("| question | a | b |"), "{md}");
     assert!(md.contains("](idle/summary.json)"), "{md}");
     assert!(
