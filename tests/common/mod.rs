@@ -84,6 +84,18 @@ pub fn count(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+/// Runs `chatbench ARGS` to its end, stdin closed, in its turn ([`serial`]); its status and
+/// output.
+#[allow(dead_code)] // not every test file starts the binary this way
+pub fn run_chatbench(args: &[&str]) -> std::process::Output {
+    let _turn = serial();
+    chatbench()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run chatbench")
+}
+
 /// Runs `scenarios/smoke.toml` against `target` with `shape` then `extra` flags (an exit of 0
 /// or 4, invalid, is accepted: the caller judges the summary); its summary, checked against the
 /// schema, and the console summary.
@@ -95,14 +107,7 @@ pub fn run_smoke(target: &[&str], shape: &[&str], extra: &[&str]) -> (serde_json
     args.extend_from_slice(shape);
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--out", dir.path().to_str().expect("path")]);
-    let out = {
-        let _turn = serial();
-        chatbench()
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run chatbench")
-    };
+    let out = run_chatbench(&args);
     assert!(
         matches!(out.status.code(), Some(0) | Some(4)),
         "{}",
