@@ -22,9 +22,10 @@ fn scenario(dir: &Path, extra: &str) -> String {
 }
 
 fn run(args: &[&str]) -> Output {
-    run_with_env(&[], args)
+    run_chatbench(args)
 }
 
+/// As [`run_chatbench`], with `env` set for the child.
 fn run_with_env(env: &[(&str, &Path)], args: &[&str]) -> Output {
     let _turn = serial();
     let mut c = chatbench();
