@@ -824,7 +824,11 @@ fn a_socketio_cluster_column_gets_the_cluster_steps() {
     assert_eq!(f["poisoner_lost"], true, "{f}");
     assert!(others > 0 && others < open_before - 1, "{f}");
     let blast = cell("fault_blast_radius");
-    assert_eq!(blast["value"].as_f64(), Some(others as f64), "{blast}");
+    // The cell is that count, or (a machine too busy for the pacer) invalid and says why.
+    assert!(
+        blast["value"].as_f64() == Some(others as f64) || blast["status"] == "invalid",
+        "{blast}"
+    );
 }
 
 /// The Elixir peer and `elixir-cluster` (3 nodes) get columns like the Node peers, and, having a
@@ -880,7 +884,10 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
                 // Checked below for the cluster column.
                 continue;
             }
-            if cell["status"] == "invalid" || cell["status"] == "not_measured" {
+            // An invalid cell (a machine too busy for the pacer) still names its run, whose
+            // figures are checked; only a cell with no run is skipped.
+            let invalid = cell["status"] == "invalid";
+            if cell["status"] == "not_measured" || (invalid && cell["source"].is_null()) {
                 assert_ne!(key, "fault_blast_radius", "the poison step ran: {cell}");
                 continue;
             }
@@ -892,10 +899,13 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
             let s: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
             assert_eq!(s["target"]["arch"], peer, "{key}: {}", src.display());
-            assert!(cell["value"].is_number(), "{key}: {cell}");
+            assert!(cell["value"].is_number() || invalid, "{key}: {cell}");
             if key == "fault_blast_radius" {
                 // The victim's process crashed (its own connection is not counted); nobody else.
-                assert_eq!(cell["value"], 0.0, "{cell}");
+                assert_eq!(s["fault"]["others_lost"], 0, "{s:#}");
+                if !invalid {
+                    assert_eq!(cell["value"], 0.0, "{cell}");
+                }
                 assert!(
                     s["fault"]["open_before"].as_u64().is_some_and(|n| n > 1),
                     "{s:#}"
@@ -922,8 +932,13 @@ fn the_elixir_peer_gets_a_column_with_its_poison_row() {
         assert!(display.contains(n), "{scaling}");
     }
     assert!(!display.contains("failed"), "{scaling}");
+    // A number, or (a machine too busy for the pacer) an invalid cell that says why; either
+    // way its run's failover figures are checked below.
     let back = cell("node_loss_all_back_ms");
-    assert!(back["value"].is_number(), "{back}");
+    assert!(
+        back["value"].is_number() || back["status"] == "invalid",
+        "{back}"
+    );
     let src = dir.join(back["source"].as_str().expect("source"));
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&src).expect("source")).expect("summary");
