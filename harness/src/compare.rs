@@ -23,7 +23,7 @@ use crate::supervisor::{Program, REDIS_SERVER};
 
 mod retry;
 
-use retry::{Next, Outcome};
+use retry::Outcome;
 
 /// Why `chatbench compare` could not run its suite or write its comparison: a request that
 /// cannot be met (exit 2, [`CompareError::is_usage`]) or a comparison that could not be made
@@ -961,8 +961,8 @@ struct SuiteRun<'a> {
 
 impl SuiteRun<'_> {
     /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
-    /// point that stops the sweep; adds each result to `runs`. A run that a retry replaced
-    /// ([`retry`]) is kept out of `runs` and recorded in `superseded`.
+    /// point that stops the sweep ([`retry::drive`]); adds each result to `runs`. A run that a
+    /// retry replaced is kept out of `runs` and recorded in `superseded`.
     fn run_points(
         &self,
         column: &Column<'_>,
@@ -970,78 +970,26 @@ impl SuiteRun<'_> {
         runs: &mut Runs,
         superseded: &mut Vec<Superseded>,
     ) {
-        let mut stopped = false;
-        for i in 0..s.points.len() {
-            if stopped {
-                break;
-            }
-            for repeat in 0..s.repeats {
-                let (result, next) = self.run_point(column, s, (i, repeat), superseded);
-                stopped |= next == Next::Stop;
-                runs.entry((column.name.clone(), s.step))
-                    .or_default()
-                    .push(result);
-            }
-        }
-    }
-
-    /// Runs repeat `repeat` of point `i` of `s` against `column`, once more when the first run
-    /// was generator-bound and the step stops at its first failure (the first run then goes
-    /// into `superseded`); returns the run that stands for it and what the sweep does next.
-    fn run_point(
-        &self,
-        column: &Column<'_>,
-        s: &SuiteStep,
-        (i, repeat): (usize, u32),
-        superseded: &mut Vec<Superseded>,
-    ) -> (StepResult, Next) {
-        let label = point_label(s, i, repeat);
-        let (first, next, why) = self.attempt(column, s, i, (&label, false));
-        if next != Next::RetryOnce {
-            return (first, next);
-        }
-        let (retry, next, _) = self.attempt(column, s, i, (&format!("{label} (retry)"), true));
-        superseded.extend(Superseded::of(
-            &column.name,
-            s.step,
-            point_text(s, i, repeat),
-            why.unwrap_or_default(),
-            &first,
-            (&retry, next == Next::GoOn),
-            &self.folder.dir,
-        ));
-        (retry, next)
-    }
-
-    /// One run of point `i` of `s` against `column`, with its progress lines (`label`; whether
-    /// it is the point's retry): the run, what the sweep does next and why it did not pass.
-    fn attempt(
-        &self,
-        column: &Column<'_>,
-        s: &SuiteStep,
-        i: usize,
-        (label, retried): (&str, bool),
-    ) -> (StepResult, Next, Option<String>) {
-        let arch = &column.name;
-        eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
-        let mut result = run_step(
-            &self.exe,
-            &self.folder.scenarios.join(s.file),
-            &self.point_args(column, s, i),
-            &self.folder.runs,
-            arch,
-        );
-        let (line, outcome, why) = judge_point(s, &s.points[i], &mut result, self.args.slo_p99_ms);
-        let next = retry::next(s.stop_at_first_failure, outcome, retried);
-        let tail = match (next, why.as_deref()) {
-            (Next::RetryOnce, Some(why)) => format!("; retrying once: {why}"),
-            (Next::Stop, Some(why)) if matches!(result, StepResult::Ran { .. }) => {
-                format!("; stops the sweep: {why}")
-            }
-            _ => String::new(),
+        let mut run = |i: usize| {
+            run_step(
+                &self.exe,
+                &self.folder.scenarios.join(s.file),
+                &self.point_args(column, s, i),
+                &self.folder.runs,
+                &column.name,
+            )
         };
-        eprintln!("compare: {arch} / {}{label}: {line}{tail}", s.step.as_str());
-        (result, next, why)
+        let driver = retry::Driver {
+            s,
+            column: &column.name,
+            slo_p99_ms: self.args.slo_p99_ms,
+            base: &self.folder.dir,
+        };
+        let (ran, replaced) = driver.drive(&mut run);
+        runs.entry((column.name.clone(), s.step))
+            .or_default()
+            .extend(ran);
+        superseded.extend(replaced);
     }
 
     /// Every flag of the run of point `i` of `s` against `column`: the target's, `--agents
