@@ -961,8 +961,8 @@ struct SuiteRun<'a> {
 
 impl SuiteRun<'_> {
     /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
-    /// point that stops the sweep ([`retry::drive`]); adds each result to `runs`. A run that a
-    /// retry replaced is kept out of `runs` and recorded in `superseded`.
+    /// point that stops the sweep ([`retry::Driver::drive`]); adds each result to `runs`. A run
+    /// that a retry replaced is kept out of `runs` and recorded in `superseded`.
     fn run_points(
         &self,
         column: &Column<'_>,
