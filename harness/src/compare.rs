@@ -9,7 +9,9 @@ use thiserror::Error;
 
 use chatbench_model::results::write_file_atomic;
 use chatbench_model::results::{ResultsError, RunStatus};
-use chatbench_report::comparison::{build_suite, ComparisonProvenance, Runs, Step, StepResult};
+use chatbench_report::comparison::{
+    build_suite, ComparisonProvenance, Runs, Step, StepResult, Superseded,
+};
 use chatbench_report::outputs;
 use chatbench_report::page::ColumnDoc;
 
@@ -18,6 +20,10 @@ use chatbench_servers::{Arch, Backplane};
 use crate::columns::ColumnError;
 use crate::peers::Peer;
 use crate::supervisor::{Program, REDIS_SERVER};
+
+mod retry;
+
+use retry::Outcome;
 
 /// Why `chatbench compare` could not run its suite or write its comparison: a request that
 /// cannot be met (exit 2, [`CompareError::is_usage`]) or a comparison that could not be made
@@ -697,19 +703,22 @@ pub fn compare(args: CompareOptions) -> Result<ExitCode, CompareError> {
     };
     let columns = chosen.names();
     let mut runs = Runs::new();
+    let mut superseded = Vec::new();
     for column in chosen.each() {
         for s in &steps {
             if !column.skips(s.step, args.suite) {
-                suite.run_points(&column, s, &mut runs);
+                suite.run_points(&column, s, &mut runs, &mut superseded);
             }
         }
     }
+    let mut notes = chosen.notes;
+    notes.extend(superseded.iter().map(Superseded::note));
     write_comparison(
         &args,
         &folder.dir,
         &columns,
-        &runs,
-        chosen.notes,
+        (&runs, superseded),
+        notes,
         started_at,
     )
 }
@@ -952,31 +961,35 @@ struct SuiteRun<'a> {
 
 impl SuiteRun<'_> {
     /// Runs every point of `s` (each `s.repeats` times) against `column`, in order, until a
-    /// point that stops the sweep; adds each result to `runs`.
-    fn run_points(&self, column: &Column<'_>, s: &SuiteStep, runs: &mut Runs) {
-        let arch = &column.name;
-        let mut stopped = false;
-        for (i, point) in s.points.iter().enumerate() {
-            if stopped {
-                break;
-            }
-            for repeat in 0..s.repeats {
-                let label = point_label(s, i, repeat);
-                eprintln!("compare: {arch} / {}{label} …", s.step.as_str());
-                let extra = self.point_args(column, s, i);
-                let mut result = run_step(
-                    &self.exe,
-                    &self.folder.scenarios.join(s.file),
-                    &extra,
-                    &self.folder.runs,
-                    arch,
-                );
-                let (verdict, stops) = judge_point(s, point, &mut result, self.args.slo_p99_ms);
-                stopped |= stops;
-                eprintln!("compare: {arch} / {}{label}: {verdict}", s.step.as_str());
-                runs.entry((arch.clone(), s.step)).or_default().push(result);
-            }
-        }
+    /// point that stops the sweep ([`retry::Driver::drive`]); adds each result to `runs`. A run
+    /// that a retry replaced is kept out of `runs` and recorded in `superseded`.
+    fn run_points(
+        &self,
+        column: &Column<'_>,
+        s: &SuiteStep,
+        runs: &mut Runs,
+        superseded: &mut Vec<Superseded>,
+    ) {
+        let mut run = |i: usize| {
+            run_step(
+                &self.exe,
+                &self.folder.scenarios.join(s.file),
+                &self.point_args(column, s, i),
+                &self.folder.runs,
+                &column.name,
+            )
+        };
+        let driver = retry::Driver {
+            s,
+            column: &column.name,
+            slo_p99_ms: self.args.slo_p99_ms,
+            base: &self.folder.dir,
+        };
+        let (ran, replaced) = driver.drive(&mut run);
+        runs.entry((column.name.clone(), s.step))
+            .or_default()
+            .extend(ran);
+        superseded.extend(replaced);
     }
 
     /// Every flag of the run of point `i` of `s` against `column`: the target's, `--agents
@@ -1005,48 +1018,37 @@ impl SuiteRun<'_> {
     }
 }
 
-/// The progress line's verdict on one run of `point` of `s`, and whether it stops the sweep
-/// (a failed run's reason gets the point's overrides in front).
+/// The progress line's verdict on one run of `point` of `s` (a failed run's reason gets the
+/// point's overrides in front), how it came out for the sweep and why it did not pass.
 fn judge_point(
     s: &SuiteStep,
     point: &[String],
     result: &mut StepResult,
     slo_p99_ms: f64,
-) -> (String, bool) {
-    match result {
-        StepResult::Ran { summary, .. } => {
-            let check = if s.step.is_sweep() {
-                chatbench_report::sweeps::check(s.step, summary, slo_p99_ms)
-            } else {
-                None
-            };
-            let stops = check.is_some() && s.stop_at_first_failure;
-            let verdict = format!(
-                "{}{}{}",
-                match summary.status {
-                    RunStatus::Complete => "complete",
-                    RunStatus::Interrupted => "interrupted",
-                    RunStatus::Failed => "failed",
-                },
-                if summary.valid {
-                    ""
-                } else {
-                    " (invalid: generator-bound)"
-                },
-                check
-                    .map(|c| format!("; stops the sweep: {c}"))
-                    .filter(|_| s.stop_at_first_failure)
-                    .unwrap_or_default()
-            );
-            (verdict, stops)
-        }
-        StepResult::Failed { reason } => {
-            if !point.is_empty() {
-                *reason = format!("at {}: {reason}", point.join(" "));
-            }
-            (format!("FAILED: {reason}"), s.stop_at_first_failure)
+) -> (String, Outcome, Option<String>) {
+    if let StepResult::Failed { reason } = result {
+        if !point.is_empty() {
+            *reason = format!("at {}: {reason}", point.join(" "));
         }
     }
+    let (outcome, why) = Outcome::of(s.step, result, slo_p99_ms);
+    let line = match result {
+        StepResult::Ran { summary, .. } => format!(
+            "{}{}",
+            match summary.status {
+                RunStatus::Complete => "complete",
+                RunStatus::Interrupted => "interrupted",
+                RunStatus::Failed => "failed",
+            },
+            if summary.valid {
+                ""
+            } else {
+                " (invalid: generator-bound)"
+            },
+        ),
+        StepResult::Failed { reason } => format!("FAILED: {reason}"),
+    };
+    (line, outcome, why)
 }
 
 /// Builds the comparison of `runs`, judges its claims, draws its charts, writes its files into
@@ -1055,7 +1057,7 @@ fn write_comparison(
     args: &CompareOptions,
     dir: &Path,
     columns: &[String],
-    runs: &Runs,
+    (runs, superseded): (&Runs, Vec<Superseded>),
     notes: Vec<String>,
     started_at: String,
 ) -> Result<ExitCode, CompareError> {
@@ -1067,9 +1069,10 @@ fn write_comparison(
         Some(args.slo_p99_ms),
     );
     comparison.notes.extend(notes);
+    comparison.superseded = superseded;
     comparison.tiny = args.tiny;
     comparison.provenance = Some(ComparisonProvenance::of(
-        runs,
+        (runs, &comparison.superseded),
         columns,
         dir,
         std::env::args().collect(),
@@ -1110,8 +1113,19 @@ fn write_comparison(
     }
 }
 
-/// " [connections=5000]", " [repeat 2/3]" or "" — which run of a step this is, for the log.
+/// " [connections=5000 (2/8)]", " [repeat 2/3]" or "" — which run of a step this is, for the
+/// log.
 fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
+    let text = point_text(s, point, repeat);
+    if text.is_empty() {
+        text
+    } else {
+        format!(" [{text}]")
+    }
+}
+
+/// "connections=5000 (2/8)", "repeat 2/3", both, or "" for a step of one run.
+fn point_text(s: &SuiteStep, point: usize, repeat: u32) -> String {
     let mut parts = Vec::new();
     if s.points.len() > 1 {
         let mut what = s.points[point].clone();
@@ -1128,11 +1142,7 @@ fn point_label(s: &SuiteStep, point: usize, repeat: u32) -> String {
     if s.repeats > 1 {
         parts.push(format!("repeat {}/{}", repeat + 1, s.repeats));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", parts.join(", "))
-    }
+    parts.join(", ")
 }
 
 /// Draws the charts into `dir/charts/` ([`outputs::draw_charts`]) and says on stderr how many

@@ -243,6 +243,74 @@ pub struct Comparison {
     /// run it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ComparisonProvenance>,
+    /// The sweep points run a second time because their first run was invalid (generator-bound):
+    /// each first run, kept in `runs/` but counted nowhere ([`load`] leaves it out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<Superseded>,
+}
+
+/// A run of a sweep point that a retry replaced (`superseded` in `comparison.json`): its first
+/// run was invalid because of the generator, so `chatbench compare` ran the point once more and
+/// the retry stands for the point. The first run's folder stays in `runs/`; no table cell, chart,
+/// knee or repeat statistic counts it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Superseded {
+    /// Its column.
+    pub column: String,
+    /// Its suite step.
+    pub step: String,
+    /// Which point (and repeat) of the step, e.g. `connections=2500 (1/8)`.
+    pub point: String,
+    /// Why the first run did not count: the sweep check's reason (`generator-bound: …`).
+    pub reason: String,
+    /// The first run's `summary.json`, relative to the comparison folder.
+    pub source: String,
+    /// The retry's `summary.json` (none when the retry could not be run).
+    pub retry: Option<String>,
+    /// Whether the retry passed the sweep's check (else the sweep stopped at the retry).
+    pub retry_passed: bool,
+}
+
+impl Superseded {
+    /// The comparison's note for it: the column, step, point, the first run's reason and
+    /// folder, and what the retry gave.
+    pub fn note(&self) -> String {
+        let retry = self.retry.as_deref().unwrap_or("no results");
+        let outcome = if self.retry_passed {
+            format!("the retry passed and stands for the point ({retry})")
+        } else {
+            format!("the retry did not pass either and the sweep stopped there, with the retry's reason ({retry})")
+        };
+        format!(
+            "{} / {}, point {}: its first run was invalid ({}) and was run once more; {outcome}. The first run is kept in {} but counted nowhere (not in the table, charts, knee or repeats).",
+            self.column, self.step, self.point, self.reason, self.source
+        )
+    }
+
+    /// A record of the run in `first` (paths relative to `base`) that `retry` replaced, the
+    /// retry with whether it passed; `None` when `first` left no folder.
+    pub fn of(
+        column: &str,
+        step: Step,
+        point: String,
+        reason: String,
+        first: &StepResult,
+        (retry, retry_passed): (&StepResult, bool),
+        base: &Path,
+    ) -> Option<Superseded> {
+        let StepResult::Ran { dir, .. } = first else {
+            return None;
+        };
+        Some(Superseded {
+            column: column.to_string(),
+            step: step.as_str().to_string(),
+            point,
+            reason,
+            source: rel(dir, base),
+            retry: source_of(retry, base),
+            retry_passed,
+        })
+    }
 }
 
 /// The provenance of a whole comparison (`provenance` in `comparison.json`).
@@ -276,10 +344,10 @@ pub struct SubRun {
 }
 
 impl ComparisonProvenance {
-    /// The provenance of a comparison of `runs` (paths relative to `base`) made by
-    /// `command_line` from `started_at` to `ended_at`.
+    /// The provenance of a comparison of `runs` and the runs retries replaced, `superseded`
+    /// (paths relative to `base`), made by `command_line` from `started_at` to `ended_at`.
     pub fn of(
-        runs: &Runs,
+        (runs, superseded): (&Runs, &[Superseded]),
         archs: &[String],
         base: &Path,
         command_line: Vec<String>,
@@ -323,6 +391,15 @@ impl ComparisonProvenance {
                         what,
                     });
                 }
+            }
+            // The runs a retry replaced: made, kept, counted nowhere.
+            for r in superseded.iter().filter(|r| &r.column == arch) {
+                list.push(SubRun {
+                    column: arch.clone(),
+                    step: r.step.clone(),
+                    source: Some(r.source.clone()),
+                    what: format!("superseded by its retry (point {}): {}", r.point, r.reason),
+                });
             }
         }
         let build = first.map_or_else(
@@ -551,12 +628,17 @@ pub struct Loaded {
     pub provenance: Option<ComparisonProvenance>,
     /// The claims file the folder's `comparison.json` was judged against, if any.
     pub claims_file: Option<String>,
+    /// The runs a retry replaced, as the folder's `comparison.json` records them (left out of
+    /// `runs`; their notes are among `notes`).
+    pub superseded: Vec<Superseded>,
 }
 
 /// Reads a comparison folder's files alone: every `runs/*/summary.json` (its architecture from
 /// `target.arch`, its step from the scenario name; runs of one step in folder-name order, which
-/// is the order they ran), plus the column order, suite and failures recorded in the folder's
-/// `comparison.json`, if any (a failed step leaves no run folder).
+/// is the order they ran) but those a retry replaced (`superseded`), plus the column order,
+/// suite and failures recorded in the folder's `comparison.json`, if any (a failed step leaves
+/// no run folder; without `comparison.json`, a replaced run counts again and its sweep stops
+/// there, as if it had not been retried).
 pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
     let runs = dir.join("runs");
     let entries = std::fs::read_dir(&runs).map_err(|source| ReportError::Read {
@@ -573,10 +655,16 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
         archs = p.archs.clone();
         suite = p.suite.clone();
     }
+    // A run a retry replaced stays in runs/ but stands for nothing.
+    let superseded: Vec<Superseded> = previous
+        .as_ref()
+        .map(|p| p.superseded.clone())
+        .unwrap_or_default();
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.join("summary.json").is_file())
+        .filter(|p| !superseded.iter().any(|s| s.source == rel(p, dir)))
         .collect();
     dirs.sort();
     for run in dirs {
@@ -630,6 +718,7 @@ pub fn load(dir: &Path) -> Result<Loaded, ReportError> {
             .as_ref()
             .and_then(|p| p.claims.as_ref().map(|c| c.file.clone())),
         notes: previous.map(|p| p.notes).unwrap_or_default(),
+        superseded,
     })
 }
 
@@ -652,6 +741,7 @@ impl Loaded {
             }
         }
         c.tiny = self.tiny;
+        c.superseded = self.superseded.clone();
         let (command, started, ended) = match &self.provenance {
             Some(p) => (
                 p.command_line.clone(),
@@ -661,7 +751,7 @@ impl Loaded {
             None => (Vec::new(), "unknown".into(), "unknown".into()),
         };
         c.provenance = Some(ComparisonProvenance::of(
-            &self.runs,
+            (&self.runs, &self.superseded),
             &self.archs,
             dir,
             command,
@@ -707,6 +797,7 @@ pub fn build_suite(
         claims: None,
         tiny: false,
         provenance: None,
+        superseded: Vec::new(),
     }
 }
 

@@ -369,3 +369,122 @@ fn a_repeated_step_shows_median_interval_and_cv_per_figure() {
     assert_eq!((rep.runs, rep.used, rep.ci95), (5, 5, Some([1.1, 1.4])));
     assert!((rep.cv.expect("cv") - 0.0936).abs() < 1e-4);
 }
+
+/// A capacity point retried because its first run was generator-bound: the first run stays in
+/// `runs/` but counts nowhere — not in the table (the sweep goes on past it), not in a rebuild
+/// from the files (`load` leaves out what `comparison.json` records as superseded) — while the
+/// notes and the provenance name it. Without that record it would stop the sweep.
+#[test]
+fn a_superseded_run_is_kept_but_counted_nowhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    let capacity = |name: &str, valid: bool| -> StepResult {
+        let mut r = fixture("broadcast");
+        let StepResult::Ran { summary, .. } = &mut r else {
+            panic!("fixture failed");
+        };
+        summary.scenario.name = "full-capacity".into();
+        summary.connections.planned = summary.connections.ready;
+        summary.connections.closed_by_server.clear();
+        summary.messages.lost = 0;
+        summary.valid = valid;
+        if !valid {
+            summary.invalid_reasons = vec![
+                "generator missed its schedule: pacer wake-up lateness p99 2197 µs (limit 2000 µs)"
+                    .into(),
+            ];
+        }
+        let d = base.join("runs").join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        let json = serde_json::to_vec(&**summary).expect("encode");
+        std::fs::write(d.join("summary.json"), json).expect("write");
+        StepResult::load(&d).expect("load")
+    };
+    // Folder-name order is run order: the first run, its retry, the next point.
+    let (first, retry, next) = (
+        capacity("run0", false),
+        capacity("run1", true),
+        capacity("run2", true),
+    );
+    let arch = summary_of(&first).target.arch.clone().expect("arch");
+    let archs = vec![arch.clone()];
+    let why = crate::sweeps::check(Step::Capacity, summary_of(&first), 1e9).expect("invalid");
+    let superseded = Superseded::of(
+        &arch,
+        Step::Capacity,
+        "connections=2500 (1/8)".into(),
+        why,
+        &first,
+        (&retry, true),
+        base,
+    )
+    .expect("the first run left a folder");
+    assert_eq!(superseded.source, "runs/run0/summary.json");
+    assert_eq!(superseded.retry.as_deref(), Some("runs/run1/summary.json"));
+    let note = superseded.note();
+    for part in [
+        &arch,
+        "capacity",
+        "connections=2500 (1/8)",
+        "generator-bound: generator missed its schedule",
+        "runs/run0/summary.json",
+        "the retry passed",
+    ] {
+        assert!(note.contains(part), "{part}: {note}");
+    }
+
+    // What compare writes: the runs that stand for the points, the record, its note.
+    let mut runs = Runs::new();
+    runs.insert((arch.clone(), Step::Capacity), vec![retry, next]);
+    let mut c = build_suite("full", &archs, &runs, base, Some(1e9));
+    c.notes.push(note.clone());
+    c.superseded = vec![superseded];
+    c.provenance = Some(ComparisonProvenance::of(
+        (&runs, &c.superseded),
+        &archs,
+        base,
+        vec!["chatbench".into(), "compare".into()],
+        "start".into(),
+        "end".into(),
+    ));
+    let cell = &row(&c, "max_connections").cells[&arch];
+    assert_eq!(cell.status, CellStatus::Ok, "{cell:?}");
+    assert_eq!(cell.source.as_deref(), Some("runs/run2/summary.json"));
+    assert!(!cell.display.contains("generator"), "{}", cell.display);
+    let listed: Vec<(Option<&str>, &str)> = c
+        .provenance
+        .as_ref()
+        .expect("provenance")
+        .runs
+        .iter()
+        .map(|r| (r.source.as_deref(), r.what.as_str()))
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[2].0, Some("runs/run0/summary.json"));
+    assert!(
+        listed[2].1.starts_with("superseded by its retry"),
+        "{listed:?}"
+    );
+    let json = serde_json::to_vec_pretty(&c).expect("encode");
+    std::fs::write(base.join("comparison.json"), &json).expect("write");
+
+    // Rebuilt from the files: the same comparison, the first run left out.
+    let l = load(base).expect("load");
+    let points = &l.runs[&(arch.clone(), Step::Capacity)];
+    let dirs: Vec<String> = points.iter().filter_map(|r| source_of(r, base)).collect();
+    assert_eq!(dirs, ["runs/run1/summary.json", "runs/run2/summary.json"]);
+    assert_eq!(l.comparison(base), c);
+
+    // Without the record, the first run counts again and stops the sweep at once.
+    let mut bare = c.clone();
+    bare.superseded.clear();
+    std::fs::write(
+        base.join("comparison.json"),
+        serde_json::to_vec(&bare).expect("encode"),
+    )
+    .expect("write");
+    let c = rebuild(base).expect("rebuild");
+    let cell = &row(&c, "max_connections").cells[&arch];
+    assert_ne!(cell.status, CellStatus::Ok, "{cell:?}");
+    assert!(cell.display.contains("generator"), "{}", cell.display);
+}
