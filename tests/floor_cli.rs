@@ -56,7 +56,19 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
     let g = &row["generator"][0];
     assert_eq!(g["loss_ratio"], 0.0, "{j:#}");
     assert!(g["delivered_per_s"].as_f64().unwrap() > 1400.0, "{j:#}");
-    assert!(out.join("floor.md").is_file());
+    // The generator's receive threads and pacer, per delivery: parts of its figure (present;
+    // their size is the machine's).
+    let part = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k}: {j:#}"));
+    assert!(
+        part("receive_us") >= 0.0 && part("pacer_us") >= 0.0,
+        "{j:#}"
+    );
+    assert!(g["receive_us"].is_f64() && g["pacer_us"].is_f64(), "{j:#}");
+    let md = std::fs::read_to_string(out.join("floor.md")).expect("floor.md");
+    assert!(
+        md.contains("| its receive threads (÷ floor) | its pacer (÷ floor) |"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -85,6 +85,20 @@ fn both_receive_paths_count_the_same_run_against_the_epoll_server() {
     assert_eq!(g["arrival"], "read", "the default is recorded: {g:#}");
     assert!(tokio["generator"]["receive_lag_us"].is_null(), "{tokio:#}");
     assert!(epoll_out.contains("receive lag"), "{epoll_out}");
+    // The generator's CPU split by thread role: the epoll path's receive threads are there
+    // (counted, and their share present) only when it ran; the console shows the split.
+    let threads =
+        |s: &serde_json::Value, role: &str| count(&s["generator"]["threads_by_role"][role]);
+    assert!(threads(&epoll, "receive") >= 1, "{:#}", epoll["generator"]);
+    assert_eq!(threads(&tokio, "receive"), 0, "{:#}", tokio["generator"]);
+    for s in [&tokio, &epoll] {
+        let c = &s["generator"]["cpu_cores_by_role"];
+        for role in ["receive", "pacer", "tokio", "other"] {
+            assert!(c[role].as_f64().is_some_and(|v| v >= 0.0), "{role}: {c:#}");
+        }
+        assert!(threads(s, "tokio") >= 1, "{:#}", s["generator"]);
+    }
+    assert!(epoll_out.contains("  gen threads "), "{epoll_out}");
 }
 
 #[test]

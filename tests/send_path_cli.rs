@@ -88,6 +88,10 @@ fn senders_on_the_pacer_path_deliver_every_message_as_the_tokio_path_does() {
     );
     // One send-lag sample per pacer wake-up that sent, as on the tokio path per task wake-up.
     assert!(count(&pacer["generator"]["send_lag_us"]["count"]) > 0);
+    // The pacer's thread is its own group in the generator's CPU by thread role.
+    let g = &pacer["generator"];
+    assert_eq!(count(&g["threads_by_role"]["pacer"]), 1, "{g:#}");
+    assert!(g["cpu_cores_by_role"]["pacer"].is_f64(), "{g:#}");
 }
 
 #[test]

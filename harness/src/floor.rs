@@ -242,6 +242,13 @@ pub struct GeneratorRun {
     pub delivered_per_s: f64,
     /// Generator CPU per delivery, µs.
     pub gen_us: f64,
+    /// Of which its receive threads' (`chatbench-rx-N`), µs per delivery: from the run's
+    /// `generator.cpu_cores_by_role` (absent when the run could not split its CPU by thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_us: Option<f64>,
+    /// Of which its pacer's, µs per delivery (as `receive_us`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacer_us: Option<f64>,
     /// Server CPU over the window, cores.
     pub server_cores: Option<f64>,
     /// Loss ratio.
@@ -269,6 +276,13 @@ pub struct RateRow {
     pub send_floor_us: Option<f64>,
     /// Median generator CPU per delivery, µs (valid runs).
     pub generator_us: Option<f64>,
+    /// Median of the generator's receive threads' CPU per delivery, µs (valid runs that split
+    /// their CPU by thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_us: Option<f64>,
+    /// Median of the generator's pacer's CPU per delivery, µs (as `receive_us`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacer_us: Option<f64>,
     /// Generator ÷ receive floor.
     pub ratio: Option<f64>,
 }
@@ -324,6 +338,8 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
             recv_floor_us: None,
             send_floor_us: None,
             generator_us: None,
+            receive_us: None,
+            pacer_us: None,
             ratio: None,
         };
         for i in 0..o.repeat {
@@ -357,13 +373,10 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
                 .map(|p| p.send_us)
                 .collect(),
         );
-        row.generator_us = median(
-            row.generator
-                .iter()
-                .filter(|g| ok(&g.invalid))
-                .map(|g| g.gen_us)
-                .collect(),
-        );
+        let valid_gen = || row.generator.iter().filter(|g| ok(&g.invalid));
+        row.generator_us = median(valid_gen().map(|g| g.gen_us).collect());
+        row.receive_us = median(valid_gen().filter_map(|g| g.receive_us).collect());
+        row.pacer_us = median(valid_gen().filter_map(|g| g.pacer_us).collect());
         row.ratio = row.generator_us.zip(row.recv_floor_us).map(|(g, r)| g / r);
         rows.push(row);
     }
@@ -395,6 +408,18 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
             || r.generator.iter().any(|g| !g.invalid.is_empty())
     });
     Ok(ExitCode::from(if invalid { 4 } else { 0 }))
+}
+
+/// A part of the generator's cost per delivery and its share of the receive floor; "—" when
+/// the runs did not split their CPU by thread.
+fn part(us: Option<f64>, floor: Option<f64>) -> String {
+    let Some(us) = us else {
+        return "—".into();
+    };
+    match floor {
+        Some(f) if f > 0.0 => format!("{us:.2} µs ({:.2}×)", us / f),
+        _ => format!("{us:.2} µs"),
+    }
 }
 
 fn fmt_us(v: Option<f64>) -> String {
@@ -430,15 +455,15 @@ fn markdown(
     }
     let _ = writeln!(
         s,
-        "| deliveries/s | receive floor | send floor | frames per wake-up | generator ({}) | generator ÷ receive floor |",
+        "| deliveries/s | receive floor | send floor | frames per wake-up | generator ({}) | generator ÷ receive floor | its receive threads (÷ floor) | its pacer (÷ floor) |",
         o.arch.as_deref().unwrap_or("not run")
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let wake = median(r.plain.iter().map(|p| p.frames_per_wake).collect());
         let _ = writeln!(
             s,
-            "| {:.0} | {} | {} | {} | {} | {} |",
+            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             r.rate,
             fmt_us(r.recv_floor_us),
             fmt_us(r.send_floor_us),
@@ -451,6 +476,8 @@ fn markdown(
             r.ratio
                 .map(|x| format!("{x:.2}×"))
                 .unwrap_or_else(|| "—".into()),
+            part(r.receive_us, r.recv_floor_us),
+            part(r.pacer_us, r.recv_floor_us),
         );
     }
     for r in rows {
@@ -836,10 +863,13 @@ fn judge_generator(s: &Summary, rate: f64, run_dir: String) -> Result<GeneratorR
             c * 100.0
         ));
     }
+    let by_role = s.generator.cpu_cores_by_role.as_ref();
     Ok(GeneratorRun {
         rate,
         delivered_per_s: per_s,
         gen_us: cores * 1e6 / per_s,
+        receive_us: by_role.map(|c| c.receive * 1e6 / per_s),
+        pacer_us: by_role.map(|c| c.pacer * 1e6 / per_s),
         server_cores: server,
         loss_ratio: s.messages.loss_ratio,
         run_dir,
@@ -959,6 +989,41 @@ mod tests {
         assert!(behind[0].contains("bottleneck"), "{behind:?}");
         assert_eq!(judge_plain(20_000.0, 20_000.0, 0.95, 100, 100).len(), 1);
         assert_eq!(judge_plain(20_000.0, 20_000.0, 0.5, 90, 100).len(), 1);
+    }
+
+    #[test]
+    fn the_generators_receive_threads_and_pacer_are_priced_per_delivery() {
+        use chatbench_model::results::ByRole;
+        use chatbench_model::summary::{build, testing::input};
+        let scenario =
+            chatbench_model::scenario::Scenario::parse("name='t'\nconnections=10\n", "t")
+                .expect("valid");
+        let hist = chatbench_model::hist::new_hist();
+        let run = |split: Option<ByRole<f64>>| {
+            let mut i = input(&scenario, &hist);
+            i.generator.cpu_cores_measure = Some(0.2);
+            i.generator.cpu_cores_by_role = split;
+            let mut s = build(i);
+            s.messages.delivered_per_s = 20_000.0;
+            s.messages.loss_ratio = 0.0;
+            judge_generator(&s, 20_000.0, "r".into()).expect("judged")
+        };
+        let g = run(Some(ByRole {
+            receive: 0.1,
+            pacer: 0.02,
+            tokio: 0.0,
+            other: 0.01,
+        }));
+        assert!((g.gen_us - 10.0).abs() < 1e-9, "{g:?}");
+        assert!((g.receive_us.expect("receive") - 5.0).abs() < 1e-9, "{g:?}");
+        assert!((g.pacer_us.expect("pacer") - 1.0).abs() < 1e-9, "{g:?}");
+        let old = run(None);
+        assert_eq!((old.receive_us, old.pacer_us), (None, None));
+        let json = serde_json::to_value(&old).expect("json");
+        assert!(json.get("receive_us").is_none(), "absent, not null: {json}");
+        assert_eq!(part(Some(5.0), Some(4.0)), "5.00 µs (1.25×)");
+        assert_eq!(part(Some(5.0), None), "5.00 µs");
+        assert_eq!(part(None, Some(4.0)), "—");
     }
 
     #[test]

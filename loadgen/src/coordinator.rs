@@ -1839,6 +1839,9 @@ fn fleet_summary(
             unstamped_reads: (epoll_receivers > 0).then_some(totals_unstamped),
             rss_per_conn_bytes: (!m.rss_per_conn.is_empty())
                 .then(|| m.rss_per_conn.iter().sum::<f64>() / m.rss_per_conn.len() as f64),
+            // Not split by thread across a fleet (each agent's threads are its own).
+            cpu_cores_by_role: None,
+            threads_by_role: None,
         },
         provenance: s.provenance,
         phases,

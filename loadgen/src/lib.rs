@@ -15,7 +15,8 @@
 //! - [`live_metrics`]: `run --metrics-listen`, the per-second figures as a live Prometheus
 //!   `/metrics` endpoint.
 //! - [`sampler`], [`sys`], [`provenance`]: reading `/proc` and the host; `readings`: the
-//!   coordinator's readings of them, on a thread of their own.
+//!   coordinator's readings of them, on a thread of their own; [`threads`]: the generator's
+//!   own CPU over the window split by what its threads do (receive, pacer, tokio, other).
 //! - [`lifecycle`]: the one run lifecycle (timeline, engine handle, a second's rows and
 //!   progress line) that [`run`], [`agent`] and [`coordinator`] all drive.
 //! - [`run`]: the driver of a single-process run (its summary built by
@@ -59,5 +60,6 @@ pub mod slowloris;
 pub mod stats;
 pub mod sys;
 pub mod target;
+pub mod threads;
 pub mod tls;
 mod tx;

@@ -253,7 +253,16 @@ impl Engine {
         let stop = self.pacer_stop.clone();
         self.pacer = std::thread::Builder::new()
             .name("pacer".into())
-            .spawn(move || crate::pacer::run(start, paced, stop))
+            .spawn(move || {
+                let report = crate::pacer::run(start, paced, stop.clone());
+                // Its schedules end with the window: it stays until told to stop (cooldown),
+                // so that the window's last reading of the generator's threads still finds it
+                // (a thread gone by then is lost to the split by role, `crate::threads`).
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                report
+            })
             .ok();
         self.enter(Phase::Warmup);
     }

@@ -29,6 +29,7 @@ use crate::sampler;
 use crate::stats::Stats;
 use crate::sys;
 use crate::target::{Target, TargetError};
+use crate::threads;
 use chatbench_model::figures;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::results::{
@@ -576,6 +577,8 @@ struct Driven {
 struct Measured {
     /// Readings at the window's edges, and its length.
     cpu: (Samples, Samples, Duration),
+    /// This process's threads at the window's edges (`None` where `/proc` cannot be read).
+    threads: (Option<threads::Snapshot>, Option<threads::Snapshot>),
     fault: Option<FaultOutcome>,
     killed: Option<Killed>,
 }
@@ -663,6 +666,7 @@ async fn measure(
     let scenario = shared.scenario.clone();
     let started = engine.started();
     let m0 = take_samples(pids);
+    let th0 = threads::Snapshot::read();
     let t0 = Instant::now();
     let open_now = || shared.stats.counters.open.load(Ordering::Relaxed).max(0) as u64;
     let mut poisoned = None;
@@ -706,9 +710,11 @@ async fn measure(
                 .saturating_sub(u64::from(poisoner_lost)),
         }
     });
+    let th1 = threads::Snapshot::read();
     let wall = t0.elapsed();
     Measured {
         cpu: (m0, take_samples(pids), wall),
+        threads: (th0, th1),
         fault,
         killed,
     }
@@ -1013,6 +1019,17 @@ fn summarize(
         msgs.delivered,
         opts.target_info.cpu_affinity.as_deref(),
     );
+    let (cores_by_role, threads_by_role) = driven
+        .window
+        .as_ref()
+        .and_then(|w| {
+            threads::window_split(
+                w.threads.0.as_ref(),
+                w.threads.1.as_ref(),
+                w.cpu.2.as_secs_f64(),
+            )
+        })
+        .unzip();
     let pacer_lag_p = e
         .pacer_lag
         .as_ref()
@@ -1065,6 +1082,8 @@ fn summarize(
             unstamped_reads: (shared.epoll_receivers() > 0)
                 .then(|| Stats::get(&st.counters.unstamped_reads)),
             rss_per_conn_bytes: gen_rss_per_conn,
+            cpu_cores_by_role: cores_by_role,
+            threads_by_role,
         },
         provenance,
         phases: driven.phases,
@@ -1130,6 +1149,22 @@ pub fn self_check(c: &SelfCheck) -> Vec<String> {
         );
     }
     invalid
+}
+
+/// The console's line of the generator's CPU by thread role, beside its CPU line: the groups,
+/// and their sum against the process's total (a thread that ended inside the window is in the
+/// total only).
+fn threads_line(g: &chatbench_model::results::GeneratorInfo) -> Option<String> {
+    let c = g.cpu_cores_by_role.as_ref()?;
+    let sum = c.receive + c.pacer + c.tokio + c.other;
+    let total = g
+        .cpu_cores_measure
+        .map(|t| format!(" of {t:.2}"))
+        .unwrap_or_default();
+    Some(format!(
+        "  gen threads {sum:.2}{total} cores: receive {:.2}, pacer {:.2}, tokio {:.2}, other {:.2}",
+        c.receive, c.pacer, c.tokio, c.other
+    ))
 }
 
 /// The short human summary printed after a run.
@@ -1222,6 +1257,9 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .map(|p| format!(", pacer lag p99 {} µs", p.p99))
             .unwrap_or_default()
     );
+    if let Some(line) = threads_line(g) {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(line) = lag_line(g) {
         let _ = writeln!(out, "{line}");
     }
@@ -1532,6 +1570,7 @@ mod tests {
                 samples(14.0, 3.0),
                 Duration::from_secs(4),
             ),
+            threads: (None, None),
             fault: None,
             killed,
         };
@@ -1583,6 +1622,33 @@ mod tests {
         assert!(
             held.ends_with("; held 2 times by a full out-buffer (the server not reading), each message still timed from its intended send"),
             "{held}"
+        );
+    }
+    #[test]
+    fn the_threads_line_shows_each_role_and_the_sum_of_the_total_only_when_split() {
+        use chatbench_model::results::ByRole;
+        use chatbench_model::summary::{build, testing::input};
+        let scenario = Scenario::parse("name='t'\nconnections=10\n", "t").expect("valid");
+        let hist = chatbench_model::hist::new_hist();
+        let text = |split: Option<ByRole<f64>>| {
+            let mut i = input(&scenario, &hist);
+            i.generator.cpu_cores_measure = Some(0.2);
+            i.generator.cpu_cores_by_role = split;
+            human_summary(&build(i), std::path::Path::new("/r"))
+        };
+        assert!(!text(None).contains("gen threads"));
+        let split = ByRole {
+            receive: 0.15,
+            pacer: 0.02,
+            tokio: 0.001,
+            other: 0.0,
+        };
+        let out = text(Some(split));
+        assert!(
+            out.contains(
+                "  gen threads 0.17 of 0.20 cores: receive 0.15, pacer 0.02, tokio 0.00, other 0.00\n"
+            ),
+            "{out}"
         );
     }
 }

@@ -198,6 +198,33 @@ pub struct GeneratorInfo {
     /// Generator RSS per open connection, bytes (RSS after the connect phase minus before,
     /// divided by connections).
     pub rss_per_conn_bytes: Option<f64>,
+    /// The generator's CPU over the measurement window split by what its threads do, in cores
+    /// (read from `/proc/self/task/*/stat` at the window's edges; a thread that ended inside
+    /// the window is in no group, so the groups may add up to less than `cpu_cores_measure`).
+    /// One-process runs on Linux only: absent for a fleet (agents) and where `/proc` cannot
+    /// be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores_by_role: Option<ByRole<f64>>,
+    /// The generator's threads alive at the window's end, by the same roles (absent with
+    /// `cpu_cores_by_role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_by_role: Option<ByRole<u32>>,
+}
+
+/// A figure for each role a generator thread can have, told by its name: `receive` (the epoll
+/// receive path's `chatbench-rx-N`), `pacer` (the pacer, which also writes the pacer path's
+/// frames), `tokio` (the runtime's workers and blocking threads) and `other` (the rest: the
+/// main thread, the readings thread, the signal thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ByRole<T> {
+    /// The epoll receive path's threads.
+    pub receive: T,
+    /// The pacer's thread.
+    pub pacer: T,
+    /// The tokio runtime's threads.
+    pub tokio: T,
+    /// Every other thread.
+    pub other: T,
 }
 
 /// Connection figures.

@@ -11,9 +11,9 @@ use hdrhistogram::Histogram;
 
 use crate::provenance::Provenance;
 use crate::results::{
-    run_id, ConnectionStats, DistributedInfo, FaultOutcome, GeneratorInfo, MessageStats, OtherLoad,
-    Percentiles, PhaseTimes, ReconnectStats, RunStatus, ScenarioRecord, Summary, TargetInfo,
-    TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    run_id, ByRole, ConnectionStats, DistributedInfo, FaultOutcome, GeneratorInfo, MessageStats,
+    OtherLoad, Percentiles, PhaseTimes, ReconnectStats, RunStatus, ScenarioRecord, Summary,
+    TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
@@ -89,6 +89,10 @@ pub struct GenFigures {
     pub receive_lag_us: Option<Percentiles>,
     pub unstamped_reads: Option<u64>,
     pub rss_per_conn_bytes: Option<f64>,
+    /// The window's CPU by thread role, cores (one-process runs on Linux only).
+    pub cpu_cores_by_role: Option<ByRole<f64>>,
+    /// The threads alive at the window's end by role.
+    pub threads_by_role: Option<ByRole<u32>>,
 }
 
 /// Readings of the target and the host.
@@ -289,6 +293,8 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             arrival: Some(scenario.client.arrival),
             unstamped_reads: generator.unstamped_reads,
             rss_per_conn_bytes: generator.rss_per_conn_bytes,
+            cpu_cores_by_role: generator.cpu_cores_by_role,
+            threads_by_role: generator.threads_by_role,
         },
         provenance,
         phases,
@@ -387,6 +393,8 @@ pub mod testing {
                 receive_lag_us: None,
                 unstamped_reads: None,
                 rss_per_conn_bytes: None,
+                cpu_cores_by_role: None,
+                threads_by_role: None,
             },
             provenance: Provenance {
                 tool_version: "0.1.0".into(),
