@@ -69,6 +69,67 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
         md.contains("| its receive threads (÷ floor) | its pacer (÷ floor) |"),
         "{md}"
     );
+    // By default the plain receiver runs again, its writer at the server's own pace in the
+    // generator run just before: the server's CPU µs per delivery.
+    let paced = &row["paced"][0];
+    assert_eq!(paced["frames"], 3000, "{j:#}");
+    let server_us = g["server_cores"].as_f64().expect("server cores") * 1e6
+        / g["delivered_per_s"].as_f64().expect("delivered");
+    let pace = paced["pace_us"].as_f64().expect("a pace");
+    // (to the nanosecond the pace is kept in)
+    assert!(
+        (pace - server_us).abs() < 2e-3,
+        "{pace} vs {server_us}: {j:#}"
+    );
+    let paced_floor = row["paced_floor_us"].as_f64().expect("a paced floor");
+    let paced_ratio = row["paced_ratio"].as_f64().expect("a paced ratio");
+    assert!((paced_ratio - gen / paced_floor).abs() < 1e-9, "{j:#}");
+    assert_eq!(j["writer_pace"], "server", "{j:#}");
+    assert!(
+        md.contains("| deliveries/s | writer's pace | receive floor, paced |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn floor_without_the_generator_paces_its_writer_only_when_told_how() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |pace: &'static str| {
+        [
+            "--connections",
+            "20",
+            "--members",
+            "10",
+            "--rate",
+            "1000",
+            "--seconds",
+            "1",
+            "--no-generator",
+            "--writer-pace",
+            pace,
+        ]
+    };
+    // `server` needs a server: no paced run, no second table.
+    let out = dir.path().join("server");
+    let o = floor(&args("server"), &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("json"))
+            .expect("json");
+    assert!(j["rows"][0].get("paced").is_none(), "{j:#}");
+    // A fixed pace: one paced run per turn, at that pace.
+    let out = dir.path().join("fixed");
+    let o = floor(&args("20"), &out);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("json"))
+            .expect("json");
+    assert_eq!(j["rows"][0]["paced"][0]["pace_us"], 20.0, "{j:#}");
+    assert_eq!(j["rows"][0]["paced"][0]["frames"], 1000, "{j:#}");
+    // Nonsense is a usage error naming the flag.
+    let o = floor(&args("fast"), &dir.path().join("bad"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--writer-pace"));
 }
 
 #[test]

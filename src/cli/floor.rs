@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use chatbench_harness::floor::FloorOptions;
+use chatbench_harness::floor::{FloorOptions, Pace};
 
 /// The plainest receiver and sender over loopback, then the generator at the same load.
 #[derive(Debug, Args)]
@@ -45,6 +45,11 @@ pub struct FloorArgs {
     /// `--generator-set client.arrival='"kernel"'`; the floor sets the load itself.
     #[arg(long, value_name = "client.KEY=VALUE")]
     generator_set: Vec<String>,
+    /// The writer's pace of a second plain step after each generator run: `server` (the
+    /// server's CPU µs per delivery in that run: the receive floor fed as fast as that server
+    /// writes), `off`, or microseconds per frame.
+    #[arg(long, value_name = "server|off|US", default_value = "server", value_parser = parse_pace)]
+    writer_pace: Pace,
     /// Folder for floor.md, floor.json and the generator's run folders.
     #[arg(long, value_name = "DIR", default_value = "results/floor")]
     out: PathBuf,
@@ -62,6 +67,12 @@ pub fn floor(a: FloorArgs) -> anyhow::Result<ExitCode> {
         arch: (!a.no_generator).then_some(a.arch),
         generator_bin: a.generator_bin,
         generator_set: a.generator_set,
+        pace: a.writer_pace,
         out: a.out,
     })?)
+}
+
+fn parse_pace(s: &str) -> Result<Pace, String> {
+    s.parse()
+        .map_err(|e: chatbench_harness::floor::FloorError| e.to_string())
 }

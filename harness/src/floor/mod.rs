@@ -15,19 +15,18 @@
 //! A row is invalid when the sending side (the plain sender, or the server) was the bottleneck:
 //! it fell behind the rate, lost frames, or used ≥ 90 % of its core.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+mod plain;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 
 use chatbench_model::results::Summary;
+
+pub use plain::{plain_step, PlainRun};
 
 /// Why `chatbench floor` could not measure: a bad option (exit 2, [`FloorError::is_usage`]) or
 /// a step that failed (exit 3), each naming what and where.
@@ -51,6 +50,12 @@ pub enum FloorError {
     /// `--payload` too large.
     #[error("--payload is at most 4096 bytes")]
     Payload,
+    /// A `--writer-pace` out of range.
+    #[error(
+        "--writer-pace must be `server`, `off`, or microseconds per frame between 0.1 and 1000 \
+         (e.g. --writer-pace 8.5)"
+    )]
+    Pace,
     /// A `--generator-set` that is not `client.KEY=VALUE`.
     #[error(
         "--generator-set {0:?}: expected client.KEY=VALUE, e.g. --generator-set \
@@ -201,38 +206,61 @@ pub struct FloorOptions {
     /// `client.KEY=VALUE` overrides passed to the generator's run as `--set` (its `[client]`
     /// settings: the receive path, its threads, what arrivals are timed to).
     pub generator_set: Vec<String>,
+    /// The writer's pace of the second, paced plain step.
+    pub pace: Pace,
     /// Where to write floor.json and floor.md.
     pub out: PathBuf,
+}
+
+/// The pace of the floor's paced plain step: after each generator run, the plain receiver is
+/// measured again, fed by a writer that writes one frame every `pace` within a burst instead
+/// of back to back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// The server's own pace in the generator run just before: its CPU µs per delivery (its
+    /// pace within a fan-out while it is busy). No paced step without a generator step.
+    Server,
+    /// No paced step.
+    Off,
+    /// This many µs per frame, in every run.
+    Fixed(f64),
+}
+
+impl std::str::FromStr for Pace {
+    type Err = FloorError;
+
+    fn from_str(s: &str) -> Result<Pace, FloorError> {
+        match s {
+            "server" => Ok(Pace::Server),
+            "off" => Ok(Pace::Off),
+            _ => match s.parse::<f64>() {
+                Ok(us) if (0.1..=1000.0).contains(&us) => Ok(Pace::Fixed(us)),
+                _ => Err(FloorError::Pace),
+            },
+        }
+    }
+}
+
+impl Pace {
+    /// The pace of a paced run after `generator` (the generator run of the same turn, if any):
+    /// `None` for no paced run.
+    fn after(self, generator: Option<&GeneratorRun>) -> Option<Duration> {
+        let us = match self {
+            Pace::Off => return None,
+            Pace::Fixed(us) => us,
+            Pace::Server => {
+                let g = generator?;
+                g.server_cores? * 1e6 / g.delivered_per_s.max(1e-9)
+            }
+        };
+        (us.is_finite() && us > 0.0).then(|| Duration::from_secs_f64(us / 1e6))
+    }
 }
 
 /// Share of a core above which the sending side is called the bottleneck.
 const SATURATED: f64 = 0.9;
 /// Share of the asked rate the sending side must reach.
 const RATE_KEPT: f64 = 0.97;
-/// Most events taken per `epoll_wait`.
-const EVENTS: usize = 256;
-
-/// One run of the plain receiver and sender.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlainRun {
-    /// Frames per second asked.
-    pub rate: f64,
-    /// Frames per second the sender wrote (over its own elapsed time).
-    pub achieved: f64,
-    /// Frames received.
-    pub frames: u64,
-    /// Receiver thread CPU per frame, µs.
-    pub recv_us: f64,
-    /// Sender thread CPU per frame, µs.
-    pub send_us: f64,
-    /// Frames per `epoll_wait` return.
-    pub frames_per_wake: f64,
-    /// Sender thread CPU, cores.
-    pub send_cores: f64,
-    /// Why the sending side was the bottleneck (empty: valid).
-    pub invalid: Vec<String>,
-}
-
 /// One run of the generator at the same load.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorRun {
@@ -285,6 +313,105 @@ pub struct RateRow {
     pub pacer_us: Option<f64>,
     /// Generator ÷ receive floor.
     pub ratio: Option<f64>,
+    /// The paced plain runs (the receive floor fed at a pace, [`Pace`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paced: Vec<PlainRun>,
+    /// Median pace of the valid paced runs, µs per frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pace_us: Option<f64>,
+    /// Median receive floor of the valid paced runs, µs per delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced_floor_us: Option<f64>,
+    /// Generator ÷ the paced receive floor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced_ratio: Option<f64>,
+}
+
+impl RateRow {
+    /// A row with no runs yet.
+    fn new(rate: f64) -> RateRow {
+        RateRow {
+            rate,
+            plain: Vec::new(),
+            generator: Vec::new(),
+            recv_floor_us: None,
+            send_floor_us: None,
+            generator_us: None,
+            receive_us: None,
+            pacer_us: None,
+            ratio: None,
+            paced: Vec::new(),
+            pace_us: None,
+            paced_floor_us: None,
+            paced_ratio: None,
+        }
+    }
+
+    /// The medians over the valid runs, and the ratios.
+    fn summarise(&mut self) {
+        let valid = |p: &&PlainRun| p.invalid.is_empty();
+        self.recv_floor_us = median(self.plain.iter().filter(valid).map(|p| p.recv_us).collect());
+        self.send_floor_us = median(self.plain.iter().filter(valid).map(|p| p.send_us).collect());
+        let valid_gen = || self.generator.iter().filter(|g| g.invalid.is_empty());
+        self.generator_us = median(valid_gen().map(|g| g.gen_us).collect());
+        self.receive_us = median(valid_gen().filter_map(|g| g.receive_us).collect());
+        self.pacer_us = median(valid_gen().filter_map(|g| g.pacer_us).collect());
+        self.ratio = self
+            .generator_us
+            .zip(self.recv_floor_us)
+            .map(|(g, r)| g / r);
+        let paced = || self.paced.iter().filter(valid);
+        self.pace_us = median(paced().filter_map(|p| p.pace_us).collect());
+        self.paced_floor_us = median(paced().map(|p| p.recv_us).collect());
+        self.paced_ratio = self
+            .generator_us
+            .zip(self.paced_floor_us)
+            .map(|(g, r)| g / r);
+    }
+
+    /// Whether any run of the row is invalid.
+    fn any_invalid(&self) -> bool {
+        self.plain
+            .iter()
+            .chain(&self.paced)
+            .any(|p| !p.invalid.is_empty())
+            || self.generator.iter().any(|g| !g.invalid.is_empty())
+    }
+}
+
+/// One rate's runs: `repeat` turns of the plain step, the generator step and the paced step.
+fn measure_row(
+    o: &FloorOptions,
+    rate: f64,
+    send_cpu: Option<usize>,
+    recv_cpu: Option<usize>,
+) -> Result<RateRow, FloorError> {
+    let mut row = RateRow::new(rate);
+    for i in 0..o.repeat {
+        let turn = format!("floor: {rate} deliveries/s, run {} of {}", i + 1, o.repeat);
+        eprintln!("{turn}: plain receiver");
+        row.plain.push(
+            plain_step(o, rate, None, send_cpu, recv_cpu).map_err(FloorError::in_step("plain"))?,
+        );
+        if let Some(arch) = &o.arch {
+            eprintln!("{turn}: generator");
+            row.generator
+                .push(generator_step(o, arch, rate, i).map_err(FloorError::in_step("generator"))?);
+        }
+        let generator = row.generator.get(i);
+        if let Some(pace) = o.pace.after(generator) {
+            eprintln!(
+                "{turn}: plain receiver, the writer at {:.2} µs per frame",
+                pace.as_secs_f64() * 1e6
+            );
+            row.paced.push(
+                plain_step(o, rate, Some(pace), send_cpu, recv_cpu)
+                    .map_err(FloorError::in_step("paced plain"))?,
+            );
+        }
+    }
+    row.summarise();
+    Ok(row)
 }
 
 fn median(v: Vec<f64>) -> Option<f64> {
@@ -329,57 +456,11 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
         [a, b, ..] => (Some(*a), Some(*b)),
         _ => (None, None),
     };
-    let mut rows = Vec::new();
-    for &rate in &o.rates {
-        let mut row = RateRow {
-            rate,
-            plain: Vec::new(),
-            generator: Vec::new(),
-            recv_floor_us: None,
-            send_floor_us: None,
-            generator_us: None,
-            receive_us: None,
-            pacer_us: None,
-            ratio: None,
-        };
-        for i in 0..o.repeat {
-            eprintln!(
-                "floor: {rate} deliveries/s, run {} of {}: plain receiver",
-                i + 1,
-                o.repeat
-            );
-            row.plain.push(
-                plain_step(&o, rate, send_cpu, recv_cpu).map_err(FloorError::in_step("plain"))?,
-            );
-            if let Some(arch) = &o.arch {
-                eprintln!("floor: {rate} deliveries/s, run {}: generator", i + 1);
-                row.generator.push(
-                    generator_step(&o, arch, rate, i).map_err(FloorError::in_step("generator"))?,
-                );
-            }
-        }
-        let ok = |inv: &Vec<String>| inv.is_empty();
-        row.recv_floor_us = median(
-            row.plain
-                .iter()
-                .filter(|p| ok(&p.invalid))
-                .map(|p| p.recv_us)
-                .collect(),
-        );
-        row.send_floor_us = median(
-            row.plain
-                .iter()
-                .filter(|p| ok(&p.invalid))
-                .map(|p| p.send_us)
-                .collect(),
-        );
-        let valid_gen = || row.generator.iter().filter(|g| ok(&g.invalid));
-        row.generator_us = median(valid_gen().map(|g| g.gen_us).collect());
-        row.receive_us = median(valid_gen().filter_map(|g| g.receive_us).collect());
-        row.pacer_us = median(valid_gen().filter_map(|g| g.pacer_us).collect());
-        row.ratio = row.generator_us.zip(row.recv_floor_us).map(|(g, r)| g / r);
-        rows.push(row);
-    }
+    let rows = o
+        .rates
+        .iter()
+        .map(|&rate| measure_row(&o, rate, send_cpu, recv_cpu))
+        .collect::<Result<Vec<_>, _>>()?;
     let md = markdown(&o, &rows, send_cpu, recv_cpu);
     print!("{md}");
     std::fs::create_dir_all(&o.out).map_err(FloorError::file("creating", &o.out))?;
@@ -392,6 +473,11 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
         "payload_bytes": o.payload,
         "repeat": o.repeat,
         "arch": o.arch,
+        "writer_pace": match o.pace {
+            Pace::Server => serde_json::json!("server"),
+            Pace::Off => serde_json::json!("off"),
+            Pace::Fixed(us) => serde_json::json!(us),
+        },
         "sender_cpu": send_cpu,
         "receiver_cpu": recv_cpu,
         "rows": rows,
@@ -403,10 +489,7 @@ pub fn floor(o: FloorOptions) -> Result<ExitCode, FloorError> {
     )
     .map_err(FloorError::file("writing", &json_path))?;
     eprintln!("floor: wrote {}/floor.md and floor.json", o.out.display());
-    let invalid = rows.iter().any(|r| {
-        r.plain.iter().any(|p| !p.invalid.is_empty())
-            || r.generator.iter().any(|g| !g.invalid.is_empty())
-    });
+    let invalid = rows.iter().any(RateRow::any_invalid);
     Ok(ExitCode::from(if invalid { 4 } else { 0 }))
 }
 
@@ -425,6 +508,50 @@ fn part(us: Option<f64>, floor: Option<f64>) -> String {
 fn fmt_us(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2} µs"))
         .unwrap_or_else(|| "invalid".into())
+}
+
+/// The second table: the receive floor with its writer paced ([`Pace`]), and the generator
+/// against it (nothing when no row has a paced run).
+fn paced_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
+    use std::fmt::Write;
+    if rows.iter().all(|r| r.paced.is_empty()) {
+        return;
+    }
+    let whose = match o.pace {
+        Pace::Server => {
+            "the server's own pace (its CPU µs per delivery in the generator run before)"
+        }
+        _ => "a fixed pace (--writer-pace)",
+    };
+    let _ = writeln!(
+        s,
+        "\nThe receive floor again, its writer writing each burst at {whose} instead of back to back:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| deliveries/s | writer's pace | receive floor, paced | frames per wake-up | generator ÷ paced floor | its receive threads ÷ paced floor |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    for r in rows.iter().filter(|r| !r.paced.is_empty()) {
+        let wake = median(r.paced.iter().map(|p| p.frames_per_wake).collect());
+        let _ = writeln!(
+            s,
+            "| {:.0} | {} | {} | {} | {} | {} |",
+            r.rate,
+            r.pace_us
+                .map(|p| format!("{p:.2} µs per frame"))
+                .unwrap_or_else(|| "—".into()),
+            fmt_us(r.paced_floor_us),
+            wake.map(|w| format!("{w:.2}")).unwrap_or_default(),
+            r.paced_ratio
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or_else(|| "—".into()),
+            r.receive_us
+                .zip(r.paced_floor_us)
+                .map(|(g, f)| format!("{:.2}×", g / f))
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
 }
 
 fn markdown(
@@ -480,11 +607,18 @@ fn markdown(
             part(r.pacer_us, r.recv_floor_us),
         );
     }
+    paced_table(&mut s, o, rows);
     for r in rows {
-        for p in r.plain.iter().filter(|p| !p.invalid.is_empty()) {
+        for (what, p) in r
+            .plain
+            .iter()
+            .map(|p| ("plain", p))
+            .chain(r.paced.iter().map(|p| ("paced plain", p)))
+            .filter(|(_, p)| !p.invalid.is_empty())
+        {
             let _ = writeln!(
                 s,
-                "\ninvalid plain run at {:.0}/s: {}",
+                "\ninvalid {what} run at {:.0}/s: {}",
                 r.rate,
                 p.invalid.join("; ")
             );
@@ -510,256 +644,6 @@ fn markdown(
         }
     }
     s
-}
-
-/// This thread's CPU time.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// A `msg` frame as a server sends it: the encoder's text in an unmasked WebSocket text frame.
-fn wire_frame(payload: usize) -> Vec<u8> {
-    let text = chatbench_protocol::encode_msg(
-        "r0",
-        "a0.c1",
-        1_000_000,
-        1_000_000_000,
-        &"x".repeat(payload),
-    );
-    let mut out = vec![0x81];
-    match text.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(text.as_bytes());
-    out
-}
-
-/// `connections` loopback pairs: (the server side, written to; the client side, read).
-fn pairs(connections: usize) -> Result<(Vec<TcpStream>, Vec<TcpStream>), FloorError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(FloorError::Bind)?;
-    let addr = listener.local_addr().map_err(FloorError::Socket)?;
-    let mut servers = Vec::with_capacity(connections);
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let c = TcpStream::connect(addr).map_err(|source| FloorError::Connect {
-            pair: clients.len(),
-            source,
-        })?;
-        let (s, _) = listener.accept().map_err(FloorError::Accept)?;
-        s.set_nodelay(true).map_err(FloorError::Socket)?;
-        // A receiver that stopped reading must not block the sender for ever.
-        s.set_write_timeout(Some(Duration::from_secs(10)))
-            .map_err(FloorError::Socket)?;
-        c.set_nonblocking(true).map_err(FloorError::Socket)?;
-        servers.push(s);
-        clients.push(c);
-    }
-    Ok((servers, clients))
-}
-
-/// The sender: bursts of `members` frames, one `write` each, open loop at `rate` frames/s
-/// for `seconds`. Returns (frames, elapsed, CPU).
-fn send_loop(
-    servers: &mut [TcpStream],
-    frame: &[u8],
-    members: usize,
-    rate: f64,
-    seconds: u64,
-    cpu: Option<usize>,
-) -> std::io::Result<(u64, Duration, Duration)> {
-    if let Some(c) = cpu {
-        chatbench_loadgen::sys::set_cpu_affinity(&[c])?;
-    }
-    let rooms = servers.len() / members;
-    let interval = Duration::from_secs_f64(members as f64 / rate);
-    let bursts = ((rate * seconds as f64) / members as f64).ceil() as u64;
-    let cpu0 = thread_cpu();
-    let start = Instant::now();
-    let mut frames = 0u64;
-    for b in 0..bursts {
-        let due = start + interval.mul_f64(b as f64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let room = (b as usize) % rooms;
-        for s in &mut servers[room * members..(room + 1) * members] {
-            s.write_all(frame)?;
-            frames += 1;
-        }
-    }
-    Ok((frames, start.elapsed(), thread_cpu().saturating_sub(cpu0)))
-}
-
-/// The receiver: `epoll_wait`, one `read` per ready socket, until `expected` bytes arrived,
-/// `stop` is set, or `deadline`. Returns (bytes, wake-ups, CPU).
-fn recv_loop(
-    clients: &[TcpStream],
-    expected: &std::sync::atomic::AtomicU64,
-    stop: &AtomicBool,
-    deadline: Instant,
-    cpu: Option<usize>,
-) -> std::io::Result<(u64, u64, Duration)> {
-    if let Some(c) = cpu {
-        chatbench_loadgen::sys::set_cpu_affinity(&[c])?;
-    }
-    // SAFETY: plain syscall; the result is checked.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `ep` is ours from here on and closed once below.
-    let ep = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ep) };
-    for (i, c) in clients.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: both descriptors are open; `ev` is valid for the call.
-        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, c.as_raw_fd(), &mut ev) }
-            != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut bytes, mut wakes) = (0u64, 0u64);
-    let cpu0 = thread_cpu();
-    loop {
-        if bytes >= expected.load(Ordering::Acquire) || Instant::now() >= deadline {
-            break;
-        }
-        // SAFETY: `events` has EVENTS writable entries.
-        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 20) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            continue;
-        }
-        wakes += 1;
-        for ev in &events[..n as usize] {
-            let mut c = &clients[ev.u64 as usize];
-            match c.read(&mut buf) {
-                // End of file: the peer is gone; stop watching it (it would be ready forever).
-                Ok(0) => {
-                    // SAFETY: both descriptors are open; a null event is allowed for DEL.
-                    unsafe {
-                        libc::epoll_ctl(
-                            ep.as_raw_fd(),
-                            libc::EPOLL_CTL_DEL,
-                            c.as_raw_fd(),
-                            std::ptr::null_mut(),
-                        )
-                    };
-                }
-                Ok(k) => bytes += k as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok((bytes, wakes, thread_cpu().saturating_sub(cpu0)))
-}
-
-/// The plainest receiver and sender at `rate` frames per second.
-pub fn plain_step(
-    o: &FloorOptions,
-    rate: f64,
-    send_cpu: Option<usize>,
-    recv_cpu: Option<usize>,
-) -> Result<PlainRun, FloorError> {
-    let (mut servers, clients) = pairs(o.connections)?;
-    let frame = wire_frame(o.payload);
-    let expected = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(o.seconds + 10);
-    let (e2, s2) = (expected.clone(), stop.clone());
-    let receiver = std::thread::spawn(move || recv_loop(&clients, &e2, &s2, deadline, recv_cpu));
-    let (members, seconds, len) = (o.members, o.seconds, frame.len() as u64);
-    // The sending sockets come back open: closed before the receiver is told how much to
-    // expect, they would wake it with end-of-file on every socket (counted as wake-ups and CPU).
-    let (sent, servers) = std::thread::spawn(move || {
-        let sent = send_loop(&mut servers, &frame, members, rate, seconds, send_cpu);
-        (sent, servers)
-    })
-    .join()
-    .map_err(|_| FloorError::Panicked("sender"))?;
-    let sent = match sent {
-        Ok(s) => {
-            expected.store(s.0 * len, Ordering::Release);
-            Ok(s)
-        }
-        Err(e) => {
-            stop.store(true, Ordering::Release);
-            Err(e)
-        }
-    };
-    stop.store(true, Ordering::Release);
-    let got = receiver
-        .join()
-        .map_err(|_| FloorError::Panicked("receiver"))?
-        .map_err(FloorError::Receive)?;
-    drop(servers);
-    let (frames, elapsed, send_cpu_t) = sent.map_err(FloorError::Send)?;
-    let (bytes, wakes, recv_cpu_t) = got;
-    let received = bytes / len;
-    let achieved = frames as f64 / elapsed.as_secs_f64().max(1e-9);
-    let send_cores = send_cpu_t.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
-    let invalid = judge_plain(rate, achieved, send_cores, bytes, frames * len);
-    let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
-    Ok(PlainRun {
-        rate,
-        achieved,
-        frames: received,
-        recv_us: per(recv_cpu_t, received),
-        send_us: per(send_cpu_t, frames),
-        frames_per_wake: received as f64 / wakes.max(1) as f64,
-        send_cores,
-        invalid,
-    })
-}
-
-/// Why the plain sender was the bottleneck: it fell behind `rate`, saturated its core, or
-/// the receiver did not get every byte written (empty: valid).
-fn judge_plain(rate: f64, achieved: f64, send_cores: f64, got: u64, written: u64) -> Vec<String> {
-    let mut invalid = Vec::new();
-    if achieved < RATE_KEPT * rate {
-        invalid.push(format!(
-            "the sender wrote {achieved:.0} frames/s of the {rate:.0} asked: it, not the receiver, was the bottleneck"
-        ));
-    }
-    if send_cores >= SATURATED {
-        invalid.push(format!(
-            "the sender used {:.0} % of its core",
-            send_cores * 100.0
-        ));
-    }
-    if got != written {
-        invalid.push(format!("received {got} bytes of the {written} written"));
-    }
-    invalid
 }
 
 /// The scenario of the generator step: the plain step's connections, rooms and rate, one
@@ -882,7 +766,7 @@ fn judge_generator(s: &Summary, rate: f64, run_dir: String) -> Result<GeneratorR
 mod tests {
     use super::*;
 
-    fn opts() -> FloorOptions {
+    pub(super) fn opts() -> FloorOptions {
         FloorOptions {
             connections: 40,
             members: 10,
@@ -893,6 +777,7 @@ mod tests {
             arch: None,
             generator_bin: None,
             generator_set: Vec::new(),
+            pace: Pace::Off,
             out: PathBuf::from("unused"),
         }
     }
@@ -944,51 +829,12 @@ mod tests {
     }
 
     #[test]
-    fn the_wire_frame_is_a_server_text_frame_of_a_msg() {
-        // (header length, payload length) of an unmasked server frame.
-        let head = |f: &[u8]| match f[1] {
-            126 => (4, u16::from_be_bytes([f[2], f[3]]) as usize),
-            n => (2, n as usize),
-        };
-        for body in [0, 64, 300] {
-            let f = wire_frame(body);
-            assert_eq!(f[0], 0x81);
-            let (h, len) = head(&f);
-            assert_eq!(f.len(), h + len);
-            let text = std::str::from_utf8(&f[h..]).expect("utf-8");
-            assert!(chatbench_loadgen::fast_msg::parse(text).is_some(), "{text}");
-        }
-        assert_eq!(head(&wire_frame(0)).0, 2);
-        assert_eq!(head(&wire_frame(300)).0, 4);
-    }
-
-    #[test]
     fn the_generator_scenario_matches_the_plain_load() {
         let text = generator_scenario(&opts(), 2000.0);
         let s = chatbench_model::scenario::Scenario::parse(&text, "floor").expect("valid");
         // 4 rooms × 9 receivers × rate = 2000 deliveries/s.
         let deliveries = s.rate_per_sender * 4.0 * 9.0;
         assert!((deliveries - 2000.0).abs() < 1e-6, "{deliveries}");
-    }
-
-    #[test]
-    fn a_plain_step_moves_every_frame_and_measures_both_sides() {
-        let o = opts();
-        let r = plain_step(&o, 2000.0, None, None).expect("plain step");
-        assert_eq!(r.frames, 2000, "{r:?}");
-        assert!(r.recv_us > 0.0 && r.send_us > 0.0, "{r:?}");
-        // At least one wake-up read data; how many frames each read is the machine's (a
-        // frame can span reads), so only its sign is behaviour.
-        assert!(r.frames_per_wake > 0.0, "{r:?}");
-    }
-
-    #[test]
-    fn a_sender_that_falls_behind_or_saturates_makes_the_row_invalid() {
-        assert!(judge_plain(20_000.0, 19_900.0, 0.3, 100, 100).is_empty());
-        let behind = judge_plain(80_000.0, 60_000.0, 0.5, 100, 100);
-        assert!(behind[0].contains("bottleneck"), "{behind:?}");
-        assert_eq!(judge_plain(20_000.0, 20_000.0, 0.95, 100, 100).len(), 1);
-        assert_eq!(judge_plain(20_000.0, 20_000.0, 0.5, 90, 100).len(), 1);
     }
 
     #[test]
@@ -1024,6 +870,104 @@ mod tests {
         assert_eq!(part(Some(5.0), Some(4.0)), "5.00 µs (1.25×)");
         assert_eq!(part(Some(5.0), None), "5.00 µs");
         assert_eq!(part(None, Some(4.0)), "—");
+    }
+
+    fn generator_run(server_cores: Option<f64>, gen_us: f64) -> GeneratorRun {
+        GeneratorRun {
+            rate: 20_000.0,
+            delivered_per_s: 20_000.0,
+            gen_us,
+            receive_us: Some(gen_us * 0.9),
+            pacer_us: None,
+            server_cores,
+            loss_ratio: 0.0,
+            run_dir: "r".into(),
+            invalid: Vec::new(),
+            run_invalid: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_writer_pace_parses_and_follows_the_server() {
+        assert_eq!("server".parse::<Pace>().ok(), Some(Pace::Server));
+        assert_eq!("off".parse::<Pace>().ok(), Some(Pace::Off));
+        assert_eq!("8.5".parse::<Pace>().ok(), Some(Pace::Fixed(8.5)));
+        for bad in ["0", "-3", "1001", "NaN", "inf", "fast", ""] {
+            let e = bad.parse::<Pace>().expect_err(bad);
+            assert!(e.to_string().contains("--writer-pace"), "{bad}: {e}");
+        }
+        let us = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e6 * 1000.0).round() / 1000.0);
+        // The server's CPU µs per delivery: 0.2 cores over 20,000 deliveries/s.
+        let g = generator_run(Some(0.2), 9.0);
+        assert_eq!(us(Pace::Server.after(Some(&g))), Some(10.0));
+        assert_eq!(
+            Pace::Server.after(None),
+            None,
+            "no generator step, no server pace"
+        );
+        assert_eq!(Pace::Server.after(Some(&generator_run(None, 9.0))), None);
+        assert_eq!(
+            Pace::Server.after(Some(&generator_run(Some(0.0), 9.0))),
+            None
+        );
+        assert_eq!(us(Pace::Fixed(2.5).after(None)), Some(2.5));
+        assert_eq!(Pace::Off.after(Some(&g)), None);
+    }
+
+    #[test]
+    fn a_row_with_paced_runs_has_their_floor_ratio_and_table() {
+        let plain = |recv_us: f64, pace_us: Option<f64>, invalid: Vec<String>| PlainRun {
+            rate: 20_000.0,
+            achieved: 20_000.0,
+            frames: 200_000,
+            recv_us,
+            send_us: 7.0,
+            pace_us,
+            frames_per_wake: 2.0,
+            send_cores: 0.2,
+            invalid,
+        };
+        let mut row = RateRow::new(20_000.0);
+        row.plain = vec![plain(5.0, None, Vec::new())];
+        row.generator = vec![generator_run(Some(0.2), 7.0)];
+        row.paced = vec![
+            plain(6.0, Some(10.0), Vec::new()),
+            plain(6.4, Some(9.0), Vec::new()),
+            plain(1.0, Some(99.0), vec!["the sender fell behind".into()]),
+        ];
+        row.summarise();
+        assert_eq!(row.ratio, Some(7.0 / 5.0));
+        assert_eq!(row.pace_us, Some(9.5), "the invalid run is left out");
+        assert_eq!(row.paced_floor_us, Some(6.2));
+        assert_eq!(row.paced_ratio, Some(7.0 / 6.2));
+        assert!(row.any_invalid());
+        let o = FloorOptions {
+            pace: Pace::Server,
+            ..opts()
+        };
+        let md = markdown(&o, std::slice::from_ref(&row), None, None);
+        assert!(
+            md.contains("| 20000 | 9.50 µs per frame | 6.20 µs | 2.00 | 1.13× | 1.02× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("invalid paced plain run at 20000/s: the sender fell behind"),
+            "{md}"
+        );
+        let json = serde_json::to_value(&row).expect("json");
+        assert_eq!(json["paced_floor_us"], serde_json::json!(6.2));
+        row.paced.clear();
+        row.summarise();
+        let md = markdown(&o, std::slice::from_ref(&row), None, None);
+        assert!(
+            !md.contains("paced floor"),
+            "no paced runs, no second table: {md}"
+        );
+        let json = serde_json::to_value(&row).expect("json");
+        assert!(
+            json.get("paced").is_none() && json.get("paced_ratio").is_none(),
+            "{json}"
+        );
     }
 
     #[test]
