@@ -1571,6 +1571,8 @@ fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, 
             rss_per_conn_bytes: fin.and_then(|f| f.rss_per_conn_bytes),
             ramp_held_s: fin.map_or(0.0, |f| f.ramp_held_us as f64 / 1e6),
             connecting_peak: fin.map_or(0, |f| f.connecting_peak),
+            pacer_senders: fin.map_or(0, |f| f.pacer_senders),
+            pacer_send_held: fin.map_or(0, |f| f.pacer_send_held),
             complete: fin.is_some(),
         });
     }
@@ -2393,6 +2395,16 @@ mod tests {
         });
         let m = merge(&links, false, true).expect("merge");
         assert_eq!(m.totals.pacer_senders, 24);
+        let per_agent: Vec<_> = m
+            .breakdown
+            .iter()
+            .map(|a| (a.pacer_senders, a.pacer_send_held))
+            .collect();
+        assert_eq!(
+            per_agent,
+            [(4, 7), (0, 0), (20, u64::MAX)],
+            "and each agent's own"
+        );
         assert_eq!(
             m.totals.pacer_send_held,
             u64::MAX,

@@ -582,6 +582,14 @@ pub struct AgentBreakdown {
     /// Most of its connections in set-up at once.
     #[serde(default)]
     pub connecting_peak: u64,
+    /// Its senders whose frames its pacer's thread wrote (the send path; the fleet's total is
+    /// `generator.pacer_senders`).
+    #[serde(default)]
+    pub pacer_senders: u64,
+    /// How many times one of its due messages found its connection's out-buffer full and its
+    /// sender was held (the fleet's total is `generator.pacer_send_held`).
+    #[serde(default)]
+    pub pacer_send_held: u64,
     /// Whether it delivered its final figures.
     pub complete: bool,
 }
