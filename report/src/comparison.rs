@@ -951,7 +951,7 @@ fn suite_notes(runs: &Runs, has_sweeps: bool, slo: f64) -> Vec<String> {
         ));
     }
     if has_sweeps {
-        notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator names the generator."));
+        notes.push(format!("A sweep step passes when every planned connection was ready, the server closed none, and (for steps that carry messages) nothing was lost and p99 ≤ {slo} ms; a sweep stops at its first step that does not pass and reports its last passing step and the reason it stopped. A step stopped by the generator is run once more (the retry stands for it, the first run is listed as superseded); a second such run stops the sweep and names the generator."));
     }
     notes
 }

@@ -394,7 +394,7 @@ fn load_chart(archs: &[String], runs: &Runs, slo_p99_ms: f64) -> XyChart {
         .unwrap_or_else(|| "—".into());
     let foot = p.foot(
         format!(
-            "p99 delivery latency (open loop, from the intended send time) at each offered load; {connections} connections in rooms of 100, each point a fresh server. The knee is the last point under the SLO line ({slo_p99_ms} ms). The sweep stops at the first point over the SLO, with loss, or generator-bound."
+            "p99 delivery latency (open loop, from the intended send time) at each offered load; {connections} connections in rooms of 100, each point a fresh server. The knee is the last point under the SLO line ({slo_p99_ms} ms). The sweep stops at the first point over the SLO, with loss, or generator-bound (a generator-bound point is run once more first)."
         ),
         runs,
         Step::LoadSweep,

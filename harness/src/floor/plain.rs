@@ -319,7 +319,6 @@ fn judge_plain(rate: f64, achieved: f64, send_cores: f64, got: u64, written: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn the_wire_frame_is_a_server_text_frame_of_a_msg() {
