@@ -19,6 +19,24 @@ fn floor(args: &[&str], out: &Path) -> Output {
         .expect("run chatbench floor")
 }
 
+/// The smallest load the tests use: two rooms of 10, 1,000 deliveries/s, 1 s.
+const SMALL_LOAD: [&str; 8] = [
+    "--connections",
+    "20",
+    "--members",
+    "10",
+    "--rate",
+    "1000",
+    "--seconds",
+    "1",
+];
+
+/// `OUT/floor.json`, parsed.
+fn floor_json(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("floor.json"))
+        .expect("json")
+}
+
 #[test]
 fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -40,9 +58,7 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("| 1500 |"), "{stdout}");
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("floor.json"))
-            .expect("json");
+    let j = floor_json(&out);
     let row = &j["rows"][0];
     let plain = &row["plain"][0];
     // 1,500 frames/s for 2 s, every one received.
@@ -95,35 +111,21 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
 fn floor_without_the_generator_paces_its_writer_only_when_told_how() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = |pace: &'static str| {
-        [
-            "--connections",
-            "20",
-            "--members",
-            "10",
-            "--rate",
-            "1000",
-            "--seconds",
-            "1",
-            "--no-generator",
-            "--writer-pace",
-            pace,
-        ]
+        let mut a = SMALL_LOAD.to_vec();
+        a.extend(["--no-generator", "--writer-pace", pace]);
+        a
     };
     // `server` needs a server: no paced run, no second table.
     let out = dir.path().join("server");
     let o = floor(&args("server"), &out);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("json"))
-            .expect("json");
+    let j = floor_json(&out);
     assert!(j["rows"][0].get("paced").is_none(), "{j:#}");
     // A fixed pace: one paced run per turn, at that pace.
     let out = dir.path().join("fixed");
     let o = floor(&args("20"), &out);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).expect("json"))
-            .expect("json");
+    let j = floor_json(&out);
     assert_eq!(j["rows"][0]["paced"][0]["pace_us"], 20.0, "{j:#}");
     assert_eq!(j["rows"][0]["paced"][0]["frames"], 1000, "{j:#}");
     // Nonsense is a usage error naming the flag.
@@ -144,21 +146,9 @@ fn floor_rejects_a_room_size_that_does_not_divide_the_connections() {
 fn generator_settings_reach_the_generators_run_and_the_table_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("floor");
-    let o = floor(
-        &[
-            "--connections",
-            "20",
-            "--members",
-            "10",
-            "--rate",
-            "1000",
-            "--seconds",
-            "1",
-            "--generator-set",
-            "client.receive_path=\"tokio\"",
-        ],
-        &out,
-    );
+    let mut args = SMALL_LOAD.to_vec();
+    args.extend(["--generator-set", "client.receive_path=\"tokio\""]);
+    let o = floor(&args, &out);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("floor.md")).expect("floor.md");
     assert!(

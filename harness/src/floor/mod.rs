@@ -2,15 +2,19 @@
 //! to back with the generator's own cost at the same load, so that their ratio comes from one
 //! run on one machine (issue 18; docs/methodology.md quotes it).
 //!
-//! Owns the plainest receiver and sender ([`plain_step`]): `N` loopback TCP connections; one
-//! sender thread writes one pre-encoded `msg` WebSocket frame per `write(2)`, in bursts of a
-//! room's size (a fan-out), open-loop at a fixed rate of frames per second; one receiver thread
-//! does `epoll_wait` and one `read(2)` per ready socket. Each thread's own CPU
-//! (`CLOCK_THREAD_CPUTIME_ID`) per frame is the receive floor and the send floor. Then the
-//! generator step ([`generator_step`]) runs `chatbench run --serve ARCH` at the same
-//! deliveries per second over the same connections and room size, and reads the generator's
-//! CPU per delivery from its summary. On two or more CPUs the sender and the server run on the
-//! first CPU, the receiver and the generator on the second (as `run --serve` pins them).
+//! Owns the steps and what is made of them. Each turn of a rate runs:
+//! - the plain step ([`plain_step`], module `plain`): the plainest epoll receiver and
+//!   one-write-per-frame sender over `N` loopback connections, the sender's bursts back to
+//!   back; each thread's own CPU per frame is the receive floor and the send floor;
+//! - the generator step ([`generator_step`]): `chatbench run --serve ARCH` at the same
+//!   deliveries per second over the same connections and room size; the generator's CPU per
+//!   delivery from its summary;
+//! - the paced step ([`Pace`]): the plain step again, its writer at the server's pace in that
+//!   generator run (or a fixed one), since the receive floor depends on how fast its writer is.
+//!
+//! Then the medians per row, the two ratios and the tables. On two or more CPUs the sender and
+//! the server run on the first CPU, the receiver and the generator on the second (as
+//! `run --serve` pins them).
 //!
 //! A row is invalid when the sending side (the plain sender, or the server) was the bottleneck:
 //! it fell behind the rate, lost frames, or used ≥ 90 % of its core.
@@ -167,6 +171,7 @@ impl FloorError {
                 | FloorError::Seconds
                 | FloorError::Repeat
                 | FloorError::Payload
+                | FloorError::Pace
                 | FloorError::GeneratorSet(_)
         )
     }
@@ -261,6 +266,7 @@ impl Pace {
 const SATURATED: f64 = 0.9;
 /// Share of the asked rate the sending side must reach.
 const RATE_KEPT: f64 = 0.97;
+
 /// One run of the generator at the same load.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorRun {
@@ -895,6 +901,7 @@ mod tests {
         for bad in ["0", "-3", "1001", "NaN", "inf", "fast", ""] {
             let e = bad.parse::<Pace>().expect_err(bad);
             assert!(e.to_string().contains("--writer-pace"), "{bad}: {e}");
+            assert!(e.is_usage(), "{bad}: a usage error");
         }
         let us = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e6 * 1000.0).round() / 1000.0);
         // The server's CPU µs per delivery: 0.2 cores over 20,000 deliveries/s.

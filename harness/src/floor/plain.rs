@@ -7,7 +7,7 @@
 //! The sender writes a burst back to back, or at a given pace (one frame every `pace`, a
 //! spin-wait between writes on the sender's own CPU): a receiver fed more slowly catches up
 //! with its writer more often and sleeps more per frame, so the receive floor depends on how
-//! fast the other end writes (docs/methodology.md, "The floor at the server's pace").
+//! fast the other end writes (docs/methodology.md, "Why a second floor").
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
