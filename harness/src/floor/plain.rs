@@ -107,7 +107,9 @@ fn pairs(connections: usize) -> Result<(Vec<TcpStream>, Vec<TcpStream>), FloorEr
 
 /// The sender: bursts of `members` frames, one `write` each, open loop at `rate` frames/s
 /// for `seconds`; within a burst back to back, or frame `k` no earlier than `k × pace` after
-/// the burst's first write. Returns (frames, elapsed, CPU).
+/// the burst's first write. A pace too slow for the rate makes it fall behind; it stops
+/// writing when the receiver does (`seconds` + 10 s), so the run ends and is judged invalid.
+/// Returns (frames, elapsed, CPU).
 fn send_loop(
     servers: &mut [TcpStream],
     frame: &[u8],
@@ -125,6 +127,7 @@ fn send_loop(
     let bursts = ((rate * seconds as f64) / members as f64).ceil() as u64;
     let cpu0 = thread_cpu();
     let start = Instant::now();
+    let give_up = start + Duration::from_secs(seconds + 10);
     let mut frames = 0u64;
     for b in 0..bursts {
         let due = start + interval.mul_f64(b as f64);
@@ -140,6 +143,9 @@ fn send_loop(
         {
             if let Some(p) = pace {
                 spin_until(burst + p.mul_f64(k as f64));
+                if Instant::now() > give_up {
+                    return Ok((frames, start.elapsed(), thread_cpu().saturating_sub(cpu0)));
+                }
             }
             s.write_all(frame)?;
             frames += 1;
