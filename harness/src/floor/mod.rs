@@ -511,6 +511,11 @@ fn part(us: Option<f64>, floor: Option<f64>) -> String {
     }
 }
 
+/// A ratio as the tables show it, "—" when there is none.
+fn fmt_ratio(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into())
+}
+
 fn fmt_us(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2} µs"))
         .unwrap_or_else(|| "invalid".into())
@@ -549,13 +554,8 @@ fn paced_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
                 .unwrap_or_else(|| "—".into()),
             fmt_us(r.paced_floor_us),
             wake.map(|w| format!("{w:.2}")).unwrap_or_default(),
-            r.paced_ratio
-                .map(|x| format!("{x:.2}×"))
-                .unwrap_or_else(|| "—".into()),
-            r.receive_us
-                .zip(r.paced_floor_us)
-                .map(|(g, f)| format!("{:.2}×", g / f))
-                .unwrap_or_else(|| "—".into()),
+            fmt_ratio(r.paced_ratio),
+            fmt_ratio(r.receive_us.zip(r.paced_floor_us).map(|(g, f)| g / f)),
         );
     }
 }
@@ -606,9 +606,7 @@ fn markdown(
             } else {
                 "—".into()
             },
-            r.ratio
-                .map(|x| format!("{x:.2}×"))
-                .unwrap_or_else(|| "—".into()),
+            fmt_ratio(r.ratio),
             part(r.receive_us, r.recv_floor_us),
             part(r.pacer_us, r.recv_floor_us),
         );
