@@ -39,6 +39,12 @@ fn silent_sockets_take_thread_pools_workers_and_the_run_counts_the_503s() {
         &["--serve", "thread-pool", "--server-arg=--pool-size=32"],
         out.path(),
     );
+    // 3 when every client was refused (nothing measured), else 0 or 4: never a crash.
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(3) | Some(4)),
+        "{}",
+        text(&o)
+    );
     let c = &s["connections"];
     assert_eq!(c["silent"], 100, "{}", text(&o));
     let refused = c["errors"]["handshake_status_503"].as_u64().unwrap_or(0);
@@ -56,12 +62,17 @@ fn silent_sockets_take_thread_pools_workers_and_the_run_counts_the_503s() {
 #[test]
 fn epoll_stays_available_under_silent_sockets() {
     let out = tempfile::tempdir().expect("tempdir");
-    let (o, s) = slowloris_run(&["--serve", "epoll"], out.path());
+    let (o, _) = slowloris_run(&["--serve", "epoll"], out.path());
+    // Exit 4 (the generator missed its schedule on a busy machine) is accepted: availability
+    // is judged by the counts below, not by timing.
+    let s = assert_finished(&o, out.path());
     let c = &s["connections"];
     assert_eq!(c["silent"], 100, "{}", text(&o));
     assert_eq!(c["ready"], 20, "{c:#}\n{}", text(&o));
     assert!(c["errors"].get("handshake_status_503").is_none(), "{c:#}");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let m = &s["messages"];
+    assert_eq!(m["lost"], 0, "{m:#}");
+    assert_eq!(m["delivered"], m["expected"], "{m:#}");
 }
 
 #[test]
