@@ -36,6 +36,18 @@ fn smoke_run_delivers_exactly_the_expected_count() {
     let s = assert_finished(&out, out_dir.path());
     let dir = only_run_dir(out_dir.path());
     assert_eq!(s["status"], "complete", "{s:#}");
+    // The server's wait for a CPU in the window, from its threads' schedstat, and on the console.
+    let wait = &s["target_resources"]["run_queue_wait"];
+    let (seconds, share) = (wait["seconds"].as_f64(), wait["share"].as_f64());
+    assert!(
+        seconds.is_some_and(|v| v >= 0.0) && share.is_some_and(|v| v >= 0.0),
+        "{wait:#}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("waited for a CPU"),
+        "{}",
+        text(&out)
+    );
     let planned = s["connections"]["planned"].as_u64().expect("planned");
     assert_eq!(
         s["connections"]["ready"].as_u64(),

@@ -47,7 +47,7 @@ use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
 use chatbench_model::results::{
     write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
-    ReconnectStats, RunStatus, SeriesRow,
+    ReconnectStats, RunQueueWait, RunStatus, SeriesRow,
 };
 use chatbench_model::scenario::Scenario;
 use chatbench_model::summary::{
@@ -623,6 +623,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
         cpu_us_per_delivery: server.per_delivery,
         server_metrics,
         other_load: server.other_load,
+        run_queue_wait: server.run_queue_wait,
     };
     let verdict = Verdict {
         status,
@@ -1703,6 +1704,7 @@ struct ServerFigures {
     cores: Option<f64>,
     per_delivery: Option<f64>,
     other_load: Option<OtherLoad>,
+    run_queue_wait: Option<RunQueueWait>,
 }
 
 /// The servers' CPU over the window, from readings taken near its edges on the readings' own
@@ -1781,6 +1783,7 @@ fn server_figures(
         cores,
         per_delivery,
         other_load,
+        run_queue_wait: server_window.and_then(|w| w.run_queue_wait),
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::sampler;
+use chatbench_model::results::RunQueueWait;
 use chatbench_model::sampler::{HostSample, ProcSample};
 
 /// The phase edges at which the servers and the host are read.
@@ -186,6 +187,8 @@ pub(crate) struct WindowCpu {
     pub over_s: f64,
     /// How far the later-off of the two readings was from its edge, seconds.
     pub off_s: f64,
+    /// The target's threads' wait for a CPU between the readings.
+    pub run_queue_wait: Option<RunQueueWait>,
 }
 
 /// The target's CPU between readings `a` and `b`, meant for the window
@@ -213,6 +216,7 @@ pub(crate) fn window_cpu(
         cpu_s: (b.cpu_seconds - a.cpu_seconds).max(0.0),
         over_s,
         off_s,
+        run_queue_wait: chatbench_model::summary::run_queue_wait(a, b, over_s),
     })
 }
 
@@ -228,6 +232,7 @@ mod tests {
             cpu_seconds: cpu,
             threads: 1,
             open_fds: 1,
+            run_delay_seconds: None,
         }
     }
 

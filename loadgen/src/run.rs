@@ -34,7 +34,7 @@ use chatbench_model::figures;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::results::{
     write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
-    RunStatus, SeriesRow, Summary, TargetInfo,
+    RunQueueWait, RunStatus, SeriesRow, Summary, TargetInfo,
 };
 use chatbench_model::sampler::{HostSample, ProcSample};
 use chatbench_model::scenario::{ArrivalClock, Scenario};
@@ -845,39 +845,57 @@ struct Ended<'a> {
     source_addrs: &'a [std::net::IpAddr],
 }
 
-/// The window's CPU figures: the generator's cores, the server's cores and CPU per delivery
-/// (not when a node was killed in it), and the other load on the server's CPUs.
+/// The window's CPU figures of a one-process run.
+#[derive(Default)]
+struct WindowCpuFigures {
+    /// The generator's CPU, cores.
+    gen_cores: Option<f64>,
+    /// The server's CPU, cores.
+    server_cores: Option<f64>,
+    /// The server's CPU per delivery, µs.
+    per_delivery: Option<f64>,
+    /// Other work on the server's CPUs.
+    other_load: Option<OtherLoad>,
+    /// The server's threads' wait for a CPU.
+    run_queue_wait: Option<RunQueueWait>,
+}
+
+/// The window's CPU figures: the generator's cores, the server's cores, CPU per delivery and
+/// run-queue wait (not when a node was killed in it), and the other load on the server's CPUs.
 fn window_cpu_figures(
     m: Option<&Measured>,
     delivered: u64,
     server_cpus: Option<&[usize]>,
-) -> (Option<f64>, Option<f64>, Option<f64>, Option<OtherLoad>) {
+) -> WindowCpuFigures {
     let Some(Measured {
         cpu: (a, b, wall),
         killed,
         ..
     }) = m
     else {
-        return (None, None, None, None);
+        return WindowCpuFigures::default();
     };
     let w = wall.as_secs_f64().max(1e-9);
-    let gen_cores = Some((b.me_cpu - a.me_cpu) / w);
-    let (mut server_cores, mut per_delivery) = (None, None);
+    let mut f = WindowCpuFigures {
+        gen_cores: Some((b.me_cpu - a.me_cpu) / w),
+        ..WindowCpuFigures::default()
+    };
     if let (Some(sa), Some(sb), None) = (&a.server, &b.server, killed) {
         let (cores, per) = summary::server_cpu(sb.cpu_seconds - sa.cpu_seconds, w, delivered, w);
-        server_cores = Some(cores);
-        per_delivery = per;
+        f.server_cores = Some(cores);
+        f.per_delivery = per;
+        f.run_queue_wait = summary::run_queue_wait(sa, sb, w);
     }
     // What else ran on the server's CPUs (only when it has its own: pinned apart from the
     // generator, whose CPU time would otherwise count as "other").
-    let other = summary::other_load(
+    f.other_load = summary::other_load(
         a.host.as_ref(),
         b.host.as_ref(),
-        server_cores,
+        f.server_cores,
         server_cpus,
         &crate::sys::cpu_affinity(),
     );
-    (gen_cores, server_cores, per_delivery, other)
+    f
 }
 
 /// The connection counts of a one-process run.
@@ -1014,7 +1032,7 @@ fn summarize(
         );
     }
     let affinity = sys::cpu_affinity();
-    let (gen_cores, server_cores, cpu_per_delivery, other_load) = window_cpu_figures(
+    let cpu = window_cpu_figures(
         driven.window.as_ref(),
         msgs.delivered,
         opts.target_info.cpu_affinity.as_deref(),
@@ -1036,11 +1054,11 @@ fn summarize(
         .and_then(|r| Percentiles::of(&r.lateness));
     let invalid = self_check(&SelfCheck {
         status,
-        generator_cores: gen_cores,
+        generator_cores: cpu.gen_cores,
         generator_cpus: affinity.len(),
         pacer_p99_us: pacer_lag_p.as_ref().map(|p| p.p99),
     });
-    if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
+    if let Some(w) = cpu.other_load.as_ref().and_then(OtherLoad::warning) {
         notes.push(w);
     }
     let (answered, asked) = e.metrics_from;
@@ -1074,7 +1092,7 @@ fn summarize(
             agents: 1,
             source_addrs: e.source_addrs.iter().map(|a| a.to_string()).collect(),
             cpu_affinity: affinity,
-            cpu_cores_measure: gen_cores,
+            cpu_cores_measure: cpu.gen_cores,
             pacer_lag_us: pacer_lag_p,
             pacer_realtime: e.pacer_lag.as_ref().map(|r| r.realtime),
             send_lag_us: Percentiles::of(&st.send_lag()),
@@ -1097,10 +1115,11 @@ fn summarize(
             host_connected: driven.connected.host,
             host_after: e.after.host,
             rss_peak_bytes: ticker.peak_rss,
-            cpu_cores_measure: server_cores,
-            cpu_us_per_delivery: cpu_per_delivery,
+            cpu_cores_measure: cpu.server_cores,
+            cpu_us_per_delivery: cpu.per_delivery,
             server_metrics: e.server_metrics,
-            other_load,
+            other_load: cpu.other_load,
+            run_queue_wait: cpu.run_queue_wait,
         },
         fault,
         distributed: None,
@@ -1240,7 +1259,21 @@ pub fn human_summary(s: &Summary, dir: &std::path::Path) -> String {
             .cpu_us_per_delivery
             .map(|v| format!(", {v:.2} CPU-µs/delivery"))
             .unwrap_or_default();
-        let _ = writeln!(out, "  server cpu  {}{per}", fig("server_cpu_cores"));
+        let waited = r
+            .run_queue_wait
+            .map(|w| {
+                format!(
+                    ", waited for a CPU {} ({:.1} ms in the window)",
+                    fig("server_run_queue_wait"),
+                    w.seconds * 1e3
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  server cpu  {}{per}{waited}",
+            fig("server_cpu_cores")
+        );
     }
     let g = &s.generator;
     let _ = writeln!(
@@ -1554,6 +1587,8 @@ mod tests {
                 cpu_seconds: server_cpu_s,
                 threads: 4,
                 open_fds: 10,
+                // A tenth of the CPU seconds, as waits go.
+                run_delay_seconds: Some(server_cpu_s / 10.0),
             }),
             host: None,
             me: None,
@@ -1574,12 +1609,22 @@ mod tests {
             fault: None,
             killed,
         };
-        assert_eq!(window_cpu_figures(None, 100, target).0, None, "no window");
-        let (gen, server, per, _) = window_cpu_figures(Some(&window(None)), 4_000, target);
-        assert_eq!(gen, Some(0.5));
-        assert_eq!(server, Some(1.0));
+        assert_eq!(
+            window_cpu_figures(None, 100, target).gen_cores,
+            None,
+            "no window"
+        );
+        let f = window_cpu_figures(Some(&window(None)), 4_000, target);
+        assert_eq!(f.gen_cores, Some(0.5));
+        assert_eq!(f.server_cores, Some(1.0));
         // 1 core over 4 s is 4 s of CPU for 4,000 deliveries: 1,000 µs each.
-        assert_eq!(per, Some(1_000.0));
+        assert_eq!(f.per_delivery, Some(1_000.0));
+        // 1.0 → 1.4 s waited over 4 s.
+        let w = f.run_queue_wait.expect("both readings have it");
+        assert!(
+            (w.seconds - 0.4).abs() < 1e-9 && (w.share - 0.1).abs() < 1e-9,
+            "{w:?}"
+        );
         let killed = Killed {
             node: 1,
             pid: Some(42),
@@ -1589,9 +1634,17 @@ mod tests {
             counts: (0, 0, 0),
             events_from: 0,
         };
-        let (gen, server, per, _) = window_cpu_figures(Some(&window(Some(killed))), 4_000, target);
-        assert_eq!(gen, Some(0.5), "the generator's own CPU still counts");
-        assert_eq!((server, per), (None, None));
+        let f = window_cpu_figures(Some(&window(Some(killed))), 4_000, target);
+        assert_eq!(
+            f.gen_cores,
+            Some(0.5),
+            "the generator's own CPU still counts"
+        );
+        assert_eq!((f.server_cores, f.per_delivery), (None, None));
+        assert_eq!(
+            f.run_queue_wait, None,
+            "the killed node's wait left the sum"
+        );
     }
 
     #[test]

@@ -122,6 +122,35 @@ pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
     utime.checked_add(stime)
 }
 
+/// Parse the run-queue wait, nanoseconds, from a `/proc/PID/task/TID/schedstat` line
+/// (`<on-CPU ns> <waiting ns> <timeslices>`).
+pub fn parse_schedstat_wait_ns(text: &str) -> Option<u64> {
+    let mut fields = text.split_ascii_whitespace();
+    fields.next()?.parse::<u64>().ok()?;
+    let wait = fields.next()?.parse().ok()?;
+    fields.next()?.parse::<u64>().ok()?;
+    Some(wait)
+}
+
+/// The run-queue wait of every thread of the process at `task_dir` (`/proc/PID/task`),
+/// seconds, summed; `None` when the folder cannot be listed or no thread's `schedstat` can be
+/// read (a kernel without `CONFIG_SCHED_INFO`). A thread that ends while the folder is listed
+/// is skipped.
+fn run_delay_seconds(task_dir: &Path) -> Option<f64> {
+    let mut total_ns: u64 = 0;
+    let mut read_any = false;
+    for entry in std::fs::read_dir(task_dir).ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = parse_schedstat_wait_ns(&text) {
+            total_ns = total_ns.saturating_add(ns);
+            read_any = true;
+        }
+    }
+    read_any.then(|| total_ns as f64 / 1e9)
+}
+
 /// Parse `(Slab, SUnreclaim)` in bytes from `/proc/meminfo`.
 pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
     Some((kv_value(text, "Slab")?, kv_value(text, "SUnreclaim")?))
@@ -216,6 +245,10 @@ pub fn sample_processes(pids: &[u32]) -> Result<ProcSample, SamplerError> {
                 } else {
                     t.open_fds + s.open_fds
                 },
+                run_delay_seconds: t
+                    .run_delay_seconds
+                    .zip(s.run_delay_seconds)
+                    .map(|(x, y)| x + y),
             },
         });
     }
@@ -277,6 +310,7 @@ pub fn sample_process(pid: u32) -> Result<ProcSample, SamplerError> {
         cpu_seconds: ticks as f64 / clock_ticks_per_sec(),
         threads: fields.threads,
         open_fds,
+        run_delay_seconds: run_delay_seconds(&dir.join("task")),
     })
 }
 
@@ -433,8 +467,21 @@ VmRSS:\t    5120 kB\nRssAnon:\t    3072 kB\nRssFile:\t    2048 kB\nThreads:\t4\n
     }
 
     #[test]
+    fn schedstat_parses() {
+        assert_eq!(
+            parse_schedstat_wait_ns("219534682 27815159 866\n"),
+            Some(27_815_159)
+        );
+        assert_eq!(parse_schedstat_wait_ns("0 0 1"), Some(0));
+        assert_eq!(parse_schedstat_wait_ns("219534682 27815159"), None);
+        assert_eq!(parse_schedstat_wait_ns("1 -2 3"), None);
+        assert_eq!(parse_schedstat_wait_ns(""), None);
+    }
+
+    #[test]
     fn samples_this_process() {
         let p = sample_process(std::process::id()).expect("self sample");
+        assert!(p.run_delay_seconds.is_some_and(|s| s >= 0.0), "{p:?}");
         assert!(p.rss_bytes > 0);
         assert!(p.threads >= 1);
         assert!(p.open_fds >= 1);

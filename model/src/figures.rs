@@ -438,6 +438,21 @@ pub const CATALOGUE: &[Figure] = &[
         gated: true,
     },
     Figure {
+        key: "server_run_queue_wait",
+        label: "server's wait for a CPU",
+        unit: "ms/s",
+        better: Better::Lower,
+        read: |s| s.target_resources.run_queue_wait.map(|w| w.share * 1000.0),
+        source: "target_resources.run_queue_wait.share",
+        show: Show {
+            divisor: 1.0,
+            unit: "ms/s",
+            digits: 2,
+        },
+        table: None,
+        gated: false,
+    },
+    Figure {
         key: "generator_cpu_cores",
         label: "generator CPU",
         unit: "cores",

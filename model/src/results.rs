@@ -367,6 +367,25 @@ pub struct TargetResources {
     /// server was not pinned or not sampled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_load: Option<OtherLoad>,
+    /// How long the server's threads waited for a CPU during the measurement window; `None`
+    /// when not sampled or not readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_queue_wait: Option<RunQueueWait>,
+}
+
+/// The time the server's threads spent runnable but not running during the measurement window
+/// (the scheduler's run-queue wait, `/proc/PID/task/*/schedstat`), summed over its threads.
+/// Unlike [`OtherLoad`], which counts whole clock ticks of other work, this is what the server
+/// itself lost to it, to the nanosecond: the wake-ups that waited behind a kernel thread, a
+/// softirq handed to `ksoftirqd`, another process, or (unpinned) the generator. A thread that
+/// exits inside the window takes its wait with it (reference servers keep theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RunQueueWait {
+    /// Seconds waited in the window, summed over the server's threads.
+    pub seconds: f64,
+    /// `seconds` per second of window: thread-seconds of waiting per second (above 1 only with
+    /// several threads waiting at once).
+    pub share: f64,
 }
 
 /// CPU time on the server's CPUs during the measurement window that was not the server's:

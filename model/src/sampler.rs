@@ -26,6 +26,11 @@ pub struct ProcSample {
     /// Open file descriptors. 0 means unknown: `/proc/PID/fd` of another user's process cannot be
     /// read (a live server always holds at least its listener, so 0 never is a real count).
     pub open_fds: u64,
+    /// Time the process's threads alive at the reading have spent runnable but waiting for a
+    /// CPU, seconds, summed over them (`/proc/PID/task/*/schedstat`, second field). `None` when
+    /// it cannot be read (no `CONFIG_SCHED_INFO`, another user's process).
+    #[serde(default)]
+    pub run_delay_seconds: Option<f64>,
 }
 
 /// One reading of host-wide kernel figures.
@@ -186,6 +191,7 @@ mod tests {
                 cpu_seconds: 0.0,
                 threads: 1,
                 open_fds: 0,
+                run_delay_seconds: None,
             },
             HostSample {
                 slab_bytes: slab,

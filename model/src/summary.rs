@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use crate::provenance::Provenance;
 use crate::results::{
     run_id, ByRole, ConnectionStats, DistributedInfo, FaultOutcome, GeneratorInfo, MessageStats,
-    OtherLoad, Percentiles, PhaseTimes, ReconnectStats, RunStatus, ScenarioRecord, Summary,
-    TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
+    OtherLoad, Percentiles, PhaseTimes, ReconnectStats, RunQueueWait, RunStatus, ScenarioRecord,
+    Summary, TargetInfo, TargetResources, SUMMARY_SCHEMA_ID, SUMMARY_SCHEMA_VERSION,
 };
 use crate::sampler::{self, HostSample, ProcSample};
 use crate::scenario::Scenario;
@@ -108,6 +108,8 @@ pub struct TargetFigures {
     pub server_metrics: Option<BTreeMap<String, f64>>,
     /// Other work on the server's CPUs during the window.
     pub other_load: Option<OtherLoad>,
+    /// The server's threads' wait for a CPU during the window.
+    pub run_queue_wait: Option<RunQueueWait>,
 }
 
 /// Everything a summary is built from.
@@ -167,6 +169,18 @@ pub fn other_load(
         busy_cores: busy,
         other_cores: busy - server_cores?,
         steal_cores: steal,
+    })
+}
+
+/// The server's run-queue wait between its readings `a` and `b` at the window's edges,
+/// `over_s` seconds apart. `None` unless both readings have it and the time runs forward. The
+/// sum is over the threads alive at each reading, so a thread that exited in between takes its
+/// wait with it and the difference may come out negative: it is then clamped to 0.
+pub fn run_queue_wait(a: &ProcSample, b: &ProcSample, over_s: f64) -> Option<RunQueueWait> {
+    let waited = (b.run_delay_seconds? - a.run_delay_seconds?).max(0.0);
+    (over_s > 0.0 && waited.is_finite()).then(|| RunQueueWait {
+        seconds: waited,
+        share: waited / over_s,
     })
 }
 
@@ -351,6 +365,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             listen_overflows,
             server_metrics: t.server_metrics,
             other_load: t.other_load,
+            run_queue_wait: t.run_queue_wait,
         },
         fault,
         distributed,
@@ -456,6 +471,7 @@ pub mod testing {
                 cpu_us_per_delivery: None,
                 server_metrics: None,
                 other_load: None,
+                run_queue_wait: None,
             },
             fault: None,
             distributed: None,
@@ -542,5 +558,33 @@ mod tests {
             (Some(4), Some(0)),
             "a held count of 0 is a figure too"
         );
+    }
+
+    fn waited(at_s: f64, run_delay_seconds: Option<f64>) -> ProcSample {
+        ProcSample {
+            at: std::time::Duration::from_secs_f64(at_s),
+            rss_bytes: 0,
+            rss_anon_bytes: 0,
+            cpu_seconds: 0.0,
+            threads: 2,
+            open_fds: 1,
+            run_delay_seconds,
+        }
+    }
+
+    #[test]
+    fn run_queue_wait_is_the_difference_over_the_window() {
+        let w = run_queue_wait(&waited(1.0, Some(0.5)), &waited(11.0, Some(0.6)), 10.0)
+            .expect("both readings have it");
+        assert!((w.seconds - 0.1).abs() < 1e-9, "{w:?}");
+        assert!((w.share - 0.01).abs() < 1e-9, "{w:?}");
+        // A thread that exited took its wait along: never a negative wait.
+        let w = run_queue_wait(&waited(1.0, Some(0.5)), &waited(11.0, Some(0.2)), 10.0)
+            .expect("clamped");
+        assert_eq!((w.seconds, w.share), (0.0, 0.0));
+        // Unreadable at either edge, or no time between: nothing.
+        assert!(run_queue_wait(&waited(1.0, None), &waited(11.0, Some(0.6)), 10.0).is_none());
+        assert!(run_queue_wait(&waited(1.0, Some(0.5)), &waited(11.0, None), 10.0).is_none());
+        assert!(run_queue_wait(&waited(1.0, Some(0.5)), &waited(1.0, Some(0.6)), 0.0).is_none());
     }
 }
