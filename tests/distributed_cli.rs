@@ -227,6 +227,47 @@ fn three_local_agents_deliver_exactly_and_merge_histograms_exactly() {
         console.contains("\n  sending     18 senders' frames written by the pacer's thread"),
         "{console}"
     );
+    // Each agent splits its own CPU by thread role (its own threads, the one-process rule); the
+    // fleet's split is their sum over the agents that reported one: all three here.
+    let g = &s["generator"];
+    assert_eq!(g["by_role_agents"], 3, "{g:#}");
+    for role in ["receive", "pacer", "tokio", "other"] {
+        let mut cores = 0.0;
+        let mut threads = 0;
+        for a in agents {
+            let c = a["cpu_cores_by_role"][role]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{role} cores in {a:#}"));
+            assert!(c.is_finite() && c >= 0.0, "{role}: {a:#}");
+            cores += c;
+            threads += a["threads_by_role"][role]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{role} threads in {a:#}"));
+        }
+        let fleet = g["cpu_cores_by_role"][role].as_f64().expect("fleet cores");
+        assert!(
+            (fleet - cores).abs() <= 1e-9 * cores.max(1.0),
+            "{role}: fleet {fleet}, agents' sum {cores}"
+        );
+        assert_eq!(g["threads_by_role"][role].as_u64(), Some(threads), "{role}");
+    }
+    // Every agent read on the epoll path and sent from its pacer's thread.
+    for a in agents {
+        let t = &a["threads_by_role"];
+        assert!(t["receive"].as_u64() >= Some(1), "{a:#}");
+        assert_eq!(t["pacer"], 1, "{a:#}");
+    }
+    assert!(
+        console.contains(" cores (3 of 3 agents): receive "),
+        "the gen threads line shows the fleet's split: {console}"
+    );
+    // The coordinator reads the started server's threads' run-queue wait at the window's edges.
+    let wait = &s["target_resources"]["run_queue_wait"];
+    assert!(
+        wait["seconds"].as_f64().is_some_and(|v| v >= 0.0),
+        "{wait:#}"
+    );
+    assert!(console.contains("waited for a CPU"), "{console}");
     // Every delivery judged, within and across agents: exact, every room's 19 other members on
     // whichever agent; each agent's own pairs (`agents[].expected`) are part of it.
     let m = &s["messages"];
@@ -565,6 +606,10 @@ fn an_agent_killed_mid_run_gives_partial_results_and_no_hang() {
     assert_eq!(a[0]["complete"], true);
     assert_eq!(a[1]["complete"], false);
     assert_eq!(a[2]["complete"], true);
+    // The lost agent sent no split by thread role: the fleet's sums the survivors'.
+    assert!(a[1].get("cpu_cores_by_role").is_none(), "{:#}", a[1]);
+    assert!(a[0]["cpu_cores_by_role"].is_object() && a[2]["threads_by_role"].is_object());
+    assert_eq!(s["generator"]["by_role_agents"], 2, "{:#}", s["generator"]);
     // The survivors' own figures are still exact.
     assert_eq!(s["messages"]["lost"], 0, "{s:#}");
 }

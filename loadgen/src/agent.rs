@@ -33,7 +33,7 @@ use crate::lifecycle::{Edges, Engine, Reaped, Timeline};
 use crate::plan::{Layout, Plan, MAX_AGENTS};
 use crate::run::{parse_targets, source_addrs_for};
 use crate::stats::Stats;
-use crate::{sampler, sys};
+use crate::{sampler, sys, threads};
 use chatbench_model::scenario::Scenario;
 
 /// The environment variable an agent reads its token from when no `--token-file` is given
@@ -444,29 +444,47 @@ fn own_rss() -> Option<u64> {
     sampler::sample_rss(std::process::id()).ok()
 }
 
-/// The measurement window as this agent saw it: its CPU and the deliveries received (any
-/// agent's messages) at the window's start and end — what the server made for this agent's
-/// receivers in the window, for CPU per delivery.
+/// The measurement window as this agent saw it: its CPU, its threads (for the split by
+/// role, [`threads`]) and the deliveries received (any agent's messages) at the window's start
+/// and end — what the server made for this agent's receivers in the window, for CPU per
+/// delivery.
 #[derive(Debug, Default)]
 struct WindowMarks {
     /// When it opened, the CPU seconds and the deliveries then.
     start: Option<(Instant, f64, u64)>,
     /// The CPU seconds and the deliveries when it closed.
     end: Option<(f64, u64)>,
+    /// This process's threads at the window's edges (`None` where `/proc` cannot be read).
+    threads: (Option<threads::Snapshot>, Option<threads::Snapshot>),
     /// Its length as run, seconds.
     measure_s: f64,
 }
 
 impl WindowMarks {
-    fn open(&mut self, now: Instant, cpu_s: f64, delivered: u64) {
+    fn open(&mut self, now: Instant, cpu_s: f64, delivered: u64, th: Option<threads::Snapshot>) {
         self.start = Some((now, cpu_s, delivered));
+        self.threads = (th, None);
     }
 
-    fn close(&mut self, now: Instant, cpu_s: f64, delivered: u64) {
+    fn close(&mut self, now: Instant, cpu_s: f64, delivered: u64, th: Option<threads::Snapshot>) {
         if let Some((t0, _, _)) = self.start {
             self.measure_s = now.duration_since(t0).as_secs_f64();
         }
         self.end = Some((cpu_s, delivered));
+        self.threads.1 = th;
+    }
+
+    /// The window's CPU by thread role, once it closed (the rule of a one-process run,
+    /// [`threads::window_split`], over this agent's own threads).
+    fn thread_split(&self) -> Option<threads::Split> {
+        if self.end.is_none() || self.measure_s <= 0.0 {
+            return None;
+        }
+        threads::window_split(
+            self.threads.0.as_ref(),
+            self.threads.1.as_ref(),
+            self.measure_s,
+        )
     }
 
     /// Deliveries in the window, given the deliveries received so far.
@@ -557,13 +575,15 @@ impl AgentRun {
         if self.engine.phase() == Phase::Warmup && now >= e.measure {
             self.engine.enter(Phase::Measure);
             let delivered = self.delivered();
+            let th = threads::Snapshot::read();
             self.window
-                .open(now, sampler::self_cpu_seconds(), delivered);
+                .open(now, sampler::self_cpu_seconds(), delivered, th);
         }
         if self.engine.phase() == Phase::Measure && now >= e.cooldown {
             let delivered = self.delivered();
+            let th = threads::Snapshot::read();
             self.window
-                .close(now, sampler::self_cpu_seconds(), delivered);
+                .close(now, sampler::self_cpu_seconds(), delivered, th);
             self.engine.enter(Phase::Cooldown);
         }
         self.engine.phase() == Phase::Cooldown && now >= e.end
@@ -585,8 +605,9 @@ impl AgentRun {
         let phase = self.engine.phase();
         if phase == Phase::Measure {
             let delivered = self.delivered();
+            let th = threads::Snapshot::read();
             self.window
-                .close(Instant::now(), sampler::self_cpu_seconds(), delivered);
+                .close(Instant::now(), sampler::self_cpu_seconds(), delivered, th);
         }
         if phase >= Phase::Warmup && phase < Phase::Cooldown {
             self.engine.enter(Phase::Cooldown);
@@ -769,6 +790,7 @@ impl AgentRun {
             unstamped_reads: Stats::get(&c.unstamped_reads),
             pacer_senders: shared.pacer_senders(),
             pacer_send_held: Stats::get(&c.send_held),
+            thread_split: self.window.thread_split(),
             unexpected_frames: st.unexpected_frames(),
             sender_windows: shared.sender_windows(),
             cross,
@@ -834,12 +856,49 @@ mod tests {
         let mut w = WindowMarks::default();
         assert_eq!(w.delivered(50), 0, "nothing before the window opens");
         assert_eq!(w.cpu_cores(), None);
-        w.open(t0, 10.0, 100);
+        w.open(t0, 10.0, 100, None);
         assert_eq!(w.delivered(130), 30, "an open window counts up to now");
         assert_eq!(w.cpu_cores(), None, "not until it closes");
-        w.close(t0 + Duration::from_secs(4), 12.0, 180);
+        w.close(t0 + Duration::from_secs(4), 12.0, 180, None);
         assert_eq!(w.delivered(500), 80, "a closed window keeps its count");
         assert_eq!(w.measure_s, 4.0);
         assert_eq!(w.cpu_cores(), Some(0.5));
+        assert_eq!(
+            w.thread_split(),
+            None,
+            "no reading of the threads, no split"
+        );
+    }
+
+    #[test]
+    fn the_window_marks_split_the_agents_own_threads_by_the_one_process_rule() {
+        let snap = |rx: u64, pacer: u64| threads::Snapshot {
+            threads: [
+                (1, ("chatbench", 5)),
+                (2, ("chatbench-rx-0", rx)),
+                (3, ("pacer", pacer)),
+            ]
+            .into_iter()
+            .map(|(tid, (comm, ticks))| {
+                let comm = comm.to_string();
+                (tid, threads::ThreadTicks { comm, ticks })
+            })
+            .collect(),
+        };
+        let t0 = Instant::now();
+        let mut w = WindowMarks::default();
+        w.open(t0, 1.0, 0, Some(snap(100, 10)));
+        assert_eq!(w.thread_split(), None, "not until it closes");
+        w.close(t0 + Duration::from_secs(2), 2.0, 0, Some(snap(200, 30)));
+        let (a, b) = (snap(100, 10), snap(200, 30));
+        let rule = threads::split(&a, &b, threads::ticks_per_second(), 2.0);
+        assert_eq!(w.thread_split(), Some(rule));
+        let s = rule.threads;
+        assert_eq!((s.receive, s.pacer, s.other, s.tokio), (1, 1, 1, 0));
+        // A window that closed without its first reading has no split.
+        let mut half = WindowMarks::default();
+        half.open(t0, 1.0, 0, None);
+        half.close(t0 + Duration::from_secs(2), 2.0, 0, Some(b));
+        assert_eq!(half.thread_split(), None);
     }
 }

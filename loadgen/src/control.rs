@@ -27,7 +27,8 @@ use chatbench_model::hist::new_hist;
 /// Version of the control protocol; both sides must speak the same. v2: ticks carry ready
 /// connections, the window's deliveries from every agent and reconnect counts; `done` carries
 /// the window's deliveries from every agent and the reconnect figures. Fields added since
-/// (`Final`'s receive and send path counts) default when absent, so they did not change it.
+/// (`Final`'s receive and send path counts, its thread split) default when absent, so they did
+/// not change it.
 pub const CONTROL_VERSION: u32 = 2;
 /// Longest control message accepted, bytes (a `done` with thousands of rooms fits easily).
 pub const MAX_LINE_BYTES: u64 = 16 << 20;
@@ -341,6 +342,12 @@ pub struct Final {
     /// sender (0 from an agent that predates it).
     #[serde(default)]
     pub pacer_send_held: u64,
+    /// This agent's CPU over its window split by what its threads do, with its threads by
+    /// role (`threads::window_split` of its own threads; absent when it could not read them,
+    /// the window did not close, or from an agent that predates it). Untrusted: the
+    /// coordinator believes it only if `threads::Split::check` passes.
+    #[serde(default)]
+    pub thread_split: Option<crate::threads::Split>,
     /// The first frames that made no sense (bounded in number and length).
     #[serde(default)]
     pub unexpected_frames: Vec<String>,

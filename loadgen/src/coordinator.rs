@@ -41,7 +41,7 @@ use crate::run::{
     UNEXPECTED_FRAMES,
 };
 use crate::target::Target;
-use crate::{process, sampler, sys};
+use crate::{process, sampler, sys, threads};
 use chatbench_model::hist::new_hist;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
@@ -580,6 +580,7 @@ pub async fn run(opts: CoordinatorOptions) -> Result<RunReport, RunError> {
     let affinity = sys::cpu_affinity();
     let (status, invalid) = verdict(&merged, &ctl.faults, ctl.interrupted, local, affinity.len());
     notes.insert(0, fleet_note(ctl.links.len()));
+    notes.append(&mut merged.notes);
     if merged.cross_incomplete {
         notes.push(format!(
             "an agent's record of deliveries across agents needed more than {} runs (much loss): \
@@ -1401,6 +1402,13 @@ struct Merged {
     reconnect: Option<ReconnectStats>,
     /// An agent did not deliver its final figures.
     partial: bool,
+    /// The agents' CPU by thread role, summed over those that sent a split the coordinator
+    /// believed ([`believed_split`]); `None` when none did.
+    thread_split: Option<threads::Split>,
+    /// How many agents `thread_split` sums.
+    split_agents: u32,
+    /// What the merge left out, for the summary's notes (one per agent at most).
+    notes: Vec<String>,
 }
 
 fn bad_hist(e: ControlError) -> RunError {
@@ -1431,7 +1439,18 @@ impl Merged {
             delivered_window_all: 0,
             reconnect: None,
             partial: false,
+            thread_split: None,
+            split_agents: 0,
+            notes: Vec::new(),
         }
+    }
+
+    /// Adds one agent's (believed) thread split to the fleet's.
+    fn add_split(&mut self, s: &threads::Split) {
+        self.thread_split
+            .get_or_insert_with(Default::default)
+            .add(s);
+        self.split_agents += 1;
     }
 
     /// Adds one agent's final figures; returns its expected and delivered messages and its
@@ -1547,6 +1566,10 @@ fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, 
             l.last_tick.as_ref(),
         );
         let fin = l.fin.as_ref();
+        let split = fin.and_then(|f| believed_split(f, l, &mut m.notes));
+        if let Some(s) = &split {
+            m.add_split(s);
+        }
         let window_all = fin.map_or(
             l.last_tick.as_ref().map_or(0, |t| t.delivered_window_all),
             |f| f.delivered_window_all,
@@ -1574,6 +1597,8 @@ fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, 
             connecting_peak: fin.map_or(0, |f| f.connecting_peak),
             pacer_senders: fin.map_or(0, |f| f.pacer_senders),
             pacer_send_held: fin.map_or(0, |f| f.pacer_send_held),
+            cpu_cores_by_role: split.map(|s| s.cores),
+            threads_by_role: split.map(|s| s.threads),
             complete: fin.is_some(),
         });
     }
@@ -1585,6 +1610,25 @@ fn merge(links: &[AgentLink], reconnects: bool, across: bool) -> Result<Merged, 
         judge_fleet(&mut m, links);
     }
     Ok(m)
+}
+
+/// An agent's CPU split by thread role, when it sent one that could be a reading
+/// ([`threads::Split::check`]: it is untrusted input). One that could not is left out of the
+/// fleet's sum and of the agent's entry, and a note names the agent and why; an agent that sent
+/// none (older, or it could not read its threads) is left out without a note.
+fn believed_split(f: &Final, l: &AgentLink, notes: &mut Vec<String>) -> Option<threads::Split> {
+    let s = f.thread_split?;
+    match s.check() {
+        Ok(()) => Some(s),
+        Err(why) => {
+            notes.push(format!(
+                "agent {} ({}) sent a CPU split by thread role that cannot be a reading ({why}): \
+                 it is left out of generator.cpu_cores_by_role",
+                l.id, l.address
+            ));
+            None
+        }
+    }
 }
 
 /// Every in-window delivery of the agents that reported, judged across agents too
@@ -1844,9 +1888,10 @@ fn fleet_summary(
             unstamped_reads: (epoll_receivers > 0).then_some(totals_unstamped),
             rss_per_conn_bytes: (!m.rss_per_conn.is_empty())
                 .then(|| m.rss_per_conn.iter().sum::<f64>() / m.rss_per_conn.len() as f64),
-            // Not split by thread across a fleet (each agent's threads are its own).
-            cpu_cores_by_role: None,
-            threads_by_role: None,
+            // The agents' own splits, summed over those that sent one.
+            cpu_cores_by_role: m.thread_split.map(|s| s.cores),
+            threads_by_role: m.thread_split.map(|s| s.threads),
+            by_role_agents: m.thread_split.map(|_| m.split_agents),
         },
         provenance: s.provenance,
         phases,
@@ -2417,6 +2462,105 @@ mod tests {
         links[2].fin.as_mut().expect("figures").pacer_senders = 21;
         let e = merge(&links, false, true).expect_err("refused");
         assert!(e.to_string().contains("21 senders"), "{e}");
+    }
+
+    fn split(cores: [f64; 4], threads: [u32; 4]) -> threads::Split {
+        use chatbench_model::results::ByRole;
+        threads::Split {
+            cores: ByRole {
+                receive: cores[0],
+                pacer: cores[1],
+                tokio: cores[2],
+                other: cores[3],
+            },
+            threads: ByRole {
+                receive: threads[0],
+                pacer: threads[1],
+                tokio: threads[2],
+                other: threads[3],
+            },
+        }
+    }
+
+    #[test]
+    fn the_thread_splits_are_summed_over_the_agents_that_sent_one_the_coordinator_believes() {
+        // An older agent's figures have no split: they decode, and it is left out.
+        let mut json = serde_json::to_value(fin(1, 2, 1, &[5])).expect("encode");
+        let old = json.as_object_mut().expect("an object");
+        assert!(old.remove("thread_split").is_some());
+        let old: Final = serde_json::from_value(json).expect("an older agent's figures decode");
+        assert_eq!(old.thread_split, None);
+        // A hostile agent's: it decodes (JSON carries it), and the check refuses it.
+        let mut json = serde_json::to_value(fin(1, 2, 1, &[5])).expect("encode");
+        json["thread_split"] = serde_json::json!({
+            "cores": {"receive": -0.5, "pacer": 0.0, "tokio": 0.0, "other": 0.0},
+            "threads": {"receive": 1, "pacer": 0, "tokio": 0, "other": 0},
+        });
+        let negative: Final = serde_json::from_value(json).expect("decodes");
+        let (mut links, _outs) = fleet(6);
+        let good = [
+            split([0.5, 0.25, 0.125, 0.0625], [2, 1, 4, 3]),
+            split([0.25, 0.125, 0.0, 0.0625], [2, 1, 4, 2]),
+        ];
+        links[0].fin = Some(Final {
+            thread_split: Some(good[0]),
+            ..fin(10, 3, 20, &[1_000; 20])
+        });
+        links[1].fin = Some(old);
+        links[2].fin = Some(negative);
+        links[3].fin = Some(Final {
+            // More cores than its threads can use, and absurd: not summed (no overflow).
+            thread_split: Some(split([0.0, 0.0, 1e308, 0.0], [0, 0, 4, 0])),
+            ..fin(1, 2, 1, &[5])
+        });
+        // Agent 4 was lost before its final figures.
+        links[5].fin = Some(Final {
+            thread_split: Some(good[1]),
+            ..fin(5, 2, 4, &[3_000; 4])
+        });
+        let m = merge(&links, false, true).expect("a bad split does not fail the merge");
+        assert_eq!(m.split_agents, 2, "agents 0 and 5");
+        assert_eq!(
+            m.thread_split,
+            Some(split([0.75, 0.375, 0.125, 0.125], [4, 2, 8, 5])),
+            "role by role"
+        );
+        let per_agent: Vec<_> = m
+            .breakdown
+            .iter()
+            .map(|a| (a.cpu_cores_by_role, a.threads_by_role))
+            .collect();
+        let some = |s: &threads::Split| (Some(s.cores), Some(s.threads));
+        assert_eq!(
+            per_agent,
+            [
+                some(&good[0]),
+                (None, None),
+                (None, None),
+                (None, None),
+                (None, None),
+                some(&good[1])
+            ]
+        );
+        // A note for each split left out as unbelievable, none for the old or the lost agent.
+        assert_eq!(m.notes.len(), 2, "{:?}", m.notes);
+        assert!(
+            m.notes[0].starts_with("agent 2 (127.0.0.1:7002)")
+                && m.notes[0].contains("receive cores -0.5 are not a finite number"),
+            "{:?}",
+            m.notes
+        );
+        assert!(
+            m.notes[1].starts_with("agent 3 (127.0.0.1:7003)")
+                && m.notes[1].contains("more than its 4 thread(s)"),
+            "{:?}",
+            m.notes
+        );
+        // No agent sent one: the fleet has none (absent, not zero).
+        let (mut links, _outs) = fleet(2);
+        links[0].fin = Some(fin(10, 3, 20, &[1_000; 20]));
+        let m = merge(&links, false, true).expect("merge");
+        assert_eq!((m.thread_split, m.split_agents), (None, 0));
     }
 
     #[test]

@@ -1037,17 +1037,13 @@ fn summarize(
         msgs.delivered,
         opts.target_info.cpu_affinity.as_deref(),
     );
-    let (cores_by_role, threads_by_role) = driven
-        .window
-        .as_ref()
-        .and_then(|w| {
-            threads::window_split(
-                w.threads.0.as_ref(),
-                w.threads.1.as_ref(),
-                w.cpu.2.as_secs_f64(),
-            )
-        })
-        .unzip();
+    let by_role = driven.window.as_ref().and_then(|w| {
+        threads::window_split(
+            w.threads.0.as_ref(),
+            w.threads.1.as_ref(),
+            w.cpu.2.as_secs_f64(),
+        )
+    });
     let pacer_lag_p = e
         .pacer_lag
         .as_ref()
@@ -1100,8 +1096,9 @@ fn summarize(
             unstamped_reads: (shared.epoll_receivers() > 0)
                 .then(|| Stats::get(&st.counters.unstamped_reads)),
             rss_per_conn_bytes: gen_rss_per_conn,
-            cpu_cores_by_role: cores_by_role,
-            threads_by_role,
+            cpu_cores_by_role: by_role.map(|s| s.cores),
+            threads_by_role: by_role.map(|s| s.threads),
+            by_role_agents: None,
         },
         provenance,
         phases: driven.phases,
@@ -1172,7 +1169,7 @@ pub fn self_check(c: &SelfCheck) -> Vec<String> {
 
 /// The console's line of the generator's CPU by thread role, beside its CPU line: the groups,
 /// and their sum against the process's total (a thread that ended inside the window is in the
-/// total only).
+/// total only). For a fleet, the agents' sum, and how many of its agents it sums.
 fn threads_line(g: &chatbench_model::results::GeneratorInfo) -> Option<String> {
     let c = g.cpu_cores_by_role.as_ref()?;
     let sum = c.receive + c.pacer + c.tokio + c.other;
@@ -1180,8 +1177,12 @@ fn threads_line(g: &chatbench_model::results::GeneratorInfo) -> Option<String> {
         .cpu_cores_measure
         .map(|t| format!(" of {t:.2}"))
         .unwrap_or_default();
+    let agents = g
+        .by_role_agents
+        .map(|n| format!(" ({n} of {} agents)", g.agents))
+        .unwrap_or_default();
     Some(format!(
-        "  gen threads {sum:.2}{total} cores: receive {:.2}, pacer {:.2}, tokio {:.2}, other {:.2}",
+        "  gen threads {sum:.2}{total} cores{agents}: receive {:.2}, pacer {:.2}, tokio {:.2}, other {:.2}",
         c.receive, c.pacer, c.tokio, c.other
     ))
 }
@@ -1683,12 +1684,17 @@ mod tests {
         use chatbench_model::summary::{build, testing::input};
         let scenario = Scenario::parse("name='t'\nconnections=10\n", "t").expect("valid");
         let hist = chatbench_model::hist::new_hist();
-        let text = |split: Option<ByRole<f64>>| {
+        let fleet = |split: Option<ByRole<f64>>, agents: Option<(u32, u32)>| {
             let mut i = input(&scenario, &hist);
             i.generator.cpu_cores_measure = Some(0.2);
             i.generator.cpu_cores_by_role = split;
+            if let Some((summed, of)) = agents {
+                i.generator.agents = of;
+                i.generator.by_role_agents = Some(summed);
+            }
             human_summary(&build(i), std::path::Path::new("/r"))
         };
+        let text = |split| fleet(split, None);
         assert!(!text(None).contains("gen threads"));
         let split = ByRole {
             receive: 0.15,
@@ -1700,6 +1706,14 @@ mod tests {
         assert!(
             out.contains(
                 "  gen threads 0.17 of 0.20 cores: receive 0.15, pacer 0.02, tokio 0.00, other 0.00\n"
+            ),
+            "{out}"
+        );
+        // A fleet's: the agents' sum, and how many of them it sums.
+        let out = fleet(Some(split), Some((2, 3)));
+        assert!(
+            out.contains(
+                "  gen threads 0.17 of 0.20 cores (2 of 3 agents): receive 0.15, pacer 0.02, tokio 0.00, other 0.00\n"
             ),
             "{out}"
         );

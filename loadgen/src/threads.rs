@@ -15,11 +15,132 @@
 //! builds): each thread's figure is good to a tick, so a short window's small shares are coarse.
 //!
 //! [`split`] is the pure rule; [`Snapshot::read`] the reading (`None` off Linux or when
-//! `/proc/self/task` cannot be read).
+//! `/proc/self/task` cannot be read). A one-process run splits its own window; in a fleet each
+//! agent splits its own (its threads are its process's) and sends the [`Split`] in its final
+//! figures, where the coordinator, for which it is untrusted input, checks it
+//! ([`Split::check`]: what a real reading can be) and adds the agents' ([`Split::add`]).
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
 use chatbench_model::results::ByRole;
+
+/// Most threads of one role a split may count (an agent's report claiming more is not
+/// believed). No generator gets near it: each thread's stack takes two of the 65,530 memory
+/// maps `vm.max_map_count` gives a process by default.
+pub const MAX_THREADS_PER_ROLE: u32 = 65_536;
+
+/// How many cores a role's threads may show per thread: one (a thread runs on one CPU at a
+/// time), doubled for the clock tick each thread's figure is rounded to (in a window of a
+/// second, a tick is a hundredth of a core; this leaves room down to windows of 10 ms).
+pub const MAX_CORES_PER_THREAD: f64 = 2.0;
+
+/// The window's CPU by role with the threads of each role: what [`split`] gives, what an agent
+/// sends the coordinator (`control::Final::thread_split`), and what the coordinator sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// Cores by role over the window.
+    pub cores: ByRole<f64>,
+    /// Threads by role alive at the window's end.
+    pub threads: ByRole<u32>,
+}
+
+/// Why a split read from the network is not believed ([`Split::check`]).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum Implausible {
+    /// A role's cores are not a finite number at or above 0.
+    #[error("{role} cores {} are not a finite number at or above 0", shown(*.cores))]
+    Cores {
+        /// The role.
+        role: &'static str,
+        /// What was claimed.
+        cores: f64,
+    },
+    /// More threads of a role than any process has.
+    #[error("{role} threads {threads} are more than {MAX_THREADS_PER_ROLE}")]
+    Threads {
+        /// The role.
+        role: &'static str,
+        /// What was claimed.
+        threads: u32,
+    },
+    /// More cores than the role's threads can use.
+    #[error(
+        "{role} cores {} are more than its {threads} thread(s) can use \
+         (at most {MAX_CORES_PER_THREAD} each, with the clock tick's rounding)",
+        shown(*.cores)
+    )]
+    CoresOverThreads {
+        /// The role.
+        role: &'static str,
+        /// Cores claimed.
+        cores: f64,
+        /// Threads claimed.
+        threads: u32,
+    },
+}
+
+/// A claimed figure as a message shows it: as it is, or in exponent form when it is huge (a
+/// hostile `1e300` is not printed as 301 digits).
+fn shown(v: f64) -> String {
+    if v.abs() < 1e9 {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+impl Split {
+    /// Each role's name, cores and threads.
+    fn roles(&self) -> [(&'static str, f64, u32); 4] {
+        let (c, t) = (&self.cores, &self.threads);
+        [
+            ("receive", c.receive, t.receive),
+            ("pacer", c.pacer, t.pacer),
+            ("tokio", c.tokio, t.tokio),
+            ("other", c.other, t.other),
+        ]
+    }
+
+    /// Whether this could be a real reading: every role's cores finite and at or above 0, its
+    /// threads at most [`MAX_THREADS_PER_ROLE`], its cores at most [`MAX_CORES_PER_THREAD`]
+    /// per thread (a role's cores come only from the threads counted at the window's end, so
+    /// cores without threads are impossible). The first role that fails says why.
+    pub fn check(&self) -> Result<(), Implausible> {
+        for (role, cores, threads) in self.roles() {
+            if !cores.is_finite() || cores < 0.0 {
+                return Err(Implausible::Cores { role, cores });
+            }
+            if threads > MAX_THREADS_PER_ROLE {
+                return Err(Implausible::Threads { role, threads });
+            }
+            if cores > f64::from(threads) * MAX_CORES_PER_THREAD {
+                return Err(Implausible::CoresOverThreads {
+                    role,
+                    cores,
+                    threads,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds another process's split (a fleet's sum over its agents): cores added, threads
+    /// added (saturating; checked splits are far from the limit).
+    pub fn add(&mut self, o: &Split) {
+        let (c, t) = (&mut self.cores, &mut self.threads);
+        c.receive += o.cores.receive;
+        c.pacer += o.cores.pacer;
+        c.tokio += o.cores.tokio;
+        c.other += o.cores.other;
+        t.receive = t.receive.saturating_add(o.threads.receive);
+        t.pacer = t.pacer.saturating_add(o.threads.pacer);
+        t.tokio = t.tokio.saturating_add(o.threads.tokio);
+        t.other = t.other.saturating_add(o.threads.other);
+    }
+}
 
 /// What a thread does, from its name (`comm`, at most 15 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,12 +238,7 @@ pub fn ticks_per_second() -> f64 {
 /// the window; so does a thread id reused by a new thread, told by its ticks going back); one
 /// only in the first counts nothing (lost, see the module's comment). The role is the one the
 /// second reading names.
-pub fn split(
-    a: &Snapshot,
-    b: &Snapshot,
-    ticks_per_s: f64,
-    wall_s: f64,
-) -> (ByRole<f64>, ByRole<u32>) {
+pub fn split(a: &Snapshot, b: &Snapshot, ticks_per_s: f64, wall_s: f64) -> Split {
     let mut ticks = ByRole::<u64>::default();
     let mut count = ByRole::<u32>::default();
     for (tid, t) in &b.threads {
@@ -146,15 +262,14 @@ pub fn split(
         tokio: ticks.tokio as f64 / per,
         other: ticks.other as f64 / per,
     };
-    (cores, count)
+    Split {
+        cores,
+        threads: count,
+    }
 }
 
 /// The window's split from its two readings, when both were taken.
-pub fn window_split(
-    a: Option<&Snapshot>,
-    b: Option<&Snapshot>,
-    wall_s: f64,
-) -> Option<(ByRole<f64>, ByRole<u32>)> {
+pub fn window_split(a: Option<&Snapshot>, b: Option<&Snapshot>, wall_s: f64) -> Option<Split> {
     Some(split(a?, b?, ticks_per_second(), wall_s))
 }
 
@@ -230,7 +345,7 @@ mod tests {
             (7, line(7, "chatbench-rx-1", 40, 10)),
             (8, line(8, "chatbench-rx-2", 10, 0)),
         ]);
-        let (cores, threads) = split(&a, &b, 100.0, 2.0);
+        let Split { cores, threads } = split(&a, &b, 100.0, 2.0);
         // receive: 300 + 50 + 10 ticks; pacer 20; tokio 20; other 1 + 1; over 200 ticks.
         assert_eq!(
             cores,
@@ -254,9 +369,88 @@ mod tests {
 
     #[test]
     fn an_empty_or_missing_reading_splits_into_nothing() {
-        let (cores, threads) = split(&Snapshot::default(), &Snapshot::default(), 100.0, 1.0);
-        assert_eq!((cores, threads), (ByRole::default(), ByRole::default()));
+        let s = split(&Snapshot::default(), &Snapshot::default(), 100.0, 1.0);
+        assert_eq!(s, Split::default());
         assert_eq!(window_split(None, Some(&Snapshot::default()), 1.0), None);
+    }
+
+    fn a_split(cores: [f64; 4], threads: [u32; 4]) -> Split {
+        Split {
+            cores: ByRole {
+                receive: cores[0],
+                pacer: cores[1],
+                tokio: cores[2],
+                other: cores[3],
+            },
+            threads: ByRole {
+                receive: threads[0],
+                pacer: threads[1],
+                tokio: threads[2],
+                other: threads[3],
+            },
+        }
+    }
+
+    #[test]
+    fn splits_add_role_by_role() {
+        let mut sum = Split::default();
+        sum.add(&a_split([0.5, 0.1, 0.25, 0.0], [2, 1, 3, 4]));
+        sum.add(&a_split([0.25, 0.2, 0.0, 0.5], [2, 1, 2, 5]));
+        assert_eq!(
+            sum,
+            a_split([0.75, 0.30000000000000004, 0.25, 0.5], [4, 2, 5, 9])
+        );
+        sum.add(&a_split([0.0; 4], [u32::MAX, 0, 0, 0]));
+        assert_eq!(sum.threads.receive, u32::MAX, "threads saturate");
+    }
+
+    #[test]
+    fn a_real_split_passes_the_check_and_hostile_ones_do_not() {
+        assert_eq!(Split::default().check(), Ok(()));
+        assert_eq!(a_split([1.8, 0.1, 0.1, 0.01], [3, 1, 1, 2]).check(), Ok(()));
+        // A thread busy the whole window, its ticks rounded up.
+        assert_eq!(a_split([1.01, 0.0, 0.0, 0.0], [1, 0, 0, 0]).check(), Ok(()));
+        let why = |cores, threads| a_split(cores, threads).check().expect_err("refused");
+        assert_eq!(
+            why([0.1, -0.5, 0.0, 0.0], [1, 1, 0, 0]),
+            Implausible::Cores {
+                role: "pacer",
+                cores: -0.5
+            }
+        );
+        assert!(matches!(
+            why([0.0, 0.0, f64::NAN, 0.0], [0, 0, 1, 0]),
+            Implausible::Cores { role: "tokio", .. }
+        ));
+        for bad in [f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(
+                why([0.0, 0.0, 0.0, bad], [0, 0, 0, 1]),
+                Implausible::Cores { role: "other", .. }
+            ));
+        }
+        assert_eq!(
+            why([0.0; 4], [MAX_THREADS_PER_ROLE + 1, 0, 0, 0]),
+            Implausible::Threads {
+                role: "receive",
+                threads: MAX_THREADS_PER_ROLE + 1
+            }
+        );
+        assert_eq!(a_split([0.0; 4], [MAX_THREADS_PER_ROLE; 4]).check(), Ok(()));
+        // Cores with no thread to have used them, and more than the threads can use.
+        assert!(matches!(
+            why([0.0, 0.01, 0.0, 0.0], [0, 0, 0, 0]),
+            Implausible::CoresOverThreads {
+                role: "pacer",
+                threads: 0,
+                ..
+            }
+        ));
+        let e = why([0.0, 0.0, 1e300, 0.0], [0, 0, 8, 0]);
+        assert!(
+            e.to_string()
+                .contains("tokio cores 1e300 are more than its 8 thread(s)"),
+            "{e}"
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -201,14 +201,20 @@ pub struct GeneratorInfo {
     /// The generator's CPU over the measurement window split by what its threads do, in cores
     /// (read from `/proc/self/task/*/stat` at the window's edges; a thread that ended inside
     /// the window is in no group, so the groups may add up to less than `cpu_cores_measure`).
-    /// One-process runs on Linux only: absent for a fleet (agents) and where `/proc` cannot
-    /// be read.
+    /// For a fleet, the sum of the agents' own splits (`distributed.agents[]`) over the
+    /// `by_role_agents` agents that reported one. Absent where `/proc` cannot be read, and for
+    /// a fleet none of whose agents reported a split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_cores_by_role: Option<ByRole<f64>>,
     /// The generator's threads alive at the window's end, by the same roles (absent with
-    /// `cpu_cores_by_role`).
+    /// `cpu_cores_by_role`; for a fleet, summed like it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads_by_role: Option<ByRole<u32>>,
+    /// For a fleet: how many of its `agents` the split sums (those that reported one the
+    /// coordinator believed; an agent lost before its final figures, or older than the field,
+    /// is left out). Absent for a one-process run and with `cpu_cores_by_role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_role_agents: Option<u32>,
 }
 
 /// A figure for each role a generator thread can have, told by its name: `receive` (the epoll
@@ -609,6 +615,16 @@ pub struct AgentBreakdown {
     /// sender was held (the fleet's total is `generator.pacer_send_held`).
     #[serde(default)]
     pub pacer_send_held: u64,
+    /// Its CPU over its window split by what its threads do, cores (its own reading of its
+    /// threads, as a one-process run's `generator.cpu_cores_by_role`; the fleet's sum is
+    /// `generator.cpu_cores_by_role`). Absent when it sent none: lost before its final
+    /// figures, older than the field, or a split the coordinator did not believe (a note says
+    /// why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores_by_role: Option<ByRole<f64>>,
+    /// Its threads alive at its window's end by role (present with `cpu_cores_by_role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_by_role: Option<ByRole<u32>>,
     /// Whether it delivered its final figures.
     pub complete: bool,
 }

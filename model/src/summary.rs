@@ -89,10 +89,12 @@ pub struct GenFigures {
     pub receive_lag_us: Option<Percentiles>,
     pub unstamped_reads: Option<u64>,
     pub rss_per_conn_bytes: Option<f64>,
-    /// The window's CPU by thread role, cores (one-process runs on Linux only).
+    /// The window's CPU by thread role, cores (a fleet's: summed over its agents' own).
     pub cpu_cores_by_role: Option<ByRole<f64>>,
     /// The threads alive at the window's end by role.
     pub threads_by_role: Option<ByRole<u32>>,
+    /// For a fleet: the agents the split sums.
+    pub by_role_agents: Option<u32>,
 }
 
 /// Readings of the target and the host.
@@ -309,6 +311,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             rss_per_conn_bytes: generator.rss_per_conn_bytes,
             cpu_cores_by_role: generator.cpu_cores_by_role,
             threads_by_role: generator.threads_by_role,
+            by_role_agents: generator.by_role_agents,
         },
         provenance,
         phases,
@@ -410,6 +413,7 @@ pub mod testing {
                 rss_per_conn_bytes: None,
                 cpu_cores_by_role: None,
                 threads_by_role: None,
+                by_role_agents: None,
             },
             provenance: Provenance {
                 tool_version: "0.1.0".into(),
