@@ -46,8 +46,8 @@ use chatbench_model::hist::new_hist;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::provenance::Provenance;
 use chatbench_model::results::{
-    write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles, PhaseTimes,
-    ReconnectStats, RunQueueWait, RunStatus, SeriesRow,
+    busy_note, write_run, AgentBreakdown, AgentFault, DistributedInfo, OtherLoad, Percentiles,
+    PhaseTimes, ReconnectStats, RunQueueWait, RunStatus, SeriesRow,
 };
 use chatbench_model::scenario::Scenario;
 use chatbench_model::summary::{
@@ -1820,14 +1820,15 @@ fn server_figures(
         target.cpu_affinity.as_deref(),
         &crate::sys::cpu_affinity(),
     );
-    if let Some(w) = other_load.as_ref().and_then(OtherLoad::warning) {
+    let run_queue_wait = server_window.and_then(|w| w.run_queue_wait);
+    if let Some(w) = busy_note(other_load.as_ref(), run_queue_wait.as_ref()) {
         notes.push(w);
     }
     ServerFigures {
         cores,
         per_delivery,
         other_load,
-        run_queue_wait: server_window.and_then(|w| w.run_queue_wait),
+        run_queue_wait,
     }
 }
 

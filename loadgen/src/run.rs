@@ -33,8 +33,8 @@ use crate::threads;
 use chatbench_model::figures;
 use chatbench_model::hlog::{LatencyLog, HLOG_FILE};
 use chatbench_model::results::{
-    write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats, ResultsError,
-    RunQueueWait, RunStatus, SeriesRow, Summary, TargetInfo,
+    busy_note, write_run, FaultOutcome, OtherLoad, Percentiles, PhaseTimes, ReconnectStats,
+    ResultsError, RunQueueWait, RunStatus, SeriesRow, Summary, TargetInfo,
 };
 use chatbench_model::sampler::{HostSample, ProcSample};
 use chatbench_model::scenario::{ArrivalClock, Scenario};
@@ -1054,7 +1054,7 @@ fn summarize(
         generator_cpus: affinity.len(),
         pacer_p99_us: pacer_lag_p.as_ref().map(|p| p.p99),
     });
-    if let Some(w) = cpu.other_load.as_ref().and_then(OtherLoad::warning) {
+    if let Some(w) = busy_note(cpu.other_load.as_ref(), cpu.run_queue_wait.as_ref()) {
         notes.push(w);
     }
     let (answered, asked) = e.metrics_from;

@@ -394,6 +394,31 @@ pub struct RunQueueWait {
     pub share: f64,
 }
 
+impl RunQueueWait {
+    /// Above this share of the window spent waiting for a CPU (50 ms a second), the server's
+    /// latency carries other work's share. A pinned server on a quiet VM waits 3–10 ms a second.
+    pub const LIMIT_SHARE: f64 = 0.05;
+
+    /// Why the server's latency is not its own alone, or `None` when it hardly waited.
+    pub fn warning(&self) -> Option<String> {
+        (self.share >= Self::LIMIT_SHARE).then(|| {
+            format!(
+                "machine busy: the server's threads waited for a CPU {:.0} ms per second of the window (other work, or the generator when they share CPUs); its latency includes those waits: rerun on a quiet machine, with the server on CPUs of its own, to quote it",
+                self.share * 1000.0
+            )
+        })
+    }
+}
+
+/// The run's note when its server did not have its CPUs to itself: other work's ticks on them
+/// ([`OtherLoad::warning`]) or, when those say nothing (or cannot be read: the server not
+/// pinned apart from the generator), its threads' wait for a CPU ([`RunQueueWait::warning`]).
+pub fn busy_note(other: Option<&OtherLoad>, wait: Option<&RunQueueWait>) -> Option<String> {
+    other
+        .and_then(OtherLoad::warning)
+        .or_else(|| wait.and_then(RunQueueWait::warning))
+}
+
 /// CPU time on the server's CPUs during the measurement window that was not the server's:
 /// other processes (another build, another run), kernel work charged to no process, and time
 /// the hypervisor gave the vCPUs to other guests (steal). The server's latency and CPU figures
@@ -832,5 +857,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a number of microseconds"), "{e}");
+    }
+
+    #[test]
+    fn busy_note_prefers_other_work_then_the_servers_wait() {
+        let busy_cpu = OtherLoad {
+            cpus: vec![0],
+            busy_cores: 0.9,
+            other_cores: 0.5,
+            steal_cores: 0.0,
+        };
+        let quiet_cpu = OtherLoad {
+            other_cores: 0.01,
+            ..busy_cpu.clone()
+        };
+        let waited = RunQueueWait {
+            seconds: 0.6,
+            share: 0.06,
+        };
+        let hardly = RunQueueWait {
+            seconds: 0.05,
+            share: 0.005,
+        };
+        let note = |o: Option<&OtherLoad>, w: Option<&RunQueueWait>| busy_note(o, w);
+        assert!(note(Some(&busy_cpu), Some(&waited))
+            .is_some_and(|n| n.contains("other work used 0.50 core")));
+        // Quiet ticks, or none (unpinned): the wait speaks.
+        for o in [Some(&quiet_cpu), None] {
+            let n = note(o, Some(&waited)).expect("waited 60 ms/s");
+            assert!(
+                n.starts_with("machine busy: the server's threads waited for a CPU 60 ms"),
+                "{n}"
+            );
+            assert_eq!(note(o, Some(&hardly)), None, "5 ms/s is a quiet VM");
+            assert_eq!(note(o, None), None);
+        }
     }
 }

@@ -15,7 +15,8 @@ use chatbench_model::results::Summary;
 /// One reason to read a figure with care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Caveat {
-    /// Other work used the server's CPUs during the window (`target_resources.other_load`).
+    /// Other work used the server's CPUs during the window (`target_resources.other_load`),
+    /// or the server waited for a CPU (`target_resources.run_queue_wait`).
     Busy,
     /// The run was invalid: the generator, not the server, was the limit.
     GeneratorBound,
@@ -56,12 +57,12 @@ impl Caveat {
 pub const TINY_MARK: &str = "(tiny: not meaningful)";
 
 /// Why the run's latency and CPU figures are not the server's alone, when other work shared
-/// its CPUs during the window (`target_resources.other_load` over its limit).
+/// its CPUs during the window (`target_resources.other_load` over its limit) or its threads
+/// waited for a CPU (`target_resources.run_queue_wait` over its limit): the run's own rule,
+/// [`chatbench_model::results::busy_note`].
 pub fn busy_warning(s: &Summary) -> Option<String> {
-    s.target_resources
-        .other_load
-        .as_ref()
-        .and_then(|o| o.warning())
+    let r = &s.target_resources;
+    chatbench_model::results::busy_note(r.other_load.as_ref(), r.run_queue_wait.as_ref())
 }
 
 /// Whether other work shared the server's CPUs during the run's window.
@@ -178,5 +179,26 @@ mod tests {
             marked("3.1", &[Caveat::Busy, Caveat::Tiny]),
             "3.1 (machine busy) (tiny: not meaningful)"
         );
+    }
+
+    #[test]
+    fn a_server_that_waited_for_its_cpu_is_busy_though_the_ticks_say_nothing() {
+        use chatbench_model::results::RunQueueWait;
+        let mut s: Summary =
+            serde_json::from_str(include_str!("../tests/data/broadcast/summary.json"))
+                .expect("summary");
+        s.target_resources.other_load = None; // unpinned: no tick reading
+        assert!(!of_run(&s).contains(&Caveat::Busy), "no reading, no mark");
+        s.target_resources.run_queue_wait = Some(RunQueueWait {
+            seconds: 0.08,
+            share: 0.008,
+        });
+        assert!(!of_run(&s).contains(&Caveat::Busy), "8 ms/s: a quiet VM");
+        s.target_resources.run_queue_wait = Some(RunQueueWait {
+            seconds: 0.8,
+            share: 0.08,
+        });
+        assert!(of_run(&s).contains(&Caveat::Busy), "80 ms/s");
+        assert!(busy_warning(&s).is_some_and(|w| w.contains("waited for a CPU 80 ms")));
     }
 }

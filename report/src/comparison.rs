@@ -945,7 +945,7 @@ fn suite_notes(runs: &Runs, has_sweeps: bool, slo: f64) -> Vec<String> {
         .collect();
     if !busy.is_empty() {
         notes.push(format!(
-            "Other work shared the server's CPUs during {} run(s) ({}): their latency and CPU cells are marked \"machine busy\" and are not the server's alone (each run's summary.json has the figures under target_resources.other_load); rerun on a quiet machine to quote them.",
+            "Other work shared the server's CPUs during {} run(s) ({}): their latency and CPU cells are marked \"machine busy\" and are not the server's alone (each run's summary.json has the figures under target_resources.other_load and run_queue_wait); rerun on a quiet machine to quote them.",
             busy.len(),
             busy.join(", ")
         ));
