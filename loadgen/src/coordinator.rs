@@ -2465,24 +2465,6 @@ mod tests {
         assert!(e.to_string().contains("21 senders"), "{e}");
     }
 
-    fn split(cores: [f64; 4], threads: [u32; 4]) -> threads::Split {
-        use chatbench_model::results::ByRole;
-        threads::Split {
-            cores: ByRole {
-                receive: cores[0],
-                pacer: cores[1],
-                tokio: cores[2],
-                other: cores[3],
-            },
-            threads: ByRole {
-                receive: threads[0],
-                pacer: threads[1],
-                tokio: threads[2],
-                other: threads[3],
-            },
-        }
-    }
-
     #[test]
     fn the_thread_splits_are_summed_over_the_agents_that_sent_one_the_coordinator_believes() {
         // An older agent's figures have no split: they decode, and it is left out.
@@ -2500,8 +2482,8 @@ mod tests {
         let negative: Final = serde_json::from_value(json).expect("decodes");
         let (mut links, _outs) = fleet(6);
         let good = [
-            split([0.5, 0.25, 0.125, 0.0625], [2, 1, 4, 3]),
-            split([0.25, 0.125, 0.0, 0.0625], [2, 1, 4, 2]),
+            threads::test_split([0.5, 0.25, 0.125, 0.0625], [2, 1, 4, 3]),
+            threads::test_split([0.25, 0.125, 0.0, 0.0625], [2, 1, 4, 2]),
         ];
         links[0].fin = Some(Final {
             thread_split: Some(good[0]),
@@ -2511,7 +2493,7 @@ mod tests {
         links[2].fin = Some(negative);
         links[3].fin = Some(Final {
             // More cores than its threads can use, and absurd: not summed (no overflow).
-            thread_split: Some(split([0.0, 0.0, 1e308, 0.0], [0, 0, 4, 0])),
+            thread_split: Some(threads::test_split([0.0, 0.0, 1e308, 0.0], [0, 0, 4, 0])),
             ..fin(1, 2, 1, &[5])
         });
         // Agent 4 was lost before its final figures.
@@ -2523,7 +2505,10 @@ mod tests {
         assert_eq!(m.split_agents, 2, "agents 0 and 5");
         assert_eq!(
             m.thread_split,
-            Some(split([0.75, 0.375, 0.125, 0.125], [4, 2, 8, 5])),
+            Some(threads::test_split(
+                [0.75, 0.375, 0.125, 0.125],
+                [4, 2, 8, 5]
+            )),
             "role by role"
         );
         let per_agent: Vec<_> = m

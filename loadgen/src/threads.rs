@@ -142,6 +142,25 @@ impl Split {
     }
 }
 
+/// A split from arrays in role order (receive, pacer, tokio, other), for tests.
+#[cfg(test)]
+pub(crate) fn test_split(cores: [f64; 4], threads: [u32; 4]) -> Split {
+    Split {
+        cores: ByRole {
+            receive: cores[0],
+            pacer: cores[1],
+            tokio: cores[2],
+            other: cores[3],
+        },
+        threads: ByRole {
+            receive: threads[0],
+            pacer: threads[1],
+            tokio: threads[2],
+            other: threads[3],
+        },
+    }
+}
+
 /// What a thread does, from its name (`comm`, at most 15 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -374,43 +393,32 @@ mod tests {
         assert_eq!(window_split(None, Some(&Snapshot::default()), 1.0), None);
     }
 
-    fn a_split(cores: [f64; 4], threads: [u32; 4]) -> Split {
-        Split {
-            cores: ByRole {
-                receive: cores[0],
-                pacer: cores[1],
-                tokio: cores[2],
-                other: cores[3],
-            },
-            threads: ByRole {
-                receive: threads[0],
-                pacer: threads[1],
-                tokio: threads[2],
-                other: threads[3],
-            },
-        }
-    }
-
     #[test]
     fn splits_add_role_by_role() {
         let mut sum = Split::default();
-        sum.add(&a_split([0.5, 0.1, 0.25, 0.0], [2, 1, 3, 4]));
-        sum.add(&a_split([0.25, 0.2, 0.0, 0.5], [2, 1, 2, 5]));
+        sum.add(&test_split([0.5, 0.1, 0.25, 0.0], [2, 1, 3, 4]));
+        sum.add(&test_split([0.25, 0.2, 0.0, 0.5], [2, 1, 2, 5]));
         assert_eq!(
             sum,
-            a_split([0.75, 0.30000000000000004, 0.25, 0.5], [4, 2, 5, 9])
+            test_split([0.75, 0.30000000000000004, 0.25, 0.5], [4, 2, 5, 9])
         );
-        sum.add(&a_split([0.0; 4], [u32::MAX, 0, 0, 0]));
+        sum.add(&test_split([0.0; 4], [u32::MAX, 0, 0, 0]));
         assert_eq!(sum.threads.receive, u32::MAX, "threads saturate");
     }
 
     #[test]
     fn a_real_split_passes_the_check_and_hostile_ones_do_not() {
         assert_eq!(Split::default().check(), Ok(()));
-        assert_eq!(a_split([1.8, 0.1, 0.1, 0.01], [3, 1, 1, 2]).check(), Ok(()));
+        assert_eq!(
+            test_split([1.8, 0.1, 0.1, 0.01], [3, 1, 1, 2]).check(),
+            Ok(())
+        );
         // A thread busy the whole window, its ticks rounded up.
-        assert_eq!(a_split([1.01, 0.0, 0.0, 0.0], [1, 0, 0, 0]).check(), Ok(()));
-        let why = |cores, threads| a_split(cores, threads).check().expect_err("refused");
+        assert_eq!(
+            test_split([1.01, 0.0, 0.0, 0.0], [1, 0, 0, 0]).check(),
+            Ok(())
+        );
+        let why = |cores, threads| test_split(cores, threads).check().expect_err("refused");
         assert_eq!(
             why([0.1, -0.5, 0.0, 0.0], [1, 1, 0, 0]),
             Implausible::Cores {
@@ -435,7 +443,10 @@ mod tests {
                 threads: MAX_THREADS_PER_ROLE + 1
             }
         );
-        assert_eq!(a_split([0.0; 4], [MAX_THREADS_PER_ROLE; 4]).check(), Ok(()));
+        assert_eq!(
+            test_split([0.0; 4], [MAX_THREADS_PER_ROLE; 4]).check(),
+            Ok(())
+        );
         // Cores with no thread to have used them, and more than the threads can use.
         assert!(matches!(
             why([0.0, 0.01, 0.0, 0.0], [0, 0, 0, 0]),
