@@ -105,6 +105,14 @@ fn smoke_run_delivers_exactly_the_expected_count() {
         &csv[..csv.len().min(200)]
     );
     assert!(csv.contains("delivered_per_s") && csv.contains("target_rss_bytes"));
+    // The server's wait for a CPU, second by second, never negative.
+    let waits: Vec<f64> = csv
+        .lines()
+        .filter_map(|l| l.split_once(",target_run_queue_wait_ms_per_s,"))
+        .map(|(_, v)| v.parse().expect("a number"))
+        .collect();
+    assert!(!waits.is_empty(), "no wait rows: {csv}");
+    assert!(waits.iter().all(|&w| w >= 0.0), "{waits:?}");
     latency_log_re_percentiles_to_the_summary(&dir, &s);
     // The human summary.
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -438,6 +438,8 @@ pub struct TargetSecond {
     pub threads: u64,
     /// Open descriptors.
     pub open_fds: u64,
+    /// Its threads' wait for a CPU, milliseconds per second, when readable.
+    pub run_queue_wait_ms_per_s: Option<f64>,
 }
 
 /// Everything one second of a run records: one time-series row per figure, and the progress
@@ -527,6 +529,9 @@ impl Second<'_> {
         }
         if let Some(t) = &self.target {
             rows.push((series::TARGET_CPU_CORES, t.cpu_cores));
+            if let Some(w) = t.run_queue_wait_ms_per_s {
+                rows.push((series::TARGET_RUN_QUEUE_WAIT_MS_PER_S, w));
+            }
             rows.push((series::TARGET_THREADS, t.threads as f64));
             rows.push((series::TARGET_OPEN_FDS, t.open_fds as f64));
         }
@@ -724,6 +729,7 @@ mod tests {
                 cpu_cores: 1.5,
                 threads: 4,
                 open_fds: 12,
+                run_queue_wait_ms_per_s: Some(2.5),
             }),
             host: Some((100, 5)),
             agents_live: Some(2),
@@ -738,6 +744,7 @@ mod tests {
         assert!(get("latency_p99_us").is_some_and(|v| (1_499.0..=1_501.0).contains(&v)));
         assert_eq!(get("target_rss_bytes"), Some(9.0));
         assert_eq!(get("target_cpu_cores"), Some(1.5));
+        assert_eq!(get("target_run_queue_wait_ms_per_s"), Some(2.5));
         assert_eq!(get("target_open_fds"), Some(12.0));
         assert_eq!(get("host_tcp_inuse"), Some(5.0));
         assert_eq!(get("agents_live"), Some(2.0));

@@ -356,6 +356,8 @@ impl Ticker {
                     cpu_cores: (b.cpu_seconds - a.cpu_seconds) / dt,
                     threads: b.threads,
                     open_fds: b.open_fds,
+                    run_queue_wait_ms_per_s: summary::run_queue_wait(a, b, dt)
+                        .map(|w| w.share * 1000.0),
                 })
             }
             _ => None,

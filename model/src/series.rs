@@ -33,6 +33,9 @@ pub const LATENCY_MAX_US: &str = "latency_max_us";
 pub const TARGET_RSS_BYTES: &str = "target_rss_bytes";
 /// The target's CPU over the last second, cores.
 pub const TARGET_CPU_CORES: &str = "target_cpu_cores";
+/// The target's threads' wait for a CPU over the last second, milliseconds per second (a
+/// one-process run's server: `/proc/PID/task/*/schedstat`).
+pub const TARGET_RUN_QUEUE_WAIT_MS_PER_S: &str = "target_run_queue_wait_ms_per_s";
 /// The target's threads.
 pub const TARGET_THREADS: &str = "target_threads";
 /// The target's open descriptors.
