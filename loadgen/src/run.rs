@@ -357,7 +357,7 @@ impl Ticker {
                     threads: b.threads,
                     open_fds: b.open_fds,
                     run_queue_wait_ms_per_s: summary::run_queue_wait(a, b, dt)
-                        .map(|w| w.share * 1000.0),
+                        .map(|w| w.ms_per_s()),
                 })
             }
             _ => None,

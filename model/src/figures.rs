@@ -442,7 +442,7 @@ pub const CATALOGUE: &[Figure] = &[
         label: "server's wait for a CPU",
         unit: "ms/s",
         better: Better::Lower,
-        read: |s| s.target_resources.run_queue_wait.map(|w| w.share * 1000.0),
+        read: |s| s.target_resources.run_queue_wait.map(|w| w.ms_per_s()),
         source: "target_resources.run_queue_wait.share",
         show: Show {
             divisor: 1.0,

@@ -399,12 +399,17 @@ impl RunQueueWait {
     /// latency carries other work's share. A pinned server on a quiet VM waits 3–10 ms a second.
     pub const LIMIT_SHARE: f64 = 0.05;
 
+    /// The wait in milliseconds per second of window, as it is shown.
+    pub fn ms_per_s(&self) -> f64 {
+        self.share * 1000.0
+    }
+
     /// Why the server's latency is not its own alone, or `None` when it hardly waited.
     pub fn warning(&self) -> Option<String> {
         (self.share >= Self::LIMIT_SHARE).then(|| {
             format!(
                 "machine busy: the server's threads waited for a CPU {:.0} ms per second of the window (other work, or the generator when they share CPUs); its latency includes those waits: rerun on a quiet machine, with the server on CPUs of its own, to quote it",
-                self.share * 1000.0
+                self.ms_per_s()
             )
         })
     }

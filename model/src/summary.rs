@@ -221,6 +221,47 @@ fn client_settings(scenario: &Scenario) -> BTreeMap<String, u64> {
     m
 }
 
+/// What the readings say of the server, and the notes they call for (memory per connection's
+/// caveat, the host's listen queues overflowing).
+fn target_resources(t: TargetFigures, ready: u64, notes: &mut Vec<String>) -> TargetResources {
+    let memory_per_conn = match (
+        &t.server_before,
+        &t.host_before,
+        &t.server_connected,
+        &t.host_connected,
+    ) {
+        (Some(bs), Some(bh), Some(cs), Some(ch)) if ready > 0 => {
+            let m = sampler::memory_per_connection((bs, bh), (cs, ch), ready, 2 * ready as i64);
+            if let Some(n) = &m.note {
+                notes.push(format!("memory per connection: {n}"));
+            }
+            Some(m)
+        }
+        _ => None,
+    };
+    let listen_overflows = match (&t.host_before, &t.host_after) {
+        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
+        _ => None,
+    };
+    if listen_overflows.unwrap_or(0) > 0 {
+        notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
+    }
+    TargetResources {
+        rss_before_bytes: t.server_before.as_ref().map(|s| s.rss_bytes),
+        rss_connected_bytes: t.server_connected.as_ref().map(|s| s.rss_bytes),
+        rss_peak_bytes: t.rss_peak_bytes,
+        memory_per_conn,
+        cpu_cores_measure: t.cpu_cores_measure,
+        cpu_us_per_delivery: t.cpu_us_per_delivery,
+        threads: t.server_connected.as_ref().map(|s| s.threads),
+        open_fds: t.server_connected.as_ref().map(|s| s.open_fds),
+        listen_overflows,
+        server_metrics: t.server_metrics,
+        other_load: t.other_load,
+        run_queue_wait: t.run_queue_wait,
+    }
+}
+
 /// Builds the summary: derived figures (loss, rates, memory per connection, listen overflows)
 /// and notes, in the order one-process runs have always written them.
 pub fn build(input: SummaryInput<'_>) -> Summary {
@@ -247,28 +288,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
     notes.extend(crate::tls::summary_note(&target.url, &scenario.client));
     notes.extend(own_notes);
     let ready = conns.ready;
-    let memory_per_conn = match (
-        &t.server_before,
-        &t.host_before,
-        &t.server_connected,
-        &t.host_connected,
-    ) {
-        (Some(bs), Some(bh), Some(cs), Some(ch)) if ready > 0 => {
-            let m = sampler::memory_per_connection((bs, bh), (cs, ch), ready, 2 * ready as i64);
-            if let Some(n) = &m.note {
-                notes.push(format!("memory per connection: {n}"));
-            }
-            Some(m)
-        }
-        _ => None,
-    };
-    let listen_overflows = match (&t.host_before, &t.host_after) {
-        (Some(a), Some(b)) => Some(b.listen_overflows.saturating_sub(a.listen_overflows)),
-        _ => None,
-    };
-    if listen_overflows.unwrap_or(0) > 0 {
-        notes.push("the host's listen queues overflowed during the run (TcpExt ListenOverflows grew): connection attempts were dropped at accept".into());
-    }
+    let target_resources = target_resources(t, ready, &mut notes);
     notes.extend(unattempted_note(
         conns.planned,
         conns.attempted,
@@ -356,20 +376,7 @@ pub fn build(input: SummaryInput<'_>) -> Summary {
             delivered_per_s: msgs.delivered as f64 / measure_s,
         },
         latency_us: Percentiles::of(latency),
-        target_resources: TargetResources {
-            rss_before_bytes: t.server_before.as_ref().map(|s| s.rss_bytes),
-            rss_connected_bytes: t.server_connected.as_ref().map(|s| s.rss_bytes),
-            rss_peak_bytes: t.rss_peak_bytes,
-            memory_per_conn,
-            cpu_cores_measure: t.cpu_cores_measure,
-            cpu_us_per_delivery: t.cpu_us_per_delivery,
-            threads: t.server_connected.as_ref().map(|s| s.threads),
-            open_fds: t.server_connected.as_ref().map(|s| s.open_fds),
-            listen_overflows,
-            server_metrics: t.server_metrics,
-            other_load: t.other_load,
-            run_queue_wait: t.run_queue_wait,
-        },
+        target_resources,
         fault,
         distributed,
         failover,
