@@ -85,6 +85,27 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
         md.contains("| its receive threads (÷ floor) | its pacer (÷ floor) |"),
         "{md}"
     );
+    // The plainest client sends the generator's messages: 1,500 deliveries/s in rooms of 10 is
+    // 1500 / 9 messages/s, for 2 s; every message written and read.
+    let cs = &row["client_send"][0];
+    assert_eq!(cs["messages"], 334, "{j:#}");
+    assert!(
+        cs["invalid"].as_array().is_some_and(|i| i.is_empty()),
+        "{j:#}"
+    );
+    let per_message = cs["send_us_per_message"].as_f64().expect("per message");
+    let cs_floor = row["client_send_floor_us"]
+        .as_f64()
+        .expect("a client send floor");
+    assert!((cs_floor - per_message / 9.0).abs() < 1e-9, "{j:#}");
+    let whole = row["whole_ratio"].as_f64().expect("a whole ratio");
+    assert!((whole - gen / (recv + cs_floor)).abs() < 1e-9, "{j:#}");
+    assert!(
+        md.contains(
+            "| generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
+        ),
+        "{md}"
+    );
     // By default the plain receiver runs again, its writer at the server's own pace in the
     // generator run just before: the server's CPU µs per delivery.
     let paced = &row["paced"][0];

@@ -63,3 +63,7 @@ pub mod target;
 pub mod threads;
 pub mod tls;
 mod tx;
+
+/// Appends one masked client WebSocket frame (RFC 6455 §5.2–5.3), as the send path writes it:
+/// `chatbench floor`'s plain client sender writes the generator's frames with it.
+pub use rx::frame::write_masked;

@@ -46,8 +46,7 @@ pub struct PacerReport {
 
 /// Runs the pacer on the current thread until every schedule ends or `stop` is set.
 pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> PacerReport {
-    set_fine_timer_slack();
-    let realtime = set_realtime_priority();
+    let realtime = tune_timer_thread();
     let mut lateness = new_hist();
     let mut schedules: Vec<Schedule> = Vec::with_capacity(senders.len());
     let mut wakes = Vec::with_capacity(senders.len());
@@ -95,6 +94,14 @@ pub fn run(start: Instant, senders: Vec<PacedSender>, stop: Arc<AtomicBool>) -> 
         }
     }
     PacerReport { lateness, realtime }
+}
+
+/// Sets the calling thread up as the pacer runs: timer slack of 1 ns, and SCHED_FIFO 1 when
+/// allowed. `true` when it got the real-time priority. The floor's plain client sender
+/// (`chatbench floor`) sleeps and writes under the same settings.
+pub fn tune_timer_thread() -> bool {
+    set_fine_timer_slack();
+    set_realtime_priority()
 }
 
 /// Best effort: run the pacer at the lowest real-time priority (SCHED_FIFO 1) so that a busy

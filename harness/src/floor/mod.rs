@@ -9,6 +9,9 @@
 //! - the generator step ([`generator_step`]): `chatbench run --serve ARCH` at the same
 //!   deliveries per second over the same connections and room size; the generator's CPU per
 //!   delivery from its summary;
+//! - the client send step ([`client_send_step`], module `client_send`): the plainest client
+//!   sending the generator step's messages (one timed `write` each, from the receiver's CPU),
+//!   whose CPU per delivery is the client send floor;
 //! - the paced step ([`Pace`]): the plain step again, its writer at the server's pace in that
 //!   generator run (or a fixed one), since the receive floor depends on how fast its writer is.
 //!
@@ -19,6 +22,7 @@
 //! A row is invalid when the sending side (the plain sender, or the server) was the bottleneck:
 //! it fell behind the rate, lost frames, or used ≥ 90 % of its core.
 
+mod client_send;
 mod plain;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +34,7 @@ use thiserror::Error;
 
 use chatbench_model::results::Summary;
 
+pub use client_send::{client_send_step, ClientSendRun};
 pub use plain::{plain_step, PlainRun};
 
 /// Why `chatbench floor` could not measure: a bad option (exit 2, [`FloorError::is_usage`]) or
@@ -70,7 +75,7 @@ pub enum FloorError {
     /// One step of a rate failed.
     #[error("the {step} step")]
     Step {
-        /// `plain` or `generator`.
+        /// `plain`, `client send`, `generator` or `paced plain`.
         step: &'static str,
         /// Why.
         #[source]
@@ -319,6 +324,13 @@ pub struct RateRow {
     pub pacer_us: Option<f64>,
     /// Generator ÷ receive floor.
     pub ratio: Option<f64>,
+    /// The plain client sender's runs at the generator step's message rate.
+    pub client_send: Vec<ClientSendRun>,
+    /// Median client send floor of its valid runs, µs per delivery.
+    pub client_send_floor_us: Option<f64>,
+    /// Generator ÷ (receive floor + client send floor): the generator against the plainest
+    /// client that both receives and sends its load.
+    pub whole_ratio: Option<f64>,
     /// The paced plain runs (the receive floor fed at a pace, [`Pace`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paced: Vec<PlainRun>,
@@ -346,6 +358,9 @@ impl RateRow {
             receive_us: None,
             pacer_us: None,
             ratio: None,
+            client_send: Vec::new(),
+            client_send_floor_us: None,
+            whole_ratio: None,
             paced: Vec::new(),
             pace_us: None,
             paced_floor_us: None,
@@ -366,6 +381,17 @@ impl RateRow {
             .generator_us
             .zip(self.recv_floor_us)
             .map(|(g, r)| g / r);
+        self.client_send_floor_us = median(
+            self.client_send
+                .iter()
+                .filter(|c| c.invalid.is_empty())
+                .map(|c| c.send_us_per_delivery)
+                .collect(),
+        );
+        self.whole_ratio = self
+            .generator_us
+            .zip(self.recv_floor_us.zip(self.client_send_floor_us))
+            .map(|(g, (r, c))| g / (r + c));
         let paced = || self.paced.iter().filter(valid);
         self.pace_us = median(paced().filter_map(|p| p.pace_us).collect());
         self.paced_floor_us = median(paced().map(|p| p.recv_us).collect());
@@ -381,11 +407,13 @@ impl RateRow {
             .iter()
             .chain(&self.paced)
             .any(|p| !p.invalid.is_empty())
+            || self.client_send.iter().any(|c| !c.invalid.is_empty())
             || self.generator.iter().any(|g| !g.invalid.is_empty())
     }
 }
 
-/// One rate's runs: `repeat` turns of the plain step, the generator step and the paced step.
+/// One rate's runs: `repeat` turns of the plain step, the client send step, the generator step
+/// and the paced step.
 fn measure_row(
     o: &FloorOptions,
     rate: f64,
@@ -398,6 +426,11 @@ fn measure_row(
         eprintln!("{turn}: plain receiver");
         row.plain.push(
             plain_step(o, rate, None, send_cpu, recv_cpu).map_err(FloorError::in_step("plain"))?,
+        );
+        eprintln!("{turn}: plain client sender");
+        row.client_send.push(
+            client_send_step(o, rate, send_cpu, recv_cpu)
+                .map_err(FloorError::in_step("client send"))?,
         );
         if let Some(arch) = &o.arch {
             eprintln!("{turn}: generator");
@@ -521,6 +554,39 @@ fn fmt_us(v: Option<f64>) -> String {
         .unwrap_or_else(|| "invalid".into())
 }
 
+/// The table of the client send floor: the plainest client sending the generator step's
+/// messages, and the generator against the floor of both its jobs (receiving and sending).
+fn client_send_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "\nThe client send floor: the plainest client sending the generator's messages (one \
+         sender per room, {} deliveries each; one timed `write` per message, on the receiver's \
+         CPU as the pacer), and the generator against the floor of both its jobs:\n",
+        o.members - 1
+    );
+    let _ = writeln!(
+        s,
+        "| deliveries/s | messages/s | client send floor, per message | per delivery | generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let valid = || r.client_send.iter().filter(|c| c.invalid.is_empty());
+        let per_message = median(valid().map(|c| c.send_us_per_message).collect());
+        let per_s = median(r.client_send.iter().map(|c| c.messages_per_s).collect());
+        let _ = writeln!(
+            s,
+            "| {:.0} | {} | {} | {} | {} | {} |",
+            r.rate,
+            per_s.map(|m| format!("{m:.1}")).unwrap_or_default(),
+            fmt_us(per_message),
+            fmt_us(r.client_send_floor_us),
+            fmt_ratio(r.whole_ratio),
+            fmt_ratio(r.pacer_us.zip(r.client_send_floor_us).map(|(p, c)| p / c)),
+        );
+    }
+}
+
 /// The second table: the receive floor with its writer paced ([`Pace`]), and the generator
 /// against it (nothing when no row has a paced run).
 fn paced_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
@@ -611,8 +677,17 @@ fn markdown(
             part(r.pacer_us, r.recv_floor_us),
         );
     }
+    client_send_table(&mut s, o, rows);
     paced_table(&mut s, o, rows);
     for r in rows {
+        for c in r.client_send.iter().filter(|c| !c.invalid.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\ninvalid client send run at {:.0}/s: {}",
+                r.rate,
+                c.invalid.join("; ")
+            );
+        }
         for (what, p) in r
             .plain
             .iter()

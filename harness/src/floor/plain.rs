@@ -48,7 +48,7 @@ pub struct PlainRun {
 }
 
 /// This thread's CPU time.
-fn thread_cpu() -> Duration {
+pub(super) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -83,7 +83,7 @@ fn wire_frame(payload: usize) -> Vec<u8> {
 }
 
 /// `connections` loopback pairs: (the server side, written to; the client side, read).
-fn pairs(connections: usize) -> Result<(Vec<TcpStream>, Vec<TcpStream>), FloorError> {
+pub(super) fn pairs(connections: usize) -> Result<(Vec<TcpStream>, Vec<TcpStream>), FloorError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(FloorError::Bind)?;
     let addr = listener.local_addr().map_err(FloorError::Socket)?;
     let mut servers = Vec::with_capacity(connections);
@@ -163,7 +163,7 @@ fn spin_until(t: Instant) {
 
 /// The receiver: `epoll_wait`, one `read` per ready socket, until `expected` bytes arrived,
 /// `stop` is set, or `deadline`. Returns (bytes, wake-ups, CPU).
-fn recv_loop(
+pub(super) fn recv_loop(
     clients: &[TcpStream],
     expected: &std::sync::atomic::AtomicU64,
     stop: &AtomicBool,
