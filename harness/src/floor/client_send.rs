@@ -1,24 +1,35 @@
 //! The floor's plainest client sender ([`client_send_step`]): the generator's own sends without
-//! the generator. One connection per room; one thread on the receiver's CPU (where the
-//! generator's pacer runs) sleeps on the high-resolution timer under the pacer's own settings
-//! ([`chatbench_loadgen::pacer::tune_timer_thread`]) until each message's time, open loop, and
-//! writes one pre-encoded masked `msg` frame per `write(2)`, rooms in turn, at the generator
-//! step's message rate (deliveries per second ÷ (members − 1)); the floor's plain receiver
-//! reads them on the sender's CPU (the server's). The sending thread's own CPU per message is
-//! the client send floor.
+//! the generator, into a peer that does what the server does, plainly.
 //!
-//! Why a floor of its own: the generator must send what it measures, and each send to an idle
-//! peer on another CPU pays for the timer wake-up before it and the peer's wake-up in the
-//! write. The receive floor has neither (its writer is the server's side). Per delivery the send
-//! is small at high fan-out rates and grows as the rate falls (docs/methodology.md).
+//! Three threads over loopback, placed as `run --serve` places the generator and the server:
+//! - the client sender, on the receiver's CPU (where the generator's pacer runs), under the
+//!   pacer's own timer slack and real-time priority
+//!   ([`chatbench_loadgen::pacer::tune_timer_thread`]): it sleeps until each message's time,
+//!   open loop at the generator step's message rate (deliveries per second ÷ (members − 1)),
+//!   and writes one pre-encoded masked `msg` frame per `write(2)` on its room's connection,
+//!   rooms in turn;
+//! - the plainest server, on the sender's CPU: `epoll_wait` over the senders' connections, and
+//!   for each message read, one `write(2)` of a pre-encoded frame to each of the room's
+//!   `members − 1` other members, back to back;
+//! - the plain receiver ([`super::plain`]) reading those frames on the receiver's CPU.
+//!
+//! The client sender's own CPU per message, and per delivery, is the client send floor. Its
+//! peer sleeps between fan-outs and is sometimes still writing one when the next message comes,
+//! as the server is, so each write pays for waking it about as often as the pacer's do.
+//!
+//! Why a floor of its own: the generator must send what it measures, and on a VM each send to
+//! an idle peer on another CPU pays for the timer wake-up before it and the peer's wake-up in
+//! the write. The receive floor has neither (its writer is the server's side). Per delivery the
+//! send is small at high rates and grows as the rate falls (docs/methodology.md).
 
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::plain::{pairs, recv_loop, thread_cpu};
+use super::plain::{epoll_over, pairs, recv_loop, thread_cpu, wait, wire_frame};
 use super::{FloorError, FloorOptions, RATE_KEPT};
 
 /// One run of the plain client sender.
@@ -57,7 +68,7 @@ fn client_frame(payload: usize) -> Vec<u8> {
 /// The sending thread: message `k` due `k / per_s` after the start, written on room
 /// `k mod rooms`'s connection. Returns (messages, elapsed, CPU, real-time).
 fn send_loop(
-    senders: &mut [std::net::TcpStream],
+    senders: &mut [TcpStream],
     frame: &[u8],
     per_s: f64,
     seconds: u64,
@@ -91,9 +102,69 @@ fn send_loop(
     ))
 }
 
+/// The plainest server: for each whole client frame read on room `r`'s connection `ins[r]`, one
+/// `write` of `frame` to each of the room's `fan_out` members (`outs[r × fan_out ..]`), back to
+/// back.
+struct PlainServer {
+    ins: Vec<TcpStream>,
+    outs: Vec<TcpStream>,
+    fan_out: usize,
+    /// Bytes of one client frame.
+    in_len: usize,
+    frame: Vec<u8>,
+}
+
+impl PlainServer {
+    /// Serves until `expected` messages were served (set when the client sender ends), or
+    /// `stop` with nothing ready, or `deadline`. Returns the messages served.
+    fn run(
+        &mut self,
+        expected: &AtomicU64,
+        stop: &AtomicBool,
+        deadline: Instant,
+        cpu: Option<usize>,
+    ) -> std::io::Result<u64> {
+        use std::io::{Read, Write};
+        if let Some(c) = cpu {
+            chatbench_loadgen::sys::set_cpu_affinity(&[c])?;
+        }
+        let ep = epoll_over(&self.ins)?;
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; self.ins.len().max(1)];
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bytes read on each room's connection and not yet served (a frame may arrive split).
+        let mut pending = vec![0usize; self.ins.len()];
+        let mut served = 0u64;
+        while served < expected.load(Ordering::Acquire) && Instant::now() < deadline {
+            let n = wait(&ep, &mut events, 20)?;
+            if n == 0 && stop.load(Ordering::Acquire) {
+                break;
+            }
+            for ev in &events[..n] {
+                let room = ev.u64 as usize;
+                let k = match (&self.ins[room]).read(&mut buf) {
+                    Ok(0) => return Ok(served),
+                    Ok(k) => k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                pending[room] += k;
+                while pending[room] >= self.in_len {
+                    pending[room] -= self.in_len;
+                    for out in &mut self.outs[room * self.fan_out..(room + 1) * self.fan_out] {
+                        out.write_all(&self.frame)?;
+                    }
+                    served += 1;
+                }
+            }
+        }
+        Ok(served)
+    }
+}
+
 /// The plainest client sender at the generator step's message rate for `rate` deliveries per
-/// second: `send_cpu` is the sending side's CPU of the plain step (the reader here, as the
-/// server), `recv_cpu` the receiver's (the writer here, as the pacer).
+/// second, into the plainest server and receiver: `send_cpu` is the sending side's CPU of the
+/// plain step (the server's), `recv_cpu` the receiver's (the receiver's and the client
+/// sender's, as the pacer).
 pub fn client_send_step(
     o: &FloorOptions,
     rate: f64,
@@ -101,50 +172,73 @@ pub fn client_send_step(
     recv_cpu: Option<usize>,
 ) -> Result<ClientSendRun, FloorError> {
     let rooms = o.connections / o.members;
-    let fan_out = (o.members - 1) as f64;
-    let per_s = rate / fan_out;
-    // (the written side of the plain step, read here; the read side, written here)
-    let (readers, mut senders) = pairs(rooms)?;
-    for s in &senders {
-        // The plain step's read side is non-blocking; this thread writes it and may block. No
-        // Nagle delay, as the generator's connections.
-        s.set_nonblocking(false).map_err(FloorError::Socket)?;
-        s.set_nodelay(true).map_err(FloorError::Socket)?;
-    }
-    let frame = client_frame(o.payload);
-    let len = frame.len() as u64;
-    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let fan_out = o.members - 1;
+    let per_s = rate / fan_out as f64;
+    // `pairs` gives (a blocking no-delay writer, a non-blocking reader) per connection.
+    let (mut client_out, server_in) = pairs(rooms)?;
+    let (server_out, members_in) = pairs(rooms * fan_out)?;
+    let frame = wire_frame(o.payload);
+    let out_len = frame.len() as u64;
+    let client = client_frame(o.payload);
+    let mut server = PlainServer {
+        ins: server_in,
+        outs: server_out,
+        fan_out,
+        in_len: client.len(),
+        frame,
+    };
+    let expected_bytes = Arc::new(AtomicU64::new(u64::MAX));
+    let expected_messages = Arc::new(AtomicU64::new(u64::MAX));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(o.seconds + 10);
-    let (e2, s2) = (expected.clone(), stop.clone());
-    let reader = std::thread::spawn(move || recv_loop(&readers, &e2, &s2, deadline, send_cpu));
+    let (e2, s2) = (expected_bytes.clone(), stop.clone());
+    let receiver = std::thread::spawn(move || recv_loop(&members_in, &e2, &s2, deadline, recv_cpu));
+    let (e3, s3) = (expected_messages.clone(), stop.clone());
+    // The server comes back with its sockets open: closed early, they would wake the receiver
+    // with end-of-file (as in the plain step).
+    let serving = std::thread::spawn(move || {
+        let served = server.run(&e3, &s3, deadline, send_cpu);
+        (served, server)
+    });
     let seconds = o.seconds;
-    let (sent, senders) = std::thread::spawn(move || {
-        let sent = send_loop(&mut senders, &frame, per_s, seconds, recv_cpu);
-        (sent, senders)
+    let (sent, client_out) = std::thread::spawn(move || {
+        let sent = send_loop(&mut client_out, &client, per_s, seconds, recv_cpu);
+        (sent, client_out)
     })
     .join()
     .map_err(|_| FloorError::Panicked("client sender"))?;
     if let Ok(s) = &sent {
-        expected.store(s.0 * len, Ordering::Release);
+        expected_messages.store(s.0, Ordering::Release);
+        expected_bytes.store(s.0 * fan_out as u64 * out_len, Ordering::Release);
     }
     stop.store(true, Ordering::Release);
-    let got = reader
+    let (served, server) = serving
         .join()
-        .map_err(|_| FloorError::Panicked("client sender's reader"))?
+        .map_err(|_| FloorError::Panicked("plain server"))?;
+    let got = receiver
+        .join()
+        .map_err(|_| FloorError::Panicked("receiver"))?
         .map_err(FloorError::Receive)?;
-    drop(senders);
+    drop((client_out, server));
+    let served = served.map_err(FloorError::Send)?;
     let (messages, elapsed, cpu, realtime) = sent.map_err(FloorError::Send)?;
     let achieved = messages as f64 / elapsed.as_secs_f64().max(1e-9);
     let per_message = cpu.as_secs_f64() * 1e6 / messages.max(1) as f64;
+    let written = messages * fan_out as u64 * out_len;
+    let mut invalid = judge(per_s, achieved, got.0, written);
+    if served != messages {
+        invalid.push(format!(
+            "the plain server served {served} of the {messages} messages sent"
+        ));
+    }
     Ok(ClientSendRun {
         messages_per_s: per_s,
         achieved,
         messages,
         send_us_per_message: per_message,
-        send_us_per_delivery: per_message / fan_out,
+        send_us_per_delivery: per_message / fan_out as f64,
         realtime,
-        invalid: judge(per_s, achieved, got.0, messages * len),
+        invalid,
     })
 }
 
@@ -159,7 +253,7 @@ fn judge(per_s: f64, achieved: f64, got: u64, written: u64) -> Vec<String> {
     }
     if got != written {
         invalid.push(format!(
-            "the client sender's reader received {got} bytes of the {written} written"
+            "the receiver got {got} bytes of the {written} the plain server owed"
         ));
     }
     invalid

@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub(super) fn thread_cpu() -> Duration {
 }
 
 /// A `msg` frame as a server sends it: the encoder's text in an unmasked WebSocket text frame.
-fn wire_frame(payload: usize) -> Vec<u8> {
+pub(super) fn wire_frame(payload: usize) -> Vec<u8> {
     let text = chatbench_protocol::encode_msg(
         "r0",
         "a0.c1",
@@ -161,6 +161,51 @@ fn spin_until(t: Instant) {
     }
 }
 
+/// A level-triggered `EPOLLIN` epoll set over `socks`, each event carrying its index.
+pub(super) fn epoll_over(socks: &[TcpStream]) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `ep` is ours from here on and closed when the `OwnedFd` drops.
+    let ep = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ep) };
+    for (i, c) in socks.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: both descriptors are open; `ev` is valid for the call.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, c.as_raw_fd(), &mut ev) }
+            != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
+}
+
+/// One `epoll_wait` of at most `timeout_ms` into `events`: the number ready (0 when
+/// interrupted by a signal).
+pub(super) fn wait(
+    ep: &OwnedFd,
+    events: &mut [libc::epoll_event],
+    timeout_ms: i32,
+) -> std::io::Result<usize> {
+    let max = events.len().min(i32::MAX as usize) as i32;
+    // SAFETY: `events` has `max` writable entries.
+    let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n as usize)
+}
+
 /// The receiver: `epoll_wait`, one `read` per ready socket, until `expected` bytes arrived,
 /// `stop` is set, or `deadline`. Returns (bytes, wake-ups, CPU).
 pub(super) fn recv_loop(
@@ -173,25 +218,7 @@ pub(super) fn recv_loop(
     if let Some(c) = cpu {
         chatbench_loadgen::sys::set_cpu_affinity(&[c])?;
     }
-    // SAFETY: plain syscall; the result is checked.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `ep` is ours from here on and closed once below.
-    let ep = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ep) };
-    for (i, c) in clients.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: both descriptors are open; `ev` is valid for the call.
-        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, c.as_raw_fd(), &mut ev) }
-            != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    let ep = epoll_over(clients)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; 64 * 1024];
     let (mut bytes, mut wakes) = (0u64, 0u64);
@@ -200,15 +227,7 @@ pub(super) fn recv_loop(
         if bytes >= expected.load(Ordering::Acquire) || Instant::now() >= deadline {
             break;
         }
-        // SAFETY: `events` has EVENTS writable entries.
-        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 20) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = wait(&ep, &mut events, 20)?;
         if n == 0 {
             if stop.load(Ordering::Acquire) {
                 break;
@@ -216,7 +235,7 @@ pub(super) fn recv_loop(
             continue;
         }
         wakes += 1;
-        for ev in &events[..n as usize] {
+        for ev in &events[..n] {
             let mut c = &clients[ev.u64 as usize];
             match c.read(&mut buf) {
                 // End of file: the peer is gone; stop watching it (it would be ready forever).
