@@ -86,9 +86,11 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
         "{md}"
     );
     // The plainest client sends the generator's messages: 1,500 deliveries/s in rooms of 10 is
-    // 1500 / 9 messages/s, for 2 s; every message written and read.
+    // 1500 / 9 messages/s from 6 senders, for 2 s, each sender 55 or 56 by its random phase;
+    // every message written, served and read.
     let cs = &row["client_send"][0];
-    assert_eq!(cs["messages"], 334, "{j:#}");
+    let messages = cs["messages"].as_u64().expect("messages");
+    assert!((330..=336).contains(&messages), "{j:#}");
     assert!(
         cs["invalid"].as_array().is_some_and(|i| i.is_empty()),
         "{j:#}"
@@ -102,7 +104,7 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
     assert!((whole - gen / (recv + cs_floor)).abs() < 1e-9, "{j:#}");
     assert!(
         md.contains(
-            "| generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
+            "| receive, in this loop | generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
         ),
         "{md}"
     );

@@ -4,10 +4,10 @@
 //! Three threads over loopback, placed as `run --serve` places the generator and the server:
 //! - the client sender, on the receiver's CPU (where the generator's pacer runs), under the
 //!   pacer's own timer slack and real-time priority
-//!   ([`chatbench_loadgen::pacer::tune_timer_thread`]): it sleeps until each message's time,
-//!   open loop at the generator step's message rate (deliveries per second ÷ (members − 1)),
-//!   and writes one pre-encoded masked `msg` frame per `write(2)` on its room's connection,
-//!   rooms in turn;
+//!   ([`chatbench_loadgen::pacer::tune_timer_thread`]): one sender per room on the generator's
+//!   own open-loop schedule, at the generator step's message rate (deliveries per second ÷
+//!   (members − 1)); it sleeps until the earliest due time and writes each message due, one
+//!   pre-encoded masked `msg` frame per `write(2)` on its room's connection;
 //! - the plainest server, on the sender's CPU: `epoll_wait` over the senders' connections, and
 //!   for each message read, one `write(2)` of a pre-encoded frame to each of the room's
 //!   `members − 1` other members, back to back;
@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use chatbench_loadgen::schedule::Schedule;
+use chatbench_model::scenario::Arrival;
+
 use super::plain::{epoll_over, pairs, recv_loop, thread_cpu, wait, wire_frame};
 use super::{FloorError, FloorOptions, RATE_KEPT};
 
@@ -47,6 +50,9 @@ pub struct ClientSendRun {
     pub send_us_per_delivery: f64,
     /// Whether the sending thread ran at real-time priority, as the pacer does when allowed.
     pub realtime: bool,
+    /// The plain receiver's CPU per frame in this loop, µs: the receive floor fed by the
+    /// plainest server at the client's pace, beside the client sender on its CPU.
+    pub recv_us: f64,
     /// Why the run cannot be used (empty: valid).
     pub invalid: Vec<String>,
 }
@@ -65,8 +71,10 @@ fn client_frame(payload: usize) -> Vec<u8> {
     out
 }
 
-/// The sending thread: message `k` due `k / per_s` after the start, written on room
-/// `k mod rooms`'s connection. Returns (messages, elapsed, CPU, real-time).
+/// The sending thread: one sender per room, each on the generator's own schedule
+/// ([`Schedule`]: uniform arrival at `per_s / rooms` messages per second, a random phase, a
+/// seed per room); it sleeps until the earliest due time and writes every message due by then,
+/// one `write` each, as the pacer does. Returns (messages, elapsed, CPU, real-time).
 fn send_loop(
     senders: &mut [TcpStream],
     frame: &[u8],
@@ -74,25 +82,42 @@ fn send_loop(
     seconds: u64,
     cpu: Option<usize>,
 ) -> std::io::Result<(u64, Duration, Duration, bool)> {
+    use std::cmp::Reverse;
     use std::io::Write;
     if let Some(c) = cpu {
         chatbench_loadgen::sys::set_cpu_affinity(&[c])?;
     }
     let realtime = chatbench_loadgen::pacer::tune_timer_thread();
-    let interval = Duration::from_secs_f64(1.0 / per_s);
-    let total = (per_s * seconds as f64).ceil() as u64;
+    let per_sender = per_s / senders.len().max(1) as f64;
+    let end = Duration::from_secs(seconds);
+    let mut schedules: Vec<Schedule> = (0..senders.len())
+        .map(|room| Schedule::new(Arrival::Uniform, per_sender, end, room as u64))
+        .collect();
+    let mut heap: std::collections::BinaryHeap<_> = schedules
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(room, s)| s.next().map(|at| Reverse((at, room))))
+        .collect();
     let cpu0 = thread_cpu();
     let start = Instant::now();
     let mut sent = 0u64;
-    for k in 0..total {
-        let due = start + interval.mul_f64(k as f64);
+    while let Some(&Reverse((at, _))) = heap.peek() {
         let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        if start + at > now {
+            std::thread::sleep(start + at - now);
+            continue;
         }
-        let n = senders.len();
-        senders[(k as usize) % n].write_all(frame)?;
-        sent += 1;
+        while let Some(&Reverse((at, room))) = heap.peek() {
+            if start + at > now {
+                break;
+            }
+            heap.pop();
+            senders[room].write_all(frame)?;
+            sent += 1;
+            if let Some(next) = schedules[room].next() {
+                heap.push(Reverse((next, room)));
+            }
+        }
     }
     Ok((
         sent,
@@ -225,7 +250,9 @@ pub fn client_send_step(
     let achieved = messages as f64 / elapsed.as_secs_f64().max(1e-9);
     let per_message = cpu.as_secs_f64() * 1e6 / messages.max(1) as f64;
     let written = messages * fan_out as u64 * out_len;
-    let mut invalid = judge(per_s, achieved, got.0, written);
+    let (got_bytes, _, recv_cpu_t) = got;
+    let frames = got_bytes / out_len;
+    let mut invalid = judge(per_s, achieved, got_bytes, written);
     if served != messages {
         invalid.push(format!(
             "the plain server served {served} of the {messages} messages sent"
@@ -238,6 +265,7 @@ pub fn client_send_step(
         send_us_per_message: per_message,
         send_us_per_delivery: per_message / fan_out as f64,
         realtime,
+        recv_us: recv_cpu_t.as_secs_f64() * 1e6 / frames.max(1) as f64,
         invalid,
     })
 }
@@ -292,7 +320,7 @@ mod tests {
         let r = client_send_step(&o, 900.0, None, None).expect("client send step");
         assert_eq!(r.messages, 100, "{r:?}");
         assert!(r.invalid.is_empty(), "{r:?}");
-        assert!(r.send_us_per_message > 0.0, "{r:?}");
+        assert!(r.send_us_per_message > 0.0 && r.recv_us > 0.0, "{r:?}");
         assert!(
             (r.send_us_per_delivery * 9.0 - r.send_us_per_message).abs() < 1e-9,
             "{r:?}"

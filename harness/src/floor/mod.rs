@@ -562,25 +562,28 @@ fn client_send_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
         s,
         "\nThe client send floor: the plainest client sending the generator's messages (one \
          sender per room, {} deliveries each; one timed `write` per message, on the receiver's \
-         CPU as the pacer), and the generator against the floor of both its jobs:\n",
+         CPU as the pacer) into the plainest server (one `write` per member) and the plain \
+         receiver, and the generator against the floor of both its jobs:\n",
         o.members - 1
     );
     let _ = writeln!(
         s,
-        "| deliveries/s | messages/s | client send floor, per message | per delivery | generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
+        "| deliveries/s | messages/s | client send floor, per message | per delivery | receive, in this loop | generator ÷ (receive + client send floor) | its pacer ÷ client send floor |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let valid = || r.client_send.iter().filter(|c| c.invalid.is_empty());
         let per_message = median(valid().map(|c| c.send_us_per_message).collect());
+        let recv = median(valid().map(|c| c.recv_us).collect());
         let per_s = median(r.client_send.iter().map(|c| c.messages_per_s).collect());
         let _ = writeln!(
             s,
-            "| {:.0} | {} | {} | {} | {} | {} |",
+            "| {:.0} | {} | {} | {} | {} | {} | {} |",
             r.rate,
             per_s.map(|m| format!("{m:.1}")).unwrap_or_default(),
             fmt_us(per_message),
             fmt_us(r.client_send_floor_us),
+            fmt_us(recv),
             fmt_ratio(r.whole_ratio),
             fmt_ratio(r.pacer_us.zip(r.client_send_floor_us).map(|(p, c)| p / c)),
         );
