@@ -879,9 +879,9 @@ mod tests {
                 (3, ("pacer", pacer)),
             ]
             .into_iter()
-            .map(|(tid, (comm, ticks))| {
+            .map(|(tid, (comm, ns))| {
                 let comm = comm.to_string();
-                (tid, threads::ThreadTicks { comm, ticks })
+                (tid, threads::ThreadCpu { comm, ns })
             })
             .collect(),
         };
@@ -891,7 +891,7 @@ mod tests {
         assert_eq!(w.thread_split(), None, "not until it closes");
         w.close(t0 + Duration::from_secs(2), 2.0, 0, Some(snap(200, 30)));
         let (a, b) = (snap(100, 10), snap(200, 30));
-        let rule = threads::split(&a, &b, threads::ticks_per_second(), 2.0);
+        let rule = threads::split(&a, &b, 2.0);
         assert_eq!(w.thread_split(), Some(rule));
         let s = rule.threads;
         assert_eq!((s.receive, s.pacer, s.other, s.tokio), (1, 1, 1, 0));

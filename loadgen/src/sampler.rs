@@ -122,14 +122,19 @@ pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
     utime.checked_add(stime)
 }
 
-/// Parse the run-queue wait, nanoseconds, from a `/proc/PID/task/TID/schedstat` line
-/// (`<on-CPU ns> <waiting ns> <timeslices>`).
-pub fn parse_schedstat_wait_ns(text: &str) -> Option<u64> {
+/// A `/proc/PID/task/TID/schedstat` line (`<on-CPU ns> <waiting ns> <timeslices>`), parsed:
+/// (on CPU, waiting for one), nanoseconds.
+pub fn parse_schedstat_ns(text: &str) -> Option<(u64, u64)> {
     let mut fields = text.split_ascii_whitespace();
-    fields.next()?.parse::<u64>().ok()?;
+    let run = fields.next()?.parse().ok()?;
     let wait = fields.next()?.parse().ok()?;
     fields.next()?.parse::<u64>().ok()?;
-    Some(wait)
+    Some((run, wait))
+}
+
+/// Parse the run-queue wait, nanoseconds, from a `/proc/PID/task/TID/schedstat` line.
+pub fn parse_schedstat_wait_ns(text: &str) -> Option<u64> {
+    parse_schedstat_ns(text).map(|(_, wait)| wait)
 }
 
 /// The run-queue wait of every thread of the process at `task_dir` (`/proc/PID/task`),
@@ -476,6 +481,11 @@ VmRSS:\t    5120 kB\nRssAnon:\t    3072 kB\nRssFile:\t    2048 kB\nThreads:\t4\n
         assert_eq!(parse_schedstat_wait_ns("219534682 27815159"), None);
         assert_eq!(parse_schedstat_wait_ns("1 -2 3"), None);
         assert_eq!(parse_schedstat_wait_ns(""), None);
+        assert_eq!(
+            parse_schedstat_ns("219534682 27815159 866\n"),
+            Some((219_534_682, 27_815_159))
+        );
+        assert_eq!(parse_schedstat_ns("x 1 2"), None);
     }
 
     #[test]

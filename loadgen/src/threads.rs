@@ -1,5 +1,6 @@
 //! The generator's CPU split by what its threads do: the one rule that turns two readings of
-//! this process's threads (`/proc/self/task/*/stat`, taken at the measurement window's edges)
+//! this process's threads (`/proc/self/task/*/schedstat` and `stat`, taken at the measurement
+//! window's edges)
 //! into cores per role (`receive`, `pacer`, `tokio`, `other`, told by the thread's name).
 //!
 //! What `/proc` can tell, and so what the split counts:
@@ -11,8 +12,10 @@
 //!   process's total (`generator.cpu_cores_measure`, from `getrusage`) still has it, which is
 //!   why the split is reported beside the total and the groups may add up to less.
 //!
-//! The kernel counts a thread's time in clock ticks (`_SC_CLK_TCK`, 100 a second on common
-//! builds): each thread's figure is good to a tick, so a short window's small shares are coarse.
+//! A thread's time is its `schedstat` on-CPU nanoseconds (the scheduler's own clock, exact).
+//! Only a kernel without `CONFIG_SCHED_INFO` falls back to `stat`'s `utime + stime`, in clock
+//! ticks (`_SC_CLK_TCK`, 100 a second on common builds): good to a tick, so there a short
+//! window's small shares are coarse (a pacer's 14 ms in 10 s is ± 7 %).
 //!
 //! [`split`] is the pure rule; [`Snapshot::read`] the reading (`None` off Linux or when
 //! `/proc/self/task` cannot be read). A one-process run splits its own window; in a fleet each
@@ -191,24 +194,25 @@ impl Role {
 
 /// One thread as one reading saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadTicks {
+pub struct ThreadCpu {
     /// Its name.
     pub comm: String,
-    /// `utime + stime`, clock ticks.
-    pub ticks: u64,
+    /// CPU time it has used, nanoseconds.
+    pub ns: u64,
 }
 
-/// Parses a `/proc/PID/task/TID/stat` line into the thread's name and `utime + stime`. The
-/// name is between the first `(` and the last `)` (it may itself hold spaces and parentheses);
-/// utime and stime are the 14th and 15th fields. `None` for anything else.
-pub fn parse_task_stat(text: &str) -> Option<ThreadTicks> {
+/// Parses a `/proc/PID/task/TID/stat` line into the thread's name and `utime + stime` in
+/// nanoseconds at `ns_per_tick`. The name is between the first `(` and the last `)` (it may
+/// itself hold spaces and parentheses); utime and stime are the 14th and 15th fields. `None`
+/// for anything else.
+pub fn parse_task_stat(text: &str, ns_per_tick: u64) -> Option<ThreadCpu> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?;
     let ticks = crate::sampler::parse_stat_cpu_ticks(text)?;
-    Some(ThreadTicks {
+    Some(ThreadCpu {
         comm: comm.to_string(),
-        ticks,
+        ns: ticks.saturating_mul(ns_per_tick),
     })
 }
 
@@ -216,14 +220,16 @@ pub fn parse_task_stat(text: &str) -> Option<ThreadTicks> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Each thread that could be read.
-    pub threads: BTreeMap<u32, ThreadTicks>,
+    pub threads: BTreeMap<u32, ThreadCpu>,
 }
 
 impl Snapshot {
-    /// Reads `/proc/self/task/*/stat`. A thread that ends while it is read is skipped; `None`
-    /// when the folder cannot be listed or no thread could be read (not Linux, no `/proc`).
+    /// Reads `/proc/self/task/*/stat` (the name) and `schedstat` (the time; `stat`'s ticks
+    /// when it cannot be read). A thread that ends while it is read is skipped; `None` when the
+    /// folder cannot be listed or no thread could be read (not Linux, no `/proc`).
     pub fn read() -> Option<Snapshot> {
         let dir = std::fs::read_dir("/proc/self/task").ok()?;
+        let ns_per_tick = (1e9 / ticks_per_second()).round() as u64;
         let mut threads = BTreeMap::new();
         for entry in dir.flatten() {
             let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
@@ -232,9 +238,16 @@ impl Snapshot {
             let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            if let Some(t) = parse_task_stat(&text) {
-                threads.insert(tid, t);
+            let Some(mut t) = parse_task_stat(&text, ns_per_tick) else {
+                continue;
+            };
+            if let Some((run_ns, _)) = std::fs::read_to_string(entry.path().join("schedstat"))
+                .ok()
+                .and_then(|l| crate::sampler::parse_schedstat_ns(&l))
+            {
+                t.ns = run_ns;
             }
+            threads.insert(tid, t);
         }
         (!threads.is_empty()).then_some(Snapshot { threads })
     }
@@ -251,35 +264,35 @@ pub fn ticks_per_second() -> f64 {
     }
 }
 
-/// The split of a window from its two readings: cores per role (ticks ÷ `ticks_per_s` ÷
-/// `wall_s`) and the threads of each role in the second reading. A thread in both readings
-/// counts what it used between them; one only in the second, all it used (it started inside
-/// the window; so does a thread id reused by a new thread, told by its ticks going back); one
-/// only in the first counts nothing (lost, see the module's comment). The role is the one the
-/// second reading names.
-pub fn split(a: &Snapshot, b: &Snapshot, ticks_per_s: f64, wall_s: f64) -> Split {
-    let mut ticks = ByRole::<u64>::default();
+/// The split of a window from its two readings: cores per role (nanoseconds ÷ 10⁹ ÷ `wall_s`)
+/// and the threads of each role in the second reading. A thread in both readings counts what
+/// it used between them; one only in the second, all it used (it started inside the window; so
+/// does a thread id reused by a new thread, told by its time going back); one only in the first
+/// counts nothing (lost, see the module's comment). The role is the one the second reading
+/// names.
+pub fn split(a: &Snapshot, b: &Snapshot, wall_s: f64) -> Split {
+    let mut ns = ByRole::<u64>::default();
     let mut count = ByRole::<u32>::default();
     for (tid, t) in &b.threads {
         let used = match a.threads.get(tid) {
-            Some(before) if before.ticks <= t.ticks => t.ticks - before.ticks,
-            _ => t.ticks,
+            Some(before) if before.ns <= t.ns => t.ns - before.ns,
+            _ => t.ns,
         };
         let (slot, n) = match Role::of(&t.comm) {
-            Role::Receive => (&mut ticks.receive, &mut count.receive),
-            Role::Pacer => (&mut ticks.pacer, &mut count.pacer),
-            Role::Tokio => (&mut ticks.tokio, &mut count.tokio),
-            Role::Other => (&mut ticks.other, &mut count.other),
+            Role::Receive => (&mut ns.receive, &mut count.receive),
+            Role::Pacer => (&mut ns.pacer, &mut count.pacer),
+            Role::Tokio => (&mut ns.tokio, &mut count.tokio),
+            Role::Other => (&mut ns.other, &mut count.other),
         };
         *slot = slot.saturating_add(used);
         *n += 1;
     }
-    let per = ticks_per_s.max(1e-9) * wall_s.max(1e-9);
+    let per = 1e9 * wall_s.max(1e-9);
     let cores = ByRole {
-        receive: ticks.receive as f64 / per,
-        pacer: ticks.pacer as f64 / per,
-        tokio: ticks.tokio as f64 / per,
-        other: ticks.other as f64 / per,
+        receive: ns.receive as f64 / per,
+        pacer: ns.pacer as f64 / per,
+        tokio: ns.tokio as f64 / per,
+        other: ns.other as f64 / per,
     };
     Split {
         cores,
@@ -289,7 +302,7 @@ pub fn split(a: &Snapshot, b: &Snapshot, ticks_per_s: f64, wall_s: f64) -> Split
 
 /// The window's split from its two readings, when both were taken.
 pub fn window_split(a: Option<&Snapshot>, b: Option<&Snapshot>, wall_s: f64) -> Option<Split> {
-    Some(split(a?, b?, ticks_per_second(), wall_s))
+    Some(split(a?, b?, wall_s))
 }
 
 #[cfg(test)]
@@ -307,24 +320,31 @@ mod tests {
         Snapshot {
             threads: lines
                 .iter()
-                .filter_map(|(tid, l)| Some((*tid, parse_task_stat(l)?)))
+                .filter_map(|(tid, l)| Some((*tid, parse_task_stat(l, 10_000_000)?)))
                 .collect(),
         }
     }
 
     #[test]
     fn a_stat_line_gives_the_name_between_the_first_and_last_parenthesis() {
-        let t = parse_task_stat(&line(7, "odd) (name", 30, 12)).expect("parses");
+        let t = parse_task_stat(&line(7, "odd) (name", 30, 12), 10).expect("parses");
         assert_eq!(t.comm, "odd) (name");
-        assert_eq!(t.ticks, 42);
-        let t = parse_task_stat(&line(8, "with space", 1, 2)).expect("parses");
-        assert_eq!((t.comm.as_str(), t.ticks), ("with space", 3));
-        assert_eq!(parse_task_stat(""), None);
-        assert_eq!(parse_task_stat("12 (cut) S 1 2"), None, "too few fields");
-        assert_eq!(parse_task_stat("12 no parentheses 1 2 3"), None);
-        assert_eq!(parse_task_stat(") backwards ("), None);
+        assert_eq!(t.ns, 420);
+        let t = parse_task_stat(&line(8, "with space", 1, 2), 10_000_000).expect("parses");
+        assert_eq!((t.comm.as_str(), t.ns), ("with space", 30_000_000));
+        assert_eq!(parse_task_stat("", 10), None);
         assert_eq!(
-            parse_task_stat(&line(9, "x", 1, 2).replace(" 1 2 0 0 20", " 1 two 0 0 20")),
+            parse_task_stat("12 (cut) S 1 2", 10),
+            None,
+            "too few fields"
+        );
+        assert_eq!(parse_task_stat("12 no parentheses 1 2 3", 10), None);
+        assert_eq!(parse_task_stat(") backwards (", 10), None);
+        assert_eq!(
+            parse_task_stat(
+                &line(9, "x", 1, 2).replace(" 1 2 0 0 20", " 1 two 0 0 20"),
+                10
+            ),
             None,
             "stime not a number"
         );
@@ -364,7 +384,7 @@ mod tests {
             (7, line(7, "chatbench-rx-1", 40, 10)),
             (8, line(8, "chatbench-rx-2", 10, 0)),
         ]);
-        let Split { cores, threads } = split(&a, &b, 100.0, 2.0);
+        let Split { cores, threads } = split(&a, &b, 2.0);
         // receive: 300 + 50 + 10 ticks; pacer 20; tokio 20; other 1 + 1; over 200 ticks.
         assert_eq!(
             cores,
@@ -388,7 +408,7 @@ mod tests {
 
     #[test]
     fn an_empty_or_missing_reading_splits_into_nothing() {
-        let s = split(&Snapshot::default(), &Snapshot::default(), 100.0, 1.0);
+        let s = split(&Snapshot::default(), &Snapshot::default(), 1.0);
         assert_eq!(s, Split::default());
         assert_eq!(window_split(None, Some(&Snapshot::default()), 1.0), None);
     }
@@ -470,5 +490,29 @@ mod tests {
         let s = Snapshot::read().expect("/proc/self/task on Linux");
         assert!(!s.threads.is_empty());
         assert!(ticks_per_second() > 0.0);
+        // A thread that used 3 ms of CPU reads as such from `schedstat`, to the nanosecond:
+        // the tick fallback could read 0 or 10 ms.
+        let spin = std::thread::Builder::new()
+            .name("spin-3ms".into())
+            .spawn(|| {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(3) {
+                    std::hint::spin_loop();
+                }
+                Snapshot::read().expect("a reading")
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        let t = spin
+            .threads
+            .values()
+            .find(|t| t.comm == "spin-3ms")
+            .expect("the thread");
+        assert!(
+            t.ns >= 2_000_000 && t.ns % 10_000_000 != 0,
+            "{} ns: not the scheduler's own clock",
+            t.ns
+        );
     }
 }
