@@ -10,8 +10,9 @@
 //!   deliveries per second over the same connections and room size; the generator's CPU per
 //!   delivery from its summary;
 //! - the client send step ([`client_send_step`], module `client_send`): the plainest client
-//!   sending the generator step's messages (one timed `write` each, from the receiver's CPU),
-//!   whose CPU per delivery is the client send floor;
+//!   sending the generator step's messages (one timed `write` each, from the receiver's CPU)
+//!   into the plainest server and the plain receiver; the client's CPU per delivery is the
+//!   client send floor;
 //! - the paced step ([`Pace`]): the plain step again, its writer at the server's pace in that
 //!   generator run (or a fixed one), since the receive floor depends on how fast its writer is.
 //!
@@ -19,8 +20,8 @@
 //! the server run on the first CPU, the receiver and the generator on the second (as
 //! `run --serve` pins them).
 //!
-//! A row is invalid when the sending side (the plain sender, or the server) was the bottleneck:
-//! it fell behind the rate, lost frames, or used ≥ 90 % of its core.
+//! A row is invalid when the sending side (the plain sender, the plain client sender, or the
+//! server) was the bottleneck: it fell behind the rate, lost frames, or used ≥ 90 % of its core.
 
 mod client_send;
 mod plain;
