@@ -15,7 +15,10 @@
 //!
 //! The client sender's own CPU per message, and per delivery, is the client send floor. Its
 //! peer sleeps between fan-outs and is sometimes still writing one when the next message comes,
-//! as the server is, so each write pays for waking it about as often as the pacer's do.
+//! as the server is, so a write pays for waking it only some of the time. How often depends on
+//! how busy the peer is: a slower server is awake more, and its client's sends cost less (at
+//! 80,000 deliveries/s the generator's pacer measured 0.9× this floor against the epoll server;
+//! docs/notes/2026-12-07-client-send-floor.md).
 //!
 //! Why a floor of its own: the generator must send what it measures, and on a VM each send to
 //! an idle peer on another CPU pays for the timer wake-up before it and the peer's wake-up in
