@@ -8,6 +8,9 @@
 //! spin-wait between writes on the sender's own CPU): a receiver fed more slowly catches up
 //! with its writer more often and sleeps more per frame, so the receive floor depends on how
 //! fast the other end writes (docs/methodology.md, "Why a second floor").
+//!
+//! Its pieces (the loopback pairs, the epoll set and wait, the receiver, the server's frame)
+//! also make the client send step's loop ([`super::client_send`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
