@@ -35,7 +35,7 @@ use serde::Serialize;
 use chatbench_loadgen::schedule::Schedule;
 use chatbench_model::scenario::Arrival;
 
-use super::plain::{epoll_over, pairs, recv_loop, thread_cpu, wait, wire_frame};
+use super::plain::{epoll_over, msg_text, pairs, recv_loop, thread_cpu, wait, wire_frame};
 use super::{FloorError, FloorOptions, RATE_KEPT};
 
 /// One run of the plain client sender.
@@ -62,13 +62,7 @@ pub struct ClientSendRun {
 
 /// A `msg` frame as the generator sends it: the encoder's text in a masked WebSocket text frame.
 fn client_frame(payload: usize) -> Vec<u8> {
-    let text = chatbench_protocol::encode_msg(
-        "r0",
-        "a0.c0",
-        1_000_000,
-        1_000_000_000,
-        &"x".repeat(payload),
-    );
+    let text = msg_text("a0.c0", payload);
     let mut out = Vec::new();
     chatbench_loadgen::write_masked(&mut out, 0x1, text.as_bytes(), [0x5a, 0xc3, 0x0f, 0x96]);
     out

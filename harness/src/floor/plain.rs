@@ -64,15 +64,15 @@ pub(super) fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The text of the floor's `msg` from `from`, a `payload`-byte body: the encoder's, with a
+/// sequence number and a timestamp of the sizes a run's have.
+pub(super) fn msg_text(from: &str, payload: usize) -> String {
+    chatbench_protocol::encode_msg("r0", from, 1_000_000, 1_000_000_000, &"x".repeat(payload))
+}
+
 /// A `msg` frame as a server sends it: the encoder's text in an unmasked WebSocket text frame.
 pub(super) fn wire_frame(payload: usize) -> Vec<u8> {
-    let text = chatbench_protocol::encode_msg(
-        "r0",
-        "a0.c1",
-        1_000_000,
-        1_000_000_000,
-        &"x".repeat(payload),
-    );
+    let text = msg_text("a0.c1", payload);
     let mut out = vec![0x81];
     match text.len() {
         n @ 0..=125 => out.push(n as u8),
