@@ -15,7 +15,7 @@
 //! A thread's time is its `schedstat` on-CPU nanoseconds (the scheduler's own clock, exact).
 //! Only a kernel without `CONFIG_SCHED_INFO` falls back to `stat`'s `utime + stime`, in clock
 //! ticks (`_SC_CLK_TCK`, 100 a second on common builds): good to a tick, so there a short
-//! window's small shares are coarse (a pacer's 14 ms in 10 s is ± 7 %).
+//! window's small shares are coarse (a pacer's 140 ms in 10 s is ± 7 %).
 //!
 //! [`split`] is the pure rule; [`Snapshot::read`] the reading (`None` off Linux or when
 //! `/proc/self/task` cannot be read). A one-process run splits its own window; in a fleet each
