@@ -490,29 +490,46 @@ mod tests {
         let s = Snapshot::read().expect("/proc/self/task on Linux");
         assert!(!s.threads.is_empty());
         assert!(ticks_per_second() > 0.0);
-        // A thread that used 3 ms of CPU reads as such from `schedstat`, to the nanosecond:
-        // the tick fallback could read 0 or 10 ms.
+        // A thread that used 30 ms of CPU reads as such from `schedstat`, to the nanosecond:
+        // the tick fallback reads a multiple of 10 ms. The spin counts the thread's own CPU
+        // clock, not wall time, since a busy machine may give it a fraction of the wall;
+        // `schedstat` may lag that clock by up to one scheduler tick (≤ 10 ms at HZ ≥ 100).
         let spin = std::thread::Builder::new()
-            .name("spin-3ms".into())
+            .name("spin-30ms".into())
             .spawn(|| {
-                let t = std::time::Instant::now();
-                while t.elapsed() < std::time::Duration::from_millis(3) {
+                let wall = std::time::Instant::now();
+                while own_cpu_ns() < 30_000_000 && wall.elapsed().as_secs() < 20 {
                     std::hint::spin_loop();
                 }
-                Snapshot::read().expect("a reading")
+                let snap = Snapshot::read().expect("a reading");
+                (own_cpu_ns(), snap)
             })
             .expect("spawn")
             .join()
             .expect("join");
-        let t = spin
+        let (cpu, snap) = spin;
+        assert!(cpu >= 30_000_000, "the spin got {cpu} ns of CPU in 20 s");
+        let t = snap
             .threads
             .values()
-            .find(|t| t.comm == "spin-3ms")
+            .find(|t| t.comm == "spin-30ms")
             .expect("the thread");
         assert!(
-            t.ns >= 2_000_000 && t.ns % 10_000_000 != 0,
-            "{} ns: not the scheduler's own clock",
+            t.ns >= 15_000_000 && t.ns <= cpu && t.ns % 10_000_000 != 0,
+            "{} ns of the thread's {cpu} ns: not the scheduler's own clock",
             t.ns
         );
+    }
+
+    /// The calling thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`), in ns.
+    fn own_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }
