@@ -128,6 +128,29 @@ fn floor_measures_the_plain_pair_and_the_generator_at_one_load() {
         md.contains("| deliveries/s | writer's pace | receive floor, paced |"),
         "{md}"
     );
+    // The plainest client of the generator's own server: the same messages, each fanned out
+    // by `chatbench serve --arch epoll` to the room's 9 others, every byte read.
+    let t = &row["target"][0];
+    let messages = t["messages"].as_u64().expect("messages");
+    assert!((330..=336).contains(&messages), "{j:#}");
+    assert!(
+        t["invalid"].as_array().is_some_and(|i| i.is_empty()),
+        "{j:#}"
+    );
+    assert!(t["server_cores"].as_f64().is_some_and(|c| c > 0.0), "{j:#}");
+    let t_recv = row["target_recv_us"].as_f64().expect("a target receive");
+    let t_send = row["target_send_us"].as_f64().expect("a target send");
+    assert!(
+        (t_send - t["send_us_per_message"].as_f64().expect("per message") / 9.0).abs() < 1e-9,
+        "{j:#}"
+    );
+    let t_ratio = row["target_ratio"].as_f64().expect("a target ratio");
+    assert!((t_ratio - gen / (t_recv + t_send)).abs() < 1e-9, "{j:#}");
+    assert!(
+        md.contains("against `chatbench serve --arch epoll` at the generator's load")
+            && md.contains("| generator ÷ (receive + send) | its receive threads ÷ receive |"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -144,6 +167,8 @@ fn floor_without_the_generator_paces_its_writer_only_when_told_how() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let j = floor_json(&out);
     assert!(j["rows"][0].get("paced").is_none(), "{j:#}");
+    // Nor a plainest client of a server.
+    assert!(j["rows"][0].get("target").is_none(), "{j:#}");
     // A fixed pace: one paced run per turn, at that pace.
     let out = dir.path().join("fixed");
     let o = floor(&args("20"), &out);

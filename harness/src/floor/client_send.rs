@@ -71,11 +71,11 @@ fn client_frame(payload: usize) -> Vec<u8> {
 /// The sending thread: one sender per room, each on the generator's own schedule
 /// ([`Schedule`]: uniform arrival at `per_s / rooms` messages per second, a random phase, a
 /// seed per room); it sleeps until the earliest due time and writes every message due by then,
-/// one `write` each, as the pacer does; it stops 10 s after the schedules end if still behind.
-/// Returns (messages, elapsed, CPU, real-time).
-fn send_loop(
+/// one `write` each (`frames[room]`), as the pacer does; it stops 10 s after the schedules end
+/// if still behind. Returns (messages, elapsed, CPU, real-time).
+pub(super) fn send_loop(
     senders: &mut [TcpStream],
-    frame: &[u8],
+    frames: &[Vec<u8>],
     per_s: f64,
     seconds: u64,
     cpu: Option<usize>,
@@ -116,7 +116,7 @@ fn send_loop(
                 break;
             }
             heap.pop();
-            senders[room].write_all(frame)?;
+            senders[room].write_all(&frames[room])?;
             sent += 1;
             if let Some(next) = schedules[room].next() {
                 heap.push(Reverse((next, room)));
@@ -231,7 +231,8 @@ pub fn client_send_step(
     });
     let seconds = o.seconds;
     let (sent, client_out) = std::thread::spawn(move || {
-        let sent = send_loop(&mut client_out, &client, per_s, seconds, recv_cpu);
+        let frames = vec![client; rooms];
+        let sent = send_loop(&mut client_out, &frames, per_s, seconds, recv_cpu);
         (sent, client_out)
     })
     .join()

@@ -14,7 +14,11 @@
 //!   into the plainest server and the plain receiver; the client's CPU per delivery is the
 //!   client send floor;
 //! - the paced step ([`Pace`]): the plain step again, its writer at the server's pace in that
-//!   generator run (or a fixed one), since the receive floor depends on how fast its writer is.
+//!   generator run (or a fixed one), since the receive floor depends on how fast its writer is;
+//! - the target step ([`target_step`], module `target`): the plainest client (the client
+//!   sender and the plain receiver) against the generator step's own server at the same load;
+//!   what it pays is what any client of that server pays, so the generator over it is the
+//!   instrument's own share.
 //!
 //! Then the medians per row, the two ratios and the tables. On two or more CPUs the sender and
 //! the server run on the first CPU, the receiver and the generator on the second (as
@@ -25,6 +29,7 @@
 
 mod client_send;
 mod plain;
+mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -37,6 +42,7 @@ use chatbench_model::results::Summary;
 
 pub use client_send::{client_send_step, ClientSendRun};
 pub use plain::{plain_step, PlainRun};
+pub use target::{target_step, TargetRun};
 
 /// Why `chatbench floor` could not measure: a bad option (exit 2, [`FloorError::is_usage`]) or
 /// a step that failed (exit 3), each naming what and where.
@@ -151,6 +157,37 @@ pub enum FloorError {
         /// The cause.
         #[source]
         source: serde_json::Error,
+    },
+    /// The server of the target step could not be started.
+    #[error("starting the server")]
+    Launch(#[source] crate::launcher::LaunchError),
+    /// A connection of the target step could not be set up.
+    #[error("setting up connection {conn} to the server (out of descriptors? raise `ulimit -n`)")]
+    TargetSetup {
+        /// Connections set up before it.
+        conn: usize,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server answered a connection's upgrade or `join` with something else.
+    #[error(
+        "connection {conn}: the server answered the WebSocket upgrade or the `join` with \
+         {reply:?}, not `101` and `joined`"
+    )]
+    TargetRefused {
+        /// Connections set up before it.
+        conn: usize,
+        /// The first line of what it answered.
+        reply: String,
+    },
+    /// A target step's set-up failed, and the server said something on stderr.
+    #[error("{source}; the server's last words: {tail}")]
+    TargetSaid {
+        /// What failed.
+        source: Box<FloorError>,
+        /// The end of the server's stderr.
+        tail: String,
     },
     /// The run wrote no run folder.
     #[error("{}: the run wrote no folder", .0.display())]
@@ -344,6 +381,21 @@ pub struct RateRow {
     /// Generator ÷ the paced receive floor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paced_ratio: Option<f64>,
+    /// The plainest client's runs against the generator step's server ([`target_step`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<TargetRun>,
+    /// Median receive CPU per frame of its valid runs, µs: the receive floor against the
+    /// server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_recv_us: Option<f64>,
+    /// Median send CPU per delivery of its valid runs, µs: the client send floor against the
+    /// server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_send_us: Option<f64>,
+    /// Generator ÷ (target receive + target send): the generator against the plainest client
+    /// of the same server at the same load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ratio: Option<f64>,
 }
 
 impl RateRow {
@@ -366,6 +418,10 @@ impl RateRow {
             pace_us: None,
             paced_floor_us: None,
             paced_ratio: None,
+            target: Vec::new(),
+            target_recv_us: None,
+            target_send_us: None,
+            target_ratio: None,
         }
     }
 
@@ -400,6 +456,13 @@ impl RateRow {
             .generator_us
             .zip(self.paced_floor_us)
             .map(|(g, r)| g / r);
+        let target = || self.target.iter().filter(|t| t.invalid.is_empty());
+        self.target_recv_us = median(target().map(|t| t.recv_us).collect());
+        self.target_send_us = median(target().map(|t| t.send_us_per_delivery).collect());
+        self.target_ratio = self
+            .generator_us
+            .zip(self.target_recv_us.zip(self.target_send_us))
+            .map(|(g, (r, c))| g / (r + c));
     }
 
     /// Whether any run of the row is invalid.
@@ -409,6 +472,7 @@ impl RateRow {
             .chain(&self.paced)
             .any(|p| !p.invalid.is_empty())
             || self.client_send.iter().any(|c| !c.invalid.is_empty())
+            || self.target.iter().any(|t| !t.invalid.is_empty())
             || self.generator.iter().any(|g| !g.invalid.is_empty())
     }
 }
@@ -437,6 +501,11 @@ fn measure_row(
             eprintln!("{turn}: generator");
             row.generator
                 .push(generator_step(o, arch, rate, i).map_err(FloorError::in_step("generator"))?);
+            eprintln!("{turn}: plain client of the {arch} server");
+            row.target.push(
+                target_step(o, arch, rate, send_cpu, recv_cpu)
+                    .map_err(FloorError::in_step("target"))?,
+            );
         }
         let generator = row.generator.get(i);
         if let Some(pace) = o.pace.after(generator) {
@@ -630,6 +699,50 @@ fn paced_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
     }
 }
 
+/// The fourth table: the plainest client against the generator step's own server, and the
+/// generator against it (nothing when no row has such a run).
+fn target_table(s: &mut String, o: &FloorOptions, rows: &[RateRow]) {
+    use std::fmt::Write;
+    let Some(arch) = o
+        .arch
+        .as_deref()
+        .filter(|_| rows.iter().any(|r| !r.target.is_empty()))
+    else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nThe plainest client of the same server: the client sender and the plain receiver \
+         against `chatbench serve --arch {arch}` at the generator's load, and the generator \
+         against it (what any client of this server pays; the rest is the instrument's own):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| deliveries/s | server cores | receive, per frame | frames per wake-up | send, per delivery | generator ÷ (receive + send) | its receive threads ÷ receive | its pacer ÷ send |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows.iter().filter(|r| !r.target.is_empty()) {
+        let valid = || r.target.iter().filter(|t| t.invalid.is_empty());
+        let cores = median(valid().filter_map(|t| t.server_cores).collect());
+        let wake = median(valid().map(|t| t.frames_per_wake).collect());
+        let over = |part: Option<f64>, of: Option<f64>| fmt_ratio(part.zip(of).map(|(p, f)| p / f));
+        let _ = writeln!(
+            s,
+            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            r.rate,
+            cores
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "—".into()),
+            fmt_us(r.target_recv_us),
+            wake.map(|w| format!("{w:.2}")).unwrap_or_default(),
+            fmt_us(r.target_send_us),
+            fmt_ratio(r.target_ratio),
+            over(r.receive_us, r.target_recv_us),
+            over(r.pacer_us, r.target_send_us),
+        );
+    }
+}
+
 fn markdown(
     o: &FloorOptions,
     rows: &[RateRow],
@@ -683,6 +796,7 @@ fn markdown(
     }
     client_send_table(&mut s, o, rows);
     paced_table(&mut s, o, rows);
+    target_table(&mut s, o, rows);
     for r in rows {
         for c in r.client_send.iter().filter(|c| !c.invalid.is_empty()) {
             let _ = writeln!(

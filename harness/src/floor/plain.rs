@@ -67,12 +67,21 @@ pub(super) fn thread_cpu() -> Duration {
 /// The text of the floor's `msg` from `from`, a `payload`-byte body: the encoder's, with a
 /// sequence number and a timestamp of the sizes a run's have.
 pub(super) fn msg_text(from: &str, payload: usize) -> String {
-    chatbench_protocol::encode_msg("r0", from, 1_000_000, 1_000_000_000, &"x".repeat(payload))
+    msg_text_in("r0", from, payload)
+}
+
+/// [`msg_text`] to room `room`.
+pub(super) fn msg_text_in(room: &str, from: &str, payload: usize) -> String {
+    chatbench_protocol::encode_msg(room, from, 1_000_000, 1_000_000_000, &"x".repeat(payload))
 }
 
 /// A `msg` frame as a server sends it: the encoder's text in an unmasked WebSocket text frame.
 pub(super) fn wire_frame(payload: usize) -> Vec<u8> {
-    let text = msg_text("a0.c1", payload);
+    text_frame(&msg_text("a0.c1", payload))
+}
+
+/// `text` in an unmasked WebSocket text frame, as a server sends it.
+pub(super) fn text_frame(text: &str) -> Vec<u8> {
     let mut out = vec![0x81];
     match text.len() {
         n @ 0..=125 => out.push(n as u8),
