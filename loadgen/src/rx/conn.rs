@@ -105,6 +105,12 @@ impl Conn {
         matches!(self.out, Out::Shared(_))
     }
 
+    /// Whether it owes bytes its socket did not take (a receive-only connection, whose socket
+    /// is watched for writability only from then on: [`super::worker`]).
+    pub fn owes(&self) -> bool {
+        matches!(&self.out, Out::Own(out) if !out.is_empty())
+    }
+
     /// The same connection, a sender's: what it owes goes into the out-buffer it shares with
     /// the pacer, which writes its messages ([`crate::tx`]).
     pub fn with_link(mut self, link: std::sync::Arc<crate::tx::Link>) -> Conn {

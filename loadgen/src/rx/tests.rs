@@ -170,6 +170,80 @@ fn deliveries_duplicates_and_fragments_are_judged_as_on_the_tokio_path() {
 }
 
 #[test]
+fn a_pong_behind_a_full_send_buffer_goes_out_once_the_socket_takes_it() {
+    // A receive-only socket is watched for writing only once it owes what it could not write.
+    let (shared, plan, _) = engine("");
+    // Small fixed buffers (no autotuning), so a full send buffer stays full until the server
+    // reads.
+    let small = |s: &socket2::Socket| {
+        s.set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
+        s.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    };
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    small(&listener);
+    listener
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    listener.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let client =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    small(&client);
+    client.connect(&addr).expect("connect");
+    let client: std::net::TcpStream = client.into();
+    let (server, _) = listener.accept().expect("accept");
+    let mut server: std::net::TcpStream = server.into();
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client.set_nonblocking(true).expect("non-blocking");
+    // A second handle on the client's socket, to fill its send buffer while the worker has it.
+    let mut filler = client.try_clone().expect("clone");
+    let (done, _ticket) = oneshot::channel();
+    let conn = Conn::new(
+        mio::net::TcpStream::from_std(client),
+        plan,
+        Receiver::new(&shared),
+        Vec::new(),
+        done,
+    );
+    assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
+    // Big writes, then single bytes (a small write may still go into the last segment's room
+    // after a big one is refused): the bytes written.
+    let mut fill = || {
+        let mut junk = 0usize;
+        for size in [64 * 1024, 1] {
+            let chunk = vec![0u8; size];
+            loop {
+                match filler.write(&chunk) {
+                    Ok(n) => junk += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("filling: {e}"),
+                }
+                assert!(junk < 1 << 30, "the send buffer never filled");
+            }
+        }
+        junk
+    };
+    // What the server has received, it acknowledges (at the latest by its delayed ACK), which
+    // frees that much of the client's send buffer, and any segment of the server's carries
+    // that acknowledgement. So: fill, wait for the acknowledgement, fill again with the
+    // server's window closed (nothing more can be acknowledged), then ping: the pong cannot
+    // be written.
+    let mut junk = fill();
+    std::thread::sleep(Duration::from_millis(300));
+    junk += fill();
+    server.write_all(&frame(0x89, b"hello")).expect("ping");
+    std::thread::sleep(Duration::from_millis(100));
+    // The server reads: the client's socket takes the pong, and only a watch for writability
+    // brings the worker back to write it.
+    let mut rest = vec![0u8; junk];
+    server.read_exact(&mut rest).expect("the junk");
+    assert_eq!(read_client_frame(&mut server), (0x8A, b"hello".to_vec()));
+}
+
+#[test]
 fn a_ping_is_answered_with_its_pong_and_a_close_is_counted_under_its_code() {
     let (shared, plan, _) = engine("");
     let (mut server, ticket) = attach(&shared, plan);
