@@ -54,6 +54,15 @@ fn engine_with_phase(
 /// A connected pair: the test's server end (blocking, with a read timeout) and a worker
 /// reading the client end. Returns the server end and the connection's ticket.
 fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot::Receiver<Ended>) {
+    attach_as(shared, plan, |c| c)
+}
+
+/// As [`attach`], the connection first changed by `how`.
+fn attach_as(
+    shared: &Arc<Shared>,
+    plan: ConnPlan,
+    how: impl FnOnce(Conn) -> Conn,
+) -> (std::net::TcpStream, oneshot::Receiver<Ended>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let client =
         std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -70,7 +79,7 @@ fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot
         Vec::new(),
         done,
     );
-    assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
+    assert!(shared.rx.add(shared.clone(), Box::new(how(conn))).is_ok());
     (server, ticket)
 }
 
@@ -170,8 +179,33 @@ fn deliveries_duplicates_and_fragments_are_judged_as_on_the_tokio_path() {
 }
 
 #[test]
+fn an_unstamped_connection_is_judged_with_plain_reads_and_counts_no_lag() {
+    // Neither socket was asked for timestamps (`stamp::enable`): the stamped connection's
+    // reads count as unstamped; the unstamped one's are plain reads, counted as nothing.
+    for (stamped, unstamped_reads) in [(true, true), (false, false)] {
+        let (shared, plan, from) = engine("");
+        let how = move |c: Conn| if stamped { c } else { c.unstamped() };
+        let (mut server, ticket) = attach_as(&shared, plan, how);
+        for seq in 1..=3u64 {
+            server
+                .write_all(&frame(0x81, msg(&from, seq).as_bytes()))
+                .expect("write");
+        }
+        eventually("3 deliveries", || counters(&shared) == (3, 0));
+        shared.rx.stop_all();
+        assert_eq!(ended(ticket).exit, Exit::Stop);
+        let n = Stats::get(&shared.stats.counters.unstamped_reads);
+        assert_eq!(
+            n > 0,
+            unstamped_reads,
+            "stamped {stamped}: {n} unstamped reads"
+        );
+    }
+}
+
+#[test]
 fn a_pong_behind_a_full_send_buffer_goes_out_once_the_socket_takes_it() {
-    // A receive-only socket is watched for writing only once it owes what it could not write.
+    // What a receive-only connection owes waits for its socket's room, and goes out then.
     let (shared, plan, _) = engine("");
     // Small fixed buffers (no autotuning), so a full send buffer stays full until the server
     // reads.
@@ -236,8 +270,8 @@ fn a_pong_behind_a_full_send_buffer_goes_out_once_the_socket_takes_it() {
     junk += fill();
     server.write_all(&frame(0x89, b"hello")).expect("ping");
     std::thread::sleep(Duration::from_millis(100));
-    // The server reads: the client's socket takes the pong, and only a watch for writability
-    // brings the worker back to write it.
+    // The server reads: the client's socket takes the pong, and only a writable event brings
+    // the worker back to write it (no more reads come).
     let mut rest = vec![0u8; junk];
     server.read_exact(&mut rest).expect("the junk");
     assert_eq!(read_client_frame(&mut server), (0x8A, b"hello".to_vec()));

@@ -7,13 +7,6 @@
 //! connection. Connections come in by [`Command::Add`] and go back to their tasks when they
 //! end or when the run stops ([`Command::StopAll`]).
 //!
-//! Interest: a sender's socket is watched for reading and writing from the start (the pacer
-//! leaves the worker what a full socket did not take); a receive-only socket for reading only,
-//! and for writing too from the first time it owes bytes its socket did not take (a pong or a
-//! close answer behind a full send buffer: rare). Watching every socket for writability cost
-//! the receive path a poll of each socket's write space at every ready event
-//! (docs/notes/2026-12-07-floor-plainest-client.md).
-//!
 //! Locality: at 20,000 deliveries/s over 2,000 connections each socket is read about once per
 //! 100 ms, so its state has left the core's caches by then, and waiting for it was most of
 //! the loop's own cost (docs/notes/2026-12-07-receive-user-space.md). The connections live
@@ -72,8 +65,6 @@ pub struct Worker {
     /// Connections to read next turn without waiting for an edge: those that had more than
     /// [`super::conn::READS_PER_TURN`] buffers, and those just added.
     again: Vec<usize>,
-    /// By slot: whether its socket is watched for writability too (see the module's doc).
-    writable: Vec<bool>,
 }
 
 impl Worker {
@@ -98,7 +89,6 @@ impl Worker {
                 // Its own histogram shard (any shard adds up the same).
                 tally: Tally::new(index),
                 again: Vec::new(),
-                writable: Vec::new(),
                 stopped: false,
             },
             waker,
@@ -173,6 +163,7 @@ impl Worker {
             shared,
             mask,
             scratch,
+            again,
             tally,
             ..
         } = self;
@@ -180,35 +171,14 @@ impl Worker {
             return;
         };
         let clock = clock.copied().unwrap_or_else(|| Clock::read(shared.epoch));
-        let turn = c.read_turn(shared, &clock, scratch, mask, tally);
-        if turn != Turn::Gone && c.owes() && !self.writable.get(slot).copied().unwrap_or(true) {
-            self.watch_writable(slot);
-        }
-        match turn {
+        match c.read_turn(shared, &clock, scratch, mask, tally) {
             Turn::Drained => {}
             Turn::More => {
-                if !self.again.contains(&slot) {
-                    self.again.push(slot);
+                if !again.contains(&slot) {
+                    again.push(slot);
                 }
             }
             Turn::Gone => self.hand_back(slot, Exit::Gone),
-        }
-    }
-
-    /// Watches connection `slot`'s socket for writability as well from now on (the edge comes
-    /// at once if it is writable now, and its event flushes what it owes).
-    fn watch_writable(&mut self, slot: usize) {
-        let Some(Some(c)) = self.conns.get_mut(slot) else {
-            return;
-        };
-        match self.poll.registry().reregister(
-            &mut c.stream,
-            Token(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            Ok(()) => self.writable[slot] = true,
-            // It stays watched for reading: the next read finds the connection broken, if so.
-            Err(e) => tracing::warn!("receive path: cannot watch a connection's writes: {e}"),
         }
     }
 
@@ -243,17 +213,11 @@ impl Worker {
             return;
         }
         let slot = self.free.pop().unwrap_or(self.conns.len());
-        let writable = conn.is_sender();
-        let interest = if writable {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut conn.stream, Token(slot), interest)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!("receive path: cannot watch a connection: {e}");
             shared.stats.closed_by_server.add("reset");
             let _ = conn.done.send(Ended {
@@ -267,10 +231,8 @@ impl Worker {
         }
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
-            self.writable.push(writable);
         } else {
             self.conns[slot] = Some(conn);
-            self.writable[slot] = writable;
         }
         self.shared.get_or_insert(shared);
         // What arrived between the hand-over and the registration may have raised no edge:
