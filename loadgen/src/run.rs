@@ -1362,11 +1362,7 @@ fn lag_line(g: &chatbench_model::results::GeneratorInfo) -> Option<String> {
         parts.push(format!("send lag {} µs", three(p)));
     }
     if let Some(p) = &g.receive_lag_us {
-        let of = match g.arrival {
-            Some(chatbench_model::scenario::ArrivalClock::Kernel) => "",
-            _ => &format!(" (every {}th connection)", crate::rx::stamp::LAG_SAMPLE),
-        };
-        parts.push(format!("receive lag{of} {} µs", three(p)));
+        parts.push(format!("receive lag {} µs", three(p)));
     }
     if parts.is_empty() {
         return None;

@@ -182,9 +182,7 @@ pub struct GeneratorInfo {
     /// Sender lag: actual write start minus intended send time, µs.
     pub send_lag_us: Option<Percentiles>,
     /// Receive lag on the epoll receive path: the read's return minus the kernel's receive
-    /// time of what it read, µs, one sample per in-window delivery to a connection read with
-    /// kernel timestamps: every one with `arrival = "kernel"`, else every 16th by its index in
-    /// each process (none without the path).
+    /// time of what it read, µs, one sample per in-window delivery (none without the path).
     #[serde(default)]
     pub receive_lag_us: Option<Percentiles>,
     /// What deliveries on the epoll receive path were timed to (`[client] arrival`):

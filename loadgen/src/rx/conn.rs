@@ -3,11 +3,10 @@
 //! turns what a read brought into frames, and each complete text message into the engine's
 //! judgement ([`judge_bytes`]: the very `judge` the tokio path calls, after a fast parse of
 //! an ASCII `msg` frame that needs no UTF-8 check) — so every figure means the same on both
-//! paths. One clock read per read: every frame it brought arrived by the time it returned, and
-//! is timed to that moment ([`Arrival`]). On a sample of the connections (all of them with
-//! `arrival = "kernel"`: [`super::stamp::sampled`]) each read is a `recvmsg` that also brings
-//! the kernel's receive time of what it read ([`super::stamp`]); the difference, what the
-//! receiving thread's wake-up cost, is recorded per in-window delivery as the receive lag.
+//! paths. Each read is a `recvmsg` that also brings the kernel's receive time of what it
+//! read ([`super::stamp`]); one clock read per read: every frame it brought arrived by the time
+//! it returned, and is timed to that moment ([`Arrival`]). The difference, what the receiving
+//! thread's wake-up cost, is recorded per in-window delivery as the receive lag.
 //!
 //! Bounds: at most one incomplete frame is kept (`max_message_size` plus its header, refused
 //! from the header as soon as it is known to be larger), one fragmented message of at most
@@ -15,7 +14,7 @@
 //! is not queued: tungstenite, too, keeps only the latest pong). A sender's connection owes
 //! them into the out-buffer it shares with the pacer instead ([`crate::tx::Link`], its bounds).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 
 use tokio::sync::oneshot;
 
@@ -76,9 +75,6 @@ pub struct Conn {
     message: Option<(Opcode, Vec<u8>)>,
     /// Control frames not yet taken by the socket.
     out: Out,
-    /// Whether its reads bring the kernel's receive time (`recvmsg` on a socket with
-    /// `SO_TIMESTAMPNS`; [`stamp::sampled`]), else a plain `read` timed to its return.
-    stamped: bool,
     /// Where the connection goes back when it ends or the run stops.
     pub done: oneshot::Sender<Ended>,
 }
@@ -100,16 +96,8 @@ impl Conn {
             partial,
             message: None,
             out: Out::Own(Vec::new()),
-            stamped: true,
             done,
         }
-    }
-
-    /// The same connection, read without kernel timestamps: a plain `read`, timed to its
-    /// return, and no receive lag (its socket was not asked for them: [`stamp::sampled`]).
-    pub fn unstamped(mut self) -> Conn {
-        self.stamped = false;
-        self
     }
 
     /// Whether it is a sender's (its writes go through the pacer).
@@ -137,12 +125,7 @@ impl Conn {
         tally: &mut Tally,
     ) -> Turn {
         for _ in 0..READS_PER_TURN {
-            let got = if self.stamped {
-                stamp::recv(&self.stream, scratch)
-            } else {
-                (&self.stream).read(scratch).map(|n| (n, None))
-            };
-            let (n, kernel_ns) = match got {
+            let (n, kernel_ns) = match stamp::recv(&self.stream, scratch) {
                 Ok((0, _)) => return self.gone(shared, End::Reset),
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Turn::Drained,
@@ -161,9 +144,7 @@ impl Conn {
             };
             let judged = self.received(shared, &scratch[..n], &mut read);
             let deliveries = tally.window_latencies() - before;
-            if self.stamped {
-                tally.receive_lag(&shared.stats, stamps.lag_us(), deliveries);
-            }
+            tally.receive_lag(&shared.stats, stamps.lag_us(), deliveries);
             if let Err(gone) = judged {
                 return gone;
             }

@@ -255,14 +255,10 @@ pub async fn hand_over<S: Transport>(
             return Hand::Gone;
         }
     };
-    // The kernel timestamps what arrives from now on, on every connection or a sample
-    // (a socket that refuses is read as before: its reads are timed to their return and
-    // counted as unstamped).
-    let stamped = stamp::sampled(shared.scenario.client.arrival, plan.index);
-    if stamped {
-        if let Err(e) = stamp::enable(&std) {
-            tracing::debug!("receive path: no kernel receive timestamps: {e}");
-        }
+    // The kernel timestamps what arrives from now on (a socket that refuses is read as before:
+    // its reads are timed to their return and counted as unstamped).
+    if let Err(e) = stamp::enable(&std) {
+        tracing::debug!("receive path: no kernel receive timestamps: {e}");
     }
     let link = crate::tx::attach(shared, plan, &std);
     let (done, ticket) = oneshot::channel();
@@ -275,9 +271,6 @@ pub async fn hand_over<S: Transport>(
     );
     if let Some(link) = &link {
         conn = conn.with_link(link.clone());
-    }
-    if !stamped {
-        conn = conn.unstamped();
     }
     if let Err(conn) = shared.rx.add(shared.clone(), Box::new(conn)) {
         // No worker runs: back to the tokio path.

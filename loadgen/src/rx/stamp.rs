@@ -1,7 +1,6 @@
 //! Kernel receive timestamps on the epoll receive path: what turns "the read returned" into
 //! "the bytes were in the kernel by". A connection's socket gets `SO_TIMESTAMPNS` when it is
-//! handed to the epoll path ([`enable`]): every connection's with `arrival = "kernel"`, else
-//! every [`LAG_SAMPLE`]th's ([`sampled`]). Each of its reads is a `recvmsg` ([`recv`]) whose control
+//! handed to the epoll path ([`enable`]); each read is a `recvmsg` ([`recv`]) whose control
 //! message carries the `CLOCK_REALTIME` time at which the kernel received the *last* segment
 //! the call consumed (TCP reports one timestamp per call: that of the newest skb read), so every
 //! frame of the read was in the kernel by then.
@@ -15,23 +14,6 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use chatbench_model::scenario::ArrivalClock;
-
-/// With `arrival = "read"`, one connection in this many (by its index in the process) is read
-/// with its kernel timestamp, for the receive lag; the others are read with a plain `read`.
-/// The timestamped `recvmsg` costs about 0.3 µs more per read (its message header and control
-/// message), some 4 % of the receive path at 20,000 deliveries/s
-/// (docs/notes/2026-12-07-floor-plainest-client.md); a sample of the connections measures the
-/// lag as well: at 20,000 deliveries/s it still records 1,250 deliveries a second.
-pub const LAG_SAMPLE: u32 = 16;
-
-/// Whether connection `index` (its index in the process) is read with kernel timestamps:
-/// every one when deliveries are timed to them (`arrival = "kernel"`), else a sample, for the
-/// receive lag ([`LAG_SAMPLE`]).
-pub fn sampled(arrival: ArrivalClock, index: u32) -> bool {
-    arrival == ArrivalClock::Kernel || index.is_multiple_of(LAG_SAMPLE)
-}
 
 /// Control-message space for one `struct timespec` (`CMSG_SPACE(16)` is 32 on 64-bit Linux),
 /// with room to spare; 8-byte aligned as `cmsghdr` needs.
@@ -198,14 +180,6 @@ mod tests {
         assert!(stamps.lag_us().expect("lag") >= 15_000, "{stamps:?}");
         assert_eq!(stamps.arrival_us(true), kernel_us);
         assert_eq!(stamps.arrival_us(false), read_us);
-    }
-
-    #[test]
-    fn kernel_arrival_stamps_every_connection_and_read_arrival_a_sample() {
-        let read = (0..160).filter(|&i| sampled(ArrivalClock::Read, i)).count();
-        assert_eq!(read, 10);
-        assert!(sampled(ArrivalClock::Read, 0) && !sampled(ArrivalClock::Read, 1));
-        assert!((0..160).all(|i| sampled(ArrivalClock::Kernel, i)));
     }
 
     #[test]

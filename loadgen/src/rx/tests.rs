@@ -54,15 +54,6 @@ fn engine_with_phase(
 /// A connected pair: the test's server end (blocking, with a read timeout) and a worker
 /// reading the client end. Returns the server end and the connection's ticket.
 fn attach(shared: &Arc<Shared>, plan: ConnPlan) -> (std::net::TcpStream, oneshot::Receiver<Ended>) {
-    attach_as(shared, plan, |c| c)
-}
-
-/// As [`attach`], the connection first changed by `how`.
-fn attach_as(
-    shared: &Arc<Shared>,
-    plan: ConnPlan,
-    how: impl FnOnce(Conn) -> Conn,
-) -> (std::net::TcpStream, oneshot::Receiver<Ended>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let client =
         std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -79,7 +70,7 @@ fn attach_as(
         Vec::new(),
         done,
     );
-    assert!(shared.rx.add(shared.clone(), Box::new(how(conn))).is_ok());
+    assert!(shared.rx.add(shared.clone(), Box::new(conn)).is_ok());
     (server, ticket)
 }
 
@@ -176,31 +167,6 @@ fn deliveries_duplicates_and_fragments_are_judged_as_on_the_tokio_path() {
     assert_eq!(e.exit, Exit::Stop);
     assert_eq!(shared.stats.closed_by_server.total(), 0);
     assert!(shared.stats.unexpected_frames().is_empty());
-}
-
-#[test]
-fn an_unstamped_connection_is_judged_with_plain_reads_and_counts_no_lag() {
-    // Neither socket was asked for timestamps (`stamp::enable`): the stamped connection's
-    // reads count as unstamped; the unstamped one's are plain reads, counted as nothing.
-    for (stamped, unstamped_reads) in [(true, true), (false, false)] {
-        let (shared, plan, from) = engine("");
-        let how = move |c: Conn| if stamped { c } else { c.unstamped() };
-        let (mut server, ticket) = attach_as(&shared, plan, how);
-        for seq in 1..=3u64 {
-            server
-                .write_all(&frame(0x81, msg(&from, seq).as_bytes()))
-                .expect("write");
-        }
-        eventually("3 deliveries", || counters(&shared) == (3, 0));
-        shared.rx.stop_all();
-        assert_eq!(ended(ticket).exit, Exit::Stop);
-        let n = Stats::get(&shared.stats.counters.unstamped_reads);
-        assert_eq!(
-            n > 0,
-            unstamped_reads,
-            "stamped {stamped}: {n} unstamped reads"
-        );
-    }
 }
 
 #[test]
