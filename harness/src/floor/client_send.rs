@@ -257,7 +257,7 @@ pub fn client_send_step(
     let written = messages * fan_out as u64 * out_len;
     let (got_bytes, _, recv_cpu_t) = got;
     let frames = got_bytes / out_len;
-    let mut invalid = judge(per_s, achieved, got_bytes, written);
+    let mut invalid = judge(per_s, achieved, got_bytes, written, "the plain server");
     if served != messages {
         invalid.push(format!(
             "the plain server served {served} of the {messages} messages sent"
@@ -276,8 +276,14 @@ pub fn client_send_step(
 }
 
 /// Why a client-send run cannot be used: the sender fell behind its rate, or the reader did
-/// not get every byte written (empty: valid).
-fn judge(per_s: f64, achieved: f64, got: u64, written: u64) -> Vec<String> {
+/// not get every byte that `server` (as the message names it) owed (empty: valid).
+pub(super) fn judge(
+    per_s: f64,
+    achieved: f64,
+    got: u64,
+    written: u64,
+    server: &str,
+) -> Vec<String> {
     let mut invalid = Vec::new();
     if achieved < RATE_KEPT * per_s {
         invalid.push(format!(
@@ -286,7 +292,7 @@ fn judge(per_s: f64, achieved: f64, got: u64, written: u64) -> Vec<String> {
     }
     if got != written {
         invalid.push(format!(
-            "the receiver got {got} bytes of the {written} the plain server owed"
+            "the receiver got {got} bytes of the {written} {server} owed"
         ));
     }
     invalid
@@ -334,8 +340,9 @@ mod tests {
 
     #[test]
     fn a_sender_behind_its_rate_or_a_short_read_is_invalid() {
-        assert!(judge(100.0, 99.0, 10, 10).is_empty());
-        assert_eq!(judge(100.0, 90.0, 10, 10).len(), 1);
-        assert!(judge(100.0, 100.0, 9, 10)[0].contains("9 bytes of the 10"));
+        let plain = "the plain server";
+        assert!(judge(100.0, 99.0, 10, 10, plain).is_empty());
+        assert_eq!(judge(100.0, 90.0, 10, 10, plain).len(), 1);
+        assert!(judge(100.0, 100.0, 9, 10, plain)[0].contains("9 bytes of the 10 the plain"));
     }
 }

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::client_send::send_loop;
 use super::plain::{msg_text_in, recv_loop, text_frame};
-use super::{FloorError, FloorOptions, RATE_KEPT, SATURATED};
+use super::{FloorError, FloorOptions, SATURATED};
 use crate::launcher::ServerChild;
 
 /// One run of the plainest client against the real server.
@@ -293,17 +293,7 @@ fn judge(
     written: u64,
     server_cores: Option<f64>,
 ) -> Vec<String> {
-    let mut invalid = Vec::new();
-    if achieved < RATE_KEPT * per_s {
-        invalid.push(format!(
-            "the client sender wrote {achieved:.1} messages/s of the {per_s:.1} asked"
-        ));
-    }
-    if got != written {
-        invalid.push(format!(
-            "the receiver got {got} bytes of the {written} the server owed"
-        ));
-    }
+    let mut invalid = super::client_send::judge(per_s, achieved, got, written, "the server");
     if let Some(c) = server_cores.filter(|&c| c >= SATURATED) {
         invalid.push(format!(
             "the server used {c:.2} cores: it, not the client, was the bottleneck"
