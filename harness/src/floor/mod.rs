@@ -181,8 +181,9 @@ pub enum FloorError {
         /// The first line of what it answered.
         reply: String,
     },
-    /// A target step's set-up failed, and the server said something on stderr.
-    #[error("{source}; the server's last words: {tail}")]
+    /// A target step failed, and the server had said something on stderr (what failed is
+    /// the source).
+    #[error("the server's last words: {tail}")]
     TargetSaid {
         /// What failed.
         source: Box<FloorError>,

@@ -178,14 +178,17 @@ pub fn target_step(
     let server = ServerChild::start(&bin, arch, &extra).map_err(FloorError::Launch)?;
     let run = with_server(o, rate, &server, recv_cpu);
     let (_, tail) = server.stop(Duration::from_secs(5));
-    run.map_err(|e| match e {
-        FloorError::TargetRefused { .. } | FloorError::TargetSetup { .. } if !tail.is_empty() => {
+    // What went wrong may be the server's doing (a refusal, a crash): its last words go with
+    // the error.
+    run.map_err(|e| {
+        if tail.is_empty() {
+            e
+        } else {
             FloorError::TargetSaid {
                 source: Box::new(e),
                 tail,
             }
         }
-        e => e,
     })
 }
 
@@ -355,6 +358,34 @@ mod tests {
         assert!(
             e.to_string().contains("nothing (the connection closed)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_server_that_fails_is_named_with_its_last_words() {
+        // A "server" that announces an address nothing listens on, says why on stderr, and
+        // waits: the first connection is refused, and the error carries what it said.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("fake-server");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'boom: no such arch' >&2\n\
+             echo \"127.0.0.1:1 ws://127.0.0.1:1/ws arch=x pid=$$\"\nexec sleep 30\n",
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut o = super::super::tests::opts();
+        o.generator_bin = Some(bin);
+        let e = target_step(&o, "epoll", 900.0, None, None).expect_err("refused");
+        let text = format!(
+            "{e}: {}",
+            std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())
+        );
+        assert!(matches!(e, FloorError::TargetSaid { .. }), "{text}");
+        assert!(
+            text.contains("boom: no such arch") && text.contains("connection 0"),
+            "{text}"
         );
     }
 
