@@ -20,7 +20,7 @@
 //!   what it pays is what any client of that server pays, so the generator over it is the
 //!   instrument's own share.
 //!
-//! Then the medians per row, the two ratios and the tables. On two or more CPUs the sender and
+//! Then the medians per row, the ratios and the tables. On two or more CPUs the sender and
 //! the server run on the first CPU, the receiver and the generator on the second (as
 //! `run --serve` pins them).
 //!
@@ -82,7 +82,7 @@ pub enum FloorError {
     /// One step of a rate failed.
     #[error("the {step} step")]
     Step {
-        /// `plain`, `client send`, `generator` or `paced plain`.
+        /// `plain`, `client send`, `generator`, `target` or `paced plain`.
         step: &'static str,
         /// Why.
         #[source]
@@ -162,7 +162,7 @@ pub enum FloorError {
     #[error("starting the server")]
     Launch(#[source] crate::launcher::LaunchError),
     /// A connection of the target step could not be set up.
-    #[error("setting up connection {conn} to the server (out of descriptors? raise `ulimit -n`)")]
+    #[error("setting up connection {conn} to the server")]
     TargetSetup {
         /// Connections set up before it.
         conn: usize,

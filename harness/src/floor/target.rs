@@ -79,11 +79,8 @@ fn join(addr: SocketAddr, conn: usize, room: &str) -> Result<TcpStream, FloorErr
     s.set_nodelay(true).map_err(io)?;
     s.set_read_timeout(Some(SETUP_TIMEOUT)).map_err(io)?;
     s.set_write_timeout(Some(SETUP_TIMEOUT)).map_err(io)?;
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(request.as_bytes()).map_err(io)?;
+    s.write_all(chatbench_servers::bench::UPGRADE_REQUEST)
+        .map_err(io)?;
     let reply = read_until(&mut s, conn, |b| {
         b.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
     })?;
